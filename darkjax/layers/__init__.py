@@ -1,0 +1,1 @@
+"""Reusable layers: 3D convolution with per-backend lowering, gradient reversal, curves, Fourier blocks."""
