@@ -1,0 +1,30 @@
+"""PyTorch / numpy checkpoints -> Flax variables, one converter per model family.
+
+`from_torch(name, state_dict, num_classes=None)` returns `{"params": ..., "batch_stats": ...}` for
+`darkjax.models.build(name, num_classes)`. Each family module exposes
+`convert(name, state_dict, num_classes) -> variables` and `NAMES` (the model names it handles).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping
+
+# Converter modules (explicit list, no registration side effects).
+_CONVERTERS = (
+)
+
+
+def _converter_for(name: str):
+  known = []
+  for module_name in _CONVERTERS:
+    module = importlib.import_module(module_name)
+    if name in module.NAMES:
+      return module
+    known.extend(module.NAMES)
+  raise ValueError(f"no PyTorch converter for model {name!r}; convertible models: {sorted(known)}")
+
+
+def from_torch(name: str, state_dict: Mapping[str, Any], num_classes: int | None = None) -> dict:
+  """Converts a PyTorch-layout state dict for model `name` into Flax variables (strict)."""
+  return _converter_for(name).convert(name, state_dict, num_classes)

@@ -1,0 +1,67 @@
+"""Shared pieces of PyTorch -> Flax conversion: layouts, prefixes, and a strict merge."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import numpy as np
+from flax import traverse_util
+
+IGNORED_TORCH_SUFFIXES = ("num_batches_tracked",)
+
+
+def normalise_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """numpy arrays, without `module.`/`_orig_mod.` prefixes and ignored bookkeeping entries."""
+  out: dict[str, np.ndarray] = {}
+  for key, value in state_dict.items():
+    if key.endswith(IGNORED_TORCH_SUFFIXES):
+      continue
+    clean = re.sub(r"^(module\.|_orig_mod\.)+", "", key)
+    if hasattr(value, "detach"):
+      value = value.detach().cpu().numpy()
+    out[clean] = np.asarray(value)
+  return out
+
+
+def conv_kernel(weight: np.ndarray) -> np.ndarray:
+  """PyTorch (out, in, *spatial) -> Flax (*spatial, in, out), for 1D/2D/3D convolutions."""
+  nd = weight.ndim - 2
+  return np.transpose(weight, tuple(range(2, 2 + nd)) + (1, 0))
+
+
+def linear_kernel(weight: np.ndarray) -> np.ndarray:
+  """PyTorch (out, in) -> Flax (in, out)."""
+  return np.transpose(weight)
+
+
+class ConversionError(ValueError):
+  """A state dict does not fit the target model; the message lists every problem."""
+
+
+def merge_strict(expected: Mapping[str, Any], converted: Mapping[str, Any],
+                 unused_source_keys: list[str], arch: str) -> dict:
+  """Checks `converted` against the shapes of `expected` (a variables tree, e.g. from eval_shape).
+
+  Raises ConversionError listing all missing, unexpected and mis-shaped parameters and all source
+  keys that were not consumed.
+  """
+  want = traverse_util.flatten_dict(dict(expected), sep="/")
+  got = traverse_util.flatten_dict(dict(converted), sep="/")
+  missing = sorted(set(want) - set(got))
+  unexpected = sorted(set(got) - set(want))
+  misshaped = sorted(f"{k}: checkpoint {tuple(np.shape(got[k]))} vs model {tuple(want[k].shape)}"
+                     for k in set(want) & set(got) if tuple(np.shape(got[k])) != tuple(want[k].shape))
+  problems = []
+  if missing:
+    problems.append(f"missing in checkpoint ({len(missing)}): {missing}")
+  if unexpected:
+    problems.append(f"unexpected (not in model) ({len(unexpected)}): {unexpected}")
+  if misshaped:
+    problems.append(f"wrong shape ({len(misshaped)}): {misshaped}")
+  if unused_source_keys:
+    problems.append(f"unused source keys ({len(unused_source_keys)}): {sorted(unused_source_keys)}")
+  if problems:
+    raise ConversionError(f"cannot convert state dict to {arch!r}:\n  " + "\n  ".join(problems))
+  return traverse_util.unflatten_dict(
+      {k: np.asarray(v, dtype=want[k].dtype) for k, v in got.items()}, sep="/")
