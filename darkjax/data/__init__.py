@@ -1,0 +1,1 @@
+"""Data: pre-decoded TFRecord datasets, synthetic data, dataset preparation, clip ops and the input pipeline."""

@@ -1,0 +1,304 @@
+"""TFRecord framing, example encoding, dataset writing and verification (darkjax.data.records)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+
+import google_crc32c
+import numpy as np
+import pytest
+
+from darkjax.data import records
+
+CLASSES = ("drink", "jump", "run")
+
+
+def _masked(data: bytes) -> int:
+  """The TFRecord masked CRC, written out from the spec independently of records.py."""
+  crc = google_crc32c.value(data)
+  return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) % 2**32
+
+
+def _independent_frame(data: bytes) -> bytes:
+  length = struct.pack("<Q", len(data))
+  return (length + struct.pack("<I", _masked(length)) + data + struct.pack("<I", _masked(data)))
+
+
+def _example(index: int, frames: int = 3, with_flow: bool = True) -> dict:
+  rng = np.random.default_rng(index)
+  example = {"video": rng.integers(0, 256, (frames, 4, 5, 3), dtype=np.uint8),
+             "label": index % len(CLASSES), "video_id": f"clip_{index:03d}"}
+  if with_flow:
+    example["streams"] = {"flow": rng.integers(0, 256, (frames - 1, 4, 5, 2), dtype=np.uint8)}
+  return example
+
+
+def _write(tmp_path, num_train=5, num_test=2, **kwargs):
+  splits = {"train": [_example(i) for i in range(num_train)],
+            "test": [_example(100 + i) for i in range(num_test)]}
+  out_dir = str(tmp_path / "ds")
+  manifest = records.write_dataset(out_dir, "toy", CLASSES, splits, fps=30.0,
+                                   examples_per_shard=2, streams=("flow",),
+                                   metadata={"source": "unit test"}, **kwargs)
+  return out_dir, manifest, splits
+
+
+def _record_offsets(path: str) -> list[int]:
+  """Record start offsets, from the length fields alone (independent of records.py)."""
+  offsets, offset, size = [], 0, os.path.getsize(path)
+  with open(path, "rb") as file:
+    while offset < size:
+      offsets.append(offset)
+      file.seek(offset)
+      (length,) = struct.unpack("<Q", file.read(8))
+      offset += 16 + length
+  return offsets
+
+
+def _flip_byte(path: str, position: int) -> None:
+  with open(path, "r+b") as file:
+    file.seek(position)
+    byte = file.read(1)
+    file.seek(position)
+    file.write(bytes([byte[0] ^ 0x40]))
+
+
+def test_frame_record_matches_spec_bytes():
+  data = b"dark"
+  length_crc = _masked(struct.pack("<Q", 4))
+  expected = (bytes([4, 0, 0, 0, 0, 0, 0, 0]) + length_crc.to_bytes(4, "little") + b"dark"
+              + _masked(b"dark").to_bytes(4, "little"))
+  assert records.frame_record(data) == expected
+  # crc32c check value from RFC 3720 ("123456789" -> 0xE3069283) pins the CRC variant itself.
+  assert google_crc32c.value(b"123456789") == 0xE3069283
+  crc = 0xE3069283
+  assert records.masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2**32
+
+
+def test_iter_tfrecord_reads_independently_framed_file(tmp_path):
+  payloads = [b"", b"a", bytes(range(256)) * 40, b"last"]
+  path = tmp_path / "x.tfrecord"
+  path.write_bytes(b"".join(_independent_frame(p) for p in payloads))
+  assert list(records.iter_tfrecord(path)) == payloads
+  assert [o for o, _ in records.iter_tfrecord_with_offsets(path)] == _record_offsets(str(path))
+
+
+def test_tfrecord_writer_bytes_sha_and_atomic_rename(tmp_path):
+  path = str(tmp_path / "w.tfrecord")
+  with records.TFRecordWriter(path) as writer:
+    writer.write(b"one")
+    writer.write(b"two")
+    assert not os.path.exists(path) and os.path.exists(path + ".tmp")
+  content = open(path, "rb").read()
+  assert content == _independent_frame(b"one") + _independent_frame(b"two")
+  assert writer.num_records == 2 and writer.num_bytes == len(content)
+  assert writer.sha256 == hashlib.sha256(content).hexdigest()
+  assert not os.path.exists(path + ".tmp")
+  with pytest.raises(RuntimeError):
+    with records.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
+      writer.write(b"partial")
+      raise RuntimeError("boom")
+  assert os.listdir(tmp_path) == ["w.tfrecord"]
+
+
+def test_example_round_trip_and_errors():
+  example = _example(7)
+  data = records.encode_example(example["video"], example["label"], example["video_id"],
+                                example["streams"])
+  decoded = records.decode_example(data)
+  assert set(decoded) == {"video", "label", "video_id", "flow"}
+  np.testing.assert_array_equal(decoded["video"], example["video"])
+  np.testing.assert_array_equal(decoded["flow"], example["streams"]["flow"])
+  assert decoded["label"].dtype == np.int32 and decoded["label"] == 1
+  assert decoded["video_id"] == "clip_007"
+  with pytest.raises(ValueError, match="clip_x.*uint8"):
+    records.encode_example(example["video"].astype(np.float32), 0, "clip_x")
+  with pytest.raises(ValueError, match="clip_y.*'flow'"):
+    records.encode_example(example["video"], 0, "clip_y", {"flow": example["video"][0]})
+  with pytest.raises(records.CorruptRecordError, match="shard-7.*not a tf.train.Example"):
+    records.decode_example(b"\xff\xff\xff", source="shard-7")
+  # A raw payload whose size disagrees with its shape: rebuild the proto with a wrong shape.
+  from tensorflow_datasets.proto import tf_example_pb2
+  proto = tf_example_pb2.Example.FromString(data)
+  proto.features.feature["video/shape"].int64_list.value[0] = 4
+  with pytest.raises(records.CorruptRecordError, match=r"f\.tfrecord.*byte offset 12.*video/raw"):
+    records.decode_example(proto.SerializeToString(), source="f.tfrecord", offset=12)
+  error = records.CorruptRecordError("f.tfrecord", 99, "data CRC mismatch")
+  clone = pickle.loads(pickle.dumps(error))
+  assert (clone.path, clone.offset, str(clone)) == ("f.tfrecord", 99, str(error))
+
+
+def test_dataset_round_trip_and_manifest(tmp_path):
+  out_dir, manifest, splits = _write(tmp_path)
+  assert manifest == records.load_manifest(out_dir)
+  assert manifest["num_classes"] == 3 and manifest["frame_shape"] == [4, 5, 3]
+  assert manifest["streams"] == {"flow": [4, 5, 2]} and manifest["version"] == 1
+  assert manifest["metadata"] == {"source": "unit test"}
+  train = manifest["splits"]["train"]
+  assert train["num_examples"] == 5 and [s["num_examples"] for s in train["shards"]] == [2, 2, 1]
+  assert train["shards"][0]["file"] == "toy-train-00000-of-00003.tfrecord"
+  assert sorted(os.listdir(out_dir)) == sorted(
+      ["manifest.json"] + [s["file"] for split in manifest["splits"].values()
+                           for s in split["shards"]])
+  for split, examples in splits.items():
+    files = records.split_files(manifest, out_dir, split)
+    assert sum(n for _, n in files) == len(examples)
+    decoded = [records.decode_example(d, path) for path, _ in files
+               for d in records.iter_tfrecord(path)]
+    assert [d["video_id"] for d in decoded] == [e["video_id"] for e in examples]
+    for got, want in zip(decoded, examples):
+      np.testing.assert_array_equal(got["video"], want["video"])
+      np.testing.assert_array_equal(got["flow"], want["streams"]["flow"])
+      assert got["label"] == want["label"]
+    for (path, _), entry in zip(files, manifest["splits"][split]["shards"]):
+      content = open(path, "rb").read()
+      assert entry["sha256"] == hashlib.sha256(content).hexdigest()
+      assert entry["num_bytes"] == len(content)
+  report = records.verify(out_dir)
+  assert report.ok, report.format()
+  assert report.splits["train"] == {"shards": 3, "expected_examples": 5, "found_examples": 5,
+                                    "num_bytes": sum(s["num_bytes"] for s in train["shards"])}
+
+
+def test_flipped_byte_reported_with_file_and_record_offset(tmp_path):
+  out_dir, manifest, _ = _write(tmp_path)
+  path = records.split_files(manifest, out_dir, "train")[1][0]
+  second = _record_offsets(path)[1]
+  _flip_byte(path, second + 12 + 30)  # inside the data of the second record
+  with pytest.raises(records.CorruptRecordError) as info:
+    list(records.iter_tfrecord(path))
+  assert (info.value.path, info.value.offset) == (path, second)
+  assert f"byte offset {second}" in str(info.value) and path in str(info.value)
+  report = records.verify(out_dir)
+  located = {(p.file, p.offset) for p in report.problems}
+  assert (path, second) in located and (path, None) in located  # + sha256 mismatch
+  assert all(p.file == path for p in report.problems)
+  assert report.splits["train"]["found_examples"] == 4
+  # Damage to a length field stops that shard but other splits are still checked.
+  first = records.split_files(manifest, out_dir, "test")[0][0]
+  _flip_byte(first, 2)
+  report = records.verify(out_dir)
+  assert any(p.file == first and p.offset == 0 and "length CRC" in p.message
+             for p in report.problems)
+  assert (path, second) in {(p.file, p.offset) for p in report.problems}
+
+
+def test_truncated_shard_and_sha_mismatch_reported(tmp_path):
+  out_dir, manifest, _ = _write(tmp_path)
+  path = records.split_files(manifest, out_dir, "train")[0][0]
+  last = _record_offsets(path)[-1]
+  with open(path, "r+b") as file:
+    file.truncate(os.path.getsize(path) - 10)
+  with pytest.raises(records.CorruptRecordError, match="truncated") as info:
+    list(records.iter_tfrecord(path))
+  assert info.value.offset == last
+  messages = [str(p) for p in records.verify(out_dir).problems]
+  assert any(f"@ byte {last}: truncated" in m for m in messages)
+  assert any("sha256" in m for m in messages) and any("1 records found" in m for m in messages)
+
+  # Valid framing and CRCs, different content: only the sha256 / size checks can catch it.
+  out_dir, manifest, _ = _write(tmp_path / "again")
+  path = records.split_files(manifest, out_dir, "test")[0][0]
+  example = _example(55)
+  data = records.encode_example(example["video"], 0, "other", example["streams"])
+  with open(path, "wb") as file:
+    file.write(_independent_frame(data) * 2)
+  problems = records.verify(out_dir).problems
+  assert problems and all(p.file == path and p.offset is None for p in problems)
+  assert any("sha256" in p.message for p in problems)
+
+
+def test_verify_checks_shapes_against_manifest(tmp_path):
+  out_dir, manifest, _ = _write(tmp_path)
+  manifest["frame_shape"] = [8, 5, 3]
+  with open(os.path.join(out_dir, records.MANIFEST), "w") as file:
+    json.dump(manifest, file)
+  problems = records.verify(out_dir).problems
+  assert len(problems) == 7 and all("manifest says [8, 5, 3]" in p.message for p in problems)
+  path = records.split_files(manifest, out_dir, "train")[0][0]
+  assert {p.offset for p in problems if p.file == path} == set(_record_offsets(path))
+
+
+def test_exception_inside_writer_leaves_no_files(tmp_path):
+  out_dir = str(tmp_path / "ds")
+  with pytest.raises(RuntimeError, match="decoder died"):
+    with records.DatasetWriter(out_dir, "toy", CLASSES, fps=25, examples_per_shard=2) as writer:
+      for i in range(3):  # one finished shard plus one open shard
+        e = _example(i, with_flow=False)
+        writer.add("train", e["video"], e["label"], e["video_id"])
+      raise RuntimeError("decoder died")
+  assert os.listdir(out_dir) == []
+  with pytest.raises(FileNotFoundError, match="darkjax.data.synthetic"):
+    records.load_manifest(out_dir)
+
+
+def test_writer_validation_errors(tmp_path):
+  e = _example(0, with_flow=False)
+  writer = records.DatasetWriter(str(tmp_path / "ds"), "toy", CLASSES, fps=25)
+  with pytest.raises(ValueError, match="clip_000.*label 3"):
+    writer.add("train", e["video"], 3, e["video_id"])
+  with pytest.raises(ValueError, match="clip_000.*streams"):
+    writer.add("train", e["video"], 0, e["video_id"], {"flow": e["video"]})
+  writer.add("train", e["video"], 0, e["video_id"])
+  writer.close()
+  with pytest.raises(FileExistsError, match="manifest.json"):
+    records.DatasetWriter(str(tmp_path / "ds"), "toy", CLASSES, fps=25)
+  with pytest.raises(ValueError, match="'test' .*no examples"):
+    records.write_dataset(str(tmp_path / "empty"), "toy", CLASSES,
+                          {"train": [e], "test": []}, fps=25)
+
+
+def test_overwrite_removes_stale_shards(tmp_path):
+  out_dir, _, _ = _write(tmp_path, num_train=5)
+  _, manifest, _ = _write(tmp_path, num_train=2, overwrite=True)
+  assert sorted(os.listdir(out_dir)) == sorted(
+      ["manifest.json"] + [s["file"] for split in manifest["splits"].values()
+                           for s in split["shards"]])
+  assert records.verify(out_dir).ok
+
+
+def test_manifest_and_split_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nowhere.*does not exist.*darkjax.data.prepare"):
+    records.load_manifest(str(tmp_path / "nowhere"))
+  out_dir, manifest, _ = _write(tmp_path)
+  with pytest.raises(KeyError, match=r"'val'.*\['test', 'train'\]"):
+    records.split_files(manifest, out_dir, "val")
+  missing = os.path.join(out_dir, manifest["splits"]["test"]["shards"][0]["file"])
+  os.remove(missing)
+  with pytest.raises(FileNotFoundError, match="toy-test-00000-of-00001"):
+    records.split_files(manifest, out_dir, "test")
+  assert any(p.file == missing and "missing" in p.message for p in records.verify(out_dir).problems)
+  del manifest["class_names"]
+  with open(os.path.join(out_dir, records.MANIFEST), "w") as file:
+    json.dump(manifest, file)
+  with pytest.raises(ValueError, match="'class_names'"):
+    records.load_manifest(out_dir)
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+  out_dir, manifest, _ = _write(tmp_path)
+  assert records.main(["verify", out_dir]) == 0
+  assert "train: 3 shards, 5/5 examples" in capsys.readouterr().out
+  path = records.split_files(manifest, out_dir, "train")[2][0]
+  _flip_byte(path, 20)
+  assert records.main(["verify", out_dir]) == 1
+  out = capsys.readouterr().out
+  assert f"{path} @ byte 0: data CRC mismatch" in out and "FAILED" in out
+  assert records.main(["verify", str(tmp_path / "nowhere")]) == 1
+  assert "darkjax.data.synthetic" in capsys.readouterr().err
+  # The module entry point, in a fresh interpreter that must not import TensorFlow.
+  code = ("import runpy, sys; sys.argv = ['records', 'verify', sys.argv[1]]\n"
+          "try: runpy.run_module('darkjax.data.records', run_name='__main__')\n"
+          "except SystemExit as e: status = e.code\n"
+          "assert not any(m.split('.')[0] == 'tensorflow' for m in sys.modules), 'tf imported'\n"
+          "sys.exit(status)\n")
+  result = subprocess.run([sys.executable, "-c", code, out_dir], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 1, result.stderr
+  assert "data CRC mismatch" in result.stdout
