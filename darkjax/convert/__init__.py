@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 # Converter modules (explicit list, no registration side effects).
 _CONVERTERS = (
+    "darkjax.convert.zero_dce",
 )
 
 

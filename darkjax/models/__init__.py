@@ -15,6 +15,7 @@ import flax.linen as nn
 # Family modules, in the order their names are listed to users.
 _FAMILIES = (
     "darkjax.models.small3d",
+    "darkjax.models.enhancers",
 )
 
 

@@ -1,0 +1,233 @@
+"""Curve-estimation enhancers: Zero-DCE, Zero-DCE++ and DTCM's light enhancer, plus a video wrapper.
+
+Each enhancer maps an image batch (N, H, W, 3) in [0, 1] to `(enhanced, out)` with
+`out = {"curves": per-pixel curve maps at frame resolution, "intermediate": the image after 4 curve
+iterations, "enhanced": the final image}`, and exposes `estimate_curves(x, train)` so that
+`VideoEnhancer` can estimate curves on key frames only and share them inside groups of frames.
+
+- `zero_dce` (Li-Chongyi/Zero-DCE `enhance_net_nopool`): seven 3x3 convolutions of 32 channels with
+  skip concatenations, 24-channel tanh output = 8 iterations x RGB. 79,416 parameters.
+- `zero_dce_pp` (Li-Chongyi/Zero-DCE_extension): the same graph with depthwise-separable convolutions,
+  one 3-channel curve map reused by all 8 iterations, optional input down-scaling (`downscale`): the
+  maps are estimated on the bilinearly reduced image and brought back with align_corners=True
+  bilinear up-sampling, as in the official code. 10,561 parameters.
+- `dtcm_enhancer` (DTCM, Tu et al., TIP 2023, light version): 3x3 conv 32 + ReLU, ShuffleNetV2 basic
+  units for layers 2-4, ShuffleNetV2 spatial down-sampling units (stride 2) for layers 5-6, 3x3 conv
+  + tanh (24 channels), maps up-sampled bilinearly to frame resolution. The Zero-DCE skip pattern is
+  kept (layer 5 sees cat(x3, x4), layer 6 cat(x2, x5), layer 7 cat(x1, x6)); skips entering a
+  down-sampled stage are 2x2 / 4x4 average-pooled (our reading: the paper gives no wiring details).
+  23,560 parameters (+ BatchNorm statistics); H and W must be multiples of 4.
+
+Parameter names follow the official PyTorch modules (`e_conv1` ... `e_conv7`, `depth_conv`,
+`point_conv`) so that `darkjax.convert.zero_dce` is a plain rename. Curves use the official sign
+convention by default (see darkjax.layers.curves).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from darkjax.layers.curves import (curve_iterates, intermediate_index, keyframe_curves,
+                                   resize_bilinear)
+
+PAD1 = ((1, 1), (1, 1))
+
+
+def _check_images(name: str, x: jax.Array) -> None:
+  if x.ndim != 4 or x.shape[-1] != 3:
+    raise ValueError(f"{name}: expected an image batch (N, H, W, 3), got shape {x.shape}")
+
+
+class _CurveEnhancer(nn.Module):
+  """Shared `__call__`: estimate curve maps at frame resolution, then iterate the curve."""
+
+  def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
+    raise NotImplementedError
+
+  def __call__(self, x: jax.Array, train: bool = False):
+    _check_images(type(self).__name__, x)
+    maps = self.estimate_curves(x, train=train)
+    iterates = curve_iterates(x, maps.astype(x.dtype), self.convention, self.num_iterations)
+    enhanced = iterates[-1]
+    return enhanced, {"curves": maps, "enhanced": enhanced,
+                      "intermediate": iterates[intermediate_index(len(iterates))]}
+
+
+class ZeroDCE(_CurveEnhancer):
+  """Zero-DCE curve estimator (DCE-Net), parameter-compatible with the official snapshot."""
+  num_classes: int = 0
+  dtype: Any = None
+  features: int = 32
+  num_iterations: int = 8
+  convention: str = "official"
+
+  @nn.compact
+  def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
+    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=PAD1, dtype=self.dtype)
+    f = self.features
+    x1 = nn.relu(conv(f, name="e_conv1")(x))
+    x2 = nn.relu(conv(f, name="e_conv2")(x1))
+    x3 = nn.relu(conv(f, name="e_conv3")(x2))
+    x4 = nn.relu(conv(f, name="e_conv4")(x3))
+    x5 = nn.relu(conv(f, name="e_conv5")(jnp.concatenate([x3, x4], -1)))
+    x6 = nn.relu(conv(f, name="e_conv6")(jnp.concatenate([x2, x5], -1)))
+    return jnp.tanh(conv(3 * self.num_iterations, name="e_conv7")(jnp.concatenate([x1, x6], -1)))
+
+
+class DepthwiseSeparableConv(nn.Module):
+  """3x3 depthwise conv + 1x1 pointwise conv, both with bias (Zero-DCE++ `CSDN_Tem`)."""
+  features: int
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    channels = x.shape[-1]
+    x = nn.Conv(channels, (3, 3), padding=PAD1, feature_group_count=channels, dtype=self.dtype,
+                name="depth_conv")(x)
+    return nn.Conv(self.features, (1, 1), padding="VALID", dtype=self.dtype, name="point_conv")(x)
+
+
+class ZeroDCEPlusPlus(_CurveEnhancer):
+  """Zero-DCE++: depthwise-separable DCE-Net, one curve map shared by all iterations."""
+  num_classes: int = 0
+  dtype: Any = None
+  features: int = 32
+  num_iterations: int = 8
+  convention: str = "official"
+  downscale: int = 1
+
+  @nn.compact
+  def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
+    h, w = x.shape[1:3]
+    s = self.downscale
+    if s < 1 or h % s or w % s:
+      raise ValueError(f"zero_dce_pp: frame size {(h, w)} is not divisible by downscale={s}")
+    small = x if s == 1 else resize_bilinear(x, (h // s, w // s), align_corners=False)
+    conv = functools.partial(DepthwiseSeparableConv, dtype=self.dtype)
+    f = self.features
+    x1 = nn.relu(conv(f, name="e_conv1")(small))
+    x2 = nn.relu(conv(f, name="e_conv2")(x1))
+    x3 = nn.relu(conv(f, name="e_conv3")(x2))
+    x4 = nn.relu(conv(f, name="e_conv4")(x3))
+    x5 = nn.relu(conv(f, name="e_conv5")(jnp.concatenate([x3, x4], -1)))
+    x6 = nn.relu(conv(f, name="e_conv6")(jnp.concatenate([x2, x5], -1)))
+    maps = jnp.tanh(conv(3, name="e_conv7")(jnp.concatenate([x1, x6], -1)))
+    return resize_bilinear(maps, (h, w), align_corners=True)
+
+
+def channel_shuffle(x: jax.Array, groups: int = 2) -> jax.Array:
+  """ShuffleNet channel shuffle on channels-last x (same permutation as torchvision's)."""
+  *lead, c = x.shape
+  x = x.reshape(tuple(lead) + (groups, c // groups))
+  return jnp.swapaxes(x, -1, -2).reshape(tuple(lead) + (c,))
+
+
+class ShuffleUnit(nn.Module):
+  """ShuffleNetV2 unit (torchvision `InvertedResidual` layout): basic (stride 1) or down-sampling."""
+  features: int
+  stride: int = 1
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    branch_features = self.features // 2
+    conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="VALID", use_bias=False,
+                                dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+
+    def depthwise(y, name):
+      return nn.Conv(y.shape[-1], (3, 3), strides=(self.stride, self.stride), padding=PAD1,
+                     feature_group_count=y.shape[-1], use_bias=False, dtype=self.dtype,
+                     name=name)(y)
+
+    if self.stride == 1:
+      if x.shape[-1] != self.features:
+        raise ValueError(f"{self.name}: basic ShuffleNet unit needs {self.features} input "
+                         f"channels, got {x.shape[-1]}")
+      passthrough, y = jnp.split(x, 2, axis=-1)
+    else:
+      passthrough = depthwise(x, "branch1_depthwise")
+      passthrough = norm(name="branch1_depthwise_bn")(passthrough)
+      passthrough = nn.relu(norm(name="branch1_pointwise_bn")(
+          conv1x1(branch_features, name="branch1_pointwise")(passthrough)))
+      y = x
+    y = nn.relu(norm(name="branch2_pointwise1_bn")(
+        conv1x1(branch_features, name="branch2_pointwise1")(y)))
+    y = norm(name="branch2_depthwise_bn")(depthwise(y, "branch2_depthwise"))
+    y = nn.relu(norm(name="branch2_pointwise2_bn")(
+        conv1x1(branch_features, name="branch2_pointwise2")(y)))
+    return channel_shuffle(jnp.concatenate([passthrough, y], -1), 2)
+
+
+def _avg_pool(x: jax.Array, factor: int) -> jax.Array:
+  return nn.avg_pool(x, (factor, factor), strides=(factor, factor))
+
+
+class DTCMEnhancer(_CurveEnhancer):
+  """DTCM's light curve estimator (see module docstring for the layer layout)."""
+  num_classes: int = 0
+  dtype: Any = None
+  features: int = 32
+  num_iterations: int = 8
+  convention: str = "official"
+  align_corners: bool = False
+
+  @nn.compact
+  def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
+    h, w = x.shape[1:3]
+    if h % 4 or w % 4:
+      raise ValueError(f"dtcm_enhancer: frame size {(h, w)} must be a multiple of 4 (two "
+                       f"stride-2 ShuffleNet units)")
+    f = self.features
+    unit = functools.partial(ShuffleUnit, f, dtype=self.dtype)
+    x1 = nn.relu(nn.Conv(f, (3, 3), padding=PAD1, dtype=self.dtype, name="e_conv1")(x))
+    x2 = unit(name="e_conv2")(x1, train)
+    x3 = unit(name="e_conv3")(x2, train)
+    x4 = unit(name="e_conv4")(x3, train)
+    x5 = unit(stride=2, name="e_conv5")(jnp.concatenate([x3, x4], -1), train)
+    x6 = unit(stride=2, name="e_conv6")(jnp.concatenate([_avg_pool(x2, 2), x5], -1), train)
+    maps = nn.Conv(3 * self.num_iterations, (3, 3), padding=PAD1, dtype=self.dtype,
+                   name="e_conv7")(jnp.concatenate([_avg_pool(x1, 4), x6], -1))
+    return resize_bilinear(jnp.tanh(maps), (h, w), align_corners=self.align_corners)
+
+
+class VideoEnhancer(nn.Module):
+  """Applies an image enhancer to clips (B, T, H, W, 3) with key-frame curve sharing.
+
+  Curves are estimated on the middle frame of each group of `group_size` consecutive frames and
+  applied to the whole group (`group_size=1`: every frame gets its own curves). Returns
+  `(enhanced clip, {"curves": (B, T / group_size, H, W, C'), "intermediate", "enhanced"})`.
+  """
+  enhancer: nn.Module
+  group_size: int = 1
+
+  @nn.compact
+  def __call__(self, clip: jax.Array, train: bool = False):
+    if clip.ndim != 5 or clip.shape[-1] != 3:
+      raise ValueError(f"VideoEnhancer: expected a clip (B, T, H, W, 3), got shape {clip.shape}")
+    enhanced, out = keyframe_curves(
+        clip, lambda frames: self.enhancer.estimate_curves(frames, train=train), self.group_size,
+        convention=self.enhancer.convention, num_iterations=self.enhancer.num_iterations)
+    return enhanced, dict(out, enhanced=enhanced)
+
+
+def _enhancer(cls: type, name: str) -> Callable[..., nn.Module]:
+  def build(num_classes: int = 0, **kwargs: Any) -> nn.Module:
+    if num_classes:
+      raise ValueError(f"model {name!r} is an enhancer without a classifier head: num_classes "
+                       f"must be 0, got {num_classes}")
+    return cls(num_classes=0, **kwargs)
+  return build
+
+
+VARIANTS: dict[str, Callable[..., nn.Module]] = {
+    "zero_dce": _enhancer(ZeroDCE, "zero_dce"),
+    "zero_dce_pp": _enhancer(ZeroDCEPlusPlus, "zero_dce_pp"),
+    "dtcm_enhancer": _enhancer(DTCMEnhancer, "dtcm_enhancer"),
+}

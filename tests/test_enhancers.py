@@ -1,0 +1,217 @@
+"""Zero-DCE / Zero-DCE++ / DTCM enhancers: parameter counts, official-code parity, video wrapper."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from darkjax import convert, models
+from darkjax.convert.common import ConversionError
+from darkjax.layers.curves import apply_curves
+from darkjax.models.enhancers import VideoEnhancer, channel_shuffle
+
+
+def _param_count(name, **kwargs):
+  model = models.build(name, 0, **kwargs)
+  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  return sum(x.size for x in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("name,count", [("zero_dce", 79_416), ("zero_dce_pp", 10_561),
+                                        ("dtcm_enhancer", 23_560)])
+def test_parameter_counts(name, count):
+  assert name in models.names()
+  assert _param_count(name) == count
+
+
+def test_enhancers_have_no_head():
+  with pytest.raises(ValueError, match="num_classes must be 0"):
+    models.build("zero_dce", 10)
+
+
+@pytest.mark.parametrize("name", ["zero_dce", "zero_dce_pp", "dtcm_enhancer"])
+def test_forward_outputs(name):
+  model = models.build(name, 0)
+  x = jax.random.uniform(jax.random.key(0), (2, 8, 12, 3), maxval=0.3)
+  variables = jax.jit(model.init)(jax.random.key(1), x)
+  (enhanced, out), _ = jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                                         mutable=["batch_stats"]))(variables, x)
+  assert enhanced.shape == x.shape
+  assert out["curves"].shape == (2, 8, 12, 3 if name == "zero_dce_pp" else 24)
+  assert out["intermediate"].shape == x.shape
+  assert np.all(np.abs(np.asarray(out["curves"])) <= 1.0)
+  np.testing.assert_allclose(enhanced, apply_curves(x, out["curves"], "official",
+                                                    num_iterations=8), rtol=1e-6)
+  assert not np.allclose(enhanced, x)
+
+
+def test_dtcm_enhancer_needs_multiple_of_4():
+  model = models.build("dtcm_enhancer", 0)
+  with pytest.raises(ValueError, match="multiple of 4"):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 10, 12, 3)))
+
+
+def test_channel_shuffle_matches_torchvision_order():
+  x = jnp.arange(8.0).reshape(1, 1, 1, 8)
+  # torchvision: view(b, 2, c/2) -> transpose -> [0, 4, 1, 5, 2, 6, 3, 7]
+  np.testing.assert_array_equal(channel_shuffle(x, 2)[0, 0, 0], [0, 4, 1, 5, 2, 6, 3, 7])
+
+
+@pytest.mark.parametrize("group_size", [1, 2, 4])
+def test_video_enhancer_shares_curves_within_groups(group_size):
+  enhancer = models.build("zero_dce_pp", 0, features=8)
+  video = VideoEnhancer(enhancer, group_size=group_size)
+  levels = jnp.linspace(0.05, 0.4, 4).reshape(1, 4, 1, 1, 1)
+  clip = levels + 0.05 * jax.random.uniform(jax.random.key(0), (1, 4, 8, 8, 3))
+  variables = jax.jit(video.init)(jax.random.key(1), clip)
+  assert set(variables["params"]) == {"enhancer"}
+  enhanced, out = jax.jit(video.apply)(variables, clip)
+  apply_image = jax.jit(enhancer.apply)
+  assert enhanced.shape == clip.shape
+  assert out["curves"].shape == (1, 4 // group_size, 8, 8, 3)
+  image_vars = {"params": variables["params"]["enhancer"]}
+  for t in range(4):
+    key_frame = (t // group_size) * group_size + group_size // 2
+    _, key_out = apply_image(image_vars, clip[:, key_frame])
+    np.testing.assert_allclose(out["curves"][:, t // group_size], key_out["curves"], rtol=1e-5,
+                               atol=1e-6)
+    want = apply_curves(clip[:, t], key_out["curves"], "official", num_iterations=8)
+    np.testing.assert_allclose(enhanced[:, t], want, rtol=1e-5, atol=1e-6)
+  if group_size > 1:
+    assert not np.allclose(out["curves"][:, 0], apply_image(image_vars, clip[:, 0])[1]["curves"])
+
+
+# ------------------------------------------------------------------------- official PyTorch parity
+
+def _official_networks(torch):
+  """The official networks, written from Li-Chongyi/Zero-DCE and Zero-DCE_extension `model.py`."""
+  nn, F = torch.nn, torch.nn.functional
+
+  class ZeroDCENet(nn.Module):
+    def __init__(self):
+      super().__init__()
+      f = 32
+      self.e_conv1 = nn.Conv2d(3, f, 3, 1, 1, bias=True)
+      self.e_conv2 = nn.Conv2d(f, f, 3, 1, 1, bias=True)
+      self.e_conv3 = nn.Conv2d(f, f, 3, 1, 1, bias=True)
+      self.e_conv4 = nn.Conv2d(f, f, 3, 1, 1, bias=True)
+      self.e_conv5 = nn.Conv2d(2 * f, f, 3, 1, 1, bias=True)
+      self.e_conv6 = nn.Conv2d(2 * f, f, 3, 1, 1, bias=True)
+      self.e_conv7 = nn.Conv2d(2 * f, 24, 3, 1, 1, bias=True)
+
+    def forward(self, x):
+      x1 = F.relu(self.e_conv1(x))
+      x2 = F.relu(self.e_conv2(x1))
+      x3 = F.relu(self.e_conv3(x2))
+      x4 = F.relu(self.e_conv4(x3))
+      x5 = F.relu(self.e_conv5(torch.cat([x3, x4], 1)))
+      x6 = F.relu(self.e_conv6(torch.cat([x2, x5], 1)))
+      x_r = torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
+      rs = torch.split(x_r, 3, dim=1)
+      for i, r in enumerate(rs):
+        x = x + r * (torch.pow(x, 2) - x)
+        if i == 3:
+          image_1 = x
+      return image_1, x, x_r
+
+  class CSDNTem(nn.Module):
+    def __init__(self, cin, cout):
+      super().__init__()
+      self.depth_conv = nn.Conv2d(cin, cin, 3, 1, 1, groups=cin)
+      self.point_conv = nn.Conv2d(cin, cout, 1, 1, 0, groups=1)
+
+    def forward(self, x):
+      return self.point_conv(self.depth_conv(x))
+
+  class ZeroDCEPPNet(nn.Module):
+    def __init__(self, scale_factor):
+      super().__init__()
+      f = 32
+      self.scale_factor = scale_factor
+      self.upsample = nn.UpsamplingBilinear2d(scale_factor=scale_factor)
+      self.e_conv1 = CSDNTem(3, f)
+      self.e_conv2 = CSDNTem(f, f)
+      self.e_conv3 = CSDNTem(f, f)
+      self.e_conv4 = CSDNTem(f, f)
+      self.e_conv5 = CSDNTem(2 * f, f)
+      self.e_conv6 = CSDNTem(2 * f, f)
+      self.e_conv7 = CSDNTem(2 * f, 3)
+
+    def forward(self, x):
+      x_down = x if self.scale_factor == 1 else F.interpolate(
+          x, scale_factor=1 / self.scale_factor, mode="bilinear")
+      x1 = F.relu(self.e_conv1(x_down))
+      x2 = F.relu(self.e_conv2(x1))
+      x3 = F.relu(self.e_conv3(x2))
+      x4 = F.relu(self.e_conv4(x3))
+      x5 = F.relu(self.e_conv5(torch.cat([x3, x4], 1)))
+      x6 = F.relu(self.e_conv6(torch.cat([x2, x5], 1)))
+      x_r = torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
+      if self.scale_factor != 1:
+        x_r = self.upsample(x_r)
+      for _ in range(8):
+        x = x + x_r * (torch.pow(x, 2) - x)
+      return x, x_r
+
+  return ZeroDCENet, ZeroDCEPPNet
+
+
+def _to_nhwc(t):
+  return t.detach().permute(0, 2, 3, 1).numpy()
+
+
+def test_zero_dce_matches_official_pytorch():
+  torch = pytest.importorskip("torch")
+  torch.manual_seed(0)
+  net = _official_networks(torch)[0]().eval()
+  x = np.random.default_rng(0).uniform(0.0, 0.4, size=(2, 3, 10, 12)).astype(np.float32)
+  with torch.no_grad():
+    image_1, image, curves = net(torch.from_numpy(x))
+  state = {"module." + k: v for k, v in net.state_dict().items()}  # DataParallel snapshot
+  variables = convert.from_torch("zero_dce", state)
+  enhanced, out = models.build("zero_dce", 0).apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  np.testing.assert_allclose(out["curves"], _to_nhwc(curves), atol=1e-5)
+  np.testing.assert_allclose(out["intermediate"], _to_nhwc(image_1), atol=1e-5)
+  np.testing.assert_allclose(enhanced, _to_nhwc(image), atol=1e-5)
+
+
+@pytest.mark.parametrize("scale_factor", [1, 2])
+def test_zero_dce_pp_matches_official_pytorch(scale_factor):
+  torch = pytest.importorskip("torch")
+  torch.manual_seed(1)
+  net = _official_networks(torch)[1](scale_factor).eval()
+  x = np.random.default_rng(1).uniform(0.0, 0.4, size=(2, 3, 8, 12)).astype(np.float32)
+  with torch.no_grad():
+    image, curves = net(torch.from_numpy(x))
+  variables = convert.from_torch("zero_dce_pp", net.state_dict())
+  model = models.build("zero_dce_pp", 0, downscale=scale_factor)
+  enhanced, out = model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  np.testing.assert_allclose(out["curves"], _to_nhwc(curves), atol=1e-5)
+  np.testing.assert_allclose(enhanced, _to_nhwc(image), atol=1e-5)
+
+
+def test_converter_is_strict():
+  rng = np.random.default_rng(0)
+  variables = jax.eval_shape(models.build("zero_dce", 0).init, jax.random.key(0),
+                             jnp.zeros((1, 8, 8, 3)))
+  state = {}
+  for i in range(1, 8):
+    kernel = variables["params"][f"e_conv{i}"]["kernel"]
+    kh, kw, cin, cout = kernel.shape
+    state[f"e_conv{i}.weight"] = rng.normal(size=(cout, cin, kh, kw)).astype(np.float32)
+    state[f"e_conv{i}.bias"] = rng.normal(size=(cout,)).astype(np.float32)
+  converted = convert.from_torch("zero_dce", state)
+  np.testing.assert_array_equal(converted["params"]["e_conv3"]["kernel"],
+                                state["e_conv3.weight"].transpose(2, 3, 1, 0))
+  broken = dict(state)
+  del broken["e_conv7.bias"]
+  broken["e_conv8.weight"] = state["e_conv7.weight"]
+  with pytest.raises(ConversionError, match="e_conv7/bias") as info:
+    convert.from_torch("zero_dce", broken)
+  assert "e_conv8" in str(info.value)
+  with pytest.raises(ConversionError, match="missing in checkpoint"):
+    convert.from_torch("zero_dce_pp", state)
+  with pytest.raises(ConversionError, match="num_classes"):
+    convert.from_torch("zero_dce", state, num_classes=5)
