@@ -1,0 +1,195 @@
+"""Clip operations on uint8 numpy arrays (T, H, W, C): temporal sampling, resizing, crops, flips.
+
+Everything here runs on the host inside the grain pipeline and keeps clips uint8; normalisation
+happens on device. Extra streams (e.g. `ir`, `day`, `flow`) are sampled with the same frame indices
+and cropped with the same geometry (scaled when their resolution differs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+  frames: int = 16
+  stride: int = 1
+  sampling: str = "dense"       # dense | segment
+  short_side: int = 0
+  crop_size: int = 0
+  train_crop: str = "random"    # random | center
+  flip: bool = True
+  eval_clips: int = 1
+  eval_crops: int = 1
+
+  def __post_init__(self):
+    if self.sampling not in ("dense", "segment"):
+      raise ValueError(f"input.sampling must be 'dense' or 'segment', got {self.sampling!r}")
+    if self.train_crop not in ("random", "center"):
+      raise ValueError(f"input.train_crop must be 'random' or 'center', got {self.train_crop!r}")
+    if self.eval_crops not in (1, 3):
+      raise ValueError(f"input.eval_crops must be 1 or 3, got {self.eval_crops}")
+    if self.frames < 1 or self.stride < 1 or self.eval_clips < 1:
+      raise ValueError("input.frames, input.stride and input.eval_clips must be >= 1")
+
+  @classmethod
+  def from_config(cls, cfg: Mapping[str, Any]) -> "ClipSpec":
+    return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls)})
+
+  @property
+  def views(self) -> int:
+    return self.eval_clips * self.eval_crops
+
+
+# ---------------------------------------------------------------- temporal sampling
+def dense_indices(num_frames: int, frames: int, stride: int, start: int) -> np.ndarray:
+  """`frames` indices from `start` every `stride`; clips longer than the video loop over it."""
+  return (start + stride * np.arange(frames)) % max(num_frames, 1)
+
+
+def random_dense_indices(num_frames: int, frames: int, stride: int,
+                         rng: np.random.Generator) -> np.ndarray:
+  span = (frames - 1) * stride + 1
+  start = int(rng.integers(0, max(num_frames - span, 0) + 1))
+  return dense_indices(num_frames, frames, stride, start)
+
+
+def uniform_dense_starts(num_frames: int, frames: int, stride: int, clips: int) -> list[int]:
+  """Start frames of `clips` evenly spaced clips (one clip: centred)."""
+  span = (frames - 1) * stride + 1
+  room = max(num_frames - span, 0)
+  if clips == 1:
+    return [room // 2]
+  return [int(round(i * room / (clips - 1))) for i in range(clips)]
+
+
+def segment_indices(num_frames: int, frames: int, rng: np.random.Generator | None) -> np.ndarray:
+  """TSN-style: one frame from each of `frames` equal segments (random in train, middle in eval)."""
+  edges = np.linspace(0, num_frames, frames + 1)
+  lo, hi = edges[:-1], edges[1:]
+  if rng is None:
+    idx = np.floor((lo + hi) / 2)
+  else:
+    idx = np.floor(lo + rng.random(frames) * np.maximum(hi - lo, 1e-9))
+  return np.clip(idx.astype(np.int64), 0, max(num_frames - 1, 0))
+
+
+# ---------------------------------------------------------------- spatial ops
+def resize_short_side(clip: np.ndarray, short_side: int) -> np.ndarray:
+  t, h, w, c = clip.shape
+  if not short_side or min(h, w) == short_side:
+    return clip
+  scale = short_side / min(h, w)
+  new_h, new_w = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
+  interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+  out = np.empty((t, new_h, new_w, c), np.uint8)
+  for i in range(t):
+    frame = cv2.resize(clip[i], (new_w, new_h), interpolation=interp)
+    out[i] = frame.reshape(new_h, new_w, c)
+  return out
+
+
+def crop_boxes(h: int, w: int, size: int, mode: str,
+               rng: np.random.Generator | None = None) -> list[tuple[int, int]]:
+  """Top-left corners of square crops: random, center, or three along the long side."""
+  if size > h or size > w:
+    raise ValueError(f"crop size {size} larger than frame {h}x{w}; set input.short_side >= crop")
+  if mode == "random":
+    return [(int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1)))]
+  center = ((h - size) // 2, (w - size) // 2)
+  if mode == "center":
+    return [center]
+  if mode == "three":
+    if w >= h:
+      return [(center[0], 0), center, (center[0], w - size)]
+    return [(0, center[1]), center, (h - size, center[1])]
+  raise ValueError(f"unknown crop mode {mode!r}")
+
+
+def crop(clip: np.ndarray, top: int, left: int, size: int, ref_hw: tuple[int, int]) -> np.ndarray:
+  """Crops `clip`; a stream with another resolution than `ref_hw` gets the proportional box."""
+  h, w = clip.shape[1:3]
+  if (h, w) != tuple(ref_hw):
+    clip = resize_to(clip, ref_hw)
+  return clip[:, top:top + size, left:left + size]
+
+
+def resize_to(clip: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+  t, _, _, c = clip.shape
+  out = np.empty((t, hw[0], hw[1], c), np.uint8)
+  for i in range(t):
+    out[i] = cv2.resize(clip[i], (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR).reshape(
+        hw[0], hw[1], c)
+  return out
+
+
+# ---------------------------------------------------------------- whole-example ops
+def _streams(example: Mapping[str, Any], names: Sequence[str]) -> dict[str, np.ndarray]:
+  out = {"video": example["video"]}
+  for name in names:
+    if name not in example:
+      raise KeyError(f"video {example.get('video_id', '?')!r}: record has no stream {name!r} "
+                     f"(present: {sorted(k for k in example if k not in ('label', 'video_id'))})")
+    out[name] = example[name]
+  return out
+
+
+def train_clip(example: Mapping[str, Any], rng: np.random.Generator, spec: ClipSpec,
+               streams: Sequence[str] = ()) -> dict[str, np.ndarray]:
+  """One random training clip: (T, h, w, C) uint8 per stream, plus `label`."""
+  arrays = _streams(example, streams)
+  num_frames = arrays["video"].shape[0]
+  if spec.sampling == "dense":
+    idx = random_dense_indices(num_frames, spec.frames, spec.stride, rng)
+  else:
+    idx = segment_indices(num_frames, spec.frames, rng)
+  flip = spec.flip and bool(rng.integers(0, 2))
+  out: dict[str, Any] = {}
+  video = resize_short_side(arrays["video"][idx], spec.short_side)
+  ref_hw = video.shape[1:3]
+  box = crop_boxes(*ref_hw, spec.crop_size, spec.train_crop, rng)[0] if spec.crop_size else None
+  for name, clip in arrays.items():
+    clip = video if name == "video" else clip[np.minimum(idx, clip.shape[0] - 1)]
+    if box is not None:
+      clip = crop(clip, box[0], box[1], spec.crop_size, ref_hw)
+    elif clip.shape[1:3] != ref_hw:
+      clip = resize_to(clip, ref_hw)
+    if flip:
+      clip = clip[:, :, ::-1]
+    out[name] = np.ascontiguousarray(clip)
+  out["label"] = np.int32(example["label"])
+  return out
+
+
+def eval_views(example: Mapping[str, Any], spec: ClipSpec,
+               streams: Sequence[str] = ()) -> dict[str, np.ndarray]:
+  """All deterministic eval views: (V, T, h, w, C) per stream with V = clips x crops, plus `label`."""
+  arrays = _streams(example, streams)
+  num_frames = arrays["video"].shape[0]
+  if spec.sampling == "dense":
+    index_sets = [dense_indices(num_frames, spec.frames, spec.stride, s)
+                  for s in uniform_dense_starts(num_frames, spec.frames, spec.stride,
+                                                spec.eval_clips)]
+  else:
+    index_sets = [segment_indices(num_frames, spec.frames, None)] * spec.eval_clips
+  out: dict[str, Any] = {}
+  for name, full in arrays.items():
+    views = []
+    for idx in index_sets:
+      clip = resize_short_side(arrays["video"][idx], spec.short_side)
+      ref_hw = clip.shape[1:3]
+      if name != "video":
+        clip = full[np.minimum(idx, full.shape[0] - 1)]
+      if spec.crop_size:
+        mode = "center" if spec.eval_crops == 1 else "three"
+        for top, left in crop_boxes(*ref_hw, spec.crop_size, mode):
+          views.append(crop(clip, top, left, spec.crop_size, ref_hw))
+      else:
+        views.append(clip if clip.shape[1:3] == ref_hw else resize_to(clip, ref_hw))
+    out[name] = np.stack(views)
+  out["label"] = np.int32(example["label"])
+  return out

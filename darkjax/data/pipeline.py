@@ -1,0 +1,236 @@
+"""grain input pipelines over pre-decoded TFRecord shards.
+
+Training: per-host shard files -> file-order shuffle (reshuffled every epoch) -> interleave of
+`cycle_length` files -> window shuffle -> parse -> random clip ops -> batch -> thread prefetch.
+Every stage is a grain `IterDataset`, so the iterator state (file positions as byte offsets, shuffle
+buffers, rng counters) is checkpointable and a restored run sees exactly the batches it would have
+seen.
+
+Evaluation: per-host shard files read in order, deterministic views, padded to the same number of
+batches on every host with a `mask` so every example counts exactly once.
+
+Records are read by `RecordFileIterDataset`, which checks both CRCs of every record and names the
+shard file and byte offset of a corrupt one (grain's own TFRecord reader checks neither).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any, Iterator, Mapping, Sequence
+
+import google_crc32c
+import grain
+import jax
+import numpy as np
+
+from darkjax.data import ops
+from darkjax.data import records
+
+_HEADER = struct.Struct("<QI")
+
+
+def _masked_crc(data: bytes) -> int:
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class _RecordFileIterator(grain.DatasetIterator):
+  """Reads one TFRecord file sequentially; state is the byte offset of the next record."""
+
+  def __init__(self, path: str, verify_crc: bool):
+    super().__init__()
+    self._path = path
+    self._verify_crc = verify_crc
+    self._offset = 0
+    self._file = None
+
+  def _corrupt(self, reason: str) -> records.CorruptRecordError:
+    return records.CorruptRecordError(self._path, self._offset, reason)
+
+  def __next__(self) -> tuple[bytes, str]:
+    if self._file is None:
+      try:
+        self._file = open(self._path, "rb")  # pylint: disable=consider-using-with
+      except OSError as e:
+        raise FileNotFoundError(f"cannot open shard {self._path}: {e}") from e
+      self._file.seek(self._offset)
+    header = self._file.read(_HEADER.size)
+    if not header:
+      raise StopIteration
+    if len(header) < _HEADER.size:
+      raise self._corrupt("truncated record header")
+    length, length_crc = _HEADER.unpack(header)
+    if self._verify_crc and _masked_crc(header[:8]) != length_crc:
+      raise self._corrupt("length CRC mismatch")
+    body = self._file.read(length + 4)
+    if len(body) < length + 4:
+      raise self._corrupt(f"truncated record (expected {length} data bytes)")
+    data = body[:length]
+    if self._verify_crc and _masked_crc(data) != struct.unpack("<I", body[length:])[0]:
+      raise self._corrupt("data CRC mismatch")
+    source = f"{self._path}@{self._offset}"
+    self._offset += _HEADER.size + length + 4
+    return data, source
+
+  def get_state(self) -> dict[str, int]:
+    return {"offset": self._offset}
+
+  def set_state(self, state: Mapping[str, int]):
+    self._offset = int(state["offset"])
+    if self._file is not None:
+      self._file.seek(self._offset)
+
+  def close(self):
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+
+
+class RecordFileIterDataset(grain.IterDataset):
+  """`(serialized_example, "file@offset")` pairs of one TFRecord file, CRC-checked."""
+
+  def __init__(self, path: str, verify_crc: bool = True):
+    super().__init__()
+    self._path = path
+    self._verify_crc = verify_crc
+
+  def __iter__(self) -> _RecordFileIterator:
+    return _RecordFileIterator(self._path, self._verify_crc)
+
+
+def host_shards(files: Sequence[tuple[str, int]], process_index: int,
+                process_count: int) -> list[tuple[str, int]]:
+  """Round-robin assignment of shard files to hosts."""
+  if len(files) < process_count:
+    raise ValueError(f"{len(files)} shard files cannot feed {process_count} hosts; "
+                     "re-prepare the dataset with more shards")
+  return list(files[process_index::process_count])
+
+
+class _Decode(grain.transforms.Map):
+  """Parses a record and checks its frame shapes against the manifest's."""
+
+  def __init__(self, frame_shapes: Mapping[str, Sequence[int] | None]):
+    self._frame_shapes = {k: (tuple(v) if v else None) for k, v in frame_shapes.items()}
+    self._first_channels: dict[str, tuple[int, str]] = {}   # where the manifest lets shapes vary
+
+  def map(self, element: tuple[bytes, str]) -> dict[str, Any]:
+    data, source = element
+    example = records.decode_example(data, source=source)
+    for name, want in self._frame_shapes.items():
+      if name not in example:
+        continue
+      got = tuple(example[name].shape[1:])
+      if want is not None and got != want:
+        raise ValueError(f"{source}: video {example['video_id']!r} stream {name!r} has frames of "
+                         f"shape {got}, the manifest says {want}")
+      if want is None:
+        channels, first_id = self._first_channels.setdefault(name, (got[-1], example["video_id"]))
+        if got[-1] != channels:
+          raise ValueError(f"{source}: video {example['video_id']!r} stream {name!r} has "
+                           f"{got[-1]} channels, video {first_id!r} had {channels}")
+    return example
+
+
+class _TrainClip(grain.transforms.RandomMap):
+
+  def __init__(self, spec: ops.ClipSpec, streams: Sequence[str]):
+    self._spec = spec
+    self._streams = tuple(streams)
+
+  def random_map(self, element, rng: np.random.Generator):
+    return ops.train_clip(element, rng, self._spec, self._streams)
+
+
+def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,
+                  seed: int, frame_shapes: Mapping[str, Sequence[int] | None] | None = None, shuffle_window: int = 256, cycle_length: int = 4, prefetch: int = 2,
+                  streams: Sequence[str] = (), process_index: int | None = None,
+                  process_count: int | None = None) -> grain.IterDataset:
+  """Infinite, shuffled, augmented training batches for this host (dict of numpy arrays)."""
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  paths = [path for path, _ in host_shards(files, process_index, process_count)]
+  file_seed = seed * 1_000_003 + process_index
+  ds = grain.MapDataset.source(paths).shuffle(seed=file_seed).repeat(None)
+  ds = ds.map(RecordFileIterDataset)
+  ds = grain.experimental.InterleaveIterDataset(ds, cycle_length=min(cycle_length, len(paths)))
+  if shuffle_window > 1:
+    ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=shuffle_window,
+                                                     seed=file_seed + 1)
+  ds = ds.map(_Decode(frame_shapes or {}))
+  ds = ds.random_map(_TrainClip(spec, streams), seed=file_seed + 2)
+  ds = ds.batch(local_batch, drop_remainder=True)
+  if prefetch:
+    ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
+  return ds
+
+
+def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,
+                 streams: Sequence[str] = (),
+                 frame_shapes: Mapping[str, Sequence[int] | None] | None = None, process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Yields this host's eval batches: every example once, then masked padding.
+
+  Every host yields the same number of batches (the maximum over hosts), so collective eval steps
+  line up. Batches hold (B, V, T, h, w, C) views, `label`, `mask` (1 real / 0 padding) and `index`
+  (position of the example in the split, -1 for padding).
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  mine = host_shards(files, process_index, process_count)
+  counts = [sum(n for _, n in host_shards(files, p, process_count)) for p in range(process_count)]
+  num_batches = max(math.ceil(c / local_batch) for c in counts) if counts else 0
+  decode = _Decode(frame_shapes or {})
+  offsets = np.cumsum([0] + [n for _, n in files])
+  first_index = {path: int(offsets[i]) for i, (path, _) in enumerate(files)}
+
+  def examples():
+    for path, _ in mine:
+      for position, item in enumerate(RecordFileIterDataset(path)):
+        example = decode.map(item)
+        views = ops.eval_views(example, spec, streams)
+        views["index"] = np.int64(first_index[path] + position)
+        views["mask"] = np.float32(1.0)
+        yield views
+
+  template = None
+  pending: list[dict[str, np.ndarray]] = []
+  emitted = 0
+  for example in examples():
+    template = template or example
+    pending.append(example)
+    if len(pending) == local_batch:
+      yield _stack(pending)
+      pending, emitted = [], emitted + 1
+  if template is None and num_batches:
+    template = _empty_views(files[0][0], spec, streams, decode)
+  while emitted < num_batches:
+    while len(pending) < local_batch:
+      pad = {k: np.zeros_like(v) for k, v in template.items()}
+      pad["index"] = np.int64(-1)
+      pending.append(pad)
+    yield _stack(pending)
+    pending, emitted = [], emitted + 1
+
+
+def _empty_views(path: str, spec: ops.ClipSpec, streams: Sequence[str],
+                 decode: _Decode) -> dict[str, np.ndarray]:
+  """A zero example with the shapes real ones have (for hosts without any example)."""
+  item = next(iter(RecordFileIterDataset(path)))
+  views = ops.eval_views(decode.map(item), spec, streams)
+  views = {k: np.zeros_like(v) for k, v in views.items()}
+  views["index"] = np.int64(-1)
+  views["mask"] = np.float32(0.0)
+  return views
+
+
+def _stack(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def num_eval_batches(files: Sequence[tuple[str, int]], local_batch: int,
+                     process_count: int | None = None) -> int:
+  process_count = jax.process_count() if process_count is None else process_count
+  counts = [sum(n for _, n in host_shards(files, p, process_count)) for p in range(process_count)]
+  return max(math.ceil(c / local_batch) for c in counts) if counts else 0

@@ -1,0 +1,1 @@
+"""Evaluators: classification metrics, retrieval, plots."""

@@ -1,0 +1,78 @@
+"""Optax optimizers and learning-rate schedules named in configs (see configs/common.optimizer_block)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+SCHEDULES = ("constant", "cosine", "step", "dann")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_schedule(cfg: Mapping[str, Any], total_steps: int) -> Callable[[Any], Any]:
+  """Learning rate as a function of the optimizer step."""
+  name, peak, warmup = cfg["schedule"], cfg["lr"], int(cfg["warmup_steps"])
+  if name not in SCHEDULES:
+    raise ValueError(f"optimizer.schedule {name!r} unknown; valid: {SCHEDULES}")
+  if total_steps <= 0:
+    raise ValueError(f"total_steps must be positive, got {total_steps}")
+  decay_steps = max(total_steps - warmup, 1)
+  if name == "constant":
+    main = optax.constant_schedule(peak)
+  elif name == "cosine":
+    main = optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg["min_lr_ratio"])
+  elif name == "step":
+    boundaries = {int(f * total_steps) - warmup: cfg["decay_factor"]
+                  for f in cfg["decay_boundaries"]}
+    main = optax.piecewise_constant_schedule(peak, boundaries)
+  else:  # DANN annealing: lr_p = lr_0 / (1 + 10 p)^0.75 with p = training progress in [0, 1].
+    def main(step):
+      progress = jnp.clip(step / decay_steps, 0.0, 1.0)
+      return peak / (1.0 + 10.0 * progress) ** 0.75
+  if not warmup:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+
+
+def _frozen_labels(params: Any, patterns) -> Any:
+  compiled = [re.compile(p) for p in patterns]
+  flat = traverse_util.flatten_dict(params, sep="/")
+  labels = {k: ("frozen" if any(c.search(k) for c in compiled) else "trainable") for k in flat}
+  return traverse_util.unflatten_dict(labels, sep="/")
+
+
+def make_optimizer(cfg: Mapping[str, Any], total_steps: int,
+                   params: Any | None = None) -> tuple[optax.GradientTransformation, Callable]:
+  """(optax transformation, schedule). `params` (or an abstract tree) is needed for `frozen`."""
+  name = cfg["name"]
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer.name {name!r} unknown; valid: {OPTIMIZERS}")
+  schedule = make_schedule(cfg, total_steps)
+  parts = []
+  if cfg["grad_clip_norm"]:
+    parts.append(optax.clip_by_global_norm(cfg["grad_clip_norm"]))
+  if name == "sgd":
+    if cfg["weight_decay"]:
+      parts.append(optax.add_decayed_weights(cfg["weight_decay"]))
+    parts.append(optax.sgd(schedule, momentum=cfg["momentum"] or None, nesterov=cfg["nesterov"]))
+  else:
+    parts.append(optax.adamw(schedule, b1=cfg["b1"], b2=cfg["b2"],
+                             weight_decay=cfg["weight_decay"]))
+  tx = optax.chain(*parts)
+  if cfg["frozen"]:
+    if params is None:
+      raise ValueError("optimizer.frozen needs the parameter tree")
+    labels = _frozen_labels(params, cfg["frozen"])
+    if not any(v == "trainable" for v in traverse_util.flatten_dict(labels).values()):
+      raise ValueError(f"optimizer.frozen {list(cfg['frozen'])} freezes every parameter")
+    tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
+  return tx, schedule
+
+
+def global_norm(tree: Any) -> jax.Array:
+  return optax.tree.norm(tree)

@@ -1,0 +1,311 @@
+"""The one generic trainer. Paper-specific pieces (model, loss, data, eval) come from a `Task` in
+darkjax/trainers/<name>.py; this module owns the mesh, sharded init, the jitted step, checkpoints,
+resume, the NaN guard, logging and the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping, Protocol
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from darkjax import checkpoint as ckpt_lib
+from darkjax import metrics as metrics_lib
+from darkjax import optim
+from darkjax import sharding
+
+log = logging.getLogger("darkjax")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN/Inf loss or gradient; the message names the step."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  model_state: Any          # non-trained collections, e.g. {"batch_stats": ...}
+  opt_state: Any
+
+
+class Task(Protocol):
+  """What a trainer module provides (see trainers/supervised.py)."""
+  config: mlc.ConfigDict
+
+  def train_dataset(self, local_batch: int): ...          # grain IterDataset of host batches
+  def init_variables(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict: ...
+  def loss_fn(self, params, model_state, batch, rng, progress) -> tuple[jax.Array, tuple]: ...
+  def evaluate(self, trainer: "Trainer", step: int) -> dict[str, Any]: ...
+
+
+# ================================================================ config + task
+def load_task(config: mlc.ConfigDict) -> Task:
+  name = config.trainer
+  try:
+    module = importlib.import_module(f"darkjax.trainers.{name}")
+  except ModuleNotFoundError as e:
+    if e.name != f"darkjax.trainers.{name}":
+      raise
+    known = sorted(f[:-3] for f in os.listdir(os.path.join(os.path.dirname(__file__), "trainers"))
+                   if f.endswith(".py") and not f.startswith("_"))
+    raise ValueError(f"config.trainer {name!r} unknown; known trainers: {known}") from None
+  return module.Task(config)
+
+
+def _config_json(config: mlc.ConfigDict) -> str:
+  return config.to_json_best_effort(sort_keys=True, indent=2)
+
+
+# ================================================================ sharded state init
+def host_to_global(batch: Mapping[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
+  """Host-local numpy batch -> global jax.Arrays split over the batch axes."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
+          for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+
+
+def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...]) -> dict:
+  """Replaces parameters by those saved in `init_dir` (darkjax.convert output), except those whose
+  path matches a `dont_load` regex; raises listing missing / unexpected / mis-shaped entries."""
+  import re  # pylint: disable=import-outside-toplevel
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
+  from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
+  loaded, _ = convert_io.load_variables(init_dir)
+  skip = [re.compile(p) for p in dont_load]
+  ours = traverse_util.flatten_dict(variables, sep="/")
+  theirs = traverse_util.flatten_dict(loaded, sep="/")
+  keep = lambda k: not any(p.search(k) for p in skip)  # noqa: E731
+  missing = sorted(k for k in ours if keep(k) and k not in theirs)
+  unexpected = sorted(k for k in theirs if keep(k) and k not in ours)
+  misshaped = sorted(f"{k}: {np.shape(theirs[k])} vs {ours[k].shape}" for k in ours
+                     if keep(k) and k in theirs and np.shape(theirs[k]) != ours[k].shape)
+  if missing or unexpected or misshaped:
+    raise ValueError(f"config.model_init {init_dir}: missing {missing}; unexpected {unexpected}; "
+                     f"wrong shape {misshaped} (use config.model_load.dont_load to skip keys)")
+  merged = {k: (jnp.asarray(theirs[k], ours[k].dtype) if keep(k) else v) for k, v in ours.items()}
+  return traverse_util.unflatten_dict(merged, sep="/")
+
+
+# ================================================================ the step
+def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: Callable,
+                    total_steps: int, accum_steps: int) -> Callable:
+  """(state, batch, rng) -> (state, metrics); a non-finite loss or gradient leaves state unchanged
+  and sets metrics["nonfinite"]."""
+
+  def grads_of(params, model_state, batch, rng, progress):
+    grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+    if accum_steps == 1:
+      (loss, (model_state, aux)), grads = grad_fn(params, model_state, batch, rng, progress)
+      return loss, model_state, aux, grads
+    micro = jax.tree.map(
+        lambda x: x.reshape((accum_steps, x.shape[0] // accum_steps) + x.shape[1:]), batch)
+
+    def body(carry, inputs):
+      model_state, grad_sum, loss_sum, aux_sum = carry
+      index, mb = inputs
+      (loss, (model_state, aux)), grads = grad_fn(params, model_state, mb,
+                                                  jax.random.fold_in(rng, index), progress)
+      grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+      aux_sum = jax.tree.map(jnp.add, aux_sum, aux)
+      return (model_state, grad_sum, loss_sum + loss, aux_sum), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    aux_shape = jax.eval_shape(lambda: grad_fn(params, model_state, first, rng, progress)[0][1][1])
+    zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)  # noqa: E731
+    init = (model_state, zeros(params), jnp.zeros(()),
+            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape))
+    (model_state, grad_sum, loss_sum, aux_sum), _ = jax.lax.scan(
+        body, init, (jnp.arange(accum_steps), micro))
+    scale = 1.0 / accum_steps
+    return (loss_sum * scale, model_state, jax.tree.map(lambda a: a * scale, aux_sum),
+            jax.tree.map(lambda g: g * scale, grad_sum))
+
+  def train_step(state: TrainState, batch, rng):
+    step_rng = jax.random.fold_in(rng, state.step)
+    progress = jnp.clip(state.step.astype(jnp.float32) / total_steps, 0.0, 1.0)
+    loss, model_state, aux, grads = grads_of(state.params, state.model_state, batch, step_rng,
+                                             progress)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optim.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa
+    new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
+                           model_state=keep(model_state, state.model_state),
+                           opt_state=keep(opt_state, state.opt_state))
+    metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
+               "train/param_norm": optim.global_norm(state.params),
+               "train/lr": schedule(state.step), "nonfinite": ~finite}
+    metrics.update({f"train/{k}": v for k, v in aux.items()})
+    return new_state, metrics
+
+  return train_step
+
+
+# ================================================================ the trainer
+@dataclasses.dataclass
+class Trainer:
+  """Runs `task` under `config` in `workdir`. Attributes are available to tasks' evaluate()."""
+  config: mlc.ConfigDict
+  workdir: str
+  task: Task | None = None
+  devices: Any = None
+  mesh: Any = None
+  state: TrainState | None = None
+  writer: metrics_lib.MetricsWriter | None = None
+
+  def __post_init__(self):
+    self.task = self.task or load_task(self.config)
+    self.mesh = sharding.make_mesh(self.config.mesh, self.devices)
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
+    self.replicated = sharding.replicated(self.mesh)
+    self.is_lead = jax.process_index() == 0
+
+  # ---------------------------------------------------------------- data
+  def local_batch(self, global_batch: int) -> int:
+    devices = self.mesh.devices.size
+    if global_batch % devices:
+      raise ValueError(f"batch size {global_batch} is not divisible by the {devices} devices "
+                       f"of the mesh {dict(self.mesh.shape)}")
+    return global_batch // jax.process_count()
+
+  # ---------------------------------------------------------------- init
+  def _init_fn(self, tx, sample_batch):
+    def init(rng):
+      batch = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sample_batch)
+      variables = self.task.init_variables(rng, batch)
+      params = variables["params"]
+      model_state = {k: v for k, v in variables.items() if k != "params"}
+      return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                        opt_state=tx.init(params))
+    return init
+
+  def _build(self, sample_batch):
+    cfg = self.config
+    total = int(cfg.total_steps)
+    abstract_params = jax.eval_shape(self._init_fn(optax.identity(), sample_batch),
+                                     jax.random.key(0)).params
+    tx, schedule = optim.make_optimizer(cfg.optimizer, total, abstract_params)
+    self.tx = tx
+    init = self._init_fn(tx, sample_batch)
+    abstract_state = jax.eval_shape(init, jax.random.key(0))
+    self.state_shardings = sharding.tree_shardings(
+        self.mesh, abstract_state, tuple(cfg.sharding.rules), cfg.sharding.min_fsdp_size)
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
+        self.state_shardings)
+    self._init = jax.jit(init, out_shardings=self.state_shardings)
+    step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.get("accum_steps", 1)))
+    self.train_step = jax.jit(
+        step_fn, in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
+        out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,))
+    self.param_count = sum(int(np.prod(x.shape))
+                           for x in jax.tree.leaves(abstract_state.params))
+
+  def _fresh_state(self, rng) -> TrainState:
+    state = self._init(rng)
+    init_dir = self.config.get("model_init", "")
+    if init_dir:
+      variables = {"params": state.params, **state.model_state}
+      variables = load_pretrained(jax.device_get(variables), init_dir,
+                                  tuple(self.config.model_load.dont_load))
+      params = jax.device_put(variables.pop("params"), self.state_shardings.params)
+      model_state = jax.device_put(variables, self.state_shardings.model_state)
+      state = state.replace(params=params, model_state=model_state,
+                            opt_state=jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params))
+    return state
+
+  # ---------------------------------------------------------------- loop
+  def run(self) -> dict[str, Any]:
+    cfg = self.config
+    os.makedirs(self.workdir, exist_ok=True)
+    if self.is_lead:
+      with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(_config_json(cfg))
+    total = int(cfg.total_steps)
+    train_ds = self.task.train_dataset(self.local_batch(cfg.input.batch_size))
+    # One example's shapes (batch dimension 1) drive init; the step compiles for the real batch.
+    sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
+                          host_to_global_spec(next(iter(train_ds))))
+    self._build(sample)
+    train_iter = iter(train_ds)
+    checkpointer = ckpt_lib.Checkpointer(self.workdir, keep=cfg.keep_checkpoints,
+                                         async_save=cfg.get("async_checkpoints", True))
+    self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
+    rng = jax.random.key(cfg.seed)
+    start = checkpointer.latest_step()
+    if start is not None:
+      self.state, meta = checkpointer.restore(start, self.abstract_state, train_iter)
+      log.info("resumed from %s/%d", checkpointer.directory, start)
+      self.writer.truncate_after(start)
+    else:
+      start = 0
+      self.state = self._fresh_state(jax.random.fold_in(rng, 1))
+    step_rng = jax.random.fold_in(rng, 2)
+    log.info("model %s: %s parameters; mesh %s", cfg.model.name, f"{self.param_count:,}",
+             dict(self.mesh.shape))
+
+    results: dict[str, Any] = {}
+    bar = tqdm(total=total, initial=start, disable=not self.is_lead or not cfg.progress_bar,
+               desc="train", unit="step", dynamic_ncols=True)
+    pending = None   # metrics of the previous step, read one step late to keep dispatch async
+    t0, steps_timed = time.time(), 0
+    try:
+      for step in range(start + 1, total + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = host_to_global(next(train_iter), self.batch_sharding)
+          self.state, metrics = self.train_step(self.state, batch, step_rng)
+        if pending is not None:
+          self._check_finite(*pending, checkpointer)
+        pending = (step, metrics)
+        bar.update(1)
+        steps_timed += 1
+        if step % cfg.log_every == 0 or step == total:
+          self._check_finite(step, metrics, checkpointer)
+          scalars = {k: v for k, v in jax.device_get(metrics).items() if k != "nonfinite"}
+          scalars["train/steps_per_sec"] = steps_timed / max(time.time() - t0, 1e-9)
+          t0, steps_timed = time.time(), 0
+          self.writer.write(step, scalars)
+          bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
+        if step % cfg.checkpoint_every == 0 or step == total:
+          self._check_finite(step, metrics, checkpointer)
+          checkpointer.save(step, self.state, train_iter, {"step": step})
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
+          results = self.task.evaluate(self, step)
+          t0, steps_timed = time.time(), 0
+      if pending is not None:
+        self._check_finite(*pending, checkpointer)
+    finally:
+      bar.close()
+      checkpointer.close()
+      self.writer.close()
+    return results
+
+  def _check_finite(self, step: int, metrics, checkpointer) -> None:
+    if bool(jax.device_get(metrics["nonfinite"])):
+      checkpointer.wait()
+      latest = checkpointer.latest_step()
+      raise NonFiniteLossError(
+          f"step {step}: loss or gradient is not finite (loss={float(metrics['train/loss'])}); "
+          f"training stopped. Last good checkpoint: "
+          f"{f'{checkpointer.directory}/{latest}' if latest is not None else 'none'}")
+
+
+def host_to_global_spec(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+
+
+def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
+  return Trainer(config, workdir).run()

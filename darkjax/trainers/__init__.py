@@ -1,0 +1,1 @@
+"""Trainers: one module per paper, each exposing `Task(config)` for darkjax.train."""

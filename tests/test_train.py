@@ -1,0 +1,169 @@
+"""Generic trainer: sharded runs equal single-device runs, exact resume after SIGKILL, NaN guard,
+and the clear errors promised for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import synthetic as synthetic_config
+from darkjax import metrics as metrics_lib
+from darkjax import train
+from darkjax.data import datasets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(data_dir: str, steps: int = 20, **overrides):
+  config = synthetic_config.get_config(f"runlocal,steps={steps},data_dir={data_dir}")
+  config.log_every = 1
+  config.eval_every = 0
+  config.checkpoint_every = 1000
+  config.progress_bar = False
+  config.input.prefetch = 0
+  for key, value in overrides.items():
+    target = config
+    *path, last = key.split(".")
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return config
+
+
+def losses(workdir: str) -> dict[int, float]:
+  return {row["step"]: row["train/loss"] for row in metrics_lib.read_metrics(workdir)
+          if "train/loss" in row}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("synthetic"))
+  config = small_config(directory)
+  datasets.open_dataset(config.input.data)  # generates once for the module
+  return directory
+
+
+def test_eight_devices_with_data_and_fsdp_sharding_match_one_device(data_dir, tmp_path):
+  assert len(jax.devices()) == 8, "tests/conftest.py forces 8 host devices"
+  one = small_config(data_dir)
+  one.mesh.data = 1
+  train.Trainer(one, str(tmp_path / "one"), devices=jax.devices()[:1]).run()
+  eight = small_config(data_dir)
+  eight.mesh.data, eight.mesh.fsdp = 4, 2
+  eight.sharding.min_fsdp_size = 0   # shard every parameter with an even dimension
+  trainer = train.Trainer(eight, str(tmp_path / "eight"))
+  trainer.run()
+  sharded = [s for s in jax.tree.leaves(trainer.state_shardings.params) if s.spec != ()]
+  assert sharded, "fsdp sharded no parameter"
+  a, b = losses(str(tmp_path / "one")), losses(str(tmp_path / "eight"))
+  assert sorted(a) == sorted(b) == list(range(1, 21))
+  np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5, atol=1e-5)
+
+
+def _main_command(workdir: str, data_dir: str, steps: int) -> list[str]:
+  return [sys.executable, "-m", "darkjax.main",
+          f"--config=configs/synthetic.py:runlocal,steps={steps},data_dir={data_dir}",
+          f"--workdir={workdir}", "--config.log_every=1", "--config.checkpoint_every=4",
+          "--config.progress_bar=False"]
+
+
+def test_sigkill_then_rerun_resumes_with_identical_losses(data_dir, tmp_path):
+  steps = 24
+  reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  subprocess.run(_main_command(reference, data_dir, steps), cwd=REPO, env=env, check=True,
+                 capture_output=True)
+  proc = subprocess.Popen(_main_command(interrupted, data_dir, steps), cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics_path = os.path.join(interrupted, "metrics.jsonl")
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics_path) and len(losses(interrupted)) >= 10:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "run finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(losses(interrupted))
+  assert killed_at < steps
+  subprocess.run(_main_command(interrupted, data_dir, steps), cwd=REPO, env=env, check=True,
+                 capture_output=True)
+  want, got = losses(reference), losses(interrupted)
+  assert sorted(got) == list(range(1, steps + 1))
+  assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)]  # exact
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data_dir, tmp_path):
+  config = small_config(data_dir, steps=40, **{"optimizer.lr": 1e12, "optimizer.warmup_steps": 0,
+                                              "checkpoint_every": 2})
+  workdir = str(tmp_path / "nan")
+  with pytest.raises(train.NonFiniteLossError, match=r"step \d+: loss or gradient is not finite"):
+    train.Trainer(config, workdir).run()
+  failed_at = max(losses(workdir))
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  assert not [d for d in os.listdir(ckpt_dir) if "tmp" in d], "half-written checkpoint left"
+  assert all(s < failed_at for s in steps)
+
+
+def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):
+  config = small_config(str(tmp_path))
+  config.input.data.name = "arid_v1"
+  config.input.data.dir = str(tmp_path / "nowhere")
+  with pytest.raises(datasets.DatasetNotPreparedError,
+                     match=r"(?s)arid_v1.*nowhere.*python -m darkjax.data.prepare --dataset arid_v1"):
+    train.Trainer(config, str(tmp_path / "w")).run()
+
+
+def test_corrupt_shard_names_file_and_offset(data_dir, tmp_path):
+  import shutil
+  broken = str(tmp_path / "broken")
+  shutil.copytree(data_dir, broken)
+  manifest = json.load(open(os.path.join(broken, "manifest.json"), encoding="utf-8"))
+  shard = os.path.join(broken, manifest["splits"]["train"]["shards"][0]["file"])
+  with open(shard, "r+b") as f:
+    f.seek(100)
+    byte = f.read(1)
+    f.seek(100)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  config = small_config(broken)
+  config.input.data.name = "prepared_copy"   # read as a prepared dataset: no regeneration
+  from darkjax.data import records
+  with pytest.raises(records.CorruptRecordError, match=r"tfrecord.*byte offset 0"):
+    train.Trainer(config, str(tmp_path / "w")).run()
+
+
+def test_wrong_frame_shape_is_reported_with_video_id(data_dir, tmp_path):
+  from darkjax.data import records
+  bad = str(tmp_path / "bad")
+  manifest = records.load_manifest(data_dir)
+  t, (h, w, c) = 16, manifest["frame_shape"]
+  good = np.zeros((t, h, w, c), np.uint8)
+  wrong = np.zeros((t, h, w, 1), np.uint8)
+  examples = [dict(video=good, label=0, video_id=f"ok{i}") for i in range(7)]
+  examples.append(dict(video=wrong, label=1, video_id="gray_clip"))
+  records.write_dataset(bad, "bad", manifest["class_names"], {"train": examples, "test": examples},
+                        fps=16, examples_per_shard=100)
+  config = small_config(bad)
+  config.input.data.name = "bad"
+  config.input.shuffle_window = 0
+  with pytest.raises(ValueError, match=r"gray_clip"):
+    train.Trainer(config, str(tmp_path / "w")).run()
+
+
+def test_unknown_config_key_fails_listing_valid_keys(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "darkjax.main", "--config=configs/synthetic.py:runlocal",
+       f"--workdir={tmp_path}", "--config.optimizer.lrr=0.1"],
+      cwd=REPO, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode != 0
+  assert "lrr" in result.stderr and "lr" in result.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
