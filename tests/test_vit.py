@@ -1,0 +1,272 @@
+"""ViT: pinned sizes, per-frame video encoding, timm / npz conversion, torch reference parity."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from darkjax.convert import common as convert_common
+from darkjax.convert import vit as convert_vit
+from darkjax.models import vit
+
+TINY = dict(width=32, depth=3, mlp_dim=64, num_heads=4, patch_size=8)  # == vit_tiny_test
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _shapes(name: str, num_classes: int, size: int = 224, **kwargs) -> dict:
+  model = vit.VARIANTS[name](num_classes=num_classes, **kwargs)
+  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+
+
+def _timm_formula(width, depth, mlp_dim, patch, tokens, num_classes, representation=0) -> int:
+  block = 4 * width + (width * 3 * width + 3 * width) + (width * width + width) + (
+      width * mlp_dim + mlp_dim) + (mlp_dim * width + width)
+  head_in = representation or width
+  return (patch * patch * 3 * width + width + width + tokens * width + depth * block + 2 * width
+          + (width * representation + representation if representation else 0)
+          + (head_in * num_classes + num_classes if num_classes else 0))
+
+
+@pytest.mark.parametrize("name,num_classes,representation,expected", [
+    ("vit_b16", 1000, None, 86_567_656),
+    ("vit_b16", 21843, None, 102_595_923),
+    ("vit_b16", 21843, 768, 103_186_515),  # original ImageNet-21k ViT-B_16.npz (with pre_logits)
+    ("vit_s16", 1000, None, 22_050_664),
+    ("vit_ti16", 1000, None, 5_717_416),
+])
+def test_param_counts_pinned(name, num_classes, representation, expected):
+  width, depth, mlp_dim, _, patch = vit._VIT_SIZES[name]
+  formula = _timm_formula(width, depth, mlp_dim, patch, 197, num_classes, representation or 0)
+  assert formula == expected
+  shapes = _shapes(name, num_classes, representation_size=representation)
+  assert _count(shapes["params"]) == expected
+
+
+def test_num_blocks_builds_only_the_first_blocks():
+  params = _shapes("vit_b16", 0, num_blocks=4)["params"]
+  blocks = [k for k in params["Transformer"] if k.startswith("encoderblock_")]
+  assert sorted(blocks) == [f"encoderblock_{i}" for i in range(4)]
+  with pytest.raises(ValueError, match="num_blocks=13"):
+    _shapes("vit_b16", 0, num_blocks=13)
+
+
+# ---------------------------------------------------------------- torch reference (timm layout)
+
+
+def _torch_reference(width, depth, mlp_dim, num_heads, patch_size, image_size, num_classes):
+  torch = pytest.importorskip("torch")
+  nn = torch.nn
+
+  class Attention(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+
+    def forward(self, x):
+      b, n, c = x.shape
+      q, k, v = self.qkv(x).reshape(b, n, 3, num_heads, c // num_heads).permute(2, 0, 3, 1, 4)
+      attention = (q @ k.transpose(-2, -1) / math.sqrt(c // num_heads)).softmax(-1)
+      return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+
+  class Mlp(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.fc1, self.act, self.fc2 = nn.Linear(width, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, width)
+
+    def forward(self, x):
+      return self.fc2(self.act(self.fc1(x)))
+
+  class Block(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.norm1, self.attn = nn.LayerNorm(width, eps=1e-6), Attention()
+      self.norm2, self.mlp = nn.LayerNorm(width, eps=1e-6), Mlp()
+
+    def forward(self, x):
+      x = x + self.attn(self.norm1(x))
+      return x + self.mlp(self.norm2(x))
+
+  class ViT(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.patch_embed = nn.Module()
+      self.patch_embed.proj = nn.Conv2d(3, width, patch_size, patch_size)
+      tokens = (image_size // patch_size) ** 2 + 1
+      self.cls_token = nn.Parameter(torch.randn(1, 1, width))
+      self.pos_embed = nn.Parameter(torch.randn(1, tokens, width) * 0.5)
+      self.blocks = nn.ModuleList([Block() for _ in range(depth)])
+      self.norm = nn.LayerNorm(width, eps=1e-6)
+      self.head = nn.Linear(width, num_classes)
+
+    def forward(self, images, num_blocks=None):
+      x = self.patch_embed.proj(images).flatten(2).transpose(1, 2)
+      x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+      for block in self.blocks[:num_blocks]:
+        x = block(x)
+      x = self.norm(x)
+      return self.head(x[:, 0]), x
+
+  torch.manual_seed(0)
+  model = ViT()
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, nn.LayerNorm):
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.normal_(0.0, 0.1)
+  return model.eval()
+
+
+def _relative_error(actual, reference) -> float:
+  actual, reference = np.asarray(actual, np.float64), np.asarray(reference, np.float64)
+  return float(np.abs(actual - reference).max() / np.abs(reference).max())
+
+
+@pytest.fixture(scope="module")
+def reference():
+  """(torch model, its state dict, images NCHW, torch logits, torch tokens)."""
+  import torch
+  model = _torch_reference(**TINY, image_size=16, num_classes=6)
+  images = np.random.RandomState(0).randn(4, 3, 16, 16).astype(np.float32)
+  with torch.no_grad():
+    logits, tokens = model(torch.from_numpy(images))
+  return model, model.state_dict(), images, logits.numpy(), tokens.numpy()
+
+
+def test_timm_parity_images_and_video(reference):
+  _, state_dict, images, expected_logits, expected_tokens = reference
+  variables = convert_vit.convert("vit_tiny_test", state_dict)
+  model = vit.VARIANTS["vit_tiny_test"](num_classes=6, return_tokens=True)
+  apply = jax.jit(model.apply)
+  logits, out = apply(variables, images.transpose(0, 2, 3, 1))
+  assert _relative_error(logits, expected_logits) < 1e-4
+  assert _relative_error(out["tokens"], expected_tokens[:, 1:]) < 1e-4
+  assert _relative_error(out["cls"], expected_tokens[:, 0]) < 1e-4
+
+  clip = images.transpose(0, 2, 3, 1).reshape(2, 2, 16, 16, 3)  # (B=2, T=2) frames
+  clip_logits, clip_out = apply(variables, clip)
+  assert clip_logits.shape == (2, 2, 6) and clip_out["tokens"].shape == (2, 2, 4, 32)
+  np.testing.assert_allclose(clip_logits.reshape(4, 6), logits, rtol=1e-5, atol=1e-6)
+  assert clip_out["features"].shape == (2, 2, 32)
+
+
+def test_pvit_first_blocks_match_torch_truncation(reference):
+  import torch
+  model_torch, state_dict, images, _, _ = reference
+  variables = convert_vit.convert("vit_tiny_test", state_dict, num_classes=0, num_blocks=2)
+  assert "encoderblock_2" not in variables["params"]["Transformer"]
+  assert "head" not in variables["params"]
+  with torch.no_grad():
+    _, expected_tokens = model_torch(torch.from_numpy(images), num_blocks=2)
+  model = vit.VARIANTS["vit_tiny_test"](num_classes=0, num_blocks=2, return_tokens=True)
+  features, out = jax.jit(model.apply)(variables, images.transpose(0, 2, 3, 1))
+  assert _relative_error(out["tokens"], expected_tokens[:, 1:]) < 1e-4
+  np.testing.assert_array_equal(features, out["features"])
+
+
+def test_npz_layouts_round_trip(reference, tmp_path):
+  _, state_dict, _, _, _ = reference
+  params = convert_vit.convert("vit_tiny_test", state_dict)["params"]
+  flat = traverse_util.flatten_dict(params, sep="/")
+  path = tmp_path / "vit_tiny.npz"
+  np.savez(path, **flat)
+  from_npz = convert_vit.convert("vit_tiny_test", convert_vit.read_npz(path))
+  _assert_same_tree(from_npz["params"], params)
+
+  # big_vision: top-level pos_embedding, other block sub-module names, scanned blocks, params/.
+  renames = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
+             "LayerNorm_2": "LayerNorm_1", "MlpBlock_3": "MlpBlock_0"}
+  big_vision: dict[str, list] = {}
+  for key, value in flat.items():
+    parts = key.split("/")
+    if key == "Transformer/posembed_input/pos_embedding":
+      big_vision["params/pos_embedding"] = [value]
+    elif len(parts) > 2 and parts[1].startswith("encoderblock_"):
+      sub = "/".join([renames.get(parts[2], parts[2])] + parts[3:])
+      big_vision.setdefault(f"params/Transformer/encoderblock/{sub}", []).append(value)
+    else:
+      big_vision[f"params/{key}"] = [value]
+  stacked = {k: (np.stack(v) if "encoderblock/" in k else v[0]) for k, v in big_vision.items()}
+  _assert_same_tree(convert_vit.convert("vit_tiny_test", stacked)["params"], params)
+
+
+def _assert_same_tree(actual, expected):
+  actual_flat = traverse_util.flatten_dict(actual, sep="/")
+  expected_flat = traverse_util.flatten_dict(expected, sep="/")
+  assert sorted(actual_flat) == sorted(expected_flat)
+  for key, value in expected_flat.items():
+    np.testing.assert_array_equal(actual_flat[key], value, err_msg=key)
+
+
+def test_head_dropped_when_classes_differ_and_errors_name_keys(reference):
+  _, state_dict, _, _, _ = reference
+  state = {f"module.{k}": v for k, v in state_dict.items()}
+  assert "head" not in convert_vit.convert("vit_tiny_test", state, num_classes=11)["params"]
+  kept = convert_vit.convert("vit_tiny_test", state, num_classes=6)["params"]
+  np.testing.assert_array_equal(kept["head"]["kernel"], state_dict["head.weight"].numpy().T)
+
+  broken = dict(state)
+  del broken["module.blocks.1.norm2.bias"]
+  broken["module.blocks.0.attn.rel_pos"] = state_dict["cls_token"]
+  with pytest.raises(convert_common.ConversionError) as error:
+    convert_vit.convert("vit_tiny_test", broken)
+  message = str(error.value)
+  assert "params/Transformer/encoderblock_1/LayerNorm_2/bias" in message
+  assert "blocks.0.attn.rel_pos" in message
+  with pytest.raises(convert_common.ConversionError, match="wrong shape"):
+    convert_vit.convert("vit_tiny_test", state, num_heads=2, mlp_dim=48)
+
+
+def test_pos_embedding_resize_matches_torch_bilinear(reference):
+  torch = pytest.importorskip("torch")
+  pos = np.random.RandomState(2).randn(1, 1 + 3 * 3, 5).astype(np.float32)
+  for grid in ((6, 6), (2, 4)):
+    ours = convert_vit.resize_pos_embedding(pos, grid)
+    patches = torch.from_numpy(pos[0, 1:].reshape(1, 3, 3, 5)).permute(0, 3, 1, 2)
+    theirs = torch.nn.functional.interpolate(patches, size=grid, mode="bilinear",
+                                             align_corners=False)
+    theirs = theirs.permute(0, 2, 3, 1).reshape(1, -1, 5).numpy()
+    np.testing.assert_array_equal(ours[:, :1], pos[:, :1])
+    np.testing.assert_allclose(ours[:, 1:], theirs, rtol=1e-5, atol=1e-6)
+
+  _, state_dict, _, _, _ = reference
+  variables = convert_vit.convert("vit_tiny_test", state_dict, image_size=32)
+  assert variables["params"]["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 17, 32)
+  logits, _ = jax.jit(vit.VARIANTS["vit_tiny_test"](num_classes=6).apply)(
+      variables, jnp.zeros((1, 32, 32, 3)))
+  assert logits.shape == (1, 6) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_remat_dtype_dropout_and_errors(reference):
+  _, state_dict, images, _, _ = reference
+  variables = convert_vit.convert("vit_tiny_test", state_dict)
+  frames = jnp.asarray(images.transpose(0, 2, 3, 1))
+  plain = vit.VARIANTS["vit_tiny_test"](num_classes=6)
+  remat = vit.VARIANTS["vit_tiny_test"](num_classes=6, remat=True)
+  loss = lambda model: lambda p: jnp.sum(model.apply({"params": p}, frames)[0] ** 2)
+  grads = jax.jit(jax.grad(loss(plain)))(variables["params"])
+  remat_grads = jax.jit(jax.grad(loss(remat)))(variables["params"])
+  for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(remat_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+  half = vit.VARIANTS["vit_tiny_test"](num_classes=6, dtype=jnp.bfloat16, return_tokens=True)
+  logits, out = jax.jit(half.apply)(variables, frames)
+  assert logits.dtype == jnp.float32 and out["tokens"].dtype == jnp.bfloat16
+
+  dropout = vit.VARIANTS["vit_tiny_test"](num_classes=6, dropout_rate=0.5)
+  train_apply = jax.jit(lambda v, rng: dropout.apply(v, frames, train=True, rngs={"dropout": rng}))
+  first, _ = train_apply(variables, jax.random.key(0))
+  second, _ = train_apply(variables, jax.random.key(1))
+  assert not np.allclose(first, second)
+
+  with pytest.raises(ValueError, match="not a multiple of the patch size 8"):
+    plain.apply(variables, jnp.zeros((1, 20, 20, 3)))
+  with pytest.raises(ValueError, match="unknown model 'vit_h14'"):
+    convert_vit.convert("vit_h14", state_dict)
