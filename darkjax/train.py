@@ -52,17 +52,21 @@ class Task(Protocol):
 
 
 # ================================================================ config + task
-def load_task(config: mlc.ConfigDict) -> Task:
+def trainer_module(config: mlc.ConfigDict):
+  """The module darkjax/trainers/<config.trainer>.py, or an error listing the known trainers."""
   name = config.trainer
   try:
-    module = importlib.import_module(f"darkjax.trainers.{name}")
+    return importlib.import_module(f"darkjax.trainers.{name}")
   except ModuleNotFoundError as e:
     if e.name != f"darkjax.trainers.{name}":
       raise
     known = sorted(f[:-3] for f in os.listdir(os.path.join(os.path.dirname(__file__), "trainers"))
                    if f.endswith(".py") and not f.startswith("_"))
     raise ValueError(f"config.trainer {name!r} unknown; known trainers: {known}") from None
-  return module.Task(config)
+
+
+def load_task(config: mlc.ConfigDict) -> Task:
+  return trainer_module(config).Task(config)
 
 
 def _config_json(config: mlc.ConfigDict) -> str:
@@ -230,6 +234,7 @@ class Trainer:
   # ---------------------------------------------------------------- loop
   def run(self) -> dict[str, Any]:
     cfg = self.config
+    run_start = time.time()
     os.makedirs(self.workdir, exist_ok=True)
     if self.is_lead:
       with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as f:
@@ -291,6 +296,8 @@ class Trainer:
       bar.close()
       checkpointer.close()
       self.writer.close()
+    if self.is_lead:
+      write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
     return results
 
   def _check_finite(self, step: int, metrics, checkpointer) -> None:
@@ -303,9 +310,38 @@ class Trainer:
           f"{f'{checkpointer.directory}/{latest}' if latest is not None else 'none'}")
 
 
+def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds: float,
+                 results: Mapping[str, Any]) -> str:
+  """WORKDIR/report.md: what ran, the final evaluation and where the artifacts are."""
+  scalars = {k: v for k, v in results.items() if isinstance(v, float) and "per_class" not in k}
+  per_class = {k.split("/", 1)[1]: v for k, v in results.items() if "per_class/" in k}
+  lines = [f"# darkjax run: {config.trainer} / {config.model.name}", "",
+           f"- dataset: `{config.input.data.name}` ({config.input.data.dir})",
+           f"- parameters: {param_count:,}", f"- steps: {config.total_steps}, global batch "
+           f"{config.input.batch_size}", f"- wall time of this invocation: {seconds:.0f} s", "",
+           "| metric | value |", "|---|---|"]
+  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scalars.items())]
+  if per_class:
+    lines += ["", "| class | accuracy |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in per_class.items()]
+  pngs = sorted(f for f in os.listdir(workdir) if f.endswith(".png"))
+  lines += ["", "Artifacts: `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `config.json`"
+            + "".join(f", `{p}`" for p in pngs), ""]
+  path = os.path.join(workdir, "report.md")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines))
+  return path
+
+
 def host_to_global_spec(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
 
 
 def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
-  return Trainer(config, workdir).run()
+  """Trains as `config.trainer` says. A trainer module with several phases (e.g. teacher, then
+  student) defines its own `run(config, workdir)` that runs one `Trainer` per phase, each in its
+  own sub-directory so every phase resumes on its own."""
+  module = trainer_module(config)
+  if hasattr(module, "run"):
+    return module.run(config, workdir)
+  return Trainer(config, workdir, task=module.Task(config)).run()

@@ -127,6 +127,15 @@ def resize_to(clip: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
   return out
 
 
+def hflip(clip: np.ndarray) -> np.ndarray:
+  """Horizontal flip into a new contiguous array (cv2 is ~20x faster than a negative-stride copy)."""
+  out = np.empty(clip.shape, clip.dtype)
+  for i in range(clip.shape[0]):
+    flipped = cv2.flip(np.ascontiguousarray(clip[i]), 1)
+    out[i] = flipped.reshape(out.shape[1:])
+  return out
+
+
 # ---------------------------------------------------------------- whole-example ops
 def _streams(example: Mapping[str, Any], names: Sequence[str]) -> dict[str, np.ndarray]:
   out = {"video": example["video"]}
@@ -158,9 +167,7 @@ def train_clip(example: Mapping[str, Any], rng: np.random.Generator, spec: ClipS
       clip = crop(clip, box[0], box[1], spec.crop_size, ref_hw)
     elif clip.shape[1:3] != ref_hw:
       clip = resize_to(clip, ref_hw)
-    if flip:
-      clip = clip[:, :, ::-1]
-    out[name] = np.ascontiguousarray(clip)
+    out[name] = hflip(clip) if flip else np.ascontiguousarray(clip)
   out["label"] = np.int32(example["label"])
   return out
 

@@ -63,11 +63,11 @@ class _RecordFileIterator(grain.DatasetIterator):
     length, length_crc = _HEADER.unpack(header)
     if self._verify_crc and _masked_crc(header[:8]) != length_crc:
       raise self._corrupt("length CRC mismatch")
-    body = self._file.read(length + 4)
-    if len(body) < length + 4:
+    data = self._file.read(length)   # two reads: slicing one buffer would copy the clip again
+    data_crc = self._file.read(4)
+    if len(data) < length or len(data_crc) < 4:
       raise self._corrupt(f"truncated record (expected {length} data bytes)")
-    data = body[:length]
-    if self._verify_crc and _masked_crc(data) != struct.unpack("<I", body[length:])[0]:
+    if self._verify_crc and _masked_crc(data) != struct.unpack("<I", data_crc)[0]:
       raise self._corrupt("data CRC mismatch")
     source = f"{self._path}@{self._offset}"
     self._offset += _HEADER.size + length + 4

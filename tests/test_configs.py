@@ -1,0 +1,74 @@
+"""Every config in configs/ builds (with each documented arg variant), locks, and names a trainer
+that accepts it; arg parsing rejects unknown names."""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import os
+import re
+
+import pytest
+
+from configs import common
+from darkjax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+                      if os.path.basename(p) not in ("__init__.py", "common.py"))
+REQUIRED = ("trainer", "seed", "input", "model", "optimizer", "total_steps", "mesh", "sharding",
+            "log_every", "eval_every", "checkpoint_every", "keep_checkpoints")
+
+
+def _module(path):
+  return importlib.import_module(f"configs.{os.path.basename(path)[:-3]}")
+
+
+def _documented_args(module) -> list[str]:
+  """Arg strings from the docstring's example commands (`--config=configs/x.py:ARGS`)."""
+  found = re.findall(r"--config=configs/\w+\.py:([\w=.,-]+)", module.__doc__ or "")
+  return [None] + found
+
+
+def test_there_are_configs():
+  assert any(p.endswith("synthetic.py") for p in CONFIG_FILES)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_config_builds_locks_and_names_a_trainer(path):
+  module = _module(path)
+  assert "python -m darkjax.main --config=configs/" in module.__doc__, "docstring has no command"
+  for arg in _documented_args(module):
+    config = module.get_config(arg)
+    config.lock()
+    for key in REQUIRED:
+      assert key in config, f"{path} ({arg}): missing {key}"
+    with pytest.raises(AttributeError):
+      config.optimizer.lrr = 1.0  # locked: typos fail
+    task_module = importlib.import_module(f"darkjax.trainers.{config.trainer}")
+    assert hasattr(task_module, "Task")
+
+
+def test_synthetic_runlocal_config_is_accepted_by_its_trainer(tmp_path):
+  module = importlib.import_module("configs.synthetic")
+  config = module.get_config(f"runlocal,data_dir={tmp_path}")
+  task = train.load_task(config)
+  assert task.data.dataset.num_classes >= 8
+
+
+def test_parse_arg_types_and_unknown_names():
+  arg = common.parse_arg("frames=8,runlocal,lr=0.5,name=x", frames=16, runlocal=False, lr=0.1,
+                         name="")
+  assert (arg.frames, arg.runlocal, arg.lr, arg.name) == (8, True, 0.5, "x")
+  with pytest.raises(KeyError, match="valid args"):
+    common.parse_arg("framez=8", frames=16)
+  with pytest.raises(ValueError, match="integer"):
+    common.parse_arg("frames=8.5", frames=16)
+
+
+def test_unknown_trainer_lists_known_ones():
+  module = importlib.import_module("configs.synthetic")
+  config = module.get_config("runlocal")
+  config.trainer = "nope"
+  with pytest.raises(ValueError, match="supervised"):
+    train.load_task(config)
