@@ -109,3 +109,28 @@ def input_block(**overrides) -> mlc.ConfigDict:
   ))
   block.update(overrides)
   return block
+
+
+def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
+  """The fields every config has besides input / model / optimizer: mesh, sharding, precision,
+  logging, evaluation and checkpoint cadence, pretrained-weight loading. Override by keyword."""
+  config = mlc.ConfigDict(dict(
+      trainer=trainer,
+      seed=0,
+      total_steps=total_steps,
+      accum_steps=1,                 # gradient accumulation micro-batches per step
+      label_smoothing=0.0,
+      compute_dtype="float32",       # bfloat16: mixed precision (parameters stay float32)
+      mesh=mlc.ConfigDict(dict(data=-1, fsdp=1)),
+      sharding=mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14)),
+      model_init="",                 # directory written by `python -m darkjax.convert`
+      model_load=mlc.ConfigDict(dict(dont_load=())),  # regexes of parameters not to load
+      log_every=20,
+      eval_every=0,                  # 0: only at the end
+      checkpoint_every=500,
+      keep_checkpoints=2,
+      async_checkpoints=True,
+      progress_bar=True,
+  ))
+  config.update(overrides)
+  return config
