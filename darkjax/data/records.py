@@ -97,7 +97,7 @@ def encode_example(video: np.ndarray, label: int, video_id: str,
     if name in RESERVED_STREAM_NAMES:
       raise ValueError(f"video {video_id!r}: stream name {name!r} is reserved")
     _add_array(features, name, _check_clip(array, f"stream {name!r}", video_id))
-  return example.SerializeToString()
+  return example.SerializeToString(deterministic=True)  # map order is per-process otherwise
 
 
 def _feature_values(features, key: str, kind: str, source: str, offset: int | None):

@@ -1,0 +1,190 @@
+"""Synthetic dark-action dataset: rendering, darkening, label leakage, dataset writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from darkjax.data import records
+from darkjax.data import synthetic
+
+TINY = dict(frames=8, size=16, train_per_class=2, test_per_class=1)
+
+
+def _render(label, seed=0, index=0, split="train", **overrides):
+  params = synthetic.SyntheticParams(**{**TINY, **overrides})
+  return synthetic.render_clip(label, synthetic.clip_rng(seed, split, index), split, params)
+
+
+def test_class_names_are_ten_unique_motions():
+  assert len(synthetic.CLASS_NAMES) == 10
+  assert len(set(synthetic.CLASS_NAMES)) == 10
+
+
+@pytest.mark.parametrize("split", synthetic.SPLITS)
+def test_render_clip_shapes_and_dtypes(split):
+  for label in range(len(synthetic.CLASS_NAMES)):
+    clip = _render(label, split=split)
+    assert set(clip) == {"video", "day", "ir"}
+    assert clip["video"].shape == (8, 16, 16, 3)
+    assert clip["day"].shape == (8, 16, 16, 3)
+    assert clip["ir"].shape == (8, 16, 16, 1)
+    assert all(array.dtype == np.uint8 for array in clip.values())
+
+
+def test_render_is_deterministic_in_the_seed():
+  first, again, other = _render(3, seed=5), _render(3, seed=5), _render(3, seed=6)
+  for key in first:
+    np.testing.assert_array_equal(first[key], again[key])
+    assert not np.array_equal(first[key], other[key]), key
+
+
+def test_mean_brightness_decreases_with_darkness():
+  levels = (0.0, 0.4, 0.8, 1.0)
+  means = [np.mean([_render(i % 10, index=i, darkness=d)["video"].mean() for i in range(6)])
+           for d in levels]
+  assert all(a > b for a, b in zip(means, means[1:])), means
+  day = np.mean([_render(i % 10, index=i)["day"].mean() for i in range(6)])
+  assert abs(means[0] - day) < 0.1 * day  # darkness 0 is day exposure
+  assert day > 4 * means[2]
+  assert 5 < means[2] < 30, means  # ARID-like at the default darkness
+
+
+def test_darken_rejects_out_of_range_darkness():
+  with pytest.raises(ValueError, match="darkness"):
+    synthetic.darken(np.zeros((2, 4, 4, 3), np.uint8), 1.5, np.random.default_rng(0))
+  with pytest.raises(ValueError, match="darkness"):
+    synthetic.SyntheticParams(darkness=-0.1)
+
+
+def test_appearance_does_not_depend_on_the_label():
+  # Same generator, every label: identical looks, so per-class frame statistics match closely.
+  for seed in range(3):
+    day_means = [_render(label, seed=seed)["day"].mean() for label in range(10)]
+    dark_means = [_render(label, seed=seed)["video"].mean() for label in range(10)]
+    assert np.ptp(day_means) < 0.05 * np.mean(day_means), day_means
+    assert np.ptp(dark_means) < 0.1 * np.mean(dark_means), dark_means
+
+
+def test_per_class_brightness_is_nearly_equal_across_independent_clips():
+  params = synthetic.SyntheticParams(**{**TINY, "size": 24})
+  per_class = np.array([[synthetic._render_example((vars(params), "train", 10 * k + label))
+                         ["video"].mean() for k in range(4)] for label in range(10)])
+  class_means = per_class.mean(1)
+  # Differences between classes stay within the clip-to-clip spread of the per-class mean.
+  assert np.ptp(class_means) < 4 * per_class.std() / np.sqrt(4) + 1e-6, class_means
+
+
+
+def test_motion_follows_the_class():
+  rng = np.random.default_rng(0)
+  paths = {name: synthetic._object_paths(name, rng, 16, 32) for name in synthetic.CLASS_NAMES}
+  actor = {name: p[0] for name, p in paths.items()}
+  assert actor["move_left"][-1, 0] < actor["move_left"][0, 0] - 5
+  assert actor["move_right"][-1, 0] > actor["move_right"][0, 0] + 5
+  assert actor["move_up"][-1, 1] < actor["move_up"][0, 1] - 5
+  assert actor["move_down"][-1, 1] > actor["move_down"][0, 1] + 5
+  for name, sign in (("circle_cw", 1), ("circle_ccw", -1)):
+    step = np.diff(actor[name], axis=0)
+    turning = step[:-1, 0] * step[1:, 1] - step[:-1, 1] * step[1:, 0]  # > 0: clockwise, y down
+    assert np.all(sign * turning > 0), name
+  assert np.sum(np.diff(np.sign(np.diff(actor["wave"][:, 0]))) != 0) >= 2  # reverses twice
+  assert np.all(actor["jump"][:, 1] <= 2.0) and actor["jump"][:, 1].min() < -5
+  distance = {name: np.linalg.norm(paths[name][0] - paths[name][1], axis=-1)
+              for name in ("approach", "separate")}
+  assert distance["approach"][-1] < distance["approach"][0] - 5
+  assert distance["separate"][-1] > distance["separate"][0] + 5
+
+
+def test_render_clip_rejects_bad_label_and_split():
+  with pytest.raises(ValueError, match="label"):
+    _render(10)
+  with pytest.raises(ValueError, match="split"):
+    _render(0, split="val")
+
+
+def _shard_mtimes(out_dir):
+  return {name: os.stat(os.path.join(out_dir, name)).st_mtime_ns for name in os.listdir(out_dir)}
+
+
+def test_ensure_dataset_writes_counts_and_regenerates_only_on_change(tmp_path):
+  out_dir = str(tmp_path / "synthetic")
+  manifest = synthetic.ensure_dataset(out_dir, show_progress=False, seed=1, **TINY)
+  assert manifest["class_names"] == list(synthetic.CLASS_NAMES)
+  assert manifest["num_classes"] == 10
+  assert {s: e["num_examples"] for s, e in manifest["splits"].items()} == {"train": 20, "test": 10}
+  assert manifest["frame_shape"] == [16, 16, 3]
+  assert manifest["streams"] == {"day": [16, 16, 3], "ir": [16, 16, 1]}
+  assert manifest["metadata"]["params"]["seed"] == 1
+  assert records.load_manifest(out_dir) == manifest
+
+  before = _shard_mtimes(out_dir)
+  again = synthetic.ensure_dataset(out_dir, show_progress=False, seed=1, **TINY)
+  assert again == manifest
+  assert _shard_mtimes(out_dir) == before  # nothing rewritten
+
+  changed = synthetic.ensure_dataset(out_dir, show_progress=False, seed=2, **TINY)
+  assert changed["metadata"]["params"]["seed"] == 2
+  old_hashes = [s["sha256"] for e in manifest["splits"].values() for s in e["shards"]]
+  new_hashes = [s["sha256"] for e in changed["splits"].values() for s in e["shards"]]
+  assert old_hashes != new_hashes
+  assert records.load_manifest(out_dir)["metadata"]["params"]["seed"] == 2
+
+
+def test_written_examples_decode_with_labels_matching_ids(tmp_path):
+  manifest = synthetic.ensure_dataset(tmp_path, show_progress=False, **TINY)
+  (path, count), = records.split_files(manifest, tmp_path, "test")
+  examples = [records.decode_example(data) for data in records.iter_tfrecord(path)]
+  assert len(examples) == count == 10
+  assert sorted(e["label"] for e in examples) == list(range(10))
+  for example in examples:
+    assert example["video_id"].endswith(synthetic.CLASS_NAMES[example["label"]])
+    assert example["video"].shape == (8, 16, 16, 3)
+
+
+def test_same_seed_gives_byte_identical_shards(tmp_path):
+  first = synthetic.ensure_dataset(tmp_path / "a", show_progress=False, **TINY)
+  second = synthetic.ensure_dataset(tmp_path / "b", show_progress=False, **TINY)
+  assert json.dumps(first["splits"]) == json.dumps(second["splits"])  # same files and sha256
+
+
+def test_shards_are_byte_identical_across_processes(tmp_path):
+  # Protobuf map order and hash seeds differ between processes; the bytes must not.
+  here = synthetic.ensure_dataset(tmp_path / "here", show_progress=False, **TINY)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  subprocess.run([sys.executable, "-m", "darkjax.data.synthetic", "--out", str(tmp_path / "there"),
+                  "--frames", "8", "--size", "16", "--train-per-class", "2",
+                  "--test-per-class", "1"], check=True, env=env, cwd=repo, capture_output=True)
+  there = records.load_manifest(tmp_path / "there")
+  assert json.dumps(here["splits"]) == json.dumps(there["splits"])
+
+
+def test_worker_processes_write_the_same_bytes(tmp_path):
+  params = synthetic.SyntheticParams(**TINY)
+  serial = synthetic.generate(tmp_path / "serial", params, show_progress=False)
+  pooled = synthetic.generate(tmp_path / "pooled", params, workers=1, show_progress=False)
+  assert json.dumps(serial["splits"]) == json.dumps(pooled["splits"])
+
+
+def test_ensure_dataset_refuses_foreign_directories(tmp_path):
+  (tmp_path / "notes.txt").write_text("mine")
+  with pytest.raises(FileExistsError, match="no manifest.json"):
+    synthetic.ensure_dataset(tmp_path, show_progress=False, **TINY)
+  with pytest.raises(TypeError, match="unknown parameters"):
+    synthetic.ensure_dataset(tmp_path / "x", show_progress=False, colour="red")
+
+
+def test_cli_writes_dataset_and_preview(tmp_path, capsys):
+  png = tmp_path / "preview.png"
+  argv = ["--out", str(tmp_path / "data"), "--frames", "8", "--size", "16", "--train-per-class",
+          "1", "--test-per-class", "1", "--preview", str(png)]
+  assert synthetic.main(argv) == 0
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert records.load_manifest(tmp_path / "data")["splits"]["train"]["num_examples"] == 10
+  assert "classes=10" in capsys.readouterr().out
