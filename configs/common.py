@@ -126,7 +126,7 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       model_init="",                 # directory written by `python -m darkjax.convert`
       model_load=mlc.ConfigDict(dict(dont_load=())),  # regexes of parameters not to load
       log_every=20,
-      eval_every=0,                  # 0: only at the end
+      eval_every=0,                  # 0: only at the end; -1: never
       checkpoint_every=500,
       keep_checkpoints=2,
       async_checkpoints=True,

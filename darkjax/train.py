@@ -287,7 +287,8 @@ class Trainer:
         if step % cfg.checkpoint_every == 0 or step == total:
           self._check_finite(step, metrics, checkpointer)
           checkpointer.save(step, self.state, train_iter, {"step": step})
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
+        if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
+                                    or step == total):
           results = self.task.evaluate(self, step)
           t0, steps_timed = time.time(), 0
       if pending is not None:

@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def small_config(data_dir: str, steps: int = 20, **overrides):
   config = synthetic_config.get_config(f"runlocal,steps={steps},data_dir={data_dir}")
   config.log_every = 1
-  config.eval_every = 0
+  config.eval_every = -1
   config.checkpoint_every = 1000
   config.progress_bar = False
   config.input.prefetch = 0
@@ -81,7 +81,7 @@ def _main_command(workdir: str, data_dir: str, steps: int) -> list[str]:
   return [sys.executable, "-m", "darkjax.main",
           f"--config=configs/synthetic.py:runlocal,steps={steps},data_dir={data_dir}",
           f"--workdir={workdir}", "--config.log_every=1", "--config.checkpoint_every=4",
-          "--config.progress_bar=False"]
+          "--config.progress_bar=False", "--config.eval_every=-1"]
 
 
 def test_sigkill_then_rerun_resumes_with_identical_losses(data_dir, tmp_path):

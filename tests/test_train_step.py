@@ -1,0 +1,114 @@
+"""Train step pieces: gradient accumulation, NaN guard, optimizers and schedules, partition rules,
+mixed precision."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from configs import common
+from darkjax import optim, sharding, train
+from darkjax.models import small3d
+
+
+class LinearTask:
+  """A least-squares model: per-example gradients are exact, so accumulation must be exact."""
+
+  def loss_fn(self, params, model_state, batch, rng, progress):
+    del rng, progress
+    pred = batch["x"] @ params["w"]
+    loss = jnp.mean((pred - batch["y"]) ** 2)
+    return loss, (model_state, {"mean_pred": jnp.mean(pred)})
+
+
+def _state(tx, params):
+  return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state={},
+                          opt_state=tx.init(params))
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+  rng = np.random.default_rng(0)
+  batch = {"x": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32),
+           "y": jnp.asarray(rng.normal(size=(8,)), jnp.float32)}
+  params = {"w": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
+  tx = optax.sgd(0.1, momentum=0.9)
+  results = []
+  for accum in (1, 2, 4):
+    step = jax.jit(train.make_train_step(LinearTask(), tx, lambda s: 0.1, 10, accum))
+    state, metrics = step(_state(tx, params), batch, jax.random.key(0))
+    results.append((state.params["w"], metrics["train/loss"], metrics["train/mean_pred"]))
+  for w, loss, mean_pred in results[1:]:
+    np.testing.assert_allclose(w, results[0][0], rtol=1e-6)
+    np.testing.assert_allclose(loss, results[0][1], rtol=1e-6)
+    np.testing.assert_allclose(mean_pred, results[0][2], rtol=1e-6)
+
+
+def test_nonfinite_step_keeps_previous_state():
+  tx = optax.sgd(0.1)
+  params = {"w": jnp.ones((3,))}
+  batch = {"x": jnp.full((2, 3), jnp.nan), "y": jnp.zeros((2,))}
+  step = jax.jit(train.make_train_step(LinearTask(), tx, lambda s: 0.1, 10, 1))
+  state, metrics = step(_state(tx, params), batch, jax.random.key(0))
+  assert bool(metrics["nonfinite"])
+  np.testing.assert_array_equal(state.params["w"], params["w"])
+  assert int(state.step) == 1
+
+
+def _opt(**kw):
+  return common.optimizer_block(**kw)
+
+
+def test_schedules():
+  cosine = optim.make_schedule(_opt(lr=1.0, schedule="cosine", warmup_steps=10), 110)
+  assert float(cosine(0)) == 0.0 and float(cosine(5)) == pytest.approx(0.5)
+  assert float(cosine(10)) == pytest.approx(1.0)
+  assert float(cosine(60)) == pytest.approx(0.5, abs=1e-6)
+  assert float(cosine(110)) == pytest.approx(0.0, abs=1e-6)
+  step = optim.make_schedule(_opt(lr=1.0, schedule="step", decay_boundaries=(0.5, 0.75)), 100)
+  assert [float(step(s)) for s in (0, 49, 50, 74, 75)] == pytest.approx([1, 1, .1, .1, .01])
+  dann = optim.make_schedule(_opt(lr=0.01, schedule="dann"), 100)
+  for s in (0, 30, 100):
+    assert float(dann(s)) == pytest.approx(0.01 / (1 + 10 * s / 100) ** 0.75, rel=1e-6)
+  with pytest.raises(ValueError, match="valid"):
+    optim.make_schedule(_opt(schedule="linear"), 10)
+
+
+def test_frozen_parameters_do_not_move_and_others_do():
+  params = {"backbone": {"w": jnp.ones((2,))}, "head": {"w": jnp.ones((2,))}}
+  tx, _ = optim.make_optimizer(_opt(name="adamw", lr=0.1, frozen=("^backbone/",)), 10, params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(new["backbone"]["w"], params["backbone"]["w"])
+  assert not np.allclose(new["head"]["w"], params["head"]["w"])
+  with pytest.raises(ValueError, match="freezes every parameter"):
+    optim.make_optimizer(_opt(frozen=(".*",)), 10, params)
+
+
+def test_partition_rules_and_fsdp_fallback():
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+  tree = {"params": {"head": {"kernel": jax.ShapeDtypeStruct((64, 10), jnp.float32)},
+                     "conv": {"kernel": jax.ShapeDtypeStruct((3, 3, 3, 8, 16), jnp.float32)},
+                     "bn": {"scale": jax.ShapeDtypeStruct((16,), jnp.float32)}}}
+  shardings = sharding.tree_shardings(mesh, tree, rules=[("head/kernel", (None, None))],
+                                      min_fsdp_size=100)
+  assert shardings["params"]["head"]["kernel"].spec == P(None, None)   # rule wins
+  assert shardings["params"]["conv"]["kernel"].spec == P(None, None, None, None, "fsdp")
+  assert shardings["params"]["bn"]["scale"].spec == P()                 # too small
+  with pytest.raises(ValueError, match="needs 6 devices"):
+    sharding.make_mesh({"data": 3, "fsdp": 2})
+  with pytest.raises(KeyError, match="unknown axes"):
+    sharding.make_mesh({"model": 2})
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  model = small3d.VARIANTS["small3d_tiny"](num_classes=5, dtype=jnp.bfloat16)
+  x = jnp.zeros((2, 4, 8, 8, 3), jnp.float32)
+  variables = model.init(jax.random.key(0), x)
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables["params"]))
+  (logits, out), _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert out["stage1"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
