@@ -16,6 +16,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (with :args).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "jax_distributed", False, "Call jax.distributed.initialize() (multi-host: TPU pods, SLURM).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,6 +35,9 @@ def main(argv):
   darkjax_log.setLevel(logging.INFO)
   darkjax_log.propagate = False
   # Imported here so XLA flags are set before jax initialises its backends.
+  import jax  # pylint: disable=import-outside-toplevel
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
   from darkjax import train  # pylint: disable=import-outside-toplevel
   from darkjax.data.datasets import DatasetNotPreparedError  # pylint: disable=import-outside-toplevel
   try:

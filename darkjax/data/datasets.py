@@ -59,9 +59,8 @@ def open_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
     raise ValueError(f"config.input.data.dir is empty for dataset {name!r}")
   directory = os.path.abspath(os.path.expanduser(directory))
   if name == "synthetic":
-    from darkjax.data import synthetic  # pylint: disable=import-outside-toplevel
-    manifest = synthetic.ensure_dataset(directory, **dict(data_cfg.get("generate", {})))
-    return Dataset(name, directory, manifest, int(data_cfg.get("split_index", 0)))
+    return Dataset(name, directory, _ensure_synthetic(directory, dict(data_cfg.get("generate", {}))),
+                   int(data_cfg.get("split_index", 0)))
   if not os.path.exists(os.path.join(directory, records.MANIFEST)):
     hint = (f"python -m darkjax.data.prepare --dataset {name} --src /path/to/downloaded/{name} "
             f"--out {directory}") if name in PREPARED else "python -m darkjax.data.prepare --help"
@@ -71,3 +70,16 @@ def open_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
         f"then point config.input.data.dir at the output (or set $DARKJAX_DATA).")
   manifest = records.load_manifest(directory)
   return Dataset(name, directory, manifest, int(data_cfg.get("split_index", 0)))
+
+
+def _ensure_synthetic(directory: str, params: dict[str, Any]) -> dict[str, Any]:
+  """Generates on the first host only (the directory must be shared between hosts)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from darkjax.data import synthetic  # pylint: disable=import-outside-toplevel
+  if jax.process_count() == 1:
+    return synthetic.ensure_dataset(directory, **params)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  if jax.process_index() == 0:
+    synthetic.ensure_dataset(directory, **params)
+  multihost_utils.sync_global_devices(f"synthetic dataset {directory}")
+  return records.load_manifest(directory)
