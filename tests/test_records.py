@@ -302,3 +302,27 @@ def test_cli_exit_codes(tmp_path, capsys):
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 1, result.stderr
   assert "data CRC mismatch" in result.stdout
+
+
+def test_fast_wire_parser_agrees_with_protobuf_and_falls_back():
+  from tensorflow_datasets.proto import tf_example_pb2
+  rng = np.random.default_rng(3)
+  video = rng.integers(0, 255, (3, 5, 7, 3), dtype=np.uint8)
+  data = records.encode_example(video, 7, "clip/é", {"ir": video[..., :1]})
+  fast = records._wire_features(data)  # pylint: disable=protected-access
+  slow = records._proto_features(data, "x", 0)  # pylint: disable=protected-access
+  assert fast.keys() == slow.keys()
+  for key, (kind, values) in fast.items():
+    assert kind == slow[key][0]
+    assert [bytes(v) if isinstance(v, memoryview) else v for v in values] == slow[key][1]
+  # A float feature and a large negative int64 take the protobuf path and still decode.
+  example = tf_example_pb2.Example()
+  example.ParseFromString(data)
+  example.features.feature["score"].float_list.value.append(0.5)
+  example.features.feature["offset"].int64_list.value.append(-5)
+  other = example.SerializeToString()
+  with pytest.raises(ValueError):
+    records._wire_features(other)  # pylint: disable=protected-access
+  decoded = records.decode_example(other)
+  assert decoded["video_id"] == "clip/é" and decoded["label"] == 7
+  np.testing.assert_array_equal(decoded["video"], video)

@@ -100,13 +100,115 @@ def encode_example(video: np.ndarray, label: int, video_id: str,
   return example.SerializeToString(deterministic=True)  # map order is per-process otherwise
 
 
+_KINDS = {1: "bytes_list", 2: "float_list", 3: "int64_list"}
+
+
+class _WireError(ValueError):
+  """The fast parser met something it does not handle; the protobuf parser decides."""
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+  result = shift = 0
+  while True:
+    if pos >= len(buf) or shift > 63:
+      raise _WireError("bad varint")
+    byte = buf[pos]
+    pos += 1
+    result |= (byte & 0x7F) << shift
+    if byte < 0x80:
+      return result, pos
+    shift += 7
+
+
+def _fields(buf: memoryview):
+  """(field number, wire type, value) of one message; length-delimited values are zero-copy views."""
+  pos = 0
+  while pos < len(buf):
+    key, pos = _varint(buf, pos)
+    wire_type = key & 7
+    if wire_type == 2:
+      size, pos = _varint(buf, pos)
+      if pos + size > len(buf):
+        raise _WireError("truncated field")
+      yield key >> 3, 2, buf[pos:pos + size]
+      pos += size
+    elif wire_type == 0:
+      value, pos = _varint(buf, pos)
+      yield key >> 3, 0, value
+    else:
+      raise _WireError(f"wire type {wire_type}")
+
+
+def _wire_features(data: bytes) -> dict[str, tuple[str, list]]:
+  """Fast zero-copy parse of an Example with bytes / int64 features (what darkjax writes)."""
+  features: dict[str, tuple[str, list]] = {}
+  for number, wire, example_field in _fields(memoryview(data)):
+    if number != 1 or wire != 2:
+      raise _WireError("unexpected Example field")
+    for entry_number, entry_wire, entry in _fields(example_field):
+      if entry_number != 1 or entry_wire != 2:
+        raise _WireError("unexpected Features field")
+      key, feature = None, memoryview(b"")
+      for number_, wire_, value in _fields(entry):
+        if number_ == 1 and wire_ == 2:
+          key = bytes(value).decode("utf-8")
+        elif number_ == 2 and wire_ == 2:
+          feature = value
+        else:
+          raise _WireError("unexpected map entry field")
+      if key is None:
+        raise _WireError("map entry without key")
+      kind, values = None, []
+      for kind_number, kind_wire, payload in _fields(feature):
+        if kind_number not in (1, 3) or kind_wire != 2:
+          raise _WireError("unsupported feature kind")
+        kind = _KINDS[kind_number]
+        for value_number, value_wire, value in _fields(payload) if kind_number == 1 else ():
+          if value_number != 1 or value_wire != 2:
+            raise _WireError("bad bytes list")
+          values.append(value)
+        if kind_number == 3:
+          values.extend(_int64_values(payload))
+      features[key] = (kind, values)
+  return features
+
+
+def _int64_values(payload: memoryview) -> list[int]:
+  values = []
+  for number, wire, value in _fields(payload):
+    if number != 1:
+      raise _WireError("bad int64 list")
+    if wire == 0:
+      items = [value]
+    else:  # packed
+      items, pos = [], 0
+      while pos < len(value):
+        item, pos = _varint(value, pos)
+        items.append(item)
+    values.extend(v - (1 << 64) if v >= 1 << 63 else v for v in items)
+  return values
+
+
+def _proto_features(data: bytes, source: str, offset: int | None) -> dict[str, tuple[str, list]]:
+  example = tf_example_pb2.Example()
+  try:
+    example.ParseFromString(data)
+  except DecodeError as error:
+    raise CorruptRecordError(source, offset, f"not a tf.train.Example ({error})") from None
+  out = {}
+  for key, feature in example.features.feature.items():
+    kind = feature.WhichOneof("kind")
+    out[key] = (kind, list(getattr(feature, kind).value) if kind else [])
+  return out
+
+
 def _feature_values(features, key: str, kind: str, source: str, offset: int | None):
-  if key not in features:  # (indexing a proto map would insert the key)
+  if key not in features:
     raise CorruptRecordError(source, offset, f"missing feature {key!r}")
-  feature = features[key]
-  if feature.WhichOneof("kind") != kind:
+  got_kind, values = features[key]
+  if got_kind != kind:
     raise CorruptRecordError(source, offset, f"feature {key!r} is not a {kind}")
-  return getattr(feature, kind).value
+  return values
 
 
 def _decode_array(features, name: str, source: str, offset: int | None) -> np.ndarray:
@@ -122,19 +224,19 @@ def _decode_array(features, name: str, source: str, offset: int | None) -> np.nd
 
 
 def decode_example(data: bytes, source: str = "<bytes>", offset: int | None = None) -> dict[str, Any]:
-  """Parses one record: {"video", "label" (np.int32), "video_id", <stream>: ...}; arrays are read-only."""
-  example = tf_example_pb2.Example()
+  """Parses one record: {"video", "label" (np.int32), "video_id", <stream>: ...}; arrays are read-only
+  views of `data`. A hand-written wire-format reader avoids protobuf's copy of the clip bytes; any
+  record it does not understand goes through protobuf, which reports what is wrong."""
   try:
-    example.ParseFromString(data)
-  except DecodeError as error:
-    raise CorruptRecordError(source, offset, f"not a tf.train.Example ({error})") from None
-  features = example.features.feature
+    features = _wire_features(data)
+  except (_WireError, UnicodeDecodeError, IndexError):
+    features = _proto_features(data, source, offset)
   labels = _feature_values(features, "label", "int64_list", source, offset)
   video_ids = _feature_values(features, "video_id", "bytes_list", source, offset)
   if len(labels) != 1 or len(video_ids) != 1:
     raise CorruptRecordError(source, offset, f"{len(labels)} labels, {len(video_ids)} video ids")
   try:
-    video_id = video_ids[0].decode("utf-8")
+    video_id = bytes(video_ids[0]).decode("utf-8")
   except UnicodeDecodeError:
     raise CorruptRecordError(source, offset, "video_id is not UTF-8") from None
   out = {"video": _decode_array(features, "video", source, offset),
