@@ -47,7 +47,8 @@ def test_eval_covers_every_example_once_on_any_number_of_hosts(tmp_path, hosts):
   assert sorted(seen) == list(range(total))
 
 
-def test_train_iterator_state_restores_exactly(tmp_path):
+@pytest.mark.parametrize("consumed", [0, 4, 5, 7])   # batches of 3, windows of 5: mid and edge
+def test_train_iterator_state_restores_exactly(tmp_path, consumed):
   files, _ = _dataset(tmp_path)
   spec = ops.ClipSpec(frames=4, stride=2, crop_size=16)
   make = lambda: pipeline.train_dataset(files, spec, 3, seed=7, shuffle_window=5, cycle_length=2,  # noqa
@@ -56,12 +57,12 @@ def test_train_iterator_state_restores_exactly(tmp_path):
   reference = iter(make())
   want = [next(reference) for _ in range(12)]
   first = iter(make())
-  for _ in range(5):
+  for _ in range(consumed):
     next(first)
   state = first.get_state()
   resumed = iter(make())
   resumed.set_state(state)
-  for expected in want[5:]:
+  for expected in want[consumed:]:
     got = next(resumed)
     for key in expected:
       np.testing.assert_array_equal(got[key], expected[key])

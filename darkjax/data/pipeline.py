@@ -15,6 +15,7 @@ shard file and byte offset of a corrupt one (grain's own TFRecord reader checks 
 
 from __future__ import annotations
 
+import copy
 import math
 import struct
 from typing import Any, Iterator, Mapping, Sequence
@@ -99,6 +100,79 @@ class RecordFileIterDataset(grain.IterDataset):
     return _RecordFileIterator(self._path, self._verify_crc)
 
 
+class _WindowShuffleIterator(grain.DatasetIterator):
+  """Reads `window` elements, emits them in a seeded random order, repeats.
+
+  Same semantics and checkpoint scheme as grain's WindowShuffleIterDataset (state = parent state at
+  the window start + position; restoring re-reads the window), but draws each window's permutation
+  with numpy: grain's per-element `index_shuffle` call costs ~1.4 ms on this CPU.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, window: int, seed: int):
+    super().__init__(parent)
+    self._window_size, self._seed = window, seed
+    self._window: list[Any] = []
+    self._order: np.ndarray = np.zeros((0,), np.int64)
+    self._window_index = 0
+    self._pos = 0
+    self._window_start = self._parent.get_state()
+    self._exhausted = False
+
+  def _fill(self) -> None:
+    self._window_start = self._parent.get_state()
+    self._window = []
+    try:
+      while len(self._window) < self._window_size:
+        self._window.append(next(self._parent))
+    except StopIteration:
+      self._exhausted = True
+    rng = np.random.default_rng([self._seed, self._window_index])
+    self._order = rng.permutation(len(self._window))
+    self._pos = 0
+
+  def __next__(self):
+    if self._pos >= len(self._window):
+      if self._exhausted:
+        raise StopIteration
+      if self._window:
+        self._window_index += 1
+      self._fill()
+      if not self._window:
+        raise StopIteration
+    element = self._window[self._order[self._pos]]
+    self._window[self._order[self._pos]] = None  # release memory early
+    self._pos += 1
+    return element
+
+  def get_state(self) -> dict[str, Any]:
+    if not self._window:   # before the first window
+      return {"parent": self._parent.get_state(), "window_index": self._window_index, "pos": 0,
+              "in_window": False}
+    return {"parent": copy.deepcopy(self._window_start), "window_index": self._window_index,
+            "pos": self._pos, "in_window": True}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    self._parent.set_state(state["parent"])
+    self._window_index = int(state["window_index"])
+    self._exhausted = False
+    self._window, self._pos = [], 0
+    if state["in_window"]:
+      self._fill()
+      self._pos = int(state["pos"])
+      for i in self._order[:self._pos]:
+        self._window[i] = None
+
+
+class _WindowShuffle(grain.IterDataset):
+
+  def __init__(self, parent: grain.IterDataset, window: int, seed: int):
+    super().__init__(parent)
+    self._window, self._seed = window, seed
+
+  def __iter__(self) -> _WindowShuffleIterator:
+    return _WindowShuffleIterator(self._parent.__iter__(), self._window, self._seed)
+
+
 def host_shards(files: Sequence[tuple[str, int]], process_index: int,
                 process_count: int) -> list[tuple[str, int]]:
   """Round-robin assignment of shard files to hosts."""
@@ -155,11 +229,10 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
   ds = grain.MapDataset.source(paths).shuffle(seed=file_seed).repeat(None)
   ds = ds.map(RecordFileIterDataset)
   ds = grain.experimental.InterleaveIterDataset(ds, cycle_length=min(cycle_length, len(paths)))
-  if shuffle_window > 1:
-    ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=shuffle_window,
-                                                     seed=file_seed + 1)
   ds = ds.map(_Decode(frame_shapes or {}))
   ds = ds.random_map(_TrainClip(spec, streams), seed=file_seed + 2)
+  if shuffle_window > 1:  # after cropping: the window holds clips, not whole decoded videos
+    ds = _WindowShuffle(ds, shuffle_window, seed=file_seed + 1)
   ds = ds.batch(local_batch, drop_remainder=True)
   if prefetch:
     ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
