@@ -176,3 +176,23 @@ def test_unknown_config_key_fails_listing_valid_keys(tmp_path):
   assert result.returncode != 0
   assert "lrr" in result.stderr and "lr" in result.stderr
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_path):
+  config = small_config(data_dir, steps=4, eval_every=0)   # eval once, at the end
+  workdir = str(tmp_path / "artifacts")
+  results = train.Trainer(config, workdir, devices=jax.devices()[:1]).run()
+  rows = metrics_lib.read_metrics(workdir)
+  assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4]
+  final = [r for r in rows if "eval/top1" in r]
+  assert len(final) == 1 and final[0]["step"] == 4
+  assert 0.0 <= final[0]["eval/top1"] <= final[0]["eval/top5"] <= 1.0
+  assert results["num_examples"] == datasets.open_dataset(config.input.data).num_examples("test")
+  assert int(np.sum(results["confusion"])) == results["num_examples"]
+  events = [f for f in os.listdir(os.path.join(workdir, "tensorboard")) if "tfevents" in f]
+  assert events and os.path.getsize(os.path.join(workdir, "tensorboard", events[0])) > 0
+  with open(os.path.join(workdir, "eval_confusion.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  report = open(os.path.join(workdir, "report.md"), encoding="utf-8").read()
+  assert "eval/top1" in report and "eval_confusion.png" in report
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "4"
