@@ -1,0 +1,68 @@
+"""`python -m darkjax.data.prepare --dataset NAME --src DIR --out DIR [--short-side 128] [--fps N]
+[--workers N] [--allow-missing N]`: decode a downloaded dataset into darkjax TFRecords (resumable).
+
+Exit status: 0 on success, 1 when the layout cannot be read or more than --allow-missing videos
+cannot be decoded (each is named, with its reason, on stderr and in OUT/prepare.log), 2 when
+the dataset's layout is not supported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from darkjax.data import records
+from darkjax.data.prepare import LAYOUTS, PrepareError, find_layout, prepare
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m darkjax.data.prepare", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--dataset", required=True, choices=sorted(LAYOUTS))
+  parser.add_argument("--src", required=True, help="the unpacked download")
+  parser.add_argument("--out", required=True, help="dataset directory to write")
+  parser.add_argument("--short-side", type=int, default=128, help="resize frames' short side "
+                      "(0: keep)")
+  parser.add_argument("--fps", type=float, default=0.0, help="resample to this frame rate "
+                      "(0: keep every frame)")
+  parser.add_argument("--workers", type=int, default=max((os.cpu_count() or 2) - 1, 1),
+                      help="decoding processes")
+  parser.add_argument("--allow-missing", type=int, default=0,
+                      help="number of undecodable videos tolerated (listed in the manifest)")
+  parser.add_argument("--examples-per-shard", type=int, default=32)
+  parser.add_argument("--overwrite", action="store_true",
+                      help="start over in an --out made with other options")
+  parser.add_argument("--no-progress", action="store_true")
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  if not os.path.isdir(args.src):
+    print(f"error: --src {args.src} is not a directory", file=sys.stderr)
+    return 1
+  try:
+    layout = find_layout(args.dataset, args.src)
+    manifest = prepare(layout, args.out, short_side=args.short_side, fps=args.fps,
+                       workers=args.workers, allow_missing=args.allow_missing,
+                       examples_per_shard=args.examples_per_shard, overwrite=args.overwrite,
+                       progress=not args.no_progress)
+  except NotImplementedError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  except PrepareError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+  report = records.verify(args.out, check_crc=False)
+  print(report.format())
+  failed = manifest["metadata"]["failed"]
+  if failed:
+    print(f"{len(failed)} undecodable video(s) left out (allowed by --allow-missing), listed in "
+          f"{os.path.join(args.out, 'prepare.log')} and the manifest's metadata.failed")
+  return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,347 @@
+"""Shared machinery of `python -m darkjax.data.prepare`: find videos, decode them with PyAV, resize
+the short side, optionally resample to a fixed fps, and write resumable TFRecord shards through
+`darkjax.data.records`.
+
+The plan is deterministic: each split's videos (sorted) are cut into shards of `examples_per_shard`,
+shard `i` of split `s` is `{name}-{s}-{i:05d}-of-{n:05d}.tfrecord`. After each finished shard its
+sha256, size and per-video outcome go into `OUT/prepare_state.json` (written atomically), so a rerun
+skips shards whose file still matches its checksum and redoes the rest (and any shard that had
+undecodable videos, in case they were replaced). The manifest is written last.
+
+Undecodable videos (missing file, no video stream, decoder error, zero frames) are listed with their
+reason in `OUT/prepare.log` and in the manifest's `metadata.failed`; more than `allow_missing` of
+them stops the run with a `PrepareError` naming every one and no manifest is written.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from typing import Any, Iterator, Sequence
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+import darkjax
+from darkjax.data import ops, records
+
+STATE_FILE = "prepare_state.json"
+LOG_FILE = "prepare.log"
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+                    ".m4v", ".3gp")
+
+
+class PrepareError(RuntimeError):
+  """A dataset cannot be prepared as asked; the message names the file, split or video."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoItem:
+  path: str       # absolute path of the video file (may not exist: reported as a failure)
+  label: int
+  video_id: str   # path relative to the dataset root, e.g. "Drink/Drink_1_1.mp4"
+
+
+@dataclasses.dataclass
+class Layout:
+  """What a dataset module finds in `--src`: classes, split membership and where they came from."""
+  name: str
+  class_names: list[str]
+  splits: dict[str, list[VideoItem]]
+  metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def check(self) -> None:
+    for split, items in self.splits.items():
+      if not items:
+        raise PrepareError(f"dataset {self.name!r}: split {split!r} lists no videos")
+      for item in items:
+        if not 0 <= item.label < len(self.class_names):
+          raise PrepareError(f"dataset {self.name!r}: video {item.video_id} has label "
+                             f"{item.label}, not in [0, {len(self.class_names)})")
+
+
+# ----------------------------------------------------------------------------- finding files
+
+class VideoIndex:
+  """Every video under `root`, looked up by relative path case-insensitively and with any video
+  extension (split lists say `.avi` where some releases ship `.mp4`)."""
+
+  def __init__(self, root: str):
+    self.root = os.path.abspath(root)
+    self.by_key: dict[str, str] = {}
+    for directory, _, files in os.walk(self.root):
+      for file in files:
+        stem, ext = os.path.splitext(file)
+        if ext.lower() in VIDEO_EXTENSIONS:
+          rel = os.path.relpath(os.path.join(directory, file), self.root)
+          self.by_key.setdefault(rel.lower(), rel)
+          self.by_key.setdefault(os.path.splitext(rel)[0].lower(), rel)
+
+  def resolve(self, relative: str) -> str:
+    """Absolute path of `relative` (as on disk), or the literal path if no video matches."""
+    relative = relative.replace("\\", "/").strip("/")
+    for key in (relative.lower(), os.path.splitext(relative)[0].lower()):
+      if key in self.by_key:
+        return os.path.join(self.root, self.by_key[key])
+    return os.path.join(self.root, relative)
+
+  def __len__(self) -> int:
+    return len({v for v in self.by_key.values()})
+
+
+def find_dir_with_subdirs(src: str, names: Sequence[str], max_depth: int = 4) -> str:
+  """The shallowest directory under `src` with a sub-directory per name (case-insensitive)."""
+  wanted = {n.lower() for n in names}
+  src = os.path.abspath(src)
+  for directory, subdirs, _ in sorted(os.walk(src), key=lambda e: (e[0].count(os.sep), e[0])):
+    if directory[len(src):].count(os.sep) > max_depth:
+      continue
+    if wanted <= {s.lower() for s in subdirs}:
+      return directory
+  raise PrepareError(f"no directory under {src} has one sub-directory per class "
+                     f"(looked for {sorted(names)[:5]}... to depth {max_depth})")
+
+
+def find_files(src: str, predicate) -> list[str]:
+  """Sorted absolute paths of files under `src` whose base name satisfies `predicate`."""
+  found = []
+  for directory, _, files in os.walk(os.path.abspath(src)):
+    found += [os.path.join(directory, f) for f in files if predicate(f)]
+  return sorted(found)
+
+
+def read_lines(path: str) -> list[tuple[int, list[str]]]:
+  """(line number, whitespace-split fields) of the non-empty lines of a text file."""
+  with open(path, encoding="utf-8-sig", errors="replace") as file:
+    return [(n, line.split()) for n, line in enumerate(file, start=1) if line.strip()]
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def decode_video(path: str, short_side: int, fps: float = 0.0) -> tuple[np.ndarray, float]:
+  """All frames (T, H, W, 3) uint8 RGB with the short side resized, and the frame rate.
+
+  With `fps` > 0 the frames are resampled by timestamp to that rate (nearest earlier frame).
+  Raises PrepareError with the reason when the file cannot be decoded.
+  """
+  if not os.path.isfile(path):
+    raise PrepareError(f"{path}: file not found")
+  try:
+    with av.open(path) as container:
+      if not container.streams.video:
+        raise PrepareError(f"{path}: no video stream")
+      stream = container.streams.video[0]
+      rate = stream.average_rate or stream.guessed_rate or 0
+      source_fps = float(rate) if rate else 0.0
+      frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+  except PrepareError:
+    raise
+  except (av.error.FFmpegError, ValueError, OSError, EOFError) as error:
+    raise PrepareError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
+  if not frames:
+    raise PrepareError(f"{path}: no decodable frames")
+  clip = np.stack(frames)
+  source_fps = source_fps or 30.0
+  if fps and abs(fps - source_fps) > 1e-3:
+    count = max(int(round(len(clip) * fps / source_fps)), 1)
+    clip = clip[np.minimum((np.arange(count) * source_fps / fps).astype(np.int64), len(clip) - 1)]
+    source_fps = float(fps)
+  return ops.resize_short_side(clip, short_side), source_fps
+
+
+def _decode_item(args: tuple[VideoItem, int, float]) -> tuple[VideoItem, Any, float, str | None]:
+  item, short_side, fps = args
+  try:
+    clip, clip_fps = decode_video(item.path, short_side, fps)
+  except PrepareError as error:
+    return item, None, 0.0, str(error)
+  return item, clip, clip_fps, None
+
+
+# ----------------------------------------------------------------------------- the plan
+
+@dataclasses.dataclass
+class ShardPlan:
+  split: str
+  file: str
+  items: list[VideoItem]
+
+
+def plan_shards(layout: Layout, examples_per_shard: int) -> list[ShardPlan]:
+  plans = []
+  for split, items in layout.splits.items():
+    items = sorted(items, key=lambda i: i.video_id)
+    count = max((len(items) + examples_per_shard - 1) // examples_per_shard, 1)
+    for index in range(count):
+      chunk = items[index * examples_per_shard:(index + 1) * examples_per_shard]
+      plans.append(ShardPlan(split, f"{layout.name}-{split}-{index:05d}-of-{count:05d}.tfrecord",
+                             chunk))
+  return plans
+
+
+def _signature(layout: Layout, short_side: int, fps: float, examples_per_shard: int) -> str:
+  content = json.dumps({"name": layout.name, "classes": layout.class_names,
+                        "short_side": short_side, "fps": fps, "per_shard": examples_per_shard,
+                        "splits": {s: sorted((i.video_id, i.label) for i in items)
+                                   for s, items in layout.splits.items()}}, sort_keys=True)
+  return hashlib.sha256(content.encode()).hexdigest()
+
+
+def _write_json(path: str, value: Any) -> None:
+  tmp_path = path + ".tmp"
+  with open(tmp_path, "w", encoding="utf-8") as file:
+    json.dump(value, file, indent=1)
+    file.write("\n")
+  os.replace(tmp_path, path)
+
+
+def _file_sha256(path: str) -> str:
+  with open(path, "rb") as file:
+    return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _load_state(out_dir: str, signature: str, overwrite: bool) -> dict[str, Any]:
+  path = os.path.join(out_dir, STATE_FILE)
+  fresh = {"signature": signature, "shards": {}}
+  if not os.path.exists(path):
+    if os.path.exists(os.path.join(out_dir, records.MANIFEST)) and not overwrite:
+      raise PrepareError(f"{out_dir} already holds a dataset ({records.MANIFEST}) not made by this "
+                         f"prepare run; use another --out or pass --overwrite")
+    return fresh
+  try:
+    with open(path, encoding="utf-8") as file:
+      state = json.load(file)
+  except ValueError as error:
+    raise PrepareError(f"{path}: unreadable resume state ({error}); delete it to start over") \
+        from None
+  if state.get("signature") != signature:
+    if not overwrite:
+      raise PrepareError(f"{path}: was made with other options or another source tree "
+                         f"(dataset, --short-side, --fps, split lists); use another --out or pass "
+                         f"--overwrite to start over")
+    return fresh
+  return state
+
+
+def _shard_done(out_dir: str, entry: dict[str, Any] | None) -> bool:
+  if not entry or entry.get("failed"):
+    return False
+  path = os.path.join(out_dir, entry["file"])
+  return (os.path.isfile(path) and os.path.getsize(path) == entry["num_bytes"]
+          and _file_sha256(path) == entry["sha256"])
+
+
+def _decoded_stream(jobs: list[tuple[VideoItem, int, float]], workers: int) -> Iterator:
+  if workers <= 1:
+    yield from map(_decode_item, jobs)
+    return
+  # At most 2 decoded clips per worker wait in memory (pool.map would submit every job at once).
+  # spawn: forking a process that has started JAX / BLAS threads can deadlock.
+  pool = concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=multiprocessing.get_context("spawn"))
+  in_flight: collections.deque = collections.deque()
+  try:
+    for job in jobs:
+      in_flight.append(pool.submit(_decode_item, job))
+      if len(in_flight) >= 2 * workers:
+        yield in_flight.popleft().result()
+    while in_flight:
+      yield in_flight.popleft().result()
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------- running
+
+def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.0,
+            workers: int = 1, allow_missing: int = 0, examples_per_shard: int = 32,
+            overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+  """Writes `layout` as a dataset in `out_dir` (resuming earlier work); returns its manifest."""
+  layout.check()
+  out_dir = os.path.abspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  signature = _signature(layout, short_side, fps, examples_per_shard)
+  state = _load_state(out_dir, signature, overwrite)
+  plans = plan_shards(layout, examples_per_shard)
+  pending = [p for p in plans if not _shard_done(out_dir, state["shards"].get(p.file))]
+  skipped = len(plans) - len(pending)
+  log_path = os.path.join(out_dir, LOG_FILE)
+  total = sum(len(p.items) for p in pending)
+  with open(log_path, "a", encoding="utf-8") as log:
+    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} prepare {layout.name}: {len(plans)} shards, "
+              f"{skipped} already done (checksums verified), {total} videos to decode\n")
+    jobs = [(item, short_side, fps) for plan in pending for item in plan.items]
+    decoded = _decoded_stream(jobs, workers)
+    bar = tqdm(total=total, desc=f"prepare {layout.name}", unit="video", disable=not progress,
+               dynamic_ncols=True)
+    try:
+      for plan in pending:
+        state["shards"][plan.file] = _write_shard(out_dir, plan, decoded, log, bar)
+        _write_json(os.path.join(out_dir, STATE_FILE), state)
+    finally:
+      bar.close()
+      decoded.close()
+  return _finish(layout, out_dir, state, plans, allow_missing, short_side, fps, log_path)
+
+
+def _write_shard(out_dir: str, plan: ShardPlan, decoded: Iterator, log, bar) -> dict[str, Any]:
+  failed, shapes, rates = [], set(), []
+  with records.TFRecordWriter(os.path.join(out_dir, plan.file)) as writer:
+    for _ in plan.items:
+      item, clip, clip_fps, reason = next(decoded)
+      bar.update(1)
+      if reason is not None:
+        failed.append({"video": item.video_id, "split": plan.split, "reason": reason})
+        log.write(f"FAILED {plan.split} {item.video_id}: {reason}\n")
+        log.flush()
+        continue
+      writer.write(records.encode_example(clip, item.label, item.video_id))
+      shapes.add(tuple(clip.shape[1:]))
+      rates.append(round(clip_fps, 3))
+  return {"file": plan.file, "split": plan.split, "num_examples": writer.num_records,
+          "sha256": writer.sha256, "num_bytes": writer.num_bytes, "failed": failed,
+          "frame_shapes": sorted(list(s) for s in shapes), "fps": rates}
+
+
+def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[ShardPlan],
+            allow_missing: int, short_side: int, fps: float, log_path: str) -> dict[str, Any]:
+  entries = [state["shards"][p.file] for p in plans]
+  failed = [f for e in entries for f in e["failed"]]
+  failed_videos = sorted({f["video"] for f in failed})
+  if len(failed_videos) > allow_missing:
+    listing = "\n".join(f"  {f['video']} ({f['split']}): {f['reason']}" for f in failed)
+    raise PrepareError(
+        f"{len(failed_videos)} video(s) of {layout.name!r} could not be decoded "
+        f"(--allow-missing {allow_missing}); no manifest written. Fix or replace them and rerun "
+        f"(finished shards are kept), or pass --allow-missing {len(failed_videos)}. "
+        f"Also listed in {log_path}:\n{listing}")
+  splits: dict[str, Any] = {}
+  for entry in entries:
+    split = splits.setdefault(entry["split"], {"num_examples": 0, "shards": []})
+    split["num_examples"] += entry["num_examples"]
+    split["shards"].append({k: entry[k] for k in ("file", "num_examples", "sha256", "num_bytes")})
+  shapes = {tuple(s) for e in entries for s in e["frame_shapes"]}
+  rates = collections.Counter(r for e in entries for r in e["fps"])
+  manifest = {
+      "name": layout.name, "version": records.MANIFEST_VERSION, "class_names": layout.class_names,
+      "num_classes": len(layout.class_names),
+      "fps": float(fps or (rates.most_common(1)[0][0] if rates else 30.0)),
+      "frame_shape": list(next(iter(shapes))) if len(shapes) == 1 else None, "streams": {},
+      "splits": splits,
+      "metadata": {**layout.metadata, "short_side": short_side, "resampled_fps": fps or None,
+                   "failed": failed, "source_fps": sorted(rates)},
+      "created_by": f"darkjax {darkjax.__version__}",
+  }
+  _write_json(os.path.join(out_dir, records.MANIFEST), manifest)
+  with open(log_path, "a", encoding="utf-8") as log:
+    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} wrote {records.MANIFEST}: "
+              + ", ".join(f"{s} {v['num_examples']}" for s, v in splits.items())
+              + f"; {len(failed_videos)} undecodable video(s)\n")
+  return manifest

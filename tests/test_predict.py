@@ -1,0 +1,102 @@
+"""darkjax.tools.predict on a video file with a checkpoint from a tiny synthetic training run."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import synthetic as synthetic_config
+from darkjax import train
+from darkjax.data import datasets, records
+from darkjax.tools import predict
+from darkjax.tools.bench_input import write_avi
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILE = os.path.join(REPO, "configs", "synthetic.py")
+
+
+def _config(data_dir: str):
+  config = synthetic_config.get_config(f"runlocal,steps=3,data_dir={data_dir}")
+  config.eval_every = -1
+  config.progress_bar = False
+  config.input.prefetch = 0
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """(config arg string, workdir, trainer, a test clip written as .avi, its label)."""
+  root = tmp_path_factory.mktemp("predict")
+  data_dir, workdir = str(root / "data"), str(root / "work")
+  config = _config(data_dir)
+  trainer = train.Trainer(config, workdir, devices=jax.devices()[:1])
+  trainer.run()
+  dataset = datasets.open_dataset(config.input.data)
+  path, _ = dataset.files("test")[0]
+  example = records.decode_example(next(records.iter_tfrecord(path)))
+  video = str(root / "clip.avi")
+  write_avi(video, np.ascontiguousarray(example["video"]), fps=10)
+  return f"{CONFIG_FILE}:runlocal,steps=3,data_dir={data_dir}", workdir, trainer, video, dataset
+
+
+def test_restored_params_are_the_trained_ones(trained):
+  spec, workdir, trainer, _, _ = trained
+  variables, step = predict.restore_variables(workdir)
+  assert step == 3
+  expected = jax.device_get(trainer.state.params)
+  for got, want in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(got, want)
+  assert jax.tree.structure(variables["params"]) == jax.tree.structure(expected)
+  del spec
+
+
+def test_predict_matches_the_trainers_eval_on_the_same_views(trained):
+  spec, workdir, trainer, video, dataset = trained
+  predictor = predict.Predictor(predict.load_config(spec), workdir)
+  result = predictor.predict(video)
+  assert predictor.class_names == dataset.class_names
+  assert result["views"].shape[1:] == (16, 32, 32, 3)  # input.frames, center crop_size
+  state = jax.device_get(trainer.state)
+  logits = trainer.task.predict(state, result["views"], {})
+  want = np.mean(jax.nn.softmax(np.asarray(logits, np.float32), -1), 0)
+  np.testing.assert_allclose(result["probs"], want, rtol=1e-5, atol=1e-6)
+  probs = [p for _, p in result["top5"]]
+  assert len(probs) == 5 and probs == sorted(probs, reverse=True)
+  assert [n for n, _ in result["top5"]][0] == dataset.class_names[int(np.argmax(want))]
+
+
+def test_cli_prints_top5_and_writes_png(trained, tmp_path, capsys):
+  spec, workdir, _, video, dataset = trained
+  assert predict.main(["--config", spec, "--checkpoint", workdir, "--png", str(tmp_path),
+                       video, video]) == 0
+  out = capsys.readouterr().out
+  assert out.count(f"{video} (1 view(s)):") == 2
+  ranked = [line.split() for line in out.splitlines() if line.strip()[:2] in
+            {f"{i}." for i in range(1, 6)}]
+  assert len(ranked) == 10 and all(r[1] in dataset.class_names for r in ranked)
+  assert os.path.getsize(tmp_path / "clip.png") > 1000
+
+
+def test_classes_flag_when_the_dataset_dir_is_absent(trained, tmp_path, capsys):
+  _, workdir, _, video, dataset = trained
+  spec = f"{CONFIG_FILE}:runlocal,data_dir={tmp_path / 'nowhere'}"
+  assert predict.main(["--config", spec, "--checkpoint", workdir, video]) == 1
+  assert "--classes" in capsys.readouterr().err
+  names = [f"c{i}" for i in range(dataset.num_classes)]
+  assert predict.main(["--config", spec, "--checkpoint", workdir, "--classes", ",".join(names),
+                       video]) == 0
+  assert "1. c" in capsys.readouterr().out
+  with pytest.raises(predict.PredictError, match="shape mismatches"):
+    predict.Predictor(predict.load_config(spec), workdir, classes="a,b")
+
+
+def test_missing_checkpoint_and_video_are_named(trained, tmp_path):
+  spec, workdir, _, _, _ = trained
+  with pytest.raises(predict.PredictError, match="checkpoints does not exist"):
+    predict.Predictor(predict.load_config(spec), str(tmp_path))
+  predictor = predict.Predictor(predict.load_config(spec), workdir)
+  with pytest.raises(predict.PredictError, match="missing.avi: file not found"):
+    predictor.predict(str(tmp_path / "missing.avi"))

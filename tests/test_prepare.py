@@ -1,0 +1,270 @@
+"""darkjax.data.prepare: tiny fake dataset trees in each official layout, real PyAV videos."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from darkjax.data import datasets, records
+from darkjax.data.prepare import __main__ as prepare_cli
+from darkjax.data.prepare import arid, common, find_layout, infar, prepare
+from darkjax.tools.bench_input import write_avi
+
+FRAMES, HW = 3, (32, 40)
+
+
+def _video(path: str, seed: int, frames: int = FRAMES) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  rng = np.random.default_rng(seed)
+  base = rng.integers(0, 255, (1, HW[0] // 4, HW[1] // 4, 3), dtype=np.uint8)
+  clip = np.repeat(np.repeat(np.repeat(base, frames, 0), 4, 1), 4, 2)
+  write_avi(path, clip, fps=10)
+
+
+def _arid_tree(root: str, clips_per_class: int = 2) -> dict[str, set[str]]:
+  """ARID layout: clips_v1/<Class>/<Class>_<n>_1.mp4 and list_cvt/ARID_split{k}_{train,test}.txt."""
+  videos = []
+  for label, name in enumerate(arid.CLASSES):
+    for n in range(clips_per_class):
+      rel = f"{name}/{name}_{n}_1.mp4"
+      _video(os.path.join(root, "clips_v1", rel), seed=label * 10 + n)
+      videos.append((label, rel))
+  lists = os.path.join(root, "list_cvt")
+  os.makedirs(lists)
+  expected = {}
+  for k in (1, 2, 3):
+    test = [v for i, v in enumerate(videos) if i % 3 == k - 1]
+    train = [v for v in videos if v not in test]
+    for kind, chosen in (("train", train), ("test", test)):
+      with open(os.path.join(lists, f"ARID_split{k}_{kind}.txt"), "w") as file:
+        file.writelines(f"{i}\t{label}\t{rel}\n" for i, (label, rel) in enumerate(chosen))
+      expected[f"{kind}{k}"] = {rel for _, rel in chosen}
+  with open(os.path.join(lists, "ARID_split1_others.txt"), "w") as file:
+    file.write("0\t0\tDrink/not_there.mp4\n")  # must be ignored
+  return expected
+
+
+def _split_ids(data_dir: str, split: str) -> dict[str, tuple[int, tuple[int, ...]]]:
+  manifest = records.load_manifest(data_dir)
+  out = {}
+  for path, _ in records.split_files(manifest, data_dir, split):
+    for data in records.iter_tfrecord(path):
+      example = records.decode_example(data)
+      out[example["video_id"]] = (int(example["label"]), example["video"].shape)
+  return out
+
+
+def test_arid_layout_prepares_all_three_official_splits(tmp_path):
+  expected = _arid_tree(str(tmp_path / "src"))
+  out = str(tmp_path / "out")
+  manifest = prepare(find_layout("arid_v1", str(tmp_path / "src")), out, short_side=16,
+                     examples_per_shard=4, progress=False)
+  assert manifest["class_names"] == arid.CLASSES
+  assert sorted(manifest["splits"]) == sorted(expected)
+  assert manifest["frame_shape"] == [16, 20, 3]
+  for split, videos in expected.items():
+    found = _split_ids(out, split)
+    assert set(found) == videos
+    assert manifest["splits"][split]["num_examples"] == len(videos)
+    for video_id, (label, shape) in found.items():
+      assert arid.CLASSES[label] == video_id.split("/")[0]
+      assert shape == (FRAMES, 16, 20, 3)
+  assert records.verify(out).ok
+  dataset = datasets.open_dataset({"name": "arid_v1", "dir": out, "split_index": 2})
+  assert dataset.split_name("test") == "test2"
+  assert dataset.num_examples("test") == len(expected["test2"])
+
+
+def test_arid_list_label_disagreeing_with_folder_names_the_line(tmp_path):
+  _arid_tree(str(tmp_path), clips_per_class=1)
+  path = tmp_path / "list_cvt" / "ARID_split2_test.txt"
+  path.write_text("0\t3\tDrink/Drink_0_1.mp4\n")
+  with pytest.raises(common.PrepareError, match=r"ARID_split2_test.txt:1: label 3"):
+    find_layout("arid_v1", str(tmp_path))
+
+
+def test_hmdb51_layout_uses_1_train_2_test_and_skips_0(tmp_path):
+  names = ["brush_hair", "cartwheel", "wave"]
+  split_dir = tmp_path / "testTrainMulti_7030_splits"
+  split_dir.mkdir()
+  for label, name in enumerate(names):
+    clips = [f"{name}_clip{n}.avi" for n in range(3)]
+    for n, clip in enumerate(clips):
+      _video(str(tmp_path / "hmdb51_org" / name / clip), seed=label * 3 + n)
+    for k in (1, 2, 3):
+      marks = {1: "120", 2: "112", 3: "122"}[k]  # clip0, clip1, clip2
+      (split_dir / f"{name}_test_split{k}.txt").write_text(
+          "".join(f"{c} {m} \n" for c, m in zip(clips, marks)))
+  out = str(tmp_path / "out")
+  manifest = prepare(find_layout("hmdb51", str(tmp_path)), out, short_side=0, progress=False)
+  assert manifest["class_names"] == names
+  assert manifest["frame_shape"] == [32, 40, 3]
+  assert set(_split_ids(out, "train1")) == {f"{n}/{n}_clip0.avi" for n in names}
+  assert set(_split_ids(out, "test1")) == {f"{n}/{n}_clip1.avi" for n in names}
+  assert manifest["splits"]["train1"]["num_examples"] == 3  # clip2 is 0 (unused) in split 1
+  assert manifest["splits"]["train2"]["num_examples"] == 6
+  assert manifest["splits"]["test2"]["num_examples"] == 3
+  assert set(_split_ids(out, "test3")) == {f"{n}/{n}_clip{i}.avi" for n in names for i in (1, 2)}
+  assert records.verify(out).ok
+
+
+def test_ucf101_layout_reads_classind_and_lists_case_insensitively(tmp_path):
+  names = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
+  lists = tmp_path / "ucfTrainTestlist"
+  lists.mkdir()
+  (lists / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+  clips = {}
+  for label, name in enumerate(names):
+    file_name = "HandStandPushups" if name == "HandstandPushups" else name
+    clips[name] = [f"{name}/v_{file_name}_g0{g}_c01.avi" for g in (1, 2)]
+    for g, rel in enumerate(clips[name]):
+      _video(str(tmp_path / "UCF-101" / rel), seed=label * 2 + g)
+  for k in (1, 2, 3):
+    (lists / f"trainlist0{k}.txt").write_text(
+        "".join(f"{clips[n][0].lower() if k == 2 else clips[n][0]} {i + 1}\n"
+                for i, n in enumerate(names)))
+    (lists / f"testlist0{k}.txt").write_text("".join(f"{clips[n][1]}\n" for n in names))
+  out = str(tmp_path / "out")
+  manifest = prepare(find_layout("ucf101", str(tmp_path)), out, short_side=16, workers=2,
+                     progress=False)  # decoding in 2 spawned processes
+  assert manifest["class_names"] == names
+  found = _split_ids(out, "train2")  # lower-cased list entries still find the files
+  assert set(found) == {clips[n][0] for n in names}
+  assert {label for label, _ in found.values()} == {0, 1, 2}
+  assert set(_split_ids(out, "test3")) == {clips[n][1] for n in names}
+  assert records.verify(out).ok
+
+
+def test_dark48_layout_with_class_index_and_split_lists(tmp_path):
+  names = [f"action{i:02d}" for i in range(48)]
+  (tmp_path / "mapping_table.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(names)))
+  videos = []
+  for label, name in enumerate(names):
+    rel = f"{name}/{name}_0.avi"
+    _video(str(tmp_path / "videos" / rel), seed=label, frames=2)
+    videos.append((label, rel))
+  for k in (1, 2, 3):
+    for kind in ("train", "test"):
+      chosen = [v for i, v in enumerate(videos) if (i % 3 == k - 1) == (kind == "test")]
+      (tmp_path / f"dark48_split{k}_{kind}.txt").write_text(
+          "".join(f"{i} {label} {rel}\n" for i, (label, rel) in enumerate(chosen)))
+  layout = find_layout("dark48", str(tmp_path))
+  assert layout.class_names == names
+  assert len(layout.splits["test1"]) == 16 and len(layout.splits["train1"]) == 32
+  out = str(tmp_path / "out")
+  manifest = prepare(layout, out, short_side=8, examples_per_shard=16, progress=False)
+  assert manifest["num_classes"] == 48
+  assert sum(manifest["splits"][f"{kind}2"]["num_examples"] for kind in ("train", "test")) == 48
+  assert records.verify(out).ok
+
+
+def test_interrupted_prepare_resumes_skipping_verified_shards(tmp_path, monkeypatch):
+  _arid_tree(str(tmp_path / "src"))
+  layout = find_layout("arid_v1", str(tmp_path / "src"))
+  out = str(tmp_path / "out")
+  real_decode = common.decode_video
+  calls = []
+
+  def interrupted(*args, **kwargs):
+    if len(calls) == 10:
+      raise KeyboardInterrupt
+    calls.append(args[0])
+    return real_decode(*args, **kwargs)
+
+  monkeypatch.setattr(common, "decode_video", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    prepare(layout, out, short_side=16, examples_per_shard=4, progress=False)
+  assert not os.path.exists(os.path.join(out, records.MANIFEST))
+  assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+  with open(os.path.join(out, common.STATE_FILE)) as file:
+    finished = json.load(file)["shards"]
+  assert len(finished) == 2  # 10 decodes = 2 full shards of 4, the third was dropped
+  total = sum(len(v) for v in layout.splits.values())
+
+  # A finished shard damaged on disk fails its checksum and is redone.
+  damaged = sorted(finished)[0]
+  with open(os.path.join(out, damaged), "r+b") as file:
+    file.seek(40)
+    file.write(b"\xff\xff")
+  calls.clear()
+  monkeypatch.setattr(common, "decode_video",
+                      lambda *a, **k: calls.append(a[0]) or real_decode(*a, **k))
+  manifest = prepare(layout, out, short_side=16, examples_per_shard=4, progress=False)
+  assert len(calls) == total - 4  # only the intact finished shard was skipped
+  assert sum(s["num_examples"] for s in manifest["splits"].values()) == total
+  assert records.verify(out).ok
+
+
+def test_corrupt_video_is_reported_by_name(tmp_path, capsys):
+  expected = _arid_tree(str(tmp_path / "src"))
+  bad = "Pour/Pour_1_1.mp4"
+  with open(tmp_path / "src" / "clips_v1" / bad, "wb") as file:
+    file.write(b"not a video at all" * 10)
+  out = str(tmp_path / "out")
+  args = ["--dataset", "arid_v1", "--src", str(tmp_path / "src"), "--out", out, "--short-side",
+          "16", "--workers", "1", "--no-progress"]
+  assert prepare_cli.main(args) == 1
+  assert bad in capsys.readouterr().err
+  assert bad in open(os.path.join(out, common.LOG_FILE)).read()
+  assert not os.path.exists(os.path.join(out, records.MANIFEST))
+
+  assert prepare_cli.main(args + ["--allow-missing", "1"]) == 0
+  manifest = records.load_manifest(out)
+  assert {f["video"] for f in manifest["metadata"]["failed"]} == {bad}
+  assert bad not in _split_ids(out, "train1") and bad not in _split_ids(out, "test1")
+  assert manifest["splits"]["train1"]["num_examples"] + manifest["splits"]["test1"][
+      "num_examples"] == len(expected["train1"]) + len(expected["test1"]) - 1
+
+
+def test_decode_resamples_fps_and_resizes_short_side(tmp_path):
+  path = str(tmp_path / "v.avi")
+  _video(path, seed=0, frames=8)
+  clip, fps = common.decode_video(path, short_side=16)
+  assert clip.shape == (8, 16, 20, 3) and fps == pytest.approx(10.0)
+  clip, fps = common.decode_video(path, short_side=0, fps=5)
+  assert clip.shape == (4, 32, 40, 3) and fps == 5.0
+  with pytest.raises(common.PrepareError, match="file not found"):
+    common.decode_video(str(tmp_path / "missing.avi"), 16)
+
+
+def _infar_tree(root) -> None:
+  for name in infar.CLASSES:
+    os.makedirs(root / "InfAR" / name.upper())
+    for n in range(50):
+      (root / "InfAR" / name.upper() / f"{name}_{n:02d}.avi").touch()
+
+
+def test_infar_five_seeded_splits_are_reproducible_30_20_per_class(tmp_path):
+  _infar_tree(tmp_path)
+  layout = find_layout("infar", str(tmp_path))
+  again = infar.infar(str(tmp_path))
+  other_seed = infar.infar(str(tmp_path), seed=1)
+  assert sorted(layout.splits) == sorted(f"{kind}{k}" for kind in ("train", "test")
+                                         for k in range(1, 6))
+  assert layout.metadata["split_lists"] == again.metadata["split_lists"]
+  assert layout.metadata["split_lists"] != other_seed.metadata["split_lists"]
+  assert layout.splits["train1"] != layout.splits["train2"]
+  for k in range(1, 6):
+    train, test = layout.splits[f"train{k}"], layout.splits[f"test{k}"]
+    assert np.bincount([v.label for v in train]).tolist() == [30] * 12
+    assert np.bincount([v.label for v in test]).tolist() == [20] * 12
+    assert not {v.video_id for v in train} & {v.video_id for v in test}
+    for v in train + test:
+      assert v.video_id.split("/")[0].lower() == infar.CLASSES[v.label]
+
+
+def test_infar_with_wrong_clip_count_names_the_class(tmp_path):
+  _infar_tree(tmp_path)
+  os.remove(tmp_path / "InfAR" / "HUG" / "hug_00.avi")
+  with pytest.raises(common.PrepareError, match="'hug': 49"):
+    find_layout("xd145", str(tmp_path))
+
+
+def test_uavhuman_fisheye_says_layout_is_unknown(tmp_path):
+  with pytest.raises(NotImplementedError, match="public documentation"):
+    find_layout("uavhuman_fisheye", str(tmp_path))
+  assert prepare_cli.main(["--dataset", "uavhuman_fisheye", "--src", str(tmp_path), "--out",
+                           str(tmp_path / "out")]) == 2
