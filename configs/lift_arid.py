@@ -1,0 +1,107 @@
+r"""LIFT-Net on ARID, the design card's main command: an R(2+1)D-34 teacher on gamma-corrected (GIC)
+frames, then the dual-stream LIFT-Net student with CE + L1 knowledge distillation.
+
+  python -m darkjax.main --config=configs/lift_arid.py --workdir=/tmp/darkjax/lift_arid
+
+Paper (Susladkar et al., LIFT-Net, Table II): 95.21% top-1 on ARID. ARID must be prepared once
+(`python -m darkjax.data.prepare --dataset arid_v1 --src ... --out $DARKJAX_DATA/arid_v1`); without it
+the run stops at once saying so. Pretrained weights are files you bring: `vit_init` (ViT-B/16
+ImageNet-21k, vision_transformer / big_vision .npz or timm .pth / .safetensors) and `luminous_init`
+(R(2+1)D-34 IG65M, ig65m-pytorch state dict); empty = random initialisation.
+Args (`--config=configs/lift_arid.py:variant=medium,luminous=r3d,kd=False`):
+  variant          small | medium | large (N = 4 / 6 / 8 LIFT+Critic+Fusion layers) | tiny_test
+  luminous         r2plus1d (R(2+1)D-34, IG65M layout) | r3d (R3D-18, ablation)
+  luminous_input   gamma (GIC frames) | flow (a precomputed "flow" record stream)
+  kd               teacher phase + L1 distillation (False: the student alone, ablation)
+  vit_trainable    first | none | all: PViT blocks trained (first = only block 0, the paper's)
+  gamma            GIC gamma (LUT[i] = floor((i/255)^(1/gamma) 255))
+  frames, crop, short_side, batch, steps, teacher_steps, lr
+  vit_init, luminous_init, data_dir (default $DARKJAX_DATA/arid_v1)
+  runlocal         tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test
+Other examples: `--config=configs/lift_arid.py:runlocal,kd=False`,
+`--config=configs/lift_arid.py:variant=large,vit_trainable=all`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections as mlc
+
+from configs import common
+
+LUMINOUS_BACKBONES = {"r2plus1d": "r2plus1d_34_ig65m", "r3d": "r3d_18"}
+VARIANTS = ("small", "medium", "large", "tiny_test")
+ARGS = dict(variant="small", luminous="r2plus1d", luminous_input="gamma", kd=True,
+            vit_trainable="first", gamma=1.8, frames=30, crop=224, short_side=256, batch=32,
+            steps=3000, teacher_steps=3000, lr=1e-4, vit_init="", luminous_init="", data_dir="",
+            runlocal=False, seed=0)
+
+
+def lift_config(arg: str | None, dataset: str, split_index: int = 0, **defaults) -> mlc.ConfigDict:
+  """The LIFT-Net config for a prepared `dataset` (shared by configs/lift_*.py)."""
+  arg = common.parse_arg(arg, **{**ARGS, **defaults})
+  if arg.variant not in VARIANTS:
+    raise ValueError(f"config arg variant={arg.variant!r}: valid {VARIANTS}")
+  if arg.luminous not in LUMINOUS_BACKBONES:
+    raise ValueError(f"config arg luminous={arg.luminous!r}: valid {sorted(LUMINOUS_BACKBONES)}")
+  if arg.runlocal:
+    arg.update(variant="tiny_test", frames=8, crop=32, short_side=36, batch=8, steps=2,
+               teacher_steps=2)
+  config = mlc.ConfigDict()
+  config.trainer = "liftnet"
+  config.seed = arg.seed
+  flow = arg.luminous_input == "flow"
+  config.input = common.input_block(
+      batch_size=arg.batch, eval_batch_size=arg.batch, frames=arg.frames, sampling="segment",
+      short_side=arg.short_side, crop_size=arg.crop, flip=True, normalise="vit", gamma=0.0,
+      shuffle_window=256, streams=("flow",) if flow else ())
+  config.input.data.name = dataset
+  config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), dataset)
+  config.input.data.split_index = split_index
+  config.model = mlc.ConfigDict(dict(name=f"liftnet_{arg.variant}", kwargs=mlc.ConfigDict()))
+  if arg.variant != "tiny_test":
+    config.model.kwargs.luminous = LUMINOUS_BACKBONES[arg.luminous]
+    config.model.kwargs.remat = False
+  config.model_init = ""
+  config.model_load = mlc.ConfigDict(dict(dont_load=()))
+  config.lift = mlc.ConfigDict(dict(
+      kd=arg.kd, kd_weight=1.0, luminous_input=arg.luminous_input, gamma=arg.gamma,
+      vit_trainable=arg.vit_trainable,
+      luminous_normalise="ig65m",   # the luminous clip's normalisation (flow: always (x-128)/128)
+      attention_maps=4,             # attention-map PNGs of test clips written at each evaluation
+      augment=mlc.ConfigDict(dict(colour_jitter=0.2, affine=0.1, cutmix=0.5, frame_shuffle=0.1)),
+      pretrained=mlc.ConfigDict(dict(vit=arg.vit_init, luminous=arg.luminous_init)),
+  ))
+  config.optimizer = common.optimizer_block("adamw", lr=arg.lr, weight_decay=0.05,
+                                            schedule="cosine", warmup_steps=arg.steps // 20)
+  config.total_steps = arg.steps
+  config.teacher = mlc.ConfigDict(dict(
+      total_steps=arg.teacher_steps,
+      optimizer=common.optimizer_block("adamw", lr=arg.lr, weight_decay=0.05, schedule="cosine",
+                                       warmup_steps=arg.teacher_steps // 20),
+      eval_every=1000, checkpoint_every=500))
+  config.accum_steps = 1
+  config.label_smoothing = 0.0
+  config.compute_dtype = "float32"
+  config.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1))
+  config.sharding = mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14))
+  config.log_every = 20
+  config.eval_every = 1000
+  config.checkpoint_every = 500
+  config.keep_checkpoints = 2
+  config.async_checkpoints = True
+  config.progress_bar = True
+  if arg.runlocal:
+    config.input.shuffle_window = 16
+    config.input.prefetch = 0
+    config.lift.attention_maps = 2
+    config.log_every = 1
+    config.eval_every = 0
+    config.teacher.eval_every = 0
+    config.checkpoint_every = config.teacher.checkpoint_every = 1
+  return config
+
+
+def get_config(arg=None):
+  return lift_config(arg, dataset="arid_v1", split_index=1)

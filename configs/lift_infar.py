@@ -1,0 +1,20 @@
+r"""LIFT-Net on InfAR (infrared video): teacher on the luminous input, then the LIFT-Net student with
+knowledge distillation. As the paper does for infrared data, the luminous stream reads optical flow
+(a "flow" record stream of x, y, magnitude around 128, precomputed when the dataset is prepared);
+`luminous_input=gamma` uses GIC frames instead.
+
+  python -m darkjax.main --config=configs/lift_infar.py --workdir=/tmp/darkjax/lift_infar
+
+Paper (Susladkar et al., LIFT-Net): 93.87% top-1 on InfAR. The dataset must be prepared once
+(`python -m darkjax.data.prepare --dataset infar ...`, with optical flow); a missing dataset or
+flow stream stops the run at once saying so. Args as in configs/lift_arid.py, e.g.
+`--config=configs/lift_infar.py:variant=medium,luminous_input=gamma,kd=False`.
+"""
+
+from __future__ import annotations
+
+from configs import lift_arid
+
+
+def get_config(arg=None):
+  return lift_arid.lift_config(arg, dataset="infar", split_index=0, luminous_input="flow")

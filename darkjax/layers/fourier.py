@@ -1,0 +1,93 @@
+"""Fourier Enhancement (FoE) block of LIFT-Net (Susladkar et al., "LIFT-Net: Dual Stream Fourier
+Attention for Light Invariant Action Recognition").
+
+For fused tokens FE of shape (B, S, E) (S tokens, E channels, real):
+
+  Z   = rfft2(FE) over (S, E), orthonormal scaling      (B, S, E // 2 + 1) complex
+  P   = [Re Z, Im Z] concatenated on the last axis       (B, S, 2 (E // 2 + 1)) real
+  P'  = P + MLP(P)       MLP = Dense(hidden) -> GELU -> Dense(2 (E // 2 + 1)), per sequence frequency
+  out = LayerNorm(irfft2(P'[:F] + i P'[F:], s=(S, E)))   over E, back in the real domain
+
+How real and imaginary parts are handled: the spectrum is turned into real features by stacking the
+real and imaginary parts of every embedding frequency, so the MLP mixes all embedding frequencies
+(and both parts) of one sequence frequency, like a learned global filter; its output is read back as
+(real, imaginary). The half spectrum of `rfft2` plus `irfft2` make the output real by construction:
+the inverse transform keeps the Hermitian part (imaginary parts of the DC / Nyquist embedding
+columns are ignored), so no `.real` projection is needed and the output has exactly the input shape.
+
+The residual is added in the frequency domain. LayerNorm is applied after the inverse transform,
+over E, because a LayerNorm of complex coefficients is not defined and normalising real tokens keeps
+FoE's output on the scale of the attention outputs around it (our choice; the paper is vague here).
+Since the transform is linear, out = LayerNorm(FE + irfft2(MLP(rfft2(FE)))). Reductions (tested):
+
+  MLP == 0                        ->  out = LayerNorm(FE)
+  MLP == 0 and layer_norm=False   ->  out = FE exactly (up to float rounding of the FFT pair)
+
+The MLP's last Dense starts at zero, so at initialisation the block is LayerNorm(FE). FFTs run in
+float32 whatever the compute dtype (XLA has no half-precision FFT).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def spectrum_features(x: jax.Array) -> jax.Array:
+  """Real (..., S, E) -> [Re, Im] of rfft2 over the last two axes: (..., S, 2 (E // 2 + 1))."""
+  spectrum = jnp.fft.rfft2(x.astype(jnp.float32), axes=(-2, -1), norm="ortho")
+  return jnp.concatenate([spectrum.real, spectrum.imag], axis=-1)
+
+
+def from_spectrum_features(features: jax.Array, seq_len: int, width: int) -> jax.Array:
+  """Inverse of `spectrum_features`: (..., S, 2 F) -> real (..., S, E) through irfft2."""
+  freqs = features.shape[-1] // 2
+  if freqs != width // 2 + 1:
+    raise ValueError(f"from_spectrum_features: {features.shape[-1]} spectrum features do not "
+                     f"match embedding width {width} (expected {2 * (width // 2 + 1)})")
+  spectrum = jax.lax.complex(features[..., :freqs].astype(jnp.float32),
+                             features[..., freqs:].astype(jnp.float32))
+  return jnp.fft.irfft2(spectrum, s=(seq_len, width), axes=(-2, -1), norm="ortho")
+
+
+class SpectrumMLP(nn.Module):
+  """Dense -> GELU -> Dense on stacked (real, imaginary) spectrum features; zero-initialised out."""
+  hidden_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    width = features.shape[-1]
+    y = nn.Dense(self.hidden_dim, dtype=self.dtype, name="Dense_0")(features.astype(self.dtype))
+    y = nn.gelu(y, approximate=False)
+    y = nn.Dense(width, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="Dense_1")(y)
+    return y.astype(jnp.float32)
+
+
+class FourierEnhancement(nn.Module):
+  """FoE block (see the module docstring): (B, S, E) real -> (B, S, E) real.
+
+  Attributes:
+    hidden_dim: width of the spectrum MLP's hidden layer (0: the embedding width E).
+    layer_norm: apply the final LayerNorm (False only for analysis and tests).
+    dtype: compute dtype of the MLP; FFTs are float32.
+  """
+  hidden_dim: int = 0
+  layer_norm: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.ndim < 2:
+      raise ValueError(f"FourierEnhancement expects (..., S, E) tokens; got shape {x.shape}")
+    seq_len, width = x.shape[-2:]
+    features = spectrum_features(x)
+    features = features + SpectrumMLP(self.hidden_dim or width, self.dtype, name="spectrum_mlp")(
+        features)
+    y = from_spectrum_features(features, seq_len, width)
+    if self.layer_norm:
+      y = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, name="LayerNorm_0")(y)
+    return y.astype(x.dtype)

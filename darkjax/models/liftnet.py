@@ -1,0 +1,246 @@
+"""LIFT-Net: dual-stream Fourier-attention transformer for light-invariant action recognition.
+
+Susladkar et al., "LIFT-Net: Dual Stream Fourier Attention for Light Invariant Action Recognition".
+Reported top-1: ARID 95.21%, HMDB51 89.92%, UCF101 98.89%, InfAR 93.87%.
+
+  dark clip x (B, T, H, W, 3) ──> PViT (first `vit_blocks` blocks of a ViT, shared over frames)
+      -> class token per frame (B, T, D_vit) -> main_projection (Dense-GELU-Dense-LN) -> H_MS (B, T, E)
+  luminous clip (GIC frames or optical flow) ──> R(2+1)D-34 (or R3D-18) -> last stage map
+      -> 3D adaptive average pool to `luminous_tokens` = (t, h, w) -> luminous_projection
+      (Dense-LN) -> H_LS (B, S = t h w, E)
+  N times:  H_MS <- LIFT(H_MS);  H_LS <- Critic(H_LS);  H_LS <- FoE(LN(MHA(q=H_LS, kv=H_MS)) + H_LS)
+  features = mean over S of H_LS (B, E) -> head: Dense-GELU-BatchNorm-Dense -> logits (softmax in
+  the loss).
+
+Choices where the paper is vague (each is an attribute): learned position embeddings are added to
+both token sequences (`position_embeddings`; attention and the FFT over the sequence need an order);
+the fusion output becomes the next layer's H_LS; E = 512 (the R(2+1)D width), 8 heads, MLP 4E; the
+luminous map is pooled to 4 x 2 x 2 = 16 tokens; FoE as documented in darkjax/layers/fourier.py.
+N = 4 / 6 / 8 for liftnet_small / medium / large.
+
+Knowledge distillation (darkjax/trainers/liftnet.py): the teacher is the bare luminous backbone with
+a classifier (`teacher_model`), trained first; its weights become the student's `luminous` subtree
+(`merge_teacher`), one copy, frozen (`luminous_frozen=True`: BatchNorm on running statistics, no
+gradient into the backbone). The teacher's hidden vector h1 is then exactly `out["luminous_features"]`
+(pooled backbone features) and the student's h2 is `out["hidden"]` (the pooled fused features,
+through `hidden_projection` when E differs from the backbone width).
+
+`__call__(x, train=False, luminous=None)`: x is the normalised dark clip; `luminous` the normalised
+luminous clip (same batch size); None uses x for both streams. `out` holds `pvit_cls`, `main_tokens`,
+`luminous_tokens` (before the first layer), `stage1`..`stageN` (fused tokens per layer), `features`,
+`hidden`, `luminous_features` and `logits` (when num_classes > 0).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from darkjax.layers.attention import CriticModule, FeatureFusion, LIFTModule
+from darkjax.models import video_resnet, vit
+
+VIT_TRAINABLE = ("first", "none", "all")
+
+
+def adaptive_avg_pool(x: jax.Array, sizes: Sequence[int], axes: Sequence[int]) -> jax.Array:
+  """PyTorch `AdaptiveAvgPool` semantics: output bin i of an axis of length L averages the input
+  range [floor(i L / O), ceil((i + 1) L / O)), also when O > L."""
+  for axis, size in zip(axes, sizes):
+    length = x.shape[axis]
+    bins = [jnp.mean(jax.lax.slice_in_dim(x, (i * length) // size, -(-((i + 1) * length) // size),
+                                          axis=axis), axis=axis, keepdims=True)
+            for i in range(size)]
+    x = jnp.concatenate(bins, axis=axis)
+  return x
+
+
+class PositionEmbedding(nn.Module):
+  """Learned (1, S, E) embedding added to tokens; S is fixed by the input at init."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    pos = self.param("embedding", nn.initializers.normal(stddev=0.02), (1,) + x.shape[1:])
+    if pos.shape[1:] != x.shape[1:]:
+      raise ValueError(f"{self.name}: built for {pos.shape[1]} tokens, got {x.shape[1]} (clips "
+                       f"must keep the frame count / luminous token grid used at init)")
+    return x + pos.astype(x.dtype)
+
+
+class LIFTNet(nn.Module):
+  """LIFT-Net (see the module docstring)."""
+  num_classes: int = 11
+  vit: str = "vit_b16"                  # darkjax.models.vit variant of the PViT
+  vit_blocks: int = 5                   # PViT = its first blocks
+  luminous: str = "r2plus1d_34_ig65m"   # darkjax.models.video_resnet variant (r3d_18: ablation)
+  embed_dim: int = 512
+  num_heads: int = 8
+  num_layers: int = 4                   # N repeats of LIFT + Critic + Fusion
+  mlp_dim: int = 2048                   # Critic MLP
+  fourier_hidden: int = 0               # FoE spectrum MLP width (0: embed_dim)
+  fourier: bool = True                  # False: fusion without FoE (ablation)
+  luminous_tokens: Sequence[int] = (4, 2, 2)
+  position_embeddings: bool = True
+  head_dim: int = 0                     # head hidden width (0: embed_dim)
+  dropout_rate: float = 0.1
+  luminous_frozen: bool = False         # teacher-shared backbone: eval-mode BN, no gradient
+  pvit_frozen: bool = False             # no gradient into the PViT (vit_trainable=none)
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  def _check(self, x: jax.Array, luminous: jax.Array) -> None:
+    if self.vit not in vit.VARIANTS:
+      raise ValueError(f"LIFTNet.vit {self.vit!r} unknown; known: {sorted(vit.VARIANTS)}")
+    if self.luminous not in video_resnet.VARIANTS:
+      raise ValueError(f"LIFTNet.luminous {self.luminous!r} unknown; known: "
+                       f"{sorted(video_resnet.VARIANTS)}")
+    if x.ndim != 5 or luminous.ndim != 5 or luminous.shape[0] != x.shape[0]:
+      raise ValueError(f"LIFTNet expects NDHWC dark and luminous clips with one batch size; got "
+                       f"{x.shape} and {luminous.shape}")
+    if len(self.luminous_tokens) != 3:
+      raise ValueError(f"LIFTNet.luminous_tokens must be (t, h, w); got {self.luminous_tokens}")
+
+  def _main_stream(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+    pvit = vit.VARIANTS[self.vit](num_classes=0, num_blocks=self.vit_blocks, dtype=self.dtype,
+                                  remat=self.remat, name="pvit")
+    _, pvit_out = pvit(x, train=train)
+    cls = pvit_out["features"]  # (B, T, D_vit): class token per frame
+    if self.pvit_frozen:
+      cls = jax.lax.stop_gradient(cls)
+    h = nn.Dense(self.embed_dim, dtype=self.dtype, name="main_projection_0")(cls)
+    h = nn.Dense(self.embed_dim, dtype=self.dtype, name="main_projection_1")(
+        nn.gelu(h, approximate=False))
+    h = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="main_projection_norm")(h)
+    if self.position_embeddings:
+      h = PositionEmbedding(name="main_position")(h)
+    return cls, h
+
+  def _luminous_stream(self, clip: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+    backbone = video_resnet.VARIANTS[self.luminous](num_classes=0, dtype=self.dtype,
+                                                    remat=self.remat, name="luminous")
+    _, lum_out = backbone(clip, train=train and not self.luminous_frozen)
+    fmap, features = lum_out["stage4"], lum_out["features"]
+    if self.luminous_frozen:
+      fmap, features = jax.lax.stop_gradient(fmap), jax.lax.stop_gradient(features)
+    pooled = adaptive_avg_pool(fmap.astype(jnp.float32), self.luminous_tokens, (1, 2, 3))
+    tokens = pooled.reshape(pooled.shape[0], -1, pooled.shape[-1]).astype(self.dtype)
+    h = nn.Dense(self.embed_dim, dtype=self.dtype, name="luminous_projection")(tokens)
+    h = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="luminous_projection_norm")(h)
+    if self.position_embeddings:
+      h = PositionEmbedding(name="luminous_position")(h)
+    return features, h
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False,
+               luminous: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    luminous = x if luminous is None else luminous
+    self._check(x, luminous)
+    out: dict[str, jax.Array] = {}
+    out["pvit_cls"], h_ms = self._main_stream(x.astype(self.dtype), train)
+    out["luminous_features"], h_ls = self._luminous_stream(luminous.astype(self.dtype), train)
+    out["main_tokens"], out["luminous_tokens"] = h_ms, h_ls
+    remat = (lambda cls, static: nn.remat(cls, static_argnums=static)) if self.remat else (
+        lambda cls, static: cls)
+    for index in range(self.num_layers):
+      h_ms = remat(LIFTModule, (2,))(self.num_heads, self.dropout_rate, self.dtype,
+                                     name=f"lift_{index}")(h_ms, train)
+      h_ls = remat(CriticModule, (2,))(self.num_heads, self.mlp_dim, self.dropout_rate,
+                                       self.dtype, name=f"critic_{index}")(h_ls, train)
+      h_ls = remat(FeatureFusion, (3,))(self.num_heads, self.fourier_hidden, self.fourier,
+                                        self.dropout_rate, self.dtype,
+                                        name=f"fusion_{index}")(h_ls, h_ms, train)
+      out[f"stage{index + 1}"] = h_ls
+    features = jnp.mean(h_ls.astype(jnp.float32), axis=1)
+    out["features"] = features
+    lum_width = out["luminous_features"].shape[-1]
+    out["hidden"] = features if lum_width == self.embed_dim else nn.Dense(
+        lum_width, dtype=self.dtype, name="hidden_projection")(features).astype(jnp.float32)
+    if not self.num_classes:
+      return features, out
+    y = nn.Dense(self.head_dim or self.embed_dim, dtype=self.dtype, name="head_0")(features)
+    y = nn.gelu(y, approximate=False)
+    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                     name="head_bn")(y)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head_1")(y)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    out["logits"] = logits
+    return logits, out
+
+
+# ------------------------------------------------------------------ teacher, freezing, pretrained
+
+def teacher_model(student: LIFTNet, num_classes: int) -> nn.Module:
+  """The KD teacher: the student's luminous backbone with a `num_classes` head (`fc`)."""
+  return video_resnet.VARIANTS[student.luminous](num_classes=num_classes, dtype=student.dtype,
+                                                 remat=student.remat)
+
+
+def frozen_patterns(vit_trainable: str, luminous_frozen: bool) -> tuple[str, ...]:
+  """Regexes of frozen parameter paths (darkjax.optim `optimizer.frozen`).
+
+  vit_trainable: `first` trains only PViT block 0 (patch embedding, class token, position
+  embedding, blocks 1.. and the final PViT LayerNorm stay fixed), `none` freezes the whole PViT,
+  `all` trains it. `luminous_frozen` freezes the luminous backbone (KD: it is the teacher's copy).
+  """
+  if vit_trainable not in VIT_TRAINABLE:
+    raise ValueError(f"vit_trainable {vit_trainable!r} unknown; valid: {VIT_TRAINABLE}")
+  patterns = {"first": (r"^pvit/(?!Transformer/encoderblock_0/)",), "none": (r"^pvit/",),
+              "all": ()}[vit_trainable]
+  return patterns + ((r"^luminous/",) if luminous_frozen else ())
+
+
+def merge_subtree(variables: Mapping[str, Any], collection: str, prefix: str | None,
+                  subtree: Mapping[str, Any], source: str, skip: Sequence[str] = ()) -> dict:
+  """`variables[collection][prefix]` (the whole collection when `prefix` is None) replaced by
+  `subtree`. Top-level keys in `skip` are ignored on both sides (ours are kept). Raises naming
+  `source` and every missing, unexpected or mis-shaped path."""
+  target = variables[collection] if prefix is None else variables[collection][prefix]
+  kept = lambda tree: {k: v for k, v in dict(tree).items() if k not in skip}  # noqa: E731
+  ours = traverse_util.flatten_dict(kept(target), sep="/")
+  theirs = traverse_util.flatten_dict(kept(subtree), sep="/")
+  missing = sorted(set(ours) - set(theirs))
+  unexpected = sorted(set(theirs) - set(ours))
+  misshaped = sorted(f"{k}: {np.shape(theirs[k])} vs {np.shape(ours[k])}"
+                     for k in set(ours) & set(theirs) if np.shape(theirs[k]) != np.shape(ours[k]))
+  where = f"{collection}/{prefix}" if prefix else collection
+  if missing or unexpected or misshaped:
+    raise ValueError(f"{source} does not fit {where}: missing {missing}; unexpected "
+                     f"{unexpected}; wrong shape {misshaped}")
+  merged = traverse_util.unflatten_dict(
+      {k: np.asarray(theirs[k], dtype=np.asarray(ours[k]).dtype) for k in ours}, sep="/")
+  merged.update({k: v for k, v in dict(target).items() if k in skip})
+  out = {k: dict(v) for k, v in variables.items()}
+  if prefix is None:
+    out[collection] = merged
+  else:
+    out[collection][prefix] = merged
+  return out
+
+
+def merge_teacher(variables: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
+  """Student variables with the teacher's backbone (params without `fc`, batch_stats) as
+  `luminous`."""
+  out = merge_subtree(variables, "params", "luminous", teacher["params"], "teacher params",
+                      skip=("fc",))
+  if "batch_stats" in teacher:
+    out = merge_subtree(out, "batch_stats", "luminous", teacher["batch_stats"],
+                        "teacher batch_stats")
+  return out
+
+
+_TINY_TEST = dict(vit="vit_tiny_test", vit_blocks=2, luminous="r2plus1d_tiny_test", embed_dim=32,
+                  num_heads=4, num_layers=2, mlp_dim=64, luminous_tokens=(2, 1, 1))
+
+VARIANTS = {
+    "liftnet_small": functools.partial(LIFTNet, num_layers=4),
+    "liftnet_medium": functools.partial(LIFTNet, num_layers=6),
+    "liftnet_large": functools.partial(LIFTNet, num_layers=8),
+    # Every feature of the full model at toy size (tests, CPU smoke runs).
+    "liftnet_tiny_test": functools.partial(LIFTNet, **_TINY_TEST),
+}

@@ -1,0 +1,92 @@
+"""Fourier Enhancement block: real output of the input's shape, the documented reductions with a
+zero spectrum MLP, and agreement with an independent numpy implementation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from darkjax.layers.fourier import FourierEnhancement
+
+
+def _init(module, x):
+  return module.init(jax.random.key(0), x)
+
+
+def _layer_norm(x, eps=1e-6):
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 10), (3, 6, 9), (1, 1, 4)])
+def test_output_is_real_with_the_input_shape(shape):
+  x = jax.random.normal(jax.random.key(1), shape)
+  module = FourierEnhancement()
+  variables = _init(module, x)
+  # A non-zero MLP (its last layer starts at zero): the spectrum really changes.
+  variables = jax.tree.map(lambda v: v + 0.1, variables)
+  y = module.apply(variables, x)
+  assert y.shape == x.shape
+  assert y.dtype == x.dtype == jnp.float32
+  assert not jnp.iscomplexobj(y)
+  assert np.all(np.isfinite(np.asarray(y)))
+
+
+def test_zero_mlp_without_layer_norm_is_the_identity():
+  x = jax.random.normal(jax.random.key(2), (2, 5, 12))
+  module = FourierEnhancement(layer_norm=False)
+  variables = _init(module, x)
+  # The default init already has a zero output layer; make the whole MLP zero to be explicit.
+  zeroed = {"params": {"spectrum_mlp": jax.tree.map(jnp.zeros_like,
+                                                    variables["params"]["spectrum_mlp"])}}
+  np.testing.assert_allclose(module.apply(zeroed, x), x, atol=1e-5)
+  # ... and so does the initial state (zero-initialised last Dense).
+  np.testing.assert_allclose(module.apply(variables, x), x, atol=1e-5)
+
+
+def test_zero_mlp_with_layer_norm_is_layer_norm_of_the_input():
+  x = 3.0 * jax.random.normal(jax.random.key(3), (2, 6, 8)) + 1.0
+  module = FourierEnhancement()
+  variables = _init(module, x)
+  variables["params"]["spectrum_mlp"] = jax.tree.map(jnp.zeros_like,
+                                                     variables["params"]["spectrum_mlp"])
+  np.testing.assert_allclose(module.apply(variables, x), _layer_norm(np.asarray(x)), atol=1e-4)
+
+
+def test_matches_a_numpy_implementation_of_the_documented_formula():
+  seq, width, hidden = 6, 10, 7
+  x = np.asarray(jax.random.normal(jax.random.key(4), (2, seq, width)))
+  module = FourierEnhancement(hidden_dim=hidden)
+  variables = _init(module, jnp.asarray(x))
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda v: jnp.asarray(rng.normal(size=v.shape) * 0.3, v.dtype),
+                           variables)
+  p = jax.tree.map(np.asarray, variables["params"])
+  z = np.fft.rfft2(x, axes=(-2, -1), norm="ortho")
+  feats = np.concatenate([z.real, z.imag], -1)
+  h = feats @ p["spectrum_mlp"]["Dense_0"]["kernel"] + p["spectrum_mlp"]["Dense_0"]["bias"]
+  h = 0.5 * h * (1 + erf(h / np.sqrt(2)))
+  feats = feats + h @ p["spectrum_mlp"]["Dense_1"]["kernel"] + p["spectrum_mlp"]["Dense_1"]["bias"]
+  freqs = width // 2 + 1
+  y = np.fft.irfft2(feats[..., :freqs] + 1j * feats[..., freqs:], s=(seq, width), axes=(-2, -1),
+                    norm="ortho")
+  want = _layer_norm(y) * p["LayerNorm_0"]["scale"] + p["LayerNorm_0"]["bias"]
+  np.testing.assert_allclose(module.apply(variables, jnp.asarray(x)), want, atol=1e-4, rtol=1e-4)
+
+
+def test_gradients_reach_the_spectrum_mlp():
+  x = jax.random.normal(jax.random.key(5), (2, 4, 8))
+  module = FourierEnhancement()
+  variables = _init(module, x)
+  grads = jax.grad(lambda v: jnp.sum(module.apply(v, x) * jnp.arange(8.0)))(variables)
+  last = grads["params"]["spectrum_mlp"]["Dense_1"]["kernel"]
+  assert float(jnp.abs(last).sum()) > 0  # the zero-initialised layer learns
+
+
+def test_rejects_a_vector():
+  with pytest.raises(ValueError, match=r"\(\.\.\., S, E\)"):
+    _init(FourierEnhancement(), jnp.zeros((5,)))

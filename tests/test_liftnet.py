@@ -1,0 +1,339 @@
+"""LIFT-Net: fusion uses luminous queries, one shared PViT, pinned sizes, KD loss, the teacher's
+weights shared and frozen, freezing after real Trainer steps, augmentations, flow input errors,
+pretrained ViT loading, and the ARID command without / with prepared data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from configs import lift_arid
+from darkjax import losses
+from darkjax.data import datasets, records
+from darkjax.layers.attention import FeatureFusion
+from darkjax.models import liftnet, video_resnet, vit
+from darkjax.trainers import liftnet as lift_trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = liftnet.VARIANTS["liftnet_tiny_test"]
+ARID_CLASSES = ["Drink", "Jump", "Pick", "Pour", "Push", "Run", "Sit", "Stand", "Turn", "Walk",
+                "Wave"]
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _flat(tree) -> dict:
+  return traverse_util.flatten_dict(jax.device_get(tree), sep="/")
+
+
+def _init(model, x, **kwargs):
+  return model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, **kwargs)
+
+
+# ------------------------------------------------------------------------------- layers and model
+
+def test_adaptive_pool_matches_torch_also_when_upsampling():
+  torch = pytest.importorskip("torch")
+  x = np.random.default_rng(0).normal(size=(2, 5, 3, 7, 4)).astype(np.float32)
+  for size in [(2, 2, 3), (4, 1, 1), (7, 5, 2)]:
+    want = torch.nn.functional.adaptive_avg_pool3d(
+        torch.from_numpy(x).permute(0, 4, 1, 2, 3), size).permute(0, 2, 3, 4, 1).numpy()
+    np.testing.assert_allclose(liftnet.adaptive_avg_pool(jnp.asarray(x), size, (1, 2, 3)), want,
+                               atol=1e-6)
+
+
+def test_fusion_queries_come_from_the_luminous_stream():
+  luminous = jax.random.normal(jax.random.key(0), (2, 3, 8))
+  main = jax.random.normal(jax.random.key(1), (2, 5, 8))
+  fusion = FeatureFusion(num_heads=2, fourier=False)
+  variables = fusion.init(jax.random.key(2), luminous, main)
+  out = fusion.apply(variables, luminous, main)
+  assert out.shape == luminous.shape  # one output per luminous query
+  # Independent computation of LN(MHA(q=luminous, kv=main)) + luminous.
+  p = jax.tree.map(np.asarray, variables["params"])
+  a = p["attention"]
+  q = np.einsum("bsd,dhk->bshk", luminous, a["query"]["kernel"]) + a["query"]["bias"]
+  k = np.einsum("btd,dhk->bthk", main, a["key"]["kernel"]) + a["key"]["bias"]
+  v = np.einsum("btd,dhk->bthk", main, a["value"]["kernel"]) + a["value"]["bias"]
+  logits = np.einsum("bshk,bthk->bhst", q, k) / np.sqrt(q.shape[-1])
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  y = np.einsum("bhst,bthk->bshk", weights, v)
+  y = np.einsum("bshk,hkd->bsd", y, a["out"]["kernel"]) + a["out"]["bias"]
+  y = (y - y.mean(-1, keepdims=True)) / np.sqrt(y.var(-1, keepdims=True) + 1e-6)
+  want = y * p["LayerNorm_0"]["scale"] + p["LayerNorm_0"]["bias"] + np.asarray(luminous)
+  np.testing.assert_allclose(out, want, atol=1e-5)
+  # Swapping the streams (equal lengths) changes the result.
+  main3 = main[:, :3]
+  assert not np.allclose(fusion.apply(variables, luminous, main3),
+                         fusion.apply(variables, main3, luminous), atol=1e-3)
+
+
+def test_tiny_model_forward_outputs():
+  model = TINY(num_classes=7)
+  x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+  bright = jax.random.normal(jax.random.key(1), x.shape)
+  variables = _init(model, x, luminous=bright)
+  logits, out = model.apply(variables, x, luminous=bright)
+  assert logits.shape == (2, 7) and logits.dtype == jnp.float32
+  assert out["pvit_cls"].shape == (2, 4, 32)
+  assert out["main_tokens"].shape == (2, 4, 32)
+  assert out["luminous_tokens"].shape == out["stage1"].shape == out["stage2"].shape == (2, 2, 32)
+  assert out["features"].shape == out["hidden"].shape == out["luminous_features"].shape == (2, 32)
+  assert "stage3" not in out
+  # The luminous clip matters, and None means "the dark clip for both streams".
+  assert not np.allclose(model.apply(variables, x, luminous=x)[0], logits, atol=1e-4)
+  np.testing.assert_array_equal(model.apply(variables, x)[0],
+                                model.apply(variables, x, luminous=x)[0])
+
+
+def test_pvit_is_one_copy_shared_by_every_frame():
+  model = TINY(num_classes=3)
+  short, long = jnp.ones((1, 2, 16, 16, 3)), jnp.ones((1, 6, 16, 16, 3))
+  count = lambda t: _count(jax.eval_shape(lambda: _init(model, t))["params"]["pvit"])  # noqa
+  pvit_alone = vit.VARIANTS["vit_tiny_test"](num_classes=0, num_blocks=2)
+  single = _count(jax.eval_shape(pvit_alone.init, jax.random.key(0), jnp.ones((1, 16, 16, 3))))
+  assert count(short) == count(long) == single
+  x = jax.random.normal(jax.random.key(3), (2, 3, 16, 16, 3))
+  variables = _init(model, x)
+  blocks = sorted(k for k in variables["params"]["pvit"]["Transformer"] if "block" in k)
+  assert blocks == ["encoderblock_0", "encoderblock_1"]
+  _, out = model.apply(variables, x)
+  for t in range(3):  # each frame through the same ViT weights
+    _, frame_out = pvit_alone.apply({"params": variables["params"]["pvit"]}, x[:, t])
+    np.testing.assert_allclose(out["pvit_cls"][:, t], frame_out["features"], atol=1e-5)
+
+
+@pytest.mark.parametrize("name,layers,expected", [
+    ("liftnet_small", 4, 124_025_754),
+    ("liftnet_medium", 6, 135_593_886),
+    ("liftnet_large", 8, 147_162_018),
+])
+def test_full_size_param_counts_pinned(name, layers, expected):
+  model = liftnet.VARIANTS[name](num_classes=11)
+  clip = jax.ShapeDtypeStruct((1, 30, 224, 224, 3), jnp.float32)
+  params = jax.eval_shape(lambda c: _init(model, c), clip)["params"]
+  assert _count(params) == expected
+  assert model.num_layers == layers
+  assert _count(params["pvit"]) == 36_183_552  # ViT-B/16, first 5 blocks (+ final LayerNorm)
+  ig65m = video_resnet.VARIANTS["r2plus1d_34_ig65m"](num_classes=0)
+  luminous = jax.eval_shape(ig65m.init, jax.random.key(0), jnp.zeros((1, 8, 32, 32, 3)))
+  assert _count(params["luminous"]) == _count(luminous["params"])
+  per_layer = sum(_count(params[f"{m}_0"]) for m in ("lift", "critic", "fusion"))
+  assert per_layer == 5_784_066
+
+
+def test_frozen_patterns_select_the_documented_parameters():
+  model = TINY(num_classes=3)
+  params = jax.eval_shape(lambda: _init(model, jnp.ones((1, 2, 16, 16, 3))))["params"]
+  paths = list(_flat(params))
+  import re  # noqa: PLC0415
+
+  def frozen(mode, lum):
+    pats = [re.compile(p) for p in liftnet.frozen_patterns(mode, lum)]
+    return {k for k in paths if any(p.search(k) for p in pats)}
+  pvit = {k for k in paths if k.startswith("pvit/")}
+  block0 = {k for k in pvit if k.startswith("pvit/Transformer/encoderblock_0/")}
+  assert block0 and frozen("first", False) == pvit - block0
+  assert frozen("none", False) == pvit
+  assert frozen("all", False) == set()
+  assert frozen("all", True) == {k for k in paths if k.startswith("luminous/")}
+  with pytest.raises(ValueError, match="vit_trainable 'some'"):
+    liftnet.frozen_patterns("some", False)
+
+
+def test_kd_loss_is_ce_plus_l1_on_fixed_tensors():
+  logits = jnp.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+  labels = jnp.array([0, 1])
+  h2 = jnp.array([[1.0, -2.0], [0.0, 4.0]])
+  h1 = jnp.array([[0.5, -1.0], [1.0, 1.0]])
+  ce = -np.mean([2.0 - np.log(np.exp(2) + 1 + np.exp(-1)),
+                 0.5 - np.log(2 * np.exp(0.5) + np.exp(3))])
+  l1 = np.mean([0.5, 1.0, 1.0, 3.0])
+  total, terms = lift_trainer.kd_loss(logits, labels, h2, h1, kd_weight=1.0)
+  np.testing.assert_allclose([total, terms["ce"], terms["l1"]], [ce + l1, ce, l1], rtol=1e-6)
+  total, _ = lift_trainer.kd_loss(logits, labels, h2, h1, kd_weight=0.25)
+  np.testing.assert_allclose(total, ce + 0.25 * l1, rtol=1e-6)
+  # No gradient flows into the teacher's hidden vector.
+  grad = jax.grad(lambda t: lift_trainer.kd_loss(logits, labels, h2, t)[0])(h1)
+  np.testing.assert_array_equal(grad, 0.0)
+  np.testing.assert_allclose(total, losses.softmax_cross_entropy(logits, labels) + 0.25 * l1,
+                             rtol=1e-6)
+
+
+def test_student_luminous_stream_is_the_teacher_backbone():
+  student = TINY(num_classes=5, luminous_frozen=True)
+  teacher = liftnet.teacher_model(student, 5)
+  x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+  bright = jax.random.normal(jax.random.key(1), x.shape)
+  teacher_vars = teacher.init(jax.random.key(7), bright)
+  # Non-trivial running statistics, so eval-mode BatchNorm is really exercised.
+  teacher_vars = {"params": teacher_vars["params"], "batch_stats": jax.tree.map(
+      lambda s: s + 0.3, teacher_vars["batch_stats"])}
+  variables = liftnet.merge_teacher(jax.device_get(_init(student, x, luminous=bright)),
+                                    jax.device_get(teacher_vars))
+  _, h1 = teacher.apply(teacher_vars, bright, train=False)
+  for train_mode in (False, True):
+    (_, out), _ = student.apply(variables, x, luminous=bright, train=train_mode,
+                                rngs={"dropout": jax.random.key(0)}, mutable=["batch_stats"])
+    np.testing.assert_allclose(out["luminous_features"], h1["features"], atol=1e-5)
+  bad = {"params": {**teacher_vars["params"], "extra": {"w": np.zeros(3)}}}
+  with pytest.raises(ValueError, match=r"unexpected \['extra/w'\]"):
+    liftnet.merge_teacher(variables, bad)
+
+
+# ------------------------------------------------------------------------------------ augmentation
+
+def test_augment_off_is_identity_and_geometry_is_shared_between_streams():
+  rng = np.random.default_rng(0)
+  video = jnp.asarray(rng.integers(0, 256, (4, 6, 12, 12, 3)), jnp.uint8)
+  labels = jnp.arange(4)
+  off = dict(colour_jitter=0.0, affine=0.0, cutmix=0.0, frame_shuffle=0.0)
+  out, mixed, mix = lift_trainer.augment({"video": video}, labels, jax.random.key(0), off)
+  np.testing.assert_array_equal(out["video"], video)
+  assert float(mix) == 1.0
+  on = dict(colour_jitter=0.0, affine=0.2, cutmix=1.0, frame_shuffle=1.0)
+  out, mixed, mix = lift_trainer.augment({"video": video, "flow": video}, labels,
+                                         jax.random.key(3), on)
+  np.testing.assert_array_equal(out["video"], out["flow"])  # same geometry on every stream
+  assert not np.array_equal(out["video"], video)
+  np.testing.assert_array_equal(mixed, jnp.roll(labels, 1))
+  assert 0.0 <= float(mix) <= 1.0
+  jitter = dict(off, colour_jitter=0.5)
+  out, _, _ = lift_trainer.augment({"video": video, "flow": video}, labels, jax.random.key(1),
+                                   jitter)
+  np.testing.assert_array_equal(out["flow"], video)  # colour jitter touches the RGB video only
+  assert not np.array_equal(out["video"], video)
+
+
+# ----------------------------------------------------------------------------- data + ARID command
+
+def _fake_dataset(directory: str, streams=("flow",), per_split=(8, 4)) -> str:
+  rng = np.random.default_rng(0)
+
+  def examples(n, split):
+    for i in range(n):
+      clip = rng.integers(0, 40, (10, 40, 48, 3), dtype=np.uint8)  # dark frames
+      extra = {s: rng.integers(100, 156, (10, 40, 48, 3), dtype=np.uint8) for s in streams}
+      yield dict(video=clip, label=i % len(ARID_CLASSES), video_id=f"{split}_{i}", streams=extra)
+  records.write_dataset(directory, "arid_v1", ARID_CLASSES,
+                        {"train": examples(per_split[0], "train"),
+                         "test": examples(per_split[1], "test")},
+                        fps=30, streams=streams)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def arid_dir(tmp_path_factory):
+  return _fake_dataset(str(tmp_path_factory.mktemp("arid_v1")))
+
+
+def _arid_config(data_dir: str, arg: str = ""):
+  config = lift_arid.get_config(f"runlocal,data_dir={data_dir}" + (f",{arg}" if arg else ""))
+  config.progress_bar = False
+  config.async_checkpoints = False
+  return config
+
+
+def test_flow_input_reads_the_flow_stream_and_fails_clearly_without_it(arid_dir, tmp_path):
+  task = lift_trainer.Task(_arid_config(arid_dir, "luminous_input=flow"))
+  batch = {"video": np.zeros((1, 2, 4, 4, 3), np.uint8),
+           "flow": np.full((1, 2, 4, 4, 3), 192, np.uint8)}
+  _, bright = task.inputs.model_inputs(batch)
+  np.testing.assert_allclose(bright, 0.5)  # (192 - 128) / 128
+  no_flow = _fake_dataset(str(tmp_path / "no_flow"), streams=())
+  with pytest.raises(datasets.DatasetNotPreparedError, match=r"(?s)'flow'.*no_flow.*optical flow"):
+    lift_trainer.Task(_arid_config(no_flow, "luminous_input=flow"))
+
+
+def test_pretrained_vit_npz_lands_in_the_pvit(arid_dir, tmp_path):
+  full = vit.VARIANTS["vit_tiny_test"](num_classes=0)  # 3 blocks; the PViT keeps 2
+  full_params = full.init(jax.random.key(5), jnp.zeros((1, 32, 32, 3)))["params"]
+  npz = str(tmp_path / "vit.npz")
+  np.savez(npz, **_flat(full_params))
+  config = _arid_config(arid_dir)
+  config.lift.pretrained.vit = npz
+  task = lift_trainer.Task(config)
+  batch = {"video": jnp.zeros((1, 8, 32, 32, 3), jnp.uint8)}
+  variables = jax.device_get(jax.eval_shape(task.init_variables, jax.random.key(0), batch))
+  variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
+  merged = _flat(task.merge_pretrained(variables)["params"]["pvit"])
+  want = _flat(full_params)
+  assert set(merged) == {k for k in want if "encoderblock_2" not in k}
+  for key, value in merged.items():
+    np.testing.assert_array_equal(value, want[key])
+
+
+def _env() -> dict[str, str]:
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  env.pop("XLA_FLAGS", None)
+  return env
+
+
+def test_arid_command_without_prepared_data_says_how_to_prepare(tmp_path):
+  env = dict(_env(), DARKJAX_DATA=str(tmp_path / "data"))
+  result = subprocess.run([sys.executable, "-m", "darkjax.main", "--config=configs/lift_arid.py",
+                           f"--workdir={tmp_path / 'w'}"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "python -m darkjax.data.prepare --dataset arid_v1" in result.stderr
+  assert str(tmp_path / "data" / "arid_v1") in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_path, monkeypatch):
+  trainers = []
+
+  class Recording(lift_trainer.LiftTrainer):
+    def __post_init__(self):
+      super().__post_init__()
+      trainers.append(self)
+  monkeypatch.setattr(lift_trainer, "LiftTrainer", Recording)
+  config = _arid_config(arid_dir)  # runlocal: liftnet_tiny_test, KD, vit_trainable=first
+  config.total_steps = config.teacher.total_steps = 1
+  workdir = str(tmp_path / "run")
+  results = lift_trainer.run(config, workdir, devices=jax.devices()[:1])
+  teacher, student = trainers
+  for phase in ("teacher", "student"):
+    rows = [json.loads(line) for line in open(os.path.join(workdir, phase, "metrics.jsonl"))]
+    assert [r["step"] for r in rows if "train/loss" in r] == [1]
+    assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
+  assert {"train/ce", "train/l1"} <= set(json.loads(
+      open(os.path.join(workdir, "student", "metrics.jsonl")).readline()))
+  assert 0.0 <= results["eval/top1"] <= 1.0 and "teacher_eval/top1" in results
+  assert os.path.exists(os.path.join(workdir, "student", "attention_01.png"))
+  assert os.path.exists(os.path.join(workdir, "teacher", "report.md"))
+  assert os.path.exists(os.path.join(workdir, "report.md"))
+
+  # Shared teacher weights: the student's luminous backbone is the teacher's, bit for bit, after
+  # a student step (frozen: params and BatchNorm statistics untouched).
+  t_params, s_params = _flat(teacher.state.params), _flat(student.state.params)
+  lum = {k[len("luminous/"):]: v for k, v in s_params.items() if k.startswith("luminous/")}
+  assert set(lum) == {k for k in t_params if not k.startswith("fc/")}
+  for key, value in lum.items():
+    np.testing.assert_array_equal(value, t_params[key])
+  s_stats = _flat(student.state.model_state["batch_stats"])
+  for key, value in _flat(teacher.state.model_state["batch_stats"]).items():
+    np.testing.assert_array_equal(s_stats[f"luminous/{key}"], value)
+
+  # vit_trainable=first: the rest of the PViT is bit-identical to its initial value, block 0 moved.
+  initial = _flat(student._init(jax.random.fold_in(jax.random.key(config.seed), 1)).params)
+  pvit = [k for k in s_params if k.startswith("pvit/")]
+  block0 = [k for k in pvit if k.startswith("pvit/Transformer/encoderblock_0/")]
+  for key in set(pvit) - set(block0):
+    np.testing.assert_array_equal(s_params[key], initial[key], err_msg=key)
+  assert any(not np.array_equal(s_params[k], initial[k]) for k in block0)
+  assert not np.array_equal(s_params["fusion_0/fourier/LayerNorm_0/scale"],
+                            initial["fusion_0/fourier/LayerNorm_0/scale"])
