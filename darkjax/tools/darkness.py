@@ -1,0 +1,161 @@
+r"""DTCM's video darkness metric over video files or prepared datasets (how Dark-48 was built).
+
+  python -m darkjax.tools.darkness VIDEO_OR_DIR... [--tau 0.877] [--histogram darkness.png]
+                                   [--keep-dark dark.txt] [--split train]
+
+Each PATH is a video file (decoded with PyAV), a directory of video files (searched recursively for
+VIDEO_EXTENSIONS) or a prepared dataset directory (one with manifest.json: every example of every
+split, or of --split, read from its records). For each video it prints D_v (paper Eq. 12-14: mean
+over 8 segment-sampled frames of (S_t - S_c) / S_c, S_c = 112) and the verdict `dark` when
+D_v < -tau, then a summary; it writes a histogram PNG of D_v with the threshold marked, and with
+--keep-dark the list of dark videos (file paths, or `DATASET_DIR:split/video_id` for records), one
+per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from darkjax.data import darkness, records
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".wmv")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoDarkness:
+  name: str          # file path, or DATASET_DIR:split/video_id
+  score: float       # D_v
+  dark: bool
+  num_frames: int
+
+
+def decode_frames(path: str) -> np.ndarray:
+  """All frames of a video file as uint8 RGB (T, H, W, 3), decoded with PyAV."""
+  import av  # pylint: disable=import-outside-toplevel
+  try:
+    with av.open(path) as container:
+      if not container.streams.video:
+        raise ValueError(f"{path}: no video stream")
+      frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+  except av.error.FFmpegError as e:
+    raise ValueError(f"{path}: cannot decode video ({e})") from None
+  if not frames:
+    raise ValueError(f"{path}: the video has no decodable frames")
+  return np.stack(frames)
+
+
+def score_frames(name: str, frames: np.ndarray, tau: float) -> VideoDarkness:
+  score = darkness.darkness_score(frames)
+  return VideoDarkness(name, score, score < -tau, int(frames.shape[0]))
+
+
+def _dataset_videos(data_dir: str,
+                    splits: Sequence[str] | None) -> Iterator[tuple[str, np.ndarray]]:
+  manifest = records.load_manifest(data_dir)
+  wanted = list(splits) if splits else sorted(manifest["splits"])
+  for split in wanted:
+    if split not in manifest["splits"]:
+      raise ValueError(f"{data_dir}: --split {split!r} not in the dataset; known splits: "
+                       f"{sorted(manifest['splits'])}")
+    for path, _ in records.split_files(manifest, data_dir, split):
+      for data in records.iter_tfrecord(path):
+        example = records.decode_example(data, source=path)
+        yield f"{data_dir}:{split}/{example['video_id']}", example["video"]
+
+
+def _video_files(directory: str) -> list[str]:
+  found = []
+  for root, _, files in os.walk(directory):
+    found += [os.path.join(root, f) for f in files if f.lower().endswith(VIDEO_EXTENSIONS)]
+  return sorted(found)
+
+
+def scan(paths: Sequence[str], tau: float = darkness.DARK_THRESHOLD,
+         splits: Sequence[str] | None = None) -> list[VideoDarkness]:
+  """D_v and verdict of every video under `paths` (files, video dirs, prepared dataset dirs)."""
+  results = []
+  for path in paths:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"darkness: {path} does not exist")
+    if os.path.isdir(path):
+      if os.path.exists(os.path.join(path, records.MANIFEST)):
+        results += [score_frames(name, frames, tau)
+                    for name, frames in _dataset_videos(path, splits)]
+        continue
+      files = _video_files(path)
+      if not files:
+        raise ValueError(f"darkness: {path} has neither a {records.MANIFEST} nor video files "
+                         f"({', '.join(VIDEO_EXTENSIONS)})")
+      results += [score_frames(f, decode_frames(f), tau) for f in files]
+    else:
+      results.append(score_frames(path, decode_frames(path), tau))
+  return results
+
+
+def write_histogram(results: Sequence[VideoDarkness], tau: float, path: str) -> str:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  scores = np.array([r.score for r in results])
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  ax.hist(scores, bins=np.linspace(-1.0, max(1.0, float(scores.max()) + 0.05), 41),
+          color="tab:blue", edgecolor="white")
+  ax.axvline(-tau, color="tab:red", linestyle="--", label=f"dark if $D_v < -{tau:g}$")
+  dark = sum(r.dark for r in results)
+  ax.set_title(f"video darkness $D_v$: {dark} of {len(results)} videos dark")
+  ax.set_xlabel("$D_v$ = mean (S_t - 112) / 112")
+  ax.set_ylabel("videos")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("paths", nargs="+", help="video files, video dirs or prepared dataset dirs")
+  parser.add_argument("--tau", type=float, default=darkness.DARK_THRESHOLD,
+                      help="dark if D_v < -tau (default: 0.877, the ARID average)")
+  parser.add_argument("--split", action="append", default=None,
+                      help="prepared datasets: only this split (repeatable; default all)")
+  parser.add_argument("--histogram", default="darkness_histogram.png",
+                      help="summary histogram PNG (empty: none)")
+  parser.add_argument("--keep-dark", default="", metavar="FILE",
+                      help="write the dark videos, one per line")
+  args = parser.parse_args(argv)
+  try:
+    results = scan(args.paths, args.tau, args.split)
+  except (OSError, ValueError) as e:
+    print(f"darkness: {e}", file=sys.stderr)
+    return 2
+  if not results:
+    print("darkness: no videos found", file=sys.stderr)
+    return 2
+  width = max(len(r.name) for r in results)
+  print(f"{'video':<{width}}  {'frames':>6}  {'D_v':>8}  verdict")
+  for r in results:
+    verdict = "dark" if r.dark else "not dark"
+    print(f"{r.name:<{width}}  {r.num_frames:>6}  {r.score:>8.4f}  {verdict}")
+  scores = np.array([r.score for r in results])
+  dark = [r for r in results if r.dark]
+  print(f"summary: {len(results)} videos, {len(dark)} dark (D_v < -{args.tau:g}); D_v mean "
+        f"{scores.mean():.4f}, min {scores.min():.4f}, max {scores.max():.4f}")
+  if args.histogram:
+    print(f"histogram: {write_histogram(results, args.tau, args.histogram)}")
+  if args.keep_dark:
+    with open(args.keep_dark, "w", encoding="utf-8") as f:
+      f.write("".join(f"{r.name}\n" for r in dark))
+    print(f"dark videos: {args.keep_dark} ({len(dark)} lines)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,324 @@
+"""DTCM: model shapes and key-frame sharing through the cascade, the loss settings of Table VI, the
+two-stage phase configs, the configs, the enhancer cost ratio (Table IX), the darkness CLI on video
+files and on a prepared dataset, and `python -m darkjax.main` end to end.
+
+The curve, enhancer, Zero-DCE loss and darkness-score unit tests live in tests/test_curves.py,
+test_enhancers.py, test_losses.py and test_darkness.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import dtcm_arid, dtcm_dark48, dtcm_synthetic, dtcm_uavhuman
+from darkjax import losses, models
+from darkjax import metrics as metrics_lib
+from darkjax.data import darkness, datasets, records
+from darkjax.layers.curves import apply_curves
+from darkjax.tools import darkness as darkness_tool
+from darkjax.tools import enhancer_cost
+from darkjax.trainers import dtcm as dtcm_trainer
+from darkjax.trainers.supervised import cross_entropy
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir: str, setting: str = "one_stage_total", **args):
+  extra = "".join(f",{k}={v}" for k, v in args.items())
+  config = dtcm_synthetic.get_config(f"runlocal,setting={setting},data_dir={data_dir}{extra}")
+  config.progress_bar = False
+  config.input.prefetch = 0
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("dtcm_synthetic"))
+  datasets.open_dataset(tiny_config(directory).input.data)   # generated once for the module
+  return directory
+
+
+def tiny_clip(seed=0, shape=(2, 8, 16, 16, 3)):
+  return jax.random.uniform(jax.random.key(seed), shape, minval=0.0, maxval=0.2)
+
+
+# ---------------------------------------------------------------- model
+def test_tiny_model_shapes_and_outputs():
+  model = models.build("dtcm_tiny", num_classes=5, group_size=4)
+  x = tiny_clip()
+  variables = model.init(jax.random.key(0), x)
+  assert set(variables["params"]) == {"video_enhancer", "classifier"}
+  logits, out = model.apply(variables, x)
+  assert logits.shape == (2, 5)
+  assert out["enhanced"].shape == x.shape and out["intermediate"].shape == x.shape
+  assert out["curves"].shape == (2, 2, 16, 16, 24)        # T / k = 2 groups, 8 iterations x RGB
+  assert out["features"].shape == (2, 16) and "stage4" in out
+  assert float(jnp.max(jnp.abs(out["enhanced"] - x))) > 0  # the enhancer does something
+
+
+def test_full_size_dtcm_parameter_count():
+  clip = jax.ShapeDtypeStruct((1, 16, 112, 112, 3), jnp.float32)
+  count = lambda tree: sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))  # noqa: E731
+  full = jax.eval_shape(models.build("dtcm", num_classes=11).init, jax.random.key(0), clip)
+  backbone = jax.eval_shape(models.build("resnext3d_101", num_classes=11).init,
+                            jax.random.key(0), clip)
+  assert count(full["params"]["video_enhancer"]) == 23_560      # the paper's "about 23K"
+  assert count(full["params"]["classifier"]) == count(backbone["params"])
+
+
+def test_keyframe_sharing_through_the_model():
+  k = 4
+  model = models.build("dtcm_tiny", num_classes=3, group_size=k)
+  x = tiny_clip(1)
+  variables = model.init(jax.random.key(0), x)
+  _, out = model.apply(variables, x)
+  curves = out["curves"]
+  # Every frame of group g is enhanced with group g's curves.
+  for t in range(x.shape[1]):
+    np.testing.assert_allclose(out["enhanced"][:, t], apply_curves(x[:, t], curves[:, t // k]),
+                               atol=1e-6)
+  # Curves come from each group's middle frame (index k // 2) only.
+  other = x.at[:, 0].set(0.9).at[:, 7].set(0.0)              # non-key frames of groups 0 and 1
+  _, out_other = model.apply(variables, other)
+  np.testing.assert_allclose(out_other["curves"], curves, atol=1e-6)
+  key_changed = x.at[:, k // 2].set(0.5)
+  _, out_key = model.apply(variables, key_changed)
+  assert float(jnp.max(jnp.abs(out_key["curves"][:, 0] - curves[:, 0]))) > 1e-4
+  np.testing.assert_allclose(out_key["curves"][:, 1], curves[:, 1], atol=1e-6)
+
+
+def test_no_enhancer_is_the_plain_backbone_and_bad_settings_raise():
+  x = tiny_clip(2)
+  model = models.build("dtcm_tiny", num_classes=3, enhancer="")
+  variables = model.init(jax.random.key(0), x)
+  assert set(variables["params"]) == {"classifier"}
+  logits, out = model.apply(variables, x)
+  np.testing.assert_array_equal(out["enhanced"], x)
+  backbone = models.build("small3d_tiny", num_classes=3)
+  plain, _ = backbone.apply({"params": variables["params"]["classifier"],
+                             "batch_stats": variables["batch_stats"]["classifier"]},
+                            dtcm_trainer_normalise(x))
+  np.testing.assert_allclose(logits, plain, atol=1e-5)
+  with pytest.raises(ValueError, match="not a multiple of the key-frame group"):
+    models.build("dtcm_tiny", num_classes=3, group_size=3).init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="enhancer 'foo' unknown"):
+    models.build("dtcm_tiny", num_classes=3, enhancer="foo").init(jax.random.key(0), x)
+
+
+def dtcm_trainer_normalise(x):
+  from darkjax.models.dtcm import normalise_unit_clip  # pylint: disable=import-outside-toplevel
+  return normalise_unit_clip(x, "per_clip")
+
+
+# ---------------------------------------------------------------- losses of the settings
+@pytest.fixture(scope="module")
+def batch_and_variables(data_dir):
+  task = dtcm_trainer.Task(tiny_config(data_dir))
+  batch = next(iter(task.train_dataset(8)))
+  batch = {k: jnp.asarray(v) for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+  variables = jax.jit(task.init_variables)(jax.random.key(0), batch)
+  params = variables.pop("params")
+  return batch, params, variables
+
+
+def _loss_and_grads(data_dir, batch_and_variables, setting, frozen=False):
+  batch, params, state = batch_and_variables
+  task = dtcm_trainer.Task(tiny_config(data_dir, setting), frozen_enhancer=frozen)
+  rng = jax.random.key(3)
+  grad_fn = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))
+  (loss, (_, metrics)), grads = grad_fn(params, state, batch, rng, 0.0)
+  logits_out, _ = task.model.apply({"params": params, **state}, task.clips(batch["video"]),
+                                   train=True, freeze_enhancer=frozen, rngs={"dropout": rng},
+                                   mutable=list(state))
+  return task, float(loss), metrics, grads, logits_out
+
+
+def test_one_stage_ar_loss_is_plain_cross_entropy(data_dir, batch_and_variables):
+  batch = batch_and_variables[0]
+  _, loss, metrics, grads, (logits, _) = _loss_and_grads(data_dir, batch_and_variables,
+                                                         "one_stage_ar")
+  np.testing.assert_allclose(loss, float(cross_entropy(logits, batch["label"])), rtol=1e-6)
+  assert "enhancement_loss" not in metrics
+  # L_AR alone still trains the enhancer (one stage: gradients flow through the curves).
+  enhancer_grad = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["video_enhancer"]))
+  assert enhancer_grad > 0
+
+
+def test_one_stage_total_adds_alpha_weighted_stc_and_dark_losses(data_dir, batch_and_variables):
+  batch = batch_and_variables[0]
+  task, loss, metrics, _, (logits, out) = _loss_and_grads(data_dir, batch_and_variables,
+                                                          "one_stage_total")
+  clip = task.clips(batch["video"])
+  enhanced, curves = out["enhanced"], out["curves"]
+  stc = (losses.video_spatial_consistency_loss(enhanced, clip, 8)
+         + losses.temporal_consistency_loss(enhanced, clip))
+  dark = (losses.exposure_control_loss(enhanced) + 0.5 * losses.colour_constancy_loss(enhanced)
+          + 20.0 * losses.illumination_smoothness_loss(curves))
+  want = cross_entropy(logits, batch["label"]) + 0.1 * (4.0 * stc + dark)
+  np.testing.assert_allclose(loss, float(want), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["enhancement_loss"]), float(4.0 * stc + dark),
+                             rtol=1e-5)
+  assert float(metrics["enhancement_loss"]) > 0
+
+
+def test_two_stage_phase2_freezes_enhancer(data_dir, batch_and_variables):
+  batch = batch_and_variables[0]
+  _, loss, _, grads, (logits, _) = _loss_and_grads(data_dir, batch_and_variables, "two_stage",
+                                                   frozen=True)
+  np.testing.assert_allclose(loss, float(cross_entropy(logits, batch["label"])), rtol=1e-6)
+  assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads["video_enhancer"]))
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["classifier"])) > 0
+  config = tiny_config(data_dir, "two_stage")
+  phase1 = dtcm_trainer.phase_config(config, "enhancer")
+  phase2 = dtcm_trainer.phase_config(config, "classifier")
+  assert phase1.total_steps == config.dtcm.enhancer_steps
+  assert phase1.optimizer.lr == config.dtcm.enhancer_lr
+  assert "^video_enhancer/" in phase2.optimizer.frozen
+
+
+def test_enhancer_phase_trains_only_the_enhancer(data_dir, batch_and_variables):
+  batch = batch_and_variables[0]
+  task = dtcm_trainer.EnhancerTask(tiny_config(data_dir, "two_stage"))
+  variables = task.init_variables(jax.random.key(0), batch)
+  assert set(variables["params"]) == {"video_enhancer"}
+  params = variables.pop("params")
+  loss, (_, metrics) = task.loss_fn(params, variables, batch, jax.random.key(1), 0.0)
+  want = (4.0 * (metrics["spatial_loss"] + metrics["temporal_loss"]) + metrics["exposure_loss"]
+          + 0.5 * metrics["colour_loss"] + 20.0 * metrics["illumination_loss"])
+  np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
+
+
+def test_config_checks(data_dir):
+  config = tiny_config(data_dir)
+  config.input.normalise = "per_clip"
+  with pytest.raises(ValueError, match="input.normalise"):
+    dtcm_trainer.check_config(config)
+  config = tiny_config(data_dir, "no_enhancement")
+  assert config.model.kwargs.enhancer == ""
+  dtcm_trainer.check_config(config)
+  config.model.kwargs.enhancer = "zero_dce"
+  with pytest.raises(ValueError, match="no_enhancement"):
+    dtcm_trainer.check_config(config)
+  with pytest.raises(ValueError, match="setting"):
+    dtcm_synthetic.get_config("setting=three_stage")
+  with pytest.raises(ValueError, match="multiple of k"):
+    dtcm_arid.get_config("k=3")
+
+
+@pytest.mark.parametrize("module, dataset, paper", [
+    (dtcm_arid, "arid_v1", "96.36"), (dtcm_dark48, "dark48", "46.68"),
+    (dtcm_uavhuman, "uavhuman_fisheye", "27.43")])
+def test_dataset_configs(module, dataset, paper, tmp_path, monkeypatch):
+  monkeypatch.setenv("DARKJAX_DATA", str(tmp_path))
+  config = module.get_config("k=8,alpha=0.2,w_stc=2,setting=one_stage_ar,backbone=resnet3d_50")
+  assert config.trainer == "dtcm" and config.model.name == "dtcm"
+  assert config.model.kwargs.group_size == 8 and config.model.kwargs.backbone == "resnet3d_50"
+  assert (config.dtcm.alpha, config.dtcm.w_stc, config.dtcm.setting) == (0.2, 2.0, "one_stage_ar")
+  assert config.input.normalise == "none" and config.input.crop_size == 112
+  assert config.optimizer.name == "adamw" and config.optimizer.lr == 1e-5
+  assert config.input.batch_size == 4
+  assert config.input.data.dir == os.path.join(str(tmp_path), dataset)
+  assert paper in module.__doc__
+  with pytest.raises(datasets.DatasetNotPreparedError, match=dataset):
+    dtcm_trainer.Task(config)
+
+
+# ---------------------------------------------------------------- enhancer cost (Table IX)
+def test_enhancer_cost_ratio_at_64x112():
+  gflops = enhancer_cost.cost_table((1, 2, 4))
+  assert gflops[4] <= 0.27 * gflops[1]
+  assert 0.49 <= gflops[2] / gflops[1] <= 0.53
+  assert gflops[1] > 1.0                          # a 64-frame clip at 112^2 is GFLOPs of work
+  table = enhancer_cost.markdown_table(gflops, 64, 112, "dtcm_enhancer")
+  assert "19.08" in table and "| 4 |" in table
+
+
+# ---------------------------------------------------------------- darkness CLI
+def _write_video(path: str, frames: np.ndarray) -> None:
+  import av  # pylint: disable=import-outside-toplevel
+  with av.open(path, "w") as container:
+    stream = container.add_stream("rawvideo", rate=8)   # lossless: D_v is exact
+    stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "bgr24"
+    for frame in frames:
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+def _frames(level: int, count: int = 12, seed: int = 0) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  return np.clip(rng.normal(level, 3.0, (count, 16, 16, 3)), 0, 255).astype(np.uint8)
+
+
+def test_darkness_cli_on_video_files(tmp_path, capsys):
+  dark, bright = str(tmp_path / "videos" / "dark.avi"), str(tmp_path / "videos" / "bright.avi")
+  os.makedirs(tmp_path / "videos")
+  dark_frames, bright_frames = _frames(8), _frames(120, seed=1)
+  _write_video(dark, dark_frames)
+  _write_video(bright, bright_frames)
+  np.testing.assert_array_equal(darkness_tool.decode_frames(dark), dark_frames)
+  keep, histogram = str(tmp_path / "dark.txt"), str(tmp_path / "hist.png")
+  assert darkness_tool.main([str(tmp_path / "videos"), "--keep-dark", keep,
+                             "--histogram", histogram]) == 0
+  printed = capsys.readouterr().out
+  assert f"{darkness.darkness_score(dark_frames):.4f}  dark" in printed
+  assert f"{darkness.darkness_score(bright_frames):.4f}  not dark" in printed
+  assert "2 videos, 1 dark" in printed
+  with open(keep, encoding="utf-8") as f:
+    assert f.read().splitlines() == [dark]
+  assert os.path.getsize(histogram) > 1000
+  # A single file works too; a missing path is named.
+  results = darkness_tool.scan([bright])
+  assert [r.dark for r in results] == [False] and results[0].num_frames == 12
+  assert darkness_tool.main([str(tmp_path / "missing.mp4"), "--histogram", ""]) == 2
+  assert "missing.mp4 does not exist" in capsys.readouterr().err
+
+
+def test_darkness_cli_on_prepared_dataset(tmp_path, capsys):
+  data = str(tmp_path / "ds")
+  examples = {"train": [dict(video=_frames(5, seed=1), label=0, video_id="a_dark"),
+                        dict(video=_frames(100, seed=2), label=1, video_id="b_bright")],
+              "test": [dict(video=_frames(10, seed=3), label=1, video_id="c_dark")]}
+  records.write_dataset(data, "toy", ["x", "y"], examples, fps=8)
+  keep = str(tmp_path / "dark.txt")
+  assert darkness_tool.main([data, "--keep-dark", keep, "--histogram",
+                             str(tmp_path / "h.png")]) == 0
+  with open(keep, encoding="utf-8") as f:
+    assert f.read().splitlines() == [f"{data}:test/c_dark", f"{data}:train/a_dark"]
+  assert "3 videos, 2 dark" in capsys.readouterr().out
+  only_train = darkness_tool.scan([data], splits=["train"])
+  assert [r.name.split(":")[1] for r in only_train] == ["train/a_dark", "train/b_bright"]
+  with pytest.raises(ValueError, match="--split 'val'"):
+    darkness_tool.scan([data], splits=["val"])
+
+
+# ---------------------------------------------------------------- end to end
+def test_main_runlocal_end_to_end(data_dir, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  env.pop("XLA_FLAGS", None)
+  workdir = str(tmp_path / "run")
+  result = subprocess.run(
+      [sys.executable, "-m", "darkjax.main",
+       f"--config=configs/dtcm_synthetic.py:runlocal,steps=3,data_dir={data_dir}",
+       f"--workdir={workdir}", "--config.progress_bar=False"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "eval/top1=" in result.stdout
+  rows = metrics_lib.read_metrics(workdir)
+  losses_logged = [r["train/enhancement_loss"] for r in rows if "train/enhancement_loss" in r]
+  assert len(losses_logged) == 3 and all(np.isfinite(losses_logged))
+  for name in (dtcm_trainer.VISUAL_FILE, "eval_confusion.png", "report.md"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    assert json.load(f)["dtcm"]["setting"] == "one_stage_total"
