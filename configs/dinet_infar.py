@@ -1,0 +1,91 @@
+r"""3D-DiNet (Ulhaq): visible XD145 (labelled source) -> infrared InfAR (unlabelled target).
+
+  python -m darkjax.main --config=configs/dinet_infar.py:backbone=resnext3d_101 \
+      --workdir=/tmp/darkjax/dinet_infar
+Source-only baseline: add `domain_loss=False` to the args.
+
+Paper: 90.83% top-1 on InfAR (target test split) with XD145 as the source (ResNeXt-DA backbone).
+
+Data (prepared once with `python -m darkjax.data.prepare`, under $DARKJAX_DATA, default
+~/darkjax_data):
+  xd145_infar12   XD145 restricted to the 12 InfAR classes, in the order of `INFAR_CLASSES`
+  infar           InfAR (train split: unlabelled target clips; test split: evaluation)
+Source and target must list the same class names in the same order; the trainer checks it.
+
+Args (`--config=configs/dinet_infar.py:backbone=c3d,steps=8000`):
+  backbone     resnext3d_101 (ResNeXt-DA, default) | resnet3d_101 (ResNet-DA) | c3d (C3D-DA) or any
+               other zoo model name
+  steps        training steps
+  batch        global batch size (half source, half target)
+  lr           base learning rate of the DANN annealing lr_0 / (1 + 10 p)^0.75
+  domain_loss  False: source-only baseline
+  seed         training seed
+  runlocal     tiny backbone and sizes (still needs the prepared datasets)
+"""
+
+import os
+
+import ml_collections as mlc
+
+from configs import common
+
+INFAR_CLASSES = ("fight", "handclapping", "handshake", "hug", "jog", "jump", "punch", "push",
+                 "skip", "walk", "wave1", "wave2")
+BACKBONES = {"resnext3d_101": "ResNeXt-DA", "resnet3d_101": "ResNet-DA", "c3d": "C3D-DA"}
+
+
+def _data_block(name: str, directory: str) -> mlc.ConfigDict:
+  return mlc.ConfigDict(dict(name=name, dir=directory, split="train", eval_split="test",
+                             split_index=0, generate=mlc.ConfigDict()))
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, backbone="resnext3d_101", steps=10000, batch=32, lr=0.001,
+                         domain_loss=True, seed=0, runlocal=False)
+  root = common.default_data_root()
+  config = mlc.ConfigDict()
+  config.trainer = "dinet"
+  config.seed = arg.seed
+  config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
+                                    short_side=128, crop_size=112, flip=True,
+                                    normalise="kinetics", eval_clips=1, eval_crops=1)
+  config.input.data = _data_block("xd145", os.path.join(root, "xd145_infar12"))
+  config.input.stream = "video"
+  config.target = mlc.ConfigDict(dict(data=_data_block("infar", os.path.join(root, "infar")),
+                                      stream="video"))
+  config.input_channels = 3          # single-channel infrared is repeated to 3 on device
+  config.domain_loss = arg.domain_loss
+  config.domain_loss_weight = 1.0
+  config.grl_gamma = 10.0
+
+  config.model = mlc.ConfigDict(dict(name="dinet", kwargs=mlc.ConfigDict(dict(
+      backbone=arg.backbone, domain_hidden=(1024, 1024), domain_dropout=0.5, head_dropout=0.5,
+      backbone_kwargs=mlc.ConfigDict()))))
+  config.model_init = ""
+  config.model_load = mlc.ConfigDict(dict(dont_load=("head", "domain_head")))
+  config.optimizer = common.optimizer_block("sgd", lr=arg.lr, momentum=0.9, weight_decay=5e-4,
+                                            schedule="dann")
+  config.total_steps = arg.steps
+  config.accum_steps = 1
+  config.label_smoothing = 0.0
+  config.compute_dtype = "bfloat16"
+  config.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1))
+  config.sharding = mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14))
+  config.log_every = 50
+  config.eval_every = 2000
+  config.checkpoint_every = 1000
+  config.keep_checkpoints = 2
+  config.async_checkpoints = True
+  config.progress_bar = True
+
+  if arg.runlocal:
+    config.model.kwargs.backbone = "resnet3d_tiny"
+    config.model.kwargs.domain_hidden = (16, 16)
+    config.input.update(batch_size=4, eval_batch_size=4, short_side=36, crop_size=32,
+                        shuffle_window=16)
+    config.compute_dtype = "float32"
+    config.total_steps = arg.steps if arg.steps != 10000 else 10
+    config.log_every = 5
+    config.eval_every = 0
+    config.checkpoint_every = 5
+  return config

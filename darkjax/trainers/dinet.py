@@ -1,0 +1,190 @@
+"""3D-DiNet / DANN unsupervised domain adaptation: labelled source clips, unlabelled target clips.
+
+Each training batch is half source, half target, drawn from two grain pipelines zipped into one
+checkpointable iterator (`ZipIterDataset`), so the trainer's exact resume holds for both streams.
+The loss is
+
+    CE(action logits of the source half, source labels)
+      + domain_loss_weight * BCE(domain logits of both halves, 0 = source / 1 = target)
+
+with the gradient-reversal strength `lambda = dann_lambda(progress, grl_gamma)` recomputed every
+step from the training progress the generic trainer passes in. Target labels travel with the batch
+(`target_label`) but `loss_fn` never reads them. With `config.domain_loss = False` the same trainer
+is the source-only baseline: target clips are loaded but never enter the model (nor its BatchNorm
+statistics).
+
+Config keys read here, besides the generic ones (see configs/dinet_synthetic.py):
+  input.batch_size    global batch, half source and half target; each half is split over the
+                      mesh's batch axes, so it must be divisible by 2 x the number of devices
+  input.stream        record stream the model sees for source clips ("video", "day", ...)
+  target.data         the target dataset block (same fields as input.data)
+  target.stream       record stream the model sees for target clips ("video", "ir", ...)
+  input_channels      clips are brought to this many channels on device (1 -> C by repetition)
+  domain_loss         False: source-only baseline
+  domain_loss_weight  weight of the domain BCE
+  grl_gamma           gamma of dann_lambda(p) = 2 / (1 + exp(-gamma p)) - 1
+Evaluation: the target test split (tag `eval`: top-1, top-5, confusion PNG) and the source test
+split (tag `eval_source`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import optax
+
+from darkjax import models
+from darkjax.layers.grl import dann_lambda
+from darkjax.trainers.supervised import ClassificationData, cross_entropy, evaluate_classifier
+
+SOURCE_DOMAIN, TARGET_DOMAIN = 0.0, 1.0
+# Target shuffles differ from the source's even on the same records (kept small: the pipeline's
+# file seed is seed * 1_000_003 and grain wants seeds below 2**32).
+_TARGET_SEED_OFFSET = 1009
+
+
+def domain_input_config(input_cfg: mlc.ConfigDict, data_cfg: mlc.ConfigDict,
+                        stream: str) -> mlc.ConfigDict:
+  """An unlocked copy of `input_cfg` reading `data_cfg` and providing record stream `stream`."""
+  cfg = mlc.ConfigDict(input_cfg.to_dict())
+  cfg.data = mlc.ConfigDict(data_cfg.to_dict())
+  streams = tuple(s for s in cfg.streams if s != "video")
+  if stream != "video" and stream not in streams:
+    streams += (stream,)
+  cfg.streams = streams
+  cfg.prefetch = 0   # one prefetch thread after the zip instead of one per domain
+  return cfg
+
+
+def match_channels(x: jax.Array, channels: int, what: str) -> jax.Array:
+  """(…, C) -> (…, channels): repeats a single channel, averages to one, else raises."""
+  have = x.shape[-1]
+  if have == channels:
+    return x
+  if have == 1:
+    return jnp.repeat(x, channels, axis=-1)
+  if channels == 1:
+    return jnp.mean(x, axis=-1, keepdims=True)
+  raise ValueError(f"config.input_channels={channels}: cannot feed {what} clips with {have} "
+                   "channels (only 1 -> N and N -> 1 are converted)")
+
+
+class _MergeDomains(grain.transforms.Map):
+  """(source batch, target batch) -> one dict with `source_*` and `target_*` entries."""
+
+  def __init__(self, source_stream: str, target_stream: str):
+    self._source_stream = source_stream
+    self._target_stream = target_stream
+
+  def map(self, element):
+    source, target = element
+    return {"source_video": source[self._source_stream], "source_label": source["label"],
+            "target_video": target[self._target_stream], "target_label": target["label"]}
+
+
+class Task:
+  """DANN training of a `dinet` model (or any model whose `out` has `domain_logits`)."""
+
+  def __init__(self, config: mlc.ConfigDict):
+    self.config = config
+    self.source_stream = config.input.stream
+    self.target_stream = config.target.stream
+    self.source = ClassificationData(
+        domain_input_config(config.input, config.input.data, self.source_stream), config.seed)
+    self.target = ClassificationData(
+        domain_input_config(config.input, config.target.data, self.target_stream),
+        config.seed + _TARGET_SEED_OFFSET)
+    source_names = self.source.dataset.class_names
+    target_names = self.target.dataset.class_names
+    if source_names != target_names:
+      raise ValueError(
+          f"dinet: source {config.input.data.dir} and target {config.target.data.dir} must share "
+          f"the same classes in the same order; source only: "
+          f"{sorted(set(source_names) - set(target_names))}, target only: "
+          f"{sorted(set(target_names) - set(source_names))}, source order {source_names}, "
+          f"target order {target_names}")
+    self.channels = int(config.input_channels)
+    self.dtype = jnp.dtype(config.get("compute_dtype", "float32"))
+    kwargs = config.model.get("kwargs", mlc.ConfigDict()).to_dict()
+    self.model = models.build(config.model.name, num_classes=self.source.dataset.num_classes,
+                              dtype=self.dtype, **kwargs)
+
+  # ---------------------------------------------------------------- data
+  def train_dataset(self, local_batch: int):
+    if local_batch % 2:
+      raise ValueError(f"config.input.batch_size: the per-host batch {local_batch} must be even "
+                       "(half labelled source, half unlabelled target)")
+    half = local_batch // 2
+    zipped = grain.experimental.ZipIterDataset(
+        [self.source.train_dataset(half), self.target.train_dataset(half)])
+    merged = zipped.map(_MergeDomains(self.source_stream, self.target_stream))
+    if self.config.input.prefetch:
+      merged = grain.experimental.ThreadPrefetchIterDataset(
+          merged, prefetch_buffer_size=self.config.input.prefetch)
+    return merged
+
+  def _inputs(self, data: ClassificationData, clips_uint8: jax.Array, what: str) -> jax.Array:
+    return match_channels(data.preprocess(clips_uint8, self.dtype), self.channels, what)
+
+  # ---------------------------------------------------------------- model
+  def init_variables(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict:
+    x = self._inputs(self.source, batch["source_video"], "source")
+    return dict(self.model.init({"params": rng, "dropout": rng}, x, train=False))
+
+  def grl_lambda(self, progress) -> jax.Array:
+    return dann_lambda(progress, float(self.config.grl_gamma))
+
+  def loss_fn(self, params, model_state, batch, rng, progress):
+    """Source CE + domain BCE over both halves; `batch["target_label"]` is never read."""
+    source = self._inputs(self.source, batch["source_video"], "source")
+    labels = batch["source_label"]
+    num_source = source.shape[0]
+    use_domain = bool(self.config.domain_loss)
+    lam = self.grl_lambda(progress) if use_domain else jnp.zeros((), jnp.float32)
+    if use_domain:
+      target = self._inputs(self.target, batch["target_video"], "target")
+      x = jnp.concatenate([source, target.astype(source.dtype)], axis=0)
+    else:
+      x = source
+    (logits, out), new_state = self.model.apply(
+        {"params": params, **model_state}, x, train=True, grl_lambda=lam,
+        rngs={"dropout": rng}, mutable=list(model_state))
+    source_logits = logits[:num_source]
+    ce = cross_entropy(source_logits, labels, self.config.get("label_smoothing", 0.0))
+    metrics = {"accuracy": jnp.mean(jnp.argmax(source_logits, -1) == labels),
+               "ce_loss": ce, "grl_lambda": lam}
+    loss = ce
+    if use_domain:
+      domain_logits = out["domain_logits"]
+      domain_labels = jnp.concatenate([
+          jnp.full((num_source,), SOURCE_DOMAIN, jnp.float32),
+          jnp.full((domain_logits.shape[0] - num_source,), TARGET_DOMAIN, jnp.float32)])
+      bce = jnp.mean(optax.sigmoid_binary_cross_entropy(domain_logits, domain_labels))
+      loss = ce + float(self.config.domain_loss_weight) * bce
+      metrics["domain_loss"] = bce
+      metrics["domain_accuracy"] = jnp.mean((domain_logits > 0) == (domain_labels > 0.5))
+    return loss, (dict(new_state), metrics)
+
+  # ---------------------------------------------------------------- eval
+  def predict(self, data: ClassificationData, stream: str, state, views: jax.Array,
+              extra: Mapping[str, jax.Array]) -> jax.Array:
+    clips = views if stream == "video" else extra[stream]
+    logits, _ = self.model.apply({"params": state.params, **state.model_state},
+                                 self._inputs(data, clips, stream), train=False)
+    return logits
+
+  def evaluate(self, trainer, step: int) -> dict[str, Any]:
+    target = evaluate_classifier(
+        trainer, functools.partial(self.predict, self.target, self.target_stream), self.target,
+        step, tag="eval")
+    source = evaluate_classifier(
+        trainer, functools.partial(self.predict, self.source, self.source_stream), self.source,
+        step, tag="eval_source")
+    results = dict(target)
+    results.update({k: v for k, v in source.items() if k.startswith("eval_source")})
+    return results

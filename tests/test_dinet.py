@@ -1,0 +1,321 @@
+"""3D-DiNet: model shapes and parameter count, the GRL on the real model, the DANN task (target
+labels ignored, lambda schedule reaching the backbone), exact resume of the zipped pipelines, the
+configs, the experiment table, and `python -m darkjax.main` end to end.
+
+The GRL unit tests themselves (identity forward, -lam * g backward, dann_lambda values, one hand
+computed DANN SGD step) live in tests/test_grl.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import dinet_infar, dinet_synthetic
+from darkjax import metrics as metrics_lib
+from darkjax import models, train
+from darkjax.data import datasets, records
+from darkjax.layers.grl import dann_lambda
+from darkjax.tools import dinet_experiment
+from darkjax.trainers import dinet as dinet_trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir: str, steps: int = 10, target: str = "ir", **overrides):
+  config = dinet_synthetic.get_config(f"runlocal,steps={steps},target={target},data_dir={data_dir}")
+  config.log_every = 1
+  config.progress_bar = False
+  config.input.prefetch = 0
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split(".")
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("dinet_synthetic"))
+  datasets.open_dataset(tiny_config(directory).input.data)   # generated once for the module
+  return directory
+
+
+@pytest.fixture(scope="module")
+def task_and_batch(data_dir):
+  task = dinet_trainer.Task(tiny_config(data_dir))
+  batch = next(iter(task.train_dataset(8)))
+  variables = jax.jit(task.init_variables)(jax.random.key(0), batch)
+  params = variables.pop("params")
+  return task, batch, params, variables
+
+
+# ---------------------------------------------------------------- model
+def test_full_size_resnext_dinet_parameter_count():
+  model = models.build("dinet", num_classes=12)   # resnext3d_101 backbone by default
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 112, 112, 3)))
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # noqa: E731
+  params = shapes["params"]
+  # The extractor is exactly the zoo backbone (so converted backbone weights fit under it).
+  backbone = jax.eval_shape(models.build("resnext3d_101", num_classes=0).init, jax.random.key(0),
+                            jnp.zeros((1, 16, 112, 112, 3)))
+  assert jax.tree.map(lambda a: a.shape, params["extractor"]) == \
+      jax.tree.map(lambda a: a.shape, backbone["params"])
+  assert count(params["extractor"]) == 47_521_216
+  assert count(params["head"]) == 2048 * 12 + 12
+  assert count(params["domain_head"]) == (2048 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 + 1)
+  assert params["domain_head"]["fc3"]["kernel"].shape == (1024, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  model = models.build("dinet_tiny", num_classes=5)
+  x = jax.random.normal(jax.random.key(1), (4, 8, 16, 16, 3))
+  return model, x, jax.jit(model.init)(jax.random.key(0), x)
+
+
+def test_tiny_forward_outputs_and_identity_grl(tiny_model):
+  model, x, variables = tiny_model
+  apply = jax.jit(model.apply)
+  logits, out = apply(variables, x, grl_lambda=0.3)
+  assert logits.shape == (4, 5) and out["domain_logits"].shape == (4,)
+  assert out["features"].shape == (4, 16) and "stage4" in out
+  _, out_other = apply(variables, x, grl_lambda=1.0)   # the GRL forward is the identity
+  np.testing.assert_array_equal(out["domain_logits"], out_other["domain_logits"])
+  features, _ = jax.jit(models.build("dinet_tiny", num_classes=0).apply)(
+      {"params": {k: v for k, v in variables["params"].items() if k != "head"},
+       "batch_stats": variables["batch_stats"]}, x)
+  np.testing.assert_allclose(features, out["features"], rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="domain_hidden"):
+    jax.eval_shape(models.build("dinet_tiny", num_classes=5, domain_hidden=(8,)).init,
+                   jax.random.key(0), x)
+
+
+def test_grl_on_real_model_plain_head_gradients_reversed_scaled_extractor_gradients(tiny_model):
+  model, x, variables = tiny_model
+  domains = jnp.array([0.0, 0.0, 1.0, 1.0])
+  params, stats = variables["params"], {"batch_stats": variables["batch_stats"]}
+  lam = 0.37
+
+  def domain_loss(params):
+    _, out = model.apply({"params": params, **stats}, x, grl_lambda=lam)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(out["domain_logits"], domains))
+
+  grads = jax.jit(jax.grad(domain_loss))(params)
+
+  # The same loss assembled from the two halves by hand, with no GRL anywhere.
+  def extractor_features(extractor_params):
+    return model.apply({"params": {**params, "extractor": extractor_params}, **stats}, x,
+                       method=lambda m, v: m.features(v)[0])
+
+  def head_loss(head_params, features):
+    logits = model.apply({"params": {**params, "domain_head": head_params}}, features,
+                         method=lambda m, f: m.domain_head(f))
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, domains))
+
+  @jax.jit
+  def by_hand(params):
+    features, features_vjp = jax.vjp(extractor_features, params["extractor"])
+    head_grads, feature_grads = jax.grad(head_loss, argnums=(0, 1))(params["domain_head"],
+                                                                    features)
+    return head_grads, features_vjp(feature_grads)[0]
+
+  head_grads, plain_extractor_grads = by_hand(params)
+
+  # Domain head: plain gradients. Extractor: reversed and scaled by lam. Action head: none.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               grads["domain_head"], head_grads)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, -lam * b, rtol=1e-4, atol=1e-7),
+               grads["extractor"], plain_extractor_grads)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(plain_extractor_grads)) > 1e-4
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["head"]))
+
+
+# ---------------------------------------------------------------- task
+def test_train_batch_is_half_labelled_day_source_half_ir_target(task_and_batch):
+  _, batch, _, _ = task_and_batch
+  assert sorted(batch) == ["source_label", "source_video", "target_label", "target_video"]
+  assert batch["source_video"].shape == (4, 16, 32, 32, 3)     # day stream: RGB
+  assert batch["target_video"].shape == (4, 16, 32, 32, 1)     # ir stream: one channel
+  assert batch["source_label"].shape == (4,) and batch["source_video"].dtype == np.uint8
+
+
+def test_dark_target_reads_the_dark_video_stream(data_dir):
+  task = dinet_trainer.Task(tiny_config(data_dir, target="dark"))
+  batch = next(iter(task.train_dataset(8)))
+  assert batch["target_video"].shape[-1] == 3
+  assert batch["target_video"].mean() < 0.5 * batch["source_video"].mean()   # dark vs day
+
+
+def test_target_labels_never_reach_the_loss(task_and_batch):
+  task, batch, params, state = task_and_batch
+  grad_fn = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))
+  rng, progress = jax.random.key(3), jnp.float32(0.4)
+  reference = grad_fn(params, state, batch, rng, progress)
+  relabelled = dict(batch, target_label=(batch["target_label"] + 1 + np.arange(4)) % 10)
+  assert np.any(relabelled["target_label"] != batch["target_label"])
+  jax.tree.map(np.testing.assert_array_equal, grad_fn(params, state, relabelled, rng, progress),
+               reference)
+  # ... while the source labels do matter (so the comparison above can fail).
+  source_relabelled = dict(batch, source_label=(batch["source_label"] + 1) % 10)
+  (loss, _), _ = grad_fn(params, state, source_relabelled, rng, progress)
+  assert float(loss) != float(reference[0][0])
+
+
+def _loss_grads(task, params, state, batch, progresses):
+  """{progress: (gradients, metrics)} of one jitted loss_fn (progress is a traced argument)."""
+  grad_fn = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))
+  results = {}
+  for p in progresses:
+    (_, (_, metrics)), grads = grad_fn(params, state, batch, jax.random.key(5), jnp.float32(p))
+    results[p] = (grads, metrics)
+  return results
+
+
+def test_lambda_schedule_reaches_the_model(task_and_batch):
+  task, batch, params, state = task_and_batch
+  grads = _loss_grads(task, params, state, batch, (0.0, 0.05, 0.3))
+  np.testing.assert_allclose(float(grads[0.3][1]["grl_lambda"]), float(dann_lambda(0.3)),
+                             rtol=1e-6)
+  # Plain domain-loss gradient on the extractor: the same step with lambda forced to -1.
+  plain_task = dinet_trainer.Task(task.config)
+  plain_task.grl_lambda = lambda progress: jnp.float32(-1.0)
+  plain = _loss_grads(plain_task, params, state, batch, (0.0,))[0.0][0]
+  # g(p) = g_CE + (-lambda(p)) g_domain on the extractor, with g(0) = g_CE.
+  domain_only = jax.tree.map(jnp.subtract, plain["extractor"], grads[0.0][0]["extractor"])
+  for p in (0.05, 0.3):
+    lam = float(dann_lambda(p))
+    jax.tree.map(lambda got, ce, dom: np.testing.assert_allclose(got, ce - lam * dom, rtol=2e-3,
+                                                                 atol=2e-6),
+                 grads[p][0]["extractor"], grads[0.0][0]["extractor"], domain_only)
+    # Domain and action heads see plain gradients, whatever lambda is.
+    for head in ("domain_head", "head"):
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                   grads[p][0][head], grads[0.0][0][head])
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(domain_only)) > 1e-4
+
+
+def test_source_only_baseline_ignores_target_clips_and_lambda(data_dir, task_and_batch):
+  _, batch, params, state = task_and_batch
+  task = dinet_trainer.Task(tiny_config(data_dir, domain_loss=False))
+  loss_fn = jax.jit(task.loss_fn)
+  loss, (_, metrics) = loss_fn(params, state, batch, jax.random.key(5), jnp.float32(0.7))
+  assert "domain_loss" not in metrics and float(metrics["grl_lambda"]) == 0.0
+  scrambled = dict(batch, target_video=np.full_like(batch["target_video"], 255))
+  loss_scrambled, _ = loss_fn(params, state, scrambled, jax.random.key(5), jnp.float32(0.1))
+  assert float(loss) == float(loss_scrambled) == pytest.approx(float(metrics["ce_loss"]))
+
+
+def test_match_channels():
+  gray = jnp.arange(6.0).reshape(1, 2, 3, 1)
+  np.testing.assert_array_equal(dinet_trainer.match_channels(gray, 3, "target"),
+                                jnp.repeat(gray, 3, -1))
+  rgb = jnp.ones((1, 2, 3, 3)) * jnp.array([0.0, 3.0, 6.0])
+  np.testing.assert_allclose(dinet_trainer.match_channels(rgb, 1, "source"), 3.0)
+  with pytest.raises(ValueError, match="input_channels=3.*target.*2 channels"):
+    dinet_trainer.match_channels(jnp.ones((1, 2)), 3, "target")
+
+
+def test_mismatched_source_and_target_classes_are_named(data_dir, tmp_path):
+  clip = np.zeros((8, 32, 32, 3), np.uint8)
+  other = str(tmp_path / "other")
+  names = list(records.load_manifest(data_dir)["class_names"])
+  names[0] = "cartwheel"
+  examples = [dict(video=clip, label=0, video_id="a")]
+  records.write_dataset(other, "other", names, {"train": examples, "test": examples}, fps=16)
+  config = tiny_config(data_dir)
+  config.target.data.update(name="other", dir=other)
+  with pytest.raises(ValueError,
+                     match=r"source only: \['move_left'\], target only: \['cartwheel'\]"):
+    dinet_trainer.Task(config)
+
+
+def test_odd_batch_is_rejected(data_dir):
+  with pytest.raises(ValueError, match="batch_size.*must be even"):
+    dinet_trainer.Task(tiny_config(data_dir)).train_dataset(7)
+
+
+# ---------------------------------------------------------------- trainer: resume, end to end
+def _losses(workdir: str) -> dict[int, float]:
+  return {r["step"]: r["train/loss"] for r in metrics_lib.read_metrics(workdir)
+          if "train/loss" in r}
+
+
+def test_exact_resume_of_zipped_source_target_pipelines(data_dir, tmp_path):
+  config = tiny_config(data_dir, steps=8, checkpoint_every=4, eval_every=0,
+                       **{"input.prefetch": 2, "keep_checkpoints": 3})
+  full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+  one_device = jax.devices()[:1]
+  train.Trainer(config, full, devices=one_device).run()
+  # A run killed after step 4: only the step-4 checkpoint (state + both iterators) survives.
+  shutil.copytree(os.path.join(full, "checkpoints", "4"), os.path.join(resumed, "checkpoints", "4"))
+  train.Trainer(config, resumed, devices=one_device).run()
+  want, got = _losses(full), _losses(resumed)
+  assert sorted(want) == list(range(1, 9)) and sorted(got) == [5, 6, 7, 8]
+  assert [got[s] for s in range(5, 9)] == [want[s] for s in range(5, 9)]   # exact
+  assert want[5] != want[1]
+
+
+def test_main_runlocal_end_to_end(data_dir, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  env.pop("XLA_FLAGS", None)
+  workdir = str(tmp_path / "run")
+  result = subprocess.run(
+      [sys.executable, "-m", "darkjax.main",
+       f"--config=configs/dinet_synthetic.py:runlocal,steps=6,data_dir={data_dir}",
+       f"--workdir={workdir}", "--config.progress_bar=False", "--config.log_every=1"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "eval/top1=" in result.stdout and "eval_source/top1=" in result.stdout
+  rows = metrics_lib.read_metrics(workdir)
+  lambdas = [r["train/grl_lambda"] for r in rows if "train/grl_lambda" in r]
+  np.testing.assert_allclose(lambdas, [float(dann_lambda(s / 6)) for s in range(6)], rtol=1e-5)
+  assert all(np.isfinite(r["train/domain_loss"]) for r in rows if "train/domain_loss" in r)
+  for name in ("eval_confusion.png", "eval_source_confusion.png", "report.md"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    assert json.load(f)["trainer"] == "dinet"
+
+
+# ---------------------------------------------------------------- configs and the experiment table
+@pytest.mark.parametrize("backbone", sorted(dinet_infar.BACKBONES))
+def test_infar_config_backbones_and_missing_data_message(backbone, tmp_path, monkeypatch):
+  monkeypatch.setenv("DARKJAX_DATA", str(tmp_path))
+  config = dinet_infar.get_config(f"backbone={backbone}")
+  assert config.model.kwargs.backbone == backbone and config.trainer == "dinet"
+  assert config.input.data.dir == os.path.join(str(tmp_path), "xd145_infar12")
+  assert config.target.data.dir == os.path.join(str(tmp_path), "infar")
+  assert len(dinet_infar.INFAR_CLASSES) == 12
+  assert "90.83" in dinet_infar.__doc__
+  with pytest.raises(datasets.DatasetNotPreparedError, match="xd145"):
+    dinet_trainer.Task(config)
+
+
+def test_synthetic_config_rejects_unknown_target():
+  with pytest.raises(ValueError, match="target='thermal'"):
+    dinet_synthetic.get_config("target=thermal")
+
+
+def test_experiment_table_and_claim():
+  def runs(tops):
+    return [{"seed": s, "eval/top1": t, "eval_source/top1": 0.9} for s, t in enumerate(tops)]
+  table, holds = dinet_experiment.markdown_table(
+      {"source_only": runs([0.40, 0.44, 0.42]), "dann": runs([0.60, 0.62, 0.64])}, "target=ir")
+  assert holds and "| dann | 60.0 | 62.0 | 64.0 | **62.0 +- 2.0** |" in table
+  assert "+20.0 points; larger std 2.0" in table
+  _, holds = dinet_experiment.markdown_table(
+      {"source_only": runs([0.40, 0.50, 0.60]), "dann": runs([0.50, 0.52, 0.54])}, "")
+  assert not holds   # +5 points < std 10
