@@ -124,7 +124,8 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       mesh=mlc.ConfigDict(dict(data=-1, fsdp=1)),
       sharding=mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14)),
       model_init="",                 # directory written by `python -m darkjax.convert`
-      model_load=mlc.ConfigDict(dict(dont_load=())),  # regexes of parameters not to load
+      # dont_load: regexes of parameters not to load; prefix: sub-module the checkpoint goes to
+      model_load=mlc.ConfigDict(dict(dont_load=(), prefix="")),
       log_every=20,
       eval_every=0,                  # 0: only at the end; -1: never
       checkpoint_every=500,

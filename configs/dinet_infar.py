@@ -62,7 +62,9 @@ def get_config(arg=None):
       backbone=arg.backbone, domain_hidden=(1024, 1024), domain_dropout=0.5, head_dropout=0.5,
       backbone_kwargs=mlc.ConfigDict()))))
   config.model_init = ""
-  config.model_load = mlc.ConfigDict(dict(dont_load=("head", "domain_head")))
+  # A converted Kinetics backbone (python -m darkjax.convert --arch resnext3d_101 --src ... --out DIR
+  # --num-classes 0) loads into the feature extractor with --config.model_init=DIR.
+  config.model_load = mlc.ConfigDict(dict(dont_load=(), prefix="extractor"))
   config.optimizer = common.optimizer_block("sgd", lr=arg.lr, momentum=0.9, weight_decay=5e-4,
                                             schedule="dann")
   config.total_steps = arg.steps

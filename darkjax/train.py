@@ -80,9 +80,14 @@ def host_to_global(batch: Mapping[str, np.ndarray], batch_sharding) -> dict[str,
           for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
 
 
-def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...]) -> dict:
-  """Replaces parameters by those saved in `init_dir` (darkjax.convert output), except those whose
-  path matches a `dont_load` regex; raises listing missing / unexpected / mis-shaped entries."""
+def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] = (),
+                    prefix: str = "") -> dict:
+  """Replaces parameters by those saved in `init_dir` (darkjax.convert output).
+
+  `prefix` places the checkpoint under a sub-module (e.g. "extractor" for a backbone inside a
+  larger model); only that sub-tree is then compared. Paths matching a `dont_load` regex keep their
+  initial values. Raises listing every missing, unexpected and mis-shaped entry.
+  """
   import re  # pylint: disable=import-outside-toplevel
   from flax import traverse_util  # pylint: disable=import-outside-toplevel
   from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
@@ -90,7 +95,10 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...]) 
   skip = [re.compile(p) for p in dont_load]
   ours = traverse_util.flatten_dict(variables, sep="/")
   theirs = traverse_util.flatten_dict(loaded, sep="/")
-  keep = lambda k: not any(p.search(k) for p in skip)  # noqa: E731
+  if prefix:
+    theirs = {f"{k.split('/', 1)[0]}/{prefix}/{k.split('/', 1)[1]}": v for k, v in theirs.items()}
+  in_scope = lambda k: not prefix or k.split("/", 1)[1].startswith(prefix + "/")  # noqa: E731
+  keep = lambda k: in_scope(k) and not any(p.search(k) for p in skip)  # noqa: E731
   missing = sorted(k for k in ours if keep(k) and k not in theirs)
   unexpected = sorted(k for k in theirs if keep(k) and k not in ours)
   misshaped = sorted(f"{k}: {np.shape(theirs[k])} vs {ours[k].shape}" for k in ours
@@ -224,7 +232,8 @@ class Trainer:
     if init_dir:
       variables = {"params": state.params, **state.model_state}
       variables = load_pretrained(jax.device_get(variables), init_dir,
-                                  tuple(self.config.model_load.dont_load))
+                                  tuple(self.config.model_load.dont_load),
+                                  self.config.model_load.get("prefix", ""))
       params = jax.device_put(variables.pop("params"), self.state_shardings.params)
       model_state = jax.device_put(variables, self.state_shardings.model_state)
       state = state.replace(params=params, model_state=model_state,
@@ -242,8 +251,10 @@ class Trainer:
     total = int(cfg.total_steps)
     train_ds = self.task.train_dataset(self.local_batch(cfg.input.batch_size))
     # One example's shapes (batch dimension 1) drive init; the step compiles for the real batch.
+    peek = iter(train_ds)
     sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
-                          host_to_global_spec(next(iter(train_ds))))
+                          host_to_global_spec(next(peek)))
+    peek.close()
     self._build(sample)
     train_iter = iter(train_ds)
     checkpointer = ckpt_lib.Checkpointer(self.workdir, keep=cfg.keep_checkpoints,
@@ -295,6 +306,7 @@ class Trainer:
         self._check_finite(*pending, checkpointer)
     finally:
       bar.close()
+      train_iter.close()
       checkpointer.close()
       self.writer.close()
     if self.is_lead:

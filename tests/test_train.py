@@ -53,10 +53,12 @@ def data_dir(tmp_path_factory):
 
 def test_eight_devices_with_data_and_fsdp_sharding_match_one_device(data_dir, tmp_path):
   assert len(jax.devices()) == 8, "tests/conftest.py forces 8 host devices"
-  one = small_config(data_dir)
+  # lr 0.02: at 0.05 the 4-channel tiny net is chaotic enough that float summation-order
+  # differences of ~1e-7 in the sharded gradients grow past 1e-5 by step 18 (measured).
+  one = small_config(data_dir, **{"optimizer.lr": 0.02})
   one.mesh.data = 1
   train.Trainer(one, str(tmp_path / "one"), devices=jax.devices()[:1]).run()
-  eight = small_config(data_dir)
+  eight = small_config(data_dir, **{"optimizer.lr": 0.02})
   eight.mesh.data, eight.mesh.fsdp = 4, 2
   eight.sharding.min_fsdp_size = 0   # shard every parameter with an even dimension
   trainer = train.Trainer(eight, str(tmp_path / "eight"))

@@ -76,6 +76,7 @@ def run(videos: int = 48, frames: int = 64, clip_frames: int = 16, batch: int = 
     for _ in range(batches):
       next(it)
     record_rate = batches * batch / (time.perf_counter() - start)
+    it.close()  # stop prefetch threads now, not at interpreter teardown
 
     paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir))
     n = max(batch * 3, 16)
