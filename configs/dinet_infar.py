@@ -43,9 +43,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, backbone="resnext3d_101", steps=10000, batch=32, lr=0.001,
                          domain_loss=True, seed=0, runlocal=False)
   root = common.default_data_root()
-  config = mlc.ConfigDict()
-  config.trainer = "dinet"
-  config.seed = arg.seed
+  config = common.base_config("dinet", arg.steps, seed=arg.seed)
   config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
                                     short_side=128, crop_size=112, flip=True,
                                     normalise="kinetics", eval_clips=1, eval_crops=1)
@@ -61,24 +59,15 @@ def get_config(arg=None):
   config.model = mlc.ConfigDict(dict(name="dinet", kwargs=mlc.ConfigDict(dict(
       backbone=arg.backbone, domain_hidden=(1024, 1024), domain_dropout=0.5, head_dropout=0.5,
       backbone_kwargs=mlc.ConfigDict()))))
-  config.model_init = ""
   # A converted Kinetics backbone (python -m darkjax.convert --arch resnext3d_101 --src ... --out DIR
   # --num-classes 0) loads into the feature extractor with --config.model_init=DIR.
   config.model_load = mlc.ConfigDict(dict(dont_load=(), prefix="extractor"))
   config.optimizer = common.optimizer_block("sgd", lr=arg.lr, momentum=0.9, weight_decay=5e-4,
                                             schedule="dann")
-  config.total_steps = arg.steps
-  config.accum_steps = 1
-  config.label_smoothing = 0.0
   config.compute_dtype = "bfloat16"
-  config.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1))
-  config.sharding = mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14))
   config.log_every = 50
   config.eval_every = 2000
   config.checkpoint_every = 1000
-  config.keep_checkpoints = 2
-  config.async_checkpoints = True
-  config.progress_bar = True
 
   if arg.runlocal:
     config.model.kwargs.backbone = "resnet3d_tiny"

@@ -54,9 +54,7 @@ def get_config(arg=None):
   if arg.target not in TARGET_STREAMS:
     raise ValueError(f"configs/dinet_synthetic.py: target={arg.target!r}; valid: "
                      f"{sorted(TARGET_STREAMS)}")
-  config = mlc.ConfigDict()
-  config.trainer = "dinet"
-  config.seed = arg.seed
+  config = common.base_config("dinet", arg.steps, seed=arg.seed)
   data_dir = arg.data_dir or _default_dir("synthetic", arg.darkness)
   config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
                                     normalise="per_clip", flip=False, shuffle_window=512)
@@ -74,22 +72,11 @@ def get_config(arg=None):
   config.model = mlc.ConfigDict(dict(name="dinet", kwargs=mlc.ConfigDict(dict(
       backbone=arg.model, domain_hidden=(128, 128), domain_dropout=0.5, head_dropout=0.2,
       backbone_kwargs=mlc.ConfigDict()))))
-  config.model_init = ""
-  config.model_load = mlc.ConfigDict(dict(dont_load=()))
   config.optimizer = common.optimizer_block("sgd", lr=arg.lr, momentum=0.9, weight_decay=5e-4,
                                             schedule="dann")
-  config.total_steps = arg.steps
-  config.accum_steps = 1
-  config.label_smoothing = 0.0
-  config.compute_dtype = "float32"
-  config.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1))
-  config.sharding = mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14))
   config.log_every = 20
   config.eval_every = 0
   config.checkpoint_every = 100
-  config.keep_checkpoints = 2
-  config.async_checkpoints = True
-  config.progress_bar = True
 
   if arg.runlocal:
     config.model.kwargs.backbone = "small3d_tiny"

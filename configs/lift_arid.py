@@ -48,9 +48,7 @@ def lift_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
   if arg.runlocal:
     arg.update(variant="tiny_test", frames=8, crop=32, short_side=36, batch=8, steps=2,
                teacher_steps=2)
-  config = mlc.ConfigDict()
-  config.trainer = "liftnet"
-  config.seed = arg.seed
+  config = common.base_config("liftnet", arg.steps, seed=arg.seed)
   flow = arg.luminous_input == "flow"
   config.input = common.input_block(
       batch_size=arg.batch, eval_batch_size=arg.batch, frames=arg.frames, sampling="segment",
@@ -63,8 +61,6 @@ def lift_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
   if arg.variant != "tiny_test":
     config.model.kwargs.luminous = LUMINOUS_BACKBONES[arg.luminous]
     config.model.kwargs.remat = False
-  config.model_init = ""
-  config.model_load = mlc.ConfigDict(dict(dont_load=()))
   config.lift = mlc.ConfigDict(dict(
       kd=arg.kd, kd_weight=1.0, luminous_input=arg.luminous_input, gamma=arg.gamma,
       vit_trainable=arg.vit_trainable,
@@ -75,23 +71,14 @@ def lift_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
   ))
   config.optimizer = common.optimizer_block("adamw", lr=arg.lr, weight_decay=0.05,
                                             schedule="cosine", warmup_steps=arg.steps // 20)
-  config.total_steps = arg.steps
   config.teacher = mlc.ConfigDict(dict(
       total_steps=arg.teacher_steps,
       optimizer=common.optimizer_block("adamw", lr=arg.lr, weight_decay=0.05, schedule="cosine",
                                        warmup_steps=arg.teacher_steps // 20),
       eval_every=1000, checkpoint_every=500))
-  config.accum_steps = 1
-  config.label_smoothing = 0.0
-  config.compute_dtype = "float32"
-  config.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1))
-  config.sharding = mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14))
   config.log_every = 20
   config.eval_every = 1000
   config.checkpoint_every = 500
-  config.keep_checkpoints = 2
-  config.async_checkpoints = True
-  config.progress_bar = True
   if arg.runlocal:
     config.input.shuffle_window = 16
     config.input.prefetch = 0
