@@ -24,8 +24,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
-  getattr(conv, "configure_cpu_flags", lambda: None)()  # TODO(lead): direct call once it lands
+  from darkjax.layers.conv import configure_cpu_flags  # pylint: disable=import-outside-toplevel
+  configure_cpu_flags()
   # absl/orbax log every checkpoint step at INFO; darkjax's own progress is the bar + its logger.
   absl_logging.set_verbosity(absl_logging.WARNING)
   handler = logging.StreamHandler()

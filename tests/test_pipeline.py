@@ -102,3 +102,12 @@ def test_crop_larger_than_frame_names_the_fix():
 def test_hflip_equals_numpy_reversal(channels):
   clip = np.random.default_rng(0).integers(0, 255, (3, 9, 13, channels), dtype=np.uint8)
   np.testing.assert_array_equal(ops.hflip(clip[:, 1:8, 2:11]), clip[:, 1:8, 2:11][:, :, ::-1])
+
+
+def test_input_benchmark_runs_and_reports_both_rates():
+  from darkjax.tools import bench_input
+  result = bench_input.run(videos=3, frames=20, clip_frames=8, batch=2, batches=2)
+  assert result["records_clips_per_s"] > 0 and result["video_clips_per_s"] > 0
+  assert result["ratio"] == pytest.approx(result["records_clips_per_s"] /
+                                          result["video_clips_per_s"])
+  assert "x" in bench_input.report(result)

@@ -13,6 +13,9 @@ from typing import Any, Mapping
 # Converter modules (explicit list, no registration side effects).
 _CONVERTERS = (
     "darkjax.convert.zero_dce",
+    "darkjax.convert.resnet3d",
+    "darkjax.convert.c3d",
+    "darkjax.convert.video_resnet", "darkjax.convert.vit",
 )
 
 

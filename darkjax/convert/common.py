@@ -20,7 +20,7 @@ def normalise_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]
     clean = re.sub(r"^(module\.|_orig_mod\.)+", "", key)
     if hasattr(value, "detach"):
       value = value.detach().cpu().numpy()
-    out[clean] = np.asarray(value)
+    out[clean] = np.array(value)  # a copy: torch tensors must not alias the converted arrays
   return out
 
 

@@ -16,6 +16,12 @@ import flax.linen as nn
 _FAMILIES = (
     "darkjax.models.small3d",
     "darkjax.models.enhancers",
+    "darkjax.models.resnet3d",
+    "darkjax.models.c3d",
+    "darkjax.models.dinet",
+    "darkjax.models.video_resnet", "darkjax.models.vit",
+    "darkjax.models.liftnet",
+    "darkjax.models.dtcm",
 )
 
 

@@ -1,0 +1,99 @@
+"""Convert a PyTorch / safetensors / npz checkpoint into Flax variables on disk.
+
+    python -m darkjax.convert --arch resnext3d_101 --src resnext-101-kinetics.pth --out DIR \
+        [--num-classes N]
+
+Writes DIR/variables (orbax StandardCheckpointer) and DIR/meta.json:
+  arch, num_classes (the head size the variables are for), model_kwargs (extra
+  `darkjax.models.build` arguments the variables need, e.g. the shortcut type read from the
+  checkpoint), not_converted (parameters the trainer must initialise: the head when --num-classes
+  differs from the checkpoint's), source (path, sha256, size).
+Read it back with `darkjax.convert.io.load_variables(DIR)`.
+
+Exit status 2 with a message naming the file / parameters on any problem (unsafe pickle,
+unknown architecture, shape mismatches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from darkjax.convert import io
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
+  return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(dict(tree), sep="/").items()}
+
+
+def _expected_shapes(arch: str, num_classes: int, model_kwargs: dict) -> dict[str, tuple[int, ...]]:
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from darkjax import models  # pylint: disable=import-outside-toplevel
+  model = models.build(arch, num_classes, **model_kwargs)
+  clip = (1,) + tuple(getattr(model, "input_size", (16, 112, 112))) + (3,)
+  return _flat_shapes(jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(clip)))
+
+
+def _head_classes(arch: str, model_kwargs: dict, converted: dict[str, tuple[int, ...]]) -> int:
+  """The checkpoint's head size: the last dim of converted leaves whose shape tracks num_classes."""
+  one, two = _expected_shapes(arch, 1, model_kwargs), _expected_shapes(arch, 2, model_kwargs)
+  head = [k for k in one if one[k] != two.get(k)]
+  sizes = {converted[k][-1] for k in head if k in converted}
+  if len(sizes) != 1:
+    raise ValueError(f"cannot tell the checkpoint's number of classes from {head}; "
+                     "pass --num-classes")
+  return sizes.pop()
+
+
+def convert_file(arch: str, src: str, out: str, num_classes: int | None = None) -> dict[str, Any]:
+  """Converts `src` for model `arch`, writes `out`; returns the meta dict."""
+  from darkjax import __version__, convert  # pylint: disable=import-outside-toplevel
+  state = io.load_state_dict(src)
+  converter = convert._converter_for(arch)  # pylint: disable=protected-access
+  variables = converter.convert(arch, state, num_classes)
+  model_kwargs = getattr(converter, "model_kwargs", lambda name, state: {})(arch, state)
+  converted = _flat_shapes(variables)
+  if num_classes is None:
+    num_classes = _head_classes(arch, model_kwargs, converted)
+  not_converted = sorted(set(_expected_shapes(arch, num_classes, model_kwargs)) - set(converted))
+  meta = {
+      "arch": arch,
+      "num_classes": num_classes,
+      "model_kwargs": model_kwargs,
+      "not_converted": not_converted,
+      "source": {"path": os.path.abspath(src), "sha256": io.sha256(src),
+                 "bytes": os.path.getsize(src)},
+      "darkjax_version": __version__,
+  }
+  io.save_variables(out, variables, meta)
+  return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m darkjax.convert", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--arch", required=True, help="model name, see darkjax.models.names()")
+  parser.add_argument("--src", required=True, help=".pth/.pt/.pth.tar, .safetensors or .npz")
+  parser.add_argument("--out", required=True, help="output directory")
+  parser.add_argument("--num-classes", type=int, default=None,
+                      help="head size; if it differs from the checkpoint's, the head is left out")
+  args = parser.parse_args(argv)
+  try:
+    meta = convert_file(args.arch, args.src, args.out, args.num_classes)
+  except (ValueError, FileExistsError) as e:  # CheckpointReadError, ConversionError are ValueErrors
+    print(f"darkjax.convert: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {os.path.join(os.path.abspath(args.out), io.VARIABLES_DIR)} for {args.arch} "
+        f"({meta['num_classes']} classes"
+        + (f"; not converted: {', '.join(meta['not_converted'])}" if meta["not_converted"] else "")
+        + ")")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,152 @@
+"""Reading PyTorch / safetensors / numpy checkpoints and writing converted Flax variables.
+
+`load_state_dict(path)` reads `.pth`/`.pt`/`.pth.tar` (torch, weights only), `.safetensors` and `.npz`
+into `{key: np.ndarray}`, unwrapping `{"state_dict": ...}` / `{"model": ...}` containers.
+`save_variables(out_dir, variables, meta)` writes `out_dir/variables` (orbax) and
+`out_dir/meta.json`; `load_variables(out_dir)` reads both back for the trainer.
+
+Pickled torch checkpoints are loaded with `torch.load(..., weights_only=True)` only: a file whose
+unpickling would run code is refused (`UnsafeCheckpointError`) rather than executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from typing import Any, Mapping
+
+import numpy as np
+
+TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
+CONTAINER_KEYS = ("state_dict", "model", "model_state", "module")
+META_FILE = "meta.json"
+VARIABLES_DIR = "variables"
+
+
+class CheckpointReadError(ValueError):
+  """A checkpoint file cannot be read; the message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointReadError):
+  """A pickled checkpoint needs code execution to load and was refused."""
+
+
+def _resave_hint(path: str) -> str:
+  return (f"If you trust {path}, re-save its tensors as safetensors in a separate, trusted "
+          "environment and convert that file instead:\n"
+          "  python -c \"import torch; from safetensors.torch import save_file; "
+          f"c = torch.load('{path}', map_location='cpu', weights_only=False); "
+          "sd = c.get('state_dict', c); "
+          "save_file({k: v.contiguous() for k, v in sd.items() if hasattr(v, 'contiguous')}, "
+          f"'{path}.safetensors')\"")
+
+
+def _load_torch(path: str) -> Any:
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise CheckpointReadError(f"{path}: reading PyTorch checkpoints needs torch "
+                              "(pip install 'darkjax[torch]'), or convert it to .safetensors") from e
+  try:
+    return torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    # torch's message is generic advice plus one line naming the offending global.
+    lines = [l.strip() for l in str(e).splitlines() if "GLOBAL" in l or "global" in l]
+    reason = f" ({lines[0]})" if lines else ""
+    raise UnsafeCheckpointError(
+        f"{path}: refused as unsafe: unpickling it would execute code or import objects other "
+        f"than tensors and plain containers{reason}.\n{_resave_hint(path)}") from None
+  except (RuntimeError, EOFError, OSError) as e:
+    raise CheckpointReadError(f"{path}: not a readable PyTorch checkpoint: {e}") from e
+
+
+def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  try:
+    return load_file(path)
+  except Exception as e:  # safetensors raises its own SafetensorError and others
+    raise CheckpointReadError(f"{path}: not a readable safetensors file: {e}") from e
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {key: data[key] for key in data.files}
+  except (ValueError, OSError) as e:
+    raise CheckpointReadError(f"{path}: not a readable .npz of arrays: {e}") from e
+
+
+def unwrap_container(checkpoint: Any, path: str = "<checkpoint>") -> Mapping[str, Any]:
+  """The state dict inside `{"state_dict": ...}`-style training checkpoints (nested ok)."""
+  while isinstance(checkpoint, Mapping):
+    inner = [k for k in CONTAINER_KEYS if isinstance(checkpoint.get(k), Mapping)]
+    if not inner:
+      break
+    checkpoint = checkpoint[inner[0]]
+  if not isinstance(checkpoint, Mapping):
+    raise CheckpointReadError(f"{path}: expected a state dict (a mapping of names to tensors), "
+                              f"got {type(checkpoint).__name__}")
+  arrays = {k: v for k, v in checkpoint.items() if hasattr(v, "shape")}
+  if not arrays:
+    raise CheckpointReadError(f"{path}: no tensors found; top-level keys: {sorted(checkpoint)[:20]}")
+  return arrays
+
+
+def load_state_dict(path: str) -> dict[str, Any]:
+  """Tensors of a checkpoint file by name (torch tensors or numpy arrays)."""
+  if not os.path.isfile(path):
+    raise CheckpointReadError(f"{path}: no such file")
+  lower = path.lower()
+  if lower.endswith(".safetensors"):
+    checkpoint: Any = _load_safetensors(path)
+  elif lower.endswith(".npz"):
+    checkpoint = _load_npz(path)
+  elif lower.endswith(TORCH_SUFFIXES):
+    checkpoint = _load_torch(path)
+  else:
+    raise CheckpointReadError(f"{path}: unknown checkpoint format; expected one of "
+                              f"{TORCH_SUFFIXES + ('.safetensors', '.npz')}")
+  return dict(unwrap_container(checkpoint, path))
+
+
+def sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def save_variables(out_dir: str, variables: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+  """Writes `out_dir/variables` (orbax, waits until finished) and `out_dir/meta.json`."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  out_dir = os.path.abspath(out_dir)
+  target = os.path.join(out_dir, VARIABLES_DIR)
+  if os.path.exists(target):
+    raise FileExistsError(f"{target} already exists; choose another --out or remove it")
+  os.makedirs(out_dir, exist_ok=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(target, dict(variables))
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  with open(os.path.join(out_dir, META_FILE), "w") as f:
+    json.dump(dict(meta), f, indent=2, sort_keys=True)
+
+
+def load_variables(out_dir: str) -> tuple[dict, dict]:
+  """(variables, meta) written by `save_variables` / `python -m darkjax.convert`."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  out_dir = os.path.abspath(out_dir)
+  meta_path = os.path.join(out_dir, META_FILE)
+  target = os.path.join(out_dir, VARIABLES_DIR)
+  if not os.path.isfile(meta_path) or not os.path.isdir(target):
+    raise FileNotFoundError(f"{out_dir}: not a converted checkpoint (needs {META_FILE} and "
+                            f"{VARIABLES_DIR}/, written by python -m darkjax.convert)")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  checkpointer = ocp.StandardCheckpointer()
+  variables = checkpointer.restore(target)
+  checkpointer.close()
+  return dict(variables), meta

@@ -1,0 +1,91 @@
+"""C3D (Tran et al., "Learning Spatiotemporal Features with 3D Convolutional Networks", ICCV 2015).
+
+Layout of the common PyTorch port of the Sports-1M Caffe model (module names conv1, conv2, conv3a,
+conv3b, conv4a, conv4b, conv5a, conv5b, fc6, fc7, fc8): 3x3x3 convolutions with bias and padding 1,
+max pools 1x2x2 after conv1 and 2x2x2 after conv2/conv3b/conv4b/conv5b (pool5 with (0, 1, 1)
+padding), fc6/fc7 of 4096 units with ReLU and dropout 0.5, fc8 = logits (487 Sports-1M classes).
+
+fc6 ties the network to one input size, `input_size` = (T, H, W), checked on every call: the
+default 16x112x112 makes pool5 yield 512 x 1 x 4 x 4 = 8192 features. Before fc6 the activations
+are flattened in PyTorch's (C, T, H, W) order so that fc6's kernel is the plain transpose of the
+torch weight.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from darkjax.layers.conv import Conv3D
+
+# Max pools (window = stride, padding) after the named convolutions.
+_POOL_1x2x2 = ((1, 2, 2), ((0, 0), (0, 0), (0, 0)))
+_POOL_2x2x2 = ((2, 2, 2), ((0, 0), (0, 0), (0, 0)))
+_POOL_5 = ((2, 2, 2), ((0, 0), (1, 1), (1, 1)))
+CONV_NAMES = ("conv1", "conv2", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b")
+_POOL_AFTER = {"conv1": _POOL_1x2x2, "conv2": _POOL_2x2x2, "conv3b": _POOL_2x2x2,
+               "conv4b": _POOL_2x2x2, "conv5b": _POOL_5}
+# Stage outputs reported in `out`: after pool1, pool2, pool3, pool4, pool5.
+_STAGE_AFTER = {"conv1": "stem", "conv2": "stage1", "conv3b": "stage2", "conv4b": "stage3",
+                "conv5b": "stage4"}
+
+
+class C3D(nn.Module):
+  """C3D; `num_classes=0` returns the fc7 features (the usual "C3D features")."""
+  num_classes: int
+  input_size: Sequence[int] = (16, 112, 112)
+  widths: Sequence[int] = (64, 128, 256, 256, 512, 512, 512, 512)
+  fc_width: int = 4096
+  dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
+  remat: bool = False
+  conv_lowering: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    if x.ndim != 5:
+      raise ValueError(f"C3D: expected (B, T, H, W, C) clips, got shape {x.shape}")
+    if len(self.widths) != len(CONV_NAMES):
+      raise ValueError(f"C3D: widths needs {len(CONV_NAMES)} entries, got {len(self.widths)}")
+    if tuple(x.shape[1:4]) != tuple(self.input_size):
+      raise ValueError(f"C3D: clips must be {tuple(self.input_size)} (T, H, W) because fc6 is sized "
+                       f"for it; got {tuple(x.shape[1:4])} (set input_size to change it)")
+    out: dict[str, jax.Array] = {}
+    conv_cls = nn.remat(Conv3D) if self.remat else Conv3D
+    for name, width in zip(CONV_NAMES, self.widths):
+      x = conv_cls(width, (3, 3, 3), padding=((1, 1),) * 3, use_bias=True, dtype=self.dtype,
+                   lowering=self.conv_lowering, name=name)(x)
+      x = nn.relu(x)
+      if name in _POOL_AFTER:
+        window, padding = _POOL_AFTER[name]
+        if any(w > s for w, s in zip(window, x.shape[1:4])):
+          raise ValueError(f"C3D: input_size {tuple(self.input_size)} too small: {name} output "
+                           f"{x.shape[1:4]} is smaller than the pooling window {window}")
+        x = nn.max_pool(x, window, strides=window, padding=padding)
+        out[_STAGE_AFTER[name]] = x
+    # Flatten in torch's (C, T, H, W) order so fc6 matches the PyTorch weight directly.
+    x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape((x.shape[0], -1))
+    for name in ("fc6", "fc7"):
+      x = nn.relu(nn.Dense(self.fc_width, dtype=self.dtype, name=name)(x))
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    out["features"] = x
+    if not self.num_classes:
+      return x, out
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc8")(x)
+    return logits.astype(jnp.float32), out
+
+
+def _variant(**fixed: Any) -> Callable[..., C3D]:
+  def build(num_classes: int, **kwargs: Any) -> C3D:
+    return C3D(num_classes=num_classes, **{**fixed, **kwargs})
+  return build
+
+
+VARIANTS: dict[str, Callable[..., nn.Module]] = {
+    "c3d": _variant(),
+    # Tiny variant for tests.
+    "c3d_tiny": _variant(input_size=(16, 32, 32), widths=(4, 8, 8, 8, 16, 16, 16, 16), fc_width=32),
+}

@@ -1,0 +1,1 @@
+"""Command-line tools: `python -m darkjax.tools.bench` (train-step speed vs PyTorch), ..."""

@@ -1,0 +1,254 @@
+"""Benchmarks. Train-step speed of a model zoo network, optionally against PyTorch:
+
+    python -m darkjax.tools.bench --model r2plus1d_18 --vs-torch [--batch 2] [--frames 16]
+        [--size 112] [--steps 5] [--rounds 3] [--compile-only] [--devices 1] [--lowering auto]
+
+Times a full fp32 train step (forward + backward + SGD-momentum update, BatchNorm in train mode)
+of `darkjax.models.build(--model, 400)`: compile time (lower + XLA compile, no persistent cache)
+and the steady-state time per step. With `--vs-torch` the same step runs in PyTorch (torchvision's
+r3d_18 / mc3_18 / r2plus1d_18, or the in-repo reference of `darkjax.tools.torch_refs` for the
+Hara 3D-ResNets and C3D) with `torch.set_num_threads` = the cores JAX uses. JAX and torch rounds
+alternate and the best round counts; CPU time (all threads) is printed too, as it is less
+sensitive than wall time to other load on the machine. `--devices N` splits the batch over N
+host devices (data parallel, `--xla_force_host_platform_device_count`).
+
+Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, when it was otherwise idle
+(wall ms/step, flax / torch 2.14 on 2 threads):
+  r2plus1d_18   3458 / 2376  = 1.46      --devices 2: 3911 / 2586 = 1.51
+  r3d_18        4052 / 1786  = 2.27      --devices 2: 2658 / 1836 = 1.45
+  resnext3d_101 compile 12.9 s wall (21 s CPU); 3.1 s/step
+Under heavy load from other processes torch degrades more than XLA (ratios of 0.8-0.9 were seen),
+so compare ratios from quiet runs. XLA:CPU runs 2D convolutions with 64 output channels on one
+thread, which is what the host-device split recovers on R3D.
+
+The CLI picks one benchmark per run from a mutually exclusive group (`--model` today); a data
+pipeline benchmark gets its own flag in that group and its own entry in `_BENCHMARKS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Callable
+
+from darkjax.layers.conv import configure_cpu_flags
+
+NUM_CLASSES = 400
+_TORCHVISION_MODELS = ("r3d_18", "mc3_18", "r2plus1d_18")
+
+
+def _cores() -> int:
+  return len(os.sched_getaffinity(0))
+
+
+def _median(values: list[float]) -> float:
+  values = sorted(values)
+  return values[len(values) // 2]
+
+
+def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: str | None,
+               devices: int = 1):
+  """((compile wall s, compile CPU s), callable running one step and blocking on its result).
+
+  With `devices` > 1 the batch is split over that many (host) devices, data parallel.
+  """
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from darkjax import models
+
+  kwargs = {} if lowering is None else {"conv_lowering": lowering}
+  model = models.build(model_name, NUM_CLASSES, **kwargs)
+  if len(jax.devices()) < devices or batch % devices:
+    raise SystemExit(f"bench: --devices {devices} needs that many jax devices (found "
+                     f"{len(jax.devices())}) and --batch divisible by it")
+  mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=jax.devices()[:devices])
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  clips = jax.device_put(
+      jax.random.normal(jax.random.key(1), (batch, frames, size, size, 3), jnp.float32),
+      batch_sharding)
+  labels = jax.device_put(jnp.arange(batch) % NUM_CLASSES, batch_sharding)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  variables = jax.jit(lambda: model.init(jax.random.key(0), clips, train=False),
+                      out_shardings=replicated)()
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  tx = optax.sgd(0.01, momentum=0.9)
+  opt_state = tx.init(params)
+
+  def step(params, batch_stats, opt_state, clips, labels, rng):
+    def loss_and_stats(params):
+      (logits, _), updates = model.apply({"params": params, "batch_stats": batch_stats}, clips,
+                                         train=True, mutable=["batch_stats"],
+                                         rngs={"dropout": rng})
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, updates.get("batch_stats", {})
+    (loss, new_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_stats, opt_state, loss
+
+  rng = jax.random.key(2)
+  jitted = jax.jit(step, donate_argnums=(0, 1, 2))
+  start, start_cpu = time.perf_counter(), time.process_time()
+  compiled = jitted.lower(params, batch_stats, opt_state, clips, labels, rng).compile()
+  compile_s = (time.perf_counter() - start, time.process_time() - start_cpu)
+  state = [params, batch_stats, opt_state]
+
+  def run_step() -> None:
+    state[0], state[1], state[2], loss = compiled(*state, clips, labels, rng)
+    loss.block_until_ready()
+
+  return compile_s, run_step
+
+
+def _torch_model(model_name: str, frames: int, size: int):
+  if model_name in _TORCHVISION_MODELS:
+    import torchvision.models.video as video_models
+    return getattr(video_models, model_name)(num_classes=NUM_CLASSES)
+  from darkjax import models
+  from darkjax.models import c3d, resnet3d
+  from darkjax.tools import torch_refs
+  flax_model = models.build(model_name, NUM_CLASSES)
+  if isinstance(flax_model, resnet3d.ResNet3D):
+    return torch_refs.HaraResNet(
+        flax_model.block, flax_model.stage_sizes, flax_model.widths, flax_model.stem_width,
+        flax_model.shortcut_type, flax_model.cardinality, NUM_CLASSES)
+  if isinstance(flax_model, c3d.C3D):
+    if (frames, size, size) != tuple(flax_model.input_size):
+      raise SystemExit(f"bench: {model_name} needs --frames/--size {flax_model.input_size}")
+    t, h, _ = flax_model.input_size
+    cells = (t // 16) * (h // 32 + 1) ** 2  # pool5 output: T/16 x (H/32 + 1)^2 (padding 1)
+    return torch_refs.C3DTorch(NUM_CLASSES, flax_model.widths, flax_model.fc_width,
+                               flax_model.widths[-1] * cells)
+  raise SystemExit(f"bench: no PyTorch reference for {model_name!r}; known: "
+                   f"{list(_TORCHVISION_MODELS)} and the resnet3d/resnext3d/c3d variants")
+
+
+def _torch_step(model_name: str, batch: int, frames: int, size: int) -> Callable[[], None]:
+  import torch
+
+  torch.set_num_threads(_cores())
+  model = _torch_model(model_name, frames, size).train()
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  clips = torch.randn(batch, 3, frames, size, size)
+  labels = torch.arange(batch) % NUM_CLASSES
+
+  def run_step() -> None:
+    opt.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(model(clips), labels)
+    loss.backward()
+    opt.step()
+
+  return run_step
+
+
+def _time_steps(run_step: Callable[[], None], steps: int) -> tuple[float, float]:
+  """Median wall time and median process CPU time (all threads) of `steps` steps."""
+  walls, cpus = [], []
+  for _ in range(steps):
+    wall, cpu = time.perf_counter(), time.process_time()
+    run_step()
+    walls.append(time.perf_counter() - wall)
+    cpus.append(time.process_time() - cpu)
+  return _median(walls), _median(cpus)
+
+
+def _report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]:
+  best_wall = min(wall for wall, _ in rounds)
+  best_cpu = min(cpu for _, cpu in rounds)
+  print(f"  {name:5s} {best_wall * 1e3:8.1f} ms/step wall, {best_cpu * 1e3:8.1f} ms/step CPU "
+        f"(rounds: " + ", ".join(f"{w * 1e3:.0f}" for w, _ in rounds) + " ms)", flush=True)
+  return best_wall, best_cpu
+
+
+def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
+  compile_s, flax_run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
+                                   args.devices)
+  result: dict[str, Any] = {"model": args.model, "compile_s": compile_s[0],
+                            "compile_cpu_s": compile_s[1]}
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, {_cores()} cores; "
+        f"compile {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU", flush=True)
+  if args.compile_only:
+    return result
+  flax_run()  # first call: allocation, thread pools
+  torch_run = None
+  if args.vs_torch:
+    torch_run = _torch_step(args.model, args.batch, args.frames, args.size)
+    torch_run()
+  flax_rounds, torch_rounds = [], []
+  for _ in range(args.rounds):
+    flax_rounds.append(_time_steps(flax_run, args.steps))
+    if torch_run is not None:
+      torch_rounds.append(_time_steps(torch_run, args.steps))
+  result["flax_step_s"], result["flax_step_cpu_s"] = _report("flax", flax_rounds)
+  if torch_run is not None:
+    result["torch_step_s"], result["torch_step_cpu_s"] = _report("torch", torch_rounds)
+    result["ratio"] = result["flax_step_s"] / result["torch_step_s"]
+    result["cpu_ratio"] = result["flax_step_cpu_s"] / result["torch_step_cpu_s"]
+    print(f"  flax/torch ratio: wall {result['ratio']:.2f}, CPU time {result['cpu_ratio']:.2f}",
+          flush=True)
+  return result
+
+
+def bench_input(args: argparse.Namespace) -> dict[str, Any]:
+  from darkjax.tools import bench_input as input_bench  # pylint: disable=import-outside-toplevel
+  result = input_bench.run(videos=args.videos, frames=args.video_frames, clip_frames=args.frames,
+                           batch=args.input_batch, batches=args.batches)
+  print(input_bench.report(result), flush=True)
+  return result
+
+
+# flag (dest) -> benchmark; exactly one of these flags is given per run.
+_BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "model": bench_train_step,
+    "input": bench_input,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m darkjax.tools.bench", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  which = parser.add_mutually_exclusive_group(required=True)
+  which.add_argument("--model", help="model name from darkjax.models.names(): train-step benchmark")
+  model = parser.add_argument_group("train-step benchmark (--model)")
+  model.add_argument("--vs-torch", action="store_true", help="also time the PyTorch model")
+  model.add_argument("--batch", type=int, default=2)
+  model.add_argument("--frames", type=int, default=16)
+  model.add_argument("--size", type=int, default=112)
+  model.add_argument("--steps", type=int, default=5, help="timed steps per round")
+  model.add_argument("--rounds", type=int, default=3, help="alternating flax/torch rounds")
+  model.add_argument("--compile-only", action="store_true")
+  model.add_argument("--devices", type=int, default=1,
+                     help="data-parallel over this many host devices (CPU: one per core)")
+  model.add_argument("--lowering", default=None,
+                     help="Conv3D lowering override (see darkjax.layers.conv.LOWERINGS)")
+  which.add_argument("--input", action="store_true",
+                     help="input pipeline: clips/s from records vs decoding .avi per sample")
+  data = parser.add_argument_group("input benchmark (--input; --frames is the clip length)")
+  data.add_argument("--videos", type=int, default=48, help="ARID-like 240x320 .avi clips made")
+  data.add_argument("--video-frames", type=int, default=64, help="frames per made video")
+  data.add_argument("--input-batch", type=int, default=8)
+  data.add_argument("--batches", type=int, default=20, help="timed record batches")
+  args = parser.parse_args(argv)
+  if args.steps < 1 or args.rounds < 1:
+    parser.error("--steps and --rounds must be >= 1")
+  return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  args = parse_args(argv)
+  configure_cpu_flags()  # before jax initialises its backend
+  if getattr(args, "devices", 1) > 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={args.devices}").strip()
+  for dest, benchmark in _BENCHMARKS.items():
+    if getattr(args, dest, None):
+      return benchmark(args)
+  raise AssertionError("argparse guarantees one benchmark flag")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

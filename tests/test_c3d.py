@@ -1,0 +1,131 @@
+"""C3D: pinned size, output contract, conversion of the PyTorch port, parity with PyTorch."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from darkjax import models
+from darkjax.convert import c3d as convert_c3d
+from darkjax.convert import common
+
+TINY = dict(widths=(4, 8, 8, 8, 16, 16, 16, 16), fc_width=32)
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+
+
+def test_pinned_parameter_count():
+  model = models.build("c3d", 487)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 112, 112, 3)))
+  assert _count(shapes) == 79_991_015
+  assert shapes["params"]["fc6"]["kernel"].shape == (8192, 4096)
+  assert set(shapes) == {"params"}
+
+
+def test_output_contract_and_input_size_check():
+  model = models.build("c3d_tiny", 5)
+  clips = jnp.ones((2, 16, 32, 32, 3))
+  shapes = jax.eval_shape(model.init, jax.random.key(0), clips)
+  (logits, out) = jax.eval_shape(model.apply, shapes, clips)
+  assert logits.shape == (2, 5)
+  assert out["stem"].shape == (2, 16, 16, 16, 4)
+  assert [out[f"stage{i}"].shape for i in range(1, 5)] == [
+      (2, 8, 8, 8, 8), (2, 4, 4, 4, 8), (2, 2, 2, 2, 16), (2, 1, 2, 2, 16)]
+  assert out["features"].shape == (2, 32)
+  features, _ = jax.eval_shape(models.build("c3d_tiny", 0).apply,
+                               {"params": {k: v for k, v in shapes["params"].items() if k != "fc8"}},
+                               clips)
+  assert features.shape == (2, 32)
+  with pytest.raises(ValueError, match=r"C3D: clips must be \(16, 32, 32\).*got \(8, 32, 32\)"):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 8, 32, 32, 3)))
+  with pytest.raises(ValueError, match="input_size .* too small: conv5b"):
+    jax.eval_shape(models.build("c3d_tiny", 5, input_size=(8, 32, 32)).init, jax.random.key(0),
+                   jnp.ones((1, 8, 32, 32, 3)))
+
+
+def test_dropout_only_in_training():
+  model = models.build("c3d_tiny", 3, conv_lowering="native")
+  clips = jnp.asarray(np.random.default_rng(0).standard_normal((2, 16, 32, 32, 3)), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), clips)
+  rng = np.random.default_rng(1)
+  variables = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), jnp.float32),
+                           shapes)
+
+  @jax.jit
+  def run(variables):
+    train = [model.apply(variables, clips, train=True, rngs={"dropout": jax.random.key(i)})[0]
+             for i in range(2)]
+    return model.apply(variables, clips)[0], model.apply(variables, clips)[0], train
+
+  eval_a, eval_b, (train_a, train_b) = run(variables)
+  np.testing.assert_array_equal(eval_a, eval_b)
+  assert not np.allclose(train_a, train_b)
+
+
+def test_matches_torch_port():
+  torch = pytest.importorskip("torch")
+  from darkjax.tools import torch_refs
+  torch.manual_seed(0)
+  reference = torch_refs.C3DTorch(num_classes=7, fc_in=16 * 2 * 2, **TINY).eval()
+  state = {f"module.{k}": v for k, v in reference.state_dict().items()}
+  variables = convert_c3d.convert("c3d_tiny", state)
+  model = models.build("c3d_tiny", 7)
+  clips = np.random.default_rng(0).standard_normal((2, 16, 32, 32, 3)).astype(np.float32)
+  weights = np.random.default_rng(1).standard_normal((2, 7)).astype(np.float32)
+
+  x = torch.from_numpy(clips.transpose(0, 4, 1, 2, 3).copy())
+  logits = reference(x)
+  (logits * torch.from_numpy(weights)).sum().backward()
+  torch_logits = logits.detach().numpy()
+  torch_grad = common.conv_kernel(reference.conv1.weight.grad.numpy())
+
+  @jax.jit
+  def flax_outputs(variables):
+    def loss(params):
+      logits, _ = model.apply({"params": params}, clips)
+      return jnp.sum(logits * weights), logits
+    grads, logits = jax.grad(loss, has_aux=True)(variables["params"])
+    return logits, grads["conv1"]["kernel"]
+
+  flax_logits, flax_grad = flax_outputs(variables)
+  np.testing.assert_allclose(flax_logits, torch_logits, rtol=1e-4,
+                             atol=1e-4 * np.abs(torch_logits).max())
+  np.testing.assert_allclose(flax_grad, torch_grad, rtol=1e-4, atol=1e-4 * np.abs(torch_grad).max())
+
+
+def test_full_size_conversion_and_head_handling():
+  torch = pytest.importorskip("torch")
+  from darkjax.tools import torch_refs
+  with torch.device("meta"):
+    reference = torch_refs.C3DTorch()
+  state = {k: np.zeros(v.shape, np.float32) for k, v in reference.state_dict().items()}
+  variables = convert_c3d.convert("c3d", state)
+  assert _count(variables) == 79_991_015
+  assert variables["params"]["fc6"]["kernel"].shape == (8192, 4096)
+  headless = convert_c3d.convert("c3d", state, num_classes=101)
+  assert "fc8" not in headless["params"] and "fc7" in headless["params"]
+  assert "fc8" in convert_c3d.convert("c3d", state, num_classes=487)["params"]
+  del state["conv3b.bias"]
+  state["conv9.weight"] = np.zeros(3, np.float32)
+  with pytest.raises(common.ConversionError, match=r"(?s)missing.*conv3b/bias.*unused.*conv9"):
+    convert_c3d.convert("c3d", state)
+  with pytest.raises(common.ConversionError, match="not a C3D variant"):
+    convert_c3d.convert("resnet3d_18", state)
+
+
+def test_bench_train_step_vs_torch_smoke(capsys):
+  pytest.importorskip("torch")
+  from darkjax.tools import bench
+  result = bench.main(["--model", "c3d_tiny", "--vs-torch", "--batch", "2", "--frames", "16",
+                       "--size", "32", "--steps", "1", "--rounds", "1"])
+  assert result["flax_step_s"] > 0 and result["torch_step_s"] > 0 and result["ratio"] > 0
+  assert result["compile_s"] > 0
+  assert "flax/torch ratio" in capsys.readouterr().out
+  with pytest.raises(ValueError, match=r"C3D: clips must be \(16, 32, 32\)"):
+    bench.main(["--model", "c3d_tiny", "--size", "48", "--steps", "1"])
+  with pytest.raises(SystemExit):  # argparse: exactly one benchmark flag
+    bench.main(["--steps", "1"])

@@ -1,0 +1,165 @@
+"""Conv3D lowerings: same values and gradients as the native 3D convolution; auto choices; flags."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from darkjax.layers import conv
+
+# (name, input (B, T, H, W, C), kernel (kt, kh, kw), out channels, strides, padding, groups)
+CASES = [
+    ("3x3x3", (2, 5, 7, 6, 4), (3, 3, 3), 6, (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 1),
+    ("strided", (1, 6, 9, 8, 3), (3, 3, 3), 5, (2, 2, 2), ((1, 1), (1, 1), (1, 1)), 1),
+    ("stem", (1, 7, 11, 10, 3), (3, 7, 7), 4, (1, 2, 2), ((1, 1), (3, 3), (3, 3)), 1),
+    ("asym_pad", (1, 4, 6, 6, 2), (2, 3, 2), 3, (1, 2, 1), ((1, 0), (0, 2), (1, 0)), 1),
+    ("spatial_1x3x3", (2, 3, 8, 8, 4), (1, 3, 3), 6, (1, 2, 2), ((0, 0), (1, 1), (1, 1)), 1),
+    ("temporal_3x1x1", (2, 6, 5, 4, 4), (3, 1, 1), 5, (2, 1, 1), ((1, 1), (0, 0), (0, 0)), 1),
+    ("temporal_spatial_stride", (1, 5, 6, 6, 3), (3, 1, 1), 2, (1, 2, 2), ((1, 1), (0, 0), (0, 0)), 1),
+    ("temporal_spatial_pad", (1, 5, 4, 4, 3), (2, 1, 1), 2, (1, 1, 1), ((0, 1), (1, 0), (0, 1)), 1),
+    ("pointwise", (2, 4, 5, 5, 6), (1, 1, 1), 3, (1, 1, 1), ((0, 0), (0, 0), (0, 0)), 1),
+    ("pointwise_s2", (2, 5, 5, 6, 6), (1, 1, 1), 3, (2, 2, 2), ((0, 0), (0, 0), (0, 0)), 1),
+    ("grouped", (2, 4, 6, 6, 8), (3, 3, 3), 8, (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 4),
+    ("grouped_s2", (1, 5, 7, 7, 6), (3, 3, 3), 9, (2, 2, 2), ((1, 1), (1, 1), (1, 1)), 3),
+    ("depthwise", (1, 4, 5, 5, 4), (3, 3, 3), 4, (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 4),
+]
+
+
+def _applicable(lowering: str, kernel: tuple[int, int, int], groups: int) -> bool:
+  if lowering == "temporal2d":
+    return kernel[1:] == (1, 1)
+  if lowering == "pointwise":
+    return kernel == (1, 1, 1) and groups == 1
+  return True
+
+
+def _inputs(shape, kernel, out_features, groups, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal(shape).astype(np.float32)
+  k = rng.standard_normal(kernel + (shape[-1] // groups, out_features)).astype(np.float32)
+  return jnp.asarray(x), jnp.asarray(k)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_lowerings_match_native_values_and_gradients(case):
+  _, shape, kernel, out_features, strides, padding, groups = case
+  x, k = _inputs(shape, kernel, out_features, groups)
+  y_ref, vjp_ref = jax.vjp(lambda x, k: conv.conv3d(x, k, strides, padding, groups, "native"), x, k)
+  cotangent = jnp.asarray(np.random.default_rng(1).standard_normal(y_ref.shape).astype(np.float32))
+  grads_ref = vjp_ref(cotangent)
+
+  @functools.partial(jax.jit, static_argnums=(2, 3))
+  def value_and_grads(x, k, lowering, kernel_grad):
+    y, vjp = jax.vjp(lambda x, k: conv.conv3d(x, k, strides, padding, groups, lowering,
+                                              kernel_grad), x, k)
+    return y, vjp(cotangent)
+
+  checked = []
+  for lowering in conv.LOWERINGS[1:]:
+    for kernel_grad in conv.KERNEL_GRADS[1:]:
+      if not _applicable(lowering, kernel, groups):
+        continue
+      y, grads = value_and_grads(x, k, lowering, kernel_grad)
+      what = f"{lowering}/{kernel_grad}"
+      np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(y_ref))),
+                                 err_msg=what)
+      for name, g, g_ref in zip(("dx", "dkernel"), grads, grads_ref):
+        np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(g_ref))),
+                                   err_msg=f"{what} {name}")
+      checked.append(what)
+  assert {"sum2d/dots", "taps2d/dots", "sum2d/xla"} <= set(checked)
+
+
+def test_kernel_grad_dots_matches_autodiff():
+  x, k = _inputs((2, 5, 6, 6, 6), (3, 3, 3), 6, 3)
+  strides, padding = (1, 2, 1), ((1, 1), (0, 1), (1, 1))
+  y, vjp = jax.vjp(lambda k: conv.conv3d(x, k, strides, padding, 3, "native"), k)
+  g = jnp.asarray(np.random.default_rng(2).standard_normal(y.shape).astype(np.float32))
+  np.testing.assert_allclose(conv.kernel_grad_dots(x, g, k.shape, strides, padding, 3),
+                             vjp(g)[0], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel, in_group, groups, lowering, kernel_grad", [
+    ((3, 3, 3), 64, 1, "sum2d", "xla"),
+    ((1, 3, 3), 64, 1, "sum2d", "dots"),
+    ((3, 1, 1), 144, 1, "temporal2d", "dots"),
+    ((1, 1, 1), 64, 1, "pointwise", "xla"),
+    ((3, 3, 3), 4, 32, "taps2d", "dots"),
+    ((1, 1, 1), 8, 2, "taps2d", "dots"),
+    ((3, 7, 7), 3, 1, "taps2d", "xla"),  # RGB stems
+    ((1, 7, 7), 3, 1, "sum2d", "xla"),
+])
+def test_auto_choices_per_shape(kernel, in_group, groups, lowering, kernel_grad):
+  shape = kernel + (in_group, 64)
+  pads = tuple((k // 2, k // 2) for k in kernel)
+  assert conv.choose_lowering(shape, pads, groups, backend="cpu") == lowering
+  assert conv.choose_kernel_grad(shape, groups, lowering) == kernel_grad
+  for backend in ("gpu", "tpu"):
+    assert conv.choose_lowering(shape, pads, groups, backend=backend) == "native"
+  assert conv.choose_kernel_grad(shape, groups, "native") == "xla"
+
+
+def test_bad_lowering_names_the_choices():
+  x, k = _inputs((1, 3, 4, 4, 2), (3, 3, 3), 2, 1)
+  with pytest.raises(ValueError, match="unknown conv lowering 'fast'.*sum2d"):
+    conv.conv3d(x, k, lowering="fast")
+  with pytest.raises(ValueError, match="unknown kernel_grad 'magic'.*dots"):
+    conv.conv3d(x, k, kernel_grad="magic")
+  with pytest.raises(ValueError, match="temporal2d.*\\(k, 1, 1\\)"):
+    conv.conv3d(x, k, padding=((1, 1),) * 3, lowering="temporal2d")
+  with pytest.raises(ValueError, match="temporal size 3 .* kernel 5"):
+    conv.conv3d(x, jnp.zeros((5, 1, 1, 2, 2)), lowering="sum2d")
+
+
+def test_module_params_do_not_depend_on_lowering():
+  x = jnp.asarray(np.random.default_rng(3).standard_normal((1, 4, 6, 6, 4)).astype(np.float32))
+  outs = {}
+  for lowering in ("native", "sum2d", "taps2d"):
+    module = conv.Conv3D(8, (3, 3, 3), padding=((1, 1),) * 3, feature_group_count=2, use_bias=True,
+                         lowering=lowering)
+    variables = module.init(jax.random.key(0), x)
+    assert variables["params"]["kernel"].shape == (3, 3, 3, 2, 8)
+    outs[lowering] = module.apply(variables, x)
+  np.testing.assert_allclose(outs["sum2d"], outs["native"], atol=1e-5)
+  np.testing.assert_allclose(outs["taps2d"], outs["native"], atol=1e-5)
+  with pytest.raises(ValueError, match="not divisible by 3 groups"):
+    conv.Conv3D(8, (3, 3, 3), feature_group_count=3).init(jax.random.key(0), x)
+
+
+def test_configure_cpu_flags_leaves_user_flags_alone(monkeypatch):
+  monkeypatch.setattr(conv, "CPU_XLA_FLAGS", ("--xla_cpu_some_flag=true",))
+  monkeypatch.setenv("XLA_FLAGS", "--user_flag")
+  assert conv.configure_cpu_flags() is False
+  assert os.environ["XLA_FLAGS"] == "--user_flag"
+  monkeypatch.delenv("XLA_FLAGS")
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+  assert conv.configure_cpu_flags() is False
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.setattr(conv, "CPU_XLA_FLAGS", ())
+  assert conv.configure_cpu_flags() is False  # nothing to set
+  jax.devices()  # backend initialised: flags could no longer take effect
+  with pytest.warns(UserWarning, match="already initialised"):
+    assert conv.configure_cpu_flags(host_devices=2) is False
+  assert "XLA_FLAGS" not in os.environ
+
+
+def test_configure_cpu_flags_sets_flags_before_backend_init(tmp_path):
+  """In a fresh interpreter: flags land in XLA_FLAGS and take effect (2 host devices)."""
+  script = ("from darkjax.layers import conv\n"
+            "import os, jax\n"
+            "assert conv.configure_cpu_flags(host_devices=2)\n"
+            "print(os.environ['XLA_FLAGS'], len(jax.devices()))\n")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120, check=False, cwd=os.path.dirname(os.path.dirname(
+                              os.path.abspath(__file__))))
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split() == ["--xla_force_host_platform_device_count=2", "2"]

@@ -1,0 +1,47 @@
+"""config.model_init: converted variables load into the whole model or into a sub-module (prefix),
+strictly, with dont_load for new heads."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from darkjax import train
+from darkjax.convert import io as convert_io
+from darkjax.models import small3d
+
+
+def _variables(num_classes: int, seed: int):
+  model = small3d.VARIANTS["small3d_tiny"](num_classes=num_classes)
+  return jax.device_get(model.init(jax.random.key(seed), jnp.zeros((1, 4, 8, 8, 3))))
+
+
+def test_full_model_loads_except_dont_load(tmp_path):
+  saved = _variables(7, seed=1)
+  convert_io.save_variables(str(tmp_path / "ckpt"), saved, {"arch": "small3d_tiny"})
+  ours = _variables(5, seed=2)   # other head size: must be skipped
+  with pytest.raises(ValueError, match=r"wrong shape.*head"):
+    train.load_pretrained(ours, str(tmp_path / "ckpt"))
+  merged = train.load_pretrained(ours, str(tmp_path / "ckpt"), dont_load=("^params/head/",))
+  flat, flat_saved = (traverse_util.flatten_dict(t, sep="/") for t in (merged, saved))
+  flat_ours = traverse_util.flatten_dict(ours, sep="/")
+  for key, value in flat.items():
+    expected = flat_ours[key] if key.startswith("params/head/") else flat_saved[key]
+    np.testing.assert_array_equal(value, expected)
+
+
+def test_backbone_loads_under_a_prefix_and_reports_missing_keys(tmp_path):
+  backbone = _variables(0, seed=3)
+  convert_io.save_variables(str(tmp_path / "ckpt"), backbone, {"arch": "small3d_tiny"})
+  bigger = {collection: {"extractor": tree, "head": {"kernel": np.zeros((16, 3), np.float32)}}
+            for collection, tree in _variables(0, seed=4).items()}
+  merged = train.load_pretrained(bigger, str(tmp_path / "ckpt"), prefix="extractor")
+  np.testing.assert_array_equal(merged["params"]["extractor"]["stem"]["conv"]["kernel"],
+                                backbone["params"]["stem"]["conv"]["kernel"])
+  np.testing.assert_array_equal(merged["params"]["head"]["kernel"], 0)
+  del bigger["params"]["extractor"]["stage4"]
+  with pytest.raises(ValueError, match=r"unexpected.*params/extractor/stage4"):
+    train.load_pretrained(bigger, str(tmp_path / "ckpt"), prefix="extractor")
