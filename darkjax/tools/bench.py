@@ -21,8 +21,9 @@ Under heavy load from other processes torch degrades more than XLA (ratios of 0.
 so compare ratios from quiet runs. XLA:CPU runs 2D convolutions with 64 output channels on one
 thread, which is what the host-device split recovers on R3D.
 
-The CLI picks one benchmark per run from a mutually exclusive group (`--model` today); a data
-pipeline benchmark gets its own flag in that group and its own entry in `_BENCHMARKS`.
+Input pipeline throughput (records vs decoding video per sample): `--input`, see
+`darkjax/tools/bench_input.py`. The CLI picks one benchmark per run from a mutually exclusive
+group; each has an entry in `_BENCHMARKS`.
 """
 
 from __future__ import annotations
