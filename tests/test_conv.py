@@ -163,3 +163,24 @@ def test_configure_cpu_flags_sets_flags_before_backend_init(tmp_path):
                               os.path.abspath(__file__))))
   assert result.returncode == 0, result.stderr
   assert result.stdout.split() == ["--xla_force_host_platform_device_count=2", "2"]
+
+
+@pytest.mark.parametrize("window, strides, padding", [
+    ((3, 3, 3), (2, 2, 2), ((1, 1),) * 3),  # Hara ResNet stem
+    ((2, 2, 2), (2, 2, 2), ((0, 0), (1, 1), (1, 1))),  # C3D pool5
+    ((1, 2, 2), (1, 2, 2), ((0, 0),) * 3),  # C3D pool1
+])
+def test_separable_max_pool_matches_reduce_window(window, strides, padding):
+  # Distinct values (no ties), so gradients must agree exactly too.
+  x = jnp.asarray(np.random.default_rng(0).permutation(2 * 5 * 7 * 6 * 3).reshape(2, 5, 7, 6, 3),
+                  jnp.float32)
+  cotangent = None
+  results = {}
+  for lowering in ("native", "separable"):
+    y, vjp = jax.vjp(lambda x: conv.max_pool3d(x, window, strides, padding, lowering), x)
+    cotangent = jnp.arange(y.size, dtype=jnp.float32).reshape(y.shape) if cotangent is None else cotangent
+    results[lowering] = (y, vjp(cotangent)[0])
+  np.testing.assert_array_equal(results["separable"][0], results["native"][0])
+  np.testing.assert_array_equal(results["separable"][1], results["native"][1])
+  with pytest.raises(ValueError, match="max-pool lowering 'fast'"):
+    conv.max_pool3d(x, window, strides, padding, "fast")

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from darkjax.layers.conv import Conv3D
+from darkjax.layers.conv import Conv3D, max_pool3d
 
 # Max pools (window = stride, padding) after the named convolutions.
 _POOL_1x2x2 = ((1, 2, 2), ((0, 0), (0, 0), (0, 0)))
@@ -64,7 +64,8 @@ class C3D(nn.Module):
         if any(w > s for w, s in zip(window, x.shape[1:4])):
           raise ValueError(f"C3D: input_size {tuple(self.input_size)} too small: {name} output "
                            f"{x.shape[1:4]} is smaller than the pooling window {window}")
-        x = nn.max_pool(x, window, strides=window, padding=padding)
+        x = max_pool3d(x, window, window, padding,
+                       lowering="native" if self.conv_lowering == "native" else "auto")
         out[_STAGE_AFTER[name]] = x
     # Flatten in torch's (C, T, H, W) order so fc6 matches the PyTorch weight directly.
     x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape((x.shape[0], -1))

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from darkjax.layers.conv import Conv3D
+from darkjax.layers.conv import Conv3D, max_pool3d
 
 SHORTCUT_TYPES = ("A", "B")
 
@@ -178,7 +178,8 @@ class ResNet3D(nn.Module):
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="bn1")(x)
     x = nn.relu(x)
-    x = nn.max_pool(x, (3, 3, 3), strides=(2, 2, 2), padding=((1, 1),) * 3)
+    x = max_pool3d(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3,
+                   lowering="native" if self.conv_lowering == "native" else "auto")
     out["stem"] = x
     in_features = self.stem_width
     for i, (num_blocks, planes) in enumerate(zip(self.stage_sizes, self.widths)):
