@@ -36,9 +36,8 @@ def test_output_contract_and_input_size_check():
   assert [out[f"stage{i}"].shape for i in range(1, 5)] == [
       (2, 8, 8, 8, 8), (2, 4, 4, 4, 8), (2, 2, 2, 2, 16), (2, 1, 2, 2, 16)]
   assert out["features"].shape == (2, 32)
-  features, _ = jax.eval_shape(models.build("c3d_tiny", 0).apply,
-                               {"params": {k: v for k, v in shapes["params"].items() if k != "fc8"}},
-                               clips)
+  headless = {"params": {k: v for k, v in shapes["params"].items() if k != "fc8"}}
+  features, _ = jax.eval_shape(models.build("c3d_tiny", 0).apply, headless, clips)
   assert features.shape == (2, 32)
   with pytest.raises(ValueError, match=r"C3D: clips must be \(16, 32, 32\).*got \(8, 32, 32\)"):
     jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 8, 32, 32, 3)))

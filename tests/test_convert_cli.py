@@ -1,4 +1,4 @@
-"""`python -m darkjax.convert`: formats, containers, head handling, unsafe pickles, load_variables."""
+"""`python -m darkjax.convert`: formats, containers, heads, unsafe pickles, load_variables."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def test_pth_training_checkpoint_round_trip(tmp_path):
   # Hara's training checkpoints: DataParallel keys inside {"state_dict": ...} plus bookkeeping.
   torch.save({"epoch": 200, "arch": "resnet-tiny",
               "state_dict": {f"module.{k}": v for k, v in state.items()}}, src)
-  assert cli.main(["--arch", "resnet3d_tiny", "--src", str(src), "--out", str(tmp_path / "out")]) == 0
+  args = ["--arch", "resnet3d_tiny", "--src", str(src), "--out", str(tmp_path / "out")]
+  assert cli.main(args) == 0
   variables, meta = io.load_variables(str(tmp_path / "out"))
   _assert_same(variables, convert_resnet3d.convert("resnet3d_tiny", state))
   assert meta["arch"] == "resnet3d_tiny" and meta["num_classes"] == 7
@@ -60,7 +61,7 @@ def test_pth_training_checkpoint_round_trip(tmp_path):
   logits, _ = model.apply(variables, jnp.zeros((1, 4, 16, 16, 3)))
   assert logits.shape == (1, 7)
   # Refuses to overwrite.
-  assert cli.main(["--arch", "resnet3d_tiny", "--src", str(src), "--out", str(tmp_path / "out")]) == 2
+  assert cli.main(args) == 2
 
 
 def test_safetensors_and_npz_with_new_head(tmp_path):

@@ -1,7 +1,7 @@
 """Reading PyTorch / safetensors / numpy checkpoints and writing converted Flax variables.
 
-`load_state_dict(path)` reads `.pth`/`.pt`/`.pth.tar` (torch, weights only), `.safetensors` and `.npz`
-into `{key: np.ndarray}`, unwrapping `{"state_dict": ...}` / `{"model": ...}` containers.
+`load_state_dict(path)` reads `.pth`/`.pt`/`.pth.tar` (torch, weights only), `.safetensors` and
+`.npz` into `{key: array}`, unwrapping `{"state_dict": ...}` / `{"model": ...}` containers.
 `save_variables(out_dir, variables, meta)` writes `out_dir/variables` (orbax) and
 `out_dir/meta.json`; `load_variables(out_dir)` reads both back for the trainer.
 
@@ -47,8 +47,8 @@ def _load_torch(path: str) -> Any:
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise CheckpointReadError(f"{path}: reading PyTorch checkpoints needs torch "
-                              "(pip install 'darkjax[torch]'), or convert it to .safetensors") from e
+    raise CheckpointReadError(f"{path}: reading PyTorch checkpoints needs torch (pip install "
+                              "'darkjax[torch]'), or convert the file to .safetensors") from e
   try:
     return torch.load(path, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
@@ -90,7 +90,8 @@ def unwrap_container(checkpoint: Any, path: str = "<checkpoint>") -> Mapping[str
                               f"got {type(checkpoint).__name__}")
   arrays = {k: v for k, v in checkpoint.items() if hasattr(v, "shape")}
   if not arrays:
-    raise CheckpointReadError(f"{path}: no tensors found; top-level keys: {sorted(checkpoint)[:20]}")
+    raise CheckpointReadError(f"{path}: no tensors found; top-level keys: "
+                              f"{sorted(checkpoint)[:20]}")
   return arrays
 
 

@@ -58,7 +58,8 @@ def _put(tree: dict, path: tuple[str, ...], value: np.ndarray) -> None:
 
 def _module_leaf(module: str, field: str) -> tuple[str, str, str] | None:
   """(collection, flax module name, flax leaf name) for a torch `module.field` inside a block."""
-  flax_module = {"downsample.0": "downsample_conv", "downsample.1": "downsample_bn"}.get(module, module)
+  flax_module = {"downsample.0": "downsample_conv",
+                 "downsample.1": "downsample_bn"}.get(module, module)
   if flax_module.startswith("conv") or flax_module == "downsample_conv":
     return ("params", flax_module, "kernel") if field == "weight" else None
   if field in _BN_FIELDS:

@@ -17,6 +17,12 @@ tap ("dots"). XLA:CPU's grouped kernel-gradient convolution (a batch-grouped con
 where the dots take ~0.2 s (ResNeXt layer1), and its kernel gradient of (k,1,1) / (1,k,k) convs
 with many channels is 1.5-3x slower than the dots; for 3x3x3 and RGB-stem kernels XLA's wins.
 
+The 2D convolutions carry their own gradients, written as canonical NHWC/HWIO convolutions:
+XLA:CPU canonicalises autodiff's gradient convolutions into fast Eigen calls, but not inside while
+loops (`nn.scan` bodies), where they ran ~30x slower (Hara ResNet-18 step: 5.8 s -> 1.2 s).
+`max_pool3d` is here for the same reason: separable strided-slice maxima instead of XLA:CPU's
+slow select-and-scatter gradient.
+
 `auto` picks per backend and shape (`choose_lowering`, `choose_kernel_grad`). Measured on the
 2-core AMD EPYC (Zen 5) dev box, fwd / d-input / d-kernel ms at B=2, 16x112x112 clips, against
 native 3D: R3D layer1 3x3x3 64->64 at 16x56x56: native 529/494/811 CPU-ms, sum2d 161/151/526;
@@ -230,7 +236,8 @@ def _subsample_spatial(x, strides, padding):
 def _temporal2d(x, kernel, strides, padding, groups):
   kt, kh, kw, cin_group, cout = kernel.shape
   if (kh, kw) != (1, 1):
-    raise ValueError(f"conv3d: lowering 'temporal2d' needs a (k, 1, 1) kernel, got {kernel.shape[:3]}")
+    raise ValueError(f"conv3d: lowering 'temporal2d' needs a (k, 1, 1) kernel, got "
+                     f"{kernel.shape[:3]}")
   x = _subsample_spatial(x, strides, padding)
   b, t, h, w, c = x.shape
   y = _conv2d(x.reshape((b, t, h * w, c)), kernel.reshape((kt, 1, cin_group, cout)),

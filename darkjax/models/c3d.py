@@ -51,8 +51,8 @@ class C3D(nn.Module):
     if len(self.widths) != len(CONV_NAMES):
       raise ValueError(f"C3D: widths needs {len(CONV_NAMES)} entries, got {len(self.widths)}")
     if tuple(x.shape[1:4]) != tuple(self.input_size):
-      raise ValueError(f"C3D: clips must be {tuple(self.input_size)} (T, H, W) because fc6 is sized "
-                       f"for it; got {tuple(x.shape[1:4])} (set input_size to change it)")
+      raise ValueError(f"C3D: clips must be {tuple(self.input_size)} (T, H, W) because fc6 is "
+                       f"sized for it; got {tuple(x.shape[1:4])} (set input_size to change it)")
     out: dict[str, jax.Array] = {}
     conv_cls = nn.remat(Conv3D) if self.remat else Conv3D
     for name, width in zip(CONV_NAMES, self.widths):

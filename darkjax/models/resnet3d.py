@@ -119,7 +119,8 @@ BLOCKS: dict[str, type[_BlockBase]] = {
 
 
 class ResNetStage(nn.Module):
-  """One `layerN`: a first block (stride, shortcut) and `num_blocks - 1` identical scanned blocks."""
+  """One `layerN`: a first block (stride, shortcut), then `num_blocks - 1` identical blocks
+  scanned with `nn.scan` (one compiled body per stage)."""
   block: type[_BlockBase]
   planes: int
   num_blocks: int
@@ -165,7 +166,8 @@ class ResNet3D(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     if x.ndim != 5:
-      raise ValueError(f"{type(self).__name__}: expected (B, T, H, W, C) clips, got shape {x.shape}")
+      raise ValueError(f"{type(self).__name__}: expected (B, T, H, W, C) clips, got shape "
+                       f"{x.shape}")
     if self.block not in BLOCKS:
       raise ValueError(f"unknown block {self.block!r}; expected one of {sorted(BLOCKS)}")
     if self.shortcut_type not in SHORTCUT_TYPES:
@@ -178,6 +180,7 @@ class ResNet3D(nn.Module):
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="bn1")(x)
     x = nn.relu(x)
+    # conv_lowering="native" means XLA's own ops throughout, the pool included.
     x = max_pool3d(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3,
                    lowering="native" if self.conv_lowering == "native" else "auto")
     out["stem"] = x

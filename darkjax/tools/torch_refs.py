@@ -52,10 +52,11 @@ class BasicBlockTorch(nn.Module):
 
 class BottleneckTorch(nn.Module):
   expansion = 4
+  grouped = False  # ResNeXt: grouped 3x3x3 conv, width cardinality * planes / 32
 
   def __init__(self, inplanes, planes, stride=1, downsample=None, cardinality=32):
     super().__init__()
-    width = self.width(planes, cardinality)
+    width = cardinality * int(planes / 32) if self.grouped else planes
     groups = cardinality if self.grouped else 1
     self.conv1 = nn.Conv3d(inplanes, width, 1, bias=False)
     self.bn1 = nn.BatchNorm3d(width)
@@ -65,12 +66,6 @@ class BottleneckTorch(nn.Module):
     self.bn3 = nn.BatchNorm3d(planes * self.expansion)
     self.relu = nn.ReLU(inplace=True)
     self.downsample = downsample
-
-  grouped = False
-
-  @staticmethod
-  def width(planes, cardinality):
-    return planes
 
   def forward(self, x):
     out = self.relu(self.bn1(self.conv1(x)))
@@ -83,10 +78,6 @@ class BottleneckTorch(nn.Module):
 class ResNeXtBottleneckTorch(BottleneckTorch):
   expansion = 2
   grouped = True
-
-  @staticmethod
-  def width(planes, cardinality):
-    return cardinality * int(planes / 32)
 
 
 TORCH_BLOCKS = {"basic": BasicBlockTorch, "bottleneck": BottleneckTorch,
