@@ -12,14 +12,15 @@ alternate and the best round counts; CPU time (all threads) is printed too, as i
 sensitive than wall time to other load on the machine. `--devices N` splits the batch over N
 host devices (data parallel, `--xla_force_host_platform_device_count`).
 
-Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, when it was otherwise idle
-(wall ms/step, flax / torch 2.14 on 2 threads):
-  r2plus1d_18   3458 / 2376  = 1.46      --devices 2: 3911 / 2586 = 1.51
-  r3d_18        4052 / 1786  = 2.27      --devices 2: 2658 / 1836 = 1.45
-  resnext3d_101 compile 12.9 s wall (21 s CPU); 3.1 s/step
-Under heavy load from other processes torch degrades more than XLA (ratios of 0.8-0.9 were seen),
-so compare ratios from quiet runs. XLA:CPU runs 2D convolutions with 64 output channels on one
-thread, which is what the host-device split recovers on R3D.
+Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, other helpers' jobs running
+(load ~1.5-2.5), best of 3 rounds, flax / torch 2.14 on 2 threads, wall ms per step:
+  r2plus1d_18    3458-4384 / 2376-2750 = 1.46-1.59   --devices 2: 3503 / 2829 = 1.24 (1.51)
+  r3d_18         3243-4052 / 1550-1786 = 2.09-2.27   --devices 2: 2437 / 1449 = 1.68 (1.45)
+  resnet3d_18     757 /  465 = 1.63
+  resnext3d_101  2659 / 3982 = 0.67; compile 13-21 s wall
+Under heavy load torch degrades more than XLA (ratios of 0.8-0.9 were seen), so compare ratios
+from quiet runs. XLA:CPU runs 2D convolutions with 64 output channels on one thread; the
+host-device split (`--devices 2`) puts both cores to work on R3D's 64-channel layer 1.
 
 Input pipeline throughput (records vs decoding video per sample): `--input`, see
 `darkjax/tools/bench_input.py`. The CLI picks one benchmark per run from a mutually exclusive
