@@ -36,7 +36,7 @@ BACKBONES = {"resnext3d_101": "ResNeXt-DA", "resnet3d_101": "ResNet-DA", "c3d": 
 
 def _data_block(name: str, directory: str) -> mlc.ConfigDict:
   return mlc.ConfigDict(dict(name=name, dir=directory, split="train", eval_split="test",
-                             split_index=0, generate=mlc.ConfigDict()))
+                             split_index=1, generate=mlc.ConfigDict()))
 
 
 def get_config(arg=None):

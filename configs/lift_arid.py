@@ -66,7 +66,8 @@ def lift_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
       vit_trainable=arg.vit_trainable,
       luminous_normalise="ig65m",   # the luminous clip's normalisation (flow: always (x-128)/128)
       attention_maps=4,             # attention-map PNGs of test clips written at each evaluation
-      augment=mlc.ConfigDict(dict(colour_jitter=0.2, affine=0.1, cutmix=0.5, frame_shuffle=0.1)),
+      augment=mlc.ConfigDict(dict(colour_jitter=0.2, affine=0.1, rotation=0.0, shear=0.0,
+                                  cutmix=0.5, frame_shuffle=0.1)),  # rotation, shear: max degrees
       pretrained=mlc.ConfigDict(dict(vit=arg.vit_init, luminous=arg.luminous_init)),
   ))
   config.optimizer = common.optimizer_block("adamw", lr=arg.lr, weight_decay=0.05,

@@ -17,4 +17,4 @@ from configs import lift_arid
 
 
 def get_config(arg=None):
-  return lift_arid.lift_config(arg, dataset="infar", split_index=0, luminous_input="flow")
+  return lift_arid.lift_config(arg, dataset="infar", split_index=1, luminous_input="flow")

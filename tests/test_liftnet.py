@@ -203,9 +203,9 @@ def test_augment_off_is_identity_and_geometry_is_shared_between_streams():
   np.testing.assert_array_equal(out["video"], video)
   assert float(mix) == 1.0
   on = dict(colour_jitter=0.0, affine=0.2, cutmix=1.0, frame_shuffle=1.0)
-  out, mixed, mix = lift_trainer.augment({"video": video, "flow": video}, labels,
+  out, mixed, mix = lift_trainer.augment({"video": video, "ir": video}, labels,
                                          jax.random.key(3), on)
-  np.testing.assert_array_equal(out["video"], out["flow"])  # same geometry on every stream
+  np.testing.assert_array_equal(out["video"], out["ir"])  # same geometry on every stream
   assert not np.array_equal(out["video"], video)
   np.testing.assert_array_equal(mixed, jnp.roll(labels, 1))
   assert 0.0 <= float(mix) <= 1.0

@@ -2,7 +2,8 @@
 
 Everything here runs on the host inside the grain pipeline and keeps clips uint8; normalisation
 happens on device. Extra streams (e.g. `ir`, `day`, `flow`) are sampled with the same frame indices
-and cropped with the same geometry (scaled when their resolution differs).
+and cropped with the same geometry (scaled when their resolution differs); a flipped `flow` stream
+also has its x component negated (see `hflip`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
+
+from darkjax.data import flow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,13 +130,17 @@ def resize_to(clip: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
   return out
 
 
-def hflip(clip: np.ndarray) -> np.ndarray:
-  """Horizontal flip into a new contiguous array (cv2 is ~20x faster than a negative-stride copy)."""
+def hflip(clip: np.ndarray, stream: str = "video") -> np.ndarray:
+  """Horizontal flip into a new contiguous array (cv2 is ~20x faster than a negative-stride copy).
+
+  The optical-flow stream (`flow.STREAM`) also gets its x component negated around 128
+  (`flow.FLIP_X_LUT`: x -> min(256 - x, 255)); every other stream is only mirrored.
+  """
   out = np.empty(clip.shape, clip.dtype)
   for i in range(clip.shape[0]):
     flipped = cv2.flip(np.ascontiguousarray(clip[i]), 1)
     out[i] = flipped.reshape(out.shape[1:])
-  return out
+  return flow.negate_x(out) if stream == flow.STREAM else out
 
 
 # ---------------------------------------------------------------- whole-example ops
@@ -167,7 +174,7 @@ def train_clip(example: Mapping[str, Any], rng: np.random.Generator, spec: ClipS
       clip = crop(clip, box[0], box[1], spec.crop_size, ref_hw)
     elif clip.shape[1:3] != ref_hw:
       clip = resize_to(clip, ref_hw)
-    out[name] = hflip(clip) if flip else np.ascontiguousarray(clip)
+    out[name] = hflip(clip, name) if flip else np.ascontiguousarray(clip)
   out["label"] = np.int32(example["label"])
   return out
 

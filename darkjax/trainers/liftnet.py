@@ -13,9 +13,10 @@ R(2+1)D weights or the teacher), so re-running the command resumes whichever pha
 Inputs: the dark clip goes to the PViT (normalised by `config.input.normalise`); the luminous clip is
 the same uint8 clip through the GIC table LUT[i] = floor((i/255)^(1/gamma) 255)
 (`config.lift.gamma`), or the record stream "flow" (`config.lift.luminous_input`). Train-time
-augmentations on device (`config.lift.augment`): colour jitter, random affine (scale +
-translation), CutMix, frame shuffle; flips come from the pipeline. Evaluation adds one attention-map
-PNG per clip for the first `config.lift.attention_maps` test clips (paper Fig. 5).
+augmentations on device (`config.lift.augment`): colour jitter, random affine (scale, translation,
+rotation, shear; a flow stream's vectors are transformed with the image), CutMix, frame shuffle;
+flips come from the pipeline (which negates a flipped flow stream's x). Evaluation adds one
+attention-map PNG per clip for the first `config.lift.attention_maps` test clips (paper Fig. 5).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import ml_collections as mlc
 import numpy as np
 
 from darkjax import losses, models, train
-from darkjax.data import datasets, normalise
+from darkjax.data import datasets, flow, normalise
 from darkjax.models import liftnet, vit
 from darkjax.trainers import supervised
 
@@ -71,11 +72,78 @@ def kd_loss(logits, labels, student_hidden, teacher_hidden, kd_weight=1.0, label
 
 
 # ================================================================ augmentation (on device, uint8)
+def affine_matrix(scale: jax.Array, rotation_deg: jax.Array, shear_deg: jax.Array) -> jax.Array:
+  """(..., 2, 2) linear part acting on (x, y) pixel offsets from the centre, y pointing down:
+  scale * R(rotation) @ [[1, tan(shear)], [0, 1]]. Positive rotations turn the image
+  counter-clockwise on screen (as torchvision's RandomAffine); positive shear moves the rows below
+  the centre to the right."""
+  theta, phi = jnp.deg2rad(rotation_deg), jnp.deg2rad(shear_deg)
+  cos, sin = jnp.cos(theta), jnp.sin(theta)
+  rotate = jnp.stack([jnp.stack([cos, sin], -1), jnp.stack([-sin, cos], -1)], -2)
+  one, zero = jnp.ones_like(phi), jnp.zeros_like(phi)
+  shear = jnp.stack([jnp.stack([one, jnp.tan(phi)], -1), jnp.stack([zero, one], -1)], -2)
+  return scale[..., None, None] * rotate @ shear
+
+
+def warp_affine(clip: jax.Array, matrix: jax.Array, shift: jax.Array,
+                fill: float = 0.0) -> jax.Array:
+  """Bilinear warp of one (T, H, W, C) float clip, every frame alike: out(p) = in(q) with
+  p - c = matrix @ (q - c) + shift, c the image centre ((W - 1) / 2, (H - 1) / 2) in (x, y) pixel
+  indices, shift (x, y) in pixels. Pixels from outside the input are `fill`."""
+  height, width = clip.shape[1:3]
+  centre = jnp.array([(width - 1) / 2.0, (height - 1) / 2.0])
+  ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
+                        jnp.arange(width, dtype=jnp.float32), indexing="ij")
+  offsets = jnp.stack([xs, ys], -1) - centre - shift
+  source = offsets @ jnp.linalg.inv(matrix).T + centre          # (H, W, 2) as (x, y)
+  base = jnp.floor(source)
+  frac = source - base
+  base = base.astype(jnp.int32)
+  out = jnp.zeros_like(clip)
+  for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+    x, y = base[..., 0] + dx, base[..., 1] + dy
+    weight_x = frac[..., 0] if dx else 1 - frac[..., 0]
+    weight_y = frac[..., 1] if dy else 1 - frac[..., 1]
+    weight = weight_x * weight_y * ((x >= 0) & (x < width) & (y >= 0) & (y < height))
+    values = clip[:, jnp.clip(y, 0, height - 1), jnp.clip(x, 0, width - 1), :] - fill
+    out = out + weight[None, :, :, None] * values
+  return out + fill
+
+
+def transform_flow_vectors(flow_centred: jax.Array, matrix: jax.Array) -> jax.Array:
+  """A warped flow clip (..., 3) with (x, y, magnitude) - 128: the (x, y) vectors go through the
+  same linear map as the image (v -> matrix @ v), the magnitude becomes |matrix @ v|."""
+  vectors = flow_centred[..., :2] @ matrix.T
+  magnitude = jnp.sqrt(jnp.sum(jnp.square(vectors), -1, keepdims=True))
+  return jnp.concatenate([vectors, magnitude], -1)
+
+
+def random_affine(rng: jax.Array, batch: int, height: int, width: int,
+                  cfg: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
+  """Per clip (matrix (B, 2, 2), shift (B, 2) in (x, y) pixels): scale in [1 - a, 1 + a] and shift
+  in [-a, a] * (W, H) with a = cfg.affine, rotation in [-cfg.rotation, cfg.rotation] degrees,
+  shear in [-cfg.shear, cfg.shear] degrees, all uniform."""
+  a, rotation, shear = cfg["affine"], cfg.get("rotation", 0.0), cfg.get("shear", 0.0)
+  ks, kt = jax.random.split(rng)
+  scale = jax.random.uniform(ks, (batch,), minval=1 - a, maxval=1 + a)
+  shift = jax.random.uniform(kt, (batch, 2), minval=-a, maxval=a) * jnp.array([width, height])
+  angle = jax.random.uniform(jax.random.fold_in(rng, 2), (batch,), minval=-rotation,
+                             maxval=rotation)
+  skew = jax.random.uniform(jax.random.fold_in(rng, 3), (batch,), minval=-shear, maxval=shear)
+  return affine_matrix(scale, angle, skew), shift
+
+
 def augment(streams: dict[str, jax.Array], labels: jax.Array, rng: jax.Array,
             cfg: Mapping[str, Any]) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
   """Colour jitter (video only), random affine, CutMix, frame shuffle on (B, T, H, W, C) uint8
-  streams, the same geometry for every stream. Returns (streams, partner labels, label weight)."""
-  if not any(cfg[k] for k in ("colour_jitter", "affine", "cutmix", "frame_shuffle")):
+  streams, the same geometry for every stream. Returns (streams, partner labels, label weight).
+
+  Random affine (`affine`: scale and translation range, `rotation` and `shear`: degrees, 0 = off,
+  see random_affine) warps every stream with the same per-clip map. The `flow` stream's vectors go
+  through the map's linear part too, and pixels from outside the frame are zero motion (128); other
+  streams' outside pixels are 0."""
+  geometric = ("affine", "rotation", "shear")
+  if not any(cfg.get(k, 0.0) for k in ("colour_jitter", "cutmix", "frame_shuffle") + geometric):
     return dict(streams), labels, jnp.ones((), jnp.float32)
   k_jitter, k_affine, k_cut, k_shuffle = jax.random.split(rng, 4)
   x = {k: v.astype(jnp.float32) for k, v in streams.items()}
@@ -87,18 +155,17 @@ def augment(streams: dict[str, jax.Array], labels: jax.Array, rng: jax.Array,
     contrast = jax.random.uniform(kc, (batch, 1, 1, 1, 1), minval=1 - s, maxval=1 + s)
     mean = jnp.mean(x["video"], axis=(1, 2, 3, 4), keepdims=True)
     x["video"] = (x["video"] - mean) * contrast + mean * bright
-  if cfg["affine"]:
-    a = cfg["affine"]
-    ks, kt = jax.random.split(k_affine)
-    scale = jax.random.uniform(ks, (batch, 1), minval=1 - a, maxval=1 + a) * jnp.ones((1, 2))
-    shift = jax.random.uniform(kt, (batch, 2), minval=-a, maxval=a) * jnp.array([height, width])
-    # Scale about the centre, then translate: out(p) = in((p - c - shift) / scale + c).
-    centre = jnp.array([height, width]) / 2.0
-    translation = centre * (1 - scale) + shift
-
-    def warp(clip, sc, tr):
-      return jax.image.scale_and_translate(clip, clip.shape, (1, 2), sc, tr, "linear")
-    x = {k: jax.vmap(warp)(v, scale, translation) for k, v in x.items()}
+  if any(cfg.get(k, 0.0) for k in geometric):
+    matrix, shift = random_affine(k_affine, batch, height, width, cfg)
+    for name, value in x.items():
+      if name == flow.STREAM:
+        if value.shape[-1] != 3:
+          raise ValueError(f"stream {name!r} must have 3 channels (x, y, magnitude), got "
+                           f"{value.shape}")
+        warped = jax.vmap(warp_affine)(value - flow.ZERO, matrix, shift)
+        x[name] = jax.vmap(transform_flow_vectors)(warped, matrix) + flow.ZERO
+      else:
+        x[name] = jax.vmap(warp_affine)(value, matrix, shift)
   mixed_labels, mix = labels, jnp.ones((), jnp.float32)
   if cfg["cutmix"]:
     k_apply, k_lam, k_y, k_x = jax.random.split(k_cut, 4)

@@ -1,5 +1,8 @@
 """`python -m darkjax.data.prepare --dataset NAME --src DIR --out DIR [--short-side 128] [--fps N]
-[--workers N] [--allow-missing N]`: decode a downloaded dataset into darkjax TFRecords (resumable).
+[--workers N] [--allow-missing N] [--flow [--flow-method farneback] [--flow-scale 8]]`: decode a
+downloaded dataset into darkjax TFRecords (resumable). `--flow` adds a `flow` stream of optical flow
+(x, y, magnitude around 128; see darkjax/data/flow.py) to every record, for LIFT-Net's
+`luminous_input=flow`.
 
 Exit status: 0 on success, 1 when the layout cannot be read or more than --allow-missing videos
 cannot be decoded (each is named, with its reason, on stderr and in OUT/prepare.log), 2 when
@@ -13,8 +16,9 @@ import os
 import sys
 from typing import Sequence
 
-from darkjax.data import records
+from darkjax.data import flow, records
 from darkjax.data.prepare import LAYOUTS, PrepareError, find_layout, prepare
+from darkjax.data.prepare.common import FlowSettings
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,7 +39,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--overwrite", action="store_true",
                       help="start over in an --out made with other options")
   parser.add_argument("--no-progress", action="store_true")
-  return parser.parse_args(argv)
+  parser.add_argument("--flow", action="store_true",
+                      help="add an optical-flow stream 'flow' to every record")
+  parser.add_argument("--flow-method", choices=flow.METHODS, default=None,
+                      help=f"with --flow (default {flow.DEFAULT_METHOD}; tvl1 needs OpenCV "
+                           f"contrib)")
+  parser.add_argument("--flow-scale", type=float, default=None,
+                      help=f"with --flow: stored value = 128 + flow (pixels) * scale (default "
+                           f"{flow.DEFAULT_SCALE:g}: +-16 pixels per frame fit)")
+  args = parser.parse_args(argv)
+  if not args.flow and (args.flow_method is not None or args.flow_scale is not None):
+    parser.error("--flow-method and --flow-scale need --flow")
+  return args
+
+
+def flow_settings(args: argparse.Namespace) -> FlowSettings | None:
+  if not args.flow:
+    return None
+  return FlowSettings(args.flow_method or flow.DEFAULT_METHOD,
+                      flow.DEFAULT_SCALE if args.flow_scale is None else args.flow_scale)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = prepare(layout, args.out, short_side=args.short_side, fps=args.fps,
                        workers=args.workers, allow_missing=args.allow_missing,
                        examples_per_shard=args.examples_per_shard, overwrite=args.overwrite,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, flow_settings=flow_settings(args))
   except NotImplementedError as error:
     print(f"error: {error}", file=sys.stderr)
     return 2

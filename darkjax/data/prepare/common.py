@@ -8,6 +8,11 @@ sha256, size and per-video outcome go into `OUT/prepare_state.json` (written ato
 skips shards whose file still matches its checksum and redoes the rest (and any shard that had
 undecodable videos, in case they were replaced). The manifest is written last.
 
+With `flow_settings` (`--flow`) every record also gets a `flow` stream: dense optical flow of the
+prepared frames, computed in the decoding workers by `darkjax.data.flow.flow_clip` (x, y, magnitude
+around 128, same H x W as the frames); the manifest lists it under `streams` with its frame shape
+and the method and scale under `metadata.flow`. Flow settings are part of the resume signature.
+
 Undecodable videos (missing file, no video stream, decoder error, zero frames) are listed with their
 reason in `OUT/prepare.log` and in the manifest's `metadata.failed`; more than `allow_missing` of
 them stops the run with a `PrepareError` naming every one and no manifest is written.
@@ -26,11 +31,12 @@ import time
 from typing import Any, Iterator, Sequence
 
 import av
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 import darkjax
-from darkjax.data import ops, records
+from darkjax.data import flow, ops, records
 
 STATE_FILE = "prepare_state.json"
 LOG_FILE = "prepare.log"
@@ -156,13 +162,40 @@ def decode_video(path: str, short_side: int, fps: float = 0.0) -> tuple[np.ndarr
   return ops.resize_short_side(clip, short_side), source_fps
 
 
-def _decode_item(args: tuple[VideoItem, int, float]) -> tuple[VideoItem, Any, float, str | None]:
-  item, short_side, fps = args
+@dataclasses.dataclass(frozen=True)
+class FlowSettings:
+  """The optical-flow stream to add to every record (`--flow`, `--flow-method`, `--flow-scale`)."""
+  method: str = flow.DEFAULT_METHOD
+  scale: float = flow.DEFAULT_SCALE
+
+  def check(self) -> None:
+    try:
+      flow.check_method(self.method)
+    except flow.FlowError as error:
+      raise PrepareError(str(error)) from None
+    if not self.scale > 0:
+      raise PrepareError(f"--flow-scale must be > 0, got {self.scale}")
+
+  def as_json(self) -> dict[str, Any]:
+    return {"stream": flow.STREAM, "method": self.method, "scale": self.scale,
+            "encoding": "uint8 128 + scale * (x, y, |flow|) clipped to [0, 255], pixels per "
+                        "frame; flow t = frame t -> t+1, the last repeats (darkjax.data.flow)"}
+
+
+def _decode_item(args: tuple[VideoItem, int, float, FlowSettings | None]
+                 ) -> tuple[VideoItem, Any, dict[str, np.ndarray], float, str | None]:
+  item, short_side, fps, flow_settings = args
   try:
     clip, clip_fps = decode_video(item.path, short_side, fps)
   except PrepareError as error:
-    return item, None, 0.0, str(error)
-  return item, clip, clip_fps, None
+    return item, None, {}, 0.0, str(error)
+  streams = {}
+  if flow_settings is not None:
+    try:
+      streams[flow.STREAM] = flow.flow_clip(clip, flow_settings.method, flow_settings.scale)
+    except (flow.FlowError, cv2.error) as error:
+      return item, None, {}, 0.0, f"{item.path}: optical flow failed ({error})"
+  return item, clip, streams, clip_fps, None
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -186,11 +219,15 @@ def plan_shards(layout: Layout, examples_per_shard: int) -> list[ShardPlan]:
   return plans
 
 
-def _signature(layout: Layout, short_side: int, fps: float, examples_per_shard: int) -> str:
-  content = json.dumps({"name": layout.name, "classes": layout.class_names,
-                        "short_side": short_side, "fps": fps, "per_shard": examples_per_shard,
-                        "splits": {s: sorted((i.video_id, i.label) for i in items)
-                                   for s, items in layout.splits.items()}}, sort_keys=True)
+def _signature(layout: Layout, short_side: int, fps: float, examples_per_shard: int,
+               flow_settings: FlowSettings | None = None) -> str:
+  content = {"name": layout.name, "classes": layout.class_names,
+             "short_side": short_side, "fps": fps, "per_shard": examples_per_shard,
+             "splits": {s: sorted((i.video_id, i.label) for i in items)
+                        for s, items in layout.splits.items()}}
+  if flow_settings is not None:  # absent without --flow: earlier runs' signatures stay valid
+    content["flow"] = {"method": flow_settings.method, "scale": flow_settings.scale}
+  content = json.dumps(content, sort_keys=True)
   return hashlib.sha256(content.encode()).hexdigest()
 
 
@@ -224,8 +261,8 @@ def _load_state(out_dir: str, signature: str, overwrite: bool) -> dict[str, Any]
   if state.get("signature") != signature:
     if not overwrite:
       raise PrepareError(f"{path}: was made with other options or another source tree "
-                         f"(dataset, --short-side, --fps, split lists); use another --out or pass "
-                         f"--overwrite to start over")
+                         f"(dataset, --short-side, --fps, --flow options, split lists); use "
+                         f"another --out or pass --overwrite to start over")
     return fresh
   return state
 
@@ -238,7 +275,7 @@ def _shard_done(out_dir: str, entry: dict[str, Any] | None) -> bool:
           and _file_sha256(path) == entry["sha256"])
 
 
-def _decoded_stream(jobs: list[tuple[VideoItem, int, float]], workers: int) -> Iterator:
+def _decoded_stream(jobs: list[tuple], workers: int) -> Iterator:
   if workers <= 1:
     yield from map(_decode_item, jobs)
     return
@@ -262,12 +299,16 @@ def _decoded_stream(jobs: list[tuple[VideoItem, int, float]], workers: int) -> I
 
 def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.0,
             workers: int = 1, allow_missing: int = 0, examples_per_shard: int = 32,
-            overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-  """Writes `layout` as a dataset in `out_dir` (resuming earlier work); returns its manifest."""
+            overwrite: bool = False, progress: bool = True,
+            flow_settings: FlowSettings | None = None) -> dict[str, Any]:
+  """Writes `layout` as a dataset in `out_dir` (resuming earlier work); returns its manifest.
+  With `flow_settings` every record also holds the optical-flow stream `flow`."""
   layout.check()
+  if flow_settings is not None:
+    flow_settings.check()
   out_dir = os.path.abspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
-  signature = _signature(layout, short_side, fps, examples_per_shard)
+  signature = _signature(layout, short_side, fps, examples_per_shard, flow_settings)
   state = _load_state(out_dir, signature, overwrite)
   plans = plan_shards(layout, examples_per_shard)
   pending = [p for p in plans if not _shard_done(out_dir, state["shards"].get(p.file))]
@@ -277,7 +318,7 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
   with open(log_path, "a", encoding="utf-8") as log:
     log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} prepare {layout.name}: {len(plans)} shards, "
               f"{skipped} already done (checksums verified), {total} videos to decode\n")
-    jobs = [(item, short_side, fps) for plan in pending for item in plan.items]
+    jobs = [(item, short_side, fps, flow_settings) for plan in pending for item in plan.items]
     decoded = _decoded_stream(jobs, workers)
     bar = tqdm(total=total, desc=f"prepare {layout.name}", unit="video", disable=not progress,
                dynamic_ncols=True)
@@ -288,30 +329,36 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
     finally:
       bar.close()
       decoded.close()
-  return _finish(layout, out_dir, state, plans, allow_missing, short_side, fps, log_path)
+  return _finish(layout, out_dir, state, plans, allow_missing, short_side, fps, log_path,
+                 flow_settings)
 
 
 def _write_shard(out_dir: str, plan: ShardPlan, decoded: Iterator, log, bar) -> dict[str, Any]:
   failed, shapes, rates = [], set(), []
+  stream_shapes: dict[str, set[tuple[int, ...]]] = {}
   with records.TFRecordWriter(os.path.join(out_dir, plan.file)) as writer:
     for _ in plan.items:
-      item, clip, clip_fps, reason = next(decoded)
+      item, clip, streams, clip_fps, reason = next(decoded)
       bar.update(1)
       if reason is not None:
         failed.append({"video": item.video_id, "split": plan.split, "reason": reason})
         log.write(f"FAILED {plan.split} {item.video_id}: {reason}\n")
         log.flush()
         continue
-      writer.write(records.encode_example(clip, item.label, item.video_id))
+      writer.write(records.encode_example(clip, item.label, item.video_id, streams))
       shapes.add(tuple(clip.shape[1:]))
+      for name, array in streams.items():
+        stream_shapes.setdefault(name, set()).add(tuple(array.shape[1:]))
       rates.append(round(clip_fps, 3))
   return {"file": plan.file, "split": plan.split, "num_examples": writer.num_records,
           "sha256": writer.sha256, "num_bytes": writer.num_bytes, "failed": failed,
-          "frame_shapes": sorted(list(s) for s in shapes), "fps": rates}
+          "frame_shapes": sorted(list(s) for s in shapes), "fps": rates,
+          "stream_shapes": {n: sorted(list(s) for s in v) for n, v in stream_shapes.items()}}
 
 
 def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[ShardPlan],
-            allow_missing: int, short_side: int, fps: float, log_path: str) -> dict[str, Any]:
+            allow_missing: int, short_side: int, fps: float, log_path: str,
+            flow_settings: FlowSettings | None = None) -> dict[str, Any]:
   entries = [state["shards"][p.file] for p in plans]
   failed = [f for e in entries for f in e["failed"]]
   failed_videos = sorted({f["video"] for f in failed})
@@ -328,15 +375,22 @@ def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[Sha
     split["num_examples"] += entry["num_examples"]
     split["shards"].append({k: entry[k] for k in ("file", "num_examples", "sha256", "num_bytes")})
   shapes = {tuple(s) for e in entries for s in e["frame_shapes"]}
+  stream_names = [flow.STREAM] if flow_settings is not None else []
+  stream_shapes = {name: {tuple(s) for e in entries
+                          for s in e.get("stream_shapes", {}).get(name, [])}
+                   for name in stream_names}
   rates = collections.Counter(r for e in entries for r in e["fps"])
   manifest = {
       "name": layout.name, "version": records.MANIFEST_VERSION, "class_names": layout.class_names,
       "num_classes": len(layout.class_names),
       "fps": float(fps or (rates.most_common(1)[0][0] if rates else 30.0)),
-      "frame_shape": list(next(iter(shapes))) if len(shapes) == 1 else None, "streams": {},
+      "frame_shape": list(next(iter(shapes))) if len(shapes) == 1 else None,
+      "streams": {name: list(next(iter(s))) if len(s) == 1 else None
+                  for name, s in stream_shapes.items()},
       "splits": splits,
       "metadata": {**layout.metadata, "short_side": short_side, "resampled_fps": fps or None,
-                   "failed": failed, "source_fps": sorted(rates)},
+                   "failed": failed, "source_fps": sorted(rates),
+                   **({"flow": flow_settings.as_json()} if flow_settings is not None else {})},
       "created_by": f"darkjax {darkjax.__version__}",
   }
   _write_json(os.path.join(out_dir, records.MANIFEST), manifest)
