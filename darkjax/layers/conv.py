@@ -10,7 +10,7 @@ slower, and pathologically slow for some shapes (strided input gradients: 0.5 s 
               channels are ordered (group, tap, channel)). RGB stems and grouped convolutions.
   temporal2d  (k, 1, 1) kernels (R(2+1)D temporal convs): one 2D conv over (T, H*W), no copies.
   pointwise   (1, 1, 1) kernels: a matmul over channels.
-  native      `lax.conv_general_dilated` in 3D; the choice on GPU/TPU.
+  native      `lax.conv_general_dilated` in 3D; the choice on GPU/TPU and in `native_lowering()`.
 
 Kernel gradients: autodiff of the lowering ("xla"), or `kernel_grad_dots`, one matmul per kernel
 tap ("dots"). XLA:CPU's grouped kernel-gradient convolution (a batch-grouped conv) takes ~20 s
@@ -44,6 +44,8 @@ batches must divide by N; it is opt-in.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 from typing import Any, Sequence
@@ -59,6 +61,24 @@ KERNEL_GRADS = ("auto", "xla", "dots")
 # XLA flags `configure_cpu_flags` adds on CPU when the user has not set XLA_FLAGS (none by default:
 # see the module docstring for what was measured).
 CPU_XLA_FLAGS: tuple[str, ...] = ()
+# Set inside `native_lowering()`: `auto` then means XLA's native 3D ops on every backend.
+_FORCE_NATIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("force_native_conv3d",
+                                                                     default=False)
+
+
+@contextlib.contextmanager
+def native_lowering():
+  """Within the block, `conv3d` and `max_pool3d` traced with lowering="auto" use XLA's native 3D
+  ops on every backend, as `conv_lowering="native"` does for one model. For counting the FLOPs of
+  the mathematical convolution on CPU (`darkjax.tools.zoo_table`): the CPU lowerings add pads,
+  slices and tap sums, and XLA's cost analysis counts them. It acts at trace time only, so jit a
+  fresh function inside the block (an already traced and cached one keeps its lowering).
+  """
+  token = _FORCE_NATIVE.set(True)
+  try:
+    yield
+  finally:
+    _FORCE_NATIVE.reset(token)
 
 
 def configure_cpu_flags(host_devices: int | None = None) -> bool:
@@ -121,6 +141,8 @@ def resolve_lowering(lowering: str, kernel_shape: Sequence[int] | None = None,
     raise ValueError(f"unknown conv lowering {lowering!r}; expected one of {LOWERINGS}")
   if lowering != "auto":
     return lowering
+  if _FORCE_NATIVE.get():
+    return "native"
   if kernel_shape is None:
     return "sum2d" if jax.default_backend() == "cpu" else "native"
   return choose_lowering(kernel_shape, padding or ((0, 0),) * 3, feature_group_count)
@@ -332,7 +354,8 @@ def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
   93 vs 302 ms). Gradients differ only for exactly tied maxima (shared instead of given to one).
   """
   if lowering == "auto":
-    lowering = "separable" if jax.default_backend() == "cpu" else "native"
+    cpu = jax.default_backend() == "cpu" and not _FORCE_NATIVE.get()
+    lowering = "separable" if cpu else "native"
   if lowering == "native":
     return nn.max_pool(x, tuple(window), strides=tuple(strides), padding=tuple(padding))
   if lowering != "separable":
