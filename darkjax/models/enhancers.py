@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from darkjax.layers.depthwise import DepthwiseConv2D
 from darkjax.layers.curves import (curve_iterates, intermediate_index, keyframe_curves,
                                    resize_bilinear)
 
@@ -44,7 +45,12 @@ def _check_images(name: str, x: jax.Array) -> None:
 
 
 class _CurveEnhancer(nn.Module):
-  """Shared `__call__`: estimate curve maps at frame resolution, then iterate the curve."""
+  """Shared fields and `__call__`: estimate curve maps at frame resolution, iterate the curve."""
+  num_classes: int = 0
+  dtype: Any = None
+  features: int = 32
+  num_iterations: int = 8
+  convention: str = "official"
 
   def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
     raise NotImplementedError
@@ -58,25 +64,25 @@ class _CurveEnhancer(nn.Module):
                       "intermediate": iterates[intermediate_index(len(iterates))]}
 
 
+def dce_net(conv: Callable[..., nn.Module], x: jax.Array, features: int,
+            out_features: int) -> jax.Array:
+  """Zero-DCE's seven-layer skip graph with layers `conv(width, name="e_convN")`; tanh maps."""
+  x1 = nn.relu(conv(features, name="e_conv1")(x))
+  x2 = nn.relu(conv(features, name="e_conv2")(x1))
+  x3 = nn.relu(conv(features, name="e_conv3")(x2))
+  x4 = nn.relu(conv(features, name="e_conv4")(x3))
+  x5 = nn.relu(conv(features, name="e_conv5")(jnp.concatenate([x3, x4], -1)))
+  x6 = nn.relu(conv(features, name="e_conv6")(jnp.concatenate([x2, x5], -1)))
+  return jnp.tanh(conv(out_features, name="e_conv7")(jnp.concatenate([x1, x6], -1)))
+
+
 class ZeroDCE(_CurveEnhancer):
   """Zero-DCE curve estimator (DCE-Net), parameter-compatible with the official snapshot."""
-  num_classes: int = 0
-  dtype: Any = None
-  features: int = 32
-  num_iterations: int = 8
-  convention: str = "official"
 
   @nn.compact
   def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
     conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=PAD1, dtype=self.dtype)
-    f = self.features
-    x1 = nn.relu(conv(f, name="e_conv1")(x))
-    x2 = nn.relu(conv(f, name="e_conv2")(x1))
-    x3 = nn.relu(conv(f, name="e_conv3")(x2))
-    x4 = nn.relu(conv(f, name="e_conv4")(x3))
-    x5 = nn.relu(conv(f, name="e_conv5")(jnp.concatenate([x3, x4], -1)))
-    x6 = nn.relu(conv(f, name="e_conv6")(jnp.concatenate([x2, x5], -1)))
-    return jnp.tanh(conv(3 * self.num_iterations, name="e_conv7")(jnp.concatenate([x1, x6], -1)))
+    return dce_net(conv, x, self.features, 3 * self.num_iterations)
 
 
 class DepthwiseSeparableConv(nn.Module):
@@ -86,19 +92,12 @@ class DepthwiseSeparableConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    channels = x.shape[-1]
-    x = nn.Conv(channels, (3, 3), padding=PAD1, feature_group_count=channels, dtype=self.dtype,
-                name="depth_conv")(x)
+    x = DepthwiseConv2D((3, 3), padding=PAD1, dtype=self.dtype, name="depth_conv")(x)
     return nn.Conv(self.features, (1, 1), padding="VALID", dtype=self.dtype, name="point_conv")(x)
 
 
 class ZeroDCEPlusPlus(_CurveEnhancer):
   """Zero-DCE++: depthwise-separable DCE-Net, one curve map shared by all iterations."""
-  num_classes: int = 0
-  dtype: Any = None
-  features: int = 32
-  num_iterations: int = 8
-  convention: str = "official"
   downscale: int = 1
 
   @nn.compact
@@ -109,14 +108,7 @@ class ZeroDCEPlusPlus(_CurveEnhancer):
       raise ValueError(f"zero_dce_pp: frame size {(h, w)} is not divisible by downscale={s}")
     small = x if s == 1 else resize_bilinear(x, (h // s, w // s), align_corners=False)
     conv = functools.partial(DepthwiseSeparableConv, dtype=self.dtype)
-    f = self.features
-    x1 = nn.relu(conv(f, name="e_conv1")(small))
-    x2 = nn.relu(conv(f, name="e_conv2")(x1))
-    x3 = nn.relu(conv(f, name="e_conv3")(x2))
-    x4 = nn.relu(conv(f, name="e_conv4")(x3))
-    x5 = nn.relu(conv(f, name="e_conv5")(jnp.concatenate([x3, x4], -1)))
-    x6 = nn.relu(conv(f, name="e_conv6")(jnp.concatenate([x2, x5], -1)))
-    maps = jnp.tanh(conv(3, name="e_conv7")(jnp.concatenate([x1, x6], -1)))
+    maps = dce_net(conv, small, self.features, 3)
     return resize_bilinear(maps, (h, w), align_corners=True)
 
 
@@ -141,10 +133,13 @@ class ShuffleUnit(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
 
-    def depthwise(y, name):
-      return nn.Conv(y.shape[-1], (3, 3), strides=(self.stride, self.stride), padding=PAD1,
-                     feature_group_count=y.shape[-1], use_bias=False, dtype=self.dtype,
-                     name=name)(y)
+    def depthwise_bn(y, name):   # BN without ReLU, as in torchvision
+      y = DepthwiseConv2D((3, 3), (self.stride, self.stride), PAD1, use_bias=False,
+                          dtype=self.dtype, name=name)(y)
+      return norm(name=f"{name}_bn")(y)
+
+    def pointwise_bn_relu(y, name):
+      return nn.relu(norm(name=f"{name}_bn")(conv1x1(branch_features, name=name)(y)))
 
     if self.stride == 1:
       if x.shape[-1] != self.features:
@@ -152,16 +147,11 @@ class ShuffleUnit(nn.Module):
                          f"channels, got {x.shape[-1]}")
       passthrough, y = jnp.split(x, 2, axis=-1)
     else:
-      passthrough = depthwise(x, "branch1_depthwise")
-      passthrough = norm(name="branch1_depthwise_bn")(passthrough)
-      passthrough = nn.relu(norm(name="branch1_pointwise_bn")(
-          conv1x1(branch_features, name="branch1_pointwise")(passthrough)))
+      passthrough = pointwise_bn_relu(depthwise_bn(x, "branch1_depthwise"), "branch1_pointwise")
       y = x
-    y = nn.relu(norm(name="branch2_pointwise1_bn")(
-        conv1x1(branch_features, name="branch2_pointwise1")(y)))
-    y = norm(name="branch2_depthwise_bn")(depthwise(y, "branch2_depthwise"))
-    y = nn.relu(norm(name="branch2_pointwise2_bn")(
-        conv1x1(branch_features, name="branch2_pointwise2")(y)))
+    y = pointwise_bn_relu(y, "branch2_pointwise1")
+    y = depthwise_bn(y, "branch2_depthwise")
+    y = pointwise_bn_relu(y, "branch2_pointwise2")
     return channel_shuffle(jnp.concatenate([passthrough, y], -1), 2)
 
 
@@ -171,11 +161,6 @@ def _avg_pool(x: jax.Array, factor: int) -> jax.Array:
 
 class DTCMEnhancer(_CurveEnhancer):
   """DTCM's light curve estimator (see module docstring for the layer layout)."""
-  num_classes: int = 0
-  dtype: Any = None
-  features: int = 32
-  num_iterations: int = 8
-  convention: str = "official"
   align_corners: bool = False
 
   @nn.compact

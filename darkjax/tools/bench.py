@@ -22,6 +22,9 @@ Under heavy load torch degrades more than XLA (ratios of 0.8-0.9 were seen), so 
 from quiet runs. XLA:CPU runs 2D convolutions with 64 output channels on one thread; the
 host-device split (`--devices 2`) puts both cores to work on R3D's 64-channel layer 1.
 
+Depthwise conv lowerings (the enhancers' ShuffleNet units): `--depthwise`, see
+`darkjax/layers/depthwise.py`.
+
 Input pipeline throughput (records vs decoding video per sample): `--input`, see
 `darkjax/tools/bench_input.py`. The CLI picks one benchmark per run from a mutually exclusive
 group; each has an entry in `_BENCHMARKS`.
@@ -195,6 +198,34 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   return result
 
 
+def bench_depthwise(args: argparse.Namespace) -> dict[str, Any]:
+  """Depthwise 3x3 conv, forward + gradients w.r.t. input and kernel: `native` vs `blockdiag`."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from darkjax.layers.depthwise import depthwise_conv2d  # pylint: disable=import-outside-toplevel
+  rows = []
+  print(f"depthwise 3x3 conv, batch {args.dw_batch}, fwd + grad, {_cores()} cores "
+        f"(median of {args.steps} steps, best of {args.rounds} rounds)", flush=True)
+  for spec in args.dw_shapes.split(";"):
+    size, channels, stride = (int(v) for v in spec.split(","))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((args.dw_batch, size, size, channels), np.float32))
+    k = jnp.asarray(rng.standard_normal((3, 3, 1, channels), np.float32))
+    times = {}
+    for lowering in ("native", "blockdiag"):
+      step = jax.jit(jax.grad(lambda x, k, lowering=lowering: jnp.sum(depthwise_conv2d(
+          x, k, (stride, stride), ((1, 1), (1, 1)), lowering) ** 2), argnums=(0, 1)))
+      jax.block_until_ready(step(x, k))
+      run = lambda step=step: jax.block_until_ready(step(x, k))
+      times[lowering] = min(_time_steps(run, args.steps)[0] for _ in range(args.rounds))
+    ratio = times["blockdiag"] / times["native"]
+    rows.append({"size": size, "channels": channels, "stride": stride, **times, "ratio": ratio})
+    print(f"  {size}x{size} {channels:3d} ch stride {stride}: native {times['native'] * 1e3:7.1f} "
+          f"ms, blockdiag {times['blockdiag'] * 1e3:7.1f} ms, ratio {ratio:.2f}", flush=True)
+  return {"depthwise": rows}
+
+
 def bench_input(args: argparse.Namespace) -> dict[str, Any]:
   from darkjax.tools import bench_input as input_bench  # pylint: disable=import-outside-toplevel
   result = input_bench.run(videos=args.videos, frames=args.video_frames, clip_frames=args.frames,
@@ -207,6 +238,7 @@ def bench_input(args: argparse.Namespace) -> dict[str, Any]:
 _BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "model": bench_train_step,
     "input": bench_input,
+    "depthwise": bench_depthwise,
 }
 
 
@@ -234,6 +266,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   data.add_argument("--video-frames", type=int, default=64, help="frames per made video")
   data.add_argument("--input-batch", type=int, default=8)
   data.add_argument("--batches", type=int, default=20, help="timed record batches")
+  which.add_argument("--depthwise", action="store_true",
+                     help="depthwise 3x3 conv lowerings (darkjax.layers.depthwise)")
+  dw = parser.add_argument_group("depthwise benchmark (--depthwise; --steps, --rounds apply)")
+  dw.add_argument("--dw-batch", type=int, default=128)
+  dw.add_argument("--dw-shapes", default="32,16,1;32,32,2;32,64,2;16,32,1",
+                  help="'size,channels,stride;...'")
   args = parser.parse_args(argv)
   if args.steps < 1 or args.rounds < 1:
     parser.error("--steps and --rounds must be >= 1")
