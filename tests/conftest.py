@@ -1,4 +1,5 @@
-"""Test-wide JAX setup: 8 forced host devices (sharding tests) and a persistent compilation cache."""
+"""Test-wide JAX setup: 8 forced host devices (sharding tests) and a persistent compilation cache;
+the `main_env` fixture for end-to-end `python -m darkjax.main` subprocesses."""
 
 import os
 
@@ -6,8 +7,19 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402  (must come after XLA_FLAGS)
+import pytest  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("DARKJAX_TEST_JAX_CACHE", "/tmp/darkjax-test-jax-cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture
+def main_env() -> dict[str, str]:
+  """Environment of a plain single-device CPU subprocess sharing the tests' compilation cache."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  env.pop("XLA_FLAGS", None)
+  return env

@@ -36,12 +36,7 @@ def tiny_config(data_dir: str, steps: int = 10, target: str = "ir", **overrides)
   config.log_every = 1
   config.progress_bar = False
   config.input.prefetch = 0
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = value
+  config.update_from_flattened_dict(overrides)   # dotted keys: {"input.prefetch": 2}
   return config
 
 
@@ -267,17 +262,13 @@ def test_exact_resume_of_zipped_source_target_pipelines(data_dir, tmp_path):
   assert want[5] != want[1]
 
 
-def test_main_runlocal_end_to_end(data_dir, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  env.pop("XLA_FLAGS", None)
+def test_main_runlocal_end_to_end(data_dir, tmp_path, main_env):
   workdir = str(tmp_path / "run")
   result = subprocess.run(
       [sys.executable, "-m", "darkjax.main",
        f"--config=configs/dinet_synthetic.py:runlocal,steps=6,data_dir={data_dir}",
        f"--workdir={workdir}", "--config.progress_bar=False", "--config.log_every=1"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+      cwd=REPO, env=main_env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "eval/top1=" in result.stdout and "eval_source/top1=" in result.stdout
   rows = metrics_lib.read_metrics(workdir)

@@ -302,17 +302,13 @@ def test_darkness_cli_on_prepared_dataset(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- end to end
-def test_main_runlocal_end_to_end(data_dir, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  env.pop("XLA_FLAGS", None)
+def test_main_runlocal_end_to_end(data_dir, tmp_path, main_env):
   workdir = str(tmp_path / "run")
   result = subprocess.run(
       [sys.executable, "-m", "darkjax.main",
        f"--config=configs/dtcm_synthetic.py:runlocal,steps=3,data_dir={data_dir}",
        f"--workdir={workdir}", "--config.progress_bar=False"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+      cwd=REPO, env=main_env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "eval/top1=" in result.stdout
   rows = metrics_lib.read_metrics(workdir)

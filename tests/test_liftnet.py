@@ -274,16 +274,8 @@ def test_pretrained_vit_npz_lands_in_the_pvit(arid_dir, tmp_path):
     np.testing.assert_array_equal(value, want[key])
 
 
-def _env() -> dict[str, str]:
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  env.pop("XLA_FLAGS", None)
-  return env
-
-
-def test_arid_command_without_prepared_data_says_how_to_prepare(tmp_path):
-  env = dict(_env(), DARKJAX_DATA=str(tmp_path / "data"))
+def test_arid_command_without_prepared_data_says_how_to_prepare(tmp_path, main_env):
+  env = dict(main_env, DARKJAX_DATA=str(tmp_path / "data"))
   result = subprocess.run([sys.executable, "-m", "darkjax.main", "--config=configs/lift_arid.py",
                            f"--workdir={tmp_path / 'w'}"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)

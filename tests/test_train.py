@@ -29,12 +29,7 @@ def small_config(data_dir: str, steps: int = 20, **overrides):
   config.checkpoint_every = 1000
   config.progress_bar = False
   config.input.prefetch = 0
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split(".")
-    for part in path:
-      target = target[part]
-    target[last] = value
+  config.update_from_flattened_dict(overrides)   # dotted keys: {"optimizer.lr": 0.02}
   return config
 
 
@@ -70,15 +65,6 @@ def test_eight_devices_with_data_and_fsdp_sharding_match_one_device(data_dir, tm
   np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5, atol=1e-5)
 
 
-def _subprocess_env() -> dict[str, str]:
-  """A plain single-device CPU run sharing the tests' persistent compilation cache."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  env.pop("XLA_FLAGS", None)
-  return env
-
-
 def _main_command(workdir: str, data_dir: str, steps: int) -> list[str]:
   return [sys.executable, "-m", "darkjax.main",
           f"--config=configs/synthetic.py:runlocal,steps={steps},data_dir={data_dir}",
@@ -86,10 +72,10 @@ def _main_command(workdir: str, data_dir: str, steps: int) -> list[str]:
           "--config.progress_bar=False", "--config.eval_every=-1"]
 
 
-def test_sigkill_then_rerun_resumes_with_identical_losses(data_dir, tmp_path):
+def test_sigkill_then_rerun_resumes_with_identical_losses(data_dir, tmp_path, main_env):
   steps = 24
   reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
-  env = _subprocess_env()
+  env = main_env
   subprocess.run(_main_command(reference, data_dir, steps), cwd=REPO, env=env, check=True,
                  capture_output=True)
   proc = subprocess.Popen(_main_command(interrupted, data_dir, steps), cwd=REPO, env=env,
@@ -170,11 +156,11 @@ def test_wrong_frame_shape_is_reported_with_video_id(data_dir, tmp_path):
     train.Trainer(config, str(tmp_path / "w")).run()
 
 
-def test_unknown_config_key_fails_listing_valid_keys(tmp_path):
+def test_unknown_config_key_fails_listing_valid_keys(tmp_path, main_env):
   result = subprocess.run(
       [sys.executable, "-m", "darkjax.main", "--config=configs/synthetic.py:runlocal",
        f"--workdir={tmp_path}", "--config.optimizer.lrr=0.1"],
-      cwd=REPO, capture_output=True, text=True, env=_subprocess_env())
+      cwd=REPO, capture_output=True, text=True, env=main_env)
   assert result.returncode != 0
   assert "lrr" in result.stderr and "lr" in result.stderr
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D, max_pool3d
+from darkjax.models.heads import classifier_head
 
 # Max pools (window = stride, padding) after the named convolutions.
 _POOL_1x2x2 = ((1, 2, 2), ((0, 0), (0, 0), (0, 0)))
@@ -72,11 +73,7 @@ class C3D(nn.Module):
     for name in ("fc6", "fc7"):
       x = nn.relu(nn.Dense(self.fc_width, dtype=self.dtype, name=name)(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    out["features"] = x
-    if not self.num_classes:
-      return x, out
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc8")(x)
-    return logits.astype(jnp.float32), out
+    return classifier_head(x, out, self.num_classes, name="fc8", dtype=self.dtype)
 
 
 def _variant(**fixed: Any) -> Callable[..., C3D]:

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D, max_pool3d
+from darkjax.models.heads import classifier_head, global_average_pool
 
 SHORTCUT_TYPES = ("A", "B")
 
@@ -192,12 +193,8 @@ class ResNet3D(nn.Module):
                       conv_lowering=self.conv_lowering, name=f"layer{i + 1}")(x, train)
       in_features = planes * block.expansion
       out[f"stage{i + 1}"] = x
-    features = jnp.mean(x, axis=(1, 2, 3))
-    out["features"] = features
-    if not self.num_classes:
-      return features, out
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features)
-    return logits.astype(jnp.float32), out
+    return classifier_head(global_average_pool(x), out, self.num_classes, name="fc",
+                           dtype=self.dtype)
 
 
 def _variant(block: str, stage_sizes: Sequence[int], shortcut_type: str,

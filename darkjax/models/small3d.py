@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D
+from darkjax.models.heads import classifier_head, global_average_pool
 
 
 class ConvBNReLU(nn.Module):
@@ -51,13 +52,9 @@ class Small3DCNN(nn.Module):
       strides = (1, 1, 1) if i == 0 else (2, 2, 2)
       x = block(width, strides, self.dtype, self.conv_lowering, name=f"stage{i + 1}")(x, train)
       out[f"stage{i + 1}"] = x
-    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
-    out["features"] = features
-    if not self.num_classes:
-      return features, out
-    features = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features)
-    return logits.astype(jnp.float32), out
+    return classifier_head(global_average_pool(x, jnp.float32), out, self.num_classes,
+                           name="head", dtype=self.dtype, train=train,
+                           dropout_rate=self.dropout_rate)
 
 
 VARIANTS = {
