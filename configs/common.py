@@ -106,6 +106,7 @@ def input_block(**overrides) -> mlc.ConfigDict:
       cycle_length=4,          # shard files read at once
       prefetch=2,              # batches prefetched by a thread (0: off)
       streams=(),              # extra record streams passed to the model (e.g. "flow", "ir")
+      stream="video",          # the record stream the model sees as its clip (e.g. "day", "ir")
   ))
   block.update(overrides)
   return block
@@ -123,7 +124,7 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       compute_dtype="float32",       # bfloat16: mixed precision (parameters stay float32)
       mesh=mlc.ConfigDict(dict(data=-1, fsdp=1)),
       sharding=mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14)),
-      model_init="",                 # directory written by `python -m darkjax.convert`
+      model_init="",                 # `python -m darkjax.convert` output, or another run's workdir
       # dont_load: regexes of parameters not to load; prefix: sub-module the checkpoint goes to
       model_load=mlc.ConfigDict(dict(dont_load=(), prefix="")),
       log_every=20,

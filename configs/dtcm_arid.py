@@ -5,8 +5,8 @@ r"""DTCM on ARID: the light curve enhancer cascaded with a 3D-ResNeXt-101, train
   python -m darkjax.main --config=configs/dtcm_arid.py:setting=two_stage --workdir=...  # Table VI
 
 Paper (Tu et al., TIP 2023, Table I): 96.36% top-1 on ARID at 64 x 112^2 with k = 4 (Kinetics
-pre-trained backbone; bring it with --config.model_init=DIR written by `python -m darkjax.convert`
-and --config.model_load.dont_load='("video_enhancer/.*", "classifier/fc/.*")', keys permitting).
+pre-trained backbone; bring it with `pretrained=DIR`, DIR written by `python -m darkjax.convert
+--arch resnext3d_101 ...`: it loads into the backbone, `classifier/`, and the head starts anew).
 ARID must be prepared once (`python -m darkjax.data.prepare --dataset arid_v1 --src ... --out
 $DARKJAX_DATA/arid_v1`); without it the run stops at once saying so.
 
@@ -18,6 +18,9 @@ Args (`--config=configs/dtcm_arid.py:k=8,alpha=0.1,w_stc=4,setting=one_stage_ar`
   w_stc        weight of L_STC inside it (4)
   backbone     any zoo classifier (resnext3d_101, resnet3d_50, r3d_18, small3d, ...)
   enhancer     dtcm_enhancer | zero_dce | zero_dce_pp
+  pretrained   backbone weights: a `python -m darkjax.convert` directory or another darkjax run's
+               workdir (its latest checkpoint); loaded into `classifier/` except its head
+  normalise    the backbone's input normalisation after enhancing (kinetics; match the pretraining)
   frames, crop, short_side, batch, steps, enhancer_steps (two_stage phase 1), lr, seed, data_dir
   runlocal     tiny backbone, 8 frames at 32x32, 2 steps: a smoke test
 Training as the paper: AdamW lr 1e-5, batch 4, dense sampling, random 112 crops for training and
@@ -35,7 +38,7 @@ from configs import common
 ARGS = dict(setting="one_stage_total", k=4, alpha=0.1, w_stc=4.0, backbone="resnext3d_101",
             enhancer="dtcm_enhancer", normalise="kinetics", frames=16, crop=112, short_side=128,
             batch=4, steps=20000, enhancer_steps=2000, lr=1e-5, seed=0, data_dir="",
-            runlocal=False)
+            pretrained="", runlocal=False)
 SETTINGS = ("one_stage_total", "one_stage_ar", "two_stage", "no_enhancement")
 
 
@@ -68,6 +71,9 @@ def dtcm_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
   ))
   config.optimizer = common.optimizer_block("adamw", lr=arg.lr, weight_decay=1e-4,
                                             schedule="constant")
+  if arg.pretrained:   # backbone weights (converted Kinetics checkpoint or a darkjax run), new head
+    config.model_init = arg.pretrained
+    config.model_load = mlc.ConfigDict(dict(dont_load=("/classifier/(fc|head)/",), prefix="classifier"))
   if arg.runlocal:
     config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.normalise = "per_clip"

@@ -10,6 +10,9 @@ Args (`--config=configs/synthetic.py:steps=200,model=small3d_tiny`):
   darkness   0 (day) .. 1 (very dark), exposure of the generated clips
   runlocal   a tiny, fast run for smoke tests (tiny model, few steps, small dataset)
   data_dir   dataset directory (default $DARKJAX_DATA/synthetic)
+  stream     record stream to train and test on: video (dark, default), day (the same clips
+             bright), ir (thermal-like, 1 channel)
+  normalise  per_clip (default) | imagenet | kinetics | none (darkjax.data.normalise)
 Measured result (README): >= 90% top-1 on the synthetic test split.
 """
 
@@ -24,15 +27,15 @@ from darkjax.data import synthetic
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, model="small3d", steps=0, batch=32, darkness=0.8, runlocal=False,
-                         data_dir="", seed=0)
+                         data_dir="", seed=0, stream="video", normalise="per_clip")
   config = common.base_config("supervised", arg.steps or 300, seed=arg.seed, eval_every=100,
                               checkpoint_every=100)
   data_dir = arg.data_dir or os.path.join(common.default_data_root(), "synthetic")
   # No flips: they would swap move_left and move_right. Random 32 crops of 36-pixel frames make the
   # object positions and sizes vary more than the 2,000 training clips alone do.
   config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
-                                    short_side=36, crop_size=32, normalise="per_clip",
-                                    flip=False, shuffle_window=512)
+                                    short_side=36, crop_size=32, normalise=arg.normalise,
+                                    flip=False, shuffle_window=512, stream=arg.stream)
   config.input.data.name = "synthetic"
   config.input.data.dir = data_dir
   # Every generator parameter, so any can be overridden (--config.input.data.generate.size=48).

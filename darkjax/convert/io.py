@@ -3,7 +3,8 @@
 `load_state_dict(path)` reads `.pth`/`.pt`/`.pth.tar` (torch, weights only), `.safetensors` and
 `.npz` into `{key: array}`, unwrapping `{"state_dict": ...}` / `{"model": ...}` containers.
 `save_variables(out_dir, variables, meta)` writes `out_dir/variables` (orbax) and
-`out_dir/meta.json`; `load_variables(out_dir)` reads both back for the trainer.
+`out_dir/meta.json`; `load_variables(out_dir)` reads both back for the trainer, or takes the
+latest checkpoint of a darkjax run's workdir (`config.model_init` may name either).
 
 Pickled torch checkpoints are loaded with `torch.load(..., weights_only=True)` only: a file whose
 unpickling would run code is refused (`UnsafeCheckpointError`) rather than executed.
@@ -136,15 +137,48 @@ def save_variables(out_dir: str, variables: Mapping[str, Any], meta: Mapping[str
     json.dump(dict(meta), f, indent=2, sort_keys=True)
 
 
+def _latest_run_step(checkpoints: str) -> int | None:
+  steps = [int(name) for name in os.listdir(checkpoints)
+           if name.isdigit() and os.path.isfile(os.path.join(checkpoints, name,
+                                                             "commit_success.txt"))]
+  if not steps:  # orbax without the marker file: any finished step directory with a state
+    steps = [int(name) for name in os.listdir(checkpoints)
+             if name.isdigit() and os.path.isdir(os.path.join(checkpoints, name, "state"))]
+  return max(steps) if steps else None
+
+
+def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dict]:
+  """(variables, meta) of a darkjax training run: params + model state of its latest (or `step`)
+  checkpoint in WORKDIR/checkpoints, e.g. a backbone pretrained by another config."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
+  step = _latest_run_step(checkpoints) if step is None else step
+  target = os.path.join(checkpoints, str(step), "state")
+  if step is None or not os.path.isdir(target):
+    raise FileNotFoundError(f"{workdir}: no finished checkpoint under {checkpoints} (a darkjax "
+                            "run writes one every config.checkpoint_every steps and at the end)")
+  checkpointer = ocp.StandardCheckpointer()
+  state = checkpointer.restore(target)
+  checkpointer.close()
+  if not isinstance(state, Mapping) or "params" not in state:
+    raise CheckpointReadError(f"{target}: not a darkjax train state (no 'params')")
+  variables = {"params": state["params"], **dict(state.get("model_state") or {})}
+  return variables, {"source": "darkjax run", "workdir": os.path.abspath(workdir), "step": step}
+
+
 def load_variables(out_dir: str) -> tuple[dict, dict]:
-  """(variables, meta) written by `save_variables` / `python -m darkjax.convert`."""
+  """(variables, meta) written by `save_variables` / `python -m darkjax.convert`, or of a darkjax
+  training run's workdir (its latest checkpoint, see `load_run_variables`)."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   out_dir = os.path.abspath(out_dir)
   meta_path = os.path.join(out_dir, META_FILE)
   target = os.path.join(out_dir, VARIABLES_DIR)
+  if not os.path.isfile(meta_path) and os.path.isdir(os.path.join(out_dir, "checkpoints")):
+    return load_run_variables(out_dir)
   if not os.path.isfile(meta_path) or not os.path.isdir(target):
     raise FileNotFoundError(f"{out_dir}: not a converted checkpoint (needs {META_FILE} and "
-                            f"{VARIABLES_DIR}/, written by python -m darkjax.convert)")
+                            f"{VARIABLES_DIR}/, written by python -m darkjax.convert) nor a darkjax "
+                            "run's workdir (needs checkpoints/)")
   with open(meta_path) as f:
     meta = json.load(f)
   checkpointer = ocp.StandardCheckpointer()

@@ -183,10 +183,12 @@ def host_shards(files: Sequence[tuple[str, int]], process_index: int,
 
 
 class _Decode(grain.transforms.Map):
-  """Parses a record and checks its frame shapes against the manifest's."""
+  """Parses a record and checks its frame shapes against the manifest's; with `video_stream` set,
+  that record stream (e.g. "day", "ir") becomes the example's `video`."""
 
-  def __init__(self, frame_shapes: Mapping[str, Sequence[int] | None]):
+  def __init__(self, frame_shapes: Mapping[str, Sequence[int] | None], video_stream: str = "video"):
     self._frame_shapes = {k: (tuple(v) if v else None) for k, v in frame_shapes.items()}
+    self._video_stream = video_stream
     self._first_channels: dict[str, tuple[int, str]] = {}   # where the manifest lets shapes vary
 
   def map(self, element: tuple[bytes, str]) -> dict[str, Any]:
@@ -204,6 +206,13 @@ class _Decode(grain.transforms.Map):
         if got[-1] != channels:
           raise ValueError(f"{source}: video {example['video_id']!r} stream {name!r} has "
                            f"{got[-1]} channels, video {first_id!r} had {channels}")
+    if self._video_stream != "video":
+      if self._video_stream not in example:
+        streams = sorted(k for k in example if isinstance(example[k], np.ndarray) and
+                         example[k].ndim == 4)
+        raise ValueError(f"{source}: video {example['video_id']!r} has no record stream "
+                         f"{self._video_stream!r} (config.input.stream); streams: {streams}")
+      example["video"] = example.pop(self._video_stream)
     return example
 
 
@@ -219,7 +228,8 @@ class _TrainClip(grain.transforms.RandomMap):
 
 def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,
                   seed: int, frame_shapes: Mapping[str, Sequence[int] | None] | None = None, shuffle_window: int = 256, cycle_length: int = 4, prefetch: int = 2,
-                  streams: Sequence[str] = (), process_index: int | None = None,
+                  streams: Sequence[str] = (), video_stream: str = "video",
+                  process_index: int | None = None,
                   process_count: int | None = None) -> grain.IterDataset:
   """Infinite, shuffled, augmented training batches for this host (dict of numpy arrays)."""
   process_index = jax.process_index() if process_index is None else process_index
@@ -229,7 +239,7 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
   ds = grain.MapDataset.source(paths).shuffle(seed=file_seed).repeat(None)
   ds = ds.map(RecordFileIterDataset)
   ds = grain.experimental.InterleaveIterDataset(ds, cycle_length=min(cycle_length, len(paths)))
-  ds = ds.map(_Decode(frame_shapes or {}))
+  ds = ds.map(_Decode(frame_shapes or {}, video_stream))
   ds = ds.random_map(_TrainClip(spec, streams), seed=file_seed + 2)
   if shuffle_window > 1:  # after cropping: the window holds clips, not whole decoded videos
     ds = _WindowShuffle(ds, shuffle_window, seed=file_seed + 1)
@@ -240,7 +250,7 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
 
 
 def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,
-                 streams: Sequence[str] = (),
+                 streams: Sequence[str] = (), video_stream: str = "video",
                  frame_shapes: Mapping[str, Sequence[int] | None] | None = None, process_index: int | None = None,
                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's eval batches: every example once, then masked padding.
@@ -254,7 +264,7 @@ def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_bat
   mine = host_shards(files, process_index, process_count)
   counts = [sum(n for _, n in host_shards(files, p, process_count)) for p in range(process_count)]
   num_batches = max(math.ceil(c / local_batch) for c in counts) if counts else 0
-  decode = _Decode(frame_shapes or {})
+  decode = _Decode(frame_shapes or {}, video_stream)
   offsets = np.cumsum([0] + [n for _, n in files])
   first_index = {path: int(offsets[i]) for i, (path, _) in enumerate(files)}
 

@@ -57,6 +57,7 @@ def domain_input_config(input_cfg: mlc.ConfigDict, data_cfg: mlc.ConfigDict,
   if stream != "video" and stream not in streams:
     streams += (stream,)
   cfg.streams = streams
+  cfg.stream = "video"   # the trainer picks `stream` from the batch itself
   cfg.prefetch = 0   # one prefetch thread after the zip instead of one per domain
   return cfg
 

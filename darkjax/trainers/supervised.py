@@ -29,17 +29,20 @@ class ClassificationData:
     self.dataset = datasets.open_dataset(input_cfg.data)
     self.spec = ops.ClipSpec.from_config(input_cfg)
     self.streams = tuple(input_cfg.streams)
+    self.video_stream = input_cfg.get("stream", "video")   # the record stream the model sees
 
   def train_dataset(self, local_batch: int, split: str | None = None):
     cfg = self.cfg
     return pipeline.train_dataset(
         self.dataset.files(split or cfg.data.split), self.spec, local_batch, seed=self.seed,
         shuffle_window=cfg.shuffle_window, cycle_length=cfg.cycle_length, prefetch=cfg.prefetch,
-        streams=self.streams, frame_shapes=self.dataset.frame_shapes())
+        streams=self.streams, video_stream=self.video_stream,
+        frame_shapes=self.dataset.frame_shapes())
 
   def eval_batches(self, local_batch: int, split: str | None = None):
     return pipeline.eval_batches(self.dataset.files(split or self.cfg.data.eval_split), self.spec,
                                  local_batch, streams=self.streams,
+                                 video_stream=self.video_stream,
                                  frame_shapes=self.dataset.frame_shapes())
 
   def preprocess(self, clip_uint8: jax.Array, dtype=jnp.float32) -> jax.Array:

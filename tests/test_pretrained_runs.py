@@ -1,0 +1,106 @@
+"""Training on another record stream (`input.stream`), starting from another run's workdir
+(`model_init` / dtcm `pretrained=`), and the several-seed experiment helpers."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from configs import dtcm_synthetic, synthetic
+from darkjax import train
+from darkjax.convert import io as convert_io
+from darkjax.data import datasets
+from darkjax.tools import dtcm_experiment, experiment
+from darkjax.trainers.supervised import ClassificationData
+
+
+def day_config(data_dir: str, steps: int = 2):
+  config = synthetic.get_config(f"runlocal,steps={steps},stream=day,normalise=imagenet,"
+                                f"data_dir={data_dir}")
+  config.progress_bar = False
+  config.input.prefetch = 0
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("synthetic_streams"))
+  datasets.open_dataset(day_config(directory).input.data)
+  return directory
+
+
+def test_input_stream_selects_the_record_stream_for_train_and_eval(data_dir):
+  dark_cfg = synthetic.get_config(f"runlocal,data_dir={data_dir}").input
+  day_cfg = day_config(data_dir).input
+  for cfg in (dark_cfg, day_cfg):
+    cfg.prefetch = 0
+  dark, day = ClassificationData(dark_cfg, 0), ClassificationData(day_cfg, 0)
+  dark_batch = next(iter(dark.train_dataset(4)))
+  day_batch = next(iter(day.train_dataset(4)))
+  np.testing.assert_array_equal(dark_batch["label"], day_batch["label"])  # same clips, same crops
+  assert set(day_batch) == set(dark_batch) and "day" not in day_batch
+  assert day_batch["video"].mean() > 3 * dark_batch["video"].mean()      # the bright stream
+  dark_eval = next(iter(dark.eval_batches(4)))
+  day_eval = next(iter(day.eval_batches(4)))
+  np.testing.assert_array_equal(dark_eval["index"], day_eval["index"])
+  assert day_eval["video"].mean() > 3 * dark_eval["video"].mean()
+
+  day_cfg.stream = "thermal"
+  with pytest.raises(ValueError, match=r"no record stream 'thermal' \(config.input.stream\)"):
+    next(iter(ClassificationData(day_cfg, 0).train_dataset(4)))
+
+
+def test_dtcm_starts_from_another_runs_backbone(data_dir, tmp_path):
+  pre_dir = str(tmp_path / "pre_day")
+  train.run(day_config(data_dir), pre_dir)
+  pretrained, meta = convert_io.load_variables(pre_dir)
+  assert meta["step"] == 2 and meta["source"] == "darkjax run"
+  assert set(pretrained) == {"params", "batch_stats"}
+
+  config = dtcm_synthetic.get_config(f"runlocal,steps=1,data_dir={data_dir},"
+                                     f"pretrained={pre_dir},normalise=imagenet")
+  config.progress_bar = False
+  config.input.prefetch = 0
+  config.optimizer.lr = 0.0           # the state after one step is the loaded one
+  config.optimizer.warmup_steps = 0
+  run_dir = str(tmp_path / "dtcm")
+  train.run(config, run_dir)
+  finetuned, _ = convert_io.load_variables(run_dir)
+  ours = traverse_util.flatten_dict(finetuned["params"]["classifier"], sep="/")
+  theirs = traverse_util.flatten_dict(pretrained["params"], sep="/")
+  assert set(ours) == set(theirs)
+  for key, value in theirs.items():
+    if key.startswith("head/"):        # a new head: not loaded
+      assert not np.array_equal(ours[key], value), key
+    else:
+      np.testing.assert_array_equal(ours[key], value, err_msg=key)
+  assert "video_enhancer" in finetuned["params"]
+
+
+def test_missing_run_checkpoint_is_named(tmp_path):
+  (tmp_path / "checkpoints").mkdir()
+  with pytest.raises(FileNotFoundError, match="no finished checkpoint"):
+    convert_io.load_variables(str(tmp_path))
+
+
+def test_dtcm_experiment_table_claim_and_reserved_args():
+  def runs(tops):
+    return [{"seed": s, "eval/top1": t} for s, t in enumerate(tops)]
+  table, holds = dtcm_experiment.markdown_table(
+      {"no_enhancement": runs([0.80, 0.82, 0.84]),
+       "one_stage_total": runs([0.90, 0.91, 0.92])}, "darkness=1.0")
+  assert holds and "| one_stage_total | 90.0 | 91.0 | 92.0 | **91.0 +- 1.0** |" in table
+  assert "+9.0 points; larger std 2.0" in table
+  _, holds = dtcm_experiment.markdown_table(
+      {"no_enhancement": runs([0.70, 0.80, 0.90]),
+       "one_stage_total": runs([0.84, 0.85, 0.86])}, "")
+  assert not holds   # +5 points < std 10
+  assert dtcm_experiment.config_arg_value("darkness=1.0,backbone=small3d_wide", "backbone",
+                                          "x") == "small3d_wide"
+  with pytest.raises(SystemExit):
+    dtcm_experiment.main(["--workdir", "/tmp/unused", "--config-arg", "pretrained=/x"])
+  with pytest.raises(SystemExit):
+    dtcm_experiment.main(["--workdir", "/tmp/unused", "--seeds", "0"])
+  assert experiment.mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
