@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from configs import lift_infar
+from darkjax.data import augment as video_augment
 from darkjax.data import flow, ops, records
 from darkjax.data.prepare import __main__ as prepare_cli
 from darkjax.data.prepare import common, prepare
 from darkjax.tools.bench_input import write_avi
-from darkjax.trainers import liftnet as lift_trainer
 
 SHIFT = 2  # pixels per frame, +x (content moves right)
 
@@ -227,18 +227,18 @@ def test_lift_infar_config_with_flow_input_consumes_a_prepared_batch(flow_datase
 def test_rotation_by_90_degrees_maps_a_known_pixel():
   image = np.zeros((1, 8, 8, 1), np.float32)
   image[0, 1, 6, 0] = 200.0  # row 1, column 6: up and to the right of the centre (3.5, 3.5)
-  matrix = lift_trainer.affine_matrix(jnp.array(1.0), jnp.array(90.0), jnp.array(0.0))
-  out = np.rint(np.asarray(lift_trainer.warp_affine(jnp.asarray(image), matrix, jnp.zeros(2))))
+  matrix = video_augment.affine_matrix(jnp.array(1.0), jnp.array(90.0), jnp.array(0.0))
+  out = np.rint(np.asarray(video_augment.warp_affine(jnp.asarray(image), matrix, jnp.zeros(2))))
   assert np.argwhere(out[0, ..., 0] > 0).tolist() == [[1, 1]]  # counter-clockwise: up and left
   assert out.max() == 200.0
   textured = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype(np.float32)
-  rotated = lift_trainer.warp_affine(jnp.asarray(textured), matrix, jnp.zeros(2))
+  rotated = video_augment.warp_affine(jnp.asarray(textured), matrix, jnp.zeros(2))
   np.testing.assert_array_equal(np.rint(rotated), np.rot90(textured, 1, axes=(1, 2)))
   # Shear: a row d pixels below the centre moves tan(shear) * d to the right; shift adds on.
-  sheared = lift_trainer.affine_matrix(jnp.array(1.0), jnp.array(0.0), jnp.array(45.0))
+  sheared = video_augment.affine_matrix(jnp.array(1.0), jnp.array(0.0), jnp.array(45.0))
   dot = np.zeros((1, 9, 9, 1), np.float32)
   dot[0, 6, 4, 0] = 100.0  # 2 rows below the centre (4, 4)
-  out = np.rint(np.asarray(lift_trainer.warp_affine(jnp.asarray(dot), sheared,
+  out = np.rint(np.asarray(video_augment.warp_affine(jnp.asarray(dot), sheared,
                                                     jnp.array([1.0, -1.0]))))
   assert np.argwhere(out[0, ..., 0] > 0).tolist() == [[5, 7]]
 
@@ -246,12 +246,12 @@ def test_rotation_by_90_degrees_maps_a_known_pixel():
 def test_rotation_turns_flow_vectors_and_fills_the_border_with_zero_motion():
   # +2 px/frame to the right (x = 128 + 16), after a 90 degree counter-clockwise turn: upwards.
   right = jnp.asarray(flow.encode_flow(np.tile([2.0, 0.0], (1, 2, 6, 6, 1))), jnp.float32)
-  matrix = lift_trainer.affine_matrix(jnp.array(1.0), jnp.array(90.0), jnp.array(0.0))
-  warped = lift_trainer.warp_affine(right[0] - 128, matrix, jnp.zeros(2))
-  turned = np.asarray(lift_trainer.transform_flow_vectors(warped, matrix)) + 128
+  matrix = video_augment.affine_matrix(jnp.array(1.0), jnp.array(90.0), jnp.array(0.0))
+  warped = video_augment.warp_affine(right[0] - 128, matrix, jnp.zeros(2))
+  turned = np.asarray(video_augment.transform_flow_vectors(warped, matrix)) + 128
   np.testing.assert_allclose(turned, np.broadcast_to([128.0, 112.0, 144.0], turned.shape),
                              atol=1e-3)
-  shifted = lift_trainer.warp_affine(right[0] - 128, jnp.eye(2), jnp.array([3.0, 0.0])) + 128
+  shifted = video_augment.warp_affine(right[0] - 128, jnp.eye(2), jnp.array([3.0, 0.0])) + 128
   np.testing.assert_allclose(shifted[:, :, :3], 128.0)  # uncovered pixels: zero motion
   np.testing.assert_allclose(shifted[:, :, 3:], right[0, :, :, 3:])
 
@@ -263,7 +263,7 @@ def test_augment_rotation_and_shear_keep_streams_aligned_and_flow_consistent():
   labels = jnp.arange(3)
   cfg = dict(colour_jitter=0.0, affine=0.0, rotation=30.0, shear=0.0, cutmix=0.0,
              frame_shuffle=0.0)
-  out, _, _ = lift_trainer.augment({"video": video, "ir": video, "flow": moving}, labels,
+  out, _, _ = video_augment.augment({"video": video, "ir": video, "flow": moving}, labels,
                                    jax.random.key(1), cfg)
   np.testing.assert_array_equal(out["video"], out["ir"])
   assert not np.array_equal(out["video"], video)
@@ -274,7 +274,7 @@ def test_augment_rotation_and_shear_keep_streams_aligned_and_flow_consistent():
   np.testing.assert_allclose(centre[..., 2], 2.0, atol=0.15)
   angles = np.degrees(np.arctan2(-centre[..., 1], centre[..., 0])).mean(axis=(1, 2, 3))
   assert np.all(np.abs(angles) <= 31) and np.abs(angles).max() > 2
-  sheared, _, _ = lift_trainer.augment({"video": video, "flow": moving}, labels,
+  sheared, _, _ = video_augment.augment({"video": video, "flow": moving}, labels,
                                        jax.random.key(1), dict(cfg, rotation=0.0, shear=20.0))
   # Shear along x leaves horizontal motion horizontal and its length unchanged.
   centre = flow.decode_flow(np.asarray(sheared["flow"])[:, :, 6:10, 6:10])

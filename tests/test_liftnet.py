@@ -17,6 +17,7 @@ from flax import traverse_util
 
 from configs import lift_arid
 from darkjax import losses
+from darkjax.data import augment as video_augment
 from darkjax.data import datasets, records
 from darkjax.layers.attention import FeatureFusion
 from darkjax.models import liftnet, video_resnet, vit
@@ -199,18 +200,18 @@ def test_augment_off_is_identity_and_geometry_is_shared_between_streams():
   video = jnp.asarray(rng.integers(0, 256, (4, 6, 12, 12, 3)), jnp.uint8)
   labels = jnp.arange(4)
   off = dict(colour_jitter=0.0, affine=0.0, cutmix=0.0, frame_shuffle=0.0)
-  out, mixed, mix = lift_trainer.augment({"video": video}, labels, jax.random.key(0), off)
+  out, mixed, mix = video_augment.augment({"video": video}, labels, jax.random.key(0), off)
   np.testing.assert_array_equal(out["video"], video)
   assert float(mix) == 1.0
   on = dict(colour_jitter=0.0, affine=0.2, cutmix=1.0, frame_shuffle=1.0)
-  out, mixed, mix = lift_trainer.augment({"video": video, "ir": video}, labels,
+  out, mixed, mix = video_augment.augment({"video": video, "ir": video}, labels,
                                          jax.random.key(3), on)
   np.testing.assert_array_equal(out["video"], out["ir"])  # same geometry on every stream
   assert not np.array_equal(out["video"], video)
   np.testing.assert_array_equal(mixed, jnp.roll(labels, 1))
   assert 0.0 <= float(mix) <= 1.0
   jitter = dict(off, colour_jitter=0.5)
-  out, _, _ = lift_trainer.augment({"video": video, "flow": video}, labels, jax.random.key(1),
+  out, _, _ = video_augment.augment({"video": video, "flow": video}, labels, jax.random.key(1),
                                    jitter)
   np.testing.assert_array_equal(out["flow"], video)  # colour jitter touches the RGB video only
   assert not np.array_equal(out["video"], video)
