@@ -18,6 +18,7 @@ from darkjax.data import augment as video_augment
 from darkjax.data import flow, ops, records
 from darkjax.data.prepare import __main__ as prepare_cli
 from darkjax.data.prepare import common, prepare
+from darkjax.trainers import liftnet as lift_trainer
 from darkjax.tools.bench_input import write_avi
 
 SHIFT = 2  # pixels per frame, +x (content moves right)
