@@ -87,9 +87,35 @@ def test_kernel_grad_dots_matches_autodiff():
                              vjp(g)[0], rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c[-1] == 1 and c[2][1:] != (1, 1)],
+                         ids=lambda c: c[0])
+@pytest.mark.parametrize("positions, max_pieces, frames_per_piece", [(1, 32, 1), (1, 2, None)])
+def test_kernel_grad_in_frame_pieces_matches_native(monkeypatch, case, positions, max_pieces,
+                                                     frames_per_piece):
+  """The 2D convs' kernel gradient summed over pieces of frames (one frame each, or at most two
+  uneven pieces) equals the native kernel gradient, and really is split."""
+  _, shape, kernel, out_features, strides, padding, groups = case
+  monkeypatch.setattr(conv, "KERNEL_GRAD_PIECE_POSITIONS", positions)
+  monkeypatch.setattr(conv, "KERNEL_GRAD_PIECES", max_pieces)
+  x, k = _inputs(shape, kernel, out_features, groups)
+  y, vjp_ref = jax.vjp(lambda k: conv.conv3d(x, k, strides, padding, groups, "native"), k)
+  g = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape).astype(np.float32))
+  for lowering in ("sum2d", "taps2d"):
+    dk_fn = lambda k, lowering=lowering: jax.vjp(lambda k: conv.conv3d(
+        x, k, strides, padding, groups, lowering, "xla"), k)[1](g)[0]
+    dk = jax.jit(dk_fn)(k)
+    np.testing.assert_allclose(dk, vjp_ref(g)[0], rtol=0,
+                               atol=1e-5 * float(jnp.max(jnp.abs(vjp_ref(g)[0]))), err_msg=lowering)
+    frames = shape[0] * y.shape[1]  # batch of 2D convs: B * T_out
+    per_tap = frames if frames_per_piece == 1 else min(frames, max_pieces)
+    taps = kernel[0] if lowering == "sum2d" else 1
+    convs = str(jax.make_jaxpr(dk_fn)(k)).count("conv_general_dilated")
+    assert convs == taps * (2 + per_tap), (lowering, convs)  # forward, d-input, the pieces
+
+
 @pytest.mark.parametrize("kernel, in_group, groups, lowering, kernel_grad", [
     ((3, 3, 3), 64, 1, "sum2d", "xla"),
-    ((1, 3, 3), 64, 1, "sum2d", "dots"),
+    ((1, 3, 3), 64, 1, "sum2d", "xla"),
     ((3, 1, 1), 144, 1, "temporal2d", "dots"),
     ((1, 1, 1), 64, 1, "pointwise", "xla"),
     ((3, 3, 3), 4, 32, "taps2d", "dots"),

@@ -14,8 +14,13 @@ slower, and pathologically slow for some shapes (strided input gradients: 0.5 s 
 
 Kernel gradients: autodiff of the lowering ("xla"), or `kernel_grad_dots`, one matmul per kernel
 tap ("dots"). XLA:CPU's grouped kernel-gradient convolution (a batch-grouped conv) takes ~20 s
-where the dots take ~0.2 s (ResNeXt layer1), and its kernel gradient of (k,1,1) / (1,k,k) convs
-with many channels is 1.5-3x slower than the dots; for 3x3x3 and RGB-stem kernels XLA's wins.
+where the dots take ~0.2 s (ResNeXt layer1), and its kernel gradient of (k,1,1) convs with many
+channels is 1.5-3x slower than the dots. The "xla" kernel gradient of the 2D convs is summed over
+pieces of one 56x56 frame (`KERNEL_GRAD_PIECE_POSITIONS`): XLA:CPU (YNNPACK) computes it per
+frame 2-3x faster than for 32 frames at once, and the pieces run concurrently. Per 2D tap,
+wall ms at 32 frames, 1 piece / per frame: R3D layer1 3x3 64->64 136/60, RGB stem 7x7/2 98/53,
+R(2+1)D spatial 64->144 499/100 (dots: 339), 28x28 128->128 36/28; so "xla" now also wins for
+(1,k,k) kernels. Compile time grows (R3D-18 step: 7 -> 16-21 s).
 
 The 2D convolutions carry their own gradients, written as canonical NHWC/HWIO convolutions:
 XLA:CPU canonicalises autodiff's gradient convolutions into fast Eigen calls, but not inside while
@@ -25,17 +30,26 @@ slow select-and-scatter gradient.
 
 `auto` picks per backend and shape (`choose_lowering`, `choose_kernel_grad`). Measured on the
 2-core AMD EPYC (Zen 5) dev box, fwd / d-input / d-kernel ms at B=2, 16x112x112 clips, against
-native 3D: R3D layer1 3x3x3 64->64 at 16x56x56: native 529/494/811 CPU-ms, sum2d 161/151/526;
-R(2+1)D temporal 3x1x1 144->64: native 165/156/246, temporal2d+dots 31/57/148; spatial 1x3x3
-64->144: native 300/415/366, sum2d+dots 122/163/272 (torch.nn.functional.conv3d on 2 threads:
-R3D layer1 58/~95/~100 ms wall). All lowerings compute the same function (up to float summation
+native 3D: R3D layer1 3x3x3 64->64 at 16x56x56: native 529/494/811 CPU-ms, sum2d 161/151/526,
+d-kernel in frame pieces 190 CPU-ms (100-180 wall); R(2+1)D temporal 3x1x1 144->64: native
+165/156/246, temporal2d+dots 31/57/148; spatial 1x3x3 64->144: native 300/415/366, sum2d+dots
+122/163/272 (torch.nn.functional.conv3d on 2 threads: R3D layer1 58/~95/~100 ms wall). Whole
+train step, same process, old (one kernel-gradient conv, dots for (1,k,k)) -> frame pieces, CPU
+ms under load 4-5: r3d_18 5015 -> 3650, r2plus1d_18 7390 -> 5320, resnext3d_101 3295 -> 3120.
+Tried and not better for R3D layer1: output-channel or batch halves of the forward (same time),
+taps2d (fwd 263 vs 185 ms, d-kernel 663 vs 541), im2col + one dot per temporal tap for the
+kernel gradient (689 ms wall vs 398), `conv_general_dilated_patches` + dot (1067), frames laid
+side by side along W in one kernel-gradient conv (170 vs 136 per tap), 2 or 4 frames per piece
+(step 4275 / 4770 vs 3915 CPU-ms). All lowerings compute the same function (up to float summation
 order) with the same gradients; parameters are laid out like `flax.linen.Conv` (`kernel`:
 (kt, kh, kw, in/groups, out), `bias`), so checkpoints do not depend on the lowering.
 
 `configure_cpu_flags()` is the hook entry points call before jax initialises its backend.
-Measured and rejected: `--xla_cpu_experimental_ynn_fusion_type=+individual_convolution` (YNNPACK
-takes over 2D convolutions only, not 3D ones or their gradients) changes none of the timings
-above beyond noise, nor do the oneDNN / XNNPACK flags, so no flag is set by default. What does
+Measured and rejected: `--xla_cpu_experimental_ynn_fusion_type=+individual_convolution` (jax 0.10
+already runs 2D convolutions on YNNPACK; `-individual_convolution` falls back to Eigen: R3D
+layer1 fwd 186 vs 166 ms, d-kernel 232 vs 368 unsplit but 416 vs 184 in frame pieces),
+`--xla_cpu_enable_concurrency_optimized_scheduler=true` (R3D step 3750 vs 3820 CPU-ms, noise),
+the oneDNN / XNNPACK flags; so no flag is set by default. What does
 help on CPU: XLA runs a 64-output-channel 2D conv on one thread, so splitting the batch over one
 host device per core (`configure_cpu_flags(host_devices=N)`, data parallel) cut an R3D-18
 train step from 4.05 s to 2.66 s on 2 cores (torch: 1.8 s). It changes `jax.devices()`, so

@@ -18,6 +18,11 @@ Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, other helpers'
   r3d_18         3243-4052 / 1550-1786 = 2.09-2.27   --devices 2: 2437 / 1449 = 1.68 (1.45)
   resnet3d_18     757 /  465 = 1.63
   resnext3d_101  2659 / 3982 = 0.67; compile 13-21 s wall
+Those predate the kernel gradients in frame pieces (`conv.KERNEL_GRAD_PIECE_POSITIONS`), which
+cut the flax step's CPU time by 27% (r3d_18 5015 -> 3650 ms), 28% (r2plus1d_18 7390 -> 5320) and
+5% (resnext3d_101 3295 -> 3120) in one process under load 4-5; r3d_18 now compiles in 16-21 s
+(was 7). Under that load torch was slower than flax (r3d_18 3741 / 5948 = 0.63, r2plus1d_18
+5172 / 9997 = 0.52), so the ratios above still await a quiet rerun.
 Under heavy load torch degrades more than XLA (ratios of 0.8-0.9 were seen), so compare ratios
 from quiet runs. XLA:CPU runs 2D convolutions with 64 output channels on one thread; the
 host-device split (`--devices 2`) puts both cores to work on R3D's 64-channel layer 1.
