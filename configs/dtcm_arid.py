@@ -21,7 +21,9 @@ Args (`--config=configs/dtcm_arid.py:k=8,alpha=0.1,w_stc=4,setting=one_stage_ar`
   pretrained   backbone weights: a `python -m darkjax.convert` directory or another darkjax run's
                workdir (its latest checkpoint); loaded into `classifier/` except its head
   normalise    the backbone's input normalisation after enhancing (kinetics; match the pretraining)
-  frames, crop, short_side, batch, steps, enhancer_steps (two_stage phase 1), lr, seed, data_dir
+  pretrain_enhancer  one-stage settings: train the enhancer alone first (enhancer_steps steps of
+               the zero-reference losses), then jointly
+  frames, crop, short_side, batch, steps, enhancer_steps (phase 1), lr, seed, data_dir
   runlocal     tiny backbone, 8 frames at 32x32, 2 steps: a smoke test
 Training as the paper: AdamW lr 1e-5, batch 4, dense sampling, random 112 crops for training and
 one centre crop for testing.
@@ -38,7 +40,7 @@ from configs import common
 ARGS = dict(setting="one_stage_total", k=4, alpha=0.1, w_stc=4.0, backbone="resnext3d_101",
             enhancer="dtcm_enhancer", normalise="kinetics", frames=16, crop=112, short_side=128,
             batch=4, steps=20000, enhancer_steps=2000, lr=1e-5, seed=0, data_dir="",
-            pretrained="", runlocal=False)
+            pretrained="", pretrain_enhancer=False, runlocal=False)
 SETTINGS = ("one_stage_total", "one_stage_ar", "two_stage", "no_enhancement")
 
 
@@ -67,6 +69,7 @@ def dtcm_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
       setting=arg.setting, alpha=arg.alpha, w_stc=arg.w_stc,
       loss_variant="paper",          # paper | official (forms and default weights of L_dark)
       enhancer_steps=arg.enhancer_steps, enhancer_lr=1e-4,   # two_stage phase 1
+      pretrain_enhancer=arg.pretrain_enhancer,   # one-stage: phase 1 first, then joint
       visual_clips=3,                # test clips in WORKDIR/dtcm_enhancement.png
   ))
   config.optimizer = common.optimizer_block("adamw", lr=arg.lr, weight_decay=1e-4,

@@ -19,6 +19,7 @@ Args (`--config=configs/dtcm_synthetic.py:setting=two_stage,k=2,seed=1`):
   pretrained backbone weights to start from: a darkjax run's workdir, e.g. small3d trained on the
              bright `day` stream (`python -m darkjax.tools.dtcm_experiment` makes one), or a
              `python -m darkjax.convert` directory; the head starts anew
+  pretrain_enhancer  the enhancer trains alone for enhancer_steps first (one-stage settings)
   steps, enhancer_steps, batch, lr, seed, data_dir
   runlocal   tiny model, tiny dataset, 4 steps: a smoke test
 """
@@ -38,12 +39,13 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, setting="one_stage_total", k=4, alpha=0.1, w_stc=4.0,
                          backbone="small3d", enhancer="dtcm_enhancer", darkness=0.95, steps=0,
                          enhancer_steps=100, batch=32, lr=1e-3, seed=0, data_dir="",
-                         normalise="per_clip", pretrained="", runlocal=False)
+                         normalise="per_clip", pretrained="", pretrain_enhancer=False,
+                         runlocal=False)
   base_args = (f"setting={arg.setting},k={arg.k},alpha={arg.alpha},w_stc={arg.w_stc},"
                f"backbone={arg.backbone},enhancer={arg.enhancer},normalise={arg.normalise},frames=16,"
                f"crop=32,short_side=36,batch={arg.batch},steps={arg.steps or 300},"
                f"enhancer_steps={arg.enhancer_steps},lr={arg.lr},seed={arg.seed},"
-               f"pretrained={arg.pretrained}")
+               f"pretrained={arg.pretrained},pretrain_enhancer={arg.pretrain_enhancer}")
   suffix = "_local" if arg.runlocal else ""
   data_dir = arg.data_dir or os.path.join(common.default_data_root(),
                                           f"synthetic{suffix}_darkness{arg.darkness:g}")

@@ -104,3 +104,31 @@ def test_dtcm_experiment_table_claim_and_reserved_args():
   with pytest.raises(SystemExit):
     dtcm_experiment.main(["--workdir", "/tmp/unused", "--seeds", "0"])
   assert experiment.mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
+
+
+def test_dtcm_one_stage_starts_from_the_phase1_enhancer(data_dir, tmp_path):
+  config = dtcm_synthetic.get_config(f"runlocal,steps=1,enhancer_steps=2,data_dir={data_dir},"
+                                     "pretrain_enhancer=True")
+  config.progress_bar = False
+  config.input.prefetch = 0
+  config.optimizer.lr = 0.0           # phase 2 keeps what it started from
+  config.optimizer.warmup_steps = 0
+  workdir = str(tmp_path / "dtcm")
+  results = train.run(config, workdir)
+  assert "eval/top1" in results
+  phase1, meta1 = convert_io.load_variables(str(tmp_path / "dtcm" / "enhancer"))
+  joint, meta2 = convert_io.load_variables(str(tmp_path / "dtcm" / "joint"))
+  assert (meta1["step"], meta2["step"]) == (2, 1)
+  assert set(phase1["params"]) == {"video_enhancer"}
+  ours = traverse_util.flatten_dict(joint["params"]["video_enhancer"], sep="/")
+  theirs = traverse_util.flatten_dict(phase1["params"]["video_enhancer"], sep="/")
+  assert set(ours) == set(theirs)
+  for key, value in theirs.items():
+    np.testing.assert_array_equal(ours[key], value, err_msg=key)
+  # no_enhancement ignores the switch: a single run in WORKDIR
+  config = dtcm_synthetic.get_config(f"runlocal,steps=1,data_dir={data_dir},"
+                                     "pretrain_enhancer=True,setting=no_enhancement")
+  config.progress_bar = False
+  config.input.prefetch = 0
+  train.run(config, str(tmp_path / "plain"))
+  assert not (tmp_path / "plain" / "enhancer").exists()

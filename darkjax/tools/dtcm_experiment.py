@@ -2,7 +2,7 @@
 
     python -m darkjax.tools.dtcm_experiment --workdir /tmp/darkjax/dtcm_experiment
         [--seeds 0,1,2] [--config-arg darkness=1.0,steps=100] [--pretrain day|none]
-        [--pretrain-steps 300] [--out table.md]
+        [--pretrain-steps 300] [--enhancer-init pretrained|random] [--out table.md]
 
 As in the paper, whose 3D-ResNeXt-101 starts from Kinetics weights, the backbone is first trained
 on bright clips (`--pretrain day`, the default): `configs/synthetic.py` on the `day` stream of a
@@ -12,7 +12,10 @@ public Kinetics checkpoint. Then `configs/dtcm_synthetic.py` trains once per (se
 (`pretrained=WORKDIR/pretrain_day,normalise=imagenet`, new head) with `setting=no_enhancement` (the
 backbone alone on the dark [0, 1] clips) and `setting=one_stage_total` (enhancer + backbone, L_AR +
 alpha (W_STC L_STC + L_dark)), in WORKDIR/<setting>_seed<seed>. `--pretrain none` trains both from
-scratch with per-clip normalisation instead.
+scratch with per-clip normalisation instead. The enhancer of the L_total runs first trains alone
+with the zero-reference losses for `enhancer_steps` steps (`--enhancer-init pretrained`, default;
+`pretrain_enhancer=True`), as a pretrained Zero-DCE would be loaded; `--enhancer-init random`
+starts it from random weights.
 
 Prints / writes a markdown table of test top-1 per seed with mean +- sample std (ddof=1). Finished
 runs are read back from their `result.json`, so re-running the command only trains what is missing.
@@ -92,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--pretrain", choices=("day", "none"), default="day",
                       help="backbone trained on bright clips first (day) or from scratch (none)")
   parser.add_argument("--pretrain-steps", type=int, default=300)
+  parser.add_argument("--enhancer-init", choices=("pretrained", "random"), default="pretrained",
+                      help="L_total starts from an enhancer trained alone with the zero-reference "
+                           "losses for enhancer_steps (pretrained) or from random weights")
   args = experiment.check_seed_args(parser, parser.parse_args(argv),
-                                    ("seed", "setting", "pretrained", "normalise"))
+                                    ("seed", "setting", "pretrained", "normalise",
+                                     "pretrain_enhancer"))
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
   conv.configure_cpu_flags()
   config_arg = args.config_arg
@@ -102,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                           args.pretrain_steps)
     config_arg = ",".join(a for a in (config_arg, f"pretrained={pretrained}",
                                       "normalise=imagenet") if a)
+  if args.enhancer_init == "pretrained":
+    config_arg = ",".join(a for a in (config_arg, "pretrain_enhancer=True") if a)
   results: dict[str, list[dict[str, Any]]] = {}
   for setting in SETTINGS:
     results[setting] = []

@@ -11,6 +11,11 @@ The three training settings of the paper's Table VI, plus the plain baseline, ch
                    on the frozen phase-1 enhancer's output
   no_enhancement   the backbone alone on the same [0, 1] clips (needs model.kwargs.enhancer="")
 
+`dtcm.pretrain_enhancer` (one-stage settings): the enhancer first trains alone with the zero-
+reference losses for `dtcm.enhancer_steps` steps (WORKDIR/enhancer, as two-stage phase 1), and the
+one-stage training (WORKDIR/joint) starts from it instead of from a random curve estimator, whose
+first curves distort colours and amplify noise while the backbone adapts to them.
+
 L_dark = L_exp + W_col L_col + W_tvA L_tvA and L_STC = L_SC (8 neighbours) + L_TC come from
 darkjax.losses.zero_dce_loss (`dtcm.loss_variant` = paper | official selects the forms and the
 default weights W_col, W_tvA, W_exp). Clips enter the model in [0, 1] (`input.normalise="none"`);
@@ -208,7 +213,8 @@ def write_enhancement_grid(trainer, task: Task, step: int) -> str | None:
 
 # ================================================================ two-stage run
 class ClassifierTrainer(train.Trainer):
-  """Phase 2 of two-stage: a fresh state takes the phase-1 enhancer's variables."""
+  """Phase 2 of two-stage, or one-stage after a pretrained enhancer: a fresh state takes the
+  phase-1 enhancer's variables."""
   enhancer_variables: Mapping[str, Any] | None = None
 
   def _fresh_state(self, rng) -> train.TrainState:
@@ -227,34 +233,47 @@ class ClassifierTrainer(train.Trainer):
 
 def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
   """Phase 1 (`enhancer`) takes steps and learning rate from config.dtcm; phase 2 (`classifier`)
-  freezes the enhancer's parameters."""
+  freezes the enhancer's parameters; `joint` (one-stage after phase 1) is the config itself."""
   out = mlc.ConfigDict(config.to_dict())
   if phase == "enhancer":
     out.total_steps = int(config.dtcm.enhancer_steps)
     out.optimizer.lr = float(config.dtcm.enhancer_lr)
     out.optimizer.warmup_steps = 0
-  else:
+    out.model_init = ""          # backbone weights are for phase 2; phase 1 has no backbone
+  elif phase == "classifier":
     out.optimizer.frozen = tuple(config.optimizer.frozen) + ("^video_enhancer/",)
+  elif phase != "joint":
+    raise ValueError(f"dtcm phase {phase!r} unknown; valid: enhancer, classifier, joint")
   out.lock()
   return out
 
 
-def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
-  """One-stage settings: one Trainer in WORKDIR. two_stage: WORKDIR/enhancer then
-  WORKDIR/classifier, each resumable on its own."""
-  check_config(config)
-  if config.dtcm.setting != "two_stage":
-    return train.Trainer(config, workdir, task=Task(config)).run()
+def train_enhancer(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Phase 1 in WORKDIR/enhancer (resumable); returns the trained enhancer's variables."""
   enhancer_config = phase_config(config, "enhancer")
-  log.info("DTCM two-stage phase 1/2: enhancer alone (W_STC L_STC + L_dark)")
+  log.info("DTCM phase 1: enhancer alone (W_STC L_STC + L_dark), %d steps",
+           enhancer_config.total_steps)
   enhancer = train.Trainer(enhancer_config, os.path.join(workdir, "enhancer"),
                            task=EnhancerTask(enhancer_config))
   enhancer.run()
-  enhancer_variables = jax.device_get({"params": enhancer.state.params,
-                                       **enhancer.state.model_state})
-  classifier_config = phase_config(config, "classifier")
-  log.info("DTCM two-stage phase 2/2: classifier on the frozen enhancer's clips")
-  classifier = ClassifierTrainer(classifier_config, os.path.join(workdir, "classifier"),
-                                 task=Task(classifier_config, frozen_enhancer=True))
-  classifier.enhancer_variables = enhancer_variables
-  return classifier.run()
+  return jax.device_get({"params": enhancer.state.params, **enhancer.state.model_state})
+
+
+def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
+  """One-stage settings: one Trainer in WORKDIR (with `dtcm.pretrain_enhancer`: WORKDIR/enhancer
+  then WORKDIR/joint). two_stage: WORKDIR/enhancer then WORKDIR/classifier. Each phase resumes on
+  its own."""
+  check_config(config)
+  setting = config.dtcm.setting
+  pretrain = setting == "two_stage" or (setting != "no_enhancement" and
+                                        bool(config.dtcm.get("pretrain_enhancer", False)))
+  if not pretrain:
+    return train.Trainer(config, workdir, task=Task(config)).run()
+  enhancer_variables = train_enhancer(config, workdir)
+  phase = "classifier" if setting == "two_stage" else "joint"
+  phase2_config = phase_config(config, phase)
+  log.info("DTCM phase 2: %s from the phase-1 enhancer", setting)
+  trainer = ClassifierTrainer(phase2_config, os.path.join(workdir, phase),
+                              task=Task(phase2_config, frozen_enhancer=setting == "two_stage"))
+  trainer.enhancer_variables = enhancer_variables
+  return trainer.run()
