@@ -21,6 +21,8 @@ Args (`--config=configs/dtcm_arid.py:k=8,alpha=0.1,w_stc=4,setting=one_stage_ar`
   pretrained   backbone weights: a `python -m darkjax.convert` directory or another darkjax run's
                workdir (its latest checkpoint); loaded into `classifier/` except its head
   normalise    the backbone's input normalisation after enhancing (kinetics; match the pretraining)
+  initial_curve  curve parameter r the untrained enhancer starts around (0; > 0 brightens: for
+               very dark clips, see darkjax/models/enhancers.py)
   pretrain_enhancer  one-stage settings: train the enhancer alone first (enhancer_steps steps of
                the zero-reference losses), then jointly
   frames, crop, short_side, batch, steps, enhancer_steps (phase 1), lr, seed, data_dir
@@ -40,7 +42,7 @@ from configs import common
 ARGS = dict(setting="one_stage_total", k=4, alpha=0.1, w_stc=4.0, backbone="resnext3d_101",
             enhancer="dtcm_enhancer", normalise="kinetics", frames=16, crop=112, short_side=128,
             batch=4, steps=20000, enhancer_steps=2000, lr=1e-5, seed=0, data_dir="",
-            pretrained="", pretrain_enhancer=False, runlocal=False)
+            pretrained="", pretrain_enhancer=False, initial_curve=0.0, runlocal=False)
 SETTINGS = ("one_stage_total", "one_stage_ar", "two_stage", "no_enhancement")
 
 
@@ -63,7 +65,8 @@ def dtcm_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
   no_enhancement = arg.setting == "no_enhancement"
   config.model = mlc.ConfigDict(dict(name="dtcm", kwargs=mlc.ConfigDict(dict(
       backbone=arg.backbone, backbone_kwargs=mlc.ConfigDict(),
-      enhancer="" if no_enhancement else arg.enhancer, enhancer_kwargs=mlc.ConfigDict(),
+      enhancer="" if no_enhancement else arg.enhancer,
+      enhancer_kwargs=mlc.ConfigDict(dict(initial_curve=arg.initial_curve)),
       group_size=arg.k, normalise=arg.normalise))))
   config.dtcm = mlc.ConfigDict(dict(
       setting=arg.setting, alpha=arg.alpha, w_stc=arg.w_stc,
@@ -80,7 +83,7 @@ def dtcm_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
   if arg.runlocal:
     config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.normalise = "per_clip"
-    config.model.kwargs.enhancer_kwargs = mlc.ConfigDict(dict(features=8))
+    config.model.kwargs.enhancer_kwargs.features = 8
     config.input.update(frames=8, crop_size=32, short_side=36, batch_size=8, eval_batch_size=8,
                         shuffle_window=16)
     config.model.kwargs.group_size = 4 if arg.k > 8 else arg.k

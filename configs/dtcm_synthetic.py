@@ -19,6 +19,8 @@ Args (`--config=configs/dtcm_synthetic.py:setting=two_stage,k=2,seed=1`):
   pretrained backbone weights to start from: a darkjax run's workdir, e.g. small3d trained on the
              bright `day` stream (`python -m darkjax.tools.dtcm_experiment` makes one), or a
              `python -m darkjax.convert` directory; the head starts anew
+  initial_curve  curve parameter r the untrained enhancer starts around (default 0.2: the clips
+             average ~0.03, where a darkening start stalls at black; 0 = a zero output bias)
   pretrain_enhancer  the enhancer trains alone for enhancer_steps first (one-stage settings)
   steps, enhancer_steps, batch, lr, seed, data_dir
   runlocal   tiny model, tiny dataset, 4 steps: a smoke test
@@ -40,12 +42,13 @@ def get_config(arg=None):
                          backbone="small3d", enhancer="dtcm_enhancer", darkness=0.95, steps=0,
                          enhancer_steps=100, batch=32, lr=1e-3, seed=0, data_dir="",
                          normalise="per_clip", pretrained="", pretrain_enhancer=False,
-                         runlocal=False)
+                         initial_curve=0.2, runlocal=False)
   base_args = (f"setting={arg.setting},k={arg.k},alpha={arg.alpha},w_stc={arg.w_stc},"
                f"backbone={arg.backbone},enhancer={arg.enhancer},normalise={arg.normalise},frames=16,"
                f"crop=32,short_side=36,batch={arg.batch},steps={arg.steps or 300},"
                f"enhancer_steps={arg.enhancer_steps},lr={arg.lr},seed={arg.seed},"
-               f"pretrained={arg.pretrained},pretrain_enhancer={arg.pretrain_enhancer}")
+               f"pretrained={arg.pretrained},pretrain_enhancer={arg.pretrain_enhancer},"
+               f"initial_curve={arg.initial_curve}")
   suffix = "_local" if arg.runlocal else ""
   data_dir = arg.data_dir or os.path.join(common.default_data_root(),
                                           f"synthetic{suffix}_darkness{arg.darkness:g}")
@@ -63,7 +66,7 @@ def get_config(arg=None):
 
   if arg.runlocal:
     config.model.kwargs.backbone = "small3d_tiny"
-    config.model.kwargs.enhancer_kwargs = mlc.ConfigDict(dict(features=8))
+    config.model.kwargs.enhancer_kwargs.features = 8
     config.input.update(batch_size=8, eval_batch_size=8, shuffle_window=16)
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.optimizer.warmup_steps = 0

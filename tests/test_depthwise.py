@@ -61,3 +61,14 @@ def test_bad_kernel_and_lowering_are_named():
     depthwise.depthwise_conv2d(x, k[..., :5])
   with pytest.raises(ValueError, match="lowering 'fast' unknown"):
     depthwise.depthwise_conv2d(x, k, lowering="fast")
+
+
+def test_native_lowering_block_forces_native_depthwise():
+  from darkjax.layers import conv
+  x, k = _inputs(channels=4)
+  count = lambda: str(jax.make_jaxpr(lambda x, k: depthwise.depthwise_conv2d(x, k))(x, k)).count(
+      "feature_group_count=4")
+  assert depthwise.choose_lowering(4, "cpu") == "blockdiag" and count() == 0
+  with conv.native_lowering():
+    assert depthwise.choose_lowering(4, "cpu") == "native"
+    assert count() == 1

@@ -233,11 +233,13 @@ def test_dataset_configs(module, dataset, paper, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- enhancer cost (Table IX)
 def test_enhancer_cost_ratio_at_64x112():
-  gflops = enhancer_cost.cost_table((1, 2, 4))
-  assert gflops[4] <= 0.27 * gflops[1]
-  assert 0.49 <= gflops[2] / gflops[1] <= 0.53
-  assert gflops[1] > 1.0                          # a 64-frame clip at 112^2 is GFLOPs of work
-  table = enhancer_cost.markdown_table(gflops, 64, 112, "dtcm_enhancer")
+  costs = enhancer_cost.cost_table((1, 2, 4))
+  for unit in ("gflops", "gmacs"):
+    assert costs[4][unit] <= 0.27 * costs[1][unit]
+    assert 0.49 <= costs[2][unit] / costs[1][unit] <= 0.53
+  assert costs[1]["gmacs"] > 1.0                  # a 64-frame clip at 112^2 is GMACs of work
+  assert 1.6 < costs[1]["gflops"] / costs[1]["gmacs"] < 2.4   # XLA: 2 FLOPs per multiply-add
+  table = enhancer_cost.markdown_table(costs, 64, 112, "dtcm_enhancer")
   assert "19.08" in table and "| 4 |" in table
 
 

@@ -215,3 +215,25 @@ def test_converter_is_strict():
     convert.from_torch("zero_dce_pp", state)
   with pytest.raises(ConversionError, match="num_classes"):
     convert.from_torch("zero_dce", state, num_classes=5)
+
+
+@pytest.mark.parametrize("name", ["zero_dce", "zero_dce_pp", "dtcm_enhancer"])
+@pytest.mark.parametrize("convention", ["official", "paper"])
+def test_initial_curve_centres_the_untrained_estimator(name, convention):
+  x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=0.0, maxval=0.05)
+  model = models.build(name, num_classes=0, features=8, convention=convention, initial_curve=0.5)
+  variables = model.init(jax.random.key(1), x)
+  zeroed = jax.tree_util.tree_map_with_path(   # only the output layer's bias left
+      lambda path, v: v if ("e_conv7" in jax.tree_util.keystr(path) and "bias" in
+                            jax.tree_util.keystr(path)) else jnp.zeros_like(v), variables)
+  _, out = model.apply(zeroed, x)
+  r_paper = out["curves"] if convention == "paper" else -out["curves"]
+  np.testing.assert_allclose(r_paper, 0.5, atol=1e-5)
+  enhanced, _ = model.apply(variables, x)
+  assert float(jnp.mean(enhanced)) > 3 * float(jnp.mean(x))   # starts by brightening
+  default = models.build(name, num_classes=0, features=8, convention=convention)
+  bias = jax.tree_util.tree_leaves({k: v for k, v in default.init(jax.random.key(1), x)["params"]
+                                    .items() if k == "e_conv7"})
+  assert all(float(jnp.max(jnp.abs(b))) == 0.0 for b in bias if b.ndim == 1)   # published init
+  with pytest.raises(ValueError, match="initial_curve=1.0"):
+    models.build(name, num_classes=0, features=8, initial_curve=1.0).init(jax.random.key(1), x)

@@ -86,8 +86,9 @@ _FORCE_NATIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("force_nati
 
 @contextlib.contextmanager
 def native_lowering():
-  """Within the block, `conv3d` and `max_pool3d` traced with lowering="auto" use XLA's native 3D
-  ops on every backend, as `conv_lowering="native"` does for one model. For counting the FLOPs of
+  """Within the block, `conv3d`, `max_pool3d` and depthwise 2D convs (darkjax.layers.depthwise)
+  traced with lowering="auto" use XLA's native ops on every backend, as `conv_lowering="native"`
+  does for one model. For counting the FLOPs of
   the mathematical convolution on CPU (`darkjax.tools.zoo_table`): the CPU lowerings add pads,
   slices and tap sums, and XLA's cost analysis counts them. It acts at trace time only, so jit a
   fresh function inside the block (an already traced and cached one keeps its lowering).
@@ -97,6 +98,11 @@ def native_lowering():
     yield
   finally:
     _FORCE_NATIVE.reset(token)
+
+
+def native_lowering_forced() -> bool:
+  """Whether the current trace is inside `native_lowering()`."""
+  return _FORCE_NATIVE.get()
 
 
 def configure_cpu_flags(host_devices: int | None = None) -> bool:

@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from darkjax.layers import conv as conv_lib
+
 LOWERINGS = ("auto", "native", "blockdiag")
 BLOCKDIAG_MAX_CHANNELS = 128
 
@@ -35,7 +37,10 @@ Padding = Sequence[tuple[int, int]]
 
 
 def choose_lowering(channels: int, backend: str | None = None) -> str:
-  """The `auto` lowering for a depthwise conv over `channels` channels on `backend`."""
+  """The `auto` lowering for a depthwise conv over `channels` channels on `backend`; always
+  `native` inside `darkjax.layers.conv.native_lowering()` (e.g. for counting FLOPs)."""
+  if conv_lib.native_lowering_forced():
+    return "native"
   if (backend or jax.default_backend()) == "cpu" and channels <= BLOCKDIAG_MAX_CHANNELS:
     return "blockdiag"
   return "native"

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from darkjax.layers.depthwise import DepthwiseConv2D
 from darkjax.layers.curves import (curve_iterates, intermediate_index, keyframe_curves,
@@ -51,9 +52,23 @@ class _CurveEnhancer(nn.Module):
   features: int = 32
   num_iterations: int = 8
   convention: str = "official"
+  # Curve parameter the untrained estimator is centred on, in the paper's convention (LE(x) = x +
+  # r x (1 - x): r > 0 brightens): the output conv's bias starts at the matching tanh^-1 value
+  # (0: a zero bias). On very dark clips a random estimator can start by darkening, where
+  # the exposure loss's gradient (proportional to the pixel values) vanishes and training stalls
+  # at black; a positive r keeps it in the brightening regime.
+  initial_curve: float = 0.0
 
   def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
     raise NotImplementedError
+
+  def output_bias_init(self) -> Callable:
+    """Bias init of the layer whose tanh gives the curve maps (see `initial_curve`)."""
+    if not -1.0 < self.initial_curve < 1.0:
+      raise ValueError(f"{type(self).__name__}: initial_curve={self.initial_curve} must lie in "
+                       "(-1, 1) (a tanh output)")
+    r = self.initial_curve if self.convention == "paper" else -self.initial_curve
+    return nn.initializers.constant(float(np.arctanh(r)))
 
   def __call__(self, x: jax.Array, train: bool = False):
     _check_images(type(self).__name__, x)
@@ -65,7 +80,7 @@ class _CurveEnhancer(nn.Module):
 
 
 def dce_net(conv: Callable[..., nn.Module], x: jax.Array, features: int,
-            out_features: int) -> jax.Array:
+            out_features: int, out_bias_init: Callable = nn.initializers.zeros_init()) -> jax.Array:
   """Zero-DCE's seven-layer skip graph with layers `conv(width, name="e_convN")`; tanh maps."""
   x1 = nn.relu(conv(features, name="e_conv1")(x))
   x2 = nn.relu(conv(features, name="e_conv2")(x1))
@@ -73,7 +88,8 @@ def dce_net(conv: Callable[..., nn.Module], x: jax.Array, features: int,
   x4 = nn.relu(conv(features, name="e_conv4")(x3))
   x5 = nn.relu(conv(features, name="e_conv5")(jnp.concatenate([x3, x4], -1)))
   x6 = nn.relu(conv(features, name="e_conv6")(jnp.concatenate([x2, x5], -1)))
-  return jnp.tanh(conv(out_features, name="e_conv7")(jnp.concatenate([x1, x6], -1)))
+  return jnp.tanh(conv(out_features, name="e_conv7", bias_init=out_bias_init)(
+      jnp.concatenate([x1, x6], -1)))
 
 
 class ZeroDCE(_CurveEnhancer):
@@ -82,18 +98,20 @@ class ZeroDCE(_CurveEnhancer):
   @nn.compact
   def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
     conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=PAD1, dtype=self.dtype)
-    return dce_net(conv, x, self.features, 3 * self.num_iterations)
+    return dce_net(conv, x, self.features, 3 * self.num_iterations, self.output_bias_init())
 
 
 class DepthwiseSeparableConv(nn.Module):
   """3x3 depthwise conv + 1x1 pointwise conv, both with bias (Zero-DCE++ `CSDN_Tem`)."""
   features: int
   dtype: Any = None
+  bias_init: Callable = nn.initializers.zeros_init()   # of the pointwise conv
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = DepthwiseConv2D((3, 3), padding=PAD1, dtype=self.dtype, name="depth_conv")(x)
-    return nn.Conv(self.features, (1, 1), padding="VALID", dtype=self.dtype, name="point_conv")(x)
+    return nn.Conv(self.features, (1, 1), padding="VALID", dtype=self.dtype,
+                   bias_init=self.bias_init, name="point_conv")(x)
 
 
 class ZeroDCEPlusPlus(_CurveEnhancer):
@@ -108,7 +126,7 @@ class ZeroDCEPlusPlus(_CurveEnhancer):
       raise ValueError(f"zero_dce_pp: frame size {(h, w)} is not divisible by downscale={s}")
     small = x if s == 1 else resize_bilinear(x, (h // s, w // s), align_corners=False)
     conv = functools.partial(DepthwiseSeparableConv, dtype=self.dtype)
-    maps = dce_net(conv, small, self.features, 3)
+    maps = dce_net(conv, small, self.features, 3, self.output_bias_init())
     return resize_bilinear(maps, (h, w), align_corners=True)
 
 
@@ -178,6 +196,7 @@ class DTCMEnhancer(_CurveEnhancer):
     x5 = unit(stride=2, name="e_conv5")(jnp.concatenate([x3, x4], -1), train)
     x6 = unit(stride=2, name="e_conv6")(jnp.concatenate([_avg_pool(x2, 2), x5], -1), train)
     maps = nn.Conv(3 * self.num_iterations, (3, 3), padding=PAD1, dtype=self.dtype,
+                   bias_init=self.output_bias_init(),
                    name="e_conv7")(jnp.concatenate([_avg_pool(x1, 4), x6], -1))
     return resize_bilinear(jnp.tanh(maps), (h, w), align_corners=self.align_corners)
 

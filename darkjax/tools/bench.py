@@ -22,7 +22,9 @@ Those predate the kernel gradients in frame pieces (`conv.KERNEL_GRAD_PIECE_POSI
 cut the flax step's CPU time by 27% (r3d_18 5015 -> 3650 ms), 28% (r2plus1d_18 7390 -> 5320) and
 5% (resnext3d_101 3295 -> 3120) in one process under load 4-5; r3d_18 now compiles in 16-21 s
 (was 7). Under that load torch was slower than flax (r3d_18 3741 / 5948 = 0.63, r2plus1d_18
-5172 / 9997 = 0.52), so the ratios above still await a quiet rerun.
+5172 / 9997 = 0.52). Quiet rerun afterwards (load ~1.7, session 2, best of 3 rounds):
+  r2plus1d_18    3490 / 2965 = 1.18
+  r3d_18         2788 / 1620 = 1.72   --devices 2: 2638 / 1576 = 1.67; compile 10.6 s
 Under heavy load torch degrades more than XLA (ratios of 0.8-0.9 were seen), so compare ratios
 from quiet runs. XLA:CPU runs 2D convolutions with 64 output channels on one thread; the
 host-device split (`--devices 2`) puts both cores to work on R3D's 64-channel layer 1.

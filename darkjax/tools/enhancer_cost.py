@@ -4,9 +4,11 @@ r"""Enhancer cost against the key-frame group size k (DTCM Table IX), from XLA's
   python -m darkjax.tools.enhancer_cost --enhancer=zero_dce --frames=16
 
 The enhancer (curve estimation on T / k key frames + the curve applied to all T frames) is lowered
-with `jax.jit(...).lower(...)` on abstract inputs (nothing is compiled or run) and
-`cost_analysis()["flops"]` is reported in GFLOPs per clip, beside the paper's Table IX numbers. XLA
-counts a multiply-add as 2 FLOPs; the paper does not say how it counts, so compare the ratios.
+on abstract inputs with XLA's native convolutions (`darkjax.layers.conv.native_lowering`; nothing is
+compiled or run) and costed two ways per clip, as in `darkjax.tools.zoo_table`: GFLOPs from XLA's
+cost analysis (a multiply-add is 2 FLOPs, elementwise work counts) and GMACs, the multiply-adds of
+every convolution and matmul, the quantity papers call "FLOPs" (torchvision's published numbers are
+these; see README, Model zoo). The paper's Table IX is compared with the GMACs.
 """
 
 from __future__ import annotations
@@ -15,9 +17,6 @@ import argparse
 import sys
 from typing import Sequence
 
-import jax
-import jax.numpy as jnp
-
 from darkjax import models
 from darkjax.models.enhancers import VideoEnhancer
 
@@ -25,41 +24,38 @@ GROUP_SIZES = (1, 2, 4, 8, 16)
 PAPER_GFLOPS = {1: 19.08, 2: 9.55, 4: 4.77, 8: 2.38, 16: 1.19}   # DTCM Table IX, 64 x 112^2
 
 
-def enhancer_flops(group_size: int, frames: int = 64, size: int = 112,
-                   enhancer: str = "dtcm_enhancer", batch: int = 1) -> float:
-  """XLA-counted FLOPs of one inference pass of `enhancer` with key-frame group `group_size` over a
-  (batch, frames, size, size, 3) clip."""
+def enhancer_cost(group_size: int, frames: int = 64, size: int = 112,
+                  enhancer: str = "dtcm_enhancer", batch: int = 1) -> dict[str, float]:
+  """{"gflops", "gmacs"} of one inference pass of `enhancer` with key-frame group `group_size`
+  over a (batch, frames, size, size, 3) clip."""
+  from darkjax.tools import zoo_table  # pylint: disable=import-outside-toplevel
   if frames % group_size:
     raise ValueError(f"enhancer_cost: frames={frames} is not a multiple of k={group_size}")
   model = VideoEnhancer(models.build(enhancer, num_classes=0), group_size=group_size)
-  clip = jax.ShapeDtypeStruct((batch, frames, size, size, 3), jnp.float32)
-  variables = jax.eval_shape(model.init, jax.random.key(0), clip)
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
-  cost = apply.lower(variables, clip).cost_analysis()
-  if isinstance(cost, (list, tuple)):   # older jax: one dict per computation
-    cost = cost[0]
-  if not cost or "flops" not in cost:
-    raise RuntimeError(f"enhancer_cost: XLA returned no FLOP count for {enhancer} (got {cost!r})")
-  return float(cost["flops"])
+  cost = zoo_table.forward_cost(model, (batch, frames, size, size, 3))
+  return {"gflops": cost["flops"] / 1e9, "gmacs": cost["macs"] / 1e9}
 
 
 def cost_table(group_sizes: Sequence[int] = GROUP_SIZES, frames: int = 64, size: int = 112,
-               enhancer: str = "dtcm_enhancer") -> dict[int, float]:
-  """k -> GFLOPs per clip."""
-  return {k: enhancer_flops(k, frames, size, enhancer) / 1e9 for k in group_sizes}
+               enhancer: str = "dtcm_enhancer") -> dict[int, dict[str, float]]:
+  """k -> {"gflops", "gmacs"} per clip."""
+  return {k: enhancer_cost(k, frames, size, enhancer) for k in group_sizes}
 
 
-def markdown_table(gflops: dict[int, float], frames: int, size: int, enhancer: str) -> str:
-  base = gflops[min(gflops)]
-  lines = [f"Enhancer `{enhancer}` at {frames} x {size}^2 (XLA cost analysis, GFLOPs per clip)", "",
-           "| k | darkjax GFLOPs | ratio to k=1 | paper Table IX GFLOPs | paper ratio |",
-           "|---|---|---|---|---|"]
-  for k, value in gflops.items():
+def markdown_table(costs: dict[int, dict[str, float]], frames: int, size: int,
+                   enhancer: str) -> str:
+  base = costs[min(costs)]["gmacs"]
+  lines = [f"Enhancer `{enhancer}` at {frames} x {size}^2, per clip (XLA GFLOPs; GMACs = "
+           "multiply-adds, the papers' \"FLOPs\")", "",
+           "| k | darkjax GFLOPs (XLA) | darkjax GMACs | ratio to k=1 | paper Table IX | paper ratio |",
+           "|---|---|---|---|---|---|"]
+  for k, cost in costs.items():
     paper = (PAPER_GFLOPS.get(k) if (frames, size, enhancer) == (64, 112, "dtcm_enhancer")
              else None)
     paper_cells = (f"{paper:.2f} | {paper / PAPER_GFLOPS[1]:.3f}" if paper is not None
                    else "- | -")
-    lines.append(f"| {k} | {value:.3f} | {value / base:.3f} | {paper_cells} |")
+    lines.append(f"| {k} | {cost['gflops']:.3f} | {cost['gmacs']:.3f} | "
+                 f"{cost['gmacs'] / base:.3f} | {paper_cells} |")
   return "\n".join(lines)
 
 
@@ -73,11 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--k", type=int, nargs="+", default=list(GROUP_SIZES))
   args = parser.parse_args(argv)
   try:
-    gflops = cost_table(args.k, args.frames, args.size, args.enhancer)
+    costs = cost_table(args.k, args.frames, args.size, args.enhancer)
   except ValueError as e:
     print(f"enhancer_cost: {e}", file=sys.stderr)
     return 2
-  print(markdown_table(gflops, args.frames, args.size, args.enhancer))
+  print(markdown_table(costs, args.frames, args.size, args.enhancer))
   return 0
 
 
