@@ -20,7 +20,7 @@ Args (`--config=configs/dtcm_synthetic.py:setting=two_stage,k=2,seed=1`):
              bright `day` stream (`python -m darkjax.tools.dtcm_experiment` makes one), or a
              `python -m darkjax.convert` directory; the head starts anew
   initial_curve  curve parameter r the untrained enhancer starts around (default 0.2: the clips
-             average ~0.03, where a darkening start stalls at black; 0 = a zero output bias)
+             average ~0.04, where a darkening start stalls at black; 0 = a zero output bias)
   pretrain_enhancer  the enhancer trains alone for enhancer_steps first (one-stage settings)
   steps, enhancer_steps, batch, lr, seed, data_dir
   runlocal   tiny model, tiny dataset, 4 steps: a smoke test
