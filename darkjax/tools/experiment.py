@@ -85,12 +85,12 @@ def seed_table(results: dict[str, list[dict[str, Any]]], baseline: str, method: 
 
 
 def seed_parser(prog: str, doc: str, config_file: str, default_table: str,
-                example_arg: str) -> argparse.ArgumentParser:
+                example_arg: str, default_arg: str = "") -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog=prog, description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="one sub-directory per run goes here")
   parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
-  parser.add_argument("--config-arg", default="",
+  parser.add_argument("--config-arg", default=default_arg,
                       help=f"extra args of {config_file}, e.g. {example_arg}")
   parser.add_argument("--out", default="",
                       help=f"markdown output (default WORKDIR/{default_table})")
