@@ -25,6 +25,10 @@ cut the flax step's CPU time by 27% (r3d_18 5015 -> 3650 ms), 28% (r2plus1d_18 7
 5172 / 9997 = 0.52). Quiet rerun afterwards (load ~1.7, session 2, best of 3 rounds):
   r2plus1d_18    3490 / 2965 = 1.18
   r3d_18         2788 / 1620 = 1.72   --devices 2: 2638 / 1576 = 1.67; compile 10.6 s
+  (r3d_18 over four quiet runs: 1.66-1.77. XLA_FLAGS tried on it, same-run A/B, no change beyond
+  that spread: --xla_cpu_use_onednn + --xla_cpu_experimental_onednn_custom_call,
+  --xla_cpu_experimental_xnn_fusion_type=+individual_convolution,
+  --xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY: 1.73 vs 1.77.)
 Under heavy load torch degrades more than XLA (ratios of 0.8-0.9 were seen), so compare ratios
 from quiet runs. XLA:CPU runs 2D convolutions with 64 output channels on one thread; the
 host-device split (`--devices 2`) puts both cores to work on R3D's 64-channel layer 1.
