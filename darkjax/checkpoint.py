@@ -17,11 +17,15 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """Save / restore (state, data iterator, meta) under WORKDIR/checkpoints/<step>."""
 
-  def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+  def __init__(self, workdir: str, keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
+    """`read_only`: for reading another (possibly running) run: creates, cleans and deletes
+    nothing."""
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True)
+        max_to_keep=None if read_only else keep, create=not read_only,
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=not read_only, read_only=read_only)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -50,6 +54,16 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types; name the checkpoint in every case
       raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
     return restored["state"], restored["meta"]
+
+  def restore_state_arrays(self, step: int) -> Any:
+    """The train state saved at `step` as plain host arrays (no target shapes or shardings):
+    for taking the weights of another run."""
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(None)))
+    except Exception as e:  # orbax raises many types; name the checkpoint in every case
+      raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
+    return restored["state"]
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

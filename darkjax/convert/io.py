@@ -137,31 +137,23 @@ def save_variables(out_dir: str, variables: Mapping[str, Any], meta: Mapping[str
     json.dump(dict(meta), f, indent=2, sort_keys=True)
 
 
-def _latest_run_step(checkpoints: str) -> int | None:
-  steps = [int(name) for name in os.listdir(checkpoints)
-           if name.isdigit() and os.path.isfile(os.path.join(checkpoints, name,
-                                                             "commit_success.txt"))]
-  if not steps:  # orbax without the marker file: any finished step directory with a state
-    steps = [int(name) for name in os.listdir(checkpoints)
-             if name.isdigit() and os.path.isdir(os.path.join(checkpoints, name, "state"))]
-  return max(steps) if steps else None
-
-
 def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dict]:
   """(variables, meta) of a darkjax training run: params + model state of its latest (or `step`)
   checkpoint in WORKDIR/checkpoints, e.g. a backbone pretrained by another config."""
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
-  step = _latest_run_step(checkpoints) if step is None else step
-  target = os.path.join(checkpoints, str(step), "state")
-  if step is None or not os.path.isdir(target):
-    raise FileNotFoundError(f"{workdir}: no finished checkpoint under {checkpoints} (a darkjax "
-                            "run writes one every config.checkpoint_every steps and at the end)")
-  checkpointer = ocp.StandardCheckpointer()
-  state = checkpointer.restore(target)
-  checkpointer.close()
+  from darkjax import checkpoint  # pylint: disable=import-outside-toplevel
+  checkpointer = checkpoint.Checkpointer(workdir, read_only=True)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None or step not in checkpointer.all_steps():
+      raise FileNotFoundError(f"{workdir}: no finished checkpoint under {checkpointer.directory} "
+                              "(a darkjax run writes one every config.checkpoint_every steps and "
+                              "at the end)")
+    state = checkpointer.restore_state_arrays(step)
+  finally:
+    checkpointer.close()
   if not isinstance(state, Mapping) or "params" not in state:
-    raise CheckpointReadError(f"{target}: not a darkjax train state (no 'params')")
+    raise CheckpointReadError(f"{checkpointer.directory}/{step}: not a darkjax train state (no "
+                              "'params')")
   variables = {"params": state["params"], **dict(state.get("model_state") or {})}
   return variables, {"source": "darkjax run", "workdir": os.path.abspath(workdir), "step": step}
 
