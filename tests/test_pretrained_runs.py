@@ -97,8 +97,9 @@ def test_dtcm_experiment_table_claim_and_reserved_args():
       {"no_enhancement": runs([0.70, 0.80, 0.90]),
        "one_stage_total": runs([0.84, 0.85, 0.86])}, "")
   assert not holds   # +5 points < std 10
-  assert dtcm_experiment.config_arg_value("darkness=1.0,backbone=small3d_wide", "backbone",
-                                          "x") == "small3d_wide"
+  assert dtcm_experiment.pretrain_arg("darkness=1.0,backbone=small3d_wide", 300) == (
+      "model=small3d_wide,steps=300,stream=day,normalise=imagenet,darkness=1")
+  assert "model=small3d,steps=5," in dtcm_experiment.pretrain_arg("", 5)   # the config's default
   with pytest.raises(SystemExit):
     dtcm_experiment.main(["--workdir", "/tmp/unused", "--config-arg", "pretrained=/x"])
   with pytest.raises(SystemExit):

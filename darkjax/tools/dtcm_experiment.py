@@ -38,19 +38,18 @@ PRETRAIN_DATA_SEED = 4321      # the bright pretraining set is generated apart f
 _KEPT_METRICS = ("eval/top1", "eval/top5", "eval/mean_class_acc")
 
 
-def config_arg_value(config_arg: str, key: str, default: str) -> str:
-  for item in config_arg.split(","):
-    name, _, value = item.partition("=")
-    if name.strip() == key:
-      return value.strip()
-  return default
+def pretrain_arg(config_arg: str, steps: int) -> str:
+  """configs/synthetic.py args of the bright pretraining: the backbone and darkness that
+  configs/dtcm_synthetic.py resolves from `config_arg` (its defaults included)."""
+  from configs import dtcm_synthetic  # pylint: disable=import-outside-toplevel
+  config = dtcm_synthetic.get_config(config_arg)
+  return (f"model={config.model.kwargs.backbone},steps={steps},stream=day,normalise=imagenet,"
+          f"darkness={config.input.data.generate.darkness:g}")
 
 
 def pretrain(workdir: str, config_arg: str, steps: int) -> str:
   """Trains the backbone on bright `day` clips (once; cached) and returns its run directory."""
-  backbone = config_arg_value(config_arg, "backbone", "small3d")
-  darkness = config_arg_value(config_arg, "darkness", "0.95")
-  arg = f"model={backbone},steps={steps},stream=day,normalise=imagenet,darkness={darkness}"
+  arg = pretrain_arg(config_arg, steps)
 
   def make_config():
     from configs import common, synthetic  # pylint: disable=import-outside-toplevel
