@@ -50,14 +50,12 @@ _TARGET_SEED_OFFSET = 1009
 
 def domain_input_config(input_cfg: mlc.ConfigDict, data_cfg: mlc.ConfigDict,
                         stream: str) -> mlc.ConfigDict:
-  """An unlocked copy of `input_cfg` reading `data_cfg` and providing record stream `stream`."""
+  """An unlocked copy of `input_cfg` reading `data_cfg` whose batches' `video` is record stream
+  `stream` (`input.stream`, see darkjax.data.pipeline)."""
   cfg = mlc.ConfigDict(input_cfg.to_dict())
   cfg.data = mlc.ConfigDict(data_cfg.to_dict())
-  streams = tuple(s for s in cfg.streams if s != "video")
-  if stream != "video" and stream not in streams:
-    streams += (stream,)
-  cfg.streams = streams
-  cfg.stream = "video"   # the trainer picks `stream` from the batch itself
+  cfg.streams = tuple(s for s in cfg.streams if s not in ("video", stream))
+  cfg.stream = stream
   cfg.prefetch = 0   # one prefetch thread after the zip instead of one per domain
   return cfg
 
@@ -78,14 +76,10 @@ def match_channels(x: jax.Array, channels: int, what: str) -> jax.Array:
 class _MergeDomains(grain.transforms.Map):
   """(source batch, target batch) -> one dict with `source_*` and `target_*` entries."""
 
-  def __init__(self, source_stream: str, target_stream: str):
-    self._source_stream = source_stream
-    self._target_stream = target_stream
-
   def map(self, element):
     source, target = element
-    return {"source_video": source[self._source_stream], "source_label": source["label"],
-            "target_video": target[self._target_stream], "target_label": target["label"]}
+    return {"source_video": source["video"], "source_label": source["label"],
+            "target_video": target["video"], "target_label": target["label"]}
 
 
 class Task:
@@ -123,7 +117,7 @@ class Task:
     half = local_batch // 2
     zipped = grain.experimental.ZipIterDataset(
         [self.source.train_dataset(half), self.target.train_dataset(half)])
-    merged = zipped.map(_MergeDomains(self.source_stream, self.target_stream))
+    merged = zipped.map(_MergeDomains())
     if self.config.input.prefetch:
       merged = grain.experimental.ThreadPrefetchIterDataset(
           merged, prefetch_buffer_size=self.config.input.prefetch)
@@ -174,9 +168,9 @@ class Task:
   # ---------------------------------------------------------------- eval
   def predict(self, data: ClassificationData, stream: str, state, views: jax.Array,
               extra: Mapping[str, jax.Array]) -> jax.Array:
-    clips = views if stream == "video" else extra[stream]
+    del extra   # `views` are already `stream`'s clips (domain_input_config)
     logits, _ = self.model.apply({"params": state.params, **state.model_state},
-                                 self._inputs(data, clips, stream), train=False)
+                                 self._inputs(data, views, stream), train=False)
     return logits
 
   def evaluate(self, trainer, step: int) -> dict[str, Any]:
