@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -30,6 +31,10 @@ CASES = [
     ("grouped", (2, 4, 6, 6, 8), (3, 3, 3), 8, (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 4),
     ("grouped_s2", (1, 5, 7, 7, 6), (3, 3, 3), 9, (2, 2, 2), ((1, 1), (1, 1), (1, 1)), 3),
     ("depthwise", (1, 4, 5, 5, 4), (3, 3, 3), 4, (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 4),
+    # > 16 channels: forward and input-gradient 2D convs take the one-column-wider form.
+    ("wide_channels", (1, 3, 5, 6, 20), (3, 3, 3), 24, (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 1),
+    ("wide_valid", (1, 3, 5, 7, 18), (1, 3, 3), 20, (1, 1, 1), ((0, 0), (0, 0), (0, 0)), 1),
+    ("wide_temporal", (1, 4, 3, 3, 20), (3, 1, 1), 17, (1, 1, 1), ((1, 1), (0, 0), (0, 0)), 1),
 ]
 
 
@@ -76,6 +81,41 @@ def test_lowerings_match_native_values_and_gradients(case):
                                    err_msg=f"{what} {name}")
       checked.append(what)
   assert {"sum2d/dots", "taps2d/dots", "sum2d/xla"} <= set(checked)
+
+
+def _jaxpr_conv_shapes(jaxpr):
+  shapes = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      shapes.append(eqn.outvars[0].aval.shape)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      shapes += _jaxpr_conv_shapes(sub)
+  return shapes
+
+
+@pytest.mark.parametrize("in_features, out_features, forward_wide, input_grad_wide", [
+    (20, 24, True, True), (20, 64, True, True), (20, 65, False, True), (70, 64, True, False),
+    (8, 12, False, False)])
+def test_single_tile_convs_are_widened_on_cpu(in_features, out_features, forward_wide,
+                                              input_grad_wide):
+  """2D convs with <= 64 output channels (one YNNPACK tile: one core) and > 16 channels compute one
+  extra output column, so that XLA runs its multithreaded conv; others are left alone."""
+  x, k = _inputs((1, 3, 5, 6, in_features), (3, 3, 3), out_features, 1)
+  pad = ((1, 1), (1, 1), (1, 1))
+
+  def loss(x, k):
+    return jnp.sum(conv.conv3d(x, k, (1, 1, 1), pad, 1, "sum2d", "xla") ** 2)
+
+  shapes = _jaxpr_conv_shapes(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, k).jaxpr)
+  frames = [s for s in shapes if s[0] == 3]  # batch = frames; kernel-gradient convs: channels
+  forward = [s[2] for s in frames if s[-1] == out_features]
+  input_grad = [s[2] for s in frames if s[-1] == in_features]
+  assert forward == [7 if forward_wide else 6] * 3, shapes  # one 2D conv per temporal tap
+  assert input_grad == [7 if input_grad_wide else 6] * 3, shapes
+  with conv.native_lowering():
+    shapes = _jaxpr_conv_shapes(jax.make_jaxpr(lambda x, k: conv.conv3d(
+        x, k, (1, 1, 1), pad, 1, "auto"))(x, k).jaxpr)
+  assert shapes == [(1, 3, 5, 6, out_features)]
 
 
 def test_kernel_grad_dots_matches_autodiff():

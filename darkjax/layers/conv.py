@@ -49,11 +49,19 @@ Measured and rejected: `--xla_cpu_experimental_ynn_fusion_type=+individual_convo
 already runs 2D convolutions on YNNPACK; `-individual_convolution` falls back to Eigen: R3D
 layer1 fwd 186 vs 166 ms, d-kernel 232 vs 368 unsplit but 416 vs 184 in frame pieces),
 `--xla_cpu_enable_concurrency_optimized_scheduler=true` (R3D step 3750 vs 3820 CPU-ms, noise),
-the oneDNN / XNNPACK flags; so no flag is set by default. What does
-help on CPU: XLA runs a 64-output-channel 2D conv on one thread, so splitting the batch over one
-host device per core (`configure_cpu_flags(host_devices=N)`, data parallel) cut an R3D-18
-train step from 4.05 s to 2.66 s on 2 cores (torch: 1.8 s). It changes `jax.devices()`, so
-batches must divide by N; it is opt-in.
+the oneDNN / XNNPACK flags; so no flag is set by default.
+
+Threads: XLA:CPU gives most 2D convolutions to YNNPACK, which splits a convolution over threads
+by tiles of 64 output channels only, so every conv with <= 64 outputs ran on one core (R3D's
+whole layer 1: in a profiled R3D-18 step ~60% of the wall time had one busy thread). The
+forward and input-gradient convs of that kind are computed one output column wider, which XLA
+keeps on its multithreaded Eigen convolution (`_multithreaded_conv2d`): R3D-18 step 3047 ->
+2556 ms wall (same process, alternating rounds; CPU time -2%), r2plus1d_18 unchanged (1.18x
+torch). Kernel-gradient pieces stay on YNNPACK: they are many small independent convs that run
+concurrently, and Eigen took 2x their CPU time. Splitting strided convs (the stem) into batch
+halves did not help (2220 vs 2222 ms). Splitting the batch over one host device per core
+(`configure_cpu_flags(host_devices=N)`, data parallel) also helps; it changes `jax.devices()`,
+so batches must divide by N; it is opt-in.
 """
 
 from __future__ import annotations
@@ -79,6 +87,8 @@ CPU_XLA_FLAGS: tuple[str, ...] = ()
 # KERNEL_GRAD_PIECE_POSITIONS input pixels (at least one), and at most KERNEL_GRAD_PIECES pieces.
 KERNEL_GRAD_PIECE_POSITIONS = 56 * 56
 KERNEL_GRAD_PIECES = 32
+# YNNPACK (XLA:CPU's 2D convolution library) parallelises over tiles of this many output channels.
+YNN_SINGLE_TILE_CHANNELS = 64
 # Set inside `native_lowering()`: `auto` then means XLA's native 3D ops on every backend.
 _FORCE_NATIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("force_native_conv3d",
                                                                      default=False)
@@ -193,16 +203,41 @@ def _plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None, rhs_di
                                   feature_group_count=groups)
 
 
+def _multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None):
+  """`_plain_conv2d` for the forward and input-gradient convolutions of the CPU lowerings.
+
+  XLA:CPU hands a 2D convolution to YNNPACK when it can, and YNNPACK splits the work over threads
+  by tiles of 64 output channels only: a convolution with <= 64 output channels runs on one core
+  (R3D layer-1 3x3 64->64 on 32 frames of 56x56: 36-50 ms wall on 1 of 2 cores; 128 outputs:
+  1.9 cores). XLA's Eigen convolution uses every core (same conv: 23-25 ms wall, 46 CPU-ms).
+  XLA keeps convolutions whose output is wider than their input away from YNNPACK, so for those
+  shapes one extra column of zero padding is added on the right and its output column dropped:
+  same values (one output column more is computed, ~2% of the work for 56 columns).
+  """
+  kh, kw, cin_group, cout = kernel.shape
+  if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or groups != 1 or lhs_dilation
+      or tuple(strides) != (1, 1) or cout > YNN_SINGLE_TILE_CHANNELS
+      or max(cin_group, cout) <= 16):
+    return _plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=lhs_dilation)
+  (top, bottom), (left, right) = padding
+  width = x.shape[2] + left + right - kw + 1
+  if width > x.shape[2] or width < 1:  # YNNPACK would not take it anyway, or nothing to compute
+    return _plain_conv2d(x, kernel, strides, padding, groups)
+  y = _plain_conv2d(x, kernel, strides, ((top, bottom), (left, right + x.shape[2] + 1 - width)),
+                    groups)
+  return y[:, :, :width]
+
+
 # 2D convolution whose gradients are written as convolutions in canonical NHWC/HWIO form. XLA:CPU
 # rewrites the non-canonical gradient convolutions autodiff produces into fast Eigen calls, but
 # not inside while loops (`nn.scan`, `lax.scan`), where they fall back to a loop ~30x slower.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv2d(x, kernel, strides, padding, groups):
-  return _plain_conv2d(x, kernel, strides, padding, groups)
+  return _multithreaded_conv2d(x, kernel, strides, padding, groups)
 
 
 def _conv2d_fwd(x, kernel, strides, padding, groups):
-  return _plain_conv2d(x, kernel, strides, padding, groups), (x, kernel)
+  return _multithreaded_conv2d(x, kernel, strides, padding, groups), (x, kernel)
 
 
 def _conv2d_input_grad(grad_out, kernel, in_hw, strides, padding, groups):
@@ -214,7 +249,8 @@ def _conv2d_input_grad(grad_out, kernel, in_hw, strides, padding, groups):
   pads = []
   for n, m, k, s, (lo, _) in zip(in_hw, grad_out.shape[1:3], (kh, kw), strides, padding):
     pads.append((k - 1 - lo, n - 1 + lo - (m - 1) * s))
-  return _plain_conv2d(grad_out, flipped, (1, 1), pads, groups, lhs_dilation=tuple(strides))
+  dilation = tuple(strides) if tuple(strides) != (1, 1) else None
+  return _multithreaded_conv2d(grad_out, flipped, (1, 1), pads, groups, lhs_dilation=dilation)
 
 
 def _conv2d_kernel_grad(x, grad_out, kernel_shape, strides, padding):
