@@ -35,6 +35,10 @@ CASES = [
     ("wide_channels", (1, 3, 5, 6, 20), (3, 3, 3), 24, (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 1),
     ("wide_valid", (1, 3, 5, 7, 18), (1, 3, 3), 20, (1, 1, 1), ((0, 0), (0, 0), (0, 0)), 1),
     ("wide_temporal", (1, 4, 3, 3, 20), (3, 1, 1), 17, (1, 1, 1), ((1, 1), (0, 0), (0, 0)), 1),
+    # temporal stride 1: taps shifted in time; only the middle tap sees the single frame.
+    ("one_frame", (2, 1, 5, 5, 3), (3, 3, 3), 4, (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 1),
+    ("wide_time_pad", (1, 2, 4, 4, 3), (3, 3, 3), 4, (1, 1, 1), ((2, 3), (1, 1), (1, 1)), 1),
+    ("valid_time", (1, 5, 4, 4, 3), (3, 3, 3), 4, (1, 1, 1), ((0, 0), (1, 1), (1, 1)), 1),
 ]
 
 
@@ -147,8 +151,14 @@ def test_kernel_grad_in_frame_pieces_matches_native(monkeypatch, case, positions
     np.testing.assert_allclose(dk, vjp_ref(g)[0], rtol=0,
                                atol=1e-5 * float(jnp.max(jnp.abs(vjp_ref(g)[0]))), err_msg=lowering)
     frames = shape[0] * y.shape[1]  # batch of 2D convs: B * T_out
-    per_tap = frames if frames_per_piece == 1 else min(frames, max_pieces)
     taps = kernel[0] if lowering == "sum2d" else 1
+    (lo, hi), t_in = padding[0], shape[1]
+    if lowering == "sum2d" and strides[0] == 1 and lo + hi >= kernel[0] - 1:
+      # taps shifted in time: each tap's conv sees all B * T input frames; taps that would
+      # only see padding are left out
+      frames = shape[0] * t_in
+      taps = sum(any(0 <= t + a - lo < t_in for t in range(y.shape[1])) for a in range(kernel[0]))
+    per_tap = frames if frames_per_piece == 1 else min(frames, max_pieces)
     convs = str(jax.make_jaxpr(dk_fn)(k)).count("conv_general_dilated")
     assert convs == taps * (2 + per_tap), (lowering, convs)  # forward, d-input, the pieces
 

@@ -5,7 +5,10 @@ slower, and pathologically slow for some shapes (strided input gradients: 0.5 s 
 1-frame inputs). So on CPU a 3D convolution is rewritten into 2D convolutions or matmuls:
 
   sum2d       sum over temporal taps of 2D convs (each tap a strided temporal slice of the input,
-              frames folded into the batch). General 3D kernels.
+              frames folded into the batch). General 3D kernels. With temporal stride 1 every
+              tap's conv runs on all frames (no copies of shifted slices) and the outputs are
+              summed shifted in time; its kernel-gradient pieces then share one transposed copy
+              of each frame across taps (R3D-18 step 2154 -> 2066 ms, transposes 250 -> 106 ms).
   taps2d      the temporal taps concatenated on the channel axis, one 2D conv (groups respected:
               channels are ordered (group, tap, channel)). RGB stems and grouped convolutions.
   temporal2d  (k, 1, 1) kernels (R(2+1)D temporal convs): one 2D conv over (T, H*W), no copies.
@@ -301,7 +304,11 @@ def _native(x, kernel, strides, padding, groups):
 
 
 def _sum2d(x, kernel, strides, padding, groups):
-  taps, t_out = _temporal_taps(_pad_time(x, padding[0]), kernel.shape[0], strides[0])
+  kt = kernel.shape[0]
+  (lo, hi) = padding[0]
+  if strides[0] == 1 and lo + hi >= kt - 1:  # no frame computed in vain
+    return _sum2d_shifted(x, kernel, strides, padding, groups)
+  taps, t_out = _temporal_taps(_pad_time(x, padding[0]), kt, strides[0])
   b = x.shape[0]
   out = None
   for tap, frames in enumerate(taps):
@@ -309,6 +316,28 @@ def _sum2d(x, kernel, strides, padding, groups):
                 padding[1:], groups)
     out = y if out is None else out + y
   return out.reshape((b, t_out) + out.shape[1:])
+
+
+def _sum2d_shifted(x, kernel, strides, padding, groups):
+  """sum2d for temporal stride 1: every tap's 2D conv runs on all frames of x (a free reshape, no
+  per-tap copy of shifted frames), and the tap outputs are summed shifted in time:
+  out[t] = sum_a conv2d(x[t + a - lo], kernel[a]), frames outside x counting as zeros."""
+  b, t = x.shape[:2]
+  (lo, hi) = padding[0]
+  t_out = t + lo + hi - kernel.shape[0] + 1
+  frames = x.reshape((b * t,) + x.shape[2:])
+  out = None
+  for tap in range(kernel.shape[0]):
+    shift = tap - lo
+    if max(0, -shift) >= min(t_out, t - shift):  # this tap only ever sees padding
+      continue
+    y = _conv2d(frames, kernel[tap], strides[1:], padding[1:], groups)
+    y = y.reshape((b, t) + y.shape[1:])
+    pads = [(0, 0)] * y.ndim
+    pads[1] = (max(0, -shift), max(0, t_out + shift - t))
+    y = lax.slice_in_dim(jnp.pad(y, pads), shift + pads[1][0], shift + pads[1][0] + t_out, axis=1)
+    out = y if out is None else out + y
+  return out  # some tap always overlaps x, since lo + hi >= kt - 1 (checked by the caller)
 
 
 def _taps2d(x, kernel, strides, padding, groups):
