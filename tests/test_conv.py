@@ -97,29 +97,45 @@ def _jaxpr_conv_shapes(jaxpr):
   return shapes
 
 
-@pytest.mark.parametrize("in_features, out_features, forward_wide, input_grad_wide", [
-    (20, 24, True, True), (20, 64, True, True), (20, 65, False, True), (70, 64, True, False),
-    (8, 12, False, False)])
-def test_single_tile_convs_are_widened_on_cpu(in_features, out_features, forward_wide,
-                                              input_grad_wide):
-  """2D convs with <= 64 output channels (one YNNPACK tile: one core) and > 16 channels compute one
-  extra output column, so that XLA runs its multithreaded conv; others are left alone."""
-  x, k = _inputs((1, 3, 5, 6, in_features), (3, 3, 3), out_features, 1)
+@pytest.mark.parametrize("in_features, out_features, widened", [
+    (20, 24, True), (70, 64, True), (20, 96, True), (20, 128, False), (20, 144, False),
+    (20, 192, True), (8, 12, False)])
+def test_convs_that_leave_cores_idle_are_widened_on_cpu(monkeypatch, in_features, out_features,
+                                                        widened):
+  """On 2 cores, a 2D conv whose output channels split unevenly into YNNPACK's 64-channel tiles
+  (and has > 16 channels) computes one extra output column, so XLA runs its multithreaded conv;
+  the values are the same."""
+  monkeypatch.setattr(conv, "_cores", lambda: 2)
+  x, k = _inputs((2, 5, 6, in_features), (3, 3), out_features, 1)
+  fn = lambda x, k: conv._multithreaded_conv2d(x, k, (1, 1), ((1, 1), (1, 1)), 1)
+  assert _jaxpr_conv_shapes(jax.make_jaxpr(fn)(x, k).jaxpr) == [(2, 5, 7 if widened else 6,
+                                                                 out_features)]
+  np.testing.assert_allclose(jax.jit(fn)(x, k), conv._plain_conv2d(x, k, (1, 1), ((1, 1), (1, 1)),
+                                                                   1), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_sum2d_stride1_runs_taps_side_by_side(monkeypatch, groups):
+  """Temporal stride 1: one 2D conv over all frames with the taps' kernels side by side (grouped:
+  one per tap), forward and input gradient (no copies of shifted frames); kernel gradients per
+  tap."""
+  monkeypatch.setattr(conv, "_cores", lambda: 2)
+  x, k = _inputs((1, 4, 5, 6, 20), (3, 3, 3), 24, groups)
   pad = ((1, 1), (1, 1), (1, 1))
 
   def loss(x, k):
-    return jnp.sum(conv.conv3d(x, k, (1, 1, 1), pad, 1, "sum2d", "xla") ** 2)
+    return jnp.sum(conv.conv3d(x, k, (1, 1, 1), pad, groups, "sum2d", "xla") ** 2)
 
   shapes = _jaxpr_conv_shapes(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, k).jaxpr)
-  frames = [s for s in shapes if s[0] == 3]  # batch = frames; kernel-gradient convs: channels
-  forward = [s[2] for s in frames if s[-1] == out_features]
-  input_grad = [s[2] for s in frames if s[-1] == in_features]
-  assert forward == [7 if forward_wide else 6] * 3, shapes  # one 2D conv per temporal tap
-  assert input_grad == [7 if input_grad_wide else 6] * 3, shapes
-  with conv.native_lowering():
-    shapes = _jaxpr_conv_shapes(jax.make_jaxpr(lambda x, k: conv.conv3d(
-        x, k, (1, 1, 1), pad, 1, "auto"))(x, k).jaxpr)
-  assert shapes == [(1, 3, 5, 6, out_features)]
+  frames = [s for s in shapes if s[0] == 4]  # batch = frames; kernel-gradient convs: channels
+  if groups == 1:
+    # d-input (3 taps x 20 channels), forward (3 x 24); then one kernel gradient per tap
+    assert sorted(frames) == [(4, 5, 7, 60), (4, 5, 7, 72)], shapes
+    assert [s for s in shapes if s[0] != 4] == [(20, 3, 3, 24)] * 3, shapes
+  else:
+    # one input-gradient conv per tap (the grouped kernel gradient retraces the forward)
+    assert [s for s in frames if s[-1] == 20] == [(4, 5, 6, 20)] * 3, shapes
+    assert {s for s in frames if s[-1] != 20} == {(4, 5, 6, 24)}, shapes
 
 
 def test_kernel_grad_dots_matches_autodiff():
@@ -153,14 +169,16 @@ def test_kernel_grad_in_frame_pieces_matches_native(monkeypatch, case, positions
     frames = shape[0] * y.shape[1]  # batch of 2D convs: B * T_out
     taps = kernel[0] if lowering == "sum2d" else 1
     (lo, hi), t_in = padding[0], shape[1]
+    forward_and_input_grad = 2 * taps
     if lowering == "sum2d" and strides[0] == 1 and lo + hi >= kernel[0] - 1:
-      # taps shifted in time: each tap's conv sees all B * T input frames; taps that would
-      # only see padding are left out
+      # taps shifted in time: the taps' convs see all B * T input frames side by side in one
+      # conv (groups == 1 here); taps that would only see padding are left out
       frames = shape[0] * t_in
       taps = sum(any(0 <= t + a - lo < t_in for t in range(y.shape[1])) for a in range(kernel[0]))
+      forward_and_input_grad = 2
     per_tap = frames if frames_per_piece == 1 else min(frames, max_pieces)
     convs = str(jax.make_jaxpr(dk_fn)(k)).count("conv_general_dilated")
-    assert convs == taps * (2 + per_tap), (lowering, convs)  # forward, d-input, the pieces
+    assert convs == forward_and_input_grad + taps * per_tap, (lowering, convs)
 
 
 @pytest.mark.parametrize("kernel, in_group, groups, lowering, kernel_grad", [

@@ -90,8 +90,11 @@ CPU_XLA_FLAGS: tuple[str, ...] = ()
 # KERNEL_GRAD_PIECE_POSITIONS input pixels (at least one), and at most KERNEL_GRAD_PIECES pieces.
 KERNEL_GRAD_PIECE_POSITIONS = 56 * 56
 KERNEL_GRAD_PIECES = 32
-# YNNPACK (XLA:CPU's 2D convolution library) parallelises over tiles of this many output channels.
-YNN_SINGLE_TILE_CHANNELS = 64
+# YNNPACK (XLA:CPU's 2D convolution library) parallelises over tiles of this many output channels;
+# forward and input-gradient convs that would keep less than YNN_MIN_CORE_USE of the cores busy
+# go to XLA's Eigen convolution instead (`_multithreaded_conv2d`).
+YNN_TILE_CHANNELS = 64
+YNN_MIN_CORE_USE = 0.8
 # Set inside `native_lowering()`: `auto` then means XLA's native 3D ops on every backend.
 _FORCE_NATIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("force_native_conv3d",
                                                                      default=False)
@@ -206,6 +209,24 @@ def _plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None, rhs_di
                                   feature_group_count=groups)
 
 
+def _cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def _ynn_core_use(out_channels: int) -> float:
+  """Estimated share of the cores kept busy when YNNPACK runs a conv with this many output
+  channels: tiles of YNN_TILE_CHANNELS (the last one partial), each on one core, the largest
+  first to the least loaded core. Measured core use on 2 cores for 32 frames of 56x56: 64 and
+  fewer outputs 1.0 of 2 cores, 96: 1.76, 128: 1.92, 144: 1.84, 192: 1.59."""
+  loads = [0] * _cores()
+  for start in range(0, out_channels, YNN_TILE_CHANNELS):
+    loads[loads.index(min(loads))] += min(YNN_TILE_CHANNELS, out_channels - start)
+  return out_channels / (len(loads) * max(loads))
+
+
 def _multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None):
   """`_plain_conv2d` for the forward and input-gradient convolutions of the CPU lowerings.
 
@@ -219,7 +240,7 @@ def _multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None
   """
   kh, kw, cin_group, cout = kernel.shape
   if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or groups != 1 or lhs_dilation
-      or tuple(strides) != (1, 1) or cout > YNN_SINGLE_TILE_CHANNELS
+      or tuple(strides) != (1, 1) or _ynn_core_use(cout) >= YNN_MIN_CORE_USE
       or max(cin_group, cout) <= 16):
     return _plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=lhs_dilation)
   (top, bottom), (left, right) = padding
@@ -243,17 +264,25 @@ def _conv2d_fwd(x, kernel, strides, padding, groups):
   return _multithreaded_conv2d(x, kernel, strides, padding, groups), (x, kernel)
 
 
-def _conv2d_input_grad(grad_out, kernel, in_hw, strides, padding, groups):
-  """Transposed convolution: grad_out dilated by the strides, against the flipped kernel."""
+def _input_grad_kernel(kernel, groups):
+  """The kernel of the transposed convolution: flipped in space, in/out channels swapped."""
   kh, kw, cin_group, cout = kernel.shape
   flipped = kernel[::-1, ::-1].reshape((kh, kw, cin_group, groups, cout // groups))
-  flipped = jnp.transpose(flipped, (0, 1, 4, 3, 2)).reshape((kh, kw, cout // groups,
-                                                             groups * cin_group))
-  pads = []
-  for n, m, k, s, (lo, _) in zip(in_hw, grad_out.shape[1:3], (kh, kw), strides, padding):
-    pads.append((k - 1 - lo, n - 1 + lo - (m - 1) * s))
+  return jnp.transpose(flipped, (0, 1, 4, 3, 2)).reshape((kh, kw, cout // groups,
+                                                          groups * cin_group))
+
+
+def _input_grad_padding(kernel_hw, in_hw, out_hw, strides, padding):
+  return [(k - 1 - lo, n - 1 + lo - (m - 1) * s)
+          for n, m, k, s, (lo, _) in zip(in_hw, out_hw, kernel_hw, strides, padding)]
+
+
+def _conv2d_input_grad(grad_out, kernel, in_hw, strides, padding, groups):
+  """Transposed convolution: grad_out dilated by the strides, against the flipped kernel."""
+  pads = _input_grad_padding(kernel.shape[:2], in_hw, grad_out.shape[1:3], strides, padding)
   dilation = tuple(strides) if tuple(strides) != (1, 1) else None
-  return _multithreaded_conv2d(grad_out, flipped, (1, 1), pads, groups, lhs_dilation=dilation)
+  return _multithreaded_conv2d(grad_out, _input_grad_kernel(kernel, groups), (1, 1), pads, groups,
+                               lhs_dilation=dilation)
 
 
 def _conv2d_kernel_grad(x, grad_out, kernel_shape, strides, padding):
@@ -321,23 +350,91 @@ def _sum2d(x, kernel, strides, padding, groups):
 def _sum2d_shifted(x, kernel, strides, padding, groups):
   """sum2d for temporal stride 1: every tap's 2D conv runs on all frames of x (a free reshape, no
   per-tap copy of shifted frames), and the tap outputs are summed shifted in time:
-  out[t] = sum_a conv2d(x[t + a - lo], kernel[a]), frames outside x counting as zeros."""
+  out[t] = sum_a conv2d(x[t + a - lo], kernel[a]), frames outside x counting as zeros. Without
+  groups, `_shifted_taps` puts the taps' kernels side by side in one 2D conv."""
+  if groups == 1:
+    return _shifted_taps(x, kernel, tuple(strides[1:]), tuple(padding))
   b, t = x.shape[:2]
-  (lo, hi) = padding[0]
-  t_out = t + lo + hi - kernel.shape[0] + 1
+  taps, t_out = _overlapping_taps(kernel.shape[0], padding[0], t)
   frames = x.reshape((b * t,) + x.shape[2:])
+  outputs = [_conv2d(frames, kernel[a], strides[1:], padding[1:], groups) for a in taps]
+  return _shift_sum([y.reshape((b, t) + y.shape[1:]) for y in outputs],
+                    [a - padding[0][0] for a in taps], t_out)
+
+
+def _overlapping_taps(kt, time_padding, t):
+  """The temporal taps that ever see a frame of t frames (some always does when lo + hi >= kt - 1)
+  and the number of output frames (temporal stride 1)."""
+  lo, hi = time_padding
+  t_out = t + lo + hi - kt + 1
+  return [a for a in range(kt) if max(0, lo - a) < min(t_out, t + lo - a)], t_out
+
+
+def _shift_sum(ys, shifts, t_out):
+  """out[:, t] = sum_i ys[i][:, t + shifts[i]] for t < t_out, frames outside ys[i] being zeros."""
   out = None
-  for tap in range(kernel.shape[0]):
-    shift = tap - lo
-    if max(0, -shift) >= min(t_out, t - shift):  # this tap only ever sees padding
-      continue
-    y = _conv2d(frames, kernel[tap], strides[1:], padding[1:], groups)
-    y = y.reshape((b, t) + y.shape[1:])
+  for y, shift in zip(ys, shifts):
     pads = [(0, 0)] * y.ndim
-    pads[1] = (max(0, -shift), max(0, t_out + shift - t))
+    pads[1] = (max(0, -shift), max(0, t_out + shift - y.shape[1]))
     y = lax.slice_in_dim(jnp.pad(y, pads), shift + pads[1][0], shift + pads[1][0] + t_out, axis=1)
     out = y if out is None else out + y
-  return out  # some tap always overlaps x, since lo + hi >= kt - 1 (checked by the caller)
+  return out
+
+
+def _shifted_taps_forward(x, kernel, strides, padding):
+  b, t = x.shape[:2]
+  taps, t_out = _overlapping_taps(kernel.shape[0], padding[0], t)
+  cout = kernel.shape[-1]
+  y = _multithreaded_conv2d(x.reshape((b * t,) + x.shape[2:]),
+                            jnp.concatenate([kernel[a] for a in taps], axis=-1), strides,
+                            padding[1:], 1)
+  y = y.reshape((b, t) + y.shape[1:])
+  return _shift_sum([y[..., i * cout:(i + 1) * cout] for i in range(len(taps))],
+                    [a - padding[0][0] for a in taps], t_out)
+
+
+# sum2d, temporal stride 1, no groups: one 2D conv over all frames with the taps' kernels side by
+# side, outputs summed shifted in time. Its gradients keep that form: the input gradient is one
+# transposed conv over all frames of grad_out with the taps' flipped kernels side by side, summed
+# shifted back; each tap's kernel gradient pairs frames of x with frames of grad_out directly, so
+# neither x nor grad_out is ever copied per tap.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _shifted_taps(x, kernel, strides, padding):
+  return _shifted_taps_forward(x, kernel, strides, padding)
+
+
+def _shifted_taps_fwd(x, kernel, strides, padding):
+  return _shifted_taps_forward(x, kernel, strides, padding), (x, kernel)
+
+
+def _shifted_taps_bwd(strides, padding, residuals, grad_out):
+  x, kernel = residuals
+  b, t = x.shape[:2]
+  lo = padding[0][0]
+  taps, t_out = _overlapping_taps(kernel.shape[0], padding[0], t)
+  cin = kernel.shape[3]
+  g = grad_out.reshape((b * t_out,) + grad_out.shape[2:])
+  pads = _input_grad_padding(kernel.shape[1:3], x.shape[2:4], grad_out.shape[2:4], strides,
+                             padding[1:])
+  dilation = tuple(strides) if tuple(strides) != (1, 1) else None
+  z = _multithreaded_conv2d(
+      g, jnp.concatenate([_input_grad_kernel(kernel[a], 1) for a in taps], axis=-1), (1, 1),
+      pads, 1, lhs_dilation=dilation)
+  z = z.reshape((b, t_out) + z.shape[1:])
+  dx = _shift_sum([z[..., i * cin:(i + 1) * cin] for i in range(len(taps))],
+                  [lo - a for a in taps], t)
+  frames = x.reshape((b * t,) + x.shape[2:])
+  dk = [jnp.zeros(kernel.shape[1:], kernel.dtype)] * kernel.shape[0]
+  for a in taps:
+    # grad_out shifted onto the input frames each output frame of this tap read (zeros where it
+    # read padding); only per-frame slices of it are used, so it is not materialised
+    g_tap = _shift_sum([grad_out], [lo - a], t)
+    dk[a] = _conv2d_kernel_grad(frames, g_tap.reshape((b * t,) + g_tap.shape[2:]),
+                                kernel.shape[1:], strides, padding[1:]).astype(kernel.dtype)
+  return dx.astype(x.dtype), jnp.stack(dk)
+
+
+_shifted_taps.defvjp(_shifted_taps_fwd, _shifted_taps_bwd)
 
 
 def _taps2d(x, kernel, strides, padding, groups):
