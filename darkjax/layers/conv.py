@@ -5,10 +5,13 @@ slower, and pathologically slow for some shapes (strided input gradients: 0.5 s 
 1-frame inputs). So on CPU a 3D convolution is rewritten into 2D convolutions or matmuls:
 
   sum2d       sum over temporal taps of 2D convs (each tap a strided temporal slice of the input,
-              frames folded into the batch). General 3D kernels. With temporal stride 1 every
-              tap's conv runs on all frames (no copies of shifted slices) and the outputs are
-              summed shifted in time; its kernel-gradient pieces then share one transposed copy
-              of each frame across taps (R3D-18 step 2154 -> 2066 ms, transposes 250 -> 106 ms).
+              frames folded into the batch). General 3D kernels. With temporal stride 1
+              (`_shifted_taps`) the taps' kernels sit side by side in one 2D conv over all
+              frames (no copies of shifted slices; one pass over x) and the outputs are summed
+              shifted in time; the input gradient has the same form, and the kernel-gradient
+              pieces share one transposed copy of each frame across taps. R3D-18 step, same
+              process: per-tap shifted convs 2154 -> 2066 ms (transposes 250 -> 106 ms); taps
+              side by side, also in the input gradient, 2091 -> 1939 ms.
   taps2d      the temporal taps concatenated on the channel axis, one 2D conv (groups respected:
               channels are ordered (group, tap, channel)). RGB stems and grouped convolutions.
   temporal2d  (k, 1, 1) kernels (R(2+1)D temporal convs): one 2D conv over (T, H*W), no copies.
