@@ -59,15 +59,18 @@ the oneDNN / XNNPACK flags; so no flag is set by default.
 
 Threads: XLA:CPU gives most 2D convolutions to YNNPACK, which splits a convolution over threads
 by tiles of 64 output channels only, so every conv with <= 64 outputs ran on one core (R3D's
-whole layer 1: in a profiled R3D-18 step ~60% of the wall time had one busy thread). The
-forward and input-gradient convs of that kind are computed one output column wider, which XLA
-keeps on its multithreaded Eigen convolution (`_multithreaded_conv2d`): R3D-18 step 3047 ->
-2556 ms wall (same process, alternating rounds; CPU time -2%), r2plus1d_18 unchanged (1.18x
-torch). Kernel-gradient pieces stay on YNNPACK: they are many small independent convs that run
-concurrently, and Eigen took 2x their CPU time. Splitting strided convs (the stem) into batch
-halves did not help (2220 vs 2222 ms). Splitting the batch over one host device per core
-(`configure_cpu_flags(host_devices=N)`, data parallel) also helps; it changes `jax.devices()`,
-so batches must divide by N; it is opt-in.
+whole layer 1: in a profiled R3D-18 step ~60% of the wall time had one busy thread). Forward
+and input-gradient convs whose output channels would leave cores idle (`_ynn_core_use` below
+YNN_MIN_CORE_USE, from the core count) are computed one output column wider, which XLA keeps on
+its multithreaded Eigen convolution (`_multithreaded_conv2d`; Eigen costs ~1.25x YNNPACK's CPU
+time per conv but uses every core): R3D-18 step 3047 -> 2556 ms wall (same process, alternating
+rounds; CPU time -2%), r2plus1d_18 unchanged (1.18x torch). Kernel-gradient pieces stay on
+YNNPACK: they are many small independent convs that run concurrently, and Eigen took 2x their
+CPU time. Splitting strided convs (the stem) into batch halves did not help (2220 vs 2222 ms).
+The rule was measured on 2 cores only; with many cores it sends most convs to Eigen. Splitting
+the batch over one host device per core (`configure_cpu_flags(host_devices=N)`, data parallel)
+helped before this change (session 2: r3d_18 1.72x -> 1.67x torch) and is now slower (1.86x:
+the devices contend for the cores Eigen already uses); it stays opt-in.
 """
 
 from __future__ import annotations

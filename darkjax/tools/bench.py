@@ -12,26 +12,25 @@ alternate and the best round counts; CPU time (all threads) is printed too, as i
 sensitive than wall time to other load on the machine. `--devices N` splits the batch over N
 host devices (data parallel, `--xla_force_host_platform_device_count`).
 
-Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, other helpers' jobs running
-(load ~1.5-2.5), best of 3 rounds, flax / torch 2.14 on 2 threads, wall ms per step:
-  r2plus1d_18    3458-4384 / 2376-2750 = 1.46-1.59   --devices 2: 3503 / 2829 = 1.24 (1.51)
-  r3d_18         3243-4052 / 1550-1786 = 2.09-2.27   --devices 2: 2437 / 1449 = 1.68 (1.45)
-  resnet3d_18     757 /  465 = 1.63
-  resnext3d_101  2659 / 3982 = 0.67; compile 13-21 s wall
-Those predate the kernel gradients in frame pieces (`conv.KERNEL_GRAD_PIECE_POSITIONS`), which
-cut the flax step's CPU time by 27% (r3d_18 5015 -> 3650 ms), 28% (r2plus1d_18 7390 -> 5320) and
-5% (resnext3d_101 3295 -> 3120) in one process under load 4-5; r3d_18 now compiles in 16-21 s
-(was 7). Under that load torch was slower than flax (r3d_18 3741 / 5948 = 0.63, r2plus1d_18
-5172 / 9997 = 0.52). Quiet rerun afterwards (load ~1.7, session 2, best of 3 rounds):
-  r2plus1d_18    3490 / 2965 = 1.18
-  r3d_18         2788 / 1620 = 1.72   --devices 2: 2638 / 1576 = 1.67; compile 10.6 s
-  (r3d_18 over four quiet runs: 1.66-1.77. XLA_FLAGS tried on it, same-run A/B, no change beyond
-  that spread: --xla_cpu_use_onednn + --xla_cpu_experimental_onednn_custom_call,
-  --xla_cpu_experimental_xnn_fusion_type=+individual_convolution,
-  --xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY: 1.73 vs 1.77.)
-Under heavy load torch degrades more than XLA (ratios of 0.8-0.9 were seen), so compare ratios
-from quiet runs. XLA:CPU runs 2D convolutions with 64 output channels on one thread; the
-host-device split (`--devices 2`) puts both cores to work on R3D's 64-channel layer 1.
+Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, best of 3 rounds, flax / torch
+2.14 on 2 threads, wall ms per step, session 3 (2026-11-22, load ~1.2-2, after the conv lowering
+changes of that session: single-tile convs on Eigen, stride-1 taps side by side; README):
+  r3d_18         1974 / 1568 = 1.26,  1975 / 1461 = 1.35      compile 9-12 s
+  r2plus1d_18    3037 / 2566 = 1.18
+  mc3_18         2051 / 1495 = 1.37
+  resnet3d_18     556 /  664 = 0.84
+  resnext3d_101  2161 /  852 = 2.54                           compile 13.8-15.5 s
+  r3d_18 --devices 2: 3232 / 1738 = 1.86 (worse than one device now: the Eigen convs already use
+  both cores, and two devices contend for them).
+History: session 1 r3d_18 2.09-2.27 (under load); session 2 1.66-1.77 after kernel gradients in
+frame pieces (`conv.KERNEL_GRAD_PIECE_POSITIONS`). Earlier resnext3d_101 ratios of 0.67 were
+taken under heavy load (4-5), where torch degrades more than XLA: compare ratios from quiet runs.
+XLA_FLAGS tried on r3d_18 in session 2 with no change beyond the run-to-run spread:
+--xla_cpu_use_onednn + --xla_cpu_experimental_onednn_custom_call,
+--xla_cpu_experimental_xnn_fusion_type=+individual_convolution,
+--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY.
+Profiling a step: `jax.profiler` traces show each XLA thunk per thread; YNNPACK convs with <= 64
+output channels appear as single long events with the other thread idle.
 
 Depthwise conv lowerings (the enhancers' ShuffleNet units): `--depthwise`, see
 `darkjax/layers/depthwise.py`.
