@@ -97,21 +97,22 @@ def _jaxpr_conv_shapes(jaxpr):
   return shapes
 
 
-@pytest.mark.parametrize("in_features, out_features, widened", [
-    (20, 24, True), (70, 64, True), (20, 96, True), (20, 128, False), (20, 144, False),
-    (20, 192, True), (8, 12, False)])
+@pytest.mark.parametrize("in_features, out_features, groups, widened", [
+    (20, 24, 1, True), (70, 64, 1, True), (20, 96, 1, True), (20, 128, 1, False),
+    (20, 144, 1, False), (20, 192, 1, True), (8, 12, 1, False),
+    (64, 128, 8, True), (32, 32, 32, False)])  # grouped: widened; depthwise: not
 def test_convs_that_leave_cores_idle_are_widened_on_cpu(monkeypatch, in_features, out_features,
-                                                        widened):
+                                                        groups, widened):
   """On 2 cores, a 2D conv whose output channels split unevenly into YNNPACK's 64-channel tiles
-  (and has > 16 channels) computes one extra output column, so XLA runs its multithreaded conv;
-  the values are the same."""
+  or that is grouped (and has > 16 channels) computes one extra output column, so XLA runs its
+  multithreaded conv; the values are the same."""
   monkeypatch.setattr(conv, "_cores", lambda: 2)
-  x, k = _inputs((2, 5, 6, in_features), (3, 3), out_features, 1)
-  fn = lambda x, k: conv._multithreaded_conv2d(x, k, (1, 1), ((1, 1), (1, 1)), 1)
+  x, k = _inputs((2, 5, 6, in_features), (3, 3), out_features, groups)
+  fn = lambda x, k: conv._multithreaded_conv2d(x, k, (1, 1), ((1, 1), (1, 1)), groups)
   assert _jaxpr_conv_shapes(jax.make_jaxpr(fn)(x, k).jaxpr) == [(2, 5, 7 if widened else 6,
                                                                  out_features)]
-  np.testing.assert_allclose(jax.jit(fn)(x, k), conv._plain_conv2d(x, k, (1, 1), ((1, 1), (1, 1)),
-                                                                   1), rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(jax.jit(fn)(x, k), conv._plain_conv2d(
+      x, k, (1, 1), ((1, 1), (1, 1)), groups), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("groups", [1, 2])
@@ -133,9 +134,10 @@ def test_sum2d_stride1_runs_taps_side_by_side(monkeypatch, groups):
     assert sorted(frames) == [(4, 5, 7, 60), (4, 5, 7, 72)], shapes
     assert [s for s in shapes if s[0] != 4] == [(20, 3, 3, 24)] * 3, shapes
   else:
-    # one input-gradient conv per tap (the grouped kernel gradient retraces the forward)
-    assert [s for s in frames if s[-1] == 20] == [(4, 5, 6, 20)] * 3, shapes
-    assert {s for s in frames if s[-1] != 20} == {(4, 5, 6, 24)}, shapes
+    # one input-gradient conv per tap, widened (grouped); the grouped kernel gradient retraces
+    # the forward with a plain conv
+    assert [s for s in frames if s[-1] == 20] == [(4, 5, 7, 20)] * 3, shapes
+    assert {s for s in frames if s[-1] != 20} == {(4, 5, 7, 24), (4, 5, 6, 24)}, shapes
 
 
 def test_kernel_grad_dots_matches_autodiff():

@@ -240,14 +240,20 @@ def _multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None
   by tiles of 64 output channels only: a convolution with <= 64 output channels runs on one core
   (R3D layer-1 3x3 64->64 on 32 frames of 56x56: 36-50 ms wall on 1 of 2 cores; 128 outputs:
   1.9 cores). XLA's Eigen convolution uses every core (same conv: 23-25 ms wall, 46 CPU-ms).
+  Grouped convolutions (not depthwise) run on one core in YNNPACK whatever their width, and 3-5x
+  slower than in Eigen (ResNeXt's 3x3 taps2d conv 384->128 in 32 groups on 16 frames of 28x28:
+  120 ms vs 42 ms wall; 8 frames of 14x14, 768->256: 28 vs 6 ms).
   XLA keeps convolutions whose output is wider than their input away from YNNPACK, so for those
   shapes one extra column of zero padding is added on the right and its output column dropped:
   same values (one output column more is computed, ~2% of the work for 56 columns).
   """
   kh, kw, cin_group, cout = kernel.shape
-  if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or groups != 1 or lhs_dilation
-      or tuple(strides) != (1, 1) or _ynn_core_use(cout) >= YNN_MIN_CORE_USE
-      or max(cin_group, cout) <= 16):
+  if groups > 1:
+    idle_cores = cin_group > 1  # depthwise convs: see darkjax.layers.depthwise
+  else:
+    idle_cores = _ynn_core_use(cout) < YNN_MIN_CORE_USE
+  if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or not idle_cores or lhs_dilation
+      or tuple(strides) != (1, 1) or max(cin_group * groups, cout) <= 16):
     return _plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=lhs_dilation)
   (top, bottom), (left, right) = padding
   width = x.shape[2] + left + right - kw + 1
