@@ -123,6 +123,7 @@ def test_bench_train_step_vs_torch_smoke(capsys):
                        "--size", "32", "--steps", "1", "--rounds", "1"])
   assert result["flax_step_s"] > 0 and result["torch_step_s"] > 0 and result["ratio"] > 0
   assert result["compile_s"] > 0
+  assert len(result["round_ratios"]) == 1 and result["round_ratios"][0] > 0
   assert "flax/torch ratio" in capsys.readouterr().out
   with pytest.raises(ValueError, match=r"C3D: clips must be \(16, 32, 32\)"):
     bench.main(["--model", "c3d_tiny", "--size", "48", "--steps", "1"])

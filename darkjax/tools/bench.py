@@ -9,7 +9,8 @@ and the steady-state time per step. With `--vs-torch` the same step runs in PyTo
 r3d_18 / mc3_18 / r2plus1d_18, or the in-repo reference of `darkjax.tools.torch_refs` for the
 Hara 3D-ResNets and C3D) with `torch.set_num_threads` = the cores JAX uses. JAX and torch rounds
 alternate and the best round counts; CPU time (all threads) is printed too, as it is less
-sensitive than wall time to other load on the machine. `--devices N` splits the batch over N
+sensitive than wall time to other load on the machine, and so are the per-round ratios (each flax
+round against the torch round right after it). `--devices N` splits the batch over N
 host devices (data parallel, `--xla_force_host_platform_device_count`).
 
 Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, best of 3 rounds, flax / torch
@@ -205,8 +206,11 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     result["torch_step_s"], result["torch_step_cpu_s"] = _report("torch", torch_rounds)
     result["ratio"] = result["flax_step_s"] / result["torch_step_s"]
     result["cpu_ratio"] = result["flax_step_cpu_s"] / result["torch_step_cpu_s"]
-    print(f"  flax/torch ratio: wall {result['ratio']:.2f}, CPU time {result['cpu_ratio']:.2f}",
-          flush=True)
+    # rounds alternate, so each flax round and the torch round after it saw about the same load
+    result["round_ratios"] = [f[0] / t[0] for f, t in zip(flax_rounds, torch_rounds)]
+    print(f"  flax/torch ratio: wall {result['ratio']:.2f}, CPU time {result['cpu_ratio']:.2f}; "
+          f"per round " + ", ".join(f"{r:.2f}" for r in result["round_ratios"]) +
+          f" (median {_median(result['round_ratios']):.2f})", flush=True)
   return result
 
 
