@@ -23,6 +23,8 @@ changes of that session: single-tile convs on Eigen, stride-1 taps side by side;
   resnext3d_101  2161 /  852 = 2.54                           compile 13.8-15.5 s
                  1691 /  717 = 2.36 after grouped convs moved to Eigen (same-process A/B:
                  1908 -> 1488 ms); r3d_18 in that run 2042 / 1557 = 1.31
+                 1445 /  670 = 2.16 after grouped kernel gradients lost their per-tap
+                 transposes (same-process A/B: 1720 -> 1423 ms)
   r3d_18 --devices 2: 3232 / 1738 = 1.86 (worse than one device now: the Eigen convs already use
   both cores, and two devices contend for them).
 History: session 1 r3d_18 2.09-2.27 (under load); session 2 1.66-1.77 after kernel gradients in
