@@ -27,6 +27,7 @@ from darkjax.data import datasets, records
 from darkjax.layers.grl import dann_lambda
 from darkjax.tools import dinet_experiment
 from darkjax.trainers import dinet as dinet_trainer
+from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,10 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_config(data_dir: str, steps: int = 10, target: str = "ir", **overrides):
   config = dinet_synthetic.get_config(f"runlocal,steps={steps},target={target},data_dir={data_dir}")
   config.log_every = 1
-  config.progress_bar = False
-  config.input.prefetch = 0
-  config.update_from_flattened_dict(overrides)   # dotted keys: {"input.prefetch": 2}
-  return config
+  return quiet(config, **overrides)   # dotted keys: {"input.prefetch": 2}
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,14 @@ from darkjax.tools import darkness as darkness_tool
 from darkjax.tools import enhancer_cost
 from darkjax.trainers import dtcm as dtcm_trainer
 from darkjax.trainers.supervised import cross_entropy
+from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(data_dir: str, setting: str = "one_stage_total", **args):
   extra = "".join(f",{k}={v}" for k, v in args.items())
-  config = dtcm_synthetic.get_config(f"runlocal,setting={setting},data_dir={data_dir}{extra}")
-  config.progress_bar = False
-  config.input.prefetch = 0
-  return config
+  return quiet(dtcm_synthetic.get_config(f"runlocal,setting={setting},data_dir={data_dir}{extra}"))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from darkjax import train
 from darkjax.data import datasets, records
 from darkjax.tools import predict
 from darkjax.tools.bench_input import write_avi
+from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(REPO, "configs", "synthetic.py")
@@ -21,9 +22,7 @@ CONFIG_FILE = os.path.join(REPO, "configs", "synthetic.py")
 def _config(data_dir: str):
   config = synthetic_config.get_config(f"runlocal,steps=3,data_dir={data_dir}")
   config.eval_every = -1
-  config.progress_bar = False
-  config.input.prefetch = 0
-  return config
+  return quiet(config)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ from darkjax.convert import io as convert_io
 from darkjax.data import datasets
 from darkjax.tools import dtcm_experiment, experiment
 from darkjax.trainers.supervised import ClassificationData
+from run_configs import quiet
 
 
 def day_config(data_dir: str, steps: int = 2):
   config = synthetic.get_config(f"runlocal,steps={steps},stream=day,normalise=imagenet,"
                                 f"data_dir={data_dir}")
-  config.progress_bar = False
-  config.input.prefetch = 0
-  return config
+  return quiet(config)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +60,7 @@ def test_dtcm_starts_from_another_runs_backbone(data_dir, tmp_path):
 
   config = dtcm_synthetic.get_config(f"runlocal,steps=1,data_dir={data_dir},"
                                      f"pretrained={pre_dir},normalise=imagenet")
-  config.progress_bar = False
-  config.input.prefetch = 0
+  quiet(config)
   config.optimizer.lr = 0.0           # the state after one step is the loaded one
   config.optimizer.warmup_steps = 0
   run_dir = str(tmp_path / "dtcm")
@@ -110,8 +108,7 @@ def test_dtcm_experiment_table_claim_and_reserved_args():
 def test_dtcm_one_stage_starts_from_the_phase1_enhancer(data_dir, tmp_path):
   config = dtcm_synthetic.get_config(f"runlocal,steps=1,enhancer_steps=2,data_dir={data_dir},"
                                      "pretrain_enhancer=True")
-  config.progress_bar = False
-  config.input.prefetch = 0
+  quiet(config)
   config.optimizer.lr = 0.0           # phase 2 keeps what it started from
   config.optimizer.warmup_steps = 0
   workdir = str(tmp_path / "dtcm")

@@ -18,6 +18,7 @@ from configs import synthetic as synthetic_config
 from darkjax import metrics as metrics_lib
 from darkjax import train
 from darkjax.data import datasets
+from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,10 +28,7 @@ def small_config(data_dir: str, steps: int = 20, **overrides):
   config.log_every = 1
   config.eval_every = -1
   config.checkpoint_every = 1000
-  config.progress_bar = False
-  config.input.prefetch = 0
-  config.update_from_flattened_dict(overrides)   # dotted keys: {"optimizer.lr": 0.02}
-  return config
+  return quiet(config, **overrides)   # dotted keys: {"optimizer.lr": 0.02}
 
 
 def losses(workdir: str) -> dict[int, float]:
