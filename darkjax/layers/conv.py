@@ -20,7 +20,8 @@ slower, and pathologically slow for some shapes (strided input gradients: 0.5 s 
 
 Kernel gradients: autodiff of the lowering ("xla"), or `kernel_grad_dots`, one matmul per kernel
 tap ("dots"; input and grad_out laid out group-major once, so the per-group matmuls need no
-per-tap transposes: ResNeXt-101 step 1720 -> 1423 ms, r2plus1d_18 2757 -> 2675, same process). XLA:CPU's grouped kernel-gradient convolution (a batch-grouped conv) takes ~20 s
+per-tap transposes: ResNeXt-101 step 1720 -> 1423 ms, r2plus1d_18 2757 -> 2675, same process).
+XLA:CPU's grouped kernel-gradient convolution (a batch-grouped conv) takes ~20 s
 where the dots take ~0.2 s (ResNeXt layer1), and its kernel gradient of (k,1,1) convs with many
 channels is 1.5-3x slower than the dots. The "xla" kernel gradient of the 2D convs is summed over
 pieces of one 56x56 frame (`KERNEL_GRAD_PIECE_POSITIONS`): XLA:CPU (YNNPACK) computes it per
@@ -440,7 +441,8 @@ def _shifted_taps_bwd(strides, padding, residuals, grad_out):
   dk = [jnp.zeros(kernel.shape[1:], kernel.dtype)] * kernel.shape[0]
   for a in taps:
     # grad_out shifted onto the input frames each output frame of this tap read (zeros where it
-    # read padding); only per-frame slices of it are used, so it is not materialised
+    # read padding); only slices of it (the kernel-gradient pieces) are used, which XLA can take
+    # from grad_out directly
     g_tap = _shift_sum([grad_out], [lo - a], t)
     dk[a] = _conv2d_kernel_grad(frames, g_tap.reshape((b * t,) + g_tap.shape[2:]),
                                 kernel.shape[1:], strides, padding[1:]).astype(kernel.dtype)
