@@ -254,13 +254,12 @@ def _multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None
     idle_cores = cin_group > 1  # depthwise convs: see darkjax.layers.depthwise
   else:
     idle_cores = _ynn_core_use(cout) < YNN_MIN_CORE_USE
-  if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or not idle_cores or lhs_dilation
-      or tuple(strides) != (1, 1) or max(cin_group * groups, cout) <= 16):
-    return _plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=lhs_dilation)
   (top, bottom), (left, right) = padding
-  width = x.shape[2] + left + right - kw + 1
-  if width > x.shape[2] or width < 1:  # YNNPACK would not take it anyway, or nothing to compute
-    return _plain_conv2d(x, kernel, strides, padding, groups)
+  width = x.shape[2] + left + right - kw + 1  # output width (stride 1)
+  if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or not idle_cores or lhs_dilation
+      or tuple(strides) != (1, 1) or max(cin_group * groups, cout) <= 16
+      or not 1 <= width <= x.shape[2]):  # YNNPACK would not take it anyway, or nothing to compute
+    return _plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=lhs_dilation)
   y = _plain_conv2d(x, kernel, strides, ((top, bottom), (left, right + x.shape[2] + 1 - width)),
                     groups)
   return y[:, :, :width]
@@ -278,25 +277,17 @@ def _conv2d_fwd(x, kernel, strides, padding, groups):
   return _multithreaded_conv2d(x, kernel, strides, padding, groups), (x, kernel)
 
 
-def _input_grad_kernel(kernel, groups):
-  """The kernel of the transposed convolution: flipped in space, in/out channels swapped."""
-  kh, kw, cin_group, cout = kernel.shape
-  flipped = kernel[::-1, ::-1].reshape((kh, kw, cin_group, groups, cout // groups))
-  return jnp.transpose(flipped, (0, 1, 4, 3, 2)).reshape((kh, kw, cout // groups,
-                                                          groups * cin_group))
-
-
-def _input_grad_padding(kernel_hw, in_hw, out_hw, strides, padding):
-  return [(k - 1 - lo, n - 1 + lo - (m - 1) * s)
-          for n, m, k, s, (lo, _) in zip(in_hw, out_hw, kernel_hw, strides, padding)]
-
-
 def _conv2d_input_grad(grad_out, kernel, in_hw, strides, padding, groups):
   """Transposed convolution: grad_out dilated by the strides, against the flipped kernel."""
-  pads = _input_grad_padding(kernel.shape[:2], in_hw, grad_out.shape[1:3], strides, padding)
+  kh, kw, cin_group, cout = kernel.shape
+  flipped = kernel[::-1, ::-1].reshape((kh, kw, cin_group, groups, cout // groups))
+  flipped = jnp.transpose(flipped, (0, 1, 4, 3, 2)).reshape((kh, kw, cout // groups,
+                                                             groups * cin_group))
+  pads = []
+  for n, m, k, s, (lo, _) in zip(in_hw, grad_out.shape[1:3], (kh, kw), strides, padding):
+    pads.append((k - 1 - lo, n - 1 + lo - (m - 1) * s))
   dilation = tuple(strides) if tuple(strides) != (1, 1) else None
-  return _multithreaded_conv2d(grad_out, _input_grad_kernel(kernel, groups), (1, 1), pads, groups,
-                               lhs_dilation=dilation)
+  return _multithreaded_conv2d(grad_out, flipped, (1, 1), pads, groups, lhs_dilation=dilation)
 
 
 def _conv2d_kernel_grad(x, grad_out, kernel_shape, strides, padding):
@@ -427,13 +418,11 @@ def _shifted_taps_bwd(strides, padding, residuals, grad_out):
   lo = padding[0][0]
   taps, t_out = _overlapping_taps(kernel.shape[0], padding[0], t)
   cin = kernel.shape[3]
-  g = grad_out.reshape((b * t_out,) + grad_out.shape[2:])
-  pads = _input_grad_padding(kernel.shape[1:3], x.shape[2:4], grad_out.shape[2:4], strides,
-                             padding[1:])
-  dilation = tuple(strides) if tuple(strides) != (1, 1) else None
-  z = _multithreaded_conv2d(
-      g, jnp.concatenate([_input_grad_kernel(kernel[a], 1) for a in taps], axis=-1), (1, 1),
-      pads, 1, lhs_dilation=dilation)
+  # the taps' kernels stacked on the input axis: the transposed conv gives every tap's input
+  # gradient side by side, (tap, channel) ordered
+  z = _conv2d_input_grad(grad_out.reshape((b * t_out,) + grad_out.shape[2:]),
+                         jnp.concatenate([kernel[a] for a in taps], axis=2), x.shape[2:4],
+                         strides, padding[1:], 1)
   z = z.reshape((b, t_out) + z.shape[1:])
   dx = _shift_sum([z[..., i * cin:(i + 1) * cin] for i in range(len(taps))],
                   [lo - a for a in taps], t)
