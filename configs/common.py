@@ -87,8 +87,7 @@ def optimizer_block(name: str = "sgd", lr: float = 0.1, **overrides) -> mlc.Conf
 def input_block(**overrides) -> mlc.ConfigDict:
   """Input pipeline block read by `darkjax.data.pipeline`."""
   block = mlc.ConfigDict(dict(
-      data=mlc.ConfigDict(dict(name="synthetic", dir="", split="train", eval_split="test",
-                               split_index=0, generate=mlc.ConfigDict())),
+      data=data_block("synthetic", ""),
       batch_size=16,           # global
       eval_batch_size=16,      # global
       frames=16,               # T frames per clip
@@ -112,6 +111,37 @@ def input_block(**overrides) -> mlc.ConfigDict:
   return block
 
 
+def model_block(name: str, **kwargs) -> mlc.ConfigDict:
+  """`config.model`: the zoo name for `darkjax.models.build` and its keyword arguments."""
+  return mlc.ConfigDict(dict(name=name, kwargs=mlc.ConfigDict(kwargs)))
+
+
+def data_block(name: str, directory: str, split_index: int = 0, **overrides) -> mlc.ConfigDict:
+  """`config.input.data`: a prepared dataset (`split_index` k picks `train<k>` / `test<k>` of
+  datasets with several official splits)."""
+  block = mlc.ConfigDict(dict(name=name, dir=directory, split="train", eval_split="test",
+                              split_index=split_index, generate=mlc.ConfigDict()))
+  block.update(overrides)
+  return block
+
+
+# `config.evals` entries (darkjax.evaluators): one per evaluation, run every `eval_every` steps.
+def classification_eval(data: str = "", split: str = "") -> mlc.ConfigDict:
+  """Top-1/5, mean class accuracy, per-class accuracy and confusion PNG over a whole split.
+  data: one of the task's data sources ("" = its first); split: "" = the data's eval_split."""
+  return mlc.ConfigDict(dict(type="classification", data=data, split=split))
+
+
+def enhancement_eval(clips: int = 3, data: str = "") -> mlc.ConfigDict:
+  """Input / enhanced / frame-difference grid of the first `clips` test clips (DTCM)."""
+  return mlc.ConfigDict(dict(type="enhancement", clips=clips, data=data))
+
+
+def attention_eval(clips: int = 4, data: str = "") -> mlc.ConfigDict:
+  """PViT and fusion attention maps of the first `clips` test clips (LIFT-Net)."""
+  return mlc.ConfigDict(dict(type="attention_maps", clips=clips, data=data))
+
+
 def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
   """The fields every config has besides input / model / optimizer: mesh, sharding, precision,
   logging, evaluation and checkpoint cadence, pretrained-weight loading. Override by keyword."""
@@ -129,6 +159,8 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       model_load=mlc.ConfigDict(dict(dont_load=(), prefix="")),
       log_every=20,
       eval_every=0,                  # 0: only at the end; -1: never
+      # name -> evaluator block (classification_eval, ...); names tag the metrics ("eval/top1")
+      evals=mlc.ConfigDict(dict(eval=classification_eval())),
       checkpoint_every=500,
       keep_checkpoints=2,
       async_checkpoints=True,

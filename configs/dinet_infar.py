@@ -27,16 +27,11 @@ import os
 
 import ml_collections as mlc
 
-from configs import common
+from configs import common, dinet_base
 
 INFAR_CLASSES = ("fight", "handclapping", "handshake", "hug", "jog", "jump", "punch", "push",
                  "skip", "walk", "wave1", "wave2")
 BACKBONES = {"resnext3d_101": "ResNeXt-DA", "resnet3d_101": "ResNet-DA", "c3d": "C3D-DA"}
-
-
-def _data_block(name: str, directory: str) -> mlc.ConfigDict:
-  return mlc.ConfigDict(dict(name=name, dir=directory, split="train", eval_split="test",
-                             split_index=1, generate=mlc.ConfigDict()))
 
 
 def get_config(arg=None):
@@ -47,18 +42,16 @@ def get_config(arg=None):
   config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
                                     short_side=128, crop_size=112, flip=True,
                                     normalise="kinetics", eval_clips=1, eval_crops=1)
-  config.input.data = _data_block("xd145", os.path.join(root, "xd145_infar12"))
+  config.input.data = common.data_block("xd145", os.path.join(root, "xd145_infar12"),
+                                        split_index=1)
   config.input.stream = "video"
-  config.target = mlc.ConfigDict(dict(data=_data_block("infar", os.path.join(root, "infar")),
-                                      stream="video"))
-  config.input_channels = 3          # single-channel infrared is repeated to 3 on device
-  config.domain_loss = arg.domain_loss
-  config.domain_loss_weight = 1.0
-  config.grl_gamma = 10.0
-
-  config.model = mlc.ConfigDict(dict(name="dinet", kwargs=mlc.ConfigDict(dict(
-      backbone=arg.backbone, domain_hidden=(1024, 1024), domain_dropout=0.5, head_dropout=0.5,
-      backbone_kwargs=mlc.ConfigDict()))))
+  config.dinet = dinet_base.dinet_block(
+      common.data_block("infar", os.path.join(root, "infar"), split_index=1), "video",
+      domain_loss=arg.domain_loss)
+  config.evals = dinet_base.dinet_evals()
+  config.model = common.model_block("dinet", backbone=arg.backbone, domain_hidden=(1024, 1024),
+                                    domain_dropout=0.5, head_dropout=0.5,
+                                    backbone_kwargs=mlc.ConfigDict())
   # A converted Kinetics backbone (python -m darkjax.convert --arch resnext3d_101 --src ... --out DIR
   # --num-classes 0) loads into the feature extractor with --config.model_init=DIR.
   config.model_load = mlc.ConfigDict(dict(dont_load=(), prefix="extractor"))

@@ -35,7 +35,7 @@ import os
 
 import ml_collections as mlc
 
-from configs import common
+from configs import common, dinet_base
 
 TARGET_STREAMS = {"ir": "ir", "dark": "video"}
 _SYNTHETIC_PY_DARKNESS = 0.8   # configs/synthetic.py's dataset
@@ -62,16 +62,12 @@ def get_config(arg=None):
   config.input.data.dir = data_dir
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234))
   config.input.stream = "day"
-  config.target = mlc.ConfigDict(dict(data=config.input.data.copy_and_resolve_references(),
-                                      stream=TARGET_STREAMS[arg.target]))
-  config.input_channels = 3
-  config.domain_loss = arg.domain_loss
-  config.domain_loss_weight = 1.0
-  config.grl_gamma = 10.0
-
-  config.model = mlc.ConfigDict(dict(name="dinet", kwargs=mlc.ConfigDict(dict(
-      backbone=arg.model, domain_hidden=(128, 128), domain_dropout=0.5, head_dropout=0.2,
-      backbone_kwargs=mlc.ConfigDict()))))
+  config.dinet = dinet_base.dinet_block(config.input.data.copy_and_resolve_references(),
+                                        TARGET_STREAMS[arg.target], domain_loss=arg.domain_loss)
+  config.evals = dinet_base.dinet_evals()
+  config.model = common.model_block("dinet", backbone=arg.model, domain_hidden=(128, 128),
+                                    domain_dropout=0.5, head_dropout=0.2,
+                                    backbone_kwargs=mlc.ConfigDict())
   config.optimizer = common.optimizer_block("sgd", lr=arg.lr, momentum=0.9, weight_decay=5e-4,
                                             schedule="dann")
   config.log_every = 20
@@ -85,7 +81,7 @@ def get_config(arg=None):
     config.input.eval_batch_size = 8
     config.input.shuffle_window = 16
     local_dir = arg.data_dir or _default_dir("synthetic_local", arg.darkness)
-    for data in (config.input.data, config.target.data):
+    for data in (config.input.data, config.dinet.target.data):
       data.dir = local_dir
       data.generate.update(train_per_class=4, test_per_class=2)
     config.total_steps = arg.steps if arg.steps != 250 else 10

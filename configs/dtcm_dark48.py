@@ -10,8 +10,8 @@ FILE`. Args as configs/dtcm_arid.py (setting, k, alpha, w_stc, backbone, enhance
 
 from __future__ import annotations
 
-from configs import dtcm_arid
+from configs import dtcm_base
 
 
 def get_config(arg=None):
-  return dtcm_arid.dtcm_config(arg, "dark48")
+  return dtcm_base.dtcm_config(arg, "dark48")

@@ -33,7 +33,7 @@ import os
 
 import ml_collections as mlc
 
-from configs import common, dtcm_arid
+from configs import common, dtcm_base
 from darkjax.data import synthetic
 
 
@@ -52,7 +52,7 @@ def get_config(arg=None):
   suffix = "_local" if arg.runlocal else ""
   data_dir = arg.data_dir or os.path.join(common.default_data_root(),
                                           f"synthetic{suffix}_darkness{arg.darkness:g}")
-  config = dtcm_arid.dtcm_config(base_args + f",data_dir={data_dir}", "synthetic")
+  config = dtcm_base.dtcm_config(base_args + f",data_dir={data_dir}", "synthetic")
   # No flips: they would swap move_left and move_right.
   config.input.update(flip=False, eval_batch_size=32, shuffle_window=512)
   config.input.data.generate = mlc.ConfigDict(dataclasses.asdict(
@@ -72,7 +72,7 @@ def get_config(arg=None):
     config.optimizer.warmup_steps = 0
     config.total_steps = arg.steps or 4
     config.dtcm.enhancer_steps = 2
-    config.dtcm.visual_clips = 2
+    config.evals.enhancement.clips = 2
     config.log_every = 1
     config.eval_every = 0
     config.checkpoint_every = 2

@@ -10,8 +10,8 @@ enhancer, frames, ...).
 
 from __future__ import annotations
 
-from configs import dtcm_arid
+from configs import dtcm_base
 
 
 def get_config(arg=None):
-  return dtcm_arid.dtcm_config(arg, "uavhuman_fisheye")
+  return dtcm_base.dtcm_config(arg, "uavhuman_fisheye")

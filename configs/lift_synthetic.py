@@ -19,14 +19,14 @@ import os
 
 import ml_collections as mlc
 
-from configs import common, lift_arid
+from configs import common, lift_base
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, steps=400, teacher_steps=300, batch=32, lr=1e-3, kd=True,
                          vit_trainable="all", gamma=1.8, darkness=0.8, data_dir="", runlocal=False,
                          seed=0)
-  config = lift_arid.lift_config(
+  config = lift_base.lift_config(
       f"variant=tiny_test,frames=16,crop=0,short_side=0,batch={arg.batch},steps={arg.steps},"
       f"teacher_steps={arg.teacher_steps},lr={arg.lr},kd={arg.kd},"
       f"vit_trainable={arg.vit_trainable},gamma={arg.gamma},seed={arg.seed}",
@@ -39,7 +39,7 @@ def get_config(arg=None):
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), "synthetic")
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234))
   config.lift.luminous_normalise = "per_clip"
-  config.lift.attention_maps = 4
+  config.evals.attention.clips = 4
   # Classes differ only by motion (direction, path): no flips, no frame shuffle, mild geometry.
   config.lift.augment.update(colour_jitter=0.2, affine=0.0, cutmix=0.0, frame_shuffle=0.0)
   config.optimizer.weight_decay = 1e-4
@@ -62,7 +62,7 @@ def get_config(arg=None):
                                                           "synthetic_local")
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.total_steps = config.teacher.total_steps = 3
-    config.lift.attention_maps = 2
+    config.evals.attention.clips = 2
     config.log_every = 1
     config.checkpoint_every = config.teacher.checkpoint_every = 3
   return config

@@ -13,8 +13,8 @@ flow stream stops the run at once saying so. Args as in configs/lift_arid.py, e.
 
 from __future__ import annotations
 
-from configs import lift_arid
+from configs import lift_base
 
 
 def get_config(arg=None):
-  return lift_arid.lift_config(arg, dataset="ucf101", split_index=1, luminous_input="flow")
+  return lift_base.lift_config(arg, dataset="ucf101", split_index=1, luminous_input="flow")

@@ -93,3 +93,15 @@ def _key_name(key) -> str:
       return str(getattr(key, attr))
   return str(key)
 
+
+
+def device_fields(batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """The numeric entries of a host batch (strings such as video ids stay on the host)."""
+  return {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+
+
+def host_to_global(batch: Mapping[str, Any], batch_sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Host-local numpy batch -> global jax.Arrays split over the batch axes (each process gives
+  its own rows)."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
+          for k, v in device_fields(batch).items()}

@@ -10,8 +10,9 @@ import importlib
 import json
 import logging
 import os
+import re
 import time
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import flax
 import jax
@@ -22,9 +23,11 @@ import optax
 from tqdm import tqdm
 
 from darkjax import checkpoint as ckpt_lib
+from darkjax import evaluators as evaluators_lib
 from darkjax import metrics as metrics_lib
 from darkjax import optim
-from darkjax import sharding
+from darkjax import plots, sharding
+from darkjax import variables as variables_lib
 
 log = logging.getLogger("darkjax")
 
@@ -42,13 +45,32 @@ class TrainState:
 
 
 class Task(Protocol):
-  """What a trainer module provides (see trainers/supervised.py)."""
-  config: mlc.ConfigDict
+  """What a trainer module's Task gives the Trainer (darkjax/trainers/base.py has the shared part).
 
-  def train_dataset(self, local_batch: int): ...          # grain IterDataset of host batches
+  Data: `data_sources` names the task's ClassificationData (the first is primary: evaluators and
+  predict default to it); `train_dataset(local_batch)` is a grain IterDataset of host batches.
+  Model: `init_variables(rng, batch)` builds the variables from one batch's shapes; `init_from`
+  turns a fresh (not resumed) state's variables into those training starts from (pretrained
+  sub-modules, a teacher, a phase-1 enhancer), called only when `merges_pretrained`.
+  Step: `loss_fn(params, model_state, batch, rng, progress) -> (loss, (model_state, metrics))`
+  with `progress` in [0, 1].
+  Inference: `predict(variables, streams, source=None) -> logits`, where `streams["video"]` is
+  uint8 (N, T, H, W, C) clips of `source`'s model stream and other keys are its extra record
+  streams; used by the classification evaluator and `darkjax.tools.predict`.
+  Optional capabilities named by evaluators: `enhance(variables, clips)` (enhancement),
+  `attention_maps(variables, streams)` (attention_maps).
+  """
+  config: mlc.ConfigDict
+  model: Any
+  data_sources: Mapping[str, Any]
+  merges_pretrained: bool
+
+  def train_dataset(self, local_batch: int): ...
   def init_variables(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict: ...
+  def init_from(self, variables: dict) -> dict: ...
   def loss_fn(self, params, model_state, batch, rng, progress) -> tuple[jax.Array, tuple]: ...
-  def evaluate(self, trainer: "Trainer", step: int) -> dict[str, Any]: ...
+  def predict(self, variables: Mapping[str, Any], streams: Mapping[str, jax.Array],
+              source: str | None = None) -> jax.Array: ...
 
 
 # ================================================================ config + task
@@ -65,8 +87,9 @@ def trainer_module(config: mlc.ConfigDict):
     raise ValueError(f"config.trainer {name!r} unknown; known trainers: {known}") from None
 
 
-def load_task(config: mlc.ConfigDict) -> Task:
-  return trainer_module(config).Task(config)
+def load_task(config: mlc.ConfigDict, num_classes: int | None = None) -> Task:
+  """The Task of `config.trainer` (`num_classes`: without opening the dataset, for inference)."""
+  return trainer_module(config).Task(config, num_classes=num_classes)
 
 
 def _config_json(config: mlc.ConfigDict) -> str:
@@ -74,12 +97,6 @@ def _config_json(config: mlc.ConfigDict) -> str:
 
 
 # ================================================================ sharded state init
-def host_to_global(batch: Mapping[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
-  """Host-local numpy batch -> global jax.Arrays split over the batch axes."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
-          for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
-
-
 def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] = (),
                     prefix: str = "") -> dict:
   """Replaces parameters by those saved in `init_dir` (darkjax.convert output).
@@ -88,26 +105,20 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
   larger model); only that sub-tree is then compared. Paths matching a `dont_load` regex keep their
   initial values. Raises listing every missing, unexpected and mis-shaped entry.
   """
-  import re  # pylint: disable=import-outside-toplevel
-  from flax import traverse_util  # pylint: disable=import-outside-toplevel
   from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
   loaded, _ = convert_io.load_variables(init_dir)
   skip = [re.compile(p) for p in dont_load]
-  ours = traverse_util.flatten_dict(variables, sep="/")
-  theirs = traverse_util.flatten_dict(loaded, sep="/")
+  ours, theirs = variables_lib.flatten(variables), variables_lib.flatten(loaded)
   if prefix:
     theirs = {f"{k.split('/', 1)[0]}/{prefix}/{k.split('/', 1)[1]}": v for k, v in theirs.items()}
   in_scope = lambda k: not prefix or k.split("/", 1)[1].startswith(prefix + "/")  # noqa: E731
   keep = lambda k: in_scope(k) and not any(p.search(k) for p in skip)  # noqa: E731
-  missing = sorted(k for k in ours if keep(k) and k not in theirs)
-  unexpected = sorted(k for k in theirs if keep(k) and k not in ours)
-  misshaped = sorted(f"{k}: {np.shape(theirs[k])} vs {ours[k].shape}" for k in ours
-                     if keep(k) and k in theirs and np.shape(theirs[k]) != ours[k].shape)
-  if missing or unexpected or misshaped:
-    raise ValueError(f"config.model_init {init_dir}: missing {missing}; unexpected {unexpected}; "
-                     f"wrong shape {misshaped} (use config.model_load.dont_load to skip keys)")
+  problems = variables_lib.mismatch(ours, theirs, keep)
+  if problems:
+    raise ValueError(f"config.model_init {init_dir}: {problems.describe()} (use "
+                     "config.model_load.dont_load to skip keys)")
   merged = {k: (jnp.asarray(theirs[k], ours[k].dtype) if keep(k) else v) for k, v in ours.items()}
-  return traverse_util.unflatten_dict(merged, sep="/")
+  return variables_lib.unflatten(merged)
 
 
 # ================================================================ the step
@@ -169,14 +180,25 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: Call
 # ================================================================ the trainer
 @dataclasses.dataclass
 class Trainer:
-  """Runs `task` under `config` in `workdir`. Attributes are available to tasks' evaluate()."""
+  """Runs `task` under `config` in `workdir`; evaluators get the attributes below."""
   config: mlc.ConfigDict
   workdir: str
   task: Task | None = None
   devices: Any = None
-  mesh: Any = None
-  state: TrainState | None = None
-  writer: metrics_lib.MetricsWriter | None = None
+  # Set by __post_init__ (mesh) and _build (step, shardings); `state` holds the live TrainState.
+  mesh: Any = dataclasses.field(init=False, default=None)
+  batch_sharding: Any = dataclasses.field(init=False, default=None)
+  replicated: Any = dataclasses.field(init=False, default=None)
+  is_lead: bool = dataclasses.field(init=False, default=True)
+  tx: Any = dataclasses.field(init=False, default=None)
+  state_shardings: Any = dataclasses.field(init=False, default=None)
+  variables_shardings: Any = dataclasses.field(init=False, default=None)
+  abstract_state: Any = dataclasses.field(init=False, default=None)
+  train_step: Callable | None = dataclasses.field(init=False, default=None)
+  param_count: int = dataclasses.field(init=False, default=0)
+  state: TrainState | None = dataclasses.field(init=False, default=None)
+  writer: metrics_lib.MetricsWriter | None = dataclasses.field(init=False, default=None)
+  evaluators: dict[str, Any] | None = dataclasses.field(init=False, default=None)
 
   def __post_init__(self):
     self.task = self.task or load_task(self.config)
@@ -192,6 +214,11 @@ class Trainer:
       raise ValueError(f"batch size {global_batch} is not divisible by the {devices} devices "
                        f"of the mesh {dict(self.mesh.shape)}")
     return global_batch // jax.process_count()
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """{"params": ..., <model_state collections>} of the live state (sharded jax.Arrays)."""
+    return {"params": self.state.params, **self.state.model_state}
 
   # ---------------------------------------------------------------- init
   def _init_fn(self, tx, sample_batch):
@@ -215,11 +242,13 @@ class Trainer:
     abstract_state = jax.eval_shape(init, jax.random.key(0))
     self.state_shardings = sharding.tree_shardings(
         self.mesh, abstract_state, tuple(cfg.sharding.rules), cfg.sharding.min_fsdp_size)
+    self.variables_shardings = {"params": self.state_shardings.params,
+                                **self.state_shardings.model_state}
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
         self.state_shardings)
     self._init = jax.jit(init, out_shardings=self.state_shardings)
-    step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.get("accum_steps", 1)))
+    step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps))
     self.train_step = jax.jit(
         step_fn, in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
         out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,))
@@ -227,18 +256,39 @@ class Trainer:
                            for x in jax.tree.leaves(abstract_state.params))
 
   def _fresh_state(self, rng) -> TrainState:
+    """Initialised state, then `config.model_init` and the task's `init_from` (if any)."""
     state = self._init(rng)
-    init_dir = self.config.get("model_init", "")
-    if init_dir:
-      variables = {"params": state.params, **state.model_state}
-      variables = load_pretrained(jax.device_get(variables), init_dir,
-                                  tuple(self.config.model_load.dont_load),
-                                  self.config.model_load.get("prefix", ""))
-      params = jax.device_put(variables.pop("params"), self.state_shardings.params)
-      model_state = jax.device_put(variables, self.state_shardings.model_state)
-      state = state.replace(params=params, model_state=model_state,
-                            opt_state=jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params))
-    return state
+    cfg = self.config
+    if not cfg.model_init and not self.task.merges_pretrained:
+      return state
+    variables = jax.device_get({"params": state.params, **state.model_state})
+    if cfg.model_init:
+      variables = load_pretrained(variables, cfg.model_init, tuple(cfg.model_load.dont_load),
+                                  cfg.model_load.prefix)
+    if self.task.merges_pretrained:
+      variables = self.task.init_from(variables)
+    params = jax.device_put(variables.pop("params"), self.state_shardings.params)
+    model_state = jax.device_put(variables, self.state_shardings.model_state)
+    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
+    return state.replace(params=params, model_state=model_state, opt_state=opt_state)
+
+  # ---------------------------------------------------------------- evals
+  def evaluate(self, step: int) -> dict[str, Any]:
+    """Runs every `config.evals` evaluator on the live state; writes scalars to the metrics and
+    figures to WORKDIR/<stem>.png + TensorBoard; returns scalars and arrays."""
+    if self.evaluators is None:
+      self.evaluators = evaluators_lib.build(self.config.evals, self.task, self)
+    results: dict[str, Any] = {}
+    for evaluator in self.evaluators.values():
+      result = evaluator.run(self.variables, step)
+      if result.scalars:
+        self.writer.write(step, result.scalars)
+      for stem, figure in result.figures.items():
+        path = plots.save(figure, os.path.join(self.workdir, f"{stem}.png"))
+        self.writer.image("/".join(stem.rsplit("_", 1)), step, path)
+      results.update(result.scalars)
+      results.update(result.arrays)
+    return results
 
   # ---------------------------------------------------------------- loop
   def run(self) -> dict[str, Any]:
@@ -253,12 +303,12 @@ class Trainer:
     # One example's shapes (batch dimension 1) drive init; the step compiles for the real batch.
     peek = iter(train_ds)
     sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
-                          host_to_global_spec(next(peek)))
+                          sharding.device_fields(next(peek)))
     peek.close()
     self._build(sample)
     train_iter = iter(train_ds)
     checkpointer = ckpt_lib.Checkpointer(self.workdir, keep=cfg.keep_checkpoints,
-                                         async_save=cfg.get("async_checkpoints", True))
+                                         async_save=cfg.async_checkpoints)
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
     rng = jax.random.key(cfg.seed)
     start = checkpointer.latest_step()
@@ -281,7 +331,7 @@ class Trainer:
     try:
       for step in range(start + 1, total + 1):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          batch = host_to_global(next(train_iter), self.batch_sharding)
+          batch = sharding.host_to_global(next(train_iter), self.batch_sharding)
           self.state, metrics = self.train_step(self.state, batch, step_rng)
         if pending is not None:
           self._check_finite(*pending, checkpointer)
@@ -300,7 +350,7 @@ class Trainer:
           checkpointer.save(step, self.state, train_iter, {"step": step})
         if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
                                     or step == total):
-          results = self.task.evaluate(self, step)
+          results = self.evaluate(step)
           t0, steps_timed = time.time(), 0
       if pending is not None:
         self._check_finite(*pending, checkpointer)
@@ -344,10 +394,6 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
   with open(path, "w", encoding="utf-8") as f:
     f.write("\n".join(lines))
   return path
-
-
-def host_to_global_spec(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  return {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
 
 
 def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:

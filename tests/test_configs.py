@@ -14,8 +14,10 @@ from configs import common
 from darkjax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# common.py and <paper>_base.py hold shared builders; every other file is one paper x dataset.
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-                      if os.path.basename(p) not in ("__init__.py", "common.py"))
+                      if os.path.basename(p) not in ("__init__.py", "common.py")
+                      and not p.endswith("_base.py"))
 REQUIRED = ("trainer", "seed", "input", "model", "optimizer", "total_steps", "mesh", "sharding",
             "log_every", "eval_every", "checkpoint_every", "keep_checkpoints")
 

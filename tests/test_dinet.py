@@ -201,7 +201,7 @@ def test_lambda_schedule_reaches_the_model(task_and_batch):
 
 def test_source_only_baseline_ignores_target_clips_and_lambda(data_dir, task_and_batch):
   _, batch, params, state = task_and_batch
-  task = dinet_trainer.Task(tiny_config(data_dir, domain_loss=False))
+  task = dinet_trainer.Task(tiny_config(data_dir, **{"dinet.domain_loss": False}))
   loss_fn = jax.jit(task.loss_fn)
   loss, (_, metrics) = loss_fn(params, state, batch, jax.random.key(5), jnp.float32(0.7))
   assert "domain_loss" not in metrics and float(metrics["grl_lambda"]) == 0.0
@@ -228,7 +228,7 @@ def test_mismatched_source_and_target_classes_are_named(data_dir, tmp_path):
   examples = [dict(video=clip, label=0, video_id="a")]
   records.write_dataset(other, "other", names, {"train": examples, "test": examples}, fps=16)
   config = tiny_config(data_dir)
-  config.target.data.update(name="other", dir=other)
+  config.dinet.target.data.update(name="other", dir=other)
   with pytest.raises(ValueError,
                      match=r"source only: \['move_left'\], target only: \['cartwheel'\]"):
     dinet_trainer.Task(config)
@@ -286,7 +286,7 @@ def test_infar_config_backbones_and_missing_data_message(backbone, tmp_path, mon
   config = dinet_infar.get_config(f"backbone={backbone}")
   assert config.model.kwargs.backbone == backbone and config.trainer == "dinet"
   assert config.input.data.dir == os.path.join(str(tmp_path), "xd145_infar12")
-  assert config.target.data.dir == os.path.join(str(tmp_path), "infar")
+  assert config.dinet.target.data.dir == os.path.join(str(tmp_path), "infar")
   assert len(dinet_infar.INFAR_CLASSES) == 12
   assert "90.83" in dinet_infar.__doc__
   with pytest.raises(datasets.DatasetNotPreparedError, match="xd145"):

@@ -13,7 +13,7 @@ from darkjax import train
 from darkjax.convert import io as convert_io
 from darkjax.data import datasets
 from darkjax.tools import dtcm_experiment, experiment
-from darkjax.trainers.supervised import ClassificationData
+from darkjax.data.classification import ClassificationData
 from run_configs import quiet
 
 

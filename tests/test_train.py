@@ -173,8 +173,8 @@ def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_p
   final = [r for r in rows if "eval/top1" in r]
   assert len(final) == 1 and final[0]["step"] == 4
   assert 0.0 <= final[0]["eval/top1"] <= final[0]["eval/top5"] <= 1.0
-  assert results["num_examples"] == datasets.open_dataset(config.input.data).num_examples("test")
-  assert int(np.sum(results["confusion"])) == results["num_examples"]
+  assert results["eval/num_examples"] == datasets.open_dataset(config.input.data).num_examples("test")
+  assert int(np.sum(results["eval/confusion"])) == results["eval/num_examples"]
   events = [f for f in os.listdir(os.path.join(workdir, "tensorboard")) if "tfevents" in f]
   assert events and os.path.getsize(os.path.join(workdir, "tensorboard", events[0])) > 0
   with open(os.path.join(workdir, "eval_confusion.png"), "rb") as f:

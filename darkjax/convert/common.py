@@ -6,7 +6,8 @@ import re
 from typing import Any, Mapping
 
 import numpy as np
-from flax import traverse_util
+
+from darkjax import variables
 
 IGNORED_TORCH_SUFFIXES = ("num_batches_tracked",)
 
@@ -46,22 +47,14 @@ def merge_strict(expected: Mapping[str, Any], converted: Mapping[str, Any],
   Raises ConversionError listing all missing, unexpected and mis-shaped parameters and all source
   keys that were not consumed.
   """
-  want = traverse_util.flatten_dict(dict(expected), sep="/")
-  got = traverse_util.flatten_dict(dict(converted), sep="/")
-  missing = sorted(set(want) - set(got))
-  unexpected = sorted(set(got) - set(want))
-  misshaped = sorted(f"{k}: checkpoint {tuple(np.shape(got[k]))} vs model {tuple(want[k].shape)}"
-                     for k in set(want) & set(got) if tuple(np.shape(got[k])) != tuple(want[k].shape))
-  problems = []
-  if missing:
-    problems.append(f"missing in checkpoint ({len(missing)}): {missing}")
-  if unexpected:
-    problems.append(f"unexpected (not in model) ({len(unexpected)}): {unexpected}")
-  if misshaped:
-    problems.append(f"wrong shape ({len(misshaped)}): {misshaped}")
-  if unused_source_keys:
-    problems.append(f"unused source keys ({len(unused_source_keys)}): {sorted(unused_source_keys)}")
-  if problems:
-    raise ConversionError(f"cannot convert state dict to {arch!r}:\n  " + "\n  ".join(problems))
-  return traverse_util.unflatten_dict(
-      {k: np.asarray(v, dtype=want[k].dtype) for k, v in got.items()}, sep="/")
+  want, got = variables.flatten(expected), variables.flatten(converted)
+  problems = variables.mismatch(want, got)
+  lines = [f"missing in checkpoint ({len(problems.missing)}): {list(problems.missing)}",
+           f"unexpected (not in model) ({len(problems.unexpected)}): {list(problems.unexpected)}",
+           f"wrong shape ({len(problems.wrong_shape)}): {list(problems.wrong_shape)}",
+           f"unused source keys ({len(unused_source_keys)}): {sorted(unused_source_keys)}"]
+  counts = (problems.missing, problems.unexpected, problems.wrong_shape, unused_source_keys)
+  lines = [line for line, paths in zip(lines, counts) if paths]
+  if lines:
+    raise ConversionError(f"cannot convert state dict to {arch!r}:\n  " + "\n  ".join(lines))
+  return variables.unflatten({k: np.asarray(v, dtype=want[k].dtype) for k, v in got.items()})

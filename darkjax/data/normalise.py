@@ -11,6 +11,12 @@ STATS = {
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
     # Hara et al.'s Kinetics mean and std (3D-ResNets-PyTorch).
     "kinetics": ((110.63666788, 103.16065604, 96.29023126), (38.7568578, 37.88248729, 40.02898126)),
+    # IG65M (VMZ) and torchvision video models.
+    "ig65m": ((110.2008, 100.63983, 95.99475), (58.14765, 56.46975, 55.332195)),
+    # ViT checkpoints (vision_transformer, big_vision, timm's augreg): [-1, 1].
+    "vit": ((127.5,) * 3, (127.5,) * 3),
+    # A flow record stream (x, y, magnitude stored around 128, darkjax.data.flow): (x - 128) / 128.
+    "flow": ((128.0,) * 3, (128.0,) * 3),
 }
 MODES = ("per_clip", "none") + tuple(STATS)
 

@@ -82,12 +82,20 @@ def segment_indices(num_frames: int, frames: int, rng: np.random.Generator | Non
 
 
 # ---------------------------------------------------------------- spatial ops
+def resized_hw(height: int, width: int, short_side: int) -> tuple[int, int]:
+  """(H, W) after `resize_short_side` (0: unchanged)."""
+  if not short_side or min(height, width) == short_side:
+    return height, width
+  scale = short_side / min(height, width)
+  return max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
+
+
 def resize_short_side(clip: np.ndarray, short_side: int) -> np.ndarray:
   t, h, w, c = clip.shape
-  if not short_side or min(h, w) == short_side:
+  new_h, new_w = resized_hw(h, w, short_side)
+  if (new_h, new_w) == (h, w):
     return clip
   scale = short_side / min(h, w)
-  new_h, new_w = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
   interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
   out = np.empty((t, new_h, new_w, c), np.uint8)
   for i in range(t):

@@ -1,1 +1,39 @@
-"""Evaluators: classification metrics, retrieval, plots."""
+"""Evaluators: objects built from `config.evals` that own their jitted functions and return
+scalars and figures (`EvalResult`); the Trainer writes them.
+
+  classification   top-1 / top-5 / mean class accuracy, per-class accuracy, confusion matrix
+  enhancement      input vs enhanced frames (tasks with `enhance`: DTCM)
+  attention_maps   PViT and fusion attention (tasks with `attention_maps`: LIFT-Net)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from darkjax.evaluators.base import EvalResult, Evaluator, TrainerView
+from darkjax.evaluators.classification import ClassificationEvaluator
+from darkjax.evaluators.figures import AttentionMapsEvaluator, EnhancementEvaluator
+
+TYPES = {
+    "classification": ClassificationEvaluator,
+    "enhancement": EnhancementEvaluator,
+    "attention_maps": AttentionMapsEvaluator,
+}
+
+__all__ = ["EvalResult", "Evaluator", "TYPES", "build"]
+
+
+def build(evals_cfg: Mapping[str, Mapping[str, Any]], task: Any,
+          trainer: TrainerView) -> dict[str, Evaluator]:
+  """One evaluator per `config.evals` entry, in order; errors name the entry."""
+  out = {}
+  for name, entry in evals_cfg.items():
+    options = dict(entry)
+    kind = options.pop("type", None)
+    if kind not in TYPES:
+      raise ValueError(f"config.evals.{name}.type {kind!r} unknown; valid: {sorted(TYPES)}")
+    try:
+      out[name] = TYPES[kind](name, task, trainer, **options)
+    except TypeError as error:
+      raise ValueError(f"config.evals.{name} ({kind}): {error}") from None
+  return out

@@ -1,11 +1,25 @@
-"""Classification metrics over a whole split: top-k, per-class accuracy, confusion matrix (+ PNG)."""
+"""Clip classification over a whole split: top-1 / top-5 / mean class accuracy, per-class accuracy
+and a confusion matrix, exact on any number of hosts (every example counted once).
+
+`config.evals.<name> = common.classification_eval(data="", split="")`: `data` names one of the
+task's `data_sources` (default: its first), `split` one of that dataset's splits (default: its
+`eval_split`). Each example's eval views (`input.eval_clips` x `input.eval_crops`) are scored by
+`task.predict` and their softmax probabilities averaged.
+"""
 
 from __future__ import annotations
 
-import os
-from typing import Sequence
+from typing import Any, Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+
+from darkjax import plots, sharding
+from darkjax.evaluators.base import EvalResult, TrainerView
+
+_HOST_FIELDS = ("label", "mask", "index")
 
 
 def accumulate(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, index: np.ndarray,
@@ -40,31 +54,57 @@ def metrics(store: dict[int, tuple[np.ndarray, int]], num_classes: int,
           "per_class": per_class, "confusion": confusion, "num_examples": len(keys)}
 
 
-def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: str,
-                   title: str = "") -> str:
-  """Writes a row-normalised confusion matrix PNG with class names and counts."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  n = len(class_names)
-  rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-  size = max(4.0, 0.45 * n + 2)
-  fig, ax = plt.subplots(figsize=(size + 1, size))
-  im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-  ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
-  ax.set_yticks(range(n), class_names, fontsize=8)
-  ax.set_xlabel("predicted")
-  ax.set_ylabel("true")
-  if n <= 30:
-    for i in range(n):
-      for j in range(n):
-        if confusion[i, j]:
-          ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
-                  color="white" if rates[i, j] > 0.5 else "black")
-  ax.set_title(title)
-  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+def source_name(task: Any, data: str) -> str:
+  """`data`, checked against the task's data sources; "" -> the first."""
+  names = list(task.data_sources)
+  if not data:
+    return names[0]
+  if data not in names:
+    raise ValueError(f"config.evals: data {data!r} unknown for {type(task).__module__}; "
+                     f"its data sources: {names}")
+  return data
+
+
+class ClassificationEvaluator:
+  """Scores every example of a split with `task.predict(variables, streams, source)`."""
+
+  def __init__(self, name: str, task: Any, trainer: TrainerView, data: str = "", split: str = ""):
+    self.name, self.task, self.trainer = name, task, trainer
+    self.source = source_name(task, data)
+    self.data = task.data_sources[self.source]
+    self.split = split or self.data.cfg.data.eval_split
+
+    def eval_step(variables, batch):
+      views = batch["video"]
+      b, v = views.shape[:2]
+      flat = {k: x.reshape((b * v,) + x.shape[2:]) for k, x in batch.items()
+              if k not in _HOST_FIELDS}
+      scores = task.predict(variables, flat, self.source)
+      return jnp.mean(jax.nn.softmax(scores.astype(jnp.float32).reshape(b, v, -1), axis=-1),
+                      axis=1)
+
+    self._step = jax.jit(eval_step,
+                         in_shardings=(trainer.variables_shardings, trainer.batch_sharding),
+                         out_shardings=trainer.replicated)
+
+  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
+    trainer, dataset = self.trainer, self.data.dataset
+    local = trainer.local_batch(trainer.config.input.eval_batch_size)
+    store: dict[int, tuple[np.ndarray, int]] = {}
+    for batch in self.data.eval_batches(local, self.split):
+      device = {k: v for k, v in batch.items() if k != "index"}
+      scores = self._step(variables, sharding.host_to_global(device, trainer.batch_sharding))
+      host = multihost_utils.process_allgather({k: batch[k] for k in _HOST_FIELDS}, tiled=True)
+      accumulate(np.asarray(scores), host["label"], host["mask"], host["index"], store)
+    result = metrics(store, dataset.num_classes, dataset.num_examples(self.split))
+    scalars = {f"{self.name}/{k}": result[k]
+               for k in ("top1", "top5", "mean_class_acc", "num_examples")}
+    for class_name, accuracy in zip(dataset.class_names, result["per_class"]):
+      if np.isfinite(accuracy):
+        scalars[f"{self.name}_per_class/{class_name}"] = float(accuracy)
+    figures = {}
+    if trainer.is_lead:
+      figures[f"{self.name}_confusion"] = plots.confusion(
+          result["confusion"], dataset.class_names,
+          title=f"{dataset.name} {self.split} @ step {step}: top-1 {result['top1']:.1%}")
+    return EvalResult(scalars, figures, {f"{self.name}/confusion": result["confusion"]})

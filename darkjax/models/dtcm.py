@@ -27,6 +27,9 @@ from darkjax.data import normalise as normalise_lib
 from darkjax.models.enhancers import VideoEnhancer
 
 ENHANCERS = ("dtcm_enhancer", "zero_dce", "zero_dce_pp", "")
+# The training settings of the paper's Table VI plus the plain baseline (darkjax/trainers/dtcm.py);
+# no_enhancement is the backbone alone (enhancer="").
+SETTINGS = ("one_stage_total", "one_stage_ar", "two_stage", "no_enhancement")
 
 
 def normalise_unit_clip(clip: jax.Array, mode: str, dtype=jnp.float32) -> jax.Array:

@@ -39,9 +39,8 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import traverse_util
 
+from darkjax import variables as variables_lib
 from darkjax.layers.attention import CriticModule, FeatureFusion, LIFTModule
 from darkjax.models import video_resnet, vit
 
@@ -195,41 +194,13 @@ def frozen_patterns(vit_trainable: str, luminous_frozen: bool) -> tuple[str, ...
   return patterns + ((r"^luminous/",) if luminous_frozen else ())
 
 
-def merge_subtree(variables: Mapping[str, Any], collection: str, prefix: str | None,
-                  subtree: Mapping[str, Any], source: str, skip: Sequence[str] = ()) -> dict:
-  """`variables[collection][prefix]` (the whole collection when `prefix` is None) replaced by
-  `subtree`. Top-level keys in `skip` are ignored on both sides (ours are kept). Raises naming
-  `source` and every missing, unexpected or mis-shaped path."""
-  target = variables[collection] if prefix is None else variables[collection][prefix]
-  kept = lambda tree: {k: v for k, v in dict(tree).items() if k not in skip}  # noqa: E731
-  ours = traverse_util.flatten_dict(kept(target), sep="/")
-  theirs = traverse_util.flatten_dict(kept(subtree), sep="/")
-  missing = sorted(set(ours) - set(theirs))
-  unexpected = sorted(set(theirs) - set(ours))
-  misshaped = sorted(f"{k}: {np.shape(theirs[k])} vs {np.shape(ours[k])}"
-                     for k in set(ours) & set(theirs) if np.shape(theirs[k]) != np.shape(ours[k]))
-  where = f"{collection}/{prefix}" if prefix else collection
-  if missing or unexpected or misshaped:
-    raise ValueError(f"{source} does not fit {where}: missing {missing}; unexpected "
-                     f"{unexpected}; wrong shape {misshaped}")
-  merged = traverse_util.unflatten_dict(
-      {k: np.asarray(theirs[k], dtype=np.asarray(ours[k]).dtype) for k in ours}, sep="/")
-  merged.update({k: v for k, v in dict(target).items() if k in skip})
-  out = {k: dict(v) for k, v in variables.items()}
-  if prefix is None:
-    out[collection] = merged
-  else:
-    out[collection][prefix] = merged
-  return out
-
-
 def merge_teacher(variables: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict:
   """Student variables with the teacher's backbone (params without `fc`, batch_stats) as
   `luminous`."""
-  out = merge_subtree(variables, "params", "luminous", teacher["params"], "teacher params",
+  out = variables_lib.merge_subtree(variables, "params", "luminous", teacher["params"], "teacher params",
                       skip=("fc",))
   if "batch_stats" in teacher:
-    out = merge_subtree(out, "batch_stats", "luminous", teacher["batch_stats"],
+    out = variables_lib.merge_subtree(out, "batch_stats", "luminous", teacher["batch_stats"],
                         "teacher batch_stats")
   return out
 

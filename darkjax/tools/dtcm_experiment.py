@@ -31,7 +31,7 @@ from typing import Any
 
 from darkjax.tools import experiment
 
-SETTINGS = ("no_enhancement", "one_stage_total")
+COMPARED = ("no_enhancement", "one_stage_total")   # the settings the table compares
 DEFAULT_CONFIG_ARG = "darkness=1.0,steps=100"   # the README's table
 PRETRAIN_DIR = "pretrain_day"
 PRETRAIN_DATA_SEED = 4321      # the bright pretraining set is generated apart from the dark set
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.enhancer_init == "pretrained":
     config_arg = ",".join(a for a in (config_arg, "pretrain_enhancer=True") if a)
   results: dict[str, list[dict[str, Any]]] = {}
-  for setting in SETTINGS:
+  for setting in COMPARED:
     results[setting] = []
     for seed in args.seeds:
       result = run_one(os.path.join(args.workdir, f"{setting}_seed{seed}"), config_arg, seed,

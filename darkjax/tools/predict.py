@@ -1,16 +1,19 @@
-"""Classify video files with a trained checkpoint.
+"""Classify video files with a trained checkpoint of any darkjax paper.
 
   python -m darkjax.tools.predict --config configs/synthetic.py:runlocal \
       --checkpoint /tmp/darkjax/synthetic clip.avi [more.mp4 ...] [--png OUT_DIR] [--classes a,b,c]
 
-Builds the model named by the config, restores the params (and batch stats) of the latest
-checkpoint in WORKDIR/checkpoints (or `--step`), decodes each video with PyAV, brings it to the
-prepared dataset's resolution / frame rate (its manifest's `short_side`, `resampled_fps`), makes
-the config's eval views (`input.eval_clips` x `input.eval_crops`, center crop by default), applies
-the same on-device normalisation as training and prints the top-5 classes with probabilities,
+Builds the config's Task (`darkjax.train.load_task`: the same model and on-device preprocessing as
+training and evaluation, e.g. 3D-DiNet's channel matching, LIFT-Net's gamma-corrected luminous
+clip, DTCM's enhancer), restores the latest checkpoint of the run (or `--step`; for runs in
+phases, the phase that holds the deployed model: LIFT-Net's student, DTCM's joint / classifier
+phase), decodes each video with PyAV at the prepared dataset's resolution / frame rate (its
+manifest's `short_side`, `resampled_fps`), computes the extra record streams the model reads (a
+`flow` stream with the manifest's method and scale), makes the config's eval views
+(`input.eval_clips` x `input.eval_crops`) and prints the top-5 classes with probabilities,
 averaged over the views. Class names come from the config's dataset manifest; without one, pass
 `--classes`. `--png OUT_DIR` writes `<video>.png` with the first view's frames (and the enhanced
-frames when the model returns `enhanced`) titled with the prediction.
+frames for tasks that enhance) titled with the prediction.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from darkjax import models
-from darkjax.data import normalise, ops, records
+from darkjax import plots, train
+from darkjax import variables as variables_lib
+from darkjax.convert import io as convert_io
+from darkjax.data import flow, ops, records
 from darkjax.data.prepare import common as prepare_common
 
 
@@ -70,84 +75,89 @@ def class_names(config: mlc.ConfigDict, manifest: dict[str, Any] | None,
   return list(manifest["class_names"])
 
 
+def run_workdir(config: mlc.ConfigDict, workdir: str) -> str:
+  """The directory whose checkpoints hold the deployed model: the trainer module's
+  `inference_workdir(config, workdir)` for runs in phases, else `workdir`."""
+  module = train.trainer_module(config)
+  if hasattr(module, "inference_workdir"):
+    return module.inference_workdir(config, workdir)
+  return workdir
+
+
 def restore_variables(checkpoint_dir: str, step: int | None = None) -> tuple[dict, int]:
   """{"params": ..., <model_state collections>...} of a darkjax checkpoint, and its step."""
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  root = os.path.join(os.path.abspath(checkpoint_dir), "checkpoints")
-  if not os.path.isdir(root):
-    raise PredictError(f"{root} does not exist; --checkpoint must be a training WORKDIR")
-  steps = sorted(int(d) for d in os.listdir(root)
-                 if d.isdigit() and os.path.isdir(os.path.join(root, d, "state")))
-  if not steps:
-    raise PredictError(f"no finished checkpoint (<step>/state) in {root}")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise PredictError(f"no checkpoint for step {step} in {root}; steps: {steps}")
-  state = ocp.StandardCheckpointer().restore(os.path.join(root, str(step), "state"))
-  if not isinstance(state, dict) or "params" not in state:
-    raise PredictError(f"{root}/{step}/state holds no 'params' (not a darkjax train state)")
-  return {"params": state["params"], **(state.get("model_state") or {})}, step
-
-
-def check_structure(variables: dict, expected: dict, where: str) -> None:
-  """Raises listing missing / unexpected / mis-shaped entries of `variables` against `expected`."""
-  got = {jax.tree_util.keystr(k): np.shape(v)
-         for k, v in jax.tree_util.tree_leaves_with_path(variables)}
-  want = {jax.tree_util.keystr(k): tuple(v.shape)
-          for k, v in jax.tree_util.tree_leaves_with_path(expected)}
-  missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-  shapes = sorted(f"{k}: checkpoint {got[k]} vs model {want[k]}"
-                  for k in set(got) & set(want) if tuple(got[k]) != want[k])
-  if missing or unexpected or shapes:
-    raise PredictError(f"checkpoint {where} does not fit the config's model: missing {missing}, "
-                       f"unexpected {unexpected}, shape mismatches {shapes}")
+  if not os.path.isdir(os.path.join(checkpoint_dir, "checkpoints")):
+    raise PredictError(f"{os.path.join(checkpoint_dir, 'checkpoints')} does not exist; "
+                       "--checkpoint must be a training WORKDIR")
+  try:
+    variables, meta = convert_io.load_run_variables(checkpoint_dir, step)
+  except (FileNotFoundError, convert_io.CheckpointReadError) as error:
+    raise PredictError(str(error)) from None
+  return variables, int(meta["step"])
 
 
 class Predictor:
-  """Model + restored variables + the config's eval preprocessing."""
+  """The config's Task + restored variables + its eval views of video files."""
 
   def __init__(self, config: mlc.ConfigDict, checkpoint_dir: str, classes: str | None = None,
                step: int | None = None):
     self.config = config
     self.manifest = dataset_manifest(config)
     self.class_names = class_names(config, self.manifest, classes)
-    self.spec = ops.ClipSpec.from_config(config.input)
-    self.dtype = jnp.dtype(config.get("compute_dtype", "float32"))
-    self.model = models.build(config.model.name, num_classes=len(self.class_names),
-                              dtype=self.dtype, **dict(config.model.get("kwargs", {})))
-    self.variables, self.step = restore_variables(checkpoint_dir, step)
-    size = self.spec.crop_size or self.spec.short_side or 32
-    sample = jnp.zeros((1, self.spec.frames, size, size, 3), jnp.float32)
-    expected = jax.eval_shape(
-        lambda: self.model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
-                                sample, train=False))
-    check_structure(self.variables, dict(expected), f"{checkpoint_dir} step {self.step}")
-    self._apply = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
+    self.task = train.load_task(config, num_classes=len(self.class_names))
+    self.data = self.task.data
+    self.spec = self.data.spec
+    self.streams = tuple(self.data.streams)
+    workdir = run_workdir(config, checkpoint_dir)
+    self.variables, self.step = restore_variables(workdir, step)
+    expected = jax.eval_shape(self.task.init_variables, jax.random.key(0), self._sample())
+    variables_lib.check_fits(dict(expected), self.variables, f"checkpoint {workdir} step "
+                             f"{self.step}", PredictError)
+    self._predict = jax.jit(self.task.predict)
+    self._enhance = jax.jit(self.task.enhance) if hasattr(self.task, "enhance") else None
 
-  def views(self, path: str) -> np.ndarray:
-    """(V, T, h, w, 3) uint8 eval views of a video file, as the eval pipeline makes them."""
+  def _sample(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """One clip of every stream the model reads, at the size the eval views have."""
+    size = self.spec.crop_size or self.spec.short_side or 32
+    shapes = (self.manifest or {}).get("streams", {})
+    channels = ((self.manifest or {}).get("frame_shape") or [0, 0, 3])[-1]
+    sample = {"video": jax.ShapeDtypeStruct((1, self.spec.frames, size, size, channels),
+                                            jnp.uint8)}
+    for name in self.streams:
+      depth = (shapes.get(name) or [0, 0, 3])[-1]
+      sample[name] = jax.ShapeDtypeStruct((1, self.spec.frames, size, size, depth), jnp.uint8)
+    return sample
+
+  def decode(self, path: str) -> dict[str, np.ndarray]:
+    """The video's frames as prepared (short side, frame rate) and its extra streams."""
     meta = (self.manifest or {}).get("metadata", {})
     try:
       clip, _ = prepare_common.decode_video(path, int(meta.get("short_side") or 0),
                                             float(meta.get("resampled_fps") or 0.0))
     except prepare_common.PrepareError as error:
       raise PredictError(str(error)) from None
-    return ops.eval_views({"video": clip, "label": 0}, self.spec)["video"]
+    example = {"video": clip, "label": 0}
+    for name in self.streams:
+      if name != flow.STREAM:
+        raise PredictError(f"{path}: the model reads record stream {name!r}, which only a "
+                           "prepared dataset has (predict computes only 'flow')")
+      settings = meta.get("flow") or {}
+      example[name] = flow.flow_clip(clip, settings.get("method", flow.DEFAULT_METHOD),
+                                     float(settings.get("scale", flow.DEFAULT_SCALE)))
+    return example
 
   def predict(self, path: str) -> dict[str, Any]:
-    views = self.views(path)
-    x = jnp.asarray(views)
-    if self.config.input.gamma:
-      x = normalise.gamma_correct(x, self.config.input.gamma)
-    logits, out = self._apply(self.variables, normalise.normalise(x, self.config.input.normalise,
-                                                                  self.dtype))
+    views = ops.eval_views(self.decode(path), self.spec, self.streams)
+    streams = {k: v for k, v in views.items() if k != "label"}
+    logits = self._predict(self.variables, streams)
     probs = np.asarray(jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), -1), axis=0))
     order = np.argsort(-probs)[:5]
-    enhanced = out.get("enhanced") if isinstance(out, dict) else None
-    return {"video": path, "views": views, "probs": probs,
+    enhanced = None
+    if self._enhance is not None:
+      enhanced = np.asarray(self._enhance(self.variables, streams["video"][:1])[0], np.float32)
+    return {"video": path, "views": streams["video"], "probs": probs,
             "top5": [(self.class_names[i], float(probs[i])) for i in order],
-            "enhanced": None if enhanced is None else np.asarray(enhanced[0], np.float32)}
+            "enhanced": enhanced}
 
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -156,28 +166,14 @@ def _to_uint8(frames: np.ndarray) -> np.ndarray:
 
 
 def write_png(result: dict[str, Any], out_dir: str, max_frames: int = 8) -> str:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   rows = [("input", result["views"][0])]
   if result["enhanced"] is not None:
     rows.append(("enhanced", _to_uint8(result["enhanced"])))
-  t = rows[0][1].shape[0]
-  picks = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
-  fig, axes = plt.subplots(len(rows), len(picks), squeeze=False,
-                           figsize=(1.6 * len(picks), 1.8 * len(rows) + 0.6))
-  for r, (label, frames) in enumerate(rows):
-    for c, index in enumerate(picks):
-      axes[r][c].imshow(frames[min(index, len(frames) - 1)])
-      axes[r][c].set_xticks([]), axes[r][c].set_yticks([])
-    axes[r][0].set_ylabel(label)
   name, prob = result["top5"][0]
-  fig.suptitle(f"{os.path.basename(result['video'])}: {name} ({prob:.1%})")
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, os.path.splitext(os.path.basename(result["video"]))[0] + ".png")
-  fig.savefig(path, dpi=80, bbox_inches="tight")
-  plt.close(fig)
-  return path
+  fig = plots.frame_rows(rows, f"{os.path.basename(result['video'])}: {name} ({prob:.1%})",
+                         max_frames)
+  stem = os.path.splitext(os.path.basename(result["video"]))[0]
+  return plots.save(fig, os.path.join(out_dir, stem + ".png"), dpi=80)
 
 
 def format_result(result: dict[str, Any]) -> str:

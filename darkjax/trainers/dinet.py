@@ -14,22 +14,21 @@ is the source-only baseline: target clips are loaded but never enter the model (
 statistics).
 
 Config keys read here, besides the generic ones (see configs/dinet_synthetic.py):
-  input.batch_size    global batch, half source and half target; each half is split over the
-                      mesh's batch axes, so it must be divisible by 2 x the number of devices
-  input.stream        record stream the model sees for source clips ("video", "day", ...)
-  target.data         the target dataset block (same fields as input.data)
-  target.stream       record stream the model sees for target clips ("video", "ir", ...)
-  input_channels      clips are brought to this many channels on device (1 -> C by repetition)
-  domain_loss         False: source-only baseline
-  domain_loss_weight  weight of the domain BCE
-  grl_gamma           gamma of dann_lambda(p) = 2 / (1 + exp(-gamma p)) - 1
-Evaluation: the target test split (tag `eval`: top-1, top-5, confusion PNG) and the source test
-split (tag `eval_source`).
+  input.batch_size          global batch, half source and half target; each half is split over
+                            the mesh's batch axes, so it must be divisible by 2 x the devices
+  input.stream              record stream the model sees for source clips ("video", "day", ...)
+  dinet.target.data         the target dataset block (same fields as input.data)
+  dinet.target.stream       record stream the model sees for target clips ("video", "ir", ...)
+  dinet.input_channels      clips are brought to this many channels on device (1 -> C repeated)
+  dinet.domain_loss         False: source-only baseline
+  dinet.domain_loss_weight  weight of the domain BCE
+  dinet.grl_gamma           gamma of dann_lambda(p) = 2 / (1 + exp(-gamma p)) - 1
+Data sources: "target" (primary: predict and default evaluations) and "source"; the configs
+evaluate both test splits (`eval`: target, `eval_source`: source).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping
 
 import grain
@@ -38,9 +37,10 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import optax
 
-from darkjax import models
+from darkjax import losses
+from darkjax.data.classification import ClassificationData
 from darkjax.layers.grl import dann_lambda
-from darkjax.trainers.supervised import ClassificationData, cross_entropy, evaluate_classifier
+from darkjax.trainers.base import TaskBase
 
 SOURCE_DOMAIN, TARGET_DOMAIN = 0.0, 1.0
 # Target shuffles differ from the source's even on the same records (kept small: the pipeline's
@@ -69,7 +69,7 @@ def match_channels(x: jax.Array, channels: int, what: str) -> jax.Array:
     return jnp.repeat(x, channels, axis=-1)
   if channels == 1:
     return jnp.mean(x, axis=-1, keepdims=True)
-  raise ValueError(f"config.input_channels={channels}: cannot feed {what} clips with {have} "
+  raise ValueError(f"config.dinet.input_channels={channels}: cannot feed {what} clips with {have} "
                    "channels (only 1 -> N and N -> 1 are converted)")
 
 
@@ -82,32 +82,34 @@ class _MergeDomains(grain.transforms.Map):
             "target_video": target["video"], "target_label": target["label"]}
 
 
-class Task:
+class Task(TaskBase):
   """DANN training of a `dinet` model (or any model whose `out` has `domain_logits`)."""
 
-  def __init__(self, config: mlc.ConfigDict):
-    self.config = config
-    self.source_stream = config.input.stream
-    self.target_stream = config.target.stream
-    self.source = ClassificationData(
-        domain_input_config(config.input, config.input.data, self.source_stream), config.seed)
-    self.target = ClassificationData(
-        domain_input_config(config.input, config.target.data, self.target_stream),
-        config.seed + _TARGET_SEED_OFFSET)
-    source_names = self.source.dataset.class_names
-    target_names = self.target.dataset.class_names
-    if source_names != target_names:
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
+    super().__init__(config, num_classes)
+    dinet = config.dinet
+    self.data_sources = {
+        "target": ClassificationData(
+            domain_input_config(config.input, dinet.target.data, dinet.target.stream),
+            config.seed + _TARGET_SEED_OFFSET),
+        "source": ClassificationData(
+            domain_input_config(config.input, config.input.data, config.input.stream),
+            config.seed)}
+    self.channels = int(dinet.input_channels)
+    if num_classes is None:   # training: both datasets must be at hand and agree
+      self.check_classes()
+    self.model = self.build_model()
+
+  def check_classes(self) -> None:
+    """Source and target must name the same classes in the same order."""
+    source = self.data_sources["source"].dataset.class_names
+    target = self.data_sources["target"].dataset.class_names
+    if source != target:
       raise ValueError(
-          f"dinet: source {config.input.data.dir} and target {config.target.data.dir} must share "
-          f"the same classes in the same order; source only: "
-          f"{sorted(set(source_names) - set(target_names))}, target only: "
-          f"{sorted(set(target_names) - set(source_names))}, source order {source_names}, "
-          f"target order {target_names}")
-    self.channels = int(config.input_channels)
-    self.dtype = jnp.dtype(config.get("compute_dtype", "float32"))
-    kwargs = config.model.get("kwargs", mlc.ConfigDict()).to_dict()
-    self.model = models.build(config.model.name, num_classes=self.source.dataset.num_classes,
-                              dtype=self.dtype, **kwargs)
+          f"dinet: source {self.config.input.data.dir} and target "
+          f"{self.config.dinet.target.data.dir} must share the same classes in the same order; "
+          f"source only: {sorted(set(source) - set(target))}, target only: "
+          f"{sorted(set(target) - set(source))}, source order {source}, target order {target}")
 
   # ---------------------------------------------------------------- data
   def train_dataset(self, local_batch: int):
@@ -116,33 +118,36 @@ class Task:
                        "(half labelled source, half unlabelled target)")
     half = local_batch // 2
     zipped = grain.experimental.ZipIterDataset(
-        [self.source.train_dataset(half), self.target.train_dataset(half)])
+        [self.data_sources["source"].train_dataset(half),
+         self.data_sources["target"].train_dataset(half)])
     merged = zipped.map(_MergeDomains())
     if self.config.input.prefetch:
       merged = grain.experimental.ThreadPrefetchIterDataset(
           merged, prefetch_buffer_size=self.config.input.prefetch)
     return merged
 
-  def _inputs(self, data: ClassificationData, clips_uint8: jax.Array, what: str) -> jax.Array:
-    return match_channels(data.preprocess(clips_uint8, self.dtype), self.channels, what)
+  def _inputs(self, source: str, clips_uint8: jax.Array) -> jax.Array:
+    data = self.data_sources[source]
+    return match_channels(data.preprocess(clips_uint8, self.dtype), self.channels, source)
 
   # ---------------------------------------------------------------- model
   def init_variables(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict:
-    x = self._inputs(self.source, batch["source_video"], "source")
+    # A train batch carries `source_video`; an inference streams dict (predict) `video`.
+    x = self._inputs("source", batch["source_video"] if "source_video" in batch else batch["video"])
     return dict(self.model.init({"params": rng, "dropout": rng}, x, train=False))
 
   def grl_lambda(self, progress) -> jax.Array:
-    return dann_lambda(progress, float(self.config.grl_gamma))
+    return dann_lambda(progress, float(self.config.dinet.grl_gamma))
 
   def loss_fn(self, params, model_state, batch, rng, progress):
     """Source CE + domain BCE over both halves; `batch["target_label"]` is never read."""
-    source = self._inputs(self.source, batch["source_video"], "source")
+    source = self._inputs("source", batch["source_video"])
     labels = batch["source_label"]
     num_source = source.shape[0]
-    use_domain = bool(self.config.domain_loss)
+    use_domain = bool(self.config.dinet.domain_loss)
     lam = self.grl_lambda(progress) if use_domain else jnp.zeros((), jnp.float32)
     if use_domain:
-      target = self._inputs(self.target, batch["target_video"], "target")
+      target = self._inputs("target", batch["target_video"])
       x = jnp.concatenate([source, target.astype(source.dtype)], axis=0)
     else:
       x = source
@@ -150,7 +155,7 @@ class Task:
         {"params": params, **model_state}, x, train=True, grl_lambda=lam,
         rngs={"dropout": rng}, mutable=list(model_state))
     source_logits = logits[:num_source]
-    ce = cross_entropy(source_logits, labels, self.config.get("label_smoothing", 0.0))
+    ce = losses.softmax_cross_entropy(source_logits, labels, self.config.label_smoothing)
     metrics = {"accuracy": jnp.mean(jnp.argmax(source_logits, -1) == labels),
                "ce_loss": ce, "grl_lambda": lam}
     loss = ce
@@ -160,26 +165,15 @@ class Task:
           jnp.full((num_source,), SOURCE_DOMAIN, jnp.float32),
           jnp.full((domain_logits.shape[0] - num_source,), TARGET_DOMAIN, jnp.float32)])
       bce = jnp.mean(optax.sigmoid_binary_cross_entropy(domain_logits, domain_labels))
-      loss = ce + float(self.config.domain_loss_weight) * bce
+      loss = ce + float(self.config.dinet.domain_loss_weight) * bce
       metrics["domain_loss"] = bce
       metrics["domain_accuracy"] = jnp.mean((domain_logits > 0) == (domain_labels > 0.5))
     return loss, (dict(new_state), metrics)
 
-  # ---------------------------------------------------------------- eval
-  def predict(self, data: ClassificationData, stream: str, state, views: jax.Array,
-              extra: Mapping[str, jax.Array]) -> jax.Array:
-    del extra   # `views` are already `stream`'s clips (domain_input_config)
-    logits, _ = self.model.apply({"params": state.params, **state.model_state},
-                                 self._inputs(data, views, stream), train=False)
+  # ---------------------------------------------------------------- inference
+  def predict(self, variables: Mapping[str, Any], streams: Mapping[str, jax.Array],
+              source: str | None = None) -> jax.Array:
+    """Logits of clips of `source`'s stream ("target" by default: the domain adapted to)."""
+    logits, _ = self.model.apply(variables, self._inputs(source or "target", streams["video"]),
+                                 train=False)
     return logits
-
-  def evaluate(self, trainer, step: int) -> dict[str, Any]:
-    target = evaluate_classifier(
-        trainer, functools.partial(self.predict, self.target, self.target_stream), self.target,
-        step, tag="eval")
-    source = evaluate_classifier(
-        trainer, functools.partial(self.predict, self.source, self.source_stream), self.source,
-        step, tag="eval_source")
-    results = dict(target)
-    results.update({k: v for k, v in source.items() if k.startswith("eval_source")})
-    return results

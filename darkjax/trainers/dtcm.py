@@ -21,9 +21,9 @@ darkjax.losses.zero_dce_loss (`dtcm.loss_variant` = paper | official selects the
 default weights W_col, W_tvA, W_exp). Clips enter the model in [0, 1] (`input.normalise="none"`);
 the model normalises after enhancing.
 
-Evaluation: top-1 / top-5 / confusion via trainers.supervised.evaluate_classifier, and
-WORKDIR/dtcm_enhancement.png: for `dtcm.visual_clips` test clips, rows of input frames, enhanced
-frames and the RGB differences of adjacent frames before and after enhancement (paper Figs. 1, 6).
+Evaluations (`config.evals`): classification, and the `enhancement` evaluator's
+WORKDIR/dtcm_enhancement.png: for its `clips` test clips, rows of input frames, enhanced frames and
+the RGB differences of adjacent frames before and after enhancement (paper Figs. 1, 6).
 """
 
 from __future__ import annotations
@@ -35,15 +35,13 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
-import numpy as np
 
-from darkjax import losses, models, train
-from darkjax.trainers.supervised import ClassificationData, cross_entropy, evaluate_classifier
+from darkjax import losses, train
+from darkjax.data.classification import ClassificationData
+from darkjax.models.dtcm import SETTINGS
+from darkjax.trainers.base import TaskBase
 
 log = logging.getLogger("darkjax")
-
-SETTINGS = ("one_stage_total", "one_stage_ar", "two_stage", "no_enhancement")
-VISUAL_FILE = "dtcm_enhancement.png"
 
 
 def check_config(config: mlc.ConfigDict) -> None:
@@ -54,7 +52,7 @@ def check_config(config: mlc.ConfigDict) -> None:
     raise ValueError(f"config.input.normalise is {config.input.normalise!r}: DTCM's enhancer needs "
                      "clips in [0, 1] (set it to 'none'; the backbone's normalisation is "
                      "config.model.kwargs.normalise)")
-  enhancer = config.model.get("kwargs", {}).get("enhancer", "dtcm_enhancer")
+  enhancer = config.model.kwargs.enhancer
   if (setting == "no_enhancement") != (enhancer == ""):
     raise ValueError(f"config.dtcm.setting {setting!r} with config.model.kwargs.enhancer "
                      f"{enhancer!r}: the no_enhancement setting needs enhancer='' and the others "
@@ -69,22 +67,22 @@ def enhancement_loss(dtcm_cfg: Mapping[str, Any], clip: jax.Array, enhancer_out:
                               weights={"spatial": w_stc, "temporal": w_stc})
 
 
-class Task:
-  """One-stage settings, the no-enhancement baseline, two-stage phase 2 (`frozen_enhancer`)."""
+class Task(TaskBase):
+  """One-stage settings, the no-enhancement baseline, two-stage phase 2 (`frozen_enhancer`).
+  `enhancer_variables` (a phase-1 enhancer's collections) replace the fresh enhancer's."""
 
-  def __init__(self, config: mlc.ConfigDict, frozen_enhancer: bool = False):
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None,
+               frozen_enhancer: bool = False,
+               enhancer_variables: Mapping[str, Any] | None = None):
     check_config(config)
-    self.config = config
+    super().__init__(config, num_classes)
     self.frozen_enhancer = frozen_enhancer
-    self.data = ClassificationData(config.input, config.seed)
-    self.dtype = jnp.dtype(config.get("compute_dtype", "float32"))
-    kwargs = config.model.get("kwargs", mlc.ConfigDict()).to_dict()
-    self.model = models.build(config.model.name, num_classes=self.data.dataset.num_classes,
-                              dtype=self.dtype, **kwargs)
+    self.enhancer_variables = enhancer_variables
+    self.merges_pretrained = enhancer_variables is not None
+    self.title = config.dtcm.setting
+    self.data_sources = {"input": ClassificationData(config.input, config.seed)}
+    self.model = self.build_model()
     self.use_enhancement_loss = config.dtcm.setting == "one_stage_total" and not frozen_enhancer
-
-  def train_dataset(self, local_batch: int):
-    return self.data.train_dataset(local_batch)
 
   def clips(self, clips_uint8: jax.Array) -> jax.Array:
     """uint8 clips -> float32 in [0, 1] (the enhancer works in float32 whatever compute_dtype)."""
@@ -94,13 +92,23 @@ class Task:
     return dict(self.model.init({"params": rng, "dropout": rng}, self.clips(batch["video"]),
                                 train=False))
 
+  def init_from(self, variables: dict) -> dict:
+    """The phase-1 enhancer's variables in place of the fresh `video_enhancer`."""
+    variables = {k: dict(v) for k, v in variables.items()}
+    for collection, tree in self.enhancer_variables.items():
+      if "video_enhancer" not in tree or collection not in variables:
+        raise ValueError(f"dtcm: phase-1 collection {collection!r} has no video_enhancer entry "
+                         "matching the classifier model")
+      variables[collection]["video_enhancer"] = tree["video_enhancer"]
+    return variables
+
   def loss_fn(self, params, model_state, batch, rng, progress):
     del progress
     clip = self.clips(batch["video"])
     (logits, out), new_state = self.model.apply(
         {"params": params, **model_state}, clip, train=True,
         freeze_enhancer=self.frozen_enhancer, rngs={"dropout": rng}, mutable=list(model_state))
-    ce = cross_entropy(logits, batch["label"], self.config.get("label_smoothing", 0.0))
+    ce = losses.softmax_cross_entropy(logits, batch["label"], self.config.label_smoothing)
     metrics = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]), "ar_loss": ce,
                "enhanced_mean": jnp.mean(out["enhanced"])}
     loss = ce
@@ -111,21 +119,17 @@ class Task:
       metrics.update({f"{k}_loss": v for k, v in terms.items()})
     return loss, (dict(new_state), metrics)
 
-  def predict(self, state, views: jax.Array, extra: Mapping[str, jax.Array]) -> jax.Array:
-    del extra
-    logits, _ = self.model.apply({"params": state.params, **state.model_state},
-                                 self.clips(views), train=False)
+  def predict(self, variables: Mapping[str, Any], streams: Mapping[str, jax.Array],
+              source: str | None = None) -> jax.Array:
+    del source
+    logits, _ = self.model.apply(variables, self.clips(streams["video"]), train=False)
     return logits
 
-  def enhance(self, variables, clips_uint8: jax.Array) -> jax.Array:
+  def enhance(self, variables: Mapping[str, Any], clips_uint8: jax.Array) -> jax.Array:
+    """Enhanced clips in [0, 1] (the enhancement evaluator, darkjax.tools.predict --png)."""
     enhanced, _ = self.model.apply(variables, self.clips(clips_uint8), train=False,
                                    method="enhance")
     return enhanced
-
-  def evaluate(self, trainer, step: int) -> dict[str, Any]:
-    results = evaluate_classifier(trainer, self.predict, self.data, step)
-    write_enhancement_grid(trainer, self, step)
-    return results
 
 
 class EnhancerTask(Task):
@@ -145,92 +149,8 @@ class EnhancerTask(Task):
     metrics["enhanced_mean"] = jnp.mean(out["enhanced"])
     return total, (dict(new_state), metrics)
 
-  def evaluate(self, trainer, step: int) -> dict[str, Any]:
-    write_enhancement_grid(trainer, self, step)
-    return {}
-
-
-# ================================================================ the figure
-def _first_test_clips(task: Task, count: int) -> np.ndarray:
-  for batch in task.data.eval_batches(max(count, 1)):
-    views = np.asarray(batch["video"])[:, 0]            # first view of each video
-    keep = np.asarray(batch["mask"]).astype(bool)
-    return views[keep][:count]
-  raise ValueError(f"dataset {task.data.dataset.name}: the eval split is empty")
-
-
-def enhancement_grid(inputs: np.ndarray, enhanced: np.ndarray, path: str, title: str = "",
-                     frames_shown: int = 6) -> str:
-  """PNG: per clip, rows of input frames, enhanced frames, |I_(t+1) - I_t| and |Y_(t+1) - Y_t|.
-
-  inputs, enhanced: (N, T, H, W, 3) in [0, 1]. The differences are scaled by a common factor so
-  that before and after are comparable.
-  """
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-  n, t = inputs.shape[:2]
-  shown = np.unique(np.linspace(0, t - 2, min(frames_shown, t - 1)).round().astype(int))
-  diff_in = np.abs(np.diff(inputs, axis=1))
-  diff_out = np.abs(np.diff(enhanced, axis=1))
-  scale = 1.0 / max(float(np.percentile(np.concatenate([diff_in, diff_out]), 99.5)), 1e-3)
-  rows = [("input", inputs), ("enhanced", enhanced), ("RGB diff. input", diff_in * scale),
-          ("RGB diff. enhanced", diff_out * scale)]
-  fig, axes = plt.subplots(4 * n, len(shown), figsize=(1.4 * len(shown), 1.5 * 4 * n),
-                           squeeze=False)
-  for clip in range(n):
-    for r, (label, images) in enumerate(rows):
-      for c, frame in enumerate(shown):
-        ax = axes[4 * clip + r, c]
-        ax.imshow(np.clip(images[clip, frame], 0.0, 1.0), interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if c == 0:
-          ax.set_ylabel(f"{clip}: {label}", fontsize=6)
-        if clip == 0 and r == 0:
-          ax.set_title(f"t={frame}", fontsize=7)
-  if title:
-    fig.suptitle(title, fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
-
-
-def write_enhancement_grid(trainer, task: Task, step: int) -> str | None:
-  count = int(task.config.dtcm.visual_clips)
-  if not count or not trainer.is_lead:
-    return None
-  clips = _first_test_clips(task, count)
-  variables = jax.device_get({"params": trainer.state.params, **trainer.state.model_state})
-  enhanced = np.asarray(jax.jit(task.enhance)(variables, jnp.asarray(clips)))
-  path = enhancement_grid(clips.astype(np.float32) / 255.0, enhanced,
-                          os.path.join(trainer.workdir, VISUAL_FILE),
-                          title=f"{task.config.dtcm.setting} @ step {step}")
-  trainer.writer.image("dtcm/enhancement", step, path)
-  return path
-
 
 # ================================================================ two-stage run
-class ClassifierTrainer(train.Trainer):
-  """Phase 2 of two-stage, or one-stage after a pretrained enhancer: a fresh state takes the
-  phase-1 enhancer's variables."""
-  enhancer_variables: Mapping[str, Any] | None = None
-
-  def _fresh_state(self, rng) -> train.TrainState:
-    state = super()._fresh_state(rng)
-    variables = jax.device_get({"params": state.params, **state.model_state})
-    for collection, tree in (self.enhancer_variables or {}).items():
-      if "video_enhancer" not in tree or collection not in variables:
-        raise ValueError(f"two_stage: phase-1 collection {collection!r} has no video_enhancer "
-                         "entry matching the classifier model")
-      variables[collection]["video_enhancer"] = tree["video_enhancer"]
-    params = jax.device_put(variables.pop("params"), self.state_shardings.params)
-    model_state = jax.device_put(variables, self.state_shardings.model_state)
-    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
-    return state.replace(params=params, model_state=model_state, opt_state=opt_state)
-
-
 def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
   """Phase 1 (`enhancer`) takes steps and learning rate from config.dtcm; phase 2 (`classifier`)
   freezes the enhancer's parameters; `joint` (one-stage after phase 1) is the config itself."""
@@ -240,6 +160,9 @@ def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
     out.optimizer.lr = float(config.dtcm.enhancer_lr)
     out.optimizer.warmup_steps = 0
     out.model_init = ""          # backbone weights are for phase 2; phase 1 has no backbone
+    # Phase 1 has no classifier to evaluate: only the enhancement pictures.
+    out.evals = mlc.ConfigDict({k: v for k, v in config.evals.items()
+                                if v.type != "classification"})
   elif phase == "classifier":
     out.optimizer.frozen = tuple(config.optimizer.frozen) + ("^video_enhancer/",)
   elif phase != "joint":
@@ -259,21 +182,33 @@ def train_enhancer(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   return jax.device_get({"params": enhancer.state.params, **enhancer.state.model_state})
 
 
+def _second_phase(config: mlc.ConfigDict) -> str | None:
+  """The phase after the enhancer phase ("classifier", "joint"), or None for a one-phase run."""
+  setting = config.dtcm.setting
+  if setting == "two_stage":
+    return "classifier"
+  if setting != "no_enhancement" and bool(config.dtcm.pretrain_enhancer):
+    return "joint"
+  return None
+
+
+def inference_workdir(config: mlc.ConfigDict, workdir: str) -> str:
+  """Where the run's deployable model (enhancer + classifier) is checkpointed."""
+  phase = _second_phase(config)
+  return os.path.join(workdir, phase) if phase else workdir
+
+
 def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   """One-stage settings: one Trainer in WORKDIR (with `dtcm.pretrain_enhancer`: WORKDIR/enhancer
   then WORKDIR/joint). two_stage: WORKDIR/enhancer then WORKDIR/classifier. Each phase resumes on
   its own."""
   check_config(config)
-  setting = config.dtcm.setting
-  pretrain = setting == "two_stage" or (setting != "no_enhancement" and
-                                        bool(config.dtcm.get("pretrain_enhancer", False)))
-  if not pretrain:
+  phase = _second_phase(config)
+  if phase is None:
     return train.Trainer(config, workdir, task=Task(config)).run()
   enhancer_variables = train_enhancer(config, workdir)
-  phase = "classifier" if setting == "two_stage" else "joint"
   phase2_config = phase_config(config, phase)
-  log.info("DTCM phase 2: %s from the phase-1 enhancer", setting)
-  trainer = ClassifierTrainer(phase2_config, os.path.join(workdir, phase),
-                              task=Task(phase2_config, frozen_enhancer=setting == "two_stage"))
-  trainer.enhancer_variables = enhancer_variables
-  return trainer.run()
+  log.info("DTCM phase 2: %s from the phase-1 enhancer", config.dtcm.setting)
+  task = Task(phase2_config, frozen_enhancer=phase == "classifier",
+              enhancer_variables=enhancer_variables)
+  return train.Trainer(phase2_config, os.path.join(workdir, phase), task=task).run()

@@ -8,15 +8,16 @@
     CE(logits, y) + kd_weight * L1(h2, h1) with h1 = the teacher's pooled hidden vector and h2 the
     student's pooled fused vector. Without KD the backbone trains with the rest.
 
-Each phase is a `LiftTrainer` (the generic Trainer; its fresh state also takes pretrained ViT /
-R(2+1)D weights or the teacher), so re-running the command resumes whichever phase was running.
+Each phase is the generic Trainer with its own Task, whose `init_from` puts pretrained ViT /
+R(2+1)D weights or the teacher into a fresh state, so re-running the command resumes whichever
+phase was running.
 Inputs: the dark clip goes to the PViT (normalised by `config.input.normalise`); the luminous clip is
 the same uint8 clip through the GIC table LUT[i] = floor((i/255)^(1/gamma) 255)
 (`config.lift.gamma`), or the record stream "flow" (`config.lift.luminous_input`). Train-time
 augmentations on device (`config.lift.augment`): colour jitter, random affine (scale, translation,
 rotation, shear; a flow stream's vectors are transformed with the image), CutMix, frame shuffle;
-flips come from the pipeline (which negates a flipped flow stream's x). Evaluation adds one
-attention-map PNG per clip for the first `config.lift.attention_maps` test clips (paper Fig. 5).
+flips come from the pipeline (which negates a flipped flow stream's x). The student's
+`attention_maps` feed the `attention_maps` evaluator (one PNG per test clip, paper Fig. 5).
 """
 
 from __future__ import annotations
@@ -29,29 +30,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
-import numpy as np
 
-from darkjax import losses, models, train
-from darkjax.data import datasets, flow, normalise
+from darkjax import losses, train
+from darkjax import variables as variables_lib
+from darkjax.convert import io as convert_io
+from darkjax.data import normalise
 from darkjax.data.augment import augment
+from darkjax.data.classification import ClassificationData
+from darkjax.data.datasets import DatasetNotPreparedError
 from darkjax.models import liftnet, vit
-from darkjax.trainers import supervised
+from darkjax.trainers.base import TaskBase
 
 log = logging.getLogger("darkjax")
 
 LUMINOUS_INPUTS = ("gamma", "flow")
-# Extra normalisations in 0-255 units: ViT checkpoints use [-1, 1]; IG65M and torchvision video
-# models share the `ig65m` statistics.
-_EXTRA_STATS = {"vit": ((127.5,) * 3, (127.5,) * 3), "flow": ((128.0,) * 3, (128.0,) * 3),
-                "ig65m": ((110.2008, 100.63983, 95.99475), (58.14765, 56.46975, 55.332195))}
-
-
-def normalise_clip(clip_uint8: jax.Array, mode: str, dtype=jnp.float32) -> jax.Array:
-  """darkjax.data.normalise modes plus `vit` ([-1, 1]), `flow` ((x - 128) / 128) and `ig65m`."""
-  if mode not in _EXTRA_STATS:
-    return normalise.normalise(clip_uint8, mode, dtype)
-  mean, std = (jnp.asarray(s[:clip_uint8.shape[-1]], jnp.float32) for s in _EXTRA_STATS[mode])
-  return ((clip_uint8.astype(jnp.float32) - mean) / std).astype(dtype)
 
 
 # ================================================================ losses
@@ -74,7 +66,7 @@ def kd_loss(logits, labels, student_hidden, teacher_hidden, kd_weight=1.0, label
 
 # ================================================================ inputs shared by both phases
 class LiftInputs:
-  """The dataset, and uint8 batches -> (dark, luminous) float clips."""
+  """The data source, and uint8 batches -> (dark, luminous) float clips."""
 
   def __init__(self, config: mlc.ConfigDict):
     self.config, self.lift = config, config.lift
@@ -84,17 +76,21 @@ class LiftInputs:
     if config.input.gamma:
       raise ValueError("config.input.gamma must be 0 for LIFT-Net (the PViT sees the dark frames); "
                        "the luminous stream's gamma is config.lift.gamma")
-    self.data = supervised.ClassificationData(config.input, config.seed)
-    self.dtype = jnp.dtype(config.get("compute_dtype", "float32"))
-    if self.lift.luminous_input == "flow":
-      streams = self.data.dataset.frame_shapes()
-      if "flow" not in streams or "flow" not in tuple(config.input.streams):
-        raise datasets.DatasetNotPreparedError(
-            f"config.lift.luminous_input='flow' needs a record stream named 'flow' in "
-            f"{self.data.dataset.directory} (streams there: {sorted(k for k in streams if k != 'video')}"
-            f"; config.input.streams: {list(config.input.streams)}). Precompute optical flow into "
-            f"the records with the data-preparation step (x, y, magnitude around 128), or use "
-            f"luminous_input=gamma.")
+    self.data = ClassificationData(config.input, config.seed)
+    self.dtype = jnp.dtype(config.compute_dtype)
+
+  def check_streams(self) -> None:
+    """luminous_input=flow needs the dataset's `flow` record stream, read by the pipeline."""
+    if self.lift.luminous_input != "flow":
+      return
+    streams = self.data.dataset.frame_shapes()
+    if "flow" not in streams or "flow" not in tuple(self.config.input.streams):
+      raise DatasetNotPreparedError(
+          f"config.lift.luminous_input='flow' needs a record stream named 'flow' in "
+          f"{self.data.dataset.directory} (streams there: {sorted(k for k in streams if k != 'video')}"
+          f"; config.input.streams: {list(self.config.input.streams)}). Precompute optical flow "
+          f"into the records with the data-preparation step (x, y, magnitude around 128), or use "
+          f"luminous_input=gamma.")
 
   def streams(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     out = {"video": batch["video"]}
@@ -102,12 +98,16 @@ class LiftInputs:
       out["flow"] = batch["flow"]
     return out
 
-  def model_inputs(self, streams: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    dark = normalise_clip(streams["video"], self.config.input.normalise, self.dtype)
+  def luminous_uint8(self, streams: Mapping[str, jax.Array]) -> jax.Array:
+    """The luminous stream before normalisation: GIC frames, or the flow stream."""
     if self.lift.luminous_input == "flow":
-      return dark, normalise_clip(streams["flow"], "flow", self.dtype)
-    bright = normalise.gamma_correct(streams["video"], self.lift.gamma)
-    return dark, normalise_clip(bright, self.lift.luminous_normalise, self.dtype)
+      return streams["flow"]
+    return normalise.gamma_correct(streams["video"], self.lift.gamma)
+
+  def model_inputs(self, streams: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    dark = normalise.normalise(streams["video"], self.config.input.normalise, self.dtype)
+    mode = "flow" if self.lift.luminous_input == "flow" else self.lift.luminous_normalise
+    return dark, normalise.normalise(self.luminous_uint8(streams), mode, self.dtype)
 
   def train_inputs(self, batch, rng):
     streams, mixed, mix = augment(self.streams(batch), batch["label"], rng, self.lift.augment)
@@ -116,22 +116,12 @@ class LiftInputs:
     return dark, bright, mixed, mix
 
 
-def load_weights(path: str, key: str) -> dict[str, np.ndarray]:
-  """A checkpoint file (.npz, .safetensors, or a torch pickle) as flat numpy arrays."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{key}: checkpoint {path} does not exist")
-  if path.endswith(".npz"):
-    from darkjax.convert import vit as convert_vit  # pylint: disable=import-outside-toplevel
-    return convert_vit.read_npz(path)
-  if path.endswith(".safetensors"):
-    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-    return load_file(path)
-  import torch  # pylint: disable=import-outside-toplevel
-  state = torch.load(path, map_location="cpu", weights_only=True)
-  for wrapper in ("state_dict", "model"):
-    if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-      state = state[wrapper]
-  return state
+def load_weights(path: str, key: str) -> dict[str, Any]:
+  """A checkpoint file's tensors by name; errors name the config key that gave `path`."""
+  try:
+    return convert_io.load_state_dict(path)
+  except convert_io.CheckpointReadError as error:
+    raise convert_io.CheckpointReadError(f"{key}: {error}") from None
 
 
 def _luminous_pretrained(name: str, path: str) -> dict:
@@ -140,19 +130,28 @@ def _luminous_pretrained(name: str, path: str) -> dict:
                             num_classes=0)
 
 
+class _LiftTaskBase(TaskBase):
+  """Inputs and model construction shared by the teacher and the student."""
+
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
+    super().__init__(config, num_classes)
+    self.lift = config.lift
+    self.inputs = LiftInputs(config)
+    self.data_sources = {"input": self.inputs.data}
+    if num_classes is None:   # training: the dataset is at hand
+      self.inputs.check_streams()
+    self.student = self.build_model(luminous_frozen=bool(self.lift.kd),
+                                    pvit_frozen=self.lift.vit_trainable == "none")
+
+
 # ================================================================ phase 1: teacher
-class TeacherTask:
+class TeacherTask(_LiftTaskBase):
   """The luminous backbone with a classifier on the luminous input, cross-entropy."""
 
-  def __init__(self, config: mlc.ConfigDict):
-    self.config = config
-    self.inputs = LiftInputs(config)
-    self.data = self.inputs.data
-    self.student = _build_student(config, self.data.dataset.num_classes)
-    self.model = liftnet.teacher_model(self.student, self.data.dataset.num_classes)
-
-  def train_dataset(self, local_batch: int):
-    return self.data.train_dataset(local_batch)
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
+    super().__init__(config, num_classes)
+    self.model = liftnet.teacher_model(self.student, self.num_classes)
+    self.merges_pretrained = bool(self.lift.pretrained.luminous)
 
   def init_variables(self, rng, batch) -> dict:
     _, bright = self.inputs.model_inputs(self.inputs.streams(batch))
@@ -165,57 +164,42 @@ class TeacherTask:
     (logits, _), new_state = self.model.apply(
         {"params": params, **model_state}, bright, train=True, rngs={"dropout": drop_rng},
         mutable=list(model_state))
-    loss = classification_loss(logits, batch["label"], mixed, mix,
-                               self.config.get("label_smoothing", 0.0))
+    loss = classification_loss(logits, batch["label"], mixed, mix, self.config.label_smoothing)
     return loss, (dict(new_state), {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])})
 
-  def merge_pretrained(self, variables: dict) -> dict | None:
-    path = self.config.lift.pretrained.luminous
-    if not path:
-      return None
+  def init_from(self, variables: dict) -> dict:
+    """The pretrained luminous backbone (config.lift.pretrained.luminous), head kept."""
+    path = self.lift.pretrained.luminous
     loaded = _luminous_pretrained(self.student.luminous, path)
-    out = liftnet.merge_subtree(variables, "params", None, loaded["params"], path, skip=("fc",))
-    return liftnet.merge_subtree(out, "batch_stats", None, loaded["batch_stats"], path)
+    out = variables_lib.merge_subtree(variables, "params", None, loaded["params"], path,
+                                      skip=("fc",))
+    return variables_lib.merge_subtree(out, "batch_stats", None, loaded["batch_stats"], path)
 
-  def predict(self, state, views, extra):
-    _, bright = self.inputs.model_inputs(self.inputs.streams({"video": views, **extra}))
-    logits, _ = self.model.apply({"params": state.params, **state.model_state}, bright, train=False)
+  def predict(self, variables, streams, source=None):
+    del source
+    _, bright = self.inputs.model_inputs(self.inputs.streams(streams))
+    logits, _ = self.model.apply(variables, bright, train=False)
     return logits
-
-  def evaluate(self, trainer, step: int) -> dict[str, Any]:
-    return supervised.evaluate_classifier(trainer, self.predict, self.data, step)
 
 
 # ================================================================ phase 2: student
-def _build_student(config: mlc.ConfigDict, num_classes: int) -> liftnet.LIFTNet:
-  lift = config.lift
-  return models.build(config.model.name, num_classes=num_classes,
-                      dtype=jnp.dtype(config.get("compute_dtype", "float32")),
-                      luminous_frozen=bool(lift.kd), pvit_frozen=lift.vit_trainable == "none",
-                      **dict(config.model.get("kwargs", {})))
-
-
-class Task:
+class Task(_LiftTaskBase):
   """LIFT-Net, CE (+ L1 KD against the shared teacher backbone's hidden vector)."""
 
-  def __init__(self, config: mlc.ConfigDict, teacher_variables: Mapping[str, Any] | None = None):
-    self.config, self.lift = config, config.lift
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None,
+               teacher_variables: Mapping[str, Any] | None = None):
+    super().__init__(config, num_classes)
     if self.lift.kd and teacher_variables is None and not self.lift.pretrained.luminous:
       log.warning("LIFT-Net student with kd=True but no teacher: its frozen luminous backbone "
                   "keeps its initial weights (run through darkjax.train.run for both phases)")
     self.teacher_variables = teacher_variables
-    self.inputs = LiftInputs(config)
-    self.data = self.inputs.data
-    self.model = _build_student(config, self.data.dataset.num_classes)
-    self.image_hw: tuple[int, int] | None = None
-    self._maps_fn = None
-
-  def train_dataset(self, local_batch: int):
-    return self.data.train_dataset(local_batch)
+    self.model = self.student
+    pretrained = self.lift.pretrained
+    self.merges_pretrained = bool(teacher_variables is not None or pretrained.luminous
+                                  or pretrained.vit)
 
   def init_variables(self, rng, batch) -> dict:
     dark, bright = self.inputs.model_inputs(self.inputs.streams(batch))
-    self.image_hw = tuple(dark.shape[2:4])
     return dict(self.model.init({"params": rng, "dropout": rng}, dark, train=False,
                                 luminous=bright))
 
@@ -226,7 +210,7 @@ class Task:
     (logits, out), new_state = self.model.apply(
         {"params": params, **model_state}, dark, train=True, luminous=bright,
         rngs={"dropout": drop_rng}, mutable=list(model_state))
-    smoothing = self.config.get("label_smoothing", 0.0)
+    smoothing = self.config.label_smoothing
     metrics = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
     if self.lift.kd:
       loss, terms = kd_loss(logits, batch["label"], out["hidden"], out["luminous_features"],
@@ -236,38 +220,38 @@ class Task:
       loss = classification_loss(logits, batch["label"], mixed, mix, smoothing)
     return loss, (dict(new_state), metrics)
 
-  def merge_pretrained(self, variables: dict) -> dict | None:
-    pretrained, changed = self.lift.pretrained, False
+  def init_from(self, variables: dict) -> dict:
+    """The teacher's (or a pretrained) luminous backbone, and the pretrained PViT blocks."""
+    pretrained = self.lift.pretrained
     if self.teacher_variables is not None:
-      variables, changed = liftnet.merge_teacher(variables, self.teacher_variables), True
+      variables = liftnet.merge_teacher(variables, self.teacher_variables)
     elif pretrained.luminous:
-      loaded = _luminous_pretrained(self.model.luminous, pretrained.luminous)
-      variables = liftnet.merge_teacher(variables, loaded)
-      changed = True
+      variables = liftnet.merge_teacher(
+          variables, _luminous_pretrained(self.model.luminous, pretrained.luminous))
     if pretrained.vit:
       from darkjax.convert import vit as convert_vit  # pylint: disable=import-outside-toplevel
       loaded = convert_vit.convert(self.model.vit, load_weights(pretrained.vit,
                                                                 "config.lift.pretrained.vit"),
-                                   num_classes=0, image_size=self.image_hw,
+                                   num_classes=0, image_size=self.data.frame_hw(),
                                    num_blocks=self.model.vit_blocks)
-      variables = liftnet.merge_subtree(variables, "params", "pvit", loaded["params"],
-                                        pretrained.vit)
-      changed = True
-    return variables if changed else None
+      variables = variables_lib.merge_subtree(variables, "params", "pvit", loaded["params"],
+                                              pretrained.vit)
+    return variables
 
-  def predict(self, state, views, extra):
-    dark, bright = self.inputs.model_inputs(self.inputs.streams({"video": views, **extra}))
-    logits, _ = self.model.apply({"params": state.params, **state.model_state}, dark, train=False,
-                                 luminous=bright)
+  def predict(self, variables, streams, source=None):
+    del source
+    dark, bright = self.inputs.model_inputs(self.inputs.streams(streams))
+    logits, _ = self.model.apply(variables, dark, train=False, luminous=bright)
     return logits
 
-  def evaluate(self, trainer, step: int) -> dict[str, Any]:
-    results = supervised.evaluate_classifier(trainer, self.predict, self.data, step)
-    if self.lift.attention_maps and trainer.is_lead:
-      paths = write_attention_maps(self, trainer, step, self.lift.attention_maps)
-      for index, path in enumerate(paths):
-        trainer.writer.image(f"attention/{index:02d}", step, path)
-    return results
+  def attention_maps(self, variables, streams) -> dict[str, jax.Array]:
+    """logits, `heat` (B, T, gh, gw): the last PViT block's class-token attention over the
+    patches (mean over heads); `frame_weights` (B, T): the last fusion layer's attention of the
+    luminous queries over the frames; `luminous`: the luminous uint8 clips."""
+    dark, bright = self.inputs.model_inputs(self.inputs.streams(streams))
+    logits, heat, frame_weights = attention_maps(self.model, variables, dark, bright)
+    return {"logits": logits, "heat": heat, "frame_weights": frame_weights,
+            "luminous": self.inputs.luminous_uint8(streams)}
 
 
 # ================================================================ attention maps (paper Fig. 5)
@@ -297,71 +281,7 @@ def attention_maps(model: liftnet.LIFTNet, variables, dark: jax.Array, bright: j
   return logits, cls, jnp.mean(fusion, axis=(1, 2))
 
 
-def write_attention_maps(task: "Task", trainer, step: int, count: int) -> list[str]:
-  """WORKDIR/attention_<i>.png for the first `count` test clips: dark frames, GIC frames under the
-  PViT attention, and the fusion's attention over all frames."""
-  import cv2  # pylint: disable=import-outside-toplevel
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  batch = next(iter(task.data.eval_batches(count)))
-  streams = {k: v[:, 0] for k, v in batch.items() if k not in ("label", "mask", "index")}
-  if task._maps_fn is None:  # pylint: disable=protected-access
-    def maps_fn(variables, streams):
-      dark, bright = task.inputs.model_inputs(streams)
-      return attention_maps(task.model, variables, dark, bright)
-    task._maps_fn = jax.jit(maps_fn)  # pylint: disable=protected-access
-  variables = jax.device_get({"params": trainer.state.params, **trainer.state.model_state})
-  logits, cls, frame_weights = jax.device_get(task._maps_fn(variables, streams))  # pylint: disable=protected-access
-  names, lut = task.data.dataset.class_names, normalise.gamma_lut(task.lift.gamma)
-  paths = []
-  for i in np.flatnonzero(batch["mask"])[:count]:
-    clip = batch["video"][i, 0]
-    frames, height, width = clip.shape[:3]
-    shown = np.unique(np.linspace(0, frames - 1, min(frames, 8)).round().astype(int))
-    fig = plt.figure(figsize=(1.8 * len(shown), 5.2))
-    grid = fig.add_gridspec(3, len(shown), height_ratios=(1, 1, 0.7))
-    heat = cls[i] / max(float(cls[i].max()), 1e-9)
-    for col, t in enumerate(shown):
-      frame = clip[t] if clip.shape[-1] == 3 else clip[t, ..., 0]
-      for row, image in enumerate((frame, lut[frame])):
-        ax = fig.add_subplot(grid[row, col])
-        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-        if row == 1:
-          ax.imshow(cv2.resize(heat[t].astype(np.float32), (width, height)), cmap="jet",
-                    alpha=0.45, vmin=0, vmax=1)
-        ax.set_axis_off()
-        ax.set_title(f"t={t}" if row == 0 else "GIC + PViT attn", fontsize=7)
-    ax = fig.add_subplot(grid[2, :])
-    ax.bar(np.arange(frames), frame_weights[i], color="tab:blue")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("fusion attn", fontsize=8)
-    fig.suptitle(f"test clip {int(batch['index'][i])}: true {names[int(batch['label'][i])]}, "
-                 f"predicted {names[int(np.argmax(logits[i]))]} (step {step})", fontsize=9)
-    path = os.path.join(trainer.workdir, f"attention_{len(paths):02d}.png")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    paths.append(path)
-  return paths
-
-
 # ================================================================ phases
-class LiftTrainer(train.Trainer):
-  """The generic Trainer; a fresh (not resumed) state also takes `task.merge_pretrained`."""
-
-  def _fresh_state(self, rng) -> train.TrainState:
-    state = super()._fresh_state(rng)
-    merged = self.task.merge_pretrained(jax.device_get({"params": state.params,
-                                                        **state.model_state}))
-    if merged is None:
-      return state
-    params = jax.device_put(merged.pop("params"), self.state_shardings.params)
-    model_state = jax.device_put(merged, self.state_shardings.model_state)
-    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
-    return state.replace(params=params, model_state=model_state, opt_state=opt_state)
-
-
 def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
   """The config one phase's Trainer sees: `teacher` takes steps / optimizer / cadence from
   `config.teacher`; `student` adds the frozen-parameter regexes of vit_trainable and KD."""
@@ -369,11 +289,20 @@ def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
   if phase == "teacher":
     for key in ("total_steps", "optimizer", "eval_every", "checkpoint_every"):
       out[key] = config.teacher[key]
+    # The teacher has no PViT or fusion: only its classification is evaluated.
+    out.evals = mlc.ConfigDict({k: v for k, v in config.evals.items()
+                                if v.type == "classification"})
   else:
     out.optimizer.frozen = tuple(config.optimizer.frozen) + liftnet.frozen_patterns(
         config.lift.vit_trainable, bool(config.lift.kd))
   out.lock()
   return out
+
+
+def inference_workdir(config: mlc.ConfigDict, workdir: str) -> str:
+  """The student phase holds the deployed LIFT-Net."""
+  del config
+  return os.path.join(workdir, "student")
 
 
 def run(config: mlc.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
@@ -383,8 +312,8 @@ def run(config: mlc.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
   teacher_variables = None
   if config.lift.kd:
     teacher_config = phase_config(config, "teacher")
-    teacher = LiftTrainer(teacher_config, os.path.join(workdir, "teacher"),
-                          task=TeacherTask(teacher_config), devices=devices)
+    teacher = train.Trainer(teacher_config, os.path.join(workdir, "teacher"),
+                            task=TeacherTask(teacher_config), devices=devices)
     log.info("LIFT-Net phase 1/2: teacher %s on %s input", teacher.task.student.luminous,
              config.lift.luminous_input)
     teacher_results = teacher.run()
@@ -394,8 +323,9 @@ def run(config: mlc.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
                                         **teacher.state.model_state})
   student_config = phase_config(config, "student")
   log.info("LIFT-Net phase %s: student %s", "2/2" if config.lift.kd else "1/1", config.model.name)
-  student = LiftTrainer(student_config, os.path.join(workdir, "student"),
-                        task=Task(student_config, teacher_variables), devices=devices)
+  student = train.Trainer(student_config, os.path.join(workdir, "student"),
+                          task=Task(student_config, teacher_variables=teacher_variables),
+                          devices=devices)
   results.update(student.run())
   if student.is_lead:
     _write_summary(workdir, config, results)

@@ -1,0 +1,45 @@
+"""What every evaluator returns, and what it may ask of the Trainer that runs it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class EvalResult:
+  """scalars: `name/metric` -> value (metrics.jsonl, TensorBoard, report.md); figures: file stem
+  -> matplotlib figure (made on the lead process only; the Trainer saves `<stem>.png` in the
+  workdir and adds it to TensorBoard); arrays: anything else a caller may want (confusion matrix,
+  per-video scores)."""
+  scalars: dict[str, float] = dataclasses.field(default_factory=dict)
+  figures: dict[str, Any] = dataclasses.field(default_factory=dict)
+  arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+class Evaluator(Protocol):
+  """Built once per Trainer from one `config.evals` entry: `Cls(name, task, trainer, **options)`;
+  owns its jitted functions."""
+  name: str
+
+  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult: ...
+
+
+class TrainerView(Protocol):
+  """The parts of darkjax.train.Trainer an evaluator uses."""
+  config: Any
+  is_lead: bool
+  batch_sharding: Any
+  replicated: Any
+  variables_shardings: Any
+
+  def local_batch(self, global_batch: int) -> int: ...
+
+
+def require(task: Any, method: str, evaluator: str) -> None:
+  """Raises naming the evaluator type and the task when the task lacks `method`."""
+  if not callable(getattr(task, method, None)):
+    raise ValueError(f"config.evals: evaluator type {evaluator!r} needs a task with `{method}`; "
+                     f"{type(task).__module__}.{type(task).__name__} has none")

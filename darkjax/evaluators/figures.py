@@ -1,0 +1,82 @@
+"""Evaluators that draw what a person would rather look at than read: DTCM's enhanced frames and
+LIFT-Net's attention maps, both on the first test clips of a data source.
+
+  config.evals.enhancement = common.enhancement_eval(clips=3)   # needs task.enhance
+  config.evals.attention = common.attention_eval(clips=4)       # needs task.attention_maps
+
+They run on the lead process only (figures are written by one process).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from darkjax import plots
+from darkjax.evaluators.base import EvalResult, TrainerView, require
+from darkjax.evaluators.classification import source_name
+
+_HOST_FIELDS = ("label", "mask", "index")
+
+
+def first_test_examples(data: Any, count: int) -> dict[str, np.ndarray]:
+  """The first view of the first `count` real examples of `data`'s eval split, every stream plus
+  `label` and `index`."""
+  for batch in data.eval_batches(max(count, 1)):
+    keep = np.asarray(batch["mask"]).astype(bool)
+    out = {k: np.asarray(v)[:, 0][keep][:count] for k, v in batch.items()
+           if k not in _HOST_FIELDS}
+    out.update({k: np.asarray(batch[k])[keep][:count] for k in ("label", "index")})
+    return out
+  raise ValueError(f"dataset {data.dataset.name}: the eval split is empty")
+
+
+class EnhancementEvaluator:
+  """`<name>.png`: input frames, enhanced frames and the RGB differences of adjacent frames before
+  and after enhancement (DTCM Figs. 1, 6)."""
+
+  def __init__(self, name: str, task: Any, trainer: TrainerView, clips: int = 3, data: str = "",
+               file: str = "dtcm_enhancement"):
+    require(task, "enhance", "enhancement")
+    self.name, self.task, self.trainer, self.clips, self.file = name, task, trainer, clips, file
+    self.data = task.data_sources[source_name(task, data)]
+    self._enhance = jax.jit(task.enhance)
+
+  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
+    if not self.clips or not self.trainer.is_lead:
+      return EvalResult()
+    clips = first_test_examples(self.data, self.clips)["video"]
+    enhanced = np.asarray(self._enhance(jax.device_get(dict(variables)), clips))
+    title = f"{getattr(self.task, 'title', type(self.task).__module__)} @ step {step}"
+    return EvalResult(figures={self.file: plots.enhancement_grid(
+        clips.astype(np.float32) / 255.0, enhanced, title=title)})
+
+
+class AttentionMapsEvaluator:
+  """`attention_<i>.png` per test clip: dark frames, luminous frames under the PViT's class-token
+  attention, and the fusion's attention over the frames (LIFT-Net Fig. 5)."""
+
+  def __init__(self, name: str, task: Any, trainer: TrainerView, clips: int = 4, data: str = ""):
+    require(task, "attention_maps", "attention_maps")
+    self.name, self.task, self.trainer, self.clips = name, task, trainer, clips
+    self.data = task.data_sources[source_name(task, data)]
+    self._maps = jax.jit(task.attention_maps)
+
+  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
+    if not self.clips or not self.trainer.is_lead:
+      return EvalResult()
+    examples = first_test_examples(self.data, self.clips)
+    streams = {k: v for k, v in examples.items() if k not in ("label", "index")}
+    maps = jax.device_get(self._maps(jax.device_get(dict(variables)), streams))
+    names = self.data.dataset.class_names
+    figures = {}
+    for i in range(len(examples["label"])):
+      heat = maps["heat"][i] / max(float(maps["heat"][i].max()), 1e-9)
+      title = (f"test clip {int(examples['index'][i])}: true {names[int(examples['label'][i])]}, "
+               f"predicted {names[int(np.argmax(maps['logits'][i]))]} (step {step})")
+      figures[f"attention_{i:02d}"] = plots.attention_maps(
+          examples["video"][i], np.asarray(maps["luminous"][i]), heat, maps["frame_weights"][i],
+          title)
+    return EvalResult(figures=figures)

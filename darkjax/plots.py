@@ -1,0 +1,132 @@
+"""Every picture darkjax draws: confusion matrices, DTCM's enhancement grid, LIFT-Net's attention
+maps and a predicted video's frames.
+
+Functions return matplotlib figures (Agg backend, no display needed); `save` writes one as PNG and
+closes it. Evaluators return figures and the Trainer saves them into the workdir and TensorBoard.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def save(fig, path: str, dpi: int = 100) -> str:
+  """Writes `fig` as PNG to `path` (creating its directory) and closes it."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=dpi)
+  _pyplot().close(fig)
+  return path
+
+
+def confusion(matrix: np.ndarray, class_names: Sequence[str], title: str = ""):
+  """Row-normalised confusion matrix with class names and (up to 30 classes) counts."""
+  plt = _pyplot()
+  n = len(class_names)
+  rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+  size = max(4.0, 0.45 * n + 2)
+  fig, ax = plt.subplots(figsize=(size + 1, size))
+  image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+  ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
+  ax.set_yticks(range(n), class_names, fontsize=8)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  if n <= 30:
+    for i in range(n):
+      for j in range(n):
+        if matrix[i, j]:
+          ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                  color="white" if rates[i, j] > 0.5 else "black")
+  ax.set_title(title)
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+  fig.tight_layout()
+  return fig
+
+
+def enhancement_grid(inputs: np.ndarray, enhanced: np.ndarray, title: str = "",
+                     frames_shown: int = 6):
+  """Per clip, rows of input frames, enhanced frames, |I_(t+1) - I_t| and |Y_(t+1) - Y_t| (DTCM
+  Figs. 1, 6). inputs, enhanced: (N, T, H, W, 3) in [0, 1]; the differences share one scale so
+  that before and after compare."""
+  plt = _pyplot()
+  n, t = inputs.shape[:2]
+  shown = np.unique(np.linspace(0, t - 2, min(frames_shown, t - 1)).round().astype(int))
+  diff_in = np.abs(np.diff(inputs, axis=1))
+  diff_out = np.abs(np.diff(enhanced, axis=1))
+  scale = 1.0 / max(float(np.percentile(np.concatenate([diff_in, diff_out]), 99.5)), 1e-3)
+  rows = [("input", inputs), ("enhanced", enhanced), ("RGB diff. input", diff_in * scale),
+          ("RGB diff. enhanced", diff_out * scale)]
+  fig, axes = plt.subplots(4 * n, len(shown), figsize=(1.4 * len(shown), 1.5 * 4 * n),
+                           squeeze=False)
+  for clip in range(n):
+    for r, (label, images) in enumerate(rows):
+      for c, frame in enumerate(shown):
+        ax = axes[4 * clip + r, c]
+        ax.imshow(np.clip(images[clip, frame], 0.0, 1.0), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if c == 0:
+          ax.set_ylabel(f"{clip}: {label}", fontsize=6)
+        if clip == 0 and r == 0:
+          ax.set_title(f"t={frame}", fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def attention_maps(dark: np.ndarray, bright: np.ndarray, heat: np.ndarray,
+                   frame_weights: np.ndarray, title: str = "", max_frames: int = 8):
+  """LIFT-Net Fig. 5: dark frames, luminous frames under the PViT attention, and the fusion's
+  attention over all frames. dark, bright: (T, H, W, C) uint8; heat: (T, gh, gw) in [0, 1];
+  frame_weights: (T,)."""
+  import cv2  # pylint: disable=import-outside-toplevel
+  plt = _pyplot()
+  frames, height, width = dark.shape[:3]
+  shown = np.unique(np.linspace(0, frames - 1, min(frames, max_frames)).round().astype(int))
+  fig = plt.figure(figsize=(1.8 * len(shown), 5.2))
+  grid = fig.add_gridspec(3, len(shown), height_ratios=(1, 1, 0.7))
+  for col, t in enumerate(shown):
+    for row, clip in enumerate((dark, bright)):
+      frame = clip[t] if clip.shape[-1] == 3 else clip[t, ..., 0]
+      ax = fig.add_subplot(grid[row, col])
+      ax.imshow(frame, cmap="gray", vmin=0, vmax=255)
+      if row == 1:
+        ax.imshow(cv2.resize(heat[t].astype(np.float32), (width, height)), cmap="jet",
+                  alpha=0.45, vmin=0, vmax=1)
+      ax.set_axis_off()
+      ax.set_title(f"t={t}" if row == 0 else "luminous + PViT attn", fontsize=7)
+  ax = fig.add_subplot(grid[2, :])
+  ax.bar(np.arange(frames), frame_weights, color="tab:blue")
+  ax.set_xlabel("frame")
+  ax.set_ylabel("fusion attn", fontsize=8)
+  fig.suptitle(title, fontsize=9)
+  return fig
+
+
+def frame_rows(rows: Sequence[tuple[str, np.ndarray]], title: str = "", max_frames: int = 8):
+  """Labelled rows of frames ((T, H, W, C) uint8 each), up to `max_frames` evenly spaced."""
+  plt = _pyplot()
+  t = rows[0][1].shape[0]
+  picks = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
+  fig, axes = plt.subplots(len(rows), len(picks), squeeze=False,
+                           figsize=(1.6 * len(picks), 1.8 * len(rows) + 0.6))
+  for r, (label, frames) in enumerate(rows):
+    for c, index in enumerate(picks):
+      frame = frames[min(index, len(frames) - 1)]
+      axes[r][c].imshow(frame if frame.shape[-1] == 3 else frame[..., 0], cmap="gray")
+      axes[r][c].set_xticks([])
+      axes[r][c].set_yticks([])
+    axes[r][0].set_ylabel(label)
+  fig.suptitle(title)
+  fig.tight_layout()
+  return fig

@@ -1,0 +1,97 @@
+"""darkjax.tools.predict on every paper's model: the prediction goes through the paper's Task, so it
+sees the same inputs as in training (3D-DiNet's target preprocessing, LIFT-Net's gamma-corrected
+luminous clip, DTCM's enhancer). Each expected value is written out here independently of the
+Task's code, from the paper's description of its inputs."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import dinet_synthetic, dtcm_synthetic, lift_synthetic
+from darkjax import checkpoint, train
+from darkjax.data import normalise, records
+from darkjax.tools import predict
+from darkjax.tools.bench_input import write_avi
+from run_configs import quiet
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _softmax_mean(logits) -> np.ndarray:
+  return np.asarray(jnp.mean(jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1), axis=0))
+
+
+def _checkpointed_run(config, workdir: str, tmp_path) -> tuple[predict.Predictor, dict, str]:
+  """Random-initialised variables of the config's Task saved as step 1 of a run in `workdir`
+  (its inference phase directory), a test clip of its dataset written as .avi, and the
+  Predictor for the run."""
+  task = train.load_task(config)
+  path, _ = task.data.dataset.files("test")[0]
+  example = records.decode_example(next(records.iter_tfrecord(path)))
+  sample = {"video": jnp.asarray(example["video"][None, :config.input.frames, :32, :32])}
+  for name in task.data.streams:
+    sample[name] = sample["video"]
+  variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(7), sample))
+  state = {"params": variables.pop("params"), "model_state": variables, "opt_state": {}}
+  run_dir = predict.run_workdir(config, workdir)
+  saver = checkpoint.Checkpointer(run_dir, async_save=False)
+  saver.save(1, state, None, {"step": 1})
+  saver.close()
+  video = str(tmp_path / "clip.avi")
+  write_avi(video, np.ascontiguousarray(example["video"]), fps=10)
+  return predict.Predictor(config, workdir), {"params": state["params"], **variables}, video
+
+
+def test_dinet_predicts_through_the_target_domain_preprocessing(tmp_path):
+  config = quiet(dinet_synthetic.get_config(f"runlocal,data_dir={tmp_path / 'data'}"))
+  predictor, variables, video = _checkpointed_run(config, str(tmp_path / "run"), tmp_path)
+  result = predictor.predict(video)
+  # Target clips: per-clip standardisation, 3 channels, no GRL at inference.
+  x = normalise.normalise(jnp.asarray(result["views"]), config.input.normalise)
+  logits, _ = predictor.task.model.apply(variables, x, train=False)
+  np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
+  assert result["enhanced"] is None
+
+
+def test_lift_predicts_with_the_gamma_corrected_luminous_clip(tmp_path):
+  config = quiet(lift_synthetic.get_config(f"runlocal,data_dir={tmp_path / 'data'}"))
+  workdir = str(tmp_path / "run")
+  predictor, variables, video = _checkpointed_run(config, workdir, tmp_path)
+  assert predict.run_workdir(config, workdir) == os.path.join(workdir, "student")
+  result = predictor.predict(video)
+  views = np.asarray(result["views"])
+  # GIC: LUT[i] = floor((i / 255) ** (1 / gamma) * 255), then the luminous normalisation.
+  lut = np.floor((np.arange(256) / 255.0) ** (1.0 / config.lift.gamma) * 255.0).astype(np.uint8)
+  dark = normalise.normalise(jnp.asarray(views), config.input.normalise)
+  bright = normalise.normalise(jnp.asarray(lut[views]), config.lift.luminous_normalise)
+  logits, _ = predictor.task.model.apply(variables, dark, train=False, luminous=bright)
+  np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
+  # The dark clip as the luminous input (no GIC) gives another prediction.
+  wrong, _ = predictor.task.model.apply(variables, dark, train=False,
+                                        luminous=normalise.normalise(
+                                            jnp.asarray(views), config.lift.luminous_normalise))
+  assert not np.allclose(_softmax_mean(wrong), result["probs"], rtol=0, atol=1e-7)
+
+
+def test_dtcm_predicts_through_the_enhancer_and_shows_its_output(tmp_path):
+  config = quiet(dtcm_synthetic.get_config(f"runlocal,data_dir={tmp_path / 'data'}"))
+  predictor, variables, video = _checkpointed_run(config, str(tmp_path / "run"), tmp_path)
+  result = predictor.predict(video)
+  clips = jnp.asarray(result["views"], jnp.float32) / 255.0   # DTCM's enhancer takes [0, 1]
+  logits, out = predictor.task.model.apply(variables, clips, train=False)
+  np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(result["enhanced"], np.asarray(out["enhanced"][0]), atol=1e-5)
+  png = predict.write_png(result, str(tmp_path / "png"))
+  assert os.path.getsize(png) > 1000
+
+
+@pytest.mark.parametrize("phase_args, phase_dir", [("", ""), (",pretrain_enhancer", "joint"),
+                                                    (",setting=two_stage", "classifier")])
+def test_dtcm_inference_workdir_is_the_last_phase(phase_args, phase_dir):
+  config = dtcm_synthetic.get_config("runlocal" + phase_args)
+  assert predict.run_workdir(config, "/w") == os.path.join("/w", phase_dir).rstrip("/")
