@@ -1,13 +1,14 @@
-r"""LIFT-Net on HMDB51 (daytime RGB video): teacher on the luminous input, then the LIFT-Net student with
-knowledge distillation. As the paper does for daytime RGB data, the luminous stream reads optical flow
-(a "flow" record stream of x, y, magnitude around 128, precomputed when the dataset is prepared);
-`luminous_input=gamma` uses GIC frames instead.
+r"""LIFT-Net on HMDB51: 51 classes, 6,766 clips from films and web video, official split 1 of 3
+(`testTrainMulti_7030_splits`).
 
   python -m darkjax.main --config=configs/lift_hmdb51.py --workdir=/tmp/darkjax/lift_hmdb51
 
-Paper (Susladkar et al., LIFT-Net): 89.92% top-1 on HMDB51. The dataset must be prepared once
-(`python -m darkjax.data.prepare --dataset hmdb51 ...`, with optical flow); a missing dataset or
-flow stream stops the run at once saying so. Args as in configs/lift_arid.py, e.g.
+Paper (Susladkar et al., LIFT-Net, Table III): 89.92% top-1 on HMDB51, +2.20 points over BERT on
+R(2+1)D. HMDB51 is daytime video, where the paper gives the luminous pathway optical flow instead
+of GIC frames: the config reads the "flow" record stream (x, y, magnitude around 128), which
+`python -m darkjax.data.prepare --dataset hmdb51 --flow ...` stores; a missing dataset or flow
+stream stops the run at once saying so. `luminous_input=gamma` uses GIC frames instead. Other args
+as in configs/lift_arid.py, e.g.
 `--config=configs/lift_hmdb51.py:variant=medium,luminous_input=gamma,kd=False`.
 """
 
