@@ -37,4 +37,4 @@ from configs import dtcm_base
 
 
 def get_config(arg=None):
-  return dtcm_base.dtcm_config(arg, "arid_v1")
+  return dtcm_base.dtcm_config(arg, "arid_v1", split_index=1)

@@ -14,4 +14,4 @@ from configs import dtcm_base
 
 
 def get_config(arg=None):
-  return dtcm_base.dtcm_config(arg, "dark48")
+  return dtcm_base.dtcm_config(arg, "dark48", split_index=1)

@@ -225,6 +225,8 @@ def test_dataset_configs(module, dataset, paper, tmp_path, monkeypatch):
   assert config.optimizer.name == "adamw" and config.optimizer.lr == 1e-5
   assert config.input.batch_size == 4
   assert config.input.data.dir == os.path.join(str(tmp_path), dataset)
+  # ARID and Dark-48 are prepared as train1/test1 .. train3/test3: split 1 unless overridden.
+  assert config.input.data.split_index == (0 if dataset == "uavhuman_fisheye" else 1)
   assert paper in module.__doc__
   with pytest.raises(datasets.DatasetNotPreparedError, match=dataset):
     dtcm_trainer.Task(config)
