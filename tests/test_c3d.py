@@ -131,3 +131,22 @@ def test_bench_train_step_vs_torch_smoke(capsys):
     bench.main(["--model", "c3d_tiny", "--size", "48", "--steps", "1"])
   with pytest.raises(SystemExit):  # argparse: exactly one benchmark flag
     bench.main(["--steps", "1"])
+
+
+def test_bench_conv_variants_smoke(capsys):
+  from darkjax.tools import bench
+  assert bench.parse_variant("auto") == {}
+  assert bench.parse_variant("lowering=sum2d,ynn_min_core_use=0") == {
+      "lowering": "sum2d", "ynn_min_core_use": 0.0}
+  with pytest.raises(ValueError, match="kernel_grad='fast', expected one of"):
+    bench.parse_variant("kernel_grad=fast")
+  with pytest.raises(SystemExit):  # argparse reports the bad variant
+    bench.main(["--model", "c3d_tiny", "--variants", "auto;threads=2"])
+  result = bench.main(["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",
+                       "--steps", "1", "--rounds", "2", "--variants", "auto;kernel_grad=dots"])
+  variants = result["variants"]
+  assert list(variants) == ["auto", "kernel_grad=dots"]
+  assert variants["auto"]["round_ratios"] == [1.0, 1.0]
+  assert len(variants["kernel_grad=dots"]["round_ratios"]) == 2
+  assert variants["kernel_grad=dots"]["step_s"] > 0 and variants["auto"]["compile_s"] > 0
+  assert "kernel_grad=dots / auto: wall per round" in capsys.readouterr().out
