@@ -3,7 +3,10 @@ the `main_env` fixture for end-to-end `python -m darkjax.main` subprocesses."""
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Appended, so flags set by the caller (CI's `--xla_cpu_max_isa=AVX2`) are kept.
+_xla_flags = os.environ.get("XLA_FLAGS", "")
+if "--xla_force_host_platform_device_count" not in _xla_flags:
+  os.environ["XLA_FLAGS"] = f"{_xla_flags} --xla_force_host_platform_device_count=8".strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402  (must come after XLA_FLAGS)

@@ -44,6 +44,8 @@ d-kernel in frame pieces 190 CPU-ms (100-180 wall); R(2+1)D temporal 3x1x1 144->
 122/163/272 (torch.nn.functional.conv3d on 2 threads: R3D layer1 58/~95/~100 ms wall). Whole
 train step, same process, old (one kernel-gradient conv, dots for (1,k,k)) -> frame pieces, CPU
 ms under load 4-5: r3d_18 5015 -> 3650, r2plus1d_18 7390 -> 5320, resnext3d_101 3295 -> 3120.
+The same choices win on an AVX2-only CPU (AMD EPYC Zen 3, docs/benchmarks.md): one rule for both
+ISAs.
 Tried and not better for R3D layer1: output-channel or batch halves of the forward (same time),
 taps2d (fwd 263 vs 185 ms, d-kernel 663 vs 541), im2col + one dot per temporal tap for the
 kernel gradient (689 ms wall vs 398), `conv_general_dilated_patches` + dot (1067), frames laid

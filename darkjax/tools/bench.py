@@ -2,6 +2,7 @@
 
     python -m darkjax.tools.bench --model r2plus1d_18 --vs-torch [--batch 2] [--frames 16]
         [--size 112] [--steps 5] [--rounds 3] [--compile-only] [--devices 1] [--lowering auto]
+        [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
 
 Times a full fp32 train step (forward + backward + SGD-momentum update, BatchNorm in train mode)
 of `darkjax.models.build(--model, 400)`: compile time (lower + XLA compile, no persistent cache)
@@ -12,6 +13,12 @@ alternate and the best round counts; CPU time (all threads) is printed too, as i
 sensitive than wall time to other load on the machine, and so are the per-round ratios (each flax
 round against the torch round right after it). `--devices N` splits the batch over N
 host devices (data parallel, `--xla_force_host_platform_device_count`).
+
+`--variants` times the step under several CPU conv settings of `darkjax.layers.conv` in the same
+process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
+`lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
+`ynn_min_core_use=` (`conv.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK). Figures per CPU
+ISA are in docs/benchmarks.md.
 
 Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, best of 3 rounds, flax / torch
 2.14 on 2 threads, wall ms per step, session 3 (2026-11-22, load ~1.2-2, after the conv lowering
@@ -48,11 +55,14 @@ group; each has an entry in `_BENCHMARKS`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+from unittest import mock
 
+from darkjax.layers import conv
 from darkjax.layers.conv import configure_cpu_flags
 
 NUM_CLASSES = 400
@@ -68,11 +78,45 @@ def _median(values: list[float]) -> float:
   return values[len(values) // 2]
 
 
+VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use")
+
+
+def parse_variant(spec: str) -> dict[str, Any]:
+  """'auto' -> {}; 'lowering=sum2d,kernel_grad=dots' -> {'lowering': 'sum2d', ...}."""
+  settings: dict[str, Any] = {}
+  for item in filter(None, spec.strip().split(",")):
+    if item == "auto":
+      continue
+    key, sep, value = item.partition("=")
+    if not sep or key not in VARIANT_KEYS:
+      raise ValueError(f"variant {spec!r}: {item!r} is not 'auto' or one of "
+                       f"{', '.join(k + '=...' for k in VARIANT_KEYS)}")
+    choices = {"lowering": conv.LOWERINGS, "kernel_grad": conv.KERNEL_GRADS}.get(key)
+    if choices is not None and value not in choices:
+      raise ValueError(f"variant {spec!r}: {key}={value!r}, expected one of {choices}")
+    settings[key] = float(value) if key == "ynn_min_core_use" else value
+  return settings
+
+
+@contextlib.contextmanager
+def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
+  """conv's auto kernel-gradient choice and YNN_MIN_CORE_USE replaced while a step is traced."""
+  with contextlib.ExitStack() as stack:
+    if "kernel_grad" in settings:
+      stack.enter_context(mock.patch.object(
+          conv, "choose_kernel_grad", lambda *_, value=settings["kernel_grad"]: value))
+    if "ynn_min_core_use" in settings:
+      stack.enter_context(mock.patch.object(conv, "YNN_MIN_CORE_USE",
+                                            settings["ynn_min_core_use"]))
+    yield
+
+
 def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: str | None,
-               devices: int = 1):
+               devices: int = 1, conv_settings: dict[str, Any] | None = None):
   """((compile wall s, compile CPU s), callable running one step and blocking on its result).
 
   With `devices` > 1 the batch is split over that many (host) devices, data parallel.
+  `conv_settings`: a `parse_variant` result (its lowering overrides `lowering`).
   """
   import jax
   import jax.numpy as jnp
@@ -80,6 +124,8 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
 
   from darkjax import models
 
+  conv_settings = conv_settings or {}
+  lowering = conv_settings.get("lowering", lowering)
   kwargs = {} if lowering is None else {"conv_lowering": lowering}
   model = models.build(model_name, NUM_CLASSES, **kwargs)
   if len(jax.devices()) < devices or batch % devices:
@@ -112,8 +158,10 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
 
   rng = jax.random.key(2)
   jitted = jax.jit(step, donate_argnums=(0, 1, 2))
+  jax.clear_caches()  # conv choices act at trace time: no trace of another variant is reused
   start, start_cpu = time.perf_counter(), time.process_time()
-  compiled = jitted.lower(params, batch_stats, opt_state, clips, labels, rng).compile()
+  with _conv_overrides(conv_settings):
+    compiled = jitted.lower(params, batch_stats, opt_state, clips, labels, rng).compile()
   compile_s = (time.perf_counter() - start, time.process_time() - start_cpu)
   state = [params, batch_stats, opt_state]
 
@@ -185,6 +233,8 @@ def _report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]
 
 
 def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
+  if args.variants is not None:
+    return bench_variants(args)
   compile_s, flax_run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
                                    args.devices)
   result: dict[str, Any] = {"model": args.model, "compile_s": compile_s[0],
@@ -213,6 +263,44 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     print(f"  flax/torch ratio: wall {result['ratio']:.2f}, CPU time {result['cpu_ratio']:.2f}; "
           f"per round " + ", ".join(f"{r:.2f}" for r in result["round_ratios"]) +
           f" (median {_median(result['round_ratios']):.2f})", flush=True)
+  return result
+
+
+def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
+  """The train step under each of `--variants` (and torch with `--vs-torch`), timed in alternating
+  rounds; every entry's per-round wall times are divided by the first variant's of that round."""
+  specs = [spec.strip() for spec in args.variants.split(";") if spec.strip()]
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, {_cores()} cores, "
+        f"{len(specs)} variants", flush=True)
+  runs: dict[str, Callable[[], None]] = {}
+  result: dict[str, Any] = {"model": args.model, "variants": {}}
+  for spec in specs:
+    compile_s, runs[spec] = _flax_step(args.model, args.batch, args.frames, args.size,
+                                       args.lowering, args.devices, parse_variant(spec))
+    result["variants"][spec] = {"compile_s": compile_s[0]}
+    print(f"  {spec}: step compiled in {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU",
+          flush=True)
+  if args.compile_only:
+    return result
+  if args.vs_torch:
+    runs["torch"] = _torch_step(args.model, args.batch, args.frames, args.size)
+    result["variants"]["torch"] = {}
+  for run in runs.values():
+    run()  # first call: allocation, thread pools
+  rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+  for _ in range(args.rounds):
+    for name, run in runs.items():
+      rounds[name].append(_time_steps(run, args.steps))
+  first, width = specs[0], max(len(name) for name in runs)
+  for name, timed in rounds.items():
+    entry = result["variants"][name]
+    entry["step_s"], entry["step_cpu_s"] = _report(name.ljust(width), timed)
+    entry["round_ratios"] = [t[0] / f[0] for t, f in zip(timed, rounds[first])]
+    entry["ratio"] = _median(entry["round_ratios"])
+  for name in list(runs)[1:]:
+    ratios = result["variants"][name]["round_ratios"]
+    print(f"  {name.ljust(width)} / {first}: wall per round " +
+          ", ".join(f"{r:.3f}" for r in ratios) + f" (median {_median(ratios):.3f})", flush=True)
   return result
 
 
@@ -277,6 +365,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="data-parallel over this many host devices (CPU: one per core)")
   model.add_argument("--lowering", default=None,
                      help="Conv3D lowering override (see darkjax.layers.conv.LOWERINGS)")
+  model.add_argument("--variants", default=None,
+                     help="';'-separated conv settings timed against the first in alternating "
+                          "rounds: 'auto' or comma-separated lowering=, kernel_grad=, "
+                          "ynn_min_core_use= (see the description)")
   which.add_argument("--input", action="store_true",
                      help="input pipeline: clips/s from records vs decoding .avi per sample")
   data = parser.add_argument_group("input benchmark (--input; --frames is the clip length)")
@@ -293,6 +385,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if args.steps < 1 or args.rounds < 1:
     parser.error("--steps and --rounds must be >= 1")
+  if args.variants is not None:
+    try:
+      if not [parse_variant(spec) for spec in args.variants.split(";") if spec.strip()]:
+        parser.error("--variants: no variant given")
+    except ValueError as error:
+      parser.error(f"--variants: {error}")
   return args
 
 
