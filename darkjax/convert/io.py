@@ -12,13 +12,14 @@ unpickling would run code is refused (`UnsafeCheckpointError`) rather than execu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
 from typing import Any, Mapping
 
 import numpy as np
+
+from darkjax import files
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
 CONTAINER_KEYS = ("state_dict", "model", "model_state", "module")
@@ -113,14 +114,6 @@ def load_state_dict(path: str) -> dict[str, Any]:
   return dict(unwrap_container(checkpoint, path))
 
 
-def sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def save_variables(out_dir: str, variables: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
   """Writes `out_dir/variables` (orbax, waits until finished) and `out_dir/meta.json`."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
@@ -133,8 +126,7 @@ def save_variables(out_dir: str, variables: Mapping[str, Any], meta: Mapping[str
   checkpointer.save(target, dict(variables))
   checkpointer.wait_until_finished()
   checkpointer.close()
-  with open(os.path.join(out_dir, META_FILE), "w") as f:
-    json.dump(dict(meta), f, indent=2, sort_keys=True)
+  files.atomic_write_json(os.path.join(out_dir, META_FILE), dict(meta), sort_keys=True)
 
 
 def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dict]:

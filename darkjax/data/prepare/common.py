@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -36,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 import darkjax
+from darkjax import files
 from darkjax.data import flow, ops, records
 
 STATE_FILE = "prepare_state.json"
@@ -82,8 +82,8 @@ class VideoIndex:
   def __init__(self, root: str):
     self.root = os.path.abspath(root)
     self.by_key: dict[str, str] = {}
-    for directory, _, files in os.walk(self.root):
-      for file in files:
+    for directory, _, names in os.walk(self.root):
+      for file in names:
         stem, ext = os.path.splitext(file)
         if ext.lower() in VIDEO_EXTENSIONS:
           rel = os.path.relpath(os.path.join(directory, file), self.root)
@@ -118,8 +118,8 @@ def find_dir_with_subdirs(src: str, names: Sequence[str], max_depth: int = 4) ->
 def find_files(src: str, predicate) -> list[str]:
   """Sorted absolute paths of files under `src` whose base name satisfies `predicate`."""
   found = []
-  for directory, _, files in os.walk(os.path.abspath(src)):
-    found += [os.path.join(directory, f) for f in files if predicate(f)]
+  for directory, _, names in os.walk(os.path.abspath(src)):
+    found += [os.path.join(directory, f) for f in names if predicate(f)]
   return sorted(found)
 
 
@@ -227,21 +227,7 @@ def _signature(layout: Layout, short_side: int, fps: float, examples_per_shard: 
                         for s, items in layout.splits.items()}}
   if flow_settings is not None:  # absent without --flow: earlier runs' signatures stay valid
     content["flow"] = {"method": flow_settings.method, "scale": flow_settings.scale}
-  content = json.dumps(content, sort_keys=True)
-  return hashlib.sha256(content.encode()).hexdigest()
-
-
-def _write_json(path: str, value: Any) -> None:
-  tmp_path = path + ".tmp"
-  with open(tmp_path, "w", encoding="utf-8") as file:
-    json.dump(value, file, indent=1)
-    file.write("\n")
-  os.replace(tmp_path, path)
-
-
-def _file_sha256(path: str) -> str:
-  with open(path, "rb") as file:
-    return hashlib.file_digest(file, "sha256").hexdigest()
+  return files.sha256_json(content)
 
 
 def _load_state(out_dir: str, signature: str, overwrite: bool) -> dict[str, Any]:
@@ -272,7 +258,7 @@ def _shard_done(out_dir: str, entry: dict[str, Any] | None) -> bool:
     return False
   path = os.path.join(out_dir, entry["file"])
   return (os.path.isfile(path) and os.path.getsize(path) == entry["num_bytes"]
-          and _file_sha256(path) == entry["sha256"])
+          and files.sha256_file(path) == entry["sha256"])
 
 
 def _decoded_stream(jobs: list[tuple], workers: int) -> Iterator:
@@ -325,7 +311,7 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
     try:
       for plan in pending:
         state["shards"][plan.file] = _write_shard(out_dir, plan, decoded, log, bar)
-        _write_json(os.path.join(out_dir, STATE_FILE), state)
+        files.atomic_write_json(os.path.join(out_dir, STATE_FILE), state)
     finally:
       bar.close()
       decoded.close()
@@ -393,7 +379,7 @@ def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[Sha
                    **({"flow": flow_settings.as_json()} if flow_settings is not None else {})},
       "created_by": f"darkjax {darkjax.__version__}",
   }
-  _write_json(os.path.join(out_dir, records.MANIFEST), manifest)
+  files.atomic_write_json(os.path.join(out_dir, records.MANIFEST), manifest)
   with open(log_path, "a", encoding="utf-8") as log:
     log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} wrote {records.MANIFEST}: "
               + ", ".join(f"{s} {v['num_examples']}" for s, v in splits.items())
