@@ -1,6 +1,6 @@
-"""Shared machinery of `python -m darkjax.data.prepare`: find videos, decode them with PyAV, resize
-the short side, optionally resample to a fixed fps, and write resumable TFRecord shards through
-`darkjax.data.records`.
+"""Shared machinery of `python -m darkjax.data.prepare`: find videos, decode them with
+`darkjax.data.video` (short side resized, optionally resampled to a fixed fps), and write resumable
+TFRecord shards through `darkjax.data.records`.
 
 The plan is deterministic: each split's videos (sorted) are cut into shards of `examples_per_shard`,
 shard `i` of split `s` is `{name}-{s}-{i:05d}-of-{n:05d}.tfrecord`. After each finished shard its
@@ -29,19 +29,16 @@ import os
 import time
 from typing import Any, Iterator, Sequence
 
-import av
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 import darkjax
 from darkjax import files
-from darkjax.data import flow, ops, records
+from darkjax.data import flow, records, video
 
 STATE_FILE = "prepare_state.json"
 LOG_FILE = "prepare.log"
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-                    ".m4v", ".3gp")
 
 
 class PrepareError(RuntimeError):
@@ -84,8 +81,7 @@ class VideoIndex:
     self.by_key: dict[str, str] = {}
     for directory, _, names in os.walk(self.root):
       for file in names:
-        stem, ext = os.path.splitext(file)
-        if ext.lower() in VIDEO_EXTENSIONS:
+        if video.is_video_file(file):
           rel = os.path.relpath(os.path.join(directory, file), self.root)
           self.by_key.setdefault(rel.lower(), rel)
           self.by_key.setdefault(os.path.splitext(rel)[0].lower(), rel)
@@ -132,34 +128,11 @@ def read_lines(path: str) -> list[tuple[int, list[str]]]:
 # ----------------------------------------------------------------------------- decoding
 
 def decode_video(path: str, short_side: int, fps: float = 0.0) -> tuple[np.ndarray, float]:
-  """All frames (T, H, W, 3) uint8 RGB with the short side resized, and the frame rate.
-
-  With `fps` > 0 the frames are resampled by timestamp to that rate (nearest earlier frame).
-  Raises PrepareError with the reason when the file cannot be decoded.
-  """
-  if not os.path.isfile(path):
-    raise PrepareError(f"{path}: file not found")
+  """`darkjax.data.video.decode_video`, failing with a PrepareError (what the runner reports)."""
   try:
-    with av.open(path) as container:
-      if not container.streams.video:
-        raise PrepareError(f"{path}: no video stream")
-      stream = container.streams.video[0]
-      rate = stream.average_rate or stream.guessed_rate or 0
-      source_fps = float(rate) if rate else 0.0
-      frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-  except PrepareError:
-    raise
-  except (av.error.FFmpegError, ValueError, OSError, EOFError) as error:
-    raise PrepareError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
-  if not frames:
-    raise PrepareError(f"{path}: no decodable frames")
-  clip = np.stack(frames)
-  source_fps = source_fps or 30.0
-  if fps and abs(fps - source_fps) > 1e-3:
-    count = max(int(round(len(clip) * fps / source_fps)), 1)
-    clip = clip[np.minimum((np.arange(count) * source_fps / fps).astype(np.int64), len(clip) - 1)]
-    source_fps = float(fps)
-  return ops.resize_short_side(clip, short_side), source_fps
+    return video.decode_video(path, short_side, fps)
+  except video.VideoDecodeError as error:
+    raise PrepareError(str(error)) from None
 
 
 @dataclasses.dataclass(frozen=True)
