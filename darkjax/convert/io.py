@@ -65,7 +65,11 @@ def _load_torch(path: str) -> Any:
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  try:
+    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  except ImportError as e:  # a core dependency: only a damaged environment lacks it
+    raise CheckpointReadError(f"{path}: reading .safetensors needs the safetensors package "
+                              "(a darkjax dependency: pip install -e . again)") from e
   try:
     return load_file(path)
   except Exception as e:  # safetensors raises its own SafetensorError and others
