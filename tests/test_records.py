@@ -21,7 +21,7 @@ CLASSES = ("drink", "jump", "run")
 
 
 def _masked(data: bytes) -> int:
-  """The TFRecord masked CRC, written out from the spec independently of records.py."""
+  """The TFRecord masked CRC, written out from the spec independently of records.framing."""
   crc = google_crc32c.value(data)
   return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) % 2**32
 
@@ -51,7 +51,7 @@ def _write(tmp_path, num_train=5, num_test=2, **kwargs):
 
 
 def _record_offsets(path: str) -> list[int]:
-  """Record start offsets, from the length fields alone (independent of records.py)."""
+  """Record start offsets, from the length fields alone (independent of records.framing)."""
   offsets, offset, size = [], 0, os.path.getsize(path)
   with open(path, "rb") as file:
     while offset < size:
