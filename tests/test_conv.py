@@ -245,6 +245,7 @@ def test_configure_cpu_flags_leaves_user_flags_alone(monkeypatch):
   with pytest.warns(UserWarning, match="already initialised"):
     assert conv.configure_cpu_flags(host_devices=2) is False
   assert "XLA_FLAGS" not in os.environ
+  assert jax.config.jax_num_cpu_devices == -1
 
 
 def test_configure_cpu_flags_sets_flags_before_backend_init(tmp_path):
@@ -252,6 +253,7 @@ def test_configure_cpu_flags_sets_flags_before_backend_init(tmp_path):
   script = ("from darkjax.layers import conv\n"
             "import os, jax\n"
             "assert conv.configure_cpu_flags(host_devices=2)\n"
+            "assert jax.config.jax_num_cpu_devices == -1  # the backend probe restored it\n"
             "print(os.environ['XLA_FLAGS'], len(jax.devices()))\n")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"

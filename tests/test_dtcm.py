@@ -21,7 +21,7 @@ import pytest
 from configs import dtcm_arid, dtcm_dark48, dtcm_synthetic, dtcm_uavhuman
 from darkjax import losses, models
 from darkjax import metrics as metrics_lib
-from darkjax.data import darkness, datasets, records
+from darkjax.data import darkness, datasets, records, video
 from darkjax.layers.curves import apply_curves
 from darkjax.tools import darkness as darkness_tool
 from darkjax.tools import enhancer_cost
@@ -268,7 +268,7 @@ def test_darkness_cli_on_video_files(tmp_path, capsys):
   dark_frames, bright_frames = _frames(8), _frames(120, seed=1)
   _write_video(dark, dark_frames)
   _write_video(bright, bright_frames)
-  np.testing.assert_array_equal(darkness_tool.decode_frames(dark), dark_frames)
+  np.testing.assert_array_equal(video.decode_video(dark)[0], dark_frames)
   keep, histogram = str(tmp_path / "dark.txt"), str(tmp_path / "hist.png")
   assert darkness_tool.main([str(tmp_path / "videos"), "--keep-dark", keep,
                              "--histogram", histogram]) == 0

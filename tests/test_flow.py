@@ -83,17 +83,42 @@ def test_encoding_scale_rounding_and_saturation():
     flow.flow_clip(np.zeros((2, 8, 8), np.uint8))
 
 
-def test_tvl1_without_opencv_contrib_names_the_option():
-  with pytest.raises(flow.FlowError, match="'lk'"):
+@pytest.mark.parametrize("method", flow.METHODS)
+def test_every_method_recovers_a_known_translation(method):
+  decoded = _interior(flow.decode_flow(flow.flow_clip(_moving_frames(3, 48, 64, SHIFT), method)))
+  assert decoded[..., 0].mean() == pytest.approx(SHIFT, abs=0.3)
+  assert decoded[..., 1].mean() == pytest.approx(0.0, abs=0.3)
+  left = _interior(flow.decode_flow(flow.flow_clip(_moving_frames(2, 48, 64, -SHIFT), method)))
+  assert left[..., 0].mean() == pytest.approx(-SHIFT, abs=0.3)
+
+
+def test_unknown_method_and_opencv_without_contrib_name_the_option(monkeypatch):
+  with pytest.raises(flow.FlowError, match="'lk'.*farneback, dis, tvl1"):
     flow.check_method("lk")
-  if hasattr(cv2, "optflow"):
-    decoded = flow.decode_flow(flow.flow_clip(_moving_frames(2, 48, 64, SHIFT), method="tvl1"))
-    assert _interior(decoded)[..., 0].mean() == pytest.approx(SHIFT, abs=0.3)
-    return
-  with pytest.raises(flow.FlowError, match=r"--flow-method tvl1.*cv2\.optflow.*farneback"):
+  monkeypatch.delattr(cv2, "optflow", raising=False)  # what a second OpenCV wheel leaves behind
+  with pytest.raises(flow.FlowError, match=r"--flow-method tvl1.*cv2\.optflow.*pip uninstall"):
     flow.flow_clip(np.zeros((2, 8, 8, 3), np.uint8), method="tvl1")
   with pytest.raises(common.PrepareError, match="--flow-method tvl1"):
     common.FlowSettings("tvl1").check()
+  common.FlowSettings("dis").check()
+
+
+def test_flow_benchmark_ground_truth_and_rows():
+  from darkjax.tools import bench_flow
+  clip, truth = bench_flow.known_flow_clip("rotate+zoom", frames=3, height=40, width=56)
+  assert clip.shape == (3, 40, 56) and truth.shape == (2, 40, 56, 2)
+  # Frame t at x is frame t + 1 at x + flow(x): sample frame t + 1 there and compare.
+  ys, xs = np.mgrid[0:40, 0:56].astype(np.float32)
+  for t in range(2):
+    moved = cv2.remap(clip[t + 1].astype(np.float32), xs + truth[t, ..., 0], ys + truth[t, ..., 1],
+                      cv2.INTER_LINEAR)
+    assert np.abs(moved - clip[t])[8:-8, 8:-8].mean() < 0.01
+  rows = bench_flow.run(frames=3, height=40, width=56)
+  assert {(r["motion"], r["lighting"]) for r in rows} == {
+      (m, lighting) for m in bench_flow.MOTIONS for lighting in bench_flow.LIGHTING}
+  assert {r["method"] for r in rows} == set(flow.METHODS)
+  assert all(r["ms_per_pair"] > 0 and r["epe"] < 1.0 for r in rows)
+  assert "EPE" in bench_flow.report(rows)
 
 
 # ------------------------------------------------------------------------------------------ flips
@@ -204,6 +229,9 @@ def test_prepare_cli_flow_options():
   settings = prepare_cli.flow_settings(prepare_cli.parse_args(
       base + ["--flow", "--flow-method", "tvl1", "--flow-scale", "4"]))
   assert settings == common.FlowSettings("tvl1", 4.0)
+  settings = prepare_cli.flow_settings(prepare_cli.parse_args(base + ["--flow", "--flow-method",
+                                                                      "dis"]))
+  assert settings == common.FlowSettings("dis", flow.DEFAULT_SCALE)
   with pytest.raises(SystemExit):
     prepare_cli.parse_args(base + ["--flow-scale", "4"])  # without --flow
 

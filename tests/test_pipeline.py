@@ -47,6 +47,19 @@ def test_eval_covers_every_example_once_on_any_number_of_hosts(tmp_path, hosts):
   assert sorted(seen) == list(range(total))
 
 
+def test_record_file_iterator_state_is_the_next_record_offset(tmp_path):
+  files, _ = _dataset(tmp_path)
+  path = files[0][0]
+  iterator = iter(pipeline.RecordFileIterDataset(path))
+  data, source = next(iterator)
+  state = iterator.get_state()
+  assert source == f"{path}@0" and state == {"offset": 12 + len(data) + 4}
+  rest = list(iterator)
+  resumed = iter(pipeline.RecordFileIterDataset(path))
+  resumed.set_state(state)
+  assert list(resumed) == rest and len(rest) == 2
+
+
 @pytest.mark.parametrize("consumed", [0, 4, 5, 7])   # batches of 3, windows of 5: mid and edge
 def test_train_iterator_state_restores_exactly(tmp_path, consumed):
   files, _ = _dataset(tmp_path)

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from darkjax.data import records
+from darkjax.data.records import example as example_codec
 
 CLASSES = ("drink", "jump", "run")
 
 
 def _masked(data: bytes) -> int:
-  """The TFRecord masked CRC, written out from the spec independently of records.py."""
+  """The TFRecord masked CRC, written out from the spec independently of records.framing."""
   crc = google_crc32c.value(data)
   return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) % 2**32
 
@@ -50,7 +51,7 @@ def _write(tmp_path, num_train=5, num_test=2, **kwargs):
 
 
 def _record_offsets(path: str) -> list[int]:
-  """Record start offsets, from the length fields alone (independent of records.py)."""
+  """Record start offsets, from the length fields alone (independent of records.framing)."""
   offsets, offset, size = [], 0, os.path.getsize(path)
   with open(path, "rb") as file:
     while offset < size:
@@ -87,6 +88,33 @@ def test_iter_tfrecord_reads_independently_framed_file(tmp_path):
   path.write_bytes(b"".join(_independent_frame(p) for p in payloads))
   assert list(records.iter_tfrecord(path)) == payloads
   assert [o for o, _ in records.iter_tfrecord_with_offsets(path)] == _record_offsets(str(path))
+
+
+def test_record_reader_resumes_at_an_offset_and_names_damage(tmp_path):
+  payloads = [b"zero", bytes(range(200)), b"", b"three"]
+  path = str(tmp_path / "r.tfrecord")
+  with open(path, "wb") as file:
+    file.write(b"".join(_independent_frame(p) for p in payloads))
+  offsets = _record_offsets(path)
+  with records.RecordReader(path) as reader:
+    assert [reader.read(), reader.read()] == payloads[:2]
+    assert reader.offset == offsets[2]
+  resumed = records.RecordReader(path)
+  resumed.seek(offsets[2])
+  assert [resumed.read(), resumed.read(), resumed.read()] == payloads[2:] + [None]
+  resumed.close()
+  _flip_byte(path, offsets[3] + 12 + 1)  # inside the data of the last record
+  reader = records.RecordReader(path, offset=offsets[3])
+  with pytest.raises(records.CorruptRecordError, match="data CRC mismatch") as info:
+    reader.read()
+  assert (info.value.path, info.value.offset) == (path, offsets[3])
+  assert records.RecordReader(path, verify_crc=False, offset=offsets[3]).read() != payloads[3]
+  with open(path, "r+b") as file:
+    file.truncate(offsets[3] + 5)
+  with pytest.raises(records.CorruptRecordError, match=r"byte offset \d+: truncated: 5-byte"):
+    records.RecordReader(path, offset=offsets[3]).read()
+  with pytest.raises(FileNotFoundError, match="missing.tfrecord"):
+    records.RecordReader(str(tmp_path / "missing.tfrecord")).read()
 
 
 def test_tfrecord_writer_bytes_sha_and_atomic_rename(tmp_path):
@@ -309,8 +337,8 @@ def test_fast_wire_parser_agrees_with_protobuf_and_falls_back():
   rng = np.random.default_rng(3)
   video = rng.integers(0, 255, (3, 5, 7, 3), dtype=np.uint8)
   data = records.encode_example(video, 7, "clip/é", {"ir": video[..., :1]})
-  fast = records._wire_features(data)  # pylint: disable=protected-access
-  slow = records._proto_features(data, "x", 0)  # pylint: disable=protected-access
+  fast = example_codec._wire_features(data)  # pylint: disable=protected-access
+  slow = example_codec._proto_features(data, "x", 0)  # pylint: disable=protected-access
   assert fast.keys() == slow.keys()
   for key, (kind, values) in fast.items():
     assert kind == slow[key][0]
@@ -322,7 +350,7 @@ def test_fast_wire_parser_agrees_with_protobuf_and_falls_back():
   example.features.feature["offset"].int64_list.value.append(-5)
   other = example.SerializeToString()
   with pytest.raises(ValueError):
-    records._wire_features(other)  # pylint: disable=protected-access
+    example_codec._wire_features(other)  # pylint: disable=protected-access
   decoded = records.decode_example(other)
   assert decoded["video_id"] == "clip/é" and decoded["label"] == 7
   np.testing.assert_array_equal(decoded["video"], video)

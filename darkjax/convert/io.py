@@ -12,13 +12,14 @@ unpickling would run code is refused (`UnsafeCheckpointError`) rather than execu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
 from typing import Any, Mapping
 
 import numpy as np
+
+from darkjax import files
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
 CONTAINER_KEYS = ("state_dict", "model", "model_state", "module")
@@ -64,7 +65,11 @@ def _load_torch(path: str) -> Any:
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  try:
+    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  except ImportError as e:  # a core dependency: only a damaged environment lacks it
+    raise CheckpointReadError(f"{path}: reading .safetensors needs the safetensors package "
+                              "(a darkjax dependency: pip install -e . again)") from e
   try:
     return load_file(path)
   except Exception as e:  # safetensors raises its own SafetensorError and others
@@ -113,14 +118,6 @@ def load_state_dict(path: str) -> dict[str, Any]:
   return dict(unwrap_container(checkpoint, path))
 
 
-def sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def save_variables(out_dir: str, variables: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
   """Writes `out_dir/variables` (orbax, waits until finished) and `out_dir/meta.json`."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
@@ -133,8 +130,7 @@ def save_variables(out_dir: str, variables: Mapping[str, Any], meta: Mapping[str
   checkpointer.save(target, dict(variables))
   checkpointer.wait_until_finished()
   checkpointer.close()
-  with open(os.path.join(out_dir, META_FILE), "w") as f:
-    json.dump(dict(meta), f, indent=2, sort_keys=True)
+  files.atomic_write_json(os.path.join(out_dir, META_FILE), dict(meta), sort_keys=True)
 
 
 def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dict]:

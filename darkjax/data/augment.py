@@ -43,18 +43,11 @@ def warp_affine(clip: jax.Array, matrix: jax.Array, shift: jax.Array,
                         jnp.arange(width, dtype=jnp.float32), indexing="ij")
   offsets = jnp.stack([xs, ys], -1) - centre - shift
   source = offsets @ jnp.linalg.inv(matrix).T + centre          # (H, W, 2) as (x, y)
-  base = jnp.floor(source)
-  frac = source - base
-  base = base.astype(jnp.int32)
-  out = jnp.zeros_like(clip)
-  for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-    x, y = base[..., 0] + dx, base[..., 1] + dy
-    weight_x = frac[..., 0] if dx else 1 - frac[..., 0]
-    weight_y = frac[..., 1] if dy else 1 - frac[..., 1]
-    weight = weight_x * weight_y * ((x >= 0) & (x < width) & (y >= 0) & (y < height))
-    values = clip[:, jnp.clip(y, 0, height - 1), jnp.clip(x, 0, width - 1), :] - fill
-    out = out + weight[None, :, :, None] * values
-  return out + fill
+  rows_cols = [source[..., 1], source[..., 0]]
+  # order=1 with mode="constant" is bilinear sampling with `fill` outside the image.
+  sample = lambda image: jax.scipy.ndimage.map_coordinates(image, rows_cols, order=1,
+                                                            mode="constant", cval=fill)
+  return jax.vmap(jax.vmap(sample, in_axes=-1, out_axes=-1))(clip)   # over frames and channels
 
 
 def transform_flow_vectors(flow_centred: jax.Array, matrix: jax.Array) -> jax.Array:

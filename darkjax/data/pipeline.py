@@ -9,18 +9,17 @@ seen.
 Evaluation: per-host shard files read in order, deterministic views, padded to the same number of
 batches on every host with a `mask` so every example counts exactly once.
 
-Records are read by `RecordFileIterDataset`, which checks both CRCs of every record and names the
-shard file and byte offset of a corrupt one (grain's own TFRecord reader checks neither).
+Records are read by `RecordFileIterDataset` over `records.RecordReader`, which checks both CRCs of
+every record and names the shard file and byte offset of a corrupt one (grain's own TFRecord reader
+checks neither).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import struct
 from typing import Any, Iterator, Mapping, Sequence
 
-import google_crc32c
 import grain
 import jax
 import numpy as np
@@ -28,64 +27,29 @@ import numpy as np
 from darkjax.data import ops
 from darkjax.data import records
 
-_HEADER = struct.Struct("<QI")
-
-
-def _masked_crc(data: bytes) -> int:
-  crc = google_crc32c.value(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
 
 class _RecordFileIterator(grain.DatasetIterator):
-  """Reads one TFRecord file sequentially; state is the byte offset of the next record."""
+  """One TFRecord file in order; the state is the byte offset of the next record."""
 
   def __init__(self, path: str, verify_crc: bool):
     super().__init__()
-    self._path = path
-    self._verify_crc = verify_crc
-    self._offset = 0
-    self._file = None
-
-  def _corrupt(self, reason: str) -> records.CorruptRecordError:
-    return records.CorruptRecordError(self._path, self._offset, reason)
+    self._reader = records.RecordReader(path, verify_crc)
 
   def __next__(self) -> tuple[bytes, str]:
-    if self._file is None:
-      try:
-        self._file = open(self._path, "rb")  # pylint: disable=consider-using-with
-      except OSError as e:
-        raise FileNotFoundError(f"cannot open shard {self._path}: {e}") from e
-      self._file.seek(self._offset)
-    header = self._file.read(_HEADER.size)
-    if not header:
+    offset = self._reader.offset
+    data = self._reader.read()
+    if data is None:
       raise StopIteration
-    if len(header) < _HEADER.size:
-      raise self._corrupt("truncated record header")
-    length, length_crc = _HEADER.unpack(header)
-    if self._verify_crc and _masked_crc(header[:8]) != length_crc:
-      raise self._corrupt("length CRC mismatch")
-    data = self._file.read(length)   # two reads: slicing one buffer would copy the clip again
-    data_crc = self._file.read(4)
-    if len(data) < length or len(data_crc) < 4:
-      raise self._corrupt(f"truncated record (expected {length} data bytes)")
-    if self._verify_crc and _masked_crc(data) != struct.unpack("<I", data_crc)[0]:
-      raise self._corrupt("data CRC mismatch")
-    source = f"{self._path}@{self._offset}"
-    self._offset += _HEADER.size + length + 4
-    return data, source
+    return data, f"{self._reader.path}@{offset}"
 
   def get_state(self) -> dict[str, int]:
-    return {"offset": self._offset}
+    return {"offset": self._reader.offset}
 
   def set_state(self, state: Mapping[str, int]):
-    self._offset = int(state["offset"])
-    if self._file is not None:
-      self._file.seek(self._offset)
+    self._reader.seek(int(state["offset"]))
 
   def close(self):
-    if self._file is not None:
-      self._file.close()
-      self._file = None
+    self._reader.close()
 
 
 class RecordFileIterDataset(grain.IterDataset):
@@ -227,7 +191,8 @@ class _TrainClip(grain.transforms.RandomMap):
 
 
 def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,
-                  seed: int, frame_shapes: Mapping[str, Sequence[int] | None] | None = None, shuffle_window: int = 256, cycle_length: int = 4, prefetch: int = 2,
+                  seed: int, frame_shapes: Mapping[str, Sequence[int] | None] | None = None,
+                  shuffle_window: int = 256, cycle_length: int = 4, prefetch: int = 2,
                   streams: Sequence[str] = (), video_stream: str = "video",
                   process_index: int | None = None,
                   process_count: int | None = None) -> grain.IterDataset:
@@ -251,7 +216,8 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
 
 def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,
                  streams: Sequence[str] = (), video_stream: str = "video",
-                 frame_shapes: Mapping[str, Sequence[int] | None] | None = None, process_index: int | None = None,
+                 frame_shapes: Mapping[str, Sequence[int] | None] | None = None,
+                 process_index: int | None = None,
                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's eval batches: every example once, then masked padding.
 

@@ -131,6 +131,22 @@ def native_lowering_forced() -> bool:
   return _FORCE_NATIVE.get()
 
 
+def _backends_initialised() -> bool:
+  """Whether jax has created its backends (so XLA_FLAGS set now would be ignored).
+
+  jax has no public query for this (jax-ml/jax#23320). Its public `jax_num_cpu_devices` option
+  documents the same condition: changing it after backends exist raises RuntimeError, and before
+  that it is a plain setting. So the option is changed and restored, which leaves it as it was.
+  """
+  current = jax.config.jax_num_cpu_devices
+  try:
+    jax.config.update("jax_num_cpu_devices", current - 1)
+  except RuntimeError:
+    return True
+  jax.config.update("jax_num_cpu_devices", current)
+  return False
+
+
 def configure_cpu_flags(host_devices: int | None = None) -> bool:
   """Sets XLA:CPU flags in XLA_FLAGS unless the user set XLA_FLAGS; True if it changed them.
 
@@ -147,8 +163,7 @@ def configure_cpu_flags(host_devices: int | None = None) -> bool:
   platforms = os.environ.get("JAX_PLATFORMS", "")
   if platforms and "cpu" not in platforms.split(","):
     return False
-  from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
-  if xla_bridge.backends_are_initialized():
+  if _backends_initialised():
     import warnings  # pylint: disable=import-outside-toplevel
     warnings.warn("configure_cpu_flags: jax backends already initialised; XLA flags not set")
     return False

@@ -48,7 +48,8 @@ Depthwise conv lowerings (the enhancers' ShuffleNet units): `--depthwise`, see
 `darkjax/layers/depthwise.py`.
 
 Input pipeline throughput (records vs decoding video per sample): `--input`, see
-`darkjax/tools/bench_input.py`. The CLI picks one benchmark per run from a mutually exclusive
+`darkjax/tools/bench_input.py`. Optical-flow methods (ms per frame pair, end-point error on clips
+of known flow): `--flow`, see `darkjax/tools/bench_flow.py`. The CLI picks one benchmark per run from a mutually exclusive
 group; each has an entry in `_BENCHMARKS`.
 """
 
@@ -340,11 +341,19 @@ def bench_input(args: argparse.Namespace) -> dict[str, Any]:
   return result
 
 
+def bench_flow(args: argparse.Namespace) -> dict[str, Any]:
+  from darkjax.tools import bench_flow as flow_bench  # pylint: disable=import-outside-toplevel
+  rows = flow_bench.run(threads=args.flow_threads)
+  print(flow_bench.report(rows), flush=True)
+  return {"flow": rows}
+
+
 # flag (dest) -> benchmark; exactly one of these flags is given per run.
 _BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "model": bench_train_step,
     "input": bench_input,
     "depthwise": bench_depthwise,
+    "flow": bench_flow,
 }
 
 
@@ -382,6 +391,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   dw.add_argument("--dw-batch", type=int, default=128)
   dw.add_argument("--dw-shapes", default="32,16,1;32,32,2;32,64,2;16,32,1",
                   help="'size,channels,stride;...'")
+  which.add_argument("--flow", action="store_true",
+                     help="optical-flow methods of prepare --flow: ms per frame pair, error")
+  parser.add_argument_group("flow benchmark (--flow)").add_argument(
+      "--flow-threads", type=int, default=1, help="OpenCV threads")
   args = parser.parse_args(argv)
   if args.steps < 1 or args.rounds < 1:
     parser.error("--steps and --rounds must be >= 1")

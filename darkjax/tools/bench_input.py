@@ -17,7 +17,7 @@ import time
 import av
 import numpy as np
 
-from darkjax.data import ops, pipeline, records
+from darkjax.data import ops, pipeline, records, video
 
 
 def _make_videos(n: int, frames: int, hw: tuple[int, int], rng: np.random.Generator):
@@ -45,11 +45,6 @@ def write_avi(path: str, clip: np.ndarray, fps: int = 30) -> None:
     container.mux(stream.encode())
 
 
-def decode_avi(path: str) -> np.ndarray:
-  with av.open(path) as container:
-    return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
 def run(videos: int = 48, frames: int = 64, clip_frames: int = 16, batch: int = 8,
         batches: int = 20, seed: int = 0) -> dict[str, float]:
   rng = np.random.default_rng(seed)
@@ -61,7 +56,7 @@ def run(videos: int = 48, frames: int = 64, clip_frames: int = 16, batch: int = 
     for video_id, clip in _make_videos(videos, frames, (240, 320), rng):
       path = os.path.join(video_dir, video_id + ".avi")
       write_avi(path, clip)
-      decoded = ops.resize_short_side(decode_avi(path), 128)  # prepare: decode once, resize
+      decoded, _ = video.decode_video(path, short_side=128)  # prepare: decode once, resize
       examples.append(dict(video=decoded, label=0, video_id=video_id))
     manifest = records.write_dataset(os.path.join(tmp, "rec"), "bench", ["x"],
                                      {"train": examples}, fps=30, examples_per_shard=8)
@@ -82,8 +77,8 @@ def run(videos: int = 48, frames: int = 64, clip_frames: int = 16, batch: int = 
     n = max(batch * 3, 16)
     start = time.perf_counter()
     for i in range(n):
-      full = decode_avi(paths[int(rng.integers(len(paths)))])
-      ops.train_clip({"video": ops.resize_short_side(full, 128), "label": 0}, rng, spec)
+      full, _ = video.decode_video(paths[int(rng.integers(len(paths)))], short_side=128)
+      ops.train_clip({"video": full, "label": 0}, rng, spec)
       del i
     video_rate = n / (time.perf_counter() - start)
   return {"records_clips_per_s": record_rate, "video_clips_per_s": video_rate,

@@ -3,8 +3,8 @@ r"""DTCM's video darkness metric over video files or prepared datasets (how Dark
   python -m darkjax.tools.darkness VIDEO_OR_DIR... [--tau 0.877] [--histogram darkness.png]
                                    [--keep-dark dark.txt] [--split train]
 
-Each PATH is a video file (decoded with PyAV), a directory of video files (searched recursively for
-VIDEO_EXTENSIONS) or a prepared dataset directory (one with manifest.json: every example of every
+Each PATH is a video file (decoded by darkjax.data.video), a directory of video files (searched
+recursively for darkjax.data.video.VIDEO_EXTENSIONS) or a prepared dataset directory (one with manifest.json: every example of every
 split, or of --split, read from its records). For each video it prints D_v (paper Eq. 12-14: mean
 over 8 segment-sampled frames of (S_t - S_c) / S_c, S_c = 112) and the verdict `dark` when
 D_v < -tau, then a summary; it writes a histogram PNG of D_v with the threshold marked, and with
@@ -22,9 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from darkjax.data import darkness, records
-
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".wmv")
+from darkjax.data import darkness, records, video
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,21 +31,6 @@ class VideoDarkness:
   score: float       # D_v
   dark: bool
   num_frames: int
-
-
-def decode_frames(path: str) -> np.ndarray:
-  """All frames of a video file as uint8 RGB (T, H, W, 3), decoded with PyAV."""
-  import av  # pylint: disable=import-outside-toplevel
-  try:
-    with av.open(path) as container:
-      if not container.streams.video:
-        raise ValueError(f"{path}: no video stream")
-      frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-  except av.error.FFmpegError as e:
-    raise ValueError(f"{path}: cannot decode video ({e})") from None
-  if not frames:
-    raise ValueError(f"{path}: the video has no decodable frames")
-  return np.stack(frames)
 
 
 def score_frames(name: str, frames: np.ndarray, tau: float) -> VideoDarkness:
@@ -69,13 +52,6 @@ def _dataset_videos(data_dir: str,
         yield f"{data_dir}:{split}/{example['video_id']}", example["video"]
 
 
-def _video_files(directory: str) -> list[str]:
-  found = []
-  for root, _, files in os.walk(directory):
-    found += [os.path.join(root, f) for f in files if f.lower().endswith(VIDEO_EXTENSIONS)]
-  return sorted(found)
-
-
 def scan(paths: Sequence[str], tau: float = darkness.DARK_THRESHOLD,
          splits: Sequence[str] | None = None) -> list[VideoDarkness]:
   """D_v and verdict of every video under `paths` (files, video dirs, prepared dataset dirs)."""
@@ -88,13 +64,13 @@ def scan(paths: Sequence[str], tau: float = darkness.DARK_THRESHOLD,
         results += [score_frames(name, frames, tau)
                     for name, frames in _dataset_videos(path, splits)]
         continue
-      files = _video_files(path)
+      files = video.find_videos(path)
       if not files:
         raise ValueError(f"darkness: {path} has neither a {records.MANIFEST} nor video files "
-                         f"({', '.join(VIDEO_EXTENSIONS)})")
-      results += [score_frames(f, decode_frames(f), tau) for f in files]
+                         f"({', '.join(video.VIDEO_EXTENSIONS)})")
+      results += [score_frames(f, video.decode_video(f)[0], tau) for f in files]
     else:
-      results.append(score_frames(path, decode_frames(path), tau))
+      results.append(score_frames(path, video.decode_video(path)[0], tau))
   return results
 
 

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 import ml_collections as mlc
 
+from darkjax import files
+
 RESULT_FILE = "result.json"
 
 
@@ -41,8 +43,7 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
                        f"Delete {workdir} and re-run.")
   result = {k: float(results[k]) for k in kept_metrics}
   result.update(info, seconds=round(time.time() - start, 1))
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2)
+  files.atomic_write_json(path, result)  # a torn file would stop every later re-run
   return result
 
 

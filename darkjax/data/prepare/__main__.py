@@ -1,8 +1,8 @@
 """`python -m darkjax.data.prepare --dataset NAME --src DIR --out DIR [--short-side 128] [--fps N]
-[--workers N] [--allow-missing N] [--flow [--flow-method farneback] [--flow-scale 8]]`: decode a
-downloaded dataset into darkjax TFRecords (resumable). `--flow` adds a `flow` stream of optical flow
-(x, y, magnitude around 128; see darkjax/data/flow.py) to every record, for LIFT-Net's
-`luminous_input=flow`.
+[--workers N] [--allow-missing N] [--flow [--flow-method farneback|dis|tvl1] [--flow-scale 8]]`:
+decode a downloaded dataset into darkjax TFRecords (resumable). `--flow` adds a `flow` stream of
+optical flow (x, y, magnitude around 128; see darkjax/data/flow.py) to every record, for
+LIFT-Net's `luminous_input=flow`.
 
 Exit status: 0 on success, 1 when the layout cannot be read or more than --allow-missing videos
 cannot be decoded (each is named, with its reason, on stderr and in OUT/prepare.log), 2 when
@@ -42,8 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--flow", action="store_true",
                       help="add an optical-flow stream 'flow' to every record")
   parser.add_argument("--flow-method", choices=flow.METHODS, default=None,
-                      help=f"with --flow (default {flow.DEFAULT_METHOD}; tvl1 needs OpenCV "
-                           f"contrib)")
+                      help=f"with --flow (default {flow.DEFAULT_METHOD}; dis is faster, tvl1 "
+                           f"far slower)")
   parser.add_argument("--flow-scale", type=float, default=None,
                       help=f"with --flow: stored value = 128 + flow (pixels) * scale (default "
                            f"{flow.DEFAULT_SCALE:g}: +-16 pixels per frame fit)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 
+from darkjax.data import video
 from darkjax.data.prepare import common
 
 CLASSES = ["Drink", "Jump", "Pick", "Pour", "Push", "Run", "Sit", "Stand", "Turn", "Walk", "Wave"]
@@ -33,7 +34,7 @@ def parse_split_list(path: str, class_names: list[str], index: common.VideoIndex
   for line_number, fields in common.read_lines(path):
     fields = [f.strip(",") for f in fields]
     rel = next((f for f in reversed(fields) if "/" in f or "\\" in f
-                or os.path.splitext(f)[1].lower() in common.VIDEO_EXTENSIONS), None)
+                or video.is_video_file(f)), None)
     if rel is None:
       raise common.PrepareError(f"{path}:{line_number}: no video path in {' '.join(fields)!r}")
     folder = rel.replace("\\", "/").split("/")[0].lower()

@@ -1,6 +1,6 @@
-"""Shared machinery of `python -m darkjax.data.prepare`: find videos, decode them with PyAV, resize
-the short side, optionally resample to a fixed fps, and write resumable TFRecord shards through
-`darkjax.data.records`.
+"""Shared machinery of `python -m darkjax.data.prepare`: find videos, decode them with
+`darkjax.data.video` (short side resized, optionally resampled to a fixed fps), and write resumable
+TFRecord shards through `darkjax.data.records`.
 
 The plan is deterministic: each split's videos (sorted) are cut into shards of `examples_per_shard`,
 shard `i` of split `s` is `{name}-{s}-{i:05d}-of-{n:05d}.tfrecord`. After each finished shard its
@@ -23,25 +23,22 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
 import time
 from typing import Any, Iterator, Sequence
 
-import av
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 import darkjax
-from darkjax.data import flow, ops, records
+from darkjax import files
+from darkjax.data import flow, records, video
 
 STATE_FILE = "prepare_state.json"
 LOG_FILE = "prepare.log"
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-                    ".m4v", ".3gp")
 
 
 class PrepareError(RuntimeError):
@@ -82,10 +79,9 @@ class VideoIndex:
   def __init__(self, root: str):
     self.root = os.path.abspath(root)
     self.by_key: dict[str, str] = {}
-    for directory, _, files in os.walk(self.root):
-      for file in files:
-        stem, ext = os.path.splitext(file)
-        if ext.lower() in VIDEO_EXTENSIONS:
+    for directory, _, names in os.walk(self.root):
+      for file in names:
+        if video.is_video_file(file):
           rel = os.path.relpath(os.path.join(directory, file), self.root)
           self.by_key.setdefault(rel.lower(), rel)
           self.by_key.setdefault(os.path.splitext(rel)[0].lower(), rel)
@@ -118,8 +114,8 @@ def find_dir_with_subdirs(src: str, names: Sequence[str], max_depth: int = 4) ->
 def find_files(src: str, predicate) -> list[str]:
   """Sorted absolute paths of files under `src` whose base name satisfies `predicate`."""
   found = []
-  for directory, _, files in os.walk(os.path.abspath(src)):
-    found += [os.path.join(directory, f) for f in files if predicate(f)]
+  for directory, _, names in os.walk(os.path.abspath(src)):
+    found += [os.path.join(directory, f) for f in names if predicate(f)]
   return sorted(found)
 
 
@@ -132,34 +128,11 @@ def read_lines(path: str) -> list[tuple[int, list[str]]]:
 # ----------------------------------------------------------------------------- decoding
 
 def decode_video(path: str, short_side: int, fps: float = 0.0) -> tuple[np.ndarray, float]:
-  """All frames (T, H, W, 3) uint8 RGB with the short side resized, and the frame rate.
-
-  With `fps` > 0 the frames are resampled by timestamp to that rate (nearest earlier frame).
-  Raises PrepareError with the reason when the file cannot be decoded.
-  """
-  if not os.path.isfile(path):
-    raise PrepareError(f"{path}: file not found")
+  """`darkjax.data.video.decode_video`, failing with a PrepareError (what the runner reports)."""
   try:
-    with av.open(path) as container:
-      if not container.streams.video:
-        raise PrepareError(f"{path}: no video stream")
-      stream = container.streams.video[0]
-      rate = stream.average_rate or stream.guessed_rate or 0
-      source_fps = float(rate) if rate else 0.0
-      frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-  except PrepareError:
-    raise
-  except (av.error.FFmpegError, ValueError, OSError, EOFError) as error:
-    raise PrepareError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
-  if not frames:
-    raise PrepareError(f"{path}: no decodable frames")
-  clip = np.stack(frames)
-  source_fps = source_fps or 30.0
-  if fps and abs(fps - source_fps) > 1e-3:
-    count = max(int(round(len(clip) * fps / source_fps)), 1)
-    clip = clip[np.minimum((np.arange(count) * source_fps / fps).astype(np.int64), len(clip) - 1)]
-    source_fps = float(fps)
-  return ops.resize_short_side(clip, short_side), source_fps
+    return video.decode_video(path, short_side, fps)
+  except video.VideoDecodeError as error:
+    raise PrepareError(str(error)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,21 +200,7 @@ def _signature(layout: Layout, short_side: int, fps: float, examples_per_shard: 
                         for s, items in layout.splits.items()}}
   if flow_settings is not None:  # absent without --flow: earlier runs' signatures stay valid
     content["flow"] = {"method": flow_settings.method, "scale": flow_settings.scale}
-  content = json.dumps(content, sort_keys=True)
-  return hashlib.sha256(content.encode()).hexdigest()
-
-
-def _write_json(path: str, value: Any) -> None:
-  tmp_path = path + ".tmp"
-  with open(tmp_path, "w", encoding="utf-8") as file:
-    json.dump(value, file, indent=1)
-    file.write("\n")
-  os.replace(tmp_path, path)
-
-
-def _file_sha256(path: str) -> str:
-  with open(path, "rb") as file:
-    return hashlib.file_digest(file, "sha256").hexdigest()
+  return files.sha256_json(content)
 
 
 def _load_state(out_dir: str, signature: str, overwrite: bool) -> dict[str, Any]:
@@ -272,7 +231,7 @@ def _shard_done(out_dir: str, entry: dict[str, Any] | None) -> bool:
     return False
   path = os.path.join(out_dir, entry["file"])
   return (os.path.isfile(path) and os.path.getsize(path) == entry["num_bytes"]
-          and _file_sha256(path) == entry["sha256"])
+          and files.sha256_file(path) == entry["sha256"])
 
 
 def _decoded_stream(jobs: list[tuple], workers: int) -> Iterator:
@@ -325,7 +284,7 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
     try:
       for plan in pending:
         state["shards"][plan.file] = _write_shard(out_dir, plan, decoded, log, bar)
-        _write_json(os.path.join(out_dir, STATE_FILE), state)
+        files.atomic_write_json(os.path.join(out_dir, STATE_FILE), state)
     finally:
       bar.close()
       decoded.close()
@@ -393,7 +352,7 @@ def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[Sha
                    **({"flow": flow_settings.as_json()} if flow_settings is not None else {})},
       "created_by": f"darkjax {darkjax.__version__}",
   }
-  _write_json(os.path.join(out_dir, records.MANIFEST), manifest)
+  files.atomic_write_json(os.path.join(out_dir, records.MANIFEST), manifest)
   with open(log_path, "a", encoding="utf-8") as log:
     log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} wrote {records.MANIFEST}: "
               + ", ".join(f"{s} {v['num_examples']}" for s, v in splits.items())

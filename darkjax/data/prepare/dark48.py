@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 
+from darkjax.data import video
 from darkjax.data.prepare import arid, common
 
 NUM_CLASSES = 48
@@ -31,8 +32,7 @@ def class_names(src: str) -> tuple[list[str], str]:
   folders = set()
   for directory, subdirs, files in os.walk(os.path.abspath(src)):
     for sub in subdirs:
-      if any(os.path.splitext(f)[1].lower() in common.VIDEO_EXTENSIONS
-             for f in os.listdir(os.path.join(directory, sub))):
+      if any(video.is_video_file(f) for f in os.listdir(os.path.join(directory, sub))):
         folders.add(sub)
   if len(folders) != NUM_CLASSES:
     raise common.PrepareError(f"dark48 under {src}: no class index file with {NUM_CLASSES} "

@@ -1,0 +1,65 @@
+"""darkjax.data.augment.warp_affine: equal to explicit bilinear sampling, exact on integer shifts."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from darkjax.data import augment
+
+
+def _bilinear_reference(clip, matrix, shift, fill):
+  """The four-corner bilinear sum written out: out(p) = sum_k w_k (in(q_k) - fill) + fill, with
+  corners outside the image weighted 0."""
+  height, width = clip.shape[1:3]
+  centre = jnp.array([(width - 1) / 2.0, (height - 1) / 2.0])
+  ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
+                        jnp.arange(width, dtype=jnp.float32), indexing="ij")
+  source = (jnp.stack([xs, ys], -1) - centre - shift) @ jnp.linalg.inv(matrix).T + centre
+  base = jnp.floor(source)
+  frac = source - base
+  base = base.astype(jnp.int32)
+  out = jnp.zeros_like(clip)
+  for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+    x, y = base[..., 0] + dx, base[..., 1] + dy
+    weight = ((frac[..., 0] if dx else 1 - frac[..., 0]) * (frac[..., 1] if dy else 1 - frac[..., 1])
+              * ((x >= 0) & (x < width) & (y >= 0) & (y < height)))
+    values = clip[:, jnp.clip(y, 0, height - 1), jnp.clip(x, 0, width - 1), :] - fill
+    out = out + weight[None, :, :, None] * values
+  return out + fill
+
+
+def _batch(seed=0, batch=3, shape=(4, 20, 24, 3)):
+  clips = jnp.asarray(np.random.default_rng(seed).integers(0, 256, (batch,) + shape), jnp.float32)
+  cfg = {"affine": 0.2, "rotation": 20.0, "shear": 10.0}
+  matrix, shift = augment.random_affine(jax.random.key(seed), batch, shape[1], shape[2], cfg)
+  return clips, matrix, shift
+
+
+def test_warp_equals_bilinear_sampling_bit_for_bit_with_zero_fill():
+  clips, matrix, shift = _batch()
+  got = jax.jit(jax.vmap(augment.warp_affine))(clips, matrix, shift)
+  want = jax.jit(jax.vmap(lambda c, m, s: _bilinear_reference(c, m, s, 0.0)))(clips, matrix, shift)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_warp_with_a_fill_value_equals_bilinear_sampling_to_float_rounding():
+  clips, matrix, shift = _batch(seed=1)
+  warp = lambda c, m, s: augment.warp_affine(c, m, s, fill=-128.0)  # noqa: E731
+  got = jax.jit(jax.vmap(warp))(clips, matrix, shift)
+  want = jax.vmap(lambda c, m, s: _bilinear_reference(c, m, s, -128.0))(clips, matrix, shift)
+  # The operands reach |256 + 128|: a float32 ulp there is 3e-5.
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-4)
+  assert float(jnp.min(got)) == pytest.approx(-128.0)  # corners pulled in from outside
+
+
+def test_identity_and_integer_shift_are_exact():
+  clip = jnp.asarray(np.random.default_rng(2).integers(0, 256, (2, 6, 7, 2)), jnp.float32)
+  identity = jnp.eye(2)
+  np.testing.assert_array_equal(augment.warp_affine(clip, identity, jnp.zeros(2)), clip)
+  moved = augment.warp_affine(clip, identity, jnp.array([2.0, 1.0]), fill=7.0)  # right 2, down 1
+  np.testing.assert_array_equal(moved[:, 1:, 2:], clip[:, :-1, :-2])
+  np.testing.assert_array_equal(moved[:, 0], 7.0)
+  np.testing.assert_array_equal(moved[:, :, :2], 7.0)
