@@ -1,5 +1,5 @@
 """Every picture darkjax draws: confusion matrices, DTCM's enhancement grid, LIFT-Net's attention
-maps and a predicted video's frames.
+maps, a predicted video's frames and the darkness histogram of a set of videos.
 
 Functions return matplotlib figures (Agg backend, no display needed); `save` writes one as PNG and
 closes it. Evaluators return figures and the Trainer saves them into the workdir and TensorBoard.
@@ -128,5 +128,21 @@ def frame_rows(rows: Sequence[tuple[str, np.ndarray]], title: str = "", max_fram
       axes[r][c].set_yticks([])
     axes[r][0].set_ylabel(label)
   fig.suptitle(title)
+  fig.tight_layout()
+  return fig
+
+
+def darkness_histogram(scores: np.ndarray, tau: float, dark: int):
+  """Histogram of videos' darkness D_v (DTCM's video darkness metric) with the threshold -tau;
+  `dark` of them fall below it."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  ax.hist(scores, bins=np.linspace(-1.0, max(1.0, float(scores.max()) + 0.05), 41),
+          color="tab:blue", edgecolor="white")
+  ax.axvline(-tau, color="tab:red", linestyle="--", label=f"dark if $D_v < -{tau:g}$")
+  ax.set_title(f"video darkness $D_v$: {dark} of {len(scores)} videos dark")
+  ax.set_xlabel("$D_v$ = mean (S_t - 112) / 112")
+  ax.set_ylabel("videos")
+  ax.legend()
   fig.tight_layout()
   return fig

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from darkjax import checkpoint as ckpt_lib
 from darkjax import evaluators as evaluators_lib
+from darkjax import files
 from darkjax import metrics as metrics_lib
 from darkjax import optim
 from darkjax import plots, sharding
@@ -296,8 +297,8 @@ class Trainer:
     run_start = time.time()
     os.makedirs(self.workdir, exist_ok=True)
     if self.is_lead:
-      with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(_config_json(cfg))
+      files.atomic_write_json(os.path.join(self.workdir, "config.json"),
+                              json.loads(_config_json(cfg)), sort_keys=True)
     total = int(cfg.total_steps)
     train_ds = self.task.train_dataset(self.local_batch(cfg.input.batch_size))
     # One example's shapes (batch dimension 1) drive init; the step compiles for the real batch.

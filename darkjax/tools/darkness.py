@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from darkjax import plots
 from darkjax.data import darkness, records, video
 
 
@@ -75,23 +76,9 @@ def scan(paths: Sequence[str], tau: float = darkness.DARK_THRESHOLD,
 
 
 def write_histogram(results: Sequence[VideoDarkness], tau: float, path: str) -> str:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  """PNG histogram of the videos' darkness D_v with the dark threshold -tau."""
   scores = np.array([r.score for r in results])
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  ax.hist(scores, bins=np.linspace(-1.0, max(1.0, float(scores.max()) + 0.05), 41),
-          color="tab:blue", edgecolor="white")
-  ax.axvline(-tau, color="tab:red", linestyle="--", label=f"dark if $D_v < -{tau:g}$")
-  dark = sum(r.dark for r in results)
-  ax.set_title(f"video darkness $D_v$: {dark} of {len(results)} videos dark")
-  ax.set_xlabel("$D_v$ = mean (S_t - 112) / 112")
-  ax.set_ylabel("videos")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return plots.save(plots.darkness_histogram(scores, tau, sum(r.dark for r in results)), path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

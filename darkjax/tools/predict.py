@@ -32,8 +32,7 @@ import numpy as np
 from darkjax import plots, train
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
-from darkjax.data import flow, ops, records
-from darkjax.data.prepare import common as prepare_common
+from darkjax.data import flow, ops, records, video
 
 
 class PredictError(RuntimeError):
@@ -132,9 +131,9 @@ class Predictor:
     """The video's frames as prepared (short side, frame rate) and its extra streams."""
     meta = (self.manifest or {}).get("metadata", {})
     try:
-      clip, _ = prepare_common.decode_video(path, int(meta.get("short_side") or 0),
-                                            float(meta.get("resampled_fps") or 0.0))
-    except prepare_common.PrepareError as error:
+      clip, _ = video.decode_video(path, int(meta.get("short_side") or 0),
+                                   float(meta.get("resampled_fps") or 0.0))
+    except video.VideoDecodeError as error:
       raise PredictError(str(error)) from None
     example = {"video": clip, "label": 0}
     for name in self.streams:
