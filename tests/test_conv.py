@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from darkjax.layers import conv
+from darkjax.layers import conv, conv2d
 
 # (name, input (B, T, H, W, C), kernel (kt, kh, kw), out channels, strides, padding, groups)
 CASES = [
@@ -106,12 +106,12 @@ def test_convs_that_leave_cores_idle_are_widened_on_cpu(monkeypatch, in_features
   """On 2 cores, a 2D conv whose output channels split unevenly into YNNPACK's 64-channel tiles
   or that is grouped (and has > 16 channels) computes one extra output column, so XLA runs its
   multithreaded conv; the values are the same."""
-  monkeypatch.setattr(conv, "_cores", lambda: 2)
+  monkeypatch.setattr(conv2d, "cores", lambda: 2)
   x, k = _inputs((2, 5, 6, in_features), (3, 3), out_features, groups)
-  fn = lambda x, k: conv._multithreaded_conv2d(x, k, (1, 1), ((1, 1), (1, 1)), groups)
+  fn = lambda x, k: conv2d.multithreaded_conv2d(x, k, (1, 1), ((1, 1), (1, 1)), groups)
   assert _jaxpr_conv_shapes(jax.make_jaxpr(fn)(x, k).jaxpr) == [(2, 5, 7 if widened else 6,
                                                                  out_features)]
-  np.testing.assert_allclose(jax.jit(fn)(x, k), conv._plain_conv2d(
+  np.testing.assert_allclose(jax.jit(fn)(x, k), conv2d.plain_conv2d(
       x, k, (1, 1), ((1, 1), (1, 1)), groups), rtol=1e-5, atol=1e-4)
 
 
@@ -120,7 +120,7 @@ def test_sum2d_stride1_runs_taps_side_by_side(monkeypatch, groups):
   """Temporal stride 1: one 2D conv over all frames with the taps' kernels side by side (grouped:
   one per tap), forward and input gradient (no copies of shifted frames); kernel gradients per
   tap."""
-  monkeypatch.setattr(conv, "_cores", lambda: 2)
+  monkeypatch.setattr(conv2d, "cores", lambda: 2)
   x, k = _inputs((1, 4, 5, 6, 20), (3, 3, 3), 24, groups)
   pad = ((1, 1), (1, 1), (1, 1))
 
@@ -157,8 +157,8 @@ def test_kernel_grad_in_frame_pieces_matches_native(monkeypatch, case, positions
   """The 2D convs' kernel gradient summed over pieces of frames (one frame each, or at most two
   uneven pieces) equals the native kernel gradient, and really is split."""
   _, shape, kernel, out_features, strides, padding, groups = case
-  monkeypatch.setattr(conv, "KERNEL_GRAD_PIECE_POSITIONS", positions)
-  monkeypatch.setattr(conv, "KERNEL_GRAD_PIECES", max_pieces)
+  monkeypatch.setattr(conv2d, "KERNEL_GRAD_PIECE_POSITIONS", positions)
+  monkeypatch.setattr(conv2d, "KERNEL_GRAD_PIECES", max_pieces)
   x, k = _inputs(shape, kernel, out_features, groups)
   y, vjp_ref = jax.vjp(lambda k: conv.conv3d(x, k, strides, padding, groups, "native"), k)
   g = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape).astype(np.float32))

@@ -1,86 +1,43 @@
 """3D convolution whose lowering is chosen per backend and kernel shape.
 
-XLA:CPU runs 2D convolutions on Eigen kernels but its native 3D convolution is several times
-slower, and pathologically slow for some shapes (strided input gradients: 0.5 s instead of 5 ms;
-1-frame inputs). So on CPU a 3D convolution is rewritten into 2D convolutions or matmuls:
+XLA:CPU runs 2D convolutions on fast kernels (YNNPACK, Eigen) but its native 3D convolution is
+several times slower, and pathologically slow for some shapes (strided input gradients, 1-frame
+inputs). So on CPU a 3D convolution is rewritten into 2D convolutions or matmuls:
 
   sum2d       sum over temporal taps of 2D convs (each tap a strided temporal slice of the input,
               frames folded into the batch). General 3D kernels. With temporal stride 1
               (`_shifted_taps`) the taps' kernels sit side by side in one 2D conv over all
-              frames (no copies of shifted slices; one pass over x) and the outputs are summed
-              shifted in time; the input gradient has the same form, and the kernel-gradient
-              pieces share one transposed copy of each frame across taps. R3D-18 step, same
-              process: per-tap shifted convs 2154 -> 2066 ms (transposes 250 -> 106 ms); taps
-              side by side, also in the input gradient, 2091 -> 1939 ms.
+              frames (no copies of shifted slices) and the outputs are summed shifted in time;
+              the input gradient has the same form.
   taps2d      the temporal taps concatenated on the channel axis, one 2D conv (groups respected:
               channels are ordered (group, tap, channel)). RGB stems and grouped convolutions.
   temporal2d  (k, 1, 1) kernels (R(2+1)D temporal convs): one 2D conv over (T, H*W), no copies.
   pointwise   (1, 1, 1) kernels: a matmul over channels.
   native      `lax.conv_general_dilated` in 3D; the choice on GPU/TPU and in `native_lowering()`.
 
-Kernel gradients: autodiff of the lowering ("xla"), or `kernel_grad_dots`, one matmul per kernel
-tap ("dots"; input and grad_out laid out group-major once, so the per-group matmuls need no
-per-tap transposes: ResNeXt-101 step 1720 -> 1423 ms, r2plus1d_18 2757 -> 2675, same process).
-XLA:CPU's grouped kernel-gradient convolution (a batch-grouped conv) takes ~20 s
-where the dots take ~0.2 s (ResNeXt layer1), and its kernel gradient of (k,1,1) convs with many
-channels is 1.5-3x slower than the dots. The "xla" kernel gradient of the 2D convs is summed over
-pieces of one 56x56 frame (`KERNEL_GRAD_PIECE_POSITIONS`): XLA:CPU (YNNPACK) computes it per
-frame 2-3x faster than for 32 frames at once, and the pieces run concurrently. Per 2D tap,
-wall ms at 32 frames, 1 piece / per frame: R3D layer1 3x3 64->64 136/60, RGB stem 7x7/2 98/53,
-R(2+1)D spatial 64->144 499/100 (dots: 339), 28x28 128->128 36/28; so "xla" now also wins for
-(1,k,k) kernels. Compile time grows (R3D-18 step: 7 -> 16-21 s).
+Kernel gradients: autodiff of the lowering's 2D convs, summed over pieces of about one 56x56
+frame that run concurrently ("xla"), or one matmul per kernel tap with input and grad_out laid
+out group-major once ("dots"), which wins for grouped and (k, 1, 1) kernels. The 2D convolutions
+carry their own gradients written as canonical NHWC/HWIO convolutions, because XLA:CPU does not
+canonicalise autodiff's gradient convolutions inside `nn.scan` bodies. `max_pool3d` is here for
+the same reason: separable strided-slice maxima instead of a slow select-and-scatter gradient.
 
-The 2D convolutions carry their own gradients, written as canonical NHWC/HWIO convolutions:
-XLA:CPU canonicalises autodiff's gradient convolutions into fast Eigen calls, but not inside while
-loops (`nn.scan` bodies), where they ran ~30x slower (Hara ResNet-18 step: 5.8 s -> 1.2 s).
-`max_pool3d` is here for the same reason: separable strided-slice maxima instead of XLA:CPU's
-slow select-and-scatter gradient.
+Threads: YNNPACK splits a convolution over threads by tiles of 64 output channels only, so a conv
+with <= 64 outputs would run on one core. Forward and input-gradient convs whose output channels
+would leave cores idle are computed one output column wider, which keeps them on XLA's
+multithreaded Eigen convolution (`darkjax.layers.conv2d`).
 
-`auto` picks per backend and shape (`choose_lowering`, `choose_kernel_grad`). Measured on the
-2-core AMD EPYC (Zen 5) dev box, fwd / d-input / d-kernel ms at B=2, 16x112x112 clips, against
-native 3D: R3D layer1 3x3x3 64->64 at 16x56x56: native 529/494/811 CPU-ms, sum2d 161/151/526,
-d-kernel in frame pieces 190 CPU-ms (100-180 wall); R(2+1)D temporal 3x1x1 144->64: native
-165/156/246, temporal2d+dots 31/57/148; spatial 1x3x3 64->144: native 300/415/366, sum2d+dots
-122/163/272 (torch.nn.functional.conv3d on 2 threads: R3D layer1 58/~95/~100 ms wall). Whole
-train step, same process, old (one kernel-gradient conv, dots for (1,k,k)) -> frame pieces, CPU
-ms under load 4-5: r3d_18 5015 -> 3650, r2plus1d_18 7390 -> 5320, resnext3d_101 3295 -> 3120.
-The same choices win on an AVX2-only CPU (AMD EPYC Zen 3, docs/benchmarks.md): one rule for both
-ISAs.
-Tried and not better for R3D layer1: output-channel or batch halves of the forward (same time),
-taps2d (fwd 263 vs 185 ms, d-kernel 663 vs 541), im2col + one dot per temporal tap for the
-kernel gradient (689 ms wall vs 398), `conv_general_dilated_patches` + dot (1067), frames laid
-side by side along W in one kernel-gradient conv (170 vs 136 per tap), 2 or 4 frames per piece
-(step 4275 / 4770 vs 3915 CPU-ms). All lowerings compute the same function (up to float summation
-order) with the same gradients; parameters are laid out like `flax.linen.Conv` (`kernel`:
-(kt, kh, kw, in/groups, out), `bias`), so checkpoints do not depend on the lowering.
-
-`configure_cpu_flags()` is the hook entry points call before jax initialises its backend.
-Measured and rejected: `--xla_cpu_experimental_ynn_fusion_type=+individual_convolution` (jax 0.10
-already runs 2D convolutions on YNNPACK; `-individual_convolution` falls back to Eigen: R3D
-layer1 fwd 186 vs 166 ms, d-kernel 232 vs 368 unsplit but 416 vs 184 in frame pieces),
-`--xla_cpu_enable_concurrency_optimized_scheduler=true` (R3D step 3750 vs 3820 CPU-ms, noise),
-the oneDNN / XNNPACK flags; so no flag is set by default.
-
-Threads: XLA:CPU gives most 2D convolutions to YNNPACK, which splits a convolution over threads
-by tiles of 64 output channels only, so every conv with <= 64 outputs ran on one core (R3D's
-whole layer 1: in a profiled R3D-18 step ~60% of the wall time had one busy thread). Forward
-and input-gradient convs whose output channels would leave cores idle (`_ynn_core_use` below
-YNN_MIN_CORE_USE, from the core count) are computed one output column wider, which XLA keeps on
-its multithreaded Eigen convolution (`_multithreaded_conv2d`; Eigen costs ~1.25x YNNPACK's CPU
-time per conv but uses every core): R3D-18 step 3047 -> 2556 ms wall (same process, alternating
-rounds; CPU time -2%), r2plus1d_18 unchanged (1.18x torch). Kernel-gradient pieces stay on
-YNNPACK: they are many small independent convs that run concurrently, and Eigen took 2x their
-CPU time. Splitting strided convs (the stem) into batch halves did not help (2220 vs 2222 ms).
-The rule was measured on 2 cores only; with many cores it sends most convs to Eigen. Splitting
-the batch over one host device per core (`configure_cpu_flags(host_devices=N)`, data parallel)
-helped before this change (session 2: r3d_18 1.72x -> 1.67x torch) and is now slower (1.86x:
-the devices contend for the cores Eigen already uses); it stays opt-in.
+`auto` picks per backend and shape (`choose_lowering`, `choose_kernel_grad`); one rule holds on
+AVX-512 and AVX2 CPUs. All lowerings compute the same function (up to float summation order) with
+the same gradients; parameters are laid out like `flax.linen.Conv` (`kernel`: (kt, kh, kw,
+in/groups, out), `bias`), so checkpoints do not depend on the lowering. The measurements behind
+each choice, and what was tried and rejected, are in docs/benchmarks.md ("CPU 3D convolution
+lowerings"). `configure_cpu_flags()` is the hook entry points call before jax initialises its
+backend; no XLA flag is set by default.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import os
 from typing import Any, Sequence
@@ -90,47 +47,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from darkjax.layers import conv2d
+from darkjax.layers.conv2d import native_lowering, native_lowering_forced  # noqa: F401 (API)
+
 Padding = Sequence[tuple[int, int]]
 LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise")
 KERNEL_GRADS = ("auto", "xla", "dots")
 # XLA flags `configure_cpu_flags` adds on CPU when the user has not set XLA_FLAGS (none by default:
 # see the module docstring for what was measured).
 CPU_XLA_FLAGS: tuple[str, ...] = ()
-# `_conv2d_kernel_grad` splits the batch of frames into pieces of as many frames as have
-# KERNEL_GRAD_PIECE_POSITIONS input pixels (at least one), and at most KERNEL_GRAD_PIECES pieces.
-KERNEL_GRAD_PIECE_POSITIONS = 56 * 56
-KERNEL_GRAD_PIECES = 32
-# YNNPACK (XLA:CPU's 2D convolution library) parallelises over tiles of this many output channels;
-# forward and input-gradient convs that would keep less than YNN_MIN_CORE_USE of the cores busy
-# go to XLA's Eigen convolution instead (`_multithreaded_conv2d`).
-YNN_TILE_CHANNELS = 64
-YNN_MIN_CORE_USE = 0.8
-# Set inside `native_lowering()`: `auto` then means XLA's native 3D ops on every backend.
-_FORCE_NATIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("force_native_conv3d",
-                                                                     default=False)
-
-
-@contextlib.contextmanager
-def native_lowering():
-  """Within the block, `conv3d`, `max_pool3d` and depthwise 2D convs (darkjax.layers.depthwise)
-  traced with lowering="auto" use XLA's native ops on every backend, as `conv_lowering="native"`
-  does for one model. For counting the FLOPs of
-  the mathematical convolution on CPU (`darkjax.tools.zoo_table`): the CPU lowerings add pads,
-  slices and tap sums, and XLA's cost analysis counts them. It acts at trace time only, so jit a
-  fresh function inside the block (an already traced and cached one keeps its lowering).
-  """
-  token = _FORCE_NATIVE.set(True)
-  try:
-    yield
-  finally:
-    _FORCE_NATIVE.reset(token)
-
-
-def native_lowering_forced() -> bool:
-  """Whether the current trace is inside `native_lowering()`."""
-  return _FORCE_NATIVE.get()
-
-
 def _backends_initialised() -> bool:
   """Whether jax has created its backends (so XLA_FLAGS set now would be ignored).
 
@@ -206,7 +131,7 @@ def resolve_lowering(lowering: str, kernel_shape: Sequence[int] | None = None,
     raise ValueError(f"unknown conv lowering {lowering!r}; expected one of {LOWERINGS}")
   if lowering != "auto":
     return lowering
-  if _FORCE_NATIVE.get():
+  if native_lowering_forced():
     return "native"
   if kernel_shape is None:
     return "sum2d" if jax.default_backend() == "cpu" else "native"
@@ -227,127 +152,6 @@ def _temporal_taps(x: jax.Array, kt: int, st: int) -> tuple[list[jax.Array], int
           for tap in range(kt)], t_out
 
 
-def _plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None, rhs_dilation=None):
-  return lax.conv_general_dilated(x, kernel, window_strides=tuple(strides), padding=tuple(padding),
-                                  lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                  feature_group_count=groups)
-
-
-def _cores() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # not on Linux
-    return os.cpu_count() or 1
-
-
-def _ynn_core_use(out_channels: int) -> float:
-  """Estimated share of the cores kept busy when YNNPACK runs a conv with this many output
-  channels: tiles of YNN_TILE_CHANNELS (the last one partial), each on one core, the largest
-  first to the least loaded core. Measured core use on 2 cores for 32 frames of 56x56: 64 and
-  fewer outputs 1.0 of 2 cores, 96: 1.76, 128: 1.92, 144: 1.84, 192: 1.59."""
-  loads = [0] * _cores()
-  for start in range(0, out_channels, YNN_TILE_CHANNELS):
-    loads[loads.index(min(loads))] += min(YNN_TILE_CHANNELS, out_channels - start)
-  return out_channels / (len(loads) * max(loads))
-
-
-def _multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None):
-  """`_plain_conv2d` for the forward and input-gradient convolutions of the CPU lowerings.
-
-  XLA:CPU hands a 2D convolution to YNNPACK when it can, and YNNPACK splits the work over threads
-  by tiles of 64 output channels only: a convolution with <= 64 output channels runs on one core
-  (R3D layer-1 3x3 64->64 on 32 frames of 56x56: 36-50 ms wall on 1 of 2 cores; 128 outputs:
-  1.9 cores). XLA's Eigen convolution uses every core (same conv: 23-25 ms wall, 46 CPU-ms).
-  Grouped convolutions (not depthwise) run on one core in YNNPACK whatever their width, and 3-5x
-  slower than in Eigen (ResNeXt's 3x3 taps2d conv 384->128 in 32 groups on 16 frames of 28x28:
-  120 ms vs 42 ms wall; 8 frames of 14x14, 768->256: 28 vs 6 ms).
-  XLA keeps convolutions whose output is wider than their input away from YNNPACK, so for those
-  shapes one extra column of zero padding is added on the right and its output column dropped:
-  same values (one output column more is computed, ~2% of the work for 56 columns).
-  """
-  kh, kw, cin_group, cout = kernel.shape
-  if groups > 1:
-    idle_cores = cin_group > 1  # depthwise convs: see darkjax.layers.depthwise
-  else:
-    idle_cores = _ynn_core_use(cout) < YNN_MIN_CORE_USE
-  (top, bottom), (left, right) = padding
-  width = x.shape[2] + left + right - kw + 1  # output width (stride 1)
-  if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or not idle_cores or lhs_dilation
-      or tuple(strides) != (1, 1) or max(cin_group * groups, cout) <= 16
-      or not 1 <= width <= x.shape[2]):  # YNNPACK would not take it anyway, or nothing to compute
-    return _plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=lhs_dilation)
-  y = _plain_conv2d(x, kernel, strides, ((top, bottom), (left, right + x.shape[2] + 1 - width)),
-                    groups)
-  return y[:, :, :width]
-
-
-# 2D convolution whose gradients are written as convolutions in canonical NHWC/HWIO form. XLA:CPU
-# rewrites the non-canonical gradient convolutions autodiff produces into fast Eigen calls, but
-# not inside while loops (`nn.scan`, `lax.scan`), where they fall back to a loop ~30x slower.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv2d(x, kernel, strides, padding, groups):
-  return _multithreaded_conv2d(x, kernel, strides, padding, groups)
-
-
-def _conv2d_fwd(x, kernel, strides, padding, groups):
-  return _multithreaded_conv2d(x, kernel, strides, padding, groups), (x, kernel)
-
-
-def _conv2d_input_grad(grad_out, kernel, in_hw, strides, padding, groups):
-  """Transposed convolution: grad_out dilated by the strides, against the flipped kernel."""
-  kh, kw, cin_group, cout = kernel.shape
-  flipped = kernel[::-1, ::-1].reshape((kh, kw, cin_group, groups, cout // groups))
-  flipped = jnp.transpose(flipped, (0, 1, 4, 3, 2)).reshape((kh, kw, cout // groups,
-                                                             groups * cin_group))
-  pads = []
-  for n, m, k, s, (lo, _) in zip(in_hw, grad_out.shape[1:3], (kh, kw), strides, padding):
-    pads.append((k - 1 - lo, n - 1 + lo - (m - 1) * s))
-  dilation = tuple(strides) if tuple(strides) != (1, 1) else None
-  return _multithreaded_conv2d(grad_out, flipped, (1, 1), pads, groups, lhs_dilation=dilation)
-
-
-def _conv2d_kernel_grad(x, grad_out, kernel_shape, strides, padding):
-  """Ungrouped kernel gradient summed over pieces of the batch (frames), see KERNEL_GRAD_PIECES.
-
-  XLA:CPU computes the kernel gradient of one frame 1.5-3x faster per frame than of 32 frames at
-  once (R3D layer-1 tap: 136 -> 60 ms), and the independent pieces run concurrently.
-  """
-  n = x.shape[0]
-  size = max(1, KERNEL_GRAD_PIECE_POSITIONS // (x.shape[1] * x.shape[2]),
-             -(-n // KERNEL_GRAD_PIECES))
-  pieces = [_conv2d_kernel_grad_piece(x[i:i + size], grad_out[i:i + size], kernel_shape, strides,
-                                      padding) for i in range(0, n, size)]
-  while len(pieces) > 1:  # pairwise: independent adds, shorter float summation chains
-    pieces = [a + b for a, b in zip(pieces[::2], pieces[1::2])] + pieces[len(pieces) // 2 * 2:]
-  return pieces[0]
-
-
-def _conv2d_kernel_grad_piece(x, grad_out, kernel_shape, strides, padding):
-  """Kernel gradient as a conv with the batch as the contracted feature axis."""
-  kh, kw = kernel_shape[:2]
-  lhs = jnp.transpose(x, (3, 1, 2, 0))  # (C, H, W, N): channels as batch, N contracted
-  rhs = jnp.transpose(grad_out, (1, 2, 0, 3))  # (H', W', N, O)
-  dilation = tuple(strides) if tuple(strides) != (1, 1) else None
-  # Padding inside the conv (not jnp.pad) is ~1.8x faster on XLA:CPU for R3D layer-1 shapes.
-  out = _plain_conv2d(lhs, rhs, (1, 1), padding, 1, rhs_dilation=dilation)
-  return jnp.transpose(out[:, :kh, :kw], (1, 2, 0, 3))
-
-
-def _conv2d_bwd(strides, padding, groups, residuals, grad_out):
-  x, kernel = residuals
-  dx = _conv2d_input_grad(grad_out, kernel, x.shape[1:3], strides, padding, groups)
-  if groups == 1:
-    dk = _conv2d_kernel_grad(x, grad_out, kernel.shape, strides, padding)
-  else:  # grouped: the `auto` kernel gradient of grouped convs is kernel_grad_dots anyway
-    _, kernel_vjp = jax.vjp(lambda k: _plain_conv2d(x, k, strides, padding, groups), kernel)
-    (dk,) = kernel_vjp(grad_out)
-  return dx.astype(x.dtype), dk.astype(kernel.dtype)
-
-
-_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-
 def _native(x, kernel, strides, padding, groups):
   return lax.conv_general_dilated(x, kernel, window_strides=strides, padding=padding,
                                   dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
@@ -363,7 +167,7 @@ def _sum2d(x, kernel, strides, padding, groups):
   b = x.shape[0]
   out = None
   for tap, frames in enumerate(taps):
-    y = _conv2d(frames.reshape((b * t_out,) + frames.shape[2:]), kernel[tap], strides[1:],
+    y = conv2d.conv2d(frames.reshape((b * t_out,) + frames.shape[2:]), kernel[tap], strides[1:],
                 padding[1:], groups)
     out = y if out is None else out + y
   return out.reshape((b, t_out) + out.shape[1:])
@@ -379,7 +183,7 @@ def _sum2d_shifted(x, kernel, strides, padding, groups):
   b, t = x.shape[:2]
   taps, t_out = _overlapping_taps(kernel.shape[0], padding[0], t)
   frames = x.reshape((b * t,) + x.shape[2:])
-  outputs = [_conv2d(frames, kernel[a], strides[1:], padding[1:], groups) for a in taps]
+  outputs = [conv2d.conv2d(frames, kernel[a], strides[1:], padding[1:], groups) for a in taps]
   return _shift_sum([y.reshape((b, t) + y.shape[1:]) for y in outputs],
                     [a - padding[0][0] for a in taps], t_out)
 
@@ -407,7 +211,7 @@ def _shifted_taps_forward(x, kernel, strides, padding):
   b, t = x.shape[:2]
   taps, t_out = _overlapping_taps(kernel.shape[0], padding[0], t)
   cout = kernel.shape[-1]
-  y = _multithreaded_conv2d(x.reshape((b * t,) + x.shape[2:]),
+  y = conv2d.multithreaded_conv2d(x.reshape((b * t,) + x.shape[2:]),
                             jnp.concatenate([kernel[a] for a in taps], axis=-1), strides,
                             padding[1:], 1)
   y = y.reshape((b, t) + y.shape[1:])
@@ -437,7 +241,7 @@ def _shifted_taps_bwd(strides, padding, residuals, grad_out):
   cin = kernel.shape[3]
   # the taps' kernels stacked on the input axis: the transposed conv gives every tap's input
   # gradient side by side, (tap, channel) ordered
-  z = _conv2d_input_grad(grad_out.reshape((b * t_out,) + grad_out.shape[2:]),
+  z = conv2d.conv2d_input_grad(grad_out.reshape((b * t_out,) + grad_out.shape[2:]),
                          jnp.concatenate([kernel[a] for a in taps], axis=2), x.shape[2:4],
                          strides, padding[1:], 1)
   z = z.reshape((b, t_out) + z.shape[1:])
@@ -450,7 +254,7 @@ def _shifted_taps_bwd(strides, padding, residuals, grad_out):
     # read padding); only slices of it (the kernel-gradient pieces) are used, which XLA can take
     # from grad_out directly
     g_tap = _shift_sum([grad_out], [lo - a], t)
-    dk[a] = _conv2d_kernel_grad(frames, g_tap.reshape((b * t,) + g_tap.shape[2:]),
+    dk[a] = conv2d.conv2d_kernel_grad(frames, g_tap.reshape((b * t,) + g_tap.shape[2:]),
                                 kernel.shape[1:], strides, padding[1:]).astype(kernel.dtype)
   return dx.astype(x.dtype), jnp.stack(dk)
 
@@ -467,7 +271,7 @@ def _taps2d(x, kernel, strides, padding, groups):
     stacked = stacked.reshape((b, t_out, h, w, kt, groups, c // groups)).swapaxes(-3, -2)
   stacked = stacked.reshape((b * t_out, h, w, kt * c))
   kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape((kh, kw, kt * cin_group, cout))
-  y = _conv2d(stacked, kernel2d, strides[1:], padding[1:], groups)
+  y = conv2d.conv2d(stacked, kernel2d, strides[1:], padding[1:], groups)
   return y.reshape((b, t_out) + y.shape[1:])
 
 
@@ -485,7 +289,7 @@ def _temporal2d(x, kernel, strides, padding, groups):
                      f"{kernel.shape[:3]}")
   x = _subsample_spatial(x, strides, padding)
   b, t, h, w, c = x.shape
-  y = _conv2d(x.reshape((b, t, h * w, c)), kernel.reshape((kt, 1, cin_group, cout)),
+  y = conv2d.conv2d(x.reshape((b, t, h * w, c)), kernel.reshape((kt, 1, cin_group, cout)),
               (strides[0], 1), (padding[0], (0, 0)), groups)
   return y.reshape((b, y.shape[1], h, w, cout))
 
@@ -580,7 +384,7 @@ def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
   93 vs 302 ms). Gradients differ only for exactly tied maxima (shared instead of given to one).
   """
   if lowering == "auto":
-    cpu = jax.default_backend() == "cpu" and not _FORCE_NATIVE.get()
+    cpu = jax.default_backend() == "cpu" and not native_lowering_forced()
     lowering = "separable" if cpu else "native"
   if lowering == "native":
     return nn.max_pool(x, tuple(window), strides=tuple(strides), padding=tuple(padding))

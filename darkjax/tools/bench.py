@@ -17,7 +17,7 @@ host devices (data parallel, `--xla_force_host_platform_device_count`).
 `--variants` times the step under several CPU conv settings of `darkjax.layers.conv` in the same
 process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
-`ynn_min_core_use=` (`conv.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK). Figures per CPU
+`ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK). Figures per CPU
 ISA are in docs/benchmarks.md.
 
 Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, best of 3 rounds, flax / torch
@@ -35,7 +35,7 @@ changes of that session: single-tile convs on Eigen, stride-1 taps side by side;
   r3d_18 --devices 2: 3232 / 1738 = 1.86 (worse than one device now: the Eigen convs already use
   both cores, and two devices contend for them).
 History: session 1 r3d_18 2.09-2.27 (under load); session 2 1.66-1.77 after kernel gradients in
-frame pieces (`conv.KERNEL_GRAD_PIECE_POSITIONS`). Earlier resnext3d_101 ratios of 0.67 were
+frame pieces (`conv2d.KERNEL_GRAD_PIECE_POSITIONS`). Earlier resnext3d_101 ratios of 0.67 were
 taken under heavy load (4-5), where torch degrades more than XLA: compare ratios from quiet runs.
 XLA_FLAGS tried on r3d_18 in session 2 with no change beyond the run-to-run spread:
 --xla_cpu_use_onednn + --xla_cpu_experimental_onednn_custom_call,
@@ -63,15 +63,11 @@ import time
 from typing import Any, Callable, Iterator
 from unittest import mock
 
-from darkjax.layers import conv
+from darkjax.layers import conv, conv2d
 from darkjax.layers.conv import configure_cpu_flags
 
 NUM_CLASSES = 400
 _TORCHVISION_MODELS = ("r3d_18", "mc3_18", "r2plus1d_18")
-
-
-def _cores() -> int:
-  return len(os.sched_getaffinity(0))
 
 
 def _median(values: list[float]) -> float:
@@ -107,7 +103,7 @@ def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
       stack.enter_context(mock.patch.object(
           conv, "choose_kernel_grad", lambda *_, value=settings["kernel_grad"]: value))
     if "ynn_min_core_use" in settings:
-      stack.enter_context(mock.patch.object(conv, "YNN_MIN_CORE_USE",
+      stack.enter_context(mock.patch.object(conv2d, "YNN_MIN_CORE_USE",
                                             settings["ynn_min_core_use"]))
     yield
 
@@ -199,7 +195,7 @@ def _torch_model(model_name: str, frames: int, size: int):
 def _torch_step(model_name: str, batch: int, frames: int, size: int) -> Callable[[], None]:
   import torch
 
-  torch.set_num_threads(_cores())
+  torch.set_num_threads(conv2d.cores())
   model = _torch_model(model_name, frames, size).train()
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
   clips = torch.randn(batch, 3, frames, size, size)
@@ -240,7 +236,7 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
                                    args.devices)
   result: dict[str, Any] = {"model": args.model, "compile_s": compile_s[0],
                             "compile_cpu_s": compile_s[1]}
-  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, {_cores()} cores; "
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, {conv2d.cores()} cores; "
         f"compile {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU", flush=True)
   if args.compile_only:
     return result
@@ -271,7 +267,7 @@ def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
   """The train step under each of `--variants` (and torch with `--vs-torch`), timed in alternating
   rounds; every entry's per-round wall times are divided by the first variant's of that round."""
   specs = [spec.strip() for spec in args.variants.split(";") if spec.strip()]
-  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, {_cores()} cores, "
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, {conv2d.cores()} cores, "
         f"{len(specs)} variants", flush=True)
   runs: dict[str, Callable[[], None]] = {}
   result: dict[str, Any] = {"model": args.model, "variants": {}}
@@ -312,7 +308,7 @@ def bench_depthwise(args: argparse.Namespace) -> dict[str, Any]:
   import numpy as np  # pylint: disable=import-outside-toplevel
   from darkjax.layers.depthwise import depthwise_conv2d  # pylint: disable=import-outside-toplevel
   rows = []
-  print(f"depthwise 3x3 conv, batch {args.dw_batch}, fwd + grad, {_cores()} cores "
+  print(f"depthwise 3x3 conv, batch {args.dw_batch}, fwd + grad, {conv2d.cores()} cores "
         f"(median of {args.steps} steps, best of {args.rounds} rounds)", flush=True)
   for spec in args.dw_shapes.split(";"):
     size, channels, stride = (int(v) for v in spec.split(","))

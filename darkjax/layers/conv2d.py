@@ -1,0 +1,176 @@
+"""2D convolutions for the CPU lowerings of darkjax.layers.conv: NHWC / HWIO convolutions whose
+gradients are written as canonical convolutions, run on every core.
+
+XLA:CPU rewrites the non-canonical gradient convolutions autodiff produces into fast library
+calls, but not inside while loops (`nn.scan`, `lax.scan`), where they fall back to a loop ~30x
+slower; so `conv2d` carries its own VJP. Its kernel gradient is summed over pieces of frames
+(faster per frame, and the pieces run concurrently), and forward / input-gradient convolutions
+that YNNPACK would run on one core are kept on XLA's multithreaded Eigen convolution
+(`multithreaded_conv2d`). Measurements: docs/benchmarks.md ("CPU 3D convolution lowerings").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# `conv2d_kernel_grad` splits the batch of frames into pieces of as many frames as have
+# KERNEL_GRAD_PIECE_POSITIONS input pixels (at least one), and at most KERNEL_GRAD_PIECES pieces.
+KERNEL_GRAD_PIECE_POSITIONS = 56 * 56
+KERNEL_GRAD_PIECES = 32
+# YNNPACK (XLA:CPU's 2D convolution library) parallelises over tiles of this many output channels;
+# forward and input-gradient convs that would keep less than YNN_MIN_CORE_USE of the cores busy
+# go to XLA's Eigen convolution instead (`multithreaded_conv2d`).
+YNN_TILE_CHANNELS = 64
+YNN_MIN_CORE_USE = 0.8
+# Set inside `native_lowering()`: `auto` then means XLA's native 3D ops on every backend.
+_FORCE_NATIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("force_native_conv3d",
+                                                                     default=False)
+
+
+@contextlib.contextmanager
+def native_lowering():
+  """Within the block, `conv3d`, `max_pool3d` and depthwise 2D convs (darkjax.layers.depthwise)
+  traced with lowering="auto" use XLA's native ops on every backend, as `conv_lowering="native"`
+  does for one model. For counting the FLOPs of
+  the mathematical convolution on CPU (`darkjax.tools.zoo_table`): the CPU lowerings add pads,
+  slices and tap sums, and XLA's cost analysis counts them. It acts at trace time only, so jit a
+  fresh function inside the block (an already traced and cached one keeps its lowering).
+  """
+  token = _FORCE_NATIVE.set(True)
+  try:
+    yield
+  finally:
+    _FORCE_NATIVE.reset(token)
+
+
+def native_lowering_forced() -> bool:
+  """Whether the current trace is inside `native_lowering()`."""
+  return _FORCE_NATIVE.get()
+
+
+def plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None, rhs_dilation=None):
+  return lax.conv_general_dilated(x, kernel, window_strides=tuple(strides), padding=tuple(padding),
+                                  lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                  feature_group_count=groups)
+
+
+def cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def ynn_core_use(out_channels: int) -> float:
+  """Estimated share of the cores kept busy when YNNPACK runs a conv with this many output
+  channels: tiles of YNN_TILE_CHANNELS (the last one partial), each on one core, the largest
+  first to the least loaded core. Measured core use on 2 cores for 32 frames of 56x56: 64 and
+  fewer outputs 1.0 of 2 cores, 96: 1.76, 128: 1.92, 144: 1.84, 192: 1.59."""
+  loads = [0] * cores()
+  for start in range(0, out_channels, YNN_TILE_CHANNELS):
+    loads[loads.index(min(loads))] += min(YNN_TILE_CHANNELS, out_channels - start)
+  return out_channels / (len(loads) * max(loads))
+
+
+def multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None):
+  """`plain_conv2d` for the forward and input-gradient convolutions of the CPU lowerings.
+
+  XLA:CPU hands a 2D convolution to YNNPACK when it can, and YNNPACK splits the work over threads
+  by tiles of 64 output channels only: a convolution with <= 64 output channels runs on one core
+  (R3D layer-1 3x3 64->64 on 32 frames of 56x56: 36-50 ms wall on 1 of 2 cores; 128 outputs:
+  1.9 cores). XLA's Eigen convolution uses every core (same conv: 23-25 ms wall, 46 CPU-ms).
+  Grouped convolutions (not depthwise) run on one core in YNNPACK whatever their width, and 3-5x
+  slower than in Eigen (ResNeXt's 3x3 taps2d conv 384->128 in 32 groups on 16 frames of 28x28:
+  120 ms vs 42 ms wall; 8 frames of 14x14, 768->256: 28 vs 6 ms).
+  XLA keeps convolutions whose output is wider than their input away from YNNPACK, so for those
+  shapes one extra column of zero padding is added on the right and its output column dropped:
+  same values (one output column more is computed, ~2% of the work for 56 columns).
+  """
+  kh, kw, cin_group, cout = kernel.shape
+  if groups > 1:
+    idle_cores = cin_group > 1  # depthwise convs: see darkjax.layers.depthwise
+  else:
+    idle_cores = ynn_core_use(cout) < YNN_MIN_CORE_USE
+  (top, bottom), (left, right) = padding
+  width = x.shape[2] + left + right - kw + 1  # output width (stride 1)
+  if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or not idle_cores or lhs_dilation
+      or tuple(strides) != (1, 1) or max(cin_group * groups, cout) <= 16
+      or not 1 <= width <= x.shape[2]):  # YNNPACK would not take it anyway, or nothing to compute
+    return plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=lhs_dilation)
+  y = plain_conv2d(x, kernel, strides, ((top, bottom), (left, right + x.shape[2] + 1 - width)),
+                    groups)
+  return y[:, :, :width]
+
+
+# 2D convolution whose gradients are written as convolutions in canonical NHWC/HWIO form. XLA:CPU
+# rewrites the non-canonical gradient convolutions autodiff produces into fast Eigen calls, but
+# not inside while loops (`nn.scan`, `lax.scan`), where they fall back to a loop ~30x slower.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv2d(x, kernel, strides, padding, groups):
+  return multithreaded_conv2d(x, kernel, strides, padding, groups)
+
+
+def conv2d_fwd(x, kernel, strides, padding, groups):
+  return multithreaded_conv2d(x, kernel, strides, padding, groups), (x, kernel)
+
+
+def conv2d_input_grad(grad_out, kernel, in_hw, strides, padding, groups):
+  """Transposed convolution: grad_out dilated by the strides, against the flipped kernel."""
+  kh, kw, cin_group, cout = kernel.shape
+  flipped = kernel[::-1, ::-1].reshape((kh, kw, cin_group, groups, cout // groups))
+  flipped = jnp.transpose(flipped, (0, 1, 4, 3, 2)).reshape((kh, kw, cout // groups,
+                                                             groups * cin_group))
+  pads = []
+  for n, m, k, s, (lo, _) in zip(in_hw, grad_out.shape[1:3], (kh, kw), strides, padding):
+    pads.append((k - 1 - lo, n - 1 + lo - (m - 1) * s))
+  dilation = tuple(strides) if tuple(strides) != (1, 1) else None
+  return multithreaded_conv2d(grad_out, flipped, (1, 1), pads, groups, lhs_dilation=dilation)
+
+
+def conv2d_kernel_grad(x, grad_out, kernel_shape, strides, padding):
+  """Ungrouped kernel gradient summed over pieces of the batch (frames), see KERNEL_GRAD_PIECES.
+
+  XLA:CPU computes the kernel gradient of one frame 1.5-3x faster per frame than of 32 frames at
+  once (R3D layer-1 tap: 136 -> 60 ms), and the independent pieces run concurrently.
+  """
+  n = x.shape[0]
+  size = max(1, KERNEL_GRAD_PIECE_POSITIONS // (x.shape[1] * x.shape[2]),
+             -(-n // KERNEL_GRAD_PIECES))
+  pieces = [conv2d_kernel_grad_piece(x[i:i + size], grad_out[i:i + size], kernel_shape, strides,
+                                      padding) for i in range(0, n, size)]
+  while len(pieces) > 1:  # pairwise: independent adds, shorter float summation chains
+    pieces = [a + b for a, b in zip(pieces[::2], pieces[1::2])] + pieces[len(pieces) // 2 * 2:]
+  return pieces[0]
+
+
+def conv2d_kernel_grad_piece(x, grad_out, kernel_shape, strides, padding):
+  """Kernel gradient as a conv with the batch as the contracted feature axis."""
+  kh, kw = kernel_shape[:2]
+  lhs = jnp.transpose(x, (3, 1, 2, 0))  # (C, H, W, N): channels as batch, N contracted
+  rhs = jnp.transpose(grad_out, (1, 2, 0, 3))  # (H', W', N, O)
+  dilation = tuple(strides) if tuple(strides) != (1, 1) else None
+  # Padding inside the conv (not jnp.pad) is ~1.8x faster on XLA:CPU for R3D layer-1 shapes.
+  out = plain_conv2d(lhs, rhs, (1, 1), padding, 1, rhs_dilation=dilation)
+  return jnp.transpose(out[:, :kh, :kw], (1, 2, 0, 3))
+
+
+def conv2d_bwd(strides, padding, groups, residuals, grad_out):
+  x, kernel = residuals
+  dx = conv2d_input_grad(grad_out, kernel, x.shape[1:3], strides, padding, groups)
+  if groups == 1:
+    dk = conv2d_kernel_grad(x, grad_out, kernel.shape, strides, padding)
+  else:  # grouped: the `auto` kernel gradient of grouped convs is kernel_grad_dots anyway
+    _, kernel_vjp = jax.vjp(lambda k: plain_conv2d(x, k, strides, padding, groups), kernel)
+    (dk,) = kernel_vjp(grad_out)
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+conv2d.defvjp(conv2d_fwd, conv2d_bwd)
