@@ -6,11 +6,19 @@ Source-only baseline: add `domain_loss=False` to the args.
 
 Paper: 90.83% top-1 on InfAR (target test split) with XD145 as the source (ResNeXt-DA backbone).
 
-Data (prepared once with `python -m darkjax.data.prepare`, under $DARKJAX_DATA, default
-~/darkjax_data):
-  xd145_infar12   XD145 restricted to the 12 InfAR classes, in the order of `INFAR_CLASSES`
-  infar           InfAR (train split: unlabelled target clips; test split: evaluation)
+Data (prepared once with `python -m darkjax.data.prepare --dataset xd145|infar`, under
+$DARKJAX_DATA, default ~/darkjax_data; docs/datasets.md):
+  xd145   XD145, the visible twin of InfAR: the same 12 classes (`INFAR_CLASSES`), 50 clips each
+  infar   InfAR (train split: unlabelled target clips; test split: evaluation)
 Source and target must list the same class names in the same order; the trainer checks it.
+Splits: neither release ships split lists; `prepare` draws the seed papers' 5 random 30 / 20
+clips-per-class splits (seeded, stored in the manifest), and `split=k` picks `train<k>` / `test<k>`
+of both datasets.
+
+Evaluation (the paper states no test-time protocol; this is the common one): 1 clip x 1 centre
+crop of 16 dense frames per video, every video of InfAR's test split counted once (`eval`) and of
+XD145's (`eval_source`); top-1, top-5 and mean class accuracy. `eval_clips=10,eval_crops=3`
+gives the 10-clip x 3-crop protocol.
 
 Args (`--config=configs/dinet_infar.py:backbone=c3d,steps=8000`):
   backbone     resnext3d_101 (ResNeXt-DA, default) | resnet3d_101 (ResNet-DA) | c3d (C3D-DA) or any
@@ -20,6 +28,9 @@ Args (`--config=configs/dinet_infar.py:backbone=c3d,steps=8000`):
   lr           base learning rate of the DANN annealing lr_0 / (1 + 10 p)^0.75
   domain_loss  False: source-only baseline
   seed         training seed
+  split        which of the 5 protocol splits (1..5)
+  eval_clips, eval_crops   test-time views per video (clips x 1 centre or 3 crops)
+  source_dir, target_dir   dataset directories (default $DARKJAX_DATA/xd145, $DARKJAX_DATA/infar)
   runlocal     tiny backbone and sizes (still needs the prepared datasets)
 """
 
@@ -36,17 +47,20 @@ BACKBONES = {"resnext3d_101": "ResNeXt-DA", "resnet3d_101": "ResNet-DA", "c3d": 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, backbone="resnext3d_101", steps=10000, batch=32, lr=0.001,
-                         domain_loss=True, seed=0, runlocal=False)
+                         domain_loss=True, seed=0, split=1, eval_clips=1, eval_crops=1,
+                         source_dir="", target_dir="", runlocal=False)
   root = common.default_data_root()
   config = common.base_config("dinet", arg.steps, seed=arg.seed)
   config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
                                     short_side=128, crop_size=112, flip=True,
-                                    normalise="kinetics", eval_clips=1, eval_crops=1)
-  config.input.data = common.data_block("xd145", os.path.join(root, "xd145_infar12"),
-                                        split_index=1)
+                                    normalise="kinetics", sampling="dense",
+                                    eval_clips=arg.eval_clips, eval_crops=arg.eval_crops)
+  config.input.data = common.data_block("xd145", arg.source_dir or os.path.join(root, "xd145"),
+                                        split_index=arg.split)
   config.input.stream = "video"
   config.dinet = dinet_base.dinet_block(
-      common.data_block("infar", os.path.join(root, "infar"), split_index=1), "video",
+      common.data_block("infar", arg.target_dir or os.path.join(root, "infar"),
+                        split_index=arg.split), "video",
       domain_loss=arg.domain_loss)
   config.evals = dinet_base.dinet_evals()
   config.model = common.model_block("dinet", backbone=arg.backbone, domain_hidden=(1024, 1024),

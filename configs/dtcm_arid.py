@@ -25,10 +25,15 @@ Args (`--config=configs/dtcm_arid.py:k=8,alpha=0.1,w_stc=4,setting=one_stage_ar`
                very dark clips, see darkjax/models/enhancers.py)
   pretrain_enhancer  one-stage settings: train the enhancer alone first (enhancer_steps steps of
                the zero-reference losses), then jointly
+  split        official split 1, 2 or 3 (`train<k>` / `test<k>` of the prepared dataset)
+  eval_clips, eval_crops   test-time views per video: clips x (1 centre | 3) crops
   frames, crop, short_side, batch, steps, enhancer_steps (phase 1), lr, seed, data_dir
   runlocal     tiny backbone, 8 frames at 32x32, 2 steps: a smoke test
-Training as the paper: AdamW lr 1e-5, batch 4, dense sampling, random 112 crops for training and
-one centre crop for testing.
+Training as the paper: AdamW lr 1e-5, batch 4, dense sampling, random 112 crops for training.
+Evaluation as the paper ("1-clip and center-crop"): one dense clip of `frames` frames per video,
+one 112 x 112 centre crop, every video of the split's test list counted once; top-1, top-5 and
+mean class accuracy. The paper averages ARID's top-1 / top-5 over the 3 splits: run `split=1`,
+`split=2`, `split=3` and average. Data: docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -37,4 +42,4 @@ from configs import dtcm_base
 
 
 def get_config(arg=None):
-  return dtcm_base.dtcm_config(arg, "arid_v1", split_index=1)
+  return dtcm_base.dtcm_config(arg, "arid_v1")

@@ -13,11 +13,13 @@ from darkjax.models.dtcm import SETTINGS
 ARGS = dict(setting="one_stage_total", k=4, alpha=0.1, w_stc=4.0, backbone="resnext3d_101",
             enhancer="dtcm_enhancer", normalise="kinetics", frames=16, crop=112, short_side=128,
             batch=4, steps=20000, enhancer_steps=2000, lr=1e-5, seed=0, data_dir="",
-            pretrained="", pretrain_enhancer=False, initial_curve=0.0, runlocal=False)
+            pretrained="", pretrain_enhancer=False, initial_curve=0.0, split=1, eval_clips=1,
+            eval_crops=1, runlocal=False)
 
 
-def dtcm_config(arg: str | None, dataset: str, split_index: int = 0, **defaults) -> mlc.ConfigDict:
-  """The DTCM config for `dataset` (shared by configs/dtcm_*.py); `defaults` override ARGS."""
+def dtcm_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
+  """The DTCM config for `dataset` (shared by configs/dtcm_*.py); `defaults` override ARGS
+  (`split=0` for a dataset without numbered splits)."""
   arg = common.parse_arg(arg, **{**ARGS, **defaults})
   if arg.setting not in SETTINGS:
     raise ValueError(f"config arg setting={arg.setting!r}: valid {SETTINGS}")
@@ -28,10 +30,10 @@ def dtcm_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
   config.input = common.input_block(
       batch_size=arg.batch, eval_batch_size=arg.batch, frames=arg.frames, sampling="dense",
       short_side=arg.short_side, crop_size=arg.crop, train_crop="random", flip=True,
-      eval_clips=1, eval_crops=1, normalise="none", shuffle_window=256)
+      eval_clips=arg.eval_clips, eval_crops=arg.eval_crops, normalise="none", shuffle_window=256)
   config.input.data.name = dataset
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), dataset)
-  config.input.data.split_index = split_index
+  config.input.data.split_index = arg.split
   no_enhancement = arg.setting == "no_enhancement"
   config.model = common.model_block(
       "dtcm", backbone=arg.backbone, backbone_kwargs=mlc.ConfigDict(),

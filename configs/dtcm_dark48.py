@@ -5,7 +5,9 @@ r"""DTCM on Dark-48 (the 48-class dark subset the DTCM authors built with the da
 Paper (Tu et al., TIP 2023, Table III): 46.68% top-1 on Dark-48. Dark-48 must be prepared once
 (`python -m darkjax.data.prepare --dataset dark48 --src ... --out $DARKJAX_DATA/dark48`); the list
 of dark videos it was built from comes from `python -m darkjax.tools.darkness VIDEOS... --keep-dark
-FILE`. Args as configs/dtcm_arid.py (setting, k, alpha, w_stc, backbone, enhancer, frames, ...).
+FILE`. Args as configs/dtcm_arid.py (setting, k, alpha, w_stc, backbone, enhancer, frames,
+split, ...). Evaluation as the paper: 1 dense clip x 1 centre 112 crop per video, split 1 of the 3
+(`split=2|3` for the others), top-1 / top-5 and mean class accuracy. Data: docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -14,4 +16,4 @@ from configs import dtcm_base
 
 
 def get_config(arg=None):
-  return dtcm_base.dtcm_config(arg, "dark48", split_index=1)
+  return dtcm_base.dtcm_config(arg, "dark48")

@@ -17,7 +17,13 @@ Args (`--config=configs/lift_arid.py:variant=medium,luminous=r3d,kd=False`):
   gamma            GIC gamma (LUT[i] = floor((i/255)^(1/gamma) 255))
   frames, crop, short_side, batch, steps, teacher_steps, lr
   vit_init, luminous_init, data_dir (default $DARKJAX_DATA/arid_v1)
+  split            official split 1, 2 or 3 (`train<k>` / `test<k>` of the prepared dataset)
+  eval_clips, eval_crops   test-time views per video: clips x (1 centre | 3) crops
   runlocal         tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test
+Evaluation (the paper does not state its test-time views; this is the single-view protocol):
+segment sampling (the middle frame of each of `frames` equal segments), 1 clip x 1 centre crop
+per video, every video of split 1's test list counted once (`eval`: the student, `teacher_eval`:
+the teacher); top-1, top-5 and mean class accuracy. Data and weights: docs/datasets.md.
 Other examples: `--config=configs/lift_arid.py:runlocal,kd=False`,
 `--config=configs/lift_arid.py:variant=large,vit_trainable=all`.
 """
@@ -28,4 +34,4 @@ from configs import lift_base
 
 
 def get_config(arg=None):
-  return lift_base.lift_config(arg, dataset="arid_v1", split_index=1)
+  return lift_base.lift_config(arg, dataset="arid_v1")

@@ -14,11 +14,12 @@ VARIANTS = ("small", "medium", "large", "tiny_test")
 ARGS = dict(variant="small", luminous="r2plus1d", luminous_input="gamma", kd=True,
             vit_trainable="first", gamma=1.8, frames=30, crop=224, short_side=256, batch=32,
             steps=3000, teacher_steps=3000, lr=1e-4, vit_init="", luminous_init="", data_dir="",
-            runlocal=False, seed=0)
+            runlocal=False, seed=0, split=1, eval_clips=1, eval_crops=1)
 
 
-def lift_config(arg: str | None, dataset: str, split_index: int = 0, **defaults) -> mlc.ConfigDict:
-  """The LIFT-Net config for a prepared `dataset` (shared by configs/lift_*.py)."""
+def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
+  """The LIFT-Net config for a prepared `dataset` (shared by configs/lift_*.py); `defaults`
+  override ARGS (`split=0` for a dataset without numbered splits)."""
   arg = common.parse_arg(arg, **{**ARGS, **defaults})
   if arg.variant not in VARIANTS:
     raise ValueError(f"config arg variant={arg.variant!r}: valid {VARIANTS}")
@@ -32,10 +33,11 @@ def lift_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
   config.input = common.input_block(
       batch_size=arg.batch, eval_batch_size=arg.batch, frames=arg.frames, sampling="segment",
       short_side=arg.short_side, crop_size=arg.crop, flip=True, normalise="vit", gamma=0.0,
-      shuffle_window=256, streams=("flow",) if flow else ())
+      shuffle_window=256, streams=("flow",) if flow else (), eval_clips=arg.eval_clips,
+      eval_crops=arg.eval_crops)
   config.input.data.name = dataset
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), dataset)
-  config.input.data.split_index = split_index
+  config.input.data.split_index = arg.split
   config.model = common.model_block(f"liftnet_{arg.variant}")
   if arg.variant != "tiny_test":
     config.model.kwargs.luminous = LUMINOUS_BACKBONES[arg.luminous]

@@ -10,6 +10,9 @@ of GIC frames: the config reads the "flow" record stream (x, y, magnitude around
 stream stops the run at once saying so. `luminous_input=gamma` uses GIC frames instead. Other args
 as in configs/lift_arid.py, e.g.
 `--config=configs/lift_hmdb51.py:variant=medium,luminous_input=gamma,kd=False`.
+Evaluation as configs/lift_arid.py: segment sampling, 1 clip x 1 centre crop per video, the
+test list of official split 1 (`split=2|3` for the others), top-1 / top-5 / mean class accuracy.
+Data: docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -18,4 +21,4 @@ from configs import lift_base
 
 
 def get_config(arg=None):
-  return lift_base.lift_config(arg, dataset="hmdb51", split_index=1, luminous_input="flow")
+  return lift_base.lift_config(arg, dataset="hmdb51", luminous_input="flow")

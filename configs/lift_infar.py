@@ -9,6 +9,9 @@ Paper (Susladkar et al., LIFT-Net): 93.87% top-1 on InfAR. The dataset must be p
 (`python -m darkjax.data.prepare --dataset infar ...`, with optical flow); a missing dataset or
 flow stream stops the run at once saying so. Args as in configs/lift_arid.py, e.g.
 `--config=configs/lift_infar.py:variant=medium,luminous_input=gamma,kd=False`.
+Evaluation as configs/lift_arid.py: segment sampling, 1 clip x 1 centre crop per video, the
+test half of protocol split 1 (`split=2..5` for the other seeded 30 / 20 splits), top-1 / top-5 /
+mean class accuracy. Data: docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -17,4 +20,4 @@ from configs import lift_base
 
 
 def get_config(arg=None):
-  return lift_base.lift_config(arg, dataset="infar", split_index=1, luminous_input="flow")
+  return lift_base.lift_config(arg, dataset="infar", luminous_input="flow")

@@ -8,6 +8,9 @@ Paper (Susladkar et al., LIFT-Net): 98.89% top-1 on UCF101 in the abstract and c
 luminous pathway reads optical flow: prepare with `python -m darkjax.data.prepare --dataset ucf101
 --flow ...`, or pass `luminous_input=gamma` for GIC frames. Args as in configs/lift_arid.py, e.g.
 `--config=configs/lift_ucf101.py:variant=large,kd=False`.
+Evaluation as configs/lift_arid.py: segment sampling, 1 clip x 1 centre crop per video, the
+test list of official split 1 (`split=2|3` for the others), top-1 / top-5 / mean class accuracy.
+Data: docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -16,4 +19,4 @@ from configs import lift_base
 
 
 def get_config(arg=None):
-  return lift_base.lift_config(arg, dataset="ucf101", split_index=1, luminous_input="flow")
+  return lift_base.lift_config(arg, dataset="ucf101", luminous_input="flow")

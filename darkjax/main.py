@@ -39,10 +39,11 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   from darkjax import train  # pylint: disable=import-outside-toplevel
-  from darkjax.data.datasets import DatasetNotPreparedError  # pylint: disable=import-outside-toplevel
+  from darkjax.data.datasets import (  # pylint: disable=import-outside-toplevel
+      DatasetNotPreparedError, DatasetSplitError)
   try:
     results = train.run(_CONFIG.value, _WORKDIR.value)
-  except (DatasetNotPreparedError, train.NonFiniteLossError) as e:
+  except (DatasetNotPreparedError, DatasetSplitError, train.NonFiniteLossError) as e:
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(2)
   summary = {k: v for k, v in results.items() if isinstance(v, float) and "/" in k

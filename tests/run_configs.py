@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import glob
+import importlib
+import os
 from typing import Any
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def quiet(config: Any, **overrides: Any) -> Any:
@@ -13,3 +18,28 @@ def quiet(config: Any, **overrides: Any) -> Any:
   config.input.prefetch = 0
   config.update_from_flattened_dict(overrides)
   return config
+
+
+def config_files() -> list[str]:
+  """Every paper x dataset config file in configs/ (common.py and the `*_base.py` builders are
+  shared pieces, not configs)."""
+  return sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+                if os.path.basename(p) not in ("__init__.py", "common.py")
+                and not p.endswith("_base.py"))
+
+
+def config_module(path: str) -> Any:
+  return importlib.import_module(f"configs.{os.path.basename(path)[:-3]}")
+
+
+def data_blocks(config: Any) -> list[Any]:
+  """Every `common.data_block` in `config` (any depth): `config.input.data`, 3D-DiNet's
+  `config.dinet.target.data`, ..., recognised by their name / dir / split_index fields."""
+  found = []
+  for value in config.values():
+    if hasattr(value, "keys"):
+      if {"name", "dir", "split_index"} <= set(value.keys()):
+        found.append(value)
+      else:
+        found += data_blocks(value)
+  return found

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import dtcm_arid, dtcm_dark48, dtcm_synthetic, dtcm_uavhuman
+from configs import dtcm_arid, dtcm_dark48, dtcm_synthetic
 from darkjax import losses, models
 from darkjax import metrics as metrics_lib
 from darkjax.data import darkness, datasets, records, video
@@ -213,8 +213,7 @@ def test_config_checks(data_dir):
 
 
 @pytest.mark.parametrize("module, dataset, paper", [
-    (dtcm_arid, "arid_v1", "96.36"), (dtcm_dark48, "dark48", "46.68"),
-    (dtcm_uavhuman, "uavhuman_fisheye", "27.43")])
+    (dtcm_arid, "arid_v1", "96.36"), (dtcm_dark48, "dark48", "46.68")])
 def test_dataset_configs(module, dataset, paper, tmp_path, monkeypatch):
   monkeypatch.setenv("DARKJAX_DATA", str(tmp_path))
   config = module.get_config("k=8,alpha=0.2,w_stc=2,setting=one_stage_ar,backbone=resnet3d_50")
@@ -226,7 +225,7 @@ def test_dataset_configs(module, dataset, paper, tmp_path, monkeypatch):
   assert config.input.batch_size == 4
   assert config.input.data.dir == os.path.join(str(tmp_path), dataset)
   # ARID and Dark-48 are prepared as train1/test1 .. train3/test3: split 1 unless overridden.
-  assert config.input.data.split_index == (0 if dataset == "uavhuman_fisheye" else 1)
+  assert config.input.data.split_index == 1
   assert paper in module.__doc__
   with pytest.raises(datasets.DatasetNotPreparedError, match=dataset):
     dtcm_trainer.Task(config)

@@ -8,43 +8,21 @@ import os
 import numpy as np
 import pytest
 
+import fake_releases
 from darkjax.data import datasets, records
 from darkjax.data.prepare import __main__ as prepare_cli
 from darkjax.data.prepare import arid, common, find_layout, infar, prepare
-from darkjax.tools.bench_input import write_avi
 
 FRAMES, HW = 3, (32, 40)
 
 
 def _video(path: str, seed: int, frames: int = FRAMES) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  rng = np.random.default_rng(seed)
-  base = rng.integers(0, 255, (1, HW[0] // 4, HW[1] // 4, 3), dtype=np.uint8)
-  clip = np.repeat(np.repeat(np.repeat(base, frames, 0), 4, 1), 4, 2)
-  write_avi(path, clip, fps=10)
+  fake_releases.write_video(path, seed, frames, HW)
 
 
 def _arid_tree(root: str, clips_per_class: int = 2) -> dict[str, set[str]]:
   """ARID layout: clips_v1/<Class>/<Class>_<n>_1.mp4 and list_cvt/ARID_split{k}_{train,test}.txt."""
-  videos = []
-  for label, name in enumerate(arid.CLASSES):
-    for n in range(clips_per_class):
-      rel = f"{name}/{name}_{n}_1.mp4"
-      _video(os.path.join(root, "clips_v1", rel), seed=label * 10 + n)
-      videos.append((label, rel))
-  lists = os.path.join(root, "list_cvt")
-  os.makedirs(lists)
-  expected = {}
-  for k in (1, 2, 3):
-    test = [v for i, v in enumerate(videos) if i % 3 == k - 1]
-    train = [v for v in videos if v not in test]
-    for kind, chosen in (("train", train), ("test", test)):
-      with open(os.path.join(lists, f"ARID_split{k}_{kind}.txt"), "w") as file:
-        file.writelines(f"{i}\t{label}\t{rel}\n" for i, (label, rel) in enumerate(chosen))
-      expected[f"{kind}{k}"] = {rel for _, rel in chosen}
-  with open(os.path.join(lists, "ARID_split1_others.txt"), "w") as file:
-    file.write("0\t0\tDrink/not_there.mp4\n")  # must be ignored
-  return expected
+  return fake_releases.arid_tree(root, clips_per_class, frames=FRAMES, hw=HW)
 
 
 def _split_ids(data_dir: str, split: str) -> dict[str, tuple[int, tuple[int, ...]]]:
@@ -261,10 +239,3 @@ def test_infar_with_wrong_clip_count_names_the_class(tmp_path):
   os.remove(tmp_path / "InfAR" / "HUG" / "hug_00.avi")
   with pytest.raises(common.PrepareError, match="'hug': 49"):
     find_layout("xd145", str(tmp_path))
-
-
-def test_uavhuman_fisheye_says_layout_is_unknown(tmp_path):
-  with pytest.raises(NotImplementedError, match="public documentation"):
-    find_layout("uavhuman_fisheye", str(tmp_path))
-  assert prepare_cli.main(["--dataset", "uavhuman_fisheye", "--src", str(tmp_path), "--out",
-                           str(tmp_path / "out")]) == 2

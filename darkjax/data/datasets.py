@@ -2,22 +2,30 @@
 
 The embedded synthetic dataset is generated on first use; every other dataset must have been
 prepared with `python -m darkjax.data.prepare`, and a missing one fails at once saying how.
+`split_index` k picks the numbered official split (`train<k>` / `test<k>`, what `prepare` writes);
+the configured train and eval splits are checked against the manifest when the dataset is opened,
+so a split that does not exist fails at run start with the list of known splits.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any, Mapping
 
 from darkjax.data import records
 
-PREPARED = ("arid_v1", "arid_v1_5", "infar", "xd145", "dark48", "hmdb51", "ucf101",
-            "uavhuman_fisheye")
+PREPARED = ("arid_v1", "arid_v1_5", "infar", "xd145", "dark48", "hmdb51", "ucf101")
 
 
 class DatasetNotPreparedError(FileNotFoundError):
   """A configured dataset directory has no manifest; the message says how to prepare it."""
+
+
+class DatasetSplitError(ValueError):
+  """A configured split (`split` / `eval_split` with `split_index`) is not in the manifest; the
+  message names the dataset, the known splits and the `split_index` values that exist."""
 
 
 @dataclasses.dataclass
@@ -35,11 +43,35 @@ class Dataset:
   def num_classes(self) -> int:
     return len(self.manifest["class_names"])
 
+  def split_indices(self) -> list[int]:
+    """The k of the manifest's numbered splits (`train1`, `test1`, ... -> [1, ...])."""
+    found = {int(m.group(1)) for s in self.manifest["splits"]
+             if (m := re.fullmatch(r"[A-Za-z_]+?(\d+)", s))}
+    return sorted(found)
+
   def split_name(self, split: str) -> str:
-    """Datasets with several official splits name them `train1`, `test1`, ...; others `train`."""
-    if self.split_index and f"{split}{self.split_index}" in self.manifest["splits"]:
-      return f"{split}{self.split_index}"
-    return split
+    """`split` + `split_index` (`train` + 1 -> `train1`): datasets with several official splits
+    name them `train1`, `test1`, ...; single-split ones (split_index 0) `train`, `test`. Raises
+    DatasetSplitError naming the known splits when the manifest has no such split."""
+    name = f"{split}{self.split_index}" if self.split_index else split
+    known = sorted(self.manifest["splits"])
+    if name in known:
+      return name
+    indices = self.split_indices()
+    if indices:
+      fix = (f"this dataset has the numbered splits {indices}: set config.input.data.split_index "
+             f"(the configs' `split=K` arg) to one of them")
+    else:
+      fix = "this dataset has no numbered splits: set config.input.data.split_index=0"
+    raise DatasetSplitError(
+        f"dataset {self.name!r} at {self.directory}: split {name!r} (config.input.data split "
+        f"{split!r}, split_index={self.split_index}) is not in its {records.MANIFEST}; known "
+        f"splits: {known}; {fix}")
+
+  def check_splits(self, *splits: str) -> None:
+    """Fails at once (DatasetSplitError) if any of `splits` does not resolve to a manifest split."""
+    for split in splits:
+      self.split_name(split)
 
   def files(self, split: str) -> list[tuple[str, int]]:
     return records.split_files(self.manifest, self.directory, self.split_name(split))
@@ -58,9 +90,12 @@ def open_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
   if not directory:
     raise ValueError(f"config.input.data.dir is empty for dataset {name!r}")
   directory = os.path.abspath(os.path.expanduser(directory))
+  split_index = int(data_cfg.get("split_index", 0))
   if name == "synthetic":
-    return Dataset(name, directory, _ensure_synthetic(directory, dict(data_cfg.get("generate", {}))),
-                   int(data_cfg.get("split_index", 0)))
+    dataset = Dataset(name, directory,
+                      _ensure_synthetic(directory, dict(data_cfg.get("generate", {}))), split_index)
+    dataset.check_splits(*_configured_splits(data_cfg))
+    return dataset
   if not os.path.exists(os.path.join(directory, records.MANIFEST)):
     hint = (f"python -m darkjax.data.prepare --dataset {name} --src /path/to/downloaded/{name} "
             f"--out {directory}") if name in PREPARED else "python -m darkjax.data.prepare --help"
@@ -68,8 +103,15 @@ def open_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
         f"dataset {name!r} is not prepared: {directory} has no {records.MANIFEST}.\n"
         f"Prepare it once from the downloaded archive with:\n  {hint}\n"
         f"then point config.input.data.dir at the output (or set $DARKJAX_DATA).")
-  manifest = records.load_manifest(directory)
-  return Dataset(name, directory, manifest, int(data_cfg.get("split_index", 0)))
+  dataset = Dataset(name, directory, records.load_manifest(directory), split_index)
+  dataset.check_splits(*_configured_splits(data_cfg))
+  return dataset
+
+
+def _configured_splits(data_cfg: Mapping[str, Any]) -> list[str]:
+  """The train and eval splits a data block names (checked when the dataset is opened, so a
+  wrong `split_index` fails before training, not at the first evaluation)."""
+  return [s for s in (data_cfg.get("split"), data_cfg.get("eval_split")) if s]
 
 
 def _ensure_synthetic(directory: str, params: dict[str, Any]) -> dict[str, Any]:

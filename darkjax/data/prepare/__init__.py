@@ -6,6 +6,8 @@
 One module per archive layout (arid.py, infar.py, dark48.py, hmdb51.py, ucf101.py) turns `--src`
 into a `common.Layout` (classes + split membership); `common.prepare` decodes, resizes and writes
 it.
+UAV-Human(-Fisheye) is not here: no public documentation of its archive layout and split lists
+could be checked, so there is no reader and no config for it (docs/datasets.md).
 Why not a tensorflow-datasets builder: TFDS builders write through `tf.io` and need TensorFlow at
 build time, which darkjax never imports; the prepare command writes the same TFRecord wire format.
 """
@@ -18,18 +20,10 @@ from darkjax.data.prepare import arid, common, dark48, hmdb51, infar, ucf101
 from darkjax.data.prepare.common import Layout, PrepareError, prepare
 
 
-def uavhuman_fisheye(src: str) -> Layout:
-  raise NotImplementedError(
-      "uavhuman_fisheye: the layout of UAV-Human's fisheye action-recognition videos (file naming, "
-      "which videos are fisheye, the cross-subject split lists) is not described in public "
-      "documentation that could be checked, so darkjax cannot read it yet. Use a `dark48`-style "
-      f"tree (class folders + split lists) or add a reader in {__name__}. (src={src})")
-
-
 LAYOUTS: dict[str, Callable[[str], Layout]] = {
     "arid_v1": arid.arid_v1, "arid_v1_5": arid.arid_v1_5, "infar": infar.infar,
     "xd145": infar.xd145, "dark48": dark48.dark48, "hmdb51": hmdb51.hmdb51,
-    "ucf101": ucf101.ucf101, "uavhuman_fisheye": uavhuman_fisheye,
+    "ucf101": ucf101.ucf101,
 }
 
 
