@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 import numpy as np
@@ -98,3 +99,21 @@ def test_missing_checkpoint_and_video_are_named(trained, tmp_path):
   predictor = predict.Predictor(predict.load_config(spec), workdir)
   with pytest.raises(predict.PredictError, match="missing.avi: file not found"):
     predictor.predict(str(tmp_path / "missing.avi"))
+  corrupt = str(tmp_path / "corrupt.avi")
+  with open(corrupt, "wb") as file:
+    file.write(b"RIFF but not a video" * 20)
+  with pytest.raises(predict.PredictError, match=r"corrupt.avi: (cannot decode|no video stream)"):
+    predictor.predict(corrupt)
+
+
+def test_cli_names_each_undecodable_video_and_classifies_the_rest(trained, tmp_path, capsys):
+  spec, workdir, _, video, _ = trained
+  corrupt = str(tmp_path / "corrupt.mp4")
+  with open(corrupt, "wb") as file:
+    file.write(b"\x00\x00\x00\x18ftypmp42 truncated")
+  assert predict.main(["--config", spec, "--checkpoint", workdir, corrupt, video]) == 1
+  captured = capsys.readouterr()
+  assert f"{video} (1 view(s)):" in captured.out
+  assert re.search(rf"error: {re.escape(corrupt)}: (cannot decode|no video stream|no decodable)",
+                   captured.err), captured.err
+  assert "1 of 2 video(s) could not be classified" in captured.err

@@ -54,6 +54,15 @@ def test_arid_layout_prepares_all_three_official_splits(tmp_path):
   dataset = datasets.open_dataset({"name": "arid_v1", "dir": out, "split_index": 2})
   assert dataset.split_name("test") == "test2"
   assert dataset.num_examples("test") == len(expected["test2"])
+  # A split the manifest does not have fails when the dataset is opened, naming the known ones.
+  for split_index, fix in ((0, r"numbered splits \[1, 2, 3\]"), (4, "split_index")):
+    with pytest.raises(datasets.DatasetSplitError,
+                       match=rf"(?s)split '(train|test)4?'.*known splits: \['test1'.*{fix}"):
+      datasets.open_dataset({"name": "arid_v1", "dir": out, "split_index": split_index,
+                             "split": "train", "eval_split": "test"})
+  with pytest.raises(datasets.DatasetSplitError, match="'val1'"):
+    datasets.open_dataset({"name": "arid_v1", "dir": out, "split_index": 1, "split": "train",
+                           "eval_split": "val"})
 
 
 def test_arid_list_label_disagreeing_with_folder_names_the_line(tmp_path):

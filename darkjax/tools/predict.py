@@ -13,7 +13,9 @@ manifest's `short_side`, `resampled_fps`), computes the extra record streams the
 (`input.eval_clips` x `input.eval_crops`) and prints the top-5 classes with probabilities,
 averaged over the views. Class names come from the config's dataset manifest; without one, pass
 `--classes`. `--png OUT_DIR` writes `<video>.png` with the first view's frames (and the enhanced
-frames for tasks that enhance) titled with the prediction.
+frames for tasks that enhance) titled with the prediction. A video that cannot be decoded is
+named on stderr with the reason (file not found, no video stream, decoder error, no frames); the
+others are still classified and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -194,15 +196,24 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     predictor = Predictor(load_config(args.config), args.checkpoint, args.classes, args.step)
-    for video in args.videos:
-      result = predictor.predict(video)
-      print(format_result(result))
-      if args.png:
-        print(f"  wrote {write_png(result, args.png)}")
   except PredictError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
-  return 0
+  failed = []
+  for video in args.videos:
+    try:
+      result = predictor.predict(video)
+    except PredictError as error:   # the message starts with the video's path and says why
+      print(f"error: {error}", file=sys.stderr)
+      failed.append(video)
+      continue
+    print(format_result(result))
+    if args.png:
+      print(f"  wrote {write_png(result, args.png)}")
+  if failed:
+    print(f"{len(failed)} of {len(args.videos)} video(s) could not be classified: "
+          f"{', '.join(failed)}", file=sys.stderr)
+  return 1 if failed else 0
 
 
 if __name__ == "__main__":
