@@ -231,8 +231,8 @@ def _fake_dataset(directory: str, streams=("flow",), per_split=(8, 4)) -> str:
       extra = {s: rng.integers(100, 156, (10, 40, 48, 3), dtype=np.uint8) for s in streams}
       yield dict(video=clip, label=i % len(ARID_CLASSES), video_id=f"{split}_{i}", streams=extra)
   records.write_dataset(directory, "arid_v1", ARID_CLASSES,
-                        {"train": examples(per_split[0], "train"),
-                         "test": examples(per_split[1], "test")},
+                        {"train1": examples(per_split[0], "train"),   # prepare's split names
+                         "test1": examples(per_split[1], "test")},
                         fps=30, streams=streams)
   return directory
 
