@@ -5,18 +5,21 @@ $DARKJAX_DATA/<dataset>, then `python -m darkjax.main --config=configs/<file>.py
 evaluates, checkpoints and reports on it with no other argument.
 
 The configs are discovered from configs/ (a config added later is tested without editing this
-file); each dataset is prepared once per session, with `--flow` (LIFT-Net's flow configs need it,
-the others ignore the stream).
+file); each dataset is prepared once per session, with `--flow` where a config reads the flow
+stream (LIFT-Net's HMDB51 / UCF101 / InfAR configs). The runs go two at a time (`Runs`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import glob
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -36,6 +39,16 @@ def _datasets(path: str) -> list[str]:
 REAL_CONFIGS = [p for p in config_files() if set(_datasets(p)) - {"synthetic"}]
 
 
+def _flow_datasets() -> set[str]:
+  """Datasets some config's model reads the optical-flow stream of: prepared with `--flow`."""
+  found = set()
+  for path in REAL_CONFIGS:
+    config = config_module(path).get_config("runlocal")
+    if "flow" in config.input.streams:
+      found |= {b.name for b in data_blocks(config)}
+  return found
+
+
 def test_every_configured_dataset_can_be_prepared_and_has_a_fake_release():
   for path in config_files():
     for name in _datasets(path):
@@ -52,59 +65,147 @@ class PreparedData:
   def __init__(self, root: str):
     self.root = root
     self.data = os.path.join(root, "data")
+    self.flow = _flow_datasets()
 
   def get(self, name: str) -> str:
     out = os.path.join(self.data, name)
     if not os.path.exists(os.path.join(out, records.MANIFEST)):
       src = fake_releases.write_release(name, os.path.join(self.root, "src", name))
+      flow = ["--flow"] if name in self.flow else []
       status = prepare_cli.main(["--dataset", name, "--src", src, "--out", out, "--short-side",
-                                 str(SHORT_SIDE), "--flow", "--workers", "1", "--no-progress"])
+                                 str(SHORT_SIDE), "--workers", "1", "--no-progress"] + flow)
       assert status == 0, f"prepare {name} failed"
     return out
 
 
+@dataclasses.dataclass
+class Run:
+  path: str
+  workdir: str
+  process: subprocess.Popen
+  returncode: int | None = None
+
+  def output(self, stream: str) -> str:
+    with open(os.path.join(os.path.dirname(self.workdir), f"{stream}.txt"), encoding="utf-8",
+              errors="replace") as file:
+      return file.read()
+
+
+class Runs:
+  """`python -m darkjax.main --config=<config>:runlocal` of the session's selected configs, two at
+  a time (XLA compiles on one core; CI has two). Two configs that compile the same programs
+  (same trainer, record streams and class counts: LIFT-Net's flow configs) never run at once, so
+  the second finds the first's programs in the persistent compilation cache."""
+
+  SLOTS = 2
+
+  def __init__(self, prepared: PreparedData, root: str, env: dict[str, str], paths: list[str]):
+    self.prepared, self.root, self.env = prepared, root, env
+    self.queue = list(paths)
+    self.running: dict[str, Run] = {}
+    self.done: dict[str, Run] = {}
+
+  @functools.lru_cache(maxsize=None)
+  def program_key(self, path: str) -> tuple:
+    """What decides the compiled programs: trainer, record streams, class counts (this prepares
+    the config's datasets)."""
+    config = config_module(path).get_config("runlocal")
+    classes = tuple(records.load_manifest(self.prepared.get(b.name))["num_classes"]
+                    for b in data_blocks(config) if b.name != "synthetic")
+    return config.trainer, tuple(config.input.streams), classes
+
+  def _launch(self, path: str) -> None:
+    self.queue.remove(path)
+    self.program_key(path)   # prepares its datasets
+    run_dir = os.path.join(self.root, os.path.basename(path)[:-3])
+    os.makedirs(run_dir)
+    workdir = os.path.join(run_dir, "run")
+    with open(os.path.join(run_dir, "stdout.txt"), "w") as out, \
+        open(os.path.join(run_dir, "stderr.txt"), "w") as err:
+      process = subprocess.Popen(
+          [sys.executable, "-m", "darkjax.main",
+           f"--config={os.path.relpath(path, REPO)}:runlocal", f"--workdir={workdir}"],
+          cwd=REPO, env=dict(self.env, DARKJAX_DATA=self.prepared.data), stdout=out, stderr=err)
+    self.running[path] = Run(path, workdir, process)
+
+  def _wait(self, path: str) -> None:
+    run = self.running.pop(path)
+    run.returncode = run.process.wait(timeout=1800)
+    self.done[path] = run
+
+  def _conflict(self, path: str) -> str | None:
+    key = self.program_key(path)
+    return next((p for p in self.running if self.program_key(p) == key), None)
+
+  def _fill(self) -> None:
+    for path in list(self.queue):
+      if len(self.running) >= self.SLOTS:
+        return
+      if self._conflict(path) is None:
+        self._launch(path)
+
+  def result(self, path: str) -> Run:
+    if path not in self.done and path not in self.running:
+      while (other := self._conflict(path)) or len(self.running) >= self.SLOTS:
+        self._wait(other or next(iter(self.running)))
+      self._launch(path)
+    self._fill()
+    if path in self.running:
+      self._wait(path)
+    self._fill()   # the next config compiles while this one's results are checked
+    return self.done[path]
+
+  def close(self) -> None:
+    for run in self.running.values():   # configs not asked for (a failed session): stop them
+      run.process.kill()
+      run.process.wait()
+
+
 @pytest.fixture(scope="session")
-def prepared(tmp_path_factory) -> PreparedData:
-  return PreparedData(str(tmp_path_factory.mktemp("real_data")))
+def runs(request, tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("real_data"))
+  # As conftest.py's `main_env` (function-scoped): single-device CPU sharing the tests' cache.
+  main_env = dict(os.environ, JAX_PLATFORMS="cpu",
+                  JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  main_env.pop("XLA_FLAGS", None)
+  selected = [item.callspec.params["path"] for item in request.session.items
+              if item.originalname == "test_runlocal_trains_evaluates_checkpoints_and_reports"]
+  runner = Runs(PreparedData(root), os.path.join(root, "runs"), main_env, selected)
+  yield runner
+  runner.close()
 
 
 @pytest.mark.parametrize("path", REAL_CONFIGS, ids=os.path.basename)
-def test_runlocal_trains_evaluates_checkpoints_and_reports_on_prepared_data(
-    path, prepared, tmp_path, main_env, monkeypatch):
-  monkeypatch.setenv("DARKJAX_DATA", prepared.data)
+def test_runlocal_trains_evaluates_checkpoints_and_reports(path, runs, monkeypatch):
+  run = runs.result(path)
+  assert run.returncode == 0, run.output("stderr")[-3000:]
+  monkeypatch.setenv("DARKJAX_DATA", runs.prepared.data)
   config = config_module(path).get_config("runlocal")
   assert not config.get("model_init"), "runlocal must not need pretrained weights"
   test_counts = set()
   for block in data_blocks(config):
     if block.name == "synthetic":
       continue
-    out = prepared.get(block.name)
-    # The configs' default directory is $DARKJAX_DATA/<dataset>: nothing else to pass.
-    assert block.dir == out
-    dataset = datasets.Dataset(block.name, out, records.load_manifest(out), block.split_index)
+    # The configs' default directory is $DARKJAX_DATA/<dataset>: nothing else was passed.
+    assert block.dir == os.path.join(runs.prepared.data, block.name)
+    dataset = datasets.Dataset(block.name, block.dir, records.load_manifest(block.dir),
+                               block.split_index)
     test_counts.add(dataset.num_examples(block.eval_split))
-  workdir = str(tmp_path / "run")
-  result = subprocess.run(
-      [sys.executable, "-m", "darkjax.main", f"--config={os.path.relpath(path, REPO)}:runlocal",
-       f"--workdir={workdir}"], cwd=REPO, env=dict(main_env, DARKJAX_DATA=prepared.data),
-      capture_output=True, text=True, timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  final = [line for line in result.stdout.splitlines() if line.startswith("final:")]
-  assert final, result.stdout[-2000:]
+  workdir = run.workdir
+  final = [line for line in run.output("stdout").splitlines() if line.startswith("final:")]
+  assert final, run.output("stdout")[-2000:]
   scalars = dict(item.split("=") for item in final[-1][len("final:"):].replace(" ", "").split(","))
   assert 0.0 <= float(scalars["eval/top1"]) <= float(scalars["eval/top5"]) <= 1.0
   assert "eval/mean_class_acc" in scalars
   # Each classification eval saw a whole test split, every video once.
-  rows = [json.loads(line) for metrics_file in glob.glob(
-      os.path.join(workdir, "**", "metrics.jsonl"), recursive=True) for line in open(metrics_file)]
+  metrics_files = glob.glob(os.path.join(workdir, "**", "metrics.jsonl"), recursive=True)
+  rows = [json.loads(line) for name in metrics_files for line in open(name, encoding="utf-8")]
   counts = {k: v for row in rows for k, v in row.items() if k.endswith("/num_examples")}
   assert counts and set(counts.values()) <= test_counts, (counts, test_counts)
+  losses = [v for row in rows for k, v in row.items() if k.endswith("loss")]
+  assert losses and np.all(np.isfinite(losses))
   reports = glob.glob(os.path.join(workdir, "**", "report.md"), recursive=True)
   assert reports and all("eval" in open(r, encoding="utf-8").read() for r in reports)
   checkpoints = glob.glob(os.path.join(workdir, "**", "checkpoints", "[0-9]*"), recursive=True)
   assert checkpoints, os.listdir(workdir)
-  for metrics_file in glob.glob(os.path.join(workdir, "**", "metrics.jsonl"), recursive=True):
-    losses = [row[k] for row in map(json.loads, open(metrics_file, encoding="utf-8"))
-              for k in row if k.endswith("loss")]
-    assert losses and np.all(np.isfinite(losses)), metrics_file
-
