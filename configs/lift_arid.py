@@ -9,7 +9,8 @@ the run stops at once saying so. Pretrained weights are files you bring: `vit_in
 ImageNet-21k, vision_transformer / big_vision .npz or timm .pth / .safetensors) and `luminous_init`
 (R(2+1)D-34 IG65M, ig65m-pytorch state dict); empty = random initialisation.
 Args (`--config=configs/lift_arid.py:variant=medium,luminous=r3d,kd=False`):
-  variant          small | medium | large (N = 4 / 6 / 8 LIFT+Critic+Fusion layers) | tiny_test
+  variant          large (default: N = 8, the Table II model) | medium | small (N = 6 / 4,
+                   Table VI) | tiny_test
   luminous         r2plus1d (R(2+1)D-34, IG65M layout) | r3d (R3D-18, ablation)
   luminous_input   gamma (GIC frames) | flow (a precomputed "flow" record stream)
   kd               teacher phase + L1 distillation (False: the student alone, ablation)
@@ -19,7 +20,7 @@ Args (`--config=configs/lift_arid.py:variant=medium,luminous=r3d,kd=False`):
   vit_init, luminous_init, data_dir (default $DARKJAX_DATA/arid_v1)
   runlocal         tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test
 Other examples: `--config=configs/lift_arid.py:runlocal,kd=False`,
-`--config=configs/lift_arid.py:variant=large,vit_trainable=all`.
+`--config=configs/lift_arid.py:variant=small,vit_trainable=all` (N = 4, Table VI).
 """
 
 from __future__ import annotations

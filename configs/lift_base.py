@@ -11,10 +11,10 @@ from configs import common
 
 LUMINOUS_BACKBONES = {"r2plus1d": "r2plus1d_34_ig65m", "r3d": "r3d_18"}
 VARIANTS = ("small", "medium", "large", "tiny_test")
-ARGS = dict(variant="small", luminous="r2plus1d", luminous_input="gamma", kd=True,
+ARGS = dict(variant="large", luminous="r2plus1d", luminous_input="gamma", kd=True,
             vit_trainable="first", gamma=1.8, frames=30, crop=224, short_side=256, batch=32,
             steps=3000, teacher_steps=3000, lr=1e-4, vit_init="", luminous_init="", data_dir="",
-            runlocal=False, seed=0)
+            init="pretrained", runlocal=False, seed=0)
 
 
 def lift_config(arg: str | None, dataset: str, split_index: int = 0, **defaults) -> mlc.ConfigDict:
@@ -41,13 +41,21 @@ def lift_config(arg: str | None, dataset: str, split_index: int = 0, **defaults)
     config.model.kwargs.luminous = LUMINOUS_BACKBONES[arg.luminous]
     config.model.kwargs.remat = False
   config.lift = mlc.ConfigDict(dict(
-      kd=arg.kd, kd_weight=1.0, luminous_input=arg.luminous_input, gamma=arg.gamma,
+      kd=arg.kd, kd_weight=1.0, kd_reduction="sum", kd_features="hidden",
+      luminous_input=arg.luminous_input, gamma=arg.gamma,
       vit_trainable=arg.vit_trainable,
       luminous_normalise="ig65m",   # the luminous clip's normalisation (flow: always (x-128)/128)
       augment=mlc.ConfigDict(dict(colour_jitter=0.2, affine=0.1, rotation=0.0, shear=0.0,
                                   cutmix=0.5, frame_shuffle=0.1)),  # rotation, shear: max degrees
       pretrained=mlc.ConfigDict(dict(vit=arg.vit_init, luminous=arg.luminous_init)),
   ))
+  luminous_weights = (common.IG65M_R2PLUS1D_34 if arg.luminous == "r2plus1d"
+                      else common.KINETICS_R3D_18)
+  common.require_weights(
+      config, arg.init, arg.runlocal or arg.variant == "tiny_test",
+      vit=common.weights_entry("lift.pretrained.vit", "vit_init", **common.IMAGENET21K_VIT_B16),
+      luminous=common.weights_entry("lift.pretrained.luminous", "luminous_init",
+                                    **luminous_weights))
   config.evals.attention = common.attention_eval(clips=4)   # WORKDIR/attention_<i>.png
   config.optimizer = common.optimizer_block("adamw", lr=arg.lr, weight_decay=0.05,
                                             schedule="cosine", warmup_steps=arg.steps // 20)

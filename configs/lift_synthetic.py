@@ -29,7 +29,7 @@ def get_config(arg=None):
   config = lift_base.lift_config(
       f"variant=tiny_test,frames=16,crop=0,short_side=0,batch={arg.batch},steps={arg.steps},"
       f"teacher_steps={arg.teacher_steps},lr={arg.lr},kd={arg.kd},"
-      f"vit_trainable={arg.vit_trainable},gamma={arg.gamma},seed={arg.seed}",
+      f"vit_trainable={arg.vit_trainable},gamma={arg.gamma},seed={arg.seed},init=none",
       dataset="synthetic")
   config.input.sampling = "dense"
   config.input.flip = False          # left / right motion are different classes

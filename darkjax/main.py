@@ -42,7 +42,7 @@ def main(argv):
   from darkjax.data.datasets import DatasetNotPreparedError  # pylint: disable=import-outside-toplevel
   try:
     results = train.run(_CONFIG.value, _WORKDIR.value)
-  except (DatasetNotPreparedError, train.NonFiniteLossError) as e:
+  except (DatasetNotPreparedError, train.NonFiniteLossError, train.MissingWeightsError) as e:
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(2)
   summary = {k: v for k, v in results.items() if isinstance(v, float) and "/" in k
