@@ -137,6 +137,18 @@ def enhancement_eval(clips: int = 3, data: str = "") -> mlc.ConfigDict:
   return mlc.ConfigDict(dict(type="enhancement", clips=clips, data=data))
 
 
+def augment_block(**overrides) -> mlc.ConfigDict:
+  """Train-time augmentations on device (darkjax.data.augment; 0 turns a step off): colour_jitter
+  (brightness / contrast range), affine (scale and translation range), rotation and shear (max
+  degrees), optical_distortion (max radial coefficient k), elastic (max displacement as a fraction
+  of the width), rain (probability per clip), cutmix (probability), frame_shuffle (probability)."""
+  block = mlc.ConfigDict(dict(colour_jitter=0.0, affine=0.0, rotation=0.0, shear=0.0,
+                              optical_distortion=0.0, elastic=0.0, rain=0.0, cutmix=0.0,
+                              frame_shuffle=0.0))
+  block.update(overrides)
+  return block
+
+
 def attention_eval(clips: int = 4, data: str = "") -> mlc.ConfigDict:
   """PViT and fusion attention maps of the first `clips` test clips (LIFT-Net)."""
   return mlc.ConfigDict(dict(type="attention_maps", clips=clips, data=data))

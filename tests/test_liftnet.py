@@ -16,6 +16,7 @@ import pytest
 from flax import traverse_util
 
 from configs import lift_arid
+from configs.common import augment_block
 from darkjax import losses, train
 from darkjax.data import augment as video_augment
 from darkjax.data import datasets, records
@@ -204,11 +205,11 @@ def test_augment_off_is_identity_and_geometry_is_shared_between_streams():
   rng = np.random.default_rng(0)
   video = jnp.asarray(rng.integers(0, 256, (4, 6, 12, 12, 3)), jnp.uint8)
   labels = jnp.arange(4)
-  off = dict(colour_jitter=0.0, affine=0.0, cutmix=0.0, frame_shuffle=0.0)
+  off = augment_block().to_dict()
   out, mixed, mix = video_augment.augment({"video": video}, labels, jax.random.key(0), off)
   np.testing.assert_array_equal(out["video"], video)
   assert float(mix) == 1.0
-  on = dict(colour_jitter=0.0, affine=0.2, cutmix=1.0, frame_shuffle=1.0)
+  on = augment_block(affine=0.2, cutmix=1.0, frame_shuffle=1.0).to_dict()
   out, mixed, mix = video_augment.augment({"video": video, "ir": video}, labels,
                                          jax.random.key(3), on)
   np.testing.assert_array_equal(out["video"], out["ir"])  # same geometry on every stream

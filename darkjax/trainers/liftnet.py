@@ -19,9 +19,9 @@ phase was running.
 Inputs: the dark clip goes to the PViT (normalised by `config.input.normalise`); the luminous clip is
 the same uint8 clip through the GIC table LUT[i] = floor((i/255)^(1/gamma) 255)
 (`config.lift.gamma`), or the record stream "flow" (`config.lift.luminous_input`). Train-time
-augmentations on device (`config.lift.augment`): colour jitter, random affine (scale, translation,
-rotation, shear; a flow stream's vectors are transformed with the image), CutMix, frame shuffle;
-flips come from the pipeline (which negates a flipped flow stream's x). The student's
+augmentations on device (`config.lift.augment`, the paper's list): colour jitter, random rain,
+random affine (scale, translation, rotation, shear; a flow stream's vectors are transformed with
+the image), optical and elastic distortion, CutMix, frame shuffle; flips come from the pipeline (which negates a flipped flow stream's x). The student's
 `attention_maps` feed the `attention_maps` evaluator (one PNG per test clip, paper Fig. 5).
 """
 
