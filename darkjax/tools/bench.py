@@ -1,5 +1,6 @@
 """Benchmarks. Train-step speed of a model zoo network, optionally against PyTorch:
 
+    python -m darkjax.tools.bench --model resnext3d_101 --frames 64 --memory [--compile-only]
     python -m darkjax.tools.bench --model r2plus1d_18 --vs-torch [--batch 2] [--frames 16]
         [--size 112] [--steps 5] [--rounds 3] [--compile-only] [--devices 1] [--lowering auto]
         [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
@@ -88,7 +89,8 @@ def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
 
 
 def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: str | None,
-               devices: int = 1, conv_settings: dict[str, Any] | None = None):
+               devices: int = 1, conv_settings: dict[str, Any] | None = None,
+               remat: bool = False):
   """((compile wall s, compile CPU s), callable running one step and blocking on its result).
 
   With `devices` > 1 the batch is split over that many (host) devices, data parallel.
@@ -103,6 +105,8 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   conv_settings = conv_settings or {}
   lowering = conv_settings.get("lowering", lowering)
   kwargs = {} if lowering is None else {"conv_lowering": lowering}
+  if remat:
+    kwargs["remat"] = True
   model = models.build(model_name, NUM_CLASSES, **kwargs)
   if len(jax.devices()) < devices or batch % devices:
     raise SystemExit(f"bench: --devices {devices} needs that many jax devices (found "
@@ -145,16 +149,31 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
     state[0], state[1], state[2], loss = compiled(*state, clips, labels, rng)
     loss.block_until_ready()
 
+  run_step.memory = memory_bytes(compiled)
   return compile_s, run_step
+
+
+def memory_bytes(compiled) -> dict[str, int]:
+  """XLA's memory analysis of a compiled step: temp, argument, output and generated-code bytes."""
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return {}
+  return {"temp": int(analysis.temp_size_in_bytes),
+          "argument": int(analysis.argument_size_in_bytes),
+          "output": int(analysis.output_size_in_bytes),
+          "alias": int(analysis.alias_size_in_bytes),
+          "code": int(analysis.generated_code_size_in_bytes)}
 
 
 def _torch_model(model_name: str, frames: int, size: int):
   if model_name in _TORCHVISION_MODELS:
     import torchvision.models.video as video_models
     return getattr(video_models, model_name)(num_classes=NUM_CLASSES)
+  from darkjax.tools import torch_refs
+  if model_name == "r2plus1d_34_ig65m":
+    return torch_refs.ig65m_r2plus1d(NUM_CLASSES)
   from darkjax import models
   from darkjax.models import c3d, resnet3d
-  from darkjax.tools import torch_refs
   flax_model = models.build(model_name, NUM_CLASSES)
   if isinstance(flax_model, resnet3d.ResNet3D):
     return torch_refs.HaraResNet(
@@ -168,7 +187,8 @@ def _torch_model(model_name: str, frames: int, size: int):
     return torch_refs.C3DTorch(NUM_CLASSES, flax_model.widths, flax_model.fc_width,
                                flax_model.widths[-1] * cells)
   raise SystemExit(f"bench: no PyTorch reference for {model_name!r}; known: "
-                   f"{list(_TORCHVISION_MODELS)} and the resnet3d/resnext3d/c3d variants")
+                   f"{list(_TORCHVISION_MODELS)}, r2plus1d_34_ig65m and the resnet3d/resnext3d/c3d "
+                   "variants")
 
 
 def _torch_step(model_name: str, batch: int, frames: int, size: int) -> Callable[[], None]:
@@ -211,6 +231,8 @@ def _report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]
 def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   if args.variants is not None:
     return bench_variants(args)
+  if args.memory:
+    return bench_memory(args)
   compile_s, flax_run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
                                    args.devices)
   result: dict[str, Any] = {"model": args.model, "compile_s": compile_s[0],
@@ -239,6 +261,44 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     print(f"  flax/torch ratio: wall {result['ratio']:.2f}, CPU time {result['cpu_ratio']:.2f}; "
           f"per round " + ", ".join(f"{r:.2f}" for r in result["round_ratios"]) +
           f" (median {_median(result['round_ratios']):.2f})", flush=True)
+  return result
+
+
+def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
+  """The train step compiled without and with rematerialisation (`remat=True`, each block's
+  activations recomputed in the backward pass): XLA's memory analysis, compile time, and (unless
+  --compile-only) step times in alternating rounds with their per-round ratio."""
+  import jax  # pylint: disable=import-outside-toplevel
+  device = jax.devices()[0]
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} on "
+        f"{device.platform} ({device.device_kind}), memory without / with remat", flush=True)
+  runs, result = {}, {"model": args.model, "device": device.platform, "remat": {}}
+  for remat in (False, True):
+    compile_s, runs[remat] = _flax_step(args.model, args.batch, args.frames, args.size,
+                                        args.lowering, args.devices, remat=remat)
+    memory = runs[remat].memory
+    result["remat"][remat] = {"compile_s": compile_s[0], **memory}
+    print(f"  remat={remat!s:5}: compile {compile_s[0]:.1f} s; temp {memory.get('temp', 0) / 2**20:.1f}"
+          f" MiB, arguments {memory.get('argument', 0) / 2**20:.1f} MiB, output "
+          f"{memory.get('output', 0) / 2**20:.1f} MiB", flush=True)
+  off, on = result["remat"][False], result["remat"][True]
+  if off.get("temp") and on.get("temp"):
+    result["temp_reduction"] = off["temp"] / on["temp"]
+    print(f"  temp memory without / with remat: {result['temp_reduction']:.2f}x", flush=True)
+  if args.compile_only:
+    return result
+  for run in runs.values():
+    run()
+  rounds: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+  for _ in range(args.rounds):
+    for remat, run in runs.items():
+      rounds[remat].append(_time_steps(run, args.steps))
+  for remat in (False, True):
+    result["remat"][remat]["step_s"], _ = _report(f"remat={remat}", rounds[remat])
+  ratios = [t[0] / f[0] for t, f in zip(rounds[True], rounds[False])]
+  result["time_ratio"] = _median(ratios)
+  print("  step time with / without remat per round: " + ", ".join(f"{r:.2f}" for r in ratios) +
+        f" (median {result['time_ratio']:.2f})", flush=True)
   return result
 
 
@@ -345,6 +405,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--steps", type=int, default=5, help="timed steps per round")
   model.add_argument("--rounds", type=int, default=3, help="alternating flax/torch rounds")
   model.add_argument("--compile-only", action="store_true")
+  model.add_argument("--memory", action="store_true",
+                     help="XLA memory analysis (and step time) without and with remat")
   model.add_argument("--devices", type=int, default=1,
                      help="data-parallel over this many host devices (CPU: one per core)")
   model.add_argument("--lowering", default=None,
