@@ -107,7 +107,7 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   kwargs = {} if lowering is None else {"conv_lowering": lowering}
   if remat:
     kwargs["remat"] = True
-  model = models.build(model_name, NUM_CLASSES, **kwargs)
+  model = models.build(model_name, NUM_CLASSES, dtype=jnp.dtype(dtype), **kwargs)
   if len(jax.devices()) < devices or batch % devices:
     raise SystemExit(f"bench: --devices {devices} needs that many jax devices (found "
                      f"{len(jax.devices())}) and --batch divisible by it")
@@ -234,10 +234,13 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   if args.memory:
     return bench_memory(args)
   compile_s, flax_run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
-                                   args.devices)
+                                   args.devices, dtype=args.dtype)
   result: dict[str, Any] = {"model": args.model, "compile_s": compile_s[0],
                             "compile_cpu_s": compile_s[1]}
-  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, {conv2d.cores()} cores; "
+  import jax  # pylint: disable=import-outside-toplevel
+  device = jax.devices()[0]
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype} on "
+        f"{device.platform} ({device.device_kind}), {conv2d.cores()} cores; "
         f"compile {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU", flush=True)
   if args.compile_only:
     return result
@@ -275,7 +278,8 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
   runs, result = {}, {"model": args.model, "device": device.platform, "remat": {}}
   for remat in (False, True):
     compile_s, runs[remat] = _flax_step(args.model, args.batch, args.frames, args.size,
-                                        args.lowering, args.devices, remat=remat)
+                                        args.lowering, args.devices, remat=remat,
+                                        dtype=args.dtype)
     memory = runs[remat].memory
     result["remat"][remat] = {"compile_s": compile_s[0], **memory}
     print(f"  remat={remat!s:5}: compile {compile_s[0]:.1f} s; temp {memory.get('temp', 0) / 2**20:.1f}"
@@ -405,6 +409,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--steps", type=int, default=5, help="timed steps per round")
   model.add_argument("--rounds", type=int, default=3, help="alternating flax/torch rounds")
   model.add_argument("--compile-only", action="store_true")
+  model.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                     help="compute dtype of the flax model (parameters stay float32)")
   model.add_argument("--memory", action="store_true",
                      help="XLA memory analysis (and step time) without and with remat")
   model.add_argument("--devices", type=int, default=1,
