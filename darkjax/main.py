@@ -43,7 +43,8 @@ def main(argv):
       DatasetNotPreparedError, DatasetSplitError)
   try:
     results = train.run(_CONFIG.value, _WORKDIR.value)
-  except (DatasetNotPreparedError, DatasetSplitError, train.NonFiniteLossError) as e:
+  except (DatasetNotPreparedError, DatasetSplitError, train.NonFiniteLossError,
+          train.MissingWeightsError) as e:
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(2)
   summary = {k: v for k, v in results.items() if isinstance(v, float) and "/" in k

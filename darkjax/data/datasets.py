@@ -19,6 +19,9 @@ from darkjax.data import records
 PREPARED = ("arid_v1", "arid_v1_5", "infar", "xd145", "dark48", "hmdb51", "ucf101")
 
 
+ALL = "all"
+
+
 class DatasetNotPreparedError(FileNotFoundError):
   """A configured dataset directory has no manifest; the message says how to prepare it."""
 
@@ -71,9 +74,16 @@ class Dataset:
   def check_splits(self, *splits: str) -> None:
     """Fails at once (DatasetSplitError) if any of `splits` does not resolve to a manifest split."""
     for split in splits:
-      self.split_name(split)
+      if split == ALL and ALL not in self.manifest["splits"]:
+        self.check_splits("train", "test")
+      else:
+        self.split_name(split)
 
   def files(self, split: str) -> list[tuple[str, int]]:
+    """Record files and example counts of `split`; `all` (unless the manifest has such a split)
+    is every video once: the train and test parts of the selected split together."""
+    if split == ALL and ALL not in self.manifest["splits"]:
+      return self.files("train") + self.files("test")
     return records.split_files(self.manifest, self.directory, self.split_name(split))
 
   def frame_shapes(self) -> dict[str, list[int] | None]:
