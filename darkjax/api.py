@@ -11,13 +11,14 @@
 
 A `Run` wraps the same `darkjax.train.Trainer` that `python -m darkjax.main` runs (through
 `darkjax.train.run`), so a run started here resumes on the command line and the other way round.
-Trainers that run in phases (LIFT-Net's teacher then student, DTCM with a pretrained enhancer) are
-driven by their own `run(config, workdir)`: `train()` then runs every phase to the end, and the
+Runs in phases (LIFT-Net's teacher then student, DTCM two-stage or with a pretrained enhancer) are
+driven by their trainer module's `run(config, workdir)`: `train()` then runs every phase to the end, and the
 variables, `predict_fn` and `history()` are those of the deployed phase (`inference_workdir`).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import jax
@@ -73,7 +74,10 @@ class Run:
     self.workdir = workdir
     self.devices = devices
     self.module = train.trainer_module(self.config)
-    self.phased = hasattr(self.module, "run")
+    # A trainer module's own run() trains in phases when the deployed model lives in a phase's
+    # sub-directory; otherwise it is one Trainer on the module's Task (DTCM's one-stage settings).
+    self.phased = (hasattr(self.module, "run") and os.path.normpath(self.inference_workdir)
+                   != os.path.normpath(workdir))
     self._trainer: train.Trainer | None = None
     self._task = None
     self._predict_fn = None
