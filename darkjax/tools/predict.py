@@ -95,6 +95,21 @@ def restore_variables(checkpoint_dir: str, step: int | None = None) -> tuple[dic
   return variables, int(meta["step"])
 
 
+def sample_inputs(task: Any, manifest: dict[str, Any] | None = None
+                  ) -> dict[str, jax.ShapeDtypeStruct]:
+  """One clip (batch 1, uint8) of every stream `task`'s model reads, at the size its eval views
+  have; channels from the dataset `manifest` (3 without one)."""
+  spec = task.data.spec
+  size = spec.crop_size or spec.short_side or 32
+  shapes = (manifest or {}).get("streams", {})
+  channels = ((manifest or {}).get("frame_shape") or [0, 0, 3])[-1]
+  sample = {"video": jax.ShapeDtypeStruct((1, spec.frames, size, size, channels), jnp.uint8)}
+  for name in task.data.streams:
+    depth = (shapes.get(name) or [0, 0, 3])[-1]
+    sample[name] = jax.ShapeDtypeStruct((1, spec.frames, size, size, depth), jnp.uint8)
+  return sample
+
+
 class Predictor:
   """The config's Task + restored variables + its eval views of video files."""
 
@@ -109,23 +124,15 @@ class Predictor:
     self.streams = tuple(self.data.streams)
     workdir = run_workdir(config, checkpoint_dir)
     self.variables, self.step = restore_variables(workdir, step)
-    expected = jax.eval_shape(self.task.init_variables, jax.random.key(0), self._sample())
+    expected = jax.eval_shape(self.task.init_variables, jax.random.key(0), self.sample_inputs())
     variables_lib.check_fits(dict(expected), self.variables, f"checkpoint {workdir} step "
                              f"{self.step}", PredictError)
     self._predict = jax.jit(self.task.predict)
     self._enhance = jax.jit(self.task.enhance) if hasattr(self.task, "enhance") else None
 
-  def _sample(self) -> dict[str, jax.ShapeDtypeStruct]:
+  def sample_inputs(self) -> dict[str, jax.ShapeDtypeStruct]:
     """One clip of every stream the model reads, at the size the eval views have."""
-    size = self.spec.crop_size or self.spec.short_side or 32
-    shapes = (self.manifest or {}).get("streams", {})
-    channels = ((self.manifest or {}).get("frame_shape") or [0, 0, 3])[-1]
-    sample = {"video": jax.ShapeDtypeStruct((1, self.spec.frames, size, size, channels),
-                                            jnp.uint8)}
-    for name in self.streams:
-      depth = (shapes.get(name) or [0, 0, 3])[-1]
-      sample[name] = jax.ShapeDtypeStruct((1, self.spec.frames, size, size, depth), jnp.uint8)
-    return sample
+    return sample_inputs(self.task, self.manifest)
 
   def decode(self, path: str) -> dict[str, np.ndarray]:
     """The video's frames as prepared (short side, frame rate) and its extra streams."""
