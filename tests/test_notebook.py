@@ -26,10 +26,11 @@ def executed(tmp_path_factory):
          "DARKJAX_NOTEBOOK_DATA_DIR": str(root / "data"), "JAX_PLATFORMS": "cpu",
          "JAX_COMPILATION_CACHE_DIR": os.environ.get("DARKJAX_TEST_JAX_CACHE",
                                                      "/tmp/darkjax-test-jax-cache"),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-  saved = {k: os.environ.get(k) for k in [*env, "XLA_FLAGS"]}
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  saved = {k: os.environ.get(k) for k in [*env, "XLA_FLAGS", "MPLBACKEND"]}
   os.environ.update(env)
   os.environ.pop("XLA_FLAGS", None)
+  os.environ.pop("MPLBACKEND", None)   # the notebook picks the inline backend
   start = time.time()
   try:
     NotebookClient(notebook, timeout=600, kernel_name="python3",
