@@ -103,14 +103,18 @@ class Run:
 
   def train(self, steps: int | None = None) -> dict[str, Any]:
     """Trains to step `steps` (default `config.total_steps`) from the workdir's latest checkpoint
-    and returns the evaluation at that step (empty if no step ran)."""
+    and returns the evaluation at that step (of the checkpoint, if it is there already)."""
     if self.phased:
       if steps is not None and steps != int(self.config.total_steps):
         raise ValueError(f"Run.train(steps={steps}): trainer {self.config.trainer!r} runs its "
                          "phases to their ends; set the steps with overrides={'total_steps': "
                          f"{steps}}} instead")
       return plain(train.run(self.config, self.workdir))
-    return plain(self.trainer.run(until=steps))
+    before = self.step
+    results = plain(self.trainer.run(until=steps))
+    if self.step == before and before:   # already trained that far: evaluate what is there
+      return self.evaluate()
+    return results
 
   @property
   def step(self) -> int:

@@ -21,7 +21,9 @@ takes, the format) and
   onnx       `model.onnx` via jax2onnx (`pip install -e '.[onnx]'`), the same metadata in its
              `metadata_props`. 3D convolutions are exported as the CPU lowering's 2D convolutions
              (jax2onnx converts only 1D / 2D convolution layouts). An op jax2onnx cannot convert
-             fails with the model and the op named (ExportError).
+             fails with the model and the op named (ExportError): with jax2onnx 0.17.1 the
+             `nn.scan` stages of resnet3d / resnext3d, the average pooling of DTCM's enhancer
+             and the 2D FFT of LIFT-Net's FoE; small3d, C3D, R(2+1)D, ViT and 3D-DiNet export.
 Both are checked against the JAX logits to 1e-4 by tests/test_export.py.
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
 from typing import Any, Callable, Sequence
@@ -115,9 +118,12 @@ def _failing_op(error: BaseException) -> str:
       if plugin not in ("plugin_system", "_patching"):
         return f"{plugin.replace('/', '.')} (jax2onnx plugin, in {name})"
   model = [i for i, (path, _, _) in enumerate(frames) if "/darkjax/" in path]
+  plugin = re.search(r"\b(\w+)Plugin\b", str(error))   # a plugin's patched call that failed
   if model:
     path, line, _ = frames[model[-1]]
     where = f"{path.split('/darkjax/', 1)[1]}:{line}"
+    if plugin:
+      return f"{plugin.group(1)} (jax2onnx {plugin.group(0)}) called from darkjax/{where}"
     inner = frames[model[-1] + 1:]
     if inner:
       lib_path, _, lib_name = inner[-1]
@@ -155,7 +161,7 @@ def export_onnx(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], model_nam
   except ImportError:
     raise ExportError("ONNX export needs jax2onnx and onnxruntime: pip install -e '.[onnx]'"
                       ) from None
-  shapes = [("batch", *spec.shape[1:]) for spec in sample.values()]
+  shapes = _symbolic(sample)   # uint8 inputs with a symbolic batch
   try:
     missing = _unsupported_primitives(fn, sample)
   except Exception:  # pylint: disable=broad-except
