@@ -27,7 +27,7 @@ from darkjax import evaluators as evaluators_lib
 from darkjax import files
 from darkjax import metrics as metrics_lib
 from darkjax import optim
-from darkjax import plots, sharding
+from darkjax import paths, plots, sharding
 from darkjax import variables as variables_lib
 
 log = logging.getLogger("darkjax")
@@ -202,6 +202,7 @@ class Trainer:
   evaluators: dict[str, Any] | None = dataclasses.field(init=False, default=None)
 
   def __post_init__(self):
+    self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
     self.task = self.task or load_task(self.config)
     self.mesh = sharding.make_mesh(self.config.mesh, self.devices)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
@@ -295,7 +296,7 @@ class Trainer:
   def run(self) -> dict[str, Any]:
     cfg = self.config
     run_start = time.time()
-    os.makedirs(self.workdir, exist_ok=True)
+    paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
     if self.is_lead:
       files.atomic_write_json(os.path.join(self.workdir, "config.json"),
                               json.loads(_config_json(cfg)), sort_keys=True)
@@ -388,13 +389,12 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
   if per_class:
     lines += ["", "| class | accuracy |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in per_class.items()]
-  pngs = sorted(f for f in os.listdir(workdir) if f.endswith(".png"))
+  pngs = sorted(p.name for p in paths.resolve(workdir).iterdir() if p.name.endswith(".png"))
   lines += ["", "Artifacts: `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `config.json`"
             + "".join(f", `{p}`" for p in pngs), ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines))
-  return path
+  path = paths.resolve(workdir) / "report.md"
+  path.write_text("\n".join(lines), encoding="utf-8")
+  return os.fspath(path)
 
 
 def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
