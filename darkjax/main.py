@@ -40,8 +40,12 @@ def main(argv):
     jax.distributed.initialize()
   from darkjax import train  # pylint: disable=import-outside-toplevel
   from darkjax.data.datasets import DatasetNotPreparedError  # pylint: disable=import-outside-toplevel
+  from darkjax.preemption import Preempted  # pylint: disable=import-outside-toplevel
   try:
     results = train.run(_CONFIG.value, _WORKDIR.value)
+  except Preempted as e:  # a clean stop: the checkpoint is saved, a rerun resumes
+    print(f"darkjax: {e}", file=sys.stderr)
+    sys.exit(0)
   except (DatasetNotPreparedError, train.NonFiniteLossError) as e:
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(2)

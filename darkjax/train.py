@@ -27,7 +27,7 @@ from darkjax import evaluators as evaluators_lib
 from darkjax import files
 from darkjax import metrics as metrics_lib
 from darkjax import optim
-from darkjax import paths, plots, sharding
+from darkjax import paths, plots, preemption, sharding
 from darkjax import variables as variables_lib
 
 log = logging.getLogger("darkjax")
@@ -330,6 +330,7 @@ class Trainer:
                desc="train", unit="step", dynamic_ncols=True)
     pending = None   # metrics of the previous step, read one step late to keep dispatch async
     t0, steps_timed = time.time(), 0
+    watch = preemption.PreemptionWatch()
     try:
       for step in range(start + 1, total + 1):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -347,9 +348,13 @@ class Trainer:
           t0, steps_timed = time.time(), 0
           self.writer.write(step, scalars)
           bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
-        if step % cfg.checkpoint_every == 0 or step == total:
+        preempted = watch.reached(step)   # every process calls it at every step
+        if preempted or step % cfg.checkpoint_every == 0 or step == total:
           self._check_finite(step, metrics, checkpointer)
           checkpointer.save(step, self.state, train_iter, {"step": step})
+        if preempted:
+          checkpointer.wait()
+          raise preemption.Preempted(step, f"{checkpointer.directory}/{step}")
         if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
                                     or step == total):
           results = self.evaluate(step)
@@ -357,6 +362,7 @@ class Trainer:
       if pending is not None:
         self._check_finite(*pending, checkpointer)
     finally:
+      watch.close()
       bar.close()
       train_iter.close()
       checkpointer.close()
