@@ -62,7 +62,7 @@ def main(argv):
   except Preempted as e:  # a clean stop: the checkpoint is saved, a rerun resumes
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(0)
-  except (DatasetNotPreparedError, train.NonFiniteLossError) as e:
+  except (DatasetNotPreparedError, train.NonFiniteLossError, train.MissingWeightsError) as e:
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(2)
   except jax.errors.JaxRuntimeError as e:

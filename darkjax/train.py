@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -203,7 +204,10 @@ class Trainer:
 
   def __post_init__(self):
     self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
+    check_required_weights(self.config)
     self.task = self.task or load_task(self.config)
+    if self.config.total_epochs > 0:
+      self.config.total_steps = steps_for_epochs(self.config, self.task)
     self.mesh = sharding.make_mesh(self.config.mesh, self.devices)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.replicated = sharding.replicated(self.mesh)
@@ -401,6 +405,48 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
   path = paths.resolve(workdir) / "report.md"
   path.write_text("\n".join(lines), encoding="utf-8")
   return os.fspath(path)
+
+
+def steps_for_epochs(config: mlc.ConfigDict, task: Task) -> int:
+  """ceil(config.total_epochs x the primary data source's train-split size / global batch)."""
+  data = task.data_sources[next(iter(task.data_sources))]
+  examples = data.dataset.num_examples(data.cfg.data.split)
+  steps = math.ceil(config.total_epochs * examples / config.input.batch_size)
+  log.info("%g epochs of %d training clips at batch %d: %d steps", config.total_epochs, examples,
+           config.input.batch_size, steps)
+  return steps
+
+
+class MissingWeightsError(ValueError):
+  """A paper config runs without the pretrained weights its recipe starts from."""
+
+
+def _get_key(config: mlc.ConfigDict, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def check_required_weights(config: mlc.ConfigDict) -> None:
+  """Raises MissingWeightsError naming every `config.required_weights` entry whose config key is
+  empty: the weight file's public name, where it is published, the command that converts it and
+  the config arg that takes it, and `init=none` as the explicit opt-out."""
+  missing = []
+  for name, entry in config.required_weights.items():
+    if _get_key(config, entry.key):
+      continue
+    lines = [f"- {name}: config arg `{entry.arg}` (config.{entry.key}) is empty; the recipe starts "
+             f"from {entry.file} ({entry.source})."]
+    if entry.command:
+      lines.append(f"  Convert it once: {entry.command}")
+    lines.append(f"  Then pass `{entry.arg}=PATH` in the config arg string.")
+    missing.append("\n".join(lines))
+  if missing:
+    raise MissingWeightsError(
+        "this config is a paper's recipe, which starts from pretrained weights that were not "
+        "given:\n" + "\n".join(missing) + "\nTo train from random initialisation instead, add "
+        "`init=none` to the config arg string.")
 
 
 def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -17,6 +17,9 @@ PREPARED = ("arid_v1", "arid_v1_5", "infar", "xd145", "dark48", "hmdb51", "ucf10
             "uavhuman_fisheye")
 
 
+ALL = "all"
+
+
 class DatasetNotPreparedError(FileNotFoundError):
   """A configured dataset directory has no manifest; the message says how to prepare it."""
 
@@ -43,6 +46,10 @@ class Dataset:
     return split
 
   def files(self, split: str) -> list[tuple[str, int]]:
+    """Record files and example counts of `split`; `all` (unless the manifest has such a split)
+    is every video once: the train and test parts of the selected split together."""
+    if split == ALL and ALL not in self.manifest["splits"]:
+      return self.files("train") + self.files("test")
     return records.split_files(self.manifest, self.directory, self.split_name(split))
 
   def frame_shapes(self) -> dict[str, list[int] | None]:

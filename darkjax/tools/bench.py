@@ -17,32 +17,11 @@ host devices (data parallel, `--xla_force_host_platform_device_count`).
 `--variants` times the step under several CPU conv settings of `darkjax.layers.conv` in the same
 process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
-`ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK). Figures per CPU
-ISA are in docs/benchmarks.md.
+`ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK).
 
-Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, best of 3 rounds, flax / torch
-2.14 on 2 threads, wall ms per step, session 3 (2026-11-22, load ~1.2-2, after the conv lowering
-changes of that session: single-tile convs on Eigen, stride-1 taps side by side; README):
-  r3d_18         1974 / 1568 = 1.26,  1975 / 1461 = 1.35      compile 9-12 s
-  r2plus1d_18    3037 / 2566 = 1.18
-  mc3_18         2051 / 1495 = 1.37
-  resnet3d_18     556 /  664 = 0.84
-  resnext3d_101  2161 /  852 = 2.54                           compile 13.8-15.5 s
-                 1691 /  717 = 2.36 after grouped convs moved to Eigen (same-process A/B:
-                 1908 -> 1488 ms); r3d_18 in that run 2042 / 1557 = 1.31
-                 1445 /  670 = 2.16 after grouped kernel gradients lost their per-tap
-                 transposes (same-process A/B: 1720 -> 1423 ms)
-  r3d_18 --devices 2: 3232 / 1738 = 1.86 (worse than one device now: the Eigen convs already use
-  both cores, and two devices contend for them).
-History: session 1 r3d_18 2.09-2.27 (under load); session 2 1.66-1.77 after kernel gradients in
-frame pieces (`conv2d.KERNEL_GRAD_PIECE_POSITIONS`). Earlier resnext3d_101 ratios of 0.67 were
-taken under heavy load (4-5), where torch degrades more than XLA: compare ratios from quiet runs.
-XLA_FLAGS tried on r3d_18 in session 2 with no change beyond the run-to-run spread:
---xla_cpu_use_onednn + --xla_cpu_experimental_onednn_custom_call,
---xla_cpu_experimental_xnn_fusion_type=+individual_convolution,
---xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY.
-Profiling a step: `jax.profiler` traces show each XLA thunk per thread; YNNPACK convs with <= 64
-output channels appear as single long events with the other thread idle.
+Measured figures (ratios against torch, compile times, what was tried) are in docs/benchmarks.md,
+each with its command, date and machine. Profiling a step: `jax.profiler` traces show each XLA
+thunk per thread.
 
 Depthwise conv lowerings (the enhancers' ShuffleNet units): `--depthwise`, see
 `darkjax/layers/depthwise.py`.
