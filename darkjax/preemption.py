@@ -53,5 +53,8 @@ class PreemptionWatch:
 
   def reached(self, step: int) -> bool:
     if self._distributed:
-      return multihost_utils.reached_preemption_sync_point(step)
+      try:
+        return multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # jax_enable_preemption_service is off: no sync point to reach
+        return False
     return self._signalled.is_set()
