@@ -28,7 +28,7 @@ from darkjax import evaluators as evaluators_lib
 from darkjax import files
 from darkjax import metrics as metrics_lib
 from darkjax import optim
-from darkjax import plots, sharding
+from darkjax import paths, plots, preemption, sharding
 from darkjax import variables as variables_lib
 
 log = logging.getLogger("darkjax")
@@ -203,6 +203,7 @@ class Trainer:
   evaluators: dict[str, Any] | None = dataclasses.field(init=False, default=None)
 
   def __post_init__(self):
+    self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
     check_required_weights(self.config)
     self.task = self.task or load_task(self.config)
     if self.config.total_epochs > 0:
@@ -299,7 +300,7 @@ class Trainer:
   def run(self) -> dict[str, Any]:
     cfg = self.config
     run_start = time.time()
-    os.makedirs(self.workdir, exist_ok=True)
+    paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
     if self.is_lead:
       files.atomic_write_json(os.path.join(self.workdir, "config.json"),
                               json.loads(_config_json(cfg)), sort_keys=True)
@@ -333,6 +334,7 @@ class Trainer:
                desc="train", unit="step", dynamic_ncols=True)
     pending = None   # metrics of the previous step, read one step late to keep dispatch async
     t0, steps_timed = time.time(), 0
+    watch = preemption.PreemptionWatch()
     try:
       for step in range(start + 1, total + 1):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -350,9 +352,13 @@ class Trainer:
           t0, steps_timed = time.time(), 0
           self.writer.write(step, scalars)
           bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
-        if step % cfg.checkpoint_every == 0 or step == total:
+        preempted = watch.reached(step)   # every process calls it at every step
+        if preempted or step % cfg.checkpoint_every == 0 or step == total:
           self._check_finite(step, metrics, checkpointer)
           checkpointer.save(step, self.state, train_iter, {"step": step})
+        if preempted:
+          checkpointer.wait()
+          raise preemption.Preempted(step, f"{checkpointer.directory}/{step}")
         if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
                                     or step == total):
           results = self.evaluate(step)
@@ -360,6 +366,7 @@ class Trainer:
       if pending is not None:
         self._check_finite(*pending, checkpointer)
     finally:
+      watch.close()
       bar.close()
       train_iter.close()
       checkpointer.close()
@@ -392,13 +399,12 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
   if per_class:
     lines += ["", "| class | accuracy |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in per_class.items()]
-  pngs = sorted(f for f in os.listdir(workdir) if f.endswith(".png"))
+  pngs = sorted(p.name for p in paths.resolve(workdir).iterdir() if p.name.endswith(".png"))
   lines += ["", "Artifacts: `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `config.json`"
             + "".join(f", `{p}`" for p in pngs), ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines))
-  return path
+  path = paths.resolve(workdir) / "report.md"
+  path.write_text("\n".join(lines), encoding="utf-8")
+  return os.fspath(path)
 
 
 def steps_for_epochs(config: mlc.ConfigDict, task: Task) -> int:
