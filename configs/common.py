@@ -137,9 +137,74 @@ def enhancement_eval(clips: int = 3, data: str = "") -> mlc.ConfigDict:
   return mlc.ConfigDict(dict(type="enhancement", clips=clips, data=data))
 
 
+def augment_block(**overrides) -> mlc.ConfigDict:
+  """Train-time augmentations on device (darkjax.data.augment; 0 turns a step off): colour_jitter
+  (brightness / contrast range), affine (scale and translation range), rotation and shear (max
+  degrees), optical_distortion (max radial coefficient k), elastic (max displacement as a fraction
+  of the width), rain (probability per clip), cutmix (probability), frame_shuffle (probability)."""
+  block = mlc.ConfigDict(dict(colour_jitter=0.0, affine=0.0, rotation=0.0, shear=0.0,
+                              optical_distortion=0.0, elastic=0.0, rain=0.0, cutmix=0.0,
+                              frame_shuffle=0.0))
+  block.update(overrides)
+  return block
+
+
 def attention_eval(clips: int = 4, data: str = "") -> mlc.ConfigDict:
   """PViT and fusion attention maps of the first `clips` test clips (LIFT-Net)."""
   return mlc.ConfigDict(dict(type="attention_maps", clips=clips, data=data))
+
+
+INIT_CHOICES = ("pretrained", "none")
+
+
+def weights_entry(key: str, arg: str, file: str, source: str, command: str = "") -> mlc.ConfigDict:
+  """One pretrained-weight file of a paper's recipe.
+
+  key: the dotted config key that holds its path (`model_init`, `lift.pretrained.vit`); arg: the
+  config arg that sets it; file: the file's public name; source: where it is published;
+  command: how to turn it into what `key` expects (empty: the file is read as it is).
+  """
+  return mlc.ConfigDict(dict(key=key, arg=arg, file=file, source=source, command=command))
+
+
+# The public pretrained weights the papers' recipes start from.
+KINETICS_RESNEXT101 = dict(
+    file="resnext-101-kinetics.pth",
+    source="Kinetics-400 3D-ResNeXt-101, kenshohara/3D-ResNets-PyTorch",
+    command="python -m darkjax.convert --arch resnext3d_101 --src resnext-101-kinetics.pth "
+            "--out ~/darkjax_weights/resnext3d_101_kinetics --num-classes 0")
+KINETICS_RESNET101 = dict(
+    file="resnet-101-kinetics.pth",
+    source="Kinetics-400 3D-ResNet-101, kenshohara/3D-ResNets-PyTorch",
+    command="python -m darkjax.convert --arch resnet3d_101 --src resnet-101-kinetics.pth "
+            "--out ~/darkjax_weights/resnet3d_101_kinetics --num-classes 0")
+SPORTS1M_C3D = dict(
+    file="c3d.pickle",
+    source="Sports-1M C3D, DavideA/c3d-pytorch",
+    command="python -m darkjax.convert --arch c3d --src c3d.pickle "
+            "--out ~/darkjax_weights/c3d_sports1m --num-classes 0")
+IMAGENET21K_VIT_B16 = dict(
+    file="ViT-B_16.npz",
+    source="ImageNet-21k ViT-B/16, google-research/vision_transformer (or a timm .pth / "
+           ".safetensors of it); read as it is")
+IG65M_R2PLUS1D_34 = dict(
+    file="r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth",
+    source="IG65M R(2+1)D-34, moabitcoin/ig65m-pytorch; read as it is")
+KINETICS_R3D_18 = dict(
+    file="r3d_18-b3b3357e.pth", source="Kinetics-400 R3D-18, torchvision; read as it is")
+
+
+def require_weights(config: mlc.ConfigDict, init: str, runlocal: bool = False,
+                    **entries: mlc.ConfigDict) -> None:
+  """Records `entries` in `config.required_weights` unless `init="none"` (an explicit opt-out:
+  random initialisation) or a `runlocal` smoke run."""
+  if init not in INIT_CHOICES:
+    raise ValueError(f"config arg init={init!r}: valid {INIT_CHOICES} (none: train from random "
+                     f"initialisation instead of the paper's pretrained weights)")
+  if init == "none" or runlocal:
+    return
+  for name, entry in entries.items():
+    config.required_weights[name] = entry
 
 
 def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
@@ -149,12 +214,18 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       trainer=trainer,
       seed=0,
       total_steps=total_steps,
+      # > 0: total_steps = ceil(total_epochs x the primary data source's train split / batch),
+      # resolved from the prepared manifest when the run starts (total_steps is then ignored)
+      total_epochs=0.0,
       accum_steps=1,                 # gradient accumulation micro-batches per step
       label_smoothing=0.0,
       compute_dtype="float32",       # bfloat16: mixed precision (parameters stay float32)
       mesh=mlc.ConfigDict(dict(data=-1, fsdp=1)),
       sharding=mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14)),
       model_init="",                 # `python -m darkjax.convert` output, or another run's workdir
+      # name -> weights_entry(...): pretrained weights the paper's recipe starts from; a run with
+      # any of them empty stops at start naming the file and the command (see require_weights)
+      required_weights=mlc.ConfigDict(),
       # dont_load: regexes of parameters not to load; prefix: sub-module the checkpoint goes to
       model_load=mlc.ConfigDict(dict(dont_load=(), prefix="")),
       log_every=20,

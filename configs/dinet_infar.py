@@ -8,9 +8,17 @@ Paper: 90.83% top-1 on InfAR (target test split) with XD145 as the source (ResNe
 
 Data (prepared once with `python -m darkjax.data.prepare`, under $DARKJAX_DATA, default
 ~/darkjax_data):
-  xd145_infar12   XD145 restricted to the 12 InfAR classes, in the order of `INFAR_CLASSES`
-  infar           InfAR (train split: unlabelled target clips; test split: evaluation)
-Source and target must list the same class names in the same order; the trainer checks it.
+  xd145   XD145 (`--dataset xd145`): the labelled source, all 600 clips (split "all"; its
+          `eval_source` evaluation on test1 is therefore a fit to training clips)
+  infar   InfAR (`--dataset infar`): split 1's train part as unlabelled target clips, its test part
+          for evaluation
+Both releases hold the same 12 classes, which `prepare` writes in one label order
+(`INFAR_CLASSES`); the trainer checks that source and target agree.
+
+Pretrained weights: the backbone starts from Kinetics-400 (`pretrained=DIR`, the output of
+`python -m darkjax.convert --arch <backbone> --src <file> --out DIR --num-classes 0`: the
+run without it stops naming the file and the command; `init=none` trains from random
+initialisation instead).
 
 Args (`--config=configs/dinet_infar.py:backbone=c3d,steps=8000`):
   backbone     resnext3d_101 (ResNeXt-DA, default) | resnet3d_101 (ResNet-DA) | c3d (C3D-DA) or any
@@ -20,6 +28,8 @@ Args (`--config=configs/dinet_infar.py:backbone=c3d,steps=8000`):
   lr           base learning rate of the DANN annealing lr_0 / (1 + 10 p)^0.75
   domain_loss  False: source-only baseline
   seed         training seed
+  pretrained   converted Kinetics backbone directory (loaded into the feature extractor)
+  init         pretrained (default) | none: random initialisation, no weights required
   runlocal     tiny backbone and sizes (still needs the prepared datasets)
 """
 
@@ -32,18 +42,22 @@ from configs import common, dinet_base
 INFAR_CLASSES = ("fight", "handclapping", "handshake", "hug", "jog", "jump", "punch", "push",
                  "skip", "walk", "wave1", "wave2")
 BACKBONES = {"resnext3d_101": "ResNeXt-DA", "resnet3d_101": "ResNet-DA", "c3d": "C3D-DA"}
+BACKBONE_WEIGHTS = {"resnext3d_101": common.KINETICS_RESNEXT101,
+                    "resnet3d_101": common.KINETICS_RESNET101, "c3d": common.SPORTS1M_C3D}
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, backbone="resnext3d_101", steps=10000, batch=32, lr=0.001,
-                         domain_loss=True, seed=0, runlocal=False)
+                         domain_loss=True, seed=0, pretrained="", init="pretrained",
+                         runlocal=False)
   root = common.default_data_root()
   config = common.base_config("dinet", arg.steps, seed=arg.seed)
   config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
                                     short_side=128, crop_size=112, flip=True,
                                     normalise="kinetics", eval_clips=1, eval_crops=1)
-  config.input.data = common.data_block("xd145", os.path.join(root, "xd145_infar12"),
-                                        split_index=1)
+  # The paper trains on all of XD145 (600 clips): train1 and test1 together.
+  config.input.data = common.data_block("xd145", os.path.join(root, "xd145"), split_index=1,
+                                        split="all")
   config.input.stream = "video"
   config.dinet = dinet_base.dinet_block(
       common.data_block("infar", os.path.join(root, "infar"), split_index=1), "video",
@@ -52,9 +66,12 @@ def get_config(arg=None):
   config.model = common.model_block("dinet", backbone=arg.backbone, domain_hidden=(1024, 1024),
                                     domain_dropout=0.5, head_dropout=0.5,
                                     backbone_kwargs=mlc.ConfigDict())
-  # A converted Kinetics backbone (python -m darkjax.convert --arch resnext3d_101 --src ... --out DIR
-  # --num-classes 0) loads into the feature extractor with --config.model_init=DIR.
+  # A converted Kinetics backbone loads into the feature extractor.
+  config.model_init = arg.pretrained
   config.model_load = mlc.ConfigDict(dict(dont_load=(), prefix="extractor"))
+  if arg.backbone in BACKBONE_WEIGHTS:
+    common.require_weights(config, arg.init, arg.runlocal, backbone=common.weights_entry(
+        "model_init", "pretrained", **BACKBONE_WEIGHTS[arg.backbone]))
   config.optimizer = common.optimizer_block("sgd", lr=arg.lr, momentum=0.9, weight_decay=5e-4,
                                             schedule="dann")
   config.compute_dtype = "bfloat16"

@@ -48,7 +48,7 @@ def get_config(arg=None):
                f"crop=32,short_side=36,batch={arg.batch},steps={arg.steps or 300},"
                f"enhancer_steps={arg.enhancer_steps},lr={arg.lr},seed={arg.seed},"
                f"pretrained={arg.pretrained},pretrain_enhancer={arg.pretrain_enhancer},"
-               f"initial_curve={arg.initial_curve}")
+               f"initial_curve={arg.initial_curve},init=none")
   suffix = "_local" if arg.runlocal else ""
   data_dir = arg.data_dir or os.path.join(common.default_data_root(),
                                           f"synthetic{suffix}_darkness{arg.darkness:g}")

@@ -3,13 +3,17 @@ frames, then the dual-stream LIFT-Net student with CE + L1 knowledge distillatio
 
   python -m darkjax.main --config=configs/lift_arid.py --workdir=/tmp/darkjax/lift_arid
 
-Paper (Susladkar et al., LIFT-Net, Table II): 95.21% top-1 on ARID. ARID must be prepared once
-(`python -m darkjax.data.prepare --dataset arid_v1 --src ... --out $DARKJAX_DATA/arid_v1`); without it
-the run stops at once saying so. Pretrained weights are files you bring: `vit_init` (ViT-B/16
-ImageNet-21k, vision_transformer / big_vision .npz or timm .pth / .safetensors) and `luminous_init`
-(R(2+1)D-34 IG65M, ig65m-pytorch state dict); empty = random initialisation.
+Paper (Susladkar et al., LIFT-Net, Table II): 95.21% top-1 on ARID. ARID must be prepared once,
+at the config's short side (`python -m darkjax.data.prepare --dataset arid_v1 --src ... --out
+$DARKJAX_DATA/arid_v1 --short-side 256`; frames stored smaller are up-sampled, with a warning);
+without it the run stops at once saying so. Pretrained weights are files you bring and the recipe
+requires: `vit_init` (ViT-B/16 ImageNet-21k: ViT-B_16.npz from google-research/vision_transformer,
+or a big_vision .npz / timm .pth / .safetensors) and `luminous_init` (R(2+1)D-34 IG65M,
+r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth from moabitcoin/ig65m-pytorch); a run without
+them stops at start naming them; `init=none,vit_trainable=all` trains from random initialisation.
 Args (`--config=configs/lift_arid.py:variant=medium,luminous=r3d,kd=False`):
-  variant          small | medium | large (N = 4 / 6 / 8 LIFT+Critic+Fusion layers) | tiny_test
+  variant          large (default: N = 8, the Table II model) | medium | small (N = 6 / 4,
+                   Table VI) | tiny_test
   luminous         r2plus1d (R(2+1)D-34, IG65M layout) | r3d (R3D-18, ablation)
   luminous_input   gamma (GIC frames) | flow (a precomputed "flow" record stream)
   kd               teacher phase + L1 distillation (False: the student alone, ablation)
@@ -17,9 +21,15 @@ Args (`--config=configs/lift_arid.py:variant=medium,luminous=r3d,kd=False`):
   gamma            GIC gamma (LUT[i] = floor((i/255)^(1/gamma) 255))
   frames, crop, short_side, batch, steps, teacher_steps, lr
   vit_init, luminous_init, data_dir (default $DARKJAX_DATA/arid_v1)
+  init             pretrained (default: vit_init and luminous_init required) | none
   runlocal         tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test
+Choices where the paper is silent or ambiguous (see docs/papers/liftnet.md): attention scaled by
+sqrt(head_dim) (the paper writes sqrt(N_AH)); the Fourier Enhancement block's LayerNorm after the
+inverse FFT; the fused tokens continue the luminous chain into the next layer; GIC gamma 1.8;
+Eq. (6)'s h = the pooled hidden vectors (`kd_features`, config.lift) summed over the vector
+(`kd_reduction`); augmentation magnitudes (config.lift.augment).
 Other examples: `--config=configs/lift_arid.py:runlocal,kd=False`,
-`--config=configs/lift_arid.py:variant=large,vit_trainable=all`.
+`--config=configs/lift_arid.py:variant=small,vit_trainable=all` (N = 4, Table VI).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def get_config(arg=None):
   config = lift_base.lift_config(
       f"variant=tiny_test,frames=16,crop=0,short_side=0,batch={arg.batch},steps={arg.steps},"
       f"teacher_steps={arg.teacher_steps},lr={arg.lr},kd={arg.kd},"
-      f"vit_trainable={arg.vit_trainable},gamma={arg.gamma},seed={arg.seed}",
+      f"vit_trainable={arg.vit_trainable},gamma={arg.gamma},seed={arg.seed},init=none",
       dataset="synthetic")
   config.input.sampling = "dense"
   config.input.flip = False          # left / right motion are different classes
@@ -40,8 +40,8 @@ def get_config(arg=None):
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234))
   config.lift.luminous_normalise = "per_clip"
   config.evals.attention.clips = 4
-  # Classes differ only by motion (direction, path): no flips, no frame shuffle, mild geometry.
-  config.lift.augment.update(colour_jitter=0.2, affine=0.0, cutmix=0.0, frame_shuffle=0.0)
+  # Classes differ only by motion (direction, path): no flips, frame shuffle or geometric warps.
+  config.lift.augment = common.augment_block(colour_jitter=0.2)
   config.optimizer.weight_decay = 1e-4
   config.optimizer.warmup_steps = 20
   # The small BatchNorm CNN teacher trains much better with SGD than with AdamW (98.8% vs 24%

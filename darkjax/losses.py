@@ -12,9 +12,9 @@ scalar. Where the Zero-DCE paper and its official code (Li-Chongyi/Zero-DCE `Myl
                  summed over RGB, averaged over iterations        summed over all map channels
   weights        spa 1, exp 1, col 0.5, tvA 20           spa 1, exp 10, col 5, tvA 200
 
-DTCM (Tu et al., TIP 2023) replaces the spatial term for clips by L_STC = L_SC + L_TC: spatial
-consistency with 8 neighbours averaged over frames plus temporal consistency of the RGB differences
-of adjacent frames.
+DTCM (Tu et al., TIP 2023) replaces the spatial term for clips by L_STC = L_SC + L_TC (Eq. 4):
+spatial consistency with 8 neighbours averaged over frames (Eqs. 1-2) plus the same operator on the
+absolute RGB differences of adjacent frames (Eq. 3).
 """
 
 from __future__ import annotations
@@ -138,27 +138,32 @@ def video_spatial_consistency_loss(enhanced: jax.Array, original: jax.Array, nei
   return spatial_consistency_loss(enhanced, original, neighbours, region, variant)
 
 
-def temporal_consistency_loss(enhanced: jax.Array, original: jax.Array) -> jax.Array:
-  """DTCM L_TC on clips (B, T, H, W, 3): mean ((Y_(t+1) - Y_t) - (I_(t+1) - I_t))^2 per pixel/channel.
+def temporal_consistency_loss(enhanced: jax.Array, original: jax.Array, neighbours: int = 8,
+                              region: int = 4, variant: str = "paper") -> jax.Array:
+  """DTCM L_TC, Eq. (3), on clips (B, T, H, W, 3).
 
-  The enhanced clip's RGB differences of adjacent frames should follow the dark clip's.
+  L_TC = 1/(T-1) sum_t L_SCF(|DY_(t+1) - DY_t|, |DI_(t+1) - DI_t|): the spatial consistency
+  operator of Eq. (1) (region x region blocks, `neighbours` neighbours) applied to the RGB
+  differences of adjacent frames of the enhanced clip (DY) against those of the dark clip (DI),
+  averaged over the T-1 frame pairs and the batch. The enhanced clip's temporal variation should
+  keep the dark clip's local structure; a clip brightened uniformly over time scores 0.
   """
   if enhanced.ndim != 5 or enhanced.shape != original.shape:
     raise ValueError(f"temporal_consistency_loss: expected two equal (B, T, H, W, C) clips, got "
                      f"{enhanced.shape} and {original.shape}")
   if enhanced.shape[1] < 2:
     raise ValueError("temporal_consistency_loss: clips need at least 2 frames")
-  d_y = jnp.diff(enhanced, axis=1)
-  d_i = jnp.diff(original, axis=1)
-  return jnp.mean((d_y - d_i) ** 2)
+  d_y = jnp.abs(jnp.diff(enhanced, axis=1))
+  d_i = jnp.abs(jnp.diff(original, axis=1))
+  return spatial_consistency_loss(d_y, d_i, neighbours, region, variant)
 
 
 def spatio_temporal_consistency_loss(enhanced: jax.Array, original: jax.Array,
                                      neighbours: int = 8, region: int = 4,
                                      variant: str = "paper") -> jax.Array:
-  """DTCM L_STC = L_SC + L_TC on clips (B, T, H, W, 3)."""
+  """DTCM L_STC = L_SC + L_TC, Eq. (4), on clips (B, T, H, W, 3)."""
   return (video_spatial_consistency_loss(enhanced, original, neighbours, region, variant)
-          + temporal_consistency_loss(enhanced, original))
+          + temporal_consistency_loss(enhanced, original, neighbours, region, variant))
 
 
 def exposure_control_loss(enhanced: jax.Array, patch: int = 16, level: float = 0.6,
@@ -241,7 +246,8 @@ def zero_dce_loss(enhanced: jax.Array, original: jax.Array, curve_maps: jax.Arra
   if video:
     terms["spatial"] = video_spatial_consistency_loss(enhanced, original, neighbours,
                                                       spatial_region, variant)
-    terms["temporal"] = temporal_consistency_loss(enhanced, original)
+    terms["temporal"] = temporal_consistency_loss(enhanced, original, neighbours,
+                                                  spatial_region, variant)
   else:
     terms["spatial"] = spatial_consistency_loss(enhanced, original, neighbours, spatial_region,
                                                 variant)
@@ -254,14 +260,23 @@ def zero_dce_loss(enhanced: jax.Array, original: jax.Array, curve_maps: jax.Arra
 
 # ---------------------------------------------------------------------------- distillation, contrast
 
-def l1_feature_loss(student: jax.Array, teacher: jax.Array,
-                    stop_teacher_gradient: bool = True) -> jax.Array:
-  """Mean absolute difference between student and teacher features of equal shape."""
+def l1_feature_loss(student: jax.Array, teacher: jax.Array, stop_teacher_gradient: bool = True,
+                    reduction: str = "sum") -> jax.Array:
+  """L1 distance between student and teacher vectors (B, D) of equal shape, batch mean.
+
+  reduction "sum": sum_i |h1_i - h2_i| over the D entries (LIFT-Net Eq. 6 as written); "mean":
+  the mean over them (D times weaker against the cross-entropy).
+  """
   if student.shape != teacher.shape:
     raise ValueError(f"l1_feature_loss: student {student.shape} vs teacher {teacher.shape}")
+  if reduction not in ("sum", "mean"):
+    raise ValueError(f"l1_feature_loss: reduction {reduction!r} unknown; valid: 'sum', 'mean'")
   if stop_teacher_gradient:
     teacher = jax.lax.stop_gradient(teacher)
-  return jnp.mean(jnp.abs(student.astype(jnp.float32) - teacher.astype(jnp.float32)))
+  diff = jnp.abs(student.astype(jnp.float32) - teacher.astype(jnp.float32))
+  per_example = diff.reshape(diff.shape[0], -1) if diff.ndim > 1 else diff[None]
+  reduce = jnp.sum if reduction == "sum" else jnp.mean
+  return jnp.mean(reduce(per_example, axis=-1))
 
 
 def kd_kl_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 4.0,

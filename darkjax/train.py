@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -27,7 +28,7 @@ from darkjax import evaluators as evaluators_lib
 from darkjax import files
 from darkjax import metrics as metrics_lib
 from darkjax import optim
-from darkjax import plots, sharding
+from darkjax import paths, plots, preemption, sharding
 from darkjax import variables as variables_lib
 
 log = logging.getLogger("darkjax")
@@ -202,7 +203,11 @@ class Trainer:
   evaluators: dict[str, Any] | None = dataclasses.field(init=False, default=None)
 
   def __post_init__(self):
+    self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
+    check_required_weights(self.config)
     self.task = self.task or load_task(self.config)
+    if self.config.total_epochs > 0:
+      self.config.total_steps = steps_for_epochs(self.config, self.task)
     self.mesh = sharding.make_mesh(self.config.mesh, self.devices)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.replicated = sharding.replicated(self.mesh)
@@ -298,7 +303,7 @@ class Trainer:
     again continues from that checkpoint with the step already compiled (darkjax.api)."""
     cfg = self.config
     run_start = time.time()
-    os.makedirs(self.workdir, exist_ok=True)
+    paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
     if self.is_lead:
       files.atomic_write_json(os.path.join(self.workdir, "config.json"),
                               json.loads(_config_json(cfg)), sort_keys=True)
@@ -334,6 +339,7 @@ class Trainer:
                desc="train", unit="step", dynamic_ncols=True)
     pending = None   # metrics of the previous step, read one step late to keep dispatch async
     t0, steps_timed = time.time(), 0
+    watch = preemption.PreemptionWatch()
     try:
       for step in range(start + 1, last + 1):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -351,9 +357,13 @@ class Trainer:
           t0, steps_timed = time.time(), 0
           self.writer.write(step, scalars)
           bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
-        if step % cfg.checkpoint_every == 0 or step == last:
+        preempted = watch.reached(step)   # every process calls it at every step
+        if preempted or step % cfg.checkpoint_every == 0 or step == last:
           self._check_finite(step, metrics, checkpointer)
           checkpointer.save(step, self.state, train_iter, {"step": step})
+        if preempted:
+          checkpointer.wait()
+          raise preemption.Preempted(step, f"{checkpointer.directory}/{step}")
         if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
                                     or step == last):
           results = self.evaluate(step)
@@ -361,6 +371,7 @@ class Trainer:
       if pending is not None:
         self._check_finite(*pending, checkpointer)
     finally:
+      watch.close()
       bar.close()
       train_iter.close()
       checkpointer.close()
@@ -393,13 +404,54 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
   if per_class:
     lines += ["", "| class | accuracy |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in per_class.items()]
-  pngs = sorted(f for f in os.listdir(workdir) if f.endswith(".png"))
+  pngs = sorted(p.name for p in paths.resolve(workdir).iterdir() if p.name.endswith(".png"))
   lines += ["", "Artifacts: `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `config.json`"
             + "".join(f", `{p}`" for p in pngs), ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines))
-  return path
+  path = paths.resolve(workdir) / "report.md"
+  path.write_text("\n".join(lines), encoding="utf-8")
+  return os.fspath(path)
+
+
+def steps_for_epochs(config: mlc.ConfigDict, task: Task) -> int:
+  """ceil(config.total_epochs x the primary data source's train-split size / global batch)."""
+  data = task.data_sources[next(iter(task.data_sources))]
+  examples = data.dataset.num_examples(data.cfg.data.split)
+  steps = math.ceil(config.total_epochs * examples / config.input.batch_size)
+  log.info("%g epochs of %d training clips at batch %d: %d steps", config.total_epochs, examples,
+           config.input.batch_size, steps)
+  return steps
+
+
+class MissingWeightsError(ValueError):
+  """A paper config runs without the pretrained weights its recipe starts from."""
+
+
+def _get_key(config: mlc.ConfigDict, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def check_required_weights(config: mlc.ConfigDict) -> None:
+  """Raises MissingWeightsError naming every `config.required_weights` entry whose config key is
+  empty: the weight file's public name, where it is published, the command that converts it and
+  the config arg that takes it, and `init=none` as the explicit opt-out."""
+  missing = []
+  for name, entry in config.required_weights.items():
+    if _get_key(config, entry.key):
+      continue
+    lines = [f"- {name}: config arg `{entry.arg}` (config.{entry.key}) is empty; the recipe starts "
+             f"from {entry.file} ({entry.source})."]
+    if entry.command:
+      lines.append(f"  Convert it once: {entry.command}")
+    lines.append(f"  Then pass `{entry.arg}=PATH` in the config arg string.")
+    missing.append("\n".join(lines))
+  if missing:
+    raise MissingWeightsError(
+        "this config is a paper's recipe, which starts from pretrained weights that were not "
+        "given:\n" + "\n".join(missing) + "\nTo train from random initialisation instead, add "
+        "`init=none` to the config arg string.")
 
 
 def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:

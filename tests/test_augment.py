@@ -1,4 +1,5 @@
-"""darkjax.data.augment.warp_affine: equal to explicit bilinear sampling, exact on integer shifts."""
+"""darkjax.data.augment: warp_affine equal to explicit bilinear sampling (exact on integer shifts), the
+distortions and rain, and the settings every augment call needs."""
 
 from __future__ import annotations
 
@@ -63,3 +64,55 @@ def test_identity_and_integer_shift_are_exact():
   np.testing.assert_array_equal(moved[:, 1:, 2:], clip[:, :-1, :-2])
   np.testing.assert_array_equal(moved[:, 0], 7.0)
   np.testing.assert_array_equal(moved[:, :, :2], 7.0)
+
+
+# ------------------------------------------------------------------ distortions and rain
+def test_optical_distortion_is_radial_about_the_centre():
+  points, centre = augment._pixel_grid(21, 21)
+  np.testing.assert_array_equal(augment.optical_source(points, centre, jnp.array(0.0), 21),
+                                points)
+  barrel = augment.optical_source(points, centre, jnp.array(0.2), 21)
+  np.testing.assert_allclose(barrel[10, 10], centre)              # the centre stays
+  # Corner offset (10, 10) / 21: r^2 = 200 / 441; the source lies (1 + 0.2 r^2) as far out.
+  np.testing.assert_allclose(barrel[0, 0] - centre, (points[0, 0] - centre) * (1 + 0.2 * 200 / 441),
+                             rtol=1e-6)
+
+
+def test_elastic_displacement_is_smooth_and_bounded():
+  d = np.asarray(augment.elastic_displacement(jax.random.key(0), 32, 40, 0.05))
+  assert d.shape == (32, 40, 2)
+  assert np.abs(d).max() <= 0.05 * 40 + 1e-5 and np.abs(d).max() > 0.2
+  # Smooth: neighbouring pixels move by far less than the field's range.
+  assert np.abs(np.diff(d, axis=1)).max() < 0.25 * np.ptp(d)
+  np.testing.assert_array_equal(augment.elastic_displacement(jax.random.key(0), 8, 8, 0.0), 0.0)
+
+
+def test_rain_draws_falling_slanted_streaks():
+  mask = np.asarray(augment.rain_mask(jax.random.key(1), 3, 60, 60))
+  assert mask.shape == (3, 60, 60, 1) and set(np.unique(mask)) <= {0.0, 1.0}
+  drops, length = round(60 * 60 * augment.RAIN_DENSITY), round(60 * augment.RAIN_LENGTH)
+  assert 0 < mask[0].sum() <= drops * length
+  # Frame t + 1 is frame t moved down by RAIN_FALL * H = 3 rows (wrapping), up to the slant.
+  assert not np.array_equal(mask[0], mask[1])
+  np.testing.assert_allclose(mask[0].sum(), mask[1].sum(), rtol=0.2)
+
+
+def test_augment_applies_every_listed_step_and_needs_every_setting():
+  from configs.common import augment_block  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  video = jnp.asarray(rng.integers(0, 60, (2, 3, 24, 24, 3)), jnp.uint8)
+  labels = jnp.arange(2)
+  key = jax.random.key(2)
+  off = augment_block().to_dict()
+  out, _, _ = augment.augment({"video": video}, labels, key, off)
+  np.testing.assert_array_equal(out["video"], video)
+  rain, _, _ = augment.augment({"video": video, "ir": video}, labels, key, dict(off, rain=1.0))
+  np.testing.assert_array_equal(rain["ir"], video)             # rain falls on the RGB video only
+  assert np.any(np.asarray(rain["video"]) == 200)              # the streaks
+  for step in ("optical_distortion", "elastic"):
+    warped, _, _ = augment.augment({"video": video, "ir": video}, labels, key,
+                                   dict(off, **{step: 0.3}))
+    assert not np.array_equal(warped["video"], video), step
+    np.testing.assert_array_equal(warped["video"], warped["ir"])   # one warp for every stream
+  with pytest.raises(KeyError, match=r"\['rain'\] missing"):
+    augment.augment({"video": video}, labels, key, {k: v for k, v in off.items() if k != "rain"})

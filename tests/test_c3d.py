@@ -150,3 +150,14 @@ def test_bench_conv_variants_smoke(capsys):
   assert len(variants["kernel_grad=dots"]["round_ratios"]) == 2
   assert variants["kernel_grad=dots"]["step_s"] > 0 and variants["auto"]["compile_s"] > 0
   assert "kernel_grad=dots / auto: wall per round" in capsys.readouterr().out
+
+
+def test_bench_memory_with_and_without_remat(capsys):
+  from darkjax.tools import bench  # pylint: disable=import-outside-toplevel
+  result = bench.main(["--model", "resnet3d_tiny", "--memory", "--compile-only", "--batch", "2",
+                       "--frames", "8", "--size", "32"])
+  off, on = result["remat"][False], result["remat"][True]
+  assert off["temp"] > 0 and on["temp"] > 0 and off["argument"] == on["argument"]
+  assert result["temp_reduction"] == off["temp"] / on["temp"] > 1.0   # remat saves activations
+  assert result["device"] == "cpu"
+  assert "temp memory without / with remat" in capsys.readouterr().out

@@ -285,7 +285,9 @@ def test_infar_config_backbones_and_missing_data_message(backbone, tmp_path, mon
   monkeypatch.setenv("DARKJAX_DATA", str(tmp_path))
   config = dinet_infar.get_config(f"backbone={backbone}")
   assert config.model.kwargs.backbone == backbone and config.trainer == "dinet"
-  assert config.input.data.dir == os.path.join(str(tmp_path), "xd145_infar12")
+  assert config.input.data.dir == os.path.join(str(tmp_path), "xd145")
+  assert config.required_weights.backbone.key == "model_init"
+  assert config.required_weights.backbone.file == dinet_infar.BACKBONE_WEIGHTS[backbone]["file"]
   assert config.dinet.target.data.dir == os.path.join(str(tmp_path), "infar")
   assert len(dinet_infar.INFAR_CLASSES) == 12
   assert "90.83" in dinet_infar.__doc__

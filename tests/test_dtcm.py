@@ -240,6 +240,9 @@ def test_enhancer_cost_ratio_at_64x112():
     assert 0.49 <= costs[2][unit] / costs[1][unit] <= 0.53
   assert costs[1]["gmacs"] > 1.0                  # a 64-frame clip at 112^2 is GMACs of work
   assert 1.6 < costs[1]["gflops"] / costs[1]["gmacs"] < 2.4   # XLA: 2 FLOPs per multiply-add
+  # Full resolution (the default) is the paper's cost: Table IX's 19.08 "GFLOPs" at k = 1 are
+  # multiply-adds, parameters x pixels.
+  assert abs(costs[1]["gmacs"] / enhancer_cost.PAPER_GFLOPS[1] - 1) < 0.06
   table = enhancer_cost.markdown_table(costs, 64, 112, "dtcm_enhancer")
   assert "19.08" in table and "| 4 |" in table
 

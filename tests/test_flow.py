@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from configs import lift_infar
+from configs.common import augment_block
 from darkjax.data import augment as video_augment
 from darkjax.data import flow, ops, records
 from darkjax.data.prepare import __main__ as prepare_cli
@@ -290,8 +291,7 @@ def test_augment_rotation_and_shear_keep_streams_aligned_and_flow_consistent():
   video = jnp.asarray(rng.integers(0, 256, (3, 2, 16, 16, 3)), jnp.uint8)
   moving = jnp.asarray(flow.encode_flow(np.tile([2.0, 0.0], (3, 2, 16, 16, 1))))
   labels = jnp.arange(3)
-  cfg = dict(colour_jitter=0.0, affine=0.0, rotation=30.0, shear=0.0, cutmix=0.0,
-             frame_shuffle=0.0)
+  cfg = augment_block(rotation=30.0).to_dict()
   out, _, _ = video_augment.augment({"video": video, "ir": video, "flow": moving}, labels,
                                    jax.random.key(1), cfg)
   np.testing.assert_array_equal(out["video"], out["ir"])

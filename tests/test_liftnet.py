@@ -16,6 +16,7 @@ import pytest
 from flax import traverse_util
 
 from configs import lift_arid
+from configs.common import augment_block
 from darkjax import losses, train
 from darkjax.data import augment as video_augment
 from darkjax.data import datasets, records
@@ -163,8 +164,10 @@ def test_kd_loss_is_ce_plus_l1_on_fixed_tensors():
   h1 = jnp.array([[0.5, -1.0], [1.0, 1.0]])
   ce = -np.mean([2.0 - np.log(np.exp(2) + 1 + np.exp(-1)),
                  0.5 - np.log(2 * np.exp(0.5) + np.exp(3))])
-  l1 = np.mean([0.5, 1.0, 1.0, 3.0])
+  l1 = np.mean([0.5 + 1.0, 1.0 + 3.0])    # Eq. (6): sum over the vector, mean over the batch
   total, terms = lift_trainer.kd_loss(logits, labels, h2, h1, kd_weight=1.0)
+  _, mean_terms = lift_trainer.kd_loss(logits, labels, h2, h1, reduction="mean")
+  np.testing.assert_allclose(mean_terms["l1"], l1 / 2, rtol=1e-6)
   np.testing.assert_allclose([total, terms["ce"], terms["l1"]], [ce + l1, ce, l1], rtol=1e-6)
   total, _ = lift_trainer.kd_loss(logits, labels, h2, h1, kd_weight=0.25)
   np.testing.assert_allclose(total, ce + 0.25 * l1, rtol=1e-6)
@@ -202,11 +205,11 @@ def test_augment_off_is_identity_and_geometry_is_shared_between_streams():
   rng = np.random.default_rng(0)
   video = jnp.asarray(rng.integers(0, 256, (4, 6, 12, 12, 3)), jnp.uint8)
   labels = jnp.arange(4)
-  off = dict(colour_jitter=0.0, affine=0.0, cutmix=0.0, frame_shuffle=0.0)
+  off = augment_block().to_dict()
   out, mixed, mix = video_augment.augment({"video": video}, labels, jax.random.key(0), off)
   np.testing.assert_array_equal(out["video"], video)
   assert float(mix) == 1.0
-  on = dict(colour_jitter=0.0, affine=0.2, cutmix=1.0, frame_shuffle=1.0)
+  on = augment_block(affine=0.2, cutmix=1.0, frame_shuffle=1.0).to_dict()
   out, mixed, mix = video_augment.augment({"video": video, "ir": video}, labels,
                                          jax.random.key(3), on)
   np.testing.assert_array_equal(out["video"], out["ir"])  # same geometry on every stream
@@ -333,3 +336,28 @@ def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_pa
   assert any(not np.array_equal(s_params[k], initial[k]) for k in block0)
   assert not np.array_equal(s_params["fusion_0/fourier/LayerNorm_0/scale"],
                             initial["fusion_0/fourier/LayerNorm_0/scale"])
+
+
+def test_kd_on_logits_distils_the_teacher_classifier(arid_dir):
+  config = _arid_config(arid_dir)
+  config.lift.kd_features = "logits"
+  with pytest.raises(ValueError, match="kd_features='logits'.*teacher phase"):
+    lift_trainer.Task(config)
+  teacher = lift_trainer.TeacherTask(config)
+  batch = {"video": np.random.default_rng(0).integers(0, 255, (2, 8, 32, 32, 3), np.uint8),
+           "label": np.array([0, 1])}
+  teacher_vars = jax.device_get(teacher.init_variables(jax.random.key(1), batch))
+  # A teacher classifier that ignores its input: h1 = 100 for every class.
+  fc = teacher_vars["params"]["fc"]
+  teacher_vars["params"]["fc"] = {"kernel": np.zeros_like(fc["kernel"]),
+                                  "bias": np.full_like(fc["bias"], 100.0)}
+  task = lift_trainer.Task(config, teacher_variables=teacher_vars)
+  variables = task.init_from(jax.device_get(task.init_variables(jax.random.key(2), batch)))
+  params = variables.pop("params")
+  _, (_, metrics) = task.loss_fn(params, variables, batch, jax.random.key(3), 0.0)
+  # Eq. (6) on logits: sum_c |100 - logits_c|, the student's logits being far below 100.
+  num_classes = fc["bias"].shape[0]
+  assert abs(float(metrics["l1"]) - 100.0 * num_classes) < 0.05 * 100.0 * num_classes
+  config.lift.kd_features = "pooled"
+  with pytest.raises(ValueError, match="kd_features 'pooled' unknown"):
+    lift_trainer.Task(config, teacher_variables=teacher_vars)

@@ -152,17 +152,55 @@ def test_video_spatial_reduces_to_image_form():
     np.testing.assert_allclose(float(both), float(np.mean(per_frame)), rtol=1e-6)
 
 
-def test_temporal_consistency():
-  static_o = jnp.broadcast_to(jax.random.uniform(jax.random.key(0), (1, 1, 4, 4, 3)),
-                              (1, 3, 4, 4, 3))
-  assert float(losses.temporal_consistency_loss(static_o * 2.0, static_o)) == 0.0
-  original = jnp.concatenate([jnp.full((1, 1, 4, 4, 3), 0.1), jnp.full((1, 1, 4, 4, 3), 0.2)], 1)
-  enhanced = jnp.concatenate([jnp.full((1, 1, 4, 4, 3), 0.3), jnp.full((1, 1, 4, 4, 3), 0.6)], 1)
-  np.testing.assert_allclose(float(losses.temporal_consistency_loss(enhanced, original)), 0.04,
-                             rtol=1e-5)
-  stc = losses.spatio_temporal_consistency_loss(enhanced, original)
-  sc = losses.video_spatial_consistency_loss(enhanced, original, 8)
-  np.testing.assert_allclose(float(stc), float(sc) + 0.04, rtol=1e-5)
+def _np_lscf(dy, di, region=4):
+  """Eq. (1) for one frame pair (H, W, 3): 1/K sum_i sum_(j in 8 neighbours of i, inside the
+  image) (|Y_i - Y_j| - |P_i - P_j|)^2 over region x region blocks of the channel mean."""
+  def blocks(x):
+    g = x.mean(-1)
+    h, w = g.shape[0] // region, g.shape[1] // region
+    return g[:h * region, :w * region].reshape(h, region, w, region).mean((1, 3))
+  y, p = blocks(dy), blocks(di)
+  rows, cols = y.shape
+  total = 0.0
+  for r in range(rows):
+    for c in range(cols):
+      for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+          rr, cc = r + dr, c + dc
+          if (dr, dc) == (0, 0) or not (0 <= rr < rows and 0 <= cc < cols):
+            continue
+          total += (abs(y[r, c] - y[rr, cc]) - abs(p[r, c] - p[rr, cc])) ** 2
+  return total / (rows * cols)
+
+
+def _np_temporal_consistency(enhanced, original):
+  """Eq. (3), per clip 1/(T-1) sum_t L_SCF(|DY_(t+1) - DY_t|, |DI_(t+1) - DI_t|); batch mean."""
+  per_clip = []
+  for y, i in zip(enhanced, original):
+    t = len(y)
+    per_clip.append(sum(_np_lscf(np.abs(y[s + 1] - y[s]), np.abs(i[s + 1] - i[s]))
+                        for s in range(t - 1)) / (t - 1))
+  return np.mean(per_clip)
+
+
+def test_temporal_consistency_is_eq3():
+  rng = np.random.default_rng(3)
+  original = rng.uniform(0, 0.3, size=(2, 4, 12, 16, 3)).astype(np.float32)
+  enhanced = np.sqrt(original) + rng.normal(0, 0.05, size=original.shape).astype(np.float32)
+  got = float(losses.temporal_consistency_loss(jnp.asarray(enhanced), jnp.asarray(original)))
+  want = _np_temporal_consistency(enhanced.astype(np.float64), original.astype(np.float64))
+  assert want > 1e-4
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+  # A clip brightened uniformly over time (static content) has no temporal inconsistency.
+  static = np.broadcast_to(original[:, :1], original.shape)
+  assert float(losses.temporal_consistency_loss(jnp.asarray(static * 2.0),
+                                                jnp.asarray(static))) == 0.0
+  # Eq. (4): L_STC = L_SC + L_TC.
+  stc = losses.spatio_temporal_consistency_loss(jnp.asarray(enhanced), jnp.asarray(original))
+  sc = losses.video_spatial_consistency_loss(jnp.asarray(enhanced), jnp.asarray(original), 8)
+  np.testing.assert_allclose(float(stc), float(sc) + got, rtol=1e-5)
+  with pytest.raises(ValueError, match="at least 2 frames"):
+    losses.temporal_consistency_loss(jnp.asarray(original[:, :1]), jnp.asarray(original[:, :1]))
 
 
 @pytest.mark.parametrize("variant", ["paper", "official"])
@@ -210,8 +248,13 @@ def test_kd_losses():
   want = temp ** 2 * np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), -1))
   np.testing.assert_allclose(float(losses.kd_kl_loss(s, t, temp)), want, rtol=1e-5)
   assert float(losses.kd_kl_loss(t, t, temp)) == pytest.approx(0.0, abs=1e-6)
-  np.testing.assert_allclose(float(losses.l1_feature_loss(s, t)), np.mean(np.abs(s - t)),
-                             rtol=1e-6)
+  # LIFT-Net Eq. (6): sum_i |h1_i - h2_i| per example (batch mean); "mean" divides by D.
+  np.testing.assert_allclose(float(losses.l1_feature_loss(s, t)),
+                             np.mean(np.sum(np.abs(s - t), -1)), rtol=1e-6)
+  np.testing.assert_allclose(float(losses.l1_feature_loss(s, t, reduction="mean")),
+                             np.mean(np.abs(s - t)), rtol=1e-6)
+  with pytest.raises(ValueError, match="reduction"):
+    losses.l1_feature_loss(s, t, reduction="max")
   grad_t = jax.grad(lambda x: losses.l1_feature_loss(jnp.asarray(s), x))(jnp.asarray(t))
   assert np.all(grad_t == 0)
 

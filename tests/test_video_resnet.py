@@ -50,12 +50,9 @@ def test_ig65m_param_count_matches_torch_reference():
   torchvision = pytest.importorskip("torchvision")
   from torchvision.models.video import resnet as tv_resnet
   torch = pytest.importorskip("torch")
+  from darkjax.tools import torch_refs  # pylint: disable=import-outside-toplevel
   with torch.device("meta"):  # shapes only, no allocation or init
-    reference = tv_resnet.VideoResNet(tv_resnet.BasicBlock, [tv_resnet.Conv2Plus1D] * 4,
-                                      [3, 4, 6, 3], tv_resnet.R2Plus1dStem, num_classes=487)
-    for layer, width, mid in ((reference.layer2, 128, 288), (reference.layer3, 256, 576),
-                              (reference.layer4, 512, 1152)):
-      layer[0].conv2[0] = tv_resnet.Conv2Plus1D(width, width, mid)
+    reference = torch_refs.ig65m_r2plus1d(487)
   torch_count = sum(p.numel() for p in reference.parameters())
   assert torchvision is not None
   assert torch_count == _count(_shapes("r2plus1d_34_ig65m", 487)["params"])
@@ -234,15 +231,12 @@ def _torch_one_block_per_stage(name: str):
       "r2plus1d_18": ([tv_resnet.Conv2Plus1D] * 4, tv_resnet.R2Plus1dStem),
       "r2plus1d_34_ig65m": ([tv_resnet.Conv2Plus1D] * 4, tv_resnet.R2Plus1dStem),
   }[name]
-  model = tv_resnet.VideoResNet(tv_resnet.BasicBlock, conv_makers, [1, 1, 1, 1], stem,
-                                num_classes=10)
   if name == "r2plus1d_34_ig65m":  # as moabitcoin/ig65m-pytorch builds it
-    for layer, width, mid in ((model.layer2, 128, 288), (model.layer3, 256, 576),
-                              (model.layer4, 512, 1152)):
-      layer[0].conv2[0] = tv_resnet.Conv2Plus1D(width, width, mid)
-    for module in model.modules():
-      if isinstance(module, torch.nn.BatchNorm3d):
-        module.eps, module.momentum = 1e-3, 0.1
+    from darkjax.tools import torch_refs  # pylint: disable=import-outside-toplevel
+    model = torch_refs.ig65m_r2plus1d(10, layers=(1, 1, 1, 1))
+  else:
+    model = tv_resnet.VideoResNet(tv_resnet.BasicBlock, conv_makers, [1, 1, 1, 1], stem,
+                                  num_classes=10)
   _randomise_batchnorm(model)
   return model
 

@@ -9,12 +9,15 @@ without the dataset on disk.
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
 from darkjax.data import datasets, normalise, ops, pipeline
+
+log = logging.getLogger("darkjax")
 
 
 class ClassificationData:
@@ -29,7 +32,14 @@ class ClassificationData:
 
   @functools.cached_property
   def dataset(self) -> datasets.Dataset:
-    return datasets.open_dataset(self.cfg.data)
+    dataset = datasets.open_dataset(self.cfg.data)
+    stored = dataset.manifest.get("metadata", {}).get("short_side") or 0
+    if stored and self.cfg.short_side > stored:
+      log.warning("%s: frames were prepared with a short side of %d px but config.input.short_side "
+                  "is %d: every clip is up-sampled. Prepare it again with `--short-side %d` to "
+                  "train on real detail.", dataset.directory, stored, self.cfg.short_side,
+                  self.cfg.short_side)
+    return dataset
 
   def train_dataset(self, local_batch: int, split: str | None = None):
     cfg = self.cfg

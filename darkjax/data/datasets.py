@@ -10,10 +10,14 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
+from darkjax import paths
 from darkjax.data import records
 
 PREPARED = ("arid_v1", "arid_v1_5", "infar", "xd145", "dark48", "hmdb51", "ucf101",
             "uavhuman_fisheye")
+
+
+ALL = "all"
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -42,6 +46,10 @@ class Dataset:
     return split
 
   def files(self, split: str) -> list[tuple[str, int]]:
+    """Record files and example counts of `split`; `all` (unless the manifest has such a split)
+    is every video once: the train and test parts of the selected split together."""
+    if split == ALL and ALL not in self.manifest["splits"]:
+      return self.files("train") + self.files("test")
     return records.split_files(self.manifest, self.directory, self.split_name(split))
 
   def frame_shapes(self) -> dict[str, list[int] | None]:
@@ -57,11 +65,11 @@ def open_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
   name, directory = data_cfg["name"], data_cfg["dir"]
   if not directory:
     raise ValueError(f"config.input.data.dir is empty for dataset {name!r}")
-  directory = os.path.abspath(os.path.expanduser(directory))
+  directory = os.fspath(paths.resolve(directory))  # a local directory or a URL (gs://...)
   if name == "synthetic":
     return Dataset(name, directory, _ensure_synthetic(directory, dict(data_cfg.get("generate", {}))),
                    int(data_cfg.get("split_index", 0)))
-  if not os.path.exists(os.path.join(directory, records.MANIFEST)):
+  if not paths.resolve(os.path.join(directory, records.MANIFEST)).exists():
     hint = (f"python -m darkjax.data.prepare --dataset {name} --src /path/to/downloaded/{name} "
             f"--out {directory}") if name in PREPARED else "python -m darkjax.data.prepare --help"
     raise DatasetNotPreparedError(

@@ -12,11 +12,12 @@ iterations, "enhanced": the final image}`, and exposes `estimate_curves(x, train
   maps are estimated on the bilinearly reduced image and brought back with align_corners=True
   bilinear up-sampling, as in the official code. 10,561 parameters.
 - `dtcm_enhancer` (DTCM, Tu et al., TIP 2023, light version): 3x3 conv 32 + ReLU, ShuffleNetV2 basic
-  units for layers 2-4, ShuffleNetV2 spatial down-sampling units (stride 2) for layers 5-6, 3x3 conv
-  + tanh (24 channels), maps up-sampled bilinearly to frame resolution. The Zero-DCE skip pattern is
-  kept (layer 5 sees cat(x3, x4), layer 6 cat(x2, x5), layer 7 cat(x1, x6)); skips entering a
-  down-sampled stage are 2x2 / 4x4 average-pooled (our reading: the paper gives no wiring details).
-  23,560 parameters (+ BatchNorm statistics); H and W must be multiples of 4.
+  units for layers 2-4, two-branch ShuffleNetV2 units for layers 5-6, 3x3 conv + tanh (24 channels).
+  The Zero-DCE skip pattern is kept (layer 5 sees cat(x3, x4), layer 6 cat(x2, x5), layer 7
+  cat(x1, x6)); the paper gives no wiring details, this is our reading. By default every layer
+  runs at frame resolution (the paper's cost: GFLOPs = parameters x pixels, Tables III and IX);
+  `full_resolution=False` runs layers 5-6 at stride 2 with average-pooled skips and resizes the
+  maps (H and W multiples of 4). 23,560 parameters (+ BatchNorm statistics) in both forms.
 
 Parameter names follow the official PyTorch modules (`e_conv1` ... `e_conv7`, `depth_conv`,
 `point_conv`) so that `darkjax.convert.zero_dce` is a plain rename. Curves use the official sign
@@ -138,9 +139,14 @@ def channel_shuffle(x: jax.Array, groups: int = 2) -> jax.Array:
 
 
 class ShuffleUnit(nn.Module):
-  """ShuffleNetV2 unit (torchvision `InvertedResidual` layout): basic (stride 1) or down-sampling."""
+  """ShuffleNetV2 unit (torchvision `InvertedResidual` layout): basic (stride 1) or down-sampling.
+
+  `two_branch=True` keeps the down-sampling unit's two branches (both fed the whole input, so the
+  input may have any channel count) at stride 1.
+  """
   features: int
   stride: int = 1
+  two_branch: bool = False
   dtype: Any = None
 
   @nn.compact
@@ -159,7 +165,7 @@ class ShuffleUnit(nn.Module):
     def pointwise_bn_relu(y, name):
       return nn.relu(norm(name=f"{name}_bn")(conv1x1(branch_features, name=name)(y)))
 
-    if self.stride == 1:
+    if self.stride == 1 and not self.two_branch:
       if x.shape[-1] != self.features:
         raise ValueError(f"{self.name}: basic ShuffleNet unit needs {self.features} input "
                          f"channels, got {x.shape[-1]}")
@@ -178,27 +184,43 @@ def _avg_pool(x: jax.Array, factor: int) -> jax.Array:
 
 
 class DTCMEnhancer(_CurveEnhancer):
-  """DTCM's light curve estimator (see module docstring for the layer layout)."""
+  """DTCM's light curve estimator (see module docstring for the layer layout).
+
+  full_resolution=True (default, the paper's cost: Table III / IX GFLOPs equal parameters x
+  pixels) runs every layer at frame resolution, layers 5-6 as two-branch ShuffleNet units at
+  stride 1. False: layers 5-6 at stride 2 with 2x2 / 4x4 average-pooled skips and the maps resized
+  bilinearly to frame resolution (about 4x cheaper; H, W multiples of 4). Both forms have the same
+  parameters, so either loads the other's weights.
+  """
   align_corners: bool = False
+  full_resolution: bool = True
 
   @nn.compact
   def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
     h, w = x.shape[1:3]
-    if h % 4 or w % 4:
+    if not self.full_resolution and (h % 4 or w % 4):
       raise ValueError(f"dtcm_enhancer: frame size {(h, w)} must be a multiple of 4 (two "
-                       f"stride-2 ShuffleNet units)")
+                       f"stride-2 ShuffleNet units; full_resolution=True has no such limit)")
     f = self.features
     unit = functools.partial(ShuffleUnit, f, dtype=self.dtype)
     x1 = nn.relu(nn.Conv(f, (3, 3), padding=PAD1, dtype=self.dtype, name="e_conv1")(x))
     x2 = unit(name="e_conv2")(x1, train)
     x3 = unit(name="e_conv3")(x2, train)
     x4 = unit(name="e_conv4")(x3, train)
-    x5 = unit(stride=2, name="e_conv5")(jnp.concatenate([x3, x4], -1), train)
-    x6 = unit(stride=2, name="e_conv6")(jnp.concatenate([_avg_pool(x2, 2), x5], -1), train)
-    maps = nn.Conv(3 * self.num_iterations, (3, 3), padding=PAD1, dtype=self.dtype,
-                   bias_init=self.output_bias_init(),
-                   name="e_conv7")(jnp.concatenate([_avg_pool(x1, 4), x6], -1))
-    return resize_bilinear(jnp.tanh(maps), (h, w), align_corners=self.align_corners)
+    if self.full_resolution:
+      down = functools.partial(unit, stride=1, two_branch=True)
+      pool2 = pool4 = lambda y: y
+    else:
+      down = functools.partial(unit, stride=2)
+      pool2, pool4 = functools.partial(_avg_pool, factor=2), functools.partial(_avg_pool, factor=4)
+    x5 = down(name="e_conv5")(jnp.concatenate([x3, x4], -1), train)
+    x6 = down(name="e_conv6")(jnp.concatenate([pool2(x2), x5], -1), train)
+    maps = jnp.tanh(nn.Conv(3 * self.num_iterations, (3, 3), padding=PAD1, dtype=self.dtype,
+                            bias_init=self.output_bias_init(),
+                            name="e_conv7")(jnp.concatenate([pool4(x1), x6], -1)))
+    if self.full_resolution:
+      return maps
+    return resize_bilinear(maps, (h, w), align_corners=self.align_corners)
 
 
 class VideoEnhancer(nn.Module):

@@ -1,5 +1,6 @@
 """Benchmarks. Train-step speed of a model zoo network, optionally against PyTorch:
 
+    python -m darkjax.tools.bench --model resnext3d_101 --frames 64 --memory [--compile-only]
     python -m darkjax.tools.bench --model r2plus1d_18 --vs-torch [--batch 2] [--frames 16]
         [--size 112] [--steps 5] [--rounds 3] [--compile-only] [--devices 1] [--lowering auto]
         [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
@@ -17,32 +18,11 @@ host devices (data parallel, `--xla_force_host_platform_device_count`).
 `--variants` times the step under several CPU conv settings of `darkjax.layers.conv` in the same
 process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
-`ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK). Figures per CPU
-ISA are in docs/benchmarks.md.
+`ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK).
 
-Measured on the 2-core dev box (AMD EPYC Zen 5), B=2, 16x112x112, best of 3 rounds, flax / torch
-2.14 on 2 threads, wall ms per step, session 3 (2026-11-22, load ~1.2-2, after the conv lowering
-changes of that session: single-tile convs on Eigen, stride-1 taps side by side; README):
-  r3d_18         1974 / 1568 = 1.26,  1975 / 1461 = 1.35      compile 9-12 s
-  r2plus1d_18    3037 / 2566 = 1.18
-  mc3_18         2051 / 1495 = 1.37
-  resnet3d_18     556 /  664 = 0.84
-  resnext3d_101  2161 /  852 = 2.54                           compile 13.8-15.5 s
-                 1691 /  717 = 2.36 after grouped convs moved to Eigen (same-process A/B:
-                 1908 -> 1488 ms); r3d_18 in that run 2042 / 1557 = 1.31
-                 1445 /  670 = 2.16 after grouped kernel gradients lost their per-tap
-                 transposes (same-process A/B: 1720 -> 1423 ms)
-  r3d_18 --devices 2: 3232 / 1738 = 1.86 (worse than one device now: the Eigen convs already use
-  both cores, and two devices contend for them).
-History: session 1 r3d_18 2.09-2.27 (under load); session 2 1.66-1.77 after kernel gradients in
-frame pieces (`conv2d.KERNEL_GRAD_PIECE_POSITIONS`). Earlier resnext3d_101 ratios of 0.67 were
-taken under heavy load (4-5), where torch degrades more than XLA: compare ratios from quiet runs.
-XLA_FLAGS tried on r3d_18 in session 2 with no change beyond the run-to-run spread:
---xla_cpu_use_onednn + --xla_cpu_experimental_onednn_custom_call,
---xla_cpu_experimental_xnn_fusion_type=+individual_convolution,
---xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY.
-Profiling a step: `jax.profiler` traces show each XLA thunk per thread; YNNPACK convs with <= 64
-output channels appear as single long events with the other thread idle.
+Measured figures (ratios against torch, compile times, what was tried) are in docs/benchmarks.md,
+each with its command, date and machine. Profiling a step: `jax.profiler` traces show each XLA
+thunk per thread.
 
 Depthwise conv lowerings (the enhancers' ShuffleNet units): `--depthwise`, see
 `darkjax/layers/depthwise.py`.
@@ -109,7 +89,8 @@ def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
 
 
 def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: str | None,
-               devices: int = 1, conv_settings: dict[str, Any] | None = None):
+               devices: int = 1, conv_settings: dict[str, Any] | None = None,
+               remat: bool = False):
   """((compile wall s, compile CPU s), callable running one step and blocking on its result).
 
   With `devices` > 1 the batch is split over that many (host) devices, data parallel.
@@ -124,7 +105,9 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   conv_settings = conv_settings or {}
   lowering = conv_settings.get("lowering", lowering)
   kwargs = {} if lowering is None else {"conv_lowering": lowering}
-  model = models.build(model_name, NUM_CLASSES, **kwargs)
+  if remat:
+    kwargs["remat"] = True
+  model = models.build(model_name, NUM_CLASSES, dtype=jnp.dtype(dtype), **kwargs)
   if len(jax.devices()) < devices or batch % devices:
     raise SystemExit(f"bench: --devices {devices} needs that many jax devices (found "
                      f"{len(jax.devices())}) and --batch divisible by it")
@@ -166,16 +149,31 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
     state[0], state[1], state[2], loss = compiled(*state, clips, labels, rng)
     loss.block_until_ready()
 
+  run_step.memory = memory_bytes(compiled)
   return compile_s, run_step
+
+
+def memory_bytes(compiled) -> dict[str, int]:
+  """XLA's memory analysis of a compiled step: temp, argument, output and generated-code bytes."""
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return {}
+  return {"temp": int(analysis.temp_size_in_bytes),
+          "argument": int(analysis.argument_size_in_bytes),
+          "output": int(analysis.output_size_in_bytes),
+          "alias": int(analysis.alias_size_in_bytes),
+          "code": int(analysis.generated_code_size_in_bytes)}
 
 
 def _torch_model(model_name: str, frames: int, size: int):
   if model_name in _TORCHVISION_MODELS:
     import torchvision.models.video as video_models
     return getattr(video_models, model_name)(num_classes=NUM_CLASSES)
+  from darkjax.tools import torch_refs
+  if model_name == "r2plus1d_34_ig65m":
+    return torch_refs.ig65m_r2plus1d(NUM_CLASSES)
   from darkjax import models
   from darkjax.models import c3d, resnet3d
-  from darkjax.tools import torch_refs
   flax_model = models.build(model_name, NUM_CLASSES)
   if isinstance(flax_model, resnet3d.ResNet3D):
     return torch_refs.HaraResNet(
@@ -189,7 +187,8 @@ def _torch_model(model_name: str, frames: int, size: int):
     return torch_refs.C3DTorch(NUM_CLASSES, flax_model.widths, flax_model.fc_width,
                                flax_model.widths[-1] * cells)
   raise SystemExit(f"bench: no PyTorch reference for {model_name!r}; known: "
-                   f"{list(_TORCHVISION_MODELS)} and the resnet3d/resnext3d/c3d variants")
+                   f"{list(_TORCHVISION_MODELS)}, r2plus1d_34_ig65m and the resnet3d/resnext3d/c3d "
+                   "variants")
 
 
 def _torch_step(model_name: str, batch: int, frames: int, size: int) -> Callable[[], None]:
@@ -232,11 +231,16 @@ def _report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]
 def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   if args.variants is not None:
     return bench_variants(args)
+  if args.memory:
+    return bench_memory(args)
   compile_s, flax_run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
-                                   args.devices)
+                                   args.devices, dtype=args.dtype)
   result: dict[str, Any] = {"model": args.model, "compile_s": compile_s[0],
                             "compile_cpu_s": compile_s[1]}
-  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, {conv2d.cores()} cores; "
+  import jax  # pylint: disable=import-outside-toplevel
+  device = jax.devices()[0]
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype} on "
+        f"{device.platform} ({device.device_kind}), {conv2d.cores()} cores; "
         f"compile {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU", flush=True)
   if args.compile_only:
     return result
@@ -260,6 +264,45 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     print(f"  flax/torch ratio: wall {result['ratio']:.2f}, CPU time {result['cpu_ratio']:.2f}; "
           f"per round " + ", ".join(f"{r:.2f}" for r in result["round_ratios"]) +
           f" (median {_median(result['round_ratios']):.2f})", flush=True)
+  return result
+
+
+def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
+  """The train step compiled without and with rematerialisation (`remat=True`, each block's
+  activations recomputed in the backward pass): XLA's memory analysis, compile time, and (unless
+  --compile-only) step times in alternating rounds with their per-round ratio."""
+  import jax  # pylint: disable=import-outside-toplevel
+  device = jax.devices()[0]
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} on "
+        f"{device.platform} ({device.device_kind}), memory without / with remat", flush=True)
+  runs, result = {}, {"model": args.model, "device": device.platform, "remat": {}}
+  for remat in (False, True):
+    compile_s, runs[remat] = _flax_step(args.model, args.batch, args.frames, args.size,
+                                        args.lowering, args.devices, remat=remat,
+                                        dtype=args.dtype)
+    memory = runs[remat].memory
+    result["remat"][remat] = {"compile_s": compile_s[0], **memory}
+    print(f"  remat={remat!s:5}: compile {compile_s[0]:.1f} s; temp {memory.get('temp', 0) / 2**20:.1f}"
+          f" MiB, arguments {memory.get('argument', 0) / 2**20:.1f} MiB, output "
+          f"{memory.get('output', 0) / 2**20:.1f} MiB", flush=True)
+  off, on = result["remat"][False], result["remat"][True]
+  if off.get("temp") and on.get("temp"):
+    result["temp_reduction"] = off["temp"] / on["temp"]
+    print(f"  temp memory without / with remat: {result['temp_reduction']:.2f}x", flush=True)
+  if args.compile_only:
+    return result
+  for run in runs.values():
+    run()
+  rounds: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+  for _ in range(args.rounds):
+    for remat, run in runs.items():
+      rounds[remat].append(_time_steps(run, args.steps))
+  for remat in (False, True):
+    result["remat"][remat]["step_s"], _ = _report(f"remat={remat}", rounds[remat])
+  ratios = [t[0] / f[0] for t, f in zip(rounds[True], rounds[False])]
+  result["time_ratio"] = _median(ratios)
+  print("  step time with / without remat per round: " + ", ".join(f"{r:.2f}" for r in ratios) +
+        f" (median {result['time_ratio']:.2f})", flush=True)
   return result
 
 
@@ -366,6 +409,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--steps", type=int, default=5, help="timed steps per round")
   model.add_argument("--rounds", type=int, default=3, help="alternating flax/torch rounds")
   model.add_argument("--compile-only", action="store_true")
+  model.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                     help="compute dtype of the flax model (parameters stay float32)")
+  model.add_argument("--memory", action="store_true",
+                     help="XLA memory analysis (and step time) without and with remat")
   model.add_argument("--devices", type=int, default=1,
                      help="data-parallel over this many host devices (CPU: one per core)")
   model.add_argument("--lowering", default=None,

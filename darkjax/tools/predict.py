@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from darkjax import plots, train
+from darkjax import paths, plots, train
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
 from darkjax.data import flow, ops, records, video
@@ -54,8 +54,8 @@ def load_config(spec: str) -> mlc.ConfigDict:
 
 
 def dataset_manifest(config: mlc.ConfigDict) -> dict[str, Any] | None:
-  directory = os.path.expanduser(config.input.data.dir or "")
-  if directory and os.path.isfile(os.path.join(directory, records.MANIFEST)):
+  directory = config.input.data.dir or ""
+  if directory and (paths.resolve(directory) / records.MANIFEST).is_file():
     return records.load_manifest(directory)
   return None
 
@@ -85,8 +85,8 @@ def run_workdir(config: mlc.ConfigDict, workdir: str) -> str:
 
 def restore_variables(checkpoint_dir: str, step: int | None = None) -> tuple[dict, int]:
   """{"params": ..., <model_state collections>...} of a darkjax checkpoint, and its step."""
-  if not os.path.isdir(os.path.join(checkpoint_dir, "checkpoints")):
-    raise PredictError(f"{os.path.join(checkpoint_dir, 'checkpoints')} does not exist; "
+  if not (paths.resolve(checkpoint_dir) / "checkpoints").is_dir():
+    raise PredictError(f"{paths.resolve(checkpoint_dir) / 'checkpoints'} does not exist; "
                        "--checkpoint must be a training WORKDIR")
   try:
     variables, meta = convert_io.load_run_variables(checkpoint_dir, step)

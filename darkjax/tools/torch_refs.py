@@ -8,6 +8,9 @@ their state dicts have the same keys):
     concatenates `out.data`, which detaches it).
   * `C3DTorch`: the common PyTorch port of C3D (conv1..conv5b, fc6..fc8), with configurable widths
     and fc6 input size so small inputs work.
+  * `ig65m_r2plus1d`: R(2+1)D-34 as moabitcoin/ig65m-pytorch builds it from torchvision's
+    VideoResNet: the first block of stages 2-4 keeps VMZ's mid-plane count in its second conv,
+    BatchNorm eps 1e-3 (its state dicts convert with `darkjax.convert --arch r2plus1d_34_ig65m`).
 Requires torch (imported at module import).
 """
 
@@ -153,6 +156,20 @@ class C3DTorch(nn.Module):
     x = self.dropout(r(self.fc6(x)))
     x = self.dropout(r(self.fc7(x)))
     return self.fc8(x)
+
+
+def ig65m_r2plus1d(num_classes: int, layers: Sequence[int] = (3, 4, 6, 3)) -> nn.Module:
+  """torchvision VideoResNet in the IG65M R(2+1)D-34 layout (`layers` blocks per stage)."""
+  from torchvision.models.video import resnet as tv_resnet  # pylint: disable=import-outside-toplevel
+  model = tv_resnet.VideoResNet(tv_resnet.BasicBlock, [tv_resnet.Conv2Plus1D] * 4, list(layers),
+                                tv_resnet.R2Plus1dStem, num_classes=num_classes)
+  for layer, width, mid in ((model.layer2, 128, 288), (model.layer3, 256, 576),
+                            (model.layer4, 512, 1152)):
+    layer[0].conv2[0] = tv_resnet.Conv2Plus1D(width, width, mid)
+  for module in model.modules():
+    if isinstance(module, nn.BatchNorm3d):
+      module.eps, module.momentum = 1e-3, 0.1
+  return model
 
 
 def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:

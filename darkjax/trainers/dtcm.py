@@ -157,6 +157,8 @@ def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
   out = mlc.ConfigDict(config.to_dict())
   if phase == "enhancer":
     out.total_steps = int(config.dtcm.enhancer_steps)
+    out.total_epochs = 0.0       # the enhancer phase counts steps (config.dtcm.enhancer_steps)
+    out.required_weights = {}    # checked by `run` for the whole command
     out.optimizer.lr = float(config.dtcm.enhancer_lr)
     out.optimizer.warmup_steps = 0
     out.model_init = ""          # backbone weights are for phase 2; phase 1 has no backbone
@@ -203,6 +205,7 @@ def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   then WORKDIR/joint). two_stage: WORKDIR/enhancer then WORKDIR/classifier. Each phase resumes on
   its own."""
   check_config(config)
+  train.check_required_weights(config)
   phase = _second_phase(config)
   if phase is None:
     return train.Trainer(config, workdir, task=Task(config)).run()

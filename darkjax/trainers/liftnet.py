@@ -5,8 +5,13 @@
     softmax cross-entropy; `config.teacher` holds its steps and optimizer.
   phase 2 (WORKDIR/student): LIFT-Net. With KD its `luminous` subtree is the trained teacher's
     backbone, one frozen copy (see darkjax/models/liftnet.py), and the loss is
-    CE(logits, y) + kd_weight * L1(h2, h1) with h1 = the teacher's pooled hidden vector and h2 the
-    student's pooled fused vector. Without KD the backbone trains with the rest.
+    Eq. (6), CE(logits, y) + kd_weight * sum_i |h1_i - h2_i|. What h is, the paper leaves open
+    ("hidden representations ... used in conjunction with softmax"): `config.lift.kd_features`
+    "hidden" (default) takes h1 = the teacher's pooled backbone vector and h2 = the student's
+    pooled fused vector; "logits" takes the vectors softmax is applied to (h1 = the teacher's
+    classifier on its pooled vector, frozen; h2 = the student's logits).
+    `config.lift.kd_reduction` "sum" is Eq. (6) as written, "mean" divides the L1 term by the
+    vector's length. Without KD the backbone trains with the rest.
 
 Each phase is the generic Trainer with its own Task, whose `init_from` puts pretrained ViT /
 R(2+1)D weights or the teacher into a fresh state, so re-running the command resumes whichever
@@ -14,9 +19,9 @@ phase was running.
 Inputs: the dark clip goes to the PViT (normalised by `config.input.normalise`); the luminous clip is
 the same uint8 clip through the GIC table LUT[i] = floor((i/255)^(1/gamma) 255)
 (`config.lift.gamma`), or the record stream "flow" (`config.lift.luminous_input`). Train-time
-augmentations on device (`config.lift.augment`): colour jitter, random affine (scale, translation,
-rotation, shear; a flow stream's vectors are transformed with the image), CutMix, frame shuffle;
-flips come from the pipeline (which negates a flipped flow stream's x). The student's
+augmentations on device (`config.lift.augment`, the paper's list): colour jitter, random rain,
+random affine (scale, translation, rotation, shear; a flow stream's vectors are transformed with
+the image), optical and elastic distortion, CutMix, frame shuffle; flips come from the pipeline (which negates a flipped flow stream's x). The student's
 `attention_maps` feed the `attention_maps` evaluator (one PNG per test clip, paper Fig. 5).
 """
 
@@ -31,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from darkjax import losses, train
+from darkjax import losses, paths, train
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
 from darkjax.data import normalise
@@ -44,6 +49,7 @@ from darkjax.trainers.base import TaskBase
 log = logging.getLogger("darkjax")
 
 LUMINOUS_INPUTS = ("gamma", "flow")
+KD_FEATURES = ("hidden", "logits")
 
 
 # ================================================================ losses
@@ -57,10 +63,11 @@ def classification_loss(logits, labels, mixed_labels=None, mix=1.0, label_smooth
 
 
 def kd_loss(logits, labels, student_hidden, teacher_hidden, kd_weight=1.0, label_smoothing=0.0,
-            mixed_labels=None, mix=1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """LIFT-Net's student loss CE + kd_weight * mean |h2 - h1| (no gradient into the teacher's h1)."""
+            mixed_labels=None, mix=1.0, reduction="sum") -> tuple[jax.Array, dict[str, jax.Array]]:
+  """LIFT-Net's student loss, Eq. (6): CE + kd_weight * sum_i |h1_i - h2_i| (batch mean; no
+  gradient into the teacher's h1). `reduction="mean"` averages over the vector instead."""
   ce = classification_loss(logits, labels, mixed_labels, mix, label_smoothing)
-  l1 = losses.l1_feature_loss(student_hidden, teacher_hidden)
+  l1 = losses.l1_feature_loss(student_hidden, teacher_hidden, reduction=reduction)
   return ce + kd_weight * l1, {"ce": ce, "l1": l1}
 
 
@@ -193,6 +200,16 @@ class Task(_LiftTaskBase):
       log.warning("LIFT-Net student with kd=True but no teacher: its frozen luminous backbone "
                   "keeps its initial weights (run through darkjax.train.run for both phases)")
     self.teacher_variables = teacher_variables
+    self.teacher_head = None
+    if self.lift.kd and self.lift.kd_features == "logits":
+      if teacher_variables is None:
+        raise ValueError("config.lift.kd_features='logits' distils the teacher's logits: it needs "
+                         "the teacher phase (darkjax.train.run runs it), not only "
+                         "config.lift.pretrained.luminous")
+      self.teacher_head = teacher_variables["params"]["fc"]
+    elif self.lift.kd_features not in KD_FEATURES:
+      raise ValueError(f"config.lift.kd_features {self.lift.kd_features!r} unknown; valid: "
+                       f"{KD_FEATURES}")
     self.model = self.student
     pretrained = self.lift.pretrained
     self.merges_pretrained = bool(teacher_variables is not None or pretrained.luminous
@@ -213,8 +230,13 @@ class Task(_LiftTaskBase):
     smoothing = self.config.label_smoothing
     metrics = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
     if self.lift.kd:
-      loss, terms = kd_loss(logits, batch["label"], out["hidden"], out["luminous_features"],
-                            self.lift.kd_weight, smoothing, mixed, mix)
+      student_h, teacher_h = out["hidden"], out["luminous_features"]
+      if self.teacher_head is not None:   # kd_features="logits"
+        head = self.teacher_head
+        student_h = logits
+        teacher_h = teacher_h.astype(jnp.float32) @ head["kernel"] + head["bias"]
+      loss, terms = kd_loss(logits, batch["label"], student_h, teacher_h, self.lift.kd_weight,
+                            smoothing, mixed, mix, self.lift.kd_reduction)
       metrics.update(terms)
     else:
       loss = classification_loss(logits, batch["label"], mixed, mix, smoothing)
@@ -339,6 +361,5 @@ def _write_summary(workdir: str, config: mlc.ConfigDict, results: Mapping[str, A
            "| metric | value |", "|---|---|"]
   lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())
             if isinstance(v, float) and "per_class" not in k]
-  with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
+  (paths.resolve(workdir) / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

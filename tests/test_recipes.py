@@ -1,0 +1,100 @@
+"""Paper configs as recipes: the pretrained weights they start from (a run without them stops at start
+with the file's public name and the convert command; `init=none` opts out), epochs as steps, and
+each paper's recipe table (config defaults = the paper's values where they MATCH; the docs page
+shows the generated table)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from configs import dinet_infar, dtcm_arid, dtcm_synthetic, lift_arid, lift_hmdb51, lift_synthetic
+from darkjax import train
+from darkjax.tools import recipe
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+LIFT_KEYS = {"lift.pretrained.vit", "lift.pretrained.luminous"}
+
+
+@pytest.mark.parametrize("module, keys, opt_out", [
+    (dtcm_arid, {"model_init"}, "init=none"),
+    (dinet_infar, {"model_init"}, "init=none"),
+    (lift_arid, LIFT_KEYS, "init=none,vit_trainable=all"),
+    (lift_hmdb51, LIFT_KEYS, "init=none,vit_trainable=all"),
+])
+def test_paper_configs_require_their_weights_unless_opted_out(module, keys, opt_out):
+  config = module.get_config()
+  assert {entry.key for entry in config.required_weights.values()} == keys
+  with pytest.raises(train.MissingWeightsError) as error:
+    train.check_required_weights(config)
+  message = str(error.value)
+  for entry in config.required_weights.values():
+    assert entry.file in message and f"`{entry.arg}=PATH`" in message
+    if entry.command:
+      assert entry.command in message
+  assert "init=none" in message
+  assert not module.get_config(opt_out).required_weights
+  assert not module.get_config("runlocal").required_weights
+  with pytest.raises(ValueError, match="init='random'"):
+    module.get_config("init=random")
+
+
+def test_a_random_frozen_pvit_is_refused():
+  with pytest.raises(ValueError, match="init=none with vit_trainable=first"):
+    lift_arid.get_config("init=none")
+
+
+def test_given_weights_pass_the_check():
+  config = dtcm_arid.get_config("pretrained=/weights/resnext3d_101_kinetics")
+  train.check_required_weights(config)
+  config = lift_arid.get_config("vit_init=/w/ViT-B_16.npz")
+  with pytest.raises(train.MissingWeightsError, match="luminous_init") as error:
+    train.check_required_weights(config)
+  assert "vit_init" not in str(error.value)
+
+
+def test_synthetic_configs_require_nothing():
+  for module in (dtcm_synthetic, lift_synthetic):
+    assert not module.get_config().required_weights
+
+
+def test_the_trainer_checks_before_anything_else(tmp_path):
+  config = dtcm_arid.get_config()
+  with pytest.raises(train.MissingWeightsError, match="resnext-101-kinetics.pth"):
+    train.Trainer(config, str(tmp_path / "w"), task=object())
+  assert not (tmp_path / "w").exists()
+
+
+def test_epochs_become_steps_from_the_train_split():
+  config = dtcm_arid.get_config("pretrained=/w")
+  assert config.total_epochs == 50 and config.input.frames == 64
+  assert config.input.short_side == 240 and config.input.batch_size == 4
+
+  class Dataset:
+    def num_examples(self, split):
+      return {"train": 2775, "test": 1009}[split]
+
+  class Source:
+    dataset = Dataset()
+    cfg = config.input
+
+  task = type("Task", (), {"data_sources": {"input": Source()}})()
+  assert train.steps_for_epochs(config, task) == -(-50 * 2775 // 4)   # ceil
+  assert dtcm_arid.get_config("steps=100,pretrained=/w").total_epochs == 0
+  with pytest.raises(ValueError, match="epochs > 0"):
+    dtcm_arid.get_config("epochs=0")
+
+
+@pytest.mark.parametrize("paper", sorted(recipe.PAPERS))
+def test_recipe_tables_match_the_configs_and_the_docs(paper):
+  rows, config = recipe.recipe(paper)
+  assert len(rows) >= 15
+  for row in rows:
+    if row.get("key") and row["status"] == "MATCH":
+      assert recipe.config_value(config, row["key"]) == row["paper"], row["detail"]
+  page = (REPO / recipe.PAPERS[paper][2]).read_text(encoding="utf-8")
+  assert recipe.markdown_table(paper) in page, (
+      f"{recipe.PAPERS[paper][2]} is out of date: paste `python -m darkjax.tools.recipe {paper}`")
