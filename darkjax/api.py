@@ -121,10 +121,10 @@ class Run:
     """The step of the live state, else of the latest checkpoint (0 if none)."""
     if self._trainer is not None and self._trainer.state is not None:
       return int(jax.device_get(self._trainer.state.step))
-    try:
-      return predict.restore_variables(self.inference_workdir)[1]
-    except predict.PredictError:
-      return 0
+    directory = os.path.join(self.inference_workdir, "checkpoints")   # orbax: checkpoints/<step>/
+    steps = [int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else ())
+             if d.isdigit()]
+    return max(steps, default=0)
 
   def evaluate(self) -> dict[str, Any]:
     """Runs the config's evaluators (`config.evals`) on the live state of a one-phase run (restored
