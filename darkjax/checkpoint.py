@@ -3,15 +3,17 @@ JSON record (config, step), saved together so a restored run continues exactly.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed
 mid-save never leaves a half-written checkpoint under a step name; a later run ignores the debris.
+On an object store (`gs://...`, no rename) orbax marks a finished step with a commit file instead.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import grain
 import orbax.checkpoint as ocp
+
+from darkjax import paths
 
 
 class Checkpointer:
@@ -21,7 +23,7 @@ class Checkpointer:
                read_only: bool = False):
     """`read_only`: for reading another (possibly running) run: creates, cleans and deletes
     nothing."""
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = paths.resolve(workdir) / "checkpoints"
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep, create=not read_only,
         enable_async_checkpointing=async_save,

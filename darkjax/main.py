@@ -1,7 +1,12 @@
 """Entry point: `python -m darkjax.main --config=configs/<paper>_<dataset>.py[:args] --workdir=DIR`.
 
 Runs the trainer named by `config.trainer`. Re-running the same command resumes from the latest
-checkpoint in --workdir.
+checkpoint in --workdir (a local directory or a URL such as gs://bucket/run).
+
+Several processes (docs/multihost.md): `--jax_distributed` calls `jax.distributed.initialize`,
+which finds the coordinator, process count and id on Cloud TPU and under SLURM by itself; elsewhere
+give them with --coordinator_address, --num_processes and --process_id. A process that stops
+answering for --heartbeat_timeout seconds makes the others stop with an error naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (with :ar
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "jax_distributed", False, "Call jax.distributed.initialize() (multi-host: TPU pods, SLURM).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (with --jax_distributed; default: "
+    "detected on Cloud TPU / SLURM).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --jax_distributed.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --jax_distributed.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "Seconds without a heartbeat after which a process counts as dead "
+    "and the others stop with an error (with --jax_distributed).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -37,16 +50,33 @@ def main(argv):
   # Imported here so XLA flags are set before jax initialises its backends.
   import jax  # pylint: disable=import-outside-toplevel
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                               heartbeat_timeout_seconds=_HEARTBEAT.value)
+    darkjax_log.info("process %d of %d, %d local devices of %d", jax.process_index(),
+                     jax.process_count(), jax.local_device_count(), jax.device_count())
   from darkjax import train  # pylint: disable=import-outside-toplevel
   from darkjax.data.datasets import (  # pylint: disable=import-outside-toplevel
       DatasetNotPreparedError, DatasetSplitError)
+  from darkjax.preemption import Preempted  # pylint: disable=import-outside-toplevel
   try:
     results = train.run(_CONFIG.value, _WORKDIR.value)
+  except Preempted as e:  # a clean stop: the checkpoint is saved, a rerun resumes
+    print(f"darkjax: {e}", file=sys.stderr)
+    sys.exit(0)
   except (DatasetNotPreparedError, DatasetSplitError, train.NonFiniteLossError,
           train.MissingWeightsError) as e:
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(2)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    # A collective with a dead peer fails here; JAX's coordination service then stops this
+    # process too, naming the dead one ("Task N heartbeat timeout"), within --heartbeat_timeout.
+    print(f"darkjax: process {jax.process_index()} of {jax.process_count()} stopped: a "
+          f"collective failed ({str(e).splitlines()[0]}); another process probably died. The "
+          f"coordination service names the lost process below within {_HEARTBEAT.value} s "
+          f"(--heartbeat_timeout).", file=sys.stderr, flush=True)
+    sys.exit(3)
   summary = {k: v for k, v in results.items() if isinstance(v, float) and "/" in k
              and "per_class" not in k}
   print("final:", ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary.items())))

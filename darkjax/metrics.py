@@ -1,13 +1,22 @@
-"""Metric sinks: WORKDIR/metrics.jsonl (one object per logged step) and TensorBoard event files."""
+"""Metric sinks: WORKDIR/metrics.jsonl (one object per logged step) and TensorBoard event files.
+
+WORKDIR may be a URL (`gs://...`). tensorboardX's own cloud writers are not used (its GCS writer
+fails on current google-cloud-storage); on a URL the events are written to a local staging
+directory and each flush copies the event files to WORKDIR/tensorboard through darkjax.paths.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
+import tempfile
 from typing import Any, Mapping
 
 import numpy as np
+
+from darkjax import paths
 
 
 class MetricsWriter:
@@ -15,12 +24,29 @@ class MetricsWriter:
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.workdir = paths.resolve(workdir)
+    self.path = self.workdir / "metrics.jsonl"
     self._tb = None
+    self._staging: str | None = None
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
+      self.workdir.mkdir(parents=True, exist_ok=True)
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      logdir = self.workdir / "tensorboard"
+      if paths.is_url(logdir):
+        self._staging = tempfile.mkdtemp(prefix="darkjax-tensorboard-")
+      self._tb = SummaryWriter(self._staging or os.fspath(logdir))
+
+  def _flush(self) -> None:
+    self._tb.flush()
+    self._upload()
+
+  def _upload(self) -> None:
+    if self._staging is not None:
+      target = self.workdir / "tensorboard"
+      target.mkdir(parents=True, exist_ok=True)
+      for name in os.listdir(self._staging):
+        with open(os.path.join(self._staging, name), "rb") as file:
+          (target / name).write_bytes(file.read())
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
@@ -30,37 +56,38 @@ class MetricsWriter:
       value = float(np.asarray(value))
       row[key] = value if math.isfinite(value) else str(value)
       self._tb.add_scalar(key, value, int(step))
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(row) + "\n")
-    self._tb.flush()
+    paths.append_text(self.path, json.dumps(row) + "\n")
+    self._flush()
 
   def truncate_after(self, step: int) -> None:
     """Drops rows logged after `step` (a resumed run logs those steps again)."""
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled or not self.path.exists():
       return
-    with open(self.path, encoding="utf-8") as f:
-      rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(rows)
-    os.replace(tmp, self.path)
+    rows = [line + "\n" for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    paths.write_bytes_atomic(self.path, "".join(rows).encode("utf-8"))
 
   def image(self, tag: str, step: int, png_path: str) -> None:
-    """Adds a PNG written elsewhere to TensorBoard."""
+    """Adds a PNG written elsewhere (a local file or a URL) to TensorBoard."""
     if not self.enabled:
       return
     import matplotlib.image  # pylint: disable=import-outside-toplevel
-    image = matplotlib.image.imread(png_path)[..., :3]
+    with paths.resolve(png_path).open("rb") as file:
+      image = matplotlib.image.imread(file, format="png")[..., :3]
     self._tb.add_image(tag, image, int(step), dataformats="HWC")
-    self._tb.flush()
+    self._flush()
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
+      self._upload()
+    if self._staging is not None:
+      shutil.rmtree(self._staging, ignore_errors=True)
+      self._staging = None
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """Rows of WORKDIR/metrics.jsonl."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = (paths.resolve(workdir) / "metrics.jsonl").read_text(encoding="utf-8")
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

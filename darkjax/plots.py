@@ -7,10 +7,13 @@ closes it. Evaluators return figures and the Trainer saves them into the workdir
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Sequence
 
 import numpy as np
+
+from darkjax import paths
 
 
 def _pyplot():
@@ -21,11 +24,14 @@ def _pyplot():
 
 
 def save(fig, path: str, dpi: int = 100) -> str:
-  """Writes `fig` as PNG to `path` (creating its directory) and closes it."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=dpi)
+  """Writes `fig` as PNG to `path` (a local file or a URL; creating its directory) and closes it."""
+  target = paths.resolve(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, dpi=dpi, format="png")
   _pyplot().close(fig)
-  return path
+  target.write_bytes(buffer.getvalue())
+  return os.fspath(target)
 
 
 def confusion(matrix: np.ndarray, class_names: Sequence[str], title: str = ""):

@@ -28,7 +28,7 @@ from darkjax import evaluators as evaluators_lib
 from darkjax import files
 from darkjax import metrics as metrics_lib
 from darkjax import optim
-from darkjax import plots, sharding
+from darkjax import paths, plots, preemption, sharding
 from darkjax import variables as variables_lib
 
 log = logging.getLogger("darkjax")
@@ -203,6 +203,7 @@ class Trainer:
   evaluators: dict[str, Any] | None = dataclasses.field(init=False, default=None)
 
   def __post_init__(self):
+    self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
     check_required_weights(self.config)
     self.task = self.task or load_task(self.config)
     if self.config.total_epochs > 0:
@@ -296,21 +297,26 @@ class Trainer:
     return results
 
   # ---------------------------------------------------------------- loop
-  def run(self) -> dict[str, Any]:
+  def run(self, until: int | None = None) -> dict[str, Any]:
+    """Trains from the workdir's latest checkpoint (or a fresh state) to step `until` (default
+    and at most `config.total_steps`), then checkpoints and evaluates at that step. Calling it
+    again continues from that checkpoint with the step already compiled (darkjax.api)."""
     cfg = self.config
     run_start = time.time()
-    os.makedirs(self.workdir, exist_ok=True)
+    paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
     if self.is_lead:
       files.atomic_write_json(os.path.join(self.workdir, "config.json"),
                               json.loads(_config_json(cfg)), sort_keys=True)
     total = int(cfg.total_steps)
+    last = total if until is None else min(int(until), total)
     train_ds = self.task.train_dataset(self.local_batch(cfg.input.batch_size))
-    # One example's shapes (batch dimension 1) drive init; the step compiles for the real batch.
-    peek = iter(train_ds)
-    sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
-                          sharding.device_fields(next(peek)))
-    peek.close()
-    self._build(sample)
+    if self.train_step is None:
+      # One example's shapes (batch dimension 1) drive init; the step compiles for the real batch.
+      peek = iter(train_ds)
+      sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
+                            sharding.device_fields(next(peek)))
+      peek.close()
+      self._build(sample)
     train_iter = iter(train_ds)
     checkpointer = ckpt_lib.Checkpointer(self.workdir, keep=cfg.keep_checkpoints,
                                          async_save=cfg.async_checkpoints)
@@ -333,8 +339,9 @@ class Trainer:
                desc="train", unit="step", dynamic_ncols=True)
     pending = None   # metrics of the previous step, read one step late to keep dispatch async
     t0, steps_timed = time.time(), 0
+    watch = preemption.PreemptionWatch()
     try:
-      for step in range(start + 1, total + 1):
+      for step in range(start + 1, last + 1):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = sharding.host_to_global(next(train_iter), self.batch_sharding)
           self.state, metrics = self.train_step(self.state, batch, step_rng)
@@ -343,28 +350,33 @@ class Trainer:
         pending = (step, metrics)
         bar.update(1)
         steps_timed += 1
-        if step % cfg.log_every == 0 or step == total:
+        if step % cfg.log_every == 0 or step == last:
           self._check_finite(step, metrics, checkpointer)
           scalars = {k: v for k, v in jax.device_get(metrics).items() if k != "nonfinite"}
           scalars["train/steps_per_sec"] = steps_timed / max(time.time() - t0, 1e-9)
           t0, steps_timed = time.time(), 0
           self.writer.write(step, scalars)
           bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
-        if step % cfg.checkpoint_every == 0 or step == total:
+        preempted = watch.reached(step)   # every process calls it at every step
+        if preempted or step % cfg.checkpoint_every == 0 or step == last:
           self._check_finite(step, metrics, checkpointer)
           checkpointer.save(step, self.state, train_iter, {"step": step})
+        if preempted:
+          checkpointer.wait()
+          raise preemption.Preempted(step, f"{checkpointer.directory}/{step}")
         if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
-                                    or step == total):
+                                    or step == last):
           results = self.evaluate(step)
           t0, steps_timed = time.time(), 0
       if pending is not None:
         self._check_finite(*pending, checkpointer)
     finally:
+      watch.close()
       bar.close()
       train_iter.close()
       checkpointer.close()
       self.writer.close()
-    if self.is_lead:
+    if self.is_lead and last == total and start < last:
       write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
     return results
 
@@ -392,13 +404,12 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
   if per_class:
     lines += ["", "| class | accuracy |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in per_class.items()]
-  pngs = sorted(f for f in os.listdir(workdir) if f.endswith(".png"))
+  pngs = sorted(p.name for p in paths.resolve(workdir).iterdir() if p.name.endswith(".png"))
   lines += ["", "Artifacts: `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `config.json`"
             + "".join(f", `{p}`" for p in pngs), ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines))
-  return path
+  path = paths.resolve(workdir) / "report.md"
+  path.write_text("\n".join(lines), encoding="utf-8")
+  return os.fspath(path)
 
 
 def steps_for_epochs(config: mlc.ConfigDict, task: Task) -> int:

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Runs a darkjax config on every host of a Cloud TPU pod slice (one process per host).
-#   launch/tpu_pod.sh TPU_NAME ZONE configs/lift_arid.py gs://bucket/workdir [extra flags...]
-# Datasets must be prepared beforehand at the path the config names (e.g. a mounted disk or
-# $DARKJAX_DATA on every host); the repo is expected at ~/darkjax on every host.
+# Runs a darkjax config on every host of a Cloud TPU pod slice (one process per host;
+# jax.distributed finds the coordinator and process ids from the TPU metadata). docs/multihost.md.
+#   launch/tpu_pod.sh [--dry-run] TPU_NAME ZONE configs/lift_arid.py gs://bucket/workdir [flags...]
+# The dataset must be prepared where the config points (e.g. gs://bucket/data/..., or a disk
+# mounted on every host); the repo is expected at ~/darkjax with its .venv on every host.
+# --dry-run prints the command instead of running it.
 set -euo pipefail
+dry_run=0
+if [ "${1:-}" = "--dry-run" ]; then dry_run=1; shift; fi
 if [ $# -lt 4 ]; then
-  echo "usage: $0 TPU_NAME ZONE CONFIG WORKDIR [flags...]" >&2; exit 2
+  echo "usage: $0 [--dry-run] TPU_NAME ZONE CONFIG WORKDIR [flags...]" >&2; exit 2
 fi
 tpu=$1 zone=$2 config=$3 workdir=$4; shift 4
-gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command "
-  cd ~/darkjax && . .venv/bin/activate &&
-  python -m darkjax.main --config=$config --workdir=$workdir --jax_distributed $*"
+remote="cd ~/darkjax && . .venv/bin/activate && python -m darkjax.main --config=$config --workdir=$workdir --jax_distributed $*"
+command=(gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command "$remote")
+if [ "$dry_run" = 1 ]; then
+  printf '%q ' "${command[@]}"; echo
+  exit 0
+fi
+"${command[@]}"

@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from darkjax import files
+from darkjax import files, paths
 from darkjax.convert import io
 
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
   except (ValueError, FileExistsError) as e:  # CheckpointReadError, ConversionError are ValueErrors
     print(f"darkjax.convert: {e}", file=sys.stderr)
     return 2
-  print(f"wrote {os.path.join(os.path.abspath(args.out), io.VARIABLES_DIR)} for {args.arch} "
+  print(f"wrote {paths.resolve(args.out) / io.VARIABLES_DIR} for {args.arch} "
         f"({meta['num_classes']} classes"
         + (f"; not converted: {', '.join(meta['not_converted'])}" if meta["not_converted"] else "")
         + ")")

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from darkjax import files
+from darkjax import files, paths
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
 CONTAINER_KEYS = ("state_dict", "model", "model_state", "module")
@@ -121,16 +121,16 @@ def load_state_dict(path: str) -> dict[str, Any]:
 def save_variables(out_dir: str, variables: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
   """Writes `out_dir/variables` (orbax, waits until finished) and `out_dir/meta.json`."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  out_dir = os.path.abspath(out_dir)
-  target = os.path.join(out_dir, VARIABLES_DIR)
-  if os.path.exists(target):
+  out_dir = paths.resolve(out_dir)  # a local directory or a URL (gs://...)
+  target = out_dir / VARIABLES_DIR
+  if target.exists():
     raise FileExistsError(f"{target} already exists; choose another --out or remove it")
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir.mkdir(parents=True, exist_ok=True)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(target, dict(variables))
   checkpointer.wait_until_finished()
   checkpointer.close()
-  files.atomic_write_json(os.path.join(out_dir, META_FILE), dict(meta), sort_keys=True)
+  files.atomic_write_json(out_dir / META_FILE, dict(meta), sort_keys=True)
 
 
 def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dict]:
@@ -151,24 +151,23 @@ def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dic
     raise CheckpointReadError(f"{checkpointer.directory}/{step}: not a darkjax train state (no "
                               "'params')")
   variables = {"params": state["params"], **dict(state.get("model_state") or {})}
-  return variables, {"source": "darkjax run", "workdir": os.path.abspath(workdir), "step": step}
+  return variables, {"source": "darkjax run", "workdir": os.fspath(paths.resolve(workdir)),
+                     "step": step}
 
 
 def load_variables(out_dir: str) -> tuple[dict, dict]:
   """(variables, meta) written by `save_variables` / `python -m darkjax.convert`, or of a darkjax
   training run's workdir (its latest checkpoint, see `load_run_variables`)."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  out_dir = os.path.abspath(out_dir)
-  meta_path = os.path.join(out_dir, META_FILE)
-  target = os.path.join(out_dir, VARIABLES_DIR)
-  if not os.path.isfile(meta_path) and os.path.isdir(os.path.join(out_dir, "checkpoints")):
-    return load_run_variables(out_dir)
-  if not os.path.isfile(meta_path) or not os.path.isdir(target):
+  out_dir = paths.resolve(out_dir)  # a local directory or a URL (gs://...)
+  meta_path, target = out_dir / META_FILE, out_dir / VARIABLES_DIR
+  if not meta_path.is_file() and (out_dir / "checkpoints").is_dir():
+    return load_run_variables(os.fspath(out_dir))
+  if not meta_path.is_file() or not target.is_dir():
     raise FileNotFoundError(f"{out_dir}: not a converted checkpoint (needs {META_FILE} and "
                             f"{VARIABLES_DIR}/, written by python -m darkjax.convert) nor a darkjax "
                             "run's workdir (needs checkpoints/)")
-  with open(meta_path) as f:
-    meta = json.load(f)
+  meta = json.loads(meta_path.read_text())
   checkpointer = ocp.StandardCheckpointer()
   variables = checkpointer.restore(target)
   checkpointer.close()

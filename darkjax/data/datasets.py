@@ -14,6 +14,7 @@ import os
 import re
 from typing import Any, Mapping
 
+from darkjax import paths
 from darkjax.data import records
 
 PREPARED = ("arid_v1", "arid_v1_5", "infar", "xd145", "dark48", "hmdb51", "ucf101")
@@ -99,14 +100,14 @@ def open_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
   name, directory = data_cfg["name"], data_cfg["dir"]
   if not directory:
     raise ValueError(f"config.input.data.dir is empty for dataset {name!r}")
-  directory = os.path.abspath(os.path.expanduser(directory))
+  directory = os.fspath(paths.resolve(directory))  # a local directory or a URL (gs://...)
   split_index = int(data_cfg.get("split_index", 0))
   if name == "synthetic":
     dataset = Dataset(name, directory,
                       _ensure_synthetic(directory, dict(data_cfg.get("generate", {}))), split_index)
     dataset.check_splits(*_configured_splits(data_cfg))
     return dataset
-  if not os.path.exists(os.path.join(directory, records.MANIFEST)):
+  if not paths.resolve(os.path.join(directory, records.MANIFEST)).exists():
     hint = (f"python -m darkjax.data.prepare --dataset {name} --src /path/to/downloaded/{name} "
             f"--out {directory}") if name in PREPARED else "python -m darkjax.data.prepare --help"
     raise DatasetNotPreparedError(

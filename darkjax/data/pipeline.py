@@ -17,7 +17,9 @@ checks neither).
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import os
 from typing import Any, Iterator, Mapping, Sequence
 
 import grain
@@ -26,6 +28,8 @@ import numpy as np
 
 from darkjax.data import ops
 from darkjax.data import records
+
+log = logging.getLogger("darkjax")
 
 
 class _RecordFileIterator(grain.DatasetIterator):
@@ -200,6 +204,8 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   paths = [path for path, _ in host_shards(files, process_index, process_count)]
+  log.info("process %d of %d: train reads shards %s", process_index, process_count,
+           ",".join(os.path.basename(p) for p in paths))
   file_seed = seed * 1_000_003 + process_index
   ds = grain.MapDataset.source(paths).shuffle(seed=file_seed).repeat(None)
   ds = ds.map(RecordFileIterDataset)
@@ -228,6 +234,8 @@ def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_bat
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   mine = host_shards(files, process_index, process_count)
+  log.info("process %d of %d: eval reads shards %s", process_index, process_count,
+           ",".join(os.path.basename(p) for p, _ in mine))
   counts = [sum(n for _, n in host_shards(files, p, process_count)) for p in range(process_count)]
   num_batches = max(math.ceil(c / local_batch) for c in counts) if counts else 0
   decode = _Decode(frame_shapes or {}, video_stream)

@@ -356,6 +356,7 @@ def ensure_dataset(out_dir: str | os.PathLike, workers: int = 0, show_progress: 
                    **params: Any) -> dict[str, Any]:
   """Returns the manifest of the synthetic dataset in `out_dir`, generating it only when it is
   absent, incomplete or was made with other parameters (`params`: fields of `SyntheticParams`)."""
+  from darkjax import paths  # noqa: PLC0415
   from darkjax.data import records  # noqa: PLC0415
 
   unknown = set(params) - {f.name for f in dataclasses.fields(SyntheticParams)}
@@ -365,8 +366,9 @@ def ensure_dataset(out_dir: str | os.PathLike, workers: int = 0, show_progress: 
   wanted = SyntheticParams(**params)
   out_dir = os.fspath(out_dir)
   manifest_path = os.path.join(out_dir, records.MANIFEST)
-  if not os.path.exists(manifest_path):
-    if os.path.isdir(out_dir) and any(not n.endswith(".tmp") for n in os.listdir(out_dir)):
+  if not paths.resolve(manifest_path).exists():
+    directory = paths.resolve(out_dir)
+    if directory.is_dir() and any(not p.name.endswith(".tmp") for p in directory.iterdir()):
       raise FileExistsError(f"ensure_dataset: {out_dir} is not empty and has no {records.MANIFEST};"
                             " refusing to write a synthetic dataset into it")
     return generate(out_dir, wanted, workers, show_progress=show_progress)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from darkjax import plots, train
+from darkjax import paths, plots, train
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
 from darkjax.data import flow, ops, records, video
@@ -56,8 +56,8 @@ def load_config(spec: str) -> mlc.ConfigDict:
 
 
 def dataset_manifest(config: mlc.ConfigDict) -> dict[str, Any] | None:
-  directory = os.path.expanduser(config.input.data.dir or "")
-  if directory and os.path.isfile(os.path.join(directory, records.MANIFEST)):
+  directory = config.input.data.dir or ""
+  if directory and (paths.resolve(directory) / records.MANIFEST).is_file():
     return records.load_manifest(directory)
   return None
 
@@ -87,14 +87,29 @@ def run_workdir(config: mlc.ConfigDict, workdir: str) -> str:
 
 def restore_variables(checkpoint_dir: str, step: int | None = None) -> tuple[dict, int]:
   """{"params": ..., <model_state collections>...} of a darkjax checkpoint, and its step."""
-  if not os.path.isdir(os.path.join(checkpoint_dir, "checkpoints")):
-    raise PredictError(f"{os.path.join(checkpoint_dir, 'checkpoints')} does not exist; "
+  if not (paths.resolve(checkpoint_dir) / "checkpoints").is_dir():
+    raise PredictError(f"{paths.resolve(checkpoint_dir) / 'checkpoints'} does not exist; "
                        "--checkpoint must be a training WORKDIR")
   try:
     variables, meta = convert_io.load_run_variables(checkpoint_dir, step)
   except (FileNotFoundError, convert_io.CheckpointReadError) as error:
     raise PredictError(str(error)) from None
   return variables, int(meta["step"])
+
+
+def sample_inputs(task: Any, manifest: dict[str, Any] | None = None
+                  ) -> dict[str, jax.ShapeDtypeStruct]:
+  """One clip (batch 1, uint8) of every stream `task`'s model reads, at the size its eval views
+  have; channels from the dataset `manifest` (3 without one)."""
+  spec = task.data.spec
+  size = spec.crop_size or spec.short_side or 32
+  shapes = (manifest or {}).get("streams", {})
+  channels = ((manifest or {}).get("frame_shape") or [0, 0, 3])[-1]
+  sample = {"video": jax.ShapeDtypeStruct((1, spec.frames, size, size, channels), jnp.uint8)}
+  for name in task.data.streams:
+    depth = (shapes.get(name) or [0, 0, 3])[-1]
+    sample[name] = jax.ShapeDtypeStruct((1, spec.frames, size, size, depth), jnp.uint8)
+  return sample
 
 
 class Predictor:
@@ -111,23 +126,15 @@ class Predictor:
     self.streams = tuple(self.data.streams)
     workdir = run_workdir(config, checkpoint_dir)
     self.variables, self.step = restore_variables(workdir, step)
-    expected = jax.eval_shape(self.task.init_variables, jax.random.key(0), self._sample())
+    expected = jax.eval_shape(self.task.init_variables, jax.random.key(0), self.sample_inputs())
     variables_lib.check_fits(dict(expected), self.variables, f"checkpoint {workdir} step "
                              f"{self.step}", PredictError)
     self._predict = jax.jit(self.task.predict)
     self._enhance = jax.jit(self.task.enhance) if hasattr(self.task, "enhance") else None
 
-  def _sample(self) -> dict[str, jax.ShapeDtypeStruct]:
+  def sample_inputs(self) -> dict[str, jax.ShapeDtypeStruct]:
     """One clip of every stream the model reads, at the size the eval views have."""
-    size = self.spec.crop_size or self.spec.short_side or 32
-    shapes = (self.manifest or {}).get("streams", {})
-    channels = ((self.manifest or {}).get("frame_shape") or [0, 0, 3])[-1]
-    sample = {"video": jax.ShapeDtypeStruct((1, self.spec.frames, size, size, channels),
-                                            jnp.uint8)}
-    for name in self.streams:
-      depth = (shapes.get(name) or [0, 0, 3])[-1]
-      sample[name] = jax.ShapeDtypeStruct((1, self.spec.frames, size, size, depth), jnp.uint8)
-    return sample
+    return sample_inputs(self.task, self.manifest)
 
   def decode(self, path: str) -> dict[str, np.ndarray]:
     """The video's frames as prepared (short side, frame rate) and its extra streams."""

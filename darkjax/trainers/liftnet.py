@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from darkjax import losses, train
+from darkjax import losses, paths, train
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
 from darkjax.data import normalise
@@ -361,6 +361,5 @@ def _write_summary(workdir: str, config: mlc.ConfigDict, results: Mapping[str, A
            "| metric | value |", "|---|---|"]
   lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())
             if isinstance(v, float) and "per_class" not in k]
-  with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
+  (paths.resolve(workdir) / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 import darkjax
-from darkjax import files
+from darkjax import files, paths
 from darkjax.data import flow, records, video
 
 STATE_FILE = "prepare_state.json"
@@ -206,14 +206,13 @@ def _signature(layout: Layout, short_side: int, fps: float, examples_per_shard: 
 def _load_state(out_dir: str, signature: str, overwrite: bool) -> dict[str, Any]:
   path = os.path.join(out_dir, STATE_FILE)
   fresh = {"signature": signature, "shards": {}}
-  if not os.path.exists(path):
-    if os.path.exists(os.path.join(out_dir, records.MANIFEST)) and not overwrite:
+  if not paths.resolve(path).exists():
+    if paths.resolve(os.path.join(out_dir, records.MANIFEST)).exists() and not overwrite:
       raise PrepareError(f"{out_dir} already holds a dataset ({records.MANIFEST}) not made by this "
                          f"prepare run; use another --out or pass --overwrite")
     return fresh
   try:
-    with open(path, encoding="utf-8") as file:
-      state = json.load(file)
+    state = json.loads(paths.resolve(path).read_text(encoding="utf-8"))
   except ValueError as error:
     raise PrepareError(f"{path}: unreadable resume state ({error}); delete it to start over") \
         from None
@@ -230,7 +229,7 @@ def _shard_done(out_dir: str, entry: dict[str, Any] | None) -> bool:
   if not entry or entry.get("failed"):
     return False
   path = os.path.join(out_dir, entry["file"])
-  return (os.path.isfile(path) and os.path.getsize(path) == entry["num_bytes"]
+  return (paths.resolve(path).is_file() and paths.size(path) == entry["num_bytes"]
           and files.sha256_file(path) == entry["sha256"])
 
 
@@ -265,8 +264,8 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
   layout.check()
   if flow_settings is not None:
     flow_settings.check()
-  out_dir = os.path.abspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = os.fspath(paths.resolve(out_dir))  # a local directory or a URL (gs://...)
+  paths.resolve(out_dir).mkdir(parents=True, exist_ok=True)
   signature = _signature(layout, short_side, fps, examples_per_shard, flow_settings)
   state = _load_state(out_dir, signature, overwrite)
   plans = plan_shards(layout, examples_per_shard)
@@ -274,7 +273,7 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
   skipped = len(plans) - len(pending)
   log_path = os.path.join(out_dir, LOG_FILE)
   total = sum(len(p.items) for p in pending)
-  with open(log_path, "a", encoding="utf-8") as log:
+  with paths.open_append(log_path) as log:
     log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} prepare {layout.name}: {len(plans)} shards, "
               f"{skipped} already done (checksums verified), {total} videos to decode\n")
     jobs = [(item, short_side, fps, flow_settings) for plan in pending for item in plan.items]
@@ -353,7 +352,7 @@ def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[Sha
       "created_by": f"darkjax {darkjax.__version__}",
   }
   files.atomic_write_json(os.path.join(out_dir, records.MANIFEST), manifest)
-  with open(log_path, "a", encoding="utf-8") as log:
+  with paths.open_append(log_path) as log:
     log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} wrote {records.MANIFEST}: "
               + ", ".join(f"{s} {v['num_examples']}" for s, v in splits.items())
               + f"; {len(failed_videos)} undecodable video(s)\n")

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 import darkjax
-from darkjax import files
+from darkjax import files, paths
 from darkjax.data.records.example import RESERVED_STREAM_NAMES, check_name, encode_example
 from darkjax.data.records.framing import TFRecordWriter
 
@@ -69,9 +69,9 @@ class DatasetWriter:
     self.out_dir, self.name, self.class_names = os.fspath(out_dir), name, class_names
     self.fps, self.examples_per_shard, self.streams = float(fps), examples_per_shard, tuple(streams)
     self.manifest_path = os.path.join(self.out_dir, MANIFEST)
-    if os.path.exists(self.manifest_path) and not overwrite:
+    if paths.resolve(self.manifest_path).exists() and not overwrite:
       raise FileExistsError(f"{self.manifest_path} exists; pass overwrite=True or use another dir")
-    os.makedirs(self.out_dir, exist_ok=True)
+    paths.resolve(self.out_dir).mkdir(parents=True, exist_ok=True)
     self._splits: dict[str, _SplitState] = {}
     self._frame_shapes: set[tuple[int, ...]] = set()
     self._stream_shapes: dict[str, set[tuple[int, ...]]] = {s: set() for s in self.streams}
@@ -123,7 +123,7 @@ class DatasetWriter:
       entries = []
       for index, shard in enumerate(state.shards):
         file = f"{self.name}-{split}-{index:05d}-of-{len(state.shards):05d}.tfrecord"
-        os.replace(shard["path"], os.path.join(self.out_dir, file))
+        _move(shard["path"], os.path.join(self.out_dir, file))
         shard["path"] = os.path.join(self.out_dir, file)
         entries.append({"file": file, **{k: v for k, v in shard.items() if k != "path"}})
       splits[split] = {"num_examples": state.num_examples, "shards": entries}
@@ -143,15 +143,13 @@ class DatasetWriter:
     files.atomic_write_json(self.manifest_path, manifest)
     new_files = {e["file"] for split in splits.values() for e in split["shards"]}
     for file in old_files - new_files:
-      if os.path.exists(os.path.join(self.out_dir, file)):
-        os.remove(os.path.join(self.out_dir, file))
+      paths.resolve(os.path.join(self.out_dir, file)).unlink(missing_ok=True)
     self._manifest = manifest
     return manifest
 
   def _old_shard_files(self) -> set[str]:
     try:
-      with open(self.manifest_path) as file:
-        old = json.load(file)
+      old = json.loads(paths.resolve(self.manifest_path).read_text())
       return {e["file"] for split in old["splits"].values() for e in split["shards"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
       return set()
@@ -163,8 +161,7 @@ class DatasetWriter:
         state.writer.abort()
         state.writer = None
       for shard in state.shards:
-        if os.path.exists(shard["path"]):
-          os.remove(shard["path"])
+        paths.resolve(shard["path"]).unlink(missing_ok=True)
       state.shards.clear()
 
   def __enter__(self) -> DatasetWriter:
@@ -176,6 +173,14 @@ class DatasetWriter:
         self.abort()
     else:
       self.close()
+
+
+def _move(source: str, target: str) -> None:
+  """Renames a finished shard (on an object store: a server-side copy and a delete)."""
+  if paths.is_local(source):
+    os.replace(source, target)
+  else:
+    paths.resolve(source).rename(paths.resolve(target))
 
 
 def write_dataset(out_dir: str | os.PathLike, name: str, class_names: Sequence[str],
@@ -203,15 +208,14 @@ def write_dataset(out_dir: str | os.PathLike, name: str, class_names: Sequence[s
 def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
   data_dir = os.fspath(data_dir)
   path = os.path.join(data_dir, MANIFEST)
-  if not os.path.isfile(path):
-    what = "does not exist" if not os.path.isdir(data_dir) else f"has no {MANIFEST}"
+  if not paths.resolve(path).is_file():
+    what = "does not exist" if not paths.resolve(data_dir).is_dir() else f"has no {MANIFEST}"
     raise FileNotFoundError(
         f"dataset directory {data_dir} {what}. Create a dataset there with "
         f"`python -m darkjax.data.synthetic --out {data_dir}` (tiny synthetic data) or "
         f"`python -m darkjax.data.prepare ... --out {data_dir}` (from real videos)")
   try:
-    with open(path) as file:
-      manifest = json.load(file)
+    manifest = json.loads(paths.resolve(path).read_text())
   except ValueError as error:
     raise ValueError(f"{path}: not valid JSON ({error})") from None
   if not isinstance(manifest, dict):
@@ -253,8 +257,8 @@ def split_files(manifest: Mapping[str, Any], data_dir: str | os.PathLike,
                    f"known splits: {sorted(manifest['splits'])}")
   shards = []
   for shard in manifest["splits"][split]["shards"]:
-    path = os.path.abspath(os.path.join(os.fspath(data_dir), shard["file"]))
-    if not os.path.isfile(path):
+    path = os.fspath(paths.resolve(os.path.join(os.fspath(data_dir), shard["file"])))
+    if not paths.resolve(path).is_file():
       raise FileNotFoundError(f"shard {path} of split {split!r} listed in "
                               f"{os.path.join(os.fspath(data_dir), MANIFEST)} does not exist")
     shards.append((path, int(shard["num_examples"])))

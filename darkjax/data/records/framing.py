@@ -9,6 +9,7 @@ and that offset is its whole state, which is how the grain pipeline checkpoints 
 shard and resumes at exactly the next record. `iter_tfrecord[_with_offsets]` read a whole file;
 `scan_records` reports every damaged record instead of stopping at the first (for verification).
 A damaged record is a `CorruptRecordError` naming the file and the record's byte offset.
+Paths may be URLs (`gs://bucket/data/x.tfrecord`): files are opened through darkjax.paths.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import struct
 from typing import BinaryIO, Iterator
 
 import google_crc32c
+
+from darkjax import paths
 
 _HEADER = struct.Struct("<QI")
 _LENGTH = struct.Struct("<Q")
@@ -57,7 +60,8 @@ def frame_record(data: bytes) -> bytes:
 
 
 class TFRecordWriter:
-  """Writes framed records to `path + ".tmp"`, renamed to `path` on a successful close only.
+  """Writes framed records to `path + ".tmp"`, renamed to `path` on a successful close only
+  (on an object store straight to `path`: the object appears only when the upload completes).
 
   The sha256 of the file is computed while writing (`sha256`), so a finished shard's checksum costs
   no second pass over it.
@@ -65,8 +69,9 @@ class TFRecordWriter:
 
   def __init__(self, path: str | os.PathLike):
     self.path = os.fspath(path)
-    self.tmp_path = self.path + ".tmp"
-    self._file = open(self.tmp_path, "wb")  # pylint: disable=consider-using-with
+    self._local = paths.is_local(self.path)
+    self.tmp_path = self.path + ".tmp" if self._local else self.path
+    self._file = paths.resolve(self.tmp_path).open("wb")  # pylint: disable=consider-using-with
     self._sha256 = hashlib.sha256()
     self.num_records = 0
     self.num_bytes = 0
@@ -89,17 +94,19 @@ class TFRecordWriter:
     if self._file is None:
       return
     self._file.flush()
-    os.fsync(self._file.fileno())
+    if self._local:
+      os.fsync(self._file.fileno())
     self._file.close()
     self._file = None
-    os.replace(self.tmp_path, self.path)
+    if self._local:
+      os.replace(self.tmp_path, self.path)
 
   def abort(self) -> None:
     """Drops the partial file; nothing appears under the final name."""
     if self._file is not None:
       self._file.close()
       self._file = None
-      os.remove(self.tmp_path)
+      paths.resolve(self.tmp_path).unlink(missing_ok=True)
 
   def __enter__(self) -> TFRecordWriter:
     return self
@@ -160,10 +167,10 @@ class RecordReader:
   def read(self) -> bytes | None:
     if self._file is None:
       try:
-        self._file = open(self.path, "rb")  # pylint: disable=consider-using-with
+        self._size = paths.size(self.path)
+        self._file = paths.resolve(self.path).open("rb")  # pylint: disable=consider-using-with
       except OSError as error:
         raise FileNotFoundError(f"cannot open shard {self.path}: {error}") from error
-      self._size = os.fstat(self._file.fileno()).st_size
       self._file.seek(self.offset)
     if self.offset >= self._size:
       return None
@@ -210,9 +217,9 @@ def scan_records(path: str | os.PathLike,
   truncation it stops, since the next record boundary is unknown.
   """
   path = os.fspath(path)
-  size = os.path.getsize(path)
+  size = paths.size(path)
   offset = 0
-  with open(path, "rb") as file:
+  with paths.resolve(path).open("rb") as file:
     while offset < size:
       data, reason, end = _read_record(file, offset, size, verify_crc)
       yield offset, data, reason

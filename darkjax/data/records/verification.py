@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any, Mapping, Sequence
 
-from darkjax import files
+from darkjax import files, paths
 from darkjax.data.records.dataset import load_manifest
 from darkjax.data.records.example import decode_example
 from darkjax.data.records.framing import CorruptRecordError, scan_records
@@ -74,10 +74,10 @@ def _verify_example(data: bytes, path: str, offset: int, manifest: Mapping[str, 
 def _verify_shard(path: str, shard: Mapping[str, Any], manifest: Mapping[str, Any],
                   check_crc: bool, problems: list[Problem]) -> int:
   """Appends the shard's problems; returns its number of readable, valid examples."""
-  if not os.path.isfile(path):
+  if not paths.resolve(path).is_file():
     problems.append(Problem(path, None, "shard file is missing"))
     return 0
-  num_bytes = os.path.getsize(path)
+  num_bytes = paths.size(path)
   if "num_bytes" in shard and shard["num_bytes"] != num_bytes:
     problems.append(Problem(path, None, f"{num_bytes} bytes, manifest says {shard['num_bytes']}"))
   if "sha256" in shard:
@@ -107,9 +107,9 @@ def verify(data_dir: str | os.PathLike, check_crc: bool = True) -> VerifyReport:
     summary = {"shards": len(entry["shards"]), "expected_examples": entry["num_examples"],
                "found_examples": 0, "num_bytes": 0}
     for shard in entry["shards"]:
-      path = os.path.abspath(os.path.join(data_dir, shard["file"]))
+      path = os.fspath(paths.resolve(os.path.join(data_dir, shard["file"])))
       summary["found_examples"] += _verify_shard(path, shard, manifest, check_crc, problems)
-      summary["num_bytes"] += os.path.getsize(path) if os.path.isfile(path) else 0
+      summary["num_bytes"] += paths.size(path) if paths.resolve(path).is_file() else 0
     splits[split] = summary
   return VerifyReport(data_dir, splits, problems)
 

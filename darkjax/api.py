@@ -1,0 +1,201 @@
+"""Runs from Python (notebooks, ablation scripts) on the command line's code path.
+
+  from darkjax import api
+  run = api.Run.from_file("configs/dtcm_synthetic.py", "runlocal", workdir="/tmp/dtcm",
+                          overrides={"optimizer.lr": 3e-3, "dtcm.alpha": 0.0})
+  run.train(steps=2)      # to step 2: {"eval/top1": ..., ...} of the evaluation at step 2
+  run.train()             # on to config.total_steps, from the step-2 checkpoint
+  run.evaluate()          # the config's evaluators on the live variables
+  run.history()           # WORKDIR/metrics.jsonl rows as dicts
+  run.train_step, run.predict_fn, run.variables   # the jitted step / inference, for inspection
+
+A `Run` wraps the same `darkjax.train.Trainer` that `python -m darkjax.main` runs (through
+`darkjax.train.run`), so a run started here resumes on the command line and the other way round.
+Runs in phases (LIFT-Net's teacher then student, DTCM two-stage or with a pretrained enhancer) are
+driven by their trainer module's `run(config, workdir)`: `train()` then runs every phase to the end, and the
+variables, `predict_fn` and `history()` are those of the deployed phase (`inference_workdir`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import ml_collections as mlc
+import numpy as np
+
+from darkjax import metrics as metrics_lib
+from darkjax import train
+from darkjax.tools import predict
+
+
+def load_config(path: str, arg: str | None = None) -> mlc.ConfigDict:
+  """`get_config(arg)` of a config file, as `--config=path:arg` gives it to darkjax.main."""
+  return predict.load_config(f"{path}:{arg}" if arg else path)
+
+
+def apply_overrides(config: mlc.ConfigDict, overrides: Mapping[str, Any] | None) -> mlc.ConfigDict:
+  """A locked copy of `config` with dotted-path fields replaced (`{"optimizer.lr": 0.01}`), as
+  `--config.optimizer.lr=0.01` does; an unknown path raises naming it and the valid keys."""
+  out = mlc.ConfigDict(config.to_dict())
+  out.lock()
+  for path, value in (overrides or {}).items():
+    *parents, leaf = path.split(".")
+    node = out
+    for depth, key in enumerate(parents):
+      if key not in node:
+        raise KeyError(f"config override {path!r}: no field {'.'.join(parents[:depth + 1])!r}; "
+                       f"valid keys there: {sorted(node.keys())}")
+      node = node[key]
+    if not isinstance(node, mlc.ConfigDict) or leaf not in node:
+      valid = sorted(node.keys()) if isinstance(node, mlc.ConfigDict) else []
+      raise KeyError(f"config override {path!r}: no field {leaf!r}; valid keys there: {valid}")
+    node[leaf] = value
+  return out
+
+
+def plain(results: Mapping[str, Any]) -> dict[str, Any]:
+  """Evaluation results as Python floats (scalars) and numpy arrays (confusion matrices, ...)."""
+  out: dict[str, Any] = {}
+  for key, value in results.items():
+    array = np.asarray(jax.device_get(value))
+    out[key] = float(array) if array.ndim == 0 else array
+  return out
+
+
+class Run:
+  """One training run: `config` (locked, with `overrides` applied) in `workdir`; `devices` for the
+  mesh of a one-phase run (default: all)."""
+
+  def __init__(self, config: mlc.ConfigDict, workdir: str,
+               overrides: Mapping[str, Any] | None = None, devices=None):
+    self.config = apply_overrides(config, overrides)
+    self.workdir = workdir
+    self.devices = devices
+    self.module = train.trainer_module(self.config)
+    # A trainer module's own run() trains in phases when the deployed model lives in a phase's
+    # sub-directory; otherwise it is one Trainer on the module's Task (DTCM's one-stage settings).
+    self.phased = (hasattr(self.module, "run") and os.path.normpath(self.inference_workdir)
+                   != os.path.normpath(workdir))
+    self._trainer: train.Trainer | None = None
+    self._task = None
+    self._predict_fn = None
+
+  @classmethod
+  def from_file(cls, path: str, arg: str | None = None, *, workdir: str,
+                overrides: Mapping[str, Any] | None = None, devices=None) -> "Run":
+    """The run of config file `path` with arg string `arg` (`"runlocal,setting=two_stage"`)."""
+    return cls(load_config(path, arg), workdir, overrides, devices)
+
+  # ---------------------------------------------------------------- training
+  @property
+  def trainer(self) -> train.Trainer:
+    """The Trainer of a one-phase run (built on first use, kept so its step compiles once)."""
+    if self.phased:
+      raise ValueError(f"trainer {self.config.trainer!r} trains in phases through its own run(); "
+                       "use Run.train() for all phases and Run.variables / predict_fn for the "
+                       "deployed model")
+    if self._trainer is None:
+      self._trainer = train.Trainer(self.config, self.workdir, task=self.module.Task(self.config),
+                                    devices=self.devices)
+    return self._trainer
+
+  def train(self, steps: int | None = None) -> dict[str, Any]:
+    """Trains to step `steps` (default `config.total_steps`) from the workdir's latest checkpoint
+    and returns the evaluation at that step (of the checkpoint, if it is there already)."""
+    if self.phased:
+      if steps is not None and steps != int(self.config.total_steps):
+        raise ValueError(f"Run.train(steps={steps}): trainer {self.config.trainer!r} runs its "
+                         "phases to their ends; set the steps with overrides={'total_steps': "
+                         f"{steps}}} instead")
+      return plain(train.run(self.config, self.workdir))
+    before = self.step
+    results = plain(self.trainer.run(until=steps))
+    if self.step == before and before:   # already trained that far: evaluate what is there
+      return self.evaluate()
+    return results
+
+  @property
+  def step(self) -> int:
+    """The step of the live state, else of the latest checkpoint (0 if none)."""
+    if self._trainer is not None and self._trainer.state is not None:
+      return int(jax.device_get(self._trainer.state.step))
+    directory = os.path.join(self.inference_workdir, "checkpoints")   # orbax: checkpoints/<step>/
+    steps = [int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else ())
+             if d.isdigit()]
+    return max(steps, default=0)
+
+  def evaluate(self) -> dict[str, Any]:
+    """Runs the config's evaluators (`config.evals`) on the live state of a one-phase run (restored
+    from the latest checkpoint if this Run has not trained) and returns their results."""
+    trainer = self.trainer
+    if trainer.state is None:
+      latest = self.step
+      if not latest:
+        raise ValueError(f"{self.workdir} has no checkpoint to evaluate; call Run.train() first")
+      trainer.run(until=latest)   # builds and restores; trains no step
+    trainer.writer = metrics_lib.MetricsWriter(self.workdir, enabled=trainer.is_lead)
+    try:
+      return plain(trainer.evaluate(self.step))
+    finally:
+      trainer.writer.close()
+
+  def history(self) -> list[dict[str, Any]]:
+    """Rows of the deployed phase's metrics.jsonl ({"step": ..., "train/loss": ..., ...});
+    non-finite values come back as float NaN / Inf."""
+    rows = metrics_lib.read_metrics(self.inference_workdir)
+    return [{k: (float(v) if isinstance(v, str) and k != "step" else v) for k, v in row.items()}
+            for row in rows]
+
+  # ---------------------------------------------------------------- inspection
+  @property
+  def inference_workdir(self) -> str:
+    """Where the deployed model's checkpoints are (the workdir, or a phase's sub-directory)."""
+    return predict.run_workdir(self.config, self.workdir)
+
+  @property
+  def task(self):
+    """The Task of the deployed model (the one-phase run's own Task when it exists)."""
+    if self._trainer is not None:
+      return self._trainer.task
+    if self._task is None:
+      self._task = train.load_task(self.config)
+    return self._task
+
+  @property
+  def train_step(self):
+    """The jitted `(state, batch, rng) -> (state, metrics)` of a one-phase run, once trained or
+    evaluated (its state argument is donated: pass `run.trainer.state` and keep what it returns)."""
+    step_fn = self.trainer.train_step
+    if step_fn is None:
+      raise ValueError("the train step is compiled by the first Run.train() / Run.evaluate()")
+    return step_fn
+
+  @property
+  def predict_fn(self):
+    """jax.jit(task.predict): `(variables, {"video": uint8 clips, ...}) -> logits`, the function
+    the classification evaluator and `darkjax.tools.predict` call."""
+    if self._predict_fn is None:
+      self._predict_fn = jax.jit(self.task.predict)
+    return self._predict_fn
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """{"params": ..., <model state>} as host numpy arrays: the live state, else the latest
+    checkpoint of the deployed phase."""
+    if self._trainer is not None and self._trainer.state is not None:
+      return jax.device_get(self._trainer.variables)
+    return predict.restore_variables(self.inference_workdir)[0]
+
+  def test_clips(self, count: int) -> dict[str, np.ndarray]:
+    """The first `count` test examples ({"video": uint8 (N, T, H, W, C), "label": ..., streams})
+    as the evaluators see them (first view)."""
+    from darkjax.evaluators import figures  # pylint: disable=import-outside-toplevel
+    return figures.first_test_examples(self.task.data, count)
+
+  def enhance(self, clips_uint8: np.ndarray) -> np.ndarray:
+    """Enhanced clips in [0, 1] for tasks with an enhancer (DTCM)."""
+    if not hasattr(self.task, "enhance"):
+      raise ValueError(f"trainer {self.config.trainer!r} has no enhancer (Task.enhance)")
+    return np.asarray(jax.jit(self.task.enhance)(self.variables, clips_uint8))

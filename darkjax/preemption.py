@@ -1,0 +1,60 @@
+"""Preemption: SIGTERM (what TPU maintenance events and SLURM send before a kill) makes the run
+save a checkpoint at a step every process agrees on, then stop.
+
+Under `jax.distributed` (several processes) JAX's preemption sync manager owns SIGTERM: the
+process that gets the signal tells the coordination service, which picks the first step no process
+has passed yet, and `multihost_utils.reached_preemption_sync_point(step)` is True at that same step
+on every process, so all of them save the same checkpoint. The call must come at every step.
+
+In a single process without `jax.distributed` JAX has no such service; `PreemptionWatch` then
+installs a SIGTERM handler that only sets a flag, and the next finished step is the one saved.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import jax
+from jax.experimental import multihost_utils
+
+
+class Preempted(Exception):
+  """The run saved a checkpoint at `step` after SIGTERM and stopped; rerunning resumes it."""
+
+  def __init__(self, step: int, checkpoint: str):
+    self.step, self.checkpoint = step, checkpoint
+    super().__init__(f"preempted (SIGTERM): saved checkpoint {checkpoint} at step {step} and "
+                     "stopped; rerun the same command to resume from it")
+
+
+class PreemptionWatch:
+  """`reached(step)` after every finished step: True at the step to save before stopping.
+
+  `close()` puts back the SIGTERM handler a single process had before.
+  """
+
+  def __init__(self):
+    self._signalled = threading.Event()
+    self._installed, self._previous = False, None
+    self._distributed = jax.distributed.is_initialized()
+    if not self._distributed and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+      self._installed = True
+
+  def close(self) -> None:
+    if self._installed:
+      signal.signal(signal.SIGTERM, self._previous if self._previous is not None
+                    else signal.SIG_DFL)
+      self._installed = False
+
+  def _on_sigterm(self, signum, frame) -> None:  # pylint: disable=unused-argument
+    self._signalled.set()
+
+  def reached(self, step: int) -> bool:
+    if self._distributed:
+      try:
+        return multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # jax_enable_preemption_service is off: no sync point to reach
+        return False
+    return self._signalled.is_set()

@@ -1,0 +1,254 @@
+"""Export a trained run's inference function as serialized StableHLO or ONNX.
+
+  python -m darkjax.tools.export --workdir RUN [--format stablehlo|onnx] --out DIR \
+      [--step N] [--classes a,b,c] [--config configs/x.py:args]
+
+The function exported is the run's deployed model as `darkjax.tools.predict` uses it (the Task's
+`predict`: its input normalisation and, for runs in phases, the deployed phase: LIFT-Net's student,
+DTCM's classifier / joint phase, 3D-DiNet's target-domain path) with the checkpoint's variables
+baked in as constants: uint8 clips (B, T, H, W, C), one input per record stream the model reads
+("video", then e.g. "flow"), -> float32 logits (B, classes). The batch size B is symbolic. The run's
+config is read from RUN's `config.json` (or from the deployed phase's sub-directory), unless
+`--config` names the config file.
+
+DIR receives `export.json` (class names, each input's clip shape and dtype, the eval views a video
+takes, the format) and
+  stablehlo  `model.stablehlo`: `jax.export` serialization, reloadable without darkjax:
+             `jax.export.deserialize(open(p, "rb").read()).call(clips)`. Convolutions are XLA's
+             native ops (`darkjax.layers.conv.native_lowering`), so the module is the same on
+             every platform (CPU here; native 3D convs run slower on CPU than the training
+             lowerings, and faster on GPU / TPU).
+  onnx       `model.onnx` via jax2onnx (`pip install -e '.[onnx]'`), the same metadata in its
+             `metadata_props`. 3D convolutions are exported as the CPU lowering's 2D convolutions
+             (jax2onnx converts only 1D / 2D convolution layouts). An op jax2onnx cannot convert
+             fails with the model and the op named (ExportError): with jax2onnx 0.17.1 the
+             `nn.scan` stages of resnet3d / resnext3d, the average pooling of DTCM's enhancer
+             and the 2D FFT of LIFT-Net's FoE; small3d, C3D, R(2+1)D, ViT and 3D-DiNet export.
+Both are checked against the JAX logits to 1e-4 by tests/test_export.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import traceback
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+
+from darkjax import files
+from darkjax.layers import conv
+from darkjax.tools import predict
+
+FORMATS = ("stablehlo", "onnx")
+METADATA = "export.json"
+FILENAMES = {"stablehlo": "model.stablehlo", "onnx": "model.onnx"}
+
+
+class ExportError(RuntimeError):
+  """The model cannot be exported as asked; the message names the model, format and op."""
+
+
+# ================================================================ the function
+def inference_function(task: Any, variables: Any, inputs: Sequence[str]) -> Callable:
+  """`(*uint8 clips) -> float32 logits`: `task.predict` with `variables` as constants; one
+  positional clip per name in `inputs` ("video" first)."""
+  variables = jax.tree.map(jnp.asarray, variables)
+
+  def infer(*clips):
+    logits = task.predict(variables, dict(zip(inputs, clips)))
+    return logits.astype(jnp.float32)
+  return infer
+
+
+def describe(class_names: Sequence[str], sample: dict[str, jax.ShapeDtypeStruct],
+             model_name: str, config: mlc.ConfigDict | None = None) -> dict[str, Any]:
+  """What export.json (and the ONNX metadata) record."""
+  meta = {"model": model_name, "class_names": list(class_names),
+          "inputs": [{"name": name, "shape": ["batch", *map(int, spec.shape[1:])],
+                      "dtype": str(np.dtype(spec.dtype))} for name, spec in sample.items()],
+          "output": {"name": "logits", "shape": ["batch", len(class_names)], "dtype": "float32"}}
+  if config is not None:
+    meta["views_per_video"] = {"clips": int(config.input.eval_clips),
+                               "crops": int(config.input.eval_crops),
+                               "combine": "mean of the views' softmax probabilities"}
+  return meta
+
+
+def _symbolic(sample: dict[str, jax.ShapeDtypeStruct]) -> list[jax.ShapeDtypeStruct]:
+  batch = jax.export.symbolic_shape("batch")[0]
+  return [jax.ShapeDtypeStruct((batch, *spec.shape[1:]), spec.dtype) for spec in sample.values()]
+
+
+# ================================================================ StableHLO
+def export_stablehlo(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], model_name: str
+                     ) -> bytes:
+  """Serialized `jax.export` of `fn` with a symbolic batch and native convolutions."""
+  with conv.native_lowering():
+    try:
+      exported = jax.export.export(jax.jit(fn))(*_symbolic(sample))
+    except Exception as error:  # pylint: disable=broad-except
+      raise ExportError(f"model {model_name}: StableHLO export failed: "
+                        f"{type(error).__name__}: {error}") from error
+  return bytes(exported.serialize())
+
+
+def load_stablehlo(path: str) -> Callable:
+  """The exported function of `model.stablehlo` (needs only jax)."""
+  with open(path, "rb") as f:
+    return jax.export.deserialize(bytearray(f.read())).call
+
+
+# ================================================================ ONNX
+def _failing_op(error: BaseException) -> str:
+  """Where the ONNX conversion failed, from the traceback: the jax2onnx plugin (named after the
+  JAX op it converts), else the library call in which tracing failed and the model line that
+  made it (e.g. flax's nn.scan from a stacked-blocks layer)."""
+  frames = [(f.filename.replace(os.sep, "/"), f.lineno, f.name)
+            for f in traceback.extract_tb(error.__traceback__)]
+  for path, _, name in reversed(frames):
+    if "/jax2onnx/plugins/" in path:
+      plugin = path.split("/jax2onnx/plugins/", 1)[1].removesuffix(".py")
+      if plugin not in ("plugin_system", "_patching"):
+        return f"{plugin.replace('/', '.')} (jax2onnx plugin, in {name})"
+  model = [i for i, (path, _, _) in enumerate(frames) if "/darkjax/" in path]
+  plugin = re.search(r"\b(\w+)Plugin\b", str(error))   # a plugin's patched call that failed
+  if model:
+    path, line, _ = frames[model[-1]]
+    where = f"{path.split('/darkjax/', 1)[1]}:{line}"
+    if plugin:
+      return f"{plugin.group(1)} (jax2onnx {plugin.group(0)}) called from darkjax/{where}"
+    inner = frames[model[-1] + 1:]
+    if inner:
+      lib_path, _, lib_name = inner[-1]
+      library = lib_path.split("site-packages/", 1)[-1]
+      return f"{library}:{lib_name} called from darkjax/{where}"
+    return f"darkjax/{where}"
+  return "unknown (see the error below)"
+
+
+def _unsupported_primitives(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct]) -> list[str]:
+  """Primitives of `fn`'s jaxpr that jax2onnx has no plugin for."""
+  from jax2onnx.plugins import plugin_system  # pylint: disable=import-outside-toplevel
+  plugin_system.import_all_plugins()
+  known = set(plugin_system.PLUGIN_REGISTRY)
+  seen: set[str] = set()
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      seen.add(eqn.primitive.name)
+      for param in eqn.params.values():
+        for sub in (param if isinstance(param, (tuple, list)) else (param,)):
+          inner = getattr(sub, "jaxpr", sub)
+          if hasattr(inner, "eqns"):
+            walk(inner)
+  walk(jax.make_jaxpr(fn)(*sample.values()).jaxpr)
+  structural = {"pjit", "jit", "custom_jvp_call", "custom_vjp_call", "closed_call"}
+  return sorted(p for p in seen - known - structural)
+
+
+def export_onnx(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], model_name: str,
+                metadata: dict[str, Any] | None = None):
+  """ONNX ModelProto of `fn` (symbolic batch "batch"); ExportError names the model and the op."""
+  try:
+    import jax2onnx  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ExportError("ONNX export needs jax2onnx and onnxruntime: pip install -e '.[onnx]'"
+                      ) from None
+  shapes = _symbolic(sample)   # uint8 inputs with a symbolic batch
+  try:
+    missing = _unsupported_primitives(fn, sample)
+  except Exception:  # pylint: disable=broad-except
+    missing = []   # the conversion below reports what fails
+  if missing:
+    raise ExportError(f"model {model_name}: ONNX export: jax2onnx has no conversion for the "
+                      f"op(s) {missing}; use --format stablehlo")
+  try:
+    proto = jax2onnx.to_onnx(fn, shapes, model_name=model_name, input_names=list(sample),
+                             output_names=["logits"])
+  except Exception as error:  # pylint: disable=broad-except
+    raise ExportError(f"model {model_name}: ONNX export failed at op {_failing_op(error)}: "
+                      f"{type(error).__name__}: {str(error)[:500]}; use --format stablehlo"
+                      ) from error
+  for key, value in (metadata or {}).items():
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = key, json.dumps(value)
+  return proto
+
+
+# ================================================================ a run's export
+def run_config(workdir: str, spec: str | None = None) -> mlc.ConfigDict:
+  """The config of the run in `workdir`: `spec` (a config file[:args]) if given, else the
+  `config.json` of the run or of its deployed phase's sub-directory."""
+  if spec:
+    return predict.load_config(spec)
+  candidates = [workdir] + sorted(
+      os.path.join(workdir, d) for d in (os.listdir(workdir) if os.path.isdir(workdir) else ())
+      if os.path.isdir(os.path.join(workdir, d)))
+  for directory in candidates:
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+      continue
+    with open(path, encoding="utf-8") as f:
+      config = mlc.ConfigDict(json.load(f))
+    if os.path.normpath(predict.run_workdir(config, workdir)) == os.path.normpath(directory):
+      return config
+  raise predict.PredictError(f"{workdir} holds no config.json of a darkjax run (neither in it nor "
+                             "in a phase sub-directory); pass --config configs/x.py[:args]")
+
+
+def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | None = None,
+               classes: str | None = None, config_spec: str | None = None) -> str:
+  """Writes DIR/model.<format> and DIR/export.json for the run in `workdir`; returns the model
+  file's path."""
+  if fmt not in FORMATS:
+    raise ExportError(f"--format {fmt!r} unknown; valid: {FORMATS}")
+  config = run_config(workdir, config_spec)
+  predictor = predict.Predictor(config, workdir, classes, step)
+  sample = predictor.sample_inputs()
+  model_name = str(config.model.name)
+  fn = inference_function(predictor.task, predictor.variables, list(sample))
+  meta = describe(predictor.class_names, sample, model_name, config)
+  meta.update({"format": fmt, "step": predictor.step, "trainer": str(config.trainer)})
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, FILENAMES[fmt])
+  if fmt == "stablehlo":
+    blob = export_stablehlo(fn, sample, model_name)
+  else:
+    blob = export_onnx(fn, sample, model_name, meta).SerializeToString()
+  with open(path + ".tmp", "wb") as f:
+    f.write(blob)
+  os.replace(path + ".tmp", path)
+  files.atomic_write_json(os.path.join(out_dir, METADATA), meta, sort_keys=True)
+  return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m darkjax.tools.export", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", required=True, help="training WORKDIR of the run")
+  parser.add_argument("--format", default="stablehlo", choices=FORMATS)
+  parser.add_argument("--out", required=True, help="output directory")
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  parser.add_argument("--classes", default=None, help="comma-separated class names (when the "
+                      "run's dataset directory is not at hand)")
+  parser.add_argument("--config", default=None, help="config file[:args] (default: the run's "
+                      "config.json)")
+  args = parser.parse_args(argv)
+  try:
+    path = export_run(args.workdir, args.out, args.format, args.step, args.classes, args.config)
+  except (ExportError, predict.PredictError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+  print(f"wrote {path} and {os.path.join(args.out, METADATA)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,81 @@
+"""darkjax.api: a run driven from Python continues, evaluates and resumes on the command line's
+code path (darkjax.train.Trainer), with the same per-step losses as one uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from darkjax import api, train
+from darkjax.tools import predict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILE = os.path.join(REPO, "configs", "synthetic.py")
+QUIET = {"progress_bar": False, "input.prefetch": 0, "eval_every": 0, "log_every": 1}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """A Run trained to step 2 then on to 4, and the same config run by train.run in one go."""
+  root = tmp_path_factory.mktemp("api")
+  arg = f"runlocal,steps=4,data_dir={root / 'data'}"
+  run = api.Run.from_file(CONFIG_FILE, arg, workdir=str(root / "split"), overrides=QUIET,
+                          devices=jax.devices()[:1])
+  first = run.train(steps=2)
+  second = run.train()
+  whole_dir = str(root / "whole")
+  config = api.apply_overrides(api.load_config(CONFIG_FILE, arg), QUIET)
+  train.Trainer(config, whole_dir, devices=jax.devices()[:1]).run()
+  return run, first, second, whole_dir, arg, root
+
+
+def test_split_training_has_the_losses_of_one_uninterrupted_run(runs):
+  run, first, second, whole_dir, _, _ = runs
+  split = [(row["step"], row["train/loss"]) for row in run.history() if "train/loss" in row]
+  whole = [(row["step"], row["train/loss"]) for row in api.Run(
+      api.load_config(CONFIG_FILE, runs[4]), whole_dir).history() if "train/loss" in row]
+  assert [s for s, _ in split] == [s for s, _ in whole] == [1, 2, 3, 4]
+  np.testing.assert_allclose([l for _, l in split], [l for _, l in whole], rtol=1e-6)
+  assert run.step == 4
+  for results in (first, second):   # evaluated at the step each call stopped at
+    assert 0.0 <= results["eval/top1"] <= 1.0 and isinstance(results["eval/top1"], float)
+
+
+def test_evaluate_variables_and_predict_fn_of_a_resumed_run(runs):
+  run, _, second, _, arg, _ = runs
+  resumed = api.Run.from_file(CONFIG_FILE, arg, workdir=run.workdir, overrides=QUIET,
+                              devices=jax.devices()[:1])
+  assert resumed.step == 4
+  results = resumed.evaluate()
+  assert results["eval/top1"] == pytest.approx(second["eval/top1"])
+  assert isinstance(results["eval/confusion"], np.ndarray)
+  live, restored = run.variables, predict.restore_variables(run.workdir)[0]
+  jax.tree.map(np.testing.assert_array_equal, live, restored)
+  clips = resumed.test_clips(3)
+  logits = resumed.predict_fn(resumed.variables, {"video": clips["video"]})
+  assert logits.shape == (3, resumed.task.num_classes)
+  assert callable(resumed.train_step)
+
+
+def test_overrides_change_fields_and_typos_name_the_path(runs):
+  run = runs[0]
+  assert run.config.eval_every == 0 and run.config.input.prefetch == 0
+  with pytest.raises(KeyError, match=r"optimizer.lrr.*valid keys there: \[.*'lr'"):
+    api.apply_overrides(run.config, {"optimizer.lrr": 0.1})
+  with pytest.raises(KeyError, match="'optimiser'"):
+    api.apply_overrides(run.config, {"optimiser.lr": 0.1})
+  with pytest.raises(AttributeError):   # the config stays locked
+    run.config.new_field = 1
+
+
+def test_a_run_in_phases_says_how_to_set_its_steps(tmp_path):
+  from configs import lift_synthetic  # pylint: disable=import-outside-toplevel
+  run = api.Run(lift_synthetic.get_config(f"runlocal,data_dir={tmp_path}"), str(tmp_path / "w"))
+  assert run.phased
+  with pytest.raises(ValueError, match="total_steps"):
+    run.train(steps=1)
+  with pytest.raises(ValueError, match="phases"):
+    run.trainer  # pylint: disable=pointless-statement
