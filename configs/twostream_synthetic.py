@@ -10,8 +10,9 @@ The dataset (generated on first use into $DARKJAX_DATA/synthetic, shared with co
 has no flow stream, so `twostream.flow_source = "compute"` computes Farneback flow of every sampled
 16-frame IR clip (32x32 frames). What departs from the paper's recipe (configs/twostream_infar.py),
 and why: small C3D towers (`twostream_c3d_small`: widths 16..96, fc 128, N = 64 code neurons, 6 per
-class + 4 spare) trained from scratch (no Sports-1M weights at this size); frames kept at 32x32 with
-a random 28 crop for training and a centre crop for tests (the paper: 112 of 128x171); per-clip
+class + 4 spare) trained from scratch (no Sports-1M weights at this size); the 32x32 frames resized
+to 36x36, a random 32 crop for training and the centre crop for tests (the paper: 112 of
+128x171); per-clip
 normalisation; lr 0.01 with a cosine schedule and 400 steps, since from-scratch towers learn nothing
 in 400 steps at lr 1e-4. One split (train / test); the synthetic videos are 16 frames long, so each
 video is one clip. Measured results: docs/papers/twostream.md.
@@ -32,7 +33,7 @@ from configs import common, twostream_base
 def get_config(arg=None):
   config, arg = twostream_base.twostream_config(
       arg, steps=400, batch=30, lr=0.01, code_size=64, split=0, darkness=0.8)
-  config.input.update(resize=(0, 0), crop_size=28, normalise="per_clip", shuffle_window=512,
+  config.input.update(resize=(36, 36), crop_size=32, normalise="per_clip", shuffle_window=512,
                       stream="ir", streams=())
   config.input.data.name = "synthetic"
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), "synthetic")
@@ -44,7 +45,8 @@ def get_config(arg=None):
   config.checkpoint_every = 200
   if arg.runlocal:
     config.model = common.model_block("twostream_c3d_tiny", code_size=24)
-    config.input.update(batch_size=8, eval_batch_size=8, crop_size=0, shuffle_window=16)
+    config.input.update(batch_size=8, eval_batch_size=8, resize=(0, 0), crop_size=0,
+                        shuffle_window=16)
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
                                                          "synthetic_local")
     config.input.data.generate.update(train_per_class=4, test_per_class=2)

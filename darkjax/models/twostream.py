@@ -98,10 +98,10 @@ def _variant(**fixed: Any) -> Callable[..., TwoStreamC3D]:
 VARIANTS: dict[str, Callable[..., nn.Module]] = {
     # The paper's network: two C3D towers (16x112x112 clips), fc 4096, DC(4096).
     "twostream_c3d": _variant(),
-    # CPU-sized towers for the synthetic set (16x28x28 clips).
+    # CPU-sized towers for the synthetic set (16x32x32 clips).
     "twostream_c3d_small": _variant(
         backbone="c3d", code_size=64,
-        backbone_kwargs=dict(input_size=(16, 28, 28), widths=(16, 32, 64, 64, 96, 96, 96, 96),
+        backbone_kwargs=dict(input_size=(16, 32, 32), widths=(16, 32, 64, 64, 96, 96, 96, 96),
                              fc_width=128)),
     # Tiny variant for tests (16x32x32 clips).
     "twostream_c3d_tiny": _variant(backbone="c3d_tiny", code_size=24),

@@ -44,7 +44,7 @@ import numpy as np
 from darkjax import losses, train
 from darkjax import variables as variables_lib
 from darkjax.data import flow as flow_lib
-from darkjax.data import normalise
+from darkjax.data import datasets, normalise
 from darkjax.data.classification import ClassificationData
 from darkjax.trainers.base import TaskBase
 
@@ -108,7 +108,11 @@ class Task(TaskBase):
 
   def check_flow_stream(self) -> None:
     """flow_source='stream' needs the dataset's `flow` record stream, read by the pipeline."""
-    dataset = self.data.dataset
+    try:
+      dataset = self.data.dataset
+    except datasets.DatasetNotPreparedError as error:
+      raise datasets.DatasetNotPreparedError(
+          f"{error}\nThe flow tower reads optical flow: add --flow to that prepare command.") from None
     have = sorted(k for k in dataset.frame_shapes() if k != "video")
     if flow_lib.STREAM not in have or flow_lib.STREAM not in tuple(self.config.input.streams):
       raise MissingFlowStreamError(
