@@ -226,3 +226,13 @@ def test_runlocal_end_to_end_writes_tables_and_pictures(data_dir, tmp_path):
   assert (tmp_path / "video_confusion.png").stat().st_size > 1000
   lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert any("video/late_fusion2/ap" in line for line in lines)
+
+
+def test_input_resize_to_fixed_size_before_the_crop():
+  example = {"video": np.zeros((20, 24, 40, 1), np.uint8), "label": 3}
+  spec = ops.ClipSpec(frames=16, resize=(128, 171), crop_size=112, flip=False)
+  clip = ops.train_clip(example, np.random.default_rng(0), spec)
+  assert clip["video"].shape == (16, 112, 112, 1)
+  assert ops.resize_frames(example["video"], spec).shape == (20, 128, 171, 1)
+  with pytest.raises(ValueError, match=r"input.resize must be \(H, W\) with both > 0"):
+    ops.ClipSpec(resize=(128, 0))

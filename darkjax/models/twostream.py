@@ -101,7 +101,7 @@ VARIANTS: dict[str, Callable[..., nn.Module]] = {
     # CPU-sized towers for the synthetic set (16x32x32 clips).
     "twostream_c3d_small": _variant(
         backbone="c3d", code_size=64,
-        backbone_kwargs=dict(input_size=(16, 32, 32), widths=(16, 32, 64, 64, 96, 96, 96, 96),
+        backbone_kwargs=dict(input_size=(16, 32, 32), widths=(8, 16, 32, 32, 64, 64, 64, 64),
                              fc_width=128)),
     # Tiny variant for tests (16x32x32 clips).
     "twostream_c3d_tiny": _variant(backbone="c3d_tiny", code_size=24),
