@@ -21,7 +21,7 @@ Both fusion networks are fitted by full-batch Adam (`nn_steps`, `nn_lr`, seed `c
 Metrics per row: `accuracy` and the paper's "AP", the mean over classes of the per-class
 precision (TP / videos predicted as the class; a class never predicted counts as 0).
 Scalars `<name>/<row>/accuracy`, `<name>/<row>/ap` and `<name>/top1` (the headline row: late fusion
-2, else late fusion 1, else the single stream's best); figures `<name>_codes` (mean code per class
+2, else late fusion 1, else the single stream's kNN, else its softmax); figures `<name>_codes` (mean code per class
 and stream) and `<name>_confusion` (the headline row).
 
   config.evals.video = twostream_base.video_eval()   # needs task.outputs / task.host_streams
@@ -313,8 +313,9 @@ class VideoEvaluator:
       predicted = np.argmax(probs, axis=1)
       scalars[f"{self.name}/{row}/accuracy"] = float(np.mean(predicted == labels))
       scalars[f"{self.name}/{row}/ap"] = average_precision(predicted, labels, m)
-    headline = next(r for r in ("late_fusion2", "late_fusion1") + tuple(
-        sorted(rows, key=lambda r: -scalars[f"{self.name}/{r}/accuracy"])) if r in rows)
+    stream = self.task.streams[0]
+    headline = next(r for r in ("late_fusion2", "late_fusion1", f"{stream}/knn",
+                                f"{stream}/softmax") if r in rows)
     scalars[f"{self.name}/top1"] = scalars[f"{self.name}/{headline}/accuracy"]
     scalars[f"{self.name}/num_videos"] = float(len(labels))
     confusion = np.zeros((m, m), np.int64)
