@@ -94,6 +94,7 @@ def input_block(**overrides) -> mlc.ConfigDict:
       stride=1,                # temporal stride of dense sampling
       sampling="dense",        # dense | segment
       short_side=0,            # resize short side before cropping (0: keep)
+      resize=(0, 0),           # (H, W) frame size before cropping, overrides short_side ((0, 0): off)
       crop_size=0,             # square crop (0: no crop)
       train_crop="random",     # random | center
       flip=True,               # random horizontal flip (train)

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 VARIANTS = ("paper", "official")
 ZERO_DCE_WEIGHTS = {
@@ -347,3 +348,42 @@ def nt_xent_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.5) -> jax.
   positive = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
   log_prob = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
   return -jnp.mean(log_prob[jnp.arange(2 * n), positive])
+
+
+# ---------------------------------------------------------------- discriminative code (two-stream C3D)
+def p_hot_codes(num_classes: int, code_size: int, spare_classes=None) -> np.ndarray:
+  """(m, N) float32 target codes of Jiang et al.'s discriminative code layer (eq. 7).
+
+  With N = p m + r (0 <= r < m), class k (0-based) owns neurons [p k, p (k + 1)); the r spare
+  neurons p m .. N - 1 go one each to `spare_classes[i]` (class indices, r of them; default: the
+  first r classes). The paper gives spare neurons "to classes with high intra-class appearance
+  variations" without naming them, so the config names them. Raises for N < m.
+  """
+  if code_size < num_classes:
+    raise ValueError(f"discriminative code: code size N={code_size} < {num_classes} classes; every "
+                     f"class needs at least one neuron: set model.kwargs.code_size >= {num_classes}")
+  per_class, spare = divmod(code_size, num_classes)
+  spare_classes = tuple(range(spare)) if spare_classes is None else tuple(spare_classes)
+  if len(spare_classes) != spare:
+    raise ValueError(f"discriminative code: N={code_size} = {per_class} x {num_classes} + {spare} "
+                     f"leaves {spare} spare neurons, but spare_classes names {len(spare_classes)} "
+                     f"classes {list(spare_classes)}; name exactly {spare} (or leave it empty for "
+                     f"the first {spare})")
+  bad = [c for c in spare_classes if not 0 <= int(c) < num_classes]
+  if bad:
+    raise ValueError(f"discriminative code: spare_classes {bad} outside 0..{num_classes - 1}")
+  codes = np.zeros((num_classes, code_size), np.float32)
+  for k in range(num_classes):
+    codes[k, per_class * k:per_class * (k + 1)] = 1.0
+  for i, k in enumerate(spare_classes):
+    codes[int(k), per_class * num_classes + i] = 1.0
+  return codes
+
+
+def dcl_loss(codes: jax.Array, targets: jax.Array) -> jax.Array:
+  """L_d = ||q - A x||^2 (eq. 7): squared error summed over the N code neurons, mean over the batch.
+  codes: (B, N) predicted codes A x; targets: (B, N) p-hot codes q of the labels."""
+  if codes.shape != targets.shape:
+    raise ValueError(f"dcl_loss: codes {codes.shape} and targets {targets.shape} differ")
+  diff = codes.astype(jnp.float32) - targets.astype(jnp.float32)
+  return jnp.mean(jnp.sum(jnp.square(diff), axis=-1))

@@ -1,5 +1,6 @@
 """Every picture darkjax draws: confusion matrices, DTCM's enhancement grid, LIFT-Net's attention
-maps, a predicted video's frames and the darkness histogram of a set of videos.
+maps, a predicted video's frames, the darkness histogram of a set of videos and the two-stream
+C3D's per-class discriminative codes.
 
 Functions return matplotlib figures (Agg backend, no display needed); `save` writes one as PNG and
 closes it. Evaluators return figures and the Trainer saves them into the workdir and TensorBoard.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -150,5 +151,22 @@ def darkness_histogram(scores: np.ndarray, tau: float, dark: int):
   ax.set_xlabel("$D_v$ = mean (S_t - 112) / 112")
   ax.set_ylabel("videos")
   ax.legend()
+  fig.tight_layout()
+  return fig
+
+
+def code_matrix(codes: Mapping[str, np.ndarray], class_names: Sequence[str], title: str = ""):
+  """Mean discriminative code per class, one panel per stream (`codes[stream]`: (m, N)): class on
+  the x axis, code neuron on the y axis; a well-trained DC layer shows the p-hot blocks on the
+  diagonal (Jiang et al. Fig. 4, there per test video)."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(codes), squeeze=False, figsize=(3.2 * len(codes) + 1, 4.5))
+  for ax, (stream, matrix) in zip(axes[0], codes.items()):
+    image = ax.imshow(np.asarray(matrix).T, aspect="auto", cmap="coolwarm", interpolation="nearest")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("code neuron")
+    ax.set_title(f"{stream} stream")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+  fig.suptitle(title)
   fig.tight_layout()
   return fig

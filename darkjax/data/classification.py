@@ -73,4 +73,6 @@ class ClassificationData:
     if not shape:
       raise ValueError(f"dataset {self.dataset.directory}: frames of stream "
                        f"{self.video_stream!r} vary in size; set config.input.crop_size")
+    if self.spec.resize[0]:
+      return tuple(self.spec.resize)
     return ops.resized_hw(shape[0], shape[1], self.spec.short_side)

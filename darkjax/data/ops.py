@@ -23,6 +23,7 @@ class ClipSpec:
   stride: int = 1
   sampling: str = "dense"       # dense | segment
   short_side: int = 0
+  resize: tuple[int, int] = (0, 0)   # (H, W) every frame is resized to; (0, 0): short_side rules
   crop_size: int = 0
   train_crop: str = "random"    # random | center
   flip: bool = True
@@ -36,12 +37,18 @@ class ClipSpec:
       raise ValueError(f"input.train_crop must be 'random' or 'center', got {self.train_crop!r}")
     if self.eval_crops not in (1, 3):
       raise ValueError(f"input.eval_crops must be 1 or 3, got {self.eval_crops}")
+    if len(tuple(self.resize)) != 2 or min(self.resize) < 0 or (0 in self.resize
+                                                                and max(self.resize) > 0):
+      raise ValueError(f"input.resize must be (H, W) with both > 0, or (0, 0) for off; got "
+                       f"{tuple(self.resize)}")
     if self.frames < 1 or self.stride < 1 or self.eval_clips < 1:
       raise ValueError("input.frames, input.stride and input.eval_clips must be >= 1")
 
   @classmethod
   def from_config(cls, cfg: Mapping[str, Any]) -> "ClipSpec":
-    return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls)})
+    fields = {f.name: cfg[f.name] for f in dataclasses.fields(cls)}
+    fields["resize"] = tuple(int(v) for v in fields["resize"])
+    return cls(**fields)
 
   @property
   def views(self) -> int:
@@ -102,6 +109,13 @@ def resize_short_side(clip: np.ndarray, short_side: int) -> np.ndarray:
     frame = cv2.resize(clip[i], (new_w, new_h), interpolation=interp)
     out[i] = frame.reshape(new_h, new_w, c)
   return out
+
+
+def resize_frames(clip: np.ndarray, spec: ClipSpec) -> np.ndarray:
+  """`spec.resize` (H, W) when set (a fixed size, e.g. C3D's 128x171), else `spec.short_side`."""
+  if spec.resize[0]:
+    return clip if clip.shape[1:3] == tuple(spec.resize) else resize_to(clip, spec.resize)
+  return resize_short_side(clip, spec.short_side)
 
 
 def crop_boxes(h: int, w: int, size: int, mode: str,
@@ -173,7 +187,7 @@ def train_clip(example: Mapping[str, Any], rng: np.random.Generator, spec: ClipS
     idx = segment_indices(num_frames, spec.frames, rng)
   flip = spec.flip and bool(rng.integers(0, 2))
   out: dict[str, Any] = {}
-  video = resize_short_side(arrays["video"][idx], spec.short_side)
+  video = resize_frames(arrays["video"][idx], spec)
   ref_hw = video.shape[1:3]
   box = crop_boxes(*ref_hw, spec.crop_size, spec.train_crop, rng)[0] if spec.crop_size else None
   for name, clip in arrays.items():
@@ -202,7 +216,7 @@ def eval_views(example: Mapping[str, Any], spec: ClipSpec,
   for name, full in arrays.items():
     views = []
     for idx in index_sets:
-      clip = resize_short_side(arrays["video"][idx], spec.short_side)
+      clip = resize_frames(arrays["video"][idx], spec)
       ref_hw = clip.shape[1:3]
       if name != "video":
         clip = full[np.minimum(idx, full.shape[0] - 1)]

@@ -4,6 +4,7 @@ scalars and figures (`EvalResult`); the Trainer writes them.
   classification   top-1 / top-5 / mean class accuracy, per-class accuracy, confusion matrix
   enhancement      input vs enhanced frames (tasks with `enhance`: DTCM)
   attention_maps   PViT and fusion attention (tasks with `attention_maps`: LIFT-Net)
+  twostream_video  whole-video softmax / kNN-code scores and stream fusions (two-stream C3D)
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from typing import Any, Mapping
 from darkjax.evaluators.base import EvalResult, Evaluator, TrainerView
 from darkjax.evaluators.classification import ClassificationEvaluator
 from darkjax.evaluators.figures import AttentionMapsEvaluator, EnhancementEvaluator
+from darkjax.evaluators.video import VideoEvaluator
 
 TYPES = {
     "classification": ClassificationEvaluator,
     "enhancement": EnhancementEvaluator,
     "attention_maps": AttentionMapsEvaluator,
+    "twostream_video": VideoEvaluator,
 }
 
 __all__ = ["EvalResult", "Evaluator", "TYPES", "build"]

@@ -1,16 +1,32 @@
-"""Shared machinery of the several-seed comparisons (`dinet_experiment`, `dtcm_experiment`).
+"""Runs a config over seeds x splits (x variants) and tables mean +- std, for every paper:
 
-A comparison trains a baseline and a method once per seed, each run in its own directory whose
-`result.json` caches the final metrics (re-running a comparison trains only what is missing),
-prints a markdown table of test top-1 per seed with mean +- sample std (ddof=1), and checks the
-claim "the method's mean beats the baseline's by more than the larger of the two stds".
+    python -m darkjax.tools.experiment --config configs/X.py[:ARGS] --seeds 0,1,2 \
+        [--splits all|1,3] [--variant NAME=ARGS ...] [--metrics REGEX] --out DIR
+
+Each run (variant, split, seed) trains in DIR/<variant>/split<k>_seed<s> (`default` is the config
+as given; a `--variant no_dcl=dcl=False` appends `dcl=False` to its args), whose `result.json`
+caches its final scalar metrics, so re-running the command trains only what is missing. `--splits
+all` runs every split of the dataset (`train1`/`test1` ... in the prepared manifest: ARID and
+HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once), setting
+`split_index` of every data block of the config. The metrics matching `--metrics` are averaged
+over all seeds and splits of a variant (mean +- sample std, ddof=1) into DIR/table.md and
+DIR/table.json.
+
+It also holds the machinery of the fixed two-setting comparisons (`dinet_experiment`,
+`dtcm_experiment`): a baseline and a method once per seed, a markdown table of test top-1 per seed
+with mean +- sample std, and the claim "the method's mean beats the baseline's by more than the
+larger of the two stds".
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
+import re
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -22,9 +38,10 @@ RESULT_FILE = "result.json"
 
 
 def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
-               kept_metrics: Sequence[str], **info: Any) -> dict[str, Any]:
+               kept_metrics: Sequence[str] | None, **info: Any) -> dict[str, Any]:
   """Trains `make_config()` in `workdir` (or reads its stored result); returns the final
-  `kept_metrics` plus `info` and the wall time in seconds."""
+  `kept_metrics` (None: every scalar metric but per-class ones) plus `info` and the wall time in
+  seconds."""
   path = os.path.join(workdir, RESULT_FILE)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -36,6 +53,9 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
   config.lock()
   start = time.time()
   results = train.run(config, workdir)
+  if kept_metrics is None:
+    kept_metrics = sorted(k for k, v in results.items() if isinstance(v, (float, int))
+                          and not isinstance(v, bool) and "per_class" not in k)
   missing = [k for k in kept_metrics if k not in results]
   if missing:
     raise RuntimeError(f"{workdir}: the run ended without the final evaluation ({missing} "
@@ -120,3 +140,157 @@ def write_table(table: str, out: str) -> str:
   print(table)
   print(f"table written to {out}")
   return out
+
+
+# ---------------------------------------------------------------- seeds x splits x variants
+DEFAULT_METRICS = r"(top1|/accuracy|/ap)$"
+
+
+def load_config_module(path: str):
+  """The module of a config file (`configs/x.py`: imported as `configs.x`)."""
+  path = os.path.abspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--config {path}: no such config file")
+  parent = os.path.dirname(path)
+  if os.path.basename(parent) == "configs":
+    root = os.path.dirname(parent)
+    if root not in sys.path:
+      sys.path.insert(0, root)
+    return importlib.import_module(f"configs.{os.path.basename(path)[:-3]}")
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def parse_variants(items: Sequence[str]) -> dict[str, str]:
+  """`NAME=ARGS` strings -> {name: args}; `default` (no extra args) comes first."""
+  variants = {"default": ""}
+  for item in items:
+    name, sep, args = item.partition("=")
+    if not sep or not re.fullmatch(r"[\w.-]+", name):
+      raise ValueError(f"--variant {item!r}: expected NAME=ARGS, e.g. no_dcl=dcl=False")
+    if name in variants:
+      raise ValueError(f"--variant {name!r} given twice (or named 'default', which is the "
+                       "config as given)")
+    variants[name] = args
+  return variants
+
+
+def data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:
+  """Every dataset block of `config` (a ConfigDict with `dir` and `split_index`)."""
+  found = []
+  for value in config.values():
+    if isinstance(value, mlc.ConfigDict):
+      if "dir" in value and "split_index" in value:
+        found.append(value)
+      else:
+        found.extend(data_blocks(value))
+  return found
+
+
+def dataset_splits(config: mlc.ConfigDict) -> list[int]:
+  """The split indices of the config's dataset (`train1`, `train2`, ... in its manifest); [0] for
+  a dataset with one train / test split."""
+  from darkjax.data import datasets  # pylint: disable=import-outside-toplevel
+  manifest = datasets.open_dataset(config.input.data).manifest
+  found = sorted(int(m.group(1)) for name in manifest["splits"]
+                 if (m := re.fullmatch(r"train(\d+)", name)))
+  return found or [0]
+
+
+def with_run(config: mlc.ConfigDict, seed: int, split: int | None) -> mlc.ConfigDict:
+  config.seed = seed
+  if split is not None:
+    for block in data_blocks(config):
+      block.split_index = split
+  return config
+
+
+def aggregate(results: dict[str, list[dict[str, Any]]], pattern: str) -> dict[str, Any]:
+  """{variant: {metric: {mean, std, n, values}}} over the metrics matching `pattern`."""
+  matcher = re.compile(pattern)
+  table: dict[str, Any] = {}
+  for variant, runs in results.items():
+    metrics = sorted({k for run in runs for k in run if matcher.search(k)})
+    table[variant] = {}
+    for metric in metrics:
+      values = [float(run[metric]) for run in runs if metric in run]
+      mean, std = mean_std(values)
+      table[variant][metric] = {"mean": mean, "std": std, "n": len(values), "values": values}
+  return table
+
+
+def markdown(table: dict[str, Any], title: str) -> str:
+  """Metrics as rows, variants as columns, cells "mean +- std" in % (n runs each)."""
+  variants = list(table)
+  metrics = sorted({m for v in variants for m in table[v]})
+  lines = [title, "", "| metric | " + " | ".join(variants) + " |",
+           "|---|" + "---|" * len(variants)]
+  for metric in metrics:
+    cells = []
+    for variant in variants:
+      entry = table[variant].get(metric)
+      cells.append("" if entry is None else
+                   f"{100 * entry['mean']:.1f} +- {100 * entry['std']:.1f} (n={entry['n']})")
+    lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m darkjax.tools.experiment", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True, help="configs/X.py[:ARGS]")
+  parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+  parser.add_argument("--splits", default="",
+                      help="all | comma-separated split indices (default: the config's own)")
+  parser.add_argument("--variant", action="append", default=[],
+                      help="NAME=ARGS appended to the config args, e.g. no_dcl=dcl=False")
+  parser.add_argument("--metrics", default=DEFAULT_METRICS,
+                      help=f"regex of the metrics tabled (default {DEFAULT_METRICS!r})")
+  parser.add_argument("--out", required=True, help="run directories, table.md and table.json")
+  args = parser.parse_args(argv)
+  path, _, base_arg = args.config.partition(":")
+  try:
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    variants = parse_variants(args.variant)
+    explicit = [int(s) for s in args.splits.split(",") if s.strip()] \
+        if args.splits not in ("", "all") else None
+  except ValueError as error:
+    parser.error(str(error))
+  if not seeds:
+    parser.error("--seeds names no seed")
+  module = load_config_module(path)
+  from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
+  conv.configure_cpu_flags()
+  results: dict[str, list[dict[str, Any]]] = {}
+  for variant, extra in variants.items():
+    arg = ",".join(a for a in (base_arg, extra) if a)
+    splits = explicit
+    if args.splits == "all":
+      splits = dataset_splits(module.get_config(arg or None))
+    results[variant] = []
+    for split in (splits or [None]):
+      for seed in seeds:
+        run_dir = os.path.join(args.out, variant,
+                               f"split{split if split is not None else ''}_seed{seed}".replace(
+                                   "split_", ""))
+
+        def make_config(arg=arg, seed=seed, split=split):
+          return with_run(module.get_config(arg or None), seed, split)
+
+        result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
+                            config_arg=arg)
+        print(f"{variant} split {split} seed {seed}: {result['seconds']:.0f} s", flush=True)
+        results[variant].append(result)
+  table = aggregate(results, args.metrics)
+  title = (f"`{args.config}`, seeds {seeds}, splits {args.splits or 'as configured'}: "
+           "mean +- sample std over runs, in %.")
+  os.makedirs(args.out, exist_ok=True)
+  files.atomic_write_json(os.path.join(args.out, "table.json"), table)
+  write_table(markdown(table, title), os.path.join(args.out, "table.md"))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

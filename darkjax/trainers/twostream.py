@@ -1,0 +1,262 @@
+"""Two-stream C3D with a discriminative code layer (Jiang et al., CVPRW 2017): an infrared tower and
+an optical-flow tower trained together, each with L = L_c + alpha L_d (eq. 4).
+
+Per stream s, with the p-hot target codes q (`darkjax.losses.p_hot_codes`):
+
+    L_s = CE(logits_s, y) + alpha * mean_batch ||q_y - code_s||^2        (eqs. 4-7)
+    L   = sum_s L_s
+
+The towers share no parameter, so training them in one model is training the paper's IR net and
+flow net side by side (the gradient of L_s reaches only tower s). With `twostream.dcl = False` the
+towers have no DC layer and L_s = CE (the paper's "net without DCL").
+
+Inputs (`config.input`): the IR frames are the record stream `input.stream` (InfAR: the prepared
+`video`; the synthetic set: `ir`), normalised by `input.normalise` and brought to 3 channels on
+device (1-channel IR is repeated, as C3D's Sports-1M weights read RGB). The flow clip is
+  `twostream.flow_source = "stream"`: the `flow` record stream of `python -m darkjax.data.prepare
+      ... --flow` (listed in `input.streams`); a dataset without it fails at once naming the flag;
+  `twostream.flow_source = "compute"`: computed on the host from each sampled IR clip
+      (`darkjax.data.flow.flow_clip`, `twostream.flow_method`), for data without a flow stream
+      (the synthetic set).
+Flow frames align with IR frames index by index: flow t is IR frame t -> t + 1, so the clip of
+frames [s, s + T) reads flows [s, s + T); the last stored flow of a video repeats the one before
+it, and a computed clip's last flow repeats its flow T - 2 (`darkjax.data.flow`). The flow clip is
+normalised as (v - 128) / 128 and cropped and flipped with the IR clip (a flip negates flow x).
+
+Config keys read here (see configs/twostream_base.py): `twostream.streams`, `dcl`, `alpha`,
+`spare_classes`, `flow_source`, `flow_method`, `flow_scale`, `tower_init.<stream>`.
+Pretrained towers: `twostream.tower_init.<stream>` is a `python -m darkjax.convert --arch c3d
+--num-classes 0` directory (Sports-1M C3D: loads into the tower's `c3d`) or a two-stream run's
+workdir (loads that run's tower of the same stream; the other stream's tower is refused).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+
+from darkjax import losses, train
+from darkjax import variables as variables_lib
+from darkjax.data import flow as flow_lib
+from darkjax.data import datasets, normalise
+from darkjax.data.classification import ClassificationData
+from darkjax.trainers.base import TaskBase
+
+FLOW_SOURCES = ("stream", "compute")
+
+
+class MissingFlowStreamError(ValueError):
+  """The dataset has no optical-flow record stream; the message names the `prepare` flag."""
+
+
+class TowerInitError(ValueError):
+  """A tower checkpoint does not fit the tower it is loaded into; the message says why."""
+
+
+class _ComputeFlow(grain.transforms.Map):
+  """Adds `flow`, the optical flow of each clip of `video` (host, uint8), to a batch."""
+
+  def __init__(self, method: str, scale: float):
+    self._method, self._scale = method, scale
+
+  def map(self, element):
+    element = dict(element)
+    element[flow_lib.STREAM] = compute_flow(element["video"], self._method, self._scale)
+    return element
+
+
+def compute_flow(clips: np.ndarray, method: str, scale: float) -> np.ndarray:
+  """(..., T, H, W, C) uint8 clips -> (..., T, H, W, 3) uint8 flow clips (x, y, magnitude)."""
+  clips = np.asarray(clips)
+  flat = clips.reshape((-1,) + clips.shape[-4:])
+  out = np.stack([flow_lib.flow_clip(c, method, scale) for c in flat])
+  return out.reshape(clips.shape[:-1] + (3,))
+
+
+class Task(TaskBase):
+  """The two towers on `config.input`'s clips; data source "input"."""
+
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
+    super().__init__(config, num_classes)
+    self.ts = config.twostream
+    if self.ts.flow_source not in FLOW_SOURCES:
+      raise ValueError(f"config.twostream.flow_source {self.ts.flow_source!r}; valid: "
+                       f"{FLOW_SOURCES}")
+    self.streams = tuple(self.ts.streams)
+    unknown = [s for s in self.streams if s not in ("ir", flow_lib.STREAM)]
+    if unknown:
+      raise ValueError(f"config.twostream.streams {self.streams}: unknown {unknown}; valid: "
+                       f"'ir', '{flow_lib.STREAM}'")
+    self.data_sources = {"input": ClassificationData(config.input, config.seed)}
+    if num_classes is None and self.reads_flow_stream:
+      self.check_flow_stream()
+    code_size = int(config.model.kwargs.get("code_size", 0)) if self.ts.dcl else 0
+    self.model = self.build_model(streams=self.streams, code_size=code_size)
+    self.code_size = code_size
+    self.merges_pretrained = any(self.ts.tower_init[s] for s in self.streams)
+
+  # ---------------------------------------------------------------- data
+  @property
+  def reads_flow_stream(self) -> bool:
+    return flow_lib.STREAM in self.streams and self.ts.flow_source == "stream"
+
+  def check_flow_stream(self) -> None:
+    """flow_source='stream' needs the dataset's `flow` record stream, read by the pipeline."""
+    try:
+      dataset = self.data.dataset
+    except datasets.DatasetNotPreparedError as error:
+      raise datasets.DatasetNotPreparedError(
+          f"{error}\nThe flow tower reads optical flow: add --flow to that prepare command.") from None
+    have = sorted(k for k in dataset.frame_shapes() if k != "video")
+    if flow_lib.STREAM not in have or flow_lib.STREAM not in tuple(self.config.input.streams):
+      raise MissingFlowStreamError(
+          f"twostream: the flow tower reads the record stream '{flow_lib.STREAM}', which "
+          f"{dataset.directory} does not have (its extra streams: {have}; config.input.streams: "
+          f"{list(self.config.input.streams)}). Prepare the dataset with optical flow: "
+          f"python -m darkjax.data.prepare --dataset {dataset.name} --src /path/to/{dataset.name} "
+          f"--out {dataset.directory} --flow   (or set config.twostream.flow_source='compute')")
+
+  def train_dataset(self, local_batch: int):
+    ds = self.data.train_dataset(local_batch)
+    if flow_lib.STREAM in self.streams and self.ts.flow_source == "compute":
+      ds = ds.map(_ComputeFlow(self.ts.flow_method, float(self.ts.flow_scale)))
+    return ds
+
+  def host_streams(self, streams: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Host uint8 streams of clips (..., T, H, W, C) with the flow the model needs added when it
+    is computed rather than read (evaluators call this before `outputs`)."""
+    out = dict(streams)
+    if (flow_lib.STREAM in self.streams and self.ts.flow_source == "compute"
+        and flow_lib.STREAM not in out):
+      out[flow_lib.STREAM] = compute_flow(out["video"], self.ts.flow_method,
+                                          float(self.ts.flow_scale))
+    return out
+
+  def model_inputs(self, streams: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """uint8 streams (`video` = IR frames, `flow`) -> the towers' float clips."""
+    clips = {}
+    if "ir" in self.streams:
+      ir = self.data.preprocess(streams["video"], self.dtype)
+      clips["ir"] = jnp.repeat(ir, 3, axis=-1) if ir.shape[-1] == 1 else ir
+    if flow_lib.STREAM in self.streams:
+      if flow_lib.STREAM not in streams:
+        raise MissingFlowStreamError(
+            f"twostream: no '{flow_lib.STREAM}' clips among the streams {sorted(streams)}")
+      clips[flow_lib.STREAM] = normalise.normalise(streams[flow_lib.STREAM], "flow", self.dtype)
+    return clips
+
+  # ---------------------------------------------------------------- model + loss
+  @property
+  def target_codes(self) -> np.ndarray:
+    """(m, N) p-hot codes; `twostream.spare_classes` names the classes given the spare neurons."""
+    names = list(self.data.dataset.class_names)
+    spare = []
+    for name in self.ts.spare_classes:
+      if name not in names:
+        raise ValueError(f"config.twostream.spare_classes: {name!r} is not a class of "
+                         f"{self.data.dataset.directory}; classes: {names}")
+      spare.append(names.index(name))
+    return losses.p_hot_codes(self.num_classes, self.code_size, spare or None)
+
+  def init_variables(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict:
+    batch = dict(batch)
+    if flow_lib.STREAM in self.streams and flow_lib.STREAM not in batch:
+      batch[flow_lib.STREAM] = jnp.zeros(batch["video"].shape[:-1] + (3,), jnp.uint8)
+    return dict(self.model.init({"params": rng, "dropout": rng}, self.model_inputs(batch),
+                                train=False))
+
+  def loss_fn(self, params, model_state, batch, rng, progress):
+    del progress
+    (logits, out), new_state = self.model.apply(
+        {"params": params, **model_state}, self.model_inputs(batch), train=True,
+        rngs={"dropout": rng}, mutable=list(model_state))
+    labels = batch["label"]
+    codes = jnp.asarray(self.target_codes)[labels] if self.code_size else None
+    loss, metrics = jnp.zeros((), jnp.float32), {}
+    for stream in self.streams:
+      ce = losses.softmax_cross_entropy(logits[stream], labels, self.config.label_smoothing)
+      metrics[f"{stream}/ce_loss"] = ce
+      metrics[f"{stream}/accuracy"] = jnp.mean(jnp.argmax(logits[stream], -1) == labels)
+      loss = loss + ce
+      if self.code_size:
+        dcl = losses.dcl_loss(out["code"][stream], codes)
+        metrics[f"{stream}/dcl_loss"] = dcl
+        loss = loss + float(self.ts.alpha) * dcl
+    return loss, (dict(new_state), metrics)
+
+  # ---------------------------------------------------------------- inference
+  def outputs(self, variables: Mapping[str, Any], streams: Mapping[str, jax.Array]
+              ) -> dict[str, dict[str, jax.Array]]:
+    """Per stream `probs` (softmax) and, with DCL, `code` of uint8 clips (jit-able)."""
+    logits, out = self.model.apply(variables, self.model_inputs(streams), train=False)
+    result = {}
+    for stream in self.streams:
+      result[stream] = {"probs": jax.nn.softmax(logits[stream].astype(jnp.float32), -1)}
+      if self.code_size:
+        result[stream]["code"] = out["code"][stream]
+    return result
+
+  def fusion_weights(self) -> jax.Array:
+    """Late fusion 1's stream weights (flow : IR = 2 : 1 in the paper), in `streams` order."""
+    weights = dict(self.ts.softmax_fusion_weights)
+    return jnp.asarray([float(weights[s]) for s in self.streams], jnp.float32)
+
+  def predict(self, variables: Mapping[str, Any], streams: Mapping[str, jax.Array],
+              source: str | None = None) -> jax.Array:
+    """Log of the late-fusion-1 probabilities (weighted mean of the streams' softmax)."""
+    del source
+    outputs = self.outputs(variables, streams)
+    weights = self.fusion_weights()
+    probs = sum(w * outputs[s]["probs"] for w, s in zip(weights, self.streams)) / jnp.sum(weights)
+    return jnp.log(jnp.maximum(probs, 1e-12))
+
+  # ---------------------------------------------------------------- pretrained towers
+  def init_from(self, variables: dict) -> dict:
+    for stream in self.streams:
+      path = self.ts.tower_init[stream]
+      if path:
+        variables = load_tower(variables, stream, path)
+    return variables
+
+
+def load_tower(variables: Mapping[str, Any], stream: str, path: str) -> dict:
+  """`variables` with tower `stream` loaded from `path`: a converted C3D (into `<stream>/c3d`) or a
+  two-stream run's workdir (its tower `stream`, whole)."""
+  from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
+  loaded, _ = convert_io.load_variables(path)
+  theirs = dict(loaded["params"])
+  out = {k: dict(v) for k, v in variables.items()}
+  tower = {"params": dict(out["params"][stream])}
+  source = f"config.twostream.tower_init.{stream}={path}"
+  if "conv1" in theirs:   # a headless C3D conversion (Sports-1M)
+    theirs.pop("fc8", None)   # a conversion with its Sports-1M head: the head is not used
+    tower = variables_lib.merge_subtree(tower, "params", "c3d", theirs, source)
+  else:
+    towers = sorted(k for k in theirs if isinstance(theirs[k], Mapping) and "c3d" in theirs[k])
+    if stream not in towers:
+      raise TowerInitError(
+          f"{source}: the checkpoint holds the tower(s) {towers}, not the {stream!r} tower. A "
+          f"tower trained on one stream does not initialise the other (ir reads infrared frames, "
+          f"flow reads optical flow): point tower_init.{stream} at a run with a {stream!r} tower "
+          f"or at a Sports-1M C3D (python -m darkjax.convert --arch c3d --num-classes 0)")
+    tower = variables_lib.merge_subtree(tower, "params", None, theirs[stream], source)
+  out["params"][stream] = tower["params"]
+  return out
+
+
+def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains with the generic Trainer, then adds the paper's Tables 2-3 to report.md."""
+  results = train.Trainer(config, workdir, task=Task(config)).run()
+  if jax.process_index() == 0:
+    from darkjax.evaluators import video  # pylint: disable=import-outside-toplevel
+    tables = video.report_tables(results, config)
+    if tables:
+      with open(os.path.join(workdir, "report.md"), "a", encoding="utf-8") as f:
+        f.write("\n" + tables)
+  return results

@@ -1,0 +1,61 @@
+"""The generic seeds x splits x variants runner (`python -m darkjax.tools.experiment`): variant
+parsing, split placement in every data block, the table, and a tiny config run twice (the second
+time read from the cache)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from configs import dinet_infar
+from darkjax import train
+from darkjax.tools import experiment
+
+
+def test_parse_variants():
+  assert experiment.parse_variants(["no_dcl=dcl=False,alpha=0.1", "ir=streams=ir"]) == {
+      "default": "", "no_dcl": "dcl=False,alpha=0.1", "ir": "streams=ir"}
+  with pytest.raises(ValueError, match="expected NAME=ARGS"):
+    experiment.parse_variants(["nodcl"])
+  with pytest.raises(ValueError, match="given twice"):
+    experiment.parse_variants(["a=x=1", "a=x=2"])
+
+
+def test_split_goes_into_every_data_block():
+  config = experiment.with_run(dinet_infar.get_config(), seed=4, split=3)
+  assert config.seed == 4
+  assert config.input.data.split_index == 3 and config.dinet.target.data.split_index == 3
+
+
+def test_aggregate_and_markdown():
+  results = {"default": [{"video/top1": 0.5, "video/late_fusion2/ap": 0.6, "x/loss": 1.0},
+                         {"video/top1": 0.7, "video/late_fusion2/ap": 0.8, "x/loss": 2.0}],
+             "no_dcl": [{"video/top1": 0.4}, {"video/top1": 0.6}]}
+  table = experiment.aggregate(results, experiment.DEFAULT_METRICS)
+  assert table["default"]["video/top1"]["mean"] == pytest.approx(0.6)
+  assert table["default"]["video/top1"]["std"] == pytest.approx(0.1414213, rel=1e-5)
+  assert "x/loss" not in table["default"]
+  text = experiment.markdown(table, "title")
+  assert "| video/top1 | 60.0 +- 14.1 (n=2) | 50.0 +- 14.1 (n=2) |" in text
+  assert "| video/late_fusion2/ap | 70.0 +- 14.1 (n=2) |  |" in text
+
+
+def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch):
+  data = tmp_path / "data"
+  out = tmp_path / "out"
+  argv = ["--config", f"configs/synthetic.py:runlocal,steps=2,data_dir={data}", "--seeds", "0,1",
+          "--splits", "all", "--out", str(out)]
+  assert experiment.main(argv) == 0
+  table = json.loads((out / "table.json").read_text())
+  assert table["default"]["eval/top1"]["n"] == 2
+  runs = [json.loads((out / "default" / f"split0_seed{s}" / "result.json").read_text())
+          for s in (0, 1)]
+  assert [r["seed"] for r in runs] == [0, 1] and all(r["split"] == 0 for r in runs)
+  assert "eval/top1" in (out / "table.md").read_text()
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a cached run was trained again")
+
+  monkeypatch.setattr(train, "run", no_training)
+  assert experiment.main(argv) == 0

@@ -1,0 +1,238 @@
+"""Two-stream C3D with the discriminative code layer: pinned size, p-hot codes, the DCL gradients of
+eqs. (9)-(10), tower loading, the video-level classifiers, the bad-input errors, and one runlocal
+run end to end (report rows, pictures)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import twostream_infar, twostream_synthetic
+from darkjax import losses, models, train
+from darkjax.convert import io as convert_io
+from darkjax.data import datasets, ops
+from darkjax.evaluators import video
+from darkjax.trainers import twostream
+from run_configs import quiet
+
+ALPHA = 0.02
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("twostream_data"))
+
+
+@pytest.fixture(scope="module")
+def task(data_dir):
+  config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={data_dir}"))
+  return train.load_task(config)
+
+
+@pytest.fixture(scope="module")
+def batch_and_variables(task):
+  rng = np.random.default_rng(0)
+  batch = {"video": rng.integers(0, 256, (2, 16, 32, 32, 1), dtype=np.uint8),
+           "flow": rng.integers(100, 156, (2, 16, 32, 32, 3), dtype=np.uint8),
+           "label": np.array([1, 7], np.int32)}
+  variables = jax.jit(task.init_variables)(jax.random.key(0), batch)
+  return batch, variables
+
+
+def test_full_size_parameters_and_outputs_pinned():
+  model = models.build("twostream_c3d", 12)
+  clips = {s: jax.ShapeDtypeStruct((2, 16, 112, 112, 3), jnp.float32) for s in ("ir", "flow")}
+  variables = jax.eval_shape(model.init, jax.random.key(0), clips)
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # noqa: E731
+  # Per tower: headless C3D 77,995,776 + softmax 4096*12+12 + DC layer 4096*4096+4096.
+  assert count(variables["params"]["ir"]) == 77_995_776 + 49_164 + 16_781_312
+  assert count(variables) == 189_652_504
+  assert set(variables["params"]) == {"ir", "flow"}
+  assert variables["params"]["flow"]["code"]["kernel"].shape == (4096, 4096)
+  logits, out = jax.eval_shape(model.apply, variables, clips)
+  assert {s: x.shape for s, x in logits.items()} == {"ir": (2, 12), "flow": (2, 12)}
+  assert out["code"]["ir"].shape == (2, 4096) and out["fc7"]["flow"].shape == (2, 4096)
+
+
+def test_code_size_below_class_count_fails():
+  model = models.build("twostream_c3d_tiny", 12, code_size=5)
+  clips = {s: jnp.zeros((1, 16, 32, 32, 3)) for s in ("ir", "flow")}
+  with pytest.raises(ValueError, match=r"code size N=5 is smaller than the 12 classes.*>= 12"):
+    jax.eval_shape(model.init, jax.random.key(0), clips)
+  with pytest.raises(ValueError, match=r"N=5 < 12 classes"):
+    losses.p_hot_codes(12, 5)
+
+
+def test_p_hot_codes_blocks_and_spare_neurons():
+  codes = losses.p_hot_codes(3, 6)
+  np.testing.assert_array_equal(codes, np.kron(np.eye(3), np.ones((1, 2))))
+  codes = losses.p_hot_codes(3, 8)            # p = 2, r = 2 spare -> classes 0 and 1
+  assert codes.sum(1).tolist() == [3, 3, 2]
+  assert codes[0, 6] == 1 and codes[1, 7] == 1
+  codes = losses.p_hot_codes(3, 7, spare_classes=(2,))
+  assert codes[2, 6] == 1 and codes.sum(1).tolist() == [2, 2, 3]
+  assert (codes.sum(0) == 1).all()            # every neuron belongs to exactly one class
+  with pytest.raises(ValueError, match="leaves 1 spare neurons"):
+    losses.p_hot_codes(3, 7, spare_classes=(0, 1))
+
+
+def test_dcl_gradients_match_eqs_9_and_10(task, batch_and_variables):
+  """dL/dA = 2 alpha (A x - q) x^T (eq. 9, batch-averaged), dL/dW = dLc/dW, and
+  dL/dx = dLc/dx + 2 alpha A^T (A x - q) (eq. 10) on the tiny towers."""
+  batch, variables = batch_and_variables
+  params = variables["params"]
+  rng = jax.random.key(3)
+  grads = jax.jit(jax.grad(lambda p: task.loss_fn(p, {}, batch, rng, 0.0)[0]))(params)
+  _, out = task.model.apply(variables, task.model_inputs(batch), train=True,
+                            rngs={"dropout": rng})
+  q = task.target_codes[batch["label"]]
+  b = len(batch["label"])
+  for stream in ("ir", "flow"):
+    x = np.asarray(out["fc7"][stream], np.float64)
+    residual = np.asarray(out["code"][stream], np.float64) - q      # A x - q, (B, N)
+    # Flax kernels are A^T (in, out): d/dkernel = (2 alpha / B) sum_b x_b (A x_b - q_b)^T.
+    expected = 2 * ALPHA / b * x.T @ residual
+    np.testing.assert_allclose(grads[stream]["code"]["kernel"], expected, rtol=1e-4, atol=1e-7)
+
+  # eq. (10) on one tower's heads: gradient with respect to its fc7 features x.
+  head = params["ir"]
+  x = out["fc7"]["ir"]
+  labels = jnp.asarray(batch["label"])
+
+  def head_loss(x, softmax):
+    logits = x @ softmax["kernel"] + softmax["bias"]
+    code = x @ head["code"]["kernel"] + head["code"]["bias"]
+    return (losses.softmax_cross_entropy(logits, labels)
+            + ALPHA * losses.dcl_loss(code, jnp.asarray(q)))
+
+  dx = jax.grad(head_loss)(x, head["softmax"])
+  dlc_dx = jax.grad(lambda x: losses.softmax_cross_entropy(
+      x @ head["softmax"]["kernel"] + head["softmax"]["bias"], labels))(x)
+  code = np.asarray(x @ head["code"]["kernel"] + head["code"]["bias"])
+  expected_dx = np.asarray(dlc_dx) + 2 * ALPHA / b * (code - q) @ np.asarray(
+      head["code"]["kernel"]).T
+  np.testing.assert_allclose(dx, expected_dx, rtol=1e-4, atol=1e-7)
+  # dL/dW = dLc/dW: the code loss does not reach the softmax layer.
+  dw = jax.grad(head_loss, argnums=1)(x, head["softmax"])["kernel"]
+  dlc_dw = jax.grad(lambda w: losses.softmax_cross_entropy(
+      x @ w + head["softmax"]["bias"], labels))(head["softmax"]["kernel"])
+  np.testing.assert_allclose(dw, dlc_dw, rtol=1e-5, atol=1e-8)
+
+
+def test_without_dcl_the_loss_is_cross_entropy_only(data_dir, batch_and_variables):
+  config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={data_dir},dcl=False"))
+  task = train.load_task(config)
+  batch, _ = batch_and_variables
+  variables = task.init_variables(jax.random.key(0), batch)
+  assert "code" not in variables["params"]["ir"]
+  loss, (_, metrics) = task.loss_fn(variables["params"], {}, batch, jax.random.key(1), 0.0)
+  np.testing.assert_allclose(loss, metrics["ir/ce_loss"] + metrics["flow/ce_loss"], rtol=1e-6)
+  assert not any("dcl" in k for k in metrics)
+
+
+def test_towers_load_from_c3d_and_refuse_the_other_stream(task, batch_and_variables, tmp_path):
+  _, variables = batch_and_variables
+  variables = jax.device_get(variables)
+  c3d = jax.tree.map(lambda x: np.full(x.shape, 0.5, x.dtype), variables["params"]["ir"]["c3d"])
+  convert_io.save_variables(str(tmp_path / "c3d"), {"params": c3d}, {"arch": "c3d_tiny"})
+  loaded = twostream.load_tower(variables, "flow", str(tmp_path / "c3d"))
+  np.testing.assert_array_equal(loaded["params"]["flow"]["c3d"]["conv1"]["kernel"], 0.5)
+  np.testing.assert_array_equal(loaded["params"]["ir"]["c3d"]["conv1"]["kernel"],
+                                variables["params"]["ir"]["c3d"]["conv1"]["kernel"])
+  flow_only = {"params": {"flow": variables["params"]["flow"]}}
+  convert_io.save_variables(str(tmp_path / "flow_run"), flow_only, {"source": "test"})
+  with pytest.raises(twostream.TowerInitError,
+                     match=r"tower_init.ir=.*holds the tower\(s\) \['flow'\], not the 'ir' tower"):
+    twostream.load_tower(variables, "ir", str(tmp_path / "flow_run"))
+
+
+def test_missing_flow_stream_names_the_prepare_flag(data_dir):
+  config = twostream_synthetic.get_config(f"runlocal,data_dir={data_dir}")
+  config.twostream.flow_source = "stream"
+  config.input.streams = ("flow",)
+  with pytest.raises(twostream.MissingFlowStreamError,
+                     match=r"does not have \(its extra streams: \['day', 'ir'\].*--flow"):
+    train.load_task(config)
+
+
+def test_infar_without_data_fails_fast_with_the_prepare_command(tmp_path):
+  config = twostream_infar.get_config(f"data_dir={tmp_path / 'infar'}")
+  with pytest.raises(datasets.DatasetNotPreparedError,
+                     match=r"python -m darkjax.data.prepare --dataset infar(.|\n)*--flow"):
+    train.load_task(config)
+
+
+def test_knn_probabilities_and_k_check():
+  train_codes = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float64)
+  train_labels = np.array([0, 0, 0, 1, 1, 1])
+  test = np.array([[0.0, 0.0], [10.0, 10.0]])
+  probs = video.knn_probabilities(test, train_codes, train_labels, 2, k=2, gamma=0.05)
+  # test 0: class 0's two nearest at 0 and 1 -> d = 0.5; class 1's at sqrt(200), sqrt(221).
+  # test 1: class 0's two nearest at sqrt(181) twice; class 1's at 0 and 1.
+  d = np.array([[0.5, (np.sqrt(200) + np.sqrt(221)) / 2], [np.sqrt(181), 0.5]])
+  s = np.exp(-0.05 * d ** 2)
+  np.testing.assert_allclose(probs, s / s.sum(1, keepdims=True), rtol=1e-12)
+  far = video.knn_probabilities(test * 1e3, train_codes, train_labels, 2, k=2, gamma=0.05)
+  assert np.isfinite(far).all() and np.allclose(far.sum(1), 1)   # no 0/0 when exp underflows
+  with pytest.raises(ValueError, match=r"k=4 but class 'a' has only 3 training videos.*1\.\.3"):
+    video.knn_probabilities(test, train_codes, train_labels, 2, k=4, gamma=0.05,
+                            class_names=["a", "b"])
+
+
+def test_average_precision_is_mean_per_class_precision():
+  labels = np.array([0, 0, 1, 1, 2])
+  predicted = np.array([0, 1, 1, 1, 1])
+  # precision: class 0: 1/1, class 1: 2/4, class 2 never predicted: 0.
+  assert video.average_precision(predicted, labels, 3) == pytest.approx((1 + 0.5 + 0) / 3)
+
+
+def test_fusion_nets_fit_separable_codes():
+  rng = np.random.default_rng(0)
+  y = np.arange(20) % 4
+  x = np.eye(4)[y] * 2 + rng.normal(0, 0.1, (20, 4))
+  for hidden in (0, 50):
+    probs = video.fit_fusion_net(x, y, x, 4, hidden, 200, 0.05, seed=0)
+    assert (probs.argmax(1) == y).mean() == 1.0
+
+
+def test_video_clips_are_non_overlapping_and_centre_cropped():
+  frames = np.arange(40, dtype=np.uint8)[:, None, None, None] * np.ones((1, 12, 20, 1), np.uint8)
+  example = {"video": frames, "flow": np.repeat(frames, 3, -1), "label": 0}
+  spec = ops.ClipSpec(frames=16, resize=(10, 16), crop_size=8)
+  clips = video.video_clips(example, spec, ("flow",))
+  assert clips["video"].shape == (2, 16, 8, 8, 1) and clips["flow"].shape == (2, 16, 8, 8, 3)
+  np.testing.assert_array_equal(clips["video"][:, :, 0, 0, 0], [np.arange(16), np.arange(16, 32)])
+  short = video.video_clips({"video": frames[:10], "label": 0}, spec)
+  np.testing.assert_array_equal(short["video"][0, :, 0, 0, 0], np.arange(16) % 10)
+  assert video.clip_starts(47, 16) == [0, 16] and video.clip_starts(3, 16) == [0]
+
+
+def test_runlocal_end_to_end_writes_tables_and_pictures(data_dir, tmp_path):
+  config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={data_dir}"))
+  results = train.run(config, str(tmp_path))
+  for row in ("ir/softmax", "ir/knn", "flow/softmax", "flow/knn", "late_fusion1", "late_fusion2",
+              "nn1_fusion", "nn2_fusion"):
+    assert 0.0 <= results[f"video/{row}/accuracy"] <= 1.0
+    assert 0.0 <= results[f"video/{row}/ap"] <= 1.0
+  assert results["video/num_videos"] == 20   # 10 classes x 2 test videos, each counted once
+  report = (tmp_path / "report.md").read_text()
+  assert "| Late fusion 2 (k-NN, weighted) |" in report and "77.50" in report
+  assert (tmp_path / "video_codes.png").stat().st_size > 1000
+  assert (tmp_path / "video_confusion.png").stat().st_size > 1000
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert any("video/late_fusion2/ap" in line for line in lines)
+
+
+def test_input_resize_to_fixed_size_before_the_crop():
+  example = {"video": np.zeros((20, 24, 40, 1), np.uint8), "label": 3}
+  spec = ops.ClipSpec(frames=16, resize=(128, 171), crop_size=112, flip=False)
+  clip = ops.train_clip(example, np.random.default_rng(0), spec)
+  assert clip["video"].shape == (16, 112, 112, 1)
+  assert ops.resize_frames(example["video"], spec).shape == (20, 128, 171, 1)
+  with pytest.raises(ValueError, match=r"input.resize must be \(H, W\) with both > 0"):
+    ops.ClipSpec(resize=(128, 0))
