@@ -3,7 +3,8 @@ r"""3D-DiNet (DANN) on the embedded synthetic dataset: labelled day -> unlabelle
   python -m darkjax.main --config=configs/dinet_synthetic.py --workdir=/tmp/darkjax/dinet_synthetic
   python -m darkjax.main --config=configs/dinet_synthetic.py:domain_loss=False \
       --workdir=/tmp/darkjax/dinet_synthetic_source_only          # the source-only baseline
-  python -m darkjax.tools.dinet_experiment --workdir=/tmp/darkjax/dinet_experiment   # the table
+  python -m darkjax.tools.experiment --config configs/dinet_synthetic.py --seeds 0,1,2 \
+      --variant source_only=domain_loss=False --out /tmp/darkjax/dinet_experiment   # the table
 
 Source: the bright `day` stream of the synthetic train split (labelled). Target (unlabelled): the
 dark low-light `video` stream (`target=dark`, default) or the thermal-like single-channel `ir`
@@ -24,11 +25,7 @@ Args (`--config=configs/dinet_synthetic.py:target=ir,seed=1`):
   data_dir     dataset directory (default $DARKJAX_DATA/synthetic_darkness<d>, or
                $DARKJAX_DATA/synthetic when darkness=0.8, the dataset of configs/synthetic.py)
 
-Measured (darkjax/tools/dinet_experiment.py, defaults, seeds 0-2, 2 shared CPU cores, 2-3.5 min
-per run): target top-1 source-only 52.4 +- 18.9 %, DANN 75.6 +- 1.2 % (source test ~91 % for
-both). The shift was tuned: at seed 0, 250 steps, day -> ir gave source-only 83.6 % vs DANN
-36.8 % (too easy for source-only, and negative transfer for DANN trained from scratch), day -> dark
-at darkness 0.8 gave 82.8 % vs 91.6 %; darkness 1.0 (the default) gives the table above.
+Measured figures and the choice of the shift: docs/papers/dinet.md.
 """
 
 import os

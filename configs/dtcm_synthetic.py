@@ -3,7 +3,15 @@ r"""DTCM on the embedded synthetic dataset made very dark (CPU): light enhancer 
   python -m darkjax.main --config=configs/dtcm_synthetic.py --workdir=/tmp/darkjax/dtcm_synthetic
   python -m darkjax.main --config=configs/dtcm_synthetic.py:setting=no_enhancement --workdir=...
   python -m darkjax.main --config=configs/dtcm_synthetic.py:runlocal --workdir=/tmp/dtcm_local
-  python -m darkjax.tools.dtcm_experiment --workdir=/tmp/darkjax/dtcm_experiment   # 3-seed table
+
+The 3-seed comparison of docs/papers/dtcm.md: the backbone first learns the actions on the bright
+`day` stream of a separately generated set (as the paper's starts from Kinetics), then each
+setting fine-tunes it on the very dark clips:
+
+  python -m darkjax.main --config=configs/synthetic.py:stream=day,normalise=imagenet,darkness=1.0,data_seed=4321 \
+      --workdir=/tmp/darkjax/dtcm_experiment/pretrain_day
+  python -m darkjax.tools.experiment --config=configs/dtcm_synthetic.py:darkness=1.0,steps=100,pretrained=/tmp/darkjax/dtcm_experiment/pretrain_day,normalise=imagenet,pretrain_enhancer=True,setting=no_enhancement \
+      --variant ltotal=setting=one_stage_total --seeds 0,1,2 --out /tmp/darkjax/dtcm_experiment
 
 The dataset is generated on first use into $DARKJAX_DATA/synthetic_darkness<d> (darkness d = 0.95 by
 default: clips of a few grey levels). Clips enter the model in [0, 1]; the enhancer brightens them
@@ -17,11 +25,14 @@ Args (`--config=configs/dtcm_synthetic.py:setting=two_stage,k=2,seed=1`):
   darkness   exposure of the generated clips, 0 (day) .. 1 (black); default 0.95
   normalise  the backbone's normalisation of the enhanced clip (per_clip; imagenet with `pretrained`)
   pretrained backbone weights to start from: a darkjax run's workdir, e.g. small3d trained on the
-             bright `day` stream (`python -m darkjax.tools.dtcm_experiment` makes one), or a
+             bright `day` stream (the first command above), or a
              `python -m darkjax.convert` directory; the head starts anew
   initial_curve  curve parameter r the untrained enhancer starts around (default 0.2: the clips
              average ~0.04, where a darkening start stalls at black; 0 = a zero output bias)
   pretrain_enhancer  the enhancer trains alone for enhancer_steps first (one-stage settings)
+  full_resolution  the enhancer's form (default False here: the strided form costs a quarter of
+             the paper's full-resolution one, which makes CPU runs 4x slower; the ARID / Dark-48
+             configs default to the paper's)
   steps, enhancer_steps, batch, lr, seed, data_dir
   runlocal   tiny model, tiny dataset, 4 steps: a smoke test
 """
@@ -42,13 +53,14 @@ def get_config(arg=None):
                          backbone="small3d", enhancer="dtcm_enhancer", darkness=0.95, steps=0,
                          enhancer_steps=100, batch=32, lr=1e-3, seed=0, data_dir="",
                          normalise="per_clip", pretrained="", pretrain_enhancer=False,
-                         initial_curve=0.2, runlocal=False)
+                         initial_curve=0.2, full_resolution=False, runlocal=False)
   base_args = (f"setting={arg.setting},k={arg.k},alpha={arg.alpha},w_stc={arg.w_stc},"
                f"backbone={arg.backbone},enhancer={arg.enhancer},normalise={arg.normalise},frames=16,"
                f"crop=32,short_side=36,batch={arg.batch},steps={arg.steps or 300},"
                f"enhancer_steps={arg.enhancer_steps},lr={arg.lr},seed={arg.seed},"
                f"pretrained={arg.pretrained},pretrain_enhancer={arg.pretrain_enhancer},"
-                 f"initial_curve={arg.initial_curve},init=none,split=0")
+               f"initial_curve={arg.initial_curve},full_resolution={arg.full_resolution},"
+               f"init=none,split=0")
   suffix = "_local" if arg.runlocal else ""
   data_dir = arg.data_dir or os.path.join(common.default_data_root(),
                                           f"synthetic{suffix}_darkness{arg.darkness:g}")

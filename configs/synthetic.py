@@ -9,7 +9,10 @@ Args (`--config=configs/synthetic.py:steps=200,model=small3d_tiny`):
   batch      global batch size
   darkness   0 (day) .. 1 (very dark), exposure of the generated clips
   runlocal   a tiny, fast run for smoke tests (tiny model, few steps, small dataset)
-  data_dir   dataset directory (default $DARKJAX_DATA/synthetic)
+  data_seed  generator seed of the dataset (1234); another seed makes another set of clips, e.g.
+             for pretraining apart from the clips a later run is tested on
+  data_dir   dataset directory (default $DARKJAX_DATA/synthetic, or synthetic_seed<s> for another
+             data_seed)
   stream     record stream to train and test on: video (dark, default), day (the same clips
              bright), ir (thermal-like, 1 channel)
   normalise  per_clip (default) | imagenet | kinetics | none (darkjax.data.normalise)
@@ -27,10 +30,12 @@ from darkjax.data import synthetic
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, model="small3d", steps=0, batch=32, darkness=0.8, runlocal=False,
-                         data_dir="", seed=0, stream="video", normalise="per_clip")
+                         data_dir="", seed=0, stream="video", normalise="per_clip",
+                         data_seed=1234)
   config = common.base_config("supervised", arg.steps or 300, seed=arg.seed, eval_every=100,
                               checkpoint_every=100)
-  data_dir = arg.data_dir or os.path.join(common.default_data_root(), "synthetic")
+  name = "synthetic" if arg.data_seed == 1234 else f"synthetic_seed{arg.data_seed}"
+  data_dir = arg.data_dir or os.path.join(common.default_data_root(), name)
   # No flips: they would swap move_left and move_right. Random 32 crops of 36-pixel frames make the
   # object positions and sizes vary more than the 2,000 training clips alone do.
   config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
@@ -40,7 +45,7 @@ def get_config(arg=None):
   config.input.data.dir = data_dir
   # Every generator parameter, so any can be overridden (--config.input.data.generate.size=48).
   config.input.data.generate = mlc.ConfigDict(dataclasses.asdict(
-      synthetic.SyntheticParams(darkness=arg.darkness, seed=1234, train_per_class=200)))
+      synthetic.SyntheticParams(darkness=arg.darkness, seed=arg.data_seed, train_per_class=200)))
   config.model = mlc.ConfigDict(dict(name=arg.model, kwargs=mlc.ConfigDict()))
   config.optimizer = common.optimizer_block("sgd", lr=0.05, momentum=0.9, nesterov=True,
                                             weight_decay=1e-4, schedule="cosine", warmup_steps=30)

@@ -27,8 +27,10 @@ def _module(path):
 
 
 def _documented_args(module) -> list[str]:
-  """Arg strings from the docstring's example commands (`--config=configs/x.py:ARGS`)."""
-  found = re.findall(r"--config=configs/\w+\.py:([\w=.,-]+)", module.__doc__ or "")
+  """Arg strings of the docstring's example commands for this file (`--config=configs/x.py:ARGS`;
+  commands naming another config file are that file's to check)."""
+  name = module.__name__.rsplit(".", 1)[-1]
+  found = re.findall(rf"--config=configs/{name}\.py:([\w=.,/-]+)", module.__doc__ or "")
   return [None] + found
 
 

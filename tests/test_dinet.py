@@ -25,7 +25,6 @@ from darkjax import metrics as metrics_lib
 from darkjax import models, train
 from darkjax.data import datasets, records
 from darkjax.layers.grl import dann_lambda
-from darkjax.tools import dinet_experiment
 from darkjax.trainers import dinet as dinet_trainer
 from run_configs import quiet
 
@@ -298,15 +297,3 @@ def test_infar_config_backbones_and_missing_data_message(backbone, tmp_path, mon
 def test_synthetic_config_rejects_unknown_target():
   with pytest.raises(ValueError, match="target='thermal'"):
     dinet_synthetic.get_config("target=thermal")
-
-
-def test_experiment_table_and_claim():
-  def runs(tops):
-    return [{"seed": s, "eval/top1": t, "eval_source/top1": 0.9} for s, t in enumerate(tops)]
-  table, holds = dinet_experiment.markdown_table(
-      {"source_only": runs([0.40, 0.44, 0.42]), "dann": runs([0.60, 0.62, 0.64])}, "target=ir")
-  assert holds and "| dann | 60.0 | 62.0 | 64.0 | **62.0 +- 2.0** |" in table
-  assert "+20.0 points; larger std 2.0" in table
-  _, holds = dinet_experiment.markdown_table(
-      {"source_only": runs([0.40, 0.50, 0.60]), "dann": runs([0.50, 0.52, 0.54])}, "")
-  assert not holds   # +5 points < std 10

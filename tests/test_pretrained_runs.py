@@ -12,7 +12,7 @@ from configs import dtcm_synthetic, synthetic
 from darkjax import train
 from darkjax.convert import io as convert_io
 from darkjax.data import datasets
-from darkjax.tools import dtcm_experiment, experiment
+from darkjax.tools import experiment
 from darkjax.data.classification import ClassificationData
 from run_configs import quiet
 
@@ -83,26 +83,9 @@ def test_missing_run_checkpoint_is_named(tmp_path):
     convert_io.load_variables(str(tmp_path))
 
 
-def test_dtcm_experiment_table_claim_and_reserved_args():
-  def runs(tops):
-    return [{"seed": s, "eval/top1": t} for s, t in enumerate(tops)]
-  table, holds = dtcm_experiment.markdown_table(
-      {"no_enhancement": runs([0.80, 0.82, 0.84]),
-       "one_stage_total": runs([0.90, 0.91, 0.92])}, "darkness=1.0")
-  assert holds and "| one_stage_total | 90.0 | 91.0 | 92.0 | **91.0 +- 1.0** |" in table
-  assert "+9.0 points; larger std 2.0" in table
-  _, holds = dtcm_experiment.markdown_table(
-      {"no_enhancement": runs([0.70, 0.80, 0.90]),
-       "one_stage_total": runs([0.84, 0.85, 0.86])}, "")
-  assert not holds   # +5 points < std 10
-  assert dtcm_experiment.pretrain_arg("darkness=1.0,backbone=small3d_wide", 300) == (
-      "model=small3d_wide,steps=300,stream=day,normalise=imagenet,darkness=1")
-  assert "model=small3d,steps=5," in dtcm_experiment.pretrain_arg("", 5)   # the config's default
-  with pytest.raises(SystemExit):
-    dtcm_experiment.main(["--workdir", "/tmp/unused", "--config-arg", "pretrained=/x"])
-  with pytest.raises(SystemExit):
-    dtcm_experiment.main(["--workdir", "/tmp/unused", "--seeds", "0"])
+def test_mean_std():
   assert experiment.mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
+  assert experiment.mean_std([5.0]) == (5.0, 0.0)
 
 
 def test_dtcm_one_stage_starts_from_the_phase1_enhancer(data_dir, tmp_path):

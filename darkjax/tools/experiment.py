@@ -12,10 +12,11 @@ HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once),
 over all seeds and splits of a variant (mean +- sample std, ddof=1) into DIR/table.md and
 DIR/table.json.
 
-It also holds the machinery of the fixed two-setting comparisons (`dinet_experiment`,
-`dtcm_experiment`): a baseline and a method once per seed, a markdown table of test top-1 per seed
-with mean +- sample std, and the claim "the method's mean beats the baseline's by more than the
-larger of the two stds".
+Each paper's evidence command in docs/papers/ is one call of it, e.g. 3D-DiNet's source-only
+baseline against DANN:
+
+    python -m darkjax.tools.experiment --config configs/dinet_synthetic.py --seeds 0,1,2 \
+        --variant source_only=domain_loss=False --out DIR
 """
 
 from __future__ import annotations
@@ -71,66 +72,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   import numpy as np  # pylint: disable=import-outside-toplevel
   values = np.asarray(values, np.float64)
   return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
-def seed_table(results: dict[str, list[dict[str, Any]]], baseline: str, method: str, title: str,
-               metric: str = "eval/top1", column: str = "seed {seed}",
-               extra: dict[str, str] | None = None) -> tuple[str, bool]:
-  """(markdown, whether `method` beats `baseline` on `metric` by more than the larger std).
-
-  `results[name]` lists one run's metrics per seed (each with a "seed"); `extra` maps a further
-  column title to a metric shown as mean +- std (e.g. the source-domain accuracy).
-  """
-  extra = extra or {}
-  seeds = [r["seed"] for r in results[baseline]]
-  lines = [f"{title}, top-1 in %, mean +- sample std over seeds {seeds}.", "",
-           "| setting | " + " | ".join(column.format(seed=s) for s in seeds) + " | top-1 |"
-           + "".join(f" {name} |" for name in extra),
-           "|---|" + "---|" * (len(seeds) + 1 + len(extra))]
-  stats = {}
-  for name, runs in results.items():
-    values = [100 * r[metric] for r in runs]
-    stats[name] = mean_std(values)
-    row = (f"| {name} | " + " | ".join(f"{v:.1f}" for v in values)
-           + f" | **{stats[name][0]:.1f} +- {stats[name][1]:.1f}** |")
-    for key in extra.values():
-      m, s = mean_std([100 * r[key] for r in runs])
-      row += f" {m:.1f} +- {s:.1f} |"
-    lines.append(row)
-  gain = stats[method][0] - stats[baseline][0]
-  larger_std = max(stats[method][1], stats[baseline][1])
-  holds = gain > larger_std
-  lines += ["", f"{method} - {baseline}: {gain:+.1f} points; larger std {larger_std:.1f} -> "
-            f"claim (gain > larger std) {'holds' if holds else 'does NOT hold'}.", ""]
-  return "\n".join(lines), holds
-
-
-def seed_parser(prog: str, doc: str, config_file: str, default_table: str,
-                example_arg: str, default_arg: str = "") -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog=prog, description=doc,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workdir", required=True, help="one sub-directory per run goes here")
-  parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
-  parser.add_argument("--config-arg", default=default_arg,
-                      help=f"extra args of {config_file}, e.g. {example_arg}")
-  parser.add_argument("--out", default="",
-                      help=f"markdown output (default WORKDIR/{default_table})")
-  return parser
-
-
-def check_seed_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                    reserved: Sequence[str]) -> argparse.Namespace:
-  """Parses `--seeds` (at least two) and refuses config args the experiment sets itself."""
-  try:
-    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-  except ValueError:
-    parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-  if len(args.seeds) < 2:
-    parser.error("--seeds needs at least two seeds for a standard deviation")
-  set_here = [key for key in reserved if f"{key}=" in args.config_arg]
-  if set_here:
-    parser.error(f"--config-arg must not set {', '.join(reserved)}: the experiment sets them")
-  return args
 
 
 def write_table(table: str, out: str) -> str:
