@@ -90,7 +90,7 @@ def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
 
 def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: str | None,
                devices: int = 1, conv_settings: dict[str, Any] | None = None,
-               remat: bool = False):
+               remat: bool = False, dtype: str = "float32"):
   """((compile wall s, compile CPU s), callable running one step and blocking on its result).
 
   With `devices` > 1 the batch is split over that many (host) devices, data parallel.
