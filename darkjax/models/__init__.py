@@ -22,6 +22,7 @@ _FAMILIES = (
     "darkjax.models.video_resnet", "darkjax.models.vit",
     "darkjax.models.liftnet",
     "darkjax.models.dtcm",
+    "darkjax.models.actlumos",
 )
 
 
