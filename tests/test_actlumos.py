@@ -228,3 +228,190 @@ def test_full_size_param_counts_pinned():
   assert _count(t_params) == 67_316_628
   assert _count(t_params["dff"]) == 332_162 and _count(t_params["projection"]) == 328_320
   assert teacher.hidden == 512 and teacher.heads == 8 and teacher.layers == 1
+
+
+# ------------------------------------------------------------------------------------ losses
+
+def _numpy_supcon(features, labels, tau):
+  """Khosla et al. L_out, one anchor at a time (features (N, V, D) -> N V anchors)."""
+  z = features.reshape(-1, features.shape[-1]).astype(np.float64)
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  labels = np.repeat(labels, features.shape[1])
+  per_anchor = []
+  for i in range(len(z)):
+    others = [a for a in range(len(z)) if a != i]
+    log_denominator = np.log(sum(np.exp(z[i] @ z[a] / tau) for a in others))
+    positives = [p for p in others if labels[p] == labels[i]]
+    if positives:
+      per_anchor.append(-np.mean([z[i] @ z[p] / tau - log_denominator for p in positives]))
+  return float(np.mean(per_anchor))
+
+
+def _numpy_nt_xent(z1, z2, tau):
+  z = np.concatenate([z1, z2]).astype(np.float64)
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  n = len(z1)
+  total = 0.0
+  for i in range(2 * n):
+    positive = (i + n) % (2 * n)
+    denominator = sum(np.exp(z[i] @ z[k] / tau) for k in range(2 * n) if k != i)
+    total += -np.log(np.exp(z[i] @ z[positive] / tau) / denominator)
+  return total / (2 * n)
+
+
+def test_supcon_on_dark_and_retinex_views_matches_numpy():
+  from darkjax import losses  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  projections = rng.normal(size=(6, 2, 16)).astype(np.float32)   # (clips, dark / Retinex, D)
+  labels = np.array([0, 1, 0, 2, 1, 0])
+  got = losses.supcon_loss(jnp.asarray(projections), jnp.asarray(labels), 0.07)
+  np.testing.assert_allclose(float(got), _numpy_supcon(projections, labels, 0.07), rtol=1e-4)
+  # Every label unique: each anchor's only positive is its other view (SimCLR's pairs).
+  unique = losses.supcon_loss(jnp.asarray(projections), jnp.arange(6), 0.07)
+  np.testing.assert_allclose(float(unique), _numpy_supcon(projections, np.arange(6), 0.07),
+                             rtol=1e-4)
+  np.testing.assert_allclose(float(unique), _numpy_nt_xent(projections[:, 0], projections[:, 1],
+                                                           0.07), rtol=1e-4)
+
+
+def test_supcon_with_a_single_class_is_defined():
+  from darkjax import losses  # pylint: disable=import-outside-toplevel
+  # One class: every other sample is a positive. Identical features: every logit equals 1 / tau,
+  # so each anchor's term is log(2N - 1) for its 2N - 1 positives = the whole denominator.
+  same = jnp.ones((4, 2, 8))
+  np.testing.assert_allclose(float(losses.supcon_loss(same, jnp.zeros(4, jnp.int32), 0.07)),
+                             np.log(7), rtol=1e-5)
+  rng = np.random.default_rng(2)
+  features = rng.normal(size=(4, 2, 8)).astype(np.float32)
+  got = float(losses.supcon_loss(jnp.asarray(features), jnp.zeros(4, jnp.int32), 0.07))
+  assert np.isfinite(got)
+  np.testing.assert_allclose(got, _numpy_supcon(features, np.zeros(4, int), 0.07), rtol=1e-4)
+
+
+def test_nt_xent_and_kd_match_numpy():
+  from darkjax import losses  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(3)
+  z1, z2 = rng.normal(size=(2, 5, 8)).astype(np.float32)
+  np.testing.assert_allclose(float(losses.nt_xent_loss(jnp.asarray(z1), jnp.asarray(z2), 0.5)),
+                             _numpy_nt_xent(z1, z2, 0.5), rtol=1e-5)
+  student, teacher = rng.normal(size=(2, 4, 11)).astype(np.float64) * 3
+  t = 4.0
+  p = np.exp(teacher / t) / np.exp(teacher / t).sum(1, keepdims=True)
+  q = np.exp(student / t) / np.exp(student / t).sum(1, keepdims=True)
+  want = t * t * np.mean(np.sum(p * np.log(p / q), axis=1))
+  np.testing.assert_allclose(float(losses.kd_kl_loss(jnp.asarray(student, jnp.float32),
+                                                     jnp.asarray(teacher, jnp.float32), t)),
+                             want, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ trainer
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from configs import actlumos_arid, actlumos_synthetic  # noqa: E402
+from darkjax import checkpoint as ckpt_lib  # noqa: E402
+from darkjax import variables as variables_lib  # noqa: E402
+from darkjax.data import datasets  # noqa: E402
+from darkjax.trainers import actlumos as actlumos_trainer  # noqa: E402
+import run_configs  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _abstract_variables(task, frames=8, size=32):
+  clip = jnp.zeros((1, frames, size, size, 3), jnp.uint8)
+  shapes = jax.eval_shape(task.init_variables, jax.random.key(0),
+                          {"video": clip, "label": jnp.zeros((1,), jnp.int32)})
+  return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+def test_teacher_of_another_architecture_is_a_clear_error():
+  config = actlumos_synthetic.get_config("runlocal")
+  sum_config = actlumos_synthetic.get_config("runlocal,fusion=sum")
+  teacher_vars = _abstract_variables(actlumos_trainer.TeacherTask(sum_config, num_classes=10))
+  task = actlumos_trainer.Task(config, num_classes=10, teacher_variables=teacher_vars,
+                               teacher_source="/runs/sum_teacher")
+  with pytest.raises(ValueError, match=r"(?s)/runs/sum_teacher.*teacher.*missing.*dff.*fusion=dff"):
+    task.init_from(_abstract_variables(task))
+  # A matching teacher lands in the `teacher` subtree, the student's weights are untouched.
+  good = _abstract_variables(actlumos_trainer.TeacherTask(config, num_classes=10))
+  good = jax.tree.map(lambda x: x + 1, good)
+  task = actlumos_trainer.Task(config, num_classes=10, teacher_variables=good)
+  merged = task.init_from(_abstract_variables(task))
+  assert all((np.asarray(x) == 1).all() for x in jax.tree.leaves(merged["params"]["teacher"]))
+  assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(merged["params"]["student"]))
+
+
+def test_ssl_sources_name_the_missing_dataset_and_how_to_prepare(tmp_path, monkeypatch):
+  monkeypatch.setenv("DARKJAX_DATA", str(tmp_path))
+  config = actlumos_arid.get_config("runlocal,ssl_datasets=arid_v1+dark48")
+  assert config.ssl.datasets == ("arid_v1", "dark48")
+  assert config.ssl.dirs == (str(tmp_path / "arid_v1"), str(tmp_path / "dark48"))
+  with pytest.raises(datasets.DatasetNotPreparedError,
+                     match=r"(?s)config.ssl.datasets entry 'arid_v1'.*--dataset arid_v1"):
+    actlumos_trainer.ssl_sources(config)
+
+
+def test_arid_command_without_prepared_data_says_how_to_prepare(tmp_path, main_env):
+  env = dict(main_env, DARKJAX_DATA=str(tmp_path / "data"))
+  result = subprocess.run([sys.executable, "-m", "darkjax.main",
+                           "--config=configs/actlumos_arid.py:runlocal",
+                           f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert "python -m darkjax.data.prepare --dataset arid_v1" in result.stderr
+  assert not os.path.exists(tmp_path / "run" / "teacher" / "checkpoints")
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+  """All three phases of the runlocal synthetic config (3 steps each), run once."""
+  root = tmp_path_factory.mktemp("actlumos")
+  config = run_configs.quiet(actlumos_synthetic.get_config(f"runlocal,data_dir={root / 'data'}"))
+  workdir = str(root / "run")
+  results = actlumos_trainer.run(config, workdir)
+  return config, workdir, results
+
+
+def _restore(directory):
+  from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
+  return convert_io.load_variables(directory)[0]
+
+
+def test_all_phases_run_and_hand_their_weights_on(synthetic_run):
+  config, workdir, results = synthetic_run
+  for phase in ("teacher", "ssl", "student"):
+    assert ckpt_lib.Checkpointer(os.path.join(workdir, phase)).latest_step() == 3, phase
+  assert 0.0 <= results["eval/top1"] <= 1.0
+  assert os.path.isfile(os.path.join(workdir, "teacher", "fusion_00.png"))
+  assert os.path.isfile(os.path.join(workdir, "student", "eval_confusion.png"))
+  with open(os.path.join(workdir, "student", "metrics.jsonl")) as f:
+    first = json.loads(f.readline())
+  assert {"train/kd", "train/ce", "train/teacher_accuracy"} <= set(first)
+  with open(os.path.join(workdir, "teacher", "metrics.jsonl")) as f:
+    assert "train/supcon" in json.loads(f.readline())
+  with open(os.path.join(workdir, "ssl", "metrics.jsonl")) as f:
+    assert "train/nt_xent" in json.loads(f.readline())
+  # The student phase holds the final teacher, unchanged by 3 student steps (frozen).
+  teacher = variables_lib.flatten(_restore(os.path.join(workdir, "teacher")))
+  student = variables_lib.flatten(_restore(os.path.join(workdir, "student")))
+  for key, value in teacher.items():
+    collection, rest = key.split("/", 1)
+    np.testing.assert_array_equal(student[f"{collection}/teacher/{rest}"], value, err_msg=key)
+  assert actlumos_trainer.inference_workdir(config, workdir).endswith("student")
+
+
+def test_rerun_resumes_without_new_steps_and_rejects_a_changed_teacher(synthetic_run):
+  config, workdir, _ = synthetic_run
+  lines = {p: open(os.path.join(workdir, p, "metrics.jsonl")).read()
+           for p in ("teacher", "ssl", "student")}
+  actlumos_trainer.run(config, workdir)
+  for phase, text in lines.items():
+    assert open(os.path.join(workdir, phase, "metrics.jsonl")).read() == text, phase
+  changed = run_configs.quiet(actlumos_synthetic.get_config(
+      f"runlocal,fusion=concat,data_dir={config.input.data.dir}"))
+  with pytest.raises(ValueError, match=r"actlumos.fusion='dff'.*says 'concat'"):
+    actlumos_trainer.run(changed, workdir)

@@ -4,6 +4,7 @@ scalars and figures (`EvalResult`); the Trainer writes them.
   classification   top-1 / top-5 / mean class accuracy, per-class accuracy, confusion matrix
   enhancement      input vs enhanced frames (tasks with `enhance`: DTCM)
   attention_maps   PViT and fusion attention (tasks with `attention_maps`: LIFT-Net)
+  fusion_maps      Retinex frames and DFF weights (tasks with `fusion_maps`: ActLumos)
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import Any, Mapping
 
 from darkjax.evaluators.base import EvalResult, Evaluator, TrainerView
 from darkjax.evaluators.classification import ClassificationEvaluator
-from darkjax.evaluators.figures import AttentionMapsEvaluator, EnhancementEvaluator
+from darkjax.evaluators.figures import (AttentionMapsEvaluator, EnhancementEvaluator,
+                                        FusionMapsEvaluator)
 
 TYPES = {
     "classification": ClassificationEvaluator,
     "enhancement": EnhancementEvaluator,
     "attention_maps": AttentionMapsEvaluator,
+    "fusion_maps": FusionMapsEvaluator,
 }
 
 __all__ = ["EvalResult", "Evaluator", "TYPES", "build"]

@@ -239,3 +239,22 @@ VARIANTS = {
     "actlumos_teacher_tiny_test": _variant(ActLumosTeacher, **_TINY),
     "actlumos_student_tiny_test": _variant(ActLumosStudent, **_TINY),
 }
+
+
+class ActLumosDistill(nn.Module):
+  """The student phase's model: `student` trained, `teacher` (optional) evaluated frozen beside it
+  (BatchNorm on running statistics, no dropout, its logits behind stop_gradient). Keeping the
+  teacher in the same variable tree keeps it in the sharded, checkpointed state instead of in
+  constants of the compiled step; its parameters are frozen by the trainer's optimizer."""
+  student: ActLumosStudent
+  teacher: ActLumosTeacher | None = None
+
+  @nn.compact
+  def __call__(self, dark: jax.Array, retinex: jax.Array | None = None, train: bool = False):
+    logits, out = self.student(dark, train)
+    if self.teacher is not None:
+      if retinex is None:
+        raise ValueError("ActLumosDistill: the teacher needs the Retinex clip")
+      teacher_logits, _ = self.teacher(dark, retinex, train=False)
+      out = {**out, "teacher_logits": jax.lax.stop_gradient(teacher_logits)}
+    return logits, out
