@@ -49,7 +49,8 @@ def test_gaussian_blur_matches_opencv_including_kernels_wider_than_the_frame(dar
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f"sigma {sigma}")
   # The border rule: BORDER_REFLECT_101 folded as often as needed; a 3-pixel row reflects with
   # period 4: positions -3..5 -> 1 2 1 0 1 2 1 0 1.
-  np.testing.assert_array_equal(retinex.reflect101(np.arange(-3, 6), 3), [1, 2, 1, 0, 1, 2, 1, 0, 1])
+  np.testing.assert_array_equal(retinex.reflect101(np.arange(-3, 6), 3),
+                                [1, 2, 1, 0, 1, 2, 1, 0, 1])
   # Wide kernels give every output pixel the same average: weights 1 / (n - 1), the two
   # edge pixels (not repeated by REFLECT_101) half that.
   matrix = retinex.blur_matrix(24, 250.0)

@@ -2,13 +2,13 @@
 
 For every frame and colour channel of a uint8 clip I (..., H, W, C):
 
-  R = 1/K sum_k [ log(I + 1) - log(G_sigma_k * (I + 1)) ]      (K scales, default sigmas 15, 80, 250)
+  R = 1/K sum_k [ log(I + 1) - log(G_sigma_k * (I + 1)) ]   (K scales, default sigmas 15, 80, 250)
 
 then R is stretched per frame and channel by percentile clipping: the `low` / `high` percentiles
 (default 1 / 99, linear interpolation as numpy's default) map to 0 / 1, values outside are clipped,
-and `retinex_uint8` rounds 255 x that. The +1 keeps the log finite, so an all-black frame gives R = 0
-everywhere; a channel whose percentiles coincide (no contrast, e.g. an all-black frame) maps to 0
-instead of dividing by zero.
+and `retinex_uint8` rounds 255 x that. The +1 keeps the log finite, so an all-black frame gives
+R = 0 everywhere; a channel whose percentiles coincide (no contrast, e.g. an all-black frame) maps
+to 0 instead of dividing by zero.
 
 Blur and border rule: G_sigma is OpenCV's float Gaussian (`cv2.GaussianBlur(x, (0, 0), sigma)` on
 float32: kernel size round(8 sigma + 1) | 1, normalised sampled Gaussian) with OpenCV's default
@@ -65,7 +65,7 @@ def gaussian_blur(frames: jax.Array, sigma: float) -> jax.Array:
 
 
 def msr(clip: jax.Array, sigmas: Sequence[float] = SIGMAS) -> jax.Array:
-  """The multi-scale Retinex log-ratio R of uint8 / float [0, 255] frames (..., H, W, C), float32."""
+  """The multi-scale Retinex log-ratio R (float32) of uint8 / float [0, 255] (..., H, W, C)."""
   if clip.ndim < 3:
     raise ValueError(f"retinex: expected frames (..., H, W, C), got shape {clip.shape}")
   if not sigmas:

@@ -5,8 +5,8 @@ Knowledge Distillation and Contrastive Learning" (the authors' README; no code r
 top-1 (student): ARID v1.0 96.92%, ARID v1.5 88.27%, Dark-48 48.96%; student 67 M parameters.
 
 Teacher (`ActLumosTeacher`):
-  dark clip, Retinex clip ──> ONE R(2+1)D-34 (IG65M layout, weights shared; both clips go through
-      it as one batch of 2B, so BatchNorm's batch statistics cover both streams)
+  dark clip, Retinex clip ──> ONE R(2+1)D-34 (IG65M layout, weights shared; both clips go
+      through it as one batch of 2B, so BatchNorm's batch statistics cover both streams)
       -> last-stage maps F_dark, F_ret (B, T', H', W', C)
   fusion:  dff    DynamicFeatureFusion(F_dark, F_ret) (below)
            sum    F_dark + F_ret                                 (ablation)
@@ -89,7 +89,7 @@ class DynamicFeatureFusion(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-  """BERT-style encoder over time tokens (module docstring): (B, T, H, W, C) map -> (CLS, tokens)."""
+  """BERT-style encoder over time tokens (module docstring): (B, T, H, W, C) -> (CLS, tokens)."""
   hidden: int = 512
   heads: int = 8
   layers: int = 1
