@@ -32,6 +32,21 @@ ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="arid_v1+
             runlocal=False, seed=0)
 
 
+def fusion_maps_eval(clips: int = 4, data: str = "") -> mlc.ConfigDict:
+  """`config.evals` entry: dark / Retinex frames and DFF's Retinex weights of the first `clips`
+  test clips (darkjax.evaluators.figures.FusionMapsEvaluator)."""
+  return mlc.ConfigDict(dict(type="fusion_maps", clips=clips, data=data))
+
+
+def augment_block(**settings) -> mlc.ConfigDict:
+  """On-device augmentations (darkjax.data.augment), every setting named, 0 = off."""
+  block = mlc.ConfigDict(dict(colour_jitter=0.0, affine=0.0, rotation=0.0, shear=0.0,
+                              optical_distortion=0.0, elastic=0.0, rain=0.0, cutmix=0.0,
+                              frame_shuffle=0.0))
+  block.update(settings)
+  return block
+
+
 def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
                     **defaults) -> mlc.ConfigDict:
   """The ActLumos config for a prepared `dataset` (shared by configs/actlumos_*.py)."""
@@ -58,8 +73,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       ssl=arg.ssl,
       retinex=mlc.ConfigDict(dict(sigmas=(15.0, 80.0, 250.0), low_percentile=1.0,
                                   high_percentile=99.0)),
-      augment=mlc.ConfigDict(dict(colour_jitter=0.2, affine=0.1, rotation=0.0, shear=0.0,
-                                  cutmix=0.0, frame_shuffle=0.0)),
+      augment=augment_block(colour_jitter=0.2, affine=0.1),
       backbone_init=arg.backbone_init,   # IG65M R(2+1)D-34 state dict (ig65m-pytorch), "" = random
       teacher_init=arg.teacher_init,     # a finished teacher run's workdir: skip the teacher phase
   ))
@@ -70,8 +84,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
                  for n in names),
       split_index=1,               # train1 where a dataset has official splits, else train
       batch_size=arg.batch, temperature=0.5,
-      augment=mlc.ConfigDict(dict(colour_jitter=0.4, affine=0.15, rotation=0.0, shear=0.0,
-                                  cutmix=0.0, frame_shuffle=0.0)),
+      augment=augment_block(colour_jitter=0.4, affine=0.15),
       total_steps=arg.ssl_steps,
       optimizer=common.optimizer_block("adamw", lr=arg.lr, weight_decay=1e-4,
                                        warmup_steps=arg.ssl_steps // 20),
@@ -83,7 +96,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       optimizer=common.optimizer_block("adamw", lr=arg.lr, weight_decay=1e-4,
                                        warmup_steps=arg.teacher_steps // 20),
       eval_every=1000, checkpoint_every=500))
-  config.evals.fusion = common.fusion_maps_eval(clips=4)   # teacher: WORKDIR/teacher/fusion_<i>.png
+  config.evals.fusion = fusion_maps_eval(clips=4)   # teacher: WORKDIR/teacher/fusion_<i>.png
   config.eval_every = 1000
   config.checkpoint_every = 500
   if arg.runlocal:

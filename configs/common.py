@@ -142,11 +142,6 @@ def attention_eval(clips: int = 4, data: str = "") -> mlc.ConfigDict:
   return mlc.ConfigDict(dict(type="attention_maps", clips=clips, data=data))
 
 
-def fusion_maps_eval(clips: int = 4, data: str = "") -> mlc.ConfigDict:
-  """Dark / Retinex frames and DFF's Retinex weights of the first `clips` test clips (ActLumos)."""
-  return mlc.ConfigDict(dict(type="fusion_maps", clips=clips, data=data))
-
-
 def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
   """The fields every config has besides input / model / optimizer: mesh, sharding, precision,
   logging, evaluation and checkpoint cadence, pretrained-weight loading. Override by keyword."""
