@@ -170,3 +170,36 @@ def code_matrix(codes: Mapping[str, np.ndarray], class_names: Sequence[str], tit
   fig.suptitle(title)
   fig.tight_layout()
   return fig
+
+
+def fusion_maps(dark: np.ndarray, retinex: np.ndarray, w_ret: np.ndarray | None, title: str = "",
+                max_frames: int = 8):
+  """ActLumos: dark frames, their Retinex frames, and DFF's Retinex weight W_ret over the frames.
+  dark, retinex: (T, H, W, C) uint8; w_ret: (T', H', W') in [0, 1] (T' time positions of the
+  backbone map, each covering T / T' frames) or None (sum / concat fusion: no weights)."""
+  import cv2  # pylint: disable=import-outside-toplevel
+  plt = _pyplot()
+  frames, height, width = dark.shape[:3]
+  shown = np.unique(np.linspace(0, frames - 1, min(frames, max_frames)).round().astype(int))
+  rows = 2 if w_ret is None else 3
+  fig, axes = plt.subplots(rows, len(shown), squeeze=False,
+                           figsize=(1.6 * len(shown), 1.7 * rows + 0.6))
+  for col, t in enumerate(shown):
+    axes[0][col].imshow(dark[t], vmin=0, vmax=255)
+    axes[0][col].set_title(f"t={t}", fontsize=7)
+    axes[1][col].imshow(retinex[t], vmin=0, vmax=255)
+    if w_ret is not None:
+      weights = w_ret[min(t * w_ret.shape[0] // frames, w_ret.shape[0] - 1)].astype(np.float32)
+      axes[2][col].imshow(retinex[t], vmin=0, vmax=255)
+      shown_map = axes[2][col].imshow(
+          cv2.resize(weights, (width, height), interpolation=cv2.INTER_NEAREST), cmap="jet",
+          alpha=0.5, vmin=0, vmax=1)
+  for row, label in enumerate(("dark", "Retinex (MSR)", "W_ret")[:rows]):
+    axes[row][0].set_ylabel(label, fontsize=8)
+    for ax in axes[row]:
+      ax.set_xticks([])
+      ax.set_yticks([])
+  if w_ret is not None:
+    fig.colorbar(shown_map, ax=list(axes[2]), fraction=0.02, pad=0.01)
+  fig.suptitle(title, fontsize=9)
+  return fig

@@ -5,6 +5,7 @@ scalars and figures (`EvalResult`); the Trainer writes them.
   enhancement      input vs enhanced frames (tasks with `enhance`: DTCM)
   attention_maps   PViT and fusion attention (tasks with `attention_maps`: LIFT-Net)
   twostream_video  whole-video softmax / kNN-code scores and stream fusions (two-stream C3D)
+  fusion_maps      Retinex frames and DFF weights (tasks with `fusion_maps`: ActLumos)
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any, Mapping
 
 from darkjax.evaluators.base import EvalResult, Evaluator, TrainerView
 from darkjax.evaluators.classification import ClassificationEvaluator
-from darkjax.evaluators.figures import AttentionMapsEvaluator, EnhancementEvaluator
+from darkjax.evaluators.figures import (AttentionMapsEvaluator, EnhancementEvaluator,
+                                        FusionMapsEvaluator)
 from darkjax.evaluators.video import VideoEvaluator
 
 TYPES = {
@@ -21,6 +23,7 @@ TYPES = {
     "enhancement": EnhancementEvaluator,
     "attention_maps": AttentionMapsEvaluator,
     "twostream_video": VideoEvaluator,
+    "fusion_maps": FusionMapsEvaluator,
 }
 
 __all__ = ["EvalResult", "Evaluator", "TYPES", "build"]

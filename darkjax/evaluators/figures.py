@@ -80,3 +80,34 @@ class AttentionMapsEvaluator:
           examples["video"][i], np.asarray(maps["luminous"][i]), heat, maps["frame_weights"][i],
           title)
     return EvalResult(figures=figures)
+
+
+class FusionMapsEvaluator:
+  """`fusion_<i>.png` per test clip: dark frames, their Retinex frames and the DFF weight of the
+  Retinex stream over the frames (ActLumos; tasks with `fusion_maps`)."""
+
+  def __init__(self, name: str, task: Any, trainer: TrainerView, clips: int = 4, data: str = ""):
+    require(task, "fusion_maps", "fusion_maps")
+    self.name, self.task, self.trainer, self.clips = name, task, trainer, clips
+    self.data = task.data_sources[source_name(task, data)]
+    self._maps = jax.jit(task.fusion_maps)
+
+  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
+    if not self.clips or not self.trainer.is_lead:
+      return EvalResult()
+    examples = first_test_examples(self.data, self.clips)
+    streams = {k: v for k, v in examples.items() if k not in ("label", "index")}
+    maps = jax.device_get(self._maps(jax.device_get(dict(variables)), streams))
+    names = self.data.dataset.class_names
+    figures, means = {}, []
+    for i in range(len(examples["label"])):
+      w_ret = np.asarray(maps["w_ret"][i]) if "w_ret" in maps else None
+      if w_ret is not None:
+        means.append(float(w_ret.mean()))
+      title = (f"test clip {int(examples['index'][i])}: true {names[int(examples['label'][i])]}, "
+               f"predicted {names[int(np.argmax(maps['logits'][i]))]} (step {step})"
+               + (f", mean W_ret {means[-1]:.2f}" if w_ret is not None else ""))
+      figures[f"fusion_{i:02d}"] = plots.fusion_maps(examples["video"][i],
+                                                     np.asarray(maps["retinex"][i]), w_ret, title)
+    scalars = {f"{self.name}/mean_w_ret": float(np.mean(means))} if means else {}
+    return EvalResult(scalars=scalars, figures=figures)

@@ -23,6 +23,7 @@ _FAMILIES = (
     "darkjax.models.liftnet",
     "darkjax.models.dtcm",
     "darkjax.models.twostream",
+    "darkjax.models.actlumos",
 )
 
 

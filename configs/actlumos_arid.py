@@ -1,0 +1,32 @@
+r"""ActLumos on ARID v1.0: the Retinex dual-stream teacher (DFF + SupCon), SSL of the student on
+unlabelled ARID + Dark-48 clips, then the student distilled from the teacher, in one command.
+
+  python -m darkjax.main --config=configs/actlumos_arid.py --workdir=/tmp/darkjax/actlumos_arid
+
+Paper (Dass et al., ActLumos, authors' README): student top-1 96.92% on ARID v1.0 (67 M params);
+SSL-source ablation 95.75 (KD only) / 96.70 (SSL on ARID) / 96.15 (SSL on Dark-48) / 96.92 (both).
+ARID (split 1) and, for the default SSL sources, Dark-48 must be prepared once
+(`python -m darkjax.data.prepare --dataset arid_v1 --src ... --out $DARKJAX_DATA/arid_v1`, the same
+with `--dataset dark48`); without them the run stops at once saying so. `backbone_init` is the
+IG65M R(2+1)D-34 state dict (ig65m-pytorch) you bring; empty = random initialisation.
+Args (`--config=configs/actlumos_arid.py:fusion=sum,supcon=False`):
+  fusion         dff | sum | concat (teacher fusion; sum / concat are the ablations)
+  supcon         SupCon on the teacher's per-stream features (False: CE only)
+  ssl            the self-supervised phase for the student (False: KD only)
+  kd             the teacher phase and distillation (False: the student alone on dark clips)
+  ssl_datasets   '+'-joined prepared datasets for SSL (arid_v1+dark48, arid_v1, dark48, ...)
+  frames, crop, short_side, batch, steps, teacher_steps, ssl_steps, lr
+  backbone_init, teacher_init (a finished teacher run: skips the teacher phase), data_dir, seed
+  runlocal       tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test
+Other examples: `--config=configs/actlumos_arid.py:ssl_datasets=arid_v1`,
+`--config=configs/actlumos_arid.py:runlocal,ssl=False,kd=False`.
+Choices and their defaults: configs/actlumos_base.py and docs/papers/actlumos.md.
+"""
+
+from __future__ import annotations
+
+from configs import actlumos_base
+
+
+def get_config(arg=None):
+  return actlumos_base.actlumos_config(arg, dataset="arid_v1", split_index=1)

@@ -1,0 +1,449 @@
+"""ActLumos training: teacher -> ssl -> student, three resumable phases of darkjax.train.Trainer.
+
+  phase teacher (WORKDIR/teacher; with `kd` unless `teacher_init` names a finished teacher run):
+    the dual-stream teacher (darkjax/models/actlumos.py) on the dark clip and its multi-scale
+    Retinex clip (darkjax/layers/retinex.py, computed on device from the augmented uint8 clip),
+    loss CE + supcon_weight * SupCon(per-stream projections, labels) (`supcon`; the dark and Retinex
+    views of every clip and all clips of its class are positives, losses.supcon_loss).
+    `config.teacher` holds its steps, optimizer and cadence.
+  phase ssl (WORKDIR/ssl; with `ssl`): the student + a projection head on unlabelled dark clips
+    from every dataset in `config.ssl.datasets` (their train splits, read as one stream of shard
+    files), two augmented views of each clip (colour jitter + random affine drawn twice), NT-Xent
+    (losses.nt_xent_loss). `config.ssl` holds its steps, optimizer, batch and augmentations.
+  phase student (WORKDIR/student): the student on dark clips only, CE + kd_weight * Hinton KD
+    (losses.kd_kl_loss, T = kd_temperature, times T^2) against the frozen teacher (`kd`), starting
+    from the SSL weights (`ssl`; its classifier is new).
+
+Each phase is the generic Trainer with its own Task and sub-directory, so re-running the command
+resumes whichever phase was running; a finished phase restores its last checkpoint and hands its
+weights on. A teacher (from phase 1 or `teacher_init`) whose variables do not fit the configured
+teacher, or a teacher directory trained with another architecture, stops the run naming both.
+The teacher's `fusion_maps` feed the `fusion_maps` evaluator (Retinex frames beside the dark ones,
+DFF's W_ret over the frames).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+
+from darkjax import losses, train
+from darkjax import variables as variables_lib
+from darkjax.convert import io as convert_io
+from darkjax.data import datasets, normalise, ops, pipeline
+from darkjax.data.augment import augment
+from darkjax.data.classification import ClassificationData
+from darkjax.layers import retinex as retinex_lib
+from darkjax.models import actlumos
+from darkjax.trainers.base import TaskBase
+
+log = logging.getLogger("darkjax")
+
+# The config keys that fix the teacher's variables: a teacher run must agree on all of them.
+TEACHER_ARCHITECTURE = ("model.name", "model.kwargs", "actlumos.fusion", "actlumos.reduction",
+                        "actlumos.projection_dim")
+
+
+# ================================================================ inputs shared by the phases
+class ActLumosInputs:
+  """uint8 batches -> normalised dark clips and their Retinex clips; train-time augmentation."""
+
+  def __init__(self, config: mlc.ConfigDict):
+    self.config, self.cfg = config, config.actlumos
+    self.dtype = jnp.dtype(config.compute_dtype)
+
+  def retinex_uint8(self, dark_uint8: jax.Array) -> jax.Array:
+    r = self.cfg.retinex
+    return retinex_lib.retinex_uint8(dark_uint8, tuple(r.sigmas), r.low_percentile,
+                                     r.high_percentile)
+
+  def normalise(self, clip_uint8: jax.Array) -> jax.Array:
+    return normalise.normalise(clip_uint8, self.config.input.normalise, self.dtype)
+
+  def streams(self, dark_uint8: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return self.normalise(dark_uint8), self.normalise(self.retinex_uint8(dark_uint8))
+
+  def augmented(self, batch: Mapping[str, jax.Array], rng: jax.Array, cfg=None) -> jax.Array:
+    """The augmented uint8 dark clips (the Retinex clip is computed from them)."""
+    streams, _, _ = augment({"video": batch["video"]}, batch["label"], rng,
+                            cfg if cfg is not None else self.cfg.augment)
+    return streams["video"]
+
+
+def _nested_merge(variables: dict, path: tuple[str, ...], loaded: Mapping[str, Any],
+                  source: str, skip: tuple[str, ...] = ()) -> dict:
+  """`variables[c][path...]` replaced by `loaded[c]` for params and batch_stats, strictly."""
+  out = {c: dict(v) for c, v in variables.items()}
+  for collection in ("params", "batch_stats"):
+    holder = out[collection]
+    for key in path[:-1]:
+      holder[key] = dict(holder[key])
+      holder = holder[key]
+    merged = variables_lib.merge_subtree({collection: holder}, collection, path[-1],
+                                         loaded.get(collection, {}), source, skip=skip)
+    holder[path[-1]] = merged[collection][path[-1]]
+  return out
+
+
+def _pretrained_backbone(config: mlc.ConfigDict, backbone: str) -> dict:
+  from darkjax.convert import video_resnet as convert_vr  # pylint: disable=import-outside-toplevel
+  path = config.actlumos.backbone_init
+  try:
+    state = convert_io.load_state_dict(path)
+  except convert_io.CheckpointReadError as error:
+    raise convert_io.CheckpointReadError(f"config.actlumos.backbone_init: {error}") from None
+  return convert_vr.convert(backbone, state, num_classes=0)
+
+
+class _Base(TaskBase):
+  """Data source, inputs and model construction shared by the phases."""
+
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
+    super().__init__(config, num_classes)
+    self.cfg = config.actlumos
+    self.inputs = ActLumosInputs(config)
+    self.data_sources = {"input": ClassificationData(config.input, config.seed)}
+
+  def _kwargs(self) -> dict:
+    return {**self.config.model.kwargs.to_dict(), "projection_dim": self.cfg.projection_dim,
+            "dtype": self.dtype}
+
+  def make_teacher(self) -> actlumos.ActLumosTeacher:
+    return actlumos.VARIANTS[f"actlumos_teacher{self._suffix()}"](
+        num_classes=self.num_classes, fusion=self.cfg.fusion, reduction=self.cfg.reduction,
+        **self._kwargs())
+
+  def make_student(self) -> actlumos.ActLumosStudent:
+    return actlumos.VARIANTS[f"actlumos_student{self._suffix()}"](
+        num_classes=self.num_classes, **self._kwargs())
+
+  def _suffix(self) -> str:
+    name = self.config.model.name
+    if name not in ("actlumos", "actlumos_tiny_test"):
+      raise ValueError(f"config.model.name {name!r}: ActLumos builds actlumos or "
+                       "actlumos_tiny_test")
+    return name[len("actlumos"):]
+
+
+# ================================================================ phase: teacher
+class TeacherTask(_Base):
+  """Dual-stream teacher, CE + lambda_sup SupCon."""
+
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
+    super().__init__(config, num_classes)
+    self.model = self.make_teacher()
+    self.merges_pretrained = bool(self.cfg.backbone_init)
+
+  def init_variables(self, rng, batch) -> dict:
+    dark, ret = self.inputs.streams(batch["video"])
+    return dict(self.model.init({"params": rng, "dropout": rng}, dark, ret, train=False))
+
+  def loss_fn(self, params, model_state, batch, rng, progress):
+    del progress
+    aug_rng, drop_rng = jax.random.split(rng)
+    dark, ret = self.inputs.streams(self.inputs.augmented(batch, aug_rng))
+    (logits, out), new_state = self.model.apply(
+        {"params": params, **model_state}, dark, ret, train=True, rngs={"dropout": drop_rng},
+        mutable=list(model_state))
+    labels = batch["label"]
+    ce = losses.softmax_cross_entropy(logits, labels, self.config.label_smoothing)
+    metrics = {"ce": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    loss = ce
+    if self.cfg.supcon:
+      supcon = losses.supcon_loss(out["projections"], labels, self.cfg.supcon_temperature)
+      loss = ce + self.cfg.supcon_weight * supcon
+      metrics["supcon"] = supcon
+    if "fusion_weights" in out:
+      metrics["mean_w_ret"] = jnp.mean(out["fusion_weights"][..., 1])
+    return loss, (dict(new_state), metrics)
+
+  def init_from(self, variables: dict) -> dict:
+    """The pretrained R(2+1)D-34 (config.actlumos.backbone_init) into the shared backbone."""
+    loaded = _pretrained_backbone(self.config, self.model.backbone)
+    return _nested_merge(variables, ("backbone",), loaded, self.cfg.backbone_init)
+
+  def predict(self, variables, streams, source=None):
+    del source
+    dark, ret = self.inputs.streams(streams["video"])
+    logits, _ = self.model.apply(variables, dark, ret, train=False)
+    return logits
+
+  def fusion_maps(self, variables, streams) -> dict[str, jax.Array]:
+    """logits, `retinex` (B, T, H, W, C) uint8 and, with DFF, `w_ret` (B, T', H', W')."""
+    ret_uint8 = self.inputs.retinex_uint8(streams["video"])
+    logits, out = self.model.apply(variables, self.inputs.normalise(streams["video"]),
+                                   self.inputs.normalise(ret_uint8), train=False)
+    maps = {"logits": logits, "retinex": ret_uint8}
+    if "fusion_weights" in out:
+      maps["w_ret"] = out["fusion_weights"][..., 1]
+    return maps
+
+
+# ================================================================ phase: ssl
+def ssl_sources(config: mlc.ConfigDict) -> list[datasets.Dataset]:
+  """The prepared datasets of `config.ssl.datasets`, each with a train split; errors name the
+  entry and how to prepare it."""
+  names, dirs = tuple(config.ssl.datasets), tuple(config.ssl.dirs)
+  if not names or len(names) != len(dirs):
+    raise ValueError(f"config.ssl.datasets {list(names)} and config.ssl.dirs {list(dirs)} must "
+                     "be non-empty and of equal length")
+  out = []
+  for name, directory in zip(names, dirs):
+    block = {"name": name, "dir": directory, "split_index": config.ssl.split_index,
+             "generate": config.input.data.generate if name == "synthetic" else {}}
+    try:
+      dataset = datasets.open_dataset(block)
+    except datasets.DatasetNotPreparedError as error:
+      raise datasets.DatasetNotPreparedError(
+          f"config.ssl.datasets entry {name!r} (the SSL phase's unlabelled clips): {error}"
+          ) from None
+    split = dataset.split_name("train")
+    if split not in dataset.manifest["splits"]:
+      raise datasets.DatasetNotPreparedError(
+          f"config.ssl.datasets entry {name!r}: {dataset.directory} has no split {split!r} "
+          f"(splits there: {sorted(dataset.manifest['splits'])}); the SSL phase reads the train "
+          f"clips. Re-prepare it with python -m darkjax.data.prepare --dataset {name}, or set "
+          f"config.ssl.split_index.")
+    out.append(dataset)
+  return out
+
+
+class SSLTask(_Base):
+  """Student + projection head, NT-Xent between two augmented views of each unlabelled clip."""
+
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
+    super().__init__(config, num_classes)
+    self.model = actlumos.ActLumosSSL(self.make_student())
+    self.merges_pretrained = bool(self.cfg.backbone_init)
+    self.sources = ssl_sources(config) if num_classes is None else []
+
+  def train_dataset(self, local_batch: int):
+    files = [f for dataset in self.sources for f in dataset.files("train")]
+    shapes = [dataset.frame_shapes().get("video") for dataset in self.sources]
+    same = all(s == shapes[0] for s in shapes)
+    log.info("ActLumos SSL: %d clips from %s", sum(n for _, n in files),
+             ", ".join(d.name for d in self.sources))
+    return pipeline.train_dataset(
+        files, ops.ClipSpec.from_config(self.config.input), local_batch, seed=self.config.seed,
+        frame_shapes={"video": shapes[0] if same else None},
+        shuffle_window=self.config.input.shuffle_window,
+        cycle_length=self.config.input.cycle_length, prefetch=self.config.input.prefetch)
+
+  def init_variables(self, rng, batch) -> dict:
+    dark = self.inputs.normalise(batch["video"])
+    return dict(self.model.init({"params": rng, "dropout": rng}, dark, train=False))
+
+  def loss_fn(self, params, model_state, batch, rng, progress):
+    del progress
+    rng_a, rng_b, drop_rng = jax.random.split(rng, 3)
+    views = [self.inputs.normalise(self.inputs.augmented(batch, k, self.config.ssl.augment))
+             for k in (rng_a, rng_b)]
+    size = views[0].shape[0]
+    (_, out), new_state = self.model.apply(
+        {"params": params, **model_state}, jnp.concatenate(views, 0), train=True,
+        rngs={"dropout": drop_rng}, mutable=list(model_state))
+    z = out["projection"]
+    loss = losses.nt_xent_loss(z[:size], z[size:], self.config.ssl.temperature)
+    return loss, (dict(new_state), {"nt_xent": loss})
+
+  def init_from(self, variables: dict) -> dict:
+    loaded = _pretrained_backbone(self.config, self.model.student.backbone)
+    return _nested_merge(variables, ("student", "backbone"), loaded, self.cfg.backbone_init)
+
+  def predict(self, variables, streams, source=None):
+    raise ValueError("the ActLumos SSL phase has no trained classifier; evaluate the student "
+                     "phase (config.evals run there)")
+
+
+# ================================================================ phase: student
+class Task(_Base):
+  """The one-stream student, CE (+ lambda_kd Hinton KD from the frozen teacher)."""
+
+  def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None,
+               teacher_variables: Mapping[str, Any] | None = None,
+               ssl_variables: Mapping[str, Any] | None = None, teacher_source: str = ""):
+    super().__init__(config, num_classes)
+    self.student = self.make_student()
+    kd = bool(self.cfg.kd)
+    self.model = actlumos.ActLumosDistill(self.student, self.make_teacher() if kd else None)
+    self.teacher_variables, self.ssl_variables = teacher_variables, ssl_variables
+    self.teacher_source = teacher_source or "the teacher phase"
+    if kd and teacher_variables is None and num_classes is None:
+      log.warning("ActLumos student with kd=True but no teacher: the frozen teacher keeps its "
+                  "initial weights (run through darkjax.train.run for all phases)")
+    self.merges_pretrained = bool(teacher_variables is not None or ssl_variables is not None
+                                  or self.cfg.backbone_init)
+
+  def init_variables(self, rng, batch) -> dict:
+    dark, ret = self.inputs.streams(batch["video"])
+    return dict(self.model.init({"params": rng, "dropout": rng}, dark,
+                                ret if self.cfg.kd else None, train=False))
+
+  def loss_fn(self, params, model_state, batch, rng, progress):
+    del progress
+    aug_rng, drop_rng = jax.random.split(rng)
+    dark_uint8 = self.inputs.augmented(batch, aug_rng)
+    dark = self.inputs.normalise(dark_uint8)
+    ret = self.inputs.normalise(self.inputs.retinex_uint8(dark_uint8)) if self.cfg.kd else None
+    (logits, out), new_state = self.model.apply(
+        {"params": params, **model_state}, dark, ret, train=True, rngs={"dropout": drop_rng},
+        mutable=list(model_state))
+    labels = batch["label"]
+    ce = losses.softmax_cross_entropy(logits, labels, self.config.label_smoothing)
+    metrics = {"ce": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    loss = ce
+    if self.cfg.kd:
+      kd = losses.kd_kl_loss(logits, out["teacher_logits"], self.cfg.kd_temperature)
+      loss = ce + self.cfg.kd_weight * kd
+      metrics.update(kd=kd, teacher_accuracy=jnp.mean(
+          jnp.argmax(out["teacher_logits"], -1) == labels))
+    return loss, (dict(new_state), metrics)
+
+  def init_from(self, variables: dict) -> dict:
+    """The SSL student (classifier excluded) or the pretrained backbone; the trained teacher."""
+    if self.ssl_variables is not None:
+      ssl = {c: v["student"] for c, v in self.ssl_variables.items() if "student" in v}
+      variables = _nested_merge(variables, ("student",), ssl, "the SSL phase's student",
+                                skip=("fc",))
+    elif self.cfg.backbone_init:
+      loaded = _pretrained_backbone(self.config, self.student.backbone)
+      variables = _nested_merge(variables, ("student", "backbone"), loaded,
+                                self.cfg.backbone_init)
+    if self.teacher_variables is not None:
+      try:
+        variables = _nested_merge(variables, ("teacher",), self.teacher_variables,
+                                  self.teacher_source)
+      except ValueError as error:
+        raise ValueError(
+            f"{error}\nThe teacher checkpoint's architecture differs from the config "
+            f"(model {self.config.model.name}, fusion={self.cfg.fusion}, projection_dim="
+            f"{self.cfg.projection_dim}): train the teacher with these settings, or set "
+            f"config.actlumos.teacher_init to a teacher run made with them.") from None
+    return variables
+
+  def student_variables(self, variables) -> dict:
+    return {c: v["student"] for c, v in variables.items() if "student" in v}
+
+  def predict(self, variables, streams, source=None):
+    del source
+    logits, _ = self.student.apply(self.student_variables(variables),
+                                   self.inputs.normalise(streams["video"]), train=False)
+    return logits
+
+
+# ================================================================ phases
+def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
+  """The config one phase's Trainer sees: `teacher` / `ssl` take steps, optimizer and cadence
+  from `config.teacher` / `config.ssl`; the figure evaluators run on the teacher only; the student
+  phase freezes the teacher's parameters."""
+  out = mlc.ConfigDict(config.to_dict())
+  if phase in ("teacher", "ssl"):
+    for key in ("total_steps", "optimizer", "eval_every", "checkpoint_every"):
+      out[key] = config[phase][key]
+  if phase == "ssl":
+    out.input.batch_size = config.ssl.batch_size
+    out.evals = mlc.ConfigDict()
+    out.eval_every = -1
+  elif phase == "student":
+    out.evals = mlc.ConfigDict({k: v for k, v in config.evals.items()
+                                if v.type == "classification"})
+    if config.actlumos.kd:
+      out.optimizer.frozen = tuple(config.optimizer.frozen) + ("^teacher/",)
+  out.lock()
+  return out
+
+
+def inference_workdir(config: mlc.ConfigDict, workdir: str) -> str:
+  """The student phase holds the deployed (one-stream) network."""
+  del config
+  return os.path.join(workdir, "student")
+
+
+def _lookup(config: Mapping[str, Any], dotted: str):
+  for key in dotted.split("."):
+    config = config.get(key, {}) if isinstance(config, Mapping) else {}
+  return config
+
+
+def check_teacher_run(directory: str, config: mlc.ConfigDict, key: str) -> None:
+  """Raises when the teacher run in `directory` (its config.json) used another architecture."""
+  path = os.path.join(directory, "config.json")
+  if not os.path.isfile(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  ours = json.loads(config.to_json_best_effort())
+  for dotted in TEACHER_ARCHITECTURE:
+    if _lookup(saved, dotted) != _lookup(ours, dotted):
+      raise ValueError(
+          f"{key}: the teacher in {directory} was trained with {dotted}="
+          f"{_lookup(saved, dotted)!r} ({path}), the config says {_lookup(ours, dotted)!r}. "
+          f"Use a new --workdir, or config args that match that teacher.")
+
+
+def _variables(trainer: train.Trainer) -> dict:
+  return jax.device_get({"params": trainer.state.params, **trainer.state.model_state})
+
+
+def run(config: mlc.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
+  """teacher (kd, no teacher_init) -> ssl (ssl) -> student, each resumable in its sub-directory."""
+  cfg = config.actlumos
+  results: dict[str, Any] = {}
+  teacher_variables, teacher_source, ssl_variables = None, "", None
+  phases = (["teacher"] if cfg.kd and not cfg.teacher_init else []) + (
+      ["ssl"] if cfg.ssl else []) + ["student"]
+  # Every dataset any phase reads is checked before the first step, so a missing one fails at once.
+  ClassificationData(config.input, config.seed).dataset  # pylint: disable=expression-not-assigned
+  if cfg.ssl:
+    ssl_sources(config)
+  for number, phase in enumerate(phases, 1):
+    log.info("ActLumos phase %d/%d: %s", number, len(phases), phase)
+    phase_cfg = phase_config(config, phase)
+    directory = os.path.join(workdir, phase)
+    if phase == "teacher":
+      check_teacher_run(directory, config, f"--workdir {workdir}")
+      trainer = train.Trainer(phase_cfg, directory, task=TeacherTask(phase_cfg), devices=devices)
+      results.update({f"teacher_{k}": v for k, v in trainer.run().items()
+                      if isinstance(v, float)})
+      teacher_variables, teacher_source = _variables(trainer), directory
+    elif phase == "ssl":
+      trainer = train.Trainer(phase_cfg, directory, task=SSLTask(phase_cfg), devices=devices)
+      trainer.run()
+      ssl_variables = _variables(trainer)
+    else:
+      if cfg.kd and cfg.teacher_init:
+        check_teacher_run(cfg.teacher_init, config, "config.actlumos.teacher_init")
+        teacher_variables, _ = convert_io.load_variables(cfg.teacher_init)
+        teacher_source = f"config.actlumos.teacher_init {cfg.teacher_init}"
+      task = Task(phase_cfg, teacher_variables=teacher_variables, ssl_variables=ssl_variables,
+                  teacher_source=teacher_source)
+      trainer = train.Trainer(phase_cfg, directory, task=task, devices=devices)
+      results.update(trainer.run())
+      if trainer.is_lead:
+        _write_summary(workdir, config, phases, results)
+  return results
+
+
+def _write_summary(workdir: str, config: mlc.ConfigDict, phases, results) -> None:
+  cfg = config.actlumos
+  lines = [f"# ActLumos run: {config.model.name} on `{config.input.data.name}`", "",
+           f"- phases: {', '.join(p + '/' for p in phases)} (each has its own report.md, metrics "
+           "and checkpoints)",
+           f"- fusion={cfg.fusion}, supcon={cfg.supcon}, ssl={cfg.ssl} "
+           f"(datasets {list(config.ssl.datasets)}), kd={cfg.kd}"
+           + (f", teacher_init={cfg.teacher_init}" if cfg.teacher_init else ""), "",
+           "| metric | value |", "|---|---|"]
+  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())
+            if isinstance(v, float) and "per_class" not in k]
+  with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+__all__ = ["SSLTask", "Task", "TeacherTask", "inference_workdir", "phase_config", "run",
+           "ssl_sources"]

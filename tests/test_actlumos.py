@@ -1,0 +1,418 @@
+"""ActLumos: Retinex against OpenCV, DFF / transformer against numpy transcriptions, pinned sizes,
+the contrastive and KD losses against numpy loops, the three-phase trainer, and the configs."""
+
+from __future__ import annotations
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from darkjax.layers import retinex
+from darkjax.models import actlumos
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+# ------------------------------------------------------------------------------------ Retinex
+
+def _numpy_msr(frame: np.ndarray, sigmas, low, high) -> np.ndarray:
+  """Direct transcription with OpenCV's blur: log(I+1) - log(G*(I+1)), mean over scales, then
+  per-channel percentile stretch (np.percentile, linear)."""
+  shifted = frame.astype(np.float32) + 1.0
+  ratio = np.mean([np.log(shifted) - np.log(cv2.GaussianBlur(shifted, (0, 0), s))
+                   for s in sigmas], axis=0)
+  out = np.zeros_like(ratio)
+  for c in range(ratio.shape[-1]):
+    lo, hi = np.percentile(ratio[..., c], low), np.percentile(ratio[..., c], high)
+    if hi - lo > 1e-6:
+      out[..., c] = np.clip((ratio[..., c] - lo) / (hi - lo), 0, 1)
+  return out
+
+
+@pytest.fixture(scope="module")
+def dark_clips():
+  rng = np.random.default_rng(0)
+  base = rng.uniform(0, 40, size=(2, 3, 1, 1, 3))
+  texture = rng.uniform(0, 25, size=(2, 3, 24, 20, 3))
+  return np.clip(base + texture, 0, 255).astype(np.uint8)
+
+
+def test_gaussian_blur_matches_opencv_including_kernels_wider_than_the_frame(dark_clips):
+  frames = dark_clips.reshape((-1,) + dark_clips.shape[2:]).astype(np.float32)
+  for sigma in (2.0, 15.0, 80.0, 250.0):   # 250: a 2001-tap kernel on 24 x 20 frames
+    got = np.asarray(retinex.gaussian_blur(jnp.asarray(frames), sigma))
+    want = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in frames])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f"sigma {sigma}")
+  # The border rule: BORDER_REFLECT_101 folded as often as needed; a 3-pixel row reflects with
+  # period 4: positions -3..5 -> 1 2 1 0 1 2 1 0 1.
+  np.testing.assert_array_equal(retinex.reflect101(np.arange(-3, 6), 3),
+                                [1, 2, 1, 0, 1, 2, 1, 0, 1])
+  # Wide kernels give every output pixel the same average: weights 1 / (n - 1), the two
+  # edge pixels (not repeated by REFLECT_101) half that.
+  matrix = retinex.blur_matrix(24, 250.0)
+  want = np.full(24, 1 / 23)
+  want[[0, -1]] /= 2
+  np.testing.assert_allclose(matrix, np.broadcast_to(want, (24, 24)), atol=2e-5)
+
+
+def test_msr_matches_the_opencv_numpy_reference_batched_over_frames(dark_clips):
+  fn = jax.jit(lambda c: retinex.retinex(c, (15.0, 80.0, 250.0), 1.0, 99.0))
+  got = np.asarray(fn(jnp.asarray(dark_clips)))
+  assert got.shape == dark_clips.shape and got.dtype == np.float32
+  for b in range(2):
+    for t in range(3):
+      want = _numpy_msr(dark_clips[b, t], (15.0, 80.0, 250.0), 1.0, 99.0)
+      np.testing.assert_allclose(got[b, t], want, atol=2e-4, err_msg=f"clip {b} frame {t}")
+  as_uint8 = np.asarray(retinex.retinex_uint8(jnp.asarray(dark_clips)))
+  assert as_uint8.dtype == np.uint8
+  np.testing.assert_array_equal(as_uint8, np.round(got * 255).astype(np.uint8))
+  # The stretch spends the whole range: the dark clip (max ~65) becomes bright.
+  assert as_uint8.mean() > 3 * dark_clips.mean()
+
+
+def test_all_black_and_flat_frames_give_zeros_not_nan():
+  black = jnp.zeros((1, 2, 16, 16, 3), jnp.uint8)
+  out = retinex.retinex(black)
+  assert not np.isnan(np.asarray(out)).any()
+  np.testing.assert_array_equal(out, 0.0)
+  grads = jax.grad(lambda c: jnp.sum(retinex.retinex(c)))(black.astype(jnp.float32))
+  assert np.isfinite(np.asarray(grads)).all()
+  flat = retinex.retinex(jnp.full((16, 16, 3), 90, jnp.uint8))
+  np.testing.assert_array_equal(flat, 0.0)
+  with pytest.raises(ValueError, match="percentiles"):
+    retinex.stretch(jnp.zeros((4, 4, 3)), 50.0, 10.0)
+  with pytest.raises(ValueError, match="sigma"):
+    retinex.blur_matrix(8, 0.0)
+
+
+# ------------------------------------------------------------------------------------ model
+
+TEACHER = actlumos.VARIANTS["actlumos_teacher_tiny_test"]
+STUDENT = actlumos.VARIANTS["actlumos_student_tiny_test"]
+
+
+def _randomise(tree, seed):
+  """Every leaf replaced by noise (BatchNorm variances kept positive)."""
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(treedef, [jnp.abs(jax.random.normal(k, x.shape)) + 0.5
+                                      for k, x in zip(keys, leaves)])
+
+
+def _numpy_dff(p, s, dark, ret, eps=1e-5):
+  bn = lambda x, name: ((x - s[name]["mean"]) / np.sqrt(s[name]["var"] + eps)  # noqa: E731
+                        * p[name]["scale"] + p[name]["bias"])
+  dense = lambda x, name: x @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
+
+  def branch(x, name):
+    y = np.maximum(bn(dense(x, f"{name}_reduce"), f"{name}_reduce_bn"), 0)
+    return bn(dense(y, f"{name}_expand"), f"{name}_expand_bn")
+
+  x = dark + ret
+  s_map = branch(x.mean(axis=(1, 2, 3), keepdims=True), "global") + branch(x, "local")
+  w = dense(np.maximum(bn(dense(s_map, "weight_reduce"), "weight_bn"), 0), "weight_logits")
+  w = np.exp(w - w.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  return w[..., :1] * dark + w[..., 1:] * ret, w
+
+
+def test_dff_matches_a_numpy_transcription():
+  dark = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, 4, 5, 8)))
+  ret = np.asarray(jax.random.normal(jax.random.key(1), (2, 3, 4, 5, 8)))
+  dff = actlumos.DynamicFeatureFusion(reduction=4)
+  variables = dff.init(jax.random.key(2), dark, ret)
+  variables = {"params": variables["params"],
+               "batch_stats": _randomise(variables["batch_stats"], 4)}
+  fused, weights = dff.apply(variables, dark, ret)
+  assert variables["params"]["local_reduce"]["kernel"].shape == (8, 2)   # r = 4
+  assert weights.shape == (2, 3, 4, 5, 2)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+  want, want_w = _numpy_dff(jax.tree.map(np.asarray, variables["params"]),
+                            jax.tree.map(np.asarray, variables["batch_stats"]), dark, ret)
+  np.testing.assert_allclose(weights, want_w, atol=1e-5)
+  np.testing.assert_allclose(fused, want, atol=1e-5)
+  assert np.ptp(np.asarray(weights[..., 1])) > 1e-3   # weights vary per position
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher():
+  """Tiny teacher variables and, from one compiled function, its outputs on (dark, ret), on
+  (dark, dark), and the bare backbone's maps of each stream."""
+  from darkjax.models import video_resnet  # pylint: disable=import-outside-toplevel
+  model = TEACHER(num_classes=5)
+  bare = video_resnet.VARIANTS["r2plus1d_tiny_test"](num_classes=0)
+  dark = jax.random.normal(jax.random.key(0), (2, 8, 16, 16, 3))
+  ret = jax.random.normal(jax.random.key(1), dark.shape)
+
+  @jax.jit
+  def run(dark, ret):
+    variables = model.init(jax.random.key(2), dark, ret)
+    backbone_vars = {"params": variables["params"]["backbone"],
+                     "batch_stats": variables["batch_stats"]["backbone"]}
+    bare_maps = [bare.apply(backbone_vars, clip)[1]["stage4"] for clip in (dark, ret)]
+    return (variables, model.apply(variables, dark, ret), model.apply(variables, dark, dark)[0],
+            bare_maps)
+
+  variables, (logits, out), same_logits, bare_maps = run(dark, ret)
+  return dict(model=model, variables=variables, logits=logits, out=out, same_logits=same_logits,
+              bare_maps=bare_maps, bare=bare, dark=dark)
+
+
+def test_teacher_shares_one_backbone_and_outputs(tiny_teacher):
+  t = tiny_teacher
+  logits, out, variables = t["logits"], t["out"], t["variables"]
+  assert logits.shape == (2, 5)
+  assert out["fused"].shape == out["maps"][0].shape == (2, 1, 1, 1, 32)
+  assert out["fusion_weights"].shape == (2, 1, 1, 1, 2)
+  assert out["features"].shape == (2, 2, 32) and out["projections"].shape == (2, 2, 16)
+  assert out["cls"].shape == (2, 32) and out["tokens"].shape == (2, 1, 32)
+  # One backbone: its parameter count is the bare R(2+1)D's, and each stream's map is that
+  # backbone applied to the stream alone (eval mode: running statistics).
+  assert _count(variables["params"]["backbone"]) == _count(
+      jax.eval_shape(t["bare"].init, jax.random.key(0), t["dark"])["params"])
+  for stream in range(2):
+    np.testing.assert_allclose(out["maps"][stream], t["bare_maps"][stream], atol=1e-5)
+  # The Retinex stream matters.
+  assert not np.allclose(t["same_logits"], logits, atol=1e-5)
+
+
+def test_fusion_ablations_and_unknown_fusion():
+  clip = jax.ShapeDtypeStruct((2, 8, 16, 16, 3), jnp.float32)
+  shapes = {}
+  for fusion in actlumos.FUSIONS:
+    model = TEACHER(num_classes=5, fusion=fusion)
+    shapes[fusion] = jax.eval_shape(lambda c, m=model: m.init(jax.random.key(0), c, c),
+                                    clip)["params"]
+  assert "dff" in shapes["dff"] and "dff" not in shapes["sum"] and "dff" not in shapes["concat"]
+  assert shapes["concat"]["concat_fusion"]["kernel"].shape == (64, 32)
+  assert _count(shapes["sum"]) + 64 * 32 + 32 == _count(shapes["concat"])
+  with pytest.raises(ValueError, match="fusion 'max' unknown"):
+    model = TEACHER(num_classes=5, fusion="max")
+    jax.eval_shape(lambda c: model.init(jax.random.key(0), c, c), clip)
+
+
+def test_temporal_transformer_cls_positions_and_layers():
+  tt = actlumos.TemporalTransformer(hidden=16, heads=4, layers=2, dropout_rate=0.0)
+  feature_map = jax.random.normal(jax.random.key(0), (2, 3, 2, 2, 8))
+  variables = jax.jit(tt.init)(jax.random.key(1), feature_map)
+  apply = jax.jit(tt.apply)
+  params = variables["params"]
+  assert params["cls"].shape == (1, 1, 16)
+  assert params["position_embeddings"].shape == (1, 4, 16)   # CLS + 3 time tokens
+  assert params["input_projection"]["kernel"].shape == (8, 16)
+  assert {"layer0_attention", "layer1_attention"} <= set(params)
+  cls, tokens = apply(variables, feature_map)
+  assert cls.shape == (2, 16) and tokens.shape == (2, 3, 16)
+  # Tokens are the spatial means: a map with the same per-time means gives the same output.
+  shuffled = feature_map[:, :, ::-1, ::-1]
+  np.testing.assert_allclose(apply(variables, shuffled)[0], cls, atol=1e-5)
+  # Learned positions make the order matter.
+  assert not np.allclose(apply(variables, feature_map[:, ::-1])[0], cls, atol=1e-4)
+
+
+def test_full_size_param_counts_pinned():
+  clip = jax.ShapeDtypeStruct((1, 64, 112, 112, 3), jnp.float32)
+  teacher = actlumos.VARIANTS["actlumos_teacher"](num_classes=11)
+  student = actlumos.VARIANTS["actlumos_student"](num_classes=11)
+  t_params = jax.eval_shape(lambda c: teacher.init(jax.random.key(0), c, c), clip)["params"]
+  s_params = jax.eval_shape(lambda c: student.init(jax.random.key(0), c), clip)["params"]
+  # Student: R(2+1)D-34 without its head 63,491,975 + transformer 3,158,528 (9 positions at 64
+  # frames) + 11-way fc 5,643 = 66.66 M (the paper: 67 M).
+  assert _count(s_params) == 66_656_146
+  assert _count(s_params["backbone"]) == 63_491_975
+  assert _count(s_params["temporal"]) == 3_158_528
+  # Teacher: the same + DFF 332,162 + SupCon projection 328,320 (one backbone for both streams).
+  assert _count(t_params) == 67_316_628
+  assert _count(t_params["dff"]) == 332_162 and _count(t_params["projection"]) == 328_320
+  assert teacher.hidden == 512 and teacher.heads == 8 and teacher.layers == 1
+
+
+# ------------------------------------------------------------------------------------ losses
+
+def _numpy_supcon(features, labels, tau):
+  """Khosla et al. L_out, one anchor at a time (features (N, V, D) -> N V anchors)."""
+  z = features.reshape(-1, features.shape[-1]).astype(np.float64)
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  labels = np.repeat(labels, features.shape[1])
+  per_anchor = []
+  for i in range(len(z)):
+    others = [a for a in range(len(z)) if a != i]
+    log_denominator = np.log(sum(np.exp(z[i] @ z[a] / tau) for a in others))
+    positives = [p for p in others if labels[p] == labels[i]]
+    if positives:
+      per_anchor.append(-np.mean([z[i] @ z[p] / tau - log_denominator for p in positives]))
+  return float(np.mean(per_anchor))
+
+
+def _numpy_nt_xent(z1, z2, tau):
+  z = np.concatenate([z1, z2]).astype(np.float64)
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  n = len(z1)
+  total = 0.0
+  for i in range(2 * n):
+    positive = (i + n) % (2 * n)
+    denominator = sum(np.exp(z[i] @ z[k] / tau) for k in range(2 * n) if k != i)
+    total += -np.log(np.exp(z[i] @ z[positive] / tau) / denominator)
+  return total / (2 * n)
+
+
+def test_supcon_on_dark_and_retinex_views_matches_numpy():
+  from darkjax import losses  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  projections = rng.normal(size=(6, 2, 16)).astype(np.float32)   # (clips, dark / Retinex, D)
+  labels = np.array([0, 1, 0, 2, 1, 0])
+  got = losses.supcon_loss(jnp.asarray(projections), jnp.asarray(labels), 0.07)
+  np.testing.assert_allclose(float(got), _numpy_supcon(projections, labels, 0.07), rtol=1e-4)
+  # Every label unique: each anchor's only positive is its other view (SimCLR's pairs).
+  unique = losses.supcon_loss(jnp.asarray(projections), jnp.arange(6), 0.07)
+  np.testing.assert_allclose(float(unique), _numpy_supcon(projections, np.arange(6), 0.07),
+                             rtol=1e-4)
+  np.testing.assert_allclose(float(unique), _numpy_nt_xent(projections[:, 0], projections[:, 1],
+                                                           0.07), rtol=1e-4)
+
+
+def test_supcon_with_a_single_class_is_defined():
+  from darkjax import losses  # pylint: disable=import-outside-toplevel
+  # One class: every other sample is a positive. Identical features: every logit equals 1 / tau,
+  # so each anchor's term is log(2N - 1) for its 2N - 1 positives = the whole denominator.
+  same = jnp.ones((4, 2, 8))
+  np.testing.assert_allclose(float(losses.supcon_loss(same, jnp.zeros(4, jnp.int32), 0.07)),
+                             np.log(7), rtol=1e-5)
+  rng = np.random.default_rng(2)
+  features = rng.normal(size=(4, 2, 8)).astype(np.float32)
+  got = float(losses.supcon_loss(jnp.asarray(features), jnp.zeros(4, jnp.int32), 0.07))
+  assert np.isfinite(got)
+  np.testing.assert_allclose(got, _numpy_supcon(features, np.zeros(4, int), 0.07), rtol=1e-4)
+
+
+def test_nt_xent_and_kd_match_numpy():
+  from darkjax import losses  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(3)
+  z1, z2 = rng.normal(size=(2, 5, 8)).astype(np.float32)
+  np.testing.assert_allclose(float(losses.nt_xent_loss(jnp.asarray(z1), jnp.asarray(z2), 0.5)),
+                             _numpy_nt_xent(z1, z2, 0.5), rtol=1e-5)
+  student, teacher = rng.normal(size=(2, 4, 11)).astype(np.float64) * 3
+  t = 4.0
+  p = np.exp(teacher / t) / np.exp(teacher / t).sum(1, keepdims=True)
+  q = np.exp(student / t) / np.exp(student / t).sum(1, keepdims=True)
+  want = t * t * np.mean(np.sum(p * np.log(p / q), axis=1))
+  np.testing.assert_allclose(float(losses.kd_kl_loss(jnp.asarray(student, jnp.float32),
+                                                     jnp.asarray(teacher, jnp.float32), t)),
+                             want, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ trainer
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from configs import actlumos_arid, actlumos_synthetic  # noqa: E402
+from darkjax import checkpoint as ckpt_lib  # noqa: E402
+from darkjax import variables as variables_lib  # noqa: E402
+from darkjax.data import datasets  # noqa: E402
+from darkjax.trainers import actlumos as actlumos_trainer  # noqa: E402
+import run_configs  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _abstract_variables(task, frames=8, size=32):
+  clip = jnp.zeros((1, frames, size, size, 3), jnp.uint8)
+  shapes = jax.eval_shape(task.init_variables, jax.random.key(0),
+                          {"video": clip, "label": jnp.zeros((1,), jnp.int32)})
+  return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+def test_teacher_of_another_architecture_is_a_clear_error():
+  config = actlumos_synthetic.get_config("runlocal")
+  sum_config = actlumos_synthetic.get_config("runlocal,fusion=sum")
+  teacher_vars = _abstract_variables(actlumos_trainer.TeacherTask(sum_config, num_classes=10))
+  task = actlumos_trainer.Task(config, num_classes=10, teacher_variables=teacher_vars,
+                               teacher_source="/runs/sum_teacher")
+  with pytest.raises(ValueError, match=r"(?s)/runs/sum_teacher.*teacher.*missing.*dff.*fusion=dff"):
+    task.init_from(_abstract_variables(task))
+  # A matching teacher lands in the `teacher` subtree, the student's weights are untouched.
+  good = _abstract_variables(actlumos_trainer.TeacherTask(config, num_classes=10))
+  good = jax.tree.map(lambda x: x + 1, good)
+  task = actlumos_trainer.Task(config, num_classes=10, teacher_variables=good)
+  merged = task.init_from(_abstract_variables(task))
+  assert all((np.asarray(x) == 1).all() for x in jax.tree.leaves(merged["params"]["teacher"]))
+  assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(merged["params"]["student"]))
+
+
+def test_ssl_sources_name_the_missing_dataset_and_how_to_prepare(tmp_path, monkeypatch):
+  monkeypatch.setenv("DARKJAX_DATA", str(tmp_path))
+  config = actlumos_arid.get_config("runlocal,ssl_datasets=arid_v1+dark48")
+  assert config.ssl.datasets == ("arid_v1", "dark48")
+  assert config.ssl.dirs == (str(tmp_path / "arid_v1"), str(tmp_path / "dark48"))
+  with pytest.raises(datasets.DatasetNotPreparedError,
+                     match=r"(?s)config.ssl.datasets entry 'arid_v1'.*--dataset arid_v1"):
+    actlumos_trainer.ssl_sources(config)
+
+
+def test_arid_command_without_prepared_data_says_how_to_prepare(tmp_path, main_env):
+  env = dict(main_env, DARKJAX_DATA=str(tmp_path / "data"))
+  result = subprocess.run([sys.executable, "-m", "darkjax.main",
+                           "--config=configs/actlumos_arid.py:runlocal",
+                           f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert "python -m darkjax.data.prepare --dataset arid_v1" in result.stderr
+  assert not os.path.exists(tmp_path / "run" / "teacher" / "checkpoints")
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+  """All three phases of the runlocal synthetic config (3 steps each), run once."""
+  root = tmp_path_factory.mktemp("actlumos")
+  config = run_configs.quiet(actlumos_synthetic.get_config(f"runlocal,data_dir={root / 'data'}"))
+  workdir = str(root / "run")
+  results = actlumos_trainer.run(config, workdir)
+  return config, workdir, results
+
+
+def _restore(directory):
+  from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
+  return convert_io.load_variables(directory)[0]
+
+
+def test_all_phases_run_and_hand_their_weights_on(synthetic_run):
+  config, workdir, results = synthetic_run
+  for phase in ("teacher", "ssl", "student"):
+    assert ckpt_lib.Checkpointer(os.path.join(workdir, phase)).latest_step() == 3, phase
+  assert 0.0 <= results["eval/top1"] <= 1.0
+  assert os.path.isfile(os.path.join(workdir, "teacher", "fusion_00.png"))
+  assert os.path.isfile(os.path.join(workdir, "student", "eval_confusion.png"))
+  with open(os.path.join(workdir, "student", "metrics.jsonl")) as f:
+    first = json.loads(f.readline())
+  assert {"train/kd", "train/ce", "train/teacher_accuracy"} <= set(first)
+  with open(os.path.join(workdir, "teacher", "metrics.jsonl")) as f:
+    assert "train/supcon" in json.loads(f.readline())
+  with open(os.path.join(workdir, "ssl", "metrics.jsonl")) as f:
+    assert "train/nt_xent" in json.loads(f.readline())
+  # The student phase holds the final teacher, unchanged by 3 student steps (frozen).
+  teacher = variables_lib.flatten(_restore(os.path.join(workdir, "teacher")))
+  student = variables_lib.flatten(_restore(os.path.join(workdir, "student")))
+  for key, value in teacher.items():
+    collection, rest = key.split("/", 1)
+    np.testing.assert_array_equal(student[f"{collection}/teacher/{rest}"], value, err_msg=key)
+  assert actlumos_trainer.inference_workdir(config, workdir).endswith("student")
+
+
+def test_rerun_resumes_without_new_steps_and_rejects_a_changed_teacher(synthetic_run):
+  config, workdir, _ = synthetic_run
+  lines = {p: open(os.path.join(workdir, p, "metrics.jsonl")).read()
+           for p in ("teacher", "ssl", "student")}
+  actlumos_trainer.run(config, workdir)
+  for phase, text in lines.items():
+    assert open(os.path.join(workdir, phase, "metrics.jsonl")).read() == text, phase
+  changed = run_configs.quiet(actlumos_synthetic.get_config(
+      f"runlocal,fusion=concat,data_dir={config.input.data.dir}"))
+  with pytest.raises(ValueError, match=r"actlumos.fusion='dff'.*says 'concat'"):
+    actlumos_trainer.run(changed, workdir)
