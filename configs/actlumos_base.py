@@ -56,6 +56,8 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
   tiny = arg.runlocal
   if arg.runlocal:
     arg.update(frames=8, crop=32, short_side=36, batch=4, steps=2, teacher_steps=2, ssl_steps=2)
+    if arg.ssl_datasets == {**ARGS, **defaults}["ssl_datasets"]:
+      arg.ssl_datasets = dataset   # a smoke run needs only its own dataset prepared
   config = common.base_config("actlumos", arg.steps, seed=arg.seed)
   config.input = common.input_block(
       batch_size=arg.batch, eval_batch_size=arg.batch, frames=arg.frames, sampling="dense",

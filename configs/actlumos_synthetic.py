@@ -46,6 +46,8 @@ def get_config(arg=None):
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234))
   config.ssl.dirs = tuple(data_dir if n == "synthetic" else d
                           for n, d in zip(config.ssl.datasets, config.ssl.dirs))
+  if config.ssl.datasets == ("synthetic",):
+    config.ssl.split_index = 0     # the synthetic set has one train / test split
   # Classes differ only by motion: colour jitter, no geometry that would move the objects.
   config.actlumos.augment.update(colour_jitter=0.2, affine=0.0)
   config.ssl.augment.update(colour_jitter=0.4, affine=0.1)
