@@ -14,7 +14,7 @@ Args (`--config=configs/actlumos_arid.py:fusion=sum,supcon=False`):
   supcon         SupCon on the teacher's per-stream features (False: CE only)
   ssl            the self-supervised phase for the student (False: KD only)
   kd             the teacher phase and distillation (False: the student alone on dark clips)
-  ssl_datasets   '+'-joined prepared datasets for SSL (arid_v1+dark48, arid_v1, dark48, ...)
+  ssl_datasets   '+'-joined prepared datasets for SSL (default arid_v1+dark48; runlocal: arid_v1)
   frames, crop, short_side, batch, steps, teacher_steps, ssl_steps, lr
   backbone_init, teacher_init (a finished teacher run: skips the teacher phase), data_dir, seed
   runlocal       tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test

@@ -16,4 +16,4 @@ from configs import actlumos_base
 
 def get_config(arg=None):
   return actlumos_base.actlumos_config(arg, dataset="arid_v1_5", split_index=1,
-                                       ssl_datasets="arid_v1_5+dark48")
+                                       ssl_default="arid_v1_5+dark48")

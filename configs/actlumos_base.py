@@ -26,7 +26,7 @@ import ml_collections as mlc
 from configs import common
 
 FUSIONS = ("dff", "sum", "concat")
-ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="arid_v1+dark48",
+ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="",
             frames=64, crop=112, short_side=128, batch=16, steps=3000, teacher_steps=3000,
             ssl_steps=2000, lr=1e-4, backbone_init="", teacher_init="", data_dir="",
             runlocal=False, seed=0)
@@ -48,16 +48,18 @@ def augment_block(**settings) -> mlc.ConfigDict:
 
 
 def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
-                    **defaults) -> mlc.ConfigDict:
-  """The ActLumos config for a prepared `dataset` (shared by configs/actlumos_*.py)."""
+                    ssl_default: str = "arid_v1+dark48", **defaults) -> mlc.ConfigDict:
+  """The ActLumos config for a prepared `dataset` (shared by configs/actlumos_*.py).
+
+  `ssl_datasets` left empty means `ssl_default` ('+'-joined), or only `dataset` itself under
+  `runlocal` (a smoke run needs nothing else prepared); a value given in `arg` always wins.
+  """
   arg = common.parse_arg(arg, **{**ARGS, **defaults})
   if arg.fusion not in FUSIONS:
     raise ValueError(f"config arg fusion={arg.fusion!r}: valid {FUSIONS}")
   tiny = arg.runlocal
   if arg.runlocal:
     arg.update(frames=8, crop=32, short_side=36, batch=4, steps=2, teacher_steps=2, ssl_steps=2)
-    if arg.ssl_datasets == {**ARGS, **defaults}["ssl_datasets"]:
-      arg.ssl_datasets = dataset   # a smoke run needs only its own dataset prepared
   config = common.base_config("actlumos", arg.steps, seed=arg.seed)
   config.input = common.input_block(
       batch_size=arg.batch, eval_batch_size=arg.batch, frames=arg.frames, sampling="dense",
@@ -79,7 +81,8 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       backbone_init=arg.backbone_init,   # IG65M R(2+1)D-34 state dict (ig65m-pytorch), "" = random
       teacher_init=arg.teacher_init,     # a finished teacher run's workdir: skip the teacher phase
   ))
-  names = tuple(n for n in arg.ssl_datasets.split("+") if n)
+  ssl_datasets = arg.ssl_datasets or (dataset if arg.runlocal else ssl_default)
+  names = tuple(n for n in ssl_datasets.split("+") if n)
   config.ssl = mlc.ConfigDict(dict(
       datasets=names,
       dirs=tuple(data_dir if n == dataset else os.path.join(common.default_data_root(), n)
