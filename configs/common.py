@@ -112,9 +112,11 @@ def input_block(**overrides) -> mlc.ConfigDict:
   return block
 
 
-def model_block(name: str, **kwargs) -> mlc.ConfigDict:
-  """`config.model`: the zoo name for `darkjax.models.build` and its keyword arguments."""
-  return mlc.ConfigDict(dict(name=name, kwargs=mlc.ConfigDict(kwargs)))
+def model_block(name: str, remat: str = "none", **kwargs) -> mlc.ConfigDict:
+  """`config.model`: the zoo name for `darkjax.models.build` and its keyword arguments, with the
+  rematerialisation policy of its repeated blocks (`kwargs.remat`: none | full | dots |
+  dots_no_batch | conv_outputs, darkjax.layers.remat; `--config.model.kwargs.remat=full`)."""
+  return mlc.ConfigDict(dict(name=name, kwargs=mlc.ConfigDict(dict(remat=remat, **kwargs))))
 
 
 def data_block(name: str, directory: str, split_index: int = 0, **overrides) -> mlc.ConfigDict:
@@ -221,6 +223,9 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       accum_steps=1,                 # gradient accumulation micro-batches per step
       label_smoothing=0.0,
       compute_dtype="float32",       # bfloat16: mixed precision (parameters stay float32)
+      # XLA backend optimisation level of the compiled steps; -1: XLA's default. runlocal sets 0:
+      # a smoke run's time is compilation (the tiny ActLumos steps: 2.5x faster to compile)
+      xla_opt_level=-1,
       mesh=mlc.ConfigDict(dict(data=-1, fsdp=1)),
       sharding=mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14)),
       model_init="",                 # `python -m darkjax.convert` output, or another run's workdir

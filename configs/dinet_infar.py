@@ -93,6 +93,7 @@ def get_config(arg=None):
   config.checkpoint_every = 1000
 
   if arg.runlocal:
+    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
     config.model.kwargs.backbone = "resnet3d_tiny"
     config.model.kwargs.domain_hidden = (16, 16)
     config.input.update(batch_size=4, eval_batch_size=4, short_side=36, crop_size=32,

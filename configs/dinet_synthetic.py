@@ -72,6 +72,7 @@ def get_config(arg=None):
   config.checkpoint_every = 100
 
   if arg.runlocal:
+    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
     config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.domain_hidden = (8, 8)
     config.input.batch_size = 8

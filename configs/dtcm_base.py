@@ -65,6 +65,7 @@ def dtcm_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
     common.require_weights(config, arg.init, arg.runlocal, backbone=common.weights_entry(
         "model_init", "pretrained", **common.KINETICS_RESNEXT101))
   if arg.runlocal:
+    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
     config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.normalise = "per_clip"
     config.model.kwargs.enhancer_kwargs.features = 8

@@ -77,6 +77,7 @@ def get_config(arg=None):
   config.log_every = 20
 
   if arg.runlocal:
+    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
     config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.enhancer_kwargs.features = 8
     config.input.update(batch_size=8, eval_batch_size=8, shuffle_window=16)

@@ -46,7 +46,6 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   config.model = common.model_block(f"liftnet_{arg.variant}")
   if arg.variant != "tiny_test":
     config.model.kwargs.luminous = LUMINOUS_BACKBONES[arg.luminous]
-    config.model.kwargs.remat = False
   config.lift = mlc.ConfigDict(dict(
       kd=arg.kd, kd_weight=1.0, kd_reduction="sum", kd_features="hidden",
       luminous_input=arg.luminous_input, gamma=arg.gamma,
@@ -78,6 +77,7 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   config.eval_every = 1000
   config.checkpoint_every = 500
   if arg.runlocal:
+    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
     config.input.shuffle_window = 16
     config.input.prefetch = 0
     config.evals.attention.clips = 2

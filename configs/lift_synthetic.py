@@ -55,6 +55,7 @@ def get_config(arg=None):
   config.checkpoint_every = 100
   config.log_every = 20
   if arg.runlocal:
+    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
     config.input.batch_size = config.input.eval_batch_size = 8
     config.input.shuffle_window = 16
     config.input.prefetch = 0

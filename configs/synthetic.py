@@ -46,11 +46,12 @@ def get_config(arg=None):
   # Every generator parameter, so any can be overridden (--config.input.data.generate.size=48).
   config.input.data.generate = mlc.ConfigDict(dataclasses.asdict(
       synthetic.SyntheticParams(darkness=arg.darkness, seed=arg.data_seed, train_per_class=200)))
-  config.model = mlc.ConfigDict(dict(name=arg.model, kwargs=mlc.ConfigDict()))
+  config.model = common.model_block(arg.model)
   config.optimizer = common.optimizer_block("sgd", lr=0.05, momentum=0.9, nesterov=True,
                                             weight_decay=1e-4, schedule="cosine", warmup_steps=30)
 
   if arg.runlocal:
+    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
     config.model.name = "small3d_tiny"
     config.input.batch_size = 8
     config.input.eval_batch_size = 8

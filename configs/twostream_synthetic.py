@@ -44,6 +44,7 @@ def get_config(arg=None):
   config.log_every = 20
   config.checkpoint_every = 200
   if arg.runlocal:
+    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
     config.model = common.model_block("twostream_c3d_tiny", code_size=24)
     config.input.update(batch_size=8, eval_batch_size=8, resize=(0, 0), crop_size=0,
                         shuffle_window=16)

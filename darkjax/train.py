@@ -179,6 +179,27 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: Call
   return train_step
 
 
+def compiler_options(config: Mapping[str, Any]) -> dict[str, Any]:
+  """XLA options of a run's compiled steps: `config.xla_opt_level` >= 0 sets XLA's backend
+  optimisation level (0: the fastest compile, for smoke runs whose time is compilation; -1:
+  XLA's default)."""
+  level = int(config.get("xla_opt_level", -1))
+  return {} if level < 0 else {"xla_backend_optimization_level": level}
+
+
+def init_compiler_options() -> dict[str, Any]:
+  """XLA options of the once-run initialisation programs (parameters, optimizer state).
+
+  On CPU they compile with backend optimisation level 0: the per-parameter threefry and
+  initialiser arithmetic otherwise takes several times longer to compile than to run (the tiny
+  ActLumos teacher's init: 19 s -> 8 s). The values are the same function of the seed, rounded
+  once differently (e.g. FMA contraction), and every run of a config gets the same ones. Other
+  backends compile as usual."""
+  if jax.default_backend() == "cpu":
+    return {"xla_backend_optimization_level": 0}
+  return {}
+
+
 # ================================================================ the trainer
 @dataclasses.dataclass
 class Trainer:
@@ -201,6 +222,7 @@ class Trainer:
   state: TrainState | None = dataclasses.field(init=False, default=None)
   writer: metrics_lib.MetricsWriter | None = dataclasses.field(init=False, default=None)
   evaluators: dict[str, Any] | None = dataclasses.field(init=False, default=None)
+  compiler_options: dict[str, Any] = dataclasses.field(init=False, default_factory=dict)
 
   def __post_init__(self):
     self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
@@ -212,6 +234,7 @@ class Trainer:
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.replicated = sharding.replicated(self.mesh)
     self.is_lead = jax.process_index() == 0
+    self.compiler_options = compiler_options(self.config)
 
   # ---------------------------------------------------------------- data
   def local_batch(self, global_batch: int) -> int:
@@ -253,11 +276,13 @@ class Trainer:
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
         self.state_shardings)
-    self._init = jax.jit(init, out_shardings=self.state_shardings)
+    self._init = jax.jit(init, out_shardings=self.state_shardings,
+                         compiler_options=init_compiler_options())
     step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps))
     self.train_step = jax.jit(
         step_fn, in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
-        out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,))
+        out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,),
+        compiler_options=self.compiler_options)
     self.param_count = sum(int(np.prod(x.shape))
                            for x in jax.tree.leaves(abstract_state.params))
 
@@ -275,7 +300,8 @@ class Trainer:
       variables = self.task.init_from(variables)
     params = jax.device_put(variables.pop("params"), self.state_shardings.params)
     model_state = jax.device_put(variables, self.state_shardings.model_state)
-    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
+    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state,
+                        compiler_options=init_compiler_options())(params)
     return state.replace(params=params, model_state=model_state, opt_state=opt_state)
 
   # ---------------------------------------------------------------- evals

@@ -76,3 +76,24 @@ def test_unknown_trainer_lists_known_ones():
   config.trainer = "nope"
   with pytest.raises(ValueError, match="supervised"):
     train.load_task(config)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_model_takes_each_remat_policy_from_its_config(path):
+  from darkjax import models  # pylint: disable=import-outside-toplevel
+  from darkjax.layers import remat  # pylint: disable=import-outside-toplevel
+  config = _module(path).get_config(None)
+  assert config.model.kwargs.remat == "none", "config.model.kwargs.remat: the policy, by name"
+  # ActLumos's config names the family; its trainer builds the teacher and student from it.
+  names = ([config.model.name.replace("actlumos", f"actlumos_{role}") for role in
+            ("teacher", "student")] if config.trainer == "actlumos" else [config.model.name])
+  for policy in remat.POLICIES:
+    kwargs = dict(config.model.kwargs, remat=policy)
+    for name in names:
+      assert models.build(name, num_classes=5, **kwargs).remat == policy
+
+
+def test_runlocal_compiles_at_xla_opt_level_0_and_full_runs_at_xlas_default():
+  config = importlib.import_module("configs.synthetic").get_config("runlocal")
+  assert train.compiler_options(config) == {"xla_backend_optimization_level": 0}
+  assert train.compiler_options(importlib.import_module("configs.synthetic").get_config()) == {}

@@ -22,6 +22,13 @@ def test_parse_variants():
     experiment.parse_variants(["a=x=1", "a=x=2"])
 
 
+def test_variant_args_name_other_runs_of_the_same_seed_and_split():
+  assert experiment.run_name(2, None) == "seed2" and experiment.run_name(2, 3) == "split3_seed2"
+  assert experiment.expand("ssl=False,teacher_init={out}/default/{run}/teacher", "/x/out",
+                           "split3_seed2") == \
+      "ssl=False,teacher_init=/x/out/default/split3_seed2/teacher"
+
+
 def test_split_goes_into_every_data_block():
   config = experiment.with_run(dinet_infar.get_config(), seed=4, split=3)
   assert config.seed == 4

@@ -119,7 +119,8 @@ def test_output_contract_and_feature_extractor():
 def test_remat_gradients_and_bfloat16():
   clips = jax.random.normal(jax.random.key(1), (2, 8, 32, 32, 3))
   plain = models.build("resnext3d_tiny", 3, conv_lowering="native")
-  remat = plain.clone(remat=True)
+  policies = ("full", "dots", "conv_outputs")   # True means "full"
+  remats = [plain.clone(remat=p) for p in policies]
   half = plain.clone(dtype=jnp.bfloat16)
   variables = _random_variables(plain, clips)
 
@@ -129,13 +130,16 @@ def test_remat_gradients_and_bfloat16():
       (logits, _), _ = model.apply({**variables, "params": params}, clips, train=True,
                                    mutable=["batch_stats"])
       return jnp.sum(logits ** 2)
-    return (jax.grad(loss)(variables["params"], plain), jax.grad(loss)(variables["params"], remat),
-            half.apply(variables, clips))
+    return (jax.grad(loss)(variables["params"], plain),
+            [jax.grad(loss)(variables["params"], m) for m in remats], half.apply(variables, clips))
 
   grads, remat_grads, (half_logits, half_out) = run(variables)
   scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads))
-  for g, g_remat in zip(jax.tree.leaves(grads), jax.tree.leaves(remat_grads)):
-    np.testing.assert_allclose(g_remat, g, rtol=1e-4, atol=1e-5 * scale)
+  for policy, policy_grads in zip(policies, remat_grads):
+    for g, g_remat in zip(jax.tree.leaves(grads), jax.tree.leaves(policy_grads)):
+      np.testing.assert_allclose(g_remat, g, rtol=1e-4, atol=1e-5 * scale, err_msg=policy)
+  with pytest.raises(ValueError, match=r"remat='some'.*conv_outputs"):
+    jax.eval_shape(plain.clone(remat="some").init, jax.random.key(0), clips)
   assert half_out["stage4"].dtype == jnp.bfloat16 and half_logits.dtype == jnp.float32
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
 

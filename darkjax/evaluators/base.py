@@ -34,6 +34,7 @@ class TrainerView(Protocol):
   batch_sharding: Any
   replicated: Any
   variables_shardings: Any
+  compiler_options: dict[str, Any]   # XLA options of every compiled step (config.xla_opt_level)
 
   def local_batch(self, global_batch: int) -> int: ...
 

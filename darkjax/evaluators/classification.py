@@ -85,7 +85,8 @@ class ClassificationEvaluator:
 
     self._step = jax.jit(eval_step,
                          in_shardings=(trainer.variables_shardings, trainer.batch_sharding),
-                         out_shardings=trainer.replicated)
+                         out_shardings=trainer.replicated,
+                         compiler_options=trainer.compiler_options)
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
     trainer, dataset = self.trainer, self.data.dataset

@@ -42,7 +42,7 @@ class EnhancementEvaluator:
     require(task, "enhance", "enhancement")
     self.name, self.task, self.trainer, self.clips, self.file = name, task, trainer, clips, file
     self.data = task.data_sources[source_name(task, data)]
-    self._enhance = jax.jit(task.enhance)
+    self._enhance = jax.jit(task.enhance, compiler_options=trainer.compiler_options)
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
     if not self.clips or not self.trainer.is_lead:
@@ -62,7 +62,7 @@ class AttentionMapsEvaluator:
     require(task, "attention_maps", "attention_maps")
     self.name, self.task, self.trainer, self.clips = name, task, trainer, clips
     self.data = task.data_sources[source_name(task, data)]
-    self._maps = jax.jit(task.attention_maps)
+    self._maps = jax.jit(task.attention_maps, compiler_options=trainer.compiler_options)
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
     if not self.clips or not self.trainer.is_lead:
@@ -90,7 +90,7 @@ class FusionMapsEvaluator:
     require(task, "fusion_maps", "fusion_maps")
     self.name, self.task, self.trainer, self.clips = name, task, trainer, clips
     self.data = task.data_sources[source_name(task, data)]
-    self._maps = jax.jit(task.fusion_maps)
+    self._maps = jax.jit(task.fusion_maps, compiler_options=trainer.compiler_options)
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
     if not self.clips or not self.trainer.is_lead:

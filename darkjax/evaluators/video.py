@@ -208,7 +208,8 @@ class VideoEvaluator:
     self.hidden, self.nn_steps, self.nn_lr = int(hidden), int(nn_steps), float(nn_lr)
     self._step = jax.jit(task.outputs,
                          in_shardings=(trainer.variables_shardings, trainer.batch_sharding),
-                         out_shardings=trainer.replicated)
+                         out_shardings=trainer.replicated,
+                         compiler_options=trainer.compiler_options)
 
   # ---------------------------------------------------------------- extraction
   def extract(self, variables: Mapping[str, Any], split: str) -> dict[str, Any]:

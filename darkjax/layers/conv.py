@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from darkjax.layers import conv2d
+from darkjax.layers import remat as remat_lib
 from darkjax.layers.conv2d import native_lowering, native_lowering_forced  # noqa: F401 (API)
 
 Padding = Sequence[tuple[int, int]]
@@ -436,4 +437,4 @@ class Conv3D(nn.Module):
                self.kernel_grad)
     if bias is not None:
       y = y + bias
-    return y
+    return remat_lib.tag_conv(y)

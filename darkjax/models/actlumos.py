@@ -150,7 +150,7 @@ class _Parts(nn.Module):
   head_dropout: float = 0.0             # before the classifier
   projection_dim: int = 128             # contrastive projection (teacher: SupCon; SSL: NT-Xent)
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
 
   def make_backbone(self) -> nn.Module:
     return video_resnet.VARIANTS[self.backbone](num_classes=0, dtype=self.dtype, remat=self.remat,

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D, max_pool3d
+from darkjax.layers import remat as remat_lib
 from darkjax.models.heads import classifier_head
 
 # Max pools (window = stride, padding) after the named convolutions.
@@ -42,7 +43,7 @@ class C3D(nn.Module):
   fc_width: int = 4096
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
 
   @nn.compact
@@ -55,7 +56,7 @@ class C3D(nn.Module):
       raise ValueError(f"C3D: clips must be {tuple(self.input_size)} (T, H, W) because fc6 is "
                        f"sized for it; got {tuple(x.shape[1:4])} (set input_size to change it)")
     out: dict[str, jax.Array] = {}
-    conv_cls = nn.remat(Conv3D) if self.remat else Conv3D
+    conv_cls = remat_lib.wrap(Conv3D, self.remat)
     for name, width in zip(CONV_NAMES, self.widths):
       x = conv_cls(width, (3, 3, 3), padding=((1, 1),) * 3, use_bias=True, dtype=self.dtype,
                    lowering=self.conv_lowering, name=name)(x)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax import models
+from darkjax.layers import remat as remat_lib
 from darkjax.layers.grl import reverse_gradient
 
 
@@ -52,15 +53,15 @@ class DiNet(nn.Module):
   domain_dropout: float = 0.5
   head_dropout: float = 0.0
   dtype: Any = None
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
 
   def setup(self):
     if len(self.domain_hidden) != 2:
       raise ValueError(f"dinet: domain_hidden must hold the two hidden sizes of the three-layer "
                        f"domain classifier, got {tuple(self.domain_hidden)}")
     kwargs = dict(self.backbone_kwargs or {})
-    if self.remat:
-      kwargs["remat"] = True
+    if remat_lib.enabled(self.remat):
+      kwargs["remat"] = self.remat
     if self.backbone.startswith("dinet"):
       raise ValueError(f"dinet: backbone {self.backbone!r} is itself a DiNet; pick a zoo backbone")
     self.extractor = models.build(self.backbone, num_classes=0, dtype=self.dtype, **kwargs)

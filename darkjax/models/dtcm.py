@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from darkjax import models
 from darkjax.data import normalise as normalise_lib
+from darkjax.layers import remat as remat_lib
 from darkjax.models.enhancers import VideoEnhancer
 
 ENHANCERS = ("dtcm_enhancer", "zero_dce", "zero_dce_pp", "")
@@ -47,7 +48,7 @@ class DTCM(nn.Module):
   group_size: int = 4            # k: frames sharing the curves of their group's middle frame
   normalise: str = "kinetics"    # applied to the enhanced clip before the backbone
   dtype: Any = None
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
 
   def setup(self):
     if self.enhancer not in ENHANCERS:
@@ -62,8 +63,8 @@ class DTCM(nn.Module):
                                     **dict(self.enhancer_kwargs or {}))
       self.video_enhancer = VideoEnhancer(image_enhancer, group_size=self.group_size)
     kwargs = dict(self.backbone_kwargs or {})
-    if self.remat:
-      kwargs["remat"] = True
+    if remat_lib.enabled(self.remat):
+      kwargs["remat"] = self.remat
     self.classifier = models.build(self.backbone, num_classes=self.num_classes, dtype=self.dtype,
                                    **kwargs)
 

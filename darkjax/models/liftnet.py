@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from darkjax import variables as variables_lib
 from darkjax.layers.attention import CriticModule, FeatureFusion, LIFTModule
+from darkjax.layers import remat as remat_lib
 from darkjax.models import video_resnet, vit
 
 VIT_TRAINABLE = ("first", "none", "all")
@@ -90,7 +91,7 @@ class LIFTNet(nn.Module):
   luminous_frozen: bool = False         # teacher-shared backbone: eval-mode BN, no gradient
   pvit_frozen: bool = False             # no gradient into the PViT (vit_trainable=none)
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
 
   def _check(self, x: jax.Array, luminous: jax.Array) -> None:
     if self.vit not in vit.VARIANTS:
@@ -143,8 +144,8 @@ class LIFTNet(nn.Module):
     out["pvit_cls"], h_ms = self._main_stream(x.astype(self.dtype), train)
     out["luminous_features"], h_ls = self._luminous_stream(luminous.astype(self.dtype), train)
     out["main_tokens"], out["luminous_tokens"] = h_ms, h_ls
-    remat = (lambda cls, static: nn.remat(cls, static_argnums=static)) if self.remat else (
-        lambda cls, static: cls)
+    def remat(cls, static):
+      return remat_lib.wrap(cls, self.remat, static_argnums=static)
     for index in range(self.num_layers):
       h_ms = remat(LIFTModule, (2,))(self.num_heads, self.dropout_rate, self.dtype,
                                      name=f"lift_{index}")(h_ms, train)

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D, max_pool3d
+from darkjax.layers import remat as remat_lib
 from darkjax.models.heads import classifier_head, global_average_pool
 
 SHORTCUT_TYPES = ("A", "B")
@@ -130,7 +131,7 @@ class ResNetStage(nn.Module):
   shortcut_type: str = "B"
   cardinality: int = 32
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
 
   @nn.compact
@@ -139,7 +140,7 @@ class ResNetStage(nn.Module):
     downsample = None
     if self.stride != 1 or self.in_features != out_features:
       downsample = self.shortcut_type
-    block_cls = nn.remat(self.block) if self.remat else self.block
+    block_cls = remat_lib.wrap(self.block, self.remat)
     common = dict(planes=self.planes, cardinality=self.cardinality, train=train,
                   dtype=self.dtype, conv_lowering=self.conv_lowering)
     x, _ = block_cls(stride=self.stride, downsample=downsample, name="block0", **common)(x)
@@ -161,7 +162,7 @@ class ResNet3D(nn.Module):
   shortcut_type: str = "B"
   cardinality: int = 32
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
 
   @nn.compact

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D
+from darkjax.layers import remat as remat_lib
 from darkjax.models.heads import classifier_head, global_average_pool
 
 
@@ -38,12 +39,12 @@ class Small3DCNN(nn.Module):
   widths: Sequence[int] = (16, 32, 64, 128)
   dropout_rate: float = 0.2
   dtype: Any = None
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False):
-    block = nn.remat(ConvBNReLU, static_argnums=(2,)) if self.remat else ConvBNReLU
+    block = remat_lib.wrap(ConvBNReLU, self.remat, static_argnums=(2,))
     out = {}
     x = x.astype(self.dtype or x.dtype)
     x = block(self.widths[0], (1, 2, 2), self.dtype, self.conv_lowering, name="stem")(x, train)

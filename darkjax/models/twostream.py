@@ -37,14 +37,15 @@ class StreamNet(nn.Module):
   backbone: str = "c3d"
   backbone_kwargs: Mapping[str, Any] = None
   dtype: Any = jnp.float32
+  remat: bool | str = False  # darkjax.layers.remat policy of the C3D convs (True = "full")
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     if self.backbone not in c3d.VARIANTS:
       raise ValueError(f"twostream: backbone {self.backbone!r} is not a C3D variant; known: "
                        f"{sorted(c3d.VARIANTS)}")
-    tower = c3d.VARIANTS[self.backbone](0, dtype=self.dtype, **dict(self.backbone_kwargs or {}),
-                                        name="c3d")
+    kwargs = {"remat": self.remat, **dict(self.backbone_kwargs or {})}
+    tower = c3d.VARIANTS[self.backbone](0, dtype=self.dtype, **kwargs, name="c3d")
     fc7, _ = tower(x, train=train)
     out = {"fc7": fc7}
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="softmax")(fc7).astype(jnp.float32)
@@ -62,6 +63,7 @@ class TwoStreamC3D(nn.Module):
   backbone: str = "c3d"
   backbone_kwargs: Mapping[str, Any] = None
   dtype: Any = jnp.float32
+  remat: bool | str = False  # darkjax.layers.remat policy of the C3D convs (True = "full")
 
   @nn.compact
   def __call__(self, clips: Mapping[str, jax.Array], train: bool = False
@@ -79,7 +81,7 @@ class TwoStreamC3D(nn.Module):
     logits, out = {}, {"fc7": {}, "code": {}}
     for name in self.streams:
       tower = StreamNet(self.num_classes, self.code_size, self.backbone, self.backbone_kwargs,
-                        self.dtype, name=name)
+                        self.dtype, self.remat, name=name)
       logits[name], tower_out = tower(clips[name], train=train)
       out["fc7"][name] = tower_out["fc7"]
       if "code" in tower_out:

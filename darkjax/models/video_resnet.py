@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D
+from darkjax.layers import remat as remat_lib
 
 # Per-stage convolution types: "3d" (3,3,3), "2d" (1,3,3) no temporal extent, "2plus1d" factorised.
 CONV_TYPES = ("3d", "2d", "2plus1d")
@@ -123,7 +124,7 @@ class VideoResNet(nn.Module):
   bn_momentum: float = 0.9  # flax convention (= 1 - PyTorch momentum)
   dropout_rate: float = 0.0  # before the classifier; torchvision has none
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
 
   def _check(self) -> None:
@@ -160,7 +161,7 @@ class VideoResNet(nn.Module):
       x = nn.relu(norm(name="stem_temporal_bn")(x))
     out["stem"] = x
 
-    block_cls = nn.remat(BasicBlock, static_argnums=(2,)) if self.remat else BasicBlock
+    block_cls = remat_lib.wrap(BasicBlock, self.remat, static_argnums=(2,))
     in_width = stem_width
     for stage, (num_blocks, conv_type, width) in enumerate(
         zip(self.stage_sizes, self.conv_types, self.widths)):

@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from darkjax.layers import remat as remat_lib
+
 _dense_init = nn.initializers.xavier_uniform()
 _bias_init = nn.initializers.normal(stddev=1e-6)
 
@@ -96,13 +98,13 @@ class Encoder(nn.Module):
   attention_dropout_rate: float = 0.0
   gelu_approximate: bool = False
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = AddPositionEmbs(name="posembed_input")(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-    block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,)) if self.remat else Encoder1DBlock
+    block_cls = remat_lib.wrap(Encoder1DBlock, self.remat, static_argnums=(2,))
     for index in range(self.num_blocks):
       x = block_cls(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
                     self.gelu_approximate, self.dtype, name=f"encoderblock_{index}")(x, not train)
@@ -124,7 +126,7 @@ class VisionTransformer(nn.Module):
   gelu_approximate: bool = False
   return_tokens: bool = False
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
 
   def _blocks(self) -> int:
     blocks = self.depth if self.num_blocks is None else self.num_blocks

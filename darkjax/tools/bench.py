@@ -90,7 +90,7 @@ def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
 
 def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: str | None,
                devices: int = 1, conv_settings: dict[str, Any] | None = None,
-               remat: bool = False, dtype: str = "float32"):
+               remat: bool | str = "none", dtype: str = "float32"):
   """((compile wall s, compile CPU s), callable running one step and blocking on its result).
 
   With `devices` > 1 the batch is split over that many (host) devices, data parallel.
@@ -101,12 +101,13 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   import optax
 
   from darkjax import models
+  from darkjax.layers import remat as remat_lib
 
   conv_settings = conv_settings or {}
   lowering = conv_settings.get("lowering", lowering)
   kwargs = {} if lowering is None else {"conv_lowering": lowering}
-  if remat:
-    kwargs["remat"] = True
+  if remat_lib.enabled(remat):
+    kwargs["remat"] = remat_lib.policy_name(remat)
   model = models.build(model_name, NUM_CLASSES, dtype=jnp.dtype(dtype), **kwargs)
   if len(jax.devices()) < devices or batch % devices:
     raise SystemExit(f"bench: --devices {devices} needs that many jax devices (found "
@@ -268,41 +269,51 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
-  """The train step compiled without and with rematerialisation (`remat=True`, each block's
-  activations recomputed in the backward pass): XLA's memory analysis, compile time, and (unless
-  --compile-only) step times in alternating rounds with their per-round ratio."""
+  """The train step compiled without rematerialisation and under each policy of `--remat`
+  (darkjax.layers.remat): XLA's memory analysis, compile time, and (unless --compile-only) step
+  times in alternating rounds, each policy's per-round ratio to no remat."""
   import jax  # pylint: disable=import-outside-toplevel
+
+  from darkjax.layers import remat as remat_lib  # pylint: disable=import-outside-toplevel
+  policies = ["none"] + [p for p in args.remat.split(",") if p and p != "none"]
+  for policy in policies:
+    remat_lib.policy_name(policy)   # an unknown name fails before anything compiles
   device = jax.devices()[0]
-  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} on "
-        f"{device.platform} ({device.device_kind}), memory without / with remat", flush=True)
-  runs, result = {}, {"model": args.model, "device": device.platform, "remat": {}}
-  for remat in (False, True):
-    compile_s, runs[remat] = _flax_step(args.model, args.batch, args.frames, args.size,
-                                        args.lowering, args.devices, remat=remat,
-                                        dtype=args.dtype)
-    memory = runs[remat].memory
-    result["remat"][remat] = {"compile_s": compile_s[0], **memory}
-    print(f"  remat={remat!s:5}: compile {compile_s[0]:.1f} s; temp {memory.get('temp', 0) / 2**20:.1f}"
-          f" MiB, arguments {memory.get('argument', 0) / 2**20:.1f} MiB, output "
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype} on "
+        f"{device.platform} ({device.device_kind}), memory per remat policy", flush=True)
+  runs, result = {}, {"model": args.model, "device": device.platform, "frames": args.frames,
+                      "remat": {}}
+  for policy in policies:
+    compile_s, runs[policy] = _flax_step(args.model, args.batch, args.frames, args.size,
+                                         args.lowering, args.devices, remat=policy,
+                                         dtype=args.dtype)
+    memory = runs[policy].memory
+    result["remat"][policy] = {"compile_s": compile_s[0], **memory}
+    print(f"  remat={policy:13}: compile {compile_s[0]:.1f} s; temp "
+          f"{memory.get('temp', 0) / 2**20:.1f} MiB, arguments "
+          f"{memory.get('argument', 0) / 2**20:.1f} MiB, output "
           f"{memory.get('output', 0) / 2**20:.1f} MiB", flush=True)
-  off, on = result["remat"][False], result["remat"][True]
-  if off.get("temp") and on.get("temp"):
-    result["temp_reduction"] = off["temp"] / on["temp"]
-    print(f"  temp memory without / with remat: {result['temp_reduction']:.2f}x", flush=True)
+  base = result["remat"]["none"]
+  for policy in policies[1:]:
+    entry = result["remat"][policy]
+    if base.get("temp") and entry.get("temp"):
+      entry["temp_reduction"] = base["temp"] / entry["temp"]
+      print(f"  temp memory none / {policy}: {entry['temp_reduction']:.2f}x", flush=True)
   if args.compile_only:
     return result
   for run in runs.values():
     run()
-  rounds: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+  rounds: dict[str, list[tuple[float, float]]] = {p: [] for p in policies}
   for _ in range(args.rounds):
-    for remat, run in runs.items():
-      rounds[remat].append(_time_steps(run, args.steps))
-  for remat in (False, True):
-    result["remat"][remat]["step_s"], _ = _report(f"remat={remat}", rounds[remat])
-  ratios = [t[0] / f[0] for t, f in zip(rounds[True], rounds[False])]
-  result["time_ratio"] = _median(ratios)
-  print("  step time with / without remat per round: " + ", ".join(f"{r:.2f}" for r in ratios) +
-        f" (median {result['time_ratio']:.2f})", flush=True)
+    for policy, run in runs.items():
+      rounds[policy].append(_time_steps(run, args.steps))
+  for policy in policies:
+    result["remat"][policy]["step_s"], _ = _report(f"remat={policy}", rounds[policy])
+  for policy in policies[1:]:
+    ratios = [t[0] / f[0] for t, f in zip(rounds[policy], rounds["none"])]
+    result["remat"][policy]["time_ratio"] = _median(ratios)
+    print(f"  step time {policy} / none per round: " + ", ".join(f"{r:.2f}" for r in ratios) +
+          f" (median {_median(ratios):.2f})", flush=True)
   return result
 
 
@@ -412,7 +423,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                      help="compute dtype of the flax model (parameters stay float32)")
   model.add_argument("--memory", action="store_true",
-                     help="XLA memory analysis (and step time) without and with remat")
+                     help="XLA memory analysis (and step time) without remat and per --remat policy")
+  model.add_argument("--remat", default="full",
+                     help="comma-separated darkjax.layers.remat policies compared with none by "
+                          "--memory (full, dots, dots_no_batch, conv_outputs)")
   model.add_argument("--devices", type=int, default=1,
                      help="data-parallel over this many host devices (CPU: one per core)")
   model.add_argument("--lowering", default=None,

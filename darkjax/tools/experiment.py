@@ -12,6 +12,12 @@ HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once),
 over all seeds and splits of a variant (mean +- sample std, ddof=1) into DIR/table.md and
 DIR/table.json.
 
+A variant's args may name another run's directory: `{out}` is DIR and `{run}` the run's own
+sub-directory name (`seed<s>` or `split<k>_seed<s>`), so a variant can start from what an earlier
+variant of the same seed and split trained, e.g. ActLumos's student without SSL distilled from the
+default run's teacher: `--variant no_ssl=ssl=False,teacher_init={out}/default/{run}/teacher`.
+Variants run in the order given, `default` first.
+
 Each paper's evidence command in docs/papers/ is one call of it, e.g. 3D-DiNet's source-only
 baseline against DANN:
 
@@ -118,6 +124,16 @@ def parse_variants(items: Sequence[str]) -> dict[str, str]:
   return variants
 
 
+def run_name(seed: int, split: int | None) -> str:
+  """A run's sub-directory of DIR/<variant>: `seed<s>`, or `split<k>_seed<s>` with a split."""
+  return f"seed{seed}" if split is None else f"split{split}_seed{seed}"
+
+
+def expand(args: str, out: str, run: str) -> str:
+  """`{out}` -> DIR and `{run}` -> the run's sub-directory name in a variant's args."""
+  return args.replace("{out}", out).replace("{run}", run)
+
+
 def data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:
   """Every dataset block of `config` (a ConfigDict with `dir` and `split_index`)."""
   found = []
@@ -213,15 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     results[variant] = []
     for split in (splits or [None]):
       for seed in seeds:
-        run_dir = os.path.join(args.out, variant,
-                               f"split{split if split is not None else ''}_seed{seed}".replace(
-                                   "split_", ""))
+        name = run_name(seed, split)
+        run_dir = os.path.join(args.out, variant, name)
+        run_arg = expand(arg, args.out, name)
 
-        def make_config(arg=arg, seed=seed, split=split):
+        def make_config(arg=run_arg, seed=seed, split=split):
           return with_run(module.get_config(arg or None), seed, split)
 
         result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
-                            config_arg=arg)
+                            config_arg=run_arg)
         print(f"{variant} split {split} seed {seed}: {result['seconds']:.0f} s", flush=True)
         results[variant].append(result)
   table = aggregate(results, args.metrics)

@@ -1,0 +1,68 @@
+"""Rematerialisation policies, one name per policy, for every model's `remat` field.
+
+A model's `remat` (config: `model.kwargs.remat`) wraps each repeated block (ResNet / R(2+1)D
+blocks, ViT encoder blocks, C3D convs, LIFT-Net modules) in `flax.linen.remat` with a
+`jax.checkpoint` policy saying which of the block's intermediates the backward pass keeps:
+
+  none           no rematerialisation: every intermediate is kept (fastest, most memory)
+  full           only the block's inputs are kept, everything inside is recomputed
+                 (`jax.checkpoint_policies.nothing_saveable`; what `remat=True` means)
+  dots           matmul and convolution outputs are kept, BatchNorm / activations recomputed
+                 (`dots_saveable`: on GPU/TPU, where convolutions are XLA's own)
+  dots_no_batch  only matmuls without batch dimensions kept (`dots_with_no_batch_dims_saveable`:
+                 transformer blocks)
+  conv_outputs   every `Conv3D` output kept (tagged `checkpoint_name(.., "conv3d")`), the rest
+                 recomputed: the CPU form of `dots`, whose lowered convolutions carry their own
+                 gradients and so are not `conv_general_dilated` primitives the `dots` policy sees
+
+`python -m darkjax.tools.bench --model M --memory --remat full,conv_outputs` compiles a train
+step per policy and prints XLA's memory analysis and the step time of each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+from jax.ad_checkpoint import checkpoint_name
+
+CONV_NAME = "conv3d"
+POLICIES: dict[str, Callable[..., Any] | None] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "conv_outputs": jax.checkpoint_policies.save_only_these_names(CONV_NAME),
+}
+
+
+def policy_name(remat: bool | str | None) -> str:
+  """The policy name of a model's `remat` field: False / None / "" -> "none", True -> "full"."""
+  if remat is None or remat is False or remat == "":
+    return "none"
+  if remat is True:
+    return "full"
+  if not isinstance(remat, str) or remat not in POLICIES:
+    raise ValueError(f"remat={remat!r}: expected a bool or one of {sorted(POLICIES)} "
+                     "(darkjax.layers.remat)")
+  return remat
+
+
+def enabled(remat: bool | str | None) -> bool:
+  return policy_name(remat) != "none"
+
+
+def wrap(module_cls: type[nn.Module], remat: bool | str | None,
+         static_argnums: Sequence[int] = ()) -> type[nn.Module]:
+  """`module_cls` under `nn.remat` with the named policy (itself when the policy is "none").
+  `static_argnums` count `self` as 0, as `nn.remat`'s do (e.g. (2,) for a `train` flag after x)."""
+  name = policy_name(remat)
+  if name == "none":
+    return module_cls
+  return nn.remat(module_cls, policy=POLICIES[name], static_argnums=tuple(static_argnums))
+
+
+def tag_conv(y: jax.Array) -> jax.Array:
+  """Names a convolution output for the `conv_outputs` policy (the identity otherwise)."""
+  return checkpoint_name(y, CONV_NAME)
