@@ -54,59 +54,69 @@ class EnhancementEvaluator:
         clips.astype(np.float32) / 255.0, enhanced, title=title)})
 
 
-class AttentionMapsEvaluator:
-  """`attention_<i>.png` per test clip: dark frames, luminous frames under the PViT's class-token
-  attention, and the fusion's attention over the frames (LIFT-Net Fig. 5)."""
+class _ClipMapsEvaluator:
+  """One figure per first test clip, from the task's `METHOD` (`(variables, streams) -> maps`
+  with per-clip `logits`), compiled once."""
+  METHOD = ""
 
   def __init__(self, name: str, task: Any, trainer: TrainerView, clips: int = 4, data: str = ""):
-    require(task, "attention_maps", "attention_maps")
+    require(task, self.METHOD, self.METHOD)
     self.name, self.task, self.trainer, self.clips = name, task, trainer, clips
     self.data = task.data_sources[source_name(task, data)]
-    self._maps = jax.jit(task.attention_maps, compiler_options=trainer.compiler_options)
+    self._maps = jax.jit(getattr(task, self.METHOD), compiler_options=trainer.compiler_options)
 
-  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
+  def _first_clips(self, variables: Mapping[str, Any]
+                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """(examples, maps) of the first test clips; None when this process draws nothing."""
     if not self.clips or not self.trainer.is_lead:
-      return EvalResult()
+      return None
     examples = first_test_examples(self.data, self.clips)
     streams = {k: v for k, v in examples.items() if k not in ("label", "index")}
-    maps = jax.device_get(self._maps(jax.device_get(dict(variables)), streams))
+    return examples, jax.device_get(self._maps(jax.device_get(dict(variables)), streams))
+
+  def _title(self, examples: dict[str, np.ndarray], maps: dict[str, Any], i: int,
+             step: int) -> str:
     names = self.data.dataset.class_names
+    return (f"test clip {int(examples['index'][i])}: true {names[int(examples['label'][i])]}, "
+            f"predicted {names[int(np.argmax(maps['logits'][i]))]} (step {step})")
+
+
+class AttentionMapsEvaluator(_ClipMapsEvaluator):
+  """`attention_<i>.png` per test clip: dark frames, luminous frames under the PViT's class-token
+  attention, and the fusion's attention over the frames (LIFT-Net Fig. 5)."""
+  METHOD = "attention_maps"
+
+  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
+    found = self._first_clips(variables)
+    if found is None:
+      return EvalResult()
+    examples, maps = found
     figures = {}
     for i in range(len(examples["label"])):
       heat = maps["heat"][i] / max(float(maps["heat"][i].max()), 1e-9)
-      title = (f"test clip {int(examples['index'][i])}: true {names[int(examples['label'][i])]}, "
-               f"predicted {names[int(np.argmax(maps['logits'][i]))]} (step {step})")
       figures[f"attention_{i:02d}"] = plots.attention_maps(
           examples["video"][i], np.asarray(maps["luminous"][i]), heat, maps["frame_weights"][i],
-          title)
+          self._title(examples, maps, i, step))
     return EvalResult(figures=figures)
 
 
-class FusionMapsEvaluator:
+class FusionMapsEvaluator(_ClipMapsEvaluator):
   """`fusion_<i>.png` per test clip: dark frames, their Retinex frames and the DFF weight of the
   Retinex stream over the frames (ActLumos; tasks with `fusion_maps`)."""
-
-  def __init__(self, name: str, task: Any, trainer: TrainerView, clips: int = 4, data: str = ""):
-    require(task, "fusion_maps", "fusion_maps")
-    self.name, self.task, self.trainer, self.clips = name, task, trainer, clips
-    self.data = task.data_sources[source_name(task, data)]
-    self._maps = jax.jit(task.fusion_maps, compiler_options=trainer.compiler_options)
+  METHOD = "fusion_maps"
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
-    if not self.clips or not self.trainer.is_lead:
+    found = self._first_clips(variables)
+    if found is None:
       return EvalResult()
-    examples = first_test_examples(self.data, self.clips)
-    streams = {k: v for k, v in examples.items() if k not in ("label", "index")}
-    maps = jax.device_get(self._maps(jax.device_get(dict(variables)), streams))
-    names = self.data.dataset.class_names
+    examples, maps = found
     figures, means = {}, []
     for i in range(len(examples["label"])):
       w_ret = np.asarray(maps["w_ret"][i]) if "w_ret" in maps else None
       if w_ret is not None:
         means.append(float(w_ret.mean()))
-      title = (f"test clip {int(examples['index'][i])}: true {names[int(examples['label'][i])]}, "
-               f"predicted {names[int(np.argmax(maps['logits'][i]))]} (step {step})"
-               + (f", mean W_ret {means[-1]:.2f}" if w_ret is not None else ""))
+      title = self._title(examples, maps, i, step) + (
+          f", mean W_ret {means[-1]:.2f}" if w_ret is not None else "")
       figures[f"fusion_{i:02d}"] = plots.fusion_maps(examples["video"][i],
                                                      np.asarray(maps["retinex"][i]), w_ret, title)
     scalars = {f"{self.name}/mean_w_ret": float(np.mean(means))} if means else {}
