@@ -123,6 +123,16 @@ class _Base(TaskBase):
     return actlumos.VARIANTS[f"actlumos_student{self._suffix()}"](
         num_classes=self.num_classes, **self._kwargs())
 
+  def _apply_with_ce(self, params, model_state, batch, drop_rng, *clips):
+    """The model in train mode on `clips`: (out, new model state, CE, {ce, accuracy})."""
+    (logits, out), new_state = self.model.apply(
+        {"params": params, **model_state}, *clips, train=True, rngs={"dropout": drop_rng},
+        mutable=list(model_state))
+    labels = batch["label"]
+    ce = losses.softmax_cross_entropy(logits, labels, self.config.label_smoothing)
+    return logits, out, dict(new_state), ce, {
+        "ce": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+
   def _suffix(self) -> str:
     name = self.config.model.name
     if name not in ("actlumos", "actlumos_tiny_test"):
@@ -148,20 +158,17 @@ class TeacherTask(_Base):
     del progress
     aug_rng, drop_rng = jax.random.split(rng)
     dark, ret = self.inputs.streams(self.inputs.augmented(batch, aug_rng))
-    (logits, out), new_state = self.model.apply(
-        {"params": params, **model_state}, dark, ret, train=True, rngs={"dropout": drop_rng},
-        mutable=list(model_state))
-    labels = batch["label"]
-    ce = losses.softmax_cross_entropy(logits, labels, self.config.label_smoothing)
-    metrics = {"ce": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    _, out, new_state, ce, metrics = self._apply_with_ce(params, model_state, batch, drop_rng,
+                                                         dark, ret)
     loss = ce
     if self.cfg.supcon:
-      supcon = losses.supcon_loss(out["projections"], labels, self.cfg.supcon_temperature)
+      supcon = losses.supcon_loss(out["projections"], batch["label"],
+                                  self.cfg.supcon_temperature)
       loss = ce + self.cfg.supcon_weight * supcon
       metrics["supcon"] = supcon
     if "fusion_weights" in out:
       metrics["mean_w_ret"] = jnp.mean(out["fusion_weights"][..., 1])
-    return loss, (dict(new_state), metrics)
+    return loss, (new_state, metrics)
 
   def init_from(self, variables: dict) -> dict:
     """The pretrained R(2+1)D-34 (config.actlumos.backbone_init) into the shared backbone."""
@@ -291,19 +298,15 @@ class Task(_Base):
     dark_uint8 = self.inputs.augmented(batch, aug_rng)
     dark = self.inputs.normalise(dark_uint8)
     ret = self.inputs.normalise(self.inputs.retinex_uint8(dark_uint8)) if self.cfg.kd else None
-    (logits, out), new_state = self.model.apply(
-        {"params": params, **model_state}, dark, ret, train=True, rngs={"dropout": drop_rng},
-        mutable=list(model_state))
-    labels = batch["label"]
-    ce = losses.softmax_cross_entropy(logits, labels, self.config.label_smoothing)
-    metrics = {"ce": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    logits, out, new_state, ce, metrics = self._apply_with_ce(params, model_state, batch,
+                                                              drop_rng, dark, ret)
     loss = ce
     if self.cfg.kd:
       kd = losses.kd_kl_loss(logits, out["teacher_logits"], self.cfg.kd_temperature)
       loss = ce + self.cfg.kd_weight * kd
       metrics.update(kd=kd, teacher_accuracy=jnp.mean(
-          jnp.argmax(out["teacher_logits"], -1) == labels))
-    return loss, (dict(new_state), metrics)
+          jnp.argmax(out["teacher_logits"], -1) == batch["label"]))
+    return loss, (new_state, metrics)
 
   def init_from(self, variables: dict) -> dict:
     """The SSL student (classifier excluded) or the pretrained backbone; the trained teacher."""
