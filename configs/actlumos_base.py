@@ -105,8 +105,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
   config.eval_every = 1000
   config.checkpoint_every = 500
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
-    config.input.shuffle_window = 16
+    common.smoke_run(config)
     config.input.prefetch = 0
     config.evals.fusion.clips = 2
     config.log_every = 1

@@ -210,6 +210,15 @@ def require_weights(config: mlc.ConfigDict, init: str, runlocal: bool = False,
     config.required_weights[name] = entry
 
 
+def smoke_run(config: mlc.ConfigDict) -> mlc.ConfigDict:
+  """What every `runlocal` variant shares: XLA's fastest compile (a smoke run's time is
+  compilation) and a 16-example shuffle window over its few clips. Each config then sets its own
+  tiny model, clip size, steps and cadences."""
+  config.xla_opt_level = 0
+  config.input.shuffle_window = 16
+  return config
+
+
 def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
   """The fields every config has besides input / model / optimizer: mesh, sharding, precision,
   logging, evaluation and checkpoint cadence, pretrained-weight loading. Override by keyword."""

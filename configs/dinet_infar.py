@@ -93,11 +93,10 @@ def get_config(arg=None):
   config.checkpoint_every = 1000
 
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
+    common.smoke_run(config)
     config.model.kwargs.backbone = "resnet3d_tiny"
     config.model.kwargs.domain_hidden = (16, 16)
-    config.input.update(batch_size=4, eval_batch_size=4, short_side=36, crop_size=32,
-                        shuffle_window=16)
+    config.input.update(batch_size=4, eval_batch_size=4, short_side=36, crop_size=32)
     config.compute_dtype = "float32"
     config.total_steps = arg.steps if arg.steps != 10000 else 10
     config.log_every = 5

@@ -72,12 +72,11 @@ def get_config(arg=None):
   config.checkpoint_every = 100
 
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
+    common.smoke_run(config)
     config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.domain_hidden = (8, 8)
     config.input.batch_size = 8
     config.input.eval_batch_size = 8
-    config.input.shuffle_window = 16
     local_dir = arg.data_dir or _default_dir("synthetic_local", arg.darkness)
     for data in (config.input.data, config.dinet.target.data):
       data.dir = local_dir

@@ -65,12 +65,11 @@ def dtcm_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
     common.require_weights(config, arg.init, arg.runlocal, backbone=common.weights_entry(
         "model_init", "pretrained", **common.KINETICS_RESNEXT101))
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
+    common.smoke_run(config)
     config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.normalise = "per_clip"
     config.model.kwargs.enhancer_kwargs.features = 8
-    config.input.update(frames=8, crop_size=32, short_side=36, batch_size=8, eval_batch_size=8,
-                        shuffle_window=16)
+    config.input.update(frames=8, crop_size=32, short_side=36, batch_size=8, eval_batch_size=8)
     config.model.kwargs.group_size = 4 if arg.k > 8 else arg.k
     config.total_steps = 2
     config.total_epochs = 0.0

@@ -77,10 +77,10 @@ def get_config(arg=None):
   config.log_every = 20
 
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
+    common.smoke_run(config)
     config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.enhancer_kwargs.features = 8
-    config.input.update(batch_size=8, eval_batch_size=8, shuffle_window=16)
+    config.input.update(batch_size=8, eval_batch_size=8)
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.optimizer.warmup_steps = 0
     config.total_steps = arg.steps or 4

@@ -77,8 +77,7 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   config.eval_every = 1000
   config.checkpoint_every = 500
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
-    config.input.shuffle_window = 16
+    common.smoke_run(config)
     config.input.prefetch = 0
     config.evals.attention.clips = 2
     config.log_every = 1

@@ -55,9 +55,8 @@ def get_config(arg=None):
   config.checkpoint_every = 100
   config.log_every = 20
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
+    common.smoke_run(config)
     config.input.batch_size = config.input.eval_batch_size = 8
-    config.input.shuffle_window = 16
     config.input.prefetch = 0
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
                                                           "synthetic_local")

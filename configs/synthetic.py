@@ -51,11 +51,10 @@ def get_config(arg=None):
                                             weight_decay=1e-4, schedule="cosine", warmup_steps=30)
 
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
+    common.smoke_run(config)
     config.model.name = "small3d_tiny"
     config.input.batch_size = 8
     config.input.eval_batch_size = 8
-    config.input.shuffle_window = 16
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
                                                           "synthetic_local")
     config.input.data.generate.update(train_per_class=4, test_per_class=2)

@@ -54,10 +54,9 @@ def get_config(arg=None):
   config.input.data.name = "infar"
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), "infar")
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
+    common.smoke_run(config)
     config.model = common.model_block("twostream_c3d_tiny", code_size=24)
-    config.input.update(batch_size=4, eval_batch_size=4, resize=(36, 48), crop_size=32,
-                        shuffle_window=16)
+    config.input.update(batch_size=4, eval_batch_size=4, resize=(36, 48), crop_size=32)
     config.total_steps = 4
     config.log_every = 1
     config.checkpoint_every = 4

@@ -44,10 +44,9 @@ def get_config(arg=None):
   config.log_every = 20
   config.checkpoint_every = 200
   if arg.runlocal:
-    config.xla_opt_level = 0   # a smoke run's time is compilation (configs/common.py)
+    common.smoke_run(config)
     config.model = common.model_block("twostream_c3d_tiny", code_size=24)
-    config.input.update(batch_size=8, eval_batch_size=8, resize=(0, 0), crop_size=0,
-                        shuffle_window=16)
+    config.input.update(batch_size=8, eval_batch_size=8, resize=(0, 0), crop_size=0)
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
                                                          "synthetic_local")
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
