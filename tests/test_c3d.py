@@ -126,7 +126,11 @@ def test_bench_train_step_vs_torch_smoke(capsys):
   assert result["flax_step_s"] > 0 and result["torch_step_s"] > 0 and result["ratio"] > 0
   assert result["compile_s"] > 0
   assert len(result["round_ratios"]) == 1 and result["round_ratios"][0] > 0
-  assert "flax/torch ratio" in capsys.readouterr().out
+  # The device it ran on and what every backend-aware op chose there (C3D: 3x3x3 convs, pools).
+  assert result["device"] == "cpu" and result["lowerings"]["conv3d:sum2d"] >= 1
+  assert result["lowerings"]["max_pool3d:separable"] >= 1
+  out = capsys.readouterr().out
+  assert "flax/torch ratio" in out and "lowerings: " in out and "conv3d:sum2d x" in out
   with pytest.raises(ValueError, match=r"C3D: clips must be \(16, 32, 32\)"):
     bench.main(["--model", "c3d_tiny", "--size", "48", "--steps", "1"])
   with pytest.raises(SystemExit):  # argparse: exactly one benchmark flag

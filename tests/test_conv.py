@@ -281,3 +281,56 @@ def test_separable_max_pool_matches_reduce_window(window, strides, padding):
   np.testing.assert_array_equal(results["separable"][1], results["native"][1])
   with pytest.raises(ValueError, match="max-pool lowering 'fast'"):
     conv.max_pool3d(x, window, strides, padding, "fast")
+
+
+# Which lowering every backend-aware op of each model chooses, per backend: accelerators must get
+# XLA's native ops only (the CPU rewrites would be slower there), CPU its rewrites. Traced with
+# jax.eval_shape (no compilation), forward and gradient, for the zoo's tiny families and every
+# paper's deployed model.
+_NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
+                "depthwise:native", "conv2d:plain"}
+_LOWERING_CASES = ("small3d_tiny", "resnet3d_tiny", "resnext3d_tiny", "c3d_tiny",
+                   "r2plus1d_tiny_test", "dinet_synthetic", "dtcm_synthetic", "lift_synthetic",
+                   "twostream_synthetic", "actlumos_synthetic")
+
+
+def _traced_lowerings(case: str, backend: str, monkeypatch, tmp_path) -> dict[str, int]:
+  import importlib  # pylint: disable=import-outside-toplevel
+  from darkjax import train  # pylint: disable=import-outside-toplevel
+  from darkjax.tools import predict  # pylint: disable=import-outside-toplevel
+  from run_configs import quiet  # pylint: disable=import-outside-toplevel
+  module = "configs." + (case if case.endswith("_synthetic") else "synthetic")
+  config = importlib.import_module(module).get_config(f"runlocal,data_dir={tmp_path}")
+  config = quiet(config) if case.endswith("_synthetic") else quiet(config, **{"model.name": case})
+  task = train.load_task(config, num_classes=5)
+  inputs = {k: jnp.zeros(v.shape, v.dtype) for k, v in predict.sample_inputs(task).items()}
+  if case.startswith("twostream"):  # its synthetic config computes flow on the host
+    inputs.setdefault("flow", jnp.zeros(inputs["video"].shape[:-1] + (3,), jnp.uint8))
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  with conv.record_lowerings() as chosen:
+    variables = jax.eval_shape(task.init_variables, jax.random.key(0), inputs)
+    jax.eval_shape(jax.grad(lambda v: task.predict(v, inputs).astype(jnp.float32).sum()),
+                   variables)
+  return dict(chosen)
+
+
+@pytest.mark.parametrize("case", _LOWERING_CASES)
+def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, monkeypatch, tmp_path):
+  for backend in ("gpu", "tpu"):
+    chosen = _traced_lowerings(case, backend, monkeypatch, tmp_path)
+    assert chosen and set(chosen) <= _NATIVE_ONLY, (backend, chosen)
+  chosen = _traced_lowerings(case, "cpu", monkeypatch, tmp_path)
+  assert set(chosen) - _NATIVE_ONLY, chosen     # the same trace on CPU takes its rewrites
+  assert not {k for k in chosen if k.endswith(":native")}, chosen
+
+
+def test_record_lowerings_counts_only_inside_its_block():
+  x, k = _inputs((1, 4, 6, 6, 3), (3, 3, 3), 4, 1)
+  with conv.record_lowerings() as outer:
+    jax.eval_shape(lambda: conv.conv3d(x, k, padding=((1, 1),) * 3, lowering="sum2d"))
+    with conv.record_lowerings() as inner:
+      jax.eval_shape(lambda: conv.max_pool3d(x, (1, 2, 2), (1, 2, 2), lowering="separable"))
+  jax.eval_shape(lambda: conv.conv3d(x, k, lowering="native"))
+  assert inner == {"max_pool3d:separable": 1}
+  assert outer["conv3d:sum2d"] == 1 and "max_pool3d:separable" not in outer
+  assert not any(key.startswith("conv3d:native") for key in outer)

@@ -28,7 +28,9 @@ would leave cores idle are computed one output column wider, which keeps them on
 multithreaded Eigen convolution (`darkjax.layers.conv2d`).
 
 `auto` picks per backend and shape (`choose_lowering`, `choose_kernel_grad`); one rule holds on
-AVX-512 and AVX2 CPUs. All lowerings compute the same function (up to float summation order) with
+AVX-512 and AVX2 CPUs. On GPU and TPU every op is XLA's native one; `record_lowerings()` counts
+what a trace chose (`bench` prints it beside the device; the tests trace every paper's model as
+if on GPU and TPU and find native ops only). All lowerings compute the same function (up to float summation order) with
 the same gradients; parameters are laid out like `flax.linen.Conv` (`kernel`: (kt, kh, kw,
 in/groups, out), `bias`), so checkpoints do not depend on the lowering. The measurements behind
 each choice, and what was tried and rejected, are in docs/benchmarks.md ("CPU 3D convolution
@@ -49,7 +51,8 @@ from jax import lax
 
 from darkjax.layers import conv2d
 from darkjax.layers import remat as remat_lib
-from darkjax.layers.conv2d import native_lowering, native_lowering_forced  # noqa: F401 (API)
+from darkjax.layers.conv2d import (native_lowering, native_lowering_forced,  # noqa: F401 (API)
+                                  note_lowering, record_lowerings)
 
 Padding = Sequence[tuple[int, int]]
 LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise")
@@ -371,6 +374,8 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
     raise ValueError(f"unknown kernel_grad {kernel_grad!r}; expected one of {KERNEL_GRADS}")
   if kernel_grad == "auto":
     kernel_grad = choose_kernel_grad(kernel.shape, feature_group_count, lowering)
+  note_lowering("conv3d", lowering)
+  note_lowering("conv3d_kernel_grad", kernel_grad)
   if kernel_grad == "dots":
     return _conv_dots_kernel_grad(x, kernel, lowering, strides, padding, feature_group_count)
   return _IMPLEMENTATIONS[lowering](x, kernel, strides, padding, feature_group_count)
@@ -387,6 +392,7 @@ def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
   if lowering == "auto":
     cpu = jax.default_backend() == "cpu" and not native_lowering_forced()
     lowering = "separable" if cpu else "native"
+  note_lowering("max_pool3d", lowering)
   if lowering == "native":
     return nn.max_pool(x, tuple(window), strides=tuple(strides), padding=tuple(padding))
   if lowering != "separable":

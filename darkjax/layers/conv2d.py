@@ -11,6 +11,7 @@ that YNNPACK would run on one core are kept on XLA's multithreaded Eigen convolu
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import functools
@@ -53,6 +54,33 @@ def native_lowering():
 def native_lowering_forced() -> bool:
   """Whether the current trace is inside `native_lowering()`."""
   return _FORCE_NATIVE.get()
+
+
+_RECORD: contextvars.ContextVar[collections.Counter | None] = contextvars.ContextVar(
+    "darkjax_lowering_record", default=None)
+
+
+@contextlib.contextmanager
+def record_lowerings():
+  """Counts, while tracing inside the block, the lowering each backend-aware op chooses: keys
+  "op:lowering" ("conv3d:sum2d", "conv3d:native", "max_pool3d:separable", "depthwise:blockdiag",
+  "conv2d:wide", "conv2d:plain", ...), each with its number of calls. What `bench` prints beside
+  the device it ran on, and how the tests check that GPU/TPU traces get XLA's native ops only.
+  Trace time only, like `native_lowering()`: trace a fresh function (`jax.eval_shape`) inside it.
+  """
+  counter: collections.Counter = collections.Counter()
+  token = _RECORD.set(counter)
+  try:
+    yield counter
+  finally:
+    _RECORD.reset(token)
+
+
+def note_lowering(op: str, lowering: str) -> None:
+  """Records `op`'s chosen `lowering` in the innermost `record_lowerings()` block, if any."""
+  counter = _RECORD.get()
+  if counter is not None:
+    counter[f"{op}:{lowering}"] += 1
 
 
 def plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None, rhs_dilation=None):
@@ -104,7 +132,9 @@ def multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None)
   if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or not idle_cores or lhs_dilation
       or tuple(strides) != (1, 1) or max(cin_group * groups, cout) <= 16
       or not 1 <= width <= x.shape[2]):  # YNNPACK would not take it anyway, or nothing to compute
+    note_lowering("conv2d", "plain")
     return plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=lhs_dilation)
+  note_lowering("conv2d", "wide")
   y = plain_conv2d(x, kernel, strides, ((top, bottom), (left, right + x.shape[2] + 1 - width)),
                     groups)
   return y[:, :, :width]

@@ -57,6 +57,7 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (
     raise ValueError(f"depthwise_conv2d: lowering {lowering!r} unknown; valid: {LOWERINGS}")
   if lowering == "auto":
     lowering = choose_lowering(channels)
+  conv_lib.note_lowering("depthwise", lowering)
   numbers = ("NHWC", "HWIO", "NHWC")
   if lowering == "native":
     return jax.lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding),

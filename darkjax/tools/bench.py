@@ -141,7 +141,7 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   jitted = jax.jit(step, donate_argnums=(0, 1, 2))
   jax.clear_caches()  # conv choices act at trace time: no trace of another variant is reused
   start, start_cpu = time.perf_counter(), time.process_time()
-  with _conv_overrides(conv_settings):
+  with _conv_overrides(conv_settings), conv.record_lowerings() as chosen:
     compiled = jitted.lower(params, batch_stats, opt_state, clips, labels, rng).compile()
   compile_s = (time.perf_counter() - start, time.process_time() - start_cpu)
   state = [params, batch_stats, opt_state]
@@ -151,7 +151,13 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
     loss.block_until_ready()
 
   run_step.memory = memory_bytes(compiled)
+  run_step.lowerings = dict(sorted(chosen.items()))
   return compile_s, run_step
+
+
+def format_lowerings(lowerings: dict[str, int]) -> str:
+  """'conv3d:sum2d x12, max_pool3d:separable x1, ...': what each backend-aware op chose."""
+  return ", ".join(f"{key} x{count}" for key, count in lowerings.items()) or "none"
 
 
 def memory_bytes(compiled) -> dict[str, int]:
@@ -243,6 +249,8 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype} on "
         f"{device.platform} ({device.device_kind}), {conv2d.cores()} cores; "
         f"compile {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU", flush=True)
+  result["device"], result["lowerings"] = device.platform, flax_run.lowerings
+  print(f"  lowerings: {format_lowerings(flax_run.lowerings)}", flush=True)
   if args.compile_only:
     return result
   flax_run()  # first call: allocation, thread pools
