@@ -188,3 +188,15 @@ def test_cli_writes_dataset_and_preview(tmp_path, capsys):
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert records.load_manifest(tmp_path / "data")["splits"]["train"]["num_examples"] == 10
   assert "classes=10" in capsys.readouterr().out
+
+
+def test_blur_of_long_clips_equals_the_per_frame_blur():
+  # 64 RGB frames are 192 planes, more than one OpenCV image holds: filtered in chunks.
+  frames = np.random.default_rng(0).uniform(0, 1, (64, 20, 24, 3)).astype(np.float32)
+  whole = synthetic._blur(frames, 1.5)  # pylint: disable=protected-access
+  per_frame = np.concatenate([synthetic._blur(frames[i:i + 1], 1.5)  # pylint: disable=protected-access
+                              for i in range(64)])
+  np.testing.assert_allclose(whole, per_frame, rtol=0, atol=1e-6)
+  clip = synthetic.render_clip(0, np.random.default_rng(1), "train",
+                               synthetic.SyntheticParams(frames=64, size=48))
+  assert clip["video"].shape == (64, 48, 48, 3)

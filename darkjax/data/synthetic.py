@@ -207,6 +207,9 @@ def _object_masks(centres: np.ndarray, rng: np.random.Generator, size: int,
   return objects
 
 
+_CV_MAX_CHANNELS = 128   # channels of one OpenCV image (CV_CN_MAX is 128 in OpenCV 5)
+
+
 def _blur(frames: np.ndarray, sigma: float) -> np.ndarray:
   """Separable Gaussian blur over H and W of (T, H, W, C), reflecting at the borders."""
   if sigma <= 0:
@@ -215,9 +218,13 @@ def _blur(frames: np.ndarray, sigma: float) -> np.ndarray:
   taps = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
   taps /= taps.sum()
   t, h, w, c = frames.shape
-  # OpenCV filters all T*C planes of an (H, W, T*C) image in one call.
+  # OpenCV filters the T*C planes of an (H, W, T*C) image in one call, at most
+  # _CV_MAX_CHANNELS planes at a time (OpenCV 5 rejects wider images: 64 RGB frames are 192).
   planes = np.ascontiguousarray(frames.transpose(1, 2, 0, 3).reshape(h, w, t * c))
-  planes = cv2.sepFilter2D(planes, -1, taps, taps, borderType=cv2.BORDER_REFLECT_101)
+  planes = np.concatenate(
+      [cv2.sepFilter2D(np.ascontiguousarray(planes[:, :, i:i + _CV_MAX_CHANNELS]), -1, taps, taps,
+                       borderType=cv2.BORDER_REFLECT_101).reshape(h, w, -1)
+       for i in range(0, t * c, _CV_MAX_CHANNELS)], axis=2)
   return planes.reshape(h, w, t, c).transpose(2, 0, 1, 3)
 
 
