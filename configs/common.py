@@ -211,10 +211,12 @@ def require_weights(config: mlc.ConfigDict, init: str, runlocal: bool = False,
 
 
 def smoke_run(config: mlc.ConfigDict) -> mlc.ConfigDict:
-  """What every `runlocal` variant shares: XLA's fastest compile (a smoke run's time is
-  compilation) and a 16-example shuffle window over its few clips. Each config then sets its own
-  tiny model, clip size, steps and cadences."""
+  """What every `runlocal` variant shares: the fastest compile (a smoke run's time is
+  compilation): XLA opt level 0 and XLA's native conv ops, the program an accelerator runs, instead
+  of the CPU rewrites (darkjax.train.lowering_scope); and a 16-example shuffle window over its few
+  clips. Each config then sets its own tiny model, clip size, steps and cadences."""
   config.xla_opt_level = 0
+  config.conv_lowering = "native"
   config.input.shuffle_window = 16
   return config
 
@@ -235,6 +237,7 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       # XLA backend optimisation level of the compiled steps; -1: XLA's default. runlocal sets 0:
       # a smoke run's time is compilation (the tiny ActLumos steps: 2.5x faster to compile)
       xla_opt_level=-1,
+      conv_lowering="auto",   # darkjax.train.lowering_scope: "native" = XLA's ops on every backend
       mesh=mlc.ConfigDict(dict(data=-1, fsdp=1)),
       sharding=mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14)),
       model_init="",                 # `python -m darkjax.convert` output, or another run's workdir

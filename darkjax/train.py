@@ -5,6 +5,7 @@ resume, the NaN guard, logging and the loop.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -30,6 +31,7 @@ from darkjax import metrics as metrics_lib
 from darkjax import optim
 from darkjax import paths, plots, preemption, sharding
 from darkjax import variables as variables_lib
+from darkjax.layers import conv as conv_lib
 
 log = logging.getLogger("darkjax")
 
@@ -200,6 +202,22 @@ def init_compiler_options() -> dict[str, Any]:
   return {}
 
 
+CONV_LOWERINGS = ("auto", "native")
+
+
+def lowering_scope(config: Mapping[str, Any]) -> contextlib.AbstractContextManager:
+  """Where a run traces its programs: `config.conv_lowering` "auto" lets each conv, pool and
+  depthwise conv pick its lowering per backend (darkjax.layers.conv: the CPU rewrites on CPU);
+  "native" gives XLA's own ops on every backend (`conv.native_lowering()`), the program an
+  accelerator runs. Smoke runs (`runlocal`) use "native": their time is compilation, which the CPU
+  rewrites lengthen (ActLumos runlocal, 3 phases: 90-105 s -> 74 s), and their few steps gain
+  nothing from faster steps."""
+  lowering = config.get("conv_lowering", "auto")
+  if lowering not in CONV_LOWERINGS:
+    raise ValueError(f"config.conv_lowering {lowering!r} unknown; valid: {CONV_LOWERINGS}")
+  return conv_lib.native_lowering() if lowering == "native" else contextlib.nullcontext()
+
+
 # ================================================================ the trainer
 @dataclasses.dataclass
 class Trainer:
@@ -308,6 +326,10 @@ class Trainer:
   def evaluate(self, step: int) -> dict[str, Any]:
     """Runs every `config.evals` evaluator on the live state; writes scalars to the metrics and
     figures to WORKDIR/<stem>.png + TensorBoard; returns scalars and arrays."""
+    with lowering_scope(self.config):
+      return self._evaluate(step)
+
+  def _evaluate(self, step: int) -> dict[str, Any]:
     if self.evaluators is None:
       self.evaluators = evaluators_lib.build(self.config.evals, self.task, self)
     results: dict[str, Any] = {}
@@ -326,7 +348,12 @@ class Trainer:
   def run(self, until: int | None = None) -> dict[str, Any]:
     """Trains from the workdir's latest checkpoint (or a fresh state) to step `until` (default
     and at most `config.total_steps`), then checkpoints and evaluates at that step. Calling it
-    again continues from that checkpoint with the step already compiled (darkjax.api)."""
+    again continues from that checkpoint with the step already compiled (darkjax.api).
+    Everything it traces follows `config.conv_lowering` (`lowering_scope`)."""
+    with lowering_scope(self.config):
+      return self._run(until)
+
+  def _run(self, until: int | None) -> dict[str, Any]:
     cfg = self.config
     run_start = time.time()
     paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,10 @@ Measured figures (ratios against torch, compile times, what was tried) are in do
 each with its command, date and machine. Profiling a step: `jax.profiler` traces show each XLA
 thunk per thread.
 
+A paper config's own train step at its own size (phase, optimizer, sharding as `darkjax.main`
+compiles it; cold compile time, memory per remat policy, step time): `--config`, see
+`darkjax/tools/bench_config.py`.
+
 Depthwise conv lowerings (the enhancers' ShuffleNet units): `--depthwise`, see
 `darkjax/layers/depthwise.py`.
 
@@ -50,7 +54,7 @@ NUM_CLASSES = 400
 _TORCHVISION_MODELS = ("r3d_18", "mc3_18", "r2plus1d_18")
 
 
-def _median(values: list[float]) -> float:
+def median(values: list[float]) -> float:
   values = sorted(values)
   return values[len(values) // 2]
 
@@ -216,7 +220,7 @@ def _torch_step(model_name: str, batch: int, frames: int, size: int) -> Callable
   return run_step
 
 
-def _time_steps(run_step: Callable[[], None], steps: int) -> tuple[float, float]:
+def time_steps(run_step: Callable[[], None], steps: int) -> tuple[float, float]:
   """Median wall time and median process CPU time (all threads) of `steps` steps."""
   walls, cpus = [], []
   for _ in range(steps):
@@ -224,10 +228,10 @@ def _time_steps(run_step: Callable[[], None], steps: int) -> tuple[float, float]
     run_step()
     walls.append(time.perf_counter() - wall)
     cpus.append(time.process_time() - cpu)
-  return _median(walls), _median(cpus)
+  return median(walls), median(cpus)
 
 
-def _report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]:
+def report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]:
   best_wall = min(wall for wall, _ in rounds)
   best_cpu = min(cpu for _, cpu in rounds)
   print(f"  {name:5s} {best_wall * 1e3:8.1f} ms/step wall, {best_cpu * 1e3:8.1f} ms/step CPU "
@@ -260,20 +264,67 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     torch_run()
   flax_rounds, torch_rounds = [], []
   for _ in range(args.rounds):
-    flax_rounds.append(_time_steps(flax_run, args.steps))
+    flax_rounds.append(time_steps(flax_run, args.steps))
     if torch_run is not None:
-      torch_rounds.append(_time_steps(torch_run, args.steps))
-  result["flax_step_s"], result["flax_step_cpu_s"] = _report("flax", flax_rounds)
+      torch_rounds.append(time_steps(torch_run, args.steps))
+  result["flax_step_s"], result["flax_step_cpu_s"] = report("flax", flax_rounds)
   if torch_run is not None:
-    result["torch_step_s"], result["torch_step_cpu_s"] = _report("torch", torch_rounds)
+    result["torch_step_s"], result["torch_step_cpu_s"] = report("torch", torch_rounds)
     result["ratio"] = result["flax_step_s"] / result["torch_step_s"]
     result["cpu_ratio"] = result["flax_step_cpu_s"] / result["torch_step_cpu_s"]
     # rounds alternate, so each flax round and the torch round after it saw about the same load
     result["round_ratios"] = [f[0] / t[0] for f, t in zip(flax_rounds, torch_rounds)]
     print(f"  flax/torch ratio: wall {result['ratio']:.2f}, CPU time {result['cpu_ratio']:.2f}; "
           f"per round " + ", ".join(f"{r:.2f}" for r in result["round_ratios"]) +
-          f" (median {_median(result['round_ratios']):.2f})", flush=True)
+          f" (median {median(result['round_ratios']):.2f})", flush=True)
   return result
+
+
+def remat_policies(spec: str) -> list[str]:
+  """"none" then each policy of a comma-separated `--remat`; an unknown name fails before
+  anything compiles."""
+  from darkjax.layers import remat as remat_lib  # pylint: disable=import-outside-toplevel
+  policies = ["none"] + [p for p in (spec or "").split(",") if p and p != "none"]
+  for policy in policies:
+    remat_lib.policy_name(policy)
+  return policies
+
+
+def compare_policies(policies: list[str], build: Callable[[str], tuple[dict, Callable[[], None]]],
+                     args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+  """Per policy: `build(policy)` -> (entry with "compile_s" and XLA's memory bytes, step runner);
+  prints memory and compile time, each policy's temp memory against none, and unless
+  --compile-only the step times of alternating rounds, each policy's per-round ratio to none."""
+  entries, runs = {}, {}
+  for policy in policies:
+    entries[policy], runs[policy] = build(policy)
+    entry = entries[policy]
+    print(f"  remat={policy:13}: compile {entry['compile_s']:.1f} s; temp "
+          f"{entry.get('temp', 0) / 2**20:.1f} MiB, arguments "
+          f"{entry.get('argument', 0) / 2**20:.1f} MiB, output "
+          f"{entry.get('output', 0) / 2**20:.1f} MiB", flush=True)
+  base = entries["none"]
+  for policy in policies[1:]:
+    entry = entries[policy]
+    if base.get("temp") and entry.get("temp"):
+      entry["temp_reduction"] = base["temp"] / entry["temp"]
+      print(f"  temp memory none / {policy}: {entry['temp_reduction']:.2f}x", flush=True)
+  if args.compile_only:
+    return entries
+  for run in runs.values():
+    run()   # first call: allocation, thread pools
+  rounds: dict[str, list[tuple[float, float]]] = {p: [] for p in policies}
+  for _ in range(args.rounds):
+    for policy, run in runs.items():
+      rounds[policy].append(time_steps(run, args.steps))
+  for policy in policies:
+    entries[policy]["step_s"], _ = report(f"remat={policy}", rounds[policy])
+  for policy in policies[1:]:
+    ratios = [t[0] / f[0] for t, f in zip(rounds[policy], rounds["none"])]
+    entries[policy]["time_ratio"] = median(ratios)
+    print(f"  step time {policy} / none per round: " + ", ".join(f"{r:.2f}" for r in ratios) +
+          f" (median {median(ratios):.2f})", flush=True)
+  return entries
 
 
 def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
@@ -281,48 +332,18 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
   (darkjax.layers.remat): XLA's memory analysis, compile time, and (unless --compile-only) step
   times in alternating rounds, each policy's per-round ratio to no remat."""
   import jax  # pylint: disable=import-outside-toplevel
-
-  from darkjax.layers import remat as remat_lib  # pylint: disable=import-outside-toplevel
-  policies = ["none"] + [p for p in args.remat.split(",") if p and p != "none"]
-  for policy in policies:
-    remat_lib.policy_name(policy)   # an unknown name fails before anything compiles
+  policies = remat_policies(args.remat)
   device = jax.devices()[0]
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype} on "
         f"{device.platform} ({device.device_kind}), memory per remat policy", flush=True)
-  runs, result = {}, {"model": args.model, "device": device.platform, "frames": args.frames,
-                      "remat": {}}
-  for policy in policies:
-    compile_s, runs[policy] = _flax_step(args.model, args.batch, args.frames, args.size,
-                                         args.lowering, args.devices, remat=policy,
-                                         dtype=args.dtype)
-    memory = runs[policy].memory
-    result["remat"][policy] = {"compile_s": compile_s[0], **memory}
-    print(f"  remat={policy:13}: compile {compile_s[0]:.1f} s; temp "
-          f"{memory.get('temp', 0) / 2**20:.1f} MiB, arguments "
-          f"{memory.get('argument', 0) / 2**20:.1f} MiB, output "
-          f"{memory.get('output', 0) / 2**20:.1f} MiB", flush=True)
-  base = result["remat"]["none"]
-  for policy in policies[1:]:
-    entry = result["remat"][policy]
-    if base.get("temp") and entry.get("temp"):
-      entry["temp_reduction"] = base["temp"] / entry["temp"]
-      print(f"  temp memory none / {policy}: {entry['temp_reduction']:.2f}x", flush=True)
-  if args.compile_only:
-    return result
-  for run in runs.values():
-    run()
-  rounds: dict[str, list[tuple[float, float]]] = {p: [] for p in policies}
-  for _ in range(args.rounds):
-    for policy, run in runs.items():
-      rounds[policy].append(_time_steps(run, args.steps))
-  for policy in policies:
-    result["remat"][policy]["step_s"], _ = _report(f"remat={policy}", rounds[policy])
-  for policy in policies[1:]:
-    ratios = [t[0] / f[0] for t, f in zip(rounds[policy], rounds["none"])]
-    result["remat"][policy]["time_ratio"] = _median(ratios)
-    print(f"  step time {policy} / none per round: " + ", ".join(f"{r:.2f}" for r in ratios) +
-          f" (median {_median(ratios):.2f})", flush=True)
-  return result
+
+  def build(policy: str):
+    compile_s, run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
+                                args.devices, remat=policy, dtype=args.dtype)
+    return {"compile_s": compile_s[0], **run.memory}, run
+
+  return {"model": args.model, "device": device.platform, "frames": args.frames,
+          "remat": compare_policies(policies, build, args)}
 
 
 def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
@@ -349,17 +370,17 @@ def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
   rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
   for _ in range(args.rounds):
     for name, run in runs.items():
-      rounds[name].append(_time_steps(run, args.steps))
+      rounds[name].append(time_steps(run, args.steps))
   first, width = specs[0], max(len(name) for name in runs)
   for name, timed in rounds.items():
     entry = result["variants"][name]
-    entry["step_s"], entry["step_cpu_s"] = _report(name.ljust(width), timed)
+    entry["step_s"], entry["step_cpu_s"] = report(name.ljust(width), timed)
     entry["round_ratios"] = [t[0] / f[0] for t, f in zip(timed, rounds[first])]
-    entry["ratio"] = _median(entry["round_ratios"])
+    entry["ratio"] = median(entry["round_ratios"])
   for name in list(runs)[1:]:
     ratios = result["variants"][name]["round_ratios"]
     print(f"  {name.ljust(width)} / {first}: wall per round " +
-          ", ".join(f"{r:.3f}" for r in ratios) + f" (median {_median(ratios):.3f})", flush=True)
+          ", ".join(f"{r:.3f}" for r in ratios) + f" (median {median(ratios):.3f})", flush=True)
   return result
 
 
@@ -383,7 +404,7 @@ def bench_depthwise(args: argparse.Namespace) -> dict[str, Any]:
           x, k, (stride, stride), ((1, 1), (1, 1)), lowering) ** 2), argnums=(0, 1)))
       jax.block_until_ready(step(x, k))
       run = lambda step=step: jax.block_until_ready(step(x, k))
-      times[lowering] = min(_time_steps(run, args.steps)[0] for _ in range(args.rounds))
+      times[lowering] = min(time_steps(run, args.steps)[0] for _ in range(args.rounds))
     ratio = times["blockdiag"] / times["native"]
     rows.append({"size": size, "channels": channels, "stride": stride, **times, "ratio": ratio})
     print(f"  {size}x{size} {channels:3d} ch stride {stride}: native {times['native'] * 1e3:7.1f} "
@@ -406,12 +427,18 @@ def bench_flow(args: argparse.Namespace) -> dict[str, Any]:
   return {"flow": rows}
 
 
+def bench_config(args: argparse.Namespace) -> dict[str, Any]:
+  from darkjax.tools import bench_config as config_bench  # pylint: disable=import-outside-toplevel
+  return config_bench.run(args)
+
+
 # flag (dest) -> benchmark; exactly one of these flags is given per run.
 _BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "model": bench_train_step,
     "input": bench_input,
     "depthwise": bench_depthwise,
     "flow": bench_flow,
+    "config": bench_config,
 }
 
 
@@ -422,8 +449,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   which.add_argument("--model", help="model name from darkjax.models.names(): train-step benchmark")
   model = parser.add_argument_group("train-step benchmark (--model)")
   model.add_argument("--vs-torch", action="store_true", help="also time the PyTorch model")
-  model.add_argument("--batch", type=int, default=2)
-  model.add_argument("--frames", type=int, default=16)
+  model.add_argument("--batch", type=int, default=None, help="default 2 (--config: the config's)")
+  model.add_argument("--frames", type=int, default=None,
+                     help="default 16 (--config: the config's)")
   model.add_argument("--size", type=int, default=112)
   model.add_argument("--steps", type=int, default=5, help="timed steps per round")
   model.add_argument("--rounds", type=int, default=3, help="alternating flax/torch rounds")
@@ -443,6 +471,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="';'-separated conv settings timed against the first in alternating "
                           "rounds: 'auto' or comma-separated lowering=, kernel_grad=, "
                           "ynn_min_core_use= (see the description)")
+  which.add_argument("--config", help="a paper config (path[:arg]): its own train step at its own "
+                     "size on a synthetic stand-in dataset (darkjax.tools.bench_config); --batch, "
+                     "--frames, --memory/--remat, --compile-only, --steps, --rounds apply")
+  paper = parser.add_argument_group("config benchmark (--config)")
+  paper.add_argument("--phase", default=None, help="the trainer's phase (default: its main one)")
+  paper.add_argument("--workdir", default=None,
+                     help="where the stand-in data and checkpoints go (default: a temp directory)")
   which.add_argument("--input", action="store_true",
                      help="input pipeline: clips/s from records vs decoding .avi per sample")
   data = parser.add_argument_group("input benchmark (--input; --frames is the clip length)")
@@ -461,6 +496,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument_group("flow benchmark (--flow)").add_argument(
       "--flow-threads", type=int, default=1, help="OpenCV threads")
   args = parser.parse_args(argv)
+  if not args.config:   # --config keeps None: the config's own batch and clip length
+    args.batch = 2 if args.batch is None else args.batch
+    args.frames = 16 if args.frames is None else args.frames
   if args.steps < 1 or args.rounds < 1:
     parser.error("--steps and --rounds must be >= 1")
   if args.variants is not None:

@@ -1,0 +1,196 @@
+"""A paper config's own train step, at its own size: compile time (cold: no persistent cache), XLA's
+memory analysis per remat policy, and step time.
+
+    python -m darkjax.tools.bench --config configs/dtcm_arid.py [--phase joint] [--frames 64]
+        [--batch 2] [--memory --remat full,conv_outputs] [--compile-only] [--steps 3] [--rounds 2]
+
+The step is the one `python -m darkjax.main` compiles for that config and phase (the same Task,
+optimizer, sharding over all devices, donation, `xla_opt_level` and `conv_lowering`), built by
+`darkjax.train.Trainer`. The default
+phase is the paper's main network: DTCM `joint` (enhancer + 3D-ResNeXt-101), LIFT-Net `student`
+(PViT + luminous R(2+1)D + fusion), ActLumos `teacher` (dual-stream R(2+1)D-34 + DFF + BERT); other
+phases by `--phase` (`trainer_phases`). Single-phase trainers have one phase, `train`.
+
+So that nothing needs preparing, the config's datasets (and ActLumos's SSL sources) are replaced by
+the embedded synthetic dataset generated at the config's clip geometry (frames x stride, short side
+or resize) with one clip per class, and pretrained weights are not loaded (`required_weights`
+keys emptied: the step's cost does not depend on them). What differs from the paper's run: the
+class count (synthetic: 10) and so the classifier head, a few KB. Configs whose model reads a
+record stream the synthetic dataset has no stand-in for (prepared optical flow) fail naming it.
+
+Compile time is cold: darkjax sets no persistent compilation cache (a note is printed when the
+environment sets one, e.g. JAX_COMPILATION_CACHE_DIR); `--remat` adds one compile per
+policy (`config.model.kwargs.remat`), each reported against `none` (temp memory reduction, step
+time ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import Any, Callable
+
+import ml_collections as mlc
+
+SYNTHETIC_STREAMS = ("video",)     # what the synthetic records hold besides labels
+
+# trainer -> phases (the first is the default) -> (phase config, Task) builder.
+_PHASES: dict[str, tuple[str, ...]] = {
+    "dtcm": ("joint", "enhancer", "classifier"),
+    "liftnet": ("student", "teacher"),
+    "actlumos": ("teacher", "student", "ssl"),
+}
+
+
+def trainer_phases(trainer: str) -> tuple[str, ...]:
+  """The phases `--phase` takes for `config.trainer` (the first is the default)."""
+  return _PHASES.get(trainer, ("train",))
+
+
+def _task(config: mlc.ConfigDict, phase: str) -> tuple[mlc.ConfigDict, Any]:
+  """(phase config, its Task) as the trainer's `run` builds them, without earlier phases' weights
+  (a frozen teacher / enhancer keeps its initial weights: same cost)."""
+  from darkjax import train  # pylint: disable=import-outside-toplevel
+  phases = trainer_phases(config.trainer)
+  if phase not in phases:
+    raise SystemExit(f"bench --config: trainer {config.trainer!r} has phases {list(phases)}, "
+                     f"not {phase!r}")
+  module = train.trainer_module(config)
+  if config.trainer == "dtcm":
+    phase_cfg = module.phase_config(config, phase)
+    if phase == "enhancer":
+      return phase_cfg, module.EnhancerTask(phase_cfg)
+    return phase_cfg, module.Task(phase_cfg, frozen_enhancer=phase == "classifier")
+  if config.trainer == "liftnet":
+    phase_cfg = module.phase_config(config, phase)
+    task_class = module.TeacherTask if phase == "teacher" else module.Task
+    return phase_cfg, task_class(phase_cfg)
+  if config.trainer == "actlumos":
+    phase_cfg = module.phase_config(config, phase)
+    task_class = {"teacher": module.TeacherTask, "ssl": module.SSLTask, "student": module.Task}
+    return phase_cfg, task_class[phase](phase_cfg)
+  return config, train.load_task(config)
+
+
+def _data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:
+  from darkjax.tools import experiment  # pylint: disable=import-outside-toplevel
+  return experiment.data_blocks(config)
+
+
+def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None = None,
+                    batch: int | None = None, remat: str | None = None) -> mlc.ConfigDict:
+  """`config` at `frames` / `batch`, its datasets replaced by a synthetic one of its clip
+  geometry under `data_root`, no pretrained weights, no evaluations, no files but checkpoints."""
+  out = mlc.ConfigDict(config.to_dict())
+  if frames:
+    out.input.frames = int(frames)
+  if batch:
+    out.input.batch_size = int(batch)
+    if "ssl" in out and "batch_size" in out.ssl:
+      out.ssl.batch_size = int(batch)
+  if remat is not None:
+    out.model.kwargs.remat = remat
+  unknown = [s for s in out.input.get("streams", ()) if s not in SYNTHETIC_STREAMS]
+  if unknown:
+    raise SystemExit(f"bench --config: the model reads record streams {unknown} that the "
+                     "synthetic stand-in dataset does not have; bench a config that computes them "
+                     "(e.g. twostream's flow_source=compute)")
+  spec = out.input
+  size = max([int(spec.get("short_side") or 0), int(spec.get("crop_size") or 0), 32]
+             + [int(v) for v in (spec.get("resize") or (0, 0))])
+  clip_frames = max(16, int(spec.frames) * int(spec.get("stride", 1) or 1))
+  generate = mlc.ConfigDict(dict(frames=clip_frames, size=size, train_per_class=1,
+                                 test_per_class=1, darkness=0.8, seed=0, fps=16))
+  directory = os.path.join(data_root, f"synthetic_{clip_frames}x{size}")
+  for block in _data_blocks(out):
+    block.name, block.dir, block.split_index = "synthetic", directory, 0
+    block.generate = generate
+  if out.trainer == "actlumos":
+    out.ssl.datasets, out.ssl.dirs = ("synthetic",), (directory,)
+    out.ssl.split_index = 0
+  for entry in out.required_weights.values():   # pretrained weights: not loaded
+    *parents, leaf = entry.key.split(".")
+    node = out
+    for key in parents:
+      node = node[key]
+    node[leaf] = ""
+  out.required_weights = mlc.ConfigDict()
+  out.model_init = ""
+  out.evals = mlc.ConfigDict()
+  out.eval_every = -1
+  out.progress_bar = False
+  out.input.prefetch = 0
+  out.input.shuffle_window = 1
+  return out
+
+
+def build_step(config: mlc.ConfigDict, phase: str, workdir: str
+               ) -> tuple[dict[str, Any], Callable[[], None]]:
+  """Compiles the phase's train step of a stand-in config; returns ({compile_s, compile_cpu_s,
+  XLA's memory bytes (temp, argument, ...), lowerings, param_count}, a callable running one step
+  on one real batch)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from darkjax import sharding, train  # pylint: disable=import-outside-toplevel
+  from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
+  from darkjax.tools import bench  # pylint: disable=import-outside-toplevel
+
+  phase_cfg, task = _task(config, phase)
+  trainer = train.Trainer(phase_cfg, workdir, task=task)
+  dataset = iter(task.train_dataset(trainer.local_batch(phase_cfg.input.batch_size)))
+  host_batch = sharding.device_fields(next(dataset))
+  sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype), host_batch)
+  batch = sharding.host_to_global(host_batch, trainer.batch_sharding)
+  rng = jax.random.key(0)
+  jax.clear_caches()
+  start, start_cpu = time.perf_counter(), time.process_time()
+  with conv.record_lowerings() as chosen, train.lowering_scope(phase_cfg):
+    trainer._build(sample)  # pylint: disable=protected-access
+    compiled = trainer.train_step.lower(trainer.abstract_state, batch, rng).compile()
+  info = {"compile_s": time.perf_counter() - start,
+          "compile_cpu_s": time.process_time() - start_cpu, **bench.memory_bytes(compiled),
+          "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count}
+  state = [trainer._init(jax.random.key(1))]  # pylint: disable=protected-access
+
+  def run_step() -> None:
+    state[0], metrics = compiled(state[0], batch, rng)
+    jax.block_until_ready((state[0], metrics))
+
+  return info, run_step
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+  """`bench --config`: see the module docstring."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from darkjax.tools import bench, predict  # pylint: disable=import-outside-toplevel
+  config = predict.load_config(args.config)
+  cache = bool(jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache)
+  if cache:
+    print(f"note: persistent compilation cache on ({jax.config.jax_compilation_cache_dir}): "
+          "compile times are not cold", flush=True)
+  phase = args.phase or trainer_phases(config.trainer)[0]
+  policies = bench.remat_policies(args.remat if args.memory else "")
+  device = jax.devices()[0]
+  root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
+  result: dict[str, Any] = {"config": args.config, "phase": phase, "device": device.platform,
+                            "persistent_cache": cache}
+
+  def build(policy: str):
+    cfg = stand_in_config(config, os.path.join(root, "data"), args.frames, args.batch,
+                          remat=policy)
+    entry, run_step = build_step(cfg, phase, os.path.join(root, f"run_{phase}_{policy}"))
+    if policy == "none":
+      result.update(frames=int(cfg.input.frames), batch=int(cfg.input.batch_size),
+                    param_count=entry["param_count"], lowerings=entry["lowerings"])
+      print(f"{args.config} phase {phase}: B={cfg.input.batch_size} {cfg.input.frames} frames, "
+            f"{entry['param_count'] / 1e6:.2f} M params, on {device.platform} "
+            f"({device.device_kind}), {len(jax.devices())} device(s); compile "
+            f"{entry['compile_s']:.1f} s wall, {entry['compile_cpu_s']:.1f} s CPU", flush=True)
+      print(f"  lowerings: {bench.format_lowerings(entry['lowerings'])}", flush=True)
+    return entry, run_step
+
+  result["remat"] = bench.compare_policies(policies, build, args)
+  return result

@@ -1,0 +1,52 @@
+"""`python -m darkjax.tools.bench --config`: a paper config's own train step (its phase, optimizer
+and sharding, as darkjax.main compiles it) on a synthetic stand-in of its clip geometry, with
+memory per remat policy, compile and step time; at tiny size (runlocal)."""
+
+from __future__ import annotations
+
+import pytest
+
+from darkjax.tools import bench, bench_config
+from darkjax.tools import predict
+
+
+def test_stand_in_keeps_the_clip_geometry_and_drops_data_and_weights(tmp_path):
+  config = predict.load_config("configs/dtcm_arid.py")
+  assert config.required_weights   # the recipe starts from Kinetics weights
+  out = bench_config.stand_in_config(config, str(tmp_path), frames=32, batch=2, remat="full")
+  assert out.input.frames == 32 and out.input.batch_size == 2
+  assert out.model.kwargs.remat == "full"
+  assert out.input.data.name == "synthetic" and out.input.data.dir.startswith(str(tmp_path))
+  assert out.input.data.generate.size >= out.input.crop_size
+  assert out.input.data.generate.frames >= 32 * out.input.stride
+  assert not out.required_weights and not out.model_init and not out.evals
+  assert config.input.data.name == "arid_v1" and config.input.frames == 64   # not modified
+  # ActLumos's SSL sources follow the stand-in too.
+  act = bench_config.stand_in_config(predict.load_config("configs/actlumos_arid.py"),
+                                     str(tmp_path))
+  assert tuple(act.ssl.datasets) == ("synthetic",) and act.ssl.dirs[0] == act.input.data.dir
+  # A model reading a prepared stream the synthetic data has no stand-in for: a clear error.
+  with pytest.raises(SystemExit, match=r"record streams \['flow'\]"):
+    bench_config.stand_in_config(predict.load_config("configs/twostream_infar.py"),
+                                 str(tmp_path))
+
+
+def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, capsys):
+  result = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--memory",
+                       "--remat", "full", "--steps", "1", "--rounds", "1",
+                       "--workdir", str(tmp_path)])
+  assert result["phase"] == "joint" and result["device"] == "cpu"
+  none, full = result["remat"]["none"], result["remat"]["full"]
+  for entry in (none, full):
+    assert entry["compile_s"] > 0 and entry["temp"] > 0 and entry["step_s"] > 0
+  assert none["param_count"] == full["param_count"] == result["param_count"] > 0
+  assert result["frames"] == 16 and result["batch"] == 8     # dtcm_synthetic runlocal's own
+  # runlocal compiles XLA's native ops (config.conv_lowering), as darkjax.main would.
+  assert result["lowerings"]["conv3d:native"] >= 1
+  assert not [k for k in result["lowerings"] if k.startswith("conv3d:") and k != "conv3d:native"]
+  assert full["temp_reduction"] == none["temp"] / full["temp"] and full["time_ratio"] > 0
+  out = capsys.readouterr().out
+  assert "phase joint" in out and "temp memory none / full" in out and "lowerings: " in out
+  with pytest.raises(SystemExit, match="phases \\['joint', 'enhancer', 'classifier'\\]"):
+    bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--phase", "student",
+                "--compile-only", "--workdir", str(tmp_path)])
