@@ -235,7 +235,7 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       label_smoothing=0.0,
       compute_dtype="float32",       # bfloat16: mixed precision (parameters stay float32)
       # XLA backend optimisation level of the compiled steps; -1: XLA's default. runlocal sets 0:
-      # a smoke run's time is compilation (the tiny ActLumos steps: 2.5x faster to compile)
+      # a smoke run's time is compilation (docs/benchmarks.md)
       xla_opt_level=-1,
       conv_lowering="auto",   # darkjax.train.lowering_scope: "native" = XLA's ops on every backend
       mesh=mlc.ConfigDict(dict(data=-1, fsdp=1)),

@@ -210,8 +210,8 @@ def lowering_scope(config: Mapping[str, Any]) -> contextlib.AbstractContextManag
   depthwise conv pick its lowering per backend (darkjax.layers.conv: the CPU rewrites on CPU);
   "native" gives XLA's own ops on every backend (`conv.native_lowering()`), the program an
   accelerator runs. Smoke runs (`runlocal`) use "native": their time is compilation, which the CPU
-  rewrites lengthen (ActLumos runlocal, 3 phases: 90-105 s -> 74 s), and their few steps gain
-  nothing from faster steps."""
+  rewrites lengthen, and their few steps gain nothing from faster steps (docs/benchmarks.md,
+  "Compile time of smoke runs")."""
   lowering = config.get("conv_lowering", "auto")
   if lowering not in CONV_LOWERINGS:
     raise ValueError(f"config.conv_lowering {lowering!r} unknown; valid: {CONV_LOWERINGS}")

@@ -97,3 +97,20 @@ def test_runlocal_compiles_at_xla_opt_level_0_and_full_runs_at_xlas_default():
   config = importlib.import_module("configs.synthetic").get_config("runlocal")
   assert train.compiler_options(config) == {"xla_backend_optimization_level": 0}
   assert train.compiler_options(importlib.import_module("configs.synthetic").get_config()) == {}
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_runlocal_traces_native_conv_ops_and_full_runs_the_cpu_rewrites(path):
+  from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
+  module = _module(path)
+  assert module.get_config(None).conv_lowering == "auto"
+  assert module.get_config("runlocal").conv_lowering == "native"
+  with train.lowering_scope(module.get_config("runlocal")):
+    assert conv.native_lowering_forced()
+  with train.lowering_scope(module.get_config(None)):
+    assert not conv.native_lowering_forced()
+
+
+def test_unknown_conv_lowering_is_named():
+  with pytest.raises(ValueError, match=r"config.conv_lowering 'fast' unknown; valid: \('auto'"):
+    train.lowering_scope({"conv_lowering": "fast"})
