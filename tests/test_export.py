@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import dinet_synthetic, dtcm_synthetic, lift_synthetic
+from configs import dinet_synthetic, dtcm_synthetic, lift_synthetic, twostream_synthetic
 from configs import synthetic as synthetic_config
 from darkjax import checkpoint, train
 from darkjax.tools import export, predict
@@ -23,7 +23,8 @@ from run_configs import quiet
 CLASSES = 5
 ZOO = ("small3d_tiny", "resnet3d_tiny", "resnext3d_tiny", "c3d_tiny", "r2plus1d_tiny_test",
        "vit_tiny_test")
-PAPERS = {"dinet": dinet_synthetic, "dtcm": dtcm_synthetic, "liftnet": lift_synthetic}
+PAPERS = {"dinet": dinet_synthetic, "dtcm": dtcm_synthetic, "liftnet": lift_synthetic,
+          "twostream": twostream_synthetic}   # two-stream: flow (computed on the host) is an input
 
 
 def _config(case: str, data_dir: str):

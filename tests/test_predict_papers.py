@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import dinet_synthetic, dtcm_synthetic, lift_synthetic
+from configs import dinet_synthetic, dtcm_synthetic, lift_synthetic, twostream_synthetic
 from darkjax import checkpoint, train
+from darkjax.data import flow as flow_lib
 from darkjax.data import normalise, records
 from darkjax.tools import predict
 from darkjax.tools.bench_input import write_avi
@@ -34,7 +35,7 @@ def _checkpointed_run(config, workdir: str, tmp_path) -> tuple[predict.Predictor
   path, _ = task.data.dataset.files("test")[0]
   example = records.decode_example(next(records.iter_tfrecord(path)))
   sample = {"video": jnp.asarray(example["video"][None, :config.input.frames, :32, :32])}
-  for name in task.data.streams:
+  for name in tuple(task.data.streams) + tuple(getattr(task, "computed_streams", ())):
     sample[name] = sample["video"]
   variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(7), sample))
   state = {"params": variables.pop("params"), "model_state": variables, "opt_state": {}}
@@ -95,3 +96,21 @@ def test_dtcm_predicts_through_the_enhancer_and_shows_its_output(tmp_path):
 def test_dtcm_inference_workdir_is_the_last_phase(phase_args, phase_dir):
   config = dtcm_synthetic.get_config("runlocal" + phase_args)
   assert predict.run_workdir(config, "/w") == os.path.join("/w", phase_dir).rstrip("/")
+
+
+def test_twostream_predicts_with_flow_computed_per_view_like_its_evaluators(tmp_path):
+  # twostream_synthetic computes Farneback flow on the host (no flow record stream).
+  config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={tmp_path / 'data'}"))
+  predictor, variables, video = _checkpointed_run(config, str(tmp_path / "run"), tmp_path)
+  assert predictor.task.computed_streams == ("flow",)
+  assert set(predictor.sample_inputs()) == {"video", "flow"}
+  result = predictor.predict(video)
+  views = np.asarray(result["views"])
+  # Flow of every view's frames t -> t + 1 with the config's method and scale.
+  flows = np.stack([flow_lib.flow_clip(v, config.twostream.flow_method,
+                                       float(config.twostream.flow_scale)) for v in views])
+  assert flows.shape == views.shape[:-1] + (3,)
+  logits = predictor.task.predict(variables, {"video": views, "flow": flows})
+  np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
+  still = predictor.task.predict(variables, {"video": views, "flow": np.full_like(flows, 128)})
+  assert not np.allclose(_softmax_mean(still), result["probs"], rtol=0, atol=1e-7)

@@ -109,6 +109,8 @@ def sample_inputs(task: Any, manifest: dict[str, Any] | None = None
   for name in task.data.streams:
     depth = (shapes.get(name) or [0, 0, 3])[-1]
     sample[name] = jax.ShapeDtypeStruct((1, spec.frames, size, size, depth), jnp.uint8)
+  for name in getattr(task, "computed_streams", ()):   # e.g. two-stream flow computed on the host
+    sample[name] = jax.ShapeDtypeStruct((1, spec.frames, size, size, 3), jnp.uint8)
   return sample
 
 
@@ -157,6 +159,8 @@ class Predictor:
   def predict(self, path: str) -> dict[str, Any]:
     views = ops.eval_views(self.decode(path), self.spec, self.streams)
     streams = {k: v for k, v in views.items() if k != "label"}
+    if getattr(self.task, "computed_streams", ()):   # per view, as the task's evaluators do
+      streams = self.task.host_streams(streams)
     logits = self._predict(self.variables, streams)
     probs = np.asarray(jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), -1), axis=0))
     order = np.argsort(-probs)[:5]

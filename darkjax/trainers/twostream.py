@@ -106,6 +106,14 @@ class Task(TaskBase):
   def reads_flow_stream(self) -> bool:
     return flow_lib.STREAM in self.streams and self.ts.flow_source == "stream"
 
+  @property
+  def computed_streams(self) -> tuple[str, ...]:
+    """Streams the model reads that `host_streams` computes from the clips (not records):
+    predict and export take them as inputs beside `video`."""
+    if flow_lib.STREAM in self.streams and self.ts.flow_source == "compute":
+      return (flow_lib.STREAM,)
+    return ()
+
   def check_flow_stream(self) -> None:
     """flow_source='stream' needs the dataset's `flow` record stream, read by the pipeline."""
     try:
