@@ -304,8 +304,6 @@ def _traced_lowerings(case: str, backend: str, monkeypatch, tmp_path) -> dict[st
   config = quiet(config) if case.endswith("_synthetic") else quiet(config, **{"model.name": case})
   task = train.load_task(config, num_classes=5)
   inputs = {k: jnp.zeros(v.shape, v.dtype) for k, v in predict.sample_inputs(task).items()}
-  if case.startswith("twostream"):  # its synthetic config computes flow on the host
-    inputs.setdefault("flow", jnp.zeros(inputs["video"].shape[:-1] + (3,), jnp.uint8))
   monkeypatch.setattr(jax, "default_backend", lambda: backend)
   with conv.record_lowerings() as chosen:
     variables = jax.eval_shape(task.init_variables, jax.random.key(0), inputs)
