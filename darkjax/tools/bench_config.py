@@ -82,7 +82,8 @@ def _data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:
 def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None = None,
                     batch: int | None = None, remat: str | None = None) -> mlc.ConfigDict:
   """`config` at `frames` / `batch`, its datasets replaced by a synthetic one of its clip
-  geometry under `data_root`, no pretrained weights, no evaluations, no files but checkpoints."""
+  geometry under `data_root` (one train and one test clip per class), no pretrained weights, no
+  evaluations, no prefetch thread."""
   out = mlc.ConfigDict(config.to_dict())
   if frames:
     out.input.frames = int(frames)
