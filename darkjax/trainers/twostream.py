@@ -132,7 +132,7 @@ class Task(TaskBase):
 
   def train_dataset(self, local_batch: int):
     ds = self.data.train_dataset(local_batch)
-    if flow_lib.STREAM in self.streams and self.ts.flow_source == "compute":
+    if self.computed_streams:
       ds = ds.map(_ComputeFlow(self.ts.flow_method, float(self.ts.flow_scale)))
     return ds
 
@@ -140,8 +140,7 @@ class Task(TaskBase):
     """Host uint8 streams of clips (..., T, H, W, C) with the flow the model needs added when it
     is computed rather than read (evaluators call this before `outputs`)."""
     out = dict(streams)
-    if (flow_lib.STREAM in self.streams and self.ts.flow_source == "compute"
-        and flow_lib.STREAM not in out):
+    if flow_lib.STREAM in self.computed_streams and flow_lib.STREAM not in out:
       out[flow_lib.STREAM] = compute_flow(out["video"], self.ts.flow_method,
                                           float(self.ts.flow_scale))
     return out
