@@ -58,25 +58,17 @@ def _task(config: mlc.ConfigDict, phase: str) -> tuple[mlc.ConfigDict, Any]:
     raise SystemExit(f"bench --config: trainer {config.trainer!r} has phases {list(phases)}, "
                      f"not {phase!r}")
   module = train.trainer_module(config)
+  if not hasattr(module, "phase_config"):
+    return config, train.load_task(config)
+  phase_cfg = module.phase_config(config, phase)
   if config.trainer == "dtcm":
-    phase_cfg = module.phase_config(config, phase)
     if phase == "enhancer":
       return phase_cfg, module.EnhancerTask(phase_cfg)
     return phase_cfg, module.Task(phase_cfg, frozen_enhancer=phase == "classifier")
   if config.trainer == "liftnet":
-    phase_cfg = module.phase_config(config, phase)
-    task_class = module.TeacherTask if phase == "teacher" else module.Task
-    return phase_cfg, task_class(phase_cfg)
-  if config.trainer == "actlumos":
-    phase_cfg = module.phase_config(config, phase)
-    task_class = {"teacher": module.TeacherTask, "ssl": module.SSLTask, "student": module.Task}
-    return phase_cfg, task_class[phase](phase_cfg)
-  return config, train.load_task(config)
-
-
-def _data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:
-  from darkjax.tools import experiment  # pylint: disable=import-outside-toplevel
-  return experiment.data_blocks(config)
+    return phase_cfg, (module.TeacherTask if phase == "teacher" else module.Task)(phase_cfg)
+  task_class = {"teacher": module.TeacherTask, "ssl": module.SSLTask, "student": module.Task}
+  return phase_cfg, task_class[phase](phase_cfg)   # actlumos
 
 
 def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None = None,
@@ -84,7 +76,10 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
   """`config` at `frames` / `batch`, its datasets replaced by a synthetic one of its clip
   geometry under `data_root` (one train and one test clip per class), no pretrained weights, no
   evaluations, no prefetch thread."""
-  out = mlc.ConfigDict(config.to_dict())
+  from darkjax import api  # pylint: disable=import-outside-toplevel
+  from darkjax.tools import experiment  # pylint: disable=import-outside-toplevel
+  # Pretrained weights are not loaded: every required_weights key emptied (a locked copy).
+  out = api.apply_overrides(config, {e.key: "" for e in config.required_weights.values()})
   if frames:
     out.input.frames = int(frames)
   if batch:
@@ -105,18 +100,12 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
   generate = mlc.ConfigDict(dict(frames=clip_frames, size=size, train_per_class=1,
                                  test_per_class=1, darkness=0.8, seed=0, fps=16))
   directory = os.path.join(data_root, f"synthetic_{clip_frames}x{size}")
-  for block in _data_blocks(out):
+  for block in experiment.data_blocks(out):
     block.name, block.dir, block.split_index = "synthetic", directory, 0
     block.generate = generate
   if out.trainer == "actlumos":
     out.ssl.datasets, out.ssl.dirs = ("synthetic",), (directory,)
     out.ssl.split_index = 0
-  for entry in out.required_weights.values():   # pretrained weights: not loaded
-    *parents, leaf = entry.key.split(".")
-    node = out
-    for key in parents:
-      node = node[key]
-    node[leaf] = ""
   out.required_weights = mlc.ConfigDict()
   out.model_init = ""
   out.evals = mlc.ConfigDict()
