@@ -65,14 +65,18 @@ class _ClipMapsEvaluator:
     self.data = task.data_sources[source_name(task, data)]
     self._maps = jax.jit(getattr(task, self.METHOD), compiler_options=trainer.compiler_options)
 
-  def _first_clips(self, variables: Mapping[str, Any]
-                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """(examples, maps) of the first test clips; None when this process draws nothing."""
+  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
+    """The maps of the first test clips, drawn by `_result` (nothing off the lead process)."""
     if not self.clips or not self.trainer.is_lead:
-      return None
+      return EvalResult()
     examples = first_test_examples(self.data, self.clips)
     streams = {k: v for k, v in examples.items() if k not in ("label", "index")}
-    return examples, jax.device_get(self._maps(jax.device_get(dict(variables)), streams))
+    maps = jax.device_get(self._maps(jax.device_get(dict(variables)), streams))
+    return self._result(examples, maps, step)
+
+  def _result(self, examples: dict[str, np.ndarray], maps: dict[str, Any],
+              step: int) -> EvalResult:
+    raise NotImplementedError
 
   def _title(self, examples: dict[str, np.ndarray], maps: dict[str, Any], i: int,
              step: int) -> str:
@@ -86,11 +90,8 @@ class AttentionMapsEvaluator(_ClipMapsEvaluator):
   attention, and the fusion's attention over the frames (LIFT-Net Fig. 5)."""
   METHOD = "attention_maps"
 
-  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
-    found = self._first_clips(variables)
-    if found is None:
-      return EvalResult()
-    examples, maps = found
+  def _result(self, examples: dict[str, np.ndarray], maps: dict[str, Any],
+              step: int) -> EvalResult:
     figures = {}
     for i in range(len(examples["label"])):
       heat = maps["heat"][i] / max(float(maps["heat"][i].max()), 1e-9)
@@ -105,11 +106,8 @@ class FusionMapsEvaluator(_ClipMapsEvaluator):
   Retinex stream over the frames (ActLumos; tasks with `fusion_maps`)."""
   METHOD = "fusion_maps"
 
-  def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
-    found = self._first_clips(variables)
-    if found is None:
-      return EvalResult()
-    examples, maps = found
+  def _result(self, examples: dict[str, np.ndarray], maps: dict[str, Any],
+              step: int) -> EvalResult:
     figures, means = {}, []
     for i in range(len(examples["label"])):
       w_ret = np.asarray(maps["w_ret"][i]) if "w_ret" in maps else None
