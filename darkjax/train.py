@@ -32,6 +32,7 @@ from darkjax import optim
 from darkjax import paths, plots, preemption, sharding
 from darkjax import variables as variables_lib
 from darkjax.layers import conv as conv_lib
+from darkjax.layers import remat as remat_lib
 
 log = logging.getLogger("darkjax")
 
@@ -184,9 +185,13 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: Call
 def compiler_options(config: Mapping[str, Any]) -> dict[str, Any]:
   """XLA options of a run's compiled steps: `config.xla_opt_level` >= 0 sets XLA's backend
   optimisation level (0: the fastest compile, for smoke runs whose time is compilation; -1:
-  XLA's default)."""
+  XLA's default); on CPU, the options under which remat policies take effect
+  (`darkjax.layers.remat.compiler_options`)."""
+  options = remat_lib.compiler_options()
   level = int(config.get("xla_opt_level", -1))
-  return {} if level < 0 else {"xla_backend_optimization_level": level}
+  if level >= 0:
+    options["xla_backend_optimization_level"] = level
+  return options
 
 
 def init_compiler_options() -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 
 from configs import common
 from darkjax import train
+from darkjax.layers import remat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # common.py and <paper>_base.py hold shared builders; every other file is one paper x dataset.
@@ -81,7 +82,6 @@ def test_unknown_trainer_lists_known_ones():
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
 def test_every_model_takes_each_remat_policy_from_its_config(path):
   from darkjax import models  # pylint: disable=import-outside-toplevel
-  from darkjax.layers import remat  # pylint: disable=import-outside-toplevel
   config = _module(path).get_config(None)
   assert config.model.kwargs.remat == "none", "config.model.kwargs.remat: the policy, by name"
   # ActLumos's config names the family; its trainer builds the teacher and student from it.
@@ -95,8 +95,9 @@ def test_every_model_takes_each_remat_policy_from_its_config(path):
 
 def test_runlocal_compiles_at_xla_opt_level_0_and_full_runs_at_xlas_default():
   config = importlib.import_module("configs.synthetic").get_config("runlocal")
-  assert train.compiler_options(config) == {"xla_backend_optimization_level": 0}
-  assert train.compiler_options(importlib.import_module("configs.synthetic").get_config()) == {}
+  cpu = remat.compiler_options("cpu")   # every CPU step: remat policies take effect
+  assert train.compiler_options(config) == {"xla_backend_optimization_level": 0, **cpu}
+  assert train.compiler_options(importlib.import_module("configs.synthetic").get_config()) == cpu
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
