@@ -22,10 +22,9 @@ On XLA:CPU a policy only takes effect with `compiler_options()` (every step `dar
 compiles carries them): `jax.checkpoint` fences what it recomputes with `optimization_barrier`s,
 and XLA:CPU's pipeline expands those barriers ("cse_barrier_expander") before its common
 subexpression elimination, which then merges each recomputed block with its forward pass: the
-program keeps every intermediate, as with no remat. Measured on `r2plus1d_18` (B=2, 16x112^2):
-temp memory 2156 MiB without remat, 2189 MiB with remat="full" as XLA:CPU compiles it by
-default, 975 MiB with these options (docs/benchmarks.md). Under `nn.scan` the recomputation sits
-inside the loop body, where no CSE reaches it, so scanned blocks were not affected.
+program keeps every intermediate, as with no remat (figures in docs/benchmarks.md). Under
+`nn.scan` the recomputation sits inside the loop body, where no CSE reaches it, so scanned blocks
+hold their policy either way.
 """
 
 from __future__ import annotations
