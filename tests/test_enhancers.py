@@ -255,28 +255,32 @@ def test_initial_curve_centres_the_untrained_estimator(name, convention):
     models.build(name, num_classes=0, features=8, initial_curve=1.0).init(jax.random.key(1), x)
 
 
-def test_dtcm_enhancer_remat_keeps_parameters_and_gradients_and_dtcm_passes_it_on():
-  x = jax.random.uniform(jax.random.key(0), (2, 8, 12, 3), maxval=0.3)
-  plain = models.build("dtcm_enhancer", 0, features=8)
-  variables = plain.init(jax.random.key(1), x)
+def test_video_enhancer_remat_keeps_parameters_and_gradients_and_dtcm_passes_it_on():
+  clip = jax.random.uniform(jax.random.key(0), (2, 4, 12, 16, 3), maxval=0.3)
+  enhancer = models.build("dtcm_enhancer", 0, features=8)
+  plain = VideoEnhancer(enhancer, group_size=2)
+  variables = plain.init(jax.random.key(1), clip)
 
   def grads(model):
     def loss(params):
-      (enhanced, _), _ = model.apply({**variables, "params": params}, x, train=True,
-                                     mutable=["batch_stats"])
-      return jnp.sum(enhanced ** 2)
+      (enhanced, out), _ = model.apply({**variables, "params": params}, clip, train=True,
+                                       mutable=["batch_stats"])
+      return jnp.sum(enhanced ** 2) + jnp.sum(out["curves"] ** 2)
     return jax.jit(jax.grad(loss))(variables["params"])
 
-  remat = models.build("dtcm_enhancer", 0, features=8, remat="full")
+  remat = VideoEnhancer(enhancer, group_size=2, remat="full")
   shapes = lambda v: jax.tree.map(lambda a: a.shape, v)
-  assert shapes(jax.eval_shape(remat.init, jax.random.key(1), x)) == shapes(variables)
-  for g, g_remat in zip(jax.tree.leaves(grads(plain)), jax.tree.leaves(grads(remat))):
-    np.testing.assert_allclose(g_remat, g, rtol=1e-5, atol=1e-7)
-  # The ShuffleNet units run under jax.checkpoint only when a policy is set.
-  jaxpr = lambda model: str(jax.make_jaxpr(lambda v: model.apply(v, x))(variables))
-  assert "remat2" in jaxpr(remat) and "remat2" not in jaxpr(plain)   # jax.checkpoint's primitive
+  assert shapes(jax.eval_shape(remat.init, jax.random.key(1), clip)) == shapes(variables)
+  expected = grads(plain)
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(expected))
+  for g, g_remat in zip(jax.tree.leaves(expected), jax.tree.leaves(grads(remat))):
+    # rounding differs (other fusions); gradients that are 0 in exact arithmetic (biases before
+    # BatchNorm) are rounding noise on either side
+    np.testing.assert_allclose(g_remat, g, rtol=1e-4, atol=1e-5 * scale)
+  # The enhancement runs under jax.checkpoint (primitive remat2) only when a policy is set.
+  jaxpr = lambda model: str(jax.make_jaxpr(lambda v: model.apply(v, clip))(variables))
+  assert "remat2" in jaxpr(remat) and "remat2" not in jaxpr(plain)
   # DTCM hands its policy to its enhancer as to its backbone.
   dtcm = models.build("dtcm_tiny", 5, remat="full")
-  clip = jnp.zeros((1, 4, 16, 16, 3))
-  bound = dtcm.bind(jax.eval_shape(dtcm.init, jax.random.key(0), clip))
-  assert bound.video_enhancer.enhancer.remat == "full" and bound.classifier.remat == "full"
+  bound = dtcm.bind(jax.eval_shape(dtcm.init, jax.random.key(0), jnp.zeros((1, 4, 16, 16, 3))))
+  assert bound.video_enhancer.remat == "full" and bound.classifier.remat == "full"

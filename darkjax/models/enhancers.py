@@ -60,9 +60,6 @@ class _CurveEnhancer(nn.Module):
   # the exposure loss's gradient (proportional to the pixel values) vanishes and training stalls
   # at black; a positive r keeps it in the brightening regime.
   initial_curve: float = 0.0
-  # darkjax.layers.remat policy of the estimator's repeated units (DTCM's ShuffleNet units, which
-  # hold most of a DTCM train step's activations: frame-resolution maps of every key frame).
-  remat: bool | str = False
 
   def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
     raise NotImplementedError
@@ -206,8 +203,7 @@ class DTCMEnhancer(_CurveEnhancer):
       raise ValueError(f"dtcm_enhancer: frame size {(h, w)} must be a multiple of 4 (two "
                        f"stride-2 ShuffleNet units; full_resolution=True has no such limit)")
     f = self.features
-    unit = functools.partial(remat_lib.wrap(ShuffleUnit, self.remat, static_argnums=(2,)), f,
-                             dtype=self.dtype)
+    unit = functools.partial(ShuffleUnit, f, dtype=self.dtype)
     x1 = nn.relu(nn.Conv(f, (3, 3), padding=PAD1, dtype=self.dtype, name="e_conv1")(x))
     x2 = unit(name="e_conv2")(x1, train)
     x3 = unit(name="e_conv3")(x2, train)
@@ -234,17 +230,30 @@ class VideoEnhancer(nn.Module):
   Curves are estimated on the middle frame of each group of `group_size` consecutive frames and
   applied to the whole group (`group_size=1`: every frame gets its own curves). Returns
   `(enhanced clip, {"curves": (B, T / group_size, H, W, C'), "intermediate", "enhanced"})`.
+
+  `remat` (a `darkjax.layers.remat` policy) recomputes the whole enhancement, curve estimation on
+  the key frames and the curve iterations over the clip, in the backward pass: only the clip is
+  kept. The enhancer runs first, so its recomputation comes last in the backward pass, after the
+  classifier's activations are freed; its frame-resolution feature maps were the largest part of a
+  remat'd DTCM step's memory (docs/benchmarks.md).
   """
   enhancer: nn.Module
   group_size: int = 1
+  remat: bool | str = False
 
   @nn.compact
   def __call__(self, clip: jax.Array, train: bool = False):
     if clip.ndim != 5 or clip.shape[-1] != 3:
       raise ValueError(f"VideoEnhancer: expected a clip (B, T, H, W, 3), got shape {clip.shape}")
-    enhanced, out = keyframe_curves(
-        clip, lambda frames: self.enhancer.estimate_curves(frames, train=train), self.group_size,
-        convention=self.enhancer.convention, num_iterations=self.enhancer.num_iterations)
+
+    def enhance(enhancer: nn.Module, clip: jax.Array):
+      return keyframe_curves(
+          clip, lambda frames: enhancer.estimate_curves(frames, train=train), self.group_size,
+          convention=enhancer.convention, num_iterations=enhancer.num_iterations)
+
+    if remat_lib.enabled(self.remat):
+      enhance = nn.remat(enhance, policy=remat_lib.POLICIES[remat_lib.policy_name(self.remat)])
+    enhanced, out = enhance(self.enhancer, clip)
     return enhanced, dict(out, enhanced=enhanced)
 
 
