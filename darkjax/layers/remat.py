@@ -82,14 +82,17 @@ def enabled(remat: bool | str | None) -> bool:
   return policy_name(remat) != "none"
 
 
-def wrap(module_cls: type[nn.Module], remat: bool | str | None,
-         static_argnums: Sequence[int] = ()) -> type[nn.Module]:
-  """`module_cls` under `nn.remat` with the named policy (itself when the policy is "none").
-  `static_argnums` count `self` as 0, as `nn.remat`'s do (e.g. (2,) for a `train` flag after x)."""
+def wrap(target: Any, remat: bool | str | None, static_argnums: Sequence[int] = ()) -> Any:
+  """`target` under `nn.remat` with the named policy (itself when the policy is "none").
+
+  `target` is a Module class, or a function whose first argument is a module (a method such as
+  `VideoResNet._stem`, called as `wrap(...)(self, x, train)`): the function form keeps the
+  parameter paths of the submodules it creates. `static_argnums` count `self` / the module as 0,
+  as `nn.remat`'s do (e.g. (2,) for a `train` flag after x)."""
   name = policy_name(remat)
   if name == "none":
-    return module_cls
-  return nn.remat(module_cls, policy=POLICIES[name], static_argnums=tuple(static_argnums))
+    return target
+  return nn.remat(target, policy=POLICIES[name], static_argnums=tuple(static_argnums))
 
 
 def tag_conv(y: jax.Array) -> jax.Array:

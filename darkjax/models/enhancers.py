@@ -251,9 +251,7 @@ class VideoEnhancer(nn.Module):
           clip, lambda frames: enhancer.estimate_curves(frames, train=train), self.group_size,
           convention=enhancer.convention, num_iterations=enhancer.num_iterations)
 
-    if remat_lib.enabled(self.remat):
-      enhance = nn.remat(enhance, policy=remat_lib.POLICIES[remat_lib.policy_name(self.remat)])
-    enhanced, out = enhance(self.enhancer, clip)
+    enhanced, out = remat_lib.wrap(enhance, self.remat)(self.enhancer, clip)
     return enhanced, dict(out, enhanced=enhanced)
 
 

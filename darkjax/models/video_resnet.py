@@ -138,27 +138,32 @@ class VideoResNet(nn.Module):
     if self.stem_type not in STEM_TYPES:
       raise ValueError(f"VideoResNet: unknown stem type {self.stem_type!r}; expected {STEM_TYPES}")
 
+  def _stem(self, x: jax.Array, train: bool) -> jax.Array:
+    """The stem's convs, BatchNorms and ReLUs (under the remat policy like every block: at full
+    frame count and half resolution they hold as much as a layer-1 block)."""
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+                             epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False)
+    conv = functools.partial(Conv3D, use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
+                             lowering=self.conv_lowering)
+    stem_width = self.widths[0]
+    if self.stem_type == "3d":
+      x = conv(stem_width, (3, 7, 7), (1, 2, 2), ((1, 1), (3, 3), (3, 3)), name="stem_conv")(x)
+      return nn.relu(norm(name="stem_bn")(x))
+    x = conv(self.stem_mid_width, (1, 7, 7), (1, 2, 2), ((0, 0), (3, 3), (3, 3)),
+             name="stem_spatial")(x)
+    x = nn.relu(norm(name="stem_spatial_bn")(x))
+    x = conv(stem_width, (3, 1, 1), (1, 1, 1), ((1, 1), (0, 0), (0, 0)), name="stem_temporal")(x)
+    return nn.relu(norm(name="stem_temporal_bn")(x))
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     self._check()
     if x.ndim != 5:
       raise ValueError(f"VideoResNet expects NDHWC clips (B, T, H, W, C); got shape {x.shape}")
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False)
-    conv = functools.partial(Conv3D, use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
-                             lowering=self.conv_lowering)
     out: dict[str, jax.Array] = {}
     x = x.astype(self.dtype)
     stem_width = self.widths[0]
-    if self.stem_type == "3d":
-      x = conv(stem_width, (3, 7, 7), (1, 2, 2), ((1, 1), (3, 3), (3, 3)), name="stem_conv")(x)
-      x = nn.relu(norm(name="stem_bn")(x))
-    else:
-      x = conv(self.stem_mid_width, (1, 7, 7), (1, 2, 2), ((0, 0), (3, 3), (3, 3)),
-               name="stem_spatial")(x)
-      x = nn.relu(norm(name="stem_spatial_bn")(x))
-      x = conv(stem_width, (3, 1, 1), (1, 1, 1), ((1, 1), (0, 0), (0, 0)), name="stem_temporal")(x)
-      x = nn.relu(norm(name="stem_temporal_bn")(x))
+    x = remat_lib.wrap(VideoResNet._stem, self.remat, static_argnums=(2,))(self, x, train)
     out["stem"] = x
 
     block_cls = remat_lib.wrap(BasicBlock, self.remat, static_argnums=(2,))
