@@ -165,6 +165,18 @@ class ResNet3D(nn.Module):
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
 
+  def _stem(self, x: jax.Array, train: bool) -> jax.Array:
+    """conv1 -> bn1 -> ReLU -> max pool, under the remat policy like every block (its output at
+    full frame count and half resolution is the largest activation of the network)."""
+    x = Conv3D(self.stem_width, (7, 7, 7), strides=(1, 2, 2), padding=((3, 3),) * 3,
+               dtype=self.dtype, lowering=self.conv_lowering, name="conv1")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                     name="bn1")(x)
+    x = nn.relu(x)
+    # conv_lowering="native" means XLA's own ops throughout, the pool included.
+    return max_pool3d(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3,
+                      lowering="native" if self.conv_lowering == "native" else "auto")
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     if x.ndim != 5:
@@ -177,14 +189,7 @@ class ResNet3D(nn.Module):
                        f"expected one of {SHORTCUT_TYPES}")
     block = BLOCKS[self.block]
     out: dict[str, jax.Array] = {}
-    x = Conv3D(self.stem_width, (7, 7, 7), strides=(1, 2, 2), padding=((3, 3),) * 3,
-               dtype=self.dtype, lowering=self.conv_lowering, name="conv1")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                     name="bn1")(x)
-    x = nn.relu(x)
-    # conv_lowering="native" means XLA's own ops throughout, the pool included.
-    x = max_pool3d(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3,
-                   lowering="native" if self.conv_lowering == "native" else "auto")
+    x = remat_lib.wrap(ResNet3D._stem, self.remat, static_argnums=(2,))(self, x, train)
     out["stem"] = x
     in_features = self.stem_width
     for i, (num_blocks, planes) in enumerate(zip(self.stage_sizes, self.widths)):
