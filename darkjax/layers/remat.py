@@ -1,8 +1,9 @@
 """Rematerialisation policies, one name per policy, for every model's `remat` field.
 
 A model's `remat` (config: `model.kwargs.remat`) wraps each repeated block (ResNet / R(2+1)D
-blocks, ViT encoder blocks, C3D convs, LIFT-Net modules) in `flax.linen.remat` with a
-`jax.checkpoint` policy saying which of the block's intermediates the backward pass keeps:
+blocks and their stems, ViT encoder blocks, C3D convs, LIFT-Net modules, DTCM's whole enhancement)
+in `flax.linen.remat` with a `jax.checkpoint` policy saying which of the block's intermediates the
+backward pass keeps:
 
   none           no rematerialisation: every intermediate is kept (fastest, most memory)
   full           only the block's inputs are kept, everything inside is recomputed
