@@ -166,8 +166,8 @@ class ResNet3D(nn.Module):
   conv_lowering: str = "auto"
 
   def _stem(self, x: jax.Array, train: bool) -> jax.Array:
-    """conv1 -> bn1 -> ReLU -> max pool, under the remat policy like every block (its output at
-    full frame count and half resolution is the largest activation of the network)."""
+    """conv1 -> bn1 -> ReLU -> max pool, under the remat policy like every block (conv1's output,
+    at full frame count and half resolution, is the network's largest activation)."""
     x = Conv3D(self.stem_width, (7, 7, 7), strides=(1, 2, 2), padding=((3, 3),) * 3,
                dtype=self.dtype, lowering=self.conv_lowering, name="conv1")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,

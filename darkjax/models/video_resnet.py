@@ -139,8 +139,8 @@ class VideoResNet(nn.Module):
       raise ValueError(f"VideoResNet: unknown stem type {self.stem_type!r}; expected {STEM_TYPES}")
 
   def _stem(self, x: jax.Array, train: bool) -> jax.Array:
-    """The stem's convs, BatchNorms and ReLUs (under the remat policy like every block: at full
-    frame count and half resolution they hold as much as a layer-1 block)."""
+    """The stem's convs, BatchNorms and ReLUs, under the remat policy like every block (its
+    activations are at full frame count and half resolution, as large as layer 1's)."""
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False)
     conv = functools.partial(Conv3D, use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
