@@ -55,11 +55,18 @@ from darkjax.layers.conv2d import (native_lowering, native_lowering_forced,  # n
                                   note_lowering, record_lowerings)
 
 Padding = Sequence[tuple[int, int]]
-LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise")
+LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise", "s2d")
 KERNEL_GRADS = ("auto", "xla", "dots")
 # XLA flags `configure_cpu_flags` adds on CPU when the user has not set XLA_FLAGS (none by default:
 # see the module docstring for what was measured).
 CPU_XLA_FLAGS: tuple[str, ...] = ()
+# Grouped convs on CPU run with groups bundled so that each bundle has about this many input
+# channels: the kernel is block-diagonal within a bundle (`bundle_groups`), so XLA:CPU sees fewer,
+# wider groups (more multiply-adds, faster kernels). 0 or 1: no bundling.
+GROUP_BUNDLE_CHANNELS = 16
+# Spatial stride-2 convs on at most this many input channels (RGB / flow stems) run as stride-1
+# convs on the 2x2 space-to-depth input (`_space_to_depth`); 0: never.
+SPACE_TO_DEPTH_MAX_CHANNELS = 4
 def _backends_initialised() -> bool:
   """Whether jax has created its backends (so XLA_FLAGS set now would be ignored).
 
@@ -101,13 +108,16 @@ def configure_cpu_flags(host_devices: int | None = None) -> bool:
 
 
 def choose_lowering(kernel_shape: Sequence[int], padding: Padding, feature_group_count: int = 1,
-                    backend: str | None = None) -> str:
+                    backend: str | None = None, strides: Sequence[int] = (1, 1, 1)) -> str:
   """The `auto` lowering for a (kt, kh, kw, in/groups, out) kernel on `backend` (default: jax's)."""
   if (backend or jax.default_backend()) != "cpu":
     return "native"
   kt, kh, kw, in_group = kernel_shape[:4]
-  if feature_group_count > 1:
-    return "taps2d"
+  if feature_group_count > 1:  # temporally strided: taps2d's stacked copies cost more than taps
+    return "taps2d" if strides[0] == 1 else "sum2d"
+  if (tuple(strides[1:]) == (2, 2) and in_group <= SPACE_TO_DEPTH_MAX_CHANNELS
+      and max(kh, kw) > 1):
+    return "s2d"
   if (kt, kh, kw) == (1, 1, 1):
     return "pointwise"
   if kh == kw == 1:
@@ -122,15 +132,17 @@ def choose_kernel_grad(kernel_shape: Sequence[int], feature_group_count: int, lo
   if lowering in ("native", "pointwise"):  # pointwise is a matmul already
     return "xla"
   kt, kh, kw, in_group = kernel_shape[:4]
-  if feature_group_count > 1:
-    return "dots"
+  if feature_group_count > 1:  # per-frame grouped convs (conv2d) beat the dots up to 16 groups
+    spatial = lowering in ("taps2d", "sum2d") and (kh, kw) != (1, 1)
+    return "xla" if spatial and feature_group_count <= 16 else "dots"
   if in_group >= 8 and kh == kw == 1:
     return "dots"
   return "xla"
 
 
 def resolve_lowering(lowering: str, kernel_shape: Sequence[int] | None = None,
-                     padding: Padding | None = None, feature_group_count: int = 1) -> str:
+                     padding: Padding | None = None, feature_group_count: int = 1,
+                     strides: Sequence[int] = (1, 1, 1)) -> str:
   if lowering not in LOWERINGS:
     raise ValueError(f"unknown conv lowering {lowering!r}; expected one of {LOWERINGS}")
   if lowering != "auto":
@@ -139,7 +151,52 @@ def resolve_lowering(lowering: str, kernel_shape: Sequence[int] | None = None,
     return "native"
   if kernel_shape is None:
     return "sum2d" if jax.default_backend() == "cpu" else "native"
-  return choose_lowering(kernel_shape, padding or ((0, 0),) * 3, feature_group_count)
+  return choose_lowering(kernel_shape, padding or ((0, 0),) * 3, feature_group_count,
+                         strides=strides)
+
+
+def group_bundle(in_group: int, groups: int) -> int:
+  """How many groups `conv3d` bundles into one on CPU: the largest divisor of `groups` whose
+  bundle has at most GROUP_BUNDLE_CHANNELS input channels (1: none)."""
+  if groups <= 1 or GROUP_BUNDLE_CHANNELS <= 1:
+    return 1
+  return max(b for b in range(1, groups + 1)
+             if groups % b == 0 and (b == 1 or b * in_group <= GROUP_BUNDLE_CHANNELS))
+
+
+def bundle_groups(kernel: jax.Array, groups: int, bundle: int) -> jax.Array:
+  """A (..., in/groups, out) grouped kernel as the equal kernel of groups/bundle groups: each new
+  group's (bundle * in/groups, bundle * out/groups) block is block-diagonal (zeros between the
+  original groups), so the convolution computes the same values. Gradients flow back through
+  the diagonal blocks only."""
+  return kernel if bundle == 1 else _bundle_groups(kernel, groups, bundle)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _bundle_groups(kernel, groups, bundle):
+  *window, in_group, out = kernel.shape
+  k = kernel.reshape(tuple(window) + (in_group, groups // bundle, bundle, out // groups))
+  eye = jnp.eye(bundle, dtype=kernel.dtype)
+  # (..., j_in, i, bundle index, j_out, o): nonzero only where j_in == j_out
+  k = k[..., None, :, :, :, :] * eye.reshape((bundle, 1, 1, bundle, 1))
+  return k.reshape(tuple(window) + (bundle * in_group, out))
+
+
+def _bundle_groups_fwd(kernel, groups, bundle):
+  return _bundle_groups(kernel, groups, bundle), kernel.shape
+
+
+def _bundle_groups_bwd(groups, bundle, shape, grad):
+  """The diagonal blocks of the bundled kernel's gradient, by slices. (Autodiff's form, a
+  multiply by the identity and a sum, crashed XLA:CPU's YNNPACK transpose inside `nn.scan`
+  bodies, jax 0.10.2.)"""
+  *window, in_group, out = shape
+  g = grad.reshape(tuple(window) + (bundle, in_group, groups // bundle, bundle, out // groups))
+  diagonal = [g[..., j, :, :, j, :] for j in range(bundle)]  # each (..., i, bundle index, o)
+  return (jnp.stack(diagonal, axis=-2).reshape(shape),)
+
+
+_bundle_groups.defvjp(_bundle_groups_fwd, _bundle_groups_bwd)
 
 
 def _pad_time(x: jax.Array, pad: tuple[int, int]) -> jax.Array:
@@ -269,6 +326,12 @@ _shifted_taps.defvjp(_shifted_taps_fwd, _shifted_taps_bwd)
 def _taps2d(x, kernel, strides, padding, groups):
   kt, kh, kw, cin_group, cout = kernel.shape
   taps, t_out = _temporal_taps(_pad_time(x, padding[0]), kt, strides[0])
+  lo, t = padding[0][0], x.shape[1]
+  # taps that only ever read temporal padding add zeros: leave them out (1-frame inputs)
+  seen = [a for a in range(kt) if any(lo <= s * strides[0] + a < lo + t for s in range(t_out))]
+  if len(seen) < kt:
+    taps, kernel = taps[seen[0]:seen[-1] + 1], kernel[seen[0]:seen[-1] + 1]
+    kt = len(taps)
   b, _, h, w, c = taps[0].shape
   stacked = jnp.stack(taps, axis=-2)  # (B, T_out, H, W, kt, C)
   if groups > 1:  # channel order (group, tap, channel) so each group sees its own taps
@@ -277,6 +340,37 @@ def _taps2d(x, kernel, strides, padding, groups):
   kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape((kh, kw, kt * cin_group, cout))
   y = conv2d.conv2d(stacked, kernel2d, strides[1:], padding[1:], groups)
   return y.reshape((b, t_out) + y.shape[1:])
+
+
+def _space_to_depth(x, kernel, strides, padding, groups):
+  """A spatial stride-2 conv as a stride-1 conv on the 2x2 space-to-depth input: 4x the input
+  channels, (ceil(kh/2), ceil(kw/2)) kernels (zero-padded to even sizes), same values. XLA:CPU's
+  2D convs are slow on 3-channel strided inputs: YNNPACK runs them on one core, and with few input
+  channels per tap they are far from the machine's peak (RGB stems, docs/benchmarks.md).
+  Temporal taps as in `taps2d` (`sum2d` for kt = 1)."""
+  kt, kh, kw, cin_group, cout = kernel.shape
+  if groups != 1 or tuple(strides[1:]) != (2, 2):
+    raise ValueError(f"conv3d: lowering 's2d' needs an ungrouped conv with spatial strides (2, 2),"
+                     f" got strides {tuple(strides)} with {groups} groups")
+  b, t, h, w, c = x.shape
+  pads, halves = [], []
+  for n, k, (lo, hi) in zip((h, w), (kh, kw), padding[1:]):
+    out = (n + lo + hi - k) // 2 + 1
+    if out <= 0:
+      raise ValueError(f"conv3d: spatial size {n} (padded {n + lo + hi}) is smaller than kernel {k}")
+    halves.append(-(-k // 2))
+    pads.append((lo, 2 * (out + halves[-1] - 1) - lo - n))  # negative high padding crops
+  x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (0, 0, 0), pads[0] + (0,), pads[1] + (0,),
+                                           (0, 0, 0)))
+  h2, w2 = x.shape[2] // 2, x.shape[3] // 2
+  x = x.reshape((b, t, h2, 2, w2, 2, c)).transpose(0, 1, 2, 4, 3, 5, 6).reshape(
+      (b, t, h2, w2, 4 * c))
+  kh2, kw2 = halves
+  kernel = jnp.pad(kernel, ((0, 0), (0, 2 * kh2 - kh), (0, 2 * kw2 - kw), (0, 0), (0, 0)))
+  kernel = kernel.reshape((kt, kh2, 2, kw2, 2, cin_group, cout)).transpose(
+      0, 1, 3, 2, 4, 5, 6).reshape((kt, kh2, kw2, 4 * cin_group, cout))
+  inner = _taps2d if kt > 1 else _sum2d
+  return inner(x, kernel, (strides[0], 1, 1), (tuple(padding[0]), (0, 0), (0, 0)), 1)
 
 
 def _subsample_spatial(x, strides, padding):
@@ -335,28 +429,47 @@ def kernel_grad_dots(x, grad_out, kernel_shape, strides, padding, groups):
   return jnp.stack(per_tap).reshape(kernel_shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_dots_kernel_grad(x, kernel, lowering, strides, padding, groups):
-  return _IMPLEMENTATIONS[lowering](x, kernel, strides, padding, groups)
+def _lowered(x, kernel, lowering, strides, padding, groups, bundle):
+  """The CPU lowering of a conv3d, its groups bundled `bundle` at a time."""
+  if bundle > 1:
+    kernel = bundle_groups(kernel, groups, bundle)
+  return _IMPLEMENTATIONS[lowering](x, kernel, strides, padding, groups // bundle)
 
 
-def _conv_dots_kernel_grad_fwd(x, kernel, lowering, strides, padding, groups):
-  return _IMPLEMENTATIONS[lowering](x, kernel, strides, padding, groups), (x, kernel)
+# Every CPU lowering runs under this VJP, whose residuals are the conv's own input and kernel.
+# Autodiff would keep the lowering's intermediates instead: the stacked taps of `taps2d` (kt
+# times the input), reshaped and bundled kernels. Inside `nn.scan` each of those is stacked
+# over the iterations (a zero-filled buffer plus one copy per block), while a residual that is
+# the block's own parameter or input is passed through (ResNeXt-101, docs/benchmarks.md). The
+# backward pass recomputes the cheap layout transforms and differentiates the lowering there;
+# XLA drops the forward convolutions it does not use.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _cpu_conv3d(x, kernel, lowering, kernel_grad, strides, padding, groups, bundle):
+  return _lowered(x, kernel, lowering, strides, padding, groups, bundle)
 
 
-def _conv_dots_kernel_grad_bwd(lowering, strides, padding, groups, residuals, grad_out):
+def _cpu_conv3d_fwd(x, kernel, lowering, kernel_grad, strides, padding, groups, bundle):
+  return _lowered(x, kernel, lowering, strides, padding, groups, bundle), (x, kernel)
+
+
+def _cpu_conv3d_bwd(lowering, kernel_grad, strides, padding, groups, bundle, residuals, grad_out):
   x, kernel = residuals
-  impl = _IMPLEMENTATIONS[lowering]
-  _, input_vjp = jax.vjp(lambda x: impl(x, kernel, strides, padding, groups), x)
-  (dx,) = input_vjp(grad_out)
-  dk = kernel_grad_dots(x, grad_out, kernel.shape, strides, padding, groups)
-  return dx, dk.astype(kernel.dtype)
+  if kernel_grad == "dots":
+    _, input_vjp = jax.vjp(
+        lambda x: _lowered(x, kernel, lowering, strides, padding, groups, bundle), x)
+    (dx,) = input_vjp(grad_out)
+    dk = kernel_grad_dots(x, grad_out, kernel.shape, strides, padding, groups)
+  else:
+    _, vjp = jax.vjp(
+        lambda x, k: _lowered(x, k, lowering, strides, padding, groups, bundle), x, kernel)
+    dx, dk = vjp(grad_out)
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
-_conv_dots_kernel_grad.defvjp(_conv_dots_kernel_grad_fwd, _conv_dots_kernel_grad_bwd)
+_cpu_conv3d.defvjp(_cpu_conv3d_fwd, _cpu_conv3d_bwd)
 
 _IMPLEMENTATIONS = {"native": _native, "sum2d": _sum2d, "taps2d": _taps2d,
-                    "temporal2d": _temporal2d, "pointwise": _pointwise}
+                    "temporal2d": _temporal2d, "pointwise": _pointwise, "s2d": _space_to_depth}
 
 
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
@@ -369,17 +482,27 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   """
   strides = tuple(int(s) for s in strides)
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-  lowering = resolve_lowering(lowering, kernel.shape, padding, feature_group_count)
+  requested = lowering
+  lowering = resolve_lowering(lowering, kernel.shape, padding, feature_group_count, strides)
   if kernel_grad not in KERNEL_GRADS:
     raise ValueError(f"unknown kernel_grad {kernel_grad!r}; expected one of {KERNEL_GRADS}")
+  if lowering == "native":
+    note_lowering("conv3d", lowering)
+    note_lowering("conv3d_kernel_grad", "xla")
+    return _native(x, kernel, strides, padding, feature_group_count)
+  # CPU lowerings of grouped convs: fewer, wider groups (block-diagonal kernels), the lowering
+  # and kernel gradient chosen for the bundled groups
+  bundle = group_bundle(kernel.shape[3], feature_group_count)
+  bundled_shape = tuple(kernel.shape[:3]) + (kernel.shape[3] * bundle, kernel.shape[4])
+  if bundle > 1:
+    lowering = resolve_lowering(requested, bundled_shape, padding, feature_group_count // bundle,
+                                strides)
   if kernel_grad == "auto":
-    kernel_grad = choose_kernel_grad(kernel.shape, feature_group_count, lowering)
+    kernel_grad = choose_kernel_grad(bundled_shape, feature_group_count // bundle, lowering)
   note_lowering("conv3d", lowering)
   note_lowering("conv3d_kernel_grad", kernel_grad)
-  if kernel_grad == "dots":
-    return _conv_dots_kernel_grad(x, kernel, lowering, strides, padding, feature_group_count)
-  return _IMPLEMENTATIONS[lowering](x, kernel, strides, padding, feature_group_count)
-
+  return _cpu_conv3d(x, kernel, lowering, kernel_grad, strides, padding, feature_group_count,
+                     bundle)
 
 def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
                padding: Padding = ((0, 0), (0, 0), (0, 0)), lowering: str = "auto") -> jax.Array:

@@ -176,9 +176,7 @@ def conv2d_kernel_grad(x, grad_out, kernel_shape, strides, padding):
              -(-n // KERNEL_GRAD_PIECES))
   pieces = [conv2d_kernel_grad_piece(x[i:i + size], grad_out[i:i + size], kernel_shape, strides,
                                       padding) for i in range(0, n, size)]
-  while len(pieces) > 1:  # pairwise: independent adds, shorter float summation chains
-    pieces = [a + b for a, b in zip(pieces[::2], pieces[1::2])] + pieces[len(pieces) // 2 * 2:]
-  return pieces[0]
+  return _pairwise_sum(pieces)
 
 
 def conv2d_kernel_grad_piece(x, grad_out, kernel_shape, strides, padding):
@@ -192,14 +190,42 @@ def conv2d_kernel_grad_piece(x, grad_out, kernel_shape, strides, padding):
   return jnp.transpose(out[:, :kh, :kw], (1, 2, 0, 3))
 
 
+def _pairwise_sum(pieces):
+  while len(pieces) > 1:  # independent adds, shorter float summation chains
+    pieces = [a + b for a, b in zip(pieces[::2], pieces[1::2])] + pieces[len(pieces) // 2 * 2:]
+  return pieces[0]
+
+
+def conv2d_grouped_kernel_grad(x, grad_out, kernel_shape, strides, padding, groups):
+  """Grouped kernel gradient as one grouped convolution per frame, summed over frames.
+
+  Per frame, the input's channels of a group become the batch and the group index the feature
+  groups of a conv whose "kernel" is grad_out: out[i, u, v, (g, o)] = sum over output pixels of
+  x[pixel + (u, v), (g, i)] * grad_out[pixel, (g, o)]. Autodiff's form (a batch-grouped conv)
+  is ~200x slower on XLA:CPU; per-tap matmuls (`conv.kernel_grad_dots`) spend their time copying
+  strided windows. One frame per conv was fastest (ResNeXt layer-1 shapes, docs/benchmarks.md).
+  """
+  kh, kw, cin_group, cout = kernel_shape
+  n, h, w, _ = x.shape
+  _, ho, wo, _ = grad_out.shape
+  dilation = tuple(strides) if tuple(strides) != (1, 1) else None
+
+  def frame(i):
+    lhs = x[i].reshape((h, w, groups, cin_group)).transpose(3, 0, 1, 2)  # (cin_g, H, W, G)
+    rhs = grad_out[i].reshape((ho, wo, 1, cout))  # (H', W', 1 per group, G * out_g)
+    out = plain_conv2d(lhs, rhs, (1, 1), padding, groups, rhs_dilation=dilation)
+    return jnp.transpose(out[:, :kh, :kw], (1, 2, 0, 3))  # (kh, kw, cin_g, out)
+
+  return _pairwise_sum([frame(i) for i in range(n)])
+
+
 def conv2d_bwd(strides, padding, groups, residuals, grad_out):
   x, kernel = residuals
   dx = conv2d_input_grad(grad_out, kernel, x.shape[1:3], strides, padding, groups)
   if groups == 1:
     dk = conv2d_kernel_grad(x, grad_out, kernel.shape, strides, padding)
-  else:  # grouped: the `auto` kernel gradient of grouped convs is kernel_grad_dots anyway
-    _, kernel_vjp = jax.vjp(lambda k: plain_conv2d(x, k, strides, padding, groups), kernel)
-    (dk,) = kernel_vjp(grad_out)
+  else:
+    dk = conv2d_grouped_kernel_grad(x, grad_out, kernel.shape, strides, padding, groups)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
