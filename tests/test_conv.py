@@ -257,6 +257,23 @@ def test_bundled_kernel_is_block_diagonal_and_keeps_the_groups_weights():
     assert float(jnp.abs(b[:, :, cols]).sum() - jnp.abs(k[:, :, cols]).sum()) == 0  # zeros else
 
 
+@pytest.mark.parametrize("kernel, in_group, out, strides, positions, kernel_grad", [
+    ((3, 3, 3), 64, 64, (1, 1, 1), 56 * 56, "xla"),  # R3D layer 1
+    ((3, 3, 3), 128, 128, (1, 1, 1), 28 * 28, "xla"),  # R3D layer 2
+    ((3, 3, 3), 64, 128, (1, 1, 1), 56 * 56, "dots"),  # C3D conv2
+    ((3, 3, 3), 64, 128, (1, 1, 1), None, "xla"),  # frame size unknown
+    ((3, 3, 3), 128, 256, (1, 1, 1), 28 * 28, "dots"),  # >= 256 outputs
+    ((3, 3, 3), 64, 128, (2, 2, 2), 56 * 56, "dots"),  # strided
+    ((1, 3, 3), 128, 288, (1, 1, 1), 28 * 28, "dots"),  # R(2+1)D spatial, layer 2
+    ((7, 4, 4), 12, 64, (1, 2, 2), 112 * 112, "xla"),  # space-to-depth stem (s2d)
+])
+def test_auto_kernel_gradient_per_shape_and_frame_size(kernel, in_group, out, strides, positions,
+                                                        kernel_grad):
+  lowering = "s2d" if kernel == (7, 4, 4) else "sum2d"
+  shape = kernel + (in_group, out)
+  assert conv.choose_kernel_grad(shape, 1, lowering, strides, positions) == kernel_grad
+
+
 def test_bad_lowering_names_the_choices():
   x, k = _inputs((1, 3, 4, 4, 2), (3, 3, 3), 2, 1)
   with pytest.raises(ValueError, match="unknown conv lowering 'fast'.*sum2d"):

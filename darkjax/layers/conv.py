@@ -13,14 +13,24 @@ inputs). So on CPU a 3D convolution is rewritten into 2D convolutions or matmuls
               channels are ordered (group, tap, channel)). RGB stems and grouped convolutions.
   temporal2d  (k, 1, 1) kernels (R(2+1)D temporal convs): one 2D conv over (T, H*W), no copies.
   pointwise   (1, 1, 1) kernels: a matmul over channels.
+  s2d         spatial stride 2 on few input channels (RGB / flow stems): a stride-1 conv on the
+              2x2 space-to-depth input (4x the channels, half-size kernels), taps as in taps2d.
   native      `lax.conv_general_dilated` in 3D; the choice on GPU/TPU and in `native_lowering()`.
 
+Grouped convs (ResNeXt) run with their groups bundled up to GROUP_BUNDLE_CHANNELS input channels
+per bundle, the kernel block-diagonal within a bundle (`bundle_groups`): fewer, wider groups, on
+which XLA:CPU's kernels are faster despite the zeros.
+
 Kernel gradients: autodiff of the lowering's 2D convs, summed over pieces of about one 56x56
-frame that run concurrently ("xla"), or one matmul per kernel tap with input and grad_out laid
-out group-major once ("dots"), which wins for grouped and (k, 1, 1) kernels. The 2D convolutions
-carry their own gradients written as canonical NHWC/HWIO convolutions, because XLA:CPU does not
-canonicalise autodiff's gradient convolutions inside `nn.scan` bodies. `max_pool3d` is here for
-the same reason: separable strided-slice maxima instead of a slow select-and-scatter gradient.
+frame that run concurrently (grouped: one grouped conv per frame) ("xla"), or one matmul per
+kernel tap with input and grad_out laid out group-major once ("dots"), which wins for (k, 1, 1)
+kernels, wide or strided convs and more than 16 groups (`choose_kernel_grad`). The 2D
+convolutions carry their own gradients written as canonical NHWC/HWIO convolutions, because
+XLA:CPU does not canonicalise autodiff's gradient convolutions inside `nn.scan` bodies. Every CPU
+lowering runs under one VJP (`_cpu_conv3d`) whose residuals are the conv's input and kernel, so
+nothing the lowering derives from them (stacked taps, bundled kernels) is stored for the
+backward pass or stacked over `nn.scan` iterations. `max_pool3d` is here for the same reason as
+the 2D gradients: separable strided-slice maxima instead of a slow select-and-scatter gradient.
 
 Threads: YNNPACK splits a convolution over threads by tiles of 64 output channels only, so a conv
 with <= 64 outputs would run on one core. Forward and input-gradient convs whose output channels
@@ -127,15 +137,34 @@ def choose_lowering(kernel_shape: Sequence[int], padding: Padding, feature_group
   return "sum2d"
 
 
-def choose_kernel_grad(kernel_shape: Sequence[int], feature_group_count: int, lowering: str) -> str:
-  """The `auto` kernel-gradient method: "dots" where XLA:CPU's kernel-gradient conv is slow."""
-  if lowering in ("native", "pointwise"):  # pointwise is a matmul already
-    return "xla"
-  kt, kh, kw, in_group = kernel_shape[:4]
+# Ungrouped kxk kernel gradients go to per-tap matmuls ("dots") from this many output channels,
+# or from DOTS_MIN_CHANNEL_PRODUCT (in x out) on frames of at least DOTS_MIN_FRAME_POSITIONS
+# pixels, or when strided: there the matmuls are wide enough to beat XLA's kernel-gradient convs.
+DOTS_MIN_OUT_CHANNELS = 256
+DOTS_MIN_CHANNEL_PRODUCT = 64 * 128
+DOTS_MIN_FRAME_POSITIONS = 56 * 56
+
+
+def choose_kernel_grad(kernel_shape: Sequence[int], feature_group_count: int, lowering: str,
+                       strides: Sequence[int] = (1, 1, 1),
+                       frame_positions: int | None = None) -> str:
+  """The `auto` kernel-gradient method: "dots" where XLA:CPU's kernel-gradient conv is slow.
+
+  `frame_positions`: H * W of the input frames, if known. Measurements: docs/benchmarks.md
+  ("Kernel gradients by shape").
+  """
+  if lowering in ("native", "pointwise", "s2d"):  # pointwise is a matmul already; s2d's taps
+    return "xla"                                  # are 2D convs on few channels
+  kt, kh, kw, in_group, out = kernel_shape[:5]
   if feature_group_count > 1:  # per-frame grouped convs (conv2d) beat the dots up to 16 groups
     spatial = lowering in ("taps2d", "sum2d") and (kh, kw) != (1, 1)
     return "xla" if spatial and feature_group_count <= 16 else "dots"
   if in_group >= 8 and kh == kw == 1:
+    return "dots"
+  if any(s > 1 for s in strides) or out >= DOTS_MIN_OUT_CHANNELS:
+    return "dots"
+  if (in_group * out >= DOTS_MIN_CHANNEL_PRODUCT and frame_positions is not None
+      and frame_positions >= DOTS_MIN_FRAME_POSITIONS):
     return "dots"
   return "xla"
 
@@ -498,7 +527,8 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
     lowering = resolve_lowering(requested, bundled_shape, padding, feature_group_count // bundle,
                                 strides)
   if kernel_grad == "auto":
-    kernel_grad = choose_kernel_grad(bundled_shape, feature_group_count // bundle, lowering)
+    kernel_grad = choose_kernel_grad(bundled_shape, feature_group_count // bundle, lowering,
+                                     strides, x.shape[2] * x.shape[3])
   note_lowering("conv3d", lowering)
   note_lowering("conv3d_kernel_grad", kernel_grad)
   return _cpu_conv3d(x, kernel, lowering, kernel_grad, strides, padding, feature_group_count,
