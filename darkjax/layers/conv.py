@@ -448,6 +448,8 @@ def kernel_grad_dots(x, grad_out, kernel_shape, strides, padding, groups):
   for a in range(kt):
     for i in range(kh):
       for j in range(kw):
+        if per_tap:  # one window at a time: the next is sliced after the last tap's matmul
+          x, _ = lax.optimization_barrier((x, per_tap[-1]))
         limit = (groups, b, a + strides[0] * (t_out - 1) + 1, i + strides[1] * (h_out - 1) + 1,
                  j + strides[2] * (w_out - 1) + 1, cin_group)
         window = lax.slice(x, (0, 0, a, i, j, 0), limit, (1, 1) + tuple(strides) + (1,))
