@@ -37,8 +37,9 @@ with <= 64 outputs would run on one core. Forward and input-gradient convs whose
 would leave cores idle are computed one output column wider, which keeps them on XLA's
 multithreaded Eigen convolution (`darkjax.layers.conv2d`).
 
-`auto` picks per backend and shape (`choose_lowering`, `choose_kernel_grad`); one rule holds on
-AVX-512 and AVX2 CPUs. On GPU and TPU every op is XLA's native one; `record_lowerings()` counts
+`auto` picks per backend and shape (`choose_lowering`, `choose_kernel_grad`); one rule for every
+x86 CPU (the earlier choices were measured on AVX-512 and AVX2, space-to-depth, bundled groups
+and the kernel-gradient thresholds on AVX2 only). On GPU and TPU every op is XLA's native one; `record_lowerings()` counts
 what a trace chose (`bench` prints it beside the device; the tests trace every paper's model as
 if on GPU and TPU and find native ops only). All lowerings compute the same function (up to float summation order) with
 the same gradients; parameters are laid out like `flax.linen.Conv` (`kernel`: (kt, kh, kw,
