@@ -518,13 +518,9 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   lowering = resolve_lowering(lowering, kernel.shape, padding, feature_group_count, strides)
   if kernel_grad not in KERNEL_GRADS:
     raise ValueError(f"unknown kernel_grad {kernel_grad!r}; expected one of {KERNEL_GRADS}")
-  if lowering == "native":
-    note_lowering("conv3d", lowering)
-    note_lowering("conv3d_kernel_grad", "xla")
-    return _native(x, kernel, strides, padding, feature_group_count)
   # CPU lowerings of grouped convs: fewer, wider groups (block-diagonal kernels), the lowering
   # and kernel gradient chosen for the bundled groups
-  bundle = group_bundle(kernel.shape[3], feature_group_count)
+  bundle = group_bundle(kernel.shape[3], feature_group_count) if lowering != "native" else 1
   bundled_shape = tuple(kernel.shape[:3]) + (kernel.shape[3] * bundle, kernel.shape[4])
   if bundle > 1:
     lowering = resolve_lowering(requested, bundled_shape, padding, feature_group_count // bundle,
@@ -534,8 +530,11 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
                                      strides, x.shape[2] * x.shape[3])
   note_lowering("conv3d", lowering)
   note_lowering("conv3d_kernel_grad", kernel_grad)
+  if lowering == "native" and kernel_grad == "xla":  # GPU / TPU: XLA's own op and gradients
+    return _native(x, kernel, strides, padding, feature_group_count)
   return _cpu_conv3d(x, kernel, lowering, kernel_grad, strides, padding, feature_group_count,
                      bundle)
+
 
 def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
                padding: Padding = ((0, 0), (0, 0), (0, 0)), lowering: str = "auto") -> jax.Array:
