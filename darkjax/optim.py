@@ -46,6 +46,14 @@ def _frozen_labels(params: Any, patterns) -> Any:
   return traverse_util.unflatten_dict(labels, sep="/")
 
 
+def frozen_mask(params: Any, patterns) -> Any | None:
+  """The parameter tree with True at each leaf an `optimizer.frozen` regex matches (None when
+  nothing is frozen): `darkjax.train.make_train_step` takes no gradient of those leaves."""
+  if not patterns:
+    return None
+  return jax.tree.map(lambda label: label == "frozen", _frozen_labels(params, patterns))
+
+
 def make_optimizer(cfg: Mapping[str, Any], total_steps: int,
                    params: Any | None = None) -> tuple[optax.GradientTransformation, Callable]:
   """(optax transformation, schedule). `params` (or an abstract tree) is needed for `frozen`."""

@@ -128,12 +128,22 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
 
 # ================================================================ the step
 def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: Callable,
-                    total_steps: int, accum_steps: int) -> Callable:
+                    total_steps: int, accum_steps: int, frozen: Any | None = None) -> Callable:
   """(state, batch, rng) -> (state, metrics); a non-finite loss or gradient leaves state unchanged
-  and sets metrics["nonfinite"]."""
+  and sets metrics["nonfinite"].
+
+  `frozen` (`optim.frozen_mask`: True per frozen parameter leaf) puts those leaves under
+  `stop_gradient`: their gradients are zeros that cost nothing, instead of weight gradients the
+  optimizer then drops (a frozen backbone is traced and compiled forward only), and
+  `train/grad_norm` is the norm of what trains."""
+
+  def loss_fn(params, *args):
+    if frozen is not None:
+      params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
+    return task.loss_fn(params, *args)
 
   def grads_of(params, model_state, batch, rng, progress):
-    grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if accum_steps == 1:
       (loss, (model_state, aux)), grads = grad_fn(params, model_state, batch, rng, progress)
       return loss, model_state, aux, grads
@@ -301,7 +311,8 @@ class Trainer:
         self.state_shardings)
     self._init = jax.jit(init, out_shardings=self.state_shardings,
                          compiler_options=init_compiler_options())
-    step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps))
+    step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps),
+                              optim.frozen_mask(abstract_params, cfg.optimizer.frozen))
     self.train_step = jax.jit(
         step_fn, in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
         out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,),

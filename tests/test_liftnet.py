@@ -102,6 +102,45 @@ def test_tiny_model_forward_outputs():
                                 model.apply(variables, x, luminous=x)[0])
 
 
+def test_scanned_layers_equal_the_unrolled_ones():
+  """scan_layers stacks layer i's parameters at index i of `layers/*`: with those slices as the
+  unrolled `lift_<i>` / `critic_<i>` / `fusion_<i>`, outputs, stages and gradients agree."""
+  scanned, unrolled = TINY(num_classes=5), TINY(num_classes=5, scan_layers=False)
+  x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+  variables = _init(scanned, x)
+  layers = variables["params"]["layers"]
+  assert jax.tree.leaves(layers)[0].shape[0] == scanned.num_layers == 2
+  params = {k: v for k, v in variables["params"].items() if k != "layers"}
+  for index in range(scanned.num_layers):
+    for part in ("lift", "critic", "fusion"):
+      params[f"{part}_{index}"] = jax.tree.map(lambda a, i=index: a[i], layers[part])
+  flat = {"params": params, **{k: v for k, v in variables.items() if k != "params"}}
+  assert jax.tree.structure(jax.eval_shape(lambda: _init(unrolled, x))["params"]) == \
+      jax.tree.structure(params)
+  (logits_s, out_s), (logits_u, out_u) = scanned.apply(variables, x), unrolled.apply(flat, x)
+  np.testing.assert_allclose(logits_s, logits_u, rtol=1e-5, atol=1e-6)
+  for stage in ("stage1", "stage2"):
+    np.testing.assert_allclose(out_s[stage], out_u[stage], rtol=1e-5, atol=1e-6)
+  def loss(model, variables):
+    return jnp.sum(model.apply(variables, x)[0] ** 2)
+  grad_s = jax.grad(lambda p: loss(scanned, {**variables, "params": p}))(variables["params"])
+  grad_u = jax.grad(lambda p: loss(unrolled, {**flat, "params": p}))(params)
+  for index in range(scanned.num_layers):
+    np.testing.assert_allclose(grad_s["layers"]["fusion"]["LayerNorm_0"]["scale"][index],
+                               grad_u[f"fusion_{index}"]["LayerNorm_0"]["scale"], rtol=1e-4,
+                               atol=1e-6)
+  # The attention-map figure reads the last fusion layer in either layout.
+  for a, b in zip(lift_trainer.attention_maps(scanned, variables, x, x),
+                  lift_trainer.attention_maps(unrolled, flat, x, x)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Train mode: each layer draws its own dropout mask (the rng is split over the scan).
+  (_, out_a), _ = scanned.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
+                                mutable=["batch_stats"])
+  (_, out_b), _ = scanned.apply(variables, x, train=True, rngs={"dropout": jax.random.key(3)},
+                                mutable=["batch_stats"])
+  assert not np.allclose(out_a["stage2"], out_b["stage2"])
+
+
 def test_pvit_is_one_copy_shared_by_every_frame():
   model = TINY(num_classes=3)
   short, long = jnp.ones((1, 2, 16, 16, 3)), jnp.ones((1, 6, 16, 16, 3))
@@ -134,8 +173,8 @@ def test_full_size_param_counts_pinned(name, layers, expected):
   ig65m = video_resnet.VARIANTS["r2plus1d_34_ig65m"](num_classes=0)
   luminous = jax.eval_shape(ig65m.init, jax.random.key(0), jnp.zeros((1, 8, 32, 32, 3)))
   assert _count(params["luminous"]) == _count(luminous["params"])
-  per_layer = sum(_count(params[f"{m}_0"]) for m in ("lift", "critic", "fusion"))
-  assert per_layer == 5_784_066
+  assert _count(params["layers"]) == layers * 5_784_066   # N stacked copies of one layer
+  assert {leaf.shape[0] for leaf in jax.tree.leaves(params["layers"])} == {layers}
 
 
 def test_frozen_patterns_select_the_documented_parameters():
@@ -334,8 +373,8 @@ def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_pa
   for key in set(pvit) - set(block0):
     np.testing.assert_array_equal(s_params[key], initial[key], err_msg=key)
   assert any(not np.array_equal(s_params[k], initial[k]) for k in block0)
-  assert not np.array_equal(s_params["fusion_0/fourier/LayerNorm_0/scale"],
-                            initial["fusion_0/fourier/LayerNorm_0/scale"])
+  assert not np.array_equal(s_params["layers/fusion/fourier/LayerNorm_0/scale"],
+                            initial["layers/fusion/fourier/LayerNorm_0/scale"])
 
 
 def test_kd_on_logits_distils_the_teacher_classifier(arid_dir):

@@ -89,6 +89,50 @@ def test_frozen_parameters_do_not_move_and_others_do():
     optim.make_optimizer(_opt(frozen=(".*",)), 10, params)
 
 
+class TwoLayerTask:
+  """x @ backbone -> tanh -> @ head: a frozen backbone still passes gradient to nothing."""
+
+  def loss_fn(self, params, model_state, batch, rng, progress):
+    del rng, progress
+    hidden = jnp.tanh(batch["x"] @ params["backbone"]["w"])
+    pred = hidden @ params["head"]["w"]
+    return jnp.mean((pred - batch["y"]) ** 2), (model_state, {})
+
+
+def test_frozen_leaves_are_not_differentiated():
+  rng = np.random.default_rng(0)
+  params = {"backbone": {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)},
+            "head": {"w": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}}
+  batch = {"x": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32),
+           "y": jnp.asarray(rng.normal(size=(8,)), jnp.float32)}
+  cfg = _opt(name="sgd", lr=0.1, momentum=0.0, frozen=("^backbone/",))
+  tx, schedule = optim.make_optimizer(cfg, 10, params)
+  mask = optim.frozen_mask(params, cfg.frozen)
+  assert mask == {"backbone": {"w": True}, "head": {"w": False}}
+  assert optim.frozen_mask(params, ()) is None
+  steps = {name: train.make_train_step(TwoLayerTask(), tx, schedule, 10, 1, frozen)
+           for name, frozen in (("masked", mask), ("unmasked", None))}
+  results = {name: jax.jit(step)(_state(tx, params), batch, jax.random.key(0))
+             for name, step in steps.items()}
+  # The same update either way (the optimizer zeroes the frozen leaf's update)...
+  for a, b in zip(jax.tree.leaves(results["masked"][0].params),
+                  jax.tree.leaves(results["unmasked"][0].params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  np.testing.assert_array_equal(results["masked"][0].params["backbone"]["w"],
+                                params["backbone"]["w"])
+  # ...but the grad norm is the head's alone, and the backbone's weight gradient is never traced.
+  head_grad = jax.grad(lambda w: TwoLayerTask().loss_fn(
+      {**params, "head": {"w": w}}, {}, batch, None, None)[0])(params["head"]["w"])
+  np.testing.assert_allclose(results["masked"][1]["train/grad_norm"],
+                             np.linalg.norm(head_grad), rtol=1e-5)
+  assert float(results["unmasked"][1]["train/grad_norm"]) > float(
+      results["masked"][1]["train/grad_norm"]) * 1.0001
+  def dots(step):
+    jaxpr = jax.make_jaxpr(step)(_state(tx, params), batch, jax.random.key(0))
+    return str(jaxpr).count("dot_general")
+  assert dots(steps["masked"]) < dots(steps["unmasked"])
+
+
 def test_partition_rules_and_fsdp_fallback():
   mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
   tree = {"params": {"head": {"kernel": jax.ShapeDtypeStruct((64, 10), jnp.float32)},

@@ -18,6 +18,11 @@ the fusion output becomes the next layer's H_LS; E = 512 (the R(2+1)D width), 8 
 luminous map is pooled to 4 x 2 x 2 = 16 tokens; FoE as documented in darkjax/layers/fourier.py.
 N = 4 / 6 / 8 for liftnet_small / medium / large.
 
+The N layers run as one `nn.scan` (`scan_layers=True`, the default): their parameters are stacked
+on a leading axis under `layers/{lift,critic,fusion}` and XLA compiles one layer body instead of N
+(LIFT-Net-large's train step: see docs/benchmarks.md). `scan_layers=False` builds them unrolled as
+`lift_<i>`, `critic_<i>`, `fusion_<i>` (the layout of checkpoints written before the scan).
+
 Knowledge distillation (darkjax/trainers/liftnet.py): the teacher is the bare luminous backbone with
 a classifier (`teacher_model`), trained first; its weights become the student's `luminous` subtree
 (`merge_teacher`), one copy, frozen (`luminous_frozen=True`: BatchNorm on running statistics, no
@@ -72,6 +77,43 @@ class PositionEmbedding(nn.Module):
     return x + pos.astype(x.dtype)
 
 
+def _fusion_layer(h_ms: jax.Array, h_ls: jax.Array, names: Sequence[str], *, num_heads: int,
+                  mlp_dim: int, fourier_hidden: int, fourier: bool, dropout_rate: float,
+                  dtype: Any, remat: bool | str, train: bool) -> tuple[jax.Array, jax.Array]:
+  """One of the N repeats, its LIFT, Critic and Fusion modules named `names` in the calling
+  module: H_MS <- LIFT(H_MS); H_LS <- Critic(H_LS); H_LS <- FoE(LN(MHA(q=H_LS, kv=H_MS)) + H_LS)."""
+  def wrap(cls, static):
+    return remat_lib.wrap(cls, remat, static_argnums=static)
+  h_ms = wrap(LIFTModule, (2,))(num_heads, dropout_rate, dtype, name=names[0])(h_ms, train)
+  h_ls = wrap(CriticModule, (2,))(num_heads, mlp_dim, dropout_rate, dtype,
+                                  name=names[1])(h_ls, train)
+  h_ls = wrap(FeatureFusion, (3,))(num_heads, fourier_hidden, fourier, dropout_rate, dtype,
+                                   name=names[2])(h_ls, h_ms, train)
+  return h_ms, h_ls
+
+
+class FusionLayer(nn.Module):
+  """The body of LIFTNet's `nn.scan` over its N layers (submodules `lift`, `critic`, `fusion`):
+  carry (H_MS, H_LS) -> (carry, H_LS)."""
+  num_heads: int
+  mlp_dim: int
+  fourier_hidden: int
+  fourier: bool
+  dropout_rate: float
+  dtype: Any
+  remat: bool | str
+  train: bool
+
+  @nn.compact
+  def __call__(self, carry: tuple[jax.Array, jax.Array], _) -> tuple[tuple[jax.Array, jax.Array],
+                                                                      jax.Array]:
+    h_ms, h_ls = _fusion_layer(*carry, ("lift", "critic", "fusion"), num_heads=self.num_heads,
+                               mlp_dim=self.mlp_dim, fourier_hidden=self.fourier_hidden,
+                               fourier=self.fourier, dropout_rate=self.dropout_rate,
+                               dtype=self.dtype, remat=self.remat, train=self.train)
+    return (h_ms, h_ls), h_ls
+
+
 class LIFTNet(nn.Module):
   """LIFT-Net (see the module docstring)."""
   num_classes: int = 11
@@ -92,6 +134,7 @@ class LIFTNet(nn.Module):
   pvit_frozen: bool = False             # no gradient into the PViT (vit_trainable=none)
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
+  scan_layers: bool = True   # the N layers as one nn.scan (parameters stacked under `layers`)
 
   def _check(self, x: jax.Array, luminous: jax.Array) -> None:
     if self.vit not in vit.VARIANTS:
@@ -144,17 +187,20 @@ class LIFTNet(nn.Module):
     out["pvit_cls"], h_ms = self._main_stream(x.astype(self.dtype), train)
     out["luminous_features"], h_ls = self._luminous_stream(luminous.astype(self.dtype), train)
     out["main_tokens"], out["luminous_tokens"] = h_ms, h_ls
-    def remat(cls, static):
-      return remat_lib.wrap(cls, self.remat, static_argnums=static)
-    for index in range(self.num_layers):
-      h_ms = remat(LIFTModule, (2,))(self.num_heads, self.dropout_rate, self.dtype,
-                                     name=f"lift_{index}")(h_ms, train)
-      h_ls = remat(CriticModule, (2,))(self.num_heads, self.mlp_dim, self.dropout_rate,
-                                       self.dtype, name=f"critic_{index}")(h_ls, train)
-      h_ls = remat(FeatureFusion, (3,))(self.num_heads, self.fourier_hidden, self.fourier,
-                                        self.dropout_rate, self.dtype,
-                                        name=f"fusion_{index}")(h_ls, h_ms, train)
-      out[f"stage{index + 1}"] = h_ls
+    layer = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                 fourier_hidden=self.fourier_hidden, fourier=self.fourier,
+                 dropout_rate=self.dropout_rate, dtype=self.dtype, remat=self.remat, train=train)
+    if self.scan_layers:
+      scanned = nn.scan(FusionLayer, variable_axes={"params": 0, "intermediates": 0},
+                        split_rngs={"params": True, "dropout": True}, length=self.num_layers)
+      (h_ms, h_ls), stages = scanned(name="layers", **layer)((h_ms, h_ls), None)
+      for index in range(self.num_layers):
+        out[f"stage{index + 1}"] = stages[index]
+    else:
+      for index in range(self.num_layers):
+        h_ms, h_ls = _fusion_layer(h_ms, h_ls, (f"lift_{index}", f"critic_{index}",
+                                                f"fusion_{index}"), **layer)
+        out[f"stage{index + 1}"] = h_ls
     features = jnp.mean(h_ls.astype(jnp.float32), axis=1)
     out["features"] = features
     lum_width = out["luminous_features"].shape[-1]

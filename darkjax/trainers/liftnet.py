@@ -299,7 +299,10 @@ def attention_maps(model: liftnet.LIFTNet, variables, dark: jax.Array, bright: j
   patch = vit.VARIANTS[model.vit].keywords["patch_size"]
   cls = jnp.mean(weights[:, :, 0, 1:], axis=1).reshape(batch, frames, height // patch,
                                                        width // patch)
-  fusion = inter[f"fusion_{model.num_layers - 1}"]["attention"]["attention_weights"][0]
+  if model.scan_layers:   # sown per layer, stacked on a leading layer axis
+    fusion = inter["layers"]["fusion"]["attention"]["attention_weights"][0][-1]
+  else:
+    fusion = inter[f"fusion_{model.num_layers - 1}"]["attention"]["attention_weights"][0]
   return logits, cls, jnp.mean(fusion, axis=(1, 2))
 
 
