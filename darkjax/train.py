@@ -179,10 +179,12 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: Call
     params = optax.apply_updates(state.params, updates)
     grad_norm = optim.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa
-    new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
-                           model_state=keep(model_state, state.model_state),
-                           opt_state=keep(opt_state, state.opt_state))
+    # One conditional picks the whole new or old state: a select per leaf compiles to one more
+    # kernel per parameter and optimizer leaf (ActLumos teacher at 64 frames: ~3.5 s of compile).
+    kept = jax.lax.cond(finite, lambda: (params, model_state, opt_state),
+                        lambda: (state.params, state.model_state, state.opt_state))
+    new_state = TrainState(step=state.step + 1, params=kept[0], model_state=kept[1],
+                           opt_state=kept[2])
     metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
                "train/param_norm": optim.global_norm(state.params),
                "train/lr": schedule(state.step), "nonfinite": ~finite}
