@@ -27,8 +27,12 @@ def test_stand_in_keeps_the_clip_geometry_and_drops_data_and_weights(tmp_path):
   assert tuple(act.ssl.datasets) == ("synthetic",) and act.ssl.dirs[0] == act.input.data.dir
   # A model reading a prepared stream the synthetic data has no stand-in for: a clear error.
   with pytest.raises(SystemExit, match=r"record streams \['flow'\]"):
-    bench_config.stand_in_config(predict.load_config("configs/twostream_infar.py"),
+    bench_config.stand_in_config(predict.load_config("configs/lift_arid.py:luminous_input=flow"),
                                  str(tmp_path))
+  # The two-stream C3D computes its flow on the host instead (the same train step).
+  two = bench_config.stand_in_config(predict.load_config("configs/twostream_infar.py"),
+                                     str(tmp_path))
+  assert two.twostream.flow_source == "compute" and "flow" not in two.input.streams
 
 
 def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, capsys):

@@ -89,6 +89,12 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
   if remat is not None:
     out.model.kwargs.remat = remat
   unknown = [s for s in out.input.get("streams", ()) if s not in SYNTHETIC_STREAMS]
+  if unknown == ["flow"] and out.get("trainer") == "twostream":
+    # The two-stream C3D's flow computed on the host (twostream.flow_source=compute) reaches the
+    # train step as the same batch field as the prepared `flow` stream: the same program.
+    out.twostream.flow_source = "compute"
+    out.input.streams = tuple(s for s in out.input.streams if s != "flow")
+    unknown = []
   if unknown:
     raise SystemExit(f"bench --config: the model reads record streams {unknown} that the "
                      "synthetic stand-in dataset does not have; bench a config that computes them "
