@@ -277,10 +277,20 @@ def test_video_enhancer_remat_keeps_parameters_and_gradients_and_dtcm_passes_it_
     # rounding differs (other fusions); gradients that are 0 in exact arithmetic (biases before
     # BatchNorm) are rounding noise on either side
     np.testing.assert_allclose(g_remat, g, rtol=1e-4, atol=1e-5 * scale)
-  # The enhancement runs under jax.checkpoint (primitive remat2) only when a policy is set.
+  # Nested: each ShuffleNet unit of the estimator under its own checkpoint inside the whole
+  # enhancement's; the same parameters and gradients.
+  nested = VideoEnhancer(models.build("dtcm_enhancer", 0, features=8, remat="full"),
+                         group_size=2, remat="full")
+  assert shapes(jax.eval_shape(nested.init, jax.random.key(1), clip)) == shapes(variables)
+  for g, g_nested in zip(jax.tree.leaves(expected), jax.tree.leaves(grads(nested))):
+    np.testing.assert_allclose(g_nested, g, rtol=1e-4, atol=1e-5 * scale)
+  # The enhancement runs under jax.checkpoint (primitive remat2) only when a policy is set; with
+  # the nested policy, one more per unit (e_conv2..e_conv6).
   jaxpr = lambda model: str(jax.make_jaxpr(lambda v: model.apply(v, clip))(variables))
-  assert "remat2" in jaxpr(remat) and "remat2" not in jaxpr(plain)
-  # DTCM hands its policy to its enhancer as to its backbone.
+  assert jaxpr(remat).count("remat2") == 1 and "remat2" not in jaxpr(plain)
+  assert jaxpr(nested).count("remat2") == 6
+  # DTCM hands its policy to its enhancer (both levels) as to its backbone.
   dtcm = models.build("dtcm_tiny", 5, remat="full")
   bound = dtcm.bind(jax.eval_shape(dtcm.init, jax.random.key(0), jnp.zeros((1, 4, 16, 16, 3))))
   assert bound.video_enhancer.remat == "full" and bound.classifier.remat == "full"
+  assert bound.video_enhancer.enhancer.remat == "full"

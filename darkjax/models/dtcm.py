@@ -59,8 +59,11 @@ class DTCM(nn.Module):
     if self.backbone.startswith("dtcm") or self.backbone in ENHANCERS:
       raise ValueError(f"dtcm: backbone {self.backbone!r} is not a classifier backbone")
     if self.enhancer:
+      enhancer_kwargs = dict(self.enhancer_kwargs or {})
+      if remat_lib.enabled(self.remat):
+        enhancer_kwargs.setdefault("remat", self.remat)
       image_enhancer = models.build(self.enhancer, num_classes=0, dtype=self.dtype,
-                                    **dict(self.enhancer_kwargs or {}))
+                                    **enhancer_kwargs)
       self.video_enhancer = VideoEnhancer(image_enhancer, group_size=self.group_size,
                                           remat=self.remat)
     kwargs = dict(self.backbone_kwargs or {})

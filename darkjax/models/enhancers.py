@@ -60,6 +60,10 @@ class _CurveEnhancer(nn.Module):
   # the exposure loss's gradient (proportional to the pixel values) vanishes and training stalls
   # at black; a positive r keeps it in the brightening regime.
   initial_curve: float = 0.0
+  # darkjax.layers.remat policy of the estimator's inner units (DTCMEnhancer: each ShuffleNet
+  # unit), nested inside VideoEnhancer's remat of the whole enhancement: its recomputation then
+  # keeps the units' outputs, not every feature map of every unit at once.
+  remat: bool | str = False
 
   def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
     raise NotImplementedError
@@ -203,7 +207,8 @@ class DTCMEnhancer(_CurveEnhancer):
       raise ValueError(f"dtcm_enhancer: frame size {(h, w)} must be a multiple of 4 (two "
                        f"stride-2 ShuffleNet units; full_resolution=True has no such limit)")
     f = self.features
-    unit = functools.partial(ShuffleUnit, f, dtype=self.dtype)
+    unit = functools.partial(remat_lib.wrap(ShuffleUnit, self.remat, static_argnums=(2,)), f,
+                             dtype=self.dtype)
     x1 = nn.relu(nn.Conv(f, (3, 3), padding=PAD1, dtype=self.dtype, name="e_conv1")(x))
     x2 = unit(name="e_conv2")(x1, train)
     x3 = unit(name="e_conv3")(x2, train)
