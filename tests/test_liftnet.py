@@ -141,6 +141,26 @@ def test_scanned_layers_equal_the_unrolled_ones():
   assert not np.allclose(out_a["stage2"], out_b["stage2"])
 
 
+def test_frozen_luminous_backbone_runs_in_chunks_with_the_same_outputs():
+  """KD's frozen backbone (eval mode, no gradient) goes over `frozen_luminous_chunk` clips at a
+  time in a lax.map: the outputs of one call on the whole batch, gradients still zero into it."""
+  model = TINY(num_classes=5, luminous_frozen=True)
+  x = jax.random.normal(jax.random.key(0), (4, 4, 16, 16, 3))
+  variables = _init(model, x)
+  whole = model.clone(frozen_luminous_chunk=0)
+  outs = {chunk: model.clone(frozen_luminous_chunk=chunk).apply(variables, x)[1]
+          for chunk in (0, 1, 2)}
+  for chunk in (1, 2):
+    for key in ("luminous_features", "luminous_tokens", "logits"):
+      np.testing.assert_allclose(outs[chunk][key], outs[0][key], rtol=1e-5, atol=1e-6)
+  jaxpr = lambda m: str(jax.make_jaxpr(lambda v: m.apply(v, x))(variables))  # noqa: E731
+  assert jaxpr(model).count("scan[") == jaxpr(whole).count("scan[") + 1   # (+ the layer scan)
+  grads = jax.grad(lambda p: jnp.sum(model.apply({**variables, "params": p}, x)[0] ** 2))(
+      variables["params"])
+  assert all(not np.any(g) for g in jax.tree.leaves(grads["luminous"]))
+  assert any(np.any(g) for g in jax.tree.leaves(grads["luminous_projection"]))
+
+
 def test_pvit_is_one_copy_shared_by_every_frame():
   model = TINY(num_classes=3)
   short, long = jnp.ones((1, 2, 16, 16, 3)), jnp.ones((1, 6, 16, 16, 3))

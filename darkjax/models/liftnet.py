@@ -131,6 +131,7 @@ class LIFTNet(nn.Module):
   head_dim: int = 0                     # head hidden width (0: embed_dim)
   dropout_rate: float = 0.1
   luminous_frozen: bool = False         # teacher-shared backbone: eval-mode BN, no gradient
+  frozen_luminous_chunk: int = 1        # frozen backbone: clips per forward (0: the whole batch)
   pvit_frozen: bool = False             # no gradient into the PViT (vit_trainable=none)
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
@@ -166,8 +167,13 @@ class LIFTNet(nn.Module):
   def _luminous_stream(self, clip: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     backbone = video_resnet.VARIANTS[self.luminous](num_classes=0, dtype=self.dtype,
                                                     remat=self.remat, name="luminous")
-    _, lum_out = backbone(clip, train=train and not self.luminous_frozen)
-    fmap, features = lum_out["stage4"], lum_out["features"]
+    chunk = self.frozen_luminous_chunk
+    if (self.luminous_frozen and not self.is_initializing() and 0 < chunk < clip.shape[0]
+        and clip.shape[0] % chunk == 0):
+      fmap, features = self._frozen_forward_in_chunks(backbone, clip, chunk)
+    else:
+      _, lum_out = backbone(clip, train=train and not self.luminous_frozen)
+      fmap, features = lum_out["stage4"], lum_out["features"]
     if self.luminous_frozen:
       fmap, features = jax.lax.stop_gradient(fmap), jax.lax.stop_gradient(features)
     pooled = adaptive_avg_pool(fmap.astype(jnp.float32), self.luminous_tokens, (1, 2, 3))
@@ -177,6 +183,24 @@ class LIFTNet(nn.Module):
     if self.position_embeddings:
       h = PositionEmbedding(name="luminous_position")(h)
     return features, h
+
+  @staticmethod
+  def _frozen_forward_in_chunks(backbone: nn.Module, clip: jax.Array,
+                                chunk: int) -> tuple[jax.Array, jax.Array]:
+    """The frozen backbone (eval mode, no gradient) over `chunk` clips at a time in a loop: the
+    same outputs as one call, with one chunk's frame-resolution feature maps alive instead of the
+    whole batch's (its layer-1 maps are the step's largest transient buffers)."""
+    variables = jax.lax.stop_gradient(dict(backbone.variables))
+    unbound = backbone.clone(parent=None)
+
+    def forward(clips):
+      _, out = unbound.apply(variables, clips, train=False)
+      return out["stage4"], out["features"]
+
+    chunks = clip.reshape((clip.shape[0] // chunk, chunk) + clip.shape[1:])
+    fmap, features = jax.lax.map(forward, chunks)
+    return (fmap.reshape((clip.shape[0],) + fmap.shape[2:]),
+            features.reshape((clip.shape[0],) + features.shape[2:]))
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
