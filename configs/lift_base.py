@@ -46,6 +46,10 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   config.model = common.model_block(f"liftnet_{arg.variant}")
   if arg.variant != "tiny_test":
     config.model.kwargs.luminous = LUMINOUS_BACKBONES[arg.luminous]
+  # KD's frozen luminous backbone runs the batch in 2 parts, one after the other (the same
+  # outputs, half its transient feature maps; keep it a divisor of the per-device batch so each
+  # part stays data-parallel). A memory choice, not the paper's.
+  config.model.kwargs.frozen_luminous_splits = 2
   config.lift = mlc.ConfigDict(dict(
       kd=arg.kd, kd_weight=1.0, kd_reduction="sum", kd_features="hidden",
       luminous_input=arg.luminous_input, gamma=arg.gamma,

@@ -141,24 +141,40 @@ def test_scanned_layers_equal_the_unrolled_ones():
   assert not np.allclose(out_a["stage2"], out_b["stage2"])
 
 
-def test_frozen_luminous_backbone_runs_in_chunks_with_the_same_outputs():
-  """KD's frozen backbone (eval mode, no gradient) goes over `frozen_luminous_chunk` clips at a
-  time in a lax.map: the outputs of one call on the whole batch, gradients still zero into it."""
+def test_frozen_luminous_backbone_runs_in_splits_with_the_same_outputs():
+  """KD's frozen backbone (eval mode, no gradient) goes over the batch in `frozen_luminous_splits`
+  interleaved parts in a lax.map: the outputs of one call on the whole batch, in batch order, and
+  still no gradient into it."""
   model = TINY(num_classes=5, luminous_frozen=True)
   x = jax.random.normal(jax.random.key(0), (4, 4, 16, 16, 3))
   variables = _init(model, x)
-  whole = model.clone(frozen_luminous_chunk=0)
-  outs = {chunk: model.clone(frozen_luminous_chunk=chunk).apply(variables, x)[1]
-          for chunk in (0, 1, 2)}
-  for chunk in (1, 2):
+  outs = {splits: model.clone(frozen_luminous_splits=splits).apply(variables, x)[1]
+          for splits in (1, 2, 4, 3)}   # 3 does not divide the batch: one call
+  for splits in (2, 4, 3):
     for key in ("luminous_features", "luminous_tokens", "logits"):
-      np.testing.assert_allclose(outs[chunk][key], outs[0][key], rtol=1e-5, atol=1e-6)
-  jaxpr = lambda m: str(jax.make_jaxpr(lambda v: m.apply(v, x))(variables))  # noqa: E731
-  assert jaxpr(model).count("scan[") == jaxpr(whole).count("scan[") + 1   # (+ the layer scan)
-  grads = jax.grad(lambda p: jnp.sum(model.apply({**variables, "params": p}, x)[0] ** 2))(
+      np.testing.assert_allclose(outs[splits][key], outs[1][key], rtol=1e-5, atol=1e-6)
+  # Batch order survives the interleaving: clip i's features are clip i's alone.
+  np.testing.assert_allclose(outs[2]["luminous_features"][1],
+                             model.apply(variables, x[1:2])[1]["luminous_features"][0],
+                             rtol=1e-5, atol=1e-6)
+  scans = lambda splits: str(jax.make_jaxpr(lambda v: model.clone(  # noqa: E731
+      frozen_luminous_splits=splits).apply(v, x))(variables)).count("scan[")
+  assert scans(2) == scans(1) + 1 == scans(3) + 1   # (+ the layer scan in all)
+  split = model.clone(frozen_luminous_splits=2)
+  grads = jax.grad(lambda p: jnp.sum(split.apply({**variables, "params": p}, x)[0] ** 2))(
       variables["params"])
   assert all(not np.any(g) for g in jax.tree.leaves(grads["luminous"]))
   assert any(np.any(g) for g in jax.tree.leaves(grads["luminous_projection"]))
+  assert lift_arid.get_config().model.kwargs.frozen_luminous_splits == 2
+  # Data parallel over 2 devices (2 clips each): 2 parts keep every part sharded (no more
+  # collectives than one call), 4 parts of one clip do not (an extra all-gather).
+  mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=jax.devices()[:2])
+  sharded = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+  def gathers(splits):
+    step = jax.jit(lambda v, clips: model.clone(frozen_luminous_splits=splits).apply(v, clips)[0])
+    return step.lower(variables, sharded).compile().as_text().count("all-gather(")
+  assert gathers(2) == gathers(1) < gathers(4)
 
 
 def test_pvit_is_one_copy_shared_by_every_frame():

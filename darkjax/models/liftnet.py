@@ -131,7 +131,7 @@ class LIFTNet(nn.Module):
   head_dim: int = 0                     # head hidden width (0: embed_dim)
   dropout_rate: float = 0.1
   luminous_frozen: bool = False         # teacher-shared backbone: eval-mode BN, no gradient
-  frozen_luminous_chunk: int = 1        # frozen backbone: clips per forward (0: the whole batch)
+  frozen_luminous_splits: int = 1       # frozen backbone: batch parts run one after the other
   pvit_frozen: bool = False             # no gradient into the PViT (vit_trainable=none)
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
@@ -167,10 +167,10 @@ class LIFTNet(nn.Module):
   def _luminous_stream(self, clip: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     backbone = video_resnet.VARIANTS[self.luminous](num_classes=0, dtype=self.dtype,
                                                     remat=self.remat, name="luminous")
-    chunk = self.frozen_luminous_chunk
-    if (self.luminous_frozen and not self.is_initializing() and 0 < chunk < clip.shape[0]
-        and clip.shape[0] % chunk == 0):
-      fmap, features = self._frozen_forward_in_chunks(backbone, clip, chunk)
+    splits = self.frozen_luminous_splits
+    if (self.luminous_frozen and not self.is_initializing() and splits > 1
+        and clip.shape[0] % splits == 0):
+      fmap, features = self._frozen_forward_in_splits(backbone, clip, splits)
     else:
       _, lum_out = backbone(clip, train=train and not self.luminous_frozen)
       fmap, features = lum_out["stage4"], lum_out["features"]
@@ -185,11 +185,13 @@ class LIFTNet(nn.Module):
     return features, h
 
   @staticmethod
-  def _frozen_forward_in_chunks(backbone: nn.Module, clip: jax.Array,
-                                chunk: int) -> tuple[jax.Array, jax.Array]:
-    """The frozen backbone (eval mode, no gradient) over `chunk` clips at a time in a loop: the
-    same outputs as one call, with one chunk's frame-resolution feature maps alive instead of the
-    whole batch's (its layer-1 maps are the step's largest transient buffers)."""
+  def _frozen_forward_in_splits(backbone: nn.Module, clip: jax.Array,
+                                splits: int) -> tuple[jax.Array, jax.Array]:
+    """The frozen backbone (eval mode, no gradient) over the batch in `splits` parts, one after
+    the other in a `lax.map`: the same outputs as one call, with one part's frame-resolution
+    feature maps alive instead of the whole batch's (its layer-1 maps are the step's largest
+    transient buffers). Part i holds clips i, i + splits, i + 2 splits, ...: when `splits` divides
+    the per-device batch, every part keeps the batch's data-parallel sharding."""
     variables = jax.lax.stop_gradient(dict(backbone.variables))
     unbound = backbone.clone(parent=None)
 
@@ -197,10 +199,12 @@ class LIFTNet(nn.Module):
       _, out = unbound.apply(variables, clips, train=False)
       return out["stage4"], out["features"]
 
-    chunks = clip.reshape((clip.shape[0] // chunk, chunk) + clip.shape[1:])
-    fmap, features = jax.lax.map(forward, chunks)
-    return (fmap.reshape((clip.shape[0],) + fmap.shape[2:]),
-            features.reshape((clip.shape[0],) + features.shape[2:]))
+    batch = clip.shape[0]
+    parts = jnp.swapaxes(clip.reshape((batch // splits, splits) + clip.shape[1:]), 0, 1)
+    fmap, features = jax.lax.map(forward, parts)
+    def merge(y):
+      return jnp.swapaxes(y, 0, 1).reshape((batch,) + y.shape[2:])
+    return merge(fmap), merge(features)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
