@@ -135,7 +135,14 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: Call
   `frozen` (`optim.frozen_mask`: True per frozen parameter leaf) puts those leaves under
   `stop_gradient`: their gradients are zeros that cost nothing, instead of weight gradients the
   optimizer then drops (a frozen backbone is traced and compiled forward only), and
-  `train/grad_norm` is the norm of what trains."""
+  `train/grad_norm` and `train/param_norm` are the norms of what trains."""
+
+  def trainable(params):
+    """The parameters that train (frozen leaves dropped; their norm never changes, and a
+    reduction per frozen leaf is compile time for nothing)."""
+    if frozen is None:
+      return params
+    return jax.tree.map(lambda p, f: None if f else p, params, frozen)
 
   def loss_fn(params, *args):
     if frozen is not None:
@@ -191,7 +198,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: Call
     new_state = TrainState(step=state.step + 1, params=params, model_state=model_state,
                            opt_state=opt_state)
     metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
-               "train/param_norm": optim.global_norm(state.params),
+               "train/param_norm": optim.global_norm(trainable(state.params)),
                "train/lr": schedule(state.step), "nonfinite": ~finite}
     metrics.update({f"train/{k}": v for k, v in aux.items()})
     return new_state, metrics

@@ -127,6 +127,11 @@ def test_frozen_leaves_are_not_differentiated():
                              np.linalg.norm(head_grad), rtol=1e-5)
   assert float(results["unmasked"][1]["train/grad_norm"]) > float(
       results["masked"][1]["train/grad_norm"]) * 1.0001
+  np.testing.assert_allclose(results["masked"][1]["train/param_norm"],
+                             np.linalg.norm(params["head"]["w"]), rtol=1e-6)
+  np.testing.assert_allclose(results["unmasked"][1]["train/param_norm"],
+                             np.sqrt(np.sum(params["head"]["w"] ** 2)
+                                     + np.sum(params["backbone"]["w"] ** 2)), rtol=1e-6)
   def dots(step):
     jaxpr = jax.make_jaxpr(step)(_state(tx, params), batch, jax.random.key(0))
     return str(jaxpr).count("dot_general")
