@@ -50,6 +50,9 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   # outputs, half its transient feature maps; keep it a divisor of the per-device batch so each
   # part stays data-parallel). A memory choice, not the paper's.
   config.model.kwargs.frozen_luminous_splits = 2
+  # The N fusion layers as one nn.scan (parameters stacked under `layers/`); False restores
+  # checkpoints of the unrolled layout (`lift_<i>`, `critic_<i>`, `fusion_<i>`).
+  config.model.kwargs.scan_layers = True
   config.lift = mlc.ConfigDict(dict(
       kd=arg.kd, kd_weight=1.0, kd_reduction="sum", kd_features="hidden",
       luminous_input=arg.luminous_input, gamma=arg.gamma,

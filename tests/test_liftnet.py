@@ -17,7 +17,7 @@ from flax import traverse_util
 
 from configs import lift_arid
 from configs.common import augment_block
-from darkjax import losses, train
+from darkjax import api, losses, train
 from darkjax.data import augment as video_augment
 from darkjax.data import datasets, records
 from darkjax.layers.attention import FeatureFusion
@@ -166,6 +166,9 @@ def test_frozen_luminous_backbone_runs_in_splits_with_the_same_outputs():
   assert all(not np.any(g) for g in jax.tree.leaves(grads["luminous"]))
   assert any(np.any(g) for g in jax.tree.leaves(grads["luminous_projection"]))
   assert lift_arid.get_config().model.kwargs.frozen_luminous_splits == 2
+  # Both are config fields a run can override (scan_layers=False: unrolled-layout checkpoints).
+  unrolled = api.apply_overrides(lift_arid.get_config(), {"model.kwargs.scan_layers": False})
+  assert unrolled.model.kwargs.scan_layers is False
   # Data parallel over 2 devices (2 clips each): 2 parts keep every part sharded (no more
   # collectives than one call), 4 parts of one clip do not (an extra all-gather).
   mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
