@@ -44,8 +44,8 @@ def get_config(arg=None):
   config.lift.augment = common.augment_block(colour_jitter=0.2)
   config.optimizer.weight_decay = 1e-4
   config.optimizer.warmup_steps = 20
-  # The small BatchNorm CNN teacher trains much better with SGD than with AdamW (98.8% vs 24%
-  # test top-1 after 400 / 300 steps, measured).
+  # The small BatchNorm CNN teacher trains with SGD: AdamW leaves it near chance on this data
+  # (figures: docs/papers/liftnet.md, "Choices").
   config.teacher.optimizer = common.optimizer_block(
       "sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine",
       warmup_steps=30)

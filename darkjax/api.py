@@ -10,10 +10,11 @@
   run.train_step, run.predict_fn, run.variables   # the jitted step / inference, for inspection
 
 A `Run` wraps the same `darkjax.train.Trainer` that `python -m darkjax.main` runs (through
-`darkjax.train.run`), so a run started here resumes on the command line and the other way round.
-Runs in phases (LIFT-Net's teacher then student, DTCM two-stage or with a pretrained enhancer) are
-driven by their trainer module's `run(config, workdir)`: `train()` then runs every phase to the end, and the
-variables, `predict_fn` and `history()` are those of the deployed phase (`inference_workdir`).
+`darkjax.train.run_phases`), so a run started here resumes on the command line and the other way
+round. Runs in phases (LIFT-Net's teacher then student, DTCM two-stage or with a pretrained
+enhancer, ActLumos) are run by `run_phases` over the paper's declared PHASES: `train()` then runs
+every phase to the end, and the variables, `predict_fn` and `history()` are those of the deployed
+phase (`inference_workdir`).
 """
 
 from __future__ import annotations
@@ -25,34 +26,12 @@ import jax
 import ml_collections as mlc
 import numpy as np
 
+from darkjax import capabilities
+from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
+from darkjax import task as task_lib
 from darkjax import train
-from darkjax.tools import predict
-
-
-def load_config(path: str, arg: str | None = None) -> mlc.ConfigDict:
-  """`get_config(arg)` of a config file, as `--config=path:arg` gives it to darkjax.main."""
-  return predict.load_config(f"{path}:{arg}" if arg else path)
-
-
-def apply_overrides(config: mlc.ConfigDict, overrides: Mapping[str, Any] | None) -> mlc.ConfigDict:
-  """A locked copy of `config` with dotted-path fields replaced (`{"optimizer.lr": 0.01}`), as
-  `--config.optimizer.lr=0.01` does; an unknown path raises naming it and the valid keys."""
-  out = mlc.ConfigDict(config.to_dict())
-  out.lock()
-  for path, value in (overrides or {}).items():
-    *parents, leaf = path.split(".")
-    node = out
-    for depth, key in enumerate(parents):
-      if key not in node:
-        raise KeyError(f"config override {path!r}: no field {'.'.join(parents[:depth + 1])!r}; "
-                       f"valid keys there: {sorted(node.keys())}")
-      node = node[key]
-    if not isinstance(node, mlc.ConfigDict) or leaf not in node:
-      valid = sorted(node.keys()) if isinstance(node, mlc.ConfigDict) else []
-      raise KeyError(f"config override {path!r}: no field {leaf!r}; valid keys there: {valid}")
-    node[leaf] = value
-  return out
+from darkjax.convert import io as convert_io
 
 
 def plain(results: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,14 +49,14 @@ class Run:
 
   def __init__(self, config: mlc.ConfigDict, workdir: str,
                overrides: Mapping[str, Any] | None = None, devices=None):
-    self.config = apply_overrides(config, overrides)
+    self.config = config_lib.validate(config_lib.apply_overrides(config, overrides))
     self.workdir = workdir
     self.devices = devices
-    self.module = train.trainer_module(self.config)
-    # A trainer module's own run() trains in phases when the deployed model lives in a phase's
-    # sub-directory; otherwise it is one Trainer on the module's Task (DTCM's one-stage settings).
-    self.phased = (hasattr(self.module, "run") and os.path.normpath(self.inference_workdir)
-                   != os.path.normpath(workdir))
+    plan = task_lib.phase_plan(self.config)
+    # A run of several phases is run by train.run_phases; one phase is one Trainer kept here, so
+    # its step compiles once across train() / evaluate() calls.
+    self.phased = len(plan) > 1
+    self._phase = plan[-1]
     self._trainer: train.Trainer | None = None
     self._task = None
     self._predict_fn = None
@@ -86,18 +65,19 @@ class Run:
   def from_file(cls, path: str, arg: str | None = None, *, workdir: str,
                 overrides: Mapping[str, Any] | None = None, devices=None) -> "Run":
     """The run of config file `path` with arg string `arg` (`"runlocal,setting=two_stage"`)."""
-    return cls(load_config(path, arg), workdir, overrides, devices)
+    return cls(config_lib.load(path, arg), workdir, overrides, devices)
 
   # ---------------------------------------------------------------- training
   @property
   def trainer(self) -> train.Trainer:
     """The Trainer of a one-phase run (built on first use, kept so its step compiles once)."""
     if self.phased:
-      raise ValueError(f"trainer {self.config.trainer!r} trains in phases through its own run(); "
-                       "use Run.train() for all phases and Run.variables / predict_fn for the "
-                       "deployed model")
+      raise ValueError(f"trainer {self.config.trainer!r} trains this config in phases "
+                       f"{[p.name for p in task_lib.phase_plan(self.config)]}; use Run.train() "
+                       "for all phases and Run.variables / predict_fn for the deployed model")
     if self._trainer is None:
-      self._trainer = train.Trainer(self.config, self.workdir, task=self.module.Task(self.config),
+      phase_config, task = task_lib.build_task(self._phase, self.config)
+      self._trainer = train.Trainer(phase_config, self.inference_workdir, task=task,
                                     devices=self.devices)
     return self._trainer
 
@@ -109,7 +89,7 @@ class Run:
         raise ValueError(f"Run.train(steps={steps}): trainer {self.config.trainer!r} runs its "
                          "phases to their ends; set the steps with overrides={'total_steps': "
                          f"{steps}}} instead")
-      return plain(train.run(self.config, self.workdir))
+      return plain(train.run_phases(self.config, self.workdir, self.devices))
     before = self.step
     results = plain(self.trainer.run(until=steps))
     if self.step == before and before:   # already trained that far: evaluate what is there
@@ -152,7 +132,7 @@ class Run:
   @property
   def inference_workdir(self) -> str:
     """Where the deployed model's checkpoints are (the workdir, or a phase's sub-directory)."""
-    return predict.run_workdir(self.config, self.workdir)
+    return task_lib.deployed_workdir(self.config, self.workdir)
 
   @property
   def task(self):
@@ -160,7 +140,7 @@ class Run:
     if self._trainer is not None:
       return self._trainer.task
     if self._task is None:
-      self._task = train.load_task(self.config)
+      self._task = task_lib.load_task(self.config)
     return self._task
 
   @property
@@ -186,7 +166,7 @@ class Run:
     checkpoint of the deployed phase."""
     if self._trainer is not None and self._trainer.state is not None:
       return jax.device_get(self._trainer.variables)
-    return predict.restore_variables(self.inference_workdir)[0]
+    return convert_io.load_run_variables(self.inference_workdir)[0]
 
   def test_clips(self, count: int) -> dict[str, np.ndarray]:
     """The first `count` test examples ({"video": uint8 (N, T, H, W, C), "label": ..., streams})
@@ -196,6 +176,6 @@ class Run:
 
   def enhance(self, clips_uint8: np.ndarray) -> np.ndarray:
     """Enhanced clips in [0, 1] for tasks with an enhancer (DTCM)."""
-    if not hasattr(self.task, "enhance"):
-      raise ValueError(f"trainer {self.config.trainer!r} has no enhancer (Task.enhance)")
+    if not isinstance(self.task, capabilities.Enhances):
+      raise ValueError(f"trainer {self.config.trainer!r} has no enhancer (capability Enhances)")
     return np.asarray(jax.jit(self.task.enhance)(self.variables, clips_uint8))

@@ -1,6 +1,7 @@
 """Entry point: `python -m darkjax.main --config=configs/<paper>_<dataset>.py[:args] --workdir=DIR`.
 
-Runs the trainer named by `config.trainer`. Re-running the same command resumes from the latest
+Runs the phases that `config.trainer`'s paper declares (`darkjax.train.run_phases`); the config is
+checked by `darkjax.config.validate` first. Re-running the same command resumes from the latest
 checkpoint in --workdir (a local directory or a URL such as gs://bucket/run).
 
 Several processes (docs/multihost.md): `--jax_distributed` calls `jax.distributed.initialize`,
@@ -54,17 +55,19 @@ def main(argv):
                                heartbeat_timeout_seconds=_HEARTBEAT.value)
     darkjax_log.info("process %d of %d, %d local devices of %d", jax.process_index(),
                      jax.process_count(), jax.local_device_count(), jax.device_count())
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
   from darkjax import train  # pylint: disable=import-outside-toplevel
   from darkjax.data.datasets import (  # pylint: disable=import-outside-toplevel
       DatasetNotPreparedError, DatasetSplitError)
   from darkjax.preemption import Preempted  # pylint: disable=import-outside-toplevel
   try:
-    results = train.run(_CONFIG.value, _WORKDIR.value)
+    results = train.run_phases(config_lib.validate(_CONFIG.value), _WORKDIR.value)
   except Preempted as e:  # a clean stop: the checkpoint is saved, a rerun resumes
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(0)
   except (DatasetNotPreparedError, DatasetSplitError, train.NonFiniteLossError,
-          train.MissingWeightsError) as e:
+          train.MissingWeightsError, config_lib.ConfigError, task_lib.MissingCapabilityError) as e:
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(2)
   except jax.errors.JaxRuntimeError as e:

@@ -48,7 +48,7 @@ def _frozen_labels(params: Any, patterns) -> Any:
 
 def frozen_mask(params: Any, patterns) -> Any | None:
   """The parameter tree with True at each leaf an `optimizer.frozen` regex matches (None when
-  nothing is frozen): `darkjax.train.make_train_step` takes no gradient of those leaves."""
+  nothing is frozen): `darkjax.step.make_train_step` takes no gradient of those leaves."""
   if not patterns:
     return None
   return jax.tree.map(lambda label: label == "frozen", _frozen_labels(params, patterns))

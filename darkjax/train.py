@@ -1,22 +1,21 @@
 """The one generic trainer. Paper-specific pieces (model, loss, data, eval) come from a `Task` in
-darkjax/trainers/<name>.py; this module owns the mesh, sharded init, the jitted step, checkpoints,
-resume, the NaN guard, logging and the loop.
+darkjax/trainers/<name>.py (the contract: darkjax/task.py); this module owns the mesh, sharded
+init, checkpoints, resume, the NaN guard, logging and the loop, and `run_phases` runs a paper's
+declared `PHASES` one Trainer each. The step itself is darkjax/step.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 import logging
 import math
 import os
 import re
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
@@ -30,7 +29,9 @@ from darkjax import files
 from darkjax import metrics as metrics_lib
 from darkjax import optim
 from darkjax import paths, plots, preemption, sharding
+from darkjax import task as task_lib
 from darkjax import variables as variables_lib
+from darkjax.step import TrainState, make_train_step
 from darkjax.layers import conv as conv_lib
 from darkjax.layers import remat as remat_lib
 
@@ -39,66 +40,6 @@ log = logging.getLogger("darkjax")
 
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/Inf loss or gradient; the message names the step."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  model_state: Any          # non-trained collections, e.g. {"batch_stats": ...}
-  opt_state: Any
-
-
-class Task(Protocol):
-  """What a trainer module's Task gives the Trainer (darkjax/trainers/base.py has the shared part).
-
-  Data: `data_sources` names the task's ClassificationData (the first is primary: evaluators and
-  predict default to it); `train_dataset(local_batch)` is a grain IterDataset of host batches.
-  Model: `init_variables(rng, batch)` builds the variables from one batch's shapes; `init_from`
-  turns a fresh (not resumed) state's variables into those training starts from (pretrained
-  sub-modules, a teacher, a phase-1 enhancer), called only when `merges_pretrained`.
-  Step: `loss_fn(params, model_state, batch, rng, progress) -> (loss, (model_state, metrics))`
-  with `progress` in [0, 1].
-  Inference: `predict(variables, streams, source=None) -> logits`, where `streams["video"]` is
-  uint8 (N, T, H, W, C) clips of `source`'s model stream and other keys are its extra record
-  streams; used by the classification evaluator and `darkjax.tools.predict`.
-  Optional capabilities named by evaluators: `enhance(variables, clips)` (enhancement),
-  `attention_maps(variables, streams)` (attention_maps).
-  """
-  config: mlc.ConfigDict
-  model: Any
-  data_sources: Mapping[str, Any]
-  merges_pretrained: bool
-
-  def train_dataset(self, local_batch: int): ...
-  def init_variables(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict: ...
-  def init_from(self, variables: dict) -> dict: ...
-  def loss_fn(self, params, model_state, batch, rng, progress) -> tuple[jax.Array, tuple]: ...
-  def predict(self, variables: Mapping[str, Any], streams: Mapping[str, jax.Array],
-              source: str | None = None) -> jax.Array: ...
-
-
-# ================================================================ config + task
-def trainer_module(config: mlc.ConfigDict):
-  """The module darkjax/trainers/<config.trainer>.py, or an error listing the known trainers."""
-  name = config.trainer
-  try:
-    return importlib.import_module(f"darkjax.trainers.{name}")
-  except ModuleNotFoundError as e:
-    if e.name != f"darkjax.trainers.{name}":
-      raise
-    known = sorted(f[:-3] for f in os.listdir(os.path.join(os.path.dirname(__file__), "trainers"))
-                   if f.endswith(".py") and not f.startswith("_"))
-    raise ValueError(f"config.trainer {name!r} unknown; known trainers: {known}") from None
-
-
-def load_task(config: mlc.ConfigDict, num_classes: int | None = None) -> Task:
-  """The Task of `config.trainer` (`num_classes`: without opening the dataset, for inference)."""
-  return trainer_module(config).Task(config, num_classes=num_classes)
-
-
-def _config_json(config: mlc.ConfigDict) -> str:
-  return config.to_json_best_effort(sort_keys=True, indent=2)
 
 
 # ================================================================ sharded state init
@@ -124,86 +65,6 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
                      "config.model_load.dont_load to skip keys)")
   merged = {k: (jnp.asarray(theirs[k], ours[k].dtype) if keep(k) else v) for k, v in ours.items()}
   return variables_lib.unflatten(merged)
-
-
-# ================================================================ the step
-def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: Callable,
-                    total_steps: int, accum_steps: int, frozen: Any | None = None) -> Callable:
-  """(state, batch, rng) -> (state, metrics); a non-finite loss or gradient leaves state unchanged
-  and sets metrics["nonfinite"].
-
-  `frozen` (`optim.frozen_mask`: True per frozen parameter leaf) puts those leaves under
-  `stop_gradient`: their gradients are zeros that cost nothing, instead of weight gradients the
-  optimizer then drops (a frozen backbone is traced and compiled forward only), and
-  `train/grad_norm` and `train/param_norm` are the norms of what trains."""
-
-  def trainable(params):
-    """The parameters that train (frozen leaves dropped; their norm never changes, and a
-    reduction per frozen leaf is compile time for nothing)."""
-    if frozen is None:
-      return params
-    return jax.tree.map(lambda p, f: None if f else p, params, frozen)
-
-  def loss_fn(params, *args):
-    if frozen is not None:
-      params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
-    return task.loss_fn(params, *args)
-
-  def grads_of(params, model_state, batch, rng, progress):
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    if accum_steps == 1:
-      (loss, (model_state, aux)), grads = grad_fn(params, model_state, batch, rng, progress)
-      return loss, model_state, aux, grads
-    micro = jax.tree.map(
-        lambda x: x.reshape((accum_steps, x.shape[0] // accum_steps) + x.shape[1:]), batch)
-
-    def body(carry, inputs):
-      model_state, grad_sum, loss_sum, aux_sum = carry
-      index, mb = inputs
-      (loss, (model_state, aux)), grads = grad_fn(params, model_state, mb,
-                                                  jax.random.fold_in(rng, index), progress)
-      grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
-      aux_sum = jax.tree.map(jnp.add, aux_sum, aux)
-      return (model_state, grad_sum, loss_sum + loss, aux_sum), None
-
-    first = jax.tree.map(lambda x: x[0], micro)
-    aux_shape = jax.eval_shape(lambda: grad_fn(params, model_state, first, rng, progress)[0][1][1])
-    zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)  # noqa: E731
-    init = (model_state, zeros(params), jnp.zeros(()),
-            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape))
-    (model_state, grad_sum, loss_sum, aux_sum), _ = jax.lax.scan(
-        body, init, (jnp.arange(accum_steps), micro))
-    scale = 1.0 / accum_steps
-    return (loss_sum * scale, model_state, jax.tree.map(lambda a: a * scale, aux_sum),
-            jax.tree.map(lambda g: g * scale, grad_sum))
-
-  def train_step(state: TrainState, batch, rng):
-    step_rng = jax.random.fold_in(rng, state.step)
-    progress = jnp.clip(state.step.astype(jnp.float32) / total_steps, 0.0, 1.0)
-    loss, model_state, aux, grads = grads_of(state.params, state.model_state, batch, step_rng,
-                                             progress)
-    grad_norm = optim.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
-    def apply_update():
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      return optax.apply_updates(state.params, updates), model_state, opt_state
-
-    # The optimizer runs inside one conditional that otherwise keeps the old state. A select per
-    # leaf compiles to one more kernel per parameter and optimizer leaf and keeps the new and old
-    # state alive together (ActLumos teacher at 64 frames: 3-4 s more compile; DTCM with remat:
-    # ~100 MiB more peak memory).
-    params, model_state, opt_state = jax.lax.cond(
-        finite, apply_update, lambda: (state.params, state.model_state, state.opt_state))
-    new_state = TrainState(step=state.step + 1, params=params, model_state=model_state,
-                           opt_state=opt_state)
-    metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
-               "train/param_norm": optim.global_norm(trainable(state.params)),
-               "train/lr": schedule(state.step), "nonfinite": ~finite}
-    metrics.update({f"train/{k}": v for k, v in aux.items()})
-    return new_state, metrics
-
-  return train_step
 
 
 def compiler_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,9 +114,9 @@ class Trainer:
   """Runs `task` under `config` in `workdir`; evaluators get the attributes below."""
   config: mlc.ConfigDict
   workdir: str
-  task: Task | None = None
+  task: task_lib.Task | None = None
   devices: Any = None
-  # Set by __post_init__ (mesh) and _build (step, shardings); `state` holds the live TrainState.
+  # Set by __post_init__ (mesh) and build (step, shardings); `state` holds the live TrainState.
   mesh: Any = dataclasses.field(init=False, default=None)
   batch_sharding: Any = dataclasses.field(init=False, default=None)
   replicated: Any = dataclasses.field(init=False, default=None)
@@ -270,11 +131,12 @@ class Trainer:
   writer: metrics_lib.MetricsWriter | None = dataclasses.field(init=False, default=None)
   evaluators: dict[str, Any] | None = dataclasses.field(init=False, default=None)
   compiler_options: dict[str, Any] = dataclasses.field(init=False, default_factory=dict)
+  _checkpointer: Any = dataclasses.field(init=False, default=None)
 
   def __post_init__(self):
     self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
     check_required_weights(self.config)
-    self.task = self.task or load_task(self.config)
+    self.task = self.task or task_lib.load_task(self.config)
     if self.config.total_epochs > 0:
       self.config.total_steps = steps_for_epochs(self.config, self.task)
     self.mesh = sharding.make_mesh(self.config.mesh, self.devices)
@@ -307,7 +169,17 @@ class Trainer:
                         opt_state=tx.init(params))
     return init
 
-  def _build(self, sample_batch):
+  def build(self, sample_batch: Any = None) -> None:
+    """Builds the sharded init and the jitted train step (once; later calls do nothing).
+    `sample_batch`: one example's shapes and dtypes (batch dimension 1; default: the first example
+    of the task's train dataset); the step compiles for the real batch on its first call."""
+    if self.train_step is not None:
+      return
+    if sample_batch is None:
+      peek = iter(self.task.train_dataset(self.local_batch(self.config.input.batch_size)))
+      sample_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
+                                  sharding.device_fields(next(peek)))
+      peek.close()
     cfg = self.config
     total = int(cfg.total_steps)
     abstract_params = jax.eval_shape(self._init_fn(optax.identity(), sample_batch),
@@ -334,11 +206,37 @@ class Trainer:
     self.param_count = sum(int(np.prod(x.shape))
                            for x in jax.tree.leaves(abstract_state.params))
 
-  def _fresh_state(self, rng) -> TrainState:
+  def init_state(self, from_checkpoint: bool = True, data_iterator: Any = None,
+                 pretrained: bool = True) -> int:
+    """Sets `state` and returns its step: restored from the workdir's latest checkpoint (with
+    `data_iterator`'s position, when given) if `from_checkpoint` and there is one, else a fresh
+    state from `config.seed`, with `config.model_init` and the task's `init_from` merged in unless
+    `pretrained=False`. Builds first if needed."""
+    self.build()
+    if from_checkpoint:
+      checkpointer = self._checkpointer or ckpt_lib.Checkpointer(self.workdir)
+      try:
+        start = checkpointer.latest_step()
+        if start is not None:
+          self.state, _ = checkpointer.restore(start, self.abstract_state, data_iterator)
+          log.info("resumed from %s/%d", checkpointer.directory, start)
+          return start
+      finally:
+        if checkpointer is not self._checkpointer:
+          checkpointer.close()
+    self.state = self._fresh_state(jax.random.fold_in(jax.random.key(self.config.seed), 1),
+                                   pretrained)
+    return 0
+
+  def host_variables(self) -> dict[str, Any]:
+    """The live state's variables as host numpy arrays: what a later phase starts from."""
+    return jax.device_get(self.variables)
+
+  def _fresh_state(self, rng, pretrained: bool = True) -> TrainState:
     """Initialised state, then `config.model_init` and the task's `init_from` (if any)."""
     state = self._init(rng)
     cfg = self.config
-    if not cfg.model_init and not self.task.merges_pretrained:
+    if not pretrained or (not cfg.model_init and not self.task.merges_pretrained):
       return state
     variables = jax.device_get({"params": state.params, **state.model_state})
     if cfg.model_init:
@@ -389,30 +287,18 @@ class Trainer:
     paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
     if self.is_lead:
       files.atomic_write_json(os.path.join(self.workdir, "config.json"),
-                              json.loads(_config_json(cfg)), sort_keys=True)
+                              json.loads(cfg.to_json_best_effort(sort_keys=True)), sort_keys=True)
     total = int(cfg.total_steps)
     last = total if until is None else min(int(until), total)
-    train_ds = self.task.train_dataset(self.local_batch(cfg.input.batch_size))
-    if self.train_step is None:
-      # One example's shapes (batch dimension 1) drive init; the step compiles for the real batch.
-      peek = iter(train_ds)
-      sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
-                            sharding.device_fields(next(peek)))
-      peek.close()
-      self._build(sample)
-    train_iter = iter(train_ds)
-    checkpointer = ckpt_lib.Checkpointer(self.workdir, keep=cfg.keep_checkpoints,
-                                         async_save=cfg.async_checkpoints)
+    self.build()
+    train_iter = iter(self.task.train_dataset(self.local_batch(cfg.input.batch_size)))
+    self._checkpointer = checkpointer = ckpt_lib.Checkpointer(
+        self.workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
     rng = jax.random.key(cfg.seed)
-    start = checkpointer.latest_step()
-    if start is not None:
-      self.state, meta = checkpointer.restore(start, self.abstract_state, train_iter)
-      log.info("resumed from %s/%d", checkpointer.directory, start)
+    start = self.init_state(data_iterator=train_iter)
+    if start:
       self.writer.truncate_after(start)
-    else:
-      start = 0
-      self.state = self._fresh_state(jax.random.fold_in(rng, 1))
     step_rng = jax.random.fold_in(rng, 2)
     log.info("model %s: %s parameters; mesh %s", cfg.model.name, f"{self.param_count:,}",
              dict(self.mesh.shape))
@@ -458,6 +344,7 @@ class Trainer:
       bar.close()
       train_iter.close()
       checkpointer.close()
+      self._checkpointer = None
       self.writer.close()
     if self.is_lead and last == total and start < last:
       write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
@@ -495,7 +382,7 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
   return os.fspath(path)
 
 
-def steps_for_epochs(config: mlc.ConfigDict, task: Task) -> int:
+def steps_for_epochs(config: mlc.ConfigDict, task: task_lib.Task) -> int:
   """ceil(config.total_epochs x the primary data source's train-split size / global batch)."""
   data = task.data_sources[next(iter(task.data_sources))]
   examples = data.dataset.num_examples(data.cfg.data.split)
@@ -537,11 +424,57 @@ def check_required_weights(config: mlc.ConfigDict) -> None:
         "`init=none` to the config arg string.")
 
 
-def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains as `config.trainer` says. A trainer module with several phases (e.g. teacher, then
-  student) defines its own `run(config, workdir)` that runs one `Trainer` per phase, each in its
-  own sub-directory so every phase resumes on its own."""
-  module = trainer_module(config)
-  if hasattr(module, "run"):
-    return module.run(config, workdir)
-  return Trainer(config, workdir, task=module.Task(config)).run()
+def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dict[str, Any]:
+  """Trains every phase `config` runs (`darkjax.task.phase_plan`), one Trainer each in its own
+  resumable directory, each phase starting from the trained variables of the earlier phases it
+  names (`Phase.init_from`). Returns the deployed (last) phase's results, with the float results
+  of earlier phases as `<phase>_<metric>`. A run whose deployed phase has a sub-directory gets
+  WORKDIR/report.md summing up every phase. `devices`: the mesh's devices (default: all)."""
+  plan = task_lib.phase_plan(config)
+  for phase in plan:   # everything any phase reads is checked before the first step
+    if phase.check is not None:
+      phase.check(config, phase.workdir(workdir, config))
+  wanted = {name for phase in plan for name in phase.init_from}
+  trained: dict[str, dict[str, Any]] = {}
+  results: dict[str, Any] = {}
+  is_lead = jax.process_index() == 0
+  for number, phase in enumerate(plan, 1):
+    earlier = {name: trained[name] for name in phase.init_from if name in trained}
+    phase_config, task = task_lib.build_task(phase, config, earlier)   # opens the datasets
+    if number == 1:   # the whole command's weights (a first phase may need none of them)
+      check_required_weights(config)
+    if len(plan) > 1:
+      log.info("%s phase %d/%d: %s", config.trainer, number, len(plan), phase.name)
+    trainer = Trainer(phase_config, phase.workdir(workdir, config), task=task, devices=devices)
+    phase_results = trainer.run()
+    if phase.report is not None and is_lead:
+      section = phase.report(config, phase_results)
+      if section:
+        with (paths.resolve(trainer.workdir) / "report.md").open("a", encoding="utf-8") as f:
+          f.write("\n" + section)
+    if phase.name in wanted:
+      trained[phase.name] = trainer.host_variables()
+    if number < len(plan):
+      results.update({f"{phase.name}_{k}": v for k, v in phase_results.items()
+                      if isinstance(v, float)})
+    else:
+      results.update(phase_results)
+  deployed = plan[-1].workdir(workdir, config)
+  if is_lead and os.path.normpath(deployed) != os.path.normpath(workdir):
+    write_summary(workdir, config, plan, results)
+  return results
+
+
+def write_summary(workdir: str, config: mlc.ConfigDict, plan, results: Mapping[str, Any]) -> str:
+  """WORKDIR/report.md of a run in phases: the phases, where each one's report is, and every
+  phase's final metrics."""
+  directories = [os.path.relpath(p.workdir(workdir, config), workdir) for p in plan]
+  lines = [f"# darkjax run: {config.trainer} / {config.model.name} on `{config.input.data.name}`",
+           "", f"- phases: {', '.join(f'{p.name} ({d}/)' for p, d in zip(plan, directories))}; "
+           "each directory has its own report.md, metrics and checkpoints; the last is the "
+           "deployed model", "", "| metric | value |", "|---|---|"]
+  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())
+            if isinstance(v, float) and "per_class" not in k]
+  path = paths.resolve(workdir) / "report.md"
+  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  return os.fspath(path)

@@ -314,9 +314,11 @@ import sys  # noqa: E402
 
 from configs import actlumos_arid, actlumos_synthetic  # noqa: E402
 from darkjax import checkpoint as ckpt_lib  # noqa: E402
+from darkjax import train  # noqa: E402
 from darkjax import variables as variables_lib  # noqa: E402
 from darkjax.data import datasets  # noqa: E402
 from darkjax.trainers import actlumos as actlumos_trainer  # noqa: E402
+from darkjax import task as task_lib
 import run_configs  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -373,7 +375,7 @@ def synthetic_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("actlumos")
   config = run_configs.quiet(actlumos_synthetic.get_config(f"runlocal,data_dir={root / 'data'}"))
   workdir = str(root / "run")
-  results = actlumos_trainer.run(config, workdir)
+  results = train.run_phases(config, workdir)
   return config, workdir, results
 
 
@@ -402,17 +404,17 @@ def test_all_phases_run_and_hand_their_weights_on(synthetic_run):
   for key, value in teacher.items():
     collection, rest = key.split("/", 1)
     np.testing.assert_array_equal(student[f"{collection}/teacher/{rest}"], value, err_msg=key)
-  assert actlumos_trainer.inference_workdir(config, workdir).endswith("student")
+  assert task_lib.deployed_workdir(config, workdir).endswith("student")
 
 
 def test_rerun_resumes_without_new_steps_and_rejects_a_changed_teacher(synthetic_run):
   config, workdir, _ = synthetic_run
   lines = {p: open(os.path.join(workdir, p, "metrics.jsonl")).read()
            for p in ("teacher", "ssl", "student")}
-  actlumos_trainer.run(config, workdir)
+  train.run_phases(config, workdir)
   for phase, text in lines.items():
     assert open(os.path.join(workdir, phase, "metrics.jsonl")).read() == text, phase
   changed = run_configs.quiet(actlumos_synthetic.get_config(
       f"runlocal,fusion=concat,data_dir={config.input.data.dir}"))
   with pytest.raises(ValueError, match=r"actlumos.fusion='dff'.*says 'concat'"):
-    actlumos_trainer.run(changed, workdir)
+    train.run_phases(changed, workdir)

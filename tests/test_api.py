@@ -11,6 +11,7 @@ import pytest
 
 from darkjax import api, train
 from darkjax.tools import predict
+from darkjax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(REPO, "configs", "synthetic.py")
@@ -27,7 +28,7 @@ def runs(tmp_path_factory):
   first = run.train(steps=2)
   second = run.train()
   whole_dir = str(root / "whole")
-  config = api.apply_overrides(api.load_config(CONFIG_FILE, arg), QUIET)
+  config = config_lib.apply_overrides(config_lib.load(CONFIG_FILE, arg), QUIET)
   train.Trainer(config, whole_dir, devices=jax.devices()[:1]).run()
   return run, first, second, whole_dir, arg, root
 
@@ -36,7 +37,7 @@ def test_split_training_has_the_losses_of_one_uninterrupted_run(runs):
   run, first, second, whole_dir, _, _ = runs
   split = [(row["step"], row["train/loss"]) for row in run.history() if "train/loss" in row]
   whole = [(row["step"], row["train/loss"]) for row in api.Run(
-      api.load_config(CONFIG_FILE, runs[4]), whole_dir).history() if "train/loss" in row]
+      config_lib.load(CONFIG_FILE, runs[4]), whole_dir).history() if "train/loss" in row]
   assert [s for s, _ in split] == [s for s, _ in whole] == [1, 2, 3, 4]
   np.testing.assert_allclose([l for _, l in split], [l for _, l in whole], rtol=1e-6)
   assert run.step == 4
@@ -64,9 +65,9 @@ def test_overrides_change_fields_and_typos_name_the_path(runs):
   run = runs[0]
   assert run.config.eval_every == 0 and run.config.input.prefetch == 0
   with pytest.raises(KeyError, match=r"optimizer.lrr.*valid keys there: \[.*'lr'"):
-    api.apply_overrides(run.config, {"optimizer.lrr": 0.1})
+    config_lib.apply_overrides(run.config, {"optimizer.lrr": 0.1})
   with pytest.raises(KeyError, match="'optimiser'"):
-    api.apply_overrides(run.config, {"optimiser.lr": 0.1})
+    config_lib.apply_overrides(run.config, {"optimiser.lr": 0.1})
   with pytest.raises(AttributeError):   # the config stays locked
     run.config.new_field = 1
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from darkjax.tools import bench, bench_config
-from darkjax.tools import predict
+from darkjax import config as config_lib
 
 
 def test_stand_in_keeps_the_clip_geometry_and_drops_data_and_weights(tmp_path):
-  config = predict.load_config("configs/dtcm_arid.py")
+  config = config_lib.load("configs/dtcm_arid.py")
   assert config.required_weights   # the recipe starts from Kinetics weights
   out = bench_config.stand_in_config(config, str(tmp_path), frames=32, batch=2, remat="full")
   assert out.input.frames == 32 and out.input.batch_size == 2
@@ -22,15 +22,15 @@ def test_stand_in_keeps_the_clip_geometry_and_drops_data_and_weights(tmp_path):
   assert not out.required_weights and not out.model_init and not out.evals
   assert config.input.data.name == "arid_v1" and config.input.frames == 64   # not modified
   # ActLumos's SSL sources follow the stand-in too.
-  act = bench_config.stand_in_config(predict.load_config("configs/actlumos_arid.py"),
+  act = bench_config.stand_in_config(config_lib.load("configs/actlumos_arid.py"),
                                      str(tmp_path))
   assert tuple(act.ssl.datasets) == ("synthetic",) and act.ssl.dirs[0] == act.input.data.dir
   # A model reading a prepared stream the synthetic data has no stand-in for: a clear error.
   with pytest.raises(SystemExit, match=r"record streams \['flow'\]"):
-    bench_config.stand_in_config(predict.load_config("configs/lift_arid.py:luminous_input=flow"),
+    bench_config.stand_in_config(config_lib.load("configs/lift_arid.py:luminous_input=flow"),
                                  str(tmp_path))
   # The two-stream C3D computes its flow on the host instead (the same train step).
-  two = bench_config.stand_in_config(predict.load_config("configs/twostream_infar.py"),
+  two = bench_config.stand_in_config(config_lib.load("configs/twostream_infar.py"),
                                      str(tmp_path))
   assert two.twostream.flow_source == "compute" and "flow" not in two.input.streams
 

@@ -40,9 +40,9 @@ def bucket_run(tmp_path_factory):
   os.chdir(cwd)
   try:
     with fake_gcs(str(root)):
-      train.run(_config(2, evaluate=False), f"{BUCKET}/run")
+      train.run_phases(_config(2, evaluate=False), f"{BUCKET}/run")
       first_steps = _train_steps(f"{BUCKET}/run")
-      results = train.run(_config(4, evaluate=True), f"{BUCKET}/run")
+      results = train.run_phases(_config(4, evaluate=True), f"{BUCKET}/run")
       yield {"root": root, "cwd": cwd, "first_steps": first_steps, "results": results}
   finally:
     os.chdir(old_cwd)

@@ -13,6 +13,7 @@ import pytest
 from configs import common
 from darkjax import train
 from darkjax.layers import remat
+from darkjax import task as task_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # common.py and <paper>_base.py hold shared builders; every other file is one paper x dataset.
@@ -57,7 +58,7 @@ def test_config_builds_locks_and_names_a_trainer(path):
 def test_synthetic_runlocal_config_is_accepted_by_its_trainer(tmp_path):
   module = importlib.import_module("configs.synthetic")
   config = module.get_config(f"runlocal,data_dir={tmp_path}")
-  task = train.load_task(config)
+  task = task_lib.load_task(config)
   assert task.data.dataset.num_classes >= 8
 
 
@@ -76,7 +77,7 @@ def test_unknown_trainer_lists_known_ones():
   config = module.get_config("runlocal")
   config.trainer = "nope"
   with pytest.raises(ValueError, match="supervised"):
-    train.load_task(config)
+    task_lib.load_task(config)
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from darkjax.layers import conv, conv2d
+from darkjax import task as task_lib
 
 # (name, input (B, T, H, W, C), kernel (kt, kh, kw), out channels, strides, padding, groups)
 CASES = [
@@ -367,13 +368,12 @@ _LOWERING_CASES = ("small3d_tiny", "resnet3d_tiny", "resnext3d_tiny", "c3d_tiny"
 
 def _traced_lowerings(case: str, backend: str, monkeypatch, tmp_path) -> dict[str, int]:
   import importlib  # pylint: disable=import-outside-toplevel
-  from darkjax import train  # pylint: disable=import-outside-toplevel
   from darkjax.tools import predict  # pylint: disable=import-outside-toplevel
   from run_configs import quiet  # pylint: disable=import-outside-toplevel
   module = "configs." + (case if case.endswith("_synthetic") else "synthetic")
   config = importlib.import_module(module).get_config(f"runlocal,data_dir={tmp_path}")
   config = quiet(config) if case.endswith("_synthetic") else quiet(config, **{"model.name": case})
-  task = train.load_task(config, num_classes=5)
+  task = task_lib.load_task(config, num_classes=5)
   inputs = {k: jnp.zeros(v.shape, v.dtype) for k, v in predict.sample_inputs(task).items()}
   monkeypatch.setattr(jax, "default_backend", lambda: backend)
   with conv.record_lowerings() as chosen:

@@ -16,8 +16,9 @@ import pytest
 
 from configs import dinet_synthetic, dtcm_synthetic, lift_synthetic, twostream_synthetic
 from configs import synthetic as synthetic_config
-from darkjax import checkpoint, train
+from darkjax import checkpoint
 from darkjax.tools import export, predict
+from darkjax import task as task_lib
 from run_configs import quiet
 
 CLASSES = 5
@@ -35,7 +36,7 @@ def _config(case: str, data_dir: str):
 
 def _model(case: str, data_dir: str):
   """(task, variables, sample inputs, uint8 test clips of batch 3) of a case, without a dataset."""
-  task = train.load_task(_config(case, data_dir), num_classes=CLASSES)
+  task = task_lib.load_task(_config(case, data_dir), num_classes=CLASSES)
   sample = predict.sample_inputs(task)
   zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in sample.items()}
   variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(3), zeros))

@@ -17,12 +17,13 @@ from flax import traverse_util
 
 from configs import lift_arid
 from configs.common import augment_block
-from darkjax import api, losses, train
+from darkjax import losses, train
 from darkjax.data import augment as video_augment
 from darkjax.data import datasets, records
 from darkjax.layers.attention import FeatureFusion
 from darkjax.models import liftnet, video_resnet, vit
 from darkjax.trainers import liftnet as lift_trainer
+from darkjax import config as config_lib
 import torch_parity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,7 +168,7 @@ def test_frozen_luminous_backbone_runs_in_splits_with_the_same_outputs():
   assert any(np.any(g) for g in jax.tree.leaves(grads["luminous_projection"]))
   assert lift_arid.get_config().model.kwargs.frozen_luminous_splits == 2
   # Both are config fields a run can override (scan_layers=False: unrolled-layout checkpoints).
-  unrolled = api.apply_overrides(lift_arid.get_config(), {"model.kwargs.scan_layers": False})
+  unrolled = config_lib.apply_overrides(lift_arid.get_config(), {"model.kwargs.scan_layers": False})
   assert unrolled.model.kwargs.scan_layers is False
   # Data parallel over 2 devices (2 clips each): 2 parts keep every part sharded (no more
   # collectives than one call), 4 parts of one clip do not (an extra all-gather).
@@ -377,11 +378,11 @@ def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_pa
     def __post_init__(self):
       super().__post_init__()
       trainers.append(self)
-  monkeypatch.setattr(lift_trainer.train, "Trainer", Recording)
+  monkeypatch.setattr(train, "Trainer", Recording)
   config = _arid_config(arid_dir)  # runlocal: liftnet_tiny_test, KD, vit_trainable=first
   config.total_steps = config.teacher.total_steps = 1
   workdir = str(tmp_path / "run")
-  results = lift_trainer.run(config, workdir, devices=jax.devices()[:1])
+  results = train.run_phases(config, workdir, devices=jax.devices()[:1])
   teacher, student = trainers
   for phase in ("teacher", "student"):
     rows = [json.loads(line) for line in open(os.path.join(workdir, phase, "metrics.jsonl"))]
@@ -406,7 +407,8 @@ def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_pa
     np.testing.assert_array_equal(s_stats[f"luminous/{key}"], value)
 
   # vit_trainable=first: the rest of the PViT is bit-identical to its initial value, block 0 moved.
-  initial = _flat(student._init(jax.random.fold_in(jax.random.key(config.seed), 1)).params)
+  student.init_state(from_checkpoint=False, pretrained=False)   # the seed's fresh state
+  initial = _flat(student.state.params)
   pvit = [k for k in s_params if k.startswith("pvit/")]
   block0 = [k for k in pvit if k.startswith("pvit/Transformer/encoderblock_0/")]
   for key in set(pvit) - set(block0):

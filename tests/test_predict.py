@@ -14,6 +14,7 @@ from darkjax import train
 from darkjax.data import datasets, records
 from darkjax.tools import predict
 from darkjax.tools.bench_input import write_avi
+from darkjax import config as config_lib
 from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +56,7 @@ def test_restored_params_are_the_trained_ones(trained):
 
 def test_predict_matches_the_trainers_eval_on_the_same_views(trained):
   spec, workdir, trainer, video, dataset = trained
-  predictor = predict.Predictor(predict.load_config(spec), workdir)
+  predictor = predict.Predictor(config_lib.load(spec), workdir)
   result = predictor.predict(video)
   assert predictor.class_names == dataset.class_names
   assert result["views"].shape[1:] == (16, 32, 32, 3)  # input.frames, center crop_size
@@ -89,14 +90,14 @@ def test_classes_flag_when_the_dataset_dir_is_absent(trained, tmp_path, capsys):
                        video]) == 0
   assert "1. c" in capsys.readouterr().out
   with pytest.raises(predict.PredictError, match=r"does not fit.*wrong shape.*params/head/kernel"):
-    predict.Predictor(predict.load_config(spec), workdir, classes="a,b")
+    predict.Predictor(config_lib.load(spec), workdir, classes="a,b")
 
 
 def test_missing_checkpoint_and_video_are_named(trained, tmp_path):
   spec, workdir, _, _, _ = trained
   with pytest.raises(predict.PredictError, match="checkpoints does not exist"):
-    predict.Predictor(predict.load_config(spec), str(tmp_path))
-  predictor = predict.Predictor(predict.load_config(spec), workdir)
+    predict.Predictor(config_lib.load(spec), str(tmp_path))
+  predictor = predict.Predictor(config_lib.load(spec), workdir)
   with pytest.raises(predict.PredictError, match="missing.avi: file not found"):
     predictor.predict(str(tmp_path / "missing.avi"))
   corrupt = str(tmp_path / "corrupt.avi")

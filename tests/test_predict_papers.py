@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from configs import dinet_synthetic, dtcm_synthetic, lift_synthetic, twostream_synthetic
-from darkjax import checkpoint, train
+from darkjax import checkpoint
 from darkjax.data import flow as flow_lib
 from darkjax.data import normalise, records
 from darkjax.tools import predict
 from darkjax.tools.bench_input import write_avi
+from darkjax import task as task_lib
 from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +32,7 @@ def _checkpointed_run(config, workdir: str, tmp_path) -> tuple[predict.Predictor
   """Random-initialised variables of the config's Task saved as step 1 of a run in `workdir`
   (its inference phase directory), a test clip of its dataset written as .avi, and the
   Predictor for the run."""
-  task = train.load_task(config)
+  task = task_lib.load_task(config)
   path, _ = task.data.dataset.files("test")[0]
   example = records.decode_example(next(records.iter_tfrecord(path)))
   sample = {"video": jnp.asarray(example["video"][None, :config.input.frames, :32, :32])}
@@ -39,7 +40,7 @@ def _checkpointed_run(config, workdir: str, tmp_path) -> tuple[predict.Predictor
     sample[name] = sample["video"]
   variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(7), sample))
   state = {"params": variables.pop("params"), "model_state": variables, "opt_state": {}}
-  run_dir = predict.run_workdir(config, workdir)
+  run_dir = task_lib.deployed_workdir(config, workdir)
   saver = checkpoint.Checkpointer(run_dir, async_save=False)
   saver.save(1, state, None, {"step": 1})
   saver.close()
@@ -63,7 +64,7 @@ def test_lift_predicts_with_the_gamma_corrected_luminous_clip(tmp_path):
   config = quiet(lift_synthetic.get_config(f"runlocal,data_dir={tmp_path / 'data'}"))
   workdir = str(tmp_path / "run")
   predictor, variables, video = _checkpointed_run(config, workdir, tmp_path)
-  assert predict.run_workdir(config, workdir) == os.path.join(workdir, "student")
+  assert task_lib.deployed_workdir(config, workdir) == os.path.join(workdir, "student")
   result = predictor.predict(video)
   views = np.asarray(result["views"])
   # GIC: LUT[i] = floor((i / 255) ** (1 / gamma) * 255), then the luminous normalisation.
@@ -95,7 +96,7 @@ def test_dtcm_predicts_through_the_enhancer_and_shows_its_output(tmp_path):
                                                     (",setting=two_stage", "classifier")])
 def test_dtcm_inference_workdir_is_the_last_phase(phase_args, phase_dir):
   config = dtcm_synthetic.get_config("runlocal" + phase_args)
-  assert predict.run_workdir(config, "/w") == os.path.join("/w", phase_dir).rstrip("/")
+  assert task_lib.deployed_workdir(config, "/w") == os.path.join("/w", phase_dir).rstrip("/")
 
 
 def test_twostream_predicts_with_flow_computed_per_view_like_its_evaluators(tmp_path):

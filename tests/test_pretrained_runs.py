@@ -53,7 +53,7 @@ def test_input_stream_selects_the_record_stream_for_train_and_eval(data_dir):
 
 def test_dtcm_starts_from_another_runs_backbone(data_dir, tmp_path):
   pre_dir = str(tmp_path / "pre_day")
-  train.run(day_config(data_dir), pre_dir)
+  train.run_phases(day_config(data_dir), pre_dir)
   pretrained, meta = convert_io.load_variables(pre_dir)
   assert meta["step"] == 2 and meta["source"] == "darkjax run"
   assert set(pretrained) == {"params", "batch_stats"}
@@ -64,7 +64,7 @@ def test_dtcm_starts_from_another_runs_backbone(data_dir, tmp_path):
   config.optimizer.lr = 0.0           # the state after one step is the loaded one
   config.optimizer.warmup_steps = 0
   run_dir = str(tmp_path / "dtcm")
-  train.run(config, run_dir)
+  train.run_phases(config, run_dir)
   finetuned, _ = convert_io.load_variables(run_dir)
   ours = traverse_util.flatten_dict(finetuned["params"]["classifier"], sep="/")
   theirs = traverse_util.flatten_dict(pretrained["params"], sep="/")
@@ -95,7 +95,7 @@ def test_dtcm_one_stage_starts_from_the_phase1_enhancer(data_dir, tmp_path):
   config.optimizer.lr = 0.0           # phase 2 keeps what it started from
   config.optimizer.warmup_steps = 0
   workdir = str(tmp_path / "dtcm")
-  results = train.run(config, workdir)
+  results = train.run_phases(config, workdir)
   assert "eval/top1" in results
   phase1, meta1 = convert_io.load_variables(str(tmp_path / "dtcm" / "enhancer"))
   joint, meta2 = convert_io.load_variables(str(tmp_path / "dtcm" / "joint"))
@@ -111,5 +111,5 @@ def test_dtcm_one_stage_starts_from_the_phase1_enhancer(data_dir, tmp_path):
                                      "pretrain_enhancer=True,setting=no_enhancement")
   config.progress_bar = False
   config.input.prefetch = 0
-  train.run(config, str(tmp_path / "plain"))
+  train.run_phases(config, str(tmp_path / "plain"))
   assert not (tmp_path / "plain" / "enhancer").exists()

@@ -11,8 +11,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import common
-from darkjax import optim, sharding, train
+from darkjax import optim, sharding
 from darkjax.models import small3d
+from darkjax import step as step_lib
 
 
 class LinearTask:
@@ -26,7 +27,7 @@ class LinearTask:
 
 
 def _state(tx, params):
-  return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state={},
+  return step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state={},
                           opt_state=tx.init(params))
 
 
@@ -38,7 +39,7 @@ def test_gradient_accumulation_equals_one_big_batch():
   tx = optax.sgd(0.1, momentum=0.9)
   results = []
   for accum in (1, 2, 4):
-    step = jax.jit(train.make_train_step(LinearTask(), tx, lambda s: 0.1, 10, accum))
+    step = jax.jit(step_lib.make_train_step(LinearTask(), tx, lambda s: 0.1, 10, accum))
     state, metrics = step(_state(tx, params), batch, jax.random.key(0))
     results.append((state.params["w"], metrics["train/loss"], metrics["train/mean_pred"]))
   for w, loss, mean_pred in results[1:]:
@@ -51,7 +52,7 @@ def test_nonfinite_step_keeps_previous_state():
   tx = optax.sgd(0.1)
   params = {"w": jnp.ones((3,))}
   batch = {"x": jnp.full((2, 3), jnp.nan), "y": jnp.zeros((2,))}
-  step = jax.jit(train.make_train_step(LinearTask(), tx, lambda s: 0.1, 10, 1))
+  step = jax.jit(step_lib.make_train_step(LinearTask(), tx, lambda s: 0.1, 10, 1))
   state, metrics = step(_state(tx, params), batch, jax.random.key(0))
   assert bool(metrics["nonfinite"])
   np.testing.assert_array_equal(state.params["w"], params["w"])
@@ -110,7 +111,7 @@ def test_frozen_leaves_are_not_differentiated():
   mask = optim.frozen_mask(params, cfg.frozen)
   assert mask == {"backbone": {"w": True}, "head": {"w": False}}
   assert optim.frozen_mask(params, ()) is None
-  steps = {name: train.make_train_step(TwoLayerTask(), tx, schedule, 10, 1, frozen)
+  steps = {name: step_lib.make_train_step(TwoLayerTask(), tx, schedule, 10, 1, frozen)
            for name, frozen in (("masked", mask), ("unmasked", None))}
   results = {name: jax.jit(step)(_state(tx, params), batch, jax.random.key(0))
              for name, step in steps.items()}

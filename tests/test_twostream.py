@@ -18,6 +18,7 @@ from darkjax.convert import io as convert_io
 from darkjax.data import datasets, ops
 from darkjax.evaluators import video
 from darkjax.trainers import twostream
+from darkjax import task as task_lib
 from run_configs import quiet
 
 ALPHA = 0.02
@@ -31,7 +32,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def task(data_dir):
   config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={data_dir}"))
-  return train.load_task(config)
+  return task_lib.load_task(config)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_dcl_gradients_match_eqs_9_and_10(task, batch_and_variables):
 
 def test_without_dcl_the_loss_is_cross_entropy_only(data_dir, batch_and_variables):
   config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={data_dir},dcl=False"))
-  task = train.load_task(config)
+  task = task_lib.load_task(config)
   batch, _ = batch_and_variables
   variables = task.init_variables(jax.random.key(0), batch)
   assert "code" not in variables["params"]["ir"]
@@ -157,14 +158,14 @@ def test_missing_flow_stream_names_the_prepare_flag(data_dir):
   config.input.streams = ("flow",)
   with pytest.raises(twostream.MissingFlowStreamError,
                      match=r"does not have \(its extra streams: \['day', 'ir'\].*--flow"):
-    train.load_task(config)
+    task_lib.load_task(config)
 
 
 def test_infar_without_data_fails_fast_with_the_prepare_command(tmp_path):
   config = twostream_infar.get_config(f"data_dir={tmp_path / 'infar'}")
   with pytest.raises(datasets.DatasetNotPreparedError,
                      match=r"python -m darkjax.data.prepare --dataset infar(.|\n)*--flow"):
-    train.load_task(config)
+    task_lib.load_task(config)
 
 
 def test_knn_probabilities_and_k_check():
@@ -214,7 +215,7 @@ def test_video_clips_are_non_overlapping_and_centre_cropped():
 
 def test_runlocal_end_to_end_writes_tables_and_pictures(data_dir, tmp_path):
   config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={data_dir}"))
-  results = train.run(config, str(tmp_path))
+  results = train.run_phases(config, str(tmp_path))
   for row in ("ir/softmax", "ir/knn", "flow/softmax", "flow/knn", "late_fusion1", "late_fusion2",
               "nn1_fusion", "nn2_fusion"):
     assert 0.0 <= results[f"video/{row}/accuracy"] <= 1.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from darkjax import capabilities
 from darkjax.evaluators.base import EvalResult, Evaluator, TrainerView
 from darkjax.evaluators.classification import ClassificationEvaluator
 from darkjax.evaluators.figures import (AttentionMapsEvaluator, EnhancementEvaluator,
@@ -26,7 +27,16 @@ TYPES = {
     "fusion_maps": FusionMapsEvaluator,
 }
 
-__all__ = ["EvalResult", "Evaluator", "TYPES", "build"]
+# The Task capability (darkjax/capabilities.py) each evaluator type needs; checked when the Task is
+# built (darkjax.task.check_capabilities).
+REQUIRES = {
+    "enhancement": capabilities.Enhances,
+    "attention_maps": capabilities.MapsAttention,
+    "twostream_video": capabilities.ScoresVideos,
+    "fusion_maps": capabilities.MapsFusion,
+}
+
+__all__ = ["EvalResult", "Evaluator", "REQUIRES", "TYPES", "build"]
 
 
 def build(evals_cfg: Mapping[str, Mapping[str, Any]], task: Any,
@@ -38,6 +48,10 @@ def build(evals_cfg: Mapping[str, Mapping[str, Any]], task: Any,
     kind = options.pop("type", None)
     if kind not in TYPES:
       raise ValueError(f"config.evals.{name}.type {kind!r} unknown; valid: {sorted(TYPES)}")
+    if kind in REQUIRES and not isinstance(task, REQUIRES[kind]):
+      raise ValueError(f"config.evals.{name}: evaluator type {kind!r} needs a task with the "
+                       f"capability {REQUIRES[kind].__name__}; {type(task).__module__}."
+                       f"{type(task).__name__} has none")
     try:
       out[name] = TYPES[kind](name, task, trainer, **options)
     except TypeError as error:

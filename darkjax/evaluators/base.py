@@ -37,10 +37,3 @@ class TrainerView(Protocol):
   compiler_options: dict[str, Any]   # XLA options of every compiled step (config.xla_opt_level)
 
   def local_batch(self, global_batch: int) -> int: ...
-
-
-def require(task: Any, method: str, evaluator: str) -> None:
-  """Raises naming the evaluator type and the task when the task lacks `method`."""
-  if not callable(getattr(task, method, None)):
-    raise ValueError(f"config.evals: evaluator type {evaluator!r} needs a task with `{method}`; "
-                     f"{type(task).__module__}.{type(task).__name__} has none")

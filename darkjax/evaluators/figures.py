@@ -1,8 +1,8 @@
 """Evaluators that draw what a person would rather look at than read: DTCM's enhanced frames and
 LIFT-Net's attention maps, both on the first test clips of a data source.
 
-  config.evals.enhancement = common.enhancement_eval(clips=3)   # needs task.enhance
-  config.evals.attention = common.attention_eval(clips=4)       # needs task.attention_maps
+  config.evals.enhancement = common.enhancement_eval(clips=3)   # capability Enhances
+  config.evals.attention = common.attention_eval(clips=4)       # capability MapsAttention
 
 They run on the lead process only (figures are written by one process).
 """
@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from darkjax import plots
-from darkjax.evaluators.base import EvalResult, TrainerView, require
+from darkjax import capabilities, plots
+from darkjax.evaluators.base import EvalResult, TrainerView
 from darkjax.evaluators.classification import source_name
 
 _HOST_FIELDS = ("label", "mask", "index")
@@ -39,7 +39,6 @@ class EnhancementEvaluator:
 
   def __init__(self, name: str, task: Any, trainer: TrainerView, clips: int = 3, data: str = "",
                file: str = "dtcm_enhancement"):
-    require(task, "enhance", "enhancement")
     self.name, self.task, self.trainer, self.clips, self.file = name, task, trainer, clips, file
     self.data = task.data_sources[source_name(task, data)]
     self._enhance = jax.jit(task.enhance, compiler_options=trainer.compiler_options)
@@ -49,21 +48,23 @@ class EnhancementEvaluator:
       return EvalResult()
     clips = first_test_examples(self.data, self.clips)["video"]
     enhanced = np.asarray(self._enhance(jax.device_get(dict(variables)), clips))
-    title = f"{getattr(self.task, 'title', type(self.task).__module__)} @ step {step}"
+    title = f"{self.task.title} @ step {step}"
     return EvalResult(figures={self.file: plots.enhancement_grid(
         clips.astype(np.float32) / 255.0, enhanced, title=title)})
 
 
 class _ClipMapsEvaluator:
-  """One figure per first test clip, from the task's `METHOD` (`(variables, streams) -> maps`
-  with per-clip `logits`), compiled once."""
-  METHOD = ""
+  """One figure per first test clip, from the task's maps function (`_maps_fn(task)`:
+  `(variables, streams) -> maps` with per-clip `logits`), compiled once."""
 
   def __init__(self, name: str, task: Any, trainer: TrainerView, clips: int = 4, data: str = ""):
-    require(task, self.METHOD, self.METHOD)
     self.name, self.task, self.trainer, self.clips = name, task, trainer, clips
     self.data = task.data_sources[source_name(task, data)]
-    self._maps = jax.jit(getattr(task, self.METHOD), compiler_options=trainer.compiler_options)
+    self._maps = jax.jit(self._maps_fn(task), compiler_options=trainer.compiler_options)
+
+  @staticmethod
+  def _maps_fn(task: Any):
+    raise NotImplementedError
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
     """The maps of the first test clips, drawn by `_result` (nothing off the lead process)."""
@@ -104,7 +105,10 @@ class AttentionMapsEvaluator(_ClipMapsEvaluator):
 class FusionMapsEvaluator(_ClipMapsEvaluator):
   """`fusion_<i>.png` per test clip: dark frames, their Retinex frames and the DFF weight of the
   Retinex stream over the frames (ActLumos; tasks with `fusion_maps`)."""
-  METHOD = "fusion_maps"
+
+  @staticmethod
+  def _maps_fn(task: capabilities.MapsFusion):
+    return task.fusion_maps
 
   def _result(self, examples: dict[str, np.ndarray], maps: dict[str, Any],
               step: int) -> EvalResult:

@@ -24,7 +24,7 @@ Scalars `<name>/<row>/accuracy`, `<name>/<row>/ap` and `<name>/top1` (the headli
 2, else late fusion 1, else the single stream's kNN, else its softmax); figures `<name>_codes` (mean code per class
 and stream) and `<name>_confusion` (the headline row).
 
-  config.evals.video = twostream_base.video_eval()   # needs task.outputs / task.host_streams
+  config.evals.video = twostream_base.video_eval()   # capability ScoresVideos
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from darkjax import plots, sharding
+from darkjax import capabilities, plots, sharding
 from darkjax.data import ops, pipeline, records
-from darkjax.evaluators.base import EvalResult, TrainerView, require
+from darkjax.evaluators.base import EvalResult, TrainerView
 from darkjax.evaluators.classification import source_name
 
 ROW_TITLES = {
@@ -181,15 +181,13 @@ def fit_fusion_net(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 # ---------------------------------------------------------------- the evaluator
 class VideoEvaluator:
-  """Whole-video scores of a two-stream task (`task.outputs`, `task.host_streams`)."""
+  """Whole-video scores of a two-stream task (capability ScoresVideos)."""
 
-  def __init__(self, name: str, task: Any, trainer: TrainerView, data: str = "", split: str = "",
+  def __init__(self, name: str, task: capabilities.ScoresVideos, trainer: TrainerView, data: str = "", split: str = "",
                train_split: str = "", k: int = 5, gamma: float = 0.05,
                softmax_weights: Mapping[str, float] | None = None,
                knn_weights: Mapping[str, float] | None = None, hidden: int = 50,
                nn_steps: int = 500, nn_lr: float = 0.01):
-    require(task, "outputs", "twostream_video")
-    require(task, "host_streams", "twostream_video")
     self.name, self.task, self.trainer = name, task, trainer
     self.data = task.data_sources[source_name(task, data)]
     self.split = split or self.data.cfg.data.eval_split

@@ -48,15 +48,12 @@ from typing import Any, Callable, Iterator
 from unittest import mock
 
 from darkjax.layers import conv, conv2d
+from darkjax.tools.measure import (compare_policies, format_lowerings, median, memory_bytes,
+                                   remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
 
 NUM_CLASSES = 400
 _TORCHVISION_MODELS = ("r3d_18", "mc3_18", "r2plus1d_18")
-
-
-def median(values: list[float]) -> float:
-  values = sorted(values)
-  return values[len(values) // 2]
 
 
 VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use")
@@ -161,23 +158,6 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   return compile_s, run_step
 
 
-def format_lowerings(lowerings: dict[str, int]) -> str:
-  """'conv3d:sum2d x12, max_pool3d:separable x1, ...': what each backend-aware op chose."""
-  return ", ".join(f"{key} x{count}" for key, count in lowerings.items()) or "none"
-
-
-def memory_bytes(compiled) -> dict[str, int]:
-  """XLA's memory analysis of a compiled step: temp, argument, output and generated-code bytes."""
-  analysis = compiled.memory_analysis()
-  if analysis is None:
-    return {}
-  return {"temp": int(analysis.temp_size_in_bytes),
-          "argument": int(analysis.argument_size_in_bytes),
-          "output": int(analysis.output_size_in_bytes),
-          "alias": int(analysis.alias_size_in_bytes),
-          "code": int(analysis.generated_code_size_in_bytes)}
-
-
 def _torch_model(model_name: str, frames: int, size: int):
   if model_name in _TORCHVISION_MODELS:
     import torchvision.models.video as video_models
@@ -222,25 +202,6 @@ def _torch_step(model_name: str, batch: int, frames: int, size: int) -> Callable
   return run_step
 
 
-def time_steps(run_step: Callable[[], None], steps: int) -> tuple[float, float]:
-  """Median wall time and median process CPU time (all threads) of `steps` steps."""
-  walls, cpus = [], []
-  for _ in range(steps):
-    wall, cpu = time.perf_counter(), time.process_time()
-    run_step()
-    walls.append(time.perf_counter() - wall)
-    cpus.append(time.process_time() - cpu)
-  return median(walls), median(cpus)
-
-
-def report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]:
-  best_wall = min(wall for wall, _ in rounds)
-  best_cpu = min(cpu for _, cpu in rounds)
-  print(f"  {name:5s} {best_wall * 1e3:8.1f} ms/step wall, {best_cpu * 1e3:8.1f} ms/step CPU "
-        f"(rounds: " + ", ".join(f"{w * 1e3:.0f}" for w, _ in rounds) + " ms)", flush=True)
-  return best_wall, best_cpu
-
-
 def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   if args.variants is not None:
     return bench_variants(args)
@@ -280,53 +241,6 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
           f"per round " + ", ".join(f"{r:.2f}" for r in result["round_ratios"]) +
           f" (median {median(result['round_ratios']):.2f})", flush=True)
   return result
-
-
-def remat_policies(spec: str) -> list[str]:
-  """"none" then each policy of a comma-separated `--remat`; an unknown name fails before
-  anything compiles."""
-  from darkjax.layers import remat as remat_lib  # pylint: disable=import-outside-toplevel
-  policies = ["none"] + [p for p in (spec or "").split(",") if p and p != "none"]
-  for policy in policies:
-    remat_lib.policy_name(policy)
-  return policies
-
-
-def compare_policies(policies: list[str], build: Callable[[str], tuple[dict, Callable[[], None]]],
-                     args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-  """Per policy: `build(policy)` -> (entry with "compile_s" and XLA's memory bytes, step runner);
-  prints memory and compile time, each policy's temp memory against none, and unless
-  --compile-only the step times of alternating rounds, each policy's per-round ratio to none."""
-  entries, runs = {}, {}
-  for policy in policies:
-    entries[policy], runs[policy] = build(policy)
-    entry = entries[policy]
-    print(f"  remat={policy:13}: compile {entry['compile_s']:.1f} s; temp "
-          f"{entry.get('temp', 0) / 2**20:.1f} MiB, arguments "
-          f"{entry.get('argument', 0) / 2**20:.1f} MiB, output "
-          f"{entry.get('output', 0) / 2**20:.1f} MiB", flush=True)
-  base = entries["none"]
-  for policy in policies[1:]:
-    entry = entries[policy]
-    if base.get("temp") and entry.get("temp"):
-      entry["temp_reduction"] = base["temp"] / entry["temp"]
-      print(f"  temp memory none / {policy}: {entry['temp_reduction']:.2f}x", flush=True)
-  if args.compile_only:
-    return entries
-  for run in runs.values():
-    run()   # first call: allocation, thread pools
-  rounds: dict[str, list[tuple[float, float]]] = {p: [] for p in policies}
-  for _ in range(args.rounds):
-    for policy, run in runs.items():
-      rounds[policy].append(time_steps(run, args.steps))
-  for policy in policies:
-    entries[policy]["step_s"], _ = report(f"remat={policy}", rounds[policy])
-  for policy in policies[1:]:
-    ratios = [t[0] / f[0] for t, f in zip(rounds[policy], rounds["none"])]
-    entries[policy]["time_ratio"] = median(ratios)
-    print(f"  step time {policy} / none per round: " + ", ".join(f"{r:.2f}" for r in ratios) +
-          f" (median {median(ratios):.2f})", flush=True)
-  return entries
 
 
 def bench_memory(args: argparse.Namespace) -> dict[str, Any]:

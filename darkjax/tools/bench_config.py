@@ -6,10 +6,10 @@ memory analysis per remat policy, and step time.
 
 The step is the one `python -m darkjax.main` compiles for that config and phase (the same Task,
 optimizer, sharding over all devices, donation, `xla_opt_level` and `conv_lowering`), built by
-`darkjax.train.Trainer`. The default
-phase is the paper's main network: DTCM `joint` (enhancer + 3D-ResNeXt-101), LIFT-Net `student`
-(PViT + luminous R(2+1)D + fusion), ActLumos `teacher` (dual-stream R(2+1)D-34 + DFF + BERT); other
-phases by `--phase` (`trainer_phases`). Single-phase trainers have one phase, `train`.
+`darkjax.train.Trainer.build`. The default phase is the paper's main network (`Phase.main` in the
+trainer's PHASES, else the deployed phase): DTCM `joint` (enhancer + 3D-ResNeXt-101), LIFT-Net
+`student` (PViT + luminous R(2+1)D + fusion), ActLumos `teacher` (dual-stream R(2+1)D-34 + DFF +
+BERT); other declared phases by `--phase`. Single-phase trainers have one phase, `train`.
 
 So that nothing needs preparing, the config's datasets (and ActLumos's SSL sources) are replaced by
 the embedded synthetic dataset generated at the config's clip geometry (frames x stride, short side
@@ -34,41 +34,17 @@ from typing import Any, Callable
 
 import ml_collections as mlc
 
+from darkjax import config as config_lib
+from darkjax import task as task_lib
+from darkjax.tools import measure
+
 SYNTHETIC_STREAMS = ("video",)     # what the synthetic records hold besides labels
 
-# trainer -> phases (the first is the default) -> (phase config, Task) builder.
-_PHASES: dict[str, tuple[str, ...]] = {
-    "dtcm": ("joint", "enhancer", "classifier"),
-    "liftnet": ("student", "teacher"),
-    "actlumos": ("teacher", "student", "ssl"),
-}
 
-
-def trainer_phases(trainer: str) -> tuple[str, ...]:
-  """The phases `--phase` takes for `config.trainer` (the first is the default)."""
-  return _PHASES.get(trainer, ("train",))
-
-
-def _task(config: mlc.ConfigDict, phase: str) -> tuple[mlc.ConfigDict, Any]:
-  """(phase config, its Task) as the trainer's `run` builds them, without earlier phases' weights
-  (a frozen teacher / enhancer keeps its initial weights: same cost)."""
-  from darkjax import train  # pylint: disable=import-outside-toplevel
-  phases = trainer_phases(config.trainer)
-  if phase not in phases:
-    raise SystemExit(f"bench --config: trainer {config.trainer!r} has phases {list(phases)}, "
-                     f"not {phase!r}")
-  module = train.trainer_module(config)
-  if not hasattr(module, "phase_config"):
-    return config, train.load_task(config)
-  phase_cfg = module.phase_config(config, phase)
-  if config.trainer == "dtcm":
-    if phase == "enhancer":
-      return phase_cfg, module.EnhancerTask(phase_cfg)
-    return phase_cfg, module.Task(phase_cfg, frozen_enhancer=phase == "classifier")
-  if config.trainer == "liftnet":
-    return phase_cfg, (module.TeacherTask if phase == "teacher" else module.Task)(phase_cfg)
-  task_class = {"teacher": module.TeacherTask, "ssl": module.SSLTask, "student": module.Task}
-  return phase_cfg, task_class[phase](phase_cfg)   # actlumos
+def phase_names(config: mlc.ConfigDict) -> tuple[str, ...]:
+  """The phases `--phase` takes for `config` (the first is the default, the main network)."""
+  main = task_lib.main_phase(config).name
+  return (main,) + tuple(p.name for p in task_lib.declared_phases(config) if p.name != main)
 
 
 def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None = None,
@@ -76,10 +52,8 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
   """`config` at `frames` / `batch`, its datasets replaced by a synthetic one of its clip
   geometry under `data_root` (one train and one test clip per class), no pretrained weights, no
   evaluations, no prefetch thread."""
-  from darkjax import api  # pylint: disable=import-outside-toplevel
-  from darkjax.tools import experiment  # pylint: disable=import-outside-toplevel
   # Pretrained weights are not loaded: every required_weights key emptied (a locked copy).
-  out = api.apply_overrides(config, {e.key: "" for e in config.required_weights.values()})
+  out = config_lib.apply_overrides(config, {e.key: "" for e in config.required_weights.values()})
   if frames:
     out.input.frames = int(frames)
   if batch:
@@ -106,7 +80,7 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
   generate = mlc.ConfigDict(dict(frames=clip_frames, size=size, train_per_class=1,
                                  test_per_class=1, darkness=0.8, seed=0, fps=16))
   directory = os.path.join(data_root, f"synthetic_{clip_frames}x{size}")
-  for block in experiment.data_blocks(out):
+  for block in config_lib.data_blocks(out):
     block.name, block.dir, block.split_index = "synthetic", directory, 0
     block.generate = generate
   if out.trainer == "actlumos":
@@ -131,9 +105,10 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
 
   from darkjax import sharding, train  # pylint: disable=import-outside-toplevel
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
-  from darkjax.tools import bench  # pylint: disable=import-outside-toplevel
 
-  phase_cfg, task = _task(config, phase)
+  # Without earlier phases' weights: a frozen teacher / enhancer keeps its initial weights, at
+  # the same cost.
+  phase_cfg, task = task_lib.build_task(task_lib.find_phase(config, phase), config)
   trainer = train.Trainer(phase_cfg, workdir, task=task)
   dataset = iter(task.train_dataset(trainer.local_batch(phase_cfg.input.batch_size)))
   host_batch = sharding.device_fields(next(dataset))
@@ -143,12 +118,13 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
   jax.clear_caches()
   start, start_cpu = time.perf_counter(), time.process_time()
   with conv.record_lowerings() as chosen, train.lowering_scope(phase_cfg):
-    trainer._build(sample)  # pylint: disable=protected-access
+    trainer.build(sample)
     compiled = trainer.train_step.lower(trainer.abstract_state, batch, rng).compile()
   info = {"compile_s": time.perf_counter() - start,
-          "compile_cpu_s": time.process_time() - start_cpu, **bench.memory_bytes(compiled),
+          "compile_cpu_s": time.process_time() - start_cpu, **measure.memory_bytes(compiled),
           "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count}
-  state = [trainer._init(jax.random.key(1))]  # pylint: disable=protected-access
+  trainer.init_state(from_checkpoint=False, pretrained=False)
+  state = [trainer.state]
 
   def run_step() -> None:
     state[0], metrics = compiled(state[0], batch, rng)
@@ -161,14 +137,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   """`bench --config`: see the module docstring."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  from darkjax.tools import bench, predict  # pylint: disable=import-outside-toplevel
-  config = predict.load_config(args.config)
+  config = config_lib.load(args.config)
   cache = bool(jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache)
   if cache:
     print(f"note: persistent compilation cache on ({jax.config.jax_compilation_cache_dir}): "
           "compile times are not cold", flush=True)
-  phase = args.phase or trainer_phases(config.trainer)[0]
-  policies = bench.remat_policies(args.remat if args.memory else "")
+  phases = phase_names(config)
+  phase = args.phase or phases[0]
+  if phase not in phases:
+    raise SystemExit(f"bench --config: trainer {config.trainer!r} has phases {list(phases)}, "
+                     f"not {phase!r}")
+  policies = measure.remat_policies(args.remat if args.memory else "")
   device = jax.devices()[0]
   root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
   result: dict[str, Any] = {"config": args.config, "phase": phase, "device": device.platform,
@@ -185,8 +164,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{entry['param_count'] / 1e6:.2f} M params, on {device.platform} "
             f"({device.device_kind}), {len(jax.devices())} device(s); compile "
             f"{entry['compile_s']:.1f} s wall, {entry['compile_cpu_s']:.1f} s CPU", flush=True)
-      print(f"  lowerings: {bench.format_lowerings(entry['lowerings'])}", flush=True)
+      print(f"  lowerings: {measure.format_lowerings(entry['lowerings'])}", flush=True)
     return entry, run_step
 
-  result["remat"] = bench.compare_policies(policies, build, args)
+  result["remat"] = measure.compare_policies(policies, build, args)
   return result

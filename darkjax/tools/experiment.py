@@ -28,8 +28,6 @@ baseline against DANN:
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import re
@@ -39,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import ml_collections as mlc
 
+from darkjax import config as config_lib
 from darkjax import files
 
 RESULT_FILE = "result.json"
@@ -59,7 +58,7 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
   config.checkpoint_every = config.total_steps   # only the final state: keeps the runs fast
   config.lock()
   start = time.time()
-  results = train.run(config, workdir)
+  results = train.run_phases(config, workdir)
   if kept_metrics is None:
     kept_metrics = sorted(k for k, v in results.items() if isinstance(v, (float, int))
                           and not isinstance(v, bool) and "per_class" not in k)
@@ -93,23 +92,6 @@ def write_table(table: str, out: str) -> str:
 DEFAULT_METRICS = r"(top1|/accuracy|/ap)$"
 
 
-def load_config_module(path: str):
-  """The module of a config file (`configs/x.py`: imported as `configs.x`)."""
-  path = os.path.abspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--config {path}: no such config file")
-  parent = os.path.dirname(path)
-  if os.path.basename(parent) == "configs":
-    root = os.path.dirname(parent)
-    if root not in sys.path:
-      sys.path.insert(0, root)
-    return importlib.import_module(f"configs.{os.path.basename(path)[:-3]}")
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def parse_variants(items: Sequence[str]) -> dict[str, str]:
   """`NAME=ARGS` strings -> {name: args}; `default` (no extra args) comes first."""
   variants = {"default": ""}
@@ -134,18 +116,6 @@ def expand(args: str, out: str, run: str) -> str:
   return args.replace("{out}", out).replace("{run}", run)
 
 
-def data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:
-  """Every dataset block of `config` (a ConfigDict with `dir` and `split_index`)."""
-  found = []
-  for value in config.values():
-    if isinstance(value, mlc.ConfigDict):
-      if "dir" in value and "split_index" in value:
-        found.append(value)
-      else:
-        found.extend(data_blocks(value))
-  return found
-
-
 def dataset_splits(config: mlc.ConfigDict) -> list[int]:
   """The split indices of the config's dataset (`train1`, `train2`, ... in its manifest); [0] for
   a dataset with one train / test split."""
@@ -159,7 +129,7 @@ def dataset_splits(config: mlc.ConfigDict) -> list[int]:
 def with_run(config: mlc.ConfigDict, seed: int, split: int | None) -> mlc.ConfigDict:
   config.seed = seed
   if split is not None:
-    for block in data_blocks(config):
+    for block in config_lib.data_blocks(config):
       block.split_index = split
   return config
 
@@ -217,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(str(error))
   if not seeds:
     parser.error("--seeds names no seed")
-  module = load_config_module(path)
+  config_lib.load_module(path)   # a missing or broken config file fails before any run
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
   conv.configure_cpu_flags()
   results: dict[str, list[dict[str, Any]]] = {}
@@ -225,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     arg = ",".join(a for a in (base_arg, extra) if a)
     splits = explicit
     if args.splits == "all":
-      splits = dataset_splits(module.get_config(arg or None))
+      splits = dataset_splits(config_lib.load(path, arg))
     results[variant] = []
     for split in (splits or [None]):
       for seed in seeds:
@@ -234,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         run_arg = expand(arg, args.out, name)
 
         def make_config(arg=run_arg, seed=seed, split=split):
-          return with_run(module.get_config(arg or None), seed, split)
+          return with_run(config_lib.load(path, arg), seed, split)
 
         result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
                             config_arg=run_arg)

@@ -42,7 +42,9 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from darkjax import config as config_lib
 from darkjax import files
+from darkjax import task as task_lib
 from darkjax.layers import conv
 from darkjax.tools import predict
 
@@ -187,7 +189,7 @@ def run_config(workdir: str, spec: str | None = None) -> mlc.ConfigDict:
   """The config of the run in `workdir`: `spec` (a config file[:args]) if given, else the
   `config.json` of the run or of its deployed phase's sub-directory."""
   if spec:
-    return predict.load_config(spec)
+    return config_lib.load(spec)
   candidates = [workdir] + sorted(
       os.path.join(workdir, d) for d in (os.listdir(workdir) if os.path.isdir(workdir) else ())
       if os.path.isdir(os.path.join(workdir, d)))
@@ -197,7 +199,7 @@ def run_config(workdir: str, spec: str | None = None) -> mlc.ConfigDict:
       continue
     with open(path, encoding="utf-8") as f:
       config = mlc.ConfigDict(json.load(f))
-    if os.path.normpath(predict.run_workdir(config, workdir)) == os.path.normpath(directory):
+    if os.path.normpath(task_lib.deployed_workdir(config, workdir)) == os.path.normpath(directory):
       return config
   raise predict.PredictError(f"{workdir} holds no config.json of a darkjax run (neither in it nor "
                              "in a phase sub-directory); pass --config configs/x.py[:args]")
@@ -243,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     path = export_run(args.workdir, args.out, args.format, args.step, args.classes, args.config)
-  except (ExportError, predict.PredictError) as error:
+  except (ExportError, predict.PredictError, config_lib.ConfigError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
   print(f"wrote {path} and {os.path.join(args.out, METADATA)}")

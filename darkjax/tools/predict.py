@@ -3,7 +3,7 @@
   python -m darkjax.tools.predict --config configs/synthetic.py:runlocal \
       --checkpoint /tmp/darkjax/synthetic clip.avi [more.mp4 ...] [--png OUT_DIR] [--classes a,b,c]
 
-Builds the config's Task (`darkjax.train.load_task`: the same model and on-device preprocessing as
+Builds the config's Task (`darkjax.task.load_task`: the same model and on-device preprocessing as
 training and evaluation, e.g. 3D-DiNet's channel matching, LIFT-Net's gamma-corrected luminous
 clip, DTCM's enhancer), restores the latest checkpoint of the run (or `--step`; for runs in
 phases, the phase that holds the deployed model: LIFT-Net's student, DTCM's joint / classifier
@@ -21,7 +21,6 @@ others are still classified and the exit status is 1.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from typing import Any, Sequence
@@ -31,7 +30,10 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from darkjax import paths, plots, train
+from darkjax import capabilities
+from darkjax import config as config_lib
+from darkjax import paths, plots
+from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
 from darkjax.data import flow, ops, records, video
@@ -39,20 +41,6 @@ from darkjax.data import flow, ops, records, video
 
 class PredictError(RuntimeError):
   """Prediction cannot run as asked; the message names the config, checkpoint or video."""
-
-
-def load_config(spec: str) -> mlc.ConfigDict:
-  """`path/to/config.py[:args]` -> the ConfigDict its get_config(args) returns."""
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise PredictError(f"config file {path} does not exist")
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-  if repo not in sys.path:  # configs import `configs.common`
-    sys.path.insert(0, repo)
-  module_spec = importlib.util.spec_from_file_location("darkjax_predict_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def dataset_manifest(config: mlc.ConfigDict) -> dict[str, Any] | None:
@@ -74,15 +62,6 @@ def class_names(config: mlc.ConfigDict, manifest: dict[str, Any] | None,
     raise PredictError(f"dataset directory {config.input.data.dir!r} of the config has no "
                        f"{records.MANIFEST}; pass the class names with --classes a,b,c")
   return list(manifest["class_names"])
-
-
-def run_workdir(config: mlc.ConfigDict, workdir: str) -> str:
-  """The directory whose checkpoints hold the deployed model: the trainer module's
-  `inference_workdir(config, workdir)` for runs in phases, else `workdir`."""
-  module = train.trainer_module(config)
-  if hasattr(module, "inference_workdir"):
-    return module.inference_workdir(config, workdir)
-  return workdir
 
 
 def restore_variables(checkpoint_dir: str, step: int | None = None) -> tuple[dict, int]:
@@ -109,7 +88,8 @@ def sample_inputs(task: Any, manifest: dict[str, Any] | None = None
   for name in task.data.streams:
     depth = (shapes.get(name) or [0, 0, 3])[-1]
     sample[name] = jax.ShapeDtypeStruct((1, spec.frames, size, size, depth), jnp.uint8)
-  for name in getattr(task, "computed_streams", ()):   # e.g. two-stream flow computed on the host
+  computed = task.computed_streams if isinstance(task, capabilities.ComputesStreams) else ()
+  for name in computed:   # e.g. two-stream flow computed on the host
     sample[name] = jax.ShapeDtypeStruct((1, spec.frames, size, size, 3), jnp.uint8)
   return sample
 
@@ -122,17 +102,18 @@ class Predictor:
     self.config = config
     self.manifest = dataset_manifest(config)
     self.class_names = class_names(config, self.manifest, classes)
-    self.task = train.load_task(config, num_classes=len(self.class_names))
+    self.task = task_lib.load_task(config, num_classes=len(self.class_names))
     self.data = self.task.data
     self.spec = self.data.spec
     self.streams = tuple(self.data.streams)
-    workdir = run_workdir(config, checkpoint_dir)
+    workdir = task_lib.deployed_workdir(config, checkpoint_dir)
     self.variables, self.step = restore_variables(workdir, step)
     expected = jax.eval_shape(self.task.init_variables, jax.random.key(0), self.sample_inputs())
     variables_lib.check_fits(dict(expected), self.variables, f"checkpoint {workdir} step "
                              f"{self.step}", PredictError)
     self._predict = jax.jit(self.task.predict)
-    self._enhance = jax.jit(self.task.enhance) if hasattr(self.task, "enhance") else None
+    self._enhance = (jax.jit(self.task.enhance)
+                     if isinstance(self.task, capabilities.Enhances) else None)
 
   def sample_inputs(self) -> dict[str, jax.ShapeDtypeStruct]:
     """One clip of every stream the model reads, at the size the eval views have."""
@@ -159,8 +140,8 @@ class Predictor:
   def predict(self, path: str) -> dict[str, Any]:
     views = ops.eval_views(self.decode(path), self.spec, self.streams)
     streams = {k: v for k, v in views.items() if k != "label"}
-    if getattr(self.task, "computed_streams", ()):   # per view, as the task's evaluators do
-      streams = self.task.host_streams(streams)
+    if isinstance(self.task, capabilities.ComputesStreams) and self.task.computed_streams:
+      streams = self.task.host_streams(streams)   # per view, as the task's evaluators do
     logits = self._predict(self.variables, streams)
     probs = np.asarray(jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), -1), axis=0))
     order = np.argsort(-probs)[:5]
@@ -206,8 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("videos", nargs="+")
   args = parser.parse_args(argv)
   try:
-    predictor = Predictor(load_config(args.config), args.checkpoint, args.classes, args.step)
-  except PredictError as error:
+    predictor = Predictor(config_lib.load(args.config), args.checkpoint, args.classes, args.step)
+  except (PredictError, config_lib.ConfigError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
   failed = []

@@ -33,9 +33,9 @@ frames independently and is built for 224^2 images (its position embeddings fix 
 so its row gives parameters at 224^2 and the cost of one 224^2 frame in the note; a T-frame clip
 costs T times that.
 
-Measured on the 2-core dev box (load ~3): the 17 default models at 16 and 64 frames in 25 s wall,
-peak RSS 0.24 GB (nothing is compiled or allocated). Table and the comparison with DTCM Table III
-and torchvision: README.md, "Model zoo".
+Nothing is compiled or allocated (abstract evaluation only), so the whole table takes seconds on a
+laptop (time and memory measured for the 17 default models: docs/zoo.md). Table and the
+comparison with DTCM Table III and torchvision: docs/zoo.md.
 """
 
 from __future__ import annotations

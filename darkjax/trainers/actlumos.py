@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from darkjax import losses, train
+from darkjax import losses
+from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
 from darkjax.data import datasets, normalise, ops, pipeline
@@ -283,7 +284,7 @@ class Task(_Base):
     self.teacher_source = teacher_source or "the teacher phase"
     if kd and teacher_variables is None and num_classes is None:
       log.warning("ActLumos student with kd=True but no teacher: the frozen teacher keeps its "
-                  "initial weights (run through darkjax.train.run for all phases)")
+                  "initial weights (run through darkjax.train.run_phases for all phases)")
     self.merges_pretrained = bool(teacher_variables is not None or ssl_variables is not None
                                   or self.cfg.backbone_init)
 
@@ -362,12 +363,6 @@ def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
   return out
 
 
-def inference_workdir(config: mlc.ConfigDict, workdir: str) -> str:
-  """The student phase holds the deployed (one-stream) network."""
-  del config
-  return os.path.join(workdir, "student")
-
-
 def _lookup(config: Mapping[str, Any], dotted: str):
   for key in dotted.split("."):
     config = config.get(key, {}) if isinstance(config, Mapping) else {}
@@ -390,63 +385,48 @@ def check_teacher_run(directory: str, config: mlc.ConfigDict, key: str) -> None:
           f"Use a new --workdir, or config args that match that teacher.")
 
 
-def _variables(trainer: train.Trainer) -> dict:
-  return jax.device_get({"params": trainer.state.params, **trainer.state.model_state})
-
-
-def run(config: mlc.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
-  """teacher (kd, no teacher_init) -> ssl (ssl) -> student, each resumable in its sub-directory."""
-  cfg = config.actlumos
-  results: dict[str, Any] = {}
-  teacher_variables, teacher_source, ssl_variables = None, "", None
-  phases = (["teacher"] if cfg.kd and not cfg.teacher_init else []) + (
-      ["ssl"] if cfg.ssl else []) + ["student"]
-  # Every dataset any phase reads is checked before the first step, so a missing one fails at once.
+def check_data(config: mlc.ConfigDict, directory: str) -> None:
+  """Every dataset any phase reads (the labelled one, the SSL sources) exists: checked before the
+  first step of a run, so a missing one fails at once."""
+  del directory
   ClassificationData(config.input, config.seed).dataset  # pylint: disable=expression-not-assigned
-  if cfg.ssl:
+  if config.actlumos.ssl:
     ssl_sources(config)
-  for number, phase in enumerate(phases, 1):
-    log.info("ActLumos phase %d/%d: %s", number, len(phases), phase)
-    phase_cfg = phase_config(config, phase)
-    directory = os.path.join(workdir, phase)
-    if phase == "teacher":
-      check_teacher_run(directory, config, f"--workdir {workdir}")
-      trainer = train.Trainer(phase_cfg, directory, task=TeacherTask(phase_cfg), devices=devices)
-      results.update({f"teacher_{k}": v for k, v in trainer.run().items()
-                      if isinstance(v, float)})
-      teacher_variables, teacher_source = _variables(trainer), directory
-    elif phase == "ssl":
-      trainer = train.Trainer(phase_cfg, directory, task=SSLTask(phase_cfg), devices=devices)
-      trainer.run()
-      ssl_variables = _variables(trainer)
-    else:
-      if cfg.kd and cfg.teacher_init:
-        check_teacher_run(cfg.teacher_init, config, "config.actlumos.teacher_init")
-        teacher_variables, _ = convert_io.load_variables(cfg.teacher_init)
-        teacher_source = f"config.actlumos.teacher_init {cfg.teacher_init}"
-      task = Task(phase_cfg, teacher_variables=teacher_variables, ssl_variables=ssl_variables,
-                  teacher_source=teacher_source)
-      trainer = train.Trainer(phase_cfg, directory, task=task, devices=devices)
-      results.update(trainer.run())
-      if trainer.is_lead:
-        _write_summary(workdir, config, phases, results)
-  return results
 
 
-def _write_summary(workdir: str, config: mlc.ConfigDict, phases, results) -> None:
+def _teacher_task(config, earlier, num_classes=None):
+  del earlier
+  return TeacherTask(config, num_classes)
+
+
+def _ssl_task(config, earlier, num_classes=None):
+  del earlier
+  return SSLTask(config, num_classes)
+
+
+def _student_task(config, earlier, num_classes=None):
+  """The student, from the teacher phase's weights or `teacher_init`'s run, and the SSL phase's.
+  `teacher_init` is read only for training: a student checkpoint holds its teacher already."""
   cfg = config.actlumos
-  lines = [f"# ActLumos run: {config.model.name} on `{config.input.data.name}`", "",
-           f"- phases: {', '.join(p + '/' for p in phases)} (each has its own report.md, metrics "
-           "and checkpoints)",
-           f"- fusion={cfg.fusion}, supcon={cfg.supcon}, ssl={cfg.ssl} "
-           f"(datasets {list(config.ssl.datasets)}), kd={cfg.kd}"
-           + (f", teacher_init={cfg.teacher_init}" if cfg.teacher_init else ""), "",
-           "| metric | value |", "|---|---|"]
-  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())
-            if isinstance(v, float) and "per_class" not in k]
-  with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
+  teacher, source = earlier.get("teacher"), ""
+  if teacher is None and cfg.kd and cfg.teacher_init and num_classes is None:
+    check_teacher_run(cfg.teacher_init, config, "config.actlumos.teacher_init")
+    teacher, _ = convert_io.load_variables(cfg.teacher_init)
+    source = f"config.actlumos.teacher_init {cfg.teacher_init}"
+  return Task(config, num_classes, teacher_variables=teacher, ssl_variables=earlier.get("ssl"),
+              teacher_source=source)
 
 
-__all__ = ["SSLTask", "Task", "TeacherTask", "inference_workdir", "phase_config", "run",
-           "ssl_sources"]
+# teacher (kd, no teacher_init) -> ssl (ssl) -> student, each resumable in its sub-directory; the
+# student is the deployed model, the teacher the paper's main network.
+PHASES = (
+    task_lib.Phase("teacher", _teacher_task, config=lambda c: phase_config(c, "teacher"),
+                   when=lambda c: bool(c.actlumos.kd) and not c.actlumos.teacher_init, main=True,
+                   check=lambda c, d: check_teacher_run(d, c, f"--workdir {os.path.dirname(d)}")),
+    task_lib.Phase("ssl", _ssl_task, config=lambda c: phase_config(c, "ssl"),
+                   when=lambda c: bool(c.actlumos.ssl)),
+    task_lib.Phase("student", _student_task, config=lambda c: phase_config(c, "student"),
+                   init_from=("teacher", "ssl"), check=check_data),
+)
+
+__all__ = ["PHASES", "SSLTask", "Task", "TeacherTask", "phase_config", "ssl_sources"]

@@ -1,5 +1,5 @@
 """`TaskBase`: what every paper's Task shares (config, compute dtype, data sources, building the
-configured model, the default hooks of the `darkjax.train.Task` contract).
+configured model, the default hooks of the `darkjax.task.Task` contract).
 
 A Task subclass sets `data_sources` (name -> ClassificationData; the first is the one the model is
 trained and evaluated on unless an evaluator names another) and `model`, and writes `loss_fn`,
@@ -19,7 +19,7 @@ from darkjax.data.classification import ClassificationData
 
 
 class TaskBase:
-  """Shared state and default hooks; see darkjax.train.Task for the contract."""
+  """Shared state and default hooks; see darkjax.task.Task for the contract."""
   merges_pretrained: bool = False
   data_sources: dict[str, ClassificationData]
 

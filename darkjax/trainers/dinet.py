@@ -38,6 +38,7 @@ import ml_collections as mlc
 import optax
 
 from darkjax import losses
+from darkjax import task as task_lib
 from darkjax.data.classification import ClassificationData
 from darkjax.layers.grl import dann_lambda
 from darkjax.trainers.base import TaskBase
@@ -177,3 +178,6 @@ class Task(TaskBase):
     logits, _ = self.model.apply(variables, self._inputs(source or "target", streams["video"]),
                                  train=False)
     return logits
+
+
+PHASES = task_lib.single_phase(Task)

@@ -28,20 +28,17 @@ the RGB differences of adjacent frames before and after enhancement (paper Figs.
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from darkjax import losses, train
+from darkjax import losses
+from darkjax import task as task_lib
 from darkjax.data.classification import ClassificationData
 from darkjax.models.dtcm import SETTINGS
 from darkjax.trainers.base import TaskBase
-
-log = logging.getLogger("darkjax")
 
 
 def check_config(config: mlc.ConfigDict) -> None:
@@ -173,17 +170,6 @@ def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
   return out
 
 
-def train_enhancer(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Phase 1 in WORKDIR/enhancer (resumable); returns the trained enhancer's variables."""
-  enhancer_config = phase_config(config, "enhancer")
-  log.info("DTCM phase 1: enhancer alone (W_STC L_STC + L_dark), %d steps",
-           enhancer_config.total_steps)
-  enhancer = train.Trainer(enhancer_config, os.path.join(workdir, "enhancer"),
-                           task=EnhancerTask(enhancer_config))
-  enhancer.run()
-  return jax.device_get({"params": enhancer.state.params, **enhancer.state.model_state})
-
-
 def _second_phase(config: mlc.ConfigDict) -> str | None:
   """The phase after the enhancer phase ("classifier", "joint"), or None for a one-phase run."""
   setting = config.dtcm.setting
@@ -194,24 +180,27 @@ def _second_phase(config: mlc.ConfigDict) -> str | None:
   return None
 
 
-def inference_workdir(config: mlc.ConfigDict, workdir: str) -> str:
-  """Where the run's deployable model (enhancer + classifier) is checkpointed."""
-  phase = _second_phase(config)
-  return os.path.join(workdir, phase) if phase else workdir
+def _enhancer_task(config, earlier, num_classes=None):
+  del earlier
+  return EnhancerTask(config, num_classes)
 
 
-def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
-  """One-stage settings: one Trainer in WORKDIR (with `dtcm.pretrain_enhancer`: WORKDIR/enhancer
-  then WORKDIR/joint). two_stage: WORKDIR/enhancer then WORKDIR/classifier. Each phase resumes on
-  its own."""
-  check_config(config)
-  train.check_required_weights(config)
-  phase = _second_phase(config)
-  if phase is None:
-    return train.Trainer(config, workdir, task=Task(config)).run()
-  enhancer_variables = train_enhancer(config, workdir)
-  phase2_config = phase_config(config, phase)
-  log.info("DTCM phase 2: %s from the phase-1 enhancer", config.dtcm.setting)
-  task = Task(phase2_config, frozen_enhancer=phase == "classifier",
-              enhancer_variables=enhancer_variables)
-  return train.Trainer(phase2_config, os.path.join(workdir, phase), task=task).run()
+def _joint_task(config, earlier, num_classes=None):
+  return Task(config, num_classes, enhancer_variables=earlier.get("enhancer"))
+
+
+def _classifier_task(config, earlier, num_classes=None):
+  return Task(config, num_classes, frozen_enhancer=True, enhancer_variables=earlier.get("enhancer"))
+
+
+# One-stage settings: `joint` in WORKDIR (with `dtcm.pretrain_enhancer`: WORKDIR/enhancer then
+# WORKDIR/joint). two_stage: WORKDIR/enhancer then WORKDIR/classifier. Each phase resumes on its own.
+PHASES = (
+    task_lib.Phase("enhancer", _enhancer_task, config=lambda c: phase_config(c, "enhancer"),
+                   when=lambda c: _second_phase(c) is not None),
+    task_lib.Phase("joint", _joint_task, init_from=("enhancer",),
+                   when=lambda c: c.dtcm.setting != "two_stage",
+                   directory=lambda c: "joint" if _second_phase(c) else "", main=True),
+    task_lib.Phase("classifier", _classifier_task, config=lambda c: phase_config(c, "classifier"),
+                   init_from=("enhancer",), when=lambda c: c.dtcm.setting == "two_stage"),
+)

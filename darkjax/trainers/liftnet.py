@@ -28,7 +28,6 @@ the image), optical and elastic distortion, CutMix, frame shuffle; flips come fr
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -36,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from darkjax import losses, paths, train
+from darkjax import losses
+from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
 from darkjax.data import normalise
@@ -198,13 +198,13 @@ class Task(_LiftTaskBase):
     super().__init__(config, num_classes)
     if self.lift.kd and teacher_variables is None and not self.lift.pretrained.luminous:
       log.warning("LIFT-Net student with kd=True but no teacher: its frozen luminous backbone "
-                  "keeps its initial weights (run through darkjax.train.run for both phases)")
+                  "keeps its initial weights (run through darkjax.train.run_phases for both phases)")
     self.teacher_variables = teacher_variables
     self.teacher_head = None
     if self.lift.kd and self.lift.kd_features == "logits":
       if teacher_variables is None:
         raise ValueError("config.lift.kd_features='logits' distils the teacher's logits: it needs "
-                         "the teacher phase (darkjax.train.run runs it), not only "
+                         "the teacher phase (darkjax.train.run_phases runs it), not only "
                          "config.lift.pretrained.luminous")
       self.teacher_head = teacher_variables["params"]["fc"]
     elif self.lift.kd_features not in KD_FEATURES:
@@ -324,45 +324,20 @@ def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
   return out
 
 
-def inference_workdir(config: mlc.ConfigDict, workdir: str) -> str:
-  """The student phase holds the deployed LIFT-Net."""
-  del config
-  return os.path.join(workdir, "student")
+def _teacher_task(config, earlier, num_classes=None):
+  del earlier
+  return TeacherTask(config, num_classes)
 
 
-def run(config: mlc.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
-  """Teacher phase (with KD) then student phase, each in its own resumable sub-directory
-  (`devices`: as for train.Trainer, default all)."""
-  results: dict[str, Any] = {}
-  teacher_variables = None
-  if config.lift.kd:
-    teacher_config = phase_config(config, "teacher")
-    teacher = train.Trainer(teacher_config, os.path.join(workdir, "teacher"),
-                            task=TeacherTask(teacher_config), devices=devices)
-    log.info("LIFT-Net phase 1/2: teacher %s on %s input", teacher.task.student.luminous,
-             config.lift.luminous_input)
-    teacher_results = teacher.run()
-    results.update({f"teacher_{k}": v for k, v in teacher_results.items()
-                    if isinstance(v, float)})
-    teacher_variables = jax.device_get({"params": teacher.state.params,
-                                        **teacher.state.model_state})
-  student_config = phase_config(config, "student")
-  log.info("LIFT-Net phase %s: student %s", "2/2" if config.lift.kd else "1/1", config.model.name)
-  student = train.Trainer(student_config, os.path.join(workdir, "student"),
-                          task=Task(student_config, teacher_variables=teacher_variables),
-                          devices=devices)
-  results.update(student.run())
-  if student.is_lead:
-    _write_summary(workdir, config, results)
-  return results
+def _student_task(config, earlier, num_classes=None):
+  return Task(config, num_classes, teacher_variables=earlier.get("teacher"))
 
 
-def _write_summary(workdir: str, config: mlc.ConfigDict, results: Mapping[str, Any]) -> None:
-  lines = [f"# LIFT-Net run: {config.model.name} on `{config.input.data.name}`", "",
-           f"- phases: {'teacher/ then student/' if config.lift.kd else 'student/ only (kd=False)'}"
-           " (each has its own report.md, metrics and checkpoints)", "",
-           "| metric | value |", "|---|---|"]
-  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())
-            if isinstance(v, float) and "per_class" not in k]
-  (paths.resolve(workdir) / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
+# With KD: the teacher (WORKDIR/teacher), then the student (WORKDIR/student) on the trained
+# teacher's luminous backbone; without: the student alone. The student is the deployed model.
+PHASES = (
+    task_lib.Phase("teacher", _teacher_task, config=lambda c: phase_config(c, "teacher"),
+                   when=lambda c: bool(c.lift.kd)),
+    task_lib.Phase("student", _student_task, config=lambda c: phase_config(c, "student"),
+                   init_from=("teacher",)),
+)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 from darkjax import losses
+from darkjax import task as task_lib
 from darkjax.data.classification import ClassificationData
 from darkjax.trainers.base import TaskBase
 
@@ -41,3 +42,6 @@ class Task(TaskBase):
     logits, _ = self.model.apply(variables, self.data.preprocess(streams["video"], self.dtype),
                                  train=False)
     return logits
+
+
+PHASES = task_lib.single_phase(Task)

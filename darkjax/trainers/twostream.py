@@ -32,7 +32,6 @@ workdir (loads that run's tower of the same stream; the other stream's tower is 
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import grain
@@ -41,11 +40,13 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from darkjax import losses, train
+from darkjax import losses
+from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.data import flow as flow_lib
 from darkjax.data import datasets, normalise
 from darkjax.data.classification import ClassificationData
+from darkjax.evaluators import video as video_eval
 from darkjax.trainers.base import TaskBase
 
 FLOW_SOURCES = ("stream", "compute")
@@ -257,13 +258,9 @@ def load_tower(variables: Mapping[str, Any], stream: str, path: str) -> dict:
   return out
 
 
-def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains with the generic Trainer, then adds the paper's Tables 2-3 to report.md."""
-  results = train.Trainer(config, workdir, task=Task(config)).run()
-  if jax.process_index() == 0:
-    from darkjax.evaluators import video  # pylint: disable=import-outside-toplevel
-    tables = video.report_tables(results, config)
-    if tables:
-      with open(os.path.join(workdir, "report.md"), "a", encoding="utf-8") as f:
-        f.write("\n" + tables)
-  return results
+def report_tables(config: mlc.ConfigDict, results: Mapping[str, Any]) -> str:
+  """The paper's Tables 2-3 (whole-video scores) for report.md."""
+  return video_eval.report_tables(results, config)
+
+
+PHASES = task_lib.single_phase(Task, report=report_tables)
