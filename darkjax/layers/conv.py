@@ -168,8 +168,8 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   note_lowering("conv3d_kernel_grad", kernel_grad)
   if lowering == "native" and kernel_grad == "xla":  # GPU / TPU: XLA's own op and gradients
     return cpu_conv3d.native_conv3d(x, kernel, strides, padding, feature_group_count)
-  return cpu_conv3d.cpu_conv3d(x, kernel, lowering, kernel_grad, strides, padding, feature_group_count,
-                     bundle)
+  return cpu_conv3d.cpu_conv3d(x, kernel, lowering, kernel_grad, strides, padding,
+                               feature_group_count, bundle)
 
 
 

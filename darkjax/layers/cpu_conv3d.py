@@ -414,7 +414,6 @@ _IMPLEMENTATIONS = {"native": native_conv3d, "sum2d": _sum2d, "taps2d": _taps2d,
                     "temporal2d": _temporal2d, "pointwise": _pointwise, "s2d": _space_to_depth}
 
 
-
 def separable_max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
                          padding: Padding) -> jax.Array:
   """`nn.max_pool` with explicit (lo, hi) paddings, per axis as a running maximum of strided
