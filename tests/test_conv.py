@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from darkjax.layers import conv, conv2d
+from darkjax import targets
 from darkjax import task as task_lib
+from darkjax.layers import conv, conv2d, cpu_conv3d
 
 # (name, input (B, T, H, W, C), kernel (kt, kh, kw), out channels, strides, padding, groups)
 CASES = [
@@ -164,7 +165,7 @@ def test_kernel_grad_dots_matches_autodiff():
   strides, padding = (1, 2, 1), ((1, 1), (0, 1), (1, 1))
   y, vjp = jax.vjp(lambda k: conv.conv3d(x, k, strides, padding, 3, "native"), k)
   g = jnp.asarray(np.random.default_rng(2).standard_normal(y.shape).astype(np.float32))
-  np.testing.assert_allclose(conv.kernel_grad_dots(x, g, k.shape, strides, padding, 3),
+  np.testing.assert_allclose(cpu_conv3d.kernel_grad_dots(x, g, k.shape, strides, padding, 3),
                              vjp(g)[0], rtol=1e-5, atol=1e-4)
 
 
@@ -249,7 +250,7 @@ def test_bundled_kernel_is_block_diagonal_and_keeps_the_groups_weights():
   groups, bundle, in_group, out_group = 6, 3, 2, 4
   k = jnp.arange(3 * in_group * groups * out_group, dtype=jnp.float32).reshape(
       (3, in_group, groups * out_group)) + 1
-  b = conv.bundle_groups(k, groups, bundle)
+  b = cpu_conv3d.bundle_groups(k, groups, bundle)
   assert b.shape == (3, bundle * in_group, groups * out_group)
   for g in range(groups):
     rows = slice((g % bundle) * in_group, (g % bundle + 1) * in_group)
@@ -303,7 +304,7 @@ def test_module_params_do_not_depend_on_lowering():
 
 
 def test_configure_cpu_flags_leaves_user_flags_alone(monkeypatch):
-  monkeypatch.setattr(conv, "CPU_XLA_FLAGS", ("--xla_cpu_some_flag=true",))
+  monkeypatch.setattr(cpu_conv3d, "CPU_XLA_FLAGS", ("--xla_cpu_some_flag=true",))
   monkeypatch.setenv("XLA_FLAGS", "--user_flag")
   assert conv.configure_cpu_flags() is False
   assert os.environ["XLA_FLAGS"] == "--user_flag"
@@ -311,7 +312,7 @@ def test_configure_cpu_flags_leaves_user_flags_alone(monkeypatch):
   monkeypatch.setenv("JAX_PLATFORMS", "cuda")
   assert conv.configure_cpu_flags() is False
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  monkeypatch.setattr(conv, "CPU_XLA_FLAGS", ())
+  monkeypatch.setattr(cpu_conv3d, "CPU_XLA_FLAGS", ())
   assert conv.configure_cpu_flags() is False  # nothing to set
   jax.devices()  # backend initialised: flags could no longer take effect
   with pytest.warns(UserWarning, match="already initialised"):
@@ -355,10 +356,11 @@ def test_separable_max_pool_matches_reduce_window(window, strides, padding):
     conv.max_pool3d(x, window, strides, padding, "fast")
 
 
-# Which lowering every backend-aware op of each model chooses, per backend: accelerators must get
-# XLA's native ops only (the CPU rewrites would be slower there), CPU its rewrites. Traced with
-# jax.eval_shape (no compilation), forward and gradient, for the zoo's tiny families and every
-# paper's deployed model.
+# Which lowering every platform-aware op of each model chooses, per platform compiled for
+# (`targets.compiling_for`, on this CPU host): accelerators must get XLA's native ops only (the
+# CPU rewrites would be slower there), CPU its rewrites. Traced with jax.eval_shape (no
+# compilation), forward and gradient, for the zoo's tiny families and every paper's deployed
+# model.
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native", "conv2d:plain"}
 _LOWERING_CASES = ("small3d_tiny", "resnet3d_tiny", "resnext3d_tiny", "c3d_tiny",
@@ -366,7 +368,7 @@ _LOWERING_CASES = ("small3d_tiny", "resnet3d_tiny", "resnext3d_tiny", "c3d_tiny"
                    "twostream_synthetic", "actlumos_synthetic")
 
 
-def _traced_lowerings(case: str, backend: str, monkeypatch, tmp_path) -> dict[str, int]:
+def _traced_lowerings(case: str, platform: str, tmp_path) -> dict[str, int]:
   import importlib  # pylint: disable=import-outside-toplevel
   from darkjax.tools import predict  # pylint: disable=import-outside-toplevel
   from run_configs import quiet  # pylint: disable=import-outside-toplevel
@@ -375,8 +377,7 @@ def _traced_lowerings(case: str, backend: str, monkeypatch, tmp_path) -> dict[st
   config = quiet(config) if case.endswith("_synthetic") else quiet(config, **{"model.name": case})
   task = task_lib.load_task(config, num_classes=5)
   inputs = {k: jnp.zeros(v.shape, v.dtype) for k, v in predict.sample_inputs(task).items()}
-  monkeypatch.setattr(jax, "default_backend", lambda: backend)
-  with conv.record_lowerings() as chosen:
+  with targets.compiling_for(platform), conv.record_lowerings() as chosen:
     variables = jax.eval_shape(task.init_variables, jax.random.key(0), inputs)
     jax.eval_shape(jax.grad(lambda v: task.predict(v, inputs).astype(jnp.float32).sum()),
                    variables)
@@ -384,11 +385,11 @@ def _traced_lowerings(case: str, backend: str, monkeypatch, tmp_path) -> dict[st
 
 
 @pytest.mark.parametrize("case", _LOWERING_CASES)
-def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, monkeypatch, tmp_path):
-  for backend in ("gpu", "tpu"):
-    chosen = _traced_lowerings(case, backend, monkeypatch, tmp_path)
-    assert chosen and set(chosen) <= _NATIVE_ONLY, (backend, chosen)
-  chosen = _traced_lowerings(case, "cpu", monkeypatch, tmp_path)
+def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, tmp_path):
+  for platform in ("gpu", "tpu"):
+    chosen = _traced_lowerings(case, platform, tmp_path)
+    assert chosen and set(chosen) <= _NATIVE_ONLY, (platform, chosen)
+  chosen = _traced_lowerings(case, "cpu", tmp_path)
   assert set(chosen) - _NATIVE_ONLY, chosen     # the same trace on CPU takes its rewrites
   assert not {k for k in chosen if k.endswith(":native")}, chosen
 

@@ -290,9 +290,9 @@ def test_convert_head_prefixes_and_errors():
 
 def test_remat_lowers_the_train_steps_memory_under_darkjaxs_compile_options():
   """XLA:CPU merges a block's recomputation with its forward unless darkjax's compile options
-  keep jax.checkpoint's barriers (darkjax.layers.remat.compiler_options): without them remat
-  changes nothing in XLA's memory analysis."""
-  from darkjax.layers import remat as remat_lib  # pylint: disable=import-outside-toplevel
+  keep jax.checkpoint's barriers (darkjax.targets.compiler_options): without them remat changes
+  nothing in XLA's memory analysis."""
+  from darkjax import targets  # pylint: disable=import-outside-toplevel
   clip = jax.random.normal(jax.random.key(1), (2, 8, 32, 32, 3))
   temps = {}
   for policy in ("none", "full"):
@@ -304,7 +304,7 @@ def test_remat_lowers_the_train_steps_memory_under_darkjaxs_compile_options():
                                    train=True, mutable=["batch_stats"])
       return jnp.sum(logits ** 2)
 
-    compiled = jax.jit(jax.grad(loss), compiler_options=remat_lib.compiler_options()).lower(
+    compiled = jax.jit(jax.grad(loss), compiler_options=targets.compiler_options()).lower(
         variables["params"], variables["batch_stats"]).compile()
     temps[policy] = compiled.memory_analysis().temp_size_in_bytes
   # 1.17x at this size (only the stem and the block inputs kept); 1.00x without the options.

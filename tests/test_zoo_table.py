@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 from jax.extend import core as jex_core
 
-from darkjax import models
+from darkjax import models, targets
 from darkjax.layers.conv import Conv3D, conv3d, native_lowering
 from darkjax.tools import zoo_table
 
@@ -75,7 +75,7 @@ def test_native_lowering_context_gives_3d_convs():
         ranks |= conv_ranks(sub)
     return ranks
 
-  if jax.default_backend() == "cpu":  # the CPU lowering: 2D convs
+  if targets.platform() == "cpu":  # the CPU lowering: 2D convs
     assert conv_ranks(jax.make_jaxpr(conv)(x, kernel).jaxpr) == {4}
   with native_lowering():  # a fresh function: traces are cached per function
     assert conv_ranks(jax.make_jaxpr(lambda x, k: conv(x, k))(x, kernel).jaxpr) == {5}

@@ -1,9 +1,9 @@
-"""2D convolutions for the CPU lowerings of darkjax.layers.conv: NHWC / HWIO convolutions whose
-gradients are written as canonical convolutions, run on every core.
+"""2D convolutions for the CPU lowerings of darkjax.layers.cpu_conv3d: NHWC / HWIO convolutions
+whose gradients are written as canonical convolutions, run on every core.
 
 XLA:CPU rewrites the non-canonical gradient convolutions autodiff produces into fast library
-calls, but not inside while loops (`nn.scan`, `lax.scan`), where they fall back to a loop ~30x
-slower; so `conv2d` carries its own VJP. Its kernel gradient is summed over pieces of frames
+calls, but not inside while loops (`nn.scan`, `lax.scan`), where they fall back to a far slower
+loop; so `conv2d` carries its own VJP. Its kernel gradient is summed over pieces of frames
 (faster per frame, and the pieces run concurrently), and forward / input-gradient convolutions
 that YNNPACK would run on one core are kept on XLA's multithreaded Eigen convolution
 (`multithreaded_conv2d`). Measurements: docs/benchmarks.md ("CPU 3D convolution lowerings").
@@ -20,6 +20,8 @@ import os
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from darkjax import targets
 
 # `conv2d_kernel_grad` splits the batch of frames into pieces of as many frames as have
 # KERNEL_GRAD_PIECE_POSITIONS input pixels (at least one), and at most KERNEL_GRAD_PIECES pieces.
@@ -100,8 +102,7 @@ def cores() -> int:
 def ynn_core_use(out_channels: int) -> float:
   """Estimated share of the cores kept busy when YNNPACK runs a conv with this many output
   channels: tiles of YNN_TILE_CHANNELS (the last one partial), each on one core, the largest
-  first to the least loaded core. Measured core use on 2 cores for 32 frames of 56x56: 64 and
-  fewer outputs 1.0 of 2 cores, 96: 1.76, 128: 1.92, 144: 1.84, 192: 1.59."""
+  first to the least loaded core (measured core use: docs/benchmarks.md, "Threads")."""
   loads = [0] * cores()
   for start in range(0, out_channels, YNN_TILE_CHANNELS):
     loads[loads.index(min(loads))] += min(YNN_TILE_CHANNELS, out_channels - start)
@@ -112,12 +113,9 @@ def multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None)
   """`plain_conv2d` for the forward and input-gradient convolutions of the CPU lowerings.
 
   XLA:CPU hands a 2D convolution to YNNPACK when it can, and YNNPACK splits the work over threads
-  by tiles of 64 output channels only: a convolution with <= 64 output channels runs on one core
-  (R3D layer-1 3x3 64->64 on 32 frames of 56x56: 36-50 ms wall on 1 of 2 cores; 128 outputs:
-  1.9 cores). XLA's Eigen convolution uses every core (same conv: 23-25 ms wall, 46 CPU-ms).
-  Grouped convolutions (not depthwise) run on one core in YNNPACK whatever their width, and 3-5x
-  slower than in Eigen (ResNeXt's 3x3 taps2d conv 384->128 in 32 groups on 16 frames of 28x28:
-  120 ms vs 42 ms wall; 8 frames of 14x14, 768->256: 28 vs 6 ms).
+  by tiles of 64 output channels only: a convolution with <= 64 output channels runs on one core.
+  XLA's Eigen convolution uses every core. Grouped convolutions (not depthwise) run on one core in
+  YNNPACK whatever their width, and slower than in Eigen (docs/benchmarks.md, "Threads").
   XLA keeps convolutions whose output is wider than their input away from YNNPACK, so for those
   shapes one extra column of zero padding is added on the right and its output column dropped:
   same values (one output column more is computed, ~2% of the work for 56 columns).
@@ -129,7 +127,7 @@ def multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None)
     idle_cores = ynn_core_use(cout) < YNN_MIN_CORE_USE
   (top, bottom), (left, right) = padding
   width = x.shape[2] + left + right - kw + 1  # output width (stride 1)
-  if (_FORCE_NATIVE.get() or jax.default_backend() != "cpu" or not idle_cores or lhs_dilation
+  if (_FORCE_NATIVE.get() or targets.platform() != "cpu" or not idle_cores or lhs_dilation
       or tuple(strides) != (1, 1) or max(cin_group * groups, cout) <= 16
       or not 1 <= width <= x.shape[2]):  # YNNPACK would not take it anyway, or nothing to compute
     note_lowering("conv2d", "plain")
@@ -142,7 +140,7 @@ def multithreaded_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None)
 
 # 2D convolution whose gradients are written as convolutions in canonical NHWC/HWIO form. XLA:CPU
 # rewrites the non-canonical gradient convolutions autodiff produces into fast Eigen calls, but
-# not inside while loops (`nn.scan`, `lax.scan`), where they fall back to a loop ~30x slower.
+# not inside while loops (`nn.scan`, `lax.scan`), where they fall back to a far slower loop.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv2d(x, kernel, strides, padding, groups):
   return multithreaded_conv2d(x, kernel, strides, padding, groups)
@@ -168,8 +166,8 @@ def conv2d_input_grad(grad_out, kernel, in_hw, strides, padding, groups):
 def conv2d_kernel_grad(x, grad_out, kernel_shape, strides, padding):
   """Ungrouped kernel gradient summed over pieces of the batch (frames), see KERNEL_GRAD_PIECES.
 
-  XLA:CPU computes the kernel gradient of one frame 1.5-3x faster per frame than of 32 frames at
-  once (R3D layer-1 tap: 136 -> 60 ms), and the independent pieces run concurrently.
+  XLA:CPU computes the kernel gradient of one frame faster per frame than of many frames at once
+  (docs/benchmarks.md, "Kernel gradients"), and the independent pieces run concurrently.
   """
   n = x.shape[0]
   size = max(1, KERNEL_GRAD_PIECE_POSITIONS // (x.shape[1] * x.shape[2]),
@@ -185,7 +183,7 @@ def conv2d_kernel_grad_piece(x, grad_out, kernel_shape, strides, padding):
   lhs = jnp.transpose(x, (3, 1, 2, 0))  # (C, H, W, N): channels as batch, N contracted
   rhs = jnp.transpose(grad_out, (1, 2, 0, 3))  # (H', W', N, O)
   dilation = tuple(strides) if tuple(strides) != (1, 1) else None
-  # Padding inside the conv (not jnp.pad) is ~1.8x faster on XLA:CPU for R3D layer-1 shapes.
+  # Padding inside the conv (not jnp.pad) is faster on XLA:CPU.
   out = plain_conv2d(lhs, rhs, (1, 1), padding, 1, rhs_dilation=dilation)
   return jnp.transpose(out[:, :kh, :kw], (1, 2, 0, 3))
 
@@ -202,11 +200,10 @@ def conv2d_grouped_kernel_grad(x, grad_out, kernel_shape, strides, padding, grou
   Per frame, the input's channels of a group become the batch and the group index the feature
   groups of a conv whose "kernel" is grad_out: out[i, u, v, (g, o)] = sum over output pixels of
   x[pixel + (u, v), (g, i)] * grad_out[pixel, (g, o)]. Autodiff's form (a batch-grouped conv)
-  is ~200x slower on XLA:CPU; per-tap matmuls (`conv.kernel_grad_dots`) spend their time copying
-  strided windows. One frame per conv was fastest (ResNeXt layer-1 shapes, docs/benchmarks.md);
-  the frames go through a `lax.scan` (as fast as unrolled convs there, and one conv to compile
-  instead of one per frame: ResNeXt-101's step at 64 frames compiled in 20 s unrolled, 15 s
-  with the matmuls).
+  is far slower on XLA:CPU; per-tap matmuls (`cpu_conv3d.kernel_grad_dots`) spend their time
+  copying strided windows. One frame per conv is the fastest split (docs/benchmarks.md, "Grouped
+  kernel gradients"); the frames go through a `lax.scan`, as fast as unrolled convs and one conv
+  to compile instead of one per frame.
   """
   kh, kw, cin_group, cout = kernel_shape
   n, h, w, _ = x.shape

@@ -1,20 +1,15 @@
-"""Depthwise 2D convolution whose lowering is chosen per backend (the enhancers' ShuffleNet units).
+"""Depthwise 2D convolution whose lowering is chosen per platform (the enhancers' ShuffleNet units).
 
 XLA:CPU runs grouped convolutions with one channel per group far below its dense-convolution
-speed, and their gradients worse still. Measured on the 2-core CPU (2026-11-22, 3x3 kernel, batch
-128, forward + gradients w.r.t. input and kernel, `python -m darkjax.tools.bench --depthwise`):
-
-    (32x32, 16 ch, stride 1)   native 223 ms   block-diagonal dense  25 ms   0.11x
-    (32x32, 32 ch, stride 2)   native 372 ms   block-diagonal dense  50 ms   0.13x
-    (32x32, 64 ch, stride 2)   native 762 ms   block-diagonal dense 159 ms   0.21x
-    (16x16, 32 ch, stride 1)   native  58 ms   block-diagonal dense  15 ms   0.26x
+speed, and their gradients worse still (docs/benchmarks.md, "Depthwise 2D convolutions on CPU").
 
 The `blockdiag` lowering runs the depthwise kernel (kh, kw, 1, C) as a dense (kh, kw, C, C) kernel
 that is zero off the diagonal: C times the multiply-adds, but on XLA's fast dense path. The zeros
 add exact zeros, so outputs equal the native lowering's up to summation order; the gradient w.r.t.
 the depthwise kernel is the diagonal of the dense kernel's gradient (autodiff through the
-multiplication by the identity). `auto` uses it on CPU up to `BLOCKDIAG_MAX_CHANNELS` channels
-(the dense cost grows with C^2) and XLA's native grouped convolution elsewhere (GPU / TPU).
+multiplication by the identity). `auto` uses it when compiling for CPU
+(`darkjax.targets.platform()`) up to `BLOCKDIAG_MAX_CHANNELS` channels (the dense cost grows with
+C^2) and XLA's native grouped convolution elsewhere (GPU / TPU).
 
 `DepthwiseConv2D` has the parameter layout of `nn.Conv(C, kernel, feature_group_count=C)`
 (`kernel` (kh, kw, 1, C), optional `bias` (C,)), so checkpoints and converters are unaffected.
@@ -28,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from darkjax import targets
 from darkjax.layers import conv as conv_lib
 
 LOWERINGS = ("auto", "native", "blockdiag")
@@ -37,11 +33,12 @@ Padding = Sequence[tuple[int, int]]
 
 
 def choose_lowering(channels: int, backend: str | None = None) -> str:
-  """The `auto` lowering for a depthwise conv over `channels` channels on `backend`; always
-  `native` inside `darkjax.layers.conv.native_lowering()` (e.g. for counting FLOPs)."""
+  """The `auto` lowering for a depthwise conv over `channels` channels on `backend` (default:
+  `targets.platform()`); always `native` inside `darkjax.layers.conv.native_lowering()` (e.g. for
+  counting FLOPs)."""
   if conv_lib.native_lowering_forced():
     return "native"
-  if (backend or jax.default_backend()) == "cpu" and channels <= BLOCKDIAG_MAX_CHANNELS:
+  if (backend or targets.platform()) == "cpu" and channels <= BLOCKDIAG_MAX_CHANNELS:
     return "blockdiag"
   return "native"
 

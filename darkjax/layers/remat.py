@@ -19,23 +19,24 @@ backward pass keeps:
 `python -m darkjax.tools.bench --model M --memory --remat full,conv_outputs` compiles a train
 step per policy and prints XLA's memory analysis and the step time of each.
 
-On XLA:CPU a policy only takes effect with `compiler_options()` (every step `darkjax.train`
-compiles carries them): `jax.checkpoint` fences what it recomputes with `optimization_barrier`s,
-and XLA:CPU's pipeline expands those barriers ("cse_barrier_expander") before its common
-subexpression elimination, which then merges each recomputed block with its forward pass: the
-program keeps every intermediate, as with no remat (figures in docs/benchmarks.md). Under
-`nn.scan` the recomputation sits inside the loop body, where no CSE reaches it, so scanned blocks
-hold their policy either way.
+On XLA:CPU a policy only takes effect with `darkjax.targets.compiler_options("cpu")` (every
+step `darkjax.train` compiles carries them): `jax.checkpoint` fences what it recomputes with
+`optimization_barrier`s, and XLA:CPU's pipeline expands those barriers ("cse_barrier_expander")
+before its common subexpression elimination, which then merges each recomputed block with its
+forward pass: the program keeps every intermediate, as with no remat (figures in
+docs/benchmarks.md). Under `nn.scan` the recomputation sits inside the loop body, where no CSE
+reaches it, so scanned blocks hold their policy either way.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 from jax.ad_checkpoint import checkpoint_name
+
+from darkjax import targets
 
 CONV_NAME = "conv3d"
 POLICIES: dict[str, Callable[..., Any] | None] = {
@@ -47,24 +48,10 @@ POLICIES: dict[str, Callable[..., Any] | None] = {
 }
 
 
-# XLA pass names never run on CPU (see the module docstring); other backends keep their barriers.
-CPU_DISABLED_PASSES = ("cse_barrier_expander",)
-
-
 def compiler_options(backend: str | None = None) -> dict[str, Any]:
-  """The XLA compile options under which remat policies hold on `backend` (default: JAX's).
-
-  On CPU: `xla_disable_hlo_passes` with the barrier expander, so the `optimization_barrier`s of
-  `jax.checkpoint` reach the end of the pipeline and CSE cannot merge a recomputation with its
-  forward. A program without `jax.checkpoint` has no barriers and compiles as before. Passes a user
-  disables through `XLA_FLAGS` are kept in the list (a compile option replaces the flag)."""
-  if (backend or jax.default_backend()) != "cpu":
-    return {}
-  passes = list(CPU_DISABLED_PASSES)
-  for flag in os.environ.get("XLA_FLAGS", "").split():
-    if flag.startswith("--xla_disable_hlo_passes="):
-      passes += [p for p in flag.split("=", 1)[1].split(",") if p and p not in passes]
-  return {"xla_disable_hlo_passes": ",".join(passes)}
+  """The XLA compile options under which remat policies hold on `backend` (a platform of
+  `darkjax.targets.PLATFORMS`; default `targets.platform()`): `targets.compiler_options`."""
+  return targets.compiler_options(backend)
 
 
 def policy_name(remat: bool | str | None) -> str:

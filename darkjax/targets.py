@@ -1,0 +1,116 @@
+"""The platform a step is compiled for: the one place in darkjax that knows it.
+
+Layers choose their lowering per platform (the CPU rewrites of `darkjax.layers.conv` and
+`darkjax.layers.depthwise` on "cpu", XLA's native ops on "gpu" and "tpu"), and compiled steps
+carry XLA options that only some platforms accept. Both read `platform()`, never
+`jax.default_backend()`: a step traced on a CPU host for a GPU or TPU mesh must get the
+accelerator's ops and options. `compiling_for(mesh)` (or a platform name, a device, devices)
+says what a block traces for; outside every such block it is the host's default devices.
+
+Like `darkjax.layers.conv.native_lowering()`, the scope acts at trace time: a function jitted
+and traced outside it keeps its lowering, so trace a fresh function inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+PLATFORMS = ("cpu", "gpu", "tpu")
+# jax device platform -> the platform lowerings and compiler options are chosen for
+_DEVICE_PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
+# XLA passes disabled in every CPU step: XLA:CPU expands `jax.checkpoint`'s
+# `optimization_barrier`s before its CSE, which then merges a recomputation with its forward and
+# voids the remat policy (darkjax.layers.remat). Other platforms keep their barriers.
+CPU_DISABLED_PASSES = ("cse_barrier_expander",)
+
+_SCOPE: contextvars.ContextVar[str | None] = contextvars.ContextVar("darkjax_compiling_for",
+                                                                  default=None)
+
+
+def _check_platform(name: str) -> str:
+  if name not in PLATFORMS:
+    raise ValueError(f"unknown platform {name!r}; expected one of {PLATFORMS}, a device, "
+                     "devices or a jax.sharding.Mesh")
+  return name
+
+
+def platform_of(devices: Any) -> str:
+  """The platform ("cpu", "gpu" or "tpu") of a device, a sequence or array of devices, or a
+  `jax.sharding.Mesh`. Raises ValueError when the devices are of mixed or unknown platforms."""
+  if isinstance(devices, jax.sharding.Mesh):
+    devices = devices.devices
+  if isinstance(devices, np.ndarray):
+    devices = list(devices.flat)
+  elif hasattr(devices, "platform"):
+    devices = [devices]
+  found = set()
+  for device in devices:
+    name = getattr(device, "platform", None)
+    if name not in _DEVICE_PLATFORMS:
+      raise ValueError(f"device {device!r} has platform {name!r}; expected one of "
+                       f"{sorted(_DEVICE_PLATFORMS)} (darkjax platforms {PLATFORMS})")
+    found.add(_DEVICE_PLATFORMS[name])
+  if len(found) != 1:
+    raise ValueError(f"devices of platforms {sorted(found)}: expected one of {PLATFORMS} "
+                     f"for all of them")
+  return found.pop()
+
+
+@contextlib.contextmanager
+def compiling_for(target: Any) -> Iterator[str]:
+  """Within the block, `platform()` is `target`'s platform; yields it.
+
+  `target`: a platform name from PLATFORMS, a device, devices or a `jax.sharding.Mesh`. Blocks
+  nest (the innermost wins) and are per thread and per asyncio task (a ContextVar)."""
+  name = _check_platform(target) if isinstance(target, str) else platform_of(target)
+  token = _SCOPE.set(name)
+  try:
+    yield name
+  finally:
+    _SCOPE.reset(token)
+
+
+def platform() -> str:
+  """The platform being compiled for: that of the innermost `compiling_for` block, else that of
+  the host's default devices (`jax.devices()[0]`). This fallback is the only place in darkjax
+  that reads the host's default devices or backend."""
+  scoped = _SCOPE.get()
+  return scoped if scoped is not None else platform_of(jax.devices()[0])
+
+
+def _resolve(name: str | None) -> str:
+  return platform() if name is None else _check_platform(name)
+
+
+def compiler_options(platform: str | None = None) -> dict[str, Any]:
+  """The XLA compile options of every step compiled for `platform` (default: `platform()`).
+
+  On "cpu": `xla_disable_hlo_passes` with CPU_DISABLED_PASSES, so the `optimization_barrier`s of
+  `jax.checkpoint` reach the end of the pipeline and CSE cannot merge a recomputation with its
+  forward (darkjax.layers.remat). A program without `jax.checkpoint` has no barriers and compiles
+  as before. Passes a user disables through `XLA_FLAGS` are kept in the list (a compile option
+  replaces the flag). Other platforms: none."""
+  if _resolve(platform) != "cpu":
+    return {}
+  passes = list(CPU_DISABLED_PASSES)
+  for flag in os.environ.get("XLA_FLAGS", "").split():
+    if flag.startswith("--xla_disable_hlo_passes="):
+      passes += [p for p in flag.split("=", 1)[1].split(",") if p and p not in passes]
+  return {"xla_disable_hlo_passes": ",".join(passes)}
+
+
+def init_compiler_options(platform: str | None = None) -> dict[str, Any]:
+  """XLA options of the once-run initialisation programs (parameters, optimizer state).
+
+  On "cpu" they compile with backend optimisation level 0: the per-parameter threefry and
+  initialiser arithmetic otherwise takes several times longer to compile than to run
+  (docs/benchmarks.md, "Compile time of smoke runs and initialisation"). The values are the same
+  function of the seed, rounded once differently (e.g. FMA contraction), and every run of a
+  config gets the same ones. Other platforms compile as usual."""
+  return {"xla_backend_optimization_level": 0} if _resolve(platform) == "cpu" else {}

@@ -1,0 +1,170 @@
+"""darkjax.targets: the platform a step is compiled for, and what the layers and options make of it.
+
+The key check traces a tiny model's forward and backward on this CPU host compiling for GPU and
+TPU (lowered, never compiled): every conv, pool and depthwise choice is XLA's native op and none
+of the CPU rewrites reaches the program, while the same trace compiling for CPU takes them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import types
+
+import flax.linen as nn
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from darkjax import targets
+from darkjax.layers import conv, depthwise, remat
+
+_NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
+                "depthwise:native"}
+_DEPTHWISE_CHANNELS = 8
+
+
+def test_platform_of_devices_and_meshes():
+  devices = jax.devices()
+  assert targets.platform_of(devices[0]) == "cpu"
+  assert targets.platform_of(devices) == "cpu"
+  mesh = jax.sharding.Mesh(np.array(devices).reshape((-1, 1)), ("data", "model"))
+  assert targets.platform_of(mesh) == "cpu"
+  for name, platform in (("cuda", "gpu"), ("rocm", "gpu"), ("gpu", "gpu"), ("tpu", "tpu")):
+    assert targets.platform_of(types.SimpleNamespace(platform=name)) == platform
+  with pytest.raises(ValueError, match="mixed|platforms.*cpu.*tpu"):
+    targets.platform_of([devices[0], types.SimpleNamespace(platform="tpu")])
+  with pytest.raises(ValueError, match="'metal'.*'cpu'"):
+    targets.platform_of(types.SimpleNamespace(platform="metal"))
+
+
+def test_compiling_for_nests_restores_and_names_bad_values():
+  host = targets.platform()
+  assert host == "cpu"
+  with targets.compiling_for("gpu") as outer:
+    assert outer == "gpu" and targets.platform() == "gpu"
+    with targets.compiling_for("tpu"):
+      assert targets.platform() == "tpu"
+    assert targets.platform() == "gpu"
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    with targets.compiling_for(mesh) as inner:  # forced host devices: a CPU mesh
+      assert inner == "cpu" and targets.platform() == "cpu"
+    with pytest.raises(RuntimeError):
+      with targets.compiling_for("tpu"):
+        raise RuntimeError("restored on the way out")
+    assert targets.platform() == "gpu"
+  assert targets.platform() == host
+  with pytest.raises(ValueError, match=r"'cuda'.*\('cpu', 'gpu', 'tpu'\)"):
+    with targets.compiling_for("cuda"):
+      pass
+
+
+def test_compiling_for_is_per_thread():
+  seen = []
+  with targets.compiling_for("tpu"):
+    thread = threading.Thread(target=lambda: seen.append(targets.platform()))
+    thread.start()
+    thread.join()
+  assert seen == ["cpu"]
+
+
+def test_compiler_options_per_platform(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+  cpu = {"xla_disable_hlo_passes": "cse_barrier_expander"}   # what remat gave on CPU
+  assert targets.compiler_options("cpu") == cpu == remat.compiler_options("cpu")
+  assert targets.compiler_options() == cpu   # this host
+  for platform in ("gpu", "tpu"):
+    assert targets.compiler_options(platform) == {} == remat.compiler_options(platform)
+    with targets.compiling_for(platform):
+      assert targets.compiler_options() == {} and targets.init_compiler_options() == {}
+    assert targets.init_compiler_options(platform) == {}
+  assert targets.init_compiler_options("cpu") == {"xla_backend_optimization_level": 0}
+  assert targets.init_compiler_options() == {"xla_backend_optimization_level": 0}
+  monkeypatch.setenv("XLA_FLAGS", "--xla_disable_hlo_passes=foo,cse_barrier_expander")
+  assert targets.compiler_options("cpu") == {"xla_disable_hlo_passes": "cse_barrier_expander,foo"}
+  with pytest.raises(ValueError, match="'cuda'.*'gpu'"):
+    targets.compiler_options("cuda")
+
+
+class _TinyModel(nn.Module):
+  """One of each platform-aware op: strided RGB stem, max pool, grouped, (3, 1, 1) temporal and
+  pointwise convs, a depthwise 2D conv on the frames."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = conv.Conv3D(8, (3, 5, 5), strides=(1, 2, 2), padding=((1, 1), (2, 2), (2, 2)))(x)
+    x = conv.max_pool3d(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)))
+    x = conv.Conv3D(8, (3, 3, 3), padding=((1, 1),) * 3, feature_group_count=2)(x)
+    x = conv.Conv3D(8, (3, 1, 1), padding=((1, 1), (0, 0), (0, 0)))(nn.relu(x))
+    x = conv.Conv3D(_DEPTHWISE_CHANNELS, (1, 1, 1))(x)
+    b, t, h, w, c = x.shape
+    return depthwise.DepthwiseConv2D()(x.reshape((b * t, h, w, c)))
+
+
+def _primitives(jaxpr) -> set[str]:
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      names |= _primitives(sub)
+  return names
+
+
+def _convolutions(hlo: str) -> list[tuple[int, int, int]]:
+  """(rank, feature_group_count, batch_group_count) of every convolution in StableHLO text."""
+  convs = []
+  for line in hlo.splitlines():
+    if "stablehlo.convolution" in line:
+      dims = re.search(r"dim_numbers = \[([^\]]*)\]", line).group(1)
+      feature = re.search(r"feature_group_count = (\d+)", line)
+      batch = re.search(r"batch_group_count = (\d+)", line)
+      convs.append((len(dims.split(",")), int(feature.group(1)) if feature else 1,
+                    int(batch.group(1)) if batch else 1))
+  return convs
+
+
+def _trace(target):
+  """Lowerings chosen, primitives and lowered StableHLO of the tiny model's forward + backward
+  traced inside `compiling_for(target)` (a fresh function each time: traces are cached)."""
+  model = _TinyModel()
+  x = jnp.zeros((1, 4, 16, 16, 3), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), x)
+
+  def loss(params, x):
+    return jnp.sum(model.apply(params, x) ** 2)
+
+  with targets.compiling_for(target), conv.record_lowerings() as chosen:
+    grad = jax.grad(loss)
+    primitives = _primitives(jax.make_jaxpr(grad)(params, x).jaxpr)
+    hlo = jax.jit(grad).lower(params, x).as_text()
+  return dict(chosen), primitives, hlo
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_accelerator_trace_on_cpu_host_has_native_ops_only(platform):
+  chosen, primitives, hlo = _trace(platform)
+  assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
+  assert "custom_vjp_call" not in primitives   # the CPU lowerings' own VJPs
+  convs = _convolutions(hlo)
+  assert {rank for rank, _, _ in convs} == {4, 5}, convs
+  for rank, feature_groups, batch_groups in convs:   # 2D: only the depthwise conv, grouped
+    assert rank == 5 or _DEPTHWISE_CHANNELS in (feature_groups, batch_groups), convs
+  assert "select_and_scatter" in hlo   # nn.max_pool's gradient, not the strided-slice maxima
+
+
+def test_cpu_trace_takes_the_cpu_rewrites():
+  chosen, primitives, hlo = _trace("cpu")
+  assert not {k for k in chosen if k.endswith(":native")}, chosen
+  assert {"conv3d:s2d", "conv3d:taps2d", "conv3d:temporal2d", "conv3d:pointwise",
+          "max_pool3d:separable", "depthwise:blockdiag"} <= set(chosen), chosen
+  assert "custom_vjp_call" in primitives
+  assert {rank for rank, _, _ in _convolutions(hlo)} == {4}   # 2D convs and matmuls only
+  assert "select_and_scatter" not in hlo
+
+
+def test_mesh_target_of_host_devices_is_cpu():
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  chosen, _, _ = _trace(mesh)
+  assert "conv3d:native" not in chosen and "max_pool3d:separable" in chosen
