@@ -14,7 +14,7 @@ import math
 import os
 import re
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -24,16 +24,17 @@ import optax
 from tqdm import tqdm
 
 from darkjax import checkpoint as ckpt_lib
+from darkjax import config as config_lib
 from darkjax import evaluators as evaluators_lib
 from darkjax import files
 from darkjax import metrics as metrics_lib
 from darkjax import optim
 from darkjax import paths, plots, preemption, sharding
+from darkjax import targets
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.step import TrainState, make_train_step
 from darkjax.layers import conv as conv_lib
-from darkjax.layers import remat as remat_lib
 
 log = logging.getLogger("darkjax")
 
@@ -67,45 +68,28 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
   return variables_lib.unflatten(merged)
 
 
-def compiler_options(config: Mapping[str, Any]) -> dict[str, Any]:
-  """XLA options of a run's compiled steps: `config.xla_opt_level` >= 0 sets XLA's backend
-  optimisation level (0: the fastest compile, for smoke runs whose time is compilation; -1:
-  XLA's default); on CPU, the options under which remat policies take effect
-  (`darkjax.layers.remat.compiler_options`)."""
-  options = remat_lib.compiler_options()
+def compiler_options(config: Mapping[str, Any], platform: str) -> dict[str, Any]:
+  """XLA options of a run's compiled steps on `platform`: `targets.compiler_options` (on CPU, the
+  options under which remat policies take effect), and `config.xla_opt_level` >= 0 sets XLA's
+  backend optimisation level (0: the fastest compile, for smoke runs whose time is compilation;
+  -1: XLA's default)."""
+  options = targets.compiler_options(platform)
   level = int(config.get("xla_opt_level", -1))
   if level >= 0:
     options["xla_backend_optimization_level"] = level
   return options
 
 
-def init_compiler_options() -> dict[str, Any]:
-  """XLA options of the once-run initialisation programs (parameters, optimizer state).
-
-  On CPU they compile with backend optimisation level 0: the per-parameter threefry and
-  initialiser arithmetic otherwise takes several times longer to compile than to run (the tiny
-  ActLumos teacher's init: 19 s -> 8 s). The values are the same function of the seed, rounded
-  once differently (e.g. FMA contraction), and every run of a config gets the same ones. Other
-  backends compile as usual."""
-  if jax.default_backend() == "cpu":
-    return {"xla_backend_optimization_level": 0}
-  return {}
-
-
-CONV_LOWERINGS = ("auto", "native")
-
-
 def lowering_scope(config: Mapping[str, Any]) -> contextlib.AbstractContextManager:
   """Where a run traces its programs: `config.conv_lowering` "auto" lets each conv, pool and
-  depthwise conv pick its lowering per backend (darkjax.layers.conv: the CPU rewrites on CPU);
-  "native" gives XLA's own ops on every backend (`conv.native_lowering()`), the program an
+  depthwise conv pick its lowering for the compile target (darkjax.layers.conv: the CPU rewrites
+  on CPU); "native" gives XLA's own ops on every target (`conv.native_lowering()`), the program an
   accelerator runs. Smoke runs (`runlocal`) use "native": their time is compilation, which the CPU
   rewrites lengthen, and their few steps gain nothing from faster steps (docs/benchmarks.md,
   "Compile time of smoke runs")."""
-  lowering = config.get("conv_lowering", "auto")
-  if lowering not in CONV_LOWERINGS:
-    raise ValueError(f"config.conv_lowering {lowering!r} unknown; valid: {CONV_LOWERINGS}")
-  return conv_lib.native_lowering() if lowering == "native" else contextlib.nullcontext()
+  if config_lib.conv_lowering(config) == "native":
+    return conv_lib.native_lowering()
+  return contextlib.nullcontext()
 
 
 # ================================================================ the trainer
@@ -131,6 +115,7 @@ class Trainer:
   writer: metrics_lib.MetricsWriter | None = dataclasses.field(init=False, default=None)
   evaluators: dict[str, Any] | None = dataclasses.field(init=False, default=None)
   compiler_options: dict[str, Any] = dataclasses.field(init=False, default_factory=dict)
+  platform: str = dataclasses.field(init=False, default="")
   _checkpointer: Any = dataclasses.field(init=False, default=None)
 
   def __post_init__(self):
@@ -143,7 +128,16 @@ class Trainer:
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.replicated = sharding.replicated(self.mesh)
     self.is_lead = jax.process_index() == 0
-    self.compiler_options = compiler_options(self.config)
+    self.platform = targets.platform_of(self.mesh)   # what every program here compiles for
+    self.compiler_options = compiler_options(self.config, self.platform)
+
+  @contextlib.contextmanager
+  def scope(self) -> Iterator[None]:
+    """Where this Trainer's programs are traced: for its mesh's platform
+    (`targets.compiling_for`: lowerings and precision read it) with the config's conv lowering
+    (`lowering_scope`). A tool that traces them itself enters it too."""
+    with targets.compiling_for(self.platform), lowering_scope(self.config):
+      yield
 
   # ---------------------------------------------------------------- data
   def local_batch(self, global_batch: int) -> int:
@@ -196,7 +190,7 @@ class Trainer:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
         self.state_shardings)
     self._init = jax.jit(init, out_shardings=self.state_shardings,
-                         compiler_options=init_compiler_options())
+                         compiler_options=targets.init_compiler_options(self.platform))
     step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps),
                               optim.frozen_mask(abstract_params, cfg.optimizer.frozen))
     self.train_step = jax.jit(
@@ -247,14 +241,14 @@ class Trainer:
     params = jax.device_put(variables.pop("params"), self.state_shardings.params)
     model_state = jax.device_put(variables, self.state_shardings.model_state)
     opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state,
-                        compiler_options=init_compiler_options())(params)
+                        compiler_options=targets.init_compiler_options(self.platform))(params)
     return state.replace(params=params, model_state=model_state, opt_state=opt_state)
 
   # ---------------------------------------------------------------- evals
   def evaluate(self, step: int) -> dict[str, Any]:
     """Runs every `config.evals` evaluator on the live state; writes scalars to the metrics and
     figures to WORKDIR/<stem>.png + TensorBoard; returns scalars and arrays."""
-    with lowering_scope(self.config):
+    with self.scope():
       return self._evaluate(step)
 
   def _evaluate(self, step: int) -> dict[str, Any]:
@@ -276,9 +270,9 @@ class Trainer:
   def run(self, until: int | None = None) -> dict[str, Any]:
     """Trains from the workdir's latest checkpoint (or a fresh state) to step `until` (default
     and at most `config.total_steps`), then checkpoints and evaluates at that step. Calling it
-    again continues from that checkpoint with the step already compiled (darkjax.api).
-    Everything it traces follows `config.conv_lowering` (`lowering_scope`)."""
-    with lowering_scope(self.config):
+    again continues from that checkpoint with the step already compiled (the notebook Run).
+    Everything it traces is traced in `scope()`."""
+    with self.scope():
       return self._run(until)
 
   def _run(self, until: int | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from configs import common
-from darkjax import train
+from darkjax import targets, train
 from darkjax.layers import remat
 from darkjax import task as task_lib
 
@@ -96,9 +96,11 @@ def test_every_model_takes_each_remat_policy_from_its_config(path):
 
 def test_runlocal_compiles_at_xla_opt_level_0_and_full_runs_at_xlas_default():
   config = importlib.import_module("configs.synthetic").get_config("runlocal")
-  cpu = remat.compiler_options("cpu")   # every CPU step: remat policies take effect
-  assert train.compiler_options(config) == {"xla_backend_optimization_level": 0, **cpu}
-  assert train.compiler_options(importlib.import_module("configs.synthetic").get_config()) == cpu
+  cpu = targets.compiler_options("cpu")   # every CPU step: remat policies take effect
+  assert train.compiler_options(config, "cpu") == {"xla_backend_optimization_level": 0, **cpu}
+  full = importlib.import_module("configs.synthetic").get_config()
+  assert train.compiler_options(full, "cpu") == cpu
+  assert train.compiler_options(full, "gpu") == {}   # no CPU-only option for an accelerator
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)

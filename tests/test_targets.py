@@ -73,10 +73,10 @@ def test_compiling_for_is_per_thread():
 def test_compiler_options_per_platform(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
   cpu = {"xla_disable_hlo_passes": "cse_barrier_expander"}   # what remat gave on CPU
-  assert targets.compiler_options("cpu") == cpu == remat.compiler_options("cpu")
+  assert targets.compiler_options("cpu") == cpu
   assert targets.compiler_options() == cpu   # this host
   for platform in ("gpu", "tpu"):
-    assert targets.compiler_options(platform) == {} == remat.compiler_options(platform)
+    assert targets.compiler_options(platform) == {}
     with targets.compiling_for(platform):
       assert targets.compiler_options() == {} and targets.init_compiler_options() == {}
     assert targets.init_compiler_options(platform) == {}
@@ -168,3 +168,35 @@ def test_mesh_target_of_host_devices_is_cpu():
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
   chosen, _, _ = _trace(mesh)
   assert "conv3d:native" not in chosen and "max_pool3d:separable" in chosen
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_trainer_compiles_for_its_mesh_platform(platform, monkeypatch, tmp_path):
+  """The Trainer takes the platform from its mesh's devices: a mesh of (forced CPU) devices that
+  report `platform` gets a train step traced with native ops only and no CPU-only XLA option."""
+  from configs import synthetic  # pylint: disable=import-outside-toplevel
+
+  from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
+  from darkjax import train  # pylint: disable=import-outside-toplevel
+  real = targets.platform_of
+  monkeypatch.setattr(targets, "platform_of",
+                      lambda devices: platform if isinstance(devices, jax.sharding.Mesh)
+                      else real(devices))
+  config = synthetic.get_config(f"runlocal,data_dir={tmp_path / 'data'}")
+  config.conv_lowering = "auto"   # what a full run does: the CPU rewrites where the target is CPU
+  config.xla_opt_level = -1
+  task = task_lib.load_task(config, num_classes=3)
+  trainer = train.Trainer(config, str(tmp_path / "run"), task=task, devices=jax.devices()[:2])
+  # No CPU-only XLA option for the step (its jit's compiler_options) or the init programs.
+  assert trainer.platform == platform and trainer.compiler_options == {}
+  assert targets.init_compiler_options(trainer.platform) == {}
+  frames, size = config.input.frames, config.input.crop_size
+  sample = {"video": jax.ShapeDtypeStruct((1, frames, size, size, 3), jnp.uint8),
+            "label": jax.ShapeDtypeStruct((1,), jnp.int32)}
+  batch = {k: jax.ShapeDtypeStruct((2,) + v.shape[1:], v.dtype, sharding=trainer.batch_sharding)
+           for k, v in sample.items()}
+  with conv.record_lowerings() as chosen, trainer.scope():
+    trainer.build(sample)
+    lowered = trainer.train_step.lower(trainer.abstract_state, batch, jax.random.key(0))
+  assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
+  assert {rank for rank, _, _ in _convolutions(lowered.as_text())} == {5}

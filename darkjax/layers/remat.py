@@ -36,8 +36,6 @@ import flax.linen as nn
 import jax
 from jax.ad_checkpoint import checkpoint_name
 
-from darkjax import targets
-
 CONV_NAME = "conv3d"
 POLICIES: dict[str, Callable[..., Any] | None] = {
     "none": None,
@@ -46,12 +44,6 @@ POLICIES: dict[str, Callable[..., Any] | None] = {
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "conv_outputs": jax.checkpoint_policies.save_only_these_names(CONV_NAME),
 }
-
-
-def compiler_options(backend: str | None = None) -> dict[str, Any]:
-  """The XLA compile options under which remat policies hold on `backend` (a platform of
-  `darkjax.targets.PLATFORMS`; default `targets.platform()`): `targets.compiler_options`."""
-  return targets.compiler_options(backend)
 
 
 def policy_name(remat: bool | str | None) -> str:

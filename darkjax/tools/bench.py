@@ -47,6 +47,7 @@ import time
 from typing import Any, Callable, Iterator
 from unittest import mock
 
+from darkjax import targets
 from darkjax.layers import conv, conv2d
 from darkjax.tools.measure import (compare_policies, format_lowerings, median, memory_bytes,
                                    remat_policies, report, time_steps)
@@ -139,9 +140,9 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
     return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
   rng = jax.random.key(2)
-  # remat_lib.compiler_options: what every darkjax.train step compiles with (on CPU the remat
-  # policies take effect only under them).
-  jitted = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=remat_lib.compiler_options())
+  # What every darkjax.train step compiles with here (on CPU the remat policies take effect only
+  # under them).
+  jitted = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=targets.compiler_options())
   jax.clear_caches()  # conv choices act at trace time: no trace of another variant is reused
   start, start_cpu = time.perf_counter(), time.process_time()
   with _conv_overrides(conv_settings), conv.record_lowerings() as chosen:

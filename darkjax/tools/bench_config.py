@@ -117,7 +117,7 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
   rng = jax.random.key(0)
   jax.clear_caches()
   start, start_cpu = time.perf_counter(), time.process_time()
-  with conv.record_lowerings() as chosen, train.lowering_scope(phase_cfg):
+  with conv.record_lowerings() as chosen, trainer.scope():
     trainer.build(sample)
     compiled = trainer.train_step.lower(trainer.abstract_state, batch, rng).compile()
   info = {"compile_s": time.perf_counter() - start,
