@@ -34,7 +34,7 @@ ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="",
 
 def fusion_maps_eval(clips: int = 4, data: str = "") -> mlc.ConfigDict:
   """`config.evals` entry: dark / Retinex frames and DFF's Retinex weights of the first `clips`
-  test clips (darkjax.evaluators.figures.FusionMapsEvaluator)."""
+  test clips (darkjax.evaluators.clip_figures.FusionMapsEvaluator)."""
   return mlc.ConfigDict(dict(type="fusion_maps", clips=clips, data=data))
 
 

@@ -30,7 +30,8 @@ def twostream_block(streams=("ir", "flow"), dcl: bool = True, alpha: float = 0.0
 
 
 def video_eval(k: int = 5, gamma: float = 0.05) -> mlc.ConfigDict:
-  """Whole-video evaluation with every row of the paper's Tables 2-3 (darkjax/evaluators/video.py)."""
+  """Whole-video evaluation with every row of the paper's Tables 2-3
+  (darkjax/evaluators/twostream_video.py)."""
   return mlc.ConfigDict(dict(
       type="twostream_video", data="", split="", train_split="", k=k, gamma=gamma,
       softmax_weights=mlc.ConfigDict(dict(ir=1.0, flow=2.0)),   # late fusion 1: flow:IR = 2:1

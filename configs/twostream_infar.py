@@ -11,8 +11,8 @@ L = Lc + 0.02 Ld, then video-level softmax / kNN-code scores and their fusions.
 Paper: 77.5% AP for late fusion 2 (kNN-code probabilities, flow:IR = 2:1), 75.42% for the flow net
 with kNN alone, 79.2% when late fusion 2 is further averaged with the paper's SVM on semantic
 concept features (not reimplemented: the concept detectors are trained on the VideoStory data).
-Tables 2-3's rows land in WORKDIR/report.md (`darkjax/evaluators/video.py`), averaged over the
-five 30/20-per-class splits by the experiment tool.
+Tables 2-3's rows land in WORKDIR/report.md (`darkjax/evaluators/twostream_video.py`), averaged
+over the five 30/20-per-class splits by the experiment tool.
 
 Data: `python -m darkjax.data.prepare --dataset infar --src /path/to/InfAR --out
 $DARKJAX_DATA/infar --flow` (the flow tower reads its `flow` stream; without `--flow` the run stops

@@ -58,7 +58,7 @@ def main(argv):
   from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
   from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
   from darkjax import train  # pylint: disable=import-outside-toplevel
-  from darkjax.data.datasets import (  # pylint: disable=import-outside-toplevel
+  from darkjax.data.prepared import (  # pylint: disable=import-outside-toplevel
       DatasetNotPreparedError, DatasetSplitError)
   from darkjax.preemption import Preempted  # pylint: disable=import-outside-toplevel
   try:

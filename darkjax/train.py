@@ -26,7 +26,7 @@ from tqdm import tqdm
 from darkjax import checkpoint as ckpt_lib
 from darkjax import config as config_lib
 from darkjax import evaluators as evaluators_lib
-from darkjax import files
+from darkjax import file_state
 from darkjax import metrics as metrics_lib
 from darkjax import optim
 from darkjax import paths, plots, preemption, sharding
@@ -280,7 +280,7 @@ class Trainer:
     run_start = time.time()
     paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
     if self.is_lead:
-      files.atomic_write_json(os.path.join(self.workdir, "config.json"),
+      file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
                               json.loads(cfg.to_json_best_effort(sort_keys=True)), sort_keys=True)
     total = int(cfg.total_steps)
     last = total if until is None else min(int(until), total)

@@ -13,7 +13,7 @@ import time
 from typing import Sequence
 
 from configs import synthetic as synthetic_config
-from darkjax.data import datasets, records
+from darkjax.data import prepared, records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ def small_shard_dataset(directory: str, examples_per_shard: int = 8) -> dict:
   """The runlocal synthetic dataset in `directory`, rewritten with `examples_per_shard` per shard
   (40 train clips -> 5 shards, 20 test clips -> 3) so two hosts get different files."""
   config = synthetic_config.get_config(f"runlocal,data_dir={directory}")
-  manifest = datasets.open_dataset(config.input.data).manifest
+  manifest = prepared.open_dataset(config.input.data).manifest
 
   def examples(split):
     for path, _ in records.split_files(manifest, directory, split):

@@ -316,7 +316,7 @@ from configs import actlumos_arid, actlumos_synthetic  # noqa: E402
 from darkjax import checkpoint as ckpt_lib  # noqa: E402
 from darkjax import train  # noqa: E402
 from darkjax import variables as variables_lib  # noqa: E402
-from darkjax.data import datasets  # noqa: E402
+from darkjax.data import prepared  # noqa: E402
 from darkjax.trainers import actlumos as actlumos_trainer  # noqa: E402
 from darkjax import task as task_lib
 import run_configs  # noqa: E402
@@ -353,7 +353,7 @@ def test_ssl_sources_name_the_missing_dataset_and_how_to_prepare(tmp_path, monke
   config = actlumos_arid.get_config("runlocal,ssl_datasets=arid_v1+dark48")
   assert config.ssl.datasets == ("arid_v1", "dark48")
   assert config.ssl.dirs == (str(tmp_path / "arid_v1"), str(tmp_path / "dark48"))
-  with pytest.raises(datasets.DatasetNotPreparedError,
+  with pytest.raises(prepared.DatasetNotPreparedError,
                      match=r"(?s)config.ssl.datasets entry 'arid_v1'.*--dataset arid_v1"):
     actlumos_trainer.ssl_sources(config)
 

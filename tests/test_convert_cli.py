@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from darkjax import files
+from darkjax import file_state
 from darkjax.convert import __main__ as cli
 from darkjax.convert import io
 from darkjax.convert import resnet3d as convert_resnet3d
@@ -52,7 +52,7 @@ def test_pth_training_checkpoint_round_trip(tmp_path):
   assert meta["arch"] == "resnet3d_tiny" and meta["num_classes"] == 7
   assert meta["model_kwargs"] == {"shortcut_type": "B"}
   assert meta["not_converted"] == []
-  assert meta["source"]["sha256"] == files.sha256_file(str(src)) and len(meta["source"]["sha256"]) == 64
+  assert meta["source"]["sha256"] == file_state.sha256_file(str(src)) and len(meta["source"]["sha256"]) == 64
   # The written variables drive the model directly.
   import jax.numpy as jnp
 

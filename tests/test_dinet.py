@@ -23,7 +23,7 @@ import pytest
 from configs import dinet_infar, dinet_synthetic
 from darkjax import metrics as metrics_lib
 from darkjax import models, train
-from darkjax.data import datasets, records
+from darkjax.data import prepared, records
 from darkjax.layers.grl import dann_lambda
 from darkjax.trainers import dinet as dinet_trainer
 from run_configs import quiet
@@ -40,7 +40,7 @@ def tiny_config(data_dir: str, steps: int = 10, target: str = "ir", **overrides)
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp("dinet_synthetic"))
-  datasets.open_dataset(tiny_config(directory).input.data)   # generated once for the module
+  prepared.open_dataset(tiny_config(directory).input.data)   # generated once for the module
   return directory
 
 
@@ -290,7 +290,7 @@ def test_infar_config_backbones_and_missing_data_message(backbone, tmp_path, mon
   assert config.dinet.target.data.dir == os.path.join(str(tmp_path), "infar")
   assert len(dinet_infar.INFAR_CLASSES) == 12
   assert "90.83" in dinet_infar.__doc__
-  with pytest.raises(datasets.DatasetNotPreparedError, match="xd145"):
+  with pytest.raises(prepared.DatasetNotPreparedError, match="xd145"):
     dinet_trainer.Task(config)
 
 

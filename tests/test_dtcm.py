@@ -21,7 +21,7 @@ import pytest
 from configs import dtcm_arid, dtcm_dark48, dtcm_synthetic
 from darkjax import losses, models
 from darkjax import metrics as metrics_lib
-from darkjax.data import darkness, datasets, records, video
+from darkjax.data import darkness, prepared, records, video
 from darkjax.layers.curves import apply_curves
 from darkjax.tools import darkness as darkness_tool
 from darkjax.tools import enhancer_cost
@@ -39,7 +39,7 @@ def tiny_config(data_dir: str, setting: str = "one_stage_total", **args):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp("dtcm_synthetic"))
-  datasets.open_dataset(tiny_config(directory).input.data)   # generated once for the module
+  prepared.open_dataset(tiny_config(directory).input.data)   # generated once for the module
   return directory
 
 
@@ -227,7 +227,7 @@ def test_dataset_configs(module, dataset, paper, tmp_path, monkeypatch):
   # ARID and Dark-48 are prepared as train1/test1 .. train3/test3: split 1 unless overridden.
   assert config.input.data.split_index == 1
   assert paper in module.__doc__
-  with pytest.raises(datasets.DatasetNotPreparedError, match=dataset):
+  with pytest.raises(prepared.DatasetNotPreparedError, match=dataset):
     dtcm_trainer.Task(config)
 
 

@@ -13,7 +13,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # Bottom to top; a module may import its own layer (acyclically) and those below it.
 LAYERS = (
-    ("ground", ("darkjax.paths", "darkjax.files", "darkjax.variables", "darkjax.metrics",
+    ("ground", ("darkjax.paths", "darkjax.file_state", "darkjax.variables", "darkjax.metrics",
                 "darkjax.preemption", "darkjax.sharding", "darkjax.targets", "darkjax.config",
                 "darkjax.capabilities", "darkjax.layers", "darkjax.data", "darkjax.losses",
                 "darkjax.optim", "darkjax.checkpoint", "darkjax.plots", "darkjax.convert",
@@ -21,7 +21,7 @@ LAYERS = (
     ("evaluation and step", ("darkjax.evaluators", "darkjax.step")),
     ("contract", ("darkjax.task",)),
     ("trainer", ("darkjax.train",)),
-    ("papers and notebook runs", ("darkjax.trainers", "darkjax.api")),
+    ("papers and notebook runs", ("darkjax.trainers", "darkjax.notebook")),
     ("tools and entry points", ("darkjax.tools", "darkjax.main")),
 )
 

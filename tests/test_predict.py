@@ -11,7 +11,7 @@ import pytest
 
 from configs import synthetic as synthetic_config
 from darkjax import train
-from darkjax.data import datasets, records
+from darkjax.data import prepared, records
 from darkjax.tools import predict
 from darkjax.tools.bench_input import write_avi
 from darkjax import config as config_lib
@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
   config = _config(data_dir)
   trainer = train.Trainer(config, workdir, devices=jax.devices()[:1])
   trainer.run()
-  dataset = datasets.open_dataset(config.input.data)
+  dataset = prepared.open_dataset(config.input.data)
   path, _ = dataset.files("test")[0]
   example = records.decode_example(next(records.iter_tfrecord(path)))
   video = str(root / "clip.avi")

@@ -11,7 +11,7 @@ import time
 
 from darkjax import checkpoint as ckpt_lib
 from darkjax import metrics as metrics_lib
-from darkjax.data import datasets
+from darkjax.data import prepared
 from test_train import small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +33,7 @@ def _losses(workdir: str) -> dict[int, float]:
 
 def test_sigterm_saves_current_step_and_rerun_is_bit_exact(tmp_path, main_env):
   data_dir = str(tmp_path / "data")
-  datasets.open_dataset(small_config(data_dir).input.data)
+  prepared.open_dataset(small_config(data_dir).input.data)
   reference, preempted = str(tmp_path / "reference"), str(tmp_path / "preempted")
   subprocess.run(_command(reference, data_dir), cwd=REPO, env=main_env, check=True,
                  capture_output=True, timeout=300)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fake_releases
-from darkjax.data import datasets, records
+from darkjax.data import prepared, records
 from darkjax.data.prepare import __main__ as prepare_cli
 from darkjax.data.prepare import arid, common, find_layout, infar, prepare
 
@@ -51,17 +51,17 @@ def test_arid_layout_prepares_all_three_official_splits(tmp_path):
       assert arid.CLASSES[label] == video_id.split("/")[0]
       assert shape == (FRAMES, 16, 20, 3)
   assert records.verify(out).ok
-  dataset = datasets.open_dataset({"name": "arid_v1", "dir": out, "split_index": 2})
+  dataset = prepared.open_dataset({"name": "arid_v1", "dir": out, "split_index": 2})
   assert dataset.split_name("test") == "test2"
   assert dataset.num_examples("test") == len(expected["test2"])
   # A split the manifest does not have fails when the dataset is opened, naming the known ones.
   for split_index, fix in ((0, r"numbered splits \[1, 2, 3\]"), (4, "split_index")):
-    with pytest.raises(datasets.DatasetSplitError,
+    with pytest.raises(prepared.DatasetSplitError,
                        match=rf"(?s)split '(train|test)4?'.*known splits: \['test1'.*{fix}"):
-      datasets.open_dataset({"name": "arid_v1", "dir": out, "split_index": split_index,
+      prepared.open_dataset({"name": "arid_v1", "dir": out, "split_index": split_index,
                              "split": "train", "eval_split": "test"})
-  with pytest.raises(datasets.DatasetSplitError, match="'val1'"):
-    datasets.open_dataset({"name": "arid_v1", "dir": out, "split_index": 1, "split": "train",
+  with pytest.raises(prepared.DatasetSplitError, match="'val1'"):
+    prepared.open_dataset({"name": "arid_v1", "dir": out, "split_index": 1, "split": "train",
                            "eval_split": "val"})
 
 

@@ -11,7 +11,7 @@ from flax import traverse_util
 from configs import dtcm_synthetic, synthetic
 from darkjax import train
 from darkjax.convert import io as convert_io
-from darkjax.data import datasets
+from darkjax.data import prepared
 from darkjax.tools import experiment
 from darkjax.data.classification import ClassificationData
 from run_configs import quiet
@@ -26,7 +26,7 @@ def day_config(data_dir: str, steps: int = 2):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp("synthetic_streams"))
-  datasets.open_dataset(day_config(directory).input.data)
+  prepared.open_dataset(day_config(directory).input.data)
   return directory
 
 

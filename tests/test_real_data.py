@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import fake_releases
-from darkjax.data import datasets, records
+from darkjax.data import prepared, records
 from darkjax.data.prepare import LAYOUTS
 from darkjax.data.prepare import __main__ as prepare_cli
 from run_configs import REPO, config_files, config_module, data_blocks
@@ -55,7 +55,7 @@ def test_every_configured_dataset_can_be_prepared_and_has_a_fake_release():
       assert name == "synthetic" or name in LAYOUTS, (
           f"{os.path.basename(path)} names dataset {name!r}, which `python -m "
           f"darkjax.data.prepare` cannot make (known: {sorted(LAYOUTS)})")
-  assert sorted(fake_releases.RELEASES) == sorted(LAYOUTS) == sorted(datasets.PREPARED)
+  assert sorted(fake_releases.RELEASES) == sorted(LAYOUTS) == sorted(prepared.PREPARED)
   assert len(REAL_CONFIGS) >= 7
 
 
@@ -189,7 +189,7 @@ def test_runlocal_trains_evaluates_checkpoints_and_reports(path, runs, monkeypat
       continue
     # The configs' default directory is $DARKJAX_DATA/<dataset>: nothing else was passed.
     assert block.dir == os.path.join(runs.prepared.data, block.name)
-    dataset = datasets.Dataset(block.name, block.dir, records.load_manifest(block.dir),
+    dataset = prepared.Dataset(block.name, block.dir, records.load_manifest(block.dir),
                                block.split_index)
     test_counts.add(dataset.num_examples(block.eval_split))
   workdir = run.workdir

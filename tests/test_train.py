@@ -17,7 +17,7 @@ import pytest
 from configs import synthetic as synthetic_config
 from darkjax import metrics as metrics_lib
 from darkjax import train
-from darkjax.data import datasets
+from darkjax.data import prepared
 from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +40,7 @@ def losses(workdir: str) -> dict[int, float]:
 def data_dir(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp("synthetic"))
   config = small_config(directory)
-  datasets.open_dataset(config.input.data)  # generates once for the module
+  prepared.open_dataset(config.input.data)  # generates once for the module
   return directory
 
 
@@ -113,7 +113,7 @@ def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):
   config = small_config(str(tmp_path))
   config.input.data.name = "arid_v1"
   config.input.data.dir = str(tmp_path / "nowhere")
-  with pytest.raises(datasets.DatasetNotPreparedError,
+  with pytest.raises(prepared.DatasetNotPreparedError,
                      match=r"(?s)arid_v1.*nowhere.*python -m darkjax.data.prepare --dataset arid_v1"):
     train.Trainer(config, str(tmp_path / "w")).run()
 
@@ -173,7 +173,7 @@ def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_p
   final = [r for r in rows if "eval/top1" in r]
   assert len(final) == 1 and final[0]["step"] == 4
   assert 0.0 <= final[0]["eval/top1"] <= final[0]["eval/top5"] <= 1.0
-  assert results["eval/num_examples"] == datasets.open_dataset(config.input.data).num_examples("test")
+  assert results["eval/num_examples"] == prepared.open_dataset(config.input.data).num_examples("test")
   assert int(np.sum(results["eval/confusion"])) == results["eval/num_examples"]
   events = [f for f in os.listdir(os.path.join(workdir, "tensorboard")) if "tfevents" in f]
   assert events and os.path.getsize(os.path.join(workdir, "tensorboard", events[0])) > 0

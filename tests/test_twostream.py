@@ -15,8 +15,8 @@ import pytest
 from configs import twostream_infar, twostream_synthetic
 from darkjax import losses, models, train
 from darkjax.convert import io as convert_io
-from darkjax.data import datasets, ops
-from darkjax.evaluators import video
+from darkjax.data import prepared, ops
+from darkjax.evaluators import twostream_video
 from darkjax.trainers import twostream
 from darkjax import task as task_lib
 from run_configs import quiet
@@ -163,7 +163,7 @@ def test_missing_flow_stream_names_the_prepare_flag(data_dir):
 
 def test_infar_without_data_fails_fast_with_the_prepare_command(tmp_path):
   config = twostream_infar.get_config(f"data_dir={tmp_path / 'infar'}")
-  with pytest.raises(datasets.DatasetNotPreparedError,
+  with pytest.raises(prepared.DatasetNotPreparedError,
                      match=r"python -m darkjax.data.prepare --dataset infar(.|\n)*--flow"):
     task_lib.load_task(config)
 
@@ -172,16 +172,16 @@ def test_knn_probabilities_and_k_check():
   train_codes = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float64)
   train_labels = np.array([0, 0, 0, 1, 1, 1])
   test = np.array([[0.0, 0.0], [10.0, 10.0]])
-  probs = video.knn_probabilities(test, train_codes, train_labels, 2, k=2, gamma=0.05)
+  probs = twostream_video.knn_probabilities(test, train_codes, train_labels, 2, k=2, gamma=0.05)
   # test 0: class 0's two nearest at 0 and 1 -> d = 0.5; class 1's at sqrt(200), sqrt(221).
   # test 1: class 0's two nearest at sqrt(181) twice; class 1's at 0 and 1.
   d = np.array([[0.5, (np.sqrt(200) + np.sqrt(221)) / 2], [np.sqrt(181), 0.5]])
   s = np.exp(-0.05 * d ** 2)
   np.testing.assert_allclose(probs, s / s.sum(1, keepdims=True), rtol=1e-12)
-  far = video.knn_probabilities(test * 1e3, train_codes, train_labels, 2, k=2, gamma=0.05)
+  far = twostream_video.knn_probabilities(test * 1e3, train_codes, train_labels, 2, k=2, gamma=0.05)
   assert np.isfinite(far).all() and np.allclose(far.sum(1), 1)   # no 0/0 when exp underflows
   with pytest.raises(ValueError, match=r"k=4 but class 'a' has only 3 training videos.*1\.\.3"):
-    video.knn_probabilities(test, train_codes, train_labels, 2, k=4, gamma=0.05,
+    twostream_video.knn_probabilities(test, train_codes, train_labels, 2, k=4, gamma=0.05,
                             class_names=["a", "b"])
 
 
@@ -189,7 +189,7 @@ def test_average_precision_is_mean_per_class_precision():
   labels = np.array([0, 0, 1, 1, 2])
   predicted = np.array([0, 1, 1, 1, 1])
   # precision: class 0: 1/1, class 1: 2/4, class 2 never predicted: 0.
-  assert video.average_precision(predicted, labels, 3) == pytest.approx((1 + 0.5 + 0) / 3)
+  assert twostream_video.average_precision(predicted, labels, 3) == pytest.approx((1 + 0.5 + 0) / 3)
 
 
 def test_fusion_nets_fit_separable_codes():
@@ -197,7 +197,7 @@ def test_fusion_nets_fit_separable_codes():
   y = np.arange(20) % 4
   x = np.eye(4)[y] * 2 + rng.normal(0, 0.1, (20, 4))
   for hidden in (0, 50):
-    probs = video.fit_fusion_net(x, y, x, 4, hidden, 200, 0.05, seed=0)
+    probs = twostream_video.fit_fusion_net(x, y, x, 4, hidden, 200, 0.05, seed=0)
     assert (probs.argmax(1) == y).mean() == 1.0
 
 
@@ -205,12 +205,12 @@ def test_video_clips_are_non_overlapping_and_centre_cropped():
   frames = np.arange(40, dtype=np.uint8)[:, None, None, None] * np.ones((1, 12, 20, 1), np.uint8)
   example = {"video": frames, "flow": np.repeat(frames, 3, -1), "label": 0}
   spec = ops.ClipSpec(frames=16, resize=(10, 16), crop_size=8)
-  clips = video.video_clips(example, spec, ("flow",))
+  clips = twostream_video.video_clips(example, spec, ("flow",))
   assert clips["video"].shape == (2, 16, 8, 8, 1) and clips["flow"].shape == (2, 16, 8, 8, 3)
   np.testing.assert_array_equal(clips["video"][:, :, 0, 0, 0], [np.arange(16), np.arange(16, 32)])
-  short = video.video_clips({"video": frames[:10], "label": 0}, spec)
+  short = twostream_video.video_clips({"video": frames[:10], "label": 0}, spec)
   np.testing.assert_array_equal(short["video"][0, :, 0, 0, 0], np.arange(16) % 10)
-  assert video.clip_starts(47, 16) == [0, 16] and video.clip_starts(3, 16) == [0]
+  assert twostream_video.clip_starts(47, 16) == [0, 16] and twostream_video.clip_starts(3, 16) == [0]
 
 
 def test_runlocal_end_to_end_writes_tables_and_pictures(data_dir, tmp_path):

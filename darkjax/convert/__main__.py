@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from darkjax import files, paths
+from darkjax import file_state, paths
 from darkjax.convert import io
 
 
@@ -67,7 +67,7 @@ def convert_file(arch: str, src: str, out: str, num_classes: int | None = None) 
       "num_classes": num_classes,
       "model_kwargs": model_kwargs,
       "not_converted": not_converted,
-      "source": {"path": os.path.abspath(src), "sha256": files.sha256_file(src),
+      "source": {"path": os.path.abspath(src), "sha256": file_state.sha256_file(src),
                  "bytes": os.path.getsize(src)},
       "darkjax_version": __version__,
   }

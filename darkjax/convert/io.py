@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from darkjax import files, paths
+from darkjax import file_state, paths
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
 CONTAINER_KEYS = ("state_dict", "model", "model_state", "module")
@@ -130,7 +130,7 @@ def save_variables(out_dir: str, variables: Mapping[str, Any], meta: Mapping[str
   checkpointer.save(target, dict(variables))
   checkpointer.wait_until_finished()
   checkpointer.close()
-  files.atomic_write_json(out_dir / META_FILE, dict(meta), sort_keys=True)
+  file_state.atomic_write_json(out_dir / META_FILE, dict(meta), sort_keys=True)
 
 
 def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dict]:

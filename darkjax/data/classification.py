@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from darkjax.data import datasets, normalise, ops, pipeline
+from darkjax.data import prepared, normalise, ops, pipeline
 
 log = logging.getLogger("darkjax")
 
@@ -31,8 +31,8 @@ class ClassificationData:
     self.video_stream = input_cfg.stream   # the record stream the model sees as its clip
 
   @functools.cached_property
-  def dataset(self) -> datasets.Dataset:
-    dataset = datasets.open_dataset(self.cfg.data)
+  def dataset(self) -> prepared.Dataset:
+    dataset = prepared.open_dataset(self.cfg.data)
     stored = dataset.manifest.get("metadata", {}).get("short_side") or 0
     if stored and self.cfg.short_side > stored:
       log.warning("%s: frames were prepared with a short side of %d px but config.input.short_side "

@@ -15,9 +15,9 @@ from typing import Any, Mapping
 from darkjax import capabilities
 from darkjax.evaluators.base import EvalResult, Evaluator, TrainerView
 from darkjax.evaluators.classification import ClassificationEvaluator
-from darkjax.evaluators.figures import (AttentionMapsEvaluator, EnhancementEvaluator,
-                                        FusionMapsEvaluator)
-from darkjax.evaluators.video import VideoEvaluator
+from darkjax.evaluators.clip_figures import (AttentionMapsEvaluator, EnhancementEvaluator,
+                                             FusionMapsEvaluator)
+from darkjax.evaluators.twostream_video import VideoEvaluator
 
 TYPES = {
     "classification": ClassificationEvaluator,

@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import ml_collections as mlc
 
 from darkjax import config as config_lib
-from darkjax import files
+from darkjax import file_state
 
 RESULT_FILE = "result.json"
 
@@ -69,7 +69,7 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
                        f"Delete {workdir} and re-run.")
   result = {k: float(results[k]) for k in kept_metrics}
   result.update(info, seconds=round(time.time() - start, 1))
-  files.atomic_write_json(path, result)  # a torn file would stop every later re-run
+  file_state.atomic_write_json(path, result)  # a torn file would stop every later re-run
   return result
 
 
@@ -119,8 +119,8 @@ def expand(args: str, out: str, run: str) -> str:
 def dataset_splits(config: mlc.ConfigDict) -> list[int]:
   """The split indices of the config's dataset (`train1`, `train2`, ... in its manifest); [0] for
   a dataset with one train / test split."""
-  from darkjax.data import datasets  # pylint: disable=import-outside-toplevel
-  manifest = datasets.open_dataset(config.input.data).manifest
+  from darkjax.data import prepared  # pylint: disable=import-outside-toplevel
+  manifest = prepared.open_dataset(config.input.data).manifest
   found = sorted(int(m.group(1)) for name in manifest["splits"]
                  if (m := re.fullmatch(r"train(\d+)", name)))
   return found or [0]
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
   title = (f"`{args.config}`, seeds {seeds}, splits {args.splits or 'as configured'}: "
            "mean +- sample std over runs, in %.")
   os.makedirs(args.out, exist_ok=True)
-  files.atomic_write_json(os.path.join(args.out, "table.json"), table)
+  file_state.atomic_write_json(os.path.join(args.out, "table.json"), table)
   write_table(markdown(table, title), os.path.join(args.out, "table.md"))
   return 0
 

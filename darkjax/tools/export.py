@@ -43,7 +43,7 @@ import ml_collections as mlc
 import numpy as np
 
 from darkjax import config as config_lib
-from darkjax import files
+from darkjax import file_state
 from darkjax import task as task_lib
 from darkjax.layers import conv
 from darkjax.tools import predict
@@ -227,7 +227,7 @@ def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | N
   with open(path + ".tmp", "wb") as f:
     f.write(blob)
   os.replace(path + ".tmp", path)
-  files.atomic_write_json(os.path.join(out_dir, METADATA), meta, sort_keys=True)
+  file_state.atomic_write_json(os.path.join(out_dir, METADATA), meta, sort_keys=True)
   return path
 
 

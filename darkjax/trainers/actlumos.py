@@ -37,7 +37,7 @@ from darkjax import losses
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
-from darkjax.data import datasets, normalise, ops, pipeline
+from darkjax.data import prepared, normalise, ops, pipeline
 from darkjax.data.augment import augment
 from darkjax.data.classification import ClassificationData
 from darkjax.layers import retinex as retinex_lib
@@ -194,7 +194,7 @@ class TeacherTask(_Base):
 
 
 # ================================================================ phase: ssl
-def ssl_sources(config: mlc.ConfigDict) -> list[datasets.Dataset]:
+def ssl_sources(config: mlc.ConfigDict) -> list[prepared.Dataset]:
   """The prepared datasets of `config.ssl.datasets`, each with a train split; errors name the
   entry and how to prepare it."""
   names, dirs = tuple(config.ssl.datasets), tuple(config.ssl.dirs)
@@ -206,14 +206,14 @@ def ssl_sources(config: mlc.ConfigDict) -> list[datasets.Dataset]:
     block = {"name": name, "dir": directory, "split_index": config.ssl.split_index,
              "generate": config.input.data.generate if name == "synthetic" else {}}
     try:
-      dataset = datasets.open_dataset(block)
-    except datasets.DatasetNotPreparedError as error:
-      raise datasets.DatasetNotPreparedError(
+      dataset = prepared.open_dataset(block)
+    except prepared.DatasetNotPreparedError as error:
+      raise prepared.DatasetNotPreparedError(
           f"config.ssl.datasets entry {name!r} (the SSL phase's unlabelled clips): {error}"
           ) from None
     split = dataset.split_name("train")
     if split not in dataset.manifest["splits"]:
-      raise datasets.DatasetNotPreparedError(
+      raise prepared.DatasetNotPreparedError(
           f"config.ssl.datasets entry {name!r}: {dataset.directory} has no split {split!r} "
           f"(splits there: {sorted(dataset.manifest['splits'])}); the SSL phase reads the train "
           f"clips. Re-prepare it with python -m darkjax.data.prepare --dataset {name}, or set "

@@ -42,7 +42,7 @@ from darkjax.convert import io as convert_io
 from darkjax.data import normalise
 from darkjax.data.augment import augment
 from darkjax.data.classification import ClassificationData
-from darkjax.data.datasets import DatasetNotPreparedError
+from darkjax.data.prepared import DatasetNotPreparedError
 from darkjax.models import liftnet, vit
 from darkjax.trainers.base import TaskBase
 

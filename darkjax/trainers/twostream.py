@@ -44,9 +44,9 @@ from darkjax import losses
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.data import flow as flow_lib
-from darkjax.data import datasets, normalise
+from darkjax.data import prepared, normalise
 from darkjax.data.classification import ClassificationData
-from darkjax.evaluators import video as video_eval
+from darkjax.evaluators import twostream_video as video_eval
 from darkjax.trainers.base import TaskBase
 
 FLOW_SOURCES = ("stream", "compute")
@@ -119,8 +119,8 @@ class Task(TaskBase):
     """flow_source='stream' needs the dataset's `flow` record stream, read by the pipeline."""
     try:
       dataset = self.data.dataset
-    except datasets.DatasetNotPreparedError as error:
-      raise datasets.DatasetNotPreparedError(
+    except prepared.DatasetNotPreparedError as error:
+      raise prepared.DatasetNotPreparedError(
           f"{error}\nThe flow tower reads optical flow: add --flow to that prepare command.") from None
     have = sorted(k for k in dataset.frame_shapes() if k != "video")
     if flow_lib.STREAM not in have or flow_lib.STREAM not in tuple(self.config.input.streams):

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 import darkjax
-from darkjax import files, paths
+from darkjax import file_state, paths
 from darkjax.data import flow, records, video
 
 STATE_FILE = "prepare_state.json"
@@ -200,7 +200,7 @@ def _signature(layout: Layout, short_side: int, fps: float, examples_per_shard: 
                         for s, items in layout.splits.items()}}
   if flow_settings is not None:  # absent without --flow: earlier runs' signatures stay valid
     content["flow"] = {"method": flow_settings.method, "scale": flow_settings.scale}
-  return files.sha256_json(content)
+  return file_state.sha256_json(content)
 
 
 def _load_state(out_dir: str, signature: str, overwrite: bool) -> dict[str, Any]:
@@ -230,7 +230,7 @@ def _shard_done(out_dir: str, entry: dict[str, Any] | None) -> bool:
     return False
   path = os.path.join(out_dir, entry["file"])
   return (paths.resolve(path).is_file() and paths.size(path) == entry["num_bytes"]
-          and files.sha256_file(path) == entry["sha256"])
+          and file_state.sha256_file(path) == entry["sha256"])
 
 
 def _decoded_stream(jobs: list[tuple], workers: int) -> Iterator:
@@ -283,7 +283,7 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
     try:
       for plan in pending:
         state["shards"][plan.file] = _write_shard(out_dir, plan, decoded, log, bar)
-        files.atomic_write_json(os.path.join(out_dir, STATE_FILE), state)
+        file_state.atomic_write_json(os.path.join(out_dir, STATE_FILE), state)
     finally:
       bar.close()
       decoded.close()
@@ -351,7 +351,7 @@ def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[Sha
                    **({"flow": flow_settings.as_json()} if flow_settings is not None else {})},
       "created_by": f"darkjax {darkjax.__version__}",
   }
-  files.atomic_write_json(os.path.join(out_dir, records.MANIFEST), manifest)
+  file_state.atomic_write_json(os.path.join(out_dir, records.MANIFEST), manifest)
   with paths.open_append(log_path) as log:
     log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} wrote {records.MANIFEST}: "
               + ", ".join(f"{s} {v['num_examples']}" for s, v in splits.items())

@@ -12,8 +12,8 @@ Everything callers use is importable from here: `from darkjax.data import record
 records.write_dataset(...)`.
 """
 
-from darkjax.data.records.dataset import (MANIFEST, MANIFEST_VERSION, DatasetWriter, load_manifest,
-                                          split_files, write_dataset)
+from darkjax.data.records.directory import (MANIFEST, MANIFEST_VERSION, DatasetWriter,
+                                            load_manifest, split_files, write_dataset)
 from darkjax.data.records.example import (FEATURE_KEYS, RESERVED_STREAM_NAMES, decode_example,
                                           encode_example)
 from darkjax.data.records.framing import (CorruptRecordError, RecordReader, TFRecordWriter,

@@ -15,8 +15,8 @@ import os
 import sys
 from typing import Any, Mapping, Sequence
 
-from darkjax import files, paths
-from darkjax.data.records.dataset import load_manifest
+from darkjax import file_state, paths
+from darkjax.data.records.directory import load_manifest
 from darkjax.data.records.example import decode_example
 from darkjax.data.records.framing import CorruptRecordError, scan_records
 
@@ -81,7 +81,7 @@ def _verify_shard(path: str, shard: Mapping[str, Any], manifest: Mapping[str, An
   if "num_bytes" in shard and shard["num_bytes"] != num_bytes:
     problems.append(Problem(path, None, f"{num_bytes} bytes, manifest says {shard['num_bytes']}"))
   if "sha256" in shard:
-    sha256 = files.sha256_file(path)
+    sha256 = file_state.sha256_file(path)
     if sha256 != shard["sha256"]:
       problems.append(Problem(path, None, f"sha256 {sha256} != manifest {shard['sha256']}"))
   num_records = num_valid = 0

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 import darkjax
-from darkjax import files, paths
+from darkjax import file_state, paths
 from darkjax.data.records.example import RESERVED_STREAM_NAMES, check_name, encode_example
 from darkjax.data.records.framing import TFRecordWriter
 
@@ -140,7 +140,7 @@ class DatasetWriter:
         "created_by": f"darkjax {darkjax.__version__}",
     }
     old_files = self._old_shard_files()
-    files.atomic_write_json(self.manifest_path, manifest)
+    file_state.atomic_write_json(self.manifest_path, manifest)
     new_files = {e["file"] for split in splits.values() for e in split["shards"]}
     for file in old_files - new_files:
       paths.resolve(os.path.join(self.out_dir, file)).unlink(missing_ok=True)

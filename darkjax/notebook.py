@@ -1,7 +1,7 @@
 """Runs from Python (notebooks, ablation scripts) on the command line's code path.
 
-  from darkjax import api
-  run = api.Run.from_file("configs/dtcm_synthetic.py", "runlocal", workdir="/tmp/dtcm",
+  from darkjax import notebook
+  run = notebook.Run.from_file("configs/dtcm_synthetic.py", "runlocal", workdir="/tmp/dtcm",
                           overrides={"optimizer.lr": 3e-3, "dtcm.alpha": 0.0})
   run.train(steps=2)      # to step 2: {"eval/top1": ..., ...} of the evaluation at step 2
   run.train()             # on to config.total_steps, from the step-2 checkpoint
@@ -171,8 +171,8 @@ class Run:
   def test_clips(self, count: int) -> dict[str, np.ndarray]:
     """The first `count` test examples ({"video": uint8 (N, T, H, W, C), "label": ..., streams})
     as the evaluators see them (first view)."""
-    from darkjax.evaluators import figures  # pylint: disable=import-outside-toplevel
-    return figures.first_test_examples(self.task.data, count)
+    from darkjax.evaluators import clip_figures  # pylint: disable=import-outside-toplevel
+    return clip_figures.first_test_examples(self.task.data, count)
 
   def enhance(self, clips_uint8: np.ndarray) -> np.ndarray:
     """Enhanced clips in [0, 1] for tasks with an enhancer (DTCM)."""

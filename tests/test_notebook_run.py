@@ -1,4 +1,4 @@
-"""darkjax.api: a run driven from Python continues, evaluates and resumes on the command line's
+"""darkjax.notebook: a run driven from Python continues, evaluates and resumes on the command line's
 code path (darkjax.train.Trainer), with the same per-step losses as one uninterrupted run."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from darkjax import api, train
+from darkjax import notebook, train
 from darkjax.tools import predict
 from darkjax import config as config_lib
 
@@ -23,7 +23,7 @@ def runs(tmp_path_factory):
   """A Run trained to step 2 then on to 4, and the same config run by train.run in one go."""
   root = tmp_path_factory.mktemp("api")
   arg = f"runlocal,steps=4,data_dir={root / 'data'}"
-  run = api.Run.from_file(CONFIG_FILE, arg, workdir=str(root / "split"), overrides=QUIET,
+  run = notebook.Run.from_file(CONFIG_FILE, arg, workdir=str(root / "split"), overrides=QUIET,
                           devices=jax.devices()[:1])
   first = run.train(steps=2)
   second = run.train()
@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
 def test_split_training_has_the_losses_of_one_uninterrupted_run(runs):
   run, first, second, whole_dir, _, _ = runs
   split = [(row["step"], row["train/loss"]) for row in run.history() if "train/loss" in row]
-  whole = [(row["step"], row["train/loss"]) for row in api.Run(
+  whole = [(row["step"], row["train/loss"]) for row in notebook.Run(
       config_lib.load(CONFIG_FILE, runs[4]), whole_dir).history() if "train/loss" in row]
   assert [s for s, _ in split] == [s for s, _ in whole] == [1, 2, 3, 4]
   np.testing.assert_allclose([l for _, l in split], [l for _, l in whole], rtol=1e-6)
@@ -47,7 +47,7 @@ def test_split_training_has_the_losses_of_one_uninterrupted_run(runs):
 
 def test_evaluate_variables_and_predict_fn_of_a_resumed_run(runs):
   run, _, second, _, arg, _ = runs
-  resumed = api.Run.from_file(CONFIG_FILE, arg, workdir=run.workdir, overrides=QUIET,
+  resumed = notebook.Run.from_file(CONFIG_FILE, arg, workdir=run.workdir, overrides=QUIET,
                               devices=jax.devices()[:1])
   assert resumed.step == 4
   results = resumed.evaluate()
@@ -74,7 +74,7 @@ def test_overrides_change_fields_and_typos_name_the_path(runs):
 
 def test_a_run_in_phases_says_how_to_set_its_steps(tmp_path):
   from configs import lift_synthetic  # pylint: disable=import-outside-toplevel
-  run = api.Run(lift_synthetic.get_config(f"runlocal,data_dir={tmp_path}"), str(tmp_path / "w"))
+  run = notebook.Run(lift_synthetic.get_config(f"runlocal,data_dir={tmp_path}"), str(tmp_path / "w"))
   assert run.phased
   with pytest.raises(ValueError, match="total_steps"):
     run.train(steps=1)
