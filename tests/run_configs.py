@@ -30,16 +30,3 @@ def config_files() -> list[str]:
 
 def config_module(path: str) -> Any:
   return importlib.import_module(f"configs.{os.path.basename(path)[:-3]}")
-
-
-def data_blocks(config: Any) -> list[Any]:
-  """Every `common.data_block` in `config` (any depth): `config.input.data`, 3D-DiNet's
-  `config.dinet.target.data`, ..., recognised by their name / dir / split_index fields."""
-  found = []
-  for value in config.values():
-    if hasattr(value, "keys"):
-      if {"name", "dir", "split_index"} <= set(value.keys()):
-        found.append(value)
-      else:
-        found += data_blocks(value)
-  return found

@@ -64,5 +64,5 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch):
   def no_training(*args, **kwargs):
     raise AssertionError("a cached run was trained again")
 
-  monkeypatch.setattr(train, "run", no_training)
+  monkeypatch.setattr(train, "run_phases", no_training)
   assert experiment.main(argv) == 0

@@ -27,7 +27,8 @@ import fake_releases
 from darkjax.data import prepared, records
 from darkjax.data.prepare import LAYOUTS
 from darkjax.data.prepare import __main__ as prepare_cli
-from run_configs import REPO, config_files, config_module, data_blocks
+from darkjax.config import data_blocks
+from run_configs import REPO, config_files, config_module
 
 SHORT_SIDE = 36   # the runlocal variants crop 32 x 32
 

@@ -89,7 +89,10 @@ class _ClipMapsEvaluator:
 class AttentionMapsEvaluator(_ClipMapsEvaluator):
   """`attention_<i>.png` per test clip: dark frames, luminous frames under the PViT's class-token
   attention, and the fusion's attention over the frames (LIFT-Net Fig. 5)."""
-  METHOD = "attention_maps"
+
+  @staticmethod
+  def _maps_fn(task: capabilities.MapsAttention):
+    return task.attention_maps
 
   def _result(self, examples: dict[str, np.ndarray], maps: dict[str, Any],
               step: int) -> EvalResult:
