@@ -233,10 +233,21 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       total_epochs=0.0,
       accum_steps=1,                 # gradient accumulation micro-batches per step
       label_smoothing=0.0,
-      compute_dtype="float32",       # bfloat16: mixed precision (parameters stay float32)
+      # "auto": bfloat16 compute on GPU / TPU, float32 on CPU (parameters, optimizer state,
+      # normalisation statistics and losses stay float32); an explicit dtype wins everywhere
+      compute_dtype="auto",
       # XLA backend optimisation level of the compiled steps; -1: XLA's default. runlocal sets 0:
       # a smoke run's time is compilation (docs/benchmarks.md)
       xla_opt_level=-1,
+      # JAX's persistent compilation cache (darkjax.targets.use_compilation_cache): "auto" =
+      # $DARKJAX_COMPILATION_CACHE or ~/.cache/darkjax/xla; "" = off; else the directory
+      compilation_cache="auto",
+      # Device memory check before each phase's first step (darkjax/fit.py): "check" stops naming
+      # settings that fit, "auto" takes the first of them, "off" skips it. device_memory_gib > 0
+      # replaces the device's own limit (a CPU reports none); fit_applied records fit's choice.
+      fit="check",
+      device_memory_gib=0.0,
+      fit_applied="",
       conv_lowering="auto",   # darkjax.train.lowering_scope: "native" = XLA's ops on every backend
       mesh=mlc.ConfigDict(dict(data=-1, fsdp=1)),
       sharding=mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14)),

@@ -87,7 +87,6 @@ def get_config(arg=None):
         "model_init", "pretrained", **BACKBONE_WEIGHTS[arg.backbone]))
   config.optimizer = common.optimizer_block("sgd", lr=arg.lr, momentum=0.9, weight_decay=5e-4,
                                             schedule="dann")
-  config.compute_dtype = "bfloat16"
   config.log_every = 50
   config.eval_every = 2000
   config.checkpoint_every = 1000
@@ -97,7 +96,6 @@ def get_config(arg=None):
     config.model.kwargs.backbone = "resnet3d_tiny"
     config.model.kwargs.domain_hidden = (16, 16)
     config.input.update(batch_size=4, eval_batch_size=4, short_side=36, crop_size=32)
-    config.compute_dtype = "float32"
     config.total_steps = arg.steps if arg.steps != 10000 else 10
     config.log_every = 5
     config.eval_every = 0

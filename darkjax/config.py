@@ -6,7 +6,8 @@ config through here, so a config means the same thing everywhere:
   config = config_lib.load("configs/dtcm_synthetic.py:runlocal")        # get_config("runlocal")
   config = config_lib.apply_overrides(config, {"optimizer.lr": 3e-3})   # --config.optimizer.lr
   config_lib.validate(config)                                          # fields read at start
-  config_lib.compute_dtype(config)                                     # jnp.float32 / bfloat16
+  config_lib.compute_dtype(config, "gpu")                              # "auto" -> bfloat16
+  config = config_lib.resolve(config, "cpu")                          # derived fields fixed
 
 A config file lives in the repository's `configs/` package (it imports `configs.common`) or
 anywhere else (loaded from its path).
@@ -23,7 +24,13 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import ml_collections as mlc
 
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+from darkjax import targets
+
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+# compute_dtype="auto" per compile platform: bfloat16 compute on accelerators (parameters, optimizer
+# state, normalisation statistics and loss reductions stay float32), float32 on CPU, where bfloat16
+# arithmetic is emulated and slower.
+AUTO_COMPUTE_DTYPES = {"cpu": "float32", "gpu": "bfloat16", "tpu": "bfloat16"}
 CONV_LOWERINGS = ("auto", "native")
 
 
@@ -97,12 +104,25 @@ def data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:
   return found
 
 
-def compute_dtype(config: Mapping[str, Any]) -> jnp.dtype:
-  """`config.compute_dtype` resolved (activations and matmuls; parameters stay float32)."""
-  name = str(config.get("compute_dtype", "float32"))
+def compute_dtype(config: Mapping[str, Any], platform: str | None = None) -> jnp.dtype:
+  """`config.compute_dtype` resolved for `platform` (default: the platform being compiled for,
+  `darkjax.targets.platform()`): activations and matmuls; parameters stay float32. "auto" is
+  `AUTO_COMPUTE_DTYPES[platform]`; an explicit dtype wins on every platform."""
+  name = str(config.get("compute_dtype", "auto"))
   if name not in COMPUTE_DTYPES:
     raise ConfigError(f"config.compute_dtype {name!r} unknown; valid: {COMPUTE_DTYPES}")
+  if name == "auto":
+    name = AUTO_COMPUTE_DTYPES[platform or targets.platform()]
   return jnp.dtype(name)
+
+
+def resolve(config: mlc.ConfigDict, platform: str) -> mlc.ConfigDict:
+  """A locked copy of `config` with its derived fields fixed for `platform`: compute_dtype "auto"
+  becomes the dtype it means there (what config.json records and a resume reads)."""
+  out = mlc.ConfigDict(config.to_dict())
+  out.compute_dtype = compute_dtype(config, platform).name
+  out.lock()
+  return out
 
 
 def conv_lowering(config: Mapping[str, Any]) -> str:
@@ -121,3 +141,35 @@ def validate(config: mlc.ConfigDict) -> mlc.ConfigDict:
   if "trainer" not in config:
     raise ConfigError("config has no `trainer` field (the darkjax/trainers/<name>.py to run)")
   return config
+
+
+class MissingWeightsError(ConfigError):
+  """A paper config runs without the pretrained weights its recipe starts from."""
+
+
+def _get_key(config: mlc.ConfigDict, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def check_required_weights(config: mlc.ConfigDict) -> None:
+  """Raises MissingWeightsError naming every `config.required_weights` entry whose config key is
+  empty: the weight file's public name, where it is published, the command that converts it and
+  the config arg that takes it, and `init=none` as the explicit opt-out."""
+  missing = []
+  for name, entry in config.required_weights.items():
+    if _get_key(config, entry.key):
+      continue
+    lines = [f"- {name}: config arg `{entry.arg}` (config.{entry.key}) is empty; the recipe starts "
+             f"from {entry.file} ({entry.source})."]
+    if entry.command:
+      lines.append(f"  Convert it once: {entry.command}")
+    lines.append(f"  Then pass `{entry.arg}=PATH` in the config arg string.")
+    missing.append("\n".join(lines))
+  if missing:
+    raise MissingWeightsError(
+        "this config is a paper's recipe, which starts from pretrained weights that were not "
+        "given:\n" + "\n".join(missing) + "\nTo train from random initialisation instead, add "
+        "`init=none` to the config arg string.")

@@ -56,6 +56,7 @@ def main(argv):
     darkjax_log.info("process %d of %d, %d local devices of %d", jax.process_index(),
                      jax.process_count(), jax.local_device_count(), jax.device_count())
   from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from darkjax import fit as fit_lib  # pylint: disable=import-outside-toplevel
   from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
   from darkjax import train  # pylint: disable=import-outside-toplevel
   from darkjax.data.prepared import (  # pylint: disable=import-outside-toplevel
@@ -67,7 +68,8 @@ def main(argv):
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(0)
   except (DatasetNotPreparedError, DatasetSplitError, train.NonFiniteLossError,
-          train.MissingWeightsError, config_lib.ConfigError, task_lib.MissingCapabilityError) as e:
+          config_lib.MissingWeightsError, config_lib.ConfigError, task_lib.MissingCapabilityError,
+          fit_lib.DeviceMemoryError) as e:
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(2)
   except jax.errors.JaxRuntimeError as e:

@@ -29,6 +29,7 @@ import numpy as np
 from darkjax import capabilities
 from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
+from darkjax import targets
 from darkjax import task as task_lib
 from darkjax import train
 from darkjax.convert import io as convert_io
@@ -49,7 +50,11 @@ class Run:
 
   def __init__(self, config: mlc.ConfigDict, workdir: str,
                overrides: Mapping[str, Any] | None = None, devices=None):
-    self.config = config_lib.validate(config_lib.apply_overrides(config, overrides))
+    config = config_lib.validate(config_lib.apply_overrides(config, overrides))
+    # Derived fields (compute_dtype "auto") fixed for the devices' platform, as run_phases does.
+    self.config = config_lib.resolve(
+        config, targets.platform_of(jax.devices() if devices is None else devices))
+    targets.use_compilation_cache(self.config.get("compilation_cache", ""))
     self.workdir = workdir
     self.devices = devices
     plan = task_lib.phase_plan(self.config)

@@ -114,3 +114,29 @@ def init_compiler_options(platform: str | None = None) -> dict[str, Any]:
   function of the seed, rounded once differently (e.g. FMA contraction), and every run of a
   config gets the same ones. Other platforms compile as usual."""
   return {"xla_backend_optimization_level": 0} if _resolve(platform) == "cpu" else {}
+
+
+DEFAULT_CACHE = os.path.join("~", ".cache", "darkjax", "xla")
+
+
+def use_compilation_cache(setting: str) -> str | None:
+  """Turns on JAX's persistent compilation cache for this process, so a resumed or re-run job
+  loads its compiled steps instead of compiling them again; returns the directory (None: off).
+
+  `setting` (`config.compilation_cache`): "auto" is $DARKJAX_COMPILATION_CACHE, else
+  ~/.cache/darkjax/xla; "" turns it off; anything else is the directory (local, or a URL such as
+  gs://bucket/xla on the workdir's filesystem). A cache directory the process has set already
+  (JAX's JAX_COMPILATION_CACHE_DIR, or `jax.config.update("jax_compilation_cache_dir", ...)`)
+  wins over all of these. Entries are keyed by the compiled program and the XLA version, so one
+  directory serves every config and machine."""
+  if jax.config.jax_compilation_cache_dir:
+    return jax.config.jax_compilation_cache_dir
+  if not setting:
+    return None
+  if setting == "auto":
+    setting = os.environ.get("DARKJAX_COMPILATION_CACHE") or DEFAULT_CACHE
+  directory = os.path.expanduser(setting)
+  if "://" not in directory:
+    os.makedirs(directory, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", directory)
+  return directory

@@ -26,10 +26,11 @@ from tqdm import tqdm
 from darkjax import checkpoint as ckpt_lib
 from darkjax import config as config_lib
 from darkjax import evaluators as evaluators_lib
+from darkjax import fit as fit_lib
 from darkjax import file_state
 from darkjax import metrics as metrics_lib
 from darkjax import optim
-from darkjax import paths, plots, preemption, sharding
+from darkjax import paths, plots, preemption, reports, sharding
 from darkjax import targets
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
@@ -100,6 +101,7 @@ class Trainer:
   workdir: str
   task: task_lib.Task | None = None
   devices: Any = None
+  phase: str = "train"   # the phase's name in messages
   # Set by __post_init__ (mesh) and build (step, shardings); `state` holds the live TrainState.
   mesh: Any = dataclasses.field(init=False, default=None)
   batch_sharding: Any = dataclasses.field(init=False, default=None)
@@ -117,10 +119,11 @@ class Trainer:
   compiler_options: dict[str, Any] = dataclasses.field(init=False, default_factory=dict)
   platform: str = dataclasses.field(init=False, default="")
   _checkpointer: Any = dataclasses.field(init=False, default=None)
+  _sample: Any = dataclasses.field(init=False, default=None)
 
   def __post_init__(self):
     self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
-    check_required_weights(self.config)
+    config_lib.check_required_weights(self.config)
     self.task = self.task or task_lib.load_task(self.config)
     if self.config.total_epochs > 0:
       self.config.total_steps = steps_for_epochs(self.config, self.task)
@@ -174,6 +177,7 @@ class Trainer:
       sample_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
                                   sharding.device_fields(next(peek)))
       peek.close()
+    self._sample = sample_batch
     cfg = self.config
     total = int(cfg.total_steps)
     abstract_params = jax.eval_shape(self._init_fn(optax.identity(), sample_batch),
@@ -225,6 +229,19 @@ class Trainer:
   def host_variables(self) -> dict[str, Any]:
     """The live state's variables as host numpy arrays: what a later phase starts from."""
     return jax.device_get(self.variables)
+
+  def compile_step(self) -> int | None:
+    """Compiles the train step ahead of time for the config's global batch (the run's first step
+    reuses this compilation); returns the bytes one device needs while it runs (None: XLA gives
+    no memory analysis)."""
+    self.build()
+    batch = {k: jax.ShapeDtypeStruct((int(self.config.input.batch_size),) + s.shape[1:], s.dtype,
+                                     sharding=self.batch_sharding)
+             for k, s in self._sample.items()}
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), 2)
+    with self.scope():
+      compiled = self.train_step.lower(self.abstract_state, batch, rng).compile()
+    return fit_lib.step_bytes(compiled)
 
   def _fresh_state(self, rng, pretrained: bool = True) -> TrainState:
     """Initialised state, then `config.model_init` and the task's `init_from` (if any)."""
@@ -333,6 +350,14 @@ class Trainer:
           t0, steps_timed = time.time(), 0
       if pending is not None:
         self._check_finite(*pending, checkpointer)
+    except jax.errors.JaxRuntimeError as error:
+      if not fit_lib.out_of_memory(error):
+        raise
+      checkpointer.wait()
+      latest = checkpointer.latest_step()
+      raise fit_lib.DeviceMemoryError(fit_lib.runtime_oom_message(
+          f"phase {self.phase}, step {step}", error,
+          f"{checkpointer.directory}/{latest}" if latest is not None else None)) from None
     finally:
       watch.close()
       bar.close()
@@ -341,7 +366,7 @@ class Trainer:
       self._checkpointer = None
       self.writer.close()
     if self.is_lead and last == total and start < last:
-      write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
+      reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
     return results
 
   def _check_finite(self, step: int, metrics, checkpointer) -> None:
@@ -354,28 +379,6 @@ class Trainer:
           f"{f'{checkpointer.directory}/{latest}' if latest is not None else 'none'}")
 
 
-def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds: float,
-                 results: Mapping[str, Any]) -> str:
-  """WORKDIR/report.md: what ran, the final evaluation and where the artifacts are."""
-  scalars = {k: v for k, v in results.items() if isinstance(v, float) and "per_class" not in k}
-  per_class = {k.split("/", 1)[1]: v for k, v in results.items() if "per_class/" in k}
-  lines = [f"# darkjax run: {config.trainer} / {config.model.name}", "",
-           f"- dataset: `{config.input.data.name}` ({config.input.data.dir})",
-           f"- parameters: {param_count:,}", f"- steps: {config.total_steps}, global batch "
-           f"{config.input.batch_size}", f"- wall time of this invocation: {seconds:.0f} s", "",
-           "| metric | value |", "|---|---|"]
-  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scalars.items())]
-  if per_class:
-    lines += ["", "| class | accuracy |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in per_class.items()]
-  pngs = sorted(p.name for p in paths.resolve(workdir).iterdir() if p.name.endswith(".png"))
-  lines += ["", "Artifacts: `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `config.json`"
-            + "".join(f", `{p}`" for p in pngs), ""]
-  path = paths.resolve(workdir) / "report.md"
-  path.write_text("\n".join(lines), encoding="utf-8")
-  return os.fspath(path)
-
-
 def steps_for_epochs(config: mlc.ConfigDict, task: task_lib.Task) -> int:
   """ceil(config.total_epochs x the primary data source's train-split size / global batch)."""
   data = task.data_sources[next(iter(task.data_sources))]
@@ -386,44 +389,18 @@ def steps_for_epochs(config: mlc.ConfigDict, task: task_lib.Task) -> int:
   return steps
 
 
-class MissingWeightsError(ValueError):
-  """A paper config runs without the pretrained weights its recipe starts from."""
-
-
-def _get_key(config: mlc.ConfigDict, dotted: str):
-  value = config
-  for part in dotted.split("."):
-    value = value[part]
-  return value
-
-
-def check_required_weights(config: mlc.ConfigDict) -> None:
-  """Raises MissingWeightsError naming every `config.required_weights` entry whose config key is
-  empty: the weight file's public name, where it is published, the command that converts it and
-  the config arg that takes it, and `init=none` as the explicit opt-out."""
-  missing = []
-  for name, entry in config.required_weights.items():
-    if _get_key(config, entry.key):
-      continue
-    lines = [f"- {name}: config arg `{entry.arg}` (config.{entry.key}) is empty; the recipe starts "
-             f"from {entry.file} ({entry.source})."]
-    if entry.command:
-      lines.append(f"  Convert it once: {entry.command}")
-    lines.append(f"  Then pass `{entry.arg}=PATH` in the config arg string.")
-    missing.append("\n".join(lines))
-  if missing:
-    raise MissingWeightsError(
-        "this config is a paper's recipe, which starts from pretrained weights that were not "
-        "given:\n" + "\n".join(missing) + "\nTo train from random initialisation instead, add "
-        "`init=none` to the config arg string.")
-
-
 def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dict[str, Any]:
   """Trains every phase `config` runs (`darkjax.task.phase_plan`), one Trainer each in its own
   resumable directory, each phase starting from the trained variables of the earlier phases it
   names (`Phase.init_from`). Returns the deployed (last) phase's results, with the float results
   of earlier phases as `<phase>_<metric>`. A run whose deployed phase has a sub-directory gets
-  WORKDIR/report.md summing up every phase. `devices`: the mesh's devices (default: all)."""
+  WORKDIR/report.md summing up every phase. `devices`: the mesh's devices (default: all), whose
+  platform fixes the config's derived fields (`config.resolve`: compute_dtype "auto")."""
+  platform = targets.platform_of(jax.devices() if devices is None else devices)
+  config = config_lib.resolve(config, platform)
+  cache = targets.use_compilation_cache(config.get("compilation_cache", ""))
+  log.info("compiling for %s; compute dtype %s; compilation cache %s", platform,
+           config.compute_dtype, cache or "off")
   plan = task_lib.phase_plan(config)
   for phase in plan:   # everything any phase reads is checked before the first step
     if phase.check is not None:
@@ -436,10 +413,18 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dic
     earlier = {name: trained[name] for name in phase.init_from if name in trained}
     phase_config, task = task_lib.build_task(phase, config, earlier)   # opens the datasets
     if number == 1:   # the whole command's weights (a first phase may need none of them)
-      check_required_weights(config)
+      config_lib.check_required_weights(config)
     if len(plan) > 1:
       log.info("%s phase %d/%d: %s", config.trainer, number, len(plan), phase.name)
-    trainer = Trainer(phase_config, phase.workdir(workdir, config), task=task, devices=devices)
+    directory = phase.workdir(workdir, config)
+
+    def build(cfg, phase=phase, earlier=earlier, task=task, phase_config=phase_config,
+              directory=directory):
+      """The phase's Trainer for `cfg` (a fit variant of the phase config rebuilds its Task)."""
+      return Trainer(cfg, directory, devices=devices, phase=phase.name,
+                     task=task if cfg is phase_config else phase.task(cfg, earlier))
+
+    trainer = fit_lib.fit_phase(phase_config, directory, phase.name, build)
     phase_results = trainer.run()
     if phase.report is not None and is_lead:
       section = phase.report(config, phase_results)
@@ -455,20 +440,5 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dic
       results.update(phase_results)
   deployed = plan[-1].workdir(workdir, config)
   if is_lead and os.path.normpath(deployed) != os.path.normpath(workdir):
-    write_summary(workdir, config, plan, results)
+    reports.write_summary(workdir, config, plan, results)
   return results
-
-
-def write_summary(workdir: str, config: mlc.ConfigDict, plan, results: Mapping[str, Any]) -> str:
-  """WORKDIR/report.md of a run in phases: the phases, where each one's report is, and every
-  phase's final metrics."""
-  directories = [os.path.relpath(p.workdir(workdir, config), workdir) for p in plan]
-  lines = [f"# darkjax run: {config.trainer} / {config.model.name} on `{config.input.data.name}`",
-           "", f"- phases: {', '.join(f'{p.name} ({d}/)' for p, d in zip(plan, directories))}; "
-           "each directory has its own report.md, metrics and checkpoints; the last is the "
-           "deployed model", "", "| metric | value |", "|---|---|"]
-  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())
-            if isinstance(v, float) and "per_class" not in k]
-  path = paths.resolve(workdir) / "report.md"
-  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-  return os.fspath(path)

@@ -10,6 +10,7 @@ import pathlib
 import pytest
 
 from configs import dinet_infar, dtcm_arid, dtcm_synthetic, lift_arid, lift_hmdb51, lift_synthetic
+from darkjax import config as config_lib
 from darkjax import train
 from darkjax.tools import recipe
 
@@ -28,8 +29,8 @@ LIFT_KEYS = {"lift.pretrained.vit", "lift.pretrained.luminous"}
 def test_paper_configs_require_their_weights_unless_opted_out(module, keys, opt_out):
   config = module.get_config()
   assert {entry.key for entry in config.required_weights.values()} == keys
-  with pytest.raises(train.MissingWeightsError) as error:
-    train.check_required_weights(config)
+  with pytest.raises(config_lib.MissingWeightsError) as error:
+    config_lib.check_required_weights(config)
   message = str(error.value)
   for entry in config.required_weights.values():
     assert entry.file in message and f"`{entry.arg}=PATH`" in message
@@ -49,10 +50,10 @@ def test_a_random_frozen_pvit_is_refused():
 
 def test_given_weights_pass_the_check():
   config = dtcm_arid.get_config("pretrained=/weights/resnext3d_101_kinetics")
-  train.check_required_weights(config)
+  config_lib.check_required_weights(config)
   config = lift_arid.get_config("vit_init=/w/ViT-B_16.npz")
-  with pytest.raises(train.MissingWeightsError, match="luminous_init") as error:
-    train.check_required_weights(config)
+  with pytest.raises(config_lib.MissingWeightsError, match="luminous_init") as error:
+    config_lib.check_required_weights(config)
   assert "vit_init" not in str(error.value)
 
 
@@ -63,7 +64,7 @@ def test_synthetic_configs_require_nothing():
 
 def test_the_trainer_checks_before_anything_else(tmp_path):
   config = dtcm_arid.get_config()
-  with pytest.raises(train.MissingWeightsError, match="resnext-101-kinetics.pth"):
+  with pytest.raises(config_lib.MissingWeightsError, match="resnext-101-kinetics.pth"):
     train.Trainer(config, str(tmp_path / "w"), task=object())
   assert not (tmp_path / "w").exists()
 

@@ -200,3 +200,25 @@ def test_trainer_compiles_for_its_mesh_platform(platform, monkeypatch, tmp_path)
     lowered = trainer.train_step.lower(trainer.abstract_state, batch, jax.random.key(0))
   assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
   assert {rank for rank, _, _ in _convolutions(lowered.as_text())} == {5}
+
+
+def test_compilation_cache_setting(tmp_path, monkeypatch):
+  before = jax.config.jax_compilation_cache_dir
+  try:
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
+    assert targets.use_compilation_cache(str(tmp_path / "other")) == str(tmp_path / "mine")
+    jax.config.update("jax_compilation_cache_dir", None)   # nothing set by the process
+    assert targets.use_compilation_cache("") is None
+    assert jax.config.jax_compilation_cache_dir is None
+    assert targets.use_compilation_cache(str(tmp_path / "given")) == str(tmp_path / "given")
+    assert (tmp_path / "given").is_dir()
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "given")
+    jax.config.update("jax_compilation_cache_dir", None)
+    monkeypatch.setenv("DARKJAX_COMPILATION_CACHE", str(tmp_path / "env"))
+    assert targets.use_compilation_cache("auto") == str(tmp_path / "env")
+    jax.config.update("jax_compilation_cache_dir", None)
+    monkeypatch.delenv("DARKJAX_COMPILATION_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert targets.use_compilation_cache("auto") == str(tmp_path / "home/.cache/darkjax/xla")
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)

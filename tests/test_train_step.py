@@ -162,3 +162,63 @@ def test_bfloat16_compute_keeps_float32_params():
   assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables["params"]))
   (logits, out), _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
   assert out["stage1"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
+
+
+def test_compute_dtype_auto_resolves_per_compile_platform():
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from darkjax import targets  # pylint: disable=import-outside-toplevel
+  auto = {"compute_dtype": "auto"}
+  assert config_lib.compute_dtype(auto, "cpu") == jnp.float32
+  assert config_lib.compute_dtype(auto, "gpu") == config_lib.compute_dtype(auto, "tpu") \
+      == jnp.bfloat16
+  with targets.compiling_for("tpu"):   # a compile-only accelerator target counts as one
+    assert config_lib.compute_dtype(auto) == jnp.bfloat16
+  assert config_lib.compute_dtype({"compute_dtype": "float32"}, "tpu") == jnp.float32  # explicit
+  assert config_lib.compute_dtype({"compute_dtype": "bfloat16"}, "cpu") == jnp.bfloat16
+  config = common.base_config("supervised", total_steps=1)
+  assert config.compute_dtype == "auto"
+  assert config_lib.resolve(config, "gpu").compute_dtype == "bfloat16"
+  assert config_lib.resolve(config, "cpu").compute_dtype == "float32"
+  with pytest.raises(config_lib.ConfigError, match=r"compute_dtype 'fp8' unknown"):
+    config_lib.compute_dtype({"compute_dtype": "fp8"}, "gpu")
+
+
+class _Small3DTask:
+  """small3d_tiny with BatchNorm, cross-entropy on its logits, at a given compute dtype."""
+
+  def __init__(self, dtype):
+    self.model = small3d.VARIANTS["small3d_tiny"](num_classes=5, dtype=dtype)
+
+  def loss_fn(self, params, model_state, batch, rng, progress):
+    del rng, progress
+    from darkjax import losses  # pylint: disable=import-outside-toplevel
+    (logits, _), new_state = self.model.apply({"params": params, **model_state}, batch["x"],
+                                              train=True, mutable=["batch_stats"])
+    return losses.softmax_cross_entropy(logits, batch["y"]), (dict(new_state), {})
+
+
+def test_bfloat16_step_is_close_to_float32_and_keeps_float32_state():
+  x = jax.random.uniform(jax.random.key(1), (4, 4, 16, 16, 3))
+  batch = {"x": x, "y": jnp.array([0, 1, 2, 3])}
+  tx = optax.adam(1e-3)
+  results = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    task = _Small3DTask(dtype)
+    variables = task.model.init(jax.random.key(0), x)
+    state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                                model_state={"batch_stats": variables["batch_stats"]},
+                                opt_state=tx.init(variables["params"]))
+    step = jax.jit(step_lib.make_train_step(task, tx, lambda s: 1e-3, 10, 1))
+    results[dtype] = step(state, batch, jax.random.key(0))
+  (state32, m32), (state16, m16) = results[jnp.float32], results[jnp.bfloat16]
+  # Loss reduction (cross-entropy) in float32, near the float32 step's loss.
+  assert m16["train/loss"].dtype == jnp.float32
+  np.testing.assert_allclose(m16["train/loss"], m32["train/loss"], rtol=2e-2)
+  assert not np.array_equal(m16["train/loss"], m32["train/loss"])   # bf16 did compute
+  # Parameters, optimizer state and BatchNorm statistics stay float32.
+  for tree in (state16.params, state16.opt_state, state16.model_state):
+    assert {leaf.dtype for leaf in jax.tree.leaves(tree) if leaf.dtype.kind == "f"} == \
+        {jnp.dtype(jnp.float32)}
+  np.testing.assert_allclose(
+      jax.tree.leaves(state16.model_state)[0], jax.tree.leaves(state32.model_state)[0],
+      rtol=5e-2, atol=5e-3)

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
+from darkjax import config as config_lib
 from darkjax import losses
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
@@ -57,7 +58,7 @@ class ActLumosInputs:
 
   def __init__(self, config: mlc.ConfigDict):
     self.config, self.cfg = config, config.actlumos
-    self.dtype = jnp.dtype(config.compute_dtype)
+    self.dtype = config_lib.compute_dtype(config)
 
   def retinex_uint8(self, dark_uint8: jax.Array) -> jax.Array:
     r = self.cfg.retinex

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import jax.numpy as jnp
 import ml_collections as mlc
 
+from darkjax import config as config_lib
 from darkjax import models
 from darkjax.data.classification import ClassificationData
 
@@ -27,7 +27,7 @@ class TaskBase:
     """`num_classes`: the head size when the dataset is not at hand (inference from a
     checkpoint); otherwise the primary data source's dataset decides."""
     self.config = config
-    self.dtype = jnp.dtype(config.compute_dtype)
+    self.dtype = config_lib.compute_dtype(config)
     self._num_classes = num_classes
 
   @property

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
+from darkjax import config as config_lib
 from darkjax import losses
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
@@ -84,7 +85,7 @@ class LiftInputs:
       raise ValueError("config.input.gamma must be 0 for LIFT-Net (the PViT sees the dark frames); "
                        "the luminous stream's gamma is config.lift.gamma")
     self.data = ClassificationData(config.input, config.seed)
-    self.dtype = jnp.dtype(config.compute_dtype)
+    self.dtype = config_lib.compute_dtype(config)
 
   def check_streams(self) -> None:
     """luminous_input=flow needs the dataset's `flow` record stream, read by the pipeline."""

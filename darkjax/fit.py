@@ -1,0 +1,157 @@
+"""Whether a phase's train step fits the device memory, and the settings that make it fit.
+
+Before the first step of a phase the step is compiled ahead of time (the run then reuses that
+compilation) and XLA's memory analysis gives what one device needs: arguments + outputs + temp -
+aliased (donated) bytes. The limit is `config.device_memory_gib` when set, else the device's own
+(`memory_stats()["bytes_limit"]`; a CPU reports none, so nothing is checked there unless the config
+sets one). A step over the limit stops the run before training, naming the phase, GiB needed vs
+available, and the settings that fit, each checked by compiling it. With `config.fit = "auto"` the
+run takes the first that fits, in this order, keeping the global batch (the paper's recipe):
+
+  1. compute_dtype bfloat16, where the config computes in float32 on a GPU or TPU
+  2. accum_steps x2, x4, x8 (micro-batches of the same global batch)
+  3. model.kwargs.remat "full", alone and then with accum_steps x2, x4, x8
+  4. a fully sharded mesh (mesh.data=1, mesh.fsdp=-1) on several devices
+
+The choice is stored in the phase's config (`fit_applied`, so config.json records it) and a resumed
+run tries it first, so it resumes with the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Mapping
+
+import jax
+import ml_collections as mlc
+
+from darkjax import config as config_lib
+from darkjax import paths
+
+log = logging.getLogger("darkjax")
+GIB = 2 ** 30
+FIT_MODES = ("check", "auto", "off")
+
+
+class DeviceMemoryError(RuntimeError):
+  """A phase's train step does not fit the device's memory; the message says what would."""
+
+
+def step_bytes(compiled) -> int | None:
+  """What one device holds while the compiled step runs (None: no memory analysis)."""
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return None
+  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+             + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
+def device_limit(config: Mapping[str, Any], device: Any) -> int | None:
+  """Bytes one device may hold: `config.device_memory_gib`, else the device's own limit."""
+  gib = float(config.get("device_memory_gib", 0.0) or 0.0)
+  if gib > 0:
+    return int(gib * GIB)
+  try:
+    stats = device.memory_stats()
+  except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
+    return None
+  return int(stats["bytes_limit"]) if stats and stats.get("bytes_limit") else None
+
+
+def candidates(config: mlc.ConfigDict, platform: str, devices: int) -> list[dict[str, Any]]:
+  """The settings `fit` tries, in order (dotted overrides of `config`), each keeping the global
+  batch."""
+  out = []
+  if platform != "cpu" and config_lib.compute_dtype(config, platform).name == "float32":
+    out.append({"compute_dtype": "bfloat16"})
+  batch, accum = int(config.input.batch_size), int(config.accum_steps)
+  accums = [accum * f for f in (2, 4, 8) if batch % (accum * f * devices) == 0]
+  out += [{"accum_steps": a} for a in accums]
+  if "remat" in config.model.kwargs and config.model.kwargs.remat in ("", "none", False, None):
+    out.append({"model.kwargs.remat": "full"})
+    out += [{"model.kwargs.remat": "full", "accum_steps": a} for a in accums]
+  if devices > 1 and int(config.mesh.get("fsdp", 1)) != -1:
+    out.append({"mesh.data": 1, "mesh.fsdp": -1})
+  return out
+
+
+def describe(overrides: Mapping[str, Any]) -> str:
+  return ", ".join(f"{k}={v}" for k, v in overrides.items())
+
+
+def _applied(config: mlc.ConfigDict, overrides: Mapping[str, Any]) -> mlc.ConfigDict:
+  out = config_lib.apply_overrides(config, overrides)
+  out.fit_applied = json.dumps(dict(overrides), sort_keys=True)
+  return out
+
+
+def _previous_choice(workdir: str) -> dict[str, Any] | None:
+  """The fit choice a run in `workdir` trained with (its config.json), if any."""
+  path = paths.resolve(workdir) / "config.json"
+  if not path.is_file():
+    return None
+  saved = json.loads(path.read_text(encoding="utf-8")).get("fit_applied") or ""
+  return json.loads(saved) if saved else None
+
+
+def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
+              build: Callable[[mlc.ConfigDict], Any]) -> Any:
+  """A Trainer (`build(config)`: built, its step compiled by `trainer.compile_step()`) whose step
+  fits the device memory: `config`'s own, else per `config.fit` the first fitting candidate or a
+  DeviceMemoryError naming need vs available and what fits."""
+  mode = config.get("fit", "check")
+  if mode not in FIT_MODES:
+    raise config_lib.ConfigError(f"config.fit {mode!r} unknown; valid: {FIT_MODES}")
+  previous = _previous_choice(workdir)
+  if previous and mode != "off":   # a resumed run keeps the settings it trained with
+    config = _applied(config, previous)
+    log.info("phase %s: resuming with the fit choice %s", phase, describe(previous))
+  trainer = build(config)
+  limit = device_limit(config, trainer.mesh.devices.flat[0])
+  if mode == "off" or limit is None:
+    return trainer
+  need = trainer.compile_step()
+  if need is None or need <= limit:
+    return trainer
+  where = (f"phase {phase}: the train step needs {need / GIB:.2f} GiB per device, "
+           f"{limit / GIB:.2f} GiB available ({trainer.mesh.devices.flat[0].device_kind}, "
+           f"global batch {config.input.batch_size}, {trainer.mesh.devices.size} device(s))")
+  fitting = []
+  for overrides in candidates(config, trainer.platform, trainer.mesh.devices.size):
+    variant = _applied(config, overrides)
+    candidate = build(variant)
+    candidate_need = candidate.compile_step()
+    log.info("%s: %s needs %.2f GiB", phase, describe(overrides), (candidate_need or 0) / GIB)
+    if candidate_need is not None and candidate_need <= limit:
+      if mode == "auto":
+        log.info("%s; fit=auto trains with %s (%.2f GiB)", where, describe(overrides),
+                 candidate_need / GIB)
+        return candidate
+      fitting.append(f"{describe(overrides)} ({candidate_need / GIB:.2f} GiB)")
+      if len(fitting) == 3:
+        break
+  if mode == "auto" or not fitting:
+    raise DeviceMemoryError(f"{where}; none of the settings darkjax tries fits (darkjax/fit.py): "
+                            "use more devices, a smaller global batch or a smaller model.")
+  raise DeviceMemoryError(
+      f"{where}. Settings that fit, each compiled and checked: {'; '.join(fitting)}. Pass one as "
+      "--config.<key>=<value>, or --config.fit=auto to take the first.")
+
+
+def out_of_memory(error: Exception) -> bool:
+  """Whether a runtime error is the device running out of memory."""
+  return "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)
+
+
+def runtime_oom_message(where: str, error: Exception, checkpoint: str | None) -> str:
+  """One message for an out-of-memory error in a running step or evaluation."""
+  first = str(error).strip().splitlines()[0][:300]
+  return (f"{where}: the device ran out of memory ({first}). Last completed checkpoint: "
+          f"{checkpoint or 'none'} (intact; a rerun resumes from it). Lower the memory per device: "
+          "--config.fit=auto picks settings that fit before the first step (darkjax/fit.py), or "
+          "set accum_steps, model.kwargs.remat=full or compute_dtype=bfloat16.")
+
+
+__all__ = ["DeviceMemoryError", "candidates", "device_limit", "fit_phase", "out_of_memory",
+           "step_bytes"]

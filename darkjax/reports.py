@@ -1,0 +1,48 @@
+"""What a run writes for a person to read: WORKDIR/report.md of a phase (what ran, the final
+evaluation, the artifacts) and the summary of a run in phases."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import ml_collections as mlc
+
+from darkjax import paths
+
+
+def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds: float,
+                 results: Mapping[str, Any]) -> str:
+  """WORKDIR/report.md: what ran, the final evaluation and where the artifacts are."""
+  scalars = {k: v for k, v in results.items() if isinstance(v, float) and "per_class" not in k}
+  per_class = {k.split("/", 1)[1]: v for k, v in results.items() if "per_class/" in k}
+  lines = [f"# darkjax run: {config.trainer} / {config.model.name}", "",
+           f"- dataset: `{config.input.data.name}` ({config.input.data.dir})",
+           f"- parameters: {param_count:,}", f"- steps: {config.total_steps}, global batch "
+           f"{config.input.batch_size}", f"- wall time of this invocation: {seconds:.0f} s", "",
+           "| metric | value |", "|---|---|"]
+  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scalars.items())]
+  if per_class:
+    lines += ["", "| class | accuracy |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in per_class.items()]
+  pngs = sorted(p.name for p in paths.resolve(workdir).iterdir() if p.name.endswith(".png"))
+  lines += ["", "Artifacts: `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `config.json`"
+            + "".join(f", `{p}`" for p in pngs), ""]
+  path = paths.resolve(workdir) / "report.md"
+  path.write_text("\n".join(lines), encoding="utf-8")
+  return os.fspath(path)
+
+
+def write_summary(workdir: str, config: mlc.ConfigDict, plan, results: Mapping[str, Any]) -> str:
+  """WORKDIR/report.md of a run in phases: the phases, where each one's report is, and every
+  phase's final metrics."""
+  directories = [os.path.relpath(p.workdir(workdir, config), workdir) for p in plan]
+  lines = [f"# darkjax run: {config.trainer} / {config.model.name} on `{config.input.data.name}`",
+           "", f"- phases: {', '.join(f'{p.name} ({d}/)' for p, d in zip(plan, directories))}; "
+           "each directory has its own report.md, metrics and checkpoints; the last is the "
+           "deployed model", "", "| metric | value |", "|---|---|"]
+  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())
+            if isinstance(v, float) and "per_class" not in k]
+  path = paths.resolve(workdir) / "report.md"
+  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  return os.fspath(path)

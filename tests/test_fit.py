@@ -1,0 +1,125 @@
+"""darkjax.fit: a step over the device's memory stops before training naming what fits; fit=auto
+trains with the first setting that fits, keeps the global batch and resumes with the same choice;
+an out-of-memory error while running becomes one message that names the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from configs import synthetic as synthetic_config
+from darkjax import fit as fit_lib
+from darkjax import metrics as metrics_lib
+from darkjax import task as task_lib
+from darkjax import train
+from darkjax.data import prepared
+from run_configs import REPO, quiet
+
+
+def _config(data_dir: str, steps: int = 2, **overrides):
+  config = synthetic_config.get_config(f"runlocal,steps={steps},data_dir={data_dir}")
+  config.eval_every = -1
+  config.log_every = 1
+  return quiet(config, **overrides)
+
+
+@pytest.fixture(scope="module")
+def needs(tmp_path_factory):
+  """(data dir, bytes per device of the runlocal step, and of the same step at accum_steps=2)."""
+  data_dir = str(tmp_path_factory.mktemp("data"))
+  prepared.open_dataset(_config(data_dir).input.data)
+  out = []
+  for accum in (1, 2):
+    config = _config(data_dir, accum_steps=accum)
+    task = task_lib.load_task(config)
+    out.append(train.Trainer(config, str(tmp_path_factory.mktemp("probe")), task=task,
+                             devices=jax.devices()[:1]).compile_step())
+  assert out[1] < out[0], out   # micro-batches: less activation memory at the same global batch
+  return data_dir, out[0], out[1]
+
+
+def _between(needs) -> float:
+  _, whole, halved = needs
+  return (whole + halved) / 2 / fit_lib.GIB
+
+
+def test_a_step_over_the_limit_stops_before_training_naming_what_fits(needs, tmp_path):
+  data_dir = needs[0]
+  config = _config(data_dir, device_memory_gib=_between(needs))
+  with pytest.raises(fit_lib.DeviceMemoryError) as error:
+    train.run_phases(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+  message = str(error.value)
+  assert f"phase train: the train step needs {needs[1] / fit_lib.GIB:.2f} GiB per device, " \
+         f"{_between(needs):.2f} GiB available" in message
+  assert f"global batch {config.input.batch_size}, 1 device(s)" in message
+  assert "Settings that fit, each compiled and checked: accum_steps=2 (" in message
+  assert "--config.fit=auto" in message
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")   # nothing trained
+
+
+def test_fit_auto_trains_with_accumulation_and_resumes_with_the_same_choice(needs, tmp_path):
+  data_dir = needs[0]
+  workdir = str(tmp_path / "run")
+  config = _config(data_dir, device_memory_gib=_between(needs), fit="auto")
+  train.run_phases(config, workdir, devices=jax.devices()[:1])
+  saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
+  assert saved["accum_steps"] == 2 and json.loads(saved["fit_applied"]) == {"accum_steps": 2}
+  assert saved["input"]["batch_size"] == config.input.batch_size   # the global batch is kept
+  more = _config(data_dir, steps=4, device_memory_gib=_between(needs), fit="auto")
+  train.run_phases(more, workdir, devices=jax.devices()[:1])
+  saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
+  assert saved["accum_steps"] == 2 and saved["total_steps"] == 4
+  steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "train/loss" in r]
+  assert steps == [1, 2, 3, 4]
+
+
+def test_out_of_memory_while_running_names_the_step_and_the_checkpoint(needs, tmp_path):
+  config = _config(needs[0], steps=3, checkpoint_every=1)
+  trainer = train.Trainer(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+  trainer.build()
+  real = trainer.train_step
+  calls = []
+
+  def exhausted(state, batch, rng):
+    calls.append(1)
+    if len(calls) == 2:
+      raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+                                       "allocate 123456 bytes.")
+    return real(state, batch, rng)
+
+  trainer.train_step = exhausted
+  with pytest.raises(fit_lib.DeviceMemoryError,
+                     match=r"phase train, step 2: the device ran out of memory \(RESOURCE_EXHAUSTED"
+                     r".*Last completed checkpoint: .*checkpoints/1 \(intact"):
+    trainer.run()
+  assert fit_lib.out_of_memory(RuntimeError("... Out of memory ...")) and not \
+      fit_lib.out_of_memory(RuntimeError("INVALID_ARGUMENT"))
+
+
+def test_candidates_keep_the_global_batch_in_order():
+  config = synthetic_config.get_config("runlocal")
+  config.input.batch_size = 16
+  config.compute_dtype = "float32"
+  found = fit_lib.candidates(config, "gpu", devices=2)
+  assert found[0] == {"compute_dtype": "bfloat16"}
+  assert found[1:4] == [{"accum_steps": 2}, {"accum_steps": 4}, {"accum_steps": 8}]
+  assert found[-1] == {"mesh.data": 1, "mesh.fsdp": -1}
+  assert {"compute_dtype": "bfloat16"} not in fit_lib.candidates(config, "cpu", devices=1)
+  assert all(16 % (c.get("accum_steps", 1) * 2) == 0 for c in found)
+
+
+def test_main_prints_one_line_without_a_traceback(needs, tmp_path, main_env):
+  result = subprocess.run(
+      [sys.executable, "-m", "darkjax.main",
+       f"--config=configs/synthetic.py:runlocal,steps=2,data_dir={needs[0]}",
+       f"--workdir={tmp_path / 'run'}", "--config.device_memory_gib=0.000001",
+       "--config.progress_bar=False"], cwd=REPO, env=main_env, capture_output=True, text=True,
+      timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert "darkjax: phase train: the train step needs" in result.stderr
