@@ -17,7 +17,7 @@ LAYERS = (
                 "darkjax.preemption", "darkjax.sharding", "darkjax.targets", "darkjax.config",
                 "darkjax.capabilities", "darkjax.layers", "darkjax.data", "darkjax.losses",
                 "darkjax.optim", "darkjax.checkpoint", "darkjax.plots", "darkjax.convert",
-                "darkjax.models", "darkjax.__init__")),
+                "darkjax.models", "darkjax.fit", "darkjax.reports", "darkjax.__init__")),
     ("evaluation and step", ("darkjax.evaluators", "darkjax.step")),
     ("contract", ("darkjax.task",)),
     ("trainer", ("darkjax.train",)),
