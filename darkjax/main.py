@@ -13,6 +13,8 @@ answering for --heartbeat_timeout seconds makes the others stop with an error na
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 
 from absl import app, flags
@@ -32,6 +34,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --jax_distributed."
 _HEARTBEAT = flags.DEFINE_integer(
     "heartbeat_timeout", 100, "Seconds without a heartbeat after which a process counts as dead "
     "and the others stop with an error (with --jax_distributed).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the Python traceback of a bad-input error "
+                             "(otherwise one line says what is wrong and what to do).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -55,22 +59,17 @@ def main(argv):
                                heartbeat_timeout_seconds=_HEARTBEAT.value)
     darkjax_log.info("process %d of %d, %d local devices of %d", jax.process_index(),
                      jax.process_count(), jax.local_device_count(), jax.device_count())
-  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
-  from darkjax import fit as fit_lib  # pylint: disable=import-outside-toplevel
-  from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
   from darkjax import train  # pylint: disable=import-outside-toplevel
-  from darkjax.data.prepared import (  # pylint: disable=import-outside-toplevel
-      DatasetNotPreparedError, DatasetSplitError)
   from darkjax.preemption import Preempted  # pylint: disable=import-outside-toplevel
   try:
-    results = train.run_phases(config_lib.validate(_CONFIG.value), _WORKDIR.value)
+    results = train.run_phases(_config(), _workdir())
   except Preempted as e:  # a clean stop: the checkpoint is saved, a rerun resumes
     print(f"darkjax: {e}", file=sys.stderr)
-    sys.exit(0)
-  except (DatasetNotPreparedError, DatasetSplitError, train.NonFiniteLossError,
-          config_lib.MissingWeightsError, config_lib.ConfigError, task_lib.MissingCapabilityError,
-          fit_lib.DeviceMemoryError) as e:
-    print(f"darkjax: {e}", file=sys.stderr)
+    sys.exit(130 if e.interrupted else 0)
+  except _user_errors() as e:
+    if _VERBOSE.value:
+      raise
+    print(f"darkjax: {_one_line(e)}", file=sys.stderr)
     sys.exit(2)
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
@@ -82,10 +81,70 @@ def main(argv):
           f"coordination service names the lost process below within {_HEARTBEAT.value} s "
           f"(--heartbeat_timeout).", file=sys.stderr, flush=True)
     sys.exit(3)
-  summary = {k: v for k, v in results.items() if isinstance(v, float) and "/" in k
-             and "per_class" not in k}
+  summary = {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and "/" in k
+             and "per_class" not in k and not k.endswith("num_examples")}
   print("final:", ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary.items())))
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+  """What bad input raises (its message names the file, key, step or setting and what to do):
+  printed as one line, no traceback unless --verbose."""
+  # pylint: disable=import-outside-toplevel
+  from darkjax import config as config_lib
+  from darkjax import fit, task, train
+  from darkjax.convert.io import CheckpointReadError
+  from darkjax.data.flow import FlowError
+  from darkjax.data.prepared import DatasetNotPreparedError, DatasetSplitError
+  from darkjax.data.records import CorruptRecordError
+  from darkjax.trainers.twostream import MissingFlowStreamError, TowerInitError
+  return (config_lib.ConfigError, DatasetNotPreparedError, DatasetSplitError, CorruptRecordError,
+          CheckpointReadError, FlowError, MissingFlowStreamError, TowerInitError,
+          train.NonFiniteLossError, task.MissingCapabilityError, fit.DeviceMemoryError)
+
+
+def _one_line(error: BaseException) -> str:
+  return str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+
+
+def _config():
+  """The --config flag's ConfigDict, validated; a file, arg or override that fails to load is a
+  ConfigError naming it."""
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  try:
+    config = _CONFIG.value
+    config.to_dict()   # the flag loads lazily: load the file and apply the overrides here
+  except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
+    if _VERBOSE.value:
+      raise
+    text = _one_line(error)
+    missing = re.search(r"No such file or directory: '([^']+)'", text)
+    if missing:
+      text = f"config file {missing.group(1)} does not exist"
+    raise config_lib.ConfigError(f"--config: {' '.join(text.split())}") from None
+  return config_lib.validate(config)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (usage errors as absl prints them); a config file, arg string or override
+  that fails while the flags are parsed is one line, as in `_config`."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
+    if "--verbose" in argv:
+      raise
+    print(f"darkjax: --config: {' '.join(_one_line(error).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _workdir() -> str:
+  """--workdir, which must be a directory (made if missing) or a URL."""
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  workdir = _WORKDIR.value
+  if "://" not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise config_lib.ConfigError(f"--workdir {workdir} is a file; give a directory (it is "
+                                 "created if missing; a rerun into the same one resumes)")
+  return workdir
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

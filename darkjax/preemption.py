@@ -8,6 +8,8 @@ on every process, so all of them save the same checkpoint. The call must come at
 
 In a single process without `jax.distributed` JAX has no such service; `PreemptionWatch` then
 installs a SIGTERM handler that only sets a flag, and the next finished step is the one saved.
+Ctrl-C (SIGINT) does the same in a single process: the step in flight finishes, its checkpoint is
+saved, and the run stops saying how to resume; a second Ctrl-C interrupts at once.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from jax.experimental import multihost_utils
 
 
 class Preempted(Exception):
-  """The run saved a checkpoint at `step` after SIGTERM and stopped; rerunning resumes it."""
+  """The run saved a checkpoint at `step` after SIGTERM (or Ctrl-C: `interrupted`) and stopped;
+  rerunning resumes it."""
 
-  def __init__(self, step: int, checkpoint: str):
-    self.step, self.checkpoint = step, checkpoint
-    super().__init__(f"preempted (SIGTERM): saved checkpoint {checkpoint} at step {step} and "
-                     "stopped; rerun the same command to resume from it")
+  def __init__(self, step: int, checkpoint: str, interrupted: bool = False):
+    self.step, self.checkpoint, self.interrupted = step, checkpoint, interrupted
+    why = "interrupted (Ctrl-C)" if interrupted else "preempted (SIGTERM)"
+    super().__init__(f"{why}: saved checkpoint {checkpoint} at step {step} and stopped; rerun "
+                     "the same command to resume from it")
 
 
 class PreemptionWatch:
@@ -36,19 +40,23 @@ class PreemptionWatch:
 
   def __init__(self):
     self._signalled = threading.Event()
-    self._installed, self._previous = False, None
+    self.interrupted = False   # the signal was Ctrl-C (SIGINT), not SIGTERM
+    self._previous: dict[int, object] = {}
     self._distributed = jax.distributed.is_initialized()
     if not self._distributed and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-      self._installed = True
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._on_signal)
 
   def close(self) -> None:
-    if self._installed:
-      signal.signal(signal.SIGTERM, self._previous if self._previous is not None
-                    else signal.SIG_DFL)
-      self._installed = False
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+    self._previous = {}
 
-  def _on_sigterm(self, signum, frame) -> None:  # pylint: disable=unused-argument
+  def _on_signal(self, signum, frame) -> None:  # pylint: disable=unused-argument
+    if signum == signal.SIGINT:
+      if self.interrupted:   # the second Ctrl-C: stop now
+        raise KeyboardInterrupt
+      self.interrupted = True
     self._signalled.set()
 
   def reached(self, step: int) -> bool:

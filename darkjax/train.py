@@ -343,7 +343,7 @@ class Trainer:
           checkpointer.save(step, self.state, train_iter, {"step": step})
         if preempted:
           checkpointer.wait()
-          raise preemption.Preempted(step, f"{checkpointer.directory}/{step}")
+          raise preemption.Preempted(step, f"{checkpointer.directory}/{step}", watch.interrupted)
         if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
                                     or step == last):
           results = self.evaluate(step)
@@ -365,9 +365,22 @@ class Trainer:
       checkpointer.close()
       self._checkpointer = None
       self.writer.close()
+    if start >= last and not results:   # nothing left to train: report what the run logged
+      results = self.logged_results(start)
     if self.is_lead and last == total and start < last:
       reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
     return results
+
+  def logged_results(self, step: int) -> dict[str, Any]:
+    """The evaluation metrics.jsonl holds for `step` (a finished run's final results)."""
+    if not (paths.resolve(self.workdir) / "metrics.jsonl").is_file():
+      return {}
+    rows = [r for r in metrics_lib.read_metrics(self.workdir) if r.get("step") == step]
+    out = {k: v for row in rows for k, v in row.items()   # as logged: counts stay ints
+           if k != "step" and not k.startswith("train/") and isinstance(v, (int, float))}
+    if out:
+      log.info("%s: already trained to step %d; its logged evaluation follows", self.workdir, step)
+    return out
 
   def _check_finite(self, step: int, metrics, checkpointer) -> None:
     if bool(jax.device_get(metrics["nonfinite"])):

@@ -22,7 +22,7 @@ import numpy as np
 import darkjax
 from darkjax import file_state, paths
 from darkjax.data.records.example import RESERVED_STREAM_NAMES, check_name, encode_example
-from darkjax.data.records.framing import TFRecordWriter
+from darkjax.data.records.framing import CorruptRecordError, TFRecordWriter
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -251,7 +251,8 @@ def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
 
 def split_files(manifest: Mapping[str, Any], data_dir: str | os.PathLike,
                 split: str) -> list[tuple[str, int]]:
-  """(absolute shard path, number of examples) for each shard of `split`."""
+  """(absolute shard path, number of examples) for each shard of `split`; a missing shard, or one
+  whose size is not the manifest's, raises naming it."""
   if split not in manifest["splits"]:
     raise KeyError(f"split {split!r} not in dataset {manifest.get('name')!r} at {data_dir}; "
                    f"known splits: {sorted(manifest['splits'])}")
@@ -261,5 +262,11 @@ def split_files(manifest: Mapping[str, Any], data_dir: str | os.PathLike,
     if not paths.resolve(path).is_file():
       raise FileNotFoundError(f"shard {path} of split {split!r} listed in "
                               f"{os.path.join(os.fspath(data_dir), MANIFEST)} does not exist")
+    size, expected = paths.resolve(path).stat().length, shard.get("num_bytes")
+    if expected is not None and size != int(expected):   # one stat per shard, at open
+      raise CorruptRecordError(
+          path, None, f"the file has {size} bytes, the manifest says {expected}: it was cut "
+          f"short or changed. Copy it again (or rerun `python -m darkjax.data.prepare`, which "
+          f"resumes), then check with `python -m darkjax.data.records verify {data_dir}`")
     shards.append((path, int(shard["num_examples"])))
   return shards

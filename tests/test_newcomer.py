@@ -1,0 +1,111 @@
+"""A newcomer's walk through `python -m darkjax.main`: every wrong input ends in one line that says
+what is wrong and what to do (no traceback without --verbose), nothing is overwritten, Ctrl-C
+saves the step it reached and says how to resume, and a finished run reports its final metrics
+again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import synthetic as synthetic_config
+from darkjax.data import prepared
+from run_configs import REPO
+
+
+def _main(args, env, **kwargs):
+  return subprocess.run([sys.executable, "-m", "darkjax.main", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def _one_line(result, *fragments):
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  line = [l for l in result.stderr.splitlines() if l.startswith("darkjax: ")][-1]
+  for fragment in fragments:
+    assert fragment in line, line
+  return line
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("synthetic"))
+  prepared.open_dataset(synthetic_config.get_config(f"runlocal,data_dir={directory}").input.data)
+  return directory
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--config=configs/nope.py"], ["--config: config file configs/nope.py does not exist"]),
+    (["--config=configs/synthetic.py:runlocal", "--config.optimiser.lr=0.1"],
+     ["--config:", "'optimiser'", 'Did you mean "optimizer"']),
+    (["--config=configs/synthetic.py:runlocal,modle=x"],
+     ["--config: unknown config arg 'modle'", "valid args: ['batch'"]),
+], ids=["missing_file", "mistyped_key", "unknown_arg"])
+def test_bad_config_is_one_line(args, fragments, tmp_path, main_env):
+  _one_line(_main(args + [f"--workdir={tmp_path / 'w'}"], main_env), *fragments)
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_workdir_that_is_a_file_is_one_line_and_left_alone(tmp_path, main_env):
+  path = tmp_path / "notes.txt"
+  path.write_text("keep me")
+  _one_line(_main(["--config=configs/synthetic.py:runlocal", f"--workdir={path}"], main_env),
+            f"--workdir {path} is a file")
+  assert path.read_text() == "keep me"
+
+
+def _run_args(data_dir, workdir, steps):
+  return [f"--config=configs/synthetic.py:runlocal,steps={steps},data_dir={data_dir}",
+          f"--workdir={workdir}", "--config.log_every=1", "--config.checkpoint_every=1000",
+          "--config.eval_every=0", "--config.progress_bar=False"]
+
+
+def test_ctrl_c_saves_resumes_and_a_finished_run_reports_again(data_dir, tmp_path, main_env):
+  workdir = str(tmp_path / "run")
+  steps = 400
+  proc = subprocess.Popen([sys.executable, "-m", "darkjax.main",
+                           *_run_args(data_dir, workdir, steps)], cwd=REPO, env=main_env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics) and sum(1 for _ in open(metrics, encoding="utf-8")) >= 3:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before Ctrl-C"
+  proc.send_signal(signal.SIGINT)
+  _, stderr = proc.communicate(timeout=240)
+  assert proc.returncode == 130, stderr[-3000:]
+  assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+  line = [l for l in stderr.splitlines() if "interrupted (Ctrl-C)" in l][-1]
+  step = int(line.split(" at step ")[1].split(":")[0].split()[0])
+  assert 3 <= step < steps
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
+  assert "rerun the same command to resume" in line
+  finished = _main(_run_args(data_dir, workdir, step + 2), main_env)
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  assert f"resumed from {workdir}/checkpoints/{step}" in finished.stderr
+  final = [l for l in finished.stdout.splitlines() if l.startswith("final:")][-1]
+  assert "eval/top1=" in final
+  again = _main(_run_args(data_dir, workdir, step + 2), main_env)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert [l for l in again.stdout.splitlines() if l.startswith("final:")][-1] == final
+
+
+def test_truncated_record_file_is_one_line(data_dir, tmp_path, main_env):
+  broken = str(tmp_path / "broken")
+  shutil.copytree(data_dir, broken)
+  manifest = json.load(open(os.path.join(broken, "manifest.json"), encoding="utf-8"))
+  shard = os.path.join(broken, manifest["splits"]["train"]["shards"][0]["file"])
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) // 2)
+  result = _main(_run_args(broken, tmp_path / "run", 2) + ["--config.input.data.name=copy"],
+                 main_env)
+  _one_line(result, os.path.basename(shard))
