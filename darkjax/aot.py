@@ -115,10 +115,21 @@ def parse(name: str) -> Target:
   return Target(f"{chip}:{'x'.join(map(str, dims))}", chip, dims)
 
 
-def _require(module: str, pip: str, what: str) -> None:
-  if importlib.util.find_spec(module) is None:
-    raise ModuleNotFoundError(f"compiling for {what} needs the package {module!r}, not "
-                              f"installed: {pip}")
+def _installed(module: str) -> bool:
+  try:
+    return importlib.util.find_spec(module) is not None
+  except ModuleNotFoundError:   # a parent package (jax_plugins, nvidia) is absent
+    return False
+
+
+def missing_package(name: str) -> str:
+  """"" when the compiler of target `name` is installed, else what to install (the pip command)."""
+  if parse(name).platform == "tpu":
+    modules, pip = ("libtpu",), TPU_PIP
+  else:
+    modules, pip = ("jax_plugins.xla_cuda12", "nvidia.cuda_nvcc"), GPU_PIP
+  absent = [m for m in modules if not _installed(m)]
+  return f"{', '.join(absent)} not installed: {pip}" if absent else ""
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,15 +140,15 @@ def compile_only_devices(name: str) -> tuple[Any, ...]:
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   target = parse(name)
   chip = CHIPS[target.chip]
+  missing = missing_package(name)
+  if missing:
+    raise ModuleNotFoundError(f"compiling for {target.name} needs {missing}")
   if chip.platform == "tpu":
-    _require("libtpu", TPU_PIP, target.name)
     per_host = tuple(min(b, d) for b, d in zip(TPU_CHIPS_PER_HOST, target.shape + (1,)))
     topology = topologies.get_topology_desc(
         platform="tpu", topology_name=f"{chip.tpu_name}:{'x'.join(map(str, target.shape))}",
         chip_config_name=chip.chip_config, chips_per_host_bounds=per_host, num_slices=1)
   else:
-    _require("jax_plugins.xla_cuda12", GPU_PIP, target.name)
-    _require("nvidia.cuda_nvcc", GPU_PIP, target.name)
     count = target.shape[0]
     hosts, per_host = max(1, count // GPUS_PER_HOST), min(count, GPUS_PER_HOST)
     with open(os.path.join(SPECS, chip.spec), encoding="utf-8") as spec:
@@ -183,4 +194,4 @@ def out_of_memory_figures(message: str) -> tuple[int, int | None] | None:
 
 
 __all__ = ["CHIPS", "GPU_OPTIONS", "Target", "compile_only_devices", "compiler_options",
-           "hbm_bytes", "out_of_memory_figures", "parse", "valid_targets"]
+           "hbm_bytes", "missing_package", "out_of_memory_figures", "parse", "valid_targets"]
