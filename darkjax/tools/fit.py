@@ -93,7 +93,8 @@ def _format(row: dict[str, Any]) -> str:
   fits = {True: "fits", False: "does not fit", None: "unknown"}[row["fits"]]
   note = f"  ({row['error']})" if row.get("error") else ""
   return (f"  {row['setting']:<40} {_size(row.get('need_bytes')):>11} per device, limit "
-          f"{_size(row.get('limit_bytes')):>10}: {fits}{note}")
+          f"{_size(row.get('limit_bytes')) if row.get('limit_bytes') else 'none':>10}: "
+          f"{fits}{note}")
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
