@@ -106,3 +106,18 @@ def test_planner_on_a_tpu_v5e_slice(tmp_path, capsys):
   again = fit_tool.main(argv)   # read from the cache: nothing compiles
   assert [r["need_bytes"] for r in again] == [r["need_bytes"] for r in rows]
   assert "[cached]" in capsys.readouterr().out and os.path.isfile(tmp_path / "cache.json")
+
+
+def test_planner_reports_an_out_of_memory_compile_as_does_not_fit(tmp_path, capsys, monkeypatch):
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+             "temporaries (63.90G) exceeds available HBM (15.75G).")
+
+  def compile_step(self):
+    raise RuntimeError(message)   # what XLA:TPU's compile raises when the step does not fit
+
+  monkeypatch.setattr(train.Trainer, "compile_step", compile_step)
+  rows = fit_tool.main(["--config", "configs/synthetic.py:runlocal", "--default-only",
+                        "--cache", "", "--workdir", str(tmp_path)])
+  assert len(rows) == 1 and rows[0]["fits"] is False
+  assert (rows[0]["need_bytes"], rows[0]["limit_bytes"]) == (int(63.90 * GIB), int(15.75 * GIB))
+  assert "63.90 GiB per device, limit  15.75 GiB: does not fit" in capsys.readouterr().out
