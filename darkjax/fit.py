@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 import jax
 import ml_collections as mlc
 
+from darkjax import aot
 from darkjax import config as config_lib
 from darkjax import paths
 
@@ -47,11 +48,14 @@ def step_bytes(compiled) -> int | None:
              + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
 
 
-def device_limit(config: Mapping[str, Any], device: Any) -> int | None:
-  """Bytes one device may hold: `config.device_memory_gib`, else the device's own limit."""
+def device_limit(config: Mapping[str, Any], device: Any, target: str = "") -> int | None:
+  """Bytes one device may hold: `config.device_memory_gib`, else for a compile-only `target`
+  (darkjax.aot; its devices report no memory) its HBM per device, else the device's own limit."""
   gib = float(config.get("device_memory_gib", 0.0) or 0.0)
   if gib > 0:
     return int(gib * GIB)
+  if target:
+    return aot.hbm_bytes(target)
   try:
     stats = device.memory_stats()
   except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
@@ -108,7 +112,7 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
     config = _applied(config, previous)
     log.info("phase %s: resuming with the fit choice %s", phase, describe(previous))
   trainer = build(config)
-  limit = device_limit(config, trainer.mesh.devices.flat[0])
+  limit = device_limit(config, trainer.mesh.devices.flat[0], trainer.target)
   if mode == "off" or limit is None:
     return trainer
   need = trainer.compile_step()

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
+from darkjax import aot
+
 PLATFORMS = ("cpu", "gpu", "tpu")
 # jax device platform -> the platform lowerings and compiler options are chosen for
 _DEVICE_PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
@@ -88,8 +90,10 @@ def _resolve(name: str | None) -> str:
   return platform() if name is None else _check_platform(name)
 
 
-def compiler_options(platform: str | None = None) -> dict[str, Any]:
-  """The XLA compile options of every step compiled for `platform` (default: `platform()`).
+def compiler_options(platform: str | None = None, target: str = "") -> dict[str, Any]:
+  """The XLA compile options of every step compiled for `platform` (default: `platform()`), and
+  for a compile-only `target` ("h100:8", darkjax.aot) the options it needs (on a GPU target:
+  `aot.GPU_OPTIONS`, no autotuning).
 
   On "cpu": `xla_disable_hlo_passes` with CPU_DISABLED_PASSES, so the `optimization_barrier`s of
   `jax.checkpoint` reach the end of the pipeline and CSE cannot merge a recomputation with its
@@ -97,7 +101,7 @@ def compiler_options(platform: str | None = None) -> dict[str, Any]:
   as before. Passes a user disables through `XLA_FLAGS` are kept in the list (a compile option
   replaces the flag). Other platforms: none."""
   if _resolve(platform) != "cpu":
-    return {}
+    return aot.compiler_options(target) if target else {}
   passes = list(CPU_DISABLED_PASSES)
   for flag in os.environ.get("XLA_FLAGS", "").split():
     if flag.startswith("--xla_disable_hlo_passes="):

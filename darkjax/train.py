@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from darkjax import aot
 from darkjax import checkpoint as ckpt_lib
 from darkjax import config as config_lib
 from darkjax import evaluators as evaluators_lib
@@ -69,12 +70,12 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
   return variables_lib.unflatten(merged)
 
 
-def compiler_options(config: Mapping[str, Any], platform: str) -> dict[str, Any]:
+def compiler_options(config: Mapping[str, Any], platform: str, target: str = "") -> dict[str, Any]:
   """XLA options of a run's compiled steps on `platform`: `targets.compiler_options` (on CPU, the
-  options under which remat policies take effect), and `config.xla_opt_level` >= 0 sets XLA's
-  backend optimisation level (0: the fastest compile, for smoke runs whose time is compilation;
-  -1: XLA's default)."""
-  options = targets.compiler_options(platform)
+  options under which remat policies take effect; for a compile-only `target`, what it needs), and
+  `config.xla_opt_level` >= 0 sets XLA's backend optimisation level (0: the fastest compile, for
+  smoke runs whose time is compilation; -1: XLA's default)."""
+  options = targets.compiler_options(platform, target)
   level = int(config.get("xla_opt_level", -1))
   if level >= 0:
     options["xla_backend_optimization_level"] = level
@@ -102,6 +103,9 @@ class Trainer:
   task: task_lib.Task | None = None
   devices: Any = None
   phase: str = "train"   # the phase's name in messages
+  # A compile-only target ("h100:8", "tpu-v5e:2x2"; darkjax.aot): the mesh is its devices (unless
+  # `devices` is given), steps compile with its options and memory is checked against its HBM.
+  target: str = ""
   # Set by __post_init__ (mesh) and build (step, shardings); `state` holds the live TrainState.
   mesh: Any = dataclasses.field(init=False, default=None)
   batch_sharding: Any = dataclasses.field(init=False, default=None)
@@ -127,12 +131,14 @@ class Trainer:
     self.task = self.task or task_lib.load_task(self.config)
     if self.config.total_epochs > 0:
       self.config.total_steps = steps_for_epochs(self.config, self.task)
+    if self.target and self.devices is None:
+      self.devices = aot.compile_only_devices(self.target)
     self.mesh = sharding.make_mesh(self.config.mesh, self.devices)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.replicated = sharding.replicated(self.mesh)
     self.is_lead = jax.process_index() == 0
     self.platform = targets.platform_of(self.mesh)   # what every program here compiles for
-    self.compiler_options = compiler_options(self.config, self.platform)
+    self.compiler_options = compiler_options(self.config, self.platform, self.target)
 
   @contextlib.contextmanager
   def scope(self) -> Iterator[None]:
@@ -234,12 +240,14 @@ class Trainer:
     """Compiles the train step ahead of time for the config's global batch (the run's first step
     reuses this compilation); returns the bytes one device needs while it runs (None: XLA gives
     no memory analysis)."""
-    self.build()
-    batch = {k: jax.ShapeDtypeStruct((int(self.config.input.batch_size),) + s.shape[1:], s.dtype,
-                                     sharding=self.batch_sharding)
-             for k, s in self._sample.items()}
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), 2)
     with self.scope():
+      self.build()
+      batch = {k: jax.ShapeDtypeStruct((int(self.config.input.batch_size),) + s.shape[1:],
+                                       s.dtype, sharding=self.batch_sharding)
+               for k, s in self._sample.items()}
+      # Abstract, as the state and batch: a compile-only mesh's devices take no host array.
+      rng = jax.eval_shape(lambda: jax.random.key(0))
+      rng = jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=self.replicated)
       compiled = self.train_step.lower(self.abstract_state, batch, rng).compile()
     return fit_lib.step_bytes(compiled)
 

@@ -1,0 +1,200 @@
+"""Memory planner: does a paper config's train step fit one device of a GPU or TPU, and which of the
+settings darkjax's fit check tries (darkjax/fit.py) make it fit, decided on this host before
+spending the accelerator.
+
+    python -m darkjax.tools.fit --config configs/actlumos_arid.py --target h100:1 \\
+        --target tpu-v5e:2x2 [--phase teacher|all] [--frames 16 --batch 8] \\
+        [--override compute_dtype=float32] [--default-only | --candidates N] [--json OUT]
+        [--cache PATH]
+
+For each phase (default: the main phase; `all`: every phase of the config's plan) and target (a
+compile-only target of darkjax/aot.py, "h100:8", "tpu-v5e:4x4", ...; default: this host's devices)
+the phase's train step is built on the synthetic stand-in data of `bench --config`
+(`bench_config.stand_in_config`: the config's clip geometry, no pretrained weights, nothing
+downloads), compiled for the target's devices (`Trainer(target=...).compile_step()`) at the
+config's global batch, and so is each setting of `fit.candidates` (the first N with
+`--candidates N`; none with `--default-only`). Each
+row gives XLA's memory per device (arguments + outputs + temp - aliased), the limit
+(`config.device_memory_gib`, else the target's HBM, else the device's own) and whether it fits.
+
+XLA:TPU fits the program to the chip's HBM itself and fails a compile that does not fit: that is
+a "does not fit" row with the figures of XLA's message. A deviceless GPU compile counts no cuDNN
+autotuning workspace, so its figure is a lower bound. Compiling for TPU or GPU needs the
+`aot-tpu` / `aot-gpu` extras (the error names the pip command); a paper-size TPU compile takes
+minutes on a 2-core host, so progress is printed and each row is cached in a JSON file keyed by
+(config, phase, target, overrides, setting) under `--cache` (default ~/.cache/darkjax/fit.json;
+"" turns it off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+DEFAULT_CACHE = os.path.join("~", ".cache", "darkjax", "fit.json")
+GIB = 2 ** 30
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+  """"key.path=value" -> (key.path, value as a Python literal, else the string)."""
+  key, sep, value = text.partition("=")
+  if not sep or not key:
+    raise SystemExit(f"fit: --override {text!r} is not key=value")
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value
+
+
+def _load_cache(path: str) -> dict[str, Any]:
+  if not path or not os.path.isfile(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _compile_row(build, config, overrides: dict[str, Any], target: str) -> dict[str, Any]:
+  """One setting's row: GiB per device, the limit, fits (None: unknown), error."""
+  from darkjax import aot, fit  # pylint: disable=import-outside-toplevel
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  row: dict[str, Any] = {"setting": fit.describe(overrides) or "default", "overrides": overrides}
+  start = time.perf_counter()
+  try:
+    trainer = build(config_lib.apply_overrides(config, overrides) if overrides else config)
+    limit = fit.device_limit(trainer.config, trainer.mesh.devices.flat[0], target)
+    need = trainer.compile_step()
+  except Exception as error:  # pylint: disable=broad-except
+    figures = aot.out_of_memory_figures(str(error))
+    if figures is None:
+      row.update(error=str(error).strip().splitlines()[0][:300], fits=None)
+    else:   # XLA:TPU's compile fails when the step does not fit the chip's HBM
+      row.update(need_bytes=figures[0], limit_bytes=figures[1], fits=False,
+                 error="XLA: " + str(error).strip().splitlines()[0][:300])
+  else:
+    row.update(need_bytes=need, limit_bytes=limit,
+               fits=None if need is None or limit is None else need <= limit)
+  row["compile_s"] = round(time.perf_counter() - start, 1)
+  return row
+
+
+def _size(value: int | None) -> str:
+  if value is None:
+    return "?"
+  return f"{value / GIB:.2f} GiB" if value >= GIB / 10 else f"{value / 2 ** 20:.1f} MiB"
+
+
+def _format(row: dict[str, Any]) -> str:
+  fits = {True: "fits", False: "does not fit", None: "unknown"}[row["fits"]]
+  note = f"  ({row['error']})" if row.get("error") else ""
+  return (f"  {row['setting']:<40} {_size(row.get('need_bytes')):>11} per device, limit "
+          f"{_size(row.get('limit_bytes')) if row.get('limit_bytes') else 'none':>10}: "
+          f"{fits}{note}")
+
+
+def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
+  """Every (phase, target, setting) row, compiled or read from the cache; prints as it goes."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  # pylint: disable=import-outside-toplevel
+  from darkjax import aot, file_state, fit, targets, train
+  from darkjax import config as config_lib
+  from darkjax import task as task_lib
+  from darkjax.tools import bench_config
+
+  user = dict(parse_override(o) for o in args.override)
+  run_config = config_lib.apply_overrides(config_lib.load(args.config), user)
+  if args.phase == "all":
+    phases = list(task_lib.phase_plan(run_config))
+  else:
+    phases = [task_lib.find_phase(run_config, args.phase) if args.phase
+              else task_lib.main_phase(run_config)]
+  names = args.target or [""]
+  for name in names:
+    if name:
+      aot.parse(name)   # a bad name fails before any compile
+  cache_path = os.path.expanduser(args.cache) if args.cache else ""
+  cache = _load_cache(cache_path)
+  root = args.workdir or tempfile.mkdtemp(prefix="darkjax-fit-")
+  stand_in = bench_config.stand_in_config(run_config, os.path.join(root, "data"), args.frames,
+                                          args.batch)
+  rows = []
+  for phase in phases:
+    for name in names:
+      devices = aot.compile_only_devices(name) if name else jax.devices()
+      platform = targets.platform_of(devices)
+      config = config_lib.resolve(stand_in, platform)
+      phase_config, task = task_lib.build_task(phase, config)
+      label = name or f"local {platform} x{len(devices)}"
+      print(f"{args.config} phase {phase.name} on {label} ({len(devices)} device(s), "
+            f"{devices[0].device_kind}), global batch {phase_config.input.batch_size}, "
+            f"{phase_config.input.frames} frames, compute {phase_config.compute_dtype}:",
+            flush=True)
+
+      def build(cfg, phase=phase, phase_config=phase_config, task=task, name=name):
+        return train.Trainer(cfg, os.path.join(root, "run", phase.name), phase=phase.name,
+                             task=task if cfg is phase_config else phase.task(cfg, {}),
+                             target=name, devices=None if name else jax.devices())
+
+      settings = [{}]
+      if not args.default_only:
+        settings += fit.candidates(phase_config, platform, len(devices))[:args.candidates]
+      for overrides in settings:
+        key = json.dumps([args.config, phase.name, label, user, args.frames, args.batch,
+                          overrides, jax.__version__], sort_keys=True)
+        row = cache.get(key)
+        cached = row is not None
+        if not cached:
+          print(f"  compiling {fit.describe(overrides) or 'default'} ...", flush=True)
+          row = _compile_row(build, phase_config, overrides, name)
+          if cache_path:
+            cache[key] = row
+            os.makedirs(os.path.dirname(cache_path) or ".", exist_ok=True)
+            file_state.atomic_write_json(cache_path, cache)
+        row = dict(row, config=args.config, phase=phase.name, target=label)
+        rows.append(row)
+        print(_format(row) + ("  [cached]" if cached else f"  [{row['compile_s']} s]"), flush=True)
+  return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m darkjax.tools.fit", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True, help="configs/<paper>.py[:args]")
+  parser.add_argument("--target", action="append", default=[],
+                      help="a compile-only target (h100:8, tpu-v5e:2x2; repeatable); "
+                           "default: this host's devices")
+  parser.add_argument("--phase", default="", help="a phase name, or 'all' (default: main phase)")
+  parser.add_argument("--frames", type=int, default=None)
+  parser.add_argument("--batch", type=int, default=None, help="global batch size")
+  parser.add_argument("--override", action="append", default=[],
+                      help="config field as key.path=value (repeatable)")
+  parser.add_argument("--default-only", action="store_true",
+                      help="compile the config's own settings only, not fit's candidates")
+  parser.add_argument("--candidates", type=int, default=None,
+                      help="compile only the first N of fit's candidate settings")
+  parser.add_argument("--cache", default=DEFAULT_CACHE, help="verdict cache ('' = off)")
+  parser.add_argument("--json", default="", help="write the rows to this JSON file")
+  parser.add_argument("--workdir", default="", help="stand-in data and runs (default: a temp dir)")
+  return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+  args = parse_args(argv)
+  if args.target and "JAX_PLATFORMS" not in os.environ:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.config.update("jax_platforms", "cpu")   # compile-only targets need no local accelerator
+  rows = plan(args)
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump(rows, f, indent=1)
+  return rows
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

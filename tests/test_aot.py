@@ -1,0 +1,123 @@
+"""darkjax.aot: named compile-only targets, and the memory planner on them.
+
+The synthetic `runlocal` step compiles on this CPU host for a TPU v5e 2x2 slice and one H100 with
+XLA's native ops only, and XLA's memory analysis is read; the planner lists the default and a
+candidate setting. The compile tests skip only when the target's compiler (the `aot-tpu` /
+`aot-gpu` extra) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from darkjax import aot, fit, targets, train
+from darkjax import config as config_lib
+from darkjax import task as task_lib
+from darkjax.layers import conv
+from darkjax.tools import bench_config
+from darkjax.tools import fit as fit_tool
+
+_NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
+                "depthwise:native"}
+GIB = 2 ** 30
+
+
+def _needs(target: str, extra: str):
+  missing = aot.missing_package(target)
+  return pytest.mark.skipif(bool(missing), reason=f"needs the {extra} extra ({missing})")
+
+
+needs_tpu = _needs("tpu-v5e:2x2", "aot-tpu")
+needs_gpu = _needs("h100:1", "aot-gpu")
+
+
+@pytest.mark.parametrize("name", ["b200", "h100:3x3", "h100:12", "tpu-v5e:2x2x2", "tpu-v4:ax2",
+                                  "tpu"])
+def test_parse_errors_name_the_valid_targets(name):
+  with pytest.raises(ValueError, match=r"valid targets: h100\[:1\], h200.*tpu-v6e\[:2x2\]"):
+    aot.parse(name)
+
+
+def test_names_memory_and_options():
+  assert aot.parse("tpu-v4:2x2").name == "tpu-v4:2x2x1"   # v4 / v5p topologies are 3-d
+  assert aot.parse("H100").name == "h100:1" and aot.parse("h100:16").device_count == 16
+  assert aot.parse("tpu-v5e:4x4").device_count == 16
+  assert aot.hbm_bytes("tpu-v5e:2x2") == 16 * GIB and aot.hbm_bytes("tpu-v5p") == 95 * GIB
+  assert fit.device_limit({}, None, "tpu-v6e:2x2") == 32 * GIB
+  assert fit.device_limit({"device_memory_gib": 10.0}, None, "h200") == 10 * GIB   # config wins
+  gpu = targets.compiler_options("gpu", "h100:8")
+  assert gpu["xla_gpu_autotune_level"] == 0 and gpu["xla_gpu_enable_triton_gemm"] is False
+  assert targets.compiler_options("gpu") == {} and targets.compiler_options("tpu", "tpu-v5e") == {}
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+             "temporaries (63.90G) exceeds available HBM (15.75G).")
+  assert aot.out_of_memory_figures(message) == (int(63.90 * GIB), int(15.75 * GIB))
+  assert aot.out_of_memory_figures("INVALID_ARGUMENT: 3G") is None
+
+
+def test_a_missing_compiler_names_the_pip_command(monkeypatch):
+  monkeypatch.setattr(aot, "_installed", lambda module: False)
+  aot.compile_only_devices.cache_clear()
+  with pytest.raises(ModuleNotFoundError, match=r"pip install 'darkjax\[aot-tpu\]'"):
+    aot.compile_only_devices("tpu-v6e:2x2")
+  with pytest.raises(ModuleNotFoundError, match=r"pip install 'darkjax\[aot-gpu\]'"):
+    aot.compile_only_devices("a100:2")
+
+
+def _stand_in(tmp_path):
+  config = config_lib.load("configs/synthetic.py:runlocal")
+  return bench_config.stand_in_config(config, str(tmp_path / "data"), batch=8)
+
+
+@needs_gpu
+def test_h100_step_compiles_with_native_ops(tmp_path):
+  config = config_lib.resolve(_stand_in(tmp_path), "gpu")
+  phase_config, task = task_lib.build_task(task_lib.main_phase(config), config)
+  trainer = train.Trainer(phase_config, str(tmp_path / "run"), task=task, target="h100:1")
+  assert trainer.platform == "gpu" and trainer.mesh.devices.size == 1
+  assert trainer.compiler_options["xla_gpu_deviceless_cub_mode"] == 1
+  with conv.record_lowerings() as chosen:
+    need = trainer.compile_step()
+  assert 0 < need < GIB
+  assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
+  limit = fit.device_limit(phase_config, trainer.mesh.devices.flat[0], trainer.target)
+  assert limit == aot.CHIPS["h100"].hbm_bytes
+
+
+@needs_tpu
+def test_planner_on_a_tpu_v5e_slice(tmp_path, capsys):
+  out = tmp_path / "fit.json"
+  argv = ["--config", "configs/synthetic.py:runlocal", "--target", "tpu-v5e:2x2", "--batch", "8",
+          "--candidates", "1", "--cache", str(tmp_path / "cache.json"), "--json", str(out),
+          "--workdir", str(tmp_path / "work")]
+  with conv.record_lowerings() as chosen:
+    rows = fit_tool.main(argv)
+  assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
+  assert [r["setting"] for r in rows] == ["default", "accum_steps=2"]
+  for row in rows:
+    assert row["target"] == "tpu-v5e:2x2" and row["fits"] is True, row
+    assert 0 < row["need_bytes"] < row["limit_bytes"] == 16 * GIB
+  assert json.loads(out.read_text())[0]["need_bytes"] == rows[0]["need_bytes"]
+  printed = capsys.readouterr().out
+  assert "phase train on tpu-v5e:2x2 (4 device(s), TPU v5 lite)" in printed
+  assert "default" in printed and "accum_steps=2" in printed
+  again = fit_tool.main(argv)   # read from the cache: nothing compiles
+  assert [r["need_bytes"] for r in again] == [r["need_bytes"] for r in rows]
+  assert "[cached]" in capsys.readouterr().out and os.path.isfile(tmp_path / "cache.json")
+
+
+def test_planner_reports_an_out_of_memory_compile_as_does_not_fit(tmp_path, capsys, monkeypatch):
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+             "temporaries (63.90G) exceeds available HBM (15.75G).")
+
+  def compile_step(self):
+    raise RuntimeError(message)   # what XLA:TPU's compile raises when the step does not fit
+
+  monkeypatch.setattr(train.Trainer, "compile_step", compile_step)
+  rows = fit_tool.main(["--config", "configs/synthetic.py:runlocal", "--default-only",
+                        "--cache", "", "--workdir", str(tmp_path)])
+  assert len(rows) == 1 and rows[0]["fits"] is False
+  assert (rows[0]["need_bytes"], rows[0]["limit_bytes"]) == (int(63.90 * GIB), int(15.75 * GIB))
+  assert "63.90 GiB per device, limit  15.75 GiB: does not fit" in capsys.readouterr().out
