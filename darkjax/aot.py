@@ -11,9 +11,9 @@ devices report no `memory_stats`).
 
 The compilers come in optional packages, kept out of the default install:
 
-  TPU: pip install 'darkjax[aot-tpu]'   (libtpu; XLA:TPU fails a compile that does not fit the
+  TPU: pip install -e '.[aot-tpu]'   (libtpu; XLA:TPU fails a compile that does not fit the
        chip's HBM, so the compile itself is the fit test)
-  GPU: pip install 'darkjax[aot-gpu]'   (the CUDA plugin and PJRT, which pull no NVIDIA runtime
+  GPU: pip install -e '.[aot-gpu]'   (the CUDA plugin and PJRT, which pull no NVIDIA runtime
        wheels, and nvcc for ptxas). Run with JAX_PLATFORMS=cpu on a host without a GPU. The
        GPU's description is XLA's target spec shipped in darkjax/target_specs/. A deviceless
        GPU compile counts no cuDNN autotuning workspace (its figure is a lower bound) and does
@@ -32,8 +32,8 @@ from typing import Any
 
 GIB = 2 ** 30
 SPECS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "target_specs")
-TPU_PIP = "pip install 'darkjax[aot-tpu]'   (libtpu==0.0.42.*)"
-GPU_PIP = ("pip install 'darkjax[aot-gpu]'   (jax-cuda12-plugin==0.10.2 jax-cuda12-pjrt==0.10.2 "
+TPU_PIP = "pip install -e '.[aot-tpu]'   (libtpu==0.0.42.*)"
+GPU_PIP = ("pip install -e '.[aot-gpu]'   (jax-cuda12-plugin==0.10.2 jax-cuda12-pjrt==0.10.2 "
            "nvidia-cuda-nvcc-cu12)")
 # XLA options of every step compiled for a compile-only GPU: without a GPU to autotune on, Triton
 # GEMM fusions find no tile sizes ("Couldn't find output tile sizes" on attention dots), and

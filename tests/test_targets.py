@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from darkjax import targets
-from darkjax.layers import conv, depthwise, remat
+from darkjax.layers import conv, depthwise
 
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native"}
