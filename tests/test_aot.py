@@ -64,9 +64,9 @@ def test_names_memory_and_options():
 def test_a_missing_compiler_names_the_pip_command(monkeypatch):
   monkeypatch.setattr(aot, "_installed", lambda module: False)
   aot.compile_only_devices.cache_clear()
-  with pytest.raises(ModuleNotFoundError, match=r"pip install 'darkjax\[aot-tpu\]'"):
+  with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[aot-tpu\]'"):
     aot.compile_only_devices("tpu-v6e:2x2")
-  with pytest.raises(ModuleNotFoundError, match=r"pip install 'darkjax\[aot-gpu\]'"):
+  with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[aot-gpu\]'"):
     aot.compile_only_devices("a100:2")
 
 
