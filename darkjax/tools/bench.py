@@ -49,8 +49,8 @@ from unittest import mock
 
 from darkjax import targets
 from darkjax.layers import conv, conv2d
-from darkjax.tools.measure import (compare_policies, format_lowerings, median, memory_bytes,
-                                   remat_policies, report, time_steps)
+from darkjax.tools.measure import (alternating_rounds, compare_policies, format_lowerings,
+                                   median, memory_bytes, remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
 
 NUM_CLASSES = 400
@@ -282,12 +282,7 @@ def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
   if args.vs_torch:
     runs["torch"] = _torch_step(args.model, args.batch, args.frames, args.size)
     result["variants"]["torch"] = {}
-  for run in runs.values():
-    run()  # first call: allocation, thread pools
-  rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-  for _ in range(args.rounds):
-    for name, run in runs.items():
-      rounds[name].append(time_steps(run, args.steps))
+  rounds = alternating_rounds(runs, args.rounds, args.steps)
   first, width = specs[0], max(len(name) for name in runs)
   for name, timed in rounds.items():
     entry = result["variants"][name]

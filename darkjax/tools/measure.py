@@ -50,6 +50,19 @@ def report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]:
   return best_wall, best_cpu
 
 
+def alternating_rounds(runs: dict[str, Callable[[], None]], rounds: int,
+                       steps: int) -> dict[str, list[tuple[float, float]]]:
+  """Per run: (median wall, median CPU) of `steps` steps in each of `rounds` rounds, the runs
+  alternating within a round so that machine noise hits them alike; one untimed call first."""
+  for run in runs.values():
+    run()   # first call: allocation, thread pools
+  timed: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+  for _ in range(rounds):
+    for name, run in runs.items():
+      timed[name].append(time_steps(run, steps))
+  return timed
+
+
 def remat_policies(spec: str) -> list[str]:
   """"none" then each policy of a comma-separated `--remat`; an unknown name fails before
   anything compiles."""
@@ -81,12 +94,7 @@ def compare_policies(policies: list[str], build: Callable[[str], tuple[dict, Cal
       print(f"  temp memory none / {policy}: {entry['temp_reduction']:.2f}x", flush=True)
   if args.compile_only:
     return entries
-  for run in runs.values():
-    run()   # first call: allocation, thread pools
-  rounds: dict[str, list[tuple[float, float]]] = {p: [] for p in policies}
-  for _ in range(args.rounds):
-    for policy, run in runs.items():
-      rounds[policy].append(time_steps(run, args.steps))
+  rounds = alternating_rounds(runs, args.rounds, args.steps)
   for policy in policies:
     entries[policy]["step_s"], _ = report(f"remat={policy}", rounds[policy])
   for policy in policies[1:]:
