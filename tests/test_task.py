@@ -86,3 +86,21 @@ def test_a_trainer_module_without_phases_is_named(monkeypatch):
   with pytest.raises(ValueError, match=r"trainer 'liftnet' has phases \['teacher', 'student'\], "
                      r"not 'ssl'"):
     task_lib.find_phase(mlc.ConfigDict({"trainer": "liftnet"}), "ssl")
+
+
+def test_every_zoo_model_trains_in_the_main_job(tmp_path):
+  """`--config.model.name=NAME` of configs/synthetic.py: the loss and predictions have clip
+  shapes for clip models and frame models (ViT: per-frame logits averaged) alike (abstractly)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  for name in ("small3d_tiny", "vit_tiny_test"):
+    config = synthetic_config.get_config(f"runlocal,data_dir={tmp_path}")
+    config.model.name = name
+    task = task_lib.load_task(config, num_classes=4)
+    clips = jax.ShapeDtypeStruct((2, config.input.frames, 32, 32, 3), jnp.uint8)
+    batch = {"video": clips, "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
+    variables = jax.eval_shape(task.init_variables, jax.random.key(0), batch)
+    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    loss, (_, metrics) = jax.eval_shape(task.loss_fn, params, state, batch, jax.random.key(1), 0.0)
+    assert loss.shape == () and metrics["accuracy"].shape == (), name
+    assert jax.eval_shape(task.predict, variables, {"video": clips}).shape == (2, 4), name

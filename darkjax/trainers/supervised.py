@@ -14,8 +14,16 @@ from darkjax.data.classification import ClassificationData
 from darkjax.trainers.base import TaskBase
 
 
+def clip_logits(logits: jax.Array) -> jax.Array:
+  """(N, K) logits of a clip model, or those of a frame model ((N, T, K) per frame, e.g. the ViT
+  zoo models) averaged over the frames: one score per clip, as the classifier's loss and the
+  evaluators need (the average consensus of frame-level two-stream / TSN classifiers)."""
+  return jnp.mean(logits, axis=1) if logits.ndim == 3 else logits
+
+
 class Task(TaskBase):
-  """Plain supervised training; the one data source is `config.input` ("input")."""
+  """Plain supervised training of any zoo model; the one data source is `config.input`
+  ("input"). Frame models' per-frame logits are averaged over the clip (`clip_logits`)."""
 
   def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
     super().__init__(config, num_classes)
@@ -32,6 +40,7 @@ class Task(TaskBase):
     (logits, _), new_state = self.model.apply(
         {"params": params, **model_state}, x, train=True, rngs={"dropout": rng},
         mutable=list(model_state))
+    logits = clip_logits(logits)
     loss = losses.softmax_cross_entropy(logits, batch["label"], self.config.label_smoothing)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     return loss, (dict(new_state), {"accuracy": accuracy})
@@ -41,7 +50,7 @@ class Task(TaskBase):
     del source   # one data source
     logits, _ = self.model.apply(variables, self.data.preprocess(streams["video"], self.dtype),
                                  train=False)
-    return logits
+    return clip_logits(logits)
 
 
 PHASES = task_lib.single_phase(Task)
