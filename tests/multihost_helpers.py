@@ -101,6 +101,6 @@ class Processes:
 
 def shards_read(output: str, what: str) -> set[str]:
   """Shard file names a process logged for `what` ('train' or 'eval')."""
-  found = re.findall(rf"{what} reads shards (\S*)", output)
-  assert found, f"no '{what} reads shards' line in:\n{output[-3000:]}"
+  found = re.findall(rf"{what} reads \d+ of \d+ shard\(s\) in \S+: (\S*)", output)
+  assert found, f"no '{what} reads N of M shard(s)' line in:\n{output[-3000:]}"
   return set(found[0].split(",")) - {""}

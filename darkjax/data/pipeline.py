@@ -194,6 +194,15 @@ class _TrainClip(grain.transforms.RandomMap):
     return ops.train_clip(element, rng, self._spec, self._streams)
 
 
+def describe_shards(paths: Sequence[str], total: int, process_count: int) -> str:
+  """How many shard files a process reads and where: all of them in one process; with several
+  processes, this one's share by name (which host reads what)."""
+  directory = os.path.dirname(paths[0]) if paths else "?"
+  if process_count == 1:
+    return f"all {len(paths)} shard(s) in {directory}"
+  return (f"{len(paths)} of {total} shard(s) in {directory}: "
+          + ",".join(os.path.basename(p) for p in paths))
+
 def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,
                   seed: int, frame_shapes: Mapping[str, Sequence[int] | None] | None = None,
                   shuffle_window: int = 256, cycle_length: int = 4, prefetch: int = 2,
@@ -204,8 +213,8 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   paths = [path for path, _ in host_shards(files, process_index, process_count)]
-  log.info("process %d of %d: train reads shards %s", process_index, process_count,
-           ",".join(os.path.basename(p) for p in paths))
+  log.info("process %d of %d: train reads %s", process_index, process_count,
+           describe_shards(paths, len(files), process_count))
   file_seed = seed * 1_000_003 + process_index
   ds = grain.MapDataset.source(paths).shuffle(seed=file_seed).repeat(None)
   ds = ds.map(RecordFileIterDataset)
@@ -234,8 +243,8 @@ def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_bat
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   mine = host_shards(files, process_index, process_count)
-  log.info("process %d of %d: eval reads shards %s", process_index, process_count,
-           ",".join(os.path.basename(p) for p, _ in mine))
+  log.info("process %d of %d: eval reads %s", process_index, process_count,
+           describe_shards([p for p, _ in mine], len(files), process_count))
   counts = [sum(n for _, n in host_shards(files, p, process_count)) for p in range(process_count)]
   num_batches = max(math.ceil(c / local_batch) for c in counts) if counts else 0
   decode = _Decode(frame_shapes or {}, video_stream)
