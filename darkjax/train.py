@@ -124,6 +124,7 @@ class Trainer:
   platform: str = dataclasses.field(init=False, default="")
   _checkpointer: Any = dataclasses.field(init=False, default=None)
   _sample: Any = dataclasses.field(init=False, default=None)
+  reported: bool = dataclasses.field(init=False, default=False)   # this run wrote report.md
 
   def __post_init__(self):
     self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
@@ -375,7 +376,8 @@ class Trainer:
       self.writer.close()
     if start >= last and not results:   # nothing left to train: report what the run logged
       results = self.logged_results(start)
-    if self.is_lead and last == total and start < last:
+    self.reported = self.is_lead and last == total and start < last
+    if self.reported:   # report.md is written by the invocation that trains the last step
       reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
     return results
 
@@ -447,7 +449,7 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dic
 
     trainer = fit_lib.fit_phase(phase_config, directory, phase.name, build)
     phase_results = trainer.run()
-    if phase.report is not None and is_lead:
+    if phase.report is not None and trainer.reported:   # appended once, to a fresh report.md
       section = phase.report(config, phase_results)
       if section:
         with (paths.resolve(trainer.workdir) / "report.md").open("a", encoding="utf-8") as f:
