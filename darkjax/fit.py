@@ -31,7 +31,7 @@ from darkjax import config as config_lib
 from darkjax import paths
 
 log = logging.getLogger("darkjax")
-GIB = 2 ** 30
+GIB = aot.GIB
 FIT_MODES = ("check", "auto", "off")
 
 

@@ -1,4 +1,5 @@
-"""The contract between the generic trainer (darkjax.train) and a paper (darkjax/trainers/<name>.py).
+"""The contract between the generic trainer (darkjax.train) and a paper
+(darkjax/trainers/<name>.py).
 
 A trainer module declares, once, `PHASES`: the sequence of `Phase`s a run of its configs trains
 (one `Phase` for single-phase papers). Each phase names how its config derives from the run's
@@ -10,9 +11,9 @@ and every tool; `phase_plan(config)` says which run and where, without building 
 
 A Task gives the Trainer its data, model, loss and inference (`Task` below). What only some papers
 have is a capability, a `typing.Protocol` in darkjax/capabilities.py (`Enhances`,
-`ComputesStreams`, `MapsAttention`, `MapsFusion`, `ScoresVideos`); each evaluator type names the capability it needs
-(`darkjax.evaluators.REQUIRES`) and `load_task` checks them when the Task is built, so a paper
-that lacks one fails at start naming it.
+`ComputesStreams`, `MapsAttention`, `MapsFusion`, `ScoresVideos`); each evaluator type names
+the capability it needs (`darkjax.evaluators.REQUIRES`) and `load_task` checks them when the
+Task is built, so a paper that lacks one fails at start naming it.
 """
 
 from __future__ import annotations
@@ -204,5 +205,6 @@ def load_task(config: mlc.ConfigDict, num_classes: int | None = None,
 
 __all__ = ["ComputesStreams", "Enhances", "MapsAttention", "MapsFusion", "MissingCapabilityError",
            "Phase", "ScoresVideos", "Task", "build_task", "check_capabilities", "declared_phases",
-           "deployed_phase", "deployed_workdir", "find_phase", "load_task", "main_phase", "phase_plan",
+           "deployed_phase", "deployed_workdir", "find_phase", "load_task", "main_phase",
+           "phase_plan",
            "single_phase", "trainer_module"]

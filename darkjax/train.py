@@ -173,14 +173,17 @@ class Trainer:
                         opt_state=tx.init(params))
     return init
 
-  def build(self, sample_batch: Any = None) -> None:
+  def build(self, sample_batch: Any = None, dataset: Any = None) -> None:
     """Builds the sharded init and the jitted train step (once; later calls do nothing).
     `sample_batch`: one example's shapes and dtypes (batch dimension 1; default: the first example
-    of the task's train dataset); the step compiles for the real batch on its first call."""
+    of `dataset`, else of the task's train dataset); the step compiles for the real batch on its
+    first call."""
     if self.train_step is not None:
       return
     if sample_batch is None:
-      peek = iter(self.task.train_dataset(self.local_batch(self.config.input.batch_size)))
+      if dataset is None:
+        dataset = self.task.train_dataset(self.local_batch(self.config.input.batch_size))
+      peek = iter(dataset)
       sample_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
                                   sharding.device_fields(next(peek)))
       peek.close()
@@ -310,8 +313,9 @@ class Trainer:
                               json.loads(cfg.to_json_best_effort(sort_keys=True)), sort_keys=True)
     total = int(cfg.total_steps)
     last = total if until is None else min(int(until), total)
-    self.build()
-    train_iter = iter(self.task.train_dataset(self.local_batch(cfg.input.batch_size)))
+    train_ds = self.task.train_dataset(self.local_batch(cfg.input.batch_size))
+    self.build(dataset=train_ds)   # peeks one example of the same pipeline
+    train_iter = iter(train_ds)
     self._checkpointer = checkpointer = ckpt_lib.Checkpointer(
         self.workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
@@ -412,6 +416,17 @@ def steps_for_epochs(config: mlc.ConfigDict, task: task_lib.Task) -> int:
   return steps
 
 
+def phase_trainers(phase: task_lib.Phase, phase_config: mlc.ConfigDict, task: Any,
+                   earlier: Mapping[str, Any], directory: str,
+                   **trainer_kwargs) -> Callable[[mlc.ConfigDict], Trainer]:
+  """`config -> Trainer` of one phase in `directory`: `phase_config` trains `task`; a variant of
+  it (a `fit` candidate: another dtype, remat, accumulation or mesh) gets its own Task."""
+  def build(config: mlc.ConfigDict) -> Trainer:
+    own = task if config is phase_config else phase.task(config, earlier)
+    return Trainer(config, directory, task=own, phase=phase.name, **trainer_kwargs)
+  return build
+
+
 def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dict[str, Any]:
   """Trains every phase `config` runs (`darkjax.task.phase_plan`), one Trainer each in its own
   resumable directory, each phase starting from the trained variables of the earlier phases it
@@ -441,12 +456,7 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dic
       log.info("%s phase %d/%d: %s", config.trainer, number, len(plan), phase.name)
     directory = phase.workdir(workdir, config)
 
-    def build(cfg, phase=phase, earlier=earlier, task=task, phase_config=phase_config,
-              directory=directory):
-      """The phase's Trainer for `cfg` (a fit variant of the phase config rebuilds its Task)."""
-      return Trainer(cfg, directory, devices=devices, phase=phase.name,
-                     task=task if cfg is phase_config else phase.task(cfg, earlier))
-
+    build = phase_trainers(phase, phase_config, task, earlier, directory, devices=devices)
     trainer = fit_lib.fit_phase(phase_config, directory, phase.name, build)
     phase_results = trainer.run()
     if phase.report is not None and trainer.reported:   # appended once, to a fresh report.md

@@ -183,8 +183,9 @@ def fit_fusion_net(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 class VideoEvaluator:
   """Whole-video scores of a two-stream task (capability ScoresVideos)."""
 
-  def __init__(self, name: str, task: capabilities.ScoresVideos, trainer: TrainerView, data: str = "", split: str = "",
-               train_split: str = "", k: int = 5, gamma: float = 0.05,
+  def __init__(self, name: str, task: capabilities.ScoresVideos, trainer: TrainerView,
+               data: str = "", split: str = "", train_split: str = "", k: int = 5,
+               gamma: float = 0.05,
                softmax_weights: Mapping[str, float] | None = None,
                knn_weights: Mapping[str, float] | None = None, hidden: int = 50,
                nn_steps: int = 500, nn_lr: float = 0.01):

@@ -12,7 +12,7 @@ compile-only target of darkjax/aot.py, "h100:8", "tpu-v5e:4x4", ...; default: th
 the phase's train step is built on the synthetic stand-in data of `bench --config`
 (`bench_config.stand_in_config`: the config's clip geometry, no pretrained weights, nothing
 downloads), compiled for the target's devices (`Trainer(target=...).compile_step()`) at the
-config's global batch, and so is each setting of `fit.candidates` (the first N with
+config's global batch, and so is each setting of `darkjax.fit.candidates` (the first N with
 `--candidates N`; none with `--default-only`). Each
 row gives XLA's memory per device (arguments + outputs + temp - aliased), the limit
 (`config.device_memory_gib`, else the target's HBM, else the device's own) and whether it fits.
@@ -37,8 +37,9 @@ import tempfile
 import time
 from typing import Any
 
+from darkjax import fit as fit_lib
+
 DEFAULT_CACHE = os.path.join("~", ".cache", "darkjax", "fit.json")
-GIB = 2 ** 30
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -61,13 +62,14 @@ def _load_cache(path: str) -> dict[str, Any]:
 
 def _compile_row(build, config, overrides: dict[str, Any], target: str) -> dict[str, Any]:
   """One setting's row: GiB per device, the limit, fits (None: unknown), error."""
-  from darkjax import aot, fit  # pylint: disable=import-outside-toplevel
+  from darkjax import aot  # pylint: disable=import-outside-toplevel
   from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
-  row: dict[str, Any] = {"setting": fit.describe(overrides) or "default", "overrides": overrides}
+  row: dict[str, Any] = {"setting": fit_lib.describe(overrides) or "default",
+                         "overrides": overrides}
   start = time.perf_counter()
   try:
     trainer = build(config_lib.apply_overrides(config, overrides) if overrides else config)
-    limit = fit.device_limit(trainer.config, trainer.mesh.devices.flat[0], target)
+    limit = fit_lib.device_limit(trainer.config, trainer.mesh.devices.flat[0], target)
     need = trainer.compile_step()
   except Exception as error:  # pylint: disable=broad-except
     figures = aot.out_of_memory_figures(str(error))
@@ -86,7 +88,8 @@ def _compile_row(build, config, overrides: dict[str, Any], target: str) -> dict[
 def _size(value: int | None) -> str:
   if value is None:
     return "?"
-  return f"{value / GIB:.2f} GiB" if value >= GIB / 10 else f"{value / 2 ** 20:.1f} MiB"
+  gib = fit_lib.GIB
+  return f"{value / gib:.2f} GiB" if value >= gib / 10 else f"{value / 2 ** 20:.1f} MiB"
 
 
 def _format(row: dict[str, Any]) -> str:
@@ -102,7 +105,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
   import jax  # pylint: disable=import-outside-toplevel
 
   # pylint: disable=import-outside-toplevel
-  from darkjax import aot, file_state, fit, targets, train
+  from darkjax import aot, file_state, targets, train
   from darkjax import config as config_lib
   from darkjax import task as task_lib
   from darkjax.tools import bench_config
@@ -136,21 +139,20 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"{phase_config.input.frames} frames, compute {phase_config.compute_dtype}:",
             flush=True)
 
-      def build(cfg, phase=phase, phase_config=phase_config, task=task, name=name):
-        return train.Trainer(cfg, os.path.join(root, "run", phase.name), phase=phase.name,
-                             task=task if cfg is phase_config else phase.task(cfg, {}),
-                             target=name, devices=None if name else jax.devices())
+      build = train.phase_trainers(phase, phase_config, task, {},
+                                   os.path.join(root, "run", phase.name), target=name,
+                                   devices=None if name else jax.devices())
 
       settings = [{}]
       if not args.default_only:
-        settings += fit.candidates(phase_config, platform, len(devices))[:args.candidates]
+        settings += fit_lib.candidates(phase_config, platform, len(devices))[:args.candidates]
       for overrides in settings:
         key = json.dumps([args.config, phase.name, label, user, args.frames, args.batch,
                           overrides, jax.__version__], sort_keys=True)
         row = cache.get(key)
         cached = row is not None
         if not cached:
-          print(f"  compiling {fit.describe(overrides) or 'default'} ...", flush=True)
+          print(f"  compiling {fit_lib.describe(overrides) or 'default'} ...", flush=True)
           row = _compile_row(build, phase_config, overrides, name)
           if cache_path:
             cache[key] = row

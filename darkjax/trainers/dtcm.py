@@ -194,7 +194,8 @@ def _classifier_task(config, earlier, num_classes=None):
 
 
 # One-stage settings: `joint` in WORKDIR (with `dtcm.pretrain_enhancer`: WORKDIR/enhancer then
-# WORKDIR/joint). two_stage: WORKDIR/enhancer then WORKDIR/classifier. Each phase resumes on its own.
+# WORKDIR/joint). two_stage: WORKDIR/enhancer then WORKDIR/classifier. Each phase resumes on its
+# own.
 PHASES = (
     task_lib.Phase("enhancer", _enhancer_task, config=lambda c: phase_config(c, "enhancer"),
                    when=lambda c: _second_phase(c) is not None),

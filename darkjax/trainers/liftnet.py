@@ -199,7 +199,7 @@ class Task(_LiftTaskBase):
     super().__init__(config, num_classes)
     if self.lift.kd and teacher_variables is None and not self.lift.pretrained.luminous:
       log.warning("LIFT-Net student with kd=True but no teacher: its frozen luminous backbone "
-                  "keeps its initial weights (run through darkjax.train.run_phases for both phases)")
+                  "keeps its initial weights (darkjax.train.run_phases runs both phases)")
     self.teacher_variables = teacher_variables
     self.teacher_head = None
     if self.lift.kd and self.lift.kd_features == "logits":
