@@ -6,8 +6,9 @@ A target name is a chip and its count or topology: `h100:8` (eight H100s on one 
 `jax.experimental.topologies` (the AOT planning of MaxText's `train_compile.py`): a Mesh over them
 lowers and compiles a step and XLA's `memory_analysis()` says what one device needs, on a host
 without the chip. `darkjax.train.Trainer(..., target=name)` builds its mesh from them,
-compiles with `compiler_options(name)` and checks memory against `hbm_bytes(name)` (compile-only
-devices report no `memory_stats`).
+compiles with `compiler_options(name)` and checks memory against `limit_bytes(name)` (compile-only
+devices report no `memory_stats`): a TPU chip's HBM; on a GPU the share of its memory JAX's
+allocator takes, 75% unless XLA_CLIENT_MEM_FRACTION says otherwise, as on the real GPU.
 
 The compilers come in optional packages, kept out of the default install:
 
@@ -38,6 +39,9 @@ GPU_PIP = ("pip install -e '.[aot-gpu]'   (jax-cuda12-plugin==0.10.2 jax-cuda12-
 # XLA options of every step compiled for a compile-only GPU: without a GPU to autotune on, Triton
 # GEMM fusions find no tile sizes ("Couldn't find output tile sizes" on attention dots), and
 # sorts (jnp.percentile in ActLumos) need CUB's deviceless mode.
+# JAX's GPU allocator takes this share of the device's memory unless the environment says otherwise.
+MEM_FRACTION_VARS = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+DEFAULT_GPU_MEM_FRACTION = 0.75
 GPU_OPTIONS = {"xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0,
                "xla_gpu_deviceless_cub_mode": 1}
 
@@ -144,6 +148,9 @@ def compile_only_devices(name: str) -> tuple[Any, ...]:
   if missing:
     raise ModuleNotFoundError(f"compiling for {target.name} needs {missing}")
   if chip.platform == "tpu":
+    # Compile-only: no chip is claimed, so several planners on one host need not exclude each other
+    # through libtpu's lock file.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     per_host = tuple(min(b, d) for b, d in zip(TPU_CHIPS_PER_HOST, target.shape + (1,)))
     topology = topologies.get_topology_desc(
         platform="tpu", topology_name=f"{chip.tpu_name}:{'x'.join(map(str, target.shape))}",
@@ -172,6 +179,34 @@ def hbm_bytes(name: str) -> int:
   return parse(name).hbm_bytes
 
 
+def gpu_memory_fraction(environ: Any = None) -> float:
+  """The share of a GPU's memory a JAX process may use: XLA_CLIENT_MEM_FRACTION (or its old name
+  XLA_PYTHON_CLIENT_MEM_FRACTION) when set, else JAX's default of 0.75 (its allocator's
+  `bytes_limit` on a real GPU is that share of the device's memory)."""
+  environ = os.environ if environ is None else environ
+  for var in MEM_FRACTION_VARS:
+    value = environ.get(var, "").strip()
+    if value:
+      try:
+        fraction = float(value)
+      except ValueError:
+        raise ValueError(f"{var}={value!r} is not a number between 0 and 1") from None
+      if not 0 < fraction <= 1:
+        raise ValueError(f"{var}={value!r} is not a number between 0 and 1")
+      return fraction
+  return DEFAULT_GPU_MEM_FRACTION
+
+
+def limit_bytes(name: str, environ: Any = None) -> int:
+  """What a run on target `name` may hold per device: a TPU chip's HBM (XLA:TPU fails a compile
+  that does not fit it), a GPU's memory times `gpu_memory_fraction()` (what the run's allocator
+  allows on the real GPU)."""
+  target = parse(name)
+  if target.platform == "gpu":
+    return int(target.hbm_bytes * gpu_memory_fraction(environ))
+  return target.hbm_bytes
+
+
 _SIZE = r"([\d.]+)\s*([KMGT])i?B?"
 _UNITS = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 
@@ -194,4 +229,5 @@ def out_of_memory_figures(message: str) -> tuple[int, int | None] | None:
 
 
 __all__ = ["CHIPS", "GPU_OPTIONS", "Target", "compile_only_devices", "compiler_options",
-           "hbm_bytes", "missing_package", "out_of_memory_figures", "parse", "valid_targets"]
+           "gpu_memory_fraction", "hbm_bytes", "limit_bytes", "missing_package",
+           "out_of_memory_figures", "parse", "valid_targets"]

@@ -50,12 +50,13 @@ def step_bytes(compiled) -> int | None:
 
 def device_limit(config: Mapping[str, Any], device: Any, target: str = "") -> int | None:
   """Bytes one device may hold: `config.device_memory_gib`, else for a compile-only `target`
-  (darkjax.aot; its devices report no memory) its HBM per device, else the device's own limit."""
+  (darkjax.aot; its devices report no memory) what a run there may hold (`aot.limit_bytes`: a GPU's
+  memory times JAX's allocator fraction, a TPU chip's HBM), else the device's own limit."""
   gib = float(config.get("device_memory_gib", 0.0) or 0.0)
   if gib > 0:
     return int(gib * GIB)
   if target:
-    return aot.hbm_bytes(target)
+    return aot.limit_bytes(target)
   try:
     stats = device.memory_stats()
   except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
@@ -118,9 +119,14 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
   need = trainer.compile_step()
   if need is None or need <= limit:
     return trainer
+  share = ""
+  if trainer.platform == "gpu" and not config.get("device_memory_gib"):
+    share = (f", {aot.gpu_memory_fraction():.0%} of the GPU's memory as JAX's allocator takes it; "
+             "XLA_CLIENT_MEM_FRACTION=0.9 gives it more")
   where = (f"phase {phase}: the train step needs {need / GIB:.2f} GiB per device, "
            f"{limit / GIB:.2f} GiB available ({trainer.mesh.devices.flat[0].device_kind}, "
-           f"global batch {config.input.batch_size}, {trainer.mesh.devices.size} device(s))")
+           f"global batch {config.input.batch_size}, {trainer.mesh.devices.size} device(s)"
+           f"{share})")
   fitting = []
   for overrides in candidates(config, trainer.platform, trainer.mesh.devices.size):
     variant = _applied(config, overrides)

@@ -50,6 +50,17 @@ def test_names_memory_and_options():
   assert aot.parse("H100").name == "h100:1" and aot.parse("h100:16").device_count == 16
   assert aot.parse("tpu-v5e:4x4").device_count == 16
   assert aot.hbm_bytes("tpu-v5e:2x2") == 16 * GIB and aot.hbm_bytes("tpu-v5p") == 95 * GIB
+
+
+def test_a_gpu_target_holds_what_jax_allocator_allows_there():
+  assert aot.gpu_memory_fraction({}) == 0.75   # JAX's default preallocation share
+  assert aot.gpu_memory_fraction({"XLA_PYTHON_CLIENT_MEM_FRACTION": ".9"}) == 0.9
+  assert aot.gpu_memory_fraction({"XLA_CLIENT_MEM_FRACTION": "0.5",
+                                  "XLA_PYTHON_CLIENT_MEM_FRACTION": ".9"}) == 0.5
+  with pytest.raises(ValueError, match="XLA_CLIENT_MEM_FRACTION='2'"):
+    aot.gpu_memory_fraction({"XLA_CLIENT_MEM_FRACTION": "2"})
+  assert aot.limit_bytes("h100:8", {}) == int(0.75 * aot.hbm_bytes("h100"))
+  assert aot.limit_bytes("tpu-v5e:2x2", {"XLA_CLIENT_MEM_FRACTION": "0.5"}) == 16 * GIB
   assert fit.device_limit({}, None, "tpu-v6e:2x2") == 32 * GIB
   assert fit.device_limit({"device_memory_gib": 10.0}, None, "h200") == 10 * GIB   # config wins
   gpu = targets.compiler_options("gpu", "h100:8")
@@ -87,7 +98,7 @@ def test_h100_step_compiles_with_native_ops(tmp_path):
   assert 0 < need < GIB
   assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
   limit = fit.device_limit(phase_config, trainer.mesh.devices.flat[0], trainer.target)
-  assert limit == aot.CHIPS["h100"].hbm_bytes
+  assert limit == int(aot.CHIPS["h100"].hbm_bytes * aot.gpu_memory_fraction())
 
 
 @needs_tpu
@@ -125,3 +136,27 @@ def test_planner_reports_an_out_of_memory_compile_as_does_not_fit(tmp_path, caps
   assert len(rows) == 1 and rows[0]["fits"] is False
   assert (rows[0]["need_bytes"], rows[0]["limit_bytes"]) == (int(63.90 * GIB), int(15.75 * GIB))
   assert "63.90 GiB per device, limit  15.75 GiB: does not fit" in capsys.readouterr().out
+
+
+def test_planner_stops_at_the_first_fitting_setting_and_writes_a_table(tmp_path, capsys,
+                                                                        monkeypatch):
+  def compile_step(self):   # 2 GiB at one micro-batch, half per doubling of accum_steps (the
+    # tests' 8 CPU devices take a global batch of 32 in 1, 2 or 4 micro-batches)
+    return int(2 * GIB / int(self.config.accum_steps))
+
+  monkeypatch.setattr(train.Trainer, "compile_step", compile_step)
+  table = tmp_path / "plan.md"
+  rows = fit_tool.main(["--config", "configs/synthetic.py:runlocal", "--config",
+                        "configs/dinet_synthetic.py:runlocal", "--batch", "32", "--until-fit",
+                        "--override", "device_memory_gib=1.5", "--cache", "",
+                        "--workdir", str(tmp_path), "--markdown", str(table)])
+  assert [(r["config"], r["setting"], r["fits"]) for r in rows] == [
+      ("configs/synthetic.py:runlocal", "default", False),
+      ("configs/synthetic.py:runlocal", "accum_steps=2", True),
+      ("configs/dinet_synthetic.py:runlocal", "default", False),
+      ("configs/dinet_synthetic.py:runlocal", "accum_steps=2", True)]
+  lines = table.read_text().splitlines()
+  assert len(lines) == 2 + len(rows) and lines[0].startswith("| config | phase | target |")
+  assert lines[3].startswith("| `synthetic.py:runlocal` | train | local cpu x")
+  assert "| 32 | float32 | device_memory_gib=1.5, accum_steps=2 | 1.00 | 1.50 | yes |" in lines[3]
+  assert "does not fit" in capsys.readouterr().out

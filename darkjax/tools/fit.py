@@ -2,10 +2,10 @@
 settings darkjax's fit check tries (darkjax/fit.py) make it fit, decided on this host before
 spending the accelerator.
 
-    python -m darkjax.tools.fit --config configs/actlumos_arid.py --target h100:1 \\
-        --target tpu-v5e:2x2 [--phase teacher|all] [--frames 16 --batch 8] \\
-        [--override compute_dtype=float32] [--default-only | --candidates N] [--json OUT]
-        [--cache PATH]
+    python -m darkjax.tools.fit --config configs/actlumos_arid.py [--config ...] \\
+        --target h100:1 --target tpu-v5e:2x2 [--phase teacher|all] [--frames 16 --batch 8] \\
+        [--override compute_dtype=float32] [--default-only | --candidates N | --until-fit]
+        [--json OUT] [--markdown OUT] [--cache PATH]
 
 For each phase (default: the main phase; `all`: every phase of the config's plan) and target (a
 compile-only target of darkjax/aot.py, "h100:8", "tpu-v5e:4x4", ...; default: this host's devices)
@@ -13,9 +13,12 @@ the phase's train step is built on the synthetic stand-in data of `bench --confi
 (`bench_config.stand_in_config`: the config's clip geometry, no pretrained weights, nothing
 downloads), compiled for the target's devices (`Trainer(target=...).compile_step()`) at the
 config's global batch, and so is each setting of `darkjax.fit.candidates` (the first N with
-`--candidates N`; none with `--default-only`). Each
-row gives XLA's memory per device (arguments + outputs + temp - aliased), the limit
-(`config.device_memory_gib`, else the target's HBM, else the device's own) and whether it fits.
+`--candidates N`; none with `--default-only`; with `--until-fit` they stop at the first that
+fits, which is what `fit=auto` would train with). Each row gives XLA's memory per device
+(arguments + outputs + temp - aliased), the limit (`config.device_memory_gib`, else what a run on
+the target may hold: a TPU chip's HBM, a GPU's memory times JAX's allocator share, 75% unless
+XLA_CLIENT_MEM_FRACTION says otherwise; else the device's own) and whether it fits.
+`--markdown` writes the rows as the table in docs/benchmarks.md.
 
 XLA:TPU fits the program to the chip's HBM itself and fails a compile that does not fit: that is
 a "does not fit" row with the figures of XLA's message. A deviceless GPU compile counts no cuDNN
@@ -101,7 +104,23 @@ def _format(row: dict[str, Any]) -> str:
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-  """Every (phase, target, setting) row, compiled or read from the cache; prints as it goes."""
+  """Every (config, phase, target, setting) row, compiled or read from the cache; prints as it
+  goes."""
+  from darkjax import aot  # pylint: disable=import-outside-toplevel
+  for name in args.target:
+    aot.parse(name)   # a bad name fails before any compile
+  cache_path = os.path.expanduser(args.cache) if args.cache else ""
+  cache = _load_cache(cache_path)
+  root = args.workdir or tempfile.mkdtemp(prefix="darkjax-fit-")
+  rows = []
+  for number, spec in enumerate(args.config):
+    where = os.path.join(root, f"config{number}") if len(args.config) > 1 else root
+    rows += _plan_config(args, spec, cache, cache_path, where)
+  return rows
+
+
+def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cache_path: str,
+                 root: str) -> list[dict[str, Any]]:
   import jax  # pylint: disable=import-outside-toplevel
 
   # pylint: disable=import-outside-toplevel
@@ -111,19 +130,13 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
   from darkjax.tools import bench_config
 
   user = dict(parse_override(o) for o in args.override)
-  run_config = config_lib.apply_overrides(config_lib.load(args.config), user)
+  run_config = config_lib.apply_overrides(config_lib.load(spec), user)
   if args.phase == "all":
     phases = list(task_lib.phase_plan(run_config))
   else:
     phases = [task_lib.find_phase(run_config, args.phase) if args.phase
               else task_lib.main_phase(run_config)]
   names = args.target or [""]
-  for name in names:
-    if name:
-      aot.parse(name)   # a bad name fails before any compile
-  cache_path = os.path.expanduser(args.cache) if args.cache else ""
-  cache = _load_cache(cache_path)
-  root = args.workdir or tempfile.mkdtemp(prefix="darkjax-fit-")
   stand_in = bench_config.stand_in_config(run_config, os.path.join(root, "data"), args.frames,
                                           args.batch)
   rows = []
@@ -134,10 +147,10 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
       config = config_lib.resolve(stand_in, platform)
       phase_config, task = task_lib.build_task(phase, config)
       label = name or f"local {platform} x{len(devices)}"
-      print(f"{args.config} phase {phase.name} on {label} ({len(devices)} device(s), "
+      compute = config_lib.compute_dtype(phase_config, platform).name
+      print(f"{spec} phase {phase.name} on {label} ({len(devices)} device(s), "
             f"{devices[0].device_kind}), global batch {phase_config.input.batch_size}, "
-            f"{phase_config.input.frames} frames, compute {phase_config.compute_dtype}:",
-            flush=True)
+            f"{phase_config.input.frames} frames, compute {compute}:", flush=True)
 
       build = train.phase_trainers(phase, phase_config, task, {},
                                    os.path.join(root, "run", phase.name), target=name,
@@ -147,7 +160,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
       if not args.default_only:
         settings += fit_lib.candidates(phase_config, platform, len(devices))[:args.candidates]
       for overrides in settings:
-        key = json.dumps([args.config, phase.name, label, user, args.frames, args.batch,
+        key = json.dumps([spec, phase.name, label, user, args.frames, args.batch,
                           overrides, jax.__version__], sort_keys=True)
         row = cache.get(key)
         cached = row is not None
@@ -158,16 +171,39 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             cache[key] = row
             os.makedirs(os.path.dirname(cache_path) or ".", exist_ok=True)
             file_state.atomic_write_json(cache_path, cache)
-        row = dict(row, config=args.config, phase=phase.name, target=label)
+        row = dict(row, config=spec, phase=phase.name, target=label, devices=len(devices),
+                   batch=int(phase_config.input.batch_size), compute=compute,
+                   user=fit_lib.describe(user))
         rows.append(row)
         print(_format(row) + ("  [cached]" if cached else f"  [{row['compile_s']} s]"), flush=True)
+        if args.until_fit and row["fits"]:
+          break   # what fit=auto would train with; the later settings are not needed
   return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+  """The rows as a Markdown table (docs/benchmarks.md's planner table)."""
+  def gib(value):
+    return "" if value is None else f"{value / fit_lib.GIB:.2f}"
+  lines = ["| config | phase | target | global batch | compute | setting | GiB per device | "
+           "limit GiB | fits | compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for row in rows:
+    setting = ", ".join(s for s in (row.get("user"), "" if row["setting"] == "default"
+                                    else row["setting"]) if s) or "default"
+    fits = {True: "yes", False: "**no**", None: "?"}[row["fits"]]
+    if row.get("error") and row["fits"] is None:
+      fits = f"error: {row['error'][:120]}"
+    lines.append(f"| `{os.path.basename(row['config'])}` | {row['phase']} | {row['target']} | "
+                 f"{row['batch']} | {row['compute']} | {setting} | {gib(row.get('need_bytes'))} "
+                 f"| {gib(row.get('limit_bytes'))} | {fits} | {row['compile_s']} |")
+  return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m darkjax.tools.fit", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", required=True, help="configs/<paper>.py[:args]")
+  parser.add_argument("--config", action="append", required=True,
+                      help="configs/<paper>.py[:args] (repeatable)")
   parser.add_argument("--target", action="append", default=[],
                       help="a compile-only target (h100:8, tpu-v5e:2x2; repeatable); "
                            "default: this host's devices")
@@ -180,8 +216,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="compile the config's own settings only, not fit's candidates")
   parser.add_argument("--candidates", type=int, default=None,
                       help="compile only the first N of fit's candidate settings")
+  parser.add_argument("--until-fit", action="store_true",
+                      help="stop at the first setting that fits (the default, else what "
+                           "fit=auto would train with)")
   parser.add_argument("--cache", default=DEFAULT_CACHE, help="verdict cache ('' = off)")
   parser.add_argument("--json", default="", help="write the rows to this JSON file")
+  parser.add_argument("--markdown", default="", help="write the rows as a Markdown table here")
   parser.add_argument("--workdir", default="", help="stand-in data and runs (default: a temp dir)")
   return parser.parse_args(argv)
 
@@ -195,6 +235,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:
       json.dump(rows, f, indent=1)
+  if args.markdown:
+    with open(args.markdown, "w", encoding="utf-8") as f:
+      f.write(markdown(rows))
   return rows
 
 
