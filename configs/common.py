@@ -90,6 +90,10 @@ def input_block(**overrides) -> mlc.ConfigDict:
       data=data_block("synthetic", ""),
       batch_size=16,           # global
       eval_batch_size=16,      # global
+      # Set by the Trainer when config.batch_rounding changed batch_size / eval_batch_size for
+      # the mesh's devices: what the config asked for (0: the batch ran as configured)
+      batch_size_requested=0,
+      eval_batch_size_requested=0,
       frames=16,               # T frames per clip
       stride=1,                # temporal stride of dense sampling
       sampling="dense",        # dense | segment
@@ -232,6 +236,11 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       # resolved from the prepared manifest when the run starts (total_steps is then ignored)
       total_epochs=0.0,
       accum_steps=1,                 # gradient accumulation micro-batches per step
+      # A global batch the mesh's devices (data x fsdp) x accum_steps do not divide: "nearest"
+      # trains with the nearest multiple (ties up; the learning rate is not rescaled; config.json
+      # records both, darkjax.config.round_batches), "error" stops at start naming the batches
+      # that would run. The same rule applies to input.eval_batch_size.
+      batch_rounding="nearest",
       label_smoothing=0.0,
       # "auto": bfloat16 compute on GPU / TPU, float32 on CPU (parameters, optimizer state,
       # normalisation statistics and losses stay float32); an explicit dtype wins everywhere

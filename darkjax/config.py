@@ -8,6 +8,7 @@ config through here, so a config means the same thing everywhere:
   config_lib.validate(config)                                          # fields read at start
   config_lib.compute_dtype(config, "gpu")                              # "auto" -> bfloat16
   config = config_lib.resolve(config, "cpu")                          # derived fields fixed
+  config, notes = config_lib.round_batches(config, 4)                  # batch 30 -> 32 on 4 devices
 
 A config file lives in the repository's `configs/` package (it imports `configs.common`) or
 anywhere else (loaded from its path).
@@ -32,6 +33,8 @@ COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 # arithmetic is emulated and slower.
 AUTO_COMPUTE_DTYPES = {"cpu": "float32", "gpu": "bfloat16", "tpu": "bfloat16"}
 CONV_LOWERINGS = ("auto", "native")
+# config.batch_rounding: what a global batch the mesh's devices do not divide becomes.
+BATCH_ROUNDINGS = ("nearest", "error")
 
 
 class ConfigError(ValueError):
@@ -134,10 +137,114 @@ def conv_lowering(config: Mapping[str, Any]) -> str:
   return lowering
 
 
+def batch_rounding(config: Mapping[str, Any]) -> str:
+  """`config.batch_rounding`: "nearest" (a batch the devices do not divide runs at the nearest
+  one they do) or "error" (such a batch stops the run)."""
+  rounding = config.get("batch_rounding", "nearest")
+  if rounding not in BATCH_ROUNDINGS:
+    raise ConfigError(f"config.batch_rounding {rounding!r} unknown; valid: {BATCH_ROUNDINGS}")
+  return rounding
+
+
+def _divisor(devices: int, accum_steps: int) -> str:
+  text = f"the {devices} device{'s' if devices > 1 else ''} of the mesh"
+  if accum_steps > 1:
+    text += f" x config.accum_steps {accum_steps} (= {devices * accum_steps})"
+  return text
+
+
+def global_batch(batch: int, devices: int, accum_steps: int = 1, rounding: str = "nearest",
+                 field: str = "config.input.batch_size") -> int:
+  """The global batch that runs for a configured `batch` on a mesh of `devices` batch devices
+  (its data x fsdp axes) with `accum_steps` micro-batches per step.
+
+  Each micro-batch is split evenly over the devices, so the batch must be a multiple of
+  accum_steps x devices: `batch` itself when it is; else with `rounding` "nearest" the nearest
+  multiple (a tie goes up; never 0), and with "error" a ConfigError naming `field`, the devices
+  and the nearest batches that would run. The learning rate is not rescaled."""
+  batch, devices, accum_steps = int(batch), int(devices), int(accum_steps)
+  if batch < 1 or devices < 1 or accum_steps < 1:
+    raise ConfigError(f"{field} {batch} on {devices} device(s) with config.accum_steps "
+                      f"{accum_steps}: all three must be >= 1")
+  if rounding not in BATCH_ROUNDINGS:
+    raise ConfigError(f"config.batch_rounding {rounding!r} unknown; valid: {BATCH_ROUNDINGS}")
+  multiple = devices * accum_steps
+  below = batch // multiple * multiple
+  if below == batch:
+    return batch
+  above = below + multiple
+  nearest = above if below == 0 or above - batch <= batch - below else below
+  if rounding == "error":
+    options = " or ".join(str(b) for b in (below, above) if b)
+    raise ConfigError(
+        f"{field} {batch} is not divisible by {_divisor(devices, accum_steps)}; batches that run "
+        f"here: {options}. Set one (--{field}=N), or "
+        f"config.batch_rounding='nearest' to run with {nearest}")
+  return nearest
+
+
+# (the batch field, the field recording what the config asked for, accumulated, what it does)
+_BATCH_FIELDS = (("batch_size", "batch_size_requested", True, "training"),
+                 ("eval_batch_size", "eval_batch_size_requested", False, "evaluating"))
+
+
+def round_batches(config: mlc.ConfigDict, devices: int) -> tuple[mlc.ConfigDict, list[str]]:
+  """(`config` with `input.batch_size` and `input.eval_batch_size` the global batches that run on
+  `devices` batch devices (`global_batch`, per `config.batch_rounding`), one log line per batch
+  it changed). Unchanged, `config` itself; else a locked copy that records the configured batch
+  in `input.batch_size_requested` / `input.eval_batch_size_requested`, so config.json says both,
+  and rounding the copy again changes nothing. Evaluation pads and masks its last batch, so its
+  results do not depend on its batch; its batches are not accumulated."""
+  rounding = batch_rounding(config)
+  accum_steps = int(config.get("accum_steps", 1))
+  changed: dict[str, tuple[int, int]] = {}
+  for field, _, accumulated, _ in _BATCH_FIELDS:
+    if field not in config.input:
+      continue
+    batch = int(config.input[field])
+    runs = global_batch(batch, devices, accum_steps if accumulated else 1, rounding,
+                        f"config.input.{field}")
+    if runs != batch:
+      changed[field] = (batch, runs)
+  if not changed:
+    return config, []
+  out = mlc.ConfigDict(config.to_dict())
+  notes = []
+  for field, requested, accumulated, doing in _BATCH_FIELDS:
+    if field not in changed:
+      continue
+    batch, runs = changed[field]
+    out.input[field] = runs
+    out.input[requested] = batch
+    what = "global batch" if accumulated else "eval batch"
+    notes.append(
+        f"{what} {batch} is not divisible by "
+        f"{_divisor(devices, accum_steps if accumulated else 1)}: {doing} with {runs} (the "
+        f"nearest multiple; config.batch_rounding='error' refuses instead)"
+        + ("; the learning rate is not rescaled" if accumulated else
+           "; evaluation results do not depend on it"))
+  out.lock()
+  return out, notes
+
+
+def rounded_note(config: Mapping[str, Any], devices: int | None = None) -> str:
+  """" (config 30, rounded for 4 devices)" after a global batch `round_batches` changed, else
+  ""."""
+  requested = int(config["input"].get("batch_size_requested", 0) or 0)
+  if not requested or requested == int(config["input"]["batch_size"]):
+    return ""
+  accum_steps = int(config.get("accum_steps", 1))
+  where = f"{devices} device{'s' if devices != 1 else ''}" if devices else "the mesh's devices"
+  if accum_steps > 1:
+    where += f" x {accum_steps} accumulation steps"
+  return f" (config {requested}, rounded for {where})"
+
+
 def validate(config: mlc.ConfigDict) -> mlc.ConfigDict:
   """Checks the fields every run reads at start and returns `config`; errors name the field."""
   compute_dtype(config)
   conv_lowering(config)
+  batch_rounding(config)
   if "trainer" not in config:
     raise ConfigError("config has no `trainer` field (the darkjax/trainers/<name>.py to run)")
   return config

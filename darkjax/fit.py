@@ -14,7 +14,8 @@ run takes the first that fits, in this order, keeping the global batch (the pape
   4. a fully sharded mesh (mesh.data=1, mesh.fsdp=-1) on several devices
 
 The choice is stored in the phase's config (`fit_applied`, so config.json records it) and a resumed
-run tries it first, so it resumes with the same settings.
+run tries it first, so it resumes with the same settings. "The global batch" is the one that runs on
+the mesh (`darkjax.config.round_batches`: the configured batch, or the nearest the devices divide).
 """
 
 from __future__ import annotations
@@ -66,11 +67,14 @@ def device_limit(config: Mapping[str, Any], device: Any, target: str = "") -> in
 
 def candidates(config: mlc.ConfigDict, platform: str, devices: int) -> list[dict[str, Any]]:
   """The settings `fit` tries, in order (dotted overrides of `config`), each keeping the global
-  batch."""
+  batch that runs on `devices` batch devices (`darkjax.config.global_batch`: the configured one, or the
+  nearest the devices divide)."""
   out = []
   if platform != "cpu" and config_lib.compute_dtype(config, platform).name == "float32":
     out.append({"compute_dtype": "bfloat16"})
-  batch, accum = int(config.input.batch_size), int(config.accum_steps)
+  accum = int(config.accum_steps)
+  batch = config_lib.global_batch(config.input.batch_size, devices, accum,
+                                  config_lib.batch_rounding(config))
   accums = [accum * f for f in (2, 4, 8) if batch % (accum * f * devices) == 0]
   out += [{"accum_steps": a} for a in accums]
   if "remat" in config.model.kwargs and config.model.kwargs.remat in ("", "none", False, None):
@@ -113,6 +117,7 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
     config = _applied(config, previous)
     log.info("phase %s: resuming with the fit choice %s", phase, describe(previous))
   trainer = build(config)
+  config = trainer.config   # the batches that run on its mesh (config.round_batches)
   limit = device_limit(config, trainer.mesh.devices.flat[0], trainer.target)
   if mode == "off" or limit is None:
     return trainer
@@ -125,8 +130,8 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
              "XLA_CLIENT_MEM_FRACTION=0.9 gives it more")
   where = (f"phase {phase}: the train step needs {need / GIB:.2f} GiB per device, "
            f"{limit / GIB:.2f} GiB available ({trainer.mesh.devices.flat[0].device_kind}, "
-           f"global batch {config.input.batch_size}, {trainer.mesh.devices.size} device(s)"
-           f"{share})")
+           f"global batch {config.input.batch_size}{config_lib.rounded_note(config)}, "
+           f"{trainer.mesh.devices.size} device(s){share})")
   fitting = []
   for overrides in candidates(config, trainer.platform, trainer.mesh.devices.size):
     variant = _applied(config, overrides)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import ml_collections as mlc
 
+from darkjax import config as config_lib
 from darkjax import paths
 
 
@@ -19,7 +20,8 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
   lines = [f"# darkjax run: {config.trainer} / {config.model.name}", "",
            f"- dataset: `{config.input.data.name}` ({config.input.data.dir})",
            f"- parameters: {param_count:,}", f"- steps: {config.total_steps}, global batch "
-           f"{config.input.batch_size}", f"- wall time of this invocation: {seconds:.0f} s", "",
+           f"{config.input.batch_size}{config_lib.rounded_note(config)}",
+           f"- wall time of this invocation: {seconds:.0f} s", "",
            "| metric | value |", "|---|---|"]
   lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scalars.items())]
   if per_class:

@@ -42,6 +42,11 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | No
                        devices=devices)
 
 
+def batch_devices(mesh: Mesh) -> int:
+  """How many ways a batch is split: the size of the mesh's batch axes (data x fsdp)."""
+  return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 

@@ -130,11 +130,17 @@ class Trainer:
     self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
     config_lib.check_required_weights(self.config)
     self.task = self.task or task_lib.load_task(self.config)
-    if self.config.total_epochs > 0:
-      self.config.total_steps = steps_for_epochs(self.config, self.task)
     if self.target and self.devices is None:
       self.devices = aot.compile_only_devices(self.target)
     self.mesh = sharding.make_mesh(self.config.mesh, self.devices)
+    try:   # the batches that run on this mesh (config.batch_rounding); config.json records them
+      self.config, notes = config_lib.round_batches(self.config, sharding.batch_devices(self.mesh))
+    except config_lib.ConfigError as error:
+      raise config_lib.ConfigError(f"phase {self.phase}: {error}") from None
+    for note in notes:
+      log.info("phase %s: %s", self.phase, note)
+    if self.config.total_epochs > 0:
+      self.config.total_steps = steps_for_epochs(self.config, self.task)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.replicated = sharding.replicated(self.mesh)
     self.is_lead = jax.process_index() == 0
@@ -151,11 +157,14 @@ class Trainer:
 
   # ---------------------------------------------------------------- data
   def local_batch(self, global_batch: int) -> int:
-    devices = self.mesh.devices.size
-    if global_batch % devices:
+    """This process's rows of a global batch. `config.input.batch_size` and `eval_batch_size`
+    divide by the mesh's batch devices (`darkjax.config.round_batches` made them so), hence by the
+    processes, which hold equal numbers of the mesh's devices."""
+    devices, processes = sharding.batch_devices(self.mesh), jax.process_count()
+    if global_batch % devices or global_batch % processes:
       raise ValueError(f"batch size {global_batch} is not divisible by the {devices} devices "
-                       f"of the mesh {dict(self.mesh.shape)}")
-    return global_batch // jax.process_count()
+                       f"of the mesh {dict(self.mesh.shape)} on {processes} process(es)")
+    return global_batch // processes
 
   @property
   def variables(self) -> dict[str, Any]:

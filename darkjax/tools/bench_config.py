@@ -110,7 +110,7 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
   # the same cost.
   phase_cfg, task = task_lib.build_task(task_lib.find_phase(config, phase), config)
   trainer = train.Trainer(phase_cfg, workdir, task=task)
-  dataset = iter(task.train_dataset(trainer.local_batch(phase_cfg.input.batch_size)))
+  dataset = iter(task.train_dataset(trainer.local_batch(trainer.config.input.batch_size)))
   host_batch = sharding.device_fields(next(dataset))
   sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype), host_batch)
   batch = sharding.host_to_global(host_batch, trainer.batch_sharding)

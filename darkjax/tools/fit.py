@@ -11,13 +11,16 @@ For each phase (default: the main phase; `all`: every phase of the config's plan
 compile-only target of darkjax/aot.py, "h100:8", "tpu-v5e:4x4", ...; default: this host's devices)
 the phase's train step is built on the synthetic stand-in data of `bench --config`
 (`bench_config.stand_in_config`: the config's clip geometry, no pretrained weights, nothing
-downloads), compiled for the target's devices (`Trainer(target=...).compile_step()`) at the
-config's global batch, and so is each setting of `darkjax.fit.candidates` (the first N with
+downloads), compiled for the target's devices (`Trainer(target=...).compile_step()`) at the global
+batch that runs there, and so is each setting of `darkjax.fit.candidates` (the first N with
 `--candidates N`; none with `--default-only`; with `--until-fit` they stop at the first that
-fits, which is what `fit=auto` would train with). Each row gives XLA's memory per device
-(arguments + outputs + temp - aliased), the limit (`config.device_memory_gib`, else what a run on
-the target may hold: a TPU chip's HBM, a GPU's memory times JAX's allocator share, 75% unless
-XLA_CLIENT_MEM_FRACTION says otherwise; else the device's own) and whether it fits.
+fits, which is what `fit=auto` would train with). That batch is the config's, or where the
+target's devices do not divide it the nearest batch they do (`darkjax.config.round_batches`),
+printed as "global batch 32 (config 30, rounded for 4 devices)"; with
+`config.batch_rounding="error"` the target's row is that error. Each row gives XLA's memory per
+device (arguments + outputs + temp - aliased), the limit (`config.device_memory_gib`, else what a
+run on the target may hold: a TPU chip's HBM, a GPU's memory times JAX's allocator share, 75%
+unless XLA_CLIENT_MEM_FRACTION says otherwise; else the device's own) and whether it fits.
 `--markdown` writes the rows as the table in docs/benchmarks.md.
 
 XLA:TPU fits the program to the chip's HBM itself and fails a compile that does not fit: that is
@@ -124,7 +127,7 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
   import jax  # pylint: disable=import-outside-toplevel
 
   # pylint: disable=import-outside-toplevel
-  from darkjax import aot, file_state, targets, train
+  from darkjax import aot, file_state, sharding, targets, train
   from darkjax import config as config_lib
   from darkjax import task as task_lib
   from darkjax.tools import bench_config
@@ -148,8 +151,22 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
       phase_config, task = task_lib.build_task(phase, config)
       label = name or f"local {platform} x{len(devices)}"
       compute = config_lib.compute_dtype(phase_config, platform).name
-      print(f"{spec} phase {phase.name} on {label} ({len(devices)} device(s), "
-            f"{devices[0].device_kind}), global batch {phase_config.input.batch_size}, "
+      head = (f"{spec} phase {phase.name} on {label} ({len(devices)} device(s), "
+              f"{devices[0].device_kind})")
+      # The batch the Trainer runs on these devices (config.batch_rounding), reported as such.
+      batch_devices = sharding.batch_devices(sharding.make_mesh(phase_config.mesh, devices))
+      requested = int(phase_config.input.batch_size)
+      try:
+        phase_config, _ = config_lib.round_batches(phase_config, batch_devices)
+      except config_lib.ConfigError as error:
+        print(f"{head}: {error}", flush=True)
+        rows.append(dict(setting="default", overrides={}, fits=None, error=str(error),
+                         compile_s=0.0, config=spec, phase=phase.name, target=label,
+                         devices=len(devices), batch=requested, batch_requested=requested,
+                         compute=compute, user=fit_lib.describe(user)))
+        continue
+      print(f"{head}, global batch {phase_config.input.batch_size}"
+            f"{config_lib.rounded_note(phase_config, batch_devices)}, "
             f"{phase_config.input.frames} frames, compute {compute}:", flush=True)
 
       build = train.phase_trainers(phase, phase_config, task, {},
@@ -172,8 +189,8 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
             os.makedirs(os.path.dirname(cache_path) or ".", exist_ok=True)
             file_state.atomic_write_json(cache_path, cache)
         row = dict(row, config=spec, phase=phase.name, target=label, devices=len(devices),
-                   batch=int(phase_config.input.batch_size), compute=compute,
-                   user=fit_lib.describe(user))
+                   batch=int(phase_config.input.batch_size), batch_requested=requested,
+                   compute=compute, user=fit_lib.describe(user))
         rows.append(row)
         print(_format(row) + ("  [cached]" if cached else f"  [{row['compile_s']} s]"), flush=True)
         if args.until_fit and row["fits"]:
@@ -193,8 +210,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     fits = {True: "yes", False: "**no**", None: "?"}[row["fits"]]
     if row.get("error") and row["fits"] is None:
       fits = f"error: {row['error'][:120]}"
+    batch = str(row["batch"])
+    if row.get("batch_requested", row["batch"]) != row["batch"]:
+      batch += f" (config {row['batch_requested']})"
     lines.append(f"| `{os.path.basename(row['config'])}` | {row['phase']} | {row['target']} | "
-                 f"{row['batch']} | {row['compute']} | {setting} | {gib(row.get('need_bytes'))} "
+                 f"{batch} | {row['compute']} | {setting} | {gib(row.get('need_bytes'))} "
                  f"| {gib(row.get('limit_bytes'))} | {fits} | {row['compile_s']} |")
   return "\n".join(lines) + "\n"
 
