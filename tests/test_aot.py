@@ -160,3 +160,23 @@ def test_planner_stops_at_the_first_fitting_setting_and_writes_a_table(tmp_path,
   assert lines[3].startswith("| `synthetic.py:runlocal` | train | local cpu x")
   assert "| 32 | float32 | device_memory_gib=1.5, accum_steps=2 | 1.00 | 1.50 | yes |" in lines[3]
   assert "does not fit" in capsys.readouterr().out
+
+
+def test_planner_reports_the_batch_that_runs_on_the_devices(tmp_path, capsys, monkeypatch):
+  compiled_at = []
+
+  def compile_step(self):
+    compiled_at.append(int(self.config.input.batch_size))
+    return 2 ** 20
+
+  monkeypatch.setattr(train.Trainer, "compile_step", compile_step)
+  argv = ["--config", "configs/synthetic.py:runlocal", "--batch", "30", "--candidates", "1",
+          "--cache", "", "--workdir", str(tmp_path)]
+  rows = fit_tool.main(argv + ["--markdown", str(tmp_path / "plan.md")])   # 8 CPU devices
+  assert "global batch 32 (config 30, rounded for 8 devices)" in capsys.readouterr().out
+  assert [r["setting"] for r in rows] == ["default", "accum_steps=2"] and compiled_at == [32, 32]
+  assert "| 32 (config 30) | float32 | default |" in (tmp_path / "plan.md").read_text()
+  rows = fit_tool.main(argv + ["--override", "batch_rounding=error"])
+  assert rows[0]["fits"] is None and "config.input.batch_size 30 is not divisible by the 8 " \
+      "devices of the mesh; batches that run here: 24 or 32" in rows[0]["error"]
+  assert "batches that run here: 24 or 32" in capsys.readouterr().out and compiled_at == [32, 32]

@@ -11,6 +11,7 @@ import re
 import pytest
 
 from configs import common
+from darkjax import config as config_lib
 from darkjax import targets, train
 from darkjax.layers import remat
 from darkjax import task as task_lib
@@ -118,3 +119,66 @@ def test_runlocal_traces_native_conv_ops_and_full_runs_the_cpu_rewrites(path):
 def test_unknown_conv_lowering_is_named():
   with pytest.raises(ValueError, match=r"config.conv_lowering 'fast' unknown; valid: \('auto'"):
     train.lowering_scope({"conv_lowering": "fast"})
+
+
+@pytest.mark.parametrize("batch, devices, accum, runs", [
+    (32, 4, 1, 32),   # divisible: unchanged
+    (30, 3, 1, 30),
+    (30, 8, 1, 32),   # nearest multiple (24 or 32)
+    (29, 4, 1, 28),   # nearest below
+    (30, 4, 1, 32),   # a tie (28 or 32) goes up
+    (10, 4, 1, 12),
+    (3, 4, 1, 4),     # never 0
+    (1, 8, 1, 8),
+    (32, 4, 2, 32),   # accum_steps x devices divides: unchanged
+    (36, 4, 2, 40),   # a multiple of 4 devices, not of 2 x 4 (a tie between 32 and 40)
+    (32, 4, 3, 36),
+])
+def test_global_batch_is_the_nearest_multiple_of_accum_steps_x_devices(batch, devices, accum,
+                                                                        runs):
+  assert config_lib.global_batch(batch, devices, accum) == runs
+  if runs == batch:
+    assert config_lib.global_batch(batch, devices, accum, "error") == batch
+
+
+def test_batch_rounding_error_names_the_field_the_devices_and_the_batches_that_run():
+  with pytest.raises(config_lib.ConfigError, match=(
+      r"^config.input.batch_size 30 is not divisible by the 4 devices of the mesh; batches that "
+      r"run here: 28 or 32. Set one \(--config.input.batch_size=N\), or "
+      r"config.batch_rounding='nearest' to run with 32$")):
+    config_lib.global_batch(30, 4, rounding="error")
+  with pytest.raises(config_lib.ConfigError, match=r"the 4 devices of the mesh x "
+                     r"config.accum_steps 3 \(= 12\); batches that run here: 24 or 36\."):
+    config_lib.global_batch(32, 4, 3, "error")
+  with pytest.raises(config_lib.ConfigError, match=r"batches that run here: 4\. "):
+    config_lib.global_batch(3, 4, rounding="error")
+  config = importlib.import_module("configs.synthetic").get_config("runlocal")
+  config.batch_rounding = "up"
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.batch_rounding 'up' unknown; valid: \('nearest', 'error'\)"):
+    config_lib.validate(config)
+
+
+def test_round_batches_records_the_requested_batches_once():
+  config = config_lib.load("configs/twostream_infar.py")   # the paper's batch 30
+  assert config.batch_rounding == "nearest" and config.input.batch_size_requested == 0
+  same, notes = config_lib.round_batches(config, 3)   # 3 devices divide 30: the config itself
+  assert same is config and notes == []
+  rounded, notes = config_lib.round_batches(config, 4)
+  assert (rounded.input.batch_size, rounded.input.batch_size_requested) == (32, 30)
+  assert (rounded.input.eval_batch_size, rounded.input.eval_batch_size_requested) == (32, 30)
+  assert config.input.batch_size == 30   # a copy
+  assert notes[0] == ("global batch 30 is not divisible by the 4 devices of the mesh: training "
+                      "with 32 (the nearest multiple; config.batch_rounding='error' refuses "
+                      "instead); the learning rate is not rescaled")
+  assert notes[1].startswith("eval batch 30 is not divisible by the 4 devices of the mesh: "
+                             "evaluating with 32")
+  assert config_lib.rounded_note(rounded, 4) == " (config 30, rounded for 4 devices)"
+  assert config_lib.rounded_note(config, 4) == ""
+  again, notes = config_lib.round_batches(rounded, 4)   # rounding again changes nothing
+  assert again is rounded and notes == []
+  with pytest.raises(AttributeError):
+    rounded.input.batch_sizee = 1   # locked
+  strict = config_lib.apply_overrides(config, {"batch_rounding": "error"})
+  with pytest.raises(config_lib.ConfigError, match=r"^config.input.batch_size 30 .* 28 or 32"):
+    config_lib.round_batches(strict, 4)

@@ -111,6 +111,9 @@ def test_candidates_keep_the_global_batch_in_order():
   assert found[-1] == {"mesh.data": 1, "mesh.fsdp": -1}
   assert {"compute_dtype": "bfloat16"} not in fit_lib.candidates(config, "cpu", devices=1)
   assert all(16 % (c.get("accum_steps", 1) * 2) == 0 for c in found)
+  config.input.batch_size = 30   # runs as 32 on 4 devices: every accumulation divides that
+  assert [c for c in fit_lib.candidates(config, "cpu", devices=4) if "accum_steps" in c][:3] == \
+      [{"accum_steps": 2}, {"accum_steps": 4}, {"accum_steps": 8}]
 
 
 def test_main_prints_one_line_without_a_traceback(needs, tmp_path, main_env):

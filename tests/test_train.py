@@ -4,6 +4,7 @@ and the clear errors promised for bad input."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from configs import synthetic as synthetic_config
+from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
 from darkjax import train
 from darkjax.data import prepared
@@ -182,3 +184,27 @@ def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_p
   report = open(os.path.join(workdir, "report.md"), encoding="utf-8").read()
   assert "eval/top1" in report and "eval_confusion.png" in report
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "4"
+
+
+def test_a_batch_the_devices_do_not_divide_trains_at_the_nearest_and_config_json_says_so(
+    data_dir, tmp_path, caplog):
+  config = small_config(data_dir, steps=2, eval_every=0, **{"input.batch_size": 6,
+                                                             "input.eval_batch_size": 6})
+  workdir = str(tmp_path / "rounded")
+  with caplog.at_level(logging.INFO, logger="darkjax"):
+    trainer = train.Trainer(config, workdir, devices=jax.devices()[:4])
+    results = trainer.run()
+  assert ("phase train: global batch 6 is not divisible by the 4 devices of the mesh: training "
+          "with 8 (the nearest multiple; config.batch_rounding='error' refuses instead); the "
+          "learning rate is not rescaled") in caplog.messages
+  saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))["input"]
+  assert (saved["batch_size"], saved["batch_size_requested"]) == (8, 6)
+  assert (saved["eval_batch_size"], saved["eval_batch_size_requested"]) == (8, 6)
+  assert sorted(losses(workdir)) == [1, 2]
+  assert results["eval/num_examples"] == trainer.task.data.dataset.num_examples("test")
+  assert "global batch 8 (config 6, rounded for the mesh's devices)" in open(
+      os.path.join(workdir, "report.md"), encoding="utf-8").read()
+  strict = small_config(data_dir, batch_rounding="error", **{"input.batch_size": 6})
+  with pytest.raises(config_lib.ConfigError, match=r"^phase train: config.input.batch_size 6 is "
+                     r"not divisible by the 4 devices of the mesh; batches that run here: 4 or 8"):
+    train.Trainer(strict, str(tmp_path / "strict"), devices=jax.devices()[:4])
