@@ -28,7 +28,10 @@ learning rate (Caffe's C3D fine-tuning solver defaults), dropout 0.5 on fc6/fc7 
 C3D subtracts a Sports-1M mean cube not shipped here), spare code neurons (4096 mod 12 = 4) to the
 first four classes (`--config.twostream.spare_classes`), both streams trained in one model (their
 parameters are disjoint, so the gradients equal separate training), and the two-layer fusion net's
-hidden activation (ReLU). The Sports-1M C3D enters through `twostream.tower_init.<stream>` rather
+hidden activation (ReLU). Departure on 4 or 8 devices: batch 30 does not split evenly over them,
+so the run trains with 32, the nearest batch that does, at the same learning rate (logged at start,
+recorded in config.json; 1, 2, 3, 5, 6, 10, 15 or 30 devices run 30; `--config.batch_rounding=error`
+refuses instead). The Sports-1M C3D enters through `twostream.tower_init.<stream>` rather
 than `config.model_init`: one converted C3D goes into two towers, and a tower of another run is
 checked to be of the same stream.
 
