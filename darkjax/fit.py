@@ -67,8 +67,8 @@ def device_limit(config: Mapping[str, Any], device: Any, target: str = "") -> in
 
 def candidates(config: mlc.ConfigDict, platform: str, devices: int) -> list[dict[str, Any]]:
   """The settings `fit` tries, in order (dotted overrides of `config`), each keeping the global
-  batch that runs on `devices` batch devices (`darkjax.config.global_batch`: the configured one, or the
-  nearest the devices divide)."""
+  batch that runs on `devices` batch devices (`darkjax.config.global_batch`: the configured one,
+  or the nearest the devices divide)."""
   out = []
   if platform != "cpu" and config_lib.compute_dtype(config, platform).name == "float32":
     out.append({"compute_dtype": "bfloat16"})

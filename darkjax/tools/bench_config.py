@@ -99,8 +99,8 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
 def build_step(config: mlc.ConfigDict, phase: str, workdir: str
                ) -> tuple[dict[str, Any], Callable[[], None]]:
   """Compiles the phase's train step of a stand-in config; returns ({compile_s, compile_cpu_s,
-  XLA's memory bytes (temp, argument, ...), lowerings, param_count}, a callable running one step
-  on one real batch)."""
+  XLA's memory bytes (temp, argument, ...), lowerings, param_count, batch: the global batch that
+  runs on the devices}, a callable running one step on one real batch)."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from darkjax import sharding, train  # pylint: disable=import-outside-toplevel
@@ -122,7 +122,8 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
     compiled = trainer.train_step.lower(trainer.abstract_state, batch, rng).compile()
   info = {"compile_s": time.perf_counter() - start,
           "compile_cpu_s": time.process_time() - start_cpu, **measure.memory_bytes(compiled),
-          "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count}
+          "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count,
+          "batch": int(trainer.config.input.batch_size)}
   trainer.init_state(from_checkpoint=False, pretrained=False)
   state = [trainer.state]
 
@@ -158,9 +159,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           remat=policy)
     entry, run_step = build_step(cfg, phase, os.path.join(root, f"run_{phase}_{policy}"))
     if policy == "none":
-      result.update(frames=int(cfg.input.frames), batch=int(cfg.input.batch_size),
+      result.update(frames=int(cfg.input.frames), batch=entry["batch"],
                     param_count=entry["param_count"], lowerings=entry["lowerings"])
-      print(f"{args.config} phase {phase}: B={cfg.input.batch_size} {cfg.input.frames} frames, "
+      print(f"{args.config} phase {phase}: B={entry['batch']} {cfg.input.frames} frames, "
             f"{entry['param_count'] / 1e6:.2f} M params, on {device.platform} "
             f"({device.device_kind}), {len(jax.devices())} device(s); compile "
             f"{entry['compile_s']:.1f} s wall, {entry['compile_cpu_s']:.1f} s CPU", flush=True)
