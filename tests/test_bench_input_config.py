@@ -82,3 +82,9 @@ def test_cli_takes_config_alone_or_with_input_only():
     bench.parse_args(["--flow", "--config", "configs/dtcm_arid.py"])
   with pytest.raises(SystemExit):
     input_bench.parse_workers("1,-1")
+  args = bench.parse_args(["--input", "--config", "configs/twostream_infar.py", "--set",
+                           "twostream.flow_source=compute", "--set", "input.streams=()"])
+  assert input_bench.parse_sets(args.set) == {"twostream.flow_source": "compute",
+                                              "input.streams": ()}
+  with pytest.raises(SystemExit):
+    input_bench.parse_sets(["input.prefetch"])

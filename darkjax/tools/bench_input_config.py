@@ -4,6 +4,7 @@ that keep one H100 busy at the config's measured step time.
 
     python -m darkjax.tools.bench --input --config configs/dtcm_arid.py [--workers 0,1,2]
         [--windows 1] [--videos 16] [--video-frames N] [--step-ms MS] [--phase P] [--workdir DIR]
+        [--set input.prefetch=0 ...]
 
 The pipeline is the one `python -m darkjax.main` iterates: the Task of the config's main phase
 (`Phase.main`, as `bench --config`; another by `--phase`) built by `task.build_task`, and its
@@ -25,6 +26,9 @@ Settings (`--workers`): 0 is the config's own pipeline (grain thread prefetch
 `config.input.prefetch` and interleave read threads in this process); N > 0 is that pipeline
 behind grain's `mp_prefetch` with N worker processes, each reading a slice of the shard files.
 darkjax configs have no key for worker processes (yet): N > 0 rows say what one would give.
+`--set KEY=VALUE` overrides a config field first (the pipeline's `input.prefetch`,
+`input.cycle_length`, `input.shuffle_window`, or e.g. the two-stream C3D's
+`twostream.flow_source=compute` with `input.streams=()`: flow computed on the host).
 
 Measuring: a window shuffle hands out clips in bursts of its window (`input.shuffle_window`), so
 the timed span starts once every producer (each worker, each of 3D-DiNet's two domains) has filled
@@ -45,6 +49,7 @@ processes, at the workers' measured clips per CPU-second.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import inspect
 import math
@@ -221,6 +226,7 @@ def _descendants_cpu_seconds() -> float:
 
 @dataclasses.dataclass
 class Row:
+  """One setting's timed span: the clips produced in it, its wall and CPU seconds."""
   setting: str
   workers: int
   clips: int
@@ -255,7 +261,10 @@ def measure(task: Any, batch: int, workers: int, windows: int, batches: int,
     per_batch = batch / len(sizes)    # the clips each window shuffle gives one batch
     timed = math.ceil(windows * sizes[0] / per_batch) * producers
     clips = windows * sizes[0] * len(sizes) * producers
-    ahead = prefetch + 2 + (2 if workers else 0)   # batches a producer may have made beyond
+    # The count is exact while a producer's batches made ahead of the consumer (its prefetch, one
+    # in the making; with workers also a worker's output buffer and the parent's read-ahead) stay
+    # inside the window the span ends in.
+    ahead = prefetch + 2 + (2 if workers else 0)
     if per_batch * (1 + ahead) + (timed // producers * per_batch - windows * sizes[0]) > sizes[0]:
       print(f"  note: batches of {batch} are large against the shuffle window of {sizes[0]}: the "
             "span may hold part of a window more or less", flush=True)
@@ -269,7 +278,7 @@ def measure(task: Any, batch: int, workers: int, windows: int, batches: int,
     next(iterator)
   wall, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
   iterator.close()
-  setting = (f"{workers} worker processes" if workers
+  setting = (f"{workers} worker process{'es' if workers > 1 else ''}" if workers
              else f"config's own (thread prefetch {prefetch})")
   return Row(setting, workers, clips, wall, cpu)
 
@@ -306,9 +315,24 @@ def parse_workers(spec: str) -> list[int]:
   return counts
 
 
+def parse_sets(sets: list[str]) -> dict[str, Any]:
+  """`--set KEY=VALUE` arguments -> overrides; a VALUE that is a Python literal is that literal
+  (`0`, `()`, `True`), else the string."""
+  overrides = {}
+  for item in sets:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise SystemExit(f"bench --input --set {item!r}: expected KEY=VALUE")
+    try:
+      overrides[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key] = value
+  return overrides
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
   """`bench --input --config`: see the module docstring."""
-  config = config_lib.load(args.config)
+  config = config_lib.apply_overrides(config_lib.load(args.config), parse_sets(args.set))
   workers = parse_workers(args.workers)
   root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-input-")
   try:
