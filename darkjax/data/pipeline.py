@@ -135,10 +135,20 @@ class _WindowShuffle(grain.IterDataset):
 
   def __init__(self, parent: grain.IterDataset, window: int, seed: int):
     super().__init__(parent)
-    self._window, self._seed = window, seed
+    self.window, self._seed = window, seed
 
   def __iter__(self) -> _WindowShuffleIterator:
-    return _WindowShuffleIterator(self._parent.__iter__(), self._window, self._seed)
+    return _WindowShuffleIterator(self._parent.__iter__(), self.window, self._seed)
+
+
+def shuffle_windows(ds: grain.IterDataset | grain.MapDataset) -> list[int]:
+  """The window size of every window shuffle in the dataset graph that ends in `ds` (3D-DiNet's
+  zipped domains have two). A window shuffle produces its clips in bursts of a whole window, so
+  a throughput measurement spans whole windows (`darkjax/tools/bench_input_config.py`)."""
+  found = [ds.window] if isinstance(ds, _WindowShuffle) else []
+  for parent in ds.parents:
+    found.extend(shuffle_windows(parent))
+  return found
 
 
 def host_shards(files: Sequence[tuple[str, int]], process_index: int,

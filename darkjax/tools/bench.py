@@ -31,10 +31,13 @@ compiles it; cold compile time, memory per remat policy, step time): `--config`,
 Depthwise conv lowerings (the enhancers' ShuffleNet units): `--depthwise`, see
 `darkjax/layers/depthwise.py`.
 
-Input pipeline throughput (records vs decoding video per sample): `--input`, see
-`darkjax/tools/bench_input.py`. Optical-flow methods (ms per frame pair, end-point error on clips
-of known flow): `--flow`, see `darkjax/tools/bench_flow.py`. The CLI picks one benchmark per run from a mutually exclusive
-group; each has an entry in `_BENCHMARKS`.
+Input pipeline throughput: `--input --config` times a paper config's own train pipeline from
+records to the augmented batch (clips/s, clips per CPU-second, host cores to keep one H100 busy),
+see `darkjax/tools/bench_input_config.py`; `--input` alone compares records with decoding video
+per sample, see `darkjax/tools/bench_input.py`. Optical-flow methods (ms per frame pair,
+end-point error on clips of known flow): `--flow`, see `darkjax/tools/bench_flow.py`. The CLI
+picks one benchmark per run (`--config` alone, or with `--input`); each has an entry in
+`_BENCHMARKS`.
 """
 
 from __future__ import annotations
@@ -325,9 +328,12 @@ def bench_depthwise(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_input(args: argparse.Namespace) -> dict[str, Any]:
+  if args.config:
+    from darkjax.tools import bench_input_config  # pylint: disable=import-outside-toplevel
+    return bench_input_config.run(args)
   from darkjax.tools import bench_input as input_bench  # pylint: disable=import-outside-toplevel
-  result = input_bench.run(videos=args.videos, frames=args.video_frames, clip_frames=args.frames,
-                           batch=args.input_batch, batches=args.batches)
+  result = input_bench.run(videos=args.videos or 48, frames=args.video_frames or 64,
+                           clip_frames=args.frames, batch=args.input_batch, batches=args.batches)
   print(input_bench.report(result), flush=True)
   return result
 
@@ -344,7 +350,8 @@ def bench_config(args: argparse.Namespace) -> dict[str, Any]:
   return config_bench.run(args)
 
 
-# flag (dest) -> benchmark; exactly one of these flags is given per run.
+# flag (dest) -> benchmark; the first given runs (--input before --config: --input --config is the
+# config's input pipeline).
 _BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "model": bench_train_step,
     "input": bench_input,
@@ -357,7 +364,7 @@ _BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m darkjax.tools.bench", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  which = parser.add_mutually_exclusive_group(required=True)
+  which = parser.add_mutually_exclusive_group()
   which.add_argument("--model", help="model name from darkjax.models.names(): train-step benchmark")
   model = parser.add_argument_group("train-step benchmark (--model)")
   model.add_argument("--vs-torch", action="store_true", help="also time the PyTorch model")
@@ -383,20 +390,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="';'-separated conv settings timed against the first in alternating "
                           "rounds: 'auto' or comma-separated lowering=, kernel_grad=, "
                           "ynn_min_core_use= (see the description)")
-  which.add_argument("--config", help="a paper config (path[:arg]): its own train step at its own "
-                     "size on a synthetic stand-in dataset (darkjax.tools.bench_config); --batch, "
-                     "--frames, --memory/--remat, --compile-only, --steps, --rounds apply")
   paper = parser.add_argument_group("config benchmark (--config)")
+  paper.add_argument("--config", help="a paper config (path[:arg]): its own train step at its own "
+                     "size on a synthetic stand-in dataset (darkjax.tools.bench_config); --batch, "
+                     "--frames, --memory/--remat, --compile-only, --steps, --rounds apply. With "
+                     "--input: its train pipeline (darkjax.tools.bench_input_config)")
   paper.add_argument("--phase", default=None, help="the trainer's phase (default: its main one)")
   paper.add_argument("--workdir", default=None,
                      help="where the stand-in data and checkpoints go (default: a temp directory)")
   which.add_argument("--input", action="store_true",
-                     help="input pipeline: clips/s from records vs decoding .avi per sample")
+                     help="input pipeline: clips/s from records vs decoding .avi per sample; with "
+                          "--config, that config's train pipeline and the host cores one H100 "
+                          "needs")
   data = parser.add_argument_group("input benchmark (--input; --frames is the clip length)")
-  data.add_argument("--videos", type=int, default=48, help="ARID-like 240x320 .avi clips made")
-  data.add_argument("--video-frames", type=int, default=64, help="frames per made video")
+  data.add_argument("--videos", type=int, default=None,
+                    help="ARID-like 240x320 .avi clips made (default 48); with --config: stand-in "
+                         "train videos per dataset (default 16)")
+  data.add_argument("--video-frames", type=int, default=None,
+                    help="frames per made video (default 64; with --config: the release's "
+                         "typical length, bench_input_config.STAND_INS)")
   data.add_argument("--input-batch", type=int, default=8)
-  data.add_argument("--batches", type=int, default=20, help="timed record batches")
+  data.add_argument("--batches", type=int, default=20,
+                    help="timed record batches (with --config: only without a shuffle window)")
+  data.add_argument("--workers", default="0,1,2",
+                    help="with --config: grain worker-process counts to time (0: the config's own "
+                         "pipeline, thread prefetch)")
+  data.add_argument("--windows", type=int, default=1,
+                    help="with --config: shuffle windows per producer in the timed span")
+  data.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --config: override a config field as darkjax.main's "
+                         "--config.KEY=VALUE does (e.g. input.prefetch=0); repeatable")
+  data.add_argument("--step-ms", type=float, default=None,
+                    help="with --config: the train step time to keep up with (default: the "
+                         "config's H100 step, bench_input_config.H100_STEPS)")
   which.add_argument("--depthwise", action="store_true",
                      help="depthwise 3x3 conv lowerings (darkjax.layers.depthwise)")
   dw = parser.add_argument_group("depthwise benchmark (--depthwise; --steps, --rounds apply)")
@@ -408,11 +434,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument_group("flow benchmark (--flow)").add_argument(
       "--flow-threads", type=int, default=1, help="OpenCV threads")
   args = parser.parse_args(argv)
+  chosen = [flag for flag in ("model", "input", "depthwise", "flow") if getattr(args, flag)]
+  if not chosen and not args.config:
+    parser.error("one of the arguments --model --config --input --depthwise --flow is required")
+  if args.config and chosen not in ([], ["input"]):
+    parser.error(f"--config goes alone or with --input, not with --{chosen[0]}")
   if not args.config:   # --config keeps None: the config's own batch and clip length
     args.batch = 2 if args.batch is None else args.batch
     args.frames = 16 if args.frames is None else args.frames
   if args.steps < 1 or args.rounds < 1:
     parser.error("--steps and --rounds must be >= 1")
+  if args.windows < 0 or args.batches < 1:
+    parser.error("--windows must be >= 0 and --batches >= 1")
   if args.variants is not None:
     try:
       if not [parse_variant(spec) for spec in args.variants.split(";") if spec.strip()]:
