@@ -109,6 +109,8 @@ def input_block(**overrides) -> mlc.ConfigDict:
       shuffle_window=256,      # examples in the window shuffle
       cycle_length=4,          # shard files read at once
       prefetch=2,              # batches prefetched by a thread (0: off)
+      workers=0,               # >0: worker processes make the train batches (grain mp_prefetch);
+                               # docs/benchmarks.md "Input keeps up" says how many a config needs
       streams=(),              # extra record streams passed to the model (e.g. "flow", "ir")
       stream="video",          # the record stream the model sees as its clip (e.g. "day", "ir")
   ))

@@ -240,11 +240,22 @@ def rounded_note(config: Mapping[str, Any], devices: int | None = None) -> str:
   return f" (config {requested}, rounded for {where})"
 
 
+def input_workers(config: mlc.ConfigDict) -> int:
+  """`config.input.workers`: the processes that make the train batches (0: this process)."""
+  workers = config.get("input", {}).get("workers", 0)
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    raise ConfigError(f"config.input.workers {workers!r} is not a count of worker processes (0: "
+                      "none, the batches are made in the training process; N > 0: grain's "
+                      "mp_prefetch with N processes)")
+  return workers
+
+
 def validate(config: mlc.ConfigDict) -> mlc.ConfigDict:
   """Checks the fields every run reads at start and returns `config`; errors name the field."""
   compute_dtype(config)
   conv_lowering(config)
   batch_rounding(config)
+  input_workers(config)
   if "trainer" not in config:
     raise ConfigError("config has no `trainer` field (the darkjax/trainers/<name>.py to run)")
   return config

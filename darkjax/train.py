@@ -35,6 +35,7 @@ from darkjax import paths, plots, preemption, reports, sharding
 from darkjax import targets
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
+from darkjax.data import pipeline
 from darkjax.step import TrainState, make_train_step
 from darkjax.layers import conv as conv_lib
 
@@ -324,7 +325,8 @@ class Trainer:
     last = total if until is None else min(int(until), total)
     train_ds = self.task.train_dataset(self.local_batch(cfg.input.batch_size))
     self.build(dataset=train_ds)   # peeks one example of the same pipeline
-    train_iter = iter(train_ds)
+    train_iter = iter(pipeline.with_workers(train_ds, config_lib.input_workers(cfg),
+                                            int(cfg.input.prefetch)))
     self._checkpointer = checkpointer = ckpt_lib.Checkpointer(
         self.workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)

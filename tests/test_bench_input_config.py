@@ -71,7 +71,7 @@ def test_recommendation_keeps_the_thread_pipeline_while_it_is_cheap():
   setting, cores = input_bench.recommend([own, worker], needed=40.0, prefetch=2)
   assert setting.startswith("config's own") and cores == pytest.approx(0.4)
   setting, cores = input_bench.recommend([own, worker], needed=400.0, prefetch=2)
-  assert setting == "mp_prefetch num_workers=7" and cores == pytest.approx(5.0)   # 1.25 x 5
+  assert setting == "--config.input.workers=7" and cores == pytest.approx(5.0)   # 1.25 x 5
 
 
 def test_cli_takes_config_alone_or_with_input_only():

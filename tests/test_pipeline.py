@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import ml_collections as mlc
 import numpy as np
 import pytest
 
+from darkjax import config as config_lib
 from darkjax.data import ops, pipeline, records
 
 
@@ -82,6 +86,38 @@ def test_train_iterator_state_restores_exactly(tmp_path, consumed):
   # The stream sees several epochs with a new file order each (shuffle + repeat).
   ids = [int(v) for b in want for v in b["video"][:, 0, 0, 0, 0]]
   assert len(set(ids)) > 10
+
+
+@pytest.mark.slow
+def test_worker_processes_restore_exactly_and_cover_the_files(tmp_path):
+  files, _ = _dataset(tmp_path)
+  spec = ops.ClipSpec(frames=4, stride=2, crop_size=16)
+  make = lambda: pipeline.with_workers(pipeline.train_dataset(  # noqa
+      files, spec, 3, seed=7, shuffle_window=5, cycle_length=2, prefetch=0, streams=("ir",),
+      process_index=0, process_count=1), workers=2)
+  first = iter(make())
+  for _ in range(3):
+    next(first)
+  state = json.loads(json.dumps(first.get_state()))   # as grain's checkpoint handler writes it
+  want = [next(first) for _ in range(4)]
+  first.close()
+  resumed = iter(make())
+  resumed.set_state(state)
+  got = [next(resumed) for _ in range(4)]
+  resumed.close()
+  for expected, batch in zip(want, got):
+    for key in expected:
+      np.testing.assert_array_equal(batch[key], expected[key])
+  ids = {int(v) for b in want for v in b["video"][:, 0, 0, 0, 0]}
+  assert len(ids) > 6   # both workers' slices of the files
+
+
+def test_input_workers_setting_is_checked():
+  config = mlc.ConfigDict({"input": {"workers": 2}})
+  assert config_lib.input_workers(config) == 2
+  for bad in (-1, 1.5, True, "2"):
+    with pytest.raises(config_lib.ConfigError, match="config.input.workers"):
+      config_lib.input_workers(mlc.ConfigDict({"input": {"workers": bad}}))
 
 
 def test_train_clip_keeps_streams_aligned_and_labels():

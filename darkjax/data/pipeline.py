@@ -1,7 +1,8 @@
 """grain input pipelines over pre-decoded TFRecord shards.
 
 Training: per-host shard files -> file-order shuffle (reshuffled every epoch) -> interleave of
-`cycle_length` files -> window shuffle -> parse -> random clip ops -> batch -> thread prefetch.
+`cycle_length` files -> window shuffle -> parse -> random clip ops -> batch -> thread prefetch,
+and with `config.input.workers` N > 0 all of that in N worker processes (`with_workers`).
 Every stage is a grain `IterDataset`, so the iterator state (file positions as byte offsets, shuffle
 buffers, rng counters) is checkpointable and a restored run sees exactly the batches it would have
 seen.
@@ -237,6 +238,20 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
   if prefetch:
     ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
   return ds
+
+
+def with_workers(ds: grain.IterDataset, workers: int, buffer: int = 2) -> grain.IterDataset:
+  """`ds` made by `workers` processes (grain's `mp_prefetch`; each runs the pipeline on its slice
+  of the shard files, and the batches come round-robin), or `ds` itself for 0. The iterator's
+  state holds every worker's position, so a restored run with the same count sees the same
+  batches; another count gives other batches (the config records it)."""
+  if workers <= 0:
+    return ds
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():   # the workers read grain's absl flags; outside absl.app none are
+    flags.FLAGS.mark_as_parsed()
+  return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                     per_worker_buffer_size=max(buffer, 1)))
 
 
 def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,

@@ -60,8 +60,6 @@ import tempfile
 import time
 from typing import Any
 
-from absl import flags
-import grain
 import ml_collections as mlc
 import numpy as np
 
@@ -252,10 +250,7 @@ def measure(task: Any, batch: int, workers: int, windows: int, batches: int,
   docstring."""
   ds = task.train_dataset(batch)
   sizes = pipeline.shuffle_windows(ds)   # each worker runs this graph on a slice of the files
-  if workers:
-    if not flags.FLAGS.is_parsed():   # grain's worker processes read its absl flags
-      flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  ds = pipeline.with_workers(ds, workers, prefetch)   # what the Trainer runs with input.workers
   producers = max(workers, 1)
   if windows and sizes and len(set(sizes)) == 1:
     per_batch = batch / len(sizes)    # the clips each window shuffle gives one batch
@@ -301,7 +296,7 @@ def recommend(rows: list[Row], needed: float, prefetch: int) -> tuple[str, float
         needed / own[0].clips_per_cpu_s)
   per_cpu_s = sum(r.clips for r in pooled) / sum(r.cpu_s for r in pooled)
   cores = needed / per_cpu_s
-  return f"mp_prefetch num_workers={max(math.ceil(HEADROOM * cores), 1)}", cores
+  return f"--config.input.workers={max(math.ceil(HEADROOM * cores), 1)}", cores
 
 
 def parse_workers(spec: str) -> list[int]:
