@@ -7,8 +7,12 @@ Paper (Dass et al., ActLumos, authors' README): student top-1 96.92% on ARID v1.
 SSL-source ablation 95.75 (KD only) / 96.70 (SSL on ARID) / 96.15 (SSL on Dark-48) / 96.92 (both).
 ARID (split 1) and, for the default SSL sources, Dark-48 must be prepared once
 (`python -m darkjax.data.prepare --dataset arid_v1 --src ... --out $DARKJAX_DATA/arid_v1`, the same
-with `--dataset dark48`); without them the run stops at once saying so. `backbone_init` is the
-IG65M R(2+1)D-34 state dict (ig65m-pytorch) you bring; empty = random initialisation.
+with `--dataset dark48`); without them the run stops at once saying so. The pretrained backbone is
+a file you bring and the config requires: `backbone_init` (R(2+1)D-34 IG65M,
+r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth from moabitcoin/ig65m-pytorch, the start of
+DarkLight-R(2+1)D-34, which the README compares against; the README does not name ActLumos's),
+loaded into the teacher's shared backbone and the student's; a run without it stops at start
+naming it; `init=none` trains from random initialisation.
 Args (`--config=configs/actlumos_arid.py:fusion=sum,supcon=False`):
   fusion         dff | sum | concat (teacher fusion; sum / concat are the ablations)
   supcon         SupCon on the teacher's per-stream features (False: CE only)
@@ -17,6 +21,7 @@ Args (`--config=configs/actlumos_arid.py:fusion=sum,supcon=False`):
   ssl_datasets   '+'-joined prepared datasets for SSL (default arid_v1+dark48; runlocal: arid_v1)
   frames, crop, short_side, batch, steps, teacher_steps, ssl_steps, lr
   backbone_init, teacher_init (a finished teacher run: skips the teacher phase), data_dir, seed
+  init           pretrained (default: backbone_init required) | none
   runlocal       tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test
 Other examples: `--config=configs/actlumos_arid.py:ssl_datasets=arid_v1`,
 `--config=configs/actlumos_arid.py:runlocal,ssl=False,kd=False`.

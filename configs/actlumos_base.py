@@ -3,7 +3,8 @@
 Every choice the authors' README leaves open is a key here, with its default:
   Retinex      MSR sigmas (15, 80, 250), log domain per channel, percentiles (1, 99) -> 0 / 255
                (`actlumos.retinex`; darkjax/layers/retinex.py has the border rule)
-  teacher      one R(2+1)D-34 (IG65M layout) for both streams; DFF with r = 4; transformer hidden
+  teacher      one R(2+1)D-34 for both streams, from the IG65M weights (`backbone_init`, required
+               unless `init=none` or `runlocal`); DFF with r = 4; transformer hidden
                512, 8 heads, 1 layer (DarkLight's setting), tokens from (1, 7, 7) average pooling
                (model.kwargs; darkjax/models/actlumos.py)
   SupCon       lambda_sup = 0.1 (`supcon_weight`), 2-layer MLP projection to 128-d, tau 0.07
@@ -29,7 +30,7 @@ FUSIONS = ("dff", "sum", "concat")
 ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="",
             frames=64, crop=112, short_side=128, batch=16, steps=3000, teacher_steps=3000,
             ssl_steps=2000, lr=1e-4, backbone_init="", teacher_init="", data_dir="",
-            runlocal=False, seed=0)
+            init="pretrained", runlocal=False, seed=0)
 
 
 def fusion_maps_eval(clips: int = 4, data: str = "") -> mlc.ConfigDict:
@@ -78,9 +79,13 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       retinex=mlc.ConfigDict(dict(sigmas=(15.0, 80.0, 250.0), low_percentile=1.0,
                                   high_percentile=99.0)),
       augment=augment_block(colour_jitter=0.2, affine=0.1),
-      backbone_init=arg.backbone_init,   # IG65M R(2+1)D-34 state dict (ig65m-pytorch), "" = random
+      backbone_init=arg.backbone_init,   # IG65M R(2+1)D-34 state dict (ig65m-pytorch)
       teacher_init=arg.teacher_init,     # a finished teacher run's workdir: skip the teacher phase
   ))
+  common.require_weights(
+      config, arg.init, tiny,
+      backbone=common.weights_entry("actlumos.backbone_init", "backbone_init",
+                                    **common.IG65M_R2PLUS1D_34))
   ssl_datasets = arg.ssl_datasets or (dataset if arg.runlocal else ssl_default)
   names = tuple(n for n in ssl_datasets.split("+") if n)
   config.ssl = mlc.ConfigDict(dict(

@@ -33,7 +33,8 @@ def get_config(arg=None):
       f"fusion={arg.fusion},supcon={arg.supcon},ssl={arg.ssl},kd={arg.kd},"
       f"ssl_datasets={arg.ssl_datasets},frames=16,crop=0,short_side=0,batch={arg.batch},"
       f"steps={arg.steps},teacher_steps={arg.teacher_steps},ssl_steps={arg.ssl_steps},"
-      f"teacher_init={arg.teacher_init},seed={arg.seed}", dataset="synthetic")
+      f"teacher_init={arg.teacher_init},seed={arg.seed},init=none",
+      dataset="synthetic")   # the tiny R(2+1)D has no pretrained weights
   data_dir = arg.data_dir or os.path.join(common.default_data_root(), "synthetic")
   config.model = common.model_block("actlumos_tiny_test", hidden=32, heads=4, layers=1,
                                     dropout_rate=0.1, head_dropout=0.0)

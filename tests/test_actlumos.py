@@ -312,7 +312,9 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from configs import actlumos_arid, actlumos_synthetic  # noqa: E402
+from configs import actlumos_arid, actlumos_arid_v1_5, actlumos_dark48  # noqa: E402
+from configs import actlumos_synthetic  # noqa: E402
+from darkjax import config as config_lib  # noqa: E402
 from darkjax import checkpoint as ckpt_lib  # noqa: E402
 from darkjax import train  # noqa: E402
 from darkjax import variables as variables_lib  # noqa: E402
@@ -346,6 +348,22 @@ def test_teacher_of_another_architecture_is_a_clear_error():
   merged = task.init_from(_abstract_variables(task))
   assert all((np.asarray(x) == 1).all() for x in jax.tree.leaves(merged["params"]["teacher"]))
   assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(merged["params"]["student"]))
+
+
+@pytest.mark.parametrize("module", [actlumos_arid, actlumos_arid_v1_5, actlumos_dark48],
+                         ids=lambda m: m.__name__)
+def test_paper_configs_require_the_ig65m_backbone_unless_opted_out(module):
+  config = module.get_config()
+  assert {e.key for e in config.required_weights.values()} == {"actlumos.backbone_init"}
+  with pytest.raises(config_lib.MissingWeightsError) as error:
+    config_lib.check_required_weights(config)
+  message = str(error.value)
+  assert "r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth" in message
+  assert "`backbone_init=PATH`" in message and "init=none" in message
+  config_lib.check_required_weights(module.get_config("backbone_init=/w/ig65m.pth"))
+  assert not module.get_config("init=none").required_weights
+  assert not module.get_config("runlocal").required_weights
+  assert not actlumos_synthetic.get_config().required_weights
 
 
 def test_ssl_sources_name_the_missing_dataset_and_how_to_prepare(tmp_path, monkeypatch):
