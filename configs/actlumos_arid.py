@@ -19,12 +19,15 @@ Args (`--config=configs/actlumos_arid.py:fusion=sum,supcon=False`):
   ssl            the self-supervised phase for the student (False: KD only)
   kd             the teacher phase and distillation (False: the student alone on dark clips)
   ssl_datasets   '+'-joined prepared datasets for SSL (default arid_v1+dark48; runlocal: arid_v1)
+  ssl_features   backbone (default: SSL trains the R(2+1)D-34 alone, the README's Stage 1) | cls
+                 (the whole student, projecting its CLS embedding)
   frames, crop, short_side, batch, steps, teacher_steps, ssl_steps, lr
   backbone_init, teacher_init (a finished teacher run: skips the teacher phase), data_dir, seed
   init           pretrained (default: backbone_init required) | none
   runlocal       tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test
 Other examples: `--config=configs/actlumos_arid.py:ssl_datasets=arid_v1`,
-`--config=configs/actlumos_arid.py:runlocal,ssl=False,kd=False`.
+`--config=configs/actlumos_arid.py:runlocal,ssl=False,kd=False`,
+`--config=configs/actlumos_arid.py:runlocal,ssl_features=cls`.
 Choices and their defaults: configs/actlumos_base.py and docs/papers/actlumos.md.
 """
 

@@ -8,7 +8,9 @@ Every choice the authors' README leaves open is a key here, with its default:
                512, 8 heads, 1 layer (DarkLight's setting), tokens from (1, 7, 7) average pooling
                (model.kwargs; darkjax/models/actlumos.py)
   SupCon       lambda_sup = 0.1 (`supcon_weight`), 2-layer MLP projection to 128-d, tau 0.07
-  SSL          NT-Xent tau 0.5 (`ssl.temperature`), two views drawn with colour jitter 0.4 and
+  SSL          the student's R(2+1)D-34 alone (`ssl.features=backbone`, the README's Stage 1;
+               `ssl_features=cls`: the whole student's CLS embedding), 2-layer MLP projection,
+               NT-Xent tau 0.5 (`ssl.temperature`), two views drawn with colour jitter 0.4 and
                random affine 0.15 (`ssl.augment`), train splits of `ssl_datasets`, batch 16
   KD           Hinton KL at T = 4 times T^2 (`kd_temperature`), lambda_kd = 1 (`kd_weight`)
   clips        64 frames (DarkLight's R(2+1)D-34 length), dense sampling, short side 128, 112 x
@@ -30,7 +32,8 @@ FUSIONS = ("dff", "sum", "concat")
 ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="",
             frames=64, crop=112, short_side=128, batch=16, steps=3000, teacher_steps=3000,
             ssl_steps=2000, lr=1e-4, backbone_init="", teacher_init="", data_dir="",
-            init="pretrained", runlocal=False, seed=0)
+            init="pretrained", ssl_features="backbone", runlocal=False, seed=0)
+SSL_FEATURES = ("backbone", "cls")
 
 
 def fusion_maps_eval(clips: int = 4, data: str = "") -> mlc.ConfigDict:
@@ -58,6 +61,8 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
   arg = common.parse_arg(arg, **{**ARGS, **defaults})
   if arg.fusion not in FUSIONS:
     raise ValueError(f"config arg fusion={arg.fusion!r}: valid {FUSIONS}")
+  if arg.ssl_features not in SSL_FEATURES:
+    raise ValueError(f"config arg ssl_features={arg.ssl_features!r}: valid {SSL_FEATURES}")
   tiny = arg.runlocal
   if arg.runlocal:
     arg.update(frames=8, crop=32, short_side=36, batch=4, steps=2, teacher_steps=2, ssl_steps=2)
@@ -93,6 +98,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       dirs=tuple(data_dir if n == dataset else os.path.join(common.default_data_root(), n)
                  for n in names),
       split_index=1,               # train1 where a dataset has official splits, else train
+      features=arg.ssl_features,   # backbone: the pooled R(2+1)D map; cls: the transformer's CLS
       batch_size=arg.batch, temperature=0.5,
       augment=augment_block(colour_jitter=0.4, affine=0.15),
       total_steps=arg.ssl_steps,

@@ -350,6 +350,24 @@ def test_teacher_of_another_architecture_is_a_clear_error():
   assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(merged["params"]["student"]))
 
 
+def test_student_starts_from_the_ssl_backbone():
+  config = actlumos_synthetic.get_config("runlocal,kd=False")
+  ssl_vars = _abstract_variables(actlumos_trainer.SSLTask(config, num_classes=10))
+  ssl_vars = jax.tree.map(lambda x: x + 1, ssl_vars)
+  task = actlumos_trainer.Task(config, num_classes=10, ssl_variables=ssl_vars)
+  merged = task.init_from(_abstract_variables(task))
+  student = merged["params"]["student"]
+  assert all((np.asarray(x) == 1).all() for x in jax.tree.leaves(student["backbone"]))
+  assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(student["temporal"]))
+  cls_config = actlumos_synthetic.get_config("runlocal,kd=False,ssl_features=cls")
+  cls_vars = jax.tree.map(lambda x: x + 1, _abstract_variables(
+      actlumos_trainer.SSLTask(cls_config, num_classes=10)))
+  task = actlumos_trainer.Task(cls_config, num_classes=10, ssl_variables=cls_vars)
+  student = task.init_from(_abstract_variables(task))["params"]["student"]
+  assert all((np.asarray(x) == 1).all() for x in jax.tree.leaves(student["temporal"]))
+  assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(student["fc"]))
+
+
 @pytest.mark.parametrize("module", [actlumos_arid, actlumos_arid_v1_5, actlumos_dark48],
                          ids=lambda m: m.__name__)
 def test_paper_configs_require_the_ig65m_backbone_unless_opted_out(module):

@@ -15,7 +15,8 @@ Teacher (`ActLumosTeacher`):
   SupCon projection (`projection_dim` > 0): a 2-layer MLP (C -> C, ReLU, -> projection_dim) on each
   stream's pooled map, before fusion; `out["projections"]` is (B, 2, projection_dim) = (dark, ret).
 Student (`ActLumosStudent`): the same backbone, transformer and classifier on the dark clip only.
-SSL (`ActLumosSSL`): the student plus a 2-layer MLP projection of its CLS embedding (NT-Xent).
+SSL (`ActLumosSSL`): the student's backbone (default; or the whole student's CLS embedding) plus a
+2-layer MLP projection, for NT-Xent.
 
 DFF, exactly as the issue states it (1x1x1 convs are Dense layers on the channel axis):
   X = F_dark + F_ret
@@ -177,16 +178,41 @@ class ActLumosStudent(_Parts):
                                        "map": backbone_out["stage4"]}
 
 
+SSL_FEATURES = ("backbone", "cls")
+
+
 class ActLumosSSL(nn.Module):
-  """The student (sub-module `student`) + a projection of its CLS embedding, for NT-Xent."""
+  """The student's self-supervised stage: a projection (sub-module `projection`) for NT-Xent of
+
+    features="backbone"  the student's R(2+1)D-34 alone (sub-module `backbone`), its last map
+                         pooled over time and space: the README's Stage 1 drawing (arch.png)
+                         trains only the CNN feature extractor with L_SSL;
+    features="cls"       the whole student (sub-module `student`: backbone, transformer,
+                         classifier) and its CLS embedding.
+
+  `student` fixes the backbone, widths and dtype either way. `__call__` returns (None, out) with
+  out["projection"] (B, projection_dim) for "backbone", (logits, out) of the student for "cls".
+  """
   student: ActLumosStudent
+  features: str = "backbone"
 
   @nn.compact
   def __call__(self, dark: jax.Array, train: bool = False):
-    logits, out = self.student(dark, train)
-    head = ProjectionHead(self.student.hidden, self.student.projection_dim,
-                          dtype=self.student.dtype, name="projection")
-    return logits, {**out, "projection": head(out["cls"])}
+    if self.features not in SSL_FEATURES:
+      raise ValueError(f"ActLumosSSL: features {self.features!r} unknown; valid: {SSL_FEATURES}")
+    s = self.student
+    if self.features == "cls":
+      logits, out = s(dark, train)
+      pooled, width = out["cls"], s.hidden
+    else:
+      backbone = video_resnet.VARIANTS[s.backbone](num_classes=0, dtype=s.dtype, remat=s.remat,
+                                                   name="backbone")
+      _, backbone_out = backbone(dark, train)
+      logits, out = None, {"map": backbone_out["stage4"]}
+      pooled = jnp.mean(out["map"].astype(jnp.float32), axis=(1, 2, 3)).astype(s.dtype)
+      width = out["map"].shape[-1]
+    head = ProjectionHead(width, s.projection_dim, dtype=s.dtype, name="projection")
+    return logits, {**out, "projection": head(pooled)}
 
 
 class ActLumosTeacher(_Parts):
