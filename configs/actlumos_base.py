@@ -5,8 +5,8 @@ Every choice the authors' README leaves open is a key here, with its default:
                (`actlumos.retinex`; darkjax/layers/retinex.py has the border rule)
   teacher      one R(2+1)D-34 for both streams, from the IG65M weights (`backbone_init`, required
                unless `init=none` or `runlocal`); DFF with r = 4; transformer hidden
-               512, 8 heads, 1 layer (DarkLight's setting), tokens from (1, 7, 7) average pooling
-               (model.kwargs; darkjax/models/actlumos.py)
+               512, 8 heads, 1 layer, dropout 0.8 before the classifier (DarkLight's setting),
+               tokens from (1, 7, 7) average pooling (model.kwargs; darkjax/models/actlumos.py)
   SupCon       lambda_sup = 0.1 (`supcon_weight`), 2-layer MLP projection to 128-d, tau 0.07
   SSL          the student's R(2+1)D-34 alone (`ssl.features=backbone`, the README's Stage 1;
                `ssl_features=cls`: the whole student's CLS embedding), 2-layer MLP projection,
@@ -74,7 +74,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
   config.input.data = common.data_block(dataset, data_dir, split_index)
   config.model = common.model_block("actlumos_tiny_test" if tiny else "actlumos",
                                     hidden=32 if tiny else 512, heads=4 if tiny else 8, layers=1,
-                                    dropout_rate=0.1, head_dropout=0.0)
+                                    dropout_rate=0.1, head_dropout=0.0 if tiny else 0.8)
   config.actlumos = mlc.ConfigDict(dict(
       fusion=arg.fusion, reduction=4,
       supcon=arg.supcon, supcon_weight=0.1, supcon_temperature=0.07,
