@@ -3,8 +3,9 @@ unlabelled ARID + Dark-48 clips, then the student distilled from the teacher, in
 
   python -m darkjax.main --config=configs/actlumos_arid.py --workdir=/tmp/darkjax/actlumos_arid
 
-Paper (Dass et al., ActLumos, authors' README): student top-1 96.92% on ARID v1.0 (67 M params);
-SSL-source ablation 95.75 (KD only) / 96.70 (SSL on ARID) / 96.15 (SSL on Dark-48) / 96.92 (both).
+Paper (Dass et al., ActLumos, authors' README): student top-1 96.92% on ARID v1.0 (abstract; 67 M
+params in Table 1, an image); SSL-source ablation 95.75 (KD only) / 96.70 (SSL on ARID) / 96.15
+(SSL on Dark-48) / 96.92 (both), from plots.png, which the README shows after the copy we follow.
 ARID (split 1) and, for the default SSL sources, Dark-48 must be prepared once
 (`python -m darkjax.data.prepare --dataset arid_v1 --src ... --out $DARKJAX_DATA/arid_v1`, the same
 with `--dataset dark48`); without them the run stops at once saying so. The pretrained backbone is

@@ -104,6 +104,9 @@ def _randomise(tree, seed):
 
 
 def _numpy_dff(p, s, dark, ret, eps=1e-5):
+  """DFF as the README's DFF.png draws it: global (pooled) and local Conv1 -> BN -> ReLU -> Conv2
+  -> BN branches of X = F_dark + F_ret, summed; Conv1 -> BN -> ReLU -> Conv2 (2 channels);
+  softmax; W_dark F_dark + W_ret F_ret (BN in eval mode, convs 1x1x1)."""
   bn = lambda x, name: ((x - s[name]["mean"]) / np.sqrt(s[name]["var"] + eps)  # noqa: E731
                         * p[name]["scale"] + p[name]["bias"])
   dense = lambda x, name: x @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
@@ -221,7 +224,7 @@ def test_full_size_param_counts_pinned():
   t_params = jax.eval_shape(lambda c: teacher.init(jax.random.key(0), c, c), clip)["params"]
   s_params = jax.eval_shape(lambda c: student.init(jax.random.key(0), c), clip)["params"]
   # Student: R(2+1)D-34 without its head 63,491,975 + transformer 3,158,528 (9 positions at 64
-  # frames) + 11-way fc 5,643 = 66.66 M (the paper: 67 M).
+  # frames) + 11-way fc 5,643 = 66.66 M (the README's Tables 1-3, images: 67 M).
   assert _count(s_params) == 66_656_146
   assert _count(s_params["backbone"]) == 63_491_975
   assert _count(s_params["temporal"]) == 3_158_528

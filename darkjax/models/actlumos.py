@@ -2,7 +2,8 @@
 
 Dass et al., "Seeing in the Dark: A Teacher-Student Framework for Dark Video Action Recognition via
 Knowledge Distillation and Contrastive Learning" (the authors' README; no code released). Reported
-top-1 (student): ARID v1.0 96.92%, ARID v1.5 88.27%, Dark-48 48.96%; student 67 M parameters.
+top-1 (student): ARID v1.0 96.92%, ARID v1.5 88.27%, Dark-48 48.96%; student 67 M parameters (the
+README's table images). docs/papers/actlumos.md says which detail comes from which text or image.
 
 Teacher (`ActLumosTeacher`):
   dark clip, Retinex clip ──> ONE R(2+1)D-34 (IG65M layout, weights shared; both clips go
@@ -18,7 +19,7 @@ Student (`ActLumosStudent`): the same backbone, transformer and classifier on th
 SSL (`ActLumosSSL`): the student's backbone (default; or the whole student's CLS embedding) plus a
 2-layer MLP projection, for NT-Xent.
 
-DFF, exactly as the issue states it (1x1x1 convs are Dense layers on the channel axis):
+DFF, as the README's DFF.png draws it (1x1x1 convs are Dense layers on the channel axis; r is ours):
   X = F_dark + F_ret
   G = BN(Conv_{C/r->C}(ReLU(BN(Conv_{C->C/r}(GlobalAvgPool(X))))))   global branch, (B, 1, 1, 1, C)
   L = the same without pooling                                       local branch, (B, T, H, W, C)
@@ -26,7 +27,7 @@ DFF, exactly as the issue states it (1x1x1 convs are Dense layers on the channel
   output = W_dark * F_dark + W_ret * F_ret,  r = 4; `out["fusion_weights"]` (B, T', H', W', 2).
 
 Temporal transformer (BERT-style, DarkLight's setting): the map is average-pooled over space,
-which is the paper's (1, 7, 7) pooling of the 7 x 7 map at 112 x 112 frames (we pool the whole
+which is DarkLight's (1, 7, 7) pooling of the 7 x 7 map at 112 x 112 frames (we pool the whole
 H' x W' at any frame size, so small test clips work), giving T' tokens; a Dense projection to
 `hidden` when the backbone width differs; a learned CLS token is prepended, learned position
 embeddings added, LayerNorm + dropout (BERT embeddings); `layers` post-LN BERT layers (MHA with
