@@ -187,8 +187,8 @@ RECIPE = (
          code="darkjax/trainers/actlumos.py TeacherTask.loss_fn", ours="CE + supcon_weight SupCon",
          status="MATCH"),
     dict(detail="lambda_sup", paper="not stated", key="actlumos.supcon_weight", status="CHOICE",
-         note="CE stays the leading term: at initialisation SupCon is about ln(2B - 1) = 3.4 "
-         "(B = 16 clips, two views each) against CE's ln 11 = 2.4"),
+         note="CE stays the leading term: SupCon of features that tell nothing apart is "
+         "ln(2B - 1) = 3.4 (B = 16 clips, two views each), CE of uniform logits ln 11 = 2.4"),
     dict(detail="SupCon positives",
          paper="every clip of the same class, both streams of every clip",
          source="README caption: \"with labels, every clip from the same class Pick including "
@@ -244,7 +244,7 @@ RECIPE = (
          note="the README's one description of self-supervision, in SimCLR's form; tested "
          "against a NumPy transcription"),
     dict(detail="SSL temperature", paper="not stated", key="ssl.temperature", status="CHOICE",
-         note="SimCLR's value for small batches"),
+         note="not tuned; within the range SimCLR compares (its Table 5: 0.05 to 1)"),
     dict(detail="SSL views", paper="two dark clips of video i",
          source="image arch.png: \"Dark clip, v_i^(1)\", \"Dark clip, v_i^(2)\"",
          key="ssl.augment", status="CHOICE",
@@ -268,7 +268,8 @@ RECIPE = (
     dict(detail="KD form and temperature", paper="not stated", key="actlumos.kd_temperature",
          status="CHOICE",
          note="Hinton et al.'s KL between softened distributions times T^2 (the soft term's "
-         "gradients keep their scale across T); T = 4 as common KD baselines"),
+         "gradients keep their scale across T); T = 4, the KD baseline's default in RepDistiller "
+         "(--kd_T 4)"),
     dict(detail="lambda_kd", paper="not stated", key="actlumos.kd_weight", status="CHOICE",
          note="CE and KD weighted equally"),
     dict(detail="teacher during KD", paper="not stated",
