@@ -7,8 +7,8 @@ phases in a few minutes on a laptop CPU.
 
 The dataset is generated on first use into $DARKJAX_DATA/synthetic (shared with
 configs/synthetic.py). Args (`--config=configs/actlumos_synthetic.py:kd=False,ssl=False`):
-  fusion, supcon, ssl, kd, ssl_datasets (default: synthetic), steps, teacher_steps, ssl_steps,
-  batch, lr, teacher_init, darkness, data_dir, seed
+  fusion, supcon, ssl, kd, ssl_datasets (default: synthetic), ssl_features, steps,
+  teacher_steps, ssl_steps, batch, lr, teacher_init, darkness, data_dir, seed
   runlocal   a smoke run: tiny dataset, 3 steps per phase
 Other examples: `--config=configs/actlumos_synthetic.py:runlocal,fusion=sum`,
 `--config=configs/actlumos_synthetic.py:runlocal,ssl=False,kd=False`.
@@ -28,12 +28,13 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, fusion="dff", supcon=True, ssl=True, kd=True,
                          ssl_datasets="synthetic", steps=300, teacher_steps=300, ssl_steps=150,
                          batch=32, lr=0.05, teacher_init="", darkness=0.8, data_dir="",
-                         runlocal=False, seed=0)
+                         ssl_features="backbone", runlocal=False, seed=0)
   config = actlumos_base.actlumos_config(
       f"fusion={arg.fusion},supcon={arg.supcon},ssl={arg.ssl},kd={arg.kd},"
       f"ssl_datasets={arg.ssl_datasets},frames=16,crop=0,short_side=0,batch={arg.batch},"
       f"steps={arg.steps},teacher_steps={arg.teacher_steps},ssl_steps={arg.ssl_steps},"
-      f"teacher_init={arg.teacher_init},seed={arg.seed}", dataset="synthetic")
+      f"teacher_init={arg.teacher_init},ssl_features={arg.ssl_features},seed={arg.seed},"
+      "init=none", dataset="synthetic")   # the tiny R(2+1)D has no pretrained weights
   data_dir = arg.data_dir or os.path.join(common.default_data_root(), "synthetic")
   config.model = common.model_block("actlumos_tiny_test", hidden=32, heads=4, layers=1,
                                     dropout_rate=0.1, head_dropout=0.0)

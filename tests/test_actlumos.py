@@ -104,6 +104,9 @@ def _randomise(tree, seed):
 
 
 def _numpy_dff(p, s, dark, ret, eps=1e-5):
+  """DFF as the README's DFF.png draws it: global (pooled) and local Conv1 -> BN -> ReLU -> Conv2
+  -> BN branches of X = F_dark + F_ret, summed; Conv1 -> BN -> ReLU -> Conv2 (2 channels);
+  softmax; W_dark F_dark + W_ret F_ret (BN in eval mode, convs 1x1x1)."""
   bn = lambda x, name: ((x - s[name]["mean"]) / np.sqrt(s[name]["var"] + eps)  # noqa: E731
                         * p[name]["scale"] + p[name]["bias"])
   dense = lambda x, name: x @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
@@ -221,7 +224,7 @@ def test_full_size_param_counts_pinned():
   t_params = jax.eval_shape(lambda c: teacher.init(jax.random.key(0), c, c), clip)["params"]
   s_params = jax.eval_shape(lambda c: student.init(jax.random.key(0), c), clip)["params"]
   # Student: R(2+1)D-34 without its head 63,491,975 + transformer 3,158,528 (9 positions at 64
-  # frames) + 11-way fc 5,643 = 66.66 M (the paper: 67 M).
+  # frames) + 11-way fc 5,643 = 66.66 M (the README's Tables 1-3, images: 67 M).
   assert _count(s_params) == 66_656_146
   assert _count(s_params["backbone"]) == 63_491_975
   assert _count(s_params["temporal"]) == 3_158_528
@@ -234,7 +237,11 @@ def test_full_size_param_counts_pinned():
 # ------------------------------------------------------------------------------------ losses
 
 def _numpy_supcon(features, labels, tau):
-  """Khosla et al. L_out, one anchor at a time (features (N, V, D) -> N V anchors)."""
+  """SupCon, one anchor at a time (features (N, V, D) -> N V anchors). The positives are the
+  README's ("with labels, every clip from the same class Pick including dark and retinex views of
+  different instances is a positive ..., while clips from other classes are negatives"); the
+  formula is Khosla et al.'s L_out (their Eq. 2), which the README names but does not write:
+  l_i = -1/|P(i)| sum_p log(exp(z_i.z_p / tau) / sum_(a != i) exp(z_i.z_a / tau))."""
   z = features.reshape(-1, features.shape[-1]).astype(np.float64)
   z /= np.linalg.norm(z, axis=1, keepdims=True)
   labels = np.repeat(labels, features.shape[1])
@@ -249,6 +256,9 @@ def _numpy_supcon(features, labels, tau):
 
 
 def _numpy_nt_xent(z1, z2, tau):
+  """The README's self-supervised contrastive setting ("the anchor clip ... has only its own
+  augmented view as a positive ..., all other clips in the batch are treated as negatives") in
+  SimCLR's NT-Xent form (Chen et al., Eq. 1), averaged over all 2N anchors."""
   z = np.concatenate([z1, z2]).astype(np.float64)
   z /= np.linalg.norm(z, axis=1, keepdims=True)
   n = len(z1)
@@ -258,6 +268,23 @@ def _numpy_nt_xent(z1, z2, tau):
     denominator = sum(np.exp(z[i] @ z[k] / tau) for k in range(2 * n) if k != i)
     total += -np.log(np.exp(z[i] @ z[positive] / tau) / denominator)
   return total / (2 * n)
+
+
+def _numpy_cross_entropy(logits, labels):
+  logits = np.asarray(logits, np.float64)
+  top = logits.max(1, keepdims=True)
+  log_softmax = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
+  return float(-np.mean(log_softmax[np.arange(len(labels)), labels]))
+
+
+def _numpy_kd(student, teacher, t):
+  """Hinton et al.'s soft-target term: T^2 KL(softmax(teacher / T) || softmax(student / T)),
+  summed over classes, averaged over the batch."""
+  def softmax(x):
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+  p, q = softmax(np.asarray(teacher, np.float64) / t), softmax(np.asarray(student, np.float64) / t)
+  return float(t * t * np.mean(np.sum(p * np.log(p / q), axis=1)))
 
 
 def test_supcon_on_dark_and_retinex_views_matches_numpy():
@@ -296,13 +323,9 @@ def test_nt_xent_and_kd_match_numpy():
   np.testing.assert_allclose(float(losses.nt_xent_loss(jnp.asarray(z1), jnp.asarray(z2), 0.5)),
                              _numpy_nt_xent(z1, z2, 0.5), rtol=1e-5)
   student, teacher = rng.normal(size=(2, 4, 11)).astype(np.float64) * 3
-  t = 4.0
-  p = np.exp(teacher / t) / np.exp(teacher / t).sum(1, keepdims=True)
-  q = np.exp(student / t) / np.exp(student / t).sum(1, keepdims=True)
-  want = t * t * np.mean(np.sum(p * np.log(p / q), axis=1))
   np.testing.assert_allclose(float(losses.kd_kl_loss(jnp.asarray(student, jnp.float32),
-                                                     jnp.asarray(teacher, jnp.float32), t)),
-                             want, rtol=1e-5)
+                                                     jnp.asarray(teacher, jnp.float32), 4.0)),
+                             _numpy_kd(student, teacher, 4.0), rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------ trainer
@@ -312,7 +335,9 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from configs import actlumos_arid, actlumos_synthetic  # noqa: E402
+from configs import actlumos_arid, actlumos_arid_v1_5, actlumos_dark48  # noqa: E402
+from configs import actlumos_synthetic  # noqa: E402
+from darkjax import config as config_lib  # noqa: E402
 from darkjax import checkpoint as ckpt_lib  # noqa: E402
 from darkjax import train  # noqa: E402
 from darkjax import variables as variables_lib  # noqa: E402
@@ -346,6 +371,133 @@ def test_teacher_of_another_architecture_is_a_clear_error():
   merged = task.init_from(_abstract_variables(task))
   assert all((np.asarray(x) == 1).all() for x in jax.tree.leaves(merged["params"]["teacher"]))
   assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(merged["params"]["student"]))
+
+
+# The objectives in the README's architecture image (assets/arch.png): "Overall loss for teacher =
+# L_ce + lambda_sup L_SupCon", Stage 1 "L_SSL" on two dark clips of the same video, "Overall loss
+# for student = L_CE + lambda_kd L_KD". Each Task's loss_fn against that sum written in NumPy on the
+# model's own outputs (the same rngs: loss_fn splits its rng as below).
+
+@pytest.fixture(scope="module")
+def objective_batch():
+  rng = np.random.default_rng(7)
+  return {"video": jnp.asarray(rng.integers(0, 60, size=(4, 8, 32, 32, 3)), jnp.uint8),
+          "label": jnp.asarray([0, 3, 0, 5], jnp.int32)}
+
+
+def _run(config, fn, *args):
+  """`fn(*args)` compiled as the runlocal Trainer would (XLA's native convs, opt level 0)."""
+  with train.lowering_scope(config):
+    return jax.jit(fn).lower(*args).compile(train.compiler_options(config, "cpu"))(*args)
+
+
+def _train_outputs(task, variables, clips, drop_rng):
+  state = {k: v for k, v in variables.items() if k != "params"}
+  (logits, out), _ = _run(task.config, lambda v, c, r: task.model.apply(
+      v, *c, train=True, rngs={"dropout": r}, mutable=list(state)), variables, clips, drop_rng)
+  return logits, out
+
+
+def _init_and_loss(task, batch, init_rng, rng):
+  variables = _run(task.config, task.init_variables, init_rng, batch)
+  state = {k: v for k, v in variables.items() if k != "params"}
+  loss, (_, metrics) = _run(task.config, lambda *a: task.loss_fn(*a, 0.0),
+                            variables["params"], state, batch, rng)
+  return variables, float(loss), metrics
+
+
+def test_teacher_objective_is_ce_plus_lambda_sup_supcon(objective_batch):
+  config = actlumos_synthetic.get_config("runlocal")
+  task = actlumos_trainer.TeacherTask(config, num_classes=10)
+  rng = jax.random.key(1)
+  variables, loss, metrics = _init_and_loss(task, objective_batch, jax.random.key(0), rng)
+  aug_rng, drop_rng = jax.random.split(rng)
+  dark_uint8 = task.inputs.augmented(objective_batch, aug_rng)
+  logits, out = _train_outputs(task, variables, task.inputs.streams(dark_uint8), drop_rng)
+  labels = np.asarray(objective_batch["label"])
+  ce = _numpy_cross_entropy(logits, labels)
+  # (clip, dark / Retinex) projections: the two views of a clip are positives of each other.
+  supcon = _numpy_supcon(np.asarray(out["projections"]), labels, config.actlumos.supcon_temperature)
+  assert config.actlumos.supcon_weight == 0.1
+  # float32 projections divided by tau = 0.07: agreement to ~1e-4 between two compilations.
+  np.testing.assert_allclose(loss, ce + 0.1 * supcon, rtol=5e-4)
+  np.testing.assert_allclose(float(metrics["supcon"]), supcon, rtol=5e-4)
+
+
+def test_student_objective_is_ce_plus_lambda_kd_kd(objective_batch):
+  config = actlumos_synthetic.get_config("runlocal,ssl=False")
+  task = actlumos_trainer.Task(config, num_classes=10)
+  rng = jax.random.key(3)
+  variables, loss, metrics = _init_and_loss(task, objective_batch, jax.random.key(2), rng)
+  aug_rng, drop_rng = jax.random.split(rng)
+  dark_uint8 = task.inputs.augmented(objective_batch, aug_rng)
+  logits, out = _train_outputs(task, variables, task.inputs.streams(dark_uint8), drop_rng)
+  # The teacher's logits: the frozen teacher alone on (dark, Retinex), eval mode.
+  teacher = {c: v["teacher"] for c, v in variables.items()}
+  teacher_logits, _ = _run(config, task.make_teacher().apply, teacher,
+                           *task.inputs.streams(dark_uint8))
+  np.testing.assert_allclose(out["teacher_logits"], teacher_logits, atol=1e-5)
+  ce = _numpy_cross_entropy(logits, np.asarray(objective_batch["label"]))
+  kd = _numpy_kd(logits, teacher_logits, config.actlumos.kd_temperature)
+  assert config.actlumos.kd_weight == 1.0 and config.actlumos.kd_temperature == 4.0
+  np.testing.assert_allclose(loss, ce + 1.0 * kd, rtol=5e-4)
+  np.testing.assert_allclose(float(metrics["kd"]), kd, rtol=5e-4)
+
+
+@pytest.mark.parametrize("features", ["backbone", "cls"])
+def test_ssl_objective_is_nt_xent_of_two_views_of_each_clip(objective_batch, features):
+  config = actlumos_synthetic.get_config(f"runlocal,ssl_features={features}")
+  task = actlumos_trainer.SSLTask(config, num_classes=10)
+  rng = jax.random.key(5)
+  variables, loss, _ = _init_and_loss(task, objective_batch, jax.random.key(4), rng)
+  # Stage 1 trains the R(2+1)D alone (arch.png); `cls` the whole student.
+  assert set(variables["params"]) == ({"backbone", "projection"} if features == "backbone"
+                                      else {"student", "projection"})
+  rng_a, rng_b, drop_rng = jax.random.split(rng, 3)
+  views = [task.inputs.normalise(task.inputs.augmented(objective_batch, k, config.ssl.augment))
+           for k in (rng_a, rng_b)]
+  _, out = _train_outputs(task, variables, [jnp.concatenate(views, 0)], drop_rng)
+  z = np.asarray(out["projection"])
+  np.testing.assert_allclose(loss, _numpy_nt_xent(z[:4], z[4:], config.ssl.temperature),
+                             rtol=5e-4)
+  if features == "backbone":   # the projection reads the pooled backbone map
+    head = {"params": variables["params"]["projection"]}
+    pooled = jnp.mean(out["map"], axis=(1, 2, 3))
+    np.testing.assert_allclose(z, actlumos.ProjectionHead(32, 16).apply(head, pooled), atol=1e-5)
+
+
+def test_student_starts_from_the_ssl_backbone():
+  config = actlumos_synthetic.get_config("runlocal,kd=False")
+  ssl_vars = _abstract_variables(actlumos_trainer.SSLTask(config, num_classes=10))
+  ssl_vars = jax.tree.map(lambda x: x + 1, ssl_vars)
+  task = actlumos_trainer.Task(config, num_classes=10, ssl_variables=ssl_vars)
+  merged = task.init_from(_abstract_variables(task))
+  student = merged["params"]["student"]
+  assert all((np.asarray(x) == 1).all() for x in jax.tree.leaves(student["backbone"]))
+  assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(student["temporal"]))
+  cls_config = actlumos_synthetic.get_config("runlocal,kd=False,ssl_features=cls")
+  cls_vars = jax.tree.map(lambda x: x + 1, _abstract_variables(
+      actlumos_trainer.SSLTask(cls_config, num_classes=10)))
+  task = actlumos_trainer.Task(cls_config, num_classes=10, ssl_variables=cls_vars)
+  student = task.init_from(_abstract_variables(task))["params"]["student"]
+  assert all((np.asarray(x) == 1).all() for x in jax.tree.leaves(student["temporal"]))
+  assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(student["fc"]))
+
+
+@pytest.mark.parametrize("module", [actlumos_arid, actlumos_arid_v1_5, actlumos_dark48],
+                         ids=lambda m: m.__name__)
+def test_paper_configs_require_the_ig65m_backbone_unless_opted_out(module):
+  config = module.get_config()
+  assert {e.key for e in config.required_weights.values()} == {"actlumos.backbone_init"}
+  with pytest.raises(config_lib.MissingWeightsError) as error:
+    config_lib.check_required_weights(config)
+  message = str(error.value)
+  assert "r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth" in message
+  assert "`backbone_init=PATH`" in message and "init=none" in message
+  config_lib.check_required_weights(module.get_config("backbone_init=/w/ig65m.pth"))
+  assert not module.get_config("init=none").required_weights
+  assert not module.get_config("runlocal").required_weights
+  assert not actlumos_synthetic.get_config().required_weights
 
 
 def test_ssl_sources_name_the_missing_dataset_and_how_to_prepare(tmp_path, monkeypatch):

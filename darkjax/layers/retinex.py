@@ -69,7 +69,7 @@ def msr(clip: jax.Array, sigmas: Sequence[float] = SIGMAS) -> jax.Array:
   if clip.ndim < 3:
     raise ValueError(f"retinex: expected frames (..., H, W, C), got shape {clip.shape}")
   if not sigmas:
-    raise ValueError("retinex: sigmas is empty (the paper's MSR uses (15, 80, 250))")
+    raise ValueError("retinex: sigmas is empty (the usual MSR scales are (15, 80, 250))")
   shifted = clip.astype(jnp.float32) + 1.0
   log_image = jnp.log(shifted)
   ratios = [log_image - jnp.log(gaussian_blur(shifted, sigma)) for sigma in sigmas]

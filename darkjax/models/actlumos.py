@@ -2,7 +2,8 @@
 
 Dass et al., "Seeing in the Dark: A Teacher-Student Framework for Dark Video Action Recognition via
 Knowledge Distillation and Contrastive Learning" (the authors' README; no code released). Reported
-top-1 (student): ARID v1.0 96.92%, ARID v1.5 88.27%, Dark-48 48.96%; student 67 M parameters.
+top-1 (student): ARID v1.0 96.92%, ARID v1.5 88.27%, Dark-48 48.96%; student 67 M parameters (the
+README's table images). docs/papers/actlumos.md says which detail comes from which text or image.
 
 Teacher (`ActLumosTeacher`):
   dark clip, Retinex clip ──> ONE R(2+1)D-34 (IG65M layout, weights shared; both clips go
@@ -15,9 +16,10 @@ Teacher (`ActLumosTeacher`):
   SupCon projection (`projection_dim` > 0): a 2-layer MLP (C -> C, ReLU, -> projection_dim) on each
   stream's pooled map, before fusion; `out["projections"]` is (B, 2, projection_dim) = (dark, ret).
 Student (`ActLumosStudent`): the same backbone, transformer and classifier on the dark clip only.
-SSL (`ActLumosSSL`): the student plus a 2-layer MLP projection of its CLS embedding (NT-Xent).
+SSL (`ActLumosSSL`): the student's backbone (default; or the whole student's CLS embedding) plus a
+2-layer MLP projection, for NT-Xent.
 
-DFF, exactly as the issue states it (1x1x1 convs are Dense layers on the channel axis):
+DFF, as the README's DFF.png draws it (1x1x1 convs are Dense layers on the channel axis; r is ours):
   X = F_dark + F_ret
   G = BN(Conv_{C/r->C}(ReLU(BN(Conv_{C->C/r}(GlobalAvgPool(X))))))   global branch, (B, 1, 1, 1, C)
   L = the same without pooling                                       local branch, (B, T, H, W, C)
@@ -25,7 +27,7 @@ DFF, exactly as the issue states it (1x1x1 convs are Dense layers on the channel
   output = W_dark * F_dark + W_ret * F_ret,  r = 4; `out["fusion_weights"]` (B, T', H', W', 2).
 
 Temporal transformer (BERT-style, DarkLight's setting): the map is average-pooled over space,
-which is the paper's (1, 7, 7) pooling of the 7 x 7 map at 112 x 112 frames (we pool the whole
+which is DarkLight's (1, 7, 7) pooling of the 7 x 7 map at 112 x 112 frames (we pool the whole
 H' x W' at any frame size, so small test clips work), giving T' tokens; a Dense projection to
 `hidden` when the backbone width differs; a learned CLS token is prepended, learned position
 embeddings added, LayerNorm + dropout (BERT embeddings); `layers` post-LN BERT layers (MHA with
@@ -177,16 +179,41 @@ class ActLumosStudent(_Parts):
                                        "map": backbone_out["stage4"]}
 
 
+SSL_FEATURES = ("backbone", "cls")
+
+
 class ActLumosSSL(nn.Module):
-  """The student (sub-module `student`) + a projection of its CLS embedding, for NT-Xent."""
+  """The student's self-supervised stage: a projection (sub-module `projection`) for NT-Xent of
+
+    features="backbone"  the student's R(2+1)D-34 alone (sub-module `backbone`), its last map
+                         pooled over time and space: the README's Stage 1 drawing (arch.png)
+                         trains only the CNN feature extractor with L_SSL;
+    features="cls"       the whole student (sub-module `student`: backbone, transformer,
+                         classifier) and its CLS embedding.
+
+  `student` fixes the backbone, widths and dtype either way. `__call__` returns (None, out) with
+  out["projection"] (B, projection_dim) for "backbone", (logits, out) of the student for "cls".
+  """
   student: ActLumosStudent
+  features: str = "backbone"
 
   @nn.compact
   def __call__(self, dark: jax.Array, train: bool = False):
-    logits, out = self.student(dark, train)
-    head = ProjectionHead(self.student.hidden, self.student.projection_dim,
-                          dtype=self.student.dtype, name="projection")
-    return logits, {**out, "projection": head(out["cls"])}
+    if self.features not in SSL_FEATURES:
+      raise ValueError(f"ActLumosSSL: features {self.features!r} unknown; valid: {SSL_FEATURES}")
+    s = self.student
+    if self.features == "cls":
+      logits, out = s(dark, train)
+      pooled, width = out["cls"], s.hidden
+    else:
+      backbone = video_resnet.VARIANTS[s.backbone](num_classes=0, dtype=s.dtype, remat=s.remat,
+                                                   name="backbone")
+      _, backbone_out = backbone(dark, train)
+      logits, out = None, {"map": backbone_out["stage4"]}
+      pooled = jnp.mean(out["map"].astype(jnp.float32), axis=(1, 2, 3)).astype(s.dtype)
+      width = out["map"].shape[-1]
+    head = ProjectionHead(width, s.projection_dim, dtype=s.dtype, name="projection")
+    return logits, {**out, "projection": head(pooled)}
 
 
 class ActLumosTeacher(_Parts):

@@ -24,6 +24,7 @@ PAPERS = {
     "dinet": ("configs.dinet_base", "configs.dinet_infar", "docs/papers/dinet.md"),
     "dtcm": ("configs.dtcm_base", "configs.dtcm_arid", "docs/papers/dtcm.md"),
     "liftnet": ("configs.lift_base", "configs.lift_arid", "docs/papers/liftnet.md"),
+    "actlumos": ("configs.actlumos_base", "configs.actlumos_arid", "docs/papers/actlumos.md"),
 }
 STATUSES = ("MATCH", "CHOICE", "MISSING")
 

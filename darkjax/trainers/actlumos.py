@@ -6,13 +6,16 @@
     loss CE + supcon_weight * SupCon(per-stream projections, labels) (`supcon`; the dark and Retinex
     views of every clip and all clips of its class are positives, losses.supcon_loss).
     `config.teacher` holds its steps, optimizer and cadence.
-  phase ssl (WORKDIR/ssl; with `ssl`): the student + a projection head on unlabelled dark clips
-    from every dataset in `config.ssl.datasets` (their train splits, read as one stream of shard
-    files), two augmented views of each clip (colour jitter + random affine drawn twice), NT-Xent
-    (losses.nt_xent_loss). `config.ssl` holds its steps, optimizer, batch and augmentations.
+  phase ssl (WORKDIR/ssl; with `ssl`): the student's R(2+1)D-34 (`config.ssl.features=backbone`,
+    the README's Stage 1; `cls`: the whole student's CLS embedding) + a projection head on
+    unlabelled dark clips from every dataset in `config.ssl.datasets` (their train splits, read as
+    one stream of shard files), two augmented views of each clip (colour jitter + random affine
+    drawn twice), NT-Xent (losses.nt_xent_loss). `config.ssl` holds its steps, optimizer, batch,
+    augmentations and features.
   phase student (WORKDIR/student): the student on dark clips only, CE + kd_weight * Hinton KD
     (losses.kd_kl_loss, T = kd_temperature, times T^2) against the frozen teacher (`kd`), starting
-    from the SSL weights (`ssl`; its classifier is new).
+    from the SSL weights (`ssl`: the backbone, or with `features=cls` everything but the
+    classifier).
 
 Each phase is the generic Trainer with its own Task and sub-directory, so re-running the command
 resumes whichever phase was running; a finished phase restores its last checkpoint and hands its
@@ -223,12 +226,17 @@ def ssl_sources(config: mlc.ConfigDict) -> list[prepared.Dataset]:
   return out
 
 
+def ssl_backbone_path(config: mlc.ConfigDict) -> tuple[str, ...]:
+  """Where the SSL phase's variables hold the R(2+1)D (models.actlumos.ActLumosSSL)."""
+  return ("student", "backbone") if config.ssl.features == "cls" else ("backbone",)
+
+
 class SSLTask(_Base):
   """Student + projection head, NT-Xent between two augmented views of each unlabelled clip."""
 
   def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
     super().__init__(config, num_classes)
-    self.model = actlumos.ActLumosSSL(self.make_student())
+    self.model = actlumos.ActLumosSSL(self.make_student(), features=config.ssl.features)
     self.merges_pretrained = bool(self.cfg.backbone_init)
     self.sources = ssl_sources(config) if num_classes is None else []
 
@@ -263,7 +271,8 @@ class SSLTask(_Base):
 
   def init_from(self, variables: dict) -> dict:
     loaded = _pretrained_backbone(self.config, self.model.student.backbone)
-    return _nested_merge(variables, ("student", "backbone"), loaded, self.cfg.backbone_init)
+    return _nested_merge(variables, ssl_backbone_path(self.config), loaded,
+                         self.cfg.backbone_init)
 
   def predict(self, variables, streams, source=None):
     raise ValueError("the ActLumos SSL phase has no trained classifier; evaluate the student "
@@ -311,11 +320,16 @@ class Task(_Base):
     return loss, (new_state, metrics)
 
   def init_from(self, variables: dict) -> dict:
-    """The SSL student (classifier excluded) or the pretrained backbone; the trained teacher."""
-    if self.ssl_variables is not None:
+    """The SSL phase's backbone (with `ssl.features=cls` its whole student but the classifier) or
+    the pretrained backbone; the trained teacher."""
+    if self.ssl_variables is not None and self.config.ssl.features == "cls":
       ssl = {c: v["student"] for c, v in self.ssl_variables.items() if "student" in v}
       variables = _nested_merge(variables, ("student",), ssl, "the SSL phase's student",
                                 skip=("fc",))
+    elif self.ssl_variables is not None:
+      ssl = {c: v["backbone"] for c, v in self.ssl_variables.items() if "backbone" in v}
+      variables = _nested_merge(variables, ("student", "backbone"), ssl,
+                                "the SSL phase's backbone")
     elif self.cfg.backbone_init:
       loaded = _pretrained_backbone(self.config, self.student.backbone)
       variables = _nested_merge(variables, ("student", "backbone"), loaded,
