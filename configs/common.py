@@ -248,7 +248,8 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       # normalisation statistics and losses stay float32); an explicit dtype wins everywhere
       compute_dtype="auto",
       # XLA backend optimisation level of the compiled steps; -1: XLA's default. runlocal sets 0:
-      # a smoke run's time is compilation (docs/benchmarks.md)
+      # a smoke run's time is compilation (docs/benchmarks.md); on a TPU 0 also sets XLA's lowest
+      # run-time effort (darkjax.targets.fastest_compile_options)
       xla_opt_level=-1,
       # JAX's persistent compilation cache (darkjax.targets.use_compilation_cache): "auto" =
       # $DARKJAX_COMPILATION_CACHE or ~/.cache/darkjax/xla; "" = off; else the directory

@@ -120,6 +120,21 @@ def init_compiler_options(platform: str | None = None) -> dict[str, Any]:
   return {"xla_backend_optimization_level": 0} if _resolve(platform) == "cpu" else {}
 
 
+def fastest_compile_options(platform: str | None = None) -> dict[str, Any]:
+  """XLA options of a step compiled as fast as XLA can (`config.xla_opt_level=0`, set by the
+  `runlocal` variants: a smoke run's time is compilation) for `platform` (default: `platform()`).
+
+  Every platform: `xla_backend_optimization_level` 0. On "tpu" also
+  `exec_time_optimization_effort` -1 (XLA's lowest effort on the program's run time): XLA:TPU
+  compiles as long with the backend level as without, and this effort is what shortens its
+  compile (docs/benchmarks.md, "Compile-only targets"). The program computes the same function;
+  XLA's memory figure is that of the less optimised program, which may be larger."""
+  options: dict[str, Any] = {"xla_backend_optimization_level": 0}
+  if _resolve(platform) == "tpu":
+    options["exec_time_optimization_effort"] = -1.0
+  return options
+
+
 DEFAULT_CACHE = os.path.join("~", ".cache", "darkjax", "xla")
 
 

@@ -74,11 +74,14 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
 def compiler_options(config: Mapping[str, Any], platform: str, target: str = "") -> dict[str, Any]:
   """XLA options of a run's compiled steps on `platform`: `targets.compiler_options` (on CPU, the
   options under which remat policies take effect; for a compile-only `target`, what it needs), and
-  `config.xla_opt_level` >= 0 sets XLA's backend optimisation level (0: the fastest compile, for
-  smoke runs whose time is compilation; -1: XLA's default)."""
+  `config.xla_opt_level` >= 0 sets XLA's backend optimisation level (0: the fastest compile,
+  `targets.fastest_compile_options`, for smoke runs whose time is compilation; -1: XLA's
+  default)."""
   options = targets.compiler_options(platform, target)
   level = int(config.get("xla_opt_level", -1))
-  if level >= 0:
+  if level == 0:
+    options.update(targets.fastest_compile_options(platform))
+  elif level > 0:
     options["xla_backend_optimization_level"] = level
   return options
 

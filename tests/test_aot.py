@@ -2,8 +2,10 @@
 
 The synthetic `runlocal` step compiles on this CPU host for a TPU v5e 2x2 slice and one H100 with
 XLA's native ops only, and XLA's memory analysis is read; the planner lists the default and a
-candidate setting. The compile tests skip only when the target's compiler (the `aot-tpu` /
-`aot-gpu` extra) is not installed.
+candidate setting. Every paper config's main phase compiles at its `runlocal` size for both
+targets (the pod path: no CPU lowering, memory figures read against the target's HBM), and one
+paper fully sharded (fsdp) over a 16-chip, 4-host TPU v5e slice. The compile tests skip only when
+the target's compiler (the `aot-tpu` / `aot-gpu` extra) is not installed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import pytest
 
 from darkjax import aot, fit, targets, train
@@ -180,3 +183,74 @@ def test_planner_reports_the_batch_that_runs_on_the_devices(tmp_path, capsys, mo
   assert rows[0]["fits"] is None and "config.input.batch_size 30 is not divisible by the 8 " \
       "devices of the mesh; batches that run here: 24 or 32" in rows[0]["error"]
   assert "batches that run here: 24 or 32" in capsys.readouterr().out and compiled_at == [32, 32]
+
+
+# ------------------------------------------------------------------ paper configs on the pod path
+PAPERS = ("actlumos_arid", "lift_arid", "dtcm_arid", "twostream_infar", "dinet_infar")
+PAPER_TARGETS = (("tpu-v5e:2x2", needs_tpu), ("h100:1", needs_gpu))
+FSDP_PAPER, FSDP_TARGET = "dinet_infar", "tpu-v5e:4x4"   # 16 chips on 4 hosts
+
+
+@pytest.fixture(scope="module")
+def paper_step(tmp_path_factory):
+  """(paper, target, overrides) -> (trainer, bytes per device, lowerings chosen): the paper's main
+  phase at its `runlocal` size on the synthetic stand-in data of its clip geometry
+  (`bench_config.stand_in_config`, as the planner builds it), compiled for the target once per
+  module. Its conv lowering is "auto" (runlocal forces "native"), so the lowerings say which
+  platform the layers were traced for."""
+  root = tmp_path_factory.mktemp("papers")
+  stand_ins, steps = {}, {}
+
+  def compile_step(paper: str, target: str, **overrides):
+    key = (paper, target, tuple(sorted(overrides.items())))
+    if key not in steps:
+      if paper not in stand_ins:
+        config = config_lib.load(f"configs/{paper}.py:runlocal")
+        stand_ins[paper] = bench_config.stand_in_config(config, str(root / "data"))
+      config = config_lib.apply_overrides(stand_ins[paper], {"conv_lowering": "auto", **overrides})
+      config = config_lib.resolve(config, aot.parse(target).platform)
+      phase_config, task = task_lib.build_task(task_lib.main_phase(config), config)
+      trainer = train.Trainer(phase_config, str(root / "run" / f"{paper}_{len(steps)}"),
+                              task=task, target=target)
+      with conv.record_lowerings() as chosen:
+        need = trainer.compile_step()
+      steps[key] = trainer, need, dict(chosen)
+    return steps[key]
+
+  return compile_step
+
+
+def _check_pod_step(trainer, need, chosen, target):
+  """Compiled for the target's platform and devices with native ops only, no CPU-only XLA option,
+  and a memory figure under what a run on the target may hold, the limit the fit check reads."""
+  assert trainer.platform == aot.parse(target).platform
+  assert trainer.mesh.devices.size == aot.parse(target).device_count
+  assert "xla_disable_hlo_passes" not in trainer.compiler_options
+  assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
+  limit = fit.device_limit(trainer.config, trainer.mesh.devices.flat[0], trainer.target)
+  assert limit == aot.limit_bytes(target)
+  assert need is not None and 0 < need < limit
+
+
+@pytest.mark.parametrize("target", [pytest.param(t, marks=m) for t, m in PAPER_TARGETS])
+@pytest.mark.parametrize("paper", PAPERS)
+def test_paper_main_phase_compiles_for_the_target(paper_step, paper, target):
+  trainer, need, chosen = paper_step(paper, target)
+  _check_pod_step(trainer, need, chosen, target)
+
+
+@needs_tpu
+def test_paper_compiles_fully_sharded_on_a_multi_host_tpu_slice(paper_step):
+  # runlocal's parameters are small: min_fsdp_size is lowered so they shard as a paper size does.
+  fsdp = {"input.batch_size": 16, "mesh.data": 1, "mesh.fsdp": -1, "sharding.min_fsdp_size": 1024}
+  trainer, need, chosen = paper_step(FSDP_PAPER, FSDP_TARGET, **fsdp)
+  _check_pod_step(trainer, need, chosen, FSDP_TARGET)
+  assert dict(trainer.mesh.shape) == {"data": 1, "fsdp": 16}
+  assert len({d.process_index for d in trainer.mesh.devices.flat}) == 4   # 4 hosts
+  specs = [str(s.spec) for s in jax.tree.leaves(trainer.state_shardings.params)]
+  assert any("fsdp" in spec for spec in specs), specs
+  # Data parallel on the 2x2 slice at the same clips per device: the replicated parameters and
+  # optimizer state are what fsdp divides.
+  replicated, replicated_need, _ = paper_step(FSDP_PAPER, "tpu-v5e:2x2")
+  assert replicated.config.input.batch_size // 4 == trainer.config.input.batch_size // 16
+  assert need <= replicated_need, (need, replicated_need)

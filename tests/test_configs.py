@@ -99,6 +99,9 @@ def test_runlocal_compiles_at_xla_opt_level_0_and_full_runs_at_xlas_default():
   config = importlib.import_module("configs.synthetic").get_config("runlocal")
   cpu = targets.compiler_options("cpu")   # every CPU step: remat policies take effect
   assert train.compiler_options(config, "cpu") == {"xla_backend_optimization_level": 0, **cpu}
+  assert train.compiler_options(config, "gpu") == {"xla_backend_optimization_level": 0}
+  assert train.compiler_options(config, "tpu") == {"xla_backend_optimization_level": 0,
+                                                   "exec_time_optimization_effort": -1.0}
   full = importlib.import_module("configs.synthetic").get_config()
   assert train.compiler_options(full, "cpu") == cpu
   assert train.compiler_options(full, "gpu") == {}   # no CPU-only option for an accelerator
