@@ -267,8 +267,12 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       # name -> weights_entry(...): pretrained weights the paper's recipe starts from; a run with
       # any of them empty stops at start naming the file and the command (see require_weights)
       required_weights=mlc.ConfigDict(),
-      # dont_load: regexes of parameters not to load; prefix: sub-module the checkpoint goes to
-      model_load=mlc.ConfigDict(dict(dont_load=(), prefix="")),
+      # dont_load: regexes of parameters not to load; prefix: sub-module the checkpoint goes to;
+      # normalise_key: the key of the normalisation the loaded weights read, checked against the
+      # one they were trained on (darkjax.convert records it); check_normalise=False skips that
+      # check for model_init and every pretrained sub-module a trainer loads
+      model_load=mlc.ConfigDict(dict(dont_load=(), prefix="", normalise_key="input.normalise",
+                                     check_normalise=True)),
       log_every=20,
       eval_every=0,                  # 0: only at the end; -1: never
       # name -> evaluator block (classification_eval, ...); names tag the metrics ("eval/top1")

@@ -54,6 +54,11 @@ INFAR_CLASSES = ("fight", "handclapping", "handshake", "hug", "jog", "jump", "pu
 BACKBONES = {"resnext3d_101": "ResNeXt-DA", "resnet3d_101": "ResNet-DA", "c3d": "C3D-DA"}
 BACKBONE_WEIGHTS = {"resnext3d_101": common.KINETICS_RESNEXT101,
                     "resnet3d_101": common.KINETICS_RESNET101, "c3d": common.SPORTS1M_C3D}
+# The input normalisation each backbone's weights were trained on (darkjax.convert records it and
+# loading checks it): 3D-ResNets-PyTorch's first Kinetics release, Tran et al.'s Sports-1M C3D.
+BACKBONE_NORMALISE = {"resnext3d_101": "activitynet_mean", "resnet3d_101": "activitynet_mean",
+                      "c3d": "c3d_sports1m"}
+RANDOM_INIT_NORMALISE = "kinetics"   # unit-scale inputs for a backbone from random weights
 
 
 def get_config(arg=None):
@@ -63,9 +68,13 @@ def get_config(arg=None):
                          runlocal=False)
   root = common.default_data_root()
   config = common.base_config("dinet", arg.steps, seed=arg.seed)
+  # The backbone starts from its weights when given them, or when they are required.
+  pretrained = bool(arg.pretrained) or (arg.init != "none" and not arg.runlocal)
+  normalise = BACKBONE_NORMALISE.get(arg.backbone, RANDOM_INIT_NORMALISE) if pretrained else \
+      RANDOM_INIT_NORMALISE
   config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
                                     short_side=128, crop_size=112, flip=True,
-                                    normalise="kinetics", sampling="dense",
+                                    normalise=normalise, sampling="dense",
                                     eval_clips=arg.eval_clips, eval_crops=arg.eval_crops)
   # The paper trains on all of XD145 (600 clips): train<k> and test<k> together.
   config.input.data = common.data_block("xd145", arg.source_dir or os.path.join(root, "xd145"),
@@ -81,7 +90,7 @@ def get_config(arg=None):
                                     backbone_kwargs=mlc.ConfigDict())
   # A converted Kinetics backbone loads into the feature extractor.
   config.model_init = arg.pretrained
-  config.model_load = mlc.ConfigDict(dict(dont_load=(), prefix="extractor"))
+  config.model_load.prefix = "extractor"
   if arg.backbone in BACKBONE_WEIGHTS:
     common.require_weights(config, arg.init, arg.runlocal, backbone=common.weights_entry(
         "model_init", "pretrained", **BACKBONE_WEIGHTS[arg.backbone]))

@@ -25,7 +25,8 @@ Args (`--config=configs/dtcm_arid.py:k=8,alpha=0.1,w_stc=4,setting=one_stage_ar`
                layers 5-6 at stride 2 with a final resize (False, about 4x cheaper)
   pretrained   backbone weights: a `python -m darkjax.convert` directory or another darkjax run's
                workdir (its latest checkpoint); loaded into `classifier/` except its head
-  normalise    the backbone's input normalisation after enhancing (kinetics; match the pretraining)
+  normalise    the backbone's input normalisation after enhancing (activitynet_mean: that of the
+               Kinetics weights, checked when they are loaded)
   initial_curve  curve parameter r the untrained enhancer starts around (0; > 0 brightens: for
                very dark clips, see darkjax/models/enhancers.py)
   pretrain_enhancer  one-stage settings: train the enhancer alone first (enhancer_steps steps of

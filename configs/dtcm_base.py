@@ -15,7 +15,7 @@ from darkjax.models.dtcm import SETTINGS
 # lr 1e-5, 50 epochs; testing 1 clip x centre crop. weight_decay and the schedule are not given:
 # torch's AdamW default weight decay (0.01) and a constant rate are the documented choices.
 ARGS = dict(setting="one_stage_total", k=4, alpha=0.1, w_stc=4.0, backbone="resnext3d_101",
-            enhancer="dtcm_enhancer", normalise="kinetics", frames=64, crop=112, short_side=240,
+            enhancer="dtcm_enhancer", normalise="activitynet_mean", frames=64, crop=112, short_side=240,
             batch=4, epochs=50.0, steps=0, enhancer_steps=2000, lr=1e-5, seed=0, data_dir="",
             pretrained="", pretrain_enhancer=False, initial_curve=0.0, full_resolution=True,
             init="pretrained", split=1, eval_clips=1, eval_crops=1, runlocal=False)
@@ -60,7 +60,9 @@ def dtcm_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
                                             schedule="constant")
   if arg.pretrained:   # backbone weights (converted Kinetics checkpoint or a darkjax run), new head
     config.model_init = arg.pretrained
-    config.model_load = mlc.ConfigDict(dict(dont_load=("/classifier/(fc|head)/",), prefix="classifier"))
+    config.model_load.update(dont_load=("/classifier/(fc|head)/",), prefix="classifier")
+  # The backbone reads the enhanced clip normalised inside the model (checked against the weights').
+  config.model_load.normalise_key = "model.kwargs.normalise"
   if arg.backbone == "resnext3d_101":   # the paper's Kinetics-400 initialisation
     common.require_weights(config, arg.init, arg.runlocal, backbone=common.weights_entry(
         "model_init", "pretrained", **common.KINETICS_RESNEXT101))
@@ -125,7 +127,8 @@ RECIPE = (
     dict(detail="horizontal flip", paper="not stated", key="input.flip", status="CHOICE",
          note="the usual video-training flip"),
     dict(detail="backbone input normalisation", paper="not stated", key="model.kwargs.normalise",
-         status="CHOICE", note="the Kinetics statistics of the pretrained backbone"),
+         status="CHOICE", note="the pretrained backbone's: 3D-ResNets-PyTorch's first Kinetics "
+         "release read 0-255 RGB minus the ActivityNet mean"),
     dict(detail="optimizer", paper="adamw", source="Sec. IV-A", key="optimizer.name",
          status="MATCH"),
     dict(detail="learning rate", paper=1e-5, source="Sec. IV-A", key="optimizer.lr",

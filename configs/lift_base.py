@@ -57,7 +57,7 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
       kd=arg.kd, kd_weight=1.0, kd_reduction="sum", kd_features="hidden",
       luminous_input=arg.luminous_input, gamma=arg.gamma,
       vit_trainable=arg.vit_trainable,
-      luminous_normalise="ig65m",   # the luminous clip's normalisation (flow: always (x-128)/128)
+      luminous_normalise="ig65m",   # the luminous clip's (GIC frames or flow) normalisation
       # Sec. V-B lists random flip, colour jitter, random affine, optical distortion, elastic
       # distortion, random rain, CutMix and frame shuffle without magnitudes: these are choices.
       augment=common.augment_block(colour_jitter=0.2, affine=0.1, rotation=10.0, shear=5.0,

@@ -10,7 +10,13 @@ from configs import common
 
 STREAM_SETS = {"both": ("ir", "flow"), "ir": ("ir",), "flow": ("flow",)}
 ARGS = dict(steps=10000, batch=30, lr=1e-4, dcl=True, alpha=0.02, code_size=4096, streams="both",
-            split=1, k=5, gamma=0.05, sports1m="", data_dir="", seed=0, runlocal=False)
+            split=1, k=5, gamma=0.05, sports1m="", init="pretrained", data_dir="", seed=0,
+            runlocal=False)
+# The normalisation of the IR and flow towers: with the Sports-1M C3D, the one it was trained on
+# (darkjax.convert records it; loading a tower checks it); from random initialisation (init=none)
+# unit-scale inputs, which a C3D without BatchNorm needs from a random start.
+PRETRAINED_NORMALISE = dict(ir="c3d_sports1m", flow="c3d_sports1m")
+RANDOM_INIT_NORMALISE = dict(ir="kinetics", flow="flow")
 
 
 def twostream_block(streams=("ir", "flow"), dcl: bool = True, alpha: float = 0.02,
@@ -24,6 +30,7 @@ def twostream_block(streams=("ir", "flow"), dcl: bool = True, alpha: float = 0.0
       flow_source=flow_source,         # stream: the `flow` record stream | compute: on the host
       flow_method="farneback",         # flow_source=compute: darkjax.data.flow method
       flow_scale=8.0,                  # flow_source=compute: encoded units per pixel
+      flow_normalise="flow",           # the flow clip's darkjax.data.normalise mode
       softmax_fusion_weights=mlc.ConfigDict(dict(ir=1.0, flow=2.0)),  # `predict` (late fusion 1)
       tower_init=mlc.ConfigDict(dict(ir="", flow="")),   # converted C3D dir or a run's workdir
   ))
@@ -46,13 +53,22 @@ def twostream_config(arg, **defaults) -> tuple[mlc.ConfigDict, mlc.ConfigDict]:
   if arg.streams not in STREAM_SETS:
     raise ValueError(f"config arg streams={arg.streams!r}: valid {sorted(STREAM_SETS)}")
   config = common.base_config("twostream", arg.steps, seed=arg.seed)
+  if arg.init not in common.INIT_CHOICES:
+    raise ValueError(f"config arg init={arg.init!r}: valid {common.INIT_CHOICES} (none: train "
+                     f"from random initialisation instead of the Sports-1M C3D)")
+  # The towers start from the Sports-1M C3D when given it, or when it is required (runlocal and
+  # init=none start from random weights).
+  pretrained = bool(arg.sports1m) or (arg.init != "none" and not arg.runlocal)
+  norm = PRETRAINED_NORMALISE if pretrained else RANDOM_INIT_NORMALISE
   config.input = common.input_block(
-      batch_size=arg.batch, eval_batch_size=arg.batch, frames=16, resize=(128, 171),
-      crop_size=112, train_crop="random", flip=False, normalise="kinetics", eval_clips=1,
-      eval_crops=1, streams=("flow",) if "flow" in STREAM_SETS[arg.streams] else ())
+      batch_size=arg.batch, eval_batch_size=arg.batch, frames=16,
+      resize=(128, 171), crop_size=112, train_crop="random", flip=False, normalise=norm["ir"],
+      eval_clips=1, eval_crops=1,
+      streams=("flow",) if "flow" in STREAM_SETS[arg.streams] else ())
   config.input.data.split_index = arg.split
   config.model = common.model_block("twostream_c3d", code_size=arg.code_size)
   config.twostream = twostream_block(STREAM_SETS[arg.streams], arg.dcl, arg.alpha)
+  config.twostream.flow_normalise = norm["flow"]
   for stream in STREAM_SETS[arg.streams]:
     config.twostream.tower_init[stream] = arg.sports1m
   config.evals = mlc.ConfigDict(dict(video=video_eval(arg.k, arg.gamma)))

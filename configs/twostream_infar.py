@@ -42,7 +42,10 @@ Args (`--config=configs/twostream_infar.py:split=2,dcl=False`):
   streams            both | ir | flow
   split              InfAR split 1..5 (30 train / 20 test videos per class, seeded)
   k, gamma           the kNN code classifier
-  sports1m           converted Sports-1M C3D directory for both towers ("" = random init)
+  sports1m           converted Sports-1M C3D directory for both towers (required: a run without it
+                     stops at start naming the file and the convert command)
+  init               pretrained (default) | none: both towers from random initialisation (inputs
+                     then unit-scale: IR Kinetics mean / std, flow (v - 128) / 128)
   data_dir           prepared InfAR directory (default $DARKJAX_DATA/infar)
   seed, runlocal     training seed; a tiny model and a few steps (still needs the prepared data)
 """
@@ -54,6 +57,10 @@ from configs import common, twostream_base
 
 def get_config(arg=None):
   config, arg = twostream_base.twostream_config(arg)
+  # Both towers start from the same Sports-1M C3D (`sports1m=DIR` fills every tower_init).
+  first = twostream_base.STREAM_SETS[arg.streams][0]
+  common.require_weights(config, arg.init, arg.runlocal, sports1m=common.weights_entry(
+      f"twostream.tower_init.{first}", "sports1m", **common.SPORTS1M_C3D))
   config.input.data.name = "infar"
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), "infar")
   if arg.runlocal:

@@ -265,11 +265,28 @@ class MissingWeightsError(ConfigError):
   """A paper config runs without the pretrained weights its recipe starts from."""
 
 
-def _get_key(config: mlc.ConfigDict, dotted: str):
+def get_key(config: Mapping[str, Any], dotted: str):
+  """The value of dotted config key `dotted` ("model.kwargs.normalise")."""
   value = config
   for part in dotted.split("."):
     value = value[part]
   return value
+
+
+def pretrained_normalise(config: mlc.ConfigDict) -> tuple[str, str] | None:
+  """(key, mode): the config key holding the normalisation `config.model_init`'s weights read
+  (`model_load.normalise_key`) and its value, for the check against the weights' record; None
+  with `model_load.check_normalise` off."""
+  if not check_normalise(config):
+    return None
+  key = (config.get("model_load") or {}).get("normalise_key", "input.normalise")
+  return key, str(get_key(config, key))
+
+
+def check_normalise(config: Mapping[str, Any]) -> bool:
+  """Whether pretrained weights are checked against the normalisation they were trained on
+  (`model_load.check_normalise`, default on)."""
+  return bool((config.get("model_load") or {}).get("check_normalise", True))
 
 
 def check_required_weights(config: mlc.ConfigDict) -> None:
@@ -278,7 +295,7 @@ def check_required_weights(config: mlc.ConfigDict) -> None:
   the config arg that takes it, and `init=none` as the explicit opt-out."""
   missing = []
   for name, entry in config.required_weights.items():
-    if _get_key(config, entry.key):
+    if get_key(config, entry.key):
       continue
     lines = [f"- {name}: config arg `{entry.arg}` (config.{entry.key}) is empty; the recipe starts "
              f"from {entry.file} ({entry.source})."]

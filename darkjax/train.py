@@ -35,6 +35,7 @@ from darkjax import paths, plots, preemption, reports, sharding
 from darkjax import targets
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
+from darkjax.data import normalise as normalise_lib
 from darkjax.data import pipeline
 from darkjax.step import TrainState, make_train_step
 from darkjax.layers import conv as conv_lib
@@ -48,15 +49,20 @@ class NonFiniteLossError(FloatingPointError):
 
 # ================================================================ sharded state init
 def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] = (),
-                    prefix: str = "") -> dict:
+                    prefix: str = "", normalise: tuple[str, str] | None = None) -> dict:
   """Replaces parameters by those saved in `init_dir` (darkjax.convert output).
 
   `prefix` places the checkpoint under a sub-module (e.g. "extractor" for a backbone inside a
   larger model); only that sub-tree is then compared. Paths matching a `dont_load` regex keep their
-  initial values. Raises listing every missing, unexpected and mis-shaped entry.
+  initial values. Raises listing every missing, unexpected and mis-shaped entry. `normalise`
+  (config key, its mode): raises unless the weights were trained on inputs in that mode.
   """
   from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
-  loaded, _ = convert_io.load_variables(init_dir)
+  loaded, meta = convert_io.load_variables(init_dir)
+  if normalise is not None:
+    key, mode = normalise
+    normalise_lib.check_pretrained(convert_io.recorded_normalise(meta), mode, key,
+                                   f"config.model_init {init_dir}")
   skip = [re.compile(p) for p in dont_load]
   ours, theirs = variables_lib.flatten(variables), variables_lib.flatten(loaded)
   if prefix:
@@ -277,7 +283,8 @@ class Trainer:
     variables = jax.device_get({"params": state.params, **state.model_state})
     if cfg.model_init:
       variables = load_pretrained(variables, cfg.model_init, tuple(cfg.model_load.dont_load),
-                                  cfg.model_load.prefix)
+                                  cfg.model_load.prefix,
+                                  config_lib.pretrained_normalise(cfg))
     if self.task.merges_pretrained:
       variables = self.task.init_from(variables)
     params = jax.device_put(variables.pop("params"), self.state_shardings.params)

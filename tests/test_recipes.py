@@ -9,7 +9,8 @@ import pathlib
 
 import pytest
 
-from configs import dinet_infar, dtcm_arid, dtcm_synthetic, lift_arid, lift_hmdb51, lift_synthetic
+from configs import (dinet_infar, dtcm_arid, dtcm_synthetic, lift_arid, lift_hmdb51, lift_synthetic,
+                     twostream_infar, twostream_synthetic)
 from darkjax import config as config_lib
 from darkjax import train
 from darkjax.tools import recipe
@@ -25,6 +26,7 @@ LIFT_KEYS = {"lift.pretrained.vit", "lift.pretrained.luminous"}
     (dinet_infar, {"model_init"}, "init=none"),
     (lift_arid, LIFT_KEYS, "init=none,vit_trainable=all"),
     (lift_hmdb51, LIFT_KEYS, "init=none,vit_trainable=all"),
+    (twostream_infar, {"twostream.tower_init.ir"}, "init=none"),
 ])
 def test_paper_configs_require_their_weights_unless_opted_out(module, keys, opt_out):
   config = module.get_config()
@@ -51,6 +53,13 @@ def test_a_random_frozen_pvit_is_refused():
 def test_given_weights_pass_the_check():
   config = dtcm_arid.get_config("pretrained=/weights/resnext3d_101_kinetics")
   config_lib.check_required_weights(config)
+  # One Sports-1M C3D fills both two-stream towers; a one-tower run requires it for that tower.
+  config = twostream_infar.get_config("sports1m=/weights/c3d_sports1m")
+  config_lib.check_required_weights(config)
+  assert dict(config.twostream.tower_init) == {"ir": "/weights/c3d_sports1m",
+                                               "flow": "/weights/c3d_sports1m"}
+  config = twostream_infar.get_config("streams=flow")
+  assert [e.key for e in config.required_weights.values()] == ["twostream.tower_init.flow"]
   config = lift_arid.get_config("vit_init=/w/ViT-B_16.npz")
   with pytest.raises(config_lib.MissingWeightsError, match="luminous_init") as error:
     config_lib.check_required_weights(config)
@@ -58,7 +67,7 @@ def test_given_weights_pass_the_check():
 
 
 def test_synthetic_configs_require_nothing():
-  for module in (dtcm_synthetic, lift_synthetic):
+  for module in (dtcm_synthetic, lift_synthetic, twostream_synthetic):
     assert not module.get_config().required_weights
 
 

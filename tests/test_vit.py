@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,66 +61,9 @@ def test_num_blocks_builds_only_the_first_blocks():
 
 
 def _torch_reference(width, depth, mlp_dim, num_heads, patch_size, image_size, num_classes):
-  torch = torch_parity.require_torch()
-  nn = torch.nn
-
-  class Attention(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
-
-    def forward(self, x):
-      b, n, c = x.shape
-      q, k, v = self.qkv(x).reshape(b, n, 3, num_heads, c // num_heads).permute(2, 0, 3, 1, 4)
-      attention = (q @ k.transpose(-2, -1) / math.sqrt(c // num_heads)).softmax(-1)
-      return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
-
-  class Mlp(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.fc1, self.act, self.fc2 = nn.Linear(width, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, width)
-
-    def forward(self, x):
-      return self.fc2(self.act(self.fc1(x)))
-
-  class Block(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.norm1, self.attn = nn.LayerNorm(width, eps=1e-6), Attention()
-      self.norm2, self.mlp = nn.LayerNorm(width, eps=1e-6), Mlp()
-
-    def forward(self, x):
-      x = x + self.attn(self.norm1(x))
-      return x + self.mlp(self.norm2(x))
-
-  class ViT(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.patch_embed = nn.Module()
-      self.patch_embed.proj = nn.Conv2d(3, width, patch_size, patch_size)
-      tokens = (image_size // patch_size) ** 2 + 1
-      self.cls_token = nn.Parameter(torch.randn(1, 1, width))
-      self.pos_embed = nn.Parameter(torch.randn(1, tokens, width) * 0.5)
-      self.blocks = nn.ModuleList([Block() for _ in range(depth)])
-      self.norm = nn.LayerNorm(width, eps=1e-6)
-      self.head = nn.Linear(width, num_classes)
-
-    def forward(self, images, num_blocks=None):
-      x = self.patch_embed.proj(images).flatten(2).transpose(1, 2)
-      x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-      for block in self.blocks[:num_blocks]:
-        x = block(x)
-      x = self.norm(x)
-      return self.head(x[:, 0]), x
-
-  torch.manual_seed(0)
-  model = ViT()
-  with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, nn.LayerNorm):
-        module.weight.uniform_(0.5, 1.5)
-        module.bias.normal_(0.0, 0.1)
-  return model.eval()
+  torch_parity.require_torch()
+  from darkjax.tools import torch_refs  # pylint: disable=import-outside-toplevel
+  return torch_refs.timm_vit(width, depth, mlp_dim, num_heads, patch_size, image_size, num_classes)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,9 @@
 
 `from_torch(name, state_dict, num_classes=None)` returns `{"params": ..., "batch_stats": ...}` for
 `darkjax.models.build(name, num_classes)`. Each family module exposes
-`convert(name, state_dict, num_classes) -> variables` and `NAMES` (the model names it handles).
+`convert(name, state_dict, num_classes) -> variables`, `NAMES` (the model names it handles) and
+`INPUT_NORMALISE`, the `darkjax.data.normalise` mode the family's published weights were trained
+on (`input_normalise(name)`; `python -m darkjax.convert` records it in meta.json).
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ def _converter_for(name: str):
       return module
     known.extend(module.NAMES)
   raise ValueError(f"no PyTorch converter for model {name!r}; convertible models: {sorted(known)}")
+
+
+def input_normalise(name: str) -> str:
+  """The normalisation mode (darkjax.data.normalise) model `name`'s published weights expect."""
+  return _converter_for(name).INPUT_NORMALISE
+
+
+def check_normalise(name: str, configured: str, key: str, source: str) -> None:
+  """Raises (darkjax.data.normalise.NormalisationMismatchError) unless inputs normalised in mode
+  `configured` (config key `key`) are what model `name`'s published weights (from `source`)
+  were trained on."""
+  from darkjax.data import normalise  # pylint: disable=import-outside-toplevel
+  normalise.check_pretrained(input_normalise(name), configured, key, source)
 
 
 def from_torch(name: str, state_dict: Mapping[str, Any], num_classes: int | None = None) -> dict:

@@ -1,13 +1,16 @@
 """Convert a PyTorch / safetensors / npz checkpoint into Flax variables on disk.
 
     python -m darkjax.convert --arch resnext3d_101 --src resnext-101-kinetics.pth --out DIR \
-        [--num-classes N]
+        [--num-classes N] [--input-normalise MODE]
 
 Writes DIR/variables (orbax StandardCheckpointer) and DIR/meta.json:
   arch, num_classes (the head size the variables are for), model_kwargs (extra
   `darkjax.models.build` arguments the variables need, e.g. the shortcut type read from the
   checkpoint), not_converted (parameters the trainer must initialise: the head when --num-classes
-  differs from the checkpoint's), source (path, sha256, size).
+  differs from the checkpoint's), source (path, sha256, size), input_normalisation (the
+  `darkjax.data.normalise` mode the weights were trained on, with its mean, std, value range and
+  channel order: the family's published weights' unless --input-normalise names another; loading
+  the weights checks the config's normalisation against it).
 Read it back with `darkjax.convert.io.load_variables(DIR)`.
 
 Exit status 2 with a message naming the file / parameters on any problem (unsafe pickle,
@@ -51,11 +54,16 @@ def _head_classes(arch: str, model_kwargs: dict, converted: dict[str, tuple[int,
   return sizes.pop()
 
 
-def convert_file(arch: str, src: str, out: str, num_classes: int | None = None) -> dict[str, Any]:
-  """Converts `src` for model `arch`, writes `out`; returns the meta dict."""
+def convert_file(arch: str, src: str, out: str, num_classes: int | None = None,
+                 input_normalise: str | None = None) -> dict[str, Any]:
+  """Converts `src` for model `arch`, writes `out`; returns the meta dict. `input_normalise`: the
+  normalisation the weights were trained on (default: the family's published weights')."""
   from darkjax import __version__, convert  # pylint: disable=import-outside-toplevel
+  from darkjax.data import normalise  # pylint: disable=import-outside-toplevel
   state = io.load_state_dict(src)
   converter = convert._converter_for(arch)  # pylint: disable=protected-access
+  input_normalise = input_normalise or converter.INPUT_NORMALISE
+  normalisation = normalise.describe(input_normalise)
   variables = converter.convert(arch, state, num_classes)
   model_kwargs = getattr(converter, "model_kwargs", lambda name, state: {})(arch, state)
   converted = _flat_shapes(variables)
@@ -67,6 +75,7 @@ def convert_file(arch: str, src: str, out: str, num_classes: int | None = None) 
       "num_classes": num_classes,
       "model_kwargs": model_kwargs,
       "not_converted": not_converted,
+      "input_normalisation": normalisation,
       "source": {"path": os.path.abspath(src), "sha256": file_state.sha256_file(src),
                  "bytes": os.path.getsize(src)},
       "darkjax_version": __version__,
@@ -83,16 +92,20 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", required=True, help="output directory")
   parser.add_argument("--num-classes", type=int, default=None,
                       help="head size; if it differs from the checkpoint's, the head is left out")
+  parser.add_argument("--input-normalise", default=None,
+                      help="the darkjax.data.normalise mode the weights were trained on (default: "
+                           "that of the family's published weights, e.g. c3d_sports1m for c3d, "
+                           "activitynet_mean for 3D-ResNets-PyTorch's first Kinetics release)")
   args = parser.parse_args(argv)
   try:
-    meta = convert_file(args.arch, args.src, args.out, args.num_classes)
+    meta = convert_file(args.arch, args.src, args.out, args.num_classes, args.input_normalise)
   except (ValueError, FileExistsError) as e:  # CheckpointReadError, ConversionError are ValueErrors
     print(f"darkjax.convert: {e}", file=sys.stderr)
     return 2
   print(f"wrote {paths.resolve(args.out) / io.VARIABLES_DIR} for {args.arch} "
         f"({meta['num_classes']} classes"
         + (f"; not converted: {', '.join(meta['not_converted'])}" if meta["not_converted"] else "")
-        + ")")
+        + f"; inputs normalised as {meta['input_normalisation']['mode']!r})")
   return 0
 
 

@@ -19,6 +19,10 @@ from darkjax.convert.resnet3d import head_classes
 from darkjax.models import c3d
 
 NAMES = tuple(c3d.VARIANTS)
+# What the Sports-1M weights were trained on (darkjax.data.normalise.STATS): Tran et al.'s Caffe
+# C3D read OpenCV's BGR frames in 0-255 minus the Sports-1M mean cube; the PyTorch ports copy its
+# weights without changing conv1's channel order.
+INPUT_NORMALISE = "c3d_sports1m"
 
 
 def convert(name: str, state_dict: Mapping[str, Any], num_classes: int | None = None) -> dict:

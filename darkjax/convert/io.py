@@ -5,6 +5,9 @@
 `save_variables(out_dir, variables, meta)` writes `out_dir/variables` (orbax) and
 `out_dir/meta.json`; `load_variables(out_dir)` reads both back for the trainer, or takes the
 latest checkpoint of a darkjax run's workdir (`config.model_init` may name either).
+`recorded_normalise(meta, key)` is the input normalisation the loaded weights were trained on: the
+converter's record in meta.json (a conversion older than the record: its family's published
+weights'), or the value of config key `key` in a run's config.json.
 
 Pickled torch checkpoints are loaded with `torch.load(..., weights_only=True)` only: a file whose
 unpickling would run code is refused (`UnsafeCheckpointError`) rather than executed.
@@ -151,8 +154,38 @@ def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dic
     raise CheckpointReadError(f"{checkpointer.directory}/{step}: not a darkjax train state (no "
                               "'params')")
   variables = {"params": state["params"], **dict(state.get("model_state") or {})}
-  return variables, {"source": "darkjax run", "workdir": os.fspath(paths.resolve(workdir)),
-                     "step": step}
+  meta = {"source": "darkjax run", "workdir": os.fspath(paths.resolve(workdir)), "step": step}
+  config_path = paths.resolve(workdir) / "config.json"
+  if config_path.is_file():
+    meta["config"] = json.loads(config_path.read_text())
+  return variables, meta
+
+
+def recorded_normalise(meta: Mapping[str, Any], key: str | None = None,
+                       run_default: str | None = None) -> str | None:
+  """The `darkjax.data.normalise` mode weights read back with `meta` were trained on: the
+  converter's record, the family default of a conversion made before darkjax recorded it, or a
+  run's config value at `key` (default: the run's own `model_load.normalise_key`, else
+  `input.normalise`; `run_default` when its config lacks the key); None if unknown."""
+  record = meta.get("input_normalisation")
+  if isinstance(record, Mapping) and record.get("mode"):
+    return str(record["mode"])
+  if meta.get("arch"):
+    from darkjax import convert  # pylint: disable=import-outside-toplevel
+    try:
+      return convert.input_normalise(str(meta["arch"]))
+    except ValueError:   # an architecture without a converter: nothing recorded
+      return None
+  run_config = meta.get("config")
+  if isinstance(run_config, Mapping):
+    key = key or (run_config.get("model_load") or {}).get("normalise_key") or "input.normalise"
+    value: Any = run_config
+    for part in key.split("."):
+      if not isinstance(value, Mapping) or part not in value:
+        return run_default
+      value = value[part]
+    return str(value)
+  return None
 
 
 def load_variables(out_dir: str) -> tuple[dict, dict]:

@@ -25,6 +25,10 @@ from darkjax.convert.common import (ConversionError, conv_kernel, linear_kernel,
 from darkjax.models import resnet3d
 
 NAMES = tuple(name for name in resnet3d.VARIANTS)
+# The first release's Kinetics weights (resnet-*-kinetics.pth, resnext-101-kinetics.pth; main.py
+# of that time: `Normalize(get_mean(norm_value=1), [1, 1, 1])`): 0-255 RGB minus the ActivityNet
+# mean. The 2020 release (r3d50_K_200ep.pth, ...) is `--input-normalise kinetics_2020`.
+INPUT_NORMALISE = "activitynet_mean"
 
 _BN_FIELDS = {"weight": ("params", "scale"), "bias": ("params", "bias"),
               "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}

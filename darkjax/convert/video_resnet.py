@@ -30,6 +30,9 @@ from darkjax.convert.common import conv_kernel, linear_kernel, merge_strict, nor
 from darkjax.models import video_resnet
 
 NAMES = tuple(video_resnet.VARIANTS)
+# torchvision's video models and IG65M (ig65m-pytorch) both read [0, 1] RGB normalised by
+# mean (0.43216, 0.394666, 0.37645), std (0.22803, 0.22145, 0.216989).
+INPUT_NORMALISE = "ig65m"
 
 _BN_FIELDS = {"weight": ("params", "scale"), "bias": ("params", "bias"),
               "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}

@@ -33,6 +33,9 @@ from darkjax.convert.common import conv_kernel, linear_kernel, merge_strict, nor
 from darkjax.models import vit
 
 NAMES = tuple(vit.VARIANTS)
+# vision_transformer / big_vision checkpoints and timm's augreg ones read [-1, 1] (mean = std =
+# 0.5 of [0, 1]); a checkpoint trained with ImageNet statistics is `--input-normalise imagenet`.
+INPUT_NORMALISE = "vit"
 
 _TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _TIMM_LINEAR = {"mlp.fc1": "MlpBlock_3/Dense_0", "mlp.fc2": "MlpBlock_3/Dense_1"}

@@ -17,6 +17,7 @@ from flax import traverse_util
 from darkjax.convert.common import ConversionError, conv_kernel, merge_strict, normalise_state_dict
 
 NAMES = ("zero_dce", "zero_dce_pp")
+INPUT_NORMALISE = "none"   # the enhancers read [0, 1] RGB
 
 
 def _expected_variables(name: str) -> dict:

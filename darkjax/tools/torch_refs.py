@@ -11,11 +11,14 @@ their state dicts have the same keys):
   * `ig65m_r2plus1d`: R(2+1)D-34 as moabitcoin/ig65m-pytorch builds it from torchvision's
     VideoResNet: the first block of stages 2-4 keeps VMZ's mid-plane count in its second conv,
     BatchNorm eps 1e-3 (its state dicts convert with `darkjax.convert --arch r2plus1d_34_ig65m`).
+  * `timm_vit`: a ViT in timm's layout (patch_embed.proj, cls_token, pos_embed, blocks.<i>.{norm1,
+    attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head); forward returns (logits, tokens).
 Requires torch (imported at module import).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -170,6 +173,75 @@ def ig65m_r2plus1d(num_classes: int, layers: Sequence[int] = (3, 4, 6, 3)) -> nn
     if isinstance(module, nn.BatchNorm3d):
       module.eps, module.momentum = 1e-3, 0.1
   return model
+
+
+class _ViTAttention(nn.Module):
+  def __init__(self, width: int, num_heads: int):
+    super().__init__()
+    self.num_heads = num_heads
+    self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+
+  def forward(self, x):
+    b, n, c = x.shape
+    heads = self.num_heads
+    q, k, v = self.qkv(x).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    attention = (q @ k.transpose(-2, -1) / math.sqrt(c // heads)).softmax(-1)
+    return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class _ViTMlp(nn.Module):
+  def __init__(self, width: int, mlp_dim: int):
+    super().__init__()
+    self.fc1, self.act, self.fc2 = nn.Linear(width, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, width)
+
+  def forward(self, x):
+    return self.fc2(self.act(self.fc1(x)))
+
+
+class _ViTBlock(nn.Module):
+  def __init__(self, width: int, mlp_dim: int, num_heads: int):
+    super().__init__()
+    self.norm1, self.attn = nn.LayerNorm(width, eps=1e-6), _ViTAttention(width, num_heads)
+    self.norm2, self.mlp = nn.LayerNorm(width, eps=1e-6), _ViTMlp(width, mlp_dim)
+
+  def forward(self, x):
+    x = x + self.attn(self.norm1(x))
+    return x + self.mlp(self.norm2(x))
+
+
+class TimmViT(nn.Module):
+  def __init__(self, width: int, depth: int, mlp_dim: int, num_heads: int, patch_size: int,
+               image_size: int, num_classes: int):
+    super().__init__()
+    self.patch_embed = nn.Module()
+    self.patch_embed.proj = nn.Conv2d(3, width, patch_size, patch_size)
+    tokens = (image_size // patch_size) ** 2 + 1
+    self.cls_token = nn.Parameter(torch.randn(1, 1, width))
+    self.pos_embed = nn.Parameter(torch.randn(1, tokens, width) * 0.5)
+    self.blocks = nn.ModuleList([_ViTBlock(width, mlp_dim, num_heads) for _ in range(depth)])
+    self.norm = nn.LayerNorm(width, eps=1e-6)
+    self.head = nn.Linear(width, num_classes)
+
+  def forward(self, images, num_blocks=None):
+    x = self.patch_embed.proj(images).flatten(2).transpose(1, 2)
+    x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+    for block in self.blocks[:num_blocks]:
+      x = block(x)
+    x = self.norm(x)
+    return self.head(x[:, 0]), x
+
+
+def timm_vit(width: int, depth: int, mlp_dim: int, num_heads: int, patch_size: int,
+             image_size: int, num_classes: int, seed: int = 0) -> TimmViT:
+  """A random timm-layout ViT in eval mode, LayerNorm affine parameters randomised too."""
+  torch.manual_seed(seed)
+  model = TimmViT(width, depth, mlp_dim, num_heads, patch_size, image_size, num_classes)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, nn.LayerNorm):
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.normal_(0.0, 0.1)
+  return model.eval()
 
 
 def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:

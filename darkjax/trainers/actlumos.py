@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 from darkjax import config as config_lib
+from darkjax import convert
 from darkjax import losses
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
@@ -99,6 +100,9 @@ def _nested_merge(variables: dict, path: tuple[str, ...], loaded: Mapping[str, A
 def _pretrained_backbone(config: mlc.ConfigDict, backbone: str) -> dict:
   from darkjax.convert import video_resnet as convert_vr  # pylint: disable=import-outside-toplevel
   path = config.actlumos.backbone_init
+  if config_lib.check_normalise(config):
+    convert.check_normalise(backbone, config.input.normalise, "input.normalise",
+                            f"config.actlumos.backbone_init {path}")
   try:
     state = convert_io.load_state_dict(path)
   except convert_io.CheckpointReadError as error:

@@ -38,6 +38,7 @@ import ml_collections as mlc
 from darkjax import config as config_lib
 from darkjax import losses
 from darkjax import task as task_lib
+from darkjax import convert
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
 from darkjax.data import normalise
@@ -114,8 +115,10 @@ class LiftInputs:
 
   def model_inputs(self, streams: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
     dark = normalise.normalise(streams["video"], self.config.input.normalise, self.dtype)
-    mode = "flow" if self.lift.luminous_input == "flow" else self.lift.luminous_normalise
-    return dark, normalise.normalise(self.luminous_uint8(streams), mode, self.dtype)
+    # A flow image goes through the luminous backbone's normalisation like frames (the one its
+    # pretrained weights read); its x, y, magnitude channels are not colours to reorder.
+    return dark, normalise.normalise(self.luminous_uint8(streams), self.lift.luminous_normalise,
+                                     self.dtype, colour=self.lift.luminous_input != "flow")
 
   def train_inputs(self, batch, rng):
     streams, mixed, mix = augment(self.streams(batch), batch["label"], rng, self.lift.augment)
@@ -132,8 +135,11 @@ def load_weights(path: str, key: str) -> dict[str, Any]:
     raise convert_io.CheckpointReadError(f"{key}: {error}") from None
 
 
-def _luminous_pretrained(name: str, path: str) -> dict:
+def _luminous_pretrained(name: str, path: str, config: mlc.ConfigDict) -> dict:
   from darkjax.convert import video_resnet as convert_vr  # pylint: disable=import-outside-toplevel
+  if config_lib.check_normalise(config):
+    convert.check_normalise(name, config.lift.luminous_normalise, "lift.luminous_normalise",
+                            f"config.lift.pretrained.luminous {path}")
   return convert_vr.convert(name, load_weights(path, "config.lift.pretrained.luminous"),
                             num_classes=0)
 
@@ -178,7 +184,7 @@ class TeacherTask(_LiftTaskBase):
   def init_from(self, variables: dict) -> dict:
     """The pretrained luminous backbone (config.lift.pretrained.luminous), head kept."""
     path = self.lift.pretrained.luminous
-    loaded = _luminous_pretrained(self.student.luminous, path)
+    loaded = _luminous_pretrained(self.student.luminous, path, self.config)
     out = variables_lib.merge_subtree(variables, "params", None, loaded["params"], path,
                                       skip=("fc",))
     return variables_lib.merge_subtree(out, "batch_stats", None, loaded["batch_stats"], path)
@@ -250,9 +256,12 @@ class Task(_LiftTaskBase):
       variables = liftnet.merge_teacher(variables, self.teacher_variables)
     elif pretrained.luminous:
       variables = liftnet.merge_teacher(
-          variables, _luminous_pretrained(self.model.luminous, pretrained.luminous))
+          variables, _luminous_pretrained(self.model.luminous, pretrained.luminous, self.config))
     if pretrained.vit:
       from darkjax.convert import vit as convert_vit  # pylint: disable=import-outside-toplevel
+      if config_lib.check_normalise(self.config):
+        convert.check_normalise(self.model.vit, self.config.input.normalise, "input.normalise",
+                                f"config.lift.pretrained.vit {pretrained.vit}")
       loaded = convert_vit.convert(self.model.vit, load_weights(pretrained.vit,
                                                                 "config.lift.pretrained.vit"),
                                    num_classes=0, image_size=self.data.frame_hw(),

@@ -12,7 +12,7 @@ towers have no DC layer and L_s = CE (the paper's "net without DCL").
 
 Inputs (`config.input`): the IR frames are the record stream `input.stream` (InfAR: the prepared
 `video`; the synthetic set: `ir`), normalised by `input.normalise` and brought to 3 channels on
-device (1-channel IR is repeated, as C3D's Sports-1M weights read RGB). The flow clip is
+device (1-channel IR is repeated, as C3D's Sports-1M weights read three channels). The flow clip is
   `twostream.flow_source = "stream"`: the `flow` record stream of `python -m darkjax.data.prepare
       ... --flow` (listed in `input.streams`); a dataset without it fails at once naming the flag;
   `twostream.flow_source = "compute"`: computed on the host from each sampled IR clip
@@ -21,13 +21,18 @@ device (1-channel IR is repeated, as C3D's Sports-1M weights read RGB). The flow
 Flow frames align with IR frames index by index: flow t is IR frame t -> t + 1, so the clip of
 frames [s, s + T) reads flows [s, s + T); the last stored flow of a video repeats the one before
 it, and a computed clip's last flow repeats its flow T - 2 (`darkjax.data.flow`). The flow clip is
-normalised as (v - 128) / 128 and cropped and flipped with the IR clip (a flip negates flow x).
+normalised by `twostream.flow_normalise` and cropped and flipped with the IR clip (a flip negates
+flow x).
 
 Config keys read here (see configs/twostream_base.py): `twostream.streams`, `dcl`, `alpha`,
-`spare_classes`, `flow_source`, `flow_method`, `flow_scale`, `tower_init.<stream>`.
+`spare_classes`, `flow_source`, `flow_method`, `flow_scale`, `flow_normalise`,
+`tower_init.<stream>`.
 Pretrained towers: `twostream.tower_init.<stream>` is a `python -m darkjax.convert --arch c3d
 --num-classes 0` directory (Sports-1M C3D: loads into the tower's `c3d`) or a two-stream run's
-workdir (loads that run's tower of the same stream; the other stream's tower is refused).
+workdir (loads that run's tower of the same stream; the other stream's tower is refused). The
+tower's normalisation (`input.normalise` for ir, `twostream.flow_normalise` for flow) must be the
+one the weights were trained on (their meta.json, or the run's config.json), unless
+`model_load.check_normalise` is off.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from darkjax import config as config_lib
 from darkjax import losses
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
@@ -58,6 +64,10 @@ class MissingFlowStreamError(ValueError):
 
 class TowerInitError(ValueError):
   """A tower checkpoint does not fit the tower it is loaded into; the message says why."""
+
+
+# The config key of each tower's input normalisation.
+NORMALISE_KEYS = {"ir": "input.normalise", flow_lib.STREAM: "twostream.flow_normalise"}
 
 
 class _ComputeFlow(grain.transforms.Map):
@@ -156,8 +166,13 @@ class Task(TaskBase):
       if flow_lib.STREAM not in streams:
         raise MissingFlowStreamError(
             f"twostream: no '{flow_lib.STREAM}' clips among the streams {sorted(streams)}")
-      clips[flow_lib.STREAM] = normalise.normalise(streams[flow_lib.STREAM], "flow", self.dtype)
+      clips[flow_lib.STREAM] = normalise.normalise(streams[flow_lib.STREAM], self.flow_normalise,
+                                                   self.dtype, colour=False)
     return clips
+
+  @property
+  def flow_normalise(self) -> str:
+    return str(self.ts.get("flow_normalise", "flow"))   # a run configured before the key: flow
 
   # ---------------------------------------------------------------- model + loss
   @property
@@ -229,19 +244,29 @@ class Task(TaskBase):
     for stream in self.streams:
       path = self.ts.tower_init[stream]
       if path:
-        variables = load_tower(variables, stream, path)
+        mode = self.config.input.normalise if stream == "ir" else self.flow_normalise
+        check = (NORMALISE_KEYS[stream], mode) if config_lib.check_normalise(self.config) else None
+        variables = load_tower(variables, stream, path, check)
     return variables
 
 
-def load_tower(variables: Mapping[str, Any], stream: str, path: str) -> dict:
+def load_tower(variables: Mapping[str, Any], stream: str, path: str,
+               normalise_check: tuple[str, str] | None = None) -> dict:
   """`variables` with tower `stream` loaded from `path`: a converted C3D (into `<stream>/c3d`) or a
-  two-stream run's workdir (its tower `stream`, whole)."""
+  two-stream run's workdir (its tower `stream`, whole). `normalise_check` (config key, mode):
+  raises unless the weights were trained on inputs normalised in that mode."""
   from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
-  loaded, _ = convert_io.load_variables(path)
+  loaded, meta = convert_io.load_variables(path)
+  source = f"config.twostream.tower_init.{stream}={path}"
+  if normalise_check is not None:
+    key, mode = normalise_check
+    # A two-stream run's flow tower read "flow"-normalised clips before the key existed.
+    recorded = convert_io.recorded_normalise(
+        meta, key, run_default="flow" if key == NORMALISE_KEYS[flow_lib.STREAM] else None)
+    normalise.check_pretrained(recorded, mode, key, source)
   theirs = dict(loaded["params"])
   out = {k: dict(v) for k, v in variables.items()}
   tower = {"params": dict(out["params"][stream])}
-  source = f"config.twostream.tower_init.{stream}={path}"
   if "conv1" in theirs:   # a headless C3D conversion (Sports-1M)
     theirs.pop("fc8", None)   # a conversion with its Sports-1M head: the head is not used
     tower = variables_lib.merge_subtree(tower, "params", "c3d", theirs, source)
