@@ -28,9 +28,12 @@ def twostream_block(streams=("ir", "flow"), dcl: bool = True, alpha: float = 0.0
       alpha=alpha,                     # L = Lc + alpha Ld (eq. 4)
       spare_classes=(),                # class names given the N mod m spare code neurons
       flow_source=flow_source,         # stream: the `flow` record stream | compute: on the host
-      flow_method="farneback",         # flow_source=compute: darkjax.data.flow method
+      # darkjax.data.flow method of the flow the tower reads (flow_source=stream: checked against
+      # the dataset's manifest); tvl1: the paper's variational flow (its ref. [2])
+      flow_method="tvl1",
       flow_scale=8.0,                  # flow_source=compute: encoded units per pixel
       flow_normalise="flow",           # the flow clip's darkjax.data.normalise mode
+      flow_magnitude_shift=128.0,      # subtracted from the stored magnitude: zero motion -> 0
       softmax_fusion_weights=mlc.ConfigDict(dict(ir=1.0, flow=2.0)),  # `predict` (late fusion 1)
       tower_init=mlc.ConfigDict(dict(ir="", flow="")),   # converted C3D dir or a run's workdir
   ))
@@ -61,7 +64,7 @@ def twostream_config(arg, **defaults) -> tuple[mlc.ConfigDict, mlc.ConfigDict]:
   pretrained = bool(arg.sports1m) or (arg.init != "none" and not arg.runlocal)
   norm = PRETRAINED_NORMALISE if pretrained else RANDOM_INIT_NORMALISE
   config.input = common.input_block(
-      batch_size=arg.batch, eval_batch_size=arg.batch, frames=16,
+      batch_size=arg.batch, eval_batch_size=arg.batch, frames=16, sampling="grid",
       resize=(128, 171), crop_size=112, train_crop="random", flip=False, normalise=norm["ir"],
       eval_clips=1, eval_crops=1,
       streams=("flow",) if "flow" in STREAM_SETS[arg.streams] else ())

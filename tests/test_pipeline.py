@@ -142,6 +142,28 @@ def test_segment_and_multiclip_indices():
   assert ops.dense_indices(5, 8, 1, 0).tolist() == [0, 1, 2, 3, 4, 0, 1, 2]  # loops short videos
 
 
+def test_grid_sampling_takes_one_of_the_non_overlapping_clips():
+  """The two-stream C3D's split of a video into non-overlapping 16-frame clips: training draws one
+  of them, evaluation takes evenly spaced ones (one: the middle one)."""
+  video = np.arange(70, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8)
+  example = {"video": video, "label": 0}
+  spec = ops.ClipSpec(frames=16, sampling="grid", flip=False)
+  rng = np.random.default_rng(0)
+  starts = {int(ops.train_clip(example, rng, spec)["video"][0, 0, 0, 0]) for _ in range(200)}
+  assert starts == {0, 16, 32, 48}   # 70 frames: 4 whole clips, frames 64-69 left out
+  for start in starts:
+    clip = ops.train_clip(example, np.random.default_rng(start), spec)["video"][:, 0, 0, 0]
+    assert clip.tolist() == list(range(clip[0], clip[0] + 16))
+  middle = ops.eval_views(example, spec)["video"][:, :, 0, 0, 0]
+  assert middle[:, 0].tolist() == [16]
+  three = ops.eval_views(example, ops.ClipSpec(frames=16, sampling="grid", eval_clips=3))
+  assert three["video"][:, 0, 0, 0, 0].tolist() == [0, 32, 48]   # clips 0, round(1.5) = 2, 3
+  short = ops.train_clip({"video": video[:10], "label": 0}, rng, spec)["video"][:, 0, 0, 0]
+  assert short.tolist() == [i % 10 for i in range(16)]
+  with pytest.raises(ValueError, match="input.sampling must be one of"):
+    ops.ClipSpec(sampling="grids")
+
+
 def test_crop_larger_than_frame_names_the_fix():
   with pytest.raises(ValueError, match="short_side"):
     ops.crop_boxes(10, 10, 16, "center")

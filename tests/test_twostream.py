@@ -5,7 +5,6 @@ run end to end (report rows, pictures)."""
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ import pytest
 from configs import twostream_infar, twostream_synthetic
 from darkjax import losses, models, train
 from darkjax.convert import io as convert_io
-from darkjax.data import prepared, ops
+from darkjax.data import normalise, prepared, ops, records
 from darkjax.evaluators import twostream_video
 from darkjax.trainers import twostream
 from darkjax import task as task_lib
@@ -159,6 +158,50 @@ def test_missing_flow_stream_names_the_prepare_flag(data_dir):
   with pytest.raises(twostream.MissingFlowStreamError,
                      match=r"does not have \(its extra streams: \['day', 'ir'\].*--flow"):
     task_lib.load_task(config)
+
+
+def _infar_with_flow(directory: str, method: str) -> str:
+  """A 2-class InfAR-like dataset whose flow stream the manifest says `method` computed."""
+  rng = np.random.default_rng(0)
+
+  def examples(n, split):
+    for i in range(n):
+      yield dict(video=rng.integers(0, 255, (20, 24, 32, 1), dtype=np.uint8), label=i % 2,
+                 video_id=f"{split}_{i}",
+                 streams={"flow": rng.integers(100, 156, (20, 24, 32, 3), dtype=np.uint8)})
+  records.write_dataset(directory, "infar", ["fight", "hug"],
+                        {"train1": examples(4, "train"), "test1": examples(2, "test")}, fps=25,
+                        streams=("flow",), metadata={"flow": {"method": method, "scale": 8.0}})
+  return directory
+
+
+def test_the_flow_stream_must_come_from_the_configured_method(tmp_path):
+  """The paper's flow is TV-L1 (`twostream.flow_method`); a dataset prepared with another method
+  fails at once naming both ways out."""
+  data = _infar_with_flow(str(tmp_path / "farneback"), "farneback")
+  config = twostream_infar.get_config(f"runlocal,data_dir={data}")
+  assert config.twostream.flow_method == "tvl1"
+  with pytest.raises(twostream.FlowMethodError,
+                     match=r"computed with 'farneback', config.twostream.flow_method is 'tvl1'.*"
+                           r"--flow --flow-method tvl1.*--config.twostream.flow_method=farneback"):
+    task_lib.load_task(config)
+  config.twostream.flow_method = "farneback"
+  task_lib.load_task(config)
+  task_lib.load_task(twostream_infar.get_config(
+      f"runlocal,data_dir={_infar_with_flow(str(tmp_path / 'tvl1'), 'tvl1')}"))
+
+
+def test_flow_tower_input_is_the_papers_encoding_then_the_weights_normalisation(tmp_path):
+  """Stored flow: x, y, magnitude each 128 + 8 * value. The tower sees x, y centred at 128 and the
+  magnitude from 0 (the paper: x, y "centered around 128"), normalised as the Sports-1M C3D reads
+  images (minus its mean, no scaling), channels in flow order."""
+  data = _infar_with_flow(str(tmp_path / "tvl1"), "tvl1")
+  task = task_lib.load_task(twostream_infar.get_config(f"runlocal,data_dir={data},sports1m=/w"))
+  stored = np.stack([np.full((1, 16, 32, 32), v, np.uint8) for v in (140, 120, 150)], -1)
+  streams = {"video": np.zeros((1, 16, 32, 32, 1), np.uint8), "flow": stored}
+  flow = np.asarray(task.model_inputs(streams)["flow"])[0, 0, 0, 0]
+  mean = np.array(normalise.STATS["c3d_sports1m"][0])
+  np.testing.assert_allclose(flow, np.array([140, 120, 150 - 128]) - mean, rtol=1e-6)
 
 
 def test_infar_without_data_fails_fast_with_the_prepare_command(tmp_path):

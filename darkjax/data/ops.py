@@ -17,11 +17,18 @@ import numpy as np
 from darkjax.data import flow
 
 
+# dense: `frames` consecutive frames (every `stride`) from a random start (train) or evenly spaced
+# starts (eval); segment: TSN's one frame per equal segment; grid: one of the video's
+# non-overlapping `frames`-frame clips from its first frame (`clip_starts`), random (train) or
+# evenly spaced (eval), the two-stream C3D's split of a video into clips.
+SAMPLINGS = ("dense", "segment", "grid")
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipSpec:
   frames: int = 16
   stride: int = 1
-  sampling: str = "dense"       # dense | segment
+  sampling: str = "dense"       # dense | segment | grid
   short_side: int = 0
   resize: tuple[int, int] = (0, 0)   # (H, W) every frame is resized to; (0, 0): short_side rules
   crop_size: int = 0
@@ -31,8 +38,8 @@ class ClipSpec:
   eval_crops: int = 1
 
   def __post_init__(self):
-    if self.sampling not in ("dense", "segment"):
-      raise ValueError(f"input.sampling must be 'dense' or 'segment', got {self.sampling!r}")
+    if self.sampling not in SAMPLINGS:
+      raise ValueError(f"input.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
     if self.train_crop not in ("random", "center"):
       raise ValueError(f"input.train_crop must be 'random' or 'center', got {self.train_crop!r}")
     if self.eval_crops not in (1, 3):
@@ -75,6 +82,12 @@ def uniform_dense_starts(num_frames: int, frames: int, stride: int, clips: int) 
   if clips == 1:
     return [room // 2]
   return [int(round(i * room / (clips - 1))) for i in range(clips)]
+
+
+def clip_starts(num_frames: int, frames: int) -> list[int]:
+  """Start frames of a video's non-overlapping `frames`-frame clips from its first frame (at least
+  one: a shorter video loops; frames after the last whole clip are left out)."""
+  return list(range(0, max(num_frames - frames, 0) + 1, frames))
 
 
 def segment_indices(num_frames: int, frames: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -183,6 +196,9 @@ def train_clip(example: Mapping[str, Any], rng: np.random.Generator, spec: ClipS
   num_frames = arrays["video"].shape[0]
   if spec.sampling == "dense":
     idx = random_dense_indices(num_frames, spec.frames, spec.stride, rng)
+  elif spec.sampling == "grid":
+    starts = clip_starts(num_frames, spec.frames)
+    idx = dense_indices(num_frames, spec.frames, 1, starts[int(rng.integers(0, len(starts)))])
   else:
     idx = segment_indices(num_frames, spec.frames, rng)
   flip = spec.flip and bool(rng.integers(0, 2))
@@ -210,6 +226,10 @@ def eval_views(example: Mapping[str, Any], spec: ClipSpec,
     index_sets = [dense_indices(num_frames, spec.frames, spec.stride, s)
                   for s in uniform_dense_starts(num_frames, spec.frames, spec.stride,
                                                 spec.eval_clips)]
+  elif spec.sampling == "grid":
+    starts = clip_starts(num_frames, spec.frames)
+    picks = uniform_dense_starts(len(starts), 1, 1, spec.eval_clips)
+    index_sets = [dense_indices(num_frames, spec.frames, 1, starts[i]) for i in picks]
   else:
     index_sets = [segment_indices(num_frames, spec.frames, None)] * spec.eval_clips
   out: dict[str, Any] = {}

@@ -56,9 +56,7 @@ PAPER_AP_NO_DCL = {"ir/softmax": 48.75, "flow/softmax": 69.58}
 
 
 # ---------------------------------------------------------------- clips
-def clip_starts(num_frames: int, frames: int) -> list[int]:
-  """Start frames of the non-overlapping clips of a video (at least one)."""
-  return list(range(0, max(num_frames - frames, 0) + 1, frames))
+clip_starts = ops.clip_starts   # the non-overlapping clips of a video (training: input.sampling=grid)
 
 
 def video_clips(example: Mapping[str, Any], spec: ops.ClipSpec,

@@ -14,19 +14,22 @@ Inputs (`config.input`): the IR frames are the record stream `input.stream` (Inf
 `video`; the synthetic set: `ir`), normalised by `input.normalise` and brought to 3 channels on
 device (1-channel IR is repeated, as C3D's Sports-1M weights read three channels). The flow clip is
   `twostream.flow_source = "stream"`: the `flow` record stream of `python -m darkjax.data.prepare
-      ... --flow` (listed in `input.streams`); a dataset without it fails at once naming the flag;
+      ... --flow` (listed in `input.streams`), computed by `twostream.flow_method` (checked against
+      the dataset's manifest); a dataset without it fails at once naming the flag;
   `twostream.flow_source = "compute"`: computed on the host from each sampled IR clip
       (`darkjax.data.flow.flow_clip`, `twostream.flow_method`), for data without a flow stream
       (the synthetic set).
 Flow frames align with IR frames index by index: flow t is IR frame t -> t + 1, so the clip of
 frames [s, s + T) reads flows [s, s + T); the last stored flow of a video repeats the one before
-it, and a computed clip's last flow repeats its flow T - 2 (`darkjax.data.flow`). The flow clip is
-normalised by `twostream.flow_normalise` and cropped and flipped with the IR clip (a flip negates
-flow x).
+it, and a computed clip's last flow repeats its flow T - 2 (`darkjax.data.flow`). The stored flow
+image is x, y and the magnitude, each 128 + scale * value; the tower sees the magnitude minus
+`twostream.flow_magnitude_shift` (128: zero motion is 0, x and y stay centred at 128, the paper's
+encoding), normalised by `twostream.flow_normalise`, cropped and flipped with the IR clip (a flip
+negates flow x).
 
 Config keys read here (see configs/twostream_base.py): `twostream.streams`, `dcl`, `alpha`,
 `spare_classes`, `flow_source`, `flow_method`, `flow_scale`, `flow_normalise`,
-`tower_init.<stream>`.
+`flow_magnitude_shift`, `tower_init.<stream>`.
 Pretrained towers: `twostream.tower_init.<stream>` is a `python -m darkjax.convert --arch c3d
 --num-classes 0` directory (Sports-1M C3D: loads into the tower's `c3d`) or a two-stream run's
 workdir (loads that run's tower of the same stream; the other stream's tower is refused). The
@@ -64,6 +67,10 @@ class MissingFlowStreamError(ValueError):
 
 class TowerInitError(ValueError):
   """A tower checkpoint does not fit the tower it is loaded into; the message says why."""
+
+
+class FlowMethodError(ValueError):
+  """The dataset's flow stream was computed by another method than the config names."""
 
 
 # The config key of each tower's input normalisation.
@@ -133,13 +140,22 @@ class Task(TaskBase):
       raise prepared.DatasetNotPreparedError(
           f"{error}\nThe flow tower reads optical flow: add --flow to that prepare command.") from None
     have = sorted(k for k in dataset.frame_shapes() if k != "video")
+    prepare = (f"python -m darkjax.data.prepare --dataset {dataset.name} --src "
+               f"/path/to/{dataset.name} --out {dataset.directory} --flow --flow-method "
+               f"{self.ts.flow_method}")
     if flow_lib.STREAM not in have or flow_lib.STREAM not in tuple(self.config.input.streams):
       raise MissingFlowStreamError(
           f"twostream: the flow tower reads the record stream '{flow_lib.STREAM}', which "
           f"{dataset.directory} does not have (its extra streams: {have}; config.input.streams: "
           f"{list(self.config.input.streams)}). Prepare the dataset with optical flow: "
-          f"python -m darkjax.data.prepare --dataset {dataset.name} --src /path/to/{dataset.name} "
-          f"--out {dataset.directory} --flow   (or set config.twostream.flow_source='compute')")
+          f"{prepare}   (or set config.twostream.flow_source='compute')")
+    stored = dict(dataset.manifest.get("metadata", {}).get("flow") or {}).get("method")
+    if stored is not None and stored != self.ts.flow_method:
+      raise FlowMethodError(
+          f"twostream: {dataset.directory}'s flow stream was computed with {stored!r}, "
+          f"config.twostream.flow_method is {self.ts.flow_method!r}. Prepare it again with that "
+          f"method into another directory ({prepare}), or train on the stored flow with "
+          f"--config.twostream.flow_method={stored}")
 
   def train_dataset(self, local_batch: int):
     ds = self.data.train_dataset(local_batch)
@@ -166,8 +182,12 @@ class Task(TaskBase):
       if flow_lib.STREAM not in streams:
         raise MissingFlowStreamError(
             f"twostream: no '{flow_lib.STREAM}' clips among the streams {sorted(streams)}")
-      clips[flow_lib.STREAM] = normalise.normalise(streams[flow_lib.STREAM], self.flow_normalise,
-                                                   self.dtype, colour=False)
+      flow = jnp.asarray(streams[flow_lib.STREAM], jnp.float32)
+      shift = float(self.ts.get("flow_magnitude_shift", 0))   # a run configured before the key: 0
+      if shift:
+        flow = flow.at[..., 2].add(-shift)
+      clips[flow_lib.STREAM] = normalise.normalise(flow, self.flow_normalise, self.dtype,
+                                                   colour=False)
     return clips
 
   @property
