@@ -36,8 +36,8 @@ def test_split_goes_into_every_data_block():
 
 
 def test_aggregate_and_markdown():
-  results = {"default": [{"video/top1": 0.5, "video/late_fusion2/ap": 0.6, "x/loss": 1.0},
-                         {"video/top1": 0.7, "video/late_fusion2/ap": 0.8, "x/loss": 2.0}],
+  results = {"default": [{"video/top1": 0.5, "video/late_fusion2/mean_precision": 0.6, "x/loss": 1.0},
+                         {"video/top1": 0.7, "video/late_fusion2/mean_precision": 0.8, "x/loss": 2.0}],
              "no_dcl": [{"video/top1": 0.4}, {"video/top1": 0.6}]}
   table = experiment.aggregate(results, experiment.DEFAULT_METRICS)
   assert table["default"]["video/top1"]["mean"] == pytest.approx(0.6)
@@ -45,7 +45,7 @@ def test_aggregate_and_markdown():
   assert "x/loss" not in table["default"]
   text = experiment.markdown(table, "title")
   assert "| video/top1 | 60.0 +- 14.1 (n=2) | 50.0 +- 14.1 (n=2) |" in text
-  assert "| video/late_fusion2/ap | 70.0 +- 14.1 (n=2) |  |" in text
+  assert "| video/late_fusion2/mean_precision | 70.0 +- 14.1 (n=2) |  |" in text
 
 
 def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch):

@@ -89,7 +89,7 @@ def write_table(table: str, out: str) -> str:
 
 
 # ---------------------------------------------------------------- seeds x splits x variants
-DEFAULT_METRICS = r"(top1|/accuracy|/ap)$"
+DEFAULT_METRICS = r"(top1|/accuracy|/mean_precision)$"
 
 
 def parse_variants(items: Sequence[str]) -> dict[str, str]:
