@@ -15,7 +15,7 @@ def dinet_block(target_data: mlc.ConfigDict, target_stream: str = "video",
       target=mlc.ConfigDict(dict(data=target_data, stream=target_stream)),
       input_channels=input_channels,   # 1-channel clips (infrared) are repeated on device
       domain_loss=domain_loss,         # False: the source-only baseline
-      domain_loss_weight=1.0,          # weight of the domain BCE
+      domain_loss_weight=1.0,          # domain BCE sum : source CE sum (Eq. 4: 1)
       grl_gamma=10.0,                  # GRL lambda(p) = 2 / (1 + exp(-gamma p)) - 1
   ))
 

@@ -1,6 +1,8 @@
-"""3D-DiNet: model shapes and parameter count, the GRL on the real model, the DANN task (target
-labels ignored, lambda schedule reaching the backbone), exact resume of the zipped pipelines, the
-configs, the experiment table, and `python -m darkjax.main` end to end.
+"""3D-DiNet: model shapes and parameter count, the GRL on the real model, the paper's equations
+transcribed in NumPy (Eq. 1, the 3D convolution; Eq. 4, the objective, with the updates of Eqs.
+5-7; Eq. 8, the lambda schedule), the DANN task (target labels ignored, lambda schedule reaching
+the backbone), exact resume of the zipped pipelines, the configs, the experiment table, and
+`python -m darkjax.main` end to end.
 
 The GRL unit tests themselves (identity forward, -lam * g backward, dann_lambda values, one hand
 computed DANN SGD step) live in tests/test_grl.py.
@@ -14,6 +16,7 @@ import shutil
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +27,7 @@ from configs import dinet_infar, dinet_synthetic
 from darkjax import metrics as metrics_lib
 from darkjax import models, train
 from darkjax.data import prepared, records
+from darkjax.layers.conv import Conv3D
 from darkjax.layers.grl import dann_lambda
 from darkjax.trainers import dinet as dinet_trainer
 from run_configs import quiet
@@ -132,6 +136,121 @@ def test_grl_on_real_model_plain_head_gradients_reversed_scaled_extractor_gradie
                grads["extractor"], plain_extractor_grads)
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(plain_extractor_grads)) > 1e-4
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["head"]))
+
+
+# ---------------------------------------------------------------- the paper's equations in NumPy
+def test_eq1_3d_convolution():
+  """Eq. (1): V_ij^{x,y,t} = b_ij + phi(sum_m sum_h sum_w sum_l W_ijm^{h,w,l} V_(i-1)m^{x+h,y+w,t+l}).
+  The backbones' convolution (bias 0, as in the ResNe(X)ts, then ReLU) against that sum; with a
+  bias, the code's phi(b + sum) (C3D), where the printed equation adds b after phi."""
+  rng = np.random.default_rng(0)
+  v = rng.standard_normal((1, 5, 6, 7, 2)).astype(np.float32)    # (batch, t, x, y, m)
+  w = rng.standard_normal((3, 3, 3, 2, 4)).astype(np.float32)    # (l, h, w, m, j)
+  b = rng.standard_normal(4).astype(np.float32)
+
+  def eq1(v, w, b, bias_inside_phi):
+    big_l, big_h, big_w = w.shape[:3]
+    out = np.zeros((v.shape[1] - big_l + 1, v.shape[2] - big_h + 1, v.shape[3] - big_w + 1,
+                    w.shape[-1]))
+    for t, x, y, j in np.ndindex(*out.shape):
+      total = sum(w[l, h, ww, m, j] * v[0, t + l, x + h, y + ww, m]
+                  for m in range(v.shape[-1]) for h in range(big_h) for ww in range(big_w)
+                  for l in range(big_l))
+      out[t, x, y, j] = max(total + b[j], 0.0) if bias_inside_phi else b[j] + max(total, 0.0)
+    return out
+
+  for use_bias in (False, True):
+    layer = Conv3D(4, (3, 3, 3), use_bias=use_bias, lowering="native")
+    params = {"kernel": w, **({"bias": b} if use_bias else {})}
+    ours = jax.nn.relu(layer.apply({"params": params}, v))[0]
+    expected = eq1(v, w, b if use_bias else np.zeros(4, np.float32), bias_inside_phi=use_bias)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_eq8_lambda_schedule_is_the_papers():
+  task = dinet_trainer.Task.__new__(dinet_trainer.Task)   # grl_lambda reads only the config
+  task.config = dinet_infar.get_config("pretrained=/w")
+  for p in (0.0, 0.1, 0.37, 0.5, 1.0):
+    np.testing.assert_allclose(float(task.grl_lambda(jnp.float32(p))),
+                               2.0 / (1.0 + np.exp(-10.0 * p)) - 1.0, rtol=1e-6, atol=1e-7)
+
+
+def _features_intercepted(features):
+  """Flax interceptor: the extractor returns `features` (the f of Eq. 4) instead of running."""
+  def interceptor(next_fun, args, kwargs, context):
+    if context.module.name == "extractor" and context.method_name == "__call__":
+      return features, {}
+    return next_fun(*args, **kwargs)
+  return interceptor
+
+
+def _eq4_numpy(f, y, domains, params, lam):
+  """Eq. (4) and the gradients of its two sums, by hand: F = sum_{d_i=0} L_a^i - lam sum_i L_d^i,
+  L_a the action head's softmax cross-entropy ("logistic regression loss"), L_d the 3-layer domain
+  classifier's binomial cross-entropy. Returns F, both sums and their gradients."""
+  f = np.asarray(f, np.float64)
+  src = domains == 0
+  head = {k: np.asarray(v, np.float64) for k, v in params["head"].items()}
+  dom = {layer: {k: np.asarray(v, np.float64) for k, v in p.items()}
+         for layer, p in params["domain_head"].items()}
+  # Action classifier on the source clips.
+  logits = f[src] @ head["kernel"] + head["bias"]
+  logits -= logits.max(1, keepdims=True)
+  p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  sum_a = -np.sum(np.log(p[np.arange(len(y)), y]))
+  d_logits = p - np.eye(p.shape[1])[y]
+  grads_a = {"head": {"kernel": f[src].T @ d_logits, "bias": d_logits.sum(0)},
+             "f": np.zeros_like(f)}
+  grads_a["f"][src] = d_logits @ head["kernel"].T
+  # Domain classifier on every clip: fc1 -> ReLU -> fc2 -> ReLU -> fc3 (one logit).
+  h1 = np.maximum(f @ dom["fc1"]["kernel"] + dom["fc1"]["bias"], 0)
+  h2 = np.maximum(h1 @ dom["fc2"]["kernel"] + dom["fc2"]["bias"], 0)
+  z = (h2 @ dom["fc3"]["kernel"] + dom["fc3"]["bias"])[:, 0]
+  sum_d = np.sum(np.maximum(z, 0) - z * domains + np.log1p(np.exp(-np.abs(z))))
+  dz = (1 / (1 + np.exp(-z)) - domains)[:, None]
+  dh2 = dz @ dom["fc3"]["kernel"].T * (h2 > 0)
+  dh1 = dh2 @ dom["fc2"]["kernel"].T * (h1 > 0)
+  grads_d = {"domain_head": {"fc3": {"kernel": h2.T @ dz, "bias": dz.sum(0)},
+                             "fc2": {"kernel": h1.T @ dh2, "bias": dh2.sum(0)},
+                             "fc1": {"kernel": f.T @ dh1, "bias": dh1.sum(0)}},
+             "f": dh1 @ dom["fc1"]["kernel"].T}
+  return sum_a - lam * sum_d, sum_a, sum_d, grads_a, grads_d
+
+
+def test_eq4_objective_and_eqs_5_to_7_updates(data_dir):
+  """The Task's loss on features f (the extractor intercepted), dropout off, against Eq. (4)
+  transcribed in NumPy: the value is (sum_{d=0} L_a + sum L_d) / n_source (the GRL supplies the
+  -lambda on the way back), and its gradients are Eq. (4)'s, divided by n_source:
+  d/d theta_a = d(sum L_a)/d theta_a (Eq. 6), d/d theta_d = d(sum L_d)/d theta_d (Eq. 7: the domain
+  classifier minimises L_d), d/df = d(sum L_a)/df - lambda d(sum L_d)/df (Eq. 5 through f)."""
+  task = dinet_trainer.Task(tiny_config(data_dir, **{"model.kwargs.head_dropout": 0.0,
+                                                     "model.kwargs.domain_dropout": 0.0}))
+  batch = next(iter(task.train_dataset(8)))
+  variables = jax.jit(task.init_variables)(jax.random.key(0), batch)
+  params = variables.pop("params")
+  n_source = batch["source_label"].shape[0]
+  rng = np.random.default_rng(1)
+  f = rng.standard_normal((2 * n_source, params["head"]["kernel"].shape[0])).astype(np.float32)
+  progress = 0.3
+  lam = 2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0                  # Eq. (8)
+
+  def loss(params, f):
+    with nn.intercept_methods(_features_intercepted(f)):
+      return task.loss_fn(params, variables, batch, jax.random.key(2), jnp.float32(progress))
+
+  (value, (_, metrics)), (grads, df) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1),
+                                                                   has_aux=True))(params, f)
+  domains = np.repeat([0.0, 1.0], n_source)
+  y = np.asarray(batch["source_label"])
+  objective, sum_a, sum_d, grads_a, grads_d = _eq4_numpy(f, y, domains, params, lam)
+  np.testing.assert_allclose(float(metrics["grl_lambda"]), lam, rtol=1e-6)
+  np.testing.assert_allclose(float(value), (sum_a + sum_d) / n_source, rtol=1e-5)
+  np.testing.assert_allclose(objective, sum_a - lam * sum_d)            # Eq. (4) itself
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # noqa: E731
+  jax.tree.map(lambda a, b: close(a, b / n_source), grads["head"], grads_a["head"])      # Eq. 6
+  jax.tree.map(lambda a, b: close(a, b / n_source), grads["domain_head"],
+               grads_d["domain_head"])                                                   # Eq. 7
+  close(df, (grads_a["f"] - lam * grads_d["f"]) / n_source)                              # Eq. 5
 
 
 # ---------------------------------------------------------------- task

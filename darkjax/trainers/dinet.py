@@ -2,13 +2,19 @@
 
 Each training batch is half source, half target, drawn from two grain pipelines zipped into one
 checkpointable iterator (`ZipIterDataset`), so the trainer's exact resume holds for both streams.
-The loss is
+The paper's objective (Eq. 4) sums the action loss over the source clips and the domain loss over
+all clips, F = sum_{d_i = 0} L_a^i - lambda sum_i L_d^i; the loss here is
 
-    CE(action logits of the source half, source labels)
-      + domain_loss_weight * BCE(domain logits of both halves, 0 = source / 1 = target)
+    ( sum over the source half of CE(action logits, source labels)
+      + domain_loss_weight * sum over both halves of BCE(domain logits, 0 = source / 1 = target) )
+    / number of source clips
 
-with the gradient-reversal strength `lambda = dann_lambda(progress, grl_gamma)` recomputed every
-step from the training progress the generic trainer passes in. Target labels travel with the batch
+that is F's relative weight of the two terms (domain_loss_weight = 1), divided by the source count
+so the action term is the usual batch mean; the gradient-reversal layer turns + into - lambda for
+the feature extractor (Eq. 5) and leaves the heads' gradients plain (Eqs. 6-7). With half-source
+batches the domain term is twice the mean BCE (domain_loss_weight = 0.5 gives the mean). The
+strength `lambda = dann_lambda(progress, grl_gamma)` (Eq. 8) is recomputed every step from the
+training progress the generic trainer passes in. Target labels travel with the batch
 (`target_label`) but `loss_fn` never reads them. With `config.domain_loss = False` the same trainer
 is the source-only baseline: target clips are loaded but never enter the model (nor its BatchNorm
 statistics).
@@ -21,7 +27,7 @@ Config keys read here, besides the generic ones (see configs/dinet_synthetic.py)
   dinet.target.stream       record stream the model sees for target clips ("video", "ir", ...)
   dinet.input_channels      clips are brought to this many channels on device (1 -> C repeated)
   dinet.domain_loss         False: source-only baseline
-  dinet.domain_loss_weight  weight of the domain BCE
+  dinet.domain_loss_weight  weight of the domain BCE sum against the action CE sum (Eq. 4: 1)
   dinet.grl_gamma           gamma of dann_lambda(p) = 2 / (1 + exp(-gamma p)) - 1
 Data sources: "target" (primary: predict and default evaluations) and "source"; the configs
 evaluate both test splits (`eval`: target, `eval_source`: source).
@@ -141,7 +147,8 @@ class Task(TaskBase):
     return dann_lambda(progress, float(self.config.dinet.grl_gamma))
 
   def loss_fn(self, params, model_state, batch, rng, progress):
-    """Source CE + domain BCE over both halves; `batch["target_label"]` is never read."""
+    """(Sum of the source CE + weight x sum of the domain BCE over both halves) / source count
+    (Eq. 4's relative weight); `batch["target_label"]` is never read."""
     source = self._inputs("source", batch["source_video"])
     labels = batch["source_label"]
     num_source = source.shape[0]
@@ -165,9 +172,10 @@ class Task(TaskBase):
       domain_labels = jnp.concatenate([
           jnp.full((num_source,), SOURCE_DOMAIN, jnp.float32),
           jnp.full((domain_logits.shape[0] - num_source,), TARGET_DOMAIN, jnp.float32)])
-      bce = jnp.mean(optax.sigmoid_binary_cross_entropy(domain_logits, domain_labels))
-      loss = ce + float(self.config.dinet.domain_loss_weight) * bce
-      metrics["domain_loss"] = bce
+      bce = optax.sigmoid_binary_cross_entropy(domain_logits, domain_labels)
+      # Eq. (4): summed over all clips against the action loss summed over the source clips.
+      loss = ce + float(self.config.dinet.domain_loss_weight) * jnp.sum(bce) / num_source
+      metrics["domain_loss"] = jnp.mean(bce)
       metrics["domain_accuracy"] = jnp.mean((domain_logits > 0) == (domain_labels > 0.5))
     return loss, (dict(new_state), metrics)
 
