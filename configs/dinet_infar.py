@@ -34,6 +34,8 @@ Args (`--config=configs/dinet_infar.py:backbone=c3d,steps=8000`):
   batch        global batch size (half source, half target)
   lr           base learning rate of the DANN annealing lr_0 / (1 + 10 p)^0.75
   domain_loss  False: source-only baseline
+  domain_weight  the domain BCE summed over all clips against the source CE summed over the
+               source clips (Eq. 4: 1; 0.5 with half-source batches: the mean BCE)
   seed         training seed
   pretrained   converted Kinetics backbone directory (loaded into the feature extractor)
   init         pretrained (default) | none: random initialisation, no weights required
@@ -48,30 +50,37 @@ import os
 import ml_collections as mlc
 
 from configs import common, dinet_base
+from darkjax import convert
 
 INFAR_CLASSES = ("fight", "handclapping", "handshake", "hug", "jog", "jump", "punch", "push",
                  "skip", "walk", "wave1", "wave2")
 BACKBONES = {"resnext3d_101": "ResNeXt-DA", "resnet3d_101": "ResNet-DA", "c3d": "C3D-DA"}
 BACKBONE_WEIGHTS = {"resnext3d_101": common.KINETICS_RESNEXT101,
                     "resnet3d_101": common.KINETICS_RESNET101, "c3d": common.SPORTS1M_C3D}
-# The input normalisation each backbone's weights were trained on (darkjax.convert records it and
-# loading checks it): 3D-ResNets-PyTorch's first Kinetics release, Tran et al.'s Sports-1M C3D.
-BACKBONE_NORMALISE = {"resnext3d_101": "activitynet_mean", "resnet3d_101": "activitynet_mean",
-                      "c3d": "c3d_sports1m"}
 RANDOM_INIT_NORMALISE = "kinetics"   # unit-scale inputs for a backbone from random weights
+
+
+def backbone_normalise(backbone: str) -> str:
+  """The input normalisation the backbone's published weights were trained on (darkjax.convert
+  records it with the converted weights and loading checks it): 3D-ResNets-PyTorch's first Kinetics
+  release (activitynet_mean), Tran et al.'s Sports-1M C3D (c3d_sports1m)."""
+  try:
+    return convert.input_normalise(backbone)
+  except ValueError:   # a zoo model without a converter has no published weights
+    return RANDOM_INIT_NORMALISE
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, backbone="resnext3d_101", steps=10000, batch=32, lr=0.001,
-                         domain_loss=True, seed=0, pretrained="", init="pretrained", split=1,
+                         domain_loss=True, domain_weight=1.0, seed=0, pretrained="",
+                         init="pretrained", split=1,
                          eval_clips=1, eval_crops=1, source_dir="", target_dir="",
                          runlocal=False)
   root = common.default_data_root()
   config = common.base_config("dinet", arg.steps, seed=arg.seed)
   # The backbone starts from its weights when given them, or when they are required.
   pretrained = bool(arg.pretrained) or (arg.init != "none" and not arg.runlocal)
-  normalise = BACKBONE_NORMALISE.get(arg.backbone, RANDOM_INIT_NORMALISE) if pretrained else \
-      RANDOM_INIT_NORMALISE
+  normalise = backbone_normalise(arg.backbone) if pretrained else RANDOM_INIT_NORMALISE
   config.input = common.input_block(batch_size=arg.batch, eval_batch_size=32, frames=16,
                                     short_side=128, crop_size=112, flip=True,
                                     normalise=normalise, sampling="dense",
@@ -84,6 +93,7 @@ def get_config(arg=None):
       common.data_block("infar", arg.target_dir or os.path.join(root, "infar"),
                         split_index=arg.split), "video",
       domain_loss=arg.domain_loss)
+  config.dinet.domain_loss_weight = arg.domain_weight
   config.evals = dinet_base.dinet_evals()
   config.model = common.model_block("dinet", backbone=arg.backbone, domain_hidden=(1024, 1024),
                                     domain_dropout=0.5, head_dropout=0.5,

@@ -19,6 +19,7 @@ Args (`--config=configs/dinet_synthetic.py:target=ir,seed=1`):
   target       dark | ir
   darkness     exposure of the generated dark `video` stream (0 day .. 1 very dark)
   domain_loss  False: source-only baseline (same trainer, no domain classifier loss)
+  domain_weight  the domain BCE sum against the source CE sum (Eq. 4: 1; 0.5: the mean BCE)
   lr           base learning rate of the DANN annealing lr_0 / (1 + 10 p)^0.75
   seed         training seed (initialisation, shuffles, dropout)
   runlocal     a tiny, fast run for smoke tests
@@ -47,7 +48,8 @@ def _default_dir(name: str, darkness: float) -> str:
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, model="small3d", steps=250, batch=32, target="dark", darkness=1.0,
-                         domain_loss=True, lr=0.03, seed=0, runlocal=False, data_dir="")
+                         domain_loss=True, domain_weight=1.0, lr=0.03, seed=0, runlocal=False,
+                         data_dir="")
   if arg.target not in TARGET_STREAMS:
     raise ValueError(f"configs/dinet_synthetic.py: target={arg.target!r}; valid: "
                      f"{sorted(TARGET_STREAMS)}")
@@ -61,6 +63,7 @@ def get_config(arg=None):
   config.input.stream = "day"
   config.dinet = dinet_base.dinet_block(config.input.data.copy_and_resolve_references(),
                                         TARGET_STREAMS[arg.target], domain_loss=arg.domain_loss)
+  config.dinet.domain_loss_weight = arg.domain_weight
   config.evals = dinet_base.dinet_evals()
   config.model = common.model_block("dinet", backbone=arg.model, domain_hidden=(128, 128),
                                     domain_dropout=0.5, head_dropout=0.2,

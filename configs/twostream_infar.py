@@ -4,36 +4,33 @@ L = Lc + 0.02 Ld, then video-level softmax / kNN-code scores and their fusions.
 
   python -m darkjax.main --config=configs/twostream_infar.py:sports1m=/path/c3d_sports1m \
       --workdir=/tmp/darkjax/twostream_infar
-  python -m darkjax.main --config=configs/twostream_infar.py:dcl=False --workdir=DIR  # without DCL
+  python -m darkjax.main --config=configs/twostream_infar.py:sports1m=DIR,dcl=False \
+      --workdir=DIR2                                                      # without DCL
   python -m darkjax.tools.experiment --config configs/twostream_infar.py:sports1m=DIR \
       --seeds 0 --splits all --variant no_dcl=dcl=False --out /tmp/darkjax/twostream_infar_5splits
 
-Paper: 77.5% AP for late fusion 2 (kNN-code probabilities, flow:IR = 2:1), 75.42% for the flow net
-with kNN alone, 79.2% when late fusion 2 is further averaged with the paper's SVM on semantic
-concept features (not reimplemented: the concept detectors are trained on the VideoStory data).
-Tables 2-3's rows land in WORKDIR/report.md (`darkjax/evaluators/twostream_video.py`), averaged
-over the five 30/20-per-class splits by the experiment tool.
+Paper: 77.5% AP for late fusion 2 (kNN-code probabilities), 75.42% for the flow net with kNN
+alone, 79.2% when late fusion 2 is further averaged with the paper's SVM on semantic concept
+features (not reimplemented: the concept detectors are trained on the VideoStory data). The
+paper's AP is top-1 accuracy over the test videos (docs/papers/twostream.md says why): the
+`accuracy` of each row. Tables 2-3's rows land in WORKDIR/report.md
+(`darkjax/evaluators/twostream_video.py`), averaged over the five 30/20-per-class splits by the
+experiment tool.
 
 Data: `python -m darkjax.data.prepare --dataset infar --src /path/to/InfAR --out
-$DARKJAX_DATA/infar --flow` (the flow tower reads its `flow` stream; without `--flow` the run stops
-at once naming the flag). Sports-1M C3D: `python -m darkjax.convert --arch c3d --src
-c3d.pickle --out DIR --num-classes 0`, given as `sports1m=DIR` (loads into both towers).
+$DARKJAX_DATA/infar --flow --flow-method tvl1` (the flow tower reads its `flow` stream, TV-L1 as
+`twostream.flow_method` says; without `--flow` the run stops at once naming the flag, with another
+method it stops naming both ways out). Sports-1M C3D: `python -m darkjax.convert --arch c3d --src
+c3d.pickle --out DIR --num-classes 0`, given as `sports1m=DIR` (required; loads into both towers,
+whose inputs are normalised as it was trained: BGR 0-255 minus the Sports-1M mean).
 
-The paper's recipe (Sec. 3.1): 16-frame clips of 128x171 frames, random 112 crop for training,
-centre crop for tests; SGD, lr 1e-4, batch 30, weight decay 5e-4, 10,000 iterations; alpha 0.02;
-DC layer of N = 4096 on fc7; kNN with k = 5, gamma = 0.05; video scores averaged over
-non-overlapping 16-frame clips. Choices where the paper is silent: momentum 0.9 and a constant
-learning rate (Caffe's C3D fine-tuning solver defaults), dropout 0.5 on fc6/fc7 (C3D's), no flips
-(the paper lists only the crop), IR frames normalised with the Kinetics mean / std (the Caffe
-C3D subtracts a Sports-1M mean cube not shipped here), spare code neurons (4096 mod 12 = 4) to the
-first four classes (`--config.twostream.spare_classes`), both streams trained in one model (their
-parameters are disjoint, so the gradients equal separate training), and the two-layer fusion net's
-hidden activation (ReLU). Departure on 4 or 8 devices: batch 30 does not split evenly over them,
-so the run trains with 32, the nearest batch that does, at the same learning rate (logged at start,
-recorded in config.json; 1, 2, 3, 5, 6, 10, 15 or 30 devices run 30; `--config.batch_rounding=error`
-refuses instead). The Sports-1M C3D enters through `twostream.tower_init.<stream>` rather
-than `config.model_init`: one converted C3D goes into two towers, and a tower of another run is
-checked to be of the same stream.
+The recipe, row by row with the paper's words and every choice where it is silent:
+docs/papers/twostream.md (generated from `configs/twostream_base.py:RECIPE`). The Sports-1M C3D
+enters through `twostream.tower_init.<stream>` rather than `config.model_init`: one converted C3D
+goes into two towers, and a tower of another run is checked to be of the same stream. Departure on
+4 or 8 devices: batch 30 does not split evenly over them, so the run trains with 32, the nearest
+batch that does, at the same learning rate (logged at start, recorded in config.json; 1, 2, 3, 5,
+6, 10, 15 or 30 devices run 30; `--config.batch_rounding=error` refuses instead).
 
 Args (`--config=configs/twostream_infar.py:split=2,dcl=False`):
   steps, batch, lr   SGD iterations, global batch, learning rate (paper: 10000, 30, 1e-4)

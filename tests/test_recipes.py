@@ -6,6 +6,7 @@ shows the generated table)."""
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pytest
 
@@ -108,3 +109,30 @@ def test_recipe_tables_match_the_configs_and_the_docs(paper):
   page = (REPO / recipe.PAPERS[paper][2]).read_text(encoding="utf-8")
   assert recipe.markdown_table(paper) in page, (
       f"{recipe.PAPERS[paper][2]} is out of date: paste `python -m darkjax.tools.recipe {paper}`")
+
+
+def _paper_texts(prefix: str) -> list[str]:
+  """The paper's text (../shared/papers/<prefix>*.txt beside the repository) with whitespace
+  collapsed, once with the hyphens that end a line kept and once with the word joined."""
+  papers = REPO.parent / "shared" / "papers"
+  found = sorted(papers.glob(f"{prefix}*.txt")) if papers.is_dir() else []
+  if not found:
+    pytest.skip(f"no paper text {papers}/{prefix}*.txt beside the repository")
+  raw = found[0].read_text(encoding="utf-8")
+  return [re.sub(r"\s+", " ", re.sub(r"-\s*\n\s*", joint, raw)) for joint in ("-", "")]
+
+
+@pytest.mark.parametrize("paper", sorted(recipe.QUOTED))
+def test_every_match_row_quotes_the_paper(paper):
+  rows, _ = recipe.recipe(paper)
+  texts = _paper_texts(recipe.QUOTED[paper])
+  for row in rows:
+    if row["status"] == "MATCH":
+      assert row.get("quote") and row.get("source"), f"{paper}: MATCH row {row['detail']!r} " \
+          "needs the paper's words (`quote`) and where they are (`source`)"
+    if row.get("quote"):
+      quote = re.sub(r"\s+", " ", row["quote"])
+      assert any(quote in text for text in texts), f"{paper}: {row['detail']!r} quotes " \
+          f"{quote!r}, which the paper's text does not contain"
+    if row["status"] == "CHOICE":
+      assert row.get("note"), f"{paper}: CHOICE row {row['detail']!r} needs its reason (`note`)"

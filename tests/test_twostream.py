@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,47 +82,82 @@ def test_p_hot_codes_blocks_and_spare_neurons():
     losses.p_hot_codes(3, 7, spare_classes=(0, 1))
 
 
-def test_dcl_gradients_match_eqs_9_and_10(task, batch_and_variables):
-  """dL/dA = 2 alpha (A x - q) x^T (eq. 9, batch-averaged), dL/dW = dLc/dW, and
-  dL/dx = dLc/dx + 2 alpha A^T (A x - q) (eq. 10) on the tiny towers."""
+def _intercepting(replace):
+  """Flax interceptor: a call of a module named in `replace` (tower, module name) returns the
+  given value instead of running."""
+  def interceptor(next_fun, args, kwargs, context):
+    path = context.module.scope.path if context.module.scope is not None else ()
+    key = (path[0], context.module.name) if len(path) >= 2 else None
+    if context.method_name == "__call__" and key in replace:
+      value = replace[key]
+      return (value, {}) if context.module.name == "c3d" else value
+    return next_fun(*args, **kwargs)
+  return interceptor
+
+
+def _numpy_heads(x, head, labels, q):
+  """Eqs. (2)-(3), (5)-(7) in NumPy on fc7 features x (B, n): the code A x (+ bias), the softmax
+  scores, L_c (multinomial logistic loss) and L_d = ||q - A x||^2, both batch means."""
+  x = np.asarray(x, np.float64)
+  w, b = (np.asarray(head["softmax"][k], np.float64) for k in ("kernel", "bias"))
+  a, a_bias = (np.asarray(head["code"][k], np.float64) for k in ("kernel", "bias"))
+  code = x @ a + a_bias                                           # Eq. (2), Flax kernel = A^T
+  logits = x @ w + b
+  scores = np.exp(logits - logits.max(1, keepdims=True))
+  scores /= scores.sum(1, keepdims=True)                          # Eq. (3)
+  lc = -np.mean(np.log(scores[np.arange(len(labels)), labels]))
+  ld = np.mean(np.sum((q - code) ** 2, axis=1))                   # Eq. (7)
+  return code, scores, lc, ld
+
+
+def test_dcl_loss_and_gradients_match_eqs_2_to_10(task, batch_and_variables):
+  """The Task's loss with each tower's C3D intercepted to return given fc7 features x(n), against
+  the paper's formulas in NumPy: L = Lc + alpha Ld (Eq. 4) with Eqs. (2), (3), (7); Eq. (8)
+  dL/dx_d = alpha dLd/dx_d, dL/dx_c = dLc/dx_c; Eq. (9) dL/dA = 2 alpha (A x - q) x^T and
+  dL/dW = dLc/dW; Eq. (10) dL/dx(n) = dLc/dx(n) + 2 alpha (A x - q)^T A. Biases are kept (the
+  paper drops them "for simplicity"); the batch loss is the mean over its B clips, so every
+  gradient carries 1 / B."""
   batch, variables = batch_and_variables
   params = variables["params"]
-  rng = jax.random.key(3)
-  grads = jax.jit(jax.grad(lambda p: task.loss_fn(p, {}, batch, rng, 0.0)[0]))(params)
-  _, out = task.model.apply(variables, task.model_inputs(batch), train=True,
-                            rngs={"dropout": rng})
-  q = task.target_codes[batch["label"]]
-  b = len(batch["label"])
+  labels = np.asarray(batch["label"])
+  q = task.target_codes[labels].astype(np.float64)
+  b = len(labels)
+  rng = np.random.default_rng(0)
+  x = {s: rng.standard_normal((b, params[s]["softmax"]["kernel"].shape[0])).astype(np.float32)
+       for s in ("ir", "flow")}
+
+  def loss(params, x):
+    with nn.intercept_methods(_intercepting({(s, "c3d"): x[s] for s in x})):
+      return task.loss_fn(params, {}, batch, jax.random.key(3), 0.0)[0]
+
+  value, (grads, dx) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+  expected = 0.0
   for stream in ("ir", "flow"):
-    x = np.asarray(out["fc7"][stream], np.float64)
-    residual = np.asarray(out["code"][stream], np.float64) - q      # A x - q, (B, N)
-    # Flax kernels are A^T (in, out): d/dkernel = (2 alpha / B) sum_b x_b (A x_b - q_b)^T.
-    expected = 2 * ALPHA / b * x.T @ residual
-    np.testing.assert_allclose(grads[stream]["code"]["kernel"], expected, rtol=1e-4, atol=1e-7)
+    head = params[stream]
+    code, scores, lc, ld = _numpy_heads(x[stream], head, labels, q)
+    expected += lc + ALPHA * ld                                                     # Eq. (4)
+    xs = x[stream].astype(np.float64)
+    a, w = (np.asarray(head[k]["kernel"], np.float64) for k in ("code", "softmax"))
+    dlc_dlogits = (scores - np.eye(scores.shape[1])[labels]) / b
+    close = lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)  # noqa
+    close(grads[stream]["code"]["kernel"], 2 * ALPHA / b * xs.T @ (code - q))         # Eq. (9)
+    close(grads[stream]["softmax"]["kernel"], xs.T @ dlc_dlogits)                     # Eq. (9)
+    close(dx[stream], dlc_dlogits @ w.T + 2 * ALPHA / b * (code - q) @ a.T)            # Eq. (10)
 
-  # eq. (10) on one tower's heads: gradient with respect to its fc7 features x.
-  head = params["ir"]
-  x = out["fc7"]["ir"]
-  labels = jnp.asarray(batch["label"])
+    def head_outputs_loss(outputs):
+      replace = {(stream, "c3d"): x[stream], (stream, "code"): outputs["code"],
+                 (stream, "softmax"): outputs["logits"]}
+      other = "flow" if stream == "ir" else "ir"
+      replace[(other, "c3d")] = x[other]
+      with nn.intercept_methods(_intercepting(replace)):
+        return task.loss_fn(params, {}, batch, jax.random.key(3), 0.0)[0]
 
-  def head_loss(x, softmax):
-    logits = x @ softmax["kernel"] + softmax["bias"]
-    code = x @ head["code"]["kernel"] + head["code"]["bias"]
-    return (losses.softmax_cross_entropy(logits, labels)
-            + ALPHA * losses.dcl_loss(code, jnp.asarray(q)))
-
-  dx = jax.grad(head_loss)(x, head["softmax"])
-  dlc_dx = jax.grad(lambda x: losses.softmax_cross_entropy(
-      x @ head["softmax"]["kernel"] + head["softmax"]["bias"], labels))(x)
-  code = np.asarray(x @ head["code"]["kernel"] + head["code"]["bias"])
-  expected_dx = np.asarray(dlc_dx) + 2 * ALPHA / b * (code - q) @ np.asarray(
-      head["code"]["kernel"]).T
-  np.testing.assert_allclose(dx, expected_dx, rtol=1e-4, atol=1e-7)
-  # dL/dW = dLc/dW: the code loss does not reach the softmax layer.
-  dw = jax.grad(head_loss, argnums=1)(x, head["softmax"])["kernel"]
-  dlc_dw = jax.grad(lambda w: losses.softmax_cross_entropy(
-      x @ w + head["softmax"]["bias"], labels))(head["softmax"]["kernel"])
-  np.testing.assert_allclose(dw, dlc_dw, rtol=1e-5, atol=1e-8)
+    outputs = {"code": jnp.asarray(code, jnp.float32),
+               "logits": jnp.asarray(xs @ w + np.asarray(head["softmax"]["bias"]), jnp.float32)}
+    d_out = jax.jit(jax.grad(head_outputs_loss))(outputs)
+    close(d_out["code"], ALPHA * 2 * (code - q) / b)                                  # Eq. (8)
+    close(d_out["logits"], dlc_dlogits)                                               # Eq. (8)
+  np.testing.assert_allclose(float(value), expected, rtol=1e-5)
 
 
 def test_without_dcl_the_loss_is_cross_entropy_only(data_dir, batch_and_variables):

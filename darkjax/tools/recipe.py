@@ -5,11 +5,13 @@ MATCH / CHOICE / MISSING.
 
 Each paper's base config module holds its rows as `RECIPE` (the machine-readable part). A row is a
 dict: `detail`, `paper` (the paper's value: a Python value when the config holds it, else text),
-`source` (section / table / equation), `key` (the dotted config key of the paper's reference config)
-or `code` (the module / function), `status` and `note` (the reason of a CHOICE). For rows with a
-`key` and status MATCH, the reference config's default must equal `paper`
-(tests/test_recipes.py); the darkjax column is read from the config, so the table in the docs
-(checked against this output by the same test) cannot drift from the defaults.
+`source` (section / table / equation), `quote` (the paper's words for it, verbatim), `key` (the
+dotted config key of the paper's reference config) or `code` (the module / function), `status` and
+`note` (the reason of a CHOICE). For rows with a `key` and status MATCH, the reference config's
+default must equal `paper` (tests/test_recipes.py); the darkjax column is read from the config, so
+the table in the docs (checked against this output by the same test) cannot drift from the
+defaults. For the papers in QUOTED, every MATCH row carries a quote, and the test finds each quote
+in the paper's text (../shared/papers beside the repository, when present).
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ PAPERS = {
     "dtcm": ("configs.dtcm_base", "configs.dtcm_arid", "docs/papers/dtcm.md"),
     "liftnet": ("configs.lift_base", "configs.lift_arid", "docs/papers/liftnet.md"),
     "actlumos": ("configs.actlumos_base", "configs.actlumos_arid", "docs/papers/actlumos.md"),
+    "twostream": ("configs.twostream_base", "configs.twostream_infar", "docs/papers/twostream.md"),
 }
+# Papers whose MATCH rows all quote the paper (paper -> its text's file name prefix).
+QUOTED = {"dinet": "000_", "twostream": "003_"}
 STATUSES = ("MATCH", "CHOICE", "MISSING")
 
 
@@ -67,7 +72,10 @@ def markdown_table(paper: str) -> str:
   for row in rows:
     ours = _cell(config_value(config, row["key"])) if row.get("key") else row.get("ours", "")
     where = f"`config.{row['key']}`" if row.get("key") else f"`{row['code']}`"
-    paper_cell = _cell(row["paper"]) + (f" ({_cell(row['source'])})" if row.get("source") else "")
+    cite = ": ".join(part for part in (_cell(row.get("source", "")),
+                                       f"\"{_cell(row['quote'])}\"" if row.get("quote") else "")
+                     if part)
+    paper_cell = _cell(row["paper"]) + (f" ({cite})" if cite else "")
     status = row["status"] + (f": {_cell(row['note'])}" if row.get("note") else "")
     lines.append(f"| {_cell(row['detail'])} | {paper_cell} | {_cell(ours)} | {where} | {status} |")
   return "\n".join(lines)
