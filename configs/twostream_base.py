@@ -103,7 +103,7 @@ RECIPE = (
     dict(detail="loss", paper="L = Lc + alpha Ld, Ld = ||q - A x||^2", source="Eqs. (4), (7)",
          quote="L = Lc + αLd", code="darkjax/trainers/twostream.py Task.loss_fn",
          ours="CE + alpha x batch mean of ||q - A x||^2 per tower", status="MATCH",
-         note="tests/test_twostream.py transcribes Eqs. (2)-(4), (7)-(10)"),
+         note="tests/test_twostream.py transcribes Eqs. (1)-(4), (7)-(11)"),
     dict(detail="alpha", paper=0.02, source="Sec. 3.1",
          quote="The parameter α in Eq 4 is set to be 0.02", key="twostream.alpha",
          status="MATCH"),

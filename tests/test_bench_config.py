@@ -33,6 +33,7 @@ def test_stand_in_keeps_the_clip_geometry_and_drops_data_and_weights(tmp_path):
   two = bench_config.stand_in_config(config_lib.load("configs/twostream_infar.py"),
                                      str(tmp_path))
   assert two.twostream.flow_source == "compute" and "flow" not in two.input.streams
+  assert two.twostream.flow_method == "farneback"
 
 
 def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, capsys):

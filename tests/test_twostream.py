@@ -1,9 +1,11 @@
-"""Two-stream C3D with the discriminative code layer: pinned size, p-hot codes, the DCL gradients of
-eqs. (9)-(10), tower loading, the video-level classifiers, the bad-input errors, and one runlocal
-run end to end (report rows, pictures)."""
+"""Two-stream C3D with the discriminative code layer: pinned size, p-hot codes, the paper's
+equations (1)-(4) and (7)-(11) transcribed in NumPy against the Task's loss, tower loading and the
+flow the towers read, the video-level classifiers and metric, the bad-input errors, and one
+runlocal run end to end (report rows, pictures)."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import flax.linen as nn
@@ -158,6 +160,57 @@ def test_dcl_loss_and_gradients_match_eqs_2_to_10(task, batch_and_variables):
     close(d_out["code"], ALPHA * 2 * (code - q) / b)                                  # Eq. (8)
     close(d_out["logits"], dlc_dlogits)                                               # Eq. (8)
   np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+
+
+def test_layers_and_backward_recurrence_match_eqs_1_and_11(task, batch_and_variables):
+  """Eq. (1), x(i) = F(W(i) x(i-1)), for the first convolution (+ its max pool) and fc6, fc7 of a
+  tower; Eq. (11), dL/dW(i) = dL/dx(i) dx(i)/dW(i) and dL/dx(i-1) = dL/dx(i) dx(i)/dx(i-1), from
+  Eq. (10)'s dL/dx(n) down through fc7 and fc6 (biases kept, dropout off so NumPy can follow)."""
+  batch, variables = batch_and_variables
+  model = models.build("twostream_c3d_tiny", task.num_classes, code_size=task.code_size,
+                       backbone_kwargs={"dropout_rate": 0.0})
+  no_dropout = copy.copy(task)
+  no_dropout.model = model
+  params = variables["params"]
+  inputs = task.model_inputs(batch)
+  (_, out), state = jax.jit(lambda v, x: model.apply(v, x, train=True, capture_intermediates=True,
+                                                     mutable=["intermediates"]))(variables, inputs)
+  grads = jax.jit(jax.grad(lambda p: no_dropout.loss_fn(p, {}, batch, jax.random.key(3), 0.0)[0])
+                  )(params)
+  labels = np.asarray(batch["label"])
+  q = task.target_codes[labels].astype(np.float64)
+  b = len(labels)
+  close = lambda got, want: np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)  # noqa
+  for stream in ("ir", "flow"):
+    tower = {k: {n: np.asarray(v, np.float64) for n, v in layer.items()}
+             for k, layer in params[stream]["c3d"].items()}
+    _, c3d_out = state["intermediates"][stream]["c3d"]["__call__"][0]
+    clip = np.asarray(inputs[stream], np.float64)
+    # Eq. (1), conv1: 3x3x3 convolution (padding 1), ReLU, then the 1x2x2 max pool.
+    padded = np.pad(clip, ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
+    t, h, w = clip.shape[1:4]
+    conv = sum(padded[:, l:l + t, i:i + h, j:j + w] @ tower["conv1"]["kernel"][l, i, j]
+               for l in range(3) for i in range(3) for j in range(3)) + tower["conv1"]["bias"]
+    relu = np.maximum(conv, 0)
+    pool1 = relu.reshape(b, t, h // 2, 2, w // 2, 2, -1).max(axis=(3, 5))
+    close(c3d_out["stem"], pool1)
+    # Eq. (1), fc6 and fc7 on pool5 flattened in C3D's (C, T, H, W) order.
+    x5 = np.transpose(np.asarray(c3d_out["stage4"], np.float64), (0, 4, 1, 2, 3)).reshape(b, -1)
+    z6 = x5 @ tower["fc6"]["kernel"] + tower["fc6"]["bias"]
+    x6 = np.maximum(z6, 0)
+    z7 = x6 @ tower["fc7"]["kernel"] + tower["fc7"]["bias"]
+    x7 = np.maximum(z7, 0)
+    close(out["fc7"][stream], x7)
+    # Eq. (10) at x(n) = x7, then Eq. (11) through fc7 and fc6.
+    code, scores, _, _ = _numpy_heads(x7, params[stream], labels, q)
+    a, w_softmax = (np.asarray(params[stream][k]["kernel"], np.float64)
+                    for k in ("code", "softmax"))
+    dx7 = (scores - np.eye(scores.shape[1])[labels]) / b @ w_softmax.T \
+        + 2 * ALPHA / b * (code - q) @ a.T
+    dz7 = dx7 * (z7 > 0)
+    close(grads[stream]["c3d"]["fc7"]["kernel"], x6.T @ dz7)                # dL/dW(7)
+    dz6 = dz7 @ tower["fc7"]["kernel"].T * (z6 > 0)                          # dL/dx(6) -> z6
+    close(grads[stream]["c3d"]["fc6"]["kernel"], x5.T @ dz6)                # dL/dW(6)
 
 
 def test_without_dcl_the_loss_is_cross_entropy_only(data_dir, batch_and_variables):

@@ -67,6 +67,7 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
     # The two-stream C3D's flow computed on the host (twostream.flow_source=compute) reaches the
     # train step as the same batch field as the prepared `flow` stream: the same program.
     out.twostream.flow_source = "compute"
+    out.twostream.flow_method = "farneback"   # the cheapest on the host; the step is the same
     out.input.streams = tuple(s for s in out.input.streams if s != "flow")
     unknown = []
   if unknown:
