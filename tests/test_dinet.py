@@ -224,7 +224,8 @@ def test_eq4_objective_and_eqs_5_to_7_updates(data_dir):
   d/d theta_a = d(sum L_a)/d theta_a (Eq. 6), d/d theta_d = d(sum L_d)/d theta_d (Eq. 7: the domain
   classifier minimises L_d), d/df = d(sum L_a)/df - lambda d(sum L_d)/df (Eq. 5 through f)."""
   task = dinet_trainer.Task(tiny_config(data_dir, **{"model.kwargs.head_dropout": 0.0,
-                                                     "model.kwargs.domain_dropout": 0.0}))
+                                                     "model.kwargs.domain_dropout": 0.0,
+                                                     "dinet.domain_loss_weight": 1.0}))
   batch = next(iter(task.train_dataset(8)))
   variables = jax.jit(task.init_variables)(jax.random.key(0), batch)
   params = variables.pop("params")
