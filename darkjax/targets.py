@@ -138,6 +138,16 @@ def fastest_compile_options(platform: str | None = None) -> dict[str, Any]:
 DEFAULT_CACHE = os.path.join("~", ".cache", "darkjax", "xla")
 
 
+@contextlib.contextmanager
+def without_compilation_cache() -> Iterator[None]:
+  """Compiles inside skip JAX's persistent compilation cache: an executable compiled for a
+  compile-only target (darkjax.aot) cannot be loaded back on a host without that device (JAX warns
+  on every such read), and no run here would use it."""
+  from jax._src import config as jax_config  # pylint: disable=import-outside-toplevel
+  with jax_config.enable_compilation_cache(False):
+    yield
+
+
 def use_compilation_cache(setting: str) -> str | None:
   """Turns on JAX's persistent compilation cache for this process, so a resumed or re-run job
   loads its compiled steps instead of compiling them again; returns the directory (None: off).

@@ -263,7 +263,8 @@ class Trainer:
     """Compiles the train step ahead of time for the config's global batch (the run's first step
     reuses this compilation); returns the bytes one device needs while it runs (None: XLA gives
     no memory analysis)."""
-    with self.scope():
+    uncached = targets.without_compilation_cache() if self.target else contextlib.nullcontext()
+    with self.scope(), uncached:
       self.build()
       batch = {k: jax.ShapeDtypeStruct((int(self.config.input.batch_size),) + s.shape[1:],
                                        s.dtype, sharding=self.batch_sharding)

@@ -222,3 +222,12 @@ def test_compilation_cache_setting(tmp_path, monkeypatch):
     assert targets.use_compilation_cache("auto") == str(tmp_path / "home/.cache/darkjax/xla")
   finally:
     jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_compile_only_steps_skip_the_persistent_cache():
+  # An executable compiled for a compile-only target cannot be read back on this host (JAX warns
+  # "PjRtCompiler must be constructed with a Client" on every such read).
+  assert jax.config.jax_enable_compilation_cache
+  with targets.without_compilation_cache():
+    assert not jax.config.jax_enable_compilation_cache
+  assert jax.config.jax_enable_compilation_cache
