@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D, max_pool3d
 from darkjax.layers import remat as remat_lib
+from darkjax.layers.scanned import scanned
 from darkjax.models.heads import classifier_head, global_average_pool
 
 SHORTCUT_TYPES = ("A", "B")
@@ -145,10 +146,9 @@ class ResNetStage(nn.Module):
                   dtype=self.dtype, conv_lowering=self.conv_lowering)
     x, _ = block_cls(stride=self.stride, downsample=downsample, name="block0", **common)(x)
     if self.num_blocks > 1:
-      scanned = nn.scan(block_cls, variable_axes={"params": 0, "batch_stats": 0},
-                        split_rngs={"params": True, "dropout": True},
-                        length=self.num_blocks - 1)
-      x, _ = scanned(name="rest", **common)(x, None)
+      stage = scanned(block_cls, variable_axes={"params": 0, "batch_stats": 0},
+                      split_rngs={"params": True, "dropout": True}, length=self.num_blocks - 1)
+      x, _ = stage(name="rest", **common)(x, None)
     return x
 
 
