@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from darkjax.layers import conv2d
 from darkjax.layers import remat as remat_lib
 from darkjax.layers.depthwise import DepthwiseConv2D
 from darkjax.layers.curves import (curve_iterates, intermediate_index, keyframe_curves,
@@ -185,7 +186,15 @@ class ShuffleUnit(nn.Module):
 
 
 def _avg_pool(x: jax.Array, factor: int) -> jax.Array:
-  return nn.avg_pool(x, (factor, factor), strides=(factor, factor))
+  """`factor` x `factor` average pool of (..., H, W, C) frames at stride `factor` (VALID); inside
+  `export_lowering()` the same values as a reshape and mean, which jax2onnx converts."""
+  if not conv2d.export_lowering_forced():
+    return nn.avg_pool(x, (factor, factor), strides=(factor, factor))
+  conv2d.note_lowering("avg_pool", "reshape_mean")
+  *lead, h, w, c = x.shape
+  h, w = h // factor, w // factor
+  x = x[..., :h * factor, :w * factor, :].reshape((*lead, h, factor, w, factor, c))
+  return x.mean(axis=(-4, -2)).astype(x.dtype)
 
 
 class DTCMEnhancer(_CurveEnhancer):
