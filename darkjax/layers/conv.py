@@ -42,13 +42,14 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from darkjax import targets
 from darkjax.layers import cpu_conv3d
 from darkjax.layers import remat as remat_lib
 from darkjax.layers.conv2d import (export_lowering, export_lowering_forced,  # noqa: F401 (API)
                                    native_lowering, native_lowering_forced, note_lowering,
-                                   record_lowerings)
+                                   on_constants, record_lowerings)
 from darkjax.layers.cpu_conv3d import configure_cpu_flags  # noqa: F401 (API)
 
 Padding = Sequence[tuple[int, int]]
@@ -58,7 +59,7 @@ LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise", "s2
 PORTABLE_LOWERINGS = frozenset({
     "conv3d:native", "conv3d:export", "conv3d_kernel_grad:xla", "conv2d:plain",
     "max_pool3d:native", "max_pool3d:export", "depthwise:native", "scan:unrolled",
-    "avg_pool:reshape_mean", "fft2:dft"})
+    "avg_pool:reshape_mean", "fft2:dft", "batch_norm:affine"})
 KERNEL_GRADS = ("auto", "xla", "dots")
 # Grouped convs on CPU run with groups bundled so that each bundle has about this many input
 # channels: the kernel is block-diagonal within a bundle (`cpu_conv3d.bundle_groups`), so XLA:CPU
@@ -154,28 +155,56 @@ def group_bundle(in_group: int, groups: int) -> int:
 
 def export_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding,
                   feature_group_count: int = 1) -> jax.Array:
-  """The "export" lowering: a sum over temporal kernel taps of 2D convolutions, frames folded
-  into the batch. Only ops that jax2onnx converts with a symbolic batch (`jnp.pad` of the time
-  axis, slices, reshapes, NHWC 2D convolutions with their strides, paddings and groups), and
-  nothing chosen per host. Taps that read only temporal padding are left out."""
-  kt = kernel.shape[0]
+  """The "export" lowering: the temporal taps side by side on the channel axis (each tap a slice
+  of the time-padded clip; group-major for grouped convs, as in `taps2d`) and one 2D convolution
+  over the frames folded into the batch, or for (k, 1, 1) kernels one matmul over channels. Only
+  ops jax2onnx converts with a symbolic batch (`jnp.pad` of the time axis, slices, reshapes,
+  NHWC 2D convolutions, matmuls), few of them, since its conversion time grows faster than
+  linearly with the graph; a baked-in kernel is rearranged at trace time (`on_constants`).
+  Taps that read only temporal padding are left out; nothing is chosen per host."""
+  kt, kh, kw, cin_group, cout = kernel.shape
+  groups = feature_group_count
   (lo, hi), st = padding[0], strides[0]
   b, t, h, w, c = x.shape
   t_out = (t + lo + hi - kt) // st + 1
   if t_out <= 0:
     raise ValueError(f"conv3d: temporal size {t} (padded {t + lo + hi}) is smaller than kernel "
                      f"{kt}")
-  padded = jnp.pad(x, ((0, 0), (lo, hi), (0, 0), (0, 0), (0, 0))) if lo or hi else x
-  seen = [tap for tap in range(kt) if any(lo <= s * st + tap < lo + t for s in range(t_out))]
-  out = None
-  for tap in seen or range(kt):
-    frames = jax.lax.slice_in_dim(padded, tap, tap + st * (t_out - 1) + 1, stride=st, axis=1)
-    y = jax.lax.conv_general_dilated(
-        frames.reshape((b * t_out, h, w, c)), kernel[tap], tuple(strides[1:]),
-        tuple(padding[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=feature_group_count)
-    out = y if out is None else out + y
-  return out.reshape((b, t_out) + out.shape[1:])
+  taps = [a for a in range(kt) if any(lo <= s * st + a < lo + t for s in range(t_out))] or list(
+      range(kt))
+  # tap a reads frame s * st + a - lo for output s: pad only what the kept taps read
+  before = max(0, lo - taps[0])
+  after = max(0, taps[-1] - lo + st * (t_out - 1) - t + 1)
+  padded = jnp.pad(x, ((0, 0), (before, after), (0, 0), (0, 0), (0, 0))) if before or after else x
+  frames = []
+  for a in taps:
+    start = a - lo + before
+    if st == 1:   # a one-axis slice (one ONNX Slice)
+      frames.append(padded if (start, t_out) == (0, padded.shape[1]) else
+                    padded[:, start:start + t_out])
+    else:
+      frames.append(jax.lax.slice_in_dim(padded, start, start + st * (t_out - 1) + 1, st, axis=1))
+  if len(taps) < kt:
+    kernel = on_constants(lambda k: k[np.asarray(taps)], kernel)
+  k = len(taps)
+  if groups == 1:
+    stacked = frames[0] if k == 1 else jnp.concatenate(frames, axis=-1)   # (tap, channel)
+  else:   # (group, tap, channel), so each group sees its own channels' taps
+    stacked = jnp.concatenate(frames, axis=-1).reshape((b, t_out, h, w, k, groups, c // groups))
+    stacked = jnp.swapaxes(stacked, -3, -2).reshape((b, t_out, h, w, k * c))
+  if (kh, kw) == (1, 1) and groups == 1 and not any(p for pad in padding[1:] for p in pad):
+    if tuple(strides[1:]) != (1, 1):
+      stacked = jax.lax.slice(stacked, (0,) * 5, stacked.shape, (1, 1) + tuple(strides[1:]) + (1,))
+    matrix = on_constants(lambda k: k.reshape((-1, cout)), kernel)   # (tap, channel) x out
+    return jnp.matmul(stacked, matrix, precision=jax.lax.Precision.HIGHEST)
+  # (out, (tap, channel), kh, kw): the layout of ONNX's Conv, so no transposed copy in the graph
+  kernel2d = on_constants(lambda k: jnp.transpose(k, (4, 0, 3, 1, 2)).reshape(
+      (cout, k.shape[0] * cin_group, kh, kw)), kernel)
+  y = jax.lax.conv_general_dilated(
+      stacked.reshape((b * t_out, h, w, stacked.shape[-1])), kernel2d, tuple(strides[1:]),
+      tuple(padding[1:]), dimension_numbers=("NHWC", "OIHW", "NHWC"),
+      feature_group_count=groups, precision=jax.lax.Precision.HIGHEST)
+  return y.reshape((b, t_out) + y.shape[1:])
 
 
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
@@ -272,4 +301,6 @@ class Conv3D(nn.Module):
                self.kernel_grad)
     if bias is not None:
       y = y + bias
+    if export_lowering_forced():   # the tag is for training's remat policies (an ONNX Identity)
+      return y
     return remat_lib.tag_conv(y)

@@ -87,6 +87,21 @@ def export_lowering_forced() -> bool:
   return _EXPORT.get()
 
 
+def on_constants(fn, *arrays):
+  """`fn(*arrays)`, computed at trace time when no array is traced (weights that export bakes in
+  as constants): the exported graph then holds the result as one constant instead of the ops
+  that derive it (slices of stacked parameters, rearranged kernels)."""
+  if any(isinstance(a, jax.core.Tracer) for a in arrays):
+    return fn(*arrays)
+  with jax.ensure_compile_time_eval():
+    return fn(*(jnp.asarray(a) for a in arrays))
+
+
+def index_in_dim(a, index: int, axis: int = 0):
+  """`a`'s slice `index` along `axis`, that axis dropped (at trace time for a constant)."""
+  return on_constants(lambda a: lax.index_in_dim(a, index, axis, keepdims=False), a)
+
+
 _RECORD: contextvars.ContextVar[collections.Counter | None] = contextvars.ContextVar(
     "darkjax_lowering_record", default=None)
 

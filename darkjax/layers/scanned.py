@@ -38,7 +38,7 @@ class Unrolled(nn.Module):
     ys = []
     for i in range(self.length):
       step = {col: jax.tree.map(
-          lambda a, i=i, axis=self.variable_axes[col]: jax.lax.index_in_dim(a, i, axis, False),
+          lambda a, i=i, axis=self.variable_axes[col]: conv2d.index_in_dim(a, i, axis),
           tree) if col in self.variable_axes else tree for col, tree in variables.items()}
       x = None if xs is None else jax.tree.map(lambda a, i=i: a[i], xs)
       carry, y = body.apply(step, carry, x)
