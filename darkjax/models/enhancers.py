@@ -39,6 +39,7 @@ from darkjax.layers import remat as remat_lib
 from darkjax.layers.depthwise import DepthwiseConv2D
 from darkjax.layers.curves import (curve_iterates, intermediate_index, keyframe_curves,
                                    resize_bilinear)
+from darkjax.layers.norm import BatchNorm
 
 PAD1 = ((1, 1), (1, 1))
 
@@ -160,7 +161,7 @@ class ShuffleUnit(nn.Module):
     branch_features = self.features // 2
     conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="VALID", use_bias=False,
                                 dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
 
     def depthwise_bn(y, name):   # BN without ReLU, as in torchvision

@@ -49,6 +49,7 @@ from darkjax import variables as variables_lib
 from darkjax.layers.attention import CriticModule, FeatureFusion, LIFTModule
 from darkjax.layers import remat as remat_lib
 from darkjax.layers.scanned import scanned
+from darkjax.layers.norm import BatchNorm
 from darkjax.models import video_resnet, vit
 
 VIT_TRAINABLE = ("first", "none", "all")
@@ -239,7 +240,7 @@ class LIFTNet(nn.Module):
       return features, out
     y = nn.Dense(self.head_dim or self.embed_dim, dtype=self.dtype, name="head_0")(features)
     y = nn.gelu(y, approximate=False)
-    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+    y = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="head_bn")(y)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head_1")(y)
