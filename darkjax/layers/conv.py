@@ -235,7 +235,9 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   if bundle > 1:
     lowering = resolve_lowering(requested, bundled_shape, padding, feature_group_count // bundle,
                                 strides)
-  if kernel_grad == "auto":
+  if kernel_grad == "auto" and native_lowering_forced():
+    kernel_grad = "xla"   # XLA's own gradient, whatever the host
+  elif kernel_grad == "auto":
     kernel_grad = choose_kernel_grad(bundled_shape, feature_group_count // bundle, lowering,
                                      strides, x.shape[2] * x.shape[3])
   note_lowering("conv3d", lowering)

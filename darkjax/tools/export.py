@@ -93,8 +93,8 @@ def export_stablehlo(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], mode
                      ) -> bytes:
   """Serialized `jax.export` of `fn` with a symbolic batch and native convolutions."""
   with conv.native_lowering():
-    try:
-      exported = jax.export.export(jax.jit(fn))(*_symbolic(sample))
+    try:   # a fresh function, so no trace cached outside the block is reused
+      exported = jax.export.export(jax.jit(lambda *clips: fn(*clips)))(*_symbolic(sample))
     except Exception as error:  # pylint: disable=broad-except
       raise ExportError(f"model {model_name}: StableHLO export failed: "
                         f"{type(error).__name__}: {error}") from error
@@ -164,20 +164,21 @@ def export_onnx(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], model_nam
     raise ExportError("ONNX export needs jax2onnx and onnxruntime: pip install -e '.[onnx]'"
                       ) from None
   shapes = _symbolic(sample)   # uint8 inputs with a symbolic batch
-  try:
-    missing = _unsupported_primitives(fn, sample)
-  except Exception:  # pylint: disable=broad-except
-    missing = []   # the conversion below reports what fails
-  if missing:
-    raise ExportError(f"model {model_name}: ONNX export: jax2onnx has no conversion for the "
-                      f"op(s) {missing}; use --format stablehlo")
-  try:
-    proto = jax2onnx.to_onnx(fn, shapes, model_name=model_name, input_names=list(sample),
-                             output_names=["logits"])
-  except Exception as error:  # pylint: disable=broad-except
-    raise ExportError(f"model {model_name}: ONNX export failed at op {_failing_op(error)}: "
-                      f"{type(error).__name__}: {str(error)[:500]}; use --format stablehlo"
-                      ) from error
+  with conv.export_lowering():   # the export forms: host-independent, convertible
+    try:
+      proto = jax2onnx.to_onnx(lambda *clips: fn(*clips), shapes, model_name=model_name,
+                               input_names=list(sample), output_names=["logits"])
+    except Exception as error:  # pylint: disable=broad-except
+      try:
+        missing = _unsupported_primitives(fn, sample)
+      except Exception:  # pylint: disable=broad-except
+        missing = []
+      if missing:
+        raise ExportError(f"model {model_name}: ONNX export: jax2onnx has no conversion for the "
+                          f"op(s) {missing}; use --format stablehlo") from error
+      raise ExportError(f"model {model_name}: ONNX export failed at op {_failing_op(error)}: "
+                        f"{type(error).__name__}: {str(error)[:500]}; use --format stablehlo"
+                        ) from error
   for key, value in (metadata or {}).items():
     entry = proto.metadata_props.add()
     entry.key, entry.value = key, json.dumps(value)
