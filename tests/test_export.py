@@ -62,15 +62,36 @@ def _config(case: str, data_dir: str):
 _MODELS: dict[str, tuple] = {}
 
 
+def _random_variables(task, sample) -> dict:
+  """Variables of the task's shapes (`jax.eval_shape` of its init: nothing compiled), drawn at
+  random like trained ones: kernels scaled by their fan-in, BatchNorm statistics and affine
+  parameters away from their initial (identity) values."""
+  rng = np.random.default_rng(3)
+
+  def draw(path, leaf):
+    name, shape = str(getattr(path[-1], "key", path[-1])), leaf.shape
+    if not jnp.issubdtype(leaf.dtype, jnp.floating):
+      return np.zeros(shape, leaf.dtype)
+    if name == "var":
+      value = rng.uniform(0.5, 1.5, shape)
+    elif name == "scale":
+      value = rng.uniform(0.8, 1.2, shape)
+    elif name in ("mean", "bias") or len(shape) < 2:
+      value = rng.normal(0.0, 0.1, shape)
+    else:
+      value = rng.normal(0.0, 1.0, shape) / np.sqrt(np.prod(shape[:-1]))
+    return value.astype(leaf.dtype)
+  return jax.tree_util.tree_map_with_path(
+      draw, jax.eval_shape(task.init_variables, jax.random.key(3), sample))
+
+
 def _model(case: str, data_dir: str):
   """(task, variables, sample inputs, uint8 test clips of batch 3, their JAX logits) of a case,
   without a dataset; built once per process and shared by the tests."""
   if case not in _MODELS:
     task = task_lib.load_task(_config(case, data_dir), num_classes=CLASSES)
     sample = predict.sample_inputs(task)
-    zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in sample.items()}
-    init = jax.jit(task.init_variables, compiler_options=targets.init_compiler_options("cpu"))
-    variables = jax.device_get(init(jax.random.key(3), zeros))
+    variables = _random_variables(task, sample)
     rng = np.random.default_rng(0)
     # Dark clips, as the models see them: values in the low part of the range.
     clips = {k: rng.integers(0, 60, (3,) + v.shape[1:], dtype=np.uint8) for k, v in sample.items()}
