@@ -9,8 +9,9 @@ platform is `darkjax.targets.platform()`: a step traced on a CPU host inside
 `lowering="auto"` picks per platform and shape (`choose_lowering`, `choose_kernel_grad`), one rule
 for every x86 CPU, the first that applies:
 
-  export      everywhere inside `export_lowering()` (ONNX export): a sum over temporal taps of 2D
-              convolutions, frames folded into the batch (`export_conv3d`), host-independent
+  export      everywhere inside `export_lowering()` (ONNX export): the temporal taps on the
+              channel axis and one 2D convolution over the frames folded into the batch, or a
+              matmul for (k, 1, 1) kernels (`export_conv3d`); host-independent
   native      on GPU / TPU, and everywhere inside `native_lowering()` (e.g. for counting FLOPs)
   taps2d      grouped convs with temporal stride 1 (sum2d with a larger temporal stride)
   s2d         spatial stride 2 on at most SPACE_TO_DEPTH_MAX_CHANNELS input channels (RGB / flow

@@ -66,13 +66,14 @@ _EXPORT: contextvars.ContextVar[bool] = contextvars.ContextVar("export_lowering"
 def export_lowering():
   """Within the block, everything traced takes its export form: a form that reads nothing of the
   host (platform, core count) and that jax2onnx converts, computing the same function as the
-  training form. `conv3d` with lowering="auto" is the "export" lowering (a sum over temporal taps
-  of 2D convolutions, `darkjax.layers.conv.export_conv3d`), `max_pool3d` the running maximum of
-  strided slices; depthwise and 2D convolutions are XLA's native ops, as in `native_lowering()`.
-  Models and layers that jax2onnx cannot convert as trained ask `export_lowering_forced()`: the
-  `nn.scan` stages run unrolled over the same stacked parameters (`darkjax.layers.scanned`),
-  pooling is a reshape and mean, LIFT-Net's 2D FFT a DFT by matrix products. Trace time only,
-  like `native_lowering()`.
+  training form. `conv3d` with lowering="auto" is the "export" lowering (one 2D convolution or
+  matmul per 3D convolution, `darkjax.layers.conv.export_conv3d`), `max_pool3d` the running
+  maximum of strided slices; depthwise and 2D convolutions are XLA's native ops, as in
+  `native_lowering()`. Models and layers that jax2onnx cannot convert as trained, or converts
+  into many nodes, ask `export_lowering_forced()`: the `nn.scan` stages run unrolled over the
+  same stacked parameters (`darkjax.layers.scanned`), inference BatchNorm is a multiply-add
+  (`darkjax.layers.norm`), pooling a reshape and mean, LIFT-Net's 2D FFT a DFT by matrix
+  products. Trace time only, like `native_lowering()`.
   """
   native, export = _FORCE_NATIVE.set(True), _EXPORT.set(True)
   try:
