@@ -110,7 +110,9 @@ def _assert_close(actual, expected):
 def test_stablehlo_reloads_with_any_batch_and_matches_jax(case, tmp_path):
   task, variables, sample, clips, expected = _model(case, str(tmp_path / "nodata"))
   fn = export.inference_function(task, variables, list(sample))
-  blob = export.export_stablehlo(fn, sample, case)
+  with conv.record_lowerings() as chosen:
+    blob = export.export_stablehlo(fn, sample, case)
+  assert set(chosen) <= conv.PORTABLE_LOWERINGS, dict(chosen)   # nothing host-tuned
   path = tmp_path / "model.stablehlo"
   path.write_bytes(blob)
   reloaded = export.load_stablehlo(str(path))
@@ -200,7 +202,9 @@ def test_onnx_matches_jax_through_onnxruntime(case, tmp_path):
   task, variables, sample, clips, expected = _model(case, str(tmp_path / "nodata"))
   fn = export.inference_function(task, variables, list(sample))
   meta = export.describe([f"a{i}" for i in range(CLASSES)], sample, case)
-  proto = export.export_onnx(fn, sample, case, meta)
+  with conv.record_lowerings() as chosen:
+    proto = export.export_onnx(fn, sample, case, meta)
+  assert set(chosen) <= conv.PORTABLE_LOWERINGS, dict(chosen)   # nothing host-tuned
   session = ort.InferenceSession(proto.SerializeToString())
   inputs = session.get_inputs()
   assert [i.name for i in inputs] == list(sample)
