@@ -85,7 +85,8 @@ def test_lowerings_match_native_values_and_gradients(case):
   checked = []
   for lowering in conv.LOWERINGS[1:]:
     for kernel_grad in conv.KERNEL_GRADS[1:]:
-      if not _applicable(lowering, kernel, groups, strides):
+      if not _applicable(lowering, kernel, groups, strides) or (lowering, kernel_grad) == (
+          "export", "dots"):
         continue
       y, grads = value_and_grads(x, k, lowering, kernel_grad)
       what = f"{lowering}/{kernel_grad}"
@@ -95,7 +96,26 @@ def test_lowerings_match_native_values_and_gradients(case):
         np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(g_ref))),
                                    err_msg=f"{what} {name}")
       checked.append(what)
-  assert {"sum2d/dots", "taps2d/dots", "sum2d/xla"} <= set(checked)
+  assert {"sum2d/dots", "taps2d/dots", "sum2d/xla", "export/xla"} <= set(checked)
+
+
+@pytest.mark.parametrize("platform", ["cpu", "gpu", "tpu"])
+@pytest.mark.parametrize("cores", [1, 2, 64])
+def test_export_lowering_is_the_same_on_every_host(monkeypatch, platform, cores):
+  """Inside export_lowering() the auto choices read neither the platform nor the core count."""
+  monkeypatch.setattr(conv2d, "cores", lambda: cores)
+  x, k = _inputs((1, 4, 6, 6, 8), (3, 3, 3), 8, 4)
+  from darkjax.layers import depthwise  # pylint: disable=import-outside-toplevel
+  with targets.compiling_for(platform), conv.export_lowering(), conv.record_lowerings() as chosen:
+    jax.eval_shape(lambda: conv.conv3d(x, k, (1, 2, 2), ((1, 1),) * 3, 4))
+    jax.eval_shape(lambda: conv.conv3d(x, k[:, :, :, :, :4], (2, 2, 2), ((1, 1),) * 3, 4))
+    jax.eval_shape(lambda: conv.max_pool3d(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3))
+    jax.eval_shape(lambda: depthwise.depthwise_conv2d(x[:, 0], k[0, :, :, :1, :]))
+  assert dict(chosen) == {"conv3d:export": 2, "conv3d_kernel_grad:xla": 2, "max_pool3d:export": 1,
+                          "depthwise:native": 1}
+  assert set(chosen) <= conv.PORTABLE_LOWERINGS
+  with pytest.raises(ValueError, match="'export' lowering is differentiated by autodiff"):
+    conv.conv3d(x, k, lowering="export", kernel_grad="dots", feature_group_count=4)
 
 
 def _jaxpr_conv_shapes(jaxpr):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from darkjax import convert, models
+from darkjax.layers import conv
 from darkjax.convert.common import ConversionError
 from darkjax.layers.curves import apply_curves
 from darkjax.models.enhancers import VideoEnhancer, channel_shuffle
@@ -62,6 +63,20 @@ def test_dtcm_enhancer_forms_share_parameters():
   jax.eval_shape(full.init, jax.random.key(0), jnp.zeros((1, 10, 12, 3)))
   with pytest.raises(ValueError, match="multiple of 4"):
     jax.eval_shape(strided.init, jax.random.key(0), jnp.zeros((1, 10, 12, 3)))
+
+
+def test_dtcm_enhancer_export_form_pools_by_reshape_and_mean():
+  """Inside export_lowering() the strided form's average pools are reshapes and means (jax2onnx's
+  AvgPool patch fails on flax's call), with the same values."""
+  strided = models.build("dtcm_enhancer", 0, features=8, full_resolution=False)
+  x = jax.random.uniform(jax.random.key(0), (2, 12, 16, 3), maxval=0.3)
+  variables = jax.jit(strided.init)(jax.random.key(1), x)
+  expected = jax.jit(strided.apply)(variables, x)
+  with conv.export_lowering(), conv.record_lowerings() as chosen:
+    actual = jax.jit(lambda v, x: strided.apply(v, x))(variables, x)   # a fresh trace
+  assert chosen["avg_pool:reshape_mean"] == 2 and set(chosen) <= conv.PORTABLE_LOWERINGS
+  for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 def test_channel_shuffle_matches_torchvision_order():

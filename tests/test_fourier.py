@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
+from darkjax.layers import conv, fourier
 from darkjax.layers.fourier import FourierEnhancement
 
 
@@ -90,3 +91,24 @@ def test_gradients_reach_the_spectrum_mlp():
 def test_rejects_a_vector():
   with pytest.raises(ValueError, match=r"\(\.\.\., S, E\)"):
     _init(FourierEnhancement(), jnp.zeros((5,)))
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 10), (3, 6, 9), (1, 1, 4), (2, 5, 32)])
+def test_export_form_dft_matches_the_fft(shape):
+  """Inside export_lowering() both transforms are DFT matrix products: the same spectrum, the same
+  inverse of any (also non-Hermitian) half spectrum, imaginary DC / Nyquist parts dropped, and
+  the same block output."""
+  x = jax.random.normal(jax.random.key(4), shape)
+  spectrum = jax.random.normal(jax.random.key(5), fourier.spectrum_features(x).shape)
+  module = FourierEnhancement()
+  variables = jax.tree.map(lambda v: v + 0.1, _init(module, x))
+
+  def transforms(x, spectrum, variables):
+    return (fourier.spectrum_features(x), fourier.from_spectrum_features(spectrum, *shape[-2:]),
+            module.apply(variables, x))
+  expected = jax.jit(transforms)(x, spectrum, variables)
+  with conv.export_lowering(), conv.record_lowerings() as chosen:
+    actual = jax.jit(lambda *args: transforms(*args))(x, spectrum, variables)  # a fresh trace
+  assert set(chosen) == {"fft2:dft"}
+  for a, b in zip(actual, expected):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * max(1.0, float(jnp.abs(b).max())))

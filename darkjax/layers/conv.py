@@ -9,6 +9,9 @@ platform is `darkjax.targets.platform()`: a step traced on a CPU host inside
 `lowering="auto"` picks per platform and shape (`choose_lowering`, `choose_kernel_grad`), one rule
 for every x86 CPU, the first that applies:
 
+  export      everywhere inside `export_lowering()` (ONNX export): the temporal taps on the
+              channel axis and one 2D convolution over the frames folded into the batch, or a
+              matmul for (k, 1, 1) kernels (`export_conv3d`); host-independent
   native      on GPU / TPU, and everywhere inside `native_lowering()` (e.g. for counting FLOPs)
   taps2d      grouped convs with temporal stride 1 (sum2d with a larger temporal stride)
   s2d         spatial stride 2 on at most SPACE_TO_DEPTH_MAX_CHANNELS input channels (RGB / flow
@@ -40,16 +43,24 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from darkjax import targets
 from darkjax.layers import cpu_conv3d
 from darkjax.layers import remat as remat_lib
-from darkjax.layers.conv2d import (native_lowering, native_lowering_forced,  # noqa: F401 (API)
-                                   note_lowering, record_lowerings)
+from darkjax.layers.conv2d import (export_lowering, export_lowering_forced,  # noqa: F401 (API)
+                                   native_lowering, native_lowering_forced, note_lowering,
+                                   on_constants, record_lowerings)
 from darkjax.layers.cpu_conv3d import configure_cpu_flags  # noqa: F401 (API)
 
 Padding = Sequence[tuple[int, int]]
-LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise", "s2d")
+LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise", "s2d", "export")
+# What `record_lowerings()` may count in a trace that depends on nothing of the host: XLA's native
+# ops and the export forms. Every other choice is a CPU rewrite tuned to the host.
+PORTABLE_LOWERINGS = frozenset({
+    "conv3d:native", "conv3d:export", "conv3d_kernel_grad:xla", "conv2d:plain",
+    "max_pool3d:native", "max_pool3d:export", "depthwise:native", "scan:unrolled",
+    "avg_pool:reshape_mean", "fft2:dft", "batch_norm:affine"})
 KERNEL_GRADS = ("auto", "xla", "dots")
 # Grouped convs on CPU run with groups bundled so that each bundle has about this many input
 # channels: the kernel is block-diagonal within a bundle (`cpu_conv3d.bundle_groups`), so XLA:CPU
@@ -97,8 +108,8 @@ def choose_kernel_grad(kernel_shape: Sequence[int], feature_group_count: int, lo
   `frame_positions`: H * W of the input frames, if known. Measurements: docs/benchmarks.md
   ("Kernel gradients by shape").
   """
-  if lowering in ("native", "pointwise", "s2d"):  # pointwise is a matmul already; s2d's taps
-    return "xla"                                  # are 2D convs on few channels
+  if lowering in ("native", "pointwise", "s2d", "export"):  # pointwise is a matmul already; s2d's
+    return "xla"                                            # taps are 2D convs on few channels
   kt, kh, kw, in_group, out = kernel_shape[:5]
   if feature_group_count > 1:  # per-frame grouped convs (conv2d) beat the dots up to 16 groups
     spatial = lowering in ("taps2d", "sum2d") and (kh, kw) != (1, 1)
@@ -116,12 +127,15 @@ def choose_kernel_grad(kernel_shape: Sequence[int], feature_group_count: int, lo
 def resolve_lowering(lowering: str, kernel_shape: Sequence[int] | None = None,
                      padding: Padding | None = None, feature_group_count: int = 1,
                      strides: Sequence[int] = (1, 1, 1)) -> str:
-  """`lowering` itself, or for "auto" the choice for `targets.platform()`: "native" inside
-  `native_lowering()`, else `choose_lowering` (without a kernel shape: sum2d on CPU)."""
+  """`lowering` itself, or for "auto" the choice for `targets.platform()`: "export" inside
+  `export_lowering()`, "native" inside `native_lowering()`, else `choose_lowering` (without a
+  kernel shape: sum2d on CPU)."""
   if lowering not in LOWERINGS:
     raise ValueError(f"unknown conv lowering {lowering!r}; expected one of {LOWERINGS}")
   if lowering != "auto":
     return lowering
+  if export_lowering_forced():
+    return "export"
   if native_lowering_forced():
     return "native"
   if kernel_shape is None:
@@ -140,6 +154,60 @@ def group_bundle(in_group: int, groups: int) -> int:
 
 
 
+def export_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding,
+                  feature_group_count: int = 1) -> jax.Array:
+  """The "export" lowering: the temporal taps side by side on the channel axis (each tap a slice
+  of the time-padded clip; group-major for grouped convs, as in `taps2d`) and one 2D convolution
+  over the frames folded into the batch, or for (k, 1, 1) kernels one matmul over channels. Only
+  ops jax2onnx converts with a symbolic batch (`jnp.pad` of the time axis, slices, reshapes,
+  NHWC 2D convolutions, matmuls), few of them, since its conversion time grows faster than
+  linearly with the graph; a baked-in kernel is rearranged at trace time (`on_constants`).
+  Taps that read only temporal padding are left out; nothing is chosen per host."""
+  kt, kh, kw, cin_group, cout = kernel.shape
+  groups = feature_group_count
+  (lo, hi), st = padding[0], strides[0]
+  b, t, h, w, c = x.shape
+  t_out = (t + lo + hi - kt) // st + 1
+  if t_out <= 0:
+    raise ValueError(f"conv3d: temporal size {t} (padded {t + lo + hi}) is smaller than kernel "
+                     f"{kt}")
+  taps = [a for a in range(kt) if any(lo <= s * st + a < lo + t for s in range(t_out))] or list(
+      range(kt))
+  # tap a reads frame s * st + a - lo for output s: pad only what the kept taps read
+  before = max(0, lo - taps[0])
+  after = max(0, taps[-1] - lo + st * (t_out - 1) - t + 1)
+  padded = jnp.pad(x, ((0, 0), (before, after), (0, 0), (0, 0), (0, 0))) if before or after else x
+  frames = []
+  for a in taps:
+    start = a - lo + before
+    if st == 1:   # a one-axis slice (one ONNX Slice)
+      frames.append(padded if (start, t_out) == (0, padded.shape[1]) else
+                    padded[:, start:start + t_out])
+    else:
+      frames.append(jax.lax.slice_in_dim(padded, start, start + st * (t_out - 1) + 1, st, axis=1))
+  if len(taps) < kt:
+    kernel = on_constants(lambda k: k[np.asarray(taps)], kernel)
+  k = len(taps)
+  if groups == 1:
+    stacked = frames[0] if k == 1 else jnp.concatenate(frames, axis=-1)   # (tap, channel)
+  else:   # (group, tap, channel), so each group sees its own channels' taps
+    stacked = jnp.concatenate(frames, axis=-1).reshape((b, t_out, h, w, k, groups, c // groups))
+    stacked = jnp.swapaxes(stacked, -3, -2).reshape((b, t_out, h, w, k * c))
+  if (kh, kw) == (1, 1) and groups == 1 and not any(p for pad in padding[1:] for p in pad):
+    if tuple(strides[1:]) != (1, 1):
+      stacked = jax.lax.slice(stacked, (0,) * 5, stacked.shape, (1, 1) + tuple(strides[1:]) + (1,))
+    matrix = on_constants(lambda k: k.reshape((-1, cout)), kernel)   # (tap, channel) x out
+    return jnp.matmul(stacked, matrix, precision=jax.lax.Precision.HIGHEST)
+  # (out, (tap, channel), kh, kw): the layout of ONNX's Conv, so no transposed copy in the graph
+  kernel2d = on_constants(lambda k: jnp.transpose(k, (4, 0, 3, 1, 2)).reshape(
+      (cout, k.shape[0] * cin_group, kh, kw)), kernel)
+  y = jax.lax.conv_general_dilated(
+      stacked.reshape((b * t_out, h, w, stacked.shape[-1])), kernel2d, tuple(strides[1:]),
+      tuple(padding[1:]), dimension_numbers=("NHWC", "OIHW", "NHWC"),
+      feature_group_count=groups, precision=jax.lax.Precision.HIGHEST)
+  return y.reshape((b, t_out) + y.shape[1:])
+
+
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
            padding: Padding = ((0, 0), (0, 0), (0, 0)), feature_group_count: int = 1,
            lowering: str = "auto", kernel_grad: str = "auto") -> jax.Array:
@@ -154,6 +222,13 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   lowering = resolve_lowering(lowering, kernel.shape, padding, feature_group_count, strides)
   if kernel_grad not in KERNEL_GRADS:
     raise ValueError(f"unknown kernel_grad {kernel_grad!r}; expected one of {KERNEL_GRADS}")
+  if lowering == "export":
+    if kernel_grad == "dots":
+      raise ValueError("conv3d: the 'export' lowering is differentiated by autodiff; kernel_grad "
+                       "must be 'auto' or 'xla', got 'dots'")
+    note_lowering("conv3d", lowering)
+    note_lowering("conv3d_kernel_grad", "xla")
+    return export_conv3d(x, kernel, strides, padding, feature_group_count)
   # CPU lowerings of grouped convs: fewer, wider groups (block-diagonal kernels), the lowering
   # and kernel gradient chosen for the bundled groups
   bundle = group_bundle(kernel.shape[3], feature_group_count) if lowering != "native" else 1
@@ -161,7 +236,9 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   if bundle > 1:
     lowering = resolve_lowering(requested, bundled_shape, padding, feature_group_count // bundle,
                                 strides)
-  if kernel_grad == "auto":
+  if kernel_grad == "auto" and native_lowering_forced():
+    kernel_grad = "xla"   # XLA's own gradient, whatever the host
+  elif kernel_grad == "auto":
     kernel_grad = choose_kernel_grad(bundled_shape, feature_group_count // bundle, lowering,
                                      strides, x.shape[2] * x.shape[3])
   note_lowering("conv3d", lowering)
@@ -179,8 +256,12 @@ def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
 
   `lowering`: "native" (`nn.max_pool`), "separable" (`cpu_conv3d.separable_max_pool3d`: same
   values, a cheaper gradient on XLA:CPU) or "auto": separable when compiling for CPU, native on
-  GPU / TPU and inside `native_lowering()`.
+  GPU / TPU and inside `native_lowering()`, and inside `export_lowering()` "export": the
+  separable form, which jax2onnx converts (its 3D max pool gives wrong shapes in onnxruntime).
   """
+  if lowering == "auto" and export_lowering_forced():
+    note_lowering("max_pool3d", "export")
+    return cpu_conv3d.separable_max_pool3d(x, window, strides, padding)
   if lowering == "auto":
     cpu = targets.platform() == "cpu" and not native_lowering_forced()
     lowering = "separable" if cpu else "native"
@@ -223,4 +304,6 @@ class Conv3D(nn.Module):
                self.kernel_grad)
     if bias is not None:
       y = y + bias
+    if export_lowering_forced():   # the tag is for training's remat policies (an ONNX Identity)
+      return y
     return remat_lib.tag_conv(y)

@@ -54,8 +54,53 @@ def native_lowering():
 
 
 def native_lowering_forced() -> bool:
-  """Whether the current trace is inside `native_lowering()`."""
+  """Whether the current trace is inside `native_lowering()` (or `export_lowering()`)."""
   return _FORCE_NATIVE.get()
+
+
+# Set inside `export_lowering()`: what `darkjax.tools.export` writes as ONNX.
+_EXPORT: contextvars.ContextVar[bool] = contextvars.ContextVar("export_lowering", default=False)
+
+
+@contextlib.contextmanager
+def export_lowering():
+  """Within the block, everything traced takes its export form: a form that reads nothing of the
+  host (platform, core count) and that jax2onnx converts, computing the same function as the
+  training form. `conv3d` with lowering="auto" is the "export" lowering (one 2D convolution or
+  matmul per 3D convolution, `darkjax.layers.conv.export_conv3d`), `max_pool3d` the running
+  maximum of strided slices; depthwise and 2D convolutions are XLA's native ops, as in
+  `native_lowering()`. Models and layers that jax2onnx cannot convert as trained, or converts
+  into many nodes, ask `export_lowering_forced()`: the `nn.scan` stages run unrolled over the
+  same stacked parameters (`darkjax.layers.scanned`), inference BatchNorm is a multiply-add
+  (`darkjax.layers.norm`), pooling a reshape and mean, LIFT-Net's 2D FFT a DFT by matrix
+  products. Trace time only, like `native_lowering()`.
+  """
+  native, export = _FORCE_NATIVE.set(True), _EXPORT.set(True)
+  try:
+    yield
+  finally:
+    _EXPORT.reset(export)
+    _FORCE_NATIVE.reset(native)
+
+
+def export_lowering_forced() -> bool:
+  """Whether the current trace is inside `export_lowering()`."""
+  return _EXPORT.get()
+
+
+def on_constants(fn, *arrays):
+  """`fn(*arrays)`, computed at trace time when no array is traced (weights that export bakes in
+  as constants): the exported graph then holds the result as one constant instead of the ops
+  that derive it (slices of stacked parameters, rearranged kernels)."""
+  if any(isinstance(a, jax.core.Tracer) for a in arrays):
+    return fn(*arrays)
+  with jax.ensure_compile_time_eval():
+    return fn(*(jnp.asarray(a) for a in arrays))
+
+
+def index_in_dim(a, index: int, axis: int = 0):
+  """`a`'s slice `index` along `axis`, that axis dropped (at trace time for a constant)."""
+  return on_constants(lambda a: lax.index_in_dim(a, index, axis, keepdims=False), a)
 
 
 _RECORD: contextvars.ContextVar[collections.Counter | None] = contextvars.ContextVar(

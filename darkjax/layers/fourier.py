@@ -24,7 +24,9 @@ Since the transform is linear, out = LayerNorm(FE + irfft2(MLP(rfft2(FE)))). Red
   MLP == 0 and layer_norm=False   ->  out = FE exactly (up to float rounding of the FFT pair)
 
 The MLP's last Dense starts at zero, so at initialisation the block is LayerNorm(FE). FFTs run in
-float32 whatever the compute dtype (XLA has no half-precision FFT).
+float32 whatever the compute dtype (XLA has no half-precision FFT). Inside
+`darkjax.layers.conv.export_lowering()` (ONNX export) both transforms are DFTs by matrix products
+with float32 cos / sin matrices (same values to float rounding; tested).
 """
 
 from __future__ import annotations
@@ -34,11 +36,64 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from darkjax.layers import conv2d
+
+
+def _dft_matrices(n: int, freqs: int) -> tuple[np.ndarray, np.ndarray]:
+  """cos and sin of 2 pi j k / n, (n, freqs), computed in float64."""
+  angle = 2 * np.pi * np.outer(np.arange(n), np.arange(freqs)) / n
+  return np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+
+
+def _matmul(a: jax.Array, m: np.ndarray) -> jax.Array:
+  """a (..., n) @ m (n, k) at full float32 precision."""
+  return jnp.matmul(a, jnp.asarray(m), precision=jax.lax.Precision.HIGHEST)
+
+
+def _over_tokens(m: np.ndarray, a: jax.Array) -> jax.Array:
+  """m (S, S) applied over the token axis of a (..., S, F)."""
+  return jnp.swapaxes(_matmul(jnp.swapaxes(a, -1, -2), m.T), -1, -2)
+
+
+def _dft_spectrum(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(Re, Im) of rfft2(x, norm="ortho") over the last two axes by DFT matrix products: the real
+  DFT over E, then the complex DFT over S."""
+  seq_len, width = x.shape[-2:]
+  cos_e, sin_e = _dft_matrices(width, width // 2 + 1)
+  cos_s, sin_s = _dft_matrices(seq_len, seq_len)
+  real, imag = _matmul(x, cos_e), -_matmul(x, sin_e)
+  scale = 1 / np.sqrt(seq_len * width)
+  return ((_over_tokens(cos_s, real) + _over_tokens(sin_s, imag)) * scale,
+          (_over_tokens(cos_s, imag) - _over_tokens(sin_s, real)) * scale)
+
+
+def _inverse_dft(real: jax.Array, imag: jax.Array, width: int) -> jax.Array:
+  """irfft2 of the half spectrum (Re, Im) (..., S, E // 2 + 1) with s=(S, E), norm="ortho": the
+  inverse complex DFT over S, then the real inverse over E (every frequency but DC and Nyquist
+  counted twice; their imaginary parts drop out, as in irfft)."""
+  seq_len, freqs = real.shape[-2:]
+  cos_s, sin_s = _dft_matrices(seq_len, seq_len)
+  cos_e, sin_e = _dft_matrices(width, freqs)
+  weights = np.full(freqs, 2.0, np.float32)
+  weights[0] = 1.0
+  if width % 2 == 0:
+    weights[-1] = 1.0
+  real, imag = (_over_tokens(cos_s, real) - _over_tokens(sin_s, imag),
+                _over_tokens(cos_s, imag) + _over_tokens(sin_s, real))
+  scale = 1 / np.sqrt(seq_len * width)
+  return (_matmul(real, (cos_e * weights).T) - _matmul(imag, (sin_e * weights).T)) * scale
 
 
 def spectrum_features(x: jax.Array) -> jax.Array:
-  """Real (..., S, E) -> [Re, Im] of rfft2 over the last two axes: (..., S, 2 (E // 2 + 1))."""
-  spectrum = jnp.fft.rfft2(x.astype(jnp.float32), axes=(-2, -1), norm="ortho")
+  """Real (..., S, E) -> [Re, Im] of rfft2 over the last two axes: (..., S, 2 (E // 2 + 1)).
+  Inside `export_lowering()` by DFT matrix products (jax2onnx converts no 2D FFT)."""
+  x = x.astype(jnp.float32)
+  if conv2d.export_lowering_forced():
+    conv2d.note_lowering("fft2", "dft")
+    return jnp.concatenate(_dft_spectrum(x), axis=-1)
+  spectrum = jnp.fft.rfft2(x, axes=(-2, -1), norm="ortho")
   return jnp.concatenate([spectrum.real, spectrum.imag], axis=-1)
 
 
@@ -48,8 +103,11 @@ def from_spectrum_features(features: jax.Array, seq_len: int, width: int) -> jax
   if freqs != width // 2 + 1:
     raise ValueError(f"from_spectrum_features: {features.shape[-1]} spectrum features do not "
                      f"match embedding width {width} (expected {2 * (width // 2 + 1)})")
-  spectrum = jax.lax.complex(features[..., :freqs].astype(jnp.float32),
-                             features[..., freqs:].astype(jnp.float32))
+  real, imag = features[..., :freqs].astype(jnp.float32), features[..., freqs:].astype(jnp.float32)
+  if conv2d.export_lowering_forced():
+    conv2d.note_lowering("fft2", "dft")
+    return _inverse_dft(real, imag, width)
+  spectrum = jax.lax.complex(real, imag)
   return jnp.fft.irfft2(spectrum, s=(seq_len, width), axes=(-2, -1), norm="ortho")
 
 

@@ -48,13 +48,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from darkjax.layers.norm import BatchNorm
 from darkjax.models import video_resnet
 
 FUSIONS = ("dff", "sum", "concat")
 
 
-def _norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+def _norm(train: bool, dtype: Any, name: str) -> BatchNorm:
+  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
                       use_fast_variance=False, name=name)
 
 

@@ -34,10 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from darkjax.layers import conv2d
 from darkjax.layers import remat as remat_lib
 from darkjax.layers.depthwise import DepthwiseConv2D
 from darkjax.layers.curves import (curve_iterates, intermediate_index, keyframe_curves,
                                    resize_bilinear)
+from darkjax.layers.norm import BatchNorm
 
 PAD1 = ((1, 1), (1, 1))
 
@@ -159,7 +161,7 @@ class ShuffleUnit(nn.Module):
     branch_features = self.features // 2
     conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="VALID", use_bias=False,
                                 dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
 
     def depthwise_bn(y, name):   # BN without ReLU, as in torchvision
@@ -185,7 +187,15 @@ class ShuffleUnit(nn.Module):
 
 
 def _avg_pool(x: jax.Array, factor: int) -> jax.Array:
-  return nn.avg_pool(x, (factor, factor), strides=(factor, factor))
+  """`factor` x `factor` average pool of (..., H, W, C) frames at stride `factor` (VALID); inside
+  `export_lowering()` the same values as a reshape and mean, which jax2onnx converts."""
+  if not conv2d.export_lowering_forced():
+    return nn.avg_pool(x, (factor, factor), strides=(factor, factor))
+  conv2d.note_lowering("avg_pool", "reshape_mean")
+  *lead, h, w, c = x.shape
+  h, w = h // factor, w // factor
+  x = x[..., :h * factor, :w * factor, :].reshape((*lead, h, factor, w, factor, c))
+  return x.mean(axis=(-4, -2)).astype(x.dtype)
 
 
 class DTCMEnhancer(_CurveEnhancer):

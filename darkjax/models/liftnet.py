@@ -48,6 +48,8 @@ import jax.numpy as jnp
 from darkjax import variables as variables_lib
 from darkjax.layers.attention import CriticModule, FeatureFusion, LIFTModule
 from darkjax.layers import remat as remat_lib
+from darkjax.layers.scanned import scanned
+from darkjax.layers.norm import BatchNorm
 from darkjax.models import video_resnet, vit
 
 VIT_TRAINABLE = ("first", "none", "all")
@@ -219,9 +221,9 @@ class LIFTNet(nn.Module):
                  fourier_hidden=self.fourier_hidden, fourier=self.fourier,
                  dropout_rate=self.dropout_rate, dtype=self.dtype, remat=self.remat, train=train)
     if self.scan_layers:
-      scanned = nn.scan(FusionLayer, variable_axes={"params": 0, "intermediates": 0},
-                        split_rngs={"params": True, "dropout": True}, length=self.num_layers)
-      (h_ms, h_ls), stages = scanned(name="layers", **layer)((h_ms, h_ls), None)
+      stack = scanned(FusionLayer, variable_axes={"params": 0, "intermediates": 0},
+                      split_rngs={"params": True, "dropout": True}, length=self.num_layers)
+      (h_ms, h_ls), stages = stack(name="layers", **layer)((h_ms, h_ls), None)
       for index in range(self.num_layers):
         out[f"stage{index + 1}"] = stages[index]
     else:
@@ -238,7 +240,7 @@ class LIFTNet(nn.Module):
       return features, out
     y = nn.Dense(self.head_dim or self.embed_dim, dtype=self.dtype, name="head_0")(features)
     y = nn.gelu(y, approximate=False)
-    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+    y = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="head_bn")(y)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head_1")(y)

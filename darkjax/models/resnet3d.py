@@ -35,6 +35,8 @@ import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D, max_pool3d
 from darkjax.layers import remat as remat_lib
+from darkjax.layers.scanned import scanned
+from darkjax.layers.norm import BatchNorm
 from darkjax.models.heads import classifier_head, global_average_pool
 
 SHORTCUT_TYPES = ("A", "B")
@@ -60,7 +62,7 @@ class _BlockBase(nn.Module):
                   name=name)
 
   def norm(self, name: str):
-    return nn.BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5,
+    return BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5,
                         dtype=self.dtype, name=name)
 
   def shortcut(self, x: jax.Array, out_features: int) -> jax.Array:
@@ -145,10 +147,9 @@ class ResNetStage(nn.Module):
                   dtype=self.dtype, conv_lowering=self.conv_lowering)
     x, _ = block_cls(stride=self.stride, downsample=downsample, name="block0", **common)(x)
     if self.num_blocks > 1:
-      scanned = nn.scan(block_cls, variable_axes={"params": 0, "batch_stats": 0},
-                        split_rngs={"params": True, "dropout": True},
-                        length=self.num_blocks - 1)
-      x, _ = scanned(name="rest", **common)(x, None)
+      stage = scanned(block_cls, variable_axes={"params": 0, "batch_stats": 0},
+                      split_rngs={"params": True, "dropout": True}, length=self.num_blocks - 1)
+      x, _ = stage(name="rest", **common)(x, None)
     return x
 
 
@@ -170,7 +171,7 @@ class ResNet3D(nn.Module):
     at full frame count and half resolution, is the network's largest activation)."""
     x = Conv3D(self.stem_width, (7, 7, 7), strides=(1, 2, 2), padding=((3, 3),) * 3,
                dtype=self.dtype, lowering=self.conv_lowering, name="conv1")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+    x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="bn1")(x)
     x = nn.relu(x)
     # conv_lowering="native" means XLA's own ops throughout, the pool included.
@@ -206,9 +207,9 @@ class ResNet3D(nn.Module):
 def _variant(block: str, stage_sizes: Sequence[int], shortcut_type: str,
              **fixed: Any) -> Callable[..., ResNet3D]:
   def build(num_classes: int, **kwargs: Any) -> ResNet3D:
-    kwargs.setdefault("shortcut_type", shortcut_type)
+    kwargs = {"shortcut_type": shortcut_type, **fixed, **kwargs}   # e.g. narrower widths
     return ResNet3D(num_classes=num_classes, block=block, stage_sizes=tuple(stage_sizes),
-                    **fixed, **kwargs)
+                    **kwargs)
   return build
 
 

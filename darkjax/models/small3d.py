@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D
 from darkjax.layers import remat as remat_lib
+from darkjax.layers.norm import BatchNorm
 from darkjax.models.heads import classifier_head, global_average_pool
 
 
@@ -28,7 +29,7 @@ class ConvBNReLU(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = Conv3D(self.features, (3, 3, 3), self.strides, ((1, 1),) * 3, dtype=self.dtype,
                lowering=self.conv_lowering, name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+    x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, name="bn")(x)
     return nn.relu(x)
 

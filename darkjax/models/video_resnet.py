@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D
 from darkjax.layers import remat as remat_lib
+from darkjax.layers.norm import BatchNorm
 
 # Per-stage convolution types: "3d" (3,3,3), "2d" (1,3,3) no temporal extent, "2plus1d" factorised.
 CONV_TYPES = ("3d", "2d", "2plus1d")
@@ -53,7 +54,7 @@ class Conv2Plus1D(nn.Module):
   features: int
   mid_features: int
   stride: int = 1
-  norm: Any = nn.BatchNorm
+  norm: Any = BatchNorm
   dtype: Any = None
   lowering: str = "auto"
 
@@ -93,7 +94,7 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False)
     residual = x
     y = _conv(self.conv_type, self.features, self.conv1_mid, self.stride, norm, self.dtype,
@@ -141,7 +142,7 @@ class VideoResNet(nn.Module):
   def _stem(self, x: jax.Array, train: bool) -> jax.Array:
     """The stem's convs, BatchNorms and ReLUs, under the remat policy like every block (its
     activations are at full frame count and half resolution, as large as layer 1's)."""
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False)
     conv = functools.partial(Conv3D, use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
                              lowering=self.conv_lowering)

@@ -14,17 +14,29 @@ config is read from RUN's `config.json` (or from the deployed phase's sub-direct
 DIR receives `export.json` (class names, each input's clip shape and dtype, the eval views a video
 takes, the format) and
   stablehlo  `model.stablehlo`: `jax.export` serialization, reloadable without darkjax:
-             `jax.export.deserialize(open(p, "rb").read()).call(clips)`. Convolutions are XLA's
-             native ops (`darkjax.layers.conv.native_lowering`), so the module is the same on
-             every platform (CPU here; native 3D convs run slower on CPU than the training
-             lowerings, and faster on GPU / TPU).
-  onnx       `model.onnx` via jax2onnx (`pip install -e '.[onnx]'`), the same metadata in its
-             `metadata_props`. 3D convolutions are exported as the CPU lowering's 2D convolutions
-             (jax2onnx converts only 1D / 2D convolution layouts). An op jax2onnx cannot convert
-             fails with the model and the op named (ExportError): with jax2onnx 0.17.1 the
-             `nn.scan` stages of resnet3d / resnext3d, the average pooling of DTCM's enhancer
-             and the 2D FFT of LIFT-Net's FoE; small3d, C3D, R(2+1)D, ViT and 3D-DiNet export.
-Both are checked against the JAX logits to 1e-4 by tests/test_export.py.
+             `jax.export.deserialize(open(p, "rb").read()).call(clips)`. Traced inside
+             `darkjax.layers.conv.native_lowering()`: XLA's native convolutions and pooling
+             (native 3D convs run slower on CPU than the training lowerings, and faster on GPU /
+             TPU).
+  onnx       `model.onnx` via jax2onnx (`pip install -e '.[onnx]'`, jax2onnx 0.17.1), the same
+             metadata in its `metadata_props`. Traced inside `conv.export_lowering()`: forms that
+             jax2onnx converts and that compute the trained function (each tested equal to it):
+             3D convolutions as one 2D convolution over the frames with the temporal taps on the
+             channel axis ((k, 1, 1) kernels as a matmul), max pools as strided-slice maxima,
+             inference BatchNorm as a multiply-add, the `nn.scan` stages of ResNet3D / ResNeXt3D
+             and LIFT-Net unrolled over their stacked parameters, DTCM's average pools as a
+             reshape and mean, LIFT-Net's 2D FFT as DFT matrix products. Every zoo family
+             (small3d, C3D, ResNet3D-18 / 50, ResNeXt3D-101, R3D / MC3 / R(2+1)D-18, R(2+1)D-34,
+             ViT) and each paper's deployed model (3D-DiNet, DTCM's enhancer + classifier,
+             LIFT-Net's student, the two-stream model with flow as an input, ActLumos's student)
+             converts. An op jax2onnx cannot convert fails with the model and the op named
+             (ExportError).
+Neither format reads the host (platform, core count, the CPU lowering choices): tracing records
+only portable lowerings (`conv.PORTABLE_LOWERINGS`). tests/test_export.py checks the ONNX of every
+model above (the zoo at its depth, narrowed) through onnxruntime and the StableHLO of a tiny
+variant of each zoo family and of each paper's deployed model against the JAX logits to 1e-4 with
+a symbolic batch, and that the bytes of both are the same on every forced host for ResNeXt3D,
+R(2+1)D and DTCM.
 """
 
 from __future__ import annotations
@@ -93,8 +105,8 @@ def export_stablehlo(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], mode
                      ) -> bytes:
   """Serialized `jax.export` of `fn` with a symbolic batch and native convolutions."""
   with conv.native_lowering():
-    try:
-      exported = jax.export.export(jax.jit(fn))(*_symbolic(sample))
+    try:   # a fresh function, so no trace cached outside the block is reused
+      exported = jax.export.export(jax.jit(lambda *clips: fn(*clips)))(*_symbolic(sample))
     except Exception as error:  # pylint: disable=broad-except
       raise ExportError(f"model {model_name}: StableHLO export failed: "
                         f"{type(error).__name__}: {error}") from error
@@ -164,20 +176,21 @@ def export_onnx(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], model_nam
     raise ExportError("ONNX export needs jax2onnx and onnxruntime: pip install -e '.[onnx]'"
                       ) from None
   shapes = _symbolic(sample)   # uint8 inputs with a symbolic batch
-  try:
-    missing = _unsupported_primitives(fn, sample)
-  except Exception:  # pylint: disable=broad-except
-    missing = []   # the conversion below reports what fails
-  if missing:
-    raise ExportError(f"model {model_name}: ONNX export: jax2onnx has no conversion for the "
-                      f"op(s) {missing}; use --format stablehlo")
-  try:
-    proto = jax2onnx.to_onnx(fn, shapes, model_name=model_name, input_names=list(sample),
-                             output_names=["logits"])
-  except Exception as error:  # pylint: disable=broad-except
-    raise ExportError(f"model {model_name}: ONNX export failed at op {_failing_op(error)}: "
-                      f"{type(error).__name__}: {str(error)[:500]}; use --format stablehlo"
-                      ) from error
+  with conv.export_lowering():   # the export forms: host-independent, convertible
+    try:
+      proto = jax2onnx.to_onnx(lambda *clips: fn(*clips), shapes, model_name=model_name,
+                               input_names=list(sample), output_names=["logits"])
+    except Exception as error:  # pylint: disable=broad-except
+      try:
+        missing = _unsupported_primitives(fn, sample)
+      except Exception:  # pylint: disable=broad-except
+        missing = []
+      if missing:
+        raise ExportError(f"model {model_name}: ONNX export: jax2onnx has no conversion for the "
+                          f"op(s) {missing}; use --format stablehlo") from error
+      raise ExportError(f"model {model_name}: ONNX export failed at op {_failing_op(error)}: "
+                        f"{type(error).__name__}: {str(error)[:500]}; use --format stablehlo"
+                        ) from error
   for key, value in (metadata or {}).items():
     entry = proto.metadata_props.add()
     entry.key, entry.value = key, json.dumps(value)
