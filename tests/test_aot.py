@@ -163,6 +163,15 @@ def test_planner_stops_at_the_first_fitting_setting_and_writes_a_table(tmp_path,
   assert lines[3].startswith("| `synthetic.py:runlocal` | train | local cpu x")
   assert "| 32 | float32 | device_memory_gib=1.5, accum_steps=2 | 1.00 | 1.50 | yes |" in lines[3]
   assert "does not fit" in capsys.readouterr().out
+  # The same plan from its cache only: nothing compiles, and an uncached target says so.
+  cache = tmp_path / "cache.json"
+  argv = ["--config", "configs/synthetic.py:runlocal", "--batch", "32", "--default-only",
+          "--cache", str(cache), "--workdir", str(tmp_path)]
+  fit_tool.main(argv)
+  monkeypatch.setattr(train.Trainer, "compile_step", lambda self: pytest.fail("compiled"))
+  again = fit_tool.main(argv + ["--cache-only", "--override", "seed=1"])   # not in the cache
+  assert again[0]["fits"] is None and "not compiled yet" in again[0]["error"]
+  assert fit_tool.main(argv + ["--cache-only"])[0]["need_bytes"] == 2 * GIB
 
 
 def test_planner_reports_the_batch_that_runs_on_the_devices(tmp_path, capsys, monkeypatch):

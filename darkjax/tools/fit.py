@@ -5,7 +5,7 @@ spending the accelerator.
     python -m darkjax.tools.fit --config configs/actlumos_arid.py [--config ...] \\
         --target h100:1 --target tpu-v5e:2x2 [--phase teacher|all] [--frames 16 --batch 8] \\
         [--override compute_dtype=float32] [--default-only | --candidates N | --until-fit]
-        [--json OUT] [--markdown OUT] [--cache PATH]
+        [--json OUT] [--markdown OUT] [--cache PATH] [--cache-only]
 
 For each phase (default: the main phase; `all`: every phase of the config's plan) and target (a
 compile-only target of darkjax/aot.py, "h100:8", "tpu-v5e:4x4", ...; default: this host's devices)
@@ -181,7 +181,11 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
                           overrides, jax.__version__], sort_keys=True)
         row = cache.get(key)
         cached = row is not None
-        if not cached:
+        if not cached and args.cache_only:
+          row = {"setting": fit_lib.describe(overrides) or "default", "overrides": overrides,
+                 "fits": None, "compile_s": None,
+                 "error": "not compiled yet (run the same command without --cache-only)"}
+        elif not cached:
           print(f"  compiling {fit_lib.describe(overrides) or 'default'} ...", flush=True)
           row = _compile_row(build, phase_config, overrides, name)
           if cache_path:
@@ -192,7 +196,10 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
                    batch=int(phase_config.input.batch_size), batch_requested=requested,
                    compute=compute, user=fit_lib.describe(user))
         rows.append(row)
-        print(_format(row) + ("  [cached]" if cached else f"  [{row['compile_s']} s]"), flush=True)
+        done = "[cached]" if cached else f"[{row['compile_s']} s]" if row["compile_s"] else ""
+        print(f"{_format(row)}  {done}".rstrip(), flush=True)
+        if row["fits"] is None and args.cache_only and not cached:
+          break   # the settings after an uncompiled one are unknown too
         if args.until_fit and row["fits"]:
           break   # what fit=auto would train with; the later settings are not needed
   return rows
@@ -215,7 +222,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
       batch += f" (config {row['batch_requested']})"
     lines.append(f"| `{os.path.basename(row['config'])}` | {row['phase']} | {row['target']} | "
                  f"{batch} | {row['compute']} | {setting} | {gib(row.get('need_bytes'))} "
-                 f"| {gib(row.get('limit_bytes'))} | {fits} | {row['compile_s']} |")
+                 f"| {gib(row.get('limit_bytes'))} | {fits} | {row.get('compile_s') or ''} |")
   return "\n".join(lines) + "\n"
 
 
@@ -239,6 +246,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--until-fit", action="store_true",
                       help="stop at the first setting that fits (the default, else what "
                            "fit=auto would train with)")
+  parser.add_argument("--cache-only", action="store_true",
+                      help="compile nothing: rows not in the cache say so (a table of a plan "
+                           "still under way)")
   parser.add_argument("--cache", default=DEFAULT_CACHE, help="verdict cache ('' = off)")
   parser.add_argument("--json", default="", help="write the rows to this JSON file")
   parser.add_argument("--markdown", default="", help="write the rows as a Markdown table here")
