@@ -231,6 +231,52 @@ def test_dataset_configs(module, dataset, paper, tmp_path, monkeypatch):
     dtcm_trainer.Task(config)
 
 
+# ---------------------------------------------------------------- Dark-48's K400* weights
+def test_dark48_requires_the_filtered_kinetics_weights_and_arid_the_standard_ones():
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  dark48 = dtcm_dark48.get_config()
+  entry = dark48.required_weights.backbone
+  assert entry.key == "model_init" and entry.arg == "pretrained"
+  assert "K400*" in entry.source and "k400star" in entry.file and "k400star" in entry.command
+  with pytest.raises(config_lib.MissingWeightsError) as error:
+    config_lib.check_required_weights(dark48)
+  assert "K400*" in str(error.value) and "youtube_id" in str(error.value)
+  assert dark48.dtcm.leaky_weights == ("resnext-101-kinetics.pth", "resnet-101-kinetics.pth")
+  arid = dtcm_arid.get_config()
+  assert arid.required_weights.backbone.file == "resnext-101-kinetics.pth"
+  assert arid.dtcm.leaky_weights == ()
+
+
+def _converted_dir(tmp_path, source_name):
+  directory = tmp_path / source_name.replace(".", "_")
+  directory.mkdir()
+  (directory / "meta.json").write_text(json.dumps(
+      {"arch": "resnext3d_101", "source": {"path": f"/weights/{source_name}"}}))
+  return str(directory)
+
+
+def test_dark48_warns_when_given_the_standard_kinetics_weights(tmp_path, caplog):
+  standard = _converted_dir(tmp_path, "resnext-101-kinetics.pth")
+  filtered = _converted_dir(tmp_path, "resnext-101-k400star.pth")
+  caplog.set_level("WARNING", logger="darkjax")
+  for config, warns in ((dtcm_dark48.get_config(f"pretrained={standard}"), True),
+                        (dtcm_dark48.get_config(f"pretrained={filtered}"), False),
+                        (dtcm_dark48.get_config(f"pretrained={tmp_path}"), False),  # no meta.json
+                        (dtcm_arid.get_config(f"pretrained={standard}"), False)):
+    caplog.clear()
+    for phase in dtcm_trainer.PHASES:
+      if phase.when(config) and phase.check is not None:
+        phase.check(config, str(tmp_path / "run"))
+    assert (dtcm_trainer.leaky_source(config) == "resnext-101-kinetics.pth") == warns
+    assert ("may have seen dark48's test videos" in caplog.text) == warns, caplog.text
+  config = dtcm_dark48.get_config(f"pretrained={standard},setting=two_stage")
+  caplog.clear()
+  for phase in dtcm_trainer.PHASES:
+    if phase.when(config) and phase.check is not None:
+      phase.check(config, str(tmp_path / "run"))
+  assert "K400*" in caplog.text
+
+
 # ---------------------------------------------------------------- enhancer cost (Table IX)
 def test_enhancer_cost_ratio_at_64x112():
   costs = enhancer_cost.cost_table((1, 2, 4))
