@@ -321,9 +321,17 @@ def test_darkness_cli_on_video_files(tmp_path, capsys):
   assert darkness_tool.main([str(tmp_path / "videos"), "--keep-dark", keep,
                              "--histogram", histogram]) == 0
   printed = capsys.readouterr().out
-  assert f"{darkness.darkness_score(dark_frames):.4f}  dark" in printed
-  assert f"{darkness.darkness_score(bright_frames):.4f}  not dark" in printed
+  # The paper's random frame per segment, seeded by --seed (0) and the video's name.
+  score = lambda frames, name, **kw: darkness.darkness_score(  # noqa: E731
+      frames, seed=darkness_tool.video_seed(name, kw.pop("seed", 0)), **kw)
+  assert f"{score(dark_frames, dark):.4f}  dark" in printed
+  assert f"{score(bright_frames, bright):.4f}  not dark" in printed
   assert "2 videos, 1 dark" in printed
+  assert darkness_tool.main([dark, "--histogram", "", "--seed", "3"]) == 0
+  assert f"{score(dark_frames, dark, seed=3):.4f}  dark" in capsys.readouterr().out
+  assert darkness_tool.main([dark, "--histogram", "", "--sampling", "middle"]) == 0
+  middle = darkness.darkness_score(dark_frames, sampling="middle")
+  assert f"{middle:.4f}  dark" in capsys.readouterr().out
   with open(keep, encoding="utf-8") as f:
     assert f.read().splitlines() == [dark]
   assert os.path.getsize(histogram) > 1000
