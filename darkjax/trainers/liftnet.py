@@ -257,6 +257,8 @@ class Task(_LiftTaskBase):
                                                                 "config.lift.pretrained.vit"),
                                    num_classes=0, image_size=self.data.frame_hw(),
                                    num_blocks=self.model.vit_blocks)
+      if not self.model.pvit_norm:   # a PViT without the ViT's final LayerNorm
+        loaded["params"]["Transformer"].pop("encoder_norm")
       variables = variables_lib.merge_subtree(variables, "params", "pvit", loaded["params"],
                                               pretrained.vit)
     return variables
