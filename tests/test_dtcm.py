@@ -167,6 +167,91 @@ def test_one_stage_total_adds_alpha_weighted_stc_and_dark_losses(data_dir, batch
   assert float(metrics["enhancement_loss"]) > 0
 
 
+# The paper's Eq. (1)-(7) transcribed in numpy: L_SCF (Eq. 1) and L_TC (Eq. 3) are
+# tests/test_losses.py's loops; L_Dark's terms are Zero-DCE's [28] paper forms.
+def _paper_exposure(frames, level=0.6, patch=16):
+  """L_exp = 1/M sum_k |Y_k - E| over the 16 x 16 regions' mean intensities; mean over frames."""
+  per_frame = []
+  for frame in frames:
+    grey = frame.mean(-1)
+    rows, cols = grey.shape[0] // patch, grey.shape[1] // patch
+    y = [grey[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch].mean()
+         for r in range(rows) for c in range(cols)]
+    per_frame.append(np.mean(np.abs(np.array(y) - level)))
+  return np.mean(per_frame)
+
+
+def _paper_colour(frames):
+  """L_col = sum over (R,G), (R,B), (G,B) of (J^p - J^q)^2, J the channel means; mean over
+  frames."""
+  j = frames.mean(axis=(1, 2))
+  return np.mean((j[:, 0] - j[:, 1]) ** 2 + (j[:, 0] - j[:, 2]) ** 2 + (j[:, 1] - j[:, 2]) ** 2)
+
+
+def _paper_illumination(maps, iterations=8):
+  """L_tvA = 1/N sum_n sum_c (|grad_x A_n^c| + |grad_y A_n^c|)^2 (mean over pixels); mean over
+  the curve maps of every key frame."""
+  per_map = []
+  for a in maps:
+    total = 0.0
+    for channel in range(a.shape[-1]):
+      grad_x = np.abs(a[:-1, 1:, channel] - a[:-1, :-1, channel])
+      grad_y = np.abs(a[1:, :-1, channel] - a[:-1, :-1, channel])
+      total += np.mean((grad_x + grad_y) ** 2)
+    per_map.append(total / iterations)
+  return np.mean(per_map)
+
+
+def test_total_loss_is_eq_1_to_7_transcribed(data_dir, batch_and_variables):
+  from test_losses import _np_lscf, _np_temporal_consistency  # pylint: disable=import-outside-toplevel
+  batch = batch_and_variables[0]
+  task, loss, _, _, (logits, out) = _loss_and_grads(data_dir, batch_and_variables,
+                                                    "one_stage_total")
+  clip = np.asarray(task.clips(batch["video"]), np.float64)          # DI
+  enhanced = np.asarray(out["enhanced"], np.float64)                 # DY
+  curves = np.asarray(out["curves"], np.float64)
+  l_sc = np.mean([np.mean([_np_lscf(y, i) for y, i in zip(dy, di)])  # Eq. (2) over Eq. (1)
+                  for dy, di in zip(enhanced, clip)])
+  l_tc = _np_temporal_consistency(enhanced, clip)                    # Eq. (3)
+  l_stc = l_sc + l_tc                                                # Eq. (4)
+  frames = enhanced.reshape((-1,) + enhanced.shape[2:])
+  l_dark = (_paper_exposure(frames) + 0.5 * _paper_colour(frames)     # Eq. (5): W_col 0.5,
+            + 20.0 * _paper_illumination(curves.reshape((-1,) + curves.shape[2:])))  # W_tvA 20
+  z = np.asarray(logits, np.float64)
+  log_softmax = z - z.max(-1, keepdims=True)
+  log_softmax -= np.log(np.exp(log_softmax).sum(-1, keepdims=True))
+  l_ar = -np.mean(log_softmax[np.arange(len(z)), np.asarray(batch["label"])])   # Eq. (6)
+  alpha, w_stc = 0.1, 4.0
+  np.testing.assert_allclose(loss, l_ar + alpha * (w_stc * l_stc + l_dark), rtol=1e-4)  # Eq. (7)
+  assert min(l_sc, l_tc, l_dark) > 0
+
+
+def test_enhancement_is_eq_9_to_11_transcribed():
+  """Eq. (11): R = F(I_k//2), the key frame "the middle frame of the k frames' sequence", read
+  0-based (1-based, k = 1 would name I_0); Eq. (9)-(10): every frame of the group is enhanced with
+  that R, 8 iterations of Zero-DCE's curve LE(x) = x + A x (1 - x) (the official checkpoints' maps
+  are -A)."""
+  k = 4
+  model = models.build("dtcm_tiny", num_classes=3, group_size=k)
+  x = tiny_clip(4)
+  variables = model.init(jax.random.key(0), x)
+  _, out = model.apply(variables, x)
+  enhancer = models.build("dtcm_enhancer", 0, features=8)
+  enhancer_vars = {c: v["video_enhancer"]["enhancer"] for c, v in variables.items()
+                   if "video_enhancer" in v}
+  clip = np.asarray(x, np.float64)
+  for g in range(x.shape[1] // k):
+    key = x[:, g * k + k // 2]
+    r = np.asarray(enhancer.apply(enhancer_vars, key, method="estimate_curves"), np.float64)
+    np.testing.assert_allclose(np.asarray(out["curves"][:, g]), r, atol=1e-6)   # Eq. (11)
+    for i in range(k):                                                          # Eq. (10)
+      le = clip[:, g * k + i]
+      for n in range(8):                                                        # Eq. (9)
+        a = -r[..., 3 * n:3 * n + 3]
+        le = le + a * le * (1 - le)
+      np.testing.assert_allclose(np.asarray(out["enhanced"][:, g * k + i]), le, atol=1e-5)
+
+
 def test_two_stage_phase2_freezes_enhancer(data_dir, batch_and_variables):
   batch = batch_and_variables[0]
   _, loss, _, grads, (logits, _) = _loss_and_grads(data_dir, batch_and_variables, "two_stage",
