@@ -53,8 +53,18 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   # The N fusion layers as one nn.scan (parameters stacked under `layers/`); False restores
   # checkpoints of the unrolled layout (`lift_<i>`, `critic_<i>`, `fusion_<i>`).
   config.model.kwargs.scan_layers = True
+  # Readings of the paper, each a model attribute (docs/papers/liftnet.md, RECIPE below): Eq. (1)'s
+  # divisor (head_dim | heads: sqrt(N_AH) as printed); the FoE LayerNorm (spectrum: Sec. III-E's
+  # order | tokens: after the inverse FFT, the layout of checkpoints written before); the ViT's
+  # final LayerNorm after the PViT's blocks.
+  config.model.kwargs.attention_scale = "head_dim"
+  config.model.kwargs.fourier_norm = "spectrum"
+  config.model.kwargs.pvit_norm = True
   config.lift = mlc.ConfigDict(dict(
       kd=arg.kd, kd_weight=1.0, kd_reduction="sum", kd_features="hidden",
+      # KD: the student's luminous backbone is the teacher's, frozen (False: it trains on with the
+      # student's CE; Eq. (6)'s h1 is then the moving backbone's vector, still without gradient)
+      freeze_teacher=True,
       luminous_input=arg.luminous_input, gamma=arg.gamma,
       vit_trainable=arg.vit_trainable,
       luminous_normalise="ig65m",   # the luminous clip's normalisation (flow: always (x-128)/128)

@@ -264,6 +264,17 @@ def test_frozen_patterns_select_the_documented_parameters():
     liftnet.frozen_patterns("some", False)
 
 
+def test_the_teacher_copy_is_frozen_unless_told_otherwise():
+  config = lift_arid.get_config("runlocal")
+  assert config.lift.kd and config.lift.freeze_teacher and lift_trainer.teacher_frozen(config)
+  assert r"^luminous/" in lift_trainer.phase_config(config, "student").optimizer.frozen
+  config.lift.freeze_teacher = False
+  assert not lift_trainer.teacher_frozen(config)
+  assert r"^luminous/" not in lift_trainer.phase_config(config, "student").optimizer.frozen
+  config = lift_arid.get_config("runlocal,kd=False")
+  assert not lift_trainer.teacher_frozen(config)
+
+
 def test_teacher_loss_is_eq_5():
   """Eq. (5): T_LOSS = - sum_i y_i log(T_output_i), T_output the softmax of the teacher's
   vector; the batch's mean."""

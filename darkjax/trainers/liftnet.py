@@ -138,6 +138,12 @@ def _luminous_pretrained(name: str, path: str) -> dict:
                             num_classes=0)
 
 
+def teacher_frozen(config: mlc.ConfigDict) -> bool:
+  """Whether the student's luminous backbone is the teacher's frozen copy: with KD, unless
+  `config.lift.freeze_teacher` is False."""
+  return bool(config.lift.kd) and bool(config.lift.get("freeze_teacher", True))
+
+
 class _LiftTaskBase(TaskBase):
   """Inputs and model construction shared by the teacher and the student."""
 
@@ -148,7 +154,7 @@ class _LiftTaskBase(TaskBase):
     self.data_sources = {"input": self.inputs.data}
     if num_classes is None:   # training: the dataset is at hand
       self.inputs.check_streams()
-    self.student = self.build_model(luminous_frozen=bool(self.lift.kd),
+    self.student = self.build_model(luminous_frozen=teacher_frozen(config),
                                     pvit_frozen=self.lift.vit_trainable == "none")
 
 
@@ -322,7 +328,7 @@ def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
                                 if v.type == "classification"})
   else:
     out.optimizer.frozen = tuple(config.optimizer.frozen) + liftnet.frozen_patterns(
-        config.lift.vit_trainable, bool(config.lift.kd))
+        config.lift.vit_trainable, teacher_frozen(config))
   out.lock()
   return out
 
