@@ -29,11 +29,16 @@ Evaluation (the paper does not state its test-time views; this is the single-vie
 segment sampling (the middle frame of each of `frames` equal segments), 1 clip x 1 centre crop
 per video, every video of split 1's test list counted once (`eval`: the student, `teacher_eval`:
 the teacher); top-1, top-5 and mean class accuracy. Data and weights: docs/datasets.md.
-Choices where the paper is silent or ambiguous (see docs/papers/liftnet.md): attention scaled by
-sqrt(head_dim) (the paper writes sqrt(N_AH)); the Fourier Enhancement block's LayerNorm after the
-inverse FFT; the fused tokens continue the luminous chain into the next layer; GIC gamma 1.8;
+Choices where the paper is silent or ambiguous (see docs/papers/liftnet.md): the fusion attention
+scaled by sqrt(head_dim) (Eq. (1) prints sqrt(N_AH): `--config.model.kwargs.attention_scale=heads`);
+the luminous map pooled to 16 tokens and projected; the ViT's final LayerNorm kept after the PViT
+(`--config.model.kwargs.pvit_norm=False` drops it); the fused tokens continue the luminous chain
+into the next layer; the teacher's backbone frozen in the student phase
+(`--config.lift.freeze_teacher=False`); a 5% linear warmup before the cosine; GIC gamma 1.8;
 Eq. (6)'s h = the pooled hidden vectors (`kd_features`, config.lift) summed over the vector
-(`kd_reduction`); augmentation magnitudes (config.lift.augment).
+(`kd_reduction`); augmentation magnitudes (config.lift.augment). The Fourier Enhancement block
+follows Sec. III-E (LayerNorm on the spectrum before the inverse FFT); checkpoints written with
+the LayerNorm after it load with `--config.model.kwargs.fourier_norm=tokens`.
 Other examples: `--config=configs/lift_arid.py:runlocal,kd=False`,
 `--config=configs/lift_arid.py:variant=small,vit_trainable=all` (N = 4, Table VI).
 """

@@ -67,7 +67,7 @@ def test_full_size_dtcm_parameter_count():
   full = jax.eval_shape(models.build("dtcm", num_classes=11).init, jax.random.key(0), clip)
   backbone = jax.eval_shape(models.build("resnext3d_101", num_classes=11).init,
                             jax.random.key(0), clip)
-  assert count(full["params"]["video_enhancer"]) == 23_560      # the paper's "about 23K"
+  assert count(full["params"]["video_enhancer"]) == 23_768      # Table IX: 23.77k
   assert count(full["params"]["classifier"]) == count(backbone["params"])
 
 
@@ -167,6 +167,91 @@ def test_one_stage_total_adds_alpha_weighted_stc_and_dark_losses(data_dir, batch
   assert float(metrics["enhancement_loss"]) > 0
 
 
+# The paper's Eq. (1)-(7) transcribed in numpy: L_SCF (Eq. 1) and L_TC (Eq. 3) are
+# tests/test_losses.py's loops; L_Dark's terms are Zero-DCE's [28] paper forms.
+def _paper_exposure(frames, level=0.6, patch=16):
+  """L_exp = 1/M sum_k |Y_k - E| over the 16 x 16 regions' mean intensities; mean over frames."""
+  per_frame = []
+  for frame in frames:
+    grey = frame.mean(-1)
+    rows, cols = grey.shape[0] // patch, grey.shape[1] // patch
+    y = [grey[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch].mean()
+         for r in range(rows) for c in range(cols)]
+    per_frame.append(np.mean(np.abs(np.array(y) - level)))
+  return np.mean(per_frame)
+
+
+def _paper_colour(frames):
+  """L_col = sum over (R,G), (R,B), (G,B) of (J^p - J^q)^2, J the channel means; mean over
+  frames."""
+  j = frames.mean(axis=(1, 2))
+  return np.mean((j[:, 0] - j[:, 1]) ** 2 + (j[:, 0] - j[:, 2]) ** 2 + (j[:, 1] - j[:, 2]) ** 2)
+
+
+def _paper_illumination(maps, iterations=8):
+  """L_tvA = 1/N sum_n sum_c (|grad_x A_n^c| + |grad_y A_n^c|)^2 (mean over pixels); mean over
+  the curve maps of every key frame."""
+  per_map = []
+  for a in maps:
+    total = 0.0
+    for channel in range(a.shape[-1]):
+      grad_x = np.abs(a[:-1, 1:, channel] - a[:-1, :-1, channel])
+      grad_y = np.abs(a[1:, :-1, channel] - a[:-1, :-1, channel])
+      total += np.mean((grad_x + grad_y) ** 2)
+    per_map.append(total / iterations)
+  return np.mean(per_map)
+
+
+def test_total_loss_is_eq_1_to_7_transcribed(data_dir, batch_and_variables):
+  from test_losses import _np_lscf, _np_temporal_consistency  # pylint: disable=import-outside-toplevel
+  batch = batch_and_variables[0]
+  task, loss, _, _, (logits, out) = _loss_and_grads(data_dir, batch_and_variables,
+                                                    "one_stage_total")
+  clip = np.asarray(task.clips(batch["video"]), np.float64)          # DI
+  enhanced = np.asarray(out["enhanced"], np.float64)                 # DY
+  curves = np.asarray(out["curves"], np.float64)
+  l_sc = np.mean([np.mean([_np_lscf(y, i) for y, i in zip(dy, di)])  # Eq. (2) over Eq. (1)
+                  for dy, di in zip(enhanced, clip)])
+  l_tc = _np_temporal_consistency(enhanced, clip)                    # Eq. (3)
+  l_stc = l_sc + l_tc                                                # Eq. (4)
+  frames = enhanced.reshape((-1,) + enhanced.shape[2:])
+  l_dark = (_paper_exposure(frames) + 0.5 * _paper_colour(frames)     # Eq. (5): W_col 0.5,
+            + 20.0 * _paper_illumination(curves.reshape((-1,) + curves.shape[2:])))  # W_tvA 20
+  z = np.asarray(logits, np.float64)
+  log_softmax = z - z.max(-1, keepdims=True)
+  log_softmax -= np.log(np.exp(log_softmax).sum(-1, keepdims=True))
+  l_ar = -np.mean(log_softmax[np.arange(len(z)), np.asarray(batch["label"])])   # Eq. (6)
+  alpha, w_stc = 0.1, 4.0
+  np.testing.assert_allclose(loss, l_ar + alpha * (w_stc * l_stc + l_dark), rtol=1e-4)  # Eq. (7)
+  assert min(l_sc, l_tc, l_dark) > 0
+
+
+def test_enhancement_is_eq_9_to_11_transcribed():
+  """Eq. (11): R = F(I_k//2), the key frame "the middle frame of the k frames' sequence", read
+  0-based (1-based, k = 1 would name I_0); Eq. (9)-(10): every frame of the group is enhanced with
+  that R, 8 iterations of Zero-DCE's curve LE(x) = x + A x (1 - x) (the official checkpoints' maps
+  are -A)."""
+  k = 4
+  model = models.build("dtcm_tiny", num_classes=3, group_size=k)
+  x = tiny_clip(4)
+  variables = model.init(jax.random.key(0), x)
+  _, out = model.apply(variables, x)
+  enhancer = models.build("dtcm_enhancer", 0, features=8)
+  enhancer_vars = {c: v["video_enhancer"]["enhancer"] for c, v in variables.items()
+                   if "video_enhancer" in v}
+  clip = np.asarray(x, np.float64)
+  for g in range(x.shape[1] // k):
+    key = x[:, g * k + k // 2]
+    r = np.asarray(enhancer.apply(enhancer_vars, key, method="estimate_curves"), np.float64)
+    np.testing.assert_allclose(np.asarray(out["curves"][:, g]), r, atol=1e-6)   # Eq. (11)
+    for i in range(k):                                                          # Eq. (10)
+      le = clip[:, g * k + i]
+      for n in range(8):                                                        # Eq. (9)
+        a = -r[..., 3 * n:3 * n + 3]
+        le = le + a * le * (1 - le)
+      np.testing.assert_allclose(np.asarray(out["enhanced"][:, g * k + i]), le, atol=1e-5)
+
+
 def test_two_stage_phase2_freezes_enhancer(data_dir, batch_and_variables):
   batch = batch_and_variables[0]
   _, loss, _, grads, (logits, _) = _loss_and_grads(data_dir, batch_and_variables, "two_stage",
@@ -231,6 +316,52 @@ def test_dataset_configs(module, dataset, paper, tmp_path, monkeypatch):
     dtcm_trainer.Task(config)
 
 
+# ---------------------------------------------------------------- Dark-48's K400* weights
+def test_dark48_requires_the_filtered_kinetics_weights_and_arid_the_standard_ones():
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  dark48 = dtcm_dark48.get_config()
+  entry = dark48.required_weights.backbone
+  assert entry.key == "model_init" and entry.arg == "pretrained"
+  assert "K400*" in entry.source and "k400star" in entry.file and "k400star" in entry.command
+  with pytest.raises(config_lib.MissingWeightsError) as error:
+    config_lib.check_required_weights(dark48)
+  assert "K400*" in str(error.value) and "youtube_id" in str(error.value)
+  assert dark48.dtcm.leaky_weights == ("resnext-101-kinetics.pth", "resnet-101-kinetics.pth")
+  arid = dtcm_arid.get_config()
+  assert arid.required_weights.backbone.file == "resnext-101-kinetics.pth"
+  assert arid.dtcm.leaky_weights == ()
+
+
+def _converted_dir(tmp_path, source_name):
+  directory = tmp_path / source_name.replace(".", "_")
+  directory.mkdir()
+  (directory / "meta.json").write_text(json.dumps(
+      {"arch": "resnext3d_101", "source": {"path": f"/weights/{source_name}"}}))
+  return str(directory)
+
+
+def test_dark48_warns_when_given_the_standard_kinetics_weights(tmp_path, caplog):
+  standard = _converted_dir(tmp_path, "resnext-101-kinetics.pth")
+  filtered = _converted_dir(tmp_path, "resnext-101-k400star.pth")
+  caplog.set_level("WARNING", logger="darkjax")
+  for config, warns in ((dtcm_dark48.get_config(f"pretrained={standard}"), True),
+                        (dtcm_dark48.get_config(f"pretrained={filtered}"), False),
+                        (dtcm_dark48.get_config(f"pretrained={tmp_path}"), False),  # no meta.json
+                        (dtcm_arid.get_config(f"pretrained={standard}"), False)):
+    caplog.clear()
+    for phase in dtcm_trainer.PHASES:
+      if phase.when(config) and phase.check is not None:
+        phase.check(config, str(tmp_path / "run"))
+    assert (dtcm_trainer.leaky_source(config) == "resnext-101-kinetics.pth") == warns
+    assert ("may have seen dark48's test videos" in caplog.text) == warns, caplog.text
+  config = dtcm_dark48.get_config(f"pretrained={standard},setting=two_stage")
+  caplog.clear()
+  for phase in dtcm_trainer.PHASES:
+    if phase.when(config) and phase.check is not None:
+      phase.check(config, str(tmp_path / "run"))
+  assert "K400*" in caplog.text
+
+
 # ---------------------------------------------------------------- enhancer cost (Table IX)
 def test_enhancer_cost_ratio_at_64x112():
   costs = enhancer_cost.cost_table((1, 2, 4))
@@ -275,9 +406,17 @@ def test_darkness_cli_on_video_files(tmp_path, capsys):
   assert darkness_tool.main([str(tmp_path / "videos"), "--keep-dark", keep,
                              "--histogram", histogram]) == 0
   printed = capsys.readouterr().out
-  assert f"{darkness.darkness_score(dark_frames):.4f}  dark" in printed
-  assert f"{darkness.darkness_score(bright_frames):.4f}  not dark" in printed
+  # The paper's random frame per segment, seeded by --seed (0) and the video's name.
+  score = lambda frames, name, **kw: darkness.darkness_score(  # noqa: E731
+      frames, seed=darkness_tool.video_seed(name, kw.pop("seed", 0)), **kw)
+  assert f"{score(dark_frames, dark):.4f}  dark" in printed
+  assert f"{score(bright_frames, bright):.4f}  not dark" in printed
   assert "2 videos, 1 dark" in printed
+  assert darkness_tool.main([dark, "--histogram", "", "--seed", "3"]) == 0
+  assert f"{score(dark_frames, dark, seed=3):.4f}  dark" in capsys.readouterr().out
+  assert darkness_tool.main([dark, "--histogram", "", "--sampling", "middle"]) == 0
+  middle = darkness.darkness_score(dark_frames, sampling="middle")
+  assert f"{middle:.4f}  dark" in capsys.readouterr().out
   with open(keep, encoding="utf-8") as f:
     assert f.read().splitlines() == [dark]
   assert os.path.getsize(histogram) > 1000

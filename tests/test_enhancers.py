@@ -22,10 +22,52 @@ def _param_count(name, **kwargs):
 
 
 @pytest.mark.parametrize("name,count", [("zero_dce", 79_416), ("zero_dce_pp", 10_561),
-                                        ("dtcm_enhancer", 23_560)])
+                                        ("dtcm_enhancer", 23_768)])
 def test_parameter_counts(name, count):
   assert name in models.names()
   assert _param_count(name) == count
+
+
+def test_dtcm_enhancer_counts_are_the_papers():
+  """Table IX: "Params(k) 23.77" (k = 1..16); Sec. III-D: "our method uses only 28.92% (22.97K vs.
+  79.42K) trainable parameters": the same network counted with and without BatchNorm's scales and
+  shifts (800 here), once the depthwise convolutions carry a bias."""
+  model = models.build("dtcm_enhancer", 0)
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"]
+  flat = {"/".join(k): v.size for k, v in
+          __import__("flax").traverse_util.flatten_dict(params).items()}
+  total = sum(flat.values())
+  batch_norm = sum(size for key, size in flat.items() if "_bn/" in key)
+  assert round(total / 1000, 2) == 23.77 and total == 23_768
+  assert round((total - batch_norm) / 1000, 2) == 22.97 and batch_norm == 800
+  assert round(79_416 / 1000, 2) == 79.42 and round(22.97 / 79.42 * 100, 2) == 28.92
+  assert _param_count("dtcm_enhancer", depthwise_bias=False) == 23_768 - 208
+
+
+def test_depthwise_bias_before_batch_norm_changes_nothing_in_training():
+  """The paper's depthwise biases are followed by BatchNorm: in training (batch statistics) the
+  output does not depend on them and they get no gradient."""
+  model = models.build("dtcm_enhancer", 0, features=8)
+  x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3), maxval=0.3)
+  variables = model.init(jax.random.key(1), x)
+
+  def curves(params):
+    (_, out), _ = model.apply({**variables, "params": params}, x, train=True,
+                              mutable=["batch_stats"])
+    return out["curves"]
+
+  grads = jax.grad(lambda p: jnp.sum(curves(p) ** 2))(variables["params"])
+  flat = __import__("flax").traverse_util.flatten_dict(grads, sep="/")
+  biases = [k for k in flat if "depthwise/bias" in k]
+  assert len(biases) == 3 + 2 * 2      # one per basic unit, two per two-branch unit
+  for key in biases:   # zero up to float32 rounding, against kernel gradients of order 10
+    kernel = float(jnp.abs(flat[key.replace("/bias", "/kernel")]).max())
+    assert float(jnp.abs(flat[key]).max()) < 1e-5 * kernel, key
+  shifted = jax.tree_util.tree_map_with_path(
+      lambda path, v: v + 0.5 if "depthwise" in jax.tree_util.keystr(path) and
+      "bias" in jax.tree_util.keystr(path) and "_bn" not in jax.tree_util.keystr(path) else v,
+      variables["params"])
+  np.testing.assert_allclose(curves(shifted), curves(variables["params"]), atol=1e-4)
 
 
 def test_enhancers_have_no_head():

@@ -58,27 +58,47 @@ def test_adaptive_pool_matches_torch_also_when_upsampling():
                               "elements (seen <= 1.1e-7)", f"pooled to {size}")
 
 
-def test_fusion_queries_come_from_the_luminous_stream():
-  luminous = jax.random.normal(jax.random.key(0), (2, 3, 8))
-  main = jax.random.normal(jax.random.key(1), (2, 5, 8))
-  fusion = FeatureFusion(num_heads=2, fourier=False)
+def _paper_layer_norm(x, scale, bias, eps=1e-6):
+  mean = x.mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps) * scale + bias
+
+
+def paper_fusion(h_ls, h_ms, p, divisor):
+  """Eq. (1) per attention head h (ref. [45]'s multi-head form: heads concatenated, then the
+  output projection), with the divisor given: sqrt(N_AH) as printed, or sqrt(head width);
+  Eq. (2): FE = LN(F_attention) + H_LS."""
+  a = p["attention"]
+  heads = []
+  for h in range(a["query"]["kernel"].shape[1]):
+    q = h_ls @ a["query"]["kernel"][:, h] + a["query"]["bias"][h]      # q(H_LS)
+    k = h_ms @ a["key"]["kernel"][:, h] + a["key"]["bias"][h]          # k(H_MS)
+    v = h_ms @ a["value"]["kernel"][:, h] + a["value"]["bias"][h]      # v(H_MS)
+    logits = q @ np.swapaxes(k, -1, -2) / divisor
+    softmax = np.exp(logits - logits.max(-1, keepdims=True))
+    softmax /= softmax.sum(-1, keepdims=True)
+    heads.append((softmax @ v) @ a["out"]["kernel"][h])
+  f_attention = sum(heads) + a["out"]["bias"]
+  return _paper_layer_norm(f_attention, p["LayerNorm_0"]["scale"], p["LayerNorm_0"]["bias"]) + h_ls
+
+
+@pytest.mark.parametrize("scale", ["heads", "head_dim"])
+def test_fusion_is_eq_1_and_2_with_luminous_queries(scale):
+  luminous = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, 12)))
+  main = np.asarray(jax.random.normal(jax.random.key(1), (2, 5, 12)))
+  heads = 4   # head width 3: the two divisors differ (sqrt(4) vs sqrt(3))
+  fusion = FeatureFusion(num_heads=heads, fourier=False, attention_scale=scale)
   variables = fusion.init(jax.random.key(2), luminous, main)
+  rng = np.random.default_rng(0)   # biases and LayerNorm away from their zero / one init
+  variables = jax.tree.map(lambda v: jnp.asarray(v + rng.normal(size=v.shape) * 0.5, v.dtype),
+                           variables)
   out = fusion.apply(variables, luminous, main)
   assert out.shape == luminous.shape  # one output per luminous query
-  # Independent computation of LN(MHA(q=luminous, kv=main)) + luminous.
   p = jax.tree.map(np.asarray, variables["params"])
-  a = p["attention"]
-  q = np.einsum("bsd,dhk->bshk", luminous, a["query"]["kernel"]) + a["query"]["bias"]
-  k = np.einsum("btd,dhk->bthk", main, a["key"]["kernel"]) + a["key"]["bias"]
-  v = np.einsum("btd,dhk->bthk", main, a["value"]["kernel"]) + a["value"]["bias"]
-  logits = np.einsum("bshk,bthk->bhst", q, k) / np.sqrt(q.shape[-1])
-  weights = np.exp(logits - logits.max(-1, keepdims=True))
-  weights /= weights.sum(-1, keepdims=True)
-  y = np.einsum("bhst,bthk->bshk", weights, v)
-  y = np.einsum("bshk,hkd->bsd", y, a["out"]["kernel"]) + a["out"]["bias"]
-  y = (y - y.mean(-1, keepdims=True)) / np.sqrt(y.var(-1, keepdims=True) + 1e-6)
-  want = y * p["LayerNorm_0"]["scale"] + p["LayerNorm_0"]["bias"] + np.asarray(luminous)
-  np.testing.assert_allclose(out, want, atol=1e-5)
+  # Eq. (1) as printed divides by sqrt(N_AH), the number of heads; the default is the head width.
+  divisor = np.sqrt(heads) if scale == "heads" else np.sqrt(12 // heads)
+  np.testing.assert_allclose(out, paper_fusion(luminous, main, p, divisor), atol=1e-5)
+  other = np.sqrt(12 // heads) if scale == "heads" else np.sqrt(heads)
+  assert not np.allclose(out, paper_fusion(luminous, main, p, other), atol=1e-3)
   # Swapping the streams (equal lengths) changes the result.
   main3 = main[:, :3]
   assert not np.allclose(fusion.apply(variables, luminous, main3),
@@ -119,9 +139,12 @@ def test_scanned_layers_equal_the_unrolled_ones():
   assert jax.tree.structure(jax.eval_shape(lambda: _init(unrolled, x))["params"]) == \
       jax.tree.structure(params)
   (logits_s, out_s), (logits_u, out_u) = scanned.apply(variables, x), unrolled.apply(flat, x)
-  np.testing.assert_allclose(logits_s, logits_u, rtol=1e-5, atol=1e-6)
+  # float32 rounding of two compilations, amplified by the FoE's LayerNorm of the spectrum: it
+  # scales each sequence frequency to unit variance, and the tiny model's two luminous tokens
+  # nearly agree (their difference frequency has a standard deviation near 0.015).
+  np.testing.assert_allclose(logits_s, logits_u, rtol=1e-4, atol=1e-4)
   for stage in ("stage1", "stage2"):
-    np.testing.assert_allclose(out_s[stage], out_u[stage], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out_s[stage], out_u[stage], rtol=1e-4, atol=1e-4)
   def loss(model, variables):
     return jnp.sum(model.apply(variables, x)[0] ** 2)
   grad_s = jax.grad(lambda p: loss(scanned, {**variables, "params": p}))(variables["params"])
@@ -129,11 +152,11 @@ def test_scanned_layers_equal_the_unrolled_ones():
   for index in range(scanned.num_layers):
     np.testing.assert_allclose(grad_s["layers"]["fusion"]["LayerNorm_0"]["scale"][index],
                                grad_u[f"fusion_{index}"]["LayerNorm_0"]["scale"], rtol=1e-4,
-                               atol=1e-6)
+                               atol=2e-5)
   # The attention-map figure reads the last fusion layer in either layout.
   for a, b in zip(lift_trainer.attention_maps(scanned, variables, x, x),
                   lift_trainer.attention_maps(unrolled, flat, x, x)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
   # Train mode: each layer draws its own dropout mask (the rng is split over the scan).
   (_, out_a), _ = scanned.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
                                 mutable=["batch_stats"])
@@ -152,8 +175,11 @@ def test_frozen_luminous_backbone_runs_in_splits_with_the_same_outputs():
   outs = {splits: model.clone(frozen_luminous_splits=splits).apply(variables, x)[1]
           for splits in (1, 2, 4, 3)}   # 3 does not divide the batch: one call
   for splits in (2, 4, 3):
-    for key in ("luminous_features", "luminous_tokens", "logits"):
+    for key in ("luminous_features", "luminous_tokens"):
       np.testing.assert_allclose(outs[splits][key], outs[1][key], rtol=1e-5, atol=1e-6)
+    # after the fusion layers: rounding amplified by the FoE's LayerNorm of the spectrum (see
+    # test_scanned_layers_equal_the_unrolled_ones)
+    np.testing.assert_allclose(outs[splits]["logits"], outs[1]["logits"], rtol=1e-4, atol=1e-4)
   # Batch order survives the interleaving: clip i's features are clip i's alone.
   np.testing.assert_allclose(outs[2]["luminous_features"][1],
                              model.apply(variables, x[1:2])[1]["luminous_features"][0],
@@ -199,9 +225,9 @@ def test_pvit_is_one_copy_shared_by_every_frame():
 
 
 @pytest.mark.parametrize("name,layers,expected", [
-    ("liftnet_small", 4, 124_025_754),
-    ("liftnet_medium", 6, 135_593_886),
-    ("liftnet_large", 8, 147_162_018),
+    ("liftnet_small", 4, 124_025_770),
+    ("liftnet_medium", 6, 135_593_910),
+    ("liftnet_large", 8, 147_162_050),
 ])
 def test_full_size_param_counts_pinned(name, layers, expected):
   model = liftnet.VARIANTS[name](num_classes=11)
@@ -213,7 +239,9 @@ def test_full_size_param_counts_pinned(name, layers, expected):
   ig65m = video_resnet.VARIANTS["r2plus1d_34_ig65m"](num_classes=0)
   luminous = jax.eval_shape(ig65m.init, jax.random.key(0), jnp.zeros((1, 8, 32, 32, 3)))
   assert _count(params["luminous"]) == _count(luminous["params"])
-  assert _count(params["layers"]) == layers * 5_784_066   # N stacked copies of one layer
+  # N stacked copies of one layer; its FoE LayerNorm acts on 2 (512 // 2 + 1) spectrum features
+  assert _count(params["layers"]) == layers * 5_784_070
+  assert params["layers"]["fusion"]["fourier"]["LayerNorm_0"]["scale"].shape == (layers, 514)
   assert {leaf.shape[0] for leaf in jax.tree.leaves(params["layers"])} == {layers}
 
 
@@ -234,6 +262,30 @@ def test_frozen_patterns_select_the_documented_parameters():
   assert frozen("all", True) == {k for k in paths if k.startswith("luminous/")}
   with pytest.raises(ValueError, match="vit_trainable 'some'"):
     liftnet.frozen_patterns("some", False)
+
+
+def test_the_teacher_copy_is_frozen_unless_told_otherwise():
+  config = lift_arid.get_config("runlocal")
+  assert config.lift.kd and config.lift.freeze_teacher and lift_trainer.teacher_frozen(config)
+  assert r"^luminous/" in lift_trainer.phase_config(config, "student").optimizer.frozen
+  config.lift.freeze_teacher = False
+  assert not lift_trainer.teacher_frozen(config)
+  assert r"^luminous/" not in lift_trainer.phase_config(config, "student").optimizer.frozen
+  config = lift_arid.get_config("runlocal,kd=False")
+  assert not lift_trainer.teacher_frozen(config)
+
+
+def test_teacher_loss_is_eq_5():
+  """Eq. (5): T_LOSS = - sum_i y_i log(T_output_i), T_output the softmax of the teacher's
+  vector; the batch's mean."""
+  logits = np.array([[1.0, -0.5, 2.0], [0.0, 3.0, -1.0]])
+  labels = np.array([2, 0])
+  t_output = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  y = np.eye(3)[labels]
+  want = np.mean([-np.sum(y[b] * np.log(t_output[b])) for b in range(2)])
+  np.testing.assert_allclose(lift_trainer.classification_loss(jnp.asarray(logits),
+                                                              jnp.asarray(labels)), want,
+                             rtol=1e-6)
 
 
 def test_kd_loss_is_ce_plus_l1_on_fixed_tensors():
@@ -360,6 +412,30 @@ def test_pretrained_vit_npz_lands_in_the_pvit(arid_dir, tmp_path):
   assert set(merged) == {k for k in want if "encoderblock_2" not in k}
   for key, value in merged.items():
     np.testing.assert_array_equal(value, want[key])
+  # A PViT without the ViT's final LayerNorm (pvit_norm=False) takes the same weights but that.
+  config.model.kwargs.pvit_norm = False
+  task = lift_trainer.Task(config)
+  variables = jax.device_get(jax.eval_shape(task.init_variables, jax.random.key(0), batch))
+  variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
+  merged = _flat(task.init_from(variables)["params"]["pvit"])
+  assert set(merged) == {k for k in want if "encoderblock_2" not in k and "encoder_norm" not in k}
+
+
+def test_pvit_without_the_final_norm_passes_block_outputs_on():
+  x = jax.random.normal(jax.random.key(3), (2, 2, 16, 16, 3))
+  normed, raw = TINY(num_classes=3), TINY(num_classes=3, pvit_norm=False)
+  variables = _init(normed, x)
+  params = dict(variables["params"])
+  params["pvit"] = {**params["pvit"], "Transformer": {
+      k: v for k, v in params["pvit"]["Transformer"].items() if k != "encoder_norm"}}
+  assert jax.tree.structure(jax.eval_shape(lambda: _init(raw, x))["params"]) == \
+      jax.tree.structure(params)
+  _, out_normed = normed.apply(variables, x)
+  _, out_raw = raw.apply({**variables, "params": params}, x)
+  cls = np.asarray(out_raw["pvit_cls"])
+  norm = variables["params"]["pvit"]["Transformer"]["encoder_norm"]
+  np.testing.assert_allclose(out_normed["pvit_cls"], _paper_layer_norm(
+      cls, np.asarray(norm["scale"]), np.asarray(norm["bias"])), atol=1e-4)
 
 
 def test_arid_command_without_prepared_data_says_how_to_prepare(tmp_path, main_env):

@@ -8,13 +8,18 @@ All three are post-norm blocks on (B, S, E) tokens, as the paper writes them:
   Feature Fusion:          FE   =  LN(MHA(query=H_LS, key=value=H_MS)) + H_LS;   out = FoE(FE)
 
 The fusion's queries come from the luminous stream, so its output has the luminous token count and
-every luminous token gathers main-stream (dark frame) evidence. Every attention sows its weights
+every luminous token gathers main-stream (dark frame) evidence. Its attention is Eq. (1),
+Softmax(q(H_LS) k(H_MS)^T / sqrt(d)) v(H_MS) per head, where `attention_scale` picks d: "head_dim"
+(default: the width of one head, the scale of multi-head attention in the paper's ref. [45]) or
+"heads" (N_AH, the number of heads, as Eq. (1) is printed). The LIFT and Critic modules' MSA is
+plain multi-head self-attention ([45]): sqrt(head_dim). Every attention sows its weights
 (B, heads, queries, keys) into the `intermediates` collection as `attention/attention_weights` when
 that collection is mutable (used for the attention-map figures); otherwise the sow is a no-op.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -24,12 +29,29 @@ import jax.numpy as jnp
 from darkjax.layers.fourier import FourierEnhancement
 
 _dense_init = nn.initializers.xavier_uniform()
+ATTENTION_SCALES = ("head_dim", "heads")
 
 
-def _attention(num_heads: int, dropout_rate: float, dtype: Any) -> nn.MultiHeadDotProductAttention:
+def heads_scaled_attention(num_heads: int):
+  """`nn.dot_product_attention` with logits divided by sqrt(num_heads) instead of sqrt(head_dim)
+  (Eq. (1) as printed): the queries are rescaled by sqrt(head_dim / num_heads) first."""
+  @functools.wraps(nn.dot_product_attention)   # the same signature: MHA passes the same kwargs
+  def attention(query, key, value, *args, **kwargs):
+    factor = (query.shape[-1] / num_heads) ** 0.5
+    return nn.dot_product_attention(query * jnp.asarray(factor, query.dtype), key, value, *args,
+                                    **kwargs)
+  return attention
+
+
+def _attention(num_heads: int, dropout_rate: float, dtype: Any,
+               scale: str = "head_dim") -> nn.MultiHeadDotProductAttention:
+  if scale not in ATTENTION_SCALES:
+    raise ValueError(f"attention_scale {scale!r} unknown; valid: {ATTENTION_SCALES}")
+  attention_fn = (heads_scaled_attention(num_heads) if scale == "heads"
+                  else nn.dot_product_attention)
   return nn.MultiHeadDotProductAttention(num_heads=num_heads, dtype=dtype, kernel_init=_dense_init,
                                          dropout_rate=dropout_rate, broadcast_dropout=False,
-                                         name="attention")
+                                         attention_fn=attention_fn, name="attention")
 
 
 def _check_tokens(module: str, x: jax.Array, num_heads: int) -> None:
@@ -81,13 +103,16 @@ class FeatureFusion(nn.Module):
   """Cross-attention fusion, queries from the luminous tokens, then Fourier Enhancement.
 
   `__call__(luminous, main)`: luminous (B, S, E) queries, main (B, T, E) keys and values; returns
-  (B, S, E). `fourier=False` returns FE itself (ablation without FoE).
+  (B, S, E). `fourier=False` returns FE itself (ablation without FoE); `fourier_norm` is the FoE
+  block's `layer_norm`; `attention_scale` the scale of Eq. (1) (module docstring).
   """
   num_heads: int
   fourier_hidden: int = 0
   fourier: bool = True
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  fourier_norm: str = "spectrum"
+  attention_scale: str = "head_dim"
 
   @nn.compact
   def __call__(self, luminous: jax.Array, main: jax.Array, train: bool = False) -> jax.Array:
@@ -96,10 +121,11 @@ class FeatureFusion(nn.Module):
     if luminous.shape[0] != main.shape[0] or luminous.shape[-1] != main.shape[-1]:
       raise ValueError(f"FeatureFusion: luminous {luminous.shape} and main {main.shape} tokens need "
                        f"the same batch size and width")
-    y = _attention(self.num_heads, self.dropout_rate, self.dtype)(
+    y = _attention(self.num_heads, self.dropout_rate, self.dtype, self.attention_scale)(
         luminous, main, main, deterministic=not train, sow_weights=True)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     fused = luminous + nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_0")(y)
     if not self.fourier:
       return fused
-    return FourierEnhancement(self.fourier_hidden, dtype=self.dtype, name="fourier")(fused)
+    return FourierEnhancement(self.fourier_hidden, self.fourier_norm, dtype=self.dtype,
+                              name="fourier")(fused)

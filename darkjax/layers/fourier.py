@@ -1,30 +1,37 @@
 """Fourier Enhancement (FoE) block of LIFT-Net (Susladkar et al., "LIFT-Net: Dual Stream Fourier
 Attention for Light Invariant Action Recognition").
 
-For fused tokens FE of shape (B, S, E) (S tokens, E channels, real):
+For fused tokens FE of shape (B, S, E) (S tokens, E channels, real), Sec. III-E ("we first
+execute a 2D fast Fourier transform (FFT) along the sequence S and embedding E dimensions ... we
+feed Y to an MLP and then apply a residual connection and Layer Normalization (LN). Finally, we
+utilize the inverse Fast Fourier Transform (FFT) to revert the learnable modulated spectrum Y"):
 
-  Z   = rfft2(FE) over (S, E), orthonormal scaling      (B, S, E // 2 + 1) complex
+  Z   = rfft2(FE) over (S, E), orthonormal scaling      (B, S, E // 2 + 1) complex     Eq. (3)
   P   = [Re Z, Im Z] concatenated on the last axis       (B, S, 2 (E // 2 + 1)) real
-  P'  = P + MLP(P)       MLP = Dense(hidden) -> GELU -> Dense(2 (E // 2 + 1)), per sequence frequency
-  out = LayerNorm(irfft2(P'[:F] + i P'[F:], s=(S, E)))   over E, back in the real domain
+  P'  = LN(P + MLP(P))   MLP = Dense(hidden) -> GELU -> Dense(2 (E // 2 + 1)), LN over the last
+                         axis, both per sequence frequency
+  out = irfft2(P'[:F] + i P'[F:], s=(S, E))              back in the real domain       Eq. (4)
 
 How real and imaginary parts are handled: the spectrum is turned into real features by stacking the
 real and imaginary parts of every embedding frequency, so the MLP mixes all embedding frequencies
-(and both parts) of one sequence frequency, like a learned global filter; its output is read back as
-(real, imaginary). The half spectrum of `rfft2` plus `irfft2` make the output real by construction:
-the inverse transform keeps the Hermitian part (imaginary parts of the DC / Nyquist embedding
-columns are ignored), so no `.real` projection is needed and the output has exactly the input shape.
+(and both parts) of one sequence frequency, like a learned global filter, and the LayerNorm is
+defined on those real features; the output is read back as (real, imaginary). A real input's 2D
+spectrum is Hermitian, so its half (`rfft2`) holds all of it; `irfft2` makes the output real by
+construction (it keeps the Hermitian part: imaginary parts of the DC / Nyquist embedding columns are
+ignored), so no `.real` projection is needed and the output has exactly the input shape. The FFT's
+scaling and the [Re, Im] layout are our choices (the paper states neither).
 
-The residual is added in the frequency domain. LayerNorm is applied after the inverse transform,
-over E, because a LayerNorm of complex coefficients is not defined and normalising real tokens keeps
-FoE's output on the scale of the attention outputs around it (our choice; the paper is vague here).
-Since the transform is linear, out = LayerNorm(FE + irfft2(MLP(rfft2(FE)))). Reductions (tested):
+`layer_norm` places the LayerNorm: "spectrum" (the paper's order, above), "tokens" (after the
+inverse transform, over E: out = LN(FE + irfft2(MLP(rfft2(FE)))), the layout of checkpoints
+written before the paper's order was followed; its LayerNorm has E parameters instead of
+2 (E // 2 + 1)) or "none". Reductions (tested):
 
-  MLP == 0                        ->  out = LayerNorm(FE)
-  MLP == 0 and layer_norm=False   ->  out = FE exactly (up to float rounding of the FFT pair)
+  MLP == 0, layer_norm="none"     ->  out = FE exactly (up to float rounding of the FFT pair)
+  MLP == 0, layer_norm="tokens"   ->  out = LN(FE)
+  MLP == 0, layer_norm="spectrum" ->  out = irfft2(LN(rfft2(FE)))
 
-The MLP's last Dense starts at zero, so at initialisation the block is LayerNorm(FE). FFTs run in
-float32 whatever the compute dtype (XLA has no half-precision FFT). Inside
+The MLP's last Dense starts at zero, so at initialisation the block is the MLP == 0 case. FFTs run
+in float32 whatever the compute dtype (XLA has no half-precision FFT). Inside
 `darkjax.layers.conv.export_lowering()` (ONNX export) both transforms are DFTs by matrix products
 with float32 cos / sin matrices (same values to float rounding; tested).
 """
@@ -85,6 +92,8 @@ def _inverse_dft(real: jax.Array, imag: jax.Array, width: int) -> jax.Array:
   scale = 1 / np.sqrt(seq_len * width)
   return (_matmul(real, (cos_e * weights).T) - _matmul(imag, (sin_e * weights).T)) * scale
 
+LAYER_NORMS = ("spectrum", "tokens", "none")
+
 
 def spectrum_features(x: jax.Array) -> jax.Array:
   """Real (..., S, E) -> [Re, Im] of rfft2 over the last two axes: (..., S, 2 (E // 2 + 1)).
@@ -130,22 +139,29 @@ class FourierEnhancement(nn.Module):
 
   Attributes:
     hidden_dim: width of the spectrum MLP's hidden layer (0: the embedding width E).
-    layer_norm: apply the final LayerNorm (False only for analysis and tests).
-    dtype: compute dtype of the MLP; FFTs are float32.
+    layer_norm: where the LayerNorm is: "spectrum" (the paper's: on the modulated spectrum, before
+      the inverse FFT), "tokens" (after it) or "none" (analysis and tests).
+    dtype: compute dtype of the MLP; FFTs and the LayerNorm are float32.
   """
   hidden_dim: int = 0
-  layer_norm: bool = True
+  layer_norm: str = "spectrum"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.ndim < 2:
       raise ValueError(f"FourierEnhancement expects (..., S, E) tokens; got shape {x.shape}")
+    if self.layer_norm not in LAYER_NORMS:
+      raise ValueError(f"FourierEnhancement: layer_norm={self.layer_norm!r} unknown; valid: "
+                       f"{LAYER_NORMS}")
     seq_len, width = x.shape[-2:]
+    norm = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, name="LayerNorm_0")
     features = spectrum_features(x)
     features = features + SpectrumMLP(self.hidden_dim or width, self.dtype, name="spectrum_mlp")(
         features)
+    if self.layer_norm == "spectrum":
+      features = norm(features)
     y = from_spectrum_features(features, seq_len, width)
-    if self.layer_norm:
-      y = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, name="LayerNorm_0")(y)
+    if self.layer_norm == "tokens":
+      y = norm(y)
     return y.astype(x.dtype)

@@ -16,8 +16,13 @@ iterations, "enhanced": the final image}`, and exposes `estimate_curves(x, train
   The Zero-DCE skip pattern is kept (layer 5 sees cat(x3, x4), layer 6 cat(x2, x5), layer 7
   cat(x1, x6)); the paper gives no wiring details, this is our reading. By default every layer
   runs at frame resolution (the paper's cost: GFLOPs = parameters x pixels, Tables III and IX);
-  `full_resolution=False` runs layers 5-6 at stride 2 with average-pooled skips and resizes the
-  maps (H and W multiples of 4). 23,560 parameters (+ BatchNorm statistics) in both forms.
+  `full_resolution=False` runs layers 5-6 at stride 2 (the paper's "Spatial Down Sampling" units)
+  with average-pooled skips and resizes the maps (H and W multiples of 4). The depthwise
+  convolutions carry a bias (PyTorch's `nn.Conv2d` default; torchvision's ShuffleNetV2 has none):
+  with it the count is the paper's to the unit, 23,768 parameters (Table IX: 23.77k), 22,968
+  without BatchNorm's 800 scales and shifts (Sec. III-D: 22.97K); `depthwise_bias=False` gives
+  23,560. A bias followed by training-mode BatchNorm gets no gradient and is absorbed by the
+  running mean: it changes the count, not the function. Both resolutions share their parameters.
 
 Parameter names follow the official PyTorch modules (`e_conv1` ... `e_conv7`, `depth_conv`,
 `point_conv`) so that `darkjax.convert.zero_dce` is a plain rename. Curves use the official sign
@@ -149,11 +154,13 @@ class ShuffleUnit(nn.Module):
   """ShuffleNetV2 unit (torchvision `InvertedResidual` layout): basic (stride 1) or down-sampling.
 
   `two_branch=True` keeps the down-sampling unit's two branches (both fed the whole input, so the
-  input may have any channel count) at stride 1.
+  input may have any channel count) at stride 1. `depthwise_bias` gives the depthwise convolutions a
+  bias (torchvision's have none).
   """
   features: int
   stride: int = 1
   two_branch: bool = False
+  depthwise_bias: bool = False
   dtype: Any = None
 
   @nn.compact
@@ -165,8 +172,8 @@ class ShuffleUnit(nn.Module):
                              epsilon=1e-5, dtype=self.dtype)
 
     def depthwise_bn(y, name):   # BN without ReLU, as in torchvision
-      y = DepthwiseConv2D((3, 3), (self.stride, self.stride), PAD1, use_bias=False,
-                          dtype=self.dtype, name=name)(y)
+      y = DepthwiseConv2D((3, 3), (self.stride, self.stride), PAD1,
+                          use_bias=self.depthwise_bias, dtype=self.dtype, name=name)(y)
       return norm(name=f"{name}_bn")(y)
 
     def pointwise_bn_relu(y, name):
@@ -203,12 +210,15 @@ class DTCMEnhancer(_CurveEnhancer):
 
   full_resolution=True (default, the paper's cost: Table III / IX GFLOPs equal parameters x
   pixels) runs every layer at frame resolution, layers 5-6 as two-branch ShuffleNet units at
-  stride 1. False: layers 5-6 at stride 2 with 2x2 / 4x4 average-pooled skips and the maps resized
-  bilinearly to frame resolution (about 4x cheaper; H, W multiples of 4). Both forms have the same
-  parameters, so either loads the other's weights.
+  stride 1. False: layers 5-6 at stride 2 (the paper's "Spatial Down Sampling" units) with 2x2 /
+  4x4 average-pooled skips and the maps resized bilinearly to frame resolution (about 4x cheaper;
+  H, W multiples of 4). Both forms have the same parameters, so either loads the other's weights.
+  depthwise_bias=True (default) is the paper's parameter count; False drops the 208 biases, the
+  layout of checkpoints written before they were added.
   """
   align_corners: bool = False
   full_resolution: bool = True
+  depthwise_bias: bool = True
 
   @nn.compact
   def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -218,7 +228,7 @@ class DTCMEnhancer(_CurveEnhancer):
                        f"stride-2 ShuffleNet units; full_resolution=True has no such limit)")
     f = self.features
     unit = functools.partial(remat_lib.wrap(ShuffleUnit, self.remat, static_argnums=(2,)), f,
-                             dtype=self.dtype)
+                             depthwise_bias=self.depthwise_bias, dtype=self.dtype)
     x1 = nn.relu(nn.Conv(f, (3, 3), padding=PAD1, dtype=self.dtype, name="e_conv1")(x))
     x2 = unit(name="e_conv2")(x1, train)
     x3 = unit(name="e_conv3")(x2, train)

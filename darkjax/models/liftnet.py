@@ -3,7 +3,8 @@
 Susladkar et al., "LIFT-Net: Dual Stream Fourier Attention for Light Invariant Action Recognition".
 Reported top-1: ARID 95.21%, HMDB51 89.92%, UCF101 98.89%, InfAR 93.87%.
 
-  dark clip x (B, T, H, W, 3) ──> PViT (first `vit_blocks` blocks of a ViT, shared over frames)
+  dark clip x (B, T, H, W, 3) ──> PViT (first `vit_blocks` blocks of a ViT, shared over frames,
+      then the ViT's final LayerNorm unless `pvit_norm=False`)
       -> class token per frame (B, T, D_vit) -> main_projection (Dense-GELU-Dense-LN) -> H_MS (B, T, E)
   luminous clip (GIC frames or optical flow) ──> R(2+1)D-34 (or R3D-18) -> last stage map
       -> 3D adaptive average pool to `luminous_tokens` = (t, h, w) -> luminous_projection
@@ -15,8 +16,12 @@ Reported top-1: ARID 95.21%, HMDB51 89.92%, UCF101 98.89%, InfAR 93.87%.
 Choices where the paper is vague (each is an attribute): learned position embeddings are added to
 both token sequences (`position_embeddings`; attention and the FFT over the sequence need an order);
 the fusion output becomes the next layer's H_LS; E = 512 (the R(2+1)D width), 8 heads, MLP 4E; the
-luminous map is pooled to 4 x 2 x 2 = 16 tokens; FoE as documented in darkjax/layers/fourier.py.
-N = 4 / 6 / 8 for liftnet_small / medium / large.
+luminous map is pooled to 4 x 2 x 2 = 16 tokens (`luminous_tokens`) and projected (Dense-LN); the
+fusion attention divides by sqrt(head_dim) (`attention_scale="heads"`: sqrt(N_AH), Eq. (1) as
+printed); the PViT keeps the ViT's final LayerNorm (`pvit_norm`). FoE follows Sec. III-E's order,
+LayerNorm on the modulated spectrum before the inverse FFT (`fourier_norm`, darkjax/layers/
+fourier.py). N = 4 / 6 / 8 for liftnet_small / medium / large. Checkpoints written before the FoE
+LayerNorm moved into the spectrum load with `fourier_norm="tokens"`.
 
 The N layers run as one `nn.scan` (`scan_layers=True`, the default): their parameters are stacked
 on a leading axis under `layers/{lift,critic,fusion}` and XLA compiles one layer body instead of N
@@ -80,8 +85,9 @@ class PositionEmbedding(nn.Module):
 
 
 def _fusion_layer(h_ms: jax.Array, h_ls: jax.Array, names: Sequence[str], *, num_heads: int,
-                  mlp_dim: int, fourier_hidden: int, fourier: bool, dropout_rate: float,
-                  dtype: Any, remat: bool | str, train: bool) -> tuple[jax.Array, jax.Array]:
+                  mlp_dim: int, fourier_hidden: int, fourier: bool, fourier_norm: str,
+                  attention_scale: str, dropout_rate: float, dtype: Any, remat: bool | str,
+                  train: bool) -> tuple[jax.Array, jax.Array]:
   """One of the N repeats, its LIFT, Critic and Fusion modules named `names` in the calling
   module: H_MS <- LIFT(H_MS); H_LS <- Critic(H_LS); H_LS <- FoE(LN(MHA(q=H_LS, kv=H_MS)) + H_LS)."""
   def wrap(cls, static):
@@ -90,6 +96,7 @@ def _fusion_layer(h_ms: jax.Array, h_ls: jax.Array, names: Sequence[str], *, num
   h_ls = wrap(CriticModule, (2,))(num_heads, mlp_dim, dropout_rate, dtype,
                                   name=names[1])(h_ls, train)
   h_ls = wrap(FeatureFusion, (3,))(num_heads, fourier_hidden, fourier, dropout_rate, dtype,
+                                   fourier_norm=fourier_norm, attention_scale=attention_scale,
                                    name=names[2])(h_ls, h_ms, train)
   return h_ms, h_ls
 
@@ -101,6 +108,8 @@ class FusionLayer(nn.Module):
   mlp_dim: int
   fourier_hidden: int
   fourier: bool
+  fourier_norm: str
+  attention_scale: str
   dropout_rate: float
   dtype: Any
   remat: bool | str
@@ -111,7 +120,9 @@ class FusionLayer(nn.Module):
                                                                       jax.Array]:
     h_ms, h_ls = _fusion_layer(*carry, ("lift", "critic", "fusion"), num_heads=self.num_heads,
                                mlp_dim=self.mlp_dim, fourier_hidden=self.fourier_hidden,
-                               fourier=self.fourier, dropout_rate=self.dropout_rate,
+                               fourier=self.fourier, fourier_norm=self.fourier_norm,
+                               attention_scale=self.attention_scale,
+                               dropout_rate=self.dropout_rate,
                                dtype=self.dtype, remat=self.remat, train=self.train)
     return (h_ms, h_ls), h_ls
 
@@ -121,6 +132,7 @@ class LIFTNet(nn.Module):
   num_classes: int = 11
   vit: str = "vit_b16"                  # darkjax.models.vit variant of the PViT
   vit_blocks: int = 5                   # PViT = its first blocks
+  pvit_norm: bool = True                # the ViT's final LayerNorm on block vit_blocks's output
   luminous: str = "r2plus1d_34_ig65m"   # darkjax.models.video_resnet variant (r3d_18: ablation)
   embed_dim: int = 512
   num_heads: int = 8
@@ -128,6 +140,8 @@ class LIFTNet(nn.Module):
   mlp_dim: int = 2048                   # Critic MLP
   fourier_hidden: int = 0               # FoE spectrum MLP width (0: embed_dim)
   fourier: bool = True                  # False: fusion without FoE (ablation)
+  fourier_norm: str = "spectrum"        # FoE LayerNorm: spectrum (the paper's) | tokens | none
+  attention_scale: str = "head_dim"     # Eq. (1)'s divisor: sqrt(head_dim) | heads: sqrt(N_AH)
   luminous_tokens: Sequence[int] = (4, 2, 2)
   position_embeddings: bool = True
   head_dim: int = 0                     # head hidden width (0: embed_dim)
@@ -153,7 +167,7 @@ class LIFTNet(nn.Module):
 
   def _main_stream(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     pvit = vit.VARIANTS[self.vit](num_classes=0, num_blocks=self.vit_blocks, dtype=self.dtype,
-                                  remat=self.remat, name="pvit")
+                                  final_norm=self.pvit_norm, remat=self.remat, name="pvit")
     _, pvit_out = pvit(x, train=train)
     cls = pvit_out["features"]  # (B, T, D_vit): class token per frame
     if self.pvit_frozen:
@@ -219,6 +233,7 @@ class LIFTNet(nn.Module):
     out["main_tokens"], out["luminous_tokens"] = h_ms, h_ls
     layer = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                  fourier_hidden=self.fourier_hidden, fourier=self.fourier,
+                 fourier_norm=self.fourier_norm, attention_scale=self.attention_scale,
                  dropout_rate=self.dropout_rate, dtype=self.dtype, remat=self.remat, train=train)
     if self.scan_layers:
       stack = scanned(FusionLayer, variable_axes={"params": 0, "intermediates": 0},

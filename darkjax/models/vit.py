@@ -14,7 +14,8 @@ LayerNorm, through `pre_logits` when present), `cls` and, with `return_tokens`, 
 tokens after the final LayerNorm, (B, [T,] N, D)).
 
 `num_blocks` builds only the first N encoder blocks of a `depth`-block ViT (LIFT-Net's "PViT"); the
-final LayerNorm is kept, and conversion of a full-depth checkpoint skips the unused blocks.
+final LayerNorm is kept unless `final_norm=False`, and conversion of a full-depth checkpoint skips
+the unused blocks.
 `gelu_approximate=False` matches timm/PyTorch (exact erf GELU); the original JAX checkpoints were
 trained with the tanh approximation (`True`); the two differ by ~1e-3 per activation.
 """
@@ -90,7 +91,8 @@ class AddPositionEmbs(nn.Module):
 
 
 class Encoder(nn.Module):
-  """Position embeddings, `num_blocks` encoder blocks, final LayerNorm."""
+  """Position embeddings, `num_blocks` encoder blocks, final LayerNorm (unless `final_norm` is
+  False)."""
   num_blocks: int
   num_heads: int
   mlp_dim: int
@@ -99,6 +101,7 @@ class Encoder(nn.Module):
   gelu_approximate: bool = False
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
+  final_norm: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -108,6 +111,8 @@ class Encoder(nn.Module):
     for index in range(self.num_blocks):
       x = block_cls(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
                     self.gelu_approximate, self.dtype, name=f"encoderblock_{index}")(x, not train)
+    if not self.final_norm:
+      return x
     return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
 
 
@@ -127,6 +132,7 @@ class VisionTransformer(nn.Module):
   return_tokens: bool = False
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
+  final_norm: bool = True    # False: no `Transformer/encoder_norm` (the PViT of LIFT-Net's option)
 
   def _blocks(self) -> int:
     blocks = self.depth if self.num_blocks is None else self.num_blocks
@@ -147,7 +153,7 @@ class VisionTransformer(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.width)), x], axis=1)
     x = Encoder(self._blocks(), self.num_heads, self.mlp_dim, self.dropout_rate,
                 self.attention_dropout_rate, self.gelu_approximate, self.dtype, self.remat,
-                name="Transformer")(x, train)
+                self.final_norm, name="Transformer")(x, train)
     out = {"cls": x[:, 0]}
     if self.return_tokens:
       out["tokens"] = x[:, 1:]

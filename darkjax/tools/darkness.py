@@ -2,12 +2,15 @@ r"""DTCM's video darkness metric over video files or prepared datasets (how Dark
 
   python -m darkjax.tools.darkness VIDEO_OR_DIR... [--tau 0.877] [--histogram darkness.png]
                                    [--keep-dark dark.txt] [--split train]
+                                   [--sampling random|middle] [--seed 0]
 
 Each PATH is a video file (decoded by darkjax.data.video), a directory of video files (searched
 recursively for darkjax.data.video.VIDEO_EXTENSIONS) or a prepared dataset directory (one with manifest.json: every example of every
 split, or of --split, read from its records). For each video it prints D_v (paper Eq. 12-14: mean
 over 8 segment-sampled frames of (S_t - S_c) / S_c, S_c = 112) and the verdict `dark` when
-D_v < -tau, then a summary; it writes a histogram PNG of D_v with the threshold marked, and with
+D_v < -tau, then a summary. Each segment's frame is drawn at random as in the paper (Sec. III-F),
+from a generator seeded by --seed and the video's name (`video_seed`: a rerun draws the same
+frames, whatever the order of the videos); --sampling middle takes each segment's middle frame; it writes a histogram PNG of D_v with the threshold marked, and with
 --keep-dark the list of dark videos (file paths, or `DATASET_DIR:split/video_id` for records), one
 per line.
 """
@@ -18,6 +21,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import zlib
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -34,8 +38,14 @@ class VideoDarkness:
   num_frames: int
 
 
-def score_frames(name: str, frames: np.ndarray, tau: float) -> VideoDarkness:
-  score = darkness.darkness_score(frames)
+def video_seed(name: str, seed: int = 0) -> tuple[int, int]:
+  """The generator seed of one video's random frames: the run's seed and a CRC of its name."""
+  return (int(seed), zlib.crc32(name.encode("utf-8")))
+
+
+def score_frames(name: str, frames: np.ndarray, tau: float, sampling: str = "random",
+                 seed: int = 0) -> VideoDarkness:
+  score = darkness.darkness_score(frames, sampling=sampling, seed=video_seed(name, seed))
   return VideoDarkness(name, score, score < -tau, int(frames.shape[0]))
 
 
@@ -54,24 +64,25 @@ def _dataset_videos(data_dir: str,
 
 
 def scan(paths: Sequence[str], tau: float = darkness.DARK_THRESHOLD,
-         splits: Sequence[str] | None = None) -> list[VideoDarkness]:
+         splits: Sequence[str] | None = None, sampling: str = "random",
+         seed: int = 0) -> list[VideoDarkness]:
   """D_v and verdict of every video under `paths` (files, video dirs, prepared dataset dirs)."""
+  score = lambda name, frames: score_frames(name, frames, tau, sampling, seed)  # noqa: E731
   results = []
   for path in paths:
     if not os.path.exists(path):
       raise FileNotFoundError(f"darkness: {path} does not exist")
     if os.path.isdir(path):
       if os.path.exists(os.path.join(path, records.MANIFEST)):
-        results += [score_frames(name, frames, tau)
-                    for name, frames in _dataset_videos(path, splits)]
+        results += [score(name, frames) for name, frames in _dataset_videos(path, splits)]
         continue
       files = video.find_videos(path)
       if not files:
         raise ValueError(f"darkness: {path} has neither a {records.MANIFEST} nor video files "
                          f"({', '.join(video.VIDEO_EXTENSIONS)})")
-      results += [score_frames(f, video.decode_video(f)[0], tau) for f in files]
+      results += [score(f, video.decode_video(f)[0]) for f in files]
     else:
-      results.append(score_frames(path, video.decode_video(path)[0], tau))
+      results.append(score(path, video.decode_video(path)[0]))
   return results
 
 
@@ -93,9 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="summary histogram PNG (empty: none)")
   parser.add_argument("--keep-dark", default="", metavar="FILE",
                       help="write the dark videos, one per line")
+  parser.add_argument("--sampling", default="random", choices=darkness.SAMPLINGS,
+                      help="one frame per segment: random (the paper's, seeded) or the middle one")
+  parser.add_argument("--seed", type=int, default=0, help="seed of the random frames")
   args = parser.parse_args(argv)
   try:
-    results = scan(args.paths, args.tau, args.split)
+    results = scan(args.paths, args.tau, args.split, args.sampling, args.seed)
   except (OSError, ValueError) as e:
     print(f"darkness: {e}", file=sys.stderr)
     return 2

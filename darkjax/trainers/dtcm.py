@@ -28,17 +28,23 @@ the RGB differences of adjacent frames before and after enhancement (paper Figs.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from darkjax import losses
+from darkjax import losses, paths
 from darkjax import task as task_lib
+from darkjax.convert import io as convert_io
 from darkjax.data.classification import ClassificationData
 from darkjax.models.dtcm import SETTINGS
 from darkjax.trainers.base import TaskBase
+
+log = logging.getLogger("darkjax")
 
 
 def check_config(config: mlc.ConfigDict) -> None:
@@ -54,6 +60,35 @@ def check_config(config: mlc.ConfigDict) -> None:
     raise ValueError(f"config.dtcm.setting {setting!r} with config.model.kwargs.enhancer "
                      f"{enhancer!r}: the no_enhancement setting needs enhancer='' and the others "
                      "an enhancer")
+
+
+def leaky_source(config: mlc.ConfigDict) -> str:
+  """The checkpoint file `config.model_init` was converted from when it is one of
+  `config.dtcm.leaky_weights` (public checkpoints that may have seen the dataset's test videos,
+  e.g. the standard Kinetics-400 weights for Dark-48, which was drawn from Kinetics-700), else "".
+  Read from the conversion's meta.json; a darkjax run's workdir records none."""
+  leaky = tuple(config.dtcm.get("leaky_weights", ()))
+  if not config.model_init or not leaky:
+    return ""
+  meta_path = paths.resolve(config.model_init) / convert_io.META_FILE
+  if not meta_path.is_file():
+    return ""
+  source = json.loads(meta_path.read_text()).get("source") or {}
+  name = os.path.basename(str(source.get("path", "")))
+  return name if name in leaky else ""
+
+
+def warn_leaky_weights(config: mlc.ConfigDict, directory: str) -> None:
+  """Phase check: a warning, before the first step, when the backbone starts from a checkpoint
+  that may have seen the test videos (Dark-48 with the standard Kinetics-400 weights)."""
+  del directory
+  name = leaky_source(config)
+  if name:
+    log.warning("config.model_init %s was converted from %s, which may have seen %s's test "
+                "videos (the dataset was drawn from the videos it was trained on): the paper "
+                "starts from K400*, Kinetics-400 with them removed (Table V), so this run's "
+                "accuracy is not comparable to its table; docs/papers/dtcm.md says how to make "
+                "K400*", config.model_init, name, config.input.data.name)
 
 
 def enhancement_loss(dtcm_cfg: Mapping[str, Any], clip: jax.Array, enhancer_out: Mapping):
@@ -201,7 +236,9 @@ PHASES = (
                    when=lambda c: _second_phase(c) is not None),
     task_lib.Phase("joint", _joint_task, init_from=("enhancer",),
                    when=lambda c: c.dtcm.setting != "two_stage",
-                   directory=lambda c: "joint" if _second_phase(c) else "", main=True),
+                   directory=lambda c: "joint" if _second_phase(c) else "", main=True,
+                   check=warn_leaky_weights),
     task_lib.Phase("classifier", _classifier_task, config=lambda c: phase_config(c, "classifier"),
-                   init_from=("enhancer",), when=lambda c: c.dtcm.setting == "two_stage"),
+                   init_from=("enhancer",), when=lambda c: c.dtcm.setting == "two_stage",
+                   check=warn_leaky_weights),
 )

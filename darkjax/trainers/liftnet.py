@@ -144,6 +144,12 @@ def _luminous_pretrained(name: str, path: str, config: mlc.ConfigDict) -> dict:
                             num_classes=0)
 
 
+def teacher_frozen(config: mlc.ConfigDict) -> bool:
+  """Whether the student's luminous backbone is the teacher's frozen copy: with KD, unless
+  `config.lift.freeze_teacher` is False."""
+  return bool(config.lift.kd) and bool(config.lift.get("freeze_teacher", True))
+
+
 class _LiftTaskBase(TaskBase):
   """Inputs and model construction shared by the teacher and the student."""
 
@@ -154,7 +160,7 @@ class _LiftTaskBase(TaskBase):
     self.data_sources = {"input": self.inputs.data}
     if num_classes is None:   # training: the dataset is at hand
       self.inputs.check_streams()
-    self.student = self.build_model(luminous_frozen=bool(self.lift.kd),
+    self.student = self.build_model(luminous_frozen=teacher_frozen(config),
                                     pvit_frozen=self.lift.vit_trainable == "none")
 
 
@@ -266,6 +272,8 @@ class Task(_LiftTaskBase):
                                                                 "config.lift.pretrained.vit"),
                                    num_classes=0, image_size=self.data.frame_hw(),
                                    num_blocks=self.model.vit_blocks)
+      if not self.model.pvit_norm:   # a PViT without the ViT's final LayerNorm
+        loaded["params"]["Transformer"].pop("encoder_norm")
       variables = variables_lib.merge_subtree(variables, "params", "pvit", loaded["params"],
                                               pretrained.vit)
     return variables
@@ -329,7 +337,7 @@ def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
                                 if v.type == "classification"})
   else:
     out.optimizer.frozen = tuple(config.optimizer.frozen) + liftnet.frozen_patterns(
-        config.lift.vit_trainable, bool(config.lift.kd))
+        config.lift.vit_trainable, teacher_frozen(config))
   out.lock()
   return out
 
