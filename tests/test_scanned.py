@@ -18,7 +18,7 @@ def _init(model, x):
       jax.random.key(1), x)
 
 
-def _outputs_match(model, variables, *inputs, stages):
+def _outputs_match(model, variables, *inputs, stages, atol=1e-5):
   with conv.native_lowering():   # the training form; native convs compile fastest
     expected = jax.jit(lambda v, *x: model.apply(v, *x))(variables, *inputs)
   with conv.export_lowering(), conv.record_lowerings() as chosen:
@@ -26,7 +26,7 @@ def _outputs_match(model, variables, *inputs, stages):
   assert chosen["scan:unrolled"] == stages
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(actual), jax.tree.leaves(expected)):
     scale = max(1.0, float(jnp.max(jnp.abs(b))))
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale, err_msg=str(path))
+    np.testing.assert_allclose(a, b, rtol=0, atol=atol * scale, err_msg=str(path))
 
 
 @pytest.mark.parametrize("name", ["resnet3d_tiny", "resnext3d_tiny"])
@@ -47,7 +47,9 @@ def test_liftnet_fusion_layers_unrolled_match_the_scan():
   variables = _init(model, x)
   # nonzero spectrum MLP outputs (their last Dense starts at zero)
   variables["params"] = jax.tree.map(lambda a: a + 0.01, variables["params"])
-  _outputs_match(model, variables, x, stages=1)
+  # The FoE's LayerNorm on the spectrum (Sec. III-E's order) scales its float rounding up, as in
+  # tests/test_liftnet.py's scan vs unrolled comparisons: ~2e-5 here.
+  _outputs_match(model, variables, x, stages=1, atol=1e-4)
 
 
 def test_unrolled_form_applies_trained_variables_only():
