@@ -36,12 +36,12 @@ SPECS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "target_specs")
 TPU_PIP = "pip install -e '.[aot-tpu]'   (libtpu==0.0.42.*)"
 GPU_PIP = ("pip install -e '.[aot-gpu]'   (jax-cuda12-plugin==0.10.2 jax-cuda12-pjrt==0.10.2 "
            "nvidia-cuda-nvcc-cu12)")
-# XLA options of every step compiled for a compile-only GPU: without a GPU to autotune on, Triton
-# GEMM fusions find no tile sizes ("Couldn't find output tile sizes" on attention dots), and
-# sorts (jnp.percentile in ActLumos) need CUB's deviceless mode.
 # JAX's GPU allocator takes this share of the device's memory unless the environment says otherwise.
 MEM_FRACTION_VARS = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
 DEFAULT_GPU_MEM_FRACTION = 0.75
+# XLA options of every step compiled for a compile-only GPU: without a GPU to autotune on, Triton
+# GEMM fusions find no tile sizes ("Couldn't find output tile sizes" on attention dots), and
+# sorts (jnp.percentile in ActLumos) need CUB's deviceless mode.
 GPU_OPTIONS = {"xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0,
                "xla_gpu_deviceless_cub_mode": 1}
 

@@ -140,7 +140,10 @@ def conv_lowering(config: Mapping[str, Any]) -> str:
 def batch_rounding(config: Mapping[str, Any]) -> str:
   """`config.batch_rounding`: "nearest" (a batch the devices do not divide runs at the nearest
   one they do) or "error" (such a batch stops the run)."""
-  rounding = config.get("batch_rounding", "nearest")
+  return _checked_rounding(config.get("batch_rounding", "nearest"))
+
+
+def _checked_rounding(rounding: str) -> str:
   if rounding not in BATCH_ROUNDINGS:
     raise ConfigError(f"config.batch_rounding {rounding!r} unknown; valid: {BATCH_ROUNDINGS}")
   return rounding
@@ -166,8 +169,7 @@ def global_batch(batch: int, devices: int, accum_steps: int = 1, rounding: str =
   if batch < 1 or devices < 1 or accum_steps < 1:
     raise ConfigError(f"{field} {batch} on {devices} device(s) with config.accum_steps "
                       f"{accum_steps}: all three must be >= 1")
-  if rounding not in BATCH_ROUNDINGS:
-    raise ConfigError(f"config.batch_rounding {rounding!r} unknown; valid: {BATCH_ROUNDINGS}")
+  _checked_rounding(rounding)
   multiple = devices * accum_steps
   below = batch // multiple * multiple
   if below == batch:

@@ -214,6 +214,7 @@ def describe_shards(paths: Sequence[str], total: int, process_count: int) -> str
   return (f"{len(paths)} of {total} shard(s) in {directory}: "
           + ",".join(os.path.basename(p) for p in paths))
 
+
 def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,
                   seed: int, frame_shapes: Mapping[str, Sequence[int] | None] | None = None,
                   shuffle_window: int = 256, cycle_length: int = 4, prefetch: int = 2,
