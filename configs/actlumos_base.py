@@ -51,6 +51,10 @@ def augment_block(**settings) -> mlc.ConfigDict:
   return block
 
 
+# `runlocal`: short small clips for two steps per phase (args given beside it win).
+RUNLOCAL = dict(frames=8, crop=32, short_side=36, batch=4, steps=2, teacher_steps=2, ssl_steps=2)
+
+
 def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
                     ssl_default: str = "arid_v1+dark48", **defaults) -> mlc.ConfigDict:
   """The ActLumos config for a prepared `dataset` (shared by configs/actlumos_*.py).
@@ -58,14 +62,12 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
   `ssl_datasets` left empty means `ssl_default` ('+'-joined), or only `dataset` itself under
   `runlocal` (a smoke run needs nothing else prepared); a value given in `arg` always wins.
   """
-  arg = common.parse_arg(arg, **{**ARGS, **defaults})
+  arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL), **{**ARGS, **defaults})
   if arg.fusion not in FUSIONS:
     raise ValueError(f"config arg fusion={arg.fusion!r}: valid {FUSIONS}")
   if arg.ssl_features not in SSL_FEATURES:
     raise ValueError(f"config arg ssl_features={arg.ssl_features!r}: valid {SSL_FEATURES}")
   tiny = arg.runlocal
-  if arg.runlocal:
-    arg.update(frames=8, crop=32, short_side=36, batch=4, steps=2, teacher_steps=2, ssl_steps=2)
   config = common.base_config("actlumos", arg.steps, seed=arg.seed)
   config.input = common.input_block(
       batch_size=arg.batch, eval_batch_size=arg.batch, frames=arg.frames, sampling="dense",

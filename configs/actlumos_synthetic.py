@@ -28,7 +28,9 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, fusion="dff", supcon=True, ssl=True, kd=True,
                          ssl_datasets="synthetic", steps=300, teacher_steps=300, ssl_steps=150,
                          batch=32, lr=0.05, teacher_init="", darkness=0.8, data_dir="",
-                         ssl_features="backbone", runlocal=False, seed=0)
+                         ssl_features="backbone", runlocal=False, seed=0,
+                         variants=dict(runlocal=dict(steps=3, teacher_steps=3, ssl_steps=3,
+                                                     batch=8)))
   config = actlumos_base.actlumos_config(
       f"fusion={arg.fusion},supcon={arg.supcon},ssl={arg.ssl},kd={arg.kd},"
       f"ssl_datasets={arg.ssl_datasets},frames=16,crop=0,short_side=0,batch={arg.batch},"
@@ -65,14 +67,13 @@ def get_config(arg=None):
   config.log_every = 20
   if arg.runlocal:
     common.smoke_run(config)
-    config.input.batch_size = config.input.eval_batch_size = config.ssl.batch_size = 8
+    config.input.eval_batch_size = 8
     config.input.prefetch = 0
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
                                                           "synthetic_local")
     config.ssl.dirs = tuple(config.input.data.dir if n == "synthetic" else d
                             for n, d in zip(config.ssl.datasets, config.ssl.dirs))
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
-    config.total_steps = config.teacher.total_steps = config.ssl.total_steps = 3
     config.evals.fusion.clips = 2
     config.log_every = 1
     config.checkpoint_every = config.teacher.checkpoint_every = config.ssl.checkpoint_every = 3

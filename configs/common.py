@@ -13,16 +13,17 @@ import os
 import ml_collections as mlc
 
 
-def parse_arg(arg: str | None, **spec) -> mlc.ConfigDict:
+def parse_arg(arg: str | None, variants: dict[str, dict] | None = None, **spec) -> mlc.ConfigDict:
   """Parses `"a=1,b=x,flag"` against defaults `spec` (big_vision style).
 
   Types follow the defaults (bool, int, float, str); a bare name sets a bool to True. An unknown name
-  raises listing the valid ones.
+  raises listing the valid ones. `variants` maps a flag (`runlocal`) to the defaults it brings for
+  other args: a set flag fills in those args, but never one the arg string gives, so what the user
+  says wins over a variant.
   """
   parsed = mlc.ConfigDict(dict(spec))
-  if not arg:
-    return parsed
-  for item in arg.split(","):
+  given = given_args(arg)
+  for item in (arg or "").split(","):
     item = item.strip()
     if not item:
       continue
@@ -37,7 +38,18 @@ def parse_arg(arg: str | None, **spec) -> mlc.ConfigDict:
       parsed[name] = True
       continue
     parsed[name] = _convert(name, raw.strip(), default)
+  for flag, defaults in (variants or {}).items():
+    unknown = sorted(set(defaults) - set(spec))
+    if unknown:
+      raise KeyError(f"variant {flag!r} sets unknown args {unknown}; valid args: {sorted(spec)}")
+    if parsed[flag]:
+      parsed.update({name: value for name, value in defaults.items() if name not in given})
   return parsed
+
+
+def given_args(arg: str | None) -> set[str]:
+  """The names an arg string gives (`"a=1,flag"` -> {"a", "flag"})."""
+  return {item.partition("=")[0].strip() for item in (arg or "").split(",") if item.strip()}
 
 
 def _convert(name: str, raw: str, default):

@@ -75,7 +75,8 @@ def get_config(arg=None):
                          domain_loss=True, domain_weight=1.0, seed=0, pretrained="",
                          init="pretrained", split=1,
                          eval_clips=1, eval_crops=1, source_dir="", target_dir="",
-                         runlocal=False)
+                         runlocal=False,
+                         variants=dict(runlocal=dict(backbone="resnet3d_tiny", batch=4, steps=10)))
   root = common.default_data_root()
   config = common.base_config("dinet", arg.steps, seed=arg.seed)
   # The backbone starts from its weights when given them, or when they are required.
@@ -112,10 +113,8 @@ def get_config(arg=None):
 
   if arg.runlocal:
     common.smoke_run(config)
-    config.model.kwargs.backbone = "resnet3d_tiny"
     config.model.kwargs.domain_hidden = (16, 16)
-    config.input.update(batch_size=4, eval_batch_size=4, short_side=36, crop_size=32)
-    config.total_steps = arg.steps if arg.steps != 10000 else 10
+    config.input.update(eval_batch_size=4, short_side=36, crop_size=32)
     config.log_every = 5
     config.eval_every = 0
     config.checkpoint_every = 5

@@ -51,7 +51,8 @@ def _default_dir(name: str, darkness: float) -> str:
 def get_config(arg=None):
   arg = common.parse_arg(arg, model="small3d", steps=250, batch=32, target="dark", darkness=1.0,
                          domain_loss=True, domain_weight=0.5, lr=0.03, seed=0, runlocal=False,
-                         data_dir="")
+                         data_dir="",
+                         variants=dict(runlocal=dict(model="small3d_tiny", batch=8, steps=10)))
   if arg.target not in TARGET_STREAMS:
     raise ValueError(f"configs/dinet_synthetic.py: target={arg.target!r}; valid: "
                      f"{sorted(TARGET_STREAMS)}")
@@ -78,15 +79,12 @@ def get_config(arg=None):
 
   if arg.runlocal:
     common.smoke_run(config)
-    config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.domain_hidden = (8, 8)
-    config.input.batch_size = 8
     config.input.eval_batch_size = 8
     local_dir = arg.data_dir or _default_dir("synthetic_local", arg.darkness)
     for data in (config.input.data, config.dinet.target.data):
       data.dir = local_dir
       data.generate.update(train_per_class=4, test_per_class=2)
-    config.total_steps = arg.steps if arg.steps != 250 else 10
     config.log_every = 5
     config.checkpoint_every = 5
   return config

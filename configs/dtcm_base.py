@@ -40,10 +40,18 @@ ARGS = dict(setting="one_stage_total", k=4, alpha=0.1, w_stc=4.0, backbone="resn
             init="pretrained", split=1, eval_clips=1, eval_crops=1, runlocal=False)
 
 
+# `runlocal`: a tiny backbone on short small clips for two steps per phase (args given beside it win).
+RUNLOCAL = dict(backbone="small3d_tiny", normalise="per_clip", frames=8, crop=32, short_side=36,
+                batch=8, steps=2, epochs=0.0, enhancer_steps=2)
+
+
 def dtcm_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   """The DTCM config for `dataset` (shared by configs/dtcm_*.py); `defaults` override ARGS
   (`split=0` for a dataset without numbered splits)."""
-  arg = common.parse_arg(arg, **{**ARGS, **defaults})
+  given = common.given_args(arg)
+  arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL), **{**ARGS, **defaults})
+  if arg.runlocal and "epochs" in given and "steps" not in given:
+    arg.steps = 0        # epochs given to a smoke run: they set its length, not RUNLOCAL's steps
   if arg.setting not in SETTINGS:
     raise ValueError(f"config arg setting={arg.setting!r}: valid {SETTINGS}")
   if arg.frames % arg.k:
@@ -90,14 +98,7 @@ def dtcm_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
         "model_init", "pretrained", **weights))
   if arg.runlocal:
     common.smoke_run(config)
-    config.model.kwargs.backbone = "small3d_tiny"
-    config.model.kwargs.normalise = "per_clip"
     config.model.kwargs.enhancer_kwargs.features = 8
-    config.input.update(frames=8, crop_size=32, short_side=36, batch_size=8, eval_batch_size=8)
-    config.model.kwargs.group_size = 4 if arg.k > 8 else arg.k
-    config.total_steps = 2
-    config.total_epochs = 0.0
-    config.dtcm.enhancer_steps = 2
     config.evals.enhancement.clips = 2
     config.log_every = 1
     config.eval_every = 0

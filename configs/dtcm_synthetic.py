@@ -53,7 +53,9 @@ def get_config(arg=None):
                          backbone="small3d", enhancer="dtcm_enhancer", darkness=0.95, steps=0,
                          enhancer_steps=100, batch=32, lr=1e-3, seed=0, data_dir="",
                          normalise="per_clip", pretrained="", pretrain_enhancer=False,
-                         initial_curve=0.2, full_resolution=False, runlocal=False)
+                         initial_curve=0.2, full_resolution=False, runlocal=False,
+                         variants=dict(runlocal=dict(backbone="small3d_tiny", batch=8, steps=4,
+                                                     enhancer_steps=2)))
   base_args = (f"setting={arg.setting},k={arg.k},alpha={arg.alpha},w_stc={arg.w_stc},"
                f"backbone={arg.backbone},enhancer={arg.enhancer},normalise={arg.normalise},frames=16,"
                f"crop=32,short_side=36,batch={arg.batch},steps={arg.steps or 300},"
@@ -78,13 +80,10 @@ def get_config(arg=None):
 
   if arg.runlocal:
     common.smoke_run(config)
-    config.model.kwargs.backbone = "small3d_tiny"
     config.model.kwargs.enhancer_kwargs.features = 8
-    config.input.update(batch_size=8, eval_batch_size=8)
+    config.input.eval_batch_size = 8
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.optimizer.warmup_steps = 0
-    config.total_steps = arg.steps or 4
-    config.dtcm.enhancer_steps = 2
     config.evals.enhancement.clips = 2
     config.log_every = 1
     config.eval_every = 0

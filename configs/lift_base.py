@@ -17,10 +17,17 @@ ARGS = dict(variant="large", luminous="r2plus1d", luminous_input="gamma", kd=Tru
             init="pretrained", runlocal=False, seed=0, split=1, eval_clips=1, eval_crops=1)
 
 
+# `runlocal`: the tiny test model on short small clips for two steps per phase (args given beside it
+# win).
+RUNLOCAL = dict(variant="tiny_test", frames=8, crop=32, short_side=36, batch=8, steps=2,
+                teacher_steps=2)
+
+
 def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   """The LIFT-Net config for a prepared `dataset` (shared by configs/lift_*.py); `defaults`
   override ARGS (`split=0` for a dataset without numbered splits)."""
-  arg = common.parse_arg(arg, **{**ARGS, **defaults})
+  given = common.given_args(arg)
+  arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL), **{**ARGS, **defaults})
   if arg.variant not in VARIANTS:
     raise ValueError(f"config arg variant={arg.variant!r}: valid {VARIANTS}")
   if arg.luminous not in LUMINOUS_BACKBONES:
@@ -30,9 +37,10 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
     raise ValueError(f"config args init=none with vit_trainable={arg.vit_trainable}: the PViT "
                      "would stay a random, frozen network; add vit_trainable=all (or bring "
                      "vit_init)")
-  if arg.runlocal:
-    arg.update(variant="tiny_test", frames=8, crop=32, short_side=36, batch=8, steps=2,
-               teacher_steps=2)
+  if arg.variant == "tiny_test" and "luminous" in given:
+    raise ValueError(f"config arg luminous={arg.luminous}: variant=tiny_test (runlocal's model) "
+                     "has its own small luminous CNN; drop luminous, or give variant=small, "
+                     "medium or large with it")
   config = common.base_config("liftnet", arg.steps, seed=arg.seed)
   flow = arg.luminous_input == "flow"
   config.input = common.input_block(

@@ -25,7 +25,7 @@ from configs import common, lift_base
 def get_config(arg=None):
   arg = common.parse_arg(arg, steps=400, teacher_steps=300, batch=32, lr=1e-3, kd=True,
                          vit_trainable="all", gamma=1.8, darkness=0.8, data_dir="", runlocal=False,
-                         seed=0)
+                         seed=0, variants=dict(runlocal=dict(steps=3, teacher_steps=3, batch=8)))
   config = lift_base.lift_config(
       f"variant=tiny_test,frames=16,crop=0,short_side=0,batch={arg.batch},steps={arg.steps},"
       f"teacher_steps={arg.teacher_steps},lr={arg.lr},kd={arg.kd},"
@@ -56,12 +56,11 @@ def get_config(arg=None):
   config.log_every = 20
   if arg.runlocal:
     common.smoke_run(config)
-    config.input.batch_size = config.input.eval_batch_size = 8
+    config.input.eval_batch_size = 8
     config.input.prefetch = 0
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
                                                           "synthetic_local")
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
-    config.total_steps = config.teacher.total_steps = 3
     config.evals.attention.clips = 2
     config.log_every = 1
     config.checkpoint_every = config.teacher.checkpoint_every = 3

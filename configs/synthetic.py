@@ -8,7 +8,8 @@ Args (`--config=configs/synthetic.py:steps=200,model=small3d_tiny`):
   steps      training steps (default 300; runlocal 10)
   batch      global batch size
   darkness   0 (day) .. 1 (very dark), exposure of the generated clips
-  runlocal   a tiny, fast run for smoke tests (tiny model, few steps, small dataset)
+  runlocal   a tiny, fast run for smoke tests (small3d_tiny, batch 8, 10 steps, small dataset);
+             an arg given beside it wins over those
   data_seed  generator seed of the dataset (1234); another seed makes another set of clips, e.g.
              for pretraining apart from the clips a later run is tested on
   data_dir   dataset directory (default $DARKJAX_DATA/synthetic, or synthetic_seed<s> for another
@@ -31,10 +32,14 @@ from darkjax.data import synthetic
 def get_config(arg=None):
   arg = common.parse_arg(arg, model="small3d", steps=0, batch=32, darkness=0.8, runlocal=False,
                          data_dir="", seed=0, stream="video", normalise="per_clip",
-                         data_seed=1234)
+                         data_seed=1234,
+                         variants=dict(runlocal=dict(model="small3d_tiny", batch=8, steps=10)))
   config = common.base_config("supervised", arg.steps or 300, seed=arg.seed, eval_every=100,
                               checkpoint_every=100)
-  name = "synthetic" if arg.data_seed == 1234 else f"synthetic_seed{arg.data_seed}"
+  # runlocal generates its own few clips, in a directory of its own.
+  name = "synthetic_local" if arg.runlocal else "synthetic"
+  if arg.data_seed != 1234:
+    name += f"_seed{arg.data_seed}"
   data_dir = arg.data_dir or os.path.join(common.default_data_root(), name)
   # No flips: they would swap move_left and move_right. Random 32 crops of 36-pixel frames make the
   # object positions and sizes vary more than the 2,000 training clips alone do.
@@ -52,13 +57,8 @@ def get_config(arg=None):
 
   if arg.runlocal:
     common.smoke_run(config)
-    config.model.name = "small3d_tiny"
-    config.input.batch_size = 8
     config.input.eval_batch_size = 8
-    config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
-                                                          "synthetic_local")
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
-    config.total_steps = arg.steps or 10
     config.log_every = 5
     config.eval_every = 0
     config.checkpoint_every = 5

@@ -49,10 +49,12 @@ def video_eval(k: int = 5, gamma: float = 0.05) -> mlc.ConfigDict:
       hidden=50, nn_steps=500, nn_lr=0.01))                     # the fusion networks
 
 
-def twostream_config(arg, **defaults) -> tuple[mlc.ConfigDict, mlc.ConfigDict]:
+def twostream_config(arg, runlocal_args: dict | None = None,
+                     **defaults) -> tuple[mlc.ConfigDict, mlc.ConfigDict]:
   """(config, parsed args): the paper's recipe (Sec. 3.1) for a prepared dataset; the caller sets
-  the data block and what differs."""
-  arg = common.parse_arg(arg, **{**ARGS, **defaults})
+  the data block and what differs. `runlocal_args`: the args `runlocal` brings (args given beside
+  it win)."""
+  arg = common.parse_arg(arg, variants=dict(runlocal=runlocal_args or {}), **{**ARGS, **defaults})
   if arg.streams not in STREAM_SETS:
     raise ValueError(f"config arg streams={arg.streams!r}: valid {sorted(STREAM_SETS)}")
   config = common.base_config("twostream", arg.steps, seed=arg.seed)

@@ -53,7 +53,8 @@ from configs import common, twostream_base
 
 
 def get_config(arg=None):
-  config, arg = twostream_base.twostream_config(arg)
+  config, arg = twostream_base.twostream_config(
+      arg, runlocal_args=dict(batch=4, steps=4, code_size=24))
   # Both towers start from the same Sports-1M C3D (`sports1m=DIR` fills every tower_init).
   first = twostream_base.STREAM_SETS[arg.streams][0]
   common.require_weights(config, arg.init, arg.runlocal, sports1m=common.weights_entry(
@@ -62,9 +63,8 @@ def get_config(arg=None):
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), "infar")
   if arg.runlocal:
     common.smoke_run(config)
-    config.model = common.model_block("twostream_c3d_tiny", code_size=24)
-    config.input.update(batch_size=4, eval_batch_size=4, resize=(36, 48), crop_size=32)
-    config.total_steps = 4
+    config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size)
+    config.input.update(resize=(36, 48), crop_size=32)
     config.log_every = 1
     config.checkpoint_every = 4
   return config

@@ -32,7 +32,11 @@ from configs import common, twostream_base
 
 def get_config(arg=None):
   config, arg = twostream_base.twostream_config(
-      arg, steps=200, batch=16, lr=0.01, code_size=64, split=0, darkness=0.8)
+      arg, runlocal_args=dict(batch=8, steps=4, code_size=24), steps=200, batch=16, lr=0.01,
+      code_size=64, split=0, darkness=0.8, init="none")
+  if arg.init == "pretrained" and not arg.sports1m:
+    raise ValueError("config arg init=pretrained: configs/twostream_synthetic.py's towers start "
+                     "from random weights unless sports1m=DIR names a converted Sports-1M C3D")
   config.input.update(resize=(36, 36), crop_size=32, normalise="per_clip", shuffle_window=512,
                       stream="ir", streams=())
   config.input.data.name = "synthetic"
@@ -47,14 +51,13 @@ def get_config(arg=None):
   config.checkpoint_every = 200
   if arg.runlocal:
     common.smoke_run(config)
-    config.model = common.model_block("twostream_c3d_tiny", code_size=24)
-    config.input.update(batch_size=8, eval_batch_size=8, resize=(0, 0), crop_size=0)
+    config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size)
+    config.input.update(resize=(0, 0), crop_size=0)
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
                                                          "synthetic_local")
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.evals.video.k = 2
     config.evals.video.nn_steps = 50
-    config.total_steps = arg.steps if arg.steps != 200 else 4
     config.log_every = 2
     config.checkpoint_every = 4
   return config
