@@ -90,8 +90,11 @@ def describe(overrides: Mapping[str, Any]) -> str:
 
 
 def _applied(config: mlc.ConfigDict, overrides: Mapping[str, Any]) -> mlc.ConfigDict:
+  """`config` with `overrides` applied and added to the fit choices it already records (a resumed
+  run's stored choice that no longer fits keeps what still holds of it)."""
   out = config_lib.apply_overrides(config, overrides)
-  out.fit_applied = json.dumps(dict(overrides), sort_keys=True)
+  earlier = json.loads(config.get("fit_applied") or "{}")
+  out.fit_applied = json.dumps({**earlier, **overrides}, sort_keys=True)
   return out
 
 

@@ -101,6 +101,14 @@ def test_out_of_memory_while_running_names_the_step_and_the_checkpoint(needs, tm
       fit_lib.out_of_memory(RuntimeError("INVALID_ARGUMENT"))
 
 
+def test_a_new_choice_adds_to_the_stored_one():
+  config = synthetic_config.get_config("runlocal")
+  resumed = fit_lib._applied(config, {"accum_steps": 2})
+  again = fit_lib._applied(resumed, {"model.kwargs.remat": "full", "accum_steps": 4})
+  assert json.loads(again.fit_applied) == {"accum_steps": 4, "model.kwargs.remat": "full"}
+  assert (again.accum_steps, again.model.kwargs.remat) == (4, "full")
+
+
 def test_candidates_keep_the_global_batch_in_order():
   config = synthetic_config.get_config("runlocal")
   config.input.batch_size = 16
