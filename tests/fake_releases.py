@@ -30,7 +30,7 @@ import os
 import numpy as np
 
 from darkjax.data.prepare import arid, infar
-from darkjax.tools.bench_input import write_avi
+from darkjax.data import video as video_lib
 
 FRAMES, HW = 8, (36, 48)   # every fake video: 8 frames of 36 x 48 (runlocal reads 32 x 32 crops)
 # 12 real classes each, as many as InfAR has: LIFT-Net's flow configs on HMDB51, UCF101 and InfAR
@@ -50,7 +50,7 @@ def write_video(path: str, seed: int, frames: int = FRAMES, hw: tuple[int, int] 
   base = rng.integers(0, 255, (hw[0] // 4, hw[1] // 4 + frames, 3), dtype=np.uint8)
   base = np.repeat(np.repeat(base, 4, 0), 4, 1)
   clip = np.stack([base[:, 4 * t:4 * t + hw[1]] for t in range(frames)])
-  write_avi(path, np.ascontiguousarray(clip), fps=10)
+  video_lib.write_video(path, np.ascontiguousarray(clip), fps=10)
 
 
 def _write_lines(path: str, lines: list[str], newline: str = "\n") -> None:

@@ -20,7 +20,7 @@ from darkjax.data import flow, ops, records
 from darkjax.data.prepare import __main__ as prepare_cli
 from darkjax.data.prepare import common, prepare
 from darkjax.trainers import liftnet as lift_trainer
-from darkjax.tools.bench_input import write_avi
+from darkjax.data import video as video_lib
 
 SHIFT = 2  # pixels per frame, +x (content moves right)
 
@@ -175,8 +175,8 @@ def _moving_layout(src: str, frames: int = 6) -> common.Layout:
     for n in range(3):
       rel = f"c{label}/c{label}_{n}.avi"
       os.makedirs(os.path.join(src, f"c{label}"), exist_ok=True)
-      write_avi(os.path.join(src, rel), _moving_frames(frames, 48, 64, dx, seed=label * 3 + n),
-                fps=10)
+      video_lib.write_video(os.path.join(src, rel),
+                            _moving_frames(frames, 48, 64, dx, seed=label * 3 + n), fps=10)
       splits["train1" if n < 2 else "test1"].append(common.VideoItem(os.path.join(src, rel),
                                                                      label, rel))
   return common.Layout("infar", ["right", "left"], splits)

@@ -13,8 +13,8 @@ from configs import synthetic as synthetic_config
 from darkjax import train
 from darkjax.data import prepared, records
 from darkjax.tools import predict
-from darkjax.tools.bench_input import write_avi
 from darkjax import config as config_lib
+from darkjax.data import video as video_lib
 from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
   path, _ = dataset.files("test")[0]
   example = records.decode_example(next(records.iter_tfrecord(path)))
   video = str(root / "clip.avi")
-  write_avi(video, np.ascontiguousarray(example["video"]), fps=10)
+  video_lib.write_video(video, np.ascontiguousarray(example["video"]), fps=10)
   return f"{CONFIG_FILE}:runlocal,steps=3,data_dir={data_dir}", workdir, trainer, video, dataset
 
 

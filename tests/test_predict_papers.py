@@ -17,8 +17,8 @@ from darkjax import checkpoint
 from darkjax.data import flow as flow_lib
 from darkjax.data import normalise, records
 from darkjax.tools import predict
-from darkjax.tools.bench_input import write_avi
 from darkjax import task as task_lib
+from darkjax.data import video as video_lib
 from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ def _checkpointed_run(config, workdir: str, tmp_path) -> tuple[predict.Predictor
   saver.save(1, state, None, {"step": 1})
   saver.close()
   video = str(tmp_path / "clip.avi")
-  write_avi(video, np.ascontiguousarray(example["video"]), fps=10)
+  video_lib.write_video(video, np.ascontiguousarray(example["video"]), fps=10)
   return predict.Predictor(config, workdir), {"params": state["params"], **variables}, video
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from darkjax.data import records
-from darkjax.data import synthetic
+from darkjax.data import synthetic, video
 
 TINY = dict(frames=8, size=16, train_per_class=2, test_per_class=1)
 
@@ -200,3 +200,23 @@ def test_blur_of_long_clips_equals_the_per_frame_blur():
   clip = synthetic.render_clip(0, np.random.default_rng(1), "train",
                                synthetic.SyntheticParams(frames=64, size=48))
   assert clip["video"].shape == (64, 48, 48, 3)
+
+
+def test_cli_writes_test_clips_as_videos_that_decode_to_the_records_clips(tmp_path, capsys):
+  assert synthetic.main(["--videos", str(tmp_path / "videos"), "--videos-per-class", "2"]) == 0
+  assert "wrote 20 videos" in capsys.readouterr().out
+  names = sorted(os.listdir(tmp_path / "videos"))
+  assert names == sorted(f"{c}_{i}.avi" for c in synthetic.CLASS_NAMES for i in (0, 1))
+  params = synthetic.SyntheticParams()
+  index = 1 + len(synthetic.CLASS_NAMES)   # move_right's second test clip
+  expected = synthetic.render_clip(1, synthetic.clip_rng(params.seed, "test", index), "test",
+                                   params)["video"]
+  decoded, fps = video.decode_video(str(tmp_path / "videos" / "move_right_1.avi"))
+  assert decoded.shape == expected.shape and fps == params.fps
+  other = synthetic.render_clip(0, synthetic.clip_rng(params.seed, "test", index - 1), "test",
+                                params)["video"]
+  # MPEG-4 (yuv420p) is lossy on these noisy dark frames: close to the dataset's clip, in
+  # brightness above all, and far closer to it than to another clip
+  error = np.abs(decoded.astype(np.float32) - expected)
+  assert error.mean() < 4.0 and abs(decoded.mean() - expected.mean()) < 2.0
+  assert error.mean() < 0.5 * np.abs(decoded.astype(np.float32) - other).mean()

@@ -434,6 +434,23 @@ def write_preview(path: str | os.PathLike, params: SyntheticParams, split: str =
   FigureCanvasAgg(figure).print_png(os.fspath(path))
 
 
+def write_videos(out_dir: str | os.PathLike, params: SyntheticParams,
+                 per_class: int = 1) -> list[str]:
+  """Writes `per_class` test-split clips of every class (the dark `video` stream, as the dataset
+  stores it) as `<out_dir>/<class>_<i>.avi` at the set's frame rate: video files to try
+  `python -m darkjax.tools.predict` on. Returns their paths."""
+  from darkjax.data import video  # noqa: PLC0415  (PyAV: only where videos are written)
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+  for index in range(per_class * len(CLASS_NAMES)):
+    label = index % len(CLASS_NAMES)   # the dataset's test clip `index`, as _render_example
+    clip = render_clip(label, clip_rng(params.seed, "test", index), "test", params)
+    path = os.path.join(os.fspath(out_dir), f"{CLASS_NAMES[label]}_{index // len(CLASS_NAMES)}.avi")
+    video.write_video(path, clip["video"], fps=params.fps)
+    written.append(path)
+  return written
+
+
 def main(argv: list[str] | None = None) -> int:
   defaults = SyntheticParams()
   parser = argparse.ArgumentParser(
@@ -451,9 +468,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--workers", type=int, nargs="?", const=os.cpu_count() or 1, default=0,
                       help="render in N worker processes (bare flag: one per CPU)")
   parser.add_argument("--preview", help="also write a PNG contact sheet (one clip per class)")
+  parser.add_argument("--videos", help="also write test clips as DIR/<class>_<i>.avi video files "
+                      "(to try predict on)")
+  parser.add_argument("--videos-per-class", type=int, default=1)
   args = parser.parse_args(argv)
-  if not args.out and not args.preview:
-    parser.error("give --out DIR and/or --preview PNG")
+  if not (args.out or args.preview or args.videos):
+    parser.error("give --out DIR, --preview PNG and/or --videos DIR")
   params = dict(seed=args.seed, frames=args.frames, size=args.size, darkness=args.darkness,
                 train_per_class=args.train_per_class, test_per_class=args.test_per_class,
                 fps=args.fps)
@@ -464,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
   if args.preview:
     write_preview(args.preview, SyntheticParams(**params))
     print(f"wrote {args.preview}")
+  if args.videos:
+    written = write_videos(args.videos, SyntheticParams(**params), args.videos_per_class)
+    print(f"wrote {len(written)} videos to {args.videos}")
   return 0
 
 

@@ -8,7 +8,9 @@ timestamp to that rate (nearest earlier frame), which is how `python -m darkjax.
 decoder error, no frames) raises `VideoDecodeError` whose message starts with the file's path and
 says why.
 
-Used by dataset preparation, the darkness tool and the input benchmark; `find_videos` and
+`write_video(path, frames, fps)` writes uint8 RGB frames as an MPEG-4 file (the synthetic set's
+sample videos, the input benchmark, test fixtures). Used by dataset preparation, the darkness tool
+and the input benchmark; `find_videos` and
 `is_video_file` decide what counts as a video file by its extension (`VIDEO_EXTENSIONS`).
 """
 
@@ -28,6 +30,23 @@ DEFAULT_FPS = 30.0  # assumed when the container states no frame rate
 
 class VideoDecodeError(ValueError):
   """A video file cannot be decoded; the message names the file and the reason."""
+
+
+def write_video(path: str, frames: np.ndarray, fps: float = DEFAULT_FPS) -> None:
+  """Writes uint8 RGB frames (T, H, W, 3) to `path` (MPEG-4 in the container the extension names;
+  H and W even, as yuv420p needs)."""
+  frames = np.ascontiguousarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"write_video {path}: expected uint8 frames (T, H, W, 3), got "
+                     f"{frames.dtype} {frames.shape}")
+  with av.open(path, "w") as container:
+    stream = container.add_stream("mpeg4", rate=round(fps))
+    stream.height, stream.width = frames.shape[1:3]
+    stream.pix_fmt = "yuv420p"
+    stream.bit_rate = 2_000_000
+    for frame in frames:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
 
 
 def is_video_file(name: str) -> bool:

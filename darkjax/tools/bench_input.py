@@ -14,7 +14,6 @@ import os
 import tempfile
 import time
 
-import av
 import numpy as np
 
 from darkjax.data import ops, pipeline, records, video
@@ -34,17 +33,6 @@ def _make_videos(n: int, frames: int, hw: tuple[int, int], rng: np.random.Genera
     yield f"clip{i:03d}", clip
 
 
-def write_avi(path: str, clip: np.ndarray, fps: int = 30) -> None:
-  with av.open(path, "w") as container:
-    stream = container.add_stream("mpeg4", rate=fps)
-    stream.height, stream.width = clip.shape[1:3]
-    stream.pix_fmt = "yuv420p"
-    stream.bit_rate = 2_000_000
-    for frame in clip:
-      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-    container.mux(stream.encode())
-
-
 def run(videos: int = 48, frames: int = 64, clip_frames: int = 16, batch: int = 8,
         batches: int = 20, seed: int = 0) -> dict[str, float]:
   rng = np.random.default_rng(seed)
@@ -55,7 +43,7 @@ def run(videos: int = 48, frames: int = 64, clip_frames: int = 16, batch: int = 
     examples = []
     for video_id, clip in _make_videos(videos, frames, (240, 320), rng):
       path = os.path.join(video_dir, video_id + ".avi")
-      write_avi(path, clip)
+      video.write_video(path, clip)
       decoded, _ = video.decode_video(path, short_side=128)  # prepare: decode once, resize
       examples.append(dict(video=decoded, label=0, video_id=video_id))
     manifest = records.write_dataset(os.path.join(tmp, "rec"), "bench", ["x"],
