@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from configs import dinet_infar
@@ -44,8 +45,27 @@ def test_aggregate_and_markdown():
   assert table["default"]["video/top1"]["std"] == pytest.approx(0.1414213, rel=1e-5)
   assert "x/loss" not in table["default"]
   text = experiment.markdown(table, "title")
-  assert "| video/top1 | 60.0 +- 14.1 (n=2) | 50.0 +- 14.1 (n=2) |" in text
-  assert "| video/late_fusion2/mean_precision | 70.0 +- 14.1 (n=2) |  |" in text
+  # 95% CI of the mean with 1 degree of freedom: t = 12.706, 12.706 x 0.1414 / sqrt(2) = 1.271
+  assert "| video/top1 | 60.0 +- 14.1 [-67.1, 187.1] (n=2) | 50.0 +- 14.1 [-77.1, 177.1] (n=2) |" \
+      in text
+  assert "| video/late_fusion2/mean_precision | 70.0 +- 14.1 [-57.1, 197.1] (n=2) |  |" in text
+
+
+def test_confidence_interval_and_paired_difference():
+  # t(0.975, 4) = 2.7764; values 1..5: std sqrt(2.5)
+  assert experiment.ci95([1, 2, 3, 4, 5]) == pytest.approx(2.7764451 * np.sqrt(2.5) / np.sqrt(5))
+  assert np.isnan(experiment.ci95([1.0]))
+  # seed-to-seed spread common to both arms cancels in the paired difference
+  results = {"default": [{"seed": s, "split": None, "top1": 0.5 + 0.1 * s} for s in range(4)],
+             "arm": [{"seed": s, "split": None, "top1": 0.52 + 0.1 * s + 0.01 * (s % 2)}
+                     for s in range(4)]}
+  table = experiment.aggregate(results, "top1")
+  paired = experiment.paired_differences(results, table)["arm"]["top1"]
+  assert paired["mean"] == pytest.approx(0.025) and paired["n"] == 4
+  assert paired["ci95"] < 0.02 < table["arm"]["top1"]["ci95"]
+  text = experiment.markdown(table, "t", experiment.paired_differences(results, table),
+                             ["- `arm`: `x` 1 -> 2"])
+  assert "| top1 | +2.5 [" in text and "- `arm`: `x` 1 -> 2" in text
 
 
 def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch):

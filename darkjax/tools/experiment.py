@@ -1,7 +1,8 @@
 """Runs a config over seeds x splits (x variants) and tables mean +- std, for every paper:
 
-    python -m darkjax.tools.experiment --config configs/X.py[:ARGS] --seeds 0,1,2 \
-        [--splits all|1,3] [--variant NAME=ARGS ...] [--metrics REGEX] --out DIR
+    python -m darkjax.tools.experiment --config configs/X.py[:ARGS] --seeds 0,1,2,3,4 \
+        [--splits all|1,3] [--variant NAME=ARGS --changes NAME=FIELD[,FIELD] ...] \
+        [--metrics REGEX] [--check] --out DIR
 
 Each run (variant, split, seed) trains in DIR/<variant>/split<k>_seed<s> (`default` is the config
 as given; a `--variant no_dcl=dcl=False` appends `dcl=False` to its args), whose `result.json`
@@ -9,10 +10,17 @@ caches its final scalar metrics, so re-running the command trains only what is m
 all` runs every split of the dataset (`train1`/`test1` ... in the prepared manifest: ARID and
 HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once), setting
 `split_index` of every data block of the config. The metrics matching `--metrics` are averaged
-over all seeds and splits of a variant (mean +- sample std, ddof=1) into DIR/table.md and
-DIR/table.json.
+over all seeds and splits of a variant (mean +- sample std, ddof=1, and the 95% confidence
+interval of the mean, Student's t) into DIR/table.md and DIR/table.json, with each variant's
+difference from `default` paired over the runs of the same seed and split (mean and 95% interval).
 
-A variant's args may name another run's directory: `{out}` is DIR and `{run}` the run's own
+A variant is an arm of a controlled comparison: `--changes NAME=FIELD,...` declares the config
+fields it changes, and before anything trains every arm's resolved config (and the phases it
+trains, with their steps) is compared with the default's (darkjax/tools/arms.py): an undeclared
+difference stops the table, and table.md states what each arm changes. `--check` does only that.
+
+A variant's args may also set config fields by their dotted path (`lift.kd_weight=0.0`, as
+`--config.lift.kd_weight=0.0` would), and may name another run's directory: `{out}` is DIR and `{run}` the run's own
 sub-directory name (`seed<s>` or `split<k>_seed<s>`), so a variant can start from what an earlier
 variant of the same seed and split trained, e.g. ActLumos's student without SSL distilled from the
 default run's teacher: `--variant no_ssl=ssl=False,teacher_init={out}/default/{run}/teacher`.
@@ -39,6 +47,7 @@ import ml_collections as mlc
 
 from darkjax import config as config_lib
 from darkjax import file_state
+from darkjax.tools import arms as arms_lib
 
 RESULT_FILE = "result.json"
 
@@ -79,6 +88,16 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
+def ci95(values: Sequence[float]) -> float:
+  """Half-width of the 95% confidence interval of the mean (Student's t, n - 1 degrees of
+  freedom); nan for fewer than 2 values."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  n = len(values)
+  if n < 2:
+    return float("nan")
+  return float(stats.t.ppf(0.975, n - 1) * mean_std(values)[1] / n ** 0.5)
+
+
 def write_table(table: str, out: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w", encoding="utf-8") as f:
@@ -104,6 +123,30 @@ def parse_variants(items: Sequence[str]) -> dict[str, str]:
                        "config as given)")
     variants[name] = args
   return variants
+
+
+def split_overrides(arg: str) -> tuple[str, dict[str, Any]]:
+  """A variant's `kd=True,lift.kd_weight=0.0` -> (config args "kd=True", {dotted field: value});
+  values are Python literals where they parse as one, else strings."""
+  import ast  # pylint: disable=import-outside-toplevel
+  args, overrides = [], {}
+  for item in (a.strip() for a in arg.split(",")):
+    name, sep, raw = item.partition("=")
+    if sep and "." in name:
+      try:
+        overrides[name.strip()] = ast.literal_eval(raw.strip())
+      except (ValueError, SyntaxError):
+        overrides[name.strip()] = raw.strip()
+    elif item:
+      args.append(item)
+  return ",".join(args), overrides
+
+
+def arm_config(path: str, arg: str) -> mlc.ConfigDict:
+  """The config of `path` with an arm's args and field overrides."""
+  args, overrides = split_overrides(arg)
+  config = config_lib.load(path, args or None)
+  return config_lib.apply_overrides(config, overrides) if overrides else config
 
 
 def run_name(seed: int, split: int | None) -> str:
@@ -144,12 +187,39 @@ def aggregate(results: dict[str, list[dict[str, Any]]], pattern: str) -> dict[st
     for metric in metrics:
       values = [float(run[metric]) for run in runs if metric in run]
       mean, std = mean_std(values)
-      table[variant][metric] = {"mean": mean, "std": std, "n": len(values), "values": values}
+      table[variant][metric] = {"mean": mean, "std": std, "ci95": ci95(values), "n": len(values),
+                                "values": values}
   return table
 
 
-def markdown(table: dict[str, Any], title: str) -> str:
-  """Metrics as rows, variants as columns, cells "mean +- std" in % (n runs each)."""
+def paired_differences(results: dict[str, list[dict[str, Any]]],
+                       table: dict[str, Any]) -> dict[str, Any]:
+  """{variant: {metric: {mean, ci95, n}}}: the variant's metric minus the default's, over runs of
+  the same seed and split (a paired comparison: seed-to-seed spread common to both cancels)."""
+  default = {(r.get("seed"), r.get("split")): r for r in results.get("default", [])}
+  out: dict[str, Any] = {}
+  for variant, runs in results.items():
+    if variant == "default":
+      continue
+    out[variant] = {}
+    for metric in table.get(variant, {}):
+      diffs = [float(r[metric]) - float(default[key][metric]) for r in runs
+               if (key := (r.get("seed"), r.get("split"))) in default and metric in r
+               and metric in default[key]]
+      if diffs:
+        out[variant][metric] = {"mean": mean_std(diffs)[0], "ci95": ci95(diffs), "n": len(diffs)}
+  return out
+
+
+def _interval(entry: dict[str, Any]) -> str:
+  low, high = entry["mean"] - entry["ci95"], entry["mean"] + entry["ci95"]
+  return "" if entry["ci95"] != entry["ci95"] else f" [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = None,
+             changes: list[str] | None = None) -> str:
+  """Metrics as rows, variants as columns, cells "mean +- std [95% CI]" in % (n runs each); then
+  each variant minus default, paired, and what each variant changes."""
   variants = list(table)
   metrics = sorted({m for v in variants for m in table[v]})
   lines = [title, "", "| metric | " + " | ".join(variants) + " |",
@@ -158,9 +228,23 @@ def markdown(table: dict[str, Any], title: str) -> str:
     cells = []
     for variant in variants:
       entry = table[variant].get(metric)
-      cells.append("" if entry is None else
-                   f"{100 * entry['mean']:.1f} +- {100 * entry['std']:.1f} (n={entry['n']})")
+      cells.append("" if entry is None else f"{100 * entry['mean']:.1f} +- "
+                   f"{100 * entry['std']:.1f}{_interval(entry)} (n={entry['n']})")
     lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+  if paired:
+    arms = list(paired)
+    lines += ["", "Each variant minus `default`, paired by seed and split: mean [95% CI], "
+              "in points.", "", "| metric | " + " | ".join(arms) + " |",
+              "|---|" + "---|" * len(arms)]
+    for metric in metrics:
+      cells = []
+      for arm in arms:
+        entry = paired[arm].get(metric)
+        cells.append("" if entry is None else
+                     f"{100 * entry['mean']:+.1f}{_interval(entry)} (n={entry['n']})")
+      lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+  if changes:
+    lines += ["", "What each variant changes (resolved config and trained phases):", "", *changes]
   return "\n".join(lines) + "\n"
 
 
@@ -173,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="all | comma-separated split indices (default: the config's own)")
   parser.add_argument("--variant", action="append", default=[],
                       help="NAME=ARGS appended to the config args, e.g. no_dcl=dcl=False")
+  parser.add_argument("--changes", action="append", default=[],
+                      help="NAME=FIELD[,FIELD...]: the config fields variant NAME changes "
+                      "(checked before training; 'phases' for the phases and steps it trains)")
+  parser.add_argument("--check", action="store_true",
+                      help="check what each variant changes and stop, training nothing")
   parser.add_argument("--metrics", default=DEFAULT_METRICS,
                       help=f"regex of the metrics tabled (default {DEFAULT_METRICS!r})")
   parser.add_argument("--out", required=True, help="run directories, table.md and table.json")
@@ -181,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     variants = parse_variants(args.variant)
+    declared = arms_lib.parse_changes(args.changes)
     explicit = [int(s) for s in args.splits.split(",") if s.strip()] \
         if args.splits not in ("", "all") else None
   except ValueError as error:
@@ -188,6 +278,19 @@ def main(argv: list[str] | None = None) -> int:
   if not seeds:
     parser.error("--seeds names no seed")
   config_lib.load_module(path)   # a missing or broken config file fails before any run
+  first = run_name(seeds[0], explicit[0] if explicit else None)
+  arm_args = {v: expand(",".join(a for a in (base_arg, extra) if a), args.out, first)
+              for v, extra in variants.items()}
+  configs = {v: arm_config(path, arg) for v, arg in arm_args.items()}
+  try:
+    changes = arms_lib.check(configs.pop("default"), configs, declared)
+  except arms_lib.ArmsError as error:
+    print(f"darkjax.tools.experiment: {error}", file=sys.stderr)
+    return 2
+  described = arms_lib.describe(changes)
+  if args.check:
+    print("\n".join(described) or "one arm: nothing to compare")
+    return 0
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
   conv.configure_cpu_flags()
   results: dict[str, list[dict[str, Any]]] = {}
@@ -195,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     arg = ",".join(a for a in (base_arg, extra) if a)
     splits = explicit
     if args.splits == "all":
-      splits = dataset_splits(config_lib.load(path, arg))
+      splits = dataset_splits(arm_config(path, arg))
     results[variant] = []
     for split in (splits or [None]):
       for seed in seeds:
@@ -204,18 +307,20 @@ def main(argv: list[str] | None = None) -> int:
         run_arg = expand(arg, args.out, name)
 
         def make_config(arg=run_arg, seed=seed, split=split):
-          return with_run(config_lib.load(path, arg), seed, split)
+          return with_run(arm_config(path, arg), seed, split)
 
         result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
                             config_arg=run_arg)
         print(f"{variant} split {split} seed {seed}: {result['seconds']:.0f} s", flush=True)
         results[variant].append(result)
   table = aggregate(results, args.metrics)
+  paired = paired_differences(results, table)
   title = (f"`{args.config}`, seeds {seeds}, splits {args.splits or 'as configured'}: "
-           "mean +- sample std over runs, in %.")
+           "mean +- sample std [95% CI of the mean] over runs, in %.")
   os.makedirs(args.out, exist_ok=True)
-  file_state.atomic_write_json(os.path.join(args.out, "table.json"), table)
-  write_table(markdown(table, title), os.path.join(args.out, "table.md"))
+  file_state.atomic_write_json(os.path.join(args.out, "table.json"),
+                               dict(table, **({"paired": paired} if paired else {})))
+  write_table(markdown(table, title, paired, described), os.path.join(args.out, "table.md"))
   return 0
 
 
