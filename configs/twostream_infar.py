@@ -32,7 +32,7 @@ goes into two towers, and a tower of another run is checked to be of the same st
 batch that does, at the same learning rate (logged at start, recorded in config.json; 1, 2, 3, 5,
 6, 10, 15 or 30 devices run 30; `--config.batch_rounding=error` refuses instead).
 
-Args (`--config=configs/twostream_infar.py:split=2,dcl=False`):
+Args (`--config=configs/twostream_infar.py:sports1m=DIR,split=2,dcl=False`):
   steps, batch, lr   SGD iterations, global batch, learning rate (paper: 10000, 30, 1e-4)
   dcl, alpha         the discriminative code loss and its weight (paper: True, 0.02)
   code_size          N, the DC layer's outputs (paper: 4096; must be >= the 12 classes)
