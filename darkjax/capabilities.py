@@ -22,9 +22,12 @@ class Enhances(Protocol):
 @runtime_checkable
 class ComputesStreams(Protocol):
   """Model inputs computed on the host from the clips rather than read from records (two-stream
-  flow with flow_source=compute): `computed_streams` names them (possibly none for a config) and
-  `host_streams(streams)` adds them; predict and export take them as inputs beside `video`."""
+  flow with flow_source=compute): `computed_streams` names them (possibly none for a config),
+  `host_streams(streams)` adds them and `computed_stream_settings` says how, as export records it
+  ({"flow": {"method", "scale"}}: optical flow is the one stream predict can compute); predict
+  and export take them as inputs beside `video`."""
   computed_streams: tuple[str, ...]
+  computed_stream_settings: Mapping[str, Mapping[str, Any]]
 
   def host_streams(self, streams: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 

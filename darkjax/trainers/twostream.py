@@ -85,16 +85,8 @@ class _ComputeFlow(grain.transforms.Map):
 
   def map(self, element):
     element = dict(element)
-    element[flow_lib.STREAM] = compute_flow(element["video"], self._method, self._scale)
+    element[flow_lib.STREAM] = flow_lib.flow_clips(element["video"], self._method, self._scale)
     return element
-
-
-def compute_flow(clips: np.ndarray, method: str, scale: float) -> np.ndarray:
-  """(..., T, H, W, C) uint8 clips -> (..., T, H, W, 3) uint8 flow clips (x, y, magnitude)."""
-  clips = np.asarray(clips)
-  flat = clips.reshape((-1,) + clips.shape[-4:])
-  out = np.stack([flow_lib.flow_clip(c, method, scale) for c in flat])
-  return out.reshape(clips.shape[:-1] + (3,))
 
 
 class Task(TaskBase):
@@ -160,16 +152,24 @@ class Task(TaskBase):
   def train_dataset(self, local_batch: int):
     ds = self.data.train_dataset(local_batch)
     if self.computed_streams:
-      ds = ds.map(_ComputeFlow(self.ts.flow_method, float(self.ts.flow_scale)))
+      settings = self.computed_stream_settings[flow_lib.STREAM]
+      ds = ds.map(_ComputeFlow(settings["method"], settings["scale"]))
     return ds
+
+  @property
+  def computed_stream_settings(self) -> dict[str, dict[str, Any]]:
+    """How `host_streams` makes each computed stream from the clips: the flow's method and scale
+    (export records them, so predict from an exported model computes the same flow)."""
+    return {name: {"method": str(self.ts.flow_method), "scale": float(self.ts.flow_scale)}
+            for name in self.computed_streams}
 
   def host_streams(self, streams: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Host uint8 streams of clips (..., T, H, W, C) with the flow the model needs added when it
     is computed rather than read (evaluators call this before `outputs`)."""
     out = dict(streams)
-    if flow_lib.STREAM in self.computed_streams and flow_lib.STREAM not in out:
-      out[flow_lib.STREAM] = compute_flow(out["video"], self.ts.flow_method,
-                                          float(self.ts.flow_scale))
+    for name, settings in self.computed_stream_settings.items():
+      if name not in out:
+        out[name] = flow_lib.flow_clips(out["video"], settings["method"], settings["scale"])
     return out
 
   def model_inputs(self, streams: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
