@@ -390,13 +390,14 @@ _LOWERING_CASES = ("small3d_tiny", "resnet3d_tiny", "resnext3d_tiny", "c3d_tiny"
 
 def _traced_lowerings(case: str, platform: str, tmp_path) -> dict[str, int]:
   import importlib  # pylint: disable=import-outside-toplevel
-  from darkjax.tools import predict  # pylint: disable=import-outside-toplevel
+  from darkjax.tools import predict_checkpoint  # pylint: disable=import-outside-toplevel
   from run_configs import quiet  # pylint: disable=import-outside-toplevel
   module = "configs." + (case if case.endswith("_synthetic") else "synthetic")
   config = importlib.import_module(module).get_config(f"runlocal,data_dir={tmp_path}")
   config = quiet(config) if case.endswith("_synthetic") else quiet(config, **{"model.name": case})
   task = task_lib.load_task(config, num_classes=5)
-  inputs = {k: jnp.zeros(v.shape, v.dtype) for k, v in predict.sample_inputs(task).items()}
+  sample = predict_checkpoint.sample_inputs(task)
+  inputs = {k: jnp.zeros(v.shape, v.dtype) for k, v in sample.items()}
   with targets.compiling_for(platform), conv.record_lowerings() as chosen:
     variables = jax.eval_shape(task.init_variables, jax.random.key(0), inputs)
     jax.eval_shape(jax.grad(lambda v: task.predict(v, inputs).astype(jnp.float32).sum()),

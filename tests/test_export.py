@@ -22,7 +22,7 @@ from configs import synthetic as synthetic_config
 from configs import twostream_synthetic
 from darkjax import checkpoint, targets
 from darkjax.layers import conv, conv2d, depthwise
-from darkjax.tools import export, predict
+from darkjax.tools import export, predict_checkpoint
 from darkjax import task as task_lib
 from run_configs import quiet
 
@@ -90,7 +90,7 @@ def _model(case: str, data_dir: str):
   without a dataset; built once per process and shared by the tests."""
   if case not in _MODELS:
     task = task_lib.load_task(_config(case, data_dir), num_classes=CLASSES)
-    sample = predict.sample_inputs(task)
+    sample = predict_checkpoint.sample_inputs(task)
     variables = _random_variables(task, sample)
     rng = np.random.default_rng(0)
     # Dark clips, as the models see them: values in the low part of the range.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from darkjax import notebook, train
-from darkjax.tools import predict
+from darkjax.tools import predict_checkpoint
 from darkjax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +53,7 @@ def test_evaluate_variables_and_predict_fn_of_a_resumed_run(runs):
   results = resumed.evaluate()
   assert results["eval/top1"] == pytest.approx(second["eval/top1"])
   assert isinstance(results["eval/confusion"], np.ndarray)
-  live, restored = run.variables, predict.restore_variables(run.workdir)[0]
+  live, restored = run.variables, predict_checkpoint.restore_variables(run.workdir)[0]
   jax.tree.map(np.testing.assert_array_equal, live, restored)
   clips = resumed.test_clips(3)
   logits = resumed.predict_fn(resumed.variables, {"video": clips["video"]})

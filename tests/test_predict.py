@@ -12,7 +12,7 @@ import pytest
 from configs import synthetic as synthetic_config
 from darkjax import train
 from darkjax.data import prepared, records
-from darkjax.tools import predict
+from darkjax.tools import predict, predict_checkpoint
 from darkjax import config as config_lib
 from darkjax.data import video as video_lib
 from run_configs import quiet
@@ -45,7 +45,7 @@ def trained(tmp_path_factory):
 
 def test_restored_params_are_the_trained_ones(trained):
   spec, workdir, trainer, _, _ = trained
-  variables, step = predict.restore_variables(workdir)
+  variables, step = predict_checkpoint.restore_variables(workdir)
   assert step == 3
   expected = jax.device_get(trainer.state.params)
   for got, want in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(expected)):
@@ -56,7 +56,7 @@ def test_restored_params_are_the_trained_ones(trained):
 
 def test_predict_matches_the_trainers_eval_on_the_same_views(trained):
   spec, workdir, trainer, video, dataset = trained
-  predictor = predict.Predictor(config_lib.load(spec), workdir)
+  predictor = predict_checkpoint.Predictor(config_lib.load(spec), workdir)
   result = predictor.predict(video)
   assert predictor.class_names == dataset.class_names
   assert result["views"].shape[1:] == (16, 32, 32, 3)  # input.frames, center crop_size
@@ -90,14 +90,14 @@ def test_classes_flag_when_the_dataset_dir_is_absent(trained, tmp_path, capsys):
                        video]) == 0
   assert "1. c" in capsys.readouterr().out
   with pytest.raises(predict.PredictError, match=r"does not fit.*wrong shape.*params/head/kernel"):
-    predict.Predictor(config_lib.load(spec), workdir, classes="a,b")
+    predict_checkpoint.Predictor(config_lib.load(spec), workdir, classes="a,b")
 
 
 def test_missing_checkpoint_and_video_are_named(trained, tmp_path):
   spec, workdir, _, _, _ = trained
   with pytest.raises(predict.PredictError, match="checkpoints does not exist"):
-    predict.Predictor(config_lib.load(spec), str(tmp_path))
-  predictor = predict.Predictor(config_lib.load(spec), workdir)
+    predict_checkpoint.Predictor(config_lib.load(spec), str(tmp_path))
+  predictor = predict_checkpoint.Predictor(config_lib.load(spec), workdir)
   with pytest.raises(predict.PredictError, match="missing.avi: file not found"):
     predictor.predict(str(tmp_path / "missing.avi"))
   corrupt = str(tmp_path / "corrupt.avi")

@@ -16,7 +16,7 @@ from configs import dinet_synthetic, dtcm_synthetic, lift_synthetic, twostream_s
 from darkjax import checkpoint
 from darkjax.data import flow as flow_lib
 from darkjax.data import normalise, records
-from darkjax.tools import predict
+from darkjax.tools import predict_checkpoint, predict_host
 from darkjax import task as task_lib
 from darkjax.data import video as video_lib
 from run_configs import quiet
@@ -28,7 +28,8 @@ def _softmax_mean(logits) -> np.ndarray:
   return np.asarray(jnp.mean(jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1), axis=0))
 
 
-def _checkpointed_run(config, workdir: str, tmp_path) -> tuple[predict.Predictor, dict, str]:
+def _checkpointed_run(config, workdir: str, tmp_path
+                      ) -> tuple[predict_checkpoint.Predictor, dict, str]:
   """Random-initialised variables of the config's Task saved as step 1 of a run in `workdir`
   (its inference phase directory), a test clip of its dataset written as .avi, and the
   Predictor for the run."""
@@ -46,7 +47,8 @@ def _checkpointed_run(config, workdir: str, tmp_path) -> tuple[predict.Predictor
   saver.close()
   video = str(tmp_path / "clip.avi")
   video_lib.write_video(video, np.ascontiguousarray(example["video"]), fps=10)
-  return predict.Predictor(config, workdir), {"params": state["params"], **variables}, video
+  predictor = predict_checkpoint.Predictor(config, workdir)
+  return predictor, {"params": state["params"], **variables}, video
 
 
 def test_dinet_predicts_through_the_target_domain_preprocessing(tmp_path):
@@ -88,7 +90,7 @@ def test_dtcm_predicts_through_the_enhancer_and_shows_its_output(tmp_path):
   logits, out = predictor.task.model.apply(variables, clips, train=False)
   np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(result["enhanced"], np.asarray(out["enhanced"][0]), atol=1e-5)
-  png = predict.write_png(result, str(tmp_path / "png"))
+  png = predict_host.write_png(result, str(tmp_path / "png"))
   assert os.path.getsize(png) > 1000
 
 

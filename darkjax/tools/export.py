@@ -58,7 +58,7 @@ from darkjax import config as config_lib
 from darkjax import file_state
 from darkjax import task as task_lib
 from darkjax.layers import conv
-from darkjax.tools import predict
+from darkjax.tools import predict_checkpoint, predict_host
 
 FORMATS = ("stablehlo", "onnx")
 METADATA = "export.json"
@@ -214,8 +214,9 @@ def run_config(workdir: str, spec: str | None = None) -> mlc.ConfigDict:
       config = mlc.ConfigDict(json.load(f))
     if os.path.normpath(task_lib.deployed_workdir(config, workdir)) == os.path.normpath(directory):
       return config
-  raise predict.PredictError(f"{workdir} holds no config.json of a darkjax run (neither in it nor "
-                             "in a phase sub-directory); pass --config configs/x.py[:args]")
+  raise predict_host.PredictError(f"{workdir} holds no config.json of a darkjax run (neither in "
+                                  "it nor in a phase sub-directory); pass --config "
+                                  "configs/x.py[:args]")
 
 
 def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | None = None,
@@ -225,7 +226,7 @@ def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | N
   if fmt not in FORMATS:
     raise ExportError(f"--format {fmt!r} unknown; valid: {FORMATS}")
   config = run_config(workdir, config_spec)
-  predictor = predict.Predictor(config, workdir, classes, step)
+  predictor = predict_checkpoint.Predictor(config, workdir, classes, step)
   sample = predictor.sample_inputs()
   model_name = str(config.model.name)
   fn = inference_function(predictor.task, predictor.variables, list(sample))
@@ -258,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     path = export_run(args.workdir, args.out, args.format, args.step, args.classes, args.config)
-  except (ExportError, predict.PredictError, config_lib.ConfigError) as error:
+  except (ExportError, predict_host.PredictError, config_lib.ConfigError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
   print(f"wrote {path} and {os.path.join(args.out, METADATA)}")

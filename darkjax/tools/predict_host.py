@@ -1,0 +1,161 @@
+"""What `python -m darkjax.tools.predict` does on the host, the same for its two paths (a
+checkpoint through JAX, `predict_checkpoint`; an exported model, `predict_exported`): a video
+file becomes the model's uint8 inputs, and the model's logits a top-5. Imports no jax, so that an
+exported ONNX model runs without it.
+
+`VideoInputs` holds every setting that turning a video into inputs takes, and `views(path)`
+applies them:
+  decode          PyAV at the prepared dataset's short side and frame rate (its manifest's
+                  `short_side`, `resampled_fps`; 0 keeps the file's), `video.decode_video`
+  record streams  streams the model reads from records, computed from the whole decoded video as
+                  `prepare --flow` does: only `flow`, with the dataset's method and scale (null:
+                  a stream only a prepared dataset has, refused per video)
+  views           the config's eval views (`ops.eval_views`: input.eval_clips x input.eval_crops
+                  with the config's clip spec), every stream sampled and cropped alike
+  view streams    streams the Task computes per view (two-stream's flow, `flow.flow_clips`)
+Export writes `to_json()` into export.json as `video_inputs`; `from_json` reads it back and names
+the key an older export.json lacks. `summarise` averages the views' softmax probabilities and
+ranks the top 5; `format_result` and `write_png` show the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from darkjax import plots
+from darkjax.data import flow, ops, video
+
+# The clip spec's fields that the eval views read (the others only shape training clips).
+CLIP_FIELDS = ("frames", "stride", "sampling", "short_side", "resize", "crop_size", "eval_clips",
+               "eval_crops")
+
+
+class PredictError(RuntimeError):
+  """Prediction cannot run as asked; the message names the config, checkpoint, model or video."""
+
+
+# ================================================================ video -> inputs
+@dataclasses.dataclass(frozen=True)
+class VideoInputs:
+  """How a video file becomes the model's inputs (module docstring): `spec` makes the views,
+  `short_side` and `fps` decode, `record_streams` / `view_streams` map a stream name to the flow
+  settings {"method", "scale"} it is computed with."""
+  spec: ops.ClipSpec
+  short_side: int = 0
+  fps: float = 0.0
+  record_streams: Mapping[str, Mapping[str, Any] | None] = dataclasses.field(default_factory=dict)
+  view_streams: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+  @property
+  def inputs(self) -> tuple[str, ...]:
+    """The model's inputs in the order export traces them."""
+    return ("video", *self.record_streams, *self.view_streams)
+
+  def decode(self, path: str) -> dict[str, np.ndarray]:
+    """The video's frames as prepared (short side, frame rate) and its record streams."""
+    try:
+      clip, _ = video.decode_video(path, self.short_side, self.fps)
+    except video.VideoDecodeError as error:
+      raise PredictError(str(error)) from None
+    example = {"video": clip, "label": 0}
+    for name, settings in self.record_streams.items():
+      if name != flow.STREAM or settings is None:
+        raise PredictError(f"{path}: the model reads record stream {name!r}, which only a "
+                           f"prepared dataset has (predict computes only '{flow.STREAM}')")
+      example[name] = flow.flow_clip(clip, settings["method"], float(settings["scale"]))
+    return example
+
+  def views(self, path: str) -> dict[str, np.ndarray]:
+    """(V, T, h, w, C) uint8 eval views of every input the model reads, V = clips x crops."""
+    views = ops.eval_views(self.decode(path), self.spec, tuple(self.record_streams))
+    streams = {name: views[name] for name in ("video", *self.record_streams)}
+    for name, settings in self.view_streams.items():
+      if name != flow.STREAM:
+        raise PredictError(f"{path}: the model reads stream {name!r} computed per view; predict "
+                           f"computes only '{flow.STREAM}'")
+      streams[name] = flow.flow_clips(streams["video"], settings["method"],
+                                      float(settings["scale"]))
+    return streams
+
+  def to_json(self) -> dict[str, Any]:
+    """What export.json records as `video_inputs`."""
+    clip = {name: getattr(self.spec, name) for name in CLIP_FIELDS}
+    clip["resize"] = [int(v) for v in clip["resize"]]
+    return {"decode": {"short_side": int(self.short_side), "fps": float(self.fps)}, "clip": clip,
+            "record_streams": {k: None if v is None else dict(v)
+                               for k, v in self.record_streams.items()},
+            "view_streams": {k: dict(v) for k, v in self.view_streams.items()}}
+
+  @classmethod
+  def from_json(cls, meta: Mapping[str, Any], source: str) -> "VideoInputs":
+    """The VideoInputs an export.json (`meta`, read from `source`) records."""
+    clip = {name: json_key(meta, f"video_inputs.clip.{name}", source) for name in CLIP_FIELDS}
+    clip["resize"] = tuple(int(v) for v in clip["resize"])
+    try:
+      spec = ops.ClipSpec(**clip)
+    except (TypeError, ValueError) as error:
+      raise PredictError(f"{source}: video_inputs.clip: {error}") from None
+    return cls(spec, int(json_key(meta, "video_inputs.decode.short_side", source)),
+               float(json_key(meta, "video_inputs.decode.fps", source)),
+               dict(json_key(meta, "video_inputs.record_streams", source)),
+               dict(json_key(meta, "video_inputs.view_streams", source)))
+
+
+def json_key(meta: Mapping[str, Any], dotted: str, source: str) -> Any:
+  """meta's value at a dotted key; a PredictError names the file and the key it lacks."""
+  value: Any = meta
+  for part in dotted.split("."):
+    if not isinstance(value, Mapping) or part not in value:
+      raise PredictError(f"{source} has no key {dotted!r}: it was written by an older "
+                         "`python -m darkjax.tools.export`; export the run again to predict "
+                         "from it")
+    value = value[part]
+  return value
+
+
+# ================================================================ logits -> result
+def mean_probabilities(logits: np.ndarray) -> np.ndarray:
+  """The video's class probabilities: the softmax of each view's logits (V, classes), averaged."""
+  logits = np.asarray(logits, np.float64)
+  exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  return (exp / exp.sum(axis=-1, keepdims=True)).mean(axis=0).astype(np.float32)
+
+
+def summarise(path: str, views: np.ndarray, logits: np.ndarray, class_names: list[str],
+              enhanced: np.ndarray | None = None) -> dict[str, Any]:
+  """A video's result: its views, probabilities and top 5 (name, probability)."""
+  probs = mean_probabilities(logits)
+  if len(probs) != len(class_names):
+    raise PredictError(f"{path}: the model gives {len(probs)} classes, the class names are "
+                       f"{len(class_names)}")
+  order = np.argsort(-probs, kind="stable")[:5]
+  return {"video": path, "views": views, "probs": probs,
+          "top5": [(class_names[i], float(probs[i])) for i in order], "enhanced": enhanced}
+
+
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+  low, high = float(frames.min()), float(frames.max())
+  return ((frames - low) / max(high - low, 1e-6) * 255).clip(0, 255).astype(np.uint8)
+
+
+def write_png(result: dict[str, Any], out_dir: str, max_frames: int = 8) -> str:
+  """OUT_DIR/<video>.png: the first view's frames (and the enhanced ones) titled with the top 1."""
+  rows = [("input", result["views"][0])]
+  if result["enhanced"] is not None:
+    rows.append(("enhanced", _to_uint8(result["enhanced"])))
+  name, prob = result["top5"][0]
+  fig = plots.frame_rows(rows, f"{os.path.basename(result['video'])}: {name} ({prob:.1%})",
+                         max_frames)
+  stem = os.path.splitext(os.path.basename(result["video"]))[0]
+  return plots.save(fig, os.path.join(out_dir, stem + ".png"), dpi=80)
+
+
+def format_result(result: dict[str, Any]) -> str:
+  lines = [f"{result['video']} ({len(result['views'])} view(s)):"]
+  lines += [f"  {rank}. {name:<24s} {prob:.4f}" for rank, (name, prob)
+            in enumerate(result["top5"], start=1)]
+  return "\n".join(lines)
