@@ -12,7 +12,9 @@ config is read from RUN's `config.json` (or from the deployed phase's sub-direct
 `--config` names the config file.
 
 DIR receives `export.json` (class names, each input's clip shape and dtype, the eval views a video
-takes, the format) and
+takes, the format, and `video_inputs`: how a video file becomes those inputs, i.e. decoding,
+sampling, crops and the streams computed on the host, so that `python -m darkjax.tools.predict
+--model DIR/model.onnx VIDEO` needs neither the config nor the checkpoint) and
   stablehlo  `model.stablehlo`: `jax.export` serialization, reloadable without darkjax:
              `jax.export.deserialize(open(p, "rb").read()).call(clips)`. Traced inside
              `darkjax.layers.conv.native_lowering()`: XLA's native convolutions and pooling
@@ -59,9 +61,10 @@ from darkjax import file_state
 from darkjax import task as task_lib
 from darkjax.layers import conv
 from darkjax.tools import predict_checkpoint, predict_host
+# export.json's name and the StableHLO reader are predict's, which reads what export writes.
+from darkjax.tools.predict_exported import METADATA, load_stablehlo  # noqa: F401
 
 FORMATS = ("stablehlo", "onnx")
-METADATA = "export.json"
 FILENAMES = {"stablehlo": "model.stablehlo", "onnx": "model.onnx"}
 
 
@@ -82,8 +85,11 @@ def inference_function(task: Any, variables: Any, inputs: Sequence[str]) -> Call
 
 
 def describe(class_names: Sequence[str], sample: dict[str, jax.ShapeDtypeStruct],
-             model_name: str, config: mlc.ConfigDict | None = None) -> dict[str, Any]:
-  """What export.json (and the ONNX metadata) record."""
+             model_name: str, config: mlc.ConfigDict | None = None,
+             video_inputs: predict_host.VideoInputs | None = None) -> dict[str, Any]:
+  """What export.json (and the ONNX metadata) record: the model's inputs and output, the class
+  names and, with `video_inputs`, everything else predict needs to make a video's inputs without
+  the config (`predict_host.VideoInputs.to_json`: decoding, eval views, host-computed streams)."""
   meta = {"model": model_name, "class_names": list(class_names),
           "inputs": [{"name": name, "shape": ["batch", *map(int, spec.shape[1:])],
                       "dtype": str(np.dtype(spec.dtype))} for name, spec in sample.items()],
@@ -92,6 +98,8 @@ def describe(class_names: Sequence[str], sample: dict[str, jax.ShapeDtypeStruct]
     meta["views_per_video"] = {"clips": int(config.input.eval_clips),
                                "crops": int(config.input.eval_crops),
                                "combine": "mean of the views' softmax probabilities"}
+  if video_inputs is not None:
+    meta["video_inputs"] = video_inputs.to_json()
   return meta
 
 
@@ -111,12 +119,6 @@ def export_stablehlo(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], mode
       raise ExportError(f"model {model_name}: StableHLO export failed: "
                         f"{type(error).__name__}: {error}") from error
   return bytes(exported.serialize())
-
-
-def load_stablehlo(path: str) -> Callable:
-  """The exported function of `model.stablehlo` (needs only jax)."""
-  with open(path, "rb") as f:
-    return jax.export.deserialize(bytearray(f.read())).call
 
 
 # ================================================================ ONNX
@@ -230,7 +232,7 @@ def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | N
   sample = predictor.sample_inputs()
   model_name = str(config.model.name)
   fn = inference_function(predictor.task, predictor.variables, list(sample))
-  meta = describe(predictor.class_names, sample, model_name, config)
+  meta = describe(predictor.class_names, sample, model_name, config, predictor.video_inputs)
   meta.update({"format": fmt, "step": predictor.step, "trainer": str(config.trainer)})
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, FILENAMES[fmt])

@@ -1,52 +1,87 @@
-"""Classify video files with a trained checkpoint of any darkjax paper.
+"""Classify video files with a trained checkpoint of any darkjax paper, or with its exported model.
 
   python -m darkjax.tools.predict --config configs/synthetic.py:runlocal \
       --checkpoint /tmp/darkjax/synthetic clip.avi [more.mp4 ...] [--png OUT_DIR] [--classes a,b,c]
+  python -m darkjax.tools.predict --model export/model.onnx clip.avi [more.mp4 ...] [--png OUT_DIR]
 
-Builds the config's Task (`darkjax.task.load_task`: the same model and on-device preprocessing as
-training and evaluation, e.g. 3D-DiNet's channel matching, LIFT-Net's gamma-corrected luminous
-clip, DTCM's enhancer), restores the latest checkpoint of the run (or `--step`; for runs in
-phases, the phase that holds the deployed model: LIFT-Net's student, DTCM's joint / classifier
-phase; `predict_checkpoint`), decodes each video with PyAV at the prepared dataset's resolution /
-frame rate (its manifest's `short_side`, `resampled_fps`), computes the extra record streams the
-model reads (a `flow` stream with the manifest's method and scale), makes the config's eval views
-(`input.eval_clips` x `input.eval_crops`) and prints the top-5 classes with probabilities,
-averaged over the views (`predict_host`: what is done on the host, without jax). Class names come
-from the config's dataset manifest; without one, pass `--classes`. `--png OUT_DIR` writes
-`<video>.png` with the first view's frames (and the enhanced frames for tasks that enhance) titled
-with the prediction. A video that cannot be decoded is named on stderr with the reason (file not
-found, no video stream, decoder error, no frames); the others are still classified and the exit
-status is 1.
+Checkpoint (`--config`, `--checkpoint`; `predict_checkpoint`): builds the config's Task
+(`darkjax.task.load_task`: the same model and on-device preprocessing as training and evaluation,
+e.g. 3D-DiNet's channel matching, LIFT-Net's gamma-corrected luminous clip, DTCM's enhancer) and
+restores the latest checkpoint of the run (or `--step`; for runs in phases, the phase that holds
+the deployed model: LIFT-Net's student, DTCM's joint / classifier phase). Class names come from
+the config's dataset manifest; without one, pass `--classes`.
+
+Exported model (`--model DIR/model.onnx` or `DIR/model.stablehlo`; `predict_exported`): the
+model `python -m darkjax.tools.export` wrote, run by onnxruntime (`pip install -e '.[onnx]'`;
+jax is never imported) or by `jax.export`, with the class names and video settings of the
+`export.json` beside it: neither the config nor the checkpoint is needed.
+
+Both paths then run the same code on the host (`predict_host`), with the settings the config and
+dataset manifest give (an exported model: as export.json recorded them): decode each video with
+PyAV at the prepared dataset's resolution / frame rate (the manifest's `short_side`,
+`resampled_fps`), compute the extra streams the model reads (a `flow` record stream with the
+manifest's method and scale; two-stream's flow per view with the config's), make the config's
+eval views (`input.eval_clips` x `input.eval_crops`) and print the top-5 classes with
+probabilities, averaged over the views. `--png OUT_DIR` writes `<video>.png` with the first view's frames (and,
+from a checkpoint, the enhanced frames for tasks that enhance) titled with the prediction. A video
+that cannot be decoded is named on stderr with the reason (file not found, no video stream,
+decoder error, no frames); the others are still classified and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
+from darkjax.tools import predict_exported
 from darkjax.tools.predict_host import PredictError, format_result, write_png
 
 __all__ = ["PredictError", "main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m darkjax.tools.predict", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", required=True, help="config file[:args], as for darkjax.main")
-  parser.add_argument("--checkpoint", required=True, help="training WORKDIR")
+  parser.add_argument("--model", default=None, help="model.onnx or model.stablehlo written by "
+                      "darkjax.tools.export (its export.json beside it), instead of --config "
+                      "and --checkpoint")
+  parser.add_argument("--config", default=None, help="config file[:args], as for darkjax.main")
+  parser.add_argument("--checkpoint", default=None, help="training WORKDIR")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   parser.add_argument("--classes", default=None, help="comma-separated class names")
   parser.add_argument("--png", default=None, metavar="OUT_DIR", help="write frames + prediction")
   parser.add_argument("videos", nargs="+")
   args = parser.parse_args(argv)
-  # pylint: disable=import-outside-toplevel   (predict_host's work needs no jax)
+  if args.model:
+    given = [f for f in ("config", "checkpoint", "step", "classes") if getattr(args, f) is not None]
+    if given:
+      parser.error(f"--model takes its class names and settings from export.json; drop "
+                   f"{', '.join('--' + f for f in given)}")
+  elif not (args.config and args.checkpoint):
+    parser.error("give --config and --checkpoint (a training run), or --model (an exported model)")
+  return args
+
+
+def _predictor(args: argparse.Namespace) -> Any:
+  """The exported model's predictor, or the checkpoint's (jax imported only for the latter)."""
+  if args.model:
+    return predict_exported.ExportedPredictor(args.model)
+  # pylint: disable=import-outside-toplevel   (an exported ONNX model is predicted without jax)
   from darkjax import config as config_lib
   from darkjax.tools import predict_checkpoint
   try:
-    predictor = predict_checkpoint.Predictor(config_lib.load(args.config), args.checkpoint,
-                                             args.classes, args.step)
-  except (PredictError, config_lib.ConfigError) as error:
+    config = config_lib.load(args.config)
+  except config_lib.ConfigError as error:
+    raise PredictError(str(error)) from None
+  return predict_checkpoint.Predictor(config, args.checkpoint, args.classes, args.step)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parse(argv)
+  try:
+    predictor = _predictor(args)
+  except PredictError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
   failed = []

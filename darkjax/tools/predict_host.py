@@ -106,13 +106,14 @@ class VideoInputs:
 
 
 def json_key(meta: Mapping[str, Any], dotted: str, source: str) -> Any:
-  """meta's value at a dotted key; a PredictError names the file and the key it lacks."""
+  """meta's value at a dotted key; a PredictError names the file and the first key it lacks."""
   value: Any = meta
-  for part in dotted.split("."):
+  parts = dotted.split(".")
+  for depth, part in enumerate(parts, start=1):
     if not isinstance(value, Mapping) or part not in value:
-      raise PredictError(f"{source} has no key {dotted!r}: it was written by an older "
-                         "`python -m darkjax.tools.export`; export the run again to predict "
-                         "from it")
+      raise PredictError(f"{source} has no key {'.'.join(parts[:depth])!r}: it was written by "
+                         "an older `python -m darkjax.tools.export`; export the run again to "
+                         "predict from it")
     value = value[part]
   return value
 
