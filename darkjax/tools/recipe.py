@@ -20,12 +20,13 @@ carries a quote or an image, and the test finds each quote in the paper's text (
 
 `quote_found` compares quote and text after the same normalisation of both (`normalise_text`):
 the papers' text is Markdown with LaTeX, so LaTeX symbol commands become their characters
-(`\alpha` -> α, `\times` -> ×; other commands such as `\left` are dropped), `$`, `{`, `}`, `*` and
-HTML tags are dropped (`$\alpha = 0.1$` reads `α = 0.1`, `$N_{AH}$` `N_AH`, `*i.e.*` `i.e.`),
-curly quotes and dashes become ASCII, case is folded (table captions are capitals) and all
-whitespace is dropped (line breaks and the spacing around LaTeX differ). A hyphen that ends a line
-is tried both kept and joined. In a quote, " ... " marks words left out: its parts must appear in
-that order, each starting at most `ELISION_GAP` normalised characters after the previous one ends.
+(`\alpha` -> α, `\times` -> ×, `\log` -> log; other commands such as `\left` are dropped), `$`,
+`{`, `}`, `*` and HTML tags are dropped (`$\alpha = 0.1$` reads `α = 0.1`, `$N_{AH}$` `N_AH`,
+`*i.e.*` `i.e.`), curly quotes and dashes become ASCII, case is folded (table captions are
+capitals) and all whitespace is dropped (line breaks and the spacing around LaTeX differ). A hyphen
+that ends a line is tried both kept and joined. In a quote, " ... " marks words left out: its parts
+must appear in that order, each starting at most `ELISION_GAP` normalised characters after the
+previous one ends.
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ PAPERS = {
     "twostream": ("configs.twostream_base", "configs.twostream_infar", "docs/papers/twostream.md"),
 }
 # Papers whose MATCH rows all quote the paper (paper -> its text's file name prefix).
-QUOTED = {"dinet": "000_", "dtcm": "001_", "twostream": "003_"}
+QUOTED = {"dinet": "000_", "dtcm": "001_", "liftnet": "002_", "twostream": "003_"}
 STATUSES = ("MATCH", "CHOICE", "MISSING")
 
 
 # LaTeX commands the papers write for characters a quote writes as they print.
 LATEX_SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "lambda": "λ", "tau": "τ", "sigma": "σ",
                  "Omega": "Ω", "omega": "ω", "Delta": "Δ", "times": "×", "cdot": "·", "sum": "∑",
-                 "leq": "≤", "geq": "≥", "to": "→", "rightarrow": "→"}
+                 "leq": "≤", "geq": "≥", "to": "→", "rightarrow": "→",
+                 **{name: name for name in ("log", "exp", "max", "min", "sin", "cos")}}
 ASCII = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
                        "\u2014": "-", "\u2212": "-"})
 ELISION = " ... "
