@@ -20,13 +20,13 @@ carries a quote or an image, and the test finds each quote in the paper's text (
 
 `quote_found` compares quote and text after the same normalisation of both (`normalise_text`):
 the papers' text is Markdown with LaTeX, so LaTeX symbol commands become their characters
-(`\alpha` -> α, `\times` -> ×, `\log` -> log; other commands such as `\left` are dropped), `$`,
-`{`, `}`, `*` and HTML tags are dropped (`$\alpha = 0.1$` reads `α = 0.1`, `$N_{AH}$` `N_AH`,
-`*i.e.*` `i.e.`), curly quotes and dashes become ASCII, case is folded (table captions are
-capitals) and all whitespace is dropped (line breaks and the spacing around LaTeX differ). A hyphen
-that ends a line is tried both kept and joined. In a quote, " ... " marks words left out: its parts
-must appear in that order, each starting at most `ELISION_GAP` normalised characters after the
-previous one ends.
+(`\alpha` -> α, `\times` -> ×, `\log` -> log; other commands such as `\left`, and the argument of
+`\color`, are dropped), `$`, `{`, `}`, `*` and HTML tags are dropped (`$\alpha = 0.1$` reads
+`α = 0.1`, `$N_{AH}$` `N_AH`, `*i.e.*` `i.e.`), curly quotes and dashes become ASCII, case is
+folded (table captions are capitals) and all whitespace is dropped (line breaks and the spacing
+around LaTeX differ). A hyphen that ends a line is tried both kept and joined. In a quote, " ... "
+marks words left out: its parts must appear in that order, each starting at most `ELISION_GAP`
+normalised characters after the previous one ends.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ PAPERS = {
     "twostream": ("configs.twostream_base", "configs.twostream_infar", "docs/papers/twostream.md"),
 }
 # Papers whose MATCH rows all quote the paper (paper -> its text's file name prefix).
-QUOTED = {"dinet": "000_", "dtcm": "001_", "liftnet": "002_", "twostream": "003_"}
+QUOTED = {"dinet": "000_", "dtcm": "001_", "liftnet": "002_", "twostream": "003_",
+          "actlumos": "004_"}
 STATUSES = ("MATCH", "CHOICE", "MISSING")
 
 
@@ -65,6 +66,7 @@ def normalise_text(text: str) -> str:
   """`text` as `quote_found` compares it (module docstring): LaTeX symbols as characters, other
   LaTeX commands, `$ { } *` and HTML tags dropped, ASCII quotes and dashes, case folded, no
   whitespace."""
+  text = re.sub(r"\\color\{[^{}]*\}", "", text)   # a colour name is not printed
   text = re.sub(r"\\([A-Za-z]+)", lambda m: LATEX_SYMBOLS.get(m.group(1), ""), text)
   text = re.sub(r"<[^<>\n]*>", "", text).translate(ASCII)
   return re.sub(r"[\s${}*]", "", text).casefold()
