@@ -202,7 +202,8 @@ RECIPE = (
                "of different instances is a positive (pink), while clips from other classes are "
                "negatives",
          code="darkjax/losses.py supcon_loss on (B, 2, D)", ours="as stated", status="MATCH",
-         note="\"(pink)\": the colour of the positive edges in the README's figure contrastive.png"),
+         note="\"(pink)\": the colour of the positive edges in the README's figure "
+         "contrastive.png"),
     dict(detail="SupCon features", paper="each stream's feature vector, before DFF",
          image="arch.png",
          drawn="Feature vector (Retinex stream) and Feature vector (dark stream), joined by "
