@@ -133,11 +133,13 @@ RECIPE = (
          code="configs/common.py IMAGENET21K_VIT_B16",
          ours="ViT-B/16, google-research/vision_transformer's ImageNet-21k `ViT-B_16.npz` "
               "(`vit_init`, required)", status="CHOICE",
-         note="ViT-B/16 is [39]'s reference model and its ImageNet-21k release; [44]'s ViT-B/16 "
-              "(timm `vit_base_patch16_224_miil_in21k`) has no qkv biases and was trained on "
-              "pixels / 255, not (x - 127.5) / 127.5: reading it right needs the per-checkpoint "
-              "input normalisation issue #36 item 1 adds to darkjax/convert, and until then the "
-              "converter refuses it (no qkv biases)"),
+         note="ViT-B/16 is [39]'s reference model and its ImageNet-21k release. [44]'s ViT-B/16 "
+              "(timm `vit_base_patch16_224_miil_in21k`: no qkv biases, trained on pixels / 255) "
+              "is the other reading and loads too: `python -m darkjax.convert --arch vit_b16 "
+              "--src <its .pth> --out DIR --num-classes 0 --input-normalise none` (zero qkv "
+              "biases, the same function), then `vit_init=DIR` with "
+              "`--config.input.normalise=none` (checked against DIR's record). Neither measured "
+              "on ARID here"),
     dict(detail="PViT blocks trained", paper="first", source="Sec. III-C",
          quote="We only keep the first block unfrozen throughout training",
          key="lift.vit_trainable", status="MATCH"),

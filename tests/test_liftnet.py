@@ -25,6 +25,8 @@ from darkjax.layers.attention import FeatureFusion
 from darkjax.models import liftnet, video_resnet, vit
 from darkjax.trainers import liftnet as lift_trainer
 from darkjax import config as config_lib
+from darkjax.convert import __main__ as convert_cli
+from darkjax.convert import io as convert_io
 import torch_parity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -531,6 +533,52 @@ def test_pretrained_vit_npz_lands_in_the_pvit(arid_dir, tmp_path):
   variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
   merged = _flat(task.init_from(variables)["params"]["pvit"])
   assert set(merged) == {k for k in want if "encoderblock_2" not in k and "encoder_norm" not in k}
+
+
+def _timm_vit_without_qkv_biases(seed: int = 0) -> dict[str, np.ndarray]:
+  """A timm-layout state dict of vit_tiny_test (width 32, 3 blocks, MLP 64, patch 8, 32 x 32
+  images) built with qkv_bias=False, as ref. [44]'s ImageNet-21K-P ViT; no head."""
+  rng = np.random.default_rng(seed)
+  shapes = {"patch_embed.proj.weight": (32, 3, 8, 8), "patch_embed.proj.bias": (32,),
+            "cls_token": (1, 1, 32), "pos_embed": (1, 17, 32), "norm.weight": (32,),
+            "norm.bias": (32,)}
+  for block in range(3):
+    shapes.update({f"blocks.{block}.{name}": shape for name, shape in {
+        "norm1.weight": (32,), "norm1.bias": (32,), "attn.qkv.weight": (96, 32),
+        "attn.proj.weight": (32, 32), "attn.proj.bias": (32,), "norm2.weight": (32,),
+        "norm2.bias": (32,), "mlp.fc1.weight": (64, 32), "mlp.fc1.bias": (64,),
+        "mlp.fc2.weight": (32, 64), "mlp.fc2.bias": (32,)}.items()})
+  return {key: rng.normal(size=shape).astype(np.float32) for key, shape in shapes.items()}
+
+
+def test_vit_converted_with_its_normalisation_is_checked_and_lands_in_the_pvit(arid_dir,
+                                                                                tmp_path):
+  """Ref. [44]'s weights read pixels / 255: converted with `--input-normalise none`, `vit_init`
+  takes the directory when frames are normalised as `none`, and refuses it otherwise."""
+  src = str(tmp_path / "vit_miil_in21k.npz")
+  np.savez(src, **_timm_vit_without_qkv_biases())
+  out = str(tmp_path / "miil")
+  assert convert_cli.main(["--arch", "vit_tiny_test", "--src", src, "--out", out,
+                           "--num-classes", "0", "--input-normalise", "none"]) == 0
+  converted = _flat(convert_io.load_variables(out)[0]["params"])
+  config = _arid_config(arid_dir)
+  config.lift.pretrained.vit = out
+  batch = {"video": jnp.zeros((1, 8, 32, 32, 3), jnp.uint8)}
+  with pytest.raises(normalise.NormalisationMismatchError,
+                     match=r"(?s)pretrained.vit .*miil.*'none'.*input.normalise is 'vit'"):
+    task = lift_trainer.Task(config)
+    task.init_from(jax.device_get(jax.eval_shape(task.init_variables, jax.random.key(0), batch)))
+  config.input.normalise = "none"
+  task = lift_trainer.Task(config)
+  variables = jax.device_get(jax.eval_shape(task.init_variables, jax.random.key(0), batch))
+  variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
+  merged = _flat(task.init_from(variables)["params"]["pvit"])
+  assert set(merged) == {k for k in converted if "encoderblock_2" not in k}   # 2 PViT blocks
+  for key, value in merged.items():
+    np.testing.assert_array_equal(value, converted[key])
+  for name in ("query", "key", "value"):   # no qkv biases in [44]'s ViT: zeros
+    np.testing.assert_array_equal(
+        merged[f"Transformer/encoderblock_0/MultiHeadDotProductAttention_1/{name}/bias"], 0.0)
 
 
 def test_pvit_without_the_final_norm_passes_block_outputs_on():
