@@ -133,10 +133,10 @@ def test_every_match_row_quotes_the_paper(paper):
           "says it (`source`, or `image` for a figure that exists only as an image)"
       assert any(words for _, words in cited), f"{detail} (MATCH) needs the paper's words " \
           "(`quote`, or `drawn` with its `image`)"
-    for quote in recipe._as_tuple(row.get("quote")):   # pylint: disable=protected-access
+    for quote in recipe.as_tuple(row.get("quote")):
       assert recipe.quote_found(quote, texts), f"{detail} quotes {quote!r}, which the paper's " \
           "text does not contain (tools/recipe.py: normalise_text)"
-    for image in recipe._as_tuple(row.get("image")):   # pylint: disable=protected-access
+    for image in recipe.as_tuple(row.get("image")):
       assert re.search(rf"[(/]{re.escape(image)}\)", raw), f"{detail} reads image {image!r}, " \
           "which the paper's text does not show"
     if row["status"] == "CHOICE":
@@ -146,9 +146,9 @@ def test_every_match_row_quotes_the_paper(paper):
 def test_quote_matching_normalises_markup_and_nothing_else():
   texts = recipe.paper_texts("we choose $\\alpha = 0.1$ for *i.e.* the $N_{AH}$ heads.\n"
                              "TABLE V: \"K400*\" DENOTES THE FIL-\nTERED VERSION, set to 4 in "
-                             "<i>et al.</i>’s run")
+                             "<i>et al.</i>’s run, a positive ($${\\color{pink}pink}$$) edge")
   for quote in ("we choose α = 0.1", "i.e. the N_AH heads", '"K400*" denotes the filtered version',
-                "FIL-TERED", "et al.'s run", "we choose ... N_AH heads"):
+                "FIL-TERED", "et al.'s run", "we choose ... N_AH heads", "a positive (pink) edge"):
     assert recipe.quote_found(quote, texts), quote
   for quote in ("we choose α = 0.2", "the N_AH head.", "set to 5", "we choose ... K400 ... α"):
     assert not recipe.quote_found(quote, texts), quote

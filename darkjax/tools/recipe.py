@@ -96,7 +96,8 @@ def quote_found(quote: str, texts: Sequence[str]) -> bool:
   return False
 
 
-def _as_tuple(value: Any) -> tuple:
+def as_tuple(value: Any) -> tuple:
+  """A row field that may hold one value or a tuple of them, as a tuple (empty when unset)."""
   if value in (None, ""):
     return ()
   return tuple(value) if isinstance(value, (tuple, list)) else (value,)
@@ -105,8 +106,8 @@ def _as_tuple(value: Any) -> tuple:
 def citations(row: dict[str, Any]) -> list[tuple[str, str | None]]:
   """The row's (place, words) pairs: each source with its quote (None without one), then each
   image (`image NAME`) with its drawn words."""
-  sources, quotes = _as_tuple(row.get("source")), _as_tuple(row.get("quote"))
-  images, drawn = _as_tuple(row.get("image")), _as_tuple(row.get("drawn"))
+  sources, quotes = as_tuple(row.get("source")), as_tuple(row.get("quote"))
+  images, drawn = as_tuple(row.get("image")), as_tuple(row.get("drawn"))
   if quotes and len(quotes) != len(sources):
     raise ValueError(f"RECIPE row {row['detail']!r}: {len(quotes)} quotes for {len(sources)} "
                      "sources (give one source per quote)")
