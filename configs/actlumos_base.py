@@ -131,24 +131,26 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
 # same commit of HrishavBakulBarua/ActLumos, named by file), row by row; rendered by `python -m
 # darkjax.tools.recipe actlumos` into docs/papers/actlumos.md and checked against
 # configs/actlumos_arid.py by tests/test_recipes.py.
+_CAPTION = "README caption"   # the text under the README's contrastive-learning heading
 RECIPE = (
     dict(detail="teacher inputs", paper="dark + Retinex clips",
-         source="abstract: \"The teacher network processes dual inputs—original dark frames and "
-         "Retinex-enhanced frames—through weight-shared R(2+1)D-34 backbones\"; 'Dataset "
-         "samples': \"We use gamma correction and retinex-enhanced images alongside raw dark "
-         "frames as input to our pipeline\"",
+         source=("abstract", "README 'Dataset samples'"),
+         quote=("The teacher network processes dual inputs—original dark frames and "
+                "Retinex-enhanced frames—through weight-shared R(2+1)D-34 backbones",
+                "We use gamma correction and retinex-enhanced images alongside raw dark frames as "
+                "input to our pipeline"),
+         image="abstract_img.png", drawn="Teacher : Dark + Retinex frames",
          code="darkjax/models/actlumos.py ActLumosTeacher", ours="dark + Retinex clips",
          status="CHOICE",
          note="the abstract's two streams, which both architecture images draw (arch.png: "
-         "Retinex and dark clips only; abstract_img.png: \"Teacher : Dark + Retinex frames\") "
-         "and DFF.png fuses (W_dark, W_ret); the gamma sentence captions sample frames "
-         "(channels.png) and gives gamma no place in the network; it is the authors' earlier "
-         "MD-BERT README sentence (\"We use gamma correction and histogram equalization "
-         "alongside raw dark frames as input to our pipeline\") until commit 83f4eef of the "
-         "authors' repository replaced \"histogram equalization\" by \"retinex-enhanced "
-         "images\""),
-    dict(detail="backbone", paper="R(2+1)D-34, weights shared by both streams",
-         source="abstract: \"weight-shared R(2+1)D-34 backbones\"",
+         "Retinex and dark clips only; abstract_img.png's training panel) and DFF.png fuses "
+         "(W_dark, W_ret); the gamma sentence captions sample frames (channels.png) and gives "
+         "gamma no place in the network; it is the authors' earlier MD-BERT README sentence (\"We "
+         "use gamma correction and histogram equalization alongside raw dark frames as input to "
+         "our pipeline\") until commit 83f4eef of the authors' repository replaced \"histogram "
+         "equalization\" by \"retinex-enhanced images\""),
+    dict(detail="backbone", paper="R(2+1)D-34, weights shared by both streams", source="abstract",
+         quote="weight-shared R(2+1)D-34 backbones",
          code="darkjax/models/actlumos.py _Parts.backbone",
          ours="r2plus1d_34_ig65m, one module run on the 2B clips", status="MATCH"),
     dict(detail="backbone weights", paper="not stated", key="required_weights.backbone.file",
@@ -160,50 +162,57 @@ RECIPE = (
     dict(detail="input normalisation", paper="not stated", key="input.normalise",
          status="CHOICE",
          note="the IG65M checkpoint's statistics, both streams (DarkLight's code uses ImageNet's)"),
-    dict(detail="fusion", paper="dff",
-         source="abstract: \"dynamically fuses them using a Dynamic Feature Fusion (DFF) module\"",
+    dict(detail="fusion", paper="dff", source="abstract",
+         quote="dynamically fuses them using a Dynamic Feature Fusion (DFF) module",
          key="actlumos.fusion", status="MATCH",
          note="`fusion=sum|concat` are ablations; the README gives no ablation numbers for them"),
     dict(detail="DFF wiring",
          paper="X = F_dark + F_ret; global (pooled) and local branches Conv-BN-ReLU-Conv-BN, "
          "summed; Conv-BN-ReLU-Conv to 2 channels; softmax; W_dark F_dark + W_ret F_ret",
-         source="image DFF.png: \"Global Attention (AdaptiveAvgPool) → Conv1 → BN → ReLU → Conv2 "
-         "→ BN\", \"Local Attention Conv1 → BN → ReLU → Conv2 → BN\", \"Weighting Attention "
-         "Conv1 → BN → ReLU → Conv2 (2 channels/output)\", \"Softmax\", \"W_dark*F_dark\", "
-         "\"W_ret*F_ret\"",
+         image="DFF.png",
+         drawn="Global Attention (AdaptiveAvgPool) → Conv1 → BN → ReLU → Conv2 → BN; Local "
+         "Attention Conv1 → BN → ReLU → Conv2 → BN; Weighting Attention Conv1 → BN → ReLU → Conv2 "
+         "(2 channels/output); Softmax; W_dark*F_dark; W_ret*F_ret",
          code="darkjax/models/actlumos.py DynamicFeatureFusion", ours="as drawn, 1x1x1 convs",
          status="MATCH",
          note="DFF.png also labels the weighting output \"3 x T x H x W\"; we follow its "
          "\"2 channels/output\" and its two weight maps"),
     dict(detail="DFF inputs and weights", paper="C x T x H x W maps; one weight per position",
-         source="image DFF.png: F_dark, F_ret \"C x T x H x W\", W_dark, W_ret \"1 x T x H x W\"; "
-         "abstract_img.png: \"DFF – Content aware weights at each temporal segment\"",
+         image=("DFF.png", "abstract_img.png"),
+         drawn=("F_dark, F_ret: C x T x H x W; W_dark, W_ret: 1 x T x H x W",
+                "DFF – Content aware weights at each temporal segment"),
          code="darkjax/models/actlumos.py DynamicFeatureFusion",
          ours="the backbone's last maps; softmax weights (B, T', H', W', 2)", status="MATCH",
          note="arch.png draws DFF's inputs as \"Feature vector\" nodes; DFF.png's shapes decide"),
     dict(detail="DFF reduction r", paper="not stated", key="actlumos.reduction", status="CHOICE",
          note="DFF's global / local branches are MS-CAM's (attentional feature fusion, Dai et "
          "al.), whose code uses r = 4"),
-    dict(detail="teacher loss", paper="L_ce + lambda_sup L_SupCon",
-         source="image arch.png: \"Overall loss for teacher = L_ce + λ_sup L_SupCon\"",
+    dict(detail="teacher loss", paper="L_ce + lambda_sup L_SupCon", source="abstract",
+         quote="guided by a supervised contrastive loss (SupCon) to enhance class separability",
+         image="arch.png", drawn="Overall loss for teacher = L_ce + λ_sup L_SupCon",
          code="darkjax/trainers/actlumos.py TeacherTask.loss_fn", ours="CE + supcon_weight SupCon",
-         status="MATCH"),
+         status="MATCH",
+         note="tests/test_actlumos.py runs the teacher's loss_fn against the sum in NumPy"),
     dict(detail="lambda_sup", paper="not stated", key="actlumos.supcon_weight", status="CHOICE",
          note="CE stays the leading term: SupCon of features that tell nothing apart is "
          "ln(2B - 1) = 3.4 (B = 16 clips, two views each), CE of uniform logits ln 11 = 2.4"),
     dict(detail="SupCon positives",
-         paper="every clip of the same class, both streams of every clip",
-         source="README caption: \"with labels, every clip from the same class Pick including "
-         "dark and retinex views of different instances is a positive ..., while clips from "
-         "other classes are negatives\"",
-         code="darkjax/losses.py supcon_loss on (B, 2, D)", ours="as stated", status="MATCH"),
+         paper="every clip of the same class, both streams of every clip", source=_CAPTION,
+         quote="with labels, every clip from the same class Pick including dark and retinex views "
+               "of different instances is a positive (pink), while clips from other classes are "
+               "negatives",
+         code="darkjax/losses.py supcon_loss on (B, 2, D)", ours="as stated", status="MATCH",
+         note="\"(pink)\": the colour of the positive edges in the README's figure "
+         "contrastive.png"),
     dict(detail="SupCon features", paper="each stream's feature vector, before DFF",
-         source="image arch.png: L_SupCon between the two streams' \"Feature vector\" nodes, "
-         "ahead of DFF",
+         image="arch.png",
+         drawn="Feature vector (Retinex stream) and Feature vector (dark stream), joined by "
+         "\"Supervised contrastive loss multi-enhancement\"; L_SupCon on the arrow into Dynamic "
+         "Feature Fusion (DFF)",
          code="darkjax/models/actlumos.py ActLumosTeacher out['features']",
          ours="each stream's pooled last map", status="MATCH"),
-    dict(detail="SupCon form", paper="named, no formula",
-         source="abstract: \"a supervised contrastive loss (SupCon)\"",
+    dict(detail="SupCon form", paper="named, no formula", source="abstract",
+         quote="a supervised contrastive loss (SupCon)",
          code="darkjax/losses.py supcon_loss", ours="Khosla et al.'s L_out (their Eq. 2)",
          status="CHOICE",
          note="the loss the name refers to, in the form its authors recommend; tested against a "
@@ -214,12 +223,12 @@ RECIPE = (
          status="CHOICE",
          note="Khosla et al.'s projection network (2-layer MLP to 128-d) on each stream's "
          "feature vector; used by the loss only"),
-    dict(detail="temporal model", paper="BERT after DFF",
-         source="image arch.png: \"Dynamic Feature Fusion (DFF)\" → \"BERT\" → \"Action "
-         "classifier\"",
+    dict(detail="temporal model", paper="BERT after DFF", image="arch.png",
+         drawn="Dynamic Feature Fusion (DFF) → BERT → Action classifier",
          code="darkjax/models/actlumos.py TemporalTransformer",
          ours="BERT-style encoder: CLS token, learned positions, post-LN layers", status="MATCH"),
     dict(detail="BERT size and dropout", paper="not stated", key="model.kwargs", status="CHOICE",
+         image="results_1.png", drawn="Params (M); Proposed: ActLumos(Student) 96.92 99.89 67",
          note="DarkLight-R(2+1)D-34's (models/dark_light.py: hidden 512, 8 heads, 1 layer, "
          "dropout 0.8 before the classifier); attention and MLP dropout 0.1 as BERT; the student "
          "then counts 66.66 M parameters, Tables 1-3 (images results_1-3.png) give 67 M"),
@@ -227,28 +236,28 @@ RECIPE = (
          code="darkjax/models/actlumos.py TemporalTransformer",
          ours="the map's spatial mean per time step", status="CHOICE",
          note="DarkLight's AvgPool3d((1, 7, 7)) of the 7 x 7 map at 112 x 112"),
-    dict(detail="student input", paper="dark clips only",
-         source="abstract: \"The student network, using only dark frames\"",
+    dict(detail="student input", paper="dark clips only", source="abstract",
+         quote="The student network, using only dark frames",
          code="darkjax/models/actlumos.py ActLumosStudent", ours="dark clips only",
          status="MATCH"),
-    dict(detail="SSL stage", paper="backbone",
-         source="abstract: \"pretrained with self-supervision on unlabeled clips\"; image "
-         "arch.png: \"Stage 1 : Self-supervised training\", dark clips v_i^(1), v_i^(2) → "
-         "\"CNN-Feature extractor R(2+1)D-34\" → \"SSL Loss\"",
+    dict(detail="SSL stage", paper="backbone", source="abstract",
+         quote="pretrained with self-supervision on unlabeled clips", image="arch.png",
+         drawn="Stage 1 : Self-supervised training; Dark clip, v_i^(1) and Dark clip, v_i^(2) → "
+         "CNN-Feature extractor R(2+1)D-34 → SSL Loss",
          key="ssl.features", status="MATCH",
          note="the student's R(2+1)D-34 alone; BERT and the classifier start in Stage 2 "
          "(`ssl_features=cls`: the whole student)"),
-    dict(detail="SSL objective", paper="L_SSL, no formula",
-         source="image arch.png: \"L_SSL\"; README caption, self-supervised panel: \"the anchor "
-         "clip (class Pick) has only its own augmented view as a positive ..., all other clips "
-         "in the batch are treated as negatives\"",
+    dict(detail="SSL objective", paper="L_SSL, no formula", source=_CAPTION,
+         quote="the anchor clip (class Pick) has only its own augmented view as a positive (pink "
+               "edge), all other clips in the batch are treated as negatives",
+         image="arch.png", drawn="L_SSL",
          code="darkjax/losses.py nt_xent_loss", ours="SimCLR's NT-Xent", status="CHOICE",
          note="the README's one description of self-supervision, in SimCLR's form; tested "
          "against a NumPy transcription"),
     dict(detail="SSL temperature", paper="not stated", key="ssl.temperature", status="CHOICE",
          note="not tuned; within the range SimCLR compares (its Table 5: 0.05 to 1)"),
-    dict(detail="SSL views", paper="two dark clips of video i",
-         source="image arch.png: \"Dark clip, v_i^(1)\", \"Dark clip, v_i^(2)\"",
+    dict(detail="SSL views", paper="two dark clips of video i", image="arch.png",
+         drawn="Dark clip, v_i^(1); Dark clip, v_i^(2)",
          key="ssl.augment", status="CHOICE",
          note="how the views differ is not stated: colour jitter and random affine drawn twice "
          "on device from one decoded clip"),
@@ -256,17 +265,21 @@ RECIPE = (
          code="darkjax/models/actlumos.py ActLumosSSL",
          ours="2-layer MLP on the pooled map, projection_dim wide", status="CHOICE",
          note="SimCLR's projection head; used by the loss only"),
-    dict(detail="SSL data", paper="unlabeled clips (not named)",
-         source="abstract: \"pretrained with self-supervision on unlabeled clips\"",
+    dict(detail="SSL data", paper="unlabeled clips (not named)", source="abstract",
+         quote="pretrained with self-supervision on unlabeled clips",
+         image="abstract_img.png", drawn="Inputs (ARID & Dark48)",
          key="ssl.datasets", status="CHOICE",
-         note="train splits of ARID + Dark-48: abstract_img.png's input panel reads \"Inputs "
-         "(ARID & Dark48)\", and plots.png (in the README from commit 222a83b, after the copy we "
-         "follow) measures SSL on ARID, Dark48 and both, both best"),
+         note="train splits of ARID + Dark-48, the datasets abstract_img.png's input panel "
+         "names; plots.png (in the README from commit 222a83b, after the copy we follow) "
+         "measures SSL on ARID, Dark48 and both, both best"),
     dict(detail="student loss", paper="L_CE + lambda_kd L_KD on the teacher's logits",
-         source="image arch.png: \"Overall loss for student = L_CE + λ_kd L_KD\"; "
-         "abstract_img.png: \"KD – Student learns from teacher's logits\"",
+         source="abstract", quote="fine-tuned via knowledge distillation from the teacher",
+         image=("arch.png", "abstract_img.png"),
+         drawn=("Overall loss for student = L_CE + λ_kd L_KD",
+                "KD – Student learns from teacher's logits"),
          code="darkjax/trainers/actlumos.py Task.loss_fn", ours="CE + kd_weight KD",
-         status="MATCH"),
+         status="MATCH",
+         note="tests/test_actlumos.py runs the student's loss_fn against the sum in NumPy"),
     dict(detail="KD form and temperature", paper="not stated", key="actlumos.kd_temperature",
          status="CHOICE",
          note="Hinton et al.'s KL between softened distributions times T^2 (the soft term's "
@@ -285,7 +298,8 @@ RECIPE = (
     dict(detail="resize before the crop", paper="not stated", key="input.short_side",
          status="CHOICE", note="DarkLight resizes frames to 128 x 170"),
     dict(detail="Retinex", paper="\"Retinex-enhanced frames\", method not named",
-         source="abstract", key="actlumos.retinex", status="CHOICE",
+         source="abstract", quote="Retinex-enhanced frames", key="actlumos.retinex",
+         status="CHOICE",
          note="multi-scale Retinex at Jobson et al.'s scales 15, 80, 250, stretched per frame "
          "and channel between the 1st and 99th percentiles to uint8"),
     dict(detail="optimizer", paper="not stated", key="optimizer.name", status="CHOICE",

@@ -57,13 +57,23 @@ RECIPE = (
          note="the backbones' usual order (C3D adds the bias before the ReLU, the ResNe(X)ts have "
          "no bias); the printed equation adds b after phi; equal without bias "
          "(tests/test_dinet.py transcribes it)"),
-    dict(detail="objective", paper="sum_{d_i=0} L_a - lambda sum_i L_d", source="Eq. (4)",
-         quote="The parameter λ controls the trade-off between two objectives",
+    dict(detail="objective", paper="sum_{d_i=0} L_a - lambda sum_i L_d",
+         source=("Sec. II, Eq. (4)", "Sec. II"),
+         quote=("we need θf that jointly minimizes the loss of the action classifier and domain "
+                "classifier. In other words, we are seeking a functional E such that",
+                "The parameter λ controls the trade-off between two objectives"),
          code="darkjax/trainers/dinet.py Task.loss_fn",
-         ours="(sum CE over source + sum BCE over all) / source count", status="MATCH",
-         note="Eq. (4)'s relative weight (`dinet.domain_loss_weight` = 1; 0.5 gives the mean BCE); "
-         "the division by the source count only scales the learning rate; the GRL supplies "
-         "-lambda for the extractor"),
+         ours="sum CE over the source clips + sum BCE over all clips, -lambda by the GRL",
+         status="MATCH",
+         note="Eq. (4)'s relative weight of the two sums is `dinet.domain_loss_weight` = 1 (0.5 "
+         "gives the mean BCE); the GRL supplies -lambda for the extractor; tests/test_dinet.py "
+         "transcribes Eq. (4)"),
+    dict(detail="objective scale", paper="sums over the clips (Eq. (4))",
+         code="darkjax/trainers/dinet.py Task.loss_fn", ours="Eq. (4) / the source clip count",
+         status="CHOICE",
+         note="the action term becomes the usual batch mean, for which the learning rate (DANN's, "
+         "a choice below) is set; against Eq. (4)'s sums it scales the loss's gradients by 1/16 "
+         "at the default 16 source clips (weight decay is not scaled)"),
     dict(detail="gradient reversal", paper="multiply by -lambda", source="Sec. II, Eq. (5)",
          quote="It gradient from the subsequent layers is multiplied with −λ and passed to the "
          "preceding layers",

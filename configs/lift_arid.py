@@ -8,7 +8,9 @@ at the config's short side (`python -m darkjax.data.prepare --dataset arid_v1 --
 $DARKJAX_DATA/arid_v1 --short-side 256`; frames stored smaller are up-sampled, with a warning);
 without it the run stops at once saying so. Pretrained weights are files you bring and the recipe
 requires: `vit_init` (ViT-B/16 ImageNet-21k: ViT-B_16.npz from google-research/vision_transformer,
-or a big_vision .npz / timm .pth / .safetensors) and `luminous_init` (R(2+1)D-34 IG65M,
+or a big_vision .npz / timm .pth / .safetensors, or a `python -m darkjax.convert` directory whose
+recorded normalisation `input.normalise` must match, e.g. the paper's ref. [44] ImageNet-21K-P ViT
+converted with `--input-normalise none`) and `luminous_init` (R(2+1)D-34 IG65M,
 r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth from moabitcoin/ig65m-pytorch); a run without
 them stops at start naming them; `init=none,vit_trainable=all` trains from random initialisation.
 Args (`--config=configs/lift_arid.py:variant=medium,luminous=r3d,kd=False`):

@@ -118,13 +118,14 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
 _SETTINGS = "Sec. V-B"
 RECIPE = (
     dict(detail="model size N (LIFT + Critic + Fusion layers)", paper="liftnet_large",
-         source="Table II: 95.21%, Table VI: \"LIFT-Net - 8 (Large) 95.21%\"; Sec. VI-E: \"In "
-                "small versions, we maintain the N value constant at 4. Similarly, it was 6 and 8 "
-                "for the medium and large versions\"",
+         source=("Table II", "Table VI", "Sec. VI-E"),
+         quote=("LIFT-Net (ours) 95.21%", "LIFT-Net - 8 (Large) 95.21%",
+                "In small versions, we maintain the N value constant at 4. Similarly, it was 6 "
+                "and 8 for the medium and large versions"),
          key="model.name", status="MATCH", note="`variant=small|medium` are Table VI's N = 4 / 6"),
-    dict(detail="PViT blocks", paper="5",
-         source="Sec. III-C: \"PViT makes use of five ViT [39] blocks that have already been "
-                "trained on the ImageNet-21k [44] dataset\"",
+    dict(detail="PViT blocks", paper="5", source="Sec. III-C",
+         quote="PViT makes use of five ViT [39] blocks that have already been trained on the "
+               "ImageNet-21k [44] dataset",
          code="darkjax/models/liftnet.py LIFTNet.vit_blocks", ours="5", status="MATCH"),
     dict(detail="PViT size and weights",
          paper="a ViT [39] of unstated size, ImageNet-21k [44] (ref. [44]: ImageNet-21K-P, "
@@ -132,32 +133,40 @@ RECIPE = (
          code="configs/common.py IMAGENET21K_VIT_B16",
          ours="ViT-B/16, google-research/vision_transformer's ImageNet-21k `ViT-B_16.npz` "
               "(`vit_init`, required)", status="CHOICE",
-         note="ViT-B/16 is [39]'s reference model and its ImageNet-21k release; [44]'s ViT-B/16 "
-              "(timm `vit_base_patch16_224_miil_in21k`) has no qkv biases and was trained on "
-              "pixels / 255, not (x - 127.5) / 127.5: reading it right needs the per-checkpoint "
-              "input normalisation issue #36 item 1 adds to darkjax/convert, and until then the "
-              "converter refuses it (no qkv biases)"),
-    dict(detail="PViT blocks trained", paper="first",
-         source="Sec. III-C: \"We only keep the first block unfrozen throughout training\"",
+         note="ViT-B/16 is [39]'s reference model and its ImageNet-21k release. [44]'s ViT-B/16 "
+              "(timm `vit_base_patch16_224_miil_in21k`: no qkv biases, trained on pixels / 255) "
+              "is the other reading and loads too: `python -m darkjax.convert --arch vit_b16 "
+              "--src <its .pth> --out DIR --num-classes 0 --input-normalise none` (zero qkv "
+              "biases, the same function), then `vit_init=DIR` with "
+              "`--config.input.normalise=none` (checked against DIR's record). Neither measured "
+              "on ARID here"),
+    dict(detail="PViT blocks trained", paper="first", source="Sec. III-C",
+         quote="We only keep the first block unfrozen throughout training",
          key="lift.vit_trainable", status="MATCH"),
-    dict(detail="ViT's final LayerNorm after the PViT's blocks",
-         paper="not stated (\"CLS token extraction is performed to the learned representations "
-               "of these PViT blocks. The resulting vector is then routed through MLP and "
-               "layer-normalizing layers\")", source="Sec. III-C",
+    dict(detail="ViT's final LayerNorm after the PViT's blocks", paper="not stated",
+         source="Sec. III-C",
+         quote="CLS token extraction is performed to the learned representations of these PViT "
+               "blocks. The resulting vector is then routed through MLP and layer-normalizing "
+               "layers",
          key="model.kwargs.pvit_norm", status="CHOICE",
          note="a ViT reads its class token after its final LayerNorm ([39]: y = LN(z_L^0)); kept "
               "(frozen with the blocks after the first), the MLP sees unit-scale tokens wherever "
               "the blocks stop; `pvit_norm=False` drops it; measured below"),
-    dict(detail="Luminous backbone", paper="r2plus1d_34_ig65m",
-         source="Sec. III-B: \"it goes through an R(2+1)D network that has already been trained "
-                "using the IG65M dataset\"",
-         key="model.kwargs.luminous", status="MATCH",
-         note="`luminous_init` required; the depth is not stated: 34, the IG65M R(2+1)D that "
-              "moabitcoin/ig65m-pytorch publishes (Table II's DarkLight-R(2+1)D-34 baseline)"),
+    dict(detail="Luminous backbone", paper="R(2+1)D pretrained on IG65M", source="Sec. III-B",
+         quote="it goes through an R(2+1)D network that has already been trained using the IG65M "
+               "dataset",
+         code="configs/lift_base.py LUMINOUS_BACKBONES",
+         ours="R(2+1)D, IG65M weights (`luminous_init` required)", status="MATCH"),
+    dict(detail="Luminous backbone depth", paper="not stated", key="model.kwargs.luminous",
+         status="CHOICE",
+         note="34: the IG65M R(2+1)D of moabitcoin/ig65m-pytorch, and the depth of Table II's only "
+              "R(2+1)D baseline (Darklight-R(2+1)D-34, 94.04%); `luminous=r3d` is "
+              "Table VI's R3D ablation. Other depths not measured (no ARID run here)"),
     dict(detail="Luminous pooling",
          paper="3D adaptive average pool to \"the resulting vector\" (output size not stated)",
-         source="Sec. III-B: \"it is fed through a 3D adaptive average pooling. The resulting "
-                "vector is then used as input by the critic module\"",
+         source="Sec. III-B",
+         quote="it is fed through a 3D adaptive average pooling. The resulting vector is then used "
+               "as input by the critic module",
          code="darkjax/models/liftnet.py LIFTNet.luminous_tokens",
          ours="adaptive average pool to 4 x 2 x 2 = 16 tokens, then Dense + LayerNorm",
          status="CHOICE",
@@ -166,103 +175,127 @@ RECIPE = (
               "keep both. The Dense + LayerNorm (not in the paper) maps the backbone's "
               "post-ReLU features into the token space, as the main stream's \"MLP and "
               "layer-normalizing layers\" do (Sec. III-C). Not measured"),
-    dict(detail="Luminous input (ARID)", paper="gamma",
-         source="Sec. V-C.1: \"in the Luminous sub-branch of the network, we use gamma-corrected "
-                "video frames for the dark/no-light videos\"",
+    dict(detail="Luminous input (ARID)", paper="gamma", source="Sec. V-C.1",
+         quote="in the Luminous sub-branch of the network, we use gamma-corrected video frames "
+               "for the dark/no-light videos",
          key="lift.luminous_input", status="MATCH",
          note="HMDB51, UCF101, InfAR: optical flow (their configs; Sec. V-C.2-3)"),
     dict(detail="GIC gamma", paper="not stated", key="lift.gamma", status="CHOICE",
          note="brightens ARID's frames as Fig. 3 shows"),
     dict(detail="fusion attention scale", paper="sqrt(N_AH), the number of heads",
-         source="Eq. (1): \"N_AH is the number of attention heads required for "
-                "normalization\"",
+         source="Sec. III-D, Eq. (1)",
+         quote="N_AH is the number of attention heads required for normalization",
          key="model.kwargs.attention_scale", status="CHOICE",
          note="Eq. (1) sends the reader to [45] for multi-head attention, whose scale is "
               "sqrt(d_k), the width of one head (64 here, against sqrt(8) = 2.8: logits 2.8x "
               "sharper); `attention_scale=heads` is Eq. (1) as printed; measured below. The LIFT "
               "and Critic modules' MSA is [45]'s"),
-    dict(detail="Fourier Enhancement order", paper="spectrum",
-         source="Sec. III-E: \"we feed Y to an MLP and then apply a residual connection and "
-                "Layer Normalization (LN). Finally, we utilize the inverse Fast Fourier Transform "
-                "(FFT) to revert the learnable modulated spectrum Y\"",
+    dict(detail="Fourier Enhancement order", paper="spectrum", source="Sec. III-E",
+         quote="we feed Y to an MLP (multilayer perceptron) and then apply a residual connection "
+               "and Layer Normalization (LN). Finally, we utilize the inverse Fast Fourier "
+               "Transform (FFT) to revert the learnable modulated spectrum Y",
          key="model.kwargs.fourier_norm", status="MATCH",
          note="the LayerNorm normalises the spectrum's [Re, Im] features; `fourier_norm=tokens` "
               "(after the inverse FFT) loads checkpoints written before; measured below"),
     dict(detail="Fourier spectrum as MLP input", paper="not stated (Y is complex)",
-         source="Sec. III-E, Eq. (3)-(4)", code="darkjax/layers/fourier.py",
+         source="Sec. III-E, Eq. (3)-(4)",
+         quote="It is important to note that Y is a complex tensor that describes the FE spectrum",
+         code="darkjax/layers/fourier.py",
          ours="[Re, Im] of rfft2's half spectrum, orthonormal FFT, MLP per sequence frequency",
          status="CHOICE",
          note="a real input's 2D spectrum is Hermitian, so its half holds all of it and the "
               "inverse transform is real by construction"),
-    dict(detail="fused tokens", paper="not stated (\"This fusing step is repeated N times\")",
-         source="Sec. III-A", code="darkjax/models/liftnet.py",
-         ours="continue the luminous chain into the next layer", status="CHOICE",
+    dict(detail="fused tokens", paper="not stated", source="Sec. III-A",
+         quote="This fusing step is repeated N times throughout the network",
+         code="darkjax/models/liftnet.py", ours="continue the luminous chain into the next layer",
+         status="CHOICE",
          note="FE = LN(F_attention) + H_LS (Eq. (2)) has H_LS's residual and token count; the "
               "paper draws the module in the Main-Stream subtree (Sec. III-A), but feeding FE to "
               "the main stream would give it the luminous token count"),
     dict(detail="classifier input", paper="the Feature Fusion module's output",
-         source="Sec. III-C: \"MLP, GeLU, batch normalization, another MLP layer, and a softmax "
-                "activation function are applied to the output of the Feature Fusion module\"; "
-                "Sec. III-A: \"Following the union of feature maps from both paths, the "
-                "resulting feature vector is fed into an MLP\"",
+         source=("Sec. III-C", "Sec. III-A"),
+         quote=("MLP, GeLU, batch normalization, another MLP layer, and a softmax activation "
+                "function are applied to the output of the Feature Fusion module",
+                "Following the union of feature maps from both paths, the resulting feature "
+                "vector is fed into an MLP"),
          code="darkjax/models/liftnet.py LIFTNet.__call__",
          ours="the last fusion layer's output (luminous queries and residual, main-stream keys "
-              "and values), averaged over its tokens", status="MATCH",
-         note="the union of both paths is the fusion's cross-attention; the token average "
-              "(\"feature vector\" from tokens) and the head's dropout 0.1 are ours"),
-    dict(detail="teacher loss", paper="cross-entropy",
-         source="Eq. (5): T_LOSS = - sum y_i log(T_output_i)",
+              "and values) through Dense, GELU, BatchNorm, Dense; softmax in the loss",
+         status="MATCH", note="the union of both paths is the fusion's cross-attention"),
+    dict(detail="classifier input vector", paper="not stated (the fusion outputs tokens)",
+         code="darkjax/models/liftnet.py LIFTNet.__call__", ours="the mean over the fused tokens",
+         status="CHOICE",
+         note="the fusion's output is one token per pooled luminous position (16) and the head "
+              "reads one \"feature vector\" (Sec. III-A); their mean weighs every position alike "
+              "and has no parameter the paper does not name (a class token or attention pooling "
+              "would add one). Not measured"),
+    dict(detail="classifier dropout", paper="not stated (the head lists no dropout)",
+         code="darkjax/models/liftnet.py LIFTNet.dropout_rate",
+         ours="0.1, before the head's last Dense (and in the attention and MLP blocks)",
+         status="CHOICE",
+         note="the transformer's usual rate ([45]'s P_drop = 0.1) for a head trained on ARID's "
+              "3,784 clips; not measured"),
+    dict(detail="teacher loss", paper="cross-entropy", source=("Sec. IV", "Sec. IV, Eq. (5)"),
+         quote=("seeks to minimize the cross entropy loss",
+                "T_LOSS = - ∑_x=i y_i × log(T_output_i)"),
          code="darkjax/trainers/liftnet.py TeacherTask.loss_fn", ours="cross-entropy",
-         status="MATCH"),
+         status="MATCH", note="tests/test_liftnet.py runs the teacher's loss_fn against Eq. (5) "
+                              "in NumPy"),
     dict(detail="teacher backbone in the student phase",
-         paper="shared with the student (frozen or not: not stated)",
-         source="Sec. IV: \"the student network shares its weight with the teacher\"; Fig. 4: "
-                "\"the instructor network shares its weight with the R(2+1)D model present in "
-                "the student network\"",
+         paper="shared with the student (frozen or not: not stated)", source=("Sec. IV", "Fig. 4"),
+         quote=("the student network shares its weight with the teacher",
+                "the instructor network shares its weight with the R(2+1)D model present in the "
+                "student network"),
          key="lift.freeze_teacher", status="CHOICE",
          note="one copy, frozen: Eq. (6)'s target h1 then stays the trained teacher's, and Fig. 4 "
               "draws the teacher's and the student's backward passes apart; "
               "`lift.freeze_teacher=False` lets the student's CE train it on; measured below"),
-    dict(detail="student KD term", paper="sum", source="Eq. (6): sum_i |h1_i - h2_i|",
-         key="lift.kd_reduction", status="MATCH"),
+    dict(detail="student KD term", paper="sum", source=("Sec. IV, Eq. (6)", "Sec. IV"),
+         quote=("S_LOSS = - ∑_x=i y_i × log(S_output_i) + ∑_x=i |h1_i - h2_i|",
+                "the second term makes use of the L1 loss"),
+         key="lift.kd_reduction", status="MATCH",
+         note="tests/test_liftnet.py runs the student's loss_fn against Eq. (6) in NumPy"),
     dict(detail="KD vectors h1, h2", paper="the vectors softmax is applied to (ambiguous)",
-         source="Sec. IV", key="lift.kd_features", status="CHOICE",
+         source=("Sec. IV", "Sec. IV"),
+         quote=("the model first generates a set of hidden representations (h1), which are then "
+                "used in conjunction with softmax to produce a vector (T_output)",
+                "let S_output be the output vector after applying softmax to h2"),
+         key="lift.kd_features", status="CHOICE",
          note="pooled hidden vectors; `logits` is the other reading"),
-    dict(detail="frames", paper=30,
-         source=f"{_SETTINGS}: \"a sequence of frames with a size of 3 \u00d7 224 \u00d7 224 and "
-                "a length of 30\"",
+    dict(detail="frames", paper=30, source=_SETTINGS,
+         quote="a sequence of frames with a size of 3 × 224 × 224 and a length of 30",
          key="input.frames", status="MATCH"),
-    dict(detail="frame size", paper=224, source=f"{_SETTINGS}: \"3 \u00d7 224 \u00d7 224\"",
+    dict(detail="frame size", paper=224, source=_SETTINGS,
+         quote="The network receives a sequence of frames with a size of 3 × 224 × 224",
          key="input.crop_size", status="MATCH"),
     dict(detail="resize before the crop", paper="not stated", key="input.short_side",
          status="CHOICE", note="short side 256, then a 224 crop, the usual ImageNet-style pair"),
     dict(detail="sampling", paper="not stated", key="input.sampling", status="CHOICE",
          note="TSN-style segments over the whole video"),
-    dict(detail="optimizer", paper="adamw",
-         source=f"{_SETTINGS}: \"The training is performed with an AdamW optimizer\"",
-         key="optimizer.name", status="MATCH"),
-    dict(detail="learning rate", paper=1e-4,
-         source=f"{_SETTINGS}: \"an initial learning rate of 0.0001\"", key="optimizer.lr",
+    dict(detail="optimizer", paper="adamw", source=_SETTINGS,
+         quote="The training is performed with an AdamW optimizer", key="optimizer.name",
          status="MATCH"),
-    dict(detail="schedule", paper="cosine",
-         source=f"{_SETTINGS}: \"A cosine annealing scheduler is utilized throughout the "
-                "training process\"",
+    dict(detail="learning rate", paper=1e-4, source=_SETTINGS,
+         quote="an initial learning rate of 0.0001", key="optimizer.lr", status="MATCH"),
+    dict(detail="schedule", paper="cosine", source=_SETTINGS,
+         quote="A cosine annealing scheduler is utilized throughout the training process",
          key="optimizer.schedule", status="MATCH"),
     dict(detail="warmup steps", paper="not stated", key="optimizer.warmup_steps", status="CHOICE",
          note="a linear warmup over the first 5% of the steps before the cosine, usual for AdamW "
               "on a pretrained ViT with freshly initialised layers on top; measured below"),
     dict(detail="weight decay", paper="not stated", key="optimizer.weight_decay",
          status="CHOICE", note="the usual ViT fine-tuning value"),
-    dict(detail="batch", paper=32, source=f"{_SETTINGS}: \"with a batch size of 32\"",
+    dict(detail="batch", paper=32, source=_SETTINGS, quote="with a batch size of 32",
          key="input.batch_size", status="MATCH"),
     dict(detail="training length", paper="not stated", key="total_steps", status="CHOICE",
          note="per phase (`teacher_steps` for the teacher)"),
     dict(detail="augmentations", paper="flip, colour jitter, affine, optical and elastic "
-         "distortion, rain, CutMix, frame shuffle",
-         source=f"{_SETTINGS}: \"Augmentations like random flip, color jitter, random affine "
-                "transform, optical distortion, elastic distortion, random rain, cutmix, and "
-                "frame shuffle are all applied\"", key="lift.augment",
-         status="CHOICE", note="all implemented; the paper gives no magnitudes"),
+         "distortion, rain, CutMix, frame shuffle", source=_SETTINGS,
+         quote="Augmentations like random flip, color jitter, random affine transform, optical "
+               "distortion, elastic distortion, random rain, cutmix, and frame shuffle are all "
+               "applied",
+         key="lift.augment", status="CHOICE", note="all implemented; the paper gives no "
+                                                  "magnitudes"),
     dict(detail="ARID split", paper="not stated", key="input.data.split_index", status="CHOICE",
          note="split 1; `python -m darkjax.tools.experiment --splits all` runs the three"),
 )

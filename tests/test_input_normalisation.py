@@ -145,6 +145,38 @@ def test_vit_reads_minus_one_to_one(tmp_path):
                             "float32 rounding through 3 transformer blocks (seen <= 3.2e-7)")
 
 
+
+def imagenet21k_p_input(images: np.ndarray) -> np.ndarray:
+  """timm's ImageNet-21K-P ViT (`vit_base_patch16_224_miil_in21k`): mean 0, std 1 of [0, 1]."""
+  return images.astype(np.float64) / 255.0
+
+
+@pytest.mark.torch_parity
+def test_imagenet21k_p_vit_without_qkv_biases_reads_pixels_over_255(tmp_path):
+  """LIFT-Net's ref. [44] weights: a timm ViT built with qkv_bias=False, trained on pixels / 255.
+  Converted with `--input-normalise none`, it gives the port's logits on the same images."""
+  torch = torch_parity.require_torch()
+  from darkjax.tools import torch_refs  # pylint: disable=import-outside-toplevel
+  port = torch_refs.timm_vit(32, 3, 64, 4, 8, image_size=16, num_classes=6, qkv_bias=False)
+  assert not any(key.endswith("qkv.bias") for key in port.state_dict())
+  src = tmp_path / "vit_miil_in21k.pth"
+  torch.save(port.state_dict(), src)
+  assert convert_cli.main(["--arch", "vit_tiny_test", "--src", str(src), "--out",
+                           str(tmp_path / "miil"), "--input-normalise", "none"]) == 0
+  variables, meta = convert_io.load_variables(str(tmp_path / "miil"))
+  assert convert_io.recorded_normalise(meta) == "none"
+  block = variables["params"]["Transformer"]["encoderblock_0"]["MultiHeadDotProductAttention_1"]
+  assert all(not np.any(block[name]["bias"]) for name in ("query", "key", "value"))
+  images = _raw_clip((4, 16, 16, 3))
+  with torch.no_grad():
+    expected, _ = torch_parity.reference(port)(
+        torch_parity.tensor(imagenet21k_p_input(images).transpose(0, 3, 1, 2)))
+  model = models.build("vit_tiny_test", 6)
+  logits, _ = jax.jit(model.apply)(variables, normalise.normalise(images, "none"))
+  torch_parity.assert_close(logits, torch_parity.numpy(expected), 1e-5,
+                            "float32 rounding through 3 transformer blocks (seen 1.1e-7)")
+
+
 def test_the_cli_records_another_normalisation_and_refuses_an_unknown_one(tmp_path, capsys):
   from darkjax.tools import torch_refs  # pylint: disable=import-outside-toplevel
   torch = torch_parity.require_torch()

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from flax import traverse_util
 
 from configs import lift_arid
@@ -24,6 +25,8 @@ from darkjax.layers.attention import FeatureFusion
 from darkjax.models import liftnet, video_resnet, vit
 from darkjax.trainers import liftnet as lift_trainer
 from darkjax import config as config_lib
+from darkjax.convert import __main__ as convert_cli
+from darkjax.convert import io as convert_io
 import torch_parity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,6 +312,117 @@ def test_kd_loss_is_ce_plus_l1_on_fixed_tensors():
                              rtol=1e-6)
 
 
+# ------------------------------------------------------- Eq. (5) and (6) through the Tasks' loss_fn
+# Sec. IV: T_LOSS = - sum_{x=i} y_i x log(T_output_i) (Eq. 5), T_output the softmax of the teacher's
+# vector; S_LOSS = - sum_{x=i} y_i x log(S_output_i) + sum_{x=i} |h1_i - h2_i| (Eq. 6), S_output the
+# softmax of the student's, h1 the teacher's hidden representation, h2 the student's. Each Task's
+# own loss_fn, its model's outputs captured on the way (an interceptor that only records), against
+# the equations written in NumPy for one clip and averaged over the batch. The augmentations are off:
+# the paper's equations have no CutMix term.
+
+def _eq5_numpy(logits, labels):
+  """Eq. (5) per clip, mean over the batch: y one-hot, T_output the softmax of the logits."""
+  logits = np.asarray(logits, np.float64)
+  per_clip = []
+  for z, label in zip(logits, np.asarray(labels)):
+    t_output = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    y = np.eye(len(z))[label]
+    per_clip.append(-np.sum(y * np.log(t_output)))
+  return float(np.mean(per_clip))
+
+
+def _eq6_numpy(logits, labels, h1, h2):
+  """Eq. (6) per clip, mean over the batch: the CE of Eq. (5) on S_output plus sum_i |h1_i - h2_i|."""
+  l1 = np.sum(np.abs(np.asarray(h1, np.float64) - np.asarray(h2, np.float64)), axis=-1)
+  return _eq5_numpy(logits, labels) + float(np.mean(l1))
+
+
+def _paper_loss_config():
+  config = lift_arid.get_config("runlocal")   # liftnet_tiny_test, KD, kd_features=hidden
+  config.lift.augment = augment_block()       # all off
+  return config
+
+
+@pytest.fixture(scope="module")
+def eq_batch():
+  rng = np.random.default_rng(11)
+  return {"video": jnp.asarray(rng.integers(0, 80, (4, 8, 32, 32, 3)), jnp.uint8),
+          "label": jnp.asarray([3, 0, 7, 3], jnp.int32)}
+
+
+def _compiled(config, fn, *args):
+  """`fn(*args)` compiled as the runlocal Trainer compiles (XLA's native convs, opt level 0)."""
+  with train.lowering_scope(config):
+    return jax.jit(fn).lower(*args).compile(train.compiler_options(config, "cpu"))(*args)
+
+
+def _loss_and_outputs(task, variables, batch, rng):
+  """task.loss_fn's loss and metrics, and the (logits, out) its model returned inside it."""
+  params = variables["params"]
+  state = {k: v for k, v in variables.items() if k != "params"}
+
+  def run(params, state, batch, rng):
+    captured = {}
+
+    def record(next_fun, args, kwargs, context):
+      result = next_fun(*args, **kwargs)
+      if context.method_name == "__call__" and not context.module.scope.path:  # the model itself
+        captured["logits"], captured["out"] = result
+      return result
+
+    with nn.intercept_methods(record):
+      loss, (_, metrics) = task.loss_fn(params, state, batch, rng, 0.0)
+    return loss, metrics, captured["logits"], captured["out"]
+
+  return _compiled(task.config, run, params, state, batch, rng)
+
+
+@pytest.fixture(scope="module")
+def trained_teacher(eq_batch):
+  """The teacher Task and its variables (running BatchNorm statistics moved off their start)."""
+  task = lift_trainer.TeacherTask(_paper_loss_config(), num_classes=11)
+  variables = jax.device_get(_compiled(task.config, task.init_variables, jax.random.key(0),
+                                       eq_batch))
+  variables["batch_stats"] = jax.tree.map(lambda s: s + 0.3, variables["batch_stats"])
+  return task, variables
+
+
+def test_teacher_loss_fn_is_eq_5(trained_teacher, eq_batch):
+  task, variables = trained_teacher
+  assert task.config.label_smoothing == 0.0
+  loss, metrics, logits, out = _loss_and_outputs(task, variables, eq_batch, jax.random.key(1))
+  np.testing.assert_allclose(float(loss), _eq5_numpy(logits, eq_batch["label"]), rtol=1e-5)
+  # T_output comes from the hidden representation h1 (the pooled backbone vector) through the head.
+  fc = variables["params"]["fc"]
+  np.testing.assert_allclose(logits, np.asarray(out["features"]) @ fc["kernel"] + fc["bias"],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(float(metrics["accuracy"]), np.mean(
+      np.argmax(logits, -1) == np.asarray(eq_batch["label"])))
+
+
+def test_student_loss_fn_is_eq_6_with_the_teachers_h1(trained_teacher, eq_batch):
+  teacher_task, teacher_vars = trained_teacher
+  config = _paper_loss_config()
+  assert (config.lift.kd_weight, config.lift.kd_reduction, config.lift.kd_features) == \
+      (1.0, "sum", "hidden")
+  task = lift_trainer.Task(config, num_classes=11, teacher_variables=teacher_vars)
+  variables = task.init_from(jax.device_get(_compiled(config, task.init_variables,
+                                                      jax.random.key(2), eq_batch)))
+  loss, metrics, logits, out = _loss_and_outputs(task, variables, eq_batch, jax.random.key(3))
+  h1, h2 = out["luminous_features"], out["hidden"]
+  np.testing.assert_allclose(float(loss), _eq6_numpy(logits, eq_batch["label"], h1, h2),
+                             rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["ce"]), _eq5_numpy(logits, eq_batch["label"]),
+                             rtol=1e-5)
+  # h1 is the trained teacher's hidden representation of the same luminous clip (eval mode: the
+  # student phase's copy is frozen), the vector its softmax head reads.
+  _, bright = teacher_task.inputs.model_inputs(teacher_task.inputs.streams(eq_batch))
+  _, teacher_out = _compiled(config, lambda v, x: teacher_task.model.apply(v, x, train=False),
+                             teacher_vars, bright)
+  np.testing.assert_allclose(h1, teacher_out["features"], rtol=1e-5, atol=1e-5)
+  assert h2.shape == h1.shape and not np.allclose(h1, h2)
+
+
 def test_student_luminous_stream_is_the_teacher_backbone():
   student = TINY(num_classes=5, luminous_frozen=True)
   teacher = liftnet.teacher_model(student, 5)
@@ -419,6 +533,52 @@ def test_pretrained_vit_npz_lands_in_the_pvit(arid_dir, tmp_path):
   variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
   merged = _flat(task.init_from(variables)["params"]["pvit"])
   assert set(merged) == {k for k in want if "encoderblock_2" not in k and "encoder_norm" not in k}
+
+
+def _timm_vit_without_qkv_biases(seed: int = 0) -> dict[str, np.ndarray]:
+  """A timm-layout state dict of vit_tiny_test (width 32, 3 blocks, MLP 64, patch 8, 32 x 32
+  images) built with qkv_bias=False, as ref. [44]'s ImageNet-21K-P ViT; no head."""
+  rng = np.random.default_rng(seed)
+  shapes = {"patch_embed.proj.weight": (32, 3, 8, 8), "patch_embed.proj.bias": (32,),
+            "cls_token": (1, 1, 32), "pos_embed": (1, 17, 32), "norm.weight": (32,),
+            "norm.bias": (32,)}
+  for block in range(3):
+    shapes.update({f"blocks.{block}.{name}": shape for name, shape in {
+        "norm1.weight": (32,), "norm1.bias": (32,), "attn.qkv.weight": (96, 32),
+        "attn.proj.weight": (32, 32), "attn.proj.bias": (32,), "norm2.weight": (32,),
+        "norm2.bias": (32,), "mlp.fc1.weight": (64, 32), "mlp.fc1.bias": (64,),
+        "mlp.fc2.weight": (32, 64), "mlp.fc2.bias": (32,)}.items()})
+  return {key: rng.normal(size=shape).astype(np.float32) for key, shape in shapes.items()}
+
+
+def test_vit_converted_with_its_normalisation_is_checked_and_lands_in_the_pvit(arid_dir,
+                                                                                tmp_path):
+  """Ref. [44]'s weights read pixels / 255: converted with `--input-normalise none`, `vit_init`
+  takes the directory when frames are normalised as `none`, and refuses it otherwise."""
+  src = str(tmp_path / "vit_miil_in21k.npz")
+  np.savez(src, **_timm_vit_without_qkv_biases())
+  out = str(tmp_path / "miil")
+  assert convert_cli.main(["--arch", "vit_tiny_test", "--src", src, "--out", out,
+                           "--num-classes", "0", "--input-normalise", "none"]) == 0
+  converted = _flat(convert_io.load_variables(out)[0]["params"])
+  config = _arid_config(arid_dir)
+  config.lift.pretrained.vit = out
+  batch = {"video": jnp.zeros((1, 8, 32, 32, 3), jnp.uint8)}
+  with pytest.raises(normalise.NormalisationMismatchError,
+                     match=r"(?s)pretrained.vit .*miil.*'none'.*input.normalise is 'vit'"):
+    task = lift_trainer.Task(config)
+    task.init_from(jax.device_get(jax.eval_shape(task.init_variables, jax.random.key(0), batch)))
+  config.input.normalise = "none"
+  task = lift_trainer.Task(config)
+  variables = jax.device_get(jax.eval_shape(task.init_variables, jax.random.key(0), batch))
+  variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
+  merged = _flat(task.init_from(variables)["params"]["pvit"])
+  assert set(merged) == {k for k in converted if "encoderblock_2" not in k}   # 2 PViT blocks
+  for key, value in merged.items():
+    np.testing.assert_array_equal(value, converted[key])
+  for name in ("query", "key", "value"):   # no qkv biases in [44]'s ViT: zeros
+    np.testing.assert_array_equal(
+        merged[f"Transformer/encoderblock_0/MultiHeadDotProductAttention_1/{name}/bias"], 0.0)
 
 
 def test_pvit_without_the_final_norm_passes_block_outputs_on():

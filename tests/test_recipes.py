@@ -111,28 +111,46 @@ def test_recipe_tables_match_the_configs_and_the_docs(paper):
       f"{recipe.PAPERS[paper][2]} is out of date: paste `python -m darkjax.tools.recipe {paper}`")
 
 
-def _paper_texts(prefix: str) -> list[str]:
-  """The paper's text (../shared/papers/<prefix>*.txt beside the repository) with whitespace
-  collapsed, once with the hyphens that end a line kept and once with the word joined."""
+def _paper_text(prefix: str) -> str:
+  """The paper's text: ../shared/papers/<prefix>*.txt beside the repository."""
   papers = REPO.parent / "shared" / "papers"
   found = sorted(papers.glob(f"{prefix}*.txt")) if papers.is_dir() else []
   if not found:
     pytest.skip(f"no paper text {papers}/{prefix}*.txt beside the repository")
-  raw = found[0].read_text(encoding="utf-8")
-  return [re.sub(r"\s+", " ", re.sub(r"-\s*\n\s*", joint, raw)) for joint in ("-", "")]
+  return found[0].read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("paper", sorted(recipe.QUOTED))
 def test_every_match_row_quotes_the_paper(paper):
   rows, _ = recipe.recipe(paper)
-  texts = _paper_texts(recipe.QUOTED[paper])
+  raw = _paper_text(recipe.QUOTED[paper])
+  texts = recipe.paper_texts(raw)
   for row in rows:
+    detail = f"{paper}: row {row['detail']!r}"
+    cited = recipe.citations(row)
     if row["status"] == "MATCH":
-      assert row.get("quote") and row.get("source"), f"{paper}: MATCH row {row['detail']!r} " \
-          "needs the paper's words (`quote`) and where they are (`source`)"
-    if row.get("quote"):
-      quote = re.sub(r"\s+", " ", row["quote"])
-      assert any(quote in text for text in texts), f"{paper}: {row['detail']!r} quotes " \
-          f"{quote!r}, which the paper's text does not contain"
+      assert row.get("source") or row.get("image"), f"{detail} (MATCH) needs where the paper " \
+          "says it (`source`, or `image` for a figure that exists only as an image)"
+      assert any(words for _, words in cited), f"{detail} (MATCH) needs the paper's words " \
+          "(`quote`, or `drawn` with its `image`)"
+    for quote in recipe.as_tuple(row.get("quote")):
+      assert recipe.quote_found(quote, texts), f"{detail} quotes {quote!r}, which the paper's " \
+          "text does not contain (tools/recipe.py: normalise_text)"
+    for image in recipe.as_tuple(row.get("image")):
+      assert re.search(rf"[(/]{re.escape(image)}\)", raw), f"{detail} reads image {image!r}, " \
+          "which the paper's text does not show"
     if row["status"] == "CHOICE":
-      assert row.get("note"), f"{paper}: CHOICE row {row['detail']!r} needs its reason (`note`)"
+      assert row.get("note"), f"{detail} (CHOICE) needs its reason (`note`)"
+
+
+def test_quote_matching_normalises_markup_and_nothing_else():
+  texts = recipe.paper_texts("we choose $\\alpha = 0.1$ for *i.e.* the $N_{AH}$ heads.\n"
+                             "TABLE V: \"K400*\" DENOTES THE FIL-\nTERED VERSION, set to 4 in "
+                             "<i>et al.</i>’s run, a positive ($${\\color{pink}pink}$$) edge")
+  for quote in ("we choose α = 0.1", "i.e. the N_AH heads", '"K400*" denotes the filtered version',
+                "FIL-TERED", "et al.'s run", "we choose ... N_AH heads", "a positive (pink) edge"):
+    assert recipe.quote_found(quote, texts), quote
+  for quote in ("we choose α = 0.2", "the N_AH head.", "set to 5", "we choose ... K400 ... α"):
+    assert not recipe.quote_found(quote, texts), quote
+  with pytest.raises(ValueError, match="2 quotes for 1 sources"):
+    recipe.citations({"detail": "d", "source": "Sec. I", "quote": ("a", "b")})

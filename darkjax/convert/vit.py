@@ -4,6 +4,8 @@ Accepted layouts, detected from the keys:
 
 - timm: `patch_embed.proj.*`, `cls_token`, `pos_embed`, `blocks.<i>.{norm1, attn.qkv, attn.proj,
   norm2, mlp.fc1, mlp.fc2}`, `norm`, optional `pre_logits.fc`, `head` (`module.` prefixes dropped).
+  A ViT built with `qkv_bias=False` (timm's `vit_base_patch16_224_miil_in21k`, ImageNet-21K-P)
+  has no `attn.qkv.bias`: its query, key and value biases convert as zeros, the same function.
 - google-research/vision_transformer `.npz` (the ImageNet-21k checkpoints): flat keys that are
   already our parameter paths (`Transformer/encoderblock_0/LayerNorm_0/scale`, ...).
 - big_vision `.npz`: top-level `pos_embedding`, blocks named `LayerNorm_0,
@@ -38,6 +40,7 @@ NAMES = tuple(vit.VARIANTS)
 INPUT_NORMALISE = "vit"
 
 _TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_TIMM_QKV_WEIGHT = re.compile(r"^blocks\.(\d+)\.attn\.qkv\.weight$")
 _TIMM_LINEAR = {"mlp.fc1": "MlpBlock_3/Dense_0", "mlp.fc2": "MlpBlock_3/Dense_1"}
 _TIMM_NORM = {"norm1": "LayerNorm_0", "norm2": "LayerNorm_2"}
 _BIG_VISION_BLOCK_NAMES = {"LayerNorm_1": "LayerNorm_2", "MlpBlock_0": "MlpBlock_3",
@@ -132,6 +135,16 @@ def _is_timm(weights: Mapping[str, np.ndarray]) -> bool:
   return "patch_embed.proj.weight" in weights
 
 
+def _zero_qkv_biases(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """A timm state dict with `attn.qkv.bias` beside every `attn.qkv.weight`: zeros where a
+  `qkv_bias=False` ViT has none (adding zero is what no bias does)."""
+  out = dict(weights)
+  for key, value in weights.items():
+    if _TIMM_QKV_WEIGHT.match(key):
+      out.setdefault(key[:-len("weight")] + "bias", np.zeros(value.shape[:1], value.dtype))
+  return out
+
+
 def convert(name: str, state_dict: Mapping[str, Any], num_classes: int | None = None, *,
             image_size: int | Sequence[int] | None = None, **model_kwargs: Any) -> dict:
   """Checkpoint -> {"params": ...} for `vit.VARIANTS[name]` (strict; see the module docstring)."""
@@ -139,6 +152,8 @@ def convert(name: str, state_dict: Mapping[str, Any], num_classes: int | None = 
     raise ValueError(f"convert.vit: unknown model {name!r}; known: {sorted(NAMES)}")
   weights = normalise_state_dict(state_dict)
   is_timm = _is_timm(weights)
+  if is_timm:
+    weights = _zero_qkv_biases(weights)
   probe = vit.VARIANTS[name](num_classes=0, **model_kwargs)
   targets: dict[str, tuple[str, np.ndarray]] = {}  # darkjax path -> (source key, value)
   for key, value in weights.items():

@@ -176,10 +176,11 @@ def ig65m_r2plus1d(num_classes: int, layers: Sequence[int] = (3, 4, 6, 3)) -> nn
 
 
 class _ViTAttention(nn.Module):
-  def __init__(self, width: int, num_heads: int):
+  def __init__(self, width: int, num_heads: int, qkv_bias: bool = True):
     super().__init__()
     self.num_heads = num_heads
-    self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+    self.qkv = nn.Linear(width, 3 * width, bias=qkv_bias)
+    self.proj = nn.Linear(width, width)
 
   def forward(self, x):
     b, n, c = x.shape
@@ -199,9 +200,10 @@ class _ViTMlp(nn.Module):
 
 
 class _ViTBlock(nn.Module):
-  def __init__(self, width: int, mlp_dim: int, num_heads: int):
+  def __init__(self, width: int, mlp_dim: int, num_heads: int, qkv_bias: bool = True):
     super().__init__()
-    self.norm1, self.attn = nn.LayerNorm(width, eps=1e-6), _ViTAttention(width, num_heads)
+    self.norm1 = nn.LayerNorm(width, eps=1e-6)
+    self.attn = _ViTAttention(width, num_heads, qkv_bias)
     self.norm2, self.mlp = nn.LayerNorm(width, eps=1e-6), _ViTMlp(width, mlp_dim)
 
   def forward(self, x):
@@ -211,14 +213,15 @@ class _ViTBlock(nn.Module):
 
 class TimmViT(nn.Module):
   def __init__(self, width: int, depth: int, mlp_dim: int, num_heads: int, patch_size: int,
-               image_size: int, num_classes: int):
+               image_size: int, num_classes: int, qkv_bias: bool = True):
     super().__init__()
     self.patch_embed = nn.Module()
     self.patch_embed.proj = nn.Conv2d(3, width, patch_size, patch_size)
     tokens = (image_size // patch_size) ** 2 + 1
     self.cls_token = nn.Parameter(torch.randn(1, 1, width))
     self.pos_embed = nn.Parameter(torch.randn(1, tokens, width) * 0.5)
-    self.blocks = nn.ModuleList([_ViTBlock(width, mlp_dim, num_heads) for _ in range(depth)])
+    self.blocks = nn.ModuleList([_ViTBlock(width, mlp_dim, num_heads, qkv_bias)
+                                 for _ in range(depth)])
     self.norm = nn.LayerNorm(width, eps=1e-6)
     self.head = nn.Linear(width, num_classes)
 
@@ -232,10 +235,11 @@ class TimmViT(nn.Module):
 
 
 def timm_vit(width: int, depth: int, mlp_dim: int, num_heads: int, patch_size: int,
-             image_size: int, num_classes: int, seed: int = 0) -> TimmViT:
-  """A random timm-layout ViT in eval mode, LayerNorm affine parameters randomised too."""
+             image_size: int, num_classes: int, seed: int = 0, qkv_bias: bool = True) -> TimmViT:
+  """A random timm-layout ViT in eval mode, LayerNorm affine parameters randomised too;
+  `qkv_bias=False` as timm's `vit_base_patch16_224_miil_in21k` (ImageNet-21K-P)."""
   torch.manual_seed(seed)
-  model = TimmViT(width, depth, mlp_dim, num_heads, patch_size, image_size, num_classes)
+  model = TimmViT(width, depth, mlp_dim, num_heads, patch_size, image_size, num_classes, qkv_bias)
   with torch.no_grad():
     for module in model.modules():
       if isinstance(module, nn.LayerNorm):

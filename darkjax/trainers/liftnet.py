@@ -34,9 +34,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
+from flax import traverse_util
 
 from darkjax import config as config_lib
-from darkjax import losses
+from darkjax import losses, paths
 from darkjax import task as task_lib
 from darkjax import convert
 from darkjax import variables as variables_lib
@@ -142,6 +143,35 @@ def _luminous_pretrained(name: str, path: str, config: mlc.ConfigDict) -> dict:
                             f"config.lift.pretrained.luminous {path}")
   return convert_vr.convert(name, load_weights(path, "config.lift.pretrained.luminous"),
                             num_classes=0)
+
+
+def _pvit_pretrained(model: liftnet.LIFTNet, path: str, config: mlc.ConfigDict,
+                     frame_hw: tuple[int, int]) -> dict:
+  """The PViT's weights: the first `model.vit_blocks` blocks of a ViT checkpoint, position
+  embeddings resized to the frames. `path` is a checkpoint file (timm, vision_transformer or
+  big_vision; trained on the ViT family's [-1, 1] inputs) or a `python -m darkjax.convert`
+  directory, whose meta.json records the normalisation its weights were trained on (ref. [44]'s
+  ImageNet-21K-P ViT: `--input-normalise none`, pixels / 255). `config.input.normalise` is checked
+  against it."""
+  from darkjax.convert import vit as convert_vit  # pylint: disable=import-outside-toplevel
+  key = "config.lift.pretrained.vit"
+  if (paths.resolve(path) / convert_io.META_FILE).is_file():
+    variables, meta = convert_io.load_variables(path)
+    if meta.get("arch") != model.vit:
+      raise ValueError(f"{key} {path} was converted for {meta.get('arch')!r}, the PViT is "
+                       f"{model.vit!r} (convert with --arch {model.vit})")
+    trained_on = convert_io.recorded_normalise(meta)
+    # Flat parameter paths: the layout of vision_transformer's .npz, which convert_vit reads.
+    state = traverse_util.flatten_dict(dict(variables["params"]), sep="/")
+  else:   # checked before the file is read
+    trained_on, state = convert.input_normalise(model.vit), None
+  if config_lib.check_normalise(config):
+    normalise.check_pretrained(trained_on, config.input.normalise, "input.normalise",
+                               f"{key} {path}")
+  if state is None:
+    state = load_weights(path, key)
+  return convert_vit.convert(model.vit, state, num_classes=0, image_size=frame_hw,
+                             num_blocks=model.vit_blocks)
 
 
 def teacher_frozen(config: mlc.ConfigDict) -> bool:
@@ -264,14 +294,7 @@ class Task(_LiftTaskBase):
       variables = liftnet.merge_teacher(
           variables, _luminous_pretrained(self.model.luminous, pretrained.luminous, self.config))
     if pretrained.vit:
-      from darkjax.convert import vit as convert_vit  # pylint: disable=import-outside-toplevel
-      if config_lib.check_normalise(self.config):
-        convert.check_normalise(self.model.vit, self.config.input.normalise, "input.normalise",
-                                f"config.lift.pretrained.vit {pretrained.vit}")
-      loaded = convert_vit.convert(self.model.vit, load_weights(pretrained.vit,
-                                                                "config.lift.pretrained.vit"),
-                                   num_classes=0, image_size=self.data.frame_hw(),
-                                   num_blocks=self.model.vit_blocks)
+      loaded = _pvit_pretrained(self.model, pretrained.vit, self.config, self.data.frame_hw())
       if not self.model.pvit_norm:   # a PViT without the ViT's final LayerNorm
         loaded["params"]["Transformer"].pop("encoder_norm")
       variables = variables_lib.merge_subtree(variables, "params", "pvit", loaded["params"],
