@@ -86,8 +86,9 @@ def test_forward_outputs(name):
   assert out["curves"].shape == (2, 8, 12, 3 if name == "zero_dce_pp" else 24)
   assert out["intermediate"].shape == x.shape
   assert np.all(np.abs(np.asarray(out["curves"])) <= 1.0)
+  # the same 8 curve iterations outside the model's jit: float32 rounding of values in [0, 1]
   np.testing.assert_allclose(enhanced, apply_curves(x, out["curves"], "official",
-                                                    num_iterations=8), rtol=1e-6)
+                                                    num_iterations=8), rtol=1e-5, atol=1e-7)
   assert not np.allclose(enhanced, x)
 
 
