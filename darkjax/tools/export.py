@@ -44,7 +44,9 @@ R(2+1)D and DTCM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -169,6 +171,24 @@ def _unsupported_primitives(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct
   return sorted(p for p in seen - known - structural)
 
 
+@contextlib.contextmanager
+def _quiet_plugin_imports():
+  """Warnings of the converter that say nothing about the model, not shown: jax2onnx imports
+  every plugin it ships on first use and logs a traceback for each whose package is absent (its
+  equinox and dm_pix examples, which darkjax's models never need), and onnx_ir notes each untyped
+  shape value of the symbolic batch's shape arithmetic it leaves out of the file (the written
+  model runs in onnxruntime: tests/test_export.py)."""
+  loggers = [logging.getLogger(n) for n in ("jax2onnx.plugins.plugin_system", "onnx_ir.serde")]
+  levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
+
+
 def export_onnx(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], model_name: str,
                 metadata: dict[str, Any] | None = None):
   """ONNX ModelProto of `fn` (symbolic batch "batch"); ExportError names the model and the op."""
@@ -178,7 +198,7 @@ def export_onnx(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], model_nam
     raise ExportError("ONNX export needs jax2onnx and onnxruntime: pip install -e '.[onnx]'"
                       ) from None
   shapes = _symbolic(sample)   # uint8 inputs with a symbolic batch
-  with conv.export_lowering():   # the export forms: host-independent, convertible
+  with conv.export_lowering(), _quiet_plugin_imports():   # the export forms: host-independent
     try:
       proto = jax2onnx.to_onnx(lambda *clips: fn(*clips), shapes, model_name=model_name,
                                input_names=list(sample), output_names=["logits"])
