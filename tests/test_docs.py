@@ -1,40 +1,15 @@
-"""Every shell command in README.md and docs/ (fenced `bash` blocks) names an existing module, config
-file, config args and config flags, and only flags its module defines: parsed, not run."""
+"""Every shell command in README.md and docs/ (fenced `bash` blocks, extracted by
+tests/doc_commands.py) names an existing module, config file, config args and config flags, and
+only flags its module defines: parsed here; tests/test_docs_run.py runs those on the embedded data."""
 
 from __future__ import annotations
 
 import importlib.util
 import pathlib
-import re
-import shlex
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md"] + sorted((REPO / "docs").rglob("*.md"))
-FENCE = re.compile(r"```bash\n(.*?)```", re.S)
-
-
-def commands(path: pathlib.Path) -> list[list[str]]:
-  """The `python -m ...` commands of a page's bash blocks, as argument lists."""
-  found = []
-  for block in FENCE.findall(path.read_text(encoding="utf-8")):
-    text = block.replace("\\\n", " ")
-    for line in text.splitlines():
-      lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
-      lexer.whitespace_split, lexer.commenters = True, "#"
-      words: list[str] = []
-      for token in list(lexer) + [";"]:
-        if token and set(token) <= set(";&|"):
-          if len(words) >= 3 and words[0] in ("python", "python3") and words[1] == "-m":
-            found.append(words[2:])
-          words = []
-        else:
-          words.append(token)
-  return found
-
-
-ALL = [(path.relative_to(REPO).as_posix(), cmd) for path in DOCS for cmd in commands(path)]
+from doc_commands import ALL, REPO
 
 
 def test_the_docs_have_commands():

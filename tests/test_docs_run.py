@@ -1,0 +1,254 @@
+"""Runs, at smoke size, every command of docs/ that runs on the embedded synthetic data, as the page
+writes it (extracted by tests/doc_commands.py, not copied here); tests/test_docs.py parses them all.
+
+Which commands (`classify`): a `python -m darkjax.main` or `darkjax.tools.experiment` command whose
+`--config` is a synthetic config (`configs/synthetic.py`, `configs/*_synthetic.py`) runs, together
+with the `mkdir` / `cp` lines of its block that chain one run into the next. Every other `python -m`
+command of README.md and docs/ is skipped by the first rule of `SKIPS` that matches it, which names
+why; a command no rule matches fails `test_every_command_is_run_or_skipped_for_a_named_reason`, so a
+new one cannot go unnoticed. README.md's main job, Export and Prediction commands are skipped here
+because .ci/run runs them verbatim; a main command whose config an experiment command of the same
+page trains as its `default` variant is skipped as covered by that run.
+
+The smoke-size transformation (`smoke_words`), the only change made to a command:
+- a synthetic config's arg string gets `runlocal` and loses its step counts (`steps`,
+  `teacher_steps`, `ssl_steps`, `enhancer_steps`: given args win over runlocal's) and a
+  `data_dir=DATA` placeholder, so runlocal's small dataset under the shared data root is used; a
+  `--variant`'s args lose their step counts too;
+- `--seeds 0,1,2` becomes its first seed;
+- every output location the block's commands name (`--workdir`, `--out`) moves under the test's
+  tmp_path, and the same path elsewhere in the block (a later command's `pretrained=...`, the `cp`
+  line) moves with it; experiment's own `{out}` / `{run}` stay for it to expand;
+- `--config.compilation_cache=...` names the tests' shared compilation cache.
+Each command runs in a subprocess (`sys.executable -m ...` from the repository root) with
+`$DARKJAX_DATA` at one data root shared by the module, so each runlocal dataset is generated once.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from doc_commands import REPO, SHELL, Command
+
+SYNTHETIC_CONFIG = re.compile(r"configs/(\w+_)?synthetic\.py")
+RUN_MODULES = ("darkjax.main", "darkjax.tools.experiment")
+STEP_ARGS = ("steps", "teacher_steps", "ssl_steps", "enhancer_steps")
+OUTPUT_FLAGS = ("--workdir", "--out")
+FILE_OPERATIONS = ("mkdir", "cp")
+# The README sections whose commands .ci/run runs as written (its main job, Export, Prediction).
+README_RUN_BY_CI = ("Two commands on a fresh machine", "Export", "Prediction")
+RUN = "run"
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+  """The values of `--flag=value` and `--flag value` in `args`."""
+  values = []
+  for i, arg in enumerate(args):
+    if arg.startswith(flag + "="):
+      values.append(arg.split("=", 1)[1])
+    elif arg == flag and i + 1 < len(args):
+      values.append(args[i + 1])
+  return values
+
+
+def _configs(args: list[str]) -> list[str]:
+  return [v for v in flag_values(args, "--config") if ".py" in v]
+
+
+def _synthetic(args: list[str]) -> bool:
+  configs = _configs(args)
+  return bool(configs) and all(SYNTHETIC_CONFIG.fullmatch(c.split(":")[0]) for c in configs)
+
+
+def _covering_experiment(command: Command, module: str, args: list[str]) -> Command | None:
+  """An experiment command of the same page that runs `command`'s config unchanged (its `default`
+  variant), for a main command with no `--config.` overrides."""
+  if module != "darkjax.main" or any(a.startswith("--config.") for a in args):
+    return None
+  for other in SHELL:
+    other_args = other.python_module
+    if (other.page == command.page and other_args and other_args[0] == "darkjax.tools.experiment"
+        and _synthetic(other_args) and _configs(other_args) == _configs(args)):
+      return other
+  return None
+
+
+# (reason, predicate(command, module, args)): the first that matches skips a command.
+SKIPS = (
+    ("not a darkjax command (virtualenv, the test suite)",
+     lambda c, m, a: not m.startswith("darkjax")),
+    ("several processes (--jax_distributed): tests/test_multihost.py runs that setup",
+     lambda c, m, a: "--jax_distributed" in a),
+    ("compiles for a compile-only target (fit --target): needs the aot extras; tests/test_aot.py",
+     lambda c, m, a: m == "darkjax.tools.fit" and bool(flag_values(a, "--target"))),
+    ("compares with PyTorch (bench --vs-torch): needs the torch extra",
+     lambda c, m, a: "--vs-torch" in a),
+    ("converts weights the user downloads",
+     lambda c, m, a: m == "darkjax.convert"),
+    ("prepares a dataset from the user's download (prepare --src)",
+     lambda c, m, a: m == "darkjax.data.prepare" and bool(flag_values(a, "--src"))),
+    ("a real dataset's config (ARID, InfAR, XD145, Dark-48, HMDB51, UCF101; their weights)",
+     lambda c, m, a: bool(_configs(a)) and not _synthetic(a)),
+    ("reads a dataset the user prepared under $DARKJAX_DATA",
+     lambda c, m, a: any("$DARKJAX_DATA/" in arg for arg in a)),
+    ("times a paper-size model on random clips (bench --model), minutes of CPU: a benchmark, "
+     "not a run on the embedded data",
+     lambda c, m, a: m == "darkjax.tools.bench" and bool(flag_values(a, "--model"))),
+    ("README's main job, Export and Prediction commands: .ci/run runs them as written",
+     lambda c, m, a: c.page == "README.md" and c.heading in README_RUN_BY_CI),
+    ("covered: an experiment command of the same page trains this config as its default variant",
+     lambda c, m, a: _covering_experiment(c, m, a) is not None),
+)
+
+
+def classify(command: Command) -> str | None:
+  """RUN, the reason a `python -m` command is skipped, or None when no rule says."""
+  module, *args = command.python_module
+  for reason, applies in SKIPS:
+    if applies(command, module, args):
+      return reason
+  if module in RUN_MODULES and _synthetic(args):
+    return RUN
+  return None
+
+
+PYTHON = [c for c in SHELL if c.python_module is not None]
+RUNS = [c for c in PYTHON if classify(c) == RUN]
+BLOCKS = sorted({(c.page, c.block) for c in RUNS})
+MIN_RUNS = 11   # the count when this test was written: new docs commands may only add to it
+
+
+# ---------------------------------------------------------------- the smoke-size transformation
+def smoke_config(value: str) -> str:
+  """`configs/x.py:a=1,steps=9` -> `configs/x.py:a=1,runlocal` (a synthetic config's arg string)."""
+  path, _, arg = value.partition(":")
+  items = [i for i in arg.split(",") if i and i.partition("=")[0] not in STEP_ARGS
+           and i != "data_dir=DATA"]
+  if "runlocal" not in items:
+    items.append("runlocal")
+  return f"{path}:{','.join(items)}"
+
+
+def smoke_variant(value: str) -> str:
+  """`NAME=ARGS` with the step counts taken out of ARGS."""
+  name, _, args = value.partition("=")
+  return f"{name}={','.join(i for i in args.split(',') if i.partition('=')[0] not in STEP_ARGS)}"
+
+
+def output_map(commands: list[Command], root: pathlib.Path) -> dict[str, str]:
+  """Every output location the commands name -> the same path under `root`."""
+  outputs = {v for c in commands for flag in OUTPUT_FLAGS for v in flag_values(list(c.words), flag)}
+  return {v: str(root / v.lstrip("/")) for v in outputs}
+
+
+def relocate(word: str, outputs: dict[str, str]) -> str:
+  """`word` with every output path (at its start or after `=`, `,`, `:`) moved by `outputs`."""
+  if not outputs:
+    return word
+  pattern = "|".join(re.escape(v) for v in sorted(outputs, key=len, reverse=True))
+  return re.sub(rf"(?<![^=,:])({pattern})(?=[/,]|$)", lambda m: outputs[m.group(1)], word)
+
+
+def smoke_words(words: list[str], outputs: dict[str, str], cache: str) -> list[str]:
+  """A command's words as the test runs them (the module docstring lists the changes)."""
+  out = []
+  for previous, word in zip([""] + words[:-1], words):
+    flag, _, value = word.partition("=")
+    if flag == "--config" and SYNTHETIC_CONFIG.match(value):
+      word = f"{flag}={smoke_config(value)}"
+    elif previous == "--config" and SYNTHETIC_CONFIG.match(word):
+      word = smoke_config(word)
+    elif previous == "--variant":
+      word = smoke_variant(word)
+    elif previous == "--seeds":
+      word = word.split(",")[0]
+    elif flag == "--config.compilation_cache":
+      word = f"{flag}={cache}"
+    out.append(relocate(word, outputs))
+  return out
+
+
+# ---------------------------------------------------------------- classification
+def test_every_command_is_run_or_skipped_for_a_named_reason():
+  unclassified = [f"{c.page}: {' '.join(c.words)}" for c in PYTHON if classify(c) is None]
+  assert not unclassified, ("commands no rule of tests/test_docs_run.py classifies (run them or "
+                            "add a skip rule naming why):\n" + "\n".join(unclassified))
+  assert len(RUNS) >= MIN_RUNS, [" ".join(c.words) for c in RUNS]
+
+
+def test_every_skip_rule_skips_something():
+  used = {classify(c) for c in PYTHON}
+  assert [reason for reason, _ in SKIPS if reason not in used] == []
+
+
+def test_smoke_transformation():
+  assert smoke_config("configs/lift_synthetic.py:teacher_steps=300,steps=150,seed=0") == \
+      "configs/lift_synthetic.py:seed=0,runlocal"
+  assert smoke_config("configs/synthetic.py:runlocal,steps=12,data_dir=DATA") == \
+      "configs/synthetic.py:runlocal"
+  assert smoke_config("configs/dinet_synthetic.py") == "configs/dinet_synthetic.py:runlocal"
+  outputs = output_map([Command("p", "", 0, ("python", "-m", "darkjax.main", "--workdir=runs/a/b")),
+                        Command("p", "", 0, ("python", "-m", "x", "--out", "runs/a"))],
+                       pathlib.Path("/t"))
+  assert smoke_words(["--config=configs/dtcm_synthetic.py:steps=100,pretrained=runs/a/b",
+                      "--seeds", "0,1,2", "--variant", "v=a={out}/x,enhancer_steps=3",
+                      "--out", "runs/a", "--config.compilation_cache=/tmp/cc"], outputs, "/c") == [
+      "--config=configs/dtcm_synthetic.py:pretrained=/t/runs/a/b,runlocal", "--seeds", "0",
+      "--variant", "v=a={out}/x", "--out", "/t/runs/a", "--config.compilation_cache=/c"]
+  assert relocate("runs/ab", outputs) == "runs/ab"   # only whole path components move
+
+
+# ---------------------------------------------------------------- the runs
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> pathlib.Path:
+  """$DARKJAX_DATA of every run: runlocal's datasets are generated once for the module."""
+  return tmp_path_factory.mktemp("docs_data")
+
+
+def _check_outputs(module: str, args: list[str], stdout: str) -> None:
+  if module == "darkjax.main":
+    workdir = pathlib.Path(flag_values(args, "--workdir")[0])
+    assert (workdir / "report.md").read_text(encoding="utf-8").startswith("# darkjax run")
+    rows = [line for p in workdir.rglob("metrics.jsonl")
+            for line in p.read_text(encoding="utf-8").splitlines()]
+    assert rows, f"no metrics.jsonl rows under {workdir}"
+    assert "final:" in stdout
+  else:
+    out = pathlib.Path(flag_values(args, "--out")[0])
+    table = json.loads((out / "table.json").read_text(encoding="utf-8"))
+    variants = ["default"] + [v.partition("=")[0] for v in flag_values(args, "--variant")]
+    assert list(table) == variants
+    empty = [v for v in variants if not table[v]]
+    assert not empty, f"--metrics {flag_values(args, '--metrics')} tabled nothing for {empty}"
+    header = "| metric | " + " | ".join(variants) + " |"
+    assert header in (out / "table.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page, block", BLOCKS, ids=[f"{p}#{b}" for p, b in BLOCKS])
+def test_block_runs_at_smoke_size(page, block, data_root, tmp_path, main_env):
+  commands = [c for c in SHELL if (c.page, c.block) == (page, block)]
+  to_run = [c for c in commands if c.python_module is not None and classify(c) == RUN]
+  outputs = output_map(to_run, tmp_path)
+  env = dict(main_env, DARKJAX_DATA=str(data_root))
+  cache = main_env["JAX_COMPILATION_CACHE_DIR"]
+  for command in commands:
+    if command.python_module is None and command.words[0] in FILE_OPERATIONS:
+      words = smoke_words(list(command.words), outputs, cache)
+      paths = [w for w in words[1:] if not w.startswith("-")]
+      assert all(p.startswith(str(tmp_path)) for p in paths), f"{page}: {words} leaves tmp_path"
+      subprocess.run(words, check=True)
+    elif command in to_run:
+      module, *args = smoke_words(list(command.python_module), outputs, cache)
+      result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
+                              env=dict(env, **dict(command.env)), capture_output=True, text=True,
+                              timeout=900)
+      assert result.returncode == 0, (f"{page}: {' '.join(command.words)}\nran as: {module} "
+                                      f"{' '.join(args)}\n{result.stderr[-4000:]}")
+      _check_outputs(module, args, result.stdout)
