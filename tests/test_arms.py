@@ -8,7 +8,7 @@ import pytest
 
 from darkjax import config as config_lib
 from darkjax.tools import arms, experiment
-from test_docs import ALL as DOC_COMMANDS
+from doc_commands import ALL as DOC_COMMANDS
 
 
 def _check(path: str, arm_args: dict[str, str], declared: dict[str, tuple[str, ...]]):
