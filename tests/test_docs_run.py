@@ -6,9 +6,9 @@ Which commands (`classify`): a `python -m darkjax.main` or `darkjax.tools.experi
 with the `mkdir` / `cp` lines of its block that chain one run into the next. Every other `python -m`
 command of README.md and docs/ is skipped by the first rule of `SKIPS` that matches it, which names
 why; a command no rule matches fails `test_every_command_is_run_or_skipped_for_a_named_reason`, so a
-new one cannot go unnoticed. README.md's main job, Export and Prediction commands are skipped here
-because .ci/run runs them verbatim; a main command whose config an experiment command of the same
-page trains as its `default` variant is skipped as covered by that run.
+new one cannot go unnoticed. README.md's main job, Export, Prediction and ONNX commands are skipped
+here because .ci/run runs them verbatim; a main command whose config an experiment command of the
+same page trains as its `default` variant is skipped as covered by that run.
 
 The smoke-size transformation (`smoke_words`), the only change made to a command:
 - a synthetic config's arg string gets `runlocal` and loses its step counts (`steps`,
@@ -41,8 +41,9 @@ RUN_MODULES = ("darkjax.main", "darkjax.tools.experiment")
 STEP_ARGS = ("steps", "teacher_steps", "ssl_steps", "enhancer_steps")
 OUTPUT_FLAGS = ("--workdir", "--out")
 FILE_OPERATIONS = ("mkdir", "cp")
-# The README sections whose commands .ci/run runs as written (its main job, Export, Prediction).
-README_RUN_BY_CI = ("Two commands on a fresh machine", "Export", "Prediction")
+# The README sections whose commands .ci/run runs as written (its main job, Export, Prediction,
+# ONNX).
+README_RUN_BY_CI = ("Two commands on a fresh machine", "Export", "Prediction", "ONNX")
 RUN = "run"
 
 
@@ -100,7 +101,7 @@ SKIPS = (
     ("times a paper-size model on random clips (bench --model), minutes of CPU: a benchmark, "
      "not a run on the embedded data",
      lambda c, m, a: m == "darkjax.tools.bench" and bool(flag_values(a, "--model"))),
-    ("README's main job, Export and Prediction commands: .ci/run runs them as written",
+    ("README's main job, Export, Prediction and ONNX commands: .ci/run runs them as written",
      lambda c, m, a: c.page == "README.md" and c.heading in README_RUN_BY_CI),
     ("covered: an experiment command of the same page trains this config as its default variant",
      lambda c, m, a: _covering_experiment(c, m, a) is not None),

@@ -12,7 +12,8 @@ HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once),
 `split_index` of every data block of the config. The metrics matching `--metrics` are averaged
 over all seeds and splits of a variant (mean +- sample std, ddof=1, and the 95% confidence
 interval of the mean, Student's t) into DIR/table.md and DIR/table.json, with each variant's
-difference from `default` paired over the runs of the same seed and split (mean and 95% interval).
+difference from `default` paired over the runs of the same seed and split (mean and 95% interval;
+also DIR/paired.json).
 
 A variant is an arm of a controlled comparison: `--changes NAME=FIELD,...` declares the config
 fields it changes, and before anything trains every arm's resolved config (and the phases it
@@ -20,8 +21,8 @@ trains, with their steps) is compared with the default's (darkjax/tools/arms.py)
 difference stops the table, and table.md states what each arm changes. `--check` does only that.
 
 A variant's args may also set config fields by their dotted path (`lift.kd_weight=0.0`, as
-`--config.lift.kd_weight=0.0` would), and may name another run's directory: `{out}` is DIR and `{run}` the run's own
-sub-directory name (`seed<s>` or `split<k>_seed<s>`), so a variant can start from what an earlier
+`--config.lift.kd_weight=0.0` would), and may name another run's directory: `{out}` is DIR and
+`{run}` the run's own sub-directory name (`seed<s>` or `split<k>_seed<s>`), so a variant can start from what an earlier
 variant of the same seed and split trained, e.g. ActLumos's student without SSL distilled from the
 default run's teacher: `--variant no_ssl=ssl=False,teacher_init={out}/default/{run}/teacher`.
 Variants run in the order given, `default` first.
@@ -318,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
   title = (f"`{args.config}`, seeds {seeds}, splits {args.splits or 'as configured'}: "
            "mean +- sample std [95% CI of the mean] over runs, in %.")
   os.makedirs(args.out, exist_ok=True)
-  file_state.atomic_write_json(os.path.join(args.out, "table.json"),
-                               dict(table, **({"paired": paired} if paired else {})))
+  file_state.atomic_write_json(os.path.join(args.out, "table.json"), table)
+  if paired:
+    file_state.atomic_write_json(os.path.join(args.out, "paired.json"), paired)
   write_table(markdown(table, title, paired, described), os.path.join(args.out, "table.md"))
   return 0
 
