@@ -17,9 +17,9 @@ def parse_arg(arg: str | None, variants: dict[str, dict] | None = None, **spec) 
   """Parses `"a=1,b=x,flag"` against defaults `spec` (big_vision style).
 
   Types follow the defaults (bool, int, float, str); a bare name sets a bool to True. An unknown
-  name raises listing the valid ones. `variants` maps a flag (`runlocal`) to the defaults it brings for
-  other args: a set flag fills in those args, but never one the arg string gives, so what the user
-  says wins over a variant.
+  name raises listing the valid ones. `variants` maps a flag (`runlocal`) to the defaults it brings
+  for other args: a set flag fills in those args, but never one the arg string gives, so what the
+  user says wins over a variant.
   """
   parsed = mlc.ConfigDict(dict(spec))
   given = given_args(arg)
