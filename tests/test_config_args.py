@@ -7,11 +7,11 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-import ml_collections as mlc
 import pytest
 
 from configs import common
 from darkjax import config as config_lib
+from darkjax.tools import arms
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*.py")
@@ -70,24 +70,11 @@ def arg_spec(path: pathlib.Path, monkeypatch) -> tuple[dict[str, Any], dict[str,
   return calls[0]
 
 
-def flat(config: mlc.ConfigDict) -> dict[str, Any]:
-  out = {}
-
-  def walk(node, prefix):
-    for key, value in node.items():
-      if isinstance(value, mlc.ConfigDict):
-        walk(value, f"{prefix}{key}.")
-      else:
-        out[f"{prefix}{key}"] = value
-  walk(config, "")
-  return out
-
-
 def build(path: pathlib.Path, args: dict[str, Any]) -> dict[str, Any] | str:
   """The flat config, or the message of the error that refused the args."""
   text = ",".join(f"{name}={value}" for name, value in args.items())
   try:
-    return flat(config_lib.load(str(path), text or None))
+    return arms.flat(config_lib.load(str(path), text or None))
   except (ValueError, KeyError) as error:
     return str(error)
 
