@@ -1,19 +1,50 @@
-"""Benchmarks. Train-step speed of a model zoo network, optionally against PyTorch:
+r"""Benchmarks. Train-step speed of a model zoo network, optionally against PyTorch:
 
     python -m darkjax.tools.bench --model resnext3d_101 --frames 64 --memory [--compile-only]
     python -m darkjax.tools.bench --model r2plus1d_18 --vs-torch [--batch 2] [--frames 16]
         [--size 112] [--steps 5] [--rounds 3] [--compile-only] [--devices 1] [--lowering auto]
-        [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
+        [--dtype float32|bfloat16] [--optimizer sgd|adamw] [--torch-layout channels_last_3d]
+        [--torch-compile [--torch-compile-modes default,max-autotune-no-cudagraphs]]
+        [--json OUT.json] [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
+    python -m darkjax.tools.bench --markdown-from OUT.json [MORE.json ...]
 
-Times a full fp32 train step (forward + backward + SGD-momentum update, BatchNorm in train mode)
-of `darkjax.models.build(--model, 400)`: compile time (lower + XLA compile, no persistent cache)
-and the steady-state time per step. With `--vs-torch` the same step runs in PyTorch (torchvision's
-r3d_18 / mc3_18 / r2plus1d_18, or the in-repo reference of `darkjax.tools.torch_refs` for the
-Hara 3D-ResNets and C3D) with `torch.set_num_threads` = the cores JAX uses. JAX and torch rounds
-alternate and the best round counts; CPU time (all threads) is printed too, as it is less
-sensitive than wall time to other load on the machine, and so are the per-round ratios (each flax
-round against the torch round right after it). `--devices N` splits the batch over N
-host devices (data parallel, `--xla_force_host_platform_device_count`).
+Times a full train step (forward + backward + optimizer update, BatchNorm in train mode) of
+`darkjax.models.build(--model, 400)` computing in `--dtype` (parameters float32): compile time
+(lower + XLA compile, no persistent cache) and the steady-state time per step. The update is
+`--optimizer`: SGD momentum 0.9 or AdamW, with the numbers of `bench_torch.OPTIMIZERS` on both
+sides. With `--vs-torch` the same step (softmax cross-entropy, optimizer, batch) runs in PyTorch
+on the device JAX uses (`darkjax/tools/bench_torch.py`: torchvision's r3d_18 / mc3_18 /
+r2plus1d_18 or the references of `darkjax.tools.torch_refs`): on CUDA with
+`cudnn.benchmark = True`; on any device in the `channels_last_3d` memory format (`--torch-layout
+contiguous`: the layout of the CPU tables in docs/benchmarks.md dated before --torch-layout
+existed) and, for bfloat16, under bf16 autocast; on CPU with `torch.set_num_threads` = the cores
+JAX uses. `--torch-compile` adds `torch.compile(step)` in each of `--torch-compile-modes`; the
+faster compiled mode is the reference. Compile times are reported apart from step times: flax's
+AOT compile, each compiled torch step's first call (a cold compile in a fresh inductor cache
+unless TORCHINDUCTOR_CACHE_DIR is set). All sides' rounds alternate; per side the best round is
+printed with each round's median, and CPU time (all threads), which is less sensitive than wall
+time to other load on the machine; the per-round ratios set each flax round against the torch
+rounds right after it. `--json OUT` writes the result with its command, date, devices and
+versions; in it each side has its step ms (median over rounds, min, max) and compile seconds, and
+`ratios` are medians of per-round ratios (`reference`: flax / the faster compiled mode).
+`--markdown-from` prints the docs/benchmarks.md table of such files (`bench_report.py`).
+`--devices N` splits the batch over N host devices (data parallel,
+`--xla_force_host_platform_device_count`).
+
+On one GPU, issue #34's table (every paper backbone at its paper batch, bf16, against eager
+torch and both torch.compile modes) is one process per row, then the table from their JSON:
+
+    for run in r2plus1d_34_ig65m:8:32 r2plus1d_18:16:16 r2plus1d_18:64:16 resnext3d_101:8:64 \
+        r3d_18:16:16 c3d:30:16; do
+      IFS=: read -r model batch frames <<< "$run"
+      python -m darkjax.tools.bench --model "$model" --batch "$batch" --frames "$frames" \
+          --vs-torch --torch-compile --dtype bfloat16 --optimizer sgd \
+          --json "bench-gpu/$model-b$batch-t$frames-sgd.json"
+    done
+    python -m darkjax.tools.bench --markdown-from bench-gpu/*.json
+
+(`--optimizer adamw` and `-adamw.json` for the AdamW rows.) JAX and torch share the GPU: with
+`--vs-torch` JAX allocates as it needs (XLA_PYTHON_CLIENT_PREALLOCATE=false unless set).
 
 `--variants` times the step under several CPU conv settings of `darkjax.layers.conv` in the same
 process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
@@ -52,12 +83,12 @@ from unittest import mock
 
 from darkjax import targets
 from darkjax.layers import conv, conv2d
+from darkjax.tools import bench_report, bench_torch
 from darkjax.tools.measure import (alternating_rounds, compare_policies, format_lowerings,
                                    median, memory_bytes, remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
 
-NUM_CLASSES = 400
-_TORCHVISION_MODELS = ("r3d_18", "mc3_18", "r2plus1d_18")
+NUM_CLASSES = bench_torch.NUM_CLASSES
 
 
 VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use")
@@ -95,7 +126,7 @@ def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
 
 def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: str | None,
                devices: int = 1, conv_settings: dict[str, Any] | None = None,
-               remat: bool | str = "none", dtype: str = "float32"):
+               remat: bool | str = "none", dtype: str = "float32", optimizer: str = "sgd"):
   """((compile wall s, compile CPU s), callable running one step and blocking on its result).
 
   With `devices` > 1 the batch is split over that many (host) devices, data parallel.
@@ -128,7 +159,7 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   variables = jax.jit(lambda: model.init(jax.random.key(0), clips, train=False),
                       out_shardings=replicated)()
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
-  tx = optax.sgd(0.01, momentum=0.9)
+  tx = bench_torch.optax_optimizer(optimizer)
   opt_state = tx.init(params)
 
   def step(params, batch_stats, opt_state, clips, labels, rng):
@@ -162,48 +193,11 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   return compile_s, run_step
 
 
-def _torch_model(model_name: str, frames: int, size: int):
-  if model_name in _TORCHVISION_MODELS:
-    import torchvision.models.video as video_models
-    return getattr(video_models, model_name)(num_classes=NUM_CLASSES)
-  from darkjax.tools import torch_refs
-  if model_name == "r2plus1d_34_ig65m":
-    return torch_refs.ig65m_r2plus1d(NUM_CLASSES)
-  from darkjax import models
-  from darkjax.models import c3d, resnet3d
-  flax_model = models.build(model_name, NUM_CLASSES)
-  if isinstance(flax_model, resnet3d.ResNet3D):
-    return torch_refs.HaraResNet(
-        flax_model.block, flax_model.stage_sizes, flax_model.widths, flax_model.stem_width,
-        flax_model.shortcut_type, flax_model.cardinality, NUM_CLASSES)
-  if isinstance(flax_model, c3d.C3D):
-    if (frames, size, size) != tuple(flax_model.input_size):
-      raise SystemExit(f"bench: {model_name} needs --frames/--size {flax_model.input_size}")
-    t, h, _ = flax_model.input_size
-    cells = (t // 16) * (h // 32 + 1) ** 2  # pool5 output: T/16 x (H/32 + 1)^2 (padding 1)
-    return torch_refs.C3DTorch(NUM_CLASSES, flax_model.widths, flax_model.fc_width,
-                               flax_model.widths[-1] * cells)
-  raise SystemExit(f"bench: no PyTorch reference for {model_name!r}; known: "
-                   f"{list(_TORCHVISION_MODELS)}, r2plus1d_34_ig65m and the resnet3d/resnext3d/c3d "
-                   "variants")
-
-
-def _torch_step(model_name: str, batch: int, frames: int, size: int) -> Callable[[], None]:
-  import torch
-
-  torch.set_num_threads(conv2d.cores())
-  model = _torch_model(model_name, frames, size).train()
-  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-  clips = torch.randn(batch, 3, frames, size, size)
-  labels = torch.arange(batch) % NUM_CLASSES
-
-  def run_step() -> None:
-    opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(model(clips), labels)
-    loss.backward()
-    opt.step()
-
-  return run_step
+def _torch_runs(args: argparse.Namespace, platform: str,
+                compile_modes: tuple[str, ...] = ()) -> dict[str, Callable[[], None]]:
+  return bench_torch.torch_runs(args.model, args.batch, args.frames, args.size, platform=platform,
+                                dtype=args.dtype, optimizer=args.optimizer,
+                                compile_modes=compile_modes, layout=args.torch_layout)
 
 
 def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
@@ -211,39 +205,70 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     return bench_variants(args)
   if args.memory:
     return bench_memory(args)
+  if args.torch_compile:   # before minutes of compiling the flax step
+    bench_torch.check_compile_modes(args.torch_compile_modes)
   compile_s, flax_run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
-                                   args.devices, dtype=args.dtype)
-  result: dict[str, Any] = {"model": args.model, "compile_s": compile_s[0],
-                            "compile_cpu_s": compile_s[1]}
+                                   args.devices, dtype=args.dtype, optimizer=args.optimizer)
   import jax  # pylint: disable=import-outside-toplevel
   device = jax.devices()[0]
-  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype} on "
-        f"{device.platform} ({device.device_kind}), {conv2d.cores()} cores; "
+  result: dict[str, Any] = {
+      "model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
+      "dtype": args.dtype, "optimizer": {"name": args.optimizer,
+                                         **bench_torch.OPTIMIZERS[args.optimizer]},
+      "steps": args.steps, "rounds": args.rounds, "device": device.platform,
+      "device_kind": device.device_kind, "cores": conv2d.cores(),
+      "compile_s": compile_s[0], "compile_cpu_s": compile_s[1], "lowerings": flax_run.lowerings}
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
+        f"{args.optimizer} on {device.platform} ({device.device_kind}), {conv2d.cores()} cores; "
         f"compile {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU", flush=True)
-  result["device"], result["lowerings"] = device.platform, flax_run.lowerings
   print(f"  lowerings: {format_lowerings(flax_run.lowerings)}", flush=True)
   if args.compile_only:
     return result
-  flax_run()  # first call: allocation, thread pools
-  torch_run = None
+  runs = {"flax": flax_run}
   if args.vs_torch:
-    torch_run = _torch_step(args.model, args.batch, args.frames, args.size)
-    torch_run()
-  flax_rounds, torch_rounds = [], []
-  for _ in range(args.rounds):
-    flax_rounds.append(time_steps(flax_run, args.steps))
-    if torch_run is not None:
-      torch_rounds.append(time_steps(torch_run, args.steps))
-  result["flax_step_s"], result["flax_step_cpu_s"] = report("flax", flax_rounds)
-  if torch_run is not None:
-    result["torch_step_s"], result["torch_step_cpu_s"] = report("torch", torch_rounds)
-    result["ratio"] = result["flax_step_s"] / result["torch_step_s"]
-    result["cpu_ratio"] = result["flax_step_cpu_s"] / result["torch_step_cpu_s"]
-    # rounds alternate, so each flax round and the torch round after it saw about the same load
-    result["round_ratios"] = [f[0] / t[0] for f, t in zip(flax_rounds, torch_rounds)]
-    print(f"  flax/torch ratio: wall {result['ratio']:.2f}, CPU time {result['cpu_ratio']:.2f}; "
-          f"per round " + ", ".join(f"{r:.2f}" for r in result["round_ratios"]) +
-          f" (median {median(result['round_ratios']):.2f})", flush=True)
+    runs.update(_torch_runs(args, device.platform,
+                            args.torch_compile_modes if args.torch_compile else ()))
+    result["torch_device"] = bench_torch.device_name(bench_torch.torch_device(device.platform))
+    for name, run in list(runs.items())[1:]:
+      what = "compile (first call)" if hasattr(run, "compile_s") else "first call"
+      print(f"  {name}: {what} {run.first_call_s:.1f} s", flush=True)
+  rounds = alternating_rounds(runs, args.rounds, args.steps)
+  width = max(len(name) for name in runs)
+  sides = {name: bench_report.side_summary(timed) for name, timed in rounds.items()}
+  sides["flax"]["compile_s"] = compile_s[0]
+  for name, run in list(runs.items())[1:]:
+    sides[name]["first_call_s"] = run.first_call_s
+    if hasattr(run, "compile_s"):
+      sides[name]["compile_s"] = run.compile_s
+  result["sides"] = sides
+  result["flax_step_s"], result["flax_step_cpu_s"] = report("flax".ljust(width), rounds["flax"])
+  if not args.vs_torch:
+    return result
+  result["torch_step_s"], result["torch_step_cpu_s"] = report("torch".ljust(width), rounds["torch"])
+  for name in list(runs)[2:]:
+    report(name.ljust(width), rounds[name])
+  result["ratio"] = result["flax_step_s"] / result["torch_step_s"]
+  result["cpu_ratio"] = result["flax_step_cpu_s"] / result["torch_step_cpu_s"]
+  # rounds alternate, so each flax round and the torch rounds after it saw about the same load
+  per_round = {name: [f[0] / t[0] for f, t in zip(rounds["flax"], rounds[name])]
+               for name in list(runs)[1:]}
+  result["round_ratios"] = per_round["torch"]
+  result["ratios"] = {name: median(ratios) for name, ratios in per_round.items()}
+  print(f"  flax/torch ratio: wall {result['ratio']:.2f}, CPU time {result['cpu_ratio']:.2f}; "
+        f"per round " + ", ".join(f"{r:.2f}" for r in result["round_ratios"]) +
+        f" (median {result['ratios']['torch']:.2f})", flush=True)
+  compiled = list(runs)[2:]
+  if compiled:
+    reference = min(compiled, key=lambda name: sides[name]["step_ms"])
+    result["reference"] = reference
+    result["ratios"]["reference"] = result["ratios"][reference]
+    for name in compiled:
+      print(f"  flax/{name}: per round " + ", ".join(f"{r:.2f}" for r in per_round[name]) +
+            f" (median {result['ratios'][name]:.2f})" +
+            (" <- reference (faster compiled mode)" if name == reference else ""), flush=True)
+    print(f"  compile: flax {compile_s[0]:.1f} s (lower + XLA compile), " +
+          ", ".join(f"{name} {sides[name]['compile_s']:.1f} s (first call)" for name in compiled),
+          flush=True)
   return result
 
 
@@ -259,7 +284,8 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
 
   def build(policy: str):
     compile_s, run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
-                                args.devices, remat=policy, dtype=args.dtype)
+                                args.devices, remat=policy, dtype=args.dtype,
+                                optimizer=args.optimizer)
     return {"compile_s": compile_s[0], **run.memory}, run
 
   return {"model": args.model, "device": device.platform, "frames": args.frames,
@@ -276,14 +302,16 @@ def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
   result: dict[str, Any] = {"model": args.model, "variants": {}}
   for spec in specs:
     compile_s, runs[spec] = _flax_step(args.model, args.batch, args.frames, args.size,
-                                       args.lowering, args.devices, parse_variant(spec))
+                                       args.lowering, args.devices, parse_variant(spec),
+                                       dtype=args.dtype, optimizer=args.optimizer)
     result["variants"][spec] = {"compile_s": compile_s[0]}
     print(f"  {spec}: step compiled in {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU",
           flush=True)
   if args.compile_only:
     return result
   if args.vs_torch:
-    runs["torch"] = _torch_step(args.model, args.batch, args.frames, args.size)
+    import jax  # pylint: disable=import-outside-toplevel
+    runs["torch"] = _torch_runs(args, jax.devices()[0].platform)["torch"]
     result["variants"]["torch"] = {}
   rounds = alternating_rounds(runs, args.rounds, args.steps)
   first, width = specs[0], max(len(name) for name in runs)
@@ -345,6 +373,12 @@ def bench_flow(args: argparse.Namespace) -> dict[str, Any]:
   return {"flow": rows}
 
 
+def render_markdown(args: argparse.Namespace) -> dict[str, Any]:
+  text = bench_report.markdown_table(bench_report.load(args.markdown_from))
+  print(text, end="", flush=True)
+  return {"markdown": text}
+
+
 def bench_config(args: argparse.Namespace) -> dict[str, Any]:
   from darkjax.tools import bench_config as config_bench  # pylint: disable=import-outside-toplevel
   return config_bench.run(args)
@@ -358,6 +392,7 @@ _BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "depthwise": bench_depthwise,
     "flow": bench_flow,
     "config": bench_config,
+    "markdown_from": render_markdown,
 }
 
 
@@ -376,7 +411,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--rounds", type=int, default=3, help="alternating flax/torch rounds")
   model.add_argument("--compile-only", action="store_true")
   model.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                     help="compute dtype of the flax model (parameters stay float32)")
+                     help="compute dtype of the flax model (parameters stay float32); torch: "
+                          "bf16 autocast")
+  model.add_argument("--optimizer", default="sgd", choices=sorted(bench_torch.OPTIMIZERS),
+                     help="both sides' update (darkjax.tools.bench_torch.OPTIMIZERS)")
+  model.add_argument("--torch-compile", action="store_true",
+                     help="with --vs-torch: also time torch.compile(step) in each "
+                          "--torch-compile-modes; the faster is the reference")
+  model.add_argument("--torch-compile-modes", default="default,max-autotune-no-cudagraphs",
+                     help="comma-separated torch.compile modes for --torch-compile")
+  model.add_argument("--torch-layout", default="channels_last_3d",
+                     choices=bench_torch.LAYOUTS, help="memory format of the torch model and clips")
   model.add_argument("--memory", action="store_true",
                      help="XLA memory analysis (and step time) without remat and per --remat policy")
   model.add_argument("--remat", default="full",
@@ -429,14 +474,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   dw.add_argument("--dw-batch", type=int, default=128)
   dw.add_argument("--dw-shapes", default="32,16,1;32,32,2;32,64,2;16,32,1",
                   help="'size,channels,stride;...'")
+  which.add_argument("--markdown-from", nargs="+", metavar="JSON",
+                     help="print the docs/benchmarks.md table of these `--model M --vs-torch "
+                          "--json` results (darkjax.tools.bench_report)")
+  parser.add_argument("--json", metavar="OUT", default=None,
+                      help="also write the result, with command, date, devices and versions, "
+                           "as JSON to OUT")
   which.add_argument("--flow", action="store_true",
                      help="optical-flow methods of prepare --flow: ms per frame pair, error")
   parser.add_argument_group("flow benchmark (--flow)").add_argument(
       "--flow-threads", type=int, default=1, help="OpenCV threads")
   args = parser.parse_args(argv)
-  chosen = [flag for flag in ("model", "input", "depthwise", "flow") if getattr(args, flag)]
+  chosen = [flag for flag in ("model", "input", "depthwise", "flow", "markdown_from")
+            if getattr(args, flag)]
   if not chosen and not args.config:
-    parser.error("one of the arguments --model --config --input --depthwise --flow is required")
+    parser.error("one of the arguments --model --config --input --depthwise --flow "
+                 "--markdown-from is required")
   if args.config and chosen not in ([], ["input"]):
     parser.error(f"--config goes alone or with --input, not with --{chosen[0]}")
   if not args.config:   # --config keeps None: the config's own batch and clip length
@@ -446,6 +499,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error("--steps and --rounds must be >= 1")
   if args.windows < 0 or args.batches < 1:
     parser.error("--windows must be >= 0 and --batches >= 1")
+  args.torch_compile_modes = tuple(filter(None, (
+      mode.strip() for mode in args.torch_compile_modes.split(","))))
+  if args.torch_compile and not (args.vs_torch and args.model):
+    parser.error("--torch-compile goes with --model M --vs-torch")
+  if args.torch_compile and (args.variants is not None or args.memory):
+    parser.error("--torch-compile times the train step, not --variants or --memory")
+  if args.torch_compile and not args.torch_compile_modes:
+    parser.error("--torch-compile-modes: no mode given")
   if args.variants is not None:
     try:
       if not [parse_variant(spec) for spec in args.variants.split(";") if spec.strip()]:
@@ -456,15 +517,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = parse_args(argv)
   configure_cpu_flags()  # before jax initialises its backend
   if getattr(args, "devices", 1) > 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}").strip()
-  for dest, benchmark in _BENCHMARKS.items():
-    if getattr(args, dest, None):
-      return benchmark(args)
-  raise AssertionError("argparse guarantees one benchmark flag")
+  if args.vs_torch:
+    # One GPU for both: JAX takes memory as it needs it instead of 75% of it up front.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  if args.torch_compile:
+    bench_torch.use_fresh_inductor_cache()
+  benchmark = next(benchmark for dest, benchmark in _BENCHMARKS.items() if getattr(args, dest))
+  result = benchmark(args)
+  result = {**bench_report.provenance(argv), **result}   # after: the versions of what it imported
+  if args.json:
+    bench_report.write_json(args.json, result)
+    print(f"  written: {args.json}", flush=True)
+  return result
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""What `darkjax.tools.bench --json OUT` writes and `--markdown-from` renders.
+
+`provenance` is what each written result carries besides its figures: the command, the date, the
+machine (jax device, torch device, cores) and the versions of python, jax, jaxlib and torch.
+`side_summary` condenses one side's alternating rounds into step milliseconds (median of the
+rounds' medians, with the rounds' minimum and maximum as its spread). `markdown_table` renders the
+results of `bench --model M --vs-torch [--torch-compile]` as a docs/benchmarks.md table, one row
+per result and one numbered line per row with the command, date, device and versions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import platform
+import shlex
+import sys
+from typing import Any, Iterable
+
+from darkjax.tools.measure import median
+
+
+def provenance(argv: list[str]) -> dict[str, Any]:
+  """The command, UTC date and versions; the devices when jax (and torch) are imported."""
+  versions = {"python": platform.python_version()}
+  found = {"command": shlex.join(["python", "-m", "darkjax.tools.bench", *argv]),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "versions": versions}
+  if "jax" in sys.modules:
+    import jax  # pylint: disable=import-outside-toplevel
+    import jaxlib  # pylint: disable=import-outside-toplevel
+    versions["jax"], versions["jaxlib"] = jax.__version__, jaxlib.__version__
+    device = jax.devices()[0]
+    found["device_kind"] = device.device_kind
+  if "torch" in sys.modules:
+    torch = sys.modules["torch"]
+    versions["torch"] = torch.__version__
+    if torch.cuda.is_available():
+      versions["cuda"], versions["cudnn"] = torch.version.cuda, torch.backends.cudnn.version()
+  return found
+
+
+def side_summary(rounds: list[tuple[float, float]]) -> dict[str, Any]:
+  """(wall s, CPU s) medians per round -> milliseconds: median over rounds, min, max, each round."""
+  walls = [wall * 1e3 for wall, _ in rounds]
+  return {"step_ms": median(walls), "step_ms_min": min(walls), "step_ms_max": max(walls),
+          "rounds_ms": walls, "cpu_ms": median([cpu * 1e3 for _, cpu in rounds])}
+
+
+def write_json(path: str, result: dict[str, Any]) -> None:
+  out = pathlib.Path(path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+
+def load(paths: Iterable[str]) -> list[dict[str, Any]]:
+  """bench --json results of the train-step benchmark against torch (ValueError naming the file
+  that is not one)."""
+  results = []
+  for path in paths:
+    result = json.loads(pathlib.Path(path).read_text())
+    if "sides" not in result or "torch" not in result["sides"]:
+      raise ValueError(f"{path}: not a `bench --model M --vs-torch --json` result (no "
+                       "'sides' with 'torch')")
+    results.append(result)
+  return results
+
+
+def _ms(side: dict[str, Any] | None, reference: bool) -> str:
+  if side is None:
+    return "-"
+  cell = f"{side['step_ms']:.1f} ({side['step_ms_min']:.1f}-{side['step_ms_max']:.1f})"
+  return f"**{cell}**" if reference else cell
+
+
+def _ratio(value: float | None) -> str:
+  return "-" if value is None else f"{value:.2f}"
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+  """One row per result: step ms (median over rounds, min-max) of flax, eager torch and each
+  torch.compile mode (the reference, the faster mode, in bold), flax / eager torch and flax / best
+  torch.compile (median of per-round ratios), compile seconds; then a line per row with its
+  command, date, device and versions."""
+  compiled = []
+  for result in results:
+    compiled += [name for name in result["sides"] if name not in ("flax", "torch", *compiled)]
+  torch_sides = ["torch"] + compiled
+  header = (["model", "B x T x H^2", "dtype", "optimizer", "flax ms"] +
+            [("torch eager" if name == "torch" else name) + " ms" for name in torch_sides] +
+            ["flax / torch eager"] + (["flax / best torch.compile"] if compiled else []) +
+            ["compile s (flax" + "".join(f" / {name}" for name in compiled) + ")", "run"])
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  notes = []
+  for index, result in enumerate(results, 1):
+    sides, ratios = result["sides"], result["ratios"]
+    reference = result.get("reference")
+    compile_s = [sides["flax"].get("compile_s")] + [sides.get(n, {}).get("compile_s")
+                                                     for n in compiled]
+    row = ([f"`{result['model']}`",
+            f"{result['batch']} x {result['frames']} x {result['size']}^2",
+            result["dtype"], result["optimizer"]["name"], _ms(sides["flax"], False)] +
+           [_ms(sides.get(name), name == reference) for name in torch_sides] +
+           [_ratio(ratios.get("torch"))] +
+           ([_ratio(ratios.get("reference"))] if compiled else []) +
+           [" / ".join("-" if s is None else f"{s:.1f}" for s in compile_s), f"[{index}]"])
+    lines.append("| " + " | ".join(row) + " |")
+    versions = result["versions"]
+    software = ", ".join(f"{name} {versions[name]}" for name in ("jax", "jaxlib", "torch", "cuda",
+                                                                  "cudnn") if name in versions)
+    device = result.get("device_kind", result.get("device", "?"))
+    if result.get("torch_device") and result["torch_device"] != device:
+      device += f" (torch: {result['torch_device']})"
+    notes.append(f"- [{index}] `{result['command']}`: {result['date'][:10]}, {device}, "
+                 f"{result.get('cores', '?')} host cores, {software}.")
+  return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
