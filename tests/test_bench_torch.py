@@ -1,0 +1,140 @@
+"""bench --vs-torch --torch-compile: one optimizer spec for both sides, the torch steps (eager,
+bf16 autocast, torch.compile), the JSON result and the docs table rendered from it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from darkjax.tools import bench, bench_report, bench_torch
+
+
+@pytest.mark.parametrize("name", sorted(bench_torch.OPTIMIZERS))
+def test_both_sides_take_the_same_update(name):
+  torch = pytest.importorskip("torch")
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  param = rng.standard_normal((3, 4)).astype(np.float32)
+  grads = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(3)]
+  tx = bench_torch.optax_optimizer(name)
+  flax_param = jnp.asarray(param)
+  state = tx.init(flax_param)
+  torch_param = torch.nn.Parameter(torch.from_numpy(param.copy()))
+  opt = bench_torch.torch_optimizer(name, [torch_param])
+  for grad in grads:   # several steps: momentum and Adam's moments take part
+    updates, state = tx.update(jnp.asarray(grad), state, flax_param)
+    flax_param = flax_param + updates
+    torch_param.grad = torch.from_numpy(grad)
+    opt.step()
+  np.testing.assert_allclose(np.asarray(flax_param), torch_param.detach().numpy(), rtol=1e-5,
+                             atol=1e-6)
+  assert not np.allclose(np.asarray(flax_param), param)
+  with pytest.raises(ValueError, match="optimizer 'adam' unknown"):
+    bench_torch.optax_optimizer("adam")
+
+
+def test_torch_step_eager_bf16_autocast_adamw():
+  pytest.importorskip("torch")
+  runs = bench_torch.torch_runs("c3d_tiny", 1, 16, 32, dtype="bfloat16", optimizer="adamw")
+  assert list(runs) == ["torch"] and runs["torch"].first_call_s > 0
+  runs["torch"]()
+  with pytest.raises(ValueError, match="torch.compile mode 'fastest' unknown"):
+    bench_torch.torch_runs("c3d_tiny", 1, 16, 32, compile_modes=["fastest"])
+  with pytest.raises(ValueError, match="torch layout 'nhwc' unknown"):
+    bench_torch.torch_runs("c3d_tiny", 1, 16, 32, layout="nhwc")
+
+
+def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
+  """The CLI of issue #34 on CPU, torch.compile in its default mode only (its cold compile of
+  even this tiny step takes ~25-35 s on 2 cores; the inductor cache persists between test runs
+  as the tests' JAX cache does)."""
+  pytest.importorskip("torch")
+  monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.environ.get(
+      "DARKJAX_TEST_TORCH_CACHE", "/tmp/darkjax-test-torchinductor"))
+  out = tmp_path / "bench" / "c3d_tiny.json"
+  result = bench.main(["--model", "c3d_tiny", "--vs-torch", "--torch-compile",
+                       "--torch-compile-modes", "default", "--batch", "1", "--frames", "16",
+                       "--size", "32", "--steps", "1", "--rounds", "1", "--json", str(out)])
+  written = json.loads(out.read_text())
+  assert written == json.loads(json.dumps(result, default=str))
+  assert written["command"].startswith("python -m darkjax.tools.bench --model c3d_tiny")
+  assert written["date"][:2] == "20" and written["device"] == "cpu"
+  assert {"jax", "jaxlib", "torch"} <= set(written["versions"])
+  assert (written["model"], written["batch"], written["frames"], written["dtype"]) == (
+      "c3d_tiny", 1, 16, "float32")
+  assert written["optimizer"] == {"name": "sgd", **bench_torch.OPTIMIZERS["sgd"]}
+  sides = written["sides"]
+  assert list(sides) == ["flax", "torch", "torch.compile default"]
+  for side in sides.values():
+    assert side["step_ms_min"] <= side["step_ms"] <= side["step_ms_max"]
+    assert len(side["rounds_ms"]) == 1
+  assert sides["flax"]["compile_s"] > 0 and sides["torch.compile default"]["compile_s"] > 0
+  assert "compile_s" not in sides["torch"] and sides["torch"]["first_call_s"] > 0
+  assert written["reference"] == "torch.compile default"
+  ratios = written["ratios"]
+  assert ratios["reference"] == ratios["torch.compile default"] == pytest.approx(
+      sides["flax"]["step_ms"] / sides["torch.compile default"]["step_ms"])
+  output = capsys.readouterr().out
+  assert "<- reference (faster compiled mode)" in output and f"written: {out}" in output
+  with pytest.raises(SystemExit):   # argparse: --torch-compile needs --vs-torch
+    bench.main(["--model", "c3d_tiny", "--torch-compile"])
+  with pytest.raises(ValueError, match="torch.compile mode 'fast' unknown"):
+    bench.main(["--model", "c3d_tiny", "--vs-torch", "--torch-compile",
+                "--torch-compile-modes", "default,fast"])
+
+
+def _result(model, sides, reference=None, **fields):
+  def side(ms, low, high, extra):
+    return {"step_ms": ms, "step_ms_min": low, "step_ms_max": high, "rounds_ms": [ms],
+            "cpu_ms": ms, **extra}
+  return {"command": f"python -m darkjax.tools.bench --model {model} --vs-torch",
+          "date": "2026-11-25T10:00:00+00:00", "model": model, "batch": 8, "frames": 32,
+          "size": 112, "dtype": "bfloat16", "optimizer": {"name": "sgd"}, "device": "gpu",
+          "device_kind": "NVIDIA H100 80GB HBM3", "torch_device": "NVIDIA H100 80GB HBM3",
+          "cores": 16, "versions": {"jax": "0.10.2", "jaxlib": "0.10.2", "torch": "2.14.1",
+                                    "cuda": "13.0"},
+          "sides": {name: side(*values) for name, values in sides.items()},
+          "reference": reference, **fields}
+
+
+def test_markdown_table_from_json(tmp_path, capsys):
+  compiled = _result(
+      "r2plus1d_34_ig65m",
+      {"flax": (100.0, 99.0, 101.5, {"compile_s": 40.0}),
+       "torch": (120.0, 119.0, 121.0, {"first_call_s": 3.0}),
+       "torch.compile default": (110.0, 109.0, 111.0, {"compile_s": 60.0}),
+       "torch.compile max-autotune-no-cudagraphs": (105.0, 104.0, 106.0, {"compile_s": 300.0})},
+      reference="torch.compile max-autotune-no-cudagraphs",
+      ratios={"torch": 0.833, "torch.compile default": 0.909,
+              "torch.compile max-autotune-no-cudagraphs": 0.952, "reference": 0.952})
+  eager = _result("c3d", {"flax": (50.0, 49.0, 52.0, {"compile_s": 10.0}),
+                          "torch": (40.0, 40.0, 41.0, {})}, ratios={"torch": 1.25})
+  eager.update(batch=30, frames=16, dtype="float32", optimizer={"name": "adamw"})
+  paths = []
+  for index, result in enumerate((compiled, eager)):
+    paths.append(tmp_path / f"{index}.json")
+    paths[-1].write_text(json.dumps(result))
+  expected = """\
+| model | B x T x H^2 | dtype | optimizer | flax ms | torch eager ms | torch.compile default ms | \
+torch.compile max-autotune-no-cudagraphs ms | flax / torch eager | flax / best torch.compile | \
+compile s (flax / torch.compile default / torch.compile max-autotune-no-cudagraphs) | run |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| `r2plus1d_34_ig65m` | 8 x 32 x 112^2 | bfloat16 | sgd | 100.0 (99.0-101.5) | 120.0 (119.0-121.0) \
+| 110.0 (109.0-111.0) | **105.0 (104.0-106.0)** | 0.83 | 0.95 | 40.0 / 60.0 / 300.0 | [1] |
+| `c3d` | 30 x 16 x 112^2 | float32 | adamw | 50.0 (49.0-52.0) | 40.0 (40.0-41.0) | - | - | 1.25 \
+| - | 10.0 / - / - | [2] |
+
+- [1] `python -m darkjax.tools.bench --model r2plus1d_34_ig65m --vs-torch`: 2026-11-25, NVIDIA \
+H100 80GB HBM3, 16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, cuda 13.0.
+- [2] `python -m darkjax.tools.bench --model c3d --vs-torch`: 2026-11-25, NVIDIA H100 80GB HBM3, \
+16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, cuda 13.0.
+"""
+  assert bench_report.markdown_table(bench_report.load(map(str, paths))) == expected
+  assert bench.main(["--markdown-from", *map(str, paths)])["markdown"] == expected
+  assert capsys.readouterr().out == expected
+  (tmp_path / "other.json").write_text(json.dumps({"model": "c3d", "remat": {}}))
+  with pytest.raises(ValueError, match="other.json: not a `bench --model M --vs-torch"):
+    bench_report.load([str(tmp_path / "other.json")])
