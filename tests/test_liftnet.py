@@ -141,7 +141,9 @@ def test_scanned_layers_equal_the_unrolled_ones():
   flat = {"params": params, **{k: v for k, v in variables.items() if k != "params"}}
   assert jax.tree.structure(jax.eval_shape(lambda: _init(unrolled, x))["params"]) == \
       jax.tree.structure(params)
-  (logits_s, out_s), (logits_u, out_u) = scanned.apply(variables, x), unrolled.apply(flat, x)
+  # jitted: one compile each instead of dispatching the tiny model op by op
+  (logits_s, out_s) = jax.jit(scanned.apply)(variables, x)
+  (logits_u, out_u) = jax.jit(unrolled.apply)(flat, x)
   # float32 rounding of two compilations, amplified by the FoE's LayerNorm of the spectrum: it
   # scales each sequence frequency to unit variance, and the tiny model's two luminous tokens
   # nearly agree (their difference frequency has a standard deviation near 0.015).
@@ -150,8 +152,9 @@ def test_scanned_layers_equal_the_unrolled_ones():
     np.testing.assert_allclose(out_s[stage], out_u[stage], rtol=1e-4, atol=1e-4)
   def loss(model, variables):
     return jnp.sum(model.apply(variables, x)[0] ** 2)
-  grad_s = jax.grad(lambda p: loss(scanned, {**variables, "params": p}))(variables["params"])
-  grad_u = jax.grad(lambda p: loss(unrolled, {**flat, "params": p}))(params)
+  grad_s = jax.jit(jax.grad(lambda p: loss(scanned, {**variables, "params": p})))(
+      variables["params"])
+  grad_u = jax.jit(jax.grad(lambda p: loss(unrolled, {**flat, "params": p})))(params)
   for index in range(scanned.num_layers):
     np.testing.assert_allclose(grad_s["layers"]["fusion"]["LayerNorm_0"]["scale"][index],
                                grad_u[f"fusion_{index}"]["LayerNorm_0"]["scale"], rtol=1e-4,
@@ -161,10 +164,10 @@ def test_scanned_layers_equal_the_unrolled_ones():
                   lift_trainer.attention_maps(unrolled, flat, x, x)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
   # Train mode: each layer draws its own dropout mask (the rng is split over the scan).
-  (_, out_a), _ = scanned.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
-                                mutable=["batch_stats"])
-  (_, out_b), _ = scanned.apply(variables, x, train=True, rngs={"dropout": jax.random.key(3)},
-                                mutable=["batch_stats"])
+  train = jax.jit(lambda rng: scanned.apply(variables, x, train=True, rngs={"dropout": rng},
+                                            mutable=["batch_stats"]))
+  (_, out_a), _ = train(jax.random.key(2))
+  (_, out_b), _ = train(jax.random.key(3))
   assert not np.allclose(out_a["stage2"], out_b["stage2"])
 
 
@@ -175,7 +178,7 @@ def test_frozen_luminous_backbone_runs_in_splits_with_the_same_outputs():
   model = TINY(num_classes=5, luminous_frozen=True)
   x = jax.random.normal(jax.random.key(0), (4, 4, 16, 16, 3))
   variables = _init(model, x)
-  outs = {splits: model.clone(frozen_luminous_splits=splits).apply(variables, x)[1]
+  outs = {splits: jax.jit(model.clone(frozen_luminous_splits=splits).apply)(variables, x)[1]
           for splits in (1, 2, 4, 3)}   # 3 does not divide the batch: one call
   for splits in (2, 4, 3):
     for key in ("luminous_features", "luminous_tokens"):
@@ -185,14 +188,14 @@ def test_frozen_luminous_backbone_runs_in_splits_with_the_same_outputs():
     np.testing.assert_allclose(outs[splits]["logits"], outs[1]["logits"], rtol=1e-4, atol=1e-4)
   # Batch order survives the interleaving: clip i's features are clip i's alone.
   np.testing.assert_allclose(outs[2]["luminous_features"][1],
-                             model.apply(variables, x[1:2])[1]["luminous_features"][0],
+                             jax.jit(model.apply)(variables, x[1:2])[1]["luminous_features"][0],
                              rtol=1e-5, atol=1e-6)
   scans = lambda splits: str(jax.make_jaxpr(lambda v: model.clone(  # noqa: E731
       frozen_luminous_splits=splits).apply(v, x))(variables)).count("scan[")
   assert scans(2) == scans(1) + 1 == scans(3) + 1   # (+ the layer scan in all)
   split = model.clone(frozen_luminous_splits=2)
-  grads = jax.grad(lambda p: jnp.sum(split.apply({**variables, "params": p}, x)[0] ** 2))(
-      variables["params"])
+  squared = lambda p: jnp.sum(split.apply({**variables, "params": p}, x)[0] ** 2)  # noqa: E731
+  grads = jax.jit(jax.grad(squared))(variables["params"])
   assert all(not np.any(g) for g in jax.tree.leaves(grads["luminous"]))
   assert any(np.any(g) for g in jax.tree.leaves(grads["luminous_projection"]))
   assert lift_arid.get_config().model.kwargs.frozen_luminous_splits == 2
