@@ -320,8 +320,8 @@ def test_kd_loss_is_ce_plus_l1_on_fixed_tensors():
 # vector; S_LOSS = - sum_{x=i} y_i x log(S_output_i) + sum_{x=i} |h1_i - h2_i| (Eq. 6), S_output the
 # softmax of the student's, h1 the teacher's hidden representation, h2 the student's. Each Task's
 # own loss_fn, its model's outputs captured on the way (an interceptor that only records), against
-# the equations written in NumPy for one clip and averaged over the batch. The augmentations are off:
-# the paper's equations have no CutMix term.
+# the equations written in NumPy for one clip and averaged over the batch. The augmentations are
+# off: the paper's equations have no CutMix term.
 
 def _eq5_numpy(logits, labels):
   """Eq. (5) per clip, mean over the batch: y one-hot, T_output the softmax of the logits."""
@@ -335,7 +335,8 @@ def _eq5_numpy(logits, labels):
 
 
 def _eq6_numpy(logits, labels, h1, h2):
-  """Eq. (6) per clip, mean over the batch: the CE of Eq. (5) on S_output plus sum_i |h1_i - h2_i|."""
+  """Eq. (6) per clip, mean over the batch: the CE of Eq. (5) on S_output plus
+  sum_i |h1_i - h2_i|."""
   l1 = np.sum(np.abs(np.asarray(h1, np.float64) - np.asarray(h2, np.float64)), axis=-1)
   return _eq5_numpy(logits, labels) + float(np.mean(l1))
 
