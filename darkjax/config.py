@@ -16,6 +16,7 @@ anywhere else (loaded from its path).
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import os
@@ -93,6 +94,16 @@ def apply_overrides(config: mlc.ConfigDict,
       raise KeyError(f"config override {path!r}: no field {leaf!r}; valid keys there: {valid}")
     node[leaf] = value
   return out
+
+
+def override_value(raw: str) -> Any:
+  """The VALUE of a `KEY=VALUE` override given as text (the tools' `--override`, `--set` and
+  experiment variants): a Python literal (`0`, `0.5`, `()`, `True`) is that literal, anything
+  else the string itself."""
+  try:
+    return ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    return raw
 
 
 def data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:

@@ -185,3 +185,8 @@ def test_round_batches_records_the_requested_batches_once():
   strict = config_lib.apply_overrides(config, {"batch_rounding": "error"})
   with pytest.raises(config_lib.ConfigError, match=r"^config.input.batch_size 30 .* 28 or 32"):
     config_lib.round_batches(strict, 4)
+
+
+def test_override_values_are_literals_or_strings():
+  assert [config_lib.override_value(v) for v in ("0", "0.5", "()", "True", "sgd", "a/b")] == \
+      [0, 0.5, (), True, "sgd", "a/b"]

@@ -49,7 +49,6 @@ processes, at the workers' measured clips per CPU-second.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import inspect
 import math
@@ -318,10 +317,7 @@ def parse_sets(sets: list[str]) -> dict[str, Any]:
     key, sep, value = item.partition("=")
     if not sep or not key:
       raise SystemExit(f"bench --input --set {item!r}: expected KEY=VALUE")
-    try:
-      overrides[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[key] = value
+    overrides[key] = config_lib.override_value(value)
   return overrides
 
 

@@ -128,16 +128,12 @@ def parse_variants(items: Sequence[str]) -> dict[str, str]:
 
 def split_overrides(arg: str) -> tuple[str, dict[str, Any]]:
   """A variant's `kd=True,lift.kd_weight=0.0` -> (config args "kd=True", {dotted field: value});
-  values are Python literals where they parse as one, else strings."""
-  import ast  # pylint: disable=import-outside-toplevel
+  values as `darkjax.config.override_value` reads them."""
   args, overrides = [], {}
   for item in (a.strip() for a in arg.split(",")):
     name, sep, raw = item.partition("=")
     if sep and "." in name:
-      try:
-        overrides[name.strip()] = ast.literal_eval(raw.strip())
-      except (ValueError, SyntaxError):
-        overrides[name.strip()] = raw.strip()
+      overrides[name.strip()] = config_lib.override_value(raw.strip())
     elif item:
       args.append(item)
   return ",".join(args), overrides

@@ -35,7 +35,6 @@ minutes on a 2-core host, so progress is printed and each row is cached in a JSO
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -53,10 +52,8 @@ def parse_override(text: str) -> tuple[str, Any]:
   key, sep, value = text.partition("=")
   if not sep or not key:
     raise SystemExit(f"fit: --override {text!r} is not key=value")
-  try:
-    return key, ast.literal_eval(value)
-  except (ValueError, SyntaxError):
-    return key, value
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  return key, config_lib.override_value(value)
 
 
 def _load_cache(path: str) -> dict[str, Any]:
