@@ -443,10 +443,10 @@ def write_videos(out_dir: str | os.PathLike, params: SyntheticParams,
   os.makedirs(out_dir, exist_ok=True)
   written = []
   for index in range(per_class * len(CLASS_NAMES)):
-    label = index % len(CLASS_NAMES)   # the dataset's test clip `index`, as _render_example
-    clip = render_clip(label, clip_rng(params.seed, "test", index), "test", params)
-    path = os.path.join(os.fspath(out_dir), f"{CLASS_NAMES[label]}_{index // len(CLASS_NAMES)}.avi")
-    video.write_video(path, clip["video"], fps=params.fps)
+    example = _render_example((dataclasses.asdict(params), "test", index))   # test clip `index`
+    name = f"{CLASS_NAMES[example['label']]}_{index // len(CLASS_NAMES)}.avi"
+    path = os.path.join(os.fspath(out_dir), name)
+    video.write_video(path, example["video"], fps=params.fps)
     written.append(path)
   return written
 
