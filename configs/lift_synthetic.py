@@ -9,6 +9,9 @@ configs/synthetic.py). No pretrained weights exist at this size, so the PViT tra
 (`vit_trainable=all`) unless told otherwise. Args
 (`--config=configs/lift_synthetic.py:kd=False,steps=300`):
   steps, teacher_steps, batch, lr, kd, vit_trainable, gamma, darkness, data_dir, seed
+  scenario   the synthetic classes: `motion` (default) or `where` (five motions x the half of the
+             frame they happen in: a cue the luminous 3D CNN pools away and the PViT's patch
+             tokens keep; $DARKJAX_DATA/synthetic_where)
   runlocal   a smoke run: tiny dataset, 3 steps per phase
 Measured (2 CPU cores, defaults): see the README.
 """
@@ -25,7 +28,8 @@ from configs import common, lift_base
 def get_config(arg=None):
   arg = common.parse_arg(arg, steps=400, teacher_steps=300, batch=32, lr=1e-3, kd=True,
                          vit_trainable="all", gamma=1.8, darkness=0.8, data_dir="", runlocal=False,
-                         seed=0, variants=dict(runlocal=dict(steps=3, teacher_steps=3, batch=8)))
+                         seed=0, scenario="motion",
+                         variants=dict(runlocal=dict(steps=3, teacher_steps=3, batch=8)))
   config = lift_base.lift_config(
       f"variant=tiny_test,frames=16,crop=0,short_side=0,batch={arg.batch},steps={arg.steps},"
       f"teacher_steps={arg.teacher_steps},lr={arg.lr},kd={arg.kd},"
@@ -36,8 +40,11 @@ def get_config(arg=None):
   config.input.normalise = "per_clip"
   config.input.eval_batch_size = 32
   config.input.shuffle_window = 512
-  config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), "synthetic")
-  config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234))
+  suffix = "" if arg.scenario == "motion" else f"_{arg.scenario}"
+  config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
+                                                       "synthetic" + suffix)
+  config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234,
+                                                   scenario=arg.scenario))
   config.lift.luminous_normalise = "per_clip"
   config.evals.attention.clips = 4
   # Classes differ only by motion (direction, path): no flips, frame shuffle or geometric warps.
@@ -59,7 +66,7 @@ def get_config(arg=None):
     config.input.eval_batch_size = 8
     config.input.prefetch = 0
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
-                                                          "synthetic_local")
+                                                          "synthetic_local" + suffix)
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.evals.attention.clips = 2
     config.log_every = 1

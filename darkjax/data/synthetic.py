@@ -15,6 +15,15 @@ with `records.write_dataset`: primary `video` = dark RGB, extra streams `day` an
 
     python -m darkjax.data.synthetic --out /tmp/darkjax-synthetic --preview /tmp/synthetic.png
 
+Scenarios (`scenario=`, each a documented benchmark setting; docs/papers/ shows what each is for):
+  motion  (default) the ten motion classes above.
+  where   what happens where: five horizontal motions (move_left, move_right, wave, approach,
+          separate) x the half of the frame they happen in (top / bottom), ten classes. The motion
+          needs several frames, the place one frame; a network that pools space away (a 3D CNN's
+          global average pool) must recover the place from border effects, one that keeps
+          positions (a ViT's patch tokens) reads it off any frame: complementary cues for a
+          two-path model such as LIFT-Net.
+
 Default (16 frames, 32x32, 100 train + 25 test clips per class): ~13 s CPU to generate, 138 MB;
 dark mean brightness ~15.7/255 (day ~100). Measured: small3d, 600 SGD steps of 32 clips,
 reaches >= 0.9 test top-1 on the dark clips; a linear probe on frame-difference motion features
@@ -40,6 +49,14 @@ DATASET_NAME = "synthetic_dark_actions"
 SPLITS = ("train", "test")
 CLASS_NAMES = ("move_left", "move_right", "move_up", "move_down", "circle_cw", "circle_ccw",
                "wave", "jump", "approach", "separate")
+# scenario -> (class name -> (motion, region)); region None: anywhere in the frame.
+_WHERE_MOTIONS = ("move_left", "move_right", "wave", "approach", "separate")
+_WHERE_REGIONS = ("top", "bottom")
+SCENARIOS = {
+    "motion": {name: (name, None) for name in CLASS_NAMES},
+    "where": {f"{motion}_{region}": (motion, region)
+              for region in _WHERE_REGIONS for motion in _WHERE_MOTIONS},
+}
 _DIRECTIONS = {"move_left": (-1.0, 0.0), "move_right": (1.0, 0.0), "move_up": (0.0, -1.0),
                "move_down": (0.0, 1.0)}
 # Object radius as a fraction of the frame size, and background texture family, per split.
@@ -59,8 +76,11 @@ class SyntheticParams:
   test_per_class: int = 25
   darkness: float = 0.8
   fps: int = 16
+  scenario: str = "motion"
 
   def __post_init__(self):
+    if self.scenario not in SCENARIOS:
+      raise ValueError(f"synthetic: scenario={self.scenario!r} unknown; valid: {sorted(SCENARIOS)}")
     if self.frames < 8:
       raise ValueError(f"synthetic: frames={self.frames} too few to show motion (need >= 8)")
     if self.size < 16:
@@ -72,6 +92,10 @@ class SyntheticParams:
 
   def per_class(self, split: str) -> int:
     return {"train": self.train_per_class, "test": self.test_per_class}[split]
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return tuple(SCENARIOS[self.scenario])
 
 
 # ------------------------------------------------------------------------------------ trajectories
@@ -103,11 +127,12 @@ def _solo_path(class_name: str, rng: np.random.Generator, frames: int, size: int
 
 
 def _object_paths(class_name: str, rng: np.random.Generator, frames: int,
-                  size: int) -> np.ndarray:
+                  size: int, horizontal: bool = False) -> np.ndarray:
   """Offsets (2 objects, T, xy) in pixels, relative to centres chosen by `_place`.
 
   Both objects do the class's motion (each with its own amplitude, speed and phase), which doubles
-  the motion signal; approach / separate move them towards / away from each other.
+  the motion signal; approach / separate move them towards / away from each other (along a
+  near-horizontal line with `horizontal`, so the pair stays in one half of the frame).
   """
   if class_name in ("approach", "separate"):
     progress = np.arange(frames) / (frames - 1)
@@ -115,7 +140,8 @@ def _object_paths(class_name: str, rng: np.random.Generator, frames: int,
     distance = far + (near - far) * progress
     if class_name == "separate":
       distance = distance[::-1]
-    theta = rng.uniform(0, 2 * np.pi)
+    theta = (rng.uniform(-0.15, 0.15) + np.pi * rng.integers(2) if horizontal
+             else rng.uniform(0, 2 * np.pi))
     half = np.outer(distance / 2, [np.cos(theta), np.sin(theta)])
     paths = np.stack([half, -half])
   else:
@@ -127,12 +153,21 @@ def _object_paths(class_name: str, rng: np.random.Generator, frames: int,
   return paths + sway * np.sin(2 * np.pi * t / rng.uniform(6, 12) + phase)
 
 
+# Where a `where` scenario's objects are centred: (top, bottom) of the centre's y, in frame sizes.
+_REGION_ROWS = {"top": (0.12, 0.36), "bottom": (0.64, 0.88)}
+
+
 def _place(paths: np.ndarray, interacting: bool, rng: np.random.Generator, size: int,
-           margin: float) -> np.ndarray:
-  """Absolute centres (2, T, xy), each moving group inside [margin, size - margin] where it fits."""
+           margin: float, region: str | None = None) -> np.ndarray:
+  """Absolute centres (2, T, xy), each moving group inside [margin, size - margin] where it fits;
+  with a `region`, the centres' y inside that region's rows (`_REGION_ROWS`) where it fits."""
+  low, high = np.array([margin, margin]), np.array([size - margin, size - margin])
+  if region is not None:
+    low[1], high[1] = (f * size for f in _REGION_ROWS[region])
+
   def centre_for(offsets):
-    lo = margin - offsets.min(axis=(0, 1))
-    hi = size - margin - offsets.max(axis=(0, 1))
+    lo = low - offsets.min(axis=(0, 1))
+    hi = high - offsets.max(axis=(0, 1))
     return rng.uniform(np.minimum(lo, hi), np.maximum(lo, hi))
   if interacting:
     return paths + centre_for(paths)
@@ -258,19 +293,20 @@ def render_clip(label: int, rng: np.random.Generator, split: str,
 
   Returns {"video": dark (T, H, W, 3), "day": bright (T, H, W, 3), "ir": thermal (T, H, W, 1)}.
   """
-  if not 0 <= label < len(CLASS_NAMES):
-    raise ValueError(f"render_clip: label {label} outside [0, {len(CLASS_NAMES)})")
+  names = params.class_names
+  if not 0 <= label < len(names):
+    raise ValueError(f"render_clip: label {label} outside [0, {len(names)})")
   if split not in _SPLIT_STYLE:
     raise ValueError(f"render_clip: unknown split {split!r}; expected one of {SPLITS}")
   radius_range, family = _SPLIT_STYLE[split]
   size, frames = params.size, params.frames
-  class_name = CLASS_NAMES[label]
+  motion, region = SCENARIOS[params.scenario][names[label]]
   # Separate streams for motion, appearance and sensor noise: for a given `rng` every label gets the
   # same background and object looks, so appearance cannot carry the label.
   motion_rng, look_rng, sensor_rng = rng.spawn(3)
-  paths = _object_paths(class_name, motion_rng, frames, size)
-  centres = _place(paths, class_name in ("approach", "separate"), motion_rng, size,
-                   margin=0.12 * size)
+  paths = _object_paths(motion, motion_rng, frames, size, horizontal=region is not None)
+  centres = _place(paths, motion in ("approach", "separate"), motion_rng, size,
+                   margin=0.12 * size, region=region)
   objects = _object_masks(centres, look_rng, size, radius_range)
   if look_rng.uniform() < 0.5:  # random depth order
     objects = objects[::-1]
@@ -309,10 +345,11 @@ def _render_example(task: tuple[dict[str, Any], str, int]) -> dict[str, Any]:
   """(params, split, index) -> one record example; top level so worker processes can run it."""
   params_dict, split, index = task
   params = SyntheticParams(**params_dict)
-  label = index % len(CLASS_NAMES)  # classes interleaved so every shard holds every class
+  names = params.class_names
+  label = index % len(names)  # classes interleaved so every shard holds every class
   clip = render_clip(label, clip_rng(params.seed, split, index), split, params)
   return {"video": clip["video"], "label": label,
-          "video_id": f"{split}-{index:05d}-{CLASS_NAMES[label]}",
+          "video_id": f"{split}-{index:05d}-{names[label]}",
           "streams": {"day": clip["day"], "ir": clip["ir"]}}
 
 
@@ -320,7 +357,8 @@ def _examples(params: SyntheticParams, pool, progress) -> dict[str, Iterator[dic
   params_dict = dataclasses.asdict(params)
 
   def split_examples(split):
-    tasks = [(params_dict, split, i) for i in range(params.per_class(split) * len(CLASS_NAMES))]
+    tasks = [(params_dict, split, i)
+             for i in range(params.per_class(split) * len(params.class_names))]
     if pool is None:
       results = map(_render_example, tasks)
     else:
@@ -332,8 +370,10 @@ def _examples(params: SyntheticParams, pool, progress) -> dict[str, Iterator[dic
 
 
 def _metadata(params: SyntheticParams) -> dict[str, Any]:
-  return {"generator": GENERATOR, "generator_version": GENERATOR_VERSION,
-          "params": dataclasses.asdict(params)}
+  fields = dataclasses.asdict(params)
+  if fields["scenario"] == "motion":
+    del fields["scenario"]   # the default: datasets written before scenarios existed stay valid
+  return {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "params": fields}
 
 
 def generate(out_dir: str | os.PathLike, params: SyntheticParams, workers: int = 0,
@@ -344,12 +384,12 @@ def generate(out_dir: str | os.PathLike, params: SyntheticParams, workers: int =
   # records pulls in tensorflow_datasets' protos (seconds to import): rendering workers skip it.
   from darkjax.data import records  # noqa: PLC0415
 
-  total = sum(params.per_class(split) for split in SPLITS) * len(CLASS_NAMES)
+  total = sum(params.per_class(split) for split in SPLITS) * len(params.class_names)
   pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 0 else None
   try:
     with tqdm(total=total, desc=f"synthetic -> {os.fspath(out_dir)}", unit="clip",
               disable=not show_progress) as progress:
-      return records.write_dataset(out_dir, DATASET_NAME, CLASS_NAMES,
+      return records.write_dataset(out_dir, DATASET_NAME, params.class_names,
                                    _examples(params, pool, progress), fps=params.fps,
                                    examples_per_shard=64, streams=("day", "ir"),
                                    metadata=_metadata(params), overwrite=overwrite)
@@ -409,9 +449,9 @@ def write_preview(path: str | os.PathLike, params: SyntheticParams, split: str =
   columns = ("day", "dark", "dark x gain", "ir")
   scale = 3.0 * params.size / 100  # inches per frame at 3 screen pixels per clip pixel
   figure = Figure(figsize=(len(columns) * frames_shown * scale + 1.2,
-                           len(CLASS_NAMES) * scale * 1.1 + 0.6), dpi=100)
-  axes = figure.subplots(len(CLASS_NAMES), len(columns), squeeze=False)
-  for label, class_name in enumerate(CLASS_NAMES):
+                           len(params.class_names) * scale * 1.1 + 0.6), dpi=100)
+  axes = figure.subplots(len(params.class_names), len(columns), squeeze=False)
+  for label, class_name in enumerate(params.class_names):
     clip = _render_example((dataclasses.asdict(params), split, label))
     dark = clip["video"].astype(np.float64)
     gain = 110.0 / max(dark.mean(), 1.0)
@@ -442,9 +482,9 @@ def write_videos(out_dir: str | os.PathLike, params: SyntheticParams,
   from darkjax.data import video  # noqa: PLC0415  (PyAV: only where videos are written)
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  for index in range(per_class * len(CLASS_NAMES)):
+  for index in range(per_class * len(params.class_names)):
     example = _render_example((dataclasses.asdict(params), "test", index))   # test clip `index`
-    name = f"{CLASS_NAMES[example['label']]}_{index // len(CLASS_NAMES)}.avi"
+    name = f"{params.class_names[example['label']]}_{index // len(params.class_names)}.avi"
     path = os.path.join(os.fspath(out_dir), name)
     video.write_video(path, example["video"], fps=params.fps)
     written.append(path)
@@ -465,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--darkness", type=float, default=defaults.darkness,
                       help="0 = day exposure, 1 = darkest")
   parser.add_argument("--fps", type=int, default=defaults.fps)
+  parser.add_argument("--scenario", default=defaults.scenario, choices=sorted(SCENARIOS),
+                      help="which classes (module docstring)")
   parser.add_argument("--workers", type=int, nargs="?", const=os.cpu_count() or 1, default=0,
                       help="render in N worker processes (bare flag: one per CPU)")
   parser.add_argument("--preview", help="also write a PNG contact sheet (one clip per class)")
@@ -476,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error("give --out DIR, --preview PNG and/or --videos DIR")
   params = dict(seed=args.seed, frames=args.frames, size=args.size, darkness=args.darkness,
                 train_per_class=args.train_per_class, test_per_class=args.test_per_class,
-                fps=args.fps)
+                fps=args.fps, scenario=args.scenario)
   if args.out:
     manifest = ensure_dataset(args.out, workers=args.workers, **params)
     counts = {split: entry["num_examples"] for split, entry in manifest["splits"].items()}
