@@ -20,6 +20,10 @@ video is one clip. Measured results: docs/papers/twostream.md.
 Args (`--config=configs/twostream_synthetic.py:steps=200,streams=flow`): as in
 configs/twostream_infar.py, plus
   darkness   exposure of the generated dark RGB stream (the IR stream does not depend on it)
+  scenario   the synthetic classes: `motion` (default, ten motions) or `what` (the ten motions x
+             two kinds of thermal object, person or hot machine: twenty classes whose
+             same-motion pairs flow barely separates and whose same-kind pairs one IR frame does
+             not; $DARKJAX_DATA/synthetic_what)
   runlocal   a tiny model, a few steps, 4 train / 2 test videos per class (k = 2)
 """
 
@@ -33,15 +37,18 @@ from configs import common, twostream_base
 def get_config(arg=None):
   config, arg = twostream_base.twostream_config(
       arg, runlocal_args=dict(batch=8, steps=4, code_size=24), steps=200, batch=16, lr=0.01,
-      code_size=64, split=0, darkness=0.8, init="none")
+      code_size=64, split=0, darkness=0.8, init="none", scenario="motion")
   if arg.init == "pretrained" and not arg.sports1m:
     raise ValueError("config arg init=pretrained: configs/twostream_synthetic.py's towers start "
                      "from random weights unless sports1m=DIR names a converted Sports-1M C3D")
   config.input.update(resize=(36, 36), crop_size=32, normalise="per_clip", shuffle_window=512,
                       stream="ir", streams=())
   config.input.data.name = "synthetic"
-  config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), "synthetic")
-  config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234))
+  suffix = "" if arg.scenario == "motion" else f"_{arg.scenario}"
+  config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
+                                                       "synthetic" + suffix)
+  config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234,
+                                                   scenario=arg.scenario))
   config.model = common.model_block("twostream_c3d_small", code_size=arg.code_size)
   config.twostream.flow_source = "compute"
   config.twostream.flow_method = "farneback"   # TV-L1 costs more CPU time per training clip
@@ -54,7 +61,7 @@ def get_config(arg=None):
     config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size)
     config.input.update(resize=(0, 0), crop_size=0)
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
-                                                         "synthetic_local")
+                                                         "synthetic_local" + suffix)
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.evals.video.k = 2
     config.evals.video.nn_steps = 50

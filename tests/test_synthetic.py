@@ -227,7 +227,7 @@ def test_where_scenario_crosses_five_motions_with_two_halves():
   names = params.class_names
   assert len(names) == len(set(names)) == 10
   assert {synthetic.SCENARIOS["where"][n] for n in names} == {
-      (m, r) for m in ("move_left", "move_right", "wave", "approach", "separate")
+      (m, r, None) for m in ("move_left", "move_right", "wave", "approach", "separate")
       for r in ("top", "bottom")}
   with pytest.raises(ValueError, match="scenario"):
     synthetic.SyntheticParams(scenario="nowhere")
@@ -267,3 +267,19 @@ def test_where_scenario_dataset_names_its_classes(tmp_path):
   for data in records.iter_tfrecord(path):
     example = records.decode_example(data)
     assert example["video_id"].endswith(manifest["class_names"][example["label"]])
+
+
+def test_what_scenario_sets_the_objects_kind_and_heat():
+  # Twenty classes: every motion once per kind. A clip's warm pixels are as hot as its kind says,
+  # and only people have the warmer head (the hottest pixel above the body's mean).
+  params = synthetic.SyntheticParams(frames=8, size=32, train_per_class=1, test_per_class=1,
+                                     scenario="what")
+  assert len(params.class_names) == 20
+  assert {synthetic.SCENARIOS["what"][n][0] for n in params.class_names} == set(
+      synthetic.CLASS_NAMES)
+  peaks = {"person": [], "machine": []}
+  for index in range(40):
+    example = synthetic._render_example((vars(params), "train", index))
+    kind = synthetic.SCENARIOS["what"][params.class_names[example["label"]]][2]
+    peaks[kind].append(np.percentile(example["streams"]["ir"], 99.5))
+  assert max(peaks["person"]) < min(peaks["machine"]), peaks

@@ -23,6 +23,12 @@ Scenarios (`scenario=`, each a documented benchmark setting; docs/papers/ shows 
           global average pool) must recover the place from border effects, one that keeps
           positions (a ViT's patch tokens) reads it off any frame: complementary cues for a
           two-path model such as LIFT-Net.
+  what    what moves how: the ten motions x two kinds of thermal object, a person (body and
+          warmer head, 0.55-0.68 of full scale) or a hot machine (a blob, 0.88-0.98), twenty
+          classes. Pairs of the same motion differ only in the objects' shape and heat, which
+          optical flow barely sees; pairs of the same kind only in motion, which a single IR frame
+          does not show: each stream of a two-stream network has confusable pairs the other
+          separates.
 
 Default (16 frames, 32x32, 100 train + 25 test clips per class): ~13 s CPU to generate, 138 MB;
 dark mean brightness ~15.7/255 (day ~100). Measured: small3d, 600 SGD steps of 32 clips,
@@ -52,10 +58,13 @@ CLASS_NAMES = ("move_left", "move_right", "move_up", "move_down", "circle_cw", "
 # scenario -> (class name -> (motion, region)); region None: anywhere in the frame.
 _WHERE_MOTIONS = ("move_left", "move_right", "wave", "approach", "separate")
 _WHERE_REGIONS = ("top", "bottom")
+# scenario `what`: object kind -> (person-like shape?, temperature range in full-scale units).
+_KINDS = {"person": (True, (0.55, 0.68)), "machine": (False, (0.88, 0.98))}
 SCENARIOS = {
-    "motion": {name: (name, None) for name in CLASS_NAMES},
-    "where": {f"{motion}_{region}": (motion, region)
+    "motion": {name: (name, None, None) for name in CLASS_NAMES},
+    "where": {f"{motion}_{region}": (motion, region, None)
               for region in _WHERE_REGIONS for motion in _WHERE_MOTIONS},
+    "what": {f"{motion}_{kind}": (motion, None, kind) for kind in _KINDS for motion in CLASS_NAMES},
 }
 _DIRECTIONS = {"move_left": (-1.0, 0.0), "move_right": (1.0, 0.0), "move_up": (0.0, -1.0),
                "move_down": (0.0, 1.0)}
@@ -207,8 +216,10 @@ def _background(rng: np.random.Generator, size: int, family: str) -> np.ndarray:
 
 
 def _object_masks(centres: np.ndarray, rng: np.random.Generator, size: int,
-                  radius_range: tuple[float, float]) -> list[dict[str, Any]]:
-  """Per object: anti-aliased coverage (T, H, W) and look; the same law for every class."""
+                  radius_range: tuple[float, float], kind: str | None = None
+                  ) -> list[dict[str, Any]]:
+  """Per object: anti-aliased coverage (T, H, W) and look; the same law for every class, or with a
+  `kind` (`_KINDS`) that kind's shape and temperature (the same draws are made either way)."""
   yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
   objects = []
   for centre in centres.astype(np.float32):
@@ -218,7 +229,10 @@ def _object_masks(centres: np.ndarray, rng: np.random.Generator, size: int,
     dy = yy[None] - centre[:, 1, None, None]
     u = dx * np.cos(angle) + dy * np.sin(angle)
     v = -dx * np.sin(angle) + dy * np.cos(angle)
-    if rng.uniform() < 0.5:  # person-like: body ellipse plus head
+    person = rng.uniform() < 0.5
+    if kind is not None:
+      person = _KINDS[kind][0]
+    if person:  # person-like: body ellipse plus head
       body = np.hypot(u / (0.5 * radius), (v - 0.25 * radius) / (0.8 * radius))
       head = np.hypot(u, v + 0.75 * radius) / (0.38 * radius)
       edge = np.minimum((body - 1) * 0.5 * radius, (head - 1) * 0.38 * radius)
@@ -238,7 +252,8 @@ def _object_masks(centres: np.ndarray, rng: np.random.Generator, size: int,
     objects.append(dict(coverage=np.clip(0.5 - edge, 0, 1), head=head_mask,
                         radial=np.clip(np.hypot(u, v) / radius, 0, 2), colour=colour,
                         texture=1 + rng.uniform(0.15, 0.35) * pattern,
-                        temperature=np.float32(rng.uniform(0.6, 0.85))))
+                        temperature=np.float32(rng.uniform(
+                            *(_KINDS[kind][1] if kind is not None else (0.6, 0.85))))))
   return objects
 
 
@@ -300,14 +315,14 @@ def render_clip(label: int, rng: np.random.Generator, split: str,
     raise ValueError(f"render_clip: unknown split {split!r}; expected one of {SPLITS}")
   radius_range, family = _SPLIT_STYLE[split]
   size, frames = params.size, params.frames
-  motion, region = SCENARIOS[params.scenario][names[label]]
+  motion, region, kind = SCENARIOS[params.scenario][names[label]]
   # Separate streams for motion, appearance and sensor noise: for a given `rng` every label gets the
   # same background and object looks, so appearance cannot carry the label.
   motion_rng, look_rng, sensor_rng = rng.spawn(3)
   paths = _object_paths(motion, motion_rng, frames, size, horizontal=region is not None)
   centres = _place(paths, motion in ("approach", "separate"), motion_rng, size,
                    margin=0.12 * size, region=region)
-  objects = _object_masks(centres, look_rng, size, radius_range)
+  objects = _object_masks(centres, look_rng, size, radius_range, kind)
   if look_rng.uniform() < 0.5:  # random depth order
     objects = objects[::-1]
 
