@@ -9,9 +9,11 @@ configs/synthetic.py). No pretrained weights exist at this size, so the PViT tra
 (`vit_trainable=all`) unless told otherwise. Args
 (`--config=configs/lift_synthetic.py:kd=False,steps=300`):
   steps, teacher_steps, batch, lr, kd, vit_trainable, gamma, darkness, data_dir, seed
-  scenario   the synthetic classes: `motion` (default) or `where` (five motions x the half of the
-             frame they happen in: a cue the luminous 3D CNN pools away and the PViT's patch
-             tokens keep; $DARKJAX_DATA/synthetic_where)
+  scenario   the synthetic classes (darkjax/data/synthetic.py): `motion` (default), `what` (the
+             ten motions x two kinds of thermal object) or `where`; $DARKJAX_DATA/synthetic_<name>
+  modality   `dark` (default: the PViT reads the dark RGB clip, the luminous path its GIC frames,
+             as on ARID) or `infrared` (the PViT reads the IR clip, the luminous path its optical
+             flow, stored with the generated set: the paper's InfAR setting, lift_infar.py)
   runlocal   a smoke run: tiny dataset, 3 steps per phase
 Measured (2 CPU cores, defaults): see the README.
 """
@@ -25,26 +27,36 @@ import ml_collections as mlc
 from configs import common, lift_base
 
 
+# modality -> (the record stream the PViT reads, the luminous input).
+MODALITIES = {"dark": ("video", "gamma"), "infrared": ("ir", "flow")}
+
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, steps=400, teacher_steps=300, batch=32, lr=1e-3, kd=True,
                          vit_trainable="all", gamma=1.8, darkness=0.8, data_dir="", runlocal=False,
-                         seed=0, scenario="motion",
+                         seed=0, scenario="motion", modality="dark",
                          variants=dict(runlocal=dict(steps=3, teacher_steps=3, batch=8)))
+  if arg.modality not in MODALITIES:
+    raise ValueError(f"config arg modality={arg.modality!r} unknown; valid: {sorted(MODALITIES)}")
+  stream, luminous_input = MODALITIES[arg.modality]
   config = lift_base.lift_config(
       f"variant=tiny_test,frames=16,crop=0,short_side=0,batch={arg.batch},steps={arg.steps},"
       f"teacher_steps={arg.teacher_steps},lr={arg.lr},kd={arg.kd},"
-      f"vit_trainable={arg.vit_trainable},gamma={arg.gamma},seed={arg.seed},init=none,split=0",
+      f"vit_trainable={arg.vit_trainable},gamma={arg.gamma},seed={arg.seed},init=none,split=0,"
+      f"luminous_input={luminous_input}",
       dataset="synthetic")
   config.input.sampling = "dense"
   config.input.flip = False          # left / right motion are different classes
   config.input.normalise = "per_clip"
   config.input.eval_batch_size = 32
   config.input.shuffle_window = 512
-  suffix = "" if arg.scenario == "motion" else f"_{arg.scenario}"
+  config.input.stream = stream
+  flow = luminous_input == "flow"
+  suffix = ("" if arg.scenario == "motion" else f"_{arg.scenario}") + ("_flow" if flow else "")
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
                                                        "synthetic" + suffix)
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234,
-                                                   scenario=arg.scenario))
+                                                   scenario=arg.scenario, flow=flow))
   config.lift.luminous_normalise = "per_clip"
   config.evals.attention.clips = 4
   # Classes differ only by motion (direction, path): no flips, frame shuffle or geometric warps.

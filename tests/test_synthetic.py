@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from darkjax.data import records
-from darkjax.data import synthetic, video
+from darkjax.data import flow, synthetic, video
 
 TINY = dict(frames=8, size=16, train_per_class=2, test_per_class=1)
 
@@ -222,51 +222,14 @@ def test_cli_writes_test_clips_as_videos_that_decode_to_the_records_clips(tmp_pa
   assert error.mean() < 0.5 * np.abs(decoded.astype(np.float32) - other).mean()
 
 
-def test_where_scenario_crosses_five_motions_with_two_halves():
-  params = synthetic.SyntheticParams(**TINY, scenario="where")
-  names = params.class_names
-  assert len(names) == len(set(names)) == 10
-  assert {synthetic.SCENARIOS["where"][n] for n in names} == {
-      (m, r, None) for m in ("move_left", "move_right", "wave", "approach", "separate")
-      for r in ("top", "bottom")}
-  with pytest.raises(ValueError, match="scenario"):
-    synthetic.SyntheticParams(scenario="nowhere")
-
-
-def test_where_scenario_puts_the_objects_in_the_named_half():
-  # The warm objects of the IR stream mark where they are: their mean row is in the class's half
-  # on every frame, for every class, split and clip.
-  params = synthetic.SyntheticParams(frames=8, size=32, train_per_class=1, test_per_class=1,
-                                     scenario="where")
-  rows = np.arange(32)[None, :, None]
-  for split in synthetic.SPLITS:
-    for index in range(20):
-      example = synthetic._render_example((vars(params), split, index))
-      region = synthetic.SCENARIOS["where"][params.class_names[example["label"]]][1]
-      warm = example["streams"]["ir"][..., 0] > 110
-      centre = (warm * rows).sum((1, 2)) / np.maximum(warm.sum((1, 2)), 1)
-      if region == "top":
-        assert np.all(centre < 14), (split, index, centre)
-      else:
-        assert np.all(centre > 18), (split, index, centre)
-
-
 def test_motion_scenario_keeps_the_datasets_written_before_scenarios():
   # The default scenario's metadata is what it was before `scenario` existed, so an existing
   # dataset directory is not regenerated; another scenario is a different dataset.
   motion = synthetic._metadata(synthetic.SyntheticParams(**TINY))
   assert "scenario" not in motion["params"]
-  where = synthetic._metadata(synthetic.SyntheticParams(**TINY, scenario="where"))
-  assert where["params"]["scenario"] == "where"
-
-
-def test_where_scenario_dataset_names_its_classes(tmp_path):
-  manifest = synthetic.ensure_dataset(tmp_path, show_progress=False, scenario="where", **TINY)
-  assert manifest["class_names"][0] == "move_left_top"
-  (path, _), = records.split_files(manifest, tmp_path, "test")
-  for data in records.iter_tfrecord(path):
-    example = records.decode_example(data)
-    assert example["video_id"].endswith(manifest["class_names"][example["label"]])
+  what = synthetic._metadata(synthetic.SyntheticParams(**TINY, scenario="what", flow=True))
+  assert what["params"]["scenario"] == "what" and what["params"]["flow"] is True
+  assert what["flow"]["method"] == synthetic.FLOW_METHOD
 
 
 def test_what_scenario_sets_the_objects_kind_and_heat():
@@ -277,9 +240,25 @@ def test_what_scenario_sets_the_objects_kind_and_heat():
   assert len(params.class_names) == 20
   assert {synthetic.SCENARIOS["what"][n][0] for n in params.class_names} == set(
       synthetic.CLASS_NAMES)
+  with pytest.raises(ValueError, match="scenario"):
+    synthetic.SyntheticParams(scenario="where")
   peaks = {"person": [], "machine": []}
   for index in range(40):
     example = synthetic._render_example((vars(params), "train", index))
-    kind = synthetic.SCENARIOS["what"][params.class_names[example["label"]]][2]
+    kind = synthetic.SCENARIOS["what"][params.class_names[example["label"]]][1]
     peaks[kind].append(np.percentile(example["streams"]["ir"], 99.5))
   assert max(peaks["person"]) < min(peaks["machine"]), peaks
+
+
+def test_flow_stream_is_the_ir_streams_flow_as_prepare_stores_it(tmp_path):
+  manifest = synthetic.ensure_dataset(tmp_path, show_progress=False, scenario="what", flow=True,
+                                      **TINY)
+  assert manifest["class_names"][0] == "move_left_person"
+  assert manifest["streams"]["flow"] == [16, 16, 3]
+  assert manifest["metadata"]["flow"]["method"] == "farneback"
+  (path, _), = records.split_files(manifest, tmp_path, "test")
+  for data in records.iter_tfrecord(path):
+    example = records.decode_example(data)
+    assert example["video_id"].endswith(manifest["class_names"][example["label"]])
+    np.testing.assert_array_equal(example["flow"],
+                                  flow.flow_clip(example["ir"], "farneback"))

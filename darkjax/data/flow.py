@@ -44,6 +44,8 @@ import numpy as np
 STREAM = "flow"          # the record stream name the LIFT-Net trainer reads
 METHODS = ("farneback", "dis", "tvl1")
 DEFAULT_METHOD = "farneback"
+ENCODING = ("uint8 128 + scale * (x, y, |flow|) clipped to [0, 255], pixels per frame; flow t = "
+            "frame t -> t+1, the last repeats (darkjax.data.flow)")
 DEFAULT_SCALE = 8.0      # encoded units per pixel of motion (see the module docstring)
 ZERO = 128               # the encoded value of zero motion
 FARNEBACK_PARAMS = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5,

@@ -17,18 +17,17 @@ with `records.write_dataset`: primary `video` = dark RGB, extra streams `day` an
 
 Scenarios (`scenario=`, each a documented benchmark setting; docs/papers/ shows what each is for):
   motion  (default) the ten motion classes above.
-  where   what happens where: five horizontal motions (move_left, move_right, wave, approach,
-          separate) x the half of the frame they happen in (top / bottom), ten classes. The motion
-          needs several frames, the place one frame; a network that pools space away (a 3D CNN's
-          global average pool) must recover the place from border effects, one that keeps
-          positions (a ViT's patch tokens) reads it off any frame: complementary cues for a
-          two-path model such as LIFT-Net.
   what    what moves how: the ten motions x two kinds of thermal object, a person (body and
           warmer head, 0.55-0.68 of full scale) or a hot machine (a blob, 0.88-0.98), twenty
           classes. Pairs of the same motion differ only in the objects' shape and heat, which
           optical flow barely sees; pairs of the same kind only in motion, which a single IR frame
           does not show: each stream of a two-stream network has confusable pairs the other
           separates.
+
+`flow=True` also stores a "flow" stream: Farneback optical flow of the `ir` stream in the encoding
+of `python -m darkjax.data.prepare ... --flow` (darkjax/data/flow.py, scale 8), recorded in the
+manifest as prepare records it, so configs read it as they read a prepared dataset's flow (LIFT-Net's
+luminous input on infrared data, the two-stream network's flow tower).
 
 Default (16 frames, 32x32, 100 train + 25 test clips per class): ~13 s CPU to generate, 138 MB;
 dark mean brightness ~15.7/255 (day ~100). Measured: small3d, 600 SGD steps of 32 clips,
@@ -49,27 +48,26 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from darkjax.data import flow
+
 GENERATOR = "darkjax.data.synthetic"
 GENERATOR_VERSION = 1
 DATASET_NAME = "synthetic_dark_actions"
 SPLITS = ("train", "test")
 CLASS_NAMES = ("move_left", "move_right", "move_up", "move_down", "circle_cw", "circle_ccw",
                "wave", "jump", "approach", "separate")
-# scenario -> (class name -> (motion, region)); region None: anywhere in the frame.
-_WHERE_MOTIONS = ("move_left", "move_right", "wave", "approach", "separate")
-_WHERE_REGIONS = ("top", "bottom")
-# scenario `what`: object kind -> (person-like shape?, temperature range in full-scale units).
+# Scenario `what`'s object kinds -> (person-like shape?, temperature range in full-scale units).
 _KINDS = {"person": (True, (0.55, 0.68)), "machine": (False, (0.88, 0.98))}
+# scenario -> {class name: (motion, object kind)}; kind None: either kind, drawn per object.
 SCENARIOS = {
-    "motion": {name: (name, None, None) for name in CLASS_NAMES},
-    "where": {f"{motion}_{region}": (motion, region, None)
-              for region in _WHERE_REGIONS for motion in _WHERE_MOTIONS},
-    "what": {f"{motion}_{kind}": (motion, None, kind) for kind in _KINDS for motion in CLASS_NAMES},
+    "motion": {name: (name, None) for name in CLASS_NAMES},
+    "what": {f"{motion}_{kind}": (motion, kind) for kind in _KINDS for motion in CLASS_NAMES},
 }
 _DIRECTIONS = {"move_left": (-1.0, 0.0), "move_right": (1.0, 0.0), "move_up": (0.0, -1.0),
                "move_down": (0.0, 1.0)}
 # Object radius as a fraction of the frame size, and background texture family, per split.
 _SPLIT_STYLE = {"train": ((0.13, 0.19), "smooth_noise"), "test": ((0.18, 0.24), "stripes")}
+FLOW_METHOD = "farneback"   # the `flow` stream's method, at flow.DEFAULT_SCALE
 _FULL_WELL = 4000.0  # photons at white for exposure 1 (darkness 0)
 _READ_NOISE = 2.0  # photons (electrons) RMS
 _GAMMA = 2.2
@@ -86,6 +84,7 @@ class SyntheticParams:
   darkness: float = 0.8
   fps: int = 16
   scenario: str = "motion"
+  flow: bool = False   # also store the IR stream's optical flow as the "flow" stream
 
   def __post_init__(self):
     if self.scenario not in SCENARIOS:
@@ -136,12 +135,11 @@ def _solo_path(class_name: str, rng: np.random.Generator, frames: int, size: int
 
 
 def _object_paths(class_name: str, rng: np.random.Generator, frames: int,
-                  size: int, horizontal: bool = False) -> np.ndarray:
+                  size: int) -> np.ndarray:
   """Offsets (2 objects, T, xy) in pixels, relative to centres chosen by `_place`.
 
   Both objects do the class's motion (each with its own amplitude, speed and phase), which doubles
-  the motion signal; approach / separate move them towards / away from each other (along a
-  near-horizontal line with `horizontal`, so the pair stays in one half of the frame).
+  the motion signal; approach / separate move them towards / away from each other.
   """
   if class_name in ("approach", "separate"):
     progress = np.arange(frames) / (frames - 1)
@@ -149,8 +147,7 @@ def _object_paths(class_name: str, rng: np.random.Generator, frames: int,
     distance = far + (near - far) * progress
     if class_name == "separate":
       distance = distance[::-1]
-    theta = (rng.uniform(-0.15, 0.15) + np.pi * rng.integers(2) if horizontal
-             else rng.uniform(0, 2 * np.pi))
+    theta = rng.uniform(0, 2 * np.pi)
     half = np.outer(distance / 2, [np.cos(theta), np.sin(theta)])
     paths = np.stack([half, -half])
   else:
@@ -162,21 +159,12 @@ def _object_paths(class_name: str, rng: np.random.Generator, frames: int,
   return paths + sway * np.sin(2 * np.pi * t / rng.uniform(6, 12) + phase)
 
 
-# Where a `where` scenario's objects are centred: (top, bottom) of the centre's y, in frame sizes.
-_REGION_ROWS = {"top": (0.12, 0.36), "bottom": (0.64, 0.88)}
-
-
 def _place(paths: np.ndarray, interacting: bool, rng: np.random.Generator, size: int,
-           margin: float, region: str | None = None) -> np.ndarray:
-  """Absolute centres (2, T, xy), each moving group inside [margin, size - margin] where it fits;
-  with a `region`, the centres' y inside that region's rows (`_REGION_ROWS`) where it fits."""
-  low, high = np.array([margin, margin]), np.array([size - margin, size - margin])
-  if region is not None:
-    low[1], high[1] = (f * size for f in _REGION_ROWS[region])
-
+           margin: float) -> np.ndarray:
+  """Absolute centres (2, T, xy), each moving group inside [margin, size - margin] where it fits."""
   def centre_for(offsets):
-    lo = low - offsets.min(axis=(0, 1))
-    hi = high - offsets.max(axis=(0, 1))
+    lo = margin - offsets.min(axis=(0, 1))
+    hi = size - margin - offsets.max(axis=(0, 1))
     return rng.uniform(np.minimum(lo, hi), np.maximum(lo, hi))
   if interacting:
     return paths + centre_for(paths)
@@ -315,13 +303,13 @@ def render_clip(label: int, rng: np.random.Generator, split: str,
     raise ValueError(f"render_clip: unknown split {split!r}; expected one of {SPLITS}")
   radius_range, family = _SPLIT_STYLE[split]
   size, frames = params.size, params.frames
-  motion, region, kind = SCENARIOS[params.scenario][names[label]]
+  motion, kind = SCENARIOS[params.scenario][names[label]]
   # Separate streams for motion, appearance and sensor noise: for a given `rng` every label gets the
   # same background and object looks, so appearance cannot carry the label.
   motion_rng, look_rng, sensor_rng = rng.spawn(3)
-  paths = _object_paths(motion, motion_rng, frames, size, horizontal=region is not None)
+  paths = _object_paths(motion, motion_rng, frames, size)
   centres = _place(paths, motion in ("approach", "separate"), motion_rng, size,
-                   margin=0.12 * size, region=region)
+                   margin=0.12 * size)
   objects = _object_masks(centres, look_rng, size, radius_range, kind)
   if look_rng.uniform() < 0.5:  # random depth order
     objects = objects[::-1]
@@ -363,9 +351,11 @@ def _render_example(task: tuple[dict[str, Any], str, int]) -> dict[str, Any]:
   names = params.class_names
   label = index % len(names)  # classes interleaved so every shard holds every class
   clip = render_clip(label, clip_rng(params.seed, split, index), split, params)
+  streams = {"day": clip["day"], "ir": clip["ir"]}
+  if params.flow:
+    streams[flow.STREAM] = flow.flow_clip(clip["ir"], FLOW_METHOD, flow.DEFAULT_SCALE)
   return {"video": clip["video"], "label": label,
-          "video_id": f"{split}-{index:05d}-{names[label]}",
-          "streams": {"day": clip["day"], "ir": clip["ir"]}}
+          "video_id": f"{split}-{index:05d}-{names[label]}", "streams": streams}
 
 
 def _examples(params: SyntheticParams, pool, progress) -> dict[str, Iterator[dict]]:
@@ -386,9 +376,15 @@ def _examples(params: SyntheticParams, pool, progress) -> dict[str, Iterator[dic
 
 def _metadata(params: SyntheticParams) -> dict[str, Any]:
   fields = dataclasses.asdict(params)
-  if fields["scenario"] == "motion":
-    del fields["scenario"]   # the default: datasets written before scenarios existed stay valid
-  return {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "params": fields}
+  # Defaults of fields added later are left out: datasets written before them stay valid.
+  for name, default in (("scenario", "motion"), ("flow", False)):
+    if fields[name] == default:
+      del fields[name]
+  out = {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "params": fields}
+  if params.flow:   # as `prepare --flow` records it
+    out["flow"] = {"stream": flow.STREAM, "method": FLOW_METHOD, "scale": flow.DEFAULT_SCALE,
+                   "source": "ir", "encoding": flow.ENCODING}
+  return out
 
 
 def generate(out_dir: str | os.PathLike, params: SyntheticParams, workers: int = 0,
@@ -406,7 +402,8 @@ def generate(out_dir: str | os.PathLike, params: SyntheticParams, workers: int =
               disable=not show_progress) as progress:
       return records.write_dataset(out_dir, DATASET_NAME, params.class_names,
                                    _examples(params, pool, progress), fps=params.fps,
-                                   examples_per_shard=64, streams=("day", "ir"),
+                                   examples_per_shard=64,
+                                   streams=("day", "ir") + ((flow.STREAM,) if params.flow else ()),
                                    metadata=_metadata(params), overwrite=overwrite)
   finally:
     if pool is not None:
@@ -522,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--fps", type=int, default=defaults.fps)
   parser.add_argument("--scenario", default=defaults.scenario, choices=sorted(SCENARIOS),
                       help="which classes (module docstring)")
+  parser.add_argument("--flow", action="store_true",
+                      help="also store the IR stream's optical flow as the 'flow' stream")
   parser.add_argument("--workers", type=int, nargs="?", const=os.cpu_count() or 1, default=0,
                       help="render in N worker processes (bare flag: one per CPU)")
   parser.add_argument("--preview", help="also write a PNG contact sheet (one clip per class)")
@@ -533,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error("give --out DIR, --preview PNG and/or --videos DIR")
   params = dict(seed=args.seed, frames=args.frames, size=args.size, darkness=args.darkness,
                 train_per_class=args.train_per_class, test_per_class=args.test_per_class,
-                fps=args.fps, scenario=args.scenario)
+                fps=args.fps, scenario=args.scenario, flow=args.flow)
   if args.out:
     manifest = ensure_dataset(args.out, workers=args.workers, **params)
     counts = {split: entry["num_examples"] for split, entry in manifest["splits"].items()}

@@ -151,8 +151,7 @@ class FlowSettings:
 
   def as_json(self) -> dict[str, Any]:
     return {"stream": flow.STREAM, "method": self.method, "scale": self.scale,
-            "encoding": "uint8 128 + scale * (x, y, |flow|) clipped to [0, 255], pixels per "
-                        "frame; flow t = frame t -> t+1, the last repeats (darkjax.data.flow)"}
+            "encoding": flow.ENCODING}
 
 
 def _decode_item(args: tuple[VideoItem, int, float, FlowSettings | None]
