@@ -86,3 +86,21 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch):
 
   monkeypatch.setattr(train, "run_phases", no_training)
   assert experiment.main(argv) == 0
+
+
+def test_contrasts_within_runs():
+  assert experiment.parse_contrasts(["gain=video/late_fusion2/accuracy-video/flow/knn/accuracy"]) \
+      == {"gain": ("video/late_fusion2/accuracy", "video/flow/knn/accuracy")}
+  assert experiment.parse_contrasts(["s=eval/top1 - teacher_eval/top1"]) == {
+      "s": ("eval/top1", "teacher_eval/top1")}
+  with pytest.raises(ValueError, match="METRIC_A-METRIC_B"):
+    experiment.parse_contrasts(["gain=eval/top1"])
+  results = {"default": [{"a": 0.9, "b": 0.8}, {"a": 0.7, "b": 0.5}, {"a": 0.6, "b": 0.5}]}
+  within = experiment.contrasts_within_runs(results, {"g": ("a", "b")})["default"]["g"]
+  assert within["mean"] == pytest.approx(0.4 / 3) and within["n"] == 3
+  assert within["values"] == pytest.approx([0.1, 0.2, 0.1])
+  text = experiment.markdown(experiment.aggregate(results, "a"), "t", None, None,
+                             {"default": {"g": within}}, {"g": ("a", "b")})
+  assert "| g: `a` - `b` | +13.3 +- 5.8 [" in text
+  with pytest.raises(ValueError, match=r"without \['c'\]"):
+    experiment.contrasts_within_runs(results, {"g": ("a", "c")})

@@ -13,7 +13,9 @@ HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once),
 over all seeds and splits of a variant (mean +- sample std, ddof=1, and the 95% confidence
 interval of the mean, Student's t) into DIR/table.md and DIR/table.json, with each variant's
 difference from `default` paired over the runs of the same seed and split (mean and 95% interval;
-also DIR/paired.json).
+also DIR/paired.json). `--contrast NAME=A-B` tables, per variant, metric A minus metric B of the
+same run (a two-stream run's late fusion minus its flow net, a LIFT-Net run's student minus its
+teacher; DIR/contrasts.json).
 
 A variant is an arm of a controlled comparison: `--changes NAME=FIELD,...` declares the config
 fields it changes, and before anything trains every arm's resolved config (and the phases it
@@ -208,15 +210,55 @@ def paired_differences(results: dict[str, list[dict[str, Any]]],
   return out
 
 
+def parse_contrasts(items: Sequence[str]) -> dict[str, tuple[str, str]]:
+  """`NAME=METRIC_A-METRIC_B` strings -> {name: (metric a, metric b)}; a metric is a full metric
+  name (`eval/top1`, `video/flow/knn/accuracy`), split at the one ` - ` or, without spaces, at the
+  `-` that leaves two names of the runs' metrics (checked when the table is made)."""
+  out: dict[str, tuple[str, str]] = {}
+  for item in items:
+    name, sep, expression = item.partition("=")
+    parts = [p.strip() for p in expression.split(" - ")] if " - " in expression else \
+        expression.split("-")
+    if not sep or len(parts) != 2 or not all(parts) or not re.fullmatch(r"[\w.-]+", name):
+      raise ValueError(f"--contrast {item!r}: expected NAME=METRIC_A-METRIC_B, e.g. "
+                       "fusion_gain=video/late_fusion2/accuracy-video/flow/knn/accuracy")
+    if name in out:
+      raise ValueError(f"--contrast {name!r} given twice")
+    out[name] = (parts[0], parts[1])
+  return out
+
+
+def contrasts_within_runs(results: dict[str, list[dict[str, Any]]],
+                          contrasts: dict[str, tuple[str, str]]) -> dict[str, Any]:
+  """{variant: {contrast: {mean, std, ci95, n, values}}}: metric a minus metric b of the same run
+  (e.g. a fused prediction minus one stream's, both from one trained model), over the variant's
+  runs. Raises naming the metrics the runs have when one is missing."""
+  out: dict[str, Any] = {}
+  for variant, runs in results.items():
+    out[variant] = {}
+    for name, (a, b) in contrasts.items():
+      missing = sorted({m for m in (a, b) for run in runs if m not in run})
+      if missing:
+        known = sorted(k for k in runs[0] if isinstance(runs[0][k], float))
+        raise ValueError(f"--contrast {name}: variant {variant!r} has runs without {missing}; "
+                         f"their metrics: {known}")
+      values = [float(run[a]) - float(run[b]) for run in runs]
+      mean, std = mean_std(values)
+      out[variant][name] = {"mean": mean, "std": std, "ci95": ci95(values), "n": len(values),
+                            "values": values}
+  return out
+
+
 def _interval(entry: dict[str, Any]) -> str:
   low, high = entry["mean"] - entry["ci95"], entry["mean"] + entry["ci95"]
   return "" if entry["ci95"] != entry["ci95"] else f" [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = None,
-             changes: list[str] | None = None) -> str:
+             changes: list[str] | None = None, within: dict[str, Any] | None = None,
+             contrasts: dict[str, tuple[str, str]] | None = None) -> str:
   """Metrics as rows, variants as columns, cells "mean +- std [95% CI]" in % (n runs each); then
-  each variant minus default, paired, and what each variant changes."""
+  each variant minus default, paired; the within-run contrasts; and what each variant changes."""
   variants = list(table)
   metrics = sorted({m for v in variants for m in table[v]})
   lines = [title, "", "| metric | " + " | ".join(variants) + " |",
@@ -240,6 +282,18 @@ def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = 
         cells.append("" if entry is None else
                      f"{100 * entry['mean']:+.1f}{_interval(entry)} (n={entry['n']})")
       lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+  if within and contrasts:
+    variants_with = [v for v in variants if within.get(v)]
+    lines += ["", "Within each run, metric a minus metric b (one trained model), in points: "
+              "mean +- std [95% CI].", "", "| contrast | " + " | ".join(variants_with) + " |",
+              "|---|" + "---|" * len(variants_with)]
+    for name, (a, b) in contrasts.items():
+      cells = []
+      for variant in variants_with:
+        entry = within[variant][name]
+        cells.append(f"{100 * entry['mean']:+.1f} +- {100 * entry['std']:.1f}"
+                     f"{_interval(entry)} (n={entry['n']})")
+      lines.append(f"| {name}: `{a}` - `{b}` | " + " | ".join(cells) + " |")
   if changes:
     lines += ["", "What each variant changes (resolved config and trained phases):", "", *changes]
   return "\n".join(lines) + "\n"
@@ -261,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="check what each variant changes and stop, training nothing")
   parser.add_argument("--metrics", default=DEFAULT_METRICS,
                       help=f"regex of the metrics tabled (default {DEFAULT_METRICS!r})")
+  parser.add_argument("--contrast", action="append", default=[],
+                      help="NAME=METRIC_A-METRIC_B: tabled per variant over its runs, a minus b "
+                      "of the same run (e.g. a fused prediction minus one stream's)")
   parser.add_argument("--out", required=True, help="run directories, table.md and table.json")
   args = parser.parse_args(argv)
   path, _, base_arg = args.config.partition(":")
@@ -268,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     variants = parse_variants(args.variant)
     declared = arms_lib.parse_changes(args.changes)
+    contrasts = parse_contrasts(args.contrast)
     explicit = [int(s) for s in args.splits.split(",") if s.strip()] \
         if args.splits not in ("", "all") else None
   except ValueError as error:
@@ -312,13 +370,21 @@ def main(argv: list[str] | None = None) -> int:
         results[variant].append(result)
   table = aggregate(results, args.metrics)
   paired = paired_differences(results, table)
+  try:
+    within = contrasts_within_runs(results, contrasts)
+  except ValueError as error:
+    print(f"darkjax.tools.experiment: {error}", file=sys.stderr)
+    return 2
   title = (f"`{args.config}`, seeds {seeds}, splits {args.splits or 'as configured'}: "
            "mean +- sample std [95% CI of the mean] over runs, in %.")
   os.makedirs(args.out, exist_ok=True)
   file_state.atomic_write_json(os.path.join(args.out, "table.json"), table)
   if paired:
     file_state.atomic_write_json(os.path.join(args.out, "paired.json"), paired)
-  write_table(markdown(table, title, paired, described), os.path.join(args.out, "table.md"))
+  if contrasts:
+    file_state.atomic_write_json(os.path.join(args.out, "contrasts.json"), within)
+  write_table(markdown(table, title, paired, described, within, contrasts),
+              os.path.join(args.out, "table.md"))
   return 0
 
 
