@@ -232,20 +232,22 @@ def contrasts_within_runs(results: dict[str, list[dict[str, Any]]],
                           contrasts: dict[str, tuple[str, str]]) -> dict[str, Any]:
   """{variant: {contrast: {mean, std, ci95, n, values}}}: metric a minus metric b of the same run
   (e.g. a fused prediction minus one stream's, both from one trained model), over the variant's
-  runs. Raises naming the metrics the runs have when one is missing."""
-  out: dict[str, Any] = {}
-  for variant, runs in results.items():
-    out[variant] = {}
-    for name, (a, b) in contrasts.items():
-      missing = sorted({m for m in (a, b) for run in runs if m not in run})
-      if missing:
-        known = sorted(k for k in runs[0] if isinstance(runs[0][k], float))
-        raise ValueError(f"--contrast {name}: variant {variant!r} has runs without {missing}; "
-                         f"their metrics: {known}")
+  runs. A variant whose runs lack either metric (an arm without that head) has no entry; a
+  contrast that no variant has raises, naming the metrics the runs have."""
+  out: dict[str, Any] = {variant: {} for variant in results}
+  for name, (a, b) in contrasts.items():
+    for variant, runs in results.items():
+      if not runs or any(a not in run or b not in run for run in runs):
+        continue
       values = [float(run[a]) - float(run[b]) for run in runs]
       mean, std = mean_std(values)
       out[variant][name] = {"mean": mean, "std": std, "ci95": ci95(values), "n": len(values),
                             "values": values}
+    if not any(name in entries for entries in out.values()):
+      known = sorted({k for runs in results.values() for run in runs for k, v in run.items()
+                      if isinstance(v, float)})
+      raise ValueError(f"--contrast {name}: no variant's runs all have both {a!r} and {b!r}; "
+                       f"their metrics: {known}")
   return out
 
 
@@ -290,9 +292,9 @@ def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = 
     for name, (a, b) in contrasts.items():
       cells = []
       for variant in variants_with:
-        entry = within[variant][name]
-        cells.append(f"{100 * entry['mean']:+.1f} +- {100 * entry['std']:.1f}"
-                     f"{_interval(entry)} (n={entry['n']})")
+        entry = within[variant].get(name)
+        cells.append("" if entry is None else f"{100 * entry['mean']:+.1f} +- "
+                     f"{100 * entry['std']:.1f}{_interval(entry)} (n={entry['n']})")
       lines.append(f"| {name}: `{a}` - `{b}` | " + " | ".join(cells) + " |")
   if changes:
     lines += ["", "What each variant changes (resolved config and trained phases):", "", *changes]
