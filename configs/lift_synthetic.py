@@ -9,8 +9,8 @@ configs/synthetic.py). No pretrained weights exist at this size, so the PViT tra
 (`vit_trainable=all`) unless told otherwise. Args
 (`--config=configs/lift_synthetic.py:kd=False,steps=300`):
   steps, teacher_steps, batch, lr, kd, vit_trainable, gamma, darkness, data_dir, seed
-  scenario   the synthetic classes (darkjax/data/synthetic.py): `motion` (default), `what` (the
-             ten motions x two kinds of thermal object) or `where`; $DARKJAX_DATA/synthetic_<name>
+  scenario   the synthetic classes (darkjax/data/synthetic.py): `motion` (default) or `what` (the
+             ten motions x two kinds of thermal object); $DARKJAX_DATA/synthetic_<name>
   modality   `dark` (default: the PViT reads the dark RGB clip, the luminous path its GIC frames,
              as on ARID) or `infrared` (the PViT reads the IR clip, the luminous path its optical
              flow, stored with the generated set: the paper's InfAR setting, lift_infar.py)
