@@ -104,7 +104,10 @@ class Phase:
     network, what `bench --config` compiles by default (default: the deployed phase). check:
     `check(config, directory)`, run for every phase of a run before the first step (datasets,
     teacher runs), so nothing fails late. report: `report(config, results)` -> Markdown appended to
-    the phase's report.md.
+    the phase's report.md. ignores: dotted fields of the phase's config (and the fields under them)
+    that its training never reads, another phase's knobs (the teacher's view of the student's KD
+    weight): two runs whose phase configs differ only there, from the same earlier phases, train
+    this phase alike, so the arms of an experiment share it (`darkjax.tools.arms.shared_phases`).
   """
   name: str
   task: Callable[..., Any]
@@ -115,6 +118,7 @@ class Phase:
   main: bool = False
   check: Callable[[mlc.ConfigDict, str], None] | None = None
   report: Callable[[mlc.ConfigDict, Mapping[str, Any]], str] | None = None
+  ignores: tuple[str, ...] = ()
 
   def workdir(self, workdir: str, config: mlc.ConfigDict) -> str:
     """Where this phase of a run of `config` in `workdir` keeps its checkpoints."""

@@ -107,3 +107,41 @@ def test_contrasts_within_runs():
   assert "g" in partial["default"] and partial["no_c"] == {}
   with pytest.raises(ValueError, match="no variant's runs all have both 'a' and 'c'"):
     experiment.contrasts_within_runs(results, {"g": ("a", "c")})
+
+
+def _losses(phase_dir):
+  rows = [json.loads(line) for line in (phase_dir / "metrics.jsonl").open()]
+  return [(row["step"], row["train/loss"]) for row in rows if "train/loss" in row]
+
+
+def test_an_arm_reuses_the_default_phase_it_trains_alike(tmp_path, monkeypatch):
+  # DTCM with a pretrained enhancer: an arm with another joint learning rate trains the enhancer
+  # phase as the default does (its lr is config.dtcm.enhancer_lr), so it starts from a copy of the
+  # default's finished enhancer instead of training it again.
+  out = tmp_path / "out"
+  config = (f"configs/dtcm_synthetic.py:runlocal,pretrain_enhancer=True,steps=2,enhancer_steps=2,"
+            f"data_dir={tmp_path / 'd'}")
+  argv = ["--config", config, "--seeds", "0", "--metrics", "top1$", "--out", str(out),
+          "--variant", "lr=lr=0.02", "--changes", "lr=optimizer.lr"]
+  starts = {}   # phase directory -> the step its training started from
+  real_init_state = train.Trainer.init_state
+
+  def init_state(self, *args, **kwargs):
+    starts[self.workdir] = real_init_state(self, *args, **kwargs)
+    return starts[self.workdir]
+
+  monkeypatch.setattr(train.Trainer, "init_state", init_state)
+  assert experiment.main(argv) == 0
+  default, arm = out / "default" / "seed0", out / "lr" / "seed0"
+  assert json.loads((arm / experiment.SHARED_FILE).read_text()) == {
+      "enhancer": str(default / "enhancer")}
+  assert _losses(arm / "enhancer") == _losses(default / "enhancer") != []   # the copy
+  assert _losses(arm / "joint") != _losses(default / "joint")   # its own joint phase
+  assert starts[str(arm / "enhancer")] == 2 and starts[str(arm / "joint")] == 0   # not retrained
+  assert "reuses the default arm's trained `enhancer` phase" in (out / "table.md").read_text()
+  # --no-share: the arm trains its own enhancer, step for step the one it was given
+  assert experiment.main(argv[:-4] + ["--variant", "lr2=lr=0.02", "--changes", "lr2=optimizer.lr",
+                                      "--no-share"]) == 0
+  trained = out / "lr2" / "seed0"
+  assert starts[str(trained / "enhancer")] == 0 and not (trained / experiment.SHARED_FILE).exists()
+  assert _losses(trained / "enhancer") == _losses(arm / "enhancer")

@@ -8,6 +8,11 @@ optimizer shows it. Each arm declares the fields it changes (`--changes no_kd=li
 `a.b` covers `a.b.*`): a difference it does not declare, or a declared field that does not change,
 stops the table naming both lists, so a table never compares arms that differ in more than they
 say. The table states each arm's changes with their values.
+
+An arm that changes only what a phase does not read (`Phase.ignores`: the KD weight, for the
+teacher phase) trains that phase exactly as the default arm does: `shared_phases` finds those
+phases, and the experiment runner hands the arm the default's trained phase of the same seed
+instead of training it again (a LIFT-Net `kd_weight=0` arm reuses the teacher).
 """
 
 from __future__ import annotations
@@ -46,6 +51,34 @@ def resolved_view(config: mlc.ConfigDict) -> dict[str, Any]:
   plan = task_lib.phase_plan(config)
   view[PHASES_KEY] = ",".join(f"{p.name}:{p.config(config).total_steps}" for p in plan)
   return view
+
+
+def phase_view(phase: task_lib.Phase, config: mlc.ConfigDict) -> dict[str, Any]:
+  """The fields of `phase`'s config that its training reads: all but `phase.ignores`."""
+  return {key: value for key, value in flat(phase.config(config)).items()
+          if not any(covers(ignored, key) for ignored in phase.ignores)}
+
+
+def shared_phases(default: mlc.ConfigDict, arm: mlc.ConfigDict) -> tuple[str, ...]:
+  """The phases a run of `arm` trains exactly as a run of `default` with the same seed does: the
+  default runs them too, their configs agree on every field the phase reads, every phase they
+  start from (`init_from`) runs in both or in neither and is itself shared, and they keep their
+  checkpoints in a sub-directory of the run (the workdir itself holds the deployed phase)."""
+  default_plan = {phase.name: phase for phase in task_lib.phase_plan(default)}
+  arm_plan = task_lib.phase_plan(arm)
+  arm_names = {phase.name for phase in arm_plan}
+  shared: list[str] = []
+  for phase in arm_plan:
+    theirs = default_plan.get(phase.name)
+    if theirs is None or not phase.workdir("", arm) \
+        or phase.workdir("", arm) != theirs.workdir("", default):
+      continue
+    if any((name in arm_names) != (name in default_plan)
+           or (name in arm_names and name not in shared) for name in phase.init_from):
+      continue
+    if phase_view(phase, arm) == phase_view(theirs, default):
+      shared.append(phase.name)
+  return tuple(shared)
 
 
 def differences(default: Mapping[str, Any], arm: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -105,10 +138,16 @@ def check(default: mlc.ConfigDict, arms: Mapping[str, mlc.ConfigDict],
   return found
 
 
-def describe(changes: Mapping[str, Mapping[str, tuple[Any, Any]]]) -> list[str]:
-  """Markdown lines: what each arm changes, with the default's and the arm's values."""
+def describe(changes: Mapping[str, Mapping[str, tuple[Any, Any]]],
+             shared: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+  """Markdown lines: what each arm changes, with the default's and the arm's values, and which
+  phases it shares with the default arm (`shared_phases`)."""
   lines = []
   for name, diff in changes.items():
     shown = "; ".join(f"`{f}` {a!r} -> {b!r}" for f, (a, b) in diff.items()) or "nothing"
+    phases = (shared or {}).get(name)
+    if phases:
+      shown += ("; reuses the default arm's trained " + ", ".join(f"`{p}`" for p in phases)
+                + (" phase" if len(phases) == 1 else " phases") + " of each seed")
     lines.append(f"- `{name}`: {shown}")
   return lines

@@ -21,6 +21,11 @@ A variant is an arm of a controlled comparison: `--changes NAME=FIELD,...` decla
 fields it changes, and before anything trains every arm's resolved config (and the phases it
 trains, with their steps) is compared with the default's (darkjax/tools/arms.py): an undeclared
 difference stops the table, and table.md states what each arm changes. `--check` does only that.
+A phase that an arm trains exactly as the default does (its config differs at most in fields that
+phase does not read, from the same earlier phases: darkjax.tools.arms.shared_phases, e.g. the
+teacher of a LIFT-Net `lift.kd_weight=0.0` arm) is not trained again: the arm's run starts from a
+copy of the default run's finished phase directory of the same seed and split (recorded in the
+run's shared.json and in table.md); `--no-share` trains every phase of every arm.
 
 A variant's args may also set config fields by their dotted path (`lift.kd_weight=0.0`, as
 `--config.lift.kd_weight=0.0` would), and may name another run's directory: `{out}` is DIR and
@@ -83,6 +88,33 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
   result.update(info, seconds=round(time.time() - start, 1))
   file_state.atomic_write_json(path, result)  # a torn file would stop every later re-run
   return result
+
+
+SHARED_FILE = "shared.json"
+
+
+def share_phases(run_dir: str, source_dir: str, config: mlc.ConfigDict,
+                 phases: Sequence[str]) -> dict[str, str]:
+  """Copies each of `phases` (finished in the run `source_dir`) into the run `run_dir` unless it is
+  there already; returns {phase: the directory it came from}, also written to run_dir/shared.json.
+  A copy lands under its final name only when complete, so an interrupted one is redone."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
+  if not os.path.exists(os.path.join(source_dir, RESULT_FILE)):
+    raise RuntimeError(f"{run_dir} shares phases {list(phases)} with {source_dir}, which has not "
+                       f"finished (no {RESULT_FILE}); re-run the command, or pass --no-share")
+  copied = {}
+  for name in phases:
+    sub = task_lib.find_phase(config, name).workdir("", config)
+    target, source = os.path.join(run_dir, sub), os.path.join(source_dir, sub)
+    if not os.path.isdir(target):
+      partial = target + ".partial"
+      shutil.rmtree(partial, ignore_errors=True)
+      shutil.copytree(source, partial)
+      os.replace(partial, target)
+    copied[name] = source
+  file_state.atomic_write_json(os.path.join(run_dir, SHARED_FILE), copied)
+  return copied
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -320,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--contrast", action="append", default=[],
                       help="NAME=METRIC_A-METRIC_B: tabled per variant over its runs, a minus b "
                       "of the same run (e.g. a fused prediction minus one stream's)")
+  parser.add_argument("--no-share", action="store_true",
+                      help="train every phase of every arm, even those an arm trains exactly as "
+                      "the default does")
   parser.add_argument("--out", required=True, help="run directories, table.md and table.json")
   args = parser.parse_args(argv)
   path, _, base_arg = args.config.partition(":")
@@ -339,12 +374,15 @@ def main(argv: list[str] | None = None) -> int:
   arm_args = {v: expand(",".join(a for a in (base_arg, extra) if a), args.out, first)
               for v, extra in variants.items()}
   configs = {v: arm_config(path, arg) for v, arg in arm_args.items()}
+  default_config = configs.pop("default")
   try:
-    changes = arms_lib.check(configs.pop("default"), configs, declared)
+    changes = arms_lib.check(default_config, configs, declared)
   except arms_lib.ArmsError as error:
     print(f"darkjax.tools.experiment: {error}", file=sys.stderr)
     return 2
-  described = arms_lib.describe(changes)
+  shared = {} if args.no_share else \
+      {v: arms_lib.shared_phases(default_config, config) for v, config in configs.items()}
+  described = arms_lib.describe(changes, shared)
   if args.check:
     print("\n".join(described) or "one arm: nothing to compare")
     return 0
@@ -365,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
 
         def make_config(arg=run_arg, seed=seed, split=split):
           return with_run(arm_config(path, arg), seed, split)
+
+        if shared.get(variant) and not os.path.exists(os.path.join(run_dir, RESULT_FILE)):
+          share_phases(run_dir, os.path.join(args.out, "default", name), make_config(),
+                       shared[variant])
 
         result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
                             config_arg=run_arg)

@@ -436,14 +436,22 @@ def _student_task(config, earlier, num_classes=None):
               teacher_source=source)
 
 
+# The student's KD knobs, which neither the teacher nor the SSL phase reads.
+_KD_FIELDS = ("actlumos.kd_weight", "actlumos.kd_temperature")
+
 # teacher (kd, no teacher_init) -> ssl (ssl) -> student, each resumable in its sub-directory; the
-# student is the deployed model, the teacher the paper's main network.
+# student is the deployed model, the teacher the paper's main network. `ignores`: the teacher
+# reads neither KD nor SSL settings, the SSL phase neither KD nor the teacher's (its steps,
+# optimizer and SupCon loss), so the arms of an experiment that change only those share them.
 PHASES = (
     task_lib.Phase("teacher", _teacher_task, config=lambda c: phase_config(c, "teacher"),
                    when=lambda c: bool(c.actlumos.kd) and not c.actlumos.teacher_init, main=True,
-                   check=lambda c, d: check_teacher_run(d, c, f"--workdir {os.path.dirname(d)}")),
+                   check=lambda c, d: check_teacher_run(d, c, f"--workdir {os.path.dirname(d)}"),
+                   ignores=_KD_FIELDS + ("actlumos.ssl", "ssl")),
     task_lib.Phase("ssl", _ssl_task, config=lambda c: phase_config(c, "ssl"),
-                   when=lambda c: bool(c.actlumos.ssl)),
+                   when=lambda c: bool(c.actlumos.ssl),
+                   ignores=_KD_FIELDS + ("actlumos.kd", "actlumos.supcon", "actlumos.supcon_weight",
+                                         "actlumos.supcon_temperature", "teacher")),
     task_lib.Phase("student", _student_task, config=lambda c: phase_config(c, "student"),
                    init_from=("teacher", "ssl"), check=check_data),
 )

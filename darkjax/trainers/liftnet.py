@@ -376,9 +376,16 @@ def _student_task(config, earlier, num_classes=None):
 
 # With KD: the teacher (WORKDIR/teacher), then the student (WORKDIR/student) on the trained
 # teacher's luminous backbone; without: the student alone. The student is the deployed model.
+# The teacher (the luminous backbone and a head, trained with config.teacher's steps and optimizer)
+# reads none of the student's KD, sharing, PViT or fusion settings (`ignores`), so the arms of an
+# experiment that change only those share it.
 PHASES = (
     task_lib.Phase("teacher", _teacher_task, config=lambda c: phase_config(c, "teacher"),
-                   when=lambda c: bool(c.lift.kd)),
+                   when=lambda c: bool(c.lift.kd),
+                   ignores=("lift.kd_weight", "lift.kd_features", "lift.kd_reduction",
+                            "lift.freeze_teacher", "lift.vit_trainable", "lift.pretrained.vit",
+                            "model.kwargs.attention_scale", "model.kwargs.fourier_norm",
+                            "model.kwargs.pvit_norm")),
     task_lib.Phase("student", _student_task, config=lambda c: phase_config(c, "student"),
                    init_from=("teacher",)),
 )
