@@ -24,6 +24,11 @@ configs/twostream_infar.py, plus
              two kinds of thermal object, person or hot machine: twenty classes whose
              same-motion pairs flow barely separates and whose same-kind pairs one IR frame does
              not; $DARKJAX_DATA/synthetic_what)
+  flow       `compute` (default: Farneback flow of every sampled IR clip, on the host) or
+             `stored`: the dataset generated with its IR stream's Farneback flow stored (the
+             encoding of `prepare --flow`; $DARKJAX_DATA/synthetic[_what]_flow) and read as a
+             prepared dataset's flow stream, as configs/twostream_infar.py does: no flow computed
+             per training clip, so a step costs the towers alone
   runlocal   a tiny model, a few steps, 4 train / 2 test videos per class (k = 2)
 """
 
@@ -32,26 +37,35 @@ import os
 import ml_collections as mlc
 
 from configs import common, twostream_base
+from darkjax.data import synthetic
+
+FLOW_CHOICES = ("compute", "stored")
 
 
 def get_config(arg=None):
   config, arg = twostream_base.twostream_config(
       arg, runlocal_args=dict(batch=8, steps=4, code_size=24), steps=200, batch=16, lr=0.01,
-      code_size=64, split=0, darkness=0.8, init="none", scenario="motion")
+      code_size=64, split=0, darkness=0.8, init="none", scenario="motion", flow="compute")
   if arg.init == "pretrained" and not arg.sports1m:
     raise ValueError("config arg init=pretrained: configs/twostream_synthetic.py's towers start "
                      "from random weights unless sports1m=DIR names a converted Sports-1M C3D")
   config.input.update(resize=(36, 36), crop_size=32, normalise="per_clip", shuffle_window=512,
                       stream="ir", streams=())
   config.input.data.name = "synthetic"
-  suffix = "" if arg.scenario == "motion" else f"_{arg.scenario}"
+  if arg.flow not in FLOW_CHOICES:
+    raise ValueError(f"config arg flow={arg.flow!r} unknown; valid: {FLOW_CHOICES}")
+  stored = arg.flow == "stored"
+  suffix = ("" if arg.scenario == "motion" else f"_{arg.scenario}") + ("_flow" if stored else "")
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
                                                        "synthetic" + suffix)
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234,
-                                                   scenario=arg.scenario))
+                                                   scenario=arg.scenario, flow=stored))
   config.model = common.model_block("twostream_c3d_small", code_size=arg.code_size)
-  config.twostream.flow_source = "compute"
   config.twostream.flow_method = "farneback"   # TV-L1 costs more CPU time per training clip
+  config.twostream.flow_source = "stream" if stored else "compute"
+  if stored and "flow" in twostream_base.STREAM_SETS[arg.streams]:
+    config.input.streams = ("flow",)
+    config.twostream.flow_method = synthetic.FLOW_METHOD   # what the generator stores
   config.twostream.flow_normalise = "flow"
   config.optimizer.schedule = "cosine"
   config.log_every = 20
