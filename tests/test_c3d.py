@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from darkjax import models
+from darkjax.models import c3d as c3d_lib
 from darkjax.convert import c3d as convert_c3d
 from darkjax.convert import common
 import torch_parity
@@ -45,6 +46,30 @@ def test_output_contract_and_input_size_check():
   with pytest.raises(ValueError, match="input_size .* too small: conv5b"):
     jax.eval_shape(models.build("c3d_tiny", 5, input_size=(8, 32, 32)).init, jax.random.key(0),
                    jnp.ones((1, 8, 32, 32, 3)))
+
+
+def test_batch_norm_variant_normalises_every_convolution():
+  # batch_norm=True: BatchNorm between each conv (then without bias) and its ReLU; the synthetic
+  # two-stream towers (twostream_c3d_small_bn) use it, without fc dropout.
+  model = models.build("c3d_tiny", 5, batch_norm=True, conv_lowering="native")
+  clips = jnp.asarray(np.random.default_rng(0).standard_normal((2, 16, 32, 32, 3)), jnp.float32)
+  variables = jax.jit(model.init)(jax.random.key(0), clips)
+  assert set(variables) == {"params", "batch_stats"}
+  assert "bias" not in variables["params"]["conv1"]
+  assert sorted(variables["batch_stats"]) == sorted(f"{n}_bn" for n in c3d_lib.CONV_NAMES)
+  _, updated = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"],
+                                                rngs={"dropout": jax.random.key(1)}))(
+      variables, 5.0 + clips)
+  moved = updated["batch_stats"]["conv1_bn"]["mean"] - variables["batch_stats"]["conv1_bn"]["mean"]
+  assert float(jnp.min(jnp.abs(moved))) > 0   # training updates the running statistics
+  plain = models.build("c3d_tiny", 5, conv_lowering="native")
+  assert _count(variables["params"]) == _count(
+      jax.eval_shape(plain.init, jax.random.key(0), clips)["params"]) \
+      - sum(TINY["widths"]) + 2 * sum(TINY["widths"])   # conv biases -> BN scale and bias
+  towers = models.build("twostream_c3d_small_bn", 20)
+  shapes = jax.eval_shape(towers.init, jax.random.key(0), {s: clips for s in ("ir", "flow")})
+  assert sorted(shapes["batch_stats"]) == ["flow", "ir"]
+  assert towers.backbone_kwargs["dropout_rate"] == 0.0
 
 
 def test_dropout_only_in_training():

@@ -9,6 +9,11 @@ fc6 ties the network to one input size, `input_size` = (T, H, W), checked on eve
 default 16x112x112 makes pool5 yield 512 x 1 x 4 x 4 = 8192 features. Before fc6 the activations
 are flattened in PyTorch's (C, T, H, W) order so that fc6's kernel is the plain transpose of the
 torch weight.
+
+`batch_norm=True` puts a BatchNorm between every convolution and its ReLU (the convolutions then
+have no bias), as C3D reimplementations trained from scratch do (MMAction2's C3D `norm_cfg`);
+the paper's C3D and its Sports-1M weights have none. darkjax's CPU-sized synthetic two-stream
+towers use it (configs/twostream_synthetic.py says why).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D, max_pool3d
 from darkjax.layers import remat as remat_lib
+from darkjax.layers.norm import BatchNorm
 from darkjax.models.heads import classifier_head
 
 # Max pools (window = stride, padding) after the named convolutions.
@@ -45,6 +51,7 @@ class C3D(nn.Module):
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
+  batch_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -58,8 +65,11 @@ class C3D(nn.Module):
     out: dict[str, jax.Array] = {}
     conv_cls = remat_lib.wrap(Conv3D, self.remat)
     for name, width in zip(CONV_NAMES, self.widths):
-      x = conv_cls(width, (3, 3, 3), padding=((1, 1),) * 3, use_bias=True, dtype=self.dtype,
-                   lowering=self.conv_lowering, name=name)(x)
+      x = conv_cls(width, (3, 3, 3), padding=((1, 1),) * 3, use_bias=not self.batch_norm,
+                   dtype=self.dtype, lowering=self.conv_lowering, name=name)(x)
+      if self.batch_norm:
+        x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      dtype=self.dtype, name=f"{name}_bn")(x)
       x = nn.relu(x)
       if name in _POOL_AFTER:
         window, padding = _POOL_AFTER[name]

@@ -105,6 +105,13 @@ VARIANTS: dict[str, Callable[..., nn.Module]] = {
         backbone="c3d", code_size=64,
         backbone_kwargs=dict(input_size=(16, 32, 32), widths=(8, 16, 32, 32, 64, 64, 64, 64),
                              fc_width=128)),
+    # The same towers with BatchNorm after every convolution (C3D's `batch_norm`) and no dropout
+    # in their 128-wide fc layers: towers that learn from scratch in a few hundred steps, the
+    # synthetic config's (configs/twostream_synthetic.py says what the plain towers did).
+    "twostream_c3d_small_bn": _variant(
+        backbone="c3d", code_size=64,
+        backbone_kwargs=dict(input_size=(16, 32, 32), widths=(8, 16, 32, 32, 64, 64, 64, 64),
+                             fc_width=128, batch_norm=True, dropout_rate=0.0)),
     # Tiny variant for tests (16x32x32 clips).
     "twostream_c3d_tiny": _variant(backbone="c3d_tiny", code_size=24),
 }
