@@ -145,3 +145,19 @@ def test_an_arm_reuses_the_default_phase_it_trains_alike(tmp_path, monkeypatch):
   trained = out / "lr2" / "seed0"
   assert starts[str(trained / "enhancer")] == 0 and not (trained / experiment.SHARED_FILE).exists()
   assert _losses(trained / "enhancer") == _losses(arm / "enhancer")
+
+
+def test_runs_go_seed_by_seed_with_every_arm(tmp_path, monkeypatch):
+  # An interrupted table already pairs the arms of each finished seed.
+  order = []
+
+  def fake_run(workdir, make_config, kept, **info):
+    order.append((info["variant"], info["seed"]))
+    return {"eval/top1": 0.5 + 0.01 * info["seed"], **info, "seconds": 0.0}
+
+  monkeypatch.setattr(experiment, "run_cached", fake_run)
+  assert experiment.main(["--config", "configs/synthetic.py", "--seeds", "0,1", "--variant",
+                          "b16=batch=16", "--changes", "b16=input.batch_size",
+                          "--out", str(tmp_path)]) == 0
+  assert order == [("default", 0), ("b16", 0), ("default", 1), ("b16", 1)]
+  assert json.loads((tmp_path / "table.json").read_text())["b16"]["eval/top1"]["n"] == 2

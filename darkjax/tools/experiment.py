@@ -32,7 +32,8 @@ A variant's args may also set config fields by their dotted path (`lift.kd_weigh
 `{run}` the run's own sub-directory name (`seed<s>` or `split<k>_seed<s>`), so a variant can start from what an earlier
 variant of the same seed and split trained, e.g. ActLumos's student without SSL distilled from the
 default run's teacher: `--variant no_ssl=ssl=False,teacher_init={out}/default/{run}/teacher`.
-Variants run in the order given, `default` first.
+Runs go seed by seed (split by split), each seed's arms in the order given, `default` first, so
+an interrupted table already pairs the arms of every seed it finished.
 
 Each paper's evidence command in docs/papers/ is one call of it, e.g. 3D-DiNet's source-only
 baseline against DANN:
@@ -388,18 +389,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
   conv.configure_cpu_flags()
-  results: dict[str, list[dict[str, Any]]] = {}
+  arm_splits: dict[str, list[int | None]] = {}
   for variant, extra in variants.items():
     arg = ",".join(a for a in (base_arg, extra) if a)
-    splits = explicit
-    if args.splits == "all":
-      splits = dataset_splits(arm_config(path, arg))
-    results[variant] = []
-    for split in (splits or [None]):
-      for seed in seeds:
-        name = run_name(seed, split)
+    splits = dataset_splits(arm_config(path, arg)) if args.splits == "all" else explicit
+    arm_splits[variant] = list(splits or [None])
+  order = list(dict.fromkeys(split for splits in arm_splits.values() for split in splits))
+  results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+  # Seed by seed, every arm of a seed before the next seed: an interrupted table pairs the arms of
+  # each finished seed, and an arm's shared phases come from its seed's default run.
+  for split in order:
+    for seed in seeds:
+      name = run_name(seed, split)
+      for variant, extra in variants.items():
+        if split not in arm_splits[variant]:
+          continue
         run_dir = os.path.join(args.out, variant, name)
-        run_arg = expand(arg, args.out, name)
+        run_arg = expand(",".join(a for a in (base_arg, extra) if a), args.out, name)
 
         def make_config(arg=run_arg, seed=seed, split=split):
           return with_run(arm_config(path, arg), seed, split)
@@ -407,7 +413,6 @@ def main(argv: list[str] | None = None) -> int:
         if shared.get(variant) and not os.path.exists(os.path.join(run_dir, RESULT_FILE)):
           share_phases(run_dir, os.path.join(args.out, "default", name), make_config(),
                        shared[variant])
-
         result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
                             config_arg=run_arg)
         print(f"{variant} split {split} seed {seed}: {result['seconds']:.0f} s", flush=True)
