@@ -296,39 +296,35 @@ def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = 
   each variant minus default, paired; the within-run contrasts; and what each variant changes."""
   variants = list(table)
   metrics = sorted({m for v in variants for m in table[v]})
+
+  def row(label: str, columns: Sequence[str], entry: Callable[[str], Any],
+          signed: bool = False, spread: bool = True) -> str:
+    cells = []
+    for column in columns:
+      e = entry(column)
+      cells.append("" if e is None else f"{100 * e['mean']:{'+' if signed else ''}.1f}"
+                   + (f" +- {100 * e['std']:.1f}" if spread else "")
+                   + f"{_interval(e)} (n={e['n']})")
+    return f"| {label} | " + " | ".join(cells) + " |"
+
   lines = [title, "", "| metric | " + " | ".join(variants) + " |",
            "|---|" + "---|" * len(variants)]
-  for metric in metrics:
-    cells = []
-    for variant in variants:
-      entry = table[variant].get(metric)
-      cells.append("" if entry is None else f"{100 * entry['mean']:.1f} +- "
-                   f"{100 * entry['std']:.1f}{_interval(entry)} (n={entry['n']})")
-    lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+  lines += [row(m, variants, lambda v, m=m: table[v].get(m)) for m in metrics]
   if paired:
     arms = list(paired)
     lines += ["", "Each variant minus `default`, paired by seed and split: mean [95% CI], "
               "in points.", "", "| metric | " + " | ".join(arms) + " |",
               "|---|" + "---|" * len(arms)]
-    for metric in metrics:
-      cells = []
-      for arm in arms:
-        entry = paired[arm].get(metric)
-        cells.append("" if entry is None else
-                     f"{100 * entry['mean']:+.1f}{_interval(entry)} (n={entry['n']})")
-      lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    lines += [row(m, arms, lambda a, m=m: paired[a].get(m), signed=True, spread=False)
+              for m in metrics]
   if within and contrasts:
     variants_with = [v for v in variants if within.get(v)]
     lines += ["", "Within each run, metric a minus metric b (one trained model), in points: "
               "mean +- std [95% CI].", "", "| contrast | " + " | ".join(variants_with) + " |",
               "|---|" + "---|" * len(variants_with)]
-    for name, (a, b) in contrasts.items():
-      cells = []
-      for variant in variants_with:
-        entry = within[variant].get(name)
-        cells.append("" if entry is None else f"{100 * entry['mean']:+.1f} +- "
-                     f"{100 * entry['std']:.1f}{_interval(entry)} (n={entry['n']})")
-      lines.append(f"| {name}: `{a}` - `{b}` | " + " | ".join(cells) + " |")
+    lines += [row(f"{name}: `{a}` - `{b}`", variants_with,
+                  lambda v, name=name: within[v].get(name), signed=True)
+              for name, (a, b) in contrasts.items()]
   if changes:
     lines += ["", "What each variant changes (resolved config and trained phases):", "", *changes]
   return "\n".join(lines) + "\n"
