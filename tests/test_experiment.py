@@ -68,6 +68,30 @@ def test_confidence_interval_and_paired_difference():
   assert "| top1 | +2.5 [" in text and "- `arm`: `x` 1 -> 2" in text
 
 
+def test_pairs_between_two_arms():
+  arms = ["default", "kd0", "no_ssl", "alone", "a-b", "b"]
+  assert experiment.parse_pairs(["kd=no_ssl-alone", "x=a-b-b"], arms) == {
+      "kd": ("no_ssl", "alone"), "x": ("a-b", "b")}
+  with pytest.raises(ValueError, match="no_ssl-nothing.*not two arms"):
+    experiment.parse_pairs(["kd=no_ssl-nothing"], arms)
+  with pytest.raises(ValueError, match="NAME=ARM_A-ARM_B"):
+    experiment.parse_pairs(["kd=no_ssl"], arms)
+  with pytest.raises(ValueError, match="given twice"):
+    experiment.parse_pairs(["kd=no_ssl-alone", "kd=kd0-alone"], arms)
+  # paired by seed: seed 2 of `alone` has no partner and is left out
+  results = {"default": [{"seed": s, "split": None, "top1": 0.5} for s in range(3)],
+             "no_ssl": [{"seed": s, "split": None, "top1": 0.6 + 0.1 * s} for s in range(2)],
+             "alone": [{"seed": s, "split": None, "top1": 0.5 + 0.1 * s} for s in range(3)]}
+  table = experiment.aggregate(results, "top1")
+  between = experiment.arm_difference(results, table, "no_ssl", "alone")["top1"]
+  assert between["mean"] == pytest.approx(0.1) and between["n"] == 2
+  assert between["ci95"] == pytest.approx(0.0, abs=1e-9)
+  text = experiment.markdown(table, "t", experiment.paired_differences(results, table),
+                             pairs={"kd": ("no_ssl", "alone")}, between={"kd": {"top1": between}})
+  assert "| metric | kd: `no_ssl` - `alone` |" in text and "| top1 | +10.0 [10.0, 10.0] (n=2) |" \
+      in text
+
+
 def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch):
   data = tmp_path / "data"
   out = tmp_path / "out"

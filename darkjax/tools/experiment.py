@@ -13,9 +13,10 @@ HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once),
 over all seeds and splits of a variant (mean +- sample std, ddof=1, and the 95% confidence
 interval of the mean, Student's t) into DIR/table.md and DIR/table.json, with each variant's
 difference from `default` paired over the runs of the same seed and split (mean and 95% interval;
-also DIR/paired.json). `--contrast NAME=A-B` tables, per variant, metric A minus metric B of the
-same run (a two-stream run's late fusion minus its flow net, a LIFT-Net run's student minus its
-teacher; DIR/contrasts.json).
+also DIR/paired.json); `--pair NAME=ARM_A-ARM_B` tables the same for any two arms (DIR/pairs.json;
+e.g. a 2 x 2 factorial's KD effect without SSL, `kd=no_ssl-alone`). `--contrast NAME=A-B` tables,
+per variant, metric A minus metric B of the same run (a two-stream run's late fusion minus its
+flow net, a LIFT-Net run's student minus its teacher; DIR/contrasts.json).
 
 A variant is an arm of a controlled comparison: `--changes NAME=FIELD,...` declares the config
 fields it changes, and before anything trains every arm's resolved config (and the phases it
@@ -224,22 +225,46 @@ def aggregate(results: dict[str, list[dict[str, Any]]], pattern: str) -> dict[st
   return table
 
 
+def arm_difference(results: dict[str, list[dict[str, Any]]], table: dict[str, Any], arm: str,
+                   base: str) -> dict[str, Any]:
+  """{metric: {mean, ci95, n}}: `arm`'s metric minus `base`'s, over runs of the same seed and
+  split (a paired comparison: seed-to-seed spread common to both cancels)."""
+  by_run = {(r.get("seed"), r.get("split")): r for r in results.get(base, [])}
+  out: dict[str, Any] = {}
+  for metric in table.get(arm, {}):
+    diffs = [float(r[metric]) - float(by_run[key][metric]) for r in results.get(arm, [])
+             if (key := (r.get("seed"), r.get("split"))) in by_run and metric in r
+             and metric in by_run[key]]
+    if diffs:
+      out[metric] = {"mean": mean_std(diffs)[0], "ci95": ci95(diffs), "n": len(diffs)}
+  return out
+
+
 def paired_differences(results: dict[str, list[dict[str, Any]]],
                        table: dict[str, Any]) -> dict[str, Any]:
-  """{variant: {metric: {mean, ci95, n}}}: the variant's metric minus the default's, over runs of
-  the same seed and split (a paired comparison: seed-to-seed spread common to both cancels)."""
-  default = {(r.get("seed"), r.get("split")): r for r in results.get("default", [])}
-  out: dict[str, Any] = {}
-  for variant, runs in results.items():
-    if variant == "default":
-      continue
-    out[variant] = {}
-    for metric in table.get(variant, {}):
-      diffs = [float(r[metric]) - float(default[key][metric]) for r in runs
-               if (key := (r.get("seed"), r.get("split"))) in default and metric in r
-               and metric in default[key]]
-      if diffs:
-        out[variant][metric] = {"mean": mean_std(diffs)[0], "ci95": ci95(diffs), "n": len(diffs)}
+  """{variant: {metric: {mean, ci95, n}}}: each variant minus `default` (`arm_difference`)."""
+  return {variant: arm_difference(results, table, variant, "default")
+          for variant in results if variant != "default"}
+
+
+def parse_pairs(items: Sequence[str], arms: Sequence[str]) -> dict[str, tuple[str, str]]:
+  """`NAME=ARM_A-ARM_B` strings -> {name: (arm a, arm b)}, both arms among `arms` (`default` and
+  the variants): the table's differences between two arms other than `default`, e.g. a 2 x 2
+  factorial's second factor at the first's other level."""
+  out: dict[str, tuple[str, str]] = {}
+  for item in items:
+    name, sep, expression = item.partition("=")
+    if not sep or "-" not in expression or not re.fullmatch(r"[\w.]+", name):
+      raise ValueError(f"--pair {item!r}: expected NAME=ARM_A-ARM_B, e.g. kd=no_ssl-alone")
+    # An arm's name may hold a '-': split where both sides name arms.
+    splits = [(expression[:i], expression[i + 1:]) for i, c in enumerate(expression)
+              if c == "-" and expression[:i] in arms and expression[i + 1:] in arms]
+    if len(splits) != 1:
+      raise ValueError(f"--pair {item!r}: {expression!r} is not two arms joined by '-'; the arms "
+                       f"are {list(arms)}")
+    if name in out:
+      raise ValueError(f"--pair {name!r} given twice")
+    out[name] = splits[0]
   return out
 
 
@@ -291,9 +316,12 @@ def _interval(entry: dict[str, Any]) -> str:
 
 def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = None,
              changes: list[str] | None = None, within: dict[str, Any] | None = None,
-             contrasts: dict[str, tuple[str, str]] | None = None) -> str:
+             contrasts: dict[str, tuple[str, str]] | None = None,
+             pairs: dict[str, tuple[str, str]] | None = None,
+             between: dict[str, Any] | None = None) -> str:
   """Metrics as rows, variants as columns, cells "mean +- std [95% CI]" in % (n runs each); then
-  each variant minus default, paired; the within-run contrasts; and what each variant changes."""
+  each variant minus default, paired; the `--pair` differences (`between`: {pair name: {metric:
+  entry}}); the within-run contrasts; and what each variant changes."""
   variants = list(table)
   metrics = sorted({m for v in variants for m in table[v]})
 
@@ -316,6 +344,12 @@ def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = 
               "in points.", "", "| metric | " + " | ".join(arms) + " |",
               "|---|" + "---|" * len(arms)]
     lines += [row(m, arms, lambda a, m=m: paired[a].get(m), signed=True, spread=False)
+              for m in metrics]
+  if pairs:
+    lines += ["", "Between two arms, a minus b, paired by seed and split: mean [95% CI], in points.",
+              "", "| metric | " + " | ".join(f"{n}: `{a}` - `{b}`" for n, (a, b) in pairs.items())
+              + " |", "|---|" + "---|" * len(pairs)]
+    lines += [row(m, list(pairs), lambda n, m=m: between[n].get(m), signed=True, spread=False)
               for m in metrics]
   if within and contrasts:
     variants_with = [v for v in variants if within.get(v)]
@@ -349,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--contrast", action="append", default=[],
                       help="NAME=METRIC_A-METRIC_B: tabled per variant over its runs, a minus b "
                       "of the same run (e.g. a fused prediction minus one stream's)")
+  parser.add_argument("--pair", action="append", default=[],
+                      help="NAME=ARM_A-ARM_B: also table arm a minus arm b, paired by seed and "
+                      "split (e.g. kd=no_ssl-alone)")
   parser.add_argument("--no-share", action="store_true",
                       help="train every phase of every arm, even those an arm trains exactly as "
                       "the default does")
@@ -360,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = parse_variants(args.variant)
     declared = arms_lib.parse_changes(args.changes)
     contrasts = parse_contrasts(args.contrast)
+    pairs = parse_pairs(args.pair, list(variants))
     explicit = [int(s) for s in args.splits.split(",") if s.strip()] \
         if args.splits not in ("", "all") else None
   except ValueError as error:
@@ -415,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         results[variant].append(result)
   table = aggregate(results, args.metrics)
   paired = paired_differences(results, table)
+  between = {name: arm_difference(results, table, a, b) for name, (a, b) in pairs.items()}
   try:
     within = contrasts_within_runs(results, contrasts)
   except ValueError as error:
@@ -428,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     file_state.atomic_write_json(os.path.join(args.out, "paired.json"), paired)
   if contrasts:
     file_state.atomic_write_json(os.path.join(args.out, "contrasts.json"), within)
-  write_table(markdown(table, title, paired, described, within, contrasts),
+  if pairs:
+    file_state.atomic_write_json(os.path.join(args.out, "pairs.json"), between)
+  write_table(markdown(table, title, paired, described, within, contrasts, pairs, between),
               os.path.join(args.out, "table.md"))
   return 0
 
