@@ -9,7 +9,14 @@ The dataset is generated on first use into $DARKJAX_DATA/synthetic (shared with
 configs/synthetic.py). Args (`--config=configs/actlumos_synthetic.py:kd=False,ssl=False`):
   fusion, supcon, ssl, kd, ssl_datasets (default: synthetic), ssl_features, steps,
   teacher_steps, ssl_steps, batch, lr, teacher_init, darkness, data_dir, seed
-  runlocal   a smoke run: tiny dataset, 3 steps per phase
+  labelled    train clips per class the teacher and the student learn from (default 100, the
+              whole shared set; fewer: the first N per class, in $DARKJAX_DATA/synthetic_labelledN)
+  unlabelled  N > 0: the SSL phase reads a set of its own, N other clips per class (generator
+              seed 4321, train split only, labels never read) in $DARKJAX_DATA/synthetic_unlabelledN;
+              0 (default): the labelled set's train clips
+  runlocal    a smoke run: tiny dataset, 3 steps per phase
+The evidence setting (docs/papers/actlumos.md) is few labels and many unlabelled clips:
+`labelled=20,unlabelled=100,batch=16,teacher_steps=200,ssl_steps=150,steps=200`.
 Other examples: `--config=configs/actlumos_synthetic.py:runlocal,fusion=sum`,
 `--config=configs/actlumos_synthetic.py:runlocal,ssl=False,kd=False`.
 Measured: docs/papers/actlumos.md.
@@ -24,20 +31,33 @@ import ml_collections as mlc
 from configs import actlumos_base, common
 
 
+RUNLOCAL_CLIPS = 4   # `runlocal`'s labelled train clips per class (and 2 test clips)
+
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, fusion="dff", supcon=True, ssl=True, kd=True,
                          ssl_datasets="synthetic", steps=300, teacher_steps=300, ssl_steps=150,
                          batch=32, lr=0.05, teacher_init="", darkness=0.8, data_dir="",
-                         ssl_features="backbone", runlocal=False, seed=0,
+                         ssl_features="backbone", labelled=100, unlabelled=0,
+                         runlocal=False, seed=0,
                          variants=dict(runlocal=dict(steps=3, teacher_steps=3, ssl_steps=3,
-                                                     batch=8)))
+                                                     batch=8, labelled=RUNLOCAL_CLIPS)))
   config = actlumos_base.actlumos_config(
       f"fusion={arg.fusion},supcon={arg.supcon},ssl={arg.ssl},kd={arg.kd},"
       f"ssl_datasets={arg.ssl_datasets},frames=16,crop=0,short_side=0,batch={arg.batch},"
       f"steps={arg.steps},teacher_steps={arg.teacher_steps},ssl_steps={arg.ssl_steps},"
       f"teacher_init={arg.teacher_init},ssl_features={arg.ssl_features},seed={arg.seed},"
       "init=none", dataset="synthetic")   # the tiny R(2+1)D has no pretrained weights
-  data_dir = arg.data_dir or os.path.join(common.default_data_root(), "synthetic")
+  if arg.labelled < 1 or arg.unlabelled < 0:
+    raise ValueError(f"config args labelled={arg.labelled}, unlabelled={arg.unlabelled}: need "
+                     "labelled >= 1 train clips per class, unlabelled >= 0 (0: SSL reads the "
+                     "labelled clips)")
+  # The labelled set: the first `labelled` train clips per class of the generator (seed 1234);
+  # the default size (runlocal's own under runlocal) keeps the directory other configs share.
+  base = "synthetic_local" if arg.runlocal else "synthetic"
+  sized = arg.labelled != (RUNLOCAL_CLIPS if arg.runlocal else 100)
+  data_dir = arg.data_dir or os.path.join(common.default_data_root(),
+                                           base + (f"_labelled{arg.labelled}" if sized else ""))
   config.model = common.model_block("actlumos_tiny_test", hidden=32, heads=4, layers=1,
                                     dropout_rate=0.1, head_dropout=0.0)
   config.actlumos.projection_dim = 16
@@ -47,7 +67,17 @@ def get_config(arg=None):
   config.input.shuffle_window = 512
   config.input.data.dir = data_dir
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234))
-  config.ssl.dirs = tuple(data_dir if n == "synthetic" else d
+  if arg.labelled != 100:
+    config.input.data.generate.train_per_class = arg.labelled
+  if arg.runlocal:
+    config.input.data.generate.test_per_class = 2
+  ssl_dir = data_dir
+  if arg.unlabelled:   # a set of its own beside the labelled one: other clips (generator seed
+    # 4321), train split only, whose labels the SSL phase never reads
+    ssl_dir = os.path.join(os.path.dirname(data_dir), f"{base}_unlabelled{arg.unlabelled}")
+    config.ssl.generate = mlc.ConfigDict(dict(config.input.data.generate.to_dict(), seed=4321,
+                                              train_per_class=arg.unlabelled, test_per_class=0))
+  config.ssl.dirs = tuple(ssl_dir if n == "synthetic" else d
                           for n, d in zip(config.ssl.datasets, config.ssl.dirs))
   if config.ssl.datasets == ("synthetic",):
     config.ssl.split_index = 0     # the synthetic set has one train / test split
@@ -69,11 +99,6 @@ def get_config(arg=None):
     common.smoke_run(config)
     config.input.eval_batch_size = 8
     config.input.prefetch = 0
-    config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
-                                                          "synthetic_local")
-    config.ssl.dirs = tuple(config.input.data.dir if n == "synthetic" else d
-                            for n, d in zip(config.ssl.datasets, config.ssl.dirs))
-    config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.evals.fusion.clips = 2
     config.log_every = 1
     config.checkpoint_every = config.teacher.checkpoint_every = config.ssl.checkpoint_every = 3

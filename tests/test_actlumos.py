@@ -510,6 +510,24 @@ def test_ssl_sources_name_the_missing_dataset_and_how_to_prepare(tmp_path, monke
     actlumos_trainer.ssl_sources(config)
 
 
+def test_ssl_reads_its_own_unlabelled_set_beside_the_labelled_one(tmp_path):
+  config = actlumos_synthetic.get_config(f"runlocal,unlabelled=2,data_dir={tmp_path / 'data'}")
+  [source] = actlumos_trainer.ssl_sources(config)
+  assert source.directory == str(tmp_path / "synthetic_local_unlabelled2")
+  manifest = source.manifest
+  assert set(manifest["splits"]) == {"train"}            # no test clips, labels never read
+  assert manifest["splits"]["train"]["num_examples"] == 2 * manifest["num_classes"]
+  assert manifest["metadata"]["params"]["seed"] == 4321  # other clips than the labelled set's
+  labelled = prepared.open_dataset(config.input.data)
+  assert labelled.manifest["metadata"]["params"]["seed"] == 1234
+  assert labelled.manifest["splits"]["train"]["num_examples"] == (
+      actlumos_synthetic.RUNLOCAL_CLIPS * manifest["num_classes"])
+  # Without `unlabelled` the SSL phase reads the labelled set's train clips.
+  [same] = actlumos_trainer.ssl_sources(
+      actlumos_synthetic.get_config(f"runlocal,data_dir={tmp_path / 'data'}"))
+  assert same.directory == labelled.directory
+
+
 def test_arid_command_without_prepared_data_says_how_to_prepare(tmp_path, main_env):
   env = dict(main_env, DARKJAX_DATA=str(tmp_path / "data"))
   result = subprocess.run([sys.executable, "-m", "darkjax.main",

@@ -211,8 +211,11 @@ def ssl_sources(config: mlc.ConfigDict) -> list[prepared.Dataset]:
                      "be non-empty and of equal length")
   out = []
   for name, directory in zip(names, dirs):
+    # A synthetic source is generated on first use: with `config.ssl.generate` (a set of its own,
+    # e.g. more unlabelled clips from another generator seed), else as the labelled data.
+    generate = config.ssl.get("generate") or config.input.data.generate
     block = {"name": name, "dir": directory, "split_index": config.ssl.split_index,
-             "generate": config.input.data.generate if name == "synthetic" else {}}
+             "generate": generate if name == "synthetic" else {}}
     try:
       dataset = prepared.open_dataset(block)
     except prepared.DatasetNotPreparedError as error:
