@@ -11,10 +11,9 @@ here because .ci/run runs them verbatim; a main command whose config an experime
 same page trains as its `default` variant is skipped as covered by that run.
 
 The smoke-size transformation (`smoke_words`), the only change made to a command:
-- a synthetic config's arg string gets `runlocal` and loses its step counts (`steps`,
-  `teacher_steps`, `ssl_steps`, `enhancer_steps`: given args win over runlocal's) and a
-  `data_dir=DATA` placeholder, so runlocal's small dataset under the shared data root is used; a
-  `--variant`'s args lose their step counts too;
+- a synthetic config's arg string gets `runlocal` and loses its step counts and dataset sizes
+  (`SIZE_ARGS`: given args win over runlocal's) and gets a `data_dir=DATA` placeholder, so
+  runlocal's small dataset under the shared data root is used; a `--variant`'s args lose them too;
 - `--seeds 0,1,2` becomes its first seed;
 - every output location the block's commands name (`--workdir`, `--out`) moves under the test's
   tmp_path, and the same path elsewhere in the block (a later command's `pretrained=...`, the `cp`
@@ -38,7 +37,8 @@ from doc_commands import REPO, SHELL, Command
 
 SYNTHETIC_CONFIG = re.compile(r"configs/(\w+_)?synthetic\.py")
 RUN_MODULES = ("darkjax.main", "darkjax.tools.experiment")
-STEP_ARGS = ("steps", "teacher_steps", "ssl_steps", "enhancer_steps")
+# Args a smoke run drops so runlocal's own values apply: step counts and dataset sizes.
+SIZE_ARGS = ("steps", "teacher_steps", "ssl_steps", "enhancer_steps", "labelled", "unlabelled")
 OUTPUT_FLAGS = ("--workdir", "--out")
 FILE_OPERATIONS = ("mkdir", "cp")
 # The README sections whose commands .ci/run runs as written (its main job, Export, Prediction,
@@ -129,7 +129,7 @@ MIN_RUNS = 11   # the count when this test was written: new docs commands may on
 def smoke_config(value: str) -> str:
   """`configs/x.py:a=1,steps=9` -> `configs/x.py:a=1,runlocal` (a synthetic config's arg string)."""
   path, _, arg = value.partition(":")
-  items = [i for i in arg.split(",") if i and i.partition("=")[0] not in STEP_ARGS
+  items = [i for i in arg.split(",") if i and i.partition("=")[0] not in SIZE_ARGS
            and i != "data_dir=DATA"]
   if "runlocal" not in items:
     items.append("runlocal")
@@ -139,7 +139,7 @@ def smoke_config(value: str) -> str:
 def smoke_variant(value: str) -> str:
   """`NAME=ARGS` with the step counts taken out of ARGS."""
   name, _, args = value.partition("=")
-  return f"{name}={','.join(i for i in args.split(',') if i.partition('=')[0] not in STEP_ARGS)}"
+  return f"{name}={','.join(i for i in args.split(',') if i.partition('=')[0] not in SIZE_ARGS)}"
 
 
 def output_map(commands: list[Command], root: pathlib.Path) -> dict[str, str]:
@@ -194,6 +194,8 @@ def test_smoke_transformation():
   assert smoke_config("configs/synthetic.py:runlocal,steps=12,data_dir=DATA") == \
       "configs/synthetic.py:runlocal"
   assert smoke_config("configs/dinet_synthetic.py") == "configs/dinet_synthetic.py:runlocal"
+  assert smoke_config("configs/actlumos_synthetic.py:labelled=20,unlabelled=100,batch=16") == \
+      "configs/actlumos_synthetic.py:batch=16,runlocal"
   outputs = output_map([Command("p", "", 0, ("python", "-m", "darkjax.main", "--workdir=runs/a/b")),
                         Command("p", "", 0, ("python", "-m", "x", "--out", "runs/a"))],
                        pathlib.Path("/t"))
