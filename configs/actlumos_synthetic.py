@@ -12,8 +12,8 @@ configs/synthetic.py). Args (`--config=configs/actlumos_synthetic.py:kd=False,ss
   labelled    train clips per class the teacher and the student learn from (default 100, the
               whole shared set; fewer: the first N per class, in $DARKJAX_DATA/synthetic_labelledN)
   unlabelled  N > 0: the SSL phase reads a set of its own, N other clips per class (generator
-              seed 4321, train split only, labels never read) in $DARKJAX_DATA/synthetic_unlabelledN;
-              0 (default): the labelled set's train clips
+              seed 4321, train split only, labels never read) beside the labelled set, in
+              $DARKJAX_DATA/synthetic_unlabelledN; 0 (default): the labelled set's train clips
   runlocal    a smoke run: tiny dataset, 3 steps per phase
 The evidence setting (docs/papers/actlumos.md) is few labels and many unlabelled clips:
 `labelled=20,unlabelled=100,batch=16,teacher_steps=200,ssl_steps=150,steps=200`.
@@ -31,6 +31,7 @@ import ml_collections as mlc
 from configs import actlumos_base, common
 
 
+SHARED_CLIPS = 100   # train clips per class of the synthetic set other configs share
 RUNLOCAL_CLIPS = 4   # `runlocal`'s labelled train clips per class (and 2 test clips)
 
 
@@ -38,7 +39,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, fusion="dff", supcon=True, ssl=True, kd=True,
                          ssl_datasets="synthetic", steps=300, teacher_steps=300, ssl_steps=150,
                          batch=32, lr=0.05, teacher_init="", darkness=0.8, data_dir="",
-                         ssl_features="backbone", labelled=100, unlabelled=0,
+                         ssl_features="backbone", labelled=SHARED_CLIPS, unlabelled=0,
                          runlocal=False, seed=0,
                          variants=dict(runlocal=dict(steps=3, teacher_steps=3, ssl_steps=3,
                                                      batch=8, labelled=RUNLOCAL_CLIPS)))
@@ -55,7 +56,7 @@ def get_config(arg=None):
   # The labelled set: the first `labelled` train clips per class of the generator (seed 1234);
   # the default size (runlocal's own under runlocal) keeps the directory other configs share.
   base = "synthetic_local" if arg.runlocal else "synthetic"
-  sized = arg.labelled != (RUNLOCAL_CLIPS if arg.runlocal else 100)
+  sized = arg.labelled != (RUNLOCAL_CLIPS if arg.runlocal else SHARED_CLIPS)
   data_dir = arg.data_dir or os.path.join(common.default_data_root(),
                                            base + (f"_labelled{arg.labelled}" if sized else ""))
   config.model = common.model_block("actlumos_tiny_test", hidden=32, heads=4, layers=1,
@@ -67,7 +68,7 @@ def get_config(arg=None):
   config.input.shuffle_window = 512
   config.input.data.dir = data_dir
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234))
-  if arg.labelled != 100:
+  if arg.labelled != SHARED_CLIPS:
     config.input.data.generate.train_per_class = arg.labelled
   if arg.runlocal:
     config.input.data.generate.test_per_class = 2

@@ -137,7 +137,7 @@ def smoke_config(value: str) -> str:
 
 
 def smoke_variant(value: str) -> str:
-  """`NAME=ARGS` with the step counts taken out of ARGS."""
+  """`NAME=ARGS` with the step counts and dataset sizes (`SIZE_ARGS`) taken out of ARGS."""
   name, _, args = value.partition("=")
   return f"{name}={','.join(i for i in args.split(',') if i.partition('=')[0] not in SIZE_ARGS)}"
 

@@ -335,22 +335,21 @@ def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = 
                    + f"{_interval(e)} (n={e['n']})")
     return f"| {label} | " + " | ".join(cells) + " |"
 
+  def differences(heading: str, entries: dict[str, Any], labels: Sequence[str]) -> list[str]:
+    """A table of paired differences: one column per key of `entries` ({metric: entry})."""
+    return (["", f"{heading}, paired by seed and split: mean [95% CI], in points.", "",
+             "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+            + [row(m, list(entries), lambda k, m=m: entries[k].get(m), signed=True, spread=False)
+               for m in metrics])
+
   lines = [title, "", "| metric | " + " | ".join(variants) + " |",
            "|---|" + "---|" * len(variants)]
   lines += [row(m, variants, lambda v, m=m: table[v].get(m)) for m in metrics]
   if paired:
-    arms = list(paired)
-    lines += ["", "Each variant minus `default`, paired by seed and split: mean [95% CI], "
-              "in points.", "", "| metric | " + " | ".join(arms) + " |",
-              "|---|" + "---|" * len(arms)]
-    lines += [row(m, arms, lambda a, m=m: paired[a].get(m), signed=True, spread=False)
-              for m in metrics]
+    lines += differences("Each variant minus `default`", paired, list(paired))
   if pairs:
-    lines += ["", "Between two arms, a minus b, paired by seed and split: mean [95% CI], in points.",
-              "", "| metric | " + " | ".join(f"{n}: `{a}` - `{b}`" for n, (a, b) in pairs.items())
-              + " |", "|---|" + "---|" * len(pairs)]
-    lines += [row(m, list(pairs), lambda n, m=m: between[n].get(m), signed=True, spread=False)
-              for m in metrics]
+    lines += differences("Between two arms, a minus b", between,
+                         [f"{n}: `{a}` - `{b}`" for n, (a, b) in pairs.items()])
   if within and contrasts:
     variants_with = [v for v in variants if within.get(v)]
     lines += ["", "Within each run, metric a minus metric b (one trained model), in points: "
