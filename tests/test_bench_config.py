@@ -46,6 +46,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
     assert entry["compile_s"] > 0 and entry["temp"] > 0 and entry["step_s"] > 0
   assert none["param_count"] == full["param_count"] == result["param_count"] > 0
   assert result["frames"] == 16 and result["batch"] == 8     # dtcm_synthetic runlocal's own
+  assert result["clips_per_s"] == pytest.approx(8 / none["step_s"])
   # runlocal compiles XLA's native ops (config.conv_lowering), as darkjax.main would.
   assert result["lowerings"]["conv3d:native"] >= 1
   assert not [k for k in result["lowerings"] if k.startswith("conv3d:") and k != "conv3d:native"]

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from darkjax.tools import bench, bench_report, bench_torch
+from darkjax.tools import bench, bench_report, bench_torch, measure
 
 
 @pytest.mark.parametrize("name", sorted(bench_torch.OPTIMIZERS))
@@ -47,6 +47,9 @@ def test_torch_step_eager_bf16_autocast_adamw():
     bench_torch.torch_runs("c3d_tiny", 1, 16, 32, layout="nhwc")
 
 
+VARIANT = "lowering=frames2d,xla_gpu_autotune_level=0"
+
+
 def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   """The CLI of issue #34 on CPU, torch.compile in its default mode only (its cold compile of
   even this tiny step takes ~25-35 s on 2 cores; the inductor cache persists between test runs
@@ -57,7 +60,8 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   out = tmp_path / "bench" / "c3d_tiny.json"
   result = bench.main(["--model", "c3d_tiny", "--vs-torch", "--torch-compile",
                        "--torch-compile-modes", "default", "--batch", "1", "--frames", "16",
-                       "--size", "32", "--steps", "1", "--rounds", "1", "--json", str(out)])
+                       "--size", "32", "--steps", "1", "--rounds", "1", "--json", str(out),
+                       "--variants", f"auto;{VARIANT}", "--profile", "1"])
   written = json.loads(out.read_text())
   assert written == json.loads(json.dumps(result, default=str))
   assert written["command"].startswith("python -m darkjax.tools.bench --model c3d_tiny")
@@ -77,8 +81,22 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   ratios = written["ratios"]
   assert ratios["reference"] == ratios["torch.compile default"] == pytest.approx(
       sides["flax"]["step_ms"] / sides["torch.compile default"]["step_ms"])
+  # a flax variant beside the sides: its own compile (an XLA option too), its ratio to flax
+  assert written["flax_variant"] == "auto" and list(written["variants"]) == [VARIANT]
+  variant = written["variants"][VARIANT]
+  assert variant["lowerings"]["conv3d:frames2d"] > 0 and "conv3d:frames2d" not in written[
+      "lowerings"]
+  assert variant["compile_s"] > 0 and len(variant["round_ratios"]) == 1
+  assert variant["ratio"] == pytest.approx(variant["step_ms"] / sides["flax"]["step_ms"])
+  # --profile: each flax side's traced step, its time by op kind and its convolutions' layouts
+  assert list(written["profiles"]) == ["flax", f"flax {VARIANT}"]
+  for profile in written["profiles"].values():
+    assert profile["device_ms_per_step"] == pytest.approx(sum(profile["categories_ms"].values()))
+    assert profile["categories_ms"]["convolution Forward"] > 0
+    assert sum(profile["conv_layouts"].values()) > 0 and profile["top_ops_ms"][0]["ms"] > 0
   output = capsys.readouterr().out
   assert "<- reference (faster compiled mode)" in output and f"written: {out}" in output
+  assert f"flax {VARIANT} / flax: per round" in output and "flax profile: device time" in output
   with pytest.raises(SystemExit):   # argparse: --torch-compile needs --vs-torch
     bench.main(["--model", "c3d_tiny", "--torch-compile"])
   with pytest.raises(ValueError, match="torch.compile mode 'fast' unknown"):
@@ -138,3 +156,32 @@ H100 80GB HBM3, 16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, cuda 13.
   (tmp_path / "other.json").write_text(json.dumps({"model": "c3d", "remat": {}}))
   with pytest.raises(ValueError, match="other.json: not a `bench --model M --vs-torch"):
     bench_report.load([str(tmp_path / "other.json")])
+
+
+GPU_HLO = """\
+ENTRY %main {
+  %cudnn-conv.3 = (bf16[16,8,56,56,64]{4,3,2,1,0}, u8[0]{0}) custom-call(%a, %b), \
+window={size=1x3x3}, dim_labels=b012f_o012i->b012f, custom_call_target="__cudnn$convForward"
+  %cudnn-conv-bw-filter.1 = (bf16[64,1,3,3,64]{4,3,2,1,0}, u8[0]{0}) custom-call(%c, %d), \
+dim_labels=bf012_oi012->bf012, custom_call_target="__cudnn$convBackwardFilter"
+  %loop_transpose_fusion.2 = bf16[16,64,8,56,56]{4,3,2,1,0} fusion(%e), kind=kLoop, calls=%f
+  %input_reduce_fusion = f32[64]{0} fusion(%g), kind=kInput, calls=%h
+  %gemm_fusion_dot.1 = f32[16,400]{1,0} fusion(%i, %j), kind=kCustom, calls=%k
+  ROOT %copy.7 = bf16[16,8,56,56,64]{4,3,2,1,0} copy(%l)
+}
+"""
+
+
+def test_profile_categories_from_optimized_hlo():
+  """What `bench --profile` reads off an XLA:GPU program: each op's kind, convolutions per
+  direction with the layout XLA chose."""
+  ops = measure.hlo_ops(GPU_HLO)
+  assert ops["cudnn-conv.3"] == {"opcode": "custom-call", "target": "__cudnn$convForward",
+                                 "dim_labels": "b012f_o012i->b012f"}
+  assert ops["loop_transpose_fusion.2"]["kind"] == "kLoop"
+  kinds = {name: measure.op_category(name, info) for name, info in ops.items()}
+  assert kinds == {"cudnn-conv.3": "convolution Forward",
+                   "cudnn-conv-bw-filter.1": "convolution BackwardFilter",
+                   "loop_transpose_fusion.2": "transpose", "input_reduce_fusion": "reduction",
+                   "gemm_fusion_dot.1": "matmul", "copy.7": "copy"}
+  assert measure.op_category("fusion.4", None) == "elementwise fusion"

@@ -85,8 +85,8 @@ def test_lowerings_match_native_values_and_gradients(case):
   checked = []
   for lowering in conv.LOWERINGS[1:]:
     for kernel_grad in conv.KERNEL_GRADS[1:]:
-      if not _applicable(lowering, kernel, groups, strides) or (lowering, kernel_grad) == (
-          "export", "dots"):
+      if not _applicable(lowering, kernel, groups, strides) or (lowering, kernel_grad) in (
+          ("export", "dots"), ("frames2d", "dots")):
         continue
       y, grads = value_and_grads(x, k, lowering, kernel_grad)
       what = f"{lowering}/{kernel_grad}"
@@ -96,7 +96,7 @@ def test_lowerings_match_native_values_and_gradients(case):
         np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(g_ref))),
                                    err_msg=f"{what} {name}")
       checked.append(what)
-  assert {"sum2d/dots", "taps2d/dots", "sum2d/xla", "export/xla"} <= set(checked)
+  assert {"sum2d/dots", "taps2d/dots", "sum2d/xla", "export/xla", "frames2d/xla"} <= set(checked)
 
 
 @pytest.mark.parametrize("platform", ["cpu", "gpu", "tpu"])
@@ -425,3 +425,22 @@ def test_record_lowerings_counts_only_inside_its_block():
   assert inner == {"max_pool3d:separable": 1}
   assert outer["conv3d:sum2d"] == 1 and "max_pool3d:separable" not in outer
   assert not any(key.startswith("conv3d:native") for key in outer)
+
+
+@pytest.mark.parametrize("kernel, strides, padding, rank", [
+    ((1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), 4),
+    ((3, 1, 1), (2, 1, 1), ((1, 1), (0, 0), (0, 0)), 4),
+    ((3, 1, 1), (1, 2, 2), ((1, 1), (0, 0), (0, 0)), 4),
+    ((1, 1, 1), (2, 2, 2), ((0, 0), (0, 0), (0, 0)), 4),
+    ((3, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 5),
+    ((1, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 5),   # temporal padding: native
+])
+def test_frames2d_runs_separable_kernels_as_2d_convs(kernel, strides, padding, rank):
+  """frames2d: every convolution of the forward pass and both gradients is 2D for (1, kh, kw)
+  and (kt, 1, 1) kernels, XLA's 3D convolution for the rest."""
+  x, k = _inputs((1, 4, 6, 6, 4), kernel, 5, 1)
+  fn = lambda x, k: conv.conv3d(x, k, strides, padding, 1, "frames2d")
+  y, vjp = jax.vjp(fn, x, k)
+  jaxpr = jax.make_jaxpr(lambda x, k, g: jax.vjp(fn, x, k)[1](g))(x, k, y).jaxpr
+  shapes = _jaxpr_conv_shapes(jaxpr)
+  assert len(shapes) == 3 and {len(s) for s in shapes} == {rank}, shapes

@@ -61,3 +61,31 @@ def test_tpu_dry_run_prints_the_gcloud_command():
   usage = subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", "my-tpu"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
   assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
+  """launch/bench_gpu.sh (issue #34's GPU run): one bench command per row, config and start, each
+  one that bench's parser takes, every paper backbone and paper config in it."""
+  from darkjax.tools import bench  # pylint: disable=import-outside-toplevel
+  env = dict(os.environ, DARKJAX_DRY_RUN="1", PYTHON=sys.executable)
+  out = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu")], cwd=REPO, env=env,
+                       check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
+  assert len(out) == 6 + 5 + 2, out
+  parsed = []
+  for line in out:
+    argv = shlex.split(line)
+    assert argv[:3] == [sys.executable, "-m", "darkjax.tools.bench"], line
+    parsed.append(bench.parse_args(argv[3:]))
+  rows = [(a.model, a.batch, a.frames) for a in parsed if a.model]
+  assert rows == [("r2plus1d_18", 16, 16), ("r2plus1d_34_ig65m", 8, 32), ("resnext3d_101", 8, 64),
+                  ("c3d", 30, 16), ("r3d_18", 16, 16), ("r2plus1d_18", 64, 16)]
+  for args in parsed[:6]:
+    assert args.torch_compile and args.dtype == "bfloat16" and args.variants.startswith("auto;")
+    assert args.json.endswith(f"row-{args.model}-b{args.batch}-t{args.frames}-sgd.json")
+  configs = [a.config for a in parsed[6:]]
+  assert all(os.path.isfile(os.path.join(REPO, c)) for c in configs)
+  assert {os.path.basename(c).split("_")[0] for c in configs} == {
+      "lift", "actlumos", "dtcm", "twostream", "dinet"}
+  bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 2 and "unknown part 'speed'" in bad.stderr

@@ -21,6 +21,9 @@ for every x86 CPU, the first that applies:
   taps2d      temporal taps on few channels (RGB stems): a longer contraction per 2D conv
   sum2d       the rest
 
+`lowering="frames2d"` (chosen explicitly, e.g. `bench --variants` on a GPU) is XLA's own ops with
+the separable kernels as 2D convolutions (`frames2d_conv3d`); host-independent like "native".
+
 Grouped convs on CPU run with groups bundled up to GROUP_BUNDLE_CHANNELS input channels per
 bundle (`group_bundle`), the lowering and kernel gradient chosen for the bundled shape. Kernel
 gradients are "xla" (autodiff of the lowering's 2D convs in frame pieces) or "dots" (one matmul
@@ -54,11 +57,12 @@ from darkjax.layers.conv2d import (export_lowering, export_lowering_forced,  # n
 from darkjax.layers.cpu_conv3d import configure_cpu_flags  # noqa: F401 (API)
 
 Padding = Sequence[tuple[int, int]]
-LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise", "s2d", "export")
+LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise", "s2d", "export",
+             "frames2d")
 # What `record_lowerings()` may count in a trace that depends on nothing of the host: XLA's native
 # ops and the export forms. Every other choice is a CPU rewrite tuned to the host.
 PORTABLE_LOWERINGS = frozenset({
-    "conv3d:native", "conv3d:export", "conv3d_kernel_grad:xla", "conv2d:plain",
+    "conv3d:native", "conv3d:export", "conv3d:frames2d", "conv3d_kernel_grad:xla", "conv2d:plain",
     "max_pool3d:native", "max_pool3d:export", "depthwise:native", "scan:unrolled",
     "avg_pool:reshape_mean", "fft2:dft", "batch_norm:affine"})
 KERNEL_GRADS = ("auto", "xla", "dots")
@@ -208,6 +212,37 @@ def export_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], paddi
   return y.reshape((b, t_out) + y.shape[1:])
 
 
+def frames2d_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding,
+                    feature_group_count: int = 1) -> jax.Array:
+  """The "frames2d" lowering, XLA's own ops with 2D convolutions where the kernel is separable:
+  a (1, kh, kw) kernel without temporal padding is one 2D convolution over the frames folded into
+  the batch (temporal stride: a strided slice first), a (kt, 1, 1) kernel without spatial padding
+  one 2D convolution with a (kt, 1) kernel over (time, pixels) (spatial stride: a slice first);
+  any other kernel is XLA's 3D convolution. Differentiated by autodiff (XLA's own gradients of
+  2D convolutions). The (2+1)D networks' convolutions are all of the first two kinds: on a GPU
+  they reach cuDNN's 2D kernels instead of its 3D ones."""
+  kt, kh, kw, _, cout = kernel.shape
+  b, t, h, w, c = x.shape
+  spatial_pad = any(p for pad in padding[1:] for p in pad)
+  if kt == 1 and not any(padding[0]):
+    if strides[0] > 1:
+      x = x[:, ::strides[0]]
+    frames = x.shape[1]
+    y = jax.lax.conv_general_dilated(
+        x.reshape((b * frames, h, w, c)), kernel[0], tuple(strides[1:]), tuple(padding[1:]),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_group_count)
+    return y.reshape((b, frames) + y.shape[1:])
+  if kh == kw == 1 and not spatial_pad:
+    if tuple(strides[1:]) != (1, 1):
+      x = x[:, :, ::strides[1], ::strides[2]]
+    h, w = x.shape[2:4]
+    y = jax.lax.conv_general_dilated(
+        x.reshape((b, t, h * w, c)), kernel[:, 0], (strides[0], 1), (tuple(padding[0]), (0, 0)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_group_count)
+    return y.reshape((b, y.shape[1], h, w, cout))
+  return cpu_conv3d.native_conv3d(x, kernel, strides, padding, feature_group_count)
+
+
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
            padding: Padding = ((0, 0), (0, 0), (0, 0)), feature_group_count: int = 1,
            lowering: str = "auto", kernel_grad: str = "auto") -> jax.Array:
@@ -222,13 +257,14 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   lowering = resolve_lowering(lowering, kernel.shape, padding, feature_group_count, strides)
   if kernel_grad not in KERNEL_GRADS:
     raise ValueError(f"unknown kernel_grad {kernel_grad!r}; expected one of {KERNEL_GRADS}")
-  if lowering == "export":
+  if lowering in ("export", "frames2d"):
     if kernel_grad == "dots":
-      raise ValueError("conv3d: the 'export' lowering is differentiated by autodiff; kernel_grad "
-                       "must be 'auto' or 'xla', got 'dots'")
+      raise ValueError(f"conv3d: the {lowering!r} lowering is differentiated by autodiff; "
+                       f"kernel_grad must be 'auto' or 'xla', got 'dots'")
     note_lowering("conv3d", lowering)
     note_lowering("conv3d_kernel_grad", "xla")
-    return export_conv3d(x, kernel, strides, padding, feature_group_count)
+    lowered = export_conv3d if lowering == "export" else frames2d_conv3d
+    return lowered(x, kernel, strides, padding, feature_group_count)
   # CPU lowerings of grouped convs: fewer, wider groups (block-diagonal kernels), the lowering
   # and kernel gradient chosen for the bundled groups
   bundle = group_bundle(kernel.shape[3], feature_group_count) if lowering != "native" else 1

@@ -84,8 +84,9 @@ from unittest import mock
 from darkjax import targets
 from darkjax.layers import conv, conv2d
 from darkjax.tools import bench_report, bench_torch
-from darkjax.tools.measure import (alternating_rounds, compare_policies, format_lowerings,
-                                   median, memory_bytes, remat_policies, report, time_steps)
+from darkjax.tools.measure import (alternating_rounds, compare_policies, device_profile,
+                                   format_lowerings, format_profile, median, memory_bytes,
+                                   remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
 
 NUM_CLASSES = bench_torch.NUM_CLASSES
@@ -101,14 +102,27 @@ def parse_variant(spec: str) -> dict[str, Any]:
     if item == "auto":
       continue
     key, sep, value = item.partition("=")
+    if sep and key.startswith("xla_"):   # an XLA debug option for this variant's compile
+      settings.setdefault("compiler_options", {})[key] = _option_value(value)
+      continue
     if not sep or key not in VARIANT_KEYS:
-      raise ValueError(f"variant {spec!r}: {item!r} is not 'auto' or one of "
+      raise ValueError(f"variant {spec!r}: {item!r} is not 'auto', xla_OPTION=VALUE or one of "
                        f"{', '.join(k + '=...' for k in VARIANT_KEYS)}")
     choices = {"lowering": conv.LOWERINGS, "kernel_grad": conv.KERNEL_GRADS}.get(key)
     if choices is not None and value not in choices:
       raise ValueError(f"variant {spec!r}: {key}={value!r}, expected one of {choices}")
     settings[key] = float(value) if key == "ynn_min_core_use" else value
   return settings
+
+
+def _option_value(text: str) -> bool | int | str:
+  """An XLA option's value as jax's compiler_options takes it: true/false, an integer, or text."""
+  if text.lower() in ("true", "false"):
+    return text.lower() == "true"
+  try:
+    return int(text)
+  except ValueError:
+    return text
 
 
 @contextlib.contextmanager
@@ -176,7 +190,8 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   rng = jax.random.key(2)
   # What every darkjax.train step compiles with here (on CPU the remat policies take effect only
   # under them).
-  jitted = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=targets.compiler_options())
+  options = {**targets.compiler_options(), **conv_settings.get("compiler_options", {})}
+  jitted = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=options)
   jax.clear_caches()  # conv choices act at trace time: no trace of another variant is reused
   start, start_cpu = time.perf_counter(), time.process_time()
   with _conv_overrides(conv_settings), conv.record_lowerings() as chosen:
@@ -188,6 +203,7 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
     state[0], state[1], state[2], loss = compiled(*state, clips, labels, rng)
     loss.block_until_ready()
 
+  run_step.compiled = compiled
   run_step.memory = memory_bytes(compiled)
   run_step.lowerings = dict(sorted(chosen.items()))
   return compile_s, run_step
@@ -201,14 +217,24 @@ def _torch_runs(args: argparse.Namespace, platform: str,
 
 
 def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
-  if args.variants is not None:
+  if args.variants is not None and not args.torch_compile:
     return bench_variants(args)
   if args.memory:
     return bench_memory(args)
   if args.torch_compile:   # before minutes of compiling the flax step
     bench_torch.check_compile_modes(args.torch_compile_modes)
+  # With --torch-compile, --variants' first spec is the flax side and each other one a side of
+  # its own ("flax SPEC"), timed in the same alternating rounds.
+  specs = ([spec.strip() for spec in args.variants.split(";") if spec.strip()]
+           if args.variants is not None else ["auto"])
   compile_s, flax_run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
-                                   args.devices, dtype=args.dtype, optimizer=args.optimizer)
+                                   args.devices, parse_variant(specs[0]), dtype=args.dtype,
+                                   optimizer=args.optimizer)
+  extra = {}
+  for spec in specs[1:]:
+    extra[spec] = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
+                             args.devices, parse_variant(spec), dtype=args.dtype,
+                             optimizer=args.optimizer)
   import jax  # pylint: disable=import-outside-toplevel
   device = jax.devices()[0]
   result: dict[str, Any] = {
@@ -222,6 +248,13 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
         f"{args.optimizer} on {device.platform} ({device.device_kind}), {conv2d.cores()} cores; "
         f"compile {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU", flush=True)
   print(f"  lowerings: {format_lowerings(flax_run.lowerings)}", flush=True)
+  if args.variants is not None:
+    result["flax_variant"] = specs[0]
+    result["variants"] = {spec: {"compile_s": c[0], "lowerings": run.lowerings}
+                          for spec, (c, run) in extra.items()}
+    for spec, (c, run) in extra.items():
+      print(f"  flax {spec}: compile {c[0]:.1f} s wall; lowerings: "
+            f"{format_lowerings(run.lowerings)}", flush=True)
   if args.compile_only:
     return result
   runs = {"flax": flax_run}
@@ -232,10 +265,27 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     for name, run in list(runs.items())[1:]:
       what = "compile (first call)" if hasattr(run, "compile_s") else "first call"
       print(f"  {name}: {what} {run.first_call_s:.1f} s", flush=True)
-  rounds = alternating_rounds(runs, args.rounds, args.steps)
-  width = max(len(name) for name in runs)
+  rounds = alternating_rounds({**runs, **{f"flax {spec}": run for spec, (_, run) in extra.items()}},
+                              args.rounds, args.steps)
+  width = max(len(name) for name in list(runs) + [f"flax {spec}" for spec in extra])
+  for spec in extra:
+    timed = rounds.pop(f"flax {spec}")
+    entry = result["variants"][spec]
+    entry.update(bench_report.side_summary(timed))
+    entry["round_ratios"] = [v[0] / f[0] for v, f in zip(timed, rounds["flax"])]
+    entry["ratio"] = median(entry["round_ratios"])
+    report(f"flax {spec}".ljust(width), timed)
+    print(f"  flax {spec} / flax: per round " +
+          ", ".join(f"{r:.3f}" for r in entry["round_ratios"]) +
+          f" (median {entry['ratio']:.3f})", flush=True)
   sides = {name: bench_report.side_summary(timed) for name, timed in rounds.items()}
   sides["flax"]["compile_s"] = compile_s[0]
+  if args.profile:
+    flax_runs = {"flax": flax_run, **{f"flax {spec}": run for spec, (_, run) in extra.items()}}
+    result["profiles"] = {}
+    for name, run in flax_runs.items():
+      result["profiles"][name] = device_profile(run, args.profile, run.compiled.as_text())
+      print(f"  {name} profile: " + format_profile(result["profiles"][name]), flush=True)
   for name, run in list(runs.items())[1:]:
     sides[name]["first_call_s"] = run.first_call_s
     if hasattr(run, "compile_s"):
@@ -410,6 +460,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--steps", type=int, default=5, help="timed steps per round")
   model.add_argument("--rounds", type=int, default=3, help="alternating flax/torch rounds")
   model.add_argument("--compile-only", action="store_true")
+  model.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                     help="after the timed rounds, trace this many flax steps (each variant's) "
+                          "with jax.profiler: device ms per step per op kind, the top ops and "
+                          "the convolutions' layouts (measure.device_profile)")
   model.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                      help="compute dtype of the flax model (parameters stay float32); torch: "
                           "bf16 autocast")
@@ -503,8 +557,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
       mode.strip() for mode in args.torch_compile_modes.split(","))))
   if args.torch_compile and not (args.vs_torch and args.model):
     parser.error("--torch-compile goes with --model M --vs-torch")
-  if args.torch_compile and (args.variants is not None or args.memory):
-    parser.error("--torch-compile times the train step, not --variants or --memory")
+  if args.torch_compile and args.memory:
+    parser.error("--torch-compile times the train step, not --memory")
   if args.torch_compile and not args.torch_compile_modes:
     parser.error("--torch-compile-modes: no mode given")
   if args.variants is not None:

@@ -170,4 +170,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return entry, run_step
 
   result["remat"] = measure.compare_policies(policies, build, args)
+  none = result["remat"]["none"]
+  if "step_s" in none:
+    result["clips_per_s"] = result["batch"] / none["step_s"]
+    print(f"  {result['clips_per_s']:.1f} clips/s (remat=none, global batch {result['batch']})",
+          flush=True)
+  stats = device.memory_stats() or {}   # what the allocator held at most (GPU / TPU)
+  if "peak_bytes_in_use" in stats:
+    result["peak_bytes_in_use"] = int(stats["peak_bytes_in_use"])
+    print(f"  device memory peak: {stats['peak_bytes_in_use'] / 2**30:.2f} GiB of "
+          f"{stats.get('bytes_limit', 0) / 2**30:.2f} GiB", flush=True)
   return result
