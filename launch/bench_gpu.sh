@@ -3,8 +3,8 @@
 # table.md rendered from the rows' JSON (docs/benchmarks.md's GPU table).
 #   bash launch/bench_gpu.sh OUT_DIR [rows] [configs] [warm]     (default: all three, in order)
 # rows     every paper backbone's bf16 train step at its paper batch (SGD-momentum) against torch
-#          eager and both torch.compile modes, each row's flax variants beside it (the lowerings
-#          and XLA options tried as levers) and a device profile of each flax side
+#          eager and torch.compile, each row's flax variants beside it (the lowerings and XLA
+#          options tried as levers) and a device profile of each flax side
 #          (`bench --model M --vs-torch --torch-compile --variants ... --profile 3`);
 # configs  each paper config's main phase at its defaults (`bench --config`: step time, clips/s,
 #          XLA's memory analysis, the allocator's peak, cold compile);
@@ -18,12 +18,13 @@ out=${1:?output directory}
 shift
 parts=${*:-rows configs warm}
 python=${PYTHON:-python}
-rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;lowering=frames2d \
-r2plus1d_34_ig65m:8:32:auto;lowering=frames2d \
-resnext3d_101:8:64:auto;lowering=frames2d \
-c3d:30:16:auto;lowering=export \
-r3d_18:16:16:auto;lowering=frames2d;lowering=export \
-r2plus1d_18:64:16:auto;lowering=frames2d"}
+nhwc="lowering=native,xla_gpu_force_conv_nhwc=true"   # XLA's 3D convolutions forced channels-last
+rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;$nhwc r2plus1d_34_ig65m:8:32:auto;$nhwc \
+resnext3d_101:8:64:auto;$nhwc c3d:30:16:auto;$nhwc r3d_18:16:16:auto;$nhwc \
+r2plus1d_18:64:16:auto;$nhwc"}
+# torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
+# docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.
+modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
 configs=${DARKJAX_BENCH_CONFIGS:-"configs/lift_arid.py configs/actlumos_arid.py configs/dtcm_arid.py \
 configs/twostream_infar.py configs/dinet_infar.py"}
 bench="$python -m darkjax.tools.bench"
@@ -50,7 +51,8 @@ for part in $parts; do
         IFS=: read -r model batch frames variants <<<"$row"
         name="row-$model-b$batch-t$frames-sgd"
         run "$name" $bench --model "$model" --batch "$batch" --frames "$frames" --vs-torch \
-          --torch-compile --dtype bfloat16 --optimizer sgd --steps 10 --rounds 3 \
+          --torch-compile --torch-compile-modes "$modes" --dtype bfloat16 --optimizer sgd \
+          --steps 10 --rounds 3 \
           --variants "${variants:-auto}" --profile 3 --json "$out/$name.json"
       done
       if [ "${DARKJAX_DRY_RUN:-0}" != 1 ] && ls "$out"/row-*.json >/dev/null 2>&1; then

@@ -127,7 +127,8 @@ def test_markdown_table_from_json(tmp_path, capsys):
        "torch.compile max-autotune-no-cudagraphs": (105.0, 104.0, 106.0, {"compile_s": 300.0})},
       reference="torch.compile max-autotune-no-cudagraphs",
       ratios={"torch": 0.833, "torch.compile default": 0.909,
-              "torch.compile max-autotune-no-cudagraphs": 0.952, "reference": 0.952})
+              "torch.compile max-autotune-no-cudagraphs": 0.952, "reference": 0.952},
+      variants={"lowering=frames2d": {"step_ms": 84.0, "rounds_ms": [84.0], "compile_s": 41.0}})
   eager = _result("c3d", {"flax": (50.0, 49.0, 52.0, {"compile_s": 10.0}),
                           "torch": (40.0, 40.0, 41.0, {})}, ratios={"torch": 1.25})
   eager.update(batch=30, frames=16, dtype="float32", optimizer={"name": "adamw"})
@@ -138,12 +139,14 @@ def test_markdown_table_from_json(tmp_path, capsys):
   expected = """\
 | model | B x T x H^2 | dtype | optimizer | flax ms | torch eager ms | torch.compile default ms | \
 torch.compile max-autotune-no-cudagraphs ms | flax / torch eager | flax / best torch.compile | \
-compile s (flax / torch.compile default / torch.compile max-autotune-no-cudagraphs) | run |
-|---|---|---|---|---|---|---|---|---|---|---|---|
+compile s (flax / torch.compile default / torch.compile max-autotune-no-cudagraphs) | \
+flax variants: ms (/ best torch.compile) | run |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
 | `r2plus1d_34_ig65m` | 8 x 32 x 112^2 | bfloat16 | sgd | 100.0 (99.0-101.5) | 120.0 (119.0-121.0) \
-| 110.0 (109.0-111.0) | **105.0 (104.0-106.0)** | 0.83 | 0.95 | 40.0 / 60.0 / 300.0 | [1] |
+| 110.0 (109.0-111.0) | **105.0 (104.0-106.0)** | 0.83 | 0.95 | 40.0 / 60.0 / 300.0 | \
+`lowering=frames2d` 84.0 (0.80) | [1] |
 | `c3d` | 30 x 16 x 112^2 | float32 | adamw | 50.0 (49.0-52.0) | 40.0 (40.0-41.0) | - | - | 1.25 \
-| - | 10.0 / - / - | [2] |
+| - | 10.0 / - / - | - | [2] |
 
 - [1] `python -m darkjax.tools.bench --model r2plus1d_34_ig65m --vs-torch`: 2026-11-25, NVIDIA \
 H100 80GB HBM3, 16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, cuda 13.0.
@@ -185,3 +188,4 @@ def test_profile_categories_from_optimized_hlo():
                    "loop_transpose_fusion.2": "transpose", "input_reduce_fusion": "reduction",
                    "gemm_fusion_dot.1": "matmul", "copy.7": "copy"}
   assert measure.op_category("fusion.4", None) == "elementwise fusion"
+  assert measure.op_category("command_buffer_778", None) == "command buffer"

@@ -239,8 +239,10 @@ def test_auto_choices_per_shape(kernel, in_group, groups, lowering, kernel_grad)
   pads = tuple((k // 2, k // 2) for k in kernel)
   assert conv.choose_lowering(shape, pads, groups, backend="cpu") == lowering
   assert conv.choose_kernel_grad(shape, groups, lowering) == kernel_grad
-  for backend in ("gpu", "tpu"):
-    assert conv.choose_lowering(shape, pads, groups, backend=backend) == "native"
+  assert conv.choose_lowering(shape, pads, groups, backend="tpu") == "native"
+  # GPU: channels-last 2D convolutions, grouped convs XLA's own
+  assert conv.choose_lowering(shape, pads, groups, backend="gpu") == (
+      "native" if groups > 1 else "frames2d")
   assert conv.choose_kernel_grad(shape, groups, "native") == "xla"
 
 
@@ -257,7 +259,9 @@ def test_auto_choices_for_strided_convs(kernel, in_group, groups, strides, lower
   shape = kernel + (in_group, 64)
   pads = tuple((k // 2, k // 2) for k in kernel)
   assert conv.choose_lowering(shape, pads, groups, backend="cpu", strides=strides) == lowering
-  assert conv.choose_lowering(shape, pads, groups, backend="gpu", strides=strides) == "native"
+  assert conv.choose_lowering(shape, pads, groups, backend="gpu", strides=strides) == (
+      "native" if groups > 1 else "frames2d")
+  assert conv.choose_lowering(shape, pads, groups, backend="tpu", strides=strides) == "native"
 
 
 @pytest.mark.parametrize("in_group, groups, bundle", [
@@ -407,9 +411,16 @@ def _traced_lowerings(case: str, platform: str, tmp_path) -> dict[str, int]:
 
 @pytest.mark.parametrize("case", _LOWERING_CASES)
 def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, tmp_path):
-  for platform in ("gpu", "tpu"):
-    chosen = _traced_lowerings(case, platform, tmp_path)
-    assert chosen and set(chosen) <= _NATIVE_ONLY, (platform, chosen)
+  chosen = _traced_lowerings(case, "tpu", tmp_path)
+  assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
+  # GPU: XLA's own ops too, the ungrouped convs as channels-last 2D ones (frames2d), except in a
+  # network with grouped convs (3D-ResNeXt: native throughout, conv.network_lowering)
+  chosen = _traced_lowerings(case, "gpu", tmp_path)
+  assert chosen and set(chosen) <= _NATIVE_ONLY | {"conv3d:frames2d"}, chosen
+  if case == "resnext3d_tiny":
+    assert "conv3d:frames2d" not in chosen and chosen["conv3d:native"] > 0, chosen
+  else:
+    assert chosen["conv3d:frames2d"] > 0 and "conv3d:native" not in chosen, chosen
   chosen = _traced_lowerings(case, "cpu", tmp_path)
   assert set(chosen) - _NATIVE_ONLY, chosen     # the same trace on CPU takes its rewrites
   assert not {k for k in chosen if k.endswith(":native")}, chosen
@@ -427,19 +438,20 @@ def test_record_lowerings_counts_only_inside_its_block():
   assert not any(key.startswith("conv3d:native") for key in outer)
 
 
-@pytest.mark.parametrize("kernel, strides, padding, rank", [
-    ((1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), 4),
-    ((3, 1, 1), (2, 1, 1), ((1, 1), (0, 0), (0, 0)), 4),
-    ((3, 1, 1), (1, 2, 2), ((1, 1), (0, 0), (0, 0)), 4),
-    ((1, 1, 1), (2, 2, 2), ((0, 0), (0, 0), (0, 0)), 4),
-    ((3, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 5),
-    ((1, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 5),   # temporal padding: native
+@pytest.mark.parametrize("kernel, strides, padding, groups, rank", [
+    ((1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), 1, 4),
+    ((3, 1, 1), (2, 1, 1), ((1, 1), (0, 0), (0, 0)), 1, 4),
+    ((3, 1, 1), (1, 2, 2), ((1, 1), (0, 0), (0, 0)), 1, 4),
+    ((1, 1, 1), (2, 2, 2), ((0, 0), (0, 0), (0, 0)), 1, 4),
+    ((3, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 1, 4),   # temporal taps stacked
+    ((1, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 1, 4),
+    ((3, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), 2, 5),   # grouped: XLA's 3D convolution
 ])
-def test_frames2d_runs_separable_kernels_as_2d_convs(kernel, strides, padding, rank):
-  """frames2d: every convolution of the forward pass and both gradients is 2D for (1, kh, kw)
-  and (kt, 1, 1) kernels, XLA's 3D convolution for the rest."""
-  x, k = _inputs((1, 4, 6, 6, 4), kernel, 5, 1)
-  fn = lambda x, k: conv.conv3d(x, k, strides, padding, 1, "frames2d")
+def test_frames2d_runs_ungrouped_kernels_as_2d_convs(kernel, strides, padding, groups, rank):
+  """frames2d: every convolution of the forward pass and both gradients is 2D for ungrouped
+  kernels, XLA's 3D convolution for grouped ones."""
+  x, k = _inputs((1, 4, 6, 6, 4), kernel, 6, groups)
+  fn = lambda x, k: conv.conv3d(x, k, strides, padding, groups, "frames2d")
   y, vjp = jax.vjp(fn, x, k)
   jaxpr = jax.make_jaxpr(lambda x, k, g: jax.vjp(fn, x, k)[1](g))(x, k, y).jaxpr
   shapes = _jaxpr_conv_shapes(jaxpr)

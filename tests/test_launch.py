@@ -81,6 +81,9 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
                   ("c3d", 30, 16), ("r3d_18", 16, 16), ("r2plus1d_18", 64, 16)]
   for args in parsed[:6]:
     assert args.torch_compile and args.dtype == "bfloat16" and args.variants.startswith("auto;")
+    assert args.torch_compile_modes == ("default",)
+    assert [bench.parse_variant(v) for v in args.variants.split(";")][1] == {
+        "lowering": "native", "compiler_options": {"xla_gpu_force_conv_nhwc": True}}
     assert args.json.endswith(f"row-{args.model}-b{args.batch}-t{args.frames}-sgd.json")
   configs = [a.config for a in parsed[6:]]
   assert all(os.path.isfile(os.path.join(REPO, c)) for c in configs)

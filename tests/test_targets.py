@@ -24,6 +24,8 @@ from darkjax.layers import conv, depthwise
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native"}
 _DEPTHWISE_CHANNELS = 8
+# What a GPU trace may choose besides: conv.frames2d (XLA's own 2D convolutions), host-independent.
+_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d"}
 
 
 def test_platform_of_devices_and_meshes():
@@ -144,13 +146,20 @@ def _trace(target):
 
 @pytest.mark.parametrize("platform", ["gpu", "tpu"])
 def test_accelerator_trace_on_cpu_host_has_native_ops_only(platform):
+  """XLA's own ops on accelerators: native 3D convolutions on TPU; on GPU every ungrouped conv a
+  channels-last 2D one (conv.frames2d_conv3d) and the grouped one XLA's 3D convolution."""
   chosen, primitives, hlo = _trace(platform)
-  assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
+  assert chosen and set(chosen) <= _GPU_OPS if platform == "gpu" else _NATIVE_ONLY, chosen
   assert "custom_vjp_call" not in primitives   # the CPU lowerings' own VJPs
   convs = _convolutions(hlo)
   assert {rank for rank, _, _ in convs} == {4, 5}, convs
-  for rank, feature_groups, batch_groups in convs:   # 2D: only the depthwise conv, grouped
-    assert rank == 5 or _DEPTHWISE_CHANNELS in (feature_groups, batch_groups), convs
+  for rank, feature_groups, batch_groups in convs:
+    if platform == "tpu":   # 2D: only the depthwise conv, grouped
+      assert rank == 5 or _DEPTHWISE_CHANNELS in (feature_groups, batch_groups), convs
+    else:                   # 3D: only the grouped conv
+      assert rank == 4 or 2 in (feature_groups, batch_groups), convs
+  if platform == "gpu":
+    assert chosen["conv3d:frames2d"] == 3 and chosen["conv3d:native"] == 1, chosen
   assert "select_and_scatter" in hlo   # nn.max_pool's gradient, not the strided-slice maxima
 
 
@@ -198,8 +207,9 @@ def test_trainer_compiles_for_its_mesh_platform(platform, monkeypatch, tmp_path)
   with conv.record_lowerings() as chosen, trainer.scope():
     trainer.build(sample)
     lowered = trainer.train_step.lower(trainer.abstract_state, batch, jax.random.key(0))
-  assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
-  assert {rank for rank, _, _ in _convolutions(lowered.as_text())} == {5}
+  assert chosen and set(chosen) <= (_GPU_OPS if platform == "gpu" else _NATIVE_ONLY), chosen
+  ranks = {rank for rank, _, _ in _convolutions(lowered.as_text())}
+  assert ranks == ({4} if platform == "gpu" else {5}), ranks   # GPU: channels-last 2D convs
 
 
 def test_compilation_cache_setting(tmp_path, monkeypatch):

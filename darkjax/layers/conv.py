@@ -12,7 +12,11 @@ for every x86 CPU, the first that applies:
   export      everywhere inside `export_lowering()` (ONNX export): the temporal taps on the
               channel axis and one 2D convolution over the frames folded into the batch, or a
               matmul for (k, 1, 1) kernels (`export_conv3d`); host-independent
-  native      on GPU / TPU, and everywhere inside `native_lowering()` (e.g. for counting FLOPs)
+  native      on TPU, grouped convs on GPU, and everywhere inside `native_lowering()` (e.g. for
+              counting FLOPs)
+  frames2d    ungrouped convs on GPU (`frames2d_conv3d`): XLA's own ops, every convolution a
+              channels-last 2D one (XLA:GPU lays its 3D convolutions out channels-first, NCDHW,
+              with transposes around them; cuDNN's NHWC 2D kernels are faster)
   taps2d      grouped convs with temporal stride 1 (sum2d with a larger temporal stride)
   s2d         spatial stride 2 on at most SPACE_TO_DEPTH_MAX_CHANNELS input channels (RGB / flow
               stems)
@@ -21,8 +25,10 @@ for every x86 CPU, the first that applies:
   taps2d      temporal taps on few channels (RGB stems): a longer contraction per 2D conv
   sum2d       the rest
 
-`lowering="frames2d"` (chosen explicitly, e.g. `bench --variants` on a GPU) is XLA's own ops with
-the separable kernels as 2D convolutions (`frames2d_conv3d`); host-independent like "native".
+A network whose convs are partly grouped (3D-ResNeXt) stays "native" on GPU throughout
+(`network_lowering`): its grouped convs keep XLA's channels-first layout, and 2D convolutions
+around them would add transposes. The GPU measurements behind these choices are in
+docs/benchmarks.md ("Train step on one GPU").
 
 Grouped convs on CPU run with groups bundled up to GROUP_BUNDLE_CHANNELS input channels per
 bundle (`group_bundle`), the lowering and kernel gradient chosen for the bundled shape. Kernel
@@ -79,7 +85,10 @@ def choose_lowering(kernel_shape: Sequence[int], padding: Padding, feature_group
                     backend: str | None = None, strides: Sequence[int] = (1, 1, 1)) -> str:
   """The `auto` lowering for a (kt, kh, kw, in/groups, out) kernel on `backend`, a platform of
   `darkjax.targets.PLATFORMS` (default: `targets.platform()`)."""
-  if (backend or targets.platform()) != "cpu":
+  backend = backend or targets.platform()
+  if backend == "gpu":   # channels-last 2D convolutions, except grouped ones (XLA's own op)
+    return "native" if feature_group_count > 1 else "frames2d"
+  if backend != "cpu":
     return "native"
   kt, kh, kw, in_group = kernel_shape[:4]
   if feature_group_count > 1:  # temporally strided: taps2d's stacked copies cost more than taps
@@ -159,14 +168,16 @@ def group_bundle(in_group: int, groups: int) -> int:
 
 
 def export_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding,
-                  feature_group_count: int = 1) -> jax.Array:
+                  feature_group_count: int = 1,
+                  precision: Any = jax.lax.Precision.HIGHEST) -> jax.Array:
   """The "export" lowering: the temporal taps side by side on the channel axis (each tap a slice
   of the time-padded clip; group-major for grouped convs, as in `taps2d`) and one 2D convolution
   over the frames folded into the batch, or for (k, 1, 1) kernels one matmul over channels. Only
   ops jax2onnx converts with a symbolic batch (`jnp.pad` of the time axis, slices, reshapes,
   NHWC 2D convolutions, matmuls), few of them, since its conversion time grows faster than
   linearly with the graph; a baked-in kernel is rearranged at trace time (`on_constants`).
-  Taps that read only temporal padding are left out; nothing is chosen per host."""
+  Taps that read only temporal padding are left out; nothing is chosen per host. `precision`:
+  HIGHEST for export (float32 everywhere); `frames2d` passes None (TF32 on a GPU, as natively)."""
   kt, kh, kw, cin_group, cout = kernel.shape
   groups = feature_group_count
   (lo, hi), st = padding[0], strides[0]
@@ -201,26 +212,27 @@ def export_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], paddi
     if tuple(strides[1:]) != (1, 1):
       stacked = jax.lax.slice(stacked, (0,) * 5, stacked.shape, (1, 1) + tuple(strides[1:]) + (1,))
     matrix = on_constants(lambda k: k.reshape((-1, cout)), kernel)   # (tap, channel) x out
-    return jnp.matmul(stacked, matrix, precision=jax.lax.Precision.HIGHEST)
+    return jnp.matmul(stacked, matrix, precision=precision)
   # (out, (tap, channel), kh, kw): the layout of ONNX's Conv, so no transposed copy in the graph
   kernel2d = on_constants(lambda k: jnp.transpose(k, (4, 0, 3, 1, 2)).reshape(
       (cout, k.shape[0] * cin_group, kh, kw)), kernel)
   y = jax.lax.conv_general_dilated(
       stacked.reshape((b * t_out, h, w, stacked.shape[-1])), kernel2d, tuple(strides[1:]),
       tuple(padding[1:]), dimension_numbers=("NHWC", "OIHW", "NHWC"),
-      feature_group_count=groups, precision=jax.lax.Precision.HIGHEST)
+      feature_group_count=groups, precision=precision)
   return y.reshape((b, t_out) + y.shape[1:])
 
 
 def frames2d_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding,
                     feature_group_count: int = 1) -> jax.Array:
-  """The "frames2d" lowering, XLA's own ops with 2D convolutions where the kernel is separable:
-  a (1, kh, kw) kernel without temporal padding is one 2D convolution over the frames folded into
-  the batch (temporal stride: a strided slice first), a (kt, 1, 1) kernel without spatial padding
-  one 2D convolution with a (kt, 1) kernel over (time, pixels) (spatial stride: a slice first);
-  any other kernel is XLA's 3D convolution. Differentiated by autodiff (XLA's own gradients of
-  2D convolutions). The (2+1)D networks' convolutions are all of the first two kinds: on a GPU
-  they reach cuDNN's 2D kernels instead of its 3D ones."""
+  """The "frames2d" lowering, XLA's own ops with every ungrouped convolution a channels-last 2D
+  one: a (1, kh, kw) kernel without temporal padding is one 2D convolution over the frames folded
+  into the batch (temporal stride: a strided slice first); a (kt, 1, 1) kernel without spatial
+  padding one 2D convolution with a (kt, 1) kernel over (time, pixels) (spatial stride: a slice
+  first); any other ungrouped kernel `export_conv3d`'s temporal taps stacked on the channel axis
+  and one 2D convolution (at the default precision); grouped ones XLA's 3D convolution.
+  Differentiated by autodiff (XLA's own gradients of 2D convolutions). On a GPU these reach
+  cuDNN's NHWC 2D kernels instead of its channels-first 3D ones."""
   kt, kh, kw, _, cout = kernel.shape
   b, t, h, w, c = x.shape
   spatial_pad = any(p for pad in padding[1:] for p in pad)
@@ -240,7 +252,19 @@ def frames2d_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pad
         x.reshape((b, t, h * w, c)), kernel[:, 0], (strides[0], 1), (tuple(padding[0]), (0, 0)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_group_count)
     return y.reshape((b, y.shape[1], h, w, cout))
+  if feature_group_count == 1:
+    return export_conv3d(x, kernel, strides, padding, precision=None)
   return cpu_conv3d.native_conv3d(x, kernel, strides, padding, feature_group_count)
+
+
+def network_lowering(lowering: str, grouped: bool) -> str:
+  """The lowering a network passes to all of its convs: `lowering`, except "auto" on a GPU for a
+  network with grouped convs, which runs XLA's native ops throughout (one layout, no transposes
+  between its grouped and ungrouped convs). Inside `export_lowering()` "auto" stays."""
+  if (lowering == "auto" and grouped and targets.platform() == "gpu"
+      and not export_lowering_forced() and not native_lowering_forced()):
+    return "native"
+  return lowering
 
 
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),

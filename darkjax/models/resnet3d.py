@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from darkjax.layers.conv import Conv3D, max_pool3d
+from darkjax.layers.conv import Conv3D, max_pool3d, network_lowering
 from darkjax.layers import remat as remat_lib
 from darkjax.layers.scanned import scanned
 from darkjax.layers.norm import BatchNorm
@@ -166,17 +166,17 @@ class ResNet3D(nn.Module):
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
 
-  def _stem(self, x: jax.Array, train: bool) -> jax.Array:
+  def _stem(self, x: jax.Array, train: bool, lowering: str) -> jax.Array:
     """conv1 -> bn1 -> ReLU -> max pool, under the remat policy like every block (conv1's output,
     at full frame count and half resolution, is the network's largest activation)."""
     x = Conv3D(self.stem_width, (7, 7, 7), strides=(1, 2, 2), padding=((3, 3),) * 3,
-               dtype=self.dtype, lowering=self.conv_lowering, name="conv1")(x)
+               dtype=self.dtype, lowering=lowering, name="conv1")(x)
     x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="bn1")(x)
     x = nn.relu(x)
     # conv_lowering="native" means XLA's own ops throughout, the pool included.
     return max_pool3d(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3,
-                      lowering="native" if self.conv_lowering == "native" else "auto")
+                      lowering="native" if lowering == "native" else "auto")
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -190,14 +190,17 @@ class ResNet3D(nn.Module):
                        f"expected one of {SHORTCUT_TYPES}")
     block = BLOCKS[self.block]
     out: dict[str, jax.Array] = {}
-    x = remat_lib.wrap(ResNet3D._stem, self.remat, static_argnums=(2,))(self, x, train)
+    # 3D-ResNeXt's grouped convs: XLA's native ops throughout on a GPU (conv.network_lowering)
+    lowering = network_lowering(self.conv_lowering, grouped=block is ResNeXtBottleneck)
+    stem = remat_lib.wrap(ResNet3D._stem, self.remat, static_argnums=(2, 3))
+    x = stem(self, x, train, lowering)
     out["stem"] = x
     in_features = self.stem_width
     for i, (num_blocks, planes) in enumerate(zip(self.stage_sizes, self.widths)):
       x = ResNetStage(block, planes, num_blocks, stride=1 if i == 0 else 2,
                       in_features=in_features, shortcut_type=self.shortcut_type,
                       cardinality=self.cardinality, dtype=self.dtype, remat=self.remat,
-                      conv_lowering=self.conv_lowering, name=f"layer{i + 1}")(x, train)
+                      conv_lowering=lowering, name=f"layer{i + 1}")(x, train)
       in_features = planes * block.expansion
       out[f"stage{i + 1}"] = x
     return classifier_head(global_average_pool(x), out, self.num_classes, name="fc",

@@ -78,19 +78,38 @@ def _ratio(value: float | None) -> str:
   return "-" if value is None else f"{value:.2f}"
 
 
+def _variants(result: dict[str, Any]) -> str:
+  """'`lowering=frames2d` 29.4 (0.91)': each flax variant's step ms and its per-round ratio to the
+  reference side (the faster torch.compile mode), median over rounds; '-' without variants."""
+  reference = result["sides"].get(result.get("reference") or "")
+  cells = []
+  for spec, entry in (result.get("variants") or {}).items():
+    if "step_ms" not in entry:
+      continue
+    cell = f"`{spec}` {entry['step_ms']:.1f}"
+    if reference is not None:
+      ratios = [v / r for v, r in zip(entry["rounds_ms"], reference["rounds_ms"])]
+      cell += f" ({median(ratios):.2f})"
+    cells.append(cell)
+  return "; ".join(cells) or "-"
+
+
 def markdown_table(results: list[dict[str, Any]]) -> str:
   """One row per result: step ms (median over rounds, min-max) of flax, eager torch and each
   torch.compile mode (the reference, the faster mode, in bold), flax / eager torch and flax / best
-  torch.compile (median of per-round ratios), compile seconds; then a line per row with its
-  command, date, device and versions."""
+  torch.compile (median of per-round ratios), compile seconds, and where `--variants` timed other
+  flax settings beside them, each one's step ms with its ratio to the best torch.compile (median
+  of per-round ratios); then a line per row with its command, date, device and versions."""
   compiled = []
   for result in results:
     compiled += [name for name in result["sides"] if name not in ("flax", "torch", *compiled)]
   torch_sides = ["torch"] + compiled
+  with_variants = any(result.get("variants") for result in results)
   header = (["model", "B x T x H^2", "dtype", "optimizer", "flax ms"] +
             [("torch eager" if name == "torch" else name) + " ms" for name in torch_sides] +
             ["flax / torch eager"] + (["flax / best torch.compile"] if compiled else []) +
-            ["compile s (flax" + "".join(f" / {name}" for name in compiled) + ")", "run"])
+            ["compile s (flax" + "".join(f" / {name}" for name in compiled) + ")"] +
+            (["flax variants: ms (/ best torch.compile)"] if with_variants else []) + ["run"])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   notes = []
   for index, result in enumerate(results, 1):
@@ -104,7 +123,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
            [_ms(sides.get(name), name == reference) for name in torch_sides] +
            [_ratio(ratios.get("torch"))] +
            ([_ratio(ratios.get("reference"))] if compiled else []) +
-           [" / ".join("-" if s is None else f"{s:.1f}" for s in compile_s), f"[{index}]"])
+           [" / ".join("-" if s is None else f"{s:.1f}" for s in compile_s)] +
+           ([_variants(result)] if with_variants else []) + [f"[{index}]"])
     lines.append("| " + " | ".join(row) + " |")
     versions = result["versions"]
     software = ", ".join(f"{name} {versions[name]}" for name in ("jax", "jaxlib", "torch", "cuda",

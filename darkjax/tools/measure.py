@@ -132,9 +132,12 @@ def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
 
 def op_category(name: str, info: dict[str, str] | None) -> str:
   """A device op's kind for the profile summary: convolution (cuDNN, per direction), matmul,
-  transpose / copy, reduction fusion, elementwise fusion, or the opcode."""
+  transpose / copy, reduction fusion, elementwise fusion, command buffer (XLA:GPU's CUDA graphs of
+  fusions, timed as one op), or the opcode."""
   info = info or {}
   target, opcode = info.get("target", ""), info.get("opcode", "")
+  if name.startswith("command_buffer"):   # XLA:GPU's CUDA graphs: the fusions they replay
+    return "command buffer"
   if "conv" in target.lower() or opcode == "convolution":
     direction = next((d for d in ("BackwardFilter", "BackwardInput") if d in target), "Forward")
     return f"convolution {direction}"
