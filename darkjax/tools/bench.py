@@ -6,6 +6,7 @@ r"""Benchmarks. Train-step speed of a model zoo network, optionally against PyTo
         [--dtype float32|bfloat16] [--optimizer sgd|adamw] [--torch-layout channels_last_3d]
         [--torch-compile [--torch-compile-modes default,max-autotune-no-cudagraphs]]
         [--json OUT.json] [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
+        [--profile STEPS]
     python -m darkjax.tools.bench --markdown-from OUT.json [MORE.json ...]
 
 Times a full train step (forward + backward + optimizer update, BatchNorm in train mode) of
@@ -32,24 +33,22 @@ versions; in it each side has its step ms (median over rounds, min, max) and com
 `--xla_force_host_platform_device_count`).
 
 On one GPU, issue #34's table (every paper backbone at its paper batch, bf16, against eager
-torch and both torch.compile modes) is one process per row, then the table from their JSON:
+torch and torch.compile, flax variants beside) is one process per row, then the table from their
+JSON: `bash launch/bench_gpu.sh OUT_DIR` runs it, the paper configs' steps and the warm start
+(`--optimizer adamw` for the AdamW rows). JAX and torch share the GPU: with `--vs-torch` JAX
+allocates as it needs (XLA_PYTHON_CLIENT_PREALLOCATE=false unless set).
 
-    for run in r2plus1d_34_ig65m:8:32 r2plus1d_18:16:16 r2plus1d_18:64:16 resnext3d_101:8:64 \
-        r3d_18:16:16 c3d:30:16; do
-      IFS=: read -r model batch frames <<< "$run"
-      python -m darkjax.tools.bench --model "$model" --batch "$batch" --frames "$frames" \
-          --vs-torch --torch-compile --dtype bfloat16 --optimizer sgd \
-          --json "bench-gpu/$model-b$batch-t$frames-sgd.json"
-    done
-    python -m darkjax.tools.bench --markdown-from bench-gpu/*.json
-
-(`--optimizer adamw` and `-adamw.json` for the AdamW rows.) JAX and torch share the GPU: with
-`--vs-torch` JAX allocates as it needs (XLA_PYTHON_CLIENT_PREALLOCATE=false unless set).
-
-`--variants` times the step under several CPU conv settings of `darkjax.layers.conv` in the same
+`--variants` times the step under several conv settings of `darkjax.layers.conv` in the same
 process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
-`ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK).
+`ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK), and any XLA
+option as `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`).
+With `--torch-compile` the first variant is the flax side of the table and each other one a side
+of its own, with its per-round ratio to flax (`variants` in the JSON; the table shows each against
+the best torch.compile). `--profile STEPS` traces that many steps of each flax side after the
+rounds (`measure.device_profile`): device ms per step by op kind (convolutions per direction,
+transposes, fusions, XLA:GPU's command buffers), the top ops, and the convolutions' layouts as
+XLA chose them (`dim_labels`).
 
 Measured figures (ratios against torch, compile times, what was tried) are in docs/benchmarks.md,
 each with its command, date and machine. Profiling a step: `jax.profiler` traces show each XLA
