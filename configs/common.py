@@ -272,7 +272,7 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       fit="check",
       device_memory_gib=0.0,
       fit_applied="",
-      conv_lowering="auto",   # darkjax.train.lowering_scope: "native" = XLA's ops on every backend
+      conv_lowering="auto",   # darkjax.train.lowering_scope: "native" = XLA's 3D ops everywhere
       mesh=mlc.ConfigDict(dict(data=-1, fsdp=1)),
       sharding=mlc.ConfigDict(dict(rules=(), min_fsdp_size=2 ** 14)),
       model_init="",                 # `python -m darkjax.convert` output, or another run's workdir

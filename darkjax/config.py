@@ -141,7 +141,7 @@ def resolve(config: mlc.ConfigDict, platform: str) -> mlc.ConfigDict:
 
 def conv_lowering(config: Mapping[str, Any]) -> str:
   """`config.conv_lowering`: "auto" (each conv picks its lowering for the compile target) or
-  "native" (XLA's own ops on every target)."""
+  "native" (XLA's native 3D ops on every target)."""
   lowering = config.get("conv_lowering", "auto")
   if lowering not in CONV_LOWERINGS:
     raise ConfigError(f"config.conv_lowering {lowering!r} unknown; valid: {CONV_LOWERINGS}")

@@ -1,7 +1,8 @@
 """The platform a step is compiled for: the one place in darkjax that knows it.
 
 Layers choose their lowering per platform (the CPU rewrites of `darkjax.layers.conv` and
-`darkjax.layers.depthwise` on "cpu", XLA's native ops on "gpu" and "tpu"), and compiled steps
+`darkjax.layers.depthwise` on "cpu", XLA's own ops on "gpu" and "tpu": on "gpu" the ungrouped
+convolutions as channels-last 2D ones, `conv.frames2d_conv3d`), and compiled steps
 carry XLA options that only some platforms accept. Both read `platform()`, never
 `jax.default_backend()`: a step traced on a CPU host for a GPU or TPU mesh must get the
 accelerator's ops and options. `compiling_for(mesh)` (or a platform name, a device, devices)
