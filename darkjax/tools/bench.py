@@ -226,14 +226,11 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   # its own ("flax SPEC"), timed in the same alternating rounds.
   specs = ([spec.strip() for spec in args.variants.split(";") if spec.strip()]
            if args.variants is not None else ["auto"])
-  compile_s, flax_run = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
-                                   args.devices, parse_variant(specs[0]), dtype=args.dtype,
-                                   optimizer=args.optimizer)
-  extra = {}
-  for spec in specs[1:]:
-    extra[spec] = _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
-                             args.devices, parse_variant(spec), dtype=args.dtype,
-                             optimizer=args.optimizer)
+  built = {spec: _flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
+                           args.devices, parse_variant(spec), dtype=args.dtype,
+                           optimizer=args.optimizer) for spec in specs}
+  compile_s, flax_run = built[specs[0]]
+  extra = {spec: built[spec] for spec in specs[1:]}
   import jax  # pylint: disable=import-outside-toplevel
   device = jax.devices()[0]
   result: dict[str, Any] = {
@@ -264,9 +261,9 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     for name, run in list(runs.items())[1:]:
       what = "compile (first call)" if hasattr(run, "compile_s") else "first call"
       print(f"  {name}: {what} {run.first_call_s:.1f} s", flush=True)
-  rounds = alternating_rounds({**runs, **{f"flax {spec}": run for spec, (_, run) in extra.items()}},
-                              args.rounds, args.steps)
-  width = max(len(name) for name in list(runs) + [f"flax {spec}" for spec in extra])
+  variant_runs = {f"flax {spec}": run for spec, (_, run) in extra.items()}
+  rounds = alternating_rounds({**runs, **variant_runs}, args.rounds, args.steps)
+  width = max(len(name) for name in [*runs, *variant_runs])
   for spec in extra:
     timed = rounds.pop(f"flax {spec}")
     entry = result["variants"][spec]
@@ -280,9 +277,8 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   sides = {name: bench_report.side_summary(timed) for name, timed in rounds.items()}
   sides["flax"]["compile_s"] = compile_s[0]
   if args.profile:
-    flax_runs = {"flax": flax_run, **{f"flax {spec}": run for spec, (_, run) in extra.items()}}
     result["profiles"] = {}
-    for name, run in flax_runs.items():
+    for name, run in {"flax": flax_run, **variant_runs}.items():
       result["profiles"][name] = device_profile(run, args.profile, run.compiled.as_text())
       print(f"  {name} profile: " + format_profile(result["profiles"][name]), flush=True)
   for name, run in list(runs.items())[1:]:
