@@ -198,7 +198,7 @@ def test_planner_reports_the_batch_that_runs_on_the_devices(tmp_path, capsys, mo
 
 # ------------------------------------------------------------------ paper configs on the pod path
 PAPERS = ("actlumos_arid", "lift_arid", "dtcm_arid", "twostream_infar", "dinet_infar")
-PAPER_TARGETS = (("tpu-v5e:2x2", needs_tpu), ("h100:1", needs_gpu))
+TPU_TARGET, GPU_TARGET = "tpu-v5e:2x2", "h100:1"
 FSDP_PAPER, FSDP_TARGET = "dinet_infar", "tpu-v5e:4x4"   # 16 chips on 4 hosts
 
 
@@ -243,25 +243,37 @@ def _check_pod_step(trainer, need, chosen, target):
   assert need is not None and 0 < need < limit
 
 
-@pytest.mark.parametrize("target", [pytest.param(t, marks=m) for t, m in PAPER_TARGETS])
-@pytest.mark.parametrize("paper", PAPERS)
-def test_paper_main_phase_compiles_for_the_target(paper_step, paper, target):
-  trainer, need, chosen = paper_step(paper, target)
-  _check_pod_step(trainer, need, chosen, target)
+# pytest-xdist's `--dist loadscope` runs each class on a worker of its own: the H100 compiles go
+# beside the TPU ones (each worker builds the module's `paper_step` for its own target).
+class TestOnATpuV5eSlice:
+
+  @needs_tpu
+  @pytest.mark.parametrize("paper", PAPERS)
+  def test_paper_main_phase_compiles(self, paper_step, paper):
+    trainer, need, chosen = paper_step(paper, TPU_TARGET)
+    _check_pod_step(trainer, need, chosen, TPU_TARGET)
+
+  @needs_tpu
+  def test_paper_compiles_fully_sharded_on_a_multi_host_tpu_slice(self, paper_step):
+    # runlocal's parameters are small: min_fsdp_size is lowered so they shard as a paper size does.
+    fsdp = {"input.batch_size": 16, "mesh.data": 1, "mesh.fsdp": -1, "sharding.min_fsdp_size": 1024}
+    trainer, need, chosen = paper_step(FSDP_PAPER, FSDP_TARGET, **fsdp)
+    _check_pod_step(trainer, need, chosen, FSDP_TARGET)
+    assert dict(trainer.mesh.shape) == {"data": 1, "fsdp": 16}
+    assert len({d.process_index for d in trainer.mesh.devices.flat}) == 4   # 4 hosts
+    specs = [str(s.spec) for s in jax.tree.leaves(trainer.state_shardings.params)]
+    assert any("fsdp" in spec for spec in specs), specs
+    # Data parallel on the 2x2 slice at the same clips per device: the replicated parameters and
+    # optimizer state are what fsdp divides.
+    replicated, replicated_need, _ = paper_step(FSDP_PAPER, TPU_TARGET)
+    assert replicated.config.input.batch_size // 4 == trainer.config.input.batch_size // 16
+    assert need <= replicated_need, (need, replicated_need)
 
 
-@needs_tpu
-def test_paper_compiles_fully_sharded_on_a_multi_host_tpu_slice(paper_step):
-  # runlocal's parameters are small: min_fsdp_size is lowered so they shard as a paper size does.
-  fsdp = {"input.batch_size": 16, "mesh.data": 1, "mesh.fsdp": -1, "sharding.min_fsdp_size": 1024}
-  trainer, need, chosen = paper_step(FSDP_PAPER, FSDP_TARGET, **fsdp)
-  _check_pod_step(trainer, need, chosen, FSDP_TARGET)
-  assert dict(trainer.mesh.shape) == {"data": 1, "fsdp": 16}
-  assert len({d.process_index for d in trainer.mesh.devices.flat}) == 4   # 4 hosts
-  specs = [str(s.spec) for s in jax.tree.leaves(trainer.state_shardings.params)]
-  assert any("fsdp" in spec for spec in specs), specs
-  # Data parallel on the 2x2 slice at the same clips per device: the replicated parameters and
-  # optimizer state are what fsdp divides.
-  replicated, replicated_need, _ = paper_step(FSDP_PAPER, "tpu-v5e:2x2")
-  assert replicated.config.input.batch_size // 4 == trainer.config.input.batch_size // 16
-  assert need <= replicated_need, (need, replicated_need)
+class TestOnOneH100:
+
+  @needs_gpu
+  @pytest.mark.parametrize("paper", PAPERS)
+  def test_paper_main_phase_compiles(self, paper_step, paper):
+    trainer, need, chosen = paper_step(paper, GPU_TARGET)
+    _check_pod_step(trainer, need, chosen, GPU_TARGET)
