@@ -243,17 +243,22 @@ def _check_pod_step(trainer, need, chosen, target):
   assert need is not None and 0 < need < limit
 
 
-# pytest-xdist's `--dist loadscope` runs each class on a worker of its own: the H100 compiles go
-# beside the TPU ones (each worker builds the module's `paper_step` for its own target).
-class TestOnATpuV5eSlice:
+class _PaperMainPhases:
+  """Every paper's main phase compiled for `target`. One subclass per target: pytest-xdist's
+  `--dist loadscope` runs each class on a worker of its own, so the H100 compiles go beside the
+  TPU ones (each worker builds the module's `paper_step` for its target)."""
+  target: str
 
-  @needs_tpu
   @pytest.mark.parametrize("paper", PAPERS)
   def test_paper_main_phase_compiles(self, paper_step, paper):
-    trainer, need, chosen = paper_step(paper, TPU_TARGET)
-    _check_pod_step(trainer, need, chosen, TPU_TARGET)
+    trainer, need, chosen = paper_step(paper, self.target)
+    _check_pod_step(trainer, need, chosen, self.target)
 
-  @needs_tpu
+
+@needs_tpu
+class TestOnATpuV5eSlice(_PaperMainPhases):
+  target = TPU_TARGET
+
   def test_paper_compiles_fully_sharded_on_a_multi_host_tpu_slice(self, paper_step):
     # runlocal's parameters are small: min_fsdp_size is lowered so they shard as a paper size does.
     fsdp = {"input.batch_size": 16, "mesh.data": 1, "mesh.fsdp": -1, "sharding.min_fsdp_size": 1024}
@@ -270,10 +275,6 @@ class TestOnATpuV5eSlice:
     assert need <= replicated_need, (need, replicated_need)
 
 
-class TestOnOneH100:
-
-  @needs_gpu
-  @pytest.mark.parametrize("paper", PAPERS)
-  def test_paper_main_phase_compiles(self, paper_step, paper):
-    trainer, need, chosen = paper_step(paper, GPU_TARGET)
-    _check_pod_step(trainer, need, chosen, GPU_TARGET)
+@needs_gpu
+class TestOnOneH100(_PaperMainPhases):
+  target = GPU_TARGET
