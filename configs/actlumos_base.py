@@ -79,6 +79,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
                                     dropout_rate=0.1, head_dropout=0.0 if tiny else 0.8)
   config.actlumos = mlc.ConfigDict(dict(
       fusion=arg.fusion, reduction=4,
+      stream_statistics="separate",   # teacher BatchNorm training statistics per stream (or joint)
       supcon=arg.supcon, supcon_weight=0.1, supcon_temperature=0.07,
       projection_dim=16 if tiny else 128,
       kd=arg.kd, kd_weight=1.0, kd_temperature=4.0,
@@ -153,6 +154,17 @@ RECIPE = (
          quote="weight-shared R(2+1)D-34 backbones",
          code="darkjax/models/actlumos.py _Parts.backbone",
          ours="r2plus1d_34_ig65m, one module run on the 2B clips", status="MATCH"),
+    dict(detail="BatchNorm over the two streams", paper="not stated",
+         key="actlumos.stream_statistics", status="CHOICE",
+         note="the shared backbone runs once on the 2B clips and its BatchNorms keep statistics "
+         "per stream (scale and bias shared): each stream is normalised by its own batch "
+         "statistics in training and its own running ones at test. DarkLight's code (the "
+         "README's ref. [5], models/dark_light.py: self.features(x), self.features(x_light)) "
+         "calls the backbone once per stream: per-stream batch statistics in training, but one "
+         "set of running statistics updated by both calls, which fits neither stream at test; "
+         "`joint` normalises both streams by the statistics of all 2B clips, which under a "
+         "fixed input normalisation leaves the dark stream near constant (docs/papers/"
+         "actlumos.md measures both)"),
     dict(detail="backbone weights", paper="not stated", key="required_weights.backbone.file",
          status="CHOICE",
          note="`backbone_init` required (`init=none` opts out): DarkLight-R(2+1)D-34, the "

@@ -8,12 +8,20 @@ phases in a few minutes on a laptop CPU.
 The dataset is generated on first use into $DARKJAX_DATA/synthetic (shared with
 configs/synthetic.py). Args (`--config=configs/actlumos_synthetic.py:kd=False,ssl=False`):
   fusion, supcon, ssl, kd, ssl_datasets (default: synthetic), ssl_features, steps,
-  teacher_steps, ssl_steps, batch, lr, teacher_init, darkness, data_dir, seed
+  teacher_steps, ssl_steps, batch, lr, teacher_init, data_dir, seed
   labelled    train clips per class the teacher and the student learn from (default 100, the
               whole shared set; fewer: the first N per class, in $DARKJAX_DATA/synthetic_labelledN)
   unlabelled  N > 0: the SSL phase reads a set of its own, N other clips per class (generator
               seed 4321, train split only, labels never read) beside the labelled set, in
               $DARKJAX_DATA/synthetic_unlabelledN; 0 (default): the labelled set's train clips
+  pretrained  the tiny R(2+1)D's starting weights for the teacher, the SSL phase and the student
+              (the SSL phase's when it runs): a darkjax run's workdir whose model is
+              r2plus1d_tiny_test, e.g. one trained on the bright `day` stream of another generated
+              set (below), as the paper's backbone starts from IG65M; its head is left out
+  normalise   per_clip (default) | imagenet | ... (darkjax.data.normalise), both streams; checked
+              against what `pretrained` was trained on
+  darkness    exposure of the generated clips (default 0.8, the shared set; another value
+              generates $DARKJAX_DATA/synthetic_darkness<d>...)
   runlocal    a smoke run: tiny dataset, 3 steps per phase
 The evidence setting (docs/papers/actlumos.md) is few labels and many unlabelled clips:
 `labelled=20,unlabelled=100,batch=16,teacher_steps=200,ssl_steps=150,steps=200`.
@@ -31,6 +39,7 @@ import ml_collections as mlc
 from configs import actlumos_base, common
 
 
+DEFAULT_DARKNESS = 0.8   # the shared synthetic set's (configs/synthetic.py)
 SHARED_CLIPS = 100   # train clips per class of the synthetic set other configs share
 RUNLOCAL_CLIPS = 4   # `runlocal`'s labelled train clips per class (and 2 test clips)
 
@@ -38,9 +47,9 @@ RUNLOCAL_CLIPS = 4   # `runlocal`'s labelled train clips per class (and 2 test c
 def get_config(arg=None):
   arg = common.parse_arg(arg, fusion="dff", supcon=True, ssl=True, kd=True,
                          ssl_datasets="synthetic", steps=300, teacher_steps=300, ssl_steps=150,
-                         batch=32, lr=0.05, teacher_init="", darkness=0.8, data_dir="",
-                         ssl_features="backbone", labelled=SHARED_CLIPS, unlabelled=0,
-                         runlocal=False, seed=0,
+                         batch=32, lr=0.05, teacher_init="", darkness=DEFAULT_DARKNESS,
+                         data_dir="", ssl_features="backbone", labelled=SHARED_CLIPS, unlabelled=0,
+                         pretrained="", normalise="per_clip", runlocal=False, seed=0,
                          variants=dict(runlocal=dict(steps=3, teacher_steps=3, ssl_steps=3,
                                                      batch=8, labelled=RUNLOCAL_CLIPS)))
   config = actlumos_base.actlumos_config(
@@ -56,6 +65,8 @@ def get_config(arg=None):
   # The labelled set: the first `labelled` train clips per class of the generator (seed 1234);
   # the default size (runlocal's own under runlocal) keeps the directory other configs share.
   base = "synthetic_local" if arg.runlocal else "synthetic"
+  if arg.darkness != DEFAULT_DARKNESS:   # a set of its own: the shared one keeps its bytes
+    base += f"_darkness{arg.darkness:g}"
   sized = arg.labelled != (RUNLOCAL_CLIPS if arg.runlocal else SHARED_CLIPS)
   data_dir = arg.data_dir or os.path.join(common.default_data_root(),
                                            base + (f"_labelled{arg.labelled}" if sized else ""))
@@ -63,7 +74,9 @@ def get_config(arg=None):
                                     dropout_rate=0.1, head_dropout=0.0)
   config.actlumos.projection_dim = 16
   config.input.flip = False          # left / right motion are different classes
-  config.input.normalise = "per_clip"
+  config.input.normalise = arg.normalise
+  if arg.pretrained:   # a backbone for teacher, SSL and student (checked against `normalise`)
+    config.actlumos.backbone_init = arg.pretrained
   config.input.eval_batch_size = 32
   config.input.shuffle_window = 512
   config.input.data.dir = data_dir

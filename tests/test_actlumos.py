@@ -144,7 +144,8 @@ def test_dff_matches_a_numpy_transcription():
 @pytest.fixture(scope="module")
 def tiny_teacher():
   """Tiny teacher variables and, from one compiled function, its outputs on (dark, ret), on
-  (dark, dark), and the bare backbone's maps of each stream."""
+  (dark, dark), the bare backbone's maps of each stream, and in training the dark stream's maps
+  under separate and joint stream statistics beside the bare backbone's on the dark clip alone."""
   from darkjax.models import video_resnet  # pylint: disable=import-outside-toplevel
   model = TEACHER(num_classes=5)
   bare = video_resnet.VARIANTS["r2plus1d_tiny_test"](num_classes=0)
@@ -154,15 +155,28 @@ def tiny_teacher():
   @jax.jit
   def run(dark, ret):
     variables = model.init(jax.random.key(2), dark, ret)
-    backbone_vars = {"params": variables["params"]["backbone"],
-                     "batch_stats": variables["batch_stats"]["backbone"]}
-    bare_maps = [bare.apply(backbone_vars, clip)[1]["stage4"] for clip in (dark, ret)]
+    # the backbone's BatchNorms keep (2, C) statistics, one row per stream
+    stream_vars = [{"params": variables["params"]["backbone"],
+                    "batch_stats": jax.tree.map(lambda a, s=s: a[s],
+                                                variables["batch_stats"]["backbone"])}
+                   for s in range(2)]
+    bare_maps = [bare.apply(v, clip)[1]["stage4"] for v, clip in zip(stream_vars, (dark, ret))]
+    joint_vars = {"params": variables["params"], "batch_stats": {
+        **variables["batch_stats"], "backbone": stream_vars[0]["batch_stats"]}}
+    train_dark = {}
+    for stats, v in (("separate", variables), ("joint", joint_vars)):
+      (_, o), _ = TEACHER(num_classes=5, stream_statistics=stats).apply(
+          v, dark, ret, train=True, rngs={"dropout": jax.random.key(3)},
+          mutable=["batch_stats"])
+      train_dark[stats] = o["maps"][0]
+    train_dark["alone"] = bare.apply(stream_vars[0], dark, train=True,
+                                     mutable=["batch_stats"])[0][1]["stage4"]
     return (variables, model.apply(variables, dark, ret), model.apply(variables, dark, dark)[0],
-            bare_maps)
+            bare_maps, train_dark)
 
-  variables, (logits, out), same_logits, bare_maps = run(dark, ret)
+  variables, (logits, out), same_logits, bare_maps, train_dark = run(dark, 3.0 + 2.0 * ret)
   return dict(model=model, variables=variables, logits=logits, out=out, same_logits=same_logits,
-              bare_maps=bare_maps, bare=bare, dark=dark)
+              bare_maps=bare_maps, bare=bare, dark=dark, train_dark=train_dark)
 
 
 def test_teacher_shares_one_backbone_and_outputs(tiny_teacher):
@@ -174,13 +188,24 @@ def test_teacher_shares_one_backbone_and_outputs(tiny_teacher):
   assert out["features"].shape == (2, 2, 32) and out["projections"].shape == (2, 2, 16)
   assert out["cls"].shape == (2, 32) and out["tokens"].shape == (2, 1, 32)
   # One backbone: its parameter count is the bare R(2+1)D's, and each stream's map is that
-  # backbone applied to the stream alone (eval mode: running statistics).
+  # backbone applied to the stream alone (eval mode: the stream's running statistics).
   assert _count(variables["params"]["backbone"]) == _count(
       jax.eval_shape(t["bare"].init, jax.random.key(0), t["dark"])["params"])
   for stream in range(2):
     np.testing.assert_allclose(out["maps"][stream], t["bare_maps"][stream], atol=1e-5)
   # The Retinex stream matters.
   assert not np.allclose(t["same_logits"], logits, atol=1e-5)
+
+
+def test_teacher_trains_each_stream_on_its_own_batch_statistics(tiny_teacher):
+  """stream_statistics="separate" (default): in training the dark stream's maps are the shared
+  backbone's on the dark clips alone, whatever the Retinex clips are (in inference too: the
+  fixture's eval maps use each stream's running statistics); "joint" normalises them together
+  with the (here brighter) Retinex clips."""
+  train_dark = tiny_teacher["train_dark"]
+  np.testing.assert_allclose(train_dark["separate"], train_dark["alone"], rtol=1e-5, atol=1e-5)
+  assert not np.allclose(train_dark["joint"], train_dark["alone"], atol=1e-3)
+  assert TEACHER().stream_statistics == "separate"
 
 
 def test_fusion_ablations_and_unknown_fusion():
@@ -482,6 +507,56 @@ def test_student_starts_from_the_ssl_backbone():
   student = task.init_from(_abstract_variables(task))["params"]["student"]
   assert all((np.asarray(x) == 1).all() for x in jax.tree.leaves(student["temporal"]))
   assert all((np.asarray(x) == 0).all() for x in jax.tree.leaves(student["fc"]))
+
+
+def test_backbone_from_a_darkjax_directory_goes_to_every_phase_head_left_out(tmp_path,
+                                                                             monkeypatch):
+  """`pretrained=DIR` (config.actlumos.backbone_init a directory): the tiny R(2+1)D of a
+  conversion or a darkjax run, its classifier head dropped, starts the teacher's shared backbone,
+  the SSL phase's and the student's; another architecture or normalisation is a clear error."""
+  from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
+  from darkjax.data import normalise as normalise_lib  # pylint: disable=import-outside-toplevel
+  plain = actlumos_synthetic.get_config("runlocal,kd=False,ssl=False")
+  backbone = _abstract_variables(actlumos_trainer.SSLTask(plain, num_classes=10))
+  backbone = {c: jax.tree.map(lambda x: x + 2, v["backbone"]) for c, v in backbone.items()}
+  saved = {"params": {**backbone["params"], "fc": {"kernel": np.ones((32, 10), np.float32),
+                                                   "bias": np.ones((10,), np.float32)}},
+           "batch_stats": backbone["batch_stats"]}
+  directory = str(tmp_path / "day")
+  convert_io.save_variables(directory, saved, {"arch": "r2plus1d_tiny_test",
+                                               "input_normalisation": {"mode": "imagenet"}})
+  arg = f"runlocal,pretrained={directory},normalise=imagenet"
+  config = actlumos_synthetic.get_config(arg)
+  assert config.actlumos.backbone_init == directory and config.input.normalise == "imagenet"
+  student_config = actlumos_synthetic.get_config(arg + ",kd=False,ssl=False")
+  for task, path in [(actlumos_trainer.TeacherTask(config, num_classes=10), ("backbone",)),
+                     (actlumos_trainer.SSLTask(config, num_classes=10), ("backbone",)),
+                     (actlumos_trainer.Task(student_config, num_classes=10),
+                      ("student", "backbone"))]:
+    assert task.merges_pretrained
+    merged = task.init_from(_abstract_variables(task))
+    for collection in ("params", "batch_stats"):
+      tree = merged[collection]
+      for key in path:
+        tree = tree[key]
+      assert "fc" not in tree
+      assert all((np.asarray(x) == 2).all() for x in jax.tree.leaves(tree)), (task, collection)
+  # the teacher's BatchNorms keep statistics per stream: both rows start from the loaded ones
+  teacher = actlumos_trainer.TeacherTask(config, num_classes=10)
+  stats = teacher.init_from(_abstract_variables(teacher))["batch_stats"]["backbone"]
+  assert stats["stem_spatial_bn"]["mean"].shape[0] == 2
+  # The weights read what they were trained on: imagenet, not the config's per-clip default.
+  with pytest.raises(normalise_lib.NormalisationMismatchError,
+                     match=r"config.actlumos.backbone_init .*day.*'imagenet'"):
+    actlumos_trainer.TeacherTask(actlumos_synthetic.get_config(
+        f"runlocal,pretrained={directory}"), num_classes=10).init_from(backbone)
+  # A run's workdir names its model in config.json: another architecture stops with both names.
+  run_meta = {"source": "darkjax run", "config": {"model": {"name": "small3d"},
+                                                  "input": {"normalise": "imagenet"}}}
+  monkeypatch.setattr(convert_io, "load_variables", lambda path: (saved, run_meta))
+  with pytest.raises(ValueError, match=r"config.actlumos.backbone_init .*'small3d'.*"
+                                       r"config.json model.name.*'r2plus1d_tiny_test'"):
+    actlumos_trainer.TeacherTask(config, num_classes=10).init_from(backbone)
 
 
 @pytest.mark.parametrize("module", [actlumos_arid, actlumos_arid_v1_5, actlumos_dark48],

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from darkjax.layers import conv
-from darkjax.layers.norm import BatchNorm
+from darkjax.layers.norm import BatchNorm, per_group_stats
 
 
 @pytest.mark.parametrize("use_scale, use_bias", [(True, True), (False, True), (True, False)])
@@ -36,3 +36,43 @@ def test_batch_norm_is_flaxs_and_its_export_form_the_same_function(use_scale, us
                       mutable=["batch_stats"])[1].keys() == stats.keys()
   assert dict(chosen) == {"batch_norm:affine": 1}
   np.testing.assert_allclose(exported, expected, rtol=0, atol=1e-5)
+
+
+def test_stat_groups_keep_statistics_per_part_in_training_and_inference():
+  """stat_groups=2: each half of the batch is flax's BatchNorm on that half alone with its own
+  running statistics ((2, C) `mean` / `var`), in training and in inference; scale and bias are
+  shared; (C,) statistics expand to that layout; a batch that does not split evenly is refused."""
+  key_a, key_b = jax.random.split(jax.random.key(3))
+  x = np.concatenate([jax.random.normal(key_a, (3, 2, 4, 4, 5)),        # a dark-like part
+                      5.0 + 4.0 * jax.random.normal(key_b, (3, 2, 4, 4, 5))])  # a bright part
+  kwargs = dict(momentum=0.9, epsilon=1e-5)
+  grouped, flax_bn = BatchNorm(stat_groups=2, **kwargs), nn.BatchNorm(**kwargs)
+  variables = grouped.init(jax.random.key(1), x, use_running_average=True)
+  assert jax.tree.map(np.shape, variables) == {"params": {"scale": (5,), "bias": (5,)},
+                                               "batch_stats": {"mean": (2, 5), "var": (2, 5)}}
+  one = flax_bn.init(jax.random.key(1), x, use_running_average=True)
+  one = {"params": {k: v + 0.5 for k, v in one["params"].items()},
+         "batch_stats": {"mean": np.full(5, 0.3, np.float32), "var": np.full(5, 2.0, np.float32)}}
+  variables = {"params": one["params"], "batch_stats": per_group_stats(one["batch_stats"], 2)}
+  out, new = grouped.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+  for part, half in enumerate((x[:3], x[3:])):
+    expected, stats = flax_bn.apply(one, half, use_running_average=False, mutable=["batch_stats"])
+    np.testing.assert_allclose(out[3 * part:3 * part + 3], expected, rtol=1e-5, atol=1e-5)
+    for name in ("mean", "var"):
+      np.testing.assert_allclose(new["batch_stats"][name][part], stats["batch_stats"][name],
+                                 rtol=1e-5)
+  # each part is normalised apart: its mean ~0 per channel, which joint statistics would not give
+  assert np.abs(np.asarray(out[:3]).mean(axis=(0, 1, 2, 3)) - 0.5).max() < 1e-4
+  joint = flax_bn.apply(one, x, use_running_average=False, mutable=["batch_stats"])[0]
+  assert np.asarray(joint[:3]).mean() < 0.0
+  # inference: each part by its own running statistics
+  trained = {"params": one["params"], "batch_stats": new["batch_stats"]}
+  inferred = grouped.apply(trained, x, use_running_average=True)
+  for part, half in enumerate((x[:3], x[3:])):
+    own = {"params": one["params"],
+           "batch_stats": {k: v[part] for k, v in new["batch_stats"].items()}}
+    np.testing.assert_allclose(inferred[3 * part:3 * part + 3],
+                               flax_bn.apply(own, half, use_running_average=True),
+                               rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="stat_groups=2 needs a batch of equal parts"):
+    grouped.apply(variables, x[:5], use_running_average=False, mutable=["batch_stats"])

@@ -5,9 +5,10 @@
 `save_variables(out_dir, variables, meta)` writes `out_dir/variables` (orbax) and
 `out_dir/meta.json`; `load_variables(out_dir)` reads both back for the trainer, or takes the
 latest checkpoint of a darkjax run's workdir (`config.model_init` may name either).
-`recorded_normalise(meta, key)` is the input normalisation the loaded weights were trained on: the
-converter's record in meta.json (a conversion older than the record: its family's published
-weights'), or the value of config key `key` in a run's config.json.
+`backbone_variables(path, arch)` reads either of those as the weights of one zoo backbone, its
+classifier head left out. `recorded_normalise(meta, key)` is the input normalisation the loaded
+weights were trained on: the converter's record in meta.json (a conversion older than the record:
+its family's published weights'), or the value of config key `key` in a run's config.json.
 
 Pickled torch checkpoints are loaded with `torch.load(..., weights_only=True)` only: a file whose
 unpickling would run code is refused (`UnsafeCheckpointError`) rather than executed.
@@ -205,3 +206,21 @@ def load_variables(out_dir: str) -> tuple[dict, dict]:
   variables = checkpointer.restore(target)
   checkpointer.close()
   return dict(variables), meta
+
+
+def backbone_variables(path: str, arch: str, key: str, head: str = "fc") -> tuple[dict, dict]:
+  """(variables, meta) of zoo model `arch` without its classifier (`head`), from a
+  `python -m darkjax.convert` directory or a darkjax run's workdir whose model is `arch` (e.g. a
+  backbone pretrained on the bright synthetic clips by configs/synthetic.py). Raises naming config
+  key `key` when the directory holds another architecture."""
+  variables, meta = load_variables(path)
+  run_config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
+  found = meta.get("arch") or (run_config.get("model") or {}).get("name")
+  if found and found != arch:
+    raise ValueError(f"{key} {path}: holds {found!r} weights (its "
+                     f"{'meta.json' if meta.get('arch') else 'config.json model.name'}), the "
+                     f"model needs {arch!r}; pretrain or convert that architecture")
+  out = {}
+  for collection, tree in variables.items():
+    out[collection] = {k: v for k, v in dict(tree).items() if k != head}
+  return out, meta

@@ -7,7 +7,10 @@ README's table images). docs/papers/actlumos.md says which detail comes from whi
 
 Teacher (`ActLumosTeacher`):
   dark clip, Retinex clip ──> ONE R(2+1)D-34 (IG65M layout, weights shared; both clips go
-      through it as one batch of 2B, so BatchNorm's batch statistics cover both streams)
+      through it as one batch of 2B; its BatchNorms keep statistics per stream
+      (`stream_statistics="separate"`: each stream normalised by its own batch statistics in
+      training and its own running ones in inference, darkjax.layers.norm `stat_groups`), or
+      normalise both streams by the statistics of all 2B clips ("joint"))
       -> last-stage maps F_dark, F_ret (B, T', H', W', C)
   fusion:  dff    DynamicFeatureFusion(F_dark, F_ret) (below)
            sum    F_dark + F_ret                                 (ablation)
@@ -52,6 +55,7 @@ from darkjax.layers.norm import BatchNorm
 from darkjax.models import video_resnet
 
 FUSIONS = ("dff", "sum", "concat")
+STREAM_STATISTICS = ("separate", "joint")
 
 
 def _norm(train: bool, dtype: Any, name: str) -> BatchNorm:
@@ -155,9 +159,9 @@ class _Parts(nn.Module):
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
 
-  def make_backbone(self) -> nn.Module:
+  def make_backbone(self, bn_stat_groups: int = 1) -> nn.Module:
     return video_resnet.VARIANTS[self.backbone](num_classes=0, dtype=self.dtype, remat=self.remat,
-                                                name="backbone")
+                                                bn_stat_groups=bn_stat_groups, name="backbone")
 
   def make_transformer(self) -> nn.Module:
     return TemporalTransformer(self.hidden, self.heads, self.layers,
@@ -221,16 +225,21 @@ class ActLumosTeacher(_Parts):
   """Dual-stream teacher (module docstring); `fusion` in FUSIONS, DFF reduction `reduction`."""
   fusion: str = "dff"
   reduction: int = 4
+  stream_statistics: str = "separate"   # in STREAM_STATISTICS (module docstring)
 
   @nn.compact
   def __call__(self, dark: jax.Array, retinex: jax.Array, train: bool = False):
     if self.fusion not in FUSIONS:
       raise ValueError(f"ActLumosTeacher: fusion {self.fusion!r} unknown; valid: {FUSIONS}")
+    if self.stream_statistics not in STREAM_STATISTICS:
+      raise ValueError(f"ActLumosTeacher: stream_statistics {self.stream_statistics!r} unknown; "
+                       f"valid: {STREAM_STATISTICS}")
     if dark.shape != retinex.shape:
       raise ValueError(f"ActLumosTeacher: dark {dark.shape} and Retinex {retinex.shape} clips "
                        "differ in shape")
     batch = dark.shape[0]
-    _, backbone_out = self.make_backbone()(jnp.concatenate([dark, retinex], 0), train)
+    groups = 2 if self.stream_statistics == "separate" else 1
+    _, backbone_out = self.make_backbone(groups)(jnp.concatenate([dark, retinex], 0), train)
     maps = backbone_out["stage4"]
     f_dark, f_ret = maps[:batch], maps[batch:]
     out: dict[str, Any] = {"maps": (f_dark, f_ret)}

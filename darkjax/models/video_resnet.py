@@ -91,11 +91,13 @@ class BasicBlock(nn.Module):
   bn_momentum: float = 0.9
   dtype: Any = None
   lowering: str = "auto"
+  bn_stat_groups: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False)
+                             epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False,
+                             stat_groups=self.bn_stat_groups)
     residual = x
     y = _conv(self.conv_type, self.features, self.conv1_mid, self.stride, norm, self.dtype,
               self.lowering, "conv1")(x)
@@ -127,6 +129,9 @@ class VideoResNet(nn.Module):
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
+  # > 1: training statistics per consecutive batch part (darkjax.layers.norm.BatchNorm), e.g. two
+  # input streams run as one batch through one weight-shared backbone
+  bn_stat_groups: int = 1
 
   def _check(self) -> None:
     if len(self.stage_sizes) != 4 or len(self.conv_types) != 4 or len(self.widths) != 4:
@@ -143,7 +148,8 @@ class VideoResNet(nn.Module):
     """The stem's convs, BatchNorms and ReLUs, under the remat policy like every block (its
     activations are at full frame count and half resolution, as large as layer 1's)."""
     norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False)
+                             epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False,
+                             stat_groups=self.bn_stat_groups)
     conv = functools.partial(Conv3D, use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
                              lowering=self.conv_lowering)
     stem_width = self.widths[0]
@@ -176,7 +182,8 @@ class VideoResNet(nn.Module):
         conv1_mid = mid_width(in_width, width)
         conv2_mid = mid_width(width, width) if self.vmz_midplanes else conv1_mid
         x = block_cls(width, conv_type, stride, conv1_mid, conv2_mid, self.bn_eps, self.bn_momentum,
-                      self.dtype, self.conv_lowering, name=f"layer{stage + 1}_{index}")(x, train)
+                      self.dtype, self.conv_lowering, self.bn_stat_groups,
+                      name=f"layer{stage + 1}_{index}")(x, train)
         in_width = width
       out[f"stage{stage + 1}"] = x
 

@@ -39,12 +39,14 @@ import ml_collections as mlc
 from darkjax import config as config_lib
 from darkjax import convert
 from darkjax import losses
+from darkjax import paths
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
 from darkjax.data import prepared, normalise, ops, pipeline
 from darkjax.data.augment import augment
 from darkjax.data.classification import ClassificationData
+from darkjax.layers import norm
 from darkjax.layers import retinex as retinex_lib
 from darkjax.models import actlumos
 from darkjax.trainers.base import TaskBase
@@ -53,7 +55,7 @@ log = logging.getLogger("darkjax")
 
 # The config keys that fix the teacher's variables: a teacher run must agree on all of them.
 TEACHER_ARCHITECTURE = ("model.name", "model.kwargs", "actlumos.fusion", "actlumos.reduction",
-                        "actlumos.projection_dim")
+                        "actlumos.projection_dim", "actlumos.stream_statistics")
 
 
 # ================================================================ inputs shared by the phases
@@ -98,15 +100,26 @@ def _nested_merge(variables: dict, path: tuple[str, ...], loaded: Mapping[str, A
 
 
 def _pretrained_backbone(config: mlc.ConfigDict, backbone: str) -> dict:
+  """The backbone's weights from `config.actlumos.backbone_init`: a PyTorch-layout R(2+1)D state
+  dict (the IG65M file), or a directory (`python -m darkjax.convert` output, or a darkjax run's
+  workdir whose model is the backbone, e.g. the tiny R(2+1)D pretrained on the synthetic set's
+  bright clips), head left out; checked against `input.normalise`."""
   from darkjax.convert import video_resnet as convert_vr  # pylint: disable=import-outside-toplevel
   path = config.actlumos.backbone_init
+  key = "config.actlumos.backbone_init"
+  if paths.resolve(path).is_dir():
+    loaded, meta = convert_io.backbone_variables(path, backbone, key)
+    if config_lib.check_normalise(config):
+      normalise.check_pretrained(convert_io.recorded_normalise(meta), config.input.normalise,
+                                 "input.normalise", f"{key} {path}")
+    return loaded
   if config_lib.check_normalise(config):
     convert.check_normalise(backbone, config.input.normalise, "input.normalise",
-                            f"config.actlumos.backbone_init {path}")
+                            f"{key} {path}")
   try:
     state = convert_io.load_state_dict(path)
   except convert_io.CheckpointReadError as error:
-    raise convert_io.CheckpointReadError(f"config.actlumos.backbone_init: {error}") from None
+    raise convert_io.CheckpointReadError(f"{key}: {error}") from None
   return convert_vr.convert(backbone, state, num_classes=0)
 
 
@@ -126,7 +139,7 @@ class _Base(TaskBase):
   def make_teacher(self) -> actlumos.ActLumosTeacher:
     return actlumos.VARIANTS[f"actlumos_teacher{self._suffix()}"](
         num_classes=self.num_classes, fusion=self.cfg.fusion, reduction=self.cfg.reduction,
-        **self._kwargs())
+        stream_statistics=self.cfg.stream_statistics, **self._kwargs())
 
   def make_student(self) -> actlumos.ActLumosStudent:
     return actlumos.VARIANTS[f"actlumos_student{self._suffix()}"](
@@ -182,6 +195,8 @@ class TeacherTask(_Base):
   def init_from(self, variables: dict) -> dict:
     """The pretrained R(2+1)D-34 (config.actlumos.backbone_init) into the shared backbone."""
     loaded = _pretrained_backbone(self.config, self.model.backbone)
+    if self.model.stream_statistics == "separate":   # each stream starts from the same statistics
+      loaded = {**loaded, "batch_stats": norm.per_group_stats(loaded["batch_stats"], 2)}
     return _nested_merge(variables, ("backbone",), loaded, self.cfg.backbone_init)
 
   def predict(self, variables, streams, source=None):
