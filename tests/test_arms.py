@@ -113,7 +113,7 @@ IGNORED = [
      ("actlumos.supcon_weight", 0.5)),
     ("configs/actlumos_synthetic.py:runlocal", "ssl",
      {"actlumos.kd_weight": 0.0, "actlumos.kd": False, "actlumos.supcon_weight": 0.5,
-      "teacher.total_steps": 7},
+      "teacher.total_steps": 7, "actlumos.stream_statistics": "joint"},
      ("ssl.temperature", 0.5)),
 ]
 # What else a phase's training depends on besides its loss: compared field by field.

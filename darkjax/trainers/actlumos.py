@@ -469,6 +469,7 @@ PHASES = (
     task_lib.Phase("ssl", _ssl_task, config=lambda c: phase_config(c, "ssl"),
                    when=lambda c: bool(c.actlumos.ssl),
                    ignores=_KD_FIELDS + ("actlumos.kd", "actlumos.supcon", "actlumos.supcon_weight",
+                                         "actlumos.stream_statistics",
                                          "actlumos.supcon_temperature", "teacher")),
     task_lib.Phase("student", _student_task, config=lambda c: phase_config(c, "student"),
                    init_from=("teacher", "ssl"), check=check_data),
