@@ -8,6 +8,8 @@ Every choice the authors' README leaves open is a key here, with its default:
                512, 8 heads, 1 layer, dropout 0.8 before the classifier (DarkLight's setting),
                tokens from (1, 7, 7) average pooling (model.kwargs; darkjax/models/actlumos.py)
   SupCon       lambda_sup = 0.1 (`supcon_weight`), 2-layer MLP projection to 128-d, tau 0.07
+  student      starts from the IG65M weights as the teacher does, then SSL (`student_pretrained`;
+               False: the SSL phase and the student from random initialisation)
   SSL          the student's R(2+1)D-34 alone (`ssl.features=backbone`, the README's Stage 1;
                `ssl_features=cls`: the whole student's CLS embedding), 2-layer MLP projection,
                NT-Xent tau 0.5 (`ssl.temperature`), two views drawn with colour jitter 0.4 and
@@ -32,7 +34,8 @@ FUSIONS = ("dff", "sum", "concat")
 ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="",
             frames=64, crop=112, short_side=128, batch=16, steps=3000, teacher_steps=3000,
             ssl_steps=2000, lr=1e-4, backbone_init="", teacher_init="", data_dir="",
-            init="pretrained", ssl_features="backbone", runlocal=False, seed=0)
+            init="pretrained", ssl_features="backbone", student_pretrained=True, runlocal=False,
+            seed=0)
 SSL_FEATURES = ("backbone", "cls")
 
 
@@ -89,6 +92,9 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       augment=augment_block(colour_jitter=0.2, affine=0.1),
       backbone_init=arg.backbone_init,   # IG65M R(2+1)D-34 state dict (ig65m-pytorch)
       teacher_init=arg.teacher_init,     # a finished teacher run's workdir: skip the teacher phase
+      # the SSL phase and the student start from backbone_init too (False: from random
+      # initialisation, the self-supervision their only pretraining; the teacher keeps it)
+      student_pretrained=arg.student_pretrained,
   ))
   common.require_weights(
       config, arg.init, tiny,
@@ -252,6 +258,17 @@ RECIPE = (
          quote="The student network, using only dark frames",
          code="darkjax/models/actlumos.py ActLumosStudent", ours="dark clips only",
          status="MATCH"),
+    dict(detail="student's starting weights", paper="pretrained with self-supervision",
+         source="abstract",
+         quote="The student network, using only dark frames, is pretrained with "
+               "self-supervision on unlabeled clips",
+         key="actlumos.student_pretrained", ours="the IG65M backbone, then the SSL stage",
+         status="CHOICE",
+         note="the SSL phase starts from `backbone_init` as the teacher does; the sentence also "
+         "reads as self-supervision being the student's only pretraining "
+         "(`student_pretrained=False`: SSL and student from random initialisation, the teacher "
+         "alone from IG65M), which makes the student the weaker network that distillation "
+         "teaches (docs/papers/actlumos.md measures it)"),
     dict(detail="SSL stage", paper="backbone", source="abstract",
          quote="pretrained with self-supervision on unlabeled clips", image="arch.png",
          drawn="Stage 1 : Self-supervised training; Dark clip, v_i^(1) and Dark clip, v_i^(2) → "

@@ -20,6 +20,8 @@ configs/synthetic.py). Args (`--config=configs/actlumos_synthetic.py:kd=False,ss
               set (below), as the paper's backbone starts from IG65M; its head is left out
   normalise   per_clip (default) | imagenet | ... (darkjax.data.normalise), both streams; checked
               against what `pretrained` was trained on
+  student_pretrained  False: only the teacher starts from `pretrained`; the SSL phase and the
+              student start from random initialisation (self-supervision their only pretraining)
   darkness    exposure of the generated clips (default 0.8, the shared set; another value
               generates $DARKJAX_DATA/synthetic_darkness<d>...)
   runlocal    a smoke run: tiny dataset, 3 steps per phase
@@ -49,7 +51,8 @@ def get_config(arg=None):
                          ssl_datasets="synthetic", steps=300, teacher_steps=300, ssl_steps=150,
                          batch=32, lr=0.05, teacher_init="", darkness=DEFAULT_DARKNESS,
                          data_dir="", ssl_features="backbone", labelled=SHARED_CLIPS, unlabelled=0,
-                         pretrained="", normalise="per_clip", runlocal=False, seed=0,
+                         pretrained="", normalise="per_clip", student_pretrained=True,
+                         runlocal=False, seed=0,
                          variants=dict(runlocal=dict(steps=3, teacher_steps=3, ssl_steps=3,
                                                      batch=8, labelled=RUNLOCAL_CLIPS)))
   config = actlumos_base.actlumos_config(
@@ -57,6 +60,7 @@ def get_config(arg=None):
       f"ssl_datasets={arg.ssl_datasets},frames=16,crop=0,short_side=0,batch={arg.batch},"
       f"steps={arg.steps},teacher_steps={arg.teacher_steps},ssl_steps={arg.ssl_steps},"
       f"teacher_init={arg.teacher_init},ssl_features={arg.ssl_features},seed={arg.seed},"
+      f"student_pretrained={arg.student_pretrained},"
       "init=none", dataset="synthetic")   # the tiny R(2+1)D has no pretrained weights
   if arg.labelled < 1 or arg.unlabelled < 0:
     raise ValueError(f"config args labelled={arg.labelled}, unlabelled={arg.unlabelled}: need "

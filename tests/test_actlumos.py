@@ -513,7 +513,8 @@ def test_backbone_from_a_darkjax_directory_goes_to_every_phase_head_left_out(tmp
                                                                              monkeypatch):
   """`pretrained=DIR` (config.actlumos.backbone_init a directory): the tiny R(2+1)D of a
   conversion or a darkjax run, its classifier head dropped, starts the teacher's shared backbone,
-  the SSL phase's and the student's; another architecture or normalisation is a clear error."""
+  the SSL phase's and the student's (the teacher's alone with `student_pretrained=False`);
+  another architecture or normalisation is a clear error."""
   from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
   from darkjax.data import normalise as normalise_lib  # pylint: disable=import-outside-toplevel
   plain = actlumos_synthetic.get_config("runlocal,kd=False,ssl=False")
@@ -541,6 +542,12 @@ def test_backbone_from_a_darkjax_directory_goes_to_every_phase_head_left_out(tmp
         tree = tree[key]
       assert "fc" not in tree
       assert all((np.asarray(x) == 2).all() for x in jax.tree.leaves(tree)), (task, collection)
+  # student_pretrained=False: only the teacher loads them; SSL and student start at random
+  weak = actlumos_synthetic.get_config(arg + ",student_pretrained=False")
+  assert actlumos_trainer.TeacherTask(weak, num_classes=10).merges_pretrained
+  assert not actlumos_trainer.SSLTask(weak, num_classes=10).merges_pretrained
+  assert not actlumos_trainer.Task(actlumos_synthetic.get_config(
+      arg + ",student_pretrained=False,kd=False,ssl=False"), num_classes=10).merges_pretrained
   # the teacher's BatchNorms keep statistics per stream: both rows start from the loaded ones
   teacher = actlumos_trainer.TeacherTask(config, num_classes=10)
   stats = teacher.init_from(_abstract_variables(teacher))["batch_stats"]["backbone"]

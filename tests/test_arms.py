@@ -109,7 +109,7 @@ IGNORED = [
      ("label_smoothing", 0.1)),
     ("configs/actlumos_synthetic.py:runlocal", "teacher",
      {"actlumos.kd_weight": 0.0, "actlumos.kd_temperature": 1.0, "actlumos.ssl": False,
-      "ssl.temperature": 0.5},
+      "ssl.temperature": 0.5, "actlumos.student_pretrained": False},
      ("actlumos.supcon_weight", 0.5)),
     ("configs/actlumos_synthetic.py:runlocal", "ssl",
      {"actlumos.kd_weight": 0.0, "actlumos.kd": False, "actlumos.supcon_weight": 0.5,

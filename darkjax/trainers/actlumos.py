@@ -15,7 +15,8 @@
   phase student (WORKDIR/student): the student on dark clips only, CE + kd_weight * Hinton KD
     (losses.kd_kl_loss, T = kd_temperature, times T^2) against the frozen teacher (`kd`), starting
     from the SSL weights (`ssl`: the backbone, or with `features=cls` everything but the
-    classifier).
+    classifier). The SSL phase (or without it the student) starts from `backbone_init` unless
+    `student_pretrained` is False (random initialisation; the teacher still loads it).
 
 Each phase is the generic Trainer with its own Task and sub-directory, so re-running the command
 resumes whichever phase was running; a finished phase restores its last checkpoint and hands its
@@ -259,7 +260,7 @@ class SSLTask(_Base):
   def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
     super().__init__(config, num_classes)
     self.model = actlumos.ActLumosSSL(self.make_student(), features=config.ssl.features)
-    self.merges_pretrained = bool(self.cfg.backbone_init)
+    self.merges_pretrained = bool(self.cfg.backbone_init and self.cfg.student_pretrained)
     self.sources = ssl_sources(config) if num_classes is None else []
 
   def train_dataset(self, local_batch: int):
@@ -318,7 +319,7 @@ class Task(_Base):
       log.warning("ActLumos student with kd=True but no teacher: the frozen teacher keeps its "
                   "initial weights (run through darkjax.train.run_phases for all phases)")
     self.merges_pretrained = bool(teacher_variables is not None or ssl_variables is not None
-                                  or self.cfg.backbone_init)
+                                  or (self.cfg.backbone_init and self.cfg.student_pretrained))
 
   def init_variables(self, rng, batch) -> dict:
     dark, ret = self.inputs.streams(batch["video"])
@@ -352,7 +353,7 @@ class Task(_Base):
       ssl = {c: v["backbone"] for c, v in self.ssl_variables.items() if "backbone" in v}
       variables = _nested_merge(variables, ("student", "backbone"), ssl,
                                 "the SSL phase's backbone")
-    elif self.cfg.backbone_init:
+    elif self.cfg.backbone_init and self.cfg.student_pretrained:
       loaded = _pretrained_backbone(self.config, self.student.backbone)
       variables = _nested_merge(variables, ("student", "backbone"), loaded,
                                 self.cfg.backbone_init)
@@ -465,7 +466,7 @@ PHASES = (
     task_lib.Phase("teacher", _teacher_task, config=lambda c: phase_config(c, "teacher"),
                    when=lambda c: bool(c.actlumos.kd) and not c.actlumos.teacher_init, main=True,
                    check=lambda c, d: check_teacher_run(d, c, f"--workdir {os.path.dirname(d)}"),
-                   ignores=_KD_FIELDS + ("actlumos.ssl", "ssl")),
+                   ignores=_KD_FIELDS + ("actlumos.ssl", "ssl", "actlumos.student_pretrained")),
     task_lib.Phase("ssl", _ssl_task, config=lambda c: phase_config(c, "ssl"),
                    when=lambda c: bool(c.actlumos.ssl),
                    ignores=_KD_FIELDS + ("actlumos.kd", "actlumos.supcon", "actlumos.supcon_weight",
