@@ -22,6 +22,8 @@ configs/synthetic.py). Args (`--config=configs/actlumos_synthetic.py:kd=False,ss
               against what `pretrained` was trained on
   student_pretrained  False: only the teacher starts from `pretrained`; the SSL phase and the
               student start from random initialisation (self-supervision their only pretraining)
+  teacher_lr  the teacher phase's SGD learning rate (default 0: `lr`, every phase's), e.g. a
+              fine-tuning rate for a `pretrained` teacher beside a from-scratch student's
   darkness    exposure of the generated clips (default 0.8, the shared set; another value
               generates $DARKJAX_DATA/synthetic_darkness<d>...)
   runlocal    a smoke run: tiny dataset, 3 steps per phase
@@ -49,7 +51,8 @@ RUNLOCAL_CLIPS = 4   # `runlocal`'s labelled train clips per class (and 2 test c
 def get_config(arg=None):
   arg = common.parse_arg(arg, fusion="dff", supcon=True, ssl=True, kd=True,
                          ssl_datasets="synthetic", steps=300, teacher_steps=300, ssl_steps=150,
-                         batch=32, lr=0.05, teacher_init="", darkness=DEFAULT_DARKNESS,
+                         batch=32, lr=0.05, teacher_lr=0.0, teacher_init="",
+                         darkness=DEFAULT_DARKNESS,
                          data_dir="", ssl_features="backbone", labelled=SHARED_CLIPS, unlabelled=0,
                          pretrained="", normalise="per_clip", student_pretrained=True,
                          runlocal=False, seed=0,
@@ -103,11 +106,12 @@ def get_config(arg=None):
   config.actlumos.augment.update(colour_jitter=0.2, affine=0.0)
   config.ssl.augment.update(colour_jitter=0.4, affine=0.1)
   # The small BatchNorm CNNs train well with SGD (as configs/synthetic.py and lift_synthetic.py).
-  sgd = lambda steps: common.optimizer_block(  # noqa: E731
-      "sgd", lr=arg.lr, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine",
+  sgd = lambda steps, lr: common.optimizer_block(  # noqa: E731
+      "sgd", lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine",
       warmup_steps=max(steps // 10, 1))
-  config.optimizer, config.teacher.optimizer = sgd(arg.steps), sgd(arg.teacher_steps)
-  config.ssl.optimizer = sgd(arg.ssl_steps)
+  config.optimizer = sgd(arg.steps, arg.lr)
+  config.teacher.optimizer = sgd(arg.teacher_steps, arg.teacher_lr or arg.lr)
+  config.ssl.optimizer = sgd(arg.ssl_steps, arg.lr)
   config.ssl.temperature = 0.2
   config.teacher.eval_every = config.eval_every = 0
   config.teacher.checkpoint_every = config.checkpoint_every = config.ssl.checkpoint_every = 100
