@@ -129,8 +129,9 @@ class VideoResNet(nn.Module):
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
-  # > 1: training statistics per consecutive batch part (darkjax.layers.norm.BatchNorm), e.g. two
-  # input streams run as one batch through one weight-shared backbone
+  # > 1: BatchNorm statistics per consecutive batch part, in training and inference
+  # (darkjax.layers.norm.BatchNorm `stat_groups`), e.g. two input streams run as one batch
+  # through one weight-shared backbone
   bn_stat_groups: int = 1
 
   def _check(self) -> None:
