@@ -82,7 +82,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
                                     dropout_rate=0.1, head_dropout=0.0 if tiny else 0.8)
   config.actlumos = mlc.ConfigDict(dict(
       fusion=arg.fusion, reduction=4,
-      stream_statistics="separate",   # teacher BatchNorm training statistics per stream (or joint)
+      stream_statistics="separate",   # teacher BatchNorm statistics per stream (or joint)
       supcon=arg.supcon, supcon_weight=0.1, supcon_temperature=0.07,
       projection_dim=16 if tiny else 128,
       kd=arg.kd, kd_weight=1.0, kd_temperature=4.0,
