@@ -14,7 +14,9 @@ Every choice the authors' README leaves open is a key here, with its default:
                `ssl_features=cls`: the whole student's CLS embedding), 2-layer MLP projection,
                NT-Xent tau 0.5 (`ssl.temperature`), two views drawn with colour jitter 0.4 and
                random affine 0.15 (`ssl.augment`), train splits of `ssl_datasets`, batch 16
-  KD           Hinton KL at T = 4 times T^2 (`kd_temperature`), lambda_kd = 1 (`kd_weight`)
+  KD           Hinton KL at T = 4 times T^2 (`kd_temperature`), lambda_kd = 1 (`kd_weight`), on
+               the labelled clips (`kd_unlabelled`: also on as many of the SSL sets' unlabelled
+               clips per step)
   clips        64 frames (DarkLight's R(2+1)D-34 length), dense sampling, short side 128, 112 x
                112 random crops, flips; IG65M normalisation of both streams
   optimisation AdamW lr 1e-4, weight decay 1e-4, cosine with 5% warmup; 3000 teacher, 2000 SSL,
@@ -34,8 +36,8 @@ FUSIONS = ("dff", "sum", "concat")
 ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="",
             frames=64, crop=112, short_side=128, batch=16, steps=3000, teacher_steps=3000,
             ssl_steps=2000, lr=1e-4, backbone_init="", teacher_init="", data_dir="",
-            init="pretrained", ssl_features="backbone", student_pretrained=True, runlocal=False,
-            seed=0)
+            init="pretrained", ssl_features="backbone", student_pretrained=True, kd_unlabelled=False,
+            runlocal=False, seed=0)
 SSL_FEATURES = ("backbone", "cls")
 
 
@@ -68,6 +70,8 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
   arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL), **{**ARGS, **defaults})
   if arg.fusion not in FUSIONS:
     raise ValueError(f"config arg fusion={arg.fusion!r}: valid {FUSIONS}")
+  if arg.kd_unlabelled and not arg.kd:
+    raise ValueError("config arg kd_unlabelled=True distils on unlabelled clips: it needs kd=True")
   if arg.ssl_features not in SSL_FEATURES:
     raise ValueError(f"config arg ssl_features={arg.ssl_features!r}: valid {SSL_FEATURES}")
   tiny = arg.runlocal
@@ -86,6 +90,8 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       supcon=arg.supcon, supcon_weight=0.1, supcon_temperature=0.07,
       projection_dim=16 if tiny else 128,
       kd=arg.kd, kd_weight=1.0, kd_temperature=4.0,
+      # KD also on a batch of the SSL sets' unlabelled clips beside each labelled batch
+      kd_unlabelled=arg.kd_unlabelled,
       ssl=arg.ssl,
       retinex=mlc.ConfigDict(dict(sigmas=(15.0, 80.0, 250.0), low_percentile=1.0,
                                   high_percentile=99.0)),
@@ -316,6 +322,12 @@ RECIPE = (
          "(--kd_T 4)"),
     dict(detail="lambda_kd", paper="not stated", key="actlumos.kd_weight", status="CHOICE",
          note="CE and KD weighted equally"),
+    dict(detail="clips the KD term reads", paper="not stated", key="actlumos.kd_unlabelled",
+         status="CHOICE",
+         note="the labelled clips the student is fine-tuned on (\"fine-tuned via knowledge "
+         "distillation\"); `kd_unlabelled=True` adds a batch of the SSL sets' unlabelled clips "
+         "to each step's KD term (the teacher's soft labels on clips without labels), which "
+         "docs/papers/actlumos.md measures"),
     dict(detail="teacher during KD", paper="not stated",
          code="darkjax/trainers/actlumos.py phase_config",
          ours="trained first, then frozen (running BN statistics, no dropout)", status="CHOICE",

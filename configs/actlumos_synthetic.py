@@ -22,6 +22,8 @@ configs/synthetic.py). Args (`--config=configs/actlumos_synthetic.py:kd=False,ss
               against what `pretrained` was trained on
   student_pretrained  False: only the teacher starts from `pretrained`; the SSL phase and the
               student start from random initialisation (self-supervision their only pretraining)
+  kd_unlabelled  True: the student's KD term also reads a batch of the SSL phase's unlabelled
+              clips (`unlabelled`) beside each labelled batch (default False: labelled clips only)
   teacher_lr  the teacher phase's SGD learning rate (default 0: `lr`, every phase's), e.g. a
               fine-tuning rate for a `pretrained` teacher beside a from-scratch student's
   darkness    exposure of the generated clips (default 0.8, the shared set; another value
@@ -59,7 +61,7 @@ def get_config(arg=None):
                          darkness=DEFAULT_DARKNESS,
                          data_dir="", ssl_features="backbone", labelled=SHARED_CLIPS, unlabelled=0,
                          pretrained="", normalise="per_clip", student_pretrained=True,
-                         runlocal=False, seed=0,
+                         kd_unlabelled=False, runlocal=False, seed=0,
                          variants=dict(runlocal=dict(steps=3, teacher_steps=3, ssl_steps=3,
                                                      batch=8, labelled=RUNLOCAL_CLIPS)))
   config = actlumos_base.actlumos_config(
@@ -67,7 +69,7 @@ def get_config(arg=None):
       f"ssl_datasets={arg.ssl_datasets},frames=16,crop=0,short_side=0,batch={arg.batch},"
       f"steps={arg.steps},teacher_steps={arg.teacher_steps},ssl_steps={arg.ssl_steps},"
       f"teacher_init={arg.teacher_init},ssl_features={arg.ssl_features},seed={arg.seed},"
-      f"student_pretrained={arg.student_pretrained},"
+      f"student_pretrained={arg.student_pretrained},kd_unlabelled={arg.kd_unlabelled},"
       "init=none", dataset="synthetic")   # the tiny R(2+1)D has no pretrained weights
   if arg.labelled < 1 or arg.unlabelled < 0:
     raise ValueError(f"config args labelled={arg.labelled}, unlabelled={arg.unlabelled}: need "

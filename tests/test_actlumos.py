@@ -469,6 +469,49 @@ def test_student_objective_is_ce_plus_lambda_kd_kd(objective_batch):
   np.testing.assert_allclose(float(metrics["kd"]), kd, rtol=5e-4)
 
 
+def test_student_with_kd_unlabelled_distils_on_both_batches_and_ce_on_the_labelled(
+    objective_batch):
+  config = actlumos_synthetic.get_config("runlocal,ssl=False,kd_unlabelled=True")
+  task = actlumos_trainer.Task(config, num_classes=10)
+  unlabelled = np.random.default_rng(8).integers(0, 60, size=(4, 8, 32, 32, 3))
+  batch = dict(objective_batch, **{actlumos_trainer.UNLABELLED: jnp.asarray(unlabelled, jnp.uint8)})
+  rng = jax.random.key(3)
+  variables, loss, metrics = _init_and_loss(task, batch, jax.random.key(2), rng)
+  aug_rng, drop_rng = jax.random.split(rng)
+  extra = {"video": batch[actlumos_trainer.UNLABELLED], "label": jnp.zeros(4, jnp.int32)}
+  dark_uint8 = jnp.concatenate([task.inputs.augmented(batch, aug_rng),
+                                task.inputs.augmented(extra, jax.random.fold_in(aug_rng, 1))], 0)
+  logits, out = _train_outputs(task, variables, task.inputs.streams(dark_uint8), drop_rng)
+  assert logits.shape[0] == out["teacher_logits"].shape[0] == 8
+  ce = _numpy_cross_entropy(logits[:4], np.asarray(batch["label"]))
+  kd = _numpy_kd(logits, out["teacher_logits"], config.actlumos.kd_temperature)
+  np.testing.assert_allclose(loss, ce + 1.0 * kd, rtol=5e-4)
+  np.testing.assert_allclose(float(metrics["ce"]), ce, rtol=5e-4)
+  np.testing.assert_allclose(float(metrics["kd"]), kd, rtol=5e-4)
+  # The unlabelled half is in the KD term: other unlabelled clips, another loss.
+  other = dict(batch, **{actlumos_trainer.UNLABELLED: jnp.asarray(255 - unlabelled, jnp.uint8)})
+  _, other_loss, _ = _init_and_loss(task, other, jax.random.key(2), rng)
+  assert abs(other_loss - loss) > 1e-3
+
+
+def test_student_batches_carry_unlabelled_clips_and_kd_unlabelled_needs_kd(tmp_path):
+  config = actlumos_synthetic.get_config(
+      f"runlocal,kd_unlabelled=True,unlabelled=2,data_dir={tmp_path / 'data'}")
+  task = actlumos_trainer.Task(config)
+  assert [s.directory for s in task.sources] == [str(tmp_path / "synthetic_local_unlabelled2")]
+  batch = next(iter(task.train_dataset(4)))
+  assert batch[actlumos_trainer.UNLABELLED].shape == batch["video"].shape == (
+      4, config.input.frames, 32, 32, 3)
+  assert "unlabelled_video" not in next(iter(actlumos_trainer.Task(
+      actlumos_synthetic.get_config(f"runlocal,data_dir={tmp_path / 'data'}")).train_dataset(4)))
+  with pytest.raises(ValueError, match="kd_unlabelled=True .* needs kd=True"):
+    actlumos_synthetic.get_config("runlocal,kd=False,kd_unlabelled=True")
+  config = actlumos_synthetic.get_config("runlocal")
+  config.actlumos.update(kd=False, kd_unlabelled=True)
+  with pytest.raises(ValueError, match="config.actlumos.kd_unlabelled=True .*config.actlumos.kd=True"):
+    actlumos_trainer.Task(config, num_classes=10)
+
+
 @pytest.mark.parametrize("features", ["backbone", "cls"])
 def test_ssl_objective_is_nt_xent_of_two_views_of_each_clip(objective_batch, features):
   config = actlumos_synthetic.get_config(f"runlocal,ssl_features={features}")

@@ -109,11 +109,13 @@ IGNORED = [
      ("label_smoothing", 0.1)),
     ("configs/actlumos_synthetic.py:runlocal", "teacher",
      {"actlumos.kd_weight": 0.0, "actlumos.kd_temperature": 1.0, "actlumos.ssl": False,
-      "ssl.temperature": 0.5, "actlumos.student_pretrained": False},
+      "ssl.temperature": 0.5, "actlumos.student_pretrained": False,
+      "actlumos.kd_unlabelled": True},
      ("actlumos.supcon_weight", 0.5)),
     ("configs/actlumos_synthetic.py:runlocal", "ssl",
      {"actlumos.kd_weight": 0.0, "actlumos.kd": False, "actlumos.supcon_weight": 0.5,
-      "teacher.total_steps": 7, "actlumos.stream_statistics": "joint"},
+      "teacher.total_steps": 7, "actlumos.stream_statistics": "joint",
+      "actlumos.kd_unlabelled": True},
      ("ssl.temperature", 0.5)),
 ]
 # What else a phase's training depends on besides its loss: compared field by field.

@@ -227,7 +227,8 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
   paths = [path for path, _ in host_shards(files, process_index, process_count)]
   log.info("process %d of %d: train reads %s", process_index, process_count,
            describe_shards(paths, len(files), process_count))
-  file_seed = seed * 1_000_003 + process_index
+  # grain takes seeds in [0, 2**32); file_seed + 2 must stay there for any config.seed.
+  file_seed = (seed * 1_000_003 + process_index) % (2**32 - 2)
   ds = grain.MapDataset.source(paths).shuffle(seed=file_seed).repeat(None)
   ds = ds.map(RecordFileIterDataset)
   ds = grain.experimental.InterleaveIterDataset(ds, cycle_length=min(cycle_length, len(paths)))

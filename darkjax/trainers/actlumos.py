@@ -13,7 +13,9 @@
     drawn twice), NT-Xent (losses.nt_xent_loss). `config.ssl` holds its steps, optimizer, batch,
     augmentations and features.
   phase student (WORKDIR/student): the student on dark clips only, CE + kd_weight * Hinton KD
-    (losses.kd_kl_loss, T = kd_temperature, times T^2) against the frozen teacher (`kd`), starting
+    (losses.kd_kl_loss, T = kd_temperature, times T^2) against the frozen teacher (`kd`; with
+    `kd_unlabelled` the KD term also reads a batch of the SSL sources' unlabelled clips beside
+    each labelled batch, the student's BatchNorm over both), starting
     from the SSL weights (`ssl`: the backbone, or with `features=cls` everything but the
     classifier). The SSL phase (or without it the student) starts from `backbone_init` unless
     `student_pretrained` is False (random initialisation; the teacher still loads it).
@@ -33,6 +35,7 @@ import logging
 import os
 from typing import Any, Mapping
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
@@ -53,6 +56,10 @@ from darkjax.models import actlumos
 from darkjax.trainers.base import TaskBase
 
 log = logging.getLogger("darkjax")
+
+# The student batch's unlabelled clips under `kd_unlabelled`; their stream's shuffle seed offset.
+UNLABELLED = "unlabelled_video"
+_UNLABELLED_SEED_OFFSET = 7919
 
 # The config keys that fix the teacher's variables: a teacher run must agree on all of them.
 TEACHER_ARCHITECTURE = ("model.name", "model.kwargs", "actlumos.fusion", "actlumos.reduction",
@@ -249,6 +256,30 @@ def ssl_sources(config: mlc.ConfigDict) -> list[prepared.Dataset]:
   return out
 
 
+def unlabelled_dataset(config: mlc.ConfigDict, sources: list[prepared.Dataset], local_batch: int,
+                       seed: int, reader: str):
+  """The train clips of `sources` (ssl_sources) as one shuffled stream of batches of `video`
+  (their labels are never read), for the SSL phase or the student's KD on unlabelled clips."""
+  files = [f for dataset in sources for f in dataset.files("train")]
+  shapes = [dataset.frame_shapes().get("video") for dataset in sources]
+  same = all(s == shapes[0] for s in shapes)
+  log.info("ActLumos %s: %d unlabelled clips from %s", reader, sum(n for _, n in files),
+           ", ".join(d.name for d in sources))
+  return pipeline.train_dataset(
+      files, ops.ClipSpec.from_config(config.input), local_batch, seed=seed,
+      frame_shapes={"video": shapes[0] if same else None},
+      shuffle_window=config.input.shuffle_window, cycle_length=config.input.cycle_length,
+      prefetch=config.input.prefetch)
+
+
+class _WithUnlabelled(grain.transforms.Map):
+  """(labelled batch, unlabelled batch) -> the labelled batch plus `unlabelled_video`."""
+
+  def map(self, element):
+    labelled, unlabelled = element
+    return {**labelled, UNLABELLED: unlabelled["video"]}
+
+
 def ssl_backbone_path(config: mlc.ConfigDict) -> tuple[str, ...]:
   """Where the SSL phase's variables hold the R(2+1)D (models.actlumos.ActLumosSSL)."""
   return ("student", "backbone") if config.ssl.features == "cls" else ("backbone",)
@@ -264,16 +295,7 @@ class SSLTask(_Base):
     self.sources = ssl_sources(config) if num_classes is None else []
 
   def train_dataset(self, local_batch: int):
-    files = [f for dataset in self.sources for f in dataset.files("train")]
-    shapes = [dataset.frame_shapes().get("video") for dataset in self.sources]
-    same = all(s == shapes[0] for s in shapes)
-    log.info("ActLumos SSL: %d clips from %s", sum(n for _, n in files),
-             ", ".join(d.name for d in self.sources))
-    return pipeline.train_dataset(
-        files, ops.ClipSpec.from_config(self.config.input), local_batch, seed=self.config.seed,
-        frame_shapes={"video": shapes[0] if same else None},
-        shuffle_window=self.config.input.shuffle_window,
-        cycle_length=self.config.input.cycle_length, prefetch=self.config.input.prefetch)
+    return unlabelled_dataset(self.config, self.sources, local_batch, self.config.seed, "SSL")
 
   def init_variables(self, rng, batch) -> dict:
     dark = self.inputs.normalise(batch["video"])
@@ -320,6 +342,24 @@ class Task(_Base):
                   "initial weights (run through darkjax.train.run_phases for all phases)")
     self.merges_pretrained = bool(teacher_variables is not None or ssl_variables is not None
                                   or (self.cfg.backbone_init and self.cfg.student_pretrained))
+    self.kd_unlabelled = bool(self.cfg.get("kd_unlabelled", False))
+    if self.kd_unlabelled and not kd:
+      raise ValueError("config.actlumos.kd_unlabelled=True distils on unlabelled clips and needs "
+                       "config.actlumos.kd=True (a teacher); set kd_unlabelled=False or kd=True")
+    self.sources = ssl_sources(config) if self.kd_unlabelled and num_classes is None else []
+
+  def train_dataset(self, local_batch: int):
+    """The labelled batches; with `kd_unlabelled` each zipped with as many unlabelled clips."""
+    labelled = self.data.train_dataset(local_batch)
+    if not self.kd_unlabelled:
+      return labelled
+    unlabelled = unlabelled_dataset(self.config, self.sources, local_batch,
+                                    self.config.seed + _UNLABELLED_SEED_OFFSET, "student KD")
+    merged = grain.experimental.ZipIterDataset([labelled, unlabelled]).map(_WithUnlabelled())
+    if self.config.input.prefetch:
+      merged = grain.experimental.ThreadPrefetchIterDataset(
+          merged, prefetch_buffer_size=self.config.input.prefetch)
+    return merged
 
   def init_variables(self, rng, batch) -> dict:
     dark, ret = self.inputs.streams(batch["video"])
@@ -330,17 +370,26 @@ class Task(_Base):
     del progress
     aug_rng, drop_rng = jax.random.split(rng)
     dark_uint8 = self.inputs.augmented(batch, aug_rng)
+    size = dark_uint8.shape[0]
+    if self.kd_unlabelled:   # one call on labelled + unlabelled clips: CE reads the first `size`
+      extra = {"video": batch[UNLABELLED], "label": jnp.zeros_like(batch["label"])}
+      dark_uint8 = jnp.concatenate(
+          [dark_uint8, self.inputs.augmented(extra, jax.random.fold_in(aug_rng, 1))], 0)
     dark = self.inputs.normalise(dark_uint8)
     ret = self.inputs.normalise(self.inputs.retinex_uint8(dark_uint8)) if self.cfg.kd else None
-    logits, out, new_state, ce, metrics = self._apply_with_ce(params, model_state, batch,
-                                                              drop_rng, dark, ret)
+    (all_logits, out), new_state = self.model.apply(
+        {"params": params, **model_state}, dark, ret, train=True, rngs={"dropout": drop_rng},
+        mutable=list(model_state))
+    logits, labels = all_logits[:size], batch["label"]
+    ce = losses.softmax_cross_entropy(logits, labels, self.config.label_smoothing)
+    metrics = {"ce": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
     loss = ce
-    if self.cfg.kd:
-      kd = losses.kd_kl_loss(logits, out["teacher_logits"], self.cfg.kd_temperature)
+    if self.cfg.kd:   # over every clip of the call: the labelled ones and any unlabelled ones
+      kd = losses.kd_kl_loss(all_logits, out["teacher_logits"], self.cfg.kd_temperature)
       loss = ce + self.cfg.kd_weight * kd
       metrics.update(kd=kd, teacher_accuracy=jnp.mean(
-          jnp.argmax(out["teacher_logits"], -1) == batch["label"]))
-    return loss, (new_state, metrics)
+          jnp.argmax(out["teacher_logits"][:size], -1) == labels))
+    return loss, (dict(new_state), metrics)
 
   def init_from(self, variables: dict) -> dict:
     """The SSL phase's backbone (with `ssl.features=cls` its whole student but the classifier) or
@@ -428,7 +477,7 @@ def check_data(config: mlc.ConfigDict, directory: str) -> None:
   first step of a run, so a missing one fails at once."""
   del directory
   ClassificationData(config.input, config.seed).dataset  # pylint: disable=expression-not-assigned
-  if config.actlumos.ssl:
+  if config.actlumos.ssl or config.actlumos.get("kd_unlabelled", False):
     ssl_sources(config)
 
 
@@ -456,7 +505,7 @@ def _student_task(config, earlier, num_classes=None):
 
 
 # The student's KD knobs, which neither the teacher nor the SSL phase reads.
-_KD_FIELDS = ("actlumos.kd_weight", "actlumos.kd_temperature")
+_KD_FIELDS = ("actlumos.kd_weight", "actlumos.kd_temperature", "actlumos.kd_unlabelled")
 
 # teacher (kd, no teacher_init) -> ssl (ssl) -> student, each resumable in its sub-directory; the
 # student is the deployed model, the teacher the paper's main network. `ignores`: the teacher
@@ -476,4 +525,5 @@ PHASES = (
                    init_from=("teacher", "ssl"), check=check_data),
 )
 
-__all__ = ["PHASES", "SSLTask", "Task", "TeacherTask", "phase_config", "ssl_sources"]
+__all__ = ["PHASES", "SSLTask", "Task", "TeacherTask", "phase_config", "ssl_sources",
+           "unlabelled_dataset"]
