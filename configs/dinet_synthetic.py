@@ -3,8 +3,9 @@ r"""3D-DiNet (DANN) on the embedded synthetic dataset: labelled day -> unlabelle
   python -m darkjax.main --config=configs/dinet_synthetic.py --workdir=/tmp/darkjax/dinet_synthetic
   python -m darkjax.main --config=configs/dinet_synthetic.py:domain_loss=False \
       --workdir=/tmp/darkjax/dinet_synthetic_source_only          # the source-only baseline
-  python -m darkjax.tools.experiment --config configs/dinet_synthetic.py --seeds 0,1,2 \
-      --variant source_only=domain_loss=False --out /tmp/darkjax/dinet_experiment   # the table
+  python -m darkjax.tools.experiment --config configs/dinet_synthetic.py --seeds 0,1,2,3,4 \
+      --variant source_only=domain_loss=False --changes source_only=dinet.domain_loss \
+      --out /tmp/darkjax/dinet_experiment   # the table of docs/papers/dinet.md (and its eq4 arm)
 
 Source: the bright `day` stream of the synthetic train split (labelled). Target (unlabelled): the
 dark low-light `video` stream (`target=dark`, default) or the thermal-like single-channel `ir`

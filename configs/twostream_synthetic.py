@@ -3,8 +3,9 @@ the thermal-like `ir` stream and optical flow computed from it on the host.
 
   python -m darkjax.main --config=configs/twostream_synthetic.py --workdir=/tmp/darkjax/twostream
   python -m darkjax.main --config=configs/twostream_synthetic.py:dcl=False --workdir=DIR
-  python -m darkjax.tools.experiment --config configs/twostream_synthetic.py --seeds 0,1,2 \
-      --variant no_dcl=dcl=False --out /tmp/darkjax/twostream_experiment
+  python -m darkjax.tools.experiment --config configs/twostream_synthetic.py:scenario=what,flow=stored \
+      --seeds 0,1,2,3,4 --variant no_dcl=dcl=False --changes no_dcl=twostream.dcl \
+      --out /tmp/darkjax/twostream_experiment   # the table of docs/papers/twostream.md
 
 The dataset (generated on first use into $DARKJAX_DATA/synthetic, shared with configs/synthetic.py)
 has no flow stream, so `twostream.flow_source = "compute"` computes Farneback flow of every sampled
