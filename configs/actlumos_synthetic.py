@@ -33,8 +33,9 @@ The evidence setting (docs/papers/actlumos.md): a teacher from a tiny R(2+1)D tr
 `day` clips of another generated set, a student from random initialisation, few labels and many
 unlabelled clips:
   python -m darkjax.main --config=configs/synthetic.py:model=r2plus1d_tiny_test,stream=day,normalise=imagenet,darkness=1.0,data_seed=4321 --workdir=DAY
-  `labelled=20,unlabelled=100,batch=16,teacher_steps=200,ssl_steps=150,steps=200,lr=0.01,
-  normalise=imagenet,pretrained=DAY,student_pretrained=False`.
+  `labelled=20,unlabelled=100,batch=16,teacher_steps=200,ssl_steps=150,steps=600,lr=0.01,
+  normalise=imagenet,pretrained=DAY,student_pretrained=False` (and `kd_unlabelled=True`, the arm
+  whose student distils on the unlabelled clips too).
 Other examples: `--config=configs/actlumos_synthetic.py:runlocal,fusion=sum`,
 `--config=configs/actlumos_synthetic.py:runlocal,ssl=False,kd=False`.
 Measured: docs/papers/actlumos.md.

@@ -80,6 +80,51 @@ def _covering_experiment(command: Command, module: str, args: list[str]) -> Comm
   return None
 
 
+def smoke_config(value: str) -> str:
+  """`configs/x.py:a=1,steps=9` -> `configs/x.py:a=1,runlocal` (a synthetic config's arg string)."""
+  path, _, arg = value.partition(":")
+  items = [i for i in arg.split(",") if i and i.partition("=")[0] not in SIZE_ARGS
+           and i != "data_dir=DATA"]
+  if "runlocal" not in items:
+    items.append("runlocal")
+  return f"{path}:{','.join(items)}"
+
+
+def smoke_variant(value: str) -> str:
+  """`NAME=ARGS` with the step counts and dataset sizes (`SIZE_ARGS`) taken out of ARGS."""
+  name, _, args = value.partition("=")
+  return f"{name}={','.join(i for i in args.split(',') if i.partition('=')[0] not in SIZE_ARGS)}"
+
+
+def _smoke_arms(args: list[str]) -> tuple[list[str], set[tuple[str, str]], str]:
+  """What an experiment command trains at smoke size: its smoke configs, its (variant, changes)
+  pairs with the step counts and sizes taken out, its first seed."""
+  changes = dict(v.partition("=")[::2] for v in flag_values(args, "--changes"))
+  arms = {(smoke_variant(v), changes.get(v.partition("=")[0], ""))
+          for v in flag_values(args, "--variant")}
+  seeds = flag_values(args, "--seeds")
+  return [smoke_config(c) for c in _configs(args)], arms, seeds[0].split(",")[0] if seeds else ""
+
+
+def _covering_smoke_run(command: Command, module: str, args: list[str]) -> Command | None:
+  """An earlier experiment command of the same page that, at smoke size, trains everything this
+  experiment command trains (the same configs once the step counts and sizes are out, a superset
+  of its variants, the same first seed): e.g. the same table at more steps with fewer arms."""
+  if module != "darkjax.tools.experiment" or not _synthetic(args):
+    return None
+  configs, arms, seed = _smoke_arms(args)
+  for other in SHELL:
+    if other == command:
+      return None
+    other_args = other.python_module
+    if (other.page == command.page and other_args and other_args[0] == module
+        and _synthetic(other_args[1:])):
+      other_configs, other_arms, other_seed = _smoke_arms(other_args[1:])
+      if other_configs == configs and arms <= other_arms and other_seed == seed:
+        return other
+  return None
+
+
 # (reason, predicate(command, module, args)): the first that matches skips a command.
 SKIPS = (
     ("not a darkjax command (virtualenv, the test suite)",
@@ -105,6 +150,8 @@ SKIPS = (
      lambda c, m, a: c.page == "README.md" and c.heading in README_RUN_BY_CI),
     ("covered: an experiment command of the same page trains this config as its default variant",
      lambda c, m, a: _covering_experiment(c, m, a) is not None),
+    ("covered: an earlier experiment command of the same page trains the same arms at smoke size",
+     lambda c, m, a: _covering_smoke_run(c, m, a) is not None),
 )
 
 
@@ -135,22 +182,6 @@ MIN_TRAINED_ARMS = 25
 
 
 # ---------------------------------------------------------------- the smoke-size transformation
-def smoke_config(value: str) -> str:
-  """`configs/x.py:a=1,steps=9` -> `configs/x.py:a=1,runlocal` (a synthetic config's arg string)."""
-  path, _, arg = value.partition(":")
-  items = [i for i in arg.split(",") if i and i.partition("=")[0] not in SIZE_ARGS
-           and i != "data_dir=DATA"]
-  if "runlocal" not in items:
-    items.append("runlocal")
-  return f"{path}:{','.join(items)}"
-
-
-def smoke_variant(value: str) -> str:
-  """`NAME=ARGS` with the step counts and dataset sizes (`SIZE_ARGS`) taken out of ARGS."""
-  name, _, args = value.partition("=")
-  return f"{name}={','.join(i for i in args.split(',') if i.partition('=')[0] not in SIZE_ARGS)}"
-
-
 def output_map(commands: list[Command], root: pathlib.Path) -> dict[str, str]:
   """Every output location the commands name -> the same path under `root`."""
   outputs = {v for c in commands for flag in OUTPUT_FLAGS for v in flag_values(list(c.words), flag)}
@@ -215,6 +246,25 @@ def test_smoke_transformation():
       "--config=configs/dtcm_synthetic.py:pretrained=/t/runs/a/b,runlocal", "--seeds", "0",
       "--variant", "v=a={out}/x", "--out", "/t/runs/a", "--config.compilation_cache=/c"]
   assert relocate("runs/ab", outputs) == "runs/ab"   # only whole path components move
+
+
+def test_a_longer_run_of_fewer_arms_is_covered_by_the_earlier_table(monkeypatch):
+  def experiment(config, variants, out):
+    words = ["python", "-m", "darkjax.tools.experiment", "--config", config, "--seeds", "0,1,2"]
+    for name, args, changes in variants:
+      words += ["--variant", f"{name}={args}", "--changes", f"{name}={changes}"]
+    return Command("docs/p.md", "Evidence", 0, tuple(words + ["--out", out]))
+
+  arms = [("kd0", "kd=False", "a.kd"), ("joint", "stats=joint", "a.stats")]
+  table = experiment("configs/actlumos_synthetic.py:steps=200,lr=0.01", arms, "runs/t")
+  longer = experiment("configs/actlumos_synthetic.py:steps=600,lr=0.01", arms[:1], "runs/l")
+  other_lr = experiment("configs/actlumos_synthetic.py:steps=600,lr=0.05", arms[:1], "runs/o")
+  other_changes = experiment("configs/actlumos_synthetic.py:steps=600,lr=0.01",
+                             [("kd0", "kd=False", "a.kd,phases")], "runs/c")
+  monkeypatch.setattr(sys.modules[__name__], "SHELL", [table, longer, other_lr, other_changes])
+  covered = [_covering_smoke_run(c, c.python_module[0], c.python_module[1:])
+             for c in (table, longer, other_lr, other_changes)]
+  assert covered == [None, table, None, None]
 
 
 # ---------------------------------------------------------------- the runs
