@@ -125,6 +125,18 @@ def _covering_smoke_run(command: Command, module: str, args: list[str]) -> Comma
   return None
 
 
+def _repeated_later(command: Command, module: str, args: list[str]) -> Command | None:
+  """The same `darkjax.main` command, word for word, in a later block of the same page (a block
+  that chains it into the next run repeats an earlier block's command): the last one runs."""
+  if module != "darkjax.main":
+    return None
+  for other in SHELL:
+    if (other.page == command.page and other.block > command.block
+        and other.words == command.words and other.env == command.env):
+      return other
+  return None
+
+
 # (reason, predicate(command, module, args)): the first that matches skips a command.
 SKIPS = (
     ("not a darkjax command (virtualenv, the test suite)",
@@ -152,6 +164,8 @@ SKIPS = (
      lambda c, m, a: _covering_experiment(c, m, a) is not None),
     ("covered: an earlier experiment command of the same page trains the same arms at smoke size",
      lambda c, m, a: _covering_smoke_run(c, m, a) is not None),
+    ("covered: a later block of the same page runs the same main command",
+     lambda c, m, a: _repeated_later(c, m, a) is not None),
 )
 
 
