@@ -154,14 +154,17 @@ class _Base(TaskBase):
         num_classes=self.num_classes, **self._kwargs())
 
   def _apply_with_ce(self, params, model_state, batch, drop_rng, *clips):
-    """The model in train mode on `clips`: (out, new model state, CE, {ce, accuracy})."""
+    """The model in train mode on `clips`: (logits, out, new model state, CE, {ce, accuracy}).
+    CE and accuracy read the first len(batch["label"]) logits: clips after the labelled ones
+    (the student's unlabelled clips under `kd_unlabelled`) have no label."""
     (logits, out), new_state = self.model.apply(
         {"params": params, **model_state}, *clips, train=True, rngs={"dropout": drop_rng},
         mutable=list(model_state))
     labels = batch["label"]
-    ce = losses.softmax_cross_entropy(logits, labels, self.config.label_smoothing)
+    labelled = logits[:labels.shape[0]]
+    ce = losses.softmax_cross_entropy(labelled, labels, self.config.label_smoothing)
     return logits, out, dict(new_state), ce, {
-        "ce": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+        "ce": ce, "accuracy": jnp.mean(jnp.argmax(labelled, -1) == labels)}
 
   def _suffix(self) -> str:
     name = self.config.model.name
@@ -377,19 +380,15 @@ class Task(_Base):
           [dark_uint8, self.inputs.augmented(extra, jax.random.fold_in(aug_rng, 1))], 0)
     dark = self.inputs.normalise(dark_uint8)
     ret = self.inputs.normalise(self.inputs.retinex_uint8(dark_uint8)) if self.cfg.kd else None
-    (all_logits, out), new_state = self.model.apply(
-        {"params": params, **model_state}, dark, ret, train=True, rngs={"dropout": drop_rng},
-        mutable=list(model_state))
-    logits, labels = all_logits[:size], batch["label"]
-    ce = losses.softmax_cross_entropy(logits, labels, self.config.label_smoothing)
-    metrics = {"ce": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    logits, out, new_state, ce, metrics = self._apply_with_ce(params, model_state, batch,
+                                                              drop_rng, dark, ret)
     loss = ce
     if self.cfg.kd:   # over every clip of the call: the labelled ones and any unlabelled ones
-      kd = losses.kd_kl_loss(all_logits, out["teacher_logits"], self.cfg.kd_temperature)
+      kd = losses.kd_kl_loss(logits, out["teacher_logits"], self.cfg.kd_temperature)
       loss = ce + self.cfg.kd_weight * kd
       metrics.update(kd=kd, teacher_accuracy=jnp.mean(
-          jnp.argmax(out["teacher_logits"][:size], -1) == labels))
-    return loss, (dict(new_state), metrics)
+          jnp.argmax(out["teacher_logits"][:size], -1) == batch["label"]))
+    return loss, (new_state, metrics)
 
   def init_from(self, variables: dict) -> dict:
     """The SSL phase's backbone (with `ssl.features=cls` its whole student but the classifier) or
