@@ -36,8 +36,8 @@ FUSIONS = ("dff", "sum", "concat")
 ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="",
             frames=64, crop=112, short_side=128, batch=16, steps=3000, teacher_steps=3000,
             ssl_steps=2000, lr=1e-4, backbone_init="", teacher_init="", data_dir="",
-            init="pretrained", ssl_features="backbone", student_pretrained=True, kd_unlabelled=False,
-            runlocal=False, seed=0)
+            init="pretrained", ssl_features="backbone", student_pretrained=True,
+            kd_unlabelled=False, runlocal=False, seed=0)
 SSL_FEATURES = ("backbone", "cls")
 
 

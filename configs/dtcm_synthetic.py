@@ -11,7 +11,8 @@ setting fine-tunes it on the very dark clips:
   python -m darkjax.main --config=configs/synthetic.py:stream=day,normalise=imagenet,darkness=1.0,data_seed=4321 \
       --workdir=/tmp/darkjax/dtcm_experiment/pretrain_day
   python -m darkjax.tools.experiment --config=configs/dtcm_synthetic.py:darkness=1.0,steps=100,pretrained=/tmp/darkjax/dtcm_experiment/pretrain_day,normalise=imagenet,pretrain_enhancer=True,setting=no_enhancement \
-      --variant ltotal=setting=one_stage_total --changes ltotal=dtcm.setting,model.kwargs.enhancer,phases --seeds 0,1,2,3,4 --out /tmp/darkjax/dtcm_experiment
+      --variant ltotal=setting=one_stage_total --changes ltotal=dtcm.setting,model.kwargs.enhancer,phases \
+      --seeds 0,1,2,3,4 --out /tmp/darkjax/dtcm_experiment
 
 The dataset is generated on first use into $DARKJAX_DATA/synthetic_darkness<d> (darkness d = 0.95 by
 default: clips of a few grey levels). Clips enter the model in [0, 1]; the enhancer brightens them

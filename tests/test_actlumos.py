@@ -508,7 +508,8 @@ def test_student_batches_carry_unlabelled_clips_and_kd_unlabelled_needs_kd(tmp_p
     actlumos_synthetic.get_config("runlocal,kd=False,kd_unlabelled=True")
   config = actlumos_synthetic.get_config("runlocal")
   config.actlumos.update(kd=False, kd_unlabelled=True)
-  with pytest.raises(ValueError, match="config.actlumos.kd_unlabelled=True .*config.actlumos.kd=True"):
+  with pytest.raises(ValueError,
+                     match="config.actlumos.kd_unlabelled=True .*config.actlumos.kd=True"):
     actlumos_trainer.Task(config, num_classes=10)
 
 
