@@ -120,8 +120,45 @@ def _config():
     missing = re.search(r"No such file or directory: '([^']+)'", text)
     if missing:
       text = f"config file {missing.group(1)} does not exist"
+    elif isinstance(error, (KeyError, AttributeError)):
+      text = _unknown_key(text, sys.argv) or text
     raise config_lib.ConfigError(f"--config: {' '.join(text.split())}") from None
   return config_lib.validate(config)
+
+
+def _unknown_key(text: str, argv: list[str]) -> str | None:
+  """What ml-collections' error for an override of a key the config lacks (`'phases'`, `'lrr'
+  Did you mean "lr"`) means, naming the override; None if no `--config.` override names the key."""
+  key = re.search(r"'(\w+)\\?'", text.replace("\\'", "'"))
+  if key is None:
+    return None
+  overrides = [a for a in argv if a.startswith("--config.")]
+  named = [a for a in overrides
+           if key.group(1) in a.partition("=")[0].removeprefix("--config.").split(".")]
+  if not named:
+    return None
+  path = named[0].partition("=")[0].removeprefix("--config.")
+  parent = path[:path.rindex(key.group(1))].rstrip(".")
+  where = f"config.{parent}" if parent else "the config"
+  hint = re.search(r'Did you mean "(\w+)"', text)
+  return (f"{named[0]}: {where} has no key '{key.group(1)}'"
+          + (f'; did you mean "{hint.group(1)}"?' if hint else ".") + _keys(argv, parent)
+          + " An override (--config.KEY=VALUE) sets a key the config file defines; a config arg "
+            "goes after the file's ':'.")
+
+
+def _keys(argv: list[str], parent: str) -> str:
+  """' Its keys: [...].' for the config (without overrides) at `parent`, or '' if it cannot be
+  loaded."""
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  specs = [a.removeprefix("--config=") for a in argv if a.startswith("--config=")]
+  try:
+    node = config_lib.load(specs[0])
+    for part in filter(None, parent.split(".")):
+      node = node[part]
+    return f" Its keys: {sorted(node.keys())}."
+  except Exception:  # pylint: disable=broad-except  # only a hint: the error is the message
+    return ""
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -132,7 +169,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
     if "--verbose" in argv:
       raise
-    print(f"darkjax: --config: {' '.join(_one_line(error).split())}", file=sys.stderr)
+    text = _one_line(error)
+    if isinstance(error, (KeyError, AttributeError)):
+      text = _unknown_key(text, argv) or text
+    print(f"darkjax: --config: {' '.join(text.split())}", file=sys.stderr)
     sys.exit(2)
 
 

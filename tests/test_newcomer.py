@@ -44,10 +44,14 @@ def data_dir(tmp_path_factory):
 @pytest.mark.parametrize("args, fragments", [
     (["--config=configs/nope.py"], ["--config: config file configs/nope.py does not exist"]),
     (["--config=configs/synthetic.py:runlocal", "--config.optimiser.lr=0.1"],
-     ["--config:", "'optimiser'", 'Did you mean "optimizer"']),
+     ["--config: --config.optimiser.lr=0.1: the config has no key 'optimiser'",
+      'did you mean "optimizer"?', "Its keys: ['accum_steps'"]),
+    (["--config=configs/synthetic.py:runlocal", "--config.optimizer.zzz=1"],
+     ["--config.optimizer.zzz=1: config.optimizer has no key 'zzz'. Its keys: ['b1'",
+      "a config arg goes after the file's ':'"]),
     (["--config=configs/synthetic.py:runlocal,modle=x"],
      ["--config: unknown config arg 'modle'", "valid args: ['batch'"]),
-], ids=["missing_file", "mistyped_key", "unknown_arg"])
+], ids=["missing_file", "mistyped_key", "unknown_key", "unknown_arg"])
 def test_bad_config_is_one_line(args, fragments, tmp_path, main_env):
   _one_line(_main(args + [f"--workdir={tmp_path / 'w'}"], main_env), *fragments)
   assert not os.path.exists(tmp_path / "w")
