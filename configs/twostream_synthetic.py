@@ -33,7 +33,12 @@ configs/twostream_infar.py, plus
              encoding of `prepare --flow`; $DARKJAX_DATA/synthetic[_what]_flow) and read as a
              prepared dataset's flow stream, as configs/twostream_infar.py does: no flow computed
              per training clip, so a step costs the towers alone
-  runlocal   a tiny model, a few steps, 4 train / 2 test videos per class (k = 2)
+  train_videos  train videos per class (default 100, the shared set): fewer is a set of its own
+             (`..._train<n>`) with the first n train videos of each class and the same test
+             videos, a training set the towers fit in a few hundred steps (InfAR has about 33
+             per class)
+  runlocal   a tiny model, a few steps, 4 train (unless train_videos is given) / 2 test videos
+             per class (k = 2)
 """
 
 import os
@@ -44,12 +49,15 @@ from configs import common, twostream_base
 from darkjax.data import synthetic
 
 FLOW_CHOICES = ("compute", "stored")
+TRAIN_VIDEOS = 100   # train videos per class of the generated set (the generator's default)
+RUNLOCAL_VIDEOS = 4
 
 
 def get_config(arg=None):
   config, arg = twostream_base.twostream_config(
-      arg, runlocal_args=dict(batch=8, steps=4, code_size=24), steps=300, batch=16, lr=0.05,
-      code_size=64, split=0, darkness=0.8, init="none", scenario="motion", flow="compute")
+      arg, runlocal_args=dict(batch=8, steps=4, code_size=24, train_videos=RUNLOCAL_VIDEOS),
+      steps=300, batch=16, lr=0.05, code_size=64, split=0, darkness=0.8, init="none",
+      scenario="motion", flow="compute", train_videos=TRAIN_VIDEOS)
   if arg.init == "pretrained" and not arg.sports1m:
     raise ValueError("config arg init=pretrained: configs/twostream_synthetic.py's towers start "
                      "from random weights unless sports1m=DIR names a converted Sports-1M C3D")
@@ -59,11 +67,20 @@ def get_config(arg=None):
   if arg.flow not in FLOW_CHOICES:
     raise ValueError(f"config arg flow={arg.flow!r} unknown; valid: {FLOW_CHOICES}")
   stored = arg.flow == "stored"
+  if arg.train_videos < 1:
+    raise ValueError(f"config arg train_videos={arg.train_videos}: need >= 1 train videos per "
+                     f"class")
   suffix = ("" if arg.scenario == "motion" else f"_{arg.scenario}") + ("_flow" if stored else "")
-  config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
-                                                       "synthetic" + suffix)
+  # A train size other than the default's (runlocal's under runlocal) is a set of its own: the
+  # first train_videos of each class of the generator, the same test videos.
+  sized = arg.train_videos != (RUNLOCAL_VIDEOS if arg.runlocal else TRAIN_VIDEOS)
+  config.input.data.dir = arg.data_dir or os.path.join(
+      common.default_data_root(), ("synthetic_local" if arg.runlocal else "synthetic") + suffix
+      + (f"_train{arg.train_videos}" if sized else ""))
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234,
                                                    scenario=arg.scenario, flow=stored))
+  if arg.train_videos != TRAIN_VIDEOS:
+    config.input.data.generate.train_per_class = arg.train_videos
   config.model = common.model_block("twostream_c3d_small_bn", code_size=arg.code_size)
   config.twostream.flow_method = "farneback"   # TV-L1 costs more CPU time per training clip
   config.twostream.flow_source = "stream" if stored else "compute"
@@ -78,9 +95,7 @@ def get_config(arg=None):
     common.smoke_run(config)
     config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size)
     config.input.update(resize=(0, 0), crop_size=0)
-    config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),
-                                                         "synthetic_local" + suffix)
-    config.input.data.generate.update(train_per_class=4, test_per_class=2)
+    config.input.data.generate.test_per_class = 2
     config.evals.video.k = 2
     config.evals.video.nn_steps = 50
     config.log_every = 2

@@ -38,7 +38,8 @@ from doc_commands import REPO, SHELL, Command
 SYNTHETIC_CONFIG = re.compile(r"configs/(\w+_)?synthetic\.py")
 RUN_MODULES = ("darkjax.main", "darkjax.tools.experiment")
 # Args a smoke run drops so runlocal's own values apply: step counts and dataset sizes.
-SIZE_ARGS = ("steps", "teacher_steps", "ssl_steps", "enhancer_steps", "labelled", "unlabelled")
+SIZE_ARGS = ("steps", "teacher_steps", "ssl_steps", "enhancer_steps", "labelled", "unlabelled",
+             "train_videos")
 OUTPUT_FLAGS = ("--workdir", "--out")
 FILE_OPERATIONS = ("mkdir", "cp")
 # The README sections whose commands .ci/run runs as written (its main job, Export, Prediction,

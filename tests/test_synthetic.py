@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -262,3 +263,19 @@ def test_flow_stream_is_the_ir_streams_flow_as_prepare_stores_it(tmp_path):
     assert example["video_id"].endswith(manifest["class_names"][example["label"]])
     np.testing.assert_array_equal(example["flow"],
                                   flow.flow_clip(example["ir"], "farneback"))
+
+
+def test_a_smaller_train_set_is_the_first_videos_of_each_class_and_the_same_test_videos():
+  # What `train_videos` / `labelled` config args rely on: a set generated with fewer train clips
+  # per class holds the first ones of every class of the larger set, and the same test clips.
+  large = synthetic.SyntheticParams(**{**TINY, "train_per_class": 3})
+  small = dataclasses.replace(large, train_per_class=1)
+  m = len(small.class_names)
+
+  def clips(params, split, count):
+    rendered = [synthetic._render_example((dataclasses.asdict(params), split, i))
+                for i in range(count)]
+    return [(e["label"], e["video_id"], e["video"].tobytes()) for e in rendered]
+  assert sorted(label for label, _, _ in clips(small, "train", m)) == list(range(m))
+  assert clips(small, "train", m) == clips(large, "train", m)
+  assert clips(small, "test", m) == clips(large, "test", m)
