@@ -33,3 +33,35 @@ def main_env() -> dict[str, str]:
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   env.pop("XLA_FLAGS", None)
   return env
+
+
+# DARKJAX_TEST_COMPILES=FILE: one JSON line per test to FILE (appended, every worker) with the XLA
+# compiles and jaxpr traces its own process made (not its subprocesses') and their seconds. A test
+# with hundreds of compiles runs a model op by op (eagerly): under `jax.jit` it compiles once.
+if os.environ.get("DARKJAX_TEST_COMPILES"):
+  import json  # noqa: E402
+  import time  # noqa: E402
+
+  from jax import monitoring  # noqa: E402
+
+  _EVENTS = {"/jax/core/compile/backend_compile_duration": "compiles",
+             "/jax/core/compile/jaxpr_trace_duration": "traces"}
+  _counts: dict[str, float] = {}
+
+  def _listener(event: str, duration: float, **_) -> None:
+    if event in _EVENTS:
+      name = _EVENTS[event]
+      _counts[name] = _counts.get(name, 0) + 1
+      _counts[name + "_s"] = _counts.get(name + "_s", 0.0) + duration
+
+  monitoring.register_event_duration_secs_listener(_listener)
+
+  @pytest.hookimpl(hookwrapper=True)
+  def pytest_runtest_protocol(item, nextitem):  # pylint: disable=unused-argument
+    _counts.clear()
+    start = time.perf_counter()
+    yield
+    row = dict(test=item.nodeid, seconds=round(time.perf_counter() - start, 2),
+               **{k: round(v, 2) for k, v in _counts.items()})
+    with open(os.environ["DARKJAX_TEST_COMPILES"], "a", encoding="utf-8") as f:
+      f.write(json.dumps(row) + "\n")

@@ -51,9 +51,9 @@ def tiny_clip(seed=0, shape=(2, 8, 16, 16, 3)):
 def test_tiny_model_shapes_and_outputs():
   model = models.build("dtcm_tiny", num_classes=5, group_size=4)
   x = tiny_clip()
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
   assert set(variables["params"]) == {"video_enhancer", "classifier"}
-  logits, out = model.apply(variables, x)
+  logits, out = jax.jit(model.apply)(variables, x)
   assert logits.shape == (2, 5)
   assert out["enhanced"].shape == x.shape and out["intermediate"].shape == x.shape
   assert out["curves"].shape == (2, 2, 16, 16, 24)        # T / k = 2 groups, 8 iterations x RGB
@@ -75,8 +75,9 @@ def test_keyframe_sharing_through_the_model():
   k = 4
   model = models.build("dtcm_tiny", num_classes=3, group_size=k)
   x = tiny_clip(1)
-  variables = model.init(jax.random.key(0), x)
-  _, out = model.apply(variables, x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  apply = jax.jit(model.apply)
+  _, out = apply(variables, x)
   curves = out["curves"]
   # Every frame of group g is enhanced with group g's curves.
   for t in range(x.shape[1]):
@@ -84,10 +85,10 @@ def test_keyframe_sharing_through_the_model():
                                atol=1e-6)
   # Curves come from each group's middle frame (index k // 2) only.
   other = x.at[:, 0].set(0.9).at[:, 7].set(0.0)              # non-key frames of groups 0 and 1
-  _, out_other = model.apply(variables, other)
+  _, out_other = apply(variables, other)
   np.testing.assert_allclose(out_other["curves"], curves, atol=1e-6)
   key_changed = x.at[:, k // 2].set(0.5)
-  _, out_key = model.apply(variables, key_changed)
+  _, out_key = apply(variables, key_changed)
   assert float(jnp.max(jnp.abs(out_key["curves"][:, 0] - curves[:, 0]))) > 1e-4
   np.testing.assert_allclose(out_key["curves"][:, 1], curves[:, 1], atol=1e-6)
 
@@ -132,9 +133,10 @@ def _loss_and_grads(data_dir, batch_and_variables, setting, frozen=False):
   rng = jax.random.key(3)
   grad_fn = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))
   (loss, (_, metrics)), grads = grad_fn(params, state, batch, rng, 0.0)
-  logits_out, _ = task.model.apply({"params": params, **state}, task.clips(batch["video"]),
-                                   train=True, freeze_enhancer=frozen, rngs={"dropout": rng},
-                                   mutable=list(state))
+  apply = jax.jit(lambda p, clips: task.model.apply(
+      {"params": p, **state}, clips, train=True, freeze_enhancer=frozen, rngs={"dropout": rng},
+      mutable=list(state)))
+  logits_out, _ = apply(params, task.clips(batch["video"]))
   return task, float(loss), metrics, grads, logits_out
 
 
@@ -271,10 +273,10 @@ def test_two_stage_phase2_freezes_enhancer(data_dir, batch_and_variables):
 def test_enhancer_phase_trains_only_the_enhancer(data_dir, batch_and_variables):
   batch = batch_and_variables[0]
   task = dtcm_trainer.EnhancerTask(tiny_config(data_dir, "two_stage"))
-  variables = task.init_variables(jax.random.key(0), batch)
+  variables = jax.jit(task.init_variables)(jax.random.key(0), batch)
   assert set(variables["params"]) == {"video_enhancer"}
   params = variables.pop("params")
-  loss, (_, metrics) = task.loss_fn(params, variables, batch, jax.random.key(1), 0.0)
+  loss, (_, metrics) = jax.jit(task.loss_fn)(params, variables, batch, jax.random.key(1), 0.0)
   want = (4.0 * (metrics["spatial_loss"] + metrics["temporal_loss"]) + metrics["exposure_loss"]
           + 0.5 * metrics["colour_loss"] + 20.0 * metrics["illumination_loss"])
   np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)

@@ -49,20 +49,22 @@ def test_depthwise_bias_before_batch_norm_changes_nothing_in_training():
   output does not depend on them and they get no gradient."""
   model = models.build("dtcm_enhancer", 0, features=8)
   x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3), maxval=0.3)
-  variables = model.init(jax.random.key(1), x)
+  variables = jax.jit(model.init)(jax.random.key(1), x)
 
+  @jax.jit
   def curves(params):
     (_, out), _ = model.apply({**variables, "params": params}, x, train=True,
                               mutable=["batch_stats"])
     return out["curves"]
 
-  grads = jax.grad(lambda p: jnp.sum(curves(p) ** 2))(variables["params"])
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(curves(p) ** 2)))(variables["params"])
   flat = __import__("flax").traverse_util.flatten_dict(grads, sep="/")
   biases = [k for k in flat if "depthwise/bias" in k]
   assert len(biases) == 3 + 2 * 2      # one per basic unit, two per two-branch unit
-  for key in biases:   # zero up to float32 rounding, against kernel gradients of order 10
+  for key in biases:   # zero up to float32 rounding (the batch mean's, ~1e-5 of the kernel's
+    # gradients of order 10 under jit), where a bias that mattered would be of their order
     kernel = float(jnp.abs(flat[key.replace("/bias", "/kernel")]).max())
-    assert float(jnp.abs(flat[key]).max()) < 1e-5 * kernel, key
+    assert float(jnp.abs(flat[key]).max()) < 1e-4 * kernel, key
   shifted = jax.tree_util.tree_map_with_path(
       lambda path, v: v + 0.5 if "depthwise" in jax.tree_util.keystr(path) and
       "bias" in jax.tree_util.keystr(path) and "_bn" not in jax.tree_util.keystr(path) else v,

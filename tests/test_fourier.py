@@ -15,7 +15,7 @@ from darkjax.layers.fourier import FourierEnhancement
 
 
 def _init(module, x):
-  return module.init(jax.random.key(0), x)
+  return jax.jit(module.init)(jax.random.key(0), x)   # one compile, not one per operation
 
 
 def _layer_norm(x, eps=1e-6):
@@ -126,7 +126,7 @@ def test_gradients_reach_the_spectrum_mlp():
   x = jax.random.normal(jax.random.key(5), (2, 4, 8))
   module = FourierEnhancement()
   variables = _init(module, x)
-  grads = jax.grad(lambda v: jnp.sum(module.apply(v, x) * jnp.arange(8.0)))(variables)
+  grads = jax.jit(jax.grad(lambda v: jnp.sum(module.apply(v, x) * jnp.arange(8.0))))(variables)
   last = grads["params"]["spectrum_mlp"]["Dense_1"]["kernel"]
   assert float(jnp.abs(last).sum()) > 0  # the zero-initialised layer learns
 

@@ -44,7 +44,12 @@ def _flat(tree) -> dict:
 
 
 def _init(model, x, **kwargs):
-  return model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, **kwargs)
+  """model.init under jit (one compile; op by op it is hundreds): array kwargs are traced, the
+  others (flags) static."""
+  arrays = {k: v for k, v in kwargs.items() if isinstance(v, (jax.Array, np.ndarray))}
+  static = {k: v for k, v in kwargs.items() if k not in arrays}
+  init = jax.jit(lambda rngs, x, arrays: model.init(rngs, x, **arrays, **static))
+  return init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, arrays)
 
 
 # ------------------------------------------------------------------------------- layers and model
@@ -113,7 +118,8 @@ def test_tiny_model_forward_outputs():
   x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
   bright = jax.random.normal(jax.random.key(1), x.shape)
   variables = _init(model, x, luminous=bright)
-  logits, out = model.apply(variables, x, luminous=bright)
+  apply = jax.jit(model.apply)
+  logits, out = apply(variables, x, luminous=bright)
   assert logits.shape == (2, 7) and logits.dtype == jnp.float32
   assert out["pvit_cls"].shape == (2, 4, 32)
   assert out["main_tokens"].shape == (2, 4, 32)
@@ -121,9 +127,8 @@ def test_tiny_model_forward_outputs():
   assert out["features"].shape == out["hidden"].shape == out["luminous_features"].shape == (2, 32)
   assert "stage3" not in out
   # The luminous clip matters, and None means "the dark clip for both streams".
-  assert not np.allclose(model.apply(variables, x, luminous=x)[0], logits, atol=1e-4)
-  np.testing.assert_array_equal(model.apply(variables, x)[0],
-                                model.apply(variables, x, luminous=x)[0])
+  assert not np.allclose(apply(variables, x, luminous=x)[0], logits, atol=1e-4)
+  np.testing.assert_array_equal(apply(variables, x)[0], apply(variables, x, luminous=x)[0])
 
 
 def test_scanned_layers_equal_the_unrolled_ones():
@@ -160,8 +165,9 @@ def test_scanned_layers_equal_the_unrolled_ones():
                                grad_u[f"fusion_{index}"]["LayerNorm_0"]["scale"], rtol=1e-4,
                                atol=2e-5)
   # The attention-map figure reads the last fusion layer in either layout.
-  for a, b in zip(lift_trainer.attention_maps(scanned, variables, x, x),
-                  lift_trainer.attention_maps(unrolled, flat, x, x)):
+  maps = lambda model, v: jax.jit(  # noqa: E731
+      lambda v: lift_trainer.attention_maps(model, v, x, x))(v)
+  for a, b in zip(maps(scanned, variables), maps(unrolled, flat)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
   # Train mode: each layer draws its own dropout mask (the rng is split over the scan).
   train = jax.jit(lambda rng: scanned.apply(variables, x, train=True, rngs={"dropout": rng},
@@ -224,9 +230,10 @@ def test_pvit_is_one_copy_shared_by_every_frame():
   variables = _init(model, x)
   blocks = sorted(k for k in variables["params"]["pvit"]["Transformer"] if "block" in k)
   assert blocks == ["encoderblock_0", "encoderblock_1"]
-  _, out = model.apply(variables, x)
+  _, out = jax.jit(model.apply)(variables, x)
+  frame_apply = jax.jit(pvit_alone.apply)
   for t in range(3):  # each frame through the same ViT weights
-    _, frame_out = pvit_alone.apply({"params": variables["params"]["pvit"]}, x[:, t])
+    _, frame_out = frame_apply({"params": variables["params"]["pvit"]}, x[:, t])
     np.testing.assert_allclose(out["pvit_cls"][:, t], frame_out["features"], atol=1e-5)
 
 
@@ -432,16 +439,17 @@ def test_student_luminous_stream_is_the_teacher_backbone():
   teacher = liftnet.teacher_model(student, 5)
   x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
   bright = jax.random.normal(jax.random.key(1), x.shape)
-  teacher_vars = teacher.init(jax.random.key(7), bright)
+  teacher_vars = jax.jit(teacher.init)(jax.random.key(7), bright)
   # Non-trivial running statistics, so eval-mode BatchNorm is really exercised.
   teacher_vars = {"params": teacher_vars["params"], "batch_stats": jax.tree.map(
       lambda s: s + 0.3, teacher_vars["batch_stats"])}
   variables = liftnet.merge_teacher(jax.device_get(_init(student, x, luminous=bright)),
                                     jax.device_get(teacher_vars))
-  _, h1 = teacher.apply(teacher_vars, bright, train=False)
+  _, h1 = jax.jit(teacher.apply)(teacher_vars, bright)
   for train_mode in (False, True):
-    (_, out), _ = student.apply(variables, x, luminous=bright, train=train_mode,
-                                rngs={"dropout": jax.random.key(0)}, mutable=["batch_stats"])
+    (_, out), _ = jax.jit(lambda v: student.apply(  # noqa: B023
+        v, x, luminous=bright, train=train_mode, rngs={"dropout": jax.random.key(0)},
+        mutable=["batch_stats"]))(variables)
     np.testing.assert_allclose(out["luminous_features"], h1["features"], atol=1e-5)
   bad = {"params": {**teacher_vars["params"], "extra": {"w": np.zeros(3)}}}
   with pytest.raises(ValueError, match=r"unexpected \(1\): \['extra/w'\]"):
@@ -594,8 +602,8 @@ def test_pvit_without_the_final_norm_passes_block_outputs_on():
       k: v for k, v in params["pvit"]["Transformer"].items() if k != "encoder_norm"}}
   assert jax.tree.structure(jax.eval_shape(lambda: _init(raw, x))["params"]) == \
       jax.tree.structure(params)
-  _, out_normed = normed.apply(variables, x)
-  _, out_raw = raw.apply({**variables, "params": params}, x)
+  _, out_normed = jax.jit(normed.apply)(variables, x)
+  _, out_raw = jax.jit(raw.apply)({**variables, "params": params}, x)
   cls = np.asarray(out_raw["pvit_cls"])
   norm = variables["params"]["pvit"]["Transformer"]["encoder_norm"]
   np.testing.assert_allclose(out_normed["pvit_cls"], _paper_layer_norm(
@@ -668,15 +676,16 @@ def test_kd_on_logits_distils_the_teacher_classifier(arid_dir):
   teacher = lift_trainer.TeacherTask(config)
   batch = {"video": np.random.default_rng(0).integers(0, 255, (2, 8, 32, 32, 3), np.uint8),
            "label": np.array([0, 1])}
-  teacher_vars = jax.device_get(teacher.init_variables(jax.random.key(1), batch))
+  teacher_vars = jax.device_get(jax.jit(teacher.init_variables)(jax.random.key(1), batch))
   # A teacher classifier that ignores its input: h1 = 100 for every class.
   fc = teacher_vars["params"]["fc"]
   teacher_vars["params"]["fc"] = {"kernel": np.zeros_like(fc["kernel"]),
                                   "bias": np.full_like(fc["bias"], 100.0)}
   task = lift_trainer.Task(config, teacher_variables=teacher_vars)
-  variables = task.init_from(jax.device_get(task.init_variables(jax.random.key(2), batch)))
+  variables = task.init_from(jax.device_get(jax.jit(task.init_variables)(jax.random.key(2),
+                                                                         batch)))
   params = variables.pop("params")
-  _, (_, metrics) = task.loss_fn(params, variables, batch, jax.random.key(3), 0.0)
+  _, (_, metrics) = jax.jit(task.loss_fn)(params, variables, batch, jax.random.key(3), 0.0)
   # Eq. (6) on logits: sum_c |100 - logits_c|, the student's logits being far below 100.
   num_classes = fc["bias"].shape[0]
   assert abs(float(metrics["l1"]) - 100.0 * num_classes) < 0.05 * 100.0 * num_classes

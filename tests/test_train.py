@@ -208,3 +208,34 @@ def test_a_batch_the_devices_do_not_divide_trains_at_the_nearest_and_config_json
   with pytest.raises(config_lib.ConfigError, match=r"^phase train: config.input.batch_size 6 is "
                      r"not divisible by the 4 devices of the mesh; batches that run here: 4 or 8"):
     train.Trainer(strict, str(tmp_path / "strict"), devices=jax.devices()[:4])
+
+
+def test_checkpoint_of_replicated_small_arrays_compiles_no_slices(tmp_path):
+  # Replicated over the 8 test devices, orbax's replica-parallel save slices each array per
+  # replica, one XLA compile per slice; below REPLICA_PARALLEL_MIN_BYTES a replica's slice, one
+  # replica writes the array whole. A large array is still written (and read back) right.
+  from jax import monitoring  # pylint: disable=import-outside-toplevel
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=import-outside-toplevel
+  from darkjax import checkpoint  # pylint: disable=import-outside-toplevel
+  replicated = NamedSharding(jax.make_mesh((8,), ("data",)), PartitionSpec())
+  small = {f"w{i}": jax.device_put(np.full((3 + i, 5), i, np.float32), replicated)
+           for i in range(6)}
+  big = 8 * checkpoint.REPLICA_PARALLEL_MIN_BYTES // 4   # float32: 1 MiB a replica's slice
+  large = dict(small, big=jax.device_put(np.arange(big, dtype=np.float32), replicated))
+  compiles = []
+  listener = lambda event, duration, **_: compiles.append(event)  # noqa: E731
+  saver = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    saver.save(1, small, None, {"step": 1})
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+  assert "/jax/core/compile/backend_compile_duration" not in compiles
+  saver.save(2, large, None, {"step": 2})
+  for step, state in ((1, small), (2, large)):
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                            state)
+    restored, meta = checkpoint.Checkpointer(str(tmp_path)).restore(step, abstract, None)
+    assert meta == {"step": step}
+    for key, value in state.items():
+      np.testing.assert_array_equal(np.asarray(restored[key]), np.asarray(value), err_msg=key)
