@@ -14,6 +14,12 @@ setting fine-tunes it on the very dark clips:
       --variant ltotal=setting=one_stage_total --changes ltotal=dtcm.setting,model.kwargs.enhancer,phases \
       --seeds 0,1,2,3,4 --out /tmp/darkjax/dtcm_experiment
 
+The enhancer's two forms (docs/papers/dtcm.md, "Enhancer cost"), from scratch:
+
+  python -m darkjax.tools.experiment --config configs/dtcm_synthetic.py:darkness=1.0,pretrain_enhancer=True,enhancer_steps=100,steps=100,full_resolution=True \
+      --variant strided=full_resolution=False --changes strided=model.kwargs.enhancer_kwargs.full_resolution \
+      --seeds 0,1,2,3,4 --metrics 'top1$' --out /tmp/darkjax/dtcm_form
+
 The dataset is generated on first use into $DARKJAX_DATA/synthetic_darkness<d> (darkness d = 0.95 by
 default: clips of a few grey levels). Clips enter the model in [0, 1]; the enhancer brightens them
 and the backbone sees the enhanced clip normalised per clip.
