@@ -6,6 +6,9 @@ the thermal-like `ir` stream and optical flow computed from it on the host.
   python -m darkjax.tools.experiment --config configs/twostream_synthetic.py:scenario=what,flow=stored \
       --seeds 0,1,2,3,4 --variant no_dcl=dcl=False --changes no_dcl=twostream.dcl \
       --out /tmp/darkjax/twostream_experiment   # the table of docs/papers/twostream.md
+  python -m darkjax.tools.experiment --config configs/twostream_synthetic.py:scenario=what,flow=stored,train_videos=10,steps=1200 \
+      --seeds 0,1,2,3,4 --variant no_dcl=dcl=False --changes no_dcl=twostream.dcl \
+      --out /tmp/darkjax/twostream_train10   # the code loss once the towers fit (same page)
 
 The dataset (generated on first use into $DARKJAX_DATA/synthetic, shared with configs/synthetic.py)
 has no flow stream, so `twostream.flow_source = "compute"` computes Farneback flow of every sampled
