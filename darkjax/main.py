@@ -116,14 +116,21 @@ def _config():
   except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
     if _VERBOSE.value:
       raise
-    text = _one_line(error)
-    missing = re.search(r"No such file or directory: '([^']+)'", text)
-    if missing:
-      text = f"config file {missing.group(1)} does not exist"
-    elif isinstance(error, (KeyError, AttributeError)):
-      text = _unknown_key(text, sys.argv) or text
+    text = _config_error_text(error, sys.argv)
     raise config_lib.ConfigError(f"--config: {' '.join(text.split())}") from None
   return config_lib.validate(config)
+
+
+def _config_error_text(error: BaseException, argv: list[str]) -> str:
+  """What a config file, arg string or override that failed to load means: a missing file, an
+  override of a key the config lacks, else the error's own message."""
+  text = _one_line(error)
+  missing = re.search(r"No such file or directory: '([^']+)'", text)
+  if missing:
+    return f"config file {missing.group(1)} does not exist"
+  if isinstance(error, (KeyError, AttributeError)):
+    return _unknown_key(text, argv) or text
+  return text
 
 
 def _unknown_key(text: str, argv: list[str]) -> str | None:
@@ -169,10 +176,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
     if "--verbose" in argv:
       raise
-    text = _one_line(error)
-    if isinstance(error, (KeyError, AttributeError)):
-      text = _unknown_key(text, argv) or text
-    print(f"darkjax: --config: {' '.join(text.split())}", file=sys.stderr)
+    print(f"darkjax: --config: {' '.join(_config_error_text(error, argv).split())}",
+          file=sys.stderr)
     sys.exit(2)
 
 
