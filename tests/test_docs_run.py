@@ -11,8 +11,8 @@ here because .ci/run runs them verbatim; a main command whose config an experime
 same page trains as its `default` variant is skipped as covered by that run.
 
 The smoke-size transformation (`smoke_words`), the only change made to a command:
-- a synthetic config's arg string gets `runlocal` and loses its step counts and dataset sizes
-  (`SIZE_ARGS`: given args win over runlocal's) and gets a `data_dir=DATA` placeholder, so
+- a synthetic config's arg string gets `runlocal` and loses its step counts, dataset and batch
+  sizes (`SIZE_ARGS`: given args win over runlocal's) and gets a `data_dir=DATA` placeholder, so
   runlocal's small dataset under the shared data root is used; a `--variant`'s args lose them too;
 - `--seeds 0,1,2` becomes its first seed;
 - every output location the block's commands name (`--workdir`, `--out`) moves under the test's
@@ -37,9 +37,9 @@ from doc_commands import REPO, SHELL, Command
 
 SYNTHETIC_CONFIG = re.compile(r"configs/(\w+_)?synthetic\.py")
 RUN_MODULES = ("darkjax.main", "darkjax.tools.experiment")
-# Args a smoke run drops so runlocal's own values apply: step counts and dataset sizes.
+# Args a smoke run drops so runlocal's own values apply: step counts, dataset and batch sizes.
 SIZE_ARGS = ("steps", "teacher_steps", "ssl_steps", "enhancer_steps", "labelled", "unlabelled",
-             "train_videos")
+             "train_videos", "batch")
 OUTPUT_FLAGS = ("--workdir", "--out")
 FILE_OPERATIONS = ("mkdir", "cp")
 # The README sections whose commands .ci/run runs as written (its main job, Export, Prediction,
@@ -250,8 +250,8 @@ def test_smoke_transformation():
   assert smoke_config("configs/synthetic.py:runlocal,steps=12,data_dir=DATA") == \
       "configs/synthetic.py:runlocal"
   assert smoke_config("configs/dinet_synthetic.py") == "configs/dinet_synthetic.py:runlocal"
-  assert smoke_config("configs/actlumos_synthetic.py:labelled=20,unlabelled=100,batch=16") == \
-      "configs/actlumos_synthetic.py:batch=16,runlocal"
+  assert smoke_config("configs/actlumos_synthetic.py:labelled=20,unlabelled=100,batch=16,lr=0.01"
+                      ) == "configs/actlumos_synthetic.py:lr=0.01,runlocal"
   outputs = output_map([Command("p", "", 0, ("python", "-m", "darkjax.main", "--workdir=runs/a/b")),
                         Command("p", "", 0, ("python", "-m", "x", "--out", "runs/a"))],
                        pathlib.Path("/t"))
