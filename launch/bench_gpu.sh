@@ -12,69 +12,177 @@
 #          cold and the warm start's compile.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
-# DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists.
+# DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_ROW_ARGS is added to
+# every row's command (e.g. `--size 32` for a smoke run of this script on a CPU).
+#
+# A lent GPU's time is short (minutes, machine start included), and compiling is most of the run:
+# torch.compile takes 25-145 s per row, XLA 20-45 s per step, one after the other. So:
+# DARKJAX_BENCH_JOBS=N (N > 1) first compiles every row's and config's steps N commands at a time
+# (`--compile-only --concurrent N`, JSON cold-*.json) into persistent caches shared by the whole
+# run (JAX_COMPILATION_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR under OUT_DIR.cache); the timed parts then
+# compile from those caches, one command at a time, and record the pre-pass figures as the cold
+# compiles (`--cold-from`): each config's timed compile is its warm start, so part `warm` is left
+# out. DARKJAX_BENCH_DEADLINE_S=S ends every command by S seconds into the run and starts none with
+# under MIN_START_S left (each skipped one is named), so that the run returns its files within a
+# lease; DARKJAX_BENCH_TIMEOUT_S (default 600) bounds each command. A rerun into the same OUT_DIR
+# skips each command whose JSON is there: the same command again on the same machine finishes a
+# run the deadline cut. Wheels in DARKJAX_WHEELS (default .whl, from launch/gpu_wheels.sh) are
+# installed first (`pip install --no-deps --target`), for a machine without darkjax's requirements.
 set -uo pipefail
 out=${1:?output directory}
 shift
 parts=${*:-rows configs warm}
-python=${PYTHON:-python}
-nhwc="lowering=native,xla_gpu_force_conv_nhwc=true"   # XLA's 3D convolutions forced channels-last
-rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;$nhwc r2plus1d_34_ig65m:8:32:auto;$nhwc \
-resnext3d_101:8:64:auto;$nhwc c3d:30:16:auto;$nhwc r3d_18:16:16:auto;$nhwc \
-r2plus1d_18:64:16:auto;$nhwc"}
+python=${PYTHON:-python3}
+dry=${DARKJAX_DRY_RUN:-0}
+jobs=${DARKJAX_BENCH_JOBS:-1}
+deadline=${DARKJAX_BENCH_DEADLINE_S:-0}
+timeout_s=${DARKJAX_BENCH_TIMEOUT_S:-600}
+wheels=${DARKJAX_WHEELS:-.whl}
+# XLA's native 3D convolutions forced channels-last: a variant of 3D-ResNeXt (native on GPU, its
+# grouped convs laid out NCDHW) and of one row of the networks whose default is `frames2d`.
+nhwc="xla_gpu_force_conv_nhwc=true"
+rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;lowering=native,$nhwc r2plus1d_34_ig65m:8:32:auto \
+resnext3d_101:8:64:auto;$nhwc c3d:30:16:auto r3d_18:16:16:auto r2plus1d_18:64:16:auto"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
 configs=${DARKJAX_BENCH_CONFIGS:-"configs/lift_arid.py configs/actlumos_arid.py configs/dtcm_arid.py \
 configs/twostream_infar.py configs/dinet_infar.py"}
 bench="$python -m darkjax.tools.bench"
+start=$SECONDS
+MIN_START_S=20
+
+case $jobs in
+  ''|*[!0-9]*|0) echo "bench_gpu.sh: DARKJAX_BENCH_JOBS=$jobs is not a count >= 1" >&2; exit 2 ;;
+esac
+for part in $parts; do
+  case $part in
+    rows|configs|warm) ;;
+    *) echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm)" >&2; exit 2 ;;
+  esac
+done
+
+limit() {   # NAME: the seconds NAME may run (DARKJAX_BENCH_TIMEOUT_S, at most up to the deadline);
+  # nothing, and the skip logged, when under MIN_START_S are left before the deadline
+  local left=$timeout_s
+  if [ "$deadline" -gt 0 ]; then
+    left=$(( deadline - (SECONDS - start) ))
+    if [ "$left" -lt "$MIN_START_S" ]; then
+      echo "== $1: skipped, $(( SECONDS - start )) s into the run" \
+        "(DARKJAX_BENCH_DEADLINE_S=$deadline)"
+      return
+    fi
+    [ "$left" -gt "$timeout_s" ] && left=$timeout_s
+  fi
+  echo "$left"
+}
 
 run() {   # NAME COMMAND...: COMMAND's output into OUT_DIR/NAME.log, its tail and exit code printed
   local name=$1 rc
   shift
-  if [ "${DARKJAX_DRY_RUN:-0}" = 1 ]; then
-    echo "$*"
+  if [ "$dry" = 1 ]; then
+    printf '%q ' "$@"; echo
     return
   fi
-  echo "== $name: $*"
-  "$@" >"$out/$name.log" 2>&1
+  if [ -s "$out/$name.json" ]; then   # a rerun into the same OUT_DIR resumes
+    echo "== $name: done earlier ($out/$name.json kept)"
+    return
+  fi
+  local seconds
+  seconds=$(limit "$name")
+  case $seconds in
+    *skipped*) echo "$seconds"; return ;;
+  esac
+  echo "== $name: $(printf '%q ' "$@")"
+  timeout "$seconds" "$@" >"$out/$name.log" 2>&1
   rc=$?
   tr '\r' '\n' <"$out/$name.log" | tail -n 40
-  echo "== $name: exit $rc"
+  echo "== $name: exit $rc, $(( SECONDS - start )) s into the run"
+}
+
+row_name() { echo "row-$1-b$2-t$3-sgd"; }   # MODEL BATCH FRAMES
+config_name() { echo "config-$(basename "$1" .py)"; }
+
+row_command() {   # MODEL BATCH FRAMES VARIANTS: the row's bench command, less --json and timing
+  echo "$bench --model $1 --batch $2 --frames $3 --vs-torch --torch-compile" \
+    "--torch-compile-modes $modes --dtype bfloat16 --optimizer sgd --variants '$4'" \
+    "${DARKJAX_BENCH_ROW_ARGS:-}"
+}
+
+precompile() {   # every row's and config's compile-only command, $jobs at a time
+  local commands=() row model batch frames variants config
+  for row in $rows; do
+    IFS=: read -r model batch frames variants <<<"$row"
+    commands+=("$(row_name "$model" "$batch" "$frames") $(row_command "$model" "$batch" "$frames" \
+      "${variants:-auto}") --compile-only --concurrent $jobs")
+  done
+  for config in $configs; do
+    commands+=("$(config_name "$config") $bench --config $config --compile-only --concurrent $jobs")
+  done
+  local entry name
+  for entry in "${commands[@]}"; do
+    name=${entry%% *}
+    entry=${entry#* }
+    if [ "$dry" = 1 ]; then
+      echo "$entry --json $out/cold-$name.json"
+      continue
+    fi
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+    eval "run cold-$name $entry --json $out/cold-$name.json" &
+  done
+  wait
+}
+
+cold_from() {   # NAME: --cold-from of the pre-pass JSON, when the pre-pass wrote one
+  if [ "$jobs" -gt 1 ] && { [ "$dry" = 1 ] || [ -f "$out/cold-$1.json" ]; }; then
+    echo "--cold-from $out/cold-$1.json"
+  fi
 }
 
 mkdir -p "$out"
+if [ "$dry" != 1 ] && [ -d "$wheels" ] && ls "$wheels"/*.whl >/dev/null 2>&1; then
+  site=${TMPDIR:-/tmp}/darkjax-site
+  $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$site" "$wheels"/*.whl || { echo "bench_gpu.sh: installing $wheels failed" >&2; exit 1; }
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if [ "$jobs" -gt 1 ]; then
+  cache=${out%/}.cache
+  export JAX_COMPILATION_CACHE_DIR=$cache/jax TORCHINDUCTOR_CACHE_DIR=$cache/inductor
+  # N processes share the GPU while compiling: JAX takes memory as it needs it.
+  XLA_PYTHON_CLIENT_PREALLOCATE=false precompile
+fi
 for part in $parts; do
   case $part in
     rows)
       for row in $rows; do
         IFS=: read -r model batch frames variants <<<"$row"
-        name="row-$model-b$batch-t$frames-sgd"
-        run "$name" $bench --model "$model" --batch "$batch" --frames "$frames" --vs-torch \
-          --torch-compile --torch-compile-modes "$modes" --dtype bfloat16 --optimizer sgd \
-          --steps 10 --rounds 3 \
-          --variants "${variants:-auto}" --profile 3 --json "$out/$name.json"
+        name=$(row_name "$model" "$batch" "$frames")
+        eval "run $name $(row_command "$model" "$batch" "$frames" "${variants:-auto}") \
+          --steps 10 --rounds 3 --profile 3 $(cold_from "$name") --json $out/$name.json"
       done
-      if [ "${DARKJAX_DRY_RUN:-0}" != 1 ] && ls "$out"/row-*.json >/dev/null 2>&1; then
+      if [ "$dry" != 1 ] && ls "$out"/row-*.json >/dev/null 2>&1; then
         $bench --markdown-from "$out"/row-*.json >"$out/table.md"
       fi
       ;;
     configs)
       for config in $configs; do
-        name="config-$(basename "$config" .py)"
-        run "$name" $bench --config "$config" --steps 10 --rounds 3 --json "$out/$name.json"
+        name=$(config_name "$config")
+        run "$name" $bench --config "$config" --steps 10 --rounds 3 $(cold_from "$name") \
+          --json "$out/$name.json"
       done
       ;;
     warm)
+      if [ "$jobs" -gt 1 ]; then
+        [ "$dry" = 1 ] || echo "== warm: left out, each config's timed compile is its warm start"
+        continue
+      fi
       cache=$(mktemp -d "${TMPDIR:-/tmp}/darkjax-jcache-XXXXXX")
-      for start in cold warm; do
-        JAX_COMPILATION_CACHE_DIR=$cache run "start-$start" $bench --config configs/dtcm_arid.py \
-          --compile-only --json "$out/start-$start.json"
+      for start_kind in cold warm; do
+        JAX_COMPILATION_CACHE_DIR=$cache run "start-$start_kind" $bench \
+          --config configs/dtcm_arid.py --compile-only --json "$out/start-$start_kind.json"
       done
-      ;;
-    *)
-      echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm)" >&2
-      exit 2
       ;;
   esac
 done
+[ "$dry" = 1 ] || echo "== bench_gpu.sh: $(( SECONDS - start )) s"

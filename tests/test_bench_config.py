@@ -37,9 +37,16 @@ def test_stand_in_keeps_the_clip_geometry_and_drops_data_and_weights(tmp_path):
 
 
 def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, capsys):
+  # launch/bench_gpu.sh's pre-pass, then the timed run records its compile as the cold one
+  cold = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--compile-only",
+                     "--concurrent", "2", "--workdir", str(tmp_path / "cold"), "--json",
+                     str(tmp_path / "cold.json")])
+  assert cold["concurrent_compiles"] == 2 and "step_s" not in cold["remat"]["none"]
   result = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--memory",
                        "--remat", "full", "--steps", "1", "--rounds", "1",
-                       "--workdir", str(tmp_path)])
+                       "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json")])
+  assert result["cold_compile"] == {"from": str(tmp_path / "cold.json"), "concurrent": 2,
+                                    "train_step": cold["remat"]["none"]["compile_s"]}
   assert result["phase"] == "joint" and result["device"] == "cpu"
   none, full = result["remat"]["none"], result["remat"]["full"]
   for entry in (none, full):

@@ -80,11 +80,15 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert rows == [("r2plus1d_18", 16, 16), ("r2plus1d_34_ig65m", 8, 32), ("resnext3d_101", 8, 64),
                   ("c3d", 30, 16), ("r3d_18", 16, 16), ("r2plus1d_18", 64, 16)]
   for args in parsed[:6]:
-    assert args.torch_compile and args.dtype == "bfloat16" and args.variants.startswith("auto;")
+    assert args.torch_compile and args.dtype == "bfloat16" and args.variants.startswith("auto")
     assert args.torch_compile_modes == ("default",)
-    assert [bench.parse_variant(v) for v in args.variants.split(";")][1] == {
-        "lowering": "native", "compiler_options": {"xla_gpu_force_conv_nhwc": True}}
     assert args.json.endswith(f"row-{args.model}-b{args.batch}-t{args.frames}-sgd.json")
+  # XLA's native 3D convolutions forced channels-last, beside 3D-ResNeXt's default (native) and
+  # beside one row whose default is 2D convolutions
+  nhwc = {"compiler_options": {"xla_gpu_force_conv_nhwc": True}}
+  assert [bench.parse_variant(v) for v in parsed[2].variants.split(";")] == [{}, nhwc]
+  assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [
+      {}, {"lowering": "native", **nhwc}]
   configs = [a.config for a in parsed[6:]]
   assert all(os.path.isfile(os.path.join(REPO, c)) for c in configs)
   assert {os.path.basename(c).split("_")[0] for c in configs} == {
@@ -92,3 +96,17 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "unknown part 'speed'" in bad.stderr
+  # With DARKJAX_BENCH_JOBS=4: first every row's and config's compile-only command, then the
+  # same timed commands reading that pre-pass's JSON as their cold compiles; no separate warm part
+  jobs = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu")], cwd=REPO,
+                        env=dict(env, DARKJAX_BENCH_JOBS="4"), check=True, capture_output=True,
+                        text=True, timeout=60).stdout.splitlines()
+  assert len(jobs) == 2 * 11, jobs
+  pre = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[:11]]
+  timed = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[11:]]
+  assert all(a.compile_only and a.concurrent == 4 and not a.cold_from for a in pre)
+  for cold, args, before in zip(pre, timed, parsed):
+    assert vars(args) == vars(before) | {"cold_from": cold.json}
+    assert os.path.basename(cold.json) == "cold-" + os.path.basename(args.json)
+    assert (cold.model, cold.config, cold.batch, cold.frames, cold.variants) == (
+        args.model, args.config, args.batch, args.frames, args.variants)

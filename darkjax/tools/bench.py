@@ -6,7 +6,7 @@ r"""Benchmarks. Train-step speed of a model zoo network, optionally against PyTo
         [--dtype float32|bfloat16] [--optimizer sgd|adamw] [--torch-layout channels_last_3d]
         [--torch-compile [--torch-compile-modes default,max-autotune-no-cudagraphs]]
         [--json OUT.json] [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
-        [--profile STEPS]
+        [--profile STEPS] [--concurrent N] [--cold-from PRE_PASS.json]
     python -m darkjax.tools.bench --markdown-from OUT.json [MORE.json ...]
 
 Times a full train step (forward + backward + optimizer update, BatchNorm in train mode) of
@@ -29,13 +29,19 @@ rounds right after it. `--json OUT` writes the result with its command, date, de
 versions; in it each side has its step ms (median over rounds, min, max) and compile seconds, and
 `ratios` are medians of per-round ratios (`reference`: flax / the faster compiled mode).
 `--markdown-from` prints the docs/benchmarks.md table of such files (`bench_report.py`).
+`--compile-only` stops after compiling (with `--vs-torch` every side: the torch steps by their first
+call) and records `--concurrent N` (how many such commands compiled at once); a later timed run
+of the same row that compiles from the caches it filled (JAX_COMPILATION_CACHE_DIR,
+TORCHINDUCTOR_CACHE_DIR) takes its JSON as `--cold-from` and records those figures as the cold
+compiles (`cold_compile`), its own as warm starts; the table then shows the cold ones.
 `--devices N` splits the batch over N host devices (data parallel,
 `--xla_force_host_platform_device_count`).
 
 On one GPU, issue #34's table (every paper backbone at its paper batch, bf16, against eager
 torch and torch.compile, flax variants beside) is one process per row, then the table from their
 JSON: `bash launch/bench_gpu.sh OUT_DIR` runs it, the paper configs' steps and the warm start
-(`--optimizer adamw` for the AdamW rows). JAX and torch share the GPU: with `--vs-torch` JAX
+(`--optimizer adamw` for the AdamW rows); within a short lease, with its compile pre-pass
+(`DARKJAX_BENCH_JOBS`) and a deadline (launch/bench_gpu.sh). JAX and torch share the GPU: with `--vs-torch` JAX
 allocates as it needs (XLA_PYTHON_CLIENT_PREALLOCATE=false unless set).
 
 `--variants` times the step under several conv settings of `darkjax.layers.conv` in the same
@@ -251,8 +257,8 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     for spec, (c, run) in extra.items():
       print(f"  flax {spec}: compile {c[0]:.1f} s wall; lowerings: "
             f"{format_lowerings(run.lowerings)}", flush=True)
-  if args.compile_only:
-    return result
+  if args.compile_only and not args.vs_torch:
+    return bench_report.with_cold_compile(result, args)
   runs = {"flax": flax_run}
   if args.vs_torch:
     runs.update(_torch_runs(args, device.platform,
@@ -261,6 +267,12 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     for name, run in list(runs.items())[1:]:
       what = "compile (first call)" if hasattr(run, "compile_s") else "first call"
       print(f"  {name}: {what} {run.first_call_s:.1f} s", flush=True)
+  if args.compile_only:   # every side compiled (a compiled torch step by its first call), no rounds
+    result["sides"] = {"flax": {"compile_s": compile_s[0]},
+                       **{name: {"first_call_s": run.first_call_s,
+                                 **({"compile_s": run.compile_s} if hasattr(run, "compile_s")
+                                    else {})} for name, run in list(runs.items())[1:]}}
+    return bench_report.with_cold_compile(result, args)
   variant_runs = {f"flax {spec}": run for spec, (_, run) in extra.items()}
   rounds = alternating_rounds({**runs, **variant_runs}, args.rounds, args.steps)
   width = max(len(name) for name in [*runs, *variant_runs])
@@ -287,6 +299,7 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
       sides[name]["compile_s"] = run.compile_s
   result["sides"] = sides
   result["flax_step_s"], result["flax_step_cpu_s"] = report("flax".ljust(width), rounds["flax"])
+  bench_report.with_cold_compile(result, args)
   if not args.vs_torch:
     return result
   result["torch_step_s"], result["torch_step_cpu_s"] = report("torch".ljust(width), rounds["torch"])
@@ -454,7 +467,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--size", type=int, default=112)
   model.add_argument("--steps", type=int, default=5, help="timed steps per round")
   model.add_argument("--rounds", type=int, default=3, help="alternating flax/torch rounds")
-  model.add_argument("--compile-only", action="store_true")
+  model.add_argument("--compile-only", action="store_true",
+                     help="compile and stop (with --vs-torch also the torch steps: a compiled "
+                          "step's first call), no timed rounds")
+  model.add_argument("--concurrent", type=int, default=1, metavar="N",
+                     help="this command compiles beside N-1 others (launch/bench_gpu.sh's "
+                          "pre-pass): recorded with its compile times, which are then upper "
+                          "bounds")
+  model.add_argument("--cold-from", default=None, metavar="JSON",
+                     help="the --compile-only --json result of this same row or config from a "
+                          "pre-pass that filled the persistent caches this run reads: its compile "
+                          "times are recorded as the cold ones (`cold_compile`), this run's as "
+                          "warm starts")
   model.add_argument("--profile", type=int, default=0, metavar="STEPS",
                      help="after the timed rounds, trace this many flax steps (each variant's) "
                           "with jax.profiler: device ms per step per op kind, the top ops and "
@@ -546,6 +570,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.frames = 16 if args.frames is None else args.frames
   if args.steps < 1 or args.rounds < 1:
     parser.error("--steps and --rounds must be >= 1")
+  if args.concurrent < 1:
+    parser.error("--concurrent must be >= 1")
+  if args.cold_from and not (args.model or args.config) or args.cold_from and args.compile_only:
+    parser.error("--cold-from goes with a timed --model or --config run, not --compile-only")
   if args.windows < 0 or args.batches < 1:
     parser.error("--windows must be >= 0 and --batches >= 1")
   args.torch_compile_modes = tuple(filter(None, (

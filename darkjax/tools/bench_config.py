@@ -21,7 +21,9 @@ record stream the synthetic dataset has no stand-in for (prepared optical flow) 
 Compile time is cold: darkjax sets no persistent compilation cache (a note is printed when the
 environment sets one, e.g. JAX_COMPILATION_CACHE_DIR); `--remat` adds one compile per
 policy (`config.model.kwargs.remat`), each reported against `none` (temp memory reduction, step
-time ratio).
+time ratio). A warm start: `--compile-only --json COLD.json` with a persistent cache set, then the
+timed run with the same cache and `--cold-from COLD.json`, which records COLD's compile as the cold
+one (`cold_compile`) beside its own warm one (launch/bench_gpu.sh's pre-pass).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import ml_collections as mlc
 
 from darkjax import config as config_lib
 from darkjax import task as task_lib
-from darkjax.tools import measure
+from darkjax.tools import bench_report, measure
 
 SYNTHETIC_STREAMS = ("video",)     # what the synthetic records hold besides labels
 
@@ -180,4 +182,4 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["peak_bytes_in_use"] = int(stats["peak_bytes_in_use"])
     print(f"  device memory peak: {stats['peak_bytes_in_use'] / 2**30:.2f} GiB of "
           f"{stats.get('bytes_limit', 0) / 2**30:.2f} GiB", flush=True)
-  return result
+  return bench_report.with_cold_compile(result, args)

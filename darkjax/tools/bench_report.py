@@ -48,6 +48,49 @@ def side_summary(rounds: list[tuple[float, float]]) -> dict[str, Any]:
           "rounds_ms": walls, "cpu_ms": median([cpu * 1e3 for _, cpu in rounds])}
 
 
+# What makes a pre-pass result (`--cold-from`) the same measurement as the timed run's.
+SAME_ROW = ("model", "batch", "frames", "size", "dtype")
+SAME_CONFIG = ("config", "phase", "batch", "frames")
+
+
+def compile_seconds(result: dict[str, Any]) -> dict[str, float]:
+  """A `bench --model` or `--config` result's compile seconds per side: {"flax": s,
+  "torch.compile MODE": s, ...}, or {"train_step": s} for a config's step."""
+  if "remat" in result:
+    return {"train_step": result["remat"]["none"]["compile_s"]}
+  return {name: side["compile_s"] for name, side in result.get("sides", {}).items()
+          if "compile_s" in side} or {"flax": result["compile_s"]}
+
+
+def with_cold_compile(result: dict[str, Any], args: Any) -> dict[str, Any]:
+  """`result` with `concurrent_compiles` (`--concurrent` > 1) and, with `--cold-from PATH`,
+  `cold_compile`: PATH's compile seconds per side (a `--compile-only` pre-pass of the same row or
+  config that filled the persistent caches this run compiled from) and how many commands compiled
+  at once there. ValueError naming PATH and the field when it measured something else."""
+  if getattr(args, "concurrent", 1) > 1:
+    result["concurrent_compiles"] = args.concurrent
+  path = getattr(args, "cold_from", None)
+  if not path:
+    return result
+  cold = json.loads(pathlib.Path(path).read_text())
+  same = SAME_CONFIG if "remat" in result else SAME_ROW
+  for key in same + (("optimizer",) if "remat" not in result else ()):
+    mine, theirs = result.get(key), cold.get(key)
+    if key == "optimizer":
+      mine, theirs = (mine or {}).get("name"), (theirs or {}).get("name")
+    if mine != theirs:
+      raise ValueError(f"--cold-from {path}: its {key} is {theirs!r}, this run's {mine!r}: not "
+                       "the pre-pass of this row or config")
+  result["cold_compile"] = {"from": path, "concurrent": cold.get("concurrent_compiles", 1),
+                            **compile_seconds(cold)}
+  warm = compile_seconds(result)
+  print("  compile, cold (pre-pass, " + f"{result['cold_compile']['concurrent']} at once) -> warm "
+        "(this run, persistent caches): " + ", ".join(
+            f"{name} {result['cold_compile'][name]:.1f} -> {seconds:.1f} s"
+            for name, seconds in warm.items() if name in result["cold_compile"]), flush=True)
+  return result
+
+
 def write_json(path: str, result: dict[str, Any]) -> None:
   out = pathlib.Path(path)
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -115,8 +158,9 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
   for index, result in enumerate(results, 1):
     sides, ratios = result["sides"], result["ratios"]
     reference = result.get("reference")
-    compile_s = [sides["flax"].get("compile_s")] + [sides.get(n, {}).get("compile_s")
-                                                     for n in compiled]
+    cold = result.get("cold_compile")   # a pre-pass's cold compiles, when this run's were warm
+    compile_s = [cold.get(name) if cold is not None else sides.get(name, {}).get("compile_s")
+                 for name in ["flax"] + compiled]
     row = ([f"`{result['model']}`",
             f"{result['batch']} x {result['frames']} x {result['size']}^2",
             result["dtype"], result["optimizer"]["name"], _ms(sides["flax"], False)] +
@@ -132,6 +176,13 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     device = result.get("device_kind", result.get("device", "?"))
     if result.get("torch_device") and result["torch_device"] != device:
       device += f" (torch: {result['torch_device']})"
-    notes.append(f"- [{index}] `{result['command']}`: {result['date'][:10]}, {device}, "
-                 f"{result.get('cores', '?')} host cores, {software}.")
+    note = (f"- [{index}] `{result['command']}`: {result['date'][:10]}, {device}, "
+            f"{result.get('cores', '?')} host cores, {software}.")
+    if cold is not None:
+      warm = compile_seconds(result)
+      note += (f" Compile s are cold, from its `--compile-only` pre-pass ({cold['concurrent']} "
+               "commands compiling at once: upper bounds); this run compiled from the caches "
+               "that pass filled: " + ", ".join(f"{name} {seconds:.1f} s"
+                                                for name, seconds in warm.items()) + ".")
+    notes.append(note)
   return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
