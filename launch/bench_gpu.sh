@@ -9,7 +9,12 @@
 # configs  each paper config's main phase at its defaults (`bench --config`: step time, clips/s,
 #          XLA's memory analysis, the allocator's peak, cold compile);
 # warm     DTCM's main phase compiled twice through one fresh persistent compilation cache: the
-#          cold and the warm start's compile.
+#          cold and the warm start's compile;
+# autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS) again
+#          with XLA's GPU autotuning off (XLA_FLAGS=--xla_gpu_autotune_level=0, its own cold
+#          compile): how much of the compile is autotuning, and what the step loses without it
+#          (a deviceless H100 compile, which autotunes nothing, takes 34 s for ActLumos's teacher
+#          on a 2-core host, the GPU's cold compile 91 s). Not in the default parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
 # DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_ROW_ARGS is added to
@@ -48,6 +53,7 @@ resnext3d_101:8:64:auto;$nhwc c3d:30:16:auto r3d_18:16:16:auto r2plus1d_18:64:16
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
 configs=${DARKJAX_BENCH_CONFIGS:-"configs/lift_arid.py configs/actlumos_arid.py configs/dtcm_arid.py \
 configs/twostream_infar.py configs/dinet_infar.py"}
+autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py"}
 bench="$python -m darkjax.tools.bench"
 start=$SECONDS
 MIN_START_S=20
@@ -57,8 +63,8 @@ case $jobs in
 esac
 for part in $parts; do
   case $part in
-    rows|configs|warm) ;;
-    *) echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm)" >&2; exit 2 ;;
+    rows|configs|warm|autotune) ;;
+    *) echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm, autotune)" >&2; exit 2 ;;
   esac
 done
 
@@ -181,6 +187,13 @@ for part in $parts; do
       for start_kind in cold warm; do
         JAX_COMPILATION_CACHE_DIR=$cache run "start-$start_kind" $bench \
           --config configs/dtcm_arid.py --compile-only --json "$out/start-$start_kind.json"
+      done
+      ;;
+    autotune)
+      for config in $autotune_configs; do
+        run "autotune0-$(config_name "$config")" \
+          env "XLA_FLAGS=${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_autotune_level=0" $bench \
+          --config "$config" --steps 10 --rounds 3 --json "$out/autotune0-$(config_name "$config").json"
       done
       ;;
   esac

@@ -1,7 +1,8 @@
 """What `darkjax.tools.bench --json OUT` writes and `--markdown-from` renders.
 
 `provenance` is what each written result carries besides its figures: the command, the date, the
-machine (jax device, torch device, cores) and the versions of python, jax, jaxlib and torch.
+machine (jax device, torch device, cores), the versions of python, jax, jaxlib and torch, and
+XLA_FLAGS where the environment sets it.
 `side_summary` condenses one side's alternating rounds into step milliseconds (median of the
 rounds' medians, with the rounds' minimum and maximum as its spread). `markdown_table` renders the
 results of `bench --model M --vs-torch [--torch-compile]` as a docs/benchmarks.md table, one row
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import pathlib
 import platform
 import shlex
@@ -27,6 +29,8 @@ def provenance(argv: list[str]) -> dict[str, Any]:
   found = {"command": shlex.join(["python", "-m", "darkjax.tools.bench", *argv]),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "versions": versions}
+  if os.environ.get("XLA_FLAGS"):   # e.g. a GPU autotuning level: part of what was measured
+    found["xla_flags"] = os.environ["XLA_FLAGS"]
   if "jax" in sys.modules:
     import jax  # pylint: disable=import-outside-toplevel
     import jaxlib  # pylint: disable=import-outside-toplevel
