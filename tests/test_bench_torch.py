@@ -74,10 +74,9 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   assert result["cold_compile"] == {
       "from": str(tmp_path / "cold.json"), "concurrent": 3,
       **{name: side["compile_s"] for name, side in cold["sides"].items() if "compile_s" in side}}
-  other = dict(result, frames=32)   # a pre-pass of another row is refused
+  # a pre-pass of another row is refused before anything compiles
   with pytest.raises(ValueError, match="cold.json: its frames is 16, this run's 32"):
-    bench_report.with_cold_compile(other, bench.parse_args(
-        row + ["--cold-from", str(tmp_path / "cold.json")]))
+    bench.main(row[:9] + ["32"] + row[10:] + ["--cold-from", str(tmp_path / "cold.json")])
   written = json.loads(out.read_text())
   assert written == json.loads(json.dumps(result, default=str))
   assert written["command"].startswith("python -m darkjax.tools.bench --model c3d_tiny")

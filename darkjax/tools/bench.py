@@ -41,8 +41,8 @@ On one GPU, issue #34's table (every paper backbone at its paper batch, bf16, ag
 torch and torch.compile, flax variants beside) is one process per row, then the table from their
 JSON: `bash launch/bench_gpu.sh OUT_DIR` runs it, the paper configs' steps and the warm start
 (`--optimizer adamw` for the AdamW rows); within a short lease, with its compile pre-pass
-(`DARKJAX_BENCH_JOBS`) and a deadline (launch/bench_gpu.sh). JAX and torch share the GPU: with `--vs-torch` JAX
-allocates as it needs (XLA_PYTHON_CLIENT_PREALLOCATE=false unless set).
+(`DARKJAX_BENCH_JOBS`) and a deadline (launch/bench_gpu.sh). JAX and torch share the GPU: with
+`--vs-torch` JAX allocates as it needs (XLA_PYTHON_CLIENT_PREALLOCATE=false unless set).
 
 `--variants` times the step under several conv settings of `darkjax.layers.conv` in the same
 process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
@@ -228,6 +228,10 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     return bench_memory(args)
   if args.torch_compile:   # before minutes of compiling the flax step
     bench_torch.check_compile_modes(args.torch_compile_modes)
+  if args.cold_from:       # likewise: a pre-pass of another row
+    bench_report.read_cold_from(args.cold_from, {
+        "model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
+        "dtype": args.dtype, "optimizer": {"name": args.optimizer}})
   # With --torch-compile, --variants' first spec is the flax side and each other one a side of
   # its own ("flax SPEC"), timed in the same alternating rounds.
   specs = ([spec.strip() for spec in args.variants.split(";") if spec.strip()]

@@ -66,32 +66,42 @@ def compile_seconds(result: dict[str, Any]) -> dict[str, float]:
           if "compile_s" in side} or {"flax": result["compile_s"]}
 
 
-def with_cold_compile(result: dict[str, Any], args: Any) -> dict[str, Any]:
-  """`result` with `concurrent_compiles` (`--concurrent` > 1) and, with `--cold-from PATH`,
-  `cold_compile`: PATH's compile seconds per side (a `--compile-only` pre-pass of the same row or
-  config that filled the persistent caches this run compiled from) and how many commands compiled
-  at once there. ValueError naming PATH and the field when it measured something else."""
-  if getattr(args, "concurrent", 1) > 1:
-    result["concurrent_compiles"] = args.concurrent
-  path = getattr(args, "cold_from", None)
-  if not path:
-    return result
+def read_cold_from(path: str, result: dict[str, Any]) -> dict[str, Any]:
+  """The `--compile-only --json` result at `path`, checked to be a pre-pass of the row or config
+  `result` describes (the SAME_ROW / SAME_CONFIG fields it has, and the optimizer's name):
+  ValueError naming `path` and the first field that differs."""
   cold = json.loads(pathlib.Path(path).read_text())
-  same = SAME_CONFIG if "remat" in result else SAME_ROW
-  for key in same + (("optimizer",) if "remat" not in result else ()):
-    mine, theirs = result.get(key), cold.get(key)
+  config = "config" in result
+  for key in SAME_CONFIG if config else SAME_ROW + ("optimizer",):
+    if key not in result:
+      continue
+    mine, theirs = result[key], cold.get(key)
     if key == "optimizer":
       mine, theirs = (mine or {}).get("name"), (theirs or {}).get("name")
     if mine != theirs:
       raise ValueError(f"--cold-from {path}: its {key} is {theirs!r}, this run's {mine!r}: not "
                        "the pre-pass of this row or config")
+  return cold
+
+
+def with_cold_compile(result: dict[str, Any], args: Any) -> dict[str, Any]:
+  """`result` with `concurrent_compiles` (`--concurrent` > 1) and, with `--cold-from PATH`,
+  `cold_compile`: PATH's compile seconds per side (a `--compile-only` pre-pass of the same row or
+  config that filled the persistent caches this run compiled from, `read_cold_from`) and how many
+  commands compiled at once there."""
+  if getattr(args, "concurrent", 1) > 1:
+    result["concurrent_compiles"] = args.concurrent
+  path = getattr(args, "cold_from", None)
+  if not path:
+    return result
+  cold = read_cold_from(path, result)
   result["cold_compile"] = {"from": path, "concurrent": cold.get("concurrent_compiles", 1),
                             **compile_seconds(cold)}
-  warm = compile_seconds(result)
-  print("  compile, cold (pre-pass, " + f"{result['cold_compile']['concurrent']} at once) -> warm "
-        "(this run, persistent caches): " + ", ".join(
-            f"{name} {result['cold_compile'][name]:.1f} -> {seconds:.1f} s"
-            for name, seconds in warm.items() if name in result["cold_compile"]), flush=True)
+  changes = ", ".join(f"{name} {result['cold_compile'][name]:.1f} -> {seconds:.1f} s"
+                      for name, seconds in compile_seconds(result).items()
+                      if name in result["cold_compile"])
+  print(f"  compile, cold (pre-pass, {result['cold_compile']['concurrent']} at once) -> warm (this "
+        f"run, persistent caches): {changes}", flush=True)
   return result
 
 
