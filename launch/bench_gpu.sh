@@ -13,16 +13,15 @@
 # autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS) again
 #          with XLA's GPU autotuning off (XLA_FLAGS=--xla_gpu_autotune_level=0, its own cold
 #          compile): how much of the compile is autotuning, and what the step loses without it
-#          (a deviceless H100 compile, which autotunes nothing, takes 34 s for ActLumos's teacher
-#          on a 2-core host, the GPU's cold compile 91 s). Not in the default parts.
+#          (docs/benchmarks.md, "Where a GPU step's compile time goes"). Not in the default parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
 # DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_ROW_ARGS is added to
 # every row's command (e.g. `--size 32` for a smoke run of this script on a CPU).
 #
-# A lent GPU's time is short (minutes, machine start included), and compiling is most of the run:
-# torch.compile takes 25-145 s per row, XLA 20-45 s per step, one after the other. So:
-# DARKJAX_BENCH_JOBS=N (N > 1) first compiles every row's and config's steps N commands at a time
+# A lent GPU's time is short (minutes, machine start included), and compiling one command after
+# the other is most of the run (docs/benchmarks.md). So DARKJAX_BENCH_JOBS=N (N > 1) first compiles
+# the steps of every row and config of the parts asked for N commands at a time
 # (`--compile-only --concurrent N`, JSON cold-*.json) into persistent caches shared by the whole
 # run (JAX_COMPILATION_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR under OUT_DIR.cache); the timed parts then
 # compile from those caches, one command at a time, and record the pre-pass figures as the cold
@@ -31,8 +30,9 @@
 # under MIN_START_S left (each skipped one is named), so that the run returns its files within a
 # lease; DARKJAX_BENCH_TIMEOUT_S (default 600) bounds each command. A rerun into the same OUT_DIR
 # skips each command whose JSON is there: the same command again on the same machine finishes a
-# run the deadline cut. Wheels in DARKJAX_WHEELS (default .whl, from launch/gpu_wheels.sh) are
-# installed first (`pip install --no-deps --target`), for a machine without darkjax's requirements.
+# run the deadline cut. On a machine without darkjax's requirements (a bare GPU image) the wheels in
+# DARKJAX_WHEELS (default .whl, from launch/gpu_wheels.sh) are installed first (`pip install
+# --no-deps --target`).
 set -uo pipefail
 out=${1:?output directory}
 shift
@@ -109,33 +109,43 @@ run() {   # NAME COMMAND...: COMMAND's output into OUT_DIR/NAME.log, its tail an
 row_name() { echo "row-$1-b$2-t$3-sgd"; }   # MODEL BATCH FRAMES
 config_name() { echo "config-$(basename "$1" .py)"; }
 
-row_command() {   # MODEL BATCH FRAMES VARIANTS: the row's bench command, less --json and timing
-  echo "$bench --model $1 --batch $2 --frames $3 --vs-torch --torch-compile" \
-    "--torch-compile-modes $modes --dtype bfloat16 --optimizer sgd --variants '$4'" \
-    "${DARKJAX_BENCH_ROW_ARGS:-}"
+row_words() {   # ROW (model:batch:frames:variants): NAME and WORDS, its bench command less --json
+  # and timing
+  local model batch frames variants
+  IFS=: read -r model batch frames variants <<<"$1"
+  NAME=$(row_name "$model" "$batch" "$frames")
+  # shellcheck disable=SC2206   # $bench and the extra args split into words on purpose
+  WORDS=($bench --model "$model" --batch "$batch" --frames "$frames" --vs-torch --torch-compile
+         --torch-compile-modes "$modes" --dtype bfloat16 --optimizer sgd
+         --variants "${variants:-auto}" ${DARKJAX_BENCH_ROW_ARGS:-})
 }
 
-precompile() {   # every row's and config's compile-only command, $jobs at a time
-  local commands=() row model batch frames variants config
-  for row in $rows; do
-    IFS=: read -r model batch frames variants <<<"$row"
-    commands+=("$(row_name "$model" "$batch" "$frames") $(row_command "$model" "$batch" "$frames" \
-      "${variants:-auto}") --compile-only --concurrent $jobs")
-  done
-  for config in $configs; do
-    commands+=("$(config_name "$config") $bench --config $config --compile-only --concurrent $jobs")
-  done
-  local entry name
-  for entry in "${commands[@]}"; do
-    name=${entry%% *}
-    entry=${entry#* }
-    if [ "$dry" = 1 ]; then
-      echo "$entry --json $out/cold-$name.json"
-      continue
-    fi
-    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
-    eval "run cold-$name $entry --json $out/cold-$name.json" &
-  done
+asked() { [[ " $parts " == *" $1 "* ]]; }   # PART: was it asked for
+
+later() {   # COMMAND...: in the background, once fewer than $jobs are running
+  if [ "$dry" = 1 ]; then
+    "$@"
+    return
+  fi
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  "$@" &
+}
+
+precompile() {   # the compile-only command of every row and config asked for, $jobs at a time
+  local row config
+  if asked rows; then
+    for row in $rows; do
+      row_words "$row"
+      later run "cold-$NAME" "${WORDS[@]}" --compile-only --concurrent "$jobs" \
+        --json "$out/cold-$NAME.json"
+    done
+  fi
+  if asked configs; then
+    for config in $configs; do
+      later run "cold-$(config_name "$config")" $bench --config "$config" --compile-only \
+        --concurrent "$jobs" --json "$out/cold-$(config_name "$config").json"
+    done
+  fi
   wait
 }
 
@@ -146,7 +156,10 @@ cold_from() {   # NAME: --cold-from of the pre-pass JSON, when the pre-pass wrot
 }
 
 mkdir -p "$out"
-if [ "$dry" != 1 ] && [ -d "$wheels" ] && ls "$wheels"/*.whl >/dev/null 2>&1; then
+# Only where darkjax's requirements are missing (a bare GPU image), and wheels are there.
+if [ "$dry" != 1 ] && ls "$wheels"/*.whl >/dev/null 2>&1 && ! $python -c \
+    "import grain, ml_collections, tensorflow_datasets, google_crc32c, tensorboardX" 2>/dev/null
+then
   site=${TMPDIR:-/tmp}/darkjax-site
   $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$site" "$wheels"/*.whl || { echo "bench_gpu.sh: installing $wheels failed" >&2; exit 1; }
@@ -162,10 +175,10 @@ for part in $parts; do
   case $part in
     rows)
       for row in $rows; do
-        IFS=: read -r model batch frames variants <<<"$row"
-        name=$(row_name "$model" "$batch" "$frames")
-        eval "run $name $(row_command "$model" "$batch" "$frames" "${variants:-auto}") \
-          --steps 10 --rounds 3 --profile 3 $(cold_from "$name") --json $out/$name.json"
+        row_words "$row"
+        # shellcheck disable=SC2046   # cold_from gives two words or none
+        run "$NAME" "${WORDS[@]}" --steps 10 --rounds 3 --profile 3 $(cold_from "$NAME") \
+          --json "$out/$NAME.json"
       done
       if [ "$dry" != 1 ] && ls "$out"/row-*.json >/dev/null 2>&1; then
         $bench --markdown-from "$out"/row-*.json >"$out/table.md"
@@ -183,7 +196,7 @@ for part in $parts; do
         [ "$dry" = 1 ] || echo "== warm: left out, each config's timed compile is its warm start"
         continue
       fi
-      cache=$(mktemp -d "${TMPDIR:-/tmp}/darkjax-jcache-XXXXXX")
+      cache=${out%/}.warm-cache   # fresh for a new OUT_DIR, kept for a resumed one
       for start_kind in cold warm; do
         JAX_COMPILATION_CACHE_DIR=$cache run "start-$start_kind" $bench \
           --config configs/dtcm_arid.py --compile-only --json "$out/start-$start_kind.json"
