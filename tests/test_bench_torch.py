@@ -73,7 +73,8 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
                              "1", "--cold-from", str(tmp_path / "cold.json")])
   assert result["cold_compile"] == {
       "from": str(tmp_path / "cold.json"), "concurrent": 3,
-      **{name: side["compile_s"] for name, side in cold["sides"].items() if "compile_s" in side}}
+      **{name: side["compile_s"] for name, side in cold["sides"].items() if "compile_s" in side},
+      f"flax {VARIANT}": cold["variants"][VARIANT]["compile_s"]}
   # a pre-pass of another row is refused before anything compiles
   with pytest.raises(ValueError, match="cold.json: its frames is 16, this run's 32"):
     bench.main(row[:9] + ["32"] + row[10:] + ["--cold-from", str(tmp_path / "cold.json")])

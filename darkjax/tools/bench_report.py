@@ -59,11 +59,14 @@ SAME_CONFIG = ("config", "phase", "batch", "frames")
 
 def compile_seconds(result: dict[str, Any]) -> dict[str, float]:
   """A `bench --model` or `--config` result's compile seconds per side: {"flax": s,
-  "torch.compile MODE": s, ...}, or {"train_step": s} for a config's step."""
+  "torch.compile MODE": s, "flax SPEC": s for each `--variants` SPEC, ...}, or {"train_step": s}
+  for a config's step."""
   if "remat" in result:
     return {"train_step": result["remat"]["none"]["compile_s"]}
-  return {name: side["compile_s"] for name, side in result.get("sides", {}).items()
-          if "compile_s" in side} or {"flax": result["compile_s"]}
+  sides = {name: side["compile_s"] for name, side in result.get("sides", {}).items()
+           if "compile_s" in side} or {"flax": result["compile_s"]}
+  return {**sides, **{f"flax {spec}": entry["compile_s"]
+                      for spec, entry in (result.get("variants") or {}).items()}}
 
 
 def read_cold_from(path: str, result: dict[str, Any]) -> dict[str, Any]:
