@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #34's GPU measurements in one run on one GPU, into OUT_DIR: a JSON and a log per command,
-# table.md rendered from the rows' JSON (docs/benchmarks.md's GPU table).
+# table.md, configs.md and autotune.md rendered from their JSON (docs/benchmarks.md's GPU tables).
 #   bash launch/bench_gpu.sh OUT_DIR [rows] [configs] [warm]     (default: all three, in order)
 # rows     every paper backbone's bf16 train step at its paper batch (SGD-momentum) against torch
 #          eager and torch.compile, each row's flax variants beside it (the lowerings and XLA
@@ -190,6 +190,9 @@ for part in $parts; do
         run "$name" $bench --config "$config" --steps 10 --rounds 3 $(cold_from "$name") \
           --json "$out/$name.json"
       done
+      if [ "$dry" != 1 ] && ls "$out"/config-*.json >/dev/null 2>&1; then
+        $bench --markdown-from "$out"/config-*.json >"$out/configs.md"
+      fi
       ;;
     warm)
       if [ "$jobs" -gt 1 ]; then
@@ -208,6 +211,9 @@ for part in $parts; do
           env "XLA_FLAGS=${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_autotune_level=0" $bench \
           --config "$config" --steps 10 --rounds 3 --json "$out/autotune0-$(config_name "$config").json"
       done
+      if [ "$dry" != 1 ] && ls "$out"/autotune0-*.json >/dev/null 2>&1; then
+        $bench --markdown-from "$out"/autotune0-*.json >"$out/autotune.md"
+      fi
       ;;
   esac
 done

@@ -190,6 +190,35 @@ the caches that pass filled: flax 2.5 s, torch.compile default 9.0 s.
   (tmp_path / "other.json").write_text(json.dumps({"model": "c3d", "remat": {}}))
   with pytest.raises(ValueError, match="other.json: not a `bench --model M --vs-torch"):
     bench_report.load([str(tmp_path / "other.json")])
+  # `bench --config` results beside them: their own table, numbered on from the rows'
+  step = {"compile_s": 4.0, "temp": 3 * 2 ** 30, "argument": 2 ** 30, "output": 2 ** 29,
+          "alias": 2 ** 29, "step_s": 0.05}
+  config = {"command": "python -m darkjax.tools.bench --config configs/dtcm_arid.py",
+            "date": "2026-11-27T10:00:00+00:00", "config": "configs/dtcm_arid.py",
+            "phase": "joint", "device": "gpu", "device_kind": "NVIDIA H100 80GB HBM3",
+            "cores": 16, "persistent_cache": True, "frames": 64, "batch": 8,
+            "param_count": 48_400_000, "remat": {"none": step}, "clips_per_s": 160.0,
+            "peak_bytes_in_use": 5 * 2 ** 30, "versions": {"jax": "0.11.2", "jaxlib": "0.11.2"},
+            "xla_flags": "--xla_gpu_autotune_level=0",
+            "cold_compile": {"from": "cold.json", "concurrent": 4, "train_step": 32.0}}
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  both = bench.main(["--markdown-from", *map(str, paths), str(tmp_path / "config.json")])
+  assert both["markdown"] == expected + "\n" + """\
+| config | phase | B x T | params (M) | step ms | clips/s | XLA memory (GiB) | allocator peak (GiB) \
+| cold compile s | warm start s | cold / warm | run |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| `configs/dtcm_arid.py` | joint | 8 x 64 | 48.40 | 50.0 | 160.0 | 4.00 | 5.00 | 32.0 | 4.0 | 8.0x \
+| [4] |
+
+- [4] `python -m darkjax.tools.bench --config configs/dtcm_arid.py`: 2026-11-27, NVIDIA H100 80GB \
+HBM3, 16 host cores, jax 0.11.2, jaxlib 0.11.2, XLA_FLAGS `--xla_gpu_autotune_level=0`. Compile s \
+are cold, from its `--compile-only` pre-pass (4 commands compiling at once: upper bounds); this run \
+compiled from the caches that pass filled: train_step 4.0 s.
+"""
+  # without a pre-pass and without a persistent cache, the run's own compile is the cold one
+  del config["cold_compile"], config["xla_flags"]
+  config["persistent_cache"] = False
+  assert "| 4.0 | - | - | [1] |" in bench_report.config_table([config])
 
 
 GPU_HLO = """\

@@ -28,7 +28,8 @@ time to other load on the machine; the per-round ratios set each flax round agai
 rounds right after it. `--json OUT` writes the result with its command, date, devices and
 versions; in it each side has its step ms (median over rounds, min, max) and compile seconds, and
 `ratios` are medians of per-round ratios (`reference`: flax / the faster compiled mode).
-`--markdown-from` prints the docs/benchmarks.md table of such files (`bench_report.py`).
+`--markdown-from` prints the docs/benchmarks.md table of such files (`bench_report.py`), and
+one of `--config` results among them.
 `--compile-only` stops after compiling (with `--vs-torch` every side: the torch steps by their first
 call) and records `--concurrent N` (how many such commands compiled at once); a later timed run
 of the same row that compiles from the caches it filled (JAX_COMPILATION_CACHE_DIR,
@@ -436,7 +437,7 @@ def bench_flow(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render_markdown(args: argparse.Namespace) -> dict[str, Any]:
-  text = bench_report.markdown_table(bench_report.load(args.markdown_from))
+  text = bench_report.markdown(bench_report.load(args.markdown_from))
   print(text, end="", flush=True)
   return {"markdown": text}
 
@@ -552,8 +553,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   dw.add_argument("--dw-shapes", default="32,16,1;32,32,2;32,64,2;16,32,1",
                   help="'size,channels,stride;...'")
   which.add_argument("--markdown-from", nargs="+", metavar="JSON",
-                     help="print the docs/benchmarks.md table of these `--model M --vs-torch "
-                          "--json` results (darkjax.tools.bench_report)")
+                     help="print the docs/benchmarks.md tables of these `--model M --vs-torch "
+                          "--json` and `--config C --json` results (darkjax.tools.bench_report)")
   parser.add_argument("--json", metavar="OUT", default=None,
                       help="also write the result, with command, date, devices and versions, "
                            "as JSON to OUT")

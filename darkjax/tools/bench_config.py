@@ -154,8 +154,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   policies = measure.remat_policies(args.remat if args.memory else "")
   device = jax.devices()[0]
   root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
+  from darkjax.layers import conv2d  # pylint: disable=import-outside-toplevel
   result: dict[str, Any] = {"config": args.config, "phase": phase, "device": device.platform,
-                            "persistent_cache": cache}
+                            "cores": conv2d.cores(), "persistent_cache": cache}
 
   def build(policy: str):
     cfg = stand_in_config(config, os.path.join(root, "data"), args.frames, args.batch,

@@ -6,7 +6,9 @@ XLA_FLAGS where the environment sets it.
 `side_summary` condenses one side's alternating rounds into step milliseconds (median of the
 rounds' medians, with the rounds' minimum and maximum as its spread). `markdown_table` renders the
 results of `bench --model M --vs-torch [--torch-compile]` as a docs/benchmarks.md table, one row
-per result and one numbered line per row with the command, date, device and versions.
+per result and one numbered line per row with the command, date, device and versions;
+`config_table` those of `bench --config C` (step, memory, cold compile and warm start), and
+`markdown` both from a mix of the two.
 """
 
 from __future__ import annotations
@@ -114,15 +116,24 @@ def write_json(path: str, result: dict[str, Any]) -> None:
   out.write_text(json.dumps(result, indent=1, default=str) + "\n")
 
 
+def _is_row(result: dict[str, Any]) -> bool:
+  return "torch" in result.get("sides", {})
+
+
+def _is_config(result: dict[str, Any]) -> bool:
+  return "config" in result and "none" in result.get("remat", {})
+
+
 def load(paths: Iterable[str]) -> list[dict[str, Any]]:
-  """bench --json results of the train-step benchmark against torch (ValueError naming the file
-  that is not one)."""
+  """bench --json results of the train-step benchmark against torch and of paper configs' steps
+  (ValueError naming the file that is neither)."""
   results = []
   for path in paths:
     result = json.loads(pathlib.Path(path).read_text())
-    if "sides" not in result or "torch" not in result["sides"]:
-      raise ValueError(f"{path}: not a `bench --model M --vs-torch --json` result (no "
-                       "'sides' with 'torch')")
+    if not _is_row(result) and not _is_config(result):
+      raise ValueError(f"{path}: not a `bench --model M --vs-torch --json` result (no 'sides' "
+                       "with 'torch') nor a `bench --config C --json` one (no 'config' and "
+                       "'remat' with 'none')")
     results.append(result)
   return results
 
@@ -187,19 +198,70 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
            [" / ".join("-" if s is None else f"{s:.1f}" for s in compile_s)] +
            ([_variants(result)] if with_variants else []) + [f"[{index}]"])
     lines.append("| " + " | ".join(row) + " |")
-    versions = result["versions"]
-    software = ", ".join(f"{name} {versions[name]}" for name in ("jax", "jaxlib", "torch", "cuda",
-                                                                  "cudnn") if name in versions)
-    device = result.get("device_kind", result.get("device", "?"))
-    if result.get("torch_device") and result["torch_device"] != device:
-      device += f" (torch: {result['torch_device']})"
-    note = (f"- [{index}] `{result['command']}`: {result['date'][:10]}, {device}, "
-            f"{result.get('cores', '?')} host cores, {software}.")
-    if cold is not None:
-      warm = compile_seconds(result)
-      note += (f" Compile s are cold, from its `--compile-only` pre-pass ({cold['concurrent']} "
-               "commands compiling at once: upper bounds); this run compiled from the caches "
-               "that pass filled: " + ", ".join(f"{name} {seconds:.1f} s"
-                                                for name, seconds in warm.items()) + ".")
-    notes.append(note)
+    notes.append(_note(index, result))
   return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def _note(index: int, result: dict[str, Any]) -> str:
+  """A table row's numbered line: its command, date, device, host cores and versions, and where
+  its compiles came from a pre-pass (`cold_compile`), this run's own (warm) figures."""
+  versions = result["versions"]
+  software = ", ".join(f"{name} {versions[name]}" for name in ("jax", "jaxlib", "torch", "cuda",
+                                                                "cudnn") if name in versions)
+  device = result.get("device_kind", result.get("device", "?"))
+  if result.get("torch_device") and result["torch_device"] != device:
+    device += f" (torch: {result['torch_device']})"
+  note = (f"- [{index}] `{result['command']}`: {result['date'][:10]}, {device}, "
+          f"{result.get('cores', '?')} host cores, {software}"
+          + (f", XLA_FLAGS `{result['xla_flags']}`." if result.get("xla_flags") else "."))
+  cold = result.get("cold_compile")
+  if cold is not None:
+    warm = compile_seconds(result)
+    note += (f" Compile s are cold, from its `--compile-only` pre-pass ({cold['concurrent']} "
+             "commands compiling at once: upper bounds); this run compiled from the caches "
+             "that pass filled: " + ", ".join(f"{name} {seconds:.1f} s"
+                                              for name, seconds in warm.items()) + ".")
+  return note
+
+
+def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
+  """One row per `bench --config` result: the phase, global batch x frames, parameters, step ms
+  and clips/s (remat none), XLA's memory per device (arguments + outputs + temp - aliased), the
+  allocator's peak where the device reports one, the cold compile (a pre-pass's, or this run's
+  without a persistent cache), the warm start (this run's compile from the pre-pass's cache) and
+  their ratio; then a numbered line per row, numbered from `first`."""
+  header = ["config", "phase", "B x T", "params (M)", "step ms", "clips/s",
+            "XLA memory (GiB)", "allocator peak (GiB)", "cold compile s", "warm start s",
+            "cold / warm", "run"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  notes = []
+  for index, result in enumerate(results, first):
+    step = result["remat"]["none"]
+    memory = (step.get("argument", 0) + step.get("output", 0) + step.get("temp", 0)
+              - step.get("alias", 0))
+    cold_compile = result.get("cold_compile")
+    if cold_compile is not None:
+      cold, warm = cold_compile["train_step"], step["compile_s"]
+    else:   # without a pre-pass: this run's compile, cold unless a persistent cache was on
+      cold, warm = (None, None) if result.get("persistent_cache") else (step["compile_s"], None)
+    peak = result.get("peak_bytes_in_use")
+    row = [f"`{result['config']}`", result["phase"], f"{result['batch']} x {result['frames']}",
+           f"{result['param_count'] / 1e6:.2f}",
+           "-" if "step_s" not in step else f"{step['step_s'] * 1e3:.1f}",
+           "-" if "clips_per_s" not in result else f"{result['clips_per_s']:.1f}",
+           f"{memory / 2 ** 30:.2f}", "-" if peak is None else f"{peak / 2 ** 30:.2f}",
+           "-" if cold is None else f"{cold:.1f}", "-" if warm is None else f"{warm:.1f}",
+           "-" if cold is None or not warm else f"{cold / warm:.1f}x", f"[{index}]"]
+    lines.append("| " + " | ".join(row) + " |")
+    notes.append(_note(index, result))
+  return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+  """`load`'s results as docs/benchmarks.md tables: the rows against torch (`markdown_table`),
+  then the paper configs' steps (`config_table`), numbered on from the first table."""
+  rows = [r for r in results if _is_row(r)]
+  configs = [r for r in results if _is_config(r)]
+  parts = ([markdown_table(rows)] if rows else []) + (
+      [config_table(configs, first=len(rows) + 1)] if configs else [])
+  return "\n".join(parts)
