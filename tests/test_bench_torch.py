@@ -75,6 +75,11 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
       "from": str(tmp_path / "cold.json"), "concurrent": 3,
       **{name: side["compile_s"] for name, side in cold["sides"].items() if "compile_s" in side},
       f"flax {VARIANT}": cold["variants"][VARIANT]["compile_s"]}
+  with pytest.raises(SystemExit):   # argparse names the missing pre-pass file
+    bench.parse_args(row + ["--cold-from", str(tmp_path / "missing.json")])
+  (tmp_path / "broken.json").write_text("{")
+  with pytest.raises(ValueError, match="broken.json: not a readable"):
+    bench_report.read_cold_from(str(tmp_path / "broken.json"), result)
   # a pre-pass of another row is refused before anything compiles
   with pytest.raises(ValueError, match="cold.json: its frames is 16, this run's 32"):
     bench.main(row[:9] + ["32"] + row[10:] + ["--cold-from", str(tmp_path / "cold.json")])

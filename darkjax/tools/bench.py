@@ -579,6 +579,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error("--concurrent must be >= 1")
   if args.cold_from and not (args.model or args.config) or args.cold_from and args.compile_only:
     parser.error("--cold-from goes with a timed --model or --config run, not --compile-only")
+  if args.cold_from and not os.path.isfile(args.cold_from):
+    parser.error(f"--cold-from {args.cold_from}: no such file (the JSON of this row's or "
+                 "config's `--compile-only --json` pre-pass)")
   if args.windows < 0 or args.batches < 1:
     parser.error("--windows must be >= 0 and --batches >= 1")
   args.torch_compile_modes = tuple(filter(None, (

@@ -75,7 +75,11 @@ def read_cold_from(path: str, result: dict[str, Any]) -> dict[str, Any]:
   """The `--compile-only --json` result at `path`, checked to be a pre-pass of the row or config
   `result` describes (the SAME_ROW / SAME_CONFIG fields it has, and the optimizer's name):
   ValueError naming `path` and the first field that differs."""
-  cold = json.loads(pathlib.Path(path).read_text())
+  try:
+    cold = json.loads(pathlib.Path(path).read_text())
+  except (OSError, json.JSONDecodeError) as error:
+    raise ValueError(f"--cold-from {path}: not a readable `bench --compile-only --json` result "
+                     f"({error})") from error
   config = "config" in result
   for key in SAME_CONFIG if config else SAME_ROW + ("optimizer",):
     if key not in result:
