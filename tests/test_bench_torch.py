@@ -77,6 +77,9 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
       f"flax {VARIANT}": cold["variants"][VARIANT]["compile_s"]}
   with pytest.raises(SystemExit):   # argparse names the missing pre-pass file
     bench.parse_args(row + ["--cold-from", str(tmp_path / "missing.json")])
+  for other in (["--memory"], ["--compile-only"]):   # runs that would not record it
+    with pytest.raises(SystemExit):
+      bench.parse_args(["--model", "c3d_tiny", *other, "--cold-from", str(tmp_path / "cold.json")])
   (tmp_path / "broken.json").write_text("{")
   with pytest.raises(ValueError, match="broken.json: not a readable"):
     bench_report.read_cold_from(str(tmp_path / "broken.json"), result)

@@ -577,8 +577,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error("--steps and --rounds must be >= 1")
   if args.concurrent < 1:
     parser.error("--concurrent must be >= 1")
-  if args.cold_from and not (args.model or args.config) or args.cold_from and args.compile_only:
-    parser.error("--cold-from goes with a timed --model or --config run, not --compile-only")
+  if args.cold_from and (not (args.model or args.config) or args.compile_only
+                         or (args.model and (args.memory or (args.variants is not None
+                                                              and not args.torch_compile)))):
+    parser.error("--cold-from goes with a timed --model or --config run (--model: the step "
+                 "against torch or alone, not --memory or --variants without --torch-compile), "
+                 "not --compile-only")
   if args.cold_from and not os.path.isfile(args.cold_from):
     parser.error(f"--cold-from {args.cold_from}: no such file (the JSON of this row's or "
                  "config's `--compile-only --json` pre-pass)")
