@@ -75,8 +75,8 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
       "from": str(tmp_path / "cold.json"), "concurrent": 3,
       **{name: side["compile_s"] for name, side in cold["sides"].items() if "compile_s" in side},
       f"flax {VARIANT}": cold["variants"][VARIANT]["compile_s"]}
-  with pytest.raises(SystemExit):   # argparse names the missing pre-pass file
-    bench.parse_args(row + ["--cold-from", str(tmp_path / "missing.json")])
+  with pytest.raises(SystemExit, match="missing.json: no such file"):
+    bench.main(row + ["--cold-from", str(tmp_path / "missing.json")])
   for other in (["--memory"], ["--compile-only"]):   # runs that would not record it
     with pytest.raises(SystemExit):
       bench.parse_args(["--model", "c3d_tiny", *other, "--cold-from", str(tmp_path / "cold.json")])

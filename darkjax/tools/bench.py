@@ -583,9 +583,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error("--cold-from goes with a timed --model or --config run (--model: the step "
                  "against torch or alone, not --memory or --variants without --torch-compile), "
                  "not --compile-only")
-  if args.cold_from and not os.path.isfile(args.cold_from):
-    parser.error(f"--cold-from {args.cold_from}: no such file (the JSON of this row's or "
-                 "config's `--compile-only --json` pre-pass)")
   if args.windows < 0 or args.batches < 1:
     parser.error("--windows must be >= 0 and --batches >= 1")
   args.torch_compile_modes = tuple(filter(None, (
@@ -608,6 +605,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parse_args(argv)
+  if args.cold_from and not os.path.isfile(args.cold_from):   # before minutes of compiling
+    raise SystemExit(f"bench: --cold-from {args.cold_from}: no such file (the JSON of this "
+                     "row's or config's `--compile-only --json` pre-pass)")
   configure_cpu_flags()  # before jax initialises its backend
   if getattr(args, "devices", 1) > 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
