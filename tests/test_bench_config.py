@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from darkjax.tools import bench, bench_config
+from darkjax.tools import bench, bench_report, bench_config
 from darkjax import config as config_lib
 
 
@@ -38,15 +38,24 @@ def test_stand_in_keeps_the_clip_geometry_and_drops_data_and_weights(tmp_path):
 
 def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, capsys):
   # launch/bench_gpu.sh's pre-pass, then the timed run records its compile as the cold one
+  # (`--set` overrides a config field first and is recorded: here runlocal's own opt level)
+  sets = ["--set", "xla_opt_level=0"]
   cold = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--compile-only",
                      "--concurrent", "2", "--workdir", str(tmp_path / "cold"), "--json",
-                     str(tmp_path / "cold.json")])
+                     str(tmp_path / "cold.json"), *sets])
   assert cold["concurrent_compiles"] == 2 and "step_s" not in cold["remat"]["none"]
+  assert cold["overrides"] == {"xla_opt_level": 0}
   result = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--memory",
                        "--remat", "full", "--steps", "1", "--rounds", "1",
-                       "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json")])
+                       "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json"),
+                       *sets])
   assert result["cold_compile"] == {"from": str(tmp_path / "cold.json"), "concurrent": 2,
                                     "train_step": cold["remat"]["none"]["compile_s"]}
+  # a pre-pass under other overrides compiled another program: refused
+  with pytest.raises(ValueError, match="its overrides is {'xla_opt_level': 0}, this run's {}"):
+    bench_report.read_cold_from(str(tmp_path / "cold.json"), dict(result, overrides={}))
+  with pytest.raises(SystemExit, match="bench --set 'xla_opt_level': expected KEY=VALUE"):
+    bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--set", "xla_opt_level"])
   assert result["phase"] == "joint" and result["device"] == "cpu"
   none, full = result["remat"]["none"], result["remat"]["full"]
   for entry in (none, full):

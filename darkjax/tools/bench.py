@@ -540,9 +540,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "pipeline, thread prefetch)")
   data.add_argument("--windows", type=int, default=1,
                     help="with --config: shuffle windows per producer in the timed span")
-  data.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="with --config: override a config field as darkjax.main's "
-                         "--config.KEY=VALUE does (e.g. input.prefetch=0); repeatable")
+  paper.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field as darkjax.main's --config.KEY=VALUE does "
+                          "(e.g. conv_lowering=native; with --input: input.prefetch=0); "
+                          "repeatable")
   data.add_argument("--step-ms", type=float, default=None,
                     help="with --config: the train step time to keep up with (default: the "
                          "config's H100 step, bench_input_config.H100_STEPS)")

@@ -3,6 +3,7 @@ memory analysis per remat policy, and step time.
 
     python -m darkjax.tools.bench --config configs/dtcm_arid.py [--phase joint] [--frames 64]
         [--batch 2] [--memory --remat full,conv_outputs] [--compile-only] [--steps 3] [--rounds 2]
+        [--set KEY=VALUE ...]
 
 The step is the one `python -m darkjax.main` compiles for that config and phase (the same Task,
 optimizer, sharding over all devices, donation, `xla_opt_level` and `conv_lowering`), built by
@@ -17,6 +18,10 @@ or resize) with one clip per class, and pretrained weights are not loaded (`requ
 keys emptied: the step's cost does not depend on them). What differs from the paper's run: the
 class count (synthetic: 10) and so the classifier head, a few KB. Configs whose model reads a
 record stream the synthetic dataset has no stand-in for (prepared optical flow) fail naming it.
+
+`--set KEY=VALUE` overrides a config field first, as darkjax.main's `--config.KEY=VALUE` does
+(a lever at the config level: `conv_lowering=native`, `compute_dtype=float32`,
+`model.kwargs.remat=full`, ...); the result records them (`overrides`).
 
 Compile time is cold: darkjax sets no persistent compilation cache (a note is printed when the
 environment sets one, e.g. JAX_COMPILATION_CACHE_DIR); `--remat` adds one compile per
@@ -41,6 +46,18 @@ from darkjax import task as task_lib
 from darkjax.tools import bench_report, measure
 
 SYNTHETIC_STREAMS = ("video",)     # what the synthetic records hold besides labels
+
+
+def parse_sets(sets: list[str]) -> dict[str, Any]:
+  """`--set KEY=VALUE` arguments -> overrides; a VALUE that is a Python literal is that literal
+  (`0`, `()`, `True`), else the string."""
+  overrides = {}
+  for item in sets:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise SystemExit(f"bench --set {item!r}: expected KEY=VALUE")
+    overrides[key] = config_lib.override_value(value)
+  return overrides
 
 
 def phase_names(config: mlc.ConfigDict) -> tuple[str, ...]:
@@ -141,7 +158,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   """`bench --config`: see the module docstring."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  config = config_lib.load(args.config)
+  overrides = parse_sets(args.set)
+  config = config_lib.apply_overrides(config_lib.load(args.config), overrides)
   cache = bool(jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache)
   if cache:
     print(f"note: persistent compilation cache on ({jax.config.jax_compilation_cache_dir}): "
@@ -155,8 +173,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   device = jax.devices()[0]
   root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
   from darkjax.layers import conv2d  # pylint: disable=import-outside-toplevel
-  result: dict[str, Any] = {"config": args.config, "phase": phase, "device": device.platform,
-                            "cores": conv2d.cores(), "persistent_cache": cache}
+  result: dict[str, Any] = {"config": args.config, "overrides": overrides, "phase": phase,
+                            "device": device.platform, "cores": conv2d.cores(),
+                            "persistent_cache": cache}
 
   def build(policy: str):
     cfg = stand_in_config(config, os.path.join(root, "data"), args.frames, args.batch,

@@ -66,6 +66,7 @@ from darkjax import config as config_lib
 from darkjax import task as task_lib
 from darkjax.data import ops, pipeline, records
 from darkjax.data.prepare import common as prepare_common
+from darkjax.tools.bench_config import parse_sets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,18 +308,6 @@ def parse_workers(spec: str) -> list[int]:
     raise SystemExit(f"bench --input --workers {spec!r}: comma-separated counts >= 0 (0: the "
                      "config's own pipeline)")
   return counts
-
-
-def parse_sets(sets: list[str]) -> dict[str, Any]:
-  """`--set KEY=VALUE` arguments -> overrides; a VALUE that is a Python literal is that literal
-  (`0`, `()`, `True`), else the string."""
-  overrides = {}
-  for item in sets:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-      raise SystemExit(f"bench --input --set {item!r}: expected KEY=VALUE")
-    overrides[key] = config_lib.override_value(value)
-  return overrides
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

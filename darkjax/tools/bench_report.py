@@ -56,7 +56,7 @@ def side_summary(rounds: list[tuple[float, float]]) -> dict[str, Any]:
 
 # What makes a pre-pass result (`--cold-from`) the same measurement as the timed run's.
 SAME_ROW = ("model", "batch", "frames", "size", "dtype")
-SAME_CONFIG = ("config", "phase", "batch", "frames")
+SAME_CONFIG = ("config", "overrides", "phase", "batch", "frames")
 
 
 def compile_seconds(result: dict[str, Any]) -> dict[str, float]:
@@ -249,7 +249,8 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
     else:   # without a pre-pass: this run's compile, cold unless a persistent cache was on
       cold, warm = (None, None) if result.get("persistent_cache") else (step["compile_s"], None)
     peak = result.get("peak_bytes_in_use")
-    row = [f"`{result['config']}`", result["phase"], f"{result['batch']} x {result['frames']}",
+    sets = "".join(f" `{key}={value!r}`" for key, value in (result.get("overrides") or {}).items())
+    row = [f"`{result['config']}`{sets}", result["phase"], f"{result['batch']} x {result['frames']}",
            f"{result['param_count'] / 1e6:.2f}",
            "-" if "step_s" not in step else f"{step['step_s'] * 1e3:.1f}",
            "-" if "clips_per_s" not in result else f"{result['clips_per_s']:.1f}",
