@@ -49,6 +49,8 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
                        "--remat", "full", "--steps", "1", "--rounds", "1",
                        "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json"),
                        *sets])
+  none = result["remat"]["none"]   # what darkjax.fit.step_bytes counts: one device's bytes
+  assert none["step_bytes"] == (none["argument"] + none["output"] + none["temp"] - none["alias"])
   assert result["cold_compile"] == {"from": str(tmp_path / "cold.json"), "concurrent": 2,
                                     "train_step": cold["remat"]["none"]["compile_s"]}
   # a pre-pass under other overrides compiled another program: refused

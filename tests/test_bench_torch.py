@@ -199,8 +199,7 @@ the caches that pass filled: flax 2.5 s, torch.compile default 9.0 s.
   with pytest.raises(ValueError, match="other.json: not a `bench --model M --vs-torch"):
     bench_report.load([str(tmp_path / "other.json")])
   # `bench --config` results beside them: their own table, numbered on from the rows'
-  step = {"compile_s": 4.0, "temp": 3 * 2 ** 30, "argument": 2 ** 30, "output": 2 ** 29,
-          "alias": 2 ** 29, "step_s": 0.05}
+  step = {"compile_s": 4.0, "step_bytes": 4 * 2 ** 30, "step_s": 0.05}
   config = {"command": "python -m darkjax.tools.bench --config configs/dtcm_arid.py",
             "date": "2026-11-27T10:00:00+00:00", "config": "configs/dtcm_arid.py",
             "phase": "joint", "device": "gpu", "device_kind": "NVIDIA H100 80GB HBM3",

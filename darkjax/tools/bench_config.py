@@ -123,6 +123,7 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
   runs on the devices}, a callable running one step on one real batch)."""
   import jax  # pylint: disable=import-outside-toplevel
 
+  from darkjax import fit as fit_lib  # pylint: disable=import-outside-toplevel
   from darkjax import sharding, train  # pylint: disable=import-outside-toplevel
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
 
@@ -142,6 +143,7 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
     compiled = trainer.train_step.lower(trainer.abstract_state, batch, rng).compile()
   info = {"compile_s": time.perf_counter() - start,
           "compile_cpu_s": time.process_time() - start_cpu, **measure.memory_bytes(compiled),
+          "step_bytes": fit_lib.step_bytes(compiled),
           "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count,
           "batch": int(trainer.config.input.batch_size)}
   trainer.init_state(from_checkpoint=False, pretrained=False)

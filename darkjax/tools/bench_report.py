@@ -230,7 +230,7 @@ def _note(index: int, result: dict[str, Any]) -> str:
 
 def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
   """One row per `bench --config` result: the phase, global batch x frames, parameters, step ms
-  and clips/s (remat none), XLA's memory per device (arguments + outputs + temp - aliased), the
+  and clips/s (remat none), XLA's memory per device (`darkjax.fit.step_bytes`), the
   allocator's peak where the device reports one, the cold compile (a pre-pass's, or this run's
   without a persistent cache), the warm start (this run's compile from the pre-pass's cache) and
   their ratio; then a numbered line per row, numbered from `first`."""
@@ -241,8 +241,7 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
   notes = []
   for index, result in enumerate(results, first):
     step = result["remat"]["none"]
-    memory = (step.get("argument", 0) + step.get("output", 0) + step.get("temp", 0)
-              - step.get("alias", 0))
+    memory = step.get("step_bytes")   # darkjax.fit.step_bytes: what one device holds
     cold_compile = result.get("cold_compile")
     if cold_compile is not None:
       cold, warm = cold_compile["train_step"], step["compile_s"]
@@ -254,7 +253,8 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
            f"{result['param_count'] / 1e6:.2f}",
            "-" if "step_s" not in step else f"{step['step_s'] * 1e3:.1f}",
            "-" if "clips_per_s" not in result else f"{result['clips_per_s']:.1f}",
-           f"{memory / 2 ** 30:.2f}", "-" if peak is None else f"{peak / 2 ** 30:.2f}",
+           "-" if memory is None else f"{memory / 2 ** 30:.2f}",
+           "-" if peak is None else f"{peak / 2 ** 30:.2f}",
            "-" if cold is None else f"{cold:.1f}", "-" if warm is None else f"{warm:.1f}",
            "-" if cold is None or not warm else f"{cold / warm:.1f}x", f"[{index}]"]
     lines.append("| " + " | ".join(row) + " |")
