@@ -48,14 +48,15 @@ from darkjax.tools import bench_report, measure
 SYNTHETIC_STREAMS = ("video",)     # what the synthetic records hold besides labels
 
 
-def parse_sets(sets: list[str]) -> dict[str, Any]:
-  """`--set KEY=VALUE` arguments -> overrides; a VALUE that is a Python literal is that literal
-  (`0`, `()`, `True`), else the string."""
+def parse_sets(sets: list[str], flag: str = "bench --set") -> dict[str, Any]:
+  """`KEY=VALUE` arguments (bench's `--set`, fit's `--override`) -> overrides; a VALUE that is a
+  Python literal is that literal (`0`, `()`, `True`), else the string. SystemExit naming `flag`
+  and the item that is not KEY=VALUE."""
   overrides = {}
   for item in sets:
     key, sep, value = item.partition("=")
     if not sep or not key:
-      raise SystemExit(f"bench --set {item!r}: expected KEY=VALUE")
+      raise SystemExit(f"{flag} {item!r}: expected KEY=VALUE")
     overrides[key] = config_lib.override_value(value)
   return overrides
 

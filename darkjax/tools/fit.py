@@ -47,15 +47,6 @@ from darkjax import fit as fit_lib
 DEFAULT_CACHE = os.path.join("~", ".cache", "darkjax", "fit.json")
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-  """"key.path=value" -> (key.path, value as a Python literal, else the string)."""
-  key, sep, value = text.partition("=")
-  if not sep or not key:
-    raise SystemExit(f"fit: --override {text!r} is not key=value")
-  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
-  return key, config_lib.override_value(value)
-
-
 def _load_cache(path: str) -> dict[str, Any]:
   if not path or not os.path.isfile(path):
     return {}
@@ -129,7 +120,7 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
   from darkjax import task as task_lib
   from darkjax.tools import bench_config
 
-  user = dict(parse_override(o) for o in args.override)
+  user = bench_config.parse_sets(args.override, flag="fit: --override")
   run_config = config_lib.apply_overrides(config_lib.load(spec), user)
   if args.phase == "all":
     phases = list(task_lib.phase_plan(run_config))
