@@ -272,11 +272,13 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     for name, run in list(runs.items())[1:]:
       what = "compile (first call)" if hasattr(run, "compile_s") else "first call"
       print(f"  {name}: {what} {run.first_call_s:.1f} s", flush=True)
-  if args.compile_only:   # every side compiled (a compiled torch step by its first call), no rounds
-    result["sides"] = {"flax": {"compile_s": compile_s[0]},
-                       **{name: {"first_call_s": run.first_call_s,
-                                 **({"compile_s": run.compile_s} if hasattr(run, "compile_s")
-                                    else {})} for name, run in list(runs.items())[1:]}}
+  # Each side's compile (flax's AOT compile; a compiled torch step's first call) and first call.
+  compiles = {"flax": {"compile_s": compile_s[0]},
+              **{name: {"first_call_s": run.first_call_s,
+                        **({"compile_s": run.compile_s} if hasattr(run, "compile_s") else {})}
+                 for name, run in list(runs.items())[1:]}}
+  if args.compile_only:   # every side compiled, no rounds
+    result["sides"] = compiles
     return bench_report.with_cold_compile(result, args)
   variant_runs = {f"flax {spec}": run for spec, (_, run) in extra.items()}
   rounds = alternating_rounds({**runs, **variant_runs}, args.rounds, args.steps)
@@ -291,17 +293,13 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     print(f"  flax {spec} / flax: per round " +
           ", ".join(f"{r:.3f}" for r in entry["round_ratios"]) +
           f" (median {entry['ratio']:.3f})", flush=True)
-  sides = {name: bench_report.side_summary(timed) for name, timed in rounds.items()}
-  sides["flax"]["compile_s"] = compile_s[0]
+  sides = {name: {**bench_report.side_summary(timed), **compiles[name]}
+           for name, timed in rounds.items()}
   if args.profile:
     result["profiles"] = {}
     for name, run in {"flax": flax_run, **variant_runs}.items():
       result["profiles"][name] = device_profile(run, args.profile, run.compiled.as_text())
       print(f"  {name} profile: " + format_profile(result["profiles"][name]), flush=True)
-  for name, run in list(runs.items())[1:]:
-    sides[name]["first_call_s"] = run.first_call_s
-    if hasattr(run, "compile_s"):
-      sides[name]["compile_s"] = run.compile_s
   result["sides"] = sides
   result["flax_step_s"], result["flax_step_cpu_s"] = report("flax".ljust(width), rounds["flax"])
   bench_report.with_cold_compile(result, args)
