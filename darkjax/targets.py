@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-from darkjax import aot
+from darkjax import aot, init_rng
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 # jax device platform -> the platform lowerings and compiler options are chosen for
@@ -119,6 +119,15 @@ def init_compiler_options(platform: str | None = None) -> dict[str, Any]:
   function of the seed, rounded once differently (e.g. FMA contraction), and every run of a
   config gets the same ones. Other platforms compile as usual."""
   return {"xla_backend_optimization_level": 0} if _resolve(platform) == "cpu" else {}
+
+
+def init_program(fn: Any, platform: str | None = None) -> Any:
+  """`fn`, a once-run initialisation program (parameters from a key), as it is compiled for
+  `platform` (default: `platform()`): on "cpu" with its threefry draws hashed together
+  (`darkjax.init_rng.batched_draws`: the same values bit for bit, about a quarter less compile
+  time, docs/benchmarks.md "Compile time of smoke runs and initialisation"); elsewhere `fn`, whose
+  per-parameter hashes XLA:GPU and XLA:TPU compile unrolled, not as loops."""
+  return init_rng.batched_draws(fn) if _resolve(platform) == "cpu" else fn
 
 
 def fastest_compile_options(platform: str | None = None) -> dict[str, Any]:

@@ -222,7 +222,8 @@ class Trainer:
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
         self.state_shardings)
-    self._init = jax.jit(init, out_shardings=self.state_shardings,
+    self._init = jax.jit(targets.init_program(init, self.platform),
+                         out_shardings=self.state_shardings,
                          compiler_options=targets.init_compiler_options(self.platform))
     step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps),
                               optim.frozen_mask(abstract_params, cfg.optimizer.frozen))
