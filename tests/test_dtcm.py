@@ -96,19 +96,21 @@ def test_keyframe_sharing_through_the_model():
 def test_no_enhancer_is_the_plain_backbone_and_bad_settings_raise():
   x = tiny_clip(2)
   model = models.build("dtcm_tiny", num_classes=3, enhancer="")
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)   # jitted: op by op compiles every op
   assert set(variables["params"]) == {"classifier"}
-  logits, out = model.apply(variables, x)
+  logits, out = jax.jit(model.apply)(variables, x)
   np.testing.assert_array_equal(out["enhanced"], x)
   backbone = models.build("small3d_tiny", num_classes=3)
-  plain, _ = backbone.apply({"params": variables["params"]["classifier"],
-                             "batch_stats": variables["batch_stats"]["classifier"]},
-                            dtcm_trainer_normalise(x))
+  plain, _ = jax.jit(backbone.apply)({"params": variables["params"]["classifier"],
+                                      "batch_stats": variables["batch_stats"]["classifier"]},
+                                     jax.jit(dtcm_trainer_normalise)(x))
   np.testing.assert_allclose(logits, plain, atol=1e-5)
   with pytest.raises(ValueError, match="not a multiple of the key-frame group"):
-    models.build("dtcm_tiny", num_classes=3, group_size=3).init(jax.random.key(0), x)
+    jax.eval_shape(models.build("dtcm_tiny", num_classes=3, group_size=3).init,
+                   jax.random.key(0), x)
   with pytest.raises(ValueError, match="enhancer 'foo' unknown"):
-    models.build("dtcm_tiny", num_classes=3, enhancer="foo").init(jax.random.key(0), x)
+    jax.eval_shape(models.build("dtcm_tiny", num_classes=3, enhancer="foo").init,
+                   jax.random.key(0), x)
 
 
 def dtcm_trainer_normalise(x):
@@ -156,16 +158,20 @@ def test_one_stage_total_adds_alpha_weighted_stc_and_dark_losses(data_dir, batch
   batch = batch_and_variables[0]
   task, loss, metrics, _, (logits, out) = _loss_and_grads(data_dir, batch_and_variables,
                                                           "one_stage_total")
-  clip = task.clips(batch["video"])
-  enhanced, curves = out["enhanced"], out["curves"]
-  stc = (losses.video_spatial_consistency_loss(enhanced, clip, 8)
-         + losses.temporal_consistency_loss(enhanced, clip))
-  dark = (losses.exposure_control_loss(enhanced) + 0.5 * losses.colour_constancy_loss(enhanced)
-          + 20.0 * losses.illumination_smoothness_loss(curves))
-  want = losses.softmax_cross_entropy(logits, batch["label"]) + 0.1 * (4.0 * stc + dark)
+
+  def expected(video, enhanced, curves, logits, labels):
+    clip = task.clips(video)
+    stc = (losses.video_spatial_consistency_loss(enhanced, clip, 8)
+           + losses.temporal_consistency_loss(enhanced, clip))
+    dark = (losses.exposure_control_loss(enhanced) + 0.5 * losses.colour_constancy_loss(enhanced)
+            + 20.0 * losses.illumination_smoothness_loss(curves))
+    return losses.softmax_cross_entropy(logits, labels) + 0.1 * (4.0 * stc + dark), 4.0 * stc + dark
+
+  # Jitted: op by op it compiles each operation.
+  want, enhancement = jax.jit(expected)(batch["video"], out["enhanced"], out["curves"], logits,
+                                        batch["label"])
   np.testing.assert_allclose(loss, float(want), rtol=1e-5)
-  np.testing.assert_allclose(float(metrics["enhancement_loss"]), float(4.0 * stc + dark),
-                             rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["enhancement_loss"]), float(enhancement), rtol=1e-5)
   assert float(metrics["enhancement_loss"]) > 0
 
 

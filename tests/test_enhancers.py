@@ -98,10 +98,11 @@ def test_dtcm_enhancer_forms_share_parameters():
   full = models.build("dtcm_enhancer", 0, features=8)
   strided = models.build("dtcm_enhancer", 0, features=8, full_resolution=False)
   x = jax.random.uniform(jax.random.key(0), (1, 12, 16, 3), maxval=0.3)
-  variables = full.init(jax.random.key(1), x)
+  variables = jax.jit(full.init)(jax.random.key(1), x)   # jitted: op by op compiles every op
   shapes = lambda v: jax.tree.map(lambda a: a.shape, v)
-  assert shapes(variables) == shapes(strided.init(jax.random.key(1), x))
-  (_, out_full), (_, out_strided) = full.apply(variables, x), strided.apply(variables, x)
+  assert shapes(variables) == shapes(jax.eval_shape(strided.init, jax.random.key(1), x))
+  (_, out_full), (_, out_strided) = (jax.jit(full.apply)(variables, x),
+                                     jax.jit(strided.apply)(variables, x))
   assert out_full["curves"].shape == out_strided["curves"].shape == (1, 12, 16, 24)
   assert not np.allclose(out_full["curves"], out_strided["curves"])
   # Any frame size at full resolution; the strided form needs multiples of 4.

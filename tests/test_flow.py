@@ -245,7 +245,8 @@ def test_lift_infar_config_with_flow_input_consumes_a_prepared_batch(flow_datase
   batch = next(iter(task.data.train_dataset(2)))
   assert batch["flow"].shape == batch["video"].shape == (2, 8, 32, 32, 3)
   assert batch["flow"].dtype == np.uint8
-  dark, bright, _, _ = task.inputs.train_inputs(jax.device_put(batch), jax.random.key(0))
+  # Jitted, as the train step runs it (op by op it compiles each augmentation operation).
+  dark, bright, _, _ = jax.jit(task.inputs.train_inputs)(batch, jax.random.key(0))
   assert dark.shape == bright.shape == (2, 8, 32, 32, 3)
   assert np.isfinite(np.asarray(bright)).all() and np.abs(np.asarray(bright)).max() <= 1.0
   variables = jax.eval_shape(task.init_variables, jax.random.key(0), batch)

@@ -199,7 +199,8 @@ def test_the_cli_records_another_normalisation_and_refuses_an_unknown_one(tmp_pa
 # ---------------------------------------------------------------- the check at load time
 def _saved(tmp_path, meta: dict) -> tuple[str, dict]:
   model = models.build("small3d_tiny", 0)
-  variables = jax.device_get(model.init(jax.random.key(0), np.zeros((1, 4, 8, 8, 3), np.float32)))
+  variables = jax.device_get(jax.jit(model.init)(jax.random.key(0),
+                                                 np.zeros((1, 4, 8, 8, 3), np.float32)))
   convert_io.save_variables(str(tmp_path / "ckpt"), variables, meta)
   return str(tmp_path / "ckpt"), variables
 
@@ -243,7 +244,7 @@ def test_config_switch_and_key():
 def test_a_tower_checks_its_streams_normalisation(tmp_path):
   model = models.build("twostream_c3d_tiny", 3, code_size=6)
   clips = {s: np.zeros((1, 16, 32, 32, 3), np.float32) for s in ("ir", "flow")}
-  variables = jax.device_get(model.init(jax.random.key(0), clips))
+  variables = jax.device_get(jax.jit(model.init)(jax.random.key(0), clips))
   c3d = {"params": variables["params"]["flow"]["c3d"]}
   convert_io.save_variables(str(tmp_path / "c3d"), c3d, {"arch": "c3d_tiny"})
   with pytest.raises(normalise.NormalisationMismatchError,

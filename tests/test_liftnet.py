@@ -95,11 +95,12 @@ def test_fusion_is_eq_1_and_2_with_luminous_queries(scale):
   main = np.asarray(jax.random.normal(jax.random.key(1), (2, 5, 12)))
   heads = 4   # head width 3: the two divisors differ (sqrt(4) vs sqrt(3))
   fusion = FeatureFusion(num_heads=heads, fourier=False, attention_scale=scale)
-  variables = fusion.init(jax.random.key(2), luminous, main)
+  variables = jax.jit(fusion.init)(jax.random.key(2), luminous, main)   # op by op compiles each op
   rng = np.random.default_rng(0)   # biases and LayerNorm away from their zero / one init
   variables = jax.tree.map(lambda v: jnp.asarray(v + rng.normal(size=v.shape) * 0.5, v.dtype),
                            variables)
-  out = fusion.apply(variables, luminous, main)
+  apply = jax.jit(fusion.apply)
+  out = apply(variables, luminous, main)
   assert out.shape == luminous.shape  # one output per luminous query
   p = jax.tree.map(np.asarray, variables["params"])
   # Eq. (1) as printed divides by sqrt(N_AH), the number of heads; the default is the head width.
@@ -109,8 +110,8 @@ def test_fusion_is_eq_1_and_2_with_luminous_queries(scale):
   assert not np.allclose(out, paper_fusion(luminous, main, p, other), atol=1e-3)
   # Swapping the streams (equal lengths) changes the result.
   main3 = main[:, :3]
-  assert not np.allclose(fusion.apply(variables, luminous, main3),
-                         fusion.apply(variables, main3, luminous), atol=1e-3)
+  assert not np.allclose(apply(variables, luminous, main3), apply(variables, main3, luminous),
+                         atol=1e-3)
 
 
 def test_tiny_model_forward_outputs():
@@ -463,19 +464,21 @@ def test_augment_off_is_identity_and_geometry_is_shared_between_streams():
   video = jnp.asarray(rng.integers(0, 256, (4, 6, 12, 12, 3)), jnp.uint8)
   labels = jnp.arange(4)
   off = augment_block().to_dict()
-  out, mixed, mix = video_augment.augment({"video": video}, labels, jax.random.key(0), off)
+
+  def augment(streams, key, settings):   # jitted, as the Task runs it (op by op: a compile per op)
+    return jax.jit(lambda s, k: video_augment.augment(s, labels, k, settings))(streams, key)
+
+  out, mixed, mix = augment({"video": video}, jax.random.key(0), off)
   np.testing.assert_array_equal(out["video"], video)
   assert float(mix) == 1.0
   on = augment_block(affine=0.2, cutmix=1.0, frame_shuffle=1.0).to_dict()
-  out, mixed, mix = video_augment.augment({"video": video, "ir": video}, labels,
-                                         jax.random.key(3), on)
+  out, mixed, mix = augment({"video": video, "ir": video}, jax.random.key(3), on)
   np.testing.assert_array_equal(out["video"], out["ir"])  # same geometry on every stream
   assert not np.array_equal(out["video"], video)
   np.testing.assert_array_equal(mixed, jnp.roll(labels, 1))
   assert 0.0 <= float(mix) <= 1.0
   jitter = dict(off, colour_jitter=0.5)
-  out, _, _ = video_augment.augment({"video": video, "flow": video}, labels, jax.random.key(1),
-                                   jitter)
+  out, _, _ = augment({"video": video, "flow": video}, jax.random.key(1), jitter)
   np.testing.assert_array_equal(out["flow"], video)  # colour jitter touches the RGB video only
   assert not np.array_equal(out["video"], video)
 
@@ -524,7 +527,7 @@ def test_flow_input_reads_the_flow_stream_and_fails_clearly_without_it(arid_dir,
 
 def test_pretrained_vit_npz_lands_in_the_pvit(arid_dir, tmp_path):
   full = vit.VARIANTS["vit_tiny_test"](num_classes=0)  # 3 blocks; the PViT keeps 2
-  full_params = full.init(jax.random.key(5), jnp.zeros((1, 32, 32, 3)))["params"]
+  full_params = jax.jit(full.init)(jax.random.key(5), jnp.zeros((1, 32, 32, 3)))["params"]
   npz = str(tmp_path / "vit.npz")
   np.savez(npz, **_flat(full_params))
   config = _arid_config(arid_dir)

@@ -209,7 +209,8 @@ def test_zero_dce_loss_weights(variant):
   original = jnp.asarray(rng.uniform(0, 0.2, size=(2, 16, 16, 3)), jnp.float32)
   enhanced = jnp.sqrt(original)
   maps = jnp.asarray(rng.uniform(-1, 1, size=(2, 16, 16, 24)), jnp.float32)
-  total, terms = losses.zero_dce_loss(enhanced, original, maps, variant)
+  zero_dce = jax.jit(losses.zero_dce_loss, static_argnums=3)   # op by op it compiles every op
+  total, terms = zero_dce(enhanced, original, maps, variant)
   assert set(terms) == {"spatial", "exposure", "colour", "illumination"}
   weights = {"paper": dict(spatial=1, exposure=1, colour=0.5, illumination=20),
              "official": dict(spatial=1, exposure=10, colour=5, illumination=200)}[variant]
@@ -217,14 +218,15 @@ def test_zero_dce_loss_weights(variant):
                              rtol=1e-6)
   np.testing.assert_allclose(float(terms["colour"]),
                              float(losses.colour_constancy_loss(enhanced, variant)), rtol=1e-6)
-  total2, _ = losses.zero_dce_loss(enhanced, original, maps, variant, weights={"colour": 0.0})
+  total2, _ = jax.jit(lambda *a: losses.zero_dce_loss(*a, variant, weights={"colour": 0.0}))(
+      enhanced, original, maps)
   np.testing.assert_allclose(float(total2), float(total) - weights["colour"] * float(
       terms["colour"]), rtol=1e-5)
   with pytest.raises(ValueError, match="unknown weight keys"):
     losses.zero_dce_loss(enhanced, original, maps, variant, weights={"tv": 1.0})
   # Clips: spatio-temporal form with 8 neighbours.
   clip_o = original.reshape(1, 2, 16, 16, 3)
-  _, video_terms = losses.zero_dce_loss(jnp.sqrt(clip_o), clip_o, maps, variant)
+  _, video_terms = zero_dce(jnp.sqrt(clip_o), clip_o, maps, variant)
   assert set(video_terms) == {"spatial", "temporal", "exposure", "colour", "illumination"}
   np.testing.assert_allclose(
       float(video_terms["spatial"]),
@@ -277,14 +279,15 @@ def test_supcon_matches_numpy_loop():
   rng = np.random.default_rng(3)
   features = rng.normal(size=(7, 5))
   labels = np.array([0, 1, 0, 2, 1, 0, 3])  # label 2 and 3 anchors have no positives
-  got = losses.supcon_loss(jnp.asarray(features, jnp.float32), jnp.asarray(labels), 0.5)
+  supcon = jax.jit(losses.supcon_loss, static_argnums=2)   # op by op it compiles every op
+  got = supcon(jnp.asarray(features, jnp.float32), jnp.asarray(labels), 0.5)
   np.testing.assert_allclose(float(got), _np_supcon(features, labels, 0.5), rtol=1e-5)
   # Two views per sample: the flattened form.
   views = rng.normal(size=(3, 2, 5))
-  got = losses.supcon_loss(jnp.asarray(views, jnp.float32), jnp.array([0, 1, 0]), 0.2)
+  got = supcon(jnp.asarray(views, jnp.float32), jnp.array([0, 1, 0]), 0.2)
   np.testing.assert_allclose(float(got), _np_supcon(views.reshape(6, 5), np.repeat([0, 1, 0], 2),
                                                     0.2), rtol=1e-5)
-  grad = jax.grad(lambda f: losses.supcon_loss(f, jnp.asarray(labels), 0.5))(
+  grad = jax.jit(jax.grad(lambda f: losses.supcon_loss(f, jnp.asarray(labels), 0.5)))(
       jnp.asarray(features, jnp.float32))
   assert np.all(np.isfinite(grad))
 

@@ -28,6 +28,12 @@ def _softmax_mean(logits) -> np.ndarray:
   return np.asarray(jnp.mean(jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1), axis=0))
 
 
+def _apply(model, variables, x, **arrays):
+  """`model.apply(variables, x, train=False, **arrays)` jitted (applied op by op, a model
+  compiles each of its operations)."""
+  return jax.jit(lambda v, x, a: model.apply(v, x, train=False, **a))(variables, x, arrays)
+
+
 def _checkpointed_run(config, workdir: str, tmp_path
                       ) -> tuple[predict_checkpoint.Predictor, dict, str]:
   """Random-initialised variables of the config's Task saved as step 1 of a run in `workdir`
@@ -57,7 +63,7 @@ def test_dinet_predicts_through_the_target_domain_preprocessing(tmp_path):
   result = predictor.predict(video)
   # Target clips: per-clip standardisation, 3 channels, no GRL at inference.
   x = normalise.normalise(jnp.asarray(result["views"]), config.input.normalise)
-  logits, _ = predictor.task.model.apply(variables, x, train=False)
+  logits, _ = _apply(predictor.task.model, variables, x)
   np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
   assert result["enhanced"] is None
 
@@ -73,12 +79,12 @@ def test_lift_predicts_with_the_gamma_corrected_luminous_clip(tmp_path):
   lut = np.floor((np.arange(256) / 255.0) ** (1.0 / config.lift.gamma) * 255.0).astype(np.uint8)
   dark = normalise.normalise(jnp.asarray(views), config.input.normalise)
   bright = normalise.normalise(jnp.asarray(lut[views]), config.lift.luminous_normalise)
-  logits, _ = predictor.task.model.apply(variables, dark, train=False, luminous=bright)
+  logits, _ = _apply(predictor.task.model, variables, dark, luminous=bright)
   np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
   # The dark clip as the luminous input (no GIC) gives another prediction.
-  wrong, _ = predictor.task.model.apply(variables, dark, train=False,
-                                        luminous=normalise.normalise(
-                                            jnp.asarray(views), config.lift.luminous_normalise))
+  wrong, _ = _apply(predictor.task.model, variables, dark,
+                    luminous=normalise.normalise(jnp.asarray(views),
+                                                 config.lift.luminous_normalise))
   assert not np.allclose(_softmax_mean(wrong), result["probs"], rtol=0, atol=1e-7)
 
 
@@ -87,7 +93,7 @@ def test_dtcm_predicts_through_the_enhancer_and_shows_its_output(tmp_path):
   predictor, variables, video = _checkpointed_run(config, str(tmp_path / "run"), tmp_path)
   result = predictor.predict(video)
   clips = jnp.asarray(result["views"], jnp.float32) / 255.0   # DTCM's enhancer takes [0, 1]
-  logits, out = predictor.task.model.apply(variables, clips, train=False)
+  logits, out = _apply(predictor.task.model, variables, clips)
   np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(result["enhanced"], np.asarray(out["enhanced"][0]), atol=1e-5)
   png = predict_host.write_png(result, str(tmp_path / "png"))
@@ -113,7 +119,8 @@ def test_twostream_predicts_with_flow_computed_per_view_like_its_evaluators(tmp_
   flows = np.stack([flow_lib.flow_clip(v, config.twostream.flow_method,
                                        float(config.twostream.flow_scale)) for v in views])
   assert flows.shape == views.shape[:-1] + (3,)
-  logits = predictor.task.predict(variables, {"video": views, "flow": flows})
+  task_predict = jax.jit(predictor.task.predict)   # as the Predictor and evaluators run it
+  logits = task_predict(variables, {"video": views, "flow": flows})
   np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
-  still = predictor.task.predict(variables, {"video": views, "flow": np.full_like(flows, 128)})
+  still = task_predict(variables, {"video": views, "flow": np.full_like(flows, 128)})
   assert not np.allclose(_softmax_mean(still), result["probs"], rtol=0, atol=1e-7)

@@ -158,9 +158,10 @@ def test_partition_rules_and_fsdp_fallback():
 def test_bfloat16_compute_keeps_float32_params():
   model = small3d.VARIANTS["small3d_tiny"](num_classes=5, dtype=jnp.bfloat16)
   x = jnp.zeros((2, 4, 8, 8, 3), jnp.float32)
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)   # jitted: op by op compiles every op
   assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables["params"]))
-  (logits, out), _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  (logits, out), _ = jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                                      mutable=["batch_stats"]))(variables, x)
   assert out["stage1"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
 
 
@@ -204,10 +205,10 @@ def test_bfloat16_step_is_close_to_float32_and_keeps_float32_state():
   results = {}
   for dtype in (jnp.float32, jnp.bfloat16):
     task = _Small3DTask(dtype)
-    variables = task.model.init(jax.random.key(0), x)
+    variables = jax.jit(task.model.init)(jax.random.key(0), x)
     state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                                 model_state={"batch_stats": variables["batch_stats"]},
-                                opt_state=tx.init(variables["params"]))
+                                opt_state=jax.jit(tx.init)(variables["params"]))
     step = jax.jit(step_lib.make_train_step(task, tx, lambda s: 1e-3, 10, 1))
     results[dtype] = step(state, batch, jax.random.key(0))
   (state32, m32), (state16, m16) = results[jnp.float32], results[jnp.bfloat16]

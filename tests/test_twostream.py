@@ -217,9 +217,10 @@ def test_without_dcl_the_loss_is_cross_entropy_only(data_dir, batch_and_variable
   config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={data_dir},dcl=False"))
   task = task_lib.load_task(config)
   batch, _ = batch_and_variables
-  variables = task.init_variables(jax.random.key(0), batch)
+  variables = jax.jit(task.init_variables)(jax.random.key(0), batch)
   assert "code" not in variables["params"]["ir"]
-  loss, (_, metrics) = task.loss_fn(variables["params"], {}, batch, jax.random.key(1), 0.0)
+  loss, (_, metrics) = jax.jit(task.loss_fn)(variables["params"], {}, batch, jax.random.key(1),
+                                             0.0)
   np.testing.assert_allclose(loss, metrics["ir/ce_loss"] + metrics["flow/ce_loss"], rtol=1e-6)
   assert not any("dcl" in k for k in metrics)
 
