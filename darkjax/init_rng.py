@@ -14,13 +14,15 @@ returns (tests/test_init_rng.py: a Flax model's and the Trainer's init).
 
 Draws inside loops (`nn.scan` bodies, `lax.scan`/`while`/`cond`), of 64-bit width, of keys other
 than threefry's, or whose key depends on another draw, are made as before. Without partitionable
-threefry, `batched_draws(fn)` is `fn`.
+threefry, `batched_draws(fn)` is `fn`; so it is, with a logged warning, where the jaxpr holds a
+form the transform cannot evaluate (a JAX version it was not written for).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from typing import Any, Callable
 
@@ -203,7 +205,14 @@ def batched_draws(fn: Callable[..., Any]) -> Callable[..., Any]:
     # First pass: every draw's key (what it computes from the stand-in bits is dead code XLA
     # removes).
     untainted = [False] * len(flat_args)
-    _evaluate(jaxpr, consts, flat_args, untainted, record, memo)
+    try:
+      _evaluate(jaxpr, consts, flat_args, untainted, record, memo)
+    except Exception as error:  # pylint: disable=broad-except
+      # `fn` itself traced (above): this is the interpreter meeting a jaxpr form it does not know
+      # (another JAX version). The plain program computes the same values, compiled slower.
+      logging.warning("darkjax.init_rng: the draws of %s are made one by one (%s: %s)",
+                      getattr(fn, "__name__", fn), type(error).__name__, error)
+      return fn(*args)
     hashed = iter(_hash_all(draws))
     decisions = iter(batched)
 

@@ -135,3 +135,14 @@ def test_only_cpu_init_programs_are_transformed():
 
   assert targets.init_program(init, "gpu") is init and targets.init_program(init, "tpu") is init
   assert targets.init_program(init, "cpu") is not init
+
+
+def test_a_jaxpr_the_transform_cannot_evaluate_falls_back_to_the_plain_draws(monkeypatch, caplog):
+  def broken(*args, **kwargs):
+    raise NotImplementedError("a jaxpr form of another JAX version")
+
+  monkeypatch.setattr(init_rng, "_evaluate", broken)
+  key = jax.random.key(3)
+  with caplog.at_level("WARNING"):
+    _assert_identical(jax.jit(_draws)(key), jax.jit(init_rng.batched_draws(_draws))(key))
+  assert "draws of _draws are made one by one (NotImplementedError" in caplog.text
