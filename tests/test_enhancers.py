@@ -320,7 +320,7 @@ def test_video_enhancer_remat_keeps_parameters_and_gradients_and_dtcm_passes_it_
   clip = jax.random.uniform(jax.random.key(0), (2, 4, 12, 16, 3), maxval=0.3)
   enhancer = models.build("dtcm_enhancer", 0, features=8)
   plain = VideoEnhancer(enhancer, group_size=2)
-  variables = plain.init(jax.random.key(1), clip)
+  variables = jax.jit(plain.init)(jax.random.key(1), clip)
 
   def grads(model):
     def loss(params):
