@@ -121,13 +121,21 @@ def init_compiler_options(platform: str | None = None) -> dict[str, Any]:
   return {"xla_backend_optimization_level": 0} if _resolve(platform) == "cpu" else {}
 
 
-def init_program(fn: Any, platform: str | None = None) -> Any:
-  """`fn`, a once-run initialisation program (parameters from a key), as it is compiled for
-  `platform` (default: `platform()`): on "cpu" with its threefry draws hashed together
-  (`darkjax.init_rng.batched_draws`: the same values bit for bit, about a quarter less compile
-  time, docs/benchmarks.md "Compile time of smoke runs and initialisation"); elsewhere `fn`, whose
-  per-parameter hashes XLA:GPU and XLA:TPU compile unrolled, not as loops."""
-  return init_rng.batched_draws(fn) if _resolve(platform) == "cpu" else fn
+# Largest model (parameters) whose CPU init hashes its draws together: above it the per-draw
+# program compiles and runs faster (docs/benchmarks.md, "Compile time of smoke runs and
+# initialisation": LIFT-Net's 147M-parameter init 34.7 s plain, 44.6 s batched).
+BATCHED_INIT_MAX_PARAMS = 8_000_000
+
+
+def init_program(fn: Any, platform: str | None = None, params: int = 0) -> Any:
+  """`fn`, a once-run initialisation program (of `params` parameters, from a key), as it is
+  compiled for `platform` (default: `platform()`): on "cpu", for up to BATCHED_INIT_MAX_PARAMS
+  parameters, with its threefry draws hashed together (`darkjax.init_rng.batched_draws`: the same
+  values bit for bit, about a quarter less compile time for the test and `runlocal` models);
+  otherwise `fn`. XLA:GPU and XLA:TPU compile the per-parameter hashes unrolled, not as loops."""
+  if _resolve(platform) == "cpu" and params <= BATCHED_INIT_MAX_PARAMS:
+    return init_rng.batched_draws(fn)
+  return fn
 
 
 def fastest_compile_options(platform: str | None = None) -> dict[str, Any]:

@@ -222,7 +222,9 @@ class Trainer:
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
         self.state_shardings)
-    self._init = jax.jit(targets.init_program(init, self.platform),
+    self.param_count = sum(int(np.prod(x.shape))
+                           for x in jax.tree.leaves(abstract_state.params))
+    self._init = jax.jit(targets.init_program(init, self.platform, self.param_count),
                          out_shardings=self.state_shardings,
                          compiler_options=targets.init_compiler_options(self.platform))
     step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps),
@@ -231,8 +233,6 @@ class Trainer:
         step_fn, in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
         out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,),
         compiler_options=self.compiler_options)
-    self.param_count = sum(int(np.prod(x.shape))
-                           for x in jax.tree.leaves(abstract_state.params))
 
   def init_state(self, from_checkpoint: bool = True, data_iterator: Any = None,
                  pretrained: bool = True) -> int:
