@@ -51,8 +51,8 @@ class _Draw:
 
 def _threefry_key(key: Any) -> bool:
   try:
-    return jax.random.key_impl(key) == jax.random.key_impl(jax.random.key(0))
-  except TypeError:
+    return str(jax.random.key_impl(key)) == jexr.threefry_prng_impl.name
+  except TypeError:   # not a typed key
     return False
 
 
@@ -62,14 +62,14 @@ def _batchable(eqn: Any, key: Any) -> bool:
           and _threefry_key(key) and 0 < math.prod(shape) < 2 ** 32)
 
 
-def _inline_jaxpr(eqn: Any) -> Any:
-  """The ClosedJaxpr or Jaxpr a call-like eqn runs, if it is one we inline."""
+def _inlined_body(eqn: Any) -> tuple[Any, list] | None:
+  """(Jaxpr, consts) a call-like eqn runs, if it is one we inline."""
   if eqn.primitive.name not in _INLINED:
     return None
   for name in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
     inner = eqn.params.get(name)
-    if inner is not None:
-      return inner
+    if inner is not None:   # a ClosedJaxpr, or an open Jaxpr (jax.checkpoint's)
+      return getattr(inner, "jaxpr", inner), list(getattr(inner, "consts", ()))
   return None
 
 
@@ -77,11 +77,12 @@ def _has_draws(jaxpr: Any, memo: dict[int, bool]) -> bool:
   """Does `jaxpr` (a Jaxpr) reach a random_bits outside loops through inlined calls? `memo`:
   answers by id of the jaxprs of one trace (a jitted initialiser's body recurs per parameter)."""
   if id(jaxpr) not in memo:
-    memo[id(jaxpr)] = any(
-        eqn.primitive.name == "random_bits"
-        or (_inline_jaxpr(eqn) is not None
-            and _has_draws(getattr(_inline_jaxpr(eqn), "jaxpr", _inline_jaxpr(eqn)), memo))
-        for eqn in jaxpr.eqns)
+    memo[id(jaxpr)] = False
+    for eqn in jaxpr.eqns:
+      body = _inlined_body(eqn)
+      if eqn.primitive.name == "random_bits" or (body is not None and _has_draws(body[0], memo)):
+        memo[id(jaxpr)] = True
+        break
   return memo[id(jaxpr)]
 
 
@@ -109,17 +110,15 @@ def _evaluate(jaxpr: Any, consts: list, args: list, tainted_args: list[bool],
   for eqn in jaxpr.eqns:
     invals = [read(v) for v in eqn.invars]
     in_tainted = [is_tainted(v) for v in eqn.invars]
-    inner = _inline_jaxpr(eqn)
+    body = _inlined_body(eqn)
     outvals = None
     out_tainted = [any(in_tainted)] * len(eqn.outvars)
     if eqn.primitive.name == "random_bits" and _batchable(eqn, invals[0]):
       bits = draw(eqn, invals[0], in_tainted[0])
       if bits is not None:
         outvals, out_tainted = [bits], [True]
-    elif inner is not None and _has_draws(getattr(inner, "jaxpr", inner), memo):
-      outvals, out_tainted = _evaluate(getattr(inner, "jaxpr", inner),
-                                       list(getattr(inner, "consts", ())), invals, in_tainted,
-                                       draw, memo)
+    elif body is not None and _has_draws(body[0], memo):
+      outvals, out_tainted = _evaluate(*body, invals, in_tainted, draw, memo)
     if outvals is None:
       with eqn.ctx.manager:
         outvals = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
