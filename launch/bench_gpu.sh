@@ -46,8 +46,13 @@ wheels=${DARKJAX_WHEELS:-.whl}
 # XLA's native 3D convolutions forced channels-last: a variant of 3D-ResNeXt (native on GPU, its
 # grouped convs laid out NCDHW) and of one row of the networks whose default is `frames2d`.
 nhwc="xla_gpu_force_conv_nhwc=true"
-rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;lowering=native,$nhwc r2plus1d_34_ig65m:8:32:auto \
-resnext3d_101:8:64:auto;$nhwc c3d:30:16:auto r3d_18:16:16:auto r2plus1d_18:64:16:auto"}
+# Command buffers (CUDA graphs) off: XLA:GPU replays its fusions as graphs between the cuDNN
+# convolutions it launches outside them; the 2026-11-26 run's R(2+1)D steps idled the GPU 2.7-3.7 ms
+# of each step (device time against wall, docs/benchmarks.md).
+nocb="xla_gpu_enable_command_buffer="
+rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;lowering=native,$nhwc;$nocb \
+r2plus1d_34_ig65m:8:32:auto;$nocb resnext3d_101:8:64:auto;$nhwc \
+c3d:30:16:auto;lowering=native,$nhwc r3d_18:16:16:auto;lowering=native,$nhwc r2plus1d_18:64:16:auto"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
@@ -56,7 +61,7 @@ configs/twostream_infar.py configs/dinet_infar.py"}
 autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py"}
 bench="$python -m darkjax.tools.bench"
 start=$SECONDS
-MIN_START_S=20
+MIN_START_S=${DARKJAX_BENCH_MIN_START_S:-45}   # a timed row takes 40-60 s on an H100
 
 case $jobs in
   ''|*[!0-9]*|0) echo "bench_gpu.sh: DARKJAX_BENCH_JOBS=$jobs is not a count >= 1" >&2; exit 2 ;;
@@ -177,7 +182,7 @@ for part in $parts; do
       for row in $rows; do
         row_words "$row"
         # shellcheck disable=SC2046   # cold_from gives two words or none
-        run "$NAME" "${WORDS[@]}" --steps 10 --rounds 3 --profile 3 $(cold_from "$NAME") \
+        run "$NAME" "${WORDS[@]}" --steps 10 --rounds 3 --profile 3 --pipelined $(cold_from "$NAME") \
           --json "$out/$NAME.json"
       done
       if [ "$dry" != 1 ] && ls "$out"/row-*.json >/dev/null 2>&1; then
@@ -187,7 +192,7 @@ for part in $parts; do
     configs)
       for config in $configs; do
         name=$(config_name "$config")
-        run "$name" $bench --config "$config" --steps 10 --rounds 3 $(cold_from "$name") \
+        run "$name" $bench --config "$config" --steps 10 --rounds 3 --pipelined $(cold_from "$name") \
           --json "$out/$name.json"
       done
       if [ "$dry" != 1 ] && ls "$out"/config-*.json >/dev/null 2>&1; then

@@ -48,7 +48,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   result = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--memory",
                        "--remat", "full", "--steps", "1", "--rounds", "1",
                        "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json"),
-                       *sets])
+                       "--pipelined", *sets])
   none = result["remat"]["none"]   # what darkjax.fit.step_bytes counts: one device's bytes
   assert none["step_bytes"] == (none["argument"] + none["output"] + none["temp"] - none["alias"])
   assert result["cold_compile"] == {"from": str(tmp_path / "cold.json"), "concurrent": 2,
@@ -65,6 +65,11 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   assert none["param_count"] == full["param_count"] == result["param_count"] > 0
   assert result["frames"] == 16 and result["batch"] == 8     # dtcm_synthetic runlocal's own
   assert result["clips_per_s"] == pytest.approx(8 / none["step_s"])
+  # --pipelined: each policy's steps also dispatched back to back with one wait, as darkjax.train
+  # runs them; the table gains those columns
+  assert none["pipelined_step_s"] > 0 and full["pipelined_step_s"] > 0
+  assert result["clips_per_s_pipelined"] == pytest.approx(8 / none["pipelined_step_s"])
+  assert "| pipelined step ms | pipelined clips/s |" in bench_report.config_table([result])
   # runlocal compiles XLA's native ops (config.conv_lowering), as darkjax.main would.
   assert result["lowerings"]["conv3d:native"] >= 1
   assert not [k for k in result["lowerings"] if k.startswith("conv3d:") and k != "conv3d:native"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   assert cold["sides"]["flax"]["compile_s"] > 0 and "compile_s" not in cold["sides"]["torch"]
   assert cold["sides"]["torch.compile default"]["compile_s"] > 0
   result = bench.main(row + ["--steps", "1", "--rounds", "1", "--json", str(out), "--profile",
-                             "1", "--cold-from", str(tmp_path / "cold.json")])
+                             "1", "--cold-from", str(tmp_path / "cold.json"), "--pipelined"])
   assert result["cold_compile"] == {
       "from": str(tmp_path / "cold.json"), "concurrent": 3,
       **{name: side["compile_s"] for name, side in cold["sides"].items() if "compile_s" in side},
@@ -105,6 +106,17 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   ratios = written["ratios"]
   assert ratios["reference"] == ratios["torch.compile default"] == pytest.approx(
       sides["flax"]["step_ms"] / sides["torch.compile default"]["step_ms"])
+  # --pipelined: every side and variant also timed dispatching back to back, one wait per round
+  for entry in [*sides.values(), written["variants"][VARIANT]]:
+    assert entry["pipelined_ms_min"] <= entry["pipelined_ms"] <= entry["pipelined_ms_max"]
+    assert len(entry["pipelined_rounds_ms"]) == 1
+  assert written["pipelined_reference"] == "torch.compile default"
+  assert written["pipelined_ratios"]["reference"] == pytest.approx(
+      sides["flax"]["pipelined_ms"] / sides["torch.compile default"]["pipelined_ms"])
+  assert written["pipelined_ratios"]["torch"] == pytest.approx(
+      sides["flax"]["pipelined_ms"] / sides["torch"]["pipelined_ms"])
+  assert "pipelined ms (flax / torch eager / best torch.compile)" in bench_report.markdown(
+      [written])
   # a flax variant beside the sides: its own compile (an XLA option too), its ratio to flax
   assert written["flax_variant"] == "auto" and list(written["variants"]) == [VARIANT]
   variant = written["variants"][VARIANT]
@@ -227,6 +239,50 @@ compiled from the caches that pass filled: train_step 4.0 s.
   config["persistent_cache"] = False
   assert "| 4.0 | - | - | [1] |" in bench_report.config_table([config])
 
+
+
+def test_time_pipelined_waits_once_per_round():
+  """Steps dispatched back to back with one wait at the end: the time per step covers the wait
+  (the last step's work), and nothing waits between the steps."""
+  calls = []
+
+  def run():
+    raise AssertionError("a pipelined round does not call the waiting step")
+  run.dispatch = lambda: calls.append("dispatch")
+  run.sync = lambda: (calls.append("sync"), time.sleep(0.03))
+  wall, _ = measure.time_pipelined(run, 3)
+  assert calls == ["sync", "dispatch", "dispatch", "dispatch", "sync"]
+  assert 0.01 <= wall < 0.5   # the final wait, divided over the 3 steps
+  timed = measure.pipelined_rounds({"a": run, "b": run}, 2, 3)
+  assert [len(v) for v in timed.values()] == [2, 2]
+  summary = bench_report.pipelined_summary([(0.004, 0.001), (0.002, 0.001)])
+  assert summary["pipelined_ms"] == 4.0 and summary["pipelined_ms_min"] == 2.0
+
+
+def test_compile_only_rows_get_their_own_table(tmp_path):
+  """A pre-pass's `--compile-only` row that no timed run followed (a lease ran out) renders as
+  compile seconds per side, after the timed rows, numbered on from them."""
+  timed = _result("r3d_18", {"flax": (20.0, 20.0, 21.0, {"compile_s": 2.5}),
+                             "torch": (22.0, 22.0, 22.0, {"first_call_s": 1.0})},
+                  ratios={"torch": 0.91})
+  untimed = _result("c3d", {})
+  untimed.update(batch=30, frames=16, concurrent_compiles=4,
+                 sides={"flax": {"compile_s": 34.8}, "torch": {"first_call_s": 13.2},
+                        "torch.compile default": {"first_call_s": 27.8, "compile_s": 27.8}},
+                 variants={"lowering=native": {"compile_s": 20.1}})
+  paths = []
+  for index, result in enumerate((untimed, timed)):
+    paths.append(tmp_path / f"{index}.json")
+    paths[-1].write_text(json.dumps(result))
+  text = bench.main(["--markdown-from", *map(str, paths)])["markdown"]
+  tables = text.split("\n\n| ")
+  assert len(tables) == 2 and "`r3d_18`" in tables[0] and "`c3d`" not in tables[0]
+  assert tables[1].splitlines()[:3] == [
+      "model | B x T x H^2 | dtype | optimizer | flax compile s | flax `lowering=native` compile "
+      "s | torch eager first call s | torch.compile default compile s | compiling at once | run |",
+      "|---|---|---|---|---|---|---|---|---|---|",
+      "| `c3d` | 30 x 16 x 112^2 | bfloat16 | sgd | 34.8 | 20.1 | 13.2 | 27.8 | 4 | [2] |"]
+  assert "- [2] `python -m darkjax.tools.bench --model c3d --vs-torch`" in tables[1]
 
 GPU_HLO = """\
 ENTRY %main {

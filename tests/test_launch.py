@@ -86,9 +86,18 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   # XLA's native 3D convolutions forced channels-last, beside 3D-ResNeXt's default (native) and
   # beside one row whose default is 2D convolutions
   nhwc = {"compiler_options": {"xla_gpu_force_conv_nhwc": True}}
+  no_command_buffers = {"compiler_options": {"xla_gpu_enable_command_buffer": ""}}
   assert [bench.parse_variant(v) for v in parsed[2].variants.split(";")] == [{}, nhwc]
   assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [
-      {}, {"lowering": "native", **nhwc}]
+      {}, {"lowering": "native", **nhwc}, no_command_buffers]
+  assert [bench.parse_variant(v) for v in parsed[1].variants.split(";")] == [
+      {}, no_command_buffers]
+  for args in parsed[3:5]:   # C3D and R3D-18: 2D convolutions against native ones channels-last
+    assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
+        {}, {"lowering": "native", **nhwc}]
+  # every timed row and config also times its steps dispatched back to back (--pipelined)
+  assert all(args.pipelined for args in parsed[:11]) and not any(
+      args.pipelined for args in parsed[11:])
   configs = [a.config for a in parsed[6:]]
   assert all(os.path.isfile(os.path.join(REPO, c)) for c in configs)
   assert {os.path.basename(c).split("_")[0] for c in configs} == {

@@ -91,6 +91,7 @@ from darkjax import targets
 from darkjax.layers import conv, conv2d
 from darkjax.tools import bench_report, bench_torch
 from darkjax.tools.measure import (alternating_rounds, compare_policies, device_profile,
+                                   pipelined_rounds,
                                    format_lowerings, format_profile, median, memory_bytes,
                                    remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
@@ -203,12 +204,19 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   with _conv_overrides(conv_settings), conv.record_lowerings() as chosen:
     compiled = jitted.lower(params, batch_stats, opt_state, clips, labels, rng).compile()
   compile_s = (time.perf_counter() - start, time.process_time() - start_cpu)
-  state = [params, batch_stats, opt_state]
+  state = [params, batch_stats, opt_state, None]
+
+  def dispatch() -> None:
+    state[0], state[1], state[2], state[3] = compiled(*state[:3], clips, labels, rng)
+
+  def sync() -> None:
+    jax.block_until_ready(state)
 
   def run_step() -> None:
-    state[0], state[1], state[2], loss = compiled(*state, clips, labels, rng)
-    loss.block_until_ready()
+    dispatch()
+    sync()
 
+  run_step.dispatch, run_step.sync = dispatch, sync
   run_step.compiled = compiled
   run_step.memory = memory_bytes(compiled)
   run_step.lowerings = dict(sorted(chosen.items()))
@@ -295,6 +303,11 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
           f" (median {entry['ratio']:.3f})", flush=True)
   sides = {name: {**bench_report.side_summary(timed), **compiles[name]}
            for name, timed in rounds.items()}
+  pipelined = (pipelined_rounds({**runs, **variant_runs}, args.rounds, args.steps)
+               if args.pipelined else {})
+  for name, timed in pipelined.items():
+    entry = sides[name] if name in sides else result["variants"][name[len("flax "):]]
+    entry.update(bench_report.pipelined_summary(timed))
   if args.profile:
     result["profiles"] = {}
     for name, run in {"flax": flax_run, **variant_runs}.items():
@@ -327,6 +340,16 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
       print(f"  flax/{name}: per round " + ", ".join(f"{r:.2f}" for r in per_round[name]) +
             f" (median {result['ratios'][name]:.2f})" +
             (" <- reference (faster compiled mode)" if name == reference else ""), flush=True)
+  if pipelined:
+    bench_report.pipelined_ratios(result, pipelined, list(runs)[1:])
+    print(f"  pipelined ({args.steps} steps, one wait): " +
+          ", ".join(f"{name} {sides[name]['pipelined_ms']:.1f} ms" for name in runs) +
+          "".join(f", flax {spec} {result['variants'][spec]['pipelined_ms']:.1f} ms"
+                  for spec in extra) +
+          "; flax/" + ", flax/".join(f"{name} {ratio:.2f}" for name, ratio in
+                                     result["pipelined_ratios"].items()
+                                     if name != "reference"), flush=True)
+  if compiled:
     print(f"  compile: flax {compile_s[0]:.1f} s (lower + XLA compile), " +
           ", ".join(f"{name} {sides[name]['compile_s']:.1f} s (first call)" for name in compiled),
           flush=True)
@@ -482,6 +505,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "pre-pass that filled the persistent caches this run reads: its compile "
                           "times are recorded as the cold ones (`cold_compile`), this run's as "
                           "warm starts")
+  model.add_argument("--pipelined", action="store_true",
+                     help="also time each side's --steps dispatched back to back with one wait "
+                          "at the end, as a training loop runs them (pipelined_ms per side, "
+                          "flax's pipelined ratios); the step times wait for every step")
   model.add_argument("--profile", type=int, default=0, metavar="STEPS",
                      help="after the timed rounds, trace this many flax steps (each variant's) "
                           "with jax.profiler: device ms per step per op kind, the top ops and "

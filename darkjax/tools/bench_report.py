@@ -54,6 +54,30 @@ def side_summary(rounds: list[tuple[float, float]]) -> dict[str, Any]:
           "rounds_ms": walls, "cpu_ms": median([cpu * 1e3 for _, cpu in rounds])}
 
 
+def pipelined_summary(rounds: list[tuple[float, float]]) -> dict[str, Any]:
+  """`measure.pipelined_rounds`' (wall s, CPU s) per step per round -> milliseconds: median over
+  rounds, min, max, each round."""
+  walls = [wall * 1e3 for wall, _ in rounds]
+  return {"pipelined_ms": median(walls), "pipelined_ms_min": min(walls),
+          "pipelined_ms_max": max(walls), "pipelined_rounds_ms": walls,
+          "pipelined_cpu_ms": median([cpu * 1e3 for _, cpu in rounds])}
+
+
+def pipelined_ratios(result: dict[str, Any], rounds: dict[str, list[tuple[float, float]]],
+                     others: list[str]) -> None:
+  """`result["pipelined_ratios"]`: flax's pipelined time over each of `others` (torch, each
+  torch.compile mode), the median of per-round ratios, and "reference": over the torch.compile
+  mode fastest pipelined (`result["pipelined_reference"]`), where one ran."""
+  ratios = {name: median([f[0] / o[0] for f, o in zip(rounds["flax"], rounds[name])])
+            for name in others}
+  compiled = [name for name in others if name != "torch"]
+  if compiled:
+    reference = min(compiled, key=lambda name: result["sides"][name]["pipelined_ms"])
+    result["pipelined_reference"] = reference
+    ratios["reference"] = ratios[reference]
+  result["pipelined_ratios"] = ratios
+
+
 # What makes a pre-pass result (`--cold-from`) the same measurement as the timed run's.
 SAME_ROW = ("model", "batch", "frames", "size", "dtype")
 SAME_CONFIG = ("config", "overrides", "phase", "batch", "frames")
@@ -124,6 +148,11 @@ def _is_row(result: dict[str, Any]) -> bool:
   return "torch" in result.get("sides", {})
 
 
+def _is_timed_row(result: dict[str, Any]) -> bool:
+  """A row with step times; a `--compile-only` row (a pre-pass's) has compiles alone."""
+  return _is_row(result) and "ratios" in result
+
+
 def _is_config(result: dict[str, Any]) -> bool:
   return "config" in result and "none" in result.get("remat", {})
 
@@ -165,6 +194,12 @@ def _variants(result: dict[str, Any]) -> str:
     if reference is not None:
       ratios = [v / r for v, r in zip(entry["rounds_ms"], reference["rounds_ms"])]
       cell += f" ({median(ratios):.2f})"
+    if "pipelined_ms" in entry:
+      cell += f", pipelined {entry['pipelined_ms']:.1f}"
+      piped = result["sides"].get(result.get("pipelined_reference") or "")
+      if piped is not None:
+        ratios = [v / r for v, r in zip(entry["pipelined_rounds_ms"], piped["pipelined_rounds_ms"])]
+        cell += f" ({median(ratios):.2f})"
     cells.append(cell)
   return "; ".join(cells) or "-"
 
@@ -180,9 +215,14 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     compiled += [name for name in result["sides"] if name not in ("flax", "torch", *compiled)]
   torch_sides = ["torch"] + compiled
   with_variants = any(result.get("variants") for result in results)
+  piped = any(result.get("pipelined_ratios") for result in results)
   header = (["model", "B x T x H^2", "dtype", "optimizer", "flax ms"] +
             [("torch eager" if name == "torch" else name) + " ms" for name in torch_sides] +
             ["flax / torch eager"] + (["flax / best torch.compile"] if compiled else []) +
+            (["pipelined ms (flax / torch eager" + (" / best torch.compile)" if compiled
+                                                     else ")"),
+              "pipelined ratios (flax / torch eager" +
+              ("; flax / best torch.compile)" if compiled else ")")] if piped else []) +
             ["compile s (flax" + "".join(f" / {name}" for name in compiled) + ")"] +
             (["flax variants: ms (/ best torch.compile)"] if with_variants else []) + ["run"])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -199,11 +239,27 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
            [_ms(sides.get(name), name == reference) for name in torch_sides] +
            [_ratio(ratios.get("torch"))] +
            ([_ratio(ratios.get("reference"))] if compiled else []) +
+           (_pipelined_cells(result, bool(compiled)) if piped else []) +
            [" / ".join("-" if s is None else f"{s:.1f}" for s in compile_s)] +
            ([_variants(result)] if with_variants else []) + [f"[{index}]"])
     lines.append("| " + " | ".join(row) + " |")
     notes.append(_note(index, result))
   return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def _pipelined_cells(result: dict[str, Any], compiled: bool) -> list[str]:
+  """A row's two pipelined cells (`bench --pipelined`: steps dispatched back to back, one wait):
+  flax's, eager torch's and the fastest torch.compile mode's ms, and flax's ratios to them
+  (medians of per-round ratios); '-' for a row measured without it."""
+  ratios = result.get("pipelined_ratios")
+  if not ratios:
+    return ["-", "-"]
+  sides = result["sides"]
+  names = ["flax", "torch"] + ([result["pipelined_reference"]] if compiled and
+                               result.get("pipelined_reference") else [])
+  times = " / ".join(f"{sides[name]['pipelined_ms']:.1f}" for name in names)
+  cells = [_ratio(ratios.get("torch"))] + ([_ratio(ratios.get("reference"))] if compiled else [])
+  return [times, "; ".join(cells)]
 
 
 def _note(index: int, result: dict[str, Any]) -> str:
@@ -234,7 +290,9 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
   allocator's peak where the device reports one, the cold compile (a pre-pass's, or this run's
   without a persistent cache), the warm start (this run's compile from the pre-pass's cache) and
   their ratio; then a numbered line per row, numbered from `first`."""
-  header = ["config", "phase", "B x T", "params (M)", "step ms", "clips/s",
+  piped = any("pipelined_step_s" in result["remat"]["none"] for result in results)
+  header = ["config", "phase", "B x T", "params (M)", "step ms", "clips/s"] + (
+            ["pipelined step ms", "pipelined clips/s"] if piped else []) + [
             "XLA memory (GiB)", "allocator peak (GiB)", "cold compile s", "warm start s",
             "cold / warm", "run"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -252,7 +310,10 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
     row = [f"`{result['config']}`{sets}", result["phase"], f"{result['batch']} x {result['frames']}",
            f"{result['param_count'] / 1e6:.2f}",
            "-" if "step_s" not in step else f"{step['step_s'] * 1e3:.1f}",
-           "-" if "clips_per_s" not in result else f"{result['clips_per_s']:.1f}",
+           "-" if "clips_per_s" not in result else f"{result['clips_per_s']:.1f}"] + (
+           ["-" if "pipelined_step_s" not in step else f"{step['pipelined_step_s'] * 1e3:.1f}",
+            "-" if "clips_per_s_pipelined" not in result
+            else f"{result['clips_per_s_pipelined']:.1f}"] if piped else []) + [
            "-" if memory is None else f"{memory / 2 ** 30:.2f}",
            "-" if peak is None else f"{peak / 2 ** 30:.2f}",
            "-" if cold is None else f"{cold:.1f}", "-" if warm is None else f"{warm:.1f}",
@@ -262,11 +323,47 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
   return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
+def compile_table(results: list[dict[str, Any]], first: int = 1) -> str:
+  """One row per `bench --model M --vs-torch --compile-only` result (a row no run timed, e.g. a
+  pre-pass whose timed run a lease cut): each side's compile seconds (flax's XLA compile, each
+  `--variants` setting's, eager torch's first call, each torch.compile mode's first call) and how
+  many commands compiled at once; then a numbered line per row, numbered from `first`."""
+  compiled, variants = [], []
+  for result in results:
+    compiled += [name for name in result["sides"] if name not in ("flax", "torch", *compiled)]
+    variants += [spec for spec in result.get("variants") or {} if spec not in variants]
+  header = (["model", "B x T x H^2", "dtype", "optimizer", "flax compile s"] +
+            [f"flax `{spec}` compile s" for spec in variants] + ["torch eager first call s"] +
+            [f"{name} compile s" for name in compiled] + ["compiling at once", "run"])
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  notes = []
+
+  def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+  for index, result in enumerate(results, first):
+    sides = result["sides"]
+    row = ([f"`{result['model']}`", f"{result['batch']} x {result['frames']} x {result['size']}^2",
+            result["dtype"], result["optimizer"]["name"],
+            seconds(sides.get("flax", {}).get("compile_s"))] +
+           [seconds((result.get("variants") or {}).get(spec, {}).get("compile_s"))
+            for spec in variants] +
+           [seconds(sides.get("torch", {}).get("first_call_s"))] +
+           [seconds(sides.get(name, {}).get("compile_s")) for name in compiled] +
+           [str(result.get("concurrent_compiles", 1)), f"[{index}]"])
+    lines.append("| " + " | ".join(row) + " |")
+    notes.append(_note(index, result))
+  return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
   """`load`'s results as docs/benchmarks.md tables: the rows against torch (`markdown_table`),
-  then the paper configs' steps (`config_table`), numbered on from the first table."""
-  rows = [r for r in results if _is_row(r)]
+  the paper configs' steps (`config_table`), then rows compiled but not timed
+  (`compile_table`), each numbered on from the table before."""
+  rows = [r for r in results if _is_timed_row(r)]
   configs = [r for r in results if _is_config(r)]
+  untimed = [r for r in results if _is_row(r) and not _is_timed_row(r)]
   parts = ([markdown_table(rows)] if rows else []) + (
-      [config_table(configs, first=len(rows) + 1)] if configs else [])
+      [config_table(configs, first=len(rows) + 1)] if configs else []) + (
+      [compile_table(untimed, first=len(rows) + len(configs) + 1)] if untimed else [])
   return "\n".join(parts)

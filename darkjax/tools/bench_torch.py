@@ -171,11 +171,15 @@ def torch_runs(model_name: str, batch: int, frames: int, size: int, *, platform:
     loss.backward()
     opt.step()
 
+  def sync() -> None:
+    if device.type == "cuda":
+      torch.cuda.synchronize(device)
+
   def blocking(step_fn: Callable[[], None]) -> Callable[[], None]:
     def run() -> None:
       step_fn()
-      if device.type == "cuda":
-        torch.cuda.synchronize(device)
+      sync()
+    run.dispatch, run.sync = step_fn, sync   # measure.time_pipelined
     return run
 
   runs = {"torch": blocking(step)}

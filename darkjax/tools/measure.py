@@ -44,6 +44,30 @@ def time_steps(run_step: Callable[[], None], steps: int) -> tuple[float, float]:
   return median(walls), median(cpus)
 
 
+def time_pipelined(run_step: Callable[[], None], steps: int) -> tuple[float, float]:
+  """Wall and process CPU time per step of `steps` steps dispatched back to back with one wait
+  at the end, as a training loop runs them (darkjax.train reads a step's metrics one step late):
+  the host's dispatch of a step overlaps the device's work on the one before. `run_step` has
+  `dispatch` (one step, not waited for) and `sync` (wait for everything dispatched)."""
+  run_step.sync()
+  wall, cpu = time.perf_counter(), time.process_time()
+  for _ in range(steps):
+    run_step.dispatch()
+  run_step.sync()
+  return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+
+
+def pipelined_rounds(runs: dict[str, Callable[[], None]], rounds: int,
+                     steps: int) -> dict[str, list[tuple[float, float]]]:
+  """Per run: `time_pipelined` of `steps` steps in each of `rounds` rounds, the runs alternating
+  within a round like `alternating_rounds`."""
+  timed: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+  for _ in range(rounds):
+    for name, run in runs.items():
+      timed[name].append(time_pipelined(run, steps))
+  return timed
+
+
 def report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]:
   best_wall = min(wall for wall, _ in rounds)
   best_cpu = min(cpu for _, cpu in rounds)
@@ -99,6 +123,12 @@ def compare_policies(policies: list[str], build: Callable[[str], tuple[dict, Cal
   rounds = alternating_rounds(runs, args.rounds, args.steps)
   for policy in policies:
     entries[policy]["step_s"], _ = report(f"remat={policy}", rounds[policy])
+  if getattr(args, "pipelined", False):   # steps dispatched back to back, as training runs them
+    for policy, timed in pipelined_rounds(runs, args.rounds, args.steps).items():
+      entries[policy]["pipelined_step_s"] = min(wall for wall, _ in timed)
+      print(f"  remat={policy} pipelined ({args.steps} steps, one wait): "
+            f"{entries[policy]['pipelined_step_s'] * 1e3:.1f} ms/step (rounds: " +
+            ", ".join(f"{wall * 1e3:.0f}" for wall, _ in timed) + " ms)", flush=True)
   for policy in policies[1:]:
     ratios = [t[0] / f[0] for t, f in zip(rounds[policy], rounds["none"])]
     entries[policy]["time_ratio"] = median(ratios)
