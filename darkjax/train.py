@@ -274,6 +274,7 @@ class Trainer:
       rng = jax.eval_shape(lambda: jax.random.key(0))
       rng = jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=self.replicated)
       compiled = self.train_step.lower(self.abstract_state, batch, rng).compile()
+    self.compiled_step = compiled   # for its optimized HLO (darkjax.tools.fit --traffic)
     return fit_lib.step_bytes(compiled)
 
   def _fresh_state(self, rng, pretrained: bool = True) -> TrainState:

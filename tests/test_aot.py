@@ -20,7 +20,7 @@ from darkjax import aot, fit, targets, train
 from darkjax import config as config_lib
 from darkjax import task as task_lib
 from darkjax.layers import conv
-from darkjax.tools import bench_config
+from darkjax.tools import bench_config, measure
 from darkjax.tools import fit as fit_tool
 
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
@@ -278,3 +278,42 @@ class TestOnATpuV5eSlice(_PaperMainPhases):
 @needs_gpu
 class TestOnOneH100(_PaperMainPhases):
   target = GPU_TARGET
+
+
+TRAFFIC_HLO = """\
+HloModule step
+
+%fused_add (p0: bf16[4,8]) -> bf16[4,8] {
+  %p0 = bf16[4,8]{1,0} parameter(0)
+  ROOT %add = bf16[4,8]{1,0} add(%p0, %p0)
+}
+
+ENTRY %main (a: bf16[4,8], w: bf16[3,3,8,8]) -> (f32[8], bf16[4,8]) {
+  %a = bf16[4,8]{1,0} parameter(0)
+  %w = bf16[3,3,8,8]{3,2,1,0} parameter(1)
+  %cudnn-conv.1 = (bf16[4,8]{1,0}, u8[0]{0}) custom-call(%a, %w), \
+custom_call_target="__cudnn$convForward"
+  %gte = bf16[4,8]{1,0} get-tuple-element(%cudnn-conv.1), index=0
+  %loop_add_fusion = bf16[4,8]{1,0} fusion(%gte), kind=kLoop, calls=%fused_add
+  %input_reduce_fusion = f32[8]{0} fusion(%loop_add_fusion, %gte), kind=kInput, calls=%fused_add
+  ROOT %tuple = (f32[8]{0}, bf16[4,8]{1,0}) tuple(%input_reduce_fusion, %loop_add_fusion)
+}
+"""
+
+
+def test_traffic_counts_each_kernels_operand_and_result_bytes(tmp_path, capsys):
+  """`measure.hlo_traffic`: per kind of kernel of the entry computation, its count and the bytes
+  it reads (operands) and writes (results); `fit --traffic` reports it for a compiled step."""
+  traffic = measure.hlo_traffic(TRAFFIC_HLO)
+  assert traffic == {
+      "convolution": {"count": 1, "read_bytes": 4 * 8 * 2 + 3 * 3 * 8 * 8 * 2,
+                      "write_bytes": 4 * 8 * 2},
+      "fusion kLoop": {"count": 1, "read_bytes": 64, "write_bytes": 64},
+      "fusion kInput": {"count": 1, "read_bytes": 128, "write_bytes": 8 * 4}}
+  assert measure.format_traffic(traffic).startswith("convolution x1 0.0 MiB read")
+  rows = fit_tool.main(["--config", "configs/synthetic.py:runlocal", "--default-only", "--cache",
+                        "", "--workdir", str(tmp_path), "--traffic"])
+  step = rows[0]["traffic"]
+  assert step["convolution"]["count"] > 0 and step["convolution"]["write_bytes"] > 0
+  assert sum(e["read_bytes"] for k, e in step.items() if k.startswith("fusion")) > 0
+  assert "    traffic: " in capsys.readouterr().out

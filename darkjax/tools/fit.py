@@ -43,6 +43,7 @@ import time
 from typing import Any
 
 from darkjax import fit as fit_lib
+from darkjax.tools import measure
 
 DEFAULT_CACHE = os.path.join("~", ".cache", "darkjax", "fit.json")
 
@@ -54,8 +55,10 @@ def _load_cache(path: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def _compile_row(build, config, overrides: dict[str, Any], target: str) -> dict[str, Any]:
-  """One setting's row: GiB per device, the limit, fits (None: unknown), error."""
+def _compile_row(build, config, overrides: dict[str, Any], target: str,
+                 traffic: bool = False) -> dict[str, Any]:
+  """One setting's row: GiB per device, the limit, fits (None: unknown), error; with `traffic`,
+  the compiled step's memory traffic by kind of kernel (`measure.hlo_traffic`)."""
   from darkjax import aot  # pylint: disable=import-outside-toplevel
   from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
   row: dict[str, Any] = {"setting": fit_lib.describe(overrides) or "default",
@@ -75,6 +78,8 @@ def _compile_row(build, config, overrides: dict[str, Any], target: str) -> dict[
   else:
     row.update(need_bytes=need, limit_bytes=limit,
                fits=None if need is None or limit is None else need <= limit)
+    if traffic:
+      row["traffic"] = measure.hlo_traffic(trainer.compiled_step.as_text())
   row["compile_s"] = round(time.perf_counter() - start, 1)
   return row
 
@@ -166,7 +171,8 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
         settings += fit_lib.candidates(phase_config, platform, len(devices))[:args.candidates]
       for overrides in settings:
         key = json.dumps([spec, phase.name, label, user, args.frames, args.batch,
-                          overrides, jax.__version__], sort_keys=True)
+                          overrides, jax.__version__] + (["traffic"] if args.traffic else []),
+                         sort_keys=True)
         row = cache.get(key)
         cached = row is not None
         if not cached and args.cache_only:
@@ -175,7 +181,7 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
                  "error": "not compiled yet (run the same command without --cache-only)"}
         elif not cached:
           print(f"  compiling {fit_lib.describe(overrides) or 'default'} ...", flush=True)
-          row = _compile_row(build, phase_config, overrides, name)
+          row = _compile_row(build, phase_config, overrides, name, args.traffic)
           if cache_path:
             cache[key] = row
             os.makedirs(os.path.dirname(cache_path) or ".", exist_ok=True)
@@ -186,6 +192,8 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
         rows.append(row)
         done = "[cached]" if cached else f"[{row['compile_s']} s]" if row["compile_s"] else ""
         print(f"{_format(row)}  {done}".rstrip(), flush=True)
+        if row.get("traffic"):
+          print(f"    traffic: {measure.format_traffic(row['traffic'])}", flush=True)
         if row["fits"] is None and args.cache_only and not cached:
           break   # the settings after an uncompiled one are unknown too
         if args.until_fit and row["fits"]:
@@ -234,6 +242,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--until-fit", action="store_true",
                       help="stop at the first setting that fits (the default, else what "
                            "fit=auto would train with)")
+  parser.add_argument("--traffic", action="store_true",
+                      help="also report each compiled step's memory traffic by kind of kernel "
+                           "(fusions, convolutions: bytes read and written, from its optimized "
+                           "HLO; with --cache '' or a cache written with it)")
   parser.add_argument("--cache-only", action="store_true",
                       help="compile nothing: rows not in the cache say so (a table of a plan "
                            "still under way)")

@@ -160,6 +160,67 @@ def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
   return ops
 
 
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+                "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+_ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([\d,]*)\]")
+
+
+def shape_bytes(shape: str) -> int:
+  """Bytes of an HLO shape ('bf16[16,8,56,56,64]{4,3,2,1,0}' or a tuple of them)."""
+  total = 0
+  for dtype, dims in _ARRAY.findall(shape):
+    count = 1
+    for dim in filter(None, dims.split(",")):
+      count *= int(dim)
+    total += count * _DTYPE_BYTES[dtype]
+  return total
+
+
+_ENTRY_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\((.*)$")
+
+
+def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
+  """Memory traffic of an optimized HLO module's entry computation, by kind of kernel: per
+  "convolution" (cuDNN / XLA convolutions), "matmul", "fusion kLoop" / "fusion kInput" (XLA's
+  elementwise and reduction fusions) / other fusion kinds, "copy" and "transpose": their count
+  and the bytes of their operands (read) and results (written). An upper bound where a kernel
+  reads only part of an operand (a slice); on a GPU these fusions run at about memory bandwidth,
+  so their bytes are their time."""
+  text = hlo_text[hlo_text.index("ENTRY"):] if "ENTRY" in hlo_text else hlo_text
+  shapes, kernels = {}, []
+  for line in text.splitlines():
+    match = _ENTRY_INSTRUCTION.match(line)
+    if not match:
+      continue
+    name, shape, opcode, rest = match.groups()
+    shapes[name] = shape
+    conv = "convolution" if opcode == "convolution" or "$conv" in rest else None
+    if conv or opcode in ("fusion", "custom-call", "copy", "transpose", "dot"):
+      kind = re.search(r"kind=(\w+)", rest)
+      label = (conv or ("matmul" if opcode == "dot" or "gemm" in rest or "$matmul" in rest
+                        else None)
+               or (f"fusion {kind.group(1)}" if opcode == "fusion" and kind else opcode))
+      operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
+      kernels.append((label, operands, shape))
+  traffic: dict[str, dict[str, int]] = {}
+  for label, operands, shape in kernels:
+    entry = traffic.setdefault(label, {"count": 0, "read_bytes": 0, "write_bytes": 0})
+    entry["count"] += 1
+    entry["read_bytes"] += sum(shape_bytes(shapes.get(name, "")) for name in operands)
+    entry["write_bytes"] += shape_bytes(shape)
+  return traffic
+
+
+def format_traffic(traffic: dict[str, dict[str, int]]) -> str:
+  """'fusion kInput x636 13.65 GiB read, 3.56 GiB written; ...', largest first."""
+  def size(count: int) -> str:
+    return f"{count / 2 ** 30:.2f} GiB" if count >= 2 ** 30 / 10 else f"{count / 2 ** 20:.1f} MiB"
+
+  rows = sorted(traffic.items(), key=lambda kv: -(kv[1]["read_bytes"] + kv[1]["write_bytes"]))
+  return "; ".join(f"{label} x{e['count']} {size(e['read_bytes'])} read, "
+                   f"{size(e['write_bytes'])} written" for label, e in rows)
+
+
 def op_category(name: str, info: dict[str, str] | None) -> str:
   """A device op's kind for the profile summary: convolution (cuDNN, per direction), matmul,
   transpose / copy, reduction fusion, elementwise fusion, command buffer (XLA:GPU's CUDA graphs of
