@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -38,14 +39,16 @@ def test_batch_norm_is_flaxs_and_its_export_form_the_same_function(use_scale, us
   np.testing.assert_allclose(exported, expected, rtol=0, atol=1e-5)
 
 
-def test_stat_groups_keep_statistics_per_part_in_training_and_inference():
+@pytest.mark.parametrize("fast_variance", [True, False])
+def test_stat_groups_keep_statistics_per_part_in_training_and_inference(fast_variance):
   """stat_groups=2: each half of the batch is flax's BatchNorm on that half alone with its own
   running statistics ((2, C) `mean` / `var`), in training and in inference; scale and bias are
-  shared; (C,) statistics expand to that layout; a batch that does not split evenly is refused."""
+  shared; (C,) statistics expand to that layout; a batch that does not split evenly is refused.
+  Statistics in one pass (flax's default) or two, as flax computes them."""
   key_a, key_b = jax.random.split(jax.random.key(3))
   x = np.concatenate([jax.random.normal(key_a, (3, 2, 4, 4, 5)),        # a dark-like part
                       5.0 + 4.0 * jax.random.normal(key_b, (3, 2, 4, 4, 5))])  # a bright part
-  kwargs = dict(momentum=0.9, epsilon=1e-5)
+  kwargs = dict(momentum=0.9, epsilon=1e-5, use_fast_variance=fast_variance)
   grouped, flax_bn = BatchNorm(stat_groups=2, **kwargs), nn.BatchNorm(**kwargs)
   variables = grouped.init(jax.random.key(1), x, use_running_average=True)
   assert jax.tree.map(np.shape, variables) == {"params": {"scale": (5,), "bias": (5,)},
@@ -76,3 +79,25 @@ def test_stat_groups_keep_statistics_per_part_in_training_and_inference():
                                rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="stat_groups=2 needs a batch of equal parts"):
     grouped.apply(variables, x[:5], use_running_average=False, mutable=["batch_stats"])
+
+
+@pytest.mark.parametrize("name, frames, inputs", [
+    ("r2plus1d_tiny_test", 8, 1), ("actlumos_teacher_tiny_test", 8, 2), ("liftnet_tiny_test", 8, 1),
+    ("dinet_tiny", 8, 1), ("resnext3d_tiny", 8, 1)])
+def test_models_train_with_one_pass_statistics(name, frames, inputs):
+  """Every BatchNorm of the zoo's models computes its training statistics in one pass over the
+  activation (`use_fast_variance`, module docstring of darkjax.layers.norm): one read fewer of
+  each activation forward and backward than the two-pass form."""
+  from darkjax import models  # pylint: disable=import-outside-toplevel
+  model = models.build(name, 5)
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm):
+      seen.append(context.module.use_fast_variance)
+    return next_fun(*args, **kwargs)
+
+  clips = jax.ShapeDtypeStruct((1, frames, 32, 32, 3), jnp.float32)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), *[x] * inputs, train=False), clips)
+  assert seen and all(seen), (name, len(seen), seen.count(False))

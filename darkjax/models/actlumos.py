@@ -60,7 +60,7 @@ STREAM_STATISTICS = ("separate", "joint")
 
 def _norm(train: bool, dtype: Any, name: str) -> BatchNorm:
   return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                      use_fast_variance=False, name=name)
+                   name=name)
 
 
 class DynamicFeatureFusion(nn.Module):

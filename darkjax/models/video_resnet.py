@@ -96,7 +96,7 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False,
+                             epsilon=self.bn_eps, dtype=self.dtype,
                              stat_groups=self.bn_stat_groups)
     residual = x
     y = _conv(self.conv_type, self.features, self.conv1_mid, self.stride, norm, self.dtype,
@@ -149,7 +149,7 @@ class VideoResNet(nn.Module):
     """The stem's convs, BatchNorms and ReLUs, under the remat policy like every block (its
     activations are at full frame count and half resolution, as large as layer 1's)."""
     norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=self.bn_eps, dtype=self.dtype, use_fast_variance=False,
+                             epsilon=self.bn_eps, dtype=self.dtype,
                              stat_groups=self.bn_stat_groups)
     conv = functools.partial(Conv3D, use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
                              lowering=self.conv_lowering)
