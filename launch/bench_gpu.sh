@@ -10,9 +10,11 @@
 #          XLA's memory analysis, the allocator's peak, cold compile);
 # warm     DTCM's main phase compiled twice through one fresh persistent compilation cache: the
 #          cold and the warm start's compile;
-# autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS) again
-#          with XLA's GPU autotuning off (XLA_FLAGS=--xla_gpu_autotune_level=0, its own cold
-#          compile): how much of the compile is autotuning, and what the step loses without it
+# autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS), each
+#          compiled alone with no persistent cache (truly cold), under each XLA flag set of
+#          DARKJAX_BENCH_XLA_SETS (NAME:FLAGS words; default: solo, the defaults; autotune0,
+#          XLA's GPU autotuning off; tritonoff, cuBLAS instead of autotuned Triton GEMMs): how
+#          much of the compile is autotuning, and what the step loses without it
 #          (docs/benchmarks.md, "Where a GPU step's compile time goes"). Not in the default parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
@@ -59,6 +61,8 @@ modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
 configs=${DARKJAX_BENCH_CONFIGS:-"configs/lift_arid.py configs/actlumos_arid.py configs/dtcm_arid.py \
 configs/twostream_infar.py configs/dinet_infar.py"}
 autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py"}
+xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo: autotune0:--xla_gpu_autotune_level=0 \
+tritonoff:--xla_gpu_enable_triton_gemm=false"}
 bench="$python -m darkjax.tools.bench"
 start=$SECONDS
 MIN_START_S=${DARKJAX_BENCH_MIN_START_S:-45}   # a timed row takes 40-60 s on an H100
@@ -212,12 +216,18 @@ for part in $parts; do
       ;;
     autotune)
       for config in $autotune_configs; do
-        run "autotune0-$(config_name "$config")" \
-          env "XLA_FLAGS=${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_autotune_level=0" $bench \
-          --config "$config" --steps 10 --rounds 3 --json "$out/autotune0-$(config_name "$config").json"
+        for set in $xla_sets; do
+          set_name=${set%%:*}
+          flags=${set#*:}
+          name="$set_name-$(config_name "$config")"
+          # no persistent cache: its compiles, and XLA's autotuning results in it, stay cold
+          run "$name" env -u JAX_COMPILATION_CACHE_DIR -u TORCHINDUCTOR_CACHE_DIR \
+            "XLA_FLAGS=${XLA_FLAGS:-}${XLA_FLAGS:+${flags:+ }}$flags" $bench \
+            --config "$config" --steps 10 --rounds 3 --pipelined --json "$out/$name.json"
+        done
       done
-      if [ "$dry" != 1 ] && ls "$out"/autotune0-*.json >/dev/null 2>&1; then
-        $bench --markdown-from "$out"/autotune0-*.json >"$out/autotune.md"
+      if [ "$dry" != 1 ] && ls "$out"/{solo,autotune0,tritonoff}-*.json >/dev/null 2>&1; then
+        $bench --markdown-from "$out"/{solo,autotune0,tritonoff}-*.json >"$out/autotune.md"
       fi
       ;;
   esac

@@ -102,16 +102,22 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert all(os.path.isfile(os.path.join(REPO, c)) for c in configs)
   assert {os.path.basename(c).split("_")[0] for c in configs} == {
       "lift", "actlumos", "dtcm", "twostream", "dinet"}
-  # part `autotune` (not a default): the slowest-compiling configs again, GPU autotuning off
+  # part `autotune` (not a default): the slowest-compiling configs again, each compile alone and
+  # without persistent caches, at the defaults, with GPU autotuning off and with Triton GEMMs off
   autotune = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "autotune"],
-                            cwd=REPO, env=dict(env, XLA_FLAGS="--xla_a=1"), check=True, capture_output=True, text=True,
-                            timeout=60).stdout.splitlines()
-  assert len(autotune) == 2, autotune
+                            cwd=REPO, env=dict(env, XLA_FLAGS="--xla_a=1"), check=True,
+                            capture_output=True, text=True, timeout=60).stdout.splitlines()
+  assert len(autotune) == 2 * 3, autotune
+  flags = {"solo": "--xla_a=1", "autotune0": "--xla_a=1 --xla_gpu_autotune_level=0",
+           "tritonoff": "--xla_a=1 --xla_gpu_enable_triton_gemm=false"}
   for line in autotune:
     words = shlex.split(line)
-    assert words[:2] == ["env", "XLA_FLAGS=--xla_a=1 --xla_gpu_autotune_level=0"], line
-    args = bench.parse_args(words[5:])
-    assert args.config in configs and os.path.basename(args.json).startswith("autotune0-config-")
+    assert words[:5] == ["env", "-u", "JAX_COMPILATION_CACHE_DIR", "-u",
+                         "TORCHINDUCTOR_CACHE_DIR"], line
+    args = bench.parse_args(words[9:])
+    name = os.path.basename(args.json).split("-config-")[0]
+    assert words[5] == f"XLA_FLAGS={flags[name]}", line
+    assert args.config in configs and args.pipelined
   bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "unknown part 'speed'" in bad.stderr
