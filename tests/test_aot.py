@@ -296,6 +296,7 @@ custom_call_target="__cudnn$convForward"
   %gte = bf16[4,8]{1,0} get-tuple-element(%cudnn-conv.1), index=0
   %loop_add_fusion = bf16[4,8]{1,0} fusion(%gte), kind=kLoop, calls=%fused_add
   %input_reduce_fusion = f32[8]{0} fusion(%loop_add_fusion, %gte), kind=kInput, calls=%fused_add
+  %loop = (s32[], bf16[4,8]{1,0}) while(%init), condition=%cond, body=%body
   ROOT %tuple = (f32[8]{0}, bf16[4,8]{1,0}) tuple(%input_reduce_fusion, %loop_add_fusion)
 }
 """
@@ -309,7 +310,8 @@ def test_traffic_counts_each_kernels_operand_and_result_bytes(tmp_path, capsys):
       "convolution": {"count": 1, "read_bytes": 4 * 8 * 2 + 3 * 3 * 8 * 8 * 2,
                       "write_bytes": 4 * 8 * 2},
       "fusion kLoop": {"count": 1, "read_bytes": 64, "write_bytes": 64},
-      "fusion kInput": {"count": 1, "read_bytes": 128, "write_bytes": 8 * 4}}
+      "fusion kInput": {"count": 1, "read_bytes": 128, "write_bytes": 8 * 4},
+      "while": {"count": 1, "read_bytes": 0, "write_bytes": 4 + 64}}   # its kernels: not counted
   assert measure.format_traffic(traffic).startswith("convolution x1 0.0 MiB read")
   rows = fit_tool.main(["--config", "configs/synthetic.py:runlocal", "--default-only", "--cache",
                         "", "--workdir", str(tmp_path), "--traffic"])

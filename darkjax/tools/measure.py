@@ -185,7 +185,9 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   elementwise and reduction fusions) / other fusion kinds, "copy" and "transpose": their count
   and the bytes of their operands (read) and results (written). An upper bound where a kernel
   reads only part of an operand (a slice); on a GPU these fusions run at about memory bandwidth,
-  so their bytes are their time."""
+  so their bytes are their time. Kernels inside loops (`while`: a scan, a frozen backbone run in
+  splits) are not counted: "while" gives the number of such loops (read and written: their
+  operands' and results' bytes once)."""
   text = hlo_text[hlo_text.index("ENTRY"):] if "ENTRY" in hlo_text else hlo_text
   shapes, kernels = {}, []
   for line in text.splitlines():
@@ -195,7 +197,7 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
     name, shape, opcode, rest = match.groups()
     shapes[name] = shape
     conv = "convolution" if opcode == "convolution" or "$conv" in rest else None
-    if conv or opcode in ("fusion", "custom-call", "copy", "transpose", "dot"):
+    if conv or opcode in ("fusion", "custom-call", "copy", "transpose", "dot", "while"):
       kind = re.search(r"kind=(\w+)", rest)
       label = (conv or ("matmul" if opcode == "dot" or "gemm" in rest or "$matmul" in rest
                         else None)
