@@ -12,13 +12,16 @@ batch's in training and its own running ones in inference (`mean` and `var` are 
 and bias stay shared. `per_group_stats` turns (C,) statistics (a backbone trained on one stream)
 into that layout.
 
-Statistics in training are flax's one-pass ones (`use_fast_variance`, flax's default and every
-darkjax model's): the mean of x and of x^2 over one read of the activation, which XLA computes
-as one multi-output reduction, and a backward pass of the same kind. The two-pass form
-(`use_fast_variance=False`: the mean, then the mean of (x - mean)^2) reads each activation once
-more forward and once more backward; on a GPU, where these reductions run at memory bandwidth,
-that is 16% more of the step's fusion traffic for R(2+1)D-18 (docs/benchmarks.md, "BatchNorm
-statistics in one pass"). Both are computed in float32 from bf16 or float32 activations.
+Statistics in training: flax's one-pass form (`use_fast_variance`, flax's default) takes the
+mean of x and of x^2 over one read of the activation, which XLA computes as one multi-output
+reduction, with a backward pass of the same kind; the two-pass form (`use_fast_variance=False`:
+the mean, then the mean of (x - mean)^2) reads each activation once more forward and once more
+backward. On a GPU, where these reductions run at memory bandwidth, that is 16% more of the
+step's fusion traffic for R(2+1)D-18 (docs/benchmarks.md, "BatchNorm statistics in one pass").
+The R(2+1)D networks and ActLumos ask `one_pass_statistics()`: one pass when compiling for a GPU
+or TPU, two on CPU, where it costs nothing measurable and the papers' synthetic figures were
+measured with it; the other models use flax's default everywhere. Both forms compute in float32
+from bf16 or float32 activations and agree to float32 rounding.
 """
 
 from __future__ import annotations
@@ -28,7 +31,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from darkjax import targets
 from darkjax.layers import conv2d
+
+
+def one_pass_statistics(platform: str | None = None) -> bool:
+  """`use_fast_variance` for a BatchNorm of the R(2+1)D networks and ActLumos traced for
+  `platform` (default: `targets.platform()`, the platform being compiled for): one-pass
+  statistics on GPU and TPU, two-pass on CPU (module docstring)."""
+  return (platform or targets.platform()) != "cpu"
 
 
 class BatchNorm(nn.BatchNorm):

@@ -51,7 +51,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from darkjax.layers.norm import BatchNorm
+from darkjax.layers.norm import BatchNorm, one_pass_statistics
 from darkjax.models import video_resnet
 
 FUSIONS = ("dff", "sum", "concat")
@@ -60,7 +60,7 @@ STREAM_STATISTICS = ("separate", "joint")
 
 def _norm(train: bool, dtype: Any, name: str) -> BatchNorm:
   return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                   name=name)
+                   use_fast_variance=one_pass_statistics(), name=name)
 
 
 class DynamicFeatureFusion(nn.Module):

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from darkjax.layers.conv import Conv3D
 from darkjax.layers import remat as remat_lib
-from darkjax.layers.norm import BatchNorm
+from darkjax.layers.norm import BatchNorm, one_pass_statistics
 
 # Per-stage convolution types: "3d" (3,3,3), "2d" (1,3,3) no temporal extent, "2plus1d" factorised.
 CONV_TYPES = ("3d", "2d", "2plus1d")
@@ -97,6 +97,7 @@ class BasicBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=self.bn_eps, dtype=self.dtype,
+                             use_fast_variance=one_pass_statistics(),
                              stat_groups=self.bn_stat_groups)
     residual = x
     y = _conv(self.conv_type, self.features, self.conv1_mid, self.stride, norm, self.dtype,
@@ -150,6 +151,7 @@ class VideoResNet(nn.Module):
     activations are at full frame count and half resolution, as large as layer 1's)."""
     norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=self.bn_eps, dtype=self.dtype,
+                             use_fast_variance=one_pass_statistics(),
                              stat_groups=self.bn_stat_groups)
     conv = functools.partial(Conv3D, use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
                              lowering=self.conv_lowering)
