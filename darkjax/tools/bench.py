@@ -91,7 +91,7 @@ from darkjax import targets
 from darkjax.layers import conv, conv2d
 from darkjax.tools import bench_report, bench_torch
 from darkjax.tools.measure import (alternating_rounds, compare_policies, device_profile,
-                                   pipelined_rounds,
+                                   pipelined_rounds, step_runner,
                                    format_lowerings, format_profile, median, memory_bytes,
                                    remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
@@ -209,14 +209,7 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   def dispatch() -> None:
     state[0], state[1], state[2], state[3] = compiled(*state[:3], clips, labels, rng)
 
-  def sync() -> None:
-    jax.block_until_ready(state)
-
-  def run_step() -> None:
-    dispatch()
-    sync()
-
-  run_step.dispatch, run_step.sync = dispatch, sync
+  run_step = step_runner(dispatch, lambda: jax.block_until_ready(state))
   run_step.compiled = compiled
   run_step.memory = memory_bytes(compiled)
   run_step.lowerings = dict(sorted(chosen.items()))

@@ -153,14 +153,7 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
   def dispatch() -> None:
     state[0], state[1] = compiled(state[0], batch, rng)
 
-  def sync() -> None:
-    jax.block_until_ready(state)
-
-  def run_step() -> None:
-    dispatch()
-    sync()
-
-  run_step.dispatch, run_step.sync = dispatch, sync   # measure.time_pipelined
+  run_step = measure.step_runner(dispatch, lambda: jax.block_until_ready(state))
 
   return info, run_step
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 
 from darkjax import optim
 from darkjax.layers import conv2d
+from darkjax.tools import measure
 
 NUM_CLASSES = 400
 TORCHVISION_MODELS = ("r3d_18", "mc3_18", "r2plus1d_18")
@@ -176,11 +177,7 @@ def torch_runs(model_name: str, batch: int, frames: int, size: int, *, platform:
       torch.cuda.synchronize(device)
 
   def blocking(step_fn: Callable[[], None]) -> Callable[[], None]:
-    def run() -> None:
-      step_fn()
-      sync()
-    run.dispatch, run.sync = step_fn, sync   # measure.time_pipelined
-    return run
+    return measure.step_runner(step_fn, sync)
 
   runs = {"torch": blocking(step)}
   # The eager call first: it creates the optimizer's state, which the compiled steps then find

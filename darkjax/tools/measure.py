@@ -44,6 +44,16 @@ def time_steps(run_step: Callable[[], None], steps: int) -> tuple[float, float]:
   return median(walls), median(cpus)
 
 
+def step_runner(dispatch: Callable[[], None], sync: Callable[[], None]) -> Callable[[], None]:
+  """A step runner for `time_steps` (one step, waited for) that `time_pipelined` can also drive
+  through its `dispatch` (one step, not waited for) and `sync` (wait for all dispatched)."""
+  def run_step() -> None:
+    dispatch()
+    sync()
+  run_step.dispatch, run_step.sync = dispatch, sync
+  return run_step
+
+
 def time_pipelined(run_step: Callable[[], None], steps: int) -> tuple[float, float]:
   """Wall and process CPU time per step of `steps` steps dispatched back to back with one wait
   at the end, as a training loop runs them (darkjax.train reads a step's metrics one step late):
