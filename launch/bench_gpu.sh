@@ -51,9 +51,13 @@ nhwc="xla_gpu_force_conv_nhwc=true"
 # Command buffers (CUDA graphs) off: XLA:GPU replays its fusions as graphs between the cuDNN
 # convolutions it launches outside them; the 2026-11-26 run's R(2+1)D steps idled the GPU 2.7-3.7 ms
 # of each step (device time against wall, docs/benchmarks.md).
+# And the convolutions recorded into them too (XLA's default command types plus CONVOLUTION),
+# so that a step replays as few graphs as possible.
 nocb="xla_gpu_enable_command_buffer="
-rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;lowering=native,$nhwc;$nocb \
-r2plus1d_34_ig65m:8:32:auto;$nocb resnext3d_101:8:64:auto;$nhwc \
+cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN+DYNAMIC_SLICE_FUSION"\
+"+CONVOLUTION"
+rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;lowering=native,$nhwc;$nocb;$cbconv \
+r2plus1d_34_ig65m:8:32:auto;$nocb;$cbconv resnext3d_101:8:64:auto;$nhwc \
 c3d:30:16:auto;lowering=native,$nhwc r3d_18:16:16:auto;lowering=native,$nhwc r2plus1d_18:64:16:auto"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.

@@ -49,7 +49,9 @@ JSON: `bash launch/bench_gpu.sh OUT_DIR` runs it, the paper configs' steps and t
 process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
 `ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK), and any XLA
-option as `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`).
+option as `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`;
+a list value joins its items with `+`, e.g. `xla_gpu_enable_command_buffer=FUSION+CONVOLUTION`,
+and an empty one clears the list).
 With `--torch-compile` the first variant is the flax side of the table and each other one a side
 of its own, with its per-round ratio to flax (`variants` in the JSON; the table shows each against
 the best torch.compile). `--profile STEPS` traces that many steps of each flax side after the
@@ -110,7 +112,7 @@ def parse_variant(spec: str) -> dict[str, Any]:
       continue
     key, sep, value = item.partition("=")
     if sep and key.startswith("xla_"):   # an XLA debug option for this variant's compile
-      settings.setdefault("compiler_options", {})[key] = _option_value(value)
+      settings.setdefault("compiler_options", {})[key] = _option_value(value.replace("+", ","))
       continue
     if not sep or key not in VARIANT_KEYS:
       raise ValueError(f"variant {spec!r}: {item!r} is not 'auto', xla_OPTION=VALUE or one of "
