@@ -13,9 +13,11 @@
 # autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS), each
 #          compiled alone with no persistent cache (truly cold), under each XLA flag set of
 #          DARKJAX_BENCH_XLA_SETS (NAME:FLAGS words; default: solo, the defaults; autotune0,
-#          XLA's GPU autotuning off; tritonoff, cuBLAS instead of autotuned Triton GEMMs): how
-#          much of the compile is autotuning, and what the step loses without it
-#          (docs/benchmarks.md, "Where a GPU step's compile time goes"). Not in the default parts.
+#          XLA's GPU autotuning off; autotune1, autotuning without its correctness checks;
+#          tritonoff, cuBLAS instead of autotuned Triton GEMMs): how much of the compile is
+#          autotuning, and what the step loses without it (docs/benchmarks.md, "Where a GPU
+#          step's compile time goes"). About 10 minutes for ActLumos alone (the default config;
+#          DARKJAX_BENCH_AUTOTUNE_CONFIGS names others). Not in the default parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
 # DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_ROW_ARGS is added to
@@ -64,9 +66,9 @@ c3d:30:16:auto;lowering=native,$nhwc r3d_18:16:16:auto;lowering=native,$nhwc r2p
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
 configs=${DARKJAX_BENCH_CONFIGS:-"configs/lift_arid.py configs/actlumos_arid.py configs/dtcm_arid.py \
 configs/twostream_infar.py configs/dinet_infar.py"}
-autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py"}
+autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py"}
 xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo: autotune0:--xla_gpu_autotune_level=0 \
-tritonoff:--xla_gpu_enable_triton_gemm=false"}
+autotune1:--xla_gpu_autotune_level=1 tritonoff:--xla_gpu_enable_triton_gemm=false"}
 bench="$python -m darkjax.tools.bench"
 start=$SECONDS
 MIN_START_S=${DARKJAX_BENCH_MIN_START_S:-45}   # a timed row takes 40-60 s on an H100
@@ -230,8 +232,11 @@ for part in $parts; do
             --config "$config" --steps 10 --rounds 3 --pipelined --json "$out/$name.json"
         done
       done
-      if [ "$dry" != 1 ] && ls "$out"/{solo,autotune0,tritonoff}-*.json >/dev/null 2>&1; then
-        $bench --markdown-from "$out"/{solo,autotune0,tritonoff}-*.json >"$out/autotune.md"
+      names=$(for set in $xla_sets; do echo "${set%%:*}"; done)
+      if [ "$dry" != 1 ] && ls $(for n in $names; do echo "$out/$n-config-"*.json; done) \
+          >/dev/null 2>&1; then
+        $bench --markdown-from $(for n in $names; do ls "$out/$n-config-"*.json 2>/dev/null; done) \
+          >"$out/autotune.md"
       fi
       ;;
   esac

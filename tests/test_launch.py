@@ -109,8 +109,9 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   autotune = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "autotune"],
                             cwd=REPO, env=dict(env, XLA_FLAGS="--xla_a=1"), check=True,
                             capture_output=True, text=True, timeout=60).stdout.splitlines()
-  assert len(autotune) == 2 * 3, autotune
+  assert len(autotune) == 4, autotune
   flags = {"solo": "--xla_a=1", "autotune0": "--xla_a=1 --xla_gpu_autotune_level=0",
+           "autotune1": "--xla_a=1 --xla_gpu_autotune_level=1",
            "tritonoff": "--xla_a=1 --xla_gpu_enable_triton_gemm=false"}
   for line in autotune:
     words = shlex.split(line)
@@ -119,7 +120,9 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     args = bench.parse_args(words[9:])
     name = os.path.basename(args.json).split("-config-")[0]
     assert words[5] == f"XLA_FLAGS={flags[name]}", line
-    assert args.config in configs and args.pipelined
+    assert args.config == "configs/actlumos_arid.py" and args.pipelined
+  assert sorted(os.path.basename(shlex.split(line)[-1]).split("-config-")[0]
+                for line in autotune) == sorted(flags)
   bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "unknown part 'speed'" in bad.stderr
