@@ -58,7 +58,10 @@ nhwc="xla_gpu_force_conv_nhwc=true"
 nocb="xla_gpu_enable_command_buffer="
 cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN+DYNAMIC_SLICE_FUSION"\
 "+CONVOLUTION"
-rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;lowering=native,$nhwc;$nocb;$cbconv \
+# XLA's experimental cuDNN convolution fusions (elementwise work fused into the convolutions; a
+# deviceless compile cannot check them, so only a GPU tells whether they compile and help).
+convfusion="xla_gpu_experimental_enable_conv_fusion=true"
+rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;lowering=native,$nhwc;$nocb;$cbconv;$convfusion \
 r2plus1d_34_ig65m:8:32:auto;$nocb;$cbconv resnext3d_101:8:64:auto;$nhwc \
 c3d:30:16:auto;lowering=native,$nhwc r3d_18:16:16:auto;lowering=native,$nhwc r2plus1d_18:64:16:auto"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:

@@ -49,6 +49,7 @@ def test_torch_step_eager_bf16_autocast_adamw():
 
 
 VARIANT = "lowering=frames2d,xla_gpu_autotune_level=0"
+BROKEN = "xla_gpu_enable_command_buffer=NO_SUCH_COMMAND"   # a variant XLA refuses to compile
 
 
 def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
@@ -61,7 +62,7 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   out = tmp_path / "bench" / "c3d_tiny.json"
   row = ["--model", "c3d_tiny", "--vs-torch", "--torch-compile", "--torch-compile-modes",
          "default", "--batch", "1", "--frames", "16", "--size", "32", "--variants",
-         f"auto;{VARIANT}"]
+         f"auto;{VARIANT};{BROKEN}"]
   # launch/bench_gpu.sh's pre-pass: every side compiled (torch.compile by its first call), no
   # rounds, the concurrency recorded; the timed run records it as its cold compile
   cold = bench.main(row + ["--compile-only", "--concurrent", "3", "--json",
@@ -118,7 +119,11 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   assert "pipelined ms (flax / torch eager / best torch.compile)" in bench_report.markdown(
       [written])
   # a flax variant beside the sides: its own compile (an XLA option too), its ratio to flax
-  assert written["flax_variant"] == "auto" and list(written["variants"]) == [VARIANT]
+  assert written["flax_variant"] == "auto" and list(written["variants"]) == [VARIANT, BROKEN]
+  # the variant that did not compile is recorded as such; the row's other sides ran
+  assert list(written["variants"][BROKEN]) == ["error"]
+  assert "NO_SUCH_COMMAND" in written["variants"][BROKEN]["error"]
+  assert f"`{BROKEN}` did not compile" in bench_report.markdown_table([written])
   variant = written["variants"][VARIANT]
   assert variant["lowerings"]["conv3d:frames2d"] > 0 and "conv3d:frames2d" not in written[
       "lowerings"]

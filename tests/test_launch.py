@@ -91,7 +91,8 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
       "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION")}}
   assert [bench.parse_variant(v) for v in parsed[2].variants.split(";")] == [{}, nhwc]
   assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [
-      {}, {"lowering": "native", **nhwc}, no_command_buffers, with_convolutions]
+      {}, {"lowering": "native", **nhwc}, no_command_buffers, with_convolutions,
+      {"compiler_options": {"xla_gpu_experimental_enable_conv_fusion": True}}]
   assert [bench.parse_variant(v) for v in parsed[1].variants.split(";")] == [
       {}, no_command_buffers, with_convolutions]
   for args in parsed[3:5]:   # C3D and R3D-18: 2D convolutions against native ones channels-last

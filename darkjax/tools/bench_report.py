@@ -92,7 +92,8 @@ def compile_seconds(result: dict[str, Any]) -> dict[str, float]:
   sides = {name: side["compile_s"] for name, side in result.get("sides", {}).items()
            if "compile_s" in side} or {"flax": result["compile_s"]}
   return {**sides, **{f"flax {spec}": entry["compile_s"]
-                      for spec, entry in (result.get("variants") or {}).items()}}
+                      for spec, entry in (result.get("variants") or {}).items()
+                      if "compile_s" in entry}}   # not a variant that did not compile
 
 
 def read_cold_from(path: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +189,8 @@ def _variants(result: dict[str, Any]) -> str:
   reference = result["sides"].get(result.get("reference") or "")
   cells = []
   for spec, entry in (result.get("variants") or {}).items():
+    if "error" in entry:
+      cells.append(f"`{spec}` did not compile")
     if "step_ms" not in entry:
       continue
     cell = f"`{spec}` {entry['step_ms']:.1f}"
