@@ -57,10 +57,10 @@ def side_summary(rounds: list[tuple[float, float]]) -> dict[str, Any]:
 def pipelined_summary(rounds: list[tuple[float, float]]) -> dict[str, Any]:
   """`measure.pipelined_rounds`' (wall s, CPU s) per step per round -> milliseconds: median over
   rounds, min, max, each round."""
-  walls = [wall * 1e3 for wall, _ in rounds]
-  return {"pipelined_ms": median(walls), "pipelined_ms_min": min(walls),
-          "pipelined_ms_max": max(walls), "pipelined_rounds_ms": walls,
-          "pipelined_cpu_ms": median([cpu * 1e3 for _, cpu in rounds])}
+  summary = side_summary(rounds)
+  return {"pipelined_ms": summary["step_ms"], "pipelined_ms_min": summary["step_ms_min"],
+          "pipelined_ms_max": summary["step_ms_max"], "pipelined_rounds_ms": summary["rounds_ms"],
+          "pipelined_cpu_ms": summary["cpu_ms"]}
 
 
 def pipelined_ratios(result: dict[str, Any], rounds: dict[str, list[tuple[float, float]]],
@@ -207,15 +207,21 @@ def _variants(result: dict[str, Any]) -> str:
   return "; ".join(cells) or "-"
 
 
+def _compiled_sides(results: list[dict[str, Any]]) -> list[str]:
+  """The torch.compile sides ("torch.compile MODE") of the rows, in order of first appearance."""
+  compiled: list[str] = []
+  for result in results:
+    compiled += [name for name in result["sides"] if name not in ("flax", "torch", *compiled)]
+  return compiled
+
+
 def markdown_table(results: list[dict[str, Any]]) -> str:
   """One row per result: step ms (median over rounds, min-max) of flax, eager torch and each
   torch.compile mode (the reference, the faster mode, in bold), flax / eager torch and flax / best
   torch.compile (median of per-round ratios), compile seconds, and where `--variants` timed other
   flax settings beside them, each one's step ms with its ratio to the best torch.compile (median
   of per-round ratios); then a line per row with its command, date, device and versions."""
-  compiled = []
-  for result in results:
-    compiled += [name for name in result["sides"] if name not in ("flax", "torch", *compiled)]
+  compiled = _compiled_sides(results)
   torch_sides = ["torch"] + compiled
   with_variants = any(result.get("variants") for result in results)
   piped = any(result.get("pipelined_ratios") for result in results)
@@ -331,9 +337,8 @@ def compile_table(results: list[dict[str, Any]], first: int = 1) -> str:
   pre-pass whose timed run a lease cut): each side's compile seconds (flax's XLA compile, each
   `--variants` setting's, eager torch's first call, each torch.compile mode's first call) and how
   many commands compiled at once; then a numbered line per row, numbered from `first`."""
-  compiled, variants = [], []
+  compiled, variants = _compiled_sides(results), []
   for result in results:
-    compiled += [name for name in result["sides"] if name not in ("flax", "torch", *compiled)]
     variants += [spec for spec in result.get("variants") or {} if spec not in variants]
   header = (["model", "B x T x H^2", "dtype", "optimizer", "flax compile s"] +
             [f"flax `{spec}` compile s" for spec in variants] + ["torch eager first call s"] +

@@ -70,12 +70,8 @@ def time_pipelined(run_step: Callable[[], None], steps: int) -> tuple[float, flo
 def pipelined_rounds(runs: dict[str, Callable[[], None]], rounds: int,
                      steps: int) -> dict[str, list[tuple[float, float]]]:
   """Per run: `time_pipelined` of `steps` steps in each of `rounds` rounds, the runs alternating
-  within a round like `alternating_rounds`."""
-  timed: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-  for _ in range(rounds):
-    for name, run in runs.items():
-      timed[name].append(time_pipelined(run, steps))
-  return timed
+  within a round like `alternating_rounds` (runs it has already called: no untimed call)."""
+  return alternating_rounds(runs, rounds, steps, timer=time_pipelined, first_call=False)
 
 
 def report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]:
@@ -86,16 +82,19 @@ def report(name: str, rounds: list[tuple[float, float]]) -> tuple[float, float]:
   return best_wall, best_cpu
 
 
-def alternating_rounds(runs: dict[str, Callable[[], None]], rounds: int,
-                       steps: int) -> dict[str, list[tuple[float, float]]]:
-  """Per run: (median wall, median CPU) of `steps` steps in each of `rounds` rounds, the runs
-  alternating within a round so that machine noise hits them alike; one untimed call first."""
-  for run in runs.values():
-    run()   # first call: allocation, thread pools
+def alternating_rounds(runs: dict[str, Callable[[], None]], rounds: int, steps: int,
+                       timer: Callable[[Callable[[], None], int], tuple[float, float]] = time_steps,
+                       first_call: bool = True) -> dict[str, list[tuple[float, float]]]:
+  """Per run: `timer` (default: median wall, median CPU) of `steps` steps in each of `rounds`
+  rounds, the runs alternating within a round so that machine noise hits them alike; with
+  `first_call`, one untimed call first."""
+  if first_call:
+    for run in runs.values():
+      run()   # first call: allocation, thread pools
   timed: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
   for _ in range(rounds):
     for name, run in runs.items():
-      timed[name].append(time_steps(run, steps))
+      timed[name].append(timer(run, steps))
   return timed
 
 
@@ -147,8 +146,9 @@ def compare_policies(policies: list[str], build: Callable[[str], tuple[dict, Cal
   return entries
 
 
-# An optimized HLO instruction: `%name = type opcode(operands), attrs` (ROOT optional).
-_HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([\w\-]+)\((.*)$")
+# An optimized HLO instruction: `%name = type opcode(operands), attrs` (ROOT optional); groups:
+# name, result type, opcode, the rest.
+_HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\((.*)$")
 
 
 def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
@@ -159,7 +159,7 @@ def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
     match = _HLO_INSTRUCTION.match(line)
     if not match:
       continue
-    name, opcode, rest = match.groups()
+    name, _, opcode, rest = match.groups()
     info = {"opcode": opcode}
     for key, pattern in (("kind", r"kind=(\w+)"), ("target", r'custom_call_target="([^"]+)"'),
                          ("dim_labels", r"dim_labels=([\w>\-]+)")):
@@ -186,9 +186,6 @@ def shape_bytes(shape: str) -> int:
   return total
 
 
-_ENTRY_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\((.*)$")
-
-
 def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   """Memory traffic of an optimized HLO module's entry computation, by kind of kernel: per
   "convolution" (cuDNN / XLA convolutions), "matmul", "fusion kLoop" / "fusion kInput" (XLA's
@@ -201,7 +198,7 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   text = hlo_text[hlo_text.index("ENTRY"):] if "ENTRY" in hlo_text else hlo_text
   shapes, kernels = {}, []
   for line in text.splitlines():
-    match = _ENTRY_INSTRUCTION.match(line)
+    match = _HLO_INSTRUCTION.match(line)
     if not match:
       continue
     name, shape, opcode, rest = match.groups()
