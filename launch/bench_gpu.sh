@@ -11,13 +11,15 @@
 # warm     DTCM's main phase compiled twice through one fresh persistent compilation cache: the
 #          cold and the warm start's compile;
 # autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS), each
-#          compiled alone with no persistent cache (truly cold), under each XLA flag set of
-#          DARKJAX_BENCH_XLA_SETS (NAME:FLAGS words; default: solo, the defaults; autotune0,
-#          XLA's GPU autotuning off; autotune1, autotuning without its correctness checks;
-#          tritonoff, cuBLAS instead of autotuned Triton GEMMs): how much of the compile is
-#          autotuning, and what the step loses without it (docs/benchmarks.md, "Where a GPU
-#          step's compile time goes"). About 10 minutes for ActLumos alone (the default config;
-#          DARKJAX_BENCH_AUTOTUNE_CONFIGS names others). Not in the default parts.
+#          compiled alone with no persistent cache (truly cold), under each set of
+#          DARKJAX_BENCH_XLA_SETS (';'-separated NAME:XLA_FLAGS[:KEY=VALUE,...], the last part
+#          config overrides as `bench --set`; default: solo, the defaults; noautotune, XLA's GPU
+#          autotuning off with cuBLAS GEMMs, as a compile-only GPU target compiles (darkjax.aot);
+#          native, XLA's native 3D convolutions forced channels-last; native-noautotune, both):
+#          how much of the compile is autotuning and which convolutions it autotunes, and what
+#          the step loses without it (docs/benchmarks.md, "Where a GPU step's compile time goes").
+#          About 8 minutes for ActLumos alone (the default config; DARKJAX_BENCH_AUTOTUNE_CONFIGS
+#          names others). Not in the default parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
 # DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_ROW_ARGS is added to
@@ -70,8 +72,9 @@ modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
 configs=${DARKJAX_BENCH_CONFIGS:-"configs/lift_arid.py configs/actlumos_arid.py configs/dtcm_arid.py \
 configs/twostream_infar.py configs/dinet_infar.py"}
 autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py"}
-xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo: autotune0:--xla_gpu_autotune_level=0 \
-autotune1:--xla_gpu_autotune_level=1 tritonoff:--xla_gpu_enable_triton_gemm=false"}
+noautotune="--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false"
+xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;noautotune:$noautotune;\
+native:--$nhwc:conv_lowering=native;native-noautotune:--$nhwc $noautotune:conv_lowering=native"}
 bench="$python -m darkjax.tools.bench"
 start=$SECONDS
 MIN_START_S=${DARKJAX_BENCH_MIN_START_S:-45}   # a timed row takes 40-60 s on an H100
@@ -224,18 +227,22 @@ for part in $parts; do
       done
       ;;
     autotune)
+      IFS=';' read -r -a sets <<<"$xla_sets"
       for config in $autotune_configs; do
-        for set in $xla_sets; do
-          set_name=${set%%:*}
-          flags=${set#*:}
+        for set in "${sets[@]}"; do
+          IFS=: read -r set_name flags overrides <<<"$set"
           name="$set_name-$(config_name "$config")"
+          set_args=()
+          IFS=, read -r -a items <<<"$overrides"
+          for item in "${items[@]}"; do set_args+=(--set "$item"); done
           # no persistent cache: its compiles, and XLA's autotuning results in it, stay cold
           run "$name" env -u JAX_COMPILATION_CACHE_DIR -u TORCHINDUCTOR_CACHE_DIR \
             "XLA_FLAGS=${XLA_FLAGS:-}${XLA_FLAGS:+${flags:+ }}$flags" $bench \
-            --config "$config" --steps 10 --rounds 3 --pipelined --json "$out/$name.json"
+            --config "$config" "${set_args[@]}" --steps 10 --rounds 3 --pipelined \
+            --json "$out/$name.json"
         done
       done
-      names=$(for set in $xla_sets; do echo "${set%%:*}"; done)
+      names=$(for set in "${sets[@]}"; do echo "${set%%:*}"; done)
       if [ "$dry" != 1 ] && ls $(for n in $names; do echo "$out/$n-config-"*.json; done) \
           >/dev/null 2>&1; then
         $bench --markdown-from $(for n in $names; do ls "$out/$n-config-"*.json 2>/dev/null; done) \

@@ -106,24 +106,38 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert {os.path.basename(c).split("_")[0] for c in configs} == {
       "lift", "actlumos", "dtcm", "twostream", "dinet"}
   # part `autotune` (not a default): the slowest-compiling configs again, each compile alone and
-  # without persistent caches, at the defaults, with GPU autotuning off and with Triton GEMMs off
+  # without persistent caches: at the defaults, with GPU autotuning off (cuBLAS GEMMs), with XLA's
+  # native convolutions channels-last, and both; a set's third part is config overrides (--set)
   autotune = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "autotune"],
                             cwd=REPO, env=dict(env, XLA_FLAGS="--xla_a=1"), check=True,
                             capture_output=True, text=True, timeout=60).stdout.splitlines()
   assert len(autotune) == 4, autotune
-  flags = {"solo": "--xla_a=1", "autotune0": "--xla_a=1 --xla_gpu_autotune_level=0",
-           "autotune1": "--xla_a=1 --xla_gpu_autotune_level=1",
-           "tritonoff": "--xla_a=1 --xla_gpu_enable_triton_gemm=false"}
+  off = "--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false"
+  flags = {"solo": ("--xla_a=1", {}),
+           "noautotune": (f"--xla_a=1 {off}", {}),
+           "native": ("--xla_a=1 --xla_gpu_force_conv_nhwc=true", {"conv_lowering": "native"}),
+           "native-noautotune": (f"--xla_a=1 --xla_gpu_force_conv_nhwc=true {off}",
+                                 {"conv_lowering": "native"})}
   for line in autotune:
     words = shlex.split(line)
     assert words[:5] == ["env", "-u", "JAX_COMPILATION_CACHE_DIR", "-u",
                          "TORCHINDUCTOR_CACHE_DIR"], line
     args = bench.parse_args(words[9:])
     name = os.path.basename(args.json).split("-config-")[0]
-    assert words[5] == f"XLA_FLAGS={flags[name]}", line
+    assert words[5] == f"XLA_FLAGS={flags[name][0]}", line
+    assert dict(s.split("=", 1) for s in args.set) == flags[name][1], line
     assert args.config == "configs/actlumos_arid.py" and args.pipelined
   assert sorted(os.path.basename(shlex.split(line)[-1]).split("-config-")[0]
                 for line in autotune) == sorted(flags)
+  # DARKJAX_BENCH_XLA_SETS: sets of several overrides, and a set of none
+  custom = subprocess.run(
+      ["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "autotune"], cwd=REPO,
+      env=dict(env, XLA_FLAGS="",
+               DARKJAX_BENCH_XLA_SETS="a:--xla_b=2:conv_lowering=native,seed=3;c:"),
+      check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
+  assert [shlex.split(line)[5] for line in custom] == ["XLA_FLAGS=--xla_b=2", "XLA_FLAGS="]
+  assert [bench.parse_args(shlex.split(line)[9:]).set for line in custom] == [
+      ["conv_lowering=native", "seed=3"], []], custom
   bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "unknown part 'speed'" in bad.stderr
