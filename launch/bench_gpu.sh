@@ -13,13 +13,13 @@
 # autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS), each
 #          compiled alone with no persistent cache (truly cold), under each set of
 #          DARKJAX_BENCH_XLA_SETS (';'-separated NAME:XLA_FLAGS[:KEY=VALUE,...], the last part
-#          config overrides as `bench --set`; default: solo, the defaults; noautotune, XLA's GPU
-#          autotuning off with cuBLAS GEMMs, as a compile-only GPU target compiles (darkjax.aot);
-#          native, XLA's native 3D convolutions forced channels-last; native-noautotune, both):
-#          how much of the compile is autotuning and which convolutions it autotunes, and what
-#          the step loses without it (docs/benchmarks.md, "Where a GPU step's compile time goes").
-#          About 8 minutes for ActLumos alone (the default config; DARKJAX_BENCH_AUTOTUNE_CONFIGS
-#          names others). Not in the default parts.
+#          config overrides as `bench --set`; default: solo, the defaults; autotune1, XLA's GPU
+#          autotuning without initialising its buffers or checking results; autotune2, with
+#          initialised buffers, unchecked; tritonoff, cuBLAS instead of autotuned Triton GEMMs):
+#          how much of the compile each part of autotuning takes, and what the step loses
+#          (docs/benchmarks.md, "Where a GPU step's compile time goes"; autotuning off is no
+#          option there: a step took minutes). About 7 minutes for ActLumos alone (the default
+#          config; DARKJAX_BENCH_AUTOTUNE_CONFIGS names others). Not in the default parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
 # DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_ROW_ARGS is added to
@@ -50,8 +50,11 @@ deadline=${DARKJAX_BENCH_DEADLINE_S:-0}
 timeout_s=${DARKJAX_BENCH_TIMEOUT_S:-600}
 wheels=${DARKJAX_WHEELS:-.whl}
 # XLA's native 3D convolutions forced channels-last: a variant of 3D-ResNeXt (native on GPU, its
-# grouped convs laid out NCDHW) and of one row of the networks whose default is `frames2d`.
+# grouped convs kept channels-first, NCDHW); the other networks' default (targets.compiler_options).
 nhwc="xla_gpu_force_conv_nhwc=true"
+# Every ungrouped conv a channels-last 2D one: the R(2+1)D rows' default until their (1, k, k),
+# (k, 1, 1) and (1, 1, 1) convs became XLA's 3D ones (conv.choose_lowering), against it.
+frames2d="lowering=frames2d"
 # Command buffers (CUDA graphs) off: XLA:GPU replays its fusions as graphs between the cuDNN
 # convolutions it launches outside them; the 2026-11-26 run's R(2+1)D steps idled the GPU 2.7-3.7 ms
 # of each step (device time against wall, docs/benchmarks.md).
@@ -63,18 +66,17 @@ cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN+D
 # XLA's experimental cuDNN convolution fusions (elementwise work fused into the convolutions; a
 # deviceless compile cannot check them, so only a GPU tells whether they compile and help).
 convfusion="xla_gpu_experimental_enable_conv_fusion=true"
-rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;lowering=native,$nhwc;$nocb;$cbconv;$convfusion \
-r2plus1d_34_ig65m:8:32:auto;$nocb;$cbconv resnext3d_101:8:64:auto;$nhwc \
-c3d:30:16:auto;lowering=native,$nhwc r3d_18:16:16:auto;lowering=native,$nhwc r2plus1d_18:64:16:auto"}
+rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;$frames2d;$nocb;$cbconv;$convfusion \
+r2plus1d_34_ig65m:8:32:auto;$frames2d;$nocb;$cbconv resnext3d_101:8:64:auto;$nhwc \
+c3d:30:16:auto;lowering=native r3d_18:16:16:auto;lowering=native r2plus1d_18:64:16:auto"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
 configs=${DARKJAX_BENCH_CONFIGS:-"configs/lift_arid.py configs/actlumos_arid.py configs/dtcm_arid.py \
 configs/twostream_infar.py configs/dinet_infar.py"}
 autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py"}
-noautotune="--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false"
-xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;noautotune:$noautotune;\
-native:--$nhwc:conv_lowering=native;native-noautotune:--$nhwc $noautotune:conv_lowering=native"}
+xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;autotune1:--xla_gpu_autotune_level=1;\
+autotune2:--xla_gpu_autotune_level=2;tritonoff:--xla_gpu_enable_triton_gemm=false"}
 bench="$python -m darkjax.tools.bench"
 start=$SECONDS
 MIN_START_S=${DARKJAX_BENCH_MIN_START_S:-45}   # a timed row takes 40-60 s on an H100

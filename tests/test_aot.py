@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import jax
 import pytest
@@ -25,8 +26,9 @@ from darkjax.tools import fit as fit_tool
 
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native"}
-# XLA's own ops on a GPU also as channels-last 2D convolutions (conv.frames2d_conv3d)
-_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d"}
+# XLA's own ops on a GPU also as channels-last 2D convolutions (conv.frames2d_conv3d), and the
+# channels-first layout grouped native convs keep
+_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST}
 GIB = 2 ** 30
 
 
@@ -70,7 +72,9 @@ def test_a_gpu_target_holds_what_jax_allocator_allows_there():
   assert fit.device_limit({"device_memory_gib": 10.0}, None, "h200") == 10 * GIB   # config wins
   gpu = targets.compiler_options("gpu", "h100:8")
   assert gpu["xla_gpu_autotune_level"] == 0 and gpu["xla_gpu_enable_triton_gemm"] is False
-  assert targets.compiler_options("gpu") == {} and targets.compiler_options("tpu", "tpu-v5e") == {}
+  assert gpu["xla_gpu_force_conv_nhwc"] is True   # no grouped conv traced: channels-last
+  assert targets.compiler_options("gpu") == {"xla_gpu_force_conv_nhwc": True}
+  assert targets.compiler_options("tpu", "tpu-v5e") == {}
   message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
              "temporaries (63.90G) exceeds available HBM (15.75G).")
   assert aot.out_of_memory_figures(message) == (int(63.90 * GIB), int(15.75 * GIB))
@@ -278,6 +282,19 @@ class TestOnATpuV5eSlice(_PaperMainPhases):
 @needs_gpu
 class TestOnOneH100(_PaperMainPhases):
   target = GPU_TARGET
+
+  @pytest.mark.parametrize("paper", PAPERS)
+  def test_paper_convolutions_are_channels_last(self, paper_step, paper):
+    """Every cuDNN convolution of the compiled step reads and writes channels-last (NHWC / NDHWC:
+    no transposes around them), the (2+1)D networks' as XLA's 3D ones
+    (targets.compiler_options: `xla_gpu_force_conv_nhwc`; no runlocal model has grouped convs)."""
+    trainer, _, chosen = paper_step(paper, self.target)
+    assert targets.CHANNELS_FIRST not in chosen, chosen
+    assert trainer.compiler_options["xla_gpu_force_conv_nhwc"] is True
+    labels = re.findall(r"dim_labels=(\w+)_\w+->(\w+)", trainer.compiled_step.as_text())
+    assert labels and all(a.endswith("f") and b.endswith("f") for a, b in labels), labels
+    if paper in ("actlumos_arid", "lift_arid"):   # R(2+1)D: native 3D convolutions
+      assert ("b012f", "b012f") in labels and chosen["conv3d:native"] > 0, labels
 
 
 TRAFFIC_HLO = """\

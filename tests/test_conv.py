@@ -223,6 +223,13 @@ def test_kernel_grad_in_frame_pieces_matches_native(monkeypatch, case, positions
     assert convs == taps * per_tap, (lowering, convs)
 
 
+def _gpu_choice(kernel, groups):
+  """GPU: XLA's 3D convolutions for grouped, (1, k, k), (k, 1, 1) and (1, 1, 1) kernels (laid out
+  channels-last by targets.compiler_options), full ungrouped kernels as channels-last 2D ones."""
+  kt, kh, kw = kernel
+  return "native" if groups > 1 or kt == 1 or (kh, kw) == (1, 1) else "frames2d"
+
+
 @pytest.mark.parametrize("kernel, in_group, groups, lowering, kernel_grad", [
     ((3, 3, 3), 64, 1, "sum2d", "xla"),
     ((1, 3, 3), 64, 1, "sum2d", "xla"),
@@ -240,9 +247,7 @@ def test_auto_choices_per_shape(kernel, in_group, groups, lowering, kernel_grad)
   assert conv.choose_lowering(shape, pads, groups, backend="cpu") == lowering
   assert conv.choose_kernel_grad(shape, groups, lowering) == kernel_grad
   assert conv.choose_lowering(shape, pads, groups, backend="tpu") == "native"
-  # GPU: channels-last 2D convolutions, grouped convs XLA's own
-  assert conv.choose_lowering(shape, pads, groups, backend="gpu") == (
-      "native" if groups > 1 else "frames2d")
+  assert conv.choose_lowering(shape, pads, groups, backend="gpu") == _gpu_choice(kernel, groups)
   assert conv.choose_kernel_grad(shape, groups, "native") == "xla"
 
 
@@ -260,7 +265,7 @@ def test_auto_choices_for_strided_convs(kernel, in_group, groups, strides, lower
   pads = tuple((k // 2, k // 2) for k in kernel)
   assert conv.choose_lowering(shape, pads, groups, backend="cpu", strides=strides) == lowering
   assert conv.choose_lowering(shape, pads, groups, backend="gpu", strides=strides) == (
-      "native" if groups > 1 else "frames2d")
+      _gpu_choice(kernel, groups))
   assert conv.choose_lowering(shape, pads, groups, backend="tpu", strides=strides) == "native"
 
 
@@ -413,14 +418,24 @@ def _traced_lowerings(case: str, platform: str, tmp_path) -> dict[str, int]:
 def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, tmp_path):
   chosen = _traced_lowerings(case, "tpu", tmp_path)
   assert chosen and set(chosen) <= _NATIVE_ONLY, chosen
-  # GPU: XLA's own ops too, the ungrouped convs as channels-last 2D ones (frames2d), except in a
-  # network with grouped convs (3D-ResNeXt: native throughout, conv.network_lowering)
+  # GPU: XLA's own ops too: the (2+1)D networks' factorised convs XLA's 3D ones, laid out
+  # channels-last (targets.compiler_options), full ungrouped kernels channels-last 2D ones
+  # (frames2d), except in a network with grouped convs (3D-ResNeXt: native throughout,
+  # conv.network_lowering, in XLA's channels-first layout)
   chosen = _traced_lowerings(case, "gpu", tmp_path)
-  assert chosen and set(chosen) <= _NATIVE_ONLY | {"conv3d:frames2d"}, chosen
+  assert chosen and set(chosen) <= _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST}, (
+      chosen)
+  nhwc = {"xla_gpu_force_conv_nhwc": True}
   if case == "resnext3d_tiny":
     assert "conv3d:frames2d" not in chosen and chosen["conv3d:native"] > 0, chosen
+    assert chosen[targets.CHANNELS_FIRST] > 0, chosen   # one per grouped conv
+    assert targets.compiler_options("gpu", lowerings=chosen) == {}
+  elif case in ("r2plus1d_tiny_test", "lift_synthetic", "actlumos_synthetic"):
+    assert "conv3d:frames2d" not in chosen and chosen["conv3d:native"] > 0, chosen
+    assert targets.compiler_options("gpu", lowerings=chosen) == nhwc
   else:
     assert chosen["conv3d:frames2d"] > 0 and "conv3d:native" not in chosen, chosen
+    assert targets.compiler_options("gpu", lowerings=chosen) == nhwc
   chosen = _traced_lowerings(case, "cpu", tmp_path)
   assert set(chosen) - _NATIVE_ONLY, chosen     # the same trace on CPU takes its rewrites
   assert not {k for k in chosen if k.endswith(":native")}, chosen

@@ -83,21 +83,23 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     assert args.torch_compile and args.dtype == "bfloat16" and args.variants.startswith("auto")
     assert args.torch_compile_modes == ("default",)
     assert args.json.endswith(f"row-{args.model}-b{args.batch}-t{args.frames}-sgd.json")
-  # XLA's native 3D convolutions forced channels-last, beside 3D-ResNeXt's default (native) and
-  # beside one row whose default is 2D convolutions
+  # XLA's native 3D convolutions forced channels-last beside 3D-ResNeXt's default (its grouped
+  # convs channels-first); 2D convolutions throughout beside the R(2+1)D rows' default (XLA's 3D
+  # ones, channels-last); native ones beside C3D's and R3D-18's 2D ones
+  frames2d = {"lowering": "frames2d"}
   nhwc = {"compiler_options": {"xla_gpu_force_conv_nhwc": True}}
   no_command_buffers = {"compiler_options": {"xla_gpu_enable_command_buffer": ""}}
   with_convolutions = {"compiler_options": {"xla_gpu_enable_command_buffer": (
       "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION")}}
   assert [bench.parse_variant(v) for v in parsed[2].variants.split(";")] == [{}, nhwc]
   assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [
-      {}, {"lowering": "native", **nhwc}, no_command_buffers, with_convolutions,
+      {}, frames2d, no_command_buffers, with_convolutions,
       {"compiler_options": {"xla_gpu_experimental_enable_conv_fusion": True}}]
   assert [bench.parse_variant(v) for v in parsed[1].variants.split(";")] == [
-      {}, no_command_buffers, with_convolutions]
+      {}, frames2d, no_command_buffers, with_convolutions]
   for args in parsed[3:5]:   # C3D and R3D-18: 2D convolutions against native ones channels-last
     assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
-        {}, {"lowering": "native", **nhwc}]
+        {}, {"lowering": "native"}]
   # every timed row and config also times its steps dispatched back to back (--pipelined)
   assert all(args.pipelined for args in parsed[:11]) and not any(
       args.pipelined for args in parsed[11:])
@@ -106,18 +108,16 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert {os.path.basename(c).split("_")[0] for c in configs} == {
       "lift", "actlumos", "dtcm", "twostream", "dinet"}
   # part `autotune` (not a default): the slowest-compiling configs again, each compile alone and
-  # without persistent caches: at the defaults, with GPU autotuning off (cuBLAS GEMMs), with XLA's
-  # native convolutions channels-last, and both; a set's third part is config overrides (--set)
+  # without persistent caches: at the defaults, at GPU autotuning levels 1 and 2 (no result
+  # checks) and with Triton GEMMs off; a set's third part is config overrides (--set)
   autotune = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "autotune"],
                             cwd=REPO, env=dict(env, XLA_FLAGS="--xla_a=1"), check=True,
                             capture_output=True, text=True, timeout=60).stdout.splitlines()
   assert len(autotune) == 4, autotune
-  off = "--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false"
   flags = {"solo": ("--xla_a=1", {}),
-           "noautotune": (f"--xla_a=1 {off}", {}),
-           "native": ("--xla_a=1 --xla_gpu_force_conv_nhwc=true", {"conv_lowering": "native"}),
-           "native-noautotune": (f"--xla_a=1 --xla_gpu_force_conv_nhwc=true {off}",
-                                 {"conv_lowering": "native"})}
+           "autotune1": ("--xla_a=1 --xla_gpu_autotune_level=1", {}),
+           "autotune2": ("--xla_a=1 --xla_gpu_autotune_level=2", {}),
+           "tritonoff": ("--xla_a=1 --xla_gpu_enable_triton_gemm=false", {})}
   for line in autotune:
     words = shlex.split(line)
     assert words[:5] == ["env", "-u", "JAX_COMPILATION_CACHE_DIR", "-u",

@@ -18,14 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from darkjax import targets
+from darkjax import aot, targets
 from darkjax.layers import conv, depthwise
 
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native"}
 _DEPTHWISE_CHANNELS = 8
-# What a GPU trace may choose besides: conv.frames2d (XLA's own 2D convolutions), host-independent.
-_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d"}
+# What a GPU trace may choose besides: conv.frames2d (XLA's own 2D convolutions), host-independent,
+# and the channels-first layout its grouped native convs keep.
+_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST}
+_NHWC = {"xla_gpu_force_conv_nhwc": True}
 
 
 def test_platform_of_devices_and_meshes():
@@ -77,11 +79,20 @@ def test_compiler_options_per_platform(monkeypatch):
   cpu = {"xla_disable_hlo_passes": "cse_barrier_expander"}   # what remat gave on CPU
   assert targets.compiler_options("cpu") == cpu
   assert targets.compiler_options() == cpu   # this host
+  # GPU: XLA's 3D convolutions channels-last, unless the trace has grouped ones (kept as XLA
+  # lays them out, channels-first); a compile-only GPU target adds what it needs
+  nhwc = {"xla_gpu_force_conv_nhwc": True}
+  expected = {"gpu": nhwc, "tpu": {}}
   for platform in ("gpu", "tpu"):
-    assert targets.compiler_options(platform) == {}
+    assert targets.compiler_options(platform) == expected[platform]
+    assert targets.compiler_options(platform, lowerings={"conv3d:native": 3}) == expected[platform]
+    assert targets.compiler_options(platform, lowerings={targets.CHANNELS_FIRST: 1}) == {}
     with targets.compiling_for(platform):
-      assert targets.compiler_options() == {} and targets.init_compiler_options() == {}
+      assert targets.compiler_options() == expected[platform]
+      assert targets.init_compiler_options() == {}
     assert targets.init_compiler_options(platform) == {}
+  assert targets.compiler_options("gpu", "h100:1") == {**aot.GPU_OPTIONS, **nhwc}
+  assert targets.compiler_options("gpu", "h100:1", {targets.CHANNELS_FIRST: 2}) == aot.GPU_OPTIONS
   assert targets.init_compiler_options("cpu") == {"xla_backend_optimization_level": 0}
   assert targets.init_compiler_options() == {"xla_backend_optimization_level": 0}
   monkeypatch.setenv("XLA_FLAGS", "--xla_disable_hlo_passes=foo,cse_barrier_expander")
@@ -146,8 +157,9 @@ def _trace(target):
 
 @pytest.mark.parametrize("platform", ["gpu", "tpu"])
 def test_accelerator_trace_on_cpu_host_has_native_ops_only(platform):
-  """XLA's own ops on accelerators: native 3D convolutions on TPU; on GPU every ungrouped conv a
-  channels-last 2D one (conv.frames2d_conv3d) and the grouped one XLA's 3D convolution."""
+  """XLA's own ops on accelerators: native 3D convolutions on TPU; on GPU the full ungrouped
+  kernel (the stem) a channels-last 2D convolution (conv.frames2d_conv3d), the others XLA's 3D
+  convolutions, the grouped one noted as keeping XLA's channels-first layout."""
   chosen, primitives, hlo = _trace(platform)
   assert chosen and set(chosen) <= _GPU_OPS if platform == "gpu" else _NATIVE_ONLY, chosen
   assert "custom_vjp_call" not in primitives   # the CPU lowerings' own VJPs
@@ -156,10 +168,12 @@ def test_accelerator_trace_on_cpu_host_has_native_ops_only(platform):
   for rank, feature_groups, batch_groups in convs:
     if platform == "tpu":   # 2D: only the depthwise conv, grouped
       assert rank == 5 or _DEPTHWISE_CHANNELS in (feature_groups, batch_groups), convs
-    else:                   # 3D: only the grouped conv
-      assert rank == 4 or 2 in (feature_groups, batch_groups), convs
   if platform == "gpu":
-    assert chosen["conv3d:frames2d"] == 3 and chosen["conv3d:native"] == 1, chosen
+    assert chosen["conv3d:frames2d"] == 1 and chosen["conv3d:native"] == 3, chosen
+    assert chosen[targets.CHANNELS_FIRST] == 1, chosen   # the grouped conv
+    assert targets.compiler_options(platform, lowerings=chosen) == {}
+  else:
+    assert targets.CHANNELS_FIRST not in chosen, chosen
   assert "select_and_scatter" in hlo   # nn.max_pool's gradient, not the strided-slice maxima
 
 
@@ -197,7 +211,8 @@ def test_trainer_compiles_for_its_mesh_platform(platform, monkeypatch, tmp_path)
   task = task_lib.load_task(config, num_classes=3)
   trainer = train.Trainer(config, str(tmp_path / "run"), task=task, devices=jax.devices()[:2])
   # No CPU-only XLA option for the step (its jit's compiler_options) or the init programs.
-  assert trainer.platform == platform and trainer.compiler_options == {}
+  expected = _NHWC if platform == "gpu" else {}   # GPU: XLA's 3D convolutions channels-last
+  assert trainer.platform == platform and trainer.compiler_options == expected
   assert targets.init_compiler_options(trainer.platform) == {}
   frames, size = config.input.frames, config.input.crop_size
   sample = {"video": jax.ShapeDtypeStruct((1, frames, size, size, 3), jnp.uint8),
@@ -208,8 +223,10 @@ def test_trainer_compiles_for_its_mesh_platform(platform, monkeypatch, tmp_path)
     trainer.build(sample)
     lowered = trainer.train_step.lower(trainer.abstract_state, batch, jax.random.key(0))
   assert chosen and set(chosen) <= (_GPU_OPS if platform == "gpu" else _NATIVE_ONLY), chosen
+  assert trainer.compiler_options == expected   # no grouped conv: still channels-last
   ranks = {rank for rank, _, _ in _convolutions(lowered.as_text())}
-  assert ranks == ({4} if platform == "gpu" else {5}), ranks   # GPU: channels-last 2D convs
+  # GPU: its full 3x3x3 kernels as channels-last 2D convolutions
+  assert ranks == ({4} if platform == "gpu" else {5}), ranks
 
 
 def test_compilation_cache_setting(tmp_path, monkeypatch):

@@ -12,11 +12,13 @@ for every x86 CPU, the first that applies:
   export      everywhere inside `export_lowering()` (ONNX export): the temporal taps on the
               channel axis and one 2D convolution over the frames folded into the batch, or a
               matmul for (k, 1, 1) kernels (`export_conv3d`); host-independent
-  native      on TPU, grouped convs on GPU, and everywhere inside `native_lowering()` (e.g. for
-              counting FLOPs)
-  frames2d    ungrouped convs on GPU (`frames2d_conv3d`): XLA's own ops, every convolution a
-              channels-last 2D one (XLA:GPU lays its 3D convolutions out channels-first, NCDHW,
-              with transposes around them; cuDNN's NHWC 2D kernels are faster)
+  native      on TPU; on GPU grouped convs and the (1, k, k), (k, 1, 1) and (1, 1, 1) kernels
+              of the (2+1)D networks, laid out channels-last (`targets.compiler_options`:
+              `xla_gpu_force_conv_nhwc`, unless a grouped conv keeps XLA's channels-first
+              layout); everywhere inside `native_lowering()` (e.g. for counting FLOPs)
+  frames2d    full ungrouped (kt, kh, kw) kernels on GPU (`frames2d_conv3d`): the temporal taps
+              stacked on the channel axis and one channels-last 2D convolution (cuDNN's NHWC 2D
+              kernels; XLA:GPU's own 3D layout is channels-first, NCDHW, with transposes)
   taps2d      grouped convs with temporal stride 1 (sum2d with a larger temporal stride)
   s2d         spatial stride 2 on at most SPACE_TO_DEPTH_MAX_CHANNELS input channels (RGB / flow
               stems)
@@ -26,9 +28,11 @@ for every x86 CPU, the first that applies:
   sum2d       the rest
 
 A network whose convs are partly grouped (3D-ResNeXt) stays "native" on GPU throughout
-(`network_lowering`): its grouped convs keep XLA's channels-first layout, and 2D convolutions
-around them would add transposes. The GPU measurements behind these choices are in
-docs/benchmarks.md ("Train step on one GPU").
+(`network_lowering`): its grouped convs keep XLA's channels-first layout (each noted as
+`targets.CHANNELS_FIRST` in `record_lowerings()`), and 2D convolutions around them would add
+transposes. The (2+1)D networks' native convs channels-last run their steps as fast as 2D ones
+and compile in half the time or less (fewer cuDNN candidates to autotune). The GPU measurements
+behind these choices are in docs/benchmarks.md ("Train step on one GPU").
 
 Grouped convs on CPU run with groups bundled up to GROUP_BUNDLE_CHANNELS input channels per
 bundle (`group_bundle`), the lowering and kernel gradient chosen for the bundled shape. Kernel
@@ -70,7 +74,8 @@ LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise", "s2
 PORTABLE_LOWERINGS = frozenset({
     "conv3d:native", "conv3d:export", "conv3d:frames2d", "conv3d_kernel_grad:xla", "conv2d:plain",
     "max_pool3d:native", "max_pool3d:export", "depthwise:native", "scan:unrolled",
-    "avg_pool:reshape_mean", "fft2:dft", "batch_norm:affine"})
+    "avg_pool:reshape_mean", "fft2:dft", "batch_norm:affine",
+    targets.CHANNELS_FIRST})
 KERNEL_GRADS = ("auto", "xla", "dots")
 # Grouped convs on CPU run with groups bundled so that each bundle has about this many input
 # channels: the kernel is block-diagonal within a bundle (`cpu_conv3d.bundle_groups`), so XLA:CPU
@@ -86,8 +91,10 @@ def choose_lowering(kernel_shape: Sequence[int], padding: Padding, feature_group
   """The `auto` lowering for a (kt, kh, kw, in/groups, out) kernel on `backend`, a platform of
   `darkjax.targets.PLATFORMS` (default: `targets.platform()`)."""
   backend = backend or targets.platform()
-  if backend == "gpu":   # channels-last 2D convolutions, except grouped ones (XLA's own op)
-    return "native" if feature_group_count > 1 else "frames2d"
+  if backend == "gpu":   # XLA's own ops; full ungrouped kernels as channels-last 2D convolutions
+    kt, kh, kw = kernel_shape[:3]
+    return ("native" if feature_group_count > 1 or kt == 1 or (kh, kw) == (1, 1)
+            else "frames2d")
   if backend != "cpu":
     return "native"
   kt, kh, kw, in_group = kernel_shape[:4]
@@ -303,6 +310,8 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
                                      strides, x.shape[2] * x.shape[3])
   note_lowering("conv3d", lowering)
   note_lowering("conv3d_kernel_grad", kernel_grad)
+  if lowering == "native" and feature_group_count > 1 and targets.platform() == "gpu":
+    note_lowering(*targets.CHANNELS_FIRST.split(":"))   # compiler_options keeps XLA's layout
   if lowering == "native" and kernel_grad == "xla":  # GPU / TPU: XLA's own op and gradients
     return cpu_conv3d.native_conv3d(x, kernel, strides, padding, feature_group_count)
   return cpu_conv3d.cpu_conv3d(x, kernel, lowering, kernel_grad, strides, padding,

@@ -197,14 +197,16 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
     return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
   rng = jax.random.key(2)
-  # What every darkjax.train step compiles with here (on CPU the remat policies take effect only
-  # under them).
-  options = {**targets.compiler_options(), **conv_settings.get("compiler_options", {})}
-  jitted = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=options)
+  jitted = jax.jit(step, donate_argnums=(0, 1, 2))
   jax.clear_caches()  # conv choices act at trace time: no trace of another variant is reused
   start, start_cpu = time.perf_counter(), time.process_time()
   with _conv_overrides(conv_settings), conv.record_lowerings() as chosen:
-    compiled = jitted.lower(params, batch_stats, opt_state, clips, labels, rng).compile()
+    lowered = jitted.lower(params, batch_stats, opt_state, clips, labels, rng)
+  # What every darkjax.train step compiles with here (on CPU the remat policies take effect only
+  # under them; on GPU the conv layout the trace allows), and the variant's own.
+  options = {**targets.compiler_options(lowerings=chosen),
+             **conv_settings.get("compiler_options", {})}
+  compiled = lowered.compile(compiler_options=options)
   compile_s = (time.perf_counter() - start, time.process_time() - start_cpu)
   state = [params, batch_stats, opt_state, None]
 
