@@ -16,7 +16,8 @@
 #          config overrides as `bench --set`; default: solo, the defaults; autotune1, XLA's GPU
 #          autotuning without initialising its buffers or checking results; autotune2, with
 #          initialised buffers, unchecked; tritonoff, cuBLAS instead of autotuned Triton GEMMs):
-#          how much of the compile each part of autotuning takes, and what the step loses
+#          how much of the compile each part of autotuning takes, and what the step loses; XLA's
+#          autotuning log of each (NAME-CONFIG.autotune.textproto) beside its JSON
 #          (docs/benchmarks.md, "Where a GPU step's compile time goes"; autotuning off is no
 #          option there: a step took minutes). About 7 minutes for ActLumos alone (the default
 #          config; DARKJAX_BENCH_AUTOTUNE_CONFIGS names others). Not in the default parts.
@@ -237,9 +238,12 @@ for part in $parts; do
           set_args=()
           IFS=, read -r -a items <<<"$overrides"
           for item in "${items[@]}"; do set_args+=(--set "$item"); done
+          # and XLA's log of what it autotuned: every candidate of each convolution and GEMM
+          # fusion with its time (AutotuningLogs, text), where the compile's time goes
+          flags="${flags:+$flags }--xla_gpu_dump_autotune_logs_to=$out/$name.autotune.textproto"
           # no persistent cache: its compiles, and XLA's autotuning results in it, stay cold
           run "$name" env -u JAX_COMPILATION_CACHE_DIR -u TORCHINDUCTOR_CACHE_DIR \
-            "XLA_FLAGS=${XLA_FLAGS:-}${XLA_FLAGS:+${flags:+ }}$flags" $bench \
+            "XLA_FLAGS=${XLA_FLAGS:-}${XLA_FLAGS:+ }$flags" $bench \
             --config "$config" "${set_args[@]}" --steps 10 --rounds 3 --pipelined \
             --json "$out/$name.json"
         done

@@ -124,7 +124,8 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
                          "TORCHINDUCTOR_CACHE_DIR"], line
     args = bench.parse_args(words[9:])
     name = os.path.basename(args.json).split("-config-")[0]
-    assert words[5] == f"XLA_FLAGS={flags[name][0]}", line
+    log = f"--xla_gpu_dump_autotune_logs_to={tmp_path / 'gpu'}/{name}-config-actlumos_arid"
+    assert words[5] == f"XLA_FLAGS={flags[name][0]} {log}.autotune.textproto", line
     assert dict(s.split("=", 1) for s in args.set) == flags[name][1], line
     assert args.config == "configs/actlumos_arid.py" and args.pipelined
   assert sorted(os.path.basename(shlex.split(line)[-1]).split("-config-")[0]
@@ -135,7 +136,10 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
       env=dict(env, XLA_FLAGS="",
                DARKJAX_BENCH_XLA_SETS="a:--xla_b=2:conv_lowering=native,seed=3;c:"),
       check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
-  assert [shlex.split(line)[5] for line in custom] == ["XLA_FLAGS=--xla_b=2", "XLA_FLAGS="]
+  logs = [f"--xla_gpu_dump_autotune_logs_to={tmp_path / 'gpu'}/{name}-config-actlumos_arid"
+          ".autotune.textproto" for name in "ac"]
+  assert [shlex.split(line)[5] for line in custom] == [f"XLA_FLAGS=--xla_b=2 {logs[0]}",
+                                                        f"XLA_FLAGS={logs[1]}"]
   assert [bench.parse_args(shlex.split(line)[9:]).set for line in custom] == [
       ["conv_lowering=native", "seed=3"], []], custom
   bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,

@@ -8,6 +8,7 @@ r"""Benchmarks. Train-step speed of a model zoo network, optionally against PyTo
         [--json OUT.json] [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
         [--profile STEPS] [--concurrent N] [--cold-from PRE_PASS.json]
     python -m darkjax.tools.bench --markdown-from OUT.json [MORE.json ...]
+    python -m darkjax.tools.bench --autotune-log XLA_AUTOTUNE_LOG.textproto [MORE ...]
 
 Times a full train step (forward + backward + optimizer update, BatchNorm in train mode) of
 `darkjax.models.build(--model, 400)` computing in `--dtype` (parameters float32): compile time
@@ -29,7 +30,8 @@ rounds right after it. `--json OUT` writes the result with its command, date, de
 versions; in it each side has its step ms (median over rounds, min, max) and compile seconds, and
 `ratios` are medians of per-round ratios (`reference`: flax / the faster compiled mode).
 `--markdown-from` prints the docs/benchmarks.md table of such files (`bench_report.py`), and
-one of `--config` results among them.
+one of `--config` results among them. `--autotune-log` summarises XLA's GPU autotuning logs
+(`darkjax/tools/autotune_log.py`): where a cold GPU compile's time goes.
 `--compile-only` stops after compiling (with `--vs-torch` every side: the torch steps by their first
 call) and records `--concurrent N` (how many such commands compiled at once); a later timed run
 of the same row that compiles from the caches it filled (JAX_COMPILATION_CACHE_DIR,
@@ -471,6 +473,13 @@ def render_markdown(args: argparse.Namespace) -> dict[str, Any]:
   return {"markdown": text}
 
 
+def render_autotune_log(args: argparse.Namespace) -> dict[str, Any]:
+  from darkjax.tools import autotune_log  # pylint: disable=import-outside-toplevel
+  text, rows = autotune_log.report(args.autotune_log)
+  print(text, end="", flush=True)
+  return {"autotune_log": rows}
+
+
 def bench_config(args: argparse.Namespace) -> dict[str, Any]:
   from darkjax.tools import bench_config as config_bench  # pylint: disable=import-outside-toplevel
   return config_bench.run(args)
@@ -485,6 +494,7 @@ _BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "flow": bench_flow,
     "config": bench_config,
     "markdown_from": render_markdown,
+    "autotune_log": render_autotune_log,
 }
 
 
@@ -589,6 +599,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   which.add_argument("--markdown-from", nargs="+", metavar="JSON",
                      help="print the docs/benchmarks.md tables of these `--model M --vs-torch "
                           "--json` and `--config C --json` results (darkjax.tools.bench_report)")
+  which.add_argument("--autotune-log", nargs="+", metavar="TEXTPROTO",
+                     help="summarise XLA's GPU autotuning logs "
+                          "(--xla_gpu_dump_autotune_logs_to=FILE.textproto): where a compile's "
+                          "autotuning goes (darkjax.tools.autotune_log)")
   parser.add_argument("--json", metavar="OUT", default=None,
                       help="also write the result, with command, date, devices and versions, "
                            "as JSON to OUT")
@@ -597,11 +611,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument_group("flow benchmark (--flow)").add_argument(
       "--flow-threads", type=int, default=1, help="OpenCV threads")
   args = parser.parse_args(argv)
-  chosen = [flag for flag in ("model", "input", "depthwise", "flow", "markdown_from")
-            if getattr(args, flag)]
+  chosen = [flag for flag in ("model", "input", "depthwise", "flow", "markdown_from",
+                              "autotune_log") if getattr(args, flag)]
   if not chosen and not args.config:
     parser.error("one of the arguments --model --config --input --depthwise --flow "
-                 "--markdown-from is required")
+                 "--markdown-from --autotune-log is required")
   if args.config and chosen not in ([], ["input"]):
     parser.error(f"--config goes alone or with --input, not with --{chosen[0]}")
   if not args.config:   # --config keeps None: the config's own batch and clip length
