@@ -99,12 +99,15 @@ def test_runlocal_compiles_at_xla_opt_level_0_and_full_runs_at_xlas_default():
   config = importlib.import_module("configs.synthetic").get_config("runlocal")
   cpu = targets.compiler_options("cpu")   # every CPU step: remat policies take effect
   assert train.compiler_options(config, "cpu") == {"xla_backend_optimization_level": 0, **cpu}
-  assert train.compiler_options(config, "gpu") == {"xla_backend_optimization_level": 0}
+  nhwc = {"xla_gpu_force_conv_nhwc": True}   # GPU: its convolutions channels-last (targets)
+  assert train.compiler_options(config, "gpu") == {"xla_backend_optimization_level": 0, **nhwc}
   assert train.compiler_options(config, "tpu") == {"xla_backend_optimization_level": 0,
                                                    "exec_time_optimization_effort": -1.0}
   full = importlib.import_module("configs.synthetic").get_config()
   assert train.compiler_options(full, "cpu") == cpu
-  assert train.compiler_options(full, "gpu") == {}   # no CPU-only option for an accelerator
+  assert train.compiler_options(full, "gpu") == nhwc   # no CPU-only option for an accelerator
+  grouped = {targets.CHANNELS_FIRST: 4}   # a trace with grouped convs keeps XLA's layout
+  assert train.compiler_options(full, "gpu", lowerings=grouped) == {}
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
