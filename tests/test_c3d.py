@@ -169,6 +169,9 @@ def test_bench_conv_variants_smoke(capsys):
       "lowering": "sum2d", "ynn_min_core_use": 0.0}
   with pytest.raises(ValueError, match="kernel_grad='fast', expected one of"):
     bench.parse_variant("kernel_grad=fast")
+  assert bench.parse_variant("bn_relu=plain") == {"bn_relu": "plain"}
+  with pytest.raises(ValueError, match="bn_relu='off', expected one of"):
+    bench.parse_variant("bn_relu=off")
   with pytest.raises(SystemExit):  # argparse reports the bad variant
     bench.main(["--model", "c3d_tiny", "--variants", "auto;threads=2"])
   result = bench.main(["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from darkjax.layers import conv
+from darkjax.layers import conv, norm
 from darkjax.layers.norm import BatchNorm, per_group_stats
+from darkjax.tools import bench
 
 
 @pytest.mark.parametrize("use_scale, use_bias", [(True, True), (False, True), (True, False)])
@@ -133,3 +134,66 @@ def test_one_and_two_pass_statistics_agree_in_training():
     results.append((aux, grads))
   for one, two in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
     np.testing.assert_allclose(one, two, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("groups, dtype", [(1, jnp.float32), (2, jnp.float32), (1, jnp.bfloat16),
+                                           (2, jnp.bfloat16)])
+def test_fused_relu_is_relu_of_batch_norm_with_the_same_gradients(groups, dtype):
+  """relu=True in training with one-pass statistics: `batch_norm_relu`'s custom VJP, whose
+  backward recomputes the ReLU's mask. The same outputs and running statistics as relu of the
+  unfused BatchNorm (flax's, or per part with stat_groups), and the same gradients of x, scale and
+  bias (what it saves in memory traffic: docs/benchmarks.md, deviceless H100 compiles)."""
+  key_a, key_b, key_c = jax.random.split(jax.random.key(4), 3)
+  x = jnp.concatenate([0.3 + jax.random.normal(key_a, (2, 3, 4, 4, 6)),
+                       2.0 + 3.0 * jax.random.normal(key_b, (2, 3, 4, 4, 6))]).astype(dtype)
+  probe = jax.random.normal(key_c, x.shape)
+  kwargs = dict(momentum=0.9, epsilon=1e-3, stat_groups=groups, dtype=dtype,
+                use_fast_variance=True, use_running_average=False)
+  fused, plain = BatchNorm(relu=True, **kwargs), BatchNorm(**kwargs)
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.map(np.shape, fused.init(jax.random.key(1), x)) == jax.tree.map(
+      np.shape, variables)   # the same variables: checkpoints do not depend on `relu`
+  params = {"scale": jnp.linspace(0.5, 1.5, 6), "bias": jnp.linspace(-0.4, 0.4, 6)}
+
+  def loss(module, relu):
+    def f(params, x):
+      y, stats = module.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                              mutable=["batch_stats"])
+      y = jax.nn.relu(y) if relu else y
+      return jnp.sum(y.astype(jnp.float32) * probe), (y, stats)
+    return jax.value_and_grad(f, argnums=(0, 1), has_aux=True)
+
+  (value, (y, stats)), grads = jax.jit(loss(fused, False))(params, x)
+  (value_ref, (y_ref, stats_ref)), grads_ref = jax.jit(loss(plain, True))(params, x)
+  np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
+  jax.tree.map(np.testing.assert_array_equal, stats, stats_ref)
+  np.testing.assert_allclose(value, value_ref, rtol=1e-6)
+  # The gradients against float32 autodiff of the unfused BatchNorm and ReLU (the same x: bf16
+  # values are float32 ones): within float32 rounding; in bf16 within the output's rounding to
+  # bf16 (the fused backward computes in float32, autodiff of the bf16 module partly in bf16)
+  exact = BatchNorm(**dict(kwargs, dtype=jnp.float32))
+  _, grads_f32 = jax.jit(loss(exact, True))(params, x.astype(jnp.float32))
+  tol = 1e-5 if dtype == jnp.float32 else 1e-2
+  for got, want, plain_bf16 in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_f32),
+                                   jax.tree.leaves(grads_ref)):
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    scale = float(np.max(np.abs(want)))
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
+    # and no further from them than the unfused module's own gradients
+    assert np.max(np.abs(got - want)) <= np.max(np.abs(np.asarray(plain_bf16, np.float32) - want)
+                                                ) + 1e-6 * scale
+  # fused only where it applies: two-pass statistics and inference keep flax's form + nn.relu
+  forward = lambda module: str(jax.make_jaxpr(   # noqa: E731
+      lambda p, x: module.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
+                                mutable=["batch_stats"]))(params, x))
+  assert "custom_vjp_call" in forward(fused) and "custom_vjp_call" not in forward(plain)
+  with norm.fused_relu(False):   # bench --variants bn_relu=plain
+    assert "custom_vjp_call" not in forward(fused)
+  assert "custom_vjp_call" in forward(fused)
+  with bench._conv_overrides(bench.parse_variant("bn_relu=plain")):  # pylint: disable=protected-access
+    assert "custom_vjp_call" not in forward(fused)
+  assert "custom_vjp_call" not in forward(BatchNorm(relu=True, **dict(kwargs,
+                                                                      use_fast_variance=False)))
+  np.testing.assert_array_equal(
+      BatchNorm(relu=True, **dict(kwargs, use_running_average=True)).apply(variables, x),
+      jax.nn.relu(BatchNorm(**dict(kwargs, use_running_average=True)).apply(variables, x)))

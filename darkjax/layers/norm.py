@@ -22,9 +22,23 @@ The R(2+1)D networks and ActLumos ask `one_pass_statistics()`: one pass when com
 or TPU, two on CPU, where it costs nothing measurable and the papers' synthetic figures were
 measured with it; the other models use flax's default everywhere. Both forms compute in float32
 from bf16 or float32 activations and agree to float32 rounding.
+
+`relu=True` returns relu(BatchNorm(x)). In training with one-pass statistics, a scale and a bias
+(the R(2+1)D networks' BatchNorms before a ReLU, on GPU and TPU) it is one `jax.custom_vjp`,
+`batch_norm_relu`: the same forward, and a closed-form backward that recomputes the ReLU's mask
+from x and the statistics, so that it is one reduction pass and one elementwise pass over x and
+the incoming gradient. Autodiff of BatchNorm then ReLU writes the masked gradient out and reads
+it twice more: 2.5 GiB of R(2+1)D-18's 20.7 GiB fusion traffic per step at B16 x 16 (deviceless
+H100 compile; docs/benchmarks.md, "BatchNorm statistics in one pass"). Elsewhere (two-pass
+statistics, inference, the export form) it is flax's BatchNorm and then `nn.relu`.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from typing import Any, Iterator
 
 import flax.linen as nn
 import jax
@@ -35,6 +49,22 @@ from darkjax import targets
 from darkjax.layers import conv2d
 
 
+_FUSED_RELU: contextvars.ContextVar[bool] = contextvars.ContextVar("darkjax_fused_bn_relu",
+                                                                    default=True)
+
+
+@contextlib.contextmanager
+def fused_relu(enabled: bool) -> Iterator[None]:
+  """Within the block (at trace time), whether `BatchNorm(relu=True)` may take `batch_norm_relu`
+  (the default) or is always flax's BatchNorm and then `nn.relu`: `bench --variants
+  bn_relu=plain` times the two against each other."""
+  token = _FUSED_RELU.set(bool(enabled))
+  try:
+    yield
+  finally:
+    _FUSED_RELU.reset(token)
+
+
 def one_pass_statistics(platform: str | None = None) -> bool:
   """`use_fast_variance` for a BatchNorm of the R(2+1)D networks and ActLumos traced for
   `platform` (default: `targets.platform()`, the platform being compiled for): one-pass
@@ -42,15 +72,95 @@ def one_pass_statistics(platform: str | None = None) -> bool:
   return (platform or targets.platform()) != "cpu"
 
 
+def _parts(x: jax.Array, groups: int) -> jax.Array:
+  """x as `groups` equal consecutive parts of its batch, (G, B / G, ...); x itself for one."""
+  return x if groups == 1 else x.reshape((groups, x.shape[0] // groups) + x.shape[1:])
+
+
+def _per_feature(parts: jax.Array, groups: int) -> tuple[int, ...]:
+  """The shape a (C,) or (G, C) statistic broadcasts to over `_parts`."""
+  lead = () if groups == 1 else (groups,)
+  return lead + (1,) * (parts.ndim - len(lead) - 1) + (parts.shape[-1],)
+
+
+def _reduced_axes(parts: jax.Array, groups: int) -> tuple[int, ...]:
+  return tuple(range(0 if groups == 1 else 1, parts.ndim - 1))
+
+
+def batch_statistics(x: jax.Array, groups: int = 1) -> tuple[jax.Array, jax.Array]:
+  """The float32 mean and biased variance per feature of x (features last) in one pass (flax's
+  `use_fast_variance`), each (C,), or (G, C) over `groups` consecutive batch parts."""
+  parts = _parts(x, groups)
+  values = parts.astype(jnp.promote_types(parts.dtype, jnp.float32))
+  axes = _reduced_axes(parts, groups)
+  mean = jnp.mean(values, axis=axes)
+  return mean, jnp.maximum(0.0, jnp.mean(jnp.square(values), axis=axes) - jnp.square(mean))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def batch_norm_relu(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, dtype: Any,
+                    groups: int = 1) -> jax.Array:
+  """relu(BatchNorm(x)) with the batch's one-pass statistics (`batch_statistics`, per part for
+  `groups` > 1), in `dtype`, with the closed-form backward of the module docstring. The forward
+  is the arithmetic of `BatchNorm` with and without `stat_groups`."""
+  return _batch_norm_relu_fwd(x, scale, bias, epsilon, dtype, groups)[0]
+
+
+def _batch_norm_relu_fwd(x, scale, bias, epsilon, dtype, groups):
+  mean, var = batch_statistics(x, groups)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  parts = _parts(x, groups)
+  shape = _per_feature(parts, groups)
+  if groups == 1:   # flax's _normalize
+    y = ((parts - mean.reshape(shape)) * (rstd * scale).reshape(shape) + bias).astype(dtype)
+  else:             # BatchNorm._grouped's
+    multiplier = rstd * scale
+    offset = bias - mean * multiplier
+    y = (parts.astype(dtype) * multiplier.reshape(shape).astype(dtype)
+         + offset.reshape(shape).astype(dtype))
+  return jax.nn.relu(y).reshape(x.shape), (x, mean, rstd, scale, bias)
+
+
+def _batch_norm_relu_bwd(epsilon, dtype, groups, residuals, dy):
+  del epsilon, dtype
+  x, mean, rstd, scale, bias = residuals
+  parts = _parts(x, groups).astype(jnp.float32)
+  shape, axes = _per_feature(parts, groups), _reduced_axes(parts, groups)
+  count = parts.size // (parts.shape[-1] * (1 if groups == 1 else groups))
+  normalised = (parts - mean.reshape(shape)) * rstd.reshape(shape)
+  # the ReLU's mask from x and the statistics: the gradient masked is never written out
+  g = jnp.where(normalised * scale + bias > 0, _parts(dy, groups).astype(jnp.float32), 0.0)
+  dbias = jnp.sum(g, axis=axes)
+  dscale = jnp.sum(g * normalised, axis=axes)
+  dx = (rstd * scale).reshape(shape) * (g - (dbias / count).reshape(shape)
+                                        - normalised * (dscale / count).reshape(shape))
+  if groups > 1:   # scale and bias are shared by the parts
+    dbias, dscale = dbias.sum(0), dscale.sum(0)
+  return (dx.reshape(x.shape).astype(x.dtype), dscale.astype(scale.dtype),
+          dbias.astype(bias.dtype))
+
+
+batch_norm_relu.defvjp(_batch_norm_relu_fwd, _batch_norm_relu_bwd)
+
+
 class BatchNorm(nn.BatchNorm):
-  """`flax.linen.BatchNorm`, with the export form and `stat_groups` described in the module
-  docstring (flax's fields: `axis` must stay -1 with `stat_groups` > 1)."""
+  """`flax.linen.BatchNorm`, with the export form, `stat_groups` and `relu` described in the
+  module docstring (flax's fields: `axis` must stay -1 with `stat_groups` > 1)."""
   stat_groups: int = 1
+  relu: bool = False   # relu(BatchNorm(x)), in training one custom_vjp where it applies
 
   def __call__(self, x: jax.Array, use_running_average: bool | None = None, *,
                mask: jax.Array | None = None) -> jax.Array:
     running = nn.merge_param("use_running_average", self.use_running_average,
                              use_running_average)
+    if (self.relu and not running and self.use_fast_variance and self.use_scale
+        and self.use_bias and mask is None and self.axis == -1 and _FUSED_RELU.get()):
+      return self._grouped(x, running, mask, fused=True)
+    y = self._normalise(x, use_running_average, running, mask)
+    return nn.relu(y) if self.relu else y
+
+  def _normalise(self, x: jax.Array, use_running_average: bool | None, running: bool,
+                 mask: jax.Array | None) -> jax.Array:
     if self.stat_groups > 1:
       return self._grouped(x, running, mask)
     if (not conv2d.export_lowering_forced() or not running or mask is not None
@@ -71,19 +181,33 @@ class BatchNorm(nn.BatchNorm):
     return x.astype(dtype) * multiplier.astype(dtype) + offset.astype(dtype)
 
   @nn.compact
-  def _grouped(self, x: jax.Array, running: bool, mask: jax.Array | None) -> jax.Array:
+  def _grouped(self, x: jax.Array, running: bool, mask: jax.Array | None,
+               fused: bool = False) -> jax.Array:
     """Per-part statistics (module docstring); flax's arithmetic (biased variance, float32
-    statistics, `momentum` for the running averages) within each part."""
+    statistics, `momentum` for the running averages) within each part. `fused`: in training,
+    relu of it as `batch_norm_relu` (also for one part, with flax's (C,) statistics)."""
     groups = self.stat_groups
     if mask is not None or self.axis != -1 or x.shape[0] % groups:
       raise ValueError(f"BatchNorm {self.name}: stat_groups={groups} needs a batch of equal "
                        f"parts on axis 0, features last and no mask; got shape {x.shape}, axis "
                        f"{self.axis}, mask {mask is not None}")
     features = x.shape[-1]
+    stat_shape = (features,) if groups == 1 else (groups, features)
     ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32),
-                            (groups, features))
+                            stat_shape)
     ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32),
-                           (groups, features))
+                           stat_shape)
+    if fused:
+      scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
+      bias = self.param("bias", self.bias_init, (features,), self.param_dtype)
+      # the running averages' statistics: the same reductions as batch_norm_relu's forward
+      # (XLA computes them once), no gradient through them
+      mean, var = jax.lax.stop_gradient(batch_statistics(x, groups))
+      if not self.is_initializing():
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+      dtype = self.dtype or jnp.result_type(x, scale, bias)
+      return batch_norm_relu(x, scale, bias, self.epsilon, dtype, groups)
     parts = x.reshape((groups, x.shape[0] // groups) + x.shape[1:])
     per_part = (groups,) + (1,) * (parts.ndim - 2) + (features,)
     if running:

@@ -63,7 +63,7 @@ class Conv2Plus1D(nn.Module):
     s = self.stride
     x = Conv3D(self.mid_features, (1, 3, 3), (1, s, s), ((0, 0), (1, 1), (1, 1)), dtype=self.dtype,
                kernel_init=_conv_init, lowering=self.lowering, name="spatial")(x)
-    x = nn.relu(self.norm(name="spatial_bn")(x))
+    x = self.norm(name="spatial_bn", relu=True)(x)
     return Conv3D(self.features, (3, 1, 1), (s, 1, 1), ((1, 1), (0, 0), (0, 0)), dtype=self.dtype,
                   kernel_init=_conv_init, lowering=self.lowering, name="temporal")(x)
 
@@ -102,7 +102,7 @@ class BasicBlock(nn.Module):
     residual = x
     y = _conv(self.conv_type, self.features, self.conv1_mid, self.stride, norm, self.dtype,
               self.lowering, "conv1")(x)
-    y = nn.relu(norm(name="bn1")(y))
+    y = norm(name="bn1", relu=True)(y)
     y = _conv(self.conv_type, self.features, self.conv2_mid, 1, norm, self.dtype,
               self.lowering, "conv2")(y)
     y = norm(name="bn2")(y)
@@ -158,12 +158,12 @@ class VideoResNet(nn.Module):
     stem_width = self.widths[0]
     if self.stem_type == "3d":
       x = conv(stem_width, (3, 7, 7), (1, 2, 2), ((1, 1), (3, 3), (3, 3)), name="stem_conv")(x)
-      return nn.relu(norm(name="stem_bn")(x))
+      return norm(name="stem_bn", relu=True)(x)
     x = conv(self.stem_mid_width, (1, 7, 7), (1, 2, 2), ((0, 0), (3, 3), (3, 3)),
              name="stem_spatial")(x)
-    x = nn.relu(norm(name="stem_spatial_bn")(x))
+    x = norm(name="stem_spatial_bn", relu=True)(x)
     x = conv(stem_width, (3, 1, 1), (1, 1, 1), ((1, 1), (0, 0), (0, 0)), name="stem_temporal")(x)
-    return nn.relu(norm(name="stem_temporal_bn")(x))
+    return norm(name="stem_temporal_bn", relu=True)(x)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -50,7 +50,9 @@ JSON: `bash launch/bench_gpu.sh OUT_DIR` runs it, the paper configs' steps and t
 `--variants` times the step under several conv settings of `darkjax.layers.conv` in the same
 process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
-`ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK), and any XLA
+`ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK),
+`bn_relu=fused|plain` (BatchNorm + ReLU as one custom VJP where it applies, the default, or
+autodiff of the two: `darkjax.layers.norm`), and any XLA
 option as `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`;
 a list value joins its items with `+`, e.g. `xla_gpu_enable_command_buffer=FUSION+CONVOLUTION`,
 and an empty one clears the list).
@@ -92,7 +94,7 @@ from typing import Any, Callable, Iterator
 from unittest import mock
 
 from darkjax import targets
-from darkjax.layers import conv, conv2d
+from darkjax.layers import conv, conv2d, norm
 from darkjax.tools import bench_report, bench_torch
 from darkjax.tools.measure import (alternating_rounds, compare_policies, device_profile,
                                    pipelined_rounds, step_runner,
@@ -103,7 +105,8 @@ from darkjax.layers.conv import configure_cpu_flags
 NUM_CLASSES = bench_torch.NUM_CLASSES
 
 
-VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use")
+VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use", "bn_relu")
+BN_RELU = ("fused", "plain")   # norm.BatchNorm(relu=True): batch_norm_relu where it applies, or not
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
@@ -119,7 +122,8 @@ def parse_variant(spec: str) -> dict[str, Any]:
     if not sep or key not in VARIANT_KEYS:
       raise ValueError(f"variant {spec!r}: {item!r} is not 'auto', xla_OPTION=VALUE or one of "
                        f"{', '.join(k + '=...' for k in VARIANT_KEYS)}")
-    choices = {"lowering": conv.LOWERINGS, "kernel_grad": conv.KERNEL_GRADS}.get(key)
+    choices = {"lowering": conv.LOWERINGS, "kernel_grad": conv.KERNEL_GRADS,
+               "bn_relu": BN_RELU}.get(key)
     if choices is not None and value not in choices:
       raise ValueError(f"variant {spec!r}: {key}={value!r}, expected one of {choices}")
     settings[key] = float(value) if key == "ynn_min_core_use" else value
@@ -138,8 +142,11 @@ def _option_value(text: str) -> bool | int | str:
 
 @contextlib.contextmanager
 def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
-  """conv's auto kernel-gradient choice and YNN_MIN_CORE_USE replaced while a step is traced."""
+  """conv's auto kernel-gradient choice, YNN_MIN_CORE_USE and BatchNorm+ReLU's fusion
+  (`norm.fused_relu`) replaced while a step is traced."""
   with contextlib.ExitStack() as stack:
+    if "bn_relu" in settings:
+      stack.enter_context(norm.fused_relu(settings["bn_relu"] == "fused"))
     if "kernel_grad" in settings:
       stack.enter_context(mock.patch.object(
           conv, "choose_kernel_grad", lambda *_, value=settings["kernel_grad"]: value))
@@ -555,7 +562,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--variants", default=None,
                      help="';'-separated conv settings timed against the first in alternating "
                           "rounds: 'auto' or comma-separated lowering=, kernel_grad=, "
-                          "ynn_min_core_use= (see the description)")
+                          "ynn_min_core_use=, bn_relu=, xla_OPTION= (see the description)")
   paper = parser.add_argument_group("config benchmark (--config)")
   paper.add_argument("--config", help="a paper config (path[:arg]): its own train step at its own "
                      "size on a synthetic stand-in dataset (darkjax.tools.bench_config); --batch, "
