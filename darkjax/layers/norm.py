@@ -10,7 +10,11 @@ With `stat_groups` G > 1 the batch is G consecutive equal parts (e.g. two input 
 batch through one weight-shared backbone): each part is normalised by its own statistics, the
 batch's in training and its own running ones in inference (`mean` and `var` are (G, C)); scale
 and bias stay shared. `per_group_stats` turns (C,) statistics (a backbone trained on one stream)
-into that layout.
+into that layout. The arithmetic stays on x's own shape (per-sample sums, then per part; each
+sample scaled by its part's row), which XLA fuses as it does one group's: reshaping x into its
+parts made autodiff's backward add the statistics' and the normalisation's cotangents in
+elementwise fusions of their own, 19% of ActLumos's teacher step's fusion traffic
+(docs/benchmarks.md, "BatchNorm statistics in one pass").
 
 Statistics in training: flax's one-pass form (`use_fast_variance`, flax's default) takes the
 mean of x and of x^2 over one read of the activation, which XLA computes as one multi-output
@@ -23,14 +27,16 @@ or TPU, two on CPU, where it costs nothing measurable and the papers' synthetic 
 measured with it; the other models use flax's default everywhere. Both forms compute in float32
 from bf16 or float32 activations and agree to float32 rounding.
 
-`relu=True` returns relu(BatchNorm(x)). In training with one-pass statistics, a scale and a bias
-(the R(2+1)D networks' BatchNorms before a ReLU, on GPU and TPU) it is one `jax.custom_vjp`,
-`batch_norm_relu`: the same forward, and a closed-form backward that recomputes the ReLU's mask
-from x and the statistics, so that it is one reduction pass and one elementwise pass over x and
-the incoming gradient. Autodiff of BatchNorm then ReLU writes the masked gradient out and reads
-it twice more: 2.5 GiB of R(2+1)D-18's 20.7 GiB fusion traffic per step at B16 x 16 (deviceless
-H100 compile; docs/benchmarks.md, "BatchNorm statistics in one pass"). Elsewhere (two-pass
-statistics, inference, the export form) it is flax's BatchNorm and then `nn.relu`.
+`relu=True` returns relu(BatchNorm(x)). In training with one-pass statistics of one group, a
+scale and a bias (the R(2+1)D networks' BatchNorms before a ReLU, on GPU and TPU) it is one
+`jax.custom_vjp`, `batch_norm_relu`: flax's forward, and a closed-form backward that recomputes
+the ReLU's mask from x and the statistics, so that it is one reduction pass and one elementwise
+pass over x and the incoming gradient. Autodiff of BatchNorm then ReLU writes the masked
+gradient out and reads it twice more: 2.5 GiB of R(2+1)D-18's 20.7 GiB fusion traffic per step
+at B16 x 16 (deviceless H100 compile; docs/benchmarks.md, "BatchNorm statistics in one pass").
+With `stat_groups` > 1 autodiff of the grouped arithmetic moved fewer bytes than the same closed
+form per part (ActLumos's teacher: 223 against 240 GiB), so those stay autodiff's. Elsewhere
+(two-pass statistics, inference, the export form) it is BatchNorm and then `nn.relu`.
 """
 
 from __future__ import annotations
@@ -72,72 +78,59 @@ def one_pass_statistics(platform: str | None = None) -> bool:
   return (platform or targets.platform()) != "cpu"
 
 
-def _parts(x: jax.Array, groups: int) -> jax.Array:
-  """x as `groups` equal consecutive parts of its batch, (G, B / G, ...); x itself for one."""
-  return x if groups == 1 else x.reshape((groups, x.shape[0] // groups) + x.shape[1:])
+def _per_sample(stat: jax.Array, x: jax.Array) -> jax.Array:
+  """A (G, C) statistic of G consecutive batch parts broadcastable against x (B, ..., C): each
+  sample gets its part's row."""
+  rows = jnp.repeat(stat, x.shape[0] // stat.shape[0], axis=0)
+  return rows.reshape((x.shape[0],) + (1,) * (x.ndim - 2) + (stat.shape[-1],))
 
 
-def _per_feature(parts: jax.Array, groups: int) -> tuple[int, ...]:
-  """The shape a (C,) or (G, C) statistic broadcasts to over `_parts`."""
-  lead = () if groups == 1 else (groups,)
-  return lead + (1,) * (parts.ndim - len(lead) - 1) + (parts.shape[-1],)
-
-
-def _reduced_axes(parts: jax.Array, groups: int) -> tuple[int, ...]:
-  return tuple(range(0 if groups == 1 else 1, parts.ndim - 1))
+def _part_sums(values: jax.Array, groups: int) -> jax.Array:
+  """Per part and feature (G, C), the sum of `values` (B, ..., C): per sample, then per part."""
+  per_sample = jnp.sum(values, axis=tuple(range(1, values.ndim - 1)))
+  return per_sample.reshape((groups, -1, values.shape[-1])).sum(axis=1)
 
 
 def batch_statistics(x: jax.Array, groups: int = 1) -> tuple[jax.Array, jax.Array]:
   """The float32 mean and biased variance per feature of x (features last) in one pass (flax's
   `use_fast_variance`), each (C,), or (G, C) over `groups` consecutive batch parts."""
-  parts = _parts(x, groups)
-  values = parts.astype(jnp.promote_types(parts.dtype, jnp.float32))
-  axes = _reduced_axes(parts, groups)
-  mean = jnp.mean(values, axis=axes)
-  return mean, jnp.maximum(0.0, jnp.mean(jnp.square(values), axis=axes) - jnp.square(mean))
+  values = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  count = x.size // (x.shape[-1] * groups)
+  if groups == 1:   # flax's
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(values, axis=axes)
+    return mean, jnp.maximum(0.0, jnp.mean(jnp.square(values), axis=axes) - jnp.square(mean))
+  mean = _part_sums(values, groups) / count
+  return mean, jnp.maximum(0.0, _part_sums(jnp.square(values), groups) / count - jnp.square(mean))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def batch_norm_relu(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, dtype: Any,
-                    groups: int = 1) -> jax.Array:
-  """relu(BatchNorm(x)) with the batch's one-pass statistics (`batch_statistics`, per part for
-  `groups` > 1), in `dtype`, with the closed-form backward of the module docstring. The forward
-  is the arithmetic of `BatchNorm` with and without `stat_groups`."""
-  return _batch_norm_relu_fwd(x, scale, bias, epsilon, dtype, groups)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_relu(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
+                    dtype: Any) -> jax.Array:
+  """relu(BatchNorm(x)) with the batch's one-pass statistics (`batch_statistics`), in `dtype`:
+  flax's forward arithmetic, and the closed-form backward of the module docstring."""
+  return _batch_norm_relu_fwd(x, scale, bias, epsilon, dtype)[0]
 
 
-def _batch_norm_relu_fwd(x, scale, bias, epsilon, dtype, groups):
-  mean, var = batch_statistics(x, groups)
+def _batch_norm_relu_fwd(x, scale, bias, epsilon, dtype):
+  mean, var = batch_statistics(x)
   rstd = jax.lax.rsqrt(var + epsilon)
-  parts = _parts(x, groups)
-  shape = _per_feature(parts, groups)
-  if groups == 1:   # flax's _normalize
-    y = ((parts - mean.reshape(shape)) * (rstd * scale).reshape(shape) + bias).astype(dtype)
-  else:             # BatchNorm._grouped's
-    multiplier = rstd * scale
-    offset = bias - mean * multiplier
-    y = (parts.astype(dtype) * multiplier.reshape(shape).astype(dtype)
-         + offset.reshape(shape).astype(dtype))
-  return jax.nn.relu(y).reshape(x.shape), (x, mean, rstd, scale, bias)
+  y = ((x - mean) * (rstd * scale) + bias).astype(dtype)   # flax's _normalize
+  return jax.nn.relu(y), (x, mean, rstd, scale, bias)
 
 
-def _batch_norm_relu_bwd(epsilon, dtype, groups, residuals, dy):
+def _batch_norm_relu_bwd(epsilon, dtype, residuals, dy):
   del epsilon, dtype
   x, mean, rstd, scale, bias = residuals
-  parts = _parts(x, groups).astype(jnp.float32)
-  shape, axes = _per_feature(parts, groups), _reduced_axes(parts, groups)
-  count = parts.size // (parts.shape[-1] * (1 if groups == 1 else groups))
-  normalised = (parts - mean.reshape(shape)) * rstd.reshape(shape)
+  axes = tuple(range(x.ndim - 1))
+  count = x.size // x.shape[-1]
+  normalised = (x.astype(jnp.float32) - mean) * rstd
   # the ReLU's mask from x and the statistics: the gradient masked is never written out
-  g = jnp.where(normalised * scale + bias > 0, _parts(dy, groups).astype(jnp.float32), 0.0)
+  g = jnp.where(normalised * scale + bias > 0, dy.astype(jnp.float32), 0.0)
   dbias = jnp.sum(g, axis=axes)
   dscale = jnp.sum(g * normalised, axis=axes)
-  dx = (rstd * scale).reshape(shape) * (g - (dbias / count).reshape(shape)
-                                        - normalised * (dscale / count).reshape(shape))
-  if groups > 1:   # scale and bias are shared by the parts
-    dbias, dscale = dbias.sum(0), dscale.sum(0)
-  return (dx.reshape(x.shape).astype(x.dtype), dscale.astype(scale.dtype),
-          dbias.astype(bias.dtype))
+  dx = (rstd * scale) * (g - dbias / count - normalised * (dscale / count))
+  return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
 
 
 batch_norm_relu.defvjp(_batch_norm_relu_fwd, _batch_norm_relu_bwd)
@@ -153,8 +146,9 @@ class BatchNorm(nn.BatchNorm):
                mask: jax.Array | None = None) -> jax.Array:
     running = nn.merge_param("use_running_average", self.use_running_average,
                              use_running_average)
-    if (self.relu and not running and self.use_fast_variance and self.use_scale
-        and self.use_bias and mask is None and self.axis == -1 and _FUSED_RELU.get()):
+    if (self.relu and not running and self.stat_groups == 1 and self.use_fast_variance
+        and self.use_scale and self.use_bias and mask is None and self.axis == -1
+        and _FUSED_RELU.get()):
       return self._grouped(x, running, mask, fused=True)
     y = self._normalise(x, use_running_average, running, mask)
     return nn.relu(y) if self.relu else y
@@ -184,8 +178,8 @@ class BatchNorm(nn.BatchNorm):
   def _grouped(self, x: jax.Array, running: bool, mask: jax.Array | None,
                fused: bool = False) -> jax.Array:
     """Per-part statistics (module docstring); flax's arithmetic (biased variance, float32
-    statistics, `momentum` for the running averages) within each part. `fused`: in training,
-    relu of it as `batch_norm_relu` (also for one part, with flax's (C,) statistics)."""
+    statistics, `momentum` for the running averages) within each part. `fused` (one part, in
+    training): relu of flax's BatchNorm as `batch_norm_relu`, with flax's (C,) statistics."""
     groups = self.stat_groups
     if mask is not None or self.axis != -1 or x.shape[0] % groups:
       raise ValueError(f"BatchNorm {self.name}: stat_groups={groups} needs a batch of equal "
@@ -202,27 +196,26 @@ class BatchNorm(nn.BatchNorm):
       bias = self.param("bias", self.bias_init, (features,), self.param_dtype)
       # the running averages' statistics: the same reductions as batch_norm_relu's forward
       # (XLA computes them once), no gradient through them
-      mean, var = jax.lax.stop_gradient(batch_statistics(x, groups))
+      mean, var = jax.lax.stop_gradient(batch_statistics(x))
       if not self.is_initializing():
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
       dtype = self.dtype or jnp.result_type(x, scale, bias)
-      return batch_norm_relu(x, scale, bias, self.epsilon, dtype, groups)
-    parts = x.reshape((groups, x.shape[0] // groups) + x.shape[1:])
-    per_part = (groups,) + (1,) * (parts.ndim - 2) + (features,)
+      return batch_norm_relu(x, scale, bias, self.epsilon, dtype)
     if running:
       mean, var = ra_mean.value, ra_var.value
-    else:
+    elif self.use_fast_variance:   # one pass over x, as flax's (module docstring)
+      mean, var = batch_statistics(x, groups)
+    else:   # two passes, over the parts
+      parts = x.reshape((groups, x.shape[0] // groups) + x.shape[1:])
+      per_part = (groups,) + (1,) * (parts.ndim - 2) + (features,)
       axes = tuple(range(1, parts.ndim - 1))
       values = parts.astype(jnp.promote_types(parts.dtype, jnp.float32))
       mean = jnp.mean(values, axis=axes)
-      if self.use_fast_variance:   # one pass over x, as flax's (module docstring)
-        var = jnp.maximum(0.0, jnp.mean(jnp.square(values), axis=axes) - jnp.square(mean))
-      else:
-        var = jnp.mean(jnp.square(values - mean.reshape(per_part)), axis=axes)
-      if not self.is_initializing():
-        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+      var = jnp.mean(jnp.square(values - mean.reshape(per_part)), axis=axes)
+    if not running and not self.is_initializing():
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     multiplier = jax.lax.rsqrt(var + self.epsilon)
     if self.use_scale:
       multiplier = multiplier * self.param("scale", self.scale_init, (features,),
@@ -231,9 +224,9 @@ class BatchNorm(nn.BatchNorm):
     if self.use_bias:
       offset = offset + self.param("bias", self.bias_init, (features,), self.param_dtype)
     dtype = self.dtype or jnp.result_type(x, multiplier)
-    y = (parts.astype(dtype) * multiplier.reshape(per_part).astype(dtype)
-         + offset.reshape(per_part).astype(dtype))
-    return y.reshape(x.shape)
+    # on x's own shape, each sample scaled by its part's row (batch_norm_relu's arithmetic)
+    return (x.astype(dtype) * _per_sample(multiplier, x).astype(dtype)
+            + _per_sample(offset, x).astype(dtype))
 
 
 def per_group_stats(batch_stats: dict, groups: int) -> dict:
