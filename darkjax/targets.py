@@ -1,9 +1,9 @@
 """The platform a step is compiled for: the one place in darkjax that knows it.
 
 Layers choose their lowering per platform (the CPU rewrites of `darkjax.layers.conv` and
-`darkjax.layers.depthwise` on "cpu", XLA's own ops on "gpu" and "tpu": on "gpu" the ungrouped
-convolutions as channels-last 2D ones, `conv.frames2d_conv3d`), and compiled steps
-carry XLA options that only some platforms accept. Both read `platform()`, never
+`darkjax.layers.depthwise` on "cpu", XLA's own ops on "gpu" and "tpu": on "gpu" channels-last,
+full 3D kernels as 2D convolutions, `conv.frames2d_conv3d`), and compiled steps carry XLA
+options that only some platforms accept (`compiler_options`: on "gpu" the convolutions' layout). Both read `platform()`, never
 `jax.default_backend()`: a step traced on a CPU host for a GPU or TPU mesh must get the
 accelerator's ops and options. `compiling_for(mesh)` (or a platform name, a device, devices)
 says what a block traces for; outside every such block it is the host's default devices.
@@ -114,7 +114,7 @@ def compiler_options(platform: str | None = None, target: str = "",
   `jax.checkpoint` reach the end of the pipeline and CSE cannot merge a recomputation with its
   forward (darkjax.layers.remat). A program without `jax.checkpoint` has no barriers and compiles
   as before. Passes a user disables through `XLA_FLAGS` are kept in the list (a compile option
-  replaces the flag). Other platforms: none."""
+  replaces the flag). On "tpu": none."""
   resolved = _resolve(platform)
   if resolved != "cpu":
     options = aot.compiler_options(target) if target else {}

@@ -97,7 +97,7 @@ def compiler_options(config: Mapping[str, Any], platform: str, target: str = "",
 def lowering_scope(config: Mapping[str, Any]) -> contextlib.AbstractContextManager:
   """Where a run traces its programs: `config.conv_lowering` "auto" lets each conv, pool and
   depthwise conv pick its lowering for the compile target (darkjax.layers.conv: the CPU rewrites
-  on CPU, channels-last 2D convolutions on GPU); "native" gives XLA's native 3D ops on every target
+  on CPU, channels-last convolutions on GPU); "native" gives XLA's native 3D ops on every target
   (`conv.native_lowering()`), the program a TPU runs. Smoke runs (`runlocal`) use "native": their time is compilation, which the CPU
   rewrites lengthen, and their few steps gain nothing from faster steps (docs/benchmarks.md,
   "Compile time of smoke runs")."""
