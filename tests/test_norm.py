@@ -202,3 +202,34 @@ def test_fused_relu_is_relu_of_batch_norm_with_the_same_gradients(groups, dtype)
   np.testing.assert_array_equal(
       BatchNorm(relu=True, **dict(kwargs, use_running_average=True)).apply(variables, x),
       jax.nn.relu(BatchNorm(**dict(kwargs, use_running_average=True)).apply(variables, x)))
+
+
+def test_r2plus1d_traced_for_gpu_trains_alike_with_and_without_the_fused_relu():
+  """The R(2+1)D network as a GPU step traces it (native convs, one-pass statistics, its
+  BatchNorm + ReLU pairs as `batch_norm_relu`), run here: the same loss, gradients and running
+  statistics as the same trace with autodiff's BatchNorm and ReLU (`fused_relu(False)`)."""
+  from darkjax import models, targets  # pylint: disable=import-outside-toplevel
+  model = models.build("r2plus1d_tiny_test", 5)
+  clips = jax.random.normal(jax.random.key(5), (2, 4, 32, 32, 3))
+  labels = jnp.array([1, 3])
+  variables = model.init(jax.random.key(6), clips, train=False)
+
+  def run(fused):
+    def loss(params):
+      (logits, _), updates = model.apply({**variables, "params": params}, clips, train=True,
+                                         mutable=["batch_stats"])
+      return jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(2), labels]), updates
+    with targets.compiling_for("gpu"), norm.fused_relu(fused), conv.record_lowerings() as chosen:
+      forward = str(jax.make_jaxpr(loss)(variables["params"]))
+      out = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+    assert chosen["conv3d:native"] > 0 and "conv3d:frames2d" not in chosen, chosen
+    # the stem's two and each block's conv1 and conv2 spatial + bn1 BatchNorms, fused or none
+    assert forward.count("custom_vjp_call") == (2 + 3 * sum(model.stage_sizes) if fused
+                                                else 0), forward.count("custom_vjp_call")
+    return out
+
+  (value, stats), grads = run(True)
+  (value_ref, stats_ref), grads_ref = run(False)
+  np.testing.assert_allclose(value, value_ref, rtol=1e-6)
+  for got, want in zip(jax.tree.leaves((grads, stats)), jax.tree.leaves((grads_ref, stats_ref))):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(want))))
