@@ -197,7 +197,8 @@ def test_fused_relu_is_relu_of_batch_norm_with_the_same_gradients(groups, dtype)
                                                                       use_fast_variance=False)))
   with norm.fused_relu(False):   # bench --variants bn_relu=plain
     assert "custom_vjp_call" not in forward(fused)
-  with bench._conv_overrides(bench.parse_variant("bn_relu=plain")):  # pylint: disable=protected-access
+  overrides = bench._conv_overrides   # pylint: disable=protected-access
+  with overrides(bench.parse_variant("bn_relu=plain")):
     assert "custom_vjp_call" not in forward(fused)
   np.testing.assert_array_equal(
       BatchNorm(relu=True, **dict(kwargs, use_running_average=True)).apply(variables, x),
