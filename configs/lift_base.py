@@ -61,6 +61,10 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   # The N fusion layers as one nn.scan (parameters stacked under `layers/`); False restores
   # checkpoints of the unrolled layout (`lift_<i>`, `critic_<i>`, `fusion_<i>`).
   config.model.kwargs.scan_layers = True
+  # The PViT's self-attention: auto (cuDNN's fused attention on a GPU in bfloat16, flax's einsum
+  # form elsewhere: darkjax.layers.attention) | xla (flax's everywhere) | cudnn. The same function;
+  # the fused form never writes the (heads, 197, 197) scores per frame.
+  config.model.kwargs.attention = "auto"
   # Readings of the paper, each a model attribute (docs/papers/liftnet.md, RECIPE below): Eq. (1)'s
   # divisor (head_dim | heads: sqrt(N_AH) as printed); the FoE LayerNorm (spectrum: Sec. III-E's
   # order | tokens: after the inverse FFT, the layout of checkpoints written before); the ViT's

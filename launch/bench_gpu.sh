@@ -7,7 +7,9 @@
 #          options tried as levers) and a device profile of each flax side
 #          (`bench --model M --vs-torch --torch-compile --variants ... --profile 3`);
 # configs  each paper config's main phase at its defaults (`bench --config`: step time, clips/s,
-#          XLA's memory analysis, the allocator's peak, cold compile);
+#          XLA's memory analysis, the allocator's peak, cold compile); an entry PATH:KEY=VALUE,...
+#          is that config with overrides (`bench --set`), a lever at the config level: LIFT-Net
+#          with flax's attention instead of cuDNN's fused one;
 # warm     DTCM's main phase compiled twice through one fresh persistent compilation cache: the
 #          cold and the warm start's compile;
 # autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS), each
@@ -74,7 +76,7 @@ c3d:30:16:auto;lowering=native r3d_18:16:16:auto;lowering=native r2plus1d_18:64:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
 configs=${DARKJAX_BENCH_CONFIGS:-"configs/lift_arid.py configs/actlumos_arid.py configs/dtcm_arid.py \
-configs/twostream_infar.py configs/dinet_infar.py"}
+configs/twostream_infar.py configs/dinet_infar.py configs/lift_arid.py:model.kwargs.attention=xla"}
 autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py"}
 xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;autotune1:--xla_gpu_autotune_level=1;\
 autotune2:--xla_gpu_autotune_level=2;tritonoff:--xla_gpu_enable_triton_gemm=false"}
@@ -131,7 +133,19 @@ run() {   # NAME COMMAND...: COMMAND's output into OUT_DIR/NAME.log, its tail an
 }
 
 row_name() { echo "row-$1-b$2-t$3-sgd"; }   # MODEL BATCH FRAMES
-config_name() { echo "config-$(basename "$1" .py)"; }
+config_name() {   # PATH[:KEY=VALUE,...]: config-NAME[-the overrides, '.', '=' and ',' as '_']
+  local path=${1%%:*} overrides=
+  [[ $1 == *:* ]] && overrides=-$(tr '.=,' '___' <<<"${1#*:}")
+  echo "config-$(basename "$path" .py)$overrides"
+}
+config_words() {   # ENTRY (PATH[:KEY=VALUE,...]): WORDS, `--config PATH [--set KEY=VALUE]...`
+  local item items
+  WORDS=(--config "${1%%:*}")
+  if [[ $1 == *:* ]]; then
+    IFS=, read -r -a items <<<"${1#*:}"
+    for item in "${items[@]}"; do WORDS+=(--set "$item"); done
+  fi
+}
 
 row_words() {   # ROW (model:batch:frames:variants): NAME and WORDS, its bench command less --json
   # and timing
@@ -166,7 +180,8 @@ precompile() {   # the compile-only command of every row and config asked for, $
   fi
   if asked configs; then
     for config in $configs; do
-      later run "cold-$(config_name "$config")" $bench --config "$config" --compile-only \
+      config_words "$config"
+      later run "cold-$(config_name "$config")" $bench "${WORDS[@]}" --compile-only \
         --concurrent "$jobs" --json "$out/cold-$(config_name "$config").json"
     done
   fi
@@ -211,7 +226,8 @@ for part in $parts; do
     configs)
       for config in $configs; do
         name=$(config_name "$config")
-        run "$name" $bench --config "$config" --steps 10 --rounds 3 --pipelined $(cold_from "$name") \
+        config_words "$config"
+        run "$name" $bench "${WORDS[@]}" --steps 10 --rounds 3 --pipelined $(cold_from "$name") \
           --json "$out/$name.json"
       done
       if [ "$dry" != 1 ] && ls "$out"/config-*.json >/dev/null 2>&1; then

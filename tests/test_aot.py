@@ -20,15 +20,15 @@ import pytest
 from darkjax import aot, fit, targets, train
 from darkjax import config as config_lib
 from darkjax import task as task_lib
-from darkjax.layers import conv
+from darkjax.layers import attention, conv
 from darkjax.tools import bench_config, measure
 from darkjax.tools import fit as fit_tool
 
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
-                "depthwise:native"}
+                "depthwise:native", "attention:xla"}
 # XLA's own ops on a GPU also as channels-last 2D convolutions (conv.frames2d_conv3d), and the
 # channels-first layout grouped native convs keep
-_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST}
+_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn"}
 GIB = 2 ** 30
 
 
@@ -295,6 +295,19 @@ class TestOnOneH100(_PaperMainPhases):
     assert labels and all(a.endswith("f") and b.endswith("f") for a, b in labels), labels
     if paper in ("actlumos_arid", "lift_arid"):   # R(2+1)D: native 3D convolutions
       assert ("b012f", "b012f") in labels and chosen["conv3d:native"] > 0, labels
+
+  def test_vit_attention_is_cudnns_fused_attention(self, paper_step):
+    """LIFT-Net's PViT (bfloat16 on a GPU) attends by cuDNN's fused attention, forward and
+    backward, where this host has cuDNN (jax's CUDA plugin; CI's has it): the (heads, tokens,
+    tokens) scores are never in memory. Without cuDNN the trace keeps flax's form."""
+    trainer, _, chosen = paper_step("lift_arid", self.target)
+    calls = set(re.findall(r'custom_call_target="(__cudnn\$fmha\w*)"',
+                           trainer.compiled_step.as_text()))
+    if attention.cudnn_available():
+      assert chosen["attention:cudnn"] > 0 and "attention:xla" not in chosen, chosen
+      assert {"__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"} <= calls, calls
+    else:
+      assert chosen["attention:xla"] > 0 and not calls, (chosen, calls)
 
 
 TRAFFIC_HLO = """\

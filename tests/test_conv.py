@@ -391,7 +391,7 @@ def test_separable_max_pool_matches_reduce_window(window, strides, padding):
 # compilation), forward and gradient, for the zoo's tiny families and every paper's deployed
 # model.
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
-                "depthwise:native", "conv2d:plain"}
+                "depthwise:native", "conv2d:plain", "attention:xla"}
 _LOWERING_CASES = ("small3d_tiny", "resnet3d_tiny", "resnext3d_tiny", "c3d_tiny",
                    "r2plus1d_tiny_test", "dinet_synthetic", "dtcm_synthetic", "lift_synthetic",
                    "twostream_synthetic", "actlumos_synthetic")
@@ -423,8 +423,8 @@ def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, tmp_path):
   # (frames2d), except in a network with grouped convs (3D-ResNeXt: native throughout,
   # conv.network_lowering, in XLA's channels-first layout)
   chosen = _traced_lowerings(case, "gpu", tmp_path)
-  assert chosen and set(chosen) <= _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST}, (
-      chosen)
+  assert chosen and set(chosen) <= _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST,
+                                                   "attention:cudnn"}, chosen
   nhwc = {"xla_gpu_force_conv_nhwc": True}
   if case == "resnext3d_tiny":
     assert "conv3d:frames2d" not in chosen and chosen["conv3d:native"] > 0, chosen

@@ -70,7 +70,7 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   env = dict(os.environ, DARKJAX_DRY_RUN="1", PYTHON=sys.executable)
   out = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu")], cwd=REPO, env=env,
                        check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
-  assert len(out) == 6 + 5 + 2, out
+  assert len(out) == 6 + 6 + 2, out
   parsed = []
   for line in out:
     argv = shlex.split(line)
@@ -100,12 +100,18 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
         {}, {"lowering": "native"}]
   # every timed row and config also times its steps dispatched back to back (--pipelined)
-  assert all(args.pipelined for args in parsed[:11]) and not any(
-      args.pipelined for args in parsed[11:])
+  assert all(args.pipelined for args in parsed[:12]) and not any(
+      args.pipelined for args in parsed[12:])
   configs = [a.config for a in parsed[6:]]
   assert all(os.path.isfile(os.path.join(REPO, c)) for c in configs)
   assert {os.path.basename(c).split("_")[0] for c in configs} == {
       "lift", "actlumos", "dtcm", "twostream", "dinet"}
+  # a config entry with overrides: LIFT-Net with flax's attention beside cuDNN's fused default,
+  # in a JSON of its own
+  lever = parsed[11]
+  assert (lever.config, lever.set) == ("configs/lift_arid.py", ["model.kwargs.attention=xla"])
+  assert lever.json.endswith("config-lift_arid-model_kwargs_attention_xla.json")
+  assert not any(a.set for a in parsed[6:11])
   # part `autotune` (not a default): the slowest-compiling configs again, each compile alone and
   # without persistent caches: at the defaults, at GPU autotuning levels 1 and 2 (no result
   # checks) and with Triton GEMMs off; a set's third part is config overrides (--set)
@@ -149,12 +155,12 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   jobs = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu")], cwd=REPO,
                         env=dict(env, DARKJAX_BENCH_JOBS="4"), check=True, capture_output=True,
                         text=True, timeout=60).stdout.splitlines()
-  assert len(jobs) == 2 * 11, jobs
-  pre = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[:11]]
-  timed = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[11:]]
+  assert len(jobs) == 2 * 12, jobs
+  pre = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[:12]]
+  timed = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[12:]]
   assert all(a.compile_only and a.concurrent == 4 and not a.cold_from for a in pre)
   for cold, args, before in zip(pre, timed, parsed):
     assert vars(args) == vars(before) | {"cold_from": cold.json}
     assert os.path.basename(cold.json) == "cold-" + os.path.basename(args.json)
-    assert (cold.model, cold.config, cold.batch, cold.frames, cold.variants) == (
-        args.model, args.config, args.batch, args.frames, args.variants)
+    assert (cold.model, cold.config, cold.set, cold.batch, cold.frames, cold.variants) == (
+        args.model, args.config, args.set, args.batch, args.frames, args.variants)

@@ -22,11 +22,11 @@ from darkjax import aot, targets
 from darkjax.layers import conv, depthwise
 
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
-                "depthwise:native"}
+                "depthwise:native", "attention:xla"}
 _DEPTHWISE_CHANNELS = 8
 # What a GPU trace may choose besides: conv.frames2d (XLA's own 2D convolutions), host-independent,
 # and the channels-first layout its grouped native convs keep.
-_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST}
+_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn"}
 _NHWC = {"xla_gpu_force_conv_nhwc": True}
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +14,8 @@ from flax import traverse_util
 
 from darkjax.convert import common as convert_common
 from darkjax.convert import vit as convert_vit
+from darkjax import targets
+from darkjax.layers import attention, conv2d
 from darkjax.models import vit
 import torch_parity
 
@@ -216,3 +222,65 @@ def test_remat_dtype_dropout_and_errors(reference):
     plain.apply(variables, jnp.zeros((1, 20, 20, 3)))
   with pytest.raises(ValueError, match="unknown model 'vit_h14'"):
     convert_vit.convert("vit_h14", state_dict)
+
+
+# ================================================================ attention implementations
+@pytest.mark.parametrize("shape", [(2, 3, 7, 4, 16), (3, 8, 2, 8)])   # odd and even token counts
+def test_fused_attention_glue_matches_flax(shape):
+  """`attention.fused_attention`'s glue (batch axes flattened, an odd length padded by one token
+  that the padding mask keeps out of every softmax, sliced off after) through XLA's reference:
+  flax's attention, values and gradients, to float32 rounding."""
+  q, k, v = (jax.random.normal(r, shape) for r in jax.random.split(jax.random.key(0), 3))
+  np.testing.assert_allclose(attention.fused_attention(q, k, v, implementation="xla"),
+                             nn.dot_product_attention(q, k, v), rtol=0, atol=2e-6)
+  loss = lambda fn: lambda *qkv: jnp.sum(jnp.sin(fn(*qkv)))
+  fused = jax.grad(loss(lambda *qkv: attention.fused_attention(*qkv, implementation="xla")),
+                   (0, 1, 2))(q, k, v)
+  for got, want in zip(fused, jax.grad(loss(nn.dot_product_attention), (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+
+
+def test_choose_attention_takes_cudnn_only_where_it_applies():
+  choose = functools.partial(attention.choose_attention, jnp.bfloat16, 64, cudnn=True)
+  assert choose(platform="gpu") == "cudnn"
+  assert attention.choose_attention(jnp.float16, 128, platform="gpu", cudnn=True) == "cudnn"
+  assert choose(platform="cpu") == choose(platform="tpu") == "xla"
+  assert choose(platform="gpu", masked=True) == choose(platform="gpu", dropout=True) == "xla"
+  assert choose(platform="gpu", sow=True) == "xla"              # the attention-map figures
+  assert attention.choose_attention(jnp.float32, 64, platform="gpu", cudnn=True) == "xla"
+  for head_dim in (12, 256):   # not a multiple of 8; wider than every GPU's fused kernels take
+    assert attention.choose_attention(jnp.bfloat16, head_dim, platform="gpu", cudnn=True) == "xla"
+  assert attention.choose_attention(jnp.bfloat16, 64, platform="gpu", cudnn=False) == "xla"
+
+
+def test_vit_attention_field_and_the_record_of_its_choice():
+  """Each block's choice is recorded; traced for a GPU on a host without cuDNN, in an export or
+  with attention="xla" it is flax's form, the same function; an unknown name and a fused call
+  with a mask are errors naming the setting."""
+  clips = jnp.zeros((2, 3, 16, 16, 3))
+  model = vit.VARIANTS["vit_tiny_test"](num_classes=5, dtype=jnp.bfloat16)
+  variables = model.init(jax.random.key(0), clips)
+
+  def traced(platform, fields=None, export=False):
+    with targets.compiling_for(platform), conv2d.record_lowerings() as chosen, (
+        conv2d.export_lowering() if export else contextlib.nullcontext()):
+      out = jax.jit(model.clone(**(fields or {})).apply)(variables, clips)[0]
+    return out, dict(chosen)
+
+  reference, chosen = traced("cpu")
+  assert chosen == {"attention:xla": 3}
+  expected = "attention:cudnn" if attention.cudnn_available() else "attention:xla"
+  with targets.compiling_for("gpu"), conv2d.record_lowerings() as chosen:
+    jax.eval_shape(model.apply, variables, clips)
+  assert dict(chosen) == {expected: 3}
+  for fields, export in (({"attention": "xla"}, False), (None, True)):
+    if fields or expected == "attention:xla":
+      out, chosen = traced("gpu", fields, export)
+      assert chosen == {"attention:xla": 3}
+      np.testing.assert_array_equal(out, reference)
+  with pytest.raises(ValueError, match="VisionTransformer: attention implementation 'flash'"):
+    model.clone(attention="flash").init(jax.random.key(0), clips)
+  q = jnp.zeros((1, 4, 2, 8), jnp.bfloat16)
+  with pytest.raises(ValueError, match="'cudnn': this call has a mask"):
+    attention.dot_product_attention(q, q, q, mask=jnp.ones((1, 2, 4, 4), bool),
+                                    implementation="cudnn")

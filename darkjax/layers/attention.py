@@ -26,10 +26,123 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from darkjax import targets
+from darkjax.layers import conv2d
 from darkjax.layers.fourier import FourierEnhancement
 
 _dense_init = nn.initializers.xavier_uniform()
 ATTENTION_SCALES = ("head_dim", "heads")
+
+# ================================================================ fused attention (GPU)
+# `dot_product_attention`'s implementations: "auto" picks per platform and call (choose_attention),
+# "xla" is always flax's einsum form (scores in memory), "cudnn" always cuDNN's fused (flash)
+# attention and raises where it does not apply.
+IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+FUSED_DTYPES = (jnp.bfloat16, jnp.float16)   # what cuDNN's fused attention takes
+FUSED_MAX_HEAD_DIM = 128                      # 256 on Hopper and later; 128 holds on every GPU
+
+
+def check_implementation(name: str, owner: str = "attention") -> str:
+  if name not in IMPLEMENTATIONS:
+    raise ValueError(f"{owner}: attention implementation {name!r} unknown; valid: "
+                     f"{IMPLEMENTATIONS}")
+  return name
+
+
+@functools.cache
+def cudnn_available() -> bool:
+  """Whether this process can trace cuDNN's fused attention: jax's CUDA plugin and cuDNN are
+  installed (on a GPU host, or a CPU host with the `aot-gpu` extra compiling for a GPU target)."""
+  try:
+    from jax._src.lib import cuda_versions  # pylint: disable=import-outside-toplevel
+    if cuda_versions is None:
+      return False
+    # jax's CUDA plugin loads cuDNN when the backends start; asked before, cuDNN stays "not found"
+    # for the rest of the process.
+    jax.devices()
+    return cuda_versions.cudnn_get_version() > 0
+  except Exception:  # pylint: disable=broad-except  (no plugin, no libcudnn: the XLA form)
+    return False
+
+
+def choose_attention(dtype: Any, head_dim: int, *, masked: bool = False, dropout: bool = False,
+                     sow: bool = False, platform: str | None = None,
+                     cudnn: bool | None = None) -> str:
+  """The `auto` implementation of one attention call traced for `platform` (default:
+  `targets.platform()`): "cudnn" on a GPU for 16-bit q/k/v, a head width cuDNN's fused attention
+  takes (a multiple of 8, at most FUSED_MAX_HEAD_DIM), no mask, bias or dropout, and weights not
+  sown; "xla" otherwise (CPU and TPU always). `cudnn`: whether cuDNN can be traced here (default
+  `cudnn_available()`; a CPU host without jax's CUDA plugin traces a GPU step's shapes with the
+  XLA form, which it could not compile for a GPU anyway)."""
+  platform = platform or targets.platform()
+  fits = (jnp.dtype(dtype) in [jnp.dtype(d) for d in FUSED_DTYPES]
+          and head_dim % 8 == 0 and head_dim <= FUSED_MAX_HEAD_DIM)
+  if platform != "gpu" or not fits or masked or dropout or sow:
+    return "xla"
+  return "cudnn" if (cudnn_available() if cudnn is None else cudnn) else "xla"
+
+
+def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
+                    implementation: str = "cudnn") -> jax.Array:
+  """softmax(q k^T / sqrt(head_dim)) v per head by `jax.nn.dot_product_attention`; q, k, v
+  ([batch...,] length, heads, head_dim), any number of batch axes (flattened to one).
+
+  cuDNN's fused attention never writes the (heads, q_length, kv_length) scores: forward and
+  backward are one kernel each, with the softmax in float32. Its training kernels take only even
+  sequence lengths (jax 0.10 checks it), so an odd length (a ViT's 196 patches and class token) is
+  padded by one token that a padding mask (`query_seq_lengths`, `key_value_seq_lengths`) keeps out
+  of every softmax, and sliced off after. `implementation="xla"` runs the same glue through XLA's
+  reference (what the CPU tests check against flax's attention)."""
+  batch_shape, (q_length, heads, head_dim) = query.shape[:-3], query.shape[-3:]
+  kv_length = key.shape[-3]
+  flat = [t.reshape((-1,) + t.shape[-3:]) for t in (query, key, value)]
+  pad_q, pad_kv = q_length % 2, kv_length % 2
+  lengths = {}
+  if pad_q or pad_kv:
+    pads = (pad_q, pad_kv, pad_kv)
+    flat = [jnp.pad(t, ((0, 0), (0, p), (0, 0), (0, 0))) for t, p in zip(flat, pads)]
+    batch = flat[0].shape[0]
+    lengths = {"query_seq_lengths": jnp.full((batch,), q_length, jnp.int32),
+               "key_value_seq_lengths": jnp.full((batch,), kv_length, jnp.int32)}
+  out = jax.nn.dot_product_attention(*flat, scale=head_dim ** -0.5,
+                                     implementation=implementation, **lengths)
+  return out[:, :q_length].reshape(batch_shape + (q_length, heads, head_dim))
+
+
+def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array,
+                          bias: jax.Array | None = None, mask: jax.Array | None = None,
+                          broadcast_dropout: bool = True, dropout_rng: jax.Array | None = None,
+                          dropout_rate: float = 0.0, deterministic: bool = False,
+                          dtype: Any = None, precision: Any = None, module: Any = None,
+                          force_fp32_for_softmax: bool = False,
+                          implementation: str = "auto") -> jax.Array:
+  """flax's `nn.dot_product_attention` (an `attention_fn` of `nn.MultiHeadDotProductAttention`,
+  same arguments), or cuDNN's fused attention: `implementation` "auto" takes it where
+  `choose_attention` says so (on a GPU), "xla" never, "cudnn" always (ValueError where it does
+  not apply). The fused form computes the softmax in float32 where flax's computes it in `dtype`:
+  with bfloat16 the two agree to bfloat16 rounding. A call whose weights are sown (`module`, the
+  attention-map figures) is flax's under "auto", as is every call traced inside
+  `conv2d.native_lowering()` or `export_lowering()` (an export reads nothing of the host). The
+  choice is recorded as "attention:xla" or
+  "attention:cudnn" (`conv2d.record_lowerings`)."""
+  query, key, value = nn.dtypes.promote_dtype(query, key, value, dtype=dtype)
+  chosen = check_implementation(implementation)
+  dropout = not deterministic and dropout_rate > 0.0
+  if chosen == "auto" and conv2d.native_lowering_forced():   # export, FLOP counts: portable
+    chosen = "xla"
+  elif chosen == "auto":
+    chosen = choose_attention(query.dtype, query.shape[-1], dropout=dropout, sow=module is not None,
+                              masked=mask is not None or bias is not None)
+  elif chosen == "cudnn" and (mask is not None or bias is not None or dropout or module):
+    raise ValueError("attention implementation 'cudnn': this call has a mask, bias, dropout or "
+                     "sown weights, which darkjax's fused attention does not take; use 'auto'")
+  conv2d.note_lowering("attention", chosen)
+  if chosen == "cudnn":
+    return fused_attention(query, key, value)
+  return nn.dot_product_attention(
+      query, key, value, bias=bias, mask=mask, broadcast_dropout=broadcast_dropout,
+      dropout_rng=dropout_rng, dropout_rate=dropout_rate, deterministic=deterministic, dtype=dtype,
+      precision=precision, module=module, force_fp32_for_softmax=force_fp32_for_softmax)
 
 
 def heads_scaled_attention(num_heads: int):

@@ -74,7 +74,7 @@ LOWERINGS = ("auto", "native", "sum2d", "taps2d", "temporal2d", "pointwise", "s2
 PORTABLE_LOWERINGS = frozenset({
     "conv3d:native", "conv3d:export", "conv3d:frames2d", "conv3d_kernel_grad:xla", "conv2d:plain",
     "max_pool3d:native", "max_pool3d:export", "depthwise:native", "scan:unrolled",
-    "avg_pool:reshape_mean", "fft2:dft", "batch_norm:affine",
+    "avg_pool:reshape_mean", "fft2:dft", "batch_norm:affine", "attention:xla",
     targets.CHANNELS_FIRST})
 KERNEL_GRADS = ("auto", "xla", "dots")
 # Grouped convs on CPU run with groups bundled so that each bundle has about this many input

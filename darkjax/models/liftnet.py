@@ -149,6 +149,7 @@ class LIFTNet(nn.Module):
   luminous_frozen: bool = False         # teacher-shared backbone: eval-mode BN, no gradient
   frozen_luminous_splits: int = 1       # frozen backbone: batch parts run one after the other
   pvit_frozen: bool = False             # no gradient into the PViT (vit_trainable=none)
+  attention: str = "auto"               # the PViT's: auto (cuDNN fused on GPU) | xla | cudnn
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   scan_layers: bool = True   # the N layers as one nn.scan (parameters stacked under `layers`)
@@ -167,7 +168,8 @@ class LIFTNet(nn.Module):
 
   def _main_stream(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     pvit = vit.VARIANTS[self.vit](num_classes=0, num_blocks=self.vit_blocks, dtype=self.dtype,
-                                  final_norm=self.pvit_norm, remat=self.remat, name="pvit")
+                                  final_norm=self.pvit_norm, remat=self.remat,
+                                  attention=self.attention, name="pvit")
     _, pvit_out = pvit(x, train=train)
     cls = pvit_out["features"]  # (B, T, D_vit): class token per frame
     if self.pvit_frozen:

@@ -16,6 +16,9 @@ tokens after the final LayerNorm, (B, [T,] N, D)).
 `num_blocks` builds only the first N encoder blocks of a `depth`-block ViT (LIFT-Net's "PViT"); the
 final LayerNorm is kept unless `final_norm=False`, and conversion of a full-depth checkpoint skips
 the unused blocks.
+Self-attention is `darkjax.layers.attention.dot_product_attention`: flax's einsum form, or on a GPU
+in bfloat16 cuDNN's fused (flash) attention, which never writes the (heads, 197, 197) scores of a
+224^2 frame (`choose_attention`; the `attention` field forces "xla" or "cudnn").
 `gelu_approximate=False` matches timm/PyTorch (exact erf GELU); the original JAX checkpoints were
 trained with the tanh approximation (`True`); the two differ by ~1e-3 per activation.
 """
@@ -29,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from darkjax.layers import attention as attention_lib
 from darkjax.layers import remat as remat_lib
 
 _dense_init = nn.initializers.xavier_uniform()
@@ -62,6 +66,7 @@ class Encoder1DBlock(nn.Module):
   attention_dropout_rate: float = 0.0
   gelu_approximate: bool = False
   dtype: Any = jnp.float32
+  attention: str = "auto"   # attention.dot_product_attention's implementation
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -69,6 +74,8 @@ class Encoder1DBlock(nn.Module):
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype, kernel_init=_dense_init,
         broadcast_dropout=False, dropout_rate=self.attention_dropout_rate,
+        attention_fn=functools.partial(attention_lib.dot_product_attention,
+                                       implementation=self.attention),
         name="MultiHeadDotProductAttention_1")(y, y, deterministic=deterministic)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = x + y
@@ -102,6 +109,7 @@ class Encoder(nn.Module):
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   final_norm: bool = True
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -110,7 +118,8 @@ class Encoder(nn.Module):
     block_cls = remat_lib.wrap(Encoder1DBlock, self.remat, static_argnums=(2,))
     for index in range(self.num_blocks):
       x = block_cls(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
-                    self.gelu_approximate, self.dtype, name=f"encoderblock_{index}")(x, not train)
+                    self.gelu_approximate, self.dtype, self.attention,
+                    name=f"encoderblock_{index}")(x, not train)
     if not self.final_norm:
       return x
     return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
@@ -133,6 +142,7 @@ class VisionTransformer(nn.Module):
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   final_norm: bool = True    # False: no `Transformer/encoder_norm` (the PViT of LIFT-Net's option)
+  attention: str = "auto"    # self-attention: auto | xla (flax's einsum form) | cudnn (fused)
 
   def _blocks(self) -> int:
     blocks = self.depth if self.num_blocks is None else self.num_blocks
@@ -153,7 +163,9 @@ class VisionTransformer(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.width)), x], axis=1)
     x = Encoder(self._blocks(), self.num_heads, self.mlp_dim, self.dropout_rate,
                 self.attention_dropout_rate, self.gelu_approximate, self.dtype, self.remat,
-                self.final_norm, name="Transformer")(x, train)
+                self.final_norm,
+                attention_lib.check_implementation(self.attention, "VisionTransformer"),
+                name="Transformer")(x, train)
     out = {"cls": x[:, 0]}
     if self.return_tokens:
       out["tokens"] = x[:, 1:]
