@@ -224,9 +224,15 @@ class BatchNorm(nn.BatchNorm):
     if self.use_bias:
       offset = offset + self.param("bias", self.bias_init, (features,), self.param_dtype)
     dtype = self.dtype or jnp.result_type(x, multiplier)
-    # on x's own shape, each sample scaled by its part's row (batch_norm_relu's arithmetic)
-    return (x.astype(dtype) * _per_sample(multiplier, x).astype(dtype)
-            + _per_sample(offset, x).astype(dtype))
+    # On x's own shape, each sample scaled by its part's row; in float32 at least, as flax's
+    # _normalize, rounded to `dtype` once at the end: autodiff's backward then sums the
+    # cotangents of the per-sample rows (the statistics' and scale's and bias's gradients) in
+    # float32. In bf16 those sums over a part's T x H x W positions lost most of their digits
+    # (tests/test_norm.py).
+    compute = jnp.promote_types(dtype, jnp.float32)
+    y = (x.astype(compute) * _per_sample(multiplier, x).astype(compute)
+         + _per_sample(offset, x).astype(compute))
+    return y.astype(dtype)
 
 
 def per_group_stats(batch_stats: dict, groups: int) -> dict:
