@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax import targets
-from darkjax.layers import conv2d
+from darkjax.layers import conv2d, precision
 from darkjax.layers.fourier import FourierEnhancement
 
 _dense_init = nn.initializers.xavier_uniform()
@@ -162,9 +162,9 @@ def _attention(num_heads: int, dropout_rate: float, dtype: Any,
     raise ValueError(f"attention_scale {scale!r} unknown; valid: {ATTENTION_SCALES}")
   attention_fn = (heads_scaled_attention(num_heads) if scale == "heads"
                   else nn.dot_product_attention)
-  return nn.MultiHeadDotProductAttention(num_heads=num_heads, dtype=dtype, kernel_init=_dense_init,
-                                         dropout_rate=dropout_rate, broadcast_dropout=False,
-                                         attention_fn=attention_fn, name="attention")
+  return precision.MultiHeadDotProductAttention(
+      num_heads=num_heads, dtype=dtype, kernel_init=_dense_init, dropout_rate=dropout_rate,
+      broadcast_dropout=False, attention_fn=attention_fn, name="attention")
 
 
 def _check_tokens(module: str, x: jax.Array, num_heads: int) -> None:
@@ -204,10 +204,10 @@ class CriticModule(nn.Module):
         x, x, deterministic=not train, sow_weights=True)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     h = x + nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_0")(y)
-    y = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=_dense_init, name="Dense_0")(h)
+    y = precision.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=_dense_init, name="Dense_0")(h)
     y = nn.gelu(y, approximate=False)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
-    y = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=_dense_init, name="Dense_1")(y)
+    y = precision.Dense(x.shape[-1], dtype=self.dtype, kernel_init=_dense_init, name="Dense_1")(y)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     return h + nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_1")(y)
 

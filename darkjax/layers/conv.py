@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from darkjax import targets
-from darkjax.layers import cpu_conv3d
+from darkjax.layers import cpu_conv3d, precision
 from darkjax.layers import remat as remat_lib
 from darkjax.layers.conv2d import (export_lowering, export_lowering_forced,  # noqa: F401 (API)
                                    native_lowering, native_lowering_forced, note_lowering,
@@ -368,11 +368,11 @@ class Conv3D(nn.Module):
     kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,),
                       self.param_dtype) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     y = conv3d(x, kernel, self.strides, self.padding, self.feature_group_count, self.lowering,
                self.kernel_grad)
-    if bias is not None:
-      y = y + bias
+    if bias is not None:   # in float32 at least: its gradient is summed over every position
+      y = precision.add_bias(y, bias)
     if export_lowering_forced():   # the tag is for training's remat policies (an ONNX Identity)
       return y
     return remat_lib.tag_conv(y)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from darkjax import targets
 from darkjax.layers import conv as conv_lib
+from darkjax.layers import precision
 
 LOWERINGS = ("auto", "native", "blockdiag")
 BLOCKDIAG_MAX_CHANNELS = 128
@@ -82,8 +83,8 @@ class DepthwiseConv2D(nn.Module):
     dtype = self.dtype or x.dtype
     y = depthwise_conv2d(x.astype(dtype), kernel.astype(dtype), self.strides, self.padding,
                          self.lowering)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (channels,)).astype(dtype)
+    if self.use_bias:   # in float32 at least: its gradient is summed over every position
+      y = precision.add_bias(y, self.param("bias", self.bias_init, (channels,)))
     return y
 
 

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from darkjax.layers import conv2d
+from darkjax.layers import conv2d, precision
 
 
 def _dft_matrices(n: int, freqs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,9 +128,11 @@ class SpectrumMLP(nn.Module):
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
     width = features.shape[-1]
-    y = nn.Dense(self.hidden_dim, dtype=self.dtype, name="Dense_0")(features.astype(self.dtype))
+    y = precision.Dense(self.hidden_dim, dtype=self.dtype, name="Dense_0")(
+        features.astype(self.dtype))
     y = nn.gelu(y, approximate=False)
-    y = nn.Dense(width, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="Dense_1")(y)
+    y = precision.Dense(width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                        name="Dense_1")(y)
     return y.astype(jnp.float32)
 
 

@@ -51,6 +51,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from darkjax.layers import precision
 from darkjax.layers.norm import BatchNorm, one_pass_statistics
 from darkjax.models import video_resnet
 
@@ -71,9 +72,9 @@ class DynamicFeatureFusion(nn.Module):
   def _branch(self, x: jax.Array, train: bool, name: str) -> jax.Array:
     channels = x.shape[-1]
     hidden = max(channels // self.reduction, 1)
-    x = nn.Dense(hidden, dtype=self.dtype, name=f"{name}_reduce")(x)
+    x = precision.Dense(hidden, dtype=self.dtype, name=f"{name}_reduce")(x)
     x = nn.relu(_norm(train, self.dtype, f"{name}_reduce_bn")(x))
-    x = nn.Dense(channels, dtype=self.dtype, name=f"{name}_expand")(x)
+    x = precision.Dense(channels, dtype=self.dtype, name=f"{name}_expand")(x)
     return _norm(train, self.dtype, f"{name}_expand_bn")(x)
 
   @nn.compact
@@ -86,9 +87,9 @@ class DynamicFeatureFusion(nn.Module):
     pooled = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
     s = self._branch(pooled, train, "global") + self._branch(x, train, "local")
     hidden = max(x.shape[-1] // self.reduction, 1)
-    w = nn.Dense(hidden, dtype=self.dtype, name="weight_reduce")(s)
+    w = precision.Dense(hidden, dtype=self.dtype, name="weight_reduce")(s)
     w = nn.relu(_norm(train, self.dtype, "weight_bn")(w))
-    w = nn.Dense(2, dtype=self.dtype, name="weight_logits")(w)
+    w = precision.Dense(2, dtype=self.dtype, name="weight_logits")(w)
     weights = jax.nn.softmax(w.astype(jnp.float32), axis=-1)
     fused = (weights[..., :1] * dark.astype(jnp.float32)
              + weights[..., 1:] * retinex.astype(jnp.float32))
@@ -111,7 +112,7 @@ class TemporalTransformer(nn.Module):
                        f"{feature_map.shape}")
     tokens = jnp.mean(feature_map.astype(jnp.float32), axis=(2, 3)).astype(self.dtype)
     if tokens.shape[-1] != self.hidden:
-      tokens = nn.Dense(self.hidden, dtype=self.dtype, name="input_projection")(tokens)
+      tokens = precision.Dense(self.hidden, dtype=self.dtype, name="input_projection")(tokens)
     batch = tokens.shape[0]
     cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, self.hidden))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(tokens.dtype), (batch, 1, self.hidden)),
@@ -122,13 +123,14 @@ class TemporalTransformer(nn.Module):
     x = nn.LayerNorm(dtype=self.dtype, name="embedding_norm")(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     for index in range(self.layers):
-      attention = nn.MultiHeadDotProductAttention(
+      attention = precision.MultiHeadDotProductAttention(
           num_heads=self.heads, dtype=self.dtype, dropout_rate=self.dropout_rate,
           deterministic=not train, name=f"layer{index}_attention")(x, x)
       x = nn.LayerNorm(dtype=self.dtype, name=f"layer{index}_attention_norm")(
           x + nn.Dropout(self.dropout_rate, deterministic=not train)(attention))
-      y = nn.Dense(self.hidden * self.mlp_ratio, dtype=self.dtype, name=f"layer{index}_mlp_in")(x)
-      y = nn.Dense(self.hidden, dtype=self.dtype, name=f"layer{index}_mlp_out")(nn.gelu(y))
+      y = precision.Dense(self.hidden * self.mlp_ratio, dtype=self.dtype,
+                          name=f"layer{index}_mlp_in")(x)
+      y = precision.Dense(self.hidden, dtype=self.dtype, name=f"layer{index}_mlp_out")(nn.gelu(y))
       x = nn.LayerNorm(dtype=self.dtype, name=f"layer{index}_mlp_norm")(
           x + nn.Dropout(self.dropout_rate, deterministic=not train)(y))
     return x[:, 0], x[:, 1:]
@@ -142,8 +144,8 @@ class ProjectionHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.relu(nn.Dense(self.width, dtype=self.dtype, name="hidden")(x))
-    return nn.Dense(self.features, dtype=self.dtype, name="out")(x).astype(jnp.float32)
+    x = nn.relu(precision.Dense(self.width, dtype=self.dtype, name="hidden")(x))
+    return precision.Dense(self.features, dtype=self.dtype, name="out")(x).astype(jnp.float32)
 
 
 class _Parts(nn.Module):
@@ -169,7 +171,7 @@ class _Parts(nn.Module):
 
   def classify(self, cls: jax.Array, train: bool) -> jax.Array:
     cls = nn.Dropout(self.head_dropout, deterministic=not train)(cls)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(cls)
+    logits = precision.Dense(self.num_classes, dtype=self.dtype, name="fc")(cls)
     return logits.astype(jnp.float32)
 
 
@@ -249,7 +251,7 @@ class ActLumosTeacher(_Parts):
     elif self.fusion == "sum":
       fused = f_dark + f_ret
     else:
-      fused = nn.Dense(maps.shape[-1], dtype=self.dtype, name="concat_fusion")(
+      fused = precision.Dense(maps.shape[-1], dtype=self.dtype, name="concat_fusion")(
           jnp.concatenate([f_dark, f_ret], -1))
     out["fused"] = fused
     pooled = jnp.mean(maps.astype(jnp.float32), axis=(1, 2, 3))

@@ -24,8 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from darkjax.layers.conv import Conv3D, max_pool3d
+from darkjax.layers import precision
 from darkjax.layers import remat as remat_lib
+from darkjax.layers.conv import Conv3D, max_pool3d
 from darkjax.layers.norm import BatchNorm
 from darkjax.models.heads import classifier_head
 
@@ -82,7 +83,7 @@ class C3D(nn.Module):
     # Flatten in torch's (C, T, H, W) order so fc6 matches the PyTorch weight directly.
     x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape((x.shape[0], -1))
     for name in ("fc6", "fc7"):
-      x = nn.relu(nn.Dense(self.fc_width, dtype=self.dtype, name=name)(x))
+      x = nn.relu(precision.Dense(self.fc_width, dtype=self.dtype, name=name)(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return classifier_head(x, out, self.num_classes, name="fc8", dtype=self.dtype)
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from darkjax import models
 from darkjax.layers import remat as remat_lib
 from darkjax.layers.grl import reverse_gradient
+from darkjax.layers import precision
 
 
 class DomainClassifier(nn.Module):
@@ -33,9 +34,9 @@ class DomainClassifier(nn.Module):
   def __call__(self, features: jax.Array, train: bool = False) -> jax.Array:
     x = features
     for i, width in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f"fc{i + 1}")(x))
+      x = nn.relu(precision.Dense(width, dtype=self.dtype, name=f"fc{i + 1}")(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logit = nn.Dense(1, dtype=self.dtype, name=f"fc{len(self.hidden) + 1}")(x)
+    logit = precision.Dense(1, dtype=self.dtype, name=f"fc{len(self.hidden) + 1}")(x)
     return logit[..., 0].astype(jnp.float32)
 
 
@@ -67,7 +68,7 @@ class DiNet(nn.Module):
     self.extractor = models.build(self.backbone, num_classes=0, dtype=self.dtype, **kwargs)
     self.head_dropout_layer = nn.Dropout(self.head_dropout)
     if self.num_classes:
-      self.head = nn.Dense(self.num_classes, dtype=self.dtype)
+      self.head = precision.Dense(self.num_classes, dtype=self.dtype)
     self.domain_head = DomainClassifier(self.domain_hidden, self.domain_dropout, self.dtype)
 
   def features(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -45,6 +45,7 @@ from darkjax.layers.depthwise import DepthwiseConv2D
 from darkjax.layers.curves import (curve_iterates, intermediate_index, keyframe_curves,
                                    resize_bilinear)
 from darkjax.layers.norm import BatchNorm
+from darkjax.layers import precision
 
 PAD1 = ((1, 1), (1, 1))
 
@@ -110,7 +111,7 @@ class ZeroDCE(_CurveEnhancer):
 
   @nn.compact
   def estimate_curves(self, x: jax.Array, train: bool = False) -> jax.Array:
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=PAD1, dtype=self.dtype)
+    conv = functools.partial(precision.Conv, kernel_size=(3, 3), padding=PAD1, dtype=self.dtype)
     return dce_net(conv, x, self.features, 3 * self.num_iterations, self.output_bias_init())
 
 
@@ -123,8 +124,8 @@ class DepthwiseSeparableConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = DepthwiseConv2D((3, 3), padding=PAD1, dtype=self.dtype, name="depth_conv")(x)
-    return nn.Conv(self.features, (1, 1), padding="VALID", dtype=self.dtype,
-                   bias_init=self.bias_init, name="point_conv")(x)
+    return precision.Conv(self.features, (1, 1), padding="VALID", dtype=self.dtype,
+                          bias_init=self.bias_init, name="point_conv")(x)
 
 
 class ZeroDCEPlusPlus(_CurveEnhancer):
@@ -166,7 +167,7 @@ class ShuffleUnit(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     branch_features = self.features // 2
-    conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="VALID", use_bias=False,
+    conv1x1 = functools.partial(precision.Conv, kernel_size=(1, 1), padding="VALID", use_bias=False,
                                 dtype=self.dtype)
     norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
@@ -229,7 +230,7 @@ class DTCMEnhancer(_CurveEnhancer):
     f = self.features
     unit = functools.partial(remat_lib.wrap(ShuffleUnit, self.remat, static_argnums=(2,)), f,
                              depthwise_bias=self.depthwise_bias, dtype=self.dtype)
-    x1 = nn.relu(nn.Conv(f, (3, 3), padding=PAD1, dtype=self.dtype, name="e_conv1")(x))
+    x1 = nn.relu(precision.Conv(f, (3, 3), padding=PAD1, dtype=self.dtype, name="e_conv1")(x))
     x2 = unit(name="e_conv2")(x1, train)
     x3 = unit(name="e_conv3")(x2, train)
     x4 = unit(name="e_conv4")(x3, train)
@@ -241,9 +242,9 @@ class DTCMEnhancer(_CurveEnhancer):
       pool2, pool4 = functools.partial(_avg_pool, factor=2), functools.partial(_avg_pool, factor=4)
     x5 = down(name="e_conv5")(jnp.concatenate([x3, x4], -1), train)
     x6 = down(name="e_conv6")(jnp.concatenate([pool2(x2), x5], -1), train)
-    maps = jnp.tanh(nn.Conv(3 * self.num_iterations, (3, 3), padding=PAD1, dtype=self.dtype,
-                            bias_init=self.output_bias_init(),
-                            name="e_conv7")(jnp.concatenate([pool4(x1), x6], -1)))
+    maps = jnp.tanh(precision.Conv(3 * self.num_iterations, (3, 3), padding=PAD1, dtype=self.dtype,
+                                   bias_init=self.output_bias_init(),
+                                   name="e_conv7")(jnp.concatenate([pool4(x1), x6], -1)))
     if self.full_resolution:
       return maps
     return resize_bilinear(maps, (h, w), align_corners=self.align_corners)

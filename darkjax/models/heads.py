@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from darkjax.layers import precision
 
 
 def global_average_pool(x: jax.Array, dtype: Any = None) -> jax.Array:
@@ -34,5 +35,5 @@ def classifier_head(features: jax.Array, out: dict[str, jax.Array], num_classes:
   if not num_classes:
     return features, out
   features = nn.Dropout(dropout_rate, deterministic=not train)(features)
-  logits = nn.Dense(num_classes, dtype=dtype, name=name)(features)
+  logits = precision.Dense(num_classes, dtype=dtype, name=name)(features)
   return logits.astype(jnp.float32), out

@@ -56,6 +56,7 @@ from darkjax.layers import remat as remat_lib
 from darkjax.layers.scanned import scanned
 from darkjax.layers.norm import BatchNorm
 from darkjax.models import video_resnet, vit
+from darkjax.layers import precision
 
 VIT_TRAINABLE = ("first", "none", "all")
 
@@ -174,8 +175,8 @@ class LIFTNet(nn.Module):
     cls = pvit_out["features"]  # (B, T, D_vit): class token per frame
     if self.pvit_frozen:
       cls = jax.lax.stop_gradient(cls)
-    h = nn.Dense(self.embed_dim, dtype=self.dtype, name="main_projection_0")(cls)
-    h = nn.Dense(self.embed_dim, dtype=self.dtype, name="main_projection_1")(
+    h = precision.Dense(self.embed_dim, dtype=self.dtype, name="main_projection_0")(cls)
+    h = precision.Dense(self.embed_dim, dtype=self.dtype, name="main_projection_1")(
         nn.gelu(h, approximate=False))
     h = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="main_projection_norm")(h)
     if self.position_embeddings:
@@ -196,7 +197,7 @@ class LIFTNet(nn.Module):
       fmap, features = jax.lax.stop_gradient(fmap), jax.lax.stop_gradient(features)
     pooled = adaptive_avg_pool(fmap.astype(jnp.float32), self.luminous_tokens, (1, 2, 3))
     tokens = pooled.reshape(pooled.shape[0], -1, pooled.shape[-1]).astype(self.dtype)
-    h = nn.Dense(self.embed_dim, dtype=self.dtype, name="luminous_projection")(tokens)
+    h = precision.Dense(self.embed_dim, dtype=self.dtype, name="luminous_projection")(tokens)
     h = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="luminous_projection_norm")(h)
     if self.position_embeddings:
       h = PositionEmbedding(name="luminous_position")(h)
@@ -251,16 +252,16 @@ class LIFTNet(nn.Module):
     features = jnp.mean(h_ls.astype(jnp.float32), axis=1)
     out["features"] = features
     lum_width = out["luminous_features"].shape[-1]
-    out["hidden"] = features if lum_width == self.embed_dim else nn.Dense(
+    out["hidden"] = features if lum_width == self.embed_dim else precision.Dense(
         lum_width, dtype=self.dtype, name="hidden_projection")(features).astype(jnp.float32)
     if not self.num_classes:
       return features, out
-    y = nn.Dense(self.head_dim or self.embed_dim, dtype=self.dtype, name="head_0")(features)
+    y = precision.Dense(self.head_dim or self.embed_dim, dtype=self.dtype, name="head_0")(features)
     y = nn.gelu(y, approximate=False)
     y = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name="head_bn")(y)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head_1")(y)
+    logits = precision.Dense(self.num_classes, dtype=self.dtype, name="head_1")(y)
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     out["logits"] = logits
     return logits, out

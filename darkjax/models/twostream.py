@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax.models import c3d
+from darkjax.layers import precision
 
 STREAMS = ("ir", "flow")
 
@@ -48,9 +49,10 @@ class StreamNet(nn.Module):
     tower = c3d.VARIANTS[self.backbone](0, dtype=self.dtype, **kwargs, name="c3d")
     fc7, _ = tower(x, train=train)
     out = {"fc7": fc7}
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="softmax")(fc7).astype(jnp.float32)
+    logits = precision.Dense(self.num_classes, dtype=self.dtype, name="softmax")(fc7).astype(
+        jnp.float32)
     if self.code_size:
-      out["code"] = nn.Dense(self.code_size, dtype=self.dtype, name="code")(fc7).astype(
+      out["code"] = precision.Dense(self.code_size, dtype=self.dtype, name="code")(fc7).astype(
           jnp.float32)
     return logits, out
 

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from darkjax.layers.conv import Conv3D
 from darkjax.layers import remat as remat_lib
 from darkjax.layers.norm import BatchNorm, one_pass_statistics
+from darkjax.layers import precision
 
 # Per-stage convolution types: "3d" (3,3,3), "2d" (1,3,3) no temporal extent, "2plus1d" factorised.
 CONV_TYPES = ("3d", "2d", "2plus1d")
@@ -195,8 +196,8 @@ class VideoResNet(nn.Module):
     if not self.num_classes:
       return features, out
     features = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.normal(0.01),
-                      name="fc")(features)
+    logits = precision.Dense(self.num_classes, dtype=self.dtype,
+                             kernel_init=nn.initializers.normal(0.01), name="fc")(features)
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     out["logits"] = logits
     return logits, out

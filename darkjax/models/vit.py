@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from darkjax.layers import attention as attention_lib
+from darkjax.layers import precision
 from darkjax.layers import remat as remat_lib
 
 _dense_init = nn.initializers.xavier_uniform()
@@ -49,12 +50,12 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     width = x.shape[-1]
-    x = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=_dense_init, bias_init=_bias_init,
-                 name="Dense_0")(x)
+    x = precision.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=_dense_init,
+                        bias_init=_bias_init, name="Dense_0")(x)
     x = nn.gelu(x, approximate=self.gelu_approximate)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    x = nn.Dense(width, dtype=self.dtype, kernel_init=_dense_init, bias_init=_bias_init,
-                 name="Dense_1")(x)
+    x = precision.Dense(width, dtype=self.dtype, kernel_init=_dense_init, bias_init=_bias_init,
+                        name="Dense_1")(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
 
@@ -71,7 +72,7 @@ class Encoder1DBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_0")(x)
-    y = nn.MultiHeadDotProductAttention(
+    y = precision.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype, kernel_init=_dense_init,
         broadcast_dropout=False, dropout_rate=self.attention_dropout_rate,
         attention_fn=functools.partial(attention_lib.dot_product_attention,
@@ -156,8 +157,9 @@ class VisionTransformer(nn.Module):
     if height % self.patch_size or width % self.patch_size:
       raise ValueError(f"VisionTransformer: image size {height}x{width} is not a multiple of the "
                        f"patch size {self.patch_size}")
-    x = nn.Conv(self.width, (self.patch_size, self.patch_size), strides=self.patch_size,
-                padding="VALID", dtype=self.dtype, name="embedding")(images.astype(self.dtype))
+    x = precision.Conv(self.width, (self.patch_size, self.patch_size), strides=self.patch_size,
+                       padding="VALID", dtype=self.dtype,
+                       name="embedding")(images.astype(self.dtype))
     x = x.reshape(batch, -1, self.width)
     cls = self.param("cls", nn.initializers.zeros, (1, 1, self.width))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.width)), x], axis=1)
@@ -171,12 +173,12 @@ class VisionTransformer(nn.Module):
       out["tokens"] = x[:, 1:]
     features = x[:, 0]
     if self.representation_size:
-      features = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype,
-                                   name="pre_logits")(features))
+      features = jnp.tanh(precision.Dense(self.representation_size, dtype=self.dtype,
+                                          name="pre_logits")(features))
     out["features"] = features
     if self.num_classes:
-      logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                        name="head")(features)
+      logits = precision.Dense(self.num_classes, dtype=self.dtype,
+                               kernel_init=nn.initializers.zeros, name="head")(features)
       out["logits"] = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     return out
 
