@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from darkjax import targets
+from darkjax import config as config_lib
+from darkjax import targets, train
 from darkjax import task as task_lib
 from darkjax.layers import conv, depthwise, precision
-from darkjax.tools import predict_checkpoint
+from darkjax.tools import bench_config, predict_checkpoint
 from run_configs import quiet
 
 PAPERS = ("actlumos_synthetic", "lift_synthetic", "dtcm_synthetic", "dinet_synthetic",
@@ -62,6 +63,29 @@ def test_paper_models_sum_nothing_in_bf16(case, tmp_path):
   # the model does compute in bf16 (its products), and sums nothing in it
   assert any(e.primitive.name in ("dot_general", "conv_general_dilated")
              and e.outvars[0].aval.dtype == jnp.bfloat16 for e in _walk(jaxpr)), case
+  assert _bf16_sums(jaxpr, []) == []
+
+
+@pytest.mark.parametrize("paper", ("actlumos_arid", "lift_arid", "dtcm_arid", "dinet_infar",
+                                   "twostream_infar"))
+def test_paper_train_steps_sum_nothing_in_bf16(paper, tmp_path):
+  """Each paper config's main-phase train step (its losses, gradients, gradient clipping and
+  optimizer update) at runlocal size with compute_dtype=bfloat16, as the Trainer jits it: no sum
+  of 64 or more terms in a 16-bit dtype."""
+  config = config_lib.load(f"configs/{paper}.py:runlocal")
+  config = bench_config.stand_in_config(config, str(tmp_path / "data"))
+  config = config_lib.resolve(config_lib.apply_overrides(config, {"compute_dtype": "bfloat16"}),
+                              "cpu")
+  phase_config, task = task_lib.build_task(task_lib.main_phase(config), config)
+  trainer = train.Trainer(phase_config, str(tmp_path / "run"), task=task)
+  with trainer.scope():
+    trainer.build()
+    batch = {k: jax.ShapeDtypeStruct((int(trainer.config.input.batch_size),) + s.shape[1:],
+                                     s.dtype, sharding=trainer.batch_sharding)
+             for k, s in trainer._sample.items()}   # pylint: disable=protected-access
+    rng = jax.eval_shape(lambda: jax.random.key(0))
+    jaxpr = trainer.train_step.trace(trainer.abstract_state, batch, rng).jaxpr.jaxpr
+  assert any(e.outvars and e.outvars[0].aval.dtype == jnp.bfloat16 for e in _walk(jaxpr))
   assert _bf16_sums(jaxpr, []) == []
 
 
