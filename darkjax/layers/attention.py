@@ -123,8 +123,7 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array,
   with bfloat16 the two agree to bfloat16 rounding. A call whose weights are sown (`module`, the
   attention-map figures) is flax's under "auto", as is every call traced inside
   `conv2d.native_lowering()` or `export_lowering()` (an export reads nothing of the host). The
-  choice is recorded as "attention:xla" or
-  "attention:cudnn" (`conv2d.record_lowerings`)."""
+  choice is recorded as "attention:xla" or "attention:cudnn" (`conv2d.record_lowerings`)."""
   query, key, value = nn.dtypes.promote_dtype(query, key, value, dtype=dtype)
   chosen = check_implementation(implementation)
   dropout = not deterministic and dropout_rate > 0.0
