@@ -5,7 +5,8 @@ bias to that dtype and add it to every output position; autodiff's transpose of 
 then sums the bias's cotangent over all positions in bf16. Such a sum stagnates once it is ~256x
 its terms, so over the B x T x H x W positions of a video conv it keeps few of its digits (a 1x1x1
 conv's bias gradient at B8 x 16 x 28^2 in bf16 was 90% of its largest entry away from float32's
-on XLA:CPU; XLA:GPU also reduces bf16 in bf16: tests/test_precision.py).
+on XLA:CPU, tests/test_precision.py; the optimized HLO of a step compiled for an H100 reduces
+them with bf16 adds too).
 
 `add_bias(y, bias)` is flax's forward, `y + bias` in y's dtype (bit for bit, so XLA fuses it as
 before, into a GEMM's epilogue where it did), with a custom backward that sums the bias's
