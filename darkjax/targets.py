@@ -3,10 +3,11 @@
 Layers choose their lowering per platform (the CPU rewrites of `darkjax.layers.conv` and
 `darkjax.layers.depthwise` on "cpu", XLA's own ops on "gpu" and "tpu": on "gpu" channels-last,
 full 3D kernels as 2D convolutions, `conv.frames2d_conv3d`), and compiled steps carry XLA
-options that only some platforms accept (`compiler_options`: on "gpu" the convolutions' layout). Both read `platform()`, never
-`jax.default_backend()`: a step traced on a CPU host for a GPU or TPU mesh must get the
-accelerator's ops and options. `compiling_for(mesh)` (or a platform name, a device, devices)
-says what a block traces for; outside every such block it is the host's default devices.
+options that only some platforms accept (`compiler_options`: on "gpu" the convolutions'
+layout). Both read `platform()`, never `jax.default_backend()`: a step traced on a CPU host for
+a GPU or TPU mesh must get the accelerator's ops and options. `compiling_for(mesh)` (or a
+platform name, a device, devices) says what a block traces for; outside every such block it is
+the host's default devices.
 
 Like `darkjax.layers.conv.native_lowering()`, the scope acts at trace time: a function jitted
 and traced outside it keeps its lowering, so trace a fresh function inside it.

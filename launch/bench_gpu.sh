@@ -138,13 +138,15 @@ config_name() {   # PATH[:KEY=VALUE,...]: config-NAME[-the overrides, '.', '=' a
   [[ $1 == *:* ]] && overrides=-$(tr '.=,' '___' <<<"${1#*:}")
   echo "config-$(basename "$path" .py)$overrides"
 }
-config_words() {   # ENTRY (PATH[:KEY=VALUE,...]): WORDS, `--config PATH [--set KEY=VALUE]...`
+set_words() {   # KEY=VALUE,... (or nothing): SETS, `--set KEY=VALUE` for each item
   local item items
-  WORDS=(--config "${1%%:*}")
-  if [[ $1 == *:* ]]; then
-    IFS=, read -r -a items <<<"${1#*:}"
-    for item in "${items[@]}"; do WORDS+=(--set "$item"); done
-  fi
+  SETS=()
+  IFS=, read -r -a items <<<"$1"
+  for item in "${items[@]}"; do SETS+=(--set "$item"); done
+}
+config_words() {   # ENTRY (PATH[:KEY=VALUE,...]): WORDS, `--config PATH [--set KEY=VALUE]...`
+  set_words "$([[ $1 == *:* ]] && echo "${1#*:}")"
+  WORDS=(--config "${1%%:*}" "${SETS[@]}")
 }
 
 row_words() {   # ROW (model:batch:frames:variants): NAME and WORDS, its bench command less --json
@@ -251,16 +253,14 @@ for part in $parts; do
         for set in "${sets[@]}"; do
           IFS=: read -r set_name flags overrides <<<"$set"
           name="$set_name-$(config_name "$config")"
-          set_args=()
-          IFS=, read -r -a items <<<"$overrides"
-          for item in "${items[@]}"; do set_args+=(--set "$item"); done
+          set_words "$overrides"
           # and XLA's log of what it autotuned: every candidate of each convolution and GEMM
           # fusion with its time (AutotuningLogs, text), where the compile's time goes
           flags="${flags:+$flags }--xla_gpu_dump_autotune_logs_to=$out/$name.autotune.textproto"
           # no persistent cache: its compiles, and XLA's autotuning results in it, stay cold
           run "$name" env -u JAX_COMPILATION_CACHE_DIR -u TORCHINDUCTOR_CACHE_DIR \
             "XLA_FLAGS=${XLA_FLAGS:-}${XLA_FLAGS:+ }$flags" $bench \
-            --config "$config" "${set_args[@]}" --steps 10 --rounds 3 --pipelined \
+            --config "$config" "${SETS[@]}" --steps 10 --rounds 3 --pipelined \
             --json "$out/$name.json"
         done
       done

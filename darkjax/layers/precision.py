@@ -60,7 +60,7 @@ def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 # The bias flax's layer would have added, kept aside by `_promote_setting_bias_aside` for the
-# layer's own call to add (a list per call, innermost last).
+# layer's own call to add (a fresh list per `_call_adding_bias`; None outside one).
 _ASIDE: contextvars.ContextVar[list | None] = contextvars.ContextVar("darkjax_bias_aside",
                                                                      default=None)
 
