@@ -37,6 +37,7 @@ from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.data import normalise as normalise_lib
 from darkjax.data import pipeline
+from darkjax.layers import precision
 from darkjax.step import TrainState, make_train_step
 from darkjax.layers import conv as conv_lib
 
@@ -163,8 +164,12 @@ class Trainer:
   def scope(self) -> Iterator[None]:
     """Where this Trainer's programs are traced: for its mesh's platform
     (`targets.compiling_for`: lowerings and precision read it) with the config's conv lowering
-    (`lowering_scope`). A tool that traces them itself enters it too."""
-    with targets.compiling_for(self.platform), lowering_scope(self.config):
+    (`lowering_scope`), and with a batch over more than one device the 16-bit layers' kernel
+    gradients in float32, so that their sum across the devices is a float32 one
+    (`precision.float32_weight_gradients`). A tool that traces them itself enters it too."""
+    spread = sharding.batch_devices(self.mesh) > 1
+    with (targets.compiling_for(self.platform), lowering_scope(self.config),
+          precision.float32_weight_gradients(spread)):
       yield
 
   # ---------------------------------------------------------------- data

@@ -235,9 +235,20 @@ def paper_step(tmp_path_factory):
   return compile_step
 
 
+def _collective_dtypes(hlo: str) -> set[str]:
+  """The element types of every all-reduce and reduce-scatter result in an optimized HLO."""
+  results = re.findall(r"= (.*?) (?:all-reduce|reduce-scatter)(?:-start)?\(", hlo)
+  return {dtype for result in results for dtype in re.findall(r"(\w+)\[", result)}
+
+
 def _check_pod_step(trainer, need, chosen, target):
   """Compiled for the target's platform and devices with native ops only, no CPU-only XLA option,
-  and a memory figure under what a run on the target may hold, the limit the fit check reads."""
+  and a memory figure under what a run on the target may hold, the limit the fit check reads.
+  On a TPU, data parallel over more than one device, its gradients are summed across them in
+  float32: no 16-bit all-reduce or reduce-scatter (darkjax.layers.precision; bf16 ones before).
+  (With fsdp the partitioner may split a small layer's contraction over the devices instead, its
+  partial activations all-reduced in bf16: not checked. On a GPU the convolutions' kernel
+  gradients stay bf16: precision's docstring.)"""
   assert trainer.platform == aot.parse(target).platform
   assert trainer.mesh.devices.size == aot.parse(target).device_count
   assert "xla_disable_hlo_passes" not in trainer.compiler_options
@@ -245,6 +256,10 @@ def _check_pod_step(trainer, need, chosen, target):
   limit = fit.device_limit(trainer.config, trainer.mesh.devices.flat[0], trainer.target)
   assert limit == aot.limit_bytes(target)
   assert need is not None and 0 < need < limit
+  if trainer.platform == "tpu" and dict(trainer.mesh.shape).get("fsdp", 1) == 1:
+    collectives = _collective_dtypes(trainer.compiled_step.as_text())
+    assert not collectives & {"bf16", "f16"}, collectives
+    assert ("f32" in collectives) == (trainer.mesh.devices.size > 1), collectives
 
 
 class _PaperMainPhases:
@@ -295,6 +310,15 @@ class TestOnOneH100(_PaperMainPhases):
     assert labels and all(a.endswith("f") and b.endswith("f") for a, b in labels), labels
     if paper in ("actlumos_arid", "lift_arid"):   # R(2+1)D: native 3D convolutions
       assert ("b012f", "b012f") in labels and chosen["conv3d:native"] > 0, labels
+
+  def test_data_parallel_matmul_gradients_are_summed_in_float32(self, paper_step):
+    """On eight H100s each matmul kernel's gradient leaves its device in float32 (a bf16 GEMM with
+    float32 output) and the all-reduces of LIFT-Net's student (ViT and fusion layers; its
+    convolutional backbone is frozen) are float32 ones, bf16 before (darkjax.layers.precision)."""
+    trainer, need, chosen = paper_step("lift_arid", "h100:8")
+    _check_pod_step(trainer, need, chosen, "h100:8")
+    collectives = _collective_dtypes(trainer.compiled_step.as_text())
+    assert "f32" in collectives and not collectives & {"bf16", "f16"}, collectives
 
   def test_vit_attention_is_cudnns_fused_attention(self, paper_step):
     """LIFT-Net's PViT (bfloat16 on a GPU) attends by cuDNN's fused attention, forward and

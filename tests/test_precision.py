@@ -4,6 +4,7 @@ layers sum them in bf16. The layers keep flax's variables, and in float32 flax's
 
 from __future__ import annotations
 
+import collections
 import importlib
 
 import flax.linen as nn
@@ -157,3 +158,131 @@ def test_attention_projections_sum_their_bias_gradients_in_float32():
   for name in ("query", "value", "out"):
     bias, want = np.asarray(got[name]["bias"], np.float32), np.asarray(exact[name]["bias"])
     assert np.max(np.abs(bias - want)) < 0.01 * np.max(np.abs(want)), name
+
+
+_CONVS = (   # (groups, strides, padding, lhs_dilation, rhs_dilation) of a 3D NDHWC convolution
+    (1, (1, 2, 2), ((1, 1), (1, 1), (1, 1)), None, None),
+    (4, (2, 1, 1), ((1, 0), (0, 1), (2, 2)), None, None),
+    (1, (1, 1, 1), "SAME", None, (1, 2, 2)),
+    (2, (1, 1, 1), ((0, 0), (1, 2), (0, 1)), (1, 2, 1), None),
+    (1, (1, 2, 2), "SAME", None, None))
+_DOTS = (   # (x shape, kernel shape, dimension numbers): Dense, DenseGeneral in and out
+    ((4, 5, 16), (16, 12), (((2,), (0,)), ((), ()))),
+    ((4, 5, 16), (16, 3, 4), (((2,), (0,)), ((), ()))),
+    ((4, 5, 3, 4), (3, 4, 16), (((2, 3), (0, 1)), ((), ()))))
+
+
+@pytest.mark.parametrize("case", [("conv", c) for c in _CONVS] + [("dot", d) for d in _DOTS],
+                         ids=[f"conv{i}" for i in range(len(_CONVS))]
+                         + [f"dot{i}" for i in range(len(_DOTS))])
+def test_float32_weight_gradients_of_convolutions_and_matmuls(case):
+  """Inside `float32_weight_gradients()` a bf16 convolution or matmul of a float32 kernel: lax's
+  output and input gradient bit for bit, and the kernel's gradient in float32, the float32 sum of
+  the bf16 products (autodiff's is a bf16 result, ~0.3% off), so that its sum across devices is a
+  float32 one. Outside the block, lax's program on the cast kernel."""
+  kind, spec = case
+  key_x, key_w, key_g = jax.random.split(jax.random.key(7), 3)
+  if kind == "conv":
+    groups, strides, padding, lhs_dilation, rhs_dilation = spec
+    x, w = jax.random.normal(key_x, (4, 6, 9, 9, 8)), jax.random.normal(key_w, (3, 3, 3, 8 // groups, 8))
+    kwargs = dict(window_strides=strides, padding=padding, lhs_dilation=lhs_dilation,
+                  rhs_dilation=rhs_dilation, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+                  feature_group_count=groups)
+    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, **kwargs)   # noqa: E731
+    ours = lambda x, w: precision.conv_general_dilated(x, w, **kwargs)   # noqa: E731
+  else:
+    x_shape, w_shape, numbers = spec
+    x, w = jax.random.normal(key_x, x_shape), jax.random.normal(key_w, w_shape)
+    plain = lambda x, w: jax.lax.dot_general(x, w, numbers)   # noqa: E731
+    ours = lambda x, w: precision.dot_general(x, w, numbers)   # noqa: E731
+  x16 = x.astype(jnp.bfloat16)
+  with precision.float32_weight_gradients():
+    y, pullback = jax.vjp(ours, x16, w)
+    assert "custom_vjp_call" in str(jax.make_jaxpr(ours)(x16, w))
+  y_ref, pullback_ref = jax.vjp(lambda x, w: plain(x, w.astype(jnp.bfloat16)), x16, w)
+  np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
+  dy = jax.random.normal(key_g, y.shape).astype(y.dtype)
+  (dx, dw), (dx_ref, dw_ref) = pullback(dy), pullback_ref(dy)
+  np.testing.assert_array_equal(np.asarray(dx, np.float32), np.asarray(dx_ref, np.float32))
+  # the exact sum of the same bf16 products, in float32
+  _, pullback_f32 = jax.vjp(lambda w: plain(x16.astype(jnp.float32), w),
+                            w.astype(jnp.bfloat16).astype(jnp.float32))
+  exact, = pullback_f32(dy.astype(jnp.float32))
+  scale = float(np.max(np.abs(exact)))
+  assert dw.dtype == jnp.float32 and dw.shape == w.shape
+  np.testing.assert_allclose(dw, exact, rtol=0, atol=1e-6 * scale)
+  assert np.max(np.abs(np.asarray(dw_ref, np.float32) - exact)) > 1e-4 * scale   # bf16's result
+  # outside the block: lax's op on the cast kernel, no custom VJP (a function of its own: jax
+  # caches traces by function, not by the context they were made in)
+  assert str(jax.make_jaxpr(lambda x, w: ours(x, w))(x16, w)) == str(jax.make_jaxpr(
+      lambda x, w: plain(x, w.astype(jnp.bfloat16)))(x16, w))
+
+
+@pytest.mark.parametrize("platform", ("tpu", "gpu"))
+@pytest.mark.parametrize("name", ("r2plus1d_tiny_test", "vit_tiny_test", "dtcm_tiny"))
+def test_layers_give_float32_kernel_gradients_for_a_batch_over_devices(name, platform):
+  """Inside `float32_weight_gradients()` (what a Trainer enters for a batch over devices) every
+  kernel of a bf16 model traced for a TPU (Conv3D, Dense, Conv, attention's projections,
+  DepthwiseConv2D) gets its gradient from one convolution or matmul with float32 output; traced
+  for a GPU, every matmul kernel (the convolutions stay autodiff's there: precision's docstring).
+  The same variables and loss; the gradients as close to the float32 model's as autodiff's of
+  the bf16 model, or closer."""
+  from darkjax import models  # pylint: disable=import-outside-toplevel
+  shape = (2, 32, 32, 3) if name.startswith("vit") else (2, 4, 32, 32, 3)
+  clips = jax.random.uniform(jax.random.key(3), shape)   # frames in [0, 1], as DTCM's enhancer takes
+  variables = models.build(name, 5).init(jax.random.key(4), clips, train=False)
+
+  def run(spread, dtype=jnp.bfloat16):
+    model = models.build(name, 5, dtype=dtype)
+
+    def loss(params):
+      out, _ = model.apply({**variables, "params": params}, clips, train=True,
+                           mutable=["batch_stats"])
+      logits = out[0] if isinstance(out, tuple) else out
+      return jnp.sum(jnp.asarray(logits, jnp.float32) * jnp.linspace(-1.0, 1.0, logits.shape[-1]))
+
+    with targets.compiling_for(platform), precision.float32_weight_gradients(spread):
+      jaxpr = jax.make_jaxpr(jax.grad(loss))(variables["params"])
+      return jaxpr, jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+  jaxpr, (value, grads) = run(True)
+  _, (value_ref, grads_ref) = run(False)
+  _, (_, exact) = run(False, jnp.float32)
+  np.testing.assert_allclose(value, value_ref, rtol=1e-6)
+  kernels = [leaf.ndim for path, leaf in jax.tree_util.tree_leaves_with_path(variables["params"])
+             if path[-1].key == "kernel"]
+  wide = collections.Counter(
+      eqn.primitive.name for eqn in _walk(jaxpr.jaxpr)
+      if eqn.primitive.name in ("conv_general_dilated", "dot_general")
+      and eqn.params.get("preferred_element_type") == jnp.float32
+      and all(precision.low_precision(v.aval.dtype) for v in eqn.invars))
+  matmuls = sum(ndim <= 3 for ndim in kernels)   # Dense (in, out), attention (in, heads, width)
+  assert wide["dot_general"] >= matmuls >= 1, (wide, kernels)
+  if platform == "tpu":
+    assert wide["conv_general_dilated"] >= len(kernels) - matmuls, (wide, kernels)
+  else:
+    assert not wide["conv_general_dilated"], wide
+  ours = autodiffs = 0.0
+  for got, plain, want in zip(*map(jax.tree.leaves, (grads, grads_ref, exact))):
+    assert got.dtype == plain.dtype == jnp.float32
+    scale = float(np.max(np.abs(want))) or 1.0
+    ours = max(ours, float(np.max(np.abs(np.asarray(got) - want))) / scale)
+    autodiffs = max(autodiffs, float(np.max(np.abs(np.asarray(plain) - want))) / scale)
+  assert ours <= autodiffs * 1.05 + 1e-6, (ours, autodiffs)
+
+
+def test_broadcast_parameters_sum_their_gradients_in_float32():
+  """`add_bias` over a parameter's size-1 axes (a position embedding (1, N, D)) and
+  `broadcast_param` (a class token per clip) sum their gradients over the batch in float32 under
+  bf16, and are the plain broadcast otherwise."""
+  y = jnp.full((512, 3, 4), 1.0, jnp.bfloat16)
+  pos = jnp.zeros((1, 3, 4))
+  grad = jax.grad(lambda p: jnp.sum(precision.add_bias(y, p).astype(jnp.float32) * 1.001))(pos)
+  assert grad.shape == pos.shape and grad.dtype == jnp.float32
+  np.testing.assert_allclose(grad, 512 * 1.001, rtol=1e-3)   # bf16 sums stall at 256
+  token = jnp.zeros((1, 1, 4))
+  grad = jax.grad(lambda t: jnp.sum(
+      precision.broadcast_param(t, (512, 1, 4), jnp.bfloat16).astype(jnp.float32) * 1.001))(token)
+  np.testing.assert_allclose(grad, 512 * 1.001, rtol=1e-3)
+  assert str(jax.make_jaxpr(lambda t: precision.broadcast_param(t, (8, 1, 4), jnp.float32))(
+      token)) == str(jax.make_jaxpr(lambda t: jnp.broadcast_to(t, (8, 1, 4)))(token))

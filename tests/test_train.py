@@ -20,6 +20,7 @@ from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
 from darkjax import train
 from darkjax.data import prepared
+from darkjax.layers import precision
 from run_configs import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +53,8 @@ def test_eight_devices_with_data_and_fsdp_sharding_match_one_device(data_dir, tm
   # differences of ~1e-7 in the sharded gradients grow past 1e-5 by step 18 (measured).
   one = small_config(data_dir, **{"optimizer.lr": 0.02})
   one.mesh.data = 1
-  train.Trainer(one, str(tmp_path / "one"), devices=jax.devices()[:1]).run()
+  single = train.Trainer(one, str(tmp_path / "one"), devices=jax.devices()[:1])
+  single.run()
   eight = small_config(data_dir, **{"optimizer.lr": 0.02})
   eight.mesh.data, eight.mesh.fsdp = 4, 2
   eight.sharding.min_fsdp_size = 0   # shard every parameter with an even dimension
@@ -60,6 +62,11 @@ def test_eight_devices_with_data_and_fsdp_sharding_match_one_device(data_dir, tm
   trainer.run()
   sharded = [s for s in jax.tree.leaves(trainer.state_shardings.params) if s.spec != ()]
   assert sharded, "fsdp sharded no parameter"
+  # a batch over devices: 16-bit layers would give float32 kernel gradients (layers.precision)
+  with trainer.scope():
+    assert precision.weight_gradients_in_float32()
+  with single.scope():
+    assert not precision.weight_gradients_in_float32()
   a, b = losses(str(tmp_path / "one")), losses(str(tmp_path / "eight"))
   assert sorted(a) == sorted(b) == list(range(1, 21))
   np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5, atol=1e-5)

@@ -51,6 +51,7 @@ initialises its backend.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -368,9 +369,19 @@ class Conv3D(nn.Module):
     kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,),
                       self.param_dtype) if self.use_bias else None
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    y = conv3d(x, kernel, self.strides, self.padding, self.feature_group_count, self.lowering,
-               self.kernel_grad)
+    x, low = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    conv = functools.partial(conv3d, strides=self.strides, padding=self.padding,
+                             feature_group_count=self.feature_group_count,
+                             lowering=self.lowering, kernel_grad=self.kernel_grad)
+    if precision.weight_gradients_in_float32(x.dtype, "conv") and kernel.dtype == jnp.float32:
+      # a batch over devices: the kernel's gradient leaves each device in float32 (precision)
+      def weight_gradient(x, dy, shape):
+        return precision.conv_weight_gradient(x, dy, shape, self.strides, self.padding, None,
+                                              None, ("NDHWC", "DHWIO", "NDHWC"),
+                                              self.feature_group_count)
+      y = precision.with_float32_weight_gradient(conv, weight_gradient, x, kernel)
+    else:
+      y = conv(x, low)
     if bias is not None:   # in float32 at least: its gradient is summed over every position
       y = precision.add_bias(y, bias)
     if export_lowering_forced():   # the tag is for training's remat policies (an ONNX Identity)

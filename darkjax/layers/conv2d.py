@@ -129,6 +129,17 @@ def record_lowerings(propagate: bool = False):
       outer.update(counter)
 
 
+@contextlib.contextmanager
+def recording_paused():
+  """Within the block nothing is recorded (a forward traced again for its gradient, as
+  `darkjax.layers.precision` does, is recorded once)."""
+  token = _RECORD.set(None)
+  try:
+    yield
+  finally:
+    _RECORD.reset(token)
+
+
 def note_lowering(op: str, lowering: str) -> None:
   """Records `op`'s chosen `lowering` in the innermost `record_lowerings()` block, if any."""
   counter = _RECORD.get()

@@ -81,8 +81,17 @@ class DepthwiseConv2D(nn.Module):
     channels = x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, tuple(self.kernel_size) + (1, channels))
     dtype = self.dtype or x.dtype
-    y = depthwise_conv2d(x.astype(dtype), kernel.astype(dtype), self.strides, self.padding,
-                         self.lowering)
+    x = x.astype(dtype)
+    if precision.weight_gradients_in_float32(dtype, "conv") and kernel.dtype == jnp.float32:
+      # a batch over devices: the kernel's gradient leaves each device in float32 (precision)
+      def weight_gradient(x, dy, shape):
+        return precision.conv_weight_gradient(x, dy, shape, self.strides, self.padding, None,
+                                              None, ("NHWC", "HWIO", "NHWC"), channels)
+      y = precision.with_float32_weight_gradient(
+          lambda x, k: depthwise_conv2d(x, k, self.strides, self.padding, self.lowering),
+          weight_gradient, x, kernel)
+    else:
+      y = depthwise_conv2d(x, kernel.astype(dtype), self.strides, self.padding, self.lowering)
     if self.use_bias:   # in float32 at least: its gradient is summed over every position
       y = precision.add_bias(y, self.param("bias", self.bias_init, (channels,)))
     return y

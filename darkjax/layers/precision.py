@@ -13,18 +13,41 @@ before, into a GEMM's epilogue where it did), with a custom backward that sums t
 cotangent in float32. `Dense`, `Conv` and `MultiHeadDotProductAttention` are flax's layers (same
 fields, variables and names) that add their bias with it under a 16-bit `dtype`: flax's own add
 is given a zero bias, which XLA drops. In float32 (and in exports) every layer here is flax's
-program, unchanged.
+program, unchanged. `add_bias` also takes a parameter broadcast over size-1 axes (position
+embeddings, class tokens), its gradient summed over them in float32 too.
+
+Weight gradients of a step whose batch is split over devices. Autodiff's weight gradient of a
+16-bit convolution or matmul is a 16-bit convolution or matmul over this device's part of the
+batch, and the partitioner sums those partial gradients across the devices in the same dtype: a
+bf16 all-reduce (or reduce-scatter) of every weight gradient, in the optimized HLO of each paper's
+data-parallel step for an H100 and a TPU alike, each hop of a ring rounding its partial sum to
+bf16 (jax-ml/jax#27496; Megatron-LM reduces bf16 gradients in float32 for this reason). Inside
+`float32_weight_gradients()` (`darkjax.train.Trainer.scope` enters it when the batch spans more
+than one device) `conv_general_dilated` and `dot_general` here take the float32 kernel, cast it
+for the forward as before and compute the kernel's gradient with float32 output
+(`preferred_element_type`: the MXU's and cuBLAS's float32 accumulators written out as they are), so
+the cross-device sum is a float32 one. `Dense`, `Conv`, attention's projections, `Conv3D` and
+`DepthwiseConv2D` use them; on one device every program is as before. Convolutions only where the
+compiler takes bf16 operands with a float32 result as they are (TPU: the two-stream step's memory
+4.28 -> 4.30 GiB on a v5e 2x2 slice); XLA:GPU converts both operands to float32 and runs a
+float32 convolution (R(2+1)D-18 at B16: 4.0 -> 5.9 GiB temporaries, TF32 instead of bf16), so on
+a GPU the convolutions' kernel gradients stay autodiff's and their all-reduce bf16. Matmuls (ViT,
+heads) are cuBLAS's bf16 GEMMs with a float32 output on either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from typing import Any
+import dataclasses
+import functools
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from darkjax import targets
 from darkjax.layers import conv2d
 
 
@@ -38,8 +61,12 @@ def _add_bias_fwd(y, bias):
 
 
 def _add_bias_bwd(bias, dy):
-  leading = tuple(range(dy.ndim - bias.ndim))
-  return dy, jnp.sum(dy, axis=leading, dtype=jnp.float32).astype(bias.dtype)
+  leading = dy.ndim - bias.ndim
+  # the axes the bias is broadcast over: the leading ones it lacks and its own size-1 ones
+  broadcast = tuple(range(leading)) + tuple(
+      leading + i for i, n in enumerate(bias.shape) if n == 1 and dy.shape[leading + i] != 1)
+  total = jnp.sum(dy, axis=broadcast, dtype=jnp.float32)
+  return dy, total.reshape(bias.shape).astype(bias.dtype)
 
 
 _add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
@@ -52,11 +79,185 @@ def low_precision(dtype: Any) -> bool:
 
 
 def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
-  """y + bias (bias over y's trailing axes) in y's dtype; under a 16-bit dtype its gradient
-  w.r.t. the bias is summed over every position in float32 (module docstring)."""
+  """y + bias (bias over y's trailing axes, broadcast over its size-1 ones) in y's dtype; under a
+  16-bit dtype its gradient w.r.t. the bias is summed over every position in float32 (module
+  docstring)."""
   if not low_precision(y.dtype) or conv2d.export_lowering_forced():
     return y + bias.astype(y.dtype)
   return _add_bias(y, bias)
+
+
+def broadcast_param(param: jax.Array, shape: Sequence[int], dtype: Any) -> jax.Array:
+  """`param` in `dtype` broadcast to `shape` (a class token per clip); under a 16-bit dtype its
+  gradient is summed over the broadcast axes in float32, as `add_bias`'s."""
+  if not low_precision(dtype) or conv2d.export_lowering_forced():
+    return jnp.broadcast_to(param.astype(dtype), tuple(shape))
+  return _add_bias(jnp.zeros(tuple(shape), dtype), param)
+
+
+_F32_WEIGHT_GRADS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "darkjax_float32_weight_gradients", default=False)
+
+
+@contextlib.contextmanager
+def float32_weight_gradients(enabled: bool = True) -> Iterator[None]:
+  """Within the block (at trace time), the layers of this module and `Conv3D` /
+  `DepthwiseConv2D` compute their 16-bit kernels' gradients with float32 output (module
+  docstring); `darkjax.train.Trainer.scope` enters it for a batch over more than one device."""
+  token = _F32_WEIGHT_GRADS.set(bool(enabled))
+  try:
+    yield
+  finally:
+    _F32_WEIGHT_GRADS.reset(token)
+
+
+def weight_gradients_in_float32(dtype: Any = None, op: str = "dot") -> bool:
+  """Whether a layer computing in `dtype` (None: any) gives its float32 kernel a float32 gradient
+  by `op` ("dot": a matmul; "conv": a convolution): inside `float32_weight_gradients()`, under a
+  16-bit dtype, outside `export_lowering()`; convolutions not when compiling for a GPU, where
+  XLA runs a bf16 convolution with float32 output as a float32 one on operands it converts first
+  (R(2+1)D-18's step: 46% more memory, TF32 weight gradients; module docstring)."""
+  return (_F32_WEIGHT_GRADS.get() and not conv2d.export_lowering_forced()
+          and (dtype is None or low_precision(dtype))
+          and (op == "dot" or targets.platform() != "gpu"))
+
+
+def _pads(padding: Any, in_sizes: Sequence[int], window: Sequence[int],
+          strides: Sequence[int]) -> tuple[tuple[int, int], ...]:
+  """Explicit (lo, hi) paddings of a convolution's spatial axes from lax's forms."""
+  if isinstance(padding, str):
+    return tuple(tuple(p) for p in jax.lax.padtype_to_pads(in_sizes, window, strides, padding))
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def conv_weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int],
+                         window_strides: Sequence[int], padding: Any,
+                         lhs_dilation: Sequence[int] | None, rhs_dilation: Sequence[int] | None,
+                         dimension_numbers: Any, feature_group_count: int = 1) -> jax.Array:
+  """The gradient w.r.t. the kernel of `lax.conv_general_dilated(x, kernel, ...)` given the
+  output's cotangent `dy`, in float32 whatever x's and dy's dtype: itself a convolution, of x by
+  dy, with x's batch and feature axes swapped (the batch is what it sums over), the forward's
+  strides as its dilation and vice versa, and each group's output features a batch group."""
+  numbers = jax.lax.conv_dimension_numbers(x.shape, tuple(kernel_shape), dimension_numbers)
+  lhs_spec, rhs_spec, out_spec = numbers
+  spatial = len(lhs_spec) - 2
+  strides = tuple(window_strides)
+  lhs_dilation = tuple(lhs_dilation or (1,) * spatial)
+  rhs_dilation = tuple(rhs_dilation or (1,) * spatial)
+  in_sizes = [x.shape[d] for d in lhs_spec[2:]]
+  window = [kernel_shape[d] for d in rhs_spec[2:]]
+  out_sizes = [dy.shape[d] for d in out_spec[2:]]
+  dilated_window = [(k - 1) * r + 1 for k, r in zip(window, rhs_dilation)]
+  pads = []
+  for i, (lo, _) in enumerate(_pads(padding, in_sizes, dilated_window, strides)):
+    dilated_in = (in_sizes[i] - 1) * lhs_dilation[i] + 1
+    dilated_out = (out_sizes[i] - 1) * strides[i] + 1
+    # the window's last tap reads position (out - 1) * stride + (window - 1) of the padded input
+    pads.append((lo, dilated_out - dilated_in + dilated_window[i] - lo - 1))
+  swap = lambda spec: (spec[1], spec[0]) + tuple(spec[2:])  # noqa: E731
+  return jax.lax.conv_general_dilated(
+      x, dy, window_strides=rhs_dilation, padding=pads, lhs_dilation=lhs_dilation,
+      rhs_dilation=strides,
+      dimension_numbers=jax.lax.ConvDimensionNumbers(swap(lhs_spec), swap(out_spec),
+                                                     swap(rhs_spec)),
+      batch_group_count=feature_group_count, preferred_element_type=jnp.float32)
+
+
+def dot_weight_gradient(x: jax.Array, dy: jax.Array, kernel_ndim: int,
+                        dimension_numbers: Any) -> jax.Array:
+  """The gradient w.r.t. the kernel of `lax.dot_general(x, kernel, dimension_numbers)` (no batch
+  axes) given the output's cotangent `dy`, in float32: x and dy contracted over x's free axes."""
+  (x_contract, k_contract), _ = dimension_numbers
+  x_contract, k_contract = tuple(x_contract), tuple(k_contract)
+  x_free = tuple(d for d in range(x.ndim) if d not in x_contract)
+  k_free = [d for d in range(kernel_ndim) if d not in k_contract]
+  grad = jax.lax.dot_general(x, dy, ((x_free, tuple(range(len(x_free)))), ((), ())),
+                             preferred_element_type=jnp.float32)
+  # grad's axes: x's contracted ones in x's order, then the kernel's free ones in order
+  x_order = sorted(x_contract)
+  order = [x_order.index(x_contract[k_contract.index(a)]) if a in k_contract
+           else len(x_contract) + k_free.index(a) for a in range(kernel_ndim)]
+  return jnp.transpose(grad, order)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WeightOp:
+  """A convolution or matmul of (x, 16-bit kernel) and its kernel gradient in float32."""
+  apply: Callable[[jax.Array, jax.Array], jax.Array]
+  weight_gradient: Callable[[jax.Array, jax.Array, Sequence[int]], jax.Array]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _float32_weight_grad(x: jax.Array, kernel: jax.Array, op: _WeightOp) -> jax.Array:
+  return op.apply(x, kernel.astype(x.dtype))
+
+
+def _float32_weight_grad_fwd(x, kernel, op):
+  low = kernel.astype(x.dtype)
+  return op.apply(x, low), (x, low)
+
+
+def _float32_weight_grad_bwd(op, residuals, dy):
+  x, low = residuals
+  dw = op.weight_gradient(x, dy, low.shape)
+  with conv2d.recording_paused():   # the forward's lowering, traced again: recorded once
+    _, input_vjp = jax.vjp(lambda x: op.apply(x, low), x)
+  dx, = input_vjp(dy)
+  return dx, dw
+
+
+_float32_weight_grad.defvjp(_float32_weight_grad_fwd, _float32_weight_grad_bwd)
+
+
+def with_float32_weight_gradient(apply: Callable[[jax.Array, jax.Array], jax.Array],
+                                 weight_gradient: Callable[..., jax.Array], x: jax.Array,
+                                 kernel: jax.Array) -> jax.Array:
+  """apply(x, kernel cast to x's dtype), its gradient w.r.t. x autodiff's of `apply` and w.r.t.
+  the float32 `kernel` weight_gradient(x, dy, kernel shape) (float32)."""
+  return _float32_weight_grad(x, kernel, _WeightOp(apply, weight_gradient))
+
+
+def _takes_float32_kernel(lhs: jax.Array, rhs: jax.Array, op: str) -> bool:
+  return rhs.dtype == jnp.float32 and weight_gradients_in_float32(lhs.dtype, op)
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                         padding: Any, lhs_dilation: Sequence[int] | None = None,
+                         rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
+                         feature_group_count: int = 1, batch_group_count: int = 1,
+                         precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
+  """`lax.conv_general_dilated`; a float32 `rhs` under a 16-bit `lhs` inside
+  `float32_weight_gradients()` is cast for the forward and its gradient is float32 (module
+  docstring)."""
+  kwargs = dict(window_strides=window_strides, padding=padding, lhs_dilation=lhs_dilation,
+                rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                feature_group_count=feature_group_count, precision=precision)
+  if (not _takes_float32_kernel(lhs, rhs, "conv") or batch_group_count != 1
+      or preferred_element_type is not None):
+    return jax.lax.conv_general_dilated(lhs, rhs.astype(lhs.dtype), **kwargs,
+                                        batch_group_count=batch_group_count,
+                                        preferred_element_type=preferred_element_type)
+
+  def weight_gradient(x, dy, shape):
+    return conv_weight_gradient(x, dy, shape, window_strides, padding, lhs_dilation,
+                                rhs_dilation, dimension_numbers, feature_group_count)
+  return with_float32_weight_gradient(
+      lambda x, k: jax.lax.conv_general_dilated(x, k, **kwargs), weight_gradient, lhs, rhs)
+
+
+def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, precision: Any = None,
+                preferred_element_type: Any = None, **kwargs: Any) -> jax.Array:
+  """`lax.dot_general`; a float32 `rhs` under a 16-bit `lhs` inside `float32_weight_gradients()`
+  (no batch axes) is cast for the forward and its gradient is float32 (module docstring)."""
+  (_, _), (lhs_batch, _) = dimension_numbers
+  if (not _takes_float32_kernel(lhs, rhs, "dot") or tuple(lhs_batch) or kwargs
+      or preferred_element_type is not None):
+    return jax.lax.dot_general(lhs, rhs.astype(lhs.dtype), dimension_numbers,
+                               precision=precision,
+                               preferred_element_type=preferred_element_type, **kwargs)
+  return with_float32_weight_gradient(
+      lambda x, k: jax.lax.dot_general(x, k, dimension_numbers, precision=precision),
+      lambda x, dy, shape: dot_weight_gradient(x, dy, len(shape), dimension_numbers), lhs, rhs)
 
 
 # The bias flax's layer would have added, kept aside by `_promote_setting_bias_aside` for the
@@ -67,13 +268,20 @@ _ASIDE: contextvars.ContextVar[list | None] = contextvars.ContextVar("darkjax_bi
 
 def _promote_setting_bias_aside(*args, dtype=None, inexact=True):
   """flax's promote_dtype; under a 16-bit `dtype`, inside a layer of this module, the bias (the
-  third of flax's (inputs, kernel, bias)) is set aside and flax adds zeros instead."""
+  third of flax's (inputs, kernel, bias)) is set aside and flax adds zeros instead, and inside
+  `float32_weight_gradients()` the kernel stays float32 for the layer's `dot_general` /
+  `conv_general_dilated` (this module's) to cast."""
   promoted = nn.dtypes.promote_dtype(*args, dtype=dtype, inexact=inexact)
   aside = _ASIDE.get()
-  if len(args) != 3 or args[2] is None or aside is None or not low_precision(dtype):
+  if len(args) != 3 or aside is None or not low_precision(dtype):
     return promoted
+  inputs, kernel, bias = promoted
+  if weight_gradients_in_float32(dtype) and args[1].dtype == jnp.float32:
+    kernel = args[1]
+  if args[2] is None:
+    return inputs, kernel, bias
   aside.append(args[2])
-  return (*promoted[:2], jnp.zeros_like(promoted[2]))
+  return inputs, kernel, jnp.zeros_like(bias)
 
 
 def _call_adding_bias(call, dtype: Any) -> jax.Array:
@@ -91,16 +299,20 @@ def _call_adding_bias(call, dtype: Any) -> jax.Array:
 
 
 class Dense(nn.Dense):
-  """`flax.linen.Dense`, its bias gradient summed in float32 under a 16-bit `dtype`."""
+  """`flax.linen.Dense`, its bias gradient summed in float32 under a 16-bit `dtype`, its kernel
+  gradient float32 inside `float32_weight_gradients()`."""
   promote_dtype: Any = _promote_setting_bias_aside
+  dot_general: Any = dot_general
 
   def __call__(self, inputs: jax.Array) -> jax.Array:
     return _call_adding_bias(lambda: super(Dense, self).__call__(inputs), self.dtype)
 
 
 class Conv(nn.Conv):
-  """`flax.linen.Conv`, its bias gradient summed in float32 under a 16-bit `dtype`."""
+  """`flax.linen.Conv`, its bias gradient summed in float32 under a 16-bit `dtype`, its kernel
+  gradient float32 inside `float32_weight_gradients()`."""
   promote_dtype: Any = _promote_setting_bias_aside
+  conv_general_dilated: Any = conv_general_dilated
 
   def __call__(self, inputs: jax.Array) -> jax.Array:
     return _call_adding_bias(lambda: super(Conv, self).__call__(inputs), self.dtype)
@@ -111,16 +323,20 @@ def _dense_general_adding_bias(next_fun, args, kwargs, context):
   query, key, value and output projections from) adds its bias as `Dense` here does."""
   module = context.module
   if (context.method_name != "__call__" or type(module) is not nn.DenseGeneral
-      or not module.use_bias or not low_precision(module.dtype)):
+      or not low_precision(module.dtype) or module.dot_general is not None
+      or module.dot_general_cls is not None):
     return next_fun(*args, **kwargs)
   # flax's attention builds the projection itself, with no field to pass a promote function
-  # to: it is set on this call's (bound, short-lived) instance, and restored after.
-  default = module.promote_dtype
+  # (or a dot_general) to: they are set on this call's (bound, short-lived) instance, and
+  # restored after.
+  defaults = module.promote_dtype, module.dot_general
   object.__setattr__(module, "promote_dtype", _promote_setting_bias_aside)
+  object.__setattr__(module, "dot_general", dot_general)
   try:
     return _call_adding_bias(lambda: next_fun(*args, **kwargs), module.dtype)
   finally:
-    object.__setattr__(module, "promote_dtype", default)
+    object.__setattr__(module, "promote_dtype", defaults[0])
+    object.__setattr__(module, "dot_general", defaults[1])
 
 
 class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):

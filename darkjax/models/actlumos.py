@@ -115,11 +115,12 @@ class TemporalTransformer(nn.Module):
       tokens = precision.Dense(self.hidden, dtype=self.dtype, name="input_projection")(tokens)
     batch = tokens.shape[0]
     cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, self.hidden))
-    x = jnp.concatenate([jnp.broadcast_to(cls.astype(tokens.dtype), (batch, 1, self.hidden)),
+    # the token per clip, its gradient summed over the batch in float32
+    x = jnp.concatenate([precision.broadcast_param(cls, (batch, 1, self.hidden), tokens.dtype),
                          tokens], axis=1)
     pos = self.param("position_embeddings", nn.initializers.normal(0.02),
                      (1,) + x.shape[1:])
-    x = x + pos.astype(x.dtype)
+    x = precision.add_bias(x, pos)
     x = nn.LayerNorm(dtype=self.dtype, name="embedding_norm")(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     for index in range(self.layers):

@@ -82,7 +82,7 @@ class PositionEmbedding(nn.Module):
     if pos.shape[1:] != x.shape[1:]:
       raise ValueError(f"{self.name}: built for {pos.shape[1]} tokens, got {x.shape[1]} (clips "
                        f"must keep the frame count / luminous token grid used at init)")
-    return x + pos.astype(x.dtype)
+    return precision.add_bias(x, pos)   # its gradient summed over the batch in float32
 
 
 def _fusion_layer(h_ms: jax.Array, h_ls: jax.Array, names: Sequence[str], *, num_heads: int,

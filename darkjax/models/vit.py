@@ -95,7 +95,7 @@ class AddPositionEmbs(nn.Module):
     if pos.shape[1:] != x.shape[1:]:
       raise ValueError(f"{self.name}: position embedding has {pos.shape[1]} tokens but the input "
                        f"has {x.shape[1]}; convert the checkpoint with image_size= to resize it")
-    return x + pos.astype(x.dtype)
+    return precision.add_bias(x, pos)   # its gradient summed over the batch in float32
 
 
 class Encoder(nn.Module):
@@ -162,7 +162,9 @@ class VisionTransformer(nn.Module):
                        name="embedding")(images.astype(self.dtype))
     x = x.reshape(batch, -1, self.width)
     cls = self.param("cls", nn.initializers.zeros, (1, 1, self.width))
-    x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.width)), x], axis=1)
+    # the token per clip, its gradient summed over the batch in float32
+    x = jnp.concatenate([precision.broadcast_param(cls, (batch, 1, self.width), x.dtype), x],
+                        axis=1)
     x = Encoder(self._blocks(), self.num_heads, self.mlp_dim, self.dropout_rate,
                 self.attention_dropout_rate, self.gelu_approximate, self.dtype, self.remat,
                 self.final_norm,
