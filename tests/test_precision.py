@@ -184,7 +184,8 @@ def test_float32_weight_gradients_of_convolutions_and_matmuls(case):
   key_x, key_w, key_g = jax.random.split(jax.random.key(7), 3)
   if kind == "conv":
     groups, strides, padding, lhs_dilation, rhs_dilation = spec
-    x, w = jax.random.normal(key_x, (4, 6, 9, 9, 8)), jax.random.normal(key_w, (3, 3, 3, 8 // groups, 8))
+    x = jax.random.normal(key_x, (4, 6, 9, 9, 8))
+    w = jax.random.normal(key_w, (3, 3, 3, 8 // groups, 8))
     kwargs = dict(window_strides=strides, padding=padding, lhs_dilation=lhs_dilation,
                   rhs_dilation=rhs_dilation, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
                   feature_group_count=groups)
@@ -229,7 +230,7 @@ def test_layers_give_float32_kernel_gradients_for_a_batch_over_devices(name, pla
   the bf16 model, or closer."""
   from darkjax import models  # pylint: disable=import-outside-toplevel
   shape = (2, 32, 32, 3) if name.startswith("vit") else (2, 4, 32, 32, 3)
-  clips = jax.random.uniform(jax.random.key(3), shape)   # frames in [0, 1], as DTCM's enhancer takes
+  clips = jax.random.uniform(jax.random.key(3), shape)   # in [0, 1], as DTCM's enhancer takes
   variables = models.build(name, 5).init(jax.random.key(4), clips, train=False)
 
   def run(spread, dtype=jnp.bfloat16):
