@@ -219,8 +219,9 @@ def test_float32_weight_gradients_of_convolutions_and_matmuls(case):
       lambda x, w: plain(x, w.astype(jnp.bfloat16)))(x16, w))
 
 
-@pytest.mark.parametrize("platform", ("tpu", "gpu"))
-@pytest.mark.parametrize("name", ("r2plus1d_tiny_test", "vit_tiny_test", "dtcm_tiny"))
+@pytest.mark.parametrize("name, platform", [
+    ("r2plus1d_tiny_test", "tpu"), ("vit_tiny_test", "tpu"), ("dtcm_tiny", "tpu"),
+    ("r2plus1d_tiny_test", "gpu"), ("vit_tiny_test", "gpu")])
 def test_layers_give_float32_kernel_gradients_for_a_batch_over_devices(name, platform):
   """Inside `float32_weight_gradients()` (what a Trainer enters for a batch over devices) every
   kernel of a bf16 model traced for a TPU (Conv3D, Dense, Conv, attention's projections,
