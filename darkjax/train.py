@@ -168,8 +168,11 @@ class Trainer:
     gradients in float32, so that their sum across the devices is a float32 one
     (`precision.float32_weight_gradients`). A tool that traces them itself enters it too."""
     spread = sharding.batch_devices(self.mesh) > 1
+    # each device's own convolution gradients summed in float32 (on a GPU) where the parameters
+    # are replicated: no fsdp
+    mesh = self.mesh if self.mesh.shape["fsdp"] == 1 else None
     with (targets.compiling_for(self.platform), lowering_scope(self.config),
-          precision.float32_weight_gradients(spread)):
+          precision.float32_weight_gradients(spread, mesh, sharding.BATCH_AXES)):
       yield
 
   # ---------------------------------------------------------------- data

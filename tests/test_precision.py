@@ -288,3 +288,42 @@ def test_broadcast_parameters_sum_their_gradients_in_float32():
   np.testing.assert_allclose(grad, 512 * 1.001, rtol=1e-3)
   assert str(jax.make_jaxpr(lambda t: precision.broadcast_param(t, (8, 1, 4), jnp.float32))(
       token)) == str(jax.make_jaxpr(lambda t: jnp.broadcast_to(t, (8, 1, 4)))(token))
+
+
+def test_gpu_convolutions_sum_each_devices_gradient_in_float32():
+  """Traced for a GPU with the batch over 8 devices (a Trainer's mesh, replicated parameters):
+  each convolution kernel's gradient is each device's own (autodiff's, bf16) summed across them by
+  a float32 psum (XLA:GPU would convert the operands of a bf16 convolution with float32 output);
+  the matmuls' as on one device in float32. The same loss, gradients within bf16's rounding of
+  autodiff's; without a mesh, autodiff's convolution gradients."""
+  from darkjax import models, sharding  # pylint: disable=import-outside-toplevel
+  mesh = jax.make_mesh((8, 1), sharding.BATCH_AXES,
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  model = models.build("r2plus1d_tiny_test", 5, dtype=jnp.bfloat16)
+  clips = jax.random.uniform(jax.random.key(3), (8, 4, 32, 32, 3))
+  variables = models.build("r2plus1d_tiny_test", 5).init(jax.random.key(4), clips[:1], train=False)
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.BATCH_AXES))
+  clips = jax.device_put(clips, batch)
+
+  def loss(params, clips):
+    (logits, _), _ = model.apply({**variables, "params": params}, clips, train=True,
+                                 mutable=["batch_stats"])
+    return jnp.sum(logits.astype(jnp.float32) * jnp.linspace(-1.0, 1.0, logits.shape[-1]))
+
+  def run(given):
+    with targets.compiling_for("gpu"), precision.float32_weight_gradients(
+        True, mesh if given else None, sharding.BATCH_AXES):
+      jaxpr = jax.make_jaxpr(jax.grad(loss))(variables["params"], clips)
+      return str(jaxpr), jax.jit(jax.value_and_grad(loss))(variables["params"], clips)
+
+  text, (value, grads) = run(True)
+  plain, (value_ref, grads_ref) = run(False)
+  convs = sum(leaf.ndim == 5 for path, leaf in jax.tree_util.tree_leaves_with_path(
+      variables["params"]) if path[-1].key == "kernel")
+  assert text.count("shard_map") >= convs > 0 and "psum" in text, (text.count("shard_map"), convs)
+  assert "shard_map" not in plain
+  np.testing.assert_allclose(value, value_ref, rtol=1e-6)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    assert got.dtype == jnp.float32
+    scale = float(np.max(np.abs(want))) or 1.0
+    assert np.max(np.abs(np.asarray(got) - np.asarray(want))) <= 0.02 * scale

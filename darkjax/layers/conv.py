@@ -375,10 +375,10 @@ class Conv3D(nn.Module):
                              lowering=self.lowering, kernel_grad=self.kernel_grad)
     if precision.weight_gradients_in_float32(x.dtype, "conv") and kernel.dtype == jnp.float32:
       # a batch over devices: the kernel's gradient leaves each device in float32 (precision)
-      def weight_gradient(x, dy, shape):
+      def weight_gradient(x, dy, shape, **kwargs):
         return precision.conv_weight_gradient(x, dy, shape, self.strides, self.padding, None,
                                               None, ("NDHWC", "DHWIO", "NDHWC"),
-                                              self.feature_group_count)
+                                              self.feature_group_count, **kwargs)
       y = precision.with_float32_weight_gradient(conv, weight_gradient, x, kernel)
     else:
       y = conv(x, low)

@@ -84,9 +84,10 @@ class DepthwiseConv2D(nn.Module):
     x = x.astype(dtype)
     if precision.weight_gradients_in_float32(dtype, "conv") and kernel.dtype == jnp.float32:
       # a batch over devices: the kernel's gradient leaves each device in float32 (precision)
-      def weight_gradient(x, dy, shape):
+      def weight_gradient(x, dy, shape, **kwargs):
         return precision.conv_weight_gradient(x, dy, shape, self.strides, self.padding, None,
-                                              None, ("NHWC", "HWIO", "NHWC"), channels)
+                                              None, ("NHWC", "HWIO", "NHWC"), channels,
+                                              **kwargs)
       y = precision.with_float32_weight_gradient(
           lambda x, k: depthwise_conv2d(x, k, self.strides, self.padding, self.lowering),
           weight_gradient, x, kernel)

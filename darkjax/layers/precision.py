@@ -27,12 +27,15 @@ than one device) `conv_general_dilated` and `dot_general` here take the float32 
 for the forward as before and compute the kernel's gradient with float32 output
 (`preferred_element_type`: the MXU's and cuBLAS's float32 accumulators written out as they are), so
 the cross-device sum is a float32 one. `Dense`, `Conv`, attention's projections, `Conv3D` and
-`DepthwiseConv2D` use them; on one device every program is as before. Convolutions only where the
-compiler takes bf16 operands with a float32 result as they are (TPU: the two-stream step's memory
-4.28 -> 4.30 GiB on a v5e 2x2 slice); XLA:GPU converts both operands to float32 and runs a
-float32 convolution (R(2+1)D-18 at B16: 4.0 -> 5.9 GiB temporaries, TF32 instead of bf16), so on
-a GPU the convolutions' kernel gradients stay autodiff's and their all-reduce bf16. Matmuls (ViT,
-heads) are cuBLAS's bf16 GEMMs with a float32 output on either.
+`DepthwiseConv2D` use them; on one device every program is as before. A TPU takes bf16 operands
+with a float32 result as they are (the two-stream step's memory 4.28 -> 4.30 GiB on a v5e 2x2
+slice), and so does cuBLAS for matmuls; XLA:GPU runs such a convolution as a float32 one on
+operands it converts first (R(2+1)D-18 at B16: 4.0 -> 5.9 GiB temporaries, TF32 instead of bf16).
+So a convolution compiled for a GPU takes each device's own gradient, autodiff's (cuDNN's bf16
+weight gradient of its part of the batch, accumulated in float32 and rounded once), and sums
+them across the devices by a float32 `psum` in a `shard_map` over the mesh the Trainer passes
+(memory and collectives otherwise as before); with fsdp (kernels split over devices) autodiff's
+gradient and bf16 all-reduce stay there.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from typing import Any, Callable, Iterator, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from darkjax import targets
 from darkjax.layers import conv2d
@@ -95,31 +99,55 @@ def broadcast_param(param: jax.Array, shape: Sequence[int], dtype: Any) -> jax.A
   return _add_bias(jnp.zeros(tuple(shape), dtype), param)
 
 
-_F32_WEIGHT_GRADS: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "darkjax_float32_weight_gradients", default=False)
+@dataclasses.dataclass(frozen=True)
+class _Spread:
+  """A batch over devices: `mesh` and its `axes` the batch is split over (None: not given)."""
+  mesh: Any = None
+  axes: tuple[str, ...] = ()
+
+
+_F32_WEIGHT_GRADS: contextvars.ContextVar[_Spread | None] = contextvars.ContextVar(
+    "darkjax_float32_weight_gradients", default=None)
 
 
 @contextlib.contextmanager
-def float32_weight_gradients(enabled: bool = True) -> Iterator[None]:
+def float32_weight_gradients(enabled: bool = True, mesh: Any = None,
+                             axes: Sequence[str] = ()) -> Iterator[None]:
   """Within the block (at trace time), the layers of this module and `Conv3D` /
-  `DepthwiseConv2D` compute their 16-bit kernels' gradients with float32 output (module
-  docstring); `darkjax.train.Trainer.scope` enters it for a batch over more than one device."""
-  token = _F32_WEIGHT_GRADS.set(bool(enabled))
+  `DepthwiseConv2D` give their 16-bit kernels float32 gradients (module docstring);
+  `darkjax.train.Trainer.scope` enters it for a batch over more than one device, with its `mesh`
+  and the mesh `axes` the batch is split over (what a convolution compiled for a GPU needs: its
+  gradient is each device's own, summed across them in float32)."""
+  token = _F32_WEIGHT_GRADS.set(_Spread(mesh, tuple(axes)) if enabled else None)
   try:
     yield
   finally:
     _F32_WEIGHT_GRADS.reset(token)
 
 
+def _gpu_conv_mesh() -> _Spread | None:
+  """For a convolution compiled for a GPU: the spread whose devices sum their own gradients in
+  float32 (a mesh given, parameters replicated over it, and split over the batch's axes alone),
+  else None."""
+  spread = _F32_WEIGHT_GRADS.get()
+  if spread is None or spread.mesh is None or not spread.axes:
+    return None
+  if any(spread.mesh.shape[a] > 1 for a in spread.mesh.axis_names if a not in spread.axes):
+    return None
+  return spread
+
+
 def weight_gradients_in_float32(dtype: Any = None, op: str = "dot") -> bool:
   """Whether a layer computing in `dtype` (None: any) gives its float32 kernel a float32 gradient
   by `op` ("dot": a matmul; "conv": a convolution): inside `float32_weight_gradients()`, under a
-  16-bit dtype, outside `export_lowering()`; convolutions not when compiling for a GPU, where
-  XLA runs a bf16 convolution with float32 output as a float32 one on operands it converts first
-  (R(2+1)D-18's step: 46% more memory, TF32 weight gradients; module docstring)."""
-  return (_F32_WEIGHT_GRADS.get() and not conv2d.export_lowering_forced()
-          and (dtype is None or low_precision(dtype))
-          and (op == "dot" or targets.platform() != "gpu"))
+  16-bit dtype, outside `export_lowering()`; a convolution compiled for a GPU only on a mesh that
+  splits the batch alone (`_gpu_conv_mesh`: there XLA would run a bf16 convolution with float32
+  output as a float32 one on converted operands, so each device's gradient is autodiff's and
+  their sum a float32 `psum`; module docstring)."""
+  if (_F32_WEIGHT_GRADS.get() is None or conv2d.export_lowering_forced()
+      or not (dtype is None or low_precision(dtype))):
+    return False
+  return op == "dot" or targets.platform() != "gpu" or _gpu_conv_mesh() is not None
 
 
 def _pads(padding: Any, in_sizes: Sequence[int], window: Sequence[int],
@@ -133,11 +161,13 @@ def _pads(padding: Any, in_sizes: Sequence[int], window: Sequence[int],
 def conv_weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int],
                          window_strides: Sequence[int], padding: Any,
                          lhs_dilation: Sequence[int] | None, rhs_dilation: Sequence[int] | None,
-                         dimension_numbers: Any, feature_group_count: int = 1) -> jax.Array:
+                         dimension_numbers: Any, feature_group_count: int = 1,
+                         preferred_element_type: Any = jnp.float32) -> jax.Array:
   """The gradient w.r.t. the kernel of `lax.conv_general_dilated(x, kernel, ...)` given the
-  output's cotangent `dy`, in float32 whatever x's and dy's dtype: itself a convolution, of x by
-  dy, with x's batch and feature axes swapped (the batch is what it sums over), the forward's
-  strides as its dilation and vice versa, and each group's output features a batch group."""
+  output's cotangent `dy`, in float32 whatever x's and dy's dtype (`preferred_element_type=None`:
+  in theirs): itself a convolution, of x by dy, with x's batch and feature axes swapped (the batch
+  is what it sums over), the forward's strides as its dilation and vice versa, and each group's
+  output features a batch group."""
   numbers = jax.lax.conv_dimension_numbers(x.shape, tuple(kernel_shape), dimension_numbers)
   lhs_spec, rhs_spec, out_spec = numbers
   spatial = len(lhs_spec) - 2
@@ -160,7 +190,7 @@ def conv_weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int
       rhs_dilation=strides,
       dimension_numbers=jax.lax.ConvDimensionNumbers(swap(lhs_spec), swap(out_spec),
                                                      swap(rhs_spec)),
-      batch_group_count=feature_group_count, preferred_element_type=jnp.float32)
+      batch_group_count=feature_group_count, preferred_element_type=preferred_element_type)
 
 
 def dot_weight_gradient(x: jax.Array, dy: jax.Array, kernel_ndim: int,
@@ -182,9 +212,12 @@ def dot_weight_gradient(x: jax.Array, dy: jax.Array, kernel_ndim: int,
 
 @dataclasses.dataclass(frozen=True)
 class _WeightOp:
-  """A convolution or matmul of (x, 16-bit kernel) and its kernel gradient in float32."""
+  """A convolution or matmul of (x, 16-bit kernel) and its kernel gradient in float32: by
+  `weight_gradient`, or with a `spread` each device's own (`weight_gradient` in x's dtype, as
+  autodiff's) summed across the spread's batch axes in float32."""
   apply: Callable[[jax.Array, jax.Array], jax.Array]
   weight_gradient: Callable[[jax.Array, jax.Array, Sequence[int]], jax.Array]
+  spread: _Spread | None = None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -199,10 +232,23 @@ def _float32_weight_grad_fwd(x, kernel, op):
 
 def _float32_weight_grad_bwd(op, residuals, dy):
   x, low = residuals
-  dw = op.weight_gradient(x, dy, low.shape)
   with conv2d.recording_paused():   # the forward's lowering, traced again: recorded once
     _, input_vjp = jax.vjp(lambda x: op.apply(x, low), x)
-  dx, = input_vjp(dy)
+    dx, = input_vjp(dy)
+    devices = 1 if op.spread is None else int(np.prod([op.spread.mesh.shape[a]
+                                                       for a in op.spread.axes]))
+    if op.spread is None:
+      return dx, op.weight_gradient(x, dy, low.shape)
+    if x.shape[0] % devices:   # a batch the devices do not split evenly: autodiff's gradient
+      _, kernel_vjp = jax.vjp(lambda k: op.apply(x, k), low)
+      return dx, kernel_vjp(dy)[0].astype(jnp.float32)
+
+    def own(x, dy):   # this device's part of the batch: a bf16 gradient, summed in float32
+      local = op.weight_gradient(x, dy, low.shape, preferred_element_type=None)
+      return jax.lax.psum(local.astype(jnp.float32), op.spread.axes)
+    batch = jax.sharding.PartitionSpec(op.spread.axes)
+    dw = jax.shard_map(own, mesh=op.spread.mesh, in_specs=(batch, batch),
+                       out_specs=jax.sharding.PartitionSpec(), check_vma=False)(x, dy)
   return dx, dw
 
 
@@ -211,10 +257,12 @@ _float32_weight_grad.defvjp(_float32_weight_grad_fwd, _float32_weight_grad_bwd)
 
 def with_float32_weight_gradient(apply: Callable[[jax.Array, jax.Array], jax.Array],
                                  weight_gradient: Callable[..., jax.Array], x: jax.Array,
-                                 kernel: jax.Array) -> jax.Array:
+                                 kernel: jax.Array, op: str = "conv") -> jax.Array:
   """apply(x, kernel cast to x's dtype), its gradient w.r.t. x autodiff's of `apply` and w.r.t.
-  the float32 `kernel` weight_gradient(x, dy, kernel shape) (float32)."""
-  return _float32_weight_grad(x, kernel, _WeightOp(apply, weight_gradient))
+  the float32 `kernel` weight_gradient(x, dy, kernel shape) (float32); a convolution (`op`)
+  compiled for a GPU: each device's autodiff gradient, summed across the devices in float32."""
+  spread = _gpu_conv_mesh() if op == "conv" and targets.platform() == "gpu" else None
+  return _float32_weight_grad(x, kernel, _WeightOp(apply, weight_gradient, spread))
 
 
 def _takes_float32_kernel(lhs: jax.Array, rhs: jax.Array, op: str) -> bool:
@@ -238,9 +286,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                                         batch_group_count=batch_group_count,
                                         preferred_element_type=preferred_element_type)
 
-  def weight_gradient(x, dy, shape):
+  def weight_gradient(x, dy, shape, **kwargs):
     return conv_weight_gradient(x, dy, shape, window_strides, padding, lhs_dilation,
-                                rhs_dilation, dimension_numbers, feature_group_count)
+                                rhs_dilation, dimension_numbers, feature_group_count, **kwargs)
   return with_float32_weight_gradient(
       lambda x, k: jax.lax.conv_general_dilated(x, k, **kwargs), weight_gradient, lhs, rhs)
 
@@ -257,7 +305,8 @@ def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, precisio
                                preferred_element_type=preferred_element_type, **kwargs)
   return with_float32_weight_gradient(
       lambda x, k: jax.lax.dot_general(x, k, dimension_numbers, precision=precision),
-      lambda x, dy, shape: dot_weight_gradient(x, dy, len(shape), dimension_numbers), lhs, rhs)
+      lambda x, dy, shape: dot_weight_gradient(x, dy, len(shape), dimension_numbers), lhs, rhs,
+      op="dot")
 
 
 # The bias flax's layer would have added, kept aside by `_promote_setting_bias_aside` for the
