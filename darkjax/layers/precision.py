@@ -235,20 +235,17 @@ def _float32_weight_grad_bwd(op, residuals, dy):
   with conv2d.recording_paused():   # the forward's lowering, traced again: recorded once
     _, input_vjp = jax.vjp(lambda x: op.apply(x, low), x)
     dx, = input_vjp(dy)
-    devices = 1 if op.spread is None else int(np.prod([op.spread.mesh.shape[a]
-                                                       for a in op.spread.axes]))
-    if op.spread is None:
-      return dx, op.weight_gradient(x, dy, low.shape)
-    if x.shape[0] % devices:   # a batch the devices do not split evenly: autodiff's gradient
-      _, kernel_vjp = jax.vjp(lambda k: op.apply(x, k), low)
-      return dx, kernel_vjp(dy)[0].astype(jnp.float32)
+  if op.spread is None:
+    return dx, op.weight_gradient(x, dy, low.shape)
 
-    def own(x, dy):   # this device's part of the batch: a bf16 gradient, summed in float32
-      local = op.weight_gradient(x, dy, low.shape, preferred_element_type=None)
-      return jax.lax.psum(local.astype(jnp.float32), op.spread.axes)
-    batch = jax.sharding.PartitionSpec(op.spread.axes)
-    dw = jax.shard_map(own, mesh=op.spread.mesh, in_specs=(batch, batch),
-                       out_specs=jax.sharding.PartitionSpec(), check_vma=False)(x, dy)
+  def own(x, dy):   # a part of the batch: the gradient in x's dtype (autodiff's), then float32
+    return op.weight_gradient(x, dy, low.shape, preferred_element_type=None).astype(jnp.float32)
+  if x.shape[0] % int(np.prod([op.spread.mesh.shape[a] for a in op.spread.axes])):
+    return dx, own(x, dy)   # a batch the devices do not split evenly: autodiff's sum
+  batch = jax.sharding.PartitionSpec(op.spread.axes)
+  dw = jax.shard_map(lambda x, dy: jax.lax.psum(own(x, dy), op.spread.axes),
+                     mesh=op.spread.mesh, in_specs=(batch, batch),
+                     out_specs=jax.sharding.PartitionSpec(), check_vma=False)(x, dy)
   return dx, dw
 
 
