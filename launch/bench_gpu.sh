@@ -55,32 +55,31 @@ wheels=${DARKJAX_WHEELS:-.whl}
 # XLA's native 3D convolutions forced channels-last: a variant of 3D-ResNeXt (native on GPU, its
 # grouped convs kept channels-first, NCDHW); the other networks' default (targets.compiler_options).
 nhwc="xla_gpu_force_conv_nhwc=true"
-# Every ungrouped conv a channels-last 2D one: the R(2+1)D rows' default until their (1, k, k),
-# (k, 1, 1) and (1, 1, 1) convs became XLA's 3D ones (conv.choose_lowering), against it.
-frames2d="lowering=frames2d"
-# Command buffers (CUDA graphs) off: XLA:GPU replays its fusions as graphs between the cuDNN
-# convolutions it launches outside them; the 2026-11-26 run's R(2+1)D steps idled the GPU 2.7-3.7 ms
-# of each step (device time against wall, docs/benchmarks.md).
-# And the convolutions recorded into them too (XLA's default command types plus CONVOLUTION),
-# so that a step replays as few graphs as possible.
-nocb="xla_gpu_enable_command_buffer="
+# The convolutions recorded into XLA:GPU's command buffers (CUDA graphs) too (XLA's default command
+# types plus CONVOLUTION, not a default in XLA), so that a step replays a few large graphs instead
+# of alternating graphs and cuDNN launches: 0.98x the R(2+1)D-18 row's step in the 2026-11-27 run
+# (command buffers off: 1.00x; BatchNorm + ReLU as autodiff makes them, `bn_relu=plain`: 1.04x,
+# and in the 2026-11-26 run the (2+1)D convolutions as 2D ones, `lowering=frames2d`: the same step,
+# 2.7x the cold compile; those three levers are settled and no longer rows' variants:
+# docs/benchmarks.md).
 cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN+DYNAMIC_SLICE_FUSION"\
 "+CONVOLUTION"
-# BatchNorm + ReLU as autodiff makes them, against their one custom VJP (darkjax.layers.norm, the
-# default: 12% less fusion traffic in a deviceless H100 compile of the R(2+1)D rows).
-plainbn="bn_relu=plain"
-rows=${DARKJAX_BENCH_ROWS:-"r2plus1d_18:16:16:auto;$plainbn;$frames2d;$nocb;$cbconv \
-r2plus1d_34_ig65m:8:32:auto;$plainbn;$frames2d;$nocb;$cbconv resnext3d_101:8:64:auto;$nhwc \
-c3d:30:16:auto;lowering=native r3d_18:16:16:auto;lowering=native r2plus1d_18:64:16:auto"}
+# Longest compile first (the pre-pass takes rows and configs in turn, in these orders).
+rows=${DARKJAX_BENCH_ROWS:-"resnext3d_101:8:64:auto;$nhwc r2plus1d_34_ig65m:8:32:auto;$cbconv \
+r2plus1d_18:16:16:auto;$cbconv c3d:30:16:auto;lowering=native r3d_18:16:16:auto;lowering=native \
+r2plus1d_18:64:16:auto"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
-configs=${DARKJAX_BENCH_CONFIGS:-"configs/lift_arid.py configs/actlumos_arid.py configs/dtcm_arid.py \
-configs/twostream_infar.py configs/dinet_infar.py configs/lift_arid.py:model.kwargs.attention=xla"}
+configs=${DARKJAX_BENCH_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py configs/dtcm_arid.py \
+configs/dinet_infar.py configs/twostream_infar.py configs/lift_arid.py:model.kwargs.attention=xla"}
 autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py"}
 xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;autotune1:--xla_gpu_autotune_level=1;\
 autotune2:--xla_gpu_autotune_level=2;tritonoff:--xla_gpu_enable_triton_gemm=false"}
 bench="$python -m darkjax.tools.bench"
+# The configs' synthetic stand-in clips, rendered once per clip geometry for the whole run
+# (`bench --data-dir`; on every host core, under a lock): outside OUT_DIR, like the caches.
+data_dir=${out%/}.data
 start=$SECONDS
 MIN_START_S=${DARKJAX_BENCH_MIN_START_S:-45}   # a timed row takes 40-60 s on an H100
 
@@ -146,7 +145,7 @@ set_words() {   # KEY=VALUE,... (or nothing): SETS, `--set KEY=VALUE` for each i
 }
 config_words() {   # ENTRY (PATH[:KEY=VALUE,...]): WORDS, `--config PATH [--set KEY=VALUE]...`
   set_words "$([[ $1 == *:* ]] && echo "${1#*:}")"
-  WORDS=(--config "${1%%:*}" "${SETS[@]}")
+  WORDS=(--config "${1%%:*}" "${SETS[@]}" --data-dir "$data_dir")
 }
 
 row_words() {   # ROW (model:batch:frames:variants): NAME and WORDS, its bench command less --json
@@ -171,22 +170,29 @@ later() {   # COMMAND...: in the background, once fewer than $jobs are running
   "$@" &
 }
 
-precompile() {   # the compile-only command of every row and config asked for, $jobs at a time
-  local row config
-  if asked rows; then
-    for row in $rows; do
-      row_words "$row"
-      later run "cold-$NAME" "${WORDS[@]}" --compile-only --concurrent "$jobs" \
-        --json "$out/cold-$NAME.json"
-    done
-  fi
-  if asked configs; then
-    for config in $configs; do
-      config_words "$config"
-      later run "cold-$(config_name "$config")" $bench "${WORDS[@]}" --compile-only \
-        --concurrent "$jobs" --json "$out/cold-$(config_name "$config").json"
-    done
-  fi
+precompile() {   # the compile-only command of every row and config asked for, $jobs at a time:
+  # a row, a config, the next row, ... (each list longest first by default)
+  local row config i
+  local -a todo=() row_list=() config_list=()
+  asked rows && read -r -a row_list <<<"$rows"
+  asked configs && read -r -a config_list <<<"$configs"
+  for (( i = 0; i < ${#row_list[@]} || i < ${#config_list[@]}; i++ )); do
+    [ "$i" -lt "${#row_list[@]}" ] && todo+=("row ${row_list[$i]}")
+    [ "$i" -lt "${#config_list[@]}" ] && todo+=("config ${config_list[$i]}")
+  done
+  for item in "${todo[@]}"; do
+    case $item in
+      row\ *)
+        row_words "${item#row }"
+        later run "cold-$NAME" "${WORDS[@]}" --compile-only --concurrent "$jobs" \
+          --json "$out/cold-$NAME.json" ;;
+      config\ *)
+        config=${item#config }
+        config_words "$config"
+        later run "cold-$(config_name "$config")" $bench "${WORDS[@]}" --compile-only \
+          --concurrent "$jobs" --json "$out/cold-$(config_name "$config").json" ;;
+    esac
+  done
   wait
 }
 
@@ -260,7 +266,7 @@ for part in $parts; do
           # no persistent cache: its compiles, and XLA's autotuning results in it, stay cold
           run "$name" env -u JAX_COMPILATION_CACHE_DIR -u TORCHINDUCTOR_CACHE_DIR \
             "XLA_FLAGS=${XLA_FLAGS:-}${XLA_FLAGS:+ }$flags" $bench \
-            --config "$config" "${SETS[@]}" --steps 10 --rounds 3 --pipelined \
+            --config "$config" "${SETS[@]}" --data-dir "$data_dir" --steps 10 --rounds 3 --pipelined \
             --json "$out/$name.json"
         done
       done

@@ -4,6 +4,8 @@ memory per remat policy, compile and step time; at tiny size (runlocal)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from darkjax.tools import bench, bench_report, bench_config
@@ -36,19 +38,28 @@ def test_stand_in_keeps_the_clip_geometry_and_drops_data_and_weights(tmp_path):
   assert two.twostream.flow_method == "farneback"
 
 
-def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, capsys):
+def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, capsys,
+                                                                    monkeypatch):
   # launch/bench_gpu.sh's pre-pass, then the timed run records its compile as the cold one
-  # (`--set` overrides a config field first and is recorded: here runlocal's own opt level)
-  sets = ["--set", "xla_opt_level=0"]
+  # (`--set` overrides a config field first and is recorded: here runlocal's own opt level);
+  # both read one --data-dir, where the first renders the stand-in clips and the second finds them
+  from darkjax.data import synthetic  # pylint: disable=import-outside-toplevel
+  rendered = []
+  render = synthetic.generate
+  monkeypatch.setattr(synthetic, "generate",
+                      lambda out_dir, *a, **k: rendered.append(out_dir) or render(out_dir, *a, **k))
+  sets = ["--set", "xla_opt_level=0", "--data-dir", str(tmp_path / "data")]
   cold = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--compile-only",
                      "--concurrent", "2", "--workdir", str(tmp_path / "cold"), "--json",
                      str(tmp_path / "cold.json"), *sets])
+  assert len(rendered) == 1 and rendered[0].startswith(str(tmp_path / "data"))
   assert cold["concurrent_compiles"] == 2 and "step_s" not in cold["remat"]["none"]
   assert cold["overrides"] == {"xla_opt_level": 0}
   result = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--memory",
                        "--remat", "full", "--steps", "1", "--rounds", "1",
                        "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json"),
                        "--pipelined", *sets])
+  assert len(rendered) == 1 and os.path.exists(rendered[0] + ".lock")   # found, not rendered
   none = result["remat"]["none"]   # what darkjax.fit.step_bytes counts: one device's bytes
   assert none["step_bytes"] == (none["argument"] + none["output"] + none["temp"] - none["alias"])
   assert result["cold_compile"] == {"from": str(tmp_path / "cold.json"), "concurrent": 2,

@@ -77,25 +77,21 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     assert argv[:3] == [sys.executable, "-m", "darkjax.tools.bench"], line
     parsed.append(bench.parse_args(argv[3:]))
   rows = [(a.model, a.batch, a.frames) for a in parsed if a.model]
-  assert rows == [("r2plus1d_18", 16, 16), ("r2plus1d_34_ig65m", 8, 32), ("resnext3d_101", 8, 64),
+  assert rows == [("resnext3d_101", 8, 64), ("r2plus1d_34_ig65m", 8, 32), ("r2plus1d_18", 16, 16),
                   ("c3d", 30, 16), ("r3d_18", 16, 16), ("r2plus1d_18", 64, 16)]
   for args in parsed[:6]:
     assert args.torch_compile and args.dtype == "bfloat16" and args.variants.startswith("auto")
     assert args.torch_compile_modes == ("default",)
     assert args.json.endswith(f"row-{args.model}-b{args.batch}-t{args.frames}-sgd.json")
   # XLA's native 3D convolutions forced channels-last beside 3D-ResNeXt's default (its grouped
-  # convs channels-first); 2D convolutions throughout beside the R(2+1)D rows' default (XLA's 3D
-  # ones, channels-last); native ones beside C3D's and R3D-18's 2D ones
-  frames2d = {"lowering": "frames2d"}
+  # convs channels-first); the convolutions recorded into command buffers beside the R(2+1)D rows'
+  # default; native ones beside C3D's and R3D-18's 2D ones
   nhwc = {"compiler_options": {"xla_gpu_force_conv_nhwc": True}}
-  no_command_buffers = {"compiler_options": {"xla_gpu_enable_command_buffer": ""}}
   with_convolutions = {"compiler_options": {"xla_gpu_enable_command_buffer": (
       "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION")}}
-  assert [bench.parse_variant(v) for v in parsed[2].variants.split(";")] == [{}, nhwc]
-  plain_bn = {"bn_relu": "plain"}   # BatchNorm + ReLU by autodiff, not the fused custom VJP
-  for args in parsed[:2]:   # the R(2+1)D rows
-    assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
-        {}, plain_bn, frames2d, no_command_buffers, with_convolutions]
+  assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [{}, nhwc]
+  for args in parsed[1:3]:   # the R(2+1)D rows at their paper batches
+    assert [bench.parse_variant(v) for v in args.variants.split(";")] == [{}, with_convolutions]
   for args in parsed[3:5]:   # C3D and R3D-18: 2D convolutions against native ones channels-last
     assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
         {}, {"lowering": "native"}]
@@ -112,6 +108,9 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert (lever.config, lever.set) == ("configs/lift_arid.py", ["model.kwargs.attention=xla"])
   assert lever.json.endswith("config-lift_arid-model_kwargs_attention_xla.json")
   assert not any(a.set for a in parsed[6:11])
+  # every config command renders its stand-in clips into one directory beside OUT_DIR, once per
+  # clip geometry for the whole run
+  assert {a.data_dir for a in parsed[6:12]} == {str(tmp_path / "gpu") + ".data"}
   # part `autotune` (not a default): the slowest-compiling configs again, each compile alone and
   # without persistent caches: at the defaults, at GPU autotuning levels 1 and 2 (no result
   # checks) and with Triton GEMMs off; a set's third part is config overrides (--set)
@@ -158,6 +157,11 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert len(jobs) == 2 * 12, jobs
   pre = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[:12]]
   timed = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[12:]]
+  # the pre-pass takes a row and a config in turn, so the longest compiles start first
+  assert [bool(a.model) for a in pre] == [True, False] * 6
+  assert [a.model or a.config for a in pre[:4]] == [
+      "resnext3d_101", "configs/actlumos_arid.py", "r2plus1d_34_ig65m", "configs/lift_arid.py"]
+  pre = [a for a in pre if a.model] + [a for a in pre if not a.model]
   assert all(a.compile_only and a.concurrent == 4 and not a.cold_from for a in pre)
   for cold, args, before in zip(pre, timed, parsed):
     assert vars(args) == vars(before) | {"cold_from": cold.json}

@@ -571,6 +571,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   paper.add_argument("--phase", default=None, help="the trainer's phase (default: its main one)")
   paper.add_argument("--workdir", default=None,
                      help="where the stand-in data and checkpoints go (default: a temp directory)")
+  paper.add_argument("--data-dir", default=None,
+                     help="where the stand-in datasets are rendered, once per clip geometry, and "
+                          "found by later commands (default: WORKDIR/data)")
   which.add_argument("--input", action="store_true",
                      help="input pipeline: clips/s from records vs decoding .avi per sample; with "
                           "--config, that config's train pipeline and the host cores one H100 "

@@ -296,8 +296,8 @@ def _note(index: int, result: dict[str, Any]) -> str:
 def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
   """One row per `bench --config` result: the phase, global batch x frames, parameters, step ms
   and clips/s (remat none), XLA's memory per device (`darkjax.fit.step_bytes`), the
-  allocator's peak where the device reports one, the cold compile (a pre-pass's, or this run's
-  without a persistent cache), the warm start (this run's compile from the pre-pass's cache) and
+  allocator's peak where the device reports one and steps ran, the cold compile (a pre-pass's:
+  its `--cold-from` or itself, or this run's without a persistent cache), the warm start (this run's compile from the pre-pass's cache) and
   their ratio; then a numbered line per row, numbered from `first`."""
   piped = any("pipelined_step_s" in result["remat"]["none"] for result in results)
   header = ["config", "phase", "B x T", "params (M)", "step ms", "clips/s"] + (
@@ -312,9 +312,12 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
     cold_compile = result.get("cold_compile")
     if cold_compile is not None:
       cold, warm = cold_compile["train_step"], step["compile_s"]
+    elif "concurrent_compiles" in result:   # a pre-pass itself: the compile the others call cold
+      cold, warm = step["compile_s"], None
     else:   # without a pre-pass: this run's compile, cold unless a persistent cache was on
       cold, warm = (None, None) if result.get("persistent_cache") else (step["compile_s"], None)
-    peak = result.get("peak_bytes_in_use")
+    # the allocator's peak over a run that took steps (a compile-only run's is its state's alone)
+    peak = result.get("peak_bytes_in_use") if "step_s" in step else None
     sets = "".join(f" `{key}={value!r}`" for key, value in (result.get("overrides") or {}).items())
     row = [f"`{result['config']}`{sets}", result["phase"], f"{result['batch']} x {result['frames']}",
            f"{result['param_count'] / 1e6:.2f}",
