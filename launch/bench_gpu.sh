@@ -25,8 +25,10 @@
 #          config; DARKJAX_BENCH_AUTOTUNE_CONFIGS names others). Not in the default parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
-# DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_ROW_ARGS is added to
-# every row's command (e.g. `--size 32` for a smoke run of this script on a CPU).
+# DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_PROFILE=N sets the
+# rows' profiled steps (default 3; 0: no profile, for a run that must fit a lease);
+# DARKJAX_BENCH_ROW_ARGS is added to every row's command (e.g. `--size 32` for a smoke run of this
+# script on a CPU).
 #
 # A lent GPU's time is short (minutes, machine start included), and compiling one command after
 # the other is most of the run (docs/benchmarks.md). So DARKJAX_BENCH_JOBS=N (N > 1) first compiles
@@ -49,6 +51,7 @@ parts=${*:-rows configs warm}
 python=${PYTHON:-python3}
 dry=${DARKJAX_DRY_RUN:-0}
 jobs=${DARKJAX_BENCH_JOBS:-1}
+profile=${DARKJAX_BENCH_PROFILE:-3}
 deadline=${DARKJAX_BENCH_DEADLINE_S:-0}
 timeout_s=${DARKJAX_BENCH_TIMEOUT_S:-600}
 wheels=${DARKJAX_WHEELS:-.whl}
@@ -85,6 +88,9 @@ MIN_START_S=${DARKJAX_BENCH_MIN_START_S:-45}   # a timed row takes 40-60 s on an
 
 case $jobs in
   ''|*[!0-9]*|0) echo "bench_gpu.sh: DARKJAX_BENCH_JOBS=$jobs is not a count >= 1" >&2; exit 2 ;;
+esac
+case $profile in
+  ''|*[!0-9]*) echo "bench_gpu.sh: DARKJAX_BENCH_PROFILE=$profile is not a count >= 0" >&2; exit 2 ;;
 esac
 for part in $parts; do
   case $part in
@@ -196,6 +202,10 @@ precompile() {   # the compile-only command of every row and config asked for, $
   wait
 }
 
+profile_words() {   # --profile N for the timed rows (DARKJAX_BENCH_PROFILE, default 3; 0: none)
+  [ "$profile" -gt 0 ] && echo "--profile $profile"
+}
+
 cold_from() {   # NAME: --cold-from of the pre-pass JSON, when the pre-pass wrote one
   if [ "$jobs" -gt 1 ] && { [ "$dry" = 1 ] || [ -f "$out/cold-$1.json" ]; }; then
     echo "--cold-from $out/cold-$1.json"
@@ -223,8 +233,8 @@ for part in $parts; do
     rows)
       for row in $rows; do
         row_words "$row"
-        # shellcheck disable=SC2046   # cold_from gives two words or none
-        run "$NAME" "${WORDS[@]}" --steps 10 --rounds 3 --profile 3 --pipelined $(cold_from "$NAME") \
+        # shellcheck disable=SC2046   # cold_from gives two words or none, profile_words too
+        run "$NAME" "${WORDS[@]}" --steps 10 --rounds 3 $(profile_words) --pipelined $(cold_from "$NAME") \
           --json "$out/$NAME.json"
       done
       if [ "$dry" != 1 ] && ls "$out"/row-*.json >/dev/null 2>&1; then

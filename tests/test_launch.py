@@ -149,6 +149,17 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "unknown part 'speed'" in bad.stderr
+  # the timed rows profile 3 steps each unless DARKJAX_BENCH_PROFILE says otherwise (0: none)
+  assert all(a.profile == 3 for a in parsed[:6])
+  for value, expected in (("0", 0), ("5", 5)):
+    lean = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "rows"], cwd=REPO,
+                          env=dict(env, DARKJAX_BENCH_PROFILE=value), check=True,
+                          capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert [bench.parse_args(shlex.split(line)[3:]).profile for line in lean] == [expected] * 6
+  bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "rows"], cwd=REPO,
+                       env=dict(env, DARKJAX_BENCH_PROFILE="x"), capture_output=True, text=True,
+                       timeout=60)
+  assert bad.returncode == 2 and "DARKJAX_BENCH_PROFILE=x" in bad.stderr
   # With DARKJAX_BENCH_JOBS=4: first every row's and config's compile-only command, then the
   # same timed commands reading that pre-pass's JSON as their cold compiles; no separate warm part
   jobs = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu")], cwd=REPO,
