@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -168,11 +169,16 @@ class Trainer:
     gradients in float32, so that their sum across the devices is a float32 one
     (`precision.float32_weight_gradients`). A tool that traces them itself enters it too."""
     spread = sharding.batch_devices(self.mesh) > 1
-    # each device's own convolution gradients summed in float32 (on a GPU) where the parameters
-    # are replicated: no fsdp
-    mesh = self.mesh if self.mesh.shape["fsdp"] == 1 else None
+    # each device's own convolution gradients summed in float32 (on a GPU), and with fsdp
+    # reduce-scattered onto each kernel's split (on every platform; fsdp_auto's split: a kernel a
+    # sharding rule splits otherwise has its gradient resharded where it is used)
+    kernel_spec = None
+    if self.mesh.shape["fsdp"] > 1:
+      kernel_spec = functools.partial(sharding.fsdp_auto_spec, fsdp_size=self.mesh.shape["fsdp"],
+                                      min_fsdp_size=self.config.sharding.min_fsdp_size)
     with (targets.compiling_for(self.platform), lowering_scope(self.config),
-          precision.float32_weight_gradients(spread, mesh, sharding.BATCH_AXES)):
+          precision.float32_weight_gradients(spread, self.mesh, sharding.BATCH_AXES,
+                                             kernel_spec)):
       yield
 
   # ---------------------------------------------------------------- data

@@ -247,8 +247,7 @@ def _check_pod_step(trainer, need, chosen, target):
   Data parallel over more than one device, its gradients are summed across them in float32: no
   16-bit all-reduce or reduce-scatter (darkjax.layers.precision; bf16 ones before). (With fsdp
   the partitioner may split a small layer's contraction over the devices instead, its partial
-  activations all-reduced in bf16, and on a GPU the convolutions' kernel gradients stay
-  autodiff's there: not checked.)"""
+  activations reduced in bf16: not checked here; DTCM's fsdp step on eight H100s has none.)"""
   assert trainer.platform == aot.parse(target).platform
   assert trainer.mesh.devices.size == aot.parse(target).device_count
   assert "xla_disable_hlo_passes" not in trainer.compiler_options
@@ -324,6 +323,24 @@ class TestOnOneH100(_PaperMainPhases):
     if paper == "dtcm_arid":   # bf16 weight-gradient convolutions, as on one device
       assert re.findall(r"= \(bf16\[[^\n]*custom_call_target=\"__cudnn\$convBackwardFilter\"",
                         hlo)
+
+  def test_fully_sharded_gradients_are_scattered_in_float32(self, paper_step):
+    """On eight H100s as 2 (data) x 4 (fsdp), kernels split over fsdp: each convolution kernel's
+    gradient is each device's own cuDNN weight gradient in bf16, psummed over `data` and
+    psum_scattered over `fsdp` onto the kernel's split in float32 (darkjax.layers.precision;
+    bf16 reduce-scatters before), the matmuls' float32 GEMM outputs: no 16-bit all-reduce or
+    reduce-scatter at all in DTCM's step."""
+    fsdp = {"input.batch_size": 16, "mesh.data": 2, "mesh.fsdp": -1,
+            "sharding.min_fsdp_size": 1024}
+    trainer, need, chosen = paper_step("dtcm_arid", "h100:8", **fsdp)
+    _check_pod_step(trainer, need, chosen, "h100:8")
+    assert dict(trainer.mesh.shape) == {"data": 2, "fsdp": 4}
+    specs = [str(s.spec) for s in jax.tree.leaves(trainer.state_shardings.params)]
+    assert any("fsdp" in spec for spec in specs), specs
+    hlo = trainer.compiled_step.as_text()
+    assert not _collective_dtypes(hlo) & {"bf16", "f16"}, _collective_dtypes(hlo)
+    scattered = re.findall(r"= (.*?) reduce-scatter(?:-start)?\(", hlo)
+    assert scattered and all("f32[" in r and "bf16[" not in r for r in scattered), scattered
 
   def test_vit_attention_is_cudnns_fused_attention(self, paper_step):
     """LIFT-Net's PViT (bfloat16 on a GPU) attends by cuDNN's fused attention, forward and

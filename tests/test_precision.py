@@ -290,15 +290,21 @@ def test_broadcast_parameters_sum_their_gradients_in_float32():
       token)) == str(jax.make_jaxpr(lambda t: jnp.broadcast_to(t, (8, 1, 4)))(token))
 
 
-def test_gpu_convolutions_sum_each_devices_gradient_in_float32():
-  """Traced for a GPU with the batch over 8 devices (a Trainer's mesh, replicated parameters):
-  each convolution kernel's gradient is each device's own (autodiff's, bf16) summed across them by
-  a float32 psum (XLA:GPU would convert the operands of a bf16 convolution with float32 output);
-  the matmuls' as on one device in float32. The same loss, gradients within bf16's rounding of
-  autodiff's; without a mesh, autodiff's convolution gradients."""
+@pytest.mark.parametrize("platform,fsdp", (("gpu", 1), ("gpu", 4), ("tpu", 1), ("tpu", 4)))
+def test_devices_sum_their_own_gradients_in_float32(platform, fsdp):
+  """Traced with the batch over 8 devices (a Trainer's mesh): for a GPU each convolution kernel's
+  gradient is each device's own (autodiff's, bf16) summed across them by a float32 psum (XLA:GPU
+  would convert the operands of a bf16 convolution with float32 output); with fsdp (a mesh of 2 x
+  4, kernels split as the Trainer splits them), on either platform, every split convolution
+  kernel's (its float32 output on a TPU) by a float32 psum over `data` and psum_scatter over
+  `fsdp` onto its split; otherwise as on one device (float32 output, the partitioner's sum). The
+  same loss, gradients within bf16's rounding of autodiff's; without a mesh, no shard_map."""
+  import functools  # pylint: disable=import-outside-toplevel
   from darkjax import models, sharding  # pylint: disable=import-outside-toplevel
-  mesh = jax.make_mesh((8, 1), sharding.BATCH_AXES,
+  mesh = jax.make_mesh((8 // fsdp, fsdp), sharding.BATCH_AXES,
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  kernel_spec = None if fsdp == 1 else functools.partial(
+      sharding.fsdp_auto_spec, fsdp_size=fsdp, min_fsdp_size=64)
   model = models.build("r2plus1d_tiny_test", 5, dtype=jnp.bfloat16)
   clips = jax.random.uniform(jax.random.key(3), (8, 4, 32, 32, 3))
   variables = models.build("r2plus1d_tiny_test", 5).init(jax.random.key(4), clips[:1], train=False)
@@ -311,8 +317,8 @@ def test_gpu_convolutions_sum_each_devices_gradient_in_float32():
     return jnp.sum(logits.astype(jnp.float32) * jnp.linspace(-1.0, 1.0, logits.shape[-1]))
 
   def run(given):
-    with targets.compiling_for("gpu"), precision.float32_weight_gradients(
-        True, mesh if given else None, sharding.BATCH_AXES):
+    with targets.compiling_for(platform), precision.float32_weight_gradients(
+        True, mesh if given else None, sharding.BATCH_AXES, kernel_spec):
       jaxpr = jax.make_jaxpr(jax.grad(loss))(variables["params"], clips)
       return str(jaxpr), jax.jit(jax.value_and_grad(loss))(variables["params"], clips)
 
@@ -320,7 +326,16 @@ def test_gpu_convolutions_sum_each_devices_gradient_in_float32():
   plain, (value_ref, grads_ref) = run(False)
   convs = sum(leaf.ndim == 5 for path, leaf in jax.tree_util.tree_leaves_with_path(
       variables["params"]) if path[-1].key == "kernel")
-  assert text.count("shard_map") >= convs > 0 and "psum" in text, (text.count("shard_map"), convs)
+  # with fsdp, the split convolution kernels' gradients are scattered (reduce_scatter in the
+  # jaxpr), so many as fsdp_auto splits
+  split = sum(leaf.ndim == 5 and "fsdp" in tuple(kernel_spec(leaf.shape)) for path, leaf in
+              jax.tree_util.tree_leaves_with_path(variables["params"])
+              if path[-1].key == "kernel") if kernel_spec else 0
+  assert (split > 0) == (fsdp > 1)
+  local = convs if platform == "gpu" else split   # kernels whose devices sum their own
+  assert text.count("shard_map") >= local and ("psum" in text) == (local > 0), (
+      text.count("shard_map"), local)
+  assert text.count("reduce_scatter") >= split, (text.count("reduce_scatter"), split)
   assert "shard_map" not in plain
   np.testing.assert_allclose(value, value_ref, rtol=1e-6)
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):

@@ -33,9 +33,14 @@ slice), and so does cuBLAS for matmuls; XLA:GPU runs such a convolution as a flo
 operands it converts first (R(2+1)D-18 at B16: 4.0 -> 5.9 GiB temporaries, TF32 instead of bf16).
 So a convolution compiled for a GPU takes each device's own gradient, autodiff's (cuDNN's bf16
 weight gradient of its part of the batch, accumulated in float32 and rounded once), and sums
-them across the devices by a float32 `psum` in a `shard_map` over the mesh the Trainer passes
-(memory and collectives otherwise as before); with fsdp (kernels split over devices) autodiff's
-gradient and bf16 all-reduce stay there.
+them across the devices in float32 in a `shard_map` over the mesh the Trainer passes (memory and
+collectives otherwise as before): a `psum` where the kernel is replicated. With fsdp, where the
+Trainer's `kernel_spec` splits a kernel over the devices, every platform's convolutions take
+that form, with a float32 `psum_scatter` onto the kernel's split and a `psum` over the other
+batch axes: left to the partitioner, such a convolution was split over its channels and its
+activations moved between the devices (ActLumos's teacher fully sharded on eight H100s: 22.8 GiB
+a device and 9.3 GB of bf16 activations summed a step, against 6.8 GiB and the gradients' float32
+reduce-scatters; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -101,9 +106,12 @@ def broadcast_param(param: jax.Array, shape: Sequence[int], dtype: Any) -> jax.A
 
 @dataclasses.dataclass(frozen=True)
 class _Spread:
-  """A batch over devices: `mesh` and its `axes` the batch is split over (None: not given)."""
+  """A batch over devices: `mesh` and its `axes` the batch is split over (None: not given), and
+  `kernel_spec`: a kernel's shape -> the PartitionSpec it is split over the mesh by (None: every
+  kernel replicated)."""
   mesh: Any = None
   axes: tuple[str, ...] = ()
+  kernel_spec: Callable[[Sequence[int]], Any] | None = None
 
 
 _F32_WEIGHT_GRADS: contextvars.ContextVar[_Spread | None] = contextvars.ContextVar(
@@ -112,23 +120,25 @@ _F32_WEIGHT_GRADS: contextvars.ContextVar[_Spread | None] = contextvars.ContextV
 
 @contextlib.contextmanager
 def float32_weight_gradients(enabled: bool = True, mesh: Any = None,
-                             axes: Sequence[str] = ()) -> Iterator[None]:
+                             axes: Sequence[str] = (),
+                             kernel_spec: Callable[[Sequence[int]], Any] | None = None
+                             ) -> Iterator[None]:
   """Within the block (at trace time), the layers of this module and `Conv3D` /
   `DepthwiseConv2D` give their 16-bit kernels float32 gradients (module docstring);
-  `darkjax.train.Trainer.scope` enters it for a batch over more than one device, with its `mesh`
-  and the mesh `axes` the batch is split over (what a convolution compiled for a GPU needs: its
-  gradient is each device's own, summed across them in float32)."""
-  token = _F32_WEIGHT_GRADS.set(_Spread(mesh, tuple(axes)) if enabled else None)
+  `darkjax.train.Trainer.scope` enters it for a batch over more than one device, with its `mesh`,
+  the mesh `axes` the batch is split over and, with fsdp, `kernel_spec` (a kernel's shape -> its
+  PartitionSpec over the mesh): what a convolution compiled for a GPU needs, whose gradient is
+  each device's own, summed (and with fsdp scattered) across them in float32."""
+  token = _F32_WEIGHT_GRADS.set(_Spread(mesh, tuple(axes), kernel_spec) if enabled else None)
   try:
     yield
   finally:
     _F32_WEIGHT_GRADS.reset(token)
 
 
-def _gpu_conv_mesh() -> _Spread | None:
-  """For a convolution compiled for a GPU: the spread whose devices sum their own gradients in
-  float32 (a mesh given, parameters replicated over it, and split over the batch's axes alone),
-  else None."""
+def _mesh_spread() -> _Spread | None:
+  """The spread whose devices sum their own gradients in float32 in a shard_map (a mesh given
+  whose every axis of more than one device splits the batch), else None."""
   spread = _F32_WEIGHT_GRADS.get()
   if spread is None or spread.mesh is None or not spread.axes:
     return None
@@ -141,13 +151,13 @@ def weight_gradients_in_float32(dtype: Any = None, op: str = "dot") -> bool:
   """Whether a layer computing in `dtype` (None: any) gives its float32 kernel a float32 gradient
   by `op` ("dot": a matmul; "conv": a convolution): inside `float32_weight_gradients()`, under a
   16-bit dtype, outside `export_lowering()`; a convolution compiled for a GPU only on a mesh that
-  splits the batch alone (`_gpu_conv_mesh`: there XLA would run a bf16 convolution with float32
+  splits the batch alone (`_mesh_spread`: there XLA would run a bf16 convolution with float32
   output as a float32 one on converted operands, so each device's gradient is autodiff's and
   their sum a float32 `psum`; module docstring)."""
   if (_F32_WEIGHT_GRADS.get() is None or conv2d.export_lowering_forced()
       or not (dtype is None or low_precision(dtype))):
     return False
-  return op == "dot" or targets.platform() != "gpu" or _gpu_conv_mesh() is not None
+  return op == "dot" or targets.platform() != "gpu" or _mesh_spread() is not None
 
 
 def _pads(padding: Any, in_sizes: Sequence[int], window: Sequence[int],
@@ -218,6 +228,9 @@ class _WeightOp:
   apply: Callable[[jax.Array, jax.Array], jax.Array]
   weight_gradient: Callable[[jax.Array, jax.Array, Sequence[int]], jax.Array]
   spread: _Spread | None = None
+  # each device's gradient in x's dtype, then float32 (a GPU's convolution: cuDNN's bf16 weight
+  # gradient), rather than computed with float32 output
+  cast_after: bool = False
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -238,15 +251,45 @@ def _float32_weight_grad_bwd(op, residuals, dy):
   if op.spread is None:
     return dx, op.weight_gradient(x, dy, low.shape)
 
-  def own(x, dy):   # a part of the batch: the gradient in x's dtype (autodiff's), then float32
-    return op.weight_gradient(x, dy, low.shape, preferred_element_type=None).astype(jnp.float32)
-  if x.shape[0] % int(np.prod([op.spread.mesh.shape[a] for a in op.spread.axes])):
+  def own(x, dy):   # a part of the batch: its float32 gradient (on a GPU's convolution
+    # autodiff's in x's dtype, then float32)
+    if op.cast_after:
+      return op.weight_gradient(x, dy, low.shape, preferred_element_type=None).astype(jnp.float32)
+    return op.weight_gradient(x, dy, low.shape)
+  mesh, axes = op.spread.mesh, op.spread.axes
+  if x.shape[0] % int(np.prod([mesh.shape[a] for a in axes])):
     return dx, own(x, dy)   # a batch the devices do not split evenly: autodiff's sum
-  batch = jax.sharding.PartitionSpec(op.spread.axes)
-  dw = jax.shard_map(lambda x, dy: jax.lax.psum(own(x, dy), op.spread.axes),
-                     mesh=op.spread.mesh, in_specs=(batch, batch),
-                     out_specs=jax.sharding.PartitionSpec(), check_vma=False)(x, dy)
+  spec = _kernel_split(op.spread, low.shape)
+  scattered = [(dim, names) for dim, names in enumerate(spec) if names]
+  rest = tuple(a for a in axes if not any(a in names for _, names in scattered))
+
+  def reduce(x, dy):   # float32 sums over the batch's axes, scattered where the kernel is split
+    grad = own(x, dy)
+    if rest:
+      grad = jax.lax.psum(grad, rest)
+    for dim, names in scattered:
+      grad = jax.lax.psum_scatter(grad, names, scatter_dimension=dim, tiled=True)
+    return grad
+  batch = jax.sharding.PartitionSpec(axes)
+  dw = jax.shard_map(reduce, mesh=mesh, in_specs=(batch, batch), out_specs=spec,
+                     check_vma=False)(x, dy)
   return dx, dw
+
+
+def _kernel_split(spread: _Spread, shape: Sequence[int]) -> jax.sharding.PartitionSpec:
+  """How a kernel of `shape` is split over the spread's mesh (`kernel_spec`), as a PartitionSpec
+  whose entries are tuples of axis names; replicated (an empty spec) where no kernel_spec is given
+  or it names an axis the batch is not split over or a dimension those devices do not divide
+  (the gradient is then all-reduced, and resharded to the kernel's split where it is used)."""
+  spec = spread.kernel_spec(tuple(shape)) if spread.kernel_spec is not None else ()
+  entries = []
+  for dim, names in enumerate(tuple(spec)):
+    names = () if names is None else (names,) if isinstance(names, str) else tuple(names)
+    size = int(np.prod([spread.mesh.shape[n] for n in names])) if names else 1
+    if any(n not in spread.axes for n in names) or shape[dim] % size:
+      return jax.sharding.PartitionSpec()
+    entries.append(names if names else None)
+  return jax.sharding.PartitionSpec(*entries)
 
 
 _float32_weight_grad.defvjp(_float32_weight_grad_fwd, _float32_weight_grad_bwd)
@@ -256,10 +299,19 @@ def with_float32_weight_gradient(apply: Callable[[jax.Array, jax.Array], jax.Arr
                                  weight_gradient: Callable[..., jax.Array], x: jax.Array,
                                  kernel: jax.Array, op: str = "conv") -> jax.Array:
   """apply(x, kernel cast to x's dtype), its gradient w.r.t. x autodiff's of `apply` and w.r.t.
-  the float32 `kernel` weight_gradient(x, dy, kernel shape) (float32); a convolution (`op`)
-  compiled for a GPU: each device's autodiff gradient, summed across the devices in float32."""
-  spread = _gpu_conv_mesh() if op == "conv" and targets.platform() == "gpu" else None
-  return _float32_weight_grad(x, kernel, _WeightOp(apply, weight_gradient, spread))
+  the float32 `kernel` weight_gradient(x, dy, kernel shape) (float32). A convolution (`op`) over
+  a mesh (x's first axis the batch's) takes each device's own gradient, summed across the devices
+  in float32 in a shard_map: compiled for a GPU (the gradient autodiff's, in x's dtype, then
+  float32), and on every platform where `kernel_spec` splits the kernel over the devices (fsdp:
+  reduce-scattered onto its split; left to the partitioner, such a convolution was split over its
+  channels and activations moved between the devices instead: docs/benchmarks.md). A matmul's is
+  left to the partitioner (with a small batch and a large kernel, gathering its activations is
+  cheaper than reducing its gradient, and its float32 output keeps any sum float32)."""
+  gpu_conv = op == "conv" and targets.platform() == "gpu"
+  spread = _mesh_spread() if op == "conv" else None
+  if spread is not None and not gpu_conv and not any(_kernel_split(spread, kernel.shape)):
+    spread = None   # replicated: the partitioner's float32 all-reduce of the float32 gradient
+  return _float32_weight_grad(x, kernel, _WeightOp(apply, weight_gradient, spread, gpu_conv))
 
 
 def _takes_float32_kernel(lhs: jax.Array, rhs: jax.Array, op: str) -> bool:
