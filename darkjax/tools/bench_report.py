@@ -297,8 +297,9 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
   """One row per `bench --config` result: the phase, global batch x frames, parameters, step ms
   and clips/s (remat none), XLA's memory per device (`darkjax.fit.step_bytes`), the
   allocator's peak where the device reports one and steps ran, the cold compile (a pre-pass's:
-  its `--cold-from` or itself, or this run's without a persistent cache), the warm start (this run's compile from the pre-pass's cache) and
-  their ratio; then a numbered line per row, numbered from `first`."""
+  its `--cold-from` or itself, or this run's without a persistent cache), the warm start (this
+  run's compile from the pre-pass's cache) and their ratio; then a numbered line per row,
+  numbered from `first`."""
   piped = any("pipelined_step_s" in result["remat"]["none"] for result in results)
   header = ["config", "phase", "B x T", "params (M)", "step ms", "clips/s"] + (
             ["pipelined step ms", "pipelined clips/s"] if piped else []) + [
