@@ -90,7 +90,8 @@ case $jobs in
   ''|*[!0-9]*|0) echo "bench_gpu.sh: DARKJAX_BENCH_JOBS=$jobs is not a count >= 1" >&2; exit 2 ;;
 esac
 case $profile in
-  ''|*[!0-9]*) echo "bench_gpu.sh: DARKJAX_BENCH_PROFILE=$profile is not a count >= 0" >&2; exit 2 ;;
+  ''|*[!0-9]*)
+    echo "bench_gpu.sh: DARKJAX_BENCH_PROFILE=$profile is not a count >= 0" >&2; exit 2 ;;
 esac
 for part in $parts; do
   case $part in
@@ -234,7 +235,8 @@ for part in $parts; do
       for row in $rows; do
         row_words "$row"
         # shellcheck disable=SC2046   # cold_from gives two words or none, profile_words too
-        run "$NAME" "${WORDS[@]}" --steps 10 --rounds 3 $(profile_words) --pipelined $(cold_from "$NAME") \
+        run "$NAME" "${WORDS[@]}" --steps 10 --rounds 3 $(profile_words) --pipelined \
+          $(cold_from "$NAME") \
           --json "$out/$NAME.json"
       done
       if [ "$dry" != 1 ] && ls "$out"/row-*.json >/dev/null 2>&1; then
@@ -276,8 +278,8 @@ for part in $parts; do
           # no persistent cache: its compiles, and XLA's autotuning results in it, stay cold
           run "$name" env -u JAX_COMPILATION_CACHE_DIR -u TORCHINDUCTOR_CACHE_DIR \
             "XLA_FLAGS=${XLA_FLAGS:-}${XLA_FLAGS:+ }$flags" $bench \
-            --config "$config" "${SETS[@]}" --data-dir "$data_dir" --steps 10 --rounds 3 --pipelined \
-            --json "$out/$name.json"
+            --config "$config" "${SETS[@]}" --data-dir "$data_dir" --steps 10 --rounds 3 \
+            --pipelined --json "$out/$name.json"
         done
       done
       names=$(for set in "${sets[@]}"; do echo "${set%%:*}"; done)
