@@ -223,14 +223,15 @@ def dot_weight_gradient(x: jax.Array, dy: jax.Array, kernel_ndim: int,
 @dataclasses.dataclass(frozen=True)
 class _WeightOp:
   """A convolution or matmul of (x, 16-bit kernel) and its kernel gradient in float32: by
-  `weight_gradient`, or with a `spread` each device's own (`weight_gradient` in x's dtype, as
-  autodiff's) summed across the spread's batch axes in float32."""
+  `weight_gradient`, or with a `spread` each device's own summed across the spread's batch axes
+  in float32 and scattered onto the kernel's `split` (`_kernel_split`)."""
   apply: Callable[[jax.Array, jax.Array], jax.Array]
   weight_gradient: Callable[[jax.Array, jax.Array, Sequence[int]], jax.Array]
   spread: _Spread | None = None
   # each device's gradient in x's dtype, then float32 (a GPU's convolution: cuDNN's bf16 weight
   # gradient), rather than computed with float32 output
   cast_after: bool = False
+  split: jax.sharding.PartitionSpec = jax.sharding.PartitionSpec()
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -259,8 +260,7 @@ def _float32_weight_grad_bwd(op, residuals, dy):
   mesh, axes = op.spread.mesh, op.spread.axes
   if x.shape[0] % int(np.prod([mesh.shape[a] for a in axes])):
     return dx, own(x, dy)   # a batch the devices do not split evenly: autodiff's sum
-  spec = _kernel_split(op.spread, low.shape)
-  scattered = [(dim, names) for dim, names in enumerate(spec) if names]
+  scattered = [(dim, names) for dim, names in enumerate(op.split) if names]
   rest = tuple(a for a in axes if not any(a in names for _, names in scattered))
 
   def reduce(x, dy):   # float32 sums over the batch's axes, scattered where the kernel is split
@@ -271,7 +271,7 @@ def _float32_weight_grad_bwd(op, residuals, dy):
       grad = jax.lax.psum_scatter(grad, names, scatter_dimension=dim, tiled=True)
     return grad
   batch = jax.sharding.PartitionSpec(axes)
-  dw = jax.shard_map(reduce, mesh=mesh, in_specs=(batch, batch), out_specs=spec,
+  dw = jax.shard_map(reduce, mesh=mesh, in_specs=(batch, batch), out_specs=op.split,
                      check_vma=False)(x, dy)
   return dx, dw
 
@@ -309,9 +309,11 @@ def with_float32_weight_gradient(apply: Callable[[jax.Array, jax.Array], jax.Arr
   cheaper than reducing its gradient, and its float32 output keeps any sum float32)."""
   gpu_conv = op == "conv" and targets.platform() == "gpu"
   spread = _mesh_spread() if op == "conv" else None
-  if spread is not None and not gpu_conv and not any(_kernel_split(spread, kernel.shape)):
+  split = _kernel_split(spread, kernel.shape) if spread is not None else None
+  if spread is not None and not gpu_conv and not any(split):
     spread = None   # replicated: the partitioner's float32 all-reduce of the float32 gradient
-  return _float32_weight_grad(x, kernel, _WeightOp(apply, weight_gradient, spread, gpu_conv))
+  return _float32_weight_grad(x, kernel, _WeightOp(apply, weight_gradient, spread, gpu_conv,
+                                                   split or jax.sharding.PartitionSpec()))
 
 
 def _takes_float32_kernel(lhs: jax.Array, rhs: jax.Array, op: str) -> bool:
