@@ -226,14 +226,17 @@ class Trainer:
     cfg = self.config
     total = int(cfg.total_steps)
     # The model's trace (its init) tells which XLA options its step needs (a GPU's conv layout).
+    # The model's init is traced once here (a paper model's trace takes seconds, on every start,
+    # warm or cold): the optimizer's state is shaped from the parameters alone.
     with conv_lib.record_lowerings(propagate=True) as chosen:
-      abstract_params = jax.eval_shape(self._init_fn(optax.identity(), sample_batch),
-                                       jax.random.key(0)).params
+      abstract_state = jax.eval_shape(self._init_fn(optax.identity(), sample_batch),
+                                      jax.random.key(0))
+    abstract_params = abstract_state.params
     self.compiler_options = compiler_options(cfg, self.platform, self.target, chosen)
     tx, schedule = optim.make_optimizer(cfg.optimizer, total, abstract_params)
     self.tx = tx
     init = self._init_fn(tx, sample_batch)
-    abstract_state = jax.eval_shape(init, jax.random.key(0))
+    abstract_state = abstract_state.replace(opt_state=jax.eval_shape(tx.init, abstract_params))
     self.state_shardings = sharding.tree_shardings(
         self.mesh, abstract_state, tuple(cfg.sharding.rules), cfg.sharding.min_fsdp_size)
     self.variables_shardings = {"params": self.state_shardings.params,
