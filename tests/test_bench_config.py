@@ -73,6 +73,10 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   none, full = result["remat"]["none"], result["remat"]["full"]
   for entry in (none, full):
     assert entry["compile_s"] > 0 and entry["temp"] > 0 and entry["step_s"] > 0
+    # where the compile went (the Trainer's build, trace, lowering, XLA), adding up to it
+    parts = entry["compile_parts"]
+    assert tuple(parts) == bench_config.COMPILE_PARTS and min(parts.values()) > 0
+    assert sum(parts.values()) == pytest.approx(entry["compile_s"], rel=1e-6)
   assert none["param_count"] == full["param_count"] == result["param_count"] > 0
   assert result["frames"] == 16 and result["batch"] == 8     # dtcm_synthetic runlocal's own
   assert result["clips_per_s"] == pytest.approx(8 / none["step_s"])
@@ -80,7 +84,9 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   # runs them; the table gains those columns
   assert none["pipelined_step_s"] > 0 and full["pipelined_step_s"] > 0
   assert result["clips_per_s_pipelined"] == pytest.approx(8 / none["pipelined_step_s"])
-  assert "| pipelined step ms | pipelined clips/s |" in bench_report.config_table([result])
+  table = bench_report.config_table([result])
+  assert "| pipelined step ms | pipelined clips/s |" in table
+  assert f"Its compile: build {none['compile_parts']['build']:.1f} s, trace " in table
   # runlocal compiles XLA's native ops (config.conv_lowering), as darkjax.main would.
   assert result["lowerings"]["conv3d:native"] >= 1
   assert not [k for k in result["lowerings"] if k.startswith("conv3d:") and k != "conv3d:native"]

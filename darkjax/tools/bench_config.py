@@ -154,10 +154,16 @@ def _locked(handle):
     fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# The parts of a step's compile (`compile_parts`, seconds): the Trainer's build (the model's init
+# traced for shapes), the step's trace to a jaxpr, its lowering to StableHLO, and XLA (a compile,
+# or on a warm start the persistent cache's lookup and load): where a warm start's time goes.
+COMPILE_PARTS = ("build", "trace", "lower", "xla")
+
+
 def build_step(config: mlc.ConfigDict, phase: str, workdir: str
                ) -> tuple[dict[str, Any], Callable[[], None]]:
   """Compiles the phase's train step of a stand-in config; returns ({compile_s, compile_cpu_s,
-  XLA's memory bytes (temp, argument, ...), lowerings, param_count, batch: the global batch that
+  compile_parts (COMPILE_PARTS), XLA's memory bytes (temp, argument, ...), lowerings, param_count, batch: the global batch that
   runs on the devices}, a callable running one step on one real batch)."""
   import jax  # pylint: disable=import-outside-toplevel
 
@@ -176,11 +182,20 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
   rng = jax.random.key(0)
   jax.clear_caches()
   start, start_cpu = time.perf_counter(), time.process_time()
+  marks = [start]
   with conv.record_lowerings() as chosen, trainer.scope():
     trainer.build(sample)
-    compiled = trainer.train_step.lower(trainer.abstract_state, batch, rng).compile()
-  info = {"compile_s": time.perf_counter() - start,
-          "compile_cpu_s": time.process_time() - start_cpu, **measure.memory_bytes(compiled),
+    marks.append(time.perf_counter())
+    traced = trainer.train_step.trace(trainer.abstract_state, batch, rng)
+    marks.append(time.perf_counter())
+    lowered = traced.lower()
+    marks.append(time.perf_counter())
+    compiled = lowered.compile()
+  marks.append(time.perf_counter())
+  info = {"compile_s": marks[-1] - start,
+          "compile_cpu_s": time.process_time() - start_cpu,
+          "compile_parts": dict(zip(COMPILE_PARTS, (b - a for a, b in zip(marks, marks[1:])))),
+          **measure.memory_bytes(compiled),
           "step_bytes": fit_lib.step_bytes(compiled),
           "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count,
           "batch": int(trainer.config.input.batch_size)}
@@ -230,7 +245,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
       print(f"{args.config} phase {phase}: B={entry['batch']} {cfg.input.frames} frames, "
             f"{entry['param_count'] / 1e6:.2f} M params, on {device.platform} "
             f"({device.device_kind}), {len(jax.devices())} device(s); compile "
-            f"{entry['compile_s']:.1f} s wall, {entry['compile_cpu_s']:.1f} s CPU", flush=True)
+            f"{entry['compile_s']:.1f} s wall, {entry['compile_cpu_s']:.1f} s CPU ("
+            + ", ".join(f"{part} {seconds:.1f}" for part, seconds in entry["compile_parts"].items())
+            + ")", flush=True)
       print(f"  lowerings: {measure.format_lowerings(entry['lowerings'])}", flush=True)
     return entry, run_step
 

@@ -283,6 +283,10 @@ def _note(index: int, result: dict[str, Any]) -> str:
   note = (f"- [{index}] `{result['command']}`: {result['date'][:10]}, {device}, "
           f"{result.get('cores', '?')} host cores, {software}"
           + (f", XLA_FLAGS `{result['xla_flags']}`." if result.get("xla_flags") else "."))
+  parts = (result.get("remat") or {}).get("none", {}).get("compile_parts")
+  if parts:   # `bench --config`: where its own compile went
+    note += (" Its compile: " + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in
+                                          parts.items()) + ".")
   cold = result.get("cold_compile")
   if cold is not None:
     warm = compile_seconds(result)
