@@ -17,11 +17,14 @@
 #          DARKJAX_BENCH_XLA_SETS (';'-separated NAME:XLA_FLAGS[:KEY=VALUE,...], the last part
 #          config overrides as `bench --set`; default: solo, the defaults; autotune1, XLA's GPU
 #          autotuning without initialising its buffers or checking results; autotune2, with
-#          initialised buffers, unchecked; tritonoff, cuBLAS instead of autotuned Triton GEMMs):
+#          initialised buffers, unchecked; tritonoff, cuBLAS instead of autotuned Triton GEMMs;
+#          nvptx, PTX compiled in process by libnvptxcompiler instead of a ptxas process per
+#          kernel module, where the CUDA plugin has it: ptxas is most of what the compile spends
+#          outside autotuning, docs/benchmarks.md):
 #          how much of the compile each part of autotuning takes, and what the step loses; XLA's
 #          autotuning log of each (NAME-CONFIG.autotune.textproto) beside its JSON
 #          (docs/benchmarks.md, "Where a GPU step's compile time goes"; autotuning off is no
-#          option there: a step took minutes). About 7 minutes for ActLumos alone (the default
+#          option there: a step took minutes). About 9 minutes for ActLumos alone (the default
 #          config; DARKJAX_BENCH_AUTOTUNE_CONFIGS names others). Not in the default parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
@@ -78,7 +81,8 @@ configs=${DARKJAX_BENCH_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py 
 configs/dinet_infar.py configs/twostream_infar.py configs/lift_arid.py:model.kwargs.attention=xla"}
 autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py"}
 xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;autotune1:--xla_gpu_autotune_level=1;\
-autotune2:--xla_gpu_autotune_level=2;tritonoff:--xla_gpu_enable_triton_gemm=false"}
+autotune2:--xla_gpu_autotune_level=2;tritonoff:--xla_gpu_enable_triton_gemm=false;\
+nvptx:--xla_gpu_enable_libnvptxcompiler=true"}
 bench="$python -m darkjax.tools.bench"
 # The configs' synthetic stand-in clips, rendered once per clip geometry for the whole run
 # (`bench --data-dir`; on every host core, under a lock): outside OUT_DIR, like the caches.

@@ -113,15 +113,17 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert {a.data_dir for a in parsed[6:12]} == {str(tmp_path / "gpu") + ".data"}
   # part `autotune` (not a default): the slowest-compiling configs again, each compile alone and
   # without persistent caches: at the defaults, at GPU autotuning levels 1 and 2 (no result
-  # checks) and with Triton GEMMs off; a set's third part is config overrides (--set)
+  # checks), with Triton GEMMs off and with the in-process PTX compiler; a set's third part is
+  # config overrides (--set)
   autotune = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "autotune"],
                             cwd=REPO, env=dict(env, XLA_FLAGS="--xla_a=1"), check=True,
                             capture_output=True, text=True, timeout=60).stdout.splitlines()
-  assert len(autotune) == 4, autotune
+  assert len(autotune) == 5, autotune
   flags = {"solo": ("--xla_a=1", {}),
            "autotune1": ("--xla_a=1 --xla_gpu_autotune_level=1", {}),
            "autotune2": ("--xla_a=1 --xla_gpu_autotune_level=2", {}),
-           "tritonoff": ("--xla_a=1 --xla_gpu_enable_triton_gemm=false", {})}
+           "tritonoff": ("--xla_a=1 --xla_gpu_enable_triton_gemm=false", {}),
+           "nvptx": ("--xla_a=1 --xla_gpu_enable_libnvptxcompiler=true", {})}
   for line in autotune:
     words = shlex.split(line)
     assert words[:5] == ["env", "-u", "JAX_COMPILATION_CACHE_DIR", "-u",
