@@ -226,8 +226,8 @@ class Trainer:
     cfg = self.config
     total = int(cfg.total_steps)
     # The model's trace (its init) tells which XLA options its step needs (a GPU's conv layout).
-    # The model's init is traced once here (a paper model's trace takes seconds, on every start,
-    # warm or cold): the optimizer's state is shaped from the parameters alone.
+    # It is traced once here, on every start, warm or cold: the optimizer's state is shaped from
+    # the parameters alone.
     with conv_lib.record_lowerings(propagate=True) as chosen:
       abstract_state = jax.eval_shape(self._init_fn(optax.identity(), sample_batch),
                                       jax.random.key(0))
