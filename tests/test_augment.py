@@ -3,6 +3,8 @@ distortions and rain, and the settings every augment call needs."""
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,7 @@ def _bilinear_reference(clip, matrix, shift, fill):
   centre = jnp.array([(width - 1) / 2.0, (height - 1) / 2.0])
   ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
                         jnp.arange(width, dtype=jnp.float32), indexing="ij")
-  source = (jnp.stack([xs, ys], -1) - centre - shift) @ jnp.linalg.inv(matrix).T + centre
+  source = (jnp.stack([xs, ys], -1) - centre - shift) @ augment.inverse_2x2(matrix).T + centre
   base = jnp.floor(source)
   frac = source - base
   base = base.astype(jnp.int32)
@@ -37,6 +39,20 @@ def _batch(seed=0, batch=3, shape=(4, 20, 24, 3)):
   cfg = {"affine": 0.2, "rotation": 20.0, "shear": 10.0}
   matrix, shift = augment.random_affine(jax.random.key(seed), batch, shape[1], shape[2], cfg)
   return clips, matrix, shift
+
+
+def test_inverse_2x2_is_the_inverse_without_a_factorisation():
+  _, matrix, _ = _batch(seed=3, batch=64)
+  got = jax.jit(augment.inverse_2x2)(matrix)
+  want = np.linalg.inv(np.asarray(matrix, np.float64))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6, atol=2e-6)
+  identity = np.broadcast_to(np.eye(2), want.shape)
+  np.testing.assert_allclose(np.asarray(got) @ np.asarray(matrix), identity, atol=2e-6)
+  # elementwise: no LU (a GPU step would call cuSOLVER for it)
+  def primitives(fn):   # every primitive of fn's jaxpr, nested ones included
+    return set(re.findall(r"= ([a-z_]+)\b", str(jax.make_jaxpr(fn)(matrix))))
+  assert {"lu", "triangular_solve"} <= primitives(jnp.linalg.inv)
+  assert not {"lu", "triangular_solve", "while"} & primitives(augment.inverse_2x2)
 
 
 def test_warp_equals_bilinear_sampling_bit_for_bit_with_zero_fill():
