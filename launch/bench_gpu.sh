@@ -12,20 +12,22 @@
 #          with flax's attention instead of cuDNN's fused one;
 # warm     DTCM's main phase compiled twice through one fresh persistent compilation cache: the
 #          cold and the warm start's compile;
-# autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS), each
-#          compiled alone with no persistent cache (truly cold), under each set of
-#          DARKJAX_BENCH_XLA_SETS (';'-separated NAME:XLA_FLAGS[:KEY=VALUE,...], the last part
-#          config overrides as `bench --set`; default: solo, the defaults; autotune1, XLA's GPU
-#          autotuning without initialising its buffers or checking results; autotune2, with
-#          initialised buffers, unchecked; tritonoff, cuBLAS instead of autotuned Triton GEMMs;
-#          nvptx, PTX compiled in process by libnvptxcompiler instead of a ptxas process per
-#          kernel module, where the CUDA plugin has it: ptxas is most of what the compile spends
-#          outside autotuning, docs/benchmarks.md):
-#          how much of the compile each part of autotuning takes, and what the step loses; XLA's
-#          autotuning log of each (NAME-CONFIG.autotune.textproto) beside its JSON
-#          (docs/benchmarks.md, "Where a GPU step's compile time goes"; autotuning off is no
-#          option there: a step took minutes). About 9 minutes for ActLumos alone (the default
-#          config; DARKJAX_BENCH_AUTOTUNE_CONFIGS names others). Not in the default parts.
+# autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS, default
+#          ActLumos's teacher and LIFT-Net's student: 56 and 20 distinct cuDNN convolutions, about
+#          35 and 31 distinct GEMMs that XLA autotunes as Triton fusions), each compiled alone with
+#          no persistent cache (truly cold), under each set of DARKJAX_BENCH_XLA_SETS in turn, every
+#          config under one set before the next set (a deadline cuts the last sets, not a config):
+#          ';'-separated NAME:XLA_FLAGS[:KEY=VALUE,...], the last part config overrides as `bench
+#          --set`; default: solo, the defaults; autotune2, XLA's GPU autotuning with initialised
+#          buffers and no result checks (XLA's default level is 4: reinitialised and checked);
+#          tritonoff, cuBLAS instead of autotuned Triton GEMMs; nvptx, PTX compiled in process by
+#          libnvptxcompiler instead of a ptxas process per kernel module, where the CUDA plugin
+#          has it (ptxas is most of what the compile spends outside autotuning); autotune1, no
+#          initialisation either. How much of the compile each part of autotuning takes, and what
+#          the step loses; XLA's autotuning log of each (NAME-CONFIG.autotune.textproto) beside
+#          its JSON (docs/benchmarks.md, "Where a GPU step's compile time goes"; autotuning off is
+#          no option there: a step took minutes). About 1.5 minutes a command on an H100 (15 for
+#          the defaults). Not in the default parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
 # DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_PROFILE=N sets the
@@ -79,10 +81,10 @@ r2plus1d_18:64:16:auto"}
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
 configs=${DARKJAX_BENCH_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py configs/dtcm_arid.py \
 configs/dinet_infar.py configs/twostream_infar.py configs/lift_arid.py:model.kwargs.attention=xla"}
-autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py"}
-xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;autotune1:--xla_gpu_autotune_level=1;\
-autotune2:--xla_gpu_autotune_level=2;tritonoff:--xla_gpu_enable_triton_gemm=false;\
-nvptx:--xla_gpu_enable_libnvptxcompiler=true"}
+autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py"}
+xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;autotune2:--xla_gpu_autotune_level=2;\
+tritonoff:--xla_gpu_enable_triton_gemm=false;nvptx:--xla_gpu_enable_libnvptxcompiler=true;\
+autotune1:--xla_gpu_autotune_level=1"}
 bench="$python -m darkjax.tools.bench"
 # The configs' synthetic stand-in clips, rendered once per clip geometry for the whole run
 # (`bench --data-dir`; on every host core, under a lock): outside OUT_DIR, like the caches.
@@ -271,8 +273,8 @@ for part in $parts; do
       ;;
     autotune)
       IFS=';' read -r -a sets <<<"$xla_sets"
-      for config in $autotune_configs; do
-        for set in "${sets[@]}"; do
+      for set in "${sets[@]}"; do
+        for config in $autotune_configs; do
           IFS=: read -r set_name flags overrides <<<"$set"
           name="$set_name-$(config_name "$config")"
           set_words "$overrides"

@@ -112,34 +112,35 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   # clip geometry for the whole run
   assert {a.data_dir for a in parsed[6:12]} == {str(tmp_path / "gpu") + ".data"}
   # part `autotune` (not a default): the slowest-compiling configs again, each compile alone and
-  # without persistent caches: at the defaults, at GPU autotuning levels 1 and 2 (no result
-  # checks), with Triton GEMMs off and with the in-process PTX compiler; a set's third part is
-  # config overrides (--set)
+  # without persistent caches: at the defaults, at GPU autotuning level 2 (no result checks), with
+  # Triton GEMMs off, with the in-process PTX compiler and at level 1; every config under one set
+  # before the next set, so that a deadline cuts the last sets; a set's third part is config
+  # overrides (--set)
   autotune = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "autotune"],
                             cwd=REPO, env=dict(env, XLA_FLAGS="--xla_a=1"), check=True,
                             capture_output=True, text=True, timeout=60).stdout.splitlines()
-  assert len(autotune) == 5, autotune
   flags = {"solo": ("--xla_a=1", {}),
-           "autotune1": ("--xla_a=1 --xla_gpu_autotune_level=1", {}),
            "autotune2": ("--xla_a=1 --xla_gpu_autotune_level=2", {}),
            "tritonoff": ("--xla_a=1 --xla_gpu_enable_triton_gemm=false", {}),
-           "nvptx": ("--xla_a=1 --xla_gpu_enable_libnvptxcompiler=true", {})}
+           "nvptx": ("--xla_a=1 --xla_gpu_enable_libnvptxcompiler=true", {}),
+           "autotune1": ("--xla_a=1 --xla_gpu_autotune_level=1", {})}
+  configs = ["actlumos_arid", "lift_arid"]
+  assert [os.path.basename(shlex.split(line)[-1]) for line in autotune] == [
+      f"{name}-config-{config}.json" for name in flags for config in configs], autotune
   for line in autotune:
     words = shlex.split(line)
     assert words[:5] == ["env", "-u", "JAX_COMPILATION_CACHE_DIR", "-u",
                          "TORCHINDUCTOR_CACHE_DIR"], line
     args = bench.parse_args(words[9:])
-    name = os.path.basename(args.json).split("-config-")[0]
-    log = f"--xla_gpu_dump_autotune_logs_to={tmp_path / 'gpu'}/{name}-config-actlumos_arid"
+    name, config = os.path.basename(args.json)[:-len(".json")].split("-config-")
+    log = f"--xla_gpu_dump_autotune_logs_to={tmp_path / 'gpu'}/{name}-config-{config}"
     assert words[5] == f"XLA_FLAGS={flags[name][0]} {log}.autotune.textproto", line
     assert dict(s.split("=", 1) for s in args.set) == flags[name][1], line
-    assert args.config == "configs/actlumos_arid.py" and args.pipelined
-  assert sorted(os.path.basename(shlex.split(line)[-1]).split("-config-")[0]
-                for line in autotune) == sorted(flags)
+    assert args.config == f"configs/{config}.py" and args.pipelined
   # DARKJAX_BENCH_XLA_SETS: sets of several overrides, and a set of none
   custom = subprocess.run(
       ["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "autotune"], cwd=REPO,
-      env=dict(env, XLA_FLAGS="",
+      env=dict(env, XLA_FLAGS="", DARKJAX_BENCH_AUTOTUNE_CONFIGS="configs/actlumos_arid.py",
                DARKJAX_BENCH_XLA_SETS="a:--xla_b=2:conv_lowering=native,seed=3;c:"),
       check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
   logs = [f"--xla_gpu_dump_autotune_logs_to={tmp_path / 'gpu'}/{name}-config-actlumos_arid"
