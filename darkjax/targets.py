@@ -151,10 +151,46 @@ def init_program(fn: Any, platform: str | None = None, params: int = 0) -> Any:
   compiled for `platform` (default: `platform()`): on "cpu", for up to BATCHED_INIT_MAX_PARAMS
   parameters, with its threefry draws hashed together (`darkjax.init_rng.batched_draws`: the same
   values bit for bit, about a quarter less compile time for the test and `runlocal` models);
-  otherwise `fn`. XLA:GPU and XLA:TPU compile the per-parameter hashes unrolled, not as loops."""
+  otherwise `fn`. XLA:GPU and XLA:TPU compile the per-parameter hashes unrolled, not as loops
+  (on a GPU `init_jit` hands them to JAX's threefry kernel instead)."""
   if _resolve(platform) == "cpu" and params <= BATCHED_INIT_MAX_PARAMS:
     return init_rng.batched_draws(fn)
   return fn
+
+
+class _ThreefryKernels:
+  """A jitted initialisation program that traces and lowers with JAX's GPU threefry kernel
+  (`jax_threefry_gpu_kernel_lowering`): each draw's hash one call of jaxlib's CUDA/ROCm threefry
+  kernel instead of 20 unrolled rounds of integer ops per parameter for XLA to fuse and compile.
+  The same hash of the same counters, so the same values; a paper model's init compiles in a
+  fraction of the time (docs/benchmarks.md, "Initialisation programs on a GPU")."""
+
+  def __init__(self, jitted: Any):
+    self.jitted = jitted
+
+  @staticmethod
+  def _scope() -> Any:
+    from jax._src import config as jax_config  # pylint: disable=import-outside-toplevel
+    state = getattr(jax_config, "threefry_gpu_kernel_lowering", None)   # a JAX without it
+    return state(True) if state is not None else contextlib.nullcontext()
+
+  def __call__(self, *args: Any) -> Any:
+    with self._scope():
+      return self.jitted(*args)
+
+  def lower(self, *args: Any) -> Any:
+    with self._scope():
+      return self.jitted.lower(*args)
+
+
+def init_jit(fn: Any, platform: str | None = None, params: int = 0, **jit_kwargs: Any) -> Any:
+  """`fn`, a once-run initialisation program of `params` parameters, jitted for `platform`
+  (default: `platform()`) with `jit_kwargs`: `init_program(fn)` under `init_compiler_options`,
+  and on "gpu" traced and lowered with JAX's GPU threefry kernel (`_ThreefryKernels`). Call it,
+  or `.lower(...)` it, like the jitted function."""
+  jitted = jax.jit(init_program(fn, platform, params),
+                   compiler_options=init_compiler_options(platform), **jit_kwargs)
+  return _ThreefryKernels(jitted) if _resolve(platform) == "gpu" else jitted
 
 
 def fastest_compile_options(platform: str | None = None) -> dict[str, Any]:

@@ -246,9 +246,8 @@ class Trainer:
         self.state_shardings)
     self.param_count = sum(int(np.prod(x.shape))
                            for x in jax.tree.leaves(abstract_state.params))
-    self._init = jax.jit(targets.init_program(init, self.platform, self.param_count),
-                         out_shardings=self.state_shardings,
-                         compiler_options=targets.init_compiler_options(self.platform))
+    self._init = targets.init_jit(init, self.platform, self.param_count,
+                                  out_shardings=self.state_shardings)
     step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps),
                               optim.frozen_mask(abstract_params, cfg.optimizer.frozen))
     self.train_step = jax.jit(

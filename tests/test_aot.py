@@ -108,6 +108,17 @@ def test_h100_step_compiles_with_native_ops(tmp_path):
   assert chosen and set(chosen) <= _GPU_OPS, chosen
   limit = fit.device_limit(phase_config, trainer.mesh.devices.flat[0], trainer.target)
   assert limit == int(aot.CHIPS["h100"].hbm_bytes * aot.gpu_memory_fraction())
+  # Its parameter init draws through JAX's GPU threefry kernel (targets.init_jit): one kernel call
+  # per draw, none of the hash's unrolled rounds for XLA to compile; it compiles for the target.
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=trainer.replicated)
+  with trainer.scope(), targets.without_compilation_cache():
+    lowered = trainer._init.lower(key)   # pylint: disable=protected-access
+    kernels = lowered.as_text().count("cu_threefry2x32_ffi")
+    plain = trainer._init.jitted.lower(key).as_text()   # pylint: disable=protected-access
+    lowered.compile()
+  assert kernels > 0 and "cu_threefry2x32" not in plain
+  assert plain.count("shift_left") > 10 * lowered.as_text().count("shift_left")
 
 
 @needs_tpu

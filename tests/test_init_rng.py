@@ -148,3 +148,32 @@ def test_a_jaxpr_the_transform_cannot_evaluate_falls_back_to_the_plain_draws(mon
   with caplog.at_level("WARNING"):
     _assert_identical(jax.jit(_draws)(key), jax.jit(init_rng.batched_draws(_draws))(key))
   assert "draws of _draws are made one by one (NotImplementedError" in caplog.text
+
+
+def test_gpu_init_programs_lower_with_jaxs_threefry_kernel():
+  """On a GPU the init program is traced and lowered with JAX's threefry kernel
+  (`targets.init_jit`; tests/test_aot.py compiles one for an H100); elsewhere it is jitted as
+  is. The flag changes GPU lowerings only: on this host the values are the plain init's."""
+  from jax._src import config as jax_config  # pylint: disable=import-outside-toplevel
+
+  from darkjax import targets  # pylint: disable=import-outside-toplevel
+  key = jax.random.key(7)
+  want = np.asarray(jax.random.normal(key, (4, 3)))
+
+  def program(seen):   # a fresh function per platform: each is traced once, by its own jit
+    def init(key):
+      seen.append(jax_config.threefry_gpu_kernel_lowering.value)
+      return jax.random.normal(key, (4, 3))
+    return init
+
+  seen = []
+  gpu = targets.init_jit(program(seen), "gpu", params=12)
+  np.testing.assert_array_equal(np.asarray(gpu(key)), want)
+  assert gpu.lower(key).compile()(key).shape == (4, 3)
+  assert seen and all(seen)   # traced under the kernel flag, for the call and the lowering
+  for platform in ("cpu", "tpu"):
+    seen = []
+    plain = targets.init_jit(program(seen), platform, params=10 ** 9)
+    assert not hasattr(plain, "jitted")
+    np.testing.assert_array_equal(np.asarray(plain(key)), want)
+    assert seen == [False]
