@@ -28,6 +28,10 @@
 #          its JSON (docs/benchmarks.md, "Where a GPU step's compile time goes"; autotuning off is
 #          no option there: a step took minutes). About 1.5 minutes a command on an H100 (15 for
 #          the defaults). Not in the default parts.
+# init     the largest paper init (LIFT-Net's student, 147M parameters) as darkjax runs it on a
+#          GPU, with JAX's threefry kernel, against XLA's lowering of it, bit for bit
+#          (`bench --config ... --check-init`; JSON init-check-CONFIG.json). Not in the default
+#          parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
 # DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_PROFILE=N sets the
@@ -101,8 +105,9 @@ case $profile in
 esac
 for part in $parts; do
   case $part in
-    rows|configs|warm|autotune) ;;
-    *) echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm, autotune)" >&2; exit 2 ;;
+    rows|configs|warm|autotune|init) ;;
+    *) echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm, autotune, init)" >&2
+       exit 2 ;;
   esac
 done
 
@@ -270,6 +275,10 @@ for part in $parts; do
         JAX_COMPILATION_CACHE_DIR=$cache run "start-$start_kind" $bench \
           --config configs/dtcm_arid.py --compile-only --json "$out/start-$start_kind.json"
       done
+      ;;
+    init)
+      run "init-check-lift_arid" $bench --config configs/lift_arid.py --check-init \
+        --data-dir "$data_dir" --json "$out/init-check-lift_arid.json"
       ;;
     autotune)
       IFS=';' read -r -a sets <<<"$xla_sets"

@@ -4,8 +4,10 @@ memory per remat policy, compile and step time; at tiny size (runlocal)."""
 
 from __future__ import annotations
 
+import json
 import os
 
+import jax
 import pytest
 
 from darkjax.tools import bench, bench_report, bench_config
@@ -99,3 +101,29 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   with pytest.raises(SystemExit, match="phases \\['joint', 'enhancer', 'classifier'\\]"):
     bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--phase", "student",
                 "--compile-only", "--workdir", str(tmp_path)])
+
+
+def test_check_init_compares_the_runs_init_with_xlas_lowering_bit_for_bit(tmp_path, capsys,
+                                                                          monkeypatch):
+  # On this CPU host the Trainer's init is one program: nothing to compare but itself.
+  args = ["--config", "configs/dinet_synthetic.py:runlocal", "--check-init", "--workdir",
+          str(tmp_path), "--json", str(tmp_path / "check.json")]
+  result = bench.main(args)
+  check = result["init_check"]
+  assert check["leaves"] > 10 and check["differ"] == [] and not check["kernel"]
+  assert "0 differ (one program here" in capsys.readouterr().out
+  # As on a GPU (targets.init_jit's threefry-kernel program; on a CPU the flag changes no
+  # lowering): two programs, the same values
+  from darkjax import targets  # pylint: disable=import-outside-toplevel
+  kernels = targets._ThreefryKernels   # pylint: disable=protected-access
+  monkeypatch.setattr(targets, "init_jit",
+                      lambda fn, platform=None, params=0, **kw: kernels(jax.jit(fn, **kw)))
+  check = bench.main(args)["init_check"]
+  assert check["kernel"] and check["differ"] == []
+  # a leaf that differs fails the command (after its JSON is written)
+  monkeypatch.setattr(bench_config, "check_init",
+                      lambda *a: {"leaves": 3, "differ": ["['params']['head']"], "kernel": True})
+  with pytest.raises(SystemExit) as exit_info:
+    bench.main(args)
+  assert exit_info.value.code == 1 and "1 differ (['params']['head'])" in capsys.readouterr().out
+  assert json.load(open(tmp_path / "check.json"))["init_check"]["differ"] == ["['params']['head']"]

@@ -149,6 +149,16 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
                                                         f"XLA_FLAGS={logs[1]}"]
   assert [bench.parse_args(shlex.split(line)[9:]).set for line in custom] == [
       ["conv_lowering=native", "seed=3"], []], custom
+  # part `init` (not a default): the largest paper init as darkjax runs it on a GPU against XLA's
+  # lowering of it, bit for bit
+  init = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "init"], cwd=REPO,
+                        env=env, check=True, capture_output=True, text=True,
+                        timeout=60).stdout.splitlines()
+  assert len(init) == 1, init
+  args = bench.parse_args(shlex.split(init[0])[3:])
+  assert args.check_init and args.config == "configs/lift_arid.py"
+  assert args.json == str(tmp_path / "gpu" / "init-check-lift_arid.json")
+  assert args.data_dir == str(tmp_path / "gpu") + ".data"
   bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "unknown part 'speed'" in bad.stderr

@@ -571,6 +571,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   paper.add_argument("--phase", default=None, help="the trainer's phase (default: its main one)")
   paper.add_argument("--workdir", default=None,
                      help="where the stand-in data and checkpoints go (default: a temp directory)")
+  paper.add_argument("--check-init", action="store_true",
+                     help="instead of timing: the phase's parameter init as darkjax runs it "
+                          "(on a GPU with JAX's threefry kernel, targets.init_jit) against XLA's "
+                          "own lowering of it, bit for bit; exits 1 where a leaf differs")
   paper.add_argument("--data-dir", default=None,
                      help="where the stand-in datasets are rendered, once per clip geometry, and "
                           "found by later commands (default: WORKDIR/data)")
@@ -681,6 +685,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if args.json:
     bench_report.write_json(args.json, result)
     print(f"  written: {args.json}", flush=True)
+  if (result.get("init_check") or {}).get("differ"):   # --check-init: a program is wrong
+    raise SystemExit(1)
   return result
 
 

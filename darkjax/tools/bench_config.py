@@ -26,6 +26,10 @@ other (launch/bench_gpu.sh), render each geometry once.
 (a lever at the config level: `conv_lowering=native`, `compute_dtype=float32`,
 `model.kwargs.remat=full`, ...); the result records them (`overrides`).
 
+`--check-init` times nothing: it runs the phase's parameter init as darkjax does (on a GPU with
+JAX's threefry kernel, `targets.init_jit`) and XLA's own lowering of the same program, and
+compares every parameter bit for bit (`init_check`; a difference exits 1).
+
 Compile time is cold: darkjax sets no persistent compilation cache (a note is printed when the
 environment sets one, e.g. JAX_COMPILATION_CACHE_DIR); `--remat` adds one compile per
 policy (`config.model.kwargs.remat`), each reported against `none` (temp memory reduction, step
@@ -45,6 +49,7 @@ import time
 from typing import Any, Callable
 
 import ml_collections as mlc
+import numpy as np
 
 from darkjax import config as config_lib
 from darkjax import task as task_lib
@@ -163,8 +168,9 @@ COMPILE_PARTS = ("build", "trace", "lower", "xla")
 def build_step(config: mlc.ConfigDict, phase: str, workdir: str
                ) -> tuple[dict[str, Any], Callable[[], None]]:
   """Compiles the phase's train step of a stand-in config; returns ({compile_s, compile_cpu_s,
-  compile_parts (COMPILE_PARTS), XLA's memory bytes (temp, argument, ...), lowerings, param_count, batch: the global batch that
-  runs on the devices}, a callable running one step on one real batch)."""
+  compile_parts (COMPILE_PARTS), XLA's memory bytes (temp, argument, ...), lowerings,
+  param_count, batch: the global batch that runs on the devices}, a callable running one step on
+  one real batch)."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from darkjax import fit as fit_lib  # pylint: disable=import-outside-toplevel
@@ -210,12 +216,52 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
   return info, run_step
 
 
+def check_init(config: mlc.ConfigDict, phase: str, workdir: str) -> dict[str, Any]:
+  """`bench --config --check-init`: the phase's parameter init of a stand-in config as the Trainer
+  runs it (`targets.init_jit`: on a GPU, JAX's threefry kernel) against XLA's own lowering of the
+  same program (`.jitted`; elsewhere the two are one program), one key, every parameter leaf
+  compared bit for bit; {leaves, differ: the paths that differ, kernel: were they two programs}."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from darkjax import train  # pylint: disable=import-outside-toplevel
+
+  phase_cfg, task = task_lib.build_task(task_lib.find_phase(config, phase), config)
+  trainer = train.Trainer(phase_cfg, workdir, task=task)
+  with trainer.scope():
+    trainer.build()
+    key = jax.random.key(int(phase_cfg.seed))
+    init = trainer._init   # pylint: disable=protected-access
+    ours = jax.device_get(init(key).params)
+    plain_init = getattr(init, "jitted", init)
+    plain = jax.device_get(plain_init(key).params)
+  leaves = jax.tree_util.tree_leaves_with_path(ours)
+  differ = [jax.tree_util.keystr(path) for (path, a), b in zip(leaves, jax.tree.leaves(plain))
+            if not np.array_equal(a, b)]
+  return {"leaves": len(leaves), "differ": differ, "kernel": plain_init is not init}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
   """`bench --config`: see the module docstring."""
   import jax  # pylint: disable=import-outside-toplevel
 
   overrides = parse_sets(args.set)
   config = config_lib.apply_overrides(config_lib.load(args.config), overrides)
+  if args.check_init:
+    root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
+    cfg = stand_in_config(config, args.data_dir or os.path.join(root, "data"), args.frames,
+                          args.batch)
+    stand_in_data(cfg)
+    phase = args.phase or phase_names(config)[0]
+    result = {"config": args.config, "overrides": overrides, "phase": phase,
+              "device": jax.devices()[0].platform,
+              "init_check": check_init(cfg, phase, os.path.join(root, "init_check"))}
+    check = result["init_check"]
+    print(f"{args.config} phase {phase} init on {jax.devices()[0].device_kind}: "
+          f"{check['leaves']} parameter leaves, {len(check['differ'])} differ"
+          + (f" ({', '.join(check['differ'][:5])})" if check["differ"] else "")
+          + ("" if check["kernel"] else " (one program here: no GPU threefry kernel)"),
+          flush=True)
+    return result
   cache = bool(jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache)
   if cache:
     print(f"note: persistent compilation cache on ({jax.config.jax_compilation_cache_dir}): "
