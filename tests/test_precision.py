@@ -222,7 +222,8 @@ def test_float32_weight_gradients_of_convolutions_and_matmuls(case):
 @pytest.mark.parametrize("name, platform", [
     ("r2plus1d_tiny_test", "tpu"), ("vit_tiny_test", "tpu"), ("dtcm_tiny", "tpu"),
     ("r2plus1d_tiny_test", "gpu"), ("vit_tiny_test", "gpu")])
-def test_layers_give_float32_kernel_gradients_for_a_batch_over_devices(name, platform):
+def test_layers_give_float32_kernel_gradients_for_a_batch_over_devices(name, platform,
+                                                                      monkeypatch):
   """Inside `float32_weight_gradients()` (what a Trainer enters for a batch over devices) every
   kernel of a bf16 model traced for a TPU (Conv3D, Dense, Conv, attention's projections,
   DepthwiseConv2D) gets its gradient from one convolution or matmul with float32 output; traced
@@ -230,6 +231,10 @@ def test_layers_give_float32_kernel_gradients_for_a_batch_over_devices(name, pla
   The same variables and loss; the gradients as close to the float32 model's as autodiff's of
   the bf16 model, or closer."""
   from darkjax import models  # pylint: disable=import-outside-toplevel
+  from darkjax.layers import attention  # pylint: disable=import-outside-toplevel
+  # Traced for a GPU but run on this CPU: flax's attention, also where jax's CUDA plugin (the
+  # aot-gpu extra) would let a GPU trace take cuDNN's fused one, which has no CPU lowering.
+  monkeypatch.setattr(attention, "cudnn_available", lambda: False)
   shape = (2, 32, 32, 3) if name.startswith("vit") else (2, 4, 32, 32, 3)
   clips = jax.random.uniform(jax.random.key(3), shape)   # in [0, 1], as DTCM's enhancer takes
   variables = models.build(name, 5).init(jax.random.key(4), clips, train=False)
