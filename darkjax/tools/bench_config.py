@@ -240,6 +240,26 @@ def check_init(config: mlc.ConfigDict, phase: str, workdir: str) -> dict[str, An
   return {"leaves": len(leaves), "differ": differ, "kernel": plain_init is not init}
 
 
+def _check_init_command(args: argparse.Namespace, config: mlc.ConfigDict,
+                        overrides: dict[str, Any]) -> dict[str, Any]:
+  """`bench --config C --check-init`: `check_init` on C's stand-in, printed and returned."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
+  cfg = stand_in_config(config, args.data_dir or os.path.join(root, "data"), args.frames,
+                        args.batch)
+  stand_in_data(cfg)
+  phase = args.phase or phase_names(config)[0]
+  check = check_init(cfg, phase, os.path.join(root, "init_check"))
+  print(f"{args.config} phase {phase} init on {jax.devices()[0].device_kind}: "
+        f"{check['leaves']} parameter leaves, {len(check['differ'])} differ"
+        + (f" ({', '.join(check['differ'][:5])})" if check["differ"] else "")
+        + ("" if check["kernel"] else " (one program here: no GPU threefry kernel)"),
+        flush=True)
+  return {"config": args.config, "overrides": overrides, "phase": phase,
+          "device": jax.devices()[0].platform, "init_check": check}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
   """`bench --config`: see the module docstring."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -247,21 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   overrides = parse_sets(args.set)
   config = config_lib.apply_overrides(config_lib.load(args.config), overrides)
   if args.check_init:
-    root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
-    cfg = stand_in_config(config, args.data_dir or os.path.join(root, "data"), args.frames,
-                          args.batch)
-    stand_in_data(cfg)
-    phase = args.phase or phase_names(config)[0]
-    result = {"config": args.config, "overrides": overrides, "phase": phase,
-              "device": jax.devices()[0].platform,
-              "init_check": check_init(cfg, phase, os.path.join(root, "init_check"))}
-    check = result["init_check"]
-    print(f"{args.config} phase {phase} init on {jax.devices()[0].device_kind}: "
-          f"{check['leaves']} parameter leaves, {len(check['differ'])} differ"
-          + (f" ({', '.join(check['differ'][:5])})" if check["differ"] else "")
-          + ("" if check["kernel"] else " (one program here: no GPU threefry kernel)"),
-          flush=True)
-    return result
+    return _check_init_command(args, config, overrides)
   cache = bool(jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache)
   if cache:
     print(f"note: persistent compilation cache on ({jax.config.jax_compilation_cache_dir}): "
