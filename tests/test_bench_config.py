@@ -79,6 +79,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
     parts = entry["compile_parts"]
     assert tuple(parts) == bench_config.COMPILE_PARTS and min(parts.values()) > 0
     assert sum(parts.values()) == pytest.approx(entry["compile_s"], rel=1e-6)
+    assert entry["init_s"] > 0   # the fresh state's init, timed apart from the step
   assert none["param_count"] == full["param_count"] == result["param_count"] > 0
   assert result["frames"] == 16 and result["batch"] == 8     # dtcm_synthetic runlocal's own
   assert result["clips_per_s"] == pytest.approx(8 / none["step_s"])
@@ -89,6 +90,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   table = bench_report.config_table([result])
   assert "| pipelined step ms | pipelined clips/s |" in table
   assert f"Its compile: build {none['compile_parts']['build']:.1f} s, trace " in table
+  assert f"Its parameter init (compile and run): {none['init_s']:.1f} s." in table
   # runlocal compiles XLA's native ops (config.conv_lowering), as darkjax.main would.
   assert result["lowerings"]["conv3d:native"] >= 1
   assert not [k for k in result["lowerings"] if k.startswith("conv3d:") and k != "conv3d:native"]

@@ -169,8 +169,9 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
                ) -> tuple[dict[str, Any], Callable[[], None]]:
   """Compiles the phase's train step of a stand-in config; returns ({compile_s, compile_cpu_s,
   compile_parts (COMPILE_PARTS), XLA's memory bytes (temp, argument, ...), lowerings,
-  param_count, batch: the global batch that runs on the devices}, a callable running one step on
-  one real batch)."""
+  param_count, batch: the global batch that runs on the devices, init_s: the fresh state's
+  init, its program's compile and run, the other compile of a cold start}, a callable running
+  one step on one real batch)."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from darkjax import fit as fit_lib  # pylint: disable=import-outside-toplevel
@@ -205,7 +206,10 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
           "step_bytes": fit_lib.step_bytes(compiled),
           "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count,
           "batch": int(trainer.config.input.batch_size)}
+  start = time.perf_counter()
   trainer.init_state(from_checkpoint=False, pretrained=False)
+  jax.block_until_ready(trainer.state)
+  info["init_s"] = time.perf_counter() - start   # the init program's compile (or load) and run
   state = [trainer.state, None]   # the state and the last step's metrics
 
   def dispatch() -> None:
@@ -299,7 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"({device.device_kind}), {len(jax.devices())} device(s); compile "
             f"{entry['compile_s']:.1f} s wall, {entry['compile_cpu_s']:.1f} s CPU ("
             + ", ".join(f"{part} {seconds:.1f}" for part, seconds in entry["compile_parts"].items())
-            + ")", flush=True)
+            + f"); init {entry['init_s']:.1f} s", flush=True)
       print(f"  lowerings: {measure.format_lowerings(entry['lowerings'])}", flush=True)
     return entry, run_step
 

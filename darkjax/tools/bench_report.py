@@ -283,10 +283,12 @@ def _note(index: int, result: dict[str, Any]) -> str:
   note = (f"- [{index}] `{result['command']}`: {result['date'][:10]}, {device}, "
           f"{result.get('cores', '?')} host cores, {software}"
           + (f", XLA_FLAGS `{result['xla_flags']}`." if result.get("xla_flags") else "."))
-  parts = (result.get("remat") or {}).get("none", {}).get("compile_parts")
-  if parts:   # `bench --config`: where its own compile went
+  step = (result.get("remat") or {}).get("none", {})
+  if step.get("compile_parts"):   # `bench --config`: where its own compile went, and its init
     note += (" Its compile: " + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in
-                                          parts.items()) + ".")
+                                          step["compile_parts"].items()) + ".")
+  if "init_s" in step:
+    note += f" Its parameter init (compile and run): {step['init_s']:.1f} s."
   cold = result.get("cold_compile")
   if cold is not None:
     warm = compile_seconds(result)
