@@ -283,16 +283,16 @@ for part in $parts; do
     autotune)
       IFS=';' read -r -a sets <<<"$xla_sets"
       for set in "${sets[@]}"; do
+        IFS=: read -r set_name flags overrides <<<"$set"
+        set_words "$overrides"
         for config in $autotune_configs; do
-          IFS=: read -r set_name flags overrides <<<"$set"
           name="$set_name-$(config_name "$config")"
-          set_words "$overrides"
           # and XLA's log of what it autotuned: every candidate of each convolution and GEMM
           # fusion with its time (AutotuningLogs, text), where the compile's time goes
-          flags="${flags:+$flags }--xla_gpu_dump_autotune_logs_to=$out/$name.autotune.textproto"
+          logged="${flags:+$flags }--xla_gpu_dump_autotune_logs_to=$out/$name.autotune.textproto"
           # no persistent cache: its compiles, and XLA's autotuning results in it, stay cold
           run "$name" env -u JAX_COMPILATION_CACHE_DIR -u TORCHINDUCTOR_CACHE_DIR \
-            "XLA_FLAGS=${XLA_FLAGS:-}${XLA_FLAGS:+ }$flags" $bench \
+            "XLA_FLAGS=${XLA_FLAGS:-}${XLA_FLAGS:+ }$logged" $bench \
             --config "$config" "${SETS[@]}" --data-dir "$data_dir" --steps 10 --rounds 3 \
             --pipelined --json "$out/$name.json"
         done

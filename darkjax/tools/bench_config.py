@@ -245,15 +245,13 @@ def check_init(config: mlc.ConfigDict, phase: str, workdir: str) -> dict[str, An
 
 
 def _check_init_command(args: argparse.Namespace, config: mlc.ConfigDict,
-                        overrides: dict[str, Any]) -> dict[str, Any]:
+                        overrides: dict[str, Any], phase: str, root: str,
+                        data_dir: str) -> dict[str, Any]:
   """`bench --config C --check-init`: `check_init` on C's stand-in, printed and returned."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
-  cfg = stand_in_config(config, args.data_dir or os.path.join(root, "data"), args.frames,
-                        args.batch)
+  cfg = stand_in_config(config, data_dir, args.frames, args.batch)
   stand_in_data(cfg)
-  phase = args.phase or phase_names(config)[0]
   check = check_init(cfg, phase, os.path.join(root, "init_check"))
   print(f"{args.config} phase {phase} init on {jax.devices()[0].device_kind}: "
         f"{check['leaves']} parameter leaves, {len(check['differ'])} differ"
@@ -270,26 +268,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
   overrides = parse_sets(args.set)
   config = config_lib.apply_overrides(config_lib.load(args.config), overrides)
-  if args.check_init:
-    return _check_init_command(args, config, overrides)
-  cache = bool(jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache)
-  if cache:
-    print(f"note: persistent compilation cache on ({jax.config.jax_compilation_cache_dir}): "
-          "compile times are not cold", flush=True)
   phases = phase_names(config)
   phase = args.phase or phases[0]
   if phase not in phases:
     raise SystemExit(f"bench --config: trainer {config.trainer!r} has phases {list(phases)}, "
                      f"not {phase!r}")
+  root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
+  data_dir = args.data_dir or os.path.join(root, "data")
+  if args.check_init:
+    return _check_init_command(args, config, overrides, phase, root, data_dir)
+  cache = bool(jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache)
+  if cache:
+    print(f"note: persistent compilation cache on ({jax.config.jax_compilation_cache_dir}): "
+          "compile times are not cold", flush=True)
   policies = measure.remat_policies(args.remat if args.memory else "")
   device = jax.devices()[0]
-  root = args.workdir or tempfile.mkdtemp(prefix="darkjax-bench-")
   from darkjax.layers import conv2d  # pylint: disable=import-outside-toplevel
   result: dict[str, Any] = {"config": args.config, "overrides": overrides, "phase": phase,
                             "device": device.platform, "cores": conv2d.cores(),
                             "persistent_cache": cache}
-
-  data_dir = args.data_dir or os.path.join(root, "data")
 
   def build(policy: str):
     cfg = stand_in_config(config, data_dir, args.frames, args.batch, remat=policy)
