@@ -2,6 +2,7 @@
 # Issue #34's GPU measurements in one run on one GPU, into OUT_DIR: a JSON and a log per command,
 # table.md, configs.md and autotune.md rendered from their JSON (docs/benchmarks.md's GPU tables).
 #   bash launch/bench_gpu.sh OUT_DIR [rows] [configs] [warm]     (default: all three, in order)
+#   bash launch/bench_gpu.sh OUT_DIR table     (issue #34's Done-when table, sized for one lease)
 # rows     every paper backbone's bf16 train step at its paper batch (SGD-momentum) against torch
 #          eager and torch.compile, each row's flax variants beside it (the lowerings and XLA
 #          options tried as levers) and a device profile of each flax side
@@ -28,6 +29,12 @@
 #          its JSON (docs/benchmarks.md, "Where a GPU step's compile time goes"; autotuning off is
 #          no option there: a step took minutes). About 1.5 minutes a command on an H100 (15 for
 #          the defaults). Not in the default parts.
+# table    rows and configs as issue #34's Done-when asks them and nothing beside, so that the one
+#          run fits a lease (15 minutes of device time, the machine's start included): every row at
+#          darkjax's defaults alone (each row's variants, the levers, left out), every config at its
+#          defaults (entries with overrides left out), no profiles (DARKJAX_BENCH_PROFILE defaults to
+#          0), the compile pre-pass 4 commands at a time (DARKJAX_BENCH_JOBS defaults to 4). With
+#          rows, configs or warm it is an error.
 # init     the largest paper init (LIFT-Net's student, 147M parameters) as darkjax runs it on a
 #          GPU, with JAX's threefry kernel, against XLA's lowering of it, bit for bit
 #          (`bench --config ... --check-init`; JSON init-check-CONFIG.json). Not in the default
@@ -57,10 +64,23 @@ set -uo pipefail
 out=${1:?output directory}
 shift
 parts=${*:-rows configs warm}
+table=0
+if [[ " $parts " == *" table "* ]]; then
+  for part in $parts; do
+    case $part in
+      rows|configs|warm)
+        echo "bench_gpu.sh: part 'table' is rows and configs as issue #34 asks them; not with" \
+          "'$part'" >&2
+        exit 2 ;;
+    esac
+  done
+  table=1
+  parts=$(sed 's/\btable\b/rows configs/' <<<"$parts")
+fi
 python=${PYTHON:-python3}
 dry=${DARKJAX_DRY_RUN:-0}
-jobs=${DARKJAX_BENCH_JOBS:-1}
-profile=${DARKJAX_BENCH_PROFILE:-3}
+jobs=${DARKJAX_BENCH_JOBS:-$([ "$table" = 1 ] && echo 4 || echo 1)}
+profile=${DARKJAX_BENCH_PROFILE:-$([ "$table" = 1 ] && echo 0 || echo 3)}
 deadline=${DARKJAX_BENCH_DEADLINE_S:-0}
 timeout_s=${DARKJAX_BENCH_TIMEOUT_S:-600}
 wheels=${DARKJAX_WHEELS:-.whl}
@@ -76,10 +96,12 @@ nhwc="xla_gpu_force_conv_nhwc=true"
 # docs/benchmarks.md).
 cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN+DYNAMIC_SLICE_FUSION"\
 "+CONVOLUTION"
-# Longest compile first (the pre-pass takes rows and configs in turn, in these orders).
+# Longest compile first (the pre-pass takes rows and configs in turn, in these orders; a row's
+# compile is flax's step, eager torch's first call and torch.compile's, one after the other: the
+# 2026-11-27 pre-pass took 228, 179, 125, 108, 73 and 63 s for these rows).
 rows=${DARKJAX_BENCH_ROWS:-"resnext3d_101:8:64:auto;$nhwc r2plus1d_34_ig65m:8:32:auto;$cbconv \
-r2plus1d_18:16:16:auto;$cbconv c3d:30:16:auto;lowering=native r3d_18:16:16:auto;lowering=native \
-r2plus1d_18:64:16:auto"}
+r2plus1d_18:16:16:auto;$cbconv r2plus1d_18:64:16:auto c3d:30:16:auto;lowering=native \
+r3d_18:16:16:auto;lowering=native"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
@@ -89,6 +111,11 @@ autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py con
 xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;autotune2:--xla_gpu_autotune_level=2;\
 tritonoff:--xla_gpu_enable_triton_gemm=false;nvptx:--xla_gpu_enable_libnvptxcompiler=true;\
 autotune1:--xla_gpu_autotune_level=1"}
+if [ "$table" = 1 ]; then   # each row at darkjax's defaults alone, each config at its defaults
+  rows=$(for row in $rows; do IFS=: read -r m b f _ <<<"$row"; echo "$m:$b:$f:auto"; done)
+  configs=$(for config in $configs; do [[ $config == *:* ]] || echo "$config"; done)
+  rows=$(echo $rows) configs=$(echo $configs)   # one line each, space-separated
+fi
 bench="$python -m darkjax.tools.bench"
 # The configs' synthetic stand-in clips, rendered once per clip geometry for the whole run
 # (`bench --data-dir`; on every host core, under a lock): outside OUT_DIR, like the caches.
@@ -106,7 +133,7 @@ esac
 for part in $parts; do
   case $part in
     rows|configs|warm|autotune|init) ;;
-    *) echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm, autotune, init)" >&2
+    *) echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm, autotune, init, table)" >&2
        exit 2 ;;
   esac
 done

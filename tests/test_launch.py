@@ -78,7 +78,7 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     parsed.append(bench.parse_args(argv[3:]))
   rows = [(a.model, a.batch, a.frames) for a in parsed if a.model]
   assert rows == [("resnext3d_101", 8, 64), ("r2plus1d_34_ig65m", 8, 32), ("r2plus1d_18", 16, 16),
-                  ("c3d", 30, 16), ("r3d_18", 16, 16), ("r2plus1d_18", 64, 16)]
+                  ("r2plus1d_18", 64, 16), ("c3d", 30, 16), ("r3d_18", 16, 16)]
   for args in parsed[:6]:
     assert args.torch_compile and args.dtype == "bfloat16" and args.variants.startswith("auto")
     assert args.torch_compile_modes == ("default",)
@@ -92,7 +92,8 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [{}, nhwc]
   for args in parsed[1:3]:   # the R(2+1)D rows at their paper batches
     assert [bench.parse_variant(v) for v in args.variants.split(";")] == [{}, with_convolutions]
-  for args in parsed[3:5]:   # C3D and R3D-18: 2D convolutions against native ones channels-last
+  assert parsed[3].variants == "auto"
+  for args in parsed[4:6]:   # C3D and R3D-18: 2D convolutions against native ones channels-last
     assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
         {}, {"lowering": "native"}]
   # every timed row and config also times its steps dispatched back to back (--pipelined)
@@ -162,6 +163,25 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "unknown part 'speed'" in bad.stderr
+  # part `table`: issue #34's Done-when table and nothing beside, sized for one lease: the same
+  # rows at darkjax's defaults alone, the configs without override entries, no profiles, the
+  # compile pre-pass 4 at a time; the levers' variants and entries are left out
+  table = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "table"],
+                         cwd=REPO, env=env, check=True, capture_output=True, text=True,
+                         timeout=60).stdout.splitlines()
+  table = [bench.parse_args(shlex.split(line)[3:]) for line in table]
+  assert len(table) == 2 * 11, table
+  pre, timed_table = table[:11], table[11:]
+  assert all(a.compile_only and a.concurrent == 4 for a in pre)
+  assert [(a.model, a.batch, a.frames) for a in timed_table[:6]] == rows
+  assert [a.config for a in timed_table[6:]] == [a.config for a in parsed[6:11]]
+  for args, before in zip(timed_table, parsed[:11]):
+    assert args.variants in (None, "auto") and not args.set and args.profile == 0
+    assert args.cold_from and args.pipelined and args.json == before.json
+  for mixed in ("rows", "configs", "warm"):
+    bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "table", mixed],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and f"not with '{mixed}'" in bad.stderr, bad.stderr
   # the timed rows profile 3 steps each unless DARKJAX_BENCH_PROFILE says otherwise (0: none)
   assert all(a.profile == 3 for a in parsed[:6])
   for value, expected in (("0", 0), ("5", 5)):

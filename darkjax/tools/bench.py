@@ -44,7 +44,10 @@ On one GPU, issue #34's table (every paper backbone at its paper batch, bf16, ag
 torch and torch.compile, flax variants beside) is one process per row, then the table from their
 JSON: `bash launch/bench_gpu.sh OUT_DIR` runs it, the paper configs' steps and the warm start
 (`--optimizer adamw` for the AdamW rows); within a short lease, with its compile pre-pass
-(`DARKJAX_BENCH_JOBS`) and a deadline (launch/bench_gpu.sh). JAX and torch share the GPU: with
+(`DARKJAX_BENCH_JOBS`) and a deadline (launch/bench_gpu.sh). The issue's Done-when table alone,
+sized for one lease (no levers' variants, no profiles): `DARKJAX_BENCH_DEADLINE_S=520 bash
+launch/bench_gpu.sh OUT_DIR table`, then the same command again on the same machine to finish
+what the deadline cut. JAX and torch share the GPU: with
 `--vs-torch` JAX allocates as it needs (XLA_PYTHON_CLIENT_PREALLOCATE=false unless set).
 
 `--variants` times the step under several conv settings of `darkjax.layers.conv` in the same
