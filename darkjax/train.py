@@ -7,6 +7,7 @@ declared `PHASES` one Trainer each. The step itself is darkjax/step.py.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import json
@@ -14,6 +15,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from typing import Any, Callable, Iterator, Mapping
 
@@ -108,6 +110,11 @@ def lowering_scope(config: Mapping[str, Any]) -> contextlib.AbstractContextManag
   return contextlib.nullcontext()
 
 
+def _init_key(seed: int) -> jax.Array:
+  """The key of a fresh state's init (`Trainer.init_state`)."""
+  return jax.random.fold_in(jax.random.key(seed), 1)
+
+
 # ================================================================ the trainer
 @dataclasses.dataclass
 class Trainer:
@@ -130,6 +137,7 @@ class Trainer:
   variables_shardings: Any = dataclasses.field(init=False, default=None)
   abstract_state: Any = dataclasses.field(init=False, default=None)
   train_step: Callable | None = dataclasses.field(init=False, default=None)
+  compiled_step: Any = dataclasses.field(init=False, default=None)   # set by compile_step
   param_count: int = dataclasses.field(init=False, default=0)
   state: TrainState | None = dataclasses.field(init=False, default=None)
   writer: metrics_lib.MetricsWriter | None = dataclasses.field(init=False, default=None)
@@ -273,8 +281,7 @@ class Trainer:
       finally:
         if checkpointer is not self._checkpointer:
           checkpointer.close()
-    self.state = self._fresh_state(jax.random.fold_in(jax.random.key(self.config.seed), 1),
-                                   pretrained)
+    self.state = self._fresh_state(_init_key(self.config.seed), pretrained)
     return 0
 
   def host_variables(self) -> dict[str, Any]:
@@ -291,12 +298,53 @@ class Trainer:
       batch = {k: jax.ShapeDtypeStruct((int(self.config.input.batch_size),) + s.shape[1:],
                                        s.dtype, sharding=self.batch_sharding)
                for k, s in self._sample.items()}
-      # Abstract, as the state and batch: a compile-only mesh's devices take no host array.
+      # Abstract, as the state and batch: a compile-only mesh's devices take no host array. No
+      # sharding of its own (the step's in_shardings replicate it): the run's key is a fresh,
+      # uncommitted one, and the first step reuses this compilation only if the two look alike.
       rng = jax.eval_shape(lambda: jax.random.key(0))
-      rng = jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=self.replicated)
       compiled = self.train_step.lower(self.abstract_state, batch, rng).compile()
     self.compiled_step = compiled   # for its optimized HLO (darkjax.tools.fit --traffic)
     return fit_lib.step_bytes(compiled)
+
+  def compile_init(self) -> None:
+    """Compiles the fresh state's init program ahead of its one call (`init_state`, which then
+    reuses this compilation); runs nothing on the devices."""
+    with self.scope():
+      self.build()
+      self._init.lower(jax.eval_shape(_init_key, 0)).compile()
+
+  @contextlib.contextmanager
+  def step_compiling_aside(self, checkpoint: str | None = None) -> Iterator[None]:
+    """The train step compiles on a thread of its own (`compile_step`, unless compiled already)
+    while the block runs; leaving the block waits for that compile and raises what it raised (a
+    compile that finds the step too large for the device as `DeviceMemoryError`, naming
+    `checkpoint`, the run's latest). A cold start's other compiles overlap the step's, which on a
+    GPU is mostly XLA timing candidate kernels on the device and on a TPU minutes on the host
+    (docs/benchmarks.md, "Cold start: the init compiles beside the step"). The block should run
+    nothing on the devices: a GPU's autotuning times kernels on them. An error in the block is
+    raised at once; the compile goes on in its daemon thread."""
+    if self.compiled_step is not None or not hasattr(self.train_step, "lower"):
+      yield   # compiled already, or a step that is no jitted function (a test's stand-in)
+      return
+    failed: list[BaseException] = []
+
+    def compile_step() -> None:
+      try:
+        self.compile_step()
+      except BaseException as error:  # pylint: disable=broad-except
+        failed.append(error)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(compile_step,),
+                              name=f"darkjax-compile-{self.phase}", daemon=True)
+    thread.start()
+    yield
+    thread.join()
+    if failed:
+      error = failed[0]
+      if isinstance(error, jax.errors.JaxRuntimeError) and fit_lib.out_of_memory(error):
+        raise fit_lib.DeviceMemoryError(fit_lib.runtime_oom_message(
+            f"phase {self.phase}, compiling the train step", error, checkpoint)) from None
+      raise error
 
   def _fresh_state(self, rng, pretrained: bool = True) -> TrainState:
     """Initialised state, then `config.model_init` and the task's `init_from` (if any)."""
@@ -365,6 +413,12 @@ class Trainer:
         self.workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
     rng = jax.random.key(cfg.seed)
+    latest = checkpointer.latest_step()
+    if latest is None or latest < last:   # steps to train: their compile beside the init's
+      with self.step_compiling_aside(
+          None if latest is None else f"{checkpointer.directory}/{latest}"):
+        if latest is None:
+          self.compile_init()
     start = self.init_state(data_iterator=train_iter)
     if start:
       self.writer.truncate_after(start)

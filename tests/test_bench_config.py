@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import jax
 import pytest
@@ -129,3 +130,32 @@ def test_check_init_compares_the_runs_init_with_xlas_lowering_bit_for_bit(tmp_pa
     bench.main(args)
   assert exit_info.value.code == 1 and "1 differ (['params']['head'])" in capsys.readouterr().out
   assert json.load(open(tmp_path / "check.json"))["init_check"]["differ"] == ["['params']['head']"]
+
+
+def test_cold_start_times_the_step_and_init_compiles_both_ways(tmp_path, capsys, monkeypatch):
+  """`--cold-start`: a fresh run's compiles (train step, parameter init), one after the other and
+  the step's on a thread beside the init's (`Trainer.step_compiling_aside`), each round on fresh
+  caches; nothing run."""
+  from darkjax import train  # pylint: disable=import-outside-toplevel
+  threads, cache = [], jax.config.jax_enable_compilation_cache
+  compile_step = train.Trainer.compile_step
+  monkeypatch.setattr(train.Trainer, "compile_step", lambda self: threads.append(
+      threading.current_thread().name) or compile_step(self))
+  result = bench.main(["--config", "configs/dinet_synthetic.py:runlocal", "--cold-start",
+                       "--rounds", "1", "--workdir", str(tmp_path), "--json",
+                       str(tmp_path / "start.json")])
+  found = result["cold_start"]
+  assert [len(found[k]) for k in ("sequential_s", "aside_s", "step_s", "init_s")] == [1] * 4
+  assert found["sequential_s"][0] >= found["step_s"][0] > 0 and found["init_s"][0] > 0
+  assert found["ratio"] == found["aside_s"][0] / found["sequential_s"][0]
+  # each round compiles anew (fresh caches): the sequential step here, the other on its thread
+  assert threads[0] == threading.current_thread().name
+  assert threads[1].startswith("darkjax-compile-"), threads
+  assert "cold start on cpu" in capsys.readouterr().out
+  assert json.load(open(tmp_path / "start.json"))["cold_start"]["ratio"] == found["ratio"]
+  assert jax.config.jax_enable_compilation_cache == cache   # restored
+  for wrong in (["--memory"], ["--compile-only"], ["--check-init"]):
+    with pytest.raises(SystemExit):
+      bench.parse_args(["--config", "configs/dinet_synthetic.py", "--cold-start", *wrong])
+  with pytest.raises(SystemExit):
+    bench.parse_args(["--config", "configs/dinet_synthetic.py", "--target", "h100:1"])

@@ -5,7 +5,9 @@ an out-of-memory error while running becomes one message that names the last che
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -134,3 +136,64 @@ def test_main_prints_one_line_without_a_traceback(needs, tmp_path, main_env):
   assert result.returncode == 2, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
   assert "darkjax: phase train: the train step needs" in result.stderr
+
+
+class _Compiles(logging.Handler):
+  """JAX's "Compiling jit(NAME)" log records (`jax_log_compiles`): (NAME, thread name)."""
+
+  def __init__(self):
+    super().__init__(logging.WARNING)
+    self.seen: list[tuple[str, str]] = []
+
+  def emit(self, record):
+    match = re.match(r"Compiling jit\((\w+)\)", record.getMessage())
+    if match:
+      self.seen.append((match.group(1), record.threadName))
+
+
+@pytest.fixture
+def compiles():
+  handler, logger = _Compiles(), logging.getLogger("jax._src.interpreters.pxla")
+  before = jax.config.jax_log_compiles
+  jax.config.update("jax_log_compiles", True)   # process-wide: the compile thread logs too
+  logger.addHandler(handler)
+  try:
+    yield handler
+  finally:
+    logger.removeHandler(handler)
+    jax.config.update("jax_log_compiles", before)
+
+
+@pytest.mark.parametrize("checked", [False, True])
+def test_a_run_compiles_its_step_once_beside_the_init(needs, tmp_path, compiles, checked):
+  """A fresh run's train step compiles on a thread of its own while the init program compiles,
+  once: the first step reuses it, also after the memory check compiled it (`fit_phase`), whose
+  compile it was not before (the run's key differed from the abstract one in its sharding)."""
+  overrides = {"device_memory_gib": 1000.0} if checked else {}
+  train.run_phases(_config(needs[0], **overrides), str(tmp_path / "run"),
+                   devices=jax.devices()[:1])
+  steps = [thread for name, thread in compiles.seen if name == "train_step"]
+  inits = [thread for name, thread in compiles.seen if name == "init"]
+  assert len(steps) == 1 and len(inits) == 1, compiles.seen
+  # unchecked, the step compiles aside, the init in the run's thread; checked, the memory check
+  # compiled the step before the run, in the run's thread
+  assert steps[0].startswith("darkjax-compile-") != checked and inits == ["MainThread"]
+
+
+def test_a_step_that_compiles_too_large_stops_naming_the_checkpoint(needs, tmp_path, monkeypatch):
+  """A step compile that runs out of device memory (beside the init's) stops the run with the
+  one out-of-memory message, naming the checkpoint a resumed run left intact."""
+  workdir = str(tmp_path / "run")
+  train.run_phases(_config(needs[0], checkpoint_every=1), workdir, devices=jax.devices()[:1])
+
+  def exhausted(self):
+    raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran "
+                                     "out of memory in memory space hbm.")
+
+  monkeypatch.setattr(train.Trainer, "compile_step", exhausted)
+  with pytest.raises(fit_lib.DeviceMemoryError,
+                     match=r"phase train, compiling the train step: the device ran out of memory "
+                     r"\(RESOURCE_EXHAUSTED.*Last completed checkpoint: .*checkpoints/2 \(intact"):
+    train.run_phases(_config(needs[0], steps=3), workdir, devices=jax.devices()[:1])
+  steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "train/loss" in r]
+  assert steps == [1, 2]   # nothing lost, nothing more trained

@@ -578,6 +578,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="instead of timing: the phase's parameter init as darkjax runs it "
                           "(on a GPU with JAX's threefry kernel, targets.init_jit) against XLA's "
                           "own lowering of it, bit for bit; exits 1 where a leaf differs")
+  paper.add_argument("--cold-start", action="store_true",
+                     help="instead of timing steps: the phase's cold-start compiles (train step "
+                          "and parameter init, no persistent cache) one after the other against "
+                          "the step's on a thread beside the init's, as darkjax.train starts, in "
+                          "--rounds alternating rounds")
+  paper.add_argument("--target", default="",
+                     help="with --cold-start: compile for this compile-only target instead of "
+                          "the local devices (darkjax.aot: h100:1, tpu-v5e:2x2, ...)")
   paper.add_argument("--data-dir", default=None,
                      help="where the stand-in datasets are rendered, once per clip geometry, and "
                           "found by later commands (default: WORKDIR/data)")
@@ -648,6 +656,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error("--cold-from goes with a timed --model or --config run (--model: the step "
                  "against torch or alone, not --memory or --variants without --torch-compile), "
                  "not --compile-only")
+  if args.cold_start and (not args.config or args.input or args.check_init or args.memory
+                          or args.compile_only or args.cold_from):
+    parser.error("--cold-start goes with --config alone (not --input, --check-init, --memory, "
+                 "--compile-only or --cold-from)")
+  if args.target and not args.cold_start:
+    parser.error("--target goes with --config C --cold-start")
   if args.windows < 0 or args.batches < 1:
     parser.error("--windows must be >= 0 and --batches >= 1")
   args.torch_compile_modes = tuple(filter(None, (

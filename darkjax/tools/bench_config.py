@@ -3,7 +3,7 @@ memory analysis per remat policy, and step time.
 
     python -m darkjax.tools.bench --config configs/dtcm_arid.py [--phase joint] [--frames 64]
         [--batch 2] [--memory --remat full,conv_outputs] [--compile-only] [--steps 3] [--rounds 2]
-        [--set KEY=VALUE ...]
+        [--set KEY=VALUE ...] [--check-init] [--cold-start [--target h100:1]]
 
 The step is the one `python -m darkjax.main` compiles for that config and phase (the same Task,
 optimizer, sharding over all devices, donation, `xla_opt_level` and `conv_lowering`), built by
@@ -29,6 +29,14 @@ other (launch/bench_gpu.sh), render each geometry once.
 `--check-init` times nothing: it runs the phase's parameter init as darkjax does (on a GPU with
 JAX's threefry kernel, `targets.init_jit`) and XLA's own lowering of the same program, and
 compares every parameter bit for bit (`init_check`; a difference exits 1).
+
+`--cold-start` times no step either: the compiles a fresh run makes before its first step, the
+train step's and the parameter init's (no persistent cache, nothing run), one after the other
+against the step's on a thread beside the init's, as `darkjax.train` starts
+(`Trainer.step_compiling_aside`), in `--rounds` alternating rounds on fresh in-memory caches; with
+`--target T` for a compile-only target (darkjax.aot) on this host. On a GPU XLA keeps its
+autotuning results in the process, so only the first round's step compile there is cold: one
+round per command.
 
 Compile time is cold: darkjax sets no persistent compilation cache (a note is printed when the
 environment sets one, e.g. JAX_COMPILATION_CACHE_DIR); `--remat` adds one compile per
@@ -262,6 +270,63 @@ def _check_init_command(args: argparse.Namespace, config: mlc.ConfigDict,
           "device": jax.devices()[0].platform, "init_check": check}
 
 
+def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
+               target: str = "") -> dict[str, Any]:
+  """`bench --config --cold-start`: the phase's cold-start compiles (train step, parameter init)
+  of a stand-in config, in `rounds` alternating rounds: `sequential` (the step's compile, then the
+  init's) and `aside` (the step's on a thread beside the init's: `Trainer.step_compiling_aside`,
+  what `darkjax.train` does); each round a fresh Trainer and fresh in-memory caches, the
+  persistent cache off. {sequential_s, aside_s, step_s, init_s: per round; ratio: the median of
+  aside / sequential per round}."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from darkjax import train  # pylint: disable=import-outside-toplevel
+
+  phase_cfg, task = task_lib.build_task(task_lib.find_phase(config, phase), config)
+  before = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)   # process-wide: the thread too
+  times: dict[str, list[float]] = {"sequential_s": [], "aside_s": [], "step_s": [], "init_s": []}
+  try:
+    for _ in range(rounds):
+      for mode in ("sequential", "aside"):
+        trainer = train.Trainer(phase_cfg, os.path.join(workdir, mode), task=task, target=target)
+        trainer.build()
+        jax.clear_caches()
+        start = time.perf_counter()
+        if mode == "aside":
+          with trainer.step_compiling_aside():
+            trainer.compile_init()
+        else:
+          trainer.compile_step()
+          times["step_s"].append(time.perf_counter() - start)
+          trainer.compile_init()
+          times["init_s"].append(time.perf_counter() - start - times["step_s"][-1])
+        times[f"{mode}_s"].append(time.perf_counter() - start)
+  finally:
+    jax.config.update("jax_enable_compilation_cache", before)
+  per_round = [a / s for a, s in zip(times["aside_s"], times["sequential_s"])]
+  return {**times, "round_ratios": per_round, "ratio": float(np.median(per_round))}
+
+
+def _cold_start_command(args: argparse.Namespace, config: mlc.ConfigDict,
+                        overrides: dict[str, Any], phase: str, root: str,
+                        data_dir: str) -> dict[str, Any]:
+  """`bench --config C --cold-start`: `cold_start` on C's stand-in, printed and returned."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  cfg = stand_in_config(config, data_dir, args.frames, args.batch)
+  stand_in_data(cfg)
+  found = cold_start(cfg, phase, os.path.join(root, "cold_start"), args.rounds, args.target)
+  where = args.target or f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})"
+  print(f"{args.config} phase {phase} cold start on {where}: step then init "
+        + ", ".join(f"{s:.1f}" for s in found["sequential_s"]) + " s (step "
+        + ", ".join(f"{s:.1f}" for s in found["step_s"]) + "); step beside init "
+        + ", ".join(f"{s:.1f}" for s in found["aside_s"]) + f" s; ratio {found['ratio']:.2f}",
+        flush=True)
+  return {"config": args.config, "overrides": overrides, "phase": phase,
+          "device": args.target or jax.devices()[0].platform, "cold_start": found}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
   """`bench --config`: see the module docstring."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -277,6 +342,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   data_dir = args.data_dir or os.path.join(root, "data")
   if args.check_init:
     return _check_init_command(args, config, overrides, phase, root, data_dir)
+  if args.cold_start:
+    return _cold_start_command(args, config, overrides, phase, root, data_dir)
   cache = bool(jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache)
   if cache:
     print(f"note: persistent compilation cache on ({jax.config.jax_compilation_cache_dir}): "
