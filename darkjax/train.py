@@ -115,6 +115,24 @@ def _init_key(seed: int) -> jax.Array:
   return jax.random.fold_in(jax.random.key(seed), 1)
 
 
+def _wait_for(thread: threading.Thread, done: threading.Event) -> bool:
+  """Waits for `thread` (a compile) to set `done` and end, through Ctrl-C too: XLA cannot stop a
+  compile, and a process that exits while one runs on a thread aborts. (An event, not `join`
+  alone: an interrupted `join` can leave `is_alive()` false while the thread runs.) Returns whether
+  Ctrl-C came meanwhile."""
+  interrupted = False
+  while True:
+    try:
+      done.wait()
+      thread.join()
+      return interrupted
+    except KeyboardInterrupt:
+      if not interrupted:
+        log.warning("interrupted: stopping once the train step's compile ends (XLA cannot stop "
+                    "a compile)")
+      interrupted = True
+
+
 # ================================================================ the trainer
 @dataclasses.dataclass
 class Trainer:
@@ -321,24 +339,32 @@ class Trainer:
     `checkpoint`, the run's latest). A cold start's other compiles overlap the step's, which on a
     GPU is mostly XLA timing candidate kernels on the device and on a TPU minutes on the host
     (docs/benchmarks.md, "Cold start: the init compiles beside the step"). The block should run
-    nothing on the devices: a GPU's autotuning times kernels on them. An error in the block is
-    raised at once; the compile goes on in its daemon thread."""
+    nothing on the devices: a GPU's autotuning times kernels on them. The block's own error, or a
+    Ctrl-C, is raised once the compile has ended: XLA cannot stop a compile, and a process that
+    exits while one runs aborts."""
     if self.compiled_step is not None or not hasattr(self.train_step, "lower"):
       yield   # compiled already, or a step that is no jitted function (a test's stand-in)
       return
     failed: list[BaseException] = []
+    done = threading.Event()
 
     def compile_step() -> None:
       try:
         self.compile_step()
       except BaseException as error:  # pylint: disable=broad-except
         failed.append(error)
+      finally:
+        done.set()
 
     thread = threading.Thread(target=contextvars.copy_context().run, args=(compile_step,),
-                              name=f"darkjax-compile-{self.phase}", daemon=True)
+                              name=f"darkjax-compile-{self.phase}")
     thread.start()
-    yield
-    thread.join()
+    try:
+      yield
+    finally:
+      interrupted = _wait_for(thread, done)
+    if interrupted:
+      raise KeyboardInterrupt
     if failed:
       error = failed[0]
       if isinstance(error, jax.errors.JaxRuntimeError) and fit_lib.out_of_memory(error):

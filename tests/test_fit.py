@@ -10,6 +10,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import jax
 import pytest
@@ -197,3 +199,45 @@ def test_a_step_that_compiles_too_large_stops_naming_the_checkpoint(needs, tmp_p
     train.run_phases(_config(needs[0], steps=3), workdir, devices=jax.devices()[:1])
   steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "train/loss" in r]
   assert steps == [1, 2]   # nothing lost, nothing more trained
+
+
+def test_an_interrupted_start_stops_only_once_the_step_compile_ends(needs, tmp_path,
+                                                                    monkeypatch, caplog):
+  """Ctrl-C (or the block's own error) while the step compiles on its thread: raised once that
+  compile has ended (a process that exits while XLA compiles on a thread aborts), with one
+  message however often Ctrl-C comes."""
+  ended = []
+  compile_step = train.Trainer.compile_step
+
+  def slow_compile(self):
+    time.sleep(0.5)
+    compile_step(self)
+    ended.append(time.monotonic())
+
+  def interrupted(self):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(train.Trainer, "compile_step", slow_compile)
+  monkeypatch.setattr(train.Trainer, "compile_init", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    train.run_phases(_config(needs[0]), str(tmp_path / "run"), devices=jax.devices()[:1])
+  raised = time.monotonic()
+  assert len(ended) == 1 and ended[0] <= raised
+  # Ctrl-C twice while waiting: one message, then KeyboardInterrupt once the thread is done
+  done, calls = threading.Event(), []
+
+  class Interrupted:
+    def wait(self):
+      calls.append(1)
+      if len(calls) <= 2:
+        raise KeyboardInterrupt
+      done.wait()
+
+  worker = threading.Thread(target=lambda: (time.sleep(0.2), done.set()))
+  worker.start()
+  with caplog.at_level(logging.WARNING, logger="darkjax"):
+    assert train._wait_for(worker, Interrupted())   # pylint: disable=protected-access
+  assert not worker.is_alive() and len(calls) == 3
+  assert [r.getMessage() for r in caplog.records].count(
+      "interrupted: stopping once the train step's compile ends (XLA cannot stop a compile)") == 1
+  assert not train._wait_for(worker, done)   # pylint: disable=protected-access
