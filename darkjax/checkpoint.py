@@ -40,6 +40,13 @@ def use_small_slices_once() -> None:
           min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES), override=True)
 
 
+def has_steps(workdir: str) -> bool:
+  """Whether WORKDIR/checkpoints holds a step directory (complete or not): a cheap listing, no
+  checkpoint manager; `Checkpointer.latest_step` is the one that counts."""
+  directory = paths.resolve(workdir) / "checkpoints"
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 class Checkpointer:
   """Save / restore (state, data iterator, meta) under WORKDIR/checkpoints/<step>."""
 

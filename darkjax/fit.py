@@ -109,7 +109,7 @@ def _previous_choice(workdir: str) -> dict[str, Any] | None:
 
 def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
               build: Callable[[mlc.ConfigDict], Any]) -> Any:
-  """A Trainer (`build(config)`: built, its step compiled by `trainer.compile_step()`) whose step
+  """A Trainer (`build(config)`: built, its step compiled by `trainer.compile_start()`) whose step
   fits the device memory: `config`'s own, else per `config.fit` the first fitting candidate or a
   DeviceMemoryError naming need vs available and what fits."""
   mode = config.get("fit", "check")
@@ -124,7 +124,7 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
   limit = device_limit(config, trainer.mesh.devices.flat[0], trainer.target)
   if mode == "off" or limit is None:
     return trainer
-  need = trainer.compile_step()
+  need = trainer.compile_start()   # the step's compile, beside a fresh run's init compile
   if need is None or need <= limit:
     return trainer
   share = ""

@@ -164,6 +164,7 @@ class Trainer:
   platform: str = dataclasses.field(init=False, default="")
   _checkpointer: Any = dataclasses.field(init=False, default=None)
   _sample: Any = dataclasses.field(init=False, default=None)
+  _init_compiled: bool = dataclasses.field(init=False, default=False)
   reported: bool = dataclasses.field(init=False, default=False)   # this run wrote report.md
 
   def __post_init__(self):
@@ -326,10 +327,26 @@ class Trainer:
 
   def compile_init(self) -> None:
     """Compiles the fresh state's init program ahead of its one call (`init_state`, which then
-    reuses this compilation); runs nothing on the devices."""
+    reuses this compilation); runs nothing on the devices. Once: later calls do nothing."""
+    if self._init_compiled:
+      return
     with self.scope():
       self.build()
       self._init.lower(jax.eval_shape(_init_key, 0)).compile()
+    self._init_compiled = True
+
+  def compile_start(self, checkpoint: str | None = None, fresh: bool | None = None) -> int | None:
+    """Compiles what a run needs before its first step: the train step, on a thread
+    (`step_compiling_aside`), and beside it the init program if the run starts `fresh` (default:
+    the workdir holds no checkpoint; `checkpoint`: the latest, for an out-of-memory message).
+    Returns `compile_step`'s bytes per device (None: not known). `darkjax.fit` checks these against the device's
+    memory; the run's first step and init then reuse the compilations."""
+    if fresh is None:
+      fresh = not ckpt_lib.has_steps(self.workdir)
+    with self.step_compiling_aside(checkpoint):
+      if fresh:
+        self.compile_init()
+    return None if self.compiled_step is None else fit_lib.step_bytes(self.compiled_step)
 
   @contextlib.contextmanager
   def step_compiling_aside(self, checkpoint: str | None = None) -> Iterator[None]:
@@ -342,6 +359,8 @@ class Trainer:
     nothing on the devices: a GPU's autotuning times kernels on them. The block's own error, or a
     Ctrl-C, is raised once the compile has ended: XLA cannot stop a compile, and a process that
     exits while one runs aborts."""
+    with self.scope():
+      self.build()
     if self.compiled_step is not None or not hasattr(self.train_step, "lower"):
       yield   # compiled already, or a step that is no jitted function (a test's stand-in)
       return
@@ -441,10 +460,8 @@ class Trainer:
     rng = jax.random.key(cfg.seed)
     latest = checkpointer.latest_step()
     if latest is None or latest < last:   # steps to train: their compile beside the init's
-      with self.step_compiling_aside(
-          None if latest is None else f"{checkpointer.directory}/{latest}"):
-        if latest is None:
-          self.compile_init()
+      self.compile_start(None if latest is None else f"{checkpointer.directory}/{latest}",
+                         fresh=latest is None)
     start = self.init_state(data_iterator=train_iter)
     if start:
       self.writer.truncate_after(start)

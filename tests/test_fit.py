@@ -170,16 +170,20 @@ def compiles():
 def test_a_run_compiles_its_step_once_beside_the_init(needs, tmp_path, compiles, checked):
   """A fresh run's train step compiles on a thread of its own while the init program compiles,
   once: the first step reuses it, also after the memory check compiled it (`fit_phase`), whose
-  compile it was not before (the run's key differed from the abstract one in its sharding)."""
+  compile it was not before (the run's key differed from the abstract one in its sharding). A
+  resumed run compiles no init."""
   overrides = {"device_memory_gib": 1000.0} if checked else {}
-  train.run_phases(_config(needs[0], **overrides), str(tmp_path / "run"),
-                   devices=jax.devices()[:1])
+  workdir = str(tmp_path / "run")
+  train.run_phases(_config(needs[0], **overrides), workdir, devices=jax.devices()[:1])
   steps = [thread for name, thread in compiles.seen if name == "train_step"]
   inits = [thread for name, thread in compiles.seen if name == "init"]
   assert len(steps) == 1 and len(inits) == 1, compiles.seen
-  # unchecked, the step compiles aside, the init in the run's thread; checked, the memory check
-  # compiled the step before the run, in the run's thread
-  assert steps[0].startswith("darkjax-compile-") != checked and inits == ["MainThread"]
+  assert steps[0].startswith("darkjax-compile-") and inits == ["MainThread"]
+  compiles.seen.clear()
+  train.run_phases(_config(needs[0], steps=3, **overrides), workdir, devices=jax.devices()[:1])
+  assert [name for name, _ in compiles.seen if name in ("train_step", "init")] == ["train_step"]
+  steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "train/loss" in r]
+  assert steps == [1, 2, 3]
 
 
 def test_a_step_that_compiles_too_large_stops_naming_the_checkpoint(needs, tmp_path, monkeypatch):
@@ -241,3 +245,12 @@ def test_an_interrupted_start_stops_only_once_the_step_compile_ends(needs, tmp_p
   assert [r.getMessage() for r in caplog.records].count(
       "interrupted: stopping once the train step's compile ends (XLA cannot stop a compile)") == 1
   assert not train._wait_for(worker, done)   # pylint: disable=protected-access
+
+
+def test_has_steps_lists_step_directories_only(tmp_path):
+  from darkjax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  assert not ckpt_lib.has_steps(str(tmp_path))   # no checkpoints directory
+  (tmp_path / "checkpoints" / "tmp.orbax-checkpoint-tmp-1").mkdir(parents=True)
+  assert not ckpt_lib.has_steps(str(tmp_path))
+  (tmp_path / "checkpoints" / "12").mkdir()
+  assert ckpt_lib.has_steps(str(tmp_path))
