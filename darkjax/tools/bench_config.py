@@ -33,7 +33,7 @@ compares every parameter bit for bit (`init_check`; a difference exits 1).
 `--cold-start` times no step either: the compiles a fresh run makes before its first step, the
 train step's and the parameter init's (no persistent cache, nothing run), one after the other
 against the step's on a thread beside the init's, as `darkjax.train` starts
-(`Trainer.step_compiling_aside`), in `--rounds` alternating rounds on fresh in-memory caches; with
+(`Trainer.compile_start`), in `--rounds` alternating rounds on fresh in-memory caches; with
 `--target T` for a compile-only target (darkjax.aot) on this host. On a GPU XLA keeps its
 autotuning results in the process, so only the first round's step compile there is cold: one
 round per command.
@@ -274,8 +274,8 @@ def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
                target: str = "") -> dict[str, Any]:
   """`bench --config --cold-start`: the phase's cold-start compiles (train step, parameter init)
   of a stand-in config, in `rounds` alternating rounds: `sequential` (the step's compile, then the
-  init's) and `aside` (the step's on a thread beside the init's: `Trainer.step_compiling_aside`,
-  what `darkjax.train` does); each round a fresh Trainer and fresh in-memory caches, the
+  init's) and `aside` (the step's on a thread beside the init's: `Trainer.compile_start`, what
+  a fresh run does); each round a fresh Trainer and fresh in-memory caches, the
   persistent cache off. {sequential_s, aside_s, step_s, init_s: per round; ratio: the median of
   aside / sequential per round}."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -294,8 +294,7 @@ def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
         jax.clear_caches()
         start = time.perf_counter()
         if mode == "aside":
-          with trainer.step_compiling_aside():
-            trainer.compile_init()
+          trainer.compile_start(fresh=True)
         else:
           trainer.compile_step()
           times["step_s"].append(time.perf_counter() - start)
