@@ -339,8 +339,8 @@ class Trainer:
     """Compiles what a run needs before its first step: the train step, on a thread
     (`step_compiling_aside`), and beside it the init program if the run starts `fresh` (default:
     the workdir holds no checkpoint; `checkpoint`: the latest, for an out-of-memory message).
-    Returns `compile_step`'s bytes per device (None: not known). `darkjax.fit` checks these against the device's
-    memory; the run's first step and init then reuse the compilations."""
+    Returns `compile_step`'s bytes per device (None: not known). `darkjax.fit` checks these
+    against the device's memory; the run's first step and init then reuse the compilations."""
     if fresh is None:
       fresh = not ckpt_lib.has_steps(self.workdir)
     with self.step_compiling_aside(checkpoint):
@@ -458,11 +458,18 @@ class Trainer:
         self.workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
     rng = jax.random.key(cfg.seed)
-    latest = checkpointer.latest_step()
-    if latest is None or latest < last:   # steps to train: their compile beside the init's
-      self.compile_start(None if latest is None else f"{checkpointer.directory}/{latest}",
-                         fresh=latest is None)
-    start = self.init_state(data_iterator=train_iter)
+    try:
+      latest = checkpointer.latest_step()
+      if latest is None or latest < last:   # steps to train: their compile beside the init's
+        self.compile_start(None if latest is None else f"{checkpointer.directory}/{latest}",
+                           fresh=latest is None)
+      start = self.init_state(data_iterator=train_iter)
+    except BaseException:   # nothing trained: the input workers and files closed all the same
+      train_iter.close()
+      checkpointer.close()
+      self._checkpointer = None
+      self.writer.close()
+      raise
     if start:
       self.writer.truncate_after(start)
     step_rng = jax.random.fold_in(rng, 2)

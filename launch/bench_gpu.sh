@@ -31,10 +31,10 @@
 #          the defaults). Not in the default parts.
 # table    rows and configs as issue #34's Done-when asks them and nothing beside, so that the one
 #          run fits a lease (15 minutes of device time, the machine's start included): every row at
-#          darkjax's defaults alone (each row's variants, the levers, left out), every config at its
-#          defaults (entries with overrides left out), no profiles (DARKJAX_BENCH_PROFILE defaults to
-#          0), the compile pre-pass 4 commands at a time (DARKJAX_BENCH_JOBS defaults to 4). With
-#          rows, configs or warm it is an error.
+#          darkjax's defaults alone (each row's variants, the levers, left out), every config at
+#          its defaults (entries with overrides left out), no profiles (DARKJAX_BENCH_PROFILE
+#          defaults to 0), the compile pre-pass 4 commands at a time (DARKJAX_BENCH_JOBS defaults
+#          to 4). With rows, configs or warm it is an error.
 # init     the largest paper init (LIFT-Net's student, 147M parameters) as darkjax runs it on a
 #          GPU, with JAX's threefry kernel, against XLA's lowering of it, bit for bit
 #          (`bench --config ... --check-init`; JSON init-check-CONFIG.json). Not in the default

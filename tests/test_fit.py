@@ -197,10 +197,32 @@ def test_a_step_that_compiles_too_large_stops_naming_the_checkpoint(needs, tmp_p
                                      "out of memory in memory space hbm.")
 
   monkeypatch.setattr(train.Trainer, "compile_step", exhausted)
+  closed, with_workers = [], train.pipeline.with_workers
+
+  class Closing:   # the run's input iterator, its close() recorded
+    def __init__(self, iterator):
+      self.iterator = iterator
+
+    def __getattr__(self, name):
+      return getattr(self.iterator, name)
+
+    def __iter__(self):
+      return self
+
+    def __next__(self):
+      return next(self.iterator)
+
+    def close(self):
+      closed.append(1)
+      self.iterator.close()
+
+  monkeypatch.setattr(train.pipeline, "with_workers",
+                      lambda *a, **k: Closing(iter(with_workers(*a, **k))))
   with pytest.raises(fit_lib.DeviceMemoryError,
                      match=r"phase train, compiling the train step: the device ran out of memory "
                      r"\(RESOURCE_EXHAUSTED.*Last completed checkpoint: .*checkpoints/2 \(intact"):
     train.run_phases(_config(needs[0], steps=3), workdir, devices=jax.devices()[:1])
+  assert closed == [1]   # the input workers stopped before the error left the run
   steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "train/loss" in r]
   assert steps == [1, 2]   # nothing lost, nothing more trained
 
