@@ -307,12 +307,16 @@ class Trainer:
     """The live state's variables as host numpy arrays: what a later phase starts from."""
     return jax.device_get(self.variables)
 
+  def _compile_cache(self) -> contextlib.AbstractContextManager:
+    """Where this Trainer's ahead-of-time compiles go: for a compile-only target past JAX's
+    persistent cache (`targets.without_compilation_cache`), else through it."""
+    return targets.without_compilation_cache() if self.target else contextlib.nullcontext()
+
   def compile_step(self) -> int | None:
     """Compiles the train step ahead of time for the config's global batch (the run's first step
     reuses this compilation); returns the bytes one device needs while it runs (None: XLA gives
     no memory analysis)."""
-    uncached = targets.without_compilation_cache() if self.target else contextlib.nullcontext()
-    with self.scope(), uncached:
+    with self.scope(), self._compile_cache():
       self.build()
       batch = {k: jax.ShapeDtypeStruct((int(self.config.input.batch_size),) + s.shape[1:],
                                        s.dtype, sharding=self.batch_sharding)
@@ -330,7 +334,7 @@ class Trainer:
     reuses this compilation); runs nothing on the devices. Once: later calls do nothing."""
     if self._init_compiled:
       return
-    with self.scope():
+    with self.scope(), self._compile_cache():
       self.build()
       self._init.lower(jax.eval_shape(_init_key, 0)).compile()
     self._init_compiled = True
