@@ -13,6 +13,12 @@ run takes the first that fits, in this order, keeping the global batch (the pape
   3. model.kwargs.remat "full", alone and then with accum_steps x2, x4, x8
   4. a fully sharded mesh (mesh.data=1, mesh.fsdp=-1) on several devices
 
+Then, for a run that evaluates, each evaluation's program is compiled ahead at the config's eval
+batch (`Trainer.compile_evals`; the first evaluation reuses it) and checked against the same limit
+with the train state resident: an evaluation over it stops the run before training too, naming the
+largest `input.eval_batch_size` that fits, and `fit = "auto"` evaluates at that batch (the same
+scores: an evaluation has no batch statistics).
+
 The choice is stored in the phase's config (`fit_applied`, so config.json records it) and a resumed
 run tries it first, so it resumes with the same settings. "The global batch" is the one that runs on
 the mesh (`darkjax.config.round_batches`: the configured batch, or the nearest the devices divide).
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any, Callable, Mapping
 
 import jax
@@ -29,7 +36,7 @@ import ml_collections as mlc
 
 from darkjax import aot
 from darkjax import config as config_lib
-from darkjax import paths
+from darkjax import paths, sharding
 
 log = logging.getLogger("darkjax")
 GIB = aot.GIB
@@ -47,6 +54,19 @@ def step_bytes(compiled) -> int | None:
     return None
   return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
              + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
+def tree_bytes(tree: Any) -> int:
+  """Bytes one device holds of an abstract tree whose leaves carry shardings (an unsharded leaf:
+  whole on every device)."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    shape = leaf.shape
+    leaf_sharding = getattr(leaf, "sharding", None)
+    if leaf_sharding is not None:
+      shape = leaf_sharding.shard_shape(shape)
+    total += math.prod(shape) * leaf.dtype.itemsize
+  return total
 
 
 def device_limit(config: Mapping[str, Any], device: Any, target: str = "") -> int | None:
@@ -125,8 +145,10 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
   if mode == "off" or limit is None:
     return trainer
   need = trainer.compile_start()   # the step's compile, beside a fresh run's init compile
-  if need is None or need <= limit:
+  if need is None:
     return trainer
+  if need <= limit:
+    return fit_evals(trainer, limit, mode, phase)
   share = ""
   if trainer.platform == "gpu" and not config.get("device_memory_gib"):
     share = (f", {aot.gpu_memory_fraction():.0%} of the GPU's memory as JAX's allocator takes it; "
@@ -145,7 +167,7 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
       if mode == "auto":
         log.info("%s; fit=auto trains with %s (%.2f GiB)", where, describe(overrides),
                  candidate_need / GIB)
-        return candidate
+        return fit_evals(candidate, limit, mode, phase)
       fitting.append(f"{describe(overrides)} ({candidate_need / GIB:.2f} GiB)")
       if len(fitting) == 3:
         break
@@ -157,19 +179,82 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
       "--config.<key>=<value>, or --config.fit=auto to take the first.")
 
 
+def eval_batch_candidates(batch: int, devices: int) -> list[int]:
+  """Smaller eval batches to try, largest first: `batch` halved, each a multiple of `devices`."""
+  out, size = [], batch
+  while True:
+    size = size // 2 // devices * devices
+    if size < devices or size in out:
+      return out
+    out.append(size)
+
+
+def eval_views(config: Mapping[str, Any]) -> int:
+  """Views per example an evaluation scores (`input.eval_clips` x `input.eval_crops`)."""
+  return int(config.input.get("eval_clips", 1) or 1) * int(config.input.get("eval_crops", 1) or 1)
+
+
+def fit_evals(trainer: Any, limit: int, mode: str, phase: str) -> Any:
+  """`trainer`, whose train step fits `limit`, with its evaluations compiled ahead
+  (`Trainer.compile_evals`) and checked against the same memory, the train state resident: a
+  batch that does not fit raises DeviceMemoryError naming the largest eval batch that does
+  (`input.eval_batch_size`, each compiled and checked); with `mode` "auto" the run evaluates at
+  that batch instead (the scores are the same: an evaluation has no batch statistics). A run that
+  never evaluates (`eval_every` -1, no `evals`) compiles none."""
+  config = trainer.config
+  if int(config.eval_every) < 0 or not config.evals:
+    return trainer
+  needs = trainer.compile_evals()
+  over = {name: need for name, need in needs.items() if need > limit}
+  if not over:
+    return trainer
+  batch = int(config.input.eval_batch_size)
+  views = eval_views(config)
+  name, need = max(over.items(), key=lambda item: item[1])
+  where = (f"phase {phase}: evaluation {name!r} at eval batch {batch} (input.eval_batch_size; "
+           f"{views} view(s) per example, input.eval_clips x input.eval_crops, scored one view at "
+           f"a time) needs {need / GIB:.2f} GiB per device with the train state, "
+           f"{limit / GIB:.2f} GiB available")
+  devices = sharding.batch_devices(trainer.mesh)
+  for smaller in eval_batch_candidates(batch, math.lcm(devices, jax.process_count())):
+    trainer.config = _applied(config, {"input.eval_batch_size": smaller})
+    smaller_needs = trainer.compile_evals()
+    worst = max(smaller_needs.values(), default=0)
+    log.info("%s: eval batch %d needs %.2f GiB", phase, smaller, worst / GIB)
+    if worst <= limit:
+      if mode == "auto":
+        log.info("%s; fit=auto evaluates at eval batch %d (%.2f GiB)", where, smaller, worst / GIB)
+        return trainer
+      trainer.config = config
+      raise DeviceMemoryError(
+          f"{where}. Eval batch {smaller} fits ({worst / GIB:.2f} GiB, compiled and checked): "
+          f"pass --config.input.eval_batch_size={smaller}, or --config.fit=auto to take it.")
+  trainer.config = config
+  raise DeviceMemoryError(f"{where}; no smaller eval batch fits: use more devices or fewer views.")
+
+
 def out_of_memory(error: Exception) -> bool:
   """Whether a runtime error is the device running out of memory."""
   return "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)
 
 
-def runtime_oom_message(where: str, error: Exception, checkpoint: str | None) -> str:
-  """One message for an out-of-memory error in a running step or evaluation."""
+STEP_OOM_ADVICE = ("--config.fit=auto picks settings that fit before the first step "
+                   "(darkjax/fit.py), or set accum_steps, model.kwargs.remat=full or "
+                   "compute_dtype=bfloat16.")
+EVAL_OOM_ADVICE = ("lower --config.input.eval_batch_size (the clips an evaluation scores at "
+                   "once); on a GPU or TPU the fit check (--config.fit=check|auto, "
+                   "darkjax/fit.py) finds one that fits before the first step.")
+
+
+def runtime_oom_message(where: str, error: Exception, checkpoint: str | None,
+                        advice: str = "") -> str:
+  """One message for an out-of-memory error in a running step or evaluation; `advice`: what to
+  lower (default: the train step's settings, STEP_OOM_ADVICE)."""
   first = str(error).strip().splitlines()[0][:300]
   return (f"{where}: the device ran out of memory ({first}). Last completed checkpoint: "
           f"{checkpoint or 'none'} (intact; a rerun resumes from it). Lower the memory per device: "
-          "--config.fit=auto picks settings that fit before the first step (darkjax/fit.py), or "
-          "set accum_steps, model.kwargs.remat=full or compute_dtype=bfloat16.")
+          f"{advice or STEP_OOM_ADVICE}")
 
 
-__all__ = ["DeviceMemoryError", "candidates", "device_limit", "fit_phase", "out_of_memory",
-           "step_bytes"]
+__all__ = ["DeviceMemoryError", "candidates", "device_limit", "eval_batch_candidates",
+           "fit_evals", "fit_phase", "out_of_memory", "step_bytes", "tree_bytes"]

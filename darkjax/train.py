@@ -352,6 +352,26 @@ class Trainer:
         self.compile_init()
     return None if self.compiled_step is None else fit_lib.step_bytes(self.compiled_step)
 
+  def compile_evals(self) -> dict[str, int]:
+    """Compiles the programs of every `config.evals` evaluator that compiles ahead
+    (`compile(abstract_variables)`: classification, the two-stream video scores) for the config's
+    eval batch; their first run reuses the compilations. Returns, per such evaluator, the bytes one
+    device holds while it runs with the train state resident (the optimizer's state stays on the
+    devices during an evaluation), leaving out those that tell none."""
+    with self.scope(), self._compile_cache():
+      self.build()
+      if self.evaluators is None:
+        self.evaluators = evaluators_lib.build(self.config.evals, self.task, self)
+      variables = {"params": self.abstract_state.params, **self.abstract_state.model_state}
+      resident = fit_lib.tree_bytes(self.abstract_state) - fit_lib.tree_bytes(variables)
+      needs = {}
+      for name, evaluator in self.evaluators.items():
+        compile_fn = getattr(evaluator, "compile", None)
+        need = compile_fn(variables) if compile_fn is not None else None
+        if need is not None:
+          needs[name] = need + resident
+    return needs
+
   @contextlib.contextmanager
   def step_compiling_aside(self, checkpoint: str | None = None) -> Iterator[None]:
     """The train step compiles on a thread of its own (`compile_step`, unless compiled already)
@@ -484,6 +504,7 @@ class Trainer:
     bar = tqdm(total=total, initial=start, disable=not self.is_lead or not cfg.progress_bar,
                desc="train", unit="step", dynamic_ncols=True)
     pending = None   # metrics of the previous step, read one step late to keep dispatch async
+    evaluating = False   # an out-of-memory error names the evaluation, and what to lower
     t0, steps_timed = time.time(), 0
     watch = preemption.PreemptionWatch()
     try:
@@ -512,7 +533,9 @@ class Trainer:
           raise preemption.Preempted(step, f"{checkpointer.directory}/{step}", watch.interrupted)
         if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
                                     or step == last):
+          evaluating = True
           results = self.evaluate(step)
+          evaluating = False
           t0, steps_timed = time.time(), 0
       if pending is not None:
         self._check_finite(*pending, checkpointer)
@@ -522,8 +545,9 @@ class Trainer:
       checkpointer.wait()
       latest = checkpointer.latest_step()
       raise fit_lib.DeviceMemoryError(fit_lib.runtime_oom_message(
-          f"phase {self.phase}, step {step}", error,
-          f"{checkpointer.directory}/{latest}" if latest is not None else None)) from None
+          f"phase {self.phase}, {'evaluation at ' if evaluating else ''}step {step}", error,
+          f"{checkpointer.directory}/{latest}" if latest is not None else None,
+          fit_lib.EVAL_OOM_ADVICE if evaluating else "")) from None
     finally:
       watch.close()
       bar.close()

@@ -211,6 +211,17 @@ def test_planner_reports_the_batch_that_runs_on_the_devices(tmp_path, capsys, mo
   assert "batches that run here: 24 or 32" in capsys.readouterr().out and compiled_at == [32, 32]
 
 
+def test_planner_reports_what_an_evaluation_holds(tmp_path, capsys):
+  rows = fit_tool.main(["--config", "configs/synthetic.py:runlocal", "--default-only", "--evals",
+                        "--override", "device_memory_gib=1", "--cache", "",
+                        "--workdir", str(tmp_path), "--markdown", str(tmp_path / "plan.md")])
+  assert [r["setting"] for r in rows] == [
+      "default", "evaluation at eval batch 8, 1 view(s) per example (eval)"]
+  assert rows[1]["fits"] is True and 0 < rows[1]["need_bytes"] < rows[1]["limit_bytes"] == GIB
+  assert "evaluation at eval batch 8, 1 view(s) per example (eval)" in capsys.readouterr().out
+  assert "| device_memory_gib=1, evaluation at eval batch 8" in (tmp_path / "plan.md").read_text()
+
+
 # ------------------------------------------------------------------ paper configs on the pod path
 PAPERS = ("actlumos_arid", "lift_arid", "dtcm_arid", "twostream_infar", "dinet_infar")
 TPU_TARGET, GPU_TARGET = "tpu-v5e:2x2", "h100:1"
@@ -232,7 +243,7 @@ def paper_step(tmp_path_factory):
     if key not in steps:
       if paper not in stand_ins:
         config = config_lib.load(f"configs/{paper}.py:runlocal")
-        stand_ins[paper] = bench_config.stand_in_config(config, str(root / "data"))
+        stand_ins[paper] = bench_config.stand_in_config(config, str(root / "data"), evals=True)
       config = config_lib.apply_overrides(stand_ins[paper], {"conv_lowering": "auto", **overrides})
       config = config_lib.resolve(config, aot.parse(target).platform)
       phase_config, task = task_lib.build_task(task_lib.main_phase(config), config)
@@ -282,6 +293,19 @@ class _PaperMainPhases:
   def test_paper_main_phase_compiles(self, paper_step, paper):
     trainer, need, chosen = paper_step(paper, self.target)
     _check_pod_step(trainer, need, chosen, self.target)
+
+  @pytest.mark.parametrize("paper", PAPERS)
+  def test_paper_evaluation_compiles(self, paper_step, paper):
+    """The paper's scoring evaluation (classification, or two-stream's video scores) compiles for
+    the target as the fit check compiles it before training (`Trainer.compile_evals`), and what a
+    device holds while it runs includes the train state and stays under the target's limit."""
+    trainer, _, _ = paper_step(paper, self.target)
+    needs = trainer.compile_evals()
+    assert needs and set(needs) == set(trainer.config.evals), needs   # every scoring one
+    assert ("video" in needs) == (paper == "twostream_infar"), needs
+    state = fit.tree_bytes(trainer.abstract_state)
+    limit = fit.device_limit(trainer.config, trainer.mesh.devices.flat[0], trainer.target)
+    assert all(state < need < limit for need in needs.values()), (needs, state, limit)
 
 
 @needs_tpu

@@ -276,3 +276,75 @@ def test_has_steps_lists_step_directories_only(tmp_path):
   assert not ckpt_lib.has_steps(str(tmp_path))
   (tmp_path / "checkpoints" / "12").mkdir()
   assert ckpt_lib.has_steps(str(tmp_path))
+
+
+# ---------------------------------------------------------------- evaluations
+def _evaluating(data_dir: str, **overrides):
+  """The runlocal config evaluating once, at its end, at eval batch 32."""
+  config = _config(data_dir, **overrides)
+  config.eval_every = 0
+  config.input.eval_batch_size = 32
+  return config
+
+
+@pytest.fixture(scope="module")
+def eval_limit(needs, tmp_path_factory):
+  """A limit the train step and the evaluation at eval batch 16 fit, and the one at 32 does not
+  (each evaluation's bytes with the train state resident, `Trainer.compile_evals`)."""
+  found = {}
+  for batch in (32, 16):
+    config = _evaluating(needs[0])
+    config.input.eval_batch_size = batch
+    trainer = train.Trainer(config, str(tmp_path_factory.mktemp("eval")),
+                            task=task_lib.load_task(config), devices=jax.devices()[:1])
+    found[batch] = trainer.compile_evals()["eval"]
+  low = max(needs[1], found[16])
+  assert found[32] > low, (found, needs)   # the eval forward at 32 clips outweighs the train step
+  return (low + found[32]) / 2 / fit_lib.GIB
+
+
+def test_an_evaluation_over_the_limit_stops_before_training_naming_the_eval_batch(
+    needs, eval_limit, tmp_path):
+  config = _evaluating(needs[0], device_memory_gib=eval_limit)
+  config.input.eval_clips = 3   # scored one view at a time: the same memory as one view
+  with pytest.raises(fit_lib.DeviceMemoryError) as error:
+    train.run_phases(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+  message = str(error.value)
+  assert ("phase train: evaluation 'eval' at eval batch 32 (input.eval_batch_size; 3 view(s) per "
+          "example") in message
+  assert f"GiB per device with the train state, {eval_limit:.2f} GiB available" in message
+  assert "Eval batch 16 fits (" in message and "--config.input.eval_batch_size=16" in message
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")   # nothing trained
+
+
+def test_fit_auto_evaluates_at_the_batch_that_fits_compiled_before_training(
+    needs, eval_limit, tmp_path, compiles):
+  workdir = str(tmp_path / "run")
+  results = train.run_phases(_evaluating(needs[0], device_memory_gib=eval_limit, fit="auto"),
+                             workdir, devices=jax.devices()[:1])
+  saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
+  assert saved["input"]["eval_batch_size"] == 16
+  assert json.loads(saved["fit_applied"]) == {"input.eval_batch_size": 16}
+  assert 0.0 <= results["eval/top1"] <= 1.0
+  # compiled at 32 and at 16 by the check; the run's evaluation reused the one at 16
+  assert [name for name, _ in compiles.seen].count("eval_step") == 2, compiles.seen
+
+
+def test_out_of_memory_in_an_evaluation_names_it_and_the_eval_batch(needs, tmp_path, monkeypatch):
+  def exhausted(self, step):
+    raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+                                     "allocate 123456 bytes.")
+
+  monkeypatch.setattr(train.Trainer, "evaluate", exhausted)
+  with pytest.raises(fit_lib.DeviceMemoryError,
+                     match=r"phase train, evaluation at step 2: the device ran out of memory "
+                     r"\(RESOURCE_EXHAUSTED.*checkpoints/2 \(intact.*lower "
+                     r"--config.input.eval_batch_size"):
+    train.run_phases(_evaluating(needs[0]), str(tmp_path / "run"), devices=jax.devices()[:1])
+
+
+def test_eval_batch_candidates_halve_on_the_devices():
+  assert fit_lib.eval_batch_candidates(32, 1) == [16, 8, 4, 2, 1]
+  assert fit_lib.eval_batch_candidates(32, 8) == [16, 8]
+  assert fit_lib.eval_batch_candidates(30, 4) == [12, 4]
+  assert fit_lib.eval_batch_candidates(4, 4) == []

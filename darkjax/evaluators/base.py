@@ -21,7 +21,9 @@ class EvalResult:
 
 class Evaluator(Protocol):
   """Built once per Trainer from one `config.evals` entry: `Cls(name, task, trainer, **options)`;
-  owns its jitted functions."""
+  owns its jitted functions. One may also have `compile(abstract_variables) -> bytes | None`:
+  its device programs compiled ahead for the batches `run` will feed them, returning what one
+  device holds while they run (`Trainer.compile_evals`, darkjax.fit's check before training)."""
   name: str
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult: ...

@@ -4,7 +4,10 @@ and a confusion matrix, exact on any number of hosts (every example counted once
 `config.evals.<name> = common.classification_eval(data="", split="")`: `data` names one of the
 task's `data_sources` (default: its first), `split` one of that dataset's splits (default: its
 `eval_split`). Each example's eval views (`input.eval_clips` x `input.eval_crops`) are scored by
-`task.predict` and their softmax probabilities averaged.
+`task.predict` and their softmax probabilities averaged. The views go through the model one
+at a time, each for every example of the batch (`view_probabilities`): an evaluation holds one
+batch of `input.eval_batch_size` clips in memory however many views a video has (10 clips x 3
+crops of a LIFT-Net batch at once would take 132 GiB of an H100's 59; one at a time, 4.5).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from darkjax import fit as fit_lib
 from darkjax import plots, sharding
 from darkjax.evaluators.base import EvalResult, TrainerView
 
@@ -65,6 +69,22 @@ def source_name(task: Any, data: str) -> str:
   return data
 
 
+def view_probabilities(predict: Any, fields: Mapping[str, jax.Array]) -> jax.Array:
+  """(B, classes) softmax probabilities averaged over the views of (B, V, ...) `fields`, each view
+  scored by `predict` ({name: (B, ...)} -> (B, classes) logits) for all B examples at once, one view
+  after the other (`jax.lax.map` over V: the memory of one view's forward, not V's)."""
+  views = next(iter(fields.values())).shape[1]
+
+  def probabilities(index):
+    view = {k: jax.lax.dynamic_index_in_dim(x, index, axis=1, keepdims=False)
+            for k, x in fields.items()}
+    return jax.nn.softmax(predict(view).astype(jnp.float32), axis=-1)
+
+  if views == 1:
+    return probabilities(0)
+  return jnp.mean(jax.lax.map(probabilities, jnp.arange(views)), axis=0)
+
+
 class ClassificationEvaluator:
   """Scores every example of a split with `task.predict(variables, streams, source)`."""
 
@@ -75,18 +95,32 @@ class ClassificationEvaluator:
     self.split = split or self.data.cfg.data.eval_split
 
     def eval_step(variables, batch):
-      views = batch["video"]
-      b, v = views.shape[:2]
-      flat = {k: x.reshape((b * v,) + x.shape[2:]) for k, x in batch.items()
-              if k not in _HOST_FIELDS}
-      scores = task.predict(variables, flat, self.source)
-      return jnp.mean(jax.nn.softmax(scores.astype(jnp.float32).reshape(b, v, -1), axis=-1),
-                      axis=1)
+      fields = {k: x for k, x in batch.items() if k not in _HOST_FIELDS}
+      return view_probabilities(lambda view: task.predict(variables, view, self.source), fields)
 
     self._step = jax.jit(eval_step,
                          in_shardings=(trainer.variables_shardings, trainer.batch_sharding),
                          out_shardings=trainer.replicated,
                          compiler_options=trainer.compiler_options)
+
+  def compile(self, variables: Mapping[str, Any]) -> int | None:
+    """Compiles the eval step for abstract `variables` (the train state's shapes and shardings)
+    and the batches `run` feeds it, ahead of the first `run` (which reuses the compilation);
+    returns the bytes one device holds while it runs (None: not known, or a split without
+    examples)."""
+    examples = self.data.eval_batches(1, self.split)   # one example: the views' shapes
+    try:
+      first = next(iter(examples), None)
+    finally:
+      getattr(examples, "close", lambda: None)()
+    if first is None:
+      return None
+    trainer = self.trainer
+    rows = int(trainer.config.input.eval_batch_size)
+    batch = {k: jax.ShapeDtypeStruct((rows,) + v.shape[1:], v.dtype,
+                                     sharding=trainer.batch_sharding)
+             for k, v in first.items() if k != "index"}
+    return fit_lib.step_bytes(self._step.lower(variables, batch).compile())
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
     trainer, dataset = self.trainer, self.data.dataset

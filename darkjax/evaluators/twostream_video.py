@@ -41,6 +41,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from darkjax import capabilities, plots, sharding
+from darkjax import fit as fit_lib
 from darkjax.data import ops, pipeline, records
 from darkjax.evaluators.base import EvalResult, TrainerView
 from darkjax.evaluators.classification import source_name
@@ -208,6 +209,25 @@ class VideoEvaluator:
                          in_shardings=(trainer.variables_shardings, trainer.batch_sharding),
                          out_shardings=trainer.replicated,
                          compiler_options=trainer.compiler_options)
+
+  def compile(self, variables: Mapping[str, Any]) -> int | None:
+    """Compiles the per-clip step for abstract `variables` and the clip batches `extract` feeds it
+    (`input.eval_batch_size` clips, shaped as the first video's), ahead of the first `run` (which
+    reuses the compilation); returns the bytes one device holds while it runs (None: not known,
+    or no video to shape the batch)."""
+    videos = split_videos(self.data, self.split, jax.process_index(), jax.process_count())
+    try:
+      first = next(videos, None)
+    finally:
+      videos.close()
+    if first is None:
+      return None
+    clips = self.task.host_streams(first[2])
+    rows = int(self.trainer.config.input.eval_batch_size)
+    batch = {s: jax.ShapeDtypeStruct((rows,) + c.shape[1:], c.dtype,
+                                     sharding=self.trainer.batch_sharding)
+             for s, c in clips.items()}
+    return fit_lib.step_bytes(self._step.lower(variables, batch).compile())
 
   # ---------------------------------------------------------------- extraction
   def extract(self, variables: Mapping[str, Any], split: str) -> dict[str, Any]:

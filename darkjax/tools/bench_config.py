@@ -87,10 +87,12 @@ def phase_names(config: mlc.ConfigDict) -> tuple[str, ...]:
 
 
 def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None = None,
-                    batch: int | None = None, remat: str | None = None) -> mlc.ConfigDict:
+                    batch: int | None = None, remat: str | None = None,
+                    evals: bool = False) -> mlc.ConfigDict:
   """`config` at `frames` / `batch`, its datasets replaced by a synthetic one of its clip
   geometry under `data_root` (one train and one test clip per class), no pretrained weights, no
-  evaluations, no prefetch thread."""
+  evaluations (with `evals`, those whose programs compile ahead, `Evaluator.compile`: none
+  runs), no prefetch thread."""
   # Pretrained weights are not loaded: every required_weights key emptied (a locked copy).
   out = config_lib.apply_overrides(config, {e.key: "" for e in config.required_weights.values()})
   if frames:
@@ -128,12 +130,19 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
     out.ssl.split_index = 0
   out.required_weights = mlc.ConfigDict()
   out.model_init = ""
-  out.evals = mlc.ConfigDict()
+  out.evals = mlc.ConfigDict({name: entry for name, entry in out.evals.items()
+                              if evals and _compiled_ahead(entry.get("type"))})
   out.eval_every = -1
   out.progress_bar = False
   out.input.prefetch = 0
   out.input.shuffle_window = 1
   return out
+
+
+def _compiled_ahead(kind: str | None) -> bool:
+  """Whether an evaluator type compiles its programs ahead (`compile`, darkjax.evaluators.base)."""
+  from darkjax import evaluators  # pylint: disable=import-outside-toplevel
+  return hasattr(evaluators.TYPES.get(kind), "compile")
 
 
 def stand_in_data(config: mlc.ConfigDict) -> list[str]:

@@ -134,7 +134,7 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
               else task_lib.main_phase(run_config)]
   names = args.target or [""]
   stand_in = bench_config.stand_in_config(run_config, os.path.join(root, "data"), args.frames,
-                                          args.batch)
+                                          args.batch, evals=args.evals)
   rows = []
   for phase in phases:
     for name in names:
@@ -198,6 +198,38 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
           break   # the settings after an uncompiled one are unknown too
         if args.until_fit and row["fits"]:
           break   # what fit=auto would train with; the later settings are not needed
+      if args.evals:
+        rows += _eval_rows(build, phase_config, name, args.cache_only,
+                           dict(config=spec, phase=phase.name, target=label, devices=len(devices),
+                                batch=int(phase_config.input.batch_size),
+                                batch_requested=requested, compute=compute,
+                                user=fit_lib.describe(user)))
+  return rows
+
+
+def _eval_rows(build, config, target: str, cache_only: bool,
+               common: dict[str, Any]) -> list[dict[str, Any]]:
+  """A row per evaluation of the config's own setting whose programs compile ahead (classification,
+  the two-stream video scores): the bytes one device holds while it runs, the train state resident
+  (`Trainer.compile_evals`, what darkjax's fit check compares), at the config's eval batch, its
+  views scored one at a time."""
+  eval_batch, views = int(config.input.eval_batch_size), fit_lib.eval_views(config)
+  setting = f"evaluation at eval batch {eval_batch}, {views} view(s) per example"
+  if cache_only:
+    row = dict(common, setting=setting, overrides={}, fits=None, compile_s=None,
+               error="evaluations are not cached (run the same command without --cache-only)")
+    print(_format(row), flush=True)
+    return [row]
+  start = time.perf_counter()
+  trainer = build(config)
+  limit = fit_lib.device_limit(trainer.config, trainer.mesh.devices.flat[0], target)
+  rows = []
+  for name, need in trainer.compile_evals().items():
+    row = dict(common, setting=f"{setting} ({name})", overrides={}, need_bytes=need,
+               limit_bytes=limit, fits=None if limit is None else need <= limit,
+               compile_s=round(time.perf_counter() - start, 1))
+    rows.append(row)
+    print(f"{_format(row)}  [{row['compile_s']} s]", flush=True)
   return rows
 
 
@@ -246,6 +278,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="also report each compiled step's memory traffic by kind of kernel "
                            "(fusions, convolutions: bytes read and written, from its optimized "
                            "HLO; with --cache '' or a cache written with it)")
+  parser.add_argument("--evals", action="store_true",
+                      help="also compile the config's evaluations (those that compile ahead, at "
+                           "its eval batch and views) and report what one device holds while each runs, "
+                           "the train state resident: what the fit check compares before "
+                           "training")
   parser.add_argument("--cache-only", action="store_true",
                       help="compile nothing: rows not in the cache say so (a table of a plan "
                            "still under way)")

@@ -1,0 +1,58 @@
+"""The classification evaluation scores an example's eval views one view at a time: the same
+probabilities as scoring them all at once, in the memory of one view's forward."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from darkjax.evaluators.classification import view_probabilities
+
+
+def _predict(weights):
+  def predict(view):   # {name: (B, T, D)} -> (B, classes), through (B, T, 512) intermediates
+    hidden = jnp.tanh(jnp.einsum("btd,dh->bth", view["video"], weights[0]))
+    hidden = jnp.sort(hidden, axis=1)   # a buffer XLA holds in memory, as a network's activations
+    hidden = jnp.tanh(jnp.einsum("bth,hk->btk", hidden, weights[1]))
+    return jnp.mean(hidden, axis=1) @ weights[2] + jnp.mean(view["flow"], axis=(1, 2))[:, None]
+  return predict
+
+
+def _all_at_once(predict, fields):
+  """The formulation before: every view of every example through the model in one batch."""
+  b, v = fields["video"].shape[:2]
+  flat = {k: x.reshape((b * v,) + x.shape[2:]) for k, x in fields.items()}
+  scores = predict(flat).astype(jnp.float32).reshape(b, v, -1)
+  return jnp.mean(jax.nn.softmax(scores, axis=-1), axis=1)
+
+
+def test_one_view_at_a_time_gives_the_probabilities_of_all_at_once():
+  keys = jax.random.split(jax.random.key(0), 5)
+  weights = (jax.random.normal(keys[0], (8, 512)) / 3, jax.random.normal(keys[4], (512, 512)) / 20,
+             jax.random.normal(keys[1], (512, 5)))
+  predict = _predict(weights)
+  for views in (1, 3):
+    fields = {"video": jax.random.normal(keys[2], (4, views, 6, 8)),
+              "flow": jax.random.normal(keys[3], (4, views, 6, 2))}
+    got = jax.jit(lambda f: view_probabilities(predict, f))(fields)
+    want = _all_at_once(predict, fields)
+    assert got.shape == (4, 5)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_the_memory_of_one_view_not_of_all():
+  weights = (jax.ShapeDtypeStruct((8, 512), jnp.float32),
+             jax.ShapeDtypeStruct((512, 512), jnp.float32),
+             jax.ShapeDtypeStruct((512, 5), jnp.float32))
+  fields = {"video": jax.ShapeDtypeStruct((16, 12, 64, 8), jnp.float32),
+            "flow": jax.ShapeDtypeStruct((16, 12, 64, 2), jnp.float32)}
+
+  def temp(fn):
+    compiled = jax.jit(lambda w, f: fn(_predict(w), f)).lower(weights, fields).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  one, every = temp(view_probabilities), temp(_all_at_once)
+  hidden = 16 * 64 * 512 * 4   # one view's (B, T, 512) intermediate
+  assert every >= 12 * hidden > 4 * hidden >= one, (one, every)
