@@ -222,7 +222,7 @@ class VideoEvaluator:
       videos.close()
     if first is None:
       return None
-    clips = self.task.host_streams(first[2])
+    clips = self.task.host_streams({s: c[:1] for s, c in first[2].items()})   # one clip
     rows = int(self.trainer.config.input.eval_batch_size)
     batch = {s: jax.ShapeDtypeStruct((rows,) + c.shape[1:], c.dtype,
                                      sharding=self.trainer.batch_sharding)
