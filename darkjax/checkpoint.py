@@ -43,8 +43,18 @@ def use_small_slices_once() -> None:
 def has_steps(workdir: str) -> bool:
   """Whether WORKDIR/checkpoints holds a step directory (complete or not): a cheap listing, no
   checkpoint manager; `Checkpointer.latest_step` is the one that counts."""
+  return latest_listed(workdir) is not None
+
+
+def latest_listed(workdir: str) -> str | None:
+  """WORKDIR/checkpoints/<step> of the highest step directory listed (None: none), what a message
+  before a run's first step names as its latest checkpoint: a cheap listing, no checkpoint
+  manager; `Checkpointer.latest_step` is the one that counts."""
   directory = paths.resolve(workdir) / "checkpoints"
-  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+  if not directory.is_dir():
+    return None
+  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()]
+  return f"{directory}/{max(steps)}" if steps else None
 
 
 class Checkpointer:

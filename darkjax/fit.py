@@ -5,7 +5,9 @@ compilation) and XLA's memory analysis gives what one device needs: arguments + 
 aliased (donated) bytes. The limit is `config.device_memory_gib` when set, else the device's own
 (`memory_stats()["bytes_limit"]`; a CPU reports none, so nothing is checked there unless the config
 sets one). A step over the limit stops the run before training, naming the phase, GiB needed vs
-available, and the settings that fit, each checked by compiling it. With `config.fit = "auto"` the
+available, and the settings that fit, each checked by compiling it. XLA:TPU fits a program to the
+chip's HBM itself and fails the compile of one that cannot fit: such a compile counts as a
+setting that does not fit, with the figure XLA's message gives. With `config.fit = "auto"` the
 run takes the first that fits, in this order, keeping the global batch (the paper's recipe):
 
   1. compute_dtype bfloat16, where the config computes in float32 on a GPU or TPU
@@ -35,6 +37,7 @@ import jax
 import ml_collections as mlc
 
 from darkjax import aot
+from darkjax import checkpoint as ckpt_lib
 from darkjax import config as config_lib
 from darkjax import paths, sharding
 
@@ -45,6 +48,52 @@ FIT_MODES = ("check", "auto", "off")
 
 class DeviceMemoryError(RuntimeError):
   """A phase's train step does not fit the device's memory; the message says what would."""
+
+
+class CompileMemoryError(DeviceMemoryError):
+  """A compile that failed for the device's memory (XLA:TPU fails a program over the chip's HBM):
+  `xla_message`, XLA's first line, and `need`, the bytes it names (None: it names none)."""
+
+  def __init__(self, message: str, xla_message: str):
+    super().__init__(message)
+    self.xla_message = xla_message
+    figures = aot.out_of_memory_figures(xla_message)
+    self.need = figures[0] if figures else None
+
+
+def compile_failure(error: BaseException) -> str | None:
+  """XLA's first line when `error` is a compile that ran out of the device's memory, else None."""
+  if isinstance(error, CompileMemoryError):
+    return error.xla_message
+  if isinstance(error, jax.errors.JaxRuntimeError) and out_of_memory(error):
+    return str(error).strip().splitlines()[0][:300]
+  return None
+
+
+def _compiled(compile_fn: Callable[[], Any]) -> tuple[Any, str | None]:
+  """(what `compile_fn` returns, None), or (None, XLA's message) where the compile ran out of the
+  device's memory: a setting that does not fit, not an error of the run."""
+  try:
+    return compile_fn(), None
+  except (jax.errors.JaxRuntimeError, CompileMemoryError) as error:
+    failure = compile_failure(error)
+    if failure is None:
+      raise
+    return None, failure
+
+
+def _over(need: int | None, failure: str | None, limit: int) -> bool:
+  """Whether a compile's figure (or its out-of-memory failure) is over `limit`."""
+  return failure is not None or (need is not None and need > limit)
+
+
+def _needs_text(need: int | None, failure: str | None) -> str:
+  """What a setting needs, in words: GiB, or XLA's out-of-memory compile failure."""
+  if failure is None:
+    return f"needs {(need or 0) / GIB:.2f} GiB per device"
+  figures = aot.out_of_memory_figures(failure)
+  size = f" ({figures[0] / GIB:.2f} GiB per device)" if figures else ""
+  return f"does not compile within the device's memory{size}: {failure}"
 
 
 def step_bytes(compiled) -> int | None:
@@ -144,16 +193,18 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
   limit = device_limit(config, trainer.mesh.devices.flat[0], trainer.target)
   if mode == "off" or limit is None:
     return trainer
-  need = trainer.compile_start()   # the step's compile, beside a fresh run's init compile
-  if need is None:
+  checkpoint = ckpt_lib.latest_listed(workdir)
+  # the step's compile, beside a fresh run's init compile; XLA:TPU fails one over the chip's HBM
+  need, failure = _compiled(lambda: trainer.compile_start(checkpoint))
+  if failure is None and need is None:
     return trainer
-  if need <= limit:
+  if not _over(need, failure, limit):
     return fit_evals(trainer, limit, mode, phase)
   share = ""
   if trainer.platform == "gpu" and not config.get("device_memory_gib"):
     share = (f", {aot.gpu_memory_fraction():.0%} of the GPU's memory as JAX's allocator takes it; "
              "XLA_CLIENT_MEM_FRACTION=0.9 gives it more")
-  where = (f"phase {phase}: the train step needs {need / GIB:.2f} GiB per device, "
+  where = (f"phase {phase}: the train step {_needs_text(need, failure)}, "
            f"{limit / GIB:.2f} GiB available ({trainer.mesh.devices.flat[0].device_kind}, "
            f"global batch {config.input.batch_size}{config_lib.rounded_note(config)}, "
            f"{trainer.mesh.devices.size} device(s){share})")
@@ -161,9 +212,10 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
   for overrides in candidates(config, trainer.platform, trainer.mesh.devices.size):
     variant = _applied(config, overrides)
     candidate = build(variant)
-    candidate_need = candidate.compile_step()
-    log.info("%s: %s needs %.2f GiB", phase, describe(overrides), (candidate_need or 0) / GIB)
-    if candidate_need is not None and candidate_need <= limit:
+    candidate_need, candidate_failure = _compiled(candidate.compile_step)
+    log.info("%s: %s %s", phase, describe(overrides),
+             _needs_text(candidate_need, candidate_failure))
+    if candidate_need is not None and not _over(candidate_need, candidate_failure, limit):
       if mode == "auto":
         log.info("%s; fit=auto trains with %s (%.2f GiB)", where, describe(overrides),
                  candidate_need / GIB)
@@ -199,29 +251,34 @@ def fit_evals(trainer: Any, limit: int, mode: str, phase: str) -> Any:
   (`Trainer.compile_evals`) and checked against the same memory, the train state resident: a
   batch that does not fit raises DeviceMemoryError naming the largest eval batch that does
   (`input.eval_batch_size`, each compiled and checked); with `mode` "auto" the run evaluates at
-  that batch instead (the scores are the same: an evaluation has no batch statistics). A run that
-  never evaluates (`eval_every` -1, no `evals`) compiles none."""
+  that batch instead (the scores are the same: an evaluation has no batch statistics). A compile
+  that runs out of the device's memory (XLA:TPU's, over the chip's HBM) is one that does not fit.
+  A run that never evaluates (`eval_every` -1, no `evals`) compiles none."""
   config = trainer.config
   if int(config.eval_every) < 0 or not config.evals:
     return trainer
-  needs = trainer.compile_evals()
-  over = {name: need for name, need in needs.items() if need > limit}
-  if not over:
+  needs, failure = _compiled(trainer.compile_evals)
+  over = {name: need for name, need in (needs or {}).items() if need > limit}
+  if not over and failure is None:
     return trainer
   batch = int(config.input.eval_batch_size)
   views = eval_views(config)
-  name, need = max(over.items(), key=lambda item: item[1])
-  where = (f"phase {phase}: evaluation {name!r} at eval batch {batch} (input.eval_batch_size; "
+  if failure is None:
+    name, need = max(over.items(), key=lambda item: item[1])
+    what = f"evaluation {name!r}"
+    needs_text = f"needs {need / GIB:.2f} GiB per device with the train state"
+  else:
+    what, needs_text = "an evaluation", _needs_text(None, failure)
+  where = (f"phase {phase}: {what} at eval batch {batch} (input.eval_batch_size; "
            f"{views} view(s) per example, input.eval_clips x input.eval_crops, scored one view at "
-           f"a time) needs {need / GIB:.2f} GiB per device with the train state, "
-           f"{limit / GIB:.2f} GiB available")
+           f"a time) {needs_text}, {limit / GIB:.2f} GiB available")
   devices = sharding.batch_devices(trainer.mesh)
   for smaller in eval_batch_candidates(batch, math.lcm(devices, jax.process_count())):
     trainer.config = _applied(config, {"input.eval_batch_size": smaller})
-    smaller_needs = trainer.compile_evals()
-    worst = max(smaller_needs.values(), default=0)
-    log.info("%s: eval batch %d needs %.2f GiB", phase, smaller, worst / GIB)
-    if worst <= limit:
+    smaller_needs, smaller_failure = _compiled(trainer.compile_evals)
+    worst = max((smaller_needs or {}).values(), default=0)
+    log.info("%s: eval batch %d %s", phase, smaller, _needs_text(worst, smaller_failure))
+    if not _over(worst, smaller_failure, limit):
       if mode == "auto":
         log.info("%s; fit=auto evaluates at eval batch %d (%.2f GiB)", where, smaller, worst / GIB)
         return trainer
@@ -256,5 +313,5 @@ def runtime_oom_message(where: str, error: Exception, checkpoint: str | None,
           f"{advice or STEP_OOM_ADVICE}")
 
 
-__all__ = ["DeviceMemoryError", "candidates", "device_limit", "eval_batch_candidates",
+__all__ = ["CompileMemoryError", "DeviceMemoryError", "compile_failure", "candidates", "device_limit", "eval_batch_candidates",
            "fit_evals", "fit_phase", "out_of_memory", "step_bytes", "tree_bytes"]

@@ -411,8 +411,9 @@ class Trainer:
     if failed:
       error = failed[0]
       if isinstance(error, jax.errors.JaxRuntimeError) and fit_lib.out_of_memory(error):
-        raise fit_lib.DeviceMemoryError(fit_lib.runtime_oom_message(
-            f"phase {self.phase}, compiling the train step", error, checkpoint)) from None
+        raise fit_lib.CompileMemoryError(fit_lib.runtime_oom_message(
+            f"phase {self.phase}, compiling the train step", error, checkpoint),
+            fit_lib.compile_failure(error)) from None
       raise error
 
   def _fresh_state(self, rng, pretrained: bool = True) -> TrainState:

@@ -348,3 +348,66 @@ def test_eval_batch_candidates_halve_on_the_devices():
   assert fit_lib.eval_batch_candidates(32, 8) == [16, 8]
   assert fit_lib.eval_batch_candidates(30, 4) == [12, 4]
   assert fit_lib.eval_batch_candidates(4, 4) == []
+
+
+# XLA:TPU fails a compile whose program does not fit the chip's HBM (no memory analysis to read)
+_TPU_OOM = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+            "temporaries (63.90G) exceeds available HBM (15.75G).")
+
+
+@pytest.mark.parametrize("mode", ["check", "auto"])
+def test_a_compile_over_the_devices_memory_is_a_setting_that_does_not_fit(needs, tmp_path,
+                                                                          monkeypatch, mode):
+  """Where the compiler itself refuses a step too large for the device (XLA:TPU), the fit check
+  takes it as a setting that does not fit: it names the settings that do, and fit=auto trains with
+  the first, as where XLA's memory analysis says so."""
+  compile_step = train.Trainer.compile_step
+
+  def refused_at_one_micro_batch(self):
+    if int(self.config.accum_steps) == 1:
+      raise jax.errors.JaxRuntimeError(_TPU_OOM)
+    return compile_step(self)
+
+  monkeypatch.setattr(train.Trainer, "compile_step", refused_at_one_micro_batch)
+  workdir = str(tmp_path / "run")
+  config = _config(needs[0], device_memory_gib=1000.0, fit=mode)
+  if mode == "check":
+    with pytest.raises(fit_lib.DeviceMemoryError) as error:
+      train.run_phases(config, workdir, devices=jax.devices()[:1])
+    message = str(error.value)
+    assert ("phase train: the train step does not compile within the device's memory (63.90 GiB "
+            "per device): RESOURCE_EXHAUSTED: Ran out of memory on HBM") in message
+    assert "Settings that fit, each compiled and checked: accum_steps=2 (" in message
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+  else:
+    train.run_phases(config, workdir, devices=jax.devices()[:1])
+    saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
+    assert saved["accum_steps"] == 2 and json.loads(saved["fit_applied"]) == {"accum_steps": 2}
+
+
+def test_an_evaluation_the_compiler_refuses_names_the_eval_batch_that_compiles(
+    needs, tmp_path, monkeypatch):
+  compile_evals = train.Trainer.compile_evals
+
+  def refused_at_32(self):
+    if int(self.config.input.eval_batch_size) == 32:
+      raise jax.errors.JaxRuntimeError(_TPU_OOM)
+    return compile_evals(self)
+
+  monkeypatch.setattr(train.Trainer, "compile_evals", refused_at_32)
+  with pytest.raises(fit_lib.DeviceMemoryError) as error:
+    train.run_phases(_evaluating(needs[0], device_memory_gib=1000.0), str(tmp_path / "run"),
+                     devices=jax.devices()[:1])
+  message = str(error.value)
+  assert ("phase train: an evaluation at eval batch 32 (input.eval_batch_size; 1 view(s) per "
+          "example") in message
+  assert "does not compile within the device's memory (63.90 GiB per device)" in message
+  assert "Eval batch 16 fits (" in message
+
+
+def test_latest_listed_names_the_highest_step_directory(tmp_path):
+  from darkjax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  assert ckpt_lib.latest_listed(str(tmp_path)) is None
+  for name in ("3", "12", "12.orbax-checkpoint-tmp-9", "7"):
+    (tmp_path / "checkpoints" / name).mkdir(parents=True)
+  assert ckpt_lib.latest_listed(str(tmp_path)) == f"{tmp_path}/checkpoints/12"
