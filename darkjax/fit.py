@@ -16,7 +16,8 @@ run takes the first that fits, in this order, keeping the global batch (the pape
   4. a fully sharded mesh (mesh.data=1, mesh.fsdp=-1) on several devices
 
 Then, for a run that evaluates, each evaluation's program is compiled ahead at the config's eval
-batch (`Trainer.compile_evals`; the first evaluation reuses it) and checked against the same limit
+batch (`Trainer.compile_evals`: on a TPU beside the step's compile; the first evaluation reuses
+it) and checked against the same limit
 with the train state resident: an evaluation over it stops the run before training too, naming the
 largest `input.eval_batch_size` that fits, and `fit = "auto"` evaluates at that batch (the same
 scores: an evaluation has no batch statistics).
@@ -194,8 +195,11 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
   if mode == "off" or limit is None:
     return trainer
   checkpoint = ckpt_lib.latest_listed(workdir)
-  # the step's compile, beside a fresh run's init compile; XLA:TPU fails one over the chip's HBM
-  need, failure = _compiled(lambda: trainer.compile_start(checkpoint))
+  # The step's compile, beside a fresh run's init compile and on a TPU the evaluations' (a
+  # compile there is the host's work alone; a GPU's autotuning would time two programs' kernels
+  # on the device at once). XLA:TPU fails a compile over the chip's HBM.
+  beside = trainer.platform == "tpu" and evaluates(config)
+  need, failure = _compiled(lambda: trainer.compile_start(checkpoint, evals=beside))
   if failure is None and need is None:
     return trainer
   if not _over(need, failure, limit):
@@ -241,6 +245,11 @@ def eval_batch_candidates(batch: int, devices: int) -> list[int]:
     out.append(size)
 
 
+def evaluates(config: Mapping[str, Any]) -> bool:
+  """Whether a run of `config` evaluates (`eval_every` >= 0 and some `evals`)."""
+  return int(config.eval_every) >= 0 and bool(config.evals)
+
+
 def eval_views(config: Mapping[str, Any]) -> int:
   """Views per example an evaluation scores (`input.eval_clips` x `input.eval_crops`)."""
   return int(config.input.get("eval_clips", 1) or 1) * int(config.input.get("eval_crops", 1) or 1)
@@ -255,9 +264,9 @@ def fit_evals(trainer: Any, limit: int, mode: str, phase: str) -> Any:
   that runs out of the device's memory (XLA:TPU's, over the chip's HBM) is one that does not fit.
   A run that never evaluates (`eval_every` -1, no `evals`) compiles none."""
   config = trainer.config
-  if int(config.eval_every) < 0 or not config.evals:
+  if not evaluates(config):
     return trainer
-  needs, failure = _compiled(trainer.compile_evals)
+  needs, failure = _compiled(trainer.compile_evals)   # on a TPU compiled beside the step: reused
   over = {name: need for name, need in (needs or {}).items() if need > limit}
   if not over and failure is None:
     return trainer

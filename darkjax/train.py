@@ -339,17 +339,26 @@ class Trainer:
       self._init.lower(jax.eval_shape(_init_key, 0)).compile()
     self._init_compiled = True
 
-  def compile_start(self, checkpoint: str | None = None, fresh: bool | None = None) -> int | None:
+  def compile_start(self, checkpoint: str | None = None, fresh: bool | None = None,
+                    evals: bool = False) -> int | None:
     """Compiles what a run needs before its first step: the train step, on a thread
     (`step_compiling_aside`), and beside it the init program if the run starts `fresh` (default:
-    the workdir holds no checkpoint; `checkpoint`: the latest, for an out-of-memory message).
-    Returns `compile_step`'s bytes per device (None: not known). `darkjax.fit` checks these
-    against the device's memory; the run's first step and init then reuse the compilations."""
+    the workdir holds no checkpoint; `checkpoint`: the latest, for an out-of-memory message), then
+    with `evals` the evaluations' programs (`compile_evals`; one the device's memory refuses is
+    left for the caller's `compile_evals` to report). Returns `compile_step`'s bytes per device
+    (None: not known). `darkjax.fit` checks these against the device's memory; the run's first
+    step, init and evaluations then reuse the compilations."""
     if fresh is None:
       fresh = not ckpt_lib.has_steps(self.workdir)
     with self.step_compiling_aside(checkpoint):
       if fresh:
         self.compile_init()
+      if evals:
+        try:
+          self.compile_evals()
+        except jax.errors.JaxRuntimeError as error:
+          if not fit_lib.out_of_memory(error):
+            raise
     return None if self.compiled_step is None else fit_lib.step_bytes(self.compiled_step)
 
   def compile_evals(self) -> dict[str, int]:

@@ -1,8 +1,11 @@
 """Test-wide JAX setup: 8 forced host devices (sharding tests), XLA's fastest-compiling backend
 optimisation level and a persistent compilation cache;
-the `main_env` fixture for end-to-end `python -m darkjax.main` subprocesses."""
+the `main_env` fixture for end-to-end `python -m darkjax.main` subprocesses; the `compiles` fixture
+(JAX's "Compiling jit(NAME)" records while a test runs, with their threads)."""
 
+import logging
 import os
+import re
 
 # Appended, so flags set by the caller (CI's `--xla_cpu_max_isa=AVX2`) are kept.
 _xla_flags = os.environ.get("XLA_FLAGS", "")
@@ -23,6 +26,32 @@ jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("DARKJAX_TEST_JAX_CACHE", "/tmp/darkjax-test-jax-cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class _Compiles(logging.Handler):
+  """JAX's "Compiling jit(NAME)" log records (`jax_log_compiles`): (NAME, thread name)."""
+
+  def __init__(self):
+    super().__init__(logging.WARNING)
+    self.seen: list[tuple[str, str]] = []
+
+  def emit(self, record):
+    match = re.match(r"Compiling jit\((\w+)\)", record.getMessage())
+    if match:
+      self.seen.append((match.group(1), record.threadName))
+
+
+@pytest.fixture
+def compiles():
+  handler, logger = _Compiles(), logging.getLogger("jax._src.interpreters.pxla")
+  before = jax.config.jax_log_compiles
+  jax.config.update("jax_log_compiles", True)   # process-wide: the compile thread logs too
+  logger.addHandler(handler)
+  try:
+    yield handler
+  finally:
+    logger.removeHandler(handler)
+    jax.config.update("jax_log_compiles", before)
 
 
 @pytest.fixture

@@ -211,6 +211,27 @@ def test_planner_reports_the_batch_that_runs_on_the_devices(tmp_path, capsys, mo
   assert "batches that run here: 24 or 32" in capsys.readouterr().out and compiled_at == [32, 32]
 
 
+@needs_tpu
+def test_a_tpu_run_compiles_its_evaluation_beside_the_step_before_training(tmp_path, compiles):
+  """On a TPU the fit check compiles the evaluation while the step compiles on its thread (both
+  host work there), once: `fit_evals` and the run's evaluations reuse it."""
+  config = config_lib.load("configs/synthetic.py:runlocal")
+  stand_in = config_lib.resolve(
+      bench_config.stand_in_config(config, str(tmp_path / "data"), evals=True), "tpu")
+  stand_in.eval_every = 0   # evaluates (at the end)
+  phase = task_lib.main_phase(stand_in)
+  phase_config, task = task_lib.build_task(phase, stand_in)
+  build = train.phase_trainers(phase, phase_config, task, {}, str(tmp_path / "run"),
+                               target=TPU_TARGET)
+  trainer = fit.fit_phase(phase_config, str(tmp_path / "run"), phase.name, build)
+  steps = [thread for name, thread in compiles.seen if name == "train_step"]
+  evals = [thread for name, thread in compiles.seen if name == "eval_step"]
+  assert len(steps) == 1 and steps[0].startswith("darkjax-compile-"), compiles.seen
+  assert evals == ["MainThread"], compiles.seen
+  assert set(trainer.compile_evals()) == {"eval"}
+  assert [name for name, _ in compiles.seen].count("eval_step") == 1   # reused
+
+
 def test_planner_reports_what_an_evaluation_holds(tmp_path, capsys):
   rows = fit_tool.main(["--config", "configs/synthetic.py:runlocal", "--default-only", "--evals",
                         "--override", "device_memory_gib=1", "--cache", "",

@@ -159,3 +159,19 @@ def test_cold_start_times_the_step_and_init_compiles_both_ways(tmp_path, capsys,
       bench.parse_args(["--config", "configs/dinet_synthetic.py", "--cold-start", *wrong])
   with pytest.raises(SystemExit):
     bench.parse_args(["--config", "configs/dinet_synthetic.py", "--target", "h100:1"])
+  with pytest.raises(SystemExit):
+    bench.parse_args(["--config", "configs/dinet_synthetic.py", "--evals"])
+
+
+def test_cold_start_with_the_evaluations(tmp_path, capsys, monkeypatch):
+  """`--cold-start --evals`: the evaluations compile after the step and init, and beside the step
+  as a TPU run's fit check compiles them (`Trainer.compile_start(evals=True)`)."""
+  from darkjax import train  # pylint: disable=import-outside-toplevel
+  threads, compile_evals = [], train.Trainer.compile_evals
+  monkeypatch.setattr(train.Trainer, "compile_evals", lambda self: threads.append(
+      threading.current_thread().name) or compile_evals(self))
+  result = bench.main(["--config", "configs/synthetic.py:runlocal", "--cold-start", "--evals",
+                       "--rounds", "1", "--workdir", str(tmp_path)])
+  assert result["evals"] and len(result["cold_start"]["aside_s"]) == 1
+  assert threads == [threading.current_thread().name] * 2   # sequential, then aside
+  assert "step then init, evaluations" in capsys.readouterr().out

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -138,32 +137,6 @@ def test_main_prints_one_line_without_a_traceback(needs, tmp_path, main_env):
   assert result.returncode == 2, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
   assert "darkjax: phase train: the train step needs" in result.stderr
-
-
-class _Compiles(logging.Handler):
-  """JAX's "Compiling jit(NAME)" log records (`jax_log_compiles`): (NAME, thread name)."""
-
-  def __init__(self):
-    super().__init__(logging.WARNING)
-    self.seen: list[tuple[str, str]] = []
-
-  def emit(self, record):
-    match = re.match(r"Compiling jit\((\w+)\)", record.getMessage())
-    if match:
-      self.seen.append((match.group(1), record.threadName))
-
-
-@pytest.fixture
-def compiles():
-  handler, logger = _Compiles(), logging.getLogger("jax._src.interpreters.pxla")
-  before = jax.config.jax_log_compiles
-  jax.config.update("jax_log_compiles", True)   # process-wide: the compile thread logs too
-  logger.addHandler(handler)
-  try:
-    yield handler
-  finally:
-    logger.removeHandler(handler)
-    jax.config.update("jax_log_compiles", before)
 
 
 @pytest.mark.parametrize("checked", [False, True])

@@ -34,7 +34,9 @@ compares every parameter bit for bit (`init_check`; a difference exits 1).
 train step's and the parameter init's (no persistent cache, nothing run), one after the other
 against the step's on a thread beside the init's, as `darkjax.train` starts
 (`Trainer.compile_start`), in `--rounds` alternating rounds on fresh in-memory caches; with
-`--target T` for a compile-only target (darkjax.aot) on this host. On a GPU XLA keeps its
+`--target T` for a compile-only target (darkjax.aot) on this host; with `--evals` the
+evaluations' programs too (`Trainer.compile_evals`), which a TPU run's fit check compiles beside
+the step. On a GPU XLA keeps its
 autotuning results in the process, so only the first round's step compile there is cold: one
 round per command.
 
@@ -280,13 +282,14 @@ def _check_init_command(args: argparse.Namespace, config: mlc.ConfigDict,
 
 
 def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
-               target: str = "") -> dict[str, Any]:
-  """`bench --config --cold-start`: the phase's cold-start compiles (train step, parameter init)
-  of a stand-in config, in `rounds` alternating rounds: `sequential` (the step's compile, then the
-  init's) and `aside` (the step's on a thread beside the init's: `Trainer.compile_start`, what
-  a fresh run does); each round a fresh Trainer and fresh in-memory caches, the
-  persistent cache off. {sequential_s, aside_s, step_s, init_s: per round; ratio: the median of
-  aside / sequential per round}."""
+               target: str = "", evals: bool = False) -> dict[str, Any]:
+  """`bench --config --cold-start`: the phase's cold-start compiles (train step, parameter init;
+  with `evals` the evaluations' too, as a TPU run's fit check compiles them) of a stand-in config,
+  in `rounds` alternating rounds: `sequential` (the step's compile, then the init's, then the
+  evaluations') and `aside` (the step's on a thread beside the others: `Trainer.compile_start`,
+  what a fresh run does); each round a fresh Trainer and fresh in-memory caches, the persistent
+  cache off. {sequential_s, aside_s, step_s, init_s: per round; ratio: the median of aside /
+  sequential per round}."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from darkjax import train  # pylint: disable=import-outside-toplevel
@@ -303,12 +306,14 @@ def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
         jax.clear_caches()
         start = time.perf_counter()
         if mode == "aside":
-          trainer.compile_start(fresh=True)
+          trainer.compile_start(fresh=True, evals=evals)
         else:
           trainer.compile_step()
           times["step_s"].append(time.perf_counter() - start)
           trainer.compile_init()
           times["init_s"].append(time.perf_counter() - start - times["step_s"][-1])
+          if evals:
+            trainer.compile_evals()
         times[f"{mode}_s"].append(time.perf_counter() - start)
   finally:
     jax.config.update("jax_enable_compilation_cache", before)
@@ -322,16 +327,18 @@ def _cold_start_command(args: argparse.Namespace, config: mlc.ConfigDict,
   """`bench --config C --cold-start`: `cold_start` on C's stand-in, printed and returned."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  cfg = stand_in_config(config, data_dir, args.frames, args.batch)
+  cfg = stand_in_config(config, data_dir, args.frames, args.batch, evals=args.evals)
   stand_in_data(cfg)
-  found = cold_start(cfg, phase, os.path.join(root, "cold_start"), args.rounds, args.target)
+  found = cold_start(cfg, phase, os.path.join(root, "cold_start"), args.rounds, args.target,
+                     evals=args.evals)
   where = args.target or f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})"
-  print(f"{args.config} phase {phase} cold start on {where}: step then init "
+  then = "init, evaluations" if args.evals else "init"
+  print(f"{args.config} phase {phase} cold start on {where}: step then {then} "
         + ", ".join(f"{s:.1f}" for s in found["sequential_s"]) + " s (step "
-        + ", ".join(f"{s:.1f}" for s in found["step_s"]) + "); step beside init "
+        + ", ".join(f"{s:.1f}" for s in found["step_s"]) + f"); step beside {then} "
         + ", ".join(f"{s:.1f}" for s in found["aside_s"]) + f" s; ratio {found['ratio']:.2f}",
         flush=True)
-  return {"config": args.config, "overrides": overrides, "phase": phase,
+  return {"config": args.config, "overrides": overrides, "phase": phase, "evals": args.evals,
           "device": args.target or jax.devices()[0].platform, "cold_start": found}
 
 
