@@ -52,14 +52,12 @@ class DeviceMemoryError(RuntimeError):
 
 
 class CompileMemoryError(DeviceMemoryError):
-  """A compile that failed for the device's memory (XLA:TPU fails a program over the chip's HBM):
-  `xla_message`, XLA's first line, and `need`, the bytes it names (None: it names none)."""
+  """A compile that failed for the device's memory (XLA:TPU fails a program over the chip's HBM);
+  `xla_message`: XLA's first line."""
 
   def __init__(self, message: str, xla_message: str):
     super().__init__(message)
     self.xla_message = xla_message
-    figures = aot.out_of_memory_figures(xla_message)
-    self.need = figures[0] if figures else None
 
 
 def compile_failure(error: BaseException) -> str | None:
@@ -322,5 +320,6 @@ def runtime_oom_message(where: str, error: Exception, checkpoint: str | None,
           f"{advice or STEP_OOM_ADVICE}")
 
 
-__all__ = ["CompileMemoryError", "DeviceMemoryError", "compile_failure", "candidates", "device_limit", "eval_batch_candidates",
-           "fit_evals", "fit_phase", "out_of_memory", "step_bytes", "tree_bytes"]
+__all__ = ["CompileMemoryError", "DeviceMemoryError", "candidates", "compile_failure",
+           "device_limit", "eval_batch_candidates", "evaluates", "fit_evals", "fit_phase",
+           "out_of_memory", "step_bytes", "tree_bytes"]

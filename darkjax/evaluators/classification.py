@@ -5,9 +5,10 @@ and a confusion matrix, exact on any number of hosts (every example counted once
 task's `data_sources` (default: its first), `split` one of that dataset's splits (default: its
 `eval_split`). Each example's eval views (`input.eval_clips` x `input.eval_crops`) are scored by
 `task.predict` and their softmax probabilities averaged. The views go through the model one
-at a time, each for every example of the batch (`view_probabilities`): an evaluation holds one
-batch of `input.eval_batch_size` clips in memory however many views a video has (10 clips x 3
-crops of a LIFT-Net batch at once would take 132 GiB of an H100's 59; one at a time, 4.5).
+at a time, each for every example of the batch (`view_probabilities`): an evaluation's
+activations are those of `input.eval_batch_size` clips however many views a video has (all at
+once, a multi-view LIFT-Net evaluation did not fit an H100: docs/benchmarks.md, "Evaluations
+against the device's memory").
 """
 
 from __future__ import annotations
