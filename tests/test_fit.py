@@ -293,8 +293,9 @@ def test_an_evaluation_over_the_limit_stops_before_training_naming_the_eval_batc
 def test_fit_auto_evaluates_at_the_batch_that_fits_compiled_before_training(
     needs, eval_limit, tmp_path, compiles):
   workdir = str(tmp_path / "run")
-  results = train.run_phases(_evaluating(needs[0], device_memory_gib=eval_limit, fit="auto"),
-                             workdir, devices=jax.devices()[:1])
+  config = _evaluating(needs[0], device_memory_gib=eval_limit, fit="auto")
+  config.input.eval_clips = 2   # the run's evaluation scores two views, one after the other
+  results = train.run_phases(config, workdir, devices=jax.devices()[:1])
   saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
   assert saved["input"]["eval_batch_size"] == 16
   assert json.loads(saved["fit_applied"]) == {"input.eval_batch_size": 16}
