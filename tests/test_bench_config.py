@@ -175,3 +175,17 @@ def test_cold_start_with_the_evaluations(tmp_path, capsys, monkeypatch):
   assert result["evals"] and len(result["cold_start"]["aside_s"]) == 1
   assert threads == [threading.current_thread().name] * 2   # sequential, then aside
   assert "step then init, evaluations" in capsys.readouterr().out
+  # one mode alone (a GPU's process keeps its autotuning: one cold mode per process)
+  threads.clear()
+  alone = bench.main(["--config", "configs/synthetic.py:runlocal", "--cold-start", "--rounds",
+                      "1", "--cold-start-mode", "aside", "--workdir", str(tmp_path / "aside")])
+  found = alone["cold_start"]
+  assert found["modes"] == ["aside"] and found["ratio"] is None and not found["sequential_s"]
+  assert len(found["aside_s"]) == 1 and threads == []   # no evaluations asked for
+  out = capsys.readouterr().out
+  assert "step beside init" in out and "step then" not in out and "ratio" not in out
+  with pytest.raises(SystemExit):
+    bench.main(["--config", "configs/synthetic.py:runlocal", "--cold-start", "--cold-start-mode",
+                "both", "--workdir", str(tmp_path / "bad")])
+  with pytest.raises(SystemExit):
+    bench.parse_args(["--config", "configs/synthetic.py", "--cold-start-mode", "aside"])

@@ -583,6 +583,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "and parameter init, no persistent cache) one after the other against "
                           "the step's on a thread beside the init's, as darkjax.train starts, in "
                           "--rounds alternating rounds")
+  paper.add_argument("--cold-start-mode", default="",
+                     help="with --cold-start: 'sequential' or 'aside' alone (default both, in "
+                          "alternating rounds); one process per mode keeps both cold on a GPU, "
+                          "whose XLA keeps its autotuning results in the process")
   paper.add_argument("--evals", action="store_true",
                      help="with --cold-start: the config's evaluations compile too (one after "
                           "the others, and beside the step as a TPU run's fit check compiles "
@@ -666,8 +670,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "--compile-only or --cold-from)")
   if args.target and not args.cold_start:
     parser.error("--target goes with --config C --cold-start")
-  if args.evals and not args.cold_start:
-    parser.error("--evals goes with --config C --cold-start")
+  if (args.evals or args.cold_start_mode) and not args.cold_start:
+    parser.error("--evals and --cold-start-mode go with --config C --cold-start")
   if args.windows < 0 or args.batches < 1:
     parser.error("--windows must be >= 0 and --batches >= 1")
   args.torch_compile_modes = tuple(filter(None, (

@@ -36,9 +36,10 @@ against the step's on a thread beside the init's, as `darkjax.train` starts
 (`Trainer.compile_start`), in `--rounds` alternating rounds on fresh in-memory caches; with
 `--target T` for a compile-only target (darkjax.aot) on this host; with `--evals` the
 evaluations' programs too (`Trainer.compile_evals`), which a TPU run's fit check compiles beside
-the step. On a GPU XLA keeps its
-autotuning results in the process, so only the first round's step compile there is cold: one
-round per command.
+the step. On a GPU XLA keeps its autotuning results in the process, so only the first round's
+step compile there is cold: there, one round per command and one mode per command
+(`--cold-start-mode sequential`, then `aside` in a fresh process), their seconds set side by
+side.
 
 Compile time is cold: darkjax sets no persistent compilation cache (a note is printed when the
 environment sets one, e.g. JAX_COMPILATION_CACHE_DIR); `--remat` adds one compile per
@@ -281,15 +282,20 @@ def _check_init_command(args: argparse.Namespace, config: mlc.ConfigDict,
           "device": jax.devices()[0].platform, "init_check": check}
 
 
+COLD_START_MODES = ("sequential", "aside")
+
+
 def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
-               target: str = "", evals: bool = False) -> dict[str, Any]:
+               target: str = "", evals: bool = False,
+               modes: tuple[str, ...] = COLD_START_MODES) -> dict[str, Any]:
   """`bench --config --cold-start`: the phase's cold-start compiles (train step, parameter init;
   with `evals` the evaluations' too, as a TPU run's fit check compiles them) of a stand-in config,
   in `rounds` alternating rounds: `sequential` (the step's compile, then the init's, then the
   evaluations') and `aside` (the step's on a thread beside the others: `Trainer.compile_start`,
   what a fresh run does); each round a fresh Trainer and fresh in-memory caches, the persistent
   cache off. {sequential_s, aside_s, step_s, init_s: per round; ratio: the median of aside /
-  sequential per round}."""
+  sequential per round (None unless both `modes` ran)}. One mode per process (`modes`) keeps
+  both cold on a GPU, whose XLA keeps its autotuning results in the process."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from darkjax import train  # pylint: disable=import-outside-toplevel
@@ -300,7 +306,7 @@ def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
   times: dict[str, list[float]] = {"sequential_s": [], "aside_s": [], "step_s": [], "init_s": []}
   try:
     for _ in range(rounds):
-      for mode in ("sequential", "aside"):
+      for mode in modes:
         trainer = train.Trainer(phase_cfg, os.path.join(workdir, mode), task=task, target=target)
         trainer.build()
         jax.clear_caches()
@@ -318,7 +324,8 @@ def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
   finally:
     jax.config.update("jax_enable_compilation_cache", before)
   per_round = [a / s for a, s in zip(times["aside_s"], times["sequential_s"])]
-  return {**times, "round_ratios": per_round, "ratio": float(np.median(per_round))}
+  return {**times, "modes": list(modes), "round_ratios": per_round,
+          "ratio": float(np.median(per_round)) if per_round else None}
 
 
 def _cold_start_command(args: argparse.Namespace, config: mlc.ConfigDict,
@@ -329,15 +336,24 @@ def _cold_start_command(args: argparse.Namespace, config: mlc.ConfigDict,
 
   cfg = stand_in_config(config, data_dir, args.frames, args.batch, evals=args.evals)
   stand_in_data(cfg)
+  modes = tuple(args.cold_start_mode.split(",")) if args.cold_start_mode else COLD_START_MODES
+  unknown = [m for m in modes if m not in COLD_START_MODES]
+  if unknown:
+    raise SystemExit(f"bench: --cold-start-mode {args.cold_start_mode!r}: unknown {unknown}; "
+                     f"valid: {','.join(COLD_START_MODES)}")
   found = cold_start(cfg, phase, os.path.join(root, "cold_start"), args.rounds, args.target,
-                     evals=args.evals)
+                     evals=args.evals, modes=modes)
   where = args.target or f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})"
   then = "init, evaluations" if args.evals else "init"
-  print(f"{args.config} phase {phase} cold start on {where}: step then {then} "
-        + ", ".join(f"{s:.1f}" for s in found["sequential_s"]) + " s (step "
-        + ", ".join(f"{s:.1f}" for s in found["step_s"]) + f"); step beside {then} "
-        + ", ".join(f"{s:.1f}" for s in found["aside_s"]) + f" s; ratio {found['ratio']:.2f}",
-        flush=True)
+  parts = []
+  if found["sequential_s"]:
+    parts.append(f"step then {then} " + ", ".join(f"{s:.1f}" for s in found["sequential_s"])
+                 + " s (step " + ", ".join(f"{s:.1f}" for s in found["step_s"]) + ")")
+  if found["aside_s"]:
+    parts.append(f"step beside {then} " + ", ".join(f"{s:.1f}" for s in found["aside_s"]) + " s")
+  if found["ratio"] is not None:
+    parts.append(f"ratio {found['ratio']:.2f}")
+  print(f"{args.config} phase {phase} cold start on {where}: " + "; ".join(parts), flush=True)
   return {"config": args.config, "overrides": overrides, "phase": phase, "evals": args.evals,
           "device": args.target or jax.devices()[0].platform, "cold_start": found}
 
