@@ -35,6 +35,11 @@
 #          its defaults (entries with overrides left out), no profiles (DARKJAX_BENCH_PROFILE
 #          defaults to 0), the compile pre-pass 4 commands at a time (DARKJAX_BENCH_JOBS defaults
 #          to 4). With rows, configs or warm it is an error.
+# coldstart a fresh run's compiles before its first step for LIFT-Net's student (the largest
+#          init, 147M parameters): the step's, then the init's, against the step's on its thread
+#          beside the init's (`bench --config --cold-start --cold-start-mode sequential|aside`),
+#          each mode in a process of its own with no persistent cache, so that XLA's autotuning is
+#          cold in both (it keeps its results in the process). Not in the default parts.
 # init     the largest paper init (LIFT-Net's student, 147M parameters) as darkjax runs it on a
 #          GPU, with JAX's threefry kernel, against XLA's lowering of it, bit for bit
 #          (`bench --config ... --check-init`; JSON init-check-CONFIG.json). Not in the default
@@ -132,8 +137,9 @@ case $profile in
 esac
 for part in $parts; do
   case $part in
-    rows|configs|warm|autotune|init) ;;
-    *) echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm, autotune, init, table)" >&2
+    rows|configs|warm|autotune|init|coldstart) ;;
+    *) echo "bench_gpu.sh: unknown part '$part' (rows, configs, warm, autotune, init, coldstart," \
+         "table)" >&2
        exit 2 ;;
   esac
 done
@@ -306,6 +312,13 @@ for part in $parts; do
     init)
       run "init-check-lift_arid" $bench --config configs/lift_arid.py --check-init \
         --data-dir "$data_dir" --json "$out/init-check-lift_arid.json"
+      ;;
+    coldstart)
+      for mode in sequential aside; do
+        run "coldstart-$mode-lift_arid" env -u JAX_COMPILATION_CACHE_DIR $bench \
+          --config configs/lift_arid.py --cold-start --cold-start-mode "$mode" --rounds 1 \
+          --data-dir "$data_dir" --json "$out/coldstart-$mode-lift_arid.json"
+      done
       ;;
     autotune)
       IFS=';' read -r -a sets <<<"$xla_sets"

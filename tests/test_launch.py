@@ -160,6 +160,18 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert args.check_init and args.config == "configs/lift_arid.py"
   assert args.json == str(tmp_path / "gpu" / "init-check-lift_arid.json")
   assert args.data_dir == str(tmp_path / "gpu") + ".data"
+  # part `coldstart` (not a default): each mode of the cold-start compiles in its own process,
+  # no persistent cache (XLA keeps its autotuning results in the process)
+  cold = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "coldstart"],
+                        cwd=REPO, env=env, check=True, capture_output=True, text=True,
+                        timeout=60).stdout.splitlines()
+  assert len(cold) == 2, cold
+  for line, mode in zip(cold, ("sequential", "aside")):
+    words = shlex.split(line)
+    assert words[:3] == ["env", "-u", "JAX_COMPILATION_CACHE_DIR"], words
+    args = bench.parse_args(words[6:])
+    assert args.cold_start and args.cold_start_mode == mode and args.rounds == 1
+    assert args.json == str(tmp_path / "gpu" / f"coldstart-{mode}-lift_arid.json")
   bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "speed"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "unknown part 'speed'" in bad.stderr
