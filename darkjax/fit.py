@@ -264,7 +264,7 @@ def fit_evals(trainer: Any, limit: int, mode: str, phase: str) -> Any:
   config = trainer.config
   if not evaluates(config):
     return trainer
-  needs, failure = _compiled(trainer.compile_evals)   # on a TPU compiled beside the step: reused
+  needs, failure = _compiled(trainer.compile_evals)   # on a TPU found beside the step already
   over = {name: need for name, need in (needs or {}).items() if need > limit}
   if not over and failure is None:
     return trainer

@@ -165,6 +165,8 @@ class Trainer:
   _checkpointer: Any = dataclasses.field(init=False, default=None)
   _sample: Any = dataclasses.field(init=False, default=None)
   _init_compiled: bool = dataclasses.field(init=False, default=False)
+  # compile_evals' outcome per eval batch: its figures, or the out-of-memory error it raised
+  _evals_compiled: dict[int, Any] = dataclasses.field(init=False, default_factory=dict)
   reported: bool = dataclasses.field(init=False, default=False)   # this run wrote report.md
 
   def __post_init__(self):
@@ -345,7 +347,7 @@ class Trainer:
     (`step_compiling_aside`), and beside it the init program if the run starts `fresh` (default:
     the workdir holds no checkpoint; `checkpoint`: the latest, for an out-of-memory message), then
     with `evals` the evaluations' programs (`compile_evals`; one the device's memory refuses is
-    left for the caller's `compile_evals` to report). Returns `compile_step`'s bytes per device
+    left for the caller's `compile_evals`, which raises it again without compiling, to report). Returns `compile_step`'s bytes per device
     (None: not known). `darkjax.fit` checks these against the device's memory; the run's first
     step, init and evaluations then reuse the compilations."""
     if fresh is None:
@@ -366,7 +368,15 @@ class Trainer:
     (`compile(abstract_variables)`: classification, the two-stream video scores) for the config's
     eval batch; their first run reuses the compilations. Returns, per such evaluator, the bytes one
     device holds while it runs with the train state resident (the optimizer's state stays on the
-    devices during an evaluation), leaving out those that tell none."""
+    devices during an evaluation), leaving out those that tell none. Once per eval batch: a later
+    call returns (or raises, for a compile the device's memory refused) what the first found,
+    reading no example and compiling nothing."""
+    batch = int(self.config.input.eval_batch_size)
+    if batch in self._evals_compiled:
+      found = self._evals_compiled[batch]
+      if isinstance(found, BaseException):
+        raise found
+      return dict(found)
     with self.scope(), self._compile_cache():
       self.build()
       if self.evaluators is None:
@@ -376,10 +386,16 @@ class Trainer:
       needs = {}
       for name, evaluator in self.evaluators.items():
         compile_fn = getattr(evaluator, "compile", None)
-        need = compile_fn(variables) if compile_fn is not None else None
+        try:
+          need = compile_fn(variables) if compile_fn is not None else None
+        except jax.errors.JaxRuntimeError as error:
+          if fit_lib.out_of_memory(error):   # XLA:TPU refuses a program over the chip's HBM
+            self._evals_compiled[batch] = error
+          raise
         if need is not None:
           needs[name] = need + resident
-    return needs
+    self._evals_compiled[batch] = needs
+    return dict(needs)
 
   @contextlib.contextmanager
   def step_compiling_aside(self, checkpoint: str | None = None) -> Iterator[None]:

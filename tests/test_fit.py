@@ -385,3 +385,29 @@ def test_latest_listed_names_the_highest_step_directory(tmp_path):
   for name in ("3", "12", "12.orbax-checkpoint-tmp-9", "7"):
     (tmp_path / "checkpoints" / name).mkdir(parents=True)
   assert ckpt_lib.latest_listed(str(tmp_path)) == f"{tmp_path}/checkpoints/12"
+
+
+def test_compile_evals_compiles_once_per_eval_batch(needs, tmp_path, monkeypatch):
+  """A second `compile_evals` at the same eval batch reads no example and compiles nothing: it
+  returns the figures, or raises again the out-of-memory error (a TPU's refused compile) of the
+  first; another eval batch compiles anew."""
+  from darkjax.evaluators import classification  # pylint: disable=import-outside-toplevel
+  calls, compile_fn = [], classification.ClassificationEvaluator.compile
+
+  def counted(self, variables):
+    calls.append(int(self.trainer.config.input.eval_batch_size))
+    if calls[-1] == 32:
+      raise jax.errors.JaxRuntimeError(_TPU_OOM)
+    return compile_fn(self, variables)
+
+  monkeypatch.setattr(classification.ClassificationEvaluator, "compile", counted)
+  config = _evaluating(needs[0])
+  trainer = train.Trainer(config, str(tmp_path / "run"), task=task_lib.load_task(config),
+                          devices=jax.devices()[:1])
+  for _ in range(2):
+    with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED"):
+      trainer.compile_evals()
+  trainer.config = fit_lib._applied(config, {"input.eval_batch_size": 16})
+  first = trainer.compile_evals()
+  first["eval"] = -1   # the caller's copy
+  assert trainer.compile_evals()["eval"] > 0 and calls == [32, 16], calls

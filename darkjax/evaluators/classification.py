@@ -111,9 +111,9 @@ class ClassificationEvaluator:
     examples)."""
     examples = self.data.eval_batches(1, self.split)   # one example: the views' shapes
     try:
-      first = next(iter(examples), None)
+      first = next(examples, None)
     finally:
-      getattr(examples, "close", lambda: None)()
+      examples.close()
     if first is None:
       return None
     trainer = self.trainer

@@ -280,9 +280,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "HLO; with --cache '' or a cache written with it)")
   parser.add_argument("--evals", action="store_true",
                       help="also compile the config's evaluations (those that compile ahead, at "
-                           "its eval batch and views) and report what one device holds while each runs, "
-                           "the train state resident: what the fit check compares before "
-                           "training")
+                           "its eval batch and views) and report what one device holds while "
+                           "each runs, the train state resident: what the fit check compares "
+                           "before training")
   parser.add_argument("--cache-only", action="store_true",
                       help="compile nothing: rows not in the cache say so (a table of a plan "
                            "still under way)")
