@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterator, Mapping, Protocol
 
+import jax
 import numpy as np
+
+from darkjax import fit as fit_lib
 
 
 @dataclasses.dataclass
@@ -39,3 +42,22 @@ class TrainerView(Protocol):
   compiler_options: dict[str, Any]   # XLA options of every compiled step (config.xla_opt_level)
 
   def local_batch(self, global_batch: int) -> int: ...
+
+
+def first(items: Iterator[Any]) -> Any:
+  """The first item of a generator (None: it yields none), the generator closed after it."""
+  try:
+    return next(items, None)
+  finally:
+    items.close()
+
+
+def compile_at_eval_batch(step: Any, variables: Mapping[str, Any],
+                          example: Mapping[str, np.ndarray], trainer: TrainerView) -> int | None:
+  """Compiles jitted `step(variables, batch)` for batches of `input.eval_batch_size` rows shaped
+  as `example`'s (its arrays' first axis the rows), laid out as `trainer.batch_sharding`; returns
+  the bytes one device holds while it runs (None: not known). An evaluator's `compile`."""
+  rows = int(trainer.config.input.eval_batch_size)
+  batch = {k: jax.ShapeDtypeStruct((rows,) + v.shape[1:], v.dtype, sharding=trainer.batch_sharding)
+           for k, v in example.items()}
+  return fit_lib.step_bytes(step.lower(variables, batch).compile())

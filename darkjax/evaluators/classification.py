@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from darkjax import fit as fit_lib
 from darkjax import plots, sharding
-from darkjax.evaluators.base import EvalResult, TrainerView
+from darkjax.evaluators.base import EvalResult, TrainerView, compile_at_eval_batch, first
 
 _HOST_FIELDS = ("label", "mask", "index")
 
@@ -109,19 +108,11 @@ class ClassificationEvaluator:
     and the batches `run` feeds it, ahead of the first `run` (which reuses the compilation);
     returns the bytes one device holds while it runs (None: not known, or a split without
     examples)."""
-    examples = self.data.eval_batches(1, self.split)   # one example: the views' shapes
-    try:
-      first = next(examples, None)
-    finally:
-      examples.close()
-    if first is None:
+    example = first(self.data.eval_batches(1, self.split))   # one example: the views' shapes
+    if example is None:
       return None
-    trainer = self.trainer
-    rows = int(trainer.config.input.eval_batch_size)
-    batch = {k: jax.ShapeDtypeStruct((rows,) + v.shape[1:], v.dtype,
-                                     sharding=trainer.batch_sharding)
-             for k, v in first.items() if k != "index"}
-    return fit_lib.step_bytes(self._step.lower(variables, batch).compile())
+    return compile_at_eval_batch(self._step, variables,
+                                 {k: v for k, v in example.items() if k != "index"}, self.trainer)
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
     trainer, dataset = self.trainer, self.data.dataset

@@ -41,9 +41,8 @@ import optax
 from jax.experimental import multihost_utils
 
 from darkjax import capabilities, plots, sharding
-from darkjax import fit as fit_lib
 from darkjax.data import ops, pipeline, records
-from darkjax.evaluators.base import EvalResult, TrainerView
+from darkjax.evaluators.base import EvalResult, TrainerView, compile_at_eval_batch, first
 from darkjax.evaluators.classification import source_name
 
 ROW_TITLES = {
@@ -215,19 +214,11 @@ class VideoEvaluator:
     (`input.eval_batch_size` clips, shaped as the first video's), ahead of the first `run` (which
     reuses the compilation); returns the bytes one device holds while it runs (None: not known,
     or no video to shape the batch)."""
-    videos = split_videos(self.data, self.split, jax.process_index(), jax.process_count())
-    try:
-      first = next(videos, None)
-    finally:
-      videos.close()
-    if first is None:
+    video = first(split_videos(self.data, self.split, jax.process_index(), jax.process_count()))
+    if video is None:
       return None
-    clips = self.task.host_streams({s: c[:1] for s, c in first[2].items()})   # one clip
-    rows = int(self.trainer.config.input.eval_batch_size)
-    batch = {s: jax.ShapeDtypeStruct((rows,) + c.shape[1:], c.dtype,
-                                     sharding=self.trainer.batch_sharding)
-             for s, c in clips.items()}
-    return fit_lib.step_bytes(self._step.lower(variables, batch).compile())
+    clips = self.task.host_streams({s: c[:1] for s, c in video[2].items()})   # one clip
+    return compile_at_eval_batch(self._step, variables, clips, self.trainer)
 
   # ---------------------------------------------------------------- extraction
   def extract(self, variables: Mapping[str, Any], split: str) -> dict[str, Any]:
