@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable, Mapping
 
@@ -9,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
+
+from darkjax import targets
 
 SCHEDULES = ("constant", "cosine", "step", "dann")
 OPTIMIZERS = ("sgd", "adamw")
@@ -84,3 +87,36 @@ def make_optimizer(cfg: Mapping[str, Any], total_steps: int,
 
 def global_norm(tree: Any) -> jax.Array:
   return optax.tree.norm(tree)
+
+
+def _present(a: Any, b: Any) -> Any:
+  """`a` with None where `b` has None (`b`'s leaves are `a`'s or None)."""
+  return jax.tree.map(lambda x, y: None if y is None else x, a, b, is_leaf=lambda v: v is None)
+
+
+def paired_norms(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
+  """`(global_norm(a'), global_norm(b))`, where `a'` is `a` without the leaves that are None in
+  `b`: two trees of one structure, the train step's gradients and the parameters that train
+  (None where frozen; a frozen leaf's gradient is zeros).
+
+  On a GPU (`targets.platform()`) each pair of leaves is one reduction over the two stacked.
+  XLA:GPU compiles a kernel per distinct reduction, and a gradient's reduction, fused into what
+  produces the gradient, seldom shares one: two norms of separate reductions cost a kernel per
+  leaf more than one norm of pairs (deviceless H100 compiles of the paper configs' main phases:
+  0.75-0.91x the compile time, 26-87 fewer kernels; docs/benchmarks.md, "Where a GPU step's
+  compile time goes"). The stacked pair keeps its leaf's sharding: the sum runs over the leaf's
+  own axes, never a reshape across them. Elsewhere the norms are two of `global_norm`: XLA:CPU
+  copies the stacked pairs (a slower step), and XLA:TPU compiles no faster."""
+  if targets.platform() != "gpu":
+    return global_norm(_present(a, b)), global_norm(b)
+  pairs = jax.tree.leaves(jax.tree.map(lambda x, y: (x, y), _present(a, b), b))
+  if not pairs:
+    return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+  sums = []
+  for x, y in zip(pairs[::2], pairs[1::2], strict=True):
+    if x.shape != y.shape:
+      raise ValueError(f"paired_norms: leaves of shapes {x.shape} and {y.shape} at one path")
+    pair = jnp.stack([x.astype(jnp.float32), y.astype(jnp.float32)])
+    sums.append(jnp.sum(pair * pair, axis=tuple(range(1, pair.ndim))))
+  total = functools.reduce(jnp.add, sums)
+  return jnp.sqrt(total[0]), jnp.sqrt(total[1])

@@ -76,7 +76,7 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: Calla
     progress = jnp.clip(state.step.astype(jnp.float32) / total_steps, 0.0, 1.0)
     loss, model_state, aux, grads = grads_of(state.params, state.model_state, batch, step_rng,
                                              progress)
-    grad_norm = optim.global_norm(grads)
+    grad_norm, param_norm = optim.paired_norms(grads, trainable(state.params))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
     def apply_update():
@@ -91,7 +91,7 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: Calla
     new_state = TrainState(step=state.step + 1, params=params, model_state=model_state,
                            opt_state=opt_state)
     metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
-               "train/param_norm": optim.global_norm(trainable(state.params)),
+               "train/param_norm": param_norm,
                "train/lr": schedule(state.step), "nonfinite": ~finite}
     metrics.update({f"train/{k}": v for k, v in aux.items()})
     return new_state, metrics

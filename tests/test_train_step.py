@@ -11,7 +11,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import common
-from darkjax import optim, sharding
+from darkjax import optim, sharding, targets
 from darkjax.models import small3d
 from darkjax import step as step_lib
 
@@ -137,6 +137,49 @@ def test_frozen_leaves_are_not_differentiated():
     jaxpr = jax.make_jaxpr(step)(_state(tx, params), batch, jax.random.key(0))
     return str(jaxpr).count("dot_general")
   assert dots(steps["masked"]) < dots(steps["unmasked"])
+
+
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
+def test_paired_norms_are_the_two_global_norms(platform):
+  """The GPU form (a reduction per pair of leaves) and the others' (two of optax's norm) give
+  the gradient norm without the frozen leaves and the norm of the parameters that train."""
+  rng = np.random.default_rng(0)
+  grads = {"a": jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32),
+           "b": {"c": jnp.asarray(rng.normal(size=(7,)), jnp.float32),
+                 "frozen": jnp.asarray(rng.normal(size=(2, 2)), jnp.float32)}}
+  params = {"a": jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32),
+            "b": {"c": jnp.asarray(rng.normal(size=(7,)), jnp.float32), "frozen": None}}
+  with targets.compiling_for(platform):   # a fresh function: jit's trace cache knows no platform
+    grad_norm, param_norm = jax.jit(lambda g, p: optim.paired_norms(g, p))(grads, params)
+  as64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
+  np.testing.assert_allclose(grad_norm, np.sqrt(np.sum(as64(grads["a"]) ** 2)
+                                                + np.sum(as64(grads["b"]["c"]) ** 2)), rtol=1e-6)
+  np.testing.assert_allclose(param_norm, np.sqrt(np.sum(as64(params["a"]) ** 2)
+                                                 + np.sum(as64(params["b"]["c"]) ** 2)),
+                             rtol=1e-6)
+  with targets.compiling_for(platform):
+    zero = optim.paired_norms({"x": jnp.ones(2)}, {"x": None})
+  assert [float(v) for v in zero] == [0.0, 0.0]
+
+
+def test_train_step_for_a_gpu_reduces_each_pair_of_leaves_once():
+  """Traced for a GPU the step's two norms are one reduction per trainable leaf (XLA:GPU compiles
+  a kernel per distinct reduction), for a CPU two; the frozen leaf's in neither."""
+  rng = np.random.default_rng(0)
+  params = {"backbone": {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)},
+            "head": {"w": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+                     "b": jnp.zeros((), jnp.float32)}}
+  batch = {"x": jnp.zeros((8, 3), jnp.float32), "y": jnp.zeros((8,), jnp.float32)}
+  cfg = _opt(name="sgd", lr=0.1, momentum=0.0, frozen=("^backbone/",))
+  tx, schedule = optim.make_optimizer(cfg, 10, params)
+
+  def reductions(platform):
+    step = step_lib.make_train_step(TwoLayerTask(), tx, schedule, 10, 1,
+                                    optim.frozen_mask(params, cfg.frozen))
+    with targets.compiling_for(platform):   # a fresh step per platform, as each Trainer makes
+      jaxpr = jax.make_jaxpr(step)(_state(tx, params), batch, jax.random.key(0))
+    return str(jaxpr).count("reduce_sum[")
+  assert reductions("cpu") - reductions("gpu") == 2   # the head's two trainable leaves
 
 
 def test_partition_rules_and_fsdp_fallback():
