@@ -70,7 +70,7 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   env = dict(os.environ, DARKJAX_DRY_RUN="1", PYTHON=sys.executable)
   out = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu")], cwd=REPO, env=env,
                        check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
-  assert len(out) == 6 + 6 + 2, out
+  assert len(out) == 6 + 6 + 3, out
   parsed = []
   for line in out:
     argv = shlex.split(line)
@@ -109,6 +109,13 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert (lever.config, lever.set) == ("configs/lift_arid.py", ["model.kwargs.attention=xla"])
   assert lever.json.endswith("config-lift_arid-model_kwargs_attention_xla.json")
   assert not any(a.set for a in parsed[6:11])
+  # part `warm`: DTCM's compile cold, warm, then with another learning rate through the same
+  # cache (an ablation's new program, its autotuning cached)
+  warm = parsed[12:]
+  assert {a.config for a in warm} == {"configs/dtcm_arid.py"} and all(a.compile_only for a in warm)
+  assert [os.path.basename(a.json) for a in warm] == [
+      "start-cold.json", "start-warm.json", "start-ablation.json"]
+  assert [a.set for a in warm] == [[], [], ["optimizer.lr=5e-6"]]
   # every config command renders its stand-in clips into one directory beside OUT_DIR, once per
   # clip geometry for the whole run
   assert {a.data_dir for a in parsed[6:12]} == {str(tmp_path / "gpu") + ".data"}
