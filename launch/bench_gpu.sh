@@ -308,12 +308,13 @@ for part in $parts; do
       cache=${out%/}.warm-cache   # fresh for a new OUT_DIR, kept for a resumed one
       for start_kind in cold warm; do
         JAX_COMPILATION_CACHE_DIR=$cache run "start-$start_kind" $bench \
-          --config configs/dtcm_arid.py --compile-only --json "$out/start-$start_kind.json"
+          --config configs/dtcm_arid.py --compile-only --data-dir "$data_dir" \
+          --json "$out/start-$start_kind.json"
       done
       # the paper's learning rate is 1e-5 (configs/dtcm_base.py): half of it is another program
       JAX_COMPILATION_CACHE_DIR=$cache run "start-ablation" $bench \
         --config configs/dtcm_arid.py --set optimizer.lr=5e-6 --compile-only \
-        --json "$out/start-ablation.json"
+        --data-dir "$data_dir" --json "$out/start-ablation.json"
       ;;
     init)
       run "init-check-lift_arid" $bench --config configs/lift_arid.py --check-init \

@@ -116,6 +116,7 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert [os.path.basename(a.json) for a in warm] == [
       "start-cold.json", "start-warm.json", "start-ablation.json"]
   assert [a.set for a in warm] == [[], [], ["optimizer.lr=5e-6"]]
+  assert {a.data_dir for a in warm} == {str(tmp_path / "gpu") + ".data"}   # rendered once
   # every config command renders its stand-in clips into one directory beside OUT_DIR, once per
   # clip geometry for the whole run
   assert {a.data_dir for a in parsed[6:12]} == {str(tmp_path / "gpu") + ".data"}
