@@ -104,19 +104,18 @@ def paired_norms(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
   produces the gradient, seldom shares one: two norms of separate reductions cost a kernel per
   leaf more than one norm of pairs (deviceless H100 compiles of the paper configs' main phases:
   0.75-0.91x the compile time, 26-87 fewer kernels; docs/benchmarks.md, "What a GPU step
-  compiles besides autotuning"). The stacked pair keeps its leaf's sharding: the sum runs over the leaf's
-  own axes, never a reshape across them. Elsewhere the norms are two of `global_norm`: XLA:CPU
-  copies the stacked pairs (a slower step), and XLA:TPU compiles no faster."""
+  compiles besides autotuning"). The stacked pair keeps its leaf's sharding: the sum runs over
+  the leaf's own axes, never a reshape across them. Elsewhere the norms are two of
+  `global_norm`: XLA:CPU copies the stacked pairs (a slower step), and XLA:TPU compiles no
+  faster."""
   if targets.platform() != "gpu":
     return global_norm(_present(a, b)), global_norm(b)
-  pairs = jax.tree.leaves(jax.tree.map(lambda x, y: (x, y), _present(a, b), b))
-  if not pairs:
-    return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
-  sums = []
-  for x, y in zip(pairs[::2], pairs[1::2], strict=True):
-    if x.shape != y.shape:
-      raise ValueError(f"paired_norms: leaves of shapes {x.shape} and {y.shape} at one path")
+
+  def squares(x, y):   # [sum of x^2, sum of y^2], one reduction
     pair = jnp.stack([x.astype(jnp.float32), y.astype(jnp.float32)])
-    sums.append(jnp.sum(pair * pair, axis=tuple(range(1, pair.ndim))))
+    return jnp.sum(pair * pair, axis=tuple(range(1, pair.ndim)))
+  sums = jax.tree.leaves(jax.tree.map(squares, _present(a, b), b))
+  if not sums:
+    return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
   total = functools.reduce(jnp.add, sums)
   return jnp.sqrt(total[0]), jnp.sqrt(total[1])

@@ -347,9 +347,10 @@ class Trainer:
     (`step_compiling_aside`), and beside it the init program if the run starts `fresh` (default:
     the workdir holds no checkpoint; `checkpoint`: the latest, for an out-of-memory message), then
     with `evals` the evaluations' programs (`compile_evals`; one the device's memory refuses is
-    left for the caller's `compile_evals`, which raises it again without compiling, to report). Returns `compile_step`'s bytes per device
-    (None: not known). `darkjax.fit` checks these against the device's memory; the run's first
-    step, init and evaluations then reuse the compilations."""
+    left for the caller's `compile_evals`, which raises it again without compiling, to report).
+    Returns `compile_step`'s bytes per device (None: not known). `darkjax.fit` checks these
+    against the device's memory; the run's first step, init and evaluations then reuse the
+    compilations."""
     if fresh is None:
       fresh = not ckpt_lib.has_steps(self.workdir)
     with self.step_compiling_aside(checkpoint):
