@@ -293,6 +293,9 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       keep_checkpoints=2,
       async_checkpoints=True,
       progress_bar=True,
+      # jax.profiler trace of `steps` train steps (0: none), after `skip` steps of the invocation
+      # (compile, warm-up): WORKDIR/tensorboard/plugins/profile/ and profile.md (darkjax.profiling)
+      profile=mlc.ConfigDict(dict(steps=0, skip=2)),
   ))
   config.update(overrides)
   return config

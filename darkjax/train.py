@@ -34,7 +34,7 @@ from darkjax import fit as fit_lib
 from darkjax import file_state
 from darkjax import metrics as metrics_lib
 from darkjax import optim
-from darkjax import paths, plots, preemption, reports, sharding
+from darkjax import paths, plots, preemption, profiling, reports, sharding
 from darkjax import targets
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
@@ -534,11 +534,16 @@ class Trainer:
     evaluating = False   # an out-of-memory error names the evaluation, and what to lower
     t0, steps_timed = time.time(), 0
     watch = preemption.PreemptionWatch()
+    trace = profiling.StepTrace(cfg.get("profile", {}), self.workdir, start, self._step_hlo,
+                                self.is_lead)
+    step = start
     try:
       for step in range(start + 1, last + 1):
+        trace.begin(step, self.state)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = sharding.host_to_global(next(train_iter), self.batch_sharding)
           self.state, metrics = self.train_step(self.state, batch, step_rng)
+        trace.end(step, self.state)
         if pending is not None:
           self._check_finite(*pending, checkpointer)
         pending = (step, metrics)
@@ -576,6 +581,7 @@ class Trainer:
           f"{checkpointer.directory}/{latest}" if latest is not None else None,
           fit_lib.EVAL_OOM_ADVICE if evaluating else "")) from None
     finally:
+      trace.close(step, self.state)
       watch.close()
       bar.close()
       train_iter.close()
@@ -588,6 +594,11 @@ class Trainer:
     if self.reported:   # report.md is written by the invocation that trains the last step
       reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
     return results
+
+  def _step_hlo(self) -> str:
+    """The compiled train step's optimized HLO, for a profile's kinds of op ("" if unknown)."""
+    as_text = getattr(self.compiled_step, "as_text", None)
+    return as_text() if as_text else ""
 
   def logged_results(self, step: int) -> dict[str, Any]:
     """The evaluation metrics.jsonl holds for `step` (a finished run's final results)."""

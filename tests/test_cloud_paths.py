@@ -19,12 +19,12 @@ from run_configs import quiet
 BUCKET = "gs://darkjax-test"
 
 
-def _config(steps: int, evaluate: bool):
+def _config(steps: int, evaluate: bool, **overrides):
   config = synthetic_config.get_config(f"runlocal,steps={steps},data_dir={BUCKET}/data")
   config.log_every = 1
   config.checkpoint_every = 2
   config.eval_every = 0 if evaluate else -1   # 0: at the end (confusion PNG + TensorBoard image)
-  return quiet(config)
+  return quiet(config, **overrides)
 
 
 def _train_steps(workdir: str) -> list[int]:
@@ -42,7 +42,9 @@ def bucket_run(tmp_path_factory):
     with fake_gcs(str(root)):
       train.run_phases(_config(2, evaluate=False), f"{BUCKET}/run")
       first_steps = _train_steps(f"{BUCKET}/run")
-      results = train.run_phases(_config(4, evaluate=True), f"{BUCKET}/run")
+      # the rerun traces its first step (config.profile): step 3, written into the bucket
+      results = train.run_phases(
+          _config(4, evaluate=True, **{"profile.steps": 1, "profile.skip": 0}), f"{BUCKET}/run")
       yield {"root": root, "cwd": cwd, "first_steps": first_steps, "results": results}
   finally:
     os.chdir(old_cwd)
@@ -60,8 +62,11 @@ def test_run_writes_everything_into_the_bucket_and_nothing_locally(bucket_run):
   assert os.listdir(bucket_run["cwd"]) == []
   run = bucket_run["root"] / "darkjax-test" / "run"
   assert {"metrics.jsonl", "config.json", "report.md", "checkpoints", "tensorboard",
-          "eval_confusion.png"} <= set(os.listdir(run))
+          "eval_confusion.png", "profile.md", "profile.json"} <= set(os.listdir(run))
   assert [p for p in os.listdir(run / "tensorboard") if "tfevents" in p]
+  [trace] = os.listdir(run / "tensorboard" / "plugins" / "profile" / "steps3-3")
+  assert trace.endswith(".xplane.pb") and (run / "tensorboard" / "plugins" / "profile" /
+                                            "steps3-3" / trace).stat().st_size > 0
   assert json.loads((run / "config.json").read_text())["total_steps"] == 4
   steps = sorted(int(s) for s in os.listdir(run / "checkpoints") if s.isdigit())
   assert steps[-1] == 4 and 2 in steps

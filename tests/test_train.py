@@ -174,7 +174,9 @@ def test_unknown_config_key_fails_listing_valid_keys(tmp_path, main_env):
 
 
 def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_path):
-  config = small_config(data_dir, steps=4, eval_every=0)   # eval once, at the end
+  # eval once, at the end; steps 2-3 traced by jax.profiler (config.profile)
+  config = small_config(data_dir, steps=4, eval_every=0,
+                        **{"profile.steps": 2, "profile.skip": 1})
   workdir = str(tmp_path / "artifacts")
   results = train.Trainer(config, workdir, devices=jax.devices()[:1]).run()
   rows = metrics_lib.read_metrics(workdir)
@@ -191,6 +193,22 @@ def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_p
   report = open(os.path.join(workdir, "report.md"), encoding="utf-8").read()
   assert "eval/top1" in report and "eval_confusion.png" in report
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "4"
+  # the profile: TensorBoard's profile plugin's layout, and what the trace holds per kind of op
+  traces = os.path.join(workdir, "tensorboard", "plugins", "profile")
+  assert os.listdir(traces) == ["steps2-3"]
+  [trace] = os.listdir(os.path.join(traces, "steps2-3"))
+  assert trace.endswith("-process0.xplane.pb")
+  profile = json.load(open(os.path.join(workdir, "profile.json"), encoding="utf-8"))
+  assert (profile["first_step"], profile["last_step"], profile["steps"]) == (2, 3, 2)
+  assert profile["device_ms_per_step"] > 0 and profile["wall_ms_per_step"] > 0
+  # small3d's convolutions, XLA:CPU's own ops (no direction), most of a CPU step
+  assert max(profile["categories_ms"], key=profile["categories_ms"].get) == "convolution"
+  assert any(entry["category"] == "convolution" and "dim_labels" in entry
+             for entry in profile["top_ops_ms"])
+  markdown = open(os.path.join(workdir, "profile.md"), encoding="utf-8").read()
+  assert markdown.startswith("# Profile of train steps 2-3") and "| convolution |" in markdown
+  jax.profiler.start_trace(str(tmp_path / "after"))   # the run stopped its trace
+  jax.profiler.stop_trace()
 
 
 def test_a_batch_the_devices_do_not_divide_trains_at_the_nearest_and_config_json_says_so(

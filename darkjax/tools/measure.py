@@ -10,6 +10,10 @@ import re
 import time
 from typing import Any, Callable
 
+from darkjax import profiling
+from darkjax.profiling import format_summary as format_profile
+from darkjax.profiling import hlo_ops, op_category  # noqa: F401  (bench, tests)
+
 
 def median(values: list[float]) -> float:
   values = sorted(values)
@@ -146,30 +150,6 @@ def compare_policies(policies: list[str], build: Callable[[str], tuple[dict, Cal
   return entries
 
 
-# An optimized HLO instruction: `%name = type opcode(operands), attrs` (ROOT optional); groups:
-# name, result type, opcode, the rest.
-_HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\((.*)$")
-
-
-def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
-  """Per instruction of an optimized HLO module: its opcode, fusion kind, custom-call target and
-  convolution dim_labels (the layout XLA chose), where present."""
-  ops = {}
-  for line in hlo_text.splitlines():
-    match = _HLO_INSTRUCTION.match(line)
-    if not match:
-      continue
-    name, _, opcode, rest = match.groups()
-    info = {"opcode": opcode}
-    for key, pattern in (("kind", r"kind=(\w+)"), ("target", r'custom_call_target="([^"]+)"'),
-                         ("dim_labels", r"dim_labels=([\w>\-]+)")):
-      found = re.search(pattern, rest)
-      if found:
-        info[key] = found.group(1)
-    ops[name] = info
-  return ops
-
-
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
                 "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
 _ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([\d,]*)\]")
@@ -198,7 +178,7 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   text = hlo_text[hlo_text.index("ENTRY"):] if "ENTRY" in hlo_text else hlo_text
   shapes, kernels = {}, []
   for line in text.splitlines():
-    match = _HLO_INSTRUCTION.match(line)
+    match = profiling.HLO_INSTRUCTION.match(line)
     if not match:
       continue
     name, shape, opcode, rest = match.groups()
@@ -230,95 +210,17 @@ def format_traffic(traffic: dict[str, dict[str, int]]) -> str:
                    f"{size(e['write_bytes'])} written" for label, e in rows)
 
 
-def op_category(name: str, info: dict[str, str] | None) -> str:
-  """A device op's kind for the profile summary: convolution (cuDNN, per direction), matmul,
-  transpose / copy, reduction fusion, elementwise fusion, command buffer (XLA:GPU's CUDA graphs of
-  fusions, timed as one op), or the opcode."""
-  info = info or {}
-  target, opcode = info.get("target", ""), info.get("opcode", "")
-  if name.startswith("command_buffer"):   # XLA:GPU's CUDA graphs: the fusions they replay
-    return "command buffer"
-  if "conv" in target.lower() or opcode == "convolution":
-    direction = next((d for d in ("BackwardFilter", "BackwardInput") if d in target), "Forward")
-    return f"convolution {direction}"
-  if "gemm" in target or "matmul" in target or opcode == "dot" or "gemm" in name:
-    return "matmul"
-  if "transpose" in name or opcode == "transpose":
-    return "transpose"
-  if opcode == "copy" or name.startswith("copy"):
-    return "copy"
-  if "reduce" in name or opcode == "reduce":
-    return "reduction"
-  if opcode == "fusion" or "fusion" in name:
-    return "elementwise fusion"
-  return opcode or "other"
-
-
 def device_profile(run_step: Callable[[], None], steps: int, hlo_text: str = "",
                    top: int = 25) -> dict[str, Any]:
-  """Device time per XLA op over `steps` steps of `run_step` (a jax.profiler trace; events of the
-  accelerator planes, attributed by their `hlo_op` stat; on CPU the thunks' events), per step:
-  the `top` ops, totals per `op_category`, and the convolutions' layouts (dim_labels) from
-  `hlo_text`, the compiled program's optimized HLO. `device_lines`: the accelerator planes' line
-  names, to read the trace's structure from."""
-  import glob  # pylint: disable=import-outside-toplevel
+  """Device time per XLA op over `steps` steps of `run_step`: a jax.profiler trace read by
+  `darkjax.profiling.summarize` (per step: the `top` ops, totals per `op_category`, the
+  convolutions' layouts from `hlo_text`, the compiled program's optimized HLO)."""
   import tempfile  # pylint: disable=import-outside-toplevel
 
   import jax  # pylint: disable=import-outside-toplevel
-  from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
 
   with tempfile.TemporaryDirectory(prefix="darkjax-profile-") as root:
     with jax.profiler.trace(root):
       for _ in range(steps):
         run_step()
-    paths = glob.glob(os.path.join(root, "**", "*.xplane.pb"), recursive=True)
-    data = ProfileData.from_file(paths[0]) if paths else None
-  planes = list(data.planes) if data is not None else []
-  devices = [plane for plane in planes if plane.name.startswith("/device:")]
-  # An accelerator plane: its "XLA Ops" line where the trace has one, else its streams' kernels.
-  # No accelerator (CPU): the host threads' events of XLA's thunks, which carry an hlo_op stat.
-  events = []
-  for plane in devices:
-    lines = list(plane.lines)
-    ops_line = [line for line in lines if line.name == "XLA Ops"]
-    for line in ops_line or [line for line in lines if line.name.startswith("Stream")]:
-      events += [(str(dict(e.stats).get("hlo_op") or e.name), e.duration_ns) for e in line.events]
-  if not devices:
-    for plane in planes:
-      for line in plane.lines:
-        events += [(str(stats["hlo_op"]), e.duration_ns) for e in line.events
-                   for stats in (dict(e.stats),) if "hlo_op" in stats]
-  per_op: dict[str, float] = {}
-  for op, ns in events:
-    per_op[op] = per_op.get(op, 0.0) + ns
-  device_ns = sum(per_op.values())
-  ops = hlo_ops(hlo_text)
-  categories: dict[str, float] = {}
-  for op, ns in per_op.items():
-    category = op_category(op, ops.get(op))
-    categories[category] = categories.get(category, 0.0) + ns
-  layouts: dict[str, int] = {}
-  for info in ops.values():
-    if "dim_labels" in info and op_category("", info).startswith("convolution"):
-      layouts[info["dim_labels"]] = layouts.get(info["dim_labels"], 0) + 1
-  ranked = sorted(per_op.items(), key=lambda item: -item[1])[:top]
-  return {"steps": steps, "device_ms_per_step": device_ns / 1e6 / steps,
-          "categories_ms": {k: v / 1e6 / steps for k, v in sorted(
-              categories.items(), key=lambda item: -item[1])},
-          "top_ops_ms": [{"op": op, "category": op_category(op, ops.get(op)),
-                          "ms": ns / 1e6 / steps, **ops.get(op, {})} for op, ns in ranked],
-          "conv_layouts": layouts,
-          "device_lines": sorted({line.name for plane in devices for line in plane.lines})}
-
-
-def format_profile(profile: dict[str, Any], top: int = 15) -> str:
-  """The lines `bench --profile` prints: device ms per step, per category and the top ops."""
-  lines = [f"device time {profile['device_ms_per_step']:.1f} ms/step over {profile['steps']} "
-           "steps; per category: " + ", ".join(
-               f"{name} {ms:.1f}" for name, ms in profile["categories_ms"].items())]
-  lines.append("conv layouts (dim_labels x count): " + (", ".join(
-      f"{k} x{v}" for k, v in profile["conv_layouts"].items()) or "none"))
-  for entry in profile["top_ops_ms"][:top]:
-    lines.append(f"  {entry['ms']:7.2f} ms  {entry['category']:22s} {entry['op']}"
-                 + (f"  [{entry['dim_labels']}]" if "dim_labels" in entry else ""))
-  return "\n".join(lines)
+    return profiling.summarize(profiling.trace_files(root), steps, hlo_text, top)

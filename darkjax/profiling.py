@@ -1,0 +1,278 @@
+"""Device profiles: a `jax.profiler` trace read back as device time per kind of op, and a run's
+train steps traced on request.
+
+`python -m darkjax.main ... --config.profile.steps=5` traces five train steps of a run, after
+`profile.skip` steps of that invocation (its first steps compile and warm up), and leaves
+- the trace in WORKDIR/tensorboard/plugins/profile/steps<A>-<B>/, one `.xplane.pb` per process,
+  where TensorBoard's profile plugin finds it (`pip install tensorboard-plugin-profile`;
+  `tensorboard --logdir WORKDIR`);
+- WORKDIR/profile.md and profile.json: wall time per step against the time the devices were busy
+  (the rest is time they waited: the input pipeline, the host, a checkpoint), per kind of op
+  (convolutions per direction, matmuls, fusions, copies and transposes, command buffers) and the
+  top ops, attributed through the compiled step's optimized HLO.
+
+`darkjax.tools.bench --profile` reads its traces through the same `summarize`.
+
+This module is ground level: it imports darkjax.paths alone (and jax where it traces, so that
+reading HLO text needs no jax).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from typing import Any, Callable, Mapping
+
+from darkjax import paths
+
+log = logging.getLogger(__name__)
+
+# An optimized HLO instruction: `%name = type opcode(operands), attrs` (ROOT optional); groups:
+# name, result type, opcode, the rest.
+HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\((.*)$")
+
+
+def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
+  """Per instruction of an optimized HLO module: its opcode, fusion kind, custom-call target and
+  convolution dim_labels (the layout XLA chose), where present."""
+  ops = {}
+  for line in hlo_text.splitlines():
+    match = HLO_INSTRUCTION.match(line)
+    if not match:
+      continue
+    name, _, opcode, rest = match.groups()
+    info = {"opcode": opcode}
+    for key, pattern in (("kind", r"kind=(\w+)"), ("target", r'custom_call_target="([^"]+)"'),
+                         ("dim_labels", r"dim_labels=([\w>\-]+)")):
+      found = re.search(pattern, rest)
+      if found:
+        info[key] = found.group(1)
+    ops[name] = info
+  return ops
+
+
+def op_category(name: str, info: dict[str, str] | None) -> str:
+  """A device op's kind for the profile summary: convolution (cuDNN's per direction), matmul,
+  transpose / copy, reduction fusion, elementwise fusion, command buffer (XLA:GPU's CUDA graphs of
+  fusions, timed as one op), or the opcode."""
+  info = info or {}
+  target, opcode = info.get("target", ""), info.get("opcode", "")
+  if name.startswith("command_buffer"):   # XLA:GPU's CUDA graphs: the fusions they replay
+    return "command buffer"
+  if "conv" in target.lower():   # a cuDNN convolution names its direction
+    direction = next((d for d in ("BackwardFilter", "BackwardInput") if d in target), "Forward")
+    return f"convolution {direction}"
+  if opcode == "convolution":   # XLA's own (CPU, TPU): forward and gradients alike
+    return "convolution"
+  if "gemm" in target or "matmul" in target or opcode == "dot" or "gemm" in name:
+    return "matmul"
+  if "transpose" in name or opcode == "transpose":
+    return "transpose"
+  if opcode == "copy" or name.startswith("copy"):
+    return "copy"
+  if "reduce" in name or opcode == "reduce":
+    return "reduction"
+  if opcode == "fusion" or "fusion" in name:
+    return "elementwise fusion"
+  return opcode or "other"
+
+
+def _op_events(files: list[str]) -> tuple[list[tuple[str, int]], list[Any]]:
+  """(op name, duration ns) of every XLA op the traces' device planes hold (their "XLA Ops" line
+  where they have one, else their streams' kernels), and those planes. Without a device plane
+  (CPU): the host threads' events of XLA's thunks, which carry an `hlo_op` stat."""
+  from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
+  planes = [plane for path in files for plane in ProfileData.from_file(path).planes]
+  devices = [plane for plane in planes if plane.name.startswith("/device:")]
+  events = []
+  for plane in devices:
+    lines = list(plane.lines)
+    ops_line = [line for line in lines if line.name == "XLA Ops"]
+    for line in ops_line or [line for line in lines if line.name.startswith("Stream")]:
+      events += [(str(dict(e.stats).get("hlo_op") or e.name), e.duration_ns) for e in line.events]
+  if not devices:
+    for plane in planes:
+      for line in plane.lines:
+        events += [(str(stats["hlo_op"]), e.duration_ns) for e in line.events
+                   for stats in (dict(e.stats),) if "hlo_op" in stats]
+  return events, devices
+
+
+def trace_files(root: str) -> list[str]:
+  """The `.xplane.pb` files a `jax.profiler` trace wrote under `root`."""
+  return sorted(glob.glob(os.path.join(root, "**", "*.xplane.pb"), recursive=True))
+
+
+def summarize(files: list[str], steps: int, hlo_text: str = "", top: int = 25) -> dict[str, Any]:
+  """Device time per XLA op over `steps` steps traced into `files` (`trace_files`), per step and
+  device (the mean over the traces' device planes; on CPU, XLA's thunks summed over the host's
+  threads): the `top` ops, totals per `op_category`, and the convolutions' layouts (dim_labels)
+  from `hlo_text`, the compiled program's optimized HLO. `device_lines`: the accelerator planes'
+  line names, to read the trace's structure from."""
+  if steps < 1:
+    raise ValueError(f"summarize: steps={steps}, expected at least 1")
+  events, devices = _op_events(files)
+  per_op: dict[str, float] = {}
+  for op, ns in events:
+    per_op[op] = per_op.get(op, 0.0) + ns
+  scale = 1e6 * steps * max(1, len(devices))   # ns -> ms per step and device
+  ops = hlo_ops(hlo_text)
+  categories: dict[str, float] = {}
+  for op, ns in per_op.items():
+    category = op_category(op, ops.get(op))
+    categories[category] = categories.get(category, 0.0) + ns
+  layouts: dict[str, int] = {}
+  for info in ops.values():
+    if "dim_labels" in info and op_category("", info).startswith("convolution"):
+      layouts[info["dim_labels"]] = layouts.get(info["dim_labels"], 0) + 1
+  ranked = sorted(per_op.items(), key=lambda item: -item[1])[:top]
+  return {"steps": steps, "devices": max(1, len(devices)),
+          "device_ms_per_step": sum(per_op.values()) / scale,
+          "categories_ms": {k: v / scale for k, v in sorted(
+              categories.items(), key=lambda item: -item[1])},
+          "top_ops_ms": [{"op": op, "category": op_category(op, ops.get(op)),
+                          "ms": ns / scale, **ops.get(op, {})} for op, ns in ranked],
+          "conv_layouts": layouts,
+          "device_lines": sorted({line.name for plane in devices for line in plane.lines})}
+
+
+def format_summary(summary: dict[str, Any], top: int = 15) -> str:
+  """Device ms per step, per category and the top ops, as lines of text."""
+  lines = [f"device time {summary['device_ms_per_step']:.1f} ms/step over {summary['steps']} "
+           "steps; per category: " + ", ".join(
+               f"{name} {ms:.1f}" for name, ms in summary["categories_ms"].items())]
+  lines.append("conv layouts (dim_labels x count): " + (", ".join(
+      f"{k} x{v}" for k, v in summary["conv_layouts"].items()) or "none"))
+  for entry in summary["top_ops_ms"][:top]:
+    lines.append(f"  {entry['ms']:7.2f} ms  {entry['category']:22s} {entry['op']}"
+                 + (f"  [{entry['dim_labels']}]" if "dim_labels" in entry else ""))
+  return "\n".join(lines)
+
+
+def markdown(summary: dict[str, Any], top: int = 15) -> str:
+  """profile.md: the traced steps' wall and device time, per category and the top ops."""
+  wall, busy = summary["wall_ms_per_step"], summary["device_ms_per_step"]
+  first, last = summary["first_step"], summary["last_step"]
+  device = summary.get("device_kind", "")
+  lines = [f"# Profile of train steps {first}-{last}", "",
+           f"{summary['steps']} steps on {summary['devices']} device(s) of this process"
+           f"{f' ({device})' if device else ''}; the trace: `{summary['trace']}` "
+           "(TensorBoard's profile plugin: `tensorboard --logdir WORKDIR`).", "",
+           "| per step | ms |", "|---|---|",
+           f"| wall time | {wall:.1f} |",
+           f"| device busy (XLA ops, mean over devices) | {busy:.1f} |",
+           f"| device waiting (input pipeline, host, checkpoint) | {max(wall - busy, 0.0):.1f} |",
+           "", "| kind of op | ms per step | share of busy |", "|---|---|---|"]
+  for name, ms in summary["categories_ms"].items():
+    lines.append(f"| {name} | {ms:.2f} | {ms / busy:.0%} |" if busy else f"| {name} | {ms:.2f} | |")
+  lines += ["", f"Top {min(top, len(summary['top_ops_ms']))} ops:", "",
+            "| op | kind | ms per step | layout |", "|---|---|---|---|"]
+  for entry in summary["top_ops_ms"][:top]:
+    lines.append(f"| `{entry['op']}` | {entry['category']} | {entry['ms']:.2f} | "
+                 f"{entry.get('dim_labels', '')} |")
+  return "\n".join(lines) + "\n"
+
+
+class StepTrace:
+  """Traces train steps `first`..`last` of a loop: `begin(step, state)` before a step is
+  dispatched, `end(step, state)` after; `close()` stops a trace the loop left unfinished (an error,
+  a preemption, the run's last step before `last`) and writes what it traced.
+
+  Built from `config.profile` (`steps`: how many steps, 0: none; `skip`: steps of this invocation
+  before the first traced one) and the step the invocation starts after (`start`)."""
+
+  def __init__(self, profile: Mapping[str, Any], workdir: str, start: int,
+               hlo_text: Callable[[], str], is_lead: bool):
+    steps, skip = profile.get("steps", 0), profile.get("skip", 0)
+    for key, value in (("steps", steps), ("skip", skip)):
+      if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"config.profile.{key}={value!r}: expected an integer >= 0 (profile."
+                         "steps: train steps to trace, 0 for none; profile.skip: steps of the "
+                         "invocation before the first traced one)")
+    self.steps, self.workdir, self.is_lead = steps, workdir, is_lead
+    self.first = start + skip + 1
+    self.last = self.first + steps - 1
+    self._hlo_text = hlo_text
+    self._local: str | None = None
+    self._started = 0.0
+    self.summary: dict[str, Any] | None = None
+
+  def begin(self, step: int, state: Any) -> None:
+    if not self.steps or step != self.first:
+      return
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.block_until_ready(state)   # the steps before it are not in the trace
+    self._local = tempfile.mkdtemp(prefix="darkjax-profile-")
+    try:
+      jax.profiler.start_trace(self._local)
+    except RuntimeError as error:   # a trace someone else started: theirs wins, training goes on
+      log.warning("config.profile: steps %d-%d not traced: %s", self.first, self.last, error)
+      shutil.rmtree(self._local, ignore_errors=True)
+      self._local = None
+      return
+    self._started = time.perf_counter()
+
+  def end(self, step: int, state: Any) -> dict[str, Any] | None:
+    """After step `step`: the summary once the last traced step is done, else None."""
+    if self._local is None or step != self.last:
+      return None
+    return self._finish(step, state)
+
+  def close(self, step: int, state: Any) -> dict[str, Any] | None:
+    """Stops an unfinished trace after step `step` (the last the loop dispatched) and writes
+    what it holds; called on the way out of a loop, so a failure is logged, never raised."""
+    if self._local is None:
+      return None
+    try:
+      return self._finish(step, state)
+    except Exception as error:  # pylint: disable=broad-except
+      log.warning("config.profile: the trace of steps %d-%d was not written: %s", self.first,
+                  self.last, error)
+      return None
+
+  def _finish(self, step: int, state: Any) -> dict[str, Any] | None:
+    import jax  # pylint: disable=import-outside-toplevel
+    local, self._local = self._local, None
+    try:
+      try:
+        jax.block_until_ready(state)
+      finally:   # the profiler stops even when the traced steps failed
+        wall = time.perf_counter() - self._started
+        jax.profiler.stop_trace()
+      files = trace_files(local)
+      steps = step - self.first + 1
+      if steps < 1 or not files:
+        log.warning("config.profile: no trace of steps %d-%d was written", self.first, self.last)
+        return None
+      run = f"steps{self.first}-{step}"
+      destination = paths.resolve(self.workdir) / "tensorboard" / "plugins" / "profile" / run
+      destination.mkdir(parents=True, exist_ok=True)
+      # one file per process, so that processes on one host do not overwrite each other's
+      name = f"{socket.gethostname()}-process{jax.process_index()}"
+      for index, path in enumerate(files):
+        suffix = f"-{index}" if len(files) > 1 else ""
+        with open(path, "rb") as source:
+          (destination / f"{name}{suffix}.xplane.pb").write_bytes(source.read())
+      summary = summarize(files, steps, self._hlo_text())
+      summary.update(first_step=self.first, last_step=step, wall_ms_per_step=wall * 1e3 / steps,
+                     trace=os.fspath(destination),
+                     device_kind=jax.local_devices()[0].device_kind)
+      self.summary = summary
+      log.info("profile of steps %d-%d (%s): wall %.1f ms/step, devices busy %.1f ms/step: %s",
+               self.first, step, os.fspath(destination), summary["wall_ms_per_step"],
+               summary["device_ms_per_step"], ", ".join(
+                   f"{name} {ms:.1f}" for name, ms in summary["categories_ms"].items()))
+      if self.is_lead:
+        root = paths.resolve(self.workdir)
+        (root / "profile.md").write_text(markdown(summary))
+        (root / "profile.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+      return summary
+    finally:
+      shutil.rmtree(local, ignore_errors=True)

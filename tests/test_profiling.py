@@ -1,0 +1,52 @@
+"""darkjax.profiling: a run's steps traced on request (`config.profile`) and read back as device time
+per kind of op; the run's trace cut short by its end, and settings that are no count."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from darkjax import profiling
+
+
+def _loop(trace: profiling.StepTrace, steps: int):
+  """A stand-in train loop: one jitted matmul step per step, traced as train.Trainer does."""
+  step_fn = jax.jit(lambda x: jnp.tanh(x @ x))
+  state, step = jnp.eye(64) * 0.5, 0
+  try:
+    for step in range(1, steps + 1):
+      trace.begin(step, state)
+      state = step_fn(state)
+      trace.end(step, state)
+  finally:
+    trace.close(step, state)
+  return trace.summary
+
+
+def test_a_window_past_the_runs_end_is_written_for_the_steps_it_holds(tmp_path):
+  trace = profiling.StepTrace({"steps": 10, "skip": 1}, str(tmp_path), 0, lambda: "", True)
+  summary = _loop(trace, steps=4)   # steps 2-11 asked for, the loop ends after step 4
+  assert (summary["first_step"], summary["last_step"], summary["steps"]) == (2, 4, 3)
+  assert summary["device_ms_per_step"] > 0 and summary["categories_ms"]
+  assert os.listdir(tmp_path / "tensorboard" / "plugins" / "profile") == ["steps2-4"]
+  assert json.loads((tmp_path / "profile.json").read_text())["last_step"] == 4
+
+
+def test_off_by_default_and_a_follower_writes_no_summary_files(tmp_path):
+  assert _loop(profiling.StepTrace({}, str(tmp_path / "off"), 0, lambda: "", True), 3) is None
+  assert not (tmp_path / "off").exists()
+  follower = profiling.StepTrace({"steps": 1, "skip": 0}, str(tmp_path), 5, lambda: "", False)
+  assert _loop(follower, 8)["first_step"] == 6   # after the step the invocation resumed from
+  assert not (tmp_path / "profile.md").exists()   # process 0 writes the summary, each its trace
+  assert os.listdir(tmp_path / "tensorboard" / "plugins" / "profile" / "steps6-6")
+
+
+@pytest.mark.parametrize("profile, key", [({"steps": -1}, "steps"), ({"skip": 1.5}, "skip"),
+                                          ({"steps": True}, "steps")])
+def test_a_setting_that_is_no_count_names_its_key(profile, key, tmp_path):
+  with pytest.raises(ValueError, match=rf"config\.profile\.{key}="):
+    profiling.StepTrace(profile, str(tmp_path), 0, lambda: "", True)
