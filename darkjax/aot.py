@@ -67,6 +67,19 @@ CHIPS = {
     "tpu-v6e": Chip("tpu", 32 * GIB, "2x2", tpu_name="v6e"),
 }
 GPUS_PER_HOST = 8
+# Dense bfloat16 peak of one device in TFLOP/s (the vendors' datasheets, without sparsity; a
+# multiply-add counts two), by `jax.Device.device_kind`, first match: the denominator of a step's
+# model FLOP utilisation (`peak_flops`).
+PEAK_BF16_TFLOPS = (
+    (r"H100.*PCIe", 756.0),
+    (r"H100 NVL", 835.0),
+    (r"H100|H200", 989.0),         # SXM ("NVIDIA H100 80GB HBM3", "NVIDIA H200")
+    (r"A100", 312.0),
+    (r"TPU v4", 275.0),
+    (r"TPU v5 ?(lite|e)", 197.0),  # v5e
+    (r"TPU v5", 459.0),            # v5p
+    (r"TPU v6", 918.0),            # v6e (Trillium)
+)
 TPU_CHIPS_PER_HOST = (2, 2, 1)   # a host's chips (v4 / v5p / multi-host v5e and v6e slices)
 
 
@@ -231,3 +244,12 @@ def out_of_memory_figures(message: str) -> tuple[int, int | None] | None:
 __all__ = ["CHIPS", "GPU_OPTIONS", "Target", "compile_only_devices", "compiler_options",
            "gpu_memory_fraction", "hbm_bytes", "limit_bytes", "missing_package",
            "out_of_memory_figures", "parse", "valid_targets"]
+
+
+def peak_flops(device_kind: str) -> float | None:
+  """The dense bfloat16 peak of a device of kind `device_kind` in FLOP/s (PEAK_BF16_TFLOPS); None
+  for a kind not in the table (a CPU)."""
+  for pattern, tflops in PEAK_BF16_TFLOPS:
+    if re.search(pattern, device_kind or ""):
+      return tflops * 1e12
+  return None

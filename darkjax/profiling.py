@@ -13,8 +13,8 @@ train steps traced on request.
 
 `darkjax.tools.bench --profile` reads its traces through the same `summarize`.
 
-This module is ground level: it imports darkjax.paths alone (and jax where it traces, so that
-reading HLO text needs no jax).
+This module is ground level: it imports darkjax.aot and darkjax.paths (and jax where it traces,
+so that reading HLO text needs no jax).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import tempfile
 import time
 from typing import Any, Callable, Mapping
 
-from darkjax import paths
+from darkjax import aot, paths
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,54 @@ def summarize(files: list[str], steps: int, hlo_text: str = "", top: int = 25) -
           "device_lines": sorted({line.name for plane in devices for line in plane.lines})}
 
 
+def utilisation(flops_per_device: float | None, seconds: float,
+                device_kind: str) -> dict[str, float]:
+  """What one device computes per second of a step: `tflops` (XLA's count of the step's
+  floating-point operations per device over `seconds`) and, where the device's dense bf16 peak
+  is known (`aot.peak_flops`), `peak_fraction` (model FLOP utilisation) and `peak_tflops`;
+  empty without a count."""
+  if not flops_per_device or seconds <= 0:
+    return {}
+  out = {"tflops": flops_per_device / seconds / 1e12}
+  peak = aot.peak_flops(device_kind)
+  if peak:
+    out.update(peak_tflops=peak / 1e12, peak_fraction=flops_per_device / seconds / peak)
+  return out
+
+
+def format_flops(flops: float) -> str:
+  """'3.71 TFLOP', '34.2 GFLOP', '512.0 MFLOP'."""
+  for scale, unit, digits in ((1e12, "T", 2), (1e9, "G", 1), (1e6, "M", 1)):
+    if flops >= scale:
+      return f"{flops / scale:.{digits}f} {unit}FLOP"
+  return f"{flops:.0f} FLOP"
+
+
+def format_utilisation(entry: Mapping[str, Any]) -> str:
+  """'156.0 TFLOP/s, 15.8% of the bf16 dense peak (989)' (or the rate alone, or "-")."""
+  if "tflops" not in entry:
+    return "-"
+  text = format_flops(entry["tflops"] * 1e12) + "/s"
+  if "peak_fraction" in entry:
+    text += (f", {entry['peak_fraction']:.1%} of the bf16 dense peak "
+             f"({entry['peak_tflops']:.0f})")
+  return text
+
+
+def step_flops(lowered: Any) -> float | None:
+  """XLA's count of a lowered program's floating-point operations (a multiply-add counts two;
+  the program as traced, before XLA's optimisations), or None where the backend gives none (a
+  compile-only target's)."""
+  try:
+    analysis = lowered.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if isinstance(analysis, (list, tuple)):   # older jax: one dict per program
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
 def format_summary(summary: dict[str, Any], top: int = 15) -> str:
   """Device ms per step, per category and the top ops, as lines of text."""
   lines = [f"device time {summary['device_ms_per_step']:.1f} ms/step over {summary['steps']} "
@@ -169,7 +217,13 @@ def markdown(summary: dict[str, Any], top: int = 15) -> str:
            f"| wall time | {wall:.1f} |",
            f"| device busy (XLA ops, mean over devices) | {busy:.1f} |",
            f"| device waiting (input pipeline, host, checkpoint) | {max(wall - busy, 0.0):.1f} |",
-           "", "| kind of op | ms per step | share of busy |", "|---|---|---|"]
+           ""]
+  flops = summary.get("flops_per_device_step")
+  if flops:
+    lines += [f"XLA counts {format_flops(flops)} per step and device (the step as traced, a "
+              f"multiply-add as two): {format_utilisation(summary['utilisation'])} at the wall "
+              "time.", ""]
+  lines += ["| kind of op | ms per step | share of busy |", "|---|---|---|"]
   for name, ms in summary["categories_ms"].items():
     lines.append(f"| {name} | {ms:.2f} | {ms / busy:.0%} |" if busy else f"| {name} | {ms:.2f} | |")
   lines += ["", f"Top {min(top, len(summary['top_ops_ms']))} ops:", "",
@@ -189,7 +243,8 @@ class StepTrace:
   before the first traced one) and the step the invocation starts after (`start`)."""
 
   def __init__(self, profile: Mapping[str, Any], workdir: str, start: int,
-               hlo_text: Callable[[], str], is_lead: bool):
+               hlo_text: Callable[[], str], is_lead: bool,
+               flops: Callable[[], float | None] = lambda: None):
     steps, skip = profile.get("steps", 0), profile.get("skip", 0)
     for key, value in (("steps", steps), ("skip", skip)):
       if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -199,7 +254,7 @@ class StepTrace:
     self.steps, self.workdir, self.is_lead = steps, workdir, is_lead
     self.first = start + skip + 1
     self.last = self.first + steps - 1
-    self._hlo_text = hlo_text
+    self._hlo_text, self._flops = hlo_text, flops
     self._local: str | None = None
     self._started = 0.0
     self.summary: dict[str, Any] | None = None
@@ -261,14 +316,17 @@ class StepTrace:
         with open(path, "rb") as source:
           (destination / f"{name}{suffix}.xplane.pb").write_bytes(source.read())
       summary = summarize(files, steps, self._hlo_text())
+      device_kind = jax.local_devices()[0].device_kind
+      flops = self._flops()
       summary.update(first_step=self.first, last_step=step, wall_ms_per_step=wall * 1e3 / steps,
-                     trace=os.fspath(destination),
-                     device_kind=jax.local_devices()[0].device_kind)
+                     trace=os.fspath(destination), device_kind=device_kind,
+                     flops_per_device_step=flops,
+                     utilisation=utilisation(flops, wall / steps, device_kind))
       self.summary = summary
-      log.info("profile of steps %d-%d (%s): wall %.1f ms/step, devices busy %.1f ms/step: %s",
-               self.first, step, os.fspath(destination), summary["wall_ms_per_step"],
-               summary["device_ms_per_step"], ", ".join(
-                   f"{name} {ms:.1f}" for name, ms in summary["categories_ms"].items()))
+      log.info("profile of steps %d-%d (%s): wall %.1f ms/step (%s), devices busy %.1f ms/step:"
+               " %s", self.first, step, os.fspath(destination), summary["wall_ms_per_step"],
+               format_utilisation(summary["utilisation"]), summary["device_ms_per_step"],
+               ", ".join(f"{name} {ms:.1f}" for name, ms in summary["categories_ms"].items()))
       if self.is_lead:
         root = paths.resolve(self.workdir)
         (root / "profile.md").write_text(markdown(summary))

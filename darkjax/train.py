@@ -319,17 +319,30 @@ class Trainer:
     reuses this compilation); returns the bytes one device needs while it runs (None: XLA gives
     no memory analysis)."""
     with self.scope(), self._compile_cache():
-      self.build()
-      batch = {k: jax.ShapeDtypeStruct((int(self.config.input.batch_size),) + s.shape[1:],
-                                       s.dtype, sharding=self.batch_sharding)
-               for k, s in self._sample.items()}
-      # Abstract, as the state and batch: a compile-only mesh's devices take no host array. No
-      # sharding of its own (the step's in_shardings replicate it): the run's key is a fresh,
-      # uncommitted one, and the first step reuses this compilation only if the two look alike.
-      rng = jax.eval_shape(lambda: jax.random.key(0))
-      compiled = self.train_step.lower(self.abstract_state, batch, rng).compile()
+      compiled = self._lower_step().compile()
     self.compiled_step = compiled   # for its optimized HLO (darkjax.tools.fit --traffic)
     return fit_lib.step_bytes(compiled)
+
+  def _lower_step(self) -> Any:
+    """The train step lowered for the config's global batch on abstract arguments (within
+    `scope()`)."""
+    self.build()
+    batch = {k: jax.ShapeDtypeStruct((int(self.config.input.batch_size),) + s.shape[1:],
+                                     s.dtype, sharding=self.batch_sharding)
+             for k, s in self._sample.items()}
+    # Abstract, as the state and batch: a compile-only mesh's devices take no host array. No
+    # sharding of its own (the step's in_shardings replicate it): the run's key is a fresh,
+    # uncommitted one, and the first step reuses this compilation only if the two look alike.
+    rng = jax.eval_shape(lambda: jax.random.key(0))
+    return self.train_step.lower(self.abstract_state, batch, rng)
+
+  def step_flops(self) -> float | None:
+    """XLA's count of one train step's floating-point operations per device (the global
+    program's over the mesh's devices; `profiling.step_flops`), None where the backend gives
+    none (a compile-only target)."""
+    with self.scope():
+      flops = profiling.step_flops(self._lower_step())
+    return None if flops is None else flops / self.mesh.size
 
   def compile_init(self) -> None:
     """Compiles the fresh state's init program ahead of its one call (`init_state`, which then
@@ -535,7 +548,7 @@ class Trainer:
     t0, steps_timed = time.time(), 0
     watch = preemption.PreemptionWatch()
     trace = profiling.StepTrace(cfg.get("profile", {}), self.workdir, start, self._step_hlo,
-                                self.is_lead)
+                                self.is_lead, self.step_flops)
     step = start
     try:
       for step in range(start + 1, last + 1):

@@ -88,8 +88,12 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   # runs them; the table gains those columns
   assert none["pipelined_step_s"] > 0 and full["pipelined_step_s"] > 0
   assert result["clips_per_s_pipelined"] == pytest.approx(8 / none["pipelined_step_s"])
+  # XLA's count of the step per device, its rate at the pipelined step time (no peak on a CPU)
+  assert result["flops_per_device_step"] == none["flops_per_device"] > 0
+  assert result["pipelined_utilisation"]["tflops"] == pytest.approx(
+      none["flops_per_device"] / none["pipelined_step_s"] / 1e12)
   table = bench_report.config_table([result])
-  assert "| pipelined step ms | pipelined clips/s |" in table
+  assert "| pipelined step ms | pipelined clips/s | TFLOP/s per device (% of bf16 peak) |" in table
   assert f"Its compile: build {none['compile_parts']['build']:.1f} s, trace " in table
   assert f"Its parameter init (compile and run): {none['init_s']:.1f} s." in table
   # runlocal compiles XLA's native ops (config.conv_lowering), as darkjax.main would.

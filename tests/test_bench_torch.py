@@ -118,6 +118,24 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
       sides["flax"]["pipelined_ms"] / sides["torch"]["pipelined_ms"])
   assert "pipelined ms (flax / torch eager / best torch.compile)" in bench_report.markdown(
       [written])
+  # XLA's count of the step's operations, each side's rate at it (a CPU: no peak to compare)
+  assert written["flops_per_step"] > 0 and written["device_kind"] == "cpu"
+  for entry in [*sides.values(), written["variants"][VARIANT]]:
+    assert entry["pipelined_utilisation"]["tflops"] == pytest.approx(
+        written["flops_per_step"] / entry["pipelined_ms"] / 1e9)
+    assert "peak_fraction" not in entry["utilisation"]
+  # --count-flops: the same count from a lowering alone; --markdown-from gives a count to a row
+  # timed without one (rows measured before bench counted), and says where it came from
+  counted = tmp_path / "count.json"
+  count = bench.main(["--model", "c3d_tiny", "--batch", "1", "--frames", "16", "--size", "32",
+                      "--count-flops", "cpu", "--json", str(counted)])
+  assert count["flops_per_step"] == written["flops_per_step"] and count["traced_for"] == "cpu"
+  bare = tmp_path / "bare.json"
+  bare.write_text(json.dumps({k: v for k, v in written.items() if k != "flops_per_step"}))
+  [joined] = bench_report.load([str(bare), str(counted)])
+  assert joined["flops_per_step"] == count["flops_per_step"]
+  assert joined["sides"]["flax"]["utilisation"] == written["sides"]["flax"]["utilisation"]
+  assert f"Its FLOP count: `{count['command']}`" in bench_report.markdown([joined])
   # a flax variant beside the sides: its own compile (an XLA option too), its ratio to flax
   assert written["flax_variant"] == "auto" and list(written["variants"]) == [VARIANT, BROKEN]
   # the variant that did not compile is recorded as such; the row's other sides ran
@@ -325,3 +343,19 @@ def test_profile_categories_from_optimized_hlo():
   # XLA's own convolution (CPU, TPU) is forward and gradients alike: no direction claimed
   assert measure.op_category("convolution.2", {"opcode": "convolution"}) == "convolution"
   assert measure.op_category("command_buffer_778", None) == "command buffer"
+
+
+def test_utilisation_cells_against_the_devices_bf16_peak():
+  """A GPU row's flax TFLOP/s per device and share of the H100's dense bf16 peak, pipelined
+  where timed; the count divided over data-parallel devices."""
+  side = {"step_ms": 26.7, "pipelined_ms": 23.8}
+  result = {"flops_per_step": 3.705e12, "devices": 1, "device_kind": "NVIDIA H100 80GB HBM3",
+            "sides": {"flax": dict(side)}}
+  flax = bench_report.with_utilisation(result)["sides"]["flax"]
+  assert flax["pipelined_utilisation"]["tflops"] == pytest.approx(155.67, abs=0.01)
+  assert flax["utilisation"]["peak_fraction"] == pytest.approx(3.705e12 / 0.0267 / 989e12)
+  assert bench_report._utilisation_cell(flax) == "156 (15.7%)"
+  two = bench_report.with_utilisation({**result, "devices": 2, "sides": {"flax": dict(side)}})
+  assert two["sides"]["flax"]["utilisation"]["tflops"] == pytest.approx(
+      flax["utilisation"]["tflops"] / 2)
+  assert bench_report._utilisation_cell({}) == "-"

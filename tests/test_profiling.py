@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from darkjax import profiling
+from darkjax import aot, profiling
 
 
 def _loop(trace: profiling.StepTrace, steps: int):
@@ -50,3 +50,28 @@ def test_off_by_default_and_a_follower_writes_no_summary_files(tmp_path):
 def test_a_setting_that_is_no_count_names_its_key(profile, key, tmp_path):
   with pytest.raises(ValueError, match=rf"config\.profile\.{key}="):
     profiling.StepTrace(profile, str(tmp_path), 0, lambda: "", True)
+
+
+@pytest.mark.parametrize("kind, tflops", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H200", 989.0),
+                                          ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
+                                          ("NVIDIA A100-SXM4-80GB", 312.0), ("TPU v5 lite", 197.0),
+                                          ("TPU v5e", 197.0), ("TPU v5", 459.0),
+                                          ("TPU v6 lite", 918.0), ("TPU v4", 275.0),
+                                          ("cpu", None)])
+def test_peak_flops_by_device_kind(kind, tflops):
+  assert aot.peak_flops(kind) == (None if tflops is None else tflops * 1e12)
+
+
+def test_step_flops_is_xlas_count_a_multiply_add_as_two():
+  lowered = jax.jit(lambda a, b: a @ b).lower(jnp.ones((64, 128)), jnp.ones((128, 32)))
+  assert profiling.step_flops(lowered) == 2 * 64 * 128 * 32
+
+  class NoCount:   # a compile-only target's lowering: no cost analysis
+    def cost_analysis(self):
+      return None
+  assert profiling.step_flops(NoCount()) is None
+  found = profiling.utilisation(2e12, 0.01, "TPU v5 lite")
+  assert found == {"tflops": 200.0, "peak_tflops": 197.0, "peak_fraction": 200.0 / 197.0}
+  assert profiling.format_utilisation(found) == (
+      "200.00 TFLOP/s, 101.5% of the bf16 dense peak (197)")
+  assert profiling.utilisation(None, 0.01, "TPU v5 lite") == {}

@@ -201,6 +201,12 @@ def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_p
   profile = json.load(open(os.path.join(workdir, "profile.json"), encoding="utf-8"))
   assert (profile["first_step"], profile["last_step"], profile["steps"]) == (2, 3, 2)
   assert profile["device_ms_per_step"] > 0 and profile["wall_ms_per_step"] > 0
+  # XLA's count of the step's operations per device, and the rate at the wall time (no peak on
+  # a CPU)
+  assert profile["flops_per_device_step"] > 0
+  assert profile["utilisation"]["tflops"] == pytest.approx(
+      profile["flops_per_device_step"] / profile["wall_ms_per_step"] / 1e9)
+  assert "peak_fraction" not in profile["utilisation"]
   # small3d's convolutions, XLA:CPU's own ops (no direction), most of a CPU step
   assert max(profile["categories_ms"], key=profile["categories_ms"].get) == "convolution"
   assert any(entry["category"] == "convolution" and "dim_labels" in entry

@@ -66,6 +66,13 @@ rounds (`measure.device_profile`): device ms per step by op kind (convolutions p
 transposes, fusions, XLA:GPU's command buffers), the top ops, and the convolutions' layouts as
 XLA chose them (`dim_labels`).
 
+Each timed row also records XLA's count of the flax step's floating-point operations
+(`flops_per_step`: the lowered program's, a multiply-add as two) and each side's TFLOP/s per
+device and share of the device's dense bf16 peak (`utilisation`, `darkjax.aot.PEAK_BF16_TFLOPS`;
+the table's "flax TFLOP/s per device" column). `--count-flops PLATFORM` only counts: the step
+traced for PLATFORM on abstract arguments, nothing compiled, so a CPU host counts a GPU row's
+operations; `--markdown-from` gives such a count's figure to a row timed without one.
+
 Measured figures (ratios against torch, compile times, what was tried) are in docs/benchmarks.md,
 each with its command, date and machine. Profiling a step: `jax.profiler` traces show each XLA
 thunk per thread.
@@ -96,7 +103,7 @@ import time
 from typing import Any, Callable, Iterator
 from unittest import mock
 
-from darkjax import targets
+from darkjax import profiling, targets
 from darkjax.layers import conv, conv2d, norm
 from darkjax.tools import bench_report, bench_torch
 from darkjax.tools.measure import (alternating_rounds, compare_policies, device_profile,
@@ -104,6 +111,7 @@ from darkjax.tools.measure import (alternating_rounds, compare_policies, device_
                                    format_lowerings, format_profile, median, memory_bytes,
                                    remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
+from darkjax.profiling import format_flops, format_utilisation
 
 NUM_CLASSES = bench_torch.NUM_CLASSES
 
@@ -159,6 +167,61 @@ def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
     yield
 
 
+def _step_fn(model: Any, tx: Any) -> Callable[..., Any]:
+  """The benchmarked train step: cross-entropy, BatchNorm statistics updated, `tx`'s update
+  (the same on the torch side: bench_torch)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+
+  def step(params, batch_stats, opt_state, clips, labels, rng):
+    def loss_and_stats(params):
+      (logits, _), updates = model.apply({"params": params, "batch_stats": batch_stats}, clips,
+                                         train=True, mutable=["batch_stats"],
+                                         rngs={"dropout": rng})
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, updates.get("batch_stats", {})
+    (loss, new_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_stats, opt_state, loss
+  return step
+
+
+def bench_flops(args: argparse.Namespace) -> dict[str, Any]:
+  """`--count-flops PLATFORM`: XLA's count of the benchmarked train step's floating-point
+  operations (`profiling.step_flops`: a multiply-add as two, the program as traced) with the
+  step traced for PLATFORM (its convolution lowerings: `targets.compiling_for`), on abstract
+  arguments: nothing is compiled or run, so any size counts on any host. With a GPU row's step
+  time it gives that row's TFLOP/s and share of the device's peak."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from darkjax import models  # pylint: disable=import-outside-toplevel
+
+  shape = (args.batch, args.frames, args.size, args.size, 3)
+  with targets.compiling_for(args.count_flops), conv.record_lowerings() as chosen:
+    kwargs = {} if args.lowering is None else {"conv_lowering": args.lowering}
+    model = models.build(args.model, NUM_CLASSES, dtype=jnp.dtype(args.dtype), **kwargs)
+    clips = jax.ShapeDtypeStruct(shape, jnp.float32)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape),
+                                                  train=False))
+    tx = bench_torch.optax_optimizer(args.optimizer)
+    opt_state = jax.eval_shape(tx.init, variables["params"])
+    lowered = jax.jit(_step_fn(model, tx)).lower(
+        variables["params"], variables.get("batch_stats", {}), opt_state, clips,
+        jax.ShapeDtypeStruct((args.batch,), jnp.int32), jax.random.key(2))
+  flops = profiling.step_flops(lowered)
+  if flops is None:
+    raise SystemExit("bench --count-flops: XLA gave no operation count for this program")
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
+        f"{args.optimizer} train step traced for {args.count_flops}: {format_flops(flops)} per "
+        f"step, {format_flops(flops / args.batch)} per clip", flush=True)
+  return {"model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
+          "dtype": args.dtype, "optimizer": {"name": args.optimizer,
+                                             **bench_torch.OPTIMIZERS[args.optimizer]},
+          "traced_for": args.count_flops, "lowerings": dict(sorted(chosen.items())),
+          "flops_per_step": flops, "flops_per_clip": flops / args.batch}
+
+
 def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: str | None,
                devices: int = 1, conv_settings: dict[str, Any] | None = None,
                remat: bool | str = "none", dtype: str = "float32", optimizer: str = "sgd"):
@@ -169,7 +232,6 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   """
   import jax
   import jax.numpy as jnp
-  import optax
 
   from darkjax import models
   from darkjax.layers import remat as remat_lib
@@ -196,20 +258,8 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   tx = bench_torch.optax_optimizer(optimizer)
   opt_state = tx.init(params)
-
-  def step(params, batch_stats, opt_state, clips, labels, rng):
-    def loss_and_stats(params):
-      (logits, _), updates = model.apply({"params": params, "batch_stats": batch_stats}, clips,
-                                         train=True, mutable=["batch_stats"],
-                                         rngs={"dropout": rng})
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      return loss, updates.get("batch_stats", {})
-    (loss, new_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_stats, opt_state, loss
-
   rng = jax.random.key(2)
-  jitted = jax.jit(step, donate_argnums=(0, 1, 2))
+  jitted = jax.jit(_step_fn(model, tx), donate_argnums=(0, 1, 2))
   jax.clear_caches()  # conv choices act at trace time: no trace of another variant is reused
   start, start_cpu = time.perf_counter(), time.process_time()
   with _conv_overrides(conv_settings), conv.record_lowerings() as chosen:
@@ -227,6 +277,7 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
 
   run_step = step_runner(dispatch, lambda: jax.block_until_ready(state))
   run_step.compiled = compiled
+  run_step.flops = profiling.step_flops(lowered)   # the global batch's, after the compile's clock
   run_step.memory = memory_bytes(compiled)
   run_step.lowerings = dict(sorted(chosen.items()))
   return compile_s, run_step
@@ -240,6 +291,8 @@ def _torch_runs(args: argparse.Namespace, platform: str,
 
 
 def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
+  if args.count_flops:
+    return bench_flops(args)
   if args.variants is not None and not args.torch_compile:
     return bench_variants(args)
   if args.memory:
@@ -276,8 +329,9 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
       "dtype": args.dtype, "optimizer": {"name": args.optimizer,
                                          **bench_torch.OPTIMIZERS[args.optimizer]},
       "steps": args.steps, "rounds": args.rounds, "device": device.platform,
-      "device_kind": device.device_kind, "cores": conv2d.cores(),
-      "compile_s": compile_s[0], "compile_cpu_s": compile_s[1], "lowerings": flax_run.lowerings}
+      "device_kind": device.device_kind, "cores": conv2d.cores(), "devices": args.devices,
+      "compile_s": compile_s[0], "compile_cpu_s": compile_s[1], "lowerings": flax_run.lowerings,
+      "flops_per_step": flax_run.flops}
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
         f"{args.optimizer} on {device.platform} ({device.device_kind}), {conv2d.cores()} cores; "
         f"compile {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU", flush=True)
@@ -335,6 +389,10 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
       print(f"  {name} profile: " + format_profile(result["profiles"][name]), flush=True)
   result["sides"] = sides
   result["flax_step_s"], result["flax_step_cpu_s"] = report("flax".ljust(width), rounds["flax"])
+  bench_report.with_utilisation(result)
+  if "utilisation" in sides["flax"]:
+    print(f"  XLA counts {format_flops(result['flops_per_step'])} per step: flax "
+          f"{format_utilisation(sides['flax']['utilisation'])}", flush=True)
   bench_report.with_cold_compile(result, args)
   if not args.vs_torch:
     return result
@@ -524,6 +582,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--compile-only", action="store_true",
                      help="compile and stop (with --vs-torch also the torch steps: a compiled "
                           "step's first call), no timed rounds")
+  model.add_argument("--count-flops", choices=("cpu", "gpu", "tpu"), default=None,
+                     metavar="PLATFORM",
+                     help="count XLA's floating-point operations of the train step as traced "
+                          "for PLATFORM (cpu, gpu, tpu; its lowerings) and stop: no compile, no "
+                          "run, any size on any host")
   model.add_argument("--concurrent", type=int, default=1, metavar="N",
                      help="this command compiles beside N-1 others (launch/bench_gpu.sh's "
                           "pre-pass): recorded with its compile times, which are then upper "

@@ -63,6 +63,7 @@ import ml_collections as mlc
 import numpy as np
 
 from darkjax import config as config_lib
+from darkjax import profiling
 from darkjax import task as task_lib
 from darkjax.tools import bench_report, measure
 
@@ -226,6 +227,9 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
           "step_bytes": fit_lib.step_bytes(compiled),
           "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count,
           "batch": int(trainer.config.input.batch_size)}
+  flops = profiling.step_flops(lowered)   # after the compile's clock: not part of it
+  if flops is not None:
+    info["flops_per_device"] = flops / trainer.mesh.size
   start = time.perf_counter()
   trainer.init_state(from_checkpoint=False, pretrained=False)
   jax.block_until_ready(trainer.state)
@@ -383,8 +387,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   device = jax.devices()[0]
   from darkjax.layers import conv2d  # pylint: disable=import-outside-toplevel
   result: dict[str, Any] = {"config": args.config, "overrides": overrides, "phase": phase,
-                            "device": device.platform, "cores": conv2d.cores(),
-                            "persistent_cache": cache}
+                            "device": device.platform, "device_kind": device.device_kind,
+                            "cores": conv2d.cores(), "persistent_cache": cache}
 
   def build(policy: str):
     cfg = stand_in_config(config, data_dir, args.frames, args.batch, remat=policy)
@@ -410,6 +414,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["clips_per_s"] = result["batch"] / none["step_s"]
     print(f"  {result['clips_per_s']:.1f} clips/s (remat=none, global batch {result['batch']})",
           flush=True)
+  bench_report.with_config_utilisation(result)
+  if "utilisation" in result:
+    print(f"  XLA counts {profiling.format_flops(result['flops_per_device_step'])} per step and "
+          f"device: {profiling.format_utilisation(result['utilisation'])}", flush=True)
   stats = device.memory_stats() or {}   # what the allocator held at most (GPU / TPU)
   if "peak_bytes_in_use" in stats:
     result["peak_bytes_in_use"] = int(stats["peak_bytes_in_use"])

@@ -22,6 +22,7 @@ import shlex
 import sys
 from typing import Any, Iterable
 
+from darkjax import profiling
 from darkjax.tools.measure import median
 
 
@@ -158,18 +159,82 @@ def _is_config(result: dict[str, Any]) -> bool:
   return "config" in result and "none" in result.get("remat", {})
 
 
+def _is_count(result: dict[str, Any]) -> bool:
+  return "traced_for" in result and "flops_per_step" in result
+
+
+def _row_key(result: dict[str, Any], platform: str) -> tuple:
+  return (result["model"], result["batch"], result["frames"], result["size"], result["dtype"],
+          result["optimizer"]["name"], platform)
+
+
 def load(paths: Iterable[str]) -> list[dict[str, Any]]:
   """bench --json results of the train-step benchmark against torch and of paper configs' steps
-  (ValueError naming the file that is neither)."""
-  results = []
+  (ValueError naming the file that is none of these). A `--count-flops` result gives its count
+  to each row of the same model, batch, clip, dtype and optimizer timed on the platform it was
+  traced for that has none of its own (a row measured before bench counted): those rows gain
+  `flops_per_step` (`flops_from`: the count's command) and their utilisation."""
+  results, counts = [], {}
   for path in paths:
     result = json.loads(pathlib.Path(path).read_text())
+    if _is_count(result):
+      counts[_row_key(result, result["traced_for"])] = result
+      continue
     if not _is_row(result) and not _is_config(result):
       raise ValueError(f"{path}: not a `bench --model M --vs-torch --json` result (no 'sides' "
-                       "with 'torch') nor a `bench --config C --json` one (no 'config' and "
-                       "'remat' with 'none')")
+                       "with 'torch'), a `bench --config C --json` one (no 'config' and 'remat' "
+                       "with 'none') nor a `bench --model M --count-flops P --json` one")
     results.append(result)
+  for result in results:
+    count = counts.get(_row_key(result, result.get("device", ""))) if _is_row(result) else None
+    if count is not None and not result.get("flops_per_step"):
+      result["flops_per_step"] = count["flops_per_step"]
+      result["flops_from"] = count.get("command", "")
+      with_utilisation(result)
   return results
+
+
+def with_utilisation(result: dict[str, Any]) -> dict[str, Any]:
+  """`bench --model`: each timed side's and flax variant's `utilisation` (and
+  `pipelined_utilisation`): XLA's count of the flax step's operations (`flops_per_step`, the
+  global batch's; the same model, batch and update on every side) per device over its step time,
+  against the device's bf16 dense peak (`profiling.utilisation`)."""
+  flops = result.get("flops_per_step")
+  if not flops:
+    return result
+  per_device, kind = flops / max(1, int(result.get("devices") or 1)), result.get("device_kind", "")
+  entries = [*result.get("sides", {}).values(), *(result.get("variants") or {}).values()]
+  for entry in entries:
+    for key, out in (("step_ms", "utilisation"), ("pipelined_ms", "pipelined_utilisation")):
+      if key in entry:
+        entry[out] = profiling.utilisation(per_device, entry[key] / 1e3, kind)
+  return result
+
+
+def with_config_utilisation(result: dict[str, Any]) -> dict[str, Any]:
+  """`bench --config`: `flops_per_device_step` (XLA's count of the phase's step per device) and
+  its `utilisation` / `pipelined_utilisation` at the step times of remat none."""
+  step = result["remat"]["none"]
+  flops = step.get("flops_per_device")
+  if not flops:
+    return result
+  result["flops_per_device_step"] = flops
+  kind = result.get("device_kind", "")
+  for key, out in (("step_s", "utilisation"), ("pipelined_step_s", "pipelined_utilisation")):
+    if key in step:
+      result[out] = profiling.utilisation(flops, step[key], kind)
+  return result
+
+
+def _utilisation_cell(entry: dict[str, Any] | None) -> str:
+  """'156 (15.7%)': TFLOP/s per device, pipelined where timed, and the share of the bf16 dense
+  peak where the device's is known; '-' without a count."""
+  entry = entry or {}
+  found = entry.get("pipelined_utilisation") or entry.get("utilisation") or {}
+  if "tflops" not in found:
+    return "-"
+  cell = f"{found['tflops']:.3g}"
+  return cell + (f" ({found['peak_fraction']:.1%})" if "peak_fraction" in found else "")
 
 
 def _ms(side: dict[str, Any] | None, reference: bool) -> str:
@@ -225,6 +290,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
   torch_sides = ["torch"] + compiled
   with_variants = any(result.get("variants") for result in results)
   piped = any(result.get("pipelined_ratios") for result in results)
+  counted = any(result.get("flops_per_step") for result in results)
   header = (["model", "B x T x H^2", "dtype", "optimizer", "flax ms"] +
             [("torch eager" if name == "torch" else name) + " ms" for name in torch_sides] +
             ["flax / torch eager"] + (["flax / best torch.compile"] if compiled else []) +
@@ -233,6 +299,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
               "pipelined ratios (flax / torch eager" +
               ("; flax / best torch.compile)" if compiled else ")")] if piped else []) +
             ["compile s (flax" + "".join(f" / {name}" for name in compiled) + ")"] +
+            (["flax TFLOP/s per device (% of bf16 peak)"] if counted else []) +
             (["flax variants: ms (/ best torch.compile)"] if with_variants else []) + ["run"])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   notes = []
@@ -250,6 +317,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
            ([_ratio(ratios.get("reference"))] if compiled else []) +
            (_pipelined_cells(result, bool(compiled)) if piped else []) +
            [" / ".join("-" if s is None else f"{s:.1f}" for s in compile_s)] +
+           ([_utilisation_cell(sides["flax"])] if counted else []) +
            ([_variants(result)] if with_variants else []) + [f"[{index}]"])
     lines.append("| " + " | ".join(row) + " |")
     notes.append(_note(index, result))
@@ -289,6 +357,9 @@ def _note(index: int, result: dict[str, Any]) -> str:
                                           step["compile_parts"].items()) + ".")
   if "init_s" in step:
     note += f" Its parameter init (compile and run): {step['init_s']:.1f} s."
+  if result.get("flops_from"):
+    note += (f" Its FLOP count: `{result['flops_from']}`, the same step traced for this "
+             "platform on another host.")
   cold = result.get("cold_compile")
   if cold is not None:
     warm = compile_seconds(result)
@@ -307,8 +378,10 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
   run's compile from the pre-pass's cache) and their ratio; then a numbered line per row,
   numbered from `first`."""
   piped = any("pipelined_step_s" in result["remat"]["none"] for result in results)
+  counted = any(result.get("flops_per_device_step") for result in results)
   header = ["config", "phase", "B x T", "params (M)", "step ms", "clips/s"] + (
-            ["pipelined step ms", "pipelined clips/s"] if piped else []) + [
+            ["pipelined step ms", "pipelined clips/s"] if piped else []) + (
+            ["TFLOP/s per device (% of bf16 peak)"] if counted else []) + [
             "XLA memory (GiB)", "allocator peak (GiB)", "cold compile s", "warm start s",
             "cold / warm", "run"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -332,7 +405,8 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
            "-" if "clips_per_s" not in result else f"{result['clips_per_s']:.1f}"] + (
            ["-" if "pipelined_step_s" not in step else f"{step['pipelined_step_s'] * 1e3:.1f}",
             "-" if "clips_per_s_pipelined" not in result
-            else f"{result['clips_per_s_pipelined']:.1f}"] if piped else []) + [
+            else f"{result['clips_per_s_pipelined']:.1f}"] if piped else []) + (
+           [_utilisation_cell(result)] if counted else []) + [
            "-" if memory is None else f"{memory / 2 ** 30:.2f}",
            "-" if peak is None else f"{peak / 2 ** 30:.2f}",
            "-" if cold is None else f"{cold:.1f}", "-" if warm is None else f"{warm:.1f}",
