@@ -133,7 +133,7 @@ def summarize(files: list[str], steps: int, hlo_text: str = "", top: int = 25) -
     if "dim_labels" in info and op_category("", info).startswith("convolution"):
       layouts[info["dim_labels"]] = layouts.get(info["dim_labels"], 0) + 1
   ranked = sorted(per_op.items(), key=lambda item: -item[1])[:top]
-  return {"steps": steps, "devices": max(1, len(devices)),
+  return {"steps": steps, "devices": max(1, len(devices)), "device_planes": len(devices),
           "device_ms_per_step": sum(per_op.values()) / scale,
           "categories_ms": {k: v / scale for k, v in sorted(
               categories.items(), key=lambda item: -item[1])},
@@ -209,14 +209,17 @@ def markdown(summary: dict[str, Any], top: int = 15) -> str:
   wall, busy = summary["wall_ms_per_step"], summary["device_ms_per_step"]
   first, last = summary["first_step"], summary["last_step"]
   device = summary.get("device_kind", "")
+  planes = summary.get("device_planes", summary["devices"])
+  busy_label = (f"device busy (XLA ops, mean over {planes} device(s))" if planes else
+                "busy (XLA:CPU's thunks, summed over the host's threads)")
   lines = [f"# Profile of train steps {first}-{last}", "",
-           f"{summary['steps']} steps on {summary['devices']} device(s) of this process"
+           f"{summary['steps']} steps on this process's devices"
            f"{f' ({device})' if device else ''}; the trace: `{summary['trace']}` "
            "(TensorBoard's profile plugin: `tensorboard --logdir WORKDIR`).", "",
            "| per step | ms |", "|---|---|",
            f"| wall time | {wall:.1f} |",
-           f"| device busy (XLA ops, mean over devices) | {busy:.1f} |",
-           f"| device waiting (input pipeline, host, checkpoint) | {max(wall - busy, 0.0):.1f} |",
+           f"| {busy_label} | {busy:.1f} |",
+           f"| waiting (input pipeline, host, checkpoint) | {max(wall - busy, 0.0):.1f} |",
            ""]
   flops = summary.get("flops_per_device_step")
   if flops:
