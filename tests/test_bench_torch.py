@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from darkjax import profiling
 from darkjax.tools import bench, bench_report, bench_torch, measure
 
 
@@ -330,19 +331,19 @@ dim_labels=bf012_oi012->bf012, custom_call_target="__cudnn$convBackwardFilter"
 def test_profile_categories_from_optimized_hlo():
   """What `bench --profile` reads off an XLA:GPU program: each op's kind, convolutions per
   direction with the layout XLA chose."""
-  ops = measure.hlo_ops(GPU_HLO)
+  ops = profiling.hlo_ops(GPU_HLO)
   assert ops["cudnn-conv.3"] == {"opcode": "custom-call", "target": "__cudnn$convForward",
                                  "dim_labels": "b012f_o012i->b012f"}
   assert ops["loop_transpose_fusion.2"]["kind"] == "kLoop"
-  kinds = {name: measure.op_category(name, info) for name, info in ops.items()}
+  kinds = {name: profiling.op_category(name, info) for name, info in ops.items()}
   assert kinds == {"cudnn-conv.3": "convolution Forward",
                    "cudnn-conv-bw-filter.1": "convolution BackwardFilter",
                    "loop_transpose_fusion.2": "transpose", "input_reduce_fusion": "reduction",
                    "gemm_fusion_dot.1": "matmul", "copy.7": "copy"}
-  assert measure.op_category("fusion.4", None) == "elementwise fusion"
+  assert profiling.op_category("fusion.4", None) == "elementwise fusion"
   # XLA's own convolution (CPU, TPU) is forward and gradients alike: no direction claimed
-  assert measure.op_category("convolution.2", {"opcode": "convolution"}) == "convolution"
-  assert measure.op_category("command_buffer_778", None) == "command buffer"
+  assert profiling.op_category("convolution.2", {"opcode": "convolution"}) == "convolution"
+  assert profiling.op_category("command_buffer_778", None) == "command buffer"
 
 
 def test_utilisation_cells_against_the_devices_bf16_peak():

@@ -108,10 +108,10 @@ from darkjax.layers import conv, conv2d, norm
 from darkjax.tools import bench_report, bench_torch
 from darkjax.tools.measure import (alternating_rounds, compare_policies, device_profile,
                                    pipelined_rounds, step_runner,
-                                   format_lowerings, format_profile, median, memory_bytes,
+                                   format_lowerings, median, memory_bytes,
                                    remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
-from darkjax.profiling import format_flops, format_utilisation
+from darkjax.profiling import format_flops, format_summary, format_utilisation
 
 NUM_CLASSES = bench_torch.NUM_CLASSES
 
@@ -386,7 +386,7 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     result["profiles"] = {}
     for name, run in {"flax": flax_run, **variant_runs}.items():
       result["profiles"][name] = device_profile(run, args.profile, run.compiled.as_text())
-      print(f"  {name} profile: " + format_profile(result["profiles"][name]), flush=True)
+      print(f"  {name} profile: " + format_summary(result["profiles"][name]), flush=True)
   result["sides"] = sides
   result["flax_step_s"], result["flax_step_cpu_s"] = report("flax".ljust(width), rounds["flax"])
   bench_report.with_utilisation(result)

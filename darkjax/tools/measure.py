@@ -5,14 +5,11 @@ against none. Used by `darkjax.tools.bench` and its `--config` part (`bench_conf
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import time
 from typing import Any, Callable
 
 from darkjax import profiling
-from darkjax.profiling import format_summary as format_profile
-from darkjax.profiling import hlo_ops, op_category  # noqa: F401  (bench, tests)
 
 
 def median(values: list[float]) -> float:
