@@ -177,10 +177,35 @@ def format_utilisation(entry: Mapping[str, Any]) -> str:
   return text
 
 
-def step_flops(lowered: Any) -> float | None:
+def unroll_scans(closed: Any) -> Any:
+  """A ClosedJaxpr with every scan fully unrolled, recursively (XLA's cost analysis counts a
+  while loop's body once, whatever its trip count: an `nn.scan`-ned stage, gradient
+  accumulation)."""
+  from jax.extend import core as jex_core  # pylint: disable=import-outside-toplevel
+
+  def rewrite(value):
+    if isinstance(value, jex_core.ClosedJaxpr):
+      return unroll_scans(value)
+    if isinstance(value, jex_core.Jaxpr):
+      return unroll_scans(jex_core.ClosedJaxpr(value, ())).jaxpr
+    if isinstance(value, tuple) and any(isinstance(v, (jex_core.Jaxpr, jex_core.ClosedJaxpr))
+                                        for v in value):
+      return tuple(rewrite(v) for v in value)
+    return value
+
+  eqns = []
+  for eqn in closed.jaxpr.eqns:
+    params = {key: rewrite(value) for key, value in eqn.params.items()}
+    if eqn.primitive.name == "scan":
+      params["unroll"] = max(int(params["length"]), 1)
+    eqns.append(eqn.replace(params=params))
+  return closed.replace(jaxpr=closed.jaxpr.replace(eqns=eqns))
+
+
+def lowered_flops(lowered: Any) -> float | None:
   """XLA's count of a lowered program's floating-point operations (a multiply-add counts two;
-  the program as traced, before XLA's optimisations), or None where the backend gives none (a
-  compile-only target's)."""
+  the program before XLA's optimisations; a while loop's body once), or None where the backend
+  gives none (a compile-only target's)."""
   try:
     analysis = lowered.cost_analysis()
   except Exception:  # pylint: disable=broad-except
@@ -189,6 +214,20 @@ def step_flops(lowered: Any) -> float | None:
     analysis = analysis[0] if analysis else None
   flops = (analysis or {}).get("flops")
   return float(flops) if flops and flops > 0 else None
+
+
+def step_flops(fn: Callable[..., Any], *args: Any) -> float | None:
+  """XLA's count of the floating-point operations of `fn(*args)` (a jitted train step and its
+  abstract or real arguments): traced, every scan unrolled (`unroll_scans`), lowered and
+  counted (`lowered_flops`); nothing is compiled. None where the backend gives no count."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.extend import core as jex_core  # pylint: disable=import-outside-toplevel
+
+  # a jitted function's own body: its compile options (the train step's) go with no nested jit
+  traced = fn.trace(*args).jaxpr if hasattr(fn, "trace") else jax.make_jaxpr(fn)(*args)
+  unrolled = unroll_scans(traced)
+  program = jax.jit(lambda *flat: jex_core.jaxpr_as_fun(unrolled)(*flat))
+  return lowered_flops(program.lower(*jax.tree.leaves(args)))
 
 
 def format_summary(summary: dict[str, Any], top: int = 15) -> str:

@@ -165,6 +165,7 @@ class Trainer:
   _checkpointer: Any = dataclasses.field(init=False, default=None)
   _sample: Any = dataclasses.field(init=False, default=None)
   _init_compiled: bool = dataclasses.field(init=False, default=False)
+  _flops: tuple[float | None] | None = dataclasses.field(init=False, default=None)   # step_flops
   # compile_evals' outcome per eval batch: its figures, or the out-of-memory error it raised
   _evals_compiled: dict[int, Any] = dataclasses.field(init=False, default_factory=dict)
   reported: bool = dataclasses.field(init=False, default=False)   # this run wrote report.md
@@ -319,13 +320,13 @@ class Trainer:
     reuses this compilation); returns the bytes one device needs while it runs (None: XLA gives
     no memory analysis)."""
     with self.scope(), self._compile_cache():
-      compiled = self._lower_step().compile()
+      compiled = self.train_step.lower(*self._abstract_step_args()).compile()
     self.compiled_step = compiled   # for its optimized HLO (darkjax.tools.fit --traffic)
     return fit_lib.step_bytes(compiled)
 
-  def _lower_step(self) -> Any:
-    """The train step lowered for the config's global batch on abstract arguments (within
-    `scope()`)."""
+  def _abstract_step_args(self) -> tuple[Any, Any, Any]:
+    """The train step's (state, batch, rng) as abstract values for the config's global batch
+    (within `scope()`)."""
     self.build()
     batch = {k: jax.ShapeDtypeStruct((int(self.config.input.batch_size),) + s.shape[1:],
                                      s.dtype, sharding=self.batch_sharding)
@@ -334,15 +335,18 @@ class Trainer:
     # sharding of its own (the step's in_shardings replicate it): the run's key is a fresh,
     # uncommitted one, and the first step reuses this compilation only if the two look alike.
     rng = jax.eval_shape(lambda: jax.random.key(0))
-    return self.train_step.lower(self.abstract_state, batch, rng)
+    return self.abstract_state, batch, rng
 
   def step_flops(self) -> float | None:
     """XLA's count of one train step's floating-point operations per device (the global
     program's over the mesh's devices; `profiling.step_flops`), None where the backend gives
-    none (a compile-only target)."""
-    with self.scope():
-      flops = profiling.step_flops(self._lower_step())
-    return None if flops is None else flops / self.mesh.size
+    none (a compile-only target). Counted once, from the step traced and lowered again with its
+    scans unrolled (seconds for the largest paper steps on 2 cores; nothing is compiled)."""
+    if self._flops is None:
+      with self.scope():
+        flops = profiling.step_flops(self.train_step, *self._abstract_step_args())
+      self._flops = (None if flops is None else flops / self.mesh.size,)
+    return self._flops[0]
 
   def compile_init(self) -> None:
     """Compiles the fresh state's init program ahead of its one call (`init_state`, which then
@@ -566,6 +570,7 @@ class Trainer:
           self._check_finite(step, metrics, checkpointer)
           scalars = {k: v for k, v in jax.device_get(metrics).items() if k != "nonfinite"}
           scalars["train/steps_per_sec"] = steps_timed / max(time.time() - t0, 1e-9)
+          scalars.update(self._flop_rates(scalars["train/steps_per_sec"]))
           t0, steps_timed = time.time(), 0
           self.writer.write(step, scalars)
           bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
@@ -607,6 +612,17 @@ class Trainer:
     if self.reported:   # report.md is written by the invocation that trains the last step
       reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
     return results
+
+  def _flop_rates(self, steps_per_sec: float) -> dict[str, float]:
+    """`train/tflops_per_device` (XLA's count of the step per device at the logged steps/s) and,
+    where the device's dense bf16 peak is known (aot.peak_flops), `train/mfu` (its share)."""
+    flops = self.step_flops()
+    if not flops:
+      return {}
+    found = profiling.utilisation(flops, 1.0 / steps_per_sec,
+                                  self.mesh.devices.flat[0].device_kind)
+    return {"train/tflops_per_device": found["tflops"],
+            **({"train/mfu": found["peak_fraction"]} if "peak_fraction" in found else {})}
 
   def _step_hlo(self) -> str:
     """The compiled train step's optimized HLO, for a profile's kinds of op ("" if unknown)."""

@@ -1,5 +1,6 @@
-"""darkjax.profiling: a run's steps traced on request (`config.profile`) and read back as device time
-per kind of op; the run's trace cut short by its end, and settings that are no count."""
+"""darkjax.profiling: a run's steps traced on request (`config.profile`) and read back as device
+time per kind of op; the run's trace cut short by its end, settings that are no count; XLA's
+operation count of a step and its share of a device's peak."""
 
 from __future__ import annotations
 
@@ -62,14 +63,20 @@ def test_peak_flops_by_device_kind(kind, tflops):
   assert aot.peak_flops(kind) == (None if tflops is None else tflops * 1e12)
 
 
-def test_step_flops_is_xlas_count_a_multiply_add_as_two():
-  lowered = jax.jit(lambda a, b: a @ b).lower(jnp.ones((64, 128)), jnp.ones((128, 32)))
-  assert profiling.step_flops(lowered) == 2 * 64 * 128 * 32
+def test_step_flops_is_xlas_count_a_multiply_add_as_two_every_scan_step_counted():
+  a, b = jax.ShapeDtypeStruct((64, 128), jnp.float32), jax.ShapeDtypeStruct((128, 128), jnp.float32)
+  once = 2 * 64 * 128 * 128
+  assert profiling.step_flops(jax.jit(lambda a, b: a @ b), a, b) == once
+
+  def scanned(a, b):   # five matmuls in a scan, inside a jitted function: XLA alone counts one
+    return jax.lax.scan(lambda x, _: (x @ b, None), a, None, length=5)[0]
+  assert profiling.lowered_flops(jax.jit(scanned).lower(a, b)) < 2 * once
+  assert profiling.step_flops(jax.jit(scanned), a, b) == 5 * once
 
   class NoCount:   # a compile-only target's lowering: no cost analysis
     def cost_analysis(self):
       return None
-  assert profiling.step_flops(NoCount()) is None
+  assert profiling.lowered_flops(NoCount()) is None
   found = profiling.utilisation(2e12, 0.01, "TPU v5 lite")
   assert found == {"tflops": 200.0, "peak_tflops": 197.0, "peak_fraction": 200.0 / 197.0}
   assert profiling.format_utilisation(found) == (

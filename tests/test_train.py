@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import jax
 import numpy as np
 import pytest
 
 from configs import synthetic as synthetic_config
+from darkjax import aot
 from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
 from darkjax import train
@@ -178,9 +180,16 @@ def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_p
   config = small_config(data_dir, steps=4, eval_every=0,
                         **{"profile.steps": 2, "profile.skip": 1})
   workdir = str(tmp_path / "artifacts")
-  results = train.Trainer(config, workdir, devices=jax.devices()[:1]).run()
+  trainer = train.Trainer(config, workdir, devices=jax.devices()[:1])
+  results = trainer.run()
   rows = metrics_lib.read_metrics(workdir)
   assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4]
+  # each logged step's rate in XLA's count of the step's operations (no MFU without a peak: CPU)
+  train_rows = [r for r in rows if "train/loss" in r]
+  assert all(r["train/tflops_per_device"] > 0 and "train/mfu" not in r for r in train_rows)
+  with mock.patch.object(aot, "peak_flops", lambda kind: 1e12):   # a device with a known peak
+    rates = trainer._flop_rates(2.0)   # pylint: disable=protected-access
+  assert rates["train/mfu"] == pytest.approx(trainer.step_flops() * 2.0 / 1e12)
   final = [r for r in rows if "eval/top1" in r]
   assert len(final) == 1 and final[0]["step"] == 4
   assert 0.0 <= final[0]["eval/top1"] <= final[0]["eval/top5"] <= 1.0
@@ -204,6 +213,8 @@ def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_p
   # XLA's count of the step's operations per device, and the rate at the wall time (no peak on
   # a CPU)
   assert profile["flops_per_device_step"] > 0
+  assert train_rows[-1]["train/tflops_per_device"] == pytest.approx(
+      profile["flops_per_device_step"] * train_rows[-1]["train/steps_per_sec"] / 1e12)
   assert profile["utilisation"]["tflops"] == pytest.approx(
       profile["flops_per_device_step"] / profile["wall_ms_per_step"] / 1e9)
   assert "peak_fraction" not in profile["utilisation"]

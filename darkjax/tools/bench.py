@@ -188,7 +188,7 @@ def _step_fn(model: Any, tx: Any) -> Callable[..., Any]:
 
 def bench_flops(args: argparse.Namespace) -> dict[str, Any]:
   """`--count-flops PLATFORM`: XLA's count of the benchmarked train step's floating-point
-  operations (`profiling.step_flops`: a multiply-add as two, the program as traced) with the
+  operations (`profiling.step_flops`: a multiply-add as two, scans unrolled) with the
   step traced for PLATFORM (its convolution lowerings: `targets.compiling_for`), on abstract
   arguments: nothing is compiled or run, so any size counts on any host. With a GPU row's step
   time it gives that row's TFLOP/s and share of the device's peak."""
@@ -206,10 +206,9 @@ def bench_flops(args: argparse.Namespace) -> dict[str, Any]:
                                                   train=False))
     tx = bench_torch.optax_optimizer(args.optimizer)
     opt_state = jax.eval_shape(tx.init, variables["params"])
-    lowered = jax.jit(_step_fn(model, tx)).lower(
-        variables["params"], variables.get("batch_stats", {}), opt_state, clips,
-        jax.ShapeDtypeStruct((args.batch,), jnp.int32), jax.random.key(2))
-  flops = profiling.step_flops(lowered)
+    flops = profiling.step_flops(
+        jax.jit(_step_fn(model, tx)), variables["params"], variables.get("batch_stats", {}),
+        opt_state, clips, jax.ShapeDtypeStruct((args.batch,), jnp.int32), jax.random.key(2))
   if flops is None:
     raise SystemExit("bench --count-flops: XLA gave no operation count for this program")
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
@@ -277,7 +276,9 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
 
   run_step = step_runner(dispatch, lambda: jax.block_until_ready(state))
   run_step.compiled = compiled
-  run_step.flops = profiling.step_flops(lowered)   # the global batch's, after the compile's clock
+  with _conv_overrides(conv_settings):   # the global batch's, after the compile's clock
+    run_step.flops = profiling.step_flops(jitted, params, batch_stats, opt_state, clips, labels,
+                                          rng)
   run_step.memory = memory_bytes(compiled)
   run_step.lowerings = dict(sorted(chosen.items()))
   return compile_s, run_step

@@ -227,7 +227,8 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
           "step_bytes": fit_lib.step_bytes(compiled),
           "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count,
           "batch": int(trainer.config.input.batch_size)}
-  flops = profiling.step_flops(lowered)   # after the compile's clock: not part of it
+  with trainer.scope():   # after the compile's clock: not part of it
+    flops = profiling.step_flops(trainer.train_step, trainer.abstract_state, batch, rng)
   if flops is not None:
     info["flops_per_device"] = flops / trainer.mesh.size
   start = time.perf_counter()

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
-from darkjax import models
+from darkjax import models, profiling
 from darkjax.layers.conv import native_lowering
 from darkjax.models import enhancers
 
@@ -101,28 +101,6 @@ def count_params(variables: Any) -> int:
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables.get("params", {})))
 
 
-def _unroll_scans(closed: jex_core.ClosedJaxpr) -> jex_core.ClosedJaxpr:
-  """The jaxpr with every scan fully unrolled, recursively (XLA's cost analysis counts a while
-  loop's body once)."""
-  def rewrite(value):
-    if isinstance(value, jex_core.ClosedJaxpr):
-      return _unroll_scans(value)
-    if isinstance(value, jex_core.Jaxpr):
-      return _unroll_scans(jex_core.ClosedJaxpr(value, ())).jaxpr
-    if isinstance(value, tuple) and any(isinstance(v, (jex_core.Jaxpr, jex_core.ClosedJaxpr))
-                                        for v in value):
-      return tuple(rewrite(v) for v in value)
-    return value
-
-  eqns = []
-  for eqn in closed.jaxpr.eqns:
-    params = {key: rewrite(value) for key, value in eqn.params.items()}
-    if eqn.primitive.name == "scan":
-      params["unroll"] = max(int(params["length"]), 1)
-    eqns.append(eqn.replace(params=params))
-  return closed.replace(jaxpr=closed.jaxpr.replace(eqns=eqns))
-
-
 def count_macs(closed: jex_core.ClosedJaxpr) -> int:
   """Multiply-accumulates of all convolutions and dot products in a jaxpr (scan bodies times their
   length; padding taps included, as thop / fvcore count)."""
@@ -160,7 +138,7 @@ def forward_cost(model, shape: Sequence[int], native: bool = True) -> dict[str, 
       closed = jax.make_jaxpr(apply)(variables, clip)
   else:
     closed = jax.make_jaxpr(apply)(variables, clip)
-  unrolled = _unroll_scans(closed)
+  unrolled = profiling.unroll_scans(closed)
   flat_inputs = jax.tree.leaves((variables, clip))
   lowered = jax.jit(lambda *args: jex_core.jaxpr_as_fun(unrolled)(*args)).lower(*flat_inputs)
   cost = lowered.cost_analysis()
