@@ -344,7 +344,8 @@ class Trainer:
     scans unrolled (seconds for the largest paper steps on 2 cores; nothing is compiled)."""
     if self._flops is None:
       with self.scope():
-        flops = profiling.step_flops(self.train_step, *self._abstract_step_args())
+        args = self._abstract_step_args()   # builds the step first
+        flops = profiling.step_flops(self.train_step, *args)
       self._flops = (None if flops is None else flops / self.mesh.size,)
     return self._flops[0]
 
