@@ -190,6 +190,9 @@ def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_p
   with mock.patch.object(aot, "peak_flops", lambda kind: 1e12):   # a device with a known peak
     rates = trainer._flop_rates(2.0)   # pylint: disable=protected-access
   assert rates["train/mfu"] == pytest.approx(trainer.step_flops() * 2.0 / 1e12)
+  # counted the same by a Trainer that has not built its step yet (bench, a notebook)
+  unbuilt = train.Trainer(config, str(tmp_path / "unbuilt"), devices=jax.devices()[:1])
+  assert unbuilt.step_flops() == trainer.step_flops()
   final = [r for r in rows if "eval/top1" in r]
   assert len(final) == 1 and final[0]["step"] == 4
   assert 0.0 <= final[0]["eval/top1"] <= final[0]["eval/top5"] <= 1.0
