@@ -203,3 +203,24 @@ def fusion_maps(dark: np.ndarray, retinex: np.ndarray, w_ret: np.ndarray | None,
     fig.colorbar(shown_map, ax=list(axes[2]), fraction=0.02, pad=0.01)
   fig.suptitle(title, fontsize=9)
   return fig
+
+
+def step_time(wall_ms: float, categories_ms: Mapping[str, float], title: str = ""):
+  """Where a train step's time goes (`darkjax.profiling`): one horizontal bar per kind of op (ms
+  per step, device time), and the time the devices waited (wall minus busy) in grey, against
+  the wall time."""
+  plt = _pyplot()
+  busy = float(sum(categories_ms.values()))
+  items = sorted(categories_ms.items(), key=lambda item: item[1])
+  names = [name for name, _ in items] + ["waiting (input, host)"]
+  values = [ms for _, ms in items] + [max(wall_ms - busy, 0.0)]
+  colours = ["tab:blue"] * len(items) + ["tab:grey"]
+  fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(names) + 1.4))
+  ax.barh(range(len(names)), values, color=colours)
+  ax.set_yticks(range(len(names)), names, fontsize=8)
+  for row, value in enumerate(values):
+    ax.text(value, row, f" {value:.1f}", va="center", fontsize=7)
+  ax.set_xlabel(f"ms per step (wall {wall_ms:.1f}, busy {busy:.1f})")
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  return fig

@@ -6,14 +6,15 @@ train steps traced on request.
 - the trace in WORKDIR/tensorboard/plugins/profile/steps<A>-<B>/, one `.xplane.pb` per process,
   where TensorBoard's profile plugin finds it (`pip install tensorboard-plugin-profile`;
   `tensorboard --logdir WORKDIR`);
-- WORKDIR/profile.md and profile.json: wall time per step against the time the devices were busy
-  (the rest is time they waited: the input pipeline, the host, a checkpoint), per kind of op
-  (convolutions per direction, matmuls, fusions, copies and transposes, command buffers) and the
-  top ops, attributed through the compiled step's optimized HLO.
+- WORKDIR/profile.md, profile.png and profile.json: wall time per step against the time the
+  devices were busy (the rest is time they waited: the input pipeline, the host, a checkpoint),
+  per kind of op (convolutions per direction, matmuls, fusions, copies and transposes, command
+  buffers) and the top ops, attributed through the compiled step's optimized HLO; XLA's count of
+  the step's operations per device and its rate (`step_flops`, `utilisation`).
 
 `darkjax.tools.bench --profile` reads its traces through the same `summarize`.
 
-This module is ground level: it imports darkjax.aot and darkjax.paths (and jax where it traces,
+This module is ground level: it imports darkjax.aot, paths and plots (and jax where it traces,
 so that reading HLO text needs no jax).
 """
 
@@ -30,7 +31,7 @@ import tempfile
 import time
 from typing import Any, Callable, Mapping
 
-from darkjax import aot, paths
+from darkjax import aot, paths, plots
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def markdown(summary: dict[str, Any], top: int = 15) -> str:
            f"| wall time | {wall:.1f} |",
            f"| {busy_label} | {busy:.1f} |",
            f"| waiting (input pipeline, host, checkpoint) | {max(wall - busy, 0.0):.1f} |",
-           ""]
+           "", "![where a step's time goes](profile.png)", ""]
   flops = summary.get("flops_per_device_step")
   if flops:
     lines += [f"XLA counts {format_flops(flops)} per step and device (the step as traced, a "
@@ -371,6 +372,9 @@ class StepTrace:
                ", ".join(f"{name} {ms:.1f}" for name, ms in summary["categories_ms"].items()))
       if self.is_lead:
         root = paths.resolve(self.workdir)
+        plots.save(plots.step_time(summary["wall_ms_per_step"], summary["categories_ms"],
+                                   f"train steps {self.first}-{step} ({device_kind})"),
+                   os.fspath(root / "profile.png"))
         (root / "profile.md").write_text(markdown(summary))
         (root / "profile.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
       return summary

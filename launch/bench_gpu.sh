@@ -26,7 +26,9 @@
 #          tritonoff, cuBLAS instead of autotuned Triton GEMMs; nvptx, PTX compiled in process by
 #          libnvptxcompiler instead of a ptxas process per kernel module, where the CUDA plugin
 #          has it (ptxas is most of what the compile spends outside autotuning); autotune1, no
-#          initialisation either. How much of the compile each part of autotuning takes, and what
+#          initialisation either; determ, cuDNN's nondeterministic algorithms left out (fewer
+#          candidates to time). First the option names the CUDA plugin knows
+#          (xla-gpu-options.txt), to choose the next sets from. How much of the compile each part of autotuning takes, and what
 #          the step loses; XLA's autotuning log of each (NAME-CONFIG.autotune.textproto) beside
 #          its JSON (docs/benchmarks.md, "Where a GPU step's compile time goes"; autotuning off is
 #          no option there: a step took minutes). About 1.5 minutes a command on an H100 (15 for
@@ -117,7 +119,7 @@ configs/dinet_infar.py configs/twostream_infar.py configs/lift_arid.py:model.kwa
 autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py"}
 xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;autotune2:--xla_gpu_autotune_level=2;\
 tritonoff:--xla_gpu_enable_triton_gemm=false;nvptx:--xla_gpu_enable_libnvptxcompiler=true;\
-autotune1:--xla_gpu_autotune_level=1"}
+autotune1:--xla_gpu_autotune_level=1;determ:--xla_gpu_exclude_nondeterministic_ops=true"}
 if [ "$table" = 1 ]; then   # each row at darkjax's defaults alone, each config at its defaults
   rows=$(for row in $rows; do IFS=: read -r m b f _ <<<"$row"; echo "$m:$b:$f:auto"; done)
   configs=$(for config in $configs; do [[ $config == *:* ]] || echo "$config"; done)
@@ -328,6 +330,20 @@ for part in $parts; do
       done
       ;;
     autotune)
+      if [ "$dry" != 1 ]; then   # the XLA:GPU options this CUDA plugin knows, for the next sets
+        $python - "$out/xla-gpu-options.txt" <<'PY' || echo "== xla-gpu-options.txt: not written"
+import glob, os, re, sys
+import jax_plugins
+names = set()
+for root in jax_plugins.__path__:
+  for path in glob.glob(os.path.join(root, "*", "*.so")):
+    with open(path, "rb") as plugin:
+      names.update(re.findall(rb"\bxla_gpu_[a-z0-9_]{3,}", plugin.read()))
+with open(sys.argv[1], "w") as out:
+  out.write("\n".join(sorted(name.decode() for name in names)) + "\n")
+print(f"== xla-gpu-options.txt: {len(names)} XLA:GPU option names")
+PY
+      fi
       IFS=';' read -r -a sets <<<"$xla_sets"
       for set in "${sets[@]}"; do
         IFS=: read -r set_name flags overrides <<<"$set"

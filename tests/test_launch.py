@@ -122,7 +122,8 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   assert {a.data_dir for a in parsed[6:12]} == {str(tmp_path / "gpu") + ".data"}
   # part `autotune` (not a default): the slowest-compiling configs again, each compile alone and
   # without persistent caches: at the defaults, at GPU autotuning level 2 (no result checks), with
-  # Triton GEMMs off, with the in-process PTX compiler and at level 1; every config under one set
+  # Triton GEMMs off, with the in-process PTX compiler, at level 1 and without cuDNN's
+  # nondeterministic algorithms; every config under one set
   # before the next set, so that a deadline cuts the last sets; a set's third part is config
   # overrides (--set)
   autotune = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "autotune"],
@@ -132,7 +133,8 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
            "autotune2": ("--xla_a=1 --xla_gpu_autotune_level=2", {}),
            "tritonoff": ("--xla_a=1 --xla_gpu_enable_triton_gemm=false", {}),
            "nvptx": ("--xla_a=1 --xla_gpu_enable_libnvptxcompiler=true", {}),
-           "autotune1": ("--xla_a=1 --xla_gpu_autotune_level=1", {})}
+           "autotune1": ("--xla_a=1 --xla_gpu_autotune_level=1", {}),
+           "determ": ("--xla_a=1 --xla_gpu_exclude_nondeterministic_ops=true", {})}
   configs = ["actlumos_arid", "lift_arid"]
   assert [os.path.basename(shlex.split(line)[-1]) for line in autotune] == [
       f"{name}-config-{config}.json" for name in flags for config in configs], autotune
