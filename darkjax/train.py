@@ -622,8 +622,12 @@ class Trainer:
     return results
 
   def _flop_rates(self, steps_per_sec: float) -> dict[str, float]:
-    """`train/tflops_per_device` (XLA's count of the step per device at the logged steps/s) and,
-    where the device's dense bf16 peak is known (aot.peak_flops), `train/mfu` (its share)."""
+    """On a GPU or TPU, `train/tflops_per_device` (XLA's count of the step per device at the
+    logged steps/s) and, where the device's dense bf16 peak is known (aot.peak_flops),
+    `train/mfu` (its share). A CPU run logs neither: it has no peak to compare with, and the
+    count would cost its (short) runs seconds; `config.profile` still counts it."""
+    if self.platform == "cpu":
+      return {}
     flops = self.step_flops()
     if not flops:
       return {}
