@@ -203,16 +203,33 @@ def unroll_scans(closed: Any) -> Any:
   return closed.replace(jaxpr=closed.jaxpr.replace(eqns=eqns))
 
 
+def _host_cost_analysis(lowered: Any) -> Any:
+  """XLA's HLO cost analysis of `lowered`'s module run by the host's CPU client: what
+  `Lowered.cost_analysis` does, for the backends where it does not (a GPU's or TPU's PJRT
+  plugin raises NotImplementedError; a compile-only target's client gives nothing). The count is
+  of the module as lowered, whatever platform it was lowered for. None where it fails."""
+  try:
+    from jax._src.lib import _jax  # pylint: disable=import-outside-toplevel
+    from jax.extend import backend  # pylint: disable=import-outside-toplevel
+    module = lowered.compiler_ir("hlo").as_hlo_module()
+    return _jax.hlo_module_cost_analysis(backend.get_backend("cpu"), module)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
 def lowered_flops(lowered: Any) -> float | None:
   """XLA's count of a lowered program's floating-point operations (a multiply-add counts two;
-  the program before XLA's optimisations; a while loop's body once), or None where the backend
-  gives none (a compile-only target's)."""
+  the program before XLA's optimisations; a while loop's body once), from the lowering's own
+  backend or, where that gives none (GPU and TPU plugins, compile-only targets), from the host's
+  CPU client (`_host_cost_analysis`); None where neither does."""
   try:
     analysis = lowered.cost_analysis()
   except Exception:  # pylint: disable=broad-except
-    return None
+    analysis = None
   if isinstance(analysis, (list, tuple)):   # older jax: one dict per program
     analysis = analysis[0] if analysis else None
+  if not (analysis or {}).get("flops"):
+    analysis = _host_cost_analysis(lowered)
   flops = (analysis or {}).get("flops")
   return float(flops) if flops and flops > 0 else None
 

@@ -94,6 +94,22 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
       none["flops_per_device"] / none["pipelined_step_s"] / 1e12)
   table = bench_report.config_table([result])
   assert "| pipelined step ms | pipelined clips/s | TFLOP/s per device (% of bf16 peak) |" in table
+  # --count-flops: the same count with nothing compiled; --markdown-from gives it to a result
+  # timed without one
+  count = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--count-flops", "cpu",
+                      "--workdir", str(tmp_path / "count"), "--json",
+                      str(tmp_path / "count.json"), *sets])
+  # (the global batch's count; the timed step's is per device, over the host's devices)
+  assert count["flops_per_step"] == pytest.approx(none["flops_per_device"] * result["devices"])
+  assert count["traced_for"] == "cpu"
+  bare = json.loads(json.dumps(result, default=str))
+  del bare["remat"]["none"]["flops_per_device"], bare["flops_per_device_step"]
+  bare.update(command="python -m darkjax.tools.bench --config ...", date="2026-11-27",
+              versions={})
+  (tmp_path / "bare.json").write_text(json.dumps(bare))
+  [joined] = bench_report.load([str(tmp_path / "bare.json"), str(tmp_path / "count.json")])
+  assert joined["pipelined_utilisation"] == pytest.approx(result["pipelined_utilisation"])
+  assert f"Its FLOP count: `{count['command']}`" in bench_report.config_table([joined])
   assert f"Its compile: build {none['compile_parts']['build']:.1f} s, trace " in table
   assert f"Its parameter init (compile and run): {none['init_s']:.1f} s." in table
   # runlocal compiles XLA's native ops (config.conv_lowering), as darkjax.main would.

@@ -73,9 +73,24 @@ def test_step_flops_is_xlas_count_a_multiply_add_as_two_every_scan_step_counted(
   assert profiling.lowered_flops(jax.jit(scanned).lower(a, b)) < 2 * once
   assert profiling.step_flops(jax.jit(scanned), a, b) == 5 * once
 
-  class NoCount:   # a compile-only target's lowering: no cost analysis
+  class Plugin:   # a GPU's or TPU's PJRT plugin: Lowered.cost_analysis is not implemented
+    def __init__(self, lowered):
+      self.lowered = lowered
+
+    def cost_analysis(self):
+      raise NotImplementedError("Lowered.cost_analysis not implemented on platform 'cuda'")
+
+    def compiler_ir(self, dialect):
+      return self.lowered.compiler_ir(dialect)
+  # the same module counted by the host's CPU client
+  assert profiling.lowered_flops(Plugin(jax.jit(lambda a, b: a @ b).lower(a, b))) == once
+
+  class NoCount:   # nothing to count anywhere
     def cost_analysis(self):
       return None
+
+    def compiler_ir(self, dialect):
+      raise ValueError(dialect)
   assert profiling.lowered_flops(NoCount()) is None
   found = profiling.utilisation(2e12, 0.01, "TPU v5 lite")
   assert found == {"tflops": 200.0, "peak_tflops": 197.0, "peak_fraction": 200.0 / 197.0}

@@ -585,9 +585,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "step's first call), no timed rounds")
   model.add_argument("--count-flops", choices=("cpu", "gpu", "tpu"), default=None,
                      metavar="PLATFORM",
-                     help="count XLA's floating-point operations of the train step as traced "
-                          "for PLATFORM (cpu, gpu, tpu; its lowerings) and stop: no compile, no "
-                          "run, any size on any host")
+                     help="count XLA's floating-point operations of the train step (--model's, "
+                          "or --config's phase) as traced for PLATFORM (cpu, gpu, tpu; its "
+                          "lowerings) and stop: no compile, no run, any size on any host "
+                          "(--config with gpu / tpu: the aot-gpu / aot-tpu extra)")
   model.add_argument("--concurrent", type=int, default=1, metavar="N",
                      help="this command compiles beside N-1 others (launch/bench_gpu.sh's "
                           "pre-pass): recorded with its compile times, which are then upper "

@@ -363,6 +363,38 @@ def _cold_start_command(args: argparse.Namespace, config: mlc.ConfigDict,
           "device": args.target or jax.devices()[0].platform, "cold_start": found}
 
 
+# The compile-only target whose devices give a platform's lowerings, for --count-flops: the
+# count is of the global batch's program, whichever chip of that platform runs it.
+COUNT_TARGETS = {"cpu": "", "gpu": "h100:1", "tpu": "tpu-v5e:2x2"}
+
+
+def _count_flops_command(args: argparse.Namespace, config: mlc.ConfigDict,
+                         overrides: dict[str, Any], phase: str, root: str,
+                         data_dir: str) -> dict[str, Any]:
+  """`bench --config C --count-flops PLATFORM`: XLA's count of the phase's train step (a
+  stand-in of C at its batch and clip) as darkjax compiles it for PLATFORM (a GPU or TPU's
+  through a compile-only target: the `aot-gpu` / `aot-tpu` extra), every scan unrolled, nothing
+  compiled (`Trainer.step_flops`); the global batch's count, printed and returned."""
+  from darkjax import train  # pylint: disable=import-outside-toplevel
+
+  cfg = stand_in_config(config, data_dir, args.frames, args.batch)
+  stand_in_data(cfg)
+  phase_cfg, task = task_lib.build_task(task_lib.find_phase(cfg, phase), cfg)
+  trainer = train.Trainer(phase_cfg, os.path.join(root, "count_flops"), task=task,
+                          target=COUNT_TARGETS[args.count_flops])
+  per_device = trainer.step_flops()
+  if per_device is None:
+    raise SystemExit(f"bench --config {args.config} --count-flops {args.count_flops}: XLA gave "
+                     "no operation count for this step")
+  flops, batch = per_device * trainer.mesh.size, int(trainer.config.input.batch_size)
+  print(f"{args.config} phase {phase}: B={batch} {cfg.input.frames} frames, train step traced "
+        f"for {args.count_flops}: {profiling.format_flops(flops)} per step, "
+        f"{profiling.format_flops(flops / batch)} per clip", flush=True)
+  return {"config": args.config, "overrides": overrides, "phase": phase,
+          "traced_for": args.count_flops, "batch": batch, "frames": int(cfg.input.frames),
+          "flops_per_step": flops, "flops_per_clip": flops / batch}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
   """`bench --config`: see the module docstring."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -380,6 +412,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return _check_init_command(args, config, overrides, phase, root, data_dir)
   if args.cold_start:
     return _cold_start_command(args, config, overrides, phase, root, data_dir)
+  if args.count_flops:
+    return _count_flops_command(args, config, overrides, phase, root, data_dir)
   cache = bool(jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache)
   if cache:
     print(f"note: persistent compilation cache on ({jax.config.jax_compilation_cache_dir}): "
@@ -389,7 +423,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   from darkjax.layers import conv2d  # pylint: disable=import-outside-toplevel
   result: dict[str, Any] = {"config": args.config, "overrides": overrides, "phase": phase,
                             "device": device.platform, "device_kind": device.device_kind,
-                            "cores": conv2d.cores(), "persistent_cache": cache}
+                            "devices": len(jax.devices()), "cores": conv2d.cores(),
+                            "persistent_cache": cache}
 
   def build(policy: str):
     cfg = stand_in_config(config, data_dir, args.frames, args.batch, remat=policy)

@@ -163,22 +163,28 @@ def _is_count(result: dict[str, Any]) -> bool:
   return "traced_for" in result and "flops_per_step" in result
 
 
-def _row_key(result: dict[str, Any], platform: str) -> tuple:
-  return (result["model"], result["batch"], result["frames"], result["size"], result["dtype"],
-          result["optimizer"]["name"], platform)
+def _count_key(result: dict[str, Any], platform: str) -> tuple:
+  """What a `--count-flops` result and a timed result must share for the count to be the timed
+  step's: the row's model, batch, clip, dtype and optimizer, or the config's path, overrides,
+  phase, batch and frames; and the platform."""
+  if "model" in result:
+    return (result["model"], result["batch"], result["frames"], result["size"], result["dtype"],
+            result["optimizer"]["name"], platform)
+  return (result["config"], json.dumps(result.get("overrides") or {}, sort_keys=True),
+          result["phase"], result.get("batch"), result.get("frames"), platform)
 
 
 def load(paths: Iterable[str]) -> list[dict[str, Any]]:
   """bench --json results of the train-step benchmark against torch and of paper configs' steps
   (ValueError naming the file that is none of these). A `--count-flops` result gives its count
-  to each row of the same model, batch, clip, dtype and optimizer timed on the platform it was
-  traced for that has none of its own (a row measured before bench counted): those rows gain
-  `flops_per_step` (`flops_from`: the count's command) and their utilisation."""
+  to each row or config result it matches (`_count_key`), timed on the platform it was traced
+  for, that has none of its own (measured before bench counted): those gain the count
+  (`flops_from`: its command) and their utilisation."""
   results, counts = [], {}
   for path in paths:
     result = json.loads(pathlib.Path(path).read_text())
     if _is_count(result):
-      counts[_row_key(result, result["traced_for"])] = result
+      counts[_count_key(result, result["traced_for"])] = result
       continue
     if not _is_row(result) and not _is_config(result):
       raise ValueError(f"{path}: not a `bench --model M --vs-torch --json` result (no 'sides' "
@@ -186,11 +192,18 @@ def load(paths: Iterable[str]) -> list[dict[str, Any]]:
                        "with 'none') nor a `bench --model M --count-flops P --json` one")
     results.append(result)
   for result in results:
-    count = counts.get(_row_key(result, result.get("device", ""))) if _is_row(result) else None
-    if count is not None and not result.get("flops_per_step"):
+    count = counts.get(_count_key(result, result.get("device", "")))
+    if count is None:
+      continue
+    if _is_row(result) and not result.get("flops_per_step"):
       result["flops_per_step"] = count["flops_per_step"]
       result["flops_from"] = count.get("command", "")
       with_utilisation(result)
+    elif _is_config(result) and not result["remat"]["none"].get("flops_per_device"):
+      devices = max(1, int(result.get("devices") or 1))
+      result["remat"]["none"]["flops_per_device"] = count["flops_per_step"] / devices
+      result["flops_from"] = count.get("command", "")
+      with_config_utilisation(result)
   return results
 
 
