@@ -131,6 +131,8 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   count = bench.main(["--model", "c3d_tiny", "--batch", "1", "--frames", "16", "--size", "32",
                       "--count-flops", "cpu", "--json", str(counted)])
   assert count["flops_per_step"] == written["flops_per_step"] and count["traced_for"] == "cpu"
+  with pytest.raises(SystemExit):   # a count times nothing: no torch side to compare
+    bench.parse_args(["--model", "c3d_tiny", "--count-flops", "gpu", "--vs-torch"])
   bare = tmp_path / "bare.json"
   bare.write_text(json.dumps({k: v for k, v in written.items() if k != "flops_per_step"}))
   [joined] = bench_report.load([str(bare), str(counted)])

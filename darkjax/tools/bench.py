@@ -733,6 +733,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           or args.compile_only or args.cold_from):
     parser.error("--cold-start goes with --config alone (not --input, --check-init, --memory, "
                  "--compile-only or --cold-from)")
+  if args.count_flops and (not (args.model or args.config) or args.vs_torch or args.input
+                           or args.compile_only or args.memory or args.cold_start
+                           or args.check_init or args.profile):
+    parser.error("--count-flops goes with --model M or --config C alone (it compiles and times "
+                 "nothing: not with --vs-torch, --input, --compile-only, --memory, --cold-start, "
+                 "--check-init or --profile)")
   if args.target and not args.cold_start:
     parser.error("--target goes with --config C --cold-start")
   if (args.evals or args.cold_start_mode) and not args.cold_start:
