@@ -338,13 +338,18 @@ class StepTrace:
     """After step `step`: the summary once the last traced step is done, else None."""
     if self._local is None or step != self.last:
       return None
-    return self._finish(step, state)
+    return self._finish_logged(step, state)
 
   def close(self, step: int, state: Any) -> dict[str, Any] | None:
     """Stops an unfinished trace after step `step` (the last the loop dispatched) and writes
-    what it holds; called on the way out of a loop, so a failure is logged, never raised."""
+    what it holds."""
     if self._local is None:
       return None
+    return self._finish_logged(step, state)
+
+  def _finish_logged(self, step: int, state: Any) -> dict[str, Any] | None:
+    """`_finish`, whose failure (a file that cannot be written) is logged, never raised: a
+    profile is not worth a run."""
     try:
       return self._finish(step, state)
     except Exception as error:  # pylint: disable=broad-except

@@ -97,3 +97,13 @@ def test_step_flops_is_xlas_count_a_multiply_add_as_two_every_scan_step_counted(
   assert profiling.format_utilisation(found) == (
       "200.00 TFLOP/s, 101.5% of the bf16 dense peak (197)")
   assert profiling.utilisation(None, 0.01, "TPU v5 lite") == {}
+
+
+def test_a_profile_that_cannot_be_written_leaves_the_loop_running(tmp_path, caplog):
+  blocked = tmp_path / "file"
+  blocked.write_text("not a directory")   # the workdir's place holds a file
+  trace = profiling.StepTrace({"steps": 2, "skip": 0}, str(blocked / "run"), 0, lambda: "", True)
+  assert _loop(trace, steps=4) is None   # every step ran; the profile alone is lost
+  assert "was not written" in caplog.text
+  jax.profiler.start_trace(str(tmp_path / "after"))   # and the profiler was stopped
+  jax.profiler.stop_trace()
