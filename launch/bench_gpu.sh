@@ -28,8 +28,9 @@
 #          has it (ptxas is most of what the compile spends outside autotuning); autotune1, no
 #          initialisation either; determ, cuDNN's nondeterministic algorithms left out (fewer
 #          candidates to time). First the option names the CUDA plugin knows
-#          (xla-gpu-options.txt), to choose the next sets from. How much of the compile each part of autotuning takes, and what
-#          the step loses; XLA's autotuning log of each (NAME-CONFIG.autotune.textproto) beside
+#          (xla-gpu-options.txt), to choose the next sets from. How much of the compile each part
+#          of autotuning takes, and what the step loses; XLA's autotuning log of each
+#          (NAME-CONFIG.autotune.textproto) beside
 #          its JSON (docs/benchmarks.md, "Where a GPU step's compile time goes"; autotuning off is
 #          no option there: a step took minutes). About 1.5 minutes a command on an H100 (15 for
 #          the defaults). Not in the default parts.
