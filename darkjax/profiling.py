@@ -59,14 +59,21 @@ def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
   return ops
 
 
+# Cross-device communication: a step's gradient all-reduce, fsdp's gathers and scatters.
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all",
+               "collective-broadcast")
+
+
 def op_category(name: str, info: dict[str, str] | None) -> str:
   """A device op's kind for the profile summary: convolution (cuDNN's per direction), matmul,
-  transpose / copy, reduction fusion, elementwise fusion, command buffer (XLA:GPU's CUDA graphs of
-  fusions, timed as one op), or the opcode."""
+  transpose / copy, reduction fusion, elementwise fusion, collective (communication between
+  devices), command buffer (XLA:GPU's CUDA graphs of fusions, timed as one op), or the opcode."""
   info = info or {}
   target, opcode = info.get("target", ""), info.get("opcode", "")
   if name.startswith("command_buffer"):   # XLA:GPU's CUDA graphs: the fusions they replay
     return "command buffer"
+  if any((opcode or name).startswith(c) for c in COLLECTIVES):   # and their async -start / -done
+    return "collective"
   if "conv" in target.lower():   # a cuDNN convolution names its direction
     direction = next((d for d in ("BackwardFilter", "BackwardInput") if d in target), "Forward")
     return f"convolution {direction}"

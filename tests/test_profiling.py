@@ -107,3 +107,12 @@ def test_a_profile_that_cannot_be_written_leaves_the_loop_running(tmp_path, capl
   assert "was not written" in caplog.text
   jax.profiler.start_trace(str(tmp_path / "after"))   # and the profiler was stopped
   jax.profiler.stop_trace()
+
+
+def test_collectives_are_their_own_kind_of_op():
+  """A multi-device step's communication is not a reduction fusion: the gradient all-reduce (and
+  its async halves), fsdp's all-gather and reduce-scatter."""
+  for name, info in [("all-reduce.3", {"opcode": "all-reduce"}), ("all-reduce-start.1", None),
+                     ("all-gather.2", {"opcode": "all-gather"}), ("reduce-scatter.7", None)]:
+    assert profiling.op_category(name, info) == "collective", name
+  assert profiling.op_category("input_reduce_fusion", {"opcode": "fusion"}) == "reduction"
