@@ -249,7 +249,6 @@ def step_flops(fn: Callable[..., Any], *args: Any) -> float | None:
   zero taps: about 10% of C3D's), every scan unrolled (`unroll_scans`), lowered and counted
   (`lowered_flops`); nothing is compiled. None where the backend gives no count."""
   import jax  # pylint: disable=import-outside-toplevel
-  from jax.extend import core as jex_core  # pylint: disable=import-outside-toplevel
 
   from darkjax.layers import conv2d  # pylint: disable=import-outside-toplevel
 
@@ -258,9 +257,18 @@ def step_flops(fn: Callable[..., Any], *args: Any) -> float | None:
   body = getattr(fn, "__wrapped__", fn)
   with conv2d.native_lowering():
     traced = jax.make_jaxpr(lambda *a: body(*a))(*args)
-  unrolled = unroll_scans(traced)
+  return jaxpr_flops(traced, jax.tree.leaves(args))
+
+
+def jaxpr_flops(closed: Any, flat_args: Any) -> float | None:
+  """XLA's count of a ClosedJaxpr's floating-point operations on its flat arguments (abstract or
+  real): every scan unrolled (`unroll_scans`), lowered and counted (`lowered_flops`)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.extend import core as jex_core  # pylint: disable=import-outside-toplevel
+
+  unrolled = unroll_scans(closed)
   program = jax.jit(lambda *flat: jex_core.jaxpr_as_fun(unrolled)(*flat))
-  return lowered_flops(program.lower(*jax.tree.leaves(args)))
+  return lowered_flops(program.lower(*flat_args))
 
 
 def format_summary(summary: dict[str, Any], top: int = 15) -> str:

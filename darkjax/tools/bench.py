@@ -67,9 +67,9 @@ transposes, fusions, XLA:GPU's command buffers), the top ops, and the convolutio
 XLA chose them (`dim_labels`).
 
 Each timed row also records XLA's count of the flax step's floating-point operations
-(`flops_per_step`: the lowered program's, a multiply-add as two) and each side's TFLOP/s per
-device and share of the device's dense bf16 peak (`utilisation`, `darkjax.aot.PEAK_BF16_TFLOPS`;
-the table's "flax TFLOP/s per device" column). `--count-flops PLATFORM` only counts: the step
+(`flops_per_step`: the model's own, `profiling.step_flops`, a multiply-add as two) and each
+side's TFLOP/s per device and share of the device's dense bf16 peak (`utilisation`,
+`darkjax.aot.PEAK_BF16_TFLOPS`; the table's "flax TFLOP/s per device" column). `--count-flops PLATFORM` only counts: the step
 traced for PLATFORM on abstract arguments, nothing compiled, so a CPU host counts a GPU row's
 operations; `--markdown-from` gives such a count's figure to a row timed without one.
 
@@ -198,7 +198,7 @@ def bench_flops(args: argparse.Namespace) -> dict[str, Any]:
   from darkjax import models  # pylint: disable=import-outside-toplevel
 
   shape = (args.batch, args.frames, args.size, args.size, 3)
-  with targets.compiling_for(args.count_flops), conv.record_lowerings() as chosen:
+  with targets.compiling_for(args.count_flops):
     kwargs = {} if args.lowering is None else {"conv_lowering": args.lowering}
     model = models.build(args.model, NUM_CLASSES, dtype=jnp.dtype(args.dtype), **kwargs)
     clips = jax.ShapeDtypeStruct(shape, jnp.float32)
@@ -217,8 +217,8 @@ def bench_flops(args: argparse.Namespace) -> dict[str, Any]:
   return {"model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
           "dtype": args.dtype, "optimizer": {"name": args.optimizer,
                                              **bench_torch.OPTIMIZERS[args.optimizer]},
-          "traced_for": args.count_flops, "lowerings": dict(sorted(chosen.items())),
-          "flops_per_step": flops, "flops_per_clip": flops / args.batch}
+          "traced_for": args.count_flops, "flops_per_step": flops,
+          "flops_per_clip": flops / args.batch}
 
 
 def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: str | None,

@@ -227,10 +227,9 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
           "step_bytes": fit_lib.step_bytes(compiled),
           "lowerings": dict(sorted(chosen.items())), "param_count": trainer.param_count,
           "batch": int(trainer.config.input.batch_size)}
-  with trainer.scope():   # after the compile's clock: not part of it
-    flops = profiling.step_flops(trainer.train_step, trainer.abstract_state, batch, rng)
+  flops = trainer.step_flops()   # after the compile's clock: not part of it
   if flops is not None:
-    info["flops_per_device"] = flops / trainer.mesh.size
+    info["flops_per_device"] = flops
   start = time.perf_counter()
   trainer.init_state(from_checkpoint=False, pretrained=False)
   jax.block_until_ready(trainer.state)

@@ -138,17 +138,11 @@ def forward_cost(model, shape: Sequence[int], native: bool = True) -> dict[str, 
       closed = jax.make_jaxpr(apply)(variables, clip)
   else:
     closed = jax.make_jaxpr(apply)(variables, clip)
-  unrolled = profiling.unroll_scans(closed)
-  flat_inputs = jax.tree.leaves((variables, clip))
-  lowered = jax.jit(lambda *args: jex_core.jaxpr_as_fun(unrolled)(*args)).lower(*flat_inputs)
-  cost = lowered.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
-    cost = cost[0]
-  if not cost or "flops" not in cost:
+  flops = profiling.jaxpr_flops(closed, jax.tree.leaves((variables, clip)))
+  if flops is None:
     raise RuntimeError(f"zoo_table: XLA returned no FLOP count for {type(model).__name__} at "
-                       f"{tuple(shape)} (got {cost!r})")
-  return {"params": count_params(variables), "flops": float(cost["flops"]),
-          "macs": float(count_macs(closed))}
+                       f"{tuple(shape)}")
+  return {"params": count_params(variables), "flops": flops, "macs": float(count_macs(closed))}
 
 
 def model_row(name: str, frames: Sequence[int], size: int, num_classes: int) -> dict[str, Any]:
