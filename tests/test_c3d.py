@@ -172,6 +172,14 @@ def test_bench_conv_variants_smoke(capsys):
   assert bench.parse_variant("bn_relu=plain") == {"bn_relu": "plain"}
   with pytest.raises(ValueError, match="bn_relu='off', expected one of"):
     bench.parse_variant("bn_relu=off")
+  assert bench.parse_variant("model.stem_lowering=native,xla_gpu_autotune_level=2") == {
+      "model_kwargs": {"stem_lowering": "native"},
+      "compiler_options": {"xla_gpu_autotune_level": 2}}
+  with pytest.raises(ValueError, match="model.FIELD=VALUE"):
+    bench.parse_variant("model.=native")
+  with pytest.raises(ValueError, match=r"c3d_tiny does not take \['stem_lowering'\]"):
+    bench._flax_step("c3d_tiny", 2, 16, 32, None,
+                     conv_settings=bench.parse_variant("model.stem_lowering=native"))
   with pytest.raises(SystemExit):  # argparse reports the bad variant
     bench.main(["--model", "c3d_tiny", "--variants", "auto;threads=2"])
   result = bench.main(["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",

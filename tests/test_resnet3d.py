@@ -116,6 +116,32 @@ def test_output_contract_and_feature_extractor():
     jax.eval_shape(model.init, jax.random.key(0), jnp.ones((8, 32, 32, 3)))
 
 
+def test_resnext_stem_on_gpu_is_a_2d_convolution_with_the_same_values():
+  """3D-ResNeXt traced for a GPU: its stem (a full kernel on RGB) is a channels-last 2D
+  convolution (frames2d) while its other convs stay XLA's channels-first 3D ones; the old form
+  (`stem_lowering="native"`) gives the same logits and gradients, run here."""
+  from darkjax import targets  # pylint: disable=import-outside-toplevel
+  from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
+  clips = jax.random.normal(jax.random.key(3), (2, 4, 32, 32, 3))
+  results, lowerings = [], []
+  for stem in ("", "native"):
+    model = models.build("resnext3d_tiny", 5, stem_lowering=stem)
+    variables = _random_variables(model, clips)
+    with targets.compiling_for("gpu"), conv.record_lowerings() as chosen:
+      loss = lambda p, model=model, variables=variables: jnp.sum(model.apply(
+          {**variables, "params": p}, clips)[0] ** 2)
+      results.append(jax.jit(jax.value_and_grad(loss))(variables["params"]))
+    lowerings.append(dict(chosen))
+  assert lowerings[0]["conv3d:frames2d"] == 1 and lowerings[0]["conv3d:native"] > 0, lowerings
+  assert "conv3d:frames2d" not in lowerings[1], lowerings
+  assert lowerings[0]["conv3d_layout:channels_first"] > 0, lowerings   # the grouped convs
+  for got, want in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.max(jnp.abs(want))))
+  with pytest.raises(ValueError, match="unknown stem_lowering 'nhwc'"):
+    jax.eval_shape(models.build("resnext3d_tiny", 5, stem_lowering="nhwc").init,
+                   jax.random.key(0), clips)
+
+
 def test_remat_gradients_and_bfloat16():
   clips = jax.random.normal(jax.random.key(1), (2, 8, 32, 32, 3))
   plain = models.build("resnext3d_tiny", 3, conv_lowering="native")

@@ -18,7 +18,9 @@ for every x86 CPU, the first that applies:
               layout); everywhere inside `native_lowering()` (e.g. for counting FLOPs)
   frames2d    full ungrouped (kt, kh, kw) kernels on GPU (`frames2d_conv3d`): the temporal taps
               stacked on the channel axis and one channels-last 2D convolution (cuDNN's NHWC 2D
-              kernels; XLA:GPU's own 3D layout is channels-first, NCDHW, with transposes)
+              kernels; XLA:GPU's own 3D layout is channels-first, NCDHW, with transposes);
+              asked for by name (`lowering="frames2d"`), grouped kernels too (the taps stacked
+              group-major, one grouped 2D convolution)
   taps2d      grouped convs with temporal stride 1 (sum2d with a larger temporal stride)
   s2d         spatial stride 2 on at most SPACE_TO_DEPTH_MAX_CHANNELS input channels (RGB / flow
               stems)
@@ -27,10 +29,10 @@ for every x86 CPU, the first that applies:
   taps2d      temporal taps on few channels (RGB stems): a longer contraction per 2D conv
   sum2d       the rest
 
-A network whose convs are partly grouped (3D-ResNeXt) stays "native" on GPU throughout
+A network whose convs are partly grouped (3D-ResNeXt) stays "native" on GPU after its stem
 (`network_lowering`): its grouped convs keep XLA's channels-first layout (each noted as
 `targets.CHANNELS_FIRST` in `record_lowerings()`), and 2D convolutions around them would add
-transposes. The (2+1)D networks' native convs channels-last run their steps as fast as 2D ones
+transposes; its stem (a 7x7x7 kernel on RGB) is frames2d, the layout changing once after it. The (2+1)D networks' native convs channels-last run their steps as fast as 2D ones
 and compile in half the time or less (fewer cuDNN candidates to autotune). The GPU measurements
 behind these choices are in docs/benchmarks.md ("Train step on one GPU").
 
@@ -233,14 +235,14 @@ def export_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], paddi
 
 def frames2d_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding,
                     feature_group_count: int = 1) -> jax.Array:
-  """The "frames2d" lowering, XLA's own ops with every ungrouped convolution a channels-last 2D
-  one: a (1, kh, kw) kernel without temporal padding is one 2D convolution over the frames folded
-  into the batch (temporal stride: a strided slice first); a (kt, 1, 1) kernel without spatial
-  padding one 2D convolution with a (kt, 1) kernel over (time, pixels) (spatial stride: a slice
-  first); any other ungrouped kernel `export_conv3d`'s temporal taps stacked on the channel axis
-  and one 2D convolution (at the default precision); grouped ones XLA's 3D convolution.
-  Differentiated by autodiff (XLA's own gradients of 2D convolutions). On a GPU these reach
-  cuDNN's NHWC 2D kernels instead of its channels-first 3D ones."""
+  """The "frames2d" lowering, XLA's own ops with every convolution a channels-last 2D one: a
+  (1, kh, kw) kernel without temporal padding is one 2D convolution over the frames folded into
+  the batch (temporal stride: a strided slice first); a (kt, 1, 1) kernel without spatial padding
+  one 2D convolution with a (kt, 1) kernel over (time, pixels) (spatial stride: a slice first);
+  any other kernel `export_conv3d`'s temporal taps stacked on the channel axis (group-major for
+  grouped ones) and one 2D convolution (at the default precision). Differentiated by autodiff
+  (XLA's own gradients of 2D convolutions). On a GPU these reach cuDNN's NHWC 2D kernels instead
+  of its channels-first 3D ones."""
   kt, kh, kw, _, cout = kernel.shape
   b, t, h, w, c = x.shape
   spatial_pad = any(p for pad in padding[1:] for p in pad)
@@ -260,15 +262,14 @@ def frames2d_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pad
         x.reshape((b, t, h * w, c)), kernel[:, 0], (strides[0], 1), (tuple(padding[0]), (0, 0)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_group_count)
     return y.reshape((b, y.shape[1], h, w, cout))
-  if feature_group_count == 1:
-    return export_conv3d(x, kernel, strides, padding, precision=None)
-  return cpu_conv3d.native_conv3d(x, kernel, strides, padding, feature_group_count)
+  return export_conv3d(x, kernel, strides, padding, feature_group_count, precision=None)
 
 
 def network_lowering(lowering: str, grouped: bool) -> str:
-  """The lowering a network passes to all of its convs: `lowering`, except "auto" on a GPU for a
-  network with grouped convs, which runs XLA's native ops throughout (one layout, no transposes
-  between its grouped and ungrouped convs). Inside `export_lowering()` "auto" stays."""
+  """The lowering a network passes to its convs: `lowering`, except "auto" on a GPU for a network
+  with grouped convs, which runs XLA's native ops (one layout, no transposes between its grouped
+  and ungrouped convs; a stem on the clip may still take its own, as ResNet3D's does). Inside
+  `export_lowering()` "auto" stays."""
   if (lowering == "auto" and grouped and targets.platform() == "gpu"
       and not export_lowering_forced() and not native_lowering_forced()):
     return "native"

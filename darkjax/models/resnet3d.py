@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from darkjax.layers.conv import Conv3D, max_pool3d, network_lowering
+from darkjax.layers.conv import LOWERINGS, Conv3D, max_pool3d, network_lowering
 from darkjax.layers import remat as remat_lib
 from darkjax.layers.scanned import scanned
 from darkjax.layers.norm import BatchNorm
@@ -165,6 +165,10 @@ class ResNet3D(nn.Module):
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy (True = "full")
   conv_lowering: str = "auto"
+  # conv1's lowering: "" = `conv_lowering` for its kernel alone (on a GPU, "auto" gives a full
+  # ungrouped kernel a channels-last 2D convolution, frames2d, in 3D-ResNeXt too; see __call__),
+  # else one of darkjax.layers.conv.LOWERINGS ("native": XLA's 3D convolution)
+  stem_lowering: str = ""
 
   def _stem(self, x: jax.Array, train: bool, lowering: str) -> jax.Array:
     """conv1 -> bn1 -> ReLU -> max pool, under the remat policy like every block (conv1's output,
@@ -188,12 +192,19 @@ class ResNet3D(nn.Module):
     if self.shortcut_type not in SHORTCUT_TYPES:
       raise ValueError(f"unknown shortcut_type {self.shortcut_type!r}; "
                        f"expected one of {SHORTCUT_TYPES}")
+    if self.stem_lowering and self.stem_lowering not in LOWERINGS:
+      raise ValueError(f"unknown stem_lowering {self.stem_lowering!r}; expected '' (the "
+                       f"network's conv_lowering) or one of {LOWERINGS}")
     block = BLOCKS[self.block]
     out: dict[str, jax.Array] = {}
-    # 3D-ResNeXt's grouped convs: XLA's native ops throughout on a GPU (conv.network_lowering)
+    # 3D-ResNeXt's grouped convs: XLA's native ops in its channels-first layout on a GPU
+    # (conv.network_lowering), except conv1: a 7x7x7 kernel on the clip's 3 channels, which
+    # cuDNN's channels-first 3D kernels ran at 3.5% of an H100's bf16 peak, 22% of the
+    # 3D-ResNeXt-101 step (docs/benchmarks.md), against C3D's frames2d convolutions at 30%. As
+    # frames2d the layout changes once, after the stem's pool (the clip was transposed before).
     lowering = network_lowering(self.conv_lowering, grouped=block is ResNeXtBottleneck)
     stem = remat_lib.wrap(ResNet3D._stem, self.remat, static_argnums=(2, 3))
-    x = stem(self, x, train, lowering)
+    x = stem(self, x, train, self.stem_lowering or self.conv_lowering)
     out["stem"] = x
     in_features = self.stem_width
     for i, (num_blocks, planes) in enumerate(zip(self.stage_sizes, self.widths)):

@@ -55,7 +55,8 @@ process, in alternating rounds, each against the first: `auto` (the defaults), o
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
 `ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK),
 `bn_relu=fused|plain` (BatchNorm + ReLU as one custom VJP where it applies, the default, or
-autodiff of the two: `darkjax.layers.norm`), and any XLA
+autodiff of the two: `darkjax.layers.norm`), a field of the model as `model.FIELD=VALUE` (e.g.
+`model.stem_lowering=native`: 3D-ResNeXt's stem as XLA's 3D convolution), and any XLA
 option as `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`;
 a list value joins its items with `+`, e.g. `xla_gpu_enable_command_buffer=FUSION+CONVOLUTION`,
 and an empty one clears the list).
@@ -121,7 +122,8 @@ BN_RELU = ("fused", "plain")   # norm.BatchNorm(relu=True): batch_norm_relu wher
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
-  """'auto' -> {}; 'lowering=sum2d,kernel_grad=dots' -> {'lowering': 'sum2d', ...}."""
+  """'auto' -> {}; 'lowering=sum2d,kernel_grad=dots' -> {'lowering': 'sum2d', ...};
+  'model.stem_lowering=native' -> {'model_kwargs': {'stem_lowering': 'native'}}."""
   settings: dict[str, Any] = {}
   for item in filter(None, spec.strip().split(",")):
     if item == "auto":
@@ -130,8 +132,12 @@ def parse_variant(spec: str) -> dict[str, Any]:
     if sep and key.startswith("xla_"):   # an XLA debug option for this variant's compile
       settings.setdefault("compiler_options", {})[key] = _option_value(value.replace("+", ","))
       continue
+    if sep and key.startswith("model.") and key[len("model."):].isidentifier():
+      settings.setdefault("model_kwargs", {})[key[len("model."):]] = _option_value(value)
+      continue
     if not sep or key not in VARIANT_KEYS:
-      raise ValueError(f"variant {spec!r}: {item!r} is not 'auto', xla_OPTION=VALUE or one of "
+      raise ValueError(f"variant {spec!r}: {item!r} is not 'auto', xla_OPTION=VALUE, "
+                       f"model.FIELD=VALUE or one of "
                        f"{', '.join(k + '=...' for k in VARIANT_KEYS)}")
     choices = {"lowering": conv.LOWERINGS, "kernel_grad": conv.KERNEL_GRADS,
                "bn_relu": BN_RELU}.get(key)
@@ -240,7 +246,11 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   kwargs = {} if lowering is None else {"conv_lowering": lowering}
   if remat_lib.enabled(remat):
     kwargs["remat"] = remat_lib.policy_name(remat)
-  model = models.build(model_name, NUM_CLASSES, dtype=jnp.dtype(dtype), **kwargs)
+  kwargs.update(conv_settings.get("model_kwargs", {}))
+  try:
+    model = models.build(model_name, NUM_CLASSES, dtype=jnp.dtype(dtype), **kwargs)
+  except TypeError as e:   # a model.FIELD the model does not have
+    raise ValueError(f"bench: {model_name} does not take {sorted(kwargs)}: {e}") from e
   if len(jax.devices()) < devices or batch % devices:
     raise SystemExit(f"bench: --devices {devices} needs that many jax devices (found "
                      f"{len(jax.devices())}) and --batch divisible by it")
