@@ -94,13 +94,18 @@ profile=${DARKJAX_BENCH_PROFILE:-$([ "$table" = 1 ] && echo 0 || echo 3)}
 deadline=${DARKJAX_BENCH_DEADLINE_S:-0}
 timeout_s=${DARKJAX_BENCH_TIMEOUT_S:-600}
 wheels=${DARKJAX_WHEELS:-.whl}
+# Max pools as nn.max_pool (a window arg-max and a scatter of atomic adds in the gradient on a GPU),
+# the form before running maxima of strided slices became the GPU default: C3D's five pools and
+# 3D-ResNeXt's stem pool (conv.choose_pool_lowering; docs/benchmarks.md).
+pool="max_pool=native"
 # 3D-ResNeXt's levers (native on GPU after its stem, its grouped convs kept channels-first, NCDHW):
 # its stem as XLA's channels-first 3D convolution, the form before the stem became a channels-last
-# 2D one (frames2d) by default; XLA's native 3D convolutions forced channels-last (the other
-# networks' default, targets.compiler_options); every conv a channels-last 2D one, the grouped
-# 3x3x3 ones with their taps stacked group-major (lowering=frames2d).
+# 2D one (frames2d) by default; its stem pool as nn.max_pool; XLA's native 3D convolutions forced
+# channels-last (the other networks' default, targets.compiler_options); every conv a
+# channels-last 2D one, the grouped 3x3x3 ones with their taps stacked group-major
+# (lowering=frames2d).
 nhwc="xla_gpu_force_conv_nhwc=true"
-resnext="model.stem_lowering=native;$nhwc;lowering=frames2d"
+resnext="model.stem_lowering=native;$pool;$nhwc;lowering=frames2d"
 # The convolutions recorded into XLA:GPU's command buffers (CUDA graphs) too (XLA's default command
 # types plus CONVOLUTION, not a default in XLA), so that a step replays a few large graphs instead
 # of alternating graphs and cuDNN launches: 0.98x the R(2+1)D-18 row's step in the 2026-11-27 run
@@ -114,7 +119,7 @@ cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN+D
 # compile is flax's step, eager torch's first call and torch.compile's, one after the other: the
 # 2026-11-27 pre-pass took 228, 179, 125, 108, 73 and 63 s for these rows).
 rows=${DARKJAX_BENCH_ROWS:-"resnext3d_101:8:64:auto;$resnext r2plus1d_34_ig65m:8:32:auto;$cbconv \
-r2plus1d_18:16:16:auto;$cbconv r2plus1d_18:64:16:auto c3d:30:16:auto;lowering=native \
+r2plus1d_18:16:16:auto;$cbconv r2plus1d_18:64:16:auto c3d:30:16:auto;$pool;lowering=native \
 r3d_18:16:16:auto;lowering=native"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.

@@ -26,9 +26,10 @@ from darkjax.tools import fit as fit_tool
 
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native", "attention:xla"}
-# XLA's own ops on a GPU also as channels-last 2D convolutions (conv.frames2d_conv3d), and the
-# channels-first layout grouped native convs keep
-_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn"}
+# XLA's own ops on a GPU also as channels-last 2D convolutions (conv.frames2d_conv3d), the
+# channels-first layout grouped native convs keep and max pools as strided-slice maxima
+_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn",
+                           "max_pool3d:separable"}
 GIB = 2 ** 30
 
 

@@ -172,6 +172,15 @@ def test_bench_conv_variants_smoke(capsys):
   assert bench.parse_variant("bn_relu=plain") == {"bn_relu": "plain"}
   with pytest.raises(ValueError, match="bn_relu='off', expected one of"):
     bench.parse_variant("bn_relu=off")
+  assert bench.parse_variant("max_pool=native") == {"max_pool": "native"}
+  with pytest.raises(ValueError, match="max_pool='max', expected one of"):
+    bench.parse_variant("max_pool=max")
+  from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
+  for settings, chosen_pool in (({}, "separable"), ({"max_pool": "native"}, "native")):
+    with bench._conv_overrides(settings), conv.record_lowerings() as chosen:   # a fresh trace
+      jax.eval_shape(lambda x: conv.max_pool3d(x, (2, 2, 2), (2, 2, 2)),
+                     jax.ShapeDtypeStruct((1, 2, 4, 4, 1), jnp.float32))
+    assert dict(chosen) == {f"max_pool3d:{chosen_pool}": 1}
   assert bench.parse_variant("model.stem_lowering=native,xla_gpu_autotune_level=2") == {
       "model_kwargs": {"stem_lowering": "native"},
       "compiler_options": {"xla_gpu_autotune_level": 2}}

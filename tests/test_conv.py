@@ -386,8 +386,9 @@ def test_separable_max_pool_matches_reduce_window(window, strides, padding):
 
 
 # Which lowering every platform-aware op of each model chooses, per platform compiled for
-# (`targets.compiling_for`, on this CPU host): accelerators must get XLA's native ops only (the
-# CPU rewrites would be slower there), CPU its rewrites. Traced with jax.eval_shape (no
+# (`targets.compiling_for`, on this CPU host): accelerators must get XLA's own ops only (the
+# CPU rewrites would be slower there; on a GPU max pools as strided-slice maxima), CPU its
+# rewrites. Traced with jax.eval_shape (no
 # compilation), forward and gradient, for the zoo's tiny families and every paper's deployed
 # model.
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
@@ -424,11 +425,14 @@ def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, tmp_path):
   # stem, conv.network_lowering, in XLA's channels-first layout)
   chosen = _traced_lowerings(case, "gpu", tmp_path)
   assert chosen and set(chosen) <= _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST,
-                                                   "attention:cudnn"}, chosen
+                                                   "attention:cudnn", "max_pool3d:separable"}, chosen
+  # max pools as running maxima of strided slices on a GPU (conv.choose_pool_lowering), never
+  # nn.max_pool's select-and-scatter gradient
+  assert "max_pool3d:native" not in chosen, chosen
   nhwc = {"xla_gpu_force_conv_nhwc": True}
   if case == "resnext3d_tiny":
     # the stem's conv1 only: one per traced forward pass, as its max pool
-    assert chosen["conv3d:frames2d"] == chosen["max_pool3d:native"] > 0, chosen
+    assert chosen["conv3d:frames2d"] == chosen["max_pool3d:separable"] > 0, chosen
     assert chosen["conv3d:native"] > 0, chosen
     assert chosen[targets.CHANNELS_FIRST] > 0, chosen   # one per grouped conv
     assert targets.compiler_options("gpu", lowerings=chosen) == {}

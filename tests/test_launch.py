@@ -90,14 +90,18 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   nhwc = {"compiler_options": {"xla_gpu_force_conv_nhwc": True}}
   with_convolutions = {"compiler_options": {"xla_gpu_enable_command_buffer": (
       "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION")}}
+  native_pools = {"max_pool": "native"}   # nn.max_pool, the form before the GPU default
   assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [
-      {}, {"model_kwargs": {"stem_lowering": "native"}}, nhwc, {"lowering": "frames2d"}]
+      {}, {"model_kwargs": {"stem_lowering": "native"}}, native_pools, nhwc,
+      {"lowering": "frames2d"}]
   for args in parsed[1:3]:   # the R(2+1)D rows at their paper batches
     assert [bench.parse_variant(v) for v in args.variants.split(";")] == [{}, with_convolutions]
   assert parsed[3].variants == "auto"
-  for args in parsed[4:6]:   # C3D and R3D-18: 2D convolutions against native ones channels-last
-    assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
-        {}, {"lowering": "native"}]
+  # C3D and R3D-18: 2D convolutions against native ones channels-last; C3D's pools as nn.max_pool
+  assert [bench.parse_variant(v) for v in parsed[4].variants.split(";")] == [
+      {}, native_pools, {"lowering": "native"}]
+  assert [bench.parse_variant(v) for v in parsed[5].variants.split(";")] == [
+      {}, {"lowering": "native"}]
   # every timed row and config also times its steps dispatched back to back (--pipelined)
   assert all(args.pipelined for args in parsed[:12]) and not any(
       args.pipelined for args in parsed[12:])

@@ -25,8 +25,9 @@ _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native", "attention:xla"}
 _DEPTHWISE_CHANNELS = 8
 # What a GPU trace may choose besides: conv.frames2d (XLA's own 2D convolutions), host-independent,
-# and the channels-first layout its grouped native convs keep.
-_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn"}
+# the channels-first layout its grouped native convs keep and max pools as strided-slice maxima.
+_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn",
+                           "max_pool3d:separable"}
 _NHWC = {"xla_gpu_force_conv_nhwc": True}
 
 
@@ -174,7 +175,8 @@ def test_accelerator_trace_on_cpu_host_has_native_ops_only(platform):
     assert targets.compiler_options(platform, lowerings=chosen) == {}
   else:
     assert targets.CHANNELS_FIRST not in chosen, chosen
-  assert "select_and_scatter" in hlo   # nn.max_pool's gradient, not the strided-slice maxima
+  # TPU: nn.max_pool's gradient; GPU: the strided-slice maxima (conv.choose_pool_lowering)
+  assert ("select_and_scatter" in hlo) == (platform == "tpu")
 
 
 def test_cpu_trace_takes_the_cpu_rewrites():

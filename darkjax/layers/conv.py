@@ -1,10 +1,11 @@
 """3D convolution and max pool whose lowering is chosen per platform and kernel shape.
 
-`Conv3D` / `conv3d` and `max_pool3d` run as XLA's native ops when compiling for GPU or TPU, and
-as the CPU rewrites of `darkjax.layers.cpu_conv3d` (2D convolutions, matmuls, strided-slice
-maxima) when compiling for CPU, whose native 3D convolution is several times slower. The
-platform is `darkjax.targets.platform()`: a step traced on a CPU host inside
-`targets.compiling_for(mesh)` for a GPU or TPU mesh gets the accelerator's native ops.
+`Conv3D` / `conv3d` and `max_pool3d` run as XLA's own ops when compiling for GPU or TPU (on a GPU
+max pools as running maxima of strided slices, `choose_pool_lowering`), and as the CPU rewrites of
+`darkjax.layers.cpu_conv3d` (2D convolutions, matmuls, strided-slice maxima) when compiling for
+CPU, whose native 3D convolution is several times slower. The platform is
+`darkjax.targets.platform()`: a step traced on a CPU host inside `targets.compiling_for(mesh)`
+for a GPU or TPU mesh gets the accelerator's ops.
 
 `lowering="auto"` picks per platform and shape (`choose_lowering`, `choose_kernel_grad`), one rule
 for every x86 CPU, the first that applies:
@@ -321,21 +322,30 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
 
 
 
+def choose_pool_lowering(backend: str | None = None) -> str:
+  """The `auto` max-pool lowering on `backend` (default: `targets.platform()`): "separable" on CPU
+  and GPU, "native" on TPU. `nn.max_pool`'s gradient is a select-and-scatter: slow on XLA:CPU,
+  and on XLA:GPU a window arg-max (values and indices) then a scatter of atomic adds into the
+  input's gradient; the separable form's gradient is elementwise selects that XLA fuses (C3D's
+  step compiled for an H100 moves 42% fewer bytes in its fusions: docs/benchmarks.md)."""
+  return "native" if (backend or targets.platform()) == "tpu" else "separable"
+
+
 def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
                padding: Padding = ((0, 0), (0, 0), (0, 0)), lowering: str = "auto") -> jax.Array:
   """NDHWC max pool with explicit (lo, hi) paddings (padding values never win, like PyTorch's).
 
-  `lowering`: "native" (`nn.max_pool`), "separable" (`cpu_conv3d.separable_max_pool3d`: same
-  values, a cheaper gradient on XLA:CPU) or "auto": separable when compiling for CPU, native on
-  GPU / TPU and inside `native_lowering()`, and inside `export_lowering()` "export": the
-  separable form, which jax2onnx converts (its 3D max pool gives wrong shapes in onnxruntime).
+  `lowering`: "native" (`nn.max_pool`), "separable" (`cpu_conv3d.separable_max_pool3d`: running
+  maxima of strided slices, the same values, an elementwise gradient) or "auto":
+  `choose_pool_lowering()` (separable on CPU and GPU, native on TPU), native inside
+  `native_lowering()`, and inside `export_lowering()` "export": the separable form, which
+  jax2onnx converts (its 3D max pool gives wrong shapes in onnxruntime).
   """
   if lowering == "auto" and export_lowering_forced():
     note_lowering("max_pool3d", "export")
     return cpu_conv3d.separable_max_pool3d(x, window, strides, padding)
   if lowering == "auto":
-    cpu = targets.platform() == "cpu" and not native_lowering_forced()
-    lowering = "separable" if cpu else "native"
+    lowering = "native" if native_lowering_forced() else choose_pool_lowering()
   note_lowering("max_pool3d", lowering)
   if lowering == "native":
     return nn.max_pool(x, tuple(window), strides=tuple(strides), padding=tuple(padding))

@@ -55,11 +55,12 @@ process, in alternating rounds, each against the first: `auto` (the defaults), o
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
 `ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK),
 `bn_relu=fused|plain` (BatchNorm + ReLU as one custom VJP where it applies, the default, or
-autodiff of the two: `darkjax.layers.norm`), a field of the model as `model.FIELD=VALUE` (e.g.
-`model.stem_lowering=native`: 3D-ResNeXt's stem as XLA's 3D convolution), and any XLA
-option as `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`;
-a list value joins its items with `+`, e.g. `xla_gpu_enable_command_buffer=FUSION+CONVOLUTION`,
-and an empty one clears the list).
+autodiff of the two: `darkjax.layers.norm`), `max_pool=native|separable` (every auto max pool as
+`nn.max_pool` or as running maxima of strided slices, instead of `conv.choose_pool_lowering`), a
+field of the model as `model.FIELD=VALUE` (e.g. `model.stem_lowering=native`: 3D-ResNeXt's stem as
+XLA's 3D convolution), and any XLA option as `xla_NAME=VALUE` (that variant's compiler_options,
+e.g. `xla_gpu_force_conv_nhwc=true`; a list value joins its items with `+`, e.g.
+`xla_gpu_enable_command_buffer=FUSION+CONVOLUTION`, and an empty one clears the list).
 With `--torch-compile` the first variant is the flax side of the table and each other one a side
 of its own, with its per-round ratio to flax (`variants` in the JSON; the table shows each against
 the best torch.compile). `--profile STEPS` traces that many steps of each flax side after the
@@ -117,7 +118,8 @@ from darkjax.profiling import format_flops, format_summary, format_utilisation
 NUM_CLASSES = bench_torch.NUM_CLASSES
 
 
-VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use", "bn_relu")
+VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use", "bn_relu", "max_pool")
+MAX_POOLS = ("native", "separable")   # conv.max_pool3d's lowerings, for choose_pool_lowering
 BN_RELU = ("fused", "plain")   # norm.BatchNorm(relu=True): batch_norm_relu where it applies, or not
 
 
@@ -140,7 +142,7 @@ def parse_variant(spec: str) -> dict[str, Any]:
                        f"model.FIELD=VALUE or one of "
                        f"{', '.join(k + '=...' for k in VARIANT_KEYS)}")
     choices = {"lowering": conv.LOWERINGS, "kernel_grad": conv.KERNEL_GRADS,
-               "bn_relu": BN_RELU}.get(key)
+               "bn_relu": BN_RELU, "max_pool": MAX_POOLS}.get(key)
     if choices is not None and value not in choices:
       raise ValueError(f"variant {spec!r}: {key}={value!r}, expected one of {choices}")
     settings[key] = float(value) if key == "ynn_min_core_use" else value
@@ -159,9 +161,12 @@ def _option_value(text: str) -> bool | int | str:
 
 @contextlib.contextmanager
 def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
-  """conv's auto kernel-gradient choice, YNN_MIN_CORE_USE and BatchNorm+ReLU's fusion
-  (`norm.fused_relu`) replaced while a step is traced."""
+  """conv's auto kernel-gradient and max-pool choices, YNN_MIN_CORE_USE and BatchNorm+ReLU's
+  fusion (`norm.fused_relu`) replaced while a step is traced."""
   with contextlib.ExitStack() as stack:
+    if "max_pool" in settings:
+      stack.enter_context(mock.patch.object(
+          conv, "choose_pool_lowering", lambda *_, value=settings["max_pool"]: value))
     if "bn_relu" in settings:
       stack.enter_context(norm.fused_relu(settings["bn_relu"] == "fused"))
     if "kernel_grad" in settings:
