@@ -100,18 +100,19 @@ wheels=${DARKJAX_WHEELS:-.whl}
 pool="max_pool=native"
 # 3D-ResNeXt's levers (native on GPU after its stem, its grouped convs kept channels-first, NCDHW):
 # its stem as XLA's channels-first 3D convolution, the form before the stem became a channels-last
-# 2D one (frames2d) by default; its stem pool as nn.max_pool; XLA's native 3D convolutions forced
-# channels-last (the other networks' default, targets.compiler_options); every conv a
-# channels-last 2D one, the grouped 3x3x3 ones with their taps stacked group-major
-# (lowering=frames2d).
+# 2D one (frames2d) by default; its stem pool as nn.max_pool; its BatchNorms as autodiff of
+# flax's (float32 activations kept, stacked by its scanned stages) instead of batch_norm_train;
+# XLA's native 3D convolutions forced channels-last (the other networks' default,
+# targets.compiler_options); every conv a channels-last 2D one, the grouped 3x3x3 ones with their
+# taps stacked group-major (lowering=frames2d).
 nhwc="xla_gpu_force_conv_nhwc=true"
-resnext="model.stem_lowering=native;$pool;$nhwc;lowering=frames2d"
+resnext="model.stem_lowering=native;$pool;bn_relu=plain;$nhwc;lowering=frames2d"
 # The convolutions recorded into XLA:GPU's command buffers (CUDA graphs) too (XLA's default command
 # types plus CONVOLUTION, not a default in XLA), so that a step replays a few large graphs instead
 # of alternating graphs and cuDNN launches: 0.98x the R(2+1)D-18 row's step in the 2026-11-27 run
 # (command buffers off: 1.00x; BatchNorm + ReLU as autodiff makes them, `bn_relu=plain`: 1.04x,
 # and in the 2026-11-26 run the (2+1)D convolutions as 2D ones, `lowering=frames2d`: the same step,
-# 2.7x the cold compile; those three levers are settled and no longer rows' variants:
+# 2.7x the cold compile; those three levers are settled and no longer the R(2+1)D rows' variants:
 # docs/benchmarks.md).
 cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN+DYNAMIC_SLICE_FUSION"\
 "+CONVOLUTION"

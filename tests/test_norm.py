@@ -170,23 +170,26 @@ def test_one_and_two_pass_statistics_agree_in_training():
     np.testing.assert_allclose(one, two, rtol=2e-4, atol=2e-4)
 
 
-@pytest.mark.parametrize("groups, dtype", [(1, jnp.float32), (2, jnp.float32), (1, jnp.bfloat16),
-                                           (2, jnp.bfloat16)])
-def test_fused_relu_is_relu_of_batch_norm_with_the_same_gradients(groups, dtype):
-  """relu=True in training with one-pass statistics of one group: `batch_norm_relu`'s custom VJP,
-  whose backward recomputes the ReLU's mask. The same outputs and running statistics as relu of
-  flax's BatchNorm, and the same gradients of x, scale and bias (what it saves in memory traffic:
-  docs/benchmarks.md, deviceless H100 compiles). With stat_groups > 1 (autodiff's, measured
-  lighter there) the same function too."""
+@pytest.mark.parametrize("groups, dtype, relu", [
+    (1, jnp.float32, True), (2, jnp.float32, True), (1, jnp.bfloat16, True),
+    (2, jnp.bfloat16, True), (1, jnp.float32, False), (1, jnp.bfloat16, False)])
+def test_fused_batch_norm_is_flaxs_with_the_same_gradients(groups, dtype, relu):
+  """Traced for a GPU or TPU, in training with one-pass statistics of one group: one custom VJP,
+  `batch_norm_train`, whose backward recomputes the normalised x (and with `relu` the ReLU's
+  mask) from x and the statistics. The same outputs and running statistics as flax's BatchNorm
+  (then `nn.relu`), and the same gradients of x, scale and bias (what it saves in memory traffic
+  and activations: docs/benchmarks.md, deviceless H100 compiles). With stat_groups > 1
+  (autodiff's, measured lighter there) and on CPU the same function, not fused."""
+  from darkjax import targets  # pylint: disable=import-outside-toplevel
   key_a, key_b, key_c = jax.random.split(jax.random.key(4), 3)
   x = jnp.concatenate([0.3 + jax.random.normal(key_a, (2, 3, 4, 4, 6)),
                        2.0 + 3.0 * jax.random.normal(key_b, (2, 3, 4, 4, 6))]).astype(dtype)
   probe = jax.random.normal(key_c, x.shape)
   kwargs = dict(momentum=0.9, epsilon=1e-3, stat_groups=groups, dtype=dtype,
                 use_fast_variance=True, use_running_average=False)
-  fused, plain = BatchNorm(relu=True, **kwargs), BatchNorm(**kwargs)
+  module, plain = BatchNorm(relu=relu, **kwargs), BatchNorm(**kwargs)
   variables = plain.init(jax.random.key(1), x)
-  assert jax.tree.map(np.shape, fused.init(jax.random.key(1), x)) == jax.tree.map(
+  assert jax.tree.map(np.shape, module.init(jax.random.key(1), x)) == jax.tree.map(
       np.shape, variables)   # the same variables: checkpoints do not depend on `relu`
   params = {"scale": jnp.linspace(0.5, 1.5, 6), "bias": jnp.linspace(-0.4, 0.4, 6)}
 
@@ -196,18 +199,20 @@ def test_fused_relu_is_relu_of_batch_norm_with_the_same_gradients(groups, dtype)
                               mutable=["batch_stats"])
       y = jax.nn.relu(y) if relu else y
       return jnp.sum(y.astype(jnp.float32) * probe), (y, stats)
-    return jax.value_and_grad(f, argnums=(0, 1), has_aux=True)
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))
 
-  (value, (y, stats)), grads = jax.jit(loss(fused, False))(params, x)
-  (value_ref, (y_ref, stats_ref)), grads_ref = jax.jit(loss(plain, True))(params, x)
+  with targets.compiling_for("gpu"):
+    (value, (y, stats)), grads = loss(module, False)(params, x)
+    with norm.fused_relu(False):   # flax's BatchNorm, then nn.relu: autodiff
+      (value_ref, (y_ref, stats_ref)), grads_ref = loss(plain, relu)(params, x)
   np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
   jax.tree.map(np.testing.assert_array_equal, stats, stats_ref)
   np.testing.assert_allclose(value, value_ref, rtol=1e-6)
-  # The gradients against float32 autodiff of BatchNorm and ReLU (the same x: bf16 values are
+  # The gradients against float32 autodiff of BatchNorm (and ReLU) (the same x: bf16 values are
   # float32 ones): within float32 rounding; in bf16 within the output's rounding to bf16 (the
   # fused backward computes in float32, autodiff of the bf16 module partly in bf16)
   exact = BatchNorm(**dict(kwargs, dtype=jnp.float32))
-  _, grads_f32 = jax.jit(loss(exact, True))(params, x.astype(jnp.float32))
+  _, grads_f32 = loss(exact, relu)(params, x.astype(jnp.float32))
   tol = 1e-5 if dtype == jnp.float32 else 1e-2
   if groups > 1:   # not fused: autodiff's program, the same gradients
     jax.tree.map(np.testing.assert_array_equal, grads, grads_ref)
@@ -219,20 +224,22 @@ def test_fused_relu_is_relu_of_batch_norm_with_the_same_gradients(groups, dtype)
     # and no further from them than the unfused module's own gradients
     assert np.max(np.abs(got - want)) <= np.max(np.abs(np.asarray(plain_bf16, np.float32) - want)
                                                 ) + 1e-6 * scale
-  # fused only where it applies: one group, one-pass statistics, training; else flax's form and
-  # nn.relu
+  # fused only where it applies: a GPU or TPU, one group, one-pass statistics, training; else
+  # flax's form (and nn.relu)
   forward = lambda module: str(jax.make_jaxpr(   # noqa: E731
       lambda p, x: module.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
                                 mutable=["batch_stats"]))(params, x))
-  assert ("custom_vjp_call" in forward(fused)) == (groups == 1)
-  assert "custom_vjp_call" not in forward(plain)
-  assert "custom_vjp_call" not in forward(BatchNorm(relu=True, **dict(kwargs,
-                                                                      use_fast_variance=False)))
-  with norm.fused_relu(False):   # bench --variants bn_relu=plain
-    assert "custom_vjp_call" not in forward(fused)
-  overrides = bench._conv_overrides   # pylint: disable=protected-access
-  with overrides(bench.parse_variant("bn_relu=plain")):
-    assert "custom_vjp_call" not in forward(fused)
+  for platform in ("gpu", "tpu"):
+    with targets.compiling_for(platform):
+      assert ("custom_vjp_call" in forward(module)) == (groups == 1)
+      assert "custom_vjp_call" not in forward(BatchNorm(relu=relu, **dict(
+          kwargs, use_fast_variance=False)))
+      with norm.fused_relu(False):   # bench --variants bn_relu=plain
+        assert "custom_vjp_call" not in forward(module)
+      overrides = bench._conv_overrides   # pylint: disable=protected-access
+      with overrides(bench.parse_variant("bn_relu=plain")):
+        assert "custom_vjp_call" not in forward(module)
+  assert "custom_vjp_call" not in forward(module)   # the CPU's step: flax's BatchNorm
   np.testing.assert_array_equal(
       BatchNorm(relu=True, **dict(kwargs, use_running_average=True)).apply(variables, x),
       jax.nn.relu(BatchNorm(**dict(kwargs, use_running_average=True)).apply(variables, x)))
@@ -240,7 +247,7 @@ def test_fused_relu_is_relu_of_batch_norm_with_the_same_gradients(groups, dtype)
 
 def test_r2plus1d_traced_for_gpu_trains_alike_with_and_without_the_fused_relu():
   """The R(2+1)D network as a GPU step traces it (native convs, one-pass statistics, its
-  BatchNorm + ReLU pairs as `batch_norm_relu`), run here: the same loss, gradients and running
+  BatchNorms, with or without a ReLU, as `batch_norm_train`), run here: the same loss, gradients and running
   statistics as the same trace with autodiff's BatchNorm and ReLU (`fused_relu(False)`)."""
   from darkjax import models, targets  # pylint: disable=import-outside-toplevel
   model = models.build("r2plus1d_tiny_test", 5)
@@ -257,9 +264,12 @@ def test_r2plus1d_traced_for_gpu_trains_alike_with_and_without_the_fused_relu():
       forward = str(jax.make_jaxpr(loss)(variables["params"]))
       out = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
     assert chosen["conv3d:native"] > 0 and "conv3d:frames2d" not in chosen, chosen
-    # the stem's two and each block's conv1 and conv2 spatial + bn1 BatchNorms, fused or none
-    assert forward.count("custom_vjp_call") == (2 + 3 * sum(model.stage_sizes) if fused
-                                                else 0), forward.count("custom_vjp_call")
+    # every BatchNorm (one group each), with or without its ReLU, fused or none
+    batch_norms = sum(path[-1].key == "scale" for path, _ in
+                      jax.tree_util.tree_leaves_with_path(variables["params"]))
+    assert batch_norms > 2 + 3 * sum(model.stage_sizes)   # the (2+1)D pairs' and the others
+    assert forward.count("custom_vjp_call") == (batch_norms if fused else 0), forward.count(
+        "custom_vjp_call")
     return out
 
   (value, stats), grads = run(True)

@@ -116,26 +116,40 @@ def test_output_contract_and_feature_extractor():
     jax.eval_shape(model.init, jax.random.key(0), jnp.ones((8, 32, 32, 3)))
 
 
-def test_resnext_stem_on_gpu_is_a_2d_convolution_with_the_same_values():
+def test_resnext_traced_for_gpu_trains_alike_with_its_stem_and_batch_norms_either_way():
   """3D-ResNeXt traced for a GPU: its stem (a full kernel on RGB) is a channels-last 2D
-  convolution (frames2d) while its other convs stay XLA's channels-first 3D ones; the old form
-  (`stem_lowering="native"`) gives the same logits and gradients, run here."""
+  convolution (frames2d) while its other convs stay XLA's channels-first 3D ones, and in training
+  every BatchNorm is `batch_norm_train`'s custom VJP. Run here, the old stem
+  (`stem_lowering="native"`) gives the same logits and gradients, and autodiff's BatchNorms
+  (`fused_relu(False)`) the same training loss, gradients and running statistics."""
   from darkjax import targets  # pylint: disable=import-outside-toplevel
-  from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
+  from darkjax.layers import conv, norm  # pylint: disable=import-outside-toplevel
   clips = jax.random.normal(jax.random.key(3), (2, 4, 32, 32, 3))
-  results, lowerings = [], []
-  for stem in ("", "native"):
+  results, lowerings, fused = [], [], []
+  for stem, fused_bn, train in (("", True, False), ("native", True, False), ("", True, True),
+                                ("", False, True)):
     model = models.build("resnext3d_tiny", 5, stem_lowering=stem)
     variables = _random_variables(model, clips)
-    with targets.compiling_for("gpu"), conv.record_lowerings() as chosen:
-      loss = lambda p, model=model, variables=variables: jnp.sum(model.apply(
-          {**variables, "params": p}, clips)[0] ** 2)
-      results.append(jax.jit(jax.value_and_grad(loss))(variables["params"]))
+
+    def loss(p, model=model, variables=variables, train=train):
+      (logits, _), updates = model.apply({**variables, "params": p}, clips, train=train,
+                                         mutable=["batch_stats"])
+      return jnp.sum(logits ** 2), updates
+    with (targets.compiling_for("gpu"), norm.fused_relu(fused_bn),
+          conv.record_lowerings() as chosen):
+      fused.append(str(jax.make_jaxpr(loss)(variables["params"])).count("custom_vjp_call"))
+      results.append(jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"]))
     lowerings.append(dict(chosen))
-  assert lowerings[0]["conv3d:frames2d"] == 1 and lowerings[0]["conv3d:native"] > 0, lowerings
+  assert lowerings[0]["conv3d:frames2d"] == 2 and lowerings[0]["conv3d:native"] > 0, lowerings
   assert "conv3d:frames2d" not in lowerings[1], lowerings
   assert lowerings[0]["conv3d_layout:channels_first"] > 0, lowerings   # the grouped convs
-  for got, want in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+  batch_norms = sum(path[-1].key == "scale" for path, _ in
+                    jax.tree_util.tree_leaves_with_path(results[0][1]))
+  # in training each BatchNorm fused (the jaxpr holds a scanned stage's body more than once), or
+  # none; in inference flax's
+  assert fused[:2] == [0, 0] and fused[2] >= batch_norms and fused[3] == 0, (fused, batch_norms)
+  for got, want in zip(jax.tree.leaves(results[0] + results[2]),
+                       jax.tree.leaves(results[1] + results[3])):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.max(jnp.abs(want))))
   with pytest.raises(ValueError, match="unknown stem_lowering 'nhwc'"):
     jax.eval_shape(models.build("resnext3d_tiny", 5, stem_lowering="nhwc").init,

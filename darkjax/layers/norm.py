@@ -27,16 +27,20 @@ or TPU, two on CPU, where it costs nothing measurable and the papers' synthetic 
 measured with it; the other models use flax's default everywhere. Both forms compute in float32
 from bf16 or float32 activations and agree to float32 rounding.
 
-`relu=True` returns relu(BatchNorm(x)). In training with one-pass statistics of one group, a
-scale and a bias (the R(2+1)D networks' BatchNorms before a ReLU, on GPU and TPU) it is one
-`jax.custom_vjp`, `batch_norm_relu`: flax's forward, and a closed-form backward that recomputes
-the ReLU's mask from x and the statistics, so that it is one reduction pass and one elementwise
-pass over x and the incoming gradient. Autodiff of BatchNorm then ReLU writes the masked
-gradient out and reads it twice more: 2.5 GiB of R(2+1)D-18's 20.7 GiB fusion traffic per step
-at B16 x 16 (deviceless H100 compile; docs/benchmarks.md, "BatchNorm statistics in one pass").
-With `stat_groups` > 1 autodiff of the grouped arithmetic moved fewer bytes than the same closed
-form per part (ActLumos's teacher: 223 against 240 GiB), so those stay autodiff's. Elsewhere
-(two-pass statistics, inference, the export form) it is BatchNorm and then `nn.relu`.
+`relu=True` returns relu(BatchNorm(x)). In training when compiling for a GPU or TPU, with
+one-pass statistics of one group, a scale and a bias, a BatchNorm (with or without its ReLU) is
+one `jax.custom_vjp`, `batch_norm_train`: flax's forward, and a closed-form backward from x in
+its own dtype and the (C,) statistics, recomputing the normalised x in float32 (and the ReLU's
+mask), so that it is one reduction pass and one elementwise pass over x and the incoming
+gradient. Autodiff keeps float32 activations instead (x minus the mean), which `nn.scan` stacks
+over a stage's blocks: 3D-ResNeXt-101's steps hold 30-45% less memory this way (deviceless H100
+and TPU compiles); and autodiff of BatchNorm then ReLU writes the masked gradient out and reads
+it twice more: 2.5 GiB of R(2+1)D-18's 20.7 GiB fusion traffic per step at B16 x 16
+(docs/benchmarks.md, "BatchNorm statistics in one pass", "Every BatchNorm's backward from its
+bf16 input"). With `stat_groups` > 1 autodiff of the grouped arithmetic moved fewer bytes than
+the same closed form per part (ActLumos's teacher: 223 against 240 GiB), so those stay
+autodiff's. On a CPU, and elsewhere (two-pass statistics, inference, the export form), it is
+flax's BatchNorm and then `nn.relu`.
 """
 
 from __future__ import annotations
@@ -61,8 +65,8 @@ _FUSED_RELU: contextvars.ContextVar[bool] = contextvars.ContextVar("darkjax_fuse
 
 @contextlib.contextmanager
 def fused_relu(enabled: bool) -> Iterator[None]:
-  """Within the block (at trace time), whether `BatchNorm(relu=True)` may take `batch_norm_relu`
-  (the default) or is always flax's BatchNorm and then `nn.relu`: `bench --variants
+  """Within the block (at trace time), whether a BatchNorm may take `batch_norm_train` where it
+  applies (the default) or is always flax's BatchNorm (and then `nn.relu`): `bench --variants
   bn_relu=plain` times the two against each other."""
   token = _FUSED_RELU.set(bool(enabled))
   try:
@@ -104,36 +108,45 @@ def batch_statistics(x: jax.Array, groups: int = 1) -> tuple[jax.Array, jax.Arra
   return mean, jnp.maximum(0.0, _part_sums(jnp.square(values), groups) / count - jnp.square(mean))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def batch_norm_relu(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
                     dtype: Any) -> jax.Array:
   """relu(BatchNorm(x)) with the batch's one-pass statistics (`batch_statistics`), in `dtype`:
   flax's forward arithmetic, and the closed-form backward of the module docstring."""
-  return _batch_norm_relu_fwd(x, scale, bias, epsilon, dtype)[0]
+  return batch_norm_train(x, scale, bias, epsilon, dtype, True)
 
 
-def _batch_norm_relu_fwd(x, scale, bias, epsilon, dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
+                     dtype: Any, relu: bool) -> jax.Array:
+  """BatchNorm(x) in training with the batch's one-pass statistics, then a ReLU if `relu`, in
+  `dtype`: flax's forward arithmetic, and a closed-form backward from x itself (in its own
+  dtype) and the (C,) statistics, which autodiff would keep as float32 activations."""
+  return _batch_norm_train_fwd(x, scale, bias, epsilon, dtype, relu)[0]
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon, dtype, relu):
   mean, var = batch_statistics(x)
   rstd = jax.lax.rsqrt(var + epsilon)
   y = ((x - mean) * (rstd * scale) + bias).astype(dtype)   # flax's _normalize
-  return jax.nn.relu(y), (x, mean, rstd, scale, bias)
+  return (jax.nn.relu(y) if relu else y), (x, mean, rstd, scale, bias)
 
 
-def _batch_norm_relu_bwd(epsilon, dtype, residuals, dy):
+def _batch_norm_train_bwd(epsilon, dtype, relu, residuals, dy):
   del epsilon, dtype
   x, mean, rstd, scale, bias = residuals
   axes = tuple(range(x.ndim - 1))
   count = x.size // x.shape[-1]
   normalised = (x.astype(jnp.float32) - mean) * rstd
-  # the ReLU's mask from x and the statistics: the gradient masked is never written out
-  g = jnp.where(normalised * scale + bias > 0, dy.astype(jnp.float32), 0.0)
+  g = dy.astype(jnp.float32)
+  if relu:   # the ReLU's mask from x and the statistics: the gradient masked is never written out
+    g = jnp.where(normalised * scale + bias > 0, g, 0.0)
   dbias = jnp.sum(g, axis=axes)
   dscale = jnp.sum(g * normalised, axis=axes)
   dx = (rstd * scale) * (g - dbias / count - normalised * (dscale / count))
   return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
 
 
-batch_norm_relu.defvjp(_batch_norm_relu_fwd, _batch_norm_relu_bwd)
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 class BatchNorm(nn.BatchNorm):
@@ -146,9 +159,9 @@ class BatchNorm(nn.BatchNorm):
                mask: jax.Array | None = None) -> jax.Array:
     running = nn.merge_param("use_running_average", self.use_running_average,
                              use_running_average)
-    if (self.relu and not running and self.stat_groups == 1 and self.use_fast_variance
+    if (not running and self.stat_groups == 1 and self.use_fast_variance
         and self.use_scale and self.use_bias and mask is None and self.axis == -1
-        and _FUSED_RELU.get()):
+        and _FUSED_RELU.get() and targets.platform() != "cpu"):
       return self._grouped(x, running, mask, fused=True)
     y = self._normalise(x, use_running_average, running, mask)
     return nn.relu(y) if self.relu else y
@@ -179,7 +192,8 @@ class BatchNorm(nn.BatchNorm):
                fused: bool = False) -> jax.Array:
     """Per-part statistics (module docstring); flax's arithmetic (biased variance, float32
     statistics, `momentum` for the running averages) within each part. `fused` (one part, in
-    training): relu of flax's BatchNorm as `batch_norm_relu`, with flax's (C,) statistics."""
+    training): flax's BatchNorm (and its ReLU) as `batch_norm_train`, with flax's (C,)
+    statistics."""
     groups = self.stat_groups
     if mask is not None or self.axis != -1 or x.shape[0] % groups:
       raise ValueError(f"BatchNorm {self.name}: stat_groups={groups} needs a batch of equal "
@@ -201,7 +215,7 @@ class BatchNorm(nn.BatchNorm):
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
       dtype = self.dtype or jnp.result_type(x, scale, bias)
-      return batch_norm_relu(x, scale, bias, self.epsilon, dtype)
+      return batch_norm_train(x, scale, bias, self.epsilon, dtype, self.relu)
     if running:
       mean, var = ra_mean.value, ra_var.value
     elif self.use_fast_variance:   # one pass over x, as flax's (module docstring)

@@ -61,9 +61,9 @@ class _BlockBase(nn.Module):
                   feature_group_count=groups, dtype=self.dtype, lowering=self.conv_lowering,
                   name=name)
 
-  def norm(self, name: str):
+  def norm(self, name: str, relu: bool = False):
     return BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5,
-                        dtype=self.dtype, name=name)
+                     dtype=self.dtype, relu=relu, name=name)
 
   def shortcut(self, x: jax.Array, out_features: int) -> jax.Array:
     if self.downsample is None:
@@ -94,7 +94,7 @@ class BasicBlock(_BlockBase):
   expansion = 1
 
   def residual(self, x: jax.Array) -> jax.Array:
-    y = nn.relu(self.norm("bn1")(self.conv(self.planes, 3, "conv1", stride=self.stride)(x)))
+    y = self.norm("bn1", relu=True)(self.conv(self.planes, 3, "conv1", stride=self.stride)(x))
     return self.norm("bn2")(self.conv(self.planes, 3, "conv2")(y))
 
 
@@ -102,8 +102,8 @@ class Bottleneck(_BlockBase):
   expansion = 4
 
   def residual(self, x: jax.Array) -> jax.Array:
-    y = nn.relu(self.norm("bn1")(self.conv(self.planes, 1, "conv1")(x)))
-    y = nn.relu(self.norm("bn2")(self.conv(self.planes, 3, "conv2", stride=self.stride)(y)))
+    y = self.norm("bn1", relu=True)(self.conv(self.planes, 1, "conv1")(x))
+    y = self.norm("bn2", relu=True)(self.conv(self.planes, 3, "conv2", stride=self.stride)(y))
     return self.norm("bn3")(self.conv(self.planes * self.expansion, 1, "conv3")(y))
 
 
@@ -112,9 +112,9 @@ class ResNeXtBottleneck(_BlockBase):
 
   def residual(self, x: jax.Array) -> jax.Array:
     width = self.cardinality * (self.planes // 32)
-    y = nn.relu(self.norm("bn1")(self.conv(width, 1, "conv1")(x)))
+    y = self.norm("bn1", relu=True)(self.conv(width, 1, "conv1")(x))
     y = self.conv(width, 3, "conv2", stride=self.stride, groups=self.cardinality)(y)
-    y = nn.relu(self.norm("bn2")(y))
+    y = self.norm("bn2", relu=True)(y)
     return self.norm("bn3")(self.conv(self.planes * self.expansion, 1, "conv3")(y))
 
 
@@ -176,8 +176,7 @@ class ResNet3D(nn.Module):
     x = Conv3D(self.stem_width, (7, 7, 7), strides=(1, 2, 2), padding=((3, 3),) * 3,
                dtype=self.dtype, lowering=lowering, name="conv1")(x)
     x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                     name="bn1")(x)
-    x = nn.relu(x)
+                  relu=True, name="bn1")(x)
     # conv_lowering="native" means XLA's own ops throughout, the pool included.
     return max_pool3d(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3,
                       lowering="native" if lowering == "native" else "auto")

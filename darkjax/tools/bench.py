@@ -54,8 +54,8 @@ what the deadline cut. JAX and torch share the GPU: with
 process, in alternating rounds, each against the first: `auto` (the defaults), or comma-separated
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
 `ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK),
-`bn_relu=fused|plain` (BatchNorm + ReLU as one custom VJP where it applies, the default, or
-autodiff of the two: `darkjax.layers.norm`), `max_pool=native|separable` (every auto max pool as
+`bn_relu=fused|plain` (each BatchNorm, with its ReLU, as one custom VJP where it applies, the
+default on GPU and TPU, or autodiff of flax's: `darkjax.layers.norm`), `max_pool=native|separable` (every auto max pool as
 `nn.max_pool` or as running maxima of strided slices, instead of `conv.choose_pool_lowering`), a
 field of the model as `model.FIELD=VALUE` (e.g. `model.stem_lowering=native`: 3D-ResNeXt's stem as
 XLA's 3D convolution), and any XLA option as `xla_NAME=VALUE` (that variant's compiler_options,
@@ -120,7 +120,7 @@ NUM_CLASSES = bench_torch.NUM_CLASSES
 
 VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use", "bn_relu", "max_pool")
 MAX_POOLS = ("native", "separable")   # conv.max_pool3d's lowerings, for choose_pool_lowering
-BN_RELU = ("fused", "plain")   # norm.BatchNorm(relu=True): batch_norm_relu where it applies, or not
+BN_RELU = ("fused", "plain")   # norm.BatchNorm: batch_norm_train where it applies, or autodiff
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
