@@ -95,18 +95,19 @@ deadline=${DARKJAX_BENCH_DEADLINE_S:-0}
 timeout_s=${DARKJAX_BENCH_TIMEOUT_S:-600}
 wheels=${DARKJAX_WHEELS:-.whl}
 # Max pools as nn.max_pool (a window arg-max and a scatter of atomic adds in the gradient on a GPU),
-# the form before running maxima of strided slices became the GPU default: C3D's five pools and
-# 3D-ResNeXt's stem pool (conv.choose_pool_lowering; docs/benchmarks.md).
+# the form before running maxima of strided slices became the GPU default for non-overlapping
+# windows (C3D's five pools), and the other way round for 3D-ResNeXt's overlapping stem pool, which
+# stays nn.max_pool (conv.choose_pool_lowering; docs/benchmarks.md).
 pool="max_pool=native"
 # 3D-ResNeXt's levers (native on GPU after its stem, its grouped convs kept channels-first, NCDHW):
 # its stem as XLA's channels-first 3D convolution, the form before the stem became a channels-last
-# 2D one (frames2d) by default; its stem pool as nn.max_pool; its BatchNorms as autodiff of
+# 2D one (frames2d) by default; its stem pool as strided-slice maxima; its BatchNorms as autodiff of
 # flax's (float32 activations kept, stacked by its scanned stages) instead of batch_norm_train;
 # XLA's native 3D convolutions forced channels-last (the other networks' default,
 # targets.compiler_options); every conv a channels-last 2D one, the grouped 3x3x3 ones with their
 # taps stacked group-major (lowering=frames2d).
 nhwc="xla_gpu_force_conv_nhwc=true"
-resnext="model.stem_lowering=native;$pool;bn_relu=plain;$nhwc;lowering=frames2d"
+resnext="model.stem_lowering=native;max_pool=separable;bn_relu=plain;$nhwc;lowering=frames2d"
 # The convolutions recorded into XLA:GPU's command buffers (CUDA graphs) too (XLA's default command
 # types plus CONVOLUTION, not a default in XLA), so that a step replays a few large graphs instead
 # of alternating graphs and cuDNN launches: 0.98x the R(2+1)D-18 row's step in the 2026-11-27 run

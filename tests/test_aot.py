@@ -122,6 +122,34 @@ def test_h100_step_compiles_with_native_ops(tmp_path):
   assert plain.count("shift_left") > 10 * lowered.as_text().count("shift_left")
 
 
+@needs_gpu
+def test_bench_compiles_a_models_step_for_a_target_under_each_variant(tmp_path, capsys):
+  """`bench --model M --target h100:1 --variants ...`: the step compiled for the target, nothing
+  run, per variant its memory, traffic and lowerings (docs/benchmarks.md's deviceless rows):
+  3D-ResNeXt's GPU forms (a 2D stem, fused BatchNorms) against the old ones, and its stem pool
+  as strided-slice maxima."""
+  from darkjax.tools import bench  # pylint: disable=import-outside-toplevel
+  specs = ["auto", "model.stem_lowering=native", "max_pool=separable", "bn_relu=plain"]
+  result = bench.main(["--model", "resnext3d_tiny", "--batch", "2", "--frames", "8", "--size",
+                       "32", "--dtype", "bfloat16", "--target", "h100:1", "--variants",
+                       ";".join(specs), "--json", str(tmp_path / "target.json")])
+  assert (result["target"], result["platform"], list(result["variants"])) == (
+      "h100:1", "gpu", specs)
+  auto, stem, pools, plain = (result["variants"][spec] for spec in specs)
+  assert auto["lowerings"]["conv3d:frames2d"] == 1 and "conv3d:frames2d" not in stem["lowerings"]
+  assert auto["lowerings"]["max_pool3d:native"] == 1   # its overlapping stem pool
+  assert pools["lowerings"]["max_pool3d:separable"] == 1
+  for entry in result["variants"].values():
+    assert entry["compile_s"] > 0 and entry["traffic"]["convolution"]["count"] > 0
+    assert entry["memory"]["total"] == (entry["memory"]["argument"] + entry["memory"]["output"]
+                                        + entry["memory"]["temp"] - entry["memory"]["alias"])
+  # autodiff's BatchNorms keep float32 activations, stacked by the scanned stage
+  assert plain["memory"]["temp"] > auto["memory"]["temp"], (plain["memory"], auto["memory"])
+  assert json.load(open(tmp_path / "target.json", encoding="utf-8"))["variants"].keys() == set(
+      specs)
+  assert "compiled for h100:1 (gpu), nothing run" in capsys.readouterr().out
+
+
 @needs_tpu
 def test_planner_on_a_tpu_v5e_slice(tmp_path, capsys):
   out = tmp_path / "fit.json"

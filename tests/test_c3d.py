@@ -176,7 +176,7 @@ def test_bench_conv_variants_smoke(capsys):
   with pytest.raises(ValueError, match="max_pool='max', expected one of"):
     bench.parse_variant("max_pool=max")
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
-  for settings, chosen_pool in (({}, "separable"), ({"max_pool": "native"}, "native")):
+  for settings, chosen_pool in (({}, "separable"), ({"max_pool": "native"}, "native")):   # CPU
     with bench._conv_overrides(settings), conv.record_lowerings() as chosen:   # a fresh trace
       jax.eval_shape(lambda x: conv.max_pool3d(x, (2, 2, 2), (2, 2, 2)),
                      jax.ShapeDtypeStruct((1, 2, 4, 4, 1), jnp.float32))
@@ -191,6 +191,8 @@ def test_bench_conv_variants_smoke(capsys):
                      conv_settings=bench.parse_variant("model.stem_lowering=native"))
   with pytest.raises(SystemExit):  # argparse reports the bad variant
     bench.main(["--model", "c3d_tiny", "--variants", "auto;threads=2"])
+  with pytest.raises(SystemExit):  # a compile-only target compiles, it times nothing
+    bench.main(["--model", "c3d_tiny", "--target", "h100:1", "--vs-torch"])
   result = bench.main(["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",
                        "--steps", "1", "--rounds", "2", "--variants", "auto;kernel_grad=dots"])
   variants = result["variants"]

@@ -1,9 +1,9 @@
 """3D convolution and max pool whose lowering is chosen per platform and kernel shape.
 
 `Conv3D` / `conv3d` and `max_pool3d` run as XLA's own ops when compiling for GPU or TPU (on a GPU
-max pools as running maxima of strided slices, `choose_pool_lowering`), and as the CPU rewrites of
-`darkjax.layers.cpu_conv3d` (2D convolutions, matmuls, strided-slice maxima) when compiling for
-CPU, whose native 3D convolution is several times slower. The platform is
+non-overlapping max pools as running maxima of strided slices, `choose_pool_lowering`), and as
+the CPU rewrites of `darkjax.layers.cpu_conv3d` (2D convolutions, matmuls, strided-slice maxima)
+when compiling for CPU, whose native 3D convolution is several times slower. The platform is
 `darkjax.targets.platform()`: a step traced on a CPU host inside `targets.compiling_for(mesh)`
 for a GPU or TPU mesh gets the accelerator's ops.
 
@@ -322,13 +322,22 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
 
 
 
-def choose_pool_lowering(backend: str | None = None) -> str:
+def choose_pool_lowering(window: Sequence[int], strides: Sequence[int],
+                         backend: str | None = None) -> str:
   """The `auto` max-pool lowering on `backend` (default: `targets.platform()`): "separable" on CPU
-  and GPU, "native" on TPU. `nn.max_pool`'s gradient is a select-and-scatter: slow on XLA:CPU,
-  and on XLA:GPU a window arg-max (values and indices) then a scatter of atomic adds into the
-  input's gradient; the separable form's gradient is elementwise selects that XLA fuses (C3D's
-  step compiled for an H100 moves 42% fewer bytes in its fusions: docs/benchmarks.md)."""
-  return "native" if (backend or targets.platform()) == "tpu" else "separable"
+  and, for windows that do not overlap (each no longer than its stride: C3D's), on GPU; "native"
+  on TPU and for overlapping windows on GPU (3D-ResNet's 3x3x3 stem pool of stride 2).
+  `nn.max_pool`'s gradient is a select-and-scatter: slow on XLA:CPU, and on XLA:GPU a window
+  arg-max (values and indices) then a scatter of atomic adds into the input's gradient; the
+  separable form's gradient is elementwise selects that XLA fuses. Compiled for an H100, C3D's
+  step moves 42% fewer bytes in its fusions that way, while 3D-ResNeXt's overlapping stem pool
+  reads its input once per tap and axis, 2 GiB more a step than the arg-max and scatter
+  (docs/benchmarks.md)."""
+  backend = backend or targets.platform()
+  if backend == "cpu":
+    return "separable"
+  overlapping = any(w > s for w, s in zip(window, strides))
+  return "separable" if backend == "gpu" and not overlapping else "native"
 
 
 def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
@@ -337,7 +346,7 @@ def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
 
   `lowering`: "native" (`nn.max_pool`), "separable" (`cpu_conv3d.separable_max_pool3d`: running
   maxima of strided slices, the same values, an elementwise gradient) or "auto":
-  `choose_pool_lowering()` (separable on CPU and GPU, native on TPU), native inside
+  `choose_pool_lowering` (separable on CPU and for non-overlapping windows on GPU), native inside
   `native_lowering()`, and inside `export_lowering()` "export": the separable form, which
   jax2onnx converts (its 3D max pool gives wrong shapes in onnxruntime).
   """
@@ -345,7 +354,8 @@ def max_pool3d(x: jax.Array, window: Sequence[int], strides: Sequence[int],
     note_lowering("max_pool3d", "export")
     return cpu_conv3d.separable_max_pool3d(x, window, strides, padding)
   if lowering == "auto":
-    lowering = "native" if native_lowering_forced() else choose_pool_lowering()
+    lowering = ("native" if native_lowering_forced()
+                else choose_pool_lowering(window, strides))
   note_lowering("max_pool3d", lowering)
   if lowering == "native":
     return nn.max_pool(x, tuple(window), strides=tuple(strides), padding=tuple(padding))

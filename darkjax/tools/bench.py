@@ -110,8 +110,8 @@ from darkjax.layers import conv, conv2d, norm
 from darkjax.tools import bench_report, bench_torch
 from darkjax.tools.measure import (alternating_rounds, compare_policies, device_profile,
                                    pipelined_rounds, step_runner,
-                                   format_lowerings, median, memory_bytes,
-                                   remat_policies, report, time_steps)
+                                   format_lowerings, format_traffic, hlo_traffic, median,
+                                   memory_bytes, remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
 from darkjax.profiling import format_flops, format_summary, format_utilisation
 
@@ -195,6 +195,70 @@ def _step_fn(model: Any, tx: Any) -> Callable[..., Any]:
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_stats, opt_state, loss
   return step
+
+
+def bench_target(args: argparse.Namespace) -> dict[str, Any]:
+  """`--model M --target T`: the benchmarked train step compiled for a compile-only target
+  (darkjax.aot: "h100:1", "tpu-v5e:2x2", ...) on abstract arguments, once per `--variants` spec,
+  nothing run: each one's compile time, XLA's memory analysis per device, the memory traffic of
+  its kernels (`measure.hlo_traffic`: fusions, convolutions, and the operands of its loops), and
+  the lowerings its trace chose. The batch is split over the target's devices."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from darkjax import aot, models  # pylint: disable=import-outside-toplevel
+
+  devices = aot.compile_only_devices(args.target)
+  platform = targets.platform_of(devices)
+  if args.batch % len(devices):
+    raise SystemExit(f"bench: --batch {args.batch} is not divisible by the {len(devices)} "
+                     f"devices of --target {args.target}")
+  mesh = jax.sharding.Mesh(devices, ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  shape = (args.batch, args.frames, args.size, args.size, 3)
+  specs = [spec.strip() for spec in (args.variants or "auto").split(";") if spec.strip()]
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
+        f"{args.optimizer} train step compiled for {args.target} ({platform}), nothing run",
+        flush=True)
+  result: dict[str, Any] = {"model": args.model, "target": args.target, "platform": platform,
+                            "variants": {}}
+  for spec in specs:
+    settings = parse_variant(spec)
+    kwargs = {} if args.lowering is None else {"conv_lowering": args.lowering}
+    kwargs.update(settings.get("model_kwargs", {}))
+    with targets.compiling_for(platform), _conv_overrides(settings), \
+        conv.record_lowerings() as chosen:
+      model = models.build(args.model, NUM_CLASSES, dtype=jnp.dtype(args.dtype), **kwargs)
+      abstract = lambda tree, sharding=replicated: jax.tree.map(   # noqa: E731
+          lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
+      with conv2d.recording_paused():   # the step's lowerings only, not the init's
+        variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape),
+                                                      train=False))
+      tx = bench_torch.optax_optimizer(args.optimizer)
+      opt_state = jax.eval_shape(tx.init, variables["params"])
+      start = time.perf_counter()
+      lowered = jax.jit(_step_fn(model, tx), donate_argnums=(0, 1, 2)).lower(
+          abstract(variables["params"]), abstract(variables.get("batch_stats", {})),
+          abstract(opt_state), jax.ShapeDtypeStruct(shape, jnp.float32, sharding=split),
+          jax.ShapeDtypeStruct((args.batch,), jnp.int32, sharding=split),
+          jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated))
+    options = {**targets.compiler_options(platform, args.target, chosen),
+               **settings.get("compiler_options", {})}
+    compiled = lowered.compile(compiler_options=options)
+    compile_s = time.perf_counter() - start
+    traffic = hlo_traffic(compiled.as_text())
+    memory = memory_bytes(compiled)
+    if memory:   # what the step holds per device, as darkjax.fit counts it
+      memory["total"] = (memory["argument"] + memory["output"] + memory["temp"]
+                         - memory["alias"])
+    entry = {"compile_s": compile_s, "memory": memory, "traffic": traffic,
+             "lowerings": dict(sorted(chosen.items()))}
+    result["variants"][spec] = entry
+    held = f"{memory['total'] / 2 ** 30:.2f} GiB per device" if memory else "no memory analysis"
+    print(f"  {spec}: compiled in {compile_s:.1f} s, {held}; traffic: {format_traffic(traffic)}"
+          f"\n    lowerings: {format_lowerings(entry['lowerings'])}", flush=True)
+  return result
 
 
 def bench_flops(args: argparse.Namespace) -> dict[str, Any]:
@@ -309,6 +373,8 @@ def _torch_runs(args: argparse.Namespace, platform: str,
 def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   if args.count_flops:
     return bench_flops(args)
+  if args.target:
+    return bench_target(args)
   if args.variants is not None and not args.torch_compile:
     return bench_variants(args)
   if args.memory:
@@ -673,7 +739,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "them)")
   paper.add_argument("--target", default="",
                      help="with --cold-start: compile for this compile-only target instead of "
-                          "the local devices (darkjax.aot: h100:1, tpu-v5e:2x2, ...)")
+                          "the local devices (darkjax.aot: h100:1, tpu-v5e:2x2, ...); with "
+                          "--model: its train step compiled for that target under each of "
+                          "--variants (memory, traffic, lowerings), nothing run")
   paper.add_argument("--data-dir", default=None,
                      help="where the stand-in datasets are rendered, once per clip geometry, and "
                           "found by later commands (default: WORKDIR/data)")
@@ -754,8 +822,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error("--count-flops goes with --model M or --config C alone (it compiles and times "
                  "nothing: not with --vs-torch, --input, --compile-only, --memory, --cold-start, "
                  "--check-init or --profile)")
-  if args.target and not args.cold_start:
-    parser.error("--target goes with --config C --cold-start")
+  if args.target and not (args.cold_start or (args.model and not (
+      args.vs_torch or args.memory or args.count_flops or args.profile or args.cold_from))):
+    parser.error("--target goes with --config C --cold-start, or with --model M alone (its step "
+                 "compiled for the target under each of --variants; not with --vs-torch, "
+                 "--memory, --count-flops, --profile or --cold-from)")
   if (args.evals or args.cold_start_mode) and not args.cold_start:
     parser.error("--evals and --cold-start-mode go with --config C --cold-start")
   if args.windows < 0 or args.batches < 1:
