@@ -7,6 +7,8 @@ r"""Benchmarks. Train-step speed of a model zoo network, optionally against PyTo
         [--torch-compile [--torch-compile-modes default,max-autotune-no-cudagraphs]]
         [--json OUT.json] [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
         [--profile STEPS] [--concurrent N] [--cold-from PRE_PASS.json]
+    python -m darkjax.tools.bench --model resnext3d_101 --batch 8 --frames 64 --dtype bfloat16 \
+        --target h100:1 [--variants "auto;bn_relu=plain"]     # compiled for it, nothing run
     python -m darkjax.tools.bench --markdown-from OUT.json [MORE.json ...]
     python -m darkjax.tools.bench --autotune-log XLA_AUTOTUNE_LOG.textproto [MORE ...]
 
