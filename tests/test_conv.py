@@ -424,8 +424,8 @@ def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, tmp_path):
   # (frames2d), except in a network with grouped convs (3D-ResNeXt: native after its frames2d
   # stem, conv.network_lowering, in XLA's channels-first layout)
   chosen = _traced_lowerings(case, "gpu", tmp_path)
-  assert chosen and set(chosen) <= _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST,
-                                                   "attention:cudnn", "max_pool3d:separable"}, chosen
+  gpu_ops = {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn", "max_pool3d:separable"}
+  assert chosen and set(chosen) <= _NATIVE_ONLY | gpu_ops, chosen
   # max pools on a GPU (conv.choose_pool_lowering): C3D's non-overlapping ones as running maxima
   # of strided slices, 3D-ResNet's overlapping stem pool as nn.max_pool
   if case.startswith("c3d") or case == "twostream_synthetic":

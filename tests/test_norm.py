@@ -247,8 +247,9 @@ def test_fused_batch_norm_is_flaxs_with_the_same_gradients(groups, dtype, relu):
 
 def test_r2plus1d_traced_for_gpu_trains_alike_with_and_without_the_fused_relu():
   """The R(2+1)D network as a GPU step traces it (native convs, one-pass statistics, its
-  BatchNorms, with or without a ReLU, as `batch_norm_train`), run here: the same loss, gradients and running
-  statistics as the same trace with autodiff's BatchNorm and ReLU (`fused_relu(False)`)."""
+  BatchNorms, with or without a ReLU, as `batch_norm_train`), run here: the same loss, gradients
+  and running statistics as the same trace with autodiff's BatchNorm and ReLU
+  (`fused_relu(False)`)."""
   from darkjax import models, targets  # pylint: disable=import-outside-toplevel
   model = models.build("r2plus1d_tiny_test", 5)
   clips = jax.random.normal(jax.random.key(5), (2, 4, 32, 32, 3))

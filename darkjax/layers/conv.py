@@ -33,9 +33,10 @@ for every x86 CPU, the first that applies:
 A network whose convs are partly grouped (3D-ResNeXt) stays "native" on GPU after its stem
 (`network_lowering`): its grouped convs keep XLA's channels-first layout (each noted as
 `targets.CHANNELS_FIRST` in `record_lowerings()`), and 2D convolutions around them would add
-transposes; its stem (a 7x7x7 kernel on RGB) is frames2d, the layout changing once after it. The (2+1)D networks' native convs channels-last run their steps as fast as 2D ones
-and compile in half the time or less (fewer cuDNN candidates to autotune). The GPU measurements
-behind these choices are in docs/benchmarks.md ("Train step on one GPU").
+transposes; its stem (a 7x7x7 kernel on RGB) is frames2d, the layout changing once after it.
+The (2+1)D networks' native convs channels-last run their steps as fast as 2D ones and compile in
+half the time or less (fewer cuDNN candidates to autotune). The GPU measurements behind these
+choices are in docs/benchmarks.md ("Train step on one GPU").
 
 Grouped convs on CPU run with groups bundled up to GROUP_BUNDLE_CHANNELS input channels per
 bundle (`group_bundle`), the lowering and kernel gradient chosen for the bundled shape. Kernel

@@ -33,7 +33,7 @@ one `jax.custom_vjp`, `batch_norm_train`: flax's forward, and a closed-form back
 its own dtype and the (C,) statistics, recomputing the normalised x in float32 (and the ReLU's
 mask), so that it is one reduction pass and one elementwise pass over x and the incoming
 gradient. Autodiff keeps float32 activations instead (x minus the mean), which `nn.scan` stacks
-over a stage's blocks: 3D-ResNeXt-101's steps hold 30-45% less memory this way (deviceless H100
+over a stage's blocks: 3D-ResNeXt-101's steps hold 29-45% less memory this way (deviceless H100
 and TPU compiles); and autodiff of BatchNorm then ReLU writes the masked gradient out and reads
 it twice more: 2.5 GiB of R(2+1)D-18's 20.7 GiB fusion traffic per step at B16 x 16
 (docs/benchmarks.md, "BatchNorm statistics in one pass", "Every BatchNorm's backward from its

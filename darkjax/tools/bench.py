@@ -57,12 +57,13 @@ process, in alternating rounds, each against the first: `auto` (the defaults), o
 `lowering=` (every Conv3D, as `--lowering`), `kernel_grad=` (instead of `choose_kernel_grad`),
 `ynn_min_core_use=` (`conv2d.YNN_MIN_CORE_USE`; 0 keeps every conv on YNNPACK),
 `bn_relu=fused|plain` (each BatchNorm, with its ReLU, as one custom VJP where it applies, the
-default on GPU and TPU, or autodiff of flax's: `darkjax.layers.norm`), `max_pool=native|separable` (every auto max pool as
-`nn.max_pool` or as running maxima of strided slices, instead of `conv.choose_pool_lowering`), a
-field of the model as `model.FIELD=VALUE` (e.g. `model.stem_lowering=native`: 3D-ResNeXt's stem as
-XLA's 3D convolution), and any XLA option as `xla_NAME=VALUE` (that variant's compiler_options,
-e.g. `xla_gpu_force_conv_nhwc=true`; a list value joins its items with `+`, e.g.
-`xla_gpu_enable_command_buffer=FUSION+CONVOLUTION`, and an empty one clears the list).
+default on GPU and TPU, or autodiff of flax's: `darkjax.layers.norm`), `max_pool=native|separable`
+(every auto max pool as `nn.max_pool` or as running maxima of strided slices, instead of
+`conv.choose_pool_lowering`), a field of the model as `model.FIELD=VALUE` (e.g.
+`model.stem_lowering=native`: 3D-ResNeXt's stem as XLA's 3D convolution), and any XLA option as
+`xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`; a list
+value joins its items with `+`, e.g. `xla_gpu_enable_command_buffer=FUSION+CONVOLUTION`, and an
+empty one clears the list).
 With `--torch-compile` the first variant is the flax side of the table and each other one a side
 of its own, with its per-round ratio to flax (`variants` in the JSON; the table shows each against
 the best torch.compile). `--profile STEPS` traces that many steps of each flax side after the
@@ -73,9 +74,11 @@ XLA chose them (`dim_labels`).
 Each timed row also records XLA's count of the flax step's floating-point operations
 (`flops_per_step`: the model's own, `profiling.step_flops`, a multiply-add as two) and each
 side's TFLOP/s per device and share of the device's dense bf16 peak (`utilisation`,
-`darkjax.aot.PEAK_BF16_TFLOPS`; the table's "flax TFLOP/s per device" column). `--count-flops PLATFORM` only counts: the step
-traced for PLATFORM on abstract arguments, nothing compiled, so a CPU host counts a GPU row's
-operations; `--markdown-from` gives such a count's figure to a row timed without one.
+`darkjax.aot.PEAK_BF16_TFLOPS`; the table's "flax TFLOP/s per device" column). `--count-flops
+PLATFORM` only counts: the step traced for PLATFORM on abstract arguments, nothing compiled, so a
+CPU host counts a GPU row's operations; `--markdown-from` gives such a count's figure to a row
+timed without one. `--target T` compiles the step for a compile-only target (darkjax.aot) under
+each of `--variants`, nothing run: XLA's memory and traffic per form, on any host.
 
 Measured figures (ratios against torch, compile times, what was tried) are in docs/benchmarks.md,
 each with its command, date and machine. Profiling a step: `jax.profiler` traces show each XLA
