@@ -148,6 +148,9 @@ def test_bench_compiles_a_models_step_for_a_target_under_each_variant(tmp_path, 
   assert json.load(open(tmp_path / "target.json", encoding="utf-8"))["variants"].keys() == set(
       specs)
   assert "compiled for h100:1 (gpu), nothing run" in capsys.readouterr().out
+  from darkjax.tools import bench_report  # pylint: disable=import-outside-toplevel
+  table = bench_report.markdown(bench_report.load([str(tmp_path / "target.json")]))
+  assert table.count("| `resnext3d_tiny` | 2 x 8 x 32^2 | bfloat16 | h100:1 |") == len(specs)
 
 
 @needs_tpu

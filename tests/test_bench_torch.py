@@ -180,6 +180,21 @@ def _result(model, sides, reference=None, **fields):
           "reference": reference, **fields}
 
 
+def test_target_table_renders_the_stored_deviceless_rows():
+  """`bench --model M --target T --json` results (docs/benchmarks.md's deviceless row figures, as
+  stored) render as one table row per variant."""
+  folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                        "bench-gpu", "2026-11-27", "deviceless")
+  text = bench_report.markdown(bench_report.load(
+      [os.path.join(folder, name) for name in sorted(os.listdir(folder))]))
+  assert ("| `c3d` | 30 x 16 x 112^2 | bfloat16 | h100:1 | `auto` | 3.75 | 12.92 | 6.74 | - |"
+          in text)
+  assert "| `max_pool=native` | 5.61 | 22.40 | 6.74 | - |" in text
+  assert "| `bn_relu=plain` | 6.88 | 16.24 | 4.31 | 18.94 |" in text   # 3D-ResNeXt's scans
+  assert "compiled for h100:1 (NVIDIA H100 80GB HBM3) on a CPU host, nothing run" in text
+  assert text.count("| h100:1 |") == 10 and "[4]" in text
+
+
 def test_markdown_table_from_json(tmp_path, capsys):
   compiled = _result(
       "r2plus1d_34_ig65m",

@@ -226,8 +226,13 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
         f"{args.optimizer} train step compiled for {args.target} ({platform}), nothing run",
         flush=True)
-  result: dict[str, Any] = {"model": args.model, "target": args.target, "platform": platform,
-                            "variants": {}}
+  result: dict[str, Any] = {"model": args.model, "batch": args.batch, "frames": args.frames,
+                            "size": args.size, "dtype": args.dtype,
+                            "optimizer": {"name": args.optimizer}, "target": args.target,
+                            "device": args.target, "platform": platform,
+                            "device_kind": f"compiled for {args.target} ({devices[0].device_kind})"
+                                           " on a CPU host, nothing run",
+                            "cores": os.cpu_count(), "variants": {}}
   for spec in specs:
     settings = parse_variant(spec)
     kwargs = {} if args.lowering is None else {"conv_lowering": args.lowering}

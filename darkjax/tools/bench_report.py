@@ -20,7 +20,7 @@ import pathlib
 import platform
 import shlex
 import sys
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from darkjax import profiling
 from darkjax.tools.measure import median
@@ -159,6 +159,12 @@ def _is_config(result: dict[str, Any]) -> bool:
   return "config" in result and "none" in result.get("remat", {})
 
 
+def _is_target(result: dict[str, Any]) -> bool:
+  """A `bench --model M --target T --json` result: the step compiled for a compile-only target
+  under each of its variants, nothing run."""
+  return "target" in result and "platform" in result and "variants" in result
+
+
 def _is_count(result: dict[str, Any]) -> bool:
   return "traced_for" in result and "flops_per_step" in result
 
@@ -186,10 +192,11 @@ def load(paths: Iterable[str]) -> list[dict[str, Any]]:
     if _is_count(result):
       counts[_count_key(result, result["traced_for"])] = result
       continue
-    if not _is_row(result) and not _is_config(result):
+    if not _is_row(result) and not _is_config(result) and not _is_target(result):
       raise ValueError(f"{path}: not a `bench --model M --vs-torch --json` result (no 'sides' "
                        "with 'torch'), a `bench --config C --json` one (no 'config' and 'remat' "
-                       "with 'none') nor a `bench --model M --count-flops P --json` one")
+                       "with 'none'), a `bench --model M --target T --json` one nor a `bench "
+                       "--model M --count-flops P --json` one")
     results.append(result)
   for result in results:
     count = counts.get(_count_key(result, result.get("device", "")))
@@ -461,14 +468,49 @@ def compile_table(results: list[dict[str, Any]], first: int = 1) -> str:
   return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
+def target_table(results: list[dict[str, Any]], first: int = 1) -> str:
+  """One row per variant of each `bench --model M --target T` result (the step compiled for a
+  compile-only target, nothing run): XLA's memory per device, the bytes its fusions and its
+  convolutions read and write and its loops' operands (`measure.hlo_traffic`, each kernel once),
+  the compile seconds; then a numbered line per result, numbered from `first`."""
+  header = ["model", "B x T x H^2", "dtype", "target", "variant", "XLA memory (GiB)",
+            "fusion traffic (GiB)", "convolution traffic (GiB)", "loop operands (GiB)",
+            "compile s", "run"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  notes = []
+
+  def gib(traffic: dict[str, dict[str, int]], kinds: Callable[[str], bool]) -> str:
+    total = sum(entry["read_bytes"] + entry["write_bytes"] for kind, entry in traffic.items()
+                if kinds(kind))
+    return f"{total / 2 ** 30:.2f}" if total else "-"
+
+  for index, result in enumerate(results, first):
+    for spec, entry in result["variants"].items():
+      memory, traffic = entry.get("memory") or {}, entry["traffic"]
+      lines.append("| " + " | ".join([
+          f"`{result['model']}`", f"{result['batch']} x {result['frames']} x {result['size']}^2",
+          result["dtype"], result["target"], f"`{spec}`",
+          f"{memory['total'] / 2 ** 30:.2f}" if "total" in memory else "-",
+          gib(traffic, lambda kind: kind.startswith("fusion")),
+          gib(traffic, lambda kind: kind == "convolution"),
+          gib(traffic, lambda kind: kind == "while"), f"{entry['compile_s']:.1f}",
+          f"[{index}]"]) + " |")
+    notes.append(_note(index, result))
+  return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
   """`load`'s results as docs/benchmarks.md tables: the rows against torch (`markdown_table`),
-  the paper configs' steps (`config_table`), then rows compiled but not timed
-  (`compile_table`), each numbered on from the table before."""
+  the paper configs' steps (`config_table`), rows compiled but not timed (`compile_table`), then
+  steps compiled for a compile-only target (`target_table`), each numbered on from the table
+  before."""
   rows = [r for r in results if _is_timed_row(r)]
   configs = [r for r in results if _is_config(r)]
   untimed = [r for r in results if _is_row(r) and not _is_timed_row(r)]
+  compiled = [r for r in results if _is_target(r)]
   parts = ([markdown_table(rows)] if rows else []) + (
       [config_table(configs, first=len(rows) + 1)] if configs else []) + (
-      [compile_table(untimed, first=len(rows) + len(configs) + 1)] if untimed else [])
+      [compile_table(untimed, first=len(rows) + len(configs) + 1)] if untimed else []) + (
+      [target_table(compiled, first=len(rows) + len(configs) + len(untimed) + 1)]
+      if compiled else [])
   return "\n".join(parts)
