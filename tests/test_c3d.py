@@ -186,6 +186,9 @@ def test_bench_conv_variants_smoke(capsys):
       "compiler_options": {"xla_gpu_autotune_level": 2}}
   with pytest.raises(ValueError, match="model.FIELD=VALUE"):
     bench.parse_variant("model.=native")
+  # a variant's own lowering wins over --lowering, for every way bench builds its model
+  assert bench._build_model("resnext3d_tiny", "float32", "native", bench.parse_variant(
+      "lowering=frames2d,model.stem_lowering=native")).conv_lowering == "frames2d"
   with pytest.raises(ValueError, match=r"c3d_tiny does not take \['stem_lowering'\]"):
     bench._flax_step("c3d_tiny", 2, 16, 32, None,
                      conv_settings=bench.parse_variant("model.stem_lowering=native"))

@@ -108,13 +108,6 @@ def batch_statistics(x: jax.Array, groups: int = 1) -> tuple[jax.Array, jax.Arra
   return mean, jnp.maximum(0.0, _part_sums(jnp.square(values), groups) / count - jnp.square(mean))
 
 
-def batch_norm_relu(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
-                    dtype: Any) -> jax.Array:
-  """relu(BatchNorm(x)) with the batch's one-pass statistics (`batch_statistics`), in `dtype`:
-  flax's forward arithmetic, and the closed-form backward of the module docstring."""
-  return batch_norm_train(x, scale, bias, epsilon, dtype, True)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
                      dtype: Any, relu: bool) -> jax.Array:
@@ -208,7 +201,7 @@ class BatchNorm(nn.BatchNorm):
     if fused:
       scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
       bias = self.param("bias", self.bias_init, (features,), self.param_dtype)
-      # the running averages' statistics: the same reductions as batch_norm_relu's forward
+      # the running averages' statistics: the same reductions as batch_norm_train's forward
       # (XLA computes them once), no gradient through them
       mean, var = jax.lax.stop_gradient(batch_statistics(x))
       if not self.is_initializing():

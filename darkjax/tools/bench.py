@@ -202,6 +202,40 @@ def _step_fn(model: Any, tx: Any) -> Callable[..., Any]:
   return step
 
 
+def _build_model(model_name: str, dtype: str, lowering: str | None,
+                 settings: dict[str, Any] | None = None, remat: bool | str = "none") -> Any:
+  """The benchmarked model: every Conv3D at `lowering` (a variant's own `lowering=` wins), the
+  remat policy, and a variant's `model.FIELD=VALUE` fields (`parse_variant`); a field the model
+  does not have is a ValueError naming the fields."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from darkjax import models  # pylint: disable=import-outside-toplevel
+  from darkjax.layers import remat as remat_lib  # pylint: disable=import-outside-toplevel
+
+  settings = settings or {}
+  lowering = settings.get("lowering", lowering)
+  kwargs: dict[str, Any] = {} if lowering is None else {"conv_lowering": lowering}
+  if remat_lib.enabled(remat):
+    kwargs["remat"] = remat_lib.policy_name(remat)
+  kwargs.update(settings.get("model_kwargs", {}))
+  try:
+    return models.build(model_name, NUM_CLASSES, dtype=jnp.dtype(dtype), **kwargs)
+  except TypeError as e:   # a model.FIELD the model does not have
+    raise ValueError(f"bench: {model_name} does not take {sorted(kwargs)}: {e}") from e
+
+
+def _abstract_state(model: Any, shape: tuple[int, ...], optimizer: str) -> tuple[Any, Any, Any]:
+  """(variables, optimizer, its state) of `model` for clips of `shape`, as shapes
+  (`jax.eval_shape`): nothing is initialised."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape),
+                                                train=False))
+  tx = bench_torch.optax_optimizer(optimizer)
+  return variables, tx, jax.eval_shape(tx.init, variables["params"])
+
+
 def bench_target(args: argparse.Namespace) -> dict[str, Any]:
   """`--model M --target T`: the benchmarked train step compiled for a compile-only target
   (darkjax.aot: "h100:1", "tpu-v5e:2x2", ...) on abstract arguments, once per `--variants` spec,
@@ -211,7 +245,7 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from darkjax import aot, models  # pylint: disable=import-outside-toplevel
+  from darkjax import aot  # pylint: disable=import-outside-toplevel
 
   devices = aot.compile_only_devices(args.target)
   platform = targets.platform_of(devices)
@@ -221,6 +255,8 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
   mesh = jax.sharding.Mesh(devices, ("data",))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  abstract = lambda tree: jax.tree.map(   # noqa: E731
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), tree)
   shape = (args.batch, args.frames, args.size, args.size, 3)
   specs = [spec.strip() for spec in (args.variants or "auto").split(";") if spec.strip()]
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
@@ -235,18 +271,11 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
                             "cores": os.cpu_count(), "variants": {}}
   for spec in specs:
     settings = parse_variant(spec)
-    kwargs = {} if args.lowering is None else {"conv_lowering": args.lowering}
-    kwargs.update(settings.get("model_kwargs", {}))
     with targets.compiling_for(platform), _conv_overrides(settings), \
         conv.record_lowerings() as chosen:
-      model = models.build(args.model, NUM_CLASSES, dtype=jnp.dtype(args.dtype), **kwargs)
-      abstract = lambda tree, sharding=replicated: jax.tree.map(   # noqa: E731
-          lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
+      model = _build_model(args.model, args.dtype, args.lowering, settings)
       with conv2d.recording_paused():   # the step's lowerings only, not the init's
-        variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape),
-                                                      train=False))
-      tx = bench_torch.optax_optimizer(args.optimizer)
-      opt_state = jax.eval_shape(tx.init, variables["params"])
+        variables, tx, opt_state = _abstract_state(model, shape, args.optimizer)
       start = time.perf_counter()
       lowered = jax.jit(_step_fn(model, tx), donate_argnums=(0, 1, 2)).lower(
           abstract(variables["params"]), abstract(variables.get("batch_stats", {})),
@@ -280,17 +309,11 @@ def bench_flops(args: argparse.Namespace) -> dict[str, Any]:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from darkjax import models  # pylint: disable=import-outside-toplevel
-
   shape = (args.batch, args.frames, args.size, args.size, 3)
   with targets.compiling_for(args.count_flops):
-    kwargs = {} if args.lowering is None else {"conv_lowering": args.lowering}
-    model = models.build(args.model, NUM_CLASSES, dtype=jnp.dtype(args.dtype), **kwargs)
+    model = _build_model(args.model, args.dtype, args.lowering)
     clips = jax.ShapeDtypeStruct(shape, jnp.float32)
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape),
-                                                  train=False))
-    tx = bench_torch.optax_optimizer(args.optimizer)
-    opt_state = jax.eval_shape(tx.init, variables["params"])
+    variables, tx, opt_state = _abstract_state(model, shape, args.optimizer)
     flops = profiling.step_flops(
         jax.jit(_step_fn(model, tx)), variables["params"], variables.get("batch_stats", {}),
         opt_state, clips, jax.ShapeDtypeStruct((args.batch,), jnp.int32), jax.random.key(2))
@@ -317,19 +340,8 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   import jax
   import jax.numpy as jnp
 
-  from darkjax import models
-  from darkjax.layers import remat as remat_lib
-
   conv_settings = conv_settings or {}
-  lowering = conv_settings.get("lowering", lowering)
-  kwargs = {} if lowering is None else {"conv_lowering": lowering}
-  if remat_lib.enabled(remat):
-    kwargs["remat"] = remat_lib.policy_name(remat)
-  kwargs.update(conv_settings.get("model_kwargs", {}))
-  try:
-    model = models.build(model_name, NUM_CLASSES, dtype=jnp.dtype(dtype), **kwargs)
-  except TypeError as e:   # a model.FIELD the model does not have
-    raise ValueError(f"bench: {model_name} does not take {sorted(kwargs)}: {e}") from e
+  model = _build_model(model_name, dtype, lowering, conv_settings, remat)
   if len(jax.devices()) < devices or batch % devices:
     raise SystemExit(f"bench: --devices {devices} needs that many jax devices (found "
                      f"{len(jax.devices())}) and --batch divisible by it")
