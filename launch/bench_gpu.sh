@@ -8,7 +8,7 @@
 #          options tried as levers) and a device profile of each flax side
 #          (`bench --model M --vs-torch --torch-compile --variants ... --profile 3`);
 # configs  each paper config's main phase at its defaults (`bench --config`: step time, clips/s,
-#          XLA's memory analysis, the allocator's peak, cold compile); an entry PATH:KEY=VALUE,...
+#          XLA's memory analysis, the allocator's peak, cold compile, a device profile); an entry PATH:KEY=VALUE,...
 #          is that config with overrides (`bench --set`), a lever at the config level: LIFT-Net
 #          with flax's attention instead of cuDNN's fused one;
 # warm     DTCM's main phase compiled twice through one fresh persistent compilation cache: the
@@ -52,18 +52,19 @@
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
 # DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_PROFILE=N sets the
-# rows' profiled steps (default 3; 0: no profile, for a run that must fit a lease);
+# rows' and configs' profiled steps (default 3; 0: no profile, for a run that must fit a lease);
 # DARKJAX_BENCH_ROW_ARGS is added to every row's command (e.g. `--size 32` for a smoke run of this
 # script on a CPU).
 #
 # A lent GPU's time is short (minutes, machine start included), and compiling one command after
 # the other is most of the run (docs/benchmarks.md). So DARKJAX_BENCH_JOBS=N (N > 1) first compiles
 # the steps of every row and config of the parts asked for N commands at a time
-# (`--compile-only --concurrent N`, JSON cold-*.json) into persistent caches shared by the whole
-# run (JAX_COMPILATION_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR under OUT_DIR.cache); the timed parts then
-# compile from those caches, one command at a time, and record the pre-pass figures as the cold
-# compiles (`--cold-from`): each config's timed compile is its warm start, so part `warm` is left
-# out. DARKJAX_BENCH_DEADLINE_S=S ends every command by S seconds into the run and starts none with
+# (`--compile-only --concurrent N`, JSON cold-*.json), each row and config into persistent caches
+# of its own (JAX_COMPILATION_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR under OUT_DIR.cache/NAME: no
+# command reuses another's XLA autotuning or inductor kernels, so each pre-pass compile is cold but
+# for the GPU it shares); the timed parts then compile from their own caches, one command at a
+# time, and record the pre-pass figures as the cold compiles (`--cold-from`): each config's timed
+# compile is its warm start, so part `warm` is left out. DARKJAX_BENCH_DEADLINE_S=S ends every command by S seconds into the run and starts none with
 # under MIN_START_S left (each skipped one is named), so that the run returns its files within a
 # lease; DARKJAX_BENCH_TIMEOUT_S (default 600) bounds each command. A rerun into the same OUT_DIR
 # skips each command whose JSON is there: the same command again on the same machine finishes a
@@ -178,6 +179,10 @@ limit() {   # NAME: the seconds NAME may run (DARKJAX_BENCH_TIMEOUT_S, at most u
 run() {   # NAME COMMAND...: COMMAND's output into OUT_DIR/NAME.log, its tail and exit code printed
   local name=$1 rc
   shift
+  if [ -n "$caches" ]; then   # this row's or config's own caches, its pre-pass's and timed run's
+    set -- env "JAX_COMPILATION_CACHE_DIR=$caches/${name#cold-}/jax" \
+      "TORCHINDUCTOR_CACHE_DIR=$caches/${name#cold-}/inductor" "$@"
+  fi
   if [ "$dry" = 1 ]; then
     printf '%q ' "$@"; echo
     return
@@ -263,7 +268,8 @@ precompile() {   # the compile-only command of every row and config asked for, $
   wait
 }
 
-profile_words() {   # --profile N for the timed rows (DARKJAX_BENCH_PROFILE, default 3; 0: none)
+profile_words() {   # --profile N for the timed rows and configs (DARKJAX_BENCH_PROFILE, default 3;
+  # 0: none)
   [ "$profile" -gt 0 ] && echo "--profile $profile"
 }
 
@@ -283,9 +289,9 @@ then
     --target "$site" "$wheels"/*.whl || { echo "bench_gpu.sh: installing $wheels failed" >&2; exit 1; }
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+caches=
 if [ "$jobs" -gt 1 ]; then
-  cache=${out%/}.cache
-  export JAX_COMPILATION_CACHE_DIR=$cache/jax TORCHINDUCTOR_CACHE_DIR=$cache/inductor
+  caches=${out%/}.cache
   # N processes share the GPU while compiling: JAX takes memory as it needs it.
   XLA_PYTHON_CLIENT_PREALLOCATE=false precompile
 fi
@@ -307,8 +313,9 @@ for part in $parts; do
       for config in $configs; do
         name=$(config_name "$config")
         config_words "$config"
-        run "$name" $bench "${WORDS[@]}" --steps 10 --rounds 3 --pipelined $(cold_from "$name") \
-          --json "$out/$name.json"
+        # shellcheck disable=SC2046   # cold_from and profile_words give two words or none
+        run "$name" $bench "${WORDS[@]}" --steps 10 --rounds 3 $(profile_words) --pipelined \
+          $(cold_from "$name") --json "$out/$name.json"
       done
       if [ "$dry" != 1 ] && ls "$out"/config-*.json >/dev/null 2>&1; then
         $bench --markdown-from "$out"/config-*.json >"$out/configs.md"

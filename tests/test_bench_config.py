@@ -61,7 +61,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   result = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--memory",
                        "--remat", "full", "--steps", "1", "--rounds", "1",
                        "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json"),
-                       "--pipelined", *sets])
+                       "--pipelined", "--profile", "1", *sets])
   assert len(rendered) == 1 and os.path.exists(rendered[0] + ".lock")   # found, not rendered
   none = result["remat"]["none"]   # what darkjax.fit.step_bytes counts: one device's bytes
   assert none["step_bytes"] == (none["argument"] + none["output"] + none["temp"] - none["alias"])
@@ -92,6 +92,14 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   assert result["flops_per_device_step"] == none["flops_per_device"] > 0
   assert result["pipelined_utilisation"]["tflops"] == pytest.approx(
       none["flops_per_device"] / none["pipelined_step_s"] / 1e12)
+  # --profile: the phase's step traced after the timed rounds, its device time by op kind
+  profile = result["profile"]
+  assert profile["steps"] == 1 and profile["top_ops_ms"][0]["ms"] > 0
+  assert profile["device_ms_per_step"] == pytest.approx(sum(profile["categories_ms"].values()))
+  assert profile["categories_ms"]["convolution"] > 0 and sum(profile["conv_layouts"].values()) > 0
+  for wrong in (["--compile-only"], ["--cold-start"], ["--check-init"]):   # nothing timed
+    with pytest.raises(SystemExit):
+      bench.parse_args(["--config", "configs/dtcm_synthetic.py", "--profile", "2", *wrong])
   table = bench_report.config_table([result])
   assert "| pipelined step ms | pipelined clips/s | TFLOP/s per device (% of bf16 peak) |" in table
   # --count-flops: the same count with nothing compiled; --markdown-from gives it to a result
@@ -121,6 +129,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   assert full["temp"] < 0.9 * none["temp"]
   out = capsys.readouterr().out
   assert "phase joint" in out and "temp memory none / full" in out and "lowerings: " in out
+  assert "profile: device time" in out
   with pytest.raises(SystemExit, match="phases \\['joint', 'enhancer', 'classifier'\\]"):
     bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--phase", "student",
                 "--compile-only", "--workdir", str(tmp_path)])

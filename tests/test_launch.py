@@ -63,6 +63,18 @@ def test_tpu_dry_run_prints_the_gcloud_command():
   assert usage.returncode == 2 and "usage:" in usage.stderr
 
 
+def _bench_argv(line: str) -> tuple[dict[str, str], list[str]]:
+  """A dry-run line of launch/bench_gpu.sh: (the environment it sets with `env`, bench's argv)."""
+  words, env = shlex.split(line), {}
+  if words[0] == "env":
+    words.pop(0)
+    while "=" in words[0]:
+      key, value = words.pop(0).split("=", 1)
+      env[key] = value
+  assert words[:3] == [sys.executable, "-m", "darkjax.tools.bench"], line
+  return env, words[3:]
+
+
 def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   """launch/bench_gpu.sh (issue #34's GPU run): one bench command per row, config and start, each
   one that bench's parser takes, every paper backbone and paper config in it."""
@@ -198,7 +210,7 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   table = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "table"],
                          cwd=REPO, env=env, check=True, capture_output=True, text=True,
                          timeout=60).stdout.splitlines()
-  table = [bench.parse_args(shlex.split(line)[3:]) for line in table]
+  table = [bench.parse_args(_bench_argv(line)[1]) for line in table]
   assert len(table) == 2 * 11, table
   pre, timed_table = table[:11], table[11:]
   assert all(a.compile_only and a.concurrent == 4 for a in pre)
@@ -211,8 +223,9 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "table", mixed],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and f"not with '{mixed}'" in bad.stderr, bad.stderr
-  # the timed rows profile 3 steps each unless DARKJAX_BENCH_PROFILE says otherwise (0: none)
-  assert all(a.profile == 3 for a in parsed[:6])
+  # the timed rows and configs profile 3 steps each unless DARKJAX_BENCH_PROFILE says otherwise
+  # (0: none)
+  assert all(a.profile == 3 for a in parsed[:12])
   for value, expected in (("0", 0), ("5", 5)):
     lean = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "rows"], cwd=REPO,
                           env=dict(env, DARKJAX_BENCH_PROFILE=value), check=True,
@@ -228,8 +241,17 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
                         env=dict(env, DARKJAX_BENCH_JOBS="4"), check=True, capture_output=True,
                         text=True, timeout=60).stdout.splitlines()
   assert len(jobs) == 2 * 12, jobs
-  pre = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[:12]]
-  timed = [bench.parse_args(shlex.split(line)[3:]) for line in jobs[12:]]
+  envs = [_bench_argv(line)[0] for line in jobs]
+  pre = [bench.parse_args(_bench_argv(line)[1]) for line in jobs[:12]]
+  timed = [bench.parse_args(_bench_argv(line)[1]) for line in jobs[12:]]
+  # each row and config compiles into caches of its own (no command reuses another's XLA
+  # autotuning or inductor kernels: its pre-pass compile is cold), which its timed run reads
+  for env_pre, cold in zip(envs[:12], pre):
+    name = os.path.basename(cold.json)[len("cold-"):-len(".json")]
+    assert env_pre == {"JAX_COMPILATION_CACHE_DIR": f"{tmp_path}/gpu.cache/{name}/jax",
+                       "TORCHINDUCTOR_CACHE_DIR": f"{tmp_path}/gpu.cache/{name}/inductor"}
+  assert sorted(map(str, envs[:12])) == sorted(map(str, envs[12:]))
+  assert len({env["JAX_COMPILATION_CACHE_DIR"] for env in envs}) == 12
   # the pre-pass takes a row and a config in turn, so the longest compiles start first
   assert [bool(a.model) for a in pre] == [True, False] * 6
   assert [a.model or a.config for a in pre[:4]] == [

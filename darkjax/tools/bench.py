@@ -706,9 +706,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "at the end, as a training loop runs them (pipelined_ms per side, "
                           "flax's pipelined ratios); the step times wait for every step")
   model.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                     help="after the timed rounds, trace this many flax steps (each variant's) "
-                          "with jax.profiler: device ms per step per op kind, the top ops and "
-                          "the convolutions' layouts (measure.device_profile)")
+                     help="after the timed rounds, trace this many flax steps (each variant's; "
+                          "--config: the phase's step) with jax.profiler: device ms per step "
+                          "per op kind, the top ops and the convolutions' layouts "
+                          "(measure.device_profile)")
   model.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                      help="compute dtype of the flax model (parameters stay float32); torch: "
                           "bf16 autocast")
@@ -828,6 +829,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error("--steps and --rounds must be >= 1")
   if args.concurrent < 1:
     parser.error("--concurrent must be >= 1")
+  if args.profile < 0:
+    parser.error("--profile must be >= 0")
+  if args.profile and (not (args.model or args.config) or args.compile_only or args.input
+                       or args.cold_start or args.check_init):
+    parser.error("--profile traces timed steps: it goes with a timed --model M or --config C "
+                 "run (not --compile-only, --input, --cold-start or --check-init)")
   if args.cold_from and (not (args.model or args.config) or args.compile_only
                          or (args.model and (args.memory or (args.variants is not None
                                                               and not args.torch_compile)))):

@@ -3,7 +3,7 @@ memory analysis per remat policy, and step time.
 
     python -m darkjax.tools.bench --config configs/dtcm_arid.py [--phase joint] [--frames 64]
         [--batch 2] [--memory --remat full,conv_outputs] [--compile-only] [--steps 3] [--rounds 2]
-        [--set KEY=VALUE ...] [--check-init] [--cold-start [--target h100:1]]
+        [--set KEY=VALUE ...] [--profile 3] [--check-init] [--cold-start [--target h100:1]]
 
 The step is the one `python -m darkjax.main` compiles for that config and phase (the same Task,
 optimizer, sharding over all devices, donation, `xla_opt_level` and `conv_lowering`), built by
@@ -25,6 +25,10 @@ other (launch/bench_gpu.sh), render each geometry once.
 `--set KEY=VALUE` overrides a config field first, as darkjax.main's `--config.KEY=VALUE` does
 (a lever at the config level: `conv_lowering=native`, `compute_dtype=float32`,
 `model.kwargs.remat=full`, ...); the result records them (`overrides`).
+
+`--profile N` traces N steps of the phase's step after the timed rounds (jax.profiler, as a
+`--model` row's): device ms per step by op kind, the top ops and the convolutions' layouts
+(`profile` in the JSON), what a config's step spends its time on beside the backbone's row.
 
 `--check-init` times nothing: it runs the phase's parameter init as darkjax does (on a GPU with
 JAX's threefry kernel, `targets.init_jit`) and XLA's own lowering of the same program, and
@@ -240,7 +244,7 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
     state[0], state[1] = compiled(state[0], batch, rng)
 
   run_step = measure.step_runner(dispatch, lambda: jax.block_until_ready(state))
-
+  run_step.compiled = compiled   # for a device profile's HLO (`bench --config --profile`)
   return info, run_step
 
 
@@ -425,10 +429,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "devices": len(jax.devices()), "cores": conv2d.cores(),
                             "persistent_cache": cache}
 
+  runs = {}
+
   def build(policy: str):
     cfg = stand_in_config(config, data_dir, args.frames, args.batch, remat=policy)
     stand_in_data(cfg)
     entry, run_step = build_step(cfg, phase, os.path.join(root, f"run_{phase}_{policy}"))
+    runs[policy] = run_step
     if policy == "none":
       result.update(frames=int(cfg.input.frames), batch=entry["batch"],
                     param_count=entry["param_count"], lowerings=entry["lowerings"])
@@ -442,6 +449,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return entry, run_step
 
   result["remat"] = measure.compare_policies(policies, build, args)
+  if args.profile:   # after the timed rounds: the phase's step at the config's remat
+    result["profile"] = measure.device_profile(runs["none"], args.profile,
+                                               runs["none"].compiled.as_text())
+    print("  profile: " + profiling.format_summary(result["profile"]), flush=True)
   none = result["remat"]["none"]
   if "pipelined_step_s" in none:
     result["clips_per_s_pipelined"] = result["batch"] / none["pipelined_step_s"]
