@@ -8,9 +8,9 @@
 #          options tried as levers) and a device profile of each flax side
 #          (`bench --model M --vs-torch --torch-compile --variants ... --profile 3`);
 # configs  each paper config's main phase at its defaults (`bench --config`: step time, clips/s,
-#          XLA's memory analysis, the allocator's peak, cold compile, a device profile); an entry PATH:KEY=VALUE,...
-#          is that config with overrides (`bench --set`), a lever at the config level: LIFT-Net
-#          with flax's attention instead of cuDNN's fused one;
+#          XLA's memory analysis, the allocator's peak, cold compile, a device profile); an entry
+#          PATH:KEY=VALUE,... is that config with overrides (`bench --set`), a lever at the config
+#          level: LIFT-Net with flax's attention instead of cuDNN's fused one;
 # warm     DTCM's main phase compiled twice through one fresh persistent compilation cache: the
 #          cold and the warm start's compile; then, through the same cache, with another learning
 #          rate: an ablation's first compile, a new program whose convolutions XLA's per-fusion
@@ -64,13 +64,13 @@
 # command reuses another's XLA autotuning or inductor kernels, so each pre-pass compile is cold but
 # for the GPU it shares); the timed parts then compile from their own caches, one command at a
 # time, and record the pre-pass figures as the cold compiles (`--cold-from`): each config's timed
-# compile is its warm start, so part `warm` is left out. DARKJAX_BENCH_DEADLINE_S=S ends every command by S seconds into the run and starts none with
-# under MIN_START_S left (each skipped one is named), so that the run returns its files within a
-# lease; DARKJAX_BENCH_TIMEOUT_S (default 600) bounds each command. A rerun into the same OUT_DIR
-# skips each command whose JSON is there: the same command again on the same machine finishes a
-# run the deadline cut. On a machine without darkjax's requirements (a bare GPU image) the wheels in
-# DARKJAX_WHEELS (default .whl, from launch/gpu_wheels.sh) are installed first (`pip install
-# --no-deps --target`).
+# compile is its warm start, so part `warm` is left out. DARKJAX_BENCH_DEADLINE_S=S ends every
+# command by S seconds into the run and starts none with under MIN_START_S left (each skipped one
+# is named), so that the run returns its files within a lease; DARKJAX_BENCH_TIMEOUT_S (default
+# 600) bounds each command. A rerun into the same OUT_DIR skips each command whose JSON is there:
+# the same command again on the same machine finishes a run the deadline cut. On a machine without
+# darkjax's requirements (a bare GPU image) the wheels in DARKJAX_WHEELS (default .whl, from
+# launch/gpu_wheels.sh) are installed first (`pip install --no-deps --target`).
 set -uo pipefail
 out=${1:?output directory}
 shift
@@ -116,8 +116,8 @@ resnext="model.stem_lowering=native;max_pool=separable;bn_relu=plain;$nhwc;lower
 # and in the 2026-11-26 run the (2+1)D convolutions as 2D ones, `lowering=frames2d`: the same step,
 # 2.7x the cold compile; those three levers are settled and no longer the R(2+1)D rows' variants:
 # docs/benchmarks.md).
-cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN+DYNAMIC_SLICE_FUSION"\
-"+CONVOLUTION"
+cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN"\
+"+DYNAMIC_SLICE_FUSION+CONVOLUTION"
 # Longest compile first (the pre-pass takes rows and configs in turn, in these orders; a row's
 # compile is flax's step, eager torch's first call and torch.compile's, one after the other: the
 # 2026-11-27 pre-pass took 228, 179, 125, 108, 73 and 63 s for these rows).
@@ -127,8 +127,9 @@ r3d_18:16:16:auto;lowering=native"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.
 modes=${DARKJAX_TORCH_COMPILE_MODES:-default}
-configs=${DARKJAX_BENCH_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py configs/dtcm_arid.py \
-configs/dinet_infar.py configs/twostream_infar.py configs/lift_arid.py:model.kwargs.attention=xla"}
+configs=${DARKJAX_BENCH_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py \
+configs/dtcm_arid.py configs/dinet_infar.py configs/twostream_infar.py \
+configs/lift_arid.py:model.kwargs.attention=xla"}
 autotune_configs=${DARKJAX_BENCH_AUTOTUNE_CONFIGS:-"configs/actlumos_arid.py configs/lift_arid.py"}
 xla_sets=${DARKJAX_BENCH_XLA_SETS:-"solo:;autotune2:--xla_gpu_autotune_level=2;\
 tritonoff:--xla_gpu_enable_triton_gemm=false;nvptx:--xla_gpu_enable_libnvptxcompiler=true;\
@@ -286,7 +287,10 @@ if [ "$dry" != 1 ] && ls "$wheels"/*.whl >/dev/null 2>&1 && ! $python -c \
 then
   site=${TMPDIR:-/tmp}/darkjax-site
   $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" "$wheels"/*.whl || { echo "bench_gpu.sh: installing $wheels failed" >&2; exit 1; }
+    --target "$site" "$wheels"/*.whl || {
+    echo "bench_gpu.sh: installing $wheels failed" >&2
+    exit 1
+  }
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 caches=

@@ -170,7 +170,8 @@ class BatchNorm(nn.BatchNorm):
     mean, var = (self.get_variable("batch_stats", name) for name in ("mean", "var"))
     scale = (self.get_variable("params", "scale") if self.use_scale
              else np.ones(mean.shape, mean.dtype))
-    bias = self.get_variable("params", "bias") if self.use_bias else np.zeros(mean.shape, mean.dtype)
+    bias = (self.get_variable("params", "bias") if self.use_bias
+            else np.zeros(mean.shape, mean.dtype))
 
     def affine(mean, var, scale, bias):
       multiplier = scale * jax.lax.rsqrt(var + self.epsilon)

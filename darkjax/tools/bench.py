@@ -562,8 +562,8 @@ def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
   """The train step under each of `--variants` (and torch with `--vs-torch`), timed in alternating
   rounds; every entry's per-round wall times are divided by the first variant's of that round."""
   specs = [spec.strip() for spec in args.variants.split(";") if spec.strip()]
-  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, {conv2d.cores()} cores, "
-        f"{len(specs)} variants", flush=True)
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, "
+        f"{conv2d.cores()} cores, {len(specs)} variants", flush=True)
   runs: dict[str, Callable[[], None]] = {}
   result: dict[str, Any] = {"model": args.model, "variants": {}}
   for spec in specs:
@@ -723,7 +723,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--torch-layout", default="channels_last_3d",
                      choices=bench_torch.LAYOUTS, help="memory format of the torch model and clips")
   model.add_argument("--memory", action="store_true",
-                     help="XLA memory analysis (and step time) without remat and per --remat policy")
+                     help="XLA memory analysis (and step time) without remat and per --remat "
+                          "policy")
   model.add_argument("--remat", default="full",
                      help="comma-separated darkjax.layers.remat policies compared with none by "
                           "--memory (full, dots, dots_no_batch, conv_outputs)")
