@@ -40,23 +40,61 @@ log = logging.getLogger(__name__)
 HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\((.*)$")
 
 
-def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
+def hlo_ops(hlo_text: str) -> dict[str, Any]:
   """Per instruction of an optimized HLO module: its opcode, fusion kind, custom-call target and
-  convolution dim_labels (the layout XLA chose), where present."""
-  ops = {}
+  convolution dim_labels (the layout XLA chose), where present; for a convolution (XLA's, or
+  cuDNN's in any direction) also its `kernel` and `output` shapes (of the forward convolution it
+  computes a part of) and `gflop`, its floating-point operations (`conv_gflop`)."""
+  ops, shapes = {}, {}
   for line in hlo_text.splitlines():
     match = HLO_INSTRUCTION.match(line)
     if not match:
       continue
-    name, _, opcode, rest = match.groups()
-    info = {"opcode": opcode}
+    name, shape, opcode, rest = match.groups()
+    shapes[name] = shape
+    info: dict[str, Any] = {"opcode": opcode}
     for key, pattern in (("kind", r"kind=(\w+)"), ("target", r'custom_call_target="([^"]+)"'),
                          ("dim_labels", r"dim_labels=([\w>\-]+)")):
       found = re.search(pattern, rest)
       if found:
         info[key] = found.group(1)
+    if "dim_labels" in info and (opcode == "convolution" or "conv" in info.get("target", "")):
+      operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
+      direction = info.get("target", "")
+      kernel, output = ((shape, shapes.get(operands[1], "")) if "BackwardFilter" in direction
+                        else (shapes.get(operands[1], ""), shapes.get(operands[0], ""))
+                        if "BackwardInput" in direction
+                        else (shapes.get(operands[1], "") if len(operands) > 1 else "", shape))
+      info.update(_conv_shapes(kernel, output, info["dim_labels"]))
     ops[name] = info
   return ops
+
+
+_ARRAY_SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
+
+
+def _conv_shapes(kernel: str, output: str, dim_labels: str) -> dict[str, Any]:
+  """A convolution's `kernel` and `output` shapes (the first array of each HLO type) and its
+  operations in GFLOP: 2 x the output's elements x the kernel's elements per output channel (a
+  multiply-add as two; the kernel holds in / groups input channels, so grouped ones count right),
+  from `dim_labels` ('b012f_o012i->b012f': the kernel's 'o' axis). Empty where a shape is
+  unknown."""
+  found = [_ARRAY_SHAPE.search(text) for text in (kernel, output)]
+  labels = dim_labels.split("->")[0].split("_")
+  if not all(found) or len(labels) != 2:
+    return {}
+  kernel_dims, output_dims = ([int(d) for d in f.group(2).split(",") if d] for f in found)
+  if len(kernel_dims) != len(labels[1]) or "o" not in labels[1]:
+    return {}
+  per_output = 1
+  for axis, size in enumerate(kernel_dims):
+    if labels[1][axis] != "o":
+      per_output *= size
+  outputs = 1
+  for size in output_dims:
+    outputs *= size
+  return {"kernel": found[0].group(0), "output": found[1].group(0),
+          "gflop": 2 * outputs * per_output / 1e9}
 
 
 # Cross-device communication: a step's gradient all-reduce, fsdp's gathers and scatters.
@@ -145,10 +183,17 @@ def summarize(files: list[str], steps: int, hlo_text: str = "", top: int = 25) -
           "device_ms_per_step": sum(per_op.values()) / scale,
           "categories_ms": {k: v / scale for k, v in sorted(
               categories.items(), key=lambda item: -item[1])},
-          "top_ops_ms": [{"op": op, "category": op_category(op, ops.get(op)),
-                          "ms": ns / scale, **ops.get(op, {})} for op, ns in ranked],
+          "top_ops_ms": [_with_rate({"op": op, "category": op_category(op, ops.get(op)),
+                                     "ms": ns / scale, **ops.get(op, {})}) for op, ns in ranked],
           "conv_layouts": layouts,
           "device_lines": sorted({line.name for plane in devices for line in plane.lines})}
+
+
+def _with_rate(entry: dict[str, Any]) -> dict[str, Any]:
+  """A top op's entry with `tflops` (its GFLOP over its ms per step) where it has `gflop`."""
+  if entry.get("gflop") and entry["ms"] > 0:
+    entry["tflops"] = entry["gflop"] / entry["ms"]
+  return entry
 
 
 def utilisation(flops_per_device: float | None, seconds: float,
@@ -280,7 +325,9 @@ def format_summary(summary: dict[str, Any], top: int = 15) -> str:
       f"{k} x{v}" for k, v in summary["conv_layouts"].items()) or "none"))
   for entry in summary["top_ops_ms"][:top]:
     lines.append(f"  {entry['ms']:7.2f} ms  {entry['category']:22s} {entry['op']}"
-                 + (f"  [{entry['dim_labels']}]" if "dim_labels" in entry else ""))
+                 + (f"  [{entry['dim_labels']}]" if "dim_labels" in entry else "")
+                 + (f" {entry['kernel']} -> {entry['output']}, {entry['tflops']:.0f} TFLOP/s"
+                    if "tflops" in entry else ""))
   return "\n".join(lines)
 
 
@@ -310,10 +357,13 @@ def markdown(summary: dict[str, Any], top: int = 15) -> str:
   for name, ms in summary["categories_ms"].items():
     lines.append(f"| {name} | {ms:.2f} | {ms / busy:.0%} |" if busy else f"| {name} | {ms:.2f} | |")
   lines += ["", f"Top {min(top, len(summary['top_ops_ms']))} ops:", "",
-            "| op | kind | ms per step | layout |", "|---|---|---|---|"]
+            "| op | kind | ms per step | layout | kernel -> output | TFLOP/s |",
+            "|---|---|---|---|---|---|"]
   for entry in summary["top_ops_ms"][:top]:
+    shapes = f"{entry['kernel']} -> {entry['output']}" if "kernel" in entry else ""
+    rate = f"{entry['tflops']:.1f}" if "tflops" in entry else ""
     lines.append(f"| `{entry['op']}` | {entry['category']} | {entry['ms']:.2f} | "
-                 f"{entry.get('dim_labels', '')} |")
+                 f"{entry.get('dim_labels', '')} | {shapes} | {rate} |")
   return "\n".join(lines) + "\n"
 
 

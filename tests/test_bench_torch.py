@@ -363,6 +363,45 @@ def test_profile_categories_from_optimized_hlo():
   assert profiling.op_category("command_buffer_778", None) == "command buffer"
 
 
+CONV_HLO = """\
+ENTRY %main {
+  %x = bf16[480,112,112,9]{3,2,1,0} parameter(0)
+  %k = bf16[64,3,3,9]{3,2,1,0} parameter(1)
+  %dy = bf16[480,112,112,64]{3,2,1,0} parameter(2)
+  %cudnn-conv.1 = (bf16[480,112,112,64]{3,2,1,0}, u8[0]{0}) custom-call(%x, %k), \
+window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convForward"
+  %cudnn-conv-bw-filter.2 = (bf16[64,3,3,9]{3,2,1,0}, u8[0]{0}) custom-call(%x, %dy), \
+dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBackwardFilter"
+  %cudnn-conv-bw-input.3 = (bf16[480,112,112,9]{3,2,1,0}, u8[0]{0}) custom-call(%dy, %k), \
+dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBackwardInput"
+  %a = f32[2,4,6,6,8]{4,3,2,1,0} parameter(3)
+  %b = f32[3,3,3,2,8]{4,3,2,1,0} parameter(4)
+  ROOT %convolution.4 = f32[2,4,6,6,8]{4,3,2,1,0} convolution(%a, %b), \
+window={size=3x3x3 pad=1_1x1_1x1_1}, dim_labels=b012f_012io->b012f, feature_group_count=4
+}
+"""
+
+
+def test_profiled_convolutions_carry_their_shapes_and_operation_counts():
+  """Each convolution of an optimized HLO, in any direction, names the forward convolution it
+  is part of (kernel and output shapes) and its GFLOP (a multiply-add as two; a grouped kernel
+  holds in / groups input channels), so a profile's top ops give each one's TFLOP/s."""
+  ops = profiling.hlo_ops(CONV_HLO)
+  conv1 = 2 * 480 * 112 * 112 * 64 * (3 * 3 * 9) / 1e9   # C3D's conv1 on 3 stacked RGB taps
+  for name in ("cudnn-conv.1", "cudnn-conv-bw-filter.2", "cudnn-conv-bw-input.3"):
+    assert ops[name]["kernel"] == "bf16[64,3,3,9]" and ops[name]["output"] == "bf16[480,112,112,64]"
+    assert ops[name]["gflop"] == pytest.approx(conv1)
+  assert ops["convolution.4"]["gflop"] == pytest.approx(2 * (2 * 4 * 6 * 6 * 8) * 27 * 2 / 1e9)
+  assert "gflop" not in ops["x"] and "gflop" not in profiling.hlo_ops(GPU_HLO)["cudnn-conv.3"]
+  # the H100 profile of 2026-11-27: C3D's conv1 forward took 1.114 ms a step
+  entry = profiling._with_rate({"op": "cudnn-conv.1", "category": "convolution Forward",
+                                "ms": 1.114, **ops["cudnn-conv.1"]})
+  assert entry["tflops"] == pytest.approx(56.0, abs=0.1)
+  summary = {"device_ms_per_step": 1.114, "steps": 1, "categories_ms": {}, "conv_layouts": {},
+             "top_ops_ms": [entry]}
+  assert "bf16[64,3,3,9] -> bf16[480,112,112,64], 56 TFLOP/s" in profiling.format_summary(summary)
+
+
 def test_utilisation_cells_against_the_devices_bf16_peak():
   """A GPU row's flax TFLOP/s per device and share of the H100's dense bf16 peak, pipelined
   where timed; the count divided over data-parallel devices."""
