@@ -27,9 +27,10 @@ from darkjax.tools import fit as fit_tool
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native", "attention:xla"}
 # XLA's own ops on a GPU also as channels-last 2D convolutions (conv.frames2d_conv3d), the
-# channels-first layout grouped native convs keep and max pools as strided-slice maxima
+# channels-first layout grouped native convs keep, max pools as strided-slice maxima and 16-bit
+# convolutions with their channels padded to multiples of 8 (conv2d.aligned_conv)
 _GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn",
-                           "max_pool3d:separable"}
+                           "max_pool3d:separable", "conv_channels:aligned"}
 GIB = 2 ** 30
 
 
@@ -316,9 +317,36 @@ def _collective_dtypes(hlo: str) -> set[str]:
   return {dtype for result in results for dtype in re.findall(r"(\w+)\[", result)}
 
 
+def _unaligned_convs(hlo: str) -> list[str]:
+  """The ungrouped 16-bit cuDNN convolutions of an optimized XLA:GPU module whose kernel's input
+  or output channels are not multiples of 8 (what conv2d.aligned_conv pads), as 'name shape'."""
+  from darkjax import profiling  # pylint: disable=import-outside-toplevel
+  shapes, found = {}, []
+  for line in hlo.splitlines():
+    match = profiling.HLO_INSTRUCTION.match(line)
+    if not match:
+      continue
+    name, shape, _, rest = match.groups()
+    shapes[name] = shape
+    target = re.search(r'custom_call_target="__cudnn\$conv(\w*)"', rest)
+    if not target or "group_count" in rest:   # grouped (a grouped kernel gradient: batch groups)
+      continue
+    operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
+    kernel = shape if target.group(1) == "BackwardFilter" else shapes.get(operands[1], "")
+    labels = re.search(r"dim_labels=\w+_(\w+)->", rest).group(1)
+    dims = re.search(r"(\w+)\[([\d,]+)\]", kernel)
+    sizes = [int(d) for d in dims.group(2).split(",")]
+    if dims.group(1) in ("bf16", "f16") and any(
+        sizes[labels.index(axis)] % 8 for axis in "io"):
+      found.append(f"{name} {kernel}")
+  return found
+
+
 def _check_pod_step(trainer, need, chosen, target):
   """Compiled for the target's platform and devices with native ops only, no CPU-only XLA option,
-  and a memory figure under what a run on the target may hold, the limit the fit check reads.
+  and a memory figure under what a run on the target may hold, the limit the fit check reads; on
+  one GPU every ungrouped 16-bit convolution with channels in multiples of 8 (cuDNN's aligned
+  kernels: XLA does not pad bf16 ones, conv2d.aligned_conv does).
   Data parallel over more than one device, its gradients are summed across them in float32: no
   16-bit all-reduce or reduce-scatter (darkjax.layers.precision; bf16 ones before). (With fsdp
   the partitioner may split a small layer's contraction over the devices instead, its partial
@@ -330,6 +358,11 @@ def _check_pod_step(trainer, need, chosen, target):
   limit = fit.device_limit(trainer.config, trainer.mesh.devices.flat[0], trainer.target)
   assert limit == aot.limit_bytes(target)
   assert need is not None and 0 < need < limit
+  if trainer.platform == "gpu" and trainer.mesh.devices.size == 1:
+    # cuDNN's aligned kernels for every ungrouped 16-bit conv (on one device: over several, a
+    # device's own kernel gradient, precision.conv_weight_gradient, may compile to a forward
+    # convolution whose "kernel" is the cotangent, its input features the device's batch)
+    assert not _unaligned_convs(trainer.compiled_step.as_text())
   if dict(trainer.mesh.shape).get("fsdp", 1) == 1:
     collectives = _collective_dtypes(trainer.compiled_step.as_text())
     assert not collectives & {"bf16", "f16"}, collectives

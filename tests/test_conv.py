@@ -424,7 +424,8 @@ def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, tmp_path):
   # (frames2d), except in a network with grouped convs (3D-ResNeXt: native after its frames2d
   # stem, conv.network_lowering, in XLA's channels-first layout)
   chosen = _traced_lowerings(case, "gpu", tmp_path)
-  gpu_ops = {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn", "max_pool3d:separable"}
+  gpu_ops = {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn", "max_pool3d:separable",
+             "conv_channels:aligned"}
   assert chosen and set(chosen) <= _NATIVE_ONLY | gpu_ops, chosen
   # max pools on a GPU (conv.choose_pool_lowering): C3D's non-overlapping ones as running maxima
   # of strided slices, 3D-ResNet's overlapping stem pool as nn.max_pool
@@ -481,3 +482,67 @@ def test_frames2d_runs_every_kernel_as_2d_convs(kernel, strides, padding, groups
   jaxpr = jax.make_jaxpr(lambda x, k, g: jax.vjp(fn, x, k)[1](g))(x, k, y).jaxpr
   shapes = _jaxpr_conv_shapes(jaxpr)
   assert len(shapes) == 3 and {len(s) for s in shapes} == {4}, shapes
+
+
+def test_gpu_pads_16bit_conv_channels_to_multiples_of_8():
+  """Compiling for a GPU, ungrouped bf16 convolutions whose channels are not multiples of 8 (an
+  RGB stem's 3 -> 45, C3D's stacked taps on 9 channels) run with their channels zero-padded
+  (cuDNN's aligned kernels; XLA:GPU pads only f16 ones) and their output sliced back: the same
+  values and gradients. Not in float32, not grouped, not on CPU or TPU, not inside
+  export_lowering(), not inside align_channels(False); flax convs (precision.Conv) and the float32
+  kernel gradient of a batch split over devices (precision.conv_weight_gradient) too."""
+  from darkjax.layers import precision  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.key(0), (2, 4, 10, 10, 3), jnp.bfloat16)
+  k = (0.1 * jax.random.normal(jax.random.key(1), (3, 7, 7, 3, 45))).astype(jnp.bfloat16)
+  stem = dict(strides=(1, 2, 2), padding=((1, 1), (3, 3), (3, 3)))
+  cases = {   # name: (function of (x, k), the aligned trace's conv output shapes)
+      "native (1, 7, 7)": (lambda x, k: conv.conv3d(x, k[:1], lowering="native", **stem),
+                           {(2, 6, 5, 5, 48), (1, 7, 7, 8, 48), (2, 4, 10, 10, 8)}),
+      "frames2d (3, 7, 7)": (lambda x, k: conv.conv3d(x, k, lowering="frames2d", **stem),
+                             {(8, 5, 5, 48), (48, 16, 7, 7), (8, 10, 10, 16)}),
+      "flax 2D": (lambda x, k: precision.Conv(45, (7, 7), strides=2, dtype=x.dtype).apply(
+          {"params": {"kernel": k[0], "bias": jnp.zeros(45)}}, x[:, 0]),
+                  {(2, 5, 5, 48), (7, 7, 8, 48), (2, 10, 10, 8)}),
+  }
+
+  def traced(fn, x, k):
+    loss = lambda x, k: jnp.sum(fn(x, k).astype(jnp.float32) ** 2)   # noqa: E731
+    grad = jax.value_and_grad(loss, (0, 1))
+    return set(_jaxpr_conv_shapes(jax.make_jaxpr(grad)(x, k).jaxpr)), jax.jit(grad)(x, k)
+  for name, (fn, aligned) in cases.items():
+    results = {}
+    for platform, on in (("gpu", True), ("gpu", False), ("cpu", True), ("tpu", True)):
+      with targets.compiling_for(platform), conv.align_channels(on), \
+          conv.record_lowerings() as chosen:
+        shapes, results[platform, on] = traced(fn, x, k)
+      assert (shapes == aligned) == (platform == "gpu" and on), (name, platform, on, shapes)
+      assert ("conv_channels:aligned" in chosen) == (platform == "gpu" and on), (name, chosen)
+    want = results["gpu", False]
+    scale = max(float(jnp.max(jnp.abs(leaf.astype(jnp.float32)))) for leaf in jax.tree.leaves(want))
+    for got, ref in zip(jax.tree.leaves(results["gpu", True]), jax.tree.leaves(want)):
+      np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref, np.float32),
+                                 rtol=2e-2, atol=1e-2 * scale, err_msg=name)
+    with targets.compiling_for("gpu"), conv.record_lowerings() as chosen:   # float32: as it is
+      traced(fn, x.astype(jnp.float32), k.astype(jnp.float32))
+    assert "conv_channels:aligned" not in chosen, (name, chosen)
+  # the float32 kernel gradient a batch split over devices takes (precision.conv_weight_gradient)
+  dy = jax.random.normal(jax.random.key(2), (2, 6, 5, 5, 45), jnp.bfloat16)   # the stem's output
+  grads, shapes = {}, {}
+  for on in (True, False):
+    def weight_gradient(x, dy):
+      return precision.conv_weight_gradient(x, dy, k[:1].shape, stem["strides"], stem["padding"],
+                                            None, None, ("NDHWC", "DHWIO", "NDHWC"))
+    with targets.compiling_for("gpu"), conv.align_channels(on):
+      shapes[on] = _jaxpr_conv_shapes(jax.make_jaxpr(weight_gradient)(x, dy).jaxpr)
+      grads[on] = jax.jit(weight_gradient)(x, dy)
+  assert shapes == {True: [(1, 7, 7, 8, 48)], False: [(1, 7, 7, 3, 45)]}, shapes
+  assert grads[True].dtype == jnp.float32 and grads[True].shape == k[:1].shape
+  np.testing.assert_allclose(grads[True], grads[False], rtol=1e-5,
+                             atol=1e-5 * float(jnp.max(jnp.abs(grads[False]))))
+  # grouped convs and ONNX export keep their channels
+  with targets.compiling_for("gpu"), conv.record_lowerings() as chosen:
+    jax.eval_shape(lambda: conv.conv3d(x[..., :2], k[:1, :, :, :1, :6], lowering="native",
+                                       feature_group_count=2, **stem))
+    with conv.export_lowering():
+      jax.eval_shape(lambda: conv.conv3d(x, k, **stem))
+  assert "conv_channels:aligned" not in chosen, chosen

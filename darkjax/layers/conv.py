@@ -30,6 +30,9 @@ for every x86 CPU, the first that applies:
   taps2d      temporal taps on few channels (RGB stems): a longer contraction per 2D conv
   sum2d       the rest
 
+On a GPU the ungrouped 16-bit convolutions of every lowering run with their channels zero-padded
+to multiples of 8 (`conv2d.aligned_conv`: cuDNN's aligned kernels; XLA pads only f16 ones).
+
 A network whose convs are partly grouped (3D-ResNeXt) stays "native" on GPU after its stem
 (`network_lowering`): its grouped convs keep XLA's channels-first layout (each noted as
 `targets.CHANNELS_FIRST` in `record_lowerings()`), and 2D convolutions around them would add
@@ -66,9 +69,10 @@ import numpy as np
 from darkjax import targets
 from darkjax.layers import cpu_conv3d, precision
 from darkjax.layers import remat as remat_lib
-from darkjax.layers.conv2d import (export_lowering, export_lowering_forced,  # noqa: F401 (API)
-                                   native_lowering, native_lowering_forced, note_lowering,
-                                   on_constants, record_lowerings)
+from darkjax.layers.conv2d import (align_channels, aligned_conv,  # noqa: F401 (API)
+                                   export_lowering, export_lowering_forced, native_lowering,
+                                   native_lowering_forced, note_lowering, on_constants,
+                                   record_lowerings)
 from darkjax.layers.cpu_conv3d import configure_cpu_flags  # noqa: F401 (API)
 
 Padding = Sequence[tuple[int, int]]
@@ -80,7 +84,7 @@ PORTABLE_LOWERINGS = frozenset({
     "conv3d:native", "conv3d:export", "conv3d:frames2d", "conv3d_kernel_grad:xla", "conv2d:plain",
     "max_pool3d:native", "max_pool3d:export", "depthwise:native", "scan:unrolled",
     "avg_pool:reshape_mean", "fft2:dft", "batch_norm:affine", "attention:xla",
-    targets.CHANNELS_FIRST})
+    "conv_channels:aligned", targets.CHANNELS_FIRST})
 KERNEL_GRADS = ("auto", "xla", "dots")
 # Grouped convs on CPU run with groups bundled so that each bundle has about this many input
 # channels: the kernel is block-diagonal within a bundle (`cpu_conv3d.bundle_groups`), so XLA:CPU
@@ -228,10 +232,8 @@ def export_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], paddi
   # (out, (tap, channel), kh, kw): the layout of ONNX's Conv, so no transposed copy in the graph
   kernel2d = on_constants(lambda k: jnp.transpose(k, (4, 0, 3, 1, 2)).reshape(
       (cout, k.shape[0] * cin_group, kh, kw)), kernel)
-  y = jax.lax.conv_general_dilated(
-      stacked.reshape((b * t_out, h, w, stacked.shape[-1])), kernel2d, tuple(strides[1:]),
-      tuple(padding[1:]), dimension_numbers=("NHWC", "OIHW", "NHWC"),
-      feature_group_count=groups, precision=precision)
+  y = aligned_conv(stacked.reshape((b * t_out, h, w, stacked.shape[-1])), kernel2d, strides[1:],
+                   padding[1:], ("NHWC", "OIHW", "NHWC"), groups, precision)
   return y.reshape((b, t_out) + y.shape[1:])
 
 
@@ -252,17 +254,15 @@ def frames2d_conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pad
     if strides[0] > 1:
       x = x[:, ::strides[0]]
     frames = x.shape[1]
-    y = jax.lax.conv_general_dilated(
-        x.reshape((b * frames, h, w, c)), kernel[0], tuple(strides[1:]), tuple(padding[1:]),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_group_count)
+    y = aligned_conv(x.reshape((b * frames, h, w, c)), kernel[0], strides[1:], padding[1:],
+                     ("NHWC", "HWIO", "NHWC"), feature_group_count)
     return y.reshape((b, frames) + y.shape[1:])
   if kh == kw == 1 and not spatial_pad:
     if tuple(strides[1:]) != (1, 1):
       x = x[:, :, ::strides[1], ::strides[2]]
     h, w = x.shape[2:4]
-    y = jax.lax.conv_general_dilated(
-        x.reshape((b, t, h * w, c)), kernel[:, 0], (strides[0], 1), (tuple(padding[0]), (0, 0)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_group_count)
+    y = aligned_conv(x.reshape((b, t, h * w, c)), kernel[:, 0], (strides[0], 1),
+                     (tuple(padding[0]), (0, 0)), ("NHWC", "HWIO", "NHWC"), feature_group_count)
     return y.reshape((b, y.shape[1], h, w, cout))
   return export_conv3d(x, kernel, strides, padding, feature_group_count, precision=None)
 
@@ -317,7 +317,8 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   if lowering == "native" and feature_group_count > 1 and targets.platform() == "gpu":
     note_lowering(*targets.CHANNELS_FIRST.split(":"))   # compiler_options keeps XLA's layout
   if lowering == "native" and kernel_grad == "xla":  # GPU / TPU: XLA's own op and gradients
-    return cpu_conv3d.native_conv3d(x, kernel, strides, padding, feature_group_count)
+    return aligned_conv(x, kernel, strides, padding, ("NDHWC", "DHWIO", "NDHWC"),
+                        feature_group_count)
   return cpu_conv3d.cpu_conv3d(x, kernel, lowering, kernel_grad, strides, padding,
                                feature_group_count, bundle)
 

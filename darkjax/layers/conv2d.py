@@ -147,6 +147,76 @@ def note_lowering(op: str, lowering: str) -> None:
     counter[f"{op}:{lowering}"] += 1
 
 
+# cuDNN's tensor-core kernels for 16-bit NHWC convolutions want channel counts in multiples of 8
+# (16 bytes). XLA:GPU pads f16 convolutions so (its CudnnPadForConvolutions pass) but not bf16
+# ones; in the H100 profiles of the zoo's bf16 steps the unaligned ones (C3D's stacked-tap conv1
+# on 9 channels, R(2+1)D's stem on 3 -> 45) ran at 2-6% of the bf16 peak, the aligned ones next
+# to them at 43-77% (docs/benchmarks.md). So on a GPU ungrouped 16-bit convolutions get their
+# channels zero-padded to this multiple (`aligned_conv`); 0 or 1: never.
+GPU_CHANNEL_MULTIPLE = 8
+_ALIGN_CHANNELS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "darkjax_align_conv_channels", default=True)
+
+
+@contextlib.contextmanager
+def align_channels(enabled: bool):
+  """Within the block (at trace time), whether `aligned_conv` may pad channels on a GPU (the
+  default) or never does: `bench --variants align_channels=off` traces the unpadded form."""
+  token = _ALIGN_CHANNELS.set(bool(enabled))
+  try:
+    yield
+  finally:
+    _ALIGN_CHANNELS.reset(token)
+
+
+def aligned_conv(lhs, rhs, window_strides, padding, dimension_numbers, feature_group_count=1,
+                 precision=None, lhs_dilation=None, rhs_dilation=None):
+  """`lax.conv_general_dilated`; compiling for a GPU, an ungrouped 16-bit convolution whose input
+  or output channels are not multiples of GPU_CHANNEL_MULTIPLE runs with both zero-padded to it
+  (lhs's features, rhs's input and output features) and its output sliced back: the same values
+  and, through the pad and the slice, the same gradients, on cuDNN's aligned kernels. A trace
+  that pads notes `conv_channels:aligned` (`record_lowerings`)."""
+  conv = functools.partial(lax.conv_general_dilated, window_strides=tuple(window_strides),
+                           padding=padding if isinstance(padding, str)
+                           else tuple(tuple(p) for p in padding),
+                           lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                           dimension_numbers=dimension_numbers,
+                           feature_group_count=feature_group_count, precision=precision)
+  if not aligns_channels(lhs.dtype, feature_group_count):
+    return conv(lhs, rhs)
+  numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+  cin_axis, out_axis, in_axis = numbers.lhs_spec[1], numbers.rhs_spec[0], numbers.rhs_spec[1]
+  cin, cout = lhs.shape[cin_axis], rhs.shape[out_axis]
+  cin_to, cout_to = aligned(cin), aligned(cout)
+  if (cin_to, cout_to) == (cin, cout):
+    return conv(lhs, rhs)
+  note_lowering("conv_channels", "aligned")
+  y = conv(widen(lhs, {cin_axis: cin_to}), widen(rhs, {in_axis: cin_to, out_axis: cout_to}))
+  return lax.slice_in_dim(y, 0, cout, axis=numbers.out_spec[1]) if cout_to != cout else y
+
+
+def aligns_channels(dtype, feature_group_count: int = 1) -> bool:
+  """Whether a convolution of `dtype` inputs with `feature_group_count` groups, traced now, gets
+  its channels padded to multiples of GPU_CHANNEL_MULTIPLE (`aligned_conv`): ungrouped, 16-bit,
+  compiling for a GPU, outside `export_lowering()` and `align_channels(False)`."""
+  return (GPU_CHANNEL_MULTIPLE > 1 and feature_group_count == 1 and _ALIGN_CHANNELS.get()
+          and jnp.dtype(dtype).itemsize == 2 and targets.platform() == "gpu"
+          and not export_lowering_forced())
+
+
+def aligned(channels: int) -> int:
+  """`channels` rounded up to a multiple of GPU_CHANNEL_MULTIPLE."""
+  return -(-channels // GPU_CHANNEL_MULTIPLE) * GPU_CHANNEL_MULTIPLE
+
+
+def widen(x, sizes):
+  """x zero-padded at the end of each axis in `sizes` ({axis: size}) to that size."""
+  pads = [(0, 0)] * x.ndim
+  for axis, size in sizes.items():
+    pads[axis] = (0, size - x.shape[axis])
+  return jnp.pad(x, pads) if any(hi for _, hi in pads) else x
+
+
 def plain_conv2d(x, kernel, strides, padding, groups, lhs_dilation=None, rhs_dilation=None):
   return lax.conv_general_dilated(x, kernel, window_strides=tuple(strides), padding=tuple(padding),
                                   lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,

@@ -177,7 +177,8 @@ def conv_weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int
   output's cotangent `dy`, in float32 whatever x's and dy's dtype (`preferred_element_type=None`:
   in theirs): itself a convolution, of x by dy, with x's batch and feature axes swapped (the batch
   is what it sums over), the forward's strides as its dilation and vice versa, and each group's
-  output features a batch group."""
+  output features a batch group; on a GPU with x's and dy's channels padded to multiples of 8 and
+  the gradient sliced back, as `conv2d.aligned_conv` pads the forward."""
   numbers = jax.lax.conv_dimension_numbers(x.shape, tuple(kernel_shape), dimension_numbers)
   lhs_spec, rhs_spec, out_spec = numbers
   spatial = len(lhs_spec) - 2
@@ -195,12 +196,23 @@ def conv_weight_gradient(x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int
     # the window's last tap reads position (out - 1) * stride + (window - 1) of the padded input
     pads.append((lo, dilated_out - dilated_in + dilated_window[i] - lo - 1))
   swap = lambda spec: (spec[1], spec[0]) + tuple(spec[2:])  # noqa: E731
-  return jax.lax.conv_general_dilated(
+  cin, cout = kernel_shape[rhs_spec[1]], kernel_shape[rhs_spec[0]]
+  align = (conv2d.aligns_channels(x.dtype, feature_group_count)
+           and (conv2d.aligned(cin), conv2d.aligned(cout)) != (cin, cout))
+  if align:   # on a GPU, cuDNN's aligned kernels (conv2d.aligned_conv): padded, then sliced
+    conv2d.note_lowering("conv_channels", "aligned")
+    x = conv2d.widen(x, {lhs_spec[1]: conv2d.aligned(cin)})
+    dy = conv2d.widen(dy, {out_spec[1]: conv2d.aligned(cout)})
+  grad = jax.lax.conv_general_dilated(
       x, dy, window_strides=rhs_dilation, padding=pads, lhs_dilation=lhs_dilation,
       rhs_dilation=strides,
       dimension_numbers=jax.lax.ConvDimensionNumbers(swap(lhs_spec), swap(out_spec),
                                                      swap(rhs_spec)),
       batch_group_count=feature_group_count, preferred_element_type=preferred_element_type)
+  if align:
+    grad = jax.lax.slice_in_dim(grad, 0, cin, axis=rhs_spec[1])
+    grad = jax.lax.slice_in_dim(grad, 0, cout, axis=rhs_spec[0])
+  return grad
 
 
 def dot_weight_gradient(x: jax.Array, dy: jax.Array, kernel_ndim: int,
@@ -331,17 +343,18 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   kwargs = dict(window_strides=window_strides, padding=padding, lhs_dilation=lhs_dilation,
                 rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                 feature_group_count=feature_group_count, precision=precision)
-  if (not _takes_float32_kernel(lhs, rhs, "conv") or batch_group_count != 1
-      or preferred_element_type is not None):
+  if batch_group_count != 1 or preferred_element_type is not None:
     return jax.lax.conv_general_dilated(lhs, rhs.astype(lhs.dtype), **kwargs,
                                         batch_group_count=batch_group_count,
                                         preferred_element_type=preferred_element_type)
+  if not _takes_float32_kernel(lhs, rhs, "conv"):   # on a GPU, its channels aligned
+    return conv2d.aligned_conv(lhs, rhs.astype(lhs.dtype), **kwargs)
 
   def weight_gradient(x, dy, shape, **kwargs):
     return conv_weight_gradient(x, dy, shape, window_strides, padding, lhs_dilation,
                                 rhs_dilation, dimension_numbers, feature_group_count, **kwargs)
   return with_float32_weight_gradient(
-      lambda x, k: jax.lax.conv_general_dilated(x, k, **kwargs), weight_gradient, lhs, rhs)
+      lambda x, k: conv2d.aligned_conv(x, k, **kwargs), weight_gradient, lhs, rhs)
 
 
 def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, precision: Any = None,

@@ -59,7 +59,8 @@ process, in alternating rounds, each against the first: `auto` (the defaults), o
 `bn_relu=fused|plain` (each BatchNorm, with its ReLU, as one custom VJP where it applies, the
 default on GPU and TPU, or autodiff of flax's: `darkjax.layers.norm`), `max_pool=native|separable`
 (every auto max pool as `nn.max_pool` or as running maxima of strided slices, instead of
-`conv.choose_pool_lowering`), a field of the model as `model.FIELD=VALUE` (e.g.
+`conv.choose_pool_lowering`), `align_channels=on|off` (a GPU's 16-bit convolutions with their
+channels zero-padded to multiples of 8, the default, or as they are: `conv.aligned_conv`), a field of the model as `model.FIELD=VALUE` (e.g.
 `model.stem_lowering=native`: 3D-ResNeXt's stem as XLA's 3D convolution), and any XLA option as
 `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`; a list
 value joins its items with `+`, e.g. `xla_gpu_enable_command_buffer=FUSION+CONVOLUTION`, and an
@@ -123,9 +124,11 @@ from darkjax.profiling import format_flops, format_summary, format_utilisation
 NUM_CLASSES = bench_torch.NUM_CLASSES
 
 
-VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use", "bn_relu", "max_pool")
+VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use", "bn_relu", "max_pool",
+                "align_channels")
 MAX_POOLS = ("native", "separable")   # conv.max_pool3d's lowerings, for choose_pool_lowering
 BN_RELU = ("fused", "plain")   # norm.BatchNorm: batch_norm_train where it applies, or autodiff
+ALIGN_CHANNELS = ("on", "off")   # conv.aligned_conv: a GPU's 16-bit convs' channels padded or not
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
@@ -147,7 +150,8 @@ def parse_variant(spec: str) -> dict[str, Any]:
                        f"model.FIELD=VALUE or one of "
                        f"{', '.join(k + '=...' for k in VARIANT_KEYS)}")
     choices = {"lowering": conv.LOWERINGS, "kernel_grad": conv.KERNEL_GRADS,
-               "bn_relu": BN_RELU, "max_pool": MAX_POOLS}.get(key)
+               "bn_relu": BN_RELU, "max_pool": MAX_POOLS,
+               "align_channels": ALIGN_CHANNELS}.get(key)
     if choices is not None and value not in choices:
       raise ValueError(f"variant {spec!r}: {key}={value!r}, expected one of {choices}")
     settings[key] = float(value) if key == "ynn_min_core_use" else value
@@ -166,14 +170,17 @@ def _option_value(text: str) -> bool | int | str:
 
 @contextlib.contextmanager
 def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
-  """conv's auto kernel-gradient and max-pool choices, YNN_MIN_CORE_USE and BatchNorm+ReLU's
-  fusion (`norm.fused_relu`) replaced while a step is traced."""
+  """conv's auto kernel-gradient and max-pool choices, YNN_MIN_CORE_USE, BatchNorm+ReLU's
+  fusion (`norm.fused_relu`) and a GPU's conv channel padding (`conv.align_channels`) replaced
+  while a step is traced."""
   with contextlib.ExitStack() as stack:
     if "max_pool" in settings:
       stack.enter_context(mock.patch.object(
           conv, "choose_pool_lowering", lambda *_, value=settings["max_pool"]: value))
     if "bn_relu" in settings:
       stack.enter_context(norm.fused_relu(settings["bn_relu"] == "fused"))
+    if "align_channels" in settings:
+      stack.enter_context(conv.align_channels(settings["align_channels"] == "on"))
     if "kernel_grad" in settings:
       stack.enter_context(mock.patch.object(
           conv, "choose_kernel_grad", lambda *_, value=settings["kernel_grad"]: value))
@@ -735,7 +742,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   model.add_argument("--variants", default=None,
                      help="';'-separated conv settings timed against the first in alternating "
                           "rounds: 'auto' or comma-separated lowering=, kernel_grad=, "
-                          "ynn_min_core_use=, bn_relu=, xla_OPTION= (see the description)")
+                          "ynn_min_core_use=, bn_relu=, max_pool=, align_channels=, "
+                          "model.FIELD=, xla_OPTION= (see the description)")
   paper = parser.add_argument_group("config benchmark (--config)")
   paper.add_argument("--config", help="a paper config (path[:arg]): its own train step at its own "
                      "size on a synthetic stand-in dataset (darkjax.tools.bench_config); --batch, "
