@@ -51,6 +51,8 @@
 #          parts.
 # A failing command is logged and the next one runs. DARKJAX_DRY_RUN=1 prints the commands only.
 # Rows are model:batch:frames:variants (`bench --variants`; the first, auto, is darkjax's default);
+# DARKJAX_BENCH_TORCH=0 times the rows' flax variants alone, without torch's sides or their
+# compiles (a lease for the levers; `bench --markdown-from` renders them as a lever table);
 # DARKJAX_BENCH_ROWS / DARKJAX_BENCH_CONFIGS replace the lists; DARKJAX_BENCH_PROFILE=N sets the
 # rows' and configs' profiled steps (default 3; 0: no profile, for a run that must fit a lease);
 # DARKJAX_BENCH_ROW_ARGS is added to every row's command (e.g. `--size 32` for a smoke run of this
@@ -94,6 +96,7 @@ jobs=${DARKJAX_BENCH_JOBS:-$([ "$table" = 1 ] && echo 4 || echo 1)}
 profile=${DARKJAX_BENCH_PROFILE:-$([ "$table" = 1 ] && echo 0 || echo 3)}
 deadline=${DARKJAX_BENCH_DEADLINE_S:-0}
 timeout_s=${DARKJAX_BENCH_TIMEOUT_S:-600}
+torch=${DARKJAX_BENCH_TORCH:-1}
 wheels=${DARKJAX_WHEELS:-.whl}
 # Max pools as nn.max_pool (a window arg-max and a scatter of atomic adds in the gradient on a GPU),
 # the form before running maxima of strided slices became the GPU default for non-overlapping
@@ -158,6 +161,15 @@ esac
 case $profile in
   ''|*[!0-9]*)
     echo "bench_gpu.sh: DARKJAX_BENCH_PROFILE=$profile is not a count >= 0" >&2; exit 2 ;;
+esac
+case $torch in
+  0) [ "$table" = 1 ] && {
+       echo "bench_gpu.sh: part 'table' times torch.compile beside flax: not with" \
+         "DARKJAX_BENCH_TORCH=0" >&2
+       exit 2
+     } ;;
+  1) ;;
+  *) echo "bench_gpu.sh: DARKJAX_BENCH_TORCH=$torch is not 0 or 1" >&2; exit 2 ;;
 esac
 for part in $parts; do
   case $part in
@@ -232,10 +244,12 @@ row_words() {   # ROW (model:batch:frames:variants): NAME and WORDS, its bench c
   local model batch frames variants
   IFS=: read -r model batch frames variants <<<"$1"
   NAME=$(row_name "$model" "$batch" "$frames")
+  local -a against=(--vs-torch --torch-compile --torch-compile-modes "$modes")
+  [ "$torch" = 0 ] && against=()   # the flax variants alone: a row's levers
   # shellcheck disable=SC2206   # $bench and the extra args split into words on purpose
-  WORDS=($bench --model "$model" --batch "$batch" --frames "$frames" --vs-torch --torch-compile
-         --torch-compile-modes "$modes" --dtype bfloat16 --optimizer sgd
-         --variants "${variants:-auto}" ${DARKJAX_BENCH_ROW_ARGS:-})
+  WORDS=($bench --model "$model" --batch "$batch" --frames "$frames" "${against[@]}"
+         --dtype bfloat16 --optimizer sgd --variants "${variants:-auto}"
+         ${DARKJAX_BENCH_ROW_ARGS:-})
 }
 
 asked() { [[ " $parts " == *" $1 "* ]]; }   # PART: was it asked for

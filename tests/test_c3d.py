@@ -162,7 +162,7 @@ def test_bench_train_step_vs_torch_smoke(capsys):
     bench.main(["--steps", "1"])
 
 
-def test_bench_conv_variants_smoke(capsys):
+def test_bench_conv_variants_smoke(capsys, tmp_path):
   from darkjax.tools import bench
   assert bench.parse_variant("auto") == {}
   assert bench.parse_variant("lowering=sum2d,ynn_min_core_use=0") == {
@@ -196,14 +196,40 @@ def test_bench_conv_variants_smoke(capsys):
     bench.main(["--model", "c3d_tiny", "--variants", "auto;threads=2"])
   with pytest.raises(SystemExit):  # a compile-only target compiles, it times nothing
     bench.main(["--model", "c3d_tiny", "--target", "h100:1", "--vs-torch"])
-  result = bench.main(["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",
-                       "--steps", "1", "--rounds", "2", "--variants", "auto;kernel_grad=dots"])
+  assert bench.parse_variant("align_channels=off") == {"align_channels": "off"}
+  with pytest.raises(ValueError, match="align_channels='no', expected one of"):
+    bench.parse_variant("align_channels=no")
+  # a row's levers, flax alone (launch/bench_gpu.sh with DARKJAX_BENCH_TORCH=0): a compile-only
+  # pre-pass, then the timed run reading its compiles as the cold ones, pipelined and profiled
+  row = ["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",
+         "--variants", "auto;kernel_grad=dots"]
+  cold = bench.main(row + ["--compile-only", "--concurrent", "2", "--json",
+                           str(tmp_path / "cold.json")])
+  assert cold["concurrent_compiles"] == 2 and "step_s" not in cold["variants"]["auto"]
+  result = bench.main(row + ["--steps", "1", "--rounds", "2", "--pipelined", "--profile", "1",
+                             "--cold-from", str(tmp_path / "cold.json"), "--json",
+                             str(tmp_path / "levers.json")])
   variants = result["variants"]
   assert list(variants) == ["auto", "kernel_grad=dots"]
   assert variants["auto"]["round_ratios"] == [1.0, 1.0]
   assert len(variants["kernel_grad=dots"]["round_ratios"]) == 2
   assert variants["kernel_grad=dots"]["step_s"] > 0 and variants["auto"]["compile_s"] > 0
-  assert "kernel_grad=dots / auto: wall per round" in capsys.readouterr().out
+  for entry in variants.values():   # back to back, each against the first; its device profile
+    assert entry["pipelined_ms"] > 0 and entry["pipelined_ratio"] > 0
+    assert entry["profile"]["categories_ms"]["convolution"] > 0 and entry["temp"] > 0
+  assert variants["auto"]["pipelined_ratio"] == 1.0
+  assert result["cold_compile"] == {"from": str(tmp_path / "cold.json"), "concurrent": 2,
+                                    **{f"flax {spec}": entry["compile_s"]
+                                       for spec, entry in cold["variants"].items()}}
+  output = capsys.readouterr().out
+  assert "kernel_grad=dots / auto: wall per round" in output and "auto profile: device" in output
+  from darkjax.tools import bench_report  # pylint: disable=import-outside-toplevel
+  table = bench_report.markdown(bench_report.load([str(tmp_path / "levers.json")]))
+  assert "| model | B x T x H^2 | dtype | optimizer | variant | step ms (best round) |" in table
+  lines = [line for line in table.splitlines() if line.startswith("| `c3d_tiny`")]
+  assert [line.split(" | ")[4] for line in lines] == ["`auto`", "`kernel_grad=dots`"]
+  assert lines[0].split(" | ")[10] == f"{cold['variants']['auto']['compile_s']:.1f}"   # cold
+  assert "- [1] `python -m darkjax.tools.bench --model c3d_tiny" in table
 
 
 def test_bench_memory_per_remat_policy(capsys):

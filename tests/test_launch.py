@@ -238,6 +238,20 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
                        env=dict(env, DARKJAX_BENCH_PROFILE="x"), capture_output=True, text=True,
                        timeout=60)
   assert bad.returncode == 2 and "DARKJAX_BENCH_PROFILE=x" in bad.stderr
+  # DARKJAX_BENCH_TORCH=0: each row's flax variants alone (its levers), with the pre-pass's
+  # compiles as their cold ones; not for the Done-when table, which times torch.compile
+  levers = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "rows"],
+                          cwd=REPO, env=dict(env, DARKJAX_BENCH_TORCH="0", DARKJAX_BENCH_JOBS="2"),
+                          check=True, capture_output=True, text=True, timeout=60).stdout
+  levers = [bench.parse_args(_bench_argv(line)[1]) for line in levers.splitlines()]
+  assert len(levers) == 12 and not any(a.vs_torch or a.torch_compile for a in levers)
+  assert [a.variants for a in levers[6:]] == [a.variants for a in parsed[:6]]
+  assert all(a.cold_from and a.pipelined and a.profile == 3 for a in levers[6:])
+  for value, message in (("0", "not with DARKJAX_BENCH_TORCH=0"), ("2", "is not 0 or 1")):
+    bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "table"],
+                         cwd=REPO, env=dict(env, DARKJAX_BENCH_TORCH=value), capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr
   # With DARKJAX_BENCH_JOBS=4: first every row's and config's compile-only command, then the
   # same timed commands reading that pre-pass's JSON as their cold compiles; no separate warm part
   jobs = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu")], cwd=REPO,

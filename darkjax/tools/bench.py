@@ -67,7 +67,9 @@ value joins its items with `+`, e.g. `xla_gpu_enable_command_buffer=FUSION+CONVO
 empty one clears the list).
 With `--torch-compile` the first variant is the flax side of the table and each other one a side
 of its own, with its per-round ratio to flax (`variants` in the JSON; the table shows each against
-the best torch.compile). `--profile STEPS` traces that many steps of each flax side after the
+the best torch.compile). Without it the variants are a row's levers, flax alone: `--pipelined`,
+`--profile` and `--cold-from` apply to each, and `--markdown-from` renders them as a lever table
+(`bench_report.lever_table`; `launch/bench_gpu.sh` with DARKJAX_BENCH_TORCH=0). `--profile STEPS` traces that many steps of each flax side after the
 rounds (`measure.device_profile`): device ms per step by op kind (convolutions per direction,
 transposes, fusions, XLA:GPU's command buffers), the top ops, and the convolutions' layouts as
 XLA chose them (`dim_labels`).
@@ -567,24 +569,36 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
   """The train step under each of `--variants` (and torch with `--vs-torch`), timed in alternating
-  rounds; every entry's per-round wall times are divided by the first variant's of that round."""
+  rounds; every entry's per-round wall times are divided by the first variant's of that round.
+  With `--pipelined` each variant's steps also dispatched back to back (`pipelined_ms`, and
+  `pipelined_ratio` to the first's), with `--profile N` each one's device profile (`profile`):
+  the levers of a row, flax alone (`bench_report.lever_table`)."""
+  import jax  # pylint: disable=import-outside-toplevel
   specs = [spec.strip() for spec in args.variants.split(";") if spec.strip()]
-  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size}, "
-        f"{conv2d.cores()} cores, {len(specs)} variants", flush=True)
+  device = jax.devices()[0]
+  print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
+        f"{args.optimizer} on {device.platform} ({device.device_kind}), {conv2d.cores()} cores, "
+        f"{len(specs)} variants", flush=True)
   runs: dict[str, Callable[[], None]] = {}
-  result: dict[str, Any] = {"model": args.model, "variants": {}}
+  result: dict[str, Any] = {
+      "model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
+      "dtype": args.dtype, "optimizer": {"name": args.optimizer,
+                                         **bench_torch.OPTIMIZERS[args.optimizer]},
+      "steps": args.steps, "rounds": args.rounds, "device": device.platform,
+      "device_kind": device.device_kind, "cores": conv2d.cores(), "devices": args.devices,
+      "variants": {}}
   for spec in specs:
     compile_s, runs[spec] = _flax_step(args.model, args.batch, args.frames, args.size,
                                        args.lowering, args.devices, parse_variant(spec),
                                        dtype=args.dtype, optimizer=args.optimizer)
-    result["variants"][spec] = {"compile_s": compile_s[0]}
-    print(f"  {spec}: step compiled in {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU",
-          flush=True)
+    result["variants"][spec] = {"compile_s": compile_s[0], "lowerings": runs[spec].lowerings,
+                                **runs[spec].memory}
+    print(f"  {spec}: step compiled in {compile_s[0]:.1f} s wall, {compile_s[1]:.1f} s CPU; "
+          f"lowerings: {format_lowerings(runs[spec].lowerings)}", flush=True)
   if args.compile_only:
-    return result
+    return bench_report.with_cold_compile(result, args)
   if args.vs_torch:
-    import jax  # pylint: disable=import-outside-toplevel
-    runs["torch"] = _torch_runs(args, jax.devices()[0].platform)["torch"]
+    runs["torch"] = _torch_runs(args, device.platform)["torch"]
     result["variants"]["torch"] = {}
   rounds = alternating_rounds(runs, args.rounds, args.steps)
   first, width = specs[0], max(len(name) for name in runs)
@@ -597,7 +611,20 @@ def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
     ratios = result["variants"][name]["round_ratios"]
     print(f"  {name.ljust(width)} / {first}: wall per round " +
           ", ".join(f"{r:.3f}" for r in ratios) + f" (median {median(ratios):.3f})", flush=True)
-  return result
+  if getattr(args, "pipelined", False):   # dispatched back to back, as training runs them
+    pipelined = pipelined_rounds(runs, args.rounds, args.steps)
+    for name, timed in pipelined.items():
+      entry = result["variants"][name]
+      entry.update(bench_report.pipelined_summary(timed))
+      entry["pipelined_ratio"] = median([t[0] / f[0] for t, f in zip(timed, pipelined[first])])
+      print(f"  {name.ljust(width)} pipelined: {entry['pipelined_ms']:.1f} ms/step "
+            f"({entry['pipelined_ratio']:.3f} x {first}'s)", flush=True)
+  if args.profile:
+    for spec in specs:
+      entry = result["variants"][spec]
+      entry["profile"] = device_profile(runs[spec], args.profile, runs[spec].compiled.as_text())
+      print(f"  {spec} profile: " + format_summary(entry["profile"]), flush=True)
+  return bench_report.with_cold_compile(result, args)
 
 
 def bench_depthwise(args: argparse.Namespace) -> dict[str, Any]:
@@ -845,11 +872,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error("--profile traces timed steps: it goes with a timed --model M or --config C "
                  "run (not --compile-only, --input, --cold-start or --check-init)")
   if args.cold_from and (not (args.model or args.config) or args.compile_only
-                         or (args.model and (args.memory or (args.variants is not None
-                                                              and not args.torch_compile)))):
-    parser.error("--cold-from goes with a timed --model or --config run (--model: the step "
-                 "against torch or alone, not --memory or --variants without --torch-compile), "
-                 "not --compile-only")
+                         or (args.model and args.memory)):
+    parser.error("--cold-from goes with a timed --model or --config run (--model: not "
+                 "--memory), not --compile-only")
   if args.cold_start and (not args.config or args.input or args.check_init or args.memory
                           or args.compile_only or args.cold_from):
     parser.error("--cold-start goes with --config alone (not --input, --check-init, --memory, "

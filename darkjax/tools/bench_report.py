@@ -91,7 +91,8 @@ def compile_seconds(result: dict[str, Any]) -> dict[str, float]:
   if "remat" in result:
     return {"train_step": result["remat"]["none"]["compile_s"]}
   sides = {name: side["compile_s"] for name, side in result.get("sides", {}).items()
-           if "compile_s" in side} or {"flax": result["compile_s"]}
+           if "compile_s" in side} or (
+               {"flax": result["compile_s"]} if "compile_s" in result else {})   # or levers
   return {**sides, **{f"flax {spec}": entry["compile_s"]
                       for spec, entry in (result.get("variants") or {}).items()
                       if "compile_s" in entry}}   # not a variant that did not compile
@@ -165,6 +166,13 @@ def _is_target(result: dict[str, Any]) -> bool:
   return "target" in result and "platform" in result and "variants" in result
 
 
+def _is_lever(result: dict[str, Any]) -> bool:
+  """A `bench --model M --variants ...` result without --torch-compile: the row's flax variants
+  (its levers) timed against each other."""
+  return ("model" in result and "batch" in result and "variants" in result
+          and "sides" not in result and not _is_target(result))
+
+
 def _is_count(result: dict[str, Any]) -> bool:
   return "traced_for" in result and "flops_per_step" in result
 
@@ -192,11 +200,13 @@ def load(paths: Iterable[str]) -> list[dict[str, Any]]:
     if _is_count(result):
       counts[_count_key(result, result["traced_for"])] = result
       continue
-    if not _is_row(result) and not _is_config(result) and not _is_target(result):
+    if not (_is_row(result) or _is_config(result) or _is_target(result)
+            or _is_lever(result)):
       raise ValueError(f"{path}: not a `bench --model M --vs-torch --json` result (no 'sides' "
                        "with 'torch'), a `bench --config C --json` one (no 'config' and 'remat' "
-                       "with 'none'), a `bench --model M --target T --json` one nor a `bench "
-                       "--model M --count-flops P --json` one")
+                       "with 'none'), a `bench --model M --target T --json` one, a `bench "
+                       "--model M --variants V --json` one nor a `bench --model M --count-flops "
+                       "P --json` one")
     results.append(result)
   for result in results:
     count = counts.get(_count_key(result, result.get("device", "")))
@@ -499,6 +509,39 @@ def target_table(results: list[dict[str, Any]], first: int = 1) -> str:
   return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
+def lever_table(results: list[dict[str, Any]], first: int = 1) -> str:
+  """One row per variant of each `bench --model M --variants V` result (flax's step under each
+  lever, no torch side): its step ms (median over rounds, min-max) and per-round ratio to the
+  first variant's, waited for and pipelined, XLA's memory and the compile seconds; then a
+  numbered line per result, numbered from `first`."""
+  header = ["model", "B x T x H^2", "dtype", "optimizer", "variant", "step ms (best round)",
+            "/ first (median of rounds)", "pipelined ms", "pipelined / first",
+            "XLA memory (GiB)", "compile s", "run"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  notes = []
+  for index, result in enumerate(results, first):
+    for spec, entry in result["variants"].items():
+      step = f"{entry['step_s'] * 1e3:.1f}" if entry.get("step_s") else "-"
+      pipelined = (f"{entry['pipelined_ms']:.1f} ({entry['pipelined_ms_min']:.1f}-"
+                   f"{entry['pipelined_ms_max']:.1f})" if "pipelined_ms" in entry else "-")
+      memory = sum(entry.get(k, 0) for k in ("argument", "output", "temp")) - entry.get("alias", 0)
+      lines.append("| " + " | ".join([
+          f"`{result['model']}`", f"{result['batch']} x {result['frames']} x {result['size']}^2",
+          result["dtype"], result["optimizer"]["name"], f"`{spec}`", step,
+          _ratio(entry.get("ratio")), pipelined, _ratio(entry.get("pipelined_ratio")),
+          f"{memory / 2 ** 30:.2f}" if memory > 0 else "-",
+          _lever_compile(result, spec, entry), f"[{index}]"]) + " |")
+    notes.append(_note(index, result))
+  return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def _lever_compile(result: dict[str, Any], spec: str, entry: dict[str, Any]) -> str:
+  """A lever's compile seconds: its pre-pass's (cold) where it came from one, else its own."""
+  cold = (result.get("cold_compile") or {}).get(f"flax {spec}")
+  seconds = cold if cold is not None else entry.get("compile_s")
+  return "-" if seconds is None else f"{seconds:.1f}"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
   """`load`'s results as docs/benchmarks.md tables: the rows against torch (`markdown_table`),
   the paper configs' steps (`config_table`), rows compiled but not timed (`compile_table`), then
@@ -508,9 +551,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
   configs = [r for r in results if _is_config(r)]
   untimed = [r for r in results if _is_row(r) and not _is_timed_row(r)]
   compiled = [r for r in results if _is_target(r)]
+  levers = [r for r in results if _is_lever(r)]
   parts = ([markdown_table(rows)] if rows else []) + (
       [config_table(configs, first=len(rows) + 1)] if configs else []) + (
       [compile_table(untimed, first=len(rows) + len(configs) + 1)] if untimed else []) + (
       [target_table(compiled, first=len(rows) + len(configs) + len(untimed) + 1)]
-      if compiled else [])
+      if compiled else []) + (
+      [lever_table(levers, first=len(rows) + len(configs) + len(untimed) + len(compiled) + 1)]
+      if levers else [])
   return "\n".join(parts)
