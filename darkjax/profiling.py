@@ -44,7 +44,8 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
   """Per instruction of an optimized HLO module: its opcode, fusion kind, custom-call target and
   convolution dim_labels (the layout XLA chose), where present; for a convolution (XLA's, or
   cuDNN's in any direction) also its `kernel` and `output` shapes (of the forward convolution it
-  computes a part of) and `gflop`, its floating-point operations (`conv_gflop`)."""
+  computes a part of), `gflop`, its floating-point operations (`_conv_shapes`), and `groups`
+  where it is grouped."""
   ops, shapes = {}, {}
   for line in hlo_text.splitlines():
     match = HLO_INSTRUCTION.match(line)
@@ -66,6 +67,9 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
                         if "BackwardInput" in direction
                         else (shapes.get(operands[1], "") if len(operands) > 1 else "", shape))
       info.update(_conv_shapes(kernel, output, info["dim_labels"]))
+      groups = re.search(r"(?:feature|batch)_group_count=(\d+)", rest)
+      if groups:   # grouped (a grouped kernel's gradient: batch groups)
+        info["groups"] = int(groups.group(1))
     ops[name] = info
   return ops
 

@@ -319,26 +319,17 @@ def _collective_dtypes(hlo: str) -> set[str]:
 
 def _unaligned_convs(hlo: str) -> list[str]:
   """The ungrouped 16-bit cuDNN convolutions of an optimized XLA:GPU module whose kernel's input
-  or output channels are not multiples of 8 (what conv2d.aligned_conv pads), as 'name shape'."""
+  or output channels are not multiples of 8 (what conv2d.aligned_conv pads), as 'name kernel'."""
   from darkjax import profiling  # pylint: disable=import-outside-toplevel
-  shapes, found = {}, []
-  for line in hlo.splitlines():
-    match = profiling.HLO_INSTRUCTION.match(line)
-    if not match:
+  found = []
+  for name, info in profiling.hlo_ops(hlo).items():
+    if "__cudnn$conv" not in info.get("target", "") or "kernel" not in info or "groups" in info:
       continue
-    name, shape, _, rest = match.groups()
-    shapes[name] = shape
-    target = re.search(r'custom_call_target="__cudnn\$conv(\w*)"', rest)
-    if not target or "group_count" in rest:   # grouped (a grouped kernel gradient: batch groups)
-      continue
-    operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
-    kernel = shape if target.group(1) == "BackwardFilter" else shapes.get(operands[1], "")
-    labels = re.search(r"dim_labels=\w+_(\w+)->", rest).group(1)
-    dims = re.search(r"(\w+)\[([\d,]+)\]", kernel)
-    sizes = [int(d) for d in dims.group(2).split(",")]
-    if dims.group(1) in ("bf16", "f16") and any(
-        sizes[labels.index(axis)] % 8 for axis in "io"):
-      found.append(f"{name} {kernel}")
+    dtype, dims = re.fullmatch(r"(\w+)\[([\d,]+)\]", info["kernel"]).groups()
+    sizes = [int(d) for d in dims.split(",")]
+    labels = info["dim_labels"].split("->")[0].split("_")[1]
+    if dtype in ("bf16", "f16") and any(sizes[labels.index(axis)] % 8 for axis in "io"):
+      found.append(f"{name} {info['kernel']}")
   return found
 
 

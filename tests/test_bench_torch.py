@@ -392,6 +392,7 @@ def test_profiled_convolutions_carry_their_shapes_and_operation_counts():
     assert ops[name]["kernel"] == "bf16[64,3,3,9]" and ops[name]["output"] == "bf16[480,112,112,64]"
     assert ops[name]["gflop"] == pytest.approx(conv1)
   assert ops["convolution.4"]["gflop"] == pytest.approx(2 * (2 * 4 * 6 * 6 * 8) * 27 * 2 / 1e9)
+  assert ops["convolution.4"]["groups"] == 4 and "groups" not in ops["cudnn-conv.1"]
   assert "gflop" not in ops["x"] and "gflop" not in profiling.hlo_ops(GPU_HLO)["cudnn-conv.3"]
   # the H100 profile of 2026-11-27: C3D's conv1 forward took 1.114 ms a step
   entry = profiling._with_rate({"op": "cudnn-conv.1", "category": "convolution Forward",
