@@ -60,8 +60,9 @@ process, in alternating rounds, each against the first: `auto` (the defaults), o
 default on GPU and TPU, or autodiff of flax's: `darkjax.layers.norm`), `max_pool=native|separable`
 (every auto max pool as `nn.max_pool` or as running maxima of strided slices, instead of
 `conv.choose_pool_lowering`), `align_channels=on|off` (a GPU's 16-bit convolutions with their
-channels zero-padded to multiples of 8, the default, or as they are: `conv.aligned_conv`), a field of the model as `model.FIELD=VALUE` (e.g.
-`model.stem_lowering=native`: 3D-ResNeXt's stem as XLA's 3D convolution), and any XLA option as
+channels zero-padded to multiples of 8, the default, or as they are: `conv.aligned_conv`), a field
+of the model as `model.FIELD=VALUE` (e.g. `model.stem_lowering=native`: 3D-ResNeXt's stem as
+XLA's 3D convolution), and any XLA option as
 `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`; a list
 value joins its items with `+`, e.g. `xla_gpu_enable_command_buffer=FUSION+CONVOLUTION`, and an
 empty one clears the list).
@@ -69,10 +70,11 @@ With `--torch-compile` the first variant is the flax side of the table and each 
 of its own, with its per-round ratio to flax (`variants` in the JSON; the table shows each against
 the best torch.compile). Without it the variants are a row's levers, flax alone: `--pipelined`,
 `--profile` and `--cold-from` apply to each, and `--markdown-from` renders them as a lever table
-(`bench_report.lever_table`; `launch/bench_gpu.sh` with DARKJAX_BENCH_TORCH=0). `--profile STEPS` traces that many steps of each flax side after the
-rounds (`measure.device_profile`): device ms per step by op kind (convolutions per direction,
-transposes, fusions, XLA:GPU's command buffers), the top ops, and the convolutions' layouts as
-XLA chose them (`dim_labels`).
+(`bench_report.lever_table`; `launch/bench_gpu.sh` with DARKJAX_BENCH_TORCH=0).
+`--profile STEPS` traces that many steps of each flax side after the rounds
+(`measure.device_profile`): device ms per step by op kind (convolutions per direction,
+transposes, fusions, XLA:GPU's command buffers), the top ops, the convolutions' layouts as XLA
+chose them (`dim_labels`), and each convolution's kernel and output shapes and TFLOP/s.
 
 Each timed row also records XLA's count of the flax step's floating-point operations
 (`flops_per_step`: the model's own, `profiling.step_flops`, a multiply-add as two) and each

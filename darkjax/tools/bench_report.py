@@ -511,9 +511,10 @@ def target_table(results: list[dict[str, Any]], first: int = 1) -> str:
 
 def lever_table(results: list[dict[str, Any]], first: int = 1) -> str:
   """One row per variant of each `bench --model M --variants V` result (flax's step under each
-  lever, no torch side): its step ms (median over rounds, min-max) and per-round ratio to the
-  first variant's, waited for and pipelined, XLA's memory and the compile seconds; then a
-  numbered line per result, numbered from `first`."""
+  lever, no torch side): its best round's step ms and the median of its per-round ratios to the
+  first variant's, the same pipelined (median over rounds, min-max), XLA's memory and the compile
+  seconds (the pre-pass's where it came from one); then a numbered line per result, numbered from
+  `first`."""
   header = ["model", "B x T x H^2", "dtype", "optimizer", "variant", "step ms (best round)",
             "/ first (median of rounds)", "pipelined ms", "pipelined / first",
             "XLA memory (GiB)", "compile s", "run"]
