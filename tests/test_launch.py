@@ -95,8 +95,8 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     assert args.torch_compile and args.dtype == "bfloat16" and args.variants.startswith("auto")
     assert args.torch_compile_modes == ("default",)
     assert args.json.endswith(f"row-{args.model}-b{args.batch}-t{args.frames}-sgd.json")
-  # every row but R(2+1)D-18 at B64 beside its convolutions' channels as they are (not padded to
-  # multiples of 8); 3D-ResNeXt's default (a channels-last 2D stem, its grouped convs
+  # the C3D, R3D-18 and R(2+1)D rows (not R(2+1)D-18 at B64) beside their convolutions' channels
+  # as they are (not padded to multiples of 8); 3D-ResNeXt's default (a channels-last 2D stem, its grouped convs
   # channels-first) beside its stem as XLA's 3D convolution, its stem pool as strided-slice
   # maxima, autodiff's BatchNorms, XLA's native 3D convolutions forced channels-last and every
   # conv a 2D one; the convolutions
@@ -108,7 +108,7 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   native_pools = {"max_pool": "native"}   # nn.max_pool, the form before the GPU default
   unaligned = {"align_channels": "off"}   # channels as they are, not padded to multiples of 8
   assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [
-      {}, unaligned, {"model_kwargs": {"stem_lowering": "native"}}, {"max_pool": "separable"},
+      {}, {"model_kwargs": {"stem_lowering": "native"}}, {"max_pool": "separable"},
       {"bn_relu": "plain"}, nhwc, {"lowering": "frames2d"}]
   for args in parsed[1:3]:   # the R(2+1)D rows at their paper batches
     assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
