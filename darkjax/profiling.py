@@ -44,8 +44,8 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
   """Per instruction of an optimized HLO module: its opcode, fusion kind, custom-call target and
   convolution dim_labels (the layout XLA chose), where present; for a convolution (XLA's, or
   cuDNN's in any direction) also its `kernel` and `output` shapes (of the forward convolution it
-  computes a part of), `gflop`, its floating-point operations (`_conv_shapes`), and `groups`
-  where it is grouped."""
+  computes a part of), `gflop`, its floating-point operations (`_conv_shapes`), its `window`, and
+  `groups` where it is grouped."""
   ops, shapes = {}, {}
   for line in hlo_text.splitlines():
     match = HLO_INSTRUCTION.match(line)
@@ -70,6 +70,9 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
       groups = re.search(r"(?:feature|batch)_group_count=(\d+)", rest)
       if groups:   # grouped (a grouped kernel's gradient: batch groups)
         info["groups"] = int(groups.group(1))
+      window = re.search(r"window=\{([^}]*)\}", rest)
+      if window:
+        info["window"] = window.group(1)
     ops[name] = info
   return ops
 

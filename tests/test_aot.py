@@ -144,11 +144,18 @@ def test_bench_compiles_a_models_step_for_a_target_under_each_variant(tmp_path, 
     assert entry["compile_s"] > 0 and entry["traffic"]["convolution"]["count"] > 0
     assert entry["memory"]["total"] == (entry["memory"]["argument"] + entry["memory"]["output"]
                                         + entry["memory"]["temp"] - entry["memory"]["alias"])
+    # what the GPU's cold compile would autotune: each distinct convolution once, those of the
+    # scanned stages' loop bodies too (the traffic counts the entry computation's)
+    tuned = entry["autotuned"]
+    assert tuned["convolutions"] > entry["traffic"]["convolution"]["count"]
+    assert 0 < tuned["distinct_convolutions"] <= tuned["convolutions"], tuned
   # autodiff's BatchNorms keep float32 activations, stacked by the scanned stage
   assert plain["memory"]["temp"] > auto["memory"]["temp"], (plain["memory"], auto["memory"])
   assert json.load(open(tmp_path / "target.json", encoding="utf-8"))["variants"].keys() == set(
       specs)
-  assert "compiled for h100:1 (gpu), nothing run" in capsys.readouterr().out
+  output = capsys.readouterr().out
+  assert "compiled for h100:1 (gpu), nothing run" in output
+  assert "autotuned on a GPU: " in output and " distinct), " in output
   from darkjax.tools import bench_report  # pylint: disable=import-outside-toplevel
   table = bench_report.markdown(bench_report.load([str(tmp_path / "target.json")]))
   assert table.count("| `resnext3d_tiny` | 2 x 8 x 32^2 | bfloat16 | h100:1 |") == len(specs)

@@ -350,7 +350,7 @@ def test_profile_categories_from_optimized_hlo():
   direction with the layout XLA chose."""
   ops = profiling.hlo_ops(GPU_HLO)
   assert ops["cudnn-conv.3"] == {"opcode": "custom-call", "target": "__cudnn$convForward",
-                                 "dim_labels": "b012f_o012i->b012f"}
+                                 "dim_labels": "b012f_o012i->b012f", "window": "size=1x3x3"}
   assert ops["loop_transpose_fusion.2"]["kind"] == "kLoop"
   kinds = {name: profiling.op_category(name, info) for name, info in ops.items()}
   assert kinds == {"cudnn-conv.3": "convolution Forward",
@@ -401,6 +401,19 @@ def test_profiled_convolutions_carry_their_shapes_and_operation_counts():
   summary = {"device_ms_per_step": 1.114, "steps": 1, "categories_ms": {}, "conv_layouts": {},
              "top_ops_ms": [entry]}
   assert "bf16[64,3,3,9] -> bf16[480,112,112,64], 56 TFLOP/s" in profiling.format_summary(summary)
+  # what a GPU's cold compile autotunes: each distinct cuDNN convolution (here a forward and the
+  # two gradients of one, and that forward's copy) and GEMM
+  copies = CONV_HLO.replace("%cudnn-conv.1 =", "%cudnn-conv.9 = (bf16[480,112,112,64]{3,2,1,0}, "
+                            "u8[0]{0}) custom-call(%x, %k), window={size=3x3 pad=1_1x1_1}, "
+                            "dim_labels=b01f_o01i->b01f, custom_call_target=\"__cudnn$convForward\""
+                            "\n  %cudnn-conv.1 =")
+  gemm = ('  %gemm.5 = (f32[16,400]{1,0}, s8[0]{0}) custom-call(%p, %q), '
+          'custom_call_target="__cublas$lt$matmul"\n}')
+  tuned = measure.autotuned(copies[:copies.rindex("}")] + gemm)   # the gemm before ENTRY's end
+  assert tuned == {"convolutions": 4, "distinct_convolutions": 3, "gemms": 1,
+                   "distinct_gemms": 1}, tuned
+  assert measure.format_autotuned(tuned) == ("4 cuDNN convolutions (3 distinct), 1 GEMMs "
+                                             "(1 distinct)")
 
 
 def test_utilisation_cells_against_the_devices_bf16_peak():

@@ -118,10 +118,10 @@ from unittest import mock
 from darkjax import profiling, targets
 from darkjax.layers import conv, conv2d, norm
 from darkjax.tools import bench_report, bench_torch
-from darkjax.tools.measure import (alternating_rounds, compare_policies, device_profile,
-                                   pipelined_rounds, step_runner,
-                                   format_lowerings, format_traffic, hlo_traffic, median,
-                                   memory_bytes, remat_policies, report, time_steps)
+from darkjax.tools.measure import (alternating_rounds, autotuned, compare_policies,
+                                   device_profile, format_autotuned, pipelined_rounds,
+                                   step_runner, format_lowerings, format_traffic, hlo_traffic,
+                                   median, memory_bytes, remat_policies, report, time_steps)
 from darkjax.layers.conv import configure_cpu_flags
 from darkjax.profiling import format_flops, format_summary, format_utilisation
 
@@ -297,17 +297,20 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
                **settings.get("compiler_options", {})}
     compiled = lowered.compile(compiler_options=options)
     compile_s = time.perf_counter() - start
-    traffic = hlo_traffic(compiled.as_text())
+    text = compiled.as_text()
+    traffic, tuned = hlo_traffic(text), autotuned(text)
     memory = memory_bytes(compiled)
     if memory:   # what the step holds per device, as darkjax.fit counts it
       memory["total"] = (memory["argument"] + memory["output"] + memory["temp"]
                          - memory["alias"])
     entry = {"compile_s": compile_s, "memory": memory, "traffic": traffic,
-             "lowerings": dict(sorted(chosen.items()))}
+             "lowerings": dict(sorted(chosen.items())), "autotuned": tuned}
     result["variants"][spec] = entry
     held = f"{memory['total'] / 2 ** 30:.2f} GiB per device" if memory else "no memory analysis"
     print(f"  {spec}: compiled in {compile_s:.1f} s, {held}; traffic: {format_traffic(traffic)}"
-          f"\n    lowerings: {format_lowerings(entry['lowerings'])}", flush=True)
+          f"\n    lowerings: {format_lowerings(entry['lowerings'])}"
+          + (f"\n    autotuned on a GPU: {format_autotuned(tuned)}"
+             if platform == "gpu" else ""), flush=True)
   return result
 
 

@@ -79,7 +79,9 @@ def _compile_row(build, config, overrides: dict[str, Any], target: str,
     row.update(need_bytes=need, limit_bytes=limit,
                fits=None if need is None or limit is None else need <= limit)
     if traffic:
-      row["traffic"] = measure.hlo_traffic(trainer.compiled_step.as_text())
+      text = trainer.compiled_step.as_text()
+      row["traffic"] = measure.hlo_traffic(text)
+      row["autotuned"] = measure.autotuned(text)   # what a GPU's cold compile autotunes
   row["compile_s"] = round(time.perf_counter() - start, 1)
   return row
 
@@ -194,6 +196,9 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
         print(f"{_format(row)}  {done}".rstrip(), flush=True)
         if row.get("traffic"):
           print(f"    traffic: {measure.format_traffic(row['traffic'])}", flush=True)
+        if row.get("autotuned"):
+          print(f"    autotuned on a GPU: {measure.format_autotuned(row['autotuned'])}",
+                flush=True)
         if row["fits"] is None and args.cache_only and not cached:
           break   # the settings after an uncompiled one are unknown too
         if args.until_fit and row["fits"]:
@@ -277,7 +282,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--traffic", action="store_true",
                       help="also report each compiled step's memory traffic by kind of kernel "
                            "(fusions, convolutions: bytes read and written, from its optimized "
-                           "HLO; with --cache '' or a cache written with it)")
+                           "HLO; with --cache '' or a cache written with it) and what a GPU's "
+                           "cold compile autotunes (its cuDNN convolutions and GEMMs, distinct)")
   parser.add_argument("--evals", action="store_true",
                       help="also compile the config's evaluations (those that compile ahead, at "
                            "its eval batch and views) and report what one device holds while "

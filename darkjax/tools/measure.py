@@ -197,6 +197,38 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   return traffic
 
 
+def autotuned(hlo_text: str) -> dict[str, int]:
+  """What XLA:GPU autotunes in an optimized module (each distinct one, on the device, in a cold
+  compile: most of a paper step's GPU compile, docs/benchmarks.md), counted without a GPU: its
+  cuDNN convolutions (`convolutions`) and the distinct ones (`distinct_convolutions`: direction,
+  kernel and output shapes, layout, window, groups), its GEMMs (cuBLAS calls and Triton GEMM
+  fusions, `gemms`) and the distinct ones (`distinct_gemms`: operand and result types)."""
+  ops = profiling.hlo_ops(hlo_text)
+  convs = [info for info in ops.values() if "__cudnn$conv" in info.get("target", "")]
+  distinct = {tuple(info.get(key) for key in ("target", "kernel", "output", "dim_labels",
+                                               "window", "groups")) for info in convs}
+  gemms = set()
+  count = 0
+  for line in hlo_text.splitlines():
+    match = profiling.HLO_INSTRUCTION.match(line)
+    if not match:
+      continue
+    _, shape, opcode, rest = match.groups()
+    if ((opcode == "custom-call" and re.search(r'custom_call_target="__cublas', rest))
+        or (opcode == "fusion" and "__triton_gemm" in rest)):
+      count += 1
+      operands = rest.split("), ", 1)[0]
+      gemms.add((shape, re.sub(r"%[\w.\-]+", "", operands)))
+  return {"convolutions": len(convs), "distinct_convolutions": len(distinct), "gemms": count,
+          "distinct_gemms": len(gemms)}
+
+
+def format_autotuned(counts: dict[str, int]) -> str:
+  """'206 cuDNN convolutions (56 distinct), 57 GEMMs (35 distinct)'."""
+  return (f"{counts['convolutions']} cuDNN convolutions ({counts['distinct_convolutions']} "
+          f"distinct), {counts['gemms']} GEMMs ({counts['distinct_gemms']} distinct)")
+
+
 def format_traffic(traffic: dict[str, dict[str, int]]) -> str:
   """'fusion kInput x636 13.65 GiB read, 3.56 GiB written; ...', largest first."""
   def size(count: int) -> str:
