@@ -96,12 +96,12 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     assert args.torch_compile_modes == ("default",)
     assert args.json.endswith(f"row-{args.model}-b{args.batch}-t{args.frames}-sgd.json")
   # the C3D, R3D-18 and R(2+1)D rows (not R(2+1)D-18 at B64) beside their convolutions' channels
-  # as they are (not padded to multiples of 8); 3D-ResNeXt's default (a channels-last 2D stem, its grouped convs
-  # channels-first) beside its stem as XLA's 3D convolution, its stem pool as strided-slice
-  # maxima, autodiff's BatchNorms, XLA's native 3D convolutions forced channels-last and every
-  # conv a 2D one; the convolutions
-  # recorded into command buffers beside the R(2+1)D rows' default; C3D's pools as nn.max_pool
-  # and native convolutions beside C3D's and R3D-18's 2D ones
+  # as they are (not padded to multiples of 8); 3D-ResNeXt's default (a channels-last 2D stem, its
+  # grouped convs channels-first) beside its stem as XLA's 3D convolution, its stem pool as
+  # strided-slice maxima, autodiff's BatchNorms, XLA's native 3D convolutions forced channels-last
+  # and every conv a 2D one; the convolutions recorded into command buffers beside the R(2+1)D
+  # rows' default; C3D's pools as nn.max_pool and native convolutions beside C3D's and R3D-18's
+  # 2D ones
   nhwc = {"compiler_options": {"xla_gpu_force_conv_nhwc": True}}
   with_convolutions = {"compiler_options": {"xla_gpu_enable_command_buffer": (
       "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION")}}
