@@ -213,6 +213,19 @@ def _step_fn(model: Any, tx: Any) -> Callable[..., Any]:
   return step
 
 
+def _row(args: argparse.Namespace, device: Any = None) -> dict[str, Any]:
+  """What names a `--model` row in its JSON: model, batch, clip, dtype and optimizer (what
+  `bench_report.read_cold_from` and `--markdown-from`'s matching of counts compare); with the
+  `device` it runs on, how it is timed and where."""
+  row = {"model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
+         "dtype": args.dtype, "optimizer": {"name": args.optimizer,
+                                            **bench_torch.OPTIMIZERS[args.optimizer]}}
+  if device is not None:
+    row.update(steps=args.steps, rounds=args.rounds, device=device.platform,
+               device_kind=device.device_kind, cores=conv2d.cores(), devices=args.devices)
+  return row
+
+
 def _build_model(model_name: str, dtype: str, lowering: str | None,
                  settings: dict[str, Any] | None = None, remat: bool | str = "none") -> Any:
   """The benchmarked model: every Conv3D at `lowering` (a variant's own `lowering=` wins), the
@@ -273,9 +286,7 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
         f"{args.optimizer} train step compiled for {args.target} ({platform}), nothing run",
         flush=True)
-  result: dict[str, Any] = {"model": args.model, "batch": args.batch, "frames": args.frames,
-                            "size": args.size, "dtype": args.dtype,
-                            "optimizer": {"name": args.optimizer}, "target": args.target,
+  result: dict[str, Any] = {**_row(args), "target": args.target,
                             "device": args.target, "platform": platform,
                             "device_kind": f"compiled for {args.target} ({devices[0].device_kind})"
                                            " on a CPU host, nothing run",
@@ -336,10 +347,7 @@ def bench_flops(args: argparse.Namespace) -> dict[str, Any]:
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
         f"{args.optimizer} train step traced for {args.count_flops}: {format_flops(flops)} per "
         f"step, {format_flops(flops / args.batch)} per clip", flush=True)
-  return {"model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
-          "dtype": args.dtype, "optimizer": {"name": args.optimizer,
-                                             **bench_torch.OPTIMIZERS[args.optimizer]},
-          "traced_for": args.count_flops, "flops_per_step": flops,
+  return {**_row(args), "traced_for": args.count_flops, "flops_per_step": flops,
           "flops_per_clip": flops / args.batch}
 
 
@@ -418,9 +426,7 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   if args.torch_compile:   # before minutes of compiling the flax step
     bench_torch.check_compile_modes(args.torch_compile_modes)
   if args.cold_from:       # likewise: a pre-pass of another row
-    bench_report.read_cold_from(args.cold_from, {
-        "model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
-        "dtype": args.dtype, "optimizer": {"name": args.optimizer}})
+    bench_report.read_cold_from(args.cold_from, _row(args))
   # With --torch-compile, --variants' first spec is the flax side and each other one a side of
   # its own ("flax SPEC"), timed in the same alternating rounds.
   specs = ([spec.strip() for spec in args.variants.split(";") if spec.strip()]
@@ -443,12 +449,8 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
   import jax  # pylint: disable=import-outside-toplevel
   device = jax.devices()[0]
   result: dict[str, Any] = {
-      "model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
-      "dtype": args.dtype, "optimizer": {"name": args.optimizer,
-                                         **bench_torch.OPTIMIZERS[args.optimizer]},
-      "steps": args.steps, "rounds": args.rounds, "device": device.platform,
-      "device_kind": device.device_kind, "cores": conv2d.cores(), "devices": args.devices,
-      "compile_s": compile_s[0], "compile_cpu_s": compile_s[1], "lowerings": flax_run.lowerings,
+      **_row(args, device), "compile_s": compile_s[0], "compile_cpu_s": compile_s[1],
+      "lowerings": flax_run.lowerings,
       "flops_per_step": flax_run.flops}
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
         f"{args.optimizer} on {device.platform} ({device.device_kind}), {conv2d.cores()} cores; "
@@ -585,13 +587,7 @@ def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
         f"{args.optimizer} on {device.platform} ({device.device_kind}), {conv2d.cores()} cores, "
         f"{len(specs)} variants", flush=True)
   runs: dict[str, Callable[[], None]] = {}
-  result: dict[str, Any] = {
-      "model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size,
-      "dtype": args.dtype, "optimizer": {"name": args.optimizer,
-                                         **bench_torch.OPTIMIZERS[args.optimizer]},
-      "steps": args.steps, "rounds": args.rounds, "device": device.platform,
-      "device_kind": device.device_kind, "cores": conv2d.cores(), "devices": args.devices,
-      "variants": {}}
+  result: dict[str, Any] = {**_row(args, device), "variants": {}}
   for spec in specs:
     compile_s, runs[spec] = _flax_step(args.model, args.batch, args.frames, args.size,
                                        args.lowering, args.devices, parse_variant(spec),
