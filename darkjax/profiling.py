@@ -45,7 +45,8 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
   convolution dim_labels (the layout XLA chose), where present; for a convolution (XLA's, or
   cuDNN's in any direction) also its `kernel` and `output` shapes (of the forward convolution it
   computes a part of), `gflop`, its floating-point operations (`_conv_shapes`), its `window`, and
-  `groups` where it is grouped."""
+  `groups` where it is grouped; for a GEMM (a cuBLAS call, a Triton GEMM fusion) its result and
+  operand types (`gemm`)."""
   ops, shapes = {}, {}
   for line in hlo_text.splitlines():
     match = HLO_INSTRUCTION.match(line)
@@ -59,13 +60,21 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
       found = re.search(pattern, rest)
       if found:
         info[key] = found.group(1)
-    if "dim_labels" in info and (opcode == "convolution" or "conv" in info.get("target", "")):
-      operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
-      direction = info.get("target", "")
-      kernel, output = ((shape, shapes.get(operands[1], "")) if "BackwardFilter" in direction
-                        else (shapes.get(operands[1], ""), shapes.get(operands[0], ""))
-                        if "BackwardInput" in direction
-                        else (shapes.get(operands[1], "") if len(operands) > 1 else "", shape))
+    target = info.get("target", "")
+    gemm = target.startswith("__cublas") or (opcode == "fusion" and "__triton_gemm" in rest)
+    conv = "dim_labels" in info and (opcode == "convolution" or "conv" in target)
+    if gemm or conv:
+      operands = [shapes.get(operand, "")
+                  for operand in re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])]
+    if gemm:
+      info["gemm"] = f"{shape} <- {', '.join(operands)}"   # what XLA:GPU autotunes it by
+    if conv:
+      if "BackwardFilter" in target:   # (input, output's gradient) -> the kernel's gradient
+        kernel, output = shape, operands[1]
+      elif "BackwardInput" in target:   # (output's gradient, kernel) -> the input's gradient
+        kernel, output = operands[1], operands[0]
+      else:
+        kernel, output = (operands[1] if len(operands) > 1 else ""), shape
       info.update(_conv_shapes(kernel, output, info["dim_labels"]))
       groups = re.search(r"(?:feature|batch)_group_count=(\d+)", rest)
       if groups:   # grouped (a grouped kernel's gradient: batch groups)

@@ -407,13 +407,18 @@ def test_profiled_convolutions_carry_their_shapes_and_operation_counts():
                             "u8[0]{0}) custom-call(%x, %k), window={size=3x3 pad=1_1x1_1}, "
                             "dim_labels=b01f_o01i->b01f, custom_call_target=\"__cudnn$convForward\""
                             "\n  %cudnn-conv.1 =")
-  gemm = ('  %gemm.5 = (f32[16,400]{1,0}, s8[0]{0}) custom-call(%p, %q), '
-          'custom_call_target="__cublas$lt$matmul"\n}')
-  tuned = measure.autotuned(copies[:copies.rindex("}")] + gemm)   # the gemm before ENTRY's end
-  assert tuned == {"convolutions": 4, "distinct_convolutions": 3, "gemms": 1,
-                   "distinct_gemms": 1}, tuned
-  assert measure.format_autotuned(tuned) == ("4 cuDNN convolutions (3 distinct), 1 GEMMs "
-                                             "(1 distinct)")
+  # three GEMMs of one result shape, two of them alike: their operands tell them apart
+  gemms = "".join(
+      f'  %{p} = bf16[16,{k}]{{1,0}} parameter({i + 5})\n'
+      f'  %w{i} = bf16[{k},400]{{1,0}} parameter({i + 8})\n'
+      f'  %gemm.{i} = (f32[16,400]{{1,0}}, s8[0]{{0}}) custom-call(%{p}, %w{i}), '
+      'custom_call_target="__cublas$lt$matmul"\n'
+      for i, (p, k) in enumerate((("p", 512), ("q", 512), ("r", 2048)))) + "}\n"
+  tuned = measure.autotuned(copies[:copies.rindex("}")] + gemms)   # before ENTRY's end
+  assert tuned == {"convolutions": 4, "distinct_convolutions": 3, "gemms": 3,
+                   "distinct_gemms": 2}, tuned
+  assert measure.format_autotuned(tuned) == ("4 cuDNN convolutions (3 distinct), 3 GEMMs "
+                                             "(2 distinct)")
 
 
 def test_utilisation_cells_against_the_devices_bf16_peak():

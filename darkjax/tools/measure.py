@@ -203,24 +203,13 @@ def autotuned(hlo_text: str) -> dict[str, int]:
   cuDNN convolutions (`convolutions`) and the distinct ones (`distinct_convolutions`: direction,
   kernel and output shapes, layout, window, groups), its GEMMs (cuBLAS calls and Triton GEMM
   fusions, `gemms`) and the distinct ones (`distinct_gemms`: operand and result types)."""
-  ops = profiling.hlo_ops(hlo_text)
-  convs = [info for info in ops.values() if "__cudnn$conv" in info.get("target", "")]
+  ops = profiling.hlo_ops(hlo_text).values()
+  convs = [info for info in ops if "__cudnn$conv" in info.get("target", "")]
   distinct = {tuple(info.get(key) for key in ("target", "kernel", "output", "dim_labels",
                                                "window", "groups")) for info in convs}
-  gemms = set()
-  count = 0
-  for line in hlo_text.splitlines():
-    match = profiling.HLO_INSTRUCTION.match(line)
-    if not match:
-      continue
-    _, shape, opcode, rest = match.groups()
-    if ((opcode == "custom-call" and re.search(r'custom_call_target="__cublas', rest))
-        or (opcode == "fusion" and "__triton_gemm" in rest)):
-      count += 1
-      operands = rest.split("), ", 1)[0]
-      gemms.add((shape, re.sub(r"%[\w.\-]+", "", operands)))
-  return {"convolutions": len(convs), "distinct_convolutions": len(distinct), "gemms": count,
-          "distinct_gemms": len(gemms)}
+  gemms = [info["gemm"] for info in ops if "gemm" in info]
+  return {"convolutions": len(convs), "distinct_convolutions": len(distinct),
+          "gemms": len(gemms), "distinct_gemms": len(set(gemms))}
 
 
 def format_autotuned(counts: dict[str, int]) -> str:
