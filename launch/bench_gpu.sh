@@ -122,10 +122,10 @@ resnext="model.stem_lowering=native;max_pool=separable;bn_relu=plain;$nhwc;lower
 cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN"\
 "+DYNAMIC_SLICE_FUSION+CONVOLUTION"
 # The convolutions with their channels as they are, not zero-padded to multiples of 8 for cuDNN's
-# aligned kernels (conv2d.aligned_conv, the GPU default since the H100 profiles showed the
-# unaligned bf16 ones at 2-6% of the peak: C3D's conv1 on 9 stacked channels, the stems on RGB,
-# R(2+1)D's 45 / 230 / 460 / 921 middle channels); not on 3D-ResNeXt's row, where it pads only
-# the stem's 21 stacked channels to 24 and its layout variants come first.
+# aligned kernels (conv2d.aligned_conv, the GPU default: C3D's conv1 on 9 stacked channels, the
+# stems on RGB, R(2+1)D's 45 / 230 / 460 / 921 middle channels; docs/benchmarks.md); not on
+# 3D-ResNeXt's row, where it pads only the stem's 21 stacked channels to 24 and its layout
+# variants come first.
 unaligned="align_channels=off"
 # Longest compile first (the pre-pass takes rows and configs in turn, in these orders; a row's
 # compile is flax's step, eager torch's first call and torch.compile's, one after the other: the

@@ -149,10 +149,11 @@ def note_lowering(op: str, lowering: str) -> None:
 
 # cuDNN's tensor-core kernels for 16-bit NHWC convolutions want channel counts in multiples of 8
 # (16 bytes). XLA:GPU pads f16 convolutions so (its CudnnPadForConvolutions pass) but not bf16
-# ones; in the H100 profiles of the zoo's bf16 steps the unaligned ones (C3D's stacked-tap conv1
-# on 9 channels, R(2+1)D's stem on 3 -> 45) ran at 2-6% of the bf16 peak, the aligned ones next
-# to them at 43-77% (docs/benchmarks.md). So on a GPU ungrouped 16-bit convolutions get their
-# channels zero-padded to this multiple (`aligned_conv`); 0 or 1: never.
+# ones, and in H100 profiles of the zoo's bf16 steps the unaligned ones (C3D's stacked-tap conv1
+# on 9 channels, R(2+1)D's stem on 3 -> 45) ran many times slower per operation than the aligned
+# ones beside them (docs/benchmarks.md, "Convolutions' channels padded to multiples of 8"). So on
+# a GPU ungrouped 16-bit convolutions get their channels zero-padded to this multiple
+# (`aligned_conv`); 0 or 1: never.
 GPU_CHANNEL_MULTIPLE = 8
 _ALIGN_CHANNELS: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "darkjax_align_conv_channels", default=True)
