@@ -16,8 +16,8 @@
 #          rate: an ablation's first compile, a new program whose convolutions XLA's per-fusion
 #          autotuning cache (which JAX keeps beside its own) has timed already;
 # autotune the paper configs whose GPU compile is longest (DARKJAX_BENCH_AUTOTUNE_CONFIGS, default
-#          ActLumos's teacher and LIFT-Net's student: 56 and 20 distinct cuDNN convolutions, about
-#          35 and 31 distinct GEMMs that XLA autotunes as Triton fusions), each compiled alone with
+#          ActLumos's teacher and LIFT-Net's student: 56 and 20 distinct cuDNN convolutions, 45
+#          and 63 distinct GEMMs that XLA autotunes as Triton fusions), each compiled alone with
 #          no persistent cache (truly cold), under each set of DARKJAX_BENCH_XLA_SETS in turn, every
 #          config under one set before the next set (a deadline cuts the last sets, not a config):
 #          ';'-separated NAME:XLA_FLAGS[:KEY=VALUE,...], the last part config overrides as `bench
