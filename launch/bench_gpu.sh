@@ -108,10 +108,14 @@ pool="max_pool=native"
 # 2D one (frames2d) by default; its stem pool as strided-slice maxima; its BatchNorms as autodiff of
 # flax's (float32 activations kept, stacked by its scanned stages) instead of batch_norm_train;
 # XLA's native 3D convolutions forced channels-last (the other networks' default,
-# targets.compiler_options); every conv a channels-last 2D one, the grouped 3x3x3 ones with their
-# taps stacked group-major (lowering=frames2d).
+# targets.compiler_options); its (1, 1, 1) convolutions as GEMMs over channels
+# (conv.pointwise_gemms: channels-last matmuls, so with the grouped ones forced channels-last too;
+# in the 2026-11-27 profile its dense 1x1x1 convolutions ran channels-first at 5-65 TFLOP/s);
+# every conv a channels-last 2D one, the grouped 3x3x3 ones with their taps stacked group-major
+# (lowering=frames2d).
 nhwc="xla_gpu_force_conv_nhwc=true"
-resnext="model.stem_lowering=native;max_pool=separable;bn_relu=plain;$nhwc;lowering=frames2d"
+resnext="model.stem_lowering=native;max_pool=separable;bn_relu=plain;$nhwc;pointwise=gemm,$nhwc;\
+lowering=frames2d"
 # The convolutions recorded into XLA:GPU's command buffers (CUDA graphs) too (XLA's default command
 # types plus CONVOLUTION, not a default in XLA), so that a step replays a few large graphs instead
 # of alternating graphs and cuDNN launches: 0.98x the R(2+1)D-18 row's step in the 2026-11-27 run

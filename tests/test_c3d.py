@@ -199,6 +199,9 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
   assert bench.parse_variant("align_channels=off") == {"align_channels": "off"}
   with pytest.raises(ValueError, match="align_channels='no', expected one of"):
     bench.parse_variant("align_channels=no")
+  assert bench.parse_variant("pointwise=gemm") == {"pointwise": "gemm"}
+  with pytest.raises(ValueError, match="pointwise='dot', expected one of"):
+    bench.parse_variant("pointwise=dot")
   # a row's levers, flax alone (launch/bench_gpu.sh with DARKJAX_BENCH_TORCH=0): a compile-only
   # pre-pass, then the timed run reading its compiles as the cold ones, pipelined and profiled
   row = ["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",

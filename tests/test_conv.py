@@ -484,6 +484,50 @@ def test_frames2d_runs_every_kernel_as_2d_convs(kernel, strides, padding, groups
   assert len(shapes) == 3 and {len(s) for s in shapes} == {4}, shapes
 
 
+def test_gpu_pointwise_gemms_run_1x1x1_convs_as_matmuls_with_the_same_values():
+  """Inside pointwise_gemms(True), compiling for a GPU, `auto` gives ungrouped (1, 1, 1) kernels,
+  strided ones too, the "pointwise" lowering (one matmul over channels: a cuBLAS GEMM, no cuDNN
+  convolution in the forward pass or either gradient) with the native conv's values and
+  gradients; other kernels, grouped ones and other platforms keep their choice, and so does a GPU
+  outside the block. A network with grouped convs (3D-ResNeXt) then leaves its convs to `auto`
+  (conv.network_lowering): its (1, 1, 1) convs matmuls, its grouped ones native."""
+  x = jax.random.normal(jax.random.key(0), (2, 4, 6, 6, 8), jnp.bfloat16)
+  k = (0.2 * jax.random.normal(jax.random.key(1), (1, 1, 1, 8, 16))).astype(jnp.bfloat16)
+  loss = lambda fn: lambda x, k: jnp.sum(fn(x, k).astype(jnp.float32) ** 2)   # noqa: E731
+  for strides in ((1, 1, 1), (2, 2, 2)):
+    fn = lambda x, k, lowering="auto": conv.conv3d(x, k, strides, lowering=lowering)  # noqa: E731
+    grad = jax.value_and_grad(loss(fn), (0, 1))
+    with targets.compiling_for("gpu"), conv.pointwise_gemms(True), \
+        conv.record_lowerings() as chosen:
+      jaxpr = jax.make_jaxpr(grad)(x, k).jaxpr
+      got = jax.jit(grad)(x, k)
+    assert chosen["conv3d:pointwise"] == 1 and "conv3d:native" not in chosen, chosen
+    assert not _jaxpr_conv_shapes(jaxpr), strides   # matmuls, no convolution
+    want = jax.jit(jax.value_and_grad(loss(functools.partial(fn, lowering="native")), (0, 1)))(
+        x, k)
+    scale = max(float(jnp.max(jnp.abs(leaf.astype(jnp.float32)))) for leaf in jax.tree.leaves(want))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                 rtol=2e-2, atol=1e-2 * scale, err_msg=str(strides))
+  cases = (("gpu", True, (1, 1, 1), 1, "pointwise"), ("gpu", False, (1, 1, 1), 1, "native"),
+           ("gpu", True, (1, 1, 1), 2, "native"), ("gpu", True, (1, 3, 3), 1, "native"),
+           ("tpu", True, (1, 1, 1), 1, "native"), ("cpu", True, (1, 1, 1), 1, "pointwise"),
+           ("cpu", True, (1, 3, 3), 1, "sum2d"))
+  for platform, on, kernel, groups, want_lowering in cases:
+    with targets.compiling_for(platform), conv.pointwise_gemms(on):
+      assert conv.resolve_lowering("auto", kernel + (8 // groups, 16), None, groups) == \
+          want_lowering, (platform, on, kernel, groups)
+  from darkjax import models  # pylint: disable=import-outside-toplevel
+  model = models.build("resnext3d_tiny", 5, dtype=jnp.bfloat16)
+  clip = jnp.zeros((1, 4, 32, 32, 3), jnp.bfloat16)
+  for on in (False, True):
+    with targets.compiling_for("gpu"), conv.pointwise_gemms(on), \
+        conv.record_lowerings() as chosen:
+      jax.eval_shape(lambda: model.init(jax.random.key(0), clip, train=False))
+    assert ("conv3d:pointwise" in chosen) == on, chosen
+    assert chosen["conv3d:native"] > 0 and chosen[targets.CHANNELS_FIRST] > 0, chosen
+
+
 def test_gpu_pads_16bit_conv_channels_to_multiples_of_8():
   """Compiling for a GPU, ungrouped bf16 convolutions whose channels are not multiples of 8 (an
   RGB stem's 3 -> 45, C3D's stacked taps on 9 channels) run with their channels zero-padded

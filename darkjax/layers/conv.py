@@ -25,7 +25,7 @@ for every x86 CPU, the first that applies:
   taps2d      grouped convs with temporal stride 1 (sum2d with a larger temporal stride)
   s2d         spatial stride 2 on at most SPACE_TO_DEPTH_MAX_CHANNELS input channels (RGB / flow
               stems)
-  pointwise   (1, 1, 1) kernels
+  pointwise   (1, 1, 1) kernels (on a GPU too, inside `pointwise_gemms(True)`: a GEMM)
   temporal2d  (k, 1, 1) kernels
   taps2d      temporal taps on few channels (RGB stems): a longer contraction per 2D conv
   sum2d       the rest
@@ -58,8 +58,10 @@ initialises its backend.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -93,6 +95,25 @@ GROUP_BUNDLE_CHANNELS = 16
 # Spatial stride-2 convs on at most this many input channels (RGB / flow stems) run as stride-1
 # convs on the 2x2 space-to-depth input (lowering "s2d"); 0: never.
 SPACE_TO_DEPTH_MAX_CHANNELS = 4
+# On a GPU, (1, 1, 1) ungrouped kernels as one matmul over channels (lowering "pointwise": a GEMM
+# on (positions, channels), cuBLAS's or XLA's Triton one as XLA:GPU autotunes it) instead of
+# cuDNN's convolution, inside `pointwise_gemms(True)`. A lever, off by default: `bench --variants
+# pointwise=gemm` (docs/benchmarks.md).
+_POINTWISE_GEMMS: contextvars.ContextVar[bool] = contextvars.ContextVar("pointwise_gemms",
+                                                                        default=False)
+
+
+@contextlib.contextmanager
+def pointwise_gemms(enabled: bool) -> Iterator[None]:
+  """Within the block (at trace time), whether `auto` runs a GPU's (1, 1, 1) ungrouped convs as
+  matmuls ("pointwise"), a network with grouped convs too (`network_lowering` then leaves its
+  other convs to `choose_lowering`, which keeps the grouped ones native), or as XLA's
+  convolutions (the default)."""
+  token = _POINTWISE_GEMMS.set(bool(enabled))
+  try:
+    yield
+  finally:
+    _POINTWISE_GEMMS.reset(token)
 
 
 def choose_lowering(kernel_shape: Sequence[int], padding: Padding, feature_group_count: int = 1,
@@ -102,6 +123,8 @@ def choose_lowering(kernel_shape: Sequence[int], padding: Padding, feature_group
   backend = backend or targets.platform()
   if backend == "gpu":   # XLA's own ops; full ungrouped kernels as channels-last 2D convolutions
     kt, kh, kw = kernel_shape[:3]
+    if _POINTWISE_GEMMS.get() and feature_group_count == 1 and (kt, kh, kw) == (1, 1, 1):
+      return "pointwise"
     return ("native" if feature_group_count > 1 or kt == 1 or (kh, kw) == (1, 1)
             else "frames2d")
   if backend != "cpu":
@@ -271,9 +294,10 @@ def network_lowering(lowering: str, grouped: bool) -> str:
   """The lowering a network passes to its convs: `lowering`, except "auto" on a GPU for a network
   with grouped convs, which runs XLA's native ops (one layout, no transposes between its grouped
   and ungrouped convs; a stem on the clip may still take its own, as ResNet3D's does). Inside
-  `export_lowering()` "auto" stays."""
+  `export_lowering()` and `pointwise_gemms(True)` "auto" stays."""
   if (lowering == "auto" and grouped and targets.platform() == "gpu"
-      and not export_lowering_forced() and not native_lowering_forced()):
+      and not export_lowering_forced() and not native_lowering_forced()
+      and not _POINTWISE_GEMMS.get()):
     return "native"
   return lowering
 
