@@ -110,12 +110,14 @@ pool="max_pool=native"
 # XLA's native 3D convolutions forced channels-last (the other networks' default,
 # targets.compiler_options); its (1, 1, 1) convolutions as GEMMs over channels
 # (conv.pointwise_gemms: channels-last matmuls, so with the grouped ones forced channels-last too;
-# in the 2026-11-27 profile its dense 1x1x1 convolutions ran channels-first at 5-65 TFLOP/s);
-# every conv a channels-last 2D one, the grouped 3x3x3 ones with their taps stacked group-major
-# (lowering=frames2d).
+# in the 2026-11-27 profile its dense 1x1x1 convolutions ran channels-first at 5-65 TFLOP/s), and
+# beside that its grouped 3x3x3 ones with their 4-16 channels a group bundled into groups of 16
+# (conv.gpu_group_bundle: block-diagonal kernels, more multiply-adds on wider groups; they ran at
+# 2-14 TFLOP/s); every conv a channels-last 2D one, the grouped 3x3x3 ones with their taps stacked
+# group-major (lowering=frames2d).
 nhwc="xla_gpu_force_conv_nhwc=true"
 resnext="model.stem_lowering=native;max_pool=separable;bn_relu=plain;$nhwc;pointwise=gemm,$nhwc;\
-lowering=frames2d"
+group_bundle=16,pointwise=gemm,$nhwc;lowering=frames2d"
 # The convolutions recorded into XLA:GPU's command buffers (CUDA graphs) too (XLA's default command
 # types plus CONVOLUTION, not a default in XLA), so that a step replays a few large graphs instead
 # of alternating graphs and cuDNN launches: 0.98x the R(2+1)D-18 row's step in the 2026-11-27 run

@@ -202,6 +202,10 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
   assert bench.parse_variant("pointwise=gemm") == {"pointwise": "gemm"}
   with pytest.raises(ValueError, match="pointwise='dot', expected one of"):
     bench.parse_variant("pointwise=dot")
+  assert bench.parse_variant("group_bundle=16,pointwise=gemm") == {"group_bundle": 16,
+                                                                  "pointwise": "gemm"}
+  with pytest.raises(ValueError, match="group_bundle='wide', expected a channel count"):
+    bench.parse_variant("group_bundle=wide")
   # a row's levers, flax alone (launch/bench_gpu.sh with DARKJAX_BENCH_TORCH=0): a compile-only
   # pre-pass, then the timed run reading its compiles as the cold ones, pipelined and profiled
   row = ["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",

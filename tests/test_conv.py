@@ -528,6 +528,50 @@ def test_gpu_pointwise_gemms_run_1x1x1_convs_as_matmuls_with_the_same_values():
     assert chosen["conv3d:native"] > 0 and chosen[targets.CHANNELS_FIRST] > 0, chosen
 
 
+def test_gpu_group_bundle_widens_grouped_convs_with_the_same_values():
+  """Inside gpu_group_bundle(N), compiling for a GPU, a native grouped conv runs with its groups
+  bundled up to N input channels a group (block-diagonal kernels: 8 groups of 4 channels as 2 of
+  16) with the unbundled conv's values and gradients, the kernel's gradient as its own shape; not
+  outside the block, not with 0, not on a TPU."""
+  from darkjax.layers import cpu_conv3d as cpu  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.key(0), (2, 4, 6, 6, 32), jnp.bfloat16)
+  k = (0.2 * jax.random.normal(jax.random.key(1), (3, 3, 3, 4, 32))).astype(jnp.bfloat16)
+  fn = lambda x, k: conv.conv3d(x, k, padding=((1, 1),) * 3, feature_group_count=8,  # noqa: E731
+                                lowering="native")
+
+  def grad(x, k):   # a fresh function each time: settings act at trace time
+    return jax.value_and_grad(lambda x, k: jnp.sum(fn(x, k).astype(jnp.float32) ** 2), (0, 1))(
+        x, k)
+
+  def groups_traced(jaxpr):
+    found = []
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "conv_general_dilated":
+        found.append(eqn.params["feature_group_count"] * eqn.params["batch_group_count"])
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        found += groups_traced(sub)
+    return found
+  results = {}
+  for platform, channels in (("gpu", 16), ("gpu", 0), ("tpu", 16)):
+    with targets.compiling_for(platform), conv.gpu_group_bundle(channels), \
+        conv.record_lowerings() as chosen:
+      groups = set(groups_traced(jax.make_jaxpr(lambda x, k: grad(x, k))(x, k).jaxpr))
+      results[platform, channels] = jax.jit(lambda x, k: grad(x, k))(x, k)
+    bundled = platform == "gpu" and channels == 16
+    assert groups == ({2} if bundled else {8}), (platform, channels, groups)
+    assert ("conv3d_groups:bundled" in chosen) == bundled, chosen
+  with targets.compiling_for("gpu"):   # the default: as they are
+    assert set(groups_traced(jax.make_jaxpr(lambda x, k: grad(x, k))(x, k).jaxpr)) == {8}
+  want = results["gpu", 0]
+  scale = max(float(jnp.max(jnp.abs(leaf.astype(jnp.float32)))) for leaf in jax.tree.leaves(want))
+  for got, ref in zip(jax.tree.leaves(results["gpu", 16]), jax.tree.leaves(want)):
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref, np.float32),
+                               rtol=2e-2, atol=1e-2 * scale)
+  assert conv.group_bundle(4, 32, 32) == 8 and conv.group_bundle(16, 32, 16) == 1
+  assert cpu.bundle_groups(k, 8, 4).shape == (3, 3, 3, 16, 32)
+
+
 def test_gpu_pads_16bit_conv_channels_to_multiples_of_8():
   """Compiling for a GPU, ungrouped bf16 convolutions whose channels are not multiples of 8 (an
   RGB stem's 3 -> 45, C3D's stacked taps on 9 channels) run with their channels zero-padded

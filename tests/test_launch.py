@@ -99,9 +99,10 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   # as they are (not padded to multiples of 8); 3D-ResNeXt's default (a channels-last 2D stem, its
   # grouped convs channels-first) beside its stem as XLA's 3D convolution, its stem pool as
   # strided-slice maxima, autodiff's BatchNorms, XLA's native 3D convolutions forced channels-last
-  # (its 1x1x1 ones as GEMMs beside that too) and every conv a 2D one; the convolutions recorded
-  # into command buffers beside the R(2+1)D rows' default; C3D's pools as nn.max_pool and native
-  # convolutions beside C3D's and R3D-18's 2D ones
+  # (its 1x1x1 ones as GEMMs beside that too, and its grouped ones' groups bundled beside that)
+  # and every conv a 2D one; the convolutions recorded into command buffers beside the R(2+1)D
+  # rows' default; C3D's pools as nn.max_pool and native convolutions beside C3D's and R3D-18's
+  # 2D ones
   nhwc = {"compiler_options": {"xla_gpu_force_conv_nhwc": True}}
   with_convolutions = {"compiler_options": {"xla_gpu_enable_command_buffer": (
       "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION")}}
@@ -109,7 +110,8 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   unaligned = {"align_channels": "off"}   # channels as they are, not padded to multiples of 8
   assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [
       {}, {"model_kwargs": {"stem_lowering": "native"}}, {"max_pool": "separable"},
-      {"bn_relu": "plain"}, nhwc, {"pointwise": "gemm", **nhwc}, {"lowering": "frames2d"}]
+      {"bn_relu": "plain"}, nhwc, {"pointwise": "gemm", **nhwc},
+      {"group_bundle": 16, "pointwise": "gemm", **nhwc}, {"lowering": "frames2d"}]
   for args in parsed[1:3]:   # the R(2+1)D rows at their paper batches
     assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
         {}, unaligned, with_convolutions]

@@ -116,6 +116,26 @@ def pointwise_gemms(enabled: bool) -> Iterator[None]:
     _POINTWISE_GEMMS.reset(token)
 
 
+# On a GPU, XLA's grouped convolutions with their groups bundled up to this many input channels
+# a group (block-diagonal kernels, `cpu_conv3d.bundle_groups`: more multiply-adds on fewer, wider
+# groups, as on CPU), inside `gpu_group_bundle(N)`; 0: as they are (the default). A lever:
+# `bench --variants group_bundle=32` (docs/benchmarks.md).
+_GPU_GROUP_BUNDLE: contextvars.ContextVar[int] = contextvars.ContextVar("gpu_group_bundle",
+                                                                        default=0)
+
+
+@contextlib.contextmanager
+def gpu_group_bundle(channels: int) -> Iterator[None]:
+  """Within the block (at trace time), a GPU's native grouped convs with their groups bundled
+  up to `channels` input channels a group (`group_bundle`; 0 or 1: never, the default). Same
+  values; the kernel's gradient is the bundled one's diagonal blocks."""
+  token = _GPU_GROUP_BUNDLE.set(int(channels))
+  try:
+    yield
+  finally:
+    _GPU_GROUP_BUNDLE.reset(token)
+
+
 def choose_lowering(kernel_shape: Sequence[int], padding: Padding, feature_group_count: int = 1,
                     backend: str | None = None, strides: Sequence[int] = (1, 1, 1)) -> str:
   """The `auto` lowering for a (kt, kh, kw, in/groups, out) kernel on `backend`, a platform of
@@ -196,13 +216,14 @@ def resolve_lowering(lowering: str, kernel_shape: Sequence[int] | None = None,
                          strides=strides)
 
 
-def group_bundle(in_group: int, groups: int) -> int:
+def group_bundle(in_group: int, groups: int, channels: int | None = None) -> int:
   """How many groups `conv3d` bundles into one on CPU: the largest divisor of `groups` whose
-  bundle has at most GROUP_BUNDLE_CHANNELS input channels (1: none)."""
-  if groups <= 1 or GROUP_BUNDLE_CHANNELS <= 1:
+  bundle has at most `channels` (default GROUP_BUNDLE_CHANNELS) input channels (1: none)."""
+  channels = GROUP_BUNDLE_CHANNELS if channels is None else channels
+  if groups <= 1 or channels <= 1:
     return 1
   return max(b for b in range(1, groups + 1)
-             if groups % b == 0 and (b == 1 or b * in_group <= GROUP_BUNDLE_CHANNELS))
+             if groups % b == 0 and (b == 1 or b * in_group <= channels))
 
 
 
@@ -341,6 +362,12 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   if lowering == "native" and feature_group_count > 1 and targets.platform() == "gpu":
     note_lowering(*targets.CHANNELS_FIRST.split(":"))   # compiler_options keeps XLA's layout
   if lowering == "native" and kernel_grad == "xla":  # GPU / TPU: XLA's own op and gradients
+    gpu_bundle = (group_bundle(kernel.shape[3], feature_group_count, _GPU_GROUP_BUNDLE.get())
+                  if targets.platform() == "gpu" else 1)
+    if gpu_bundle > 1:   # inside gpu_group_bundle(N): fewer, wider groups for cuDNN
+      note_lowering("conv3d_groups", "bundled")
+      kernel = cpu_conv3d.bundle_groups(kernel, feature_group_count, gpu_bundle)
+      feature_group_count //= gpu_bundle
     return aligned_conv(x, kernel, strides, padding, ("NDHWC", "DHWIO", "NDHWC"),
                         feature_group_count)
   return cpu_conv3d.cpu_conv3d(x, kernel, lowering, kernel_grad, strides, padding,

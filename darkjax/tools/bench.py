@@ -62,7 +62,9 @@ default on GPU and TPU, or autodiff of flax's: `darkjax.layers.norm`), `max_pool
 `conv.choose_pool_lowering`), `align_channels=on|off` (a GPU's 16-bit convolutions with their
 channels zero-padded to multiples of 8, the default, or as they are: `conv.aligned_conv`),
 `pointwise=conv|gemm` (a GPU's (1, 1, 1) ungrouped convolutions as XLA's, the default, or as
-matmuls over channels, GEMMs: `conv.pointwise_gemms`), a field
+matmuls over channels, GEMMs: `conv.pointwise_gemms`), `group_bundle=N` (a GPU's grouped
+convolutions with their groups bundled up to N input channels a group, block-diagonal kernels:
+`conv.gpu_group_bundle`), a field
 of the model as `model.FIELD=VALUE` (e.g. `model.stem_lowering=native`: 3D-ResNeXt's stem as
 XLA's 3D convolution), and any XLA option as
 `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`; a list
@@ -131,7 +133,7 @@ NUM_CLASSES = bench_torch.NUM_CLASSES
 
 
 VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use", "bn_relu", "max_pool",
-                "align_channels", "pointwise")
+                "align_channels", "pointwise", "group_bundle")
 MAX_POOLS = ("native", "separable")   # conv.max_pool3d's lowerings, for choose_pool_lowering
 BN_RELU = ("fused", "plain")   # norm.BatchNorm: batch_norm_train where it applies, or autodiff
 # conv.pointwise_gemms: a GPU's (1, 1, 1) convs as cuDNN convolutions or as GEMMs
@@ -162,7 +164,10 @@ def parse_variant(spec: str) -> dict[str, Any]:
                "align_channels": ALIGN_CHANNELS, "pointwise": POINTWISE}.get(key)
     if choices is not None and value not in choices:
       raise ValueError(f"variant {spec!r}: {key}={value!r}, expected one of {choices}")
-    settings[key] = float(value) if key == "ynn_min_core_use" else value
+    if key == "group_bundle" and not value.isdigit():
+      raise ValueError(f"variant {spec!r}: group_bundle={value!r}, expected a channel count")
+    settings[key] = (float(value) if key == "ynn_min_core_use"
+                     else int(value) if key == "group_bundle" else value)
   return settings
 
 
@@ -179,8 +184,9 @@ def _option_value(text: str) -> bool | int | str:
 @contextlib.contextmanager
 def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
   """conv's auto kernel-gradient and max-pool choices, YNN_MIN_CORE_USE, BatchNorm+ReLU's
-  fusion (`norm.fused_relu`), a GPU's conv channel padding (`conv.align_channels`) and its
-  (1, 1, 1) convs' form (`conv.pointwise_gemms`) replaced while a step is traced."""
+  fusion (`norm.fused_relu`), a GPU's conv channel padding (`conv.align_channels`), its (1, 1, 1)
+  convs' form (`conv.pointwise_gemms`) and its grouped convs' groups (`conv.gpu_group_bundle`)
+  replaced while a step is traced."""
   with contextlib.ExitStack() as stack:
     if "max_pool" in settings:
       stack.enter_context(mock.patch.object(
@@ -191,6 +197,8 @@ def _conv_overrides(settings: dict[str, Any]) -> Iterator[None]:
       stack.enter_context(conv.align_channels(settings["align_channels"] == "on"))
     if "pointwise" in settings:
       stack.enter_context(conv.pointwise_gemms(settings["pointwise"] == "gemm"))
+    if "group_bundle" in settings:
+      stack.enter_context(conv.gpu_group_bundle(settings["group_bundle"]))
     if "kernel_grad" in settings:
       stack.enter_context(mock.patch.object(
           conv, "choose_kernel_grad", lambda *_, value=settings["kernel_grad"]: value))
