@@ -307,7 +307,9 @@ def step_flops(fn: Callable[..., Any], *args: Any) -> float | None:
   abstract or real arguments), the model's own: its Python function traced afresh inside
   `native_lowering()` (XLA's 3D convolutions and pooling, whose count leaves out the padding, where
   a platform's lowering, stacked temporal taps on a GPU or tap sums on a CPU, computes and counts
-  zero taps: about 10% of C3D's), every scan unrolled (`unroll_scans`), lowered and counted
+  zero taps: about 10% of C3D's) and `align_channels(False)` (a GPU's 16-bit convolutions with
+  their own channels, not zero-padded to multiples of 8: 3D-ResNeXt's RGB stem would count 8/3 of
+  its multiply-adds), every scan unrolled (`unroll_scans`), lowered and counted
   (`lowered_flops`); nothing is compiled. None where the backend gives no count."""
   import jax  # pylint: disable=import-outside-toplevel
 
@@ -316,7 +318,7 @@ def step_flops(fn: Callable[..., Any], *args: Any) -> float | None:
   # a jitted function's own body (its compile options, the train step's, go with no nested jit)
   # in a fresh function: a cached trace would keep its platform's lowering
   body = getattr(fn, "__wrapped__", fn)
-  with conv2d.native_lowering():
+  with conv2d.native_lowering(), conv2d.align_channels(False):
     traced = jax.make_jaxpr(lambda *a: body(*a))(*args)
   return jaxpr_flops(traced, jax.tree.leaves(args))
 

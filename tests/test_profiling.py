@@ -73,6 +73,23 @@ def test_step_flops_is_xlas_count_a_multiply_add_as_two_every_scan_step_counted(
   assert profiling.lowered_flops(jax.jit(scanned).lower(a, b)) < 2 * once
   assert profiling.step_flops(jax.jit(scanned), a, b) == 5 * once
 
+  # the model's own operations wherever it is traced for: a GPU's 16-bit convolution on RGB
+  # (channels zero-padded to 8 there, conv2d.aligned_conv) counts as on a CPU or TPU
+  from darkjax import targets  # pylint: disable=import-outside-toplevel
+  from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
+  x = jax.ShapeDtypeStruct((2, 4, 16, 16, 3), jnp.bfloat16)
+  k = jax.ShapeDtypeStruct((3, 7, 7, 3, 45), jnp.bfloat16)
+  stem = jax.jit(lambda x, k: conv.conv3d(x, k, (1, 2, 2), ((1, 1), (3, 3), (3, 3))))
+  counts = {}
+  for platform in ("cpu", "tpu", "gpu"):
+    with targets.compiling_for(platform):
+      counts[platform] = profiling.step_flops(stem, x, k)
+  assert counts["gpu"] == counts["tpu"] == counts["cpu"] > 0, counts
+  with targets.compiling_for("gpu"):   # the program a GPU runs holds the padded channels' zeros
+    padded = profiling.lowered_flops(jax.jit(lambda x, k: conv.conv3d(
+        x, k, (1, 2, 2), ((1, 1), (3, 3), (3, 3)), lowering="native")).lower(x, k))
+  assert padded == pytest.approx(counts["gpu"] * 8 / 3 * 48 / 45), (padded, counts)
+
   class Plugin:   # a GPU's or TPU's PJRT plugin: Lowered.cost_analysis is not implemented
     def __init__(self, lowered):
       self.lowered = lowered
