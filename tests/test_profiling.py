@@ -89,6 +89,14 @@ def test_step_flops_is_xlas_count_a_multiply_add_as_two_every_scan_step_counted(
     padded = profiling.lowered_flops(jax.jit(lambda x, k: conv.conv3d(
         x, k, (1, 2, 2), ((1, 1), (3, 3), (3, 3)), lowering="native")).lower(x, k))
   assert padded == pytest.approx(counts["gpu"] * 8 / 3 * 48 / 45), (padded, counts)
+  # and a grouped one with its own groups, bundled or not (conv.gpu_group_bundle)
+  xg = jax.ShapeDtypeStruct((2, 4, 8, 8, 32), jnp.bfloat16)
+  kg = jax.ShapeDtypeStruct((3, 3, 3, 4, 32), jnp.bfloat16)
+  grouped = jax.jit(lambda x, k: conv.conv3d(x, k, padding=((1, 1),) * 3, feature_group_count=8))
+  with targets.compiling_for("gpu"), conv.gpu_group_bundle(16):
+    bundled = profiling.step_flops(grouped, xg, kg)
+  with targets.compiling_for("tpu"):
+    assert bundled == profiling.step_flops(grouped, xg, kg) > 0
 
   class Plugin:   # a GPU's or TPU's PJRT plugin: Lowered.cost_analysis is not implemented
     def __init__(self, lowered):
