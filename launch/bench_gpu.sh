@@ -109,12 +109,11 @@ pool="max_pool=native"
 # flax's (float32 activations kept, stacked by its scanned stages) instead of batch_norm_train;
 # XLA's native 3D convolutions forced channels-last (the other networks' default,
 # targets.compiler_options); its (1, 1, 1) convolutions as GEMMs over channels
-# (conv.pointwise_gemms: channels-last matmuls, so with the grouped ones forced channels-last too;
-# in the 2026-11-27 profile its dense 1x1x1 convolutions ran channels-first at 5-65 TFLOP/s), and
-# beside that its grouped 3x3x3 ones with their 4-16 channels a group bundled into groups of 16
-# (conv.gpu_group_bundle: block-diagonal kernels, more multiply-adds on wider groups; they ran at
-# 2-14 TFLOP/s); every conv a channels-last 2D one, the grouped 3x3x3 ones with their taps stacked
-# group-major (lowering=frames2d).
+# (conv.pointwise_gemms: channels-last matmuls, so with the grouped ones forced channels-last too),
+# and beside that its grouped 3x3x3 ones with their 4-16 channels a group bundled into groups of 16
+# (conv.gpu_group_bundle: block-diagonal kernels, more multiply-adds on wider groups); every conv
+# a channels-last 2D one, the grouped 3x3x3 ones with their taps stacked group-major
+# (lowering=frames2d). Why each: docs/benchmarks.md ("3D-ResNeXt-101 read the same way" and after).
 nhwc="xla_gpu_force_conv_nhwc=true"
 resnext="model.stem_lowering=native;max_pool=separable;bn_relu=plain;$nhwc;pointwise=gemm,$nhwc;\
 group_bundle=16,pointwise=gemm,$nhwc;lowering=frames2d"

@@ -119,7 +119,7 @@ def pointwise_gemms(enabled: bool) -> Iterator[None]:
 # On a GPU, XLA's grouped convolutions with their groups bundled up to this many input channels
 # a group (block-diagonal kernels, `cpu_conv3d.bundle_groups`: more multiply-adds on fewer, wider
 # groups, as on CPU), inside `gpu_group_bundle(N)`; 0: as they are (the default). A lever:
-# `bench --variants group_bundle=32` (docs/benchmarks.md).
+# `bench --variants group_bundle=16` (docs/benchmarks.md).
 _GPU_GROUP_BUNDLE: contextvars.ContextVar[int] = contextvars.ContextVar("gpu_group_bundle",
                                                                         default=0)
 
@@ -217,8 +217,9 @@ def resolve_lowering(lowering: str, kernel_shape: Sequence[int] | None = None,
 
 
 def group_bundle(in_group: int, groups: int, channels: int | None = None) -> int:
-  """How many groups `conv3d` bundles into one on CPU: the largest divisor of `groups` whose
-  bundle has at most `channels` (default GROUP_BUNDLE_CHANNELS) input channels (1: none)."""
+  """How many groups `conv3d` bundles into one (on CPU; on a GPU inside `gpu_group_bundle`): the
+  largest divisor of `groups` whose bundle has at most `channels` (default GROUP_BUNDLE_CHANNELS)
+  input channels (1: none)."""
   channels = GROUP_BUNDLE_CHANNELS if channels is None else channels
   if groups <= 1 or channels <= 1:
     return 1
