@@ -61,12 +61,15 @@
 # A lent GPU's time is short (minutes, machine start included), and compiling one command after
 # the other is most of the run (docs/benchmarks.md). So DARKJAX_BENCH_JOBS=N (N > 1) first compiles
 # the steps of every row and config of the parts asked for N commands at a time
-# (`--compile-only --concurrent N`, JSON cold-*.json), each row and config into persistent caches
-# of its own (JAX_COMPILATION_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR under OUT_DIR.cache/NAME: no
-# command reuses another's XLA autotuning or inductor kernels, so each pre-pass compile is cold but
-# for the GPU it shares); the timed parts then compile from their own caches, one command at a
-# time, and record the pre-pass figures as the cold compiles (`--cold-from`): each config's timed
-# compile is its warm start, so part `warm` is left out. DARKJAX_BENCH_DEADLINE_S=S ends every
+# (`--compile-only --concurrent N`, JSON cold-*.json; with DARKJAX_BENCH_TORCH=0 each variant of
+# a row in a command of its own, cold-NAME.vK.json, so that a row's levers compile side by side),
+# each row and config into persistent caches of its own (JAX_COMPILATION_CACHE_DIR,
+# TORCHINDUCTOR_CACHE_DIR under OUT_DIR.cache/NAME: no command reuses another row's or config's
+# XLA autotuning or inductor kernels, so each pre-pass compile is cold but for the GPU it shares
+# and, for a lever, what its row's other variants autotuned first); the timed parts then compile
+# from their own caches, one command at a time, and record the pre-pass figures as the cold
+# compiles (`--cold-from`, one for each of its pre-pass commands): each config's timed compile is
+# its warm start, so part `warm` is left out. DARKJAX_BENCH_DEADLINE_S=S ends every
 # command by S seconds into the run and starts none with under MIN_START_S left (each skipped one
 # is named), so that the run returns its files within a lease; DARKJAX_BENCH_TIMEOUT_S (default
 # 600) bounds each command. A rerun into the same OUT_DIR skips each command whose JSON is there:
@@ -205,8 +208,10 @@ run() {   # NAME COMMAND...: COMMAND's output into OUT_DIR/NAME.log, its tail an
   local name=$1 rc
   shift
   if [ -n "$caches" ]; then   # this row's or config's own caches, its pre-pass's and timed run's
-    set -- env "JAX_COMPILATION_CACHE_DIR=$caches/${name#cold-}/jax" \
-      "TORCHINDUCTOR_CACHE_DIR=$caches/${name#cold-}/inductor" "$@"
+    local owner=${name#cold-}
+    owner=${owner%.v[0-9]*}   # a lever's own pre-pass command: its row's caches
+    set -- env "JAX_COMPILATION_CACHE_DIR=$caches/$owner/jax" \
+      "TORCHINDUCTOR_CACHE_DIR=$caches/$owner/inductor" "$@"
   fi
   if [ "$dry" = 1 ]; then
     printf '%q ' "$@"; echo
@@ -282,6 +287,18 @@ precompile() {   # the compile-only command of every row and config asked for, $
   for item in "${todo[@]}"; do
     case $item in
       row\ *)
+        if [ "$torch" = 0 ]; then   # a row's levers: each variant compiled by a command of its
+          # own (cold-NAME.vK, K > 0), into the row's caches, side by side
+          IFS=: read -r model batch frames variants <<<"${item#row }"
+          IFS=';' read -r -a specs <<<"${variants:-auto}"
+          for k in "${!specs[@]}"; do
+            row_words "$model:$batch:$frames:${specs[$k]}"
+            cold="cold-$NAME$([ "$k" -gt 0 ] && echo ".v$k")"
+            later run "$cold" "${WORDS[@]}" --compile-only --concurrent "$jobs" \
+              --json "$out/$cold.json"
+          done
+          continue
+        fi
         row_words "${item#row }"
         later run "cold-$NAME" "${WORDS[@]}" --compile-only --concurrent "$jobs" \
           --json "$out/cold-$NAME.json" ;;
@@ -300,10 +317,18 @@ profile_words() {   # --profile N for the timed rows and configs (DARKJAX_BENCH_
   [ "$profile" -gt 0 ] && echo "--profile $profile"
 }
 
-cold_from() {   # NAME: --cold-from of the pre-pass JSON, when the pre-pass wrote one
-  if [ "$jobs" -gt 1 ] && { [ "$dry" = 1 ] || [ -f "$out/cold-$1.json" ]; }; then
-    echo "--cold-from $out/cold-$1.json"
-  fi
+cold_from() {   # NAME [VARIANTS]: --cold-from of each pre-pass JSON, where the pre-pass wrote one
+  # (with DARKJAX_BENCH_TORCH=0 a row's variants are compiled by a command each: VARIANTS, the
+  # row's ';'-separated list, says how many)
+  local k count=1 path
+  [ "$torch" = 0 ] && [ -n "${2:-}" ] && count=$(awk -F';' '{print NF}' <<<"$2")
+  [ "$jobs" -gt 1 ] || return 0
+  for (( k = 0; k < count; k++ )); do
+    path="$out/cold-$1$([ "$k" -gt 0 ] && echo ".v$k").json"
+    if [ "$dry" = 1 ] || [ -f "$path" ]; then
+      echo "--cold-from $path"
+    fi
+  done
 }
 
 mkdir -p "$out"
@@ -332,7 +357,7 @@ for part in $parts; do
         row_words "$row"
         # shellcheck disable=SC2046   # cold_from gives two words or none, profile_words too
         run "$NAME" "${WORDS[@]}" --steps 10 --rounds 3 $(profile_words) --pipelined \
-          $(cold_from "$NAME") \
+          $(cold_from "$NAME" "$(cut -d: -f4- <<<"$row")") \
           --json "$out/$NAME.json"
       done
       if [ "$dry" != 1 ] && ls "$out"/row-*.json >/dev/null 2>&1; then

@@ -207,14 +207,18 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
   with pytest.raises(ValueError, match="group_bundle='wide', expected a channel count"):
     bench.parse_variant("group_bundle=wide")
   # a row's levers, flax alone (launch/bench_gpu.sh with DARKJAX_BENCH_TORCH=0): a compile-only
-  # pre-pass, then the timed run reading its compiles as the cold ones, pipelined and profiled
+  # pre-pass command per variant, then the timed run reading their compiles as the cold ones,
+  # pipelined and profiled
   row = ["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",
          "--variants", "auto;kernel_grad=dots"]
-  cold = bench.main(row + ["--compile-only", "--concurrent", "2", "--json",
-                           str(tmp_path / "cold.json")])
-  assert cold["concurrent_compiles"] == 2 and "step_s" not in cold["variants"]["auto"]
+  colds = [bench.main(row[:-1] + [spec, "--compile-only", "--concurrent", "2", "--json",
+                                  str(tmp_path / f"cold{k}.json")])
+           for k, spec in enumerate(row[-1].split(";"))]
+  cold = {"variants": {spec: entry for c in colds for spec, entry in c["variants"].items()}}
+  assert colds[0]["concurrent_compiles"] == 2 and "step_s" not in cold["variants"]["auto"]
   result = bench.main(row + ["--steps", "1", "--rounds", "2", "--pipelined", "--profile", "1",
-                             "--cold-from", str(tmp_path / "cold.json"), "--json",
+                             "--cold-from", str(tmp_path / "cold0.json"),
+                             "--cold-from", str(tmp_path / "cold1.json"), "--json",
                              str(tmp_path / "levers.json")])
   variants = result["variants"]
   assert list(variants) == ["auto", "kernel_grad=dots"]
@@ -225,7 +229,8 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
     assert entry["pipelined_ms"] > 0 and entry["pipelined_ratio"] > 0
     assert entry["profile"]["categories_ms"]["convolution"] > 0 and entry["temp"] > 0
   assert variants["auto"]["pipelined_ratio"] == 1.0
-  assert result["cold_compile"] == {"from": str(tmp_path / "cold.json"), "concurrent": 2,
+  assert result["cold_compile"] == {"from": [str(tmp_path / "cold0.json"),
+                                             str(tmp_path / "cold1.json")], "concurrent": 2,
                                     **{f"flax {spec}": entry["compile_s"]
                                        for spec, entry in cold["variants"].items()}}
   output = capsys.readouterr().out

@@ -246,10 +246,21 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   levers = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "rows"],
                           cwd=REPO, env=dict(env, DARKJAX_BENCH_TORCH="0", DARKJAX_BENCH_JOBS="2"),
                           check=True, capture_output=True, text=True, timeout=60).stdout
+  lever_envs = {bench.parse_args(argv).json: env for env, argv in map(_bench_argv,
+                                                                      levers.splitlines())}
   levers = [bench.parse_args(_bench_argv(line)[1]) for line in levers.splitlines()]
-  assert len(levers) == 12 and not any(a.vs_torch or a.torch_compile for a in levers)
-  assert [a.variants for a in levers[6:]] == [a.variants for a in parsed[:6]]
-  assert all(a.cold_from and a.pipelined and a.profile == 3 for a in levers[6:])
+  assert not any(a.vs_torch or a.torch_compile for a in levers)
+  pre, timed = [a for a in levers if a.compile_only], [a for a in levers if not a.compile_only]
+  assert levers[-6:] == timed and [a.variants for a in timed] == [a.variants for a in parsed[:6]]
+  assert all(a.pipelined and a.profile == 3 for a in timed)
+  # each variant compiled by a pre-pass command of its own (the longest row's variants side by
+  # side, not one after the other), all of which the timed row reads as its cold compiles
+  for args in timed:
+    specs = args.variants.split(";")
+    mine = [a for a in pre if (a.model, a.batch, a.frames) == (args.model, args.batch, args.frames)]
+    assert [a.variants for a in mine] == specs
+    assert args.cold_from == [a.json for a in mine] and len(set(args.cold_from)) == len(specs)
+    assert all(lever_envs[a.json] == lever_envs[args.json] for a in mine)   # the row's caches
   for value, message in (("0", "not with DARKJAX_BENCH_TORCH=0"), ("2", "is not 0 or 1")):
     bad = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu"), "table"],
                          cwd=REPO, env=dict(env, DARKJAX_BENCH_TORCH=value), capture_output=True,
@@ -279,7 +290,7 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   pre = [a for a in pre if a.model] + [a for a in pre if not a.model]
   assert all(a.compile_only and a.concurrent == 4 and not a.cold_from for a in pre)
   for cold, args, before in zip(pre, timed, parsed):
-    assert vars(args) == vars(before) | {"cold_from": cold.json}
+    assert vars(args) == vars(before) | {"cold_from": [cold.json]}
     assert os.path.basename(cold.json) == "cold-" + os.path.basename(args.json)
     assert (cold.model, cold.config, cold.set, cold.batch, cold.frames, cold.variants) == (
         args.model, args.config, args.set, args.batch, args.frames, args.variants)

@@ -6,7 +6,7 @@ r"""Benchmarks. Train-step speed of a model zoo network, optionally against PyTo
         [--dtype float32|bfloat16] [--optimizer sgd|adamw] [--torch-layout channels_last_3d]
         [--torch-compile [--torch-compile-modes default,max-autotune-no-cudagraphs]]
         [--json OUT.json] [--variants "auto;lowering=sum2d;kernel_grad=dots;ynn_min_core_use=0"]
-        [--profile STEPS] [--concurrent N] [--cold-from PRE_PASS.json]
+        [--profile STEPS] [--concurrent N] [--cold-from PRE_PASS.json ...]
     python -m darkjax.tools.bench --model resnext3d_101 --batch 8 --frames 64 --dtype bfloat16 \
         --target h100:1 [--variants "auto;bn_relu=plain"]     # compiled for it, nothing run
     python -m darkjax.tools.bench --markdown-from OUT.json [MORE.json ...]
@@ -439,8 +439,8 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     return bench_memory(args)
   if args.torch_compile:   # before minutes of compiling the flax step
     bench_torch.check_compile_modes(args.torch_compile_modes)
-  if args.cold_from:       # likewise: a pre-pass of another row
-    bench_report.read_cold_from(args.cold_from, _row(args))
+  for path in args.cold_from or ():   # likewise: a pre-pass of another row
+    bench_report.read_cold_from(path, _row(args))
   # With --torch-compile, --variants' first spec is the flax side and each other one a side of
   # its own ("flax SPEC"), timed in the same alternating rounds.
   specs = ([spec.strip() for spec in args.variants.split(";") if spec.strip()]
@@ -745,11 +745,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="this command compiles beside N-1 others (launch/bench_gpu.sh's "
                           "pre-pass): recorded with its compile times, which are then upper "
                           "bounds")
-  model.add_argument("--cold-from", default=None, metavar="JSON",
+  model.add_argument("--cold-from", action="append", default=None, metavar="JSON",
                      help="the --compile-only --json result of this same row or config from a "
                           "pre-pass that filled the persistent caches this run reads: its compile "
                           "times are recorded as the cold ones (`cold_compile`), this run's as "
-                          "warm starts")
+                          "warm starts; repeated, the results of several pre-pass commands that "
+                          "compiled a row's variants between them")
   model.add_argument("--pipelined", action="store_true",
                      help="also time each side's --steps dispatched back to back with one wait "
                           "at the end, as a training loop runs them (pipelined_ms per side, "
@@ -929,9 +930,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parse_args(argv)
-  if args.cold_from and not os.path.isfile(args.cold_from):   # before minutes of compiling
-    raise SystemExit(f"bench: --cold-from {args.cold_from}: no such file (the JSON of this "
-                     "row's or config's `--compile-only --json` pre-pass)")
+  for path in args.cold_from or ():   # before minutes of compiling
+    if not os.path.isfile(path):
+      raise SystemExit(f"bench: --cold-from {path}: no such file (the JSON of this row's or "
+                       "config's `--compile-only --json` pre-pass)")
   configure_cpu_flags()  # before jax initialises its backend
   if getattr(args, "devices", 1) > 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +

@@ -121,18 +121,22 @@ def read_cold_from(path: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_cold_compile(result: dict[str, Any], args: Any) -> dict[str, Any]:
-  """`result` with `concurrent_compiles` (`--concurrent` > 1) and, with `--cold-from PATH`,
-  `cold_compile`: PATH's compile seconds per side (a `--compile-only` pre-pass of the same row or
-  config that filled the persistent caches this run compiled from, `read_cold_from`) and how many
-  commands compiled at once there."""
+  """`result` with `concurrent_compiles` (`--concurrent` > 1) and, with `--cold-from PATH ...`,
+  `cold_compile`: the PATHs' compile seconds per side (`--compile-only` pre-pass commands of the
+  same row or config, each compiling some of its sides or variants, that filled the persistent
+  caches this run compiled from, `read_cold_from`) and how many commands compiled at once
+  there (the most of theirs)."""
   if getattr(args, "concurrent", 1) > 1:
     result["concurrent_compiles"] = args.concurrent
-  path = getattr(args, "cold_from", None)
-  if not path:
+  paths = getattr(args, "cold_from", None) or []
+  paths = [paths] if isinstance(paths, str) else list(paths)
+  if not paths:
     return result
-  cold = read_cold_from(path, result)
-  result["cold_compile"] = {"from": path, "concurrent": cold.get("concurrent_compiles", 1),
-                            **compile_seconds(cold)}
+  colds = [read_cold_from(path, result) for path in paths]
+  result["cold_compile"] = {
+      "from": paths[0] if len(paths) == 1 else paths,
+      "concurrent": max(cold.get("concurrent_compiles", 1) for cold in colds),
+      **{name: seconds for cold in colds for name, seconds in compile_seconds(cold).items()}}
   changes = ", ".join(f"{name} {result['cold_compile'][name]:.1f} -> {seconds:.1f} s"
                       for name, seconds in compile_seconds(result).items()
                       if name in result["cold_compile"])
