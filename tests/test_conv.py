@@ -486,7 +486,7 @@ def test_frames2d_runs_every_kernel_as_2d_convs(kernel, strides, padding, groups
 
 def test_gpu_pointwise_gemms_run_1x1x1_convs_as_matmuls_with_the_same_values():
   """Inside pointwise_gemms(True), compiling for a GPU, `auto` gives ungrouped (1, 1, 1) kernels,
-  strided ones too, the "pointwise" lowering (one matmul over channels: a cuBLAS GEMM, no cuDNN
+  strided ones too, the "pointwise" lowering (one matmul over channels: a GEMM, no cuDNN
   convolution in the forward pass or either gradient) with the native conv's values and
   gradients; other kernels, grouped ones and other platforms keep their choice, and so does a GPU
   outside the block. A network with grouped convs (3D-ResNeXt) then leaves its convs to `auto`
