@@ -46,14 +46,25 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
   cuDNN's in any direction) also its `kernel` and `output` shapes (of the forward convolution it
   computes a part of), `gflop`, its floating-point operations (`_conv_shapes`), its `window`, and
   `groups` where it is grouped; for a GEMM (a cuBLAS call, a Triton GEMM fusion) its result and
-  operand types (`gemm`)."""
-  ops, shapes = {}, {}
+  operand types (`gemm`); inside a loop body (an `nn.scan`'s while loop, nested ones multiplied)
+  with a known trip count, `runs`: how many times one execution of the program runs it (a
+  profile's time for the op is theirs together)."""
+  ops, shapes, where, loops = {}, {}, {}, {}
+  computation = ""
   for line in hlo_text.splitlines():
+    header = None if line[:1].isspace() else _HLO_COMPUTATION.match(line)
+    if header:
+      computation = header.group(1)
+      continue
     match = HLO_INSTRUCTION.match(line)
     if not match:
       continue
     name, shape, opcode, rest = match.groups()
-    shapes[name] = shape
+    shapes[name], where[name] = shape, computation
+    if opcode == "while":   # its body runs `trips` times each time the while runs
+      body, trips = re.search(r"\bbody=%?([\w.\-]+)", rest), _TRIP_COUNT.search(rest)
+      if body:
+        loops[body.group(1)] = (computation, int(trips.group(1)) if trips else None)
     info: dict[str, Any] = {"opcode": opcode}
     for key, pattern in (("kind", r"kind=(\w+)"), ("target", r'custom_call_target="([^"]+)"'),
                          ("dim_labels", r"dim_labels=([\w>\-]+)")):
@@ -83,7 +94,28 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
       if window:
         info["window"] = window.group(1)
     ops[name] = info
+  for name, info in ops.items():
+    runs = _runs(where[name], loops)
+    if runs is not None and runs > 1:
+      info["runs"] = runs
   return ops
+
+
+# A computation's header in HLO text (`%name (params) -> type {`, `ENTRY %name ...`): its name.
+_HLO_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+_TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def _runs(computation: str, loops: dict[str, tuple[str, int | None]], depth: int = 0
+          ) -> int | None:
+  """How many times one execution of the program runs `computation`: the trip counts of the
+  while loops whose body it is, nested ones multiplied (1 outside loops; None where a trip count
+  is unknown)."""
+  if computation not in loops or depth > 64:
+    return 1
+  parent, trips = loops[computation]
+  outer = _runs(parent, loops, depth + 1)
+  return None if trips is None or outer is None else trips * outer
 
 
 _ARRAY_SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
@@ -206,9 +238,10 @@ def summarize(files: list[str], steps: int, hlo_text: str = "", top: int = 25) -
 
 
 def _with_rate(entry: dict[str, Any]) -> dict[str, Any]:
-  """A top op's entry with `tflops` (its GFLOP over its ms per step) where it has `gflop`."""
+  """A top op's entry with `tflops` (its GFLOP, times its `runs` in a loop body, over its ms per
+  step) where it has `gflop`."""
   if entry.get("gflop") and entry["ms"] > 0:
-    entry["tflops"] = entry["gflop"] / entry["ms"]
+    entry["tflops"] = entry["gflop"] * entry.get("runs", 1) / entry["ms"]
   return entry
 
 
@@ -344,6 +377,7 @@ def format_summary(summary: dict[str, Any], top: int = 15) -> str:
       f"{k} x{v}" for k, v in summary["conv_layouts"].items()) or "none"))
   for entry in summary["top_ops_ms"][:top]:
     lines.append(f"  {entry['ms']:7.2f} ms  {entry['category']:22s} {entry['op']}"
+                 + (f" (x{entry['runs']})" if "runs" in entry else "")
                  + (f"  [{entry['dim_labels']}]" if "dim_labels" in entry else "")
                  + (f" {entry['kernel']} -> {entry['output']}, {entry['tflops']:.0f} TFLOP/s"
                     if "tflops" in entry else ""))
@@ -376,13 +410,13 @@ def markdown(summary: dict[str, Any], top: int = 15) -> str:
   for name, ms in summary["categories_ms"].items():
     lines.append(f"| {name} | {ms:.2f} | {ms / busy:.0%} |" if busy else f"| {name} | {ms:.2f} | |")
   lines += ["", f"Top {min(top, len(summary['top_ops_ms']))} ops:", "",
-            "| op | kind | ms per step | layout | kernel -> output | TFLOP/s |",
-            "|---|---|---|---|---|---|"]
+            "| op | kind | ms per step | runs per step | layout | kernel -> output | TFLOP/s |",
+            "|---|---|---|---|---|---|---|"]
   for entry in summary["top_ops_ms"][:top]:
     shapes = f"{entry['kernel']} -> {entry['output']}" if "kernel" in entry else ""
     rate = f"{entry['tflops']:.1f}" if "tflops" in entry else ""
     lines.append(f"| `{entry['op']}` | {entry['category']} | {entry['ms']:.2f} | "
-                 f"{entry.get('dim_labels', '')} | {shapes} | {rate} |")
+                 f"{entry.get('runs', 1)} | {entry.get('dim_labels', '')} | {shapes} | {rate} |")
   return "\n".join(lines) + "\n"
 
 

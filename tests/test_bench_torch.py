@@ -382,6 +382,57 @@ window={size=3x3x3 pad=1_1x1_1x1_1}, dim_labels=b012f_012io->b012f, feature_grou
 """
 
 
+LOOP_HLO = """\
+%inner (p: (s32[], bf16[8,7,7,512])) -> (s32[], bf16[8,7,7,512]) {
+  %x = bf16[8,7,7,512]{3,2,1,0} parameter(0)
+  %k = bf16[512,1,1,512]{3,2,1,0} parameter(1)
+  %cudnn-conv.9 = (bf16[8,7,7,512]{3,2,1,0}, u8[0]{0}) custom-call(%x, %k), \
+window={size=1x1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convForward"
+}
+
+%body.1 (p: (s32[], bf16[8,7,7,512])) -> (s32[], bf16[8,7,7,512]) {
+  %x = bf16[8,7,7,512]{3,2,1,0} parameter(0)
+  %k = bf16[512,1,1,512]{3,2,1,0} parameter(1)
+  %cudnn-conv.7 = (bf16[8,7,7,512]{3,2,1,0}, u8[0]{0}) custom-call(%x, %k), \
+window={size=1x1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convForward"
+  ROOT %while.2 = (s32[], bf16[8,7,7,512]) while(%t), condition=%c2, body=%inner, \
+backend_config={"known_trip_count":{"n":"3"},"known_init_step":{"init":"0","step":"1"}}
+}
+
+%body.2 (p: (s32[], bf16[8,7,7,512])) -> (s32[], bf16[8,7,7,512]) {
+  %fusion.5 = bf16[8,7,7,512]{3,2,1,0} fusion(%x), kind=kLoop, calls=%f
+}
+
+ENTRY %main.3 (a: bf16[8,7,7,512]) -> bf16[8,7,7,512] {
+  %x = bf16[8,7,7,512]{3,2,1,0} parameter(0)
+  %k = bf16[512,1,1,512]{3,2,1,0} parameter(1)
+  %cudnn-conv.8 = (bf16[8,7,7,512]{3,2,1,0}, u8[0]{0}) custom-call(%x, %k), \
+window={size=1x1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convForward"
+  %while.1 = (s32[], bf16[8,7,7,512]) while(%t), condition=%c1, body=%body.1, \
+backend_config={"known_trip_count":{"n":"22"}}
+  ROOT %while.3 = (s32[], bf16[8,7,7,512]) while(%t), condition=%c3, body=%body.2
+}
+"""
+
+
+def test_profiled_ops_in_loop_bodies_count_every_run():
+  """An op in a while loop's body (an nn.scan's blocks) runs the loop's trip count times a step,
+  nested loops multiplied, and a profile's time for it is all of them together: `runs`, and its
+  TFLOP/s from its operations times its runs (3D-ResNeXt's layer3 body runs 22 times)."""
+  ops = profiling.hlo_ops(LOOP_HLO)
+  assert ops["cudnn-conv.7"]["runs"] == 22 and ops["cudnn-conv.9"]["runs"] == 66
+  assert "runs" not in ops["cudnn-conv.8"] and "runs" not in ops["while.1"]
+  assert "runs" not in ops["fusion.5"]   # a loop without a known trip count: not guessed
+  once = 2 * 8 * 7 * 7 * 512 * 512 / 1e9
+  assert ops["cudnn-conv.7"]["gflop"] == pytest.approx(once)
+  entry = profiling._with_rate({"op": "cudnn-conv.7", "category": "convolution Forward",
+                                "ms": 0.5, **ops["cudnn-conv.7"]})
+  assert entry["tflops"] == pytest.approx(once * 22 / 0.5)
+  summary = {"device_ms_per_step": 0.5, "steps": 1, "categories_ms": {}, "conv_layouts": {},
+             "top_ops_ms": [entry]}
+  assert "cudnn-conv.7 (x22)" in profiling.format_summary(summary)
+
+
 def test_profiled_convolutions_carry_their_shapes_and_operation_counts():
   """Each convolution of an optimized HLO, in any direction, names the forward convolution it
   is part of (kernel and output shapes) and its GFLOP (a multiply-add as two; a grouped kernel
