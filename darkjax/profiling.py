@@ -52,7 +52,7 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
   ops, shapes, where, loops = {}, {}, {}, {}
   computation = ""
   for line in hlo_text.splitlines():
-    header = None if line[:1].isspace() else _HLO_COMPUTATION.match(line)
+    header = None if line[:1].isspace() else HLO_COMPUTATION.match(line)
     if header:
       computation = header.group(1)
       continue
@@ -102,8 +102,27 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
 
 
 # A computation's header in HLO text (`%name (params) -> type {`, `ENTRY %name ...`): its name.
-_HLO_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+HLO_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def loop_runs(hlo_text: str) -> dict[str, int]:
+  """{while body computation: how many times one execution of the program runs it} for the
+  loops of an optimized HLO module whose trip counts are known (nested ones multiplied)."""
+  loops, computation = {}, ""
+  for line in hlo_text.splitlines():
+    header = None if line[:1].isspace() else HLO_COMPUTATION.match(line)
+    if header:
+      computation = header.group(1)
+      continue
+    match = HLO_INSTRUCTION.match(line)
+    if match and match.group(3) == "while":
+      rest = match.group(4)
+      body, trips = re.search(r"\bbody=%?([\w.\-]+)", rest), _TRIP_COUNT.search(rest)
+      if body:
+        loops[body.group(1)] = (computation, int(trips.group(1)) if trips else None)
+  found = {body: _runs(body, loops) for body in loops}
+  return {body: runs for body, runs in found.items() if runs is not None}
 
 
 def _runs(computation: str, loops: dict[str, tuple[str, int | None]], depth: int = 0

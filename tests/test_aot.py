@@ -497,6 +497,64 @@ custom_call_target="__cudnn$convForward"
 """
 
 
+LOOP_TRAFFIC_HLO = """\
+HloModule step
+
+%fused_slice (p0: s32[], p1: bf16[22,4,8]) -> bf16[1,4,8] {
+  %p0 = s32[] parameter(0)
+  %p1 = bf16[22,4,8]{2,1,0} parameter(1)
+  %b = bf16[22,4,8]{2,1,0} bitcast(%p1)
+  %z = s32[] constant(0)
+  ROOT %ds = bf16[1,4,8]{2,1,0} dynamic-slice(%b, %p0, %z, %z), dynamic_slice_sizes={1,4,8}
+}
+
+%fused_update (p0: s32[], p1: bf16[4,8], p2: bf16[22,4,8]) -> bf16[22,4,8] {
+  %p0 = s32[] parameter(0)
+  %p1 = bf16[4,8]{1,0} parameter(1)
+  %p2 = bf16[22,4,8]{2,1,0} parameter(2)
+  %b = bf16[22,4,8]{2,1,0} bitcast(%p2)
+  %u = bf16[1,4,8]{2,1,0} bitcast(%p1)
+  %z = s32[] constant(0)
+  ROOT %dus = bf16[22,4,8]{2,1,0} dynamic-update-slice(%b, %u, %p0, %z, %z)
+}
+
+%body (t: (s32[], bf16[4,8], bf16[22,4,8])) -> (s32[], bf16[4,8], bf16[22,4,8]) {
+  %i = s32[] get-tuple-element(%t), index=0
+  %x = bf16[4,8]{1,0} get-tuple-element(%t), index=1
+  %stack = bf16[22,4,8]{2,1,0} get-tuple-element(%t), index=2
+  %w = bf16[8,8]{1,0} constant({...})
+  %gemm = (bf16[4,8]{1,0}, s8[33554432]{0}) custom-call(%x, %w), custom_call_target="__cublas$gemm"
+  %y = bf16[4,8]{1,0} get-tuple-element(%gemm), index=0
+  %read = bf16[1,4,8]{2,1,0} fusion(%i, %stack), kind=kLoop, calls=%fused_slice
+  %write = bf16[22,4,8]{2,1,0} fusion(%i, %y, %stack), kind=kLoop, calls=%fused_update
+  ROOT %out = (s32[], bf16[4,8], bf16[22,4,8]) tuple(%i, %y, %write)
+}
+
+ENTRY %main (a: bf16[4,8], s: bf16[22,4,8]) -> (s32[], bf16[4,8], bf16[22,4,8]) {
+  %a = bf16[4,8]{1,0} parameter(0)
+  %s = bf16[22,4,8]{2,1,0} parameter(1)
+  %init = (s32[], bf16[4,8], bf16[22,4,8]) tuple(%zero, %a, %s)
+  ROOT %loop = (s32[], bf16[4,8], bf16[22,4,8]) while(%init), condition=%cond, body=%body, \
+backend_config={"known_trip_count":{"n":"22"}}
+}
+"""
+
+
+def test_traffic_counts_loop_bodies_every_run_and_slices_by_their_slice():
+  """`measure.hlo_traffic` counts a scan's body kernels ("loop KIND") once per run of the loop
+  (its known trip count), a fusion that only slices a stacked operand by the slice it reads, one
+  that updates a stacked buffer in place by the update it writes (bitcasts seen through), and a
+  cuBLAS call by its output, not its 32 MiB workspace."""
+  traffic = measure.hlo_traffic(LOOP_TRAFFIC_HLO)
+  block, stack = 4 * 8 * 2, 22 * 4 * 8 * 2
+  assert traffic["loop matmul"] == {"count": 22, "read_bytes": 22 * (block + 8 * 8 * 2),
+                                    "write_bytes": 22 * block}
+  assert traffic["loop fusion kLoop"] == {"count": 44, "read_bytes": 22 * (4 + block + 4 + block),
+                                          "write_bytes": 22 * (block + block)}
+  assert traffic["while"]["count"] == 1 and "matmul" not in traffic   # the entry's own kernels
+  assert traffic["while"]["write_bytes"] == 4 + block + stack
+
+
 def test_traffic_counts_each_kernels_operand_and_result_bytes(tmp_path, capsys):
   """`measure.hlo_traffic`: per kind of kernel of the entry computation, its count and the bytes
   it reads (operands) and writes (results); `fit --traffic` reports it for a compiled step."""

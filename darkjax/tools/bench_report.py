@@ -485,8 +485,9 @@ def compile_table(results: list[dict[str, Any]], first: int = 1) -> str:
 def target_table(results: list[dict[str, Any]], first: int = 1) -> str:
   """One row per variant of each `bench --model M --target T` result (the step compiled for a
   compile-only target, nothing run): XLA's memory per device, the bytes its fusions and its
-  convolutions read and write and its loops' operands (`measure.hlo_traffic`, each kernel once),
-  the compile seconds; then a numbered line per result, numbered from `first`."""
+  convolutions read and write, a loop body's once per run, and its loops' operands
+  (`measure.hlo_traffic`), the compile seconds; then a numbered line per result, numbered from
+  `first`."""
   header = ["model", "B x T x H^2", "dtype", "target", "variant", "XLA memory (GiB)",
             "fusion traffic (GiB)", "convolution traffic (GiB)", "loop operands (GiB)",
             "compile s", "run"]
@@ -505,8 +506,8 @@ def target_table(results: list[dict[str, Any]], first: int = 1) -> str:
           f"`{result['model']}`", f"{result['batch']} x {result['frames']} x {result['size']}^2",
           result["dtype"], result["target"], f"`{spec}`",
           f"{memory['total'] / 2 ** 30:.2f}" if "total" in memory else "-",
-          gib(traffic, lambda kind: kind.startswith("fusion")),
-          gib(traffic, lambda kind: kind == "convolution"),
+          gib(traffic, lambda kind: kind.startswith(("fusion", "loop fusion"))),
+          gib(traffic, lambda kind: kind in ("convolution", "loop convolution")),
           gib(traffic, lambda kind: kind == "while"), f"{entry['compile_s']:.1f}",
           f"[{index}]"]) + " |")
     notes.append(_note(index, result))

@@ -169,32 +169,106 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   elementwise and reduction fusions) / other fusion kinds, "copy" and "transpose": their count
   and the bytes of their operands (read) and results (written). An upper bound where a kernel
   reads only part of an operand (a slice); on a GPU these fusions run at about memory bandwidth,
-  so their bytes are their time. Kernels inside loops (`while`: a scan, a frozen backbone run in
-  splits) are not counted: "while" gives the number of such loops (read and written: their
-  operands' and results' bytes once)."""
-  text = hlo_text[hlo_text.index("ENTRY"):] if "ENTRY" in hlo_text else hlo_text
-  shapes, kernels = {}, []
-  for line in text.splitlines():
-    match = profiling.HLO_INSTRUCTION.match(line)
-    if not match:
+  so their bytes are their time. "while" gives the entry's loops (`nn.scan`s, a frozen backbone
+  run in splits; read and written: their operands' and results' bytes once). The kernels of
+  their bodies count apart, as "loop KIND" ("loop fusion kLoop", ...), each as many times as its
+  loops run a step (their known trip counts, nested ones multiplied: `profiling.loop_runs`),
+  an operand a fusion only slices by its slices (a scan's stacked residuals, read a block at a
+  time) and a stacked result it updates in place by its update. A cuDNN or cuBLAS call writes
+  its output, not its scratch workspace (the second element of its result)."""
+  computations, order = _computations(hlo_text)
+  runs = profiling.loop_runs(hlo_text)
+  shapes = {name: shape for body in computations.values() for name, shape, _, _ in body}
+  traffic: dict[str, dict[str, int]] = {}
+  for computation in order:
+    entry = computation == order[-1] if "ENTRY" not in hlo_text else (
+        computation == _entry_name(hlo_text))
+    times = 1 if entry else runs.get(computation)
+    if not times:
       continue
-    name, shape, opcode, rest = match.groups()
-    shapes[name] = shape
-    conv = "convolution" if opcode == "convolution" or "$conv" in rest else None
-    if conv or opcode in ("fusion", "custom-call", "copy", "transpose", "dot", "while"):
+    for name, shape, opcode, rest in computations[computation]:
+      if opcode == "while" and not entry:
+        continue
+      conv = "convolution" if opcode == "convolution" or "$conv" in rest else None
+      if not (conv or opcode in ("fusion", "custom-call", "copy", "transpose", "dot", "while")):
+        continue
       kind = re.search(r"kind=(\w+)", rest)
       label = (conv or ("matmul" if opcode == "dot" or "gemm" in rest or "$matmul" in rest
                         else None)
                or (f"fusion {kind.group(1)}" if opcode == "fusion" and kind else opcode))
       operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
-      kernels.append((label, operands, shape))
-  traffic: dict[str, dict[str, int]] = {}
-  for label, operands, shape in kernels:
-    entry = traffic.setdefault(label, {"count": 0, "read_bytes": 0, "write_bytes": 0})
-    entry["count"] += 1
-    entry["read_bytes"] += sum(shape_bytes(shapes.get(name, "")) for name in operands)
-    entry["write_bytes"] += shape_bytes(shape)
+      read = [shape_bytes(shapes.get(operand, "")) for operand in operands]
+      # a cuDNN / cuBLAS call's result is (its output, its scratch workspace): the output alone
+      write = shape_bytes(_ARRAY.search(shape).group(0) if opcode == "custom-call"
+                          and _ARRAY.search(shape) else shape)
+      called = re.search(r"\bcalls=%?([\w.\-]+)", rest)
+      if not entry and opcode == "fusion" and called and called.group(1) in computations:
+        read, write = _sliced(computations[called.group(1)], read, write)
+      row = traffic.setdefault(("" if entry else "loop ") + label,
+                               {"count": 0, "read_bytes": 0, "write_bytes": 0})
+      row["count"] += times
+      row["read_bytes"] += times * sum(read)
+      row["write_bytes"] += times * write
   return traffic
+
+
+def _computations(hlo_text: str) -> tuple[dict[str, list[tuple[str, str, str, str]]], list[str]]:
+  """An HLO module's computations: {name: its instructions (name, type, opcode, the rest)} and
+  their names in order."""
+  computations: dict[str, list[tuple[str, str, str, str]]] = {}
+  current = ""
+  for line in hlo_text.splitlines():
+    header = None if line[:1].isspace() else profiling.HLO_COMPUTATION.match(line)
+    if header:
+      current = header.group(1)
+      computations[current] = []
+      continue
+    match = profiling.HLO_INSTRUCTION.match(line)
+    if match:
+      computations.setdefault(current, []).append(match.groups())
+  return computations, list(computations)
+
+
+def _entry_name(hlo_text: str) -> str:
+  found = re.search(r"^ENTRY\s+%?([\w.\-]+)", hlo_text, re.MULTILINE)
+  return found.group(1) if found else ""
+
+
+def _sliced(fused: list[tuple[str, str, str, str]], read: list[int], write: int
+            ) -> tuple[list[int], int]:
+  """A fusion's bytes read per operand and written, where its computation `fused` only slices an
+  operand (every use a (dynamic-)slice of it: the slices' bytes) or updates one in place (its
+  root a dynamic-update-slice of a parameter: the update's bytes written, the buffer not read);
+  bitcasts of a parameter count as the parameter."""
+  params = {name: int(re.match(r"(\d+)", rest).group(1)) for name, _, opcode, rest in fused
+            if opcode == "parameter" and re.match(r"(\d+)", rest)}
+  shapes = {name: shape for name, shape, _, _ in fused}
+  source = dict(zip(params, params))   # a parameter, or a bitcast of one: that parameter
+  uses: dict[str, list[tuple[str, str, int]]] = {name: [] for name in params}
+  for name, shape, opcode, rest in fused:
+    operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
+    if opcode == "bitcast" and operands and operands[0] in source:
+      source[name] = source[operands[0]]
+      continue
+    for position, operand in enumerate(operands):
+      if operand in source:
+        uses[source[operand]].append((opcode, shape, position))
+  read = list(read)
+  for param, index in params.items():
+    if index >= len(read) or not uses[param]:
+      continue
+    if all(opcode in ("dynamic-slice", "slice") and position == 0
+           for opcode, _, position in uses[param]):
+      read[index] = min(read[index], sum(shape_bytes(shape) for _, shape, _ in uses[param]))
+  root = fused[-1] if fused else None
+  if root and root[2] == "dynamic-update-slice":
+    operands = re.findall(r"%([\w.\-]+)", root[3].split(")", 1)[0])
+    buffer = source.get(operands[0]) if operands else None
+    if len(operands) > 1 and buffer is not None and params[buffer] < len(read) and all(
+        opcode == "dynamic-update-slice" and position == 0 for opcode, _, position in uses[buffer]):
+      read[params[buffer]] = 0   # updated in place: only the update is written
+      write = shape_bytes(shapes.get(operands[1], ""))
+  return read, write
 
 
 def autotuned(hlo_text: str) -> dict[str, int]:
