@@ -29,7 +29,7 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from darkjax import aot, paths, plots
 
@@ -49,23 +49,13 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
   operand types (`gemm`); inside a loop body (an `nn.scan`'s while loop, nested ones multiplied)
   with a known trip count, `runs`: how many times one execution of the program runs it (a
   profile's time for the op is theirs together)."""
-  ops, shapes, where, loops = {}, {}, {}, {}
-  computation = ""
-  for line in hlo_text.splitlines():
-    header = None if line[:1].isspace() else HLO_COMPUTATION.match(line)
-    if header:
-      computation = header.group(1)
-      continue
-    match = HLO_INSTRUCTION.match(line)
-    if not match:
-      continue
-    name, shape, opcode, rest = match.groups()
-    shapes[name], where[name] = shape, computation
-    if opcode == "while":   # its body runs `trips` times each time the while runs
-      body, trips = re.search(r"\bbody=%?([\w.\-]+)", rest), _TRIP_COUNT.search(rest)
-      if body:
-        loops[body.group(1)] = (computation, int(trips.group(1)) if trips else None)
+  ops, shapes = {}, {}
+  runs = loop_runs(hlo_text)
+  for computation, name, shape, opcode, rest in instructions(hlo_text):
+    shapes[name] = shape
     info: dict[str, Any] = {"opcode": opcode}
+    if runs.get(computation, 1) > 1:
+      info["runs"] = runs[computation]
     for key, pattern in (("kind", r"kind=(\w+)"), ("target", r'custom_call_target="([^"]+)"'),
                          ("dim_labels", r"dim_labels=([\w>\-]+)")):
       found = re.search(pattern, rest)
@@ -94,10 +84,6 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
       if window:
         info["window"] = window.group(1)
     ops[name] = info
-  for name, info in ops.items():
-    runs = _runs(where[name], loops)
-    if runs is not None and runs > 1:
-      info["runs"] = runs
   return ops
 
 
@@ -106,18 +92,26 @@ HLO_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 
 
-def loop_runs(hlo_text: str) -> dict[str, int]:
-  """{while body computation: how many times one execution of the program runs it} for the
-  loops of an optimized HLO module whose trip counts are known (nested ones multiplied)."""
-  loops, computation = {}, ""
+def instructions(hlo_text: str) -> Iterator[tuple[str, str, str, str, str]]:
+  """An HLO module's instructions in order: (its computation, name, result type, opcode, the
+  rest of its line)."""
+  computation = ""
   for line in hlo_text.splitlines():
     header = None if line[:1].isspace() else HLO_COMPUTATION.match(line)
     if header:
       computation = header.group(1)
       continue
     match = HLO_INSTRUCTION.match(line)
-    if match and match.group(3) == "while":
-      rest = match.group(4)
+    if match:
+      yield (computation, *match.groups())
+
+
+def loop_runs(hlo_text: str) -> dict[str, int]:
+  """{while body computation: how many times one execution of the program runs it} for the
+  loops of an optimized HLO module whose trip counts are known (nested ones multiplied)."""
+  loops = {}
+  for computation, _, _, opcode, rest in instructions(hlo_text):
+    if opcode == "while":
       body, trips = re.search(r"\bbody=%?([\w.\-]+)", rest), _TRIP_COUNT.search(rest)
       if body:
         loops[body.group(1)] = (computation, int(trips.group(1)) if trips else None)

@@ -216,16 +216,8 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[tuple[str, str, str, st
   """An HLO module's computations: {name: its instructions (name, type, opcode, the rest)} and
   their names in order."""
   computations: dict[str, list[tuple[str, str, str, str]]] = {}
-  current = ""
-  for line in hlo_text.splitlines():
-    header = None if line[:1].isspace() else profiling.HLO_COMPUTATION.match(line)
-    if header:
-      current = header.group(1)
-      computations[current] = []
-      continue
-    match = profiling.HLO_INSTRUCTION.match(line)
-    if match:
-      computations.setdefault(current, []).append(match.groups())
+  for computation, *instruction in profiling.instructions(hlo_text):
+    computations.setdefault(computation, []).append(tuple(instruction))
   return computations, list(computations)
 
 
