@@ -65,8 +65,7 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
     gemm = target.startswith("__cublas") or (opcode == "fusion" and "__triton_gemm" in rest)
     conv = "dim_labels" in info and (opcode == "convolution" or "conv" in target)
     if gemm or conv:
-      operands = [shapes.get(operand, "")
-                  for operand in re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])]
+      operands = [shapes.get(operand, "") for operand in operand_names(rest)]
     if gemm:
       info["gemm"] = f"{shape} <- {', '.join(operands)}"   # what XLA:GPU autotunes it by
     if conv:
@@ -90,6 +89,11 @@ def hlo_ops(hlo_text: str) -> dict[str, Any]:
 # A computation's header in HLO text (`%name (params) -> type {`, `ENTRY %name ...`): its name.
 HLO_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def operand_names(rest: str) -> list[str]:
+  """The names of an instruction's operands, from the rest of its HLO line (`instructions`)."""
+  return re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
 
 
 def instructions(hlo_text: str) -> Iterator[tuple[str, str, str, str, str]]:

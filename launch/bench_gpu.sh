@@ -293,7 +293,7 @@ precompile() {   # the compile-only command of every row and config asked for, $
           IFS=';' read -r -a specs <<<"${variants:-auto}"
           for k in "${!specs[@]}"; do
             row_words "$model:$batch:$frames:${specs[$k]}"
-            cold="cold-$NAME$([ "$k" -gt 0 ] && echo ".v$k")"
+            cold=$(cold_name "$NAME" "$k")
             later run "$cold" "${WORDS[@]}" --compile-only --concurrent "$jobs" \
               --json "$out/$cold.json"
           done
@@ -317,14 +317,20 @@ profile_words() {   # --profile N for the timed rows and configs (DARKJAX_BENCH_
   [ "$profile" -gt 0 ] && echo "--profile $profile"
 }
 
+cold_name() {   # NAME K: the pre-pass command of a row's K-th variant (K > 0: a lever's own)
+  echo "cold-$1$([ "$2" -gt 0 ] && echo ".v$2")"
+}
+
 cold_from() {   # NAME [VARIANTS]: --cold-from of each pre-pass JSON, where the pre-pass wrote one
   # (with DARKJAX_BENCH_TORCH=0 a row's variants are compiled by a command each: VARIANTS, the
   # row's ';'-separated list, says how many)
   local k count=1 path
-  [ "$torch" = 0 ] && [ -n "${2:-}" ] && count=$(awk -F';' '{print NF}' <<<"$2")
+  local -a specs=()
+  [ "$torch" = 0 ] && IFS=';' read -r -a specs <<<"${2:-}"
+  [ "${#specs[@]}" -gt 1 ] && count=${#specs[@]}
   [ "$jobs" -gt 1 ] || return 0
   for (( k = 0; k < count; k++ )); do
-    path="$out/cold-$1$([ "$k" -gt 0 ] && echo ".v$k").json"
+    path="$out/$(cold_name "$1" "$k").json"
     if [ "$dry" = 1 ] || [ -f "$path" ]; then
       echo "--cold-from $path"
     fi

@@ -164,28 +164,32 @@ def test_bench_train_step_vs_torch_smoke(capsys):
 
 def test_bench_conv_variants_smoke(capsys, tmp_path):
   from darkjax.tools import bench
-  assert bench.parse_variant("auto") == {}
-  assert bench.parse_variant("lowering=sum2d,ynn_min_core_use=0") == {
-      "lowering": "sum2d", "ynn_min_core_use": 0.0}
-  with pytest.raises(ValueError, match="kernel_grad='fast', expected one of"):
-    bench.parse_variant("kernel_grad=fast")
-  assert bench.parse_variant("bn_relu=plain") == {"bn_relu": "plain"}
-  with pytest.raises(ValueError, match="bn_relu='off', expected one of"):
-    bench.parse_variant("bn_relu=off")
-  assert bench.parse_variant("max_pool=native") == {"max_pool": "native"}
-  with pytest.raises(ValueError, match="max_pool='max', expected one of"):
-    bench.parse_variant("max_pool=max")
+  for spec, settings in (
+      ("auto", {}),
+      ("lowering=sum2d,ynn_min_core_use=0", {"lowering": "sum2d", "ynn_min_core_use": 0.0}),
+      ("bn_relu=plain", {"bn_relu": "plain"}), ("max_pool=native", {"max_pool": "native"}),
+      ("align_channels=off", {"align_channels": "off"}), ("pointwise=gemm", {"pointwise": "gemm"}),
+      ("group_bundle=16,pointwise=gemm", {"group_bundle": 16, "pointwise": "gemm"}),
+      ("model.stem_lowering=native,xla_gpu_autotune_level=2",
+       {"model_kwargs": {"stem_lowering": "native"},
+        "compiler_options": {"xla_gpu_autotune_level": 2}})):
+    assert bench.parse_variant(spec) == settings, spec
+  for spec, message in (
+      ("kernel_grad=fast", "kernel_grad='fast', expected one of"),
+      ("bn_relu=off", "bn_relu='off', expected one of"),
+      ("max_pool=max", "max_pool='max', expected one of"),
+      ("align_channels=no", "align_channels='no', expected one of"),
+      ("pointwise=dot", "pointwise='dot', expected one of"),
+      ("group_bundle=wide", "group_bundle='wide', expected a channel count"),
+      ("model.=native", "model.FIELD=VALUE")):
+    with pytest.raises(ValueError, match=message):
+      bench.parse_variant(spec)
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
   for settings, chosen_pool in (({}, "separable"), ({"max_pool": "native"}, "native")):   # CPU
     with bench._conv_overrides(settings), conv.record_lowerings() as chosen:   # a fresh trace
       jax.eval_shape(lambda x: conv.max_pool3d(x, (2, 2, 2), (2, 2, 2)),
                      jax.ShapeDtypeStruct((1, 2, 4, 4, 1), jnp.float32))
     assert dict(chosen) == {f"max_pool3d:{chosen_pool}": 1}
-  assert bench.parse_variant("model.stem_lowering=native,xla_gpu_autotune_level=2") == {
-      "model_kwargs": {"stem_lowering": "native"},
-      "compiler_options": {"xla_gpu_autotune_level": 2}}
-  with pytest.raises(ValueError, match="model.FIELD=VALUE"):
-    bench.parse_variant("model.=native")
   # a variant's own lowering wins over --lowering, for every way bench builds its model
   assert bench._build_model("resnext3d_tiny", "float32", "native", bench.parse_variant(
       "lowering=frames2d,model.stem_lowering=native")).conv_lowering == "frames2d"
@@ -196,16 +200,6 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
     bench.main(["--model", "c3d_tiny", "--variants", "auto;threads=2"])
   with pytest.raises(SystemExit):  # a compile-only target compiles, it times nothing
     bench.main(["--model", "c3d_tiny", "--target", "h100:1", "--vs-torch"])
-  assert bench.parse_variant("align_channels=off") == {"align_channels": "off"}
-  with pytest.raises(ValueError, match="align_channels='no', expected one of"):
-    bench.parse_variant("align_channels=no")
-  assert bench.parse_variant("pointwise=gemm") == {"pointwise": "gemm"}
-  with pytest.raises(ValueError, match="pointwise='dot', expected one of"):
-    bench.parse_variant("pointwise=dot")
-  assert bench.parse_variant("group_bundle=16,pointwise=gemm") == {"group_bundle": 16,
-                                                                  "pointwise": "gemm"}
-  with pytest.raises(ValueError, match="group_bundle='wide', expected a channel count"):
-    bench.parse_variant("group_bundle=wide")
   # a row's levers, flax alone (launch/bench_gpu.sh with DARKJAX_BENCH_TORCH=0): a compile-only
   # pre-pass command per variant, then the timed run reading their compiles as the cold ones,
   # pipelined and profiled

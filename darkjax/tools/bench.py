@@ -786,7 +786,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="';'-separated conv settings timed against the first in alternating "
                           "rounds: 'auto' or comma-separated lowering=, kernel_grad=, "
                           "ynn_min_core_use=, bn_relu=, max_pool=, align_channels=, "
-                          "model.FIELD=, xla_OPTION= (see the description)")
+                          "pointwise=, group_bundle=, model.FIELD=, xla_OPTION= (see the "
+                          "description)")
   paper = parser.add_argument_group("config benchmark (--config)")
   paper.add_argument("--config", help="a paper config (path[:arg]): its own train step at its own "
                      "size on a synthetic stand-in dataset (darkjax.tools.bench_config); --batch, "

@@ -129,7 +129,6 @@ def with_cold_compile(result: dict[str, Any], args: Any) -> dict[str, Any]:
   if getattr(args, "concurrent", 1) > 1:
     result["concurrent_compiles"] = args.concurrent
   paths = getattr(args, "cold_from", None) or []
-  paths = [paths] if isinstance(paths, str) else list(paths)
   if not paths:
     return result
   colds = [read_cold_from(path, result) for path in paths]

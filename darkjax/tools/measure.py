@@ -179,10 +179,11 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   computations, order = _computations(hlo_text)
   runs = profiling.loop_runs(hlo_text)
   shapes = {name: shape for body in computations.values() for name, shape, _, _ in body}
+  # the ENTRY computation (a module's text without headers: its one list of instructions)
+  entry_name = _entry_name(hlo_text) or (order[-1] if order else "")
   traffic: dict[str, dict[str, int]] = {}
   for computation in order:
-    entry = computation == order[-1] if "ENTRY" not in hlo_text else (
-        computation == _entry_name(hlo_text))
+    entry = computation == entry_name
     times = 1 if entry else runs.get(computation)
     if not times:
       continue
@@ -196,11 +197,10 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
       label = (conv or ("matmul" if opcode == "dot" or "gemm" in rest or "$matmul" in rest
                         else None)
                or (f"fusion {kind.group(1)}" if opcode == "fusion" and kind else opcode))
-      operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
-      read = [shape_bytes(shapes.get(operand, "")) for operand in operands]
+      read = [shape_bytes(shapes.get(operand, "")) for operand in profiling.operand_names(rest)]
       # a cuDNN / cuBLAS call's result is (its output, its scratch workspace): the output alone
-      write = shape_bytes(_ARRAY.search(shape).group(0) if opcode == "custom-call"
-                          and _ARRAY.search(shape) else shape)
+      output = _ARRAY.search(shape) if opcode == "custom-call" else None
+      write = shape_bytes(output.group(0) if output else shape)
       called = re.search(r"\bcalls=%?([\w.\-]+)", rest)
       if not entry and opcode == "fusion" and called and called.group(1) in computations:
         read, write = _sliced(computations[called.group(1)], read, write)
@@ -238,7 +238,7 @@ def _sliced(fused: list[tuple[str, str, str, str]], read: list[int], write: int
   source = dict(zip(params, params))   # a parameter, or a bitcast of one: that parameter
   uses: dict[str, list[tuple[str, str, int]]] = {name: [] for name in params}
   for name, shape, opcode, rest in fused:
-    operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
+    operands = profiling.operand_names(rest)
     if opcode == "bitcast" and operands and operands[0] in source:
       source[name] = source[operands[0]]
       continue
@@ -254,7 +254,7 @@ def _sliced(fused: list[tuple[str, str, str, str]], read: list[int], write: int
       read[index] = min(read[index], sum(shape_bytes(shape) for _, shape, _ in uses[param]))
   root = fused[-1] if fused else None
   if root and root[2] == "dynamic-update-slice":
-    operands = re.findall(r"%([\w.\-]+)", root[3].split(")", 1)[0])
+    operands = profiling.operand_names(root[3])
     buffer = source.get(operands[0]) if operands else None
     if len(operands) > 1 and buffer is not None and params[buffer] < len(read) and all(
         opcode == "dynamic-update-slice" and position == 0 for opcode, _, position in uses[buffer]):
