@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -92,24 +92,18 @@ def _resolve(name: str | None) -> str:
   return platform() if name is None else _check_platform(name)
 
 
-# What `conv.record_lowerings()` counts for each grouped native 3D conv traced for a GPU
-# (darkjax.layers.conv): the program keeps XLA:GPU's channels-first layout of 3D convolutions.
-CHANNELS_FIRST = "conv3d_layout:channels_first"
-
-
-def compiler_options(platform: str | None = None, target: str = "",
-                     lowerings: Mapping[str, int] | None = None) -> dict[str, Any]:
+def compiler_options(platform: str | None = None, target: str = "") -> dict[str, Any]:
   """The XLA compile options of every step compiled for `platform` (default: `platform()`), and
   for a compile-only `target` ("h100:8", darkjax.aot) the options it needs (on a GPU target:
-  `aot.GPU_OPTIONS`, no autotuning). `lowerings`: what the program's trace chose
-  (`conv.record_lowerings()`), where an option depends on it.
+  `aot.GPU_OPTIONS`, no autotuning).
 
   On "gpu": `xla_gpu_force_conv_nhwc`, XLA's native 3D convolutions channels-last (NDHWC, cuDNN's
   channels-last kernels, no transposes around them; XLA:GPU's own choice is channels-first),
-  unless `lowerings` has a grouped one (CHANNELS_FIRST: 3D-ResNeXt, whose grouped convolutions
-  were measured channels-first only). With the (2+1)D convolutions native, an R(2+1)D step runs
-  as fast as with 2D ones and compiles in half the time or less: its cuDNN autotuning, most of a
-  GPU compile, has fewer candidates (docs/benchmarks.md, "Where a GPU step's compile time goes").
+  grouped ones too. With the (2+1)D convolutions native, an R(2+1)D step runs as fast as with 2D
+  ones and compiles in half the time or less: its cuDNN autotuning, most of a GPU compile, has
+  fewer candidates (docs/benchmarks.md, "Where a GPU step's compile time goes"); 3D-ResNeXt's
+  step, its grouped convolutions channels-last too, takes 0.91x the time of its channels-first
+  one (docs/benchmarks.md, "3D-ResNeXt's layouts and levers on one H100").
 
   On "cpu": `xla_disable_hlo_passes` with CPU_DISABLED_PASSES, so the `optimization_barrier`s of
   `jax.checkpoint` reach the end of the pipeline and CSE cannot merge a recomputation with its
@@ -119,7 +113,7 @@ def compiler_options(platform: str | None = None, target: str = "",
   resolved = _resolve(platform)
   if resolved != "cpu":
     options = aot.compiler_options(target) if target else {}
-    if resolved == "gpu" and CHANNELS_FIRST not in (lowerings or {}):
+    if resolved == "gpu":
       options["xla_gpu_force_conv_nhwc"] = True
     return options
   passes = list(CPU_DISABLED_PASSES)

@@ -81,15 +81,14 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
   return variables_lib.unflatten(merged)
 
 
-def compiler_options(config: Mapping[str, Any], platform: str, target: str = "",
-                     lowerings: Mapping[str, int] | None = None) -> dict[str, Any]:
+def compiler_options(config: Mapping[str, Any], platform: str,
+                     target: str = "") -> dict[str, Any]:
   """XLA options of a run's compiled steps on `platform`: `targets.compiler_options` (on CPU, the
   options under which remat policies take effect; for a compile-only `target`, what it needs; on
-  GPU, the convolution layout the traced model's `lowerings` allow), and
-  `config.xla_opt_level` >= 0 sets XLA's backend optimisation level (0: the fastest compile,
+  GPU, channels-last convolutions), and `config.xla_opt_level` >= 0 sets XLA's backend optimisation level (0: the fastest compile,
   `targets.fastest_compile_options`, for smoke runs whose time is compilation; -1: XLA's
   default)."""
-  options = targets.compiler_options(platform, target, lowerings)
+  options = targets.compiler_options(platform, target)
   level = int(config.get("xla_opt_level", -1))
   if level == 0:
     options.update(targets.fastest_compile_options(platform))
@@ -255,14 +254,11 @@ class Trainer:
     self._sample = sample_batch
     cfg = self.config
     total = int(cfg.total_steps)
-    # The model's trace (its init) tells which XLA options its step needs (a GPU's conv layout).
-    # It is traced once here, on every start, warm or cold: the optimizer's state is shaped from
-    # the parameters alone.
-    with conv_lib.record_lowerings(propagate=True) as chosen:
-      abstract_state = jax.eval_shape(self._init_fn(optax.identity(), sample_batch),
-                                      jax.random.key(0))
+    # The state's shapes from one abstract trace of the init: the optimizer's state is shaped
+    # from the parameters alone.
+    abstract_state = jax.eval_shape(self._init_fn(optax.identity(), sample_batch),
+                                    jax.random.key(0))
     abstract_params = abstract_state.params
-    self.compiler_options = compiler_options(cfg, self.platform, self.target, chosen)
     tx, schedule = optim.make_optimizer(cfg.optimizer, total, abstract_params)
     self.tx = tx
     init = self._init_fn(tx, sample_batch)

@@ -106,41 +106,34 @@ wheels=${DARKJAX_WHEELS:-.whl}
 # windows (C3D's five pools), and the other way round for 3D-ResNeXt's overlapping stem pool, which
 # stays nn.max_pool (conv.choose_pool_lowering; docs/benchmarks.md).
 pool="max_pool=native"
-# 3D-ResNeXt's levers (native on GPU after its stem, its grouped convs kept channels-first, NCDHW):
-# its stem as XLA's channels-first 3D convolution, the form before the stem became a channels-last
-# 2D one (frames2d) by default; its stem pool as strided-slice maxima; its BatchNorms as autodiff of
-# flax's (float32 activations kept, stacked by its scanned stages) instead of batch_norm_train;
-# XLA's native 3D convolutions forced channels-last (the other networks' default,
-# targets.compiler_options); its (1, 1, 1) convolutions as GEMMs over channels
-# (conv.pointwise_gemms: channels-last matmuls, so with the grouped ones forced channels-last too),
-# and beside that its grouped 3x3x3 ones with their 4-16 channels a group bundled into groups of 16
-# (conv.gpu_group_bundle: block-diagonal kernels, more multiply-adds on wider groups); every conv
-# a channels-last 2D one, the grouped 3x3x3 ones with their taps stacked group-major
-# (lowering=frames2d). Why each: docs/benchmarks.md ("3D-ResNeXt-101 read the same way" and after).
-nhwc="xla_gpu_force_conv_nhwc=true"
-resnext="model.stem_lowering=native;max_pool=separable;bn_relu=plain;$nhwc;pointwise=gemm,$nhwc;\
-group_bundle=16,pointwise=gemm,$nhwc;lowering=frames2d"
+# 3D-ResNeXt's levers (native on GPU after its stem, every conv channels-last, its grouped ones
+# with their groups bundled up to 16 channels): its grouped convs as they are (group_bundle=0,
+# conv.gpu_group_bundle) and, beside that, XLA's layout of its 3D convolutions, channels-first
+# (the default before both); its (1, 1, 1) convolutions as GEMMs over channels
+# (conv.pointwise_gemms); its stem as XLA's 3D convolution, the form before the stem became a
+# channels-last 2D one (frames2d); its stem pool as strided-slice maxima; its BatchNorms as
+# autodiff of flax's (float32 activations kept, stacked by its scanned stages) instead of
+# batch_norm_train. Why each: docs/benchmarks.md ("3D-ResNeXt's layouts and levers on one H100").
+resnext="group_bundle=0;xla_gpu_force_conv_nhwc=false,group_bundle=0;pointwise=gemm;\
+model.stem_lowering=native;max_pool=separable;bn_relu=plain"
 # The convolutions recorded into XLA:GPU's command buffers (CUDA graphs) too (XLA's default command
 # types plus CONVOLUTION, not a default in XLA), so that a step replays a few large graphs instead
-# of alternating graphs and cuDNN launches: 0.98x the R(2+1)D-18 row's step in the 2026-11-27 run
-# (command buffers off: 1.00x; BatchNorm + ReLU as autodiff makes them, `bn_relu=plain`: 1.04x,
-# and in the 2026-11-26 run the (2+1)D convolutions as 2D ones, `lowering=frames2d`: the same step,
-# 2.7x the cold compile; those three levers are settled and no longer the R(2+1)D rows' variants:
-# docs/benchmarks.md).
+# of alternating graphs and cuDNN launches (docs/benchmarks.md: a 2% faster R(2+1)D-18 step in one
+# run, not yet the default; command buffers off, `bn_relu=plain` and the (2+1)D convolutions as 2D
+# ones are settled and no longer the R(2+1)D rows' variants).
 cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN"\
 "+DYNAMIC_SLICE_FUSION+CONVOLUTION"
 # The convolutions with their channels as they are, not zero-padded to multiples of 8 for cuDNN's
-# aligned kernels (conv2d.aligned_conv, the GPU default: C3D's conv1 on 9 stacked channels, the
-# stems on RGB, R(2+1)D's 45 / 230 / 460 / 921 middle channels; docs/benchmarks.md); not on
-# 3D-ResNeXt's row, where it pads only the stem's 21 stacked channels to 24 and its layout
-# variants come first.
+# aligned kernels (conv2d.aligned_conv, the GPU default; R3D-18's stem on RGB). Settled on the
+# C3D and R(2+1)D rows, whose steps it slows (docs/benchmarks.md, "3D-ResNeXt's layouts and
+# levers on one H100").
 unaligned="align_channels=off"
 # Longest compile first (the pre-pass takes rows and configs in turn, in these orders; a row's
-# compile is flax's step, eager torch's first call and torch.compile's, one after the other: the
-# 2026-11-27 pre-pass took 228, 179, 125, 108, 73 and 63 s for these rows).
+# compile is flax's step, eager torch's first call and torch.compile's, one after the other:
+# docs/benchmarks.md).
 rows=${DARKJAX_BENCH_ROWS:-"resnext3d_101:8:64:auto;$resnext \
-r2plus1d_34_ig65m:8:32:auto;$unaligned;$cbconv r2plus1d_18:16:16:auto;$unaligned;$cbconv \
-r2plus1d_18:64:16:auto c3d:30:16:auto;$unaligned;$pool;lowering=native \
+r2plus1d_34_ig65m:8:32:auto;$cbconv r2plus1d_18:16:16:auto;$cbconv \
+r2plus1d_18:64:16:auto c3d:30:16:auto;$pool;lowering=native \
 r3d_18:16:16:auto;$unaligned;lowering=native"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.

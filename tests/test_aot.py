@@ -26,10 +26,10 @@ from darkjax.tools import fit as fit_tool
 
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native", "attention:xla"}
-# XLA's own ops on a GPU also as channels-last 2D convolutions (conv.frames2d_conv3d), the
-# channels-first layout grouped native convs keep, max pools as strided-slice maxima and 16-bit
+# XLA's own ops on a GPU also as channels-last 2D convolutions (conv.frames2d_conv3d), grouped
+# native convs with their groups bundled, max pools as strided-slice maxima and 16-bit
 # convolutions with their channels padded to multiples of 8 (conv2d.aligned_conv)
-_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn",
+_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", "conv3d_groups:bundled", "attention:cudnn",
                            "max_pool3d:separable", "conv_channels:aligned"}
 GIB = 2 ** 30
 
@@ -74,7 +74,7 @@ def test_a_gpu_target_holds_what_jax_allocator_allows_there():
   assert fit.device_limit({"device_memory_gib": 10.0}, None, "h200") == 10 * GIB   # config wins
   gpu = targets.compiler_options("gpu", "h100:8")
   assert gpu["xla_gpu_autotune_level"] == 0 and gpu["xla_gpu_enable_triton_gemm"] is False
-  assert gpu["xla_gpu_force_conv_nhwc"] is True   # no grouped conv traced: channels-last
+  assert gpu["xla_gpu_force_conv_nhwc"] is True   # channels-last
   assert targets.compiler_options("gpu") == {"xla_gpu_force_conv_nhwc": True}
   assert targets.compiler_options("tpu", "tpu-v5e") == {}
   message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
@@ -420,9 +420,8 @@ class TestOnOneH100(_PaperMainPhases):
   def test_paper_convolutions_are_channels_last(self, paper_step, paper):
     """Every cuDNN convolution of the compiled step reads and writes channels-last (NHWC / NDHWC:
     no transposes around them), the (2+1)D networks' as XLA's 3D ones
-    (targets.compiler_options: `xla_gpu_force_conv_nhwc`; no runlocal model has grouped convs)."""
+    (targets.compiler_options: `xla_gpu_force_conv_nhwc`)."""
     trainer, _, chosen = paper_step(paper, self.target)
-    assert targets.CHANNELS_FIRST not in chosen, chosen
     assert trainer.compiler_options["xla_gpu_force_conv_nhwc"] is True
     labels = re.findall(r"dim_labels=(\w+)_\w+->(\w+)", trainer.compiled_step.as_text())
     assert labels and all(a.endswith("f") and b.endswith("f") for a, b in labels), labels

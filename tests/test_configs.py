@@ -106,8 +106,6 @@ def test_runlocal_compiles_at_xla_opt_level_0_and_full_runs_at_xlas_default():
   full = importlib.import_module("configs.synthetic").get_config()
   assert train.compiler_options(full, "cpu") == cpu
   assert train.compiler_options(full, "gpu") == nhwc   # no CPU-only option for an accelerator
-  grouped = {targets.CHANNELS_FIRST: 4}   # a trace with grouped convs keeps XLA's layout
-  assert train.compiler_options(full, "gpu", lowerings=grouped) == {}
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)

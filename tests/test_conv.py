@@ -422,10 +422,10 @@ def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, tmp_path):
   # GPU: XLA's own ops too: the (2+1)D networks' factorised convs XLA's 3D ones, laid out
   # channels-last (targets.compiler_options), full ungrouped kernels channels-last 2D ones
   # (frames2d), except in a network with grouped convs (3D-ResNeXt: native after its frames2d
-  # stem, conv.network_lowering, in XLA's channels-first layout)
+  # stem, conv.network_lowering, channels-last too, its groups bundled: conv.gpu_group_bundle)
   chosen = _traced_lowerings(case, "gpu", tmp_path)
-  gpu_ops = {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn", "max_pool3d:separable",
-             "conv_channels:aligned"}
+  gpu_ops = {"conv3d:frames2d", "conv3d_groups:bundled", "attention:cudnn",
+             "max_pool3d:separable", "conv_channels:aligned"}
   assert chosen and set(chosen) <= _NATIVE_ONLY | gpu_ops, chosen
   # max pools on a GPU (conv.choose_pool_lowering): C3D's non-overlapping ones as running maxima
   # of strided slices, 3D-ResNet's overlapping stem pool as nn.max_pool
@@ -438,14 +438,15 @@ def test_accelerators_get_native_ops_and_cpu_its_rewrites(case, tmp_path):
     # the stem's conv1 only: one per traced forward pass, as its max pool
     assert chosen["conv3d:frames2d"] == chosen["max_pool3d:native"] > 0, chosen
     assert chosen["conv3d:native"] > 0, chosen
-    assert chosen[targets.CHANNELS_FIRST] > 0, chosen   # one per grouped conv
-    assert targets.compiler_options("gpu", lowerings=chosen) == {}
+    assert chosen["conv3d_groups:bundled"] > 0, chosen   # one per grouped conv
+    assert targets.compiler_options("gpu") == nhwc
   elif case in ("r2plus1d_tiny_test", "lift_synthetic", "actlumos_synthetic"):
     assert "conv3d:frames2d" not in chosen and chosen["conv3d:native"] > 0, chosen
-    assert targets.compiler_options("gpu", lowerings=chosen) == nhwc
+    assert "conv3d_groups:bundled" not in chosen, chosen
+    assert targets.compiler_options("gpu") == nhwc
   else:
     assert chosen["conv3d:frames2d"] > 0 and "conv3d:native" not in chosen, chosen
-    assert targets.compiler_options("gpu", lowerings=chosen) == nhwc
+    assert targets.compiler_options("gpu") == nhwc
   chosen = _traced_lowerings(case, "cpu", tmp_path)
   assert set(chosen) - _NATIVE_ONLY, chosen     # the same trace on CPU takes its rewrites
   assert not {k for k in chosen if k.endswith(":native")}, chosen
@@ -525,14 +526,14 @@ def test_gpu_pointwise_gemms_run_1x1x1_convs_as_matmuls_with_the_same_values():
         conv.record_lowerings() as chosen:
       jax.eval_shape(lambda: model.init(jax.random.key(0), clip, train=False))
     assert ("conv3d:pointwise" in chosen) == on, chosen
-    assert chosen["conv3d:native"] > 0 and chosen[targets.CHANNELS_FIRST] > 0, chosen
+    assert chosen["conv3d:native"] > 0 and chosen["conv3d_groups:bundled"] > 0, chosen
 
 
 def test_gpu_group_bundle_widens_grouped_convs_with_the_same_values():
-  """Inside gpu_group_bundle(N), compiling for a GPU, a native grouped conv runs with its groups
-  bundled up to N input channels a group (block-diagonal kernels: 8 groups of 4 channels as 2 of
-  16) with the unbundled conv's values and gradients, the kernel's gradient as its own shape; not
-  outside the block, not with 0, not on a TPU."""
+  """Compiling for a GPU, a native grouped conv runs with its groups bundled up to N input
+  channels a group (block-diagonal kernels: 8 groups of 4 channels as 2 of 16; N is
+  GROUP_BUNDLE_CHANNELS unless gpu_group_bundle sets it) with the unbundled conv's values and
+  gradients, the kernel's gradient as its own shape; not with 0, not on a TPU."""
   from darkjax.layers import cpu_conv3d as cpu  # pylint: disable=import-outside-toplevel
   x = jax.random.normal(jax.random.key(0), (2, 4, 6, 6, 32), jnp.bfloat16)
   k = (0.2 * jax.random.normal(jax.random.key(1), (3, 3, 3, 4, 32))).astype(jnp.bfloat16)
@@ -560,8 +561,9 @@ def test_gpu_group_bundle_widens_grouped_convs_with_the_same_values():
     bundled = platform == "gpu" and channels == 16
     assert groups == ({2} if bundled else {8}), (platform, channels, groups)
     assert ("conv3d_groups:bundled" in chosen) == bundled, chosen
-  with targets.compiling_for("gpu"):   # the default: as they are
-    assert set(groups_traced(jax.make_jaxpr(lambda x, k: grad(x, k))(x, k).jaxpr)) == {8}
+  assert conv.GROUP_BUNDLE_CHANNELS == 16
+  with targets.compiling_for("gpu"):   # the default: bundled
+    assert set(groups_traced(jax.make_jaxpr(lambda x, k: grad(x, k))(x, k).jaxpr)) == {2}
   want = results["gpu", 0]
   scale = max(float(jnp.max(jnp.abs(leaf.astype(jnp.float32)))) for leaf in jax.tree.leaves(want))
   for got, ref in zip(jax.tree.leaves(results["gpu", 16]), jax.tree.leaves(want)):
@@ -627,8 +629,9 @@ def test_gpu_pads_16bit_conv_channels_to_multiples_of_8():
   assert grads[True].dtype == jnp.float32 and grads[True].shape == k[:1].shape
   np.testing.assert_allclose(grads[True], grads[False], rtol=1e-5,
                              atol=1e-5 * float(jnp.max(jnp.abs(grads[False]))))
-  # grouped convs and ONNX export keep their channels
-  with targets.compiling_for("gpu"), conv.record_lowerings() as chosen:
+  # grouped convs (here unbundled: bundled, its two groups of one channel are one dense conv) and
+  # ONNX export keep their channels
+  with targets.compiling_for("gpu"), conv.gpu_group_bundle(0), conv.record_lowerings() as chosen:
     jax.eval_shape(lambda: conv.conv3d(x[..., :2], k[:1, :, :, :1, :6], lowering="native",
                                        feature_group_count=2, **stem))
     with conv.export_lowering():

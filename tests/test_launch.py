@@ -95,30 +95,28 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     assert args.torch_compile and args.dtype == "bfloat16" and args.variants.startswith("auto")
     assert args.torch_compile_modes == ("default",)
     assert args.json.endswith(f"row-{args.model}-b{args.batch}-t{args.frames}-sgd.json")
-  # the C3D, R3D-18 and R(2+1)D rows (not R(2+1)D-18 at B64) beside their convolutions' channels
-  # as they are (not padded to multiples of 8); 3D-ResNeXt's default (a channels-last 2D stem, its
-  # grouped convs channels-first) beside its stem as XLA's 3D convolution, its stem pool as
-  # strided-slice maxima, autodiff's BatchNorms, XLA's native 3D convolutions forced channels-last
-  # (its 1x1x1 ones as GEMMs beside that too, and its grouped ones' groups bundled beside that)
-  # and every conv a 2D one; the convolutions recorded into command buffers beside the R(2+1)D
-  # rows' default; C3D's pools as nn.max_pool and native convolutions beside C3D's and R3D-18's
-  # 2D ones
-  nhwc = {"compiler_options": {"xla_gpu_force_conv_nhwc": True}}
+  # R3D-18 beside its convolutions' channels as they are (not padded to multiples of 8);
+  # 3D-ResNeXt's default (a channels-last 2D stem, every conv channels-last, its grouped convs'
+  # groups bundled) beside its groups as they are, and beside that XLA's channels-first layout,
+  # its 1x1x1 convs as GEMMs, its stem as XLA's 3D convolution, its stem pool as strided-slice
+  # maxima and autodiff's BatchNorms; the convolutions recorded into command buffers beside the
+  # R(2+1)D rows' default; C3D's pools as nn.max_pool and native convolutions beside C3D's and
+  # R3D-18's 2D ones
+  unbundled = {"group_bundle": 0}
   with_convolutions = {"compiler_options": {"xla_gpu_enable_command_buffer": (
       "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION")}}
   native_pools = {"max_pool": "native"}   # nn.max_pool, the form before the GPU default
   unaligned = {"align_channels": "off"}   # channels as they are, not padded to multiples of 8
   assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [
-      {}, {"model_kwargs": {"stem_lowering": "native"}}, {"max_pool": "separable"},
-      {"bn_relu": "plain"}, nhwc, {"pointwise": "gemm", **nhwc},
-      {"group_bundle": 16, "pointwise": "gemm", **nhwc}, {"lowering": "frames2d"}]
+      {}, unbundled, {**unbundled, "compiler_options": {"xla_gpu_force_conv_nhwc": False}},
+      {"pointwise": "gemm"}, {"model_kwargs": {"stem_lowering": "native"}},
+      {"max_pool": "separable"}, {"bn_relu": "plain"}]
   for args in parsed[1:3]:   # the R(2+1)D rows at their paper batches
-    assert [bench.parse_variant(v) for v in args.variants.split(";")] == [
-        {}, unaligned, with_convolutions]
+    assert [bench.parse_variant(v) for v in args.variants.split(";")] == [{}, with_convolutions]
   assert parsed[3].variants == "auto"
   # C3D and R3D-18: 2D convolutions against native ones channels-last; C3D's pools as nn.max_pool
   assert [bench.parse_variant(v) for v in parsed[4].variants.split(";")] == [
-      {}, unaligned, native_pools, {"lowering": "native"}]
+      {}, native_pools, {"lowering": "native"}]
   assert [bench.parse_variant(v) for v in parsed[5].variants.split(";")] == [
       {}, unaligned, {"lowering": "native"}]
   # every timed row and config also times its steps dispatched back to back (--pipelined)

@@ -25,8 +25,8 @@ _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native", "attention:xla"}
 _DEPTHWISE_CHANNELS = 8
 # What a GPU trace may choose besides: conv.frames2d (XLA's own 2D convolutions), host-independent,
-# the channels-first layout its grouped native convs keep and max pools as strided-slice maxima.
-_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", targets.CHANNELS_FIRST, "attention:cudnn",
+# its grouped native convs with their groups bundled and max pools as strided-slice maxima.
+_GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", "conv3d_groups:bundled", "attention:cudnn",
                            "max_pool3d:separable"}
 _NHWC = {"xla_gpu_force_conv_nhwc": True}
 
@@ -80,20 +80,17 @@ def test_compiler_options_per_platform(monkeypatch):
   cpu = {"xla_disable_hlo_passes": "cse_barrier_expander"}   # what remat gave on CPU
   assert targets.compiler_options("cpu") == cpu
   assert targets.compiler_options() == cpu   # this host
-  # GPU: XLA's 3D convolutions channels-last, unless the trace has grouped ones (kept as XLA
-  # lays them out, channels-first); a compile-only GPU target adds what it needs
+  # GPU: XLA's 3D convolutions channels-last, grouped ones too; a compile-only GPU target adds
+  # what it needs
   nhwc = {"xla_gpu_force_conv_nhwc": True}
   expected = {"gpu": nhwc, "tpu": {}}
   for platform in ("gpu", "tpu"):
     assert targets.compiler_options(platform) == expected[platform]
-    assert targets.compiler_options(platform, lowerings={"conv3d:native": 3}) == expected[platform]
-    assert targets.compiler_options(platform, lowerings={targets.CHANNELS_FIRST: 1}) == {}
     with targets.compiling_for(platform):
       assert targets.compiler_options() == expected[platform]
       assert targets.init_compiler_options() == {}
     assert targets.init_compiler_options(platform) == {}
   assert targets.compiler_options("gpu", "h100:1") == {**aot.GPU_OPTIONS, **nhwc}
-  assert targets.compiler_options("gpu", "h100:1", {targets.CHANNELS_FIRST: 2}) == aot.GPU_OPTIONS
   assert targets.init_compiler_options("cpu") == {"xla_backend_optimization_level": 0}
   assert targets.init_compiler_options() == {"xla_backend_optimization_level": 0}
   monkeypatch.setenv("XLA_FLAGS", "--xla_disable_hlo_passes=foo,cse_barrier_expander")
@@ -160,10 +157,16 @@ def _trace(target):
 def test_accelerator_trace_on_cpu_host_has_native_ops_only(platform):
   """XLA's own ops on accelerators: native 3D convolutions on TPU; on GPU the full ungrouped
   kernel (the stem) a channels-last 2D convolution (conv.frames2d_conv3d), the others XLA's 3D
-  convolutions, the grouped one noted as keeping XLA's channels-first layout."""
+  convolutions, the grouped one's two groups of 4 channels bundled into one (conv.gpu_group_bundle)
+  and every one channels-last (targets.compiler_options)."""
   chosen, primitives, hlo = _trace(platform)
   assert chosen and set(chosen) <= _GPU_OPS if platform == "gpu" else _NATIVE_ONLY, chosen
-  assert "custom_vjp_call" not in primitives   # the CPU lowerings' own VJPs
+  if platform == "gpu":   # none of the CPU lowerings' own VJPs: only the bundled conv's one
+    assert "custom_vjp_call" in primitives
+    with conv.gpu_group_bundle(0):
+      assert "custom_vjp_call" not in _trace(platform)[1]
+  else:
+    assert "custom_vjp_call" not in primitives
   convs = _convolutions(hlo)
   assert {rank for rank, _, _ in convs} == {4, 5}, convs
   for rank, feature_groups, batch_groups in convs:
@@ -171,10 +174,12 @@ def test_accelerator_trace_on_cpu_host_has_native_ops_only(platform):
       assert rank == 5 or _DEPTHWISE_CHANNELS in (feature_groups, batch_groups), convs
   if platform == "gpu":
     assert chosen["conv3d:frames2d"] == 1 and chosen["conv3d:native"] == 3, chosen
-    assert chosen[targets.CHANNELS_FIRST] == 1, chosen   # the grouped conv
-    assert targets.compiler_options(platform, lowerings=chosen) == {}
+    assert chosen["conv3d_groups:bundled"] == 1, chosen   # the grouped conv
+    assert targets.compiler_options(platform) == _NHWC
+    assert all(feature_groups == 1 for rank, feature_groups, _ in convs if rank == 5), convs
   else:
-    assert targets.CHANNELS_FIRST not in chosen, chosen
+    assert "conv3d_groups:bundled" not in chosen, chosen
+    assert any(feature_groups == 2 for rank, feature_groups, _ in convs if rank == 5), convs
   # TPU: nn.max_pool's gradient; GPU: its overlapping 1x3x3 pool of stride 2 too
   # (conv.choose_pool_lowering: strided-slice maxima for non-overlapping windows only)
   assert "select_and_scatter" in hlo

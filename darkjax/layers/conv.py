@@ -15,8 +15,8 @@ for every x86 CPU, the first that applies:
               matmul for (k, 1, 1) kernels (`export_conv3d`); host-independent
   native      on TPU; on GPU grouped convs and the (1, k, k), (k, 1, 1) and (1, 1, 1) kernels
               of the (2+1)D networks, laid out channels-last (`targets.compiler_options`:
-              `xla_gpu_force_conv_nhwc`, unless a grouped conv keeps XLA's channels-first
-              layout); everywhere inside `native_lowering()` (e.g. for counting FLOPs)
+              `xla_gpu_force_conv_nhwc`); everywhere inside `native_lowering()` (e.g. for
+              counting FLOPs)
   frames2d    full ungrouped (kt, kh, kw) kernels on GPU (`frames2d_conv3d`): the temporal taps
               stacked on the channel axis and one channels-last 2D convolution (cuDNN's NHWC 2D
               kernels; XLA:GPU's own 3D layout is channels-first, NCDHW, with transposes);
@@ -34,9 +34,9 @@ On a GPU the ungrouped 16-bit convolutions of every lowering run with their chan
 to multiples of 8 (`conv2d.aligned_conv`: cuDNN's aligned kernels; XLA pads only f16 ones).
 
 A network whose convs are partly grouped (3D-ResNeXt) stays "native" on GPU after its stem
-(`network_lowering`): its grouped convs keep XLA's channels-first layout (each noted as
-`targets.CHANNELS_FIRST` in `record_lowerings()`), and 2D convolutions around them would add
-transposes; its stem (a 7x7x7 kernel on RGB) is frames2d, the layout changing once after it.
+(`network_lowering`), every conv channels-last, its grouped ones with their groups bundled up to
+GROUP_BUNDLE_CHANNELS input channels as on CPU (`gpu_group_bundle`: cuDNN's grouped kernels on
+4-8 channels a group are its slowest); its stem (a 7x7x7 kernel on RGB) is frames2d.
 The (2+1)D networks' native convs channels-last run their steps as fast as 2D ones and compile in
 half the time or less (fewer cuDNN candidates to autotune). The GPU measurements behind these
 choices are in docs/benchmarks.md ("Train step on one GPU").
@@ -86,11 +86,12 @@ PORTABLE_LOWERINGS = frozenset({
     "conv3d:native", "conv3d:export", "conv3d:frames2d", "conv3d_kernel_grad:xla", "conv2d:plain",
     "max_pool3d:native", "max_pool3d:export", "depthwise:native", "scan:unrolled",
     "avg_pool:reshape_mean", "fft2:dft", "batch_norm:affine", "attention:xla",
-    "conv_channels:aligned", targets.CHANNELS_FIRST})
+    "conv_channels:aligned", "conv3d_groups:bundled"})
 KERNEL_GRADS = ("auto", "xla", "dots")
-# Grouped convs on CPU run with groups bundled so that each bundle has about this many input
-# channels: the kernel is block-diagonal within a bundle (`cpu_conv3d.bundle_groups`), so XLA:CPU
-# sees fewer, wider groups (more multiply-adds, faster kernels). 0 or 1: no bundling.
+# Grouped convs on CPU (and by default on GPU, `gpu_group_bundle`) run with groups bundled so
+# that each bundle has about this many input channels: the kernel is block-diagonal within a
+# bundle (`cpu_conv3d.bundle_groups`), so XLA sees fewer, wider groups (more multiply-adds,
+# faster kernels). 0 or 1: no bundling.
 GROUP_BUNDLE_CHANNELS = 16
 # Spatial stride-2 convs on at most this many input channels (RGB / flow stems) run as stride-1
 # convs on the 2x2 space-to-depth input (lowering "s2d"); 0: never.
@@ -118,17 +119,20 @@ def pointwise_gemms(enabled: bool) -> Iterator[None]:
 
 # On a GPU, XLA's grouped convolutions with their groups bundled up to this many input channels
 # a group (block-diagonal kernels, `cpu_conv3d.bundle_groups`: more multiply-adds on fewer, wider
-# groups, as on CPU), inside `gpu_group_bundle(N)`; 0: as they are (the default). A lever:
-# `bench --variants group_bundle=16` (docs/benchmarks.md).
-_GPU_GROUP_BUNDLE: contextvars.ContextVar[int] = contextvars.ContextVar("gpu_group_bundle",
-                                                                        default=0)
+# groups, as on CPU): GROUP_BUNDLE_CHANNELS by default, another count inside
+# `gpu_group_bundle(N)` (0: as they are; `bench --variants group_bundle=0`). cuDNN ran
+# 3D-ResNeXt's grouped convolutions at 14-18 TFLOP/s with 4 channels a group and 48 with 16
+# (docs/benchmarks.md, "3D-ResNeXt's layouts and levers on one H100").
+_GPU_GROUP_BUNDLE: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "gpu_group_bundle", default=GROUP_BUNDLE_CHANNELS)
 
 
 @contextlib.contextmanager
 def gpu_group_bundle(channels: int) -> Iterator[None]:
   """Within the block (at trace time), a GPU's native grouped convs with their groups bundled
-  up to `channels` input channels a group (`group_bundle`; 0 or 1: never, the default). Same
-  values; the kernel's gradient is the bundled one's diagonal blocks."""
+  up to `channels` input channels a group (`group_bundle`; 0 or 1: never; the default is
+  GROUP_BUNDLE_CHANNELS). Same values; the kernel's gradient is the bundled one's diagonal
+  blocks."""
   token = _GPU_GROUP_BUNDLE.set(int(channels))
   try:
     yield
@@ -217,7 +221,7 @@ def resolve_lowering(lowering: str, kernel_shape: Sequence[int] | None = None,
 
 
 def group_bundle(in_group: int, groups: int, channels: int | None = None) -> int:
-  """How many groups `conv3d` bundles into one (on CPU; on a GPU inside `gpu_group_bundle`): the
+  """How many groups `conv3d` bundles into one (on CPU; on a GPU as `gpu_group_bundle` sets): the
   largest divisor of `groups` whose bundle has at most `channels` (default GROUP_BUNDLE_CHANNELS)
   input channels (1: none)."""
   channels = GROUP_BUNDLE_CHANNELS if channels is None else channels
@@ -360,12 +364,10 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
                                      strides, x.shape[2] * x.shape[3])
   note_lowering("conv3d", lowering)
   note_lowering("conv3d_kernel_grad", kernel_grad)
-  if lowering == "native" and feature_group_count > 1 and targets.platform() == "gpu":
-    note_lowering(*targets.CHANNELS_FIRST.split(":"))   # compiler_options keeps XLA's layout
   if lowering == "native" and kernel_grad == "xla":  # GPU / TPU: XLA's own op and gradients
     gpu_bundle = (group_bundle(kernel.shape[3], feature_group_count, _GPU_GROUP_BUNDLE.get())
                   if targets.platform() == "gpu" else 1)
-    if gpu_bundle > 1:   # inside gpu_group_bundle(N): fewer, wider groups for cuDNN
+    if gpu_bundle > 1:   # fewer, wider groups for cuDNN (gpu_group_bundle)
       note_lowering("conv3d_groups", "bundled")
       kernel = cpu_conv3d.bundle_groups(kernel, feature_group_count, gpu_bundle)
       feature_group_count //= gpu_bundle

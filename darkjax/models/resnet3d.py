@@ -196,11 +196,10 @@ class ResNet3D(nn.Module):
                        f"network's conv_lowering) or one of {LOWERINGS}")
     block = BLOCKS[self.block]
     out: dict[str, jax.Array] = {}
-    # 3D-ResNeXt's grouped convs: XLA's native ops in its channels-first layout on a GPU
-    # (conv.network_lowering), except conv1: a 7x7x7 kernel on the clip's 3 channels, which
-    # cuDNN's channels-first 3D kernels ran at 3.5% of an H100's bf16 peak, 22% of the
-    # 3D-ResNeXt-101 step (docs/benchmarks.md), against C3D's frames2d convolutions at 30%. As
-    # frames2d the layout changes once, after the stem's pool (the clip was transposed before).
+    # 3D-ResNeXt's convs: XLA's native ops, channels-last, on a GPU (conv.network_lowering),
+    # except conv1: a 7x7x7 kernel on the clip's 3 channels, which cuDNN's channels-first 3D
+    # kernels ran at 3.5% of an H100's bf16 peak, 22% of the 3D-ResNeXt-101 step
+    # (docs/benchmarks.md), against C3D's frames2d convolutions at 30%: a channels-last 2D one.
     lowering = network_lowering(self.conv_lowering, grouped=block is ResNeXtBottleneck)
     stem = remat_lib.wrap(ResNet3D._stem, self.remat, static_argnums=(2, 3))
     x = stem(self, x, train, self.stem_lowering or self.conv_lowering)

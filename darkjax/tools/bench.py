@@ -318,7 +318,7 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
           abstract(opt_state), jax.ShapeDtypeStruct(shape, jnp.float32, sharding=split),
           jax.ShapeDtypeStruct((args.batch,), jnp.int32, sharding=split),
           jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated))
-    options = {**targets.compiler_options(platform, args.target, chosen),
+    options = {**targets.compiler_options(platform, args.target),
                **settings.get("compiler_options", {})}
     compiled = lowered.compile(compiler_options=options)
     compile_s = time.perf_counter() - start
@@ -401,8 +401,8 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   with _conv_overrides(conv_settings), conv.record_lowerings() as chosen:
     lowered = jitted.lower(params, batch_stats, opt_state, clips, labels, rng)
   # What every darkjax.train step compiles with here (on CPU the remat policies take effect only
-  # under them; on GPU the conv layout the trace allows), and the variant's own.
-  options = {**targets.compiler_options(lowerings=chosen),
+  # under them; on GPU channels-last convolutions), and the variant's own.
+  options = {**targets.compiler_options(),
              **conv_settings.get("compiler_options", {})}
   compiled = lowered.compile(compiler_options=options)
   compile_s = (time.perf_counter() - start, time.process_time() - start_cpu)
