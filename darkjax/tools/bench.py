@@ -63,8 +63,8 @@ default on GPU and TPU, or autodiff of flax's: `darkjax.layers.norm`), `max_pool
 channels zero-padded to multiples of 8, the default, or as they are: `conv.aligned_conv`),
 `pointwise=conv|gemm` (a GPU's (1, 1, 1) ungrouped convolutions as XLA's, the default, or as
 matmuls over channels, GEMMs: `conv.pointwise_gemms`), `group_bundle=N` (a GPU's grouped
-convolutions with their groups bundled up to N input channels a group, block-diagonal kernels:
-`conv.gpu_group_bundle`), a field
+convolutions with their groups bundled up to N input channels a group, block-diagonal kernels,
+16 by default, 0 as they are: `conv.gpu_group_bundle`), a field
 of the model as `model.FIELD=VALUE` (e.g. `model.stem_lowering=native`: 3D-ResNeXt's stem as
 XLA's 3D convolution), and any XLA option as
 `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`; a list
