@@ -85,9 +85,9 @@ def compiler_options(config: Mapping[str, Any], platform: str,
                      target: str = "") -> dict[str, Any]:
   """XLA options of a run's compiled steps on `platform`: `targets.compiler_options` (on CPU, the
   options under which remat policies take effect; for a compile-only `target`, what it needs; on
-  GPU, channels-last convolutions), and `config.xla_opt_level` >= 0 sets XLA's backend optimisation level (0: the fastest compile,
-  `targets.fastest_compile_options`, for smoke runs whose time is compilation; -1: XLA's
-  default)."""
+  GPU, channels-last convolutions), and `config.xla_opt_level` >= 0 sets XLA's backend
+  optimisation level (0: the fastest compile, `targets.fastest_compile_options`, for smoke runs
+  whose time is compilation; -1: XLA's default)."""
   options = targets.compiler_options(platform, target)
   level = int(config.get("xla_opt_level", -1))
   if level == 0:
