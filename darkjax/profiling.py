@@ -359,17 +359,17 @@ def step_flops(fn: Callable[..., Any], *args: Any) -> float | None:
   a platform's lowering, stacked temporal taps on a GPU or tap sums on a CPU, computes and counts
   zero taps: about 10% of C3D's) and `align_channels(False)` (a GPU's 16-bit convolutions with
   their own channels, not zero-padded to multiples of 8: 3D-ResNeXt's RGB stem would count 8/3 of
-  its multiply-adds; and grouped ones with their own groups, `conv.gpu_group_bundle(0)`), every
-  scan unrolled (`unroll_scans`), lowered and counted
+  its multiply-adds; grouped ones keep their own groups inside `native_lowering()`,
+  `conv.gpu_group_bundle`), every scan unrolled (`unroll_scans`), lowered and counted
   (`lowered_flops`); nothing is compiled. None where the backend gives no count."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  from darkjax.layers import conv, conv2d  # pylint: disable=import-outside-toplevel
+  from darkjax.layers import conv2d  # pylint: disable=import-outside-toplevel
 
   # a jitted function's own body (its compile options, the train step's, go with no nested jit)
   # in a fresh function: a cached trace would keep its platform's lowering
   body = getattr(fn, "__wrapped__", fn)
-  with conv2d.native_lowering(), conv2d.align_channels(False), conv.gpu_group_bundle(0):
+  with conv2d.native_lowering(), conv2d.align_channels(False):
     traced = jax.make_jaxpr(lambda *a: body(*a))(*args)
   return jaxpr_flops(traced, jax.tree.leaves(args))
 

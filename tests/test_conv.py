@@ -533,7 +533,8 @@ def test_gpu_group_bundle_widens_grouped_convs_with_the_same_values():
   """Compiling for a GPU, a native grouped conv runs with its groups bundled up to N input
   channels a group (block-diagonal kernels: 8 groups of 4 channels as 2 of 16; N is
   GROUP_BUNDLE_CHANNELS unless gpu_group_bundle sets it) with the unbundled conv's values and
-  gradients, the kernel's gradient as its own shape; not with 0, not on a TPU."""
+  gradients, the kernel's gradient as its own shape; not with 0, not on a TPU, not inside
+  native_lowering()."""
   from darkjax.layers import cpu_conv3d as cpu  # pylint: disable=import-outside-toplevel
   x = jax.random.normal(jax.random.key(0), (2, 4, 6, 6, 32), jnp.bfloat16)
   k = (0.2 * jax.random.normal(jax.random.key(1), (3, 3, 3, 4, 32))).astype(jnp.bfloat16)
@@ -564,6 +565,8 @@ def test_gpu_group_bundle_widens_grouped_convs_with_the_same_values():
   assert conv.GROUP_BUNDLE_CHANNELS == 16
   with targets.compiling_for("gpu"):   # the default: bundled
     assert set(groups_traced(jax.make_jaxpr(lambda x, k: grad(x, k))(x, k).jaxpr)) == {2}
+  with targets.compiling_for("gpu"), conv.native_lowering():   # XLA's own, as on every target
+    assert set(groups_traced(jax.make_jaxpr(lambda x, k: grad(x, k))(x, k).jaxpr)) == {8}
   want = results["gpu", 0]
   scale = max(float(jnp.max(jnp.abs(leaf.astype(jnp.float32)))) for leaf in jax.tree.leaves(want))
   for got, ref in zip(jax.tree.leaves(results["gpu", 16]), jax.tree.leaves(want)):

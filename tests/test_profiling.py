@@ -97,6 +97,10 @@ def test_step_flops_is_xlas_count_a_multiply_add_as_two_every_scan_step_counted(
     bundled = profiling.step_flops(grouped, xg, kg)
   with targets.compiling_for("tpu"):
     assert bundled == profiling.step_flops(grouped, xg, kg) > 0
+  with targets.compiling_for("gpu"):   # the program a GPU runs: 2 groups of 16, 4x the products
+    runs = profiling.lowered_flops(jax.jit(lambda x, k: conv.conv3d(
+        x, k, padding=((1, 1),) * 3, feature_group_count=8)).lower(xg, kg))
+  assert runs == pytest.approx(4 * bundled, rel=0.01), (runs, bundled)
 
   class Plugin:   # a GPU's or TPU's PJRT plugin: Lowered.cost_analysis is not implemented
     def __init__(self, lowered):

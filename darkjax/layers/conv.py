@@ -132,7 +132,8 @@ def gpu_group_bundle(channels: int) -> Iterator[None]:
   """Within the block (at trace time), a GPU's native grouped convs with their groups bundled
   up to `channels` input channels a group (`group_bundle`; 0 or 1: never; the default is
   GROUP_BUNDLE_CHANNELS). Same values; the kernel's gradient is the bundled one's diagonal
-  blocks."""
+  blocks. Never inside `native_lowering()` (StableHLO export, FLOP counts, smoke runs: XLA's
+  own grouped convolutions, as on every target)."""
   token = _GPU_GROUP_BUNDLE.set(int(channels))
   try:
     yield
@@ -366,7 +367,7 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   note_lowering("conv3d_kernel_grad", kernel_grad)
   if lowering == "native" and kernel_grad == "xla":  # GPU / TPU: XLA's own op and gradients
     gpu_bundle = (group_bundle(kernel.shape[3], feature_group_count, _GPU_GROUP_BUNDLE.get())
-                  if targets.platform() == "gpu" else 1)
+                  if targets.platform() == "gpu" and not native_lowering_forced() else 1)
     if gpu_bundle > 1:   # fewer, wider groups for cuDNN (gpu_group_bundle)
       note_lowering("conv3d_groups", "bundled")
       kernel = cpu_conv3d.bundle_groups(kernel, feature_group_count, gpu_bundle)

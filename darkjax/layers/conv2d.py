@@ -108,25 +108,20 @@ _RECORD: contextvars.ContextVar[collections.Counter | None] = contextvars.Contex
 
 
 @contextlib.contextmanager
-def record_lowerings(propagate: bool = False):
+def record_lowerings():
   """Counts, while tracing inside the block, the lowering each backend-aware op chooses: keys
   "op:lowering" ("conv3d:sum2d", "conv3d:native", "max_pool3d:separable", "depthwise:blockdiag",
   "conv2d:wide", "conv2d:plain", ...), each with its number of calls. What `bench` prints beside
   the device it ran on, and how the tests check that GPU/TPU traces get XLA's native ops only.
   Trace time only, like `native_lowering()`: trace a fresh function (`jax.eval_shape`) inside it.
-  An enclosing block does not count what an inner one does, unless the inner one `propagate`s
-  (adds its counts to the enclosing block's when it ends: a library reading a trace's choices
-  for itself, as `darkjax.train` does, hides nothing from its caller's record).
+  An enclosing block does not count what an inner one does.
   """
   counter: collections.Counter = collections.Counter()
-  outer = _RECORD.get()
   token = _RECORD.set(counter)
   try:
     yield counter
   finally:
     _RECORD.reset(token)
-    if propagate and outer is not None:
-      outer.update(counter)
 
 
 @contextlib.contextmanager
