@@ -121,8 +121,8 @@ def pointwise_gemms(enabled: bool) -> Iterator[None]:
 # a group (block-diagonal kernels, `cpu_conv3d.bundle_groups`: more multiply-adds on fewer, wider
 # groups, as on CPU): GROUP_BUNDLE_CHANNELS by default, another count inside
 # `gpu_group_bundle(N)` (0: as they are; `bench --variants group_bundle=0`). cuDNN ran
-# 3D-ResNeXt's grouped convolutions at 14-18 TFLOP/s with 4 channels a group and 48 with 16
-# (docs/benchmarks.md, "3D-ResNeXt's layouts and levers on one H100").
+# 3D-ResNeXt's layer1 grouped convolutions at 18-26 TFLOP/s with their 4 channels a group and at
+# 107-118 bundled into 16 (docs/benchmarks.md, "3D-ResNeXt's layouts and levers on one H100").
 _GPU_GROUP_BUNDLE: contextvars.ContextVar[int] = contextvars.ContextVar(
     "gpu_group_bundle", default=GROUP_BUNDLE_CHANNELS)
 
