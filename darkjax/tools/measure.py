@@ -176,13 +176,13 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   an operand a fusion only slices by its slices (a scan's stacked residuals, read a block at a
   time) and a stacked result it updates in place by its update. A cuDNN or cuBLAS call writes
   its output, not its scratch workspace (the second element of its result)."""
-  computations, order = _computations(hlo_text)
+  computations = _computations(hlo_text)
   runs = profiling.loop_runs(hlo_text)
   shapes = {name: shape for body in computations.values() for name, shape, _, _ in body}
   # the ENTRY computation (a module's text without headers: its one list of instructions)
-  entry_name = _entry_name(hlo_text) or (order[-1] if order else "")
+  entry_name = _entry_name(hlo_text) or next(reversed(computations), "")
   traffic: dict[str, dict[str, int]] = {}
-  for computation in order:
+  for computation in computations:
     entry = computation == entry_name
     times = 1 if entry else runs.get(computation)
     if not times:
@@ -212,13 +212,13 @@ def hlo_traffic(hlo_text: str) -> dict[str, dict[str, int]]:
   return traffic
 
 
-def _computations(hlo_text: str) -> tuple[dict[str, list[tuple[str, str, str, str]]], list[str]]:
-  """An HLO module's computations: {name: its instructions (name, type, opcode, the rest)} and
-  their names in order."""
+def _computations(hlo_text: str) -> dict[str, list[tuple[str, str, str, str]]]:
+  """An HLO module's computations in order: {name: its instructions (name, type, opcode, the
+  rest)}."""
   computations: dict[str, list[tuple[str, str, str, str]]] = {}
   for computation, *instruction in profiling.instructions(hlo_text):
     computations.setdefault(computation, []).append(tuple(instruction))
-  return computations, list(computations)
+  return computations
 
 
 def _entry_name(hlo_text: str) -> str:
