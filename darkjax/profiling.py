@@ -198,10 +198,13 @@ def op_category(name: str, info: dict[str, str] | None) -> str:
 def _op_events(files: list[str]) -> tuple[list[tuple[str, int]], list[Any]]:
   """(op name, duration ns) of every XLA op the traces' device planes hold (their "XLA Ops" line
   where they have one, else their streams' kernels), and those planes. Without a device plane
-  (CPU): the host threads' events of XLA's thunks, which carry an `hlo_op` stat."""
+  holding events (CPU): the host threads' events of XLA's thunks, which carry an `hlo_op` stat."""
   from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
   planes = [plane for path in files for plane in ProfileData.from_file(path).planes]
-  devices = [plane for plane in planes if plane.name.startswith("/device:")]
+  # a device plane without events is no device's work: libtpu, once loaded (a compile-only TPU
+  # target), adds an empty "/device:CUSTOM:Megascale Trace" to every trace, CPU ones too
+  devices = [plane for plane in planes if plane.name.startswith("/device:")
+             and any(True for line in plane.lines for _ in line.events)]
   events = []
   for plane in devices:
     lines = list(plane.lines)

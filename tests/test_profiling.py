@@ -145,3 +145,24 @@ def test_collectives_are_their_own_kind_of_op():
                      ("all-gather.2", {"opcode": "all-gather"}), ("reduce-scatter.7", None)]:
     assert profiling.op_category(name, info) == "collective", name
   assert profiling.op_category("input_reduce_fusion", {"opcode": "fusion"}) == "reduction"
+
+
+def test_an_empty_device_plane_leaves_the_cpu_threads_timed(monkeypatch):
+  """A CPU trace read by XLA:CPU's thunk events, even where it holds a device plane with no events
+  (libtpu, once loaded for a compile-only TPU target, adds "/device:CUSTOM:Megascale Trace" to
+  every trace); a device plane with events is timed alone."""
+  from types import SimpleNamespace as NS  # pylint: disable=import-outside-toplevel
+  from jax import profiler  # pylint: disable=import-outside-toplevel
+  thunk = NS(name="thunk", duration_ns=2e6, stats=[("hlo_op", "convolution.1")])
+  host = NS(name="/host:CPU", lines=[NS(name="tf_XLAPjRtCpuClient/1", events=[thunk])])
+  empty = NS(name="/device:CUSTOM:Megascale Trace", lines=[NS(name="x", events=[])])
+  kernel = NS(name="fusion.2", duration_ns=1e6, stats=[])
+  gpu = NS(name="/device:GPU:0", lines=[NS(name="XLA Ops", events=[kernel])])
+  hlo = "%convolution.1 = f32[1,8]{1,0} convolution(f32[1,8]{1,0} %a, f32[1,8]{1,0} %b)"
+  for planes, expected in [([host, empty], {"convolution": 2.0}),
+                           ([host, empty, gpu], {"elementwise fusion": 1.0})]:
+    monkeypatch.setattr(profiler.ProfileData, "from_file",
+                        lambda path, planes=planes: NS(planes=planes))
+    summary = profiling.summarize(["trace.xplane.pb"], 1, hlo)
+    assert summary["categories_ms"] == expected, planes
+    assert summary["device_planes"] == len(planes) - 2
