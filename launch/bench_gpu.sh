@@ -128,12 +128,18 @@ cbconv="xla_gpu_enable_command_buffer=FUSION+CUBLAS+CUBLASLT+CUSTOM_CALL+CUDNN"\
 # C3D and R(2+1)D rows, whose steps it slows (docs/benchmarks.md, "3D-ResNeXt's layouts and
 # levers on one H100").
 unaligned="align_channels=off"
+# The memory levers on the row with the largest activations, R(2+1)D-18 at batch 64 (every paper
+# config fits one H100 without them): the step's state copied instead of donated (bench's
+# donate=off; every darkjax.train step donates it), and its blocks rematerialised keeping only the
+# convolutions' outputs (model.remat=conv_outputs, darkjax.layers.remat; no paper config's
+# default): what each costs the step, against the memory it saves.
+memory="donate=off;model.remat=conv_outputs"
 # Longest compile first (the pre-pass takes rows and configs in turn, in these orders; a row's
 # compile is flax's step, eager torch's first call and torch.compile's, one after the other:
 # docs/benchmarks.md).
 rows=${DARKJAX_BENCH_ROWS:-"resnext3d_101:8:64:auto;$resnext \
 r2plus1d_34_ig65m:8:32:auto;$cbconv r2plus1d_18:16:16:auto;$cbconv \
-r2plus1d_18:64:16:auto c3d:30:16:auto;$pool;lowering=native \
+r2plus1d_18:64:16:auto;$memory c3d:30:16:auto;$pool;lowering=native \
 r3d_18:16:16:auto;$unaligned;lowering=native"}
 # torch.compile's max-autotune-no-cudagraphs mode autotunes every convolution (minutes per model:
 # docs/benchmarks.md); DARKJAX_TORCH_COMPILE_MODES=default,max-autotune-no-cudagraphs adds it.

@@ -170,6 +170,7 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
       ("bn_relu=plain", {"bn_relu": "plain"}), ("max_pool=native", {"max_pool": "native"}),
       ("align_channels=off", {"align_channels": "off"}), ("pointwise=gemm", {"pointwise": "gemm"}),
       ("group_bundle=16,pointwise=gemm", {"group_bundle": 16, "pointwise": "gemm"}),
+      ("donate=off", {"donate": "off"}),
       ("model.stem_lowering=native,xla_gpu_autotune_level=2",
        {"model_kwargs": {"stem_lowering": "native"},
         "compiler_options": {"xla_gpu_autotune_level": 2}})):
@@ -181,6 +182,7 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
       ("align_channels=no", "align_channels='no', expected one of"),
       ("pointwise=dot", "pointwise='dot', expected one of"),
       ("group_bundle=wide", "group_bundle='wide', expected a channel count"),
+      ("donate=no", "donate='no', expected one of"),
       ("model.=native", "model.FIELD=VALUE")):
     with pytest.raises(ValueError, match=message):
       bench.parse_variant(spec)
@@ -204,7 +206,7 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
   # pre-pass command per variant, then the timed run reading their compiles as the cold ones,
   # pipelined and profiled
   row = ["--model", "c3d_tiny", "--batch", "2", "--frames", "16", "--size", "32",
-         "--variants", "auto;kernel_grad=dots"]
+         "--variants", "auto;kernel_grad=dots,donate=off"]
   colds = [bench.main(row[:-1] + [spec, "--compile-only", "--concurrent", "2", "--json",
                                   str(tmp_path / f"cold{k}.json")])
            for k, spec in enumerate(row[-1].split(";"))]
@@ -215,10 +217,13 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
                              "--cold-from", str(tmp_path / "cold1.json"), "--json",
                              str(tmp_path / "levers.json")])
   variants = result["variants"]
-  assert list(variants) == ["auto", "kernel_grad=dots"]
+  lever = "kernel_grad=dots,donate=off"
+  assert list(variants) == ["auto", lever]
   assert variants["auto"]["round_ratios"] == [1.0, 1.0]
-  assert len(variants["kernel_grad=dots"]["round_ratios"]) == 2
-  assert variants["kernel_grad=dots"]["step_s"] > 0 and variants["auto"]["compile_s"] > 0
+  assert len(variants[lever]["round_ratios"]) == 2
+  assert variants[lever]["step_s"] > 0 and variants["auto"]["compile_s"] > 0
+  # the state donated by default (its buffers the outputs'), copied without donation
+  assert variants["auto"]["alias"] > 0 and variants[lever]["alias"] == 0
   for entry in variants.values():   # back to back, each against the first; its device profile
     assert entry["pipelined_ms"] > 0 and entry["pipelined_ratio"] > 0
     assert entry["profile"]["categories_ms"]["convolution"] > 0 and entry["temp"] > 0
@@ -228,12 +233,12 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
                                     **{f"flax {spec}": entry["compile_s"]
                                        for spec, entry in cold["variants"].items()}}
   output = capsys.readouterr().out
-  assert "kernel_grad=dots / auto: wall per round" in output and "auto profile: device" in output
+  assert f"{lever} / auto: wall per round" in output and "auto profile: device" in output
   from darkjax.tools import bench_report  # pylint: disable=import-outside-toplevel
   table = bench_report.markdown(bench_report.load([str(tmp_path / "levers.json")]))
   assert "| model | B x T x H^2 | dtype | optimizer | variant | step ms (best round) |" in table
   lines = [line for line in table.splitlines() if line.startswith("| `c3d_tiny`")]
-  assert [line.split(" | ")[4] for line in lines] == ["`auto`", "`kernel_grad=dots`"]
+  assert [line.split(" | ")[4] for line in lines] == ["`auto`", f"`{lever}`"]
   assert lines[0].split(" | ")[10] == f"{cold['variants']['auto']['compile_s']:.1f}"   # cold
   assert "- [1] `python -m darkjax.tools.bench --model c3d_tiny" in table
 

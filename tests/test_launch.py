@@ -113,7 +113,10 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
       {"max_pool": "separable"}, {"bn_relu": "plain"}]
   for args in parsed[1:3]:   # the R(2+1)D rows at their paper batches
     assert [bench.parse_variant(v) for v in args.variants.split(";")] == [{}, with_convolutions]
-  assert parsed[3].variants == "auto"
+  # R(2+1)D-18 at batch 64 beside its state copied instead of donated, and its blocks
+  # rematerialised keeping their convolutions' outputs
+  assert [bench.parse_variant(v) for v in parsed[3].variants.split(";")] == [
+      {}, {"donate": "off"}, {"model_kwargs": {"remat": "conv_outputs"}}]
   # C3D and R3D-18: 2D convolutions against native ones channels-last; C3D's pools as nn.max_pool
   assert [bench.parse_variant(v) for v in parsed[4].variants.split(";")] == [
       {}, native_pools, {"lowering": "native"}]

@@ -64,7 +64,9 @@ channels zero-padded to multiples of 8, the default, or as they are: `conv.align
 `pointwise=conv|gemm` (a GPU's (1, 1, 1) ungrouped convolutions as XLA's, the default, or as
 matmuls over channels, GEMMs: `conv.pointwise_gemms`), `group_bundle=N` (a GPU's grouped
 convolutions with their groups bundled up to N input channels a group, block-diagonal kernels,
-16 by default, 0 as they are: `conv.gpu_group_bundle`), a field
+16 by default, 0 as they are: `conv.gpu_group_bundle`), `donate=on|off` (the step's state
+donated to its outputs, as every darkjax.train step does, or copied: XLA's `alias` bytes and the
+allocator's peak tell the memory it saves), a field
 of the model as `model.FIELD=VALUE` (e.g. `model.stem_lowering=native`: 3D-ResNeXt's stem as
 XLA's 3D convolution), and any XLA option as
 `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`; a list
@@ -133,12 +135,13 @@ NUM_CLASSES = bench_torch.NUM_CLASSES
 
 
 VARIANT_KEYS = ("lowering", "kernel_grad", "ynn_min_core_use", "bn_relu", "max_pool",
-                "align_channels", "pointwise", "group_bundle")
+                "align_channels", "pointwise", "group_bundle", "donate")
 MAX_POOLS = ("native", "separable")   # conv.max_pool3d's lowerings, for choose_pool_lowering
 BN_RELU = ("fused", "plain")   # norm.BatchNorm: batch_norm_train where it applies, or autodiff
 # conv.pointwise_gemms: a GPU's (1, 1, 1) convs as cuDNN convolutions or as GEMMs
 POINTWISE = ("conv", "gemm")
 ALIGN_CHANNELS = ("on", "off")   # conv.aligned_conv: a GPU's 16-bit convs' channels padded or not
+DONATE = ("on", "off")   # the step's state (parameters, statistics, optimizer) donated or not
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
@@ -161,7 +164,8 @@ def parse_variant(spec: str) -> dict[str, Any]:
                        f"{', '.join(k + '=...' for k in VARIANT_KEYS)}")
     choices = {"lowering": conv.LOWERINGS, "kernel_grad": conv.KERNEL_GRADS,
                "bn_relu": BN_RELU, "max_pool": MAX_POOLS,
-               "align_channels": ALIGN_CHANNELS, "pointwise": POINTWISE}.get(key)
+               "align_channels": ALIGN_CHANNELS, "pointwise": POINTWISE,
+               "donate": DONATE}.get(key)
     if choices is not None and value not in choices:
       raise ValueError(f"variant {spec!r}: {key}={value!r}, expected one of {choices}")
     if key == "group_bundle" and not value.isdigit():
@@ -169,6 +173,12 @@ def parse_variant(spec: str) -> dict[str, Any]:
     settings[key] = (float(value) if key == "ynn_min_core_use"
                      else int(value) if key == "group_bundle" else value)
   return settings
+
+
+def _donated(settings: dict[str, Any]) -> tuple[int, ...]:
+  """The step's donated arguments: its state (parameters, BatchNorm statistics, optimizer state),
+  as every darkjax.train step donates it, or none for a `donate=off` variant."""
+  return () if settings.get("donate") == "off" else (0, 1, 2)
 
 
 def _option_value(text: str) -> bool | int | str:
@@ -313,7 +323,7 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
       with conv2d.recording_paused():   # the step's lowerings only, not the init's
         variables, tx, opt_state = _abstract_state(model, shape, args.optimizer)
       start = time.perf_counter()
-      lowered = jax.jit(_step_fn(model, tx), donate_argnums=(0, 1, 2)).lower(
+      lowered = jax.jit(_step_fn(model, tx), donate_argnums=_donated(settings)).lower(
           abstract(variables["params"]), abstract(variables.get("batch_stats", {})),
           abstract(opt_state), jax.ShapeDtypeStruct(shape, jnp.float32, sharding=split),
           jax.ShapeDtypeStruct((args.batch,), jnp.int32, sharding=split),
@@ -395,7 +405,7 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   tx = bench_torch.optax_optimizer(optimizer)
   opt_state = tx.init(params)
   rng = jax.random.key(2)
-  jitted = jax.jit(_step_fn(model, tx), donate_argnums=(0, 1, 2))
+  jitted = jax.jit(_step_fn(model, tx), donate_argnums=_donated(conv_settings))
   jax.clear_caches()  # conv choices act at trace time: no trace of another variant is reused
   start, start_cpu = time.perf_counter(), time.process_time()
   with _conv_overrides(conv_settings), conv.record_lowerings() as chosen:
@@ -786,7 +796,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="';'-separated conv settings timed against the first in alternating "
                           "rounds: 'auto' or comma-separated lowering=, kernel_grad=, "
                           "ynn_min_core_use=, bn_relu=, max_pool=, align_channels=, "
-                          "pointwise=, group_bundle=, model.FIELD=, xla_OPTION= (see the "
+                          "pointwise=, group_bundle=, donate=, model.FIELD=, xla_OPTION= (see the "
                           "description)")
   paper = parser.add_argument_group("config benchmark (--config)")
   paper.add_argument("--config", help="a paper config (path[:arg]): its own train step at its own "
