@@ -198,6 +198,11 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
   with pytest.raises(ValueError, match=r"c3d_tiny does not take \['stem_lowering'\]"):
     bench._flax_step("c3d_tiny", 2, 16, 32, None,
                      conv_settings=bench.parse_variant("model.stem_lowering=native"))
+  # a pool setting the model overrides (C3D's native form makes its pools nn.max_pool) is an
+  # error, not a variant that times something else
+  with pytest.raises(ValueError, match=r"max_pool=separable did not apply: .*\['native'\]"):
+    bench._flax_step("c3d_tiny", 2, 16, 32, None,
+                     conv_settings=bench.parse_variant("lowering=native,max_pool=separable"))
   with pytest.raises(SystemExit):  # argparse reports the bad variant
     bench.main(["--model", "c3d_tiny", "--variants", "auto;threads=2"])
   with pytest.raises(SystemExit):  # a compile-only target compiles, it times nothing

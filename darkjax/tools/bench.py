@@ -59,7 +59,8 @@ process, in alternating rounds, each against the first: `auto` (the defaults), o
 `bn_relu=fused|plain` (each BatchNorm, with its ReLU, as one custom VJP where it applies, the
 default on GPU and TPU, or autodiff of flax's: `darkjax.layers.norm`), `max_pool=native|separable`
 (every auto max pool as `nn.max_pool` or as running maxima of strided slices, instead of
-`conv.choose_pool_lowering`), `align_channels=on|off` (a GPU's 16-bit convolutions with their
+`conv.choose_pool_lowering`; an error where the model picks a pool itself, as C3D and the
+ResNets do under `lowering=native`), `align_channels=on|off` (a GPU's 16-bit convolutions with their
 channels zero-padded to multiples of 8, the default, or as they are: `conv.aligned_conv`),
 `pointwise=conv|gemm` (a GPU's (1, 1, 1) ungrouped convolutions as XLA's, the default, or as
 matmuls over channels, GEMMs: `conv.pointwise_gemms`), `group_bundle=N` (a GPU's grouped
@@ -173,6 +174,17 @@ def parse_variant(spec: str) -> dict[str, Any]:
     settings[key] = (float(value) if key == "ynn_min_core_use"
                      else int(value) if key == "group_bundle" else value)
   return settings
+
+
+def _check_applied(settings: dict[str, Any], lowerings: dict[str, int]) -> None:
+  """A ValueError where a variant's `max_pool=` did not reach every pool of the traced step: it
+  replaces the `auto` choice, and a model that picks its pools itself (C3D's `lowering=native`
+  makes them `nn.max_pool`) keeps its own, so that variant would time something else."""
+  wanted = settings.get("max_pool")
+  pools = sorted({name.split(":", 1)[1] for name in lowerings if name.startswith("max_pool3d:")})
+  if wanted and any(pool != wanted for pool in pools):
+    raise ValueError(f"max_pool={wanted} did not apply: the step's pools are {pools} (the model "
+                     f"chose them under its lowering; drop max_pool= or the lowering)")
 
 
 def _donated(settings: dict[str, Any]) -> tuple[int, ...]:
@@ -328,6 +340,7 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
           abstract(opt_state), jax.ShapeDtypeStruct(shape, jnp.float32, sharding=split),
           jax.ShapeDtypeStruct((args.batch,), jnp.int32, sharding=split),
           jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated))
+    _check_applied(settings, chosen)
     options = {**targets.compiler_options(platform, args.target),
                **settings.get("compiler_options", {})}
     compiled = lowered.compile(compiler_options=options)
@@ -410,6 +423,7 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
   start, start_cpu = time.perf_counter(), time.process_time()
   with _conv_overrides(conv_settings), conv.record_lowerings() as chosen:
     lowered = jitted.lower(params, batch_stats, opt_state, clips, labels, rng)
+  _check_applied(conv_settings, chosen)
   # What every darkjax.train step compiles with here (on CPU the remat policies take effect only
   # under them; on GPU channels-last convolutions), and the variant's own.
   options = {**targets.compiler_options(),
