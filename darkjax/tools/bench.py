@@ -66,8 +66,8 @@ channels zero-padded to multiples of 8, the default, or as they are: `conv.align
 matmuls over channels, GEMMs: `conv.pointwise_gemms`), `group_bundle=N` (a GPU's grouped
 convolutions with their groups bundled up to N input channels a group, block-diagonal kernels,
 16 by default, 0 as they are: `conv.gpu_group_bundle`), `donate=on|off` (the step's state
-donated to its outputs, as every darkjax.train step does, or copied: XLA's `alias` bytes and the
-allocator's peak tell the memory it saves), a field
+donated to its outputs, as every darkjax.train step does, or copied: XLA's `alias` bytes in the
+variant's memory analysis are what donation saves), a field
 of the model as `model.FIELD=VALUE` (e.g. `model.stem_lowering=native`: 3D-ResNeXt's stem as
 XLA's 3D convolution), and any XLA option as
 `xla_NAME=VALUE` (that variant's compiler_options, e.g. `xla_gpu_force_conv_nhwc=true`; a list
