@@ -14,7 +14,9 @@ writes the array whole (`use_small_slices_once`).
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import logging
+from typing import Any, Iterator
 
 import grain
 import jax
@@ -34,10 +36,31 @@ def use_small_slices_once() -> None:
   handler = ocp.type_handlers.get_type_handler(jax.Array)
   if getattr(handler, "_min_slice_bytes_for_replica_parallel", None) == REPLICA_PARALLEL_MIN_BYTES:
     return
-  ocp.type_handlers.register_type_handler(
-      jax.Array, ocp.type_handlers.ArrayHandler(
-          array_metadata_store=array_metadata_store.Store(),
-          min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES), override=True)
+  with _without_orbax_warnings(_OVERRIDING):
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            array_metadata_store=array_metadata_store.Store(),
+            min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES), override=True)
+
+
+# What orbax warns of on every run for what darkjax asks on purpose: replacing its jax.Array
+# handler (above), and a checkpoint directory opened read-only (another run's, a pretrained one).
+_OVERRIDING = "Type handler registry type"
+_READ_ONLY = "Given directory is read only"
+
+
+@contextlib.contextmanager
+def _without_orbax_warnings(*prefixes: str) -> Iterator[None]:
+  """Drops orbax's absl warnings that start with one of `prefixes` while inside; others pass."""
+  def keep(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(prefixes)
+
+  logger = logging.getLogger("absl")
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
 
 
 def has_steps(workdir: str) -> bool:
@@ -68,13 +91,14 @@ class Checkpointer:
     use_small_slices_once()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep, create=not read_only,
-        enable_async_checkpointing=async_save,
+        enable_async_checkpointing=async_save, save_interval_steps=0 if read_only else 1,
         cleanup_tmp_directories=not read_only, read_only=read_only)
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": grain.checkpoint.CheckpointHandler(),
-                       "meta": ocp.JsonCheckpointHandler()})
+    with _without_orbax_warnings(_READ_ONLY):
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=options,
+          item_handlers={"state": ocp.StandardCheckpointHandler(),
+                         "data": grain.checkpoint.CheckpointHandler(),
+                         "meta": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

@@ -256,6 +256,27 @@ def test_a_batch_the_devices_do_not_divide_trains_at_the_nearest_and_config_json
     train.Trainer(strict, str(tmp_path / "strict"), devices=jax.devices()[:4])
 
 
+def test_checkpoints_open_without_orbaxs_warnings_of_what_darkjax_asks_for(tmp_path, caplog):
+  # Replacing orbax's jax.Array handler and opening another run's checkpoints read-only are on
+  # purpose: orbax's warnings of them are left out of a run's log, any other warning kept.
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  from darkjax import checkpoint  # pylint: disable=import-outside-toplevel
+  checkpoint.Checkpointer(str(tmp_path), async_save=False).save(
+      1, {"w": np.ones(3, np.float32)}, None, {"step": 1})
+  ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(),
+                                          override=True)   # orbax's own, as a fresh process has
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    reader = checkpoint.Checkpointer(str(tmp_path), read_only=True)
+    absl_logging.warning("Given directory is read only, said by someone else")
+  assert reader.latest_step() == 1
+  assert ocp.type_handlers.get_type_handler(jax.Array)._min_slice_bytes_for_replica_parallel == (
+      checkpoint.REPLICA_PARALLEL_MIN_BYTES)
+  assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+      "Given directory is read only, said by someone else"]
+
+
 def test_checkpoint_of_replicated_small_arrays_compiles_no_slices(tmp_path):
   # Replicated over the 8 test devices, orbax's replica-parallel save slices each array per
   # replica, one XLA compile per slice; below REPLICA_PARALLEL_MIN_BYTES a replica's slice, one
