@@ -8,6 +8,7 @@ test_enhancers.py, test_losses.py and test_darkness.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -242,15 +243,16 @@ def test_enhancement_is_eq_9_to_11_transcribed():
   k = 4
   model = models.build("dtcm_tiny", num_classes=3, group_size=k)
   x = tiny_clip(4)
-  variables = model.init(jax.random.key(0), x)
-  _, out = model.apply(variables, x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)   # jitted: a compile per program
+  _, out = jax.jit(model.apply)(variables, x)
   enhancer = models.build("dtcm_enhancer", 0, features=8)
   enhancer_vars = {c: v["video_enhancer"]["enhancer"] for c, v in variables.items()
                    if "video_enhancer" in v}
+  curves = jax.jit(functools.partial(enhancer.apply, method="estimate_curves"))
   clip = np.asarray(x, np.float64)
   for g in range(x.shape[1] // k):
     key = x[:, g * k + k // 2]
-    r = np.asarray(enhancer.apply(enhancer_vars, key, method="estimate_curves"), np.float64)
+    r = np.asarray(curves(enhancer_vars, key), np.float64)
     np.testing.assert_allclose(np.asarray(out["curves"][:, g]), r, atol=1e-6)   # Eq. (11)
     for i in range(k):                                                          # Eq. (10)
       le = clip[:, g * k + i]

@@ -5,6 +5,7 @@ layers sum them in bf16. The layers keep flax's variables, and in float32 flax's
 from __future__ import annotations
 
 import collections
+import functools
 import importlib
 
 import flax.linen as nn
@@ -237,7 +238,8 @@ def test_layers_give_float32_kernel_gradients_for_a_batch_over_devices(name, pla
   monkeypatch.setattr(attention, "cudnn_available", lambda: False)
   shape = (2, 32, 32, 3) if name.startswith("vit") else (2, 4, 32, 32, 3)
   clips = jax.random.uniform(jax.random.key(3), shape)   # in [0, 1], as DTCM's enhancer takes
-  variables = models.build(name, 5).init(jax.random.key(4), clips, train=False)
+  variables = jax.jit(functools.partial(models.build(name, 5).init, train=False))(
+      jax.random.key(4), clips)   # jitted: one compile, not one per operation
 
   def run(spread, dtype=jnp.bfloat16):
     model = models.build(name, 5, dtype=dtype)
@@ -304,7 +306,6 @@ def test_devices_sum_their_own_gradients_in_float32(platform, fsdp):
   kernel's (its float32 output on a TPU) by a float32 psum over `data` and psum_scatter over
   `fsdp` onto its split; otherwise as on one device (float32 output, the partitioner's sum). The
   same loss, gradients within bf16's rounding of autodiff's; without a mesh, no shard_map."""
-  import functools  # pylint: disable=import-outside-toplevel
   from darkjax import models, sharding  # pylint: disable=import-outside-toplevel
   mesh = jax.make_mesh((8 // fsdp, fsdp), sharding.BATCH_AXES,
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
@@ -312,7 +313,8 @@ def test_devices_sum_their_own_gradients_in_float32(platform, fsdp):
       sharding.fsdp_auto_spec, fsdp_size=fsdp, min_fsdp_size=64)
   model = models.build("r2plus1d_tiny_test", 5, dtype=jnp.bfloat16)
   clips = jax.random.uniform(jax.random.key(3), (8, 4, 32, 32, 3))
-  variables = models.build("r2plus1d_tiny_test", 5).init(jax.random.key(4), clips[:1], train=False)
+  variables = jax.jit(functools.partial(models.build("r2plus1d_tiny_test", 5).init, train=False))(
+      jax.random.key(4), clips[:1])
   batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.BATCH_AXES))
   clips = jax.device_put(clips, batch)
 

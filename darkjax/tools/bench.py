@@ -416,7 +416,7 @@ def _flax_step(model_name: str, batch: int, frames: int, size: int, lowering: st
                       out_shardings=replicated)()
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   tx = bench_torch.optax_optimizer(optimizer)
-  opt_state = tx.init(params)
+  opt_state = jax.jit(tx.init)(params)   # one compile, not one per parameter shape
   rng = jax.random.key(2)
   jitted = jax.jit(_step_fn(model, tx), donate_argnums=_donated(conv_settings))
   jax.clear_caches()  # conv choices act at trace time: no trace of another variant is reused
