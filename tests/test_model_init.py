@@ -16,7 +16,7 @@ from darkjax.models import small3d
 
 def _variables(num_classes: int, seed: int):
   model = small3d.VARIANTS["small3d_tiny"](num_classes=num_classes)
-  return jax.device_get(model.init(jax.random.key(seed), jnp.zeros((1, 4, 8, 8, 3))))
+  return jax.device_get(jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 4, 8, 8, 3))))
 
 
 def test_full_model_loads_except_dont_load(tmp_path):
