@@ -29,22 +29,9 @@ from darkjax import paths
 REPLICA_PARALLEL_MIN_BYTES = 1 << 20
 
 
-def use_small_slices_once() -> None:
-  """Registers orbax's jax.Array handler as orbax does by default (same array metadata store),
-  with replica-parallel writes only for slices of at least REPLICA_PARALLEL_MIN_BYTES. Idempotent;
-  process-wide, as orbax's handler registry is."""
-  handler = ocp.type_handlers.get_type_handler(jax.Array)
-  if getattr(handler, "_min_slice_bytes_for_replica_parallel", None) == REPLICA_PARALLEL_MIN_BYTES:
-    return
-  with _without_orbax_warnings(_OVERRIDING):
-    ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(
-            array_metadata_store=array_metadata_store.Store(),
-            min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES), override=True)
-
-
 # What orbax warns of on every run for what darkjax asks on purpose: replacing its jax.Array
-# handler (above), and a checkpoint directory opened read-only (another run's, a pretrained one).
+# handler (`use_small_slices_once`), and a checkpoint directory opened read-only (another run's,
+# a pretrained one).
 _OVERRIDING = "Type handler registry type"
 _READ_ONLY = "Given directory is read only"
 
@@ -61,6 +48,20 @@ def _without_orbax_warnings(*prefixes: str) -> Iterator[None]:
     yield
   finally:
     logger.removeFilter(keep)
+
+
+def use_small_slices_once() -> None:
+  """Registers orbax's jax.Array handler as orbax does by default (same array metadata store),
+  with replica-parallel writes only for slices of at least REPLICA_PARALLEL_MIN_BYTES. Idempotent;
+  process-wide, as orbax's handler registry is."""
+  handler = ocp.type_handlers.get_type_handler(jax.Array)
+  if getattr(handler, "_min_slice_bytes_for_replica_parallel", None) == REPLICA_PARALLEL_MIN_BYTES:
+    return
+  with _without_orbax_warnings(_OVERRIDING):
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            array_metadata_store=array_metadata_store.Store(),
+            min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES), override=True)
 
 
 def has_steps(workdir: str) -> bool:
