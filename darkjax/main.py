@@ -99,7 +99,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   from darkjax.trainers.twostream import MissingFlowStreamError, TowerInitError
   return (config_lib.ConfigError, DatasetNotPreparedError, DatasetSplitError, CorruptRecordError,
           CheckpointReadError, FlowError, MissingFlowStreamError, TowerInitError,
-          train.NonFiniteLossError, task.MissingCapabilityError, fit.DeviceMemoryError)
+          train.NonFiniteLossError, train.CheckpointMismatchError, task.MissingCapabilityError,
+          fit.DeviceMemoryError)
 
 
 def _one_line(error: BaseException) -> str:

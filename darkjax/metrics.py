@@ -12,11 +12,14 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from typing import Any, Mapping
 
 import numpy as np
 
 from darkjax import paths
+
+_last_suffix = 0   # the last event file's name suffix (`MetricsWriter._open_tensorboard`)
 
 
 class MetricsWriter:
@@ -30,11 +33,19 @@ class MetricsWriter:
     self._staging: str | None = None
     if enabled:
       self.workdir.mkdir(parents=True, exist_ok=True)
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      logdir = self.workdir / "tensorboard"
-      if paths.is_url(logdir):
+      if paths.is_url(self.workdir / "tensorboard"):
         self._staging = tempfile.mkdtemp(prefix="darkjax-tensorboard-")
-      self._tb = SummaryWriter(self._staging or os.fspath(logdir))
+      self._open_tensorboard()
+
+  def _open_tensorboard(self, purge_step: int | None = None) -> None:
+    """A new event file. tensorboardX names it by the second and the host, and a second writer
+    of the same second would truncate the first's file (a notebook's `evaluate` right after its
+    `train`): the suffix, nanoseconds that only grow, keeps every file and their order."""
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    global _last_suffix  # pylint: disable=global-statement
+    _last_suffix = max(time.time_ns(), _last_suffix + 1)
+    self._tb = SummaryWriter(self._staging or os.fspath(self.workdir / "tensorboard"),
+                             purge_step=purge_step, filename_suffix=f".{_last_suffix}")
 
   def _flush(self) -> None:
     self._tb.flush()
@@ -60,12 +71,18 @@ class MetricsWriter:
     self._flush()
 
   def truncate_after(self, step: int) -> None:
-    """Drops rows logged after `step` (a resumed run logs those steps again)."""
-    if not self.enabled or not self.path.exists():
+    """Drops what was logged after `step` (a run resumed from `step` logs those steps again):
+    metrics.jsonl's rows, and in TensorBoard the earlier event files' events from `step + 1` on
+    (a new event file whose first event is a restart marker at that step: tensorboardX's
+    `purge_step`, which TensorBoard reads as "drop what came before from this step on")."""
+    if not self.enabled:
       return
-    rows = [line + "\n" for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    paths.write_bytes_atomic(self.path, "".join(rows).encode("utf-8"))
+    if self.path.exists():
+      rows = [line + "\n" for line in self.path.read_text(encoding="utf-8").splitlines()
+              if line.strip() and json.loads(line)["step"] <= step]
+      paths.write_bytes_atomic(self.path, "".join(rows).encode("utf-8"))
+    self._tb.close()
+    self._open_tensorboard(purge_step=step + 1)
 
   def image(self, tag: str, step: int, png_path: str) -> None:
     """Adds a PNG written elsewhere (a local file or a URL) to TensorBoard."""

@@ -51,6 +51,11 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/Inf loss or gradient; the message names the step."""
 
 
+class CheckpointMismatchError(RuntimeError):
+  """A workdir's checkpoint does not restore into the run's state (another model, optimizer or
+  sharding); the message names the checkpoint and the settings that differ from its run's."""
+
+
 # ================================================================ sharded state init
 def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] = (),
                     prefix: str = "", normalise: tuple[str, str] | None = None) -> dict:
@@ -293,7 +298,15 @@ class Trainer:
       try:
         start = checkpointer.latest_step()
         if start is not None:
-          self.state, _ = checkpointer.restore(start, self.abstract_state, data_iterator)
+          try:
+            self.state, _ = checkpointer.restore(start, self.abstract_state, data_iterator)
+          except RuntimeError as error:
+            found = str(error.__cause__ or error)
+            if len(found) > 1500:   # orbax lists every leaf of both trees
+              found = f"{found[:1500]} ... ({len(found)} characters in all)"
+            raise CheckpointMismatchError(
+                f"cannot restore checkpoint {checkpointer.directory}/{start} into this run's "
+                f"state. {self._config_changes()}\norbax: {found}") from error
           log.info("resumed from %s/%d", checkpointer.directory, start)
           return start
       finally:
@@ -301,6 +314,28 @@ class Trainer:
           checkpointer.close()
     self.state = self._fresh_state(_init_key(self.config.seed), pretrained)
     return 0
+
+  def _config_json(self) -> dict[str, Any]:
+    return json.loads(self.config.to_json_best_effort(sort_keys=True))
+
+  def _config_changes(self, most: int = 12) -> str:
+    """What a checkpoint that does not restore into this run's state needs said: the settings
+    in which this run's config differs from the one that trained it (WORKDIR/config.json)."""
+    path = paths.resolve(self.workdir) / "config.json"
+    advice = ("Resume with the config that trained it, or start this config in a new --workdir.")
+    if not path.is_file():
+      return f"{path} is missing, so what changed is not known. {advice}"
+    absent = "<absent>"
+    saved = variables_lib.flatten(json.loads(path.read_text(encoding="utf-8")))
+    ours = variables_lib.flatten(self._config_json())
+    changed = [f"  {key.replace('/', '.')}: {saved.get(key, absent)!r} -> {ours.get(key, absent)!r}"
+               for key in sorted(saved.keys() | ours.keys())
+               if saved.get(key, absent) != ours.get(key, absent)]
+    if not changed:
+      return f"This run's config equals the one in {path}. {advice}"
+    more = f"\n  ... and {len(changed) - most} more" if len(changed) > most else ""
+    return (f"This run's config differs from the one that trained the checkpoint ({path}):\n"
+            + "\n".join(changed[:most]) + more + f"\n{advice}")
 
   def host_variables(self) -> dict[str, Any]:
     """The live state's variables as host numpy arrays: what a later phase starts from."""
@@ -517,9 +552,6 @@ class Trainer:
     cfg = self.config
     run_start = time.time()
     paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
-    if self.is_lead:
-      file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
-                              json.loads(cfg.to_json_best_effort(sort_keys=True)), sort_keys=True)
     total = int(cfg.total_steps)
     last = total if until is None else min(int(until), total)
     train_ds = self.task.train_dataset(self.local_batch(cfg.input.batch_size))
@@ -542,6 +574,9 @@ class Trainer:
       self._checkpointer = None
       self.writer.close()
       raise
+    if self.is_lead:   # once restored: a run that cannot resume keeps the config it trained with
+      file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
+                                   self._config_json(), sort_keys=True)
     if start:
       self.writer.truncate_after(start)
     step_rng = jax.random.fold_in(rng, 2)

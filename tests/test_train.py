@@ -13,6 +13,7 @@ import time
 from unittest import mock
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -20,6 +21,7 @@ from configs import synthetic as synthetic_config
 from darkjax import aot
 from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
+from darkjax import task as task_lib
 from darkjax import train
 from darkjax.data import prepared
 from darkjax.layers import precision
@@ -100,24 +102,43 @@ def test_sigkill_then_rerun_resumes_with_identical_losses(data_dir, tmp_path, ma
   proc.wait()
   killed_at = max(losses(interrupted))
   assert killed_at < steps
+  ckpt_dir = os.path.join(interrupted, "checkpoints")
+  # steps logged after the last checkpoint, which the rerun trains and logs again
+  assert max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) < killed_at
   subprocess.run(_main_command(interrupted, data_dir, steps), cwd=REPO, env=env, check=True,
                  capture_output=True)
-  want, got = losses(reference), losses(interrupted)
-  assert sorted(got) == list(range(1, steps + 1))
-  assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)]  # exact
+  want = losses(reference)
+  got = [(row["step"], row["train/loss"]) for row in metrics_lib.read_metrics(interrupted)
+         if "train/loss" in row]
+  assert got == [(s, want[s]) for s in range(1, steps + 1)]  # each step once, losses exact
+  assert sorted(os.listdir(ckpt_dir), key=int) == ["20", "24"]   # keep_checkpoints=2
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data_dir, tmp_path):
-  config = small_config(data_dir, steps=40, **{"optimizer.lr": 1e12, "optimizer.warmup_steps": 0,
-                                              "checkpoint_every": 2})
+  """The loss turns NaN at step 5 (its loss made NaN from there on, so the step's own guard sees
+  it): the run stops naming step 5 and checkpoint 4, the last one saved, whose state is finite."""
+  config = small_config(data_dir, steps=12, checkpoint_every=2, keep_checkpoints=3)
+  task = task_lib.load_task(config)
+  loss_fn = task.loss_fn
+
+  def nan_from_step_5(params, model_state, batch, rng, progress):
+    loss, aux = loss_fn(params, model_state, batch, rng, progress)
+    return jnp.where(progress * 12 >= 3.5, jnp.nan, loss), aux   # progress: the step before / 12
+
+  object.__setattr__(task, "loss_fn", nan_from_step_5)
   workdir = str(tmp_path / "nan")
-  with pytest.raises(train.NonFiniteLossError, match=r"step \d+: loss or gradient is not finite"):
-    train.Trainer(config, workdir).run()
-  failed_at = max(losses(workdir))
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"^step 5: loss or gradient is not finite \(loss=nan\); training "
+                           r"stopped\. Last good checkpoint: (.*)/checkpoints/4$") as raised:
+    train.Trainer(config, workdir, task=task).run()
+  assert raised.match(os.path.join(workdir, "checkpoints", "4"))
+  assert sorted(losses(workdir)) == [1, 2, 3, 4]   # step 5's NaN is not logged as a loss
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
-  assert not [d for d in os.listdir(ckpt_dir) if "tmp" in d], "half-written checkpoint left"
-  assert all(s < failed_at for s in steps)
+  assert sorted(os.listdir(ckpt_dir)) == ["2", "4"], "a checkpoint after the NaN, or half-written"
+  restored = train.Trainer(config, workdir)
+  with restored.scope():
+    assert restored.init_state() == 4
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(restored.state.params)))
 
 
 def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):
@@ -306,3 +327,37 @@ def test_checkpoint_of_replicated_small_arrays_compiles_no_slices(tmp_path):
     assert meta == {"step": step}
     for key, value in state.items():
       np.testing.assert_array_equal(np.asarray(restored[key]), np.asarray(value), err_msg=key)
+
+
+def test_a_workdir_rerun_with_another_model_names_what_changed_and_keeps_the_run(data_dir,
+                                                                                 tmp_path):
+  workdir = str(tmp_path / "run")
+  train.Trainer(small_config(data_dir, steps=2), workdir).run()
+  saved = open(os.path.join(workdir, "config.json"), encoding="utf-8").read()
+  rows = metrics_lib.read_metrics(workdir)
+  other = small_config(data_dir, steps=4, **{"model.name": "resnet3d_tiny"})
+  with pytest.raises(train.CheckpointMismatchError,
+                     match=r"(?s)^cannot restore checkpoint .*/checkpoints/2 into this run's "
+                     r"state\. This run's config differs from the one that trained the checkpoint "
+                     r".*config\.json.*model\.name: 'small3d_tiny' -> 'resnet3d_tiny'.*"
+                     r"new --workdir"):
+    train.Trainer(other, workdir).run()
+  assert open(os.path.join(workdir, "config.json"), encoding="utf-8").read() == saved
+  assert metrics_lib.read_metrics(workdir) == rows
+
+
+def test_evaluations_during_training_leave_its_steps_unchanged(data_dir, tmp_path):
+  """`eval_every` evaluates the live state mid-run (batch statistics, rng and the donated state
+  untouched): the same losses as a run that evaluates only at its end, and an evaluation of the
+  whole test split at each multiple."""
+  plain, evaluating = str(tmp_path / "plain"), str(tmp_path / "evaluating")
+  train.Trainer(small_config(data_dir, steps=6, eval_every=0), plain).run()
+  config = small_config(data_dir, steps=6, eval_every=2)
+  train.Trainer(config, evaluating).run()
+  assert losses(evaluating) == losses(plain) and sorted(losses(plain)) == list(range(1, 7))
+  evals = [row for row in metrics_lib.read_metrics(evaluating) if "eval/top1" in row]
+  test_clips = prepared.open_dataset(config.input.data).num_examples("test")
+  assert [(row["step"], row["eval/num_examples"]) for row in evals] == [
+      (2, test_clips), (4, test_clips), (6, test_clips)]
+  final = [row for row in metrics_lib.read_metrics(plain) if "eval/top1" in row]
+  assert [(row["step"], row["eval/top1"]) for row in final] == [(6, evals[-1]["eval/top1"])]

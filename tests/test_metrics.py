@@ -1,0 +1,69 @@
+"""darkjax.metrics: what a resumed run leaves in metrics.jsonl and in TensorBoard's event files."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from tensorboardX.proto import event_pb2
+
+from darkjax import metrics as metrics_lib
+
+
+def _events(logdir: str) -> list[event_pb2.Event]:
+  """Every event of the directory's event files, in the order TensorBoard reads them (file names
+  sorted; within a file, records framed as length, its CRC, data, its CRC)."""
+  events = []
+  for name in sorted(os.listdir(logdir)):
+    with open(os.path.join(logdir, name), "rb") as file:
+      data = file.read()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+      offset += 12 + length + 4
+  return events
+
+
+def _scalars_tensorboard_shows(logdir: str, tag: str) -> list[tuple[int, float]]:
+  """(step, value) of `tag` as TensorBoard shows them: a restart marker (a START session log at
+  step S) drops what was read before from step S on."""
+  shown: list[tuple[int, float]] = []
+  for event in _events(logdir):
+    if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+      shown = [(step, value) for step, value in shown if step < event.step]
+    for value in event.summary.value:
+      if value.tag == tag:
+        shown.append((event.step, value.simple_value))
+  return shown
+
+
+def test_a_resumed_run_drops_what_the_killed_one_logged_after_its_checkpoint(tmp_path):
+  workdir = str(tmp_path / "run")
+  killed = metrics_lib.MetricsWriter(workdir)
+  for step in range(1, 6):   # logged up to step 5; its last checkpoint was step 3
+    killed.write(step, {"train/loss": float(step)})
+  killed.close()
+  resumed = metrics_lib.MetricsWriter(workdir)   # same second: a file of its own all the same
+  resumed.truncate_after(3)
+  assert [row["step"] for row in metrics_lib.read_metrics(workdir)] == [1, 2, 3]
+  for step in (4, 5):
+    resumed.write(step, {"train/loss": 10.0 * step})
+  resumed.close()
+  rows = metrics_lib.read_metrics(workdir)
+  assert [(r["step"], r["train/loss"]) for r in rows] == [(1, 1), (2, 2), (3, 3), (4, 40), (5, 50)]
+  logdir = os.path.join(workdir, "tensorboard")
+  assert len(os.listdir(logdir)) == 3   # killed run, resumed run, its file after the marker
+  assert _scalars_tensorboard_shows(logdir, "train/loss") == [
+      (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0)]
+
+
+def test_a_second_writer_of_the_same_second_keeps_the_first_ones_events(tmp_path):
+  """A notebook's `Run.evaluate` opens a writer right after its `train` closed one."""
+  workdir = str(tmp_path / "run")
+  for step in (1, 2):
+    writer = metrics_lib.MetricsWriter(workdir)
+    writer.write(step, {"eval/top1": 0.5 * step})
+    writer.close()
+  assert _scalars_tensorboard_shows(os.path.join(workdir, "tensorboard"), "eval/top1") == [
+      (1, 0.5), (2, 1.0)]
