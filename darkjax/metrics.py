@@ -75,12 +75,11 @@ class MetricsWriter:
     metrics.jsonl's rows, and in TensorBoard the earlier event files' events from `step + 1` on
     (a new event file whose first event is a restart marker at that step: tensorboardX's
     `purge_step`, which TensorBoard reads as "drop what came before from this step on")."""
-    if not self.enabled:
+    if not self.enabled or not self.path.exists():   # nothing logged before
       return
-    if self.path.exists():
-      rows = [line + "\n" for line in self.path.read_text(encoding="utf-8").splitlines()
-              if line.strip() and json.loads(line)["step"] <= step]
-      paths.write_bytes_atomic(self.path, "".join(rows).encode("utf-8"))
+    rows = [line + "\n" for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    paths.write_bytes_atomic(self.path, "".join(rows).encode("utf-8"))
     self._tb.close()
     self._open_tensorboard(purge_step=step + 1)
 

@@ -48,8 +48,12 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: Calla
     if accum_steps == 1:
       (loss, (model_state, aux)), grads = grad_fn(params, model_state, batch, rng, progress)
       return loss, model_state, aux, grads
-    micro = jax.tree.map(
-        lambda x: x.reshape((accum_steps, x.shape[0] // accum_steps) + x.shape[1:]), batch)
+    # Micro-batch i is rows i, i + accum_steps, ...: each device's rows of the batch (a block of
+    # consecutive ones) hold their share of every micro-batch, which stays split over the devices
+    # as the batch is. Consecutive rows per micro-batch would each sit on a few devices only, and
+    # XLA would gather the batch and run every device's whole share in each micro-step.
+    micro = jax.tree.map(lambda x: jnp.swapaxes(
+        x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:]), 0, 1), batch)
 
     def body(carry, inputs):
       model_state, grad_sum, loss_sum, aux_sum = carry

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from darkjax import aot
@@ -577,8 +578,7 @@ class Trainer:
     if self.is_lead:   # once restored: a run that cannot resume keeps the config it trained with
       file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
                                    self._config_json(), sort_keys=True)
-    if start:
-      self.writer.truncate_after(start)
+    self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)
     step_rng = jax.random.fold_in(rng, 2)
     log.info("model %s: %s parameters; mesh %s", cfg.model.name, f"{self.param_count:,}",
              dict(self.mesh.shape))
@@ -628,6 +628,13 @@ class Trainer:
           t0, steps_timed = time.time(), 0
       if pending is not None:
         self._check_finite(*pending, checkpointer)
+      final_missing = start >= last == total and self._final_evaluation_missing()
+      if final_missing:
+        log.info("%s: trained to step %d by a run that stopped before its final evaluation; "
+                 "evaluating now", self.workdir, last)
+        evaluating = True
+        results = self.evaluate(last)
+        evaluating = False
     except jax.errors.JaxRuntimeError as error:
       if not fit_lib.out_of_memory(error):
         raise
@@ -647,8 +654,8 @@ class Trainer:
       self.writer.close()
     if start >= last and not results:   # nothing left to train: report what the run logged
       results = self.logged_results(start)
-    self.reported = self.is_lead and last == total and start < last
-    if self.reported:   # report.md is written by the invocation that trains the last step
+    self.reported = self.is_lead and last == total and (start < last or final_missing)
+    if self.reported:   # by the invocation that trains the last step (or makes its evaluation)
       reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
     return results
 
@@ -672,16 +679,29 @@ class Trainer:
     as_text = getattr(self.compiled_step, "as_text", None)
     return as_text() if as_text else ""
 
-  def logged_results(self, step: int) -> dict[str, Any]:
-    """The evaluation metrics.jsonl holds for `step` (a finished run's final results)."""
+  def _logged_evaluation(self, step: int) -> dict[str, Any]:
     if not (paths.resolve(self.workdir) / "metrics.jsonl").is_file():
       return {}
     rows = [r for r in metrics_lib.read_metrics(self.workdir) if r.get("step") == step]
-    out = {k: v for row in rows for k, v in row.items()   # as logged: counts stay ints
-           if k != "step" and not k.startswith("train/") and isinstance(v, (int, float))}
+    return {k: v for row in rows for k, v in row.items()   # as logged: counts stay ints
+            if k != "step" and not k.startswith("train/") and isinstance(v, (int, float))}
+
+  def logged_results(self, step: int) -> dict[str, Any]:
+    """The evaluation metrics.jsonl holds for `step` (a finished run's final results)."""
+    out = self._logged_evaluation(step)
     if out:
       log.info("%s: already trained to step %d; its logged evaluation follows", self.workdir, step)
     return out
+
+  def _final_evaluation_missing(self) -> bool:
+    """Does a run trained to its last step lack that step's evaluation (stopped by a signal, an
+    evaluation that failed or ran out of memory)? Process 0's answer (its metrics.jsonl), the same
+    on every process: the evaluation's collectives need them all."""
+    missing = (self.config.eval_every >= 0 and bool(self.config.evals)
+               and self.is_lead and not self._logged_evaluation(int(self.config.total_steps)))
+    if jax.process_count() > 1:
+      missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+    return missing
 
   def _check_finite(self, step: int, metrics, checkpointer) -> None:
     if bool(jax.device_get(metrics["nonfinite"])):

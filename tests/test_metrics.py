@@ -67,3 +67,27 @@ def test_a_second_writer_of_the_same_second_keeps_the_first_ones_events(tmp_path
     writer.close()
   assert _scalars_tensorboard_shows(os.path.join(workdir, "tensorboard"), "eval/top1") == [
       (1, 0.5), (2, 1.0)]
+
+
+def test_a_rerun_from_step_0_starts_the_rows_and_curves_again(tmp_path):
+  """A run stopped before its first checkpoint is rerun from step 0: none of its rows remain."""
+  workdir = str(tmp_path / "run")
+  stopped = metrics_lib.MetricsWriter(workdir)
+  for step in (1, 2):
+    stopped.write(step, {"train/loss": float(step)})
+  stopped.close()
+  rerun = metrics_lib.MetricsWriter(workdir)
+  rerun.truncate_after(0)
+  rerun.write(1, {"train/loss": 5.0})
+  rerun.close()
+  assert metrics_lib.read_metrics(workdir) == [{"step": 1, "train/loss": 5.0}]
+  assert _scalars_tensorboard_shows(os.path.join(workdir, "tensorboard"), "train/loss") == [
+      (1, 5.0)]
+
+
+def test_a_fresh_run_writes_one_event_file(tmp_path):
+  writer = metrics_lib.MetricsWriter(str(tmp_path / "run"))
+  writer.truncate_after(0)   # what every run does once restored or initialised
+  writer.write(1, {"train/loss": 1.0})
+  writer.close()
+  assert len(os.listdir(tmp_path / "run" / "tensorboard")) == 1

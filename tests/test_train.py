@@ -21,6 +21,7 @@ from configs import synthetic as synthetic_config
 from darkjax import aot
 from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
+from darkjax import preemption
 from darkjax import task as task_lib
 from darkjax import train
 from darkjax.data import prepared
@@ -361,3 +362,37 @@ def test_evaluations_during_training_leave_its_steps_unchanged(data_dir, tmp_pat
       (2, test_clips), (4, test_clips), (6, test_clips)]
   final = [row for row in metrics_lib.read_metrics(plain) if "eval/top1" in row]
   assert [(row["step"], row["eval/top1"]) for row in final] == [(6, evals[-1]["eval/top1"])]
+
+
+def test_a_run_stopped_after_its_last_step_evaluates_and_reports_when_rerun(data_dir, tmp_path,
+                                                                            monkeypatch):
+  """SIGTERM in the last step: the run saves that step and stops before its final evaluation; the
+  rerun trains nothing, makes the evaluation, logs it once and writes report.md."""
+  config = small_config(data_dir, steps=4, eval_every=0)
+  workdir = str(tmp_path / "run")
+  with monkeypatch.context() as patch:
+    patch.setattr(preemption.PreemptionWatch, "reached", lambda self, step: step == 4)
+    with pytest.raises(preemption.Preempted):
+      train.Trainer(config, workdir).run()
+  assert not [row for row in metrics_lib.read_metrics(workdir) if "eval/top1" in row]
+  results = train.Trainer(config, workdir).run()
+  evals = [row for row in metrics_lib.read_metrics(workdir) if "eval/top1" in row]
+  assert [row["step"] for row in evals] == [4] and results["eval/top1"] == evals[0]["eval/top1"]
+  assert os.path.isfile(os.path.join(workdir, "report.md"))
+  again = train.Trainer(config, workdir).run()   # evaluated once: a third run only reports it
+  assert again["eval/top1"] == results["eval/top1"]
+  assert len([row for row in metrics_lib.read_metrics(workdir) if "eval/top1" in row]) == 1
+
+
+def test_accumulated_micro_batches_stay_split_over_the_devices(data_dir, tmp_path):
+  """accum_steps on 4 devices: each micro-step runs every device's share of one micro-batch (no
+  gathered batch), so the step needs less memory than without accumulation."""
+  needs, programs = {}, {}
+  for accum in (1, 2):
+    config = small_config(data_dir, accum_steps=accum)
+    config.mesh.data = 4
+    trainer = train.Trainer(config, str(tmp_path / f"accum{accum}"), devices=jax.devices()[:4])
+    needs[accum] = trainer.compile_step()
+    programs[accum] = trainer.compiled_step.as_text()
+  assert "all-gather" not in programs[2], "the micro-batches were gathered"
+  assert needs[2] < needs[1], needs
