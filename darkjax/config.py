@@ -43,19 +43,23 @@ class ConfigError(ValueError):
 
 
 def load_module(path: str):
-  """The module of a config file (`.../configs/x.py` is imported as `configs.x`, so it shares
-  `configs.common` with the other configs)."""
+  """The module of a config file: one of darkjax's `configs/` package is imported as
+  `configs.x` (so it shares `configs.common` with the other configs); any other file, a user's own
+  `configs/x.py` included, is loaded from its path under a module name of its own."""
   path = os.path.abspath(path)
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path} does not exist")
   parent = os.path.dirname(path)
   name = os.path.splitext(os.path.basename(path))[0]
   if os.path.basename(parent) == "configs":
-    root = os.path.dirname(parent)
-    if root not in sys.path:
-      sys.path.insert(0, root)
-    return importlib.import_module(f"configs.{name}")
-  spec = importlib.util.spec_from_file_location(name, path)
+    try:
+      package = importlib.import_module("configs")
+    except ModuleNotFoundError:   # a source tree that is not installed: its root on the path
+      sys.path.insert(0, os.path.dirname(parent))
+      package = importlib.import_module("configs")
+    if any(os.path.samefile(parent, d) for d in package.__path__ if os.path.isdir(d)):
+      return importlib.import_module(f"configs.{name}")
+  spec = importlib.util.spec_from_file_location(f"darkjax_config_{len(sys.modules)}_{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -271,7 +275,18 @@ def validate(config: mlc.ConfigDict) -> mlc.ConfigDict:
   input_workers(config)
   if "trainer" not in config:
     raise ConfigError("config has no `trainer` field (the darkjax/trainers/<name>.py to run)")
+  for key, least, meaning in _CADENCES:
+    if key in config and int(config[key]) < least:
+      raise ConfigError(f"config.{key} is {config[key]}; it must be at least {least} "
+                        f"({meaning})")
   return config
+
+
+# Fields of a run's cadence: (key, smallest value, what it counts).
+_CADENCES = (("log_every", 1, "steps between logged train metrics"),
+             ("checkpoint_every", 1, "steps between checkpoints"),
+             ("keep_checkpoints", 1, "checkpoints kept; 0 would delete each one once written"),
+             ("eval_every", -1, "steps between evaluations; 0: at the end only, -1: never"))
 
 
 class MissingWeightsError(ConfigError):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from darkjax import config as config_lib
 from darkjax import targets
 
 SCHEDULES = ("constant", "cosine", "step", "dann")
@@ -21,9 +22,11 @@ def make_schedule(cfg: Mapping[str, Any], total_steps: int) -> Callable[[Any], A
   """Learning rate as a function of the optimizer step."""
   name, peak, warmup = cfg["schedule"], cfg["lr"], int(cfg["warmup_steps"])
   if name not in SCHEDULES:
-    raise ValueError(f"optimizer.schedule {name!r} unknown; valid: {SCHEDULES}")
+    raise config_lib.ConfigError(f"config.optimizer.schedule {name!r} unknown; valid: "
+                                 f"{SCHEDULES}")
   if total_steps <= 0:
-    raise ValueError(f"total_steps must be positive, got {total_steps}")
+    raise config_lib.ConfigError(f"config.total_steps must be positive (or config.total_epochs "
+                                 f"set), got {total_steps}")
   decay_steps = max(total_steps - warmup, 1)
   if name == "constant":
     main = optax.constant_schedule(peak)
@@ -45,6 +48,11 @@ def make_schedule(cfg: Mapping[str, Any], total_steps: int) -> Callable[[Any], A
 def _frozen_labels(params: Any, patterns) -> Any:
   compiled = [re.compile(p) for p in patterns]
   flat = traverse_util.flatten_dict(params, sep="/")
+  unmatched = [c.pattern for c in compiled if not any(c.search(k) for k in flat)]
+  if unmatched:   # a typo would train what it means to freeze
+    example = ", ".join(list(flat)[:4])
+    raise config_lib.ConfigError(f"config.optimizer.frozen: {unmatched} match no parameter path "
+                                 f"(paths look like {example}, ...)")
   labels = {k: ("frozen" if any(c.search(k) for c in compiled) else "trainable") for k in flat}
   return traverse_util.unflatten_dict(labels, sep="/")
 
@@ -62,7 +70,7 @@ def make_optimizer(cfg: Mapping[str, Any], total_steps: int,
   """(optax transformation, schedule). `params` (or an abstract tree) is needed for `frozen`."""
   name = cfg["name"]
   if name not in OPTIMIZERS:
-    raise ValueError(f"optimizer.name {name!r} unknown; valid: {OPTIMIZERS}")
+    raise config_lib.ConfigError(f"config.optimizer.name {name!r} unknown; valid: {OPTIMIZERS}")
   schedule = make_schedule(cfg, total_steps)
   parts = []
   if cfg["grad_clip_norm"]:
@@ -80,7 +88,8 @@ def make_optimizer(cfg: Mapping[str, Any], total_steps: int,
       raise ValueError("optimizer.frozen needs the parameter tree")
     labels = _frozen_labels(params, cfg["frozen"])
     if not any(v == "trainable" for v in traverse_util.flatten_dict(labels).values()):
-      raise ValueError(f"optimizer.frozen {list(cfg['frozen'])} freezes every parameter")
+      raise config_lib.ConfigError(f"config.optimizer.frozen {list(cfg['frozen'])} freezes "
+                                   f"every parameter")
     tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, schedule
 

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from darkjax import config as config_lib
+
 BATCH_AXES = ("data", "fsdp")
 
 
@@ -25,19 +27,20 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | No
   devices = list(jax.devices() if devices is None else devices)
   unknown = set(mesh_config) - set(BATCH_AXES)
   if unknown:
-    raise KeyError(f"config.mesh has unknown axes {sorted(unknown)}; valid axes: {BATCH_AXES}")
+    raise config_lib.ConfigError(f"config.mesh has unknown axes {sorted(unknown)}; valid axes: "
+                                 f"{BATCH_AXES}")
   sizes = [int(mesh_config.get(a, 1)) for a in BATCH_AXES]
   if sizes.count(-1) > 1:
-    raise ValueError("config.mesh: at most one axis may be -1")
+    raise config_lib.ConfigError("config.mesh: at most one axis may be -1")
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f"config.mesh {dict(mesh_config)}: {len(devices)} devices not divisible "
-                       f"by {known}")
+      raise config_lib.ConfigError(f"config.mesh {dict(mesh_config)}: {len(devices)} devices not "
+                                   f"divisible by {known}")
     sizes[sizes.index(-1)] = len(devices) // known
   if int(np.prod(sizes)) != len(devices):
-    raise ValueError(f"config.mesh {dict(mesh_config)} needs {int(np.prod(sizes))} devices, "
-                     f"{len(devices)} available")
+    raise config_lib.ConfigError(f"config.mesh {dict(mesh_config)} needs {int(np.prod(sizes))} "
+                                 f"devices, {len(devices)} available")
   return jax.make_mesh(tuple(sizes), BATCH_AXES, axis_types=(AxisType.Auto,) * 2,
                        devices=devices)
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Protocol
 import jax
 import ml_collections as mlc
 
+from darkjax import config as config_lib
 from darkjax import evaluators as evaluators_lib
 from darkjax.capabilities import (ComputesStreams, Enhances, MapsAttention, MapsFusion,
                                  ScoresVideos)
@@ -144,7 +145,8 @@ def trainer_module(config: mlc.ConfigDict):
       raise
     known = sorted(f[:-3] for f in os.listdir(os.path.join(os.path.dirname(__file__), "trainers"))
                    if f.endswith(".py") and not f.startswith("_") and f != "base.py")
-    raise ValueError(f"config.trainer {name!r} unknown; known trainers: {known}") from None
+    raise config_lib.ConfigError(f"config.trainer {name!r} unknown; known trainers: "
+                                 f"{known}") from None
   phases = module.__dict__.get("PHASES")
   if not phases or not all(isinstance(p, Phase) for p in phases):
     raise TypeError(f"darkjax/trainers/{name}.py declares no PHASES (a sequence of "

@@ -557,6 +557,8 @@ class Trainer:
     last = total if until is None else min(int(until), total)
     train_ds = self.task.train_dataset(self.local_batch(cfg.input.batch_size))
     self.build(dataset=train_ds)   # peeks one example of the same pipeline
+    if cfg.eval_every >= 0 and self.evaluators is None:   # config.evals' errors before training
+      self.evaluators = evaluators_lib.build(cfg.evals, self.task, self)
     train_iter = iter(pipeline.with_workers(train_ds, config_lib.input_workers(cfg),
                                             int(cfg.input.prefetch)))
     self._checkpointer = checkpointer = ckpt_lib.Checkpointer(

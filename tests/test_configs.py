@@ -191,3 +191,17 @@ def test_round_batches_records_the_requested_batches_once():
 def test_override_values_are_literals_or_strings():
   assert [config_lib.override_value(v) for v in ("0", "0.5", "()", "True", "sgd", "a/b")] == \
       [0, 0.5, (), True, "sgd", "a/b"]
+
+
+def test_a_users_own_configs_directory_loads_its_own_files(tmp_path):
+  """`.../configs/x.py` outside darkjax's package is that file, not darkjax's `configs.x`."""
+  own = tmp_path / "project" / "configs"
+  own.mkdir(parents=True)
+  for name in ("synthetic", "mine"):
+    (own / f"{name}.py").write_text(
+        "import ml_collections\nfrom configs import common  # darkjax's, as in its configs\n\n"
+        f"def get_config(arg=None):\n  return ml_collections.ConfigDict(dict(trainer='{name}', "
+        "batch=common.optimizer_block().lr))\n")
+  assert config_lib.load(str(own / "synthetic.py")).trainer == "synthetic"
+  assert config_lib.load(str(own / "mine.py")).trainer == "mine"
+  assert config_lib.load("configs/synthetic.py").trainer == "supervised"

@@ -396,3 +396,23 @@ def test_accumulated_micro_batches_stay_split_over_the_devices(data_dir, tmp_pat
     programs[accum] = trainer.compiled_step.as_text()
   assert "all-gather" not in programs[2], "the micro-batches were gathered"
   assert needs[2] < needs[1], needs
+
+
+@pytest.mark.parametrize("key, value", [("log_every", 0), ("checkpoint_every", 0),
+                                        ("keep_checkpoints", 0), ("eval_every", -2)])
+def test_cadence_settings_out_of_range_name_the_key_before_anything_runs(key, value):
+  config = synthetic_config.get_config("runlocal")
+  config[key] = value
+  with pytest.raises(config_lib.ConfigError, match=rf"^config\.{key} is {value}; it must be at "
+                                                   r"least -?\d \("):
+    config_lib.validate(config)
+
+
+def test_a_mistyped_evaluator_stops_the_run_before_its_first_step(data_dir, tmp_path):
+  config = small_config(data_dir, steps=4, eval_every=0)
+  config.evals.eval.type = "classificaton"
+  workdir = str(tmp_path / "run")
+  with pytest.raises(config_lib.ConfigError, match=r"config\.evals\.eval\.type 'classificaton' "
+                                                   r"unknown; valid: \["):
+    train.Trainer(config, workdir).run()
+  assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))

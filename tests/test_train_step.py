@@ -11,6 +11,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import common
+from darkjax import config as config_lib
 from darkjax import optim, sharding, targets
 from darkjax.models import small3d
 from darkjax import step as step_lib
@@ -194,7 +195,7 @@ def test_partition_rules_and_fsdp_fallback():
   assert shardings["params"]["bn"]["scale"].spec == P()                 # too small
   with pytest.raises(ValueError, match="needs 6 devices"):
     sharding.make_mesh({"data": 3, "fsdp": 2})
-  with pytest.raises(KeyError, match="unknown axes"):
+  with pytest.raises(config_lib.ConfigError, match="unknown axes"):
     sharding.make_mesh({"model": 2})
 
 
@@ -266,3 +267,15 @@ def test_bfloat16_step_is_close_to_float32_and_keeps_float32_state():
   np.testing.assert_allclose(
       jax.tree.leaves(state16.model_state)[0], jax.tree.leaves(state32.model_state)[0],
       rtol=5e-2, atol=5e-3)
+
+
+def test_a_frozen_pattern_that_matches_no_parameter_names_itself():
+  """A typo in `optimizer.frozen` would otherwise train what it means to freeze."""
+  params = {"backbone": {"conv": {"kernel": jnp.ones((2,))}}, "head": {"kernel": jnp.ones((2,))}}
+  with pytest.raises(config_lib.ConfigError, match=r"config\.optimizer\.frozen: \['\^bakbone/'\] "
+                                                   r"match no parameter path \(paths look like "
+                                                   r"backbone/conv/kernel, head/kernel"):
+    optim.make_optimizer(_opt(frozen=("^backbone/", "^bakbone/")), 10, params)
+  tx, _ = optim.make_optimizer(_opt(frozen=("^backbone/",)), 10, params)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  assert not updates["backbone"]["conv"]["kernel"].any() and updates["head"]["kernel"].all()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from darkjax import capabilities
+from darkjax import config as config_lib
 from darkjax.evaluators.base import EvalResult, Evaluator, TrainerView
 from darkjax.evaluators.classification import ClassificationEvaluator
 from darkjax.evaluators.clip_figures import (AttentionMapsEvaluator, EnhancementEvaluator,
@@ -47,13 +48,14 @@ def build(evals_cfg: Mapping[str, Mapping[str, Any]], task: Any,
     options = dict(entry)
     kind = options.pop("type", None)
     if kind not in TYPES:
-      raise ValueError(f"config.evals.{name}.type {kind!r} unknown; valid: {sorted(TYPES)}")
+      raise config_lib.ConfigError(f"config.evals.{name}.type {kind!r} unknown; valid: "
+                                   f"{sorted(TYPES)}")
     if kind in REQUIRES and not isinstance(task, REQUIRES[kind]):
-      raise ValueError(f"config.evals.{name}: evaluator type {kind!r} needs a task with the "
-                       f"capability {REQUIRES[kind].__name__}; {type(task).__module__}."
-                       f"{type(task).__name__} has none")
+      raise config_lib.ConfigError(f"config.evals.{name}: evaluator type {kind!r} needs a task "
+                                   f"with the capability {REQUIRES[kind].__name__}; "
+                                   f"{type(task).__module__}.{type(task).__name__} has none")
     try:
       out[name] = TYPES[kind](name, task, trainer, **options)
     except TypeError as error:
-      raise ValueError(f"config.evals.{name} ({kind}): {error}") from None
+      raise config_lib.ConfigError(f"config.evals.{name} ({kind}): {error}") from None
   return out
