@@ -5,7 +5,7 @@ Every choice the authors' README leaves open is a key here, with its default:
                (`actlumos.retinex`; darkjax/layers/retinex.py has the border rule)
   teacher      one R(2+1)D-34 for both streams, from the IG65M weights (`backbone_init`, required
                unless `init=none` or `runlocal`); DFF with r = 4; transformer hidden
-               512, 8 heads, 1 layer, dropout 0.8 before the classifier (DarkLight's setting),
+               512, 8 heads, 1 layer, dropout 0.8 before the classifier (DarkLight's sizes),
                tokens from (1, 7, 7) average pooling (model.kwargs; darkjax/models/actlumos.py)
   SupCon       lambda_sup = 0.1 (`supcon_weight`), 2-layer MLP projection to 128-d, tau 0.07
   student      starts from the IG65M weights as the teacher does, then SSL (`student_pretrained`;
@@ -250,7 +250,11 @@ RECIPE = (
     dict(detail="temporal model", paper="BERT after DFF", image="arch.png",
          drawn="Dynamic Feature Fusion (DFF) → BERT → Action classifier",
          code="darkjax/models/actlumos.py TemporalTransformer",
-         ours="BERT-style encoder: CLS token, learned positions, post-LN layers", status="MATCH"),
+         ours="BERT-style encoder: CLS token, learned positions, post-LN layers", status="CHOICE",
+         note="BERT as published (Devlin et al.: embedding LayerNorm, post-LN layers). DarkLight's "
+              "code, whose sizes the next row takes, runs the Annotated-Transformer form instead "
+              "(models/BERT: LayerNorm before each sub-layer, none on the embeddings or the "
+              "output, its LayerNorm dividing by the std + 1e-6); not measured against ours"),
     dict(detail="BERT size and dropout", paper="not stated", key="model.kwargs", status="CHOICE",
          image="results_1.png", drawn="Params (M); Proposed: ActLumos(Student) 96.92 99.89 67",
          note="DarkLight-R(2+1)D-34's (models/dark_light.py: hidden 512, 8 heads, 1 layer, "

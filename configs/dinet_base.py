@@ -99,7 +99,8 @@ RECIPE = (
     dict(detail="domain classifier dropout", paper="not stated",
          key="model.kwargs.domain_dropout", status="CHOICE", note="DANN's 0.5"),
     dict(detail="action head dropout", paper="not stated", key="model.kwargs.head_dropout",
-         status="CHOICE", note="the usual dropout before a fine-tuned classifier"),
+         status="CHOICE", note="the usual dropout before a fine-tuned classifier (0.5); none "
+         "with the C3D backbone, whose fc7 features are dropped by C3D's own dropout"),
     dict(detail="batch composition", paper="half source, half target", source="Sec. III",
          quote="half of each batch is populated by the samples from the source domain",
          code="darkjax/trainers/dinet.py Task.train_dataset", ours="half source, half target",

@@ -96,8 +96,10 @@ def get_config(arg=None):
       domain_loss=arg.domain_loss)
   config.dinet.domain_loss_weight = arg.domain_weight
   config.evals = dinet_base.dinet_evals()
+  # C3D drops its fc7 features itself (dropout 0.5 after fc6 and fc7): no second dropout there.
   config.model = common.model_block("dinet", backbone=arg.backbone, domain_hidden=(1024, 1024),
-                                    domain_dropout=0.5, head_dropout=0.5,
+                                    domain_dropout=0.5,
+                                    head_dropout=0.0 if arg.backbone == "c3d" else 0.5,
                                     backbone_kwargs=mlc.ConfigDict())
   # A converted Kinetics backbone loads into the feature extractor.
   config.model_init = arg.pretrained

@@ -154,6 +154,16 @@ RECIPE = (
               "256^2); at stride 2 (`full_resolution=False`, same parameters) a 64 x 112^2 clip "
               "costs 4.50 GMACs at k = 1 against 18.23: the text and the tables disagree, we "
               "follow the tables; measured effect under \"Enhancer cost\""),
+    dict(detail="enhancer initialisation", paper="not stated",
+         key="model.kwargs.enhancer_kwargs.initial_curve", status="CHOICE",
+         note="random weights with a zero output bias: every curve starts near r = 0, the "
+              "identity, so the classifier first sees the dark frames as they are; "
+              "`initial_curve=R` starts the output bias at R"),
+    dict(detail="enhancer-only training (two-stage phase 1, `pretrain_enhancer`)",
+         paper="not stated (Table VI's two-stage setting: \"pre-enhance the dark video frames "
+               "first\")", key="dtcm.enhancer_steps", status="CHOICE",
+         note="W_STC L_STC + L_Dark alone for 2000 steps (`enhancer_steps`), AdamW at a constant "
+              "1e-4 (`dtcm.enhancer_lr`), weight decay as the joint phase's"),
     dict(detail="key-frame group k", paper=4, source="Sec. IV-B, Table IX",
          quote="we set k = 4 for accuracy and computation efficiency trade-off",
          key="model.kwargs.group_size", status="MATCH"),

@@ -72,6 +72,9 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   config.model.kwargs.attention_scale = "head_dim"
   config.model.kwargs.fourier_norm = "spectrum"
   config.model.kwargs.pvit_norm = True
+  # The PViT's GELU as its weights were trained: tanh for google-research/vision_transformer's
+  # `.npz` (flax's default GELU), erf (False) for timm / PyTorch weights such as ImageNet-21K-P's.
+  config.model.kwargs.pvit_gelu_approximate = True
   config.lift = mlc.ConfigDict(dict(
       kd=arg.kd, kd_weight=1.0, kd_reduction="sum", kd_features="hidden",
       # KD: the student's luminous backbone is the teacher's, frozen (False: it trains on with the
@@ -144,6 +147,12 @@ RECIPE = (
               "biases, the same function), then `vit_init=DIR` with "
               "`--config.input.normalise=none` (checked against DIR's record). Neither measured "
               "on ARID here"),
+    dict(detail="PViT's GELU", paper="not stated", key="model.kwargs.pvit_gelu_approximate",
+         status="CHOICE",
+         note="the form the recipe's weights were trained with: the tanh approximation of "
+              "google-research/vision_transformer's `ViT-B_16.npz` (flax's GELU); `False` (erf) "
+              "for timm / PyTorch weights such as [44]'s; the two differ by about 1e-3 per "
+              "activation"),
     dict(detail="PViT blocks trained", paper="first", source="Sec. III-C",
          quote="We only keep the first block unfrozen throughout training",
          key="lift.vit_trainable", status="MATCH"),
@@ -186,6 +195,26 @@ RECIPE = (
          note="HMDB51, UCF101, InfAR: optical flow (their configs; Sec. V-C.2-3)"),
     dict(detail="GIC gamma", paper="not stated", key="lift.gamma", status="CHOICE",
          note="brightens ARID's frames as Fig. 3 shows"),
+    dict(detail="Luminous normalisation (GIC frames or flow)", paper="not stated",
+         key="lift.luminous_normalise", status="CHOICE",
+         note="IG65M's RGB mean and std, the statistics its weights were trained on, for the "
+              "gamma-corrected frames and for the flow images (HMDB51, UCF101, InfAR) alike: the "
+              "flow passes through RGB-pretrained weights as an image; `flow` normalises it "
+              "as flow instead (not measured here)"),
+    dict(detail="token width E, heads, Critic MLP", paper="not stated",
+         code="darkjax/models/liftnet.py LIFTNet.embed_dim, num_heads, mlp_dim",
+         ours="E = 512, 8 heads, MLP 2048 (4E)", status="CHOICE",
+         note="512 is the R(2+1)D's width, so h1 and h2 of Eq. (6) need no projection; 8 heads "
+              "and 4E are [45]'s"),
+    dict(detail="token order", paper="not stated",
+         code="darkjax/models/liftnet.py LIFTNet.position_embeddings",
+         ours="learned position embeddings added to both token sequences", status="CHOICE",
+         note="attention and the FFT over the sequence need an order; the ViT's own position "
+              "embeddings hold within a frame only"),
+    dict(detail="Fourier MLP width", paper="not stated",
+         code="darkjax/models/liftnet.py LIFTNet.fourier_hidden", ours="E (512)",
+         status="CHOICE", note="`fourier_hidden=N` sets it; the MLP's last layer starts at zero "
+                               "(FoE starts as the spectrum's residual and LayerNorm alone)"),
     dict(detail="fusion attention scale", paper="sqrt(N_AH), the number of heads",
          source="Sec. III-D, Eq. (1)",
          quote="N_AH is the number of attention heads required for normalization",

@@ -193,6 +193,10 @@ RECIPE = (
          "clip are left out"),
     dict(detail="kNN k", paper=5, source="Sec. 3.2.3", quote="k is set to 5 in our experiment",
          key="evals.video.k", status="MATCH"),
+    dict(detail="kNN distance", paper="not named (\"the average distances from the sample to "
+         "its k neighbor training samples from each class\")",
+         code="darkjax/evaluators/twostream_video.py", ours="Euclidean, in code space",
+         status="CHOICE", note="the distance d of exp(-gamma d^2) read as the Euclidean one"),
     dict(detail="kNN gamma", paper=0.05, source="Sec. 3.2.3",
          quote="The parameter γ is set to be 0.05", key="evals.video.gamma", status="MATCH"),
     dict(detail="late fusion 1 weights", paper="flow 2, IR 1", source="Sec. 3.2.3",

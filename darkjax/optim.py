@@ -111,12 +111,11 @@ def paired_norms(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
   On a GPU (`targets.platform()`) each pair of leaves is one reduction over the two stacked.
   XLA:GPU compiles a kernel per distinct reduction, and a gradient's reduction, fused into what
   produces the gradient, seldom shares one: two norms of separate reductions cost a kernel per
-  leaf more than one norm of pairs (deviceless H100 compiles of the paper configs' main phases:
-  0.75-0.91x the compile time, 26-87 fewer kernels; docs/benchmarks.md, "What a GPU step
-  compiles besides autotuning"). The stacked pair keeps its leaf's sharding: the sum runs over
-  the leaf's own axes, never a reshape across them. Elsewhere the norms are two of
-  `global_norm`: XLA:CPU copies the stacked pairs (a slower step), and XLA:TPU compiles no
-  faster."""
+  leaf more than one norm of pairs (deviceless H100 compiles of the paper configs' main phases,
+  docs/benchmarks.md, "What a GPU step compiles besides autotuning"). The stacked pair keeps its
+  leaf's sharding: the sum runs over the leaf's own axes, never a reshape across them. Elsewhere
+  the norms are two of `global_norm`: XLA:CPU copies the stacked pairs (a slower step), and
+  XLA:TPU compiles no faster."""
   if targets.platform() != "gpu":
     return global_norm(_present(a, b)), global_norm(b)
 

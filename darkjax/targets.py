@@ -102,8 +102,8 @@ def compiler_options(platform: str | None = None, target: str = "") -> dict[str,
   grouped ones too. With the (2+1)D convolutions native, an R(2+1)D step runs as fast as with 2D
   ones and compiles in half the time or less: its cuDNN autotuning, most of a GPU compile, has
   fewer candidates (docs/benchmarks.md, "Where a GPU step's compile time goes"); 3D-ResNeXt's
-  step, its grouped convolutions channels-last too, takes 0.91x the time of its channels-first
-  one (docs/benchmarks.md, "3D-ResNeXt's layouts and levers on one H100").
+  step, its grouped convolutions channels-last too, is faster than its channels-first one
+  (docs/benchmarks.md, "3D-ResNeXt's layouts and levers on one H100").
 
   On "cpu": `xla_disable_hlo_passes` with CPU_DISABLED_PASSES, so the `optimization_barrier`s of
   `jax.checkpoint` reach the end of the pipeline and CSE cannot merge a recomputation with its
@@ -136,7 +136,7 @@ def init_compiler_options(platform: str | None = None) -> dict[str, Any]:
 
 # Largest model (parameters) whose CPU init hashes its draws together: above it the per-draw
 # program compiles and runs faster (docs/benchmarks.md, "Compile time of smoke runs and
-# initialisation": LIFT-Net's 147M-parameter init 34.7 s plain, 44.6 s batched).
+# initialisation": LIFT-Net's init, plain against batched).
 BATCHED_INIT_MAX_PARAMS = 8_000_000
 
 

@@ -408,6 +408,8 @@ def test_infar_config_backbones_and_missing_data_message(backbone, tmp_path, mon
   assert config.required_weights.backbone.key == "model_init"
   assert config.required_weights.backbone.file == dinet_infar.BACKBONE_WEIGHTS[backbone]["file"]
   assert config.dinet.target.data.dir == os.path.join(str(tmp_path), "infar")
+  # one dropout (p 0.5) before the action head: C3D's own after fc7, else the head's
+  assert config.model.kwargs.head_dropout == (0.0 if backbone == "c3d" else 0.5)
   assert len(dinet_infar.INFAR_CLASSES) == 12
   assert "90.83" in dinet_infar.__doc__
   with pytest.raises(prepared.DatasetNotPreparedError, match="xd145"):

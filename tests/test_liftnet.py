@@ -238,6 +238,22 @@ def test_pvit_is_one_copy_shared_by_every_frame():
     np.testing.assert_allclose(out["pvit_cls"][:, t], frame_out["features"], atol=1e-5)
 
 
+def test_pvit_runs_the_gelu_its_weights_were_trained_with():
+  """The recipe's PViT weights (google-research/vision_transformer's .npz) were trained with the
+  tanh GELU: the paper configs run it, and the PViT then equals the tanh ViT, not the erf one."""
+  assert lift_arid.get_config("init=none,vit_trainable=all").model.kwargs.pvit_gelu_approximate
+  model = TINY(num_classes=3, pvit_gelu_approximate=True)
+  x = jax.random.normal(jax.random.key(3), (2, 1, 16, 16, 3))
+  variables = _init(model, x)
+  _, out = jax.jit(model.apply)(variables, x)
+  pvit = {"params": variables["params"]["pvit"]}
+  for approximate, close in ((True, True), (False, False)):
+    alone = vit.VARIANTS["vit_tiny_test"](num_classes=0, num_blocks=2,
+                                         gelu_approximate=approximate)
+    _, frame_out = jax.jit(alone.apply)(pvit, x[:, 0])
+    assert np.allclose(out["pvit_cls"][:, 0], frame_out["features"], atol=1e-6) == close
+
+
 @pytest.mark.parametrize("name,layers,expected", [
     ("liftnet_small", 4, 124_025_770),
     ("liftnet_medium", 6, 135_593_910),

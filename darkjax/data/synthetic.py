@@ -29,10 +29,9 @@ of `python -m darkjax.data.prepare ... --flow` (darkjax/data/flow.py, scale 8), 
 manifest as prepare records it, so configs read it as they read a prepared dataset's flow (LIFT-Net's
 luminous input on infrared data, the two-stream network's flow tower).
 
-Default (16 frames, 32x32, 100 train + 25 test clips per class): ~13 s CPU to generate, 138 MB;
-dark mean brightness ~15.7/255 (day ~100). Measured: small3d, 600 SGD steps of 32 clips,
-reaches >= 0.9 test top-1 on the dark clips; a linear probe on frame-difference motion features
-gets 0.91, the same probe on single-frame features 0.10 (chance).
+Default: 16 frames of 32x32, 100 train + 25 test clips per class. Its size, generation time,
+brightness and what a model or a linear probe learns from it are in docs/benchmarks.md ("The
+embedded synthetic set").
 """
 
 from __future__ import annotations

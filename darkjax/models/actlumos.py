@@ -29,7 +29,7 @@ DFF, as the README's DFF.png draws it (1x1x1 convs are Dense layers on the chann
   S = G + L;  weights = softmax over 2 of Conv_{C/r->2}(ReLU(BN(Conv_{C->C/r}(S))))
   output = W_dark * F_dark + W_ret * F_ret,  r = 4; `out["fusion_weights"]` (B, T', H', W', 2).
 
-Temporal transformer (BERT-style, DarkLight's setting): the map is average-pooled over space,
+Temporal transformer (BERT as published, DarkLight's sizes): the map is average-pooled over space,
 which is DarkLight's (1, 7, 7) pooling of the 7 x 7 map at 112 x 112 frames (we pool the whole
 H' x W' at any frame size, so small test clips work), giving T' tokens; a Dense projection to
 `hidden` when the backbone width differs; a learned CLS token is prepended, learned position

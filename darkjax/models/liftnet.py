@@ -134,6 +134,7 @@ class LIFTNet(nn.Module):
   vit: str = "vit_b16"                  # darkjax.models.vit variant of the PViT
   vit_blocks: int = 5                   # PViT = its first blocks
   pvit_norm: bool = True                # the ViT's final LayerNorm on block vit_blocks's output
+  pvit_gelu_approximate: bool = False   # the PViT's GELU: tanh (True) or erf, as its weights' was
   luminous: str = "r2plus1d_34_ig65m"   # darkjax.models.video_resnet variant (r3d_18: ablation)
   embed_dim: int = 512
   num_heads: int = 8
@@ -170,7 +171,8 @@ class LIFTNet(nn.Module):
   def _main_stream(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     pvit = vit.VARIANTS[self.vit](num_classes=0, num_blocks=self.vit_blocks, dtype=self.dtype,
                                   final_norm=self.pvit_norm, remat=self.remat,
-                                  attention=self.attention, name="pvit")
+                                  attention=self.attention,
+                                  gelu_approximate=self.pvit_gelu_approximate, name="pvit")
     _, pvit_out = pvit(x, train=train)
     cls = pvit_out["features"]  # (B, T, D_vit): class token per frame
     if self.pvit_frozen:
