@@ -81,10 +81,8 @@ def test_killed_peer_makes_the_other_exit_with_an_error_naming_it(data_dir, env,
       time.sleep(0.1)
     assert [p.poll() for p in procs.procs] == [None, None], procs.output(0)[-4000:]
     procs.procs[1].kill()
-    killed_at = time.time()
     codes = procs.wait(timeout=60)
-    stopped_after = time.time() - killed_at
     output = procs.output(0)
   assert codes[0] is not None, "the surviving process hung after its peer died"
-  assert codes[0] != 0 and stopped_after < 60
+  assert codes[0] != 0
   assert re.search(r"Task 1 heartbeat timeout", output), output[-4000:]

@@ -88,7 +88,7 @@ def test_a_trainer_module_without_phases_is_named(monkeypatch):
     task_lib.find_phase(mlc.ConfigDict({"trainer": "liftnet"}), "ssl")
 
 
-def test_every_zoo_model_trains_in_the_main_job(tmp_path):
+def test_clip_and_frame_models_give_the_main_jobs_loss_abstractly(tmp_path):
   """`--config.model.name=NAME` of configs/synthetic.py: the loss and predictions have clip
   shapes for clip models and frame models (ViT: per-frame logits averaged) alike (abstractly)."""
   import jax  # pylint: disable=import-outside-toplevel

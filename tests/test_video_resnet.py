@@ -47,14 +47,11 @@ def test_ig65m_midplanes_differ_from_torchvision_r2plus1d_34():
 
 
 def test_ig65m_param_count_matches_torch_reference():
-  torchvision = pytest.importorskip("torchvision")
-  from torchvision.models.video import resnet as tv_resnet
   torch = pytest.importorskip("torch")
   from darkjax.tools import torch_refs  # pylint: disable=import-outside-toplevel
   with torch.device("meta"):  # shapes only, no allocation or init
     reference = torch_refs.ig65m_r2plus1d(487)
   torch_count = sum(p.numel() for p in reference.parameters())
-  assert torchvision is not None
   assert torch_count == _count(_shapes("r2plus1d_34_ig65m", 487)["params"])
 
 
