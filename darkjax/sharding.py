@@ -2,10 +2,14 @@
 
 The mesh has two axes: `data` (pure data parallelism) and `fsdp` (data parallelism whose
 parameters and optimizer state are also sharded). Batches are split over both. Parameter
-shardings are derived from `jax.eval_shape` trees: the first rule whose regex matches a
-parameter's path ("params/stage1/conv/kernel") gives its PartitionSpec; parameters no rule
-matches fall back to `fsdp_auto` (largest dimension divisible by the fsdp size, for parameters of
-at least `min_fsdp_size` elements) or are replicated.
+shardings are derived from `jax.eval_shape` trees: the first rule whose regex is found in a
+state leaf's path gives its PartitionSpec; leaves no rule matches fall back to `fsdp_auto`
+(largest dimension divisible by the fsdp size, for leaves of at least `min_fsdp_size` elements)
+or are replicated. A path is the whole state's: "params/stage1/conv/kernel" for a parameter,
+"opt_state/0/trace/stage1/conv/kernel" for its momentum. Write a rule without the "params/"
+prefix ("stage1/conv/kernel$") so that a parameter and its optimizer state get one sharding; a
+rule anchored on "^params/" leaves the optimizer state to `fsdp_auto`, which may pick another
+dimension (and reshard every update).
 """
 
 from __future__ import annotations

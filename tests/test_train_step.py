@@ -193,6 +193,14 @@ def test_partition_rules_and_fsdp_fallback():
   assert shardings["params"]["head"]["kernel"].spec == P(None, None)   # rule wins
   assert shardings["params"]["conv"]["kernel"].spec == P(None, None, None, None, "fsdp")
   assert shardings["params"]["bn"]["scale"].spec == P()                 # too small
+  # a rule without the "params/" prefix shards a parameter and its momentum alike
+  state = {"params": {"conv": {"kernel": tree["params"]["conv"]["kernel"]}},
+           "opt_state": ({"trace": {"conv": {"kernel": tree["params"]["conv"]["kernel"]}}},)}
+  rule = [("conv/kernel$", (None, None, None, "fsdp", None))]
+  shardings = sharding.tree_shardings(mesh, state, rules=rule, min_fsdp_size=100)
+  assert (shardings["params"]["conv"]["kernel"].spec
+          == shardings["opt_state"][0]["trace"]["conv"]["kernel"].spec
+          == P(None, None, None, "fsdp", None))
   with pytest.raises(ValueError, match="needs 6 devices"):
     sharding.make_mesh({"data": 3, "fsdp": 2})
   with pytest.raises(config_lib.ConfigError, match="unknown axes"):
