@@ -749,6 +749,8 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dic
   log.info("compiling for %s; compute dtype %s; compilation cache %s", platform,
            config.compute_dtype, cache or "off")
   plan = task_lib.phase_plan(config)
+  # the whole command's weights, before any dataset is opened: both are the user's to bring
+  config_lib.check_required_weights(config)
   for phase in plan:   # everything any phase reads is checked before the first step
     if phase.check is not None:
       phase.check(config, phase.workdir(workdir, config))
@@ -759,8 +761,6 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dic
   for number, phase in enumerate(plan, 1):
     earlier = {name: trained[name] for name in phase.init_from if name in trained}
     phase_config, task = task_lib.build_task(phase, config, earlier)   # opens the datasets
-    if number == 1:   # the whole command's weights (a first phase may need none of them)
-      config_lib.check_required_weights(config)
     if len(plan) > 1:
       log.info("%s phase %d/%d: %s", config.trainer, number, len(plan), phase.name)
     directory = phase.workdir(workdir, config)

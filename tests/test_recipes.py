@@ -157,3 +157,11 @@ def test_quote_matching_normalises_markup_and_nothing_else():
     assert not recipe.quote_found(quote, texts), quote
   with pytest.raises(ValueError, match="2 quotes for 1 sources"):
     recipe.citations({"detail": "d", "source": "Sec. I", "quote": ("a", "b")})
+
+
+def test_missing_weights_are_named_before_the_missing_dataset(tmp_path, monkeypatch):
+  """A new user without the weights or the prepared data hears of the weights first, before
+  preparing a dataset for hours."""
+  monkeypatch.setenv("DARKJAX_DATA", str(tmp_path / "data"))   # nothing prepared there
+  with pytest.raises(config_lib.MissingWeightsError, match="resnext-101-kinetics.pth"):
+    train.run_phases(dtcm_arid.get_config(), str(tmp_path / "w"))
