@@ -72,11 +72,14 @@ def _run_args(data_dir, workdir, steps):
 
 
 def test_ctrl_c_saves_resumes_and_a_finished_run_reports_again(data_dir, tmp_path, main_env):
+  """Ctrl-C in a terminal: SIGINT to the whole process group, the input worker included."""
   workdir = str(tmp_path / "run")
   steps = 400
+  workers = ["--config.input.workers=1"]
   proc = subprocess.Popen([sys.executable, "-m", "darkjax.main",
-                           *_run_args(data_dir, workdir, steps)], cwd=REPO, env=main_env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           *_run_args(data_dir, workdir, steps), *workers], cwd=REPO,
+                          env=main_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
   metrics = os.path.join(workdir, "metrics.jsonl")
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -84,7 +87,7 @@ def test_ctrl_c_saves_resumes_and_a_finished_run_reports_again(data_dir, tmp_pat
       break
     time.sleep(0.05)
   assert proc.poll() is None, "the run ended before Ctrl-C"
-  proc.send_signal(signal.SIGINT)
+  os.killpg(proc.pid, signal.SIGINT)
   _, stderr = proc.communicate(timeout=240)
   assert proc.returncode == 130, stderr[-3000:]
   assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
@@ -93,12 +96,12 @@ def test_ctrl_c_saves_resumes_and_a_finished_run_reports_again(data_dir, tmp_pat
   assert 3 <= step < steps
   assert os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
   assert "rerun the same command to resume" in line
-  finished = _main(_run_args(data_dir, workdir, step + 2), main_env)
+  finished = _main(_run_args(data_dir, workdir, step + 2) + workers, main_env)
   assert finished.returncode == 0, finished.stderr[-3000:]
   assert f"resumed from {workdir}/checkpoints/{step}" in finished.stderr
   final = [l for l in finished.stdout.splitlines() if l.startswith("final:")][-1]
   assert "eval/top1=" in final
-  again = _main(_run_args(data_dir, workdir, step + 2), main_env)
+  again = _main(_run_args(data_dir, workdir, step + 2) + workers, main_env)
   assert again.returncode == 0, again.stderr[-3000:]
   assert [l for l in again.stdout.splitlines() if l.startswith("final:")][-1] == final
 

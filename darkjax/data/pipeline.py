@@ -21,6 +21,7 @@ import copy
 import logging
 import math
 import os
+import signal
 from typing import Any, Iterator, Mapping, Sequence
 
 import grain
@@ -253,7 +254,15 @@ def with_workers(ds: grain.IterDataset, workers: int, buffer: int = 2) -> grain.
   if not flags.FLAGS.is_parsed():   # the workers read grain's absl flags; outside absl.app none are
     flags.FLAGS.mark_as_parsed()
   return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
-                                                     per_worker_buffer_size=max(buffer, 1)))
+                                                     per_worker_buffer_size=max(buffer, 1)),
+                        worker_init_fn=_ignore_interrupts)
+
+
+def _ignore_interrupts(worker_index: int, worker_count: int) -> None:
+  """In each input worker: a Ctrl-C (SIGINT to the terminal's whole process group) is the main
+  process's to handle (it saves a checkpoint, then stops the workers), not the workers'."""
+  del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_batch: int, *,
