@@ -625,7 +625,11 @@ class Trainer:
         if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
                                     or step == last):
           evaluating = True
-          results = self.evaluate(step)
+          try:
+            results = self.evaluate(step)
+          except Exception:   # the trained steps kept: the rerun resumes from this one
+            self._save_if_unsaved(step, checkpointer, train_iter)
+            raise
           evaluating = False
           t0, steps_timed = time.time(), 0
       if pending is not None:
@@ -694,6 +698,20 @@ class Trainer:
     if out:
       log.info("%s: already trained to step %d; its logged evaluation follows", self.workdir, step)
     return out
+
+  def _save_if_unsaved(self, step: int, checkpointer: Any, train_iter: Any) -> None:
+    """Saves the state of `step` (its steps all checked finite) unless it is the latest
+    checkpoint already: before an error outside the steps themselves (an evaluation's) is
+    raised. A save that fails too is logged; the first error is the one raised."""
+    try:
+      checkpointer.wait()
+      if checkpointer.latest_step() != step:
+        checkpointer.save(step, self.state, train_iter, {"step": step})
+        checkpointer.wait()
+        log.warning("saved checkpoint %s/%d before stopping: the rerun resumes from it",
+                    checkpointer.directory, step)
+    except Exception as error:  # pylint: disable=broad-except
+      log.error("could not save step %d before stopping: %s", step, error)
 
   def _final_evaluation_missing(self) -> bool:
     """Does a run trained to its last step lack that step's evaluation (stopped by a signal, an

@@ -416,3 +416,25 @@ def test_a_mistyped_evaluator_stops_the_run_before_its_first_step(data_dir, tmp_
                                                    r"unknown; valid: \["):
     train.Trainer(config, workdir).run()
   assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+
+
+def test_an_evaluation_that_fails_mid_run_keeps_the_steps_trained(data_dir, tmp_path,
+                                                                  monkeypatch):
+  """The evaluation at step 3 raises (an evaluator's bug, the device's memory): step 3 is saved
+  before the error reaches the user (checkpoints every 1000 steps), and the rerun resumes there."""
+  config = small_config(data_dir, steps=6, eval_every=3)
+  workdir = str(tmp_path / "run")
+  evaluate = train.Trainer.evaluate
+
+  def failing(self, step):
+    if step == 3:
+      raise RuntimeError("evaluator failed")
+    return evaluate(self, step)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(train.Trainer, "evaluate", failing)
+    with pytest.raises(RuntimeError, match="evaluator failed"):
+      train.Trainer(config, workdir).run()
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["3"]
+  train.Trainer(config, workdir).run()
+  assert sorted(losses(workdir)) == list(range(1, 7))
