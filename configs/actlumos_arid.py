@@ -25,10 +25,16 @@ Args (`--config=configs/actlumos_arid.py:fusion=sum,supcon=False`):
   frames, crop, short_side, batch, steps, teacher_steps, ssl_steps, lr
   backbone_init, teacher_init (a finished teacher run: skips the teacher phase), data_dir, seed
   init           pretrained (default: backbone_init required) | none
+  split          the official split k trained and tested (default 1); the SSL sets read their
+                 train<k> too, so SSL never sees split k's test clips
+  eval_clips, eval_crops  test views per video, averaged (default 1 clip x 1 centre crop)
   runlocal       tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test
 Other examples: `--config=configs/actlumos_arid.py:ssl_datasets=arid_v1`,
 `--config=configs/actlumos_arid.py:runlocal,ssl=False,kd=False`,
 `--config=configs/actlumos_arid.py:runlocal,ssl_features=cls`.
+Evaluation (the README states no test protocol): the student's top-1, top-5 and mean class
+accuracy over every test video of the split once, 1 clip x 1 centre crop of 64 dense frames
+(`eval_clips=10,eval_crops=3`: the 10-clip x 3-crop protocol).
 Choices and their defaults: configs/actlumos_base.py and docs/papers/actlumos.md.
 """
 

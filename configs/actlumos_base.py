@@ -37,7 +37,7 @@ ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="",
             frames=64, crop=112, short_side=128, batch=16, steps=3000, teacher_steps=3000,
             ssl_steps=2000, lr=1e-4, backbone_init="", teacher_init="", data_dir="",
             init="pretrained", ssl_features="backbone", student_pretrained=True,
-            kd_unlabelled=False, runlocal=False, seed=0)
+            kd_unlabelled=False, runlocal=False, seed=0, eval_clips=1, eval_crops=1)
 SSL_FEATURES = ("backbone", "cls")
 
 
@@ -64,10 +64,12 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
                     ssl_default: str = "arid_v1+dark48", **defaults) -> mlc.ConfigDict:
   """The ActLumos config for a prepared `dataset` (shared by configs/actlumos_*.py).
 
-  `ssl_datasets` left empty means `ssl_default` ('+'-joined), or only `dataset` itself under
+  `split` (default `split_index`) picks the labelled dataset's split and the SSL sets'
+  train<split>. `ssl_datasets` left empty means `ssl_default` ('+'-joined), or only `dataset` itself under
   `runlocal` (a smoke run needs nothing else prepared); a value given in `arg` always wins.
   """
-  arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL), **{**ARGS, **defaults})
+  arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL),
+                         **{**ARGS, "split": split_index, **defaults})
   if arg.fusion not in FUSIONS:
     raise ValueError(f"config arg fusion={arg.fusion!r}: valid {FUSIONS}")
   if arg.kd_unlabelled and not arg.kd:
@@ -78,9 +80,10 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
   config = common.base_config("actlumos", arg.steps, seed=arg.seed)
   config.input = common.input_block(
       batch_size=arg.batch, eval_batch_size=arg.batch, frames=arg.frames, sampling="dense",
-      short_side=arg.short_side, crop_size=arg.crop, flip=True, normalise="ig65m")
+      short_side=arg.short_side, crop_size=arg.crop, flip=True, normalise="ig65m",
+      eval_clips=arg.eval_clips, eval_crops=arg.eval_crops)
   data_dir = arg.data_dir or os.path.join(common.default_data_root(), dataset)
-  config.input.data = common.data_block(dataset, data_dir, split_index)
+  config.input.data = common.data_block(dataset, data_dir, arg.split)
   config.model = common.model_block("actlumos_tiny_test" if tiny else "actlumos",
                                     hidden=32 if tiny else 512, heads=4 if tiny else 8, layers=1,
                                     dropout_rate=0.1, head_dropout=0.0 if tiny else 0.8)
@@ -112,7 +115,9 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       datasets=names,
       dirs=tuple(data_dir if n == dataset else os.path.join(common.default_data_root(), n)
                  for n in names),
-      split_index=1,               # train1 where a dataset has official splits, else train
+      # train<split> where a dataset has numbered splits (else train): SSL never reads the
+      # test clips of the labelled split
+      split_index=max(arg.split, 1),
       features=arg.ssl_features,   # backbone: the pooled R(2+1)D map; cls: the transformer's CLS
       batch_size=arg.batch, temperature=0.5,
       augment=augment_block(colour_jitter=0.4, affine=0.15),

@@ -715,3 +715,13 @@ def test_rerun_resumes_without_new_steps_and_rejects_a_changed_teacher(synthetic
       f"runlocal,fusion=concat,data_dir={config.input.data.dir}"))
   with pytest.raises(ValueError, match=r"actlumos.fusion='dff'.*says 'concat'"):
     train.run_phases(changed, workdir)
+
+
+def test_the_split_arg_picks_the_labelled_split_and_the_ssl_sets_train_split():
+  """`split=k`: ARID's split k trains and tests, and SSL reads train<k>, never split k's test."""
+  from configs import actlumos_arid  # pylint: disable=import-outside-toplevel
+  config = actlumos_arid.get_config("split=2,eval_clips=10,eval_crops=3,init=none")
+  assert config.input.data.split_index == config.ssl.split_index == 2
+  assert (config.input.eval_clips, config.input.eval_crops) == (10, 3)
+  default = actlumos_arid.get_config("init=none")
+  assert default.input.data.split_index == default.ssl.split_index == 1
