@@ -116,7 +116,7 @@ def input_block(**overrides) -> mlc.ConfigDict:
       flip=True,               # random horizontal flip (train)
       eval_clips=1,            # clips per video at eval (averaged)
       eval_crops=1,            # 1 (center) or 3 (three crops)
-      normalise="per_clip",    # per_clip | imagenet | kinetics | none
+      normalise="per_clip",    # a mode of darkjax.data.normalise.MODES (per_clip, imagenet, ...)
       gamma=0.0,               # >0: gamma-correct frames on device (GIC)
       shuffle_window=256,      # examples in the window shuffle
       cycle_length=4,          # shard files read at once

@@ -16,8 +16,9 @@ Args (`--config=configs/synthetic.py:steps=200,model=small3d_tiny`):
              data_seed)
   stream     record stream to train and test on: video (dark, default), day (the same clips
              bright), ir (thermal-like, 1 channel)
-  normalise  per_clip (default) | imagenet | kinetics | none (darkjax.data.normalise)
-Measured result (README): >= 90% top-1 on the synthetic test split.
+  normalise  per_clip (default) or another mode of darkjax.data.normalise.MODES (imagenet,
+             kinetics, none, ...)
+The run's final test top-1 / top-5 are in WORKDIR/report.md; measured runs: docs/benchmarks.md.
 """
 
 import dataclasses

@@ -7,7 +7,8 @@ L = Lc + 0.02 Ld, then video-level softmax / kNN-code scores and their fusions.
   python -m darkjax.main --config=configs/twostream_infar.py:sports1m=DIR,dcl=False \
       --workdir=DIR2                                                      # without DCL
   python -m darkjax.tools.experiment --config configs/twostream_infar.py:sports1m=DIR \
-      --seeds 0 --splits all --variant no_dcl=dcl=False --out /tmp/darkjax/twostream_infar_5splits
+      --seeds 0 --splits all --variant no_dcl=dcl=False --changes no_dcl=twostream.dcl \
+      --out /tmp/darkjax/twostream_infar_5splits
 
 Paper: 77.5% AP for late fusion 2 (kNN-code probabilities), 75.42% for the flow net with kNN
 alone, 79.2% when late fusion 2 is further averaged with the paper's SVM on semantic concept

@@ -48,11 +48,15 @@ def test_slurm_dry_run_prints_one_command_per_task():
         "--num_processes=3", f"--process_id={task}"]
 
 
+def _tpu_dry_run(env: dict[str, str]) -> str:
+  return subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", "my-tpu", "us-central2-b",
+                         "configs/lift_arid.py", "gs://b/run", "--config.seed=1"], cwd=REPO,
+                        env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+
+
 def test_tpu_dry_run_prints_the_gcloud_command():
-  out = subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", "my-tpu", "us-central2-b",
-                        "configs/lift_arid.py", "gs://b/run", "--config.seed=1"], cwd=REPO,
-                       check=True, capture_output=True, text=True, timeout=60).stdout
-  words = shlex.split(out)
+  env = {k: v for k, v in os.environ.items() if k != "DARKJAX_DATA"}
+  words = shlex.split(_tpu_dry_run(env))
   assert words[:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone",
                        "us-central2-b", "--worker=all"]
   assert words[9:] == ["--command", "cd ~/darkjax && . .venv/bin/activate && python -m "
@@ -61,6 +65,17 @@ def test_tpu_dry_run_prints_the_gcloud_command():
   usage = subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", "my-tpu"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
   assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+@pytest.mark.parametrize("data", ["gs://b/data", "/shared/dark data"])
+def test_tpu_dry_run_passes_darkjax_data_on_to_every_host(data):
+  """A $DARKJAX_DATA set where the launcher runs is set in the remote command (shell-quoted), so
+  every host's config reads its datasets from there."""
+  words = shlex.split(_tpu_dry_run({**os.environ, "DARKJAX_DATA": data}))
+  remote = shlex.split(words[words.index("--command") + 1])
+  assert remote[:7] == ["cd", "~/darkjax", "&&", ".", ".venv/bin/activate", "&&",
+                        f"DARKJAX_DATA={data}"]
+  assert remote[7:10] == ["python", "-m", "darkjax.main"]
 
 
 def _bench_argv(line: str) -> tuple[dict[str, str], list[str]]:

@@ -146,8 +146,10 @@ def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):
   config = small_config(str(tmp_path))
   config.input.data.name = "arid_v1"
   config.input.data.dir = str(tmp_path / "nowhere")
+  config.input.short_side = 240   # the prepare command stores what the config reads
   with pytest.raises(prepared.DatasetNotPreparedError,
-                     match=r"(?s)arid_v1.*nowhere.*python -m darkjax.data.prepare --dataset arid_v1"):
+                     match=r"(?s)arid_v1.*nowhere.*python -m darkjax.data.prepare --dataset arid_v1 "
+                           r"--src \S+ --out \S+nowhere --short-side 240\n"):
     train.Trainer(config, str(tmp_path / "w")).run()
 
 

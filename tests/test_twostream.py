@@ -296,8 +296,11 @@ def test_flow_tower_input_is_the_papers_encoding_then_the_weights_normalisation(
 
 def test_infar_without_data_fails_fast_with_the_prepare_command(tmp_path):
   config = twostream_infar.get_config(f"data_dir={tmp_path / 'infar'}")
+  # The hint names the flow method the config reads (TV-L1), not bare --flow (farneback), which
+  # the flow tower would then refuse.
   with pytest.raises(prepared.DatasetNotPreparedError,
-                     match=r"python -m darkjax.data.prepare --dataset infar(.|\n)*--flow"):
+                     match=r"python -m darkjax.data.prepare --dataset infar(.|\n)*"
+                           r"add --flow --flow-method tvl1 to that prepare command"):
     task_lib.load_task(config)
 
 

@@ -32,7 +32,8 @@ class ClassificationData:
 
   @functools.cached_property
   def dataset(self) -> prepared.Dataset:
-    dataset = prepared.open_dataset(self.cfg.data)
+    side = int(self.cfg.short_side) or min(int(n) for n in self.cfg.resize)   # what it reads
+    dataset = prepared.open_dataset(self.cfg.data, side)
     stored = dataset.manifest.get("metadata", {}).get("short_side") or 0
     if stored and self.cfg.short_side > stored:
       log.warning("%s: frames were prepared with a short side of %d px but config.input.short_side "

@@ -95,8 +95,10 @@ class Dataset:
     return sum(n for _, n in self.files(split))
 
 
-def open_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
-  """Finds (and for `synthetic`, generates) the dataset described by `config.input.data`."""
+def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
+  """Finds (and for `synthetic`, generates) the dataset described by `config.input.data`;
+  `short_side`: what the config reads (`config.input.short_side`), for the `prepare` command a
+  missing dataset's error gives."""
   name, directory = data_cfg["name"], data_cfg["dir"]
   if not directory:
     raise ValueError(f"config.input.data.dir is empty for dataset {name!r}")
@@ -109,7 +111,8 @@ def open_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
     return dataset
   if not paths.resolve(os.path.join(directory, records.MANIFEST)).exists():
     hint = (f"python -m darkjax.data.prepare --dataset {name} --src /path/to/downloaded/{name} "
-            f"--out {directory}") if name in PREPARED else "python -m darkjax.data.prepare --help"
+            f"--out {directory}" + (f" --short-side {short_side}" if short_side else "")
+            ) if name in PREPARED else "python -m darkjax.data.prepare --help"
     raise DatasetNotPreparedError(
         f"dataset {name!r} is not prepared: {directory} has no {records.MANIFEST}.\n"
         f"Prepare it once from the downloaded archive with:\n  {hint}\n"

@@ -1,10 +1,12 @@
 """Input throughput: clips/s through the grain pipeline over pre-decoded records vs decoding the
 same clips from video files per sample (what most PyTorch video loaders do).
 
-    python -m darkjax.tools.bench --input [--videos 48] [--frames 64] [--clip 16] [--batches 20]
+    python -m darkjax.tools.bench --input [--videos 48] [--video-frames 64] [--frames 16]
+        [--input-batch 8] [--batches 20]
 
-Both sides make the same training clips: random dense 16-frame window, resize short side 128,
-random 112 crop, flip. Video files are MPEG-4 Part 2 in .avi (ARID's container) written by PyAV;
+It makes `--videos` 240x320 videos of `--video-frames` frames each. Both sides make the same
+training clips: a random dense `--frames`-frame window, resize short side 128, random 112 crop,
+flip. Video files are MPEG-4 Part 2 in .avi (ARID's container) written by PyAV;
 records hold the decoded frames. Prints both rates and their ratio.
 """
 

@@ -30,9 +30,10 @@ run's shared.json and in table.md); `--no-share` trains every phase of every arm
 
 A variant's args may also set config fields by their dotted path (`lift.kd_weight=0.0`, as
 `--config.lift.kd_weight=0.0` would), and may name another run's directory: `{out}` is DIR and
-`{run}` the run's own sub-directory name (`seed<s>` or `split<k>_seed<s>`), so a variant can start from what an earlier
-variant of the same seed and split trained, e.g. ActLumos's student without SSL distilled from the
-default run's teacher: `--variant no_ssl=ssl=False,teacher_init={out}/default/{run}/teacher`.
+`{run}` the run's own sub-directory name (`seed<s>` or `split<k>_seed<s>`), so a variant can
+start from what an earlier variant of the same seed and split trained, e.g. ActLumos's student
+without SSL distilled from the default run's teacher:
+`--variant no_ssl=ssl=False,teacher_init={out}/default/{run}/teacher`.
 Runs go seed by seed (split by split), each seed's arms in the order given, `default` first, so
 an interrupted table already pairs the arms of every seed it finished.
 
@@ -40,7 +41,7 @@ Each paper's evidence command in docs/papers/ is one call of it, e.g. 3D-DiNet's
 baseline against DANN:
 
     python -m darkjax.tools.experiment --config configs/dinet_synthetic.py --seeds 0,1,2 \
-        --variant source_only=domain_loss=False --out DIR
+        --variant source_only=domain_loss=False --changes source_only=dinet.domain_loss --out DIR
 """
 
 from __future__ import annotations

@@ -130,7 +130,9 @@ class Task(TaskBase):
       dataset = self.data.dataset
     except prepared.DatasetNotPreparedError as error:
       raise prepared.DatasetNotPreparedError(
-          f"{error}\nThe flow tower reads optical flow: add --flow to that prepare command.") from None
+          f"{error}\nThe flow tower reads optical flow computed with {self.ts.flow_method!r} "
+          f"(config.twostream.flow_method): add --flow --flow-method {self.ts.flow_method} to that "
+          f"prepare command.") from None
     have = sorted(k for k in dataset.frame_shapes() if k != "video")
     prepare = (f"python -m darkjax.data.prepare --dataset {dataset.name} --src "
                f"/path/to/{dataset.name} --out {dataset.directory} --flow --flow-method "
