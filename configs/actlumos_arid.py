@@ -6,14 +6,15 @@ unlabelled ARID + Dark-48 clips, then the student distilled from the teacher, in
 Paper (Dass et al., ActLumos, authors' README): student top-1 96.92% on ARID v1.0 (abstract; 67 M
 params in Table 1, an image); SSL-source ablation 95.75 (KD only) / 96.70 (SSL on ARID) / 96.15
 (SSL on Dark-48) / 96.92 (both), from plots.png, which the README shows after the copy we follow.
-ARID (split 1) and, for the default SSL sources, Dark-48 must be prepared once
-(`python -m darkjax.data.prepare --dataset arid_v1 --src ... --out $DARKJAX_DATA/arid_v1`, the same
-with `--dataset dark48`); without them the run stops at once saying so. The pretrained backbone is
-a file you bring and the config requires: `backbone_init` (R(2+1)D-34 IG65M,
+ARID (split 1) and, for the default SSL sources, Dark-48 must be prepared once (`python -m
+darkjax.data.prepare --dataset arid_v1 --src ... --out $DARKJAX_DATA/arid_v1_128 --short-side 128`,
+then `data_dir=$DARKJAX_DATA/arid_v1_128`, the short side this config reads; Dark-48 likewise,
+docs/datasets.md); without them the run stops at once saying so. The pretrained backbone is a file
+you bring and the config requires: `backbone_init` (R(2+1)D-34 IG65M,
 r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth from moabitcoin/ig65m-pytorch, the start of
 DarkLight-R(2+1)D-34, which the README compares against; the README does not name ActLumos's),
-loaded into the teacher's shared backbone and the student's; a run without it stops at start
-naming it; `init=none` trains from random initialisation.
+loaded into the teacher's shared backbone and the student's; a run without it stops at start naming
+it; `init=none` trains from random initialisation.
 Args (`--config=configs/actlumos_arid.py:fusion=sum,supcon=False`):
   fusion         dff | sum | concat (teacher fusion; sum / concat are the ablations)
   supcon         SupCon on the teacher's per-stream features (False: CE only)

@@ -64,8 +64,8 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
                     ssl_default: str = "arid_v1+dark48", **defaults) -> mlc.ConfigDict:
   """The ActLumos config for a prepared `dataset` (shared by configs/actlumos_*.py).
 
-  `split` (default `split_index`) picks the labelled dataset's split and the SSL sets'
-  train<split>. `ssl_datasets` left empty means `ssl_default` ('+'-joined), or only `dataset` itself under
+  `split` (default `split_index`) picks the labelled dataset's split and the SSL sets' train<split>.
+  `ssl_datasets` left empty means `ssl_default` ('+'-joined), or only `dataset` itself under
   `runlocal` (a smoke run needs nothing else prepared); a value given in `arg` always wins.
   """
   arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL),

@@ -10,7 +10,8 @@ three). The Kinetics-400 backbone is required: DIR is written by `python -m dark
 resnext3d_101 --src resnext-101-kinetics.pth --out DIR --num-classes 0` and loads into the
 backbone, `classifier/`; the head starts anew. A run without it stops at start with that command;
 `init=none` trains from random initialisation instead. ARID must be prepared once (`python -m
-darkjax.data.prepare --dataset arid_v1 --src ... --out $DARKJAX_DATA/arid_v1`); without it the run
+darkjax.data.prepare --dataset arid_v1 --src ... --out $DARKJAX_DATA/arid_v1 --short-side 240`,
+the short side this config reads; docs/datasets.md); without it the run
 stops at once saying so.
 
 Args (`--config=configs/dtcm_arid.py:k=8,alpha=0.1,w_stc=4,setting=one_stage_ar`):

@@ -9,7 +9,8 @@ Kinetics-700 and Moments in Time). That checkpoint is not published: `pretrained
 and the error of a run without it says how to make it (docs/papers/dtcm.md, "Dark-48's K400*").
 The standard Kinetics-400 weights (resnext-101-kinetics.pth) load too, with a warning at start:
 they may have seen Dark-48's test videos. Dark-48 must be prepared once
-(`python -m darkjax.data.prepare --dataset dark48 --src ... --out $DARKJAX_DATA/dark48`); the list
+(`python -m darkjax.data.prepare --dataset dark48 --src ... --out $DARKJAX_DATA/dark48
+--short-side 240`, the short side this config reads); the list
 of dark videos it was built from comes from `python -m darkjax.tools.darkness VIDEOS... --keep-dark
 FILE`. Args as configs/dtcm_arid.py (setting, k, alpha, w_stc, backbone, enhancer, frames,
 split, ...). Evaluation as the paper: 1 dense clip x 1 centre 112 crop per video, split 1 of the 3

@@ -5,7 +5,9 @@ frames, then the dual-stream LIFT-Net student with CE + L1 knowledge distillatio
 
 Paper (Susladkar et al., LIFT-Net, Table II): 95.21% top-1 on ARID. ARID must be prepared once,
 at the config's short side (`python -m darkjax.data.prepare --dataset arid_v1 --src ... --out
-$DARKJAX_DATA/arid_v1 --short-side 256`; frames stored smaller are up-sampled, with a warning);
+$DARKJAX_DATA/arid_v1_256 --short-side 256`, then `data_dir=$DARKJAX_DATA/arid_v1_256`: DTCM's and
+ActLumos's ARID configs read other short sides, docs/datasets.md; frames stored smaller are
+up-sampled, with a warning);
 without it the run stops at once saying so. Pretrained weights are files you bring and the recipe
 requires: `vit_init` (ViT-B/16 ImageNet-21k: ViT-B_16.npz from google-research/vision_transformer,
 or a big_vision .npz / timm .pth / .safetensors, or a `python -m darkjax.convert` directory whose

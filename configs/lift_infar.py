@@ -6,7 +6,9 @@ knowledge distillation. As the paper does for infrared data, the luminous stream
   python -m darkjax.main --config=configs/lift_infar.py --workdir=/tmp/darkjax/lift_infar
 
 Paper (Susladkar et al., LIFT-Net): 93.87% top-1 on InfAR. The dataset must be prepared once
-(`python -m darkjax.data.prepare --dataset infar ...`, with optical flow); a missing dataset or
+(`python -m darkjax.data.prepare --dataset infar --src ... --out $DARKJAX_DATA/infar_256
+--short-side 256 --flow`, then `data_dir=$DARKJAX_DATA/infar_256`: the short side this config
+reads, with optical flow; docs/datasets.md); a missing dataset or
 flow stream stops the run at once saying so. Args as in configs/lift_arid.py, e.g.
 `--config=configs/lift_infar.py:variant=medium,luminous_input=gamma,kd=False`.
 Evaluation as configs/lift_arid.py: segment sampling, 1 clip x 1 centre crop per video, the
