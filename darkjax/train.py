@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,7 @@ from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.data import normalise as normalise_lib
 from darkjax.data import pipeline
+from darkjax.data import prepared
 from darkjax.layers import precision
 from darkjax.step import TrainState, make_train_step
 from darkjax.layers import conv as conv_lib
@@ -754,6 +755,32 @@ def phase_trainers(phase: task_lib.Phase, phase_config: mlc.ConfigDict, task: An
   return build
 
 
+def _check_weights_and_data(config: mlc.ConfigDict, plan: Sequence[task_lib.Phase]) -> None:
+  """The whole command's pretrained weights, checked before anything trains; when they are
+  missing, the first phase's dataset too, so that a new user hears of both at once (each is the
+  user's to bring, a dataset's preparation hours)."""
+  try:
+    config_lib.check_required_weights(config)
+  except config_lib.MissingWeightsError as missing:
+    unprepared = _unprepared_dataset(config, plan[0])
+    if unprepared is None:
+      raise
+    raise config_lib.MissingWeightsError(f"{missing}\nThe data is missing too: {unprepared}"
+                                         ) from None
+
+
+def _unprepared_dataset(config: mlc.ConfigDict, phase: task_lib.Phase) -> str | None:
+  """What opening `phase`'s datasets says when one is not prepared (None: they open, or fail
+  otherwise, which the phase's own start reports)."""
+  try:
+    task_lib.build_task(phase, config, {})
+  except prepared.DatasetNotPreparedError as error:
+    return str(error)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return None
+
+
 def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dict[str, Any]:
   """Trains every phase `config` runs (`darkjax.task.phase_plan`), one Trainer each in its own
   resumable directory, each phase starting from the trained variables of the earlier phases it
@@ -767,8 +794,7 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dic
   log.info("compiling for %s; compute dtype %s; compilation cache %s", platform,
            config.compute_dtype, cache or "off")
   plan = task_lib.phase_plan(config)
-  # the whole command's weights, before any dataset is opened: both are the user's to bring
-  config_lib.check_required_weights(config)
+  _check_weights_and_data(config, plan)
   for phase in plan:   # everything any phase reads is checked before the first step
     if phase.check is not None:
       phase.check(config, phase.workdir(workdir, config))

@@ -159,9 +159,10 @@ def test_quote_matching_normalises_markup_and_nothing_else():
     recipe.citations({"detail": "d", "source": "Sec. I", "quote": ("a", "b")})
 
 
-def test_missing_weights_are_named_before_the_missing_dataset(tmp_path, monkeypatch):
-  """A new user without the weights or the prepared data hears of the weights first, before
-  preparing a dataset for hours."""
-  monkeypatch.setenv("DARKJAX_DATA", str(tmp_path / "data"))   # nothing prepared there
-  with pytest.raises(config_lib.MissingWeightsError, match="resnext-101-kinetics.pth"):
+def test_missing_weights_and_data_are_named_together(tmp_path, monkeypatch):
+  monkeypatch.setenv("DARKJAX_DATA", str(tmp_path / "data"))
+  with pytest.raises(config_lib.MissingWeightsError,
+                     match=r"(?s)resnext-101-kinetics\.pth.*The data is missing too: dataset "
+                           r"'arid_v1' is not prepared.*python -m darkjax\.data\.prepare "
+                           r"--dataset arid_v1 .*--short-side 240"):
     train.run_phases(dtcm_arid.get_config(), str(tmp_path / "w"))

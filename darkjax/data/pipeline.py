@@ -281,8 +281,7 @@ def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_bat
   mine = host_shards(files, process_index, process_count)
   log.info("process %d of %d: eval reads %s", process_index, process_count,
            describe_shards([p for p, _ in mine], len(files), process_count))
-  counts = [sum(n for _, n in host_shards(files, p, process_count)) for p in range(process_count)]
-  num_batches = max(math.ceil(c / local_batch) for c in counts) if counts else 0
+  num_batches = num_eval_batches(files, local_batch, process_count)
   decode = _Decode(frame_shapes or {}, video_stream)
   offsets = np.cumsum([0] + [n for _, n in files])
   first_index = {path: int(offsets[i]) for i, (path, _) in enumerate(files)}
@@ -333,6 +332,7 @@ def _stack(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def num_eval_batches(files: Sequence[tuple[str, int]], local_batch: int,
                      process_count: int | None = None) -> int:
+  """The eval batches every host yields (`eval_batches`): the most any host's shards need."""
   process_count = jax.process_count() if process_count is None else process_count
   counts = [sum(n for _, n in host_shards(files, p, process_count)) for p in range(process_count)]
   return max(math.ceil(c / local_batch) for c in counts) if counts else 0

@@ -4,7 +4,7 @@ One module per job:
   framing       the TFRecord file format: CRCs, `TFRecordWriter`, `RecordReader` (resumable at a
                 byte offset), `iter_tfrecord`, `scan_records`, `CorruptRecordError`
   example       one clip record as a tf.train.Example: `encode_example`, `decode_example`
-  dataset       a dataset directory: `DatasetWriter`, `write_dataset`, `load_manifest`,
+  directory     a dataset directory: `DatasetWriter`, `write_dataset`, `load_manifest`,
                 `split_files` (the manifest format is in its docstring)
   verification  `verify` and the `python -m darkjax.data.records verify DIR` command
 
