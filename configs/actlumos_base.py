@@ -86,7 +86,8 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
   config.input.data = common.data_block(dataset, data_dir, arg.split)
   config.model = common.model_block("actlumos_tiny_test" if tiny else "actlumos",
                                     hidden=32 if tiny else 512, heads=4 if tiny else 8, layers=1,
-                                    dropout_rate=0.1, head_dropout=0.0 if tiny else 0.8)
+                                    dropout_rate=0.1, head_dropout=0.0 if tiny else 0.8,
+                                    transformer_norm="post")
   config.actlumos = mlc.ConfigDict(dict(
       fusion=arg.fusion, reduction=4,
       stream_statistics="separate",   # teacher BatchNorm statistics per stream (or joint)
@@ -254,12 +255,13 @@ RECIPE = (
          "feature vector; used by the loss only"),
     dict(detail="temporal model", paper="BERT after DFF", image="arch.png",
          drawn="Dynamic Feature Fusion (DFF) → BERT → Action classifier",
-         code="darkjax/models/actlumos.py TemporalTransformer",
-         ours="BERT-style encoder: CLS token, learned positions, post-LN layers", status="CHOICE",
-         note="BERT as published (Devlin et al.: embedding LayerNorm, post-LN layers). DarkLight's "
-              "code, whose sizes the next row takes, runs the Annotated-Transformer form instead "
-              "(models/BERT: LayerNorm before each sub-layer, none on the embeddings or the "
-              "output, its LayerNorm dividing by the std + 1e-6); not measured against ours"),
+         key="model.kwargs.transformer_norm", status="CHOICE",
+         note="a BERT-style encoder (CLS token, learned positions) in BERT's published form "
+              "(Devlin et al.: embedding LayerNorm, post-LN layers); `transformer_norm=pre` is "
+              "DarkLight's code, whose sizes the next row takes (models/BERT, the Annotated "
+              "Transformer's form: a LayerNorm dividing by the std + 1e-6 before each sub-layer, "
+              "none on the embeddings or the output; tested against a PyTorch transcription). "
+              "Not measured against each other"),
     dict(detail="BERT size and dropout", paper="not stated", key="model.kwargs", status="CHOICE",
          image="results_1.png", drawn="Params (M); Proposed: ActLumos(Student) 96.92 99.89 67",
          note="DarkLight-R(2+1)D-34's (models/dark_light.py: hidden 512, 8 heads, 1 layer, "

@@ -725,3 +725,68 @@ def test_the_split_arg_picks_the_labelled_split_and_the_ssl_sets_train_split():
   assert (config.input.eval_clips, config.input.eval_crops) == (10, 3)
   default = actlumos_arid.get_config("init=none")
   assert default.input.data.split_index == default.ssl.split_index == 1
+
+
+import torch_parity  # noqa: E402
+
+
+def _darklight_bert_reference(torch, params, hidden, heads):
+  """DarkLight's temporal BERT (Ticuby/Darklight-Pytorch models/BERT: Embedding2, one
+  TransformerBlock of SublayerConnections, MultiHeadedAttention, PositionwiseFeedForward,
+  the Annotated Transformer's LayerNorm), written out in PyTorch in float64, eval mode."""
+  t = {k: torch_parity.tensor(v) for k, v in params.items()}
+
+  def layer_norm(x, name):   # a_2 * (x - mean) / (std + eps) + b_2, std unbiased
+    mean = x.mean(-1, keepdim=True)
+    return t[f"{name}/scale"] * (x - mean) / (x.std(-1, keepdim=True) + 1e-6) + t[f"{name}/bias"]
+
+  def gelu(x):   # BERT-pytorch's GELU
+    return 0.5 * x * (1 + torch.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+  def attention(x):   # linear_layers q, k, v, then output_linear; softmax(q k^T / sqrt(d_k)) v
+    b, n, _ = x.shape
+    q, k, v = (torch.einsum("bnd,dhk->bhnk", x, t[f"attn/{p}/kernel"]) +
+               t[f"attn/{p}/bias"].T[None, :, None, :] for p in ("query", "key", "value"))
+    weights = torch.softmax(q @ k.transpose(-2, -1) / np.sqrt(hidden // heads), -1)
+    return torch.einsum("bhnk,hkd->bnd", weights @ v, t["attn/out/kernel"]) + t["attn/out/bias"]
+
+  def forward(tokens):
+    cls = t["cls"].expand(tokens.shape[0], 1, hidden)
+    x = torch.cat([cls, tokens], 1) + t["position_embeddings"]   # Embedding2 (dropout off)
+    x = x + attention(layer_norm(x, "attn_norm"))                 # SublayerConnection
+    h = layer_norm(x, "mlp_norm")
+    x = x + (gelu(h @ t["mlp_in/kernel"] + t["mlp_in/bias"]) @ t["mlp_out/kernel"]
+             + t["mlp_out/bias"])
+    return x                                                      # no final LayerNorm
+  return forward
+
+
+@pytest.mark.torch_parity
+def test_pre_norm_transformer_is_darklights_bert():
+  """`norm="pre"` against a PyTorch transcription of DarkLight's BERT (one layer, eval mode)."""
+  torch = torch_parity.require_torch()
+  hidden, heads, steps = 16, 4, 5
+  model = actlumos.TemporalTransformer(hidden, heads, layers=1, norm="pre")
+  feature_map = jax.random.normal(jax.random.key(0), (2, steps, 3, 3, hidden))
+  variables = jax.jit(model.init)(jax.random.key(1), feature_map)
+  # non-trivial norms: scales and biases away from 1 and 0
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 0.1 * jax.random.normal(jax.random.key(len(str(path))), x.shape)
+      if "norm" in str(path) else x, variables)
+  cls, tokens = jax.jit(model.apply)(variables, feature_map)
+  p = variables["params"]
+  flat = {"cls": p["cls"], "position_embeddings": p["position_embeddings"],
+          **{f"attn/{k}/{w}": v for k, d in p["layer0_attention"].items() for w, v in d.items()},
+          **{f"{short}/{w}": v for name, short in (("layer0_attention_norm", "attn_norm"),
+                                                   ("layer0_mlp_norm", "mlp_norm"),
+                                                   ("layer0_mlp_in", "mlp_in"),
+                                                   ("layer0_mlp_out", "mlp_out"))
+             for w, v in p[name].items()}}
+  forward = _darklight_bert_reference(torch, flat, hidden, heads)
+  want = torch_parity.numpy(forward(torch_parity.tensor(np.mean(feature_map, axis=(2, 3)))))
+  why = "float32 LayerNorms, attention and an MLP of 64 over 16 features (seen <= 2e-7)"
+  torch_parity.assert_close(cls, want[:, 0], 1e-5, why, "CLS")
+  torch_parity.assert_close(tokens, want[:, 1:], 1e-5, why, "tokens")
+  post = actlumos.TemporalTransformer(hidden, heads, layers=1)
+  assert "embedding_norm" in jax.eval_shape(post.init, jax.random.key(1), feature_map)["params"]
+  assert "embedding_norm" not in p

@@ -35,7 +35,8 @@ H' x W' at any frame size, so small test clips work), giving T' tokens; a Dense 
 `hidden` when the backbone width differs; a learned CLS token is prepended, learned position
 embeddings added, LayerNorm + dropout (BERT embeddings); `layers` post-LN BERT layers (MHA with
 `heads` heads, GELU MLP of 4 x hidden); the CLS output feeds the classifier. Defaults: hidden 512,
-8 heads, 1 layer.
+8 heads, 1 layer. `transformer_norm="pre"` runs DarkLight's own form instead
+(`TemporalTransformer`).
 
 `__call__(dark, retinex, train)` / `__call__(dark, train)` return `(logits, out)`; `out` holds
 `cls` (B, hidden), `tokens`, and for the teacher `maps` (F_dark, F_ret), `fused`, `features`
@@ -96,13 +97,39 @@ class DynamicFeatureFusion(nn.Module):
     return fused.astype(dark.dtype), weights
 
 
+class StdLayerNorm(nn.Module):
+  """The Annotated Transformer's LayerNorm, DarkLight's BERT's: scale * (x - mean) / (std + eps)
+  + bias, `std` the unbiased (n - 1) standard deviation over the features, `eps` added to it."""
+  eps: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    width = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (width,))
+    bias = self.param("bias", nn.initializers.zeros, (width,))
+    y = x.astype(jnp.float32)
+    centred = y - jnp.mean(y, axis=-1, keepdims=True)
+    std = jnp.sqrt(jnp.sum(centred * centred, axis=-1, keepdims=True) / (width - 1))
+    return (scale * centred / (std + self.eps) + bias).astype(self.dtype)
+
+
+TRANSFORMER_NORMS = ("post", "pre")
+
+
 class TemporalTransformer(nn.Module):
-  """BERT-style encoder over time tokens (module docstring): (B, T, H, W, C) -> (CLS, tokens)."""
+  """BERT-style encoder over time tokens (module docstring): (B, T, H, W, C) -> (CLS, tokens).
+
+  `norm`: "post", BERT as published (embedding LayerNorm, each sub-layer's residual sum
+  normalised); "pre", DarkLight's code (models/BERT, the Annotated Transformer's form): no
+  embedding LayerNorm, `StdLayerNorm` before each sub-layer, dropout inside the MLP and after each
+  layer, no final norm."""
   hidden: int = 512
   heads: int = 8
   layers: int = 1
   mlp_ratio: int = 4
   dropout_rate: float = 0.1
+  norm: str = "post"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -121,6 +148,11 @@ class TemporalTransformer(nn.Module):
     pos = self.param("position_embeddings", nn.initializers.normal(0.02),
                      (1,) + x.shape[1:])
     x = precision.add_bias(x, pos)
+    if self.norm not in TRANSFORMER_NORMS:
+      raise ValueError(f"TemporalTransformer: norm {self.norm!r} unknown; valid: "
+                       f"{TRANSFORMER_NORMS}")
+    if self.norm == "pre":
+      return self._pre_norm_layers(x, train)
     x = nn.LayerNorm(dtype=self.dtype, name="embedding_norm")(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     for index in range(self.layers):
@@ -134,6 +166,24 @@ class TemporalTransformer(nn.Module):
       y = precision.Dense(self.hidden, dtype=self.dtype, name=f"layer{index}_mlp_out")(nn.gelu(y))
       x = nn.LayerNorm(dtype=self.dtype, name=f"layer{index}_mlp_norm")(
           x + nn.Dropout(self.dropout_rate, deterministic=not train)(y))
+    return x[:, 0], x[:, 1:]
+
+  def _pre_norm_layers(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+    """`norm="pre"`: the embedded tokens (positions added) through DarkLight's layers."""
+    dropout = lambda: nn.Dropout(self.dropout_rate, deterministic=not train)  # noqa: E731
+    x = dropout()(x)
+    for index in range(self.layers):
+      h = StdLayerNorm(dtype=self.dtype, name=f"layer{index}_attention_norm")(x)
+      attention = precision.MultiHeadDotProductAttention(
+          num_heads=self.heads, dtype=self.dtype, dropout_rate=self.dropout_rate,
+          deterministic=not train, name=f"layer{index}_attention")(h, h)
+      x = x + dropout()(attention)
+      h = StdLayerNorm(dtype=self.dtype, name=f"layer{index}_mlp_norm")(x)
+      y = precision.Dense(self.hidden * self.mlp_ratio, dtype=self.dtype,
+                          name=f"layer{index}_mlp_in")(h)
+      y = dropout()(nn.gelu(y, approximate=True))
+      y = precision.Dense(self.hidden, dtype=self.dtype, name=f"layer{index}_mlp_out")(y)
+      x = dropout()(x + dropout()(y))
     return x[:, 0], x[:, 1:]
 
 
@@ -157,6 +207,7 @@ class _Parts(nn.Module):
   heads: int = 8
   layers: int = 1
   dropout_rate: float = 0.1             # transformer dropout
+  transformer_norm: str = "post"        # TemporalTransformer.norm: post (BERT) | pre (DarkLight)
   head_dropout: float = 0.0             # before the classifier
   projection_dim: int = 128             # contrastive projection (teacher: SupCon; SSL: NT-Xent)
   dtype: Any = jnp.float32
@@ -168,7 +219,8 @@ class _Parts(nn.Module):
 
   def make_transformer(self) -> nn.Module:
     return TemporalTransformer(self.hidden, self.heads, self.layers,
-                               dropout_rate=self.dropout_rate, dtype=self.dtype, name="temporal")
+                               dropout_rate=self.dropout_rate, norm=self.transformer_norm,
+                               dtype=self.dtype, name="temporal")
 
   def classify(self, cls: jax.Array, train: bool) -> jax.Array:
     cls = nn.Dropout(self.head_dropout, deterministic=not train)(cls)
