@@ -289,6 +289,29 @@ _CADENCES = (("log_every", 1, "steps between logged train metrics"),
              ("eval_every", -1, "steps between evaluations; 0: at the end only, -1: never"))
 
 
+def flat(config: Mapping[str, Any]) -> dict[str, Any]:
+  """{dotted field: value} of every leaf of `config` (a ConfigDict, or nested dicts such as a
+  run's config.json)."""
+  out: dict[str, Any] = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if isinstance(value, (mlc.ConfigDict, dict)):
+        walk(value, f"{prefix}{key}.")
+      else:
+        out[f"{prefix}{key}"] = value
+  walk(config, "")
+  return out
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+  """{field: (a's value, b's value)} of two `flat` views where they differ ("<absent>" for a
+  missing field), fields sorted."""
+  absent = "<absent>"
+  return {key: (a.get(key, absent), b.get(key, absent)) for key in sorted(a.keys() | b.keys())
+          if a.get(key, absent) != b.get(key, absent)}
+
+
 class MissingWeightsError(ConfigError):
   """A paper config runs without the pretrained weights its recipe starts from."""
 

@@ -327,12 +327,9 @@ class Trainer:
     advice = ("Resume with the config that trained it, or start this config in a new --workdir.")
     if not path.is_file():
       return f"{path} is missing, so what changed is not known. {advice}"
-    absent = "<absent>"
-    saved = variables_lib.flatten(json.loads(path.read_text(encoding="utf-8")))
-    ours = variables_lib.flatten(self._config_json())
-    changed = [f"  {key.replace('/', '.')}: {saved.get(key, absent)!r} -> {ours.get(key, absent)!r}"
-               for key in sorted(saved.keys() | ours.keys())
-               if saved.get(key, absent) != ours.get(key, absent)]
+    saved = config_lib.flat(json.loads(path.read_text(encoding="utf-8")))
+    changed = [f"  {key}: {was!r} -> {now!r}" for key, (was, now) in
+               config_lib.differences(saved, config_lib.flat(self._config_json())).items()]
     if not changed:
       return f"This run's config equals the one in {path}. {advice}"
     more = f"\n  ... and {len(changed) - most} more" if len(changed) > most else ""

@@ -139,7 +139,7 @@ def _loss_jaxpr(config, phase_name: str) -> str:
 
 def _training_fields(config, phase_name: str) -> dict:
   from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
-  view = arms.flat(task_lib.find_phase(config, phase_name).config(config))
+  view = config_lib.flat(task_lib.find_phase(config, phase_name).config(config))
   return {k: v for k, v in view.items() if any(arms.covers(f, k) for f in _TRAINING_FIELDS)}
 
 

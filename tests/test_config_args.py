@@ -11,7 +11,6 @@ import pytest
 
 from configs import common
 from darkjax import config as config_lib
-from darkjax.tools import arms
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*.py")
@@ -74,7 +73,7 @@ def build(path: pathlib.Path, args: dict[str, Any]) -> dict[str, Any] | str:
   """The flat config, or the message of the error that refused the args."""
   text = ",".join(f"{name}={value}" for name, value in args.items())
   try:
-    return arms.flat(config_lib.load(str(path), text or None))
+    return config_lib.flat(config_lib.load(str(path), text or None))
   except (ValueError, KeyError) as error:
     return str(error)
 

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections as mlc
 
+from darkjax import config as config_lib
 from darkjax import task as task_lib
 
 PHASES_KEY = "phases"
@@ -31,23 +32,9 @@ class ArmsError(ValueError):
   """Two arms of a table differ in more (or less) than the arm declares."""
 
 
-def flat(config: mlc.ConfigDict) -> dict[str, Any]:
-  """{dotted field: value} of every leaf of `config`."""
-  out: dict[str, Any] = {}
-
-  def walk(node, prefix):
-    for key, value in node.items():
-      if isinstance(value, mlc.ConfigDict):
-        walk(value, f"{prefix}{key}.")
-      else:
-        out[f"{prefix}{key}"] = value
-  walk(config, "")
-  return out
-
-
 def resolved_view(config: mlc.ConfigDict) -> dict[str, Any]:
   """The config's fields plus `phases`: the phases a run trains with their step counts."""
-  view = flat(config)
+  view = config_lib.flat(config)
   plan = task_lib.phase_plan(config)
   view[PHASES_KEY] = ",".join(f"{p.name}:{p.config(config).total_steps}" for p in plan)
   return view
@@ -55,7 +42,7 @@ def resolved_view(config: mlc.ConfigDict) -> dict[str, Any]:
 
 def phase_view(phase: task_lib.Phase, config: mlc.ConfigDict) -> dict[str, Any]:
   """The fields of `phase`'s config that its training reads: all but `phase.ignores`."""
-  return {key: value for key, value in flat(phase.config(config)).items()
+  return {key: value for key, value in config_lib.flat(phase.config(config)).items()
           if not any(covers(ignored, key) for ignored in phase.ignores)}
 
 
@@ -79,14 +66,6 @@ def shared_phases(default: mlc.ConfigDict, arm: mlc.ConfigDict) -> tuple[str, ..
     if phase_view(phase, arm) == phase_view(theirs, default):
       shared.append(phase.name)
   return tuple(shared)
-
-
-def differences(default: Mapping[str, Any], arm: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-  """{field: (default's value, arm's value)} where they differ ("<absent>" for a missing field)."""
-  absent = "<absent>"
-  return {key: (default.get(key, absent), arm.get(key, absent))
-          for key in sorted(default.keys() | arm.keys())
-          if default.get(key, absent) != arm.get(key, absent)}
 
 
 def covers(declared: str, field: str) -> bool:
@@ -119,7 +98,7 @@ def check(default: mlc.ConfigDict, arms: Mapping[str, mlc.ConfigDict],
   base = resolved_view(default)
   found, problems = {}, []
   for name, config in arms.items():
-    diff = differences(base, resolved_view(config))
+    diff = config_lib.differences(base, resolved_view(config))
     keys = tuple(declared.get(name, ()))
     undeclared = [f for f in diff if not any(covers(k, f) for k in keys)]
     unchanged = [k for k in keys if not any(covers(k, f) for f in diff)]
