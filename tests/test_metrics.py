@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
-import struct
 
 from tensorboardX.proto import event_pb2
 
 from darkjax import metrics as metrics_lib
+from darkjax.data import records
 
 
 def _events(logdir: str) -> list[event_pb2.Event]:
-  """Every event of the directory's event files, in the order TensorBoard reads them (file names
-  sorted; within a file, records framed as length, its CRC, data, its CRC)."""
-  events = []
-  for name in sorted(os.listdir(logdir)):
-    with open(os.path.join(logdir, name), "rb") as file:
-      data = file.read()
-    offset = 0
-    while offset < len(data):
-      (length,) = struct.unpack("<Q", data[offset:offset + 8])
-      events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
-      offset += 12 + length + 4
-  return events
+  """Every event of the directory's event files (TFRecord files, CRCs checked), in the order
+  TensorBoard reads them: file names sorted."""
+  return [event_pb2.Event.FromString(data) for name in sorted(os.listdir(logdir))
+          for data in records.iter_tfrecord(os.path.join(logdir, name))]
 
 
 def _scalars_tensorboard_shows(logdir: str, tag: str) -> list[tuple[int, float]]:
