@@ -9,6 +9,11 @@ configs/synthetic.py). No pretrained weights exist at this size, so the PViT tra
 (`vit_trainable=all`) unless told otherwise. Args
 (`--config=configs/lift_synthetic.py:kd=False,steps=300`):
   steps, teacher_steps, batch, lr, kd, vit_trainable, gamma, darkness, data_dir, seed
+  luminous_init  the luminous backbone's starting weights (`r2plus1d_tiny_test`), for the teacher,
+             or for the student itself with kd=False: a darkjax run's workdir whose model is
+             that backbone, e.g. one pretrained on the bright clips of another data seed
+             (docs/papers/liftnet.md, "The paper's KD ablation"); checked against the luminous
+             normalisation (per_clip)
   scenario   the synthetic classes (darkjax/data/synthetic.py): `motion` (default) or `what` (the
              ten motions x two kinds of thermal object); $DARKJAX_DATA/synthetic_<name>
   modality   `dark` (default: the PViT reads the dark RGB clip, the luminous path its GIC frames,
@@ -34,7 +39,7 @@ MODALITIES = {"dark": ("video", "gamma"), "infrared": ("ir", "flow")}
 def get_config(arg=None):
   arg = common.parse_arg(arg, steps=400, teacher_steps=300, batch=32, lr=1e-3, kd=True,
                          vit_trainable="all", gamma=1.8, darkness=0.8, data_dir="", runlocal=False,
-                         seed=0, scenario="motion", modality="dark",
+                         seed=0, scenario="motion", modality="dark", luminous_init="",
                          variants=dict(runlocal=dict(steps=3, teacher_steps=3, batch=8)))
   if arg.modality not in MODALITIES:
     raise ValueError(f"config arg modality={arg.modality!r} unknown; valid: {sorted(MODALITIES)}")
@@ -58,6 +63,7 @@ def get_config(arg=None):
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234,
                                                    scenario=arg.scenario, flow=flow))
   config.lift.luminous_normalise = "per_clip"
+  config.lift.pretrained.luminous = arg.luminous_init
   # A PViT trained from scratch has no weights' GELU to match: erf, the form of the runs
   # docs/papers/liftnet.md reports.
   config.model.kwargs.pvit_gelu_approximate = False

@@ -711,3 +711,58 @@ def test_kd_on_logits_distils_the_teacher_classifier(arid_dir):
   config.lift.kd_features = "pooled"
   with pytest.raises(ValueError, match="kd_features 'pooled' unknown"):
     lift_trainer.Task(config, teacher_variables=teacher_vars)
+
+
+def test_luminous_backbone_from_a_darkjax_directory_starts_the_teacher_or_the_lone_student(
+    tmp_path):
+  """`luminous_init=DIR` (config.lift.pretrained.luminous a directory: a conversion or a darkjax
+  run whose model is the luminous backbone) starts the teacher, or with kd=False the student's
+  trainable luminous backbone, its classifier head left out; another normalisation than the
+  luminous clip's is a clear error."""
+  from configs import lift_synthetic  # pylint: disable=import-outside-toplevel
+
+  def abstract(task):
+    batch = {"video": jnp.zeros((1, 8, 32, 32, 3), jnp.uint8), "label": jnp.zeros((1,), jnp.int32)}
+    shapes = jax.eval_shape(task.init_variables, jax.random.key(0), batch)
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+  plain = lift_synthetic.get_config("runlocal")
+  teacher = abstract(lift_trainer.TeacherTask(plain, num_classes=10))
+  saved = jax.tree.map(lambda x: x + 2, teacher)
+  saved["params"]["fc"] = jax.tree.map(lambda x: x + 5, teacher["params"]["fc"])
+  directory = str(tmp_path / "day")
+  convert_io.save_variables(directory, saved, {"arch": "r2plus1d_tiny_test",
+                                               "input_normalisation": {"mode": "per_clip"}})
+  config = lift_synthetic.get_config(f"runlocal,luminous_init={directory}")
+  assert config.lift.pretrained.luminous == directory
+  alone = lift_synthetic.get_config(f"runlocal,luminous_init={directory},kd=False")
+  assert not lift_trainer.teacher_frozen(alone)   # without a teacher the backbone trains
+  teacher_task = lift_trainer.TeacherTask(config, num_classes=10)
+  assert teacher_task.merges_pretrained
+  merged = teacher_task.init_from(abstract(teacher_task))
+  for collection in ("params", "batch_stats"):
+    for key, value in _flat(merged[collection]).items():
+      want = 0 if key.startswith("fc/") else 2   # a new head
+      assert (np.asarray(value) == want).all(), (collection, key)
+  student_task = lift_trainer.Task(alone, num_classes=10)
+  assert student_task.merges_pretrained
+  merged = student_task.init_from(abstract(student_task))
+  for collection in ("params", "batch_stats"):
+    luminous = _flat(merged[collection]["luminous"])
+    assert luminous and all((np.asarray(v) == 2).all() for v in luminous.values())
+  others = {k: v for k, v in _flat(merged["params"]).items() if not k.startswith("luminous/")}
+  assert others and all((np.asarray(v) == 0).all() for v in others.values())   # nothing else
+  # Weights trained on ImageNet-normalised clips would read per-clip-normalised ones: an error.
+  convert_io.save_variables(str(tmp_path / "imagenet"), saved,
+                            {"arch": "r2plus1d_tiny_test",
+                             "input_normalisation": {"mode": "imagenet"}})
+  with pytest.raises(normalise.NormalisationMismatchError,
+                     match=r"config.lift.pretrained.luminous .*imagenet.*lift.luminous_normalise"):
+    lift_trainer.TeacherTask(lift_synthetic.get_config(
+        f"runlocal,luminous_init={tmp_path / 'imagenet'}"), num_classes=10).init_from(teacher)
+  # Another architecture's directory names both.
+  convert_io.save_variables(str(tmp_path / "c3d"), saved, {"arch": "c3d"})
+  with pytest.raises(ValueError, match=r"config.lift.pretrained.luminous .*'c3d'.*"
+                                       r"'r2plus1d_tiny_test'"):
+    lift_trainer.TeacherTask(lift_synthetic.get_config(
+        f"runlocal,luminous_init={tmp_path / 'c3d'}"), num_classes=10).init_from(teacher)
