@@ -6,7 +6,11 @@ evaluates, checkpoints and reports on it with no other argument.
 
 The configs are discovered from configs/ (a config added later is tested without editing this
 file); each dataset is prepared once per session, with `--flow` where a config reads the flow
-stream (LIFT-Net's HMDB51 / UCF101 / InfAR configs). The runs go two at a time (`Runs`).
+stream (LIFT-Net's HMDB51 / UCF101 / InfAR configs). The runs go two at a time (`Runs`). A config
+that compiles the programs of an earlier one (same trainer, record streams and class counts:
+LIFT-Net's three flow configs, ActLumos's ARID v1 and v1.5) and differs from it only in where its
+datasets are does not train again: its input pipeline reads its own prepared dataset (a train
+batch, the whole test split) beside the earlier config's run.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import pytest
 
 import fake_releases
 from darkjax.data import flow as flow_lib
+from darkjax import config as config_lib
 from darkjax.data import prepared, records
+from darkjax.data.classification import ClassificationData
 from darkjax.data.prepare import LAYOUTS
 from darkjax.data.prepare import __main__ as prepare_cli
 from darkjax.config import data_blocks
@@ -103,7 +109,10 @@ class Runs:
 
   def __init__(self, prepared: PreparedData, root: str, env: dict[str, str], paths: list[str]):
     self.prepared, self.root, self.env = prepared, root, env
-    self.queue = list(paths)
+    self.selected = list(paths)
+    # One run per program key: a config whose programs an earlier one compiles is checked on its
+    # own data without training (test_runlocal_trains_evaluates_checkpoints_and_reports).
+    self.queue = [p for p in paths if self.trained_by(p) == p]
     self.running: dict[str, Run] = {}
     self.done: dict[str, Run] = {}
 
@@ -126,6 +135,11 @@ class Runs:
     if method and method != flow_lib.DEFAULT_METHOD:
       return [f"--config.twostream.flow_method={flow_lib.DEFAULT_METHOD}"]
     return []
+
+  def trained_by(self, path: str) -> str:
+    """The config whose run trains `path`'s programs: the first of the session's configs with
+    its program key (itself, unless an earlier config compiles the same programs)."""
+    return next(p for p in self.selected if self.program_key(p) == self.program_key(path))
 
   def _launch(self, path: str) -> None:
     self.queue.remove(path)
@@ -190,8 +204,17 @@ def runs(request, tmp_path_factory):
   runner.close()
 
 
+# Fields in which a config may differ from another config of the list that compiles the same
+# programs and still count as trained by that config's run: where its datasets are.
+DATASET_FIELDS = ("input.data.dir", "input.data.name", "ssl.datasets", "ssl.dirs")
+
+
 @pytest.mark.parametrize("path", REAL_CONFIGS, ids=os.path.basename)
 def test_runlocal_trains_evaluates_checkpoints_and_reports(path, runs, monkeypatch):
+  trained = runs.trained_by(path)
+  if trained != path:
+    _same_run_on_its_own_data(path, trained, runs, monkeypatch)
+    return
   run = runs.result(path)
   assert run.returncode == 0, run.output("stderr")[-3000:]
   monkeypatch.setenv("DARKJAX_DATA", runs.prepared.data)
@@ -228,3 +251,26 @@ def test_runlocal_trains_evaluates_checkpoints_and_reports(path, runs, monkeypat
   assert reports and all("| metric | value |" in open(r, encoding="utf-8").read() for r in reports)
   checkpoints = glob.glob(os.path.join(workdir, "**", "checkpoints", "[0-9]*"), recursive=True)
   assert checkpoints, os.listdir(workdir)
+
+
+def _same_run_on_its_own_data(path: str, trained: str, runs: Runs, monkeypatch) -> None:
+  """`path` compiles the programs `trained`'s run trains and checks (same trainer, record streams,
+  class counts): its config differs from that one only in where its datasets are, and its
+  input pipeline reads a train batch and the whole test split of its own prepared dataset."""
+  monkeypatch.setenv("DARKJAX_DATA", runs.prepared.data)
+  config = config_module(path).get_config("runlocal")
+  other = config_module(trained).get_config("runlocal")
+  differ = config_lib.differences(config_lib.flat(other), config_lib.flat(config))
+  assert differ and set(differ) <= set(DATASET_FIELDS), (trained, differ)
+  assert runs.result(trained).returncode == 0
+  input_config = config.input
+  input_config.prefetch = 0
+  data = ClassificationData(input_config, 0)
+  batch = next(iter(data.train_dataset(2)))
+  manifest = records.load_manifest(config.input.data.dir)
+  assert batch["video"].shape[0] == 2 and np.all(batch["label"] < manifest["num_classes"])
+  block = next(b for b in data_blocks(config) if b.name == config.input.data.name)
+  dataset = prepared.Dataset(block.name, block.dir, manifest, block.split_index)
+  seen = sum(int(np.sum(b["mask"])) if "mask" in b else len(b["label"])
+             for b in data.eval_batches(4))
+  assert seen == dataset.num_examples(block.eval_split) > 0
