@@ -11,9 +11,9 @@ configs/synthetic.py). No pretrained weights exist at this size, so the PViT tra
   steps, teacher_steps, batch, lr, kd, vit_trainable, gamma, darkness, data_dir, seed
   luminous_init  the luminous backbone's starting weights (`r2plus1d_tiny_test`), for the teacher,
              or for the student itself with kd=False: a darkjax run's workdir whose model is
-             that backbone, e.g. one pretrained on the bright clips of another data seed
-             (docs/papers/liftnet.md, "The paper's KD ablation"); checked against the luminous
-             normalisation (per_clip)
+             that backbone, e.g. one pretrained by `configs/synthetic.py:model=r2plus1d_tiny_test,
+             stream=day,data_seed=4321` on the bright clips of another data seed (the IG65M
+             weights' part at CPU size); checked against the luminous normalisation (per_clip)
   scenario   the synthetic classes (darkjax/data/synthetic.py): `motion` (default) or `what` (the
              ten motions x two kinds of thermal object); $DARKJAX_DATA/synthetic_<name>
   modality   `dark` (default: the PViT reads the dark RGB clip, the luminous path its GIC frames,
