@@ -101,18 +101,16 @@ class Run:
 
 class Runs:
   """`python -m darkjax.main --config=<config>:runlocal` of the session's selected configs, two at
-  a time (XLA compiles on one core; CI has two). Two configs that compile the same programs
-  (same trainer, record streams and class counts: LIFT-Net's flow configs) never run at once, so
-  the second finds the first's programs in the persistent compilation cache."""
+  a time (XLA compiles on one core; CI has two), one per program key (same trainer, record
+  streams and class counts): a config whose programs an earlier one compiles is not run
+  (`trained_by`)."""
 
   SLOTS = 2
 
   def __init__(self, prepared: PreparedData, root: str, env: dict[str, str], paths: list[str]):
     self.prepared, self.root, self.env = prepared, root, env
     self.selected = list(paths)
-    # One run per program key: a config whose programs an earlier one compiles is checked on its
-    # own data without training (test_runlocal_trains_evaluates_checkpoints_and_reports).
-    self.queue = [p for p in paths if self.trained_by(p) == p]
+    self.queue = list(paths)
     self.running: dict[str, Run] = {}
     self.done: dict[str, Run] = {}
 
@@ -161,21 +159,19 @@ class Runs:
     run.returncode = run.process.wait(timeout=1800)
     self.done[path] = run
 
-  def _conflict(self, path: str) -> str | None:
-    key = self.program_key(path)
-    return next((p for p in self.running if self.program_key(p) == key), None)
-
   def _fill(self) -> None:
     for path in list(self.queue):
       if len(self.running) >= self.SLOTS:
         return
-      if self._conflict(path) is None:
+      if self.trained_by(path) != path:   # checked on its own data, not trained again
+        self.queue.remove(path)
+      else:
         self._launch(path)
 
   def result(self, path: str) -> Run:
     if path not in self.done and path not in self.running:
-      while (other := self._conflict(path)) or len(self.running) >= self.SLOTS:
-        self._wait(other or next(iter(self.running)))
+      while len(self.running) >= self.SLOTS:
+        self._wait(next(iter(self.running)))
       self._launch(path)
     self._fill()
     if path in self.running:
