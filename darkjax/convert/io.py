@@ -224,3 +224,28 @@ def backbone_variables(path: str, arch: str, key: str, head: str = "fc") -> tupl
   for collection, tree in variables.items():
     out[collection] = {k: v for k, v in dict(tree).items() if k != head}
   return out, meta
+
+
+def pretrained_backbone(name: str, path: str, key: str, configured: str, normalise_key: str,
+                        check: bool = True) -> dict:
+  """Model `name`'s variables without its classifier head from `path`, the value of config key
+  `key`: a PyTorch-layout state dict (a published checkpoint), or a directory (a `python -m
+  darkjax.convert` output, or a darkjax run's workdir whose model is `name`). With `check`, the
+  weights must have been trained on inputs normalised as `configured` (config key
+  `normalise_key`): a NormalisationMismatchError names both."""
+  # pylint: disable=import-outside-toplevel
+  from darkjax import convert
+  from darkjax.data import normalise
+  source = f"{key} {path}"
+  if paths.resolve(path).is_dir():
+    loaded, meta = backbone_variables(path, name, key)
+    if check:
+      normalise.check_pretrained(recorded_normalise(meta), configured, normalise_key, source)
+    return loaded
+  if check:
+    convert.check_normalise(name, configured, normalise_key, source)
+  try:
+    state = load_state_dict(path)
+  except CheckpointReadError as error:
+    raise CheckpointReadError(f"{key}: {error}") from None
+  return convert.from_torch(name, state, num_classes=0)

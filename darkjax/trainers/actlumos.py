@@ -41,9 +41,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 from darkjax import config as config_lib
-from darkjax import convert
 from darkjax import losses
-from darkjax import paths
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
@@ -112,23 +110,9 @@ def _pretrained_backbone(config: mlc.ConfigDict, backbone: str) -> dict:
   dict (the IG65M file), or a directory (`python -m darkjax.convert` output, or a darkjax run's
   workdir whose model is the backbone, e.g. the tiny R(2+1)D pretrained on the synthetic set's
   bright clips), head left out; checked against `input.normalise`."""
-  from darkjax.convert import video_resnet as convert_vr  # pylint: disable=import-outside-toplevel
-  path = config.actlumos.backbone_init
-  key = "config.actlumos.backbone_init"
-  if paths.resolve(path).is_dir():
-    loaded, meta = convert_io.backbone_variables(path, backbone, key)
-    if config_lib.check_normalise(config):
-      normalise.check_pretrained(convert_io.recorded_normalise(meta), config.input.normalise,
-                                 "input.normalise", f"{key} {path}")
-    return loaded
-  if config_lib.check_normalise(config):
-    convert.check_normalise(backbone, config.input.normalise, "input.normalise",
-                            f"{key} {path}")
-  try:
-    state = convert_io.load_state_dict(path)
-  except convert_io.CheckpointReadError as error:
-    raise convert_io.CheckpointReadError(f"{key}: {error}") from None
-  return convert_vr.convert(backbone, state, num_classes=0)
+  return convert_io.pretrained_backbone(backbone, config.actlumos.backbone_init,
+                                        "config.actlumos.backbone_init", config.input.normalise,
+                                        "input.normalise", config_lib.check_normalise(config))
 
 
 class _Base(TaskBase):

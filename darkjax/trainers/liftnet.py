@@ -137,23 +137,13 @@ def load_weights(path: str, key: str) -> dict[str, Any]:
 
 
 def _luminous_pretrained(name: str, path: str, config: mlc.ConfigDict) -> dict:
-  """The luminous backbone's weights from `path` (config.lift.pretrained.luminous): a PyTorch-layout
-  video ResNet state dict (the IG65M file), or a directory (`python -m darkjax.convert` output, or a
-  darkjax run's workdir whose model is the backbone, e.g. `r2plus1d_tiny_test` pretrained on the
-  synthetic set's bright clips), head left out; checked against `lift.luminous_normalise`."""
-  from darkjax.convert import video_resnet as convert_vr  # pylint: disable=import-outside-toplevel
-  key = "config.lift.pretrained.luminous"
-  if paths.resolve(path).is_dir():
-    loaded, meta = convert_io.backbone_variables(path, name, key)
-    if config_lib.check_normalise(config):
-      normalise.check_pretrained(convert_io.recorded_normalise(meta),
-                                 config.lift.luminous_normalise, "lift.luminous_normalise",
-                                 f"{key} {path}")
-    return loaded
-  if config_lib.check_normalise(config):
-    convert.check_normalise(name, config.lift.luminous_normalise, "lift.luminous_normalise",
-                            f"config.lift.pretrained.luminous {path}")
-  return convert_vr.convert(name, load_weights(path, key), num_classes=0)
+  """The luminous backbone's weights from `path` (config.lift.pretrained.luminous): the IG65M
+  file, a convert directory or a darkjax run whose model is the backbone (e.g. `r2plus1d_tiny_test`
+  pretrained on the synthetic set's bright clips), head left out; checked against
+  `lift.luminous_normalise`."""
+  return convert_io.pretrained_backbone(name, path, "config.lift.pretrained.luminous",
+                                        config.lift.luminous_normalise, "lift.luminous_normalise",
+                                        config_lib.check_normalise(config))
 
 
 def _pvit_pretrained(model: liftnet.LIFTNet, path: str, config: mlc.ConfigDict,
