@@ -51,14 +51,15 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   render = synthetic.generate
   monkeypatch.setattr(synthetic, "generate",
                       lambda out_dir, *a, **k: rendered.append(out_dir) or render(out_dir, *a, **k))
+  # (the single-phase synthetic config: the smallest step to compile; DTCM's default phase below)
   sets = ["--set", "xla_opt_level=0", "--data-dir", str(tmp_path / "data")]
-  cold = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--compile-only",
+  cold = bench.main(["--config", "configs/synthetic.py:runlocal", "--compile-only",
                      "--concurrent", "2", "--workdir", str(tmp_path / "cold"), "--json",
                      str(tmp_path / "cold.json"), *sets])
   assert len(rendered) == 1 and rendered[0].startswith(str(tmp_path / "data"))
   assert cold["concurrent_compiles"] == 2 and "step_s" not in cold["remat"]["none"]
   assert cold["overrides"] == {"xla_opt_level": 0}
-  result = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--memory",
+  result = bench.main(["--config", "configs/synthetic.py:runlocal", "--memory",
                        "--remat", "full", "--steps", "1", "--rounds", "1",
                        "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json"),
                        "--pipelined", "--profile", "1", *sets])
@@ -72,7 +73,9 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
     bench_report.read_cold_from(str(tmp_path / "cold.json"), dict(result, overrides={}))
   with pytest.raises(SystemExit, match="bench --set 'xla_opt_level': expected KEY=VALUE"):
     bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--set", "xla_opt_level"])
-  assert result["phase"] == "joint" and result["device"] == "cpu"
+  assert result["phase"] == "train" and result["device"] == "cpu"
+  assert bench_config.phase_names(config_lib.load("configs/dtcm_synthetic.py:runlocal"))[0] == \
+      "joint"   # a multi-phase config's default: its main network
   none, full = result["remat"]["none"], result["remat"]["full"]
   for entry in (none, full):
     assert entry["compile_s"] > 0 and entry["temp"] > 0 and entry["step_s"] > 0
@@ -82,7 +85,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
     assert sum(parts.values()) == pytest.approx(entry["compile_s"], rel=1e-6)
     assert entry["init_s"] > 0   # the fresh state's init, timed apart from the step
   assert none["param_count"] == full["param_count"] == result["param_count"] > 0
-  assert result["frames"] == 16 and result["batch"] == 8     # dtcm_synthetic runlocal's own
+  assert result["frames"] == 16 and result["batch"] == 8     # synthetic runlocal's own
   assert result["clips_per_s"] == pytest.approx(8 / none["step_s"])
   # --pipelined: each policy's steps also dispatched back to back with one wait, as darkjax.train
   # runs them; the table gains those columns
@@ -104,7 +107,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   assert "| pipelined step ms | pipelined clips/s | TFLOP/s per device (% of bf16 peak) |" in table
   # --count-flops: the same count with nothing compiled; --markdown-from gives it to a result
   # timed without one
-  count = bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--count-flops", "cpu",
+  count = bench.main(["--config", "configs/synthetic.py:runlocal", "--count-flops", "cpu",
                       "--workdir", str(tmp_path / "count"), "--json",
                       str(tmp_path / "count.json"), *sets])
   # (the global batch's count; the timed step's is per device, over the host's devices)
@@ -128,7 +131,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   # 1.22x at this tiny size, 1.04x without them)
   assert full["temp"] < 0.9 * none["temp"]
   out = capsys.readouterr().out
-  assert "phase joint" in out and "temp memory none / full" in out and "lowerings: " in out
+  assert "phase train" in out and "temp memory none / full" in out and "lowerings: " in out
   assert "profile: device time" in out
   with pytest.raises(SystemExit, match="phases \\['joint', 'enhancer', 'classifier'\\]"):
     bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--phase", "student",
