@@ -597,7 +597,8 @@ class Trainer:
       for step in range(start + 1, last + 1):
         trace.begin(step, self.state)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          batch = sharding.host_to_global(next(train_iter), self.batch_sharding)
+          local = self._next_batch(train_iter, step, start, pending, checkpointer)
+          batch = sharding.host_to_global(local, self.batch_sharding)
           self.state, metrics = self.train_step(self.state, batch, step_rng)
         trace.end(step, self.state)
         if pending is not None:
@@ -696,6 +697,24 @@ class Trainer:
     if out:
       log.info("%s: already trained to step %d; its logged evaluation follows", self.workdir, step)
     return out
+
+  def _next_batch(self, train_iter: Any, step: int, start: int, pending: Any,
+                  checkpointer: Any) -> Any:
+    """The host's batch of `step`. When the input fails (a corrupt record, a clip of the wrong
+    shape), the steps trained since the last checkpoint are saved first, with the data
+    position before this batch, so that once the data is fixed the rerun trains on as an
+    uninterrupted run would; then the error is raised. One process only: the other processes
+    of a multi-host run would not join the save."""
+    if jax.process_count() > 1 or step - 1 <= start:
+      return next(train_iter)
+    position = train_iter.get_state()
+    try:
+      return next(train_iter)
+    except Exception:
+      if pending is not None:
+        self._check_finite(*pending, checkpointer)
+      self._save_if_unsaved(step - 1, checkpointer, pipeline.SavedPosition(position))
+      raise
 
   def _save_if_unsaved(self, step: int, checkpointer: Any, train_iter: Any) -> None:
     """Saves the state of `step` (its steps all checked finite) unless it is the latest

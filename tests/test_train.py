@@ -171,6 +171,38 @@ def test_corrupt_shard_names_file_and_offset(data_dir, tmp_path):
     train.Trainer(config, str(tmp_path / "w")).run()
 
 
+
+def test_a_corrupt_record_mid_run_keeps_the_trained_steps_and_the_fixed_rerun_trains_on(
+    data_dir, tmp_path):
+  # The last record of the train shard damaged: the run stops at the batch that reads it, having
+  # saved the steps before it with the data position before that batch; once the shard is
+  # restored, the rerun resumes there and its losses are the uninterrupted run's, bit for bit.
+  import shutil
+  from darkjax.data import records
+  broken = str(tmp_path / "broken")
+  shutil.copytree(data_dir, broken)
+  manifest = json.load(open(os.path.join(broken, "manifest.json"), encoding="utf-8"))
+  shard = os.path.join(broken, manifest["splits"]["train"]["shards"][0]["file"])
+  good = open(shard, "rb").read()
+  with open(shard, "r+b") as f:
+    f.seek(len(good) - 100)
+    f.write(bytes([good[-100] ^ 0xFF]))
+  config = small_config(broken, steps=12, checkpoint_every=1000)
+  config.input.data.name = "prepared_copy"   # read as a prepared dataset: no regeneration
+  workdir = str(tmp_path / "w")
+  with pytest.raises(records.CorruptRecordError, match=r"tfrecord.*byte offset \d+"):
+    train.Trainer(config, workdir).run()
+  stopped = max(losses(workdir))
+  assert 1 <= stopped < 12
+  assert sorted(int(p) for p in os.listdir(os.path.join(workdir, "checkpoints"))
+                if p.isdigit()) == [stopped]   # every trained step kept
+  with open(shard, "wb") as f:
+    f.write(good)
+  train.Trainer(config, workdir).run()
+  uninterrupted = str(tmp_path / "u")
+  train.Trainer(config, uninterrupted).run()
+  assert losses(workdir) == losses(uninterrupted) and max(losses(workdir)) == 12
+
 def test_wrong_frame_shape_is_reported_with_video_id(data_dir, tmp_path):
   from darkjax.data import records
   bad = str(tmp_path / "bad")

@@ -58,6 +58,24 @@ class _RecordFileIterator(grain.DatasetIterator):
     self._reader.close()
 
 
+class SavedPosition(grain.DatasetIterator):
+  """A data iterator's state taken earlier, checkpointed in its place (what grain's checkpoint
+  handler saves is `get_state()`): the position before a batch that failed to load, so the
+  rerun reads that batch again."""
+
+  def __init__(self, state: Any):
+    super().__init__()
+    self._state = state
+
+  def __next__(self):
+    raise StopIteration
+
+  def get_state(self) -> Any:
+    return self._state
+
+  def set_state(self, state: Any) -> None:
+    self._state = state
+
 class RecordFileIterDataset(grain.IterDataset):
   """`(serialized_example, "file@offset")` pairs of one TFRecord file, CRC-checked."""
 

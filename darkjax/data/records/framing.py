@@ -35,7 +35,9 @@ class CorruptRecordError(ValueError):
   def __init__(self, path: str, offset: int | None, reason: str):
     self.path, self.offset, self.reason = os.fspath(path), offset, reason
     where = "" if offset is None else f" at byte offset {offset}"
-    super().__init__(f"{self.path}: corrupt record{where}: {reason}")
+    super().__init__(f"{self.path}: corrupt record{where}: {reason}. Restore the file, or "
+                     f"prepare the dataset again (python -m darkjax.data.prepare), then rerun the "
+                     f"command: a training run resumes from the steps it saved")
 
   def __reduce__(self):  # picklable across grain worker processes
     return (type(self), (self.path, self.offset, self.reason))
