@@ -9,13 +9,17 @@ on every process, so all of them save the same checkpoint. The call must come at
 In a single process without `jax.distributed` JAX has no such service; `PreemptionWatch` then
 installs a SIGTERM handler that only sets a flag, and the next finished step is the one saved.
 Ctrl-C (SIGINT) does the same in a single process: the step in flight finishes, its checkpoint is
-saved, and the run stops saying how to resume; a second Ctrl-C interrupts at once.
+saved, and the run stops saying how to resume; a second Ctrl-C interrupts at once. An evaluation
+(minutes at paper size) does not wait: inside `PreemptionWatch.interruptible()` either signal
+stops it at once (`StopRequested`), and the trainer saves the trained steps and stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from typing import Iterator
 
 import jax
 from jax.experimental import multihost_utils
@@ -25,11 +29,18 @@ class Preempted(Exception):
   """The run saved a checkpoint at `step` after SIGTERM (or Ctrl-C: `interrupted`) and stopped;
   rerunning resumes it."""
 
-  def __init__(self, step: int, checkpoint: str, interrupted: bool = False):
+  def __init__(self, step: int, checkpoint: str, interrupted: bool = False,
+               evaluation: str = ""):
     self.step, self.checkpoint, self.interrupted = step, checkpoint, interrupted
     why = "interrupted (Ctrl-C)" if interrupted else "preempted (SIGTERM)"
-    super().__init__(f"{why}: saved checkpoint {checkpoint} at step {step} and stopped; rerun "
-                     "the same command to resume from it")
+    during = f" during {evaluation}" if evaluation else ""
+    super().__init__(f"{why}{during}: saved checkpoint {checkpoint} at step {step} and stopped; "
+                     "rerun the same command to resume from it")
+
+
+class StopRequested(BaseException):
+  """SIGTERM or Ctrl-C inside `PreemptionWatch.interruptible()`. A BaseException, as
+  KeyboardInterrupt is: an evaluator's `except Exception` does not swallow it."""
 
 
 class PreemptionWatch:
@@ -42,6 +53,7 @@ class PreemptionWatch:
     self._signalled = threading.Event()
     self.interrupted = False   # the signal was Ctrl-C (SIGINT), not SIGTERM
     self._previous: dict[int, object] = {}
+    self._urgent = False   # inside interruptible(): a signal raises StopRequested
     self._distributed = jax.distributed.is_initialized()
     if not self._distributed and threading.current_thread() is threading.main_thread():
       for signum in (signal.SIGTERM, signal.SIGINT):
@@ -58,6 +70,25 @@ class PreemptionWatch:
         raise KeyboardInterrupt
       self.interrupted = True
     self._signalled.set()
+    if self._urgent:
+      self._urgent = False
+      raise StopRequested
+
+  @contextlib.contextmanager
+  def interruptible(self) -> Iterator[None]:
+    """Work that a signal stops at once instead of at the next step's end (an evaluation); a
+    signal already received stops it before it starts. Single process only (under
+    jax.distributed the processes agree on a step instead)."""
+    if not self._previous:
+      yield
+      return
+    if self._signalled.is_set():
+      raise StopRequested
+    self._urgent = True
+    try:
+      yield
+    finally:
+      self._urgent = False
 
   def reached(self, step: int) -> bool:
     if self._distributed:

@@ -623,9 +623,16 @@ class Trainer:
           raise preemption.Preempted(step, f"{checkpointer.directory}/{step}", watch.interrupted)
         if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
                                     or step == last):
+          self._check_finite(step, metrics, checkpointer)   # what it evaluates, and may save
           evaluating = True
           try:
-            results = self.evaluate(step)
+            with watch.interruptible():
+              results = self.evaluate(step)
+          except preemption.StopRequested:   # Ctrl-C / SIGTERM: the evaluation stops at once
+            self._save_if_unsaved(step, checkpointer, train_iter)
+            raise preemption.Preempted(
+                step, f"{checkpointer.directory}/{step}", watch.interrupted,
+                f"the {'final ' if step == total else ''}evaluation at step {step}") from None
           except Exception:   # the trained steps kept: the rerun resumes from this one
             self._save_if_unsaved(step, checkpointer, train_iter)
             raise
@@ -638,7 +645,12 @@ class Trainer:
         log.info("%s: trained to step %d by a run that stopped before its final evaluation; "
                  "evaluating now", self.workdir, last)
         evaluating = True
-        results = self.evaluate(last)
+        try:
+          with watch.interruptible():
+            results = self.evaluate(last)
+        except preemption.StopRequested:
+          raise preemption.Preempted(last, f"{checkpointer.directory}/{last}", watch.interrupted,
+                                     f"the final evaluation at step {last}") from None
         evaluating = False
     except jax.errors.JaxRuntimeError as error:
       if not fit_lib.out_of_memory(error):

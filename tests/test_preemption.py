@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from darkjax import checkpoint as ckpt_lib
 from darkjax import metrics as metrics_lib
 from darkjax.data import prepared
@@ -67,3 +69,37 @@ def test_sigterm_saves_current_step_and_rerun_is_bit_exact(tmp_path, main_env):
   want, got = _losses(reference), _losses(preempted)
   assert sorted(got) == list(range(1, STEPS + 1))
   assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)]  # exact
+
+
+def test_ctrl_c_or_sigterm_stops_an_evaluation_at_once_and_the_rerun_evaluates(tmp_path,
+                                                                              monkeypatch):
+  # Ctrl-C in the evaluation at step 2 (not a checkpoint step) stops it mid-way: step 2 is saved
+  # and the run stops (Preempted); the rerun trains on. SIGTERM stops the final evaluation, then
+  # the rerun's (the run is trained, its evaluation missing); the next rerun makes it.
+  from darkjax import preemption, train
+  config = small_config(str(tmp_path / "data"), steps=4, eval_every=2, checkpoint_every=1000)
+  workdir, real_evaluate, evaluated = str(tmp_path / "run"), train.Trainer.evaluate, []
+
+  def run(signum=None, at=None):
+    def evaluate(self, step):
+      if step == at:
+        os.kill(os.getpid(), signum)
+        time.sleep(30)   # a long evaluation: the signal stops it
+        raise AssertionError("the signal did not stop the evaluation")
+      evaluated.append(step)
+      return real_evaluate(self, step)
+    monkeypatch.setattr(train.Trainer, "evaluate", evaluate)
+    return train.Trainer(config, workdir).run()
+
+  for signum, at, final in ((signal.SIGINT, 2, ""), (signal.SIGTERM, 4, "final "),
+                            (signal.SIGTERM, 4, "final ")):
+    start = time.time()
+    with pytest.raises(preemption.Preempted) as stopped:
+      run(signum, at)
+    assert time.time() - start < 25
+    assert (stopped.value.step, stopped.value.interrupted) == (at, signum == signal.SIGINT)
+    assert f"during the {final}evaluation at step {at}: saved checkpoint" in str(stopped.value)
+    assert at in ckpt_lib.Checkpointer(workdir, read_only=True).all_steps()
+  assert evaluated == []
+  assert "eval/top1" in run() and evaluated == [4]
+  assert os.path.exists(os.path.join(workdir, "report.md"))
