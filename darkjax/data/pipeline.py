@@ -76,6 +76,7 @@ class SavedPosition(grain.DatasetIterator):
   def set_state(self, state: Any) -> None:
     self._state = state
 
+
 class RecordFileIterDataset(grain.IterDataset):
   """`(serialized_example, "file@offset")` pairs of one TFRecord file, CRC-checked."""
 
