@@ -594,6 +594,13 @@ class Trainer:
                                 self.is_lead, self.step_flops)
     step = start
     try:
+      if (0 < start < last and cfg.eval_every > 0 and start % cfg.eval_every == 0
+          and self._evaluation_missing(start)):   # stopped during it: made before training on
+        log.info("%s: resumed at step %d, whose evaluation did not finish; evaluating it first",
+                 self.workdir, start)
+        evaluating = True
+        self._evaluate_or_stop(start, watch, checkpointer, train_iter, "the")
+        evaluating = False
       for step in range(start + 1, last + 1):
         trace.begin(step, self.state)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -626,13 +633,8 @@ class Trainer:
           self._check_finite(step, metrics, checkpointer)   # what it evaluates, and may save
           evaluating = True
           try:
-            with watch.interruptible():
-              results = self.evaluate(step)
-          except preemption.StopRequested:   # Ctrl-C / SIGTERM: the evaluation stops at once
-            self._save_if_unsaved(step, checkpointer, train_iter)
-            raise preemption.Preempted(
-                step, f"{checkpointer.directory}/{step}", watch.interrupted,
-                f"the {'final ' if step == total else ''}evaluation at step {step}") from None
+            results = self._evaluate_or_stop(step, watch, checkpointer, train_iter,
+                                             "the final" if step == total else "the")
           except Exception:   # the trained steps kept: the rerun resumes from this one
             self._save_if_unsaved(step, checkpointer, train_iter)
             raise
@@ -640,17 +642,12 @@ class Trainer:
           t0, steps_timed = time.time(), 0
       if pending is not None:
         self._check_finite(*pending, checkpointer)
-      final_missing = start >= last == total and self._final_evaluation_missing()
+      final_missing = start >= last == total and self._evaluation_missing(total)
       if final_missing:
         log.info("%s: trained to step %d by a run that stopped before its final evaluation; "
                  "evaluating now", self.workdir, last)
         evaluating = True
-        try:
-          with watch.interruptible():
-            results = self.evaluate(last)
-        except preemption.StopRequested:
-          raise preemption.Preempted(last, f"{checkpointer.directory}/{last}", watch.interrupted,
-                                     f"the final evaluation at step {last}") from None
+        results = self._evaluate_or_stop(last, watch, checkpointer, train_iter, "the final")
         evaluating = False
     except jax.errors.JaxRuntimeError as error:
       if not fit_lib.out_of_memory(error):
@@ -742,12 +739,24 @@ class Trainer:
     except Exception as error:  # pylint: disable=broad-except
       log.error("could not save step %d before stopping: %s", step, error)
 
-  def _final_evaluation_missing(self) -> bool:
-    """Does a run trained to its last step lack that step's evaluation (stopped by a signal, an
+  def _evaluate_or_stop(self, step: int, watch: preemption.PreemptionWatch, checkpointer: Any,
+                        train_iter: Any, which: str) -> dict[str, Any]:
+    """`evaluate(step)`, which SIGTERM or Ctrl-C stops at once: `step` is saved (unless it is
+    already) and the run stops (`Preempted`, naming "`which` evaluation at step N")."""
+    try:
+      with watch.interruptible():
+        return self.evaluate(step)
+    except preemption.StopRequested:
+      self._save_if_unsaved(step, checkpointer, train_iter)
+      raise preemption.Preempted(step, f"{checkpointer.directory}/{step}", watch.interrupted,
+                                 f"{which} evaluation at step {step}") from None
+
+  def _evaluation_missing(self, step: int) -> bool:
+    """Does the run lack the evaluation of `step`, a step it evaluates (stopped by a signal, an
     evaluation that failed or ran out of memory)? Process 0's answer (its metrics.jsonl), the same
     on every process: the evaluation's collectives need them all."""
     missing = (self.config.eval_every >= 0 and bool(self.config.evals)
-               and self.is_lead and not self._logged_evaluation(int(self.config.total_steps)))
+               and self.is_lead and not self._logged_evaluation(step))
     if jax.process_count() > 1:
       missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
     return missing
