@@ -244,8 +244,12 @@ def pretrained_backbone(name: str, path: str, key: str, configured: str, normali
     return loaded
   if check:
     convert.check_normalise(name, configured, normalise_key, source)
+  return convert.from_torch(name, load_state_dict_of(path, key), num_classes=0)
+
+
+def load_state_dict_of(path: str, key: str) -> dict:
+  """`load_state_dict(path)` for the value of config key `key`: errors name the key."""
   try:
-    state = load_state_dict(path)
+    return load_state_dict(path)
   except CheckpointReadError as error:
     raise CheckpointReadError(f"{key}: {error}") from None
-  return convert.from_torch(name, state, num_classes=0)

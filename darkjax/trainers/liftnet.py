@@ -128,14 +128,6 @@ class LiftInputs:
     return dark, bright, mixed, mix
 
 
-def load_weights(path: str, key: str) -> dict[str, Any]:
-  """A checkpoint file's tensors by name; errors name the config key that gave `path`."""
-  try:
-    return convert_io.load_state_dict(path)
-  except convert_io.CheckpointReadError as error:
-    raise convert_io.CheckpointReadError(f"{key}: {error}") from None
-
-
 def _luminous_pretrained(name: str, path: str, config: mlc.ConfigDict) -> dict:
   """The luminous backbone's weights from `path` (config.lift.pretrained.luminous): the IG65M
   file, a convert directory or a darkjax run whose model is the backbone (e.g. `r2plus1d_tiny_test`
@@ -170,7 +162,7 @@ def _pvit_pretrained(model: liftnet.LIFTNet, path: str, config: mlc.ConfigDict,
     normalise.check_pretrained(trained_on, config.input.normalise, "input.normalise",
                                f"{key} {path}")
   if state is None:
-    state = load_weights(path, key)
+    state = convert_io.load_state_dict_of(path, key)
   return convert_vit.convert(model.vit, state, num_classes=0, image_size=frame_hw,
                              num_blocks=model.vit_blocks)
 
