@@ -85,7 +85,7 @@ def get_config(arg=None):
   data_dir = arg.data_dir or os.path.join(common.default_data_root(),
                                            base + (f"_labelled{arg.labelled}" if sized else ""))
   config.model = common.model_block("actlumos_tiny_test", hidden=32, heads=4, layers=1,
-                                    dropout_rate=0.1, head_dropout=0.0)
+                                    dropout_rate=0.1, head_dropout=0.0, transformer_norm="post")
   config.actlumos.projection_dim = 16
   config.input.flip = False          # left / right motion are different classes
   config.input.normalise = arg.normalise
