@@ -261,8 +261,8 @@ RECIPE = (
               "DarkLight's code, whose sizes the next row takes (models/BERT, the Annotated "
               "Transformer's form: a LayerNorm dividing by the std + 1e-6 before each sub-layer, "
               "none on the embeddings or the output; tested against a PyTorch transcription). "
-              "On the synthetic benchmark neither is better: pre minus post -1.6 points "
-              "[-7.4, 4.2] for the student, -0.7 [-3.7, 2.3] for the teacher (5 seeds)"),
+              "Measured against each other on the synthetic benchmark, neither is better "
+              "(this page, 'The temporal transformer')"),
     dict(detail="BERT size and dropout", paper="not stated", key="model.kwargs", status="CHOICE",
          image="results_1.png", drawn="Params (M); Proposed: ActLumos(Student) 96.92 99.89 67",
          note="DarkLight-R(2+1)D-34's (models/dark_light.py: hidden 512, 8 heads, 1 layer, "
