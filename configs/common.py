@@ -230,7 +230,8 @@ def require_weights(config: mlc.ConfigDict, init: str, runlocal: bool = False,
 
 def smoke_run(config: mlc.ConfigDict) -> mlc.ConfigDict:
   """What every `runlocal` variant shares: the fastest compile (a smoke run's time is
-  compilation): XLA opt level 0 and XLA's native conv ops, the program an accelerator runs, instead
+  compilation): XLA opt level 0 (on CPU also XLA's legacy emitter, darkjax.targets) and XLA's
+  native conv ops, the program an accelerator runs, instead
   of the CPU rewrites (darkjax.train.lowering_scope); and a 16-example shuffle window over its few
   clips. Each config then sets its own tiny model, clip size, steps and cadences."""
   config.xla_opt_level = 0
@@ -260,8 +261,8 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       # normalisation statistics and losses stay float32); an explicit dtype wins everywhere
       compute_dtype="auto",
       # XLA backend optimisation level of the compiled steps; -1: XLA's default. runlocal sets 0:
-      # a smoke run's time is compilation (docs/benchmarks.md); on a TPU 0 also sets XLA's lowest
-      # run-time effort (darkjax.targets.fastest_compile_options)
+      # a smoke run's time is compilation (docs/benchmarks.md); 0 also sets XLA:CPU's legacy
+      # emitter, on a TPU XLA's lowest run-time effort (darkjax.targets.fastest_compile_options)
       xla_opt_level=-1,
       # JAX's persistent compilation cache (darkjax.targets.use_compilation_cache): "auto" =
       # $DARKJAX_COMPILATION_CACHE or ~/.cache/darkjax/xla; "" = off; else the directory

@@ -32,6 +32,12 @@ _DEVICE_PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "
 # `optimization_barrier`s before its CSE, which then merges a recomputation with its forward and
 # voids the remat policy (darkjax.layers.remat). Other platforms keep their barriers.
 CPU_DISABLED_PASSES = ("cse_barrier_expander",)
+# XLA:CPU options of the programs compiled for compile time rather than run time (smoke runs'
+# steps, every CPU init): XLA's legacy elementwise emitter instead of its MLIR fusion emitters,
+# which at backend optimisation level 0 spend most of the compile on a fixed cost per fused
+# kernel (docs/benchmarks.md, "Compile time of smoke runs and initialisation"). At XLA's default
+# level, on paper-size steps, the MLIR emitters compile faster and stay.
+CPU_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 _SCOPE: contextvars.ContextVar[str | None] = contextvars.ContextVar("darkjax_compiling_for",
                                                                   default=None)
@@ -126,12 +132,14 @@ def compiler_options(platform: str | None = None, target: str = "") -> dict[str,
 def init_compiler_options(platform: str | None = None) -> dict[str, Any]:
   """XLA options of the once-run initialisation programs (parameters, optimizer state).
 
-  On "cpu" they compile with backend optimisation level 0: the per-parameter threefry and
-  initialiser arithmetic otherwise takes several times longer to compile than to run
-  (docs/benchmarks.md, "Compile time of smoke runs and initialisation"). The values are the same
-  function of the seed, rounded once differently (e.g. FMA contraction), and every run of a
-  config gets the same ones. Other platforms compile as usual."""
-  return {"xla_backend_optimization_level": 0} if _resolve(platform) == "cpu" else {}
+  On "cpu" they compile with `CPU_FAST_COMPILE` (backend optimisation level 0, the legacy
+  emitter): the per-parameter threefry and initialiser arithmetic otherwise takes several times
+  longer to compile than to run (docs/benchmarks.md, "Compile time of smoke runs and
+  initialisation"). The values are the same function of the seed as at XLA's default level,
+  rounded once differently (e.g. FMA contraction), the same bit for bit under either emitter
+  (tests/test_init_rng.py), and every run of a config gets the same ones. Other platforms
+  compile as usual."""
+  return dict(CPU_FAST_COMPILE) if _resolve(platform) == "cpu" else {}
 
 
 # Largest model (parameters) whose CPU init hashes its draws together: above it the per-draw
@@ -191,13 +199,17 @@ def fastest_compile_options(platform: str | None = None) -> dict[str, Any]:
   """XLA options of a step compiled as fast as XLA can (`config.xla_opt_level=0`, set by the
   `runlocal` variants: a smoke run's time is compilation) for `platform` (default: `platform()`).
 
-  Every platform: `xla_backend_optimization_level` 0. On "tpu" also
-  `exec_time_optimization_effort` -1 (XLA's lowest effort on the program's run time): XLA:TPU
-  compiles as long with the backend level as without, and this effort is what shortens its
-  compile (docs/benchmarks.md, "Compile-only targets"). The program computes the same function;
-  XLA's memory figure is that of the less optimised program, which may be larger."""
+  Every platform: `xla_backend_optimization_level` 0. On "cpu" also XLA's legacy elementwise
+  emitter (`CPU_FAST_COMPILE`: about half the compile time of a smoke run's programs, rounded
+  differently in the last bits). On "tpu" also `exec_time_optimization_effort` -1 (XLA's lowest
+  effort on the program's run time): XLA:TPU compiles as long with the backend level as without,
+  and this effort is what shortens its compile (docs/benchmarks.md, "Compile-only targets"). The
+  program computes the same function; XLA's memory figure is that of the less optimised program,
+  which may be larger."""
   options: dict[str, Any] = {"xla_backend_optimization_level": 0}
-  if _resolve(platform) == "tpu":
+  if _resolve(platform) == "cpu":
+    options.update(CPU_FAST_COMPILE)
+  elif _resolve(platform) == "tpu":
     options["exec_time_optimization_effort"] = -1.0
   return options
 

@@ -1,5 +1,5 @@
 """Test-wide JAX setup: 8 forced host devices (sharding tests), XLA's fastest-compiling backend
-optimisation level and a persistent compilation cache;
+options and a persistent compilation cache;
 the `main_env` fixture for end-to-end `python -m darkjax.main` subprocesses; the `compiles` fixture
 (JAX's "Compiling jit(NAME)" records while a test runs, with their threads)."""
 
@@ -12,10 +12,13 @@ _xla_flags = os.environ.get("XLA_FLAGS", "")
 if "--xla_force_host_platform_device_count" not in _xla_flags:
   _xla_flags += " --xla_force_host_platform_device_count=8"
 # The suite's time is mostly XLA compiling tiny programs that then run a few times: LLVM's
-# optimisation level 0 compiles them faster for a slower run, as runlocal configs do
-# (`config.xla_opt_level`): the same operations, rounded alike up to the last bits.
-if "--xla_backend_optimization_level" not in _xla_flags:
-  _xla_flags += " --xla_backend_optimization_level=0"
+# optimisation level 0 and XLA:CPU's legacy elementwise emitter compile them faster for a slower
+# run, as runlocal configs do (`config.xla_opt_level`, darkjax.targets.CPU_FAST_COMPILE): the same
+# operations, rounded alike up to the last bits.
+for _flag, _value in (("--xla_backend_optimization_level", "0"),
+                      ("--xla_cpu_use_fusion_emitters", "false")):
+  if _flag not in _xla_flags:
+    _xla_flags += f" {_flag}={_value}"
 os.environ["XLA_FLAGS"] = _xla_flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -126,6 +126,10 @@ def test_resnext_traced_for_gpu_trains_alike_with_its_stem_and_batch_norms_eithe
   from darkjax import targets  # pylint: disable=import-outside-toplevel
   from darkjax.layers import conv, norm  # pylint: disable=import-outside-toplevel
   clips = jax.random.normal(jax.random.key(3), (2, 4, 32, 32, 3))
+  # XLA:CPU's MLIR fusion emitters, as a full CPU run compiles: the training-mode BatchNorm scale
+  # gradients of this loss cancel heavily, and under the legacy emitter the tests compile with
+  # (conftest.py) both forms land ~0.5% off a float64-parameter reference (~0.07% here).
+  options = {"xla_cpu_use_fusion_emitters": True}
   results, lowerings, fused = [], [], []
   for stem, fused_bn, train in (("", True, False), ("native", True, False), ("", True, True),
                                 ("", False, True)):
@@ -139,7 +143,8 @@ def test_resnext_traced_for_gpu_trains_alike_with_its_stem_and_batch_norms_eithe
     with (targets.compiling_for("gpu"), norm.fused_relu(fused_bn),
           conv.record_lowerings() as chosen):
       fused.append(str(jax.make_jaxpr(loss)(variables["params"])).count("custom_vjp_call"))
-      results.append(jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"]))
+      results.append(jax.jit(jax.value_and_grad(loss, has_aux=True),
+                             compiler_options=options)(variables["params"]))
     lowerings.append(dict(chosen))
   assert lowerings[0]["conv3d:frames2d"] == 2 and lowerings[0]["conv3d:native"] > 0, lowerings
   assert "conv3d:frames2d" not in lowerings[1], lowerings

@@ -91,8 +91,12 @@ def test_compiler_options_per_platform(monkeypatch):
       assert targets.init_compiler_options() == {}
     assert targets.init_compiler_options(platform) == {}
   assert targets.compiler_options("gpu", "h100:1") == {**aot.GPU_OPTIONS, **nhwc}
-  assert targets.init_compiler_options("cpu") == {"xla_backend_optimization_level": 0}
-  assert targets.init_compiler_options() == {"xla_backend_optimization_level": 0}
+  fast = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+  assert targets.init_compiler_options("cpu") == targets.init_compiler_options() == fast
+  assert targets.fastest_compile_options("cpu") == fast
+  assert targets.fastest_compile_options("gpu") == {"xla_backend_optimization_level": 0}
+  assert targets.fastest_compile_options("tpu") == {"xla_backend_optimization_level": 0,
+                                                    "exec_time_optimization_effort": -1.0}
   monkeypatch.setenv("XLA_FLAGS", "--xla_disable_hlo_passes=foo,cse_barrier_expander")
   assert targets.compiler_options("cpu") == {"xla_disable_hlo_passes": "cse_barrier_expander,foo"}
   with pytest.raises(ValueError, match="'cuda'.*'gpu'"):
