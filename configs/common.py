@@ -231,9 +231,9 @@ def require_weights(config: mlc.ConfigDict, init: str, runlocal: bool = False,
 def smoke_run(config: mlc.ConfigDict) -> mlc.ConfigDict:
   """What every `runlocal` variant shares: the fastest compile (a smoke run's time is
   compilation): XLA opt level 0 (on CPU also XLA's legacy emitter, darkjax.targets) and XLA's
-  native conv ops, the program an accelerator runs, instead
-  of the CPU rewrites (darkjax.train.lowering_scope); and a 16-example shuffle window over its few
-  clips. Each config then sets its own tiny model, clip size, steps and cadences."""
+  native conv ops, the program an accelerator runs, instead of the CPU rewrites
+  (darkjax.train.lowering_scope); and a 16-example shuffle window over its few clips. Each config
+  then sets its own tiny model, clip size, steps and cadences."""
   config.xla_opt_level = 0
   config.conv_lowering = "native"
   config.input.shuffle_window = 16

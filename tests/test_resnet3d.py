@@ -129,7 +129,8 @@ def test_resnext_traced_for_gpu_trains_alike_with_its_stem_and_batch_norms_eithe
   # XLA:CPU's MLIR fusion emitters, as a full CPU run compiles: the last stage's BatchNorms
   # normalise 2 values per channel (batch 2, 1 x 1 x 1), which amplifies last-bit differences in
   # their variance; the legacy emitter the tests compile with (conftest.py) rounds the two
-  # BatchNorm forms apart by more than this tolerance (0.3% on scale gradients, 0.004% here).
+  # BatchNorm forms apart by more than this tolerance (docs/benchmarks.md, "Compile time of smoke
+  # runs and initialisation").
   options = {"xla_cpu_use_fusion_emitters": True}
   results, lowerings, fused = [], [], []
   for stem, fused_bn, train in (("", True, False), ("native", True, False), ("", True, True),
