@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from typing import Any, Mapping
@@ -20,6 +21,24 @@ import numpy as np
 from darkjax import paths
 
 _last_suffix = 0   # the last event file's name suffix (`MetricsWriter._open_tensorboard`)
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without torch. Its writer module imports torch where
+  torch is installed (the `torch` extra), only to accept torch tensors, which darkjax never passes;
+  that import would cost every run a second or more of start-up. A `None` entry in `sys.modules`
+  makes that one `import torch` raise ImportError, which tensorboardX expects; the entry is removed
+  at once, so torch imports as usual afterwards. Where torch is already imported nothing changes."""
+  if "torch" in sys.modules or "tensorboardX.writer" in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    return SummaryWriter
+  sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    if "torch" in sys.modules and sys.modules["torch"] is None:
+      del sys.modules["torch"]
+  return SummaryWriter
 
 
 class MetricsWriter:
@@ -41,7 +60,7 @@ class MetricsWriter:
     """A new event file. tensorboardX names it by the second and the host, and a second writer
     of the same second would truncate the first's file (a notebook's `evaluate` right after its
     `train`): the suffix, nanoseconds that only grow, keeps every file and their order."""
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
     global _last_suffix  # pylint: disable=global-statement
     _last_suffix = max(time.time_ns(), _last_suffix + 1)
     self._tb = SummaryWriter(self._staging or os.fspath(self.workdir / "tensorboard"),

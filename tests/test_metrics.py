@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from tensorboardX.proto import event_pb2
 
@@ -83,3 +85,25 @@ def test_a_fresh_run_writes_one_event_file(tmp_path):
   writer.write(1, {"train/loss": 1.0})
   writer.close()
   assert len(os.listdir(tmp_path / "run" / "tensorboard")) == 1
+
+
+def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
+  """tensorboardX's writer imports torch where it is installed (a second or more of every run's
+  start); the writer is imported with that import blocked, and torch still imports afterwards."""
+  code = f"""
+import importlib.util, sys
+from darkjax import metrics
+writer = metrics.MetricsWriter({str(tmp_path / "run")!r})
+writer.write(3, {{"train/loss": 0.5}})
+writer.close()
+assert "torch" not in sys.modules, "tensorboardX imported torch"
+if importlib.util.find_spec("torch") is not None:
+  import torch
+  assert torch.zeros(2).sum().item() == 0.0
+print("ok")
+"""
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=120)
+  assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+  assert _scalars_tensorboard_shows(str(tmp_path / "run" / "tensorboard"), "train/loss") == [
+      (3, 0.5)]
