@@ -604,9 +604,11 @@ class Trainer:
       for step in range(start + 1, last + 1):
         trace.begin(step, self.state)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          local = self._next_batch(train_iter, step, start, pending, checkpointer)
-          batch = sharding.host_to_global(local, self.batch_sharding)
-          self.state, metrics = self.train_step(self.state, batch, step_rng)
+          # No name keeps the batch past its step: jax lets go of its host memory (grain's
+          # shared memory with `input.workers`) by the next step, not at the end of the run.
+          self.state, metrics = self.train_step(self.state, sharding.host_to_global(
+              self._next_batch(train_iter, step, start, pending, checkpointer),
+              self.batch_sharding), step_rng)
         trace.end(step, self.state)
         if pending is not None:
           self._check_finite(*pending, checkpointer)
