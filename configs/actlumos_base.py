@@ -84,6 +84,8 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       eval_clips=arg.eval_clips, eval_crops=arg.eval_crops)
   data_dir = arg.data_dir or os.path.join(common.default_data_root(), dataset)
   config.input.data = common.data_block(dataset, data_dir, arg.split)
+  if dataset != "synthetic":
+    common.accelerator_input_workers(config)
   config.model = common.model_block("actlumos_tiny_test" if tiny else "actlumos",
                                     hidden=32 if tiny else 512, heads=4 if tiny else 8, layers=1,
                                     dropout_rate=0.1, head_dropout=0.0 if tiny else 0.8,

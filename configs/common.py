@@ -122,12 +122,30 @@ def input_block(**overrides) -> mlc.ConfigDict:
       cycle_length=4,          # shard files read at once
       prefetch=2,              # batches prefetched by a thread (0: off)
       workers=0,               # >0: worker processes make the train batches (grain mp_prefetch);
-                               # docs/benchmarks.md "Input keeps up" says how many a config needs
+                               # -1: chosen at run time (config.auto_input_workers): none on a
+                               # CPU, on an accelerator from cores_per_device and the devices
+      cores_per_device=0.0,    # host cores the train pipeline needs to keep one H100 busy
+                               # (docs/benchmarks.md "Input pipeline per paper config")
       streams=(),              # extra record streams passed to the model (e.g. "flow", "ir")
       stream="video",          # the record stream the model sees as its clip (e.g. "day", "ir")
   ))
   block.update(overrides)
   return block
+
+
+# Host cores each paper config's train pipeline needs to keep one H100 busy at its measured main
+# step (docs/benchmarks.md, "Input pipeline per paper config": clips/s of the step over clips per
+# CPU-second of the worker rows): `config.input.cores_per_device` of the real-data configs.
+PIPELINE_CORES_PER_H100 = {"actlumos": 0.6, "liftnet": 3.1, "dtcm": 2.0, "twostream": 7.5,
+                           "dinet": 3.8}
+
+
+def accelerator_input_workers(config: mlc.ConfigDict) -> None:
+  """A real-data config's input: worker processes chosen at run time (`input.workers=-1`): none on
+  a CPU, on GPUs and TPUs enough for the config's pipeline to keep the host's devices busy
+  (darkjax.config.auto_input_workers)."""
+  config.input.workers = -1
+  config.input.cores_per_device = PIPELINE_CORES_PER_H100[config.trainer]
 
 
 def model_block(name: str, remat: str = "none", **kwargs) -> mlc.ConfigDict:

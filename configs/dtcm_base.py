@@ -68,6 +68,8 @@ def dtcm_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
       eval_clips=arg.eval_clips, eval_crops=arg.eval_crops, normalise="none", shuffle_window=256)
   config.input.data.name = dataset
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), dataset)
+  if dataset != "synthetic":
+    common.accelerator_input_workers(config)
   config.input.data.split_index = arg.split
   no_enhancement = arg.setting == "no_enhancement"
   config.model = common.model_block(

@@ -50,6 +50,8 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
       eval_crops=arg.eval_crops)
   config.input.data.name = dataset
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), dataset)
+  if dataset != "synthetic":
+    common.accelerator_input_workers(config)
   config.input.data.split_index = arg.split
   config.model = common.model_block(f"liftnet_{arg.variant}")
   if arg.variant != "tiny_test":

@@ -62,6 +62,7 @@ def get_config(arg=None):
       f"twostream.tower_init.{first}", "sports1m", **common.SPORTS1M_C3D))
   config.input.data.name = "infar"
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), "infar")
+  common.accelerator_input_workers(config)
   if arg.runlocal:
     common.smoke_run(config)
     config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import math
 import os
 import sys
 from typing import Any, Mapping
@@ -257,14 +258,51 @@ def rounded_note(config: Mapping[str, Any], devices: int | None = None) -> str:
   return f" (config {requested}, rounded for {where})"
 
 
+AUTO_WORKERS = -1   # config.input.workers: chosen at run time (`auto_input_workers`)
+# Headroom over the host cores a config's pipeline needs (a worker process does less than a whole
+# core's work: docs/benchmarks.md, "Input pipeline per paper config").
+WORKERS_HEADROOM = 1.25
+
+
 def input_workers(config: mlc.ConfigDict) -> int:
-  """`config.input.workers`: the processes that make the train batches (0: this process)."""
+  """`config.input.workers`: the processes that make the train batches (0: this process; -1:
+  chosen at run time, `auto_input_workers`)."""
   workers = config.get("input", {}).get("workers", 0)
-  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < AUTO_WORKERS:
     raise ConfigError(f"config.input.workers {workers!r} is not a count of worker processes (0: "
                       "none, the batches are made in the training process; N > 0: grain's "
-                      "mp_prefetch with N processes)")
+                      "mp_prefetch with N processes; -1: chosen at run time from the devices, "
+                      "the host's cores and config.input.cores_per_device)")
+  cores = config["input"].get("cores_per_device", 0.0)
+  if isinstance(cores, bool) or not isinstance(cores, (int, float)) or cores < 0:
+    raise ConfigError(f"config.input.cores_per_device {cores!r} is not a number of host cores "
+                      "(>= 0) that the input pipeline needs to keep one device busy")
   return workers
+
+
+def auto_input_workers(config: mlc.ConfigDict, platform: str, local_devices: int,
+                       host_cores: int) -> tuple[int, str]:
+  """The input worker processes `config.input.workers = -1` gives, and a note saying why. On a
+  CPU none: its steps take seconds and the training process makes the batches in time. On an
+  accelerator `config.input.cores_per_device` (the host cores the config's pipeline needs to
+  keep one H100 busy: docs/benchmarks.md, "Input pipeline per paper config") times the local
+  devices, with WORKERS_HEADROOM; none where that is at most half a core (the training process's
+  own prefetch thread keeps up); at most the host's cores less one, the training loop's."""
+  need = float(config["input"].get("cores_per_device", 0.0)) * local_devices
+  if platform == "cpu":
+    return 0, "input.workers=-1: none on a CPU (batches made in the training process)"
+  if need <= 0.5:
+    return 0, (f"input.workers=-1: none (the pipeline needs {need:.1f} host cores for "
+               f"{local_devices} device(s): the training process's prefetch keeps up)")
+  wanted = math.ceil(WORKERS_HEADROOM * need)
+  workers = max(0, min(wanted, host_cores - 1))
+  note = (f"input.workers=-1: {workers} worker processes ({need:.1f} host cores for "
+          f"{local_devices} device(s), config.input.cores_per_device x devices x "
+          f"{WORKERS_HEADROOM})")
+  if workers < wanted:
+    note += (f"; {wanted} wanted but this host has {host_cores} cores: the input may keep the "
+             "devices waiting (`python -m darkjax.tools.bench --input --config ...` measures it)")
+  return workers, note
 
 
 def validate(config: mlc.ConfigDict) -> mlc.ConfigDict:

@@ -317,6 +317,38 @@ class Trainer:
     self.state = self._fresh_state(_init_key(self.config.seed), pretrained)
     return 0
 
+  def _input_workers(self, resuming: bool) -> int:
+    """The input worker processes of this run, recorded in `config.input.workers` (and so in
+    config.json). A checkpoint holds each worker's data position, so a resumed run keeps the count
+    its run started with: `-1` (`config.auto_input_workers`) takes it from WORKDIR/config.json, and
+    another explicit count stops the run before anything is restored."""
+    setting = config_lib.input_workers(self.config)
+    saved = None
+    path = paths.resolve(self.workdir) / "config.json"
+    if resuming and path.is_file():
+      saved = config_lib.flat(json.loads(path.read_text(encoding="utf-8"))).get("input.workers")
+    if setting == config_lib.AUTO_WORKERS:
+      if isinstance(saved, int) and saved >= 0:
+        workers = saved
+        log.info("phase %s: input.workers=-1: %d worker processes, the count the checkpoint's run "
+                 "started with (%s)", self.phase, workers, path)
+      else:
+        local = sum(d.process_index == jax.process_index() for d in self.mesh.devices.flat)
+        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+        workers, note = config_lib.auto_input_workers(self.config, self.platform, local, cores)
+        log.info("phase %s: %s", self.phase, note)
+    else:
+      workers = setting
+      if isinstance(saved, int) and saved >= 0 and saved != workers:
+        raise config_lib.ConfigError(
+            f"config.input.workers is {workers}, but the checkpoint in {self.workdir} was "
+            f"trained with {saved} input worker processes ({path}), and its data position is "
+            f"each of those workers' place in the data. Rerun with --config.input.workers={saved}"
+            " (or -1, which keeps the checkpoint's count), or start in a new --workdir.")
+    self.config.input.workers = workers
+    return workers
+
   def _config_json(self) -> dict[str, Any]:
     return json.loads(self.config.to_json_best_effort(sort_keys=True))
 
@@ -557,10 +589,15 @@ class Trainer:
     self.build(dataset=train_ds)   # peeks one example of the same pipeline
     if cfg.eval_every >= 0 and self.evaluators is None:   # config.evals' errors before training
       self.evaluators = evaluators_lib.build(cfg.evals, self.task, self)
-    train_iter = iter(pipeline.with_workers(train_ds, config_lib.input_workers(cfg),
-                                            int(cfg.input.prefetch)))
-    self._checkpointer = checkpointer = ckpt_lib.Checkpointer(
+    checkpointer = ckpt_lib.Checkpointer(
         self.workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
+    try:
+      workers = self._input_workers(checkpointer.latest_step() is not None)
+      train_iter = iter(pipeline.with_workers(train_ds, workers, int(cfg.input.prefetch)))
+    except BaseException:
+      checkpointer.close()
+      raise
+    self._checkpointer = checkpointer
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
     rng = jax.random.key(cfg.seed)
     try:

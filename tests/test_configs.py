@@ -54,6 +54,12 @@ def test_config_builds_locks_and_names_a_trainer(path):
       config.optimizer.lrr = 1.0  # locked: typos fail
     task_module = importlib.import_module(f"darkjax.trainers.{config.trainer}")
     assert hasattr(task_module, "Task")
+    # real data: input worker processes chosen at run time for the config's pipeline (none on a
+    # CPU); the embedded synthetic set's small clips: made in the training process
+    synthetic = config.input.data.name.startswith("synthetic")
+    assert (config.input.workers, config.input.cores_per_device) == (
+        (0, 0.0) if synthetic else (-1, common.PIPELINE_CORES_PER_H100[config.trainer])), arg
+    assert config_lib.input_workers(config) == config.input.workers
 
 
 def test_synthetic_runlocal_config_is_accepted_by_its_trainer(tmp_path):

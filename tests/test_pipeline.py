@@ -115,9 +115,25 @@ def test_worker_processes_restore_exactly_and_cover_the_files(tmp_path):
 def test_input_workers_setting_is_checked():
   config = mlc.ConfigDict({"input": {"workers": 2}})
   assert config_lib.input_workers(config) == 2
-  for bad in (-1, 1.5, True, "2"):
+  assert config_lib.input_workers(mlc.ConfigDict({"input": {"workers": -1}})) == -1
+  for bad in (-2, 1.5, True, "2"):
     with pytest.raises(config_lib.ConfigError, match="config.input.workers"):
       config_lib.input_workers(mlc.ConfigDict({"input": {"workers": bad}}))
+  with pytest.raises(config_lib.ConfigError, match="config.input.cores_per_device"):
+    config_lib.input_workers(mlc.ConfigDict({"input": {"workers": -1, "cores_per_device": -1.0}}))
+
+
+def test_automatic_input_workers_follow_the_platform_devices_and_host_cores():
+  def auto(cores_per_device, platform, devices, host_cores):
+    config = mlc.ConfigDict({"input": {"workers": -1, "cores_per_device": cores_per_device}})
+    return config_lib.auto_input_workers(config, platform, devices, host_cores)
+  assert auto(3.1, "cpu", 8, 64)[0] == 0   # a CPU's steps are slow: the training process keeps up
+  assert auto(0.4, "gpu", 1, 16)[0] == 0   # the training process's prefetch thread is enough
+  assert auto(0.6, "gpu", 1, 16)[0] == 1   # ceil(1.25 x 0.6)
+  assert auto(3.1, "gpu", 1, 16)[0] == 4   # ceil(1.25 x 3.1)
+  assert auto(3.1, "tpu", 4, 240)[0] == 16   # ceil(1.25 x 12.4): per device, the host's devices
+  workers, note = auto(7.5, "gpu", 8, 32)   # 75 wanted: the host's cores less the training loop's
+  assert workers == 31 and "75 wanted but this host has 32 cores" in note, note
 
 
 def test_train_clip_keeps_streams_aligned_and_labels():
