@@ -262,6 +262,9 @@ AUTO_WORKERS = -1   # config.input.workers: chosen at run time (`auto_input_work
 # Headroom over the host cores a config's pipeline needs (a worker process does less than a whole
 # core's work: docs/benchmarks.md, "Input pipeline per paper config").
 WORKERS_HEADROOM = 1.25
+# Host cores up to which the training process's own prefetch thread makes the batches in time
+# (one Python thread beside the training loop: a rule, not a measurement).
+OWN_PIPELINE_CORES = 0.5
 
 
 def input_workers(config: mlc.ConfigDict) -> int:
@@ -291,7 +294,7 @@ def auto_input_workers(config: mlc.ConfigDict, platform: str, local_devices: int
   need = float(config["input"].get("cores_per_device", 0.0)) * local_devices
   if platform == "cpu":
     return 0, "input.workers=-1: none on a CPU (batches made in the training process)"
-  if need <= 0.5:
+  if need <= OWN_PIPELINE_CORES:
     return 0, (f"input.workers=-1: none (the pipeline needs {need:.1f} host cores for "
                f"{local_devices} device(s): the training process's prefetch keeps up)")
   wanted = math.ceil(WORKERS_HEADROOM * need)

@@ -30,6 +30,8 @@ def test_config_input_bench_times_whole_windows_and_needs_cores(tmp_path, capsys
   assert result["cores_needed"] == pytest.approx(row["cores_needed"])
   out = capsys.readouterr().out
   assert "clips per CPU-second" in out and "recommended:" in out
+  # what the config's input.workers=-1 starts per H100: ceil(1.25 x 2.0)
+  assert "input.cores_per_device 2: 3 worker processes per H100" in out, out
 
 
 @pytest.mark.slow
@@ -45,7 +47,7 @@ def test_worker_processes_count_their_cpu_time(tmp_path):
 
 def test_h100_step_applies_only_at_the_measured_phase_batch_and_length():
   step = input_bench.h100_step("configs/lift_arid.py:variant=large", "student", 32, 30)
-  assert step is not None and step.step_s == 0.408
+  assert step is not None and step.step_s == 0.2385
   assert input_bench.h100_step("configs/lift_arid.py", "student", 8, 30) is None
   assert input_bench.h100_step("configs/lift_arid.py", "teacher", 32, 30) is None
   for stem, step in input_bench.H100_STEPS.items():   # each matches its config's main phase

@@ -81,15 +81,15 @@ class H100Step:
 
 # Config file stem -> its main phase's step on one H100; docs/benchmarks.md cites them.
 H100_STEPS = {
-    "actlumos_arid": H100Step("teacher", 16, 64, 0.436, "bfloat16"),
-    "lift_arid": H100Step("student", 32, 30, 0.408, "bfloat16; float32: 643 ms"),
-    "dtcm_arid": H100Step("joint", 4, 64, 0.063),
-    "twostream_infar": H100Step("train", 30, 16, 0.114),
-    "dinet_infar": H100Step("train", 32, 16, 0.0505),
+    "actlumos_arid": H100Step("teacher", 16, 64, 0.2546, "bfloat16, pipelined"),
+    "lift_arid": H100Step("student", 32, 30, 0.2385, "bfloat16, pipelined"),
+    "dtcm_arid": H100Step("joint", 4, 64, 0.0318, "bfloat16, pipelined"),
+    "twostream_infar": H100Step("train", 30, 16, 0.0332, "bfloat16, pipelined"),
+    "dinet_infar": H100Step("train", 32, 16, 0.0358, "bfloat16, pipelined"),
 }
 
-THREAD_PIPELINE_CORES = 0.5
-HEADROOM = 1.25
+THREAD_PIPELINE_CORES = config_lib.OWN_PIPELINE_CORES   # the rules input.workers=-1 follows
+HEADROOM = config_lib.WORKERS_HEADROOM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,6 +354,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cores needed: " + ", ".join(f"{r.setting} {needed / r.clips_per_cpu_s:.2f}"
                                          for r in rows), flush=True)
       print(f"  recommended: {setting} ({cores:.2f} host cores)", flush=True)
+      if config_lib.input_workers(config) == config_lib.AUTO_WORKERS:
+        auto, _ = config_lib.auto_input_workers(config, "gpu", 1, host_cores=1 << 16)
+        print(f"  the config: input.workers=-1 with input.cores_per_device "
+              f"{config.input.cores_per_device:g}: {auto} worker processes per H100 on a GPU "
+              "host (darkjax.config.auto_input_workers; at most the host's cores less one)",
+              flush=True)
     for row in rows:
       entry = dict(dataclasses.asdict(row), clips_per_s=row.clips_per_s,
                    clips_per_cpu_s=row.clips_per_cpu_s, cores_busy=row.cores_busy)
