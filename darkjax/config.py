@@ -276,7 +276,7 @@ def input_workers(config: mlc.ConfigDict) -> int:
                       "none, the batches are made in the training process; N > 0: grain's "
                       "mp_prefetch with N processes; -1: chosen at run time from the devices, "
                       "the host's cores and config.input.cores_per_device)")
-  cores = config["input"].get("cores_per_device", 0.0)
+  cores = config.get("input", {}).get("cores_per_device", 0.0)
   if isinstance(cores, bool) or not isinstance(cores, (int, float)) or cores < 0:
     raise ConfigError(f"config.input.cores_per_device {cores!r} is not a number of host cores "
                       "(>= 0) that the input pipeline needs to keep one device busy")
