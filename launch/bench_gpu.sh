@@ -8,7 +8,9 @@
 #          options tried as levers) and a device profile of each flax side
 #          (`bench --model M --vs-torch --torch-compile --variants ... --profile 3`);
 # configs  each paper config's main phase at its defaults (`bench --config`: step time, clips/s,
-#          XLA's memory analysis, the allocator's peak, cold compile, a device profile); an entry
+#          XLA's memory analysis, the allocator's peak, cold compile, a device profile, and the
+#          step fed by the config's own train pipeline with the input workers its
+#          input.workers=-1 starts on that host, `--with-input`); an entry
 #          PATH:KEY=VALUE,... is that config with overrides (`bench --set`), a lever at the config
 #          level: LIFT-Net with flax's attention instead of cuDNN's fused one;
 # warm     DTCM's main phase compiled twice through one fresh persistent compilation cache: the
@@ -375,7 +377,7 @@ for part in $parts; do
         config_words "$config"
         # shellcheck disable=SC2046   # cold_from and profile_words give two words or none
         run "$name" $bench "${WORDS[@]}" --steps 10 --rounds 3 $(profile_words) --pipelined \
-          $(cold_from "$name") --json "$out/$name.json"
+          --with-input $(cold_from "$name") --json "$out/$name.json"
       done
       if [ "$dry" != 1 ] && ls "$out"/config-*.json >/dev/null 2>&1; then
         $bench --markdown-from "$out"/config-*.json >"$out/configs.md"

@@ -52,24 +52,30 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   monkeypatch.setattr(synthetic, "generate",
                       lambda out_dir, *a, **k: rendered.append(out_dir) or render(out_dir, *a, **k))
   # (the single-phase synthetic config: the smallest step to compile; DTCM's default phase below)
-  sets = ["--set", "xla_opt_level=0", "--data-dir", str(tmp_path / "data")]
+  sets = ["--set", "xla_opt_level=0", "--set", "input.workers=1", "--data-dir",
+          str(tmp_path / "data")]
   cold = bench.main(["--config", "configs/synthetic.py:runlocal", "--compile-only",
                      "--concurrent", "2", "--workdir", str(tmp_path / "cold"), "--json",
                      str(tmp_path / "cold.json"), *sets])
   assert len(rendered) == 1 and rendered[0].startswith(str(tmp_path / "data"))
   assert cold["concurrent_compiles"] == 2 and "step_s" not in cold["remat"]["none"]
-  assert cold["overrides"] == {"xla_opt_level": 0}
+  assert cold["overrides"] == {"xla_opt_level": 0, "input.workers": 1}
   result = bench.main(["--config", "configs/synthetic.py:runlocal", "--memory",
                        "--remat", "full", "--steps", "1", "--rounds", "1",
                        "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json"),
-                       "--pipelined", "--profile", "1", *sets])
+                       "--pipelined", "--profile", "1", "--with-input", *sets])
   assert len(rendered) == 1 and os.path.exists(rendered[0] + ".lock")   # found, not rendered
   none = result["remat"]["none"]   # what darkjax.fit.step_bytes counts: one device's bytes
   assert none["step_bytes"] == (none["argument"] + none["output"] + none["temp"] - none["alias"])
   assert result["cold_compile"] == {"from": str(tmp_path / "cold.json"), "concurrent": 2,
                                     "train_step": cold["remat"]["none"]["compile_s"]}
   # a pre-pass under other overrides compiled another program: refused
-  with pytest.raises(ValueError, match="its overrides is {'xla_opt_level': 0}, this run's {}"):
+  # the steps fed by the config's own pipeline, from one input worker process
+  assert result["input"]["workers"] == 1 and result["input"]["pipelined_step_s"] > 0
+  assert f"{result['input']['pipelined_step_s'] * 1e3:.1f} (1) |" in bench_report.config_table(
+      [result])
+  with pytest.raises(ValueError, match="its overrides is {'xla_opt_level': 0, 'input.workers': 1}"
+                     ", this run's {}"):
     bench_report.read_cold_from(str(tmp_path / "cold.json"), dict(result, overrides={}))
   with pytest.raises(SystemExit, match="bench --set 'xla_opt_level': expected KEY=VALUE"):
     bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--set", "xla_opt_level"])
@@ -104,7 +110,8 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
     with pytest.raises(SystemExit):
       bench.parse_args(["--config", "configs/dtcm_synthetic.py", "--profile", "2", *wrong])
   table = bench_report.config_table([result])
-  assert "| pipelined step ms | pipelined clips/s | TFLOP/s per device (% of bf16 peak) |" in table
+  assert ("| pipelined step ms | pipelined clips/s | pipelined step ms with its input (worker "
+          "processes) | TFLOP/s per device (% of bf16 peak) |") in table
   # --count-flops: the same count with nothing compiled; --markdown-from gives it to a result
   # timed without one
   count = bench.main(["--config", "configs/synthetic.py:runlocal", "--count-flops", "cpu",

@@ -142,6 +142,8 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
       args.pipelined for args in parsed[12:])
   configs = [a.config for a in parsed[6:]]
   assert all(os.path.isfile(os.path.join(REPO, c)) for c in configs)
+  # each config's step also fed by its own train pipeline and input workers (--with-input)
+  assert all(a.with_input for a in parsed[6:12]) and not any(a.with_input for a in parsed[:6])
   assert {os.path.basename(c).split("_")[0] for c in configs} == {
       "lift", "actlumos", "dtcm", "twostream", "dinet"}
   # a config entry with overrides: LIFT-Net with flax's attention beside cuDNN's fused default,

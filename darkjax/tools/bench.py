@@ -820,6 +820,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   paper.add_argument("--phase", default=None, help="the trainer's phase (default: its main one)")
   paper.add_argument("--workdir", default=None,
                      help="where the stand-in data and checkpoints go (default: a temp directory)")
+  paper.add_argument("--with-input", action="store_true",
+                     help="also time the phase's steps fed by the config's own train pipeline "
+                          "(its input worker processes as a run here starts them: "
+                          "input.workers=-1 chooses them for this host), dispatched back to back")
   paper.add_argument("--check-init", action="store_true",
                      help="instead of timing: the phase's parameter init as darkjax runs it "
                           "(on a GPU with JAX's threefry kernel, targets.init_jit) against XLA's "

@@ -3,7 +3,8 @@ memory analysis per remat policy, and step time.
 
     python -m darkjax.tools.bench --config configs/dtcm_arid.py [--phase joint] [--frames 64]
         [--batch 2] [--memory --remat full,conv_outputs] [--compile-only] [--steps 3] [--rounds 2]
-        [--set KEY=VALUE ...] [--profile 3] [--check-init] [--cold-start [--target h100:1]]
+        [--set KEY=VALUE ...] [--profile 3] [--with-input] [--check-init]
+        [--cold-start [--target h100:1]]
 
 The step is the one `python -m darkjax.main` compiles for that config and phase (the same Task,
 optimizer, sharding over all devices, donation, `xla_opt_level` and `conv_lowering`), built by
@@ -29,6 +30,12 @@ other (launch/bench_gpu.sh), render each geometry once.
 `--profile N` traces N steps of the phase's step after the timed rounds (jax.profiler, as a
 `--model` row's): device ms per step by op kind, the top ops and the convolutions' layouts
 (`profile` in the JSON), what a config's step spends its time on beside the backbone's row.
+
+`--with-input` also times the steps dispatched back to back, each fed the next batch of the
+config's own train pipeline on the stand-in records, made by the input worker processes a run of
+the config starts on this host (`config.input.workers`; -1 chooses them here:
+`config.auto_input_workers`): `input` in the JSON. The steps above run on one batch kept on the
+device; the difference is the time the device waited for its input.
 
 `--check-init` times nothing: it runs the phase's parameter init as darkjax does (on a GPU with
 JAX's threefry kernel, `targets.init_jit`) and XLA's own lowering of the same program, and
@@ -201,6 +208,7 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
 
   from darkjax import fit as fit_lib  # pylint: disable=import-outside-toplevel
   from darkjax import sharding, train  # pylint: disable=import-outside-toplevel
+  from darkjax.data import pipeline  # pylint: disable=import-outside-toplevel
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
 
   # Without earlier phases' weights: a frozen teacher / enhancer keeps its initial weights, at
@@ -245,7 +253,45 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
 
   run_step = measure.step_runner(dispatch, lambda: jax.block_until_ready(state))
   run_step.compiled = compiled   # for a device profile's HLO (`bench --config --profile`)
+
+  def fed() -> Callable[[], None]:
+    """A step runner like `run_step` whose every step takes the next batch of the config's train
+    pipeline, made by the input worker processes a run of the config starts here
+    (`Trainer._input_workers`; `.workers`), as darkjax.train feeds it; `.close()` stops them."""
+    workers = trainer._input_workers(resuming=False)   # pylint: disable=protected-access
+    batches = iter(pipeline.with_workers(
+        task.train_dataset(trainer.local_batch(trainer.config.input.batch_size)), workers,
+        int(trainer.config.input.prefetch)))
+
+    def dispatch_fed() -> None:
+      state[0], state[1] = compiled(
+          state[0], sharding.host_to_global(next(batches), trainer.batch_sharding), rng)
+
+    runner = measure.step_runner(dispatch_fed, lambda: jax.block_until_ready(state))
+    runner.workers, runner.close = workers, batches.close
+    return runner
+
+  run_step.fed = fed
   return info, run_step
+
+
+def time_with_input(run_step: Callable[[], None], args: argparse.Namespace) -> dict[str, Any]:
+  """`bench --config --with-input`: the phase's steps dispatched back to back as darkjax.train
+  runs them, each fed the next batch of the config's own train pipeline (its input worker
+  processes as a run here starts them), after one step that starts the pipeline: {workers,
+  pipelined_step_s (best round), rounds_s}. Beside the steps on one batch kept on the device,
+  the difference is the time the device waited for the input."""
+  runner = run_step.fed()
+  try:
+    runner()   # the workers' start and the first shuffle window: not timed
+    rounds = [measure.time_pipelined(runner, args.steps)[0] for _ in range(args.rounds)]
+  finally:
+    runner.close()
+  best = min(rounds)
+  print(f"  with its input pipeline ({runner.workers} worker processes), pipelined "
+        f"({args.steps} steps, one wait): {best * 1e3:.1f} ms/step (rounds: "
+        + ", ".join(f"{r * 1e3:.0f}" for r in rounds) + " ms)", flush=True)
+  return {"workers": runner.workers, "pipelined_step_s": best, "rounds_s": rounds}
 
 
 def check_init(config: mlc.ConfigDict, phase: str, workdir: str) -> dict[str, Any]:
@@ -453,6 +499,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["profile"] = measure.device_profile(runs["none"], args.profile,
                                                runs["none"].compiled.as_text())
     print("  profile: " + profiling.format_summary(result["profile"]), flush=True)
+  if getattr(args, "with_input", False) and not args.compile_only:
+    result["input"] = time_with_input(runs["none"], args)
   none = result["remat"]["none"]
   if "pipelined_step_s" in none:
     result["clips_per_s_pipelined"] = result["batch"] / none["pipelined_step_s"]

@@ -411,9 +411,11 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
   run's compile from the pre-pass's cache) and their ratio; then a numbered line per row,
   numbered from `first`."""
   piped = any("pipelined_step_s" in result["remat"]["none"] for result in results)
+  fed = any("input" in result for result in results)
   counted = any(result.get("flops_per_device_step") for result in results)
   header = ["config", "phase", "B x T", "params (M)", "step ms", "clips/s"] + (
             ["pipelined step ms", "pipelined clips/s"] if piped else []) + (
+            ["pipelined step ms with its input (worker processes)"] if fed else []) + (
             ["TFLOP/s per device (% of bf16 peak)"] if counted else []) + [
             "XLA memory (GiB)", "allocator peak (GiB)", "cold compile s", "warm start s",
             "cold / warm", "run"]
@@ -439,6 +441,7 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
            ["-" if "pipelined_step_s" not in step else f"{step['pipelined_step_s'] * 1e3:.1f}",
             "-" if "clips_per_s_pipelined" not in result
             else f"{result['clips_per_s_pipelined']:.1f}"] if piped else []) + (
+           [_input_cell(result.get("input"))] if fed else []) + (
            [_utilisation_cell(result)] if counted else []) + [
            "-" if memory is None else f"{memory / 2 ** 30:.2f}",
            "-" if peak is None else f"{peak / 2 ** 30:.2f}",
@@ -447,6 +450,13 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
     lines.append("| " + " | ".join(row) + " |")
     notes.append(_note(index, result))
   return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def _input_cell(fed: dict[str, Any] | None) -> str:
+  """`bench --config --with-input`'s step fed by the config's own pipeline: "ms (N)"."""
+  if not fed:
+    return "-"
+  return f"{fed['pipelined_step_s'] * 1e3:.1f} ({fed['workers']})"
 
 
 def compile_table(results: list[dict[str, Any]], first: int = 1) -> str:
