@@ -35,7 +35,8 @@ other (launch/bench_gpu.sh), render each geometry once.
 config's own train pipeline on the stand-in records, made by the input worker processes a run of
 the config starts on this host (`config.input.workers`; -1 chooses them here:
 `config.auto_input_workers`): `input` in the JSON. The steps above run on one batch kept on the
-device; the difference is the time the device waited for its input.
+device; the difference is the time the device waited for its input (a lower bound: a stand-in
+record holds one clip's frames, a prepared video all of its own).
 
 `--check-init` times nothing: it runs the phase's parameter init as darkjax does (on a GPU with
 JAX's threefry kernel, `targets.init_jit`) and XLA's own lowering of the same program, and
