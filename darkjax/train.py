@@ -323,20 +323,18 @@ class Trainer:
     its run started with: `-1` (`config.auto_input_workers`) takes it from WORKDIR/config.json, and
     another explicit count stops the run before anything is restored."""
     setting = config_lib.input_workers(self.config)
-    saved = None
-    path = paths.resolve(self.workdir) / "config.json"
-    if resuming and path.is_file():
-      saved = config_lib.flat(json.loads(path.read_text(encoding="utf-8"))).get("input.workers")
+    path, saved_config = self._saved_config()
+    saved = saved_config.get("input.workers") if resuming and saved_config else None
     if setting == config_lib.AUTO_WORKERS:
       if isinstance(saved, int) and saved >= 0:
         workers = saved
         log.info("phase %s: input.workers=-1: %d worker processes, the count the checkpoint's run "
                  "started with (%s)", self.phase, workers, path)
       else:
-        local = sum(d.process_index == jax.process_index() for d in self.mesh.devices.flat)
         cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                  else os.cpu_count() or 1)
-        workers, note = config_lib.auto_input_workers(self.config, self.platform, local, cores)
+        workers, note = config_lib.auto_input_workers(self.config, self.platform,
+                                                      len(self.mesh.local_devices), cores)
         log.info("phase %s: %s", self.phase, note)
     else:
       workers = setting
@@ -352,14 +350,21 @@ class Trainer:
   def _config_json(self) -> dict[str, Any]:
     return json.loads(self.config.to_json_best_effort(sort_keys=True))
 
+  def _saved_config(self) -> tuple[Any, dict[str, Any] | None]:
+    """WORKDIR/config.json (the config its checkpoints were trained with) and its
+    `config_lib.flat` fields, None where the file is missing."""
+    path = paths.resolve(self.workdir) / "config.json"
+    if not path.is_file():
+      return path, None
+    return path, config_lib.flat(json.loads(path.read_text(encoding="utf-8")))
+
   def _config_changes(self, most: int = 12) -> str:
     """What a checkpoint that does not restore into this run's state needs said: the settings
     in which this run's config differs from the one that trained it (WORKDIR/config.json)."""
-    path = paths.resolve(self.workdir) / "config.json"
+    path, saved = self._saved_config()
     advice = ("Resume with the config that trained it, or start this config in a new --workdir.")
-    if not path.is_file():
+    if saved is None:
       return f"{path} is missing, so what changed is not known. {advice}"
-    saved = config_lib.flat(json.loads(path.read_text(encoding="utf-8")))
     changed = [f"  {key}: {was!r} -> {now!r}" for key, (was, now) in
                config_lib.differences(saved, config_lib.flat(self._config_json())).items()]
     if not changed:
