@@ -135,9 +135,10 @@ def input_block(**overrides) -> mlc.ConfigDict:
 
 # Host cores each paper config's train pipeline needs to keep one H100 busy at its measured main
 # step (docs/benchmarks.md, "Input pipeline per paper config": clips/s of the step over clips per
-# CPU-second of the worker rows): `config.input.cores_per_device` of the real-data configs.
-PIPELINE_CORES_PER_H100 = {"actlumos": 0.6, "liftnet": 3.1, "dtcm": 2.0, "twostream": 7.5,
-                           "dinet": 3.8}
+# CPU-second of the worker rows, and "Records read from a memory map" for what the mapped reader
+# saves): `config.input.cores_per_device` of the real-data configs.
+PIPELINE_CORES_PER_H100 = {"actlumos": 0.5, "liftnet": 2.0, "dtcm": 1.5, "twostream": 5.7,
+                           "dinet": 3.7}
 
 
 def accelerator_input_workers(config: mlc.ConfigDict) -> None:

@@ -30,8 +30,8 @@ def test_config_input_bench_times_whole_windows_and_needs_cores(tmp_path, capsys
   assert result["cores_needed"] == pytest.approx(row["cores_needed"])
   out = capsys.readouterr().out
   assert "clips per CPU-second" in out and "recommended:" in out
-  # what the config's input.workers=-1 starts per H100: ceil(1.25 x 2.0)
-  assert "input.cores_per_device 2: 3 worker processes per H100" in out, out
+  # what the config's input.workers=-1 starts per H100: ceil(1.25 x 1.5)
+  assert "input.cores_per_device 1.5: 2 worker processes per H100" in out, out
 
 
 @pytest.mark.slow

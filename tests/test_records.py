@@ -90,31 +90,79 @@ def test_iter_tfrecord_reads_independently_framed_file(tmp_path):
   assert [o for o, _ in records.iter_tfrecord_with_offsets(path)] == _record_offsets(str(path))
 
 
-def test_record_reader_resumes_at_an_offset_and_names_damage(tmp_path):
+@pytest.mark.parametrize("mapped", [False, True], ids=["read", "mapped"])
+def test_record_reader_resumes_at_an_offset_and_names_damage(tmp_path, mapped):
   payloads = [b"zero", bytes(range(200)), b"", b"three"]
   path = str(tmp_path / "r.tfrecord")
   with open(path, "wb") as file:
     file.write(b"".join(_independent_frame(p) for p in payloads))
   offsets = _record_offsets(path)
-  with records.RecordReader(path) as reader:
+  with records.RecordReader(path, mapped=mapped) as reader:
     assert [reader.read(), reader.read()] == payloads[:2]
     assert reader.offset == offsets[2]
-  resumed = records.RecordReader(path)
+  resumed = records.RecordReader(path, mapped=mapped)
   resumed.seek(offsets[2])
   assert [resumed.read(), resumed.read(), resumed.read()] == payloads[2:] + [None]
   resumed.close()
   _flip_byte(path, offsets[3] + 12 + 1)  # inside the data of the last record
-  reader = records.RecordReader(path, offset=offsets[3])
+  reader = records.RecordReader(path, offset=offsets[3], mapped=mapped)
   with pytest.raises(records.CorruptRecordError, match="data CRC mismatch") as info:
     reader.read()
   assert (info.value.path, info.value.offset) == (path, offsets[3])
-  assert records.RecordReader(path, verify_crc=False, offset=offsets[3]).read() != payloads[3]
+  assert records.RecordReader(path, verify_crc=False, offset=offsets[3],
+                              mapped=mapped).read() != payloads[3]
+  _flip_byte(path, offsets[1] + 3)  # the length field of the second record
+  with pytest.raises(records.CorruptRecordError, match="length CRC mismatch"):
+    records.RecordReader(path, offset=offsets[1], mapped=mapped).read()
+  with open(path, "r+b") as file:
+    file.truncate(offsets[3] + 12 + 3)   # the last record's header whole, its data cut
+  with pytest.raises(records.CorruptRecordError, match="truncated: record of 5 data bytes"):
+    records.RecordReader(path, offset=offsets[3], mapped=mapped).read()
   with open(path, "r+b") as file:
     file.truncate(offsets[3] + 5)
   with pytest.raises(records.CorruptRecordError, match=r"byte offset \d+: truncated: 5-byte"):
-    records.RecordReader(path, offset=offsets[3]).read()
+    records.RecordReader(path, offset=offsets[3], mapped=mapped).read()
   with pytest.raises(FileNotFoundError, match="missing.tfrecord"):
-    records.RecordReader(str(tmp_path / "missing.tfrecord")).read()
+    records.RecordReader(str(tmp_path / "missing.tfrecord"), mapped=mapped).read()
+  empty = tmp_path / "empty.tfrecord"
+  empty.write_bytes(b"")
+  assert records.RecordReader(str(empty), mapped=mapped).read() is None
+
+
+def test_mapped_reader_returns_views_of_the_file_that_outlive_it(tmp_path, monkeypatch):
+  # What the input pipelines read: each record a read-only view of the mapped shard, no copy;
+  # its decoded frames views too, valid after the reader is closed; CRCs of records larger than
+  # the checksum's pieces (several pieces and a partial one) checked as over bytes.
+  piece = records.framing._CRC_PIECE   # pylint: disable=protected-access
+  examples = [dict(_example(i, frames=1), video=np.random.default_rng(i).integers(
+      0, 256, (20, 100, 110, 3), dtype=np.uint8)) for i in range(2)]
+  payloads = [records.encode_example(e["video"], e["label"], e["video_id"], e["streams"])
+              for e in examples]
+  assert len(payloads[0]) > 2 * piece and len(payloads[0]) % piece
+  path = str(tmp_path / "v.tfrecord")
+  with open(path, "wb") as file:
+    file.write(b"".join(_independent_frame(p) for p in payloads))
+  reader = records.RecordReader(path, mapped=True)
+  first = reader.read()
+  assert isinstance(first, memoryview) and first.readonly and bytes(first) == payloads[0]
+  assert records.masked_crc32c(first) == records.masked_crc32c(payloads[0]) == _masked(payloads[0])
+  decoded = records.decode_example(first, path)
+  assert not decoded["video"].flags.writeable and not decoded["video"].flags.owndata
+  second = reader.read()
+  reader.close()
+  del first, second
+  np.testing.assert_array_equal(decoded["video"], examples[0]["video"])
+  np.testing.assert_array_equal(decoded["flow"], examples[0]["streams"]["flow"])
+  assert decoded["video_id"] == examples[0]["video_id"]
+  # a record past the first piece with one byte flipped: the mismatch found as when read whole
+  offset = _record_offsets(path)[1]
+  _flip_byte(path, offset + 12 + piece + 7)
+  with pytest.raises(records.CorruptRecordError, match="data CRC mismatch") as info:
+    records.RecordReader(path, offset=offset, mapped=True).read()
+  assert info.value.offset == offset
+  # a URL (here a path taken for one) is never mapped: read through darkjax.paths as before
+  monkeypatch.setattr(records.framing.paths, "is_local", lambda p: False)
+  assert isinstance(records.RecordReader(path, mapped=True).read(), bytes)
 
 
 def test_tfrecord_writer_bytes_sha_and_atomic_rename(tmp_path):

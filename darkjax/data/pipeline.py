@@ -12,7 +12,8 @@ batches on every host with a `mask` so every example counts exactly once.
 
 Records are read by `RecordFileIterDataset` over `records.RecordReader`, which checks both CRCs of
 every record and names the shard file and byte offset of a corrupt one (grain's own TFRecord reader
-checks neither).
+checks neither). Local shards are memory-mapped (`mapped=True`): a record's frames are views of the
+page cache, and a clip copies only the frames it samples.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ class _RecordFileIterator(grain.DatasetIterator):
 
   def __init__(self, path: str, verify_crc: bool):
     super().__init__()
-    self._reader = records.RecordReader(path, verify_crc)
+    self._reader = records.RecordReader(path, verify_crc, mapped=True)
 
-  def __next__(self) -> tuple[bytes, str]:
+  def __next__(self) -> tuple[bytes | memoryview, str]:
     offset = self._reader.offset
     data = self._reader.read()
     if data is None:

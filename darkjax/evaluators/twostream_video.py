@@ -92,7 +92,7 @@ def split_videos(data: Any, split: str, process_index: int, process_count: int
   offsets = np.cumsum([0] + [n for _, n in files])
   first_index = {path: int(offsets[i]) for i, (path, _) in enumerate(files)}
   for path, _ in pipeline.host_shards(files, process_index, process_count):
-    reader = records.RecordReader(path)
+    reader = records.RecordReader(path, mapped=True)
     try:
       position = 0
       while (raw := reader.read()) is not None:

@@ -106,7 +106,7 @@ def _fields(buf: memoryview):
       raise _WireError(f"wire type {wire_type}")
 
 
-def _wire_features(data: bytes) -> dict[str, tuple[str, list]]:
+def _wire_features(data: bytes | memoryview) -> dict[str, tuple[str, list]]:
   """Fast zero-copy parse of an Example with bytes / int64 features (what darkjax writes)."""
   features: dict[str, tuple[str, list]] = {}
   for number, wire, example_field in _fields(memoryview(data)):
@@ -156,10 +156,11 @@ def _int64_values(payload: memoryview) -> list[int]:
   return values
 
 
-def _proto_features(data: bytes, source: str, offset: int | None) -> dict[str, tuple[str, list]]:
+def _proto_features(data: bytes | memoryview, source: str,
+                    offset: int | None) -> dict[str, tuple[str, list]]:
   example = tf_example_pb2.Example()
   try:
-    example.ParseFromString(data)
+    example.ParseFromString(bytes(data))   # a memoryview of a mapped record too
   except DecodeError as error:
     raise CorruptRecordError(source, offset, f"not a tf.train.Example ({error})") from None
   out = {}
@@ -190,9 +191,11 @@ def _decode_array(features, name: str, source: str, offset: int | None) -> np.nd
   return np.frombuffer(raw, np.uint8).reshape(shape)  # zero-copy view, read-only
 
 
-def decode_example(data: bytes, source: str = "<bytes>", offset: int | None = None) -> dict[str, Any]:
-  """Parses one record: {"video", "label" (np.int32), "video_id", <stream>: ...}; arrays are read-only
-  views of `data` (see the module docstring)."""
+def decode_example(data: bytes | memoryview, source: str = "<bytes>",
+                   offset: int | None = None) -> dict[str, Any]:
+  """Parses one record: {"video", "label" (np.int32), "video_id", <stream>: ...}; arrays are
+  read-only views of `data` (see the module docstring), which may be a memoryview of a mapped
+  shard (`RecordReader(mapped=True)`)."""
   try:
     features = _wire_features(data)
   except (_WireError, UnicodeDecodeError, IndexError):

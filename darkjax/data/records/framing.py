@@ -15,6 +15,7 @@ Paths may be URLs (`gs://bucket/data/x.tfrecord`): files are opened through dark
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import struct
 from typing import BinaryIO, Iterator
@@ -43,8 +44,18 @@ class CorruptRecordError(ValueError):
     return (type(self), (self.path, self.offset, self.reason))
 
 
-def masked_crc32c(data: bytes) -> int:
-  crc = google_crc32c.value(data)
+# A memoryview (a record in a memory map) is checksummed in pieces of this many bytes, each copied
+# into a small buffer that stays in the CPU's cache: google_crc32c takes bytes only.
+_CRC_PIECE = 256 << 10
+
+
+def masked_crc32c(data: bytes | memoryview) -> int:
+  if isinstance(data, memoryview):
+    crc = 0
+    for start in range(0, len(data), _CRC_PIECE):
+      crc = google_crc32c.extend(crc, data[start:start + _CRC_PIECE].tobytes())
+  else:
+    crc = google_crc32c.value(data)
   return (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
 
 
@@ -145,6 +156,38 @@ def _read_record(file: BinaryIO, offset: int, size: int,
   return data, None, end
 
 
+class _MappedFile:
+  """`read` / `seek` over a read-only memory map of a whole local file: `read(n)` returns a
+  zero-copy memoryview of the next n bytes (fewer at the end). A large read first asks the kernel
+  to read its pages ahead (MADV_WILLNEED), as one `file.read` of them would: from a disk, not the
+  page cache, the map's page faults would otherwise fetch them a few at a time."""
+
+  _READ_AHEAD_BYTES = 1 << 20
+
+  def __init__(self, file: BinaryIO):
+    self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    self._view = memoryview(self._map)
+    self._pos = 0
+
+  def read(self, n: int) -> memoryview:
+    if n >= self._READ_AHEAD_BYTES and hasattr(mmap, "MADV_WILLNEED"):
+      start = self._pos - self._pos % mmap.PAGESIZE
+      end = min(self._pos + n, len(self._view))
+      if end > start:
+        self._map.madvise(mmap.MADV_WILLNEED, start, end - start)
+    chunk = self._view[self._pos:self._pos + n]
+    self._pos += len(chunk)
+    return chunk
+
+  def seek(self, offset: int) -> None:
+    self._pos = offset
+
+  def close(self) -> None:
+    # Unmapped once the last view of a record in it (a decoded clip's frames) is gone: closing
+    # the map now would fail while one lives.
+    self._map, self._view = None, None
+
+
 class RecordReader:
   """Reads the records of one TFRecord file in order, starting at byte offset `offset`.
 
@@ -152,13 +195,23 @@ class RecordReader:
   reader resumes exactly where another one stopped. The file is opened on the first `read()`, so
   idle readers hold no file handles. `read()` returns None at the end of the file and raises
   CorruptRecordError(path, offset) for a damaged record.
+
+  `mapped=True` (the input pipelines): a local file is memory-mapped and `read()` returns a
+  read-only memoryview of the record in the map instead of a copy of its bytes, both CRCs checked
+  all the same. A decoded clip's frames are then views of the page cache, and the clip ops copy
+  only the frames they sample: no copy of the whole video per clip (docs/benchmarks.md, "Input
+  pipeline per paper config"). As with any memory map, a file truncated in place while it is read
+  ends the process (SIGBUS); `prepare` and `records.write_dataset` replace files whole, never in
+  place. A file that cannot be mapped is read as with `mapped=False`.
   """
 
-  def __init__(self, path: str | os.PathLike, verify_crc: bool = True, offset: int = 0):
+  def __init__(self, path: str | os.PathLike, verify_crc: bool = True, offset: int = 0,
+               mapped: bool = False):
     self.path = os.fspath(path)
     self.verify_crc = verify_crc
     self.offset = int(offset)
-    self._file: BinaryIO | None = None
+    self.mapped = mapped
+    self._file: BinaryIO | _MappedFile | None = None
     self._size = 0
 
   def seek(self, offset: int) -> None:
@@ -166,13 +219,21 @@ class RecordReader:
     if self._file is not None:
       self._file.seek(self.offset)
 
-  def read(self) -> bytes | None:
+  def read(self) -> bytes | memoryview | None:
     if self._file is None:
       try:
         self._size = paths.size(self.path)
         self._file = paths.resolve(self.path).open("rb")  # pylint: disable=consider-using-with
       except OSError as error:
         raise FileNotFoundError(f"cannot open shard {self.path}: {error}") from error
+      if self.mapped and self._size and paths.is_local(self.path):
+        try:
+          mapped = _MappedFile(self._file)
+        except (OSError, ValueError):   # a file system without mmap: read it
+          pass
+        else:
+          self._file.close()
+          self._file = mapped
       self._file.seek(self.offset)
     if self.offset >= self._size:
       return None
