@@ -112,6 +112,35 @@ def test_worker_processes_restore_exactly_and_cover_the_files(tmp_path):
   assert len(ids) > 6   # both workers' slices of the files
 
 
+_LAST_BATCHES = """
+import json, sys
+from darkjax.data import ops, pipeline
+files = [tuple(f) for f in json.loads(sys.argv[1])]
+batches = iter(pipeline.with_workers(pipeline.train_dataset(
+    files, ops.ClipSpec(frames=4, stride=2, crop_size=16), 3, seed=7, shuffle_window=5,
+    cycle_length=2, prefetch=0, streams=("ir",), process_index=0, process_count=1), workers=2))
+kept = [next(batches) for _ in range(4)]
+batches.close()
+del kept
+if sys.argv[2] == "release":
+  pipeline.release_shared_memory()
+"""
+
+
+@pytest.mark.slow
+def test_a_process_that_ends_after_its_last_worker_batch_leaves_no_shared_memory(tmp_path):
+  # What `bench --config --with-input` does at its end: the workers' batches let go of, then the
+  # process exits at once. Without `release_shared_memory` grain's deleting thread loses the last
+  # unlinks and Python's resource tracker warns of leaked shared_memory objects at shutdown.
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  files, _ = _dataset(tmp_path)
+  result = subprocess.run([sys.executable, "-c", _LAST_BATCHES, json.dumps(files), "release"],
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "leaked shared_memory" not in result.stderr, result.stderr[-3000:]
+
+
 def test_input_workers_setting_is_checked():
   config = mlc.ConfigDict({"input": {"workers": 2}})
   assert config_lib.input_workers(config) == 2
