@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import grain
 import ml_collections as mlc
 import numpy as np
 import pytest
@@ -92,10 +93,12 @@ def test_train_iterator_state_restores_exactly(tmp_path, consumed):
 def test_worker_processes_restore_exactly_and_cover_the_files(tmp_path):
   files, _ = _dataset(tmp_path)
   spec = ops.ClipSpec(frames=4, stride=2, crop_size=16)
-  make = lambda: pipeline.with_workers(pipeline.train_dataset(  # noqa
-      files, spec, 3, seed=7, shuffle_window=5, cycle_length=2, prefetch=0, streams=("ir",),
-      process_index=0, process_count=1), workers=2)
-  first = iter(make())
+  make = lambda prefetch=0: pipeline.with_workers(pipeline.train_dataset(  # noqa
+      files, spec, 3, seed=7, shuffle_window=5, cycle_length=2, prefetch=prefetch,
+      streams=("ir",), process_index=0, process_count=1), workers=2)
+  # (the workers run it without its thread prefetch, below: a state saved with one restores the
+  # pipeline built without)
+  first = iter(make(prefetch=2))
   for _ in range(3):
     next(first)
   state = json.loads(json.dumps(first.get_state()))   # as grain's checkpoint handler writes it
@@ -110,6 +113,18 @@ def test_worker_processes_restore_exactly_and_cover_the_files(tmp_path):
       np.testing.assert_array_equal(batch[key], expected[key])
   ids = {int(v) for b in want for v in b["video"][:, 0, 0, 0, 0]}
   assert len(ids) > 6   # both workers' slices of the files
+
+
+def test_workers_run_the_pipeline_without_its_thread_prefetch(monkeypatch):
+  # Its last step is then the batch, which grain writes straight into shared memory instead of
+  # copying a finished batch there; grain's mp_prefetch buffers each worker's batches itself.
+  given = []
+  monkeypatch.setattr(grain.IterDataset, "mp_prefetch",
+                      lambda self, *args, **kwargs: given.append(self) or self)
+  batches = grain.MapDataset.range(12).to_iter_dataset().batch(3)
+  prefetched = grain.experimental.ThreadPrefetchIterDataset(batches, prefetch_buffer_size=2)
+  assert pipeline.with_workers(prefetched, 2) is batches and given == [batches]
+  assert pipeline.with_workers(prefetched, 0) is prefetched   # in-process: the thread stays
 
 
 _LAST_BATCHES = """

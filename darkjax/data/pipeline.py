@@ -270,6 +270,11 @@ def with_workers(ds: grain.IterDataset, workers: int, buffer: int = 2) -> grain.
   batches; another count gives other batches (the config records it)."""
   if workers <= 0:
     return ds
+  if isinstance(ds, grain.experimental.ThreadPrefetchIterDataset):
+    # A worker's thread prefetch only adds a copy: grain writes a pipeline's last batch straight
+    # into shared memory (its mp_prefetch copies any other last step there) and buffers each
+    # worker's batches itself. Its state is its parent's, so checkpoints read either way.
+    (ds,) = ds.parents
   from absl import flags  # pylint: disable=import-outside-toplevel
   if not flags.FLAGS.is_parsed():   # the workers read grain's absl flags; outside absl.app none are
     flags.FLAGS.mark_as_parsed()
