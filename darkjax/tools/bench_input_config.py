@@ -41,9 +41,10 @@ clips/s does not. A config without a window shuffle is timed over `--batches` ba
 Needed: `H100_STEPS` holds each paper config's main-phase step time measured on one H100 (cited in
 docs/benchmarks.md); clips/s needed = global batch / step time (`--step-ms` gives another step
 time), host cores needed = clips/s needed / clips per CPU-second. Recommended setting: the config's
-own pipeline while it needs at most `THREAD_PIPELINE_CORES` cores (one Python thread in the
-training process, beside the training loop), else `HEADROOM` x the cores needed in worker
-processes, at the workers' measured clips per CPU-second.
+own pipeline while it needs at most `config.OWN_PIPELINE_CORES` cores (one Python thread in the
+training process, beside the training loop), else `config.WORKERS_HEADROOM` x the cores needed in
+worker processes, at the workers' measured clips per CPU-second: the rules `input.workers=-1`
+follows.
 """
 
 from __future__ import annotations
@@ -87,9 +88,6 @@ H100_STEPS = {
     "twostream_infar": H100Step("train", 30, 16, 0.0332, "bfloat16, pipelined"),
     "dinet_infar": H100Step("train", 32, 16, 0.0358, "bfloat16, pipelined"),
 }
-
-THREAD_PIPELINE_CORES = config_lib.OWN_PIPELINE_CORES   # the rules input.workers=-1 follows
-HEADROOM = config_lib.WORKERS_HEADROOM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,12 +289,12 @@ def recommend(rows: list[Row], needed: float, prefetch: int) -> tuple[str, float
   """(the grain setting that keeps up with `needed` clips/s, the host cores it takes)."""
   own = [r for r in rows if not r.workers]
   pooled = [r for r in rows if r.workers] or own
-  if own and needed / own[0].clips_per_cpu_s <= THREAD_PIPELINE_CORES:
+  if own and needed / own[0].clips_per_cpu_s <= config_lib.OWN_PIPELINE_CORES:
     return f"config's own (thread prefetch {prefetch}, no worker processes)", (
         needed / own[0].clips_per_cpu_s)
   per_cpu_s = sum(r.clips for r in pooled) / sum(r.cpu_s for r in pooled)
   cores = needed / per_cpu_s
-  return f"--config.input.workers={max(math.ceil(HEADROOM * cores), 1)}", cores
+  return f"--config.input.workers={max(math.ceil(config_lib.WORKERS_HEADROOM * cores), 1)}", cores
 
 
 def parse_workers(spec: str) -> list[int]:
