@@ -258,8 +258,8 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
   def fed() -> Callable[[], None]:
     """A step runner like `run_step` whose every step takes the next batch of the config's train
     pipeline, made by the input worker processes a run of the config starts here
-    (`Trainer._input_workers`; `.workers`), as darkjax.train feeds it; `.close()` stops them,
-    then `.release()` frees their batches' shared memory."""
+    (`Trainer._input_workers`; `.workers`), as darkjax.train feeds it; `.close()` stops them and
+    frees their batches' shared memory."""
     workers = trainer._input_workers(resuming=False)   # pylint: disable=protected-access
     batches = iter(pipeline.with_workers(
         task.train_dataset(trainer.local_batch(trainer.config.input.batch_size)), workers,
@@ -269,9 +269,12 @@ def build_step(config: mlc.ConfigDict, phase: str, workdir: str
       state[0], state[1] = compiled(
           state[0], sharding.host_to_global(next(batches), trainer.batch_sharding), rng)
 
+    def close() -> None:
+      batches.close()
+      pipeline.release_shared_memory()   # before the process ends
+
     runner = measure.step_runner(dispatch_fed, lambda: jax.block_until_ready(state))
-    runner.workers, runner.close = workers, batches.close
-    runner.release = pipeline.release_shared_memory   # after close: before the process ends
+    runner.workers, runner.close = workers, close
     return runner
 
   run_step.fed = fed
@@ -290,7 +293,6 @@ def time_with_input(run_step: Callable[[], None], args: argparse.Namespace) -> d
     rounds = [measure.time_pipelined(runner, args.steps)[0] for _ in range(args.rounds)]
   finally:
     runner.close()
-    runner.release()
   best = min(rounds)
   print(f"  with its input pipeline ({runner.workers} worker processes), pipelined "
         f"({args.steps} steps, one wait): {best * 1e3:.1f} ms/step (rounds: "
