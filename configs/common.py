@@ -135,10 +135,11 @@ def input_block(**overrides) -> mlc.ConfigDict:
 
 # Host cores each paper config's train pipeline needs to keep one H100 busy at its measured main
 # step (docs/benchmarks.md, "Input pipeline per paper config": clips/s of the step over clips per
-# CPU-second of the worker rows, and "Records read from a memory map" for what the mapped reader
-# saves): `config.input.cores_per_device` of the real-data configs.
-PIPELINE_CORES_PER_H100 = {"actlumos": 0.5, "liftnet": 2.0, "dtcm": 1.5, "twostream": 5.7,
-                           "dinet": 3.7}
+# CPU-second of the worker rows, "Records read from a memory map" for what the mapped reader
+# saves and "Stand-in splits as long as a real epoch" for the file-order shuffle the earlier
+# stand-ins charged to every 16 clips): `config.input.cores_per_device` of the real-data configs.
+PIPELINE_CORES_PER_H100 = {"actlumos": 0.4, "liftnet": 1.8, "dtcm": 1.2, "twostream": 4.2,
+                           "dinet": 2.1}
 
 
 def accelerator_input_workers(config: mlc.ConfigDict) -> None:

@@ -4,10 +4,13 @@ at tiny size (runlocal). No timing is asserted: rates come out and the arithmeti
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from darkjax import config as config_lib
 from darkjax import task as task_lib
+from darkjax.data import records
 from darkjax.tools import bench, bench_input_config as input_bench
 
 
@@ -19,7 +22,7 @@ def test_config_input_bench_times_whole_windows_and_needs_cores(tmp_path, capsys
   assert result["phase"] == "joint" and result["batch"] == config.input.batch_size
   # ARID's 240x320 frames stored at prepare's default short side (the config resizes below it).
   assert result["stand_ins"] == [dict(name="arid_v1", videos=8, frames=16, hw=(128, 171),
-                                      record_bytes=16 * 128 * 171 * 3)]
+                                      record_bytes=16 * 128 * 171 * 3, listed=1024)]
   (row,) = result["rows"]
   assert row["workers"] == 0
   assert row["clips"] == config.input.shuffle_window   # one whole window of the one producer
@@ -30,8 +33,8 @@ def test_config_input_bench_times_whole_windows_and_needs_cores(tmp_path, capsys
   assert result["cores_needed"] == pytest.approx(row["cores_needed"])
   out = capsys.readouterr().out
   assert "clips per CPU-second" in out and "recommended:" in out
-  # what the config's input.workers=-1 starts per H100: ceil(1.25 x 1.5)
-  assert "input.cores_per_device 1.5: 2 worker processes per H100" in out, out
+  # what the config's input.workers=-1 starts per H100: ceil(1.25 x 1.2)
+  assert "input.cores_per_device 1.2: 2 worker processes per H100" in out, out
 
 
 @pytest.mark.slow
@@ -90,3 +93,21 @@ def test_cli_takes_config_alone_or_with_input_only():
                                               "input.streams": ()}
   with pytest.raises(SystemExit):
     input_bench.parse_sets(["input.prefetch"])
+
+
+def test_a_stand_in_split_lists_its_shards_as_often_as_a_real_epoch_holds_videos(tmp_path):
+  config = config_lib.load("configs/dtcm_arid.py:runlocal")
+  block = config.input.data
+  directory, info = input_bench.write_stand_in(block, config.input, (), str(tmp_path), 8, 16)
+  manifest = records.load_manifest(directory)
+  split = f"train{int(block.split_index) or ''}"
+  files = records.split_files(manifest, directory, split)
+  assert info["listed"] == sum(n for _, n in files) == 1024 == manifest["splits"][split][
+      "num_examples"]
+  originals = files[:4]    # 8 videos, 2 to a shard; each copy is a link to one of them
+  assert len({path for path, _ in files}) == len(files) == 4 * 128
+  for i, (path, _) in enumerate(files):
+    assert os.path.samefile(path, originals[i % 4][0])
+  stamp = os.stat(os.path.join(directory, records.MANIFEST)).st_mtime_ns
+  assert input_bench.write_stand_in(block, config.input, (), str(tmp_path), 8, 16)[0] == directory
+  assert os.stat(os.path.join(directory, records.MANIFEST)).st_mtime_ns == stamp   # reused
