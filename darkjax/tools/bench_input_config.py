@@ -20,9 +20,10 @@ at (the config's `short_side`, or the short side of `resize`, and at least `prep
 `--video-frames` frames per video (default: the release's typical length, `STAND_INS`), the model
 stream and the extra record streams the config names (`input.stream(s)`), as uint8 noise: the host
 ops cost the same on any content. The train split lists its shards as often as it takes to hold
-`SPLIT_EXAMPLES` videos (hard links: `list_copies`), so what a pipeline does once per epoch is
-spread over as many clips as in a real split. Every record is read and CRC-checked whole, so the cost of a clip
-grows with the frames stored per video; a release with longer videos than the stand-in costs more.
+`SPLIT_EXAMPLES` videos (hard links, `bench_input.list_copies`), so what a pipeline does once per
+epoch is spread over as many clips as in a real split. Every record is read and CRC-checked whole,
+so the cost of a clip grows with the frames stored per video; a release with longer videos than
+the stand-in costs more.
 
 Settings (`--workers`): 0 is the config's own pipeline (grain thread prefetch
 `config.input.prefetch` and interleave read threads in this process); N > 0 is that pipeline
@@ -54,7 +55,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
-import json
 import math
 import os
 import resource
@@ -71,6 +71,7 @@ from darkjax import task as task_lib
 from darkjax.data import ops, pipeline, records
 from darkjax.data.prepare import common as prepare_common
 from darkjax.tools.bench_config import parse_sets
+from darkjax.tools.bench_input import SPLIT_EXAMPLES, list_copies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +113,6 @@ STAND_INS = {
 OTHER_RELEASE = Release((240, 320), 96, 30.0)
 PREPARE_SHORT_SIDE = inspect.signature(prepare_common.prepare).parameters["short_side"].default
 CLASSES = tuple(f"class{i:02d}" for i in range(12))
-# A stand-in train split lists at least this many videos (`list_copies`).
-SPLIT_EXAMPLES = 1024
 
 
 def prepared_short_side(input_cfg: mlc.ConfigDict) -> int:
@@ -183,38 +182,6 @@ def _listed_examples(directory: str, split: str) -> int | None:
     return int(records.load_manifest(directory)["splits"][split]["num_examples"])
   except (OSError, ValueError, KeyError):
     return None
-
-
-def list_copies(directory: str, split: str, copies: int) -> None:
-  """Lists every shard of `split` `copies` times in the dataset's manifest, each copy a hard
-  link to the shard (a copy of the file where links are not possible): the split then holds
-  `copies` times its videos at no cost in disk or page cache. A pipeline's once-per-epoch work
-  (grain's file-order shuffle: one `index_shuffle` call per file, ~3 ms each over 4 files) is
-  then spread over as many clips as in a real split's epoch (thousands of videos, 64 to a
-  shard), not charged to every 16 stand-in clips."""
-  if copies <= 1:
-    return
-  path = os.path.join(directory, records.MANIFEST)
-  with open(path, encoding="utf-8") as f:
-    manifest = json.load(f)
-  entry = manifest["splits"][split]
-  shards = list(entry["shards"])
-  for copy in range(1, copies):
-    for shard in entry["shards"]:
-      stem, ext = os.path.splitext(shard["file"])
-      listed = dict(shard, file=f"{stem}.copy{copy}{ext}")
-      source, target = (os.path.join(directory, e["file"]) for e in (shard, listed))
-      if os.path.lexists(target):   # left by an interrupted run
-        os.remove(target)
-      try:
-        os.link(source, target)
-      except OSError:
-        shutil.copyfile(source, target)
-      shards.append(listed)
-  entry["shards"], entry["num_examples"] = shards, entry["num_examples"] * copies
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(manifest, f, indent=2)
-  os.replace(path + ".tmp", path)
 
 
 def stand_in_config(config: mlc.ConfigDict, root: str, videos: int, video_frames: int | None,
