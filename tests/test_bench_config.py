@@ -30,15 +30,21 @@ def test_stand_in_keeps_the_clip_geometry_and_drops_data_and_weights(tmp_path):
   act = bench_config.stand_in_config(config_lib.load("configs/actlumos_arid.py"),
                                      str(tmp_path))
   assert tuple(act.ssl.datasets) == ("synthetic",) and act.ssl.dirs[0] == act.input.data.dir
-  # A model reading a prepared stream the synthetic data has no stand-in for: a clear error.
-  with pytest.raises(SystemExit, match=r"record streams \['flow'\]"):
-    bench_config.stand_in_config(config_lib.load("configs/lift_arid.py:luminous_input=flow"),
-                                 str(tmp_path))
-  # The two-stream C3D computes its flow on the host instead (the same train step).
+  # A prepared flow stream is stored in the stand-in records (as `prepare --flow` stores it), so
+  # the pipeline reads it as a run does; the two-stream Task checks the stand-in's method.
   two = bench_config.stand_in_config(config_lib.load("configs/twostream_infar.py"),
                                      str(tmp_path))
-  assert two.twostream.flow_source == "compute" and "flow" not in two.input.streams
-  assert two.twostream.flow_method == "farneback"
+  assert two.twostream.flow_source == "stream" and "flow" in two.input.streams
+  assert two.input.data.generate.flow and two.twostream.flow_method == "farneback"
+  assert two.input.data.dir.endswith("_flow")
+  lift = bench_config.stand_in_config(
+      config_lib.load("configs/lift_arid.py:luminous_input=flow"), str(tmp_path))
+  assert lift.input.data.generate.flow and "flow" in lift.input.streams
+  assert not out.input.data.generate.flow and not out.input.data.dir.endswith("_flow")
+  # A model reading a stream the synthetic data has no stand-in for: a clear error.
+  ir = config_lib.apply_overrides(config, {"input.streams": ("thermal",)})
+  with pytest.raises(SystemExit, match=r"record streams \['thermal'\]"):
+    bench_config.stand_in_config(ir, str(tmp_path))
 
 
 def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, capsys,

@@ -17,8 +17,11 @@ So that nothing needs preparing, the config's datasets (and ActLumos's SSL sourc
 the embedded synthetic dataset generated at the config's clip geometry (frames x stride, short side
 or resize) with one clip per class, and pretrained weights are not loaded (`required_weights`
 keys emptied: the step's cost does not depend on them). What differs from the paper's run: the
-class count (synthetic: 10) and so the classifier head, a few KB. Configs whose model reads a
-record stream the synthetic dataset has no stand-in for (prepared optical flow) fail naming it.
+class count (synthetic: 10) and so the classifier head, a few KB. A prepared optical-flow stream
+(the two-stream C3D's flow tower, LIFT-Net's `luminous_input=flow`) is stored in the stand-in
+records too (the synthetic set's `flow`: Farneback flow of its IR frames, recorded as `prepare
+--flow` records it), so the train pipeline reads it as a run does; a record stream the synthetic
+dataset has no stand-in for fails naming it.
 The stand-in clips are rendered once per geometry into `--data-dir` (default: WORKDIR/data), on
 every host core, under a lock: commands that share a data directory, at once or one after the
 other (launch/bench_gpu.sh), render each geometry once.
@@ -66,6 +69,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import math
 import os
 import tempfile
 import time
@@ -77,9 +81,11 @@ import numpy as np
 from darkjax import config as config_lib
 from darkjax import profiling
 from darkjax import task as task_lib
+from darkjax.data import records
 from darkjax.tools import bench_report, measure
 
 SYNTHETIC_STREAMS = ("video",)     # what the synthetic records hold besides labels
+GENERATED_FLOW = "flow"   # and on request (`generate.flow`): its IR frames' optical flow
 _PIXELS_PER_WORKER_START = 4_000_000   # stand-ins smaller than this render on one core
 
 
@@ -119,25 +125,26 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
       out.ssl.batch_size = int(batch)
   if remat is not None:
     out.model.kwargs.remat = remat
-  unknown = [s for s in out.input.get("streams", ()) if s not in SYNTHETIC_STREAMS]
-  if unknown == ["flow"] and out.get("trainer") == "twostream":
-    # The two-stream C3D's flow computed on the host (twostream.flow_source=compute) reaches the
-    # train step as the same batch field as the prepared `flow` stream: the same program.
-    out.twostream.flow_source = "compute"
-    out.twostream.flow_method = "farneback"   # the cheapest on the host; the step is the same
-    out.input.streams = tuple(s for s in out.input.streams if s != "flow")
-    unknown = []
+  streams = tuple(out.input.get("streams", ()))
+  unknown = [s for s in streams if s not in SYNTHETIC_STREAMS + (GENERATED_FLOW,)]
   if unknown:
     raise SystemExit(f"bench --config: the model reads record streams {unknown} that the "
-                     "synthetic stand-in dataset does not have; bench a config that computes them "
-                     "(e.g. twostream's flow_source=compute)")
+                     "synthetic stand-in dataset does not have")
+  # A prepared flow stream (the two-stream C3D's flow tower, LIFT-Net's luminous_input=flow) is
+  # stored in the stand-in records as `prepare --flow` stores it, so the pipeline reads it as a
+  # run does (`--with-input`); the method is the stand-in's, which the two-stream Task checks.
+  with_flow = GENERATED_FLOW in streams
+  if with_flow and out.get("trainer") == "twostream":
+    from darkjax.data import synthetic  # pylint: disable=import-outside-toplevel
+    out.twostream.flow_method = synthetic.FLOW_METHOD
   spec = out.input
   size = max([int(spec.get("short_side") or 0), int(spec.get("crop_size") or 0), 32]
              + [int(v) for v in (spec.get("resize") or (0, 0))])
   clip_frames = max(16, int(spec.frames) * int(spec.get("stride", 1) or 1))
   generate = mlc.ConfigDict(dict(frames=clip_frames, size=size, train_per_class=1,
-                                 test_per_class=1, darkness=0.8, seed=0, fps=16))
-  directory = os.path.join(data_root, f"synthetic_{clip_frames}x{size}")
+                                 test_per_class=1, darkness=0.8, seed=0, fps=16, flow=with_flow))
+  directory = os.path.join(data_root, f"synthetic_{clip_frames}x{size}"
+                           + ("_flow" if with_flow else ""))
   for block in config_lib.data_blocks(out):
     block.name, block.dir, block.split_index = "synthetic", directory, 0
     block.generate = generate
@@ -164,7 +171,9 @@ def _compiled_ahead(kind: str | None) -> bool:
 def stand_in_data(config: mlc.ConfigDict) -> list[str]:
   """Renders the synthetic stand-in datasets a `stand_in_config` reads (absent or made with other
   parameters), on every host core, each under an exclusive lock on a file beside it (so commands
-  sharing the data directory render it once, and none reads a half-written one); returns their
+  sharing the data directory render it once, and none reads a half-written one), their train
+  split listed as `records.EPOCH_EXAMPLES` clips (`records.list_shard_copies`: what the train
+  pipeline does once per epoch, `--with-input`, spread as over a real split); returns their
   directories."""
   from darkjax.data import synthetic  # pylint: disable=import-outside-toplevel
 
@@ -179,7 +188,10 @@ def stand_in_data(config: mlc.ConfigDict) -> list[str]:
     pixels = clips * wanted.frames * wanted.size ** 2
     workers = min(os.cpu_count() or 1, clips) if pixels > _PIXELS_PER_WORKER_START else 0
     with open(directory + ".lock", "a") as lock, _locked(lock):
-      synthetic.ensure_dataset(directory, workers=workers, show_progress=True, **params)
+      manifest = synthetic.ensure_dataset(directory, workers=workers, show_progress=True, **params)
+      listed = int(manifest["splits"]["train"]["num_examples"])
+      if listed < records.EPOCH_EXAMPLES:   # one clip per class: an epoch of a dozen clips
+        records.list_shard_copies(directory, "train", math.ceil(records.EPOCH_EXAMPLES / listed))
   return sorted(blocks)
 
 

@@ -12,20 +12,14 @@ records hold the decoded frames. Prints both rates and their ratio.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import tempfile
 import time
 
 import numpy as np
 
 from darkjax.data import ops, pipeline, records, video
-
-# The records' train split lists at least this many videos (`list_copies`), as a real split does.
-SPLIT_EXAMPLES = 1024
-
 
 def _make_videos(n: int, frames: int, hw: tuple[int, int], rng: np.random.Generator):
   """Moving textured clips (compressible like real video, unlike noise)."""
@@ -39,38 +33,6 @@ def _make_videos(n: int, frames: int, hw: tuple[int, int], rng: np.random.Genera
         clip[t, :, :, c] = (127 + 60 * np.sin(0.05 * xx + 0.03 * yy + 0.2 * t + phase[c])
                             + 30 * np.sin(0.11 * yy - 0.07 * t)).clip(0, 255)
     yield f"clip{i:03d}", clip
-
-
-def list_copies(directory: str, split: str, copies: int) -> None:
-  """Lists every shard of `split` `copies` times in the dataset's manifest, each copy a hard
-  link to the shard (a copy of the file where links are not possible): the split then holds
-  `copies` times its videos at no cost in disk or page cache. A pipeline's once-per-epoch work
-  (grain's file-order shuffle: one `index_shuffle` call per file, ~3 ms each over 4 files) is
-  then spread over as many clips as in a real split's epoch (thousands of videos, 64 to a
-  shard), not charged to every few clips of a small stand-in."""
-  if copies <= 1:
-    return
-  path = os.path.join(directory, records.MANIFEST)
-  with open(path, encoding="utf-8") as f:
-    manifest = json.load(f)
-  entry = manifest["splits"][split]
-  shards = list(entry["shards"])
-  for copy in range(1, copies):
-    for shard in entry["shards"]:
-      stem, ext = os.path.splitext(shard["file"])
-      listed = dict(shard, file=f"{stem}.copy{copy}{ext}")
-      source, target = (os.path.join(directory, e["file"]) for e in (shard, listed))
-      if os.path.lexists(target):   # left by an interrupted run
-        os.remove(target)
-      try:
-        os.link(source, target)
-      except OSError:
-        shutil.copyfile(source, target)
-      shards.append(listed)
-  entry["shards"], entry["num_examples"] = shards, entry["num_examples"] * copies
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(manifest, f, indent=2)
-  os.replace(path + ".tmp", path)
 
 
 def run(videos: int = 48, frames: int = 64, clip_frames: int = 16, batch: int = 8,
@@ -88,7 +50,8 @@ def run(videos: int = 48, frames: int = 64, clip_frames: int = 16, batch: int = 
       examples.append(dict(video=decoded, label=0, video_id=video_id))
     records.write_dataset(os.path.join(tmp, "rec"), "bench", ["x"], {"train": examples}, fps=30,
                           examples_per_shard=8)
-    list_copies(os.path.join(tmp, "rec"), "train", math.ceil(SPLIT_EXAMPLES / videos))
+    records.list_shard_copies(os.path.join(tmp, "rec"), "train",
+                              math.ceil(records.EPOCH_EXAMPLES / videos))
     files = records.split_files(records.load_manifest(os.path.join(tmp, "rec")),
                                 os.path.join(tmp, "rec"), "train")
     del examples

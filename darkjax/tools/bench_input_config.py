@@ -20,10 +20,10 @@ at (the config's `short_side`, or the short side of `resize`, and at least `prep
 `--video-frames` frames per video (default: the release's typical length, `STAND_INS`), the model
 stream and the extra record streams the config names (`input.stream(s)`), as uint8 noise: the host
 ops cost the same on any content. The train split lists its shards as often as it takes to hold
-`SPLIT_EXAMPLES` videos (hard links, `bench_input.list_copies`), so what a pipeline does once per
-epoch is spread over as many clips as in a real split. Every record is read and CRC-checked whole,
-so the cost of a clip grows with the frames stored per video; a release with longer videos than
-the stand-in costs more.
+`records.EPOCH_EXAMPLES` videos (hard links, `records.list_shard_copies`), so what a pipeline does
+once per epoch is spread over as many clips as in a real split. Every record is read and
+CRC-checked whole, so the cost of a clip grows with the frames stored per video; a release with
+longer videos than the stand-in costs more.
 
 Settings (`--workers`): 0 is the config's own pipeline (grain thread prefetch
 `config.input.prefetch` and interleave read threads in this process); N > 0 is that pipeline
@@ -71,7 +71,6 @@ from darkjax import task as task_lib
 from darkjax.data import ops, pipeline, records
 from darkjax.data.prepare import common as prepare_common
 from darkjax.tools.bench_config import parse_sets
-from darkjax.tools.bench_input import SPLIT_EXAMPLES, list_copies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +146,7 @@ def write_stand_in(block: mlc.ConfigDict, input_cfg: mlc.ConfigDict, streams: tu
   h, w = ops.resized_hw(*release.hw, short)
   frames = max(video_frames or release.frames, int(input_cfg.frames) * int(input_cfg.stride))
   name = "stand_in" if block.name == "synthetic" else block.name
-  copies = max(math.ceil(SPLIT_EXAMPLES / videos), 1)
+  copies = max(math.ceil(records.EPOCH_EXAMPLES / videos), 1)
   directory = os.path.join(root, f"{name}_{videos}x{frames}x{h}x{w}" + "".join(
       f"_{s}" for s in streams))
   info = {"name": name, "videos": videos, "frames": frames, "hw": (h, w),
@@ -172,7 +171,7 @@ def write_stand_in(block: mlc.ConfigDict, input_cfg: mlc.ConfigDict, streams: tu
       fps=release.fps, examples_per_shard=max(videos // 4, 1), streams=streams,
       metadata={"short_side": short, "stand_in": "darkjax.tools.bench_input_config"},
       overwrite=True)
-  list_copies(directory, f"train{k or ''}", copies)
+  records.list_shard_copies(directory, f"train{k or ''}", copies)
   return directory, info
 
 

@@ -12,8 +12,9 @@ Everything callers use is importable from here: `from darkjax.data import record
 records.write_dataset(...)`.
 """
 
-from darkjax.data.records.directory import (MANIFEST, MANIFEST_VERSION, DatasetWriter,
-                                            load_manifest, split_files, write_dataset)
+from darkjax.data.records.directory import (EPOCH_EXAMPLES, MANIFEST, MANIFEST_VERSION,
+                                            DatasetWriter, list_shard_copies, load_manifest,
+                                            split_files, write_dataset)
 from darkjax.data.records.example import (FEATURE_KEYS, RESERVED_STREAM_NAMES, decode_example,
                                           encode_example)
 from darkjax.data.records.framing import (CorruptRecordError, RecordReader, TFRecordWriter,
@@ -22,9 +23,9 @@ from darkjax.data.records.framing import (CorruptRecordError, RecordReader, TFRe
 from darkjax.data.records.verification import Problem, VerifyReport, main, verify
 
 __all__ = [
-    "MANIFEST", "MANIFEST_VERSION", "FEATURE_KEYS", "RESERVED_STREAM_NAMES", "CorruptRecordError",
-    "DatasetWriter", "Problem", "RecordReader", "TFRecordWriter", "VerifyReport",
-    "decode_example", "encode_example", "frame_record", "iter_tfrecord",
-    "iter_tfrecord_with_offsets", "load_manifest", "main", "masked_crc32c", "scan_records",
-    "split_files", "verify", "write_dataset",
+    "EPOCH_EXAMPLES", "MANIFEST", "MANIFEST_VERSION", "FEATURE_KEYS", "RESERVED_STREAM_NAMES",
+    "CorruptRecordError", "DatasetWriter", "Problem", "RecordReader", "TFRecordWriter",
+    "VerifyReport", "decode_example", "encode_example", "frame_record", "iter_tfrecord",
+    "iter_tfrecord_with_offsets", "list_shard_copies", "load_manifest", "main", "masked_crc32c",
+    "scan_records", "split_files", "verify", "write_dataset",
 ]
