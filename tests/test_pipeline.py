@@ -196,6 +196,71 @@ def test_train_clip_keeps_streams_aligned_and_labels():
     assert out["label"] == 4
 
 
+
+def _eval_views_per_crop(example, spec, streams):
+  """`ops.eval_views` as it was written first: the video clip resized for every stream and view,
+  another stream's clip resized inside each crop (`ops.crop`)."""
+  arrays = {"video": example["video"], **{s: example[s] for s in streams}}
+  n = arrays["video"].shape[0]
+  if spec.sampling == "dense":
+    index_sets = [ops.dense_indices(n, spec.frames, spec.stride, s)
+                  for s in ops.uniform_dense_starts(n, spec.frames, spec.stride, spec.eval_clips)]
+  elif spec.sampling == "grid":
+    starts = ops.clip_starts(n, spec.frames)
+    index_sets = [ops.dense_indices(n, spec.frames, 1, starts[i])
+                  for i in ops.uniform_dense_starts(len(starts), 1, 1, spec.eval_clips)]
+  else:
+    index_sets = [ops.segment_indices(n, spec.frames, None)] * spec.eval_clips
+  out = {}
+  for name, full in arrays.items():
+    views = []
+    for idx in index_sets:
+      clip = ops.resize_frames(arrays["video"][idx], spec)
+      ref_hw = clip.shape[1:3]
+      if name != "video":
+        clip = full[np.minimum(idx, full.shape[0] - 1)]
+      if spec.crop_size:
+        mode = "center" if spec.eval_crops == 1 else "three"
+        for top, left in ops.crop_boxes(*ref_hw, spec.crop_size, mode):
+          views.append(ops.crop(clip, top, left, spec.crop_size, ref_hw))
+      else:
+        views.append(clip if clip.shape[1:3] == ref_hw else ops.resize_to(clip, ref_hw))
+    out[name] = np.stack(views)
+  return out
+
+
+def test_eval_views_resize_each_clip_once_and_crop_views_of_it():
+  """`ops.eval_views` resizes each stream's clip once per view set and takes its crops as views
+  of it: bit for bit what resizing inside every crop made, over random specs (dense / segment /
+  grid, resize or short side or neither, one or three crops and clips, a flow stream at the
+  video's size or another one)."""
+  for case in range(100):
+    rng = np.random.default_rng(case)
+    t, h, w = int(rng.integers(3, 30)), int(rng.integers(36, 70)), int(rng.integers(36, 90))
+    example = {"video": rng.integers(0, 256, (t, h, w, int(rng.choice([1, 3]))), np.uint8),
+               "label": 1}
+    streams = ()
+    if rng.random() < 0.6:
+      fh, fw = (h, w) if rng.random() < 0.5 else (h // 2 + 3, w // 2 + 5)
+      example["flow"] = rng.integers(0, 256, (max(t - 2, 1), fh, fw, 3), np.uint8)
+      streams = ("flow",)
+    resize, short = (0, 0), 0
+    if case % 3 == 1:
+      resize = (int(rng.integers(30, 60)), int(rng.integers(30, 80)))
+    elif case % 3 == 2:
+      short = int(rng.choice([min(h, w), 30, 50, 90]))
+    target = resize if resize[0] else ops.resized_hw(h, w, short)
+    spec = ops.ClipSpec(frames=int(rng.integers(1, 20)), stride=int(rng.integers(1, 3)),
+                        sampling=str(rng.choice(ops.SAMPLINGS)), short_side=short, resize=resize,
+                        crop_size=int(rng.choice([0, min(target) // 2 + 1, min(target)])),
+                        eval_clips=int(rng.integers(1, 4)), eval_crops=int(rng.choice([1, 3])))
+    got = ops.eval_views(example, spec, streams)
+    want = _eval_views_per_crop(example, spec, streams)
+    assert set(got) == set(want) | {"label"} and got["label"] == 1
+    for key, value in want.items():
+      assert got[key].shape == value.shape and got[key].dtype == value.dtype, (case, key, spec)
+      np.testing.assert_array_equal(got[key], value, err_msg=f"case {case} {key} {spec}")
+
 def test_segment_and_multiclip_indices():
   assert ops.segment_indices(16, 8, None).tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
   assert ops.uniform_dense_starts(40, 8, 2, 3) == [0, 12, 25]

@@ -124,6 +124,13 @@ def resize_short_side(clip: np.ndarray, short_side: int) -> np.ndarray:
   return out
 
 
+def resized_frame_hw(hw: Sequence[int], spec: ClipSpec) -> tuple[int, int]:
+  """The (H, W) `resize_frames` gives frames of size `hw`."""
+  if spec.resize[0]:
+    return int(spec.resize[0]), int(spec.resize[1])
+  return resized_hw(int(hw[0]), int(hw[1]), spec.short_side)
+
+
 def resize_frames(clip: np.ndarray, spec: ClipSpec) -> np.ndarray:
   """`spec.resize` (H, W) when set (a fixed size, e.g. C3D's 128x171), else `spec.short_side`."""
   if spec.resize[0]:
@@ -232,20 +239,22 @@ def eval_views(example: Mapping[str, Any], spec: ClipSpec,
     index_sets = [dense_indices(num_frames, spec.frames, 1, starts[i]) for i in picks]
   else:
     index_sets = [segment_indices(num_frames, spec.frames, None)] * spec.eval_clips
+  ref_hw = resized_frame_hw(arrays["video"].shape[1:3], spec)
+  size = spec.crop_size
+  boxes = crop_boxes(*ref_hw, size, "center" if spec.eval_crops == 1 else "three") if size else []
   out: dict[str, Any] = {}
   for name, full in arrays.items():
     views = []
     for idx in index_sets:
-      clip = resize_frames(arrays["video"][idx], spec)
-      ref_hw = clip.shape[1:3]
-      if name != "video":
-        clip = full[np.minimum(idx, full.shape[0] - 1)]
-      if spec.crop_size:
-        mode = "center" if spec.eval_crops == 1 else "three"
-        for top, left in crop_boxes(*ref_hw, spec.crop_size, mode):
-          views.append(crop(clip, top, left, spec.crop_size, ref_hw))
+      # Each stream's clip resized once to the video's frame size (another stream's by
+      # `resize_to`, as `crop` does), then every crop a view of it.
+      if name == "video":
+        clip = resize_frames(full[idx], spec)
       else:
-        views.append(clip if clip.shape[1:3] == ref_hw else resize_to(clip, ref_hw))
+        clip = full[np.minimum(idx, full.shape[0] - 1)]
+        if clip.shape[1:3] != ref_hw:
+          clip = resize_to(clip, ref_hw)
+      views.extend([clip[:, top:top + size, left:left + size] for top, left in boxes] or [clip])
     out[name] = np.stack(views)
   out["label"] = np.int32(example["label"])
   return out
