@@ -21,6 +21,7 @@ import numpy as np
 
 from darkjax.data import ops, pipeline, records, video
 
+
 def _make_videos(n: int, frames: int, hw: tuple[int, int], rng: np.random.Generator):
   """Moving textured clips (compressible like real video, unlike noise)."""
   h, w = hw

@@ -282,9 +282,10 @@ def list_shard_copies(directory: str, split: str, copies: int) -> None:
   """Lists every shard of `split` `copies` times in the dataset's manifest, each copy a hard
   link to the shard (a copy of the file where links are not possible): the split then holds
   `copies` times its videos at no cost in disk or page cache. A pipeline's once-per-epoch work
-  (grain's file-order shuffle: one `index_shuffle` call per file, ~3 ms each over 4 files) is
-  then spread over as many clips as in a real split's epoch (thousands of videos, 64 to a
-  shard), not charged to every few clips of a small stand-in (the benchmarks' stand-in datasets,
+  (grain's file-order shuffle calls `index_shuffle` once per file, and a call costs more the
+  fewer the files: docs/benchmarks.md, "Stand-in splits as long as a real epoch") is then spread
+  over as many clips as in a real split's epoch (thousands of videos, 64 to a shard), not
+  charged to every few clips of a small stand-in (the benchmarks' stand-in datasets,
   `EPOCH_EXAMPLES`). A local directory only."""
   if copies <= 1:
     return
