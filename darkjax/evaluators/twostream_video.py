@@ -81,7 +81,7 @@ def video_clips(example: Mapping[str, Any], spec: ops.ClipSpec,
         clip = ops.crop(clip, box[0], box[1], spec.crop_size, ref_hw)
       elif clip.shape[1:3] != ref_hw:
         clip = ops.resize_to(clip, ref_hw)
-      out[name].append(np.ascontiguousarray(clip))
+      out[name].append(clip)   # a view where cropped: np.stack copies it once
   return {name: np.stack(clips) for name, clips in out.items()}
 
 
