@@ -69,7 +69,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import math
 import os
 import tempfile
 import time
@@ -81,11 +80,12 @@ import numpy as np
 from darkjax import config as config_lib
 from darkjax import profiling
 from darkjax import task as task_lib
-from darkjax.data import records
+from darkjax.data import flow, records
 from darkjax.tools import bench_report, measure
 
-SYNTHETIC_STREAMS = ("video",)     # what the synthetic records hold besides labels
-GENERATED_FLOW = "flow"   # and on request (`generate.flow`): its IR frames' optical flow
+# What the synthetic records hold besides labels; on request (`generate.flow`) also the optical
+# flow of its IR frames, the `flow.STREAM` a prepared dataset's `prepare --flow` stores.
+SYNTHETIC_STREAMS = ("video",)
 _PIXELS_PER_WORKER_START = 4_000_000   # stand-ins smaller than this render on one core
 
 
@@ -126,14 +126,14 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
   if remat is not None:
     out.model.kwargs.remat = remat
   streams = tuple(out.input.get("streams", ()))
-  unknown = [s for s in streams if s not in SYNTHETIC_STREAMS + (GENERATED_FLOW,)]
+  unknown = [s for s in streams if s not in SYNTHETIC_STREAMS + (flow.STREAM,)]
   if unknown:
     raise SystemExit(f"bench --config: the model reads record streams {unknown} that the "
                      "synthetic stand-in dataset does not have")
   # A prepared flow stream (the two-stream C3D's flow tower, LIFT-Net's luminous_input=flow) is
   # stored in the stand-in records as `prepare --flow` stores it, so the pipeline reads it as a
   # run does (`--with-input`); the method is the stand-in's, which the two-stream Task checks.
-  with_flow = GENERATED_FLOW in streams
+  with_flow = flow.STREAM in streams
   if with_flow and out.get("trainer") == "twostream":
     from darkjax.data import synthetic  # pylint: disable=import-outside-toplevel
     out.twostream.flow_method = synthetic.FLOW_METHOD
@@ -188,10 +188,8 @@ def stand_in_data(config: mlc.ConfigDict) -> list[str]:
     pixels = clips * wanted.frames * wanted.size ** 2
     workers = min(os.cpu_count() or 1, clips) if pixels > _PIXELS_PER_WORKER_START else 0
     with open(directory + ".lock", "a") as lock, _locked(lock):
-      manifest = synthetic.ensure_dataset(directory, workers=workers, show_progress=True, **params)
-      listed = int(manifest["splits"]["train"]["num_examples"])
-      if listed < records.EPOCH_EXAMPLES:   # one clip per class: an epoch of a dozen clips
-        records.list_shard_copies(directory, "train", math.ceil(records.EPOCH_EXAMPLES / listed))
+      synthetic.ensure_dataset(directory, workers=workers, show_progress=True, **params)
+      records.list_shard_copies(directory, "train")   # one clip per class: a dozen listed
   return sorted(blocks)
 
 

@@ -12,7 +12,6 @@ records hold the decoded frames. Prints both rates and their ratio.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -51,8 +50,7 @@ def run(videos: int = 48, frames: int = 64, clip_frames: int = 16, batch: int = 
       examples.append(dict(video=decoded, label=0, video_id=video_id))
     records.write_dataset(os.path.join(tmp, "rec"), "bench", ["x"], {"train": examples}, fps=30,
                           examples_per_shard=8)
-    records.list_shard_copies(os.path.join(tmp, "rec"), "train",
-                              math.ceil(records.EPOCH_EXAMPLES / videos))
+    records.list_shard_copies(os.path.join(tmp, "rec"), "train")
     files = records.split_files(records.load_manifest(os.path.join(tmp, "rec")),
                                 os.path.join(tmp, "rec"), "train")
     del examples

@@ -146,14 +146,14 @@ def write_stand_in(block: mlc.ConfigDict, input_cfg: mlc.ConfigDict, streams: tu
   h, w = ops.resized_hw(*release.hw, short)
   frames = max(video_frames or release.frames, int(input_cfg.frames) * int(input_cfg.stride))
   name = "stand_in" if block.name == "synthetic" else block.name
-  copies = max(math.ceil(records.EPOCH_EXAMPLES / videos), 1)
   directory = os.path.join(root, f"{name}_{videos}x{frames}x{h}x{w}" + "".join(
       f"_{s}" for s in streams))
   info = {"name": name, "videos": videos, "frames": frames, "hw": (h, w),
-          "record_bytes": frames * h * w * 3 * (1 + len(streams)), "listed": copies * videos}
+          "record_bytes": frames * h * w * 3 * (1 + len(streams))}
   k = int(block.split_index)
-  if _listed_examples(directory, f"train{k or ''}") == copies * videos:
-    return directory, info
+  train = f"train{k or ''}"
+  if os.path.exists(os.path.join(directory, records.MANIFEST)):
+    return directory, dict(info, listed=records.list_shard_copies(directory, train))
   rng = np.random.default_rng(0)
 
   def noise() -> np.ndarray:
@@ -167,20 +167,11 @@ def write_stand_in(block: mlc.ConfigDict, input_cfg: mlc.ConfigDict, streams: tu
   test = max(videos // 4, 1)
   records.write_dataset(
       directory, name, CLASSES,
-      {f"train{k or ''}": examples(videos, "train"), f"test{k or ''}": examples(test, "test")},
+      {train: examples(videos, "train"), f"test{k or ''}": examples(test, "test")},
       fps=release.fps, examples_per_shard=max(videos // 4, 1), streams=streams,
       metadata={"short_side": short, "stand_in": "darkjax.tools.bench_input_config"},
       overwrite=True)
-  records.list_shard_copies(directory, f"train{k or ''}", copies)
-  return directory, info
-
-
-def _listed_examples(directory: str, split: str) -> int | None:
-  """The videos `split` of the stand-in at `directory` lists, None if there is none yet."""
-  try:
-    return int(records.load_manifest(directory)["splits"][split]["num_examples"])
-  except (OSError, ValueError, KeyError):
-    return None
+  return directory, dict(info, listed=records.list_shard_copies(directory, train))
 
 
 def stand_in_config(config: mlc.ConfigDict, root: str, videos: int, video_frames: int | None,

@@ -273,40 +273,44 @@ def split_files(manifest: Mapping[str, Any], data_dir: str | os.PathLike,
   return shards
 
 
-# The videos a benchmark's stand-in train split lists at least (`list_shard_copies`): an epoch
-# as long as a real split's, not the few videos it was written with.
+# The videos a benchmark's stand-in train split lists at least (`list_shard_copies`' default): an
+# epoch as long as a real split's, not the few videos it was written with.
 EPOCH_EXAMPLES = 1024
 
 
-def list_shard_copies(directory: str, split: str, copies: int) -> None:
-  """Lists every shard of `split` `copies` times in the dataset's manifest, each copy a hard
-  link to the shard (a copy of the file where links are not possible): the split then holds
-  `copies` times its videos at no cost in disk or page cache. A pipeline's once-per-epoch work
-  (grain's file-order shuffle calls `index_shuffle` once per file, and a call costs more the
-  fewer the files: docs/benchmarks.md, "Stand-in splits as long as a real epoch") is then spread
-  over as many clips as in a real split's epoch (thousands of videos, 64 to a shard), not
-  charged to every few clips of a small stand-in (the benchmarks' stand-in datasets,
-  `EPOCH_EXAMPLES`). A local directory only."""
-  if copies <= 1:
-    return
+def list_shard_copies(directory: str, split: str, examples: int = EPOCH_EXAMPLES) -> int:
+  """Lists every shard of `split` as many times as it takes for the dataset's manifest to list
+  at least `examples` videos, each copy a hard link to the shard (a copy of the file where links
+  are not possible): at no cost in disk or page cache. Returns the videos the split then lists;
+  a split that lists enough already is left as it is. A pipeline's once-per-epoch work (grain's
+  file-order shuffle calls `index_shuffle` once per file, and a call costs more the fewer the
+  files: docs/benchmarks.md, "Stand-in splits as long as a real epoch") is then spread over as
+  many clips as in a real split's epoch (thousands of videos, 64 to a shard), not charged to
+  every few clips of a small stand-in (the benchmarks' stand-in datasets). A local directory
+  only."""
   path = os.path.join(directory, MANIFEST)
   with open(path, encoding="utf-8") as f:
     manifest = json.load(f)
   entry = manifest["splits"][split]
+  listed = int(entry["num_examples"])
+  if not listed or listed >= examples:
+    return listed
+  copies = -(-examples // listed)
   shards = list(entry["shards"])
   for copy in range(1, copies):
     for shard in entry["shards"]:
       stem, ext = os.path.splitext(shard["file"])
-      listed = dict(shard, file=f"{stem}.copy{copy}{ext}")
-      source, target = (os.path.join(directory, e["file"]) for e in (shard, listed))
+      listed_copy = dict(shard, file=f"{stem}.copy{copy}{ext}")
+      source, target = (os.path.join(directory, e["file"]) for e in (shard, listed_copy))
       if os.path.lexists(target):   # left by an interrupted run
         os.remove(target)
       try:
         os.link(source, target)
       except OSError:
         shutil.copyfile(source, target)
-      shards.append(listed)
-  entry["shards"], entry["num_examples"] = shards, entry["num_examples"] * copies
+      shards.append(listed_copy)
+  entry["shards"], entry["num_examples"] = shards, listed * copies
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     json.dump(manifest, f, indent=2)
   os.replace(path + ".tmp", path)
+  return listed * copies
