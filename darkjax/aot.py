@@ -102,24 +102,33 @@ class Target:
     return math.prod(self.shape)
 
 
+class TargetError(ValueError):
+  """A compile-only target name that is not one: the message names the valid ones."""
+
+
+class MissingCompilerError(ModuleNotFoundError):
+  """A compile-only target whose compiler (the aot-tpu / aot-gpu extra) is not installed: the
+  message gives the pip command."""
+
+
 def valid_targets() -> str:
   return ", ".join(f"{chip}[:{c.default}]" for chip, c in CHIPS.items())
 
 
 def parse(name: str) -> Target:
-  """`name` ("h100:8", "tpu-v5e:2x2", "a100") as a Target; ValueError naming the valid ones."""
+  """`name` ("h100:8", "tpu-v5e:2x2", "a100") as a Target; TargetError naming the valid ones."""
   chip, _, shape = name.strip().lower().partition(":")
   if chip not in CHIPS:
-    raise ValueError(f"unknown compile-only target {name!r}; valid targets: {valid_targets()}")
+    raise TargetError(f"unknown compile-only target {name!r}; valid targets: {valid_targets()}")
   spec = CHIPS[chip]
   shape = shape or spec.default
   if not re.fullmatch(r"[1-9]\d*(x[1-9]\d*)*", shape):
-    raise ValueError(f"compile-only target {name!r}: {shape!r} is not a count or topology such "
+    raise TargetError(f"compile-only target {name!r}: {shape!r} is not a count or topology such "
                      f"as {spec.default}; valid targets: {valid_targets()}")
   dims = tuple(int(d) for d in shape.split("x"))
   if spec.platform == "gpu":
     if len(dims) != 1 or (dims[0] > GPUS_PER_HOST and dims[0] % GPUS_PER_HOST):
-      raise ValueError(f"compile-only target {name!r}: a GPU target takes a device count "
+      raise TargetError(f"compile-only target {name!r}: a GPU target takes a device count "
                        f"(1-{GPUS_PER_HOST}, or a multiple of {GPUS_PER_HOST}), e.g. {chip}:8; "
                        f"valid targets: {valid_targets()}")
   else:
@@ -127,7 +136,7 @@ def parse(name: str) -> Target:
     if len(dims) == 2 and rank == 3:
       dims += (1,)
     if len(dims) != rank:
-      raise ValueError(f"compile-only target {name!r}: {chip} takes a {rank}-d topology such "
+      raise TargetError(f"compile-only target {name!r}: {chip} takes a {rank}-d topology such "
                        f"as {spec.default}; valid targets: {valid_targets()}")
   return Target(f"{chip}:{'x'.join(map(str, dims))}", chip, dims)
 
@@ -152,14 +161,14 @@ def missing_package(name: str) -> str:
 @functools.lru_cache(maxsize=None)
 def compile_only_devices(name: str) -> tuple[Any, ...]:
   """The devices of target `name` (compile-only: a Mesh over them lowers and compiles, nothing
-  runs). Raises ModuleNotFoundError naming the pip command when the target's compiler is not
+  runs). Raises MissingCompilerError naming the pip command when the target's compiler is not
   installed. The same name gives the same devices."""
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   target = parse(name)
   chip = CHIPS[target.chip]
   missing = missing_package(name)
   if missing:
-    raise ModuleNotFoundError(f"compiling for {target.name} needs {missing}")
+    raise MissingCompilerError(f"compiling for {target.name} needs {missing}")
   if chip.platform == "tpu":
     # Compile-only: no chip is claimed, so several planners on one host need not exclude each other
     # through libtpu's lock file.

@@ -43,6 +43,13 @@ class ConfigError(ValueError):
   """A config file, arg string, override or field is wrong; the message names it."""
 
 
+class UnknownKeyError(ConfigError, KeyError):
+  """An override of a field the config does not have (a KeyError too, as a dict's lookup)."""
+
+  def __str__(self) -> str:   # the message, not KeyError's repr of it
+    return str(self.args[0]) if self.args else ""
+
+
 def load_module(path: str):
   """The module of a config file: one of darkjax's `configs/` package is imported as
   `configs.x` (so it shares `configs.common` with the other configs); any other file, a user's own
@@ -75,7 +82,14 @@ def load(spec: str, arg: str | None = None) -> mlc.ConfigDict:
   module = load_module(path)
   if not callable(module.__dict__.get("get_config")):
     raise ConfigError(f"config file {path} has no get_config(arg) function")
-  config = module.get_config((arg if arg is not None else spec_arg) or None)
+  arg = (arg if arg is not None else spec_arg) or None
+  try:
+    config = module.get_config(arg)
+  except (KeyError, ValueError, TypeError) as error:   # an arg string it does not take
+    if isinstance(error, ConfigError):
+      raise
+    text = error.args[0] if isinstance(error, KeyError) and error.args else error
+    raise ConfigError(f"config {path}{':' + arg if arg else ''}: {text}") from error
   config.lock()
   return config
 
@@ -91,12 +105,14 @@ def apply_overrides(config: mlc.ConfigDict,
     node = out
     for depth, key in enumerate(parents):
       if key not in node:
-        raise KeyError(f"config override {path!r}: no field {'.'.join(parents[:depth + 1])!r}; "
-                       f"valid keys there: {sorted(node.keys())}")
+        raise UnknownKeyError(f"config override {path!r}: no field "
+                              f"{'.'.join(parents[:depth + 1])!r}; valid keys there: "
+                              f"{sorted(node.keys())}")
       node = node[key]
     if not isinstance(node, mlc.ConfigDict) or leaf not in node:
       valid = sorted(node.keys()) if isinstance(node, mlc.ConfigDict) else []
-      raise KeyError(f"config override {path!r}: no field {leaf!r}; valid keys there: {valid}")
+      raise UnknownKeyError(f"config override {path!r}: no field {leaf!r}; valid keys there: "
+                            f"{valid}")
     node[leaf] = value
   return out
 

@@ -92,15 +92,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   # pylint: disable=import-outside-toplevel
   from darkjax import config as config_lib
   from darkjax import fit, task, train
+  from darkjax.convert.common import ConversionError
   from darkjax.convert.io import CheckpointReadError
   from darkjax.data.flow import FlowError
+  from darkjax.data.normalise import NormalisationMismatchError
   from darkjax.data.prepared import DatasetNotPreparedError, DatasetSplitError
-  from darkjax.data.records import CorruptRecordError
+  from darkjax.data.records import CorruptRecordError, DatasetDirError
   from darkjax.trainers.twostream import MissingFlowStreamError, TowerInitError
-  return (config_lib.ConfigError, DatasetNotPreparedError, DatasetSplitError, CorruptRecordError,
-          CheckpointReadError, FlowError, MissingFlowStreamError, TowerInitError,
-          train.NonFiniteLossError, train.CheckpointMismatchError, task.MissingCapabilityError,
-          fit.DeviceMemoryError)
+  return (config_lib.ConfigError, DatasetNotPreparedError, DatasetSplitError, DatasetDirError,
+          CorruptRecordError, CheckpointReadError, ConversionError, NormalisationMismatchError,
+          FlowError, MissingFlowStreamError, TowerInitError, train.NonFiniteLossError,
+          train.CheckpointMismatchError, task.MissingCapabilityError, fit.DeviceMemoryError)
 
 
 def _one_line(error: BaseException) -> str:
@@ -173,22 +175,52 @@ def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (usage errors as absl prints them); a config file, arg string or override
   that fails while the flags are parsed is one line, as in `_config`."""
   try:
-    return app.parse_flags_with_usage(argv)
+    return flags.FLAGS(argv)
+  except flags.Error as flag_error:
+    cause = _config_file_error(flag_error)
+    if cause is None or "--verbose" in argv:   # absl's own report (app.parse_flags_with_usage)
+      print(f"FATAL Flags parsing error: {flag_error}\nPass --helpshort or --helpfull to see "
+            "help on flags.", file=sys.stderr)
+      sys.exit(1)
   except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
     if "--verbose" in argv:
       raise
-    print(f"darkjax: --config: {' '.join(_config_error_text(error, argv).split())}",
-          file=sys.stderr)
-    sys.exit(2)
+    cause = error
+  print(f"darkjax: --config: {' '.join(_config_error_text(cause, argv).split())}",
+        file=sys.stderr)
+  sys.exit(2)
+
+
+def _config_file_error(error: BaseException) -> BaseException | None:
+  """The error a config file's `get_config` raised, under the flag error absl makes of it
+  (ml-collections re-raises a ValueError or TypeError with the traceback in its message, absl then
+  its own): None for any other flag error."""
+  wrapper = "Error whilst parsing config file"
+  seen = error
+  while seen is not None:
+    if str(seen).startswith(wrapper):
+      return seen.__context__
+    seen = seen.__context__
+  return None
 
 
 def _workdir() -> str:
   """--workdir, which must be a directory (made if missing) or a URL."""
   from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
   workdir = _WORKDIR.value
-  if "://" not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
+  if "://" in workdir:
+    return workdir
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise config_lib.ConfigError(f"--workdir {workdir} is a file; give a directory (it is "
                                  "created if missing; a rerun into the same one resumes)")
+  try:   # made now (the run would make it), so that one that cannot be made fails in one line
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as error:
+    raise config_lib.ConfigError(f"--workdir {workdir} cannot be created ({error.strerror}); give "
+                                 "a directory you can write to") from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise config_lib.ConfigError(f"--workdir {workdir} is not writable; give a directory you can "
+                                 "write to")
   return workdir
 
 

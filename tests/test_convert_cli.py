@@ -112,8 +112,14 @@ def test_read_errors_name_the_file(tmp_path):
   with pytest.raises(io.CheckpointReadError, match="weights.bin: unknown checkpoint format"):
     io.load_state_dict(str(tmp_path / "weights.bin"))
   (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-  with pytest.raises(io.CheckpointReadError, match="broken.pth"):
+  with pytest.raises(io.CheckpointReadError, match="broken.pth") as error:
     io.load_state_dict(str(tmp_path / "broken.pth"))
+  # damaged bytes are not called unsafe: no global to import, an opcode torch does not read
+  (tmp_path / "damaged.pth").write_bytes(bytes(range(256)) * 8)
+  with pytest.raises(io.CheckpointReadError,
+                     match="damaged.pth: not a readable PyTorch checkpoint") as error:
+    io.load_state_dict(str(tmp_path / "damaged.pth"))
+  assert not isinstance(error.value, io.UnsafeCheckpointError)
   torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_tensors.pth")
   with pytest.raises(io.CheckpointReadError, match="no_tensors.pth: no tensors found"):
     io.load_state_dict(str(tmp_path / "no_tensors.pth"))

@@ -139,6 +139,22 @@ def test_main_prints_one_line_without_a_traceback(needs, tmp_path, main_env):
   assert "darkjax: phase train: the train step needs" in result.stderr
 
 
+@pytest.mark.parametrize("args, line", [
+    (["--config", "configs/synthetic.py", "--target", "h999:1"],
+     "unknown compile-only target 'h999:1'; valid targets: h100[:1]"),
+    (["--config", "configs/nope.py"], "configs/nope.py does not exist"),
+    (["--config", "configs/synthetic.py:stepz=1"],
+     "config configs/synthetic.py:stepz=1: unknown config arg 'stepz'"),
+    (["--config", "configs/synthetic.py", "--override", "optimizer.lrr=1"],
+     "config override 'optimizer.lrr': no field 'lrr'; valid keys there: ['b1'"),
+], ids=["target", "config_file", "config_arg", "override"])
+def test_fit_command_says_what_is_wrong_in_one_line(args, line, capsys):
+  from darkjax.tools import fit as fit_tool  # pylint: disable=import-outside-toplevel
+  assert fit_tool.cli(args + ["--cache", ""]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("darkjax.tools.fit: ") and line in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("checked", [False, True])
 def test_a_run_compiles_its_step_once_beside_the_init(needs, tmp_path, compiles, checked):
   """A fresh run's train step compiles on a thread of its own while the init program compiles,

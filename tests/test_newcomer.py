@@ -51,7 +51,9 @@ def data_dir(tmp_path_factory):
       "a config arg goes after the file's ':'"]),
     (["--config=configs/synthetic.py:runlocal,modle=x"],
      ["--config: unknown config arg 'modle'", "valid args: ['batch'"]),
-], ids=["missing_file", "mistyped_key", "unknown_key", "unknown_arg"])
+    (["--config=configs/synthetic.py:runlocal,steps=abc"],
+     ["--config: config arg 'steps': expected a number, got 'abc'"]),
+], ids=["missing_file", "mistyped_key", "unknown_key", "unknown_arg", "arg_value"])
 def test_bad_config_is_one_line(args, fragments, tmp_path, main_env):
   _one_line(_main(args + [f"--workdir={tmp_path / 'w'}"], main_env), *fragments)
   assert not os.path.exists(tmp_path / "w")
@@ -63,6 +65,63 @@ def test_workdir_that_is_a_file_is_one_line_and_left_alone(tmp_path, main_env):
   _one_line(_main(["--config=configs/synthetic.py:runlocal", f"--workdir={path}"], main_env),
             f"--workdir {path} is a file")
   assert path.read_text() == "keep me"
+
+
+def test_workdir_that_cannot_be_made_is_one_line(tmp_path, main_env):
+  (tmp_path / "notes.txt").write_text("keep me")
+  workdir = tmp_path / "notes.txt" / "run"
+  _one_line(_main(["--config=configs/synthetic.py:runlocal", f"--workdir={workdir}"], main_env),
+            f"--workdir {workdir} cannot be created", "give a directory you can write to")
+  assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def _breaks(data_dir: str, tmp_path) -> dict[str, tuple[list[str], list[str]]]:
+  """Bad inputs met after the config loads: (main's args, fragments of its one line)."""
+  manifest = json.load(open(os.path.join(data_dir, "manifest.json"), encoding="utf-8"))
+  no_json, no_shard = str(tmp_path / "no_json"), str(tmp_path / "no_shard")
+  shutil.copytree(data_dir, no_json)
+  with open(os.path.join(no_json, "manifest.json"), "w", encoding="utf-8") as f:
+    f.write("{bad")
+  shutil.copytree(data_dir, no_shard)
+  test_shard = manifest["splits"]["test"]["shards"][0]["file"]
+  os.remove(os.path.join(no_shard, test_shard))
+  weights = tmp_path / "weights.npz"
+  weights.write_bytes(b"not an npz")
+  lift = f"--config=configs/lift_synthetic.py:runlocal,data_dir={data_dir}"
+  copy = "--config.input.data.name=copy"   # read as a prepared dataset, not regenerated
+  return {
+      "unknown_model": ([f"--config=configs/synthetic.py:runlocal,data_dir={data_dir},model=smal3d"],
+                        ["config.model.name: unknown model 'smal3d'", 'did you mean "small3d"?']),
+      "manifest_not_json": ([f"--config=configs/synthetic.py:runlocal,data_dir={no_json}", copy],
+                            [f"{no_json}/manifest.json: not valid JSON", "copy the dataset"]),
+      # the eval split's shard, missed when the dataset opens, not at the first evaluation
+      "missing_eval_shard": ([f"--config=configs/synthetic.py:runlocal,data_dir={no_shard}", copy],
+                             [test_shard, "does not exist", "records verify"]),
+      "data_dir_is_a_file": ([f"--config=configs/synthetic.py:runlocal,data_dir={weights}"],
+                             [f"synthetic dataset directory {weights} is a file", "data_dir"]),
+      # the path is checked before the normalisation its weights were trained on
+      "missing_weights": ([f"{lift},luminous_init={tmp_path / 'nope.pth'}"],
+                          [f"config.lift.pretrained.luminous: {tmp_path / 'nope.pth'}: no such "
+                           "file or directory"]),
+      "weights_normalised_otherwise": ([f"{lift},luminous_init={weights}"],
+                                       ["config.lift.luminous_normalise is 'per_clip'",
+                                        "--config.lift.luminous_normalise=ig65m"]),
+      "unreadable_weights": ([f"{lift},luminous_init={weights}",
+                              "--config.lift.luminous_normalise=ig65m"],
+                             [f"{weights}: not a readable .npz"]),
+  }
+
+
+BREAKS = ("unknown_model", "manifest_not_json", "missing_eval_shard", "data_dir_is_a_file",
+          "missing_weights", "weights_normalised_otherwise", "unreadable_weights")
+
+
+@pytest.mark.parametrize("name", BREAKS)
+def test_bad_data_and_weights_are_one_line_before_training(name, data_dir, tmp_path, main_env):
+  args, fragments = _breaks(data_dir, tmp_path)[name]
+  workdir = tmp_path / "run"
+  _one_line(_main(args + [f"--workdir={workdir}"], main_env), *fragments)
+  assert not (workdir / "checkpoints").exists()
 
 
 def _run_args(data_dir, workdir, steps):

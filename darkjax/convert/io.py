@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from darkjax import file_state, paths
+from darkjax.convert.common import ConversionError
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
 CONTAINER_KEYS = ("state_dict", "model", "model_state", "module")
@@ -37,6 +38,10 @@ class CheckpointReadError(ValueError):
 
 class UnsafeCheckpointError(CheckpointReadError):
   """A pickled checkpoint needs code execution to load and was refused."""
+
+
+class CheckpointNotFoundError(CheckpointReadError, FileNotFoundError):
+  """A path given as weights is missing, or a directory that holds no checkpoint."""
 
 
 def _resave_hint(path: str) -> str:
@@ -58,12 +63,21 @@ def _load_torch(path: str) -> Any:
   try:
     return torch.load(path, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
-    # torch's message is generic advice plus one line naming the offending global.
-    lines = [l.strip() for l in str(e).splitlines() if "GLOBAL" in l or "global" in l]
-    reason = f" ({lines[0]})" if lines else ""
-    raise UnsafeCheckpointError(
-        f"{path}: refused as unsafe: unpickling it would execute code or import objects other "
-        f"than tensors and plain containers{reason}.\n{_resave_hint(path)}") from None
+    # torch's message is generic advice plus one line naming what its weights-only reader met:
+    # a global (an object to import: code) or an opcode it does not read (the bytes are damaged,
+    # or a pickle not written by torch.save).
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    found = [l for l in lines if "GLOBAL" in l or "global" in l]
+    if found:
+      raise UnsafeCheckpointError(
+          f"{path}: refused as unsafe: unpickling it would execute code or import objects other "
+          f"than tensors and plain containers ({found[0]}).\n{_resave_hint(path)}") from None
+    reason = next((l for l in lines if l.startswith(("Unsupported", "invalid load key"))),
+                  lines[-1] if lines else type(e).__name__)
+    raise CheckpointReadError(
+        f"{path}: not a readable PyTorch checkpoint ({reason}): the file is damaged or cut "
+        f"short (copy it again), or it is a pickle that torch.save did not write.\n"
+        f"{_resave_hint(path)}") from None
   except (RuntimeError, EOFError, OSError) as e:
     raise CheckpointReadError(f"{path}: not a readable PyTorch checkpoint: {e}") from e
 
@@ -108,7 +122,7 @@ def unwrap_container(checkpoint: Any, path: str = "<checkpoint>") -> Mapping[str
 def load_state_dict(path: str) -> dict[str, Any]:
   """Tensors of a checkpoint file by name (torch tensors or numpy arrays)."""
   if not os.path.isfile(path):
-    raise CheckpointReadError(f"{path}: no such file")
+    raise CheckpointNotFoundError(f"{path}: no such file")
   lower = path.lower()
   if lower.endswith(".safetensors"):
     checkpoint: Any = _load_safetensors(path)
@@ -145,9 +159,9 @@ def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dic
   try:
     step = checkpointer.latest_step() if step is None else step
     if step is None or step not in checkpointer.all_steps():
-      raise FileNotFoundError(f"{workdir}: no finished checkpoint under {checkpointer.directory} "
-                              "(a darkjax run writes one every config.checkpoint_every steps and "
-                              "at the end)")
+      raise CheckpointNotFoundError(
+          f"{workdir}: no finished checkpoint under {checkpointer.directory} (a darkjax run "
+          "writes one every config.checkpoint_every steps and at the end)")
     state = checkpointer.restore_state_arrays(step)
   finally:
     checkpointer.close()
@@ -195,12 +209,14 @@ def load_variables(out_dir: str) -> tuple[dict, dict]:
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   out_dir = paths.resolve(out_dir)  # a local directory or a URL (gs://...)
   meta_path, target = out_dir / META_FILE, out_dir / VARIABLES_DIR
+  if not out_dir.exists():
+    raise CheckpointNotFoundError(f"{out_dir}: no such directory")
   if not meta_path.is_file() and (out_dir / "checkpoints").is_dir():
     return load_run_variables(os.fspath(out_dir))
   if not meta_path.is_file() or not target.is_dir():
-    raise FileNotFoundError(f"{out_dir}: not a converted checkpoint (needs {META_FILE} and "
-                            f"{VARIABLES_DIR}/, written by python -m darkjax.convert) nor a darkjax "
-                            "run's workdir (needs checkpoints/)")
+    raise CheckpointNotFoundError(
+        f"{out_dir}: not a converted checkpoint (needs {META_FILE} and {VARIABLES_DIR}/, written "
+        f"by python -m darkjax.convert) nor a darkjax run's workdir (needs checkpoints/)")
   meta = json.loads(meta_path.read_text())
   checkpointer = ocp.StandardCheckpointer()
   variables = checkpointer.restore(target)
@@ -217,9 +233,9 @@ def backbone_variables(path: str, arch: str, key: str, head: str = "fc") -> tupl
   run_config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
   found = meta.get("arch") or (run_config.get("model") or {}).get("name")
   if found and found != arch:
-    raise ValueError(f"{key} {path}: holds {found!r} weights (its "
-                     f"{'meta.json' if meta.get('arch') else 'config.json model.name'}), the "
-                     f"model needs {arch!r}; pretrain or convert that architecture")
+    raise CheckpointReadError(f"{key} {path}: holds {found!r} weights (its "
+                              f"{'meta.json' if meta.get('arch') else 'config.json model.name'}), "
+                              f"the model needs {arch!r}; pretrain or convert that architecture")
   out = {}
   for collection, tree in variables.items():
     out[collection] = {k: v for k, v in dict(tree).items() if k != head}
@@ -237,6 +253,7 @@ def pretrained_backbone(name: str, path: str, key: str, configured: str, normali
   from darkjax import convert
   from darkjax.data import normalise
   source = f"{key} {path}"
+  require_exists(path, key)   # before the normalisation check: a mistyped path says so
   if paths.resolve(path).is_dir():
     loaded, meta = backbone_variables(path, name, key)
     if check:
@@ -244,12 +261,23 @@ def pretrained_backbone(name: str, path: str, key: str, configured: str, normali
     return loaded
   if check:
     convert.check_normalise(name, configured, normalise_key, source)
-  return convert.from_torch(name, load_state_dict_of(path, key), num_classes=0)
+  state = load_state_dict_of(path, key)
+  try:
+    return convert.from_torch(name, state, num_classes=0)
+  except ConversionError as error:   # the same error, naming the key and the file
+    raise ConversionError(f"{source}: {error}") from None
+
+
+def require_exists(path: str, key: str) -> None:
+  """Raises CheckpointNotFoundError naming config key `key` when `path` (its value: a file, a
+  directory or a URL) does not exist."""
+  if not paths.resolve(path).exists():
+    raise CheckpointNotFoundError(f"{key}: {path}: no such file or directory")
 
 
 def load_state_dict_of(path: str, key: str) -> dict:
   """`load_state_dict(path)` for the value of config key `key`: errors name the key."""
   try:
     return load_state_dict(path)
-  except CheckpointReadError as error:
-    raise CheckpointReadError(f"{key}: {error}") from None
+  except CheckpointReadError as error:   # the same kind of error, naming the key
+    raise type(error)(f"{key}: {error}") from None

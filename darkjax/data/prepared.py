@@ -73,12 +73,16 @@ class Dataset:
         f"splits: {known}; {fix}")
 
   def check_splits(self, *splits: str) -> None:
-    """Fails at once (DatasetSplitError) if any of `splits` does not resolve to a manifest split."""
+    """Fails at once if any of `splits` does not resolve to a manifest split (DatasetSplitError)
+    or a shard of it is missing or of another size than its manifest entry (MissingShardError,
+    CorruptRecordError): when the dataset is opened, not at the first evaluation after hours of
+    training."""
     for split in splits:
       if split == ALL and ALL not in self.manifest["splits"]:
         self.check_splits("train", "test")
       else:
         self.split_name(split)
+        self.files(split)
 
   def files(self, split: str) -> list[tuple[str, int]]:
     """Record files and example counts of `split`; `all` (unless the manifest has such a split)
@@ -101,7 +105,8 @@ def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
   missing dataset's error gives."""
   name, directory = data_cfg["name"], data_cfg["dir"]
   if not directory:
-    raise ValueError(f"config.input.data.dir is empty for dataset {name!r}")
+    raise records.DatasetDirError(f"config.input.data.dir is empty for dataset {name!r}: set it "
+                                  f"to the dataset's prepared directory")
   directory = os.fspath(paths.resolve(directory))  # a local directory or a URL (gs://...)
   split_index = int(data_cfg.get("split_index", 0))
   if name == "synthetic":

@@ -424,17 +424,23 @@ def ensure_dataset(out_dir: str | os.PathLike, workers: int = 0, show_progress: 
   wanted = SyntheticParams(**params)
   out_dir = os.fspath(out_dir)
   manifest_path = os.path.join(out_dir, records.MANIFEST)
+  elsewhere = ("Give the synthetic dataset a new or empty directory (the config arg `data_dir`, "
+               "config.input.data.dir; `--out` of python -m darkjax.data.synthetic).")
+  directory = paths.resolve(out_dir)
+  if directory.exists() and not directory.is_dir():
+    raise records.ForeignDirectoryError(f"synthetic dataset directory {out_dir} is a file. "
+                                        f"{elsewhere}")
   if not paths.resolve(manifest_path).exists():
-    directory = paths.resolve(out_dir)
     if directory.is_dir() and any(not p.name.endswith(".tmp") for p in directory.iterdir()):
-      raise FileExistsError(f"ensure_dataset: {out_dir} is not empty and has no {records.MANIFEST};"
-                            " refusing to write a synthetic dataset into it")
+      raise records.ForeignDirectoryError(
+          f"ensure_dataset: {out_dir} is not empty and has no {records.MANIFEST}; refusing to "
+          f"write a synthetic dataset into it. {elsewhere}")
     return generate(out_dir, wanted, workers, show_progress=show_progress)
   manifest = records.load_manifest(out_dir)
   if manifest["metadata"].get("generator") != GENERATOR:
-    raise FileExistsError(f"ensure_dataset: {manifest_path} describes dataset "
-                          f"{manifest['name']!r}, not one made by {GENERATOR}; "
-                          "refusing to replace it")
+    raise records.ForeignDirectoryError(
+        f"ensure_dataset: {manifest_path} describes dataset {manifest['name']!r}, not one made "
+        f"by {GENERATOR}; refusing to replace it. {elsewhere}")
   stored = json.loads(json.dumps(manifest["metadata"]))
   if stored == json.loads(json.dumps(_metadata(wanted))):
     try:

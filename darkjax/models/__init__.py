@@ -7,6 +7,7 @@ constructors taking `num_classes` plus keyword overrides. The list of family mod
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any, Callable
 
@@ -43,9 +44,16 @@ def names() -> list[str]:
   return list(_variants())
 
 
+class UnknownModelError(ValueError):
+  """A model name that is not in the zoo; the message suggests the closest and lists them all."""
+
+
 def build(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   """Builds model `name` with a `num_classes`-way head (0: feature extractor)."""
   table = _variants()
   if name not in table:
-    raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(table))}")
+    close = difflib.get_close_matches(str(name), list(table), n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    raise UnknownModelError(f"unknown model {name!r}{hint}; known models: "
+                            f"{', '.join(sorted(table))}")
   return table[name](num_classes=num_classes, **kwargs)

@@ -314,5 +314,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   return rows
 
 
+def cli(argv: list[str]) -> int:
+  """`main` as a command: a bad config, arg, override or target is one line naming it (exit
+  2)."""
+  # pylint: disable=import-outside-toplevel
+  from darkjax import aot
+  from darkjax import config as config_lib
+  try:
+    main(argv)
+  except (config_lib.ConfigError, aot.TargetError, aot.MissingCompilerError) as error:
+    print(f"darkjax.tools.fit: {error}", file=sys.stderr)
+    return 2
+  return 0
+
+
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  sys.exit(cli(sys.argv[1:]))

@@ -43,8 +43,13 @@ class TaskBase:
     """`config.model.name` (or `name`) from the zoo with `config.model.kwargs` and `overrides`,
     the task's class count and compute dtype."""
     kwargs = {**self.config.model.kwargs.to_dict(), **overrides}
-    return models.build(name or self.config.model.name, num_classes=self.num_classes,
-                        dtype=self.dtype, **kwargs)
+    try:
+      return models.build(name or self.config.model.name, num_classes=self.num_classes,
+                          dtype=self.dtype, **kwargs)
+    except models.UnknownModelError as error:
+      if name:   # the task's own choice, not the config's
+        raise
+      raise config_lib.ConfigError(f"config.model.name: {error}") from None
 
   def train_dataset(self, local_batch: int):
     return self.data.train_dataset(local_batch)

@@ -148,11 +148,13 @@ def _pvit_pretrained(model: liftnet.LIFTNet, path: str, config: mlc.ConfigDict,
   against it."""
   from darkjax.convert import vit as convert_vit  # pylint: disable=import-outside-toplevel
   key = "config.lift.pretrained.vit"
+  convert_io.require_exists(path, key)   # before the normalisation check
   if (paths.resolve(path) / convert_io.META_FILE).is_file():
     variables, meta = convert_io.load_variables(path)
     if meta.get("arch") != model.vit:
-      raise ValueError(f"{key} {path} was converted for {meta.get('arch')!r}, the PViT is "
-                       f"{model.vit!r} (convert with --arch {model.vit})")
+      raise convert_io.CheckpointReadError(f"{key} {path} was converted for "
+                                           f"{meta.get('arch')!r}, the PViT is {model.vit!r} "
+                                           f"(convert with --arch {model.vit})")
     trained_on = convert_io.recorded_normalise(meta)
     # Flat parameter paths: the layout of vision_transformer's .npz, which convert_vit reads.
     state = traverse_util.flatten_dict(dict(variables["params"]), sep="/")

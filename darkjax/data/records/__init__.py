@@ -5,7 +5,7 @@ One module per job:
                 byte offset), `iter_tfrecord`, `scan_records`, `CorruptRecordError`
   example       one clip record as a tf.train.Example: `encode_example`, `decode_example`
   directory     a dataset directory: `DatasetWriter`, `write_dataset`, `load_manifest`,
-                `split_files` (the manifest format is in its docstring)
+                `split_files`, `DatasetDirError` (the manifest format is in its docstring)
   verification  `verify` and the `python -m darkjax.data.records verify DIR` command
 
 Everything callers use is importable from here: `from darkjax.data import records;
@@ -13,8 +13,9 @@ records.write_dataset(...)`.
 """
 
 from darkjax.data.records.directory import (EPOCH_EXAMPLES, MANIFEST, MANIFEST_VERSION,
-                                            DatasetWriter, list_shard_copies, load_manifest,
-                                            split_files, write_dataset)
+                                            DatasetDirError, DatasetWriter, ForeignDirectoryError,
+                                            MissingShardError, list_shard_copies, load_manifest, split_files,
+                                            write_dataset)
 from darkjax.data.records.example import (FEATURE_KEYS, RESERVED_STREAM_NAMES, decode_example,
                                           encode_example)
 from darkjax.data.records.framing import (CorruptRecordError, RecordReader, TFRecordWriter,
@@ -24,8 +25,8 @@ from darkjax.data.records.verification import Problem, VerifyReport, main, verif
 
 __all__ = [
     "EPOCH_EXAMPLES", "MANIFEST", "MANIFEST_VERSION", "FEATURE_KEYS", "RESERVED_STREAM_NAMES",
-    "CorruptRecordError", "DatasetWriter", "Problem", "RecordReader", "TFRecordWriter",
-    "VerifyReport", "decode_example", "encode_example", "frame_record", "iter_tfrecord",
+    "CorruptRecordError", "DatasetDirError", "DatasetWriter", "ForeignDirectoryError",
+    "MissingShardError", "Problem", "RecordReader", "TFRecordWriter", "VerifyReport", "decode_example", "encode_example", "frame_record", "iter_tfrecord",
     "iter_tfrecord_with_offsets", "list_shard_copies", "load_manifest", "main", "masked_crc32c",
     "scan_records", "split_files", "verify", "write_dataset",
 ]

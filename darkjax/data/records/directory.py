@@ -30,6 +30,19 @@ MANIFEST_VERSION = 1
 _REQUIRED_MANIFEST_KEYS = ("name", "version", "class_names", "num_classes", "fps", "splits")
 
 
+class DatasetDirError(ValueError):
+  """A dataset directory darkjax cannot read as one: its manifest is not valid, a shard it lists
+  is missing, or it holds files of something else. The message names the file and what to do."""
+
+
+class MissingShardError(DatasetDirError, FileNotFoundError):
+  """A shard the manifest lists does not exist."""
+
+
+class ForeignDirectoryError(DatasetDirError, FileExistsError):
+  """Where a dataset would be written there is a file, or a directory holding something else."""
+
+
 # ----------------------------------------------------------------------------- writing
 
 @dataclasses.dataclass
@@ -206,6 +219,13 @@ def write_dataset(out_dir: str | os.PathLike, name: str, class_names: Sequence[s
 
 # ----------------------------------------------------------------------------- reading
 
+def _invalid(path: str, problem: str) -> DatasetDirError:
+  return DatasetDirError(
+      f"{path}: {problem}. The manifest is written last, by `python -m darkjax.data.prepare` (or "
+      f"`python -m darkjax.data.synthetic`): copy the dataset directory again, or prepare it "
+      f"again into an empty directory.")
+
+
 def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
   data_dir = os.fspath(data_dir)
   path = os.path.join(data_dir, MANIFEST)
@@ -218,32 +238,32 @@ def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
   try:
     manifest = json.loads(paths.resolve(path).read_text())
   except ValueError as error:
-    raise ValueError(f"{path}: not valid JSON ({error})") from None
+    raise _invalid(path, f"not valid JSON ({error})") from None
   if not isinstance(manifest, dict):
-    raise ValueError(f"{path}: top level must be an object")
+    raise _invalid(path, "top level must be an object")
   for key in _REQUIRED_MANIFEST_KEYS:
     if key not in manifest:
-      raise ValueError(f"{path}: missing required key {key!r}")
+      raise _invalid(path, f"missing required key {key!r}")
   if manifest["version"] != MANIFEST_VERSION:
-    raise ValueError(f"{path}: key 'version' is {manifest['version']!r}, "
-                     f"this darkjax reads {MANIFEST_VERSION}")
+    raise _invalid(path, f"key 'version' is {manifest['version']!r}, this darkjax reads "
+                         f"{MANIFEST_VERSION}")
   if manifest["num_classes"] != len(manifest["class_names"]):
-    raise ValueError(f"{path}: key 'num_classes' is {manifest['num_classes']} but "
-                     f"'class_names' has {len(manifest['class_names'])} entries")
+    raise _invalid(path, f"key 'num_classes' is {manifest['num_classes']} but 'class_names' "
+                         f"has {len(manifest['class_names'])} entries")
   if not isinstance(manifest["splits"], dict):
-    raise ValueError(f"{path}: key 'splits' must be an object")
+    raise _invalid(path, "key 'splits' must be an object")
   for split, entry in manifest["splits"].items():
     for key in ("num_examples", "shards"):
       if not isinstance(entry, dict) or key not in entry:
-        raise ValueError(f"{path}: missing key 'splits.{split}.{key}'")
+        raise _invalid(path, f"missing key 'splits.{split}.{key}'")
     for index, shard in enumerate(entry["shards"]):
       for key in ("file", "num_examples"):
         if key not in shard:
-          raise ValueError(f"{path}: missing key 'splits.{split}.shards[{index}].{key}'")
+          raise _invalid(path, f"missing key 'splits.{split}.shards[{index}].{key}'")
     total = sum(shard["num_examples"] for shard in entry["shards"])
     if total != entry["num_examples"]:
-      raise ValueError(f"{path}: key 'splits.{split}.num_examples' is {entry['num_examples']} "
-                       f"but its shards hold {total}")
+      raise _invalid(path, f"key 'splits.{split}.num_examples' is {entry['num_examples']} but "
+                           f"its shards hold {total}")
   manifest.setdefault("frame_shape", None)
   manifest.setdefault("streams", {})
   manifest.setdefault("metadata", {})
@@ -261,8 +281,11 @@ def split_files(manifest: Mapping[str, Any], data_dir: str | os.PathLike,
   for shard in manifest["splits"][split]["shards"]:
     path = os.fspath(paths.resolve(os.path.join(os.fspath(data_dir), shard["file"])))
     if not paths.resolve(path).is_file():
-      raise FileNotFoundError(f"shard {path} of split {split!r} listed in "
-                              f"{os.path.join(os.fspath(data_dir), MANIFEST)} does not exist")
+      raise MissingShardError(
+          f"shard {path} of split {split!r} listed in "
+          f"{os.path.join(os.fspath(data_dir), MANIFEST)} does not exist. Copy the dataset "
+          f"directory again (or rerun `python -m darkjax.data.prepare`, which resumes), then "
+          f"check it with `python -m darkjax.data.records verify {os.fspath(data_dir)}`.")
     size, expected = paths.resolve(path).stat().length, shard.get("num_bytes")
     if expected is not None and size != int(expected):   # one stat per shard, at open
       raise CorruptRecordError(
