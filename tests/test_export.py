@@ -177,6 +177,16 @@ def test_cli_names_a_workdir_without_a_run(tmp_path, capsys):
   assert "no config.json" in capsys.readouterr().err
 
 
+def test_cli_names_an_out_that_is_a_file_and_leaves_it(exported_run, tmp_path, capsys):
+  workdir = os.path.join(os.path.dirname(exported_run[0]), "run")
+  assert os.path.isfile(os.path.join(workdir, "config.json"))
+  (tmp_path / "notes.txt").write_text("keep me")
+  assert export.main(["--workdir", workdir, "--out", str(tmp_path / "notes.txt"),
+                      "--classes", CLASS_NAMES]) == 1
+  assert f"--out {tmp_path / 'notes.txt'} cannot be made a directory" in capsys.readouterr().err
+  assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
 # ONNX (the `onnx` extra): every case. `DARKJAX_ONNX_CASES=a,b` runs only those.
 ONNX_CASES = tuple(ONNX_ZOO) + tuple(PAPERS)
 if os.environ.get("DARKJAX_ONNX_CASES", "all") != "all":

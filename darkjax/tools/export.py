@@ -248,13 +248,17 @@ def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | N
   if fmt not in FORMATS:
     raise ExportError(f"--format {fmt!r} unknown; valid: {FORMATS}")
   config = run_config(workdir, config_spec)
+  try:   # before the model is read and traced: a bad --out fails at once
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as error:
+    raise ExportError(f"--out {out_dir} cannot be made a directory ({error.strerror}); give a "
+                      "directory path") from None
   predictor = predict_checkpoint.Predictor(config, workdir, classes, step)
   sample = predictor.sample_inputs()
   model_name = str(config.model.name)
   fn = inference_function(predictor.task, predictor.variables, list(sample))
   meta = describe(predictor.class_names, sample, model_name, config, predictor.video_inputs)
   meta.update({"format": fmt, "step": predictor.step, "trainer": str(config.trainer)})
-  os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, FILENAMES[fmt])
   if fmt == "stablehlo":
     blob = export_stablehlo(fn, sample, model_name)
