@@ -112,6 +112,18 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch):
   assert experiment.main(argv) == 0
 
 
+@pytest.mark.parametrize("config, variant, line", [
+    ("configs/synthetic.py:stepz=1", "a=steps=2", "unknown config arg 'stepz'"),
+    ("configs/synthetic.py:runlocal", "a=optimizer.lrr=2", "config override 'optimizer.lrr': no"),
+], ids=["config_arg", "arm_override"])
+def test_a_bad_arg_or_override_is_one_line_before_any_run(config, variant, line, tmp_path,
+                                                          capsys):
+  argv = ["--config", config, "--variant", variant, "--out", str(tmp_path / "out")]
+  assert experiment.main(argv) == 2
+  assert line in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()
+
+
 def test_contrasts_within_runs():
   assert experiment.parse_contrasts(["gain=video/late_fusion2/accuracy-video/flow/knn/accuracy"]) \
       == {"gain": ("video/late_fusion2/accuracy", "video/flow/knn/accuracy")}

@@ -179,6 +179,19 @@ def test_ensure_dataset_refuses_foreign_directories(tmp_path):
     synthetic.ensure_dataset(tmp_path, show_progress=False, **TINY)
   with pytest.raises(TypeError, match="unknown parameters"):
     synthetic.ensure_dataset(tmp_path / "x", show_progress=False, colour="red")
+  with pytest.raises(records.ForeignDirectoryError, match="notes.txt is a file"):
+    synthetic.ensure_dataset(tmp_path / "notes.txt", show_progress=False, **TINY)
+  assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_cli_names_a_bad_out_or_videos_in_one_line(tmp_path, capsys):
+  (tmp_path / "notes.txt").write_text("mine")
+  for flag in ("--out", "--videos"):
+    with pytest.raises(SystemExit) as stop:
+      synthetic.main([flag, str(tmp_path / "notes.txt")])
+    assert stop.value.code == 2
+    assert f"{tmp_path / 'notes.txt'} is a file" in capsys.readouterr().err
+  assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_cli_writes_dataset_and_preview(tmp_path, capsys):

@@ -538,8 +538,14 @@ def main(argv: list[str] | None = None) -> int:
   params = dict(seed=args.seed, frames=args.frames, size=args.size, darkness=args.darkness,
                 train_per_class=args.train_per_class, test_per_class=args.test_per_class,
                 fps=args.fps, scenario=args.scenario, flow=args.flow)
+  if args.videos and os.path.exists(args.videos) and not os.path.isdir(args.videos):
+    parser.error(f"--videos {args.videos} is a file; give a directory")
   if args.out:
-    manifest = ensure_dataset(args.out, workers=args.workers, **params)
+    from darkjax.data import records  # noqa: PLC0415
+    try:
+      manifest = ensure_dataset(args.out, workers=args.workers, **params)
+    except records.DatasetDirError as error:
+      parser.exit(2, f"{parser.prog}: {error}\n")
     counts = {split: entry["num_examples"] for split, entry in manifest["splits"].items()}
     print(f"{args.out}: {manifest['name']} {counts} classes={manifest['num_classes']}")
   if args.preview:

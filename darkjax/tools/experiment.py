@@ -404,11 +404,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(str(error))
   if not seeds:
     parser.error("--seeds names no seed")
-  config_lib.load_module(path)   # a missing or broken config file fails before any run
   first = run_name(seeds[0], explicit[0] if explicit else None)
   arm_args = {v: expand(",".join(a for a in (base_arg, extra) if a), args.out, first)
               for v, extra in variants.items()}
-  configs = {v: arm_config(path, arg) for v, arg in arm_args.items()}
+  try:   # a missing config file, or an arm's arg string it does not take, fails before any run
+    config_lib.load_module(path)
+    configs = {v: arm_config(path, arg) for v, arg in arm_args.items()}
+  except config_lib.ConfigError as error:
+    print(f"darkjax.tools.experiment: {error}", file=sys.stderr)
+    return 2
   default_config = configs.pop("default")
   try:
     changes = arms_lib.check(default_config, configs, declared)
