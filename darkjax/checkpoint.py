@@ -81,6 +81,36 @@ def latest_listed(workdir: str) -> str | None:
   return f"{directory}/{max(steps)}" if steps else None
 
 
+# How many differing arrays a StateMismatchError lists.
+MISMATCHES_SHOWN = 12
+
+
+class StateMismatchError(RuntimeError):
+  """A checkpoint's train state has other arrays than the run restoring it."""
+
+
+def describe_differences(differences: list[str]) -> str:
+  """`Checkpointer.state_differences` as text: a count, then the first MISMATCHES_SHOWN."""
+  shown = differences[:MISMATCHES_SHOWN]
+  more = len(differences) - len(shown)
+  return (f"arrays differ from this run's state ({len(differences)} in all):\n  "
+          + "\n  ".join(shown) + (f"\n  ... and {more} more" if more else ""))
+
+
+def _key_name(key: Any) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _leaves_by_path(tree: Any) -> dict[str, Any]:
+  """{"params/conv1/kernel": leaf} of a state tree or its orbax metadata (dict keys, attribute
+  names and sequence indices alike, so that both trees name an array the same)."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: x is None)
+  return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves if leaf is not None}
+
+
 class Checkpointer:
   """Save / restore (state, data iterator, meta) under WORKDIR/checkpoints/<step>."""
 
@@ -114,7 +144,13 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(**args), force=True)
 
   def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict]:
-    """Restores into `abstract_state` (shapes + shardings) and, in place, `data_iterator`."""
+    """Restores into `abstract_state` (shapes + shardings) and, in place, `data_iterator`. A
+    checkpoint whose arrays differ from `abstract_state` in name, shape or dtype raises
+    StateMismatchError listing them, read from its metadata before any array is."""
+    differences = self.state_differences(step, abstract_state)
+    if differences:
+      raise StateMismatchError(f"cannot restore checkpoint {self.directory}/{step}: its "
+                               f"{describe_differences(differences)}")
     args = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -123,6 +159,31 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types; name the checkpoint in every case
       raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
     return restored["state"], restored["meta"]
+
+  def state_differences(self, step: int, abstract_state: Any) -> list[str]:
+    """How the train state saved at `step` differs from `abstract_state` (arrays or
+    ShapeDtypeStructs), one line per array: missing from the checkpoint, not in this run's state,
+    or another shape or dtype; [] when they agree (or the checkpoint has no array metadata)."""
+    try:
+      stored = self._manager.item_metadata(step)["state"]
+    except Exception:  # pylint: disable=broad-except  # metadata is a pre-check; restore decides
+      return []
+    if stored is None:
+      return []
+    have, want = _leaves_by_path(stored), _leaves_by_path(abstract_state)
+    lines = [f"{path}: not in the checkpoint" for path in want if path not in have]
+    lines += [f"{path}: in the checkpoint, not in this run's state" for path in have
+              if path not in want]
+    for path in want.keys() & have.keys():
+      a, b = have[path], want[path]
+      shape_a, shape_b = tuple(getattr(a, "shape", ())), tuple(getattr(b, "shape", ()))
+      dtype_a, dtype_b = getattr(a, "dtype", None), getattr(b, "dtype", None)
+      if shape_a != shape_b:
+        lines.append(f"{path}: checkpoint {shape_a}, this run {shape_b}")
+      elif dtype_a is not None and dtype_b is not None and jax.numpy.dtype(dtype_a) != \
+          jax.numpy.dtype(dtype_b):
+        lines.append(f"{path}: checkpoint {dtype_a}, this run {dtype_b}")
+    return sorted(lines)
 
   def restore_state_arrays(self, step: int) -> Any:
     """The train state saved at `step` as plain host arrays (no target shapes or shardings):

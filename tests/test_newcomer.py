@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from configs import synthetic as synthetic_config
@@ -87,6 +89,10 @@ def _breaks(data_dir: str, tmp_path) -> dict[str, tuple[list[str], list[str]]]:
   os.remove(os.path.join(no_shard, test_shard))
   weights = tmp_path / "weights.npz"
   weights.write_bytes(b"not an npz")
+  other = tmp_path / "other.npz"   # a state dict of another network
+  np.savez(other, **{"fc.weight": np.zeros((3, 4), np.float32)})
+  unsafe = tmp_path / "unsafe.pth"   # unpickling it would import os.system
+  unsafe.write_bytes(pickle.dumps({"w": os.system}, protocol=2))
   lift = f"--config=configs/lift_synthetic.py:runlocal,data_dir={data_dir}"
   copy = "--config.input.data.name=copy"   # read as a prepared dataset, not regenerated
   return {
@@ -109,15 +115,25 @@ def _breaks(data_dir: str, tmp_path) -> dict[str, tuple[list[str], list[str]]]:
       "unreadable_weights": ([f"{lift},luminous_init={weights}",
                               "--config.lift.luminous_normalise=ig65m"],
                              [f"{weights}: not a readable .npz"]),
+      "weights_of_another_network": ([f"{lift},luminous_init={other}",
+                                      "--config.lift.luminous_normalise=ig65m"],
+                                     [f"config.lift.pretrained.luminous {other}: cannot convert "
+                                      "state dict to 'r2plus1d_tiny_test'"]),
+      "unsafe_weights": ([f"{lift},luminous_init={unsafe}",
+                          "--config.lift.luminous_normalise=ig65m"],
+                         [f"{unsafe}: refused as unsafe", "GLOBAL posix.system"]),
   }
 
 
 BREAKS = ("unknown_model", "manifest_not_json", "missing_eval_shard", "data_dir_is_a_file",
-          "missing_weights", "weights_normalised_otherwise", "unreadable_weights")
+          "missing_weights", "weights_normalised_otherwise", "unreadable_weights",
+          "weights_of_another_network", "unsafe_weights")
 
 
 @pytest.mark.parametrize("name", BREAKS)
 def test_bad_data_and_weights_are_one_line_before_training(name, data_dir, tmp_path, main_env):
+  if name == "unsafe_weights":
+    pytest.importorskip("torch", reason="reading .pth files needs the torch extra")
   args, fragments = _breaks(data_dir, tmp_path)[name]
   workdir = tmp_path / "run"
   _one_line(_main(args + [f"--workdir={workdir}"], main_env), *fragments)
