@@ -94,6 +94,7 @@ def _breaks(data_dir: str, tmp_path) -> dict[str, tuple[list[str], list[str]]]:
   unsafe = tmp_path / "unsafe.pth"   # unpickling it would import os.system
   unsafe.write_bytes(pickle.dumps({"w": os.system}, protocol=2))
   lift = f"--config=configs/lift_synthetic.py:runlocal,data_dir={data_dir}"
+  synth = f"--config=configs/synthetic.py:runlocal,data_dir={data_dir}"
   copy = "--config.input.data.name=copy"   # read as a prepared dataset, not regenerated
   return {
       "unknown_model": ([f"--config=configs/synthetic.py:runlocal,data_dir={data_dir},model=smal3d"],
@@ -119,6 +120,14 @@ def _breaks(data_dir: str, tmp_path) -> dict[str, tuple[list[str], list[str]]]:
                                       "--config.lift.luminous_normalise=ig65m"],
                                      [f"config.lift.pretrained.luminous {other}: cannot convert "
                                       "state dict to 'r2plus1d_tiny_test'"]),
+      "crop_larger_than_frames": ([synth, "--config.input.crop_size=64"],
+                                  ["config.input.crop_size 64 is larger than the frames "
+                                   "config.input.short_side 36 gives"]),
+      "unknown_normalisation": ([synth, "--config.input.normalise=imagnet"],
+                                ["config.input.normalise 'imagnet' unknown"]),
+      "stream_not_stored": ([synth, "--config.input.stream=thermal"],
+                            ["config.input.stream reads the record stream(s) ['thermal']",
+                             "its streams: ['day', 'ir', 'video']"]),
       "unsafe_weights": ([f"{lift},luminous_init={unsafe}",
                           "--config.lift.luminous_normalise=ig65m"],
                          [f"{unsafe}: refused as unsafe", "GLOBAL posix.system"]),
@@ -127,7 +136,8 @@ def _breaks(data_dir: str, tmp_path) -> dict[str, tuple[list[str], list[str]]]:
 
 BREAKS = ("unknown_model", "manifest_not_json", "missing_eval_shard", "data_dir_is_a_file",
           "missing_weights", "weights_normalised_otherwise", "unreadable_weights",
-          "weights_of_another_network", "unsafe_weights")
+          "weights_of_another_network", "crop_larger_than_frames", "unknown_normalisation",
+          "stream_not_stored", "unsafe_weights")
 
 
 @pytest.mark.parametrize("name", BREAKS)

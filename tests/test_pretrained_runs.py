@@ -46,9 +46,11 @@ def test_input_stream_selects_the_record_stream_for_train_and_eval(data_dir):
   np.testing.assert_array_equal(dark_eval["index"], day_eval["index"])
   assert day_eval["video"].mean() > 3 * dark_eval["video"].mean()
 
-  day_cfg.stream = "thermal"
-  with pytest.raises(ValueError, match=r"no record stream 'thermal' \(config.input.stream\)"):
-    next(iter(ClassificationData(day_cfg, 0).train_dataset(4)))
+  day_cfg.stream = "thermal"   # before a record is read (the pipeline also checks each record)
+  with pytest.raises(prepared.MissingStreamError,
+                     match=r"config.input.stream reads the record stream\(s\) \['thermal'\], "
+                           r"which .* does not store \(its streams: \['day', 'ir', 'video'\]\)"):
+    ClassificationData(day_cfg, 0).train_dataset(4)
 
 
 def test_dtcm_starts_from_another_runs_backbone(data_dir, tmp_path):

@@ -27,6 +27,7 @@ class ClassificationData:
     self.cfg = input_cfg
     self.seed = seed
     self.spec = ops.ClipSpec.from_config(input_cfg)
+    normalise.check_mode(input_cfg.normalise)
     self.streams = tuple(input_cfg.streams)
     self.video_stream = input_cfg.stream   # the record stream the model sees as its clip
 
@@ -42,8 +43,22 @@ class ClassificationData:
                   self.cfg.short_side)
     return dataset
 
+  def check_streams(self) -> None:
+    """Raises MissingStreamError before any record is read when the dataset does not store a
+    record stream the config reads (config.input.stream, config.input.streams)."""
+    stored = set(self.dataset.frame_shapes())
+    for key, streams in (("stream", (self.video_stream,)), ("streams", self.streams)):
+      missing = [s for s in streams if s not in stored]
+      if missing:
+        raise prepared.MissingStreamError(
+            f"config.input.{key} reads the record stream(s) {missing}, which "
+            f"{self.dataset.directory} does not store (its streams: {sorted(stored)}). Read one "
+            f"of those, or prepare the dataset with the stream (`python -m darkjax.data.prepare "
+            f"--help`: --flow stores optical flow).")
+
   def train_dataset(self, local_batch: int, split: str | None = None):
     cfg = self.cfg
+    self.check_streams()
     return pipeline.train_dataset(
         self.dataset.files(split or cfg.data.split), self.spec, local_batch, seed=self.seed,
         shuffle_window=cfg.shuffle_window, cycle_length=cfg.cycle_length, prefetch=cfg.prefetch,
@@ -52,6 +67,7 @@ class ClassificationData:
 
   def eval_batches(self, local_batch: int, split: str | None = None):
     """Batches of (B, V, T, H, W, C) eval views with `label`, `mask` (padding) and `index`."""
+    self.check_streams()
     return pipeline.eval_batches(self.dataset.files(split or self.cfg.data.eval_split), self.spec,
                                  local_batch, streams=self.streams,
                                  video_stream=self.video_stream,

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from darkjax import config as config_lib
+
 # Per-channel statistics in 0-255 units, in the channel order of CHANNEL_ORDER (default RGB).
 STATS = {
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
@@ -60,7 +62,7 @@ def gamma_correct(clip_uint8: jax.Array, gamma: float) -> jax.Array:
 
 def check_mode(mode: str, what: str = "config.input.normalise") -> None:
   if mode not in MODES:
-    raise ValueError(f"{what} {mode!r} unknown; valid: {MODES}")
+    raise config_lib.ConfigError(f"{what} {mode!r} unknown; valid: {MODES}")
 
 
 def normalise(clip_uint8: jax.Array, mode: str, dtype=jnp.float32, colour: bool = True

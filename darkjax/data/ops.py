@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
+from darkjax import config as config_lib
 from darkjax.data import flow
 
 
@@ -38,18 +39,32 @@ class ClipSpec:
   eval_crops: int = 1
 
   def __post_init__(self):
+    """Checks the fields (ConfigError naming config.input.<field>): the clip a config asks for
+    fails here, before a pipeline reads a record."""
+    problems = []
     if self.sampling not in SAMPLINGS:
-      raise ValueError(f"input.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+      problems.append(f"config.input.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
     if self.train_crop not in ("random", "center"):
-      raise ValueError(f"input.train_crop must be 'random' or 'center', got {self.train_crop!r}")
+      problems.append(f"config.input.train_crop must be 'random' or 'center', got "
+                      f"{self.train_crop!r}")
     if self.eval_crops not in (1, 3):
-      raise ValueError(f"input.eval_crops must be 1 or 3, got {self.eval_crops}")
+      problems.append(f"config.input.eval_crops must be 1 or 3, got {self.eval_crops}")
     if len(tuple(self.resize)) != 2 or min(self.resize) < 0 or (0 in self.resize
                                                                 and max(self.resize) > 0):
-      raise ValueError(f"input.resize must be (H, W) with both > 0, or (0, 0) for off; got "
-                       f"{tuple(self.resize)}")
-    if self.frames < 1 or self.stride < 1 or self.eval_clips < 1:
-      raise ValueError("input.frames, input.stride and input.eval_clips must be >= 1")
+      problems.append(f"config.input.resize must be (H, W) with both > 0, or (0, 0) for off; "
+                      f"got {tuple(self.resize)}")
+    for name in ("frames", "stride", "eval_clips"):
+      if getattr(self, name) < 1:
+        problems.append(f"config.input.{name} must be >= 1, got {getattr(self, name)}")
+    side = min(self.resize) if self.resize and self.resize[0] else self.short_side
+    if self.crop_size and side and self.crop_size > side:
+      what = f"resize {tuple(self.resize)}" if self.resize and self.resize[0] else \
+          f"short_side {self.short_side}"
+      problems.append(f"config.input.crop_size {self.crop_size} is larger than the frames "
+                      f"config.input.{what} gives: set crop_size <= {side} or a larger "
+                      f"{what.split()[0]}")
+    if problems:
+      raise config_lib.ConfigError("; ".join(problems))
 
   @classmethod
   def from_config(cls, cfg: Mapping[str, Any]) -> "ClipSpec":

@@ -27,6 +27,10 @@ class DatasetNotPreparedError(FileNotFoundError):
   """A configured dataset directory has no manifest; the message says how to prepare it."""
 
 
+class MissingStreamError(ValueError):
+  """The config reads a record stream the dataset does not store; the message names both."""
+
+
 class DatasetSplitError(ValueError):
   """A configured split (`split` / `eval_split` with `split_index`) is not in the manifest; the
   message names the dataset, the known splits and the `split_index` values that exist."""
