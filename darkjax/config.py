@@ -22,7 +22,7 @@ import importlib.util
 import math
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax.numpy as jnp
 import ml_collections as mlc
@@ -371,6 +371,13 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[A
 
 class MissingWeightsError(ConfigError):
   """A paper config runs without the pretrained weights its recipe starts from."""
+
+
+def check_choice(config: Mapping[str, Any], dotted: str, valid: Sequence[Any]) -> None:
+  """Raises ConfigError naming config.`dotted` and the `valid` values when it holds another."""
+  value = get_key(config, dotted)
+  if value not in tuple(valid):
+    raise ConfigError(f"config.{dotted} {value!r} unknown; valid: {tuple(valid)}")
 
 
 def get_key(config: Mapping[str, Any], dotted: str):

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 VARIANTS = ("paper", "official")
+# How l1_feature_loss reduces over the feature entries.
+L1_REDUCTIONS = ("sum", "mean")
 ZERO_DCE_WEIGHTS = {
     "paper": {"spatial": 1.0, "exposure": 1.0, "colour": 0.5, "illumination": 20.0,
               "temporal": 1.0},
@@ -270,8 +272,8 @@ def l1_feature_loss(student: jax.Array, teacher: jax.Array, stop_teacher_gradien
   """
   if student.shape != teacher.shape:
     raise ValueError(f"l1_feature_loss: student {student.shape} vs teacher {teacher.shape}")
-  if reduction not in ("sum", "mean"):
-    raise ValueError(f"l1_feature_loss: reduction {reduction!r} unknown; valid: 'sum', 'mean'")
+  if reduction not in L1_REDUCTIONS:
+    raise ValueError(f"l1_feature_loss: reduction {reduction!r} unknown; valid: {L1_REDUCTIONS}")
   if stop_teacher_gradient:
     teacher = jax.lax.stop_gradient(teacher)
   diff = jnp.abs(student.astype(jnp.float32) - teacher.astype(jnp.float32))

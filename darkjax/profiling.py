@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Iterator, Mapping
 
 from darkjax import aot, paths, plots
+from darkjax.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -454,9 +455,9 @@ class StepTrace:
     steps, skip = profile.get("steps", 0), profile.get("skip", 0)
     for key, value in (("steps", steps), ("skip", skip)):
       if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"config.profile.{key}={value!r}: expected an integer >= 0 (profile."
-                         "steps: train steps to trace, 0 for none; profile.skip: steps of the "
-                         "invocation before the first traced one)")
+        raise ConfigError(f"config.profile.{key}={value!r}: expected an integer >= 0 (profile."
+                          "steps: train steps to trace, 0 for none; profile.skip: steps of the "
+                          "invocation before the first traced one)")
     self.steps, self.workdir, self.is_lead = steps, workdir, is_lead
     self.first = start + skip + 1
     self.last = self.first + steps - 1

@@ -30,6 +30,7 @@ from darkjax import config as config_lib
 from darkjax import evaluators as evaluators_lib
 from darkjax.capabilities import (ComputesStreams, Enhances, MapsAttention, MapsFusion,
                                  ScoresVideos)
+from darkjax.config import ConfigError
 
 
 class Task(Protocol):
@@ -163,7 +164,7 @@ def phase_plan(config: mlc.ConfigDict) -> tuple[Phase, ...]:
   """The phases a run of `config` trains, in order; the last is the deployed one."""
   plan = tuple(p for p in declared_phases(config) if p.when(config))
   if not plan:
-    raise ValueError(f"config.trainer {config.trainer!r}: no phase runs for this config")
+    raise ConfigError(f"config.trainer {config.trainer!r}: no phase runs for this config")
   return plan
 
 

@@ -45,6 +45,7 @@ from darkjax.data import prepared
 from darkjax.layers import precision
 from darkjax.step import TrainState, make_train_step
 from darkjax.layers import conv as conv_lib
+from darkjax.config import ConfigError
 
 log = logging.getLogger("darkjax")
 
@@ -82,8 +83,8 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
   keep = lambda k: in_scope(k) and not any(p.search(k) for p in skip)  # noqa: E731
   problems = variables_lib.mismatch(ours, theirs, keep)
   if problems:
-    raise ValueError(f"config.model_init {init_dir}: {problems.describe()} (use "
-                     "config.model_load.dont_load to skip keys)")
+    raise ConfigError(f"config.model_init {init_dir}: {problems.describe()} (use "
+                      "config.model_load.dont_load to skip keys)")
   merged = {k: (jnp.asarray(theirs[k], ours[k].dtype) if keep(k) else v) for k, v in ours.items()}
   return variables_lib.unflatten(merged)
 

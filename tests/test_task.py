@@ -4,6 +4,7 @@ declaration, and a Task that lacks a capability its config's evaluators need fai
 from __future__ import annotations
 
 import os
+import re
 import sys
 import types
 
@@ -13,6 +14,7 @@ import pytest
 from configs import common
 from configs import synthetic as synthetic_config
 from darkjax import capabilities, evaluators
+from darkjax import config as config_lib
 from darkjax import task as task_lib
 from run_configs import config_files, config_module
 
@@ -104,3 +106,24 @@ def test_clip_and_frame_models_give_the_main_jobs_loss_abstractly(tmp_path):
     loss, (_, metrics) = jax.eval_shape(task.loss_fn, params, state, batch, jax.random.key(1), 0.0)
     assert loss.shape == () and metrics["accuracy"].shape == (), name
     assert jax.eval_shape(task.predict, variables, {"video": clips}).shape == (2, 4), name
+
+
+# A paper config's own choices, each given a value it does not have: the Task refuses it when it is
+# built (ConfigError naming the key and the valid values), before data, compile or trace.
+@pytest.mark.parametrize("path, key, valid", [
+    ("configs/dtcm_synthetic.py", "dtcm.setting", "'one_stage_total'"),
+    ("configs/dtcm_synthetic.py", "dtcm.loss_variant", "'paper', 'official'"),
+    ("configs/lift_synthetic.py", "lift.luminous_input", "'gamma', 'flow'"),
+    ("configs/lift_synthetic.py", "lift.kd_reduction", "'sum', 'mean'"),
+    ("configs/lift_synthetic.py", "lift.vit_trainable", "'first', 'none', 'all'"),
+    ("configs/twostream_synthetic.py", "twostream.flow_source", "'stream', 'compute'"),
+    ("configs/twostream_synthetic.py", "twostream.flow_method", "'farneback', 'dis', 'tvl1'"),
+    ("configs/actlumos_synthetic.py", "actlumos.fusion", "'dff', 'sum', 'concat'"),
+    ("configs/actlumos_synthetic.py", "actlumos.stream_statistics", "'separate', 'joint'"),
+], ids=lambda v: v if "." in v and "/" not in v and "'" not in v else None)
+def test_a_paper_choice_it_does_not_have_fails_when_the_task_is_built(path, key, valid):
+  config = config_lib.apply_overrides(config_lib.load(path, "runlocal"), {key: "nope"})
+  with pytest.raises(config_lib.ConfigError,
+                     match=rf"^config\.{re.escape(key)} 'nope' unknown; valid: \(.*"
+                           rf"{re.escape(valid)}"):
+    task_lib.load_task(config, num_classes=10)

@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 
 from darkjax import plots, sharding
 from darkjax.evaluators.base import EvalResult, TrainerView, compile_at_eval_batch, first
+from darkjax.config import ConfigError
 
 _HOST_FIELDS = ("label", "mask", "index")
 
@@ -64,8 +65,8 @@ def source_name(task: Any, data: str) -> str:
   if not data:
     return names[0]
   if data not in names:
-    raise ValueError(f"config.evals: data {data!r} unknown for {type(task).__module__}; "
-                     f"its data sources: {names}")
+    raise ConfigError(f"config.evals: data {data!r} unknown for {type(task).__module__}; "
+                      f"its data sources: {names}")
   return data
 
 

@@ -44,6 +44,7 @@ from darkjax import capabilities, plots, sharding
 from darkjax.data import ops, pipeline, records
 from darkjax.evaluators.base import EvalResult, TrainerView, compile_at_eval_batch, first
 from darkjax.evaluators.classification import source_name
+from darkjax.config import ConfigError
 
 ROW_TITLES = {
     "ir/softmax": "IR net (softmax)", "ir/knn": "IR net (k-NN)",
@@ -193,7 +194,7 @@ class VideoEvaluator:
     self.split = split or self.data.cfg.data.eval_split
     self.train_split = train_split or self.data.cfg.data.split
     if k < 1:
-      raise ValueError(f"config.evals.{name}.k={k}: the kNN classifier needs k >= 1 (paper: 5)")
+      raise ConfigError(f"config.evals.{name}.k={k}: the kNN classifier needs k >= 1 (paper: 5)")
     self.k, self.gamma = int(k), float(gamma)
     self.softmax_weights = dict(softmax_weights or {"ir": 1.0, "flow": 2.0})
     self.knn_weights = dict(knn_weights or {"ir": 1.0, "flow": 2.0})
@@ -201,8 +202,8 @@ class VideoEvaluator:
                           ("knn_weights", self.knn_weights)):
       missing = [s for s in task.streams if s not in weights]
       if missing:
-        raise ValueError(f"config.evals.{name}.{what} {weights} has no weight for stream(s) "
-                         f"{missing}")
+        raise ConfigError(f"config.evals.{name}.{what} {weights} has no weight for stream(s) "
+                          f"{missing}")
     self.hidden, self.nn_steps, self.nn_lr = int(hidden), int(nn_steps), float(nn_lr)
     self._step = jax.jit(task.outputs,
                          in_shardings=(trainer.variables_shardings, trainer.batch_sharding),

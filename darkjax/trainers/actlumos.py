@@ -52,6 +52,7 @@ from darkjax.layers import norm
 from darkjax.layers import retinex as retinex_lib
 from darkjax.models import actlumos
 from darkjax.trainers.base import TaskBase
+from darkjax.config import ConfigError
 
 log = logging.getLogger("darkjax")
 
@@ -71,6 +72,8 @@ class ActLumosInputs:
   def __init__(self, config: mlc.ConfigDict):
     self.config, self.cfg = config, config.actlumos
     self.dtype = config_lib.compute_dtype(config)
+    config_lib.check_choice(config, "actlumos.fusion", actlumos.FUSIONS)
+    config_lib.check_choice(config, "actlumos.stream_statistics", actlumos.STREAM_STATISTICS)
 
   def retinex_uint8(self, dark_uint8: jax.Array) -> jax.Array:
     r = self.cfg.retinex
@@ -217,8 +220,8 @@ def ssl_sources(config: mlc.ConfigDict) -> list[prepared.Dataset]:
   entry and how to prepare it."""
   names, dirs = tuple(config.ssl.datasets), tuple(config.ssl.dirs)
   if not names or len(names) != len(dirs):
-    raise ValueError(f"config.ssl.datasets {list(names)} and config.ssl.dirs {list(dirs)} must "
-                     "be non-empty and of equal length")
+    raise ConfigError(f"config.ssl.datasets {list(names)} and config.ssl.dirs {list(dirs)} must "
+                      "be non-empty and of equal length")
   out = []
   for name, directory in zip(names, dirs):
     # A synthetic source is generated on first use: with `config.ssl.generate` (a set of its own,
@@ -331,8 +334,8 @@ class Task(_Base):
                                   or (self.cfg.backbone_init and self.cfg.student_pretrained))
     self.kd_unlabelled = bool(self.cfg.get("kd_unlabelled", False))
     if self.kd_unlabelled and not kd:
-      raise ValueError("config.actlumos.kd_unlabelled=True distils on unlabelled clips and needs "
-                       "config.actlumos.kd=True (a teacher); set kd_unlabelled=False or kd=True")
+      raise ConfigError("config.actlumos.kd_unlabelled=True distils on unlabelled clips and needs "
+                        "config.actlumos.kd=True (a teacher); set kd_unlabelled=False or kd=True")
     self.sources = ssl_sources(config) if self.kd_unlabelled and num_classes is None else []
 
   def train_dataset(self, local_batch: int):

@@ -48,6 +48,7 @@ from darkjax import task as task_lib
 from darkjax.data.classification import ClassificationData
 from darkjax.layers.grl import dann_lambda
 from darkjax.trainers.base import TaskBase
+from darkjax.config import ConfigError
 
 SOURCE_DOMAIN, TARGET_DOMAIN = 0.0, 1.0
 # Target shuffles differ from the source's even on the same records (kept small: the pipeline's
@@ -76,8 +77,8 @@ def match_channels(x: jax.Array, channels: int, what: str) -> jax.Array:
     return jnp.repeat(x, channels, axis=-1)
   if channels == 1:
     return jnp.mean(x, axis=-1, keepdims=True)
-  raise ValueError(f"config.dinet.input_channels={channels}: cannot feed {what} clips with {have} "
-                   "channels (only 1 -> N and N -> 1 are converted)")
+  raise ConfigError(f"config.dinet.input_channels={channels}: cannot feed {what} clips with {have} "
+                    "channels (only 1 -> N and N -> 1 are converted)")
 
 
 class _MergeDomains(grain.transforms.Map):
@@ -121,8 +122,8 @@ class Task(TaskBase):
   # ---------------------------------------------------------------- data
   def train_dataset(self, local_batch: int):
     if local_batch % 2:
-      raise ValueError(f"config.input.batch_size: the per-host batch {local_batch} must be even "
-                       "(half labelled source, half unlabelled target)")
+      raise ConfigError(f"config.input.batch_size: the per-host batch {local_batch} must be even "
+                        "(half labelled source, half unlabelled target)")
     half = local_batch // 2
     zipped = grain.experimental.ZipIterDataset(
         [self.data_sources["source"].train_dataset(half),

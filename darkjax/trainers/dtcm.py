@@ -37,29 +37,31 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
+from darkjax import config as config_lib
 from darkjax import losses, paths
 from darkjax import task as task_lib
 from darkjax.convert import io as convert_io
 from darkjax.data.classification import ClassificationData
 from darkjax.models.dtcm import SETTINGS
 from darkjax.trainers.base import TaskBase
+from darkjax.config import ConfigError
 
 log = logging.getLogger("darkjax")
 
 
 def check_config(config: mlc.ConfigDict) -> None:
   setting = config.dtcm.setting
-  if setting not in SETTINGS:
-    raise ValueError(f"config.dtcm.setting {setting!r} unknown; valid: {SETTINGS}")
+  config_lib.check_choice(config, "dtcm.setting", SETTINGS)
+  config_lib.check_choice(config, "dtcm.loss_variant", losses.VARIANTS)
   if config.input.normalise != "none":
-    raise ValueError(f"config.input.normalise is {config.input.normalise!r}: DTCM's enhancer needs "
-                     "clips in [0, 1] (set it to 'none'; the backbone's normalisation is "
-                     "config.model.kwargs.normalise)")
+    raise ConfigError(f"config.input.normalise is {config.input.normalise!r}: DTCM's enhancer "
+                      "needs clips in [0, 1] (set it to 'none'; the backbone's normalisation is "
+                      "config.model.kwargs.normalise)")
   enhancer = config.model.kwargs.enhancer
   if (setting == "no_enhancement") != (enhancer == ""):
-    raise ValueError(f"config.dtcm.setting {setting!r} with config.model.kwargs.enhancer "
-                     f"{enhancer!r}: the no_enhancement setting needs enhancer='' and the others "
-                     "an enhancer")
+    raise ConfigError(f"config.dtcm.setting {setting!r} with config.model.kwargs.enhancer "
+                      f"{enhancer!r}: the no_enhancement setting needs enhancer='' and the others "
+                      "an enhancer")
 
 
 def leaky_source(config: mlc.ConfigDict) -> str:

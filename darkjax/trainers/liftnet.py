@@ -48,6 +48,7 @@ from darkjax.data.classification import ClassificationData
 from darkjax.data.prepared import DatasetNotPreparedError
 from darkjax.models import liftnet, vit
 from darkjax.trainers.base import TaskBase
+from darkjax.config import ConfigError
 
 log = logging.getLogger("darkjax")
 
@@ -80,12 +81,11 @@ class LiftInputs:
 
   def __init__(self, config: mlc.ConfigDict):
     self.config, self.lift = config, config.lift
-    if self.lift.luminous_input not in LUMINOUS_INPUTS:
-      raise ValueError(f"config.lift.luminous_input {self.lift.luminous_input!r} unknown; valid: "
-                       f"{LUMINOUS_INPUTS}")
+    config_lib.check_choice(config, "lift.luminous_input", LUMINOUS_INPUTS)
+    config_lib.check_choice(config, "lift.kd_reduction", losses.L1_REDUCTIONS)
     if config.input.gamma:
-      raise ValueError("config.input.gamma must be 0 for LIFT-Net (the PViT sees the dark frames); "
-                       "the luminous stream's gamma is config.lift.gamma")
+      raise ConfigError("config.input.gamma must be 0 for LIFT-Net (the PViT sees the dark "
+                        "frames); the luminous stream's gamma is config.lift.gamma")
     self.data = ClassificationData(config.input, config.seed)
     self.dtype = config_lib.compute_dtype(config)
 
@@ -241,13 +241,13 @@ class Task(_LiftTaskBase):
     self.teacher_head = None
     if self.lift.kd and self.lift.kd_features == "logits":
       if teacher_variables is None:
-        raise ValueError("config.lift.kd_features='logits' distils the teacher's logits: it needs "
-                         "the teacher phase (darkjax.train.run_phases runs it), not only "
-                         "config.lift.pretrained.luminous")
+        raise ConfigError("config.lift.kd_features='logits' distils the teacher's logits: it needs "
+                          "the teacher phase (darkjax.train.run_phases runs it), not only "
+                          "config.lift.pretrained.luminous")
       self.teacher_head = teacher_variables["params"]["fc"]
     elif self.lift.kd_features not in KD_FEATURES:
-      raise ValueError(f"config.lift.kd_features {self.lift.kd_features!r} unknown; valid: "
-                       f"{KD_FEATURES}")
+      raise ConfigError(f"config.lift.kd_features {self.lift.kd_features!r} unknown; valid: "
+                        f"{KD_FEATURES}")
     self.model = self.student
     pretrained = self.lift.pretrained
     self.merges_pretrained = bool(teacher_variables is not None or pretrained.luminous
@@ -354,6 +354,7 @@ def phase_config(config: mlc.ConfigDict, phase: str) -> mlc.ConfigDict:
     out.evals = mlc.ConfigDict({k: v for k, v in config.evals.items()
                                 if v.type == "classification"})
   else:
+    config_lib.check_choice(config, "lift.vit_trainable", liftnet.VIT_TRAINABLE)
     out.optimizer.frozen = tuple(config.optimizer.frozen) + liftnet.frozen_patterns(
         config.lift.vit_trainable, teacher_frozen(config))
   out.lock()

@@ -57,6 +57,7 @@ from darkjax.data import prepared, normalise
 from darkjax.data.classification import ClassificationData
 from darkjax.evaluators import twostream_video as video_eval
 from darkjax.trainers.base import TaskBase
+from darkjax.config import ConfigError
 
 FLOW_SOURCES = ("stream", "compute")
 
@@ -95,14 +96,14 @@ class Task(TaskBase):
   def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
     super().__init__(config, num_classes)
     self.ts = config.twostream
-    if self.ts.flow_source not in FLOW_SOURCES:
-      raise ValueError(f"config.twostream.flow_source {self.ts.flow_source!r}; valid: "
-                       f"{FLOW_SOURCES}")
+    config_lib.check_choice(config, "twostream.flow_source", FLOW_SOURCES)
+    config_lib.check_choice(config, "twostream.flow_method", flow_lib.METHODS)
+    flow_lib.check_method(self.ts.flow_method)   # in this OpenCV build: before a pipeline thread
     self.streams = tuple(self.ts.streams)
     unknown = [s for s in self.streams if s not in ("ir", flow_lib.STREAM)]
     if unknown:
-      raise ValueError(f"config.twostream.streams {self.streams}: unknown {unknown}; valid: "
-                       f"'ir', '{flow_lib.STREAM}'")
+      raise ConfigError(f"config.twostream.streams {self.streams}: unknown {unknown}; valid: "
+                        f"'ir', '{flow_lib.STREAM}'")
     self.data_sources = {"input": ClassificationData(config.input, config.seed)}
     if num_classes is None and self.reads_flow_stream:
       self.check_flow_stream()
@@ -204,8 +205,8 @@ class Task(TaskBase):
     spare = []
     for name in self.ts.spare_classes:
       if name not in names:
-        raise ValueError(f"config.twostream.spare_classes: {name!r} is not a class of "
-                         f"{self.data.dataset.directory}; classes: {names}")
+        raise ConfigError(f"config.twostream.spare_classes: {name!r} is not a class of "
+                          f"{self.data.dataset.directory}; classes: {names}")
       spare.append(names.index(name))
     return losses.p_hot_codes(self.num_classes, self.code_size, spare or None)
 
