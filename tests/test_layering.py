@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -129,3 +131,17 @@ def test_the_checker_sees_arrows(graph):
   assert "darkjax.task" in graph["darkjax.train"]
   assert "darkjax.train" in graph["darkjax.main"]   # imported inside main()
   assert _layer("darkjax.tools.predict") > _layer("darkjax.train")
+
+
+def test_predicting_with_an_exported_model_imports_no_jax():
+  """`python -m darkjax.tools.predict --model model.onnx` runs where jax is not installed
+  (tests/test_predict_exported.py runs it with the onnx extra): its modules, the host pipeline's
+  clip ops included, import no jax, flax or tensorflow, even inside the package imports."""
+  script = (
+      "import sys\n"
+      "for name in ('jax', 'jaxlib', 'flax', 'tensorflow'):\n"
+      "  sys.modules[name] = None   # importing one raises ImportError\n"
+      "import darkjax.tools.predict\n")
+  run = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(ROOT),
+                       capture_output=True, text=True, timeout=120, check=False)
+  assert run.returncode == 0, run.stderr[-2000:]

@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-from darkjax import config as config_lib
 from darkjax.data import flow
 
 
@@ -23,6 +22,12 @@ from darkjax.data import flow
 # non-overlapping `frames`-frame clips from its first frame (`clip_starts`), random (train) or
 # evenly spaced (eval), the two-stream C3D's split of a video into clips.
 SAMPLINGS = ("dense", "segment", "grid")
+
+
+class ClipSpecError(ValueError):
+  """Clip settings (config.input.*) that give no clip; the message names each. (Not
+  darkjax.config's ConfigError: this module stays importable without jax, for predicting with an
+  exported model.)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +44,7 @@ class ClipSpec:
   eval_crops: int = 1
 
   def __post_init__(self):
-    """Checks the fields (ConfigError naming config.input.<field>): the clip a config asks for
+    """Checks the fields (ClipSpecError naming config.input.<field>): the clip a config asks for
     fails here, before a pipeline reads a record."""
     problems = []
     if self.sampling not in SAMPLINGS:
@@ -64,7 +69,7 @@ class ClipSpec:
                       f"config.input.{what} gives: set crop_size <= {side} or a larger "
                       f"{what.split()[0]}")
     if problems:
-      raise config_lib.ConfigError("; ".join(problems))
+      raise ClipSpecError("; ".join(problems))
 
   @classmethod
   def from_config(cls, cfg: Mapping[str, Any]) -> "ClipSpec":
