@@ -14,8 +14,8 @@ records.write_dataset(...)`.
 
 from darkjax.data.records.directory import (EPOCH_EXAMPLES, MANIFEST, MANIFEST_VERSION,
                                             DatasetDirError, DatasetWriter, ForeignDirectoryError,
-                                            MissingShardError, list_shard_copies, load_manifest, split_files,
-                                            write_dataset)
+                                            MissingShardError, list_shard_copies, load_manifest,
+                                            split_files, write_dataset)
 from darkjax.data.records.example import (FEATURE_KEYS, RESERVED_STREAM_NAMES, decode_example,
                                           encode_example)
 from darkjax.data.records.framing import (CorruptRecordError, RecordReader, TFRecordWriter,
@@ -26,7 +26,8 @@ from darkjax.data.records.verification import Problem, VerifyReport, main, verif
 __all__ = [
     "EPOCH_EXAMPLES", "MANIFEST", "MANIFEST_VERSION", "FEATURE_KEYS", "RESERVED_STREAM_NAMES",
     "CorruptRecordError", "DatasetDirError", "DatasetWriter", "ForeignDirectoryError",
-    "MissingShardError", "Problem", "RecordReader", "TFRecordWriter", "VerifyReport", "decode_example", "encode_example", "frame_record", "iter_tfrecord",
+    "MissingShardError", "Problem", "RecordReader", "TFRecordWriter", "VerifyReport",
+    "decode_example", "encode_example", "frame_record", "iter_tfrecord",
     "iter_tfrecord_with_offsets", "list_shard_copies", "load_manifest", "main", "masked_crc32c",
     "scan_records", "split_files", "verify", "write_dataset",
 ]
