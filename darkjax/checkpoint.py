@@ -86,7 +86,12 @@ MISMATCHES_SHOWN = 12
 
 
 class StateMismatchError(RuntimeError):
-  """A checkpoint's train state has other arrays than the run restoring it."""
+  """A checkpoint's train state has other arrays than the run restoring it: `differences`, one
+  line per array (`Checkpointer.state_differences`)."""
+
+  def __init__(self, message: str, differences: list[str]):
+    super().__init__(message)
+    self.differences = differences
 
 
 def describe_differences(differences: list[str]) -> str:
@@ -97,18 +102,12 @@ def describe_differences(differences: list[str]) -> str:
           + "\n  ".join(shown) + (f"\n  ... and {more} more" if more else ""))
 
 
-def _key_name(key: Any) -> str:
-  for attribute in ("key", "name", "idx"):
-    if hasattr(key, attribute):
-      return str(getattr(key, attribute))
-  return str(key)
-
-
 def _leaves_by_path(tree: Any) -> dict[str, Any]:
   """{"params/conv1/kernel": leaf} of a state tree or its orbax metadata (dict keys, attribute
   names and sequence indices alike, so that both trees name an array the same)."""
   leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: x is None)
-  return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves if leaf is not None}
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf for path, leaf in leaves
+          if leaf is not None}
 
 
 class Checkpointer:
@@ -150,7 +149,7 @@ class Checkpointer:
     differences = self.state_differences(step, abstract_state)
     if differences:
       raise StateMismatchError(f"cannot restore checkpoint {self.directory}/{step}: its "
-                               f"{describe_differences(differences)}")
+                               f"{describe_differences(differences)}", differences)
     args = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)

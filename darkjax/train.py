@@ -304,11 +304,10 @@ class Trainer:
           try:
             self.state, _ = checkpointer.restore(start, self.abstract_state, data_iterator)
           except ckpt_lib.StateMismatchError as error:   # found before any array was read
-            differences = checkpointer.state_differences(start, self.abstract_state)
             raise CheckpointMismatchError(
                 f"cannot restore checkpoint {checkpointer.directory}/{start} into this run's "
                 f"state. {self._config_changes()}\nIts "
-                f"{ckpt_lib.describe_differences(differences)}") from error
+                f"{ckpt_lib.describe_differences(error.differences)}") from error
           except RuntimeError as error:
             found = str(error.__cause__ or error)
             if len(found) > 1500:   # orbax lists every leaf of both trees
