@@ -116,6 +116,7 @@ def test_clip_and_frame_models_give_the_main_jobs_loss_abstractly(tmp_path):
     ("configs/lift_synthetic.py", "lift.luminous_input", "'gamma', 'flow'"),
     ("configs/lift_synthetic.py", "lift.kd_reduction", "'sum', 'mean'"),
     ("configs/lift_synthetic.py", "lift.vit_trainable", "'first', 'none', 'all'"),
+    ("configs/lift_synthetic.py", "lift.kd_features", "'hidden', 'logits'"),
     ("configs/twostream_synthetic.py", "twostream.flow_source", "'stream', 'compute'"),
     ("configs/twostream_synthetic.py", "twostream.flow_method", "'farneback', 'dis', 'tvl1'"),
     ("configs/actlumos_synthetic.py", "actlumos.fusion", "'dff', 'sum', 'concat'"),

@@ -156,8 +156,8 @@ class _Base(TaskBase):
   def _suffix(self) -> str:
     name = self.config.model.name
     if name not in ("actlumos", "actlumos_tiny_test"):
-      raise config_lib.ConfigError(f"config.model.name {name!r}: ActLumos builds actlumos or "
-                                   "actlumos_tiny_test")
+      raise ConfigError(f"config.model.name {name!r}: ActLumos builds actlumos or "
+                        "actlumos_tiny_test")
     return name[len("actlumos"):]
 
 

@@ -239,15 +239,13 @@ class Task(_LiftTaskBase):
                   "keeps its initial weights (darkjax.train.run_phases runs both phases)")
     self.teacher_variables = teacher_variables
     self.teacher_head = None
+    config_lib.check_choice(config, "lift.kd_features", KD_FEATURES)
     if self.lift.kd and self.lift.kd_features == "logits":
       if teacher_variables is None:
         raise ConfigError("config.lift.kd_features='logits' distils the teacher's logits: it needs "
                           "the teacher phase (darkjax.train.run_phases runs it), not only "
                           "config.lift.pretrained.luminous")
       self.teacher_head = teacher_variables["params"]["fc"]
-    elif self.lift.kd_features not in KD_FEATURES:
-      raise ConfigError(f"config.lift.kd_features {self.lift.kd_features!r} unknown; valid: "
-                        f"{KD_FEATURES}")
     self.model = self.student
     pretrained = self.lift.pretrained
     self.merges_pretrained = bool(teacher_variables is not None or pretrained.luminous
