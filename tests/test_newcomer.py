@@ -77,8 +77,11 @@ def test_workdir_that_cannot_be_made_is_one_line(tmp_path, main_env):
   assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def _breaks(data_dir: str, tmp_path) -> dict[str, tuple[list[str], list[str]]]:
-  """Bad inputs met after the config loads: (main's args, fragments of its one line)."""
+@pytest.fixture(scope="module")
+def breaks(data_dir, tmp_path_factory) -> dict[str, tuple[list[str], list[str]]]:
+  """Bad inputs met after the config loads: (main's args, fragments of its one line), their
+  broken datasets and weight files written once for the module."""
+  tmp_path = tmp_path_factory.mktemp("breaks")
   manifest = json.load(open(os.path.join(data_dir, "manifest.json"), encoding="utf-8"))
   no_json, no_shard = str(tmp_path / "no_json"), str(tmp_path / "no_shard")
   shutil.copytree(data_dir, no_json)
@@ -141,10 +144,10 @@ BREAKS = ("unknown_model", "manifest_not_json", "missing_eval_shard", "data_dir_
 
 
 @pytest.mark.parametrize("name", BREAKS)
-def test_bad_data_and_weights_are_one_line_before_training(name, data_dir, tmp_path, main_env):
+def test_bad_data_and_weights_are_one_line_before_training(name, breaks, tmp_path, main_env):
   if name == "unsafe_weights":
     pytest.importorskip("torch", reason="reading .pth files needs the torch extra")
-  args, fragments = _breaks(data_dir, tmp_path)[name]
+  args, fragments = breaks[name]
   workdir = tmp_path / "run"
   _one_line(_main(args + [f"--workdir={workdir}"], main_env), *fragments)
   assert not (workdir / "checkpoints").exists()
