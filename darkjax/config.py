@@ -143,9 +143,7 @@ def compute_dtype(config: Mapping[str, Any], platform: str | None = None) -> jnp
   """`config.compute_dtype` resolved for `platform` (default: the platform being compiled for,
   `darkjax.targets.platform()`): activations and matmuls; parameters stay float32. "auto" is
   `AUTO_COMPUTE_DTYPES[platform]`; an explicit dtype wins on every platform."""
-  name = str(config.get("compute_dtype", "auto"))
-  if name not in COMPUTE_DTYPES:
-    raise ConfigError(f"config.compute_dtype {name!r} unknown; valid: {COMPUTE_DTYPES}")
+  name = str(check_choice(config, "compute_dtype", COMPUTE_DTYPES, default="auto"))
   if name == "auto":
     name = AUTO_COMPUTE_DTYPES[platform or targets.platform()]
   return jnp.dtype(name)
@@ -163,22 +161,13 @@ def resolve(config: mlc.ConfigDict, platform: str) -> mlc.ConfigDict:
 def conv_lowering(config: Mapping[str, Any]) -> str:
   """`config.conv_lowering`: "auto" (each conv picks its lowering for the compile target) or
   "native" (XLA's native 3D ops on every target)."""
-  lowering = config.get("conv_lowering", "auto")
-  if lowering not in CONV_LOWERINGS:
-    raise ConfigError(f"config.conv_lowering {lowering!r} unknown; valid: {CONV_LOWERINGS}")
-  return lowering
+  return check_choice(config, "conv_lowering", CONV_LOWERINGS, default="auto")
 
 
 def batch_rounding(config: Mapping[str, Any]) -> str:
   """`config.batch_rounding`: "nearest" (a batch the devices do not divide runs at the nearest
   one they do) or "error" (such a batch stops the run)."""
-  return _checked_rounding(config.get("batch_rounding", "nearest"))
-
-
-def _checked_rounding(rounding: str) -> str:
-  if rounding not in BATCH_ROUNDINGS:
-    raise ConfigError(f"config.batch_rounding {rounding!r} unknown; valid: {BATCH_ROUNDINGS}")
-  return rounding
+  return check_choice(config, "batch_rounding", BATCH_ROUNDINGS, default="nearest")
 
 
 def _divisor(devices: int, accum_steps: int) -> str:
@@ -201,7 +190,7 @@ def global_batch(batch: int, devices: int, accum_steps: int = 1, rounding: str =
   if batch < 1 or devices < 1 or accum_steps < 1:
     raise ConfigError(f"{field} {batch} on {devices} device(s) with config.accum_steps "
                       f"{accum_steps}: all three must be >= 1")
-  _checked_rounding(rounding)
+  check_choice({"batch_rounding": rounding}, "batch_rounding", BATCH_ROUNDINGS)
   multiple = devices * accum_steps
   below = batch // multiple * multiple
   if below == batch:
@@ -373,11 +362,22 @@ class MissingWeightsError(ConfigError):
   """A paper config runs without the pretrained weights its recipe starts from."""
 
 
-def check_choice(config: Mapping[str, Any], dotted: str, valid: Sequence[Any]) -> None:
-  """Raises ConfigError naming config.`dotted` and the `valid` values when it holds another."""
-  value = get_key(config, dotted)
+_REQUIRED = object()
+
+
+def check_choice(config: Mapping[str, Any], dotted: str, valid: Sequence[Any],
+                 default: Any = _REQUIRED) -> Any:
+  """config.`dotted`, one of the `valid` values: another raises ConfigError naming the key and
+  them. With a `default`, a config without the key (one written before the key existed) has it."""
+  try:
+    value = get_key(config, dotted)
+  except KeyError:
+    if default is _REQUIRED:
+      raise
+    value = default
   if value not in tuple(valid):
     raise ConfigError(f"config.{dotted} {value!r} unknown; valid: {tuple(valid)}")
+  return value
 
 
 def get_key(config: Mapping[str, Any], dotted: str):

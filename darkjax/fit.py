@@ -180,9 +180,7 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
   """A Trainer (`build(config)`: built, its step compiled by `trainer.compile_start()`) whose step
   fits the device memory: `config`'s own, else per `config.fit` the first fitting candidate or a
   DeviceMemoryError naming need vs available and what fits."""
-  mode = config.get("fit", "check")
-  if mode not in FIT_MODES:
-    raise config_lib.ConfigError(f"config.fit {mode!r} unknown; valid: {FIT_MODES}")
+  mode = config_lib.check_choice(config, "fit", FIT_MODES, default="check")
   previous = _previous_choice(workdir)
   if previous and mode != "off":   # a resumed run keeps the settings it trained with
     config = _applied(config, previous)

@@ -8,6 +8,7 @@ import importlib
 import os
 import re
 
+import jax.numpy as jnp
 import pytest
 
 from configs import common
@@ -130,6 +131,18 @@ def test_runlocal_traces_native_conv_ops_and_full_runs_the_cpu_rewrites(path):
 def test_unknown_conv_lowering_is_named():
   with pytest.raises(ValueError, match=r"config.conv_lowering 'fast' unknown; valid: \('auto'"):
     train.lowering_scope({"conv_lowering": "fast"})
+
+
+def test_a_choice_a_config_lacks_takes_its_default_and_a_required_one_is_a_key_error():
+  # A config written before the key existed (an older run's config.json) has the default.
+  assert config_lib.conv_lowering({}) == "auto"
+  assert config_lib.batch_rounding({}) == "nearest"
+  assert config_lib.compute_dtype({}, "gpu") == jnp.bfloat16
+  assert config_lib.check_choice({"a": {"b": 2}}, "a.b", (1, 2)) == 2
+  with pytest.raises(KeyError):
+    config_lib.check_choice({"a": {}}, "a.b", (1, 2))
+  with pytest.raises(config_lib.ConfigError, match=r"config.a.b 3 unknown; valid: \(1, 2\)"):
+    config_lib.check_choice({"a": {}}, "a.b", (1, 2), default=3)
 
 
 @pytest.mark.parametrize("batch, devices, accum, runs", [
