@@ -256,9 +256,12 @@ class Trainer:
       if dataset is None:
         dataset = self.task.train_dataset(self.local_batch(self.config.input.batch_size))
       peek = iter(dataset)
-      sample_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
-                                  sharding.device_fields(next(peek)))
-      peek.close()
+      try:   # closed on an error too: its file readers and prefetch threads stop before it rises
+        sample_batch = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype),
+            sharding.device_fields(next(peek)))
+      finally:
+        peek.close()
     self._sample = sample_batch
     cfg = self.config
     total = int(cfg.total_steps)

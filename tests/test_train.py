@@ -221,6 +221,26 @@ def test_wrong_frame_shape_is_reported_with_video_id(data_dir, tmp_path):
     train.Trainer(config, str(tmp_path / "w")).run()
 
 
+def test_a_first_example_that_fails_closes_the_pipeline_it_was_read_from(data_dir, tmp_path):
+  """The Trainer reads one example for the step's shapes: an error there closes that iterator (its
+  file readers and prefetch threads stop) before it reaches the caller."""
+  closed = []
+
+  class Failing:
+    def __iter__(self):
+      return self
+
+    def __next__(self):
+      raise ValueError("record 0 of shard 0: unreadable")
+
+    def close(self):
+      closed.append(True)
+
+  with pytest.raises(ValueError, match="unreadable"):
+    train.Trainer(small_config(data_dir), str(tmp_path / "w")).build(dataset=Failing())
+  assert closed == [True]
+
+
 def test_unknown_config_key_fails_listing_valid_keys(tmp_path, main_env):
   result = subprocess.run(
       [sys.executable, "-m", "darkjax.main", "--config=configs/synthetic.py:runlocal",
