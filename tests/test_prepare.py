@@ -54,6 +54,15 @@ def test_arid_layout_prepares_all_three_official_splits(tmp_path):
   dataset = prepared.open_dataset({"name": "arid_v1", "dir": out, "split_index": 2})
   assert dataset.split_name("test") == "test2"
   assert dataset.num_examples("test") == len(expected["test2"])
+  assert dataset.num_examples("all") == len(expected["train2"]) + len(expected["test2"])
+  # The count is the manifest's (an evaluation asks for it each time: no shard is stat'ed, a
+  # request each on an object store); the shards are checked where a pipeline lists them.
+  first = dataset.files("test")[0][0]
+  os.rename(first, first + ".moved")
+  assert dataset.num_examples("test") == len(expected["test2"])
+  with pytest.raises(records.MissingShardError, match="does not exist"):
+    dataset.files("test")
+  os.rename(first + ".moved", first)
   # A split the manifest does not have fails when the dataset is opened, naming the known ones.
   for split_index, fix in ((0, r"numbered splits \[1, 2, 3\]"), (4, "split_index")):
     with pytest.raises(prepared.DatasetSplitError,
