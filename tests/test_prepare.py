@@ -62,6 +62,10 @@ def test_arid_layout_prepares_all_three_official_splits(tmp_path):
   assert dataset.num_examples("test") == len(expected["test2"])
   with pytest.raises(records.MissingShardError, match="does not exist"):
     dataset.files("test")
+  os.mkdir(first)   # a directory where the shard should be is no shard either
+  with pytest.raises(records.MissingShardError, match="does not exist"):
+    dataset.files("test")
+  os.rmdir(first)
   os.rename(first + ".moved", first)
   # A split the manifest does not have fails when the dataset is opened, naming the known ones.
   for split_index, fix in ((0, r"numbered splits \[1, 2, 3\]"), (4, "split_index")):

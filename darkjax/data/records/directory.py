@@ -279,15 +279,21 @@ def split_files(manifest: Mapping[str, Any], data_dir: str | os.PathLike,
                    f"known splits: {sorted(manifest['splits'])}")
   shards = []
   for shard in manifest["splits"][split]["shards"]:
-    path = os.fspath(paths.resolve(os.path.join(os.fspath(data_dir), shard["file"])))
-    if not paths.resolve(path).is_file():
+    resolved = paths.resolve(os.path.join(os.fspath(data_dir), shard["file"]))
+    path = os.fspath(resolved)
+    try:   # one stat per shard (a request on an object store), which a missing file fails
+      info = resolved.stat()
+      if info.is_directory:
+        raise FileNotFoundError(path)
+    except FileNotFoundError:
       raise MissingShardError(
           f"shard {path} of split {split!r} listed in "
           f"{os.path.join(os.fspath(data_dir), MANIFEST)} does not exist. Copy the dataset "
           f"directory again (or rerun `python -m darkjax.data.prepare`, which resumes), then "
-          f"check it with `python -m darkjax.data.records verify {os.fspath(data_dir)}`.")
-    size, expected = paths.resolve(path).stat().length, shard.get("num_bytes")
-    if expected is not None and size != int(expected):   # one stat per shard, at open
+          f"check it with `python -m darkjax.data.records verify {os.fspath(data_dir)}`."
+      ) from None
+    size, expected = info.length, shard.get("num_bytes")
+    if expected is not None and size != int(expected):
       raise CorruptRecordError(
           path, None, f"the file has {size} bytes, the manifest says {expected}: it was cut "
           f"short or changed. Copy it again (or rerun `python -m darkjax.data.prepare`, which "
