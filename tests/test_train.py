@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from unittest import mock
 
@@ -221,24 +222,27 @@ def test_wrong_frame_shape_is_reported_with_video_id(data_dir, tmp_path):
     train.Trainer(config, str(tmp_path / "w")).run()
 
 
-def test_a_first_example_that_fails_closes_the_pipeline_it_was_read_from(data_dir, tmp_path):
-  """The Trainer reads one example for the step's shapes: an error there closes that iterator (its
-  file readers and prefetch threads stop) before it reaches the caller."""
-  closed = []
+def test_a_first_example_that_fails_closes_the_pipeline_it_was_read_from(data_dir, tmp_path,
+                                                                       monkeypatch):
+  """The Trainer reads one example for the step's shapes: an error there closes that pipeline
+  before it reaches the caller, so no file reader's prefetch thread is left running (one that is
+  still reading when the process exits can abort it)."""
+  from darkjax.data import pipeline  # pylint: disable=import-outside-toplevel
 
-  class Failing:
-    def __iter__(self):
-      return self
+  def unreadable(self, element, rng):
+    raise ValueError("record 0 of shard 0: unreadable")
 
-    def __next__(self):
-      raise ValueError("record 0 of shard 0: unreadable")
-
-    def close(self):
-      closed.append(True)
-
-  with pytest.raises(ValueError, match="unreadable"):
-    train.Trainer(small_config(data_dir), str(tmp_path / "w")).build(dataset=Failing())
-  assert closed == [True]
+  monkeypatch.setattr(pipeline._TrainClip, "random_map", unreadable)
+  config = small_config(data_dir, **{"input.prefetch": 2})   # the default's prefetch thread
+  assert config.input.cycle_length > 1   # and the files' readers (grain's interleave) each on one
+  before = set(threading.enumerate())
+  with pytest.raises(ValueError, match="unreadable") as raised:
+    train.Trainer(config, str(tmp_path / "w")).build()
+  # Its traceback, held as a caller holds it (logging it, or unhandled at exit), keeps the frames
+  # and their locals alive: the pipeline must have been closed, not left to garbage collection.
+  assert raised.tb is not None
+  left = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("grain")]
+  assert left == []
 
 
 def test_unknown_config_key_fails_listing_valid_keys(tmp_path, main_env):
