@@ -109,9 +109,9 @@ def lowering_scope(config: Mapping[str, Any]) -> contextlib.AbstractContextManag
   """Where a run traces its programs: `config.conv_lowering` "auto" lets each conv, pool and
   depthwise conv pick its lowering for the compile target (darkjax.layers.conv: the CPU rewrites
   on CPU, channels-last convolutions on GPU); "native" gives XLA's native 3D ops on every target
-  (`conv.native_lowering()`), the program a TPU runs. Smoke runs (`runlocal`) use "native": their time is compilation, which the CPU
-  rewrites lengthen, and their few steps gain nothing from faster steps (docs/benchmarks.md,
-  "Compile time of smoke runs")."""
+  (`conv.native_lowering()`), the program a TPU runs. Smoke runs (`runlocal`) use "native":
+  their time is compilation, which the CPU rewrites lengthen, and their few steps gain nothing
+  from faster steps (docs/benchmarks.md, "Compile time of smoke runs")."""
   if config_lib.conv_lowering(config) == "native":
     return conv_lib.native_lowering()
   return contextlib.nullcontext()
@@ -603,128 +603,124 @@ class Trainer:
     self.build(dataset=train_ds)   # peeks one example of the same pipeline
     if cfg.eval_every >= 0 and self.evaluators is None:   # config.evals' errors before training
       self.evaluators = evaluators_lib.build(cfg.evals, self.task, self)
-    checkpointer = ckpt_lib.Checkpointer(
-        self.workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
-    try:
+    # What the run opens is closed however it ends (an error in any line below, a Ctrl-C, the
+    # end): the trace, preemption watch and progress bar, then the metrics writer, the input
+    # pipeline (its worker processes and file readers) and the checkpointer (waiting for a save
+    # in flight), before the report reads the metrics back.
+    with contextlib.ExitStack() as resources:
+      checkpointer = ckpt_lib.Checkpointer(
+          self.workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
+      resources.callback(self._release_checkpointer, checkpointer)
       workers = self._input_workers(checkpointer.latest_step() is not None)
       train_iter = iter(pipeline.with_workers(train_ds, workers, int(cfg.input.prefetch)))
-    except BaseException:
-      checkpointer.close()
-      raise
-    self._checkpointer = checkpointer
-    self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
-    rng = jax.random.key(cfg.seed)
-    try:
+      resources.callback(train_iter.close)
+      self._checkpointer = checkpointer
+      self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
+      resources.callback(self.writer.close)
+      rng = jax.random.key(cfg.seed)
       latest = checkpointer.latest_step()
       if latest is None or latest < last:   # steps to train: their compile beside the init's
         self.compile_start(None if latest is None else f"{checkpointer.directory}/{latest}",
                            fresh=latest is None)
       start = self.init_state(data_iterator=train_iter)
-    except BaseException:   # nothing trained: the input workers and files closed all the same
-      train_iter.close()
-      checkpointer.close()
-      self._checkpointer = None
-      self.writer.close()
-      raise
-    if self.is_lead:   # once restored: a run that cannot resume keeps the config it trained with
-      file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
-                                   self._config_json(), sort_keys=True)
-    self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)
-    step_rng = jax.random.fold_in(rng, 2)
-    log.info("model %s: %s parameters; mesh %s", cfg.model.name, f"{self.param_count:,}",
-             dict(self.mesh.shape))
+      if self.is_lead:   # once restored: a run that cannot resume keeps the config it trained with
+        file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
+                                     self._config_json(), sort_keys=True)
+      self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)
+      step_rng = jax.random.fold_in(rng, 2)
+      log.info("model %s: %s parameters; mesh %s", cfg.model.name, f"{self.param_count:,}",
+               dict(self.mesh.shape))
 
-    results: dict[str, Any] = {}
-    bar = tqdm(total=total, initial=start, disable=not self.is_lead or not cfg.progress_bar,
-               desc="train", unit="step", dynamic_ncols=True)
-    pending = None   # metrics of the previous step, read one step late to keep dispatch async
-    evaluating = False   # an out-of-memory error names the evaluation, and what to lower
-    t0, steps_timed = time.time(), 0
-    watch = preemption.PreemptionWatch()
-    trace = profiling.StepTrace(cfg.get("profile", {}), self.workdir, start, self._step_hlo,
-                                self.is_lead, self.step_flops)
-    step = start
-    try:
-      if (0 < start < last and cfg.eval_every > 0 and start % cfg.eval_every == 0
-          and self._evaluation_missing(start)):   # stopped during it: made before training on
-        log.info("%s: resumed at step %d, whose evaluation did not finish; evaluating it first",
-                 self.workdir, start)
-        evaluating = True
-        self._evaluate_or_stop(start, watch, checkpointer, train_iter, "the")
-        evaluating = False
-      for step in range(start + 1, last + 1):
-        trace.begin(step, self.state)
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          # No name keeps the batch past its step: jax lets go of its host memory (grain's
-          # shared memory with `input.workers`) by the next step, not at the end of the run.
-          self.state, metrics = self.train_step(self.state, sharding.host_to_global(
-              self._next_batch(train_iter, step, start, pending, checkpointer),
-              self.batch_sharding), step_rng)
-        trace.end(step, self.state)
+      results: dict[str, Any] = {}
+      bar = tqdm(total=total, initial=start, disable=not self.is_lead or not cfg.progress_bar,
+                 desc="train", unit="step", dynamic_ncols=True)
+      resources.callback(bar.close)
+      pending = None   # metrics of the previous step, read one step late to keep dispatch async
+      evaluating = False   # an out-of-memory error names the evaluation, and what to lower
+      t0, steps_timed = time.time(), 0
+      watch = preemption.PreemptionWatch()
+      resources.callback(watch.close)
+      step = start
+      trace = profiling.StepTrace(cfg.get("profile", {}), self.workdir, start, self._step_hlo,
+                                  self.is_lead, self.step_flops)
+      resources.callback(lambda: trace.close(step, self.state))   # at the last step reached
+      try:
+        if (0 < start < last and cfg.eval_every > 0 and start % cfg.eval_every == 0
+            and self._evaluation_missing(start)):   # stopped during it: made before training on
+          log.info("%s: resumed at step %d, whose evaluation did not finish; evaluating it first",
+                   self.workdir, start)
+          evaluating = True
+          self._evaluate_or_stop(start, watch, checkpointer, train_iter, "the")
+          evaluating = False
+        for step in range(start + 1, last + 1):
+          trace.begin(step, self.state)
+          with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            # No name keeps the batch past its step: jax lets go of its host memory (grain's
+            # shared memory with `input.workers`) by the next step, not at the end of the run.
+            self.state, metrics = self.train_step(self.state, sharding.host_to_global(
+                self._next_batch(train_iter, step, start, pending, checkpointer),
+                self.batch_sharding), step_rng)
+          trace.end(step, self.state)
+          if pending is not None:
+            self._check_finite(*pending, checkpointer)
+          pending = (step, metrics)
+          bar.update(1)
+          steps_timed += 1
+          if step % cfg.log_every == 0 or step == last:
+            self._check_finite(step, metrics, checkpointer)
+            scalars = {k: v for k, v in jax.device_get(metrics).items() if k != "nonfinite"}
+            scalars["train/steps_per_sec"] = steps_timed / max(time.time() - t0, 1e-9)
+            scalars.update(self._flop_rates(scalars["train/steps_per_sec"]))
+            t0, steps_timed = time.time(), 0
+            self.writer.write(step, scalars)
+            bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
+          preempted = watch.reached(step)   # every process calls it at every step
+          if preempted or step % cfg.checkpoint_every == 0 or step == last:
+            self._check_finite(step, metrics, checkpointer)
+            checkpointer.save(step, self.state, train_iter, {"step": step})
+          if preempted:
+            checkpointer.wait()
+            raise preemption.Preempted(step, f"{checkpointer.directory}/{step}", watch.interrupted)
+          if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
+                                      or step == last):
+            self._check_finite(step, metrics, checkpointer)   # what it evaluates, and may save
+            evaluating = True
+            try:
+              results = self._evaluate_or_stop(step, watch, checkpointer, train_iter,
+                                               "the final" if step == total else "the")
+            except Exception:   # the trained steps kept: the rerun resumes from this one
+              self._save_if_unsaved(step, checkpointer, train_iter)
+              raise
+            evaluating = False
+            t0, steps_timed = time.time(), 0
         if pending is not None:
           self._check_finite(*pending, checkpointer)
-        pending = (step, metrics)
-        bar.update(1)
-        steps_timed += 1
-        if step % cfg.log_every == 0 or step == last:
-          self._check_finite(step, metrics, checkpointer)
-          scalars = {k: v for k, v in jax.device_get(metrics).items() if k != "nonfinite"}
-          scalars["train/steps_per_sec"] = steps_timed / max(time.time() - t0, 1e-9)
-          scalars.update(self._flop_rates(scalars["train/steps_per_sec"]))
-          t0, steps_timed = time.time(), 0
-          self.writer.write(step, scalars)
-          bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
-        preempted = watch.reached(step)   # every process calls it at every step
-        if preempted or step % cfg.checkpoint_every == 0 or step == last:
-          self._check_finite(step, metrics, checkpointer)
-          checkpointer.save(step, self.state, train_iter, {"step": step})
-        if preempted:
-          checkpointer.wait()
-          raise preemption.Preempted(step, f"{checkpointer.directory}/{step}", watch.interrupted)
-        if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
-                                    or step == last):
-          self._check_finite(step, metrics, checkpointer)   # what it evaluates, and may save
+        final_missing = start >= last == total and self._evaluation_missing(total)
+        if final_missing:
+          log.info("%s: trained to step %d by a run that stopped before its final evaluation; "
+                   "evaluating now", self.workdir, last)
           evaluating = True
-          try:
-            results = self._evaluate_or_stop(step, watch, checkpointer, train_iter,
-                                             "the final" if step == total else "the")
-          except Exception:   # the trained steps kept: the rerun resumes from this one
-            self._save_if_unsaved(step, checkpointer, train_iter)
-            raise
+          results = self._evaluate_or_stop(last, watch, checkpointer, train_iter, "the final")
           evaluating = False
-          t0, steps_timed = time.time(), 0
-      if pending is not None:
-        self._check_finite(*pending, checkpointer)
-      final_missing = start >= last == total and self._evaluation_missing(total)
-      if final_missing:
-        log.info("%s: trained to step %d by a run that stopped before its final evaluation; "
-                 "evaluating now", self.workdir, last)
-        evaluating = True
-        results = self._evaluate_or_stop(last, watch, checkpointer, train_iter, "the final")
-        evaluating = False
-    except jax.errors.JaxRuntimeError as error:
-      if not fit_lib.out_of_memory(error):
-        raise
-      checkpointer.wait()
-      latest = checkpointer.latest_step()
-      raise fit_lib.DeviceMemoryError(fit_lib.runtime_oom_message(
-          f"phase {self.phase}, {'evaluation at ' if evaluating else ''}step {step}", error,
-          f"{checkpointer.directory}/{latest}" if latest is not None else None,
-          fit_lib.EVAL_OOM_ADVICE if evaluating else "")) from None
-    finally:
-      trace.close(step, self.state)
-      watch.close()
-      bar.close()
-      train_iter.close()
-      checkpointer.close()
-      self._checkpointer = None
-      self.writer.close()
+      except jax.errors.JaxRuntimeError as error:
+        if not fit_lib.out_of_memory(error):
+          raise
+        checkpointer.wait()
+        latest = checkpointer.latest_step()
+        raise fit_lib.DeviceMemoryError(fit_lib.runtime_oom_message(
+            f"phase {self.phase}, {'evaluation at ' if evaluating else ''}step {step}", error,
+            f"{checkpointer.directory}/{latest}" if latest is not None else None,
+            fit_lib.EVAL_OOM_ADVICE if evaluating else "")) from None
     if start >= last and not results:   # nothing left to train: report what the run logged
       results = self.logged_results(start)
     self.reported = self.is_lead and last == total and (start < last or final_missing)
     if self.reported:   # by the invocation that trains the last step (or makes its evaluation)
       reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
     return results
+
+  def _release_checkpointer(self, checkpointer: Any) -> None:
+    checkpointer.close()
+    self._checkpointer = None
 
   def _flop_rates(self, steps_per_sec: float) -> dict[str, float]:
     """On a GPU or TPU, `train/tflops_per_device` (XLA's count of the step per device at the

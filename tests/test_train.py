@@ -245,6 +245,24 @@ def test_a_first_example_that_fails_closes_the_pipeline_it_was_read_from(data_di
   assert left == []
 
 
+def test_a_run_that_fails_after_opening_its_pipeline_closes_it_and_the_checkpointer(
+    data_dir, tmp_path, monkeypatch):
+  """Whatever fails once the run has opened its input pipeline and checkpointer (here the metrics
+  writer, e.g. an unwritable tensorboard directory) closes both before the error reaches the
+  caller: no file reader left running, no checkpointer held."""
+  def unwritable(*args, **kwargs):
+    raise OSError("tensorboard: permission denied")
+
+  monkeypatch.setattr(metrics_lib, "MetricsWriter", unwritable)
+  trainer = train.Trainer(small_config(data_dir, **{"input.prefetch": 2}), str(tmp_path / "w"))
+  before = set(threading.enumerate())
+  with pytest.raises(OSError, match="permission denied") as raised:
+    trainer.run()
+  assert raised.tb is not None   # held, as in the test above
+  assert [t.name for t in set(threading.enumerate()) - before if t.name.startswith("grain")] == []
+  assert trainer._checkpointer is None   # pylint: disable=protected-access
+
+
 def test_unknown_config_key_fails_listing_valid_keys(tmp_path, main_env):
   result = subprocess.run(
       [sys.executable, "-m", "darkjax.main", "--config=configs/synthetic.py:runlocal",
