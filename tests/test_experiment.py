@@ -92,7 +92,7 @@ def test_pairs_between_two_arms():
       in text
 
 
-def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch):
+def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys):
   data = tmp_path / "data"
   out = tmp_path / "out"
   argv = ["--config", f"configs/synthetic.py:runlocal,steps=2,data_dir={data}", "--seeds", "0,1",
@@ -109,7 +109,12 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch):
     raise AssertionError("a cached run was trained again")
 
   monkeypatch.setattr(train, "run_phases", no_training)
+  capsys.readouterr()
   assert experiment.main(argv) == 0
+  lines = [line for line in capsys.readouterr().out.splitlines() if "; run " in line]
+  assert [line.split(": ", 1)[0] for line in lines] == [
+      "default split 0 seed 0", "default split 0 seed 1"]
+  assert all("(stored); run " in line for line in lines), lines   # read back, not trained
 
 
 @pytest.mark.parametrize("config, variant, line", [
@@ -183,13 +188,16 @@ def test_an_arm_reuses_the_default_phase_it_trains_alike(tmp_path, monkeypatch):
   assert _losses(trained / "enhancer") == _losses(arm / "enhancer")
 
 
-def test_runs_go_seed_by_seed_with_every_arm(tmp_path, monkeypatch):
+def test_runs_go_seed_by_seed_with_every_arm_and_say_how_long_the_rest_takes(tmp_path,
+                                                                             monkeypatch, capsys):
   # An interrupted table already pairs the arms of each finished seed.
   order = []
+  arm_seconds = {"default": 10.0, "b16": 290.0}   # an arm that trains longer takes its own time
 
   def fake_run(workdir, make_config, kept, **info):
     order.append((info["variant"], info["seed"]))
-    return {"eval/top1": 0.5 + 0.01 * info["seed"], **info, "seconds": 0.0}
+    return {"eval/top1": 0.5 + 0.01 * info["seed"], **info,
+            "seconds": arm_seconds[info["variant"]]}
 
   monkeypatch.setattr(experiment, "run_cached", fake_run)
   assert experiment.main(["--config", "configs/synthetic.py", "--seeds", "0,1", "--variant",
@@ -197,3 +205,15 @@ def test_runs_go_seed_by_seed_with_every_arm(tmp_path, monkeypatch):
                           "--out", str(tmp_path)]) == 0
   assert order == [("default", 0), ("b16", 0), ("default", 1), ("b16", 1)]
   assert json.loads((tmp_path / "table.json").read_text())["b16"]["eval/top1"]["n"] == 2
+  # Each run's line: its time, its place, and the rest at each arm's own mean (an arm not yet
+  # run at the mean of all): 3 x 10 s, then 10 + 290 s, then 290 s.
+  lines = [line for line in capsys.readouterr().out.splitlines() if "; run " in line]
+  assert lines == ["default split None seed 0: 10 s; run 1 of 4, about 30 s left",
+                   "b16 split None seed 0: 5 min; run 2 of 4, about 5 min left",
+                   "default split None seed 1: 10 s; run 3 of 4, about 5 min left",
+                   "b16 split None seed 1: 5 min; run 4 of 4, done"]
+
+
+def test_durations_read_as_a_person_says_them():
+  assert [experiment.duration(s) for s in (4.6, 59.4, 61, 3599, 3600, 11_000)] == [
+      "5 s", "59 s", "1 min", "1 h 00 min", "1 h 00 min", "3 h 03 min"]

@@ -35,7 +35,10 @@ start from what an earlier variant of the same seed and split trained, e.g. ActL
 without SSL distilled from the default run's teacher:
 `--variant no_ssl=ssl=False,teacher_init={out}/default/{run}/teacher`.
 Runs go seed by seed (split by split), each seed's arms in the order given, `default` first, so
-an interrupted table already pairs the arms of every seed it finished.
+an interrupted table already pairs the arms of every seed it finished. Each run ends with a line
+naming it, its time (`stored`: read back from an earlier call's result.json), its place among the
+runs and about how long the rest take (each at its arm's mean time so far: an arm that shares
+phases with the default, or trains more steps, keeps its own pace).
 
 Each paper's evidence command in docs/papers/ is one call of it, e.g. 3D-DiNet's source-only
 baseline against DANN:
@@ -118,6 +121,44 @@ def share_phases(run_dir: str, source_dir: str, config: mlc.ConfigDict,
     copied[name] = source
   file_state.atomic_write_json(os.path.join(run_dir, SHARED_FILE), copied)
   return copied
+
+
+def duration(seconds: float) -> str:
+  """`45 s`, `12 min`, `3 h 05 min`."""
+  seconds = round(seconds)
+  if seconds < 60:
+    return f"{seconds} s"
+  minutes = round(seconds / 60)
+  if minutes < 60:
+    return f"{minutes} min"
+  return "{} h {:02d} min".format(*divmod(minutes, 60))
+
+
+def time_left(plan: Sequence[tuple[Any, int, str]], done: int,
+              results: dict[str, list[dict[str, Any]]]) -> float | None:
+  """Seconds the runs of `plan` after its first `done` should take: each one as long as the mean
+  of its arm's runs so far (an arm that shares phases with the default, or trains more steps,
+  takes its own time), an arm without one as the mean of all; None before any run is timed."""
+  seconds = {arm: [r["seconds"] for r in rows] for arm, rows in results.items() if rows}
+  every = [t for times in seconds.values() for t in times]
+  if not every:
+    return None
+  overall = sum(every) / len(every)
+  return sum(sum(seconds[arm]) / len(seconds[arm]) if arm in seconds else overall
+             for _, _, arm in plan[done:])
+
+
+def progress_line(plan: Sequence[tuple[Any, int, str]], index: int, result: dict[str, Any],
+                  stored: bool, results: dict[str, list[dict[str, Any]]]) -> str:
+  """What a finished run prints: arm, split, seed, its time (`stored`: read from its result.json,
+  trained by an earlier call), its place in the plan and the time the rest should take."""
+  split, seed, variant = plan[index]
+  took = f"{duration(result['seconds'])}{' (stored)' if stored else ''}"
+  left = time_left(plan, index + 1, results)
+  rest = ("done" if index + 1 == len(plan) else
+          f"about {duration(left)} left" if left is not None else "")
+  return (f"{variant} split {split} seed {seed}: {took}; run {index + 1} of {len(plan)}"
+          + (f", {rest}" if rest else ""))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -436,25 +477,25 @@ def main(argv: list[str] | None = None) -> int:
   results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
   # Seed by seed, every arm of a seed before the next seed: an interrupted table pairs the arms of
   # each finished seed, and an arm's shared phases come from its seed's default run.
-  for split in order:
-    for seed in seeds:
-      name = run_name(seed, split)
-      for variant, extra in variants.items():
-        if split not in arm_splits[variant]:
-          continue
-        run_dir = os.path.join(args.out, variant, name)
-        run_arg = expand(",".join(a for a in (base_arg, extra) if a), args.out, name)
+  plan = [(split, seed, variant) for split in order for seed in seeds for variant in variants
+          if split in arm_splits[variant]]
+  for index, (split, seed, variant) in enumerate(plan):
+    name = run_name(seed, split)
+    extra = variants[variant]
+    run_dir = os.path.join(args.out, variant, name)
+    run_arg = expand(",".join(a for a in (base_arg, extra) if a), args.out, name)
 
-        def make_config(arg=run_arg, seed=seed, split=split):
-          return with_run(arm_config(path, arg), seed, split)
+    def make_config(arg=run_arg, seed=seed, split=split):
+      return with_run(arm_config(path, arg), seed, split)
 
-        if shared.get(variant) and not os.path.exists(os.path.join(run_dir, RESULT_FILE)):
-          share_phases(run_dir, os.path.join(args.out, "default", name), make_config(),
-                       shared[variant])
-        result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
-                            config_arg=run_arg)
-        print(f"{variant} split {split} seed {seed}: {result['seconds']:.0f} s", flush=True)
-        results[variant].append(result)
+    stored = os.path.exists(os.path.join(run_dir, RESULT_FILE))
+    if shared.get(variant) and not stored:
+      share_phases(run_dir, os.path.join(args.out, "default", name), make_config(),
+                   shared[variant])
+    result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
+                        config_arg=run_arg)
+    results[variant].append(result)
+    print(progress_line(plan, index, result, stored, results), flush=True)
   table = aggregate(results, args.metrics)
   paired = paired_differences(results, table)
   between = {name: arm_difference(results, table, a, b) for name, (a, b) in pairs.items()}
