@@ -13,6 +13,7 @@ import sys
 import google_crc32c
 import numpy as np
 import pytest
+from tqdm import tqdm
 
 from darkjax.data import records
 from darkjax.data.records import example as example_codec
@@ -360,7 +361,16 @@ def test_manifest_and_split_errors(tmp_path):
 def test_cli_exit_codes(tmp_path, capsys):
   out_dir, manifest, _ = _write(tmp_path)
   assert records.main(["verify", out_dir]) == 0
-  assert "train: 3 shards, 5/5 examples" in capsys.readouterr().out
+  captured = capsys.readouterr()
+  assert "train: 3 shards, 5/5 examples" in captured.out
+  # A bar over the manifest's bytes on stderr (a real dataset takes minutes to read), none with
+  # --no-progress; the report on stdout either way.
+  total = sum(s["num_bytes"] for e in manifest["splits"].values() for s in e["shards"])
+  size = tqdm.format_sizeof(total, divisor=1024)
+  assert f"verify {manifest['name']}: 100%" in captured.err and f"{size}/{size}" in captured.err
+  assert records.main(["verify", out_dir, "--no-progress"]) == 0
+  captured = capsys.readouterr()
+  assert "train: 3 shards, 5/5 examples" in captured.out and "100%" not in captured.err
   path = records.split_files(manifest, out_dir, "train")[2][0]
   _flip_byte(path, 20)
   assert records.main(["verify", out_dir]) == 1

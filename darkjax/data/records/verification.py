@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Any, Mapping, Sequence
 
+from tqdm import tqdm
+
 from darkjax import file_state, paths
 from darkjax.data.records.directory import load_manifest
 from darkjax.data.records.example import decode_example
@@ -97,20 +99,28 @@ def _verify_shard(path: str, shard: Mapping[str, Any], manifest: Mapping[str, An
   return num_valid
 
 
-def verify(data_dir: str | os.PathLike, check_crc: bool = True) -> VerifyReport:
-  """Checks every shard of every split and collects all problems (file + byte offset)."""
+def verify(data_dir: str | os.PathLike, check_crc: bool = True,
+           progress: bool = False) -> VerifyReport:
+  """Checks every shard of every split and collects all problems (file + byte offset). With
+  `progress`, a bar over the bytes the manifest lists (rate and time left) on stderr."""
   data_dir = os.fspath(data_dir)
   manifest = load_manifest(data_dir)
   problems: list[Problem] = []
   splits = {}
-  for split, entry in manifest["splits"].items():
-    summary = {"shards": len(entry["shards"]), "expected_examples": entry["num_examples"],
-               "found_examples": 0, "num_bytes": 0}
-    for shard in entry["shards"]:
-      path = os.fspath(paths.resolve(os.path.join(data_dir, shard["file"])))
-      summary["found_examples"] += _verify_shard(path, shard, manifest, check_crc, problems)
-      summary["num_bytes"] += paths.size(path) if paths.resolve(path).is_file() else 0
-    splits[split] = summary
+  shards = [shard for entry in manifest["splits"].values() for shard in entry["shards"]]
+  bar = tqdm(total=sum(int(shard.get("num_bytes") or 0) for shard in shards), unit="B",
+             unit_scale=True, unit_divisor=1024, desc=f"verify {manifest.get('name', data_dir)}",
+             disable=not progress, dynamic_ncols=True)
+  with bar:
+    for split, entry in manifest["splits"].items():
+      summary = {"shards": len(entry["shards"]), "expected_examples": entry["num_examples"],
+                 "found_examples": 0, "num_bytes": 0}
+      for shard in entry["shards"]:
+        path = os.fspath(paths.resolve(os.path.join(data_dir, shard["file"])))
+        summary["found_examples"] += _verify_shard(path, shard, manifest, check_crc, problems)
+        summary["num_bytes"] += paths.size(path) if paths.resolve(path).is_file() else 0
+        bar.update(int(shard.get("num_bytes") or 0))
+      splits[split] = summary
   return VerifyReport(data_dir, splits, problems)
 
 
@@ -121,9 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   verify_parser = commands.add_parser("verify", help="check shards, hashes, CRCs and examples")
   verify_parser.add_argument("data_dir")
   verify_parser.add_argument("--no-crc", action="store_true", help="skip per-record CRC checks")
+  verify_parser.add_argument("--no-progress", action="store_true",
+                             help="no progress bar (bytes read, rate, time left) on stderr")
   args = parser.parse_args(argv)
   try:
-    report = verify(args.data_dir, check_crc=not args.no_crc)
+    report = verify(args.data_dir, check_crc=not args.no_crc, progress=not args.no_progress)
   except (FileNotFoundError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
