@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -448,11 +449,23 @@ def test_darkness_cli_on_prepared_dataset(tmp_path, capsys):
                              str(tmp_path / "h.png")]) == 0
   with open(keep, encoding="utf-8") as f:
     assert f.read().splitlines() == [f"{data}:test/c_dark", f"{data}:train/a_dark"]
-  assert "3 videos, 2 dark" in capsys.readouterr().out
+  captured = capsys.readouterr()
+  assert "3 videos, 2 dark" in captured.out
+  assert "darkness: 100%" in captured.err and "3/3" in captured.err   # the bar, on stderr
   only_train = darkness_tool.scan([data], splits=["train"])
   assert [r.name.split(":")[1] for r in only_train] == ["train/a_dark", "train/b_bright"]
   with pytest.raises(ValueError, match="--split 'val'"):
     darkness_tool.scan([data], splits=["val"])
+  # Every path is checked before any video is read: a mistyped last one fails at once.
+  decoded = []
+  real_decode = records.decode_example
+  with mock.patch.object(records, "decode_example",
+                         lambda *a, **k: decoded.append(1) or real_decode(*a, **k)):
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+      darkness_tool.scan([data, str(tmp_path / "nowhere")])
+  assert decoded == []
+  assert darkness_tool.main([data, "--histogram", "", "--no-progress"]) == 0
+  assert "darkness: " not in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- end to end

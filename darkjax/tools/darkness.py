@@ -2,17 +2,19 @@ r"""DTCM's video darkness metric over video files or prepared datasets (how Dark
 
   python -m darkjax.tools.darkness VIDEO_OR_DIR... [--tau 0.877] [--histogram darkness.png]
                                    [--keep-dark dark.txt] [--split train]
-                                   [--sampling random|middle] [--seed 0]
+                                   [--sampling random|middle] [--seed 0] [--no-progress]
 
 Each PATH is a video file (decoded by darkjax.data.video), a directory of video files (searched
-recursively for darkjax.data.video.VIDEO_EXTENSIONS) or a prepared dataset directory (one with manifest.json: every example of every
-split, or of --split, read from its records). For each video it prints D_v (paper Eq. 12-14: mean
+recursively for darkjax.data.video.VIDEO_EXTENSIONS) or a prepared dataset directory (one with
+manifest.json: every example of every split, or of --split, read from its records). For each video it prints D_v (paper Eq. 12-14: mean
 over 8 segment-sampled frames of (S_t - S_c) / S_c, S_c = 112) and the verdict `dark` when
 D_v < -tau, then a summary. Each segment's frame is drawn at random as in the paper (Sec. III-F),
 from a generator seeded by --seed and the video's name (`video_seed`: a rerun draws the same
-frames, whatever the order of the videos); --sampling middle takes each segment's middle frame; it writes a histogram PNG of D_v with the threshold marked, and with
---keep-dark the list of dark videos (file paths, or `DATASET_DIR:split/video_id` for records), one
-per line.
+frames, whatever the order of the videos); --sampling middle takes each segment's middle frame.
+It writes a histogram PNG of D_v with the threshold marked, and with --keep-dark the list of dark
+videos (file paths, or `DATASET_DIR:split/video_id` for records), one per line. Every path and
+split is checked before any video is decoded; a bar on stderr counts the videos scored, with the
+time left (thousands of videos take hours to decode; --no-progress hides it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import zlib
 from typing import Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from darkjax import plots
 from darkjax.data import darkness, records, video
@@ -49,40 +52,61 @@ def score_frames(name: str, frames: np.ndarray, tau: float, sampling: str = "ran
   return VideoDarkness(name, score, score < -tau, int(frames.shape[0]))
 
 
-def _dataset_videos(data_dir: str,
-                    splits: Sequence[str] | None) -> Iterator[tuple[str, np.ndarray]]:
-  manifest = records.load_manifest(data_dir)
+def _wanted_splits(data_dir: str, manifest: dict, splits: Sequence[str] | None) -> list[str]:
   wanted = list(splits) if splits else sorted(manifest["splits"])
-  for split in wanted:
-    if split not in manifest["splits"]:
-      raise ValueError(f"{data_dir}: --split {split!r} not in the dataset; known splits: "
-                       f"{sorted(manifest['splits'])}")
+  unknown = [split for split in wanted if split not in manifest["splits"]]
+  if unknown:
+    raise ValueError(f"{data_dir}: --split {unknown[0]!r} not in the dataset; known splits: "
+                     f"{sorted(manifest['splits'])}")
+  return wanted
+
+
+def _dataset_videos(data_dir: str, manifest: dict,
+                    splits: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
+  for split in splits:
     for path, _ in records.split_files(manifest, data_dir, split):
       for data in records.iter_tfrecord(path):
         example = records.decode_example(data, source=path)
         yield f"{data_dir}:{split}/{example['video_id']}", example["video"]
 
 
-def scan(paths: Sequence[str], tau: float = darkness.DARK_THRESHOLD,
-         splits: Sequence[str] | None = None, sampling: str = "random",
-         seed: int = 0) -> list[VideoDarkness]:
-  """D_v and verdict of every video under `paths` (files, video dirs, prepared dataset dirs)."""
-  score = lambda name, frames: score_frames(name, frames, tau, sampling, seed)  # noqa: E731
-  results = []
+def _sources(paths: Sequence[str], splits: Sequence[str] | None
+             ) -> tuple[list[Iterator[tuple[str, np.ndarray]]], int]:
+  """Per path, the (name, frames) of its videos, decoded lazily, and how many videos there are
+  in all; every path and split is checked first, so a mistyped one fails before hours of
+  decoding."""
+  sources, total = [], 0
   for path in paths:
     if not os.path.exists(path):
       raise FileNotFoundError(f"darkness: {path} does not exist")
-    if os.path.isdir(path):
-      if os.path.exists(os.path.join(path, records.MANIFEST)):
-        results += [score(name, frames) for name, frames in _dataset_videos(path, splits)]
-        continue
-      files = video.find_videos(path)
-      if not files:
-        raise ValueError(f"darkness: {path} has neither a {records.MANIFEST} nor video files "
-                         f"({', '.join(video.VIDEO_EXTENSIONS)})")
-      results += [score(f, video.decode_video(f)[0]) for f in files]
-    else:
-      results.append(score(path, video.decode_video(path)[0]))
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, records.MANIFEST)):
+      manifest = records.load_manifest(path)
+      wanted = _wanted_splits(path, manifest, splits)
+      total += sum(int(manifest["splits"][split]["num_examples"]) for split in wanted)
+      sources.append(_dataset_videos(path, manifest, wanted))
+      continue
+    files = video.find_videos(path) if os.path.isdir(path) else [path]
+    if not files:
+      raise ValueError(f"darkness: {path} has neither a {records.MANIFEST} nor video files "
+                       f"({', '.join(video.VIDEO_EXTENSIONS)})")
+    total += len(files)
+    sources.append((f, video.decode_video(f)[0]) for f in files)
+  return sources, total
+
+
+def scan(paths: Sequence[str], tau: float = darkness.DARK_THRESHOLD,
+         splits: Sequence[str] | None = None, sampling: str = "random",
+         seed: int = 0, progress: bool = False) -> list[VideoDarkness]:
+  """D_v and verdict of every video under `paths` (files, video dirs, prepared dataset dirs);
+  with `progress`, a bar over the videos (rate and time left) on stderr."""
+  sources, total = _sources(paths, splits)
+  results = []
+  with tqdm(total=total, desc="darkness", unit="video", disable=not progress,
+            dynamic_ncols=True) as bar:
+    for source in sources:
+      for name, frames in source:
+        results.append(score_frames(name, frames, tau, sampling, seed))
+        bar.update(1)
   return results
 
 
@@ -107,9 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--sampling", default="random", choices=darkness.SAMPLINGS,
                       help="one frame per segment: random (the paper's, seeded) or the middle one")
   parser.add_argument("--seed", type=int, default=0, help="seed of the random frames")
+  parser.add_argument("--no-progress", action="store_true",
+                      help="no progress bar (videos scored, rate, time left) on stderr")
   args = parser.parse_args(argv)
   try:
-    results = scan(args.paths, args.tau, args.split, args.sampling, args.seed)
+    results = scan(args.paths, args.tau, args.split, args.sampling, args.seed,
+                   progress=not args.no_progress)
   except (OSError, ValueError) as e:
     print(f"darkness: {e}", file=sys.stderr)
     return 2
