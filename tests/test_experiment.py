@@ -111,7 +111,9 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
   monkeypatch.setattr(train, "run_phases", no_training)
   capsys.readouterr()
   assert experiment.main(argv) == 0
-  lines = [line for line in capsys.readouterr().out.splitlines() if "; run " in line]
+  printed = capsys.readouterr().out
+  assert printed.startswith(f"2 runs (1 arm x 2 seeds), 2 of them stored in {out}\n")
+  lines = [line for line in printed.splitlines() if "; run " in line]
   assert [line.split(": ", 1)[0] for line in lines] == [
       "default split 0 seed 0", "default split 0 seed 1"]
   assert all("(stored); run " in line for line in lines), lines   # read back, not trained
@@ -207,7 +209,9 @@ def test_runs_go_seed_by_seed_with_every_arm_and_say_how_long_the_rest_takes(tmp
   assert json.loads((tmp_path / "table.json").read_text())["b16"]["eval/top1"]["n"] == 2
   # Each run's line: its time, its place, and the rest at each arm's own mean (an arm not yet
   # run at the mean of all): 3 x 10 s, then 10 + 290 s, then 290 s.
-  lines = [line for line in capsys.readouterr().out.splitlines() if "; run " in line]
+  out = capsys.readouterr().out
+  assert out.startswith("4 runs (2 arms x 2 seeds)\n")   # the plan, before the first run
+  lines = [line for line in out.splitlines() if "; run " in line]
   assert lines == ["default split None seed 0: 10 s; run 1 of 4, about 30 s left",
                    "b16 split None seed 0: 5 min; run 2 of 4, about 5 min left",
                    "default split None seed 1: 10 s; run 3 of 4, about 5 min left",

@@ -35,10 +35,11 @@ start from what an earlier variant of the same seed and split trained, e.g. ActL
 without SSL distilled from the default run's teacher:
 `--variant no_ssl=ssl=False,teacher_init={out}/default/{run}/teacher`.
 Runs go seed by seed (split by split), each seed's arms in the order given, `default` first, so
-an interrupted table already pairs the arms of every seed it finished. Each run ends with a line
-naming it, its time (`stored`: read back from an earlier call's result.json), its place among the
-runs and about how long the rest take (each at its arm's mean time so far: an arm that shares
-phases with the default, or trains more steps, keeps its own pace).
+an interrupted table already pairs the arms of every seed it finished. It first prints how many
+runs there are (and how many an earlier call stored); each run ends with a line naming it, its
+time (`stored`: read back from an earlier call's result.json), its place among the runs and
+about how long the rest take (each at its arm's mean time so far: an arm that shares phases with
+the default, or trains more steps, keeps its own pace).
 
 Each paper's evidence command in docs/papers/ is one call of it, e.g. 3D-DiNet's source-only
 baseline against DANN:
@@ -479,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
   # each finished seed, and an arm's shared phases come from its seed's default run.
   plan = [(split, seed, variant) for split in order for seed in seeds for variant in variants
           if split in arm_splits[variant]]
+  stored = sum(os.path.exists(os.path.join(args.out, variant, run_name(seed, split), RESULT_FILE))
+               for split, seed, variant in plan)
+  print(f"{len(plan)} runs ({len(variants)} arm{'s' if len(variants) > 1 else ''} x "
+        f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        + (f" x {len(order)} splits" if len(order) > 1 else "") + ")"
+        + (f", {stored} of them stored in {args.out}" if stored else ""), flush=True)
   for index, (split, seed, variant) in enumerate(plan):
     name = run_name(seed, split)
     extra = variants[variant]
