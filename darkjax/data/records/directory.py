@@ -283,15 +283,14 @@ def split_files(manifest: Mapping[str, Any], data_dir: str | os.PathLike,
     path = os.fspath(resolved)
     try:   # one stat per shard (a request on an object store), which a missing file fails
       info = resolved.stat()
-      if info.is_directory:
-        raise FileNotFoundError(path)
     except FileNotFoundError:
+      info = None
+    if info is None or info.is_directory:
       raise MissingShardError(
           f"shard {path} of split {split!r} listed in "
           f"{os.path.join(os.fspath(data_dir), MANIFEST)} does not exist. Copy the dataset "
           f"directory again (or rerun `python -m darkjax.data.prepare`, which resumes), then "
-          f"check it with `python -m darkjax.data.records verify {os.fspath(data_dir)}`."
-      ) from None
+          f"check it with `python -m darkjax.data.records verify {os.fspath(data_dir)}`.")
     size, expected = info.length, shard.get("num_bytes")
     if expected is not None and size != int(expected):
       raise CorruptRecordError(
