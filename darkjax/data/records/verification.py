@@ -74,11 +74,12 @@ def _verify_example(data: bytes, path: str, offset: int, manifest: Mapping[str, 
 
 
 def _verify_shard(path: str, shard: Mapping[str, Any], manifest: Mapping[str, Any],
-                  check_crc: bool, problems: list[Problem]) -> int:
-  """Appends the shard's problems; returns its number of readable, valid examples."""
+                  check_crc: bool, problems: list[Problem]) -> tuple[int, int]:
+  """Appends the shard's problems; returns its number of readable, valid examples and its size
+  in bytes (0 for a missing file)."""
   if not paths.resolve(path).is_file():
     problems.append(Problem(path, None, "shard file is missing"))
-    return 0
+    return 0, 0
   num_bytes = paths.size(path)
   if "num_bytes" in shard and shard["num_bytes"] != num_bytes:
     problems.append(Problem(path, None, f"{num_bytes} bytes, manifest says {shard['num_bytes']}"))
@@ -96,7 +97,7 @@ def _verify_shard(path: str, shard: Mapping[str, Any], manifest: Mapping[str, An
   if num_records != shard["num_examples"]:
     problems.append(Problem(path, None, f"{num_records} records found, manifest says "
                                         f"{shard['num_examples']}"))
-  return num_valid
+  return num_valid, num_bytes
 
 
 def verify(data_dir: str | os.PathLike, check_crc: bool = True,
@@ -117,8 +118,9 @@ def verify(data_dir: str | os.PathLike, check_crc: bool = True,
                  "found_examples": 0, "num_bytes": 0}
       for shard in entry["shards"]:
         path = os.fspath(paths.resolve(os.path.join(data_dir, shard["file"])))
-        summary["found_examples"] += _verify_shard(path, shard, manifest, check_crc, problems)
-        summary["num_bytes"] += paths.size(path) if paths.resolve(path).is_file() else 0
+        valid, num_bytes = _verify_shard(path, shard, manifest, check_crc, problems)
+        summary["found_examples"] += valid
+        summary["num_bytes"] += num_bytes
         bar.update(int(shard.get("num_bytes") or 0))
       splits[split] = summary
   return VerifyReport(data_dir, splits, problems)
