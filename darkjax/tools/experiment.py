@@ -480,29 +480,28 @@ def main(argv: list[str] | None = None) -> int:
   # each finished seed, and an arm's shared phases come from its seed's default run.
   plan = [(split, seed, variant) for split in order for seed in seeds for variant in variants
           if split in arm_splits[variant]]
-  stored = sum(os.path.exists(os.path.join(args.out, variant, run_name(seed, split), RESULT_FILE))
-               for split, seed, variant in plan)
+  # Which runs an earlier call finished (their result.json): no run of this call writes another's.
+  stored = [os.path.exists(os.path.join(args.out, variant, run_name(seed, split), RESULT_FILE))
+            for split, seed, variant in plan]
   print(f"{len(plan)} runs ({len(variants)} arm{'s' if len(variants) > 1 else ''} x "
         f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
         + (f" x {len(order)} splits" if len(order) > 1 else "") + ")"
-        + (f", {stored} of them stored in {args.out}" if stored else ""), flush=True)
+        + (f", {sum(stored)} of them stored in {args.out}" if any(stored) else ""), flush=True)
   for index, (split, seed, variant) in enumerate(plan):
     name = run_name(seed, split)
-    extra = variants[variant]
     run_dir = os.path.join(args.out, variant, name)
-    run_arg = expand(",".join(a for a in (base_arg, extra) if a), args.out, name)
+    run_arg = expand(",".join(a for a in (base_arg, variants[variant]) if a), args.out, name)
 
     def make_config(arg=run_arg, seed=seed, split=split):
       return with_run(arm_config(path, arg), seed, split)
 
-    stored = os.path.exists(os.path.join(run_dir, RESULT_FILE))
-    if shared.get(variant) and not stored:
+    if shared.get(variant) and not stored[index]:
       share_phases(run_dir, os.path.join(args.out, "default", name), make_config(),
                    shared[variant])
     result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
                         config_arg=run_arg)
     results[variant].append(result)
-    print(progress_line(plan, index, result, stored, results), flush=True)
+    print(progress_line(plan, index, result, stored[index], results), flush=True)
   table = aggregate(results, args.metrics)
   paired = paired_differences(results, table)
   between = {name: arm_difference(results, table, a, b) for name, (a, b) in pairs.items()}
