@@ -11,11 +11,11 @@ video it prints D_v (paper Eq. 12-14: mean over 8 segment-sampled frames of (S_t
 S_c = 112) and the verdict `dark` when D_v < -tau, then a summary. Each segment's frame is
 drawn at random as in the paper (Sec. III-F), from a generator seeded by --seed and the video's
 name (`video_seed`: a rerun draws the same frames, whatever the order of the videos); --sampling
-middle takes each segment's middle frame.
-It writes a histogram PNG of D_v with the threshold marked, and with --keep-dark the list of dark
-videos (file paths, or `DATASET_DIR:split/video_id` for records), one per line. Every path and
-split is checked before any video is decoded; a bar on stderr counts the videos scored, with the
-time left (thousands of videos take hours to decode; --no-progress hides it).
+middle takes each segment's middle frame. It writes a histogram PNG of D_v with the threshold
+marked, and with --keep-dark the list of dark videos (file paths, or `DATASET_DIR:split/video_id`
+for records), one per line. Every path and split is checked before any video is decoded; a bar
+on stderr counts the videos scored, with the time left (thousands of videos take hours to
+decode; --no-progress hides it).
 """
 
 from __future__ import annotations
