@@ -7,13 +7,16 @@ layout is, and where it is documented, is in docs/datasets.md and the reader's m
 (darkjax/data/prepare/<dataset>.py); the trees here follow those descriptions:
 
   arid_v1     clips_v1/<Class>/<Class>_<n>_1.mp4, list_cvt/ARID_split{k}_{train,test}.txt
-              (`index<TAB>label<TAB>Class/clip.mp4`), list_cvt/ARID_split{k}_others.txt,
-              list_cvt/mapping_table.txt
-  arid_v1_5   clips_v1.5/<Class>/..., list_cvt/ARID1.5_split{k}_{train,test}.txt
+              (`index<TAB>label<TAB>Class/clip.avi`: the lists say .avi, the clips are .mp4),
+              list_cvt/ARID_split{k}_other.txt, list_cvt/mapping_table.txt (k = 1..3)
+  arid_v1_5   clips_v1.5/<Class>/..., list_cvt/split_{k}/split{k}_{train,test,other}.txt
+              (k = 0, 1)
   infar       InfAR/<CLASS>/<class>_<nn>.avi, 12 classes x 50 clips, no split lists
   xd145       XD145/<class>/<class>_<nn>.avi, as InfAR
-  dark48      dark48/videos/<class>/<clip>.mp4, mapping_table.txt (`index name`),
-              dark48_split{k}_{train,test}.txt (`index label class/clip.mp4`)
+  dark48      Dark48/<class>/<clip>.mp4 (the 48 real classes), annotations/classInd.txt
+              (`index<TAB>name` from 0), annotations/{train,test}_split{k}.txt
+              (`class/clip.mp4 label`), annotations/frame_file_list/{train,test}_split{k}.txt
+              (`class/clip frames label`, over extracted frames: not read)
   hmdb51      hmdb51_org/<class>/<clip>.avi, testTrainMulti_7030_splits/<class>_test_split{k}.txt
               (`clip.avi 0|1|2 `)
   ucf101      UCF-101/<Class>/v_<Class>_g<gg>_c<cc>.avi, ucfTrainTestlist/classInd.txt,
@@ -61,8 +64,9 @@ def _write_lines(path: str, lines: list[str], newline: str = "\n") -> None:
 
 def arid_tree(root: str, clips_per_class: int = 2, version: str = "v1", frames: int = FRAMES,
               hw: tuple[int, int] = HW) -> dict[str, set[str]]:
-  """ARID v1 (`version="v1"`) or v1.5 (`"v1.5"`); returns {split: video ids} of the 3 splits
-  (split k tests every third video, starting at the (k-1)-th)."""
+  """ARID v1 (`version="v1"`, 3 splits) or v1.5 (`"v1.5"`, 2 splits numbered from 0 in the
+  release, read as splits 1 and 2); returns {split: video ids} of the splits as prepared (split k
+  tests every third video, starting at the (k-1)-th)."""
   videos = []
   for label, name in enumerate(arid.CLASSES):
     for n in range(clips_per_class):
@@ -70,18 +74,18 @@ def arid_tree(root: str, clips_per_class: int = 2, version: str = "v1", frames: 
       write_video(os.path.join(root, f"clips_{version}", rel), label * 10 + n, frames, hw)
       videos.append((label, rel))
   lists = os.path.join(root, "list_cvt")
-  prefix = "ARID" if version == "v1" else "ARID1.5"
   expected = {}
-  for k in (1, 2, 3):
+  for k in ((1, 2, 3) if version == "v1" else (1, 2)):
     test = [v for i, v in enumerate(videos) if i % 3 == k - 1]
     train = [v for v in videos if v not in test]
-    for kind, chosen in (("train", train), ("test", test)):
-      _write_lines(os.path.join(lists, f"{prefix}_split{k}_{kind}.txt"),
-                   [f"{i}\t{label}\t{rel}" for i, (label, rel) in enumerate(chosen)])
-      expected[f"{kind}{k}"] = {rel for _, rel in chosen}
-    # The release's `others` lists name videos outside the split; the reader ignores them.
-    _write_lines(os.path.join(lists, f"{prefix}_split{k}_others.txt"),
-                 ["0\t0\tDrink/not_there.mp4"])
+    for kind, chosen in (("train", train), ("test", test), ("other", [(0, "Drink/gone.mp4")])):
+      # The release's `other` lists name videos in neither part of the split: not read.
+      name = (f"ARID_split{k}_{kind}.txt" if version == "v1"
+              else os.path.join(f"split_{k - 1}", f"split{k - 1}_{kind}.txt"))
+      _write_lines(os.path.join(lists, name), [f"{i}\t{label}\t{rel[:-4]}.avi"
+                                               for i, (label, rel) in enumerate(chosen)])
+      if kind != "other":
+        expected[f"{kind}{k}"] = {rel for _, rel in chosen}
   _write_lines(os.path.join(lists, "mapping_table.txt"),
                [f"{i}\t{name}" for i, name in enumerate(arid.CLASSES)])
   return expected
@@ -96,23 +100,41 @@ def infar_tree(root: str, folder: str = "InfAR", upper: bool = True,
                                f"{name}_{n:02d}.avi"), label * 100 + n)
 
 
-def dark48_tree(root: str, clips_per_class: int = 2) -> None:
-  """Dark-48: 48 class folders, a class index and 3 split-list pairs (ARID's line format)."""
-  names = [f"action_{i:02d}" for i in range(48)]
-  base = os.path.join(root, "dark48")
-  _write_lines(os.path.join(base, "mapping_table.txt"), [f"{i} {n}" for i, n in enumerate(names)])
+DARK48_CLASSES = [
+    "adult_female_singing", "adult_male_singing", "adult_male_speaking", "applauding", "ascending",
+    "balancing", "bouncing", "breathing_fire", "bubbling", "burning", "cheering", "child_singing",
+    "clapping", "combusting", "coughing", "dancing", "descending", "driving", "dropping",
+    "drumming", "erupting", "floating", "headbanging", "juggling", "juggling_fire", "karaoke",
+    "performing", "playing", "playing_laser_tag", "playing_music", "playing_videogames",
+    "raining", "riding_mechanical_bull", "rising", "rocking", "shooting_off_fireworks",
+    "shouting", "silent_disco", "singing", "smoking", "spelunking", "spilling", "spinning",
+    "spinning_poi", "storming", "talking", "turning", "whistling"]
+
+
+def dark48_tree(root: str, clips_per_class: int = 2) -> dict[str, set[str]]:
+  """Dark-48: 48 class folders of videos and the annotations folder (class index, 3 split-list
+  pairs, and the frame lists, which list only the first video of each split: read by mistake,
+  they would shrink every split). Returns {split: video ids}."""
+  annotations = os.path.join(root, "annotations")
+  _write_lines(os.path.join(annotations, "classInd.txt"),
+               [f"{i}\t{n}" for i, n in enumerate(DARK48_CLASSES)])
   videos = []
-  for label, name in enumerate(names):
+  for label, name in enumerate(DARK48_CLASSES):
     for n in range(clips_per_class):
-      rel = f"{name}/{name}_{n:03d}.mp4"
-      write_video(os.path.join(base, "videos", rel), label * 10 + n)
+      rel = f"{name}/yt-{label:02d}{n}_000010_000020.mp4"
+      write_video(os.path.join(root, "Dark48", rel), label * 10 + n)
       videos.append((label, rel))
+  expected = {}
   for k in (1, 2, 3):
     for kind in ("train", "test"):
       chosen = [v for i, v in enumerate(videos)
                 if ((i + k) % clips_per_class == 0) == (kind == "test")]
-      _write_lines(os.path.join(base, f"dark48_split{k}_{kind}.txt"),
-                   [f"{i} {label} {rel}" for i, (label, rel) in enumerate(chosen)])
+      _write_lines(os.path.join(annotations, f"{kind}_split{k}.txt"),
+                   [f"{rel} {label}" for label, rel in chosen])
+      _write_lines(os.path.join(annotations, "frame_file_list", f"{kind}_split{k}.txt"),
+                   [f"{rel[:-4]} {FRAMES} {label}" for label, rel in chosen[:1]])
+      expected[f"{kind}{k}"] = {rel for _, rel in chosen}
+  return expected
 
 
 def hmdb51_tree(root: str, classes: list[str] = HMDB51_CLASSES) -> None:

@@ -138,7 +138,33 @@ def test_ucf101_layout_reads_classind_and_lists_case_insensitively(tmp_path):
   assert records.verify(out).ok
 
 
-def test_dark48_layout_with_class_index_and_split_lists(tmp_path):
+def test_dark48_layout_reads_the_published_annotations(tmp_path):
+  """The release's layout: 0-based classInd.txt, `{train,test}_split{k}.txt` with `class/clip
+  label` lines; the frame lists beside them (`frame_file_list/`) are not read."""
+  expected = fake_releases.dark48_tree(str(tmp_path), clips_per_class=2)
+  layout = find_layout("dark48", str(tmp_path))
+  assert layout.class_names == fake_releases.DARK48_CLASSES
+  assert layout.metadata["class_source"] == os.path.join("annotations", "classInd.txt")
+  assert layout.metadata["split_source"]["train3"] == os.path.join("annotations",
+                                                                   "train_split3.txt")
+  for split, videos in expected.items():
+    assert {i.video_id for i in layout.splits[split]} == videos
+    assert all(fake_releases.DARK48_CLASSES[i.label] == i.video_id.split("/")[0]
+               for i in layout.splits[split])
+  out = str(tmp_path / "out")
+  manifest = prepare(layout, out, short_side=8, examples_per_shard=64, progress=False)
+  assert manifest["num_classes"] == 48
+  assert manifest["splits"]["test2"]["num_examples"] == 48
+  assert records.verify(out).ok
+  # A list whose stated label disagrees with the video's class folder names the line.
+  lines = (tmp_path / "annotations" / "test_split1.txt").read_text().splitlines()
+  lines[1] = lines[1].rsplit(" ", 1)[0] + " 47"
+  (tmp_path / "annotations" / "test_split1.txt").write_text("\n".join(lines) + "\n")
+  with pytest.raises(common.PrepareError, match=r"test_split1.txt:2: label 47 but"):
+    find_layout("dark48", str(tmp_path))
+
+
+def test_dark48_layout_reads_arid_style_lists(tmp_path):
   names = [f"action{i:02d}" for i in range(48)]
   (tmp_path / "mapping_table.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(names)))
   videos = []
@@ -154,11 +180,85 @@ def test_dark48_layout_with_class_index_and_split_lists(tmp_path):
   layout = find_layout("dark48", str(tmp_path))
   assert layout.class_names == names
   assert len(layout.splits["test1"]) == 16 and len(layout.splits["train1"]) == 32
+
+
+def test_arid_v1_5_reads_its_two_splits_numbered_from_zero(tmp_path):
+  expected = fake_releases.arid_tree(str(tmp_path / "v15"), 2, version="v1.5", frames=2, hw=HW)
+  layout = find_layout("arid_v1_5", str(tmp_path / "v15"))
+  assert sorted(layout.splits) == ["test1", "test2", "train1", "train2"]
+  assert layout.metadata["split_source"]["train1"] == os.path.join("list_cvt", "split_0",
+                                                                   "split0_train.txt")
+  assert layout.metadata["video_root"] == "clips_v1.5"
+  for split, videos in expected.items():
+    assert {i.video_id for i in layout.splits[split]} == videos
+  # ARID v1.0's release given to the v1.5 reader (or the other way round) is refused by name.
+  fake_releases.arid_tree(str(tmp_path / "v1"), 1, version="v1", frames=2, hw=HW)
+  with pytest.raises(common.PrepareError, match="clips_v1, the folder of arid_v1's release"):
+    find_layout("arid_v1_5", str(tmp_path / "v1"))
+  with pytest.raises(common.PrepareError, match="--dataset arid_v1_5"):
+    find_layout("arid_v1", str(tmp_path / "v15"))
+  # Both releases under one --src: each reader takes its own clips and the lists beside them.
+  both = {"arid_v1": find_layout("arid_v1", str(tmp_path)),
+          "arid_v1_5": find_layout("arid_v1_5", str(tmp_path))}
+  assert both["arid_v1"].metadata["video_root"] == os.path.join("v1", "clips_v1")
+  assert sorted(both["arid_v1"].splits) == [f"{k}{n}" for k in ("test", "train") for n in (1, 2, 3)]
+  assert both["arid_v1_5"].metadata["video_root"] == os.path.join("v15", "clips_v1.5")
+  assert {i.video_id for i in both["arid_v1_5"].splits["test2"]} == expected["test2"]
+
+
+def test_arid_layout_refuses_ambiguous_lists_and_passes_over_folders_without_videos(tmp_path):
+  src = tmp_path / "src"
+  _arid_tree(str(src), clips_per_class=1)
+  # Extracted frames in class folders beside the clips: not the videos.
+  for name in arid.CLASSES:
+    (src / "frames" / name / "Drink_0_1").mkdir(parents=True)
+  assert find_layout("arid_v1", str(src)).metadata["video_root"] == "clips_v1"
+  # A copy of a split list (a browser's `name (1).txt`) is not silently taken for the original.
+  lists = src / "list_cvt"
+  (lists / "ARID_split1_train (1).txt").write_text((lists / "ARID_split1_train.txt").read_text())
+  with pytest.raises(common.PrepareError, match=r"several split lists for train1 .*\(1\)"):
+    find_layout("arid_v1", str(src))
+  os.remove(lists / "ARID_split1_train (1).txt")
+  # Class folders that hold no video anywhere under --src: said so, before any decoding.
+  os.rename(src / "clips_v1", tmp_path / "clips_elsewhere")
+  with pytest.raises(common.PrepareError, match="hold no video file"):
+    find_layout("arid_v1", str(src))
+
+
+def test_arid_layout_follows_links_and_skips_macos_metadata_files(tmp_path):
+  """ARID's repository links its data folder (`raw/data -> dataset`); a copy made on a Mac has a
+  `._name` metadata file beside every video."""
+  expected = _arid_tree(str(tmp_path / "dataset"), clips_per_class=1)
+  for name in arid.CLASSES:
+    (tmp_path / "dataset" / "clips_v1" / name / f"._{name}_0_1.mp4").write_bytes(b"\0\5\0")
+  (tmp_path / "raw").mkdir()
+  os.symlink(tmp_path / "dataset", tmp_path / "raw" / "data")
+  os.symlink(tmp_path / "raw", tmp_path / "raw" / "data" / "loop")   # a link back up the tree
+  layout = find_layout("arid_v1", str(tmp_path / "raw"))
+  assert {i.video_id for i in layout.splits["test1"]} == expected["test1"]
+  assert all(os.path.isfile(i.path) for items in layout.splits.values() for i in items)
+
+
+def test_missing_videos_fail_before_any_decoding(tmp_path, monkeypatch):
+  expected = _arid_tree(str(tmp_path / "src"), clips_per_class=1)
+  layout = find_layout("arid_v1", str(tmp_path / "src"))
+  decoded = []
+  monkeypatch.setattr(common, "_decode_item", lambda job: decoded.append(job) or None)
+  gone = sorted(expected["test1"])[:2]
+  for rel in gone:
+    os.remove(tmp_path / "src" / "clips_v1" / rel)
   out = str(tmp_path / "out")
-  manifest = prepare(layout, out, short_side=8, examples_per_shard=16, progress=False)
-  assert manifest["num_classes"] == 48
-  assert sum(manifest["splits"][f"{kind}2"]["num_examples"] for kind in ("train", "test")) == 48
-  assert records.verify(out).ok
+  with pytest.raises(common.PrepareError, match=r"2 of the 11 videos .* --allow-missing 2"):
+    prepare(layout, out, short_side=8, progress=False)
+  with pytest.raises(common.PrepareError, match=r"2 of the 11 .* --allow-missing 2"):
+    prepare(layout, out, short_side=8, progress=False, allow_missing=1)
+  assert not decoded
+  for item in layout.splits["train1"] + layout.splits["test1"]:
+    if os.path.exists(item.path):
+      os.remove(item.path)
+  with pytest.raises(common.PrepareError, match=r"none of the 11 videos .* give --src"):
+    prepare(layout, out, short_side=8, progress=False)
+  assert not decoded
 
 
 def test_interrupted_prepare_resumes_skipping_verified_shards(tmp_path, monkeypatch):

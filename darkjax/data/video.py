@@ -11,7 +11,8 @@ says why.
 `write_video(path, frames, fps)` writes uint8 RGB frames as an MPEG-4 file (the synthetic set's
 sample videos, the input benchmark, test fixtures). Used by dataset preparation, the darkness tool
 and the input benchmark; `find_videos` and
-`is_video_file` decide what counts as a video file by its extension (`VIDEO_EXTENSIONS`).
+`is_video_file` decide what counts as a video file by its extension (`VIDEO_EXTENSIONS`; a macOS
+`._` metadata file is none).
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ def write_video(path: str, frames: np.ndarray, fps: float = DEFAULT_FPS) -> None
 
 
 def is_video_file(name: str) -> bool:
-  """Whether a file name has one of VIDEO_EXTENSIONS (case-insensitive)."""
-  return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+  """Whether a file name has one of VIDEO_EXTENSIONS (case-insensitive); macOS's `._name`
+  metadata files (AppleDouble, left beside each file copied from a Mac) are not videos."""
+  name = os.path.basename(name)
+  return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS and not name.startswith("._")
 
 
 def find_videos(directory: str) -> list[str]:

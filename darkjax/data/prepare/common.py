@@ -72,6 +72,20 @@ class Layout:
 
 # ----------------------------------------------------------------------------- finding files
 
+def walk(src: str) -> Iterator[tuple[str, list[str], list[str]]]:
+  """`os.walk(src)` following symbolic links (a release's own layout may link its data folder,
+  as ARID's `raw/data` does), each real directory once (a link back up the tree is not a loop)."""
+  seen: set[str] = set()
+  for directory, subdirs, names in os.walk(os.path.abspath(src), followlinks=True):
+    real = os.path.realpath(directory)
+    if real in seen:
+      subdirs[:] = []
+      continue
+    seen.add(real)
+    subdirs.sort()
+    yield directory, subdirs, names
+
+
 class VideoIndex:
   """Every video under `root`, looked up by relative path case-insensitively and with any video
   extension (split lists say `.avi` where some releases ship `.mp4`)."""
@@ -79,7 +93,7 @@ class VideoIndex:
   def __init__(self, root: str):
     self.root = os.path.abspath(root)
     self.by_key: dict[str, str] = {}
-    for directory, _, names in os.walk(self.root):
+    for directory, _, names in walk(self.root):
       for file in names:
         if video.is_video_file(file):
           rel = os.path.relpath(os.path.join(directory, file), self.root)
@@ -98,23 +112,52 @@ class VideoIndex:
     return len({v for v in self.by_key.values()})
 
 
-def find_dir_with_subdirs(src: str, names: Sequence[str], max_depth: int = 4) -> str:
-  """The shallowest directory under `src` with a sub-directory per name (case-insensitive)."""
+def _holds_videos(directory: str, subdirs: Sequence[str]) -> bool:
+  """Whether any of `directory`'s sub-directories `subdirs` (or a folder below one) holds a video."""
+  for sub in subdirs:
+    for _, _, names in walk(os.path.join(directory, sub)):
+      if any(video.is_video_file(f) for f in names):
+        return True
+  return False
+
+
+def find_dir_with_subdirs(src: str, names: Sequence[str], max_depth: int = 4,
+                          prefer: str | None = None) -> str:
+  """The directory under `src` with a sub-directory per class name (case-insensitive) that hold
+  the videos. Folders of class folders without a video (extracted frames, empty copies) are passed
+  over; of several with videos, the one named `prefer` (a release's own clips folder, e.g.
+  `clips_v1.5`) is taken, else the choice is the user's: an error lists them."""
   wanted = {n.lower() for n in names}
   src = os.path.abspath(src)
-  for directory, subdirs, _ in sorted(os.walk(src), key=lambda e: (e[0].count(os.sep), e[0])):
+  candidates = []
+  for directory, subdirs, _ in walk(src):
     if directory[len(src):].count(os.sep) > max_depth:
+      subdirs[:] = []
       continue
     if wanted <= {s.lower() for s in subdirs}:
-      return directory
-  raise PrepareError(f"no directory under {src} has one sub-directory per class "
-                     f"(looked for {sorted(names)[:5]}... to depth {max_depth})")
+      candidates.append((directory, [s for s in subdirs if s.lower() in wanted]))
+  if not candidates:
+    raise PrepareError(f"no directory under {src} has one sub-directory per class "
+                       f"(looked for {sorted(names)[:5]}... to depth {max_depth})")
+  with_videos = [d for d, subdirs in candidates if _holds_videos(d, subdirs)]
+  if not with_videos:
+    raise PrepareError(f"the class folders under {', '.join(d for d, _ in candidates)} hold no "
+                       f"video file ({', '.join(sorted(video.VIDEO_EXTENSIONS))}); give --src the "
+                       f"unpacked release with its videos")
+  if len(with_videos) > 1 and prefer is not None:
+    preferred = [d for d in with_videos if os.path.basename(d).lower() == prefer.lower()]
+    with_videos = preferred or with_videos
+  if len(with_videos) > 1:
+    raise PrepareError(f"several folders under {src} hold the class folders with videos: "
+                       f"{with_videos}; give --src the one release folder to prepare")
+  return with_videos[0]
 
 
 def find_files(src: str, predicate) -> list[str]:
-  """Sorted absolute paths of files under `src` whose base name satisfies `predicate`."""
+  """Sorted absolute paths of files under `src` (links followed) whose base name satisfies
+  `predicate`."""
   found = []
-  for directory, _, names in os.walk(os.path.abspath(src)):
+  for directory, _, names in walk(src):
     found += [os.path.join(directory, f) for f in names if predicate(f)]
   return sorted(found)
 
@@ -261,6 +304,7 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
   """Writes `layout` as a dataset in `out_dir` (resuming earlier work); returns its manifest.
   With `flow_settings` every record also holds the optical-flow stream `flow`."""
   layout.check()
+  check_videos_exist(layout, allow_missing)
   if flow_settings is not None:
     flow_settings.check()
   out_dir = os.fspath(paths.resolve(out_dir))  # a local directory or a URL (gs://...)
@@ -288,6 +332,24 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
       decoded.close()
   return _finish(layout, out_dir, state, plans, allow_missing, short_side, fps, log_path,
                  flow_settings)
+
+
+def check_videos_exist(layout: Layout, allow_missing: int) -> None:
+  """Fails before any decoding when more of the videos the split lists name are missing than
+  --allow-missing tolerates (the decode would fail at its end, after hours on a real dataset)."""
+  items = {i.video_id: i.path for split in layout.splits.values() for i in split}
+  missing = sorted(v for v, path in items.items() if not os.path.isfile(path))
+  if len(missing) <= allow_missing:
+    return
+  examples = ", ".join(items[v] for v in missing[:5]) + (" ..." if len(missing) > 5 else "")
+  if len(missing) == len(items):
+    raise PrepareError(f"dataset {layout.name!r}: none of the {len(items)} videos its split lists "
+                       f"name exists ({examples}); give --src the unpacked release with its "
+                       f"videos (nothing was decoded)")
+  raise PrepareError(f"dataset {layout.name!r}: {len(missing)} of the {len(items)} videos its "
+                     f"split lists name do not exist ({examples}); nothing was decoded. Restore "
+                     f"them, or pass --allow-missing {len(missing)} to leave them out (listed in "
+                     f"the manifest's metadata.failed)")
 
 
 def _write_shard(out_dir: str, plan: ShardPlan, decoded: Iterator, log, bar) -> dict[str, Any]:

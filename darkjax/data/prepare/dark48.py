@@ -1,15 +1,19 @@
-"""Dark-48 (`dark48`): 48 action classes of dark videos, 3 splits from its published split files.
+"""Dark-48 (`dark48`; https://github.com/yzfly/Dark48): 48 action classes of dark videos from
+Kinetics-700 and Moments in Time, 8,815 videos, 3 splits from its published annotations.
 
-Classes: the 48 names in the release's class index file (`classInd.txt`, `mapping_table.txt` or any
-`*class*.txt` / `*mapping*.txt` with lines `index name`, label order = index order); without one,
-the 48 class folders sorted by name. Whichever is used is written to the manifest metadata
-(`class_source`).
-Splits: the published lists `*split{k}*train*.txt` / `*split{k}*test*.txt` (k = 1..3), one video per
-line as `Class/clip.ext`, optionally with an index and a label (`index label Class/clip.ext`, as
-ARID's lists); written as manifest splits `train1`/`test1` .. `train3`/`test3`.
-The archive's exact layout could not be confirmed from public documentation (no public page
-describes its folder or list names), so this reader accepts the ARID-style layout above and fails
-naming the missing piece otherwise.
+Classes: `annotations/classInd.txt`, lines `index<TAB>name` numbered from 0 (label = index;
+`adult_female_singing` ... `whistling`); any class index file (`classInd.txt`, `mapping_table.txt`
+or another `*class*.txt` / `*mapping*.txt` with 48 `index name` lines) is read the same way, and
+without one the 48 class folders sorted by name are the classes. Whichever is used is written to
+the manifest metadata (`class_source`).
+Splits: `annotations/train_split{k}.txt` / `test_split{k}.txt` (k = 1..3), lines
+`class/clip.mp4 label` (the label is checked against the folder); `annotations/frame_file_list/`
+(the same splits over extracted frames) is not read. ARID-style lists (`*split{k}_train.txt`,
+`index label class/clip`) are read too. Written as manifest splits `train1`/`test1` ..
+`train3`/`test3`.
+Expected `--src`: the unpacked video archive (the class folders with their videos, anywhere below
+it) and the GitHub repository's `annotations/` folder, e.g. SRC/Dark48/<class>/<clip>.mp4 and
+SRC/annotations/.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def class_names(src: str) -> tuple[list[str], str]:
     if len(rows) == NUM_CLASSES and all(len(r) >= 2 and r[0].isdigit() for r in rows):
       return [r[1] for r in sorted(rows, key=lambda r: int(r[0]))], os.path.relpath(path, src)
   folders = set()
-  for directory, subdirs, files in os.walk(os.path.abspath(src)):
+  for directory, subdirs, files in common.walk(src):
     for sub in subdirs:
       if any(video.is_video_file(f) for f in os.listdir(os.path.join(directory, sub))):
         folders.add(sub)
@@ -43,6 +47,6 @@ def class_names(src: str) -> tuple[list[str], str]:
 
 def dark48(src: str) -> common.Layout:
   names, class_source = class_names(src)
-  layout = arid.layout_from_lists("dark48", src, names)
+  layout = arid.layout_from_lists("dark48", src, names, ignore_dirs=("frame_file_list",))
   layout.metadata["class_source"] = class_source
   return layout
