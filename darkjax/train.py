@@ -83,8 +83,16 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
   keep = lambda k: in_scope(k) and not any(p.search(k) for p in skip)  # noqa: E731
   problems = variables_lib.mismatch(ours, theirs, keep)
   if problems:
-    raise ConfigError(f"config.model_init {init_dir}: {problems.describe()} (use "
-                      "config.model_load.dont_load to skip keys)")
+    built = meta.get("model_kwargs") or {}
+    hint = (f" The weights were converted for {meta.get('arch', 'their model')} built with "
+            f"{built} (its meta.json's model_kwargs): build the model with the same (e.g. "
+            + ", ".join(f"--config.model.kwargs.{k}={v!r}" for k, v in built.items())
+            + ", or under backbone_kwargs where the weights fill a sub-module)."
+            if built else "")
+    raise ConfigError(f"config.model_init {init_dir}: {problems.describe()}.{hint} "
+                      "config.model_load.dont_load skips keys the model re-initialises on "
+                      "purpose (a classifier head of another size); skipping others trains "
+                      "another network than the weights'")
   merged = {k: (jnp.asarray(theirs[k], ours[k].dtype) if keep(k) else v) for k, v in ours.items()}
   return variables_lib.unflatten(merged)
 

@@ -108,9 +108,9 @@ def test_malicious_pickle_is_refused(tmp_path, capsys):
 def test_read_errors_name_the_file(tmp_path):
   with pytest.raises(io.CheckpointReadError, match="missing.pth: no such file"):
     io.load_state_dict(str(tmp_path / "missing.pth"))
-  (tmp_path / "weights.bin").write_bytes(b"\0" * 8)
-  with pytest.raises(io.CheckpointReadError, match="weights.bin: unknown checkpoint format"):
-    io.load_state_dict(str(tmp_path / "weights.bin"))
+  (tmp_path / "weights.h5").write_bytes(b"\0" * 8)
+  with pytest.raises(io.CheckpointReadError, match="weights.h5: unknown checkpoint format"):
+    io.load_state_dict(str(tmp_path / "weights.h5"))
   (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
   with pytest.raises(io.CheckpointReadError, match="broken.pth") as error:
     io.load_state_dict(str(tmp_path / "broken.pth"))
@@ -139,3 +139,97 @@ def test_module_entry_point_reports_conversion_errors(tmp_path):
   assert result.returncode == 2, result.stderr
   assert "layer1/block0/conv2/kernel" in result.stderr
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_torch_save_files_of_other_names_and_bfloat16_weights_convert(tmp_path):
+  """C3D's Sports-1M release is `c3d.pickle` (the command configs print says so), Hugging Face's
+  `pytorch_model.bin`: torch.save files, read weights-only. bfloat16 weights convert (numpy has
+  no bfloat16: they go through float32, exactly)."""
+  state = _tiny_state("B")
+  for name in ("c3d.pickle", "pytorch_model.bin"):
+    torch.save(state, tmp_path / name)
+    assert cli.main(["--arch", "resnet3d_tiny", "--src", str(tmp_path / name), "--out",
+                     str(tmp_path / f"out_{name}")]) == 0
+    variables, _ = io.load_variables(str(tmp_path / f"out_{name}"))
+    _assert_same(variables, convert_resnet3d.convert("resnet3d_tiny", state))
+  half = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+  torch.save(half, tmp_path / "bf16.pth")
+  assert cli.main(["--arch", "resnet3d_tiny", "--src", str(tmp_path / "bf16.pth"), "--out",
+                   str(tmp_path / "out_bf16")]) == 0
+  variables, _ = io.load_variables(str(tmp_path / "out_bf16"))
+  exact = {k: v.float() if v.is_floating_point() else v for k, v in half.items()}
+  _assert_same(variables, convert_resnet3d.convert("resnet3d_tiny", exact))
+
+
+def test_cli_converts_the_headless_zero_dce_enhancers(tmp_path):
+  import jax
+  import jax.numpy as jnp
+  from flax import traverse_util
+
+  from darkjax import models
+  from darkjax.convert import zero_dce
+  for arch in zero_dce.NAMES:
+    shapes = jax.eval_shape(models.build(arch, 0).init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    torch.manual_seed(0)
+    state = {}
+    for key, leaf in traverse_util.flatten_dict(shapes["params"], sep=".").items():
+      module, kind = key.rsplit(".", 1)
+      state[f"{module}.weight" if kind == "kernel" else f"{module}.bias"] = (
+          torch.randn(*(leaf.shape[3], leaf.shape[2]) + leaf.shape[:2]) if kind == "kernel"
+          else torch.randn(*leaf.shape))
+    torch.save(state, tmp_path / f"{arch}.pth")
+    assert cli.main(["--arch", arch, "--src", str(tmp_path / f"{arch}.pth"), "--out",
+                     str(tmp_path / arch)]) == 0
+    variables, meta = io.load_variables(str(tmp_path / arch))
+    assert meta["num_classes"] == 0 and meta["not_converted"] == []
+    assert meta["input_normalisation"]["mode"] == "none"
+    _assert_same(variables, zero_dce.convert(arch, state))
+
+
+def test_vit_meta_records_pre_logits_and_the_npz_gelu(tmp_path):
+  """A checkpoint with a `pre_logits` layer needs `representation_size` to be rebuilt (flax would
+  otherwise ignore the layer's variables); vision_transformer `.npz` weights the tanh GELU."""
+  import jax.numpy as jnp
+
+  from darkjax import models
+  from darkjax.convert import vit as convert_vit
+  from darkjax.tools import torch_refs
+  reference = torch_refs.timm_vit(32, 3, 64, 4, 8, 32, 5)
+  torch.manual_seed(1)
+  pre, head = torch.nn.Linear(32, 32), torch.nn.Linear(32, 5)
+  state = {k: v.clone() for k, v in reference.state_dict().items()}
+  state.update({"pre_logits.fc.weight": pre.weight.detach(), "pre_logits.fc.bias": pre.bias.detach(),
+                "head.weight": head.weight.detach(), "head.bias": head.bias.detach()})
+  torch.save(state, tmp_path / "vit.pth")
+  assert cli.main(["--arch", "vit_tiny_test", "--src", str(tmp_path / "vit.pth"), "--out",
+                   str(tmp_path / "out")]) == 0
+  variables, meta = io.load_variables(str(tmp_path / "out"))
+  assert meta["model_kwargs"] == {"representation_size": 32} and meta["not_converted"] == []
+  x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+  with torch.no_grad():
+    _, tokens = reference(torch.from_numpy(x))
+    expected = head(torch.tanh(pre(tokens[:, 0]))).numpy()
+  model = models.build(meta["arch"], meta["num_classes"], **meta["model_kwargs"])
+  logits = model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))[0]
+  np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-5)
+  npz_keys = {"Transformer/encoderblock_0/LayerNorm_0/scale": np.ones(32),
+              "pre_logits/kernel": np.zeros((32, 16))}
+  assert convert_vit.model_kwargs("vit_tiny_test", npz_keys) == {"representation_size": 16,
+                                                                 "gelu_approximate": True}
+
+
+def test_weights_of_another_build_name_the_model_kwargs_to_set(tmp_path):
+  import jax
+  import jax.numpy as jnp
+
+  from darkjax import models, train
+  from darkjax.config import ConfigError
+  torch.save(_tiny_state("B"), tmp_path / "b.pth")
+  assert cli.main(["--arch", "resnet3d_tiny", "--src", str(tmp_path / "b.pth"), "--out",
+                   str(tmp_path / "out"), "--input-normalise", "none"]) == 0
+  shapes = jax.eval_shape(models.build("resnet3d_tiny", 7).init, jax.random.key(0),
+                          jnp.zeros((1, 4, 16, 16, 3)))   # shortcut A: no downsample convs
+  variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  with pytest.raises(ConfigError, match=r"downsample_conv.*built with \{'shortcut_type': 'B'\}.*"
+                                        r"--config.model.kwargs.shortcut_type='B'"):
+    train.load_pretrained(variables, str(tmp_path / "out"))

@@ -67,9 +67,15 @@ def convert_file(arch: str, src: str, out: str, num_classes: int | None = None,
   variables = converter.convert(arch, state, num_classes)
   model_kwargs = getattr(converter, "model_kwargs", lambda name, state: {})(arch, state)
   converted = _flat_shapes(variables)
-  if num_classes is None:
-    num_classes = _head_classes(arch, model_kwargs, converted)
-  not_converted = sorted(set(_expected_shapes(arch, num_classes, model_kwargs)) - set(converted))
+  if getattr(converter, "HEADLESS", False):
+    # An image enhancer (Zero-DCE): no classifier head, and its converter's strict merge has
+    # already checked every parameter against the model's.
+    num_classes, not_converted = 0, []
+  else:
+    if num_classes is None:
+      num_classes = _head_classes(arch, model_kwargs, converted)
+    not_converted = sorted(set(_expected_shapes(arch, num_classes, model_kwargs))
+                           - set(converted))
   meta = {
       "arch": arch,
       "num_classes": num_classes,
@@ -88,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m darkjax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--arch", required=True, help="model name, see darkjax.models.names()")
-  parser.add_argument("--src", required=True, help=".pth/.pt/.pth.tar, .safetensors or .npz")
+  parser.add_argument("--src", required=True, help="a torch.save file (.pth, .pt, .pth.tar, .ckpt, "
+                      ".pickle, .pkl, .bin), .safetensors or .npz")
   parser.add_argument("--out", required=True, help="output directory")
   parser.add_argument("--num-classes", type=int, default=None,
                       help="head size; if it differs from the checkpoint's, the head is left out")

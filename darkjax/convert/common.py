@@ -20,7 +20,10 @@ def normalise_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]
       continue
     clean = re.sub(r"^(module\.|_orig_mod\.)+", "", key)
     if hasattr(value, "detach"):
-      value = value.detach().cpu().numpy()
+      value = value.detach().cpu()
+      if value.is_floating_point() and value.element_size() < 4:
+        value = value.float()   # bfloat16 / float8 weights: numpy has neither (float16 too)
+      value = value.numpy()
     out[clean] = np.array(value)  # a copy: torch tensors must not alias the converted arrays
   return out
 

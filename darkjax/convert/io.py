@@ -1,6 +1,7 @@
 """Reading PyTorch / safetensors / numpy checkpoints and writing converted Flax variables.
 
-`load_state_dict(path)` reads `.pth`/`.pt`/`.pth.tar` (torch, weights only), `.safetensors` and
+`load_state_dict(path)` reads `.pth`/`.pt`/`.pth.tar`/`.ckpt`/`.pickle`/`.pkl`/`.bin` (torch.save
+files, weights only), `.safetensors` and
 `.npz` into `{key: array}`, unwrapping `{"state_dict": ...}` / `{"model": ...}` containers.
 `save_variables(out_dir, variables, meta)` writes `out_dir/variables` (orbax) and
 `out_dir/meta.json`; `load_variables(out_dir)` reads both back for the trainer, or takes the
@@ -26,7 +27,9 @@ import numpy as np
 from darkjax import file_state, paths
 from darkjax.convert.common import ConversionError
 
-TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
+# torch.save files: `.pickle` is C3D's Sports-1M release (DavideA/c3d-pytorch's `c3d.pickle`),
+# `.bin` Hugging Face's `pytorch_model.bin`; all are read with `weights_only=True`.
+TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt", ".pickle", ".pkl", ".bin")
 CONTAINER_KEYS = ("state_dict", "model", "model_state", "module")
 META_FILE = "meta.json"
 VARIABLES_DIR = "variables"

@@ -145,6 +145,21 @@ def _zero_qkv_biases(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
   return out
 
 
+def model_kwargs(name: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """Keyword arguments of `darkjax.models.build(name, ...)` the converted variables need (written
+  to meta.json): the `pre_logits` width of a checkpoint that has one, and the tanh GELU the
+  vision_transformer / big_vision `.npz` checkpoints were trained with (timm's use erf)."""
+  del name
+  keys = {re.sub(r"^(module\.|_orig_mod\.|params/)+", "", k): v for k, v in state_dict.items()}
+  out: dict[str, Any] = {}
+  for key in ("pre_logits.fc.weight", "pre_logits/kernel"):
+    if key in keys:   # torch (out, in); flax (in, out)
+      out["representation_size"] = int(keys[key].shape[0 if key.endswith("weight") else -1])
+  if not _is_timm(keys):
+    out["gelu_approximate"] = True
+  return out
+
+
 def convert(name: str, state_dict: Mapping[str, Any], num_classes: int | None = None, *,
             image_size: int | Sequence[int] | None = None, **model_kwargs: Any) -> dict:
   """Checkpoint -> {"params": ...} for `vit.VARIANTS[name]` (strict; see the module docstring)."""

@@ -18,6 +18,7 @@ from darkjax.convert.common import ConversionError, conv_kernel, merge_strict, n
 
 NAMES = ("zero_dce", "zero_dce_pp")
 INPUT_NORMALISE = "none"   # the enhancers read [0, 1] RGB
+HEADLESS = True            # image enhancers: no classifier head (`python -m darkjax.convert`)
 
 
 def _expected_variables(name: str) -> dict:
