@@ -91,6 +91,10 @@ def _as_frames(x: jax.Array, name: str) -> jax.Array:
 
 def _region_means(x: jax.Array, region: int) -> jax.Array:
   """Channel mean, then non-overlapping region x region average pooling: (N, h, w)."""
+  if x.shape[-3] < region or x.shape[-2] < region:
+    raise ValueError(f"frames of {x.shape[-3]} x {x.shape[-2]} are smaller than the loss's "
+                     f"{region} x {region} regions (its mean over no region is NaN): give larger "
+                     f"crops")
   y = jnp.mean(x, axis=-1, keepdims=True)
   return nn.avg_pool(y, (region, region), strides=(region, region))[..., 0]
 

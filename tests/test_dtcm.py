@@ -115,6 +115,34 @@ def test_no_enhancer_is_the_plain_backbone_and_bad_settings_raise():
                    jax.random.key(0), x)
 
 
+def test_per_clip_normalisation_of_a_constant_clip_has_finite_gradients():
+  """A black (or saturated) clip stays constant through the curves; its per-clip standardisation
+  inside DTCM is differentiated, and a NaN gradient there skips the whole batch's update."""
+  from darkjax.models.dtcm import normalise_unit_clip  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  dark = jnp.asarray(rng.uniform(0, 0.3, (2, 4, 8, 8, 3)), jnp.float32)
+  value = np.asarray(jax.jit(dtcm_trainer_normalise)(dark))
+  reference = np.asarray(dark, np.float64) * 255.0
+  axes = (1, 2, 3, 4)
+  reference = (reference - reference.mean(axes, keepdims=True)) / np.maximum(
+      reference.std(axes, keepdims=True), 1.0)
+  np.testing.assert_allclose(value, reference, atol=1e-5)
+  grad = jax.jit(jax.grad(lambda c: jnp.sum(normalise_unit_clip(c, "per_clip") * dark)))
+  for fill in (0.0, 1.0):
+    assert np.isfinite(np.asarray(grad(jnp.full(dark.shape, fill)))).all(), fill
+  model = models.build("dtcm_tiny", num_classes=3)
+  black = jnp.zeros((1, 8, 16, 16, 3))
+  variables = jax.jit(model.init)(jax.random.key(0), black)
+  params, state = variables.pop("params"), variables
+
+  def loss(p):
+    (logits, out), _ = model.apply({"params": p, **state}, black, train=True, mutable=list(state))
+    return jnp.sum(logits) + jnp.sum(out["enhanced"])
+
+  grads = jax.jit(jax.grad(loss))(params)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
 def dtcm_trainer_normalise(x):
   from darkjax.models.dtcm import normalise_unit_clip  # pylint: disable=import-outside-toplevel
   return normalise_unit_clip(x, "per_clip")

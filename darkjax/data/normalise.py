@@ -79,8 +79,11 @@ def normalise(clip_uint8: jax.Array, mode: str, dtype=jnp.float32, colour: bool 
   elif mode == "per_clip":
     axes = tuple(range(x.ndim - 4, x.ndim))
     mean = jnp.mean(x, axis=axes, keepdims=True)
-    std = jnp.std(x, axis=axes, keepdims=True)
-    x = (x - mean) / jnp.maximum(std, 1.0)
+    # (x - mean) / max(std, 1) through the variance: the square root's derivative is infinite
+    # at 0, so a constant clip (black, saturated) would give NaN gradients where the clip is
+    # differentiated (DTCM's enhanced clip), skipping the whole step.
+    var = jnp.var(x, axis=axes, keepdims=True)
+    x = (x - mean) / jnp.sqrt(jnp.maximum(var, 1.0))
   else:
     mean, std = STATS[mode]
     channels = x.shape[-1]

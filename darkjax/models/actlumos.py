@@ -110,7 +110,10 @@ class StdLayerNorm(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (width,))
     y = x.astype(jnp.float32)
     centred = y - jnp.mean(y, axis=-1, keepdims=True)
-    std = jnp.sqrt(jnp.sum(centred * centred, axis=-1, keepdims=True) / (width - 1))
+    var = jnp.sum(centred * centred, axis=-1, keepdims=True) / (width - 1)
+    # sqrt's derivative is infinite at 0: a token of equal features gets a finite gradient
+    # (the forward differs from sqrt(0) only below 1e-12 of variance).
+    std = jnp.sqrt(jnp.maximum(var, 1e-24))
     return (scale * centred / (std + self.eps) + bias).astype(self.dtype)
 
 
