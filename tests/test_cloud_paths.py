@@ -86,3 +86,26 @@ def test_rerun_resumed_from_the_bucket_checkpoint(bucket_run):
     assert "params" in variables
     report = records.verify(f"{BUCKET}/data")
     assert report.ok, report.format()
+
+
+def test_export_and_predict_from_a_bucket_run(bucket_run, tmp_path, capsys):
+  """The run's config.json and checkpoint read from the bucket, the export written into it."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from darkjax.data import video as video_lib  # pylint: disable=import-outside-toplevel
+  from darkjax.tools import export, predict  # pylint: disable=import-outside-toplevel
+  video = str(tmp_path / "clip.avi")
+  video_lib.write_video(video, np.full((16, 32, 32, 3), 40, np.uint8), fps=10)
+  old_cwd = os.getcwd()
+  os.chdir(bucket_run["cwd"])
+  try:
+    with fake_gcs(str(bucket_run["root"])):
+      assert export.main(["--workdir", f"{BUCKET}/run", "--out", f"{BUCKET}/export"]) == 0
+      assert predict.main(["--checkpoint", f"{BUCKET}/run", video]) == 0
+  finally:
+    os.chdir(old_cwd)
+  assert f"{video} (1 view(s)):" in capsys.readouterr().out
+  exported = bucket_run["root"] / "darkjax-test" / "export"
+  assert sorted(os.listdir(exported)) == ["export.json", "model.stablehlo"]
+  assert json.loads((exported / "export.json").read_text())["step"] == 4
+  assert os.listdir(bucket_run["cwd"]) == []

@@ -119,3 +119,89 @@ def test_cli_names_each_undecodable_video_and_classifies_the_rest(trained, tmp_p
   assert re.search(rf"error: {re.escape(corrupt)}: (cannot decode|no video stream|no decodable)",
                    captured.err), captured.err
   assert "1 of 2 video(s) could not be classified" in captured.err
+
+
+def test_predict_takes_the_runs_config_and_refuses_one_that_predicts_otherwise(trained, capsys):
+  """Without --config the run's own config.json; a --config whose preprocessing differs from the
+  run's (here its normalisation) would print confident wrong classes: refused, naming the field."""
+  spec, workdir, _, video, _ = trained
+  assert predict.main(["--checkpoint", workdir, video]) == 0
+  assert f"{video} (1 view(s)):" in capsys.readouterr().out
+  assert predict.main(["--config", f"{spec},normalise=imagenet", "--checkpoint", workdir,
+                       video]) == 1
+  err = capsys.readouterr().err
+  assert "input.normalise: 'per_clip' (the run) vs 'imagenet' (--config)" in err, err
+  assert "Drop --config" in err
+
+
+def test_a_run_on_a_one_channel_stream_predicts_and_exports(trained, tmp_path):
+  """A model trained on the synthetic set's 1-channel infrared stream (`stream=ir`) reads a video
+  file as the mean of its channels, from its checkpoint and from its export."""
+  from darkjax.tools import export, predict_exported   # pylint: disable=import-outside-toplevel
+  spec, _, _, _, dataset = trained
+  ir_spec = f"{spec},stream=ir"
+  config = quiet(config_lib.load(ir_spec).copy_and_resolve_references())
+  config.eval_every = -1
+  workdir = str(tmp_path / "ir")
+  trainer = train.Trainer(config, workdir, devices=jax.devices()[:1])
+  trainer.run()
+  path, _ = dataset.files("test")[0]
+  ir = records.decode_example(next(records.iter_tfrecord(path)))["ir"]
+  assert ir.shape[-1] == 1
+  video = str(tmp_path / "ir.avi")
+  video_lib.write_video(video, np.ascontiguousarray(np.repeat(ir, 3, axis=-1)), fps=10)
+  predictor = predict_checkpoint.Predictor(config_lib.load(ir_spec), workdir)
+  result = predictor.predict(video)
+  assert result["views"].shape[1:] == (16, 32, 32, 1)
+  logits = jax.jit(trainer.task.predict)(jax.device_get(trainer.variables),
+                                        {"video": result["views"]})
+  want = np.mean(jax.nn.softmax(np.asarray(logits, np.float32), -1), 0)
+  np.testing.assert_allclose(result["probs"], want, rtol=1e-5, atol=1e-6)
+  out = str(tmp_path / "export")
+  assert export.main(["--workdir", workdir, "--out", out]) == 0
+  exported = predict_exported.ExportedPredictor(os.path.join(out, "model.stablehlo"))
+  assert exported.video_inputs.channels == 1
+  np.testing.assert_allclose(exported.predict(video)["probs"], result["probs"], atol=1e-4)
+
+
+def test_views_of_another_size_than_the_runs_are_refused_naming_both(tmp_path):
+  """A config that keeps the file's frame size (no crop, no short side: LIFT-Net's and ActLumos's
+  synthetic ones) was trained on its dataset's frames; a video of another size would fail inside
+  the model (a ViT's position embedding) or be classified at a scale it never saw."""
+  import types  # pylint: disable=import-outside-toplevel
+
+  from darkjax.data import ops  # pylint: disable=import-outside-toplevel
+  from darkjax.tools import predict_host  # pylint: disable=import-outside-toplevel
+  spec = ops.ClipSpec(frames=4)
+  task = types.SimpleNamespace(data=types.SimpleNamespace(spec=spec, streams=(),
+                                                          video_stream="video"))
+  manifest = {"frame_shape": [32, 40, 3], "streams": {}}
+  assert predict_checkpoint.view_hw(task, manifest) == (32, 40)
+  cropped = types.SimpleNamespace(data=types.SimpleNamespace(
+      spec=ops.ClipSpec(frames=4, short_side=36, crop_size=32), streams=()))
+  assert predict_checkpoint.view_hw(cropped, manifest) == (32, 32)
+  predictor = object.__new__(predict_checkpoint.Predictor)
+  predictor.task, predictor.manifest = task, manifest
+  predictor.video_inputs = predict_host.VideoInputs(spec)
+  video = str(tmp_path / "larger.avi")
+  video_lib.write_video(video, np.zeros((6, 48, 64, 3), np.uint8), fps=10)
+  with pytest.raises(predict.PredictError,
+                     match=r"larger.avi: its 'video' views are \[4, 48, 64, 3\], the run was "
+                           r"trained on \[4, 32, 40, 3\]"):
+    predictor.predict(video)
+
+
+def test_png_dir_is_checked_first_and_same_named_videos_get_their_own_picture(trained, tmp_path,
+                                                                              capsys):
+  _, workdir, _, video, _ = trained
+  other = tmp_path / "other" / os.path.basename(video)
+  other.parent.mkdir()
+  other.write_bytes(open(video, "rb").read())
+  afile = tmp_path / "afile"
+  afile.write_text("")
+  assert predict.main(["--checkpoint", workdir, "--png", str(afile), video]) == 1
+  captured = capsys.readouterr()
+  assert f"--png {afile} is a file" in captured.err and "view(s)" not in captured.out
+  out = tmp_path / "pictures"
+  assert predict.main(["--checkpoint", workdir, "--png", str(out), video, str(other)]) == 0
+  assert sorted(os.listdir(out)) == ["clip-1.png", "clip-2.png"]

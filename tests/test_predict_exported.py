@@ -134,7 +134,7 @@ def test_export_json_records_what_predict_needs(exported):
     meta = json.load(f)
   # configs/synthetic.py runlocal, eval views 2 x 3; the synthetic set states no short side / fps
   assert meta["video_inputs"] == {
-      "decode": {"short_side": 0, "fps": 0.0},
+      "decode": {"short_side": 0, "fps": 0.0, "channels": 3},
       "clip": {"frames": 16, "stride": 1, "sampling": "dense", "short_side": 36,
                "resize": [0, 0], "crop_size": 32, "eval_clips": 2, "eval_crops": 3},
       "record_streams": {}, "view_streams": {}}
@@ -281,4 +281,4 @@ def test_model_file_errors_name_the_file_and_what_to_do(stablehlo_dir, tmp_path,
   assert "drop --classes" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     predict.main(["--config", "configs/synthetic.py", videos[0]])
-  assert "give --config and --checkpoint" in capsys.readouterr().err
+  assert "give --checkpoint" in capsys.readouterr().err

@@ -65,9 +65,10 @@ def find_videos(directory: str) -> list[str]:
   return sorted(found)
 
 
-def _decode_all(path: str) -> tuple[np.ndarray, float]:
-  """Every frame of the first video stream (T, H, W, 3) uint8 RGB, and the stream's frame rate
-  (0 if the container does not say)."""
+def _decode_all(path: str, short_side: int = 0) -> tuple[np.ndarray, float]:
+  """Every frame of the first video stream (T, H, W, 3) uint8 RGB, each resized to `short_side`
+  as it is decoded (so that a long high-resolution file never holds its full-size frames at
+  once), and the stream's frame rate (0 if the container does not say)."""
   if not os.path.isfile(path):
     raise VideoDecodeError(f"{path}: file not found")
   try:
@@ -76,10 +77,11 @@ def _decode_all(path: str) -> tuple[np.ndarray, float]:
         raise VideoDecodeError(f"{path}: no video stream")
       stream = container.streams.video[0]
       rate = stream.average_rate or stream.guessed_rate or 0
-      frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+      frames = [ops.resize_short_side(frame.to_ndarray(format="rgb24")[None], short_side)[0]
+                for frame in container.decode(stream)]
   except VideoDecodeError:
     raise
-  except (av.error.FFmpegError, ValueError, OSError, EOFError) as error:
+  except (av.error.FFmpegError, ValueError, OSError, EOFError, MemoryError) as error:
     raise VideoDecodeError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
   if not frames:
     raise VideoDecodeError(f"{path}: no decodable frames")
@@ -98,8 +100,8 @@ def decode_video(path: str, short_side: int = 0, fps: float = 0.0) -> tuple[np.n
   `short_side` 0 keeps the decoded size, `fps` 0 the file's frame rate (DEFAULT_FPS if the file
   states none). Raises VideoDecodeError naming the file and the reason.
   """
-  clip, source_fps = _decode_all(path)
+  clip, source_fps = _decode_all(path, short_side)
   source_fps = source_fps or DEFAULT_FPS
   if fps and abs(fps - source_fps) > 1e-3:
     clip, source_fps = resample_fps(clip, source_fps, fps), float(fps)
-  return ops.resize_short_side(clip, short_side), source_fps
+  return clip, source_fps

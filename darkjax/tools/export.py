@@ -59,7 +59,7 @@ import ml_collections as mlc
 import numpy as np
 
 from darkjax import config as config_lib
-from darkjax import file_state
+from darkjax import file_state, paths
 from darkjax import task as task_lib
 from darkjax.layers import conv
 from darkjax.tools import predict_checkpoint, predict_host
@@ -220,39 +220,18 @@ def export_onnx(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], model_nam
 
 
 # ================================================================ a run's export
-def run_config(workdir: str, spec: str | None = None) -> mlc.ConfigDict:
-  """The config of the run in `workdir`: `spec` (a config file[:args]) if given, else the
-  `config.json` of the run or of its deployed phase's sub-directory."""
-  if spec:
-    return config_lib.load(spec)
-  candidates = [workdir] + sorted(
-      os.path.join(workdir, d) for d in (os.listdir(workdir) if os.path.isdir(workdir) else ())
-      if os.path.isdir(os.path.join(workdir, d)))
-  for directory in candidates:
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-      continue
-    with open(path, encoding="utf-8") as f:
-      config = mlc.ConfigDict(json.load(f))
-    if os.path.normpath(task_lib.deployed_workdir(config, workdir)) == os.path.normpath(directory):
-      return config
-  raise predict_host.PredictError(f"{workdir} holds no config.json of a darkjax run (neither in "
-                                  "it nor in a phase sub-directory); pass --config "
-                                  "configs/x.py[:args]")
-
-
 def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | None = None,
                classes: str | None = None, config_spec: str | None = None) -> str:
   """Writes DIR/model.<format> and DIR/export.json for the run in `workdir`; returns the model
   file's path."""
   if fmt not in FORMATS:
     raise ExportError(f"--format {fmt!r} unknown; valid: {FORMATS}")
-  config = run_config(workdir, config_spec)
+  config = predict_checkpoint.run_config(workdir, config_spec)
   try:   # before the model is read and traced: a bad --out fails at once
-    os.makedirs(out_dir, exist_ok=True)
+    paths.resolve(out_dir).mkdir(parents=True, exist_ok=True)
   except OSError as error:
-    raise ExportError(f"--out {out_dir} cannot be made a directory ({error.strerror}); give a "
-                      "directory path") from None
+    raise ExportError(f"--out {out_dir} cannot be made a directory "
+                      f"({error.strerror or error}); give a directory path or URL") from None
   predictor = predict_checkpoint.Predictor(config, workdir, classes, step)
   sample = predictor.sample_inputs()
   model_name = str(config.model.name)
@@ -264,9 +243,7 @@ def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | N
     blob = export_stablehlo(fn, sample, model_name)
   else:
     blob = export_onnx(fn, sample, model_name, meta).SerializeToString()
-  with open(path + ".tmp", "wb") as f:
-    f.write(blob)
-  os.replace(path + ".tmp", path)
+  paths.write_bytes_atomic(path, blob)
   file_state.atomic_write_json(os.path.join(out_dir, METADATA), meta, sort_keys=True)
   return path
 

@@ -1,10 +1,13 @@
 """Classify video files with a trained checkpoint of any darkjax paper, or with its exported model.
 
-  python -m darkjax.tools.predict --config configs/synthetic.py:runlocal \
-      --checkpoint /tmp/darkjax/synthetic clip.avi [more.mp4 ...] [--png OUT_DIR] [--classes a,b,c]
+  python -m darkjax.tools.predict --checkpoint /tmp/darkjax/synthetic clip.avi [more.mp4 ...] \
+      [--config configs/synthetic.py:runlocal] [--png OUT_DIR] [--classes a,b,c]
   python -m darkjax.tools.predict --model export/model.onnx clip.avi [more.mp4 ...] [--png OUT_DIR]
 
-Checkpoint (`--config`, `--checkpoint`; `predict_checkpoint`): builds the config's Task
+Checkpoint (`--checkpoint WORKDIR`; `predict_checkpoint`): takes the run's config.json (as export
+does; `--config` names the config file[:args] instead, and is refused where it would predict
+otherwise than the run's: another model, clip, stream, normalisation or paper setting, each
+difference listed), builds its Task
 (`darkjax.task.load_task`: the same model and on-device preprocessing as training and evaluation,
 e.g. 3D-DiNet's channel matching, LIFT-Net's gamma-corrected luminous clip, DTCM's enhancer) and
 restores the latest checkpoint of the run (or `--step`; for runs in phases, the phase that holds
@@ -22,7 +25,8 @@ PyAV at the prepared dataset's resolution / frame rate (the manifest's `short_si
 `resampled_fps`), compute the extra streams the model reads (a `flow` record stream with the
 manifest's method and scale; two-stream's flow per view with the config's), make the config's
 eval views (`input.eval_clips` x `input.eval_crops`) and print the top-5 classes with
-probabilities, averaged over the views. `--png OUT_DIR` writes `<video>.png` with the first view's frames (and,
+probabilities, averaged over the views. `--png OUT_DIR` writes `<video>.png` (numbered where two
+videos share a file name) with the first view's frames (and,
 from a checkpoint, the enhanced frames for tasks that enhance) titled with the prediction. A video
 that cannot be decoded is named on stderr with the reason (file not found, no video stream,
 decoder error, no frames); the others are still classified and the exit status is 1.
@@ -35,7 +39,8 @@ import sys
 from typing import Any, Sequence
 
 from darkjax.tools import predict_exported
-from darkjax.tools.predict_host import PredictError, format_result, write_png
+from darkjax.tools.predict_host import (PredictError, check_png_dir, format_result, png_names,
+                                       write_png)
 
 __all__ = ["PredictError", "main"]
 
@@ -46,7 +51,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--model", default=None, help="model.onnx or model.stablehlo written by "
                       "darkjax.tools.export (its export.json beside it), instead of --config "
                       "and --checkpoint")
-  parser.add_argument("--config", default=None, help="config file[:args], as for darkjax.main")
+  parser.add_argument("--config", default=None, help="config file[:args], as for darkjax.main "
+                      "(default: the run's config.json; one that would predict differently "
+                      "from it is refused)")
   parser.add_argument("--checkpoint", default=None, help="training WORKDIR")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   parser.add_argument("--classes", default=None, help="comma-separated class names")
@@ -58,8 +65,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if given:
       parser.error(f"--model takes its class names and settings from export.json; drop "
                    f"{', '.join('--' + f for f in given)}")
-  elif not (args.config and args.checkpoint):
-    parser.error("give --config and --checkpoint (a training run), or --model (an exported model)")
+  elif not args.checkpoint:
+    parser.error("give --checkpoint (a training run's WORKDIR; --config only to override its "
+                 "config.json), or --model (an exported model)")
   return args
 
 
@@ -71,7 +79,9 @@ def _predictor(args: argparse.Namespace) -> Any:
   from darkjax import config as config_lib
   from darkjax.tools import predict_checkpoint
   try:
-    config = config_lib.load(args.config)
+    config = predict_checkpoint.run_config(args.checkpoint, args.config)
+    if args.config:
+      predict_checkpoint.check_same_run(config, args.checkpoint, args.config)
   except config_lib.ConfigError as error:
     raise PredictError(str(error)) from None
   return predict_checkpoint.Predictor(config, args.checkpoint, args.classes, args.step)
@@ -80,10 +90,13 @@ def _predictor(args: argparse.Namespace) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse(argv)
   try:
+    if args.png:
+      check_png_dir(args.png)
     predictor = _predictor(args)
   except PredictError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
+  pictures = png_names(args.videos)
   failed = []
   for video in args.videos:
     try:
@@ -94,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       continue
     print(format_result(result))
     if args.png:
-      print(f"  wrote {write_png(result, args.png)}")
+      print(f"  wrote {write_png(result, args.png, file_name=pictures[video])}")
   if failed:
     print(f"{len(failed)} of {len(args.videos)} video(s) could not be classified: "
           f"{', '.join(failed)}", file=sys.stderr)

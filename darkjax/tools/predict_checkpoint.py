@@ -9,6 +9,9 @@ settings export records in export.json) and scores a video's views with `task.pr
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from typing import Any
 
 import jax
@@ -17,12 +20,79 @@ import ml_collections as mlc
 import numpy as np
 
 from darkjax import capabilities, paths
+from darkjax import config as config_lib
 from darkjax import task as task_lib
 from darkjax import variables as variables_lib
 from darkjax.convert import io as convert_io
-from darkjax.data import flow, records
+from darkjax.data import flow, ops, records
 from darkjax.tools import predict_host
 from darkjax.tools.predict_host import PredictError
+
+
+# Fields in which the config given to predict may differ from the one that trained the run: the
+# schedule, optimiser, batching, input workers, data location, memory and compile choices,
+# logging, and the number of eval views averaged (more views of a video are a prediction's own
+# choice). Every other field (the trainer and its paper's settings, the model, the clip, stream
+# and normalisation settings) must agree.
+_RUN_ONLY = re.compile(
+    r"^(accum_steps|async_checkpoints|batch_rounding|checkpoint_every|compilation_cache|"
+    r"compute_dtype|conv_lowering|device_memory_gib|eval_every|evals|fit|fit_applied|"
+    r"keep_checkpoints|label_smoothing|log_every|mesh|model_init|model_load|optimizer|profile|"
+    r"progress_bar|required_weights|seed|sharding|total_epochs|total_steps|xla_opt_level)(\.|$)"
+    r"|^input\.(batch_size|batch_size_requested|eval_batch_size|eval_batch_size_requested|"
+    r"cores_per_device|cycle_length|prefetch|shuffle_window|workers|train_crop|flip|"
+    r"eval_clips|eval_crops|"
+    r"data\.(dir|generate|split|split_index|eval_split))(\.|$)"
+    r"|(^|\.)remat$")
+
+
+def run_config(workdir: str, spec: str | None = None) -> mlc.ConfigDict:
+  """The config of the run in `workdir` (a directory or URL): `spec` (a config file[:args]) if
+  given, else the `config.json` of the run or of its deployed phase's sub-directory."""
+  if spec:
+    return config_lib.load(spec)
+  saved = saved_run_config(workdir)
+  if saved is None:
+    raise PredictError(f"{workdir} holds no config.json of a darkjax run (neither in it nor in a "
+                       "phase sub-directory); pass --config configs/x.py[:args]")
+  return saved
+
+
+def saved_run_config(workdir: str) -> mlc.ConfigDict | None:
+  """The `config.json` of the deployed phase of the run in `workdir` (None if there is none)."""
+  root = paths.resolve(workdir)
+  candidates = [root] + (sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else [])
+  for directory in candidates:
+    path = directory / "config.json"
+    if not path.is_file():
+      continue
+    config = mlc.ConfigDict(json.loads(path.read_text(encoding="utf-8")))
+    deployed = task_lib.deployed_workdir(config, workdir)
+    if os.path.normpath(str(paths.resolve(deployed))) == os.path.normpath(str(directory)):
+      return config
+  return None
+
+
+def check_same_run(config: mlc.ConfigDict, workdir: str, spec: str) -> None:
+  """Raises unless `config` (from `--config spec`) predicts as the config that trained the run in
+  `workdir` would: the same fields, `_RUN_ONLY` aside (a run without config.json: not checked)."""
+  saved = saved_run_config(workdir)
+  if saved is None:
+    return
+  phase_config = task_lib.deployed_phase(config).config(config)
+  given = json.loads(phase_config.to_json_best_effort(sort_keys=True))
+  trained = json.loads(saved.to_json_best_effort(sort_keys=True))
+  changed = {k: v for k, v in config_lib.differences(config_lib.flat(trained),
+                                                     config_lib.flat(given)).items()
+             if not _RUN_ONLY.search(k)}
+  if changed:
+    lines = [f"  {key}: {was!r} (the run) vs {now!r} (--config)"
+             for key, (was, now) in list(changed.items())[:12]]
+    more = f"\n  ... and {len(changed) - 12} more" if len(changed) > 12 else ""
+    raise PredictError(f"--config {spec} is not the config that trained the run in {workdir}, "
+                       f"and would predict differently:\n" + "\n".join(lines) + more
+                       + "\nDrop --config to predict with the run's own config.json (or give the "
+                         "config file and args that trained it).")
 
 
 def dataset_manifest(config: mlc.ConfigDict) -> dict[str, Any] | None:
@@ -71,25 +141,50 @@ def video_inputs(task: Any, manifest: dict[str, Any] | None) -> predict_host.Vid
                   if isinstance(task, capabilities.ComputesStreams) else {})
   return predict_host.VideoInputs(task.data.spec, int(meta.get("short_side") or 0),
                                   float(meta.get("resampled_fps") or 0.0), record_streams,
-                                  view_streams)
+                                  view_streams, clip_channels(task, manifest))
+
+
+def clip_channels(task: Any, manifest: dict[str, Any] | None) -> int:
+  """Channels of the clip the model reads: those of the record stream the config feeds it
+  (`config.input.stream`: `video`, or e.g. the synthetic set's 1-channel `ir`) in the dataset
+  manifest; 3 without one."""
+  stream = getattr(task.data, "video_stream", "video")
+  shapes = {"video": (manifest or {}).get("frame_shape"), **(manifest or {}).get("streams", {})}
+  return int((shapes.get(stream) or [0, 0, 3])[-1])
 
 
 def sample_inputs(task: Any, manifest: dict[str, Any] | None = None
                   ) -> dict[str, jax.ShapeDtypeStruct]:
   """One clip (batch 1, uint8) of every stream `task`'s model reads, at the size its eval views
-  have; channels from the dataset `manifest` (3 without one)."""
+  have (`view_hw`); channels from the dataset `manifest` (3 without one)."""
   spec = task.data.spec
-  size = spec.crop_size or spec.short_side or 32
+  hw = view_hw(task, manifest)
   shapes = (manifest or {}).get("streams", {})
-  channels = ((manifest or {}).get("frame_shape") or [0, 0, 3])[-1]
-  sample = {"video": jax.ShapeDtypeStruct((1, spec.frames, size, size, channels), jnp.uint8)}
+  channels = clip_channels(task, manifest)
+  sample = {"video": jax.ShapeDtypeStruct((1, spec.frames, *hw, channels), jnp.uint8)}
   for name in task.data.streams:
     depth = (shapes.get(name) or [0, 0, 3])[-1]
-    sample[name] = jax.ShapeDtypeStruct((1, spec.frames, size, size, depth), jnp.uint8)
+    sample[name] = jax.ShapeDtypeStruct((1, spec.frames, *hw, depth), jnp.uint8)
   computed = task.computed_streams if isinstance(task, capabilities.ComputesStreams) else ()
   for name in computed:   # e.g. two-stream flow computed on the host
-    sample[name] = jax.ShapeDtypeStruct((1, spec.frames, size, size, 3), jnp.uint8)
+    sample[name] = jax.ShapeDtypeStruct((1, spec.frames, *hw, 3), jnp.uint8)
   return sample
+
+
+def view_hw(task: Any, manifest: dict[str, Any] | None) -> tuple[int, int]:
+  """(H, W) of the eval views the run was trained and evaluated on: the config's crop, else its
+  dataset's frames (the manifest's) as the clip spec resizes them; without a manifest, square at
+  the spec's short side (32 without one)."""
+  spec = task.data.spec
+  if spec.crop_size:
+    return spec.crop_size, spec.crop_size
+  stream = getattr(task.data, "video_stream", "video")
+  shapes = {"video": (manifest or {}).get("frame_shape"), **(manifest or {}).get("streams", {})}
+  if shapes.get(stream):
+    return ops.resized_frame_hw(shapes[stream][:2], spec)
+  if spec.resize[0]:
+    return int(spec.resize[0]), int(spec.resize[1])
+  return (spec.short_side or 32,) * 2
 
 
 class Predictor:
@@ -117,6 +212,15 @@ class Predictor:
 
   def predict(self, path: str) -> dict[str, Any]:
     streams = self.video_inputs.views(path)
+    for name, sample in self.sample_inputs().items():
+      if tuple(streams[name].shape[1:]) != tuple(sample.shape[1:]):
+        # The model was trained on views of one size (its crop, or its dataset's frames): another
+        # size would fail inside the model, or be classified at a scale it never saw.
+        raise PredictError(
+            f"{path}: its {name!r} views are {list(streams[name].shape[1:])}, the run was trained "
+            f"on {list(sample.shape[1:])} (T, H, W, C); its config keeps the file's frame size "
+            f"(input.short_side and input.crop_size 0): resize the video to the dataset's "
+            f"frames, or train with a crop")
     logits = np.asarray(self._predict(self.variables, streams), np.float32)
     enhanced = None
     if self._enhance is not None:

@@ -6,7 +6,9 @@ exported ONNX model runs without it.
 `VideoInputs` holds every setting that turning a video into inputs takes, and `views(path)`
 applies them:
   decode          PyAV at the prepared dataset's short side and frame rate (its manifest's
-                  `short_side`, `resampled_fps`; 0 keeps the file's), `video.decode_video`
+                  `short_side`, `resampled_fps`; 0 keeps the file's), `video.decode_video`; a
+                  model that reads a 1-channel stream (an infrared one) gets the frames' mean
+                  over their 3 channels (a gray or thermal file has them equal)
   record streams  streams the model reads from records, computed from the whole decoded video as
                   `prepare --flow` does: only `flow`, with the dataset's method and scale (null:
                   a stream only a prepared dataset has, refused per video)
@@ -20,6 +22,7 @@ ranks the top 5; `format_result` and `write_png` show the result.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 from typing import Any, Mapping
@@ -49,6 +52,7 @@ class VideoInputs:
   fps: float = 0.0
   record_streams: Mapping[str, Mapping[str, Any] | None] = dataclasses.field(default_factory=dict)
   view_streams: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  channels: int = 3   # of the clip the model reads (1: a single-channel stream such as `ir`)
 
   @property
   def inputs(self) -> tuple[str, ...]:
@@ -57,10 +61,21 @@ class VideoInputs:
 
   def decode(self, path: str) -> dict[str, np.ndarray]:
     """The video's frames as prepared (short side, frame rate) and its record streams."""
+    # Frames resized as they are decoded (a long high-resolution file never held at full size):
+    # to the dataset's short side, or, from a dataset stored at the files' size, straight to the
+    # short side the views take (the same frames; not where a record stream such as flow is
+    # computed from the decoded clip at the dataset's size).
+    side = self.short_side or (self.spec.short_side if not self.record_streams
+                               and not self.spec.resize[0] else 0)
     try:
-      clip, _ = video.decode_video(path, self.short_side, self.fps)
+      clip, _ = video.decode_video(path, side, self.fps)
     except video.VideoDecodeError as error:
       raise PredictError(str(error)) from None
+    if self.channels == 1:
+      clip = np.round(clip.mean(axis=-1, keepdims=True)).astype(np.uint8)
+    elif self.channels != 3:
+      raise PredictError(f"{path}: the model reads clips of {self.channels} channels; a video "
+                         f"file gives 3 (RGB) or, averaged, 1")
     example = {"video": clip, "label": 0}
     for name, settings in self.record_streams.items():
       if name != flow.STREAM or settings is None:
@@ -85,7 +100,8 @@ class VideoInputs:
     """What export.json records as `video_inputs`."""
     clip = {name: getattr(self.spec, name) for name in CLIP_FIELDS}
     clip["resize"] = [int(v) for v in clip["resize"]]
-    return {"decode": {"short_side": int(self.short_side), "fps": float(self.fps)}, "clip": clip,
+    return {"decode": {"short_side": int(self.short_side), "fps": float(self.fps),
+                       "channels": int(self.channels)}, "clip": clip,
             "record_streams": {k: None if v is None else dict(v)
                                for k, v in self.record_streams.items()},
             "view_streams": {k: dict(v) for k, v in self.view_streams.items()}}
@@ -99,10 +115,12 @@ class VideoInputs:
       spec = ops.ClipSpec(**clip)
     except (TypeError, ValueError) as error:
       raise PredictError(f"{source}: video_inputs.clip: {error}") from None
+    decode = json_key(meta, "video_inputs.decode", source)
     return cls(spec, int(json_key(meta, "video_inputs.decode.short_side", source)),
                float(json_key(meta, "video_inputs.decode.fps", source)),
                dict(json_key(meta, "video_inputs.record_streams", source)),
-               dict(json_key(meta, "video_inputs.view_streams", source)))
+               dict(json_key(meta, "video_inputs.view_streams", source)),
+               int(decode.get("channels", 3)))   # an export.json before it: RGB models only
 
 
 def json_key(meta: Mapping[str, Any], dotted: str, source: str) -> Any:
@@ -143,8 +161,35 @@ def _to_uint8(frames: np.ndarray) -> np.ndarray:
   return ((frames - low) / max(high - low, 1e-6) * 255).clip(0, 255).astype(np.uint8)
 
 
-def write_png(result: dict[str, Any], out_dir: str, max_frames: int = 8) -> str:
-  """OUT_DIR/<video>.png: the first view's frames (and the enhanced ones) titled with the top 1."""
+def png_names(videos: list[str]) -> dict[str, str]:
+  """Each video's picture name: `<stem>.png`, numbered (`<stem>-2.png`, ...) where two videos
+  share a file name (`a/clip.avi`, `b/clip.avi`) and one picture would overwrite the other."""
+  unique = list(dict.fromkeys(videos))   # a video named twice is one picture
+  stem = lambda video: os.path.splitext(os.path.basename(video))[0]  # noqa: E731
+  stems, seen, names = collections.Counter(map(stem, unique)), collections.Counter(), {}
+  for video in unique:
+    seen[stem(video)] += 1
+    name = stem(video)
+    names[video] = f"{name}-{seen[name]}.png" if stems[name] > 1 else f"{name}.png"
+  return names
+
+
+def check_png_dir(out_dir: str) -> None:
+  """Makes `--png OUT_DIR` before any video is read: a path that cannot be a directory fails
+  at once, not after the first prediction."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise PredictError(f"--png {out_dir} is a file; give a directory for the pictures")
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as error:
+    raise PredictError(f"--png {out_dir} cannot be made a directory ({error.strerror}); give a "
+                       f"directory you can write to") from None
+
+
+def write_png(result: dict[str, Any], out_dir: str, max_frames: int = 8,
+              file_name: str | None = None) -> str:
+  """OUT_DIR/<video>.png (or OUT_DIR/`file_name`): the first view's frames (and the enhanced
+  ones) titled with the top 1."""
   rows = [("input", result["views"][0])]
   if result["enhanced"] is not None:
     rows.append(("enhanced", _to_uint8(result["enhanced"])))
@@ -152,7 +197,7 @@ def write_png(result: dict[str, Any], out_dir: str, max_frames: int = 8) -> str:
   fig = plots.frame_rows(rows, f"{os.path.basename(result['video'])}: {name} ({prob:.1%})",
                          max_frames)
   stem = os.path.splitext(os.path.basename(result["video"]))[0]
-  return plots.save(fig, os.path.join(out_dir, stem + ".png"), dpi=80)
+  return plots.save(fig, os.path.join(out_dir, file_name or stem + ".png"), dpi=80)
 
 
 def format_result(result: dict[str, Any]) -> str:
