@@ -29,6 +29,7 @@ import numpy as np
 from darkjax import capabilities
 from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
+from darkjax import paths
 from darkjax import targets
 from darkjax import task as task_lib
 from darkjax import train
@@ -128,7 +129,9 @@ class Run:
 
   def history(self) -> list[dict[str, Any]]:
     """Rows of the deployed phase's metrics.jsonl ({"step": ..., "train/loss": ..., ...});
-    non-finite values come back as float NaN / Inf."""
+    non-finite values come back as float NaN / Inf. None yet (a run not trained): []."""
+    if not (paths.resolve(self.inference_workdir) / "metrics.jsonl").exists():
+      return []
     rows = metrics_lib.read_metrics(self.inference_workdir)
     return [{k: (float(v) if isinstance(v, str) and k != "step" else v) for k, v in row.items()}
             for row in rows]

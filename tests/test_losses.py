@@ -348,3 +348,13 @@ def test_official_forms_match_official_pytorch_code():
   total, _ = losses.zero_dce_loss(nhwc(enh), nhwc(org), nhwc(maps), "official")
   torch_parity.assert_close(float(total), float(200 * tv + spa + 5 * col + 10 * exp), 1e-5, why,
                             "total")
+
+
+def test_region_losses_refuse_frames_smaller_than_their_regions():
+  """Pooling 16 x 16 (exposure) or 4 x 4 (spatial consistency) regions of smaller frames averages
+  nothing: NaN, which would skip every step; an error names the sizes instead."""
+  with pytest.raises(ValueError, match=r"frames of 8 x 8 are smaller than the loss's 16 x 16"):
+    losses.exposure_control_loss(jnp.zeros((1, 8, 8, 3)))
+  with pytest.raises(ValueError, match=r"frames of 3 x 3 are smaller than the loss's 4 x 4"):
+    losses.spatial_consistency_loss(jnp.zeros((1, 3, 3, 3)), jnp.zeros((1, 3, 3, 3)))
+  assert np.isfinite(float(losses.exposure_control_loss(jnp.zeros((1, 16, 16, 3)))))

@@ -38,6 +38,7 @@ def test_split_training_has_the_losses_of_one_uninterrupted_run(runs):
   split = [(row["step"], row["train/loss"]) for row in run.history() if "train/loss" in row]
   whole = [(row["step"], row["train/loss"]) for row in notebook.Run(
       config_lib.load(CONFIG_FILE, runs[4]), whole_dir).history() if "train/loss" in row]
+  assert notebook.Run(config_lib.load(CONFIG_FILE, runs[4]), str(runs[5] / "new")).history() == []
   assert [s for s, _ in split] == [s for s, _ in whole] == [1, 2, 3, 4]
   np.testing.assert_allclose([l for _, l in split], [l for _, l in whole], rtol=1e-6)
   assert run.step == 4

@@ -205,3 +205,11 @@ def test_png_dir_is_checked_first_and_same_named_videos_get_their_own_picture(tr
   out = tmp_path / "pictures"
   assert predict.main(["--checkpoint", workdir, "--png", str(out), video, str(other)]) == 0
   assert sorted(os.listdir(out)) == ["clip-1.png", "clip-2.png"]
+
+
+def test_a_step_without_checkpoint_lists_the_runs_steps(trained, tmp_path):
+  spec, workdir, _, _, _ = trained
+  with pytest.raises(predict.PredictError, match=r"no checkpoint of step 7 .* its steps are \[3\]"):
+    predict_checkpoint.Predictor(config_lib.load(spec), workdir, step=7)
+  with pytest.raises(predict.PredictError, match=r"export's --workdir"):
+    predict_checkpoint.Predictor(config_lib.load(spec), str(tmp_path))

@@ -160,8 +160,12 @@ def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dic
   from darkjax import checkpoint  # pylint: disable=import-outside-toplevel
   checkpointer = checkpoint.Checkpointer(workdir, read_only=True)
   try:
+    steps = sorted(checkpointer.all_steps())
+    if step is not None and steps and step not in steps:
+      raise CheckpointNotFoundError(f"{workdir}: no checkpoint of step {step} under "
+                                    f"{checkpointer.directory}; its steps are {steps}")
     step = checkpointer.latest_step() if step is None else step
-    if step is None or step not in checkpointer.all_steps():
+    if step is None or step not in steps:
       raise CheckpointNotFoundError(
           f"{workdir}: no finished checkpoint under {checkpointer.directory} (a darkjax run "
           "writes one every config.checkpoint_every steps and at the end)")

@@ -120,7 +120,7 @@ def restore_variables(checkpoint_dir: str, step: int | None = None) -> tuple[dic
   """{"params": ..., <model_state collections>...} of a darkjax checkpoint, and its step."""
   if not (paths.resolve(checkpoint_dir) / "checkpoints").is_dir():
     raise PredictError(f"{paths.resolve(checkpoint_dir) / 'checkpoints'} does not exist; "
-                       "--checkpoint must be a training WORKDIR")
+                       "give a training run's WORKDIR (predict's --checkpoint, export's --workdir)")
   try:
     variables, meta = convert_io.load_run_variables(checkpoint_dir, step)
   except (FileNotFoundError, convert_io.CheckpointReadError) as error:
