@@ -16,12 +16,16 @@ unpacked) and the split files anywhere below SRC.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
 from darkjax.data.prepare import common
 
 _SPLIT_FILE = re.compile(r"^(.+)_test_split(\d)\.txt$")
+
+NUM_CLASSES = 51
+log = logging.getLogger(__name__)
 
 
 def hmdb51(src: str) -> common.Layout:
@@ -37,6 +41,9 @@ def hmdb51(src: str) -> common.Layout:
   if incomplete:
     raise common.PrepareError(f"HMDB51 split files incomplete under {src}: {incomplete} "
                               f"(each class needs _test_split1..3.txt)")
+  if len(names) != NUM_CLASSES:   # an incomplete download: fewer classes, other labels
+    log.warning("HMDB51 under %s: %d classes found, the release has %d (labels are their "
+                "order); is a file of the download missing?", src, len(names), NUM_CLASSES)
   index = common.VideoIndex(common.find_dir_with_subdirs(src, names))
   splits: dict[str, list[common.VideoItem]] = {}
   for k in (1, 2, 3):

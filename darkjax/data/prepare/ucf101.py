@@ -11,9 +11,13 @@ are matched case-insensitively (the lists and folders disagree on `HandStandPush
 
 from __future__ import annotations
 
+import logging
 import os
 
 from darkjax.data.prepare import arid, common
+
+NUM_CLASSES = 101
+log = logging.getLogger(__name__)
 
 
 def _one_file(src: str, name: str) -> str:
@@ -31,6 +35,9 @@ def ucf101(src: str) -> common.Layout:
       raise common.PrepareError(f"{class_file}:{line_number}: expected `index ClassName`")
     rows.append((int(fields[0]), fields[1]))
   names = [name for _, name in sorted(rows)]
+  if len(names) != NUM_CLASSES:   # an incomplete download: fewer classes, other labels
+    log.warning("UCF101 under %s: %d classes found, the release has %d (labels are their "
+                "order); is a file of the download missing?", src, len(names), NUM_CLASSES)
   index = common.VideoIndex(common.find_dir_with_subdirs(src, names))
   splits, sources = {}, {}
   for k in (1, 2, 3):
