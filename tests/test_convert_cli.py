@@ -198,7 +198,8 @@ def test_vit_meta_records_pre_logits_and_the_npz_gelu(tmp_path):
   torch.manual_seed(1)
   pre, head = torch.nn.Linear(32, 32), torch.nn.Linear(32, 5)
   state = {k: v.clone() for k, v in reference.state_dict().items()}
-  state.update({"pre_logits.fc.weight": pre.weight.detach(), "pre_logits.fc.bias": pre.bias.detach(),
+  state.update({"pre_logits.fc.weight": pre.weight.detach(),
+                "pre_logits.fc.bias": pre.bias.detach(),
                 "head.weight": head.weight.detach(), "head.bias": head.bias.detach()})
   torch.save(state, tmp_path / "vit.pth")
   assert cli.main(["--arch", "vit_tiny_test", "--src", str(tmp_path / "vit.pth"), "--out",

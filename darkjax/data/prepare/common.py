@@ -113,7 +113,8 @@ class VideoIndex:
 
 
 def _holds_videos(directory: str, subdirs: Sequence[str]) -> bool:
-  """Whether any of `directory`'s sub-directories `subdirs` (or a folder below one) holds a video."""
+  """Whether a sub-directory of `directory` named in `subdirs` (or a folder below it) holds a
+  video."""
   for sub in subdirs:
     for _, _, names in walk(os.path.join(directory, sub)):
       if any(video.is_video_file(f) for f in names):
