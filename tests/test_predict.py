@@ -90,7 +90,8 @@ def test_classes_flag_when_the_dataset_dir_is_absent(trained, tmp_path, capsys):
   assert predict.main(["--config", spec, "--checkpoint", workdir, "--classes", ",".join(names),
                        video]) == 0
   assert "1. c" in capsys.readouterr().out
-  with pytest.raises(predict.PredictError, match=r"does not fit.*wrong shape.*params/head/kernel"):
+  with pytest.raises(predict.PredictError, match=r"does not fit.*wrong shape.*params/head/kernel"
+                                                r".*--classes gives 2 names"):
     predict_checkpoint.Predictor(config_lib.load(spec), workdir, classes="a,b")
 
 

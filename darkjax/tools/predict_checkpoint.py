@@ -200,8 +200,14 @@ class Predictor:
     workdir = task_lib.deployed_workdir(config, checkpoint_dir)
     self.variables, self.step = restore_variables(workdir, step)
     expected = jax.eval_shape(self.task.init_variables, jax.random.key(0), self.sample_inputs())
-    variables_lib.check_fits(dict(expected), self.variables, f"checkpoint {workdir} step "
-                             f"{self.step}", PredictError)
+    try:
+      variables_lib.check_fits(dict(expected), self.variables, f"checkpoint {workdir} step "
+                               f"{self.step}", PredictError)
+    except PredictError as error:
+      if classes and self.manifest is None:   # the class count is the user's, not a manifest's
+        raise PredictError(f"{error} (--classes gives {len(self.class_names)} names: the "
+                           f"run's classifier may have another count)") from None
+      raise
     self._predict = jax.jit(self.task.predict)
     self._enhance = (jax.jit(self.task.enhance)
                      if isinstance(self.task, capabilities.Enhances) else None)
