@@ -5,6 +5,7 @@ time read from the cache)."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -117,6 +118,17 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
   assert [line.split(": ", 1)[0] for line in lines] == [
       "default split 0 seed 0", "default split 0 seed 1"]
   assert all("(stored); run " in line for line in lines), lines   # read back, not trained
+  # The same --out with other args: its stored runs were trained otherwise, and a table mixing
+  # them with new ones would pair old runs with new ones. Stopped, naming the changed fields.
+  changed = [a.replace("steps=2", "steps=3") for a in argv]
+  assert experiment.main(changed) == 2
+  err = capsys.readouterr().err
+  assert "was trained with another config than this command's run gives" in err
+  assert "total_steps: 2 (stored) -> 3 (now)" in err and "delete" in err
+  # A moved --out keeps its results (its own path is compared as `{out}`).
+  moved = tmp_path / "moved"
+  os.rename(out, moved)
+  assert experiment.main(argv[:-1] + [str(moved)]) == 0
 
 
 @pytest.mark.parametrize("config, variant, line", [

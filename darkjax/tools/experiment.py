@@ -6,7 +6,10 @@
 
 Each run (variant, split, seed) trains in DIR/<variant>/split<k>_seed<s> (`default` is the config
 as given; a `--variant no_dcl=dcl=False` appends `dcl=False` to its args), whose `result.json`
-caches its final scalar metrics, so re-running the command trains only what is missing. `--splits
+caches its final scalar metrics (beside it, experiment_config.json: the resolved config it was
+trained with), so re-running the command trains only what is missing; a stored run whose config
+differs from what the command now gives (other args, config file or code) stops it, naming each
+changed field, rather than mix old and new runs in one table. `--splits
 all` runs every split of the dataset (`train1`/`test1` ... in the prepared manifest: ARID and
 HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once), setting
 `split_index` of every data block of the config. The metrics matching `--metrics` are averaged
@@ -65,17 +68,62 @@ from darkjax import file_state
 from darkjax.tools import arms as arms_lib
 
 RESULT_FILE = "result.json"
+CONFIG_FILE = "experiment_config.json"   # the resolved config a stored result was trained with
+# Fields run_cached sets on every run's config itself (not the experiment's choice).
+_RUNNER_FIELDS = ("progress_bar", "checkpoint_every")
+
+
+class StaleResultError(RuntimeError):
+  """A stored result was trained with another config than the run now asks for."""
+
+
+def _config_fields(config: mlc.ConfigDict | dict, out: str | None) -> dict[str, Any]:
+  """The config's fields as `config_lib.flat` gives them (JSON values), the experiment's --out
+  written `{out}` (a moved --out keeps its results), those run_cached sets left out."""
+  values = json.loads(config.to_json_best_effort(sort_keys=True)) \
+      if isinstance(config, mlc.ConfigDict) else config
+  fields = config_lib.flat(values)
+  if out:
+    root = os.path.abspath(out)
+    fields = {k: v.replace(root, "{out}") if isinstance(v, str) else v for k, v in fields.items()}
+  return {k: v for k, v in fields.items() if k not in _RUNNER_FIELDS}
+
+
+def stored_result(workdir: str, make_config: Callable[[], mlc.ConfigDict],
+                  out: str | None = None) -> dict[str, Any] | None:
+  """The run's stored result, or None; raises StaleResultError, naming each changed field, where
+  the config it was trained with (its CONFIG_FILE) differs from `make_config()`'s (the base args,
+  an arm's args, the config file or its code changed since)."""
+  path = os.path.join(workdir, RESULT_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    result = json.load(f)
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(config_path):   # results stored before the file existed: read as they are
+    with open(config_path, encoding="utf-8") as f:
+      trained = _config_fields(json.load(f), out)
+    changed = config_lib.differences(trained, _config_fields(make_config(), out))
+    if changed:
+      lines = [f"  {key}: {was!r} (stored) -> {now!r} (now)"
+               for key, (was, now) in list(changed.items())[:12]]
+      more = f"\n  ... and {len(changed) - 12} more" if len(changed) > 12 else ""
+      raise StaleResultError(
+          f"{path} was trained with another config than this command's run gives:\n"
+          + "\n".join(lines) + more + f"\nGive another --out, or delete {workdir} to train it "
+          "again (a table that mixed the two would pair old runs with new ones).")
+  return result
 
 
 def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
-               kept_metrics: Sequence[str] | None, **info: Any) -> dict[str, Any]:
-  """Trains `make_config()` in `workdir` (or reads its stored result); returns the final
-  `kept_metrics` (None: every scalar metric but per-class ones) plus `info` and the wall time in
-  seconds."""
-  path = os.path.join(workdir, RESULT_FILE)
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+               kept_metrics: Sequence[str] | None, out: str | None = None,
+               **info: Any) -> dict[str, Any]:
+  """Trains `make_config()` in `workdir` (or reads its stored result, `stored_result`); returns
+  the final `kept_metrics` (None: every scalar metric but per-class ones) plus `info` and the wall
+  time in seconds."""
+  stored = stored_result(workdir, make_config, out)
+  if stored is not None:
+    return stored
   from darkjax import train  # pylint: disable=import-outside-toplevel
   config = make_config()
   config.progress_bar = False
@@ -93,7 +141,11 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
                        f"Delete {workdir} and re-run.")
   result = {k: float(results[k]) for k in kept_metrics}
   result.update(info, seconds=round(time.time() - start, 1))
-  file_state.atomic_write_json(path, result)  # a torn file would stop every later re-run
+  file_state.atomic_write_json(os.path.join(workdir, CONFIG_FILE),
+                               json.loads(config.to_json_best_effort(sort_keys=True)))
+  # Last: a torn result.json would stop every later re-run, and one without its config beside it
+  # would be read unchecked.
+  file_state.atomic_write_json(os.path.join(workdir, RESULT_FILE), result)
   return result
 
 
@@ -102,8 +154,8 @@ SHARED_FILE = "shared.json"
 
 def share_phases(run_dir: str, source_dir: str, config: mlc.ConfigDict,
                  phases: Sequence[str]) -> dict[str, str]:
-  """Copies each of `phases` (finished in the run `source_dir`) into the run `run_dir` unless it is
-  there already; returns {phase: the directory it came from}, also written to run_dir/shared.json.
+  """Copies each of `phases` (finished in the run `source_dir`) into the run `run_dir` (a run not
+  yet stored); returns {phase: the directory it came from}, also written to run_dir/shared.json.
   A copy lands under its final name only when complete, so an interrupted one is redone."""
   import shutil  # pylint: disable=import-outside-toplevel
   from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
@@ -114,11 +166,13 @@ def share_phases(run_dir: str, source_dir: str, config: mlc.ConfigDict,
   for name in phases:
     sub = task_lib.find_phase(config, name).workdir("", config)
     target, source = os.path.join(run_dir, sub), os.path.join(source_dir, sub)
-    if not os.path.isdir(target):
-      partial = target + ".partial"
-      shutil.rmtree(partial, ignore_errors=True)
-      shutil.copytree(source, partial)
-      os.replace(partial, target)
+    # Copied again even where an interrupted call copied it: the default run may have been
+    # trained again since (its stored result was stale).
+    partial = target + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
     copied[name] = source
   file_state.atomic_write_json(os.path.join(run_dir, SHARED_FILE), copied)
   return copied
@@ -495,11 +549,15 @@ def main(argv: list[str] | None = None) -> int:
     def make_config(arg=run_arg, seed=seed, split=split):
       return with_run(arm_config(path, arg), seed, split)
 
-    if shared.get(variant) and not stored[index]:
-      share_phases(run_dir, os.path.join(args.out, "default", name), make_config(),
-                   shared[variant])
-    result = run_cached(run_dir, make_config, None, seed=seed, split=split, variant=variant,
-                        config_arg=run_arg)
+    try:
+      if shared.get(variant) and not stored[index]:
+        share_phases(run_dir, os.path.join(args.out, "default", name), make_config(),
+                     shared[variant])
+      result = run_cached(run_dir, make_config, None, out=args.out, seed=seed, split=split,
+                          variant=variant, config_arg=run_arg)
+    except StaleResultError as error:
+      print(f"darkjax.tools.experiment: {error}", file=sys.stderr)
+      return 2
     results[variant].append(result)
     print(progress_line(plan, index, result, stored[index], results), flush=True)
   table = aggregate(results, args.metrics)
