@@ -571,3 +571,21 @@ def test_traffic_counts_each_kernels_operand_and_result_bytes(tmp_path, capsys):
   assert step["convolution"]["count"] > 0 and step["convolution"]["write_bytes"] > 0
   assert sum(e["read_bytes"] for k, e in step.items() if k.startswith("fusion")) > 0
   assert "    traffic: " in capsys.readouterr().out
+
+
+def test_planner_cache_compiles_an_edited_config_file_again(tmp_path, monkeypatch):
+  """The cache key holds the resolved config: a row cached before the config file was edited is
+  not the edited config's."""
+  compiled = []
+  monkeypatch.setattr(train.Trainer, "compile_step", lambda self: compiled.append(1) or GIB)
+  config_file = tmp_path / "mine.py"
+  text = ("from configs import synthetic\n\n\ndef get_config(arg=None):\n"
+          "  config = synthetic.get_config(arg)\n  config.optimizer.lr = {lr}\n  return config\n")
+  config_file.write_text(text.format(lr=0.1))
+  argv = ["--config", f"{config_file}:runlocal", "--default-only", "--cache",
+          str(tmp_path / "cache.json"), "--workdir", str(tmp_path / "work")]
+  fit_tool.main(argv)
+  fit_tool.main(argv)
+  assert len(compiled) == 1   # the second from the cache
+  config_file.write_text(text.format(lr=0.2))
+  assert fit_tool.main(argv)[0]["need_bytes"] == GIB and len(compiled) == 2

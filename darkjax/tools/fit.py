@@ -172,11 +172,22 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
       if not args.default_only:
         settings += fit_lib.candidates(phase_config, platform, len(devices))[:args.candidates]
       for overrides in settings:
+        # The resolved phase config is in the key (an edited config file compiles again), the
+        # memory limit is not: a cached row's limit and verdict are recomputed (the GPU's
+        # allocator fraction, config.device_memory_gib may differ from the cached run's).
+        setting_config = (config_lib.apply_overrides(phase_config, overrides) if overrides
+                          else phase_config)
         key = json.dumps([spec, phase.name, label, user, args.frames, args.batch,
-                          overrides, jax.__version__] + (["traffic"] if args.traffic else []),
-                         sort_keys=True)
+                          overrides, jax.__version__,
+                          file_state.sha256_json(json.loads(
+                              setting_config.to_json_best_effort(sort_keys=True)))]
+                         + (["traffic"] if args.traffic else []), sort_keys=True)
         row = cache.get(key)
         cached = row is not None
+        if cached and row.get("need_bytes") is not None and not row.get("error"):
+          limit = fit_lib.device_limit(setting_config, devices[0], name)
+          row = dict(row, limit_bytes=limit,
+                     fits=None if limit is None else row["need_bytes"] <= limit)
         if not cached and args.cache_only:
           row = {"setting": fit_lib.describe(overrides) or "default", "overrides": overrides,
                  "fits": None, "compile_s": None,
