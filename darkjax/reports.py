@@ -16,7 +16,13 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
                  results: Mapping[str, Any]) -> str:
   """WORKDIR/report.md: what ran, the final evaluation and where the artifacts are."""
   scalars = {k: v for k, v in results.items() if isinstance(v, float) and "per_class" not in k}
-  per_class = {k.split("/", 1)[1]: v for k, v in results.items() if "per_class/" in k}
+  # {evaluator: {class: accuracy}}: 3D-DiNet's target (`eval`) and source (`eval_source`) share
+  # their class names, so each evaluator keeps its own column.
+  per_class: dict[str, dict[str, float]] = {}
+  for key, value in results.items():
+    if "_per_class/" in key:
+      evaluator, class_name = key.split("_per_class/", 1)
+      per_class.setdefault(evaluator, {})[class_name] = value
   lines = [f"# darkjax run: {config.trainer} / {config.model.name}", "",
            f"- dataset: `{config.input.data.name}` ({config.input.data.dir})",
            f"- parameters: {param_count:,}", f"- steps: {config.total_steps}, global batch "
@@ -25,8 +31,13 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
            "| metric | value |", "|---|---|"]
   lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scalars.items())]
   if per_class:
-    lines += ["", "| class | accuracy |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in per_class.items()]
+    evaluators = list(per_class)
+    classes = list(dict.fromkeys(c for table in per_class.values() for c in table))
+    lines += ["", "| class | " + " | ".join(f"{e} accuracy" for e in evaluators) + " |",
+              "|---|" + "---|" * len(evaluators)]
+    lines += [f"| {c} | " + " | ".join(
+        f"{per_class[e][c]:.3f}" if c in per_class[e] else "" for e in evaluators) + " |"
+              for c in classes]
   pngs = sorted(p.name for p in paths.resolve(workdir).iterdir() if p.name.endswith(".png"))
   lines += ["", "Artifacts: `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `config.json`"
             + "".join(f", `{p}`" for p in pngs), ""]

@@ -24,10 +24,12 @@ def free_port() -> int:
     return sock.getsockname()[1]
 
 
-def small_shard_dataset(directory: str, examples_per_shard: int = 8) -> dict:
-  """The runlocal synthetic dataset in `directory`, rewritten with `examples_per_shard` per shard
-  (40 train clips -> 5 shards, 20 test clips -> 3) so two hosts get different files."""
-  config = synthetic_config.get_config(f"runlocal,data_dir={directory}")
+def small_shard_dataset(directory: str, examples_per_shard: int = 8,
+                        config_module=synthetic_config) -> dict:
+  """The runlocal synthetic dataset of `config_module` (default configs/synthetic.py) in
+  `directory`, rewritten with `examples_per_shard` per shard (configs/synthetic.py's 40 train clips
+  -> 5 shards, 20 test clips -> 3 at 8) so two hosts get different files."""
+  config = config_module.get_config(f"runlocal,data_dir={directory}")
   manifest = prepared.open_dataset(config.input.data).manifest
 
   def examples(split):

@@ -56,3 +56,27 @@ def test_the_memory_of_one_view_not_of_all():
   one, every = temp(view_probabilities), temp(_all_at_once)
   hidden = 16 * 64 * 512 * 4   # one view's (B, T, 512) intermediate
   assert every >= 12 * hidden > 4 * hidden >= one, (one, every)
+
+
+def test_metrics_against_numpy_and_an_example_scored_nan_is_wrong(caplog):
+  from darkjax.evaluators import classification  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  scores = rng.random((12, 6)).astype(np.float32)
+  labels = rng.integers(0, 5, 12)   # class 5 never occurs: its accuracy is NaN, left out
+  store = {i: (scores[i], int(labels[i])) for i in range(12)}
+  result = classification.metrics(store, 6, expected_examples=12)
+  ranked = np.argsort(-scores, axis=1)
+  assert result["top1"] == np.mean(ranked[:, 0] == labels)
+  assert result["top5"] == np.mean([labels[i] in ranked[i, :5] for i in range(12)])
+  per_class = [np.mean(ranked[labels == c, 0] == c) for c in range(5)]
+  np.testing.assert_allclose(result["per_class"][:5], per_class)
+  assert np.isnan(result["per_class"][5]) and result["mean_class_acc"] == np.mean(per_class)
+  # A NaN row once ranked its class by where NaNs sort (class 0 for every such row).
+  store[0] = (np.full(6, np.nan, np.float32), 0)
+  store[1] = (np.array([np.inf, 0, 0, 0, 0, 0], np.float32), 0)
+  nan_result = classification.metrics(store, 6)
+  correct = (ranked[:, 0] == labels)
+  correct[:2] = False
+  assert nan_result["top1"] == np.mean(correct)
+  assert nan_result["confusion"].sum() == 10
+  assert "2 of 12 examples scored NaN or inf" in caplog.text

@@ -419,3 +419,17 @@ def test_infar_config_backbones_and_missing_data_message(backbone, tmp_path, mon
 def test_synthetic_config_rejects_unknown_target():
   with pytest.raises(ValueError, match="target='thermal'"):
     dinet_synthetic.get_config("target=thermal")
+
+
+def test_report_keeps_each_evaluators_per_class_accuracy(tmp_path):
+  """3D-DiNet evaluates the target (`eval`) and the source (`eval_source`) over the same class
+  names: report.md gives each its own column (the source's once overwrote the target's)."""
+  from darkjax import reports  # pylint: disable=import-outside-toplevel
+  config = dinet_synthetic.get_config("runlocal")
+  results = {"eval/top1": 0.9, "eval_per_class/fight": 0.95, "eval_per_class/jog": 0.85,
+             "eval_source/top1": 0.3, "eval_source_per_class/fight": 0.25,
+             "eval_source_per_class/jog": 0.35}
+  text = open(reports.write_report(str(tmp_path), config, 10, 1.0, results),
+              encoding="utf-8").read()
+  assert "| class | eval accuracy | eval_source accuracy |" in text
+  assert "| fight | 0.950 | 0.250 |" in text and "| jog | 0.850 | 0.350 |" in text

@@ -86,3 +86,22 @@ def test_killed_peer_makes_the_other_exit_with_an_error_naming_it(data_dir, env,
   assert codes[0] is not None, "the surviving process hung after its peer died"
   assert codes[0] != 0
   assert re.search(r"Task 1 heartbeat timeout", output), output[-4000:]
+
+
+def test_two_processes_score_two_stream_videos_the_hosts_hold_unequally(env, tmp_path):
+  """Two-stream's video evaluation on two hosts holding different numbers of videos (20 test
+  videos in shards of 8: 12 on one host, 8 on the other) counts every video once with its own
+  label (each clip's video index and label come back beside its outputs; gathering the hosts'
+  label lists of unequal length stopped the run)."""
+  from configs import twostream_synthetic  # pylint: disable=import-outside-toplevel
+  data_dir = str(tmp_path / "data")
+  manifest = small_shard_dataset(data_dir, examples_per_shard=8,
+                                 config_module=twostream_synthetic)
+  test_shards = [s["num_examples"] for s in manifest["splits"]["test"]["shards"]]
+  assert len(test_shards) == 3 and test_shards[0] + test_shards[2] != test_shards[1], test_shards
+  workdir = str(tmp_path / "run")
+  args = [f"--config=configs/twostream_synthetic.py:runlocal,steps=2,data_dir={data_dir}",
+          f"--workdir={workdir}", "--config.progress_bar=False", "--config.eval_every=0"]
+  _run(args, tmp_path / "logs", env)
+  evals = [row for row in metrics_lib.read_metrics(workdir) if "video/num_videos" in row]
+  assert [row["video/num_videos"] for row in evals] == [sum(test_shards)]

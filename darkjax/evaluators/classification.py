@@ -13,18 +13,25 @@ against the device's memory").
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from darkjax import plots, sharding
 from darkjax.evaluators.base import EvalResult, TrainerView, compile_at_eval_batch, first
 from darkjax.config import ConfigError
 
 _HOST_FIELDS = ("label", "mask", "index")
+log = logging.getLogger(__name__)
+
+
+def _device_batch(batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """An eval batch as the eval step takes it: the example index as int32 (jax's default integer
+  width; an index stays far below 2**31)."""
+  return {k: (np.asarray(v, np.int32) if k == "index" else v) for k, v in batch.items()}
 
 
 def accumulate(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, index: np.ndarray,
@@ -47,13 +54,19 @@ def metrics(store: dict[int, tuple[np.ndarray, int]], num_classes: int,
   keys = sorted(store)
   scores = np.stack([store[k][0] for k in keys])
   labels = np.array([store[k][1] for k in keys])
-  order = np.argsort(-scores, axis=1)
-  top1 = float(np.mean(order[:, 0] == labels))
+  # An example scored NaN / inf (an overflow in evaluation) is wrong, not the class its NaNs sort
+  # to; the confusion matrix leaves it out.
+  finite = np.all(np.isfinite(scores), axis=1)
+  if not finite.all():
+    log.warning("eval: %d of %d examples scored NaN or inf: counted as misclassified",
+                int(np.sum(~finite)), len(keys))
+  order = np.argsort(-np.where(finite[:, None], scores, 0.0), axis=1)
+  top1 = float(np.mean((order[:, 0] == labels) & finite))
   k = min(5, num_classes)
-  top5 = float(np.mean(np.any(order[:, :k] == labels[:, None], axis=1)))
+  top5 = float(np.mean(np.any(order[:, :k] == labels[:, None], axis=1) & finite))
   confusion = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(confusion, (labels, order[:, 0]), 1)
-  support = confusion.sum(axis=1)
+  np.add.at(confusion, (labels[finite], order[finite, 0]), 1)
+  support = np.bincount(labels, minlength=num_classes)   # every example, scored finite or not
   per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
   return {"top1": top1, "top5": top5, "mean_class_acc": float(np.nanmean(per_class)),
           "per_class": per_class, "confusion": confusion, "num_examples": len(keys)}
@@ -97,7 +110,12 @@ class ClassificationEvaluator:
 
     def eval_step(variables, batch):
       fields = {k: x for k, x in batch.items() if k not in _HOST_FIELDS}
-      return view_probabilities(lambda view: task.predict(variables, view, self.source), fields)
+      probabilities = view_probabilities(
+          lambda view: task.predict(variables, view, self.source), fields)
+      # Each row's label, mask and index come back beside its scores, gathered in the global
+      # array's row order: on several hosts that order follows the mesh's devices, which need not
+      # be the hosts' order (a TPU pod's mesh follows its topology).
+      return probabilities, {k: batch[k] for k in _HOST_FIELDS}
 
     self._step = jax.jit(eval_step,
                          in_shardings=(trainer.variables_shardings, trainer.batch_sharding),
@@ -112,17 +130,15 @@ class ClassificationEvaluator:
     example = first(self.data.eval_batches(1, self.split))   # one example: the views' shapes
     if example is None:
       return None
-    return compile_at_eval_batch(self._step, variables,
-                                 {k: v for k, v in example.items() if k != "index"}, self.trainer)
+    return compile_at_eval_batch(self._step, variables, _device_batch(example), self.trainer)
 
   def run(self, variables: Mapping[str, Any], step: int) -> EvalResult:
     trainer, dataset = self.trainer, self.data.dataset
     local = trainer.local_batch(trainer.config.input.eval_batch_size)
     store: dict[int, tuple[np.ndarray, int]] = {}
     for batch in self.data.eval_batches(local, self.split):
-      device = {k: v for k, v in batch.items() if k != "index"}
-      scores = self._step(variables, sharding.host_to_global(device, trainer.batch_sharding))
-      host = multihost_utils.process_allgather({k: batch[k] for k in _HOST_FIELDS}, tiled=True)
+      scores, host = jax.device_get(self._step(
+          variables, sharding.host_to_global(_device_batch(batch), trainer.batch_sharding)))
       accumulate(np.asarray(scores), host["label"], host["mask"], host["index"], store)
     result = metrics(store, dataset.num_classes, dataset.num_examples(self.split))
     scalars = {f"{self.name}/{k}": result[k]

@@ -180,6 +180,9 @@ def fit_fusion_net(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 
 # ---------------------------------------------------------------- the evaluator
+_ROW_FIELDS = ("video_index", "video_label")   # per clip row, beside its streams
+
+
 class VideoEvaluator:
   """Whole-video scores of a two-stream task (capability ScoresVideos)."""
 
@@ -205,7 +208,14 @@ class VideoEvaluator:
         raise ConfigError(f"config.evals.{name}.{what} {weights} has no weight for stream(s) "
                           f"{missing}")
     self.hidden, self.nn_steps, self.nn_lr = int(hidden), int(nn_steps), float(nn_lr)
-    self._step = jax.jit(task.outputs,
+    def step(variables, batch):
+      # Each clip's video index and label come back beside its outputs, in the global array's
+      # row order: on several hosts that order follows the mesh's devices, which need not be the
+      # hosts' order (a TPU pod's mesh follows its topology).
+      clips = {k: v for k, v in batch.items() if k not in _ROW_FIELDS}
+      return task.outputs(variables, clips), {k: batch[k] for k in _ROW_FIELDS}
+
+    self._step = jax.jit(step,
                          in_shardings=(trainer.variables_shardings, trainer.batch_sharding),
                          out_shardings=trainer.replicated,
                          compiler_options=trainer.compiler_options)
@@ -219,7 +229,8 @@ class VideoEvaluator:
     if video is None:
       return None
     clips = self.task.host_streams({s: c[:1] for s, c in video[2].items()})   # one clip
-    return compile_at_eval_batch(self._step, variables, clips, self.trainer)
+    rows = {k: np.zeros((1,), np.int32) for k in _ROW_FIELDS}
+    return compile_at_eval_batch(self._step, variables, {**clips, **rows}, self.trainer)
 
   # ---------------------------------------------------------------- extraction
   def extract(self, variables: Mapping[str, Any], split: str) -> dict[str, Any]:
@@ -235,10 +246,10 @@ class VideoEvaluator:
 
     def clips_of_videos():
       for index, label, clips in videos:
-        labels[index] = label
         clips = self.task.host_streams(clips)
         for v in range(clips["video"].shape[0]):
-          yield index, {s: c[v] for s, c in clips.items()}
+          yield index, {**{s: c[v] for s, c in clips.items()},
+                        "video_index": np.int32(index), "video_label": np.int32(label)}
 
     source = clips_of_videos()
     while True:
@@ -258,16 +269,16 @@ class VideoEvaluator:
         raise ValueError(f"{self.data.dataset.directory}: this host has no videos of split "
                          f"{split!r} to shape its padding batches")
       while len(pending) < local:
-        pending.append((-1, {s: np.zeros_like(c) for s, c in template.items()}))
+        padding = {s: np.zeros_like(c) for s, c in template.items()}
+        padding["video_index"] = np.int32(-1)
+        pending.append((-1, padding))
       batch = {s: np.stack([clip[s] for _, clip in pending]) for s in template}
-      ids = np.asarray([i for i, _ in pending], np.int64)
-      outputs = jax.device_get(self._step(variables,
-                                          sharding.host_to_global(batch, trainer.batch_sharding)))
-      if jax.process_count() > 1:
-        ids = np.asarray(multihost_utils.process_allgather(ids, tiled=True))
-      for row, index in enumerate(ids):
+      outputs, rows = jax.device_get(self._step(
+          variables, sharding.host_to_global(batch, trainer.batch_sharding)))
+      for row, index in enumerate(np.asarray(rows["video_index"])):
         if index < 0:
           continue
+        labels[int(index)] = int(rows["video_label"][row])
         per_video = sums.setdefault(int(index), {})
         for stream, values in outputs.items():
           for key, array in values.items():
@@ -275,8 +286,6 @@ class VideoEvaluator:
             per_video[name] = per_video.get(name, 0.0) + np.asarray(array[row], np.float64)
         counts[int(index)] = counts.get(int(index), 0) + 1
       pending = []
-    if jax.process_count() > 1:
-      labels = _gather_labels(labels)
     if not sums:
       raise RuntimeError(f"video eval {self.name}: split {split!r} has no videos")
     order = sorted(sums)
@@ -351,14 +360,6 @@ def _weighted(rows: Mapping[str, np.ndarray], kind: str, weights: Mapping[str, f
               streams: Sequence[str]) -> np.ndarray:
   total = sum(float(weights[s]) for s in streams)
   return sum(float(weights[s]) * rows[f"{s}/{kind}"] for s in streams) / total
-
-
-def _gather_labels(labels: Mapping[int, int]) -> dict[int, int]:
-  """Every host's {video index: label}, on every host."""
-  keys = multihost_utils.process_allgather(np.asarray(sorted(labels), np.int64))
-  values = multihost_utils.process_allgather(np.asarray([labels[k] for k in sorted(labels)],
-                                                        np.int64))
-  return {int(k): int(v) for k, v in zip(np.ravel(keys), np.ravel(values))}
 
 
 def report_tables(results: Mapping[str, Any], config: Any) -> str:
