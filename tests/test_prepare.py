@@ -363,3 +363,29 @@ def test_infar_with_wrong_clip_count_names_the_class(tmp_path):
   os.remove(tmp_path / "InfAR" / "HUG" / "hug_00.avi")
   with pytest.raises(common.PrepareError, match="'hug': 49"):
     find_layout("xd145", str(tmp_path))
+
+
+def test_shards_interleave_the_classes(tmp_path, caplog):
+  """Sorted by id, a shard held one class folder or two, and batches drawn from a few shards
+  through the shuffle window held few classes; ordered by a hash of the ids, every shard holds
+  many (the order fixed, so a resumed prepare plans the same shards)."""
+  items = [common.VideoItem(f"/x/{c}/{c}_{n}.avi", label, f"{c}/{c}_{n}.avi")
+           for label, c in enumerate(arid.CLASSES) for n in range(32)]
+  layout = common.Layout("arid_v1", list(arid.CLASSES), {"train1": items})
+  plans = common.plan_shards(layout, examples_per_shard=32)
+  assert len(plans) == 11
+  assert min(len({i.label for i in p.items}) for p in plans) >= 6
+  assert common.plan_shards(layout, 32) == plans
+  assert sorted(i.video_id for p in plans for i in p.items) == sorted(i.video_id for i in items)
+  # A dataset prepared before (no `shard_order` in its manifest) is named when opened.
+  _arid_tree(str(tmp_path / "src"), clips_per_class=1)
+  out = str(tmp_path / "out")
+  prepare(find_layout("arid_v1", str(tmp_path / "src")), out, short_side=8, progress=False)
+  manifest = records.load_manifest(out)
+  assert manifest["metadata"]["shard_order"] == common.SHARD_ORDER
+  del manifest["metadata"]["shard_order"]
+  with open(os.path.join(out, records.MANIFEST), "w", encoding="utf-8") as f:
+    json.dump(manifest, f)
+  prepared.open_dataset({"name": "arid_v1", "dir": out, "split_index": 1, "split": "train",
+                         "eval_split": "test"})
+  assert "Prepare it again with --overwrite" in caplog.text

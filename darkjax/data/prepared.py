@@ -10,12 +10,15 @@ so a split that does not exist fails at run start with the list of known splits.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from typing import Any, Mapping
 
 from darkjax import paths
 from darkjax.data import records
+
+log = logging.getLogger(__name__)
 
 PREPARED = ("arid_v1", "arid_v1_5", "infar", "xd145", "dark48", "hmdb51", "ucf101")
 
@@ -134,6 +137,14 @@ def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
         f"then point config.input.data.dir at the output (or set $DARKJAX_DATA).")
   dataset = Dataset(name, directory, records.load_manifest(directory), split_index)
   dataset.check_splits(*_configured_splits(data_cfg))
+  metadata = dataset.manifest.get("metadata") or {}
+  if name in PREPARED and "shard_order" not in metadata:
+    # Written by `prepare` before its shards interleaved the classes: each holds one or two
+    # class folders, so batches drawn from a few shards through the shuffle window hold few
+    # classes.
+    log.warning("dataset %r at %s was prepared with each shard holding one or two classes (a "
+                "darkjax before shards interleaved them): training batches mix few classes. "
+                "Prepare it again with --overwrite for well-mixed batches.", name, directory)
   return dataset
 
 

@@ -2,11 +2,13 @@
 `darkjax.data.video` (short side resized, optionally resampled to a fixed fps), and write resumable
 TFRecord shards through `darkjax.data.records`.
 
-The plan is deterministic: each split's videos (sorted) are cut into shards of `examples_per_shard`,
-shard `i` of split `s` is `{name}-{s}-{i:05d}-of-{n:05d}.tfrecord`. After each finished shard its
-sha256, size and per-video outcome go into `OUT/prepare_state.json` (written atomically), so a rerun
-skips shards whose file still matches its checksum and redoes the rest (and any shard that had
-undecodable videos, in case they were replaced). The manifest is written last.
+The plan is deterministic: each split's videos, ordered by a hash of their ids (classes
+interleaved: a shard holds many classes, so batches drawn from a few shards do too), are cut into
+shards of `examples_per_shard`; shard `i` of split `s` is `{name}-{s}-{i:05d}-of-{n:05d}.tfrecord`.
+After each finished shard its sha256, size and per-video outcome go into `OUT/prepare_state.json`
+(written atomically), so a rerun skips shards whose file still matches its checksum and redoes
+the rest (and any shard that had undecodable videos, in case they were replaced). The manifest
+is written last.
 
 With `flow_settings` (`--flow`) every record also gets a `flow` stream: dense optical flow of the
 prepared frames, computed in the decoding workers by `darkjax.data.flow.flow_clip` (x, y, magnitude
@@ -23,6 +25,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -223,10 +226,21 @@ class ShardPlan:
   items: list[VideoItem]
 
 
+# How a split's videos are ordered into shards (the manifest's `metadata.shard_order`): by a hash
+# of their ids, a fixed order that interleaves the classes. Sorted by id, as before, a shard held
+# one or two class folders, and the training pipeline, which reads a few shards at a time through
+# a window shuffle, drew batches of a few classes each.
+SHARD_ORDER = "sha256_of_video_id"
+
+
+def _shard_key(item: VideoItem) -> str:
+  return hashlib.sha256(item.video_id.encode("utf-8")).hexdigest()
+
+
 def plan_shards(layout: Layout, examples_per_shard: int) -> list[ShardPlan]:
   plans = []
   for split, items in layout.splits.items():
-    items = sorted(items, key=lambda i: i.video_id)
+    items = sorted(items, key=_shard_key)
     count = max((len(items) + examples_per_shard - 1) // examples_per_shard, 1)
     for index in range(count):
       chunk = items[index * examples_per_shard:(index + 1) * examples_per_shard]
@@ -237,7 +251,7 @@ def plan_shards(layout: Layout, examples_per_shard: int) -> list[ShardPlan]:
 
 def _signature(layout: Layout, short_side: int, fps: float, examples_per_shard: int,
                flow_settings: FlowSettings | None = None) -> str:
-  content = {"name": layout.name, "classes": layout.class_names,
+  content = {"name": layout.name, "classes": layout.class_names, "shard_order": SHARD_ORDER,
              "short_side": short_side, "fps": fps, "per_shard": examples_per_shard,
              "splits": {s: sorted((i.video_id, i.label) for i in items)
                         for s, items in layout.splits.items()}}
@@ -409,6 +423,7 @@ def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[Sha
                   for name, s in stream_shapes.items()},
       "splits": splits,
       "metadata": {**layout.metadata, "short_side": short_side, "resampled_fps": fps or None,
+                   "shard_order": SHARD_ORDER,
                    "failed": failed, "source_fps": sorted(rates),
                    **({"flow": flow_settings.as_json()} if flow_settings is not None else {})},
       "created_by": f"darkjax {darkjax.__version__}",
