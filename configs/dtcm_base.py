@@ -146,6 +146,10 @@ RECIPE = (
          note="with a bias on the depthwise convolutions (PyTorch's default, inert before "
               "BatchNorm) the count is the paper's to the unit; Table IX counts BatchNorm's "
               "scales and shifts, Sec. III-D does not; `depthwise_bias=False`: 23,560"),
+    dict(detail="curve iterations", paper=8, source="Sec. III-D, Eq. (8)",
+         quote="we conduct 8 iterations here",
+         code="darkjax/models/enhancers.py _CurveEnhancer.num_iterations", ours="8",
+         status="MATCH", note="8 curve maps (24 channels) per key frame, as Zero-DCE"),
     dict(detail="enhancer layers 5-6 at frame resolution", paper="no: stride 2",
          source="Sec. III-D",
          quote="For Layers 5-6, we apply the ShuffleNetV2 [65] Spatial Down Sampling module "
@@ -236,7 +240,10 @@ RECIPE = (
     dict(detail="schedule", paper="not stated", key="optimizer.schedule", status="CHOICE",
          note="the paper names an initial rate and no schedule"),
     dict(detail="batch", paper=4, source=_TRAINING, quote="The batch size is set to 4",
-         key="input.batch_size", status="MATCH"),
+         key="input.batch_size", status="MATCH",
+         note="on 1, 2 or 4 devices; 8 devices, which one clip each would not fill, run 8 at the "
+         "same learning rate and, over 50 epochs, half the steps (`config.batch_rounding`, "
+         "docs/multihost.md)"),
     dict(detail="epochs", paper=50.0, source=_TRAINING,
          quote="the total training epoch is set as 50", key="total_epochs", status="MATCH",
          note="steps follow from the prepared train split at start"),

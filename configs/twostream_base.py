@@ -131,9 +131,11 @@ RECIPE = (
          "that order"),
     dict(detail="frame size", paper=(128, 171), source="Sec. 2",
          quote="we used a frame size of 128×171", key="input.resize", status="MATCH"),
-    dict(detail="crop", paper="not stated", key="input.crop_size", status="CHOICE",
-         note="C3D's random 112 x 112 crop for training, centre crop for tests: the Sports-1M "
-         "fc6 needs 16 x 112 x 112 clips (8192 pool5 features)"),
+    dict(detail="crop", paper="no crop: 3 × t × 128 × 171 clips", source="Sec. 2",
+         key="input.crop_size", status="CHOICE",
+         note="departs from Sec. 2's clip size, as C3D [23] does: a random 112 x 112 crop for "
+         "training, the centre crop for tests; the Sports-1M fc6 the towers start from needs "
+         "16 x 112 x 112 clips (8192 pool5 features)"),
     dict(detail="clip length", paper=16, source="Sec. 3.1",
          quote="The temporal length t of each IR and flow clip is 16 frames", key="input.frames",
          status="MATCH"),
@@ -143,7 +145,7 @@ RECIPE = (
          note="one of a video's non-overlapping clips, drawn per video and epoch (a set of clips "
          "would weight each video by its clip count; InfAR's videos are of similar length)"),
     dict(detail="horizontal flip", paper="not stated", key="input.flip", status="CHOICE",
-         note="no augmentation the paper does not list"),
+         note="off: no augmentation beyond C3D's random crop (row above)"),
     dict(detail="optical flow", paper="as its ref. [2]", source="Sec. 2, footnote 1",
          key="twostream.flow_method", status="CHOICE",
          note="TV-L1 (OpenCV's Dual TV-L1), the variational flow of the two-stream networks; the "
