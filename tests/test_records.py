@@ -135,7 +135,7 @@ def test_mapped_reader_returns_views_of_the_file_that_outlive_it(tmp_path, monke
   # its decoded frames views too, valid after the reader is closed; CRCs of records larger than
   # the checksum's pieces (several pieces and a partial one) checked as over bytes.
   piece = records.framing._CRC_PIECE   # pylint: disable=protected-access
-  examples = [dict(_example(i, frames=1), video=np.random.default_rng(i).integers(
+  examples = [dict(_example(i, frames=2), video=np.random.default_rng(i).integers(
       0, 256, (20, 100, 110, 3), dtype=np.uint8)) for i in range(2)]
   payloads = [records.encode_example(e["video"], e["label"], e["video_id"], e["streams"])
               for e in examples]
@@ -206,6 +206,17 @@ def test_example_round_trip_and_errors():
   proto.features.feature["video/shape"].int64_list.value[0] = 4
   with pytest.raises(records.CorruptRecordError, match=r"f\.tfrecord.*byte offset 12.*video/raw"):
     records.decode_example(proto.SerializeToString(), source="f.tfrecord", offset=12)
+  # A shape whose product wraps around in int64 (2**64 = 0 bytes), and one without frames.
+  shape = proto.features.feature["video/shape"].int64_list.value
+  shape[:] = [2 ** 32, 2 ** 32, 1, 1]
+  proto.features.feature["video/raw"].bytes_list.value[0] = b""
+  with pytest.raises(records.CorruptRecordError, match=r"f\.tfrecord.*video/raw has 0 bytes"):
+    records.decode_example(proto.SerializeToString(), source="f.tfrecord", offset=12)
+  shape[:] = [0, 8, 8, 3]
+  with pytest.raises(records.CorruptRecordError, match=r"f\.tfrecord.*'video'.*shape \(0, 8"):
+    records.decode_example(proto.SerializeToString(), source="f.tfrecord", offset=12)
+  with pytest.raises(ValueError, match="clip_z.*empty axis"):
+    records.encode_example(example["video"][:0], 0, "clip_z")
   error = records.CorruptRecordError("f.tfrecord", 99, "data CRC mismatch")
   clone = pickle.loads(pickle.dumps(error))
   assert (clone.path, clone.offset, str(clone)) == ("f.tfrecord", 99, str(error))

@@ -14,6 +14,7 @@ the source (shard file) and byte offset given by the caller.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Mapping
 
@@ -39,6 +40,8 @@ def _check_clip(array: Any, what: str, video_id: str) -> np.ndarray:
     got = (f"{array.dtype} array of shape {array.shape}" if isinstance(array, np.ndarray)
            else type(array).__name__)
     raise ValueError(f"video {video_id!r}: {what} must be a uint8 array (T, H, W, C), got {got}")
+  if min(array.shape) < 1:   # a clip without frames (or pixels) cannot be sampled
+    raise ValueError(f"video {video_id!r}: {what} has an empty axis, shape {array.shape}")
   return np.ascontiguousarray(array)
 
 
@@ -182,10 +185,10 @@ def _feature_values(features, key: str, kind: str, source: str, offset: int | No
 def _decode_array(features, name: str, source: str, offset: int | None) -> np.ndarray:
   raw = _feature_values(features, f"{name}/raw", "bytes_list", source, offset)
   shape = tuple(_feature_values(features, f"{name}/shape", "int64_list", source, offset))
-  if len(raw) != 1 or len(shape) != 4 or min(shape) < 0:
+  if len(raw) != 1 or len(shape) != 4 or min(shape) < 1:   # (T, H, W, C): no empty axis
     raise CorruptRecordError(source, offset, f"{name!r}: {len(raw)} raw values, shape {shape}")
   raw = raw[0]
-  if len(raw) != int(np.prod(shape)):
+  if len(raw) != math.prod(shape):   # Python integers: a huge shape cannot wrap to a match
     raise CorruptRecordError(source, offset,
                              f"{name}/raw has {len(raw)} bytes but {name}/shape is {list(shape)}")
   return np.frombuffer(raw, np.uint8).reshape(shape)  # zero-copy view, read-only
