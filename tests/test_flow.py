@@ -311,3 +311,27 @@ def test_augment_rotation_and_shear_keep_streams_aligned_and_flow_consistent():
   np.testing.assert_allclose(centre[..., :3], np.broadcast_to([2.0, 0.0, 2.0], centre.shape),
                              atol=0.15)
   assert not np.array_equal(sheared["video"], video)
+
+
+def test_a_flow_stream_resized_with_the_video_resizes_its_vectors():
+  """A flow stream stored at the prepared frame size and resized with the video (a config reading
+  another short side, a fixed resize) scales x and y by the width's and height's factors: a
+  translation of 2 pixels per frame is 4 on a grid twice as wide."""
+  shift = np.zeros((2, 4, 6, 2), np.float32)
+  shift[..., 0], shift[..., 1] = 2.0, -1.0
+  stored = flow.encode_flow(shift)
+  resized = ops.resize_stream(stored, (12, 12), flow.STREAM)   # height x 3, width x 2
+  vectors = flow.decode_flow(resized)
+  np.testing.assert_allclose(vectors[..., 0], 4.0, atol=0.1)
+  np.testing.assert_allclose(vectors[..., 1], -3.0, atol=0.1)
+  np.testing.assert_allclose(vectors[..., 2], np.hypot(4.0, 3.0), atol=0.1)
+  video = np.full((2, 4, 6, 3), 77, np.uint8)   # another stream keeps its values
+  np.testing.assert_array_equal(ops.resize_stream(video, (12, 12), "video"), 77)
+  # In a training clip: the video resized to (8, 12), the stored flow with it.
+  spec = ops.ClipSpec(frames=2, resize=(8, 12), flip=False)
+  example = {"video": np.zeros((2, 4, 6, 3), np.uint8), "flow": stored, "label": 0}
+  clip = ops.train_clip(example, np.random.default_rng(0), spec, (flow.STREAM,))
+  decoded = flow.decode_flow(clip["flow"])
+  assert decoded.shape == (2, 8, 12, 3)
+  np.testing.assert_allclose(decoded[..., 0], 4.0, atol=0.1)
+  np.testing.assert_allclose(decoded[..., 1], -2.0, atol=0.1)

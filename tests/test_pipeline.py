@@ -222,9 +222,9 @@ def _eval_views_per_crop(example, spec, streams):
       if spec.crop_size:
         mode = "center" if spec.eval_crops == 1 else "three"
         for top, left in ops.crop_boxes(*ref_hw, spec.crop_size, mode):
-          views.append(ops.crop(clip, top, left, spec.crop_size, ref_hw))
+          views.append(ops.crop(clip, top, left, spec.crop_size, ref_hw, name))
       else:
-        views.append(clip if clip.shape[1:3] == ref_hw else ops.resize_to(clip, ref_hw))
+        views.append(clip if clip.shape[1:3] == ref_hw else ops.resize_stream(clip, ref_hw, name))
     out[name] = np.stack(views)
   return out
 

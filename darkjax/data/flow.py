@@ -129,6 +129,20 @@ def decode_flow(clip_uint8: np.ndarray, scale: float = DEFAULT_SCALE) -> np.ndar
   return (np.asarray(clip_uint8, np.float32) - ZERO) / np.float32(scale)
 
 
+def scale_vectors(flow_uint8: np.ndarray, from_hw: tuple[int, int],
+                  to_hw: tuple[int, int]) -> np.ndarray:
+  """A flow stream resized from `from_hw` to `to_hw` (its grid already resized) with its vectors
+  resized alike: x by the width's factor, y by the height's, the magnitude recomputed (a flow of
+  2 pixels per frame is 4 on a grid twice as large). Values stay in the stream's encoding."""
+  fy, fx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+  if fx == fy == 1.0:
+    return flow_uint8
+  vectors = np.asarray(flow_uint8, np.float32) - ZERO
+  x, y = vectors[..., 0] * np.float32(fx), vectors[..., 1] * np.float32(fy)
+  encoded = np.stack([x, y, np.hypot(x, y)], axis=-1) + ZERO
+  return np.clip(np.rint(encoded), 0, 255).astype(np.uint8)
+
+
 def flow_clip(frames_uint8: np.ndarray, method: str = DEFAULT_METHOD,
               scale: float = DEFAULT_SCALE) -> np.ndarray:
   """(T, H, W, 3 or 1) uint8 frames -> (T, H, W, 3) uint8 flow stream (x, y, magnitude)."""

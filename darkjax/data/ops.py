@@ -175,12 +175,21 @@ def crop_boxes(h: int, w: int, size: int, mode: str,
   raise ValueError(f"unknown crop mode {mode!r}")
 
 
-def crop(clip: np.ndarray, top: int, left: int, size: int, ref_hw: tuple[int, int]) -> np.ndarray:
+def crop(clip: np.ndarray, top: int, left: int, size: int, ref_hw: tuple[int, int],
+         stream: str = "video") -> np.ndarray:
   """Crops `clip`; a stream with another resolution than `ref_hw` gets the proportional box."""
-  h, w = clip.shape[1:3]
-  if (h, w) != tuple(ref_hw):
-    clip = resize_to(clip, ref_hw)
+  if tuple(clip.shape[1:3]) != tuple(ref_hw):
+    clip = resize_stream(clip, ref_hw, stream)
   return clip[:, top:top + size, left:left + size]
+
+
+def resize_stream(clip: np.ndarray, hw: tuple[int, int], stream: str) -> np.ndarray:
+  """Stream `stream`'s clip resized to `hw` (the video's frame size); the optical-flow stream's
+  vectors are resized with its grid (`flow.scale_vectors`)."""
+  resized = resize_to(clip, hw)
+  if stream == flow.STREAM:
+    return flow.scale_vectors(resized, clip.shape[1:3], hw)
+  return resized
 
 
 def resize_to(clip: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -236,9 +245,9 @@ def train_clip(example: Mapping[str, Any], rng: np.random.Generator, spec: ClipS
   for name, clip in arrays.items():
     clip = video if name == "video" else clip[np.minimum(idx, clip.shape[0] - 1)]
     if box is not None:
-      clip = crop(clip, box[0], box[1], spec.crop_size, ref_hw)
+      clip = crop(clip, box[0], box[1], spec.crop_size, ref_hw, name)
     elif clip.shape[1:3] != ref_hw:
-      clip = resize_to(clip, ref_hw)
+      clip = resize_stream(clip, ref_hw, name)
     out[name] = hflip(clip, name) if flip else np.ascontiguousarray(clip)
   out["label"] = np.int32(example["label"])
   return out
@@ -273,7 +282,7 @@ def eval_views(example: Mapping[str, Any], spec: ClipSpec,
       else:
         clip = full[np.minimum(idx, full.shape[0] - 1)]
         if clip.shape[1:3] != ref_hw:
-          clip = resize_to(clip, ref_hw)
+          clip = resize_stream(clip, ref_hw, name)
       views.extend([clip[:, top:top + size, left:left + size] for top, left in boxes] or [clip])
     out[name] = np.stack(views)
   out["label"] = np.int32(example["label"])

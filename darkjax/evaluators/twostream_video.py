@@ -79,9 +79,9 @@ def video_clips(example: Mapping[str, Any], spec: ops.ClipSpec,
       clip = video if name == "video" else example[name][np.minimum(idx,
                                                                     len(example[name]) - 1)]
       if box is not None:
-        clip = ops.crop(clip, box[0], box[1], spec.crop_size, ref_hw)
+        clip = ops.crop(clip, box[0], box[1], spec.crop_size, ref_hw, name)
       elif clip.shape[1:3] != ref_hw:
-        clip = ops.resize_to(clip, ref_hw)
+        clip = ops.resize_stream(clip, ref_hw, name)
       out[name].append(clip)   # a view where cropped: np.stack copies it once
   return {name: np.stack(clips) for name, clips in out.items()}
 
