@@ -307,3 +307,16 @@ def test_input_benchmark_runs_and_reports_both_rates():
   assert result["ratio"] == pytest.approx(result["records_clips_per_s"] /
                                           result["video_clips_per_s"])
   assert "x" in bench_input.report(result)
+
+
+def test_hosts_of_unequal_train_examples_are_warned_about(tmp_path, caplog):
+  """Five shards of three examples on two hosts: 9 and 6 examples, each host drawing as many clips
+  a step; on one host or five, none is drawn more often."""
+  files, _ = _dataset(tmp_path)
+  spec = ops.ClipSpec(frames=4)
+  pipeline.train_dataset(files, spec, 2, seed=0, process_index=0, process_count=2)
+  assert "give the 2 hosts 6 to 9 examples" in caplog.text and "1.50x" in caplog.text
+  caplog.clear()
+  for count in (1, 5):
+    pipeline.train_dataset(files, spec, 2, seed=0, process_index=0, process_count=count)
+  assert "hosts" not in caplog.text

@@ -248,6 +248,16 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
   paths = [path for path, _ in host_shards(files, process_index, process_count)]
   log.info("process %d of %d: train reads %s", process_index, process_count,
            describe_shards(paths, len(files), process_count))
+  if process_count > 1 and process_index == 0:
+    # Every host yields the same clips per step: a host of fewer examples draws each more often.
+    counts = [sum(n for _, n in host_shards(files, p, process_count))
+              for p in range(process_count)]
+    if max(counts) > 1.1 * min(counts):
+      log.warning("the train split's %d shards give the %d hosts %d to %d examples: each host "
+                  "draws as many clips a step, so the examples of the hosts with fewer are seen "
+                  "up to %.2fx as often. Prepare the dataset with a smaller --examples-per-shard "
+                  "(a multiple of the hosts in shards evens it out).", len(files), process_count,
+                  min(counts), max(counts), max(counts) / max(min(counts), 1))
   # grain takes seeds in [0, 2**32); file_seed + 2 must stay there for any config.seed.
   file_seed = (seed * 1_000_003 + process_index) % (2**32 - 2)
   ds = grain.MapDataset.source(paths).shuffle(seed=file_seed).repeat(None)
