@@ -11,7 +11,10 @@ setting that does not fit, with the figure XLA's message gives. With `config.fit
 run takes the first that fits, in this order, keeping the global batch (the paper's recipe):
 
   1. compute_dtype bfloat16, where the config computes in float32 on a GPU or TPU
-  2. accum_steps x2, x4, x8 (micro-batches of the same global batch)
+  2. accum_steps x2, x4, x8 (micro-batches of the same global batch: the same gradient of a
+     loss of independent examples and one update of the running statistics, but BatchNorm
+     normalises each micro-batch by its own statistics and a contrastive loss's negatives are
+     its micro-batch's; fit=auto says so when it takes one)
   3. model.kwargs.remat "full", alone and then with accum_steps x2, x4, x8
   4. a fully sharded mesh (mesh.data=1, mesh.fsdp=-1) on several devices
 
@@ -219,6 +222,12 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
       if mode == "auto":
         log.info("%s; fit=auto trains with %s (%.2f GiB)", where, describe(overrides),
                  candidate_need / GIB)
+        accum = int(overrides.get("accum_steps", 1))
+        if accum > 1:
+          log.warning("%s: %d micro-batches of %d: the gradient is the global batch's, but "
+                      "BatchNorm normalises each micro-batch by its own statistics and a "
+                      "contrastive loss draws its negatives within it", phase, accum,
+                      int(config.input.batch_size) // accum)
         return fit_evals(candidate, limit, mode, phase)
       fitting.append(f"{describe(overrides)} ({candidate_need / GIB:.2f} GiB)")
       if len(fitting) == 3:

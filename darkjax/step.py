@@ -23,8 +23,8 @@ class TrainState:
 
 def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: Callable,
                     total_steps: int, accum_steps: int, frozen: Any | None = None) -> Callable:
-  """(state, batch, rng) -> (state, metrics); a non-finite loss or gradient leaves state unchanged
-  and sets metrics["nonfinite"].
+  """(state, batch, rng) -> (state, metrics); a non-finite loss or gradient leaves the state
+  unchanged, its step count included, and sets metrics["nonfinite"].
 
   `frozen` (`optim.frozen_mask`: True per frozen parameter leaf) puts those leaves under
   `stop_gradient`: their gradients are zeros that cost nothing, instead of weight gradients the
@@ -55,25 +55,30 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: Calla
     micro = jax.tree.map(lambda x: jnp.swapaxes(
         x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:]), 0, 1), batch)
 
+    # Every micro-batch starts from the step's model state and their new states are averaged:
+    # BatchNorm's running statistics take one update per optimizer step, from the micro-batches'
+    # mean statistics, as one batch of them all would (chained, k updates a step would shorten
+    # the running average's memory k times).
     def body(carry, inputs):
-      model_state, grad_sum, loss_sum, aux_sum = carry
+      state_sum, grad_sum, loss_sum, aux_sum = carry
       index, mb = inputs
-      (loss, (model_state, aux)), grads = grad_fn(params, model_state, mb,
-                                                  jax.random.fold_in(rng, index), progress)
+      (loss, (new_state, aux)), grads = grad_fn(params, model_state, mb,
+                                                jax.random.fold_in(rng, index), progress)
+      state_sum = jax.tree.map(jnp.add, state_sum, new_state)
       grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
       aux_sum = jax.tree.map(jnp.add, aux_sum, aux)
-      return (model_state, grad_sum, loss_sum + loss, aux_sum), None
+      return (state_sum, grad_sum, loss_sum + loss, aux_sum), None
 
     first = jax.tree.map(lambda x: x[0], micro)
     aux_shape = jax.eval_shape(lambda: grad_fn(params, model_state, first, rng, progress)[0][1][1])
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)  # noqa: E731
-    init = (model_state, zeros(params), jnp.zeros(()),
+    init = (zeros(model_state), zeros(params), jnp.zeros(()),
             jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape))
-    (model_state, grad_sum, loss_sum, aux_sum), _ = jax.lax.scan(
+    (state_sum, grad_sum, loss_sum, aux_sum), _ = jax.lax.scan(
         body, init, (jnp.arange(accum_steps), micro))
     scale = 1.0 / accum_steps
-    return (loss_sum * scale, model_state, jax.tree.map(lambda a: a * scale, aux_sum),
-            jax.tree.map(lambda g: g * scale, grad_sum))
+    mean = lambda tree: jax.tree.map(lambda x: (x * scale).astype(x.dtype), tree)  # noqa: E731
+    return loss_sum * scale, mean(state_sum), mean(aux_sum), mean(grad_sum)
 
   def train_step(state: TrainState, batch, rng):
     step_rng = jax.random.fold_in(rng, state.step)
@@ -92,8 +97,10 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: Calla
     # old state alive together (docs/benchmarks.md, "The train step's own share").
     params, model_state, opt_state = jax.lax.cond(
         finite, apply_update, lambda: (state.params, state.model_state, state.opt_state))
-    new_state = TrainState(step=state.step + 1, params=params, model_state=model_state,
-                           opt_state=opt_state)
+    # A skipped step leaves the step count too, so the schedule, the progress and the step's
+    # random key stay those of the optimizer's own count.
+    new_state = TrainState(step=state.step + finite.astype(state.step.dtype), params=params,
+                           model_state=model_state, opt_state=opt_state)
     metrics = {"train/loss": loss, "train/grad_norm": grad_norm,
                "train/param_norm": param_norm,
                "train/lr": schedule(state.step), "nonfinite": ~finite}

@@ -65,11 +65,13 @@ def test_a_step_over_the_limit_stops_before_training_naming_what_fits(needs, tmp
   assert not os.path.exists(tmp_path / "run" / "checkpoints")   # nothing trained
 
 
-def test_fit_auto_trains_with_accumulation_and_resumes_with_the_same_choice(needs, tmp_path):
+def test_fit_auto_trains_with_accumulation_and_resumes_with_the_same_choice(needs, tmp_path,
+                                                                            caplog):
   data_dir = needs[0]
   workdir = str(tmp_path / "run")
   config = _config(data_dir, device_memory_gib=_between(needs), fit="auto")
   train.run_phases(config, workdir, devices=jax.devices()[:1])
+  assert "2 micro-batches of" in caplog.text and "BatchNorm normalises each" in caplog.text
   saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
   assert saved["accum_steps"] == 2 and json.loads(saved["fit_applied"]) == {"accum_steps": 2}
   assert saved["input"]["batch_size"] == config.input.batch_size   # the global batch is kept

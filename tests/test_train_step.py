@@ -49,6 +49,36 @@ def test_gradient_accumulation_equals_one_big_batch():
     np.testing.assert_allclose(mean_pred, results[0][2], rtol=1e-6)
 
 
+class RunningMeanTask:
+  """A BatchNorm-like running mean (momentum 0.9) of the batch's inputs, beside the linear loss."""
+
+  def loss_fn(self, params, model_state, batch, rng, progress):
+    loss, (_, aux) = LinearTask().loss_fn(params, model_state, batch, rng, progress)
+    mean = 0.9 * model_state["batch_stats"]["mean"] + 0.1 * jnp.mean(batch["x"], axis=0)
+    return loss, ({"batch_stats": {"mean": mean}}, aux)
+
+
+def test_accumulated_micro_batches_update_running_statistics_once():
+  """With gradient accumulation the running statistics take one update from the micro-batches'
+  mean statistics, as one batch of them all: chained per micro-batch they took k updates."""
+  rng = np.random.default_rng(1)
+  batch = {"x": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32),
+           "y": jnp.asarray(rng.normal(size=(8,)), jnp.float32)}
+  params = {"w": jnp.zeros((3,), jnp.float32)}
+  tx = optax.sgd(0.1)
+  start = {"batch_stats": {"mean": jnp.ones((3,), jnp.float32)}}
+  means = []
+  for accum in (1, 2, 4):
+    state = _state(tx, params).replace(model_state=start)
+    step = jax.jit(step_lib.make_train_step(RunningMeanTask(), tx, lambda s: 0.1, 10, accum))
+    state, _ = step(state, batch, jax.random.key(0))
+    means.append(np.asarray(state.model_state["batch_stats"]["mean"]))
+  np.testing.assert_allclose(means[0], 0.9 + 0.1 * np.mean(np.asarray(batch["x"]), axis=0),
+                             rtol=1e-6)
+  for mean in means[1:]:
+    np.testing.assert_allclose(mean, means[0], rtol=1e-6)
+
+
 def test_nonfinite_step_keeps_previous_state():
   tx = optax.sgd(0.1)
   params = {"w": jnp.ones((3,))}
@@ -57,7 +87,7 @@ def test_nonfinite_step_keeps_previous_state():
   state, metrics = step(_state(tx, params), batch, jax.random.key(0))
   assert bool(metrics["nonfinite"])
   np.testing.assert_array_equal(state.params["w"], params["w"])
-  assert int(state.step) == 1
+  assert int(state.step) == 0   # the schedule's count stays the optimizer's
 
 
 def _opt(**kw):
