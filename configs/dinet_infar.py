@@ -90,6 +90,7 @@ def get_config(arg=None):
   config.input.data = common.data_block("xd145", arg.source_dir or os.path.join(root, "xd145"),
                                         split_index=arg.split, split="all")
   config.input.stream = "video"
+  config.input.batch_parts = 2   # half source, half target: each split over the devices
   common.accelerator_input_workers(config)
   config.dinet = dinet_base.dinet_block(
       common.data_block("infar", arg.target_dir or os.path.join(root, "infar"),

@@ -65,6 +65,7 @@ def get_config(arg=None):
   config.input.data.dir = data_dir
   config.input.data.generate = mlc.ConfigDict(dict(darkness=arg.darkness, seed=1234))
   config.input.stream = "day"
+  config.input.batch_parts = 2   # half source, half target: each split over the devices
   config.dinet = dinet_base.dinet_block(config.input.data.copy_and_resolve_references(),
                                         TARGET_STREAMS[arg.target], domain_loss=arg.domain_loss)
   config.dinet.domain_loss_weight = arg.domain_weight

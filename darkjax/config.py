@@ -170,28 +170,42 @@ def batch_rounding(config: Mapping[str, Any]) -> str:
   return check_choice(config, "batch_rounding", BATCH_ROUNDINGS, default="nearest")
 
 
-def _divisor(devices: int, accum_steps: int) -> str:
+def _divisor(devices: int, accum_steps: int, parts: int = 1) -> str:
   text = f"the {devices} device{'s' if devices > 1 else ''} of the mesh"
   if accum_steps > 1:
-    text += f" x config.accum_steps {accum_steps} (= {devices * accum_steps})"
+    text += f" x config.accum_steps {accum_steps}"
+  if parts > 1:
+    text += f" x config.input.batch_parts {parts}"
+  if accum_steps > 1 or parts > 1:
+    text += f" (= {devices * accum_steps * parts})"
   return text
 
 
-def global_batch(batch: int, devices: int, accum_steps: int = 1, rounding: str = "nearest",
-                 field: str = "config.input.batch_size") -> int:
-  """The global batch that runs for a configured `batch` on a mesh of `devices` batch devices
-  (its data x fsdp axes) with `accum_steps` micro-batches per step.
+def batch_parts(config: Mapping[str, Any]) -> int:
+  """`config.input.batch_parts`: the equal parts a training batch holds, each split over the
+  devices and micro-batches on its own (3D-DiNet's source and target halves: 2); 1 without it."""
+  parts = int(config["input"].get("batch_parts", 1))
+  if parts < 1:
+    raise ConfigError(f"config.input.batch_parts must be >= 1, got {parts}")
+  return parts
 
-  Each micro-batch is split evenly over the devices, so the batch must be a multiple of
-  accum_steps x devices: `batch` itself when it is; else with `rounding` "nearest" the nearest
-  multiple (a tie goes up; never 0), and with "error" a ConfigError naming `field`, the devices
-  and the nearest batches that would run. The learning rate is not rescaled."""
-  batch, devices, accum_steps = int(batch), int(devices), int(accum_steps)
+
+def global_batch(batch: int, devices: int, accum_steps: int = 1, rounding: str = "nearest",
+                 field: str = "config.input.batch_size", parts: int = 1) -> int:
+  """The global batch that runs for a configured `batch` on a mesh of `devices` batch devices
+  (its data x fsdp axes) with `accum_steps` micro-batches per step, of `parts` equal parts.
+
+  Each micro-batch (of each part) is split evenly over the devices, so the batch must be a
+  multiple of parts x accum_steps x devices: `batch` itself when it is; else with `rounding`
+  "nearest" the nearest multiple (a tie goes up; never 0), and with "error" a ConfigError naming
+  `field`, the devices and the nearest batches that would run. The learning rate is not
+  rescaled."""
+  batch, devices, accum_steps, parts = int(batch), int(devices), int(accum_steps), int(parts)
   if batch < 1 or devices < 1 or accum_steps < 1:
     raise ConfigError(f"{field} {batch} on {devices} device(s) with config.accum_steps "
                       f"{accum_steps}: all three must be >= 1")
   check_choice({"batch_rounding": rounding}, "batch_rounding", BATCH_ROUNDINGS)
-  multiple = devices * accum_steps
+  multiple = devices * accum_steps * parts
   below = batch // multiple * multiple
   if below == batch:
     return batch
@@ -200,7 +214,8 @@ def global_batch(batch: int, devices: int, accum_steps: int = 1, rounding: str =
   if rounding == "error":
     options = " or ".join(str(b) for b in (below, above) if b)
     raise ConfigError(
-        f"{field} {batch} is not divisible by {_divisor(devices, accum_steps)}; batches that run "
+        f"{field} {batch} is not divisible by {_divisor(devices, accum_steps, parts)}; batches "
+        f"that run "
         f"here: {options}. Set one (--{field}=N), or "
         f"config.batch_rounding='nearest' to run with {nearest}")
   return nearest
@@ -226,7 +241,7 @@ def round_batches(config: mlc.ConfigDict, devices: int) -> tuple[mlc.ConfigDict,
       continue
     batch = int(config.input[field])
     runs = global_batch(batch, devices, accum_steps if accumulated else 1, rounding,
-                        f"config.input.{field}")
+                        f"config.input.{field}", batch_parts(config) if accumulated else 1)
     if runs != batch:
       changed[field] = (batch, runs)
   if not changed:
@@ -240,9 +255,10 @@ def round_batches(config: mlc.ConfigDict, devices: int) -> tuple[mlc.ConfigDict,
     out.input[field] = runs
     out.input[requested] = batch
     what = "global batch" if accumulated else "eval batch"
+    divisor = (_divisor(devices, accum_steps, batch_parts(config)) if accumulated
+               else _divisor(devices, 1))
     notes.append(
-        f"{what} {batch} is not divisible by "
-        f"{_divisor(devices, accum_steps if accumulated else 1)}: {doing} with {runs} (the "
+        f"{what} {batch} is not divisible by {divisor}: {doing} with {runs} (the "
         f"nearest multiple; config.batch_rounding='error' refuses instead)"
         + ("; the learning rate is not rescaled" if accumulated else
            "; evaluation results do not depend on it"))
@@ -260,6 +276,8 @@ def rounded_note(config: Mapping[str, Any], devices: int | None = None) -> str:
   where = f"{devices} device{'s' if devices != 1 else ''}" if devices else "the mesh's devices"
   if accum_steps > 1:
     where += f" x {accum_steps} accumulation steps"
+  if batch_parts(config) > 1:
+    where += f" x {batch_parts(config)} batch parts"
   return f" (config {requested}, rounded for {where})"
 
 

@@ -143,10 +143,10 @@ def candidates(config: mlc.ConfigDict, platform: str, devices: int) -> list[dict
   out = []
   if platform != "cpu" and config_lib.compute_dtype(config, platform).name == "float32":
     out.append({"compute_dtype": "bfloat16"})
-  accum = int(config.accum_steps)
+  accum, parts = int(config.accum_steps), config_lib.batch_parts(config)
   batch = config_lib.global_batch(config.input.batch_size, devices, accum,
-                                  config_lib.batch_rounding(config))
-  accums = [accum * f for f in (2, 4, 8) if batch % (accum * f * devices) == 0]
+                                  config_lib.batch_rounding(config), parts=parts)
+  accums = [accum * f for f in (2, 4, 8) if batch % (accum * f * devices * parts) == 0]
   out += [{"accum_steps": a} for a in accums]
   if "remat" in config.model.kwargs and config.model.kwargs.remat in ("", "none", False, None):
     out.append({"model.kwargs.remat": "full"})

@@ -829,12 +829,15 @@ class Trainer:
 
 
 def steps_for_epochs(config: mlc.ConfigDict, task: task_lib.Task) -> int:
-  """ceil(config.total_epochs x the primary data source's train-split size / global batch)."""
+  """ceil(config.total_epochs x the primary data source's train-split size / the clips of it a
+  step reads: the global batch, or its part of a batch of `input.batch_parts` (3D-DiNet's target
+  half))."""
   data = task.data_sources[next(iter(task.data_sources))]
   examples = data.dataset.num_examples(data.cfg.data.split)
-  steps = math.ceil(config.total_epochs * examples / config.input.batch_size)
-  log.info("%g epochs of %d training clips at batch %d: %d steps", config.total_epochs, examples,
-           config.input.batch_size, steps)
+  per_step = int(config.input.batch_size) // config_lib.batch_parts(config)
+  steps = math.ceil(config.total_epochs * examples / per_step)
+  log.info("%g epochs of %d training clips at %d a step: %d steps", config.total_epochs,
+           examples, per_step, steps)
   return steps
 
 

@@ -225,3 +225,20 @@ def test_a_users_own_configs_directory_loads_its_own_files(tmp_path):
   assert config_lib.load(str(own / "synthetic.py")).trainer == "synthetic"
   assert config_lib.load(str(own / "mine.py")).trainer == "mine"
   assert config_lib.load("configs/synthetic.py").trainer == "supervised"
+
+
+def test_a_batch_of_two_parts_rounds_to_what_splits_each_part():
+  """3D-DiNet's batch is half source, half target, each split over the devices and micro-batches:
+  12 on 4 devices (6 a half) once reached the step and stopped it; it runs 16."""
+  config = config_lib.load("configs/dinet_synthetic.py:runlocal,batch=12")
+  assert config_lib.batch_parts(config) == 2
+  rounded, notes = config_lib.round_batches(config, 4)
+  assert rounded.input.batch_size == 16
+  assert "x config.input.batch_parts 2 (= 8)" in notes[0]
+  assert config_lib.rounded_note(rounded, 4) == " (config 12, rounded for 4 devices x 2 batch parts)"
+  from darkjax import fit as fit_lib  # pylint: disable=import-outside-toplevel
+  accumulated = [c["accum_steps"] for c in fit_lib.candidates(rounded, "cpu", 4)
+                 if "accum_steps" in c]
+  assert accumulated and set(accumulated) == {2}   # 4 micro-batches would split a half 4 / 4 ways
+  assert config_lib.global_batch(16, 4, 2, parts=2) == 16
+  assert config_lib.global_batch(16, 4, 4, parts=2) == 32

@@ -21,7 +21,9 @@ statistics).
 
 Config keys read here, besides the generic ones (see configs/dinet_synthetic.py):
   input.batch_size          global batch, half source and half target; each half is split over
-                            the mesh's batch axes, so it must be divisible by 2 x the devices
+                            the mesh's batch axes (and micro-batches), so the batch is rounded to
+                            a multiple of 2 x the devices (x config.accum_steps)
+  input.batch_parts         2: the two halves, for that rounding (`config.global_batch`)
   input.stream              record stream the model sees for source clips ("video", "day", ...)
   dinet.target.data         the target dataset block (same fields as input.data)
   dinet.target.stream       record stream the model sees for target clips ("video", "ir", ...)
@@ -43,6 +45,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import optax
 
+from darkjax import config as config_lib
 from darkjax import losses
 from darkjax import task as task_lib
 from darkjax.data.classification import ClassificationData
@@ -95,6 +98,9 @@ class Task(TaskBase):
 
   def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None):
     super().__init__(config, num_classes)
+    if config_lib.batch_parts(config) != 2:
+      raise ConfigError("config.input.batch_parts must be 2 for 3D-DiNet (a batch is half source, "
+                        "half target, each split over the devices): set it in the config")
     dinet = config.dinet
     self.data_sources = {
         "target": ClassificationData(
