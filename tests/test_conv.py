@@ -640,3 +640,19 @@ def test_gpu_pads_16bit_conv_channels_to_multiples_of_8():
     with conv.export_lowering():
       jax.eval_shape(lambda: conv.conv3d(x, k, **stem))
   assert "conv_channels:aligned" not in chosen, chosen
+
+
+def test_bfloat16_grouped_kernel_gradient_sums_its_frames_in_float32():
+  """The CPU grouped kernel gradient (3D-ResNeXt's grouped convs) sums one conv per frame: in
+  bfloat16 the sum over B x T frames lost precision as their count grew (3.6e-2 here, 256
+  frames)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((256, 14, 14, 32)) + 0.5, jnp.float32)
+  grad_out = jnp.asarray(rng.standard_normal((256, 14, 14, 32)) + 0.5, jnp.float32)
+  kernel_grad = jax.jit(lambda x, g: conv2d.conv2d_grouped_kernel_grad(
+      x, g, (3, 3, 4, 32), (1, 1), ((1, 1), (1, 1)), 8))
+  truth = kernel_grad(x, grad_out)
+  got = kernel_grad(x.astype(jnp.bfloat16), grad_out.astype(jnp.bfloat16))
+  assert got.dtype == jnp.bfloat16
+  error = jnp.linalg.norm(got.astype(jnp.float32) - truth) / jnp.linalg.norm(truth)
+  assert float(error) < 3e-3, float(error)
