@@ -319,9 +319,10 @@ def conv2d_kernel_grad_piece(x, grad_out, kernel_shape, strides, padding):
 
 
 def _pairwise_sum(pieces):
-  """The pieces' sum, added in float32 (bfloat16 pieces too), in their dtype."""
+  """The pieces' sum, added in float32 at least (bfloat16 pieces too; float64 stays), in their
+  dtype."""
   dtype = pieces[0].dtype
-  pieces = [p.astype(jnp.float32) for p in pieces]
+  pieces = [p.astype(jnp.promote_types(dtype, jnp.float32)) for p in pieces]
   while len(pieces) > 1:  # independent adds, shorter float summation chains
     pieces = [a + b for a, b in zip(pieces[::2], pieces[1::2])] + pieces[len(pieces) // 2 * 2:]
   return pieces[0].astype(dtype)
@@ -342,21 +343,22 @@ def conv2d_grouped_kernel_grad(x, grad_out, kernel_shape, strides, padding, grou
   n, h, w, _ = x.shape
   _, ho, wo, _ = grad_out.shape
   dilation = tuple(strides) if tuple(strides) != (1, 1) else None
+  # Each frame's conv accumulates in float32 at least and so does the sum over frames (bfloat16
+  # sums of B x T frames lose the gradient's low bits as the count grows), cast once at the end.
+  dtype = jnp.promote_types(x.dtype, grad_out.dtype)
+  accumulate = jnp.promote_types(dtype, jnp.float32)
 
   def frame(x_frame, g_frame):
     lhs = x_frame.reshape((h, w, groups, cin_group)).transpose(3, 0, 1, 2)  # (cin_g, H, W, G)
     rhs = g_frame.reshape((ho, wo, 1, cout))  # (H', W', 1 per group, G * out_g)
     out = plain_conv2d(lhs, rhs, (1, 1), padding, groups, rhs_dilation=dilation,
-                       preferred_element_type=jnp.float32)
+                       preferred_element_type=accumulate)
     return jnp.transpose(out[:, :kh, :kw], (1, 2, 0, 3))  # (kh, kw, cin_g, out)
 
-  # Each frame's conv accumulates in float32 and the frames are summed in float32 (bfloat16 sums
-  # of B x T frames lose the gradient's low bits as the count grows), cast once at the end.
-  dtype = jnp.promote_types(x.dtype, grad_out.dtype)
   if n == 1:
     return frame(x[0], grad_out[0]).astype(dtype)
   dk, _ = lax.scan(lambda acc, frames: (acc + frame(*frames), None),
-                   jnp.zeros(tuple(kernel_shape), jnp.float32), (x, grad_out))
+                   jnp.zeros(tuple(kernel_shape), accumulate), (x, grad_out))
   return dk.astype(dtype)
 
 
