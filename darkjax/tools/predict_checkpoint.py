@@ -145,12 +145,20 @@ def video_inputs(task: Any, manifest: dict[str, Any] | None) -> predict_host.Vid
                                   view_streams, clip_channels(task, manifest))
 
 
+def stream_shapes(manifest: dict[str, Any] | None) -> dict[str, list[int] | None]:
+  """Per record stream (`video` too) the (H, W, C) the dataset manifest gives, as
+  `prepared.Dataset.frame_shapes` does; {} without a manifest."""
+  if manifest is None:
+    return {}
+  return {"video": manifest.get("frame_shape"), **manifest.get("streams", {})}
+
+
 def clip_channels(task: Any, manifest: dict[str, Any] | None) -> int:
   """Channels of the clip the model reads: those of the record stream the config feeds it
   (`config.input.stream`: `video`, or e.g. the synthetic set's 1-channel `ir`) in the dataset
   manifest; 3 without one."""
   stream = getattr(task.data, "video_stream", "video")
-  shapes = {"video": (manifest or {}).get("frame_shape"), **(manifest or {}).get("streams", {})}
+  shapes = stream_shapes(manifest)
   return int((shapes.get(stream) or [0, 0, 3])[-1])
 
 
@@ -180,7 +188,7 @@ def view_hw(task: Any, manifest: dict[str, Any] | None) -> tuple[int, int]:
   if spec.crop_size:
     return spec.crop_size, spec.crop_size
   stream = getattr(task.data, "video_stream", "video")
-  shapes = {"video": (manifest or {}).get("frame_shape"), **(manifest or {}).get("streams", {})}
+  shapes = stream_shapes(manifest)
   if shapes.get(stream):
     return ops.resized_frame_hw(shapes[stream][:2], spec)
   if spec.resize[0]:
