@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -366,6 +367,18 @@ def flat(config: Mapping[str, Any]) -> dict[str, Any]:
         out[f"{prefix}{key}"] = value
   walk(config, "")
   return out
+
+
+def json_values(config: mlc.ConfigDict) -> dict[str, Any]:
+  """`config` as nested dicts of JSON values (tuples as lists), keys sorted: what a run's
+  config.json holds, and what `flat` of it compares with one read back."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def listed(lines: Sequence[str], most: int = 12) -> str:
+  """The first `most` of `lines`, one a line, and how many more there are."""
+  more = f"\n  ... and {len(lines) - most} more" if len(lines) > most else ""
+  return "\n".join(lines[:most]) + more
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -365,7 +365,7 @@ class Trainer:
     return workers
 
   def _config_json(self) -> dict[str, Any]:
-    return json.loads(self.config.to_json_best_effort(sort_keys=True))
+    return config_lib.json_values(self.config)
 
   def _saved_config(self) -> tuple[Any, dict[str, Any] | None]:
     """WORKDIR/config.json (the config its checkpoints were trained with) and its
@@ -386,9 +386,8 @@ class Trainer:
                config_lib.differences(saved, config_lib.flat(self._config_json())).items()]
     if not changed:
       return f"This run's config equals the one in {path}. {advice}"
-    more = f"\n  ... and {len(changed) - most} more" if len(changed) > most else ""
     return (f"This run's config differs from the one that trained the checkpoint ({path}):\n"
-            + "\n".join(changed[:most]) + more + f"\n{advice}")
+            + config_lib.listed(changed, most) + f"\n{advice}")
 
   def host_variables(self) -> dict[str, Any]:
     """The live state's variables as host numpy arrays: what a later phase starts from."""

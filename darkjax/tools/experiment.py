@@ -80,8 +80,7 @@ class StaleResultError(RuntimeError):
 def _config_fields(config: mlc.ConfigDict | dict, out: str | None) -> dict[str, Any]:
   """The config's fields as `config_lib.flat` gives them (JSON values), the experiment's --out
   written `{out}` (a moved --out keeps its results), those run_cached sets left out."""
-  values = json.loads(config.to_json_best_effort(sort_keys=True)) \
-      if isinstance(config, mlc.ConfigDict) else config
+  values = config_lib.json_values(config) if isinstance(config, mlc.ConfigDict) else config
   fields = config_lib.flat(values)
   if out:
     root = os.path.abspath(out)
@@ -106,11 +105,10 @@ def stored_result(workdir: str, make_config: Callable[[], mlc.ConfigDict],
     changed = config_lib.differences(trained, _config_fields(make_config(), out))
     if changed:
       lines = [f"  {key}: {was!r} (stored) -> {now!r} (now)"
-               for key, (was, now) in list(changed.items())[:12]]
-      more = f"\n  ... and {len(changed) - 12} more" if len(changed) > 12 else ""
+               for key, (was, now) in changed.items()]
       raise StaleResultError(
           f"{path} was trained with another config than this command's run gives:\n"
-          + "\n".join(lines) + more + f"\nGive another --out, or delete {workdir} to train it "
+          + config_lib.listed(lines) + f"\nGive another --out, or delete {workdir} to train it "
           "again (a table that mixed the two would pair old runs with new ones).")
   return result
 
@@ -141,8 +139,7 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
                        f"Delete {workdir} and re-run.")
   result = {k: float(results[k]) for k in kept_metrics}
   result.update(info, seconds=round(time.time() - start, 1))
-  file_state.atomic_write_json(os.path.join(workdir, CONFIG_FILE),
-                               json.loads(config.to_json_best_effort(sort_keys=True)))
+  file_state.atomic_write_json(os.path.join(workdir, CONFIG_FILE), config_lib.json_values(config))
   # Last: a torn result.json would stop every later re-run, and one without its config beside it
   # would be read unchecked.
   file_state.atomic_write_json(os.path.join(workdir, RESULT_FILE), result)

@@ -179,8 +179,7 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
                           else phase_config)
         key = json.dumps([spec, phase.name, label, user, args.frames, args.batch,
                           overrides, jax.__version__,
-                          file_state.sha256_json(json.loads(
-                              setting_config.to_json_best_effort(sort_keys=True)))]
+                          file_state.sha256_json(config_lib.json_values(setting_config))]
                          + (["traffic"] if args.traffic else []), sort_keys=True)
         row = cache.get(key)
         cached = row is not None

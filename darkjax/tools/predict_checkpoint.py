@@ -81,17 +81,14 @@ def check_same_run(config: mlc.ConfigDict, workdir: str, spec: str) -> None:
   if saved is None:
     return
   phase_config = task_lib.deployed_phase(config).config(config)
-  given = json.loads(phase_config.to_json_best_effort(sort_keys=True))
-  trained = json.loads(saved.to_json_best_effort(sort_keys=True))
-  changed = {k: v for k, v in config_lib.differences(config_lib.flat(trained),
-                                                     config_lib.flat(given)).items()
-             if not _RUN_ONLY.search(k)}
+  changed = {k: v for k, v in config_lib.differences(
+      config_lib.flat(config_lib.json_values(saved)),
+      config_lib.flat(config_lib.json_values(phase_config))).items() if not _RUN_ONLY.search(k)}
   if changed:
     lines = [f"  {key}: {was!r} (the run) vs {now!r} (--config)"
-             for key, (was, now) in list(changed.items())[:12]]
-    more = f"\n  ... and {len(changed) - 12} more" if len(changed) > 12 else ""
+             for key, (was, now) in changed.items()]
     raise PredictError(f"--config {spec} is not the config that trained the run in {workdir}, "
-                       f"and would predict differently:\n" + "\n".join(lines) + more
+                       f"and would predict differently:\n" + config_lib.listed(lines)
                        + "\nDrop --config to predict with the run's own config.json (or give the "
                          "config file and args that trained it).")
 
