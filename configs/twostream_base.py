@@ -100,6 +100,11 @@ RECIPE = (
          code="darkjax/models/twostream.py twostream_c3d", ours="C3D (8 convs, 5 pools) per tower",
          status="MATCH", note="biases kept, as C3D has them (the paper drops them from its "
          "equations \"for simplicity\")"),
+    dict(detail="C3D pooling", paper="P(2, 2, 2, 2) before fc6, as C3D [23] (Caffe)",
+         source="Sec. 3.1", quote="P (2, 2, 2, 2)–FC(4096)", code="darkjax/models/c3d.py pooling",
+         ours="Caffe's ceil-mode max pools (pool5: 7 x 7 -> 4 x 4, windows at 0, 2, 4, 6)",
+         status="MATCH", note="the windows the Sports-1M weights learned on; the PyTorch port's "
+         "padded pool5 shifts each by one pixel (`pooling=port`)"),
     dict(detail="DC layer size N", paper=4096, source="Sec. 3.1", quote="DC(4096)",
          key="model.kwargs.code_size", status="MATCH"),
     dict(detail="loss", paper="L = Lc + alpha Ld, Ld = ||q - A x||^2", source="Eqs. (4), (7)",

@@ -35,8 +35,14 @@ def test_output_contract_and_input_size_check():
   (logits, out) = jax.eval_shape(model.apply, shapes, clips)
   assert logits.shape == (2, 5)
   assert out["stem"].shape == (2, 16, 16, 16, 4)
+  # Caffe's ceil-mode pool5 takes 2 x 2 to 1 x 1; the port's padded one keeps 2 x 2
   assert [out[f"stage{i}"].shape for i in range(1, 5)] == [
-      (2, 8, 8, 8, 8), (2, 4, 4, 4, 8), (2, 2, 2, 2, 16), (2, 1, 2, 2, 16)]
+      (2, 8, 8, 8, 8), (2, 4, 4, 4, 8), (2, 2, 2, 2, 16), (2, 1, 1, 1, 16)]
+  port = models.build("c3d_tiny", 5, pooling="port")
+  assert jax.eval_shape(port.apply, jax.eval_shape(port.init, jax.random.key(0), clips),
+                        clips)[1]["stage4"].shape == (2, 1, 2, 2, 16)
+  with pytest.raises(ValueError, match="pooling 'ceil' is not one of"):
+    jax.eval_shape(models.build("c3d_tiny", 5, pooling="ceil").init, jax.random.key(0), clips)
   assert out["features"].shape == (2, 32)
   headless = {"params": {k: v for k, v in shapes["params"].items() if k != "fc8"}}
   features, _ = jax.eval_shape(models.build("c3d_tiny", 0).apply, headless, clips)
@@ -92,17 +98,22 @@ def test_dropout_only_in_training():
 
 
 @pytest.mark.torch_parity
-def test_matches_torch_port():
+@pytest.mark.parametrize("pooling", ["caffe", "port"])
+def test_matches_torch(pooling):
+  # At 112 x 112 pool5 meets 7 x 7: Caffe's ceil mode (windows at 0, 2, 4, 6, the last cut short)
+  # and the port's padding (windows at -1, 1, 3, 5) both give 4 x 4 from other windows.
   torch = torch_parity.require_torch()
   from darkjax.tools import torch_refs
   torch.manual_seed(0)
-  reference = torch_refs.C3DTorch(num_classes=7, fc_in=16 * 2 * 2, **TINY).eval()
+  reference = torch_refs.C3DTorch(num_classes=7, fc_in=16 * 4 * 4, pooling=pooling,
+                                  **TINY).eval()
   state = {f"module.{k}": v for k, v in reference.state_dict().items()}
-  variables = convert_c3d.convert("c3d_tiny", state)
+  size = dict(input_size=(16, 112, 112), pooling=pooling)
+  variables = convert_c3d.convert("c3d_tiny", state, model_kwargs=size)
   reference = torch_parity.reference(reference)
-  model = models.build("c3d_tiny", 7)
-  clips = np.random.default_rng(0).standard_normal((2, 16, 32, 32, 3)).astype(np.float32)
-  weights = np.random.default_rng(1).standard_normal((2, 7)).astype(np.float32)
+  model = models.build("c3d_tiny", 7, **size)
+  clips = np.random.default_rng(0).standard_normal((1, 16, 112, 112, 3)).astype(np.float32)
+  weights = np.random.default_rng(1).standard_normal((1, 7)).astype(np.float32)
 
   logits = reference(torch_parity.tensor(clips.transpose(0, 4, 1, 2, 3)))
   (logits * torch_parity.tensor(weights)).sum().backward()
@@ -121,6 +132,10 @@ def test_matches_torch_port():
   why = "float32 rounding through 8 convolutions and 3 dense layers (seen <= 3.1e-7)"
   torch_parity.assert_close(flax_logits, torch_logits, 1e-5, why, "logits")
   torch_parity.assert_close(flax_grad, torch_grad, 1e-5, why, "conv1 kernel gradient")
+  other = models.build("c3d_tiny", 7, input_size=(16, 112, 112),
+                       pooling={"caffe": "port", "port": "caffe"}[pooling])
+  pooled = lambda m: jax.jit(m.apply)(variables, clips)[1]["stage4"]  # noqa: E731
+  assert not np.allclose(pooled(other), pooled(model), rtol=0.1, atol=0)
 
 
 def test_full_size_conversion_and_head_handling():

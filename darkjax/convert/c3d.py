@@ -4,6 +4,11 @@ Every layer has `weight` and `bias`; convolutions are transposed to (T, H, W, in
 (in, out). fc6 needs no permutation because the model flattens pool5 in torch's (C, T, H, W) order.
 Head: `num_classes=None` keeps fc8; a different `num_classes` (or 0) leaves fc8 out of the result
 so the caller initialises it fresh (configs list it in their dont-load patterns).
+
+The port's weights are the Caffe Sports-1M model's, which pooled in Caffe's ceil mode: the model's
+default `pooling="caffe"` gives them those windows; weights fine-tuned in the port itself (its
+padded pool5) want the model built with `pooling="port"` (`--config.model.kwargs.pooling=port`, or
+under `backbone_kwargs` where C3D is a model's backbone; darkjax.models.c3d).
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ NAMES = tuple(c3d.VARIANTS)
 INPUT_NORMALISE = "c3d_sports1m"
 
 
-def convert(name: str, state_dict: Mapping[str, Any], num_classes: int | None = None) -> dict:
+def convert(name: str, state_dict: Mapping[str, Any], num_classes: int | None = None,
+            model_kwargs: Mapping[str, Any] | None = None) -> dict:
+  """`model_kwargs`: the model's build arguments where they shape its tree (`input_size`)."""
   if name not in NAMES:
     raise ConversionError(f"{name!r} is not a C3D variant; known: {NAMES}")
   state = normalise_state_dict(state_dict)
   classes = head_classes(state, "fc8", num_classes)
-  model = c3d.VARIANTS[name](classes)
+  model = c3d.VARIANTS[name](classes, **dict(model_kwargs or {}))
   clip = jnp.zeros((1,) + tuple(model.input_size) + (3,))
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0), clip, train=False))
 

@@ -20,6 +20,7 @@ Requires torch (imported when a step is built).
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import shutil
 import tempfile
@@ -89,10 +90,12 @@ def torch_model(model_name: str, frames: int, size: int):
   if isinstance(flax_model, c3d.C3D):
     if (frames, size, size) != tuple(flax_model.input_size):
       raise SystemExit(f"bench: {model_name} needs --frames/--size {flax_model.input_size}")
-    t, h, _ = flax_model.input_size
-    cells = (t // 16) * (h // 32 + 1) ** 2  # pool5 output: T/16 x (H/32 + 1)^2 (padding 1)
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    features = jax.eval_shape(lambda: flax_model.init_with_output(
+        jax.random.key(0), jnp.zeros((1, frames, size, size, 3)))[0][1]["stage4"]).shape
     return torch_refs.C3DTorch(NUM_CLASSES, flax_model.widths, flax_model.fc_width,
-                               flax_model.widths[-1] * cells)
+                               math.prod(features[1:]), pooling=flax_model.pooling)
   raise SystemExit(f"bench: no PyTorch reference for {model_name!r}; known: "
                    f"{list(TORCHVISION_MODELS)}, r2plus1d_34_ig65m and the resnet3d/resnext3d/c3d "
                    "variants")

@@ -7,7 +7,8 @@ their state dicts have the same keys):
     AvgPool3d equals it at 16x112x112), and the type-A shortcut keeps its gradient (the original
     concatenates `out.data`, which detaches it).
   * `C3DTorch`: the common PyTorch port of C3D (conv1..conv5b, fc6..fc8), with configurable widths
-    and fc6 input size so small inputs work.
+    and fc6 input size so small inputs work; `pooling="caffe"` pools in ceil mode without pool5's
+    padding, as the Caffe model the port's weights came from (darkjax.models.c3d).
   * `ig65m_r2plus1d`: R(2+1)D-34 as moabitcoin/ig65m-pytorch builds it from torchvision's
     VideoResNet: the first block of stages 2-4 keeps VMZ's mid-plane count in its second conv,
     BatchNorm eps 1e-3 (its state dicts convert with `darkjax.convert --arch r2plus1d_34_ig65m`).
@@ -130,18 +131,21 @@ class HaraResNet(nn.Module):
 class C3DTorch(nn.Module):
   def __init__(self, num_classes: int = 487,
                widths: Sequence[int] = (64, 128, 256, 256, 512, 512, 512, 512),
-               fc_width: int = 4096, fc_in: int = 8192):
+               fc_width: int = 4096, fc_in: int = 8192, pooling: str = "port"):
     super().__init__()
     names = ("conv1", "conv2", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b")
     cin = 3
     for name, width in zip(names, widths):
       setattr(self, name, nn.Conv3d(cin, width, 3, padding=1))
       cin = width
-    self.pool1 = nn.MaxPool3d((1, 2, 2), (1, 2, 2))
-    self.pool2 = nn.MaxPool3d(2, 2)
-    self.pool3 = nn.MaxPool3d(2, 2)
-    self.pool4 = nn.MaxPool3d(2, 2)
-    self.pool5 = nn.MaxPool3d(2, 2, padding=(0, 1, 1))
+    # "port": the port's pools; "caffe": Caffe's ceil mode, no padding (darkjax.models.c3d)
+    ceil = {"port": False, "caffe": True}[pooling]
+    self.pool1 = nn.MaxPool3d((1, 2, 2), (1, 2, 2), ceil_mode=ceil)
+    self.pool2 = nn.MaxPool3d(2, 2, ceil_mode=ceil)
+    self.pool3 = nn.MaxPool3d(2, 2, ceil_mode=ceil)
+    self.pool4 = nn.MaxPool3d(2, 2, ceil_mode=ceil)
+    self.pool5 = (nn.MaxPool3d(2, 2, ceil_mode=True) if ceil
+                  else nn.MaxPool3d(2, 2, padding=(0, 1, 1)))
     self.fc6 = nn.Linear(fc_in, fc_width)
     self.fc7 = nn.Linear(fc_width, fc_width)
     self.fc8 = nn.Linear(fc_width, num_classes)
