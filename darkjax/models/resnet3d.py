@@ -21,8 +21,8 @@ Parameter tree (the converter in `darkjax.convert.resnet3d` maps torch keys onto
 `out` holds `stem` (after the max pool), `stage1`..`stage4` and `features` (pooled, pre-fc); logits
 are float32 whatever the compute `dtype`. The global pool is adaptive (mean over T, H, W), which
 equals the reference's fixed AvgPool3d at its 16x112x112 training size. BatchNorm: torch momentum
-0.1 = flax momentum 0.9, eps 1e-5 (flax updates running variances with the biased batch variance,
-torch with the unbiased one; outputs are unaffected).
+0.1 = flax momentum 0.9, eps 1e-5, running variances from the unbiased batch variance as torch's
+(darkjax.layers.norm.BatchNorm).
 """
 
 from __future__ import annotations
