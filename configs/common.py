@@ -84,6 +84,7 @@ def optimizer_block(name: str = "sgd", lr: float = 0.1, **overrides) -> mlc.Conf
       nesterov=False,          # sgd
       b1=0.9, b2=0.999,        # adamw
       weight_decay=0.0,        # decoupled for adamw, L2 added to gradients for sgd
+      decay_exclude=(),        # regexes of parameter paths weight decay leaves alone
       grad_clip_norm=0.0,      # 0: off
       schedule="cosine",       # constant | cosine | step | dann
       warmup_steps=0,

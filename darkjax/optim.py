@@ -57,6 +57,29 @@ def _frozen_labels(params: Any, patterns) -> Any:
   return traverse_util.unflatten_dict(labels, sep="/")
 
 
+def _path(keys) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in keys)
+
+
+def decay_mask(patterns, params: Any | None = None) -> Callable[[Any], Any] | None:
+  """optax's weight-decay `mask` for `optimizer.decay_exclude`: a function of the parameter tree,
+  True where weight decay applies, False at each path a regex matches (None: every parameter
+  decays, PyTorch's default). Checked against `params` when given: a regex that matches no path
+  is an error (a typo would decay what it means to exclude)."""
+  if not patterns:
+    return None
+  compiled = [re.compile(p) for p in patterns]
+  if params is not None:
+    paths = [_path(keys) for keys, _ in jax.tree_util.tree_leaves_with_path(params)]
+    unmatched = [c.pattern for c in compiled if not any(c.search(p) for p in paths)]
+    if unmatched:
+      raise config_lib.ConfigError(
+          f"config.optimizer.decay_exclude: {unmatched} match no parameter path (paths look "
+          f"like {', '.join(paths[:4])}, ...; e.g. 'bias$', 'scale$' for biases and norm scales)")
+  return lambda tree: jax.tree_util.tree_map_with_path(
+      lambda keys, _: not any(c.search(_path(keys)) for c in compiled), tree)
+
+
 def frozen_mask(params: Any, patterns) -> Any | None:
   """The parameter tree with True at each leaf an `optimizer.frozen` regex matches (None when
   nothing is frozen): `darkjax.step.make_train_step` takes no gradient of those leaves."""
@@ -75,13 +98,18 @@ def make_optimizer(cfg: Mapping[str, Any], total_steps: int,
   parts = []
   if cfg["grad_clip_norm"]:
     parts.append(optax.clip_by_global_norm(cfg["grad_clip_norm"]))
+  exclude = tuple(cfg.get("decay_exclude", ()) or ())
+  if exclude and not cfg["weight_decay"]:
+    raise config_lib.ConfigError(f"config.optimizer.decay_exclude {list(exclude)} is set but "
+                                 "config.optimizer.weight_decay is 0: nothing decays")
+  mask = decay_mask(exclude, params)
   if name == "sgd":
     if cfg["weight_decay"]:
-      parts.append(optax.add_decayed_weights(cfg["weight_decay"]))
+      parts.append(optax.add_decayed_weights(cfg["weight_decay"], mask=mask))
     parts.append(optax.sgd(schedule, momentum=cfg["momentum"] or None, nesterov=cfg["nesterov"]))
   else:
     parts.append(optax.adamw(schedule, b1=cfg["b1"], b2=cfg["b2"],
-                             weight_decay=cfg["weight_decay"]))
+                             weight_decay=cfg["weight_decay"], mask=mask))
   tx = optax.chain(*parts)
   if cfg["frozen"]:
     if params is None:

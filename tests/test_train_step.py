@@ -317,3 +317,39 @@ def test_a_frozen_pattern_that_matches_no_parameter_names_itself():
   tx, _ = optim.make_optimizer(_opt(frozen=("^backbone/",)), 10, params)
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
   assert not updates["backbone"]["conv"]["kernel"].any() and updates["head"]["kernel"].all()
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_decay_exclude_leaves_matched_parameters_undecayed(name):
+  """`optimizer.decay_exclude`: the matched paths (biases, norm scales) get no weight decay; the
+  others decay as without it, with and without frozen parameters; a regex matching nothing, or
+  excluding with no weight decay, is a ConfigError."""
+  params = {"backbone": {"conv": {"kernel": jnp.full((2,), 2.0), "bias": jnp.full((2,), 2.0)}},
+            "head": {"kernel": jnp.full((2,), 2.0), "bias": jnp.full((2,), 2.0)}}
+  zero = jax.tree.map(jnp.zeros_like, params)   # no gradient: the update is the decay alone
+
+  def update(**kwargs):
+    cfg = _opt(name=name, lr=0.1, weight_decay=0.5, schedule="constant", **kwargs)
+    tx, _ = optim.make_optimizer(cfg, 10, params)
+    return tx.update(zero, tx.init(params), params)[0]
+
+  everything = update()
+  assert all(np.all(np.asarray(u) < 0) for u in jax.tree.leaves(everything))
+  excluded = update(decay_exclude=("bias$",))
+  for path in (("backbone", "conv", "bias"), ("head", "bias")):
+    leaf = excluded
+    for key in path:
+      leaf = leaf[key]
+    assert not np.asarray(leaf).any(), path
+  np.testing.assert_array_equal(excluded["head"]["kernel"], everything["head"]["kernel"])
+  np.testing.assert_array_equal(excluded["backbone"]["conv"]["kernel"],
+                                everything["backbone"]["conv"]["kernel"])
+  both = update(decay_exclude=("bias$",), frozen=("^backbone/",))
+  assert not np.asarray(both["backbone"]["conv"]["kernel"]).any()
+  assert not np.asarray(both["head"]["bias"]).any()
+  np.testing.assert_array_equal(both["head"]["kernel"], everything["head"]["kernel"])
+  with pytest.raises(config_lib.ConfigError, match=r"decay_exclude: \['scale\$'\] match no "
+                                                   r"parameter path"):
+    update(decay_exclude=("bias$", "scale$"))
+  with pytest.raises(config_lib.ConfigError, match="weight_decay is 0: nothing decays"):
+    optim.make_optimizer(_opt(name=name, decay_exclude=("bias$",)), 10, params)
