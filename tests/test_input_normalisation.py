@@ -77,7 +77,7 @@ def test_sports1m_c3d_reads_mean_subtracted_bgr_0_255(tmp_path):
   from darkjax.tools import torch_refs  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
   port = torch_refs.C3DTorch(num_classes=7, widths=(4, 8, 8, 8, 16, 16, 16, 16), fc_width=32,
-                             fc_in=16 * 2 * 2).eval()
+                             fc_in=16, pooling="caffe").eval()
   variables, meta = _convert(tmp_path, "c3d_tiny", port.state_dict(), "c3d")
   assert meta["input_normalisation"] == {
       "mode": "c3d_sports1m", "value_range": [0, 255], "channel_order": "BGR",

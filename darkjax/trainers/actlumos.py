@@ -449,7 +449,7 @@ def check_teacher_run(directory: str, config: mlc.ConfigDict, key: str) -> None:
     return
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
-  ours = json.loads(config.to_json_best_effort())
+  ours = config_lib.json_values(config)
   for dotted in TEACHER_ARCHITECTURE:
     if _lookup(saved, dotted) != _lookup(ours, dotted):
       raise ValueError(
