@@ -1,4 +1,5 @@
-"""Metric sinks: WORKDIR/metrics.jsonl (one object per logged step) and TensorBoard event files.
+"""Metric sinks: WORKDIR/metrics.jsonl (one object per `write`: a step's training scalars, and
+each evaluator's at that step, apart) and TensorBoard event files.
 
 WORKDIR may be a URL (`gs://...`). tensorboardX's own cloud writers are not used (its GCS writer
 fails on current google-cloud-storage); on a URL the events are written to a local staging
@@ -101,6 +102,29 @@ class MetricsWriter:
     paths.write_bytes_atomic(self.path, "".join(rows).encode("utf-8"))
     self._tb.close()
     self._open_tensorboard(purge_step=step + 1)
+
+  def redo_evaluation(self, step: int) -> None:
+    """Before `step` is evaluated again (a notebook's `Run.evaluate`): drops what an earlier
+    evaluation logged at `step`, so that it is logged once. metrics.jsonl keeps that step's
+    training row (its `train/` scalars) and every earlier row and loses the rest from `step` on;
+    TensorBoard drops its events from `step` on (a restart marker, as `truncate_after`) and gets
+    the training row's scalars again."""
+    if not self.enabled or not self.path.exists():
+      return
+    rows = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    kept = [row for row in rows if row["step"] < step or (
+        row["step"] == step and any(key.startswith("train/") for key in row))]
+    paths.write_bytes_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept)
+                             .encode("utf-8"))
+    self._tb.close()
+    self._open_tensorboard(purge_step=step)
+    for row in kept:
+      if row["step"] == step:
+        for key, value in row.items():
+          if key != "step":
+            self._tb.add_scalar(key, float(value), step)
+    self._flush()
 
   def image(self, tag: str, step: int, png_path: str) -> None:
     """Adds a PNG written elsewhere (a local file or a URL) to TensorBoard."""

@@ -121,8 +121,11 @@ class Run:
       if not latest:
         raise ValueError(f"{self.workdir} has no checkpoint to evaluate; call Run.train() first")
       trainer.run(until=latest)   # builds and restores; trains no step
-    trainer.writer = metrics_lib.MetricsWriter(self.workdir, enabled=trainer.is_lead)
+    # the deployed phase's workdir (the Trainer's, which `history` reads), the step's earlier
+    # evaluation replaced
+    trainer.writer = metrics_lib.MetricsWriter(trainer.workdir, enabled=trainer.is_lead)
     try:
+      trainer.writer.redo_evaluation(self.step)
       return plain(trainer.evaluate(self.step))
     finally:
       trainer.writer.close()

@@ -35,11 +35,15 @@ def save(fig, path: str, dpi: int = 100) -> str:
   return os.fspath(target)
 
 
-def confusion(matrix: np.ndarray, class_names: Sequence[str], title: str = ""):
-  """Row-normalised confusion matrix with class names and (up to 30 classes) counts."""
+def confusion(matrix: np.ndarray, class_names: Sequence[str], title: str = "",
+              support: np.ndarray | None = None):
+  """Row-normalised confusion matrix with class names and (up to 30 classes) counts. `support`:
+  each true class's number of examples, where the matrix leaves some out (examples scored NaN):
+  the rows are shares of every example of the class, as the per-class accuracies are."""
   plt = _pyplot()
   n = len(class_names)
-  rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+  rows = matrix.sum(axis=1) if support is None else np.asarray(support)
+  rates = matrix / np.maximum(rows, 1)[:, None]
   size = max(4.0, 0.45 * n + 2)
   fig, ax = plt.subplots(figsize=(size + 1, size))
   image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -70,8 +74,9 @@ def enhancement_grid(inputs: np.ndarray, enhanced: np.ndarray, title: str = "",
   diff_in = np.abs(np.diff(inputs, axis=1))
   diff_out = np.abs(np.diff(enhanced, axis=1))
   scale = 1.0 / max(float(np.percentile(np.concatenate([diff_in, diff_out]), 99.5)), 1e-3)
-  rows = [("input", inputs), ("enhanced", enhanced), ("RGB diff. input", diff_in * scale),
-          ("RGB diff. enhanced", diff_out * scale)]
+  rows = [("input", inputs), ("enhanced", enhanced),
+          (f"RGB diff. input x{scale:.0f}", diff_in * scale),
+          (f"RGB diff. enhanced x{scale:.0f}", diff_out * scale)]
   fig, axes = plt.subplots(4 * n, len(shown), figsize=(1.4 * len(shown), 1.5 * 4 * n),
                            squeeze=False)
   for clip in range(n):
@@ -121,7 +126,9 @@ def attention_maps(dark: np.ndarray, bright: np.ndarray, heat: np.ndarray,
 
 
 def frame_rows(rows: Sequence[tuple[str, np.ndarray]], title: str = "", max_frames: int = 8):
-  """Labelled rows of frames ((T, H, W, C) uint8 each), up to `max_frames` evenly spaced."""
+  """Labelled rows of frames ((T, H, W, C) uint8 each), up to `max_frames` evenly spaced, on
+  the 0-255 scale as they are (a 1-channel frame is not stretched to its own range: dark stays
+  dark, as an RGB frame's does)."""
   plt = _pyplot()
   t = rows[0][1].shape[0]
   picks = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
@@ -130,7 +137,8 @@ def frame_rows(rows: Sequence[tuple[str, np.ndarray]], title: str = "", max_fram
   for r, (label, frames) in enumerate(rows):
     for c, index in enumerate(picks):
       frame = frames[min(index, len(frames) - 1)]
-      axes[r][c].imshow(frame if frame.shape[-1] == 3 else frame[..., 0], cmap="gray")
+      axes[r][c].imshow(frame if frame.shape[-1] == 3 else frame[..., 0], cmap="gray",
+                        vmin=0, vmax=255)
       axes[r][c].set_xticks([])
       axes[r][c].set_yticks([])
     axes[r][0].set_ylabel(label)

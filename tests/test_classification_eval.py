@@ -80,3 +80,14 @@ def test_metrics_against_numpy_and_an_example_scored_nan_is_wrong(caplog):
   assert nan_result["top1"] == np.mean(correct)
   assert nan_result["confusion"].sum() == 10
   assert "2 of 12 examples scored NaN or inf" in caplog.text
+
+
+def test_confusion_figure_rows_are_shares_of_every_example_of_the_class():
+  """Examples scored NaN are out of the matrix (they were predicted no class) but count in their
+  class's row total, as in its per-class accuracy: a class with 1 right of 3 (2 NaN) is drawn
+  at 1/3, not as a perfect diagonal."""
+  from darkjax import plots  # pylint: disable=import-outside-toplevel
+  matrix = np.array([[1, 0], [1, 3]])
+  drawn = lambda **kw: plots.confusion(matrix, ["a", "b"], **kw).axes[0].images[0].get_array()  # noqa: E731
+  np.testing.assert_allclose(drawn(support=np.array([3, 4])), [[1 / 3, 0], [0.25, 0.75]])
+  np.testing.assert_allclose(drawn(), [[1, 0], [0.25, 0.75]])

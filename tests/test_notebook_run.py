@@ -53,6 +53,11 @@ def test_evaluate_variables_and_predict_fn_of_a_resumed_run(runs):
   assert resumed.step == 4
   results = resumed.evaluate()
   assert results["eval/top1"] == pytest.approx(second["eval/top1"])
+  # evaluated again at step 4, logged once (the step's earlier evaluation replaced), its
+  # training row kept
+  rows = [row for row in resumed.history() if row["step"] == 4]
+  assert sorted("eval/top1" in row for row in rows) == [False, True], rows
+  assert any("train/loss" in row for row in rows)
   confusion = results["eval/confusion"]   # every test clip once, in the row of its label
   assert confusion.shape == (resumed.task.num_classes,) * 2
   assert confusion.sum() == results["eval/num_examples"] > 0

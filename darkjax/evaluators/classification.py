@@ -69,7 +69,8 @@ def metrics(store: dict[int, tuple[np.ndarray, int]], num_classes: int,
   support = np.bincount(labels, minlength=num_classes)   # every example, scored finite or not
   per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
   return {"top1": top1, "top5": top5, "mean_class_acc": float(np.nanmean(per_class)),
-          "per_class": per_class, "confusion": confusion, "num_examples": len(keys)}
+          "per_class": per_class, "confusion": confusion, "support": support,
+          "num_examples": len(keys)}
 
 
 def source_name(task: Any, data: str) -> str:
@@ -148,7 +149,10 @@ class ClassificationEvaluator:
         scalars[f"{self.name}_per_class/{class_name}"] = float(accuracy)
     figures = {}
     if trainer.is_lead:
+      unscored = int(result["support"].sum() - result["confusion"].sum())
       figures[f"{self.name}_confusion"] = plots.confusion(
           result["confusion"], dataset.class_names,
-          title=f"{dataset.name} {self.split} @ step {step}: top-1 {result['top1']:.1%}")
+          title=(f"{dataset.name} {self.split} @ step {step}: top-1 {result['top1']:.1%}"
+                 + (f" ({unscored} scored NaN: wrong)" if unscored else "")),
+          support=result["support"])
     return EvalResult(scalars, figures, {f"{self.name}/confusion": result["confusion"]})

@@ -157,8 +157,9 @@ def summarise(path: str, views: np.ndarray, logits: np.ndarray, class_names: lis
 
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
-  low, high = float(frames.min()), float(frames.max())
-  return ((frames - low) / max(high - low, 1e-6) * 255).clip(0, 255).astype(np.uint8)
+  """Enhanced frames in [0, 1] (`capabilities.Enhances`) on the input's 0-255 scale, unstretched:
+  the picture shows what the enhancer made of the input beside it."""
+  return (np.asarray(frames, np.float32) * 255).round().clip(0, 255).astype(np.uint8)
 
 
 def png_names(videos: list[str]) -> dict[str, str]:
