@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Any, Iterator
 
 import grain
@@ -110,6 +111,14 @@ def _leaves_by_path(tree: Any) -> dict[str, Any]:
           if leaf is not None}
 
 
+class ProcessCountError(RuntimeError):
+  """A checkpoint's input positions were saved by another number of processes than this run's."""
+
+  def __init__(self, message: str, saved: int):
+    super().__init__(message)
+    self.saved = saved
+
+
 class Checkpointer:
   """Save / restore (state, data iterator, meta) under WORKDIR/checkpoints/<step>."""
 
@@ -129,6 +138,12 @@ class Checkpointer:
           item_handlers={"state": ocp.StandardCheckpointHandler(),
                          "data": grain.checkpoint.CheckpointHandler(),
                          "meta": ocp.JsonCheckpointHandler()})
+    # darkjax asks JAX's preemption sync point itself, once a step (darkjax.preemption); orbax
+    # would ask it too, with the step it saves, and after an async save from its finalising
+    # thread with that older step: the sync manager keeps the last step it was given, so a
+    # SIGTERM in that window could pick a step already passed, and no process would save.
+    # darkjax saves with force=True, so orbax needs the answer for nothing else.
+    self._manager.reached_preemption = lambda step: False
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -142,6 +157,18 @@ class Checkpointer:
       args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     self._manager.save(step, args=ocp.args.Composite(**args), force=True)
 
+  def saved_process_count(self, step: int) -> int | None:
+    """How many processes wrote checkpoint `step`'s input positions (grain keeps one file a
+    process, `data/process_<i>-of-<n>.json`); None where it holds none."""
+    data = self.directory / str(step) / "data"
+    try:
+      names = [p.name for p in data.iterdir()] if data.is_dir() else []
+    except OSError:
+      return None
+    counts = {int(m.group(1)) for m in map(re.compile(r"process_\d+-of-(\d+)\.json$").match,
+                                           names) if m}
+    return counts.pop() if len(counts) == 1 else None
+
   def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict]:
     """Restores into `abstract_state` (shapes + shardings) and, in place, `data_iterator`. A
     checkpoint whose arrays differ from `abstract_state` in name, shape or dtype raises
@@ -150,6 +177,13 @@ class Checkpointer:
     if differences:
       raise StateMismatchError(f"cannot restore checkpoint {self.directory}/{step}: its "
                                f"{describe_differences(differences)}", differences)
+    saved = self.saved_process_count(step) if data_iterator is not None else None
+    if saved is not None and saved != jax.process_count():
+      raise ProcessCountError(
+          f"checkpoint {self.directory}/{step} was written by {saved} process(es), each with "
+          f"its own position in the input (data/process_<i>-of-{saved}.json); this run has "
+          f"{jax.process_count()}. Resume it on {saved} process(es) (hosts): the input "
+          "positions of one process count do not map onto another's", saved)
     args = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)

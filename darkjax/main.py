@@ -6,7 +6,10 @@ checkpoint in --workdir (a local directory or a URL such as gs://bucket/run).
 
 Several processes (docs/multihost.md): `--jax_distributed` calls `jax.distributed.initialize`,
 which finds the coordinator, process count and id on Cloud TPU and under SLURM by itself; elsewhere
-give them with --coordinator_address, --num_processes and --process_id. A process that stops
+give them with --coordinator_address, --num_processes and --process_id. Given all three, jax's
+cluster detection is off: under SLURM it would also limit the process to the GPU numbered by
+SLURM_LOCALID (GPU 0 of one task a node holding 8: launch/slurm_gpu.sbatch), where darkjax's
+process takes every GPU of its node ($JAX_LOCAL_DEVICE_IDS still limits it). A process that stops
 answering for --heartbeat_timeout seconds makes the others stop with an error naming it.
 """
 
@@ -39,6 +42,14 @@ _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the Python traceback of a b
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def distributed_detection(coordinator: str | None, num_processes: int | None,
+                          process_id: int | None) -> str | None:
+  """`jax.distributed.initialize`'s cluster_detection_method: "deactivate" when the flags give
+  the coordinator, process count and id (module docstring), else jax's detection."""
+  given = (coordinator, num_processes, process_id)
+  return "deactivate" if all(v is not None for v in given) else None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -56,7 +67,9 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                               heartbeat_timeout_seconds=_HEARTBEAT.value)
+                               heartbeat_timeout_seconds=_HEARTBEAT.value,
+                               cluster_detection_method=distributed_detection(
+                                   _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value))
     darkjax_log.info("process %d of %d, %d local devices of %d", jax.process_index(),
                      jax.process_count(), jax.local_device_count(), jax.device_count())
   from darkjax import train  # pylint: disable=import-outside-toplevel

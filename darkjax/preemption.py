@@ -12,11 +12,16 @@ Ctrl-C (SIGINT) does the same in a single process: the step in flight finishes, 
 saved, and the run stops saying how to resume; a second Ctrl-C interrupts at once. An evaluation
 (minutes at paper size) does not wait: inside `PreemptionWatch.interruptible()` either signal
 stops it at once (`StopRequested`), and the trainer saves the trained steps and stops.
+
+SIGHUP (the terminal or ssh session a run was started from went away) is a SIGTERM: the run saves
+and stops instead of dying with everything since its last checkpoint. Under `jax.distributed` it
+is passed on to the process as SIGTERM, for JAX's preemption sync manager.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from typing import Iterator
@@ -30,9 +35,10 @@ class Preempted(Exception):
   rerunning resumes it."""
 
   def __init__(self, step: int, checkpoint: str, interrupted: bool = False,
-               evaluation: str = ""):
+               evaluation: str = "", signal_name: str = "SIGTERM"):
     self.step, self.checkpoint, self.interrupted = step, checkpoint, interrupted
-    why = "interrupted (Ctrl-C)" if interrupted else "preempted (SIGTERM)"
+    why = ("interrupted (Ctrl-C)" if interrupted else "preempted (SIGTERM)"
+           if signal_name == "SIGTERM" else f"stopped ({signal_name})")
     during = f" during {evaluation}" if evaluation else ""
     super().__init__(f"{why}{during}: saved checkpoint {checkpoint} at step {step} and stopped; "
                      "rerun the same command to resume from it")
@@ -54,9 +60,12 @@ class PreemptionWatch:
     self.interrupted = False   # the signal was Ctrl-C (SIGINT), not SIGTERM
     self._previous: dict[int, object] = {}
     self._urgent = False   # inside interruptible(): a signal raises StopRequested
+    self.signal_name = "SIGTERM"   # the signal that stopped the run, for its message
     self._distributed = jax.distributed.is_initialized()
-    if not self._distributed and threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
+    if threading.current_thread() is threading.main_thread():
+      signals = (signal.SIGHUP,) if self._distributed else (signal.SIGTERM, signal.SIGINT,
+                                                            signal.SIGHUP)
+      for signum in signals:
         self._previous[signum] = signal.signal(signum, self._on_signal)
 
   def close(self) -> None:
@@ -65,6 +74,11 @@ class PreemptionWatch:
     self._previous = {}
 
   def _on_signal(self, signum, frame) -> None:  # pylint: disable=unused-argument
+    if signum == signal.SIGHUP:
+      self.signal_name = "SIGHUP: the terminal or ssh session went away"
+      if self._distributed:   # JAX's preemption notifier owns SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     if signum == signal.SIGINT:
       if self.interrupted:   # the second Ctrl-C: stop now
         raise KeyboardInterrupt
@@ -79,7 +93,7 @@ class PreemptionWatch:
     """Work that a signal stops at once instead of at the next step's end (an evaluation); a
     signal already received stops it before it starts. Single process only (under
     jax.distributed the processes agree on a step instead)."""
-    if not self._previous:
+    if not self._previous or self._distributed:
       yield
       return
     if self._signalled.is_set():

@@ -314,6 +314,8 @@ class Trainer:
         if start is not None:
           try:
             self.state, _ = checkpointer.restore(start, self.abstract_state, data_iterator)
+          except ckpt_lib.ProcessCountError as error:   # not the config's doing
+            raise CheckpointMismatchError(str(error)) from None
           except ckpt_lib.StateMismatchError as error:   # found before any array was read
             raise CheckpointMismatchError(
                 f"cannot restore checkpoint {checkpointer.directory}/{start} into this run's "
@@ -639,8 +641,9 @@ class Trainer:
                dict(self.mesh.shape))
 
       results: dict[str, Any] = {}
-      bar = tqdm(total=total, initial=start, disable=not self.is_lead or not cfg.progress_bar,
-                 desc="train", unit="step", dynamic_ncols=True)
+      bar = tqdm(total=last, initial=min(start, last),
+                 disable=not self.is_lead or not cfg.progress_bar,
+                 desc=self.phase, unit="step", dynamic_ncols=True)
       resources.callback(bar.close)
       pending = None   # metrics of the previous step, read one step late to keep dispatch async
       evaluating = False   # an out-of-memory error names the evaluation, and what to lower
@@ -659,6 +662,8 @@ class Trainer:
           evaluating = True
           self._evaluate_or_stop(start, watch, checkpointer, train_iter, "the")
           evaluating = False
+          t0, steps_timed = time.time(), 0   # the steps' rates count no evaluation
+          bar.unpause()
         for step in range(start + 1, last + 1):
           trace.begin(step, self.state)
           with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -687,7 +692,8 @@ class Trainer:
             checkpointer.save(step, self.state, train_iter, {"step": step})
           if preempted:
             checkpointer.wait()
-            raise preemption.Preempted(step, f"{checkpointer.directory}/{step}", watch.interrupted)
+            raise preemption.Preempted(step, f"{checkpointer.directory}/{step}", watch.interrupted,
+                                       signal_name=watch.signal_name)
           if cfg.eval_every >= 0 and ((cfg.eval_every and step % cfg.eval_every == 0)
                                       or step == last):
             self._check_finite(step, metrics, checkpointer)   # what it evaluates, and may save
@@ -700,6 +706,7 @@ class Trainer:
               raise
             evaluating = False
             t0, steps_timed = time.time(), 0
+            bar.unpause()   # the bar's rate and ETA too
         if pending is not None:
           self._check_finite(*pending, checkpointer)
         final_missing = start >= last == total and self._evaluation_missing(total)
@@ -805,7 +812,8 @@ class Trainer:
     except preemption.StopRequested:
       self._save_if_unsaved(step, checkpointer, train_iter)
       raise preemption.Preempted(step, f"{checkpointer.directory}/{step}", watch.interrupted,
-                                 f"{which} evaluation at step {step}") from None
+                                 f"{which} evaluation at step {step}",
+                                 watch.signal_name) from None
 
   def _evaluation_missing(self, step: int) -> bool:
     """Does the run lack the evaluation of `step`, a step it evaluates (stopped by a signal, an

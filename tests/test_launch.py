@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -34,9 +35,12 @@ def test_slurm_flags_mirror_jax_rule_and_fail_outside_slurm():
 def test_slurm_dry_run_prints_one_command_per_task():
   env = dict(os.environ, SLURM_JOB_ID="7", SLURM_NTASKS="3", SLURM_STEP_NODELIST="n[5-7]",
              SLURM_SUBMIT_DIR="/shared/darkjax", DARKJAX_DRY_RUN="1", PYTHON=sys.executable)
-  out = subprocess.run(["bash", "launch/slurm_gpu.sbatch", "configs/lift_arid.py", "gs://b/run",
-                        "--config.seed=3"], cwd=REPO, env=env, check=True, capture_output=True,
-                       text=True, timeout=60).stdout.splitlines()
+  # started from another directory, with a flag holding a space (kept one word by the tasks'
+  # shells)
+  out = subprocess.run(["bash", os.path.join(REPO, "launch/slurm_gpu.sbatch"),
+                        "configs/lift_arid.py", "gs://b/run", "--config.seed=3",
+                        "--config.name=my run"], cwd="/", env=env, check=True,
+                       capture_output=True, text=True, timeout=60).stdout.splitlines()
   assert out[:2] == ["cd /shared/darkjax", ". .venv/bin/activate"]
   assert len(out) == 5
   for task, line in enumerate(out[2:]):
@@ -44,24 +48,49 @@ def test_slurm_dry_run_prints_one_command_per_task():
     assert prefix == f"srun task {task}"
     assert shlex.split(command) == [
         "python", "-m", "darkjax.main", "--config=configs/lift_arid.py", "--workdir=gs://b/run",
-        "--jax_distributed", "--config.seed=3", "--coordinator_address=n5:61447",
+        "--jax_distributed", "--config.seed=3", "--config.name=my run",
+        "--coordinator_address=n5:61447",
         "--num_processes=3", f"--process_id={task}"]
 
 
-def _tpu_dry_run(env: dict[str, str]) -> str:
-  return subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", "my-tpu", "us-central2-b",
-                         "configs/lift_arid.py", "gs://b/run", "--config.seed=1"], cwd=REPO,
-                        env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+def _tpu_dry_run(env: dict[str, str], *options: str) -> str:
+  return subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", *options, "my-tpu",
+                         "us-central2-b", "configs/lift_arid.py", "gs://b/run", "--config.seed=1",
+                         "--config.name=a b"], cwd=REPO, env=env, check=True,
+                        capture_output=True, text=True, timeout=60).stdout
 
 
-def test_tpu_dry_run_prints_the_gcloud_command():
+def test_tpu_dry_run_prints_the_gcloud_command(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != "DARKJAX_DATA"}
-  words = shlex.split(_tpu_dry_run(env))
+  words = shlex.split(_tpu_dry_run(env, "--attach"))
   assert words[:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone",
                        "us-central2-b", "--worker=all"]
-  assert words[9:] == ["--command", "cd ~/darkjax && . .venv/bin/activate && python -m "
-                       "darkjax.main --config=configs/lift_arid.py --workdir=gs://b/run "
-                       "--jax_distributed --config.seed=1"]
+  train = ["python", "-m", "darkjax.main", "--config=configs/lift_arid.py",
+           "--workdir=gs://b/run", "--jax_distributed", "--config.seed=1", "--config.name=a b"]
+  assert words[9] == "--command"
+  assert shlex.split(words[10]) == ["cd", "~/darkjax", "&&", ".", ".venv/bin/activate", "&&",
+                                    *train]
+  # by default detached on each host (its own session, no terminal), output to a log there, so
+  # that the run outlives the ssh session: run here, through a fake venv whose python records
+  # its arguments
+  remote = shlex.split(_tpu_dry_run(env))[10]
+  venv = tmp_path / "darkjax" / ".venv" / "bin"
+  venv.mkdir(parents=True)
+  (venv / "python").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$HOME/argv"; '
+                               'cut -d" " -f6 /proc/$$/stat > "$HOME/sid"; echo trained\n')
+  (venv / "python").chmod(0o755)
+  (venv / "activate").write_text(f'PATH="{venv}:$PATH"\n')
+  started = subprocess.run(["bash", "-c", remote], env={**env, "HOME": str(tmp_path)},
+                           check=True, capture_output=True, text=True, timeout=60).stdout
+  assert ": started, log ~/darkjax-logs/run-" in started
+  log = tmp_path / started.strip().rsplit("~/", 1)[1]
+  deadline = time.time() + 30
+  while time.time() < deadline and not (tmp_path / "sid").exists():
+    time.sleep(0.05)
+  time.sleep(0.2)
+  assert (tmp_path / "argv").read_text().splitlines() == train[1:]
+  assert log.read_text().strip() == "trained"
+  assert int((tmp_path / "sid").read_text()) != os.getsid(0)   # a session of its own
   usage = subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", "my-tpu"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
   assert usage.returncode == 2 and "usage:" in usage.stderr
@@ -71,11 +100,14 @@ def test_tpu_dry_run_prints_the_gcloud_command():
 def test_tpu_dry_run_passes_darkjax_data_on_to_every_host(data):
   """A $DARKJAX_DATA set where the launcher runs is set in the remote command (shell-quoted), so
   every host's config reads its datasets from there."""
-  words = shlex.split(_tpu_dry_run({**os.environ, "DARKJAX_DATA": data}))
+  words = shlex.split(_tpu_dry_run({**os.environ, "DARKJAX_DATA": data}, "--attach"))
   remote = shlex.split(words[words.index("--command") + 1])
   assert remote[:7] == ["cd", "~/darkjax", "&&", ".", ".venv/bin/activate", "&&",
                         f"DARKJAX_DATA={data}"]
   assert remote[7:10] == ["python", "-m", "darkjax.main"]
+  words = shlex.split(_tpu_dry_run({**os.environ, "DARKJAX_DATA": data}))   # detached
+  remote = shlex.split(words[words.index("--command") + 1])
+  assert remote[11:15] == [f"DARKJAX_DATA={data}", "nohup", "setsid", "python"]
 
 
 def _bench_argv(line: str) -> tuple[dict[str, str], list[str]]:
@@ -312,3 +344,27 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
     assert os.path.basename(cold.json) == "cold-" + os.path.basename(args.json)
     assert (cold.model, cold.config, cold.set, cold.batch, cold.frames, cold.variants) == (
         args.model, args.config, args.set, args.batch, args.frames, args.variants)
+
+
+def test_explicit_distributed_flags_keep_every_gpu_of_a_slurm_task(tmp_path):
+  """Under SLURM with the coordinator, count and id given (launch/slurm_gpu.sbatch), darkjax.main
+  turns jax's cluster detection off: jax's SLURM detection would set jax_cuda_visible_devices to
+  SLURM_LOCALID ("0": one GPU of the node's eight). One process, initialised as main does."""
+  from darkjax import main  # pylint: disable=import-outside-toplevel
+  assert main.distributed_detection("h:1", 2, 0) == "deactivate"
+  assert main.distributed_detection(None, None, None) is None
+  assert main.distributed_detection("h:1", None, 0) is None
+  script = (
+      "import jax; from darkjax import main\n"
+      "from darkjax.tools import slurm; import os\n"
+      "args = dict(f[2:].split('=', 1) for f in slurm.distributed_flags(os.environ))\n"
+      "jax.distributed.initialize(args['coordinator_address'], int(args['num_processes']),\n"
+      "    int(args['process_id']), cluster_detection_method=main.distributed_detection(\n"
+      "    args['coordinator_address'], int(args['num_processes']), int(args['process_id'])))\n"
+      "print(jax.config.read('jax_cuda_visible_devices'))\n"
+      "jax.distributed.shutdown()\n")
+  env = dict(os.environ, SLURM_JOB_ID="4711", SLURM_NTASKS="1", SLURM_PROCID="0",
+             SLURM_LOCALID="0", SLURM_STEP_NODELIST="localhost", JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, check=True,
+                       capture_output=True, text=True, timeout=120).stdout
+  assert out.strip().splitlines()[-1] == "all", out

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
 
 import jax
@@ -18,6 +20,7 @@ from darkjax import metrics as metrics_lib
 from darkjax.data import records
 from multihost_helpers import Processes, environment, shards_read, small_shard_dataset
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 600   # seconds for one 2-process run, compilation included (cached after the first)
 
 
@@ -66,6 +69,13 @@ def test_two_processes_split_files_count_eval_once_and_resume(data_dir, env, tmp
   assert [row["step"] for row in rows if "train/loss" in row] == [1, 2, 3, 4, 5, 6]
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))
                 if s.isdigit())[-1] == 6
+  # one process cannot take up the two processes' input positions: it stops at once saying so
+  alone = subprocess.run([sys.executable, "-m", "darkjax.main",
+                          *_args(workdir, data_dir, steps=8)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=TIMEOUT)
+  assert alone.returncode == 2, alone.stderr[-3000:]
+  assert "checkpoints/6 was written by 2 process(es)" in alone.stderr, alone.stderr[-3000:]
+  assert "this run has 1. Resume it on 2 process(es)" in alone.stderr
 
 
 def test_killed_peer_makes_the_other_exit_with_an_error_naming_it(data_dir, env, tmp_path):

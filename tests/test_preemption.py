@@ -92,15 +92,39 @@ def test_ctrl_c_or_sigterm_stops_an_evaluation_at_once_and_the_rerun_evaluates(t
     monkeypatch.setattr(train.Trainer, "evaluate", evaluate)
     return train.Trainer(config, workdir).run()
 
+  # SIGHUP (the terminal went away) stops as SIGTERM does
   for signum, at, final in ((signal.SIGINT, 2, ""), (signal.SIGTERM, 4, "final "),
-                            (signal.SIGTERM, 4, "final ")):
+                            (signal.SIGHUP, 4, "final ")):
     start = time.time()
     with pytest.raises(preemption.Preempted) as stopped:
       run(signum, at)
     assert time.time() - start < 25
     assert (stopped.value.step, stopped.value.interrupted) == (at, signum == signal.SIGINT)
     assert f"during the {final}evaluation at step {at}: saved checkpoint" in str(stopped.value)
+    assert (signum != signal.SIGHUP) == ("SIGHUP" not in str(stopped.value))
     assert at in ckpt_lib.Checkpointer(workdir, read_only=True).all_steps()
   assert evaluated == [2]
   assert "eval/top1" in run() and evaluated == [2, 4]
   assert os.path.exists(os.path.join(workdir, "report.md"))
+
+
+def test_orbax_never_asks_the_preemption_sync_point(tmp_path, monkeypatch):
+  """Only darkjax's PreemptionWatch asks JAX's preemption sync point (once a step, with the step
+  just finished): orbax's own asking, with the saved step and after an async save from another
+  thread, could move the sync manager's step back and lose the preemption checkpoint."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from orbax.checkpoint import checkpoint_manager  # pylint: disable=import-outside-toplevel
+  asked = []   # what orbax's CheckpointManager.reached_preemption calls
+  monkeypatch.setattr(checkpoint_manager.utils, "reached_preemption",
+                      lambda step: asked.append(step) or False)
+  checkpointer = ckpt_lib.Checkpointer(str(tmp_path), async_save=True)
+  try:
+    for step in (1, 2):
+      checkpointer.save(step, {"w": jax.numpy.full((3,), float(step))}, None, {"step": step})
+    checkpointer.wait()
+    state, meta = checkpointer.restore(2, {"w": jax.ShapeDtypeStruct((3,), np.float32)}, None)
+  finally:
+    checkpointer.close()
+  assert meta == {"step": 2} and float(state["w"][0]) == 2.0
+  assert asked == []

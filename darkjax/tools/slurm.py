@@ -1,8 +1,9 @@
 """The jax.distributed flags of one SLURM task: `python -m darkjax.tools.slurm` prints
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` for the task it runs in.
 
-The rule is the one `jax.distributed.initialize()` applies by itself under SLURM, written out so
-launch/slurm_gpu.sbatch passes it explicitly and its dry run can show it: process id =
+The rule is the one `jax.distributed.initialize()` applies by itself under SLURM for these three,
+written out so launch/slurm_gpu.sbatch passes it explicitly and its dry run can show it (jax's
+detection, which would also keep each process to one GPU, is then off: darkjax.main): process id =
 SLURM_PROCID, process count = SLURM_NTASKS, coordinator = the first host of SLURM_STEP_NODELIST
 (SLURM_JOB_NODELIST outside a step) on port 61440 + SLURM_JOB_ID mod 4096, or
 $DARKJAX_COORDINATOR_PORT. Imports nothing heavy (no jax), so it runs in a login shell.
