@@ -5,8 +5,9 @@ phases in a few minutes on a laptop CPU.
 
   python -m darkjax.main --config=configs/actlumos_synthetic.py --workdir=/tmp/darkjax/actlumos_synthetic
 
-The dataset is generated on first use into $DARKJAX_DATA/synthetic (shared with
-configs/synthetic.py). Args (`--config=configs/actlumos_synthetic.py:kd=False,ssl=False`):
+The dataset is generated on first use into $DARKJAX_DATA/synthetic (the generator's default 100
+clips a class, shared with the other paper configs' synthetic runs; configs/synthetic.py's 200 a
+class are in synthetic_train200). Args (`--config=configs/actlumos_synthetic.py:kd=False,ssl=False`):
   fusion, supcon, ssl, kd, ssl_datasets (default: synthetic), ssl_features, steps,
   teacher_steps, ssl_steps, batch, lr, teacher_init, data_dir, seed
   labelled    train clips per class the teacher and the student learn from (default 100, the

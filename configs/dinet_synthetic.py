@@ -27,7 +27,8 @@ Args (`--config=configs/dinet_synthetic.py:target=ir,seed=1`):
   seed         training seed (initialisation, shuffles, dropout)
   runlocal     a tiny, fast run for smoke tests
   data_dir     dataset directory (default $DARKJAX_DATA/synthetic_darkness<d>, or
-               $DARKJAX_DATA/synthetic when darkness=0.8, the dataset of configs/synthetic.py)
+               $DARKJAX_DATA/synthetic when darkness=0.8, the generator's default set the other
+               paper configs' synthetic runs read)
 
 Measured figures and the choice of the shift: docs/papers/dinet.md.
 """
@@ -39,13 +40,13 @@ import ml_collections as mlc
 from configs import common, dinet_base
 
 TARGET_STREAMS = {"ir": "ir", "dark": "video"}
-_SYNTHETIC_PY_DARKNESS = 0.8   # configs/synthetic.py's dataset
+_SHARED_DARKNESS = 0.8   # the generator's default set, $DARKJAX_DATA/synthetic
 
 
 def _default_dir(name: str, darkness: float) -> str:
-  """configs/synthetic.py's directory when the generation parameters match, else its own (a
-  directory holding other parameters would be regenerated, clobbering the other config's data)."""
-  suffix = "" if darkness == _SYNTHETIC_PY_DARKNESS else f"_darkness{darkness:g}"
+  """The shared directory when the generation parameters match, else its own (a directory
+  holding other parameters would be regenerated, clobbering the other config's data)."""
+  suffix = "" if darkness == _SHARED_DARKNESS else f"_darkness{darkness:g}"
   return os.path.join(common.default_data_root(), name + suffix)
 
 

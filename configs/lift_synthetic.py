@@ -4,8 +4,9 @@ frames, then the KD student) in a few minutes on a laptop CPU.
 
   python -m darkjax.main --config=configs/lift_synthetic.py --workdir=/tmp/darkjax/lift_synthetic
 
-The dataset is generated on first use into $DARKJAX_DATA/synthetic (shared with
-configs/synthetic.py). No pretrained weights exist at this size, so the PViT trains whole
+The dataset is generated on first use into $DARKJAX_DATA/synthetic (the generator's default 100
+clips a class, shared with the other paper configs' synthetic runs; configs/synthetic.py's 200 a
+class are in synthetic_train200). No pretrained weights exist at this size, so the PViT trains whole
 (`vit_trainable=all`) unless told otherwise. Args
 (`--config=configs/lift_synthetic.py:kd=False,steps=300`):
   steps, teacher_steps, batch, lr, kd, vit_trainable, gamma, darkness, data_dir, seed

@@ -2,7 +2,9 @@ r"""Small 3D CNN on the embedded synthetic dark-action dataset (the README's mai
 
   python -m darkjax.main --config=configs/synthetic.py --workdir=/tmp/darkjax/synthetic
 
-The dataset is generated on first use into $DARKJAX_DATA/synthetic (default ~/darkjax_data).
+The dataset (2,000 training clips, 200 a class) is generated on first use into
+$DARKJAX_DATA/synthetic_train200 (default ~/darkjax_data): `synthetic` holds the generator's
+default 100 a class, which the paper configs' synthetic runs read.
 Args (`--config=configs/synthetic.py:steps=200,model=small3d_tiny`):
   model      zoo model name (small3d, small3d_wide, r3d_18, ...)
   steps      training steps (default 300; runlocal 10)
@@ -12,8 +14,8 @@ Args (`--config=configs/synthetic.py:steps=200,model=small3d_tiny`):
              an arg given beside it wins over those
   data_seed  generator seed of the dataset (1234); another seed makes another set of clips, e.g.
              for pretraining apart from the clips a later run is tested on
-  data_dir   dataset directory (default $DARKJAX_DATA/synthetic, or synthetic_seed<s> for another
-             data_seed)
+  data_dir   dataset directory (default $DARKJAX_DATA/synthetic_train200, or
+             synthetic_train200_seed<s> for another data_seed)
   stream     record stream to train and test on: video (dark, default), day (the same clips
              bright), ir (thermal-like, 1 channel)
   normalise  per_clip (default) or another mode of darkjax.data.normalise.MODES (imagenet,
@@ -38,7 +40,9 @@ def get_config(arg=None):
   config = common.base_config("supervised", arg.steps or 300, seed=arg.seed, eval_every=100,
                               checkpoint_every=100)
   # runlocal generates its own few clips, in a directory of its own.
-  name = "synthetic_local" if arg.runlocal else "synthetic"
+  # 200 clips a class: a directory of its own (one holding other generator parameters would be
+  # generated again, replacing the clips another config reads)
+  name = "synthetic_local" if arg.runlocal else "synthetic_train200"
   if arg.data_seed != 1234:
     name += f"_seed{arg.data_seed}"
   data_dir = arg.data_dir or os.path.join(common.default_data_root(), name)

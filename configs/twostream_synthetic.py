@@ -10,8 +10,8 @@ the thermal-like `ir` stream and optical flow computed from it on the host.
       --seeds 0,1,2,3,4 --variant no_dcl=dcl=False --changes no_dcl=twostream.dcl \
       --out /tmp/darkjax/twostream_train10   # the code loss once the towers fit (same page)
 
-The dataset (generated on first use into $DARKJAX_DATA/synthetic, shared with configs/synthetic.py)
-has no flow stream, so `twostream.flow_source = "compute"` computes Farneback flow of every sampled
+The dataset (generated on first use into $DARKJAX_DATA/synthetic, the generator's default 100 clips
+a class shared with the other paper configs' synthetic runs) has no flow stream, so `twostream.flow_source = "compute"` computes Farneback flow of every sampled
 16-frame IR clip (32x32 frames). What departs from the paper's recipe (configs/twostream_infar.py),
 and why: small C3D towers (`twostream_c3d_small_bn`: widths 8..64, fc 128, N = 64 code neurons)
 trained from scratch (no Sports-1M weights at this size), with BatchNorm after every convolution

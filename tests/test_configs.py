@@ -242,3 +242,28 @@ def test_a_batch_of_two_parts_rounds_to_what_splits_each_part():
   assert accumulated and set(accumulated) == {2}   # 4 micro-batches would split a half 4 / 4 ways
   assert config_lib.global_batch(16, 4, 2, parts=2) == 16
   assert config_lib.global_batch(16, 4, 4, parts=2) == 32
+
+
+def test_each_default_synthetic_directory_holds_one_set_of_clips():
+  """Configs that default to the same $DARKJAX_DATA directory generate the same clips there: a
+  directory holding other generator parameters is generated again (overwritten), so two such
+  configs would replace each other's dataset on every run (and a run reading it while the other
+  writes would fail). configs/synthetic.py's 200 clips a class once shared `synthetic` with the
+  paper configs' 100."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  from darkjax.data import synthetic  # pylint: disable=import-outside-toplevel
+  defaults = dataclasses.asdict(synthetic.SyntheticParams())
+  held: dict[str, dict[str, str]] = {}
+  for name in ("synthetic", "lift_synthetic", "dtcm_synthetic", "dinet_synthetic",
+               "actlumos_synthetic", "twostream_synthetic"):
+    for arg in ("", ":runlocal"):
+      config = config_lib.load(f"configs/{name}.py{arg}")
+      datas = [config.input.data]
+      if "dinet" in config and "target" in config.dinet:
+        datas.append(config.dinet.target.data)
+      for data in datas:
+        params = json.dumps({**defaults, **dict(data.generate)}, sort_keys=True, default=str)
+        held.setdefault(data.dir, {})[f"{name}{arg}"] = params
+  for directory, by_config in held.items():
+    assert len(set(by_config.values())) == 1, (directory, sorted(by_config))
