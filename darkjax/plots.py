@@ -166,11 +166,18 @@ def darkness_histogram(scores: np.ndarray, tau: float, dark: int):
 def code_matrix(codes: Mapping[str, np.ndarray], class_names: Sequence[str], title: str = ""):
   """Mean discriminative code per class, one panel per stream (`codes[stream]`: (m, N)): class on
   the x axis, code neuron on the y axis; a well-trained DC layer shows the p-hot blocks on the
-  diagonal (Jiang et al. Fig. 4, there per test video)."""
+  diagonal (Jiang et al. Fig. 4, there per test video). Colours are centred on 0.5, halfway
+  between the targets' 0 and 1 (blue below, red above), whatever the values' range."""
+  from matplotlib import colors  # pylint: disable=import-outside-toplevel
   plt = _pyplot()
   fig, axes = plt.subplots(1, len(codes), squeeze=False, figsize=(3.2 * len(codes) + 1, 4.5))
   for ax, (stream, matrix) in zip(axes[0], codes.items()):
-    image = ax.imshow(np.asarray(matrix).T, aspect="auto", cmap="coolwarm", interpolation="nearest")
+    values = np.asarray(matrix, np.float32)
+    finite = values[np.isfinite(values)]
+    low = min(0.0, float(finite.min())) if finite.size else 0.0
+    high = max(1.0, float(finite.max())) if finite.size else 1.0
+    image = ax.imshow(values.T, aspect="auto", cmap="coolwarm", interpolation="nearest",
+                      norm=colors.TwoSlopeNorm(vcenter=0.5, vmin=low, vmax=high))
     ax.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("code neuron")
     ax.set_title(f"{stream} stream")

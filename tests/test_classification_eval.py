@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from darkjax.evaluators.classification import view_probabilities
 
@@ -91,3 +92,14 @@ def test_confusion_figure_rows_are_shares_of_every_example_of_the_class():
   drawn = lambda **kw: plots.confusion(matrix, ["a", "b"], **kw).axes[0].images[0].get_array()  # noqa: E731
   np.testing.assert_allclose(drawn(support=np.array([3, 4])), [[1 / 3, 0], [0.25, 0.75]])
   np.testing.assert_allclose(drawn(), [[1, 0], [0.25, 0.75]])
+
+
+def test_code_matrix_colours_are_centred_between_the_targets():
+  """The two-stream code figure: 0.5 (halfway between a p-hot code's 0 and 1) is the diverging
+  colour map's centre, the range holds 0 and 1 at least (autoscaling put white at the middle of
+  whatever range the codes had)."""
+  from darkjax import plots  # pylint: disable=import-outside-toplevel
+  for codes, (low, high) in ((np.eye(3) * 0.5 + 0.2, (0.0, 1.0)),
+                             (np.eye(3) * 3.0 - 0.5, (-0.5, 2.5))):
+    norm = plots.code_matrix({"ir": codes}, ["a", "b", "c"]).axes[0].images[0].norm
+    assert (norm.vmin, norm.vcenter, norm.vmax) == pytest.approx((low, 0.5, high))
