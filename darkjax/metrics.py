@@ -55,7 +55,21 @@ class MetricsWriter:
       self.workdir.mkdir(parents=True, exist_ok=True)
       if paths.is_url(self.workdir / "tensorboard"):
         self._staging = tempfile.mkdtemp(prefix="darkjax-tensorboard-")
+      # the event file opens with the first event (`_writer`): a resumed run's restart marker
+      # (`truncate_after`) is then its first event, with no empty file before it
+
+  def _writer(self):
+    """The open event file's writer, opened on first use."""
+    if self._tb is None:
       self._open_tensorboard()
+    return self._tb
+
+  def _reopen(self, purge_step: int) -> None:
+    """Closes the event file (if one is open) and opens one whose first event is a restart
+    marker at `purge_step`."""
+    if self._tb is not None:
+      self._tb.close()
+    self._open_tensorboard(purge_step=purge_step)
 
   def _open_tensorboard(self, purge_step: int | None = None) -> None:
     """A new event file. tensorboardX names it by the second and the host, and a second writer
@@ -86,7 +100,7 @@ class MetricsWriter:
     for key, value in scalars.items():
       value = float(np.asarray(value))
       row[key] = value if math.isfinite(value) else str(value)
-      self._tb.add_scalar(key, value, int(step))
+      self._writer().add_scalar(key, value, int(step))
     paths.append_text(self.path, json.dumps(row) + "\n")
     self._flush()
 
@@ -100,8 +114,7 @@ class MetricsWriter:
     rows = [line + "\n" for line in self.path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line)["step"] <= step]
     paths.write_bytes_atomic(self.path, "".join(rows).encode("utf-8"))
-    self._tb.close()
-    self._open_tensorboard(purge_step=step + 1)
+    self._reopen(step + 1)
 
   def redo_evaluation(self, step: int) -> None:
     """Before `step` is evaluated again (a notebook's `Run.evaluate`): drops what an earlier
@@ -117,8 +130,7 @@ class MetricsWriter:
         row["step"] == step and any(key.startswith("train/") for key in row))]
     paths.write_bytes_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept)
                              .encode("utf-8"))
-    self._tb.close()
-    self._open_tensorboard(purge_step=step)
+    self._reopen(step)
     for row in kept:
       if row["step"] == step:
         for key, value in row.items():
@@ -133,7 +145,7 @@ class MetricsWriter:
     import matplotlib.image  # pylint: disable=import-outside-toplevel
     with paths.resolve(png_path).open("rb") as file:
       image = matplotlib.image.imread(file, format="png")[..., :3]
-    self._tb.add_image(tag, image, int(step), dataformats="HWC")
+    self._writer().add_image(tag, image, int(step), dataformats="HWC")
     self._flush()
 
   def close(self) -> None:
