@@ -20,8 +20,9 @@ The enhancer's two forms (docs/papers/dtcm.md, "Enhancer cost"), from scratch:
       --variant strided=full_resolution=False --changes strided=model.kwargs.enhancer_kwargs.full_resolution \
       --seeds 0,1,2,3,4 --metrics 'top1$' --out /tmp/darkjax/dtcm_form
 
-The dataset is generated on first use into $DARKJAX_DATA/synthetic_darkness<d> (darkness d = 0.95 by
-default: clips of a few grey levels). Clips enter the model in [0, 1]; the enhancer brightens them
+The dataset (200 training clips a class) is generated on first use into
+$DARKJAX_DATA/synthetic_darkness<d>_train200 (darkness d = 0.95 by default: clips of a few grey
+levels). Clips enter the model in [0, 1]; the enhancer brightens them
 and the backbone sees the enhanced clip normalised per clip.
 
 Args (`--config=configs/dtcm_synthetic.py:setting=two_stage,k=2,seed=1`):
@@ -71,8 +72,11 @@ def get_config(arg=None):
                f"initial_curve={arg.initial_curve},full_resolution={arg.full_resolution},"
                f"init=none,split=0")
   suffix = "_local" if arg.runlocal else ""
-  data_dir = arg.data_dir or os.path.join(common.default_data_root(),
-                                          f"synthetic{suffix}_darkness{arg.darkness:g}")
+  # 200 clips a class (runlocal: its few), in a directory of their own: 3D-DiNet's synthetic
+  # runs read the generator's 100 a class from synthetic_darkness<d>
+  data_dir = arg.data_dir or os.path.join(
+      common.default_data_root(),
+      f"synthetic{suffix}_darkness{arg.darkness:g}" + ("" if arg.runlocal else "_train200"))
   config = dtcm_base.dtcm_config(base_args + f",data_dir={data_dir}", "synthetic")
   # No flips: they would swap move_left and move_right.
   config.input.update(flip=False, eval_batch_size=32, shuffle_window=512)

@@ -14,8 +14,8 @@ Args (`--config=configs/synthetic.py:steps=200,model=small3d_tiny`):
              an arg given beside it wins over those
   data_seed  generator seed of the dataset (1234); another seed makes another set of clips, e.g.
              for pretraining apart from the clips a later run is tested on
-  data_dir   dataset directory (default $DARKJAX_DATA/synthetic_train200, or
-             synthetic_train200_seed<s> for another data_seed)
+  data_dir   dataset directory (default $DARKJAX_DATA/synthetic_train200, with _darkness<d> for
+             another darkness and _seed<s> for another data_seed)
   stream     record stream to train and test on: video (dark, default), day (the same clips
              bright), ir (thermal-like, 1 channel)
   normalise  per_clip (default) or another mode of darkjax.data.normalise.MODES (imagenet,
@@ -43,6 +43,8 @@ def get_config(arg=None):
   # 200 clips a class: a directory of its own (one holding other generator parameters would be
   # generated again, replacing the clips another config reads)
   name = "synthetic_local" if arg.runlocal else "synthetic_train200"
+  if arg.darkness != 0.8:   # other clips too (the `video` stream's exposure)
+    name += f"_darkness{arg.darkness:g}"
   if arg.data_seed != 1234:
     name += f"_seed{arg.data_seed}"
   data_dir = arg.data_dir or os.path.join(common.default_data_root(), name)

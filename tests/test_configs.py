@@ -255,15 +255,19 @@ def test_each_default_synthetic_directory_holds_one_set_of_clips():
   from darkjax.data import synthetic  # pylint: disable=import-outside-toplevel
   defaults = dataclasses.asdict(synthetic.SyntheticParams())
   held: dict[str, dict[str, str]] = {}
-  for name in ("synthetic", "lift_synthetic", "dtcm_synthetic", "dinet_synthetic",
-               "actlumos_synthetic", "twostream_synthetic"):
-    for arg in ("", ":runlocal"):
-      config = config_lib.load(f"configs/{name}.py{arg}")
-      datas = [config.input.data]
-      if "dinet" in config and "target" in config.dinet:
-        datas.append(config.dinet.target.data)
-      for data in datas:
-        params = json.dumps({**defaults, **dict(data.generate)}, sort_keys=True, default=str)
-        held.setdefault(data.dir, {})[f"{name}{arg}"] = params
+  runs = [(name, arg) for name in ("synthetic", "lift_synthetic", "dtcm_synthetic",
+                                    "dinet_synthetic", "actlumos_synthetic", "twostream_synthetic")
+          for arg in ("", ":runlocal")]
+  # and the args docs' commands give (a bright-clip pretraining set, another darkness)
+  runs += [("synthetic", ":darkness=1.0,data_seed=4321"), ("synthetic", ":darkness=1.0"),
+           ("dtcm_synthetic", ":darkness=1.0"), ("dinet_synthetic", ":darkness=0.8")]
+  for name, arg in runs:
+    config = config_lib.load(f"configs/{name}.py{arg}")
+    datas = [config.input.data]
+    if "dinet" in config and "target" in config.dinet:
+      datas.append(config.dinet.target.data)
+    for data in datas:
+      params = json.dumps({**defaults, **dict(data.generate)}, sort_keys=True, default=str)
+      held.setdefault(data.dir, {})[f"{name}{arg}"] = params
   for directory, by_config in held.items():
     assert len(set(by_config.values())) == 1, (directory, sorted(by_config))
