@@ -1,6 +1,7 @@
 """BatchNorm with an export form and per-group statistics.
 
-`BatchNorm` is `flax.linen.BatchNorm` (same fields, variables and values). Inside
+`BatchNorm` is `flax.linen.BatchNorm` (same fields, variables and outputs; its running variance
+averages the unbiased batch variance, as PyTorch's does: `unbiased_running_var`). Inside
 `darkjax.layers.conv.export_lowering()`, in inference mode, it is one multiply and one add by
 per-channel constants folded from the running statistics at trace time: jax2onnx writes flax's
 BatchNorm on channels-last tensors as Transpose, BatchNormalization, Transpose, and its conversion
