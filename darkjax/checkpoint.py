@@ -111,6 +111,10 @@ def _leaves_by_path(tree: Any) -> dict[str, Any]:
           if leaf is not None}
 
 
+# grain's input position of process i of n in a checkpoint's data/ item
+_PROCESS_FILE = re.compile(r"process_\d+-of-(\d+)\.json$")
+
+
 class ProcessCountError(RuntimeError):
   """A checkpoint's input positions were saved by another number of processes than this run's."""
 
@@ -165,8 +169,7 @@ class Checkpointer:
       names = [p.name for p in data.iterdir()] if data.is_dir() else []
     except OSError:
       return None
-    counts = {int(m.group(1)) for m in map(re.compile(r"process_\d+-of-(\d+)\.json$").match,
-                                           names) if m}
+    counts = {int(m.group(1)) for m in map(_PROCESS_FILE.match, names) if m}
     return counts.pop() if len(counts) == 1 else None
 
   def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict]:

@@ -111,10 +111,16 @@ class MetricsWriter:
     `purge_step`, which TensorBoard reads as "drop what came before from this step on")."""
     if not self.enabled or not self.path.exists():   # nothing logged before
       return
-    rows = [line + "\n" for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    paths.write_bytes_atomic(self.path, "".join(rows).encode("utf-8"))
+    self._keep_rows(lambda row: row["step"] <= step)
     self._reopen(step + 1)
+
+  def _keep_rows(self, keep) -> list[dict[str, Any]]:
+    """Rewrites metrics.jsonl with the rows `keep` accepts (as `write` wrote them); returns
+    those."""
+    rows = [row for row in read_metrics(os.fspath(self.workdir)) if keep(row)]
+    paths.write_bytes_atomic(self.path, "".join(json.dumps(row) + "\n" for row in rows)
+                             .encode("utf-8"))
+    return rows
 
   def redo_evaluation(self, step: int) -> None:
     """Before `step` is evaluated again (a notebook's `Run.evaluate`): drops what an earlier
@@ -124,12 +130,8 @@ class MetricsWriter:
     the training row's scalars again."""
     if not self.enabled or not self.path.exists():
       return
-    rows = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-    kept = [row for row in rows if row["step"] < step or (
-        row["step"] == step and any(key.startswith("train/") for key in row))]
-    paths.write_bytes_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept)
-                             .encode("utf-8"))
+    kept = self._keep_rows(lambda row: row["step"] < step or (
+        row["step"] == step and any(key.startswith("train/") for key in row)))
     self._reopen(step)
     for row in kept:
       if row["step"] == step:

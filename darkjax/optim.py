@@ -58,7 +58,8 @@ def _frozen_labels(params: Any, patterns) -> Any:
 
 
 def _path(keys) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in keys)
+  """"backbone/conv/kernel" of a tree path, as `optimizer.frozen`'s patterns see a parameter."""
+  return jax.tree_util.keystr(keys, simple=True, separator="/")
 
 
 def decay_mask(patterns, params: Any | None = None) -> Callable[[Any], Any] | None:
