@@ -54,17 +54,22 @@ class Chip:
   spec: str = ""         # GPU: XLA GpuTargetConfigProto text in target_specs/
   tpu_name: str = ""     # TPU: libtpu's topology prefix
   chip_config: str = "default"   # TPU: "megacore" for v4 / v5p (two cores as one device)
+  available_gib: float = 0.0   # TPU: the HBM XLA:TPU lets a program use, as its out-of-memory
+                               # error prints it (libtpu keeps the rest)
 
 
-# GPUs: the memory XLA's target spec gives (device_memory_size); TPUs: HBM per chip.
+# GPUs: the memory XLA's target spec gives (device_memory_size); TPUs: HBM per chip and what
+# XLA:TPU makes available of it (tests/test_aot.py reads it back from libtpu's error).
 CHIPS = {
     "h100": Chip("gpu", 84942979072, "1", spec="h100_sxm.txtpb"),      # H100 SXM 80 GB
     "h200": Chip("gpu", 151397597184, "1", spec="h200.txtpb"),         # H200 141 GB
     "a100": Chip("gpu", 85100068864, "1", spec="a100_sxm_80.txtpb"),   # A100 SXM 80 GB
-    "tpu-v4": Chip("tpu", 32 * GIB, "2x2x1", tpu_name="v4", chip_config="megacore"),
-    "tpu-v5e": Chip("tpu", 16 * GIB, "2x2", tpu_name="v5e"),
-    "tpu-v5p": Chip("tpu", 95 * GIB, "2x2x1", tpu_name="v5p", chip_config="megacore"),
-    "tpu-v6e": Chip("tpu", 32 * GIB, "2x2", tpu_name="v6e"),
+    "tpu-v4": Chip("tpu", 32 * GIB, "2x2x1", tpu_name="v4", chip_config="megacore",
+                   available_gib=30.75),
+    "tpu-v5e": Chip("tpu", 16 * GIB, "2x2", tpu_name="v5e", available_gib=15.75),
+    "tpu-v5p": Chip("tpu", 95 * GIB, "2x2x1", tpu_name="v5p", chip_config="megacore",
+                    available_gib=95.74),
+    "tpu-v6e": Chip("tpu", 32 * GIB, "2x2", tpu_name="v6e", available_gib=31.25),
 }
 GPUS_PER_HOST = 8
 # Dense bfloat16 peak of one device in TFLOP/s (the vendors' datasheets, without sparsity; a
@@ -72,7 +77,7 @@ GPUS_PER_HOST = 8
 # model FLOP utilisation (`peak_flops`).
 PEAK_BF16_TFLOPS = (
     (r"H100.*PCIe", 756.0),
-    (r"H100 NVL", 835.0),
+    (r"H100 NVL|H200 NVL", 835.0),
     (r"H100|H200", 989.0),         # SXM ("NVIDIA H100 80GB HBM3", "NVIDIA H200")
     (r"A100", 312.0),
     (r"TPU v4", 275.0),
@@ -220,13 +225,13 @@ def gpu_memory_fraction(environ: Any = None) -> float:
 
 
 def limit_bytes(name: str, environ: Any = None) -> int:
-  """What a run on target `name` may hold per device: a TPU chip's HBM (XLA:TPU fails a compile
-  that does not fit it), a GPU's memory times `gpu_memory_fraction()` (what the run's allocator
-  allows on the real GPU)."""
+  """What a run on target `name` may hold per device: the HBM XLA:TPU makes available on a TPU
+  chip (it fails a compile that does not fit it; less than the chip's HBM but on v5p), a GPU's
+  memory times `gpu_memory_fraction()` (what the run's allocator allows on the real GPU)."""
   target = parse(name)
   if target.platform == "gpu":
     return int(target.hbm_bytes * gpu_memory_fraction(environ))
-  return target.hbm_bytes
+  return int(CHIPS[target.chip].available_gib * GIB)
 
 
 _SIZE = r"([\d.]+)\s*([KMGT])i?B?"

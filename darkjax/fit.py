@@ -136,6 +136,13 @@ def device_limit(config: Mapping[str, Any], device: Any, target: str = "") -> in
   return int(stats["bytes_limit"]) if stats and stats.get("bytes_limit") else None
 
 
+def mesh_limit(config: Mapping[str, Any], mesh: Any, target: str = "") -> int | None:
+  """`device_limit` for a device of `mesh` this process holds (on a multi-host mesh the first of
+  its devices is another host's, whose memory this process cannot read: every process checks the
+  step against its own devices, so all of them take the same decision)."""
+  return device_limit(config, mesh.local_devices[0], target)
+
+
 def candidates(config: mlc.ConfigDict, platform: str, devices: int) -> list[dict[str, Any]]:
   """The settings `fit` tries, in order (dotted overrides of `config`), each keeping the global
   batch that runs on `devices` batch devices (`darkjax.config.global_batch`: the configured one,
@@ -190,7 +197,7 @@ def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
     log.info("phase %s: resuming with the fit choice %s", phase, describe(previous))
   trainer = build(config)
   config = trainer.config   # the batches that run on its mesh (config.round_batches)
-  limit = device_limit(config, trainer.mesh.devices.flat[0], trainer.target)
+  limit = mesh_limit(config, trainer.mesh, trainer.target)
   if mode == "off" or limit is None:
     return trainer
   checkpoint = ckpt_lib.latest_listed(workdir)

@@ -15,6 +15,7 @@ import os
 import re
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from darkjax import aot, fit, targets, train
@@ -69,8 +70,9 @@ def test_a_gpu_target_holds_what_jax_allocator_allows_there():
   with pytest.raises(ValueError, match="XLA_CLIENT_MEM_FRACTION='2'"):
     aot.gpu_memory_fraction({"XLA_CLIENT_MEM_FRACTION": "2"})
   assert aot.limit_bytes("h100:8", {}) == int(0.75 * aot.hbm_bytes("h100"))
-  assert aot.limit_bytes("tpu-v5e:2x2", {"XLA_CLIENT_MEM_FRACTION": "0.5"}) == 16 * GIB
-  assert fit.device_limit({}, None, "tpu-v6e:2x2") == 32 * GIB
+  # a TPU: what XLA:TPU makes available of the chip's HBM, whatever the GPU allocator's share
+  assert aot.limit_bytes("tpu-v5e:2x2", {"XLA_CLIENT_MEM_FRACTION": "0.5"}) == int(15.75 * GIB)
+  assert fit.device_limit({}, None, "tpu-v6e:2x2") == int(31.25 * GIB)
   assert fit.device_limit({"device_memory_gib": 10.0}, None, "h200") == 10 * GIB   # config wins
   gpu = targets.compiler_options("gpu", "h100:8")
   assert gpu["xla_gpu_autotune_level"] == 0 and gpu["xla_gpu_enable_triton_gemm"] is False
@@ -81,6 +83,21 @@ def test_a_gpu_target_holds_what_jax_allocator_allows_there():
              "temporaries (63.90G) exceeds available HBM (15.75G).")
   assert aot.out_of_memory_figures(message) == (int(63.90 * GIB), int(15.75 * GIB))
   assert aot.out_of_memory_figures("INVALID_ARGUMENT: 3G") is None
+
+
+@needs_tpu
+@pytest.mark.parametrize("chip", ["tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e"])
+def test_tpu_limits_are_what_xla_tpu_makes_available(chip):
+  """CHIPS' available_gib is the figure libtpu's out-of-memory compile error prints: the limit
+  the planner and the evaluations' check hold a step to on that chip."""
+  device = aot.compile_only_devices(chip)[0]
+  replicated = jax.sharding.SingleDeviceSharding(device)
+  big = jax.ShapeDtypeStruct((200 * GIB // 4,), jnp.float32, sharding=replicated)
+  with pytest.raises(Exception) as error:   # noqa: PT011  (libtpu's own error type)
+    jax.jit(lambda a: (jnp.sin(a), jnp.cos(a))).lower(big).compile()
+  figures = aot.out_of_memory_figures(str(error.value))
+  assert figures is not None, str(error.value)[:300]
+  assert abs(figures[1] - aot.limit_bytes(chip)) <= 0.01 * GIB, (chip, figures[1] / GIB)
 
 
 def test_a_missing_compiler_names_the_pip_command(monkeypatch):

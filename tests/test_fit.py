@@ -114,6 +114,27 @@ def test_a_new_choice_adds_to_the_stored_one():
   assert (again.accum_steps, again.model.kwargs.remat) == (4, "full")
 
 
+def test_the_limit_is_read_from_a_device_this_process_holds():
+  """On a multi-host mesh the first device is process 0's: another process cannot read its
+  memory (jax raises), and its check would pass silently while process 0's stopped."""
+  class Device:
+    def __init__(self, limit):
+      self.limit = limit
+
+    def memory_stats(self):
+      if self.limit is None:
+        raise jax.errors.JaxRuntimeError("MemoryStats is only supported for addressable devices")
+      return {"bytes_limit": self.limit}
+
+  class Mesh:   # process 1's view: devices.flat[0] is process 0's
+    devices = [Device(None), Device(7 * 2 ** 30)]
+    local_devices = devices[1:]
+
+  assert fit_lib.device_limit({}, Mesh.devices[0]) is None
+  assert fit_lib.mesh_limit({}, Mesh()) == 7 * 2 ** 30
+  assert fit_lib.mesh_limit({"device_memory_gib": 2.0}, Mesh()) == 2 * 2 ** 30
+
+
 def test_candidates_keep_the_global_batch_in_order():
   config = synthetic_config.get_config("runlocal")
   config.input.batch_size = 16

@@ -55,6 +55,7 @@ def test_a_setting_that_is_no_count_names_its_key(profile, key, tmp_path):
 
 @pytest.mark.parametrize("kind, tflops", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H200", 989.0),
                                           ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
+                                          ("NVIDIA H200 NVL", 835.0),
                                           ("NVIDIA A100-SXM4-80GB", 312.0), ("TPU v5 lite", 197.0),
                                           ("TPU v5e", 197.0), ("TPU v5", 459.0),
                                           ("TPU v6 lite", 918.0), ("TPU v4", 275.0),

@@ -66,7 +66,7 @@ def _compile_row(build, config, overrides: dict[str, Any], target: str,
   start = time.perf_counter()
   try:
     trainer = build(config_lib.apply_overrides(config, overrides) if overrides else config)
-    limit = fit_lib.device_limit(trainer.config, trainer.mesh.devices.flat[0], target)
+    limit = fit_lib.mesh_limit(trainer.config, trainer.mesh, target)
     need = trainer.compile_step()
   except Exception as error:  # pylint: disable=broad-except
     figures = aot.out_of_memory_figures(str(error))
@@ -237,7 +237,7 @@ def _eval_rows(build, config, target: str, cache_only: bool,
     return [row]
   start = time.perf_counter()
   trainer = build(config)
-  limit = fit_lib.device_limit(trainer.config, trainer.mesh.devices.flat[0], target)
+  limit = fit_lib.mesh_limit(trainer.config, trainer.mesh, target)
   rows = []
   for name, need in trainer.compile_evals().items():
     row = dict(common, setting=f"{setting} ({name})", overrides={}, need_bytes=need,
