@@ -364,16 +364,19 @@ def step_flops(fn: Callable[..., Any], *args: Any) -> float | None:
   zero taps: about 10% of C3D's) and `align_channels(False)` (a GPU's 16-bit convolutions with
   their own channels, not zero-padded to multiples of 8: 3D-ResNeXt's RGB stem would count 8/3 of
   its multiply-adds; grouped ones keep their own groups inside `native_lowering()`,
-  `conv.gpu_group_bundle`), every scan unrolled (`unroll_scans`), lowered and counted
+  `conv.gpu_group_bundle`), with no rematerialisation (`remat.off()`: the forward a `remat`
+  policy computes again in the backward pass is the device's work, not the model's, which a
+  model FLOP utilisation counts), every scan unrolled (`unroll_scans`), lowered and counted
   (`lowered_flops`); nothing is compiled. None where the backend gives no count."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from darkjax.layers import conv2d  # pylint: disable=import-outside-toplevel
+  from darkjax.layers import remat  # pylint: disable=import-outside-toplevel
 
   # a jitted function's own body (its compile options, the train step's, go with no nested jit)
   # in a fresh function: a cached trace would keep its platform's lowering
   body = getattr(fn, "__wrapped__", fn)
-  with conv2d.native_lowering(), conv2d.align_channels(False):
+  with conv2d.native_lowering(), conv2d.align_channels(False), remat.off():
     traced = jax.make_jaxpr(lambda *a: body(*a))(*args)
   return jaxpr_flops(traced, jax.tree.leaves(args))
 

@@ -64,6 +64,26 @@ def test_peak_flops_by_device_kind(kind, tflops):
   assert aot.peak_flops(kind) == (None if tflops is None else tflops * 1e12)
 
 
+def test_step_flops_counts_the_models_operations_not_a_remat_policys_recomputation():
+  from darkjax import models  # pylint: disable=import-outside-toplevel
+  x = jax.ShapeDtypeStruct((2, 4, 16, 16, 3), jnp.float32)
+
+  def step_of(remat):
+    model = models.build("r2plus1d_tiny_test", num_classes=3, remat=remat)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape), False))
+
+    def step(variables, clips):
+      loss = lambda p: model.apply({**variables, "params": p}, clips, False)[0].sum()
+      return jax.grad(loss)(variables["params"])
+    return jax.jit(step), variables
+
+  plain, variables = step_of("none")
+  full, _ = step_of("full")
+  recomputed = profiling.lowered_flops(full.lower(variables, x))
+  assert recomputed > 1.2 * profiling.lowered_flops(plain.lower(variables, x))   # what remat runs
+  assert profiling.step_flops(full, variables, x) == profiling.step_flops(plain, variables, x) > 0
+
+
 def test_step_flops_is_xlas_count_a_multiply_add_as_two_every_scan_step_counted():
   a, b = jax.ShapeDtypeStruct((64, 128), jnp.float32), jax.ShapeDtypeStruct((128, 128), jnp.float32)
   once = 2 * 64 * 128 * 128

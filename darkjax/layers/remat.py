@@ -30,13 +30,16 @@ reaches it, so scanned blocks hold their policy either way.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
 from jax.ad_checkpoint import checkpoint_name
 
 CONV_NAME = "conv3d"
+_OFF = contextvars.ContextVar("darkjax_remat_off", default=False)
 POLICIES: dict[str, Callable[..., Any] | None] = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -70,9 +73,21 @@ def wrap(target: Any, remat: bool | str | None, static_argnums: Sequence[int] = 
   parameter paths of the submodules it creates. `static_argnums` count `self` / the module as 0,
   as `nn.remat`'s do (e.g. (2,) for a `train` flag after x)."""
   name = policy_name(remat)
-  if name == "none":
+  if name == "none" or _OFF.get():
     return target
   return nn.remat(target, policy=POLICIES[name], static_argnums=tuple(static_argnums))
+
+
+@contextlib.contextmanager
+def off() -> Iterator[None]:
+  """Models traced inside keep every block's intermediates whatever their `remat` (`wrap` leaves
+  each block as it is; the same parameters): the program's operations are then the model's own,
+  with no recomputed forward, for a model FLOP count (`profiling.step_flops`)."""
+  token = _OFF.set(True)
+  try:
+    yield
+  finally:
+    _OFF.reset(token)
 
 
 def tag_conv(y: jax.Array) -> jax.Array:
