@@ -188,10 +188,21 @@ class Trainer:
   def __post_init__(self):
     self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
     config_lib.check_required_weights(self.config)
-    self.task = self.task or task_lib.load_task(self.config)
     if self.target and self.devices is None:
       self.devices = aot.compile_only_devices(self.target)
     self.mesh = sharding.make_mesh(self.config.mesh, self.devices)
+    self.platform = targets.platform_of(self.mesh)   # what every program here compiles for
+    # compute_dtype "auto" means the mesh's platform's dtype, not the host's (a compile-only
+    # target's step is the bf16 one a run there trains)
+    requested = self.config.get("compute_dtype", "auto")
+    self.config = config_lib.resolve(self.config, self.platform)
+    self.task = self.task or task_lib.load_task(self.config)
+    task_dtype, dtype = getattr(self.task, "dtype", None), config_lib.compute_dtype(self.config)
+    if task_dtype is not None and task_dtype != dtype:
+      raise ValueError(f"phase {self.phase}: the task computes in {jnp.dtype(task_dtype).name} but "
+                       f"this Trainer compiles for {self.platform}, where compute_dtype "
+                       f"{requested!r} is {dtype.name}: build the task from "
+                       f"darkjax.config.resolve(config, {self.platform!r})")
     try:   # the batches that run on this mesh (config.batch_rounding); config.json records them
       self.config, notes = config_lib.round_batches(self.config, sharding.batch_devices(self.mesh))
     except config_lib.ConfigError as error:
@@ -203,7 +214,6 @@ class Trainer:
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.replicated = sharding.replicated(self.mesh)
     self.is_lead = jax.process_index() == 0
-    self.platform = targets.platform_of(self.mesh)   # what every program here compiles for
     self.compiler_options = compiler_options(self.config, self.platform, self.target)
 
   @contextlib.contextmanager

@@ -115,6 +115,16 @@ def _stand_in(tmp_path):
 
 
 @needs_gpu
+def test_a_trainer_for_a_target_computes_in_that_platforms_dtype(tmp_path):
+  """compute_dtype "auto" under Trainer(target=...) is the target's bf16, not the CPU host's
+  float32 (the config resolved for the mesh's platform before its task is built)."""
+  config = _stand_in(tmp_path)
+  assert config.compute_dtype == "auto"
+  trainer = train.Trainer(config, str(tmp_path / "run"), target="h100:1")
+  assert trainer.config.compute_dtype == "bfloat16" and trainer.task.dtype == jnp.bfloat16
+
+
+@needs_gpu
 def test_h100_step_compiles_with_native_ops(tmp_path):
   config = config_lib.resolve(_stand_in(tmp_path), "gpu")
   phase_config, task = task_lib.build_task(task_lib.main_phase(config), config)

@@ -143,6 +143,18 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data_dir, tmp_p
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(restored.state.params)))
 
 
+def test_compute_dtype_auto_is_the_meshs_platforms_and_a_task_built_for_another_is_refused(
+    data_dir, tmp_path):
+  config = small_config(data_dir)
+  assert config.compute_dtype == "auto"   # float32 on this CPU, bfloat16 on a GPU or TPU
+  trainer = train.Trainer(config, str(tmp_path / "run"))
+  assert trainer.config.compute_dtype == "float32" and trainer.task.dtype == jnp.float32
+  gpu_task = task_lib.load_task(config_lib.resolve(config, "gpu"))
+  with pytest.raises(ValueError, match=r"the task computes in bfloat16 but this Trainer compiles "
+                                       r"for cpu, where compute_dtype 'auto' is float32"):
+    train.Trainer(config, str(tmp_path / "run"), task=gpu_task)
+
+
 def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):
   config = small_config(str(tmp_path))
   config.input.data.name = "arid_v1"

@@ -355,6 +355,16 @@ def _check_init_command(args: argparse.Namespace, config: mlc.ConfigDict,
 COLD_START_MODES = ("sequential", "aside")
 
 
+def _phase_for_target(config: mlc.ConfigDict, phase: str, target: str) -> tuple[Any, Any]:
+  """The phase's config and task as a run on compile-only `target` (or, "", on the local devices)
+  builds them: compute_dtype "auto" resolved for that platform (bf16 on a GPU or TPU)."""
+  from darkjax import aot, targets  # pylint: disable=import-outside-toplevel
+  platform = (targets.platform_of(aot.compile_only_devices(target)) if target
+              else targets.platform())
+  return task_lib.build_task(task_lib.find_phase(config, phase),
+                             config_lib.resolve(config, platform))
+
+
 def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
                target: str = "", evals: bool = False,
                modes: tuple[str, ...] = COLD_START_MODES) -> dict[str, Any]:
@@ -370,7 +380,7 @@ def cold_start(config: mlc.ConfigDict, phase: str, workdir: str, rounds: int,
 
   from darkjax import train  # pylint: disable=import-outside-toplevel
 
-  phase_cfg, task = task_lib.build_task(task_lib.find_phase(config, phase), config)
+  phase_cfg, task = _phase_for_target(config, phase, target)
   before = jax.config.jax_enable_compilation_cache
   jax.config.update("jax_enable_compilation_cache", False)   # process-wide: the thread too
   times: dict[str, list[float]] = {"sequential_s": [], "aside_s": [], "step_s": [], "init_s": []}
@@ -444,7 +454,7 @@ def _count_flops_command(args: argparse.Namespace, config: mlc.ConfigDict,
 
   cfg = stand_in_config(config, data_dir, args.frames, args.batch)
   stand_in_data(cfg)
-  phase_cfg, task = task_lib.build_task(task_lib.find_phase(cfg, phase), cfg)
+  phase_cfg, task = _phase_for_target(cfg, phase, COUNT_TARGETS[args.count_flops])
   trainer = train.Trainer(phase_cfg, os.path.join(root, "count_flops"), task=task,
                           target=COUNT_TARGETS[args.count_flops])
   per_device = trainer.step_flops()
