@@ -37,11 +37,17 @@ from darkjax.convert import io as convert_io
 
 
 def plain(results: Mapping[str, Any]) -> dict[str, Any]:
-  """Evaluation results as Python floats (scalars) and numpy arrays (confusion matrices, ...)."""
+  """Evaluation results as Python floats (numeric scalars), Python strings (named choices such as
+  the two-stream evaluator's `video/headline`) and numpy arrays (confusion matrices, ...)."""
   out: dict[str, Any] = {}
   for key, value in results.items():
     array = np.asarray(jax.device_get(value))
-    out[key] = float(array) if array.ndim == 0 else array
+    if array.ndim:
+      out[key] = array
+    elif array.dtype.kind in "biuf":
+      out[key] = float(array)
+    else:
+      out[key] = array.item()
   return out
 
 

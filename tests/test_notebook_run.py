@@ -88,3 +88,13 @@ def test_a_run_in_phases_says_how_to_set_its_steps(tmp_path):
     run.train(steps=1)
   with pytest.raises(ValueError, match="phases"):
     run.trainer  # pylint: disable=pointless-statement
+
+
+def test_plain_keeps_named_choices_as_strings():
+  """The two-stream evaluator names its headline row (`video/headline`, a string array): the
+  notebook's results keep it as text beside the floats and arrays."""
+  out = notebook.plain({"video/top1": np.float32(0.5), "video/headline": np.array("late_fusion2"),
+                        "eval/confusion": np.eye(2), "eval/count": np.int32(20)})
+  assert out == {"video/top1": 0.5, "video/headline": "late_fusion2",
+                 "eval/confusion": out["eval/confusion"], "eval/count": 20.0}
+  assert isinstance(out["video/headline"], str) and out["eval/confusion"].shape == (2, 2)
