@@ -321,6 +321,25 @@ def test_corrupt_video_is_reported_by_name(tmp_path, capsys):
       "num_examples"] == len(expected["train1"]) + len(expected["test1"]) - 1
 
 
+def test_a_failed_overwrite_leaves_no_manifest_of_the_dataset_it_replaced(tmp_path, capsys):
+  """--overwrite rewrites the old set's shard files in place: if it then fails, the old manifest
+  must not go on describing them (the directory looked complete and failed later as damage)."""
+  _arid_tree(str(tmp_path / "src"))
+  out = str(tmp_path / "out")
+  args = ["--dataset", "arid_v1", "--src", str(tmp_path / "src"), "--out", out, "--workers", "1",
+          "--no-progress"]
+  assert prepare_cli.main(args + ["--short-side", "16"]) == 0
+  assert os.path.exists(os.path.join(out, records.MANIFEST))
+  with open(tmp_path / "src" / "clips_v1" / "Pour/Pour_1_1.mp4", "wb") as file:
+    file.write(b"")
+  assert prepare_cli.main(args + ["--short-side", "12", "--overwrite"]) == 1
+  assert not os.path.exists(os.path.join(out, records.MANIFEST))
+  err = capsys.readouterr().err
+  assert "prepare --overwrite: removed" in err and "holds no dataset" in err
+  with pytest.raises(Exception, match="prepare"):   # the directory now says how to prepare it
+    records.load_manifest(out)
+
+
 def test_decode_resamples_fps_and_resizes_short_side(tmp_path):
   path = str(tmp_path / "v.avi")
   _video(path, seed=0, frames=8)

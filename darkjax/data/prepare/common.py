@@ -29,6 +29,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import time
 from typing import Any, Iterator, Sequence
 
@@ -326,6 +327,16 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
   paths.resolve(out_dir).mkdir(parents=True, exist_ok=True)
   signature = _signature(layout, short_side, fps, examples_per_shard, flow_settings)
   state = _load_state(out_dir, signature, overwrite)
+  manifest = paths.resolve(os.path.join(out_dir, records.MANIFEST))
+  if overwrite and not state["shards"] and manifest.exists():
+    # Starting over: the shards about to be written replace the old dataset's, which its manifest
+    # would go on describing (a failed or interrupted run left a directory that looked complete).
+    manifest.unlink()
+    removed = (f"prepare --overwrite: removed {manifest}: {out_dir} holds no dataset until this "
+               "run writes its manifest")
+    print(removed, file=sys.stderr, flush=True)
+    with paths.open_append(os.path.join(out_dir, LOG_FILE)) as log:
+      log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {removed}\n")
   plans = plan_shards(layout, examples_per_shard)
   pending = [p for p in plans if not _shard_done(out_dir, state["shards"].get(p.file))]
   skipped = len(plans) - len(pending)
