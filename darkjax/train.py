@@ -839,10 +839,16 @@ class Trainer:
     if bool(jax.device_get(metrics["nonfinite"])):
       checkpointer.wait()
       latest = checkpointer.latest_step()
+      optimizer = self.config.optimizer
+      clip = (f"a lower gradient clip (optimizer.grad_clip_norm={optimizer.grad_clip_norm:g})"
+              if optimizer.get("grad_clip_norm") else "gradient clipping (optimizer.grad_clip_norm)")
       raise NonFiniteLossError(
-          f"step {step}: loss or gradient is not finite (loss={float(metrics['train/loss'])}); "
-          f"training stopped. Last good checkpoint: "
-          f"{f'{checkpointer.directory}/{latest}' if latest is not None else 'none'}")
+          f"phase {self.phase}, step {step}: loss or gradient is not finite "
+          f"(loss={float(metrics['train/loss'])}); training stopped. Last good checkpoint: "
+          f"{f'{checkpointer.directory}/{latest}' if latest is not None else 'none'}. A lower "
+          f"learning rate (this phase's optimizer.lr={optimizer.lr:g}) or {clip}, then the same "
+          f"command again: it resumes from "
+          f"{'that checkpoint' if latest is not None else 'the start'}, its state kept")
 
 
 def steps_for_epochs(config: mlc.ConfigDict, task: task_lib.Task) -> int:

@@ -130,8 +130,11 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data_dir, tmp_p
   object.__setattr__(task, "loss_fn", nan_from_step_5)
   workdir = str(tmp_path / "nan")
   with pytest.raises(train.NonFiniteLossError,
-                     match=r"^step 5: loss or gradient is not finite \(loss=nan\); training "
-                           r"stopped\. Last good checkpoint: (.*)/checkpoints/4$") as raised:
+                     match=r"^phase train, step 5: loss or gradient is not finite \(loss=nan\); "
+                           r"training stopped\. Last good checkpoint: (.*)/checkpoints/4\. A lower "
+                           r"learning rate \(this phase's optimizer\.lr=0\.\d+\) or gradient "
+                           r"clipping \(optimizer\.grad_clip_norm\), then the same command again: "
+                           r"it resumes from that checkpoint") as raised:
     train.Trainer(config, workdir, task=task).run()
   assert raised.match(os.path.join(workdir, "checkpoints", "4"))
   assert sorted(losses(workdir)) == [1, 2, 3, 4]   # step 5's NaN is not logged as a loss
