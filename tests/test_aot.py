@@ -200,7 +200,7 @@ def test_planner_on_a_tpu_v5e_slice(tmp_path, capsys):
   assert [r["setting"] for r in rows] == ["default", "accum_steps=2"]
   for row in rows:
     assert row["target"] == "tpu-v5e:2x2" and row["fits"] is True, row
-    assert 0 < row["need_bytes"] < row["limit_bytes"] == 16 * GIB
+    assert 0 < row["need_bytes"] < row["limit_bytes"] == aot.limit_bytes("tpu-v5e")
   assert json.loads(out.read_text())[0]["need_bytes"] == rows[0]["need_bytes"]
   printed = capsys.readouterr().out
   assert "phase train on tpu-v5e:2x2 (4 device(s), TPU v5 lite)" in printed
@@ -223,6 +223,22 @@ def test_planner_reports_an_out_of_memory_compile_as_does_not_fit(tmp_path, caps
   assert len(rows) == 1 and rows[0]["fits"] is False
   assert (rows[0]["need_bytes"], rows[0]["limit_bytes"]) == (int(63.90 * GIB), int(15.75 * GIB))
   assert "63.90 GiB per device, limit  15.75 GiB: does not fit" in capsys.readouterr().out
+
+
+@needs_gpu
+def test_planner_flags_a_gpu_step_within_the_workspace_margin(tmp_path, capsys, monkeypatch):
+  limit = aot.limit_bytes("h100:1")
+  needs = iter([int(0.9 * limit), int(0.5 * limit)])
+  monkeypatch.setattr(train.Trainer, "compile_step", lambda self: next(needs))
+  table = tmp_path / "plan.md"
+  argv = ["--config", "configs/synthetic.py:runlocal", "--default-only", "--target", "h100:1",
+          "--cache", "", "--workdir", str(tmp_path), "--markdown", str(table)]
+  tight, = fit_tool.main(argv)
+  assert tight["fits"] and tight["tight"]
+  assert "fits  (within 15% of the limit" in capsys.readouterr().out
+  assert "| yes (within 15%) |" in table.read_text()
+  roomy, = fit_tool.main(argv)
+  assert roomy["fits"] and "tight" not in roomy and "within" not in capsys.readouterr().out
 
 
 def test_planner_stops_at_the_first_fitting_setting_and_writes_a_table(tmp_path, capsys,

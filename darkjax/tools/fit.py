@@ -25,7 +25,8 @@ unless XLA_CLIENT_MEM_FRACTION says otherwise; else the device's own) and whethe
 
 XLA:TPU fits the program to the chip's HBM itself and fails a compile that does not fit: that is
 a "does not fit" row with the figures of XLA's message. A deviceless GPU compile counts no cuDNN
-autotuning workspace, so its figure is a lower bound. Compiling for TPU or GPU needs the
+autotuning workspace, so its figure is a lower bound: a GPU row that fits within 15% of the limit
+says so (`GPU_WORKSPACE_MARGIN`). Compiling for TPU or GPU needs the
 `aot-tpu` / `aot-gpu` extras (the error names the pip command); a paper-size TPU compile takes
 minutes on a 2-core host, so progress is printed and each row is cached in a JSON file keyed by
 (config, phase, target, overrides, setting) under `--cache` (default ~/.cache/darkjax/fit.json;
@@ -55,6 +56,12 @@ def _load_cache(path: str) -> dict[str, Any]:
     return json.load(f)
 
 
+# What a real GPU's step held beyond a deviceless compile's figure, at most (cuDNN's workspace,
+# its layouts: docs/benchmarks.md, "The GPU workspace margin"): a row within it of the limit is
+# flagged.
+GPU_WORKSPACE_MARGIN = 0.15
+
+
 def _compile_row(build, config, overrides: dict[str, Any], target: str,
                  traffic: bool = False) -> dict[str, Any]:
   """One setting's row: GiB per device, the limit, fits (None: unknown), error; with `traffic`,
@@ -78,6 +85,9 @@ def _compile_row(build, config, overrides: dict[str, Any], target: str,
   else:
     row.update(need_bytes=need, limit_bytes=limit,
                fits=None if need is None or limit is None else need <= limit)
+    if (row["fits"] and target and aot.parse(target).platform == "gpu"
+        and need > (1 - GPU_WORKSPACE_MARGIN) * limit):
+      row["tight"] = True
     if traffic:
       text = trainer.compiled_step.as_text()
       row["traffic"] = measure.hlo_traffic(text)
@@ -96,6 +106,9 @@ def _size(value: int | None) -> str:
 def _format(row: dict[str, Any]) -> str:
   fits = {True: "fits", False: "does not fit", None: "unknown"}[row["fits"]]
   note = f"  ({row['error']})" if row.get("error") else ""
+  if row.get("tight"):
+    note = (f"  (within {GPU_WORKSPACE_MARGIN:.0%} of the limit, which a deviceless GPU figure "
+            "leaves out: no cuDNN workspace; check on a GPU with bench --config C --memory)")
   return (f"  {row['setting']:<40} {_size(row.get('need_bytes')):>11} per device, limit "
           f"{_size(row.get('limit_bytes')) if row.get('limit_bytes') else 'none':>10}: "
           f"{fits}{note}")
@@ -257,7 +270,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
   for row in rows:
     setting = ", ".join(s for s in (row.get("user"), "" if row["setting"] == "default"
                                     else row["setting"]) if s) or "default"
-    fits = {True: "yes", False: "**no**", None: "?"}[row["fits"]]
+    fits = {True: "yes", False: "**no**", None: "?"}[row["fits"]] + (
+        f" (within {GPU_WORKSPACE_MARGIN:.0%})" if row.get("tight") else "")
     if row.get("error") and row["fits"] is None:
       fits = f"error: {row['error'][:120]}"
     batch = str(row["batch"])
