@@ -74,6 +74,7 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   config.model.kwargs.attention_scale = "head_dim"
   config.model.kwargs.fourier_norm = "spectrum"
   config.model.kwargs.pvit_norm = True
+  config.model.kwargs.fourier_hidden = 0   # the FoE spectrum MLP's width (0: the embedding's, E)
   # The PViT's GELU as its weights were trained: tanh for google-research/vision_transformer's
   # `.npz` (flax's default GELU), erf (False) for timm / PyTorch weights such as ImageNet-21K-P's.
   config.model.kwargs.pvit_gelu_approximate = True
@@ -215,7 +216,8 @@ RECIPE = (
               "embeddings hold within a frame only"),
     dict(detail="Fourier MLP width", paper="not stated",
          code="darkjax/models/liftnet.py LIFTNet.fourier_hidden", ours="E (512)",
-         status="CHOICE", note="`fourier_hidden=N` sets it; the MLP's last layer starts at zero "
+         status="CHOICE", note="`model.kwargs.fourier_hidden=N` sets another (0: E); the MLP's "
+                               "last layer starts at zero "
                                "(FoE starts as the spectrum's residual and LayerNorm alone)"),
     dict(detail="fusion attention scale", paper="sqrt(N_AH), the number of heads",
          source="Sec. III-D, Eq. (1)",

@@ -7,8 +7,9 @@ so the caller initialises it fresh (configs list it in their dont-load patterns)
 
 The port's weights are the Caffe Sports-1M model's, which pooled in Caffe's ceil mode: the model's
 default `pooling="caffe"` gives them those windows; weights fine-tuned in the port itself (its
-padded pool5) want the model built with `pooling="port"` (`--config.model.kwargs.pooling=port`, or
-under `backbone_kwargs` where C3D is a model's backbone; darkjax.models.c3d).
+padded pool5) want the model built with `pooling="port"` (darkjax.models.c3d: `models.build("c3d",
+..., pooling="port")`, or `backbone_kwargs=dict(pooling="port")` where C3D is a model's backbone,
+as the two-stream model's; the paper configs start from the Caffe weights and set neither).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Classify video files with a trained checkpoint of any darkjax paper, or with its exported model.
 
   python -m darkjax.tools.predict --checkpoint /tmp/darkjax/synthetic clip.avi [more.mp4 ...] \
-      [--config configs/synthetic.py:runlocal] [--png OUT_DIR] [--classes a,b,c]
+      [--config configs/synthetic.py] [--png OUT_DIR] [--classes a,b,c]
   python -m darkjax.tools.predict --model export/model.onnx clip.avi [more.mp4 ...] [--png OUT_DIR]
 
 Checkpoint (`--checkpoint WORKDIR`; `predict_checkpoint`): takes the run's config.json (as export

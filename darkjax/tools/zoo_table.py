@@ -70,7 +70,8 @@ PUBLISHED = {
 }
 # Families whose models the default table leaves out (enhancers, composite paper models).
 _SKIPPED_FAMILIES = ("darkjax.models.enhancers", "darkjax.models.dinet", "darkjax.models.dtcm",
-                     "darkjax.models.liftnet", "darkjax.models.actlumos")
+                     "darkjax.models.liftnet", "darkjax.models.actlumos",
+                     "darkjax.models.twostream")
 _VIT_FRAME_SIZE = 224
 
 
