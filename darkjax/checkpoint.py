@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import posixpath
 import re
 from typing import Any, Iterator
 
@@ -123,6 +124,18 @@ class ProcessCountError(RuntimeError):
     self.saved = saved
 
 
+class DamagedCheckpointError(RuntimeError):
+  """A finished checkpoint whose files cannot be read (missing, cut short or changed), where its
+  arrays' metadata agree with the state it is restored into: the files, not the config, are at
+  fault. The message names the step and the earlier checkpoint a rerun could resume from."""
+
+
+# What orbax / TensorStore / grain say when a checkpoint's file is missing or unreadable.
+_READ_FAILURE = re.compile(r"NOT_FOUND|DATA_LOSS|does not exist|No such file|not found|"
+                           r"Encountered error while reading|Error opening|Error reading|"
+                           r"[Cc]orrupt|checksum|unexpected end|truncated", re.IGNORECASE)
+
+
 class Checkpointer:
   """Save / restore (state, data iterator, meta) under WORKDIR/checkpoints/<step>."""
 
@@ -193,8 +206,31 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as e:  # orbax raises many types; name the checkpoint in every case
+      if not self._metadata_readable(step) or _READ_FAILURE.search(str(e)):
+        raise self._damaged(step, e) from e
       raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
     return restored["state"], restored["meta"]
+
+  def _metadata_readable(self, step: int) -> bool:
+    try:
+      return self._manager.item_metadata(step)["state"] is not None
+    except Exception:  # pylint: disable=broad-except  # a file of it missing or unreadable
+      return False
+
+  def _damaged(self, step: int, error: BaseException) -> DamagedCheckpointError:
+    """The error for checkpoint `step`, whose files cannot be read: orbax's first line and what
+    to do (move it out of the way, and a rerun resumes from the checkpoint before it)."""
+    found = " ".join(str(error).split())
+    found = found if len(found) <= 300 else f"{found[:300]} ..."
+    earlier = [s for s in self.all_steps() if s < step]
+    aside = f"{self.directory}/{step}"
+    then = (f"a rerun then resumes from step {earlier[-1]}, the checkpoint before it" if earlier
+            else "no earlier checkpoint is kept: a rerun then starts from step 0")
+    return DamagedCheckpointError(
+        f"checkpoint {aside} cannot be read: a file of it is missing or damaged, while its arrays' "
+        f"names, shapes and dtypes are this run's ({found}). Restore it from a copy, or move it "
+        f"out of {self.directory} (mv {aside} {posixpath.dirname(str(self.directory))}/"
+        f"damaged-{step}): {then}")
 
   def state_differences(self, step: int, abstract_state: Any) -> list[str]:
     """How the train state saved at `step` differs from `abstract_state` (arrays or
@@ -228,6 +264,8 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(None)))
     except Exception as e:  # orbax raises many types; name the checkpoint in every case
+      if not self._metadata_readable(step) or _READ_FAILURE.search(str(e)):
+        raise self._damaged(step, e) from e
       raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
     return restored["state"]
 

@@ -104,7 +104,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   printed as one line, no traceback unless --verbose."""
   # pylint: disable=import-outside-toplevel
   from darkjax import config as config_lib
-  from darkjax import fit, task, train
+  from darkjax import checkpoint, fit, task, train
   from darkjax.convert.common import ConversionError
   from darkjax.convert.io import CheckpointReadError
   from darkjax.data.flow import FlowError
@@ -117,7 +117,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
           DatasetDirError, ClipSpecError, CorruptRecordError, CheckpointReadError, ConversionError,
           NormalisationMismatchError, FlowError, MissingFlowStreamError, TowerInitError,
           train.NonFiniteLossError, train.CheckpointMismatchError, task.MissingCapabilityError,
-          fit.DeviceMemoryError)
+          fit.DeviceMemoryError, checkpoint.DamagedCheckpointError)
 
 
 def _one_line(error: BaseException) -> str:

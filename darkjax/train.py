@@ -326,6 +326,8 @@ class Trainer:
             self.state, _ = checkpointer.restore(start, self.abstract_state, data_iterator)
           except ckpt_lib.ProcessCountError as error:   # not the config's doing
             raise CheckpointMismatchError(str(error)) from None
+          except ckpt_lib.DamagedCheckpointError:   # its files, not the config
+            raise
           except ckpt_lib.StateMismatchError as error:   # found before any array was read
             raise CheckpointMismatchError(
                 f"cannot restore checkpoint {checkpointer.directory}/{start} into this run's "

@@ -20,6 +20,7 @@ import pytest
 
 from configs import synthetic as synthetic_config
 from darkjax import aot
+from darkjax import checkpoint as ckpt_lib
 from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
 from darkjax import preemption
@@ -156,6 +157,36 @@ def test_compute_dtype_auto_is_the_meshs_platforms_and_a_task_built_for_another_
   with pytest.raises(ValueError, match=r"the task computes in bfloat16 but this Trainer compiles "
                                        r"for cpu, where compute_dtype 'auto' is float32"):
     train.Trainer(config, str(tmp_path / "run"), task=gpu_task)
+
+
+@pytest.mark.parametrize("damage", ["chunk", "metadata"])
+def test_a_damaged_checkpoint_is_named_with_the_one_to_resume_from(data_dir, tmp_path, damage):
+  """A checkpoint missing a file is the checkpoint's fault, not the config's: the error names it
+  and the earlier checkpoint; moved aside as it says, the rerun resumes from that one. predict
+  and export (convert.io) name it in one line too."""
+  from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
+  config = small_config(data_dir, steps=4, checkpoint_every=2, keep_checkpoints=3)
+  workdir = str(tmp_path / "run")
+  train.Trainer(config, workdir).run()
+  state = os.path.join(workdir, "checkpoints", "4", "state")
+  if damage == "chunk":   # the largest array file of the OCDBT store
+    files = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(state, "d"))
+             for f in names]
+    os.remove(max(files, key=os.path.getsize))
+  else:
+    os.remove(os.path.join(state, "_METADATA"))
+  longer = small_config(data_dir, steps=6, checkpoint_every=2, keep_checkpoints=3)
+  with pytest.raises(ckpt_lib.DamagedCheckpointError,
+                     match=r"checkpoint .*/checkpoints/4 cannot be read: a file of it is missing "
+                           r"or damaged.*a rerun then resumes from step 2") as raised:
+    train.Trainer(longer, workdir).run()
+  assert "config" not in str(raised.value).split("(")[0]
+  with pytest.raises(convert_io.CheckpointReadError, match=r"checkpoints/4 cannot be read"):
+    convert_io.load_run_variables(workdir)
+  os.rename(os.path.join(workdir, "checkpoints", "4"), os.path.join(workdir, "damaged-4"))
+  resumed = train.Trainer(longer, workdir)
+  with resumed.scope():
+    assert resumed.init_state() == 2
 
 
 def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):

@@ -169,7 +169,10 @@ def load_run_variables(workdir: str, step: int | None = None) -> tuple[dict, dic
       raise CheckpointNotFoundError(
           f"{workdir}: no finished checkpoint under {checkpointer.directory} (a darkjax run "
           "writes one every config.checkpoint_every steps and at the end)")
-    state = checkpointer.restore_state_arrays(step)
+    try:
+      state = checkpointer.restore_state_arrays(step)
+    except checkpoint.DamagedCheckpointError as error:
+      raise CheckpointReadError(str(error)) from None
   finally:
     checkpointer.close()
   if not isinstance(state, Mapping) or "params" not in state:
