@@ -61,16 +61,32 @@ class CheckpointMismatchError(RuntimeError):
 
 # ================================================================ sharded state init
 def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] = (),
-                    prefix: str = "", normalise: tuple[str, str] | None = None) -> dict:
+                    prefix: str = "", normalise: tuple[str, str] | None = None,
+                    arch: str = "") -> dict:
   """Replaces parameters by those saved in `init_dir` (darkjax.convert output).
 
   `prefix` places the checkpoint under a sub-module (e.g. "extractor" for a backbone inside a
   larger model); only that sub-tree is then compared. Paths matching a `dont_load` regex keep their
   initial values. Raises listing every missing, unexpected and mis-shaped entry. `normalise`
-  (config key, its mode): raises unless the weights were trained on inputs in that mode.
+  (config key, its mode): raises unless the weights were trained on inputs in that mode. `arch`:
+  the model the weights are for (config.model.name), named in the errors.
   """
   from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
-  loaded, meta = convert_io.load_variables(init_dir)
+  try:
+    loaded, meta = convert_io.load_variables(init_dir)
+  except convert_io.CheckpointReadError as error:
+    convert = ""
+    if os.path.isfile(init_dir):   # a PyTorch / Caffe / npz file given as it was downloaded
+      convert = (f"; convert it first: python -m darkjax.convert --arch {arch or 'MODEL'} --src "
+                 f"{init_dir} --out DIR, then config.model_init=DIR")
+    raise ConfigError(f"config.model_init: {error}{convert}") from None
+  run_config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
+  found = meta.get("arch") or (run_config.get("model") or {}).get("name")
+  if arch and found and found != arch and not prefix:
+    raise ConfigError(f"config.model_init {init_dir}: holds {found!r} weights (its "
+                      f"{'meta.json' if meta.get('arch') else 'config.json model.name'}), "
+                      f"config.model.name is {arch!r}: give weights of that architecture, or "
+                      f"--config.model.name={found}")
   if normalise is not None:
     key, mode = normalise
     normalise_lib.check_pretrained(convert_io.recorded_normalise(meta), mode, key,
@@ -574,7 +590,7 @@ class Trainer:
     if cfg.model_init:
       variables = load_pretrained(variables, cfg.model_init, tuple(cfg.model_load.dont_load),
                                   cfg.model_load.prefix,
-                                  config_lib.pretrained_normalise(cfg))
+                                  config_lib.pretrained_normalise(cfg), cfg.model.name)
     if self.task.merges_pretrained:
       variables = self.task.init_from(variables)
     params = jax.device_put(variables.pop("params"), self.state_shardings.params)

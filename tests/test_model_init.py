@@ -45,3 +45,19 @@ def test_backbone_loads_under_a_prefix_and_reports_missing_keys(tmp_path):
   del bigger["params"]["extractor"]["stage4"]
   with pytest.raises(ValueError, match=r"unexpected.*params/extractor/stage4"):
     train.load_pretrained(bigger, str(tmp_path / "ckpt"), prefix="extractor")
+
+
+def test_weights_of_another_architecture_or_an_unconverted_file_say_what_to_do(tmp_path):
+  ours = _variables(5, seed=2)
+  convert_io.save_variables(str(tmp_path / "resnet"), ours, {"arch": "resnet3d_tiny"})
+  with pytest.raises(ValueError, match=r"config\.model_init .*resnet: holds 'resnet3d_tiny' "
+                                       r"weights \(its meta\.json\), config\.model\.name is "
+                                       r"'small3d_tiny'"):
+    train.load_pretrained(ours, str(tmp_path / "resnet"), arch="small3d_tiny")
+  pth = tmp_path / "weights.pth"
+  pth.write_bytes(b"\x80")
+  with pytest.raises(ValueError, match=r"^config\.model_init: .*weights\.pth.*convert it first: "
+                                       r"python -m darkjax\.convert --arch small3d_tiny --src "):
+    train.load_pretrained(ours, str(pth), arch="small3d_tiny")
+  with pytest.raises(ValueError, match=r"^config\.model_init: .*nowhere: no such directory$"):
+    train.load_pretrained(ours, str(tmp_path / "nowhere"), arch="small3d_tiny")
