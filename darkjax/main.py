@@ -193,6 +193,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as flag_error:
     cause = _config_file_error(flag_error)
+    typed = _override_value_error(flag_error, argv)
+    if typed and "--verbose" not in argv:
+      print(f"darkjax: --config: {typed}", file=sys.stderr)
+      sys.exit(2)
     if cause is None or "--verbose" in argv:   # absl's own report (app.parse_flags_with_usage)
       print(f"FATAL Flags parsing error: {flag_error}\nPass --helpshort or --helpfull to see "
             "help on flags.", file=sys.stderr)
@@ -204,6 +208,24 @@ def _parse_flags(argv: list[str]) -> list[str]:
   print(f"darkjax: --config: {' '.join(_config_error_text(cause, argv).split())}",
         file=sys.stderr)
   sys.exit(2)
+
+
+def _override_value_error(error: BaseException, argv: list[str]) -> str | None:
+  """What ml-collections' error for an override whose value its key's type does not take
+  (`--config.optimizer.lr=abc`: "could not convert string to float") means: the override, the
+  key's type and its value in the config; None for any other flag error."""
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  found = re.match(r"flag (--config\.([\w.]+))=(.*?): (.*)", " ".join(str(error).split()))
+  if found is None:
+    return None
+  flag, key, value, reason = found.groups()
+  specs = [a.removeprefix("--config=") for a in argv if a.startswith("--config=")]
+  try:
+    default = config_lib.get_key(config_lib.load(specs[0]), key)
+  except Exception:  # pylint: disable=broad-except  # only a hint: absl's message stands
+    return f"{flag}={value}: {reason}"
+  return (f"{flag}={value}: {reason}; config.{key} is of type {type(default).__name__} "
+          f"({default!r} in {specs[0]}): give a value of that type")
 
 
 def _config_file_error(error: BaseException) -> BaseException | None:

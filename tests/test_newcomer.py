@@ -55,7 +55,11 @@ def data_dir(tmp_path_factory):
      ["--config: unknown config arg 'modle'", "valid args: ['batch'"]),
     (["--config=configs/synthetic.py:runlocal,steps=abc"],
      ["--config: config arg 'steps': expected a number, got 'abc'"]),
-], ids=["missing_file", "mistyped_key", "unknown_key", "unknown_arg", "arg_value"])
+    (["--config=configs/synthetic.py:runlocal", "--config.optimizer.lr=abc"],
+     ["--config: --config.optimizer.lr=abc: could not convert string to float: 'abc'; "
+      "config.optimizer.lr is of type float (0.05 in configs/synthetic.py:runlocal)"]),
+], ids=["missing_file", "mistyped_key", "unknown_key", "unknown_arg", "arg_value",
+        "override_type"])
 def test_bad_config_is_one_line(args, fragments, tmp_path, main_env):
   _one_line(_main(args + [f"--workdir={tmp_path / 'w'}"], main_env), *fragments)
   assert not os.path.exists(tmp_path / "w")
