@@ -405,6 +405,25 @@ class Trainer:
       return path, None
     return path, config_lib.flat(json.loads(path.read_text(encoding="utf-8")))
 
+  def _keep_changed_config(self, start: int) -> None:
+    """A run resumed at `start` with a config whose settings differ from the one that trained
+    its checkpoint (the arrays agree, or it would not have restored: a learning rate, the data, the
+    normalisation): says which, and keeps that config as WORKDIR/config.until_step<start>.json
+    before config.json becomes this run's (the first one kept where a step is resumed again)."""
+    path, saved = self._saved_config()
+    if saved is None:
+      return
+    changed = config_lib.differences(saved, config_lib.flat(self._config_json()))
+    if not changed:
+      return
+    kept = paths.resolve(self.workdir) / f"config.until_step{start}.json"
+    if not kept.exists():
+      kept.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    lines = [f"  {key}: {was!r} -> {now!r}" for key, (was, now) in changed.items()]
+    log.warning("phase %s: resumed at step %d with other settings than those that trained it "
+                "(the config that did is kept as %s):\n%s", self.phase, start, kept,
+                config_lib.listed(lines))
+
   def _config_changes(self, most: int = 12) -> str:
     """What a checkpoint that does not restore into this run's state needs said: the settings
     in which this run's config differs from the one that trained it (WORKDIR/config.json)."""
@@ -661,6 +680,8 @@ class Trainer:
                            fresh=latest is None)
       start = self.init_state(data_iterator=train_iter)
       if self.is_lead:   # once restored: a run that cannot resume keeps the config it trained with
+        if start > 0:
+          self._keep_changed_config(start)
         file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
                                      self._config_json(), sort_keys=True)
       self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)

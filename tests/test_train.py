@@ -189,6 +189,26 @@ def test_a_damaged_checkpoint_is_named_with_the_one_to_resume_from(data_dir, tmp
     assert resumed.init_state() == 2
 
 
+def test_a_resume_with_other_settings_says_which_and_keeps_the_config_that_trained(
+    data_dir, tmp_path, caplog):
+  workdir = str(tmp_path / "run")
+  first = small_config(data_dir, steps=4, checkpoint_every=2)
+  train.Trainer(first, workdir).run()
+  again = small_config(data_dir, steps=6, checkpoint_every=2,
+                       **{"optimizer.lr": first.optimizer.lr / 2})
+  with caplog.at_level(logging.WARNING, logger="darkjax"):
+    train.Trainer(again, workdir).run()
+  kept = os.path.join(workdir, "config.until_step4.json")
+  assert "resumed at step 4 with other settings" in caplog.text and kept in caplog.text
+  assert "optimizer.lr" in caplog.text and "total_steps: 4 -> 6" in caplog.text
+  with open(kept, encoding="utf-8") as f:
+    assert json.load(f)["optimizer"]["lr"] == first.optimizer.lr
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    assert json.load(f)["optimizer"]["lr"] == first.optimizer.lr / 2
+  assert sorted(f for f in os.listdir(workdir) if f.startswith("config")) == [
+      "config.json", "config.until_step4.json"]
+
+
 def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):
   config = small_config(str(tmp_path))
   config.input.data.name = "arid_v1"
