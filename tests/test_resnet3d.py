@@ -291,8 +291,14 @@ def test_converter_head_handling_and_errors():
     convert_resnet3d.convert("resnet3d_tiny", broken)
   message = str(error.value)
   assert "layer4/block0/bn2/scale" in message  # missing
-  assert "layer2/rest/bn2/var: checkpoint (1, 16) vs model (2, 16)" in message  # a block short
+  assert "layer2/rest/bn2/var" in message   # a block short: named by the checkpoint's key too
+  assert "its missing keys (1): ['layer2.2.bn2.running_var']" in message
   assert "layer3/block0/conv1/kernel" in message  # wrong shape
   assert "extra.weight" in message  # unused
+  first_gone = dict(state)   # block 1 of three missing: its key, not a numbering puzzle
+  del first_gone["layer2.1.conv1.weight"]
+  with pytest.raises(common.ConversionError,
+                     match=r"its missing keys \(1\): \['layer2\.1\.conv1\.weight'\]"):
+    convert_resnet3d.convert("resnet3d_tiny", first_gone)
   with pytest.raises(common.ConversionError, match="(?s)resnet3d_18.*wrong shape"):
     convert_resnet3d.convert("resnet3d_18", state)  # right layout, wrong variant

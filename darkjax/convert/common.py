@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -44,19 +44,23 @@ class ConversionError(ValueError):
 
 
 def merge_strict(expected: Mapping[str, Any], converted: Mapping[str, Any],
-                 unused_source_keys: list[str], arch: str) -> dict:
+                 unused_source_keys: list[str], arch: str,
+                 missing_source_keys: Sequence[str] = ()) -> dict:
   """Checks `converted` against the shapes of `expected` (a variables tree, e.g. from eval_shape).
 
-  Raises ConversionError listing all missing, unexpected and mis-shaped parameters and all source
-  keys that were not consumed.
+  Raises ConversionError listing all missing, unexpected and mis-shaped parameters, the source
+  keys the converter found missing (`missing_source_keys`, by the checkpoint's own names) and all
+  source keys that were not consumed.
   """
   want, got = variables.flatten(expected), variables.flatten(converted)
   problems = variables.mismatch(want, got)
   lines = [f"missing in checkpoint ({len(problems.missing)}): {list(problems.missing)}",
+           f"its missing keys ({len(missing_source_keys)}): {sorted(missing_source_keys)}",
            f"unexpected (not in model) ({len(problems.unexpected)}): {list(problems.unexpected)}",
            f"wrong shape ({len(problems.wrong_shape)}): {list(problems.wrong_shape)}",
            f"unused source keys ({len(unused_source_keys)}): {sorted(unused_source_keys)}"]
-  counts = (problems.missing, problems.unexpected, problems.wrong_shape, unused_source_keys)
+  counts = (problems.missing, missing_source_keys, problems.unexpected, problems.wrong_shape,
+            unused_source_keys)
   lines = [line for line, paths in zip(lines, counts) if paths]
   if lines:
     raise ConversionError(f"cannot convert state dict to {arch!r}:\n  " + "\n  ".join(lines))

@@ -85,6 +85,7 @@ def convert(name: str, state_dict: Mapping[str, Any], num_classes: int | None = 
   converted: dict = {}
   unused: list[str] = []
   rest_blocks: dict[tuple[str, str, str, str], dict[int, np.ndarray]] = {}
+  rest_keys: dict[tuple[str, str, str, str], dict[int, str]] = {}   # their torch keys
   for key, value in state.items():
     if key == "conv1.weight":
       _put(converted, ("params", "conv1", "kernel"), conv_kernel(value))
@@ -103,18 +104,38 @@ def convert(name: str, state_dict: Mapping[str, Any], num_classes: int | None = 
         _put(converted, (collection, stage, "block0", module, leaf_name), value)
       else:
         rest_blocks.setdefault((collection, stage, module, leaf_name), {})[index] = value
+        rest_keys.setdefault((collection, stage, module, leaf_name), {})[index] = key
     else:
       unused.append(key)
 
+  # Blocks 1.. of a stage are stacked into one scanned parameter: name each torch key the model's
+  # block count needs that the checkpoint lacks, and leave blocks beyond it unused.
+  missing: list[str] = []
+  for group, by_index in rest_blocks.items():
+    collection, stage, module, leaf_name = group
+    try:
+      count = expected[collection][stage]["rest"][module][leaf_name].shape[0]
+    except (KeyError, TypeError):
+      continue   # not in the model: merge_strict reports it
+    known = rest_keys[group]
+    some = known[min(known)]
+    lacking = [re.sub(rf"^{stage}\.\d+\.", f"{stage}.{i}.", some) for i in range(1, count + 1)
+               if i not in by_index]
+    for i in [i for i in by_index if i > count]:
+      unused.append(known[i])
+      del by_index[i]
+    if lacking:   # not stacked: merge_strict names the parameter, the line below the torch keys
+      missing += lacking
+      by_index.clear()
+
   for (collection, stage, module, leaf_name), by_index in rest_blocks.items():
     indices = sorted(by_index)
-    if indices != list(range(1, len(indices) + 1)):
-      raise ConversionError(f"{stage}: blocks {indices} of {module}.{leaf_name} are not "
-                            f"numbered 1..{len(indices)} in the checkpoint")
+    if not indices:
+      continue
     shapes = {by_index[i].shape for i in indices}
     if len(shapes) > 1:
       raise ConversionError(f"{stage}: blocks 1..{len(indices)} of {module}.{leaf_name} should be "
                             f"identical but have shapes {sorted(shapes)}")
     _put(converted, (collection, stage, "rest", module, leaf_name),
          np.stack([by_index[i] for i in indices]))
-  return merge_strict(expected, converted, unused, name)
+  return merge_strict(expected, converted, unused, name, missing_source_keys=missing)
