@@ -22,6 +22,8 @@ from typing import Any, Iterator
 
 import grain
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.metadata import array_metadata_store
 
@@ -112,6 +114,69 @@ def _leaves_by_path(tree: Any) -> dict[str, Any]:
           if leaf is not None}
 
 
+# ---------------------------------------------------------------------------- fingerprints
+# Each array of a saved state gets a fingerprint in the checkpoint's meta item: the sum, modulo
+# 2^32, of its bit patterns (as unsigned words of its own width) times 2i + 1 for the element's
+# flat index i. Any single changed bit changes it, and so does a moved element. orbax and
+# TensorStore check no content, so a checkpoint whose bytes changed on disk restored silently
+# (a weight of 1e36, then a NaN loss blaming the "last good checkpoint"). Computed where the
+# arrays are (a sharded array is summed across its devices: no array is gathered), and the same
+# with numpy on host arrays (`host_fingerprints`).
+FINGERPRINTS = "fingerprints"
+
+
+def _bit_words(x: Any, xp: Any) -> Any:
+  """`x`'s elements as uint32 words of their bits (jax.numpy or numpy, by `xp`)."""
+  if x.dtype == bool:
+    return x.astype(xp.uint32)
+  width = {1: xp.uint8, 2: xp.uint16, 4: xp.uint32}.get(x.dtype.itemsize)
+  if width is None:   # 8-byte dtypes: JAX keeps none without x64
+    raise ValueError(f"checkpoint fingerprint: dtype {x.dtype} is not 1, 2 or 4 bytes wide")
+  bits = (jax.lax.bitcast_convert_type(x, width) if xp is not np else x.view(width))
+  return bits.astype(xp.uint32)
+
+
+def _device_fingerprint(x: jax.Array) -> jax.Array:
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  words = _bit_words(x, jnp)
+  index = jnp.zeros(x.shape, jnp.uint32)   # the flat index without reshaping a sharded array
+  stride = 1
+  for axis in reversed(range(x.ndim)):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, x.shape, axis) * jnp.uint32(stride)
+    stride = (stride * x.shape[axis]) % 2 ** 32
+  return jnp.sum(words * (index * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
+
+
+_fingerprints = jax.jit(lambda tree: jax.tree.map(_device_fingerprint, tree))
+
+
+def fingerprints(state: Any) -> dict[str, int]:
+  """{array path: fingerprint} of a train state on its devices (see FINGERPRINTS)."""
+  values = jax.device_get(_fingerprints(state))
+  return {path: int(v) for path, v in _leaves_by_path(values).items()}
+
+
+def host_fingerprints(tree: Any) -> dict[str, int]:
+  """`fingerprints` of a tree of host arrays (a state restored without target shardings)."""
+  out = {}
+  for path, leaf in _leaves_by_path(tree).items():
+    array = np.asarray(leaf)
+    words = _bit_words(array.reshape(-1), np)
+    index = np.arange(words.size, dtype=np.uint32)
+    out[path] = int(np.sum(words * (index * np.uint32(2) + np.uint32(1)), dtype=np.uint32))
+  return out
+
+
+def changed_arrays(saved: Any, now: dict[str, int]) -> list[str]:
+  """The arrays whose fingerprint differs from the one saved (none where the checkpoint has no
+  fingerprints: one written before they existed)."""
+  if not isinstance(saved, dict):
+    return []
+  return sorted(path for path, value in now.items()
+                if path in saved and int(saved[path]) != value)
+
+
 # grain's input position of process i of n in a checkpoint's data/ item
 _PROCESS_FILE = re.compile(r"process_\d+-of-(\d+)\.json$")
 
@@ -169,6 +234,7 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any, data_iterator: Any, meta: dict) -> None:
+    meta = {**meta, FINGERPRINTS: fingerprints(state)}
     args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
@@ -209,7 +275,18 @@ class Checkpointer:
       if not self._metadata_readable(step) or _READ_FAILURE.search(str(e)):
         raise self._damaged(step, e) from e
       raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
-    return restored["state"], restored["meta"]
+    meta = dict(restored["meta"] or {})
+    changed = changed_arrays(meta.pop(FINGERPRINTS, None), fingerprints(restored["state"]))
+    if changed:
+      raise self._changed(step, changed)
+    return restored["state"], meta
+
+  def _changed(self, step: int, changed: list[str]) -> DamagedCheckpointError:
+    changed = sorted(changed, key=lambda path: (not path.startswith("params/"), path))
+    shown = ", ".join(changed[:MISMATCHES_SHOWN]) + (
+        f" and {len(changed) - MISMATCHES_SHOWN} more" if len(changed) > MISMATCHES_SHOWN else "")
+    return self._damaged(step, f"{len(changed)} array(s) read back differ from those saved, by "
+                               f"the fingerprints saved with them: {shown}")
 
   def _metadata_readable(self, step: int) -> bool:
     try:
@@ -217,11 +294,13 @@ class Checkpointer:
     except Exception:  # pylint: disable=broad-except  # a file of it missing or unreadable
       return False
 
-  def _damaged(self, step: int, error: BaseException) -> DamagedCheckpointError:
-    """The error for checkpoint `step`, whose files cannot be read: orbax's first line and what
-    to do (move it out of the way, and a rerun resumes from the checkpoint before it)."""
+  def _damaged(self, step: int, error: BaseException | str) -> DamagedCheckpointError:
+    """The error for checkpoint `step`, whose files cannot be read: what orbax said (its first
+    300 characters) or what darkjax found, and what to do (move it out of the way, and a rerun
+    resumes from the checkpoint before it)."""
     found = " ".join(str(error).split())
-    found = found if len(found) <= 300 else f"{found[:300]} ..."
+    if not isinstance(error, str) and len(found) > 300:
+      found = f"{found[:300]} ..."
     earlier = [s for s in self.all_steps() if s < step]
     aside = f"{self.directory}/{step}"
     then = (f"a rerun then resumes from step {earlier[-1]}, the checkpoint before it" if earlier
@@ -262,11 +341,15 @@ class Checkpointer:
     for taking the weights of another run."""
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(None)))
+          state=ocp.args.StandardRestore(None), meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types; name the checkpoint in every case
       if not self._metadata_readable(step) or _READ_FAILURE.search(str(e)):
         raise self._damaged(step, e) from e
       raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
+    changed = changed_arrays((restored["meta"] or {}).get(FINGERPRINTS),
+                             host_fingerprints(restored["state"]))
+    if changed:
+      raise self._changed(step, changed)
     return restored["state"]
 
   def wait(self) -> None:

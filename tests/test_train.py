@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,7 +160,7 @@ def test_compute_dtype_auto_is_the_meshs_platforms_and_a_task_built_for_another_
     train.Trainer(config, str(tmp_path / "run"), task=gpu_task)
 
 
-@pytest.mark.parametrize("damage", ["chunk", "metadata"])
+@pytest.mark.parametrize("damage", ["chunk", "metadata", "arrays"])
 def test_a_damaged_checkpoint_is_named_with_the_one_to_resume_from(data_dir, tmp_path, damage):
   """A checkpoint missing a file is the checkpoint's fault, not the config's: the error names it
   and the earlier checkpoint; moved aside as it says, the rerun resumes from that one. predict
@@ -169,10 +170,14 @@ def test_a_damaged_checkpoint_is_named_with_the_one_to_resume_from(data_dir, tmp
   workdir = str(tmp_path / "run")
   train.Trainer(config, workdir).run()
   state = os.path.join(workdir, "checkpoints", "4", "state")
-  if damage == "chunk":   # the largest array file of the OCDBT store
-    files = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(state, "d"))
-             for f in names]
-    os.remove(max(files, key=os.path.getsize))
+  files = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(state, "d"))
+           for f in names]
+  largest = max(files, key=os.path.getsize)   # the largest array file of the OCDBT store
+  if damage == "chunk":
+    os.remove(largest)
+  elif damage == "arrays":   # other values in its files (step 2's), which read back silently
+    shutil.rmtree(state)
+    shutil.copytree(os.path.join(workdir, "checkpoints", "2", "state"), state)
   else:
     os.remove(os.path.join(state, "_METADATA"))
   longer = small_config(data_dir, steps=6, checkpoint_every=2, keep_checkpoints=3)
@@ -181,6 +186,9 @@ def test_a_damaged_checkpoint_is_named_with_the_one_to_resume_from(data_dir, tmp
                            r"or damaged.*a rerun then resumes from step 2") as raised:
     train.Trainer(longer, workdir).run()
   assert "config" not in str(raised.value).split("(")[0]
+  if damage == "arrays":
+    assert "array(s) read back differ from those saved" in str(raised.value)
+    assert "params/stage1/conv/kernel" in str(raised.value)
   with pytest.raises(convert_io.CheckpointReadError, match=r"checkpoints/4 cannot be read"):
     convert_io.load_run_variables(workdir)
   os.rename(os.path.join(workdir, "checkpoints", "4"), os.path.join(workdir, "damaged-4"))
@@ -456,6 +464,7 @@ def test_checkpoint_of_replicated_small_arrays_compiles_no_slices(tmp_path):
   compiles = []
   listener = lambda event, duration, **_: compiles.append(event)  # noqa: E731
   saver = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  checkpoint.fingerprints(small)   # the state's fingerprint program, compiled once per run
   monitoring.register_event_duration_secs_listener(listener)
   try:
     saver.save(1, small, None, {"step": 1})

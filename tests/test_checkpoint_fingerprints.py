@@ -1,0 +1,47 @@
+"""Checkpoint fingerprints: the same value on the devices (a sharded array summed where it lies)
+and on the host (numpy, for a state restored without shardings), and changed by one flipped bit
+or two swapped elements."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from darkjax import checkpoint
+
+
+def _tree():
+  rng = np.random.default_rng(0)
+  return {"params": {"kernel": rng.normal(size=(8, 6, 4)).astype(np.float32),
+                     "scale": rng.normal(size=(5,)).astype(jnp.bfloat16)},
+          "step": np.int32(7), "mask": rng.random(9) > 0.5, "bytes": rng.integers(0, 255, 11,
+                                                                                   np.uint8)}
+
+
+def test_device_and_host_fingerprints_agree_sharded_or_not():
+  tree = _tree()
+  mesh = jax.make_mesh((8,), ("data",))
+  placed = dict(tree, params=dict(tree["params"], kernel=jax.device_put(
+      tree["params"]["kernel"], NamedSharding(mesh, P("data")))))
+  host = checkpoint.host_fingerprints(tree)
+  assert checkpoint.fingerprints(placed) == host == checkpoint.fingerprints(
+      jax.device_put(tree))
+  assert set(host) == {"params/kernel", "params/scale", "step", "mask", "bytes"}
+  keyed = {"key": jax.random.key(3)}   # typed keys: their data's bits
+  assert checkpoint.fingerprints(keyed) == checkpoint.host_fingerprints(
+      {"key": np.asarray(jax.random.key_data(keyed["key"]))})
+
+
+def test_a_flipped_bit_or_swapped_elements_change_the_fingerprint():
+  tree = _tree()
+  before = checkpoint.host_fingerprints(tree)
+  flipped = tree["params"]["kernel"].copy()
+  flipped.view(np.uint32)[3, 2, 1] ^= 1 << 31
+  swapped = tree["params"]["kernel"].copy()
+  swapped[0, 0, [0, 1]] = swapped[0, 0, [1, 0]]
+  for kernel in (flipped, swapped):
+    after = checkpoint.host_fingerprints(dict(tree, params=dict(tree["params"], kernel=kernel)))
+    assert checkpoint.changed_arrays(before, after) == ["params/kernel"]
+  assert checkpoint.changed_arrays(None, before) == []   # a checkpoint saved without them
