@@ -340,6 +340,22 @@ def test_a_failed_overwrite_leaves_no_manifest_of_the_dataset_it_replaced(tmp_pa
     records.load_manifest(out)
 
 
+def test_a_release_given_as_the_prepared_dataset_or_as_the_output_says_what_to_do(tmp_path,
+                                                                                 capsys):
+  _arid_tree(str(tmp_path / "src"))
+  src = str(tmp_path / "src")
+  with pytest.raises(prepared.DatasetNotPreparedError,
+                     match=r"(?s)holds videos, not a prepared dataset.*--src \S+src --out "
+                           r"\S+src_prepared --short-side 240\n.*at the output \(\S+src_prepared\)"):
+    prepared.open_dataset({"name": "arid_v1", "dir": src, "split_index": 1}, short_side=240)
+  for out in (src, os.path.join(src, "records")):
+    assert prepare_cli.main(["--dataset", "arid_v1", "--src", src, "--out", out, "--workers", "1",
+                             "--no-progress"]) == 1
+    assert "is inside --src" in capsys.readouterr().err
+  assert not os.path.exists(os.path.join(src, records.MANIFEST))
+  assert not os.path.exists(os.path.join(src, "records"))
+
+
 def test_decode_resamples_fps_and_resizes_short_side(tmp_path):
   path = str(tmp_path / "v.avi")
   _video(path, seed=0, frames=8)

@@ -112,6 +112,22 @@ class Dataset:
                for shard in self.manifest["splits"][self.split_name(split)]["shards"])
 
 
+_VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
+
+
+def _holds_videos(directory: str, depth: int = 3) -> bool:
+  """Whether a local `directory` has a video file within `depth` levels (a downloaded release)."""
+  if "://" in directory or not os.path.isdir(directory):
+    return False
+  base = directory.rstrip(os.sep).count(os.sep)
+  for root, dirs, files in os.walk(directory):
+    if any(f.lower().endswith(_VIDEO_SUFFIXES) for f in files):
+      return True
+    if root.count(os.sep) - base >= depth - 1:
+      dirs[:] = []
+  return False
+
+
 def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
   """Finds (and for `synthetic`, generates) the dataset described by `config.input.data`;
   `short_side`: what the config reads (`config.input.short_side`), for the `prepare` command a
@@ -128,13 +144,20 @@ def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
     dataset.check_splits(*_configured_splits(data_cfg))
     return dataset
   if not paths.resolve(os.path.join(directory, records.MANIFEST)).exists():
-    hint = (f"python -m darkjax.data.prepare --dataset {name} --src /path/to/downloaded/{name} "
-            f"--out {directory}" + (f" --short-side {short_side}" if short_side else "")
+    raw = _holds_videos(directory)   # the downloaded release itself, given as the dataset
+    src, out = (directory, f"{directory.rstrip('/')}_prepared") if raw else (
+        f"/path/to/downloaded/{name}", directory)
+    hint = (f"python -m darkjax.data.prepare --dataset {name} --src {src} --out {out}"
+            + (f" --short-side {short_side}" if short_side else "")
             ) if name in PREPARED else "python -m darkjax.data.prepare --help"
+    what = (f"{directory} holds videos, not a prepared dataset (no {records.MANIFEST}): "
+            "darkjax reads the clips decoded once into records.\n" if raw else
+            f"{directory} has no {records.MANIFEST}.\n")
     raise DatasetNotPreparedError(
-        f"dataset {name!r} is not prepared: {directory} has no {records.MANIFEST}.\n"
+        f"dataset {name!r} is not prepared: {what}"
         f"Prepare it once from the downloaded archive with:\n  {hint}\n"
-        f"then point config.input.data.dir at the output (or set $DARKJAX_DATA).")
+        f"then point config.input.data.dir at the output"
+        + (f" ({out})." if raw else " (or set $DARKJAX_DATA)."))
   dataset = Dataset(name, directory, records.load_manifest(directory), split_index)
   dataset.check_splits(*_configured_splits(data_cfg))
   metadata = dataset.manifest.get("metadata") or {}

@@ -65,6 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not os.path.isdir(args.src):
     print(f"error: --src {args.src} is not a directory", file=sys.stderr)
     return 1
+  if "://" not in args.out:
+    src, out = os.path.realpath(args.src), os.path.realpath(args.out)
+    if out == src or out.startswith(src + os.sep):
+      print(f"error: --out {args.out} is inside --src {args.src}: the prepared shards would be "
+            f"written into the downloaded release; give another directory (e.g. --out "
+            f"{src.rstrip(os.sep)}_prepared)", file=sys.stderr)
+      return 1
   try:
     layout = find_layout(args.dataset, args.src)
     manifest = prepare(layout, args.out, short_side=args.short_side, fps=args.fps,
