@@ -102,6 +102,8 @@ def test_missing_checkpoint_and_video_are_named(trained, tmp_path):
   predictor = predict_checkpoint.Predictor(config_lib.load(spec), workdir)
   with pytest.raises(predict.PredictError, match="missing.avi: file not found"):
     predictor.predict(str(tmp_path / "missing.avi"))
+  with pytest.raises(predict.PredictError, match=r"is a directory; give the video files in it"):
+    predictor.predict(str(tmp_path))
   corrupt = str(tmp_path / "corrupt.avi")
   with open(corrupt, "wb") as file:
     file.write(b"RIFF but not a video" * 20)

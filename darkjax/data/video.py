@@ -69,6 +69,9 @@ def _decode_all(path: str, short_side: int = 0) -> tuple[np.ndarray, float]:
   """Every frame of the first video stream (T, H, W, 3) uint8 RGB, each resized to `short_side`
   as it is decoded (so that a long high-resolution file never holds its full-size frames at
   once), and the stream's frame rate (0 if the container does not say)."""
+  if os.path.isdir(path):
+    raise VideoDecodeError(f"{path}: is a directory; give the video files in it (e.g. "
+                           f"{os.path.join(path, '*.mp4')})")
   if not os.path.isfile(path):
     raise VideoDecodeError(f"{path}: file not found")
   try:

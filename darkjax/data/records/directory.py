@@ -295,8 +295,8 @@ def split_files(manifest: Mapping[str, Any], data_dir: str | os.PathLike,
     if expected is not None and size != int(expected):
       raise CorruptRecordError(
           path, None, f"the file has {size} bytes, the manifest says {expected}: it was cut "
-          f"short or changed. Copy it again (or rerun `python -m darkjax.data.prepare`, which "
-          f"resumes), then check with `python -m darkjax.data.records verify {data_dir}`")
+          f"short or changed (`python -m darkjax.data.records verify {data_dir}` checks every "
+          f"file)")
     shards.append((path, int(shard["num_examples"])))
   return shards
 
