@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def _shard_mtimes(out_dir):
   return {name: os.stat(os.path.join(out_dir, name)).st_mtime_ns for name in os.listdir(out_dir)}
 
 
-def test_ensure_dataset_writes_counts_and_regenerates_only_on_change(tmp_path):
+def test_ensure_dataset_writes_counts_and_regenerates_only_on_change(tmp_path, caplog):
   out_dir = str(tmp_path / "synthetic")
   manifest = synthetic.ensure_dataset(out_dir, show_progress=False, seed=1, **TINY)
   assert manifest["class_names"] == list(synthetic.CLASS_NAMES)
@@ -129,12 +130,20 @@ def test_ensure_dataset_writes_counts_and_regenerates_only_on_change(tmp_path):
   assert again == manifest
   assert _shard_mtimes(out_dir) == before  # nothing rewritten
 
-  changed = synthetic.ensure_dataset(out_dir, show_progress=False, seed=2, **TINY)
+  with caplog.at_level(logging.WARNING, logger="darkjax"):
+    changed = synthetic.ensure_dataset(out_dir, show_progress=False, seed=2, **TINY)
+  assert "generating it again: it was generated with other parameters (params.seed)" in caplog.text
   assert changed["metadata"]["params"]["seed"] == 2
   old_hashes = [s["sha256"] for e in manifest["splits"].values() for s in e["shards"]]
   new_hashes = [s["sha256"] for e in changed["splits"].values() for s in e["shards"]]
   assert old_hashes != new_hashes
   assert records.load_manifest(out_dir)["metadata"]["params"]["seed"] == 2
+  caplog.clear()
+  shard = os.path.join(out_dir, changed["splits"]["test"]["shards"][0]["file"])
+  os.remove(shard)
+  with caplog.at_level(logging.WARNING, logger="darkjax"):
+    synthetic.ensure_dataset(out_dir, show_progress=False, seed=2, **TINY)
+  assert "generating it again: a file of it is missing" in caplog.text and os.path.isfile(shard)
 
 
 def test_written_examples_decode_with_labels_matching_ids(tmp_path):

@@ -40,6 +40,7 @@ import argparse
 import colorsys
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 from typing import Any, Iterator
@@ -447,8 +448,18 @@ def ensure_dataset(out_dir: str | os.PathLike, workers: int = 0, show_progress: 
       for split in manifest["splits"]:
         records.split_files(manifest, out_dir, split)
       return manifest
-    except FileNotFoundError:
-      pass  # a shard went missing: regenerate
+    except FileNotFoundError as error:   # a shard went missing: regenerate
+      why = f"a file of it is missing ({str(error).split('. ')[0]})"
+  else:
+    def flat(tree, prefix=""):
+      return ({f"{prefix}{k}": v for key, value in tree.items()
+               for k, v in flat(value, f"{key}.").items()} if isinstance(tree, dict)
+              else {prefix.rstrip("."): tree})
+    now, was = flat(json.loads(json.dumps(_metadata(wanted)))), flat(stored)
+    changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
+    why = f"it was generated with other parameters ({', '.join(changed)})"
+  logging.getLogger("darkjax").warning("synthetic dataset %s: generating it again: %s", out_dir,
+                                       why)
   return generate(out_dir, wanted, workers, overwrite=True, show_progress=show_progress)
 
 
