@@ -103,6 +103,12 @@ def test_malicious_pickle_is_refused(tmp_path, capsys):
   assert "refused as unsafe" in capsys.readouterr().err
   assert not os.path.exists(marker)
   assert not os.path.exists(tmp_path / "o")
+  # as a config's pretrained backbone too, before any advice on its normalisation
+  with pytest.raises(io.UnsafeCheckpointError, match=r"^config\.x\.backbone_init: .*refused as "
+                                                      r"unsafe"):
+    io.pretrained_backbone("resnet3d_tiny", str(src), "config.x.backbone_init", "per_clip",
+                           "input.normalise")
+  assert not os.path.exists(marker)
 
 
 def test_read_errors_name_the_file(tmp_path):

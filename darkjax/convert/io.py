@@ -269,9 +269,9 @@ def pretrained_backbone(name: str, path: str, key: str, configured: str, normali
     if check:
       normalise.check_pretrained(recorded_normalise(meta), configured, normalise_key, source)
     return loaded
+  state = load_state_dict_of(path, key)   # first: a file it refuses (an unsafe pickle) says so
   if check:
     convert.check_normalise(name, configured, normalise_key, source)
-  state = load_state_dict_of(path, key)
   try:
     return convert.from_torch(name, state, num_classes=0)
   except ConversionError as error:   # the same error, naming the key and the file
