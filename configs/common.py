@@ -271,7 +271,10 @@ def base_config(trainer: str, total_steps: int, **overrides) -> mlc.ConfigDict:
       # > 0: total_steps = ceil(total_epochs x the primary data source's train split / batch),
       # resolved from the prepared manifest when the run starts (total_steps is then ignored)
       total_epochs=0.0,
-      accum_steps=1,                 # gradient accumulation micro-batches per step
+      # Gradient accumulation micro-batches per step: the mean gradient of the global batch, but
+      # BatchNorm normalises each micro-batch by its own statistics and each draws its own
+      # dropout / augmentation, so a network with either trains alike, not bit for bit alike.
+      accum_steps=1,
       # A global batch the mesh's devices (data x fsdp) x accum_steps do not divide: "nearest"
       # trains with the nearest multiple (ties up; the learning rate is not rescaled; config.json
       # records both, darkjax.config.round_batches), "error" stops at start naming the batches
