@@ -152,7 +152,15 @@ _fingerprints = jax.jit(lambda tree: jax.tree.map(_device_fingerprint, tree))
 
 
 def fingerprints(state: Any) -> dict[str, int]:
-  """{array path: fingerprint} of a train state on its devices (see FINGERPRINTS)."""
+  """{array path: fingerprint} of a train state (see FINGERPRINTS): on its devices, or where they
+  are this process's CPU, from its host memory with numpy (the same values, no program to
+  compile for each state's structure)."""
+  leaves = jax.tree.leaves(state)
+  if all(isinstance(x, jax.Array) and x.is_fully_addressable
+         and all(d.platform == "cpu" for d in x.devices()) for x in leaves):
+    return host_fingerprints(jax.tree.map(
+        lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+        else x, state))
   values = jax.device_get(_fingerprints(state))
   return {path: int(v) for path, v in _leaves_by_path(values).items()}
 

@@ -45,3 +45,15 @@ def test_a_flipped_bit_or_swapped_elements_change_the_fingerprint():
     after = checkpoint.host_fingerprints(dict(tree, params=dict(tree["params"], kernel=kernel)))
     assert checkpoint.changed_arrays(before, after) == ["params/kernel"]
   assert checkpoint.changed_arrays(None, before) == []   # a checkpoint saved without them
+
+
+def test_the_device_program_gives_the_host_values():
+  """On CPU devices `fingerprints` reads host memory; the program a GPU or TPU runs (each array
+  summed where its shards lie) agrees."""
+  tree = _tree()
+  mesh = jax.make_mesh((8,), ("data",))
+  placed = jax.device_put(dict(tree, params=dict(tree["params"], kernel=jax.device_put(
+      tree["params"]["kernel"], NamedSharding(mesh, P("data"))))))
+  on_device = {path: int(v) for path, v in checkpoint._leaves_by_path(   # pylint: disable=protected-access
+      jax.device_get(checkpoint._fingerprints(placed))).items()}   # pylint: disable=protected-access
+  assert on_device == checkpoint.fingerprints(placed) == checkpoint.host_fingerprints(_tree())

@@ -117,7 +117,7 @@ def breaks(data_dir, tmp_path_factory) -> dict[str, tuple[list[str], list[str]]]
       "missing_weights": ([f"{lift},luminous_init={tmp_path / 'nope.pth'}"],
                           [f"config.lift.pretrained.luminous: {tmp_path / 'nope.pth'}: no such "
                            "file or directory"]),
-      "weights_normalised_otherwise": ([f"{lift},luminous_init={weights}"],
+      "weights_normalised_otherwise": ([f"{lift},luminous_init={other}"],
                                        ["config.lift.luminous_normalise is 'per_clip'",
                                         "--config.lift.luminous_normalise=ig65m"]),
       "unreadable_weights": ([f"{lift},luminous_init={weights}",

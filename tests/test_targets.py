@@ -7,6 +7,7 @@ of the CPU rewrites reaches the program, while the same trace compiling for CPU 
 
 from __future__ import annotations
 
+import collections
 import re
 import threading
 import types
@@ -19,15 +20,17 @@ import numpy as np
 import pytest
 
 from darkjax import aot, targets
+from darkjax import config as config_lib
 from darkjax.layers import conv, depthwise
 
 _NATIVE_ONLY = {"conv3d:native", "conv3d_kernel_grad:xla", "max_pool3d:native",
                 "depthwise:native", "attention:xla"}
 _DEPTHWISE_CHANNELS = 8
 # What a GPU trace may choose besides: conv.frames2d (XLA's own 2D convolutions), host-independent,
-# its grouped native convs with their groups bundled and max pools as strided-slice maxima.
+# its grouped native convs with their groups bundled, max pools as strided-slice maxima and its
+# 16-bit convolutions' channels padded to multiples of 8.
 _GPU_OPS = _NATIVE_ONLY | {"conv3d:frames2d", "conv3d_groups:bundled", "attention:cudnn",
-                           "max_pool3d:separable"}
+                           "max_pool3d:separable", "conv_channels:aligned"}
 _NHWC = {"xla_gpu_force_conv_nhwc": True}
 
 
@@ -220,7 +223,7 @@ def test_trainer_compiles_for_its_mesh_platform(platform, monkeypatch, tmp_path)
   config = synthetic.get_config(f"runlocal,data_dir={tmp_path / 'data'}")
   config.conv_lowering = "auto"   # what a full run does: the CPU rewrites where the target is CPU
   config.xla_opt_level = -1
-  task = task_lib.load_task(config, num_classes=3)
+  task = task_lib.load_task(config_lib.resolve(config, platform), num_classes=3)   # bf16 there
   trainer = train.Trainer(config, str(tmp_path / "run"), task=task, devices=jax.devices()[:2])
   # No CPU-only XLA option for the step (its jit's compiler_options) or the init programs.
   expected = _NHWC if platform == "gpu" else {}   # GPU: XLA's 3D convolutions channels-last
@@ -236,9 +239,17 @@ def test_trainer_compiles_for_its_mesh_platform(platform, monkeypatch, tmp_path)
     lowered = trainer.train_step.lower(trainer.abstract_state, batch, jax.random.key(0))
   assert chosen and set(chosen) <= (_GPU_OPS if platform == "gpu" else _NATIVE_ONLY), chosen
   assert trainer.compiler_options == expected   # no grouped conv: still channels-last
-  ranks = {rank for rank, _, _ in _convolutions(lowered.as_text())}
-  # GPU: its full 3x3x3 kernels as channels-last 2D convolutions
-  assert ranks == ({4} if platform == "gpu" else {5}), ranks
+  ranks = collections.Counter(rank for rank, _, _ in _convolutions(lowered.as_text()))
+  # GPU: its full 3x3x3 kernels as channels-last 2D convolutions; their bf16 kernels' gradients
+  # (float32 across the 2 devices, precision.float32_weight_gradients) XLA's own 3D ones
+  if platform == "gpu":
+    rank5 = [line for line in lowered.as_text().splitlines() if "stablehlo.convolution" in line
+             and len(re.search(r"dim_numbers = \[([^\]]*)\]", line).group(1).split(",")) == 5]
+    assert ranks[4] > 0 and rank5 and chosen["conv3d_kernel_grad:xla"] > 0, (ranks, chosen)
+    # each a kernel's gradient: its result laid out as the kernel (spatial, in, out)
+    assert all("->[0, 1, 2, b, f]" in line for line in rank5), rank5[0]
+  else:
+    assert set(ranks) == {5}, ranks
 
 
 def test_compilation_cache_setting(tmp_path, monkeypatch):
