@@ -118,10 +118,10 @@ def _leaves_by_path(tree: Any) -> dict[str, Any]:
 # Each array of a saved state gets a fingerprint in the checkpoint's meta item: the sum, modulo
 # 2^32, of its bit patterns (as unsigned words of its own width) times 2i + 1 for the element's
 # flat index i. Any single changed bit changes it, and so does a moved element. orbax and
-# TensorStore check no content, so a checkpoint whose bytes changed on disk restored silently
-# (a weight of 1e36, then a NaN loss blaming the "last good checkpoint"). Computed where the
-# arrays are (a sharded array is summed across its devices: no array is gathered), and the same
-# with numpy on host arrays (`host_fingerprints`).
+# TensorStore check no content of the arrays, so a checkpoint whose bytes changed on disk would
+# restore silently and train on from whatever they now hold. Computed where the arrays are (a
+# sharded array is summed across its devices: no array is gathered), with numpy where that is
+# this process's host memory (`host_fingerprints`: the same values).
 FINGERPRINTS = "fingerprints"
 
 

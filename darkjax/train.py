@@ -176,6 +176,9 @@ class Trainer:
   # A compile-only target ("h100:8", "tpu-v5e:2x2"; darkjax.aot): the mesh is its devices (unless
   # `devices` is given), steps compile with its options and memory is checked against its HBM.
   target: str = ""
+  # The progress bar shown on a terminal only and cleared when the phase ends: for a runner that
+  # prints its own line per run (darkjax.tools.experiment).
+  transient_bar: bool = False
   # Set by __post_init__ (mesh) and build (step, shardings); `state` holds the live TrainState.
   mesh: Any = dataclasses.field(init=False, default=None)
   batch_sharding: Any = dataclasses.field(init=False, default=None)
@@ -690,8 +693,9 @@ class Trainer:
                dict(self.mesh.shape))
 
       results: dict[str, Any] = {}
-      bar = tqdm(total=last, initial=min(start, last),
-                 disable=not self.is_lead or not cfg.progress_bar,
+      shown = self.is_lead and cfg.progress_bar
+      bar = tqdm(total=last, initial=min(start, last), leave=not self.transient_bar,
+                 disable=not shown or (None if self.transient_bar else False),   # None: a tty
                  desc=self.phase, unit="step", dynamic_ncols=True)
       resources.callback(bar.close)
       pending = None   # metrics of the previous step, read one step late to keep dispatch async
@@ -940,7 +944,8 @@ def _unprepared_dataset(config: mlc.ConfigDict, phase: task_lib.Phase) -> str | 
   return None
 
 
-def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dict[str, Any]:
+def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None,
+               transient_bar: bool = False) -> dict[str, Any]:
   """Trains every phase `config` runs (`darkjax.task.phase_plan`), one Trainer each in its own
   resumable directory, each phase starting from the trained variables of the earlier phases it
   names (`Phase.init_from`). Returns the deployed (last) phase's results, with the float results
@@ -968,7 +973,8 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None) -> dic
       log.info("%s phase %d/%d: %s", config.trainer, number, len(plan), phase.name)
     directory = phase.workdir(workdir, config)
 
-    build = phase_trainers(phase, phase_config, task, earlier, directory, devices=devices)
+    build = phase_trainers(phase, phase_config, task, earlier, directory, devices=devices,
+                           transient_bar=transient_bar)
     trainer = fit_lib.fit_phase(phase_config, directory, phase.name, build)
     phase_results = trainer.run()
     if phase.report is not None and trainer.reported:   # appended once, to a fresh report.md

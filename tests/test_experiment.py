@@ -98,7 +98,16 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
   out = tmp_path / "out"
   argv = ["--config", f"configs/synthetic.py:runlocal,steps=2,data_dir={data}", "--seeds", "0,1",
           "--splits", "all", "--out", str(out)]
+  bars, real_tqdm = [], train.tqdm
+
+  def recorded(*args, **kwargs):
+    bars.append({key: kwargs.get(key) for key in ("leave", "disable")})
+    return real_tqdm(*args, **kwargs)
+
+  monkeypatch.setattr(train, "tqdm", recorded)
   assert experiment.main(argv) == 0
+  # each run's bar on a terminal only (disable=None: tqdm's own test), cleared when it ends
+  assert bars and all(bar == {"leave": False, "disable": None} for bar in bars), bars
   table = json.loads((out / "table.json").read_text())
   assert table["default"]["eval/top1"]["n"] == 2
   runs = [json.loads((out / "default" / f"split0_seed{s}" / "result.json").read_text())

@@ -69,7 +69,8 @@ from darkjax.tools import arms as arms_lib
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "experiment_config.json"   # the resolved config a stored result was trained with
-# Fields run_cached sets on every run's config itself (not the experiment's choice).
+# Fields that change nothing a run trains (run_cached sets checkpoint_every; progress_bar is the
+# display), left out where a stored result's config is compared with the command's.
 _RUNNER_FIELDS = ("progress_bar", "checkpoint_every")
 
 
@@ -124,11 +125,11 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
     return stored
   from darkjax import train  # pylint: disable=import-outside-toplevel
   config = make_config()
-  config.progress_bar = False
   config.checkpoint_every = config.total_steps   # only the final state: keeps the runs fast
   config.lock()
   start = time.time()
-  results = train.run_phases(config, workdir)
+  # each phase's bar on a terminal, cleared when it ends: the table's progress is one line a run
+  results = train.run_phases(config, workdir, transient_bar=True)
   if kept_metrics is None:
     kept_metrics = sorted(k for k, v in results.items() if isinstance(v, (float, int))
                           and not isinstance(v, bool) and "per_class" not in k)
