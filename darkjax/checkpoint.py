@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.metadata import array_metadata_store
 
-from darkjax import paths
+from darkjax import paths, targets
 
 # Replicated arrays whose per-replica slice would be smaller are written by one replica.
 REPLICA_PARALLEL_MIN_BYTES = 1 << 20
@@ -125,13 +125,23 @@ def _leaves_by_path(tree: Any) -> dict[str, Any]:
 FINGERPRINTS = "fingerprints"
 
 
+def _fingerprinted(x: Any) -> bool:
+  """Whether a leaf gets a fingerprint: real, integer and bool dtypes of 1, 2 or 4 bytes (PRNG
+  keys through their data); others (complex, 8-byte dtypes under x64) are saved unchecked."""
+  dtype = getattr(x, "dtype", None)
+  if dtype is None:
+    return False
+  if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    return True
+  real = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+  return dtype == bool or (real and np.dtype(dtype).itemsize in (1, 2, 4))
+
+
 def _bit_words(x: Any, xp: Any) -> Any:
   """`x`'s elements as uint32 words of their bits (jax.numpy or numpy, by `xp`)."""
   if x.dtype == bool:
     return x.astype(xp.uint32)
-  width = {1: xp.uint8, 2: xp.uint16, 4: xp.uint32}.get(x.dtype.itemsize)
-  if width is None:   # 8-byte dtypes: JAX keeps none without x64
-    raise ValueError(f"checkpoint fingerprint: dtype {x.dtype} is not 1, 2 or 4 bytes wide")
+  width = {1: xp.uint8, 2: xp.uint16, 4: xp.uint32}[x.dtype.itemsize]
   bits = (jax.lax.bitcast_convert_type(x, width) if xp is not np else x.view(width))
   return bits.astype(xp.uint32)
 
@@ -151,24 +161,31 @@ def _device_fingerprint(x: jax.Array) -> jax.Array:
 _fingerprints = jax.jit(lambda tree: jax.tree.map(_device_fingerprint, tree))
 
 
+def _in_host_memory(x: Any) -> bool:
+  return (not isinstance(x, jax.Array)
+          or (x.is_fully_addressable and targets.platform_of(list(x.devices())) == "cpu"))
+
+
 def fingerprints(state: Any) -> dict[str, int]:
   """{array path: fingerprint} of a train state (see FINGERPRINTS): on its devices, or where they
   are this process's CPU, from its host memory with numpy (the same values, no program to
   compile for each state's structure)."""
-  leaves = jax.tree.leaves(state)
-  if all(isinstance(x, jax.Array) and x.is_fully_addressable
-         and all(d.platform == "cpu" for d in x.devices()) for x in leaves):
-    return host_fingerprints(jax.tree.map(
-        lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-        else x, state))
+  state = jax.tree.map(lambda x: x if _fingerprinted(x) else None, state)
+  if all(_in_host_memory(x) for x in jax.tree.leaves(state)):
+    return host_fingerprints(state)
   values = jax.device_get(_fingerprints(state))
   return {path: int(v) for path, v in _leaves_by_path(values).items()}
 
 
 def host_fingerprints(tree: Any) -> dict[str, int]:
-  """`fingerprints` of a tree of host arrays (a state restored without target shardings)."""
+  """`fingerprints` of the leaves of `tree` in this process's host memory (numpy arrays, or jax
+  arrays on its CPU); a leaf elsewhere (a GPU's, another host's shards) is left out, not copied."""
   out = {}
   for path, leaf in _leaves_by_path(tree).items():
+    if not _fingerprinted(leaf) or not _in_host_memory(leaf):
+      continue
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
     array = np.asarray(leaf)
     words = _bit_words(array.reshape(-1), np)
     index = np.arange(words.size, dtype=np.uint32)
@@ -203,10 +220,19 @@ class DamagedCheckpointError(RuntimeError):
   fault. The message names the step and the earlier checkpoint a rerun could resume from."""
 
 
-# What orbax / TensorStore / grain say when a checkpoint's file is missing or unreadable.
-_READ_FAILURE = re.compile(r"NOT_FOUND|DATA_LOSS|does not exist|No such file|not found|"
-                           r"Encountered error while reading|Error opening|Error reading|"
-                           r"[Cc]orrupt|checksum|unexpected end|truncated", re.IGNORECASE)
+# What orbax / TensorStore / grain say when a checkpoint's file is missing or its bytes are bad,
+# and the statuses of a storage that could not be reached (a network, credentials, quota): those
+# say nothing about the checkpoint.
+_DAMAGE = re.compile(r"NOT_FOUND|DATA_LOSS|does not exist|No such file|checksum|corrupt|"
+                     r"unexpected end|truncated", re.IGNORECASE)
+_UNREACHABLE = re.compile(r"UNAVAILABLE|DEADLINE_EXCEEDED|PERMISSION_DENIED|UNAUTHENTICATED|"
+                          r"RESOURCE_EXHAUSTED|CANCELLED|ABORTED")
+
+
+def _is_damage(error: BaseException) -> bool:
+  text = str(error)
+  return not _UNREACHABLE.search(text) and (isinstance(error, FileNotFoundError)
+                                            or bool(_DAMAGE.search(text)))
 
 
 class Checkpointer:
@@ -280,44 +306,56 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as e:  # orbax raises many types; name the checkpoint in every case
-      if not self._metadata_readable(step) or _READ_FAILURE.search(str(e)):
-        raise self._damaged(step, e) from e
+      no_metadata = self._metadata_damaged(step)
+      if no_metadata or _is_damage(e):
+        raise self._damaged(step, e, compared=not no_metadata, resumes=True) from e
       raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
     meta = dict(restored["meta"] or {})
     changed = changed_arrays(meta.pop(FINGERPRINTS, None), fingerprints(restored["state"]))
     if changed:
-      raise self._changed(step, changed)
+      raise self._changed(step, changed, resumes=True)
     return restored["state"], meta
 
-  def _changed(self, step: int, changed: list[str]) -> DamagedCheckpointError:
+  def _changed(self, step: int, changed: list[str], resumes: bool) -> DamagedCheckpointError:
     changed = sorted(changed, key=lambda path: (not path.startswith("params/"), path))
     shown = ", ".join(changed[:MISMATCHES_SHOWN]) + (
         f" and {len(changed) - MISMATCHES_SHOWN} more" if len(changed) > MISMATCHES_SHOWN else "")
     return self._damaged(step, f"{len(changed)} array(s) read back differ from those saved, by "
-                               f"the fingerprints saved with them: {shown}")
+                               f"the fingerprints saved with them: {shown}", compared=True,
+                         resumes=resumes)
 
-  def _metadata_readable(self, step: int) -> bool:
+  def _metadata_damaged(self, step: int) -> bool:
+    """Whether the arrays' metadata of checkpoint `step` is missing or unreadable (a storage that
+    cannot be reached is not that)."""
     try:
-      return self._manager.item_metadata(step)["state"] is not None
-    except Exception:  # pylint: disable=broad-except  # a file of it missing or unreadable
-      return False
+      return self._manager.item_metadata(step)["state"] is None
+    except Exception as error:  # pylint: disable=broad-except  # orbax raises many types
+      return not _UNREACHABLE.search(str(error))
 
-  def _damaged(self, step: int, error: BaseException | str) -> DamagedCheckpointError:
+  def _damaged(self, step: int, error: BaseException | str, compared: bool = False,
+               resumes: bool = False) -> DamagedCheckpointError:
     """The error for checkpoint `step`, whose files cannot be read: what orbax said (its first
-    300 characters) or what darkjax found, and what to do (move it out of the way, and a rerun
-    resumes from the checkpoint before it)."""
+    300 characters) or what darkjax found, and what to do. `compared`: its arrays' names, shapes
+    and dtypes were found to be the run's (so the config is not at fault); `resumes`: a training
+    run is restoring it (moved aside, the rerun resumes from the checkpoint before it)."""
     found = " ".join(str(error).split())
     if not isinstance(error, str) and len(found) > 300:
       found = f"{found[:300]} ..."
-    earlier = [s for s in self.all_steps() if s < step]
     aside = f"{self.directory}/{step}"
-    then = (f"a rerun then resumes from step {earlier[-1]}, the checkpoint before it" if earlier
-            else "no earlier checkpoint is kept: a rerun then starts from step 0")
-    return DamagedCheckpointError(
-        f"checkpoint {aside} cannot be read: a file of it is missing or damaged, while its arrays' "
-        f"names, shapes and dtypes are this run's ({found}). Restore it from a copy, or move it "
-        f"out of {self.directory} (mv {aside} {posixpath.dirname(str(self.directory))}/"
-        f"damaged-{step}): {then}")
+    dest = f"{posixpath.dirname(str(self.directory))}/damaged-{step}"
+    move = (f"mv {aside} {dest}" if "://" not in aside else
+            f"your storage's move, e.g. gcloud storage mv --recursive {aside} {dest}")
+    text = (f"checkpoint {aside} cannot be read: a file of it is missing or damaged"
+            + (", while its arrays' names, shapes and dtypes are this run's" if compared else "")
+            + f" ({found}). Restore it from a copy")
+    if resumes:
+      earlier = [s for s in self.all_steps() if s < step]
+      then = (f"a rerun then resumes from step {earlier[-1]}, the checkpoint before it"
+              if earlier else "no earlier checkpoint is kept: a rerun then starts from step 0")
+      text += f", or move it out of {self.directory} ({move}): {then}"
+    else:
+      text += f", or name another step of {posixpath.dirname(str(self.directory))}"
+    return DamagedCheckpointError(text)
 
   def state_differences(self, step: int, abstract_state: Any) -> list[str]:
     """How the train state saved at `step` differs from `abstract_state` (arrays or
@@ -351,13 +389,15 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(None), meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types; name the checkpoint in every case
-      if not self._metadata_readable(step) or _READ_FAILURE.search(str(e)):
+      if _is_damage(e) or self._metadata_damaged(step):
         raise self._damaged(step, e) from e
       raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
+    # the arrays orbax placed in this process's host memory (on a GPU or across hosts they stay
+    # where they are, unchecked: reading them back here would copy the whole state)
     changed = changed_arrays((restored["meta"] or {}).get(FINGERPRINTS),
                              host_fingerprints(restored["state"]))
     if changed:
-      raise self._changed(step, changed)
+      raise self._changed(step, changed, resumes=False)
     return restored["state"]
 
   def wait(self) -> None:

@@ -414,12 +414,14 @@ class Trainer:
     normalisation): says which, and keeps that config as WORKDIR/config.until_step<start>.json
     before config.json becomes this run's (the first one kept where a step is resumed again)."""
     path, saved = self._saved_config()
+    kept = paths.resolve(self.workdir) / f"config.until_step{start}.json"
+    if kept.exists():   # resumed at this step before: config.json may have trained nothing
+      path, saved = kept, config_lib.flat(json.loads(kept.read_text(encoding="utf-8")))
     if saved is None:
       return
     changed = config_lib.differences(saved, config_lib.flat(self._config_json()))
     if not changed:
       return
-    kept = paths.resolve(self.workdir) / f"config.until_step{start}.json"
     if not kept.exists():
       kept.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     lines = [f"  {key}: {was!r} -> {now!r}" for key, (was, now) in changed.items()]

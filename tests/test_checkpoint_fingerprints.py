@@ -57,3 +57,23 @@ def test_the_device_program_gives_the_host_values():
   on_device = {path: int(v) for path, v in checkpoint._leaves_by_path(   # pylint: disable=protected-access
       jax.device_get(checkpoint._fingerprints(placed))).items()}   # pylint: disable=protected-access
   assert on_device == checkpoint.fingerprints(placed) == checkpoint.host_fingerprints(_tree())
+
+
+def test_leaves_of_other_dtypes_are_saved_unchecked():
+  tree = {"w": np.ones((3,), np.float32), "z": np.ones((2,), np.complex64)}
+  assert set(checkpoint.fingerprints(jax.device_put(tree))) == {"w"}
+  assert set(checkpoint.host_fingerprints(tree)) == {"w"}
+
+
+def test_only_missing_or_bad_bytes_read_as_damage():
+  """A storage that cannot be reached (network, credentials, quota) says nothing about the
+  checkpoint: it is not reported as damaged (which would advise moving a healthy one aside)."""
+  damage = ['NOT_FOUND: Error opening "zarr" driver: Metadata at "step/.zarray" does not exist',
+            "DATA_LOSS: Error reading ...: CRC-32C checksum verification failed"]
+  for text in damage:
+    assert checkpoint._is_damage(ValueError(text))   # pylint: disable=protected-access
+  assert checkpoint._is_damage(FileNotFoundError("x"))   # pylint: disable=protected-access
+  for text in ['UNAVAILABLE: Error reading "step/.zarray": connection reset',
+               "PERMISSION_DENIED: Error reading gs://b/run/checkpoints/4: does not exist or no "
+               "access", "shapes do not match"]:
+    assert not checkpoint._is_damage(ValueError(text))   # pylint: disable=protected-access
