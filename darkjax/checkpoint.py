@@ -146,6 +146,12 @@ def _bit_words(x: Any, xp: Any) -> Any:
   return bits.astype(xp.uint32)
 
 
+def _fold(words: Any, index: Any, xp: Any) -> Any:
+  """The fingerprint of an array's bit words at their flat indices: sum of words x (2i + 1),
+  modulo 2^32 (jax.numpy or numpy, by `xp`)."""
+  return xp.sum(words * (index * xp.uint32(2) + xp.uint32(1)), dtype=xp.uint32)
+
+
 def _device_fingerprint(x: jax.Array) -> jax.Array:
   if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
     x = jax.random.key_data(x)
@@ -155,7 +161,7 @@ def _device_fingerprint(x: jax.Array) -> jax.Array:
   for axis in reversed(range(x.ndim)):
     index = index + jax.lax.broadcasted_iota(jnp.uint32, x.shape, axis) * jnp.uint32(stride)
     stride = (stride * x.shape[axis]) % 2 ** 32
-  return jnp.sum(words * (index * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
+  return _fold(words, index, jnp)
 
 
 _fingerprints = jax.jit(lambda tree: jax.tree.map(_device_fingerprint, tree))
@@ -188,8 +194,7 @@ def host_fingerprints(tree: Any) -> dict[str, int]:
       leaf = jax.random.key_data(leaf)
     array = np.asarray(leaf)
     words = _bit_words(array.reshape(-1), np)
-    index = np.arange(words.size, dtype=np.uint32)
-    out[path] = int(np.sum(words * (index * np.uint32(2) + np.uint32(1)), dtype=np.uint32))
+    out[path] = int(_fold(words, np.arange(words.size, dtype=np.uint32), np))
   return out
 
 

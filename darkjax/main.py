@@ -20,6 +20,7 @@ import os
 import re
 import sys
 
+import ml_collections as mlc
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -175,15 +176,20 @@ def _unknown_key(text: str, argv: list[str]) -> str | None:
 def _keys(argv: list[str], parent: str) -> str:
   """' Its keys: [...].' for the config (without overrides) at `parent`, or '' if it cannot be
   loaded."""
-  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
-  specs = [a.removeprefix("--config=") for a in argv if a.startswith("--config=")]
   try:
-    node = config_lib.load(specs[0])
+    _, node = _file_config(argv)
     for part in filter(None, parent.split(".")):
       node = node[part]
     return f" Its keys: {sorted(node.keys())}."
   except Exception:  # pylint: disable=broad-except  # only a hint: the error is the message
     return ""
+
+
+def _file_config(argv: list[str]) -> tuple[str, mlc.ConfigDict]:
+  """(the `--config=` spec of `argv`, its config as the file gives it, without overrides)."""
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  spec = next(a.removeprefix("--config=") for a in argv if a.startswith("--config="))
+  return spec, config_lib.load(spec)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -219,13 +225,13 @@ def _override_value_error(error: BaseException, argv: list[str]) -> str | None:
   if found is None:
     return None
   flag, key, value, reason = found.groups()
-  specs = [a.removeprefix("--config=") for a in argv if a.startswith("--config=")]
   try:
-    default = config_lib.get_key(config_lib.load(specs[0]), key)
+    spec, config = _file_config(argv)
+    default = config_lib.get_key(config, key)
   except Exception:  # pylint: disable=broad-except  # only a hint: absl's message stands
     return f"{flag}={value}: {reason}"
   return (f"{flag}={value}: {reason}; config.{key} is of type {type(default).__name__} "
-          f"({default!r} in {specs[0]}): give a value of that type")
+          f"({default!r} in {spec}): give a value of that type")
 
 
 def _config_file_error(error: BaseException) -> BaseException | None:

@@ -80,11 +80,9 @@ def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] =
       convert = (f"; convert it first: python -m darkjax.convert --arch {arch or 'MODEL'} --src "
                  f"{init_dir} --out DIR, then config.model_init=DIR")
     raise ConfigError(f"config.model_init: {error}{convert}") from None
-  run_config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
-  found = meta.get("arch") or (run_config.get("model") or {}).get("name")
+  found, where = convert_io.weights_architecture(meta)
   if arch and found and found != arch and not prefix:
-    raise ConfigError(f"config.model_init {init_dir}: holds {found!r} weights (its "
-                      f"{'meta.json' if meta.get('arch') else 'config.json model.name'}), "
+    raise ConfigError(f"config.model_init {init_dir}: holds {found!r} weights (its {where}), "
                       f"config.model.name is {arch!r}: give weights of that architecture, or "
                       f"--config.model.name={found}")
   if normalise is not None:
@@ -419,15 +417,20 @@ class Trainer:
       path, saved = kept, config_lib.flat(json.loads(kept.read_text(encoding="utf-8")))
     if saved is None:
       return
-    changed = config_lib.differences(saved, config_lib.flat(self._config_json()))
-    if not changed:
+    lines = self._changed_lines(saved)
+    if not lines:
       return
     if not kept.exists():
       kept.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
-    lines = [f"  {key}: {was!r} -> {now!r}" for key, (was, now) in changed.items()]
     log.warning("phase %s: resumed at step %d with other settings than those that trained it "
                 "(the config that did is kept as %s):\n%s", self.phase, start, kept,
                 config_lib.listed(lines))
+
+  def _changed_lines(self, saved: dict[str, Any]) -> list[str]:
+    """"  key: was -> now" for each setting in which this run's config differs from `saved` (a
+    config.json's `config_lib.flat` fields)."""
+    return [f"  {key}: {was!r} -> {now!r}" for key, (was, now) in
+            config_lib.differences(saved, config_lib.flat(self._config_json())).items()]
 
   def _config_changes(self, most: int = 12) -> str:
     """What a checkpoint that does not restore into this run's state needs said: the settings
@@ -436,8 +439,7 @@ class Trainer:
     advice = ("Resume with the config that trained it, or start this config in a new --workdir.")
     if saved is None:
       return f"{path} is missing, so what changed is not known. {advice}"
-    changed = [f"  {key}: {was!r} -> {now!r}" for key, (was, now) in
-               config_lib.differences(saved, config_lib.flat(self._config_json())).items()]
+    changed = self._changed_lines(saved)
     if not changed:
       return f"This run's config equals the one in {path}. {advice}"
     return (f"This run's config differs from the one that trained the checkpoint ({path}):\n"

@@ -234,18 +234,26 @@ def load_variables(out_dir: str) -> tuple[dict, dict]:
   return dict(variables), meta
 
 
+def weights_architecture(meta: Mapping[str, Any]) -> tuple[str | None, str]:
+  """(the model weights read back with `meta` are for, where that is recorded): a conversion's
+  meta.json `arch`, else a darkjax run's config.json `model.name`; (None, "") if neither."""
+  if meta.get("arch"):
+    return str(meta["arch"]), "meta.json"
+  run_config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
+  name = (run_config.get("model") or {}).get("name")
+  return (str(name), "config.json model.name") if name else (None, "")
+
+
 def backbone_variables(path: str, arch: str, key: str, head: str = "fc") -> tuple[dict, dict]:
   """(variables, meta) of zoo model `arch` without its classifier (`head`), from a
   `python -m darkjax.convert` directory or a darkjax run's workdir whose model is `arch` (e.g. a
   backbone pretrained on the bright synthetic clips by configs/synthetic.py). Raises naming config
   key `key` when the directory holds another architecture."""
   variables, meta = load_variables(path)
-  run_config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
-  found = meta.get("arch") or (run_config.get("model") or {}).get("name")
+  found, where = weights_architecture(meta)
   if found and found != arch:
-    raise CheckpointReadError(f"{key} {path}: holds {found!r} weights (its "
-                              f"{'meta.json' if meta.get('arch') else 'config.json model.name'}), "
-                              f"the model needs {arch!r}; pretrain or convert that architecture")
+    raise CheckpointReadError(f"{key} {path}: holds {found!r} weights (its {where}), the model "
+                              f"needs {arch!r}; pretrain or convert that architecture")
   out = {}
   for collection, tree in variables.items():
     out[collection] = {k: v for k, v in dict(tree).items() if k != head}

@@ -112,16 +112,14 @@ class Dataset:
                for shard in self.manifest["splits"][self.split_name(split)]["shards"])
 
 
-_VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
-
-
 def _holds_videos(directory: str, depth: int = 3) -> bool:
   """Whether a local `directory` has a video file within `depth` levels (a downloaded release)."""
+  from darkjax.data import video  # pylint: disable=import-outside-toplevel  (PyAV: errors only)
   if "://" in directory or not os.path.isdir(directory):
     return False
   base = directory.rstrip(os.sep).count(os.sep)
   for root, dirs, files in os.walk(directory):
-    if any(f.lower().endswith(_VIDEO_SUFFIXES) for f in files):
+    if any(video.is_video_file(f) for f in files):
       return True
     if root.count(os.sep) - base >= depth - 1:
       dirs[:] = []

@@ -451,12 +451,9 @@ def ensure_dataset(out_dir: str | os.PathLike, workers: int = 0, show_progress: 
     except FileNotFoundError as error:   # a shard went missing: regenerate
       why = f"a file of it is missing ({str(error).split('. ')[0]})"
   else:
-    def flat(tree, prefix=""):
-      return ({f"{prefix}{k}": v for key, value in tree.items()
-               for k, v in flat(value, f"{key}.").items()} if isinstance(tree, dict)
-              else {prefix.rstrip("."): tree})
-    now, was = flat(json.loads(json.dumps(_metadata(wanted)))), flat(stored)
-    changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
+    from darkjax import config as config_lib  # noqa: PLC0415
+    changed = config_lib.differences(config_lib.flat(stored),
+                                     config_lib.flat(json.loads(json.dumps(_metadata(wanted)))))
     why = f"it was generated with other parameters ({', '.join(changed)})"
   logging.getLogger("darkjax").warning("synthetic dataset %s: generating it again: %s", out_dir,
                                        why)
