@@ -71,7 +71,8 @@ def twostream_config(arg, runlocal_args: dict | None = None,
       eval_clips=1, eval_crops=1,
       streams=("flow",) if "flow" in STREAM_SETS[arg.streams] else ())
   config.input.data.split_index = arg.split
-  config.model = common.model_block("twostream_c3d", code_size=arg.code_size)
+  # Caffe's ceil-mode pools, those the Sports-1M C3D learned on ("port": the PyTorch port's)
+  config.model = common.model_block("twostream_c3d", code_size=arg.code_size, pooling="caffe")
   config.twostream = twostream_block(STREAM_SETS[arg.streams], arg.dcl, arg.alpha)
   config.twostream.flow_normalise = norm["flow"]
   for stream in STREAM_SETS[arg.streams]:
@@ -101,10 +102,11 @@ RECIPE = (
          status="MATCH", note="biases kept, as C3D has them (the paper drops them from its "
          "equations \"for simplicity\")"),
     dict(detail="C3D pooling", paper="P(2, 2, 2, 2) before fc6, as C3D [23] (Caffe)",
-         source="Sec. 3.1", quote="P (2, 2, 2, 2)–FC(4096)", code="darkjax/models/c3d.py pooling",
+         source="Sec. 3.1", quote="P (2, 2, 2, 2)–FC(4096)",
+         code="darkjax/models/c3d.py pooling",
          ours="Caffe's ceil-mode max pools (pool5: 7 x 7 -> 4 x 4, windows at 0, 2, 4, 6)",
          status="MATCH", note="the windows the Sports-1M weights learned on; the PyTorch port's "
-         "padded pool5 shifts each by one pixel (`pooling=port`)"),
+         "padded pool5 shifts each by one pixel (`model.kwargs.pooling=port`)"),
     dict(detail="DC layer size N", paper=4096, source="Sec. 3.1", quote="DC(4096)",
          key="model.kwargs.code_size", status="MATCH"),
     dict(detail="loss", paper="L = Lc + alpha Ld, Ld = ||q - A x||^2", source="Eqs. (4), (7)",

@@ -65,7 +65,8 @@ def get_config(arg=None):
   common.accelerator_input_workers(config)
   if arg.runlocal:
     common.smoke_run(config)
-    config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size)
+    config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size,
+                                      pooling="caffe")
     config.input.update(resize=(36, 48), crop_size=32)
     config.log_every = 1
     config.checkpoint_every = 4

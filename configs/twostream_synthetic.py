@@ -84,7 +84,8 @@ def get_config(arg=None):
                                                    scenario=arg.scenario, flow=stored))
   if arg.train_videos != TRAIN_VIDEOS:
     config.input.data.generate.train_per_class = arg.train_videos
-  config.model = common.model_block("twostream_c3d_small_bn", code_size=arg.code_size)
+  config.model = common.model_block("twostream_c3d_small_bn", code_size=arg.code_size,
+                                    pooling="port")   # the variant's (darkjax.models.twostream)
   config.twostream.flow_method = "farneback"   # TV-L1 costs more CPU time per training clip
   config.twostream.flow_source = "stream" if stored else "compute"
   if stored and "flow" in twostream_base.STREAM_SETS[arg.streams]:
@@ -96,7 +97,8 @@ def get_config(arg=None):
   config.checkpoint_every = 200
   if arg.runlocal:
     common.smoke_run(config)
-    config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size)
+    config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size,
+                                      pooling="caffe")
     config.input.update(resize=(0, 0), crop_size=0)
     config.input.data.generate.test_per_class = 2
     config.evals.video.k = 2

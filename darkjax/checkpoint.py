@@ -198,6 +198,22 @@ def host_fingerprints(tree: Any) -> dict[str, int]:
   return out
 
 
+def restored_fingerprints(tree: Any) -> dict[str, int]:
+  """`fingerprints` of a state restored where it was saved (`restore_state_arrays`): leaves in this
+  process's host memory with numpy, those on its accelerators with the device program (nothing is
+  copied to the host), one program per set of devices the leaves lie on. A leaf with shards on
+  other processes' devices is left out: a program over it would need every process to run it."""
+  out = host_fingerprints(tree)
+  groups: dict[frozenset, dict[str, jax.Array]] = {}
+  for path, leaf in _leaves_by_path(tree).items():
+    if (_fingerprinted(leaf) and isinstance(leaf, jax.Array) and leaf.is_fully_addressable
+        and not _in_host_memory(leaf)):
+      groups.setdefault(frozenset(leaf.devices()), {})[path] = leaf
+  for leaves in groups.values():
+    out.update({path: int(v) for path, v in jax.device_get(_fingerprints(leaves)).items()})
+  return out
+
+
 def changed_arrays(saved: Any, now: dict[str, int]) -> list[str]:
   """The arrays whose fingerprint differs from the one saved (none where the checkpoint has no
   fingerprints: one written before they existed)."""
@@ -397,10 +413,10 @@ class Checkpointer:
       if _is_damage(e) or self._metadata_damaged(step):
         raise self._damaged(step, e) from e
       raise RuntimeError(f"cannot restore checkpoint {self.directory}/{step}: {e}") from e
-    # the arrays orbax placed in this process's host memory (on a GPU or across hosts they stay
-    # where they are, unchecked: reading them back here would copy the whole state)
+    # checked where orbax placed them (the host, this process's GPUs); shards across hosts stay
+    # unchecked here
     changed = changed_arrays((restored["meta"] or {}).get(FINGERPRINTS),
-                             host_fingerprints(restored["state"]))
+                             restored_fingerprints(restored["state"]))
     if changed:
       raise self._changed(step, changed, resumes=False)
     return restored["state"]

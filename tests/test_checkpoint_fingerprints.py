@@ -77,3 +77,25 @@ def test_only_missing_or_bad_bytes_read_as_damage():
                "PERMISSION_DENIED: Error reading gs://b/run/checkpoints/4: does not exist or no "
                "access", "shapes do not match"]:
     assert not checkpoint._is_damage(ValueError(text))   # pylint: disable=protected-access
+
+
+def test_a_state_restored_on_accelerators_is_fingerprinted_there(monkeypatch):
+  """`restore_state_arrays` (predict, export, weights from another run) gets the arrays where
+  orbax placed them: on a GPU their fingerprints come from the device program, not a copy to the
+  host, and give the saved values. Here the CPU devices stand in for a GPU's memory."""
+  tree = _tree()
+  placed = jax.device_put(tree)
+  calls = []
+  program = checkpoint._fingerprints   # pylint: disable=protected-access
+  monkeypatch.setattr(checkpoint, "_fingerprints", lambda t: calls.append(sorted(t)) or program(t))
+  assert checkpoint.restored_fingerprints(placed) == checkpoint.host_fingerprints(tree)
+  assert calls == []   # CPU memory: numpy
+  monkeypatch.setattr(checkpoint, "_in_host_memory", lambda x: not isinstance(x, jax.Array))
+  mixed = dict(placed, step=np.int32(7))   # a numpy leaf beside the device ones
+  assert checkpoint.restored_fingerprints(mixed) == checkpoint.host_fingerprints(tree)
+  assert calls == [["bytes", "mask", "params/kernel", "params/scale"]]
+  kernel = tree["params"]["kernel"].copy()
+  kernel[1, 2, 3] += 1.0
+  changed = dict(placed, params=dict(placed["params"], kernel=jax.device_put(kernel)))
+  assert checkpoint.changed_arrays(checkpoint.host_fingerprints(tree),
+                                   checkpoint.restored_fingerprints(changed)) == ["params/kernel"]

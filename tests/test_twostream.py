@@ -62,6 +62,27 @@ def test_full_size_parameters_and_outputs_pinned():
   assert out["code"]["ir"].shape == (2, 4096) and out["fc7"]["flow"].shape == (2, 4096)
 
 
+def test_pooling_is_a_config_key_that_reaches_both_towers():
+  """`model.kwargs.pooling` sets the towers' C3D pooling ("port" keeps a 2 x 2 pool5 grid of the
+  tiny towers' 2 x 2 input where Caffe's ceil mode keeps 1 x 1: fc6 reads 4x the features); the
+  configs state what their variants pooled with before the key existed."""
+  assert twostream_infar.get_config("").model.kwargs.pooling == "caffe"
+  assert twostream_synthetic.get_config("").model.kwargs.pooling == "port"
+  assert twostream_synthetic.get_config("runlocal").model.kwargs.pooling == "caffe"
+  clips = {s: jax.ShapeDtypeStruct((1, 16, 32, 32, 3), jnp.float32) for s in ("ir", "flow")}
+  fc6 = {}
+  for pooling in ("caffe", "port"):
+    config = twostream_synthetic.get_config("runlocal")
+    config.model.kwargs.pooling = pooling
+    model = models.build(config.model.name, 4, **config.model.kwargs)
+    params = jax.eval_shape(model.init, jax.random.key(0), clips)["params"]
+    fc6[pooling] = {s: params[s]["c3d"]["fc6"]["kernel"].shape[0] for s in ("ir", "flow")}
+  assert fc6["port"] == {s: 4 * fc6["caffe"][s] for s in ("ir", "flow")}
+  with pytest.raises(ValueError, match="pooling 'ceil' is not one of"):
+    jax.eval_shape(models.build("twostream_c3d_tiny", 4, pooling="ceil").init,
+                   jax.random.key(0), clips)
+
+
 def test_code_size_below_class_count_fails():
   model = models.build("twostream_c3d_tiny", 12, code_size=5)
   clips = {s: jnp.zeros((1, 16, 32, 32, 3)) for s in ("ir", "flow")}

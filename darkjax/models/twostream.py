@@ -14,6 +14,8 @@ With `code_size = 0` a tower has no DC layer (the paper's "net without DCL").
 `out["fc7"][stream]` (B, fc_width). Parameters live under `params/<stream>/{c3d, softmax, code}`;
 `c3d` has exactly the layout of the zoo's headless `c3d` (`num_classes=0`), so a Sports-1M
 conversion (`python -m darkjax.convert --arch c3d --num-classes 0`) loads into either tower.
+`pooling` ("caffe" | "port", darkjax.models.c3d; the config key `model.kwargs.pooling`) sets the
+towers' max pooling; "" keeps the variant's own (the paper size: Caffe's, the weights' own).
 The paper ignores biases "for simplicity" (its footnote 3); the layers here keep them, as C3D has.
 """
 
@@ -39,6 +41,7 @@ class StreamNet(nn.Module):
   backbone_kwargs: Mapping[str, Any] = None
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy of the C3D convs (True = "full")
+  pooling: str = ""          # the C3D's max pooling, "caffe" | "port" ("": backbone_kwargs')
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -46,6 +49,8 @@ class StreamNet(nn.Module):
       raise ValueError(f"twostream: backbone {self.backbone!r} is not a C3D variant; known: "
                        f"{sorted(c3d.VARIANTS)}")
     kwargs = {"remat": self.remat, **dict(self.backbone_kwargs or {})}
+    if self.pooling:
+      kwargs["pooling"] = self.pooling
     tower = c3d.VARIANTS[self.backbone](0, dtype=self.dtype, **kwargs, name="c3d")
     fc7, _ = tower(x, train=train)
     out = {"fc7": fc7}
@@ -66,6 +71,7 @@ class TwoStreamC3D(nn.Module):
   backbone_kwargs: Mapping[str, Any] = None
   dtype: Any = jnp.float32
   remat: bool | str = False  # darkjax.layers.remat policy of the C3D convs (True = "full")
+  pooling: str = ""          # the towers' C3D max pooling, "caffe" | "port" ("": the variant's)
 
   @nn.compact
   def __call__(self, clips: Mapping[str, jax.Array], train: bool = False
@@ -83,7 +89,7 @@ class TwoStreamC3D(nn.Module):
     logits, out = {}, {"fc7": {}, "code": {}}
     for name in self.streams:
       tower = StreamNet(self.num_classes, self.code_size, self.backbone, self.backbone_kwargs,
-                        self.dtype, self.remat, name=name)
+                        self.dtype, self.remat, self.pooling, name=name)
       logits[name], tower_out = tower(clips[name], train=train)
       out["fc7"][name] = tower_out["fc7"]
       if "code" in tower_out:
