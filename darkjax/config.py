@@ -389,6 +389,11 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[A
           if a.get(key, absent) != b.get(key, absent)}
 
 
+def covers(declared: str, field: str) -> bool:
+  """Whether the dotted field `declared` is `field` or holds it (`lift` covers `lift.kd`)."""
+  return field == declared or field.startswith(declared + ".")
+
+
 class MissingWeightsError(ConfigError):
   """A paper config runs without the pretrained weights its recipe starts from."""
 

@@ -177,6 +177,10 @@ class Trainer:
   # The progress bar shown on a terminal only and cleared when the phase ends: for a runner that
   # prints its own line per run (darkjax.tools.experiment).
   transient_bar: bool = False
+  # Fields of the config this phase's training never reads (`task.Phase.ignores`): a resume whose
+  # config differs from the one that trained the checkpoint only there trains alike (an
+  # experiment's arm handed the default arm's phase), so it is no changed-settings warning.
+  ignores: Sequence[str] = ()
   # Set by __post_init__ (mesh) and build (step, shardings); `state` holds the live TrainState.
   mesh: Any = dataclasses.field(init=False, default=None)
   batch_sharding: Any = dataclasses.field(init=False, default=None)
@@ -417,8 +421,13 @@ class Trainer:
       path, saved = kept, config_lib.flat(json.loads(kept.read_text(encoding="utf-8")))
     if saved is None:
       return
-    lines = self._changed_lines(saved)
+    lines = self._changed_lines(saved, only_read=True)
     if not lines:
+      ignored = self._changed_lines(saved)
+      if ignored:
+        log.info("phase %s: resumed at step %d; its config differs from the one that trained it "
+                 "only in fields this phase does not read:\n%s", self.phase, start,
+                 config_lib.listed(ignored))
       return
     if not kept.exists():
       kept.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
@@ -426,11 +435,13 @@ class Trainer:
                 "(the config that did is kept as %s):\n%s", self.phase, start, kept,
                 config_lib.listed(lines))
 
-  def _changed_lines(self, saved: dict[str, Any]) -> list[str]:
+  def _changed_lines(self, saved: dict[str, Any], only_read: bool = False) -> list[str]:
     """"  key: was -> now" for each setting in which this run's config differs from `saved` (a
-    config.json's `config_lib.flat` fields)."""
+    config.json's `config_lib.flat` fields); `only_read`: only those this phase reads (not
+    `ignores`)."""
     return [f"  {key}: {was!r} -> {now!r}" for key, (was, now) in
-            config_lib.differences(saved, config_lib.flat(self._config_json())).items()]
+            config_lib.differences(saved, config_lib.flat(self._config_json())).items()
+            if not (only_read and any(config_lib.covers(i, key) for i in self.ignores))]
 
   def _config_changes(self, most: int = 12) -> str:
     """What a checkpoint that does not restore into this run's state needs said: the settings
@@ -918,7 +929,8 @@ def phase_trainers(phase: task_lib.Phase, phase_config: mlc.ConfigDict, task: An
   it (a `fit` candidate: another dtype, remat, accumulation or mesh) gets its own Task."""
   def build(config: mlc.ConfigDict) -> Trainer:
     own = task if config is phase_config else phase.task(config, earlier)
-    return Trainer(config, directory, task=own, phase=phase.name, **trainer_kwargs)
+    return Trainer(config, directory, task=own, phase=phase.name, ignores=phase.ignores,
+                   **trainer_kwargs)
   return build
 
 

@@ -140,7 +140,7 @@ def _loss_jaxpr(config, phase_name: str) -> str:
 def _training_fields(config, phase_name: str) -> dict:
   from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
   view = config_lib.flat(task_lib.find_phase(config, phase_name).config(config))
-  return {k: v for k, v in view.items() if any(arms.covers(f, k) for f in _TRAINING_FIELDS)}
+  return {k: v for k, v in view.items() if any(config_lib.covers(f, k) for f in _TRAINING_FIELDS)}
 
 
 @pytest.mark.parametrize("config_arg,phase_name,fields,read", IGNORED,
@@ -156,8 +156,8 @@ def test_a_phase_does_not_read_what_it_ignores(config_arg, phase_name, fields, r
   reference = _loss_jaxpr(config({}), phase_name)
   training = _training_fields(config({}), phase_name)
   for field, value in fields.items():
-    assert any(arms.covers(i, field) for i in declared), (phase_name, field)
+    assert any(config_lib.covers(i, field) for i in declared), (phase_name, field)
     assert _loss_jaxpr(config({field: value}), phase_name) == reference, field
     assert _training_fields(config({field: value}), phase_name) == training, field
-  assert not any(arms.covers(i, read[0]) for i in declared)
+  assert not any(config_lib.covers(i, read[0]) for i in declared)
   assert _loss_jaxpr(config(dict([read])), phase_name) != reference, read

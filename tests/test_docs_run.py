@@ -330,3 +330,6 @@ def test_block_runs_at_smoke_size(page, block, data_root, tmp_path, main_env):
       assert result.returncode == 0, (f"{page}: {' '.join(command.words)}\nran as: {module} "
                                       f"{' '.join(args)}\n{result.stderr[-4000:]}")
       _check_outputs(module, args, result.stdout)
+      # An experiment's arm resumes the default arm's phases it shares (configs differing only in
+      # fields the phase does not read): that is no resume with other settings.
+      assert "with other settings" not in result.stderr, result.stderr[-4000:]

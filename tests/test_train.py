@@ -235,6 +235,16 @@ def test_a_resume_with_other_settings_says_which_and_keeps_the_config_that_train
     assert json.load(f)["optimizer"]["lr"] == first.optimizer.lr / 2
   assert sorted(f for f in os.listdir(workdir) if f.startswith("config")) == [
       "config.json", "config.until_step4.json"]
+  # A change in fields the phase never reads (`task.Phase.ignores`, an experiment arm's shared
+  # phase) is said at info level, with no config kept
+  caplog.clear()
+  ignored = small_config(data_dir, steps=6, checkpoint_every=2, log_every=3,
+                         **{"optimizer.lr": first.optimizer.lr / 2})
+  with caplog.at_level(logging.INFO, logger="darkjax"):
+    train.Trainer(ignored, workdir, ignores=("log_every",)).run()
+  assert "with other settings" not in caplog.text
+  assert "only in fields this phase does not read:\n  log_every: " in caplog.text
+  assert not os.path.exists(os.path.join(workdir, "config.until_step6.json"))
 
 
 def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):

@@ -43,7 +43,7 @@ def resolved_view(config: mlc.ConfigDict) -> dict[str, Any]:
 def phase_view(phase: task_lib.Phase, config: mlc.ConfigDict) -> dict[str, Any]:
   """The fields of `phase`'s config that its training reads: all but `phase.ignores`."""
   return {key: value for key, value in config_lib.flat(phase.config(config)).items()
-          if not any(covers(ignored, key) for ignored in phase.ignores)}
+          if not any(config_lib.covers(ignored, key) for ignored in phase.ignores)}
 
 
 def shared_phases(default: mlc.ConfigDict, arm: mlc.ConfigDict) -> tuple[str, ...]:
@@ -66,10 +66,6 @@ def shared_phases(default: mlc.ConfigDict, arm: mlc.ConfigDict) -> tuple[str, ..
     if phase_view(phase, arm) == phase_view(theirs, default):
       shared.append(phase.name)
   return tuple(shared)
-
-
-def covers(declared: str, field: str) -> bool:
-  return field == declared or field.startswith(declared + ".")
 
 
 def parse_changes(items: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -100,8 +96,8 @@ def check(default: mlc.ConfigDict, arms: Mapping[str, mlc.ConfigDict],
   for name, config in arms.items():
     diff = config_lib.differences(base, resolved_view(config))
     keys = tuple(declared.get(name, ()))
-    undeclared = [f for f in diff if not any(covers(k, f) for k in keys)]
-    unchanged = [k for k in keys if not any(covers(k, f) for f in diff)]
+    undeclared = [f for f in diff if not any(config_lib.covers(k, f) for k in keys)]
+    unchanged = [k for k in keys if not any(config_lib.covers(k, f) for f in diff)]
     if undeclared or unchanged:
       shown = "; ".join(f"{f}: {diff[f][0]!r} -> {diff[f][1]!r}" for f in undeclared)
       problems.append(
