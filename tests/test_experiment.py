@@ -154,23 +154,62 @@ def test_a_bad_arg_or_override_is_one_line_before_any_run(config, variant, line,
 
 def test_contrasts_within_runs():
   assert experiment.parse_contrasts(["gain=video/late_fusion2/accuracy-video/flow/knn/accuracy"]) \
-      == {"gain": ("video/late_fusion2/accuracy", "video/flow/knn/accuracy")}
-  assert experiment.parse_contrasts(["s=eval/top1 - teacher_eval/top1"]) == {
-      "s": ("eval/top1", "teacher_eval/top1")}
+      == {"gain": "video/late_fusion2/accuracy-video/flow/knn/accuracy"}
   with pytest.raises(ValueError, match="METRIC_A-METRIC_B"):
     experiment.parse_contrasts(["gain=eval/top1"])
-  results = {"default": [{"a": 0.9, "b": 0.8}, {"a": 0.7, "b": 0.5}, {"a": 0.6, "b": 0.5}]}
-  within = experiment.contrasts_within_runs(results, {"g": ("a", "b")})["default"]["g"]
+  # split where both sides are the runs' metrics: a metric name may hold a '-'
+  metrics = ["video/late_fusion2/accuracy", "video/flow/knn/accuracy", "eval/top1",
+             "teacher_eval/top1", "video/a-b/acc", "video/c/acc"]
+  assert experiment.split_contrast("g", "video/late_fusion2/accuracy-video/flow/knn/accuracy",
+                                   metrics) == ("video/late_fusion2/accuracy",
+                                                "video/flow/knn/accuracy")
+  assert experiment.split_contrast("g", "video/a-b/acc-video/c/acc", metrics) == (
+      "video/a-b/acc", "video/c/acc")
+  assert experiment.split_contrast("s", "eval/top1 - teacher_eval/top1", metrics) == (
+      "eval/top1", "teacher_eval/top1")
+  with pytest.raises(ValueError, match="more than one way.*with spaces"):
+    experiment.split_contrast("g", "a-b-c", ["a", "b-c", "a-b", "c"])
+  with pytest.raises(ValueError, match="'eval/top1-nothing' is not two of the runs' metrics"):
+    experiment.split_contrast("g", "eval/top1-nothing", metrics)
+  results = {"default": [{"a": 0.9, "b": 0.8, "seed": 0}, {"a": 0.7, "b": 0.5, "seed": 1},
+                         {"a": 0.6, "b": 0.5, "seed": 2}]}
+  within, parts = experiment.contrasts_within_runs(results, {"g": "a-b"})
+  assert parts == {"g": ("a", "b")}
+  within = within["default"]["g"]
   assert within["mean"] == pytest.approx(0.4 / 3) and within["n"] == 3
   assert within["values"] == pytest.approx([0.1, 0.2, 0.1])
   text = experiment.markdown(experiment.aggregate(results, "a"), "t", None, None,
-                             {"default": {"g": within}}, {"g": ("a", "b")})
+                             {"default": {"g": within}}, parts)
   assert "| g: `a` - `b` | +13.3 +- 5.8 [" in text
-  # an arm without one of the metrics (no kNN head without DCL) has no entry; a typo fails
-  partial = experiment.contrasts_within_runs({**results, "no_c": [{"a": 0.5}]}, {"g": ("a", "b")})
+  # an arm without one of the metrics (no kNN head without DCL) has no entry; an arm where one run
+  # lacks it is tabled over the runs that have both (n says how many); a typo fails
+  partial, _ = experiment.contrasts_within_runs(
+      {**results, "no_c": [{"a": 0.5}], "one_short": [{"a": 0.5, "b": 0.2}, {"a": 0.4}]},
+      {"g": "a-b"})
   assert "g" in partial["default"] and partial["no_c"] == {}
-  with pytest.raises(ValueError, match="no variant's runs all have both 'a' and 'c'"):
-    experiment.contrasts_within_runs(results, {"g": ("a", "c")})
+  assert partial["one_short"]["g"]["n"] == 1 and partial["one_short"]["g"]["mean"] == \
+      pytest.approx(0.3)
+  with pytest.raises(ValueError, match="no run has both 'a' and 'c'"):
+    experiment.contrasts_within_runs(results, {"g": "a - c"})
+
+
+def test_metrics_are_never_the_runs_bookkeeping_and_one_run_has_no_spread():
+  results = {"default": [{"eval/top1": 0.5, "seed": 0, "split": None, "variant": "default",
+                          "config_arg": "a", "seconds": 12.0}]}
+  assert list(experiment.aggregate(results, ".")["default"]) == ["eval/top1"]
+  assert list(experiment.aggregate(results, "s$")["default"]) == []
+  entry = experiment.aggregate(results, "top1")["default"]["eval/top1"]
+  assert entry["n"] == 1 and np.isnan(entry["std"]) and np.isnan(entry["ci95"])
+  assert "| eval/top1 | 50.0 (n=1) |" in experiment.markdown({"default": {"eval/top1": entry}}, "t")
+
+
+def test_a_seed_given_twice_is_refused(tmp_path, capsys):
+  with pytest.raises(SystemExit) as stop:
+    experiment.main(["--config", "configs/synthetic.py:runlocal", "--seeds", "0,0,1", "--out",
+                     str(tmp_path / "out")])
+  assert stop.value.code == 2
+  assert "--seeds 0,0,1: seed 0 given more than once" in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()
 
 
 def _losses(phase_dir):

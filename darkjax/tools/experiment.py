@@ -14,12 +14,15 @@ all` runs every split of the dataset (`train1`/`test1` ... in the prepared manif
 HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once), setting
 `split_index` of every data block of the config. The metrics matching `--metrics` are averaged
 over all seeds and splits of a variant (mean +- sample std, ddof=1, and the 95% confidence
-interval of the mean, Student's t) into DIR/table.md and DIR/table.json, with each variant's
+interval of the mean, Student's t; neither for a single run: nan in the JSON) into DIR/table.md
+and DIR/table.json, with each variant's
 difference from `default` paired over the runs of the same seed and split (mean and 95% interval;
 also DIR/paired.json); `--pair NAME=ARM_A-ARM_B` tables the same for any two arms (DIR/pairs.json;
 e.g. a 2 x 2 factorial's KD effect without SSL, `kd=no_ssl-alone`). `--contrast NAME=A-B` tables,
 per variant, metric A minus metric B of the same run (a two-stream run's late fusion minus its
-flow net, a LIFT-Net run's student minus its teacher; DIR/contrasts.json).
+flow net, a LIFT-Net run's student minus its teacher; DIR/contrasts.json), over the runs that have
+both; `A - B` with spaces where the metric names hold a '-' themselves. `--metrics` matches metric
+names only (never a run's seed, split or time); a seed given twice is refused.
 
 A variant is an arm of a controlled comparison: `--changes NAME=FIELD,...` declares the config
 fields it changes, and before anything trains every arm's resolved config (and the phases it
@@ -215,9 +218,10 @@ def progress_line(plan: Sequence[tuple[Any, int, str]], index: int, result: dict
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (nan for one value: no spread is measured)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   values = np.asarray(values, np.float64)
-  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
 
 
 def ci95(values: Sequence[float]) -> float:
@@ -305,12 +309,22 @@ def with_run(config: mlc.ConfigDict, seed: int, split: int | None) -> mlc.Config
   return config
 
 
+# What a stored result holds beside its metrics (`run_cached`'s info and its wall time): never
+# tabled, whatever `--metrics` matches.
+RUN_FIELDS = ("seed", "split", "variant", "config_arg", "seconds")
+
+
+def run_metrics(run: dict[str, Any]) -> list[str]:
+  """The metric names of a stored result (its fields but `RUN_FIELDS`)."""
+  return [k for k in run if k not in RUN_FIELDS]
+
+
 def aggregate(results: dict[str, list[dict[str, Any]]], pattern: str) -> dict[str, Any]:
   """{variant: {metric: {mean, std, n, values}}} over the metrics matching `pattern`."""
   matcher = re.compile(pattern)
   table: dict[str, Any] = {}
   for variant, runs in results.items():
-    metrics = sorted({k for run in runs for k in run if matcher.search(k)})
+    metrics = sorted({k for run in runs for k in run_metrics(run) if matcher.search(k)})
     table[variant] = {}
     for metric in metrics:
       values = [float(run[metric]) for run in runs if metric in run]
@@ -363,45 +377,64 @@ def parse_pairs(items: Sequence[str], arms: Sequence[str]) -> dict[str, tuple[st
   return out
 
 
-def parse_contrasts(items: Sequence[str]) -> dict[str, tuple[str, str]]:
-  """`NAME=METRIC_A-METRIC_B` strings -> {name: (metric a, metric b)}; a metric is a full metric
-  name (`eval/top1`, `video/flow/knn/accuracy`), split at the one ` - ` or, without spaces, at the
-  `-` that leaves two names of the runs' metrics (checked when the table is made)."""
-  out: dict[str, tuple[str, str]] = {}
+def parse_contrasts(items: Sequence[str]) -> dict[str, str]:
+  """`NAME=METRIC_A-METRIC_B` strings -> {name: expression}; a metric is a full metric name
+  (`eval/top1`, `video/flow/knn/accuracy`). The expression is split into its two metrics when the
+  runs' metric names are known (`split_contrast`)."""
+  out: dict[str, str] = {}
   for item in items:
     name, sep, expression = item.partition("=")
-    parts = [p.strip() for p in expression.split(" - ")] if " - " in expression else \
-        expression.split("-")
-    if not sep or len(parts) != 2 or not all(parts) or not re.fullmatch(r"[\w.-]+", name):
+    if not sep or "-" not in expression.strip("- ") or not re.fullmatch(r"[\w.-]+", name):
       raise ValueError(f"--contrast {item!r}: expected NAME=METRIC_A-METRIC_B, e.g. "
                        "fusion_gain=video/late_fusion2/accuracy-video/flow/knn/accuracy")
     if name in out:
       raise ValueError(f"--contrast {name!r} given twice")
-    out[name] = (parts[0], parts[1])
+    out[name] = expression
   return out
+
+
+def split_contrast(name: str, expression: str, metrics: Sequence[str]) -> tuple[str, str]:
+  """(metric a, metric b) of a `--contrast` expression: split at its one ` - `, or, without
+  spaces, at the `-` that leaves two of `metrics` (names that hold a `-` themselves)."""
+  if " - " in expression:
+    parts = [p.strip() for p in expression.split(" - ")]
+    if len(parts) == 2 and all(parts):
+      return parts[0], parts[1]
+  else:
+    splits = [(expression[:i], expression[i + 1:]) for i, c in enumerate(expression)
+              if c == "-" and expression[:i] in metrics and expression[i + 1:] in metrics]
+    if len(splits) == 1:
+      return splits[0]
+    if len(splits) > 1:
+      raise ValueError(f"--contrast {name}: {expression!r} splits into two metrics more than one "
+                       "way; write it with spaces around the minus, 'METRIC_A - METRIC_B'")
+  raise ValueError(f"--contrast {name}: {expression!r} is not two of the runs' metrics joined by "
+                   f"'-'; their metrics: {sorted(metrics)}")
 
 
 def contrasts_within_runs(results: dict[str, list[dict[str, Any]]],
-                          contrasts: dict[str, tuple[str, str]]) -> dict[str, Any]:
-  """{variant: {contrast: {mean, std, ci95, n, values}}}: metric a minus metric b of the same run
-  (e.g. a fused prediction minus one stream's, both from one trained model), over the variant's
-  runs. A variant whose runs lack either metric (an arm without that head) has no entry; a
-  contrast that no variant has raises, naming the metrics the runs have."""
+                          contrasts: dict[str, str]) -> tuple[dict[str, Any],
+                                                              dict[str, tuple[str, str]]]:
+  """({variant: {contrast: {mean, std, ci95, n, values}}}, {contrast: (metric a, metric b)}):
+  metric a minus metric b of the same run (e.g. a fused prediction minus one stream's, both from
+  one trained model), over the variant's runs that have both (n counts them, as `aggregate`'s
+  does); a variant none of whose runs has both (an arm without that head) has no entry. A
+  contrast that no run has, or that names no two metrics, raises naming the runs' metrics."""
+  known = sorted({k for runs in results.values() for run in runs for k in run_metrics(run)})
   out: dict[str, Any] = {variant: {} for variant in results}
-  for name, (a, b) in contrasts.items():
+  parts: dict[str, tuple[str, str]] = {}
+  for name, expression in contrasts.items():
+    a, b = parts[name] = split_contrast(name, expression, known)
     for variant, runs in results.items():
-      if not runs or any(a not in run or b not in run for run in runs):
-        continue
-      values = [float(run[a]) - float(run[b]) for run in runs]
-      mean, std = mean_std(values)
-      out[variant][name] = {"mean": mean, "std": std, "ci95": ci95(values), "n": len(values),
-                            "values": values}
+      values = [float(run[a]) - float(run[b]) for run in runs if a in run and b in run]
+      if values:
+        mean, std = mean_std(values)
+        out[variant][name] = {"mean": mean, "std": std, "ci95": ci95(values), "n": len(values),
+                              "values": values}
     if not any(name in entries for entries in out.values()):
-      known = sorted({k for runs in results.values() for run in runs for k, v in run.items()
-                      if isinstance(v, float)})
-      raise ValueError(f"--contrast {name}: no variant's runs all have both {a!r} and {b!r}; "
-                       f"their metrics: {known}")
-  return out
+      raise ValueError(f"--contrast {name}: no run has both {a!r} and {b!r}; their metrics: "
+                       f"{known}")
+  return out, parts
 
 
 def _interval(entry: dict[str, Any]) -> str:
@@ -426,7 +459,7 @@ def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = 
     for column in columns:
       e = entry(column)
       cells.append("" if e is None else f"{100 * e['mean']:{'+' if signed else ''}.1f}"
-                   + (f" +- {100 * e['std']:.1f}" if spread else "")
+                   + (f" +- {100 * e['std']:.1f}" if spread and e["std"] == e["std"] else "")
                    + f"{_interval(e)} (n={e['n']})")
     return f"| {label} | " + " | ".join(cells) + " |"
 
@@ -488,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
   path, _, base_arg = args.config.partition(":")
   try:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+      raise ValueError(f"--seeds {args.seeds}: seed {', '.join(map(str, repeated))} given more "
+                       "than once (a seed's run is one run: counting it twice would narrow the "
+                       "intervals)")
     variants = parse_variants(args.variant)
     declared = arms_lib.parse_changes(args.changes)
     contrasts = parse_contrasts(args.contrast)
@@ -562,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
   paired = paired_differences(results, table)
   between = {name: arm_difference(results, table, a, b) for name, (a, b) in pairs.items()}
   try:
-    within = contrasts_within_runs(results, contrasts)
+    within, contrasts = contrasts_within_runs(results, contrasts)
   except ValueError as error:
     print(f"darkjax.tools.experiment: {error}", file=sys.stderr)
     return 2
