@@ -410,11 +410,13 @@ class Trainer:
       return path, None
     return path, config_lib.flat(json.loads(path.read_text(encoding="utf-8")))
 
-  def _keep_changed_config(self, start: int) -> None:
+  def _keep_changed_config(self, start: int, trains: bool = True) -> None:
     """A run resumed at `start` with a config whose settings differ from the one that trained
     its checkpoint (the arrays agree, or it would not have restored: a learning rate, the data, the
     normalisation): says which, and keeps that config as WORKDIR/config.until_step<start>.json
-    before config.json becomes this run's (the first one kept where a step is resumed again)."""
+    before config.json becomes this run's (the first one kept where a step is resumed again).
+    `trains` False (the run has no step left to train): says the settings change nothing, and
+    keeps nothing (config.json stays)."""
     path, saved = self._saved_config()
     kept = paths.resolve(self.workdir) / f"config.until_step{start}.json"
     if kept.exists():   # resumed at this step before: config.json may have trained nothing
@@ -428,6 +430,12 @@ class Trainer:
         log.info("phase %s: resumed at step %d; its config differs from the one that trained it "
                  "only in fields this phase does not read:\n%s", self.phase, start,
                  config_lib.listed(ignored))
+      return
+    if not trains:
+      log.warning("phase %s: already trained to step %d, with other settings than this run's; "
+                  "they change nothing, no step is left to train (config.json keeps those that "
+                  "trained it; give more steps to train on with these, or a new --workdir):\n%s",
+                  self.phase, start, config_lib.listed(lines))
       return
     if not kept.exists():
       kept.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
@@ -698,10 +706,14 @@ class Trainer:
                            fresh=latest is None)
       start = self.init_state(data_iterator=train_iter)
       if self.is_lead:   # once restored: a run that cannot resume keeps the config it trained with
+        trains = start < last
         if start > 0:
-          self._keep_changed_config(start)
-        file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
-                                     self._config_json(), sort_keys=True)
+          self._keep_changed_config(start, trains)
+        # config.json is the config that trained the checkpoints (predict and export read their
+        # normalisation from it): a call with nothing to train leaves it as it is
+        if trains or self._saved_config()[1] is None:
+          file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
+                                       self._config_json(), sort_keys=True)
       self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)
       step_rng = jax.random.fold_in(rng, 2)
       log.info("model %s: %s parameters; mesh %s", cfg.model.name, f"{self.param_count:,}",
@@ -828,7 +840,10 @@ class Trainer:
     if not (paths.resolve(self.workdir) / "metrics.jsonl").is_file():
       return {}
     rows = [r for r in metrics_lib.read_metrics(self.workdir) if r.get("step") == step]
-    return {k: v for row in rows for k, v in row.items()   # as logged: counts stay ints
+    # as the evaluation returned them: metrics.jsonl holds every scalar as a float, and an
+    # evaluation's example count is an int (reports and the final line leave counts out)
+    return {k: int(v) if k.endswith("/num_examples") else v for row in rows
+            for k, v in row.items()
             if k != "step" and not k.startswith("train/") and isinstance(v, (int, float))}
 
   def logged_results(self, step: int) -> dict[str, Any]:

@@ -335,3 +335,19 @@ def test_onnx_export_is_the_same_on_every_host(case, tmp_path):
       graphs[name] = export.export_onnx(fn, sample, case).SerializeToString()
     assert chosen and set(chosen) <= conv.PORTABLE_LOWERINGS, (name, dict(chosen))
   assert len(set(graphs.values())) == 1
+
+
+def test_onnx_export_without_jax2onnx_gives_readmes_install_and_makes_nothing(tmp_path,
+                                                                             monkeypatch):
+  """The install command in the error is README's ONNX section's (the `onnx` extra alone lacks
+  jax2onnx), said before the run is read or --out made."""
+  real = export.importlib.util.find_spec
+  monkeypatch.setattr(export.importlib.util, "find_spec",
+                      lambda name, *a: None if name == "jax2onnx" else real(name, *a))
+  out = tmp_path / "export"
+  with pytest.raises(export.ExportError,
+                     match=r"needs jax2onnx( and onnx)? \(not installed\)") as error:
+    export.export_run(str(tmp_path / "no_run"), str(out), "onnx")
+  assert export.ONNX_INSTALL in str(error.value) and not out.exists()
+  readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+  assert f"\n{export.ONNX_INSTALL}\n" in readme

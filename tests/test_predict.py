@@ -99,6 +99,10 @@ def test_missing_checkpoint_and_video_are_named(trained, tmp_path):
   spec, workdir, _, _, _ = trained
   with pytest.raises(predict.PredictError, match="checkpoints does not exist"):
     predict_checkpoint.Predictor(config_lib.load(spec), str(tmp_path))
+  # a run directory that is not there is named as such, not answered with "pass --config"
+  for given in (None, spec):
+    with pytest.raises(predict.PredictError, match=r"nowhere does not exist or is no directory"):
+      predict_checkpoint.run_config(str(tmp_path / "nowhere"), given)
   predictor = predict_checkpoint.Predictor(config_lib.load(spec), workdir)
   with pytest.raises(predict.PredictError, match="missing.avi: file not found"):
     predictor.predict(str(tmp_path / "missing.avi"))

@@ -247,6 +247,36 @@ def test_a_resume_with_other_settings_says_which_and_keeps_the_config_that_train
   assert not os.path.exists(os.path.join(workdir, "config.until_step6.json"))
 
 
+def test_a_finished_run_rerun_with_other_settings_keeps_the_config_that_trained_it(
+    data_dir, tmp_path, caplog):
+  """Nothing is left to train: the changed settings change nothing, and config.json (which predict
+  and export read the normalisation from) stays the one that trained the checkpoints."""
+  workdir = str(tmp_path / "run")
+  train.Trainer(small_config(data_dir, steps=2), workdir).run()
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    trained = f.read()
+  again = small_config(data_dir, steps=2, **{"input.normalise": "imagenet"})
+  with caplog.at_level(logging.WARNING, logger="darkjax"):
+    train.Trainer(again, workdir).run()
+  assert "already trained to step 2, with other settings" in caplog.text
+  assert "input.normalise: 'per_clip' -> 'imagenet'" in caplog.text
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    assert f.read() == trained
+  assert not [f for f in os.listdir(workdir) if f.startswith("config.until_step")]
+
+
+def test_a_finished_runs_logged_evaluation_is_what_the_evaluation_returned(tmp_path):
+  """A rerun of a finished run reports its logged evaluation: metrics.jsonl holds floats, and
+  the example count comes back an int as the evaluation gave it (the reports leave counts out:
+  a float count had added a row to report.md on every rerun)."""
+  writer = metrics_lib.MetricsWriter(str(tmp_path))
+  writer.write(4, {"eval/top1": 0.5, "eval/num_examples": 20, "train/loss": 1.0})
+  writer.close()
+  logged = train.Trainer._logged_evaluation(mock.Mock(workdir=str(tmp_path)), 4)   # pylint: disable=protected-access
+  assert logged == {"eval/top1": 0.5, "eval/num_examples": 20}
+  assert isinstance(logged["eval/num_examples"], int)
+
+
 def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):
   config = small_config(str(tmp_path))
   config.input.data.name = "arid_v1"

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -189,14 +190,24 @@ def _quiet_plugin_imports():
       logger.setLevel(level)
 
 
+# What ONNX export needs installed, as README's ONNX section installs it (jax2onnx without its
+# dependencies: its metadata pins an older orbax-checkpoint than darkjax's).
+ONNX_INSTALL = "pip install -e '.[onnx]' && pip install --no-deps jax2onnx==0.17.1"
+
+
+def require_onnx() -> None:
+  """Raises ExportError with the install command unless jax2onnx and onnx can be imported."""
+  missing = [name for name in ("jax2onnx", "onnx") if importlib.util.find_spec(name) is None]
+  if missing:
+    raise ExportError(f"ONNX export needs {' and '.join(missing)} (not installed): "
+                      f"{ONNX_INSTALL}")
+
+
 def export_onnx(fn: Callable, sample: dict[str, jax.ShapeDtypeStruct], model_name: str,
                 metadata: dict[str, Any] | None = None):
   """ONNX ModelProto of `fn` (symbolic batch "batch"); ExportError names the model and the op."""
-  try:
-    import jax2onnx  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise ExportError("ONNX export needs jax2onnx and onnxruntime: pip install -e '.[onnx]'"
-                      ) from None
+  require_onnx()
+  import jax2onnx  # pylint: disable=import-outside-toplevel
   shapes = _symbolic(sample)   # uint8 inputs with a symbolic batch
   with conv.export_lowering(), _quiet_plugin_imports():   # the export forms: host-independent
     try:
@@ -226,6 +237,8 @@ def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | N
   file's path."""
   if fmt not in FORMATS:
     raise ExportError(f"--format {fmt!r} unknown; valid: {FORMATS}")
+  if fmt == "onnx":   # before anything is read or made
+    require_onnx()
   config = predict_checkpoint.run_config(workdir, config_spec)
   try:   # before the model is read and traced: a bad --out fails at once
     paths.resolve(out_dir).mkdir(parents=True, exist_ok=True)

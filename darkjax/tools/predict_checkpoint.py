@@ -50,6 +50,9 @@ _RUN_ONLY = re.compile(
 def run_config(workdir: str, spec: str | None = None) -> mlc.ConfigDict:
   """The config of the run in `workdir` (a directory or URL): `spec` (a config file[:args]) if
   given, else the `config.json` of the run or of its deployed phase's sub-directory."""
+  if not paths.resolve(workdir).is_dir():
+    raise PredictError(f"{workdir} does not exist or is no directory: give the directory of a "
+                       "darkjax run (the --workdir darkjax.main trained in)")
   if spec:
     return config_lib.load(spec)
   saved = saved_run_config(workdir)
