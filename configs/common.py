@@ -8,6 +8,7 @@ Configs are ml_collections ConfigDicts built by `get_config(arg)`; `arg` is the 
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 
 import ml_collections as mlc
@@ -30,7 +31,10 @@ def parse_arg(arg: str | None, variants: dict[str, dict] | None = None, **spec) 
     name, has_value, raw = item.partition("=")
     name = name.strip()
     if name not in spec:
-      raise KeyError(f"unknown config arg {name!r} in {arg!r}; valid args: {sorted(spec)}")
+      close = difflib.get_close_matches(name, list(spec), n=1)
+      raise KeyError(f"unknown config arg {name!r} in {arg!r}"
+                     + (f" (did you mean {close[0]!r}?)" if close else "")
+                     + f"; valid args: {sorted(spec)}")
     default = spec[name]
     if not has_value:
       if not isinstance(default, bool):

@@ -58,7 +58,7 @@ def main(argv):
   configure_cpu_flags()
   # absl/orbax log every checkpoint step at INFO; darkjax's own progress is the bar + its logger.
   absl_logging.set_verbosity(absl_logging.WARNING)
-  handler = logging.StreamHandler()
+  handler = BarSafeHandler()
   handler.setFormatter(logging.Formatter("%(asctime)s darkjax: %(message)s"))
   darkjax_log = logging.getLogger("darkjax")
   darkjax_log.addHandler(handler)
@@ -98,6 +98,25 @@ def main(argv):
   summary = {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and "/" in k
              and "per_class" not in k and not k.endswith("num_examples")}
   print("final:", ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary.items())))
+
+
+class BarSafeHandler(logging.StreamHandler):
+  """stderr log lines written around the progress bar (tqdm.write clears the bar, writes the
+  line, draws the bar again): a line logged while a bar shows no longer lands inside it."""
+
+  def emit(self, record: logging.LogRecord) -> None:
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    try:
+      tqdm.write(self.format(record), file=self.stream)
+      self.flush()
+    except Exception:  # pylint: disable=broad-except  # logging's own contract
+      self.handleError(record)
+
+
+# What each required flag is, for the line that says it is missing
+_REQUIRED = {"config": "the config file, e.g. --config=configs/synthetic.py (args after ':')",
+             "workdir": "the directory the run writes its checkpoints, metrics and report into "
+                        "(made if missing; a rerun into it resumes)"}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -198,6 +217,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as flag_error:
+    missing = re.match(r"flag --(\w+)=None: Flag --\w+ must have a value", str(flag_error))
+    if missing and missing.group(1) in _REQUIRED:
+      print(f"darkjax: --{missing.group(1)} is required: {_REQUIRED[missing.group(1)]}",
+            file=sys.stderr)
+      sys.exit(2)
     cause = _config_file_error(flag_error)
     typed = _override_value_error(flag_error, argv)
     if typed and "--verbose" not in argv:

@@ -52,7 +52,7 @@ def data_dir(tmp_path_factory):
      ["--config.optimizer.zzz=1: config.optimizer has no key 'zzz'. Its keys: ['b1'",
       "a config arg goes after the file's ':'"]),
     (["--config=configs/synthetic.py:runlocal,modle=x"],
-     ["--config: unknown config arg 'modle'", "valid args: ['batch'"]),
+     ["--config: unknown config arg 'modle'", "(did you mean 'model'?)", "valid args: ['batch'"]),
     (["--config=configs/synthetic.py:runlocal,steps=abc"],
      ["--config: config arg 'steps': expected a number, got 'abc'"]),
     (["--config=configs/synthetic.py:runlocal", "--config.optimizer.lr=abc"],
@@ -62,6 +62,14 @@ def data_dir(tmp_path_factory):
         "override_type"])
 def test_bad_config_is_one_line(args, fragments, tmp_path, main_env):
   _one_line(_main(args + [f"--workdir={tmp_path / 'w'}"], main_env), *fragments)
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_a_missing_required_flag_is_one_line(tmp_path, main_env):
+  _one_line(_main(["--config=configs/synthetic.py:runlocal"], main_env),
+            "darkjax: --workdir is required: the directory the run writes")
+  _one_line(_main([f"--workdir={tmp_path / 'w'}"], main_env),
+            "darkjax: --config is required: the config file, e.g. --config=configs/synthetic.py")
   assert not os.path.exists(tmp_path / "w")
 
 
@@ -215,3 +223,30 @@ def test_truncated_record_file_is_one_line(data_dir, tmp_path, main_env):
   result = _main(_run_args(broken, tmp_path / "run", 2) + ["--config.input.data.name=copy"],
                  main_env)
   _one_line(result, os.path.basename(shard))
+
+
+def test_a_log_line_while_a_progress_bar_shows_is_a_line_of_its_own():
+  """main's log handler writes around the bar (the evaluation's "eval reads ..." had landed at the
+  end of the train bar's line, the bar then drawn again after it)."""
+  import io  # pylint: disable=import-outside-toplevel
+  import logging  # pylint: disable=import-outside-toplevel
+  import re  # pylint: disable=import-outside-toplevel
+
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+  from darkjax import main  # pylint: disable=import-outside-toplevel
+  stream = io.StringIO()
+  logger = logging.getLogger("darkjax.test_bar_safe_handler")
+  logger.propagate = False
+  handler = main.BarSafeHandler(stream)
+  logger.addHandler(handler)
+  try:
+    with tqdm(total=10, file=stream, desc="train", ascii=True) as bar:
+      bar.update(3)
+      logger.warning("eval reads all 1 shard(s)")
+      bar.update(2)
+  finally:
+    logger.removeHandler(handler)
+  pieces = re.split(r"[\r\n]", stream.getvalue())
+  assert "eval reads all 1 shard(s)" in pieces, pieces
+  assert any(p.startswith("train:  50%") for p in pieces)   # the bar goes on below it
