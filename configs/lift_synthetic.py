@@ -91,6 +91,7 @@ def get_config(arg=None):
                                                           "synthetic_local" + suffix)
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.evals.attention.clips = 2
+    config.optimizer.warmup_steps = config.teacher.optimizer.warmup_steps = 1   # of 3 steps
     config.log_every = 1
     config.checkpoint_every = config.teacher.checkpoint_every = 3
   return config

@@ -66,6 +66,7 @@ def get_config(arg=None):
     common.smoke_run(config)
     config.input.eval_batch_size = 8
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
+    config.optimizer.warmup_steps = 2   # of its 10 steps (30 would outlast the run)
     config.log_every = 5
     config.eval_every = 0
     config.checkpoint_every = 5

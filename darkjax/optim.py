@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from typing import Any, Callable, Mapping
 
@@ -13,6 +14,8 @@ from flax import traverse_util
 
 from darkjax import config as config_lib
 from darkjax import targets
+
+log = logging.getLogger("darkjax")
 
 SCHEDULES = ("constant", "cosine", "step", "dann")
 OPTIMIZERS = ("sgd", "adamw")
@@ -27,6 +30,11 @@ def make_schedule(cfg: Mapping[str, Any], total_steps: int) -> Callable[[Any], A
   if total_steps <= 0:
     raise config_lib.ConfigError(f"config.total_steps must be positive (or config.total_epochs "
                                  f"set), got {total_steps}")
+  if warmup >= total_steps:
+    log.warning("config.optimizer.warmup_steps=%d is not below the phase's %d steps: the "
+                "learning rate never reaches optimizer.lr=%g (%s schedule never starts); lower "
+                "warmup_steps", warmup, total_steps, peak, f"its {name}" if name != "constant"
+                else "the constant")
   decay_steps = max(total_steps - warmup, 1)
   if name == "constant":
     main = optax.constant_schedule(peak)

@@ -12,8 +12,21 @@ from darkjax import config as config_lib
 from darkjax import paths
 
 
+def parameters(count: int, frozen: int = 0) -> str:
+  """"1,234 parameters", with how many of them train where `optimizer.frozen` holds some (a
+  student's frozen teacher is in its state, not in what it trains)."""
+  return f"{count:,} parameters" + (f" ({count - frozen:,} trained, {frozen:,} frozen)"
+                                    if frozen else "")
+
+
+def title(config: mlc.ConfigDict) -> str:
+  """"trainer / model", or the one name where they are the same (3D-DiNet's)."""
+  names = list(dict.fromkeys((str(config.trainer), str(config.model.name))))
+  return " / ".join(names)
+
+
 def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds: float,
-                 results: Mapping[str, Any]) -> str:
+                 results: Mapping[str, Any], frozen_count: int = 0) -> str:
   """WORKDIR/report.md: what ran, the final evaluation and where the artifacts are."""
   scalars = {k: v for k, v in results.items() if isinstance(v, float) and "per_class" not in k}
   # {evaluator: {class: accuracy}}: 3D-DiNet's target (`eval`) and source (`eval_source`) share
@@ -23,13 +36,18 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
     if "_per_class/" in key:
       evaluator, class_name = key.split("_per_class/", 1)
       per_class.setdefault(evaluator, {})[class_name] = value
-  lines = [f"# darkjax run: {config.trainer} / {config.model.name}", "",
+  lines = [f"# darkjax run: {title(config)}", "",
            f"- dataset: `{config.input.data.name}` ({config.input.data.dir})",
-           f"- parameters: {param_count:,}", f"- steps: {config.total_steps}, global batch "
+           f"- {parameters(param_count, frozen_count)}",
+           f"- steps: {config.total_steps}, global batch "
            f"{config.input.batch_size}{config_lib.rounded_note(config)}",
-           f"- wall time of this invocation: {seconds:.0f} s", "",
-           "| metric | value |", "|---|---|"]
-  lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scalars.items())]
+           f"- wall time of this invocation: {seconds:.0f} s", ""]
+  if scalars:
+    lines += ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scalars.items())]
+  else:   # a phase without evaluations (ActLumos's self-supervised one)
+    lines += ["No evaluation in this phase: its training losses are in `metrics.jsonl` and "
+              "`tensorboard/`."]
   if per_class:
     evaluators = list(per_class)
     classes = list(dict.fromkeys(c for table in per_class.values() for c in table))
@@ -50,7 +68,7 @@ def write_summary(workdir: str, config: mlc.ConfigDict, plan, results: Mapping[s
   """WORKDIR/report.md of a run in phases: the phases, where each one's report is, and every
   phase's final metrics."""
   directories = [os.path.relpath(p.workdir(workdir, config), workdir) for p in plan]
-  lines = [f"# darkjax run: {config.trainer} / {config.model.name} on `{config.input.data.name}`",
+  lines = [f"# darkjax run: {title(config)} on `{config.input.data.name}`",
            "", f"- phases: {', '.join(f'{p.name} ({d}/)' for p, d in zip(plan, directories))}; "
            "each directory has its own report.md, metrics and checkpoints; the last is the "
            "deployed model", "", "| metric | value |", "|---|---|"]

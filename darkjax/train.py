@@ -193,6 +193,7 @@ class Trainer:
   train_step: Callable | None = dataclasses.field(init=False, default=None)
   compiled_step: Any = dataclasses.field(init=False, default=None)   # set by compile_step
   param_count: int = dataclasses.field(init=False, default=0)
+  frozen_count: int = dataclasses.field(init=False, default=0)   # of them, optimizer.frozen's
   state: TrainState | None = dataclasses.field(init=False, default=None)
   writer: metrics_lib.MetricsWriter | None = dataclasses.field(init=False, default=None)
   evaluators: dict[str, Any] | None = dataclasses.field(init=False, default=None)
@@ -324,8 +325,11 @@ class Trainer:
                            for x in jax.tree.leaves(abstract_state.params))
     self._init = targets.init_jit(init, self.platform, self.param_count,
                                   out_shardings=self.state_shardings)
-    step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps),
-                              optim.frozen_mask(abstract_params, cfg.optimizer.frozen))
+    frozen = optim.frozen_mask(abstract_params, cfg.optimizer.frozen)
+    self.frozen_count = 0 if frozen is None else sum(
+        int(np.prod(x.shape)) for x, is_frozen in zip(jax.tree.leaves(abstract_params),
+                                                      jax.tree.leaves(frozen)) if is_frozen)
+    step_fn = make_train_step(self.task, tx, schedule, total, int(cfg.accum_steps), frozen)
     self.train_step = jax.jit(
         step_fn, in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
         out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,),
@@ -716,8 +720,8 @@ class Trainer:
                                        self._config_json(), sort_keys=True)
       self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)
       step_rng = jax.random.fold_in(rng, 2)
-      log.info("model %s: %s parameters; mesh %s", cfg.model.name, f"{self.param_count:,}",
-               dict(self.mesh.shape))
+      log.info("model %s: %s; mesh %s", cfg.model.name,
+               reports.parameters(self.param_count, self.frozen_count), dict(self.mesh.shape))
 
       results: dict[str, Any] = {}
       shown = self.is_lead and cfg.progress_bar
@@ -809,7 +813,8 @@ class Trainer:
       results = self.logged_results(start)
     self.reported = self.is_lead and last == total and (start < last or final_missing)
     if self.reported:   # by the invocation that trains the last step (or makes its evaluation)
-      reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results)
+      reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results,
+                           self.frozen_count)
     return results
 
   def _release_checkpointer(self, checkpointer: Any) -> None:

@@ -61,6 +61,24 @@ def test_config_builds_locks_and_names_a_trainer(path):
     assert (config.input.workers, config.input.cores_per_device) == (
         (0, 0.0) if synthetic else (-1, common.PIPELINE_CORES_PER_H100[config.trainer])), arg
     assert config_lib.input_workers(config) == config.input.workers
+  for arg in _documented_args(module) + ["runlocal"]:   # every phase's warmup ends before it does
+    config = module.get_config(arg)
+    for phase in task_lib.phase_plan(config):
+      phase_config = phase.config(config)
+      assert phase_config.optimizer.warmup_steps < phase_config.total_steps, (arg, phase.name)
+
+
+def test_a_warmup_as_long_as_the_run_is_named(caplog):
+  from darkjax import optim  # pylint: disable=import-outside-toplevel
+  cfg = common.optimizer_block("sgd", lr=0.05, schedule="cosine", warmup_steps=30)
+  with caplog.at_level("WARNING", logger="darkjax"):
+    schedule = optim.make_schedule(cfg, 10)
+  assert "warmup_steps=30 is not below the phase's 10 steps" in caplog.text
+  assert float(schedule(9)) < 0.05 / 2   # what it warns of
+  caplog.clear()
+  with caplog.at_level("WARNING", logger="darkjax"):
+    optim.make_schedule(cfg, 31)
+  assert caplog.text == ""
 
 
 def test_synthetic_runlocal_config_is_accepted_by_its_trainer(tmp_path):

@@ -26,6 +26,7 @@ from darkjax import checkpoint as ckpt_lib
 from darkjax import config as config_lib
 from darkjax import metrics as metrics_lib
 from darkjax import preemption
+from darkjax import reports
 from darkjax import task as task_lib
 from darkjax import train
 from darkjax.data import prepared
@@ -275,6 +276,23 @@ def test_a_finished_runs_logged_evaluation_is_what_the_evaluation_returned(tmp_p
   logged = train.Trainer._logged_evaluation(mock.Mock(workdir=str(tmp_path)), 4)   # pylint: disable=protected-access
   assert logged == {"eval/top1": 0.5, "eval/num_examples": 20}
   assert isinstance(logged["eval/num_examples"], int)
+
+
+def test_parameters_are_counted_with_those_optimizer_frozen_holds(data_dir, tmp_path):
+  """A student's report says how many of its state's parameters train (its frozen teacher is in
+  the state: the count alone read as twice the student)."""
+  config = small_config(data_dir, steps=2, **{"optimizer.frozen": ("^head/",)})
+  trainer = train.Trainer(config, str(tmp_path / "w"))
+  trainer.build()
+  head = trainer.abstract_state.params["head"]
+  assert trainer.frozen_count == sum(int(np.prod(x.shape)) for x in jax.tree.leaves(head)) > 0
+  assert reports.parameters(trainer.param_count, trainer.frozen_count) == (
+      f"{trainer.param_count:,} parameters ({trainer.param_count - trainer.frozen_count:,} "
+      f"trained, {trainer.frozen_count:,} frozen)")
+  assert reports.parameters(7271) == "7,271 parameters"
+  assert reports.title(config) == "supervised / small3d_tiny"
+  config.model.name = "supervised"
+  assert reports.title(config) == "supervised"
 
 
 def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):

@@ -246,8 +246,8 @@ def train_dataset(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_ba
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   paths = [path for path, _ in host_shards(files, process_index, process_count)]
-  log.info("process %d of %d: train reads %s", process_index, process_count,
-           describe_shards(paths, len(files), process_count))
+  log.info("process %d of %d: train reads the %r stream of %s", process_index, process_count,
+           video_stream, describe_shards(paths, len(files), process_count))
   if process_count > 1 and process_index == 0:
     # Every host yields the same clips per step: a host of fewer examples draws each more often.
     counts = [sum(n for _, n in host_shards(files, p, process_count))
@@ -328,8 +328,8 @@ def eval_batches(files: Sequence[tuple[str, int]], spec: ops.ClipSpec, local_bat
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   mine = host_shards(files, process_index, process_count)
-  log.info("process %d of %d: eval reads %s", process_index, process_count,
-           describe_shards([p for p, _ in mine], len(files), process_count))
+  log.info("process %d of %d: eval reads the %r stream of %s", process_index, process_count,
+           video_stream, describe_shards([p for p, _ in mine], len(files), process_count))
   num_batches = num_eval_batches(files, local_batch, process_count)
   decode = _Decode(frame_shapes or {}, video_stream)
   offsets = np.cumsum([0] + [n for _, n in files])
