@@ -50,6 +50,7 @@ class MetricsWriter:
     self.workdir = paths.resolve(workdir)
     self.path = self.workdir / "metrics.jsonl"
     self._tb = None
+    self._purge_step: int | None = None   # the restart marker the next event file opens with
     self._staging: str | None = None
     if enabled:
       self.workdir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,8 @@ class MetricsWriter:
   def _writer(self):
     """The open event file's writer, opened on first use."""
     if self._tb is None:
-      self._open_tensorboard()
+      self._open_tensorboard(purge_step=self._purge_step)
+      self._purge_step = None
     return self._tb
 
   def _reopen(self, purge_step: int) -> None:
@@ -69,6 +71,9 @@ class MetricsWriter:
     marker at `purge_step`."""
     if self._tb is not None:
       self._tb.close()
+    if self._purge_step is not None:   # a truncation not yet marked: the earlier step
+      purge_step = min(purge_step, self._purge_step)
+      self._purge_step = None
     self._open_tensorboard(purge_step=purge_step)
 
   def _open_tensorboard(self, purge_step: int | None = None) -> None:
@@ -108,11 +113,16 @@ class MetricsWriter:
     """Drops what was logged after `step` (a run resumed from `step` logs those steps again):
     metrics.jsonl's rows, and in TensorBoard the earlier event files' events from `step + 1` on
     (a new event file whose first event is a restart marker at that step: tensorboardX's
-    `purge_step`, which TensorBoard reads as "drop what came before from this step on")."""
+    `purge_step`, which TensorBoard reads as "drop what came before from this step on"), opened
+    with the first scalar logged after it: a rerun that logs nothing (a finished run's) adds no
+    event file."""
     if not self.enabled or not self.path.exists():   # nothing logged before
       return
     self._keep_rows(lambda row: row["step"] <= step)
-    self._reopen(step + 1)
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+    self._purge_step = step + 1
 
   def _keep_rows(self, keep) -> list[dict[str, Any]]:
     """Rewrites metrics.jsonl with the rows `keep` accepts (as `write` wrote them); returns

@@ -89,6 +89,20 @@ def test_a_fresh_run_writes_one_event_file(tmp_path):
   assert len(os.listdir(tmp_path / "run" / "tensorboard")) == 1
 
 
+def test_a_rerun_that_logs_nothing_adds_no_event_file(tmp_path):
+  """A finished run's rerun (it reports what it logged): no empty event file each time."""
+  workdir = str(tmp_path / "run")
+  writer = metrics_lib.MetricsWriter(workdir)
+  writer.write(4, {"train/loss": 1.0})
+  writer.close()
+  rerun = metrics_lib.MetricsWriter(workdir)
+  rerun.truncate_after(4)
+  rerun.close()
+  assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 1
+  assert _scalars_tensorboard_shows(os.path.join(workdir, "tensorboard"), "train/loss") == [
+      (4, 1.0)]
+
+
 def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
   """tensorboardX's writer imports torch where it is installed (a second or more of every run's
   start); the writer is imported with that import blocked, and torch still imports afterwards."""
