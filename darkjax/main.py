@@ -75,12 +75,16 @@ def main(argv):
                      jax.process_count(), jax.local_device_count(), jax.device_count())
   from darkjax import train  # pylint: disable=import-outside-toplevel
   from darkjax.preemption import Preempted  # pylint: disable=import-outside-toplevel
+  made = []   # the workdir, where this call made it
   try:
-    results = train.run_phases(_config(), _workdir())
+    results = train.run_phases(_config(), _workdir(made))
   except Preempted as e:  # a clean stop: the checkpoint is saved, a rerun resumes
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(130 if e.interrupted else 0)
   except _user_errors() as e:
+    for directory in made:   # bad input found before anything was written: no empty workdir left
+      if os.path.isdir(directory) and not os.listdir(directory):
+        os.rmdir(directory)
     if _VERBOSE.value:
       raise
     print(f"darkjax: {_one_line(e)}", file=sys.stderr)
@@ -271,8 +275,8 @@ def _config_file_error(error: BaseException) -> BaseException | None:
   return None
 
 
-def _workdir() -> str:
-  """--workdir, which must be a directory (made if missing) or a URL."""
+def _workdir(made: list[str] | None = None) -> str:
+  """--workdir, which must be a directory (made if missing, then appended to `made`) or a URL."""
   from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
   workdir = _WORKDIR.value
   if "://" in workdir:
@@ -281,6 +285,8 @@ def _workdir() -> str:
     raise config_lib.ConfigError(f"--workdir {workdir} is a file; give a directory (it is "
                                  "created if missing; a rerun into the same one resumes)")
   try:   # made now (the run would make it), so that one that cannot be made fails in one line
+    if not os.path.isdir(workdir) and made is not None:
+      made.append(workdir)
     os.makedirs(workdir, exist_ok=True)
   except OSError as error:
     raise config_lib.ConfigError(f"--workdir {workdir} cannot be created ({error.strerror}); give "

@@ -58,10 +58,14 @@ def data_dir(tmp_path_factory):
     (["--config=configs/synthetic.py:runlocal", "--config.optimizer.lr=abc"],
      ["--config: --config.optimizer.lr=abc: could not convert string to float: 'abc'; "
       "config.optimizer.lr is of type float (0.05 in configs/synthetic.py:runlocal)"]),
+    # found as the run builds its model, after the workdir was made: the empty workdir is removed
+    (["--config=configs/synthetic.py:runlocal,model=small3dd"],
+     ["config.model.name: unknown model 'small3dd' (did you mean \"small3d\"?)"]),
 ], ids=["missing_file", "mistyped_key", "unknown_key", "unknown_arg", "arg_value",
-        "override_type"])
+        "override_type", "unknown_model"])
 def test_bad_config_is_one_line(args, fragments, tmp_path, main_env):
-  _one_line(_main(args + [f"--workdir={tmp_path / 'w'}"], main_env), *fragments)
+  env = dict(main_env, DARKJAX_DATA=str(tmp_path / "data"))   # a run that gets as far as its data
+  _one_line(_main(args + [f"--workdir={tmp_path / 'w'}"], env), *fragments)
   assert not os.path.exists(tmp_path / "w")
 
 
