@@ -726,7 +726,8 @@ class Trainer:
       results: dict[str, Any] = {}
       shown = self.is_lead and cfg.progress_bar
       bar = tqdm(total=last, initial=min(start, last), leave=not self.transient_bar,
-                 disable=not shown or (None if self.transient_bar else False),   # None: a tty
+                 disable=(not shown or start >= last   # no step to train: no bar
+                          or (None if self.transient_bar else False)),   # None: a tty
                  desc=self.phase, unit="step", dynamic_ncols=True)
       resources.callback(bar.close)
       pending = None   # metrics of the previous step, read one step late to keep dispatch async
