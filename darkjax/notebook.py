@@ -9,6 +9,9 @@
   run.history()           # WORKDIR/metrics.jsonl rows as dicts
   run.train_step, run.predict_fn, run.variables   # the jitted step / inference, for inspection
 
+A Run keeps the config it was made with: to change a setting, make a new Run with `overrides`
+(changing `run.config` afterwards is refused, naming the change).
+
 A `Run` wraps the same `darkjax.train.Trainer` that `python -m darkjax.main` runs (through
 `darkjax.train.run_phases`), so a run started here resumes on the command line and the other way
 round. Runs in phases (LIFT-Net's teacher then student, DTCM two-stage or with a pretrained
@@ -72,6 +75,17 @@ class Run:
     self._trainer: train.Trainer | None = None
     self._task = None
     self._predict_fn = None
+    self._made_with = config_lib.flat(self.config)   # what `_check_config` compares with
+
+  def _check_config(self) -> None:
+    """Refuses a `run.config` changed since the Run was made: the Trainer, the phases and the
+    Task were fixed by the config it was made with, so the change would be ignored."""
+    changed = config_lib.differences(self._made_with, config_lib.flat(self.config))
+    if changed:
+      overrides = {key: now for key, (_, now) in changed.items()}
+      raise ValueError(f"Run.config changed after this Run was made ({', '.join(changed)}): a "
+                       "Run trains with the config it was made with; make a new Run with "
+                       f"overrides={overrides!r}")
 
   @classmethod
   def from_file(cls, path: str, arg: str | None = None, *, workdir: str,
@@ -85,8 +99,11 @@ class Run:
     """The Trainer of a one-phase run (built on first use, kept so its step compiles once)."""
     if self.phased:
       raise ValueError(f"trainer {self.config.trainer!r} trains this config in phases "
-                       f"{[p.name for p in task_lib.phase_plan(self.config)]}; use Run.train() "
-                       "for all phases and Run.variables / predict_fn for the deployed model")
+                       f"{[p.name for p in task_lib.phase_plan(self.config)]}: Run.evaluate(), "
+                       "trainer and train_step are a one-phase run's; Run.train() runs all "
+                       "phases and returns the deployed one's final evaluation, Run.variables / "
+                       "predict_fn are the deployed model's")
+    self._check_config()
     if self._trainer is None:
       phase_config, task = task_lib.build_task(self._phase, self.config)
       self._trainer = train.Trainer(phase_config, self.inference_workdir, task=task,
@@ -95,13 +112,28 @@ class Run:
 
   def train(self, steps: int | None = None) -> dict[str, Any]:
     """Trains to step `steps` (default `config.total_steps`) from the workdir's latest checkpoint
-    and returns the evaluation at that step (of the checkpoint, if it is there already)."""
+    and returns the evaluation at that step (of the checkpoint, if it is there already). A step
+    beyond `config.total_steps`, or before the workdir's latest checkpoint, is refused."""
+    self._check_config()
     if self.phased:
       if steps is not None and steps != int(self.config.total_steps):
+        plan = task_lib.phase_plan(self.config)
+        now = ", ".join(f"{p.name} {p.config(self.config).total_steps}" for p in plan)
         raise ValueError(f"Run.train(steps={steps}): trainer {self.config.trainer!r} runs its "
-                         "phases to their ends; set the steps with overrides={'total_steps': "
-                         f"{steps}}} instead")
+                         f"phases to their ends (steps now: {now}); set each phase's steps "
+                         "through the config file's args (e.g. Run.from_file(path, "
+                         "'runlocal,steps=N'): its docstring lists them) or overrides of the "
+                         "keys each phase reads")
       return plain(train.run_phases(self.config, self.workdir, self.devices))
+    total, latest = int(self.config.total_steps), self._checkpointed_step()
+    if steps is not None and steps > total:
+      raise ValueError(f"Run.train(steps={steps}): beyond config.total_steps={total} (the "
+                       "learning-rate schedule's end); make a Run with "
+                       f"overrides={{'total_steps': {steps}}} to train further")
+    if steps is not None and steps < latest:
+      raise ValueError(f"Run.train(steps={steps}): {self.inference_workdir} is trained to step "
+                       f"{latest} already; Run.evaluate() evaluates it, a new workdir trains "
+                       "from the start")
     before = self.step
     results = plain(self.trainer.run(until=steps))
     if self.step == before and before:   # already trained that far: evaluate what is there
@@ -113,20 +145,25 @@ class Run:
     """The step of the live state, else of the latest checkpoint (0 if none)."""
     if self._trainer is not None and self._trainer.state is not None:
       return int(jax.device_get(self._trainer.state.step))
+    return self._checkpointed_step()
+
+  def _checkpointed_step(self) -> int:
+    """The deployed phase's latest checkpoint step (0 if none)."""
     directory = os.path.join(self.inference_workdir, "checkpoints")   # orbax: checkpoints/<step>/
     steps = [int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else ())
              if d.isdigit()]
     return max(steps, default=0)
 
   def evaluate(self) -> dict[str, Any]:
-    """Runs the config's evaluators (`config.evals`) on the live state of a one-phase run (restored
-    from the latest checkpoint if this Run has not trained) and returns their results."""
+    """Runs the config's evaluators (`config.evals`) on the latest state of a one-phase run (the
+    live one, or the workdir's latest checkpoint where this Run has not trained or another run,
+    e.g. the command line, has trained on since) and returns their results."""
     trainer = self.trainer
-    if trainer.state is None:
-      latest = self.step
+    latest = self._checkpointed_step()
+    if trainer.state is None or latest > self.step:
       if not latest:
         raise ValueError(f"{self.workdir} has no checkpoint to evaluate; call Run.train() first")
-      trainer.run(until=latest)   # builds and restores; trains no step
+      trainer.run(until=latest)   # builds and restores the latest; trains no step
     # the deployed phase's workdir (the Trainer's, which `history` reads), the step's earlier
     # evaluation replaced
     trainer.writer = metrics_lib.MetricsWriter(trainer.workdir, enabled=trainer.is_lead)
@@ -157,7 +194,8 @@ class Run:
     if self._trainer is not None:
       return self._trainer.task
     if self._task is None:
-      self._task = task_lib.load_task(self.config)
+      with task_lib.from_checkpoint():   # the trained run's: variables from its checkpoints
+        self._task = task_lib.load_task(self.config)
     return self._task
 
   @property

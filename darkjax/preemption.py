@@ -41,7 +41,7 @@ class Preempted(Exception):
            if signal_name == "SIGTERM" else f"stopped ({signal_name})")
     during = f" during {evaluation}" if evaluation else ""
     super().__init__(f"{why}{during}: saved checkpoint {checkpoint} at step {step} and stopped; "
-                     "rerun the same command to resume from it")
+                     "rerun the same command (in Python: Run.train() again) to resume from it")
 
 
 class StopRequested(BaseException):

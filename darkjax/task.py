@@ -18,6 +18,8 @@ Task is built, so a paper that lacks one fails at start naming it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import importlib
 import os
@@ -200,6 +202,28 @@ def build_task(phase: Phase, config: mlc.ConfigDict, earlier: Mapping[str, Any] 
   task = phase.task(phase_config, dict(earlier or {}), num_classes=num_classes)
   check_capabilities(task, phase_config.evals)
   return phase_config, task
+
+
+_FROM_CHECKPOINT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "darkjax_task_from_checkpoint", default=False)
+
+
+@contextlib.contextmanager
+def from_checkpoint():
+  """Tasks built inside get their variables from a checkpoint of the trained run (a notebook's
+  inspection of it): no earlier phase's weights are missing, none are read (a student's teacher
+  is in its checkpoint). `predict` and `export` say so by giving the class count."""
+  token = _FROM_CHECKPOINT.set(True)
+  try:
+    yield
+  finally:
+    _FROM_CHECKPOINT.reset(token)
+
+
+def trains_from_earlier(num_classes: int | None) -> bool:
+  """Whether a Task being built wants its earlier phases' weights (False for inference: a class
+  count given, or inside `from_checkpoint`)."""
+  return num_classes is None and not _FROM_CHECKPOINT.get()
 
 
 def load_task(config: mlc.ConfigDict, num_classes: int | None = None,

@@ -5,6 +5,7 @@ pretrained ViT loading, and the ARID command without / with prepared data."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -766,3 +767,17 @@ def test_luminous_backbone_from_a_darkjax_directory_starts_the_teacher_or_the_lo
                                        r"'r2plus1d_tiny_test'"):
     lift_trainer.TeacherTask(lift_synthetic.get_config(
         f"runlocal,luminous_init={tmp_path / 'c3d'}"), num_classes=10).init_from(teacher)
+
+
+def test_a_student_built_for_a_trained_run_does_not_warn_of_a_missing_teacher(tmp_path, caplog):
+  """A notebook's inspection of a trained run (`task.from_checkpoint`) restores the student with
+  its luminous backbone: building it is no training without a teacher, which still warns."""
+  from configs import lift_synthetic  # pylint: disable=import-outside-toplevel
+  from darkjax import task as task_lib  # pylint: disable=import-outside-toplevel
+  config = lift_synthetic.get_config(f"runlocal,data_dir={tmp_path}")
+  with caplog.at_level(logging.WARNING, logger="darkjax"):
+    with task_lib.from_checkpoint():
+      task_lib.load_task(config)
+    assert "but no teacher" not in caplog.text
+    task_lib.load_task(config)
+  assert "LIFT-Net student with kd=True but no teacher" in caplog.text

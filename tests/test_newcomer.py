@@ -199,7 +199,7 @@ def test_ctrl_c_saves_resumes_and_a_finished_run_reports_again(data_dir, tmp_pat
   step = int(line.split(" at step ")[1].split(":")[0].split()[0])
   assert 3 <= step < steps
   assert os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
-  assert "rerun the same command to resume" in line
+  assert "rerun the same command (in Python: Run.train() again) to resume" in line
   finished = _main(_run_args(data_dir, workdir, step + 2) + workers, main_env)
   assert finished.returncode == 0, finished.stderr[-3000:]
   # every batch's shared memory unlinked, the last one's too (a name holding the batch past its

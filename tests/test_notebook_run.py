@@ -84,10 +84,12 @@ def test_a_run_in_phases_says_how_to_set_its_steps(tmp_path):
   from configs import lift_synthetic  # pylint: disable=import-outside-toplevel
   run = notebook.Run(lift_synthetic.get_config(f"runlocal,data_dir={tmp_path}"), str(tmp_path / "w"))
   assert run.phased
-  with pytest.raises(ValueError, match="total_steps"):
+  with pytest.raises(ValueError, match=r"steps now: teacher 3, student 3\); set each phase's "
+                                       r"steps through the config file's args"):
     run.train(steps=1)
-  with pytest.raises(ValueError, match="phases"):
-    run.trainer  # pylint: disable=pointless-statement
+  with pytest.raises(ValueError, match=r"phases.*Run.evaluate\(\), trainer and train_step are a "
+                                       "one-phase run's"):
+    run.evaluate()
 
 
 def test_plain_keeps_named_choices_as_strings():
@@ -98,3 +100,36 @@ def test_plain_keeps_named_choices_as_strings():
   assert out == {"video/top1": 0.5, "video/headline": "late_fusion2",
                  "eval/confusion": out["eval/confusion"], "eval/count": 20.0}
   assert isinstance(out["video/headline"], str) and out["eval/confusion"].shape == (2, 2)
+
+
+def test_a_run_trained_on_elsewhere_is_evaluated_at_its_latest_checkpoint(runs):
+  """A Run whose workdir another run (the command line, another notebook cell) trained further
+  evaluates that latest checkpoint; it evaluated its own older state before and dropped every row
+  logged after it."""
+  _, _, _, _, arg, root = runs
+  workdir = str(root / "elsewhere")
+  behind = notebook.Run.from_file(CONFIG_FILE, arg, workdir=workdir, overrides=QUIET,
+                                  devices=jax.devices()[:1])
+  behind.train(steps=2)
+  ahead = notebook.Run.from_file(CONFIG_FILE, arg, workdir=workdir, overrides=QUIET,
+                                 devices=jax.devices()[:1])
+  final = ahead.train()
+  assert (behind.step, ahead.step) == (2, 4)
+  results = behind.evaluate()
+  assert behind.step == 4 and results["eval/top1"] == pytest.approx(final["eval/top1"])
+  assert [row["step"] for row in behind.history() if "train/loss" in row] == [1, 2, 3, 4]
+
+
+def test_a_changed_config_or_steps_it_cannot_train_are_refused(runs):
+  run, _, _, _, arg, root = runs
+  with pytest.raises(ValueError,
+                     match=r"beyond config.total_steps=4.*overrides=\{'total_steps': 9\}"):
+    run.train(steps=9)
+  with pytest.raises(ValueError, match=r"trained to step 4 already; Run.evaluate\(\) evaluates it"):
+    run.train(steps=3)
+  fresh = notebook.Run.from_file(CONFIG_FILE, arg, workdir=str(root / "changed"), overrides=QUIET)
+  fresh.config.optimizer.lr = 0.5
+  with pytest.raises(ValueError, match=r"Run.config changed after this Run was made "
+                                       r"\(optimizer.lr\).*overrides=\{'optimizer.lr': 0.5\}"):
+    fresh.train()
+  assert not os.path.exists(root / "changed")

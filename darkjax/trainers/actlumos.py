@@ -327,7 +327,7 @@ class Task(_Base):
     self.model = actlumos.ActLumosDistill(self.student, self.make_teacher() if kd else None)
     self.teacher_variables, self.ssl_variables = teacher_variables, ssl_variables
     self.teacher_source = teacher_source or "the teacher phase"
-    if kd and teacher_variables is None and num_classes is None:
+    if kd and teacher_variables is None and task_lib.trains_from_earlier(num_classes):
       log.warning("ActLumos student with kd=True but no teacher: the frozen teacher keeps its "
                   "initial weights (run through darkjax.train.run_phases for all phases)")
     self.merges_pretrained = bool(teacher_variables is not None or ssl_variables is not None
@@ -482,7 +482,7 @@ def _student_task(config, earlier, num_classes=None):
   `teacher_init` is read only for training: a student checkpoint holds its teacher already."""
   cfg = config.actlumos
   teacher, source = earlier.get("teacher"), ""
-  if teacher is None and cfg.kd and cfg.teacher_init and num_classes is None:
+  if teacher is None and cfg.kd and cfg.teacher_init and task_lib.trains_from_earlier(num_classes):
     check_teacher_run(cfg.teacher_init, config, "config.actlumos.teacher_init")
     teacher, _ = convert_io.load_variables(cfg.teacher_init)
     source = f"config.actlumos.teacher_init {cfg.teacher_init}"

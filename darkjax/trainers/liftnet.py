@@ -234,11 +234,10 @@ class Task(_LiftTaskBase):
   def __init__(self, config: mlc.ConfigDict, num_classes: int | None = None,
                teacher_variables: Mapping[str, Any] | None = None):
     super().__init__(config, num_classes)
-    # A Task built for inference (`task.load_task` with the class count: predict, export) has
-    # no earlier phase's weights by design; the checkpoint it restores holds the luminous
-    # backbone.
+    # A Task built for inference (predict, export, a notebook's trained run) has no earlier
+    # phase's weights by design; the checkpoint it restores holds the luminous backbone.
     if (self.lift.kd and teacher_variables is None and not self.lift.pretrained.luminous
-        and num_classes is None):
+        and task_lib.trains_from_earlier(num_classes)):
       log.warning("LIFT-Net student with kd=True but no teacher: its frozen luminous backbone "
                   "keeps its initial weights (darkjax.train.run_phases runs both phases)")
     self.teacher_variables = teacher_variables
