@@ -57,8 +57,11 @@ def confusion(matrix: np.ndarray, class_names: Sequence[str], title: str = "",
         if matrix[i, j]:
           ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                   color="white" if rates[i, j] > 0.5 else "black")
-  ax.set_title(title)
-  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+  ax.set_title(title + ("\n" if title else "") + ("numbers: clips; colour: share of the true class"
+                                                   if n <= 30 else "colour: share of the true class"),
+               fontsize=9)
+  bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+  bar.set_label("share of the true class's clips (row)", fontsize=8)
   fig.tight_layout()
   return fig
 
@@ -112,15 +115,22 @@ def attention_maps(dark: np.ndarray, bright: np.ndarray, heat: np.ndarray,
       frame = clip[t] if clip.shape[-1] == 3 else clip[t, ..., 0]
       ax = fig.add_subplot(grid[row, col])
       ax.imshow(frame, cmap="gray", vmin=0, vmax=255)
-      if row == 1:
-        ax.imshow(cv2.resize(heat[t].astype(np.float32), (width, height)), cmap="jet",
-                  alpha=0.45, vmin=0, vmax=1)
-      ax.set_axis_off()
-      ax.set_title(f"t={t}" if row == 0 else "luminous + PViT attn", fontsize=7)
+      if row == 1:   # one colour per ViT patch, as the attention is
+        shown_map = ax.imshow(cv2.resize(heat[t].astype(np.float32), (width, height),
+                                         interpolation=cv2.INTER_NEAREST),
+                              cmap="jet", alpha=0.45, vmin=0, vmax=1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if row == 0:
+        ax.set_title(f"t={t}", fontsize=7)
+      if col == 0:
+        ax.set_ylabel("dark input" if row == 0 else "luminous +\nPViT attention", fontsize=7)
+  bar = fig.colorbar(shown_map, ax=fig.axes[1::2], fraction=0.02, pad=0.01)
+  bar.set_label("attention / clip max", fontsize=7)
   ax = fig.add_subplot(grid[2, :])
   ax.bar(np.arange(frames), frame_weights, color="tab:blue")
   ax.set_xlabel("frame")
-  ax.set_ylabel("fusion attn", fontsize=8)
+  ax.set_ylabel("fusion attention", fontsize=8)
   fig.suptitle(title, fontsize=9)
   return fig
 
@@ -141,6 +151,8 @@ def frame_rows(rows: Sequence[tuple[str, np.ndarray]], title: str = "", max_fram
                         vmin=0, vmax=255)
       axes[r][c].set_xticks([])
       axes[r][c].set_yticks([])
+      if r == 0:
+        axes[r][c].set_title(f"t={index}", fontsize=7)
     axes[r][0].set_ylabel(label)
   fig.suptitle(title)
   fig.tight_layout()
@@ -152,11 +164,18 @@ def darkness_histogram(scores: np.ndarray, tau: float, dark: int):
   `dark` of them fall below it."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 3.5))
-  ax.hist(scores, bins=np.linspace(-1.0, max(1.0, float(scores.max()) + 0.05), 41),
-          color="tab:blue", edgecolor="white")
+  # bins over the scores' own range (videos of one set sit close together, dark ones near -0.9),
+  # with an edge at the threshold so that the bars below it are the dark videos
+  low, high = min(float(np.min(scores)), -tau), max(float(np.max(scores)), -tau)
+  span = max(high - low, 0.02)
+  width = span / 30
+  below = np.arange(-tau, low - span / 20 - width, -width)[::-1]
+  above = np.arange(-tau + width, high + span / 20 + width, width)
+  ax.hist(scores, bins=np.concatenate([below, above]), color="tab:blue", edgecolor="white")
   ax.axvline(-tau, color="tab:red", linestyle="--", label=f"dark if $D_v < -{tau:g}$")
   ax.set_title(f"video darkness $D_v$: {dark} of {len(scores)} videos dark")
-  ax.set_xlabel("$D_v$ = mean (S_t - 112) / 112")
+  ax.set_xlabel("$D_v$ = mean over frames of $(S_t - 112) / 112$, $S_t$ a frame's mean "
+                "brightness (0-255)", fontsize=8)
   ax.set_ylabel("videos")
   ax.legend()
   fig.tight_layout()
@@ -180,8 +199,10 @@ def code_matrix(codes: Mapping[str, np.ndarray], class_names: Sequence[str], tit
                       norm=colors.TwoSlopeNorm(vcenter=0.5, vmin=low, vmax=high))
     ax.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("code neuron")
+    ax.set_xlabel("class")
     ax.set_title(f"{stream} stream")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).set_label("mean code activation",
+                                                                  fontsize=8)
   fig.suptitle(title)
   fig.tight_layout()
   return fig
@@ -214,8 +235,9 @@ def fusion_maps(dark: np.ndarray, retinex: np.ndarray, w_ret: np.ndarray | None,
     for ax in axes[row]:
       ax.set_xticks([])
       ax.set_yticks([])
-  if w_ret is not None:
-    fig.colorbar(shown_map, ax=list(axes[2]), fraction=0.02, pad=0.01)
+  if w_ret is not None:   # beside every row, so that the rows' frames stay in their columns
+    fig.colorbar(shown_map, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01).set_label(
+        "W_ret", fontsize=8)
   fig.suptitle(title, fontsize=9)
   return fig
 
@@ -235,6 +257,7 @@ def step_time(wall_ms: float, categories_ms: Mapping[str, float], title: str = "
   ax.set_yticks(range(len(names)), names, fontsize=8)
   for row, value in enumerate(values):
     ax.text(value, row, f" {value:.1f}", va="center", fontsize=7)
+  ax.set_xlim(0, max(values + [1e-9]) * 1.15)   # room for the largest bar's number
   ax.set_xlabel(f"ms per step (wall {wall_ms:.1f}, busy {busy:.1f})")
   ax.set_title(title, fontsize=9)
   fig.tight_layout()

@@ -495,7 +495,8 @@ def write_preview(path: str | os.PathLike, params: SyntheticParams, split: str =
         ax.set_ylabel(class_name, fontsize=8, rotation=0, ha="right", va="center")
   figure.suptitle(f"synthetic dark actions ({split}, {params.frames}x{params.size}px, "
                   f"darkness {params.darkness}; frames {shown.tolist()})", fontsize=10)
-  figure.tight_layout()
+  # room above the column titles for the figure's title, whatever the number of classes
+  figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / figure.get_size_inches()[1]))
   FigureCanvasAgg(figure).print_png(os.fspath(path))
 
 

@@ -100,6 +100,12 @@ def view_probabilities(predict: Any, fields: Mapping[str, jax.Array]) -> jax.Arr
   return jnp.mean(jax.lax.map(probabilities, jnp.arange(views)), axis=0)
 
 
+def stream_note(cfg: Mapping[str, Any]) -> str:
+  """" (<stream> frames)" of a data source's input config naming its video stream ("" if none)."""
+  stream = cfg.get("stream", "") if hasattr(cfg, "get") else ""
+  return f" ({stream} frames)" if stream else ""
+
+
 class ClassificationEvaluator:
   """Scores every example of a split with `task.predict(variables, streams, source)`."""
 
@@ -152,7 +158,10 @@ class ClassificationEvaluator:
       unscored = int(result["support"].sum() - result["confusion"].sum())
       figures[f"{self.name}_confusion"] = plots.confusion(
           result["confusion"], dataset.class_names,
-          title=(f"{dataset.name} {self.split} @ step {step}: top-1 {result['top1']:.1%}"
+          # which model, evaluator and stream: a run's teacher and student, or 3D-DiNet's
+          # target and source evaluations, are told apart
+          title=(f"{trainer.config.model.name}, {self.name}: {dataset.name} {self.split}"
+                 f"{stream_note(self.data.cfg)} @ step {step}: top-1 {result['top1']:.1%}"
                  + (f" ({unscored} scored NaN: wrong)" if unscored else "")),
           support=result["support"])
     return EvalResult(scalars, figures, {f"{self.name}/confusion": result["confusion"]})

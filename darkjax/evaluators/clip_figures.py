@@ -48,7 +48,8 @@ class EnhancementEvaluator:
       return EvalResult()
     clips = first_test_examples(self.data, self.clips)["video"]
     enhanced = np.asarray(self._enhance(jax.device_get(dict(variables)), clips))
-    title = f"{self.task.title} @ step {step}"
+    title = (f"{self.task.title}: input and enhanced frames of {len(clips)} test clips "
+             f"@ step {step}")
     return EvalResult(figures={self.file: plots.enhancement_grid(
         clips.astype(np.float32) / 255.0, enhanced, title=title)})
 

@@ -191,11 +191,13 @@ def write_png(result: dict[str, Any], out_dir: str, max_frames: int = 8,
               file_name: str | None = None) -> str:
   """OUT_DIR/<video>.png (or OUT_DIR/`file_name`): the first view's frames (and the enhanced
   ones) titled with the top 1."""
-  rows = [("input", result["views"][0])]
+  rows = [("input (view 1)", result["views"][0])]
   if result["enhanced"] is not None:
     rows.append(("enhanced", _to_uint8(result["enhanced"])))
   name, prob = result["top5"][0]
-  fig = plots.frame_rows(rows, f"{os.path.basename(result['video'])}: {name} ({prob:.1%})",
+  views = len(result["views"])
+  fig = plots.frame_rows(rows, f"{os.path.basename(result['video'])}: top-1 {name}, probability "
+                         f"{prob:.1%}" + (f" (mean of {views} views)" if views > 1 else ""),
                          max_frames)
   stem = os.path.splitext(os.path.basename(result["video"]))[0]
   return plots.save(fig, os.path.join(out_dir, file_name or stem + ".png"), dpi=80)

@@ -113,7 +113,7 @@ class Task(TaskBase):
     self.frozen_enhancer = frozen_enhancer
     self.enhancer_variables = enhancer_variables
     self.merges_pretrained = enhancer_variables is not None
-    self.title = config.dtcm.setting
+    self.title = f"DTCM, setting {config.dtcm.setting}"   # pictures' titles
     self.data_sources = {"input": ClassificationData(config.input, config.seed)}
     self.model = self.build_model()
     self.use_enhancement_loss = config.dtcm.setting == "one_stage_total" and not frozen_enhancer
