@@ -22,6 +22,7 @@ phase (`inference_workdir`).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping
 
@@ -37,6 +38,8 @@ from darkjax import targets
 from darkjax import task as task_lib
 from darkjax import train
 from darkjax.convert import io as convert_io
+
+log = logging.getLogger("darkjax")
 
 
 def plain(results: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,7 +116,8 @@ class Run:
   def train(self, steps: int | None = None) -> dict[str, Any]:
     """Trains to step `steps` (default `config.total_steps`) from the workdir's latest checkpoint
     and returns the evaluation at that step (of the checkpoint, if it is there already). A step
-    beyond `config.total_steps`, or before the workdir's latest checkpoint, is refused."""
+    beyond `config.total_steps` is refused; one before the workdir's latest checkpoint returns
+    that checkpoint's evaluation, said in a warning (a notebook's cells run again)."""
     self._check_config()
     if self.phased:
       if steps is not None and steps != int(self.config.total_steps):
@@ -131,9 +135,9 @@ class Run:
                        "learning-rate schedule's end); make a Run with "
                        f"overrides={{'total_steps': {steps}}} to train further")
     if steps is not None and steps < latest:
-      raise ValueError(f"Run.train(steps={steps}): {self.inference_workdir} is trained to step "
-                       f"{latest} already; Run.evaluate() evaluates it, a new workdir trains "
-                       "from the start")
+      log.warning("Run.train(steps=%d): %s is trained to step %d already: its evaluation at step "
+                  "%d follows (a new workdir trains from the start)", steps,
+                  self.inference_workdir, latest, latest)
     before = self.step
     results = plain(self.trainer.run(until=steps))
     if self.step == before and before:   # already trained that far: evaluate what is there
