@@ -117,7 +117,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
       bench.parse_args(["--config", "configs/dtcm_synthetic.py", "--profile", "2", *wrong])
   table = bench_report.config_table([result])
   assert ("| pipelined step ms | pipelined clips/s | pipelined step ms with its input (worker "
-          "processes) | TFLOP/s per device (% of bf16 peak) |") in table
+          "processes) | TFLOP/s per device (% of bf16 peak; p: at the pipelined step time) |") in table
   # --count-flops: the same count with nothing compiled; --markdown-from gives it to a result
   # timed without one
   count = bench.main(["--config", "configs/synthetic.py:runlocal", "--count-flops", "cpu",

@@ -223,25 +223,26 @@ def test_markdown_table_from_json(tmp_path, capsys):
     paths.append(tmp_path / f"{index}.json")
     paths[-1].write_text(json.dumps(result))
   expected = """\
-| model | B x T x H^2 | dtype | optimizer | flax ms | torch eager ms | torch.compile default ms | \
+| model | B x T x H^2 | dtype | optimizer | flax ms (median of rounds, min-max) | torch eager ms | \
+torch.compile default ms | \
 torch.compile max-autotune-no-cudagraphs ms | flax / torch eager | flax / best torch.compile | \
 compile s (flax / torch.compile default / torch.compile max-autotune-no-cudagraphs) | \
 flax variants: ms (/ best torch.compile) | run |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 | `r2plus1d_34_ig65m` | 8 x 32 x 112^2 | bfloat16 | sgd | 100.0 (99.0-101.5) | 120.0 (119.0-121.0) \
-| 110.0 (109.0-111.0) | **105.0 (104.0-106.0)** | 0.83 | 0.95 | 40.0 / 60.0 / 300.0 | \
-`lowering=frames2d` 84.0 (0.80) | [1] |
-| `c3d` | 30 x 16 x 112^2 | float32 | adamw | 50.0 (49.0-52.0) | 40.0 (40.0-41.0) | - | - | 1.25 \
+| 110.0 (109.0-111.0) | **105.0 (104.0-106.0)** | 0.833 | 0.952 | 40.0 / 60.0 / 300.0 | \
+`lowering=frames2d` 84.0 (0.800) | [1] |
+| `c3d` | 30 x 16 x 112^2 | float32 | adamw | 50.0 (49.0-52.0) | 40.0 (40.0-41.0) | - | - | 1.250 \
 | - | 10.0 / - / - | - | [2] |
 | `r3d_18` | 16 x 16 x 112^2 | bfloat16 | sgd | 20.0 (20.0-21.0) | 22.0 (22.0-22.0) | \
-**21.0 (21.0-21.0)** | - | 0.91 | 0.95 | 31.0 / 70.0 / - | - | [3] |
+**21.0 (21.0-21.0)** | - | 0.910 | 0.950 | 31.0 / 70.0 / - | - | [3] |
 
 - [1] `python -m darkjax.tools.bench --model r2plus1d_34_ig65m --vs-torch`: 2026-11-25, NVIDIA \
-H100 80GB HBM3, 16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, cuda 13.0.
+H100 80GB HBM3, 16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, torch's CUDA 13.0.
 - [2] `python -m darkjax.tools.bench --model c3d --vs-torch`: 2026-11-25, NVIDIA H100 80GB HBM3, \
-16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, cuda 13.0.
+16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, torch's CUDA 13.0.
 - [3] `python -m darkjax.tools.bench --model r3d_18 --vs-torch`: 2026-11-25, NVIDIA H100 80GB \
-HBM3, 16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, cuda 13.0. Compile s are cold, from \
+HBM3, 16 host cores, jax 0.10.2, jaxlib 0.10.2, torch 2.14.1, torch's CUDA 13.0. Compile s are cold, from \
 its `--compile-only` pre-pass (4 commands compiling at once: upper bounds); this run compiled from \
 the caches that pass filled: flax 2.5 s, torch.compile default 9.0 s.
 """
@@ -263,8 +264,13 @@ the caches that pass filled: flax 2.5 s, torch.compile default 9.0 s.
             "cold_compile": {"from": "cold.json", "concurrent": 4, "train_step": 32.0}}
   (tmp_path / "config.json").write_text(json.dumps(config))
   both = bench.main(["--markdown-from", *map(str, paths), str(tmp_path / "config.json")])
-  assert both["markdown"] == expected + "\n" + """\
-| config | phase | B x T | params (M) | step ms | clips/s | XLA memory (GiB) | allocator peak (GiB) \
+  # results of other versions than the rows': said before the tables
+  mixed = ("**These results come from 2 machines or software versions:** NVIDIA H100 80GB HBM3 "
+           "(jax 0.10.2, jaxlib 0.10.2, torch 2.14.1); NVIDIA H100 80GB HBM3 (jax 0.11.2, "
+           "jaxlib 0.11.2).\n")
+  assert both["markdown"] == mixed + "\n" + expected + "\n" + """\
+| config | phase | B x T | params (M) | step ms (best round) | clips/s (best round) | XLA memory \
+(GiB) | allocator peak (GiB) \
 | cold compile s | warm start s | cold / warm | run |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 | `configs/dtcm_arid.py` | joint | 8 x 64 | 48.40 | 50.0 | 160.0 | 4.00 | 5.00 | 32.0 | 4.0 | 8.0x \
@@ -288,6 +294,19 @@ compiled from the caches that pass filled: train_step 4.0 s.
 
 
 
+def test_markdown_from_leaves_out_an_unreadable_file_and_a_result_given_twice(tmp_path, capsys):
+  """A file a lease's end cut short is named and left out, the rest render; the same result
+  given twice (a glob and its file) is one row; a ratio just above 1 reads above 1."""
+  row = _result("r3d_18", {"flax": (20.1, 20.0, 21.0, {"compile_s": 2.5}),
+                           "torch": (20.0, 20.0, 20.0, {})}, ratios={"torch": 1.004})
+  (tmp_path / "row.json").write_text(json.dumps(row))
+  (tmp_path / "cut.json").write_text('{"model": "c3d", "sid')
+  paths = [str(tmp_path / name) for name in ("row.json", "cut.json", "row.json")]
+  text = bench_report.markdown_table(bench_report.load(paths))
+  assert text.count("`r3d_18`") == 1 and "| 1.004 |" in text
+  assert "cut.json left out: not readable JSON" in capsys.readouterr().err
+
+
 def test_time_pipelined_waits_once_per_round():
   """Steps dispatched back to back with one wait at the end: the time per step covers the wait
   (the last step's work), and nothing waits between the steps."""
@@ -303,7 +322,8 @@ def test_time_pipelined_waits_once_per_round():
   timed = measure.pipelined_rounds({"a": run, "b": run}, 2, 3)
   assert [len(v) for v in timed.values()] == [2, 2]
   summary = bench_report.pipelined_summary([(0.004, 0.001), (0.002, 0.001)])
-  assert summary["pipelined_ms"] == 4.0 and summary["pipelined_ms_min"] == 2.0
+  assert summary["pipelined_ms"] == 3.0 and summary["pipelined_ms_min"] == 2.0   # the median
+  assert measure.median([4.0, 1.0, 2.0]) == 2.0
 
 
 def test_compile_only_rows_get_their_own_table(tmp_path):
@@ -481,7 +501,8 @@ def test_utilisation_cells_against_the_devices_bf16_peak():
   flax = bench_report.with_utilisation(result)["sides"]["flax"]
   assert flax["pipelined_utilisation"]["tflops"] == pytest.approx(155.67, abs=0.01)
   assert flax["utilisation"]["peak_fraction"] == pytest.approx(3.705e12 / 0.0267 / 989e12)
-  assert bench_report._utilisation_cell(flax) == "156 (15.7%)"
+  assert bench_report._utilisation_cell(flax) == "156 (15.7%) p"   # at the pipelined step
+  assert bench_report._utilisation_cell({"utilisation": flax["utilisation"]}) == "139 (14.0%)"
   two = bench_report.with_utilisation({**result, "devices": 2, "sides": {"flax": dict(side)}})
   assert two["sides"]["flax"]["utilisation"]["tflops"] == pytest.approx(
       flax["utilisation"]["tflops"] / 2)

@@ -197,9 +197,18 @@ def load(paths: Iterable[str]) -> list[dict[str, Any]]:
   to each row or config result it matches (`_count_key`), timed on the platform it was traced
   for, that has none of its own (measured before bench counted): those gain the count
   (`flops_from`: its command) and their utilisation."""
-  results, counts = [], {}
+  results, counts, seen = [], {}, set()
   for path in paths:
-    result = json.loads(pathlib.Path(path).read_text())
+    try:
+      text = pathlib.Path(path).read_text()
+      result = json.loads(text)
+    except (OSError, ValueError) as error:   # one cut short by a lease's end: the rest render
+      print(f"bench --markdown-from: {path} left out: not readable JSON ({error})",
+            file=sys.stderr)
+      continue
+    if text in seen:   # the same result given twice (a glob and its file)
+      continue
+    seen.add(text)
     if _is_count(result):
       counts[_count_key(result, result["traced_for"])] = result
       continue
@@ -260,14 +269,17 @@ def with_config_utilisation(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _utilisation_cell(entry: dict[str, Any] | None) -> str:
-  """'156 (15.7%)': TFLOP/s per device, pipelined where timed, and the share of the bf16 dense
-  peak where the device's is known; '-' without a count."""
+  """'156 (15.7%) p': TFLOP/s per device and the share of the bf16 dense peak where the device's
+  is known, at the pipelined step time where one was timed (marked p), else at the step time;
+  '-' without a count."""
   entry = entry or {}
-  found = entry.get("pipelined_utilisation") or entry.get("utilisation") or {}
+  piped = entry.get("pipelined_utilisation")
+  found = piped or entry.get("utilisation") or {}
   if "tflops" not in found:
     return "-"
   cell = f"{found['tflops']:.3g}"
-  return cell + (f" ({found['peak_fraction']:.1%})" if "peak_fraction" in found else "")
+  return (cell + (f" ({found['peak_fraction']:.1%})" if "peak_fraction" in found else "")
+          + (" p" if piped else ""))
 
 
 def _ms(side: dict[str, Any] | None, reference: bool) -> str:
@@ -278,7 +290,9 @@ def _ms(side: dict[str, Any] | None, reference: bool) -> str:
 
 
 def _ratio(value: float | None) -> str:
-  return "-" if value is None else f"{value:.2f}"
+  """Three decimals: a ratio just above 1.0 (1.004) must not read as 1.00 against a <= 1.0
+  criterion."""
+  return "-" if value is None else f"{value:.3f}"
 
 
 def _variants(result: dict[str, Any]) -> str:
@@ -294,13 +308,13 @@ def _variants(result: dict[str, Any]) -> str:
     cell = f"`{spec}` {entry['step_ms']:.1f}"
     if reference is not None:
       ratios = [v / r for v, r in zip(entry["rounds_ms"], reference["rounds_ms"])]
-      cell += f" ({median(ratios):.2f})"
+      cell += f" ({_ratio(median(ratios))})"
     if "pipelined_ms" in entry:
       cell += f", pipelined {entry['pipelined_ms']:.1f}"
       piped = result["sides"].get(result.get("pipelined_reference") or "")
       if piped is not None:
         ratios = [v / r for v, r in zip(entry["pipelined_rounds_ms"], piped["pipelined_rounds_ms"])]
-        cell += f" ({median(ratios):.2f})"
+        cell += f" ({_ratio(median(ratios))})"
     cells.append(cell)
   return "; ".join(cells) or "-"
 
@@ -324,7 +338,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
   with_variants = any(result.get("variants") for result in results)
   piped = any(result.get("pipelined_ratios") for result in results)
   counted = any(result.get("flops_per_step") for result in results)
-  header = (["model", "B x T x H^2", "dtype", "optimizer", "flax ms"] +
+  header = (["model", "B x T x H^2", "dtype", "optimizer",
+             "flax ms (median of rounds, min-max)"] +
             [("torch eager" if name == "torch" else name) + " ms" for name in torch_sides] +
             ["flax / torch eager"] + (["flax / best torch.compile"] if compiled else []) +
             (["pipelined ms (flax / torch eager" + (" / best torch.compile)" if compiled
@@ -332,7 +347,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
               "pipelined ratios (flax / torch eager" +
               ("; flax / best torch.compile)" if compiled else ")")] if piped else []) +
             ["compile s (flax" + "".join(f" / {name}" for name in compiled) + ")"] +
-            (["flax TFLOP/s per device (% of bf16 peak)"] if counted else []) +
+            (["flax TFLOP/s per device (% of bf16 peak; p: at the pipelined step time)"]
+             if counted else []) +
             (["flax variants: ms (/ best torch.compile)"] if with_variants else []) + ["run"])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   notes = []
@@ -376,8 +392,9 @@ def _note(index: int, result: dict[str, Any]) -> str:
   """A table row's numbered line: its command, date, device, host cores and versions, and where
   its compiles came from a pre-pass (`cold_compile`), this run's own (warm) figures."""
   versions = result["versions"]
-  software = ", ".join(f"{name} {versions[name]}" for name in ("jax", "jaxlib", "torch", "cuda",
-                                                                "cudnn") if name in versions)
+  software = ", ".join(f"{label} {versions[name]}" for name, label in (
+      ("jax", "jax"), ("jaxlib", "jaxlib"), ("torch", "torch"), ("cuda", "torch's CUDA"),
+      ("cudnn", "torch's cuDNN")) if name in versions)
   device = result.get("device_kind", result.get("device", "?"))
   if result.get("torch_device") and result["torch_device"] != device:
     device += f" (torch: {result['torch_device']})"
@@ -413,10 +430,12 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
   piped = any("pipelined_step_s" in result["remat"]["none"] for result in results)
   fed = any("input" in result for result in results)
   counted = any(result.get("flops_per_device_step") for result in results)
-  header = ["config", "phase", "B x T", "params (M)", "step ms", "clips/s"] + (
+  header = ["config", "phase", "B x T", "params (M)", "step ms (best round)",
+            "clips/s (best round)"] + (
             ["pipelined step ms", "pipelined clips/s"] if piped else []) + (
             ["pipelined step ms with its input (worker processes)"] if fed else []) + (
-            ["TFLOP/s per device (% of bf16 peak)"] if counted else []) + [
+            ["TFLOP/s per device (% of bf16 peak; p: at the pipelined step time)"]
+            if counted else []) + [
             "XLA memory (GiB)", "allocator peak (GiB)", "cold compile s", "warm start s",
             "cold / warm", "run"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -567,7 +586,16 @@ def markdown(results: list[dict[str, Any]]) -> str:
   untimed = [r for r in results if _is_row(r) and not _is_timed_row(r)]
   compiled = [r for r in results if _is_target(r)]
   levers = [r for r in results if _is_lever(r)]
-  parts = ([markdown_table(rows)] if rows else []) + (
+  machines = sorted({(r.get("device_kind", r.get("device", "?")),
+                      ", ".join(f"{k} {v}" for k, v in sorted((r.get("versions") or {}).items())
+                                if k in ("jax", "jaxlib", "torch")))
+                     for r in results})
+  # The tables compare figures measured alike: results of several machines or versions are said
+  # before them (each row's note names its own)
+  mixed = ([f"**These results come from {len(machines)} machines or software versions:** "
+            + "; ".join(f"{device} ({software})" for device, software in machines) + ".\n"]
+           if len(machines) > 1 else [])
+  parts = mixed + ([markdown_table(rows)] if rows else []) + (
       [config_table(configs, first=len(rows) + 1)] if configs else []) + (
       [compile_table(untimed, first=len(rows) + len(configs) + 1)] if untimed else []) + (
       [target_table(compiled, first=len(rows) + len(configs) + len(untimed) + 1)]

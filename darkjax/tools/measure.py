@@ -13,8 +13,10 @@ from darkjax import profiling
 
 
 def median(values: list[float]) -> float:
+  """The median (of an even count, the mean of the middle two)."""
   values = sorted(values)
-  return values[len(values) // 2]
+  middle = len(values) // 2
+  return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def format_lowerings(lowerings: dict[str, int]) -> str:
