@@ -127,6 +127,17 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
   assert [line.split(": ", 1)[0] for line in lines] == [
       "default split 0 seed 0", "default split 0 seed 1"]
   assert all("(stored); run " in line for line in lines), lines   # read back, not trained
+  # a --metrics matching nothing, or a split the dataset lacks: one line, the table left as it is
+  table_md = (out / "table.md").read_text()
+  assert experiment.main(argv + ["--metrics", "zzz$"]) == 2
+  assert "--metrics 'zzz$' matches none of the runs' metrics: ['eval/" in capsys.readouterr().err
+  assert experiment.main([a if a != "all" else "3" for a in argv]) == 2
+  assert "--splits 3: the dataset of arm 'default' has splits [0]" in capsys.readouterr().err
+  assert (out / "table.md").read_text() == table_md
+  # an earlier call's pairs.json is no part of a table without --pair
+  (out / "pairs.json").write_text("{}")
+  assert experiment.main(argv) == 0 and not (out / "pairs.json").exists()
+  capsys.readouterr()
   # The same --out with other args: its stored runs were trained otherwise, and a table mixing
   # them with new ones would pair old runs with new ones. Stopped, naming the changed fields.
   changed = [a.replace("steps=2", "steps=3") for a in argv]
@@ -203,13 +214,26 @@ def test_metrics_are_never_the_runs_bookkeeping_and_one_run_has_no_spread():
   assert "| eval/top1 | 50.0 (n=1) |" in experiment.markdown({"default": {"eval/top1": entry}}, "t")
 
 
-def test_a_seed_given_twice_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("args, line", [
+    (["--seeds", "0,0,1"], "--seeds 0,0,1: seed 0 given more than once"),
+    (["--seeds", "0,a"], "--seeds '0,a': expected comma-separated integers"),
+    (["--variant", "default=lr=0.1"], "'default' names the config as given"),
+    (["--metrics", "(top1"], "--metrics '(top1' is not a regular expression"),
+], ids=["seed_twice", "seed_text", "default_variant", "metrics_regex"])
+def test_bad_flags_are_refused_before_any_run(args, line, tmp_path, capsys):
   with pytest.raises(SystemExit) as stop:
-    experiment.main(["--config", "configs/synthetic.py:runlocal", "--seeds", "0,0,1", "--out",
-                     str(tmp_path / "out")])
+    experiment.main(["--config", "configs/synthetic.py:runlocal", "--out", str(tmp_path / "out"),
+                     *args])
   assert stop.value.code == 2
-  assert "--seeds 0,0,1: seed 0 given more than once" in capsys.readouterr().err
+  assert line in capsys.readouterr().err
   assert not (tmp_path / "out").exists()
+
+
+def test_out_is_written_as_out_only_where_it_is_the_whole_path(tmp_path):
+  fields = experiment._config_fields(   # pylint: disable=protected-access
+      {"a": f"{tmp_path}/t1/x", "b": f"{tmp_path}/t10/x", "c": f"{tmp_path}/t1"},
+      str(tmp_path / "t1"))
+  assert fields == {"a": "{out}/x", "b": f"{tmp_path}/t10/x", "c": "{out}"}
 
 
 def _losses(phase_dir):
@@ -248,6 +272,11 @@ def test_an_arm_reuses_the_default_phase_it_trains_alike(tmp_path, monkeypatch):
   trained = out / "lr2" / "seed0"
   assert starts[str(trained / "enhancer")] == 0 and not (trained / experiment.SHARED_FILE).exists()
   assert _losses(trained / "enhancer") == _losses(arm / "enhancer")
+  # the same table again with sharing on: its stored runs trained their own enhancer, and the
+  # table says what the runs did, not what this call would have done
+  assert experiment.main(argv[:-4] + ["--variant", "lr2=lr=0.02", "--changes",
+                                      "lr2=optimizer.lr"]) == 0
+  assert "- `lr2`: `optimizer.lr` 0.001 -> 0.02\n" in (out / "table.md").read_text()
 
 
 def test_runs_go_seed_by_seed_with_every_arm_and_say_how_long_the_rest_takes(tmp_path,
@@ -272,10 +301,15 @@ def test_runs_go_seed_by_seed_with_every_arm_and_say_how_long_the_rest_takes(tmp
   out = capsys.readouterr().out
   assert out.startswith("4 runs (2 arms x 2 seeds)\n")   # the plan, before the first run
   lines = [line for line in out.splitlines() if "; run " in line]
-  assert lines == ["default split None seed 0: 10 s; run 1 of 4, about 30 s left",
-                   "b16 split None seed 0: 5 min; run 2 of 4, about 5 min left",
-                   "default split None seed 1: 10 s; run 3 of 4, about 5 min left",
-                   "b16 split None seed 1: 5 min; run 4 of 4, done"]
+  assert lines == ["default seed 0: 10 s; run 1 of 4, about 30 s left",
+                   "b16 seed 0: 5 min; run 2 of 4, about 5 min left",
+                   "default seed 1: 10 s; run 3 of 4, about 5 min left",
+                   "b16 seed 1: 5 min; run 4 of 4, done"]
+  # runs an earlier call stored take no time in what is left
+  plan = [(None, 0, "default"), (None, 0, "b16"), (None, 1, "default"), (None, 1, "b16")]
+  results = {"default": [{"seconds": 10.0}], "b16": []}
+  assert experiment.time_left(plan, 1, results) == 30.0
+  assert experiment.time_left(plan, 1, results, [True, True, True, False]) == 10.0
 
 
 def test_durations_read_as_a_person_says_them():

@@ -86,9 +86,9 @@ def _config_fields(config: mlc.ConfigDict | dict, out: str | None) -> dict[str, 
   written `{out}` (a moved --out keeps its results), those run_cached sets left out."""
   values = config_lib.json_values(config) if isinstance(config, mlc.ConfigDict) else config
   fields = config_lib.flat(values)
-  if out:
-    root = os.path.abspath(out)
-    fields = {k: v.replace(root, "{out}") if isinstance(v, str) else v for k, v in fields.items()}
+  if out:   # the whole path only (not /x/t1 inside /x/t10)
+    root = re.compile(re.escape(os.path.abspath(out)) + r"(?=/|$)")
+    fields = {k: root.sub("{out}", v) if isinstance(v, str) else v for k, v in fields.items()}
   return {k: v for k, v in fields.items() if k not in _RUNNER_FIELDS}
 
 
@@ -191,29 +191,34 @@ def duration(seconds: float) -> str:
 
 
 def time_left(plan: Sequence[tuple[Any, int, str]], done: int,
-              results: dict[str, list[dict[str, Any]]]) -> float | None:
+              results: dict[str, list[dict[str, Any]]],
+              stored: Sequence[bool] = ()) -> float | None:
   """Seconds the runs of `plan` after its first `done` should take: each one as long as the mean
   of its arm's runs so far (an arm that shares phases with the default, or trains more steps,
-  takes its own time), an arm without one as the mean of all; None before any run is timed."""
+  takes its own time), an arm without one as the mean of all, a run an earlier call stored
+  (`stored[i]`) nothing; None before any run is timed."""
   seconds = {arm: [r["seconds"] for r in rows] for arm, rows in results.items() if rows}
   every = [t for times in seconds.values() for t in times]
   if not every:
     return None
   overall = sum(every) / len(every)
-  return sum(sum(seconds[arm]) / len(seconds[arm]) if arm in seconds else overall
-             for _, _, arm in plan[done:])
+  return sum(0.0 if index < len(stored) and stored[index] else
+             sum(seconds[arm]) / len(seconds[arm]) if arm in seconds else overall
+             for index, (_, _, arm) in enumerate(plan) if index >= done)
 
 
 def progress_line(plan: Sequence[tuple[Any, int, str]], index: int, result: dict[str, Any],
-                  stored: bool, results: dict[str, list[dict[str, Any]]]) -> str:
-  """What a finished run prints: arm, split, seed, its time (`stored`: read from its result.json,
-  trained by an earlier call), its place in the plan and the time the rest should take."""
+                  stored: Sequence[bool], results: dict[str, list[dict[str, Any]]]) -> str:
+  """What a finished run prints: arm, split (where the table has splits), seed, its time
+  (`stored[index]`: read from its result.json, trained by an earlier call), its place in the plan
+  and the time the runs still to train should take."""
   split, seed, variant = plan[index]
-  took = f"{duration(result['seconds'])}{' (stored)' if stored else ''}"
-  left = time_left(plan, index + 1, results)
+  took = f"{duration(result['seconds'])}{' (stored)' if stored[index] else ''}"
+  left = time_left(plan, index + 1, results, stored)
   rest = ("done" if index + 1 == len(plan) else
           f"about {duration(left)} left" if left is not None else "")
-  return (f"{variant} split {split} seed {seed}: {took}; run {index + 1} of {len(plan)}"
+  where = f"split {split} " if split is not None else ""
+  return (f"{variant} {where}seed {seed}: {took}; run {index + 1} of {len(plan)}"
           + (f", {rest}" if rest else ""))
 
 
@@ -254,9 +259,11 @@ def parse_variants(items: Sequence[str]) -> dict[str, str]:
     name, sep, args = item.partition("=")
     if not sep or not re.fullmatch(r"[\w.-]+", name):
       raise ValueError(f"--variant {item!r}: expected NAME=ARGS, e.g. no_dcl=dcl=False")
+    if name == "default":
+      raise ValueError(f"--variant {item!r}: 'default' names the config as given; give the "
+                       "variant another name")
     if name in variants:
-      raise ValueError(f"--variant {name!r} given twice (or named 'default', which is the "
-                       "config as given)")
+      raise ValueError(f"--variant {name!r} given twice")
     variants[name] = args
   return variants
 
@@ -520,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   path, _, base_arg = args.config.partition(":")
   try:
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = _integers("--seeds", args.seeds)
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
       raise ValueError(f"--seeds {args.seeds}: seed {', '.join(map(str, repeated))} given more "
@@ -530,14 +537,18 @@ def main(argv: list[str] | None = None) -> int:
     declared = arms_lib.parse_changes(args.changes)
     contrasts = parse_contrasts(args.contrast)
     pairs = parse_pairs(args.pair, list(variants))
-    explicit = [int(s) for s in args.splits.split(",") if s.strip()] \
-        if args.splits not in ("", "all") else None
+    explicit = _integers("--splits", args.splits) if args.splits not in ("", "all") else None
+    try:
+      re.compile(args.metrics)
+    except re.error as error:
+      raise ValueError(f"--metrics {args.metrics!r} is not a regular expression: {error}") from None
   except ValueError as error:
     parser.error(str(error))
   if not seeds:
     parser.error("--seeds names no seed")
   first = run_name(seeds[0], explicit[0] if explicit else None)
-  arm_args = {v: expand(",".join(a for a in (base_arg, extra) if a), args.out, first)
+  out = os.path.abspath(args.out)   # what `{out}` stands for: the same from any directory
+  arm_args = {v: expand(",".join(a for a in (base_arg, extra) if a), out, first)
               for v, extra in variants.items()}
   try:   # a missing config file, or an arm's arg string it does not take, fails before any run
     config_lib.load_module(path)
@@ -563,6 +574,13 @@ def main(argv: list[str] | None = None) -> int:
   for variant, extra in variants.items():
     arg = ",".join(a for a in (base_arg, extra) if a)
     splits = dataset_splits(arm_config(path, arg)) if args.splits == "all" else explicit
+    if explicit:
+      known = dataset_splits(arm_config(path, arg))
+      if any(split not in known for split in explicit):
+        print(f"darkjax.tools.experiment: --splits {args.splits}: the dataset of arm {variant!r} "
+              f"has splits {known} (its manifest's train<k> / test<k>; 0: its one train / test "
+              "split); give some of those, or --splits all", file=sys.stderr)
+        return 2
     arm_splits[variant] = list(splits or [None])
   order = list(dict.fromkeys(split for splits in arm_splits.values() for split in splits))
   results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
@@ -580,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
   for index, (split, seed, variant) in enumerate(plan):
     name = run_name(seed, split)
     run_dir = os.path.join(args.out, variant, name)
-    run_arg = expand(",".join(a for a in (base_arg, variants[variant]) if a), args.out, name)
+    run_arg = expand(",".join(a for a in (base_arg, variants[variant]) if a), out, name)
 
     def make_config(arg=run_arg, seed=seed, split=split):
       return with_run(arm_config(path, arg), seed, split)
@@ -595,8 +613,13 @@ def main(argv: list[str] | None = None) -> int:
       print(f"darkjax.tools.experiment: {error}", file=sys.stderr)
       return 2
     results[variant].append(result)
-    print(progress_line(plan, index, result, stored[index], results), flush=True)
+    print(progress_line(plan, index, result, stored, results), flush=True)
   table = aggregate(results, args.metrics)
+  if not any(table.values()):   # nothing to table: the earlier table stays
+    known = sorted({k for runs in results.values() for run in runs for k in run_metrics(run)})
+    print(f"darkjax.tools.experiment: --metrics {args.metrics!r} matches none of the runs' "
+          f"metrics: {known}", file=sys.stderr)
+    return 2
   paired = paired_differences(results, table)
   between = {name: arm_difference(results, table, a, b) for name, (a, b) in pairs.items()}
   try:
@@ -608,15 +631,38 @@ def main(argv: list[str] | None = None) -> int:
            "mean +- sample std [95% CI of the mean] over runs, in %.")
   os.makedirs(args.out, exist_ok=True)
   file_state.atomic_write_json(os.path.join(args.out, "table.json"), table)
-  if paired:
-    file_state.atomic_write_json(os.path.join(args.out, "paired.json"), paired)
-  if contrasts:
-    file_state.atomic_write_json(os.path.join(args.out, "contrasts.json"), within)
-  if pairs:
-    file_state.atomic_write_json(os.path.join(args.out, "pairs.json"), between)
+  for name, value, wanted in (("paired.json", paired, paired), ("contrasts.json", within, contrasts),
+                              ("pairs.json", between, pairs)):
+    if wanted:
+      file_state.atomic_write_json(os.path.join(args.out, name), value)
+    elif os.path.exists(os.path.join(args.out, name)):   # an earlier call's, not this table's
+      os.remove(os.path.join(args.out, name))
+  # what each arm reused, as its runs did (a run an earlier call stored may have trained all)
+  described = arms_lib.describe(changes, reused_phases(args.out, plan))
   write_table(markdown(table, title, paired, described, within, contrasts, pairs, between),
               os.path.join(args.out, "table.md"))
   return 0
+
+
+def _integers(flag: str, text: str) -> list[int]:
+  try:
+    return [int(s) for s in text.split(",") if s.strip()]
+  except ValueError:
+    raise ValueError(f"{flag} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+
+
+def reused_phases(out: str, plan: Sequence[tuple[Any, int, str]]) -> dict[str, list[str]]:
+  """{arm: the phases every one of its runs reused from the default arm's (their SHARED_FILE)}."""
+  found: dict[str, list[list[str]]] = {}
+  for split, seed, variant in plan:
+    path = os.path.join(out, variant, run_name(seed, split), SHARED_FILE)
+    shared: list[str] = []
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        shared = list(json.load(f))   # in the order the phases run
+    found.setdefault(variant, []).append(shared)
+  return {variant: [p for p in runs[0] if all(p in run for run in runs)]
+          for variant, runs in found.items()}
 
 
 if __name__ == "__main__":
