@@ -315,3 +315,16 @@ def test_runs_go_seed_by_seed_with_every_arm_and_say_how_long_the_rest_takes(tmp
 def test_durations_read_as_a_person_says_them():
   assert [experiment.duration(s) for s in (4.6, 59.4, 61, 3599, 3600, 11_000)] == [
       "5 s", "59 s", "1 min", "1 h 00 min", "1 h 00 min", "3 h 03 min"]
+
+
+def test_a_stopped_table_is_one_line(monkeypatch, capsys):
+  from darkjax.preemption import Preempted  # pylint: disable=import-outside-toplevel
+
+  def stopped():
+    raise Preempted(3, "/o/default/seed0/checkpoints/3", interrupted=True)
+  monkeypatch.setattr(experiment, "main", stopped)
+  assert experiment.cli() == 130
+  err = capsys.readouterr().err
+  assert err.startswith("darkjax.tools.experiment: interrupted (Ctrl-C): saved checkpoint "
+                        "/o/default/seed0/checkpoints/3 at step 3")
+  assert "finished runs are stored" in err

@@ -665,5 +665,17 @@ def reused_phases(out: str, plan: Sequence[tuple[Any, int, str]]) -> dict[str, l
           for variant, runs in found.items()}
 
 
+def cli() -> int:
+  """`main` as a command: a run stopped by Ctrl-C or SIGTERM (its checkpoint saved) is one line
+  and exit code 130 / 0, as darkjax.main's; the rerun resumes it, the finished runs stored."""
+  from darkjax.preemption import Preempted  # pylint: disable=import-outside-toplevel
+  try:
+    return main()
+  except Preempted as stop:
+    print(f"darkjax.tools.experiment: {stop}; the table's finished runs are stored",
+          file=sys.stderr)
+    return 130 if stop.interrupted else 0
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli())
