@@ -103,6 +103,7 @@ class Processes:
 
 def shards_read(output: str, what: str) -> set[str]:
   """Shard file names a process logged for `what` ('train' or 'eval')."""
-  found = re.findall(rf"{what} reads \d+ of \d+ shard\(s\) in \S+: (\S*)", output)
+  found = re.findall(rf"{what} reads the '\w+' stream of \d+ of \d+ shard\(s\) in \S+: (\S*)",
+                     output)
   assert found, f"no '{what} reads N of M shard(s)' line in:\n{output[-3000:]}"
   return set(found[0].split(",")) - {""}
