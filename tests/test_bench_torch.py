@@ -291,6 +291,11 @@ compiled from the caches that pass filled: train_step 4.0 s.
   config["remat"]["none"] = {k: v for k, v in step.items() if k != "step_s"}
   config.update(persistent_cache=True, concurrent_compiles=4)
   assert "| 4.00 | - | 4.0 | - | - | [1] |" in bench_report.config_table([config])
+  # beside the config's timed run, its pre-pass is left out: the timed row shows its cold compile
+  timed = {**config, "remat": {"none": step}}
+  del timed["concurrent_compiles"]
+  assert bench_report.markdown([config, timed]).count("`configs/dtcm_arid.py`") == 1
+  assert bench_report.markdown([config]).count("`configs/dtcm_arid.py`") == 1   # a cut lease's
 
 
 
@@ -350,6 +355,15 @@ def test_compile_only_rows_get_their_own_table(tmp_path):
       "|---|---|---|---|---|---|---|---|---|---|",
       "| `c3d` | 30 x 16 x 112^2 | bfloat16 | sgd | 34.8 | 20.1 | 13.2 | 27.8 | 4 | [2] |"]
   assert "- [2] `python -m darkjax.tools.bench --model c3d --vs-torch`" in tables[1]
+  # the pre-pass of a row that was timed is left out (its cold compile is in the timed row), so
+  # a lease's pre-pass files can all be given
+  pre_pass = _result("r3d_18", {})
+  pre_pass.update(concurrent_compiles=4, sides={"flax": {"compile_s": 30.0},
+                                                "torch": {"first_call_s": 9.0}})
+  paths.append(tmp_path / "cold-r3d.json")
+  paths[-1].write_text(json.dumps(pre_pass))
+  text = bench.main(["--markdown-from", *map(str, paths)])["markdown"]
+  assert text.count("`r3d_18`") == 1 and text.count("`c3d`") == 1
 
 GPU_HLO = """\
 ENTRY %main {

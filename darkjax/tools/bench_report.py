@@ -576,11 +576,31 @@ def _lever_compile(result: dict[str, Any], spec: str, entry: dict[str, Any]) -> 
   return "-" if seconds is None else f"{seconds:.1f}"
 
 
+def _row_key(result: dict[str, Any]) -> tuple:
+  optimizer = (result.get("optimizer") or {}).get("name")
+  return (result.get("model"), result.get("batch"), result.get("frames"), result.get("size"),
+          result.get("dtype"), optimizer)
+
+
+def _config_key(result: dict[str, Any]) -> tuple:
+  return (result.get("config"), result.get("phase"), result.get("batch"), result.get("frames"),
+          json.dumps(result.get("overrides") or {}, sort_keys=True))
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
   """`load`'s results as docs/benchmarks.md tables: the rows against torch (`markdown_table`),
   the paper configs' steps (`config_table`), rows compiled but not timed (`compile_table`), then
   steps compiled for a compile-only target (`target_table`), each numbered on from the table
-  before."""
+  before. A compile-only pre-pass's row or config whose timed run is among `results` is left out
+  (the timed one shows its cold compile): a lease's pre-pass files can all be given, and those
+  its deadline left untimed show as compiles."""
+  timed_rows = {_row_key(r) for r in results if _is_timed_row(r)}
+  timed_configs = {_config_key(r) for r in results
+                   if _is_config(r) and "step_s" in r["remat"]["none"]}
+  results = [r for r in results if not (
+      (_is_row(r) and not _is_timed_row(r) and _row_key(r) in timed_rows)
+      or (_is_config(r) and "step_s" not in r["remat"]["none"] and "concurrent_compiles" in r
+          and _config_key(r) in timed_configs))]
   rows = [r for r in results if _is_timed_row(r)]
   configs = [r for r in results if _is_config(r)]
   untimed = [r for r in results if _is_row(r) and not _is_timed_row(r)]
