@@ -15,9 +15,8 @@ HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once),
 `split_index` of every data block of the config. The metrics matching `--metrics` are averaged
 over all seeds and splits of a variant (mean +- sample std, ddof=1, and the 95% confidence
 interval of the mean, Student's t; neither for a single run: nan in the JSON) into DIR/table.md
-and DIR/table.json, with each variant's
-difference from `default` paired over the runs of the same seed and split (mean and 95% interval;
-also DIR/paired.json); `--pair NAME=ARM_A-ARM_B` tables the same for any two arms (DIR/pairs.json;
+and DIR/table.json, with each variant's difference from `default` paired over the runs of the
+same seed and split (mean and 95% interval; also DIR/paired.json); `--pair NAME=ARM_A-ARM_B` tables the same for any two arms (DIR/pairs.json;
 e.g. a 2 x 2 factorial's KD effect without SSL, `kd=no_ssl-alone`). `--contrast NAME=A-B` tables,
 per variant, metric A minus metric B of the same run (a two-stream run's late fusion minus its
 flow net, a LIFT-Net run's student minus its teacher; DIR/contrasts.json), over the runs that have
