@@ -67,14 +67,14 @@ class MetricsWriter:
     return self._tb
 
   def _reopen(self, purge_step: int) -> None:
-    """Closes the event file (if one is open) and opens one whose first event is a restart
-    marker at `purge_step`."""
+    """Closes the event file (if one is open); the next one, opened with the next scalar, starts
+    with a restart marker at `purge_step` (the earlier of two not yet marked). A writer that
+    logs nothing after it (a finished run's rerun) adds no event file."""
     if self._tb is not None:
       self._tb.close()
-    if self._purge_step is not None:   # a truncation not yet marked: the earlier step
-      purge_step = min(purge_step, self._purge_step)
-      self._purge_step = None
-    self._open_tensorboard(purge_step=purge_step)
+      self._tb = None
+    self._purge_step = (purge_step if self._purge_step is None
+                        else min(purge_step, self._purge_step))
 
   def _open_tensorboard(self, purge_step: int | None = None) -> None:
     """A new event file. tensorboardX names it by the second and the host, and a second writer
@@ -87,7 +87,8 @@ class MetricsWriter:
                              purge_step=purge_step, filename_suffix=f".{_last_suffix}")
 
   def _flush(self) -> None:
-    self._tb.flush()
+    if self._tb is not None:   # none open: nothing logged since the last (re)open
+      self._tb.flush()
     self._upload()
 
   def _upload(self) -> None:
@@ -113,16 +114,12 @@ class MetricsWriter:
     """Drops what was logged after `step` (a run resumed from `step` logs those steps again):
     metrics.jsonl's rows, and in TensorBoard the earlier event files' events from `step + 1` on
     (a new event file whose first event is a restart marker at that step: tensorboardX's
-    `purge_step`, which TensorBoard reads as "drop what came before from this step on"), opened
-    with the first scalar logged after it: a rerun that logs nothing (a finished run's) adds no
-    event file."""
+    `purge_step`, which TensorBoard reads as "drop what came before from this step on"; see
+    `_reopen`)."""
     if not self.enabled or not self.path.exists():   # nothing logged before
       return
     self._keep_rows(lambda row: row["step"] <= step)
-    if self._tb is not None:
-      self._tb.close()
-      self._tb = None
-    self._purge_step = step + 1
+    self._reopen(step + 1)
 
   def _keep_rows(self, keep) -> list[dict[str, Any]]:
     """Rewrites metrics.jsonl with the rows `keep` accepts (as `write` wrote them); returns
@@ -147,7 +144,7 @@ class MetricsWriter:
       if row["step"] == step:
         for key, value in row.items():
           if key != "step":
-            self._tb.add_scalar(key, float(value), step)
+            self._writer().add_scalar(key, float(value), step)
     self._flush()
 
   def image(self, tag: str, step: int, png_path: str) -> None:

@@ -715,7 +715,7 @@ class Trainer:
           self._keep_changed_config(start, trains)
         # config.json is the config that trained the checkpoints (predict and export read their
         # normalisation from it): a call with nothing to train leaves it as it is
-        if trains or self._saved_config()[1] is None:
+        if trains or not (paths.resolve(self.workdir) / "config.json").is_file():
           file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
                                        self._config_json(), sort_keys=True)
       self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)

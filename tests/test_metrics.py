@@ -123,3 +123,21 @@ print("ok")
   assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
   assert _scalars_tensorboard_shows(str(tmp_path / "run" / "tensorboard"), "train/loss") == [
       (3, 0.5)]
+
+
+def test_evaluating_again_a_step_without_a_training_row(tmp_path):
+  """A notebook's `Run.evaluate` at a step that logged no training row (log_every does not divide
+  it): its earlier evaluation is dropped, nothing else, and nothing fails for want of a row."""
+  workdir = str(tmp_path / "run")
+  writer = metrics_lib.MetricsWriter(workdir)
+  writer.write(2, {"train/loss": 1.0})
+  writer.write(3, {"eval/top1": 0.5})
+  writer.close()
+  again = metrics_lib.MetricsWriter(workdir)
+  again.redo_evaluation(3)
+  again.write(3, {"eval/top1": 0.75})
+  again.close()
+  assert metrics_lib.read_metrics(workdir) == [{"step": 2, "train/loss": 1.0},
+                                               {"step": 3, "eval/top1": 0.75}]
+  assert _scalars_tensorboard_shows(os.path.join(workdir, "tensorboard"), "eval/top1") == [
+      (3, 0.75)]

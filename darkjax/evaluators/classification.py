@@ -102,7 +102,7 @@ def view_probabilities(predict: Any, fields: Mapping[str, jax.Array]) -> jax.Arr
 
 def stream_note(cfg: Mapping[str, Any]) -> str:
   """" (<stream> frames)" of a data source's input config naming its video stream ("" if none)."""
-  stream = cfg.get("stream", "") if hasattr(cfg, "get") else ""
+  stream = cfg.get("stream", "")
   return f" ({stream} frames)" if stream else ""
 
 

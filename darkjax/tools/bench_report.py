@@ -180,10 +180,11 @@ def _is_count(result: dict[str, Any]) -> bool:
   return "traced_for" in result and "flops_per_step" in result
 
 
-def _count_key(result: dict[str, Any], platform: str) -> tuple:
-  """What a `--count-flops` result and a timed result must share for the count to be the timed
-  step's: the row's model, batch, clip, dtype and optimizer, or the config's path, overrides,
-  phase, batch and frames; and the platform."""
+def _step_key(result: dict[str, Any], platform: str) -> tuple:
+  """The step a result measured: the row's model, batch, clip, dtype and optimizer, or the
+  config's path, overrides, phase, batch and frames; and the platform. What a `--count-flops`
+  result and a timed one share for the count to be the timed step's, and a compile-only
+  pre-pass and the timed run of the same step."""
   if "model" in result:
     return (result["model"], result["batch"], result["frames"], result["size"], result["dtype"],
             result["optimizer"]["name"], platform)
@@ -194,7 +195,7 @@ def _count_key(result: dict[str, Any], platform: str) -> tuple:
 def load(paths: Iterable[str]) -> list[dict[str, Any]]:
   """bench --json results of the train-step benchmark against torch and of paper configs' steps
   (ValueError naming the file that is none of these). A `--count-flops` result gives its count
-  to each row or config result it matches (`_count_key`), timed on the platform it was traced
+  to each row or config result it matches (`_step_key`), timed on the platform it was traced
   for, that has none of its own (measured before bench counted): those gain the count
   (`flops_from`: its command) and their utilisation."""
   results, counts, seen = [], {}, set()
@@ -210,7 +211,7 @@ def load(paths: Iterable[str]) -> list[dict[str, Any]]:
       continue
     seen.add(text)
     if _is_count(result):
-      counts[_count_key(result, result["traced_for"])] = result
+      counts[_step_key(result, result["traced_for"])] = result
       continue
     if not (_is_row(result) or _is_config(result) or _is_target(result)
             or _is_lever(result)):
@@ -221,7 +222,7 @@ def load(paths: Iterable[str]) -> list[dict[str, Any]]:
                        "P --json` one")
     results.append(result)
   for result in results:
-    count = counts.get(_count_key(result, result.get("device", "")))
+    count = counts.get(_step_key(result, result.get("device", "")))
     if count is None:
       continue
     if _is_row(result) and not result.get("flops_per_step"):
@@ -576,17 +577,6 @@ def _lever_compile(result: dict[str, Any], spec: str, entry: dict[str, Any]) -> 
   return "-" if seconds is None else f"{seconds:.1f}"
 
 
-def _row_key(result: dict[str, Any]) -> tuple:
-  optimizer = (result.get("optimizer") or {}).get("name")
-  return (result.get("model"), result.get("batch"), result.get("frames"), result.get("size"),
-          result.get("dtype"), optimizer)
-
-
-def _config_key(result: dict[str, Any]) -> tuple:
-  return (result.get("config"), result.get("phase"), result.get("batch"), result.get("frames"),
-          json.dumps(result.get("overrides") or {}, sort_keys=True))
-
-
 def markdown(results: list[dict[str, Any]]) -> str:
   """`load`'s results as docs/benchmarks.md tables: the rows against torch (`markdown_table`),
   the paper configs' steps (`config_table`), rows compiled but not timed (`compile_table`), then
@@ -594,13 +584,18 @@ def markdown(results: list[dict[str, Any]]) -> str:
   before. A compile-only pre-pass's row or config whose timed run is among `results` is left out
   (the timed one shows its cold compile): a lease's pre-pass files can all be given, and those
   its deadline left untimed show as compiles."""
-  timed_rows = {_row_key(r) for r in results if _is_timed_row(r)}
-  timed_configs = {_config_key(r) for r in results
-                   if _is_config(r) and "step_s" in r["remat"]["none"]}
-  results = [r for r in results if not (
-      (_is_row(r) and not _is_timed_row(r) and _row_key(r) in timed_rows)
-      or (_is_config(r) and "step_s" not in r["remat"]["none"] and "concurrent_compiles" in r
-          and _config_key(r) in timed_configs))]
+  def key(result: dict[str, Any]) -> tuple:
+    return _step_key(result, result.get("device", ""))
+
+  def stepped(result: dict[str, Any]) -> bool:   # a row or config whose steps were timed
+    return _is_timed_row(result) or (_is_config(result) and "step_s" in result["remat"]["none"])
+
+  def pre_pass(result: dict[str, Any]) -> bool:
+    return ((_is_row(result) and not _is_timed_row(result))
+            or (_is_config(result) and not stepped(result) and "concurrent_compiles" in result))
+
+  timed = {key(r) for r in results if stepped(r)}
+  results = [r for r in results if not (pre_pass(r) and key(r) in timed)]
   rows = [r for r in results if _is_timed_row(r)]
   configs = [r for r in results if _is_config(r)]
   untimed = [r for r in results if _is_row(r) and not _is_timed_row(r)]

@@ -325,6 +325,11 @@ def run_metrics(run: dict[str, Any]) -> list[str]:
   return [k for k in run if k not in RUN_FIELDS]
 
 
+def metric_names(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+  """Every metric name of the runs of every variant, sorted (what an error lists)."""
+  return sorted({k for runs in results.values() for run in runs for k in run_metrics(run)})
+
+
 def aggregate(results: dict[str, list[dict[str, Any]]], pattern: str) -> dict[str, Any]:
   """{variant: {metric: {mean, std, n, values}}} over the metrics matching `pattern`."""
   matcher = re.compile(pattern)
@@ -426,7 +431,7 @@ def contrasts_within_runs(results: dict[str, list[dict[str, Any]]],
   one trained model), over the variant's runs that have both (n counts them, as `aggregate`'s
   does); a variant none of whose runs has both (an arm without that head) has no entry. A
   contrast that no run has, or that names no two metrics, raises naming the runs' metrics."""
-  known = sorted({k for runs in results.values() for run in runs for k in run_metrics(run)})
+  known = metric_names(results)
   out: dict[str, Any] = {variant: {} for variant in results}
   parts: dict[str, tuple[str, str]] = {}
   for name, expression in contrasts.items():
@@ -615,9 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     print(progress_line(plan, index, result, stored, results), flush=True)
   table = aggregate(results, args.metrics)
   if not any(table.values()):   # nothing to table: the earlier table stays
-    known = sorted({k for runs in results.values() for run in runs for k in run_metrics(run)})
     print(f"darkjax.tools.experiment: --metrics {args.metrics!r} matches none of the runs' "
-          f"metrics: {known}", file=sys.stderr)
+          f"metrics: {metric_names(results)}", file=sys.stderr)
     return 2
   paired = paired_differences(results, table)
   between = {name: arm_difference(results, table, a, b) for name, (a, b) in pairs.items()}
