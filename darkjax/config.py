@@ -89,10 +89,14 @@ def load(spec: str, arg: str | None = None) -> mlc.ConfigDict:
   except (KeyError, ValueError, TypeError) as error:   # an arg string it does not take
     if isinstance(error, ConfigError):
       raise
-    text = error.args[0] if isinstance(error, KeyError) and error.args else error
-    raise ConfigError(f"config {path}{':' + arg if arg else ''}: {text}") from error
+    raise ConfigError(f"config {path}{':' + arg if arg else ''}: {error_text(error)}") from error
   config.lock()
   return config
+
+
+def error_text(error: BaseException) -> str:
+  """An error's message as said to a user: a KeyError's own text, not its repr in quotes."""
+  return str(error.args[0] if isinstance(error, KeyError) and error.args else error)
 
 
 def apply_overrides(config: mlc.ConfigDict,

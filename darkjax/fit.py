@@ -140,9 +140,8 @@ def mesh_limit(config: Mapping[str, Any], mesh: Any, target: str = "") -> int | 
   """`device_limit` for a device of `mesh` this process holds (on a multi-host mesh the first of
   its devices is another host's, whose memory this process cannot read: every process checks the
   step against its own devices, so all of them take the same decision)."""
-  if target or float(config.get("device_memory_gib", 0.0) or 0.0) > 0:
-    return device_limit(config, None, target)   # no device of the mesh is asked
-  return device_limit(config, mesh.local_devices[0], target)
+  # a compile-only target's mesh has no devices of this process (device_limit does not ask one)
+  return device_limit(config, None if target else mesh.local_devices[0], target)
 
 
 def candidates(config: mlc.ConfigDict, platform: str, devices: int) -> list[dict[str, Any]]:

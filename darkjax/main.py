@@ -87,7 +87,8 @@ def main(argv):
         os.rmdir(directory)
     if _VERBOSE.value:
       raise
-    print(f"darkjax: {_one_line(e)}", file=sys.stderr)
+    from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+    print(f"darkjax: {config_lib.error_text(e)}", file=sys.stderr)
     sys.exit(2)
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
@@ -144,10 +145,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
           fit.DeviceMemoryError, checkpoint.DamagedCheckpointError)
 
 
-def _one_line(error: BaseException) -> str:
-  return str(error.args[0] if isinstance(error, KeyError) and error.args else error)
-
-
 def _config():
   """The --config flag's ConfigDict, validated; a file, arg or override that fails to load is a
   ConfigError naming it."""
@@ -166,7 +163,8 @@ def _config():
 def _config_error_text(error: BaseException, argv: list[str]) -> str:
   """What a config file, arg string or override that failed to load means: a missing file, an
   override of a key the config lacks, else the error's own message."""
-  text = _one_line(error)
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  text = config_lib.error_text(error)
   missing = re.search(r"No such file or directory: '([^']+)'", text)
   if missing:
     return f"config file {missing.group(1)} does not exist"

@@ -77,10 +77,10 @@ def enhancement_grid(inputs: np.ndarray, enhanced: np.ndarray, title: str = "",
   diff_in = np.abs(np.diff(inputs, axis=1))
   diff_out = np.abs(np.diff(enhanced, axis=1))
   scale = 1.0 / max(float(np.percentile(np.concatenate([diff_in, diff_out]), 99.5)), 1e-3)
-  rows = [("input", inputs), ("enhanced", enhanced),
-          (f"RGB diff. input x{scale:.0f}", diff_in * scale),
-          (f"RGB diff. enhanced x{scale:.0f}", diff_out * scale)]
-  fig, axes = plt.subplots(4 * n, len(shown), figsize=(1.4 * len(shown), 1.5 * 4 * n),
+  rows = [("input I", inputs), ("enhanced Y", enhanced),
+          (f"|I(t+1) - I(t)|\nx{scale:.0f}", diff_in * scale),
+          (f"|Y(t+1) - Y(t)|\nx{scale:.0f}", diff_out * scale)]
+  fig, axes = plt.subplots(4 * n, len(shown), figsize=(1.6 + 1.4 * len(shown), 1.5 * 4 * n),
                            squeeze=False)
   for clip in range(n):
     for r, (label, images) in enumerate(rows):
@@ -89,8 +89,9 @@ def enhancement_grid(inputs: np.ndarray, enhanced: np.ndarray, title: str = "",
         ax.imshow(np.clip(images[clip, frame], 0.0, 1.0), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        if c == 0:
-          ax.set_ylabel(f"{clip}: {label}", fontsize=6)
+        if c == 0:   # across, beside its row: readable at the figure's own size
+          ax.set_ylabel(f"clip {clip}\n{label}", fontsize=8, rotation=0, ha="right",
+                        va="center")
         if clip == 0 and r == 0:
           ax.set_title(f"t={frame}", fontsize=7)
   if title:

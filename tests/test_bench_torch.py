@@ -159,6 +159,12 @@ def test_bench_torch_compile_cli_writes_json(tmp_path, monkeypatch, capsys):
   output = capsys.readouterr().out
   assert "<- reference (faster compiled mode)" in output and f"written: {out}" in output
   assert f"flax {VARIANT} / flax: per round" in output and "flax profile: device time" in output
+  # a count traced with another jax is no count of the timed program: left out, said why
+  other = tmp_path / "other_jax.json"
+  other.write_text(json.dumps(dict(count, versions=dict(count["versions"], jax="0.0.1"))))
+  [unjoined] = bench_report.load([str(bare), str(other)])
+  assert "flops_per_step" not in unjoined
+  assert "(jax 0.0.1) left out" in capsys.readouterr().err
   with pytest.raises(SystemExit):   # argparse: --torch-compile needs --vs-torch
     bench.main(["--model", "c3d_tiny", "--torch-compile"])
   with pytest.raises(ValueError, match="torch.compile mode 'fast' unknown"):

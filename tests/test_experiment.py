@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -118,6 +119,7 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
   def no_training(*args, **kwargs):
     raise AssertionError("a cached run was trained again")
 
+  real_run_phases = train.run_phases
   monkeypatch.setattr(train, "run_phases", no_training)
   capsys.readouterr()
   assert experiment.main(argv) == 0
@@ -143,8 +145,19 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
   changed = [a.replace("steps=2", "steps=3") for a in argv]
   assert experiment.main(changed) == 2
   err = capsys.readouterr().err
-  assert "was trained with another config than this command's run gives" in err
-  assert "total_steps: 2 (stored) -> 3 (now)" in err and "delete" in err
+  # every stale run named, before any run trains: grouped by what changed
+  assert f"2 stored runs of {out} were trained with another config than this command's runs " \
+         "give:\n  default/split0_seed0, default/split0_seed1:\n" in err
+  assert "total_steps: 2 (stored) -> 3 (now)" in err and "delete those runs'" in err
+  # One stale run, planned after one to train (deleted, as the message says): refused, named with
+  # its result, before the other trains (run_phases still refuses to train).
+  shutil.rmtree(out / "default" / "split0_seed0")
+  assert experiment.main(changed) == 2
+  err = capsys.readouterr().err
+  assert f"{out / 'default' / 'split0_seed1' / 'result.json'} was trained with another config " \
+         "than this command's run gives" in err
+  monkeypatch.setattr(train, "run_phases", real_run_phases)
+  assert experiment.main(argv) == 0   # the deleted run trained again, as before
   # A moved --out keeps its results (its own path is compared as `{out}`).
   moved = tmp_path / "moved"
   os.rename(out, moved)
@@ -328,3 +341,12 @@ def test_a_stopped_table_is_one_line(monkeypatch, capsys):
   assert err.startswith("darkjax.tools.experiment: interrupted (Ctrl-C): saved checkpoint "
                         "/o/default/seed0/checkpoints/3 at step 3")
   assert "finished runs are stored" in err
+
+
+def test_a_difference_that_rounds_to_zero_reads_zero_not_minus_zero():
+  entry = {"mean": -0.0002, "std": 0.0002, "ci95": 0.0002, "n": 3}
+  text = experiment.markdown({"default": {"eval/top1": entry}}, "t",
+                             paired={"v": {"eval/top1": entry}})
+  assert "-0.0" not in text
+  assert "| eval/top1 | 0.0 +- 0.0 [0.0, 0.0] (n=3) |" in text
+  assert "| eval/top1 | +0.0 [0.0, 0.0] (n=3) |" in text

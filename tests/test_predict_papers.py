@@ -6,6 +6,7 @@ Task's code, from the paper's description of its inputs."""
 from __future__ import annotations
 
 import os
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import dinet_synthetic, dtcm_synthetic, lift_synthetic, twostream_synthetic
-from darkjax import checkpoint
+from darkjax import checkpoint, plots
 from darkjax.data import flow as flow_lib
 from darkjax.data import normalise, records
 from darkjax.tools import predict_checkpoint, predict_host
@@ -124,3 +125,13 @@ def test_twostream_predicts_with_flow_computed_per_view_like_its_evaluators(tmp_
   np.testing.assert_allclose(result["probs"], _softmax_mean(logits), rtol=1e-5, atol=1e-6)
   still = task_predict(variables, {"video": views, "flow": np.full_like(flows, 128)})
   assert not np.allclose(_softmax_mean(still), result["probs"], rtol=0, atol=1e-7)
+  # the picture shows the flow the model read beside the infrared frames
+  np.testing.assert_array_equal(result["streams"]["flow"], flows[0])
+  shown = []
+  real_frame_rows = plots.frame_rows
+  with mock.patch.object(plots, "frame_rows",
+                         lambda rows, *a, **k: shown.extend(rows) or real_frame_rows(rows, *a, **k)):
+    png = predict_host.write_png(result, str(tmp_path / "png"))
+  assert [label for label, _ in shown] == ["input (view 1)", "flow (view 1)\nx, y, |v| as RGB"]
+  np.testing.assert_array_equal(shown[1][1], flows[0])
+  assert os.path.getsize(png) > 1000

@@ -225,6 +225,12 @@ def load(paths: Iterable[str]) -> list[dict[str, Any]]:
     count = counts.get(_step_key(result, result.get("device", "")))
     if count is None:
       continue
+    traced, timed = (r.get("versions", {}).get("jax") for r in (count, result))
+    if traced and timed and traced != timed:   # another XLA may count another program
+      print(f"bench --markdown-from: the FLOP count of `{count.get('command', '')}` (jax "
+            f"{traced}) left out for `{result.get('command', '')}`, timed with jax {timed}: "
+            "count it with the timed run's jax", file=sys.stderr)
+      continue
     if _is_row(result) and not result.get("flops_per_step"):
       result["flops_per_step"] = count["flops_per_step"]
       result["flops_from"] = count.get("command", "")

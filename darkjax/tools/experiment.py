@@ -77,7 +77,33 @@ _RUNNER_FIELDS = ("progress_bar", "checkpoint_every")
 
 
 class StaleResultError(RuntimeError):
-  """A stored result was trained with another config than the run now asks for."""
+  """A stored result was trained with another config than the run now asks for: its `workdir`
+  and the `changed` fields' lines."""
+
+  def __init__(self, workdir: str, changed: Sequence[str]):
+    self.workdir, self.changed = workdir, list(changed)
+    super().__init__(
+        f"{os.path.join(workdir, RESULT_FILE)} was trained with another config than this "
+        "command's run gives:\n" + config_lib.listed(self.changed) + f"\nGive another --out, or "
+        f"delete {workdir} to train it again (a table that mixed the two would pair old runs with "
+        "new ones).")
+
+
+def stale_message(errors: Sequence[StaleResultError], out: str) -> str:
+  """One message for every stored run of `out` that is stale: the runs grouped by what changed."""
+  if len(errors) == 1:
+    return str(errors[0])
+  groups: dict[tuple[str, ...], list[str]] = {}
+  for error in errors:
+    groups.setdefault(tuple(error.changed), []).append(os.path.relpath(error.workdir, out))
+  lines = [f"{len(errors)} stored runs of {out} were trained with another config than this "
+           "command's runs give:"]
+  for changed, runs in groups.items():
+    lines += [f"  {', '.join(runs)}:"] + ["  " + line for line in config_lib.listed(changed)
+                                          .splitlines()]
+  return "\n".join(lines + [
+      "Give another --out, or delete those runs' directories to train them again (a table that "
+      "mixed the two would pair old runs with new ones)."])
 
 
 def _config_fields(config: mlc.ConfigDict | dict, out: str | None) -> dict[str, Any]:
@@ -107,12 +133,8 @@ def stored_result(workdir: str, make_config: Callable[[], mlc.ConfigDict],
       trained = _config_fields(json.load(f), out)
     changed = config_lib.differences(trained, _config_fields(make_config(), out))
     if changed:
-      lines = [f"  {key}: {was!r} (stored) -> {now!r} (now)"
-               for key, (was, now) in changed.items()]
-      raise StaleResultError(
-          f"{path} was trained with another config than this command's run gives:\n"
-          + config_lib.listed(lines) + f"\nGive another --out, or delete {workdir} to train it "
-          "again (a table that mixed the two would pair old runs with new ones).")
+      raise StaleResultError(workdir, [f"  {key}: {was!r} (stored) -> {now!r} (now)"
+                                       for key, (was, now) in changed.items()])
   return result
 
 
@@ -448,9 +470,14 @@ def contrasts_within_runs(results: dict[str, list[dict[str, Any]]],
   return out, parts
 
 
+def _points(fraction: float, signed: bool = False) -> str:
+  """A fraction in points (%), one decimal; a value that rounds to zero reads 0.0, never -0.0."""
+  return f"{round(100 * fraction, 1) + 0.0:{'+' if signed else ''}.1f}"
+
+
 def _interval(entry: dict[str, Any]) -> str:
   low, high = entry["mean"] - entry["ci95"], entry["mean"] + entry["ci95"]
-  return "" if entry["ci95"] != entry["ci95"] else f" [{100 * low:.1f}, {100 * high:.1f}]"
+  return "" if entry["ci95"] != entry["ci95"] else f" [{_points(low)}, {_points(high)}]"
 
 
 def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = None,
@@ -469,8 +496,8 @@ def markdown(table: dict[str, Any], title: str, paired: dict[str, Any] | None = 
     cells = []
     for column in columns:
       e = entry(column)
-      cells.append("" if e is None else f"{100 * e['mean']:{'+' if signed else ''}.1f}"
-                   + (f" +- {100 * e['std']:.1f}" if spread and e["std"] == e["std"] else "")
+      cells.append("" if e is None else _points(e["mean"], signed)
+                   + (f" +- {_points(e['std'])}" if spread and e["std"] == e["std"] else "")
                    + f"{_interval(e)} (n={e['n']})")
     return f"| {label} | " + " | ".join(cells) + " |"
 
@@ -599,23 +626,34 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
         + (f" x {len(order)} splits" if len(order) > 1 else "") + ")"
         + (f", {sum(stored)} of them stored in {args.out}" if any(stored) else ""), flush=True)
-  for index, (split, seed, variant) in enumerate(plan):
+
+  def run_of(split, seed, variant) -> tuple[str, str, Callable[[], mlc.ConfigDict]]:
+    """The run's directory, config arg and config."""
     name = run_name(seed, split)
-    run_dir = os.path.join(args.out, variant, name)
     run_arg = expand(",".join(a for a in (base_arg, variants[variant]) if a), out, name)
+    return (os.path.join(args.out, variant, name), run_arg,
+            lambda: with_run(arm_config(path, run_arg), seed, split))
 
-    def make_config(arg=run_arg, seed=seed, split=split):
-      return with_run(arm_config(path, arg), seed, split)
-
-    try:
-      if shared.get(variant) and not stored[index]:
-        share_phases(run_dir, os.path.join(args.out, "default", name), make_config(),
-                     shared[variant])
-      result = run_cached(run_dir, make_config, None, out=args.out, seed=seed, split=split,
-                          variant=variant, config_arg=run_arg)
-    except StaleResultError as error:
-      print(f"darkjax.tools.experiment: {error}", file=sys.stderr)
-      return 2
+  # Every stored run is checked before any is trained: a stale one found late would have let the
+  # runs before it train, and the message names them all.
+  stale = []
+  for index, item in enumerate(plan):
+    if stored[index]:
+      run_dir, _, make_config = run_of(*item)
+      try:
+        stored_result(run_dir, make_config, args.out)
+      except StaleResultError as error:
+        stale.append(error)
+  if stale:
+    print(f"darkjax.tools.experiment: {stale_message(stale, args.out)}", file=sys.stderr)
+    return 2
+  for index, (split, seed, variant) in enumerate(plan):
+    run_dir, run_arg, make_config = run_of(split, seed, variant)
+    if shared.get(variant) and not stored[index]:
+      share_phases(run_dir, os.path.join(args.out, "default", run_name(seed, split)),
+                   make_config(), shared[variant])
+    result = run_cached(run_dir, make_config, None, out=args.out, seed=seed, split=split,
+                        variant=variant, config_arg=run_arg)
     results[variant].append(result)
     print(progress_line(plan, index, result, stored, results), flush=True)
   table = aggregate(results, args.metrics)

@@ -240,4 +240,5 @@ class Predictor:
     enhanced = None
     if self._enhance is not None:
       enhanced = np.asarray(self._enhance(self.variables, streams["video"][:1])[0], np.float32)
-    return predict_host.summarise(path, streams["video"], logits, self.class_names, enhanced)
+    return predict_host.summarise(path, streams["video"], logits, self.class_names, enhanced,
+                                  streams)

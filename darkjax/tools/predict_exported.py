@@ -111,4 +111,5 @@ class ExportedPredictor:
   def predict(self, path: str) -> dict[str, Any]:
     streams = self.video_inputs.views(path)
     self._check_shapes(path, streams)
-    return predict_host.summarise(path, streams["video"], self.logits(streams), self.class_names)
+    return predict_host.summarise(path, streams["video"], self.logits(streams), self.class_names,
+                                  streams=streams)

@@ -145,15 +145,19 @@ def mean_probabilities(logits: np.ndarray) -> np.ndarray:
 
 
 def summarise(path: str, views: np.ndarray, logits: np.ndarray, class_names: list[str],
-              enhanced: np.ndarray | None = None) -> dict[str, Any]:
-  """A video's result: its views, probabilities and top 5 (name, probability)."""
+              enhanced: np.ndarray | None = None,
+              streams: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+  """A video's result: its views, probabilities and top 5 (name, probability); `streams`: the
+  first view of each other input the model read (two-stream's flow), for the picture."""
   probs = mean_probabilities(logits)
   if len(probs) != len(class_names):
     raise PredictError(f"{path}: the model gives {len(probs)} classes, the class names are "
                        f"{len(class_names)}")
   order = np.argsort(-probs, kind="stable")[:5]
   return {"video": path, "views": views, "probs": probs,
-          "top5": [(class_names[i], float(probs[i])) for i in order], "enhanced": enhanced}
+          "top5": [(class_names[i], float(probs[i])) for i in order], "enhanced": enhanced,
+          "streams": {name: np.asarray(v[0]) for name, v in (streams or {}).items()
+                      if name != "video"}}
 
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -190,10 +194,14 @@ def check_png_dir(out_dir: str) -> None:
 def write_png(result: dict[str, Any], out_dir: str, max_frames: int = 8,
               file_name: str | None = None) -> str:
   """OUT_DIR/<video>.png (or OUT_DIR/`file_name`): the first view's frames (and the enhanced
-  ones) titled with the top 1."""
+  ones, and those of every other stream the model read: two-stream's flow) titled with the top
+  1."""
   rows = [("input (view 1)", result["views"][0])]
   if result["enhanced"] is not None:
     rows.append(("enhanced", _to_uint8(result["enhanced"])))
+  for name, frames in result.get("streams", {}).items():
+    rows.append((f"{name} (view 1)\nx, y, |v| as RGB" if name == flow.STREAM
+                 else f"{name} (view 1)", frames))
   name, prob = result["top5"][0]
   views = len(result["views"])
   fig = plots.frame_rows(rows, f"{os.path.basename(result['video'])}: top-1 {name}, probability "
