@@ -83,8 +83,7 @@ def main(argv):
     sys.exit(130 if e.interrupted else 0)
   except _user_errors() as e:
     for directory in made:   # bad input found before anything was written: no empty workdir left
-      if os.path.isdir(directory) and not os.listdir(directory):
-        os.rmdir(directory)
+      _remove_empty_tree(directory)
     if _VERBOSE.value:
       raise
     from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
@@ -271,6 +270,16 @@ def _config_file_error(error: BaseException) -> BaseException | None:
       return seen.__context__
     seen = seen.__context__
   return None
+
+
+def _remove_empty_tree(directory: str) -> None:
+  """Removes the directories under `directory` (and it) that hold no file, as a run that stopped
+  on bad input leaves them (a phase's empty checkpoints/); one with a file stays, and its parents."""
+  for root, _, _ in os.walk(directory, topdown=False):
+    try:
+      os.rmdir(root)   # only an empty one
+    except OSError:
+      pass
 
 
 def _workdir(made: list[str] | None = None) -> str:

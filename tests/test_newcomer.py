@@ -166,7 +166,8 @@ def test_bad_data_and_weights_are_one_line_before_training(name, breaks, tmp_pat
   args, fragments = breaks[name]
   workdir = tmp_path / "run"
   _one_line(_main(args + [f"--workdir={workdir}"], main_env), *fragments)
-  assert not (workdir / "checkpoints").exists()
+  # nothing left behind: not the workdir main made, nor a phase's empty checkpoints/ in it
+  assert not workdir.exists(), sorted(str(p) for p in workdir.rglob("*"))
 
 
 def _run_args(data_dir, workdir, steps):
