@@ -463,23 +463,44 @@ def test_darkness_cli_on_video_files(tmp_path, capsys):
   results = darkness_tool.scan([bright])
   assert [r.dark for r in results] == [False] and results[0].num_frames == 12
   assert darkness_tool.main([str(tmp_path / "missing.mp4"), "--histogram", ""]) == 2
-  assert "missing.mp4 does not exist" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "darkness: " in err and "missing.mp4 does not exist" in err
+  assert "darkness: darkness:" not in err
+  # Where the list or histogram goes is checked before any video is decoded.
+  with mock.patch.object(video, "decode_video", side_effect=AssertionError("decoded")):
+    assert darkness_tool.main([dark, "--keep-dark", str(tmp_path / "nodir" / "d.txt")]) == 2
+    assert f"--keep-dark {tmp_path / 'nodir' / 'd.txt'}: {tmp_path / 'nodir'} does not exist" \
+        in capsys.readouterr().err
+    assert darkness_tool.main([str(tmp_path / "videos"), "--split", "train"]) == 2
+    assert "is no prepared dataset" in capsys.readouterr().err
+  # A video that cannot be decoded is named and left out; the others are scored and written.
+  with open(tmp_path / "videos" / "broken.avi", "wb") as f:
+    f.write(b"not a video" * 20)
+  assert darkness_tool.main([str(tmp_path / "videos"), "--keep-dark", keep, "--histogram",
+                             histogram]) == 1
+  captured = capsys.readouterr()
+  assert "2 videos, 1 dark" in captured.out
+  assert "left out" in captured.err and "broken.avi" in captured.err
+  with open(keep, encoding="utf-8") as f:
+    assert f.read().splitlines() == [dark]
 
 
 def test_darkness_cli_on_prepared_dataset(tmp_path, capsys):
   data = str(tmp_path / "ds")
   examples = {"train": [dict(video=_frames(5, seed=1), label=0, video_id="a_dark"),
                         dict(video=_frames(100, seed=2), label=1, video_id="b_bright")],
-              "test": [dict(video=_frames(10, seed=3), label=1, video_id="c_dark")]}
+              "test": [dict(video=_frames(10, seed=3), label=1, video_id="c_dark"),
+                       # one video in two splits (ARID's splits share their videos): scored once
+                       dict(video=_frames(5, seed=1), label=0, video_id="a_dark")]}
   records.write_dataset(data, "toy", ["x", "y"], examples, fps=8)
   keep = str(tmp_path / "dark.txt")
   assert darkness_tool.main([data, "--keep-dark", keep, "--histogram",
                              str(tmp_path / "h.png")]) == 0
-  with open(keep, encoding="utf-8") as f:
-    assert f.read().splitlines() == [f"{data}:test/c_dark", f"{data}:train/a_dark"]
+  with open(keep, encoding="utf-8") as f:   # named by the first split that holds it
+    assert f.read().splitlines() == [f"{data}:test/c_dark", f"{data}:test/a_dark"]
   captured = capsys.readouterr()
   assert "3 videos, 2 dark" in captured.out
-  assert "darkness: 100%" in captured.err and "3/3" in captured.err   # the bar, on stderr
+  assert "darkness: 100%" in captured.err and "4/4" in captured.err   # the bar, on stderr
   only_train = darkness_tool.scan([data], splits=["train"])
   assert [r.name.split(":")[1] for r in only_train] == ["train/a_dark", "train/b_bright"]
   with pytest.raises(ValueError, match="--split 'val'"):

@@ -111,6 +111,13 @@ def test_hmdb51_layout_uses_1_train_2_test_and_skips_0(tmp_path, caplog):
   assert manifest["splits"]["test2"]["num_examples"] == 3
   assert set(_split_ids(out, "test3")) == {f"{n}/{n}_clip{i}.avi" for n in names for i in (1, 2)}
   assert records.verify(out).ok
+  # a backup copy of a split file: refused, naming both (not the later one taken silently)
+  backup = tmp_path / "zz_old" / "testTrainMulti_7030_splits"
+  backup.mkdir(parents=True)
+  (backup / "wave_test_split2.txt").write_text("wave_clip0.avi 2\n")
+  with pytest.raises(common.PrepareError, match=r"several HMDB51 split files "
+                     r"wave_test_split2.txt under .*zz_old"):
+    find_layout("hmdb51", str(tmp_path))
 
 
 def test_ucf101_layout_reads_classind_and_lists_case_insensitively(tmp_path):
@@ -138,6 +145,12 @@ def test_ucf101_layout_reads_classind_and_lists_case_insensitively(tmp_path):
   assert {label for label, _ in found.values()} == {0, 1, 2}
   assert set(_split_ids(out, "test3")) == {clips[n][1] for n in names}
   assert records.verify(out).ok
+  # a backup copy of a list: refused, naming both (not the first found taken silently)
+  (tmp_path / "backup").mkdir()
+  (tmp_path / "backup" / "testlist01.txt").write_text(f"{clips[names[0]][1]}\n")
+  with pytest.raises(common.PrepareError, match=r"several UCF101 files testlist01.txt under "
+                     r".*backup/testlist01.txt"):
+    find_layout("ucf101", str(tmp_path))
 
 
 def test_dark48_layout_reads_the_published_annotations(tmp_path):
@@ -313,9 +326,13 @@ def test_corrupt_video_is_reported_by_name(tmp_path, capsys):
   assert bad in open(os.path.join(out, common.LOG_FILE)).read()
   assert not os.path.exists(os.path.join(out, records.MANIFEST))
 
+  capsys.readouterr()
   assert prepare_cli.main(args + ["--allow-missing", "1"]) == 0
   manifest = records.load_manifest(out)
   assert {f["video"] for f in manifest["metadata"]["failed"]} == {bad}
+  # the video counted once, not once per split it is listed in
+  assert len(manifest["metadata"]["failed"]) > 1
+  assert "1 undecodable video(s) left out" in capsys.readouterr().out
   assert bad not in _split_ids(out, "train1") and bad not in _split_ids(out, "test1")
   assert manifest["splits"]["train1"]["num_examples"] + manifest["splits"]["test1"][
       "num_examples"] == len(expected["train1"]) + len(expected["test1"]) - 1
@@ -424,3 +441,26 @@ def test_shards_interleave_the_classes(tmp_path, caplog):
   prepared.open_dataset({"name": "arid_v1", "dir": out, "split_index": 1, "split": "train",
                          "eval_split": "test"})
   assert "Prepare it again with --overwrite" in caplog.text
+
+
+@pytest.mark.parametrize("flags, line", [
+    (["--short-side", "-5"], "--short-side -5: must be >= 0"),
+    (["--fps", "-1"], "--fps -1: must be >= 0"),
+    (["--examples-per-shard", "0"], "--examples-per-shard 0: must be >= 1"),
+    (["--flow", "--flow-scale", "0"], "--flow-scale 0: must be > 0"),
+])
+def test_a_nonsense_number_is_refused_before_anything_is_read(flags, line, tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    prepare_cli.main(["--dataset", "arid_v1", "--src", str(tmp_path), "--out",
+                      str(tmp_path / "out"), *flags])
+  assert line in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path, capsys):
+  (tmp_path / "src").mkdir()
+  (tmp_path / "afile").write_text("x")
+  args = ["--dataset", "arid_v1", "--src", str(tmp_path / "src"), "--no-progress"]
+  assert prepare_cli.main(args + ["--out", str(tmp_path / "afile")]) == 1
+  assert f"error: --out {tmp_path / 'afile'}: is a file" in capsys.readouterr().err
+  assert prepare_cli.main(args + ["--out", str(tmp_path / "afile" / "x")]) == 1
+  assert f"{tmp_path / 'afile'} is a file" in capsys.readouterr().err

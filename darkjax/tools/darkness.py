@@ -13,9 +13,12 @@ drawn at random as in the paper (Sec. III-F), from a generator seeded by --seed 
 name (`video_seed`: a rerun draws the same frames, whatever the order of the videos); --sampling
 middle takes each segment's middle frame. It writes a histogram PNG of D_v with the threshold
 marked, and with --keep-dark the list of dark videos (file paths, or `DATASET_DIR:split/video_id`
-for records), one per line. Every path and split is checked before any video is decoded; a bar
-on stderr counts the videos scored, with the time left (thousands of videos take hours to
-decode; --no-progress hides it).
+for records), one per line. A video a dataset lists in several splits (ARID's three train / test
+splits) is scored once, named by the first split that holds it. Every path and split, and where
+the histogram and list go, is checked before any video is decoded; a bar on stderr counts the
+videos scored, with the time left (thousands of videos take hours to decode; --no-progress hides
+it). A video that cannot be decoded is named on stderr and left out; the others are scored and
+written, and the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import dataclasses
 import os
 import sys
 import zlib
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -62,53 +65,96 @@ def _wanted_splits(data_dir: str, manifest: dict, splits: Sequence[str] | None) 
   return wanted
 
 
-def _dataset_videos(data_dir: str, manifest: dict,
-                    splits: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
+def _dataset_videos(data_dir: str, manifest: dict, splits: Sequence[str]
+                    ) -> Iterator[tuple[str, np.ndarray | None]]:
+  """(name, frames) of each video of `splits`; (name, None) for a video an earlier split held."""
+  seen = set()
   for split in splits:
     for path, _ in records.split_files(manifest, data_dir, split):
       for data in records.iter_tfrecord(path):
         example = records.decode_example(data, source=path)
-        yield f"{data_dir}:{split}/{example['video_id']}", example["video"]
+        name = f"{data_dir}:{split}/{example['video_id']}"
+        if example["video_id"] in seen:
+          yield name, None
+          continue
+        seen.add(example["video_id"])
+        yield name, example["video"]
+
+
+def _decoded(files: Sequence[str]) -> Iterator[tuple[str, np.ndarray | Exception]]:
+  """(file, frames) of each video file, or (file, the error) for one that cannot be decoded."""
+  for file in files:
+    try:
+      yield file, video.decode_video(file)[0]
+    except (video.VideoDecodeError, OSError) as error:
+      yield file, error
 
 
 def _sources(paths: Sequence[str], splits: Sequence[str] | None
-             ) -> tuple[list[Iterator[tuple[str, np.ndarray]]], int]:
-  """Per path, the (name, frames) of its videos, decoded lazily, and how many videos there are
-  in all; every path and split is checked first, so a mistyped one fails before hours of
-  decoding."""
+             ) -> tuple[list[Iterator[tuple[str, Any]]], int]:
+  """Per path, the (name, frames) of its videos, decoded lazily, and how many videos (records, for
+  datasets) there are in all; every path and split is checked first, so a mistyped one fails
+  before hours of decoding."""
   sources, total = [], 0
   for path in paths:
     if not os.path.exists(path):
-      raise FileNotFoundError(f"darkness: {path} does not exist")
+      raise FileNotFoundError(f"{path} does not exist")
     if os.path.isdir(path) and os.path.exists(os.path.join(path, records.MANIFEST)):
       manifest = records.load_manifest(path)
       wanted = _wanted_splits(path, manifest, splits)
       total += sum(int(manifest["splits"][split]["num_examples"]) for split in wanted)
       sources.append(_dataset_videos(path, manifest, wanted))
       continue
+    if splits:
+      raise ValueError(f"--split {splits[0]!r}: {path} is no prepared dataset (no "
+                       f"{records.MANIFEST}); --split picks a prepared dataset's splits, video "
+                       "files have none")
     files = video.find_videos(path) if os.path.isdir(path) else [path]
     if not files:
-      raise ValueError(f"darkness: {path} has neither a {records.MANIFEST} nor video files "
+      raise ValueError(f"{path} has neither a {records.MANIFEST} nor video files "
                        f"({', '.join(video.VIDEO_EXTENSIONS)})")
     total += len(files)
-    sources.append((f, video.decode_video(f)[0]) for f in files)
+    sources.append(_decoded(files))
   return sources, total
 
 
 def scan(paths: Sequence[str], tau: float = darkness.DARK_THRESHOLD,
          splits: Sequence[str] | None = None, sampling: str = "random",
-         seed: int = 0, progress: bool = False) -> list[VideoDarkness]:
-  """D_v and verdict of every video under `paths` (files, video dirs, prepared dataset dirs);
-  with `progress`, a bar over the videos (rate and time left) on stderr."""
+         seed: int = 0, progress: bool = False,
+         undecodable: list[tuple[str, str]] | None = None) -> list[VideoDarkness]:
+  """D_v and verdict of every video under `paths` (files, video dirs, prepared dataset dirs; a
+  video several splits list, once); with `progress`, a bar over the videos (rate and time left)
+  on stderr. A video file that cannot be decoded is left out, appended to `undecodable` as (file,
+  reason) and named on stderr; without `undecodable` it raises."""
   sources, total = _sources(paths, splits)
   results = []
   with tqdm(total=total, desc="darkness", unit="video", disable=not progress,
             dynamic_ncols=True) as bar:
     for source in sources:
       for name, frames in source:
-        results.append(score_frames(name, frames, tau, sampling, seed))
         bar.update(1)
+        if frames is None:   # another split's copy of a video already scored
+          continue
+        if isinstance(frames, Exception):
+          if undecodable is None:
+            raise frames
+          undecodable.append((name, str(frames)))
+          tqdm.write(f"darkness: left out {name}: {frames}", file=sys.stderr)
+          continue
+        results.append(score_frames(name, frames, tau, sampling, seed))
   return results
+
+
+def _unwritable(path: str) -> str | None:
+  """Why the output file `path` cannot be written (its folder missing, or it is a folder)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    return f"{path} is a directory"
+  if not os.path.isdir(folder):
+    return f"{folder} does not exist"
+  if not os.access(folder, os.W_OK):
+    return f"{folder} is not writable"
+  return None
 
 
 def write_histogram(results: Sequence[VideoDarkness], tau: float, path: str) -> str:
@@ -135,14 +181,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar (videos scored, rate, time left) on stderr")
   args = parser.parse_args(argv)
+  for flag, output in (("--histogram", args.histogram), ("--keep-dark", args.keep_dark)):
+    why = output and _unwritable(output)
+    if why:   # found now, not after hours of decoding
+      print(f"darkness: {flag} {output}: {why}; give a file in a folder you can write to",
+            file=sys.stderr)
+      return 2
+  undecodable: list[tuple[str, str]] = []
   try:
     results = scan(args.paths, args.tau, args.split, args.sampling, args.seed,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, undecodable=undecodable)
   except (OSError, ValueError) as e:
     print(f"darkness: {e}", file=sys.stderr)
     return 2
   if not results:
-    print("darkness: no videos found", file=sys.stderr)
+    print("darkness: no videos found" if not undecodable else
+          f"darkness: none of the {len(undecodable)} video(s) could be decoded", file=sys.stderr)
     return 2
   width = max(len(r.name) for r in results)
   print(f"{'video':<{width}}  {'frames':>6}  {'D_v':>8}  verdict")
@@ -159,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(args.keep_dark, "w", encoding="utf-8") as f:
       f.write("".join(f"{r.name}\n" for r in dark))
     print(f"dark videos: {args.keep_dark} ({len(dark)} lines)")
+  if undecodable:
+    print(f"darkness: {len(undecodable)} video(s) could not be decoded and are left out: "
+          + ", ".join(name for name, _ in undecodable), file=sys.stderr)
+    return 1
   return 0
 
 

@@ -48,6 +48,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help=f"with --flow: stored value = 128 + flow (pixels) * scale (default "
                            f"{flow.DEFAULT_SCALE:g}: +-16 pixels per frame fit)")
   args = parser.parse_args(argv)
+  for flag, value, least in (("--short-side", args.short_side, 0), ("--fps", args.fps, 0),
+                             ("--workers", args.workers, 1),
+                             ("--allow-missing", args.allow_missing, 0),
+                             ("--examples-per-shard", args.examples_per_shard, 1)):
+    if value < least:
+      parser.error(f"{flag} {value:g}: must be >= {least}")
+  if args.flow_scale is not None and not args.flow_scale > 0:
+    parser.error(f"--flow-scale {args.flow_scale:g}: must be > 0")
   if not args.flow and (args.flow_method is not None or args.flow_scale is not None):
     parser.error("--flow-method and --flow-scale need --flow")
   return args
@@ -72,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"written into the downloaded release; give another directory (e.g. --out "
             f"{src.rstrip(os.sep)}_prepared)", file=sys.stderr)
       return 1
+  if "://" not in args.out:
+    unwritable = _unwritable(args.out)
+    if unwritable:
+      print(f"error: --out {args.out}: {unwritable}; give a directory you can write to",
+            file=sys.stderr)
+      return 1
   try:
     layout = find_layout(args.dataset, args.src)
     manifest = prepare(layout, args.out, short_side=args.short_side, fps=args.fps,
@@ -84,13 +98,42 @@ def main(argv: Sequence[str] | None = None) -> int:
   except PrepareError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
+  except OSError as error:   # the disk filled, a directory became unwritable mid-run
+    print(f"error: {error.filename or args.out}: {error.strerror or error}; the shards written "
+          f"so far are kept: rerun the same command to resume", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print(f"prepare: interrupted; the shards written so far in {args.out} are kept: rerun the "
+          "same command to resume", file=sys.stderr)
+    return 130
   report = records.verify(args.out, check_crc=False)
   print(report.format())
   failed = manifest["metadata"]["failed"]
   if failed:
-    print(f"{len(failed)} undecodable video(s) left out (allowed by --allow-missing), listed in "
+    # one entry per split a video is in: the videos counted once
+    videos = {entry["video"] for entry in failed}
+    print(f"{len(videos)} undecodable video(s) left out (allowed by --allow-missing), listed in "
           f"{os.path.join(args.out, 'prepare.log')} and the manifest's metadata.failed")
   return 0 if report.ok else 1
+
+
+def _unwritable(out: str) -> str | None:
+  """Why a local --out cannot be written (a file, a read-only directory or parent), or None."""
+  path = os.path.abspath(out)
+  if os.path.exists(path) and not os.path.isdir(path):
+    return "is a file"
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f"{existing} is a file"
+  probe = os.path.join(existing, f".darkjax-prepare-probe-{os.getpid()}")
+  try:   # os.access misses read-only mounts and immutable directories for root
+    os.mkdir(probe)
+    os.rmdir(probe)
+  except OSError as error:
+    return f"{existing} is not writable ({error.strerror})"
+  return None
 
 
 if __name__ == "__main__":

@@ -33,7 +33,14 @@ def hmdb51(src: str) -> common.Layout:
   by_class: dict[str, dict[int, str]] = {}
   for path in files:
     match = _SPLIT_FILE.match(os.path.basename(path))
-    by_class.setdefault(match.group(1), {})[int(match.group(2))] = path
+    split = by_class.setdefault(match.group(1), {})
+    number = int(match.group(2))
+    if number in split:   # a backup copy of the lists: which one is the release's is not ours
+      raise common.PrepareError(
+          f"several HMDB51 split files {os.path.basename(path)} under {src}: "
+          f"{sorted([split[number], path])}; keep the release's own (move copies away) or give "
+          f"--src the one release folder")
+    split[number] = path
   if not by_class:
     raise common.PrepareError(f"no HMDB51 split files (<class>_test_split1.txt) under {src}")
   names = sorted(by_class)

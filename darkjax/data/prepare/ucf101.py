@@ -24,6 +24,10 @@ def _one_file(src: str, name: str) -> str:
   found = common.find_files(src, lambda f: f.lower() == name.lower())
   if not found:
     raise common.PrepareError(f"UCF101 split file {name} not found under {src}")
+  if len(found) > 1:   # a backup copy of the lists: which one is the release's is not ours to pick
+    raise common.PrepareError(f"several UCF101 files {name} under {src}: {sorted(found)}; keep "
+                              f"the release's own (move copies away) or give --src the one "
+                              f"release folder")
   return found[0]
 
 
