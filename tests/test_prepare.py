@@ -464,3 +464,20 @@ def test_an_out_that_cannot_be_written_is_one_line(tmp_path, capsys):
   assert f"error: --out {tmp_path / 'afile'}: is a file" in capsys.readouterr().err
   assert prepare_cli.main(args + ["--out", str(tmp_path / "afile" / "x")]) == 1
   assert f"{tmp_path / 'afile'} is a file" in capsys.readouterr().err
+
+
+def test_a_renamed_class_folder_is_named_with_the_closest_folder(tmp_path):
+  """InfAR with a class folder renamed and its clips named otherwise: neither the folder nor
+  the file-name layout matches; the error names the folder that has all but that class and the
+  class it lacks (not a count of 0 clips for every class)."""
+  for name in infar.CLASSES:
+    folder = "WAVE_2" if name == "wave2" else name.upper()
+    os.makedirs(tmp_path / "a" / "b" / "c" / "d" / "e" / "InfAR" / folder)
+    for n in range(2):
+      (tmp_path / "a" / "b" / "c" / "d" / "e" / "InfAR" / folder / f"clip{n}.avi").touch()
+  with pytest.raises(common.PrepareError) as raised:
+    find_layout("infar", str(tmp_path))
+  message = str(raised.value)
+  assert "no clips found for classes ['fight'" in message   # the file names carry no class
+  assert f"the closest, {tmp_path}/a/b/c/d/e/InfAR, has 11 of the 12 class folders and lacks " \
+         "['wave2']" in message   # found six folders deep

@@ -126,7 +126,7 @@ def _holds_videos(directory: str, subdirs: Sequence[str]) -> bool:
   return False
 
 
-def find_dir_with_subdirs(src: str, names: Sequence[str], max_depth: int = 4,
+def find_dir_with_subdirs(src: str, names: Sequence[str], max_depth: int = 8,
                           prefer: str | None = None) -> str:
   """The directory under `src` with a sub-directory per class name (case-insensitive) that hold
   the videos. Folders of class folders without a video (extracted frames, empty copies) are passed
@@ -135,15 +135,25 @@ def find_dir_with_subdirs(src: str, names: Sequence[str], max_depth: int = 4,
   wanted = {n.lower() for n in names}
   src = os.path.abspath(src)
   candidates = []
+  closest: tuple[int, str, set[str]] = (0, "", set())   # most class folders, where, which
   for directory, subdirs, _ in walk(src):
     if directory[len(src):].count(os.sep) > max_depth:
       subdirs[:] = []
       continue
-    if wanted <= {s.lower() for s in subdirs}:
+    present = wanted & {s.lower() for s in subdirs}
+    if present == wanted:
       candidates.append((directory, [s for s in subdirs if s.lower() in wanted]))
+    elif len(present) > closest[0]:
+      closest = (len(present), directory, present)
   if not candidates:
-    raise PrepareError(f"no directory under {src} has one sub-directory per class "
-                       f"(looked for {sorted(names)[:5]}... to depth {max_depth})")
+    near = ""
+    if closest[0]:
+      missing = sorted(n for n in names if n.lower() not in closest[2])
+      near = (f"; the closest, {closest[1]}, has {closest[0]} of the {len(wanted)} class folders "
+              f"and lacks {missing[:8]}{' ...' if len(missing) > 8 else ''} (a folder missing "
+              "from the download, not unpacked, or renamed?)")
+    raise PrepareError(f"no directory under {src} has one sub-directory per class (looked for "
+                       f"{sorted(names)[:5]}... to depth {max_depth}){near}")
   with_videos = [d for d, subdirs in candidates if _holds_videos(d, subdirs)]
   if not with_videos:
     raise PrepareError(f"the class folders under {', '.join(d for d, _ in candidates)} hold no "

@@ -53,9 +53,9 @@ def videos_by_class(src: str, class_names: list[str]) -> dict[int, list[common.V
   lower = {c.lower(): i for i, c in enumerate(class_names)}
   try:
     root = common.find_dir_with_subdirs(src, class_names)
-    by_folder = True
-  except common.PrepareError:
-    root, by_folder = os.path.abspath(src), False
+    by_folder, folder_error = True, None
+  except common.PrepareError as error:   # then the clips' file names carry the class
+    root, by_folder, folder_error = os.path.abspath(src), False, error
   index = common.VideoIndex(root)
   found: dict[int, list[common.VideoItem]] = {i: [] for i in range(len(class_names))}
   for rel in sorted(set(index.by_key.values())):
@@ -68,6 +68,11 @@ def videos_by_class(src: str, class_names: list[str]) -> dict[int, list[common.V
                     if base.startswith(c)), None)
     if label is not None:
       found[label].append(common.VideoItem(os.path.join(root, rel), label, rel))
+  if folder_error is not None and not all(found.values()):
+    # neither layout: the folder search says which class folders it missed
+    empty = [class_names[c] for c, items in found.items() if not items]
+    raise common.PrepareError(f"no clips found for classes {empty[:8]} by file name, and "
+                              f"{folder_error}")
   return found
 
 
