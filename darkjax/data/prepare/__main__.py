@@ -4,9 +4,10 @@ decode a downloaded dataset into darkjax TFRecords (resumable). `--flow` adds a 
 optical flow (x, y, magnitude around 128; see darkjax/data/flow.py) to every record, for
 LIFT-Net's `luminous_input=flow`.
 
-Exit status: 0 on success, 1 when the layout cannot be read or more than --allow-missing videos
-cannot be decoded (each is named, with its reason, on stderr and in OUT/prepare.log), 2 when
-the dataset's layout is not supported.
+Exit status: 0 on success, 1 when the layout cannot be read, --out cannot be written or more
+than --allow-missing videos cannot be decoded (each is named, with its reason, on stderr and in
+OUT/prepare.log), 2 when the dataset's layout is not supported (or a flag is), 130 when
+interrupted (the shards written so far are kept: the same command resumes).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"prepare: interrupted; the shards written so far in {args.out} are kept: rerun the "
           "same command to resume", file=sys.stderr)
     return 130
-  report = records.verify(args.out, check_crc=False)
+  report = records.verify(args.out, check_crc=False, progress=not args.no_progress)
   print(report.format())
   failed = manifest["metadata"]["failed"]
   if failed:
