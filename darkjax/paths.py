@@ -98,3 +98,32 @@ def size(path: PathLike) -> int:
   if is_local(path):
     return os.path.getsize(os.fspath(path))
   return int(path.stat().length)
+
+
+def cannot_write(path: PathLike, directory: bool = True) -> str | None:
+  """Why the output `path` cannot be written, or None (a URL: None, its store says at the write):
+  for a `directory` (to be made, or an existing one), a file in its place; for a file, a
+  directory in its place or no folder to hold it; else the nearest existing folder above it a
+  file, or not writable. The
+  folder is tried by making and removing a directory in it (permission bits miss read-only mounts
+  and immutable folders for root). Output paths are checked with it before long work."""
+  if is_url(path):
+    return None
+  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  if os.path.exists(path) and os.path.isdir(path) != directory:
+    return "is a file" if directory else "is a directory"
+  existing = path if directory and os.path.isdir(path) else os.path.dirname(path)
+  if not directory and not os.path.isdir(existing):   # a file's folder is not made for it
+    return f"{existing} does not exist" if not os.path.exists(existing) else \
+        f"{existing} is a file"
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f"{existing} is a file"
+  probe = os.path.join(existing, f".darkjax-write-probe-{os.getpid()}")
+  try:
+    os.mkdir(probe)
+    os.rmdir(probe)
+  except OSError as error:
+    return f"{existing} is not writable ({error.strerror})"
+  return None

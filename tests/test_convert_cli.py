@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -131,6 +132,52 @@ def test_read_errors_name_the_file(tmp_path):
     io.load_state_dict(str(tmp_path / "no_tensors.pth"))
   with pytest.raises(FileNotFoundError, match="not a converted checkpoint"):
     io.load_variables(str(tmp_path))
+  # bytes torch's unpickler stops on with other errors, an empty file, a cut-short .npz
+  (tmp_path / "text.pth").write_bytes(b"hello")
+  (tmp_path / "empty.pth").write_bytes(b"")
+  np.savez(tmp_path / "whole.npz", w=np.zeros((64, 64), np.float32))
+  (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:200])
+  for name in ("text.pth", "empty.pth"):
+    with pytest.raises(io.CheckpointReadError,
+                       match=rf"{name}: not a readable PyTorch checkpoint \(.+\): the file"):
+      io.load_state_dict(str(tmp_path / name))
+  with pytest.raises(io.CheckpointReadError, match="cut.npz: not a readable .npz"):
+    io.load_state_dict(str(tmp_path / "cut.npz"))
+
+
+def test_resave_hint_reads_a_whole_model_and_a_checkpoint_with_its_args(tmp_path):
+  """The script the refusal prints, run as printed (trusting the file): a pickled module and a
+  training checkpoint holding an argparse.Namespace become safetensors the converter reads."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  module = torch.nn.Sequential(torch.nn.Linear(2, 3))
+  files = {"module.pth": module, "withargs.pth": {"model": _tiny_state(),
+                                                  "args": argparse.Namespace(lr=0.1)}}
+  for name, content in files.items():
+    torch.save(content, tmp_path / name)
+    with pytest.raises(io.UnsafeCheckpointError) as error:
+      io.load_state_dict(str(tmp_path / name))
+    script = str(error.value).split("python - <<'EOF'\n", 1)[1].rsplit("\nEOF", 1)[0]
+    subprocess.run([sys.executable, "-"], input=script, text=True, check=True, cwd=tmp_path)
+    resaved = io.load_state_dict(str(tmp_path / name) + ".safetensors")
+    expected = module.state_dict() if name == "module.pth" else _tiny_state()
+    assert sorted(resaved) == sorted(expected)
+    for key, value in expected.items():
+      np.testing.assert_array_equal(resaved[key], value.numpy())
+
+
+def test_bad_flags_and_outputs_are_one_line_before_reading(tmp_path, capsys):
+  src = tmp_path / "tiny.pth"
+  torch.save(_tiny_state(), src)
+  (tmp_path / "afile").write_text("x")
+  with pytest.raises(SystemExit):
+    cli.main(["--arch", "resnet3d_tiny", "--src", str(src), "--out", str(tmp_path / "o"),
+              "--num-classes", "-1"])
+  assert "--num-classes -1: must be >= 0" in capsys.readouterr().err
+  for out, why in ((tmp_path / "afile", "is a file"),
+                   (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file")):
+    with mock.patch.object(io, "load_state_dict", side_effect=AssertionError("read")):
+      assert cli.main(["--arch", "resnet3d_tiny", "--src", str(src), "--out", str(out)]) == 2
+    assert f"--out {out}: {why}" in capsys.readouterr().err
 
 
 def test_module_entry_point_reports_conversion_errors(tmp_path):

@@ -104,10 +104,20 @@ def main(argv: list[str] | None = None) -> int:
                            "that of the family's published weights, e.g. c3d_sports1m for c3d, "
                            "activitynet_mean for 3D-ResNets-PyTorch's first Kinetics release)")
   args = parser.parse_args(argv)
+  if args.num_classes is not None and args.num_classes < 0:
+    parser.error(f"--num-classes {args.num_classes}: must be >= 0 (0: no classifier head)")
+  why = paths.cannot_write(args.out)   # found now, not after the conversion
+  if why:
+    print(f"darkjax.convert: --out {args.out}: {why}; give a new directory in a folder you can "
+          "write to", file=sys.stderr)
+    return 2
   try:
     meta = convert_file(args.arch, args.src, args.out, args.num_classes, args.input_normalise)
   except (ValueError, FileExistsError) as e:  # CheckpointReadError, ConversionError are ValueErrors
     print(f"darkjax.convert: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:   # the disk filled while writing
+    print(f"darkjax.convert: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
     return 2
   print(f"wrote {paths.resolve(args.out) / io.VARIABLES_DIR} for {args.arch} "
         f"({meta['num_classes']} classes"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -48,13 +49,26 @@ class CheckpointNotFoundError(CheckpointReadError, FileNotFoundError):
 
 
 def _resave_hint(path: str) -> str:
+  """A script that re-saves the tensors of a trusted pickle as safetensors: unwrapped from a
+  training checkpoint's containers (CONTAINER_KEYS, as `unwrap_container` does) or taken from a
+  whole pickled model's state_dict()."""
   return (f"If you trust {path}, re-save its tensors as safetensors in a separate, trusted "
-          "environment and convert that file instead:\n"
-          "  python -c \"import torch; from safetensors.torch import save_file; "
-          f"c = torch.load('{path}', map_location='cpu', weights_only=False); "
-          "sd = c.get('state_dict', c); "
-          "save_file({k: v.contiguous() for k, v in sd.items() if hasattr(v, 'contiguous')}, "
-          f"'{path}.safetensors')\"")
+          "environment (one with the code its pickle names) and convert that file instead:\n"
+          "python - <<'EOF'\n"
+          "import torch\n"
+          "from safetensors.torch import save_file\n"
+          f"c = torch.load({path!r}, map_location='cpu', weights_only=False)\n"
+          "for _ in range(8):   # a whole model, or the state dict inside a training checkpoint\n"
+          "    if hasattr(c, 'state_dict'):\n"
+          "        c = c.state_dict()\n"
+          f"    inner = [k for k in {CONTAINER_KEYS!r} if isinstance(c, dict) and (\n"
+          "        isinstance(c.get(k), dict) or hasattr(c.get(k), 'state_dict'))]\n"
+          "    if not inner:\n"
+          "        break\n"
+          "    c = c[inner[0]]\n"
+          "save_file({k: v.detach().clone().contiguous() for k, v in c.items()\n"
+          "           if isinstance(v, torch.Tensor)}, " f"{path + '.safetensors'!r})\n"
+          "EOF")
 
 
 def _load_torch(path: str) -> Any:
@@ -81,8 +95,12 @@ def _load_torch(path: str) -> Any:
         f"{path}: not a readable PyTorch checkpoint ({reason}): the file is damaged or cut "
         f"short (copy it again), or it is a pickle that torch.save did not write.\n"
         f"{_resave_hint(path)}") from None
-  except (RuntimeError, EOFError, OSError) as e:
-    raise CheckpointReadError(f"{path}: not a readable PyTorch checkpoint: {e}") from e
+  except (RuntimeError, EOFError, OSError, KeyError, ValueError, TypeError,
+          AttributeError) as e:   # torch's unpickler meets bytes no torch.save wrote
+    reason = str(e) or ("empty or cut short" if isinstance(e, EOFError) else type(e).__name__)
+    raise CheckpointReadError(f"{path}: not a readable PyTorch checkpoint ({reason}): the file "
+                              "is damaged or cut short (copy it again), or not a torch.save "
+                              "file") from e
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -101,7 +119,7 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
   try:
     with np.load(path, allow_pickle=False) as data:
       return {key: data[key] for key in data.files}
-  except (ValueError, OSError) as e:
+  except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:   # damaged, or cut short
     raise CheckpointReadError(f"{path}: not a readable .npz of arrays: {e}") from e
 
 

@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from darkjax import plots
+from darkjax import paths, plots
 from darkjax.data import darkness, records, video
 
 
@@ -145,18 +145,6 @@ def scan(paths: Sequence[str], tau: float = darkness.DARK_THRESHOLD,
   return results
 
 
-def _unwritable(path: str) -> str | None:
-  """Why the output file `path` cannot be written (its folder missing, or it is a folder)."""
-  folder = os.path.dirname(os.path.abspath(path))
-  if os.path.isdir(path):
-    return f"{path} is a directory"
-  if not os.path.isdir(folder):
-    return f"{folder} does not exist"
-  if not os.access(folder, os.W_OK):
-    return f"{folder} is not writable"
-  return None
-
-
 def write_histogram(results: Sequence[VideoDarkness], tau: float, path: str) -> str:
   """PNG histogram of the videos' darkness D_v with the dark threshold -tau."""
   scores = np.array([r.score for r in results])
@@ -182,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="no progress bar (videos scored, rate, time left) on stderr")
   args = parser.parse_args(argv)
   for flag, output in (("--histogram", args.histogram), ("--keep-dark", args.keep_dark)):
-    why = output and _unwritable(output)
+    why = output and paths.cannot_write(output, directory=False)
     if why:   # found now, not after hours of decoding
       print(f"darkness: {flag} {output}: {why}; give a file in a folder you can write to",
             file=sys.stderr)

@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Sequence
 
+from darkjax import paths
 from darkjax.data import flow, records
 from darkjax.data.prepare import LAYOUTS, PrepareError, find_layout, prepare
 from darkjax.data.prepare.common import FlowSettings
@@ -81,12 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"written into the downloaded release; give another directory (e.g. --out "
             f"{src.rstrip(os.sep)}_prepared)", file=sys.stderr)
       return 1
-  if "://" not in args.out:
-    unwritable = _unwritable(args.out)
-    if unwritable:
-      print(f"error: --out {args.out}: {unwritable}; give a directory you can write to",
-            file=sys.stderr)
-      return 1
+  unwritable = paths.cannot_write(args.out)
+  if unwritable:
+    print(f"error: --out {args.out}: {unwritable}; give a directory you can write to",
+          file=sys.stderr)
+    return 1
   try:
     layout = find_layout(args.dataset, args.src)
     manifest = prepare(layout, args.out, short_side=args.short_side, fps=args.fps,
@@ -117,24 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{os.path.join(args.out, 'prepare.log')} and the manifest's metadata.failed")
   return 0 if report.ok else 1
 
-
-def _unwritable(out: str) -> str | None:
-  """Why a local --out cannot be written (a file, a read-only directory or parent), or None."""
-  path = os.path.abspath(out)
-  if os.path.exists(path) and not os.path.isdir(path):
-    return "is a file"
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    return f"{existing} is a file"
-  probe = os.path.join(existing, f".darkjax-prepare-probe-{os.getpid()}")
-  try:   # os.access misses read-only mounts and immutable directories for root
-    os.mkdir(probe)
-    os.rmdir(probe)
-  except OSError as error:
-    return f"{existing} is not writable ({error.strerror})"
-  return None
 
 
 if __name__ == "__main__":
