@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import subprocess
 import sys
 import threading
@@ -170,12 +171,37 @@ def test_main_prints_one_line_without_a_traceback(needs, tmp_path, main_env):
      "config configs/synthetic.py:stepz=1: unknown config arg 'stepz'"),
     (["--config", "configs/synthetic.py", "--override", "optimizer.lrr=1"],
      "config override 'optimizer.lrr': no field 'lrr'; valid keys there: ['b1'"),
-], ids=["target", "config_file", "config_arg", "override"])
+    (["--config", "configs/actlumos_synthetic.py:runlocal", "--phase", "teachr"],
+     "--phase teachr: trainer 'actlumos' has phases ['teacher', 'ssl', 'student'], not 'teachr'"),
+    (["--config", "configs/synthetic.py", "--override", "input.batch_size=abc"],
+     "--override input.batch_size=abc: Could not override field 'batch_size'"),
+], ids=["target", "config_file", "config_arg", "override", "phase", "override_type"])
 def test_fit_command_says_what_is_wrong_in_one_line(args, line, capsys):
   from darkjax.tools import fit as fit_tool  # pylint: disable=import-outside-toplevel
   assert fit_tool.cli(args + ["--cache", ""]) == 2
   err = capsys.readouterr().err
   assert err.startswith("darkjax.tools.fit: ") and line in err and "Traceback" not in err, err
+
+
+def test_fit_command_checks_its_numbers_cache_and_outputs_before_compiling(tmp_path, capsys):
+  from darkjax.tools import fit as fit_tool  # pylint: disable=import-outside-toplevel
+  base = ["--config", "configs/synthetic.py", "--cache", ""]
+  for flag in ("--batch", "--frames"):
+    with pytest.raises(SystemExit):   # 0 was read as "the config's own"
+      fit_tool.cli(base + [flag, "0"])
+    assert f"{flag} 0: must be >= 1" in capsys.readouterr().err
+  (tmp_path / "cache.json").write_text("{bad")
+  assert fit_tool.cli(base[:-2] + ["--cache", str(tmp_path / "cache.json")]) == 2
+  assert f"--cache {tmp_path / 'cache.json'}: not a readable verdict cache" in \
+      capsys.readouterr().err
+  assert fit_tool.cli(base + ["--json", str(tmp_path / "nodir" / "fit.json")]) == 2
+  assert f"--json {tmp_path / 'nodir' / 'fit.json'}: {tmp_path / 'nodir'} does not exist" in \
+      capsys.readouterr().err
+  # the stand-in data of a run without --workdir is removed, after a failed one too
+  before = set(os.listdir(tempfile.gettempdir()))
+  assert fit_tool.cli(base + ["--phase", "nope"]) == 2
+  assert not {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("darkjax-fit-")} - \
+      before
 
 
 @pytest.mark.parametrize("checked", [False, True])

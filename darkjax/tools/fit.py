@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -49,11 +50,23 @@ from darkjax.tools import measure
 DEFAULT_CACHE = os.path.join("~", ".cache", "darkjax", "fit.json")
 
 
+class FitArgumentError(ValueError):
+  """A flag, output or cache file fit cannot use; the message names it and what to do."""
+
+
 def _load_cache(path: str) -> dict[str, Any]:
-  if not path or not os.path.isfile(path):
+  if not path or not os.path.exists(path):
     return {}
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      cache = json.load(f)
+  except (OSError, ValueError) as error:
+    raise FitArgumentError(f"--cache {path}: not a readable verdict cache ({error}); delete it "
+                           "(its verdicts are compiled again) or give another --cache") from None
+  if not isinstance(cache, dict):
+    raise FitArgumentError(f"--cache {path}: not a verdict cache (a JSON object); delete it or "
+                           "give another --cache")
+  return cache
 
 
 # What a real GPU's step held beyond a deviceless compile's figure, at most (cuDNN's workspace,
@@ -124,9 +137,13 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
   cache = _load_cache(cache_path)
   root = args.workdir or tempfile.mkdtemp(prefix="darkjax-fit-")
   rows = []
-  for number, spec in enumerate(args.config):
-    where = os.path.join(root, f"config{number}") if len(args.config) > 1 else root
-    rows += _plan_config(args, spec, cache, cache_path, where)
+  try:
+    for number, spec in enumerate(args.config):
+      where = os.path.join(root, f"config{number}") if len(args.config) > 1 else root
+      rows += _plan_config(args, spec, cache, cache_path, where)
+  finally:
+    if not args.workdir:   # its stand-in data and runs: nothing a user asked to keep
+      shutil.rmtree(root, ignore_errors=True)
   return rows
 
 
@@ -141,12 +158,20 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
   from darkjax.tools import bench_config
 
   user = bench_config.parse_sets(args.override, flag="fit: --override")
-  run_config = config_lib.apply_overrides(config_lib.load(spec), user)
-  if args.phase == "all":
-    phases = list(task_lib.phase_plan(run_config))
-  else:
-    phases = [task_lib.find_phase(run_config, args.phase) if args.phase
-              else task_lib.main_phase(run_config)]
+  base = config_lib.load(spec)
+  try:   # an override's value of another type, a phase the trainer lacks: before any compile
+    run_config = config_lib.apply_overrides(base, user)
+  except (TypeError, ValueError) as error:
+    raise FitArgumentError(f"--override {' '.join(args.override)}: "
+                           f"{config_lib.error_text(error)}") from None
+  try:
+    if args.phase == "all":
+      phases = list(task_lib.phase_plan(run_config))
+    else:
+      phases = [task_lib.find_phase(run_config, args.phase) if args.phase
+                else task_lib.main_phase(run_config)]
+  except (KeyError, ValueError) as error:
+    raise FitArgumentError(f"--phase {args.phase}: {config_lib.error_text(error)}") from None
   names = args.target or [""]
   stand_in = bench_config.stand_in_config(run_config, os.path.join(root, "data"), args.frames,
                                           args.batch, evals=args.evals)
@@ -320,11 +345,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--json", default="", help="write the rows to this JSON file")
   parser.add_argument("--markdown", default="", help="write the rows as a Markdown table here")
   parser.add_argument("--workdir", default="", help="stand-in data and runs (default: a temp dir)")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  for flag, value in (("--frames", args.frames), ("--batch", args.batch),
+                      ("--candidates", args.candidates)):
+    if value is not None and value < 1:
+      parser.error(f"{flag} {value}: must be >= 1 (leave it out for the config's own)")
+  return args
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+  """The files fit writes, checked before any compile (compiles take minutes)."""
+  from darkjax import paths  # pylint: disable=import-outside-toplevel
+  for flag, path in (("--json", args.json), ("--markdown", args.markdown),
+                     ("--cache", os.path.expanduser(args.cache) if args.cache else "")):
+    why = path and paths.cannot_write(path, directory=False)
+    if why and not (flag == "--cache" and "does not exist" in why):   # the cache's folder is made
+      raise FitArgumentError(f"{flag} {path}: {why}; give a file in a folder you can write to")
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   args = parse_args(argv)
+  _check_outputs(args)
   if args.target and "JAX_PLATFORMS" not in os.environ:
     import jax  # pylint: disable=import-outside-toplevel
     jax.config.update("jax_platforms", "cpu")   # compile-only targets need no local accelerator
@@ -344,9 +385,11 @@ def cli(argv: list[str]) -> int:
   # pylint: disable=import-outside-toplevel
   from darkjax import aot
   from darkjax import config as config_lib
+  from darkjax.data.ops import ClipSpecError
   try:
     main(argv)
-  except (config_lib.ConfigError, aot.TargetError, aot.MissingCompilerError) as error:
+  except (config_lib.ConfigError, aot.TargetError, aot.MissingCompilerError, FitArgumentError,
+          ClipSpecError) as error:
     print(f"darkjax.tools.fit: {error}", file=sys.stderr)
     return 2
   return 0
