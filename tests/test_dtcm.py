@@ -414,6 +414,23 @@ def test_enhancer_cost_ratio_at_64x112():
   assert abs(costs[1]["gmacs"] / enhancer_cost.PAPER_GFLOPS[1] - 1) < 0.06
   table = enhancer_cost.markdown_table(costs, 64, 112, "dtcm_enhancer")
   assert "19.08" in table and "| 4 |" in table
+  # without k=1 the ratios (darkjax's and the paper's) are to the smallest k, and say so
+  table = enhancer_cost.markdown_table({k: costs[k] for k in (2, 4)}, 64, 112, "dtcm_enhancer")
+  assert "ratio to k=2" in table and "| 4.77 | 0.499 |" in table
+
+
+def test_enhancer_cost_cli_strided_and_bad_numbers(capsys):
+  assert enhancer_cost.main(["--k", "1", "2", "--strided"]) == 0
+  out = capsys.readouterr().out
+  strided = enhancer_cost.cost_table((1,), full_resolution=False)[1]["gmacs"]
+  assert "full_resolution=False" in out and f"| {strided:.3f} | 1.000 | - | - |" in out
+  assert strided < 0.3 * enhancer_cost.cost_table((1,))[1]["gmacs"]   # layers 5-6 at stride 2
+  for flags, line in ((["--k", "0"], "--k 0: must be >= 1"),
+                      (["--frames", "0"], "--frames 0: must be >= 1"),
+                      (["--strided", "--enhancer", "zero_dce"], "zero_dce has none")):
+    with pytest.raises(SystemExit):
+      enhancer_cost.main(flags)
+    assert line in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- darkness CLI
