@@ -41,7 +41,12 @@ class Mismatch:
     parts = [(f"missing ({len(self.missing)})", self.missing),
              (f"unexpected ({len(self.unexpected)})", self.unexpected),
              (f"wrong shape ({len(self.wrong_shape)})", self.wrong_shape)]
-    return "; ".join(f"{label}: {list(paths)}" for label, paths in parts if paths)
+    text = "; ".join(f"{label}: {list(paths)}" for label, paths in parts if paths)
+    if any(p.split(":")[0].endswith("pos_embedding") for p in self.wrong_shape):
+      text += ("; a ViT's position embeddings are for another image size: convert the "
+               "checkpoint again with `python -m darkjax.convert ... --image-size N`, N the "
+               "frames' side")
+    return text
 
 
 def mismatch(expected: Mapping[str, Any], got: Mapping[str, Any],

@@ -266,6 +266,23 @@ def test_vit_meta_records_pre_logits_and_the_npz_gelu(tmp_path):
   model = models.build(meta["arch"], meta["num_classes"], **meta["model_kwargs"])
   logits = model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))[0]
   np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-5)
+  # --image-size: the 32-pixel checkpoint (16 tokens + class) for 48-pixel frames (36 + 1)
+  assert cli.main(["--arch", "vit_tiny_test", "--src", str(tmp_path / "vit.pth"), "--out",
+                   str(tmp_path / "out48"), "--image-size", "48"]) == 0
+  resized, meta48 = io.load_variables(str(tmp_path / "out48"))
+  assert meta48["image_size"] == 48
+  pos = resized["params"]["Transformer"]["posembed_input"]["pos_embedding"]
+  assert pos.shape == (1, 37, 32)
+  model.apply(resized, jnp.zeros((1, 48, 48, 3)))   # runs at the size it was converted for
+  # the 32-pixel weights for a 48-pixel model (as model_init loads them): the fix is named
+  from darkjax import variables as variables_lib
+  with pytest.raises(ValueError, match=r"pos_embedding: checkpoint \(1, 17, 32\) vs model "
+                                       r"\(1, 37, 32\).*convert the checkpoint again with "
+                                       r"`python -m darkjax.convert ... --image-size N`"):
+    variables_lib.check_fits(resized, variables, "the weights")
+  torch.save(_tiny_state(), tmp_path / "r3d.pth")   # a 3D CNN takes any size: no --image-size
+  assert cli.main(["--arch", "resnet3d_tiny", "--src", str(tmp_path / "r3d.pth"), "--out",
+                   str(tmp_path / "r3d"), "--image-size", "48"]) == 2
   npz_keys = {"Transformer/encoderblock_0/LayerNorm_0/scale": np.ones(32),
               "pre_logits/kernel": np.zeros((32, 16))}
   assert convert_vit.model_kwargs("vit_tiny_test", npz_keys) == {"representation_size": 16,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -115,3 +117,14 @@ def test_cli_writes_table(tmp_path, capsys):
 def test_cli_rejects_unknown_model(capsys):
   assert zoo_table.main(["--models", "no_such_model"]) == 2
   assert "no_such_model" in capsys.readouterr().err
+
+
+def test_cli_refuses_bad_numbers_and_an_unwritable_out_before_costing(tmp_path, capsys):
+  for flags, line in ((["--classes", "-5"], "--classes -5: must be >= 1"),
+                      (["--out", str(tmp_path / "nodir" / "zoo.md")],
+                       f"--out {tmp_path / 'nodir' / 'zoo.md'}: {tmp_path / 'nodir'} does not "
+                       "exist")):
+    with mock.patch.object(zoo_table, "model_row", side_effect=AssertionError("costed")):
+      with pytest.raises(SystemExit):
+        zoo_table.main(["--models", "c3d_tiny", *flags])
+    assert line in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Convert a PyTorch / safetensors / npz checkpoint into Flax variables on disk.
 
     python -m darkjax.convert --arch resnext3d_101 --src resnext-101-kinetics.pth --out DIR \
-        [--num-classes N] [--input-normalise MODE]
+        [--num-classes N] [--input-normalise MODE] [--image-size N]
 
 Writes DIR/variables (orbax StandardCheckpointer) and DIR/meta.json:
   arch, num_classes (the head size the variables are for), model_kwargs (extra
@@ -20,6 +20,7 @@ unknown architecture, shape mismatches).
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from typing import Any
@@ -55,16 +56,25 @@ def _head_classes(arch: str, model_kwargs: dict, converted: dict[str, tuple[int,
 
 
 def convert_file(arch: str, src: str, out: str, num_classes: int | None = None,
-                 input_normalise: str | None = None) -> dict[str, Any]:
+                 input_normalise: str | None = None,
+                 image_size: int | None = None) -> dict[str, Any]:
   """Converts `src` for model `arch`, writes `out`; returns the meta dict. `input_normalise`: the
-  normalisation the weights were trained on (default: the family's published weights')."""
+  normalisation the weights were trained on (default: the family's published weights');
+  `image_size`: a ViT's input side, its position embeddings resized to it (default: the
+  checkpoint's)."""
   from darkjax import __version__, convert  # pylint: disable=import-outside-toplevel
   from darkjax.data import normalise  # pylint: disable=import-outside-toplevel
   state = io.load_state_dict(src)
   converter = convert._converter_for(arch)  # pylint: disable=protected-access
   input_normalise = input_normalise or converter.INPUT_NORMALISE
   normalisation = normalise.describe(input_normalise)
-  variables = converter.convert(arch, state, num_classes)
+  if image_size is None:
+    variables = converter.convert(arch, state, num_classes)
+  elif "image_size" in inspect.signature(converter.convert).parameters:
+    variables = converter.convert(arch, state, num_classes, image_size=image_size)
+  else:
+    raise ValueError(f"--image-size resizes a ViT's position embeddings; {arch} takes clips of "
+                     "any size as they are: leave it out")
   model_kwargs = getattr(converter, "model_kwargs", lambda name, state: {})(arch, state)
   converted = _flat_shapes(variables)
   if getattr(converter, "HEADLESS", False):
@@ -82,6 +92,7 @@ def convert_file(arch: str, src: str, out: str, num_classes: int | None = None,
       "model_kwargs": model_kwargs,
       "not_converted": not_converted,
       "input_normalisation": normalisation,
+      **({"image_size": image_size} if image_size is not None else {}),
       "source": {"path": os.path.abspath(src), "sha256": file_state.sha256_file(src),
                  "bytes": os.path.getsize(src)},
       "darkjax_version": __version__,
@@ -103,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="the darkjax.data.normalise mode the weights were trained on (default: "
                            "that of the family's published weights, e.g. c3d_sports1m for c3d, "
                            "activitynet_mean for 3D-ResNets-PyTorch's first Kinetics release)")
+  parser.add_argument("--image-size", type=int, default=None,
+                      help="ViT checkpoints: the input side the model runs at, its position "
+                           "embeddings resized to it (a 384 checkpoint for 224 frames, or the "
+                           "other way; default: the checkpoint's own)")
   args = parser.parse_args(argv)
+  if args.image_size is not None and args.image_size < 1:
+    parser.error(f"--image-size {args.image_size}: must be >= 1")
   if args.num_classes is not None and args.num_classes < 0:
     parser.error(f"--num-classes {args.num_classes}: must be >= 0 (0: no classifier head)")
   why = paths.cannot_write(args.out)   # found now, not after the conversion
@@ -112,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
           "write to", file=sys.stderr)
     return 2
   try:
-    meta = convert_file(args.arch, args.src, args.out, args.num_classes, args.input_normalise)
+    meta = convert_file(args.arch, args.src, args.out, args.num_classes, args.input_normalise,
+                        args.image_size)
   except (ValueError, FileExistsError) as e:  # CheckpointReadError, ConversionError are ValueErrors
     print(f"darkjax.convert: {e}", file=sys.stderr)
     return 2

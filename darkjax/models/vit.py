@@ -94,7 +94,9 @@ class AddPositionEmbs(nn.Module):
     pos = self.param("pos_embedding", nn.initializers.normal(stddev=0.02), (1,) + x.shape[1:])
     if pos.shape[1:] != x.shape[1:]:
       raise ValueError(f"{self.name}: position embedding has {pos.shape[1]} tokens but the input "
-                       f"has {x.shape[1]}; convert the checkpoint with image_size= to resize it")
+                       f"has {x.shape[1]}: the weights were converted for another image size; "
+                       f"convert the checkpoint again with `python -m darkjax.convert ... "
+                       f"--image-size N`, N the frames' side, to resize it")
     return precision.add_bias(x, pos)   # its gradient summed over the batch in float32
 
 

@@ -326,8 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--candidates", type=int, default=None,
                       help="compile only the first N of fit's candidate settings")
   parser.add_argument("--until-fit", action="store_true",
-                      help="stop at the first setting that fits (the default, else what "
-                           "fit=auto would train with)")
+                      help="stop at the first setting that fits: the config's own where it "
+                           "fits, else the one fit=auto would train with (off: every candidate)")
   parser.add_argument("--traffic", action="store_true",
                       help="also report each compiled step's memory traffic by kind of kernel "
                            "(fusions, convolutions: bytes read and written, from its optimized "

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
-from darkjax import models, profiling
+from darkjax import models, paths, profiling
 from darkjax.layers.conv import native_lowering
 from darkjax.models import enhancers
 
@@ -217,6 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--classes", type=int, default=400)
   parser.add_argument("--out", default=None, help="also write the markdown table to this file")
   args = parser.parse_args(argv)
+  for flag, value in (("--size", args.size), ("--classes", args.classes)):
+    if value < 1:
+      parser.error(f"{flag} {value}: must be >= 1")
+  why = args.out and paths.cannot_write(args.out, directory=False)
+  if why:   # found now, not after every model is costed
+    parser.error(f"--out {args.out}: {why}")
   names = args.models or default_models()
   unknown = sorted(set(names) - set(models.names()))
   if unknown:
@@ -232,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
       rows.append(model_row(name, args.frames, args.size, args.classes))
     except (ValueError, TypeError) as e:
+      progress.close()   # the line below the bar, not on it
       print(f"zoo_table: model {name!r} at frames {args.frames}, size {args.size}: {e}",
             file=sys.stderr)
       return 2
