@@ -66,11 +66,31 @@ def main(argv):
   darkjax_log.propagate = False
   # Imported here so XLA flags are set before jax initialises its backends.
   import jax  # pylint: disable=import-outside-toplevel
+  given = [f"--{flag.name}" for flag in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)
+           if flag.value is not None]
+  if given and not _DISTRIBUTED.value:   # else N full single-process runs into one workdir
+    print(f"darkjax: {', '.join(given)} {'is' if len(given) == 1 else 'are'} for a multi-process "
+          "run: add --jax_distributed (docs/multihost.md)", file=sys.stderr)
+    sys.exit(2)
   if _DISTRIBUTED.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                               heartbeat_timeout_seconds=_HEARTBEAT.value,
-                               cluster_detection_method=distributed_detection(
-                                   _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value))
+    problem = distributed_flags_problem(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                        _PROCESS_ID.value)
+    if problem:
+      print(f"darkjax: {problem}", file=sys.stderr)
+      sys.exit(2)
+    try:
+      jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                 heartbeat_timeout_seconds=_HEARTBEAT.value,
+                                 cluster_detection_method=distributed_detection(
+                                     _COORDINATOR.value, _NUM_PROCESSES.value,
+                                     _PROCESS_ID.value))
+    except ValueError as error:   # jax found no cluster to read the three from
+      if _VERBOSE.value:
+        raise
+      print(f"darkjax: --jax_distributed: {error} Outside a Cloud TPU pod or SLURM job give "
+            "--coordinator_address=HOST:PORT --num_processes=N --process_id=I "
+            "(docs/multihost.md)", file=sys.stderr)
+      sys.exit(2)
     darkjax_log.info("process %d of %d, %d local devices of %d", jax.process_index(),
                      jax.process_count(), jax.local_device_count(), jax.device_count())
   from darkjax import train  # pylint: disable=import-outside-toplevel
@@ -282,11 +302,48 @@ def _remove_empty_tree(directory: str) -> None:
       pass
 
 
+def distributed_flags_problem(coordinator: str | None, num_processes: int | None,
+                              process_id: int | None) -> str | None:
+  """What is wrong with --jax_distributed's given flags (a port that is no number, an id not
+  below the count), or None: said in one line before jax.distributed starts."""
+  if coordinator is not None:
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+      return (f"--coordinator_address={coordinator}: expected HOST:PORT, the port a number "
+              "from 1 to 65535 (process 0's host and a free port)")
+  if num_processes is not None and num_processes < 1:
+    return f"--num_processes={num_processes}: expected at least 1"
+  if process_id is not None and (process_id < 0 or (num_processes is not None
+                                                    and process_id >= num_processes)):
+    return (f"--process_id={process_id}: expected 0 to --num_processes - 1 "
+            f"({num_processes - 1 if num_processes else '?'})")
+  return None
+
+
+# The fsspec package each URL scheme needs, and the extra that installs it.
+_URL_PACKAGES = {"gs": ("gcsfs", "gcs")}
+
+
+def url_package_missing(url: str) -> str | None:
+  """What a URL's filesystem needs that is not installed (gs:// without the gcs extra), or None."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  scheme = url.split("://", 1)[0]
+  package, extra = _URL_PACKAGES.get(scheme, (None, None))
+  if package is None or importlib.util.find_spec(package) is not None:
+    return None
+  return (f"{scheme}:// paths need {package}: pip install -e '.[{extra}]' (with your other "
+          f"extras, e.g. '.[{extra},torch]'), on every host")
+
+
 def _workdir(made: list[str] | None = None) -> str:
-  """--workdir, which must be a directory (made if missing, then appended to `made`) or a URL."""
+  """--workdir, which must be a directory (made if missing, then appended to `made`) or a URL
+  whose filesystem package is installed."""
   from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
   workdir = _WORKDIR.value
   if "://" in workdir:
+    missing = url_package_missing(workdir)
+    if missing:
+      raise config_lib.ConfigError(f"--workdir {workdir}: {missing}")
     return workdir
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise config_lib.ConfigError(f"--workdir {workdir} is a file; give a directory (it is "

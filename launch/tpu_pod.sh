@@ -11,14 +11,26 @@
 # --attach keeps it in the foreground of the ssh session instead (a SIGHUP then saves a checkpoint
 # and stops the run, darkjax/preemption.py). --dry-run prints the command instead of running it.
 set -euo pipefail
+usage="usage: $0 [--dry-run] [--attach] TPU_NAME ZONE CONFIG WORKDIR [flags...]"
 dry_run=0 attach=0
-while [ "${1:-}" = "--dry-run" ] || [ "${1:-}" = "--attach" ]; do
-  if [ "$1" = "--dry-run" ]; then dry_run=1; else attach=1; fi
+while [ "${1:-}" != "${1#--}" ]; do   # this script's options, before TPU_NAME
+  case $1 in
+    --dry-run) dry_run=1 ;;
+    --attach) attach=1 ;;
+    *) echo "$0: unknown option $1 (before TPU_NAME: --dry-run, --attach)" >&2
+       echo "$usage" >&2; exit 2 ;;
+  esac
   shift
 done
 if [ $# -lt 4 ]; then
-  echo "usage: $0 [--dry-run] [--attach] TPU_NAME ZONE CONFIG WORKDIR [flags...]" >&2; exit 2
+  echo "$usage" >&2; exit 2
 fi
+for word in "${@:5}"; do   # put after the positionals, it would reach darkjax.main on every host
+  case $word in
+    --dry-run|--attach)
+      echo "$0: $word goes before TPU_NAME (flags after WORKDIR are darkjax.main's)" >&2; exit 2 ;;
+  esac
+done
 tpu=$1 zone=$2 config=$3 workdir=$4; shift 4
 data_env=""
 if [ -n "${DARKJAX_DATA:-}" ]; then

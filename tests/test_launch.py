@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -30,18 +31,34 @@ def test_slurm_flags_mirror_jax_rule_and_fail_outside_slurm():
   assert slurm.coordinator_address({**env, "DARKJAX_COORDINATOR_PORT": "1234"}) == "gpu007:1234"
   with pytest.raises(KeyError, match="SLURM_PROCID"):
     slurm.distributed_flags({k: v for k, v in env.items() if k != "SLURM_PROCID"})
+  with pytest.raises(ValueError, match="DARKJAX_COORDINATOR_PORT='abc': expected a port"):
+    slurm.distributed_flags({**env, "DARKJAX_COORDINATOR_PORT": "abc"})
 
 
-def test_slurm_dry_run_prints_one_command_per_task():
+def test_slurm_dry_run_prints_one_command_per_task(tmp_path):
+  submit = tmp_path / "darkjax"   # a checkout as the job is submitted from: its config, its venv
+  (submit / "configs").mkdir(parents=True)
+  (submit / "configs" / "lift_arid.py").write_text("")
+  (submit / ".venv" / "bin").mkdir(parents=True)
+  (submit / ".venv" / "bin" / "activate").write_text("")
   env = dict(os.environ, SLURM_JOB_ID="7", SLURM_NTASKS="3", SLURM_STEP_NODELIST="n[5-7]",
-             SLURM_SUBMIT_DIR="/shared/darkjax", DARKJAX_DRY_RUN="1", PYTHON=sys.executable)
+             SLURM_SUBMIT_DIR=str(submit), DARKJAX_DRY_RUN="1", PYTHON=sys.executable)
+  script = os.path.join(REPO, "launch/slurm_gpu.sbatch")
   # started from another directory, with a flag holding a space (kept one word by the tasks'
   # shells)
-  out = subprocess.run(["bash", os.path.join(REPO, "launch/slurm_gpu.sbatch"),
-                        "configs/lift_arid.py", "gs://b/run", "--config.seed=3",
+  out = subprocess.run(["bash", script, "configs/lift_arid.py", "gs://b/run", "--config.seed=3",
                         "--config.name=my run"], cwd="/", env=env, check=True,
                        capture_output=True, text=True, timeout=60).stdout.splitlines()
-  assert out[:2] == ["cd /shared/darkjax", ". .venv/bin/activate"]
+  assert out[:2] == [f"cd {submit}", ". .venv/bin/activate"]
+  # what every node would fail on is said before the job waits in the queue
+  for config, venv, line in (("configs/nope.py", True, f"config file {submit}/configs/nope.py "
+                              "does not exist"),
+                             ("configs/lift_arid.py", False, ".venv/bin/activate does not exist")):
+    if not venv:
+      (submit / ".venv" / "bin" / "activate").unlink()
+    failed = subprocess.run(["bash", script, config, "gs://b/run"], cwd="/", env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 2 and line in failed.stderr, failed.stderr
   assert len(out) == 5
   for task, line in enumerate(out[2:]):
     prefix, command = line.split(": ", 1)
@@ -94,6 +111,19 @@ def test_tpu_dry_run_prints_the_gcloud_command(tmp_path):
   usage = subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", "my-tpu"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
   assert usage.returncode == 2 and "usage:" in usage.stderr
+  # a mistyped option, or --dry-run after the positionals: refused, gcloud never run
+  fake_bin = tmp_path / "bin"
+  fake_bin.mkdir()
+  (fake_bin / "gcloud").write_text(f'#!/bin/sh\ntouch "{tmp_path}/gcloud_ran"\n')
+  (fake_bin / "gcloud").chmod(0o755)
+  path_env = {**env, "PATH": f"{fake_bin}:{env.get('PATH', '')}"}
+  positionals = ["my-tpu", "us-central2-b", "configs/lift_arid.py", "gs://b/run"]
+  for args, line in ((["--dryrun", *positionals], "unknown option --dryrun"),
+                     ([*positionals, "--dry-run"], "--dry-run goes before TPU_NAME")):
+    refused = subprocess.run(["bash", "launch/tpu_pod.sh", *args], cwd=REPO, env=path_env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and line in refused.stderr, refused.stderr
+  assert not (tmp_path / "gcloud_ran").exists()
 
 
 @pytest.mark.parametrize("data", ["gs://b/data", "/shared/dark data"])
@@ -368,3 +398,33 @@ def test_explicit_distributed_flags_keep_every_gpu_of_a_slurm_task(tmp_path):
   out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, check=True,
                        capture_output=True, text=True, timeout=120).stdout
   assert out.strip().splitlines()[-1] == "all", out
+
+
+def test_distributed_flags_are_checked_in_one_line(tmp_path, monkeypatch):
+  """The multi-process flags without --jax_distributed (N full runs into one workdir, before),
+  a coordinator port that is no number, an id not below the count, no cluster to detect, and a
+  gs:// workdir without gcsfs: each one line, before anything runs."""
+  from darkjax import main  # pylint: disable=import-outside-toplevel
+  problem = main.distributed_flags_problem
+  assert problem("127.0.0.1:12355", 2, 1) is None and problem(None, None, None) is None
+  assert "--coordinator_address=127.0.0.1:abc: expected HOST:PORT" in problem("127.0.0.1:abc",
+                                                                              1, 0)
+  assert "--process_id=2: expected 0 to --num_processes - 1 (1)" in problem("h:1", 2, 2)
+  assert "--num_processes=0" in problem("h:1", 0, 0)
+  real_find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "gcsfs" else real_find_spec(name, *a))
+  assert "gs:// paths need gcsfs: pip install -e '.[gcs]'" in main.url_package_missing("gs://b/x")
+  assert main.url_package_missing("/local/run") is None
+  env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+  env.update(JAX_PLATFORMS="cpu")
+  base = [sys.executable, "-m", "darkjax.main", "--config=configs/synthetic.py:runlocal",
+          f"--workdir={tmp_path / 'w'}"]
+  for flags, line in ((["--num_processes=2", "--process_id=1"],
+                       "darkjax: --num_processes, --process_id are for a multi-process run: add "
+                       "--jax_distributed"),
+                      (["--jax_distributed"], "darkjax: --jax_distributed: ")):
+    result = subprocess.run(base + flags, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and line in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "w").exists()

@@ -35,6 +35,8 @@ def coordinator_address(env: Mapping[str, str]) -> str:
   if not nodelist:
     raise KeyError("neither SLURM_STEP_NODELIST nor SLURM_JOB_NODELIST is set")
   port = env.get("DARKJAX_COORDINATOR_PORT") or str(61440 + int(env["SLURM_JOB_ID"]) % 4096)
+  if not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f"DARKJAX_COORDINATOR_PORT={port!r}: expected a port number, 1 to 65535")
   return f"{first_host(nodelist)}:{port}"
 
 
@@ -48,11 +50,16 @@ def distributed_flags(env: Mapping[str, str]) -> list[str]:
           f"--process_id={int(env['SLURM_PROCID'])}"]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if argv:   # it takes no arguments: --help, or a mistake
+    print(__doc__.strip(), file=sys.stderr if argv not in (["--help"], ["-h"]) else sys.stdout)
+    return 0 if argv in (["--help"], ["-h"]) else 2
   try:
     print(" ".join(distributed_flags(os.environ)))
   except (KeyError, ValueError) as error:
-    print(f"darkjax.tools.slurm: {error}", file=sys.stderr)
+    text = error.args[0] if isinstance(error, KeyError) and error.args else error
+    print(f"darkjax.tools.slurm: {text}", file=sys.stderr)
     return 2
   return 0
 
