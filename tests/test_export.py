@@ -185,6 +185,17 @@ def test_cli_names_an_out_that_is_a_file_and_leaves_it(exported_run, tmp_path, c
                       "--classes", CLASS_NAMES]) == 1
   assert f"--out {tmp_path / 'notes.txt'} cannot be made a directory" in capsys.readouterr().err
   assert (tmp_path / "notes.txt").read_text() == "keep me"
+  # a step the run lacks: no empty --out left
+  assert export.main(["--workdir", workdir, "--out", str(tmp_path / "o7"), "--step", "7",
+                      "--classes", CLASS_NAMES]) == 1
+  assert not (tmp_path / "o7").exists()
+  # a --config other than the one that trained the run is refused, as predict refuses it (it
+  # would export a model reading its clips otherwise)
+  assert export.main(["--workdir", workdir, "--out", str(tmp_path / "o"), "--config",
+                      "configs/synthetic.py:runlocal,normalise=imagenet"]) == 1
+  err = capsys.readouterr().err
+  assert "is not the config that trained the run" in err and "input.normalise" in err
+  assert not (tmp_path / "o").exists()
 
 
 # ONNX (the `onnx` extra): every case. `DARKJAX_ONNX_CASES=a,b` runs only those.

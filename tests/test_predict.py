@@ -209,6 +209,9 @@ def test_png_dir_is_checked_first_and_same_named_videos_get_their_own_picture(tr
   assert predict.main(["--checkpoint", workdir, "--png", str(afile), video]) == 1
   captured = capsys.readouterr()
   assert f"--png {afile} is a file" in captured.err and "view(s)" not in captured.out
+  assert predict.main(["--checkpoint", workdir, "--png", str(afile / "sub"), video]) == 1
+  assert f"--png {afile / 'sub'} cannot hold the pictures ({afile} is a file)" in \
+      capsys.readouterr().err
   out = tmp_path / "pictures"
   assert predict.main(["--checkpoint", workdir, "--png", str(out), video, str(other)]) == 0
   assert sorted(os.listdir(out)) == ["clip-1.png", "clip-2.png"]

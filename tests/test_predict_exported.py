@@ -269,6 +269,15 @@ def test_model_file_errors_name_the_file_and_what_to_do(stablehlo_dir, tmp_path,
   alone.write_bytes((copy / "model.stablehlo").read_bytes())
   assert predict.main(["--model", str(alone), videos[0]]) == 1
   assert f"{tmp_path / export.METADATA} not found" in capsys.readouterr().err
+  # a model file cut short (a copy that stopped): named, export again
+  cut = tmp_path / "cut"
+  cut.mkdir()
+  (cut / export.METADATA).write_bytes((copy / export.METADATA).read_bytes())
+  (cut / "model.stablehlo").write_bytes((copy / "model.stablehlo").read_bytes()[:2000])
+  assert predict.main(["--model", str(cut / "model.stablehlo"), videos[0]]) == 1
+  err = capsys.readouterr().err
+  assert f"{cut / 'model.stablehlo'}: jax cannot read it as an exported model" in err
+  assert "export the run again" in err and "Traceback" not in err
   assert predict.main(["--model", str(copy / "model.onnx"), videos[0]]) == 1
   assert f"{copy / 'model.onnx'}: file not found" in capsys.readouterr().err
   # without onnxruntime: the pip command

@@ -367,6 +367,17 @@ def test_manifest_and_split_errors(tmp_path):
     json.dump(manifest, file)
   with pytest.raises(ValueError, match="'class_names'"):
     records.load_manifest(out_dir)
+  # counts edited by hand into strings: named, not a TypeError in a sum
+  manifest["class_names"] = ["a", "b", "c"][:manifest["num_classes"]]
+  manifest["splits"]["test"]["num_examples"] = str(manifest["splits"]["test"]["num_examples"])
+  with open(os.path.join(out_dir, records.MANIFEST), "w") as file:
+    json.dump(manifest, file)
+  with pytest.raises(ValueError, match=r"key 'splits.test.num_examples' is '\d+', not a whole"):
+    records.load_manifest(out_dir)
+  # a file given as the dataset directory: said, not called missing (nor written over)
+  (tmp_path / "train.log").write_text("log")
+  with pytest.raises(FileNotFoundError, match="train.log is a file, not a dataset directory"):
+    records.load_manifest(str(tmp_path / "train.log"))
 
 
 def test_cli_exit_codes(tmp_path, capsys):

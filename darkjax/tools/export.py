@@ -240,11 +240,10 @@ def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | N
   if fmt == "onnx":   # before anything is read or made
     require_onnx()
   config = predict_checkpoint.run_config(workdir, config_spec)
-  try:   # before the model is read and traced: a bad --out fails at once
-    paths.resolve(out_dir).mkdir(parents=True, exist_ok=True)
-  except OSError as error:
-    raise ExportError(f"--out {out_dir} cannot be made a directory "
-                      f"({error.strerror or error}); give a directory path or URL") from None
+  why = paths.cannot_write(out_dir)   # before the model is read and traced: a bad --out at once
+  if why:
+    raise ExportError(f"--out {out_dir} cannot be made a directory ({why}); give a directory "
+                      "path or URL you can write to")
   predictor = predict_checkpoint.Predictor(config, workdir, classes, step)
   sample = predictor.sample_inputs()
   model_name = str(config.model.name)
@@ -256,8 +255,13 @@ def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | N
     blob = export_stablehlo(fn, sample, model_name)
   else:
     blob = export_onnx(fn, sample, model_name, meta).SerializeToString()
-  paths.write_bytes_atomic(path, blob)
-  file_state.atomic_write_json(os.path.join(out_dir, METADATA), meta, sort_keys=True)
+  try:   # made only now: a checkpoint or step that fails above leaves no empty --out
+    paths.resolve(out_dir).mkdir(parents=True, exist_ok=True)
+    paths.write_bytes_atomic(path, blob)
+    file_state.atomic_write_json(os.path.join(out_dir, METADATA), meta, sort_keys=True)
+  except OSError as error:
+    raise ExportError(f"--out {out_dir}: {error.strerror or error} while writing "
+                      f"{error.filename or path}; give a directory you can write to") from None
   return path
 
 

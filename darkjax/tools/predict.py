@@ -80,8 +80,6 @@ def _predictor(args: argparse.Namespace) -> Any:
   from darkjax.tools import predict_checkpoint
   try:
     config = predict_checkpoint.run_config(args.checkpoint, args.config)
-    if args.config:
-      predict_checkpoint.check_same_run(config, args.checkpoint, args.config)
   except config_lib.ConfigError as error:
     raise PredictError(str(error)) from None
   return predict_checkpoint.Predictor(config, args.checkpoint, args.classes, args.step)
@@ -107,7 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
       continue
     print(format_result(result))
     if args.png:
-      print(f"  wrote {write_png(result, args.png, file_name=pictures[video])}")
+      try:
+        print(f"  wrote {write_png(result, args.png, file_name=pictures[video])}")
+      except OSError as error:   # the disk filled, or the directory went away: the others go on
+        print(f"error: {video}: its picture could not be written ({error.strerror or error})",
+              file=sys.stderr)
+        failed.append(video)
   if failed:
     print(f"{len(failed)} of {len(args.videos)} video(s) could not be classified: "
           f"{', '.join(failed)}", file=sys.stderr)

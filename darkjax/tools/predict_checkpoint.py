@@ -49,12 +49,15 @@ _RUN_ONLY = re.compile(
 
 def run_config(workdir: str, spec: str | None = None) -> mlc.ConfigDict:
   """The config of the run in `workdir` (a directory or URL): `spec` (a config file[:args]) if
-  given, else the `config.json` of the run or of its deployed phase's sub-directory."""
+  given, checked against the run's own (`check_same_run`: predict and export alike), else the
+  `config.json` of the run or of its deployed phase's sub-directory."""
   if not paths.resolve(workdir).is_dir():
     raise PredictError(f"{workdir} does not exist or is no directory: give the directory of a "
                        "darkjax run (the --workdir darkjax.main trained in)")
   if spec:
-    return config_lib.load(spec)
+    config = config_lib.load(spec)
+    check_same_run(config, workdir, spec)
+    return config
   saved = saved_run_config(workdir)
   if saved is None:
     raise PredictError(f"{workdir} holds no config.json of a darkjax run (neither in it nor in a "
@@ -92,8 +95,8 @@ def check_same_run(config: mlc.ConfigDict, workdir: str, spec: str) -> None:
              for key, (was, now) in changed.items()]
     raise PredictError(f"--config {spec} is not the config that trained the run in {workdir}, "
                        f"and would predict differently:\n" + config_lib.listed(lines)
-                       + "\nDrop --config to predict with the run's own config.json (or give the "
-                         "config file and args that trained it).")
+                       + "\nDrop --config to use the run's own config.json (or give the config "
+                         "file and args that trained it).")
 
 
 def dataset_manifest(config: mlc.ConfigDict) -> dict[str, Any] | None:

@@ -73,7 +73,13 @@ def load_stablehlo(path: str) -> Callable:
   """The exported function of a `model.stablehlo` (needs only jax)."""
   import jax  # pylint: disable=import-outside-toplevel   (only this format needs it)
   with open(path, "rb") as f:
-    return jax.export.deserialize(bytearray(f.read())).call
+    data = f.read()
+  try:
+    return jax.export.deserialize(bytearray(data)).call
+  except Exception as error:  # pylint: disable=broad-except   (flatbuffers' and jax's own types)
+    raise PredictError(f"{path}: jax cannot read it as an exported model ({type(error).__name__}: "
+                       f"{str(error)[:300]}); it is damaged or cut short: export the run again"
+                       ) from None
 
 
 def stablehlo_runner(path: str, input_names: list[str]) -> Runner:

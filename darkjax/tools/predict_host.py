@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from darkjax import plots
+from darkjax import paths, plots
 from darkjax.data import flow, ops, video
 
 # The clip spec's fields that the eval views read (the others only shape training clips).
@@ -184,6 +184,10 @@ def check_png_dir(out_dir: str) -> None:
   at once, not after the first prediction."""
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise PredictError(f"--png {out_dir} is a file; give a directory for the pictures")
+  why = paths.cannot_write(out_dir)   # an existing directory it cannot write into too
+  if why:
+    raise PredictError(f"--png {out_dir} cannot hold the pictures ({why}); give a directory you "
+                       "can write to")
   try:
     os.makedirs(out_dir, exist_ok=True)
   except OSError as error:

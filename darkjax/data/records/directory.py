@@ -226,10 +226,17 @@ def _invalid(path: str, problem: str) -> DatasetDirError:
       f"again into an empty directory.")
 
 
+def _is_count(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
   data_dir = os.fspath(data_dir)
   path = os.path.join(data_dir, MANIFEST)
   if not paths.resolve(path).is_file():
+    if paths.is_local(data_dir) and os.path.isfile(data_dir):   # not to be written over
+      raise FileNotFoundError(f"dataset directory {data_dir} is a file, not a dataset directory: "
+                              "give the directory that holds its manifest.json")
     what = "does not exist" if not paths.resolve(data_dir).is_dir() else f"has no {MANIFEST}"
     raise FileNotFoundError(
         f"dataset directory {data_dir} {what}. Create a dataset there with "
@@ -256,10 +263,16 @@ def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     for key in ("num_examples", "shards"):
       if not isinstance(entry, dict) or key not in entry:
         raise _invalid(path, f"missing key 'splits.{split}.{key}'")
+    if not _is_count(entry["num_examples"]):
+      raise _invalid(path, f"key 'splits.{split}.num_examples' is {entry['num_examples']!r}, "
+                           "not a whole number")
     for index, shard in enumerate(entry["shards"]):
       for key in ("file", "num_examples"):
-        if key not in shard:
+        if not isinstance(shard, dict) or key not in shard:
           raise _invalid(path, f"missing key 'splits.{split}.shards[{index}].{key}'")
+      if not _is_count(shard["num_examples"]):
+        raise _invalid(path, f"key 'splits.{split}.shards[{index}].num_examples' is "
+                             f"{shard['num_examples']!r}, not a whole number")
     total = sum(shard["num_examples"] for shard in entry["shards"])
     if total != entry["num_examples"]:
       raise _invalid(path, f"key 'splits.{split}.num_examples' is {entry['num_examples']} but "
