@@ -383,7 +383,8 @@ def check_videos_exist(layout: Layout, allow_missing: int) -> None:
                        f"name exists ({examples}); give --src the unpacked release with its "
                        f"videos (nothing was decoded)")
   raise PrepareError(f"dataset {layout.name!r}: {len(missing)} of the {len(items)} videos its "
-                     f"split lists name do not exist ({examples}); nothing was decoded. Restore "
+                     f"split lists name do not exist, under any video extension ({examples}, as "
+                     f"the lists name them); nothing was decoded. Restore "
                      f"them, or pass --allow-missing {len(missing)} to leave them out (listed in "
                      f"the manifest's metadata.failed)")
 
