@@ -204,6 +204,19 @@ def test_fit_command_checks_its_numbers_cache_and_outputs_before_compiling(tmp_p
       before
 
 
+def test_the_verdict_cache_serves_a_call_without_workdir(tmp_path, monkeypatch, capsys):
+  """Without --workdir each call's stand-in data lies in a new temporary directory: its path is
+  no part of the cache key, so the second call reads the verdict instead of compiling again."""
+  from darkjax import train  # pylint: disable=import-outside-toplevel
+  from darkjax.tools import fit as fit_tool  # pylint: disable=import-outside-toplevel
+  argv = ["--config", "configs/synthetic.py:runlocal", "--default-only", "--cache",
+          str(tmp_path / "cache.json")]
+  first, = fit_tool.main(argv)
+  monkeypatch.setattr(train.Trainer, "compile_step", lambda self: pytest.fail("compiled"))
+  again, = fit_tool.main(argv)
+  assert again["need_bytes"] == first["need_bytes"] and "[cached]" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("checked", [False, True])
 def test_a_run_compiles_its_step_once_beside_the_init(needs, tmp_path, compiles, checked):
   """A fresh run's train step compiles on a thread of its own while the init program compiles,

@@ -36,6 +36,7 @@ minutes on a 2-core host, so progress is printed and each row is cached in a JSO
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -215,9 +216,11 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
         # allocator fraction, config.device_memory_gib may differ from the cached run's).
         setting_config = (config_lib.apply_overrides(phase_config, overrides) if overrides
                           else phase_config)
+        # where the stand-in data lies (a new temporary directory a call) is no part of it
+        resolved = json.dumps(config_lib.json_values(setting_config), sort_keys=True)
+        resolved = hashlib.sha256(resolved.replace(root, "{workdir}").encode()).hexdigest()
         key = json.dumps([spec, phase.name, label, user, args.frames, args.batch,
-                          overrides, jax.__version__,
-                          file_state.sha256_json(config_lib.json_values(setting_config))]
+                          overrides, jax.__version__, resolved]
                          + (["traffic"] if args.traffic else []), sort_keys=True)
         row = cache.get(key)
         cached = row is not None
