@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 from darkjax import targets
+from darkjax.messages import error_text
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 # compute_dtype="auto" per compile platform: bfloat16 compute on accelerators (parameters, optimizer
@@ -92,11 +93,6 @@ def load(spec: str, arg: str | None = None) -> mlc.ConfigDict:
     raise ConfigError(f"config {path}{':' + arg if arg else ''}: {error_text(error)}") from error
   config.lock()
   return config
-
-
-def error_text(error: BaseException) -> str:
-  """An error's message as said to a user: a KeyError's own text, not its repr in quotes."""
-  return str(error.args[0] if isinstance(error, KeyError) and error.args else error)
 
 
 def apply_overrides(config: mlc.ConfigDict,

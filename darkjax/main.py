@@ -25,6 +25,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from darkjax import messages
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (with :args).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
@@ -107,7 +109,7 @@ def main(argv):
     if _VERBOSE.value:
       raise
     from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
-    print(f"darkjax: {config_lib.error_text(e)}", file=sys.stderr)
+    print(f"darkjax: {messages.error_text(e)}", file=sys.stderr)
     sys.exit(2)
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
@@ -183,7 +185,7 @@ def _config_error_text(error: BaseException, argv: list[str]) -> str:
   """What a config file, arg string or override that failed to load means: a missing file, an
   override of a key the config lacks, else the error's own message."""
   from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
-  text = config_lib.error_text(error)
+  text = messages.error_text(error)
   missing = re.search(r"No such file or directory: '([^']+)'", text)
   if missing:
     return f"config file {missing.group(1)} does not exist"
@@ -308,7 +310,7 @@ def distributed_flags_problem(coordinator: str | None, num_processes: int | None
   below the count), or None: said in one line before jax.distributed starts."""
   if coordinator is not None:
     host, _, port = coordinator.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not messages.is_port(port):
       return (f"--coordinator_address={coordinator}: expected HOST:PORT, the port a number "
               "from 1 to 65535 (process 0's host and a free port)")
   if num_processes is not None and num_processes < 1:

@@ -68,10 +68,13 @@ def main_env() -> dict[str, str]:
 
 
 # DARKJAX_TEST_COMPILES=FILE: one JSON line per test to FILE (appended, every worker) with the XLA
-# compiles and jaxpr traces its own process made (not its subprocesses') and their seconds. A test
-# with hundreds of compiles runs a model op by op (eagerly): under `jax.jit` it compiles once.
+# compiles and jaxpr traces its own process made (not its subprocesses') and their seconds, and
+# the CPU seconds it used, its subprocesses' included (`cpu_s`): with every core busy, a test's
+# wall time includes its share of waiting, its CPU time is what it costs the suite. A test with
+# hundreds of compiles runs a model op by op (eagerly): under `jax.jit` it compiles once.
 if os.environ.get("DARKJAX_TEST_COMPILES"):
   import json  # noqa: E402
+  import resource  # noqa: E402
   import time  # noqa: E402
 
   from jax import monitoring  # noqa: E402
@@ -88,12 +91,17 @@ if os.environ.get("DARKJAX_TEST_COMPILES"):
 
   monitoring.register_event_duration_secs_listener(_listener)
 
+  def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its subprocesses that have ended."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
   @pytest.hookimpl(hookwrapper=True)
   def pytest_runtest_protocol(item, nextitem):  # pylint: disable=unused-argument
     _counts.clear()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     yield
     row = dict(test=item.nodeid, seconds=round(time.perf_counter() - start, 2),
-               **{k: round(v, 2) for k, v in _counts.items()})
+               cpu_s=round(_cpu_seconds() - cpu, 2), **{k: round(v, 2) for k, v in _counts.items()})
     with open(os.environ["DARKJAX_TEST_COMPILES"], "a", encoding="utf-8") as f:
       f.write(json.dumps(row) + "\n")

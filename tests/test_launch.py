@@ -33,6 +33,17 @@ def test_slurm_flags_mirror_jax_rule_and_fail_outside_slurm():
     slurm.distributed_flags({k: v for k, v in env.items() if k != "SLURM_PROCID"})
   with pytest.raises(ValueError, match="DARKJAX_COORDINATOR_PORT='abc': expected a port"):
     slurm.distributed_flags({**env, "DARKJAX_COORDINATOR_PORT": "abc"})
+  with pytest.raises(ValueError, match="DARKJAX_COORDINATOR_PORT='65536': expected a port"):
+    slurm.distributed_flags({**env, "DARKJAX_COORDINATOR_PORT": "65536"})
+
+
+def test_slurm_tool_starts_without_jax():
+  """It runs in a login shell before the job starts: of darkjax only darkjax.messages, no jax."""
+  script = ("import sys; from darkjax.tools import slurm\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('darkjax', 'jax', 'flax'))))")
+  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, capture_output=True,
+                       text=True, timeout=60).stdout
+  assert out.strip() == str(["darkjax", "darkjax.messages", "darkjax.tools", "darkjax.tools.slurm"])
 
 
 def test_slurm_dry_run_prints_one_command_per_task(tmp_path):

@@ -15,9 +15,9 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # Bottom to top; a module may import its own layer (acyclically) and those below it.
 LAYERS = (
-    ("ground", ("darkjax.paths", "darkjax.file_state", "darkjax.variables", "darkjax.metrics",
-                "darkjax.preemption", "darkjax.profiling", "darkjax.sharding", "darkjax.aot",
-                "darkjax.init_rng",
+    ("ground", ("darkjax.messages", "darkjax.paths", "darkjax.file_state", "darkjax.variables",
+                "darkjax.metrics", "darkjax.preemption", "darkjax.profiling", "darkjax.sharding",
+                "darkjax.aot", "darkjax.init_rng",
                 "darkjax.targets",
                 "darkjax.config",
                 "darkjax.capabilities", "darkjax.layers", "darkjax.data", "darkjax.losses",

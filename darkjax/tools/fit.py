@@ -46,6 +46,7 @@ import time
 from typing import Any
 
 from darkjax import fit as fit_lib
+from darkjax import messages
 from darkjax.tools import measure
 
 DEFAULT_CACHE = os.path.join("~", ".cache", "darkjax", "fit.json")
@@ -164,7 +165,7 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
     run_config = config_lib.apply_overrides(base, user)
   except (TypeError, ValueError) as error:
     raise FitArgumentError(f"--override {' '.join(args.override)}: "
-                           f"{config_lib.error_text(error)}") from None
+                           f"{messages.error_text(error)}") from None
   try:
     if args.phase == "all":
       phases = list(task_lib.phase_plan(run_config))
@@ -172,7 +173,7 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
       phases = [task_lib.find_phase(run_config, args.phase) if args.phase
                 else task_lib.main_phase(run_config)]
   except (KeyError, ValueError) as error:
-    raise FitArgumentError(f"--phase {args.phase}: {config_lib.error_text(error)}") from None
+    raise FitArgumentError(f"--phase {args.phase}: {messages.error_text(error)}") from None
   names = args.target or [""]
   stand_in = bench_config.stand_in_config(run_config, os.path.join(root, "data"), args.frames,
                                           args.batch, evals=args.evals)

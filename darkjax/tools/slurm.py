@@ -6,7 +6,8 @@ written out so launch/slurm_gpu.sbatch passes it explicitly and its dry run can 
 detection, which would also keep each process to one GPU, is then off: darkjax.main): process id =
 SLURM_PROCID, process count = SLURM_NTASKS, coordinator = the first host of SLURM_STEP_NODELIST
 (SLURM_JOB_NODELIST outside a step) on port 61440 + SLURM_JOB_ID mod 4096, or
-$DARKJAX_COORDINATOR_PORT. Imports nothing heavy (no jax), so it runs in a login shell.
+$DARKJAX_COORDINATOR_PORT. Imports nothing heavy (no jax; of darkjax only darkjax.messages), so it
+runs in a login shell.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import re
 import sys
 from typing import Mapping
+
+from darkjax import messages
 
 _REQUIRED = ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_PROCID")
 
@@ -35,7 +38,7 @@ def coordinator_address(env: Mapping[str, str]) -> str:
   if not nodelist:
     raise KeyError("neither SLURM_STEP_NODELIST nor SLURM_JOB_NODELIST is set")
   port = env.get("DARKJAX_COORDINATOR_PORT") or str(61440 + int(env["SLURM_JOB_ID"]) % 4096)
-  if not port.isdigit() or not 0 < int(port) < 65536:
+  if not messages.is_port(port):
     raise ValueError(f"DARKJAX_COORDINATOR_PORT={port!r}: expected a port number, 1 to 65535")
   return f"{first_host(nodelist)}:{port}"
 
@@ -58,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     print(" ".join(distributed_flags(os.environ)))
   except (KeyError, ValueError) as error:
-    text = error.args[0] if isinstance(error, KeyError) and error.args else error
-    print(f"darkjax.tools.slurm: {text}", file=sys.stderr)
+    print(f"darkjax.tools.slurm: {messages.error_text(error)}", file=sys.stderr)
     return 2
   return 0
 
