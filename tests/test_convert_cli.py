@@ -191,7 +191,22 @@ def test_module_entry_point_reports_conversion_errors(tmp_path):
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 2, result.stderr
   assert "layer1/block0/conv2/kernel" in result.stderr
+  assert "holds the weights of" not in result.stderr   # no model takes a damaged checkpoint
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_weights_of_another_model_name_it(tmp_path, capsys):
+  """A checkpoint given with the wrong --arch (a user's r2plus1d_18 weights as r3d_18): after
+  the list of mismatches, the model they convert for, and that conversion works."""
+  np.savez(tmp_path / "w.npz", **{k: v.numpy() for k, v in _tiny_state("B").items()})
+  args = ["--src", str(tmp_path / "w.npz"), "--out", str(tmp_path / "out")]
+  assert cli.main(["--arch", "resnext3d_tiny"] + args) == 2
+  err = capsys.readouterr().err.strip()
+  assert "missing" in err and err.splitlines()[-1] == (
+      f"{tmp_path / 'w.npz'} holds the weights of resnet3d_tiny, not resnext3d_tiny: rerun with "
+      "--arch resnet3d_tiny")
+  assert not os.path.exists(tmp_path / "out")
+  assert cli.main(["--arch", "resnet3d_tiny"] + args) == 0
 
 
 def test_torch_save_files_of_other_names_and_bfloat16_weights_convert(tmp_path):

@@ -31,6 +31,25 @@ def _converter_for(name: str):
   raise ValueError(f"no PyTorch converter for model {name!r}; convertible models: {sorted(known)}")
 
 
+def fitting_models(state_dict: Mapping[str, Any], exclude: tuple[str, ...] = ()) -> list[str]:
+  """The convertible models, other than `exclude`, that `state_dict` converts for without a
+  missing, extra or mis-shaped parameter: what a checkpoint given the wrong model name is (a
+  second or so per model family, on the error path only)."""
+  from darkjax.convert.common import ConversionError  # pylint: disable=import-outside-toplevel
+  fits = []
+  for module_name in _CONVERTERS:
+    module = importlib.import_module(module_name)
+    for name in module.NAMES:
+      if name in exclude:
+        continue
+      try:
+        module.convert(name, state_dict, None)
+      except (ConversionError, ValueError, KeyError):   # another family's layout
+        continue
+      fits.append(name)
+  return fits
+
+
 def input_normalise(name: str) -> str:
   """The normalisation mode (darkjax.data.normalise) model `name`'s published weights expect."""
   return _converter_for(name).INPUT_NORMALISE

@@ -63,18 +63,26 @@ def convert_file(arch: str, src: str, out: str, num_classes: int | None = None,
   `image_size`: a ViT's input side, its position embeddings resized to it (default: the
   checkpoint's)."""
   from darkjax import __version__, convert  # pylint: disable=import-outside-toplevel
+  from darkjax.convert.common import ConversionError  # pylint: disable=import-outside-toplevel
   from darkjax.data import normalise  # pylint: disable=import-outside-toplevel
   state = io.load_state_dict(src)
   converter = convert._converter_for(arch)  # pylint: disable=protected-access
   input_normalise = input_normalise or converter.INPUT_NORMALISE
   normalisation = normalise.describe(input_normalise)
-  if image_size is None:
-    variables = converter.convert(arch, state, num_classes)
-  elif "image_size" in inspect.signature(converter.convert).parameters:
-    variables = converter.convert(arch, state, num_classes, image_size=image_size)
-  else:
+  if image_size is not None and "image_size" not in inspect.signature(converter.convert).parameters:
     raise ValueError(f"--image-size resizes a ViT's position embeddings; {arch} takes clips of "
                      "any size as they are: leave it out")
+  try:
+    variables = (converter.convert(arch, state, num_classes) if image_size is None
+                 else converter.convert(arch, state, num_classes, image_size=image_size))
+  except ConversionError as error:
+    # A checkpoint of another model (r2plus1d_18 weights given as r3d_18): its long list of
+    # mismatches, and the model they are for.
+    fits = convert.fitting_models(state, exclude=(arch,))
+    if not fits:
+      raise
+    raise ConversionError(f"{error}\n{src} holds the weights of {' or '.join(fits)}, not {arch}: "
+                          f"rerun with --arch {fits[0]}") from None
   model_kwargs = getattr(converter, "model_kwargs", lambda name, state: {})(arch, state)
   converted = _flat_shapes(variables)
   if getattr(converter, "HEADLESS", False):
