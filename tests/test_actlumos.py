@@ -727,6 +727,21 @@ def test_the_split_arg_picks_the_labelled_split_and_the_ssl_sets_train_split():
   assert default.input.data.split_index == default.ssl.split_index == 1
 
 
+def test_a_run_on_another_split_moves_ssl_with_it_or_is_refused():
+  """The experiment tool's runs of split k (`--splits all`) read train<k> for SSL too; a run
+  whose labelled split is k but whose SSL would read another train split of the same dataset
+  (holding split k's test clips) is refused before anything trains, naming both keys."""
+  from configs import actlumos_arid  # pylint: disable=import-outside-toplevel
+  from darkjax.tools import experiment  # pylint: disable=import-outside-toplevel
+  config = experiment.with_run(actlumos_arid.get_config("init=none"), seed=1, split=2)
+  assert config.input.data.split_index == config.ssl.split_index == 2
+  config.ssl.split_index = 1   # e.g. --config.input.data.split_index=2 alone
+  with pytest.raises(config_lib.ConfigError, match=r"config.ssl.split_index=1 but "
+                     r"config.input.data.split_index=2: .*arid_v1's train1 clips.*Set "
+                     r"config.ssl.split_index=2"):
+    actlumos_trainer.ssl_sources(config)
+
+
 import torch_parity  # noqa: E402
 
 

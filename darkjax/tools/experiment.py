@@ -330,10 +330,15 @@ def dataset_splits(config: mlc.ConfigDict) -> list[int]:
 
 
 def with_run(config: mlc.ConfigDict, seed: int, split: int | None) -> mlc.ConfigDict:
+  """`config` for the run of `seed` on dataset split `split` (None: the config's own): every
+  dataset block reads that split, and so does ActLumos's `ssl` (the train<split> of its unlabelled
+  sets, as the configs' `split=K` arg sets it: train1 of ARID holds split 2's test clips)."""
   config.seed = seed
   if split is not None:
     for block in config_lib.data_blocks(config):
       block.split_index = split
+    if "ssl" in config and "split_index" in config.ssl:
+      config.ssl.split_index = split
   return config
 
 

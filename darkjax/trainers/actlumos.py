@@ -222,6 +222,16 @@ def ssl_sources(config: mlc.ConfigDict) -> list[prepared.Dataset]:
   if not names or len(names) != len(dirs):
     raise ConfigError(f"config.ssl.datasets {list(names)} and config.ssl.dirs {list(dirs)} must "
                       "be non-empty and of equal length")
+  labelled = config.input.data
+  ssl_split, split = int(config.ssl.split_index), int(labelled.split_index)
+  for name, directory in zip(names, dirs):
+    if (ssl_split != split and split > 0 and name == labelled.name
+        and os.path.abspath(directory) == os.path.abspath(labelled.dir)):
+      raise ConfigError(
+          f"config.ssl.split_index={ssl_split} but config.input.data.split_index={split}: the "
+          f"SSL phase would read {name}'s train{ssl_split or ''} clips, which hold test clips of "
+          f"split {split}, the split this run evaluates on. Set config.ssl.split_index={split} "
+          f"too (the config's `split={split}` arg sets both).")
   out = []
   for name, directory in zip(names, dirs):
     # A synthetic source is generated on first use: with `config.ssl.generate` (a set of its own,
