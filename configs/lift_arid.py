@@ -31,7 +31,8 @@ Args (`--config=configs/lift_arid.py:variant=medium,luminous=r3d,kd=False`):
   runlocal         tiny model, 8 frames at 32x32, 2 steps per phase: a smoke test
 Evaluation (the paper does not state its test-time views; this is the single-view protocol):
 segment sampling (the middle frame of each of `frames` equal segments), 1 clip x 1 centre crop
-per video, every video of split 1's test list counted once (`eval`: the student, `teacher_eval`:
+per video (with `eval_clips=n`, clip c takes the frame at (c + 0.5) / n of each segment), every
+video of split 1's test list counted once (`eval`: the student, `teacher_eval`:
 the teacher); top-1, top-5 and mean class accuracy. Data and weights: docs/datasets.md.
 Choices where the paper is silent or ambiguous (see docs/papers/liftnet.md): the fusion attention
 scaled by sqrt(head_dim) (Eq. (1) prints sqrt(N_AH): `--config.model.kwargs.attention_scale=heads`);

@@ -210,7 +210,8 @@ def _eval_views_per_crop(example, spec, streams):
     index_sets = [ops.dense_indices(n, spec.frames, 1, starts[i])
                   for i in ops.uniform_dense_starts(len(starts), 1, 1, spec.eval_clips)]
   else:
-    index_sets = [ops.segment_indices(n, spec.frames, None)] * spec.eval_clips
+    index_sets = [ops.segment_indices(n, spec.frames, None, (c + 0.5) / spec.eval_clips)
+                  for c in range(spec.eval_clips)]
   out = {}
   for name, full in arrays.items():
     views = []
@@ -263,6 +264,16 @@ def test_eval_views_resize_each_clip_once_and_crop_views_of_it():
 
 def test_segment_and_multiclip_indices():
   assert ops.segment_indices(16, 8, None).tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
+  # Segment sampling's eval clips (LIFT-Net's `eval_clips`): clip c of n at (c + 0.5) / n of each
+  # segment, so three clips are three views of other frames, each frame in its own segment.
+  video = np.arange(48, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8)
+  views = ops.eval_views({"video": video, "label": 0},
+                         ops.ClipSpec(frames=8, sampling="segment", eval_clips=3))["video"]
+  assert views[:, :, 0, 0, 0].tolist() == [[1, 7, 13, 19, 25, 31, 37, 43],
+                                           [3, 9, 15, 21, 27, 33, 39, 45],
+                                           [5, 11, 17, 23, 29, 35, 41, 47]]
+  one = ops.eval_views({"video": video, "label": 0}, ops.ClipSpec(frames=8, sampling="segment"))
+  assert one["video"][0, :, 0, 0, 0].tolist() == ops.segment_indices(48, 8, None).tolist()
   assert ops.uniform_dense_starts(40, 8, 2, 3) == [0, 12, 25]
   assert ops.dense_indices(5, 8, 1, 0).tolist() == [0, 1, 2, 3, 4, 0, 1, 2]  # loops short videos
 

@@ -110,12 +110,15 @@ def clip_starts(num_frames: int, frames: int) -> list[int]:
   return list(range(0, max(num_frames - frames, 0) + 1, frames))
 
 
-def segment_indices(num_frames: int, frames: int, rng: np.random.Generator | None) -> np.ndarray:
-  """TSN-style: one frame from each of `frames` equal segments (random in train, middle in eval)."""
+def segment_indices(num_frames: int, frames: int, rng: np.random.Generator | None,
+                    position: float = 0.5) -> np.ndarray:
+  """TSN-style: one frame from each of `frames` equal segments, at a random place in train
+  (`rng`), else at `position` (0 to 1) of each segment: its middle for one eval clip, and for
+  clip c of n eval clips (c + 0.5) / n, so each clip takes other frames."""
   edges = np.linspace(0, num_frames, frames + 1)
   lo, hi = edges[:-1], edges[1:]
   if rng is None:
-    idx = np.floor((lo + hi) / 2)
+    idx = np.floor(lo * (1 - position) + hi * position)   # the middle: (lo + hi) / 2 exactly
   else:
     idx = np.floor(lo + rng.random(frames) * np.maximum(hi - lo, 1e-9))
   return np.clip(idx.astype(np.int64), 0, max(num_frames - 1, 0))
@@ -267,7 +270,8 @@ def eval_views(example: Mapping[str, Any], spec: ClipSpec,
     picks = uniform_dense_starts(len(starts), 1, 1, spec.eval_clips)
     index_sets = [dense_indices(num_frames, spec.frames, 1, starts[i]) for i in picks]
   else:
-    index_sets = [segment_indices(num_frames, spec.frames, None)] * spec.eval_clips
+    index_sets = [segment_indices(num_frames, spec.frames, None, (c + 0.5) / spec.eval_clips)
+                  for c in range(spec.eval_clips)]
   ref_hw = resized_frame_hw(arrays["video"].shape[1:3], spec)
   size = spec.crop_size
   boxes = crop_boxes(*ref_hw, size, "center" if spec.eval_crops == 1 else "three") if size else []
