@@ -367,4 +367,7 @@ RECIPE = (
     dict(detail="augmentation", paper="not stated", key="actlumos.augment", status="CHOICE",
          note="colour jitter and affine on device, flips on the host; no CutMix (SupCon needs "
          "one label per clip)"),
+    dict(detail="test-time views", paper="not stated", key="input.eval_clips", status="CHOICE",
+         note="1 centred 64-frame clip x 1 centre crop; `eval_clips=10,eval_crops=3` the "
+         "10-clip x 3-crop protocol, their scores averaged"),
 )

@@ -147,7 +147,9 @@ RECIPE = (
     dict(detail="clip", paper="not stated", key="input.frames", status="CHOICE",
          note="16 frames, 3D-ResNets-PyTorch's clip"),
     dict(detail="crop", paper="not stated", key="input.crop_size", status="CHOICE",
-         note="112 x 112 after a 128 short-side resize, as the Kinetics weights were trained"),
+         note="112 x 112, the size the Kinetics weights saw (3D-ResNets-PyTorch trained on "
+         "multi-scale corner crops resized to 112, tested on a 112 centre crop); here a random "
+         "112 crop of frames resized to a 128 short side, the centre crop in evaluation"),
     dict(detail="horizontal flip", paper="not stated", key="input.flip", status="CHOICE",
          note="the usual flip of video fine-tuning (3D-ResNets-PyTorch trains with it)"),
     dict(detail="InfAR evaluation", paper="average recognition accuracy", source="Table I",

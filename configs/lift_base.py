@@ -333,6 +333,12 @@ RECIPE = (
                "applied",
          key="lift.augment", status="CHOICE", note="all implemented; the paper gives no "
                                                   "magnitudes"),
-    dict(detail="ARID split", paper="not stated", key="input.data.split_index", status="CHOICE",
-         note="split 1; `python -m darkjax.tools.experiment --splits all` runs the three"),
+    dict(detail="dataset split", paper="not stated", key="input.data.split_index",
+         status="CHOICE",
+         note="split 1 of ARID's, HMDB51's and UCF101's three (results on the last two are often "
+         "the mean of the three); `python -m darkjax.tools.experiment --splits all` runs and "
+         "averages them"),
+    dict(detail="test-time views", paper="not stated", key="input.eval_clips", status="CHOICE",
+         note="1 clip (each segment's middle frame) x 1 centre crop; `eval_clips=n` takes clip "
+         "c at (c + 0.5) / n of each segment, `eval_crops=3` three crops, their scores averaged"),
 )

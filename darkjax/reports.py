@@ -25,6 +25,16 @@ def title(config: mlc.ConfigDict) -> str:
   return " / ".join(names)
 
 
+def _datasets_line(config: mlc.ConfigDict) -> str:
+  """"- dataset: `arid_v1` split 2 (DIR)": each dataset the run reads, with its numbered split
+  (the runs of an experiment over splits would otherwise read alike)."""
+  blocks = {b.dir: b for b in config_lib.data_blocks(config)} or {
+      config.input.data.dir: config.input.data}
+  named = [f"`{b.name}`" + (f" split {b.split_index}" if int(b.get("split_index", 0) or 0) else "")
+           + f" ({b.dir})" for b in blocks.values()]
+  return f"- dataset{'s' if len(named) > 1 else ''}: " + "; ".join(named)
+
+
 def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds: float,
                  results: Mapping[str, Any], frozen_count: int = 0) -> str:
   """WORKDIR/report.md: what ran, the final evaluation and where the artifacts are."""
@@ -37,7 +47,7 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
       evaluator, class_name = key.split("_per_class/", 1)
       per_class.setdefault(evaluator, {})[class_name] = value
   lines = [f"# darkjax run: {title(config)}", "",
-           f"- dataset: `{config.input.data.name}` ({config.input.data.dir})",
+           _datasets_line(config),
            f"- {parameters(param_count, frozen_count)}",
            f"- steps: {config.total_steps}, global batch "
            f"{config.input.batch_size}{config_lib.rounded_note(config)}",

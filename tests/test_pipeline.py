@@ -331,3 +331,30 @@ def test_hosts_of_unequal_train_examples_are_warned_about(tmp_path, caplog):
   for count in (1, 5):
     pipeline.train_dataset(files, spec, 2, seed=0, process_index=0, process_count=count)
   assert "hosts" not in caplog.text
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("short_side", 24, "config.input.short_side is 24"),
+    ("resize", (32, 40), "config.input.resize is (32, 40) (short side 32)"),
+])
+def test_frames_prepared_smaller_than_a_config_reads_are_said_to_be_up_sampled(
+    tmp_path, caplog, field, value, said):
+  """The two-stream configs size frames by `resize` (128 x 171), not `short_side`: frames
+  prepared smaller than either are named, with the `--short-side` to prepare them at."""
+  from configs import common  # pylint: disable=import-outside-toplevel
+  from darkjax.data.classification import ClassificationData  # pylint: disable=import-outside-toplevel
+  video = np.zeros((4, 16, 20, 3), np.uint8)
+  records.write_dataset(tmp_path / "d", "fake", ["a"], {split: [dict(
+      video=video, label=0, video_id="v")] for split in ("train", "test")}, fps=8.0,
+                        metadata={"short_side": 16})
+  cfg = common.input_block(data=common.data_block("fake", str(tmp_path / "d")), frames=4)
+  cfg[field] = value
+  caplog.set_level("WARNING")
+  ClassificationData(cfg, 0).dataset  # pylint: disable=expression-not-assigned
+  side = min(value) if field == "resize" else value
+  assert f"short side of 16 px but {said}: every clip is up-sampled" in caplog.text
+  assert f"`--short-side {side}`" in caplog.text
+  caplog.clear()
+  cfg[field] = (16, 20) if field == "resize" else 16   # what was prepared: nothing to say
+  ClassificationData(cfg, 0).dataset  # pylint: disable=expression-not-assigned
+  assert "up-sampled" not in caplog.text

@@ -36,11 +36,12 @@ class ClassificationData:
     side = int(self.cfg.short_side) or min(int(n) for n in self.cfg.resize)   # what it reads
     dataset = prepared.open_dataset(self.cfg.data, side)
     stored = dataset.manifest.get("metadata", {}).get("short_side") or 0
-    if stored and self.cfg.short_side > stored:
-      log.warning("%s: frames were prepared with a short side of %d px but config.input.short_side "
-                  "is %d: every clip is up-sampled. Prepare it again with `--short-side %d` to "
-                  "train on real detail.", dataset.directory, stored, self.cfg.short_side,
-                  self.cfg.short_side)
+    if stored and side > stored:
+      key = (f"config.input.short_side is {side}" if int(self.cfg.short_side) else
+             f"config.input.resize is {tuple(int(n) for n in self.cfg.resize)} (short side {side})")
+      log.warning("%s: frames were prepared with a short side of %d px but %s: every clip is "
+                  "up-sampled. Prepare it again with `--short-side %d` to train on real detail.",
+                  dataset.directory, stored, key, side)
     return dataset
 
   def check_streams(self) -> None:
