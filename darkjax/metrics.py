@@ -9,6 +9,7 @@ directory and each flush copies the event files to WORKDIR/tensorboard through d
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -168,6 +169,23 @@ class MetricsWriter:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """Rows of WORKDIR/metrics.jsonl."""
-  text = (paths.resolve(workdir) / "metrics.jsonl").read_text(encoding="utf-8")
-  return [json.loads(line) for line in text.splitlines() if line.strip()]
+  """Rows of WORKDIR/metrics.jsonl. A last row cut short (a full disk or a kill while it was
+  appended) is left out with a warning: a resumed run then rewrites the file without it. Any
+  other unreadable row raises, naming the file and line."""
+  path = paths.resolve(workdir) / "metrics.jsonl"
+  lines = [(number, line) for number, line in
+           enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), start=1)
+           if line.strip()]
+  rows = []
+  for index, (number, line) in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as error:
+      if index == len(lines) - 1:
+        logging.getLogger("darkjax").warning(
+            "%s: its last line (%d) was cut short while it was written (a full disk, or the "
+            "process killed); left out", path, number)
+        break
+      raise ValueError(f"{path}: line {number} is not a JSON row ({error}); delete that line, "
+                       "or the file (its metrics are also in tensorboard/)") from None
+  return rows

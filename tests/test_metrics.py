@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from tensorboardX.proto import event_pb2
 
 from darkjax import metrics as metrics_lib
@@ -52,6 +53,35 @@ def test_a_resumed_run_drops_what_the_killed_one_logged_after_its_checkpoint(tmp
   assert len(os.listdir(logdir)) == 2
   assert _scalars_tensorboard_shows(logdir, "train/loss") == [
       (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0)]
+
+
+def test_a_row_cut_short_by_a_full_disk_is_left_out_and_the_resume_rewrites_the_file(
+    tmp_path, caplog):
+  """A full disk (or a kill) mid-append leaves metrics.jsonl's last row cut short: the resumed
+  run drops it with a warning naming the file and goes on (it had raised JSONDecodeError on every
+  rerun); an unreadable row before the last is named with its line."""
+  workdir = str(tmp_path / "run")
+  killed = metrics_lib.MetricsWriter(workdir)
+  for step in range(1, 4):
+    killed.write(step, {"train/loss": float(step)})
+  killed.close()
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path, "a", encoding="utf-8") as f:
+    f.write('{"step": 4, "train/loss":')
+  caplog.set_level("WARNING")
+  resumed = metrics_lib.MetricsWriter(workdir)
+  resumed.truncate_after(3)
+  assert "metrics.jsonl: its last line (4) was cut short" in caplog.text
+  resumed.write(4, {"train/loss": 40.0})
+  resumed.close()
+  assert [(r["step"], r["train/loss"]) for r in metrics_lib.read_metrics(workdir)] == [
+      (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+  with open(path, encoding="utf-8") as f:
+    lines = f.read().splitlines()
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines[:1] + ["{not json"] + lines[1:]) + "\n")
+  with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not a JSON row"):
+    metrics_lib.read_metrics(workdir)
 
 
 def test_a_second_writer_of_the_same_second_keeps_the_first_ones_events(tmp_path):
