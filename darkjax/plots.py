@@ -31,7 +31,7 @@ def save(fig, path: str, dpi: int = 100) -> str:
   buffer = io.BytesIO()
   fig.savefig(buffer, dpi=dpi, format="png")
   _pyplot().close(fig)
-  target.write_bytes(buffer.getvalue())
+  paths.write_bytes_atomic(target, buffer.getvalue())   # no half picture on a full disk
   return os.fspath(target)
 
 

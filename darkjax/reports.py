@@ -70,7 +70,8 @@ def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds
   lines += ["", "Artifacts: `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `config.json`"
             + "".join(f", `{p}`" for p in pngs), ""]
   path = paths.resolve(workdir) / "report.md"
-  path.write_text("\n".join(lines), encoding="utf-8")
+  # whole or not at all: a full disk must not leave an empty report a rerun takes as written
+  paths.write_bytes_atomic(path, "\n".join(lines).encode("utf-8"))
   return os.fspath(path)
 
 
@@ -85,5 +86,5 @@ def write_summary(workdir: str, config: mlc.ConfigDict, plan, results: Mapping[s
   lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())
             if isinstance(v, float) and "per_class" not in k]
   path = paths.resolve(workdir) / "report.md"
-  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  paths.write_bytes_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
   return os.fspath(path)

@@ -812,7 +812,11 @@ class Trainer:
             fit_lib.EVAL_OOM_ADVICE if evaluating else "")) from None
     if start >= last and not results:   # nothing left to train: report what the run logged
       results = self.logged_results(start)
-    self.reported = self.is_lead and last == total and (start < last or final_missing)
+    # A report.md a full disk left empty (or one deleted) is written again by a rerun.
+    report = paths.resolve(self.workdir) / "report.md"
+    unreported = not report.exists() or report.stat().length == 0
+    self.reported = self.is_lead and last == total and (start < last or final_missing
+                                                         or (unreported and bool(results)))
     if self.reported:   # by the invocation that trains the last step (or makes its evaluation)
       reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results,
                            self.frozen_count)

@@ -209,9 +209,13 @@ def test_ctrl_c_saves_resumes_and_a_finished_run_reports_again(data_dir, tmp_pat
   assert f"resumed from {workdir}/checkpoints/{step}" in finished.stderr
   final = [l for l in finished.stdout.splitlines() if l.startswith("final:")][-1]
   assert "eval/top1=" in final
-  # -1 (chosen at run time) resumes with the count the checkpoint's data position is for
+  # -1 (chosen at run time) resumes with the count the checkpoint's data position is for; and
+  # a report.md a full disk left empty is written again by the rerun of the finished run
+  report = os.path.join(workdir, "report.md")
+  open(report, "w").close()
   again = _main(_run_args(data_dir, workdir, step + 2) + ["--config.input.workers=-1"], main_env)
   assert again.returncode == 0, again.stderr[-3000:]
+  assert "| eval/top1 |" in open(report, encoding="utf-8").read()
   assert "1 worker processes, the count the checkpoint's run started with" in again.stderr
   assert [l for l in again.stdout.splitlines() if l.startswith("final:")][-1] == final
   _one_line(_main(_run_args(data_dir, workdir, step + 2) + ["--config.input.workers=2"],
