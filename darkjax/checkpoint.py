@@ -15,7 +15,9 @@ writes the array whole (`use_small_slices_once`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import posixpath
 import re
 from typing import Any, Iterator
@@ -289,11 +291,32 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any, data_iterator: Any, meta: dict) -> None:
+    self._check_room(step, state)
     meta = {**meta, FINGERPRINTS: fingerprints(state)}
     args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+
+  def _check_room(self, step: int, state: Any) -> None:
+    """Raises OSError (ENOSPC, EACCES, ...) naming the checkpoint directory when a local one
+    cannot take checkpoint `step`: too little free space for this process's share of the state's
+    bytes, or no directory can be made in it. orbax, meeting either in its background thread,
+    leaves the save waiting for a signal that never comes (minutes, then a timeout that hides
+    the cause)."""
+    if not paths.is_local(self.directory):
+      return
+    directory = os.fspath(self.directory)
+    os.makedirs(directory, exist_ok=True)
+    need = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state)) // jax.process_count()
+    stat = os.statvfs(directory)
+    free = stat.f_bavail * stat.f_frsize
+    if free < need:
+      raise OSError(errno.ENOSPC, f"No space left on device: checkpoint {step} needs about "
+                    f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free", directory)
+    probe = os.path.join(directory, f".probe-{step}-{jax.process_index()}")
+    os.mkdir(probe)
+    os.rmdir(probe)
 
   def saved_process_count(self, step: int) -> int | None:
     """How many processes wrote checkpoint `step`'s input positions (grain keeps one file a

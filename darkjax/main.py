@@ -111,6 +111,14 @@ def main(argv):
     from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
     print(f"darkjax: {messages.error_text(e)}", file=sys.stderr)
     sys.exit(2)
+  except OSError as e:
+    problem = messages.resource_problem(e)   # a full disk, a read-only directory, open files
+    if problem is None or _VERBOSE.value:
+      raise
+    for directory in made:
+      _remove_empty_tree(directory)
+    print(f"darkjax: {problem}", file=sys.stderr)
+    sys.exit(1)
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise

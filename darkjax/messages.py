@@ -12,3 +12,31 @@ def error_text(error: BaseException) -> str:
 def is_port(text: str) -> bool:
   """Whether `text` is a TCP port number a coordinator can listen on: 1 to 65535."""
   return text.isdigit() and 0 < int(text) < 65536
+
+
+# What to do about an OSError a run meets on the machine's resources, by errno.
+_RESOURCE_ADVICE = {
+    "ENOSPC": "free space on that disk, or give the run a directory on a larger one",
+    "EDQUOT": "free space within your disk quota, or give the run a directory elsewhere",
+    "EACCES": "make it writable, or give the run a directory you can write to",
+    "EPERM": "make it writable, or give the run a directory you can write to",
+    "EROFS": "the file system is read-only: give the run a directory you can write to",
+    "EMFILE": "too many open files: raise the limit (`ulimit -n 4096`) or lower "
+              "config.input.workers",
+    "ENFILE": "the system's open-file table is full: close other programs or raise fs.file-max",
+}
+
+
+def resource_problem(error: BaseException) -> str | None:
+  """One line for an OSError of the machine's resources (a full disk, a directory that is not
+  writable, too many open files): the path, what happened, what to do and that the same
+  command then resumes; None for any other error."""
+  import errno  # pylint: disable=import-outside-toplevel
+  if not isinstance(error, OSError) or error.errno is None:
+    return None
+  advice = _RESOURCE_ADVICE.get(errno.errorcode.get(error.errno, ""))
+  if advice is None:
+    return None
+  where = f"{error.filename}: " if error.filename else ""
+  return (f"{where}{error.strerror or error}; {advice}, then rerun the same command: it resumes "
+          "from its last checkpoint")

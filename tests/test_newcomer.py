@@ -259,3 +259,45 @@ def test_a_log_line_while_a_progress_bar_shows_is_a_line_of_its_own():
   pieces = re.split(r"[\r\n]", stream.getvalue())
   assert "eval reads all 1 shard(s)" in pieces, pieces
   assert any(p.startswith("train:  50%") for p in pieces)   # the bar goes on below it
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_rerun_trains_on(data_dir, tmp_path,
+                                                                          main_env):
+  """A checkpoint directory on a full disk (stood in for by os.statvfs reporting no free space
+  under it) stops the run at the save with one line naming the directory, what to do and that
+  the rerun resumes; orbax, meeting it in its thread, had hung for 300 s and then timed out
+  naming none of it. Once space is free the same command trains."""
+  workdir = str(tmp_path / "run")
+  site = tmp_path / "site"
+  site.mkdir()
+  (site / "sitecustomize.py").write_text(
+      "import os\n_statvfs = os.statvfs\n"
+      "class _Full:\n  def __init__(self, real):\n    self._real = real\n"
+      "  f_bavail = 0\n  def __getattr__(self, name):\n    return getattr(self._real, name)\n"
+      "def _full_under_checkpoints(path):\n  real = _statvfs(path)\n"
+      "  return _Full(real) if 'checkpoints' in os.fspath(path) else real\n"
+      "os.statvfs = _full_under_checkpoints\n")
+  args = _run_args(data_dir, workdir, 2)
+  full = _main(args, dict(main_env, PYTHONPATH=f"{site}:{main_env.get('PYTHONPATH', '')}"))
+  assert full.returncode == 1, full.stderr[-3000:]
+  assert "Traceback" not in full.stderr, full.stderr[-3000:]
+  line = [l for l in full.stderr.splitlines() if l.startswith("darkjax: ")][-1]
+  assert line.startswith(f"darkjax: {workdir}/checkpoints: No space left on device: checkpoint 2 "
+                         "needs about "), line
+  assert line.endswith("free space on that disk, or give the run a directory on a larger one, "
+                       "then rerun the same command: it resumes from its last checkpoint"), line
+  again = _main(args, main_env)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+
+
+def test_resource_errors_say_what_to_change():
+  import errno  # pylint: disable=import-outside-toplevel
+
+  from darkjax import messages  # pylint: disable=import-outside-toplevel
+  said = messages.resource_problem(OSError(errno.EMFILE, "Too many open files", "/d/x"))
+  assert said.startswith("/d/x: Too many open files; too many open files: raise the limit "
+                         "(`ulimit -n 4096`) or lower config.input.workers, then rerun")
+  assert "make it writable" in messages.resource_problem(PermissionError(errno.EACCES, "no", "/w"))
+  assert messages.resource_problem(FileNotFoundError(errno.ENOENT, "gone", "/w")) is None
+  assert messages.resource_problem(ValueError("x")) is None
