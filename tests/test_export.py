@@ -6,6 +6,7 @@ checkpointed run whose file is callable in a process that never imports darkjax.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -195,6 +196,23 @@ def test_cli_names_an_out_that_is_a_file_and_leaves_it(exported_run, tmp_path, c
                       "configs/synthetic.py:runlocal,normalise=imagenet"]) == 1
   err = capsys.readouterr().err
   assert "is not the config that trained the run" in err and "input.normalise" in err
+  assert not (tmp_path / "o").exists()
+  # the disk fills after the model is written, at export.json: that file is named, and no half
+  # export (a model without its export.json) is left
+  real = export.file_state.atomic_write_json
+
+  def full(path, *args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device", os.fspath(path) + ".tmp")
+
+  export.file_state.atomic_write_json = full
+  try:
+    assert export.main(["--workdir", workdir, "--out", str(tmp_path / "o"), "--classes",
+                        CLASS_NAMES]) == 1
+  finally:
+    export.file_state.atomic_write_json = real
+  err = capsys.readouterr().err
+  assert (f"No space left on device while writing {tmp_path / 'o' / export.METADATA}; nothing of "
+          "this export is kept; free space on that disk") in err, err
   assert not (tmp_path / "o").exists()
 
 

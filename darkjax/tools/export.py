@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib.util
 import json
 import logging
@@ -255,13 +256,24 @@ def export_run(workdir: str, out_dir: str, fmt: str = "stablehlo", step: int | N
     blob = export_stablehlo(fn, sample, model_name)
   else:
     blob = export_onnx(fn, sample, model_name, meta).SerializeToString()
+  made = not paths.resolve(out_dir).exists()
+  writing = path
   try:   # made only now: a checkpoint or step that fails above leaves no empty --out
     paths.resolve(out_dir).mkdir(parents=True, exist_ok=True)
     paths.write_bytes_atomic(path, blob)
-    file_state.atomic_write_json(os.path.join(out_dir, METADATA), meta, sort_keys=True)
+    writing = os.path.join(out_dir, METADATA)
+    file_state.atomic_write_json(writing, meta, sort_keys=True)
   except OSError as error:
-    raise ExportError(f"--out {out_dir}: {error.strerror or error} while writing "
-                      f"{error.filename or path}; give a directory you can write to") from None
+    # No half export: a model without its export.json is none predict can read.
+    with contextlib.suppress(OSError):
+      if writing != path:
+        paths.resolve(path).unlink()
+      if made:
+        paths.resolve(out_dir).rmdir()
+    advice = ("free space on that disk, or give an --out on another" if error.errno in (
+        errno.ENOSPC, errno.EDQUOT) else "give a directory you can write to")
+    raise ExportError(f"--out {out_dir}: {error.strerror or error} while writing {writing}; "
+                      f"nothing of this export is kept; {advice}") from None
   return path
 
 
