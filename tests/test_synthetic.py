@@ -193,6 +193,30 @@ def test_ensure_dataset_refuses_foreign_directories(tmp_path):
   assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_generation_killed_before_its_manifest_is_generated_again(tmp_path, caplog):
+  """A SIGKILL mid-generation leaves finished shards under the writer's in-progress names and
+  no manifest: darkjax's own half-made output, generated again (it had been refused as a foreign
+  directory, with no word that deleting it was safe). A stranger's file there is still refused."""
+  params = synthetic.SyntheticParams(**TINY)
+  whole = synthetic.generate(tmp_path / "whole", params, show_progress=False)
+  half = tmp_path / "half"
+  half.mkdir()
+  name = synthetic.DATASET_NAME
+  (half / f"{name}-train-00000.tfrecord").write_bytes(b"finished shard")
+  (half / f"{name}-train-00001.tfrecord.tmp").write_bytes(b"partial")
+  caplog.set_level("WARNING")
+  manifest = synthetic.ensure_dataset(half, show_progress=False, **TINY)
+  assert "a generation stopped before it finished left 2 shard(s)" in caplog.text
+  assert json.dumps(manifest["splits"]) == json.dumps(whole["splits"])
+  stranger = tmp_path / "stranger"
+  stranger.mkdir()
+  (stranger / f"{name}-train-00000.tfrecord").write_bytes(b"shard")
+  (stranger / "notes.txt").write_text("mine")
+  with pytest.raises(FileExistsError, match="no manifest.json"):
+    synthetic.ensure_dataset(stranger, show_progress=False, **TINY)
+  assert (stranger / "notes.txt").read_text() == "mine"
+
+
 def test_cli_names_a_bad_out_or_videos_in_one_line(tmp_path, capsys):
   (tmp_path / "notes.txt").write_text("mine")
   for flag in ("--out", "--videos"):

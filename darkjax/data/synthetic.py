@@ -43,6 +43,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 from typing import Any, Iterator
 
 import cv2
@@ -432,7 +433,18 @@ def ensure_dataset(out_dir: str | os.PathLike, workers: int = 0, show_progress: 
     raise records.ForeignDirectoryError(f"synthetic dataset directory {out_dir} is a file. "
                                         f"{elsewhere}")
   if not paths.resolve(manifest_path).exists():
-    if directory.is_dir() and any(not p.name.endswith(".tmp") for p in directory.iterdir()):
+    # A generation killed before its manifest (SIGKILL, a lost machine) leaves the shards it had
+    # finished, under the writer's in-progress names: its own, generated again.
+    unfinished = re.compile(rf"{re.escape(DATASET_NAME)}-({'|'.join(SPLITS)})-\d{{5}}"
+                            rf"(-of-\d{{5}})?\.tfrecord(\.tmp)?|{re.escape(records.MANIFEST)}\.tmp")
+    names = [p.name for p in directory.iterdir()] if directory.is_dir() else []
+    if names and all(unfinished.fullmatch(name) for name in names):
+      logging.getLogger("darkjax").warning(
+          "synthetic dataset %s: a generation stopped before it finished left %d shard(s); "
+          "generating it again", out_dir, len(names))
+      for name in names:
+        (directory / name).unlink()
+    elif any(not name.endswith(".tmp") for name in names):
       raise records.ForeignDirectoryError(
           f"ensure_dataset: {out_dir} is not empty and has no {records.MANIFEST}; refusing to "
           f"write a synthetic dataset into it. {elsewhere}")
