@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 from typing import Any, Iterator
 
@@ -238,6 +239,7 @@ def use_compilation_cache(setting: str) -> str | None:
   wins over all of these. Entries are keyed by the compiled program and the XLA version, so one
   directory serves every config and machine."""
   if jax.config.jax_compilation_cache_dir:
+    drop_empty_cache_entries(jax.config.jax_compilation_cache_dir)
     return jax.config.jax_compilation_cache_dir
   if not setting:
     return None
@@ -246,5 +248,28 @@ def use_compilation_cache(setting: str) -> str | None:
   directory = os.path.expanduser(setting)
   if "://" not in directory:
     os.makedirs(directory, exist_ok=True)
+    drop_empty_cache_entries(directory)
   jax.config.update("jax_compilation_cache_dir", directory)
   return directory
+
+
+def drop_empty_cache_entries(directory: str) -> int:
+  """Removes the empty entries of a local compilation cache (a disk that filled while JAX wrote
+  them): JAX warns that it cannot read such an entry on every run and never writes it again.
+  Returns how many it removed."""
+  if "://" in directory or not os.path.isdir(directory):
+    return 0
+  removed = 0
+  with os.scandir(directory) as entries:
+    for entry in entries:
+      try:
+        if entry.name.endswith("-cache") and entry.is_file() and entry.stat().st_size == 0:
+          os.remove(entry.path)
+          removed += 1
+      except OSError:   # another process removed or replaced it meanwhile
+        continue
+  if removed:
+    logging.getLogger("darkjax").warning(
+        "compilation cache %s: removed %d empty entries (written while its disk was full); "
+        "their programs compile again", directory, removed)
+  return removed

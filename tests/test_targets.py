@@ -270,6 +270,12 @@ def test_compilation_cache_setting(tmp_path, monkeypatch):
     monkeypatch.delenv("DARKJAX_COMPILATION_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert targets.use_compilation_cache("auto") == str(tmp_path / "home/.cache/darkjax/xla")
+    # entries a full disk left empty are removed (JAX warned of them on every run, forever)
+    jax.config.update("jax_compilation_cache_dir", None)
+    (tmp_path / "given" / "jit_step-ab12-cache").write_bytes(b"")
+    (tmp_path / "given" / "jit_step-cd34-cache").write_bytes(b"an executable")
+    assert targets.use_compilation_cache(str(tmp_path / "given")) == str(tmp_path / "given")
+    assert sorted(p.name for p in (tmp_path / "given").iterdir()) == ["jit_step-cd34-cache"]
   finally:
     jax.config.update("jax_compilation_cache_dir", before)
 
