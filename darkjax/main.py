@@ -66,6 +66,9 @@ def main(argv):
   darkjax_log.addHandler(handler)
   darkjax_log.setLevel(logging.INFO)
   darkjax_log.propagate = False
+  limited = messages.address_space_limit()
+  if limited:
+    darkjax_log.warning(limited)
   # Imported here so XLA flags are set before jax initialises its backends.
   import jax  # pylint: disable=import-outside-toplevel
   given = [f"--{flag.name}" for flag in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)

@@ -40,3 +40,17 @@ def resource_problem(error: BaseException) -> str | None:
   where = f"{error.filename}: " if error.filename else ""
   return (f"{where}{error.strerror or error}; {advice}, then rerun the same command: it resumes "
           "from its last checkpoint")
+
+
+def address_space_limit() -> str | None:
+  """A warning when the process runs under a virtual-memory limit (`ulimit -v`): XLA and its
+  thread pools reserve far more address space than they use, so such a run can abort
+  (std::bad_alloc, "cannot allocate memory for thread-local data") with memory to spare."""
+  import resource  # pylint: disable=import-outside-toplevel
+  soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+  if soft == resource.RLIM_INFINITY:
+    return None
+  return (f"a virtual-memory limit of {soft / 2**30:.1f} GiB is set (`ulimit -v`): XLA reserves "
+          "more address space than it uses, and the run may abort (std::bad_alloc) with memory to "
+          "spare; lift it (`ulimit -v unlimited`) and limit resident memory instead (a cgroup, "
+          "`systemd-run -p MemoryMax=`)")

@@ -301,3 +301,14 @@ def test_resource_errors_say_what_to_change():
   assert "make it writable" in messages.resource_problem(PermissionError(errno.EACCES, "no", "/w"))
   assert messages.resource_problem(FileNotFoundError(errno.ENOENT, "gone", "/w")) is None
   assert messages.resource_problem(ValueError("x")) is None
+
+
+def test_a_virtual_memory_limit_is_warned_of(main_env):
+  """`ulimit -v` makes XLA abort with memory to spare: a run started under one says so first
+  (darkjax.main logs this line), and how to limit memory instead."""
+  script = "from darkjax import messages; print(messages.address_space_limit())"
+  result = subprocess.run(["bash", "-c", f"ulimit -v 67108864 && exec {sys.executable} -c "
+                           f"'{script}'"], cwd=REPO, env=main_env, capture_output=True,
+                          text=True, timeout=120)
+  assert result.stdout.startswith("a virtual-memory limit of 64.0 GiB is set (`ulimit -v`)"), (
+      result.stdout + result.stderr)
