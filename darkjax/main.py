@@ -115,15 +115,11 @@ def main(argv):
     print(f"darkjax: {messages.error_text(e)}", file=sys.stderr)
     sys.exit(2)
   except OSError as e:
-    problem = messages.resource_problem(e)   # a full disk, a read-only directory, open files
-    if problem is None or _VERBOSE.value:
-      raise
-    for directory in made:
-      _remove_empty_tree(directory)
-    print(f"darkjax: {problem}", file=sys.stderr)
-    sys.exit(1)
+    _resource_problem(e, made)
+    raise
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
+      _resource_problem(e, made)
       raise
     # A collective with a dead peer fails here; JAX's coordination service then stops this
     # process too, naming the dead one ("Task N heartbeat timeout"), within --heartbeat_timeout.
@@ -132,9 +128,25 @@ def main(argv):
           f"coordination service names the lost process below within {_HEARTBEAT.value} s "
           f"(--heartbeat_timeout).", file=sys.stderr, flush=True)
     sys.exit(3)
+  except Exception as e:  # pylint: disable=broad-except  (orbax's and TensorStore's own types)
+    _resource_problem(e, made)
+    raise
   summary = {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and "/" in k
              and "per_class" not in k and not k.endswith("num_examples")}
   print("final:", ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary.items())))
+
+
+def _resource_problem(error: BaseException, made: list[str]) -> None:
+  """Exits with one line (status 1) where `error` is the machine's resources failing the run (a
+  full disk, a directory it cannot write, too many open files: `messages.resource_problem`);
+  returns otherwise, for the caller to raise it."""
+  problem = messages.resource_problem(error)
+  if problem is None or _VERBOSE.value:
+    return
+  for directory in made:
+    _remove_empty_tree(directory)
+  print(f"darkjax: {problem}", file=sys.stderr)
+  sys.exit(1)
 
 
 class BarSafeHandler(logging.StreamHandler):

@@ -33,13 +33,29 @@ def resource_problem(error: BaseException) -> str | None:
   command then resumes; None for any other error."""
   import errno  # pylint: disable=import-outside-toplevel
   if not isinstance(error, OSError) or error.errno is None:
-    return None
+    # orbax / TensorStore / XLA report the same conditions in their own error types, by text
+    text = str(error)
+    found = next((code for code, words in _RESOURCE_WORDS.items() if words in text), None)
+    if found is None:
+      return None
+    first = next((line.strip() for line in text.splitlines()
+                  if _RESOURCE_WORDS[found] in line), text)
+    return (f"{first[:400]}; {_RESOURCE_ADVICE[found]}, then rerun the same command: it resumes "
+            "from its last checkpoint")
   advice = _RESOURCE_ADVICE.get(errno.errorcode.get(error.errno, ""))
   if advice is None:
     return None
   where = f"{error.filename}: " if error.filename else ""
   return (f"{where}{error.strerror or error}; {advice}, then rerun the same command: it resumes "
           "from its last checkpoint")
+
+
+# The words of strerror(3) for the conditions of `_RESOURCE_ADVICE`, as other libraries' errors
+# quote them.
+_RESOURCE_WORDS = {"ENOSPC": "No space left on device", "EDQUOT": "Disk quota exceeded",
+                   "EROFS": "Read-only file system", "EMFILE": "Too many open files",
+                   "EACCES": "Permission denied"}
+
 
 
 def address_space_limit() -> str | None:

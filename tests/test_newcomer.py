@@ -312,3 +312,18 @@ def test_a_virtual_memory_limit_is_warned_of(main_env):
                           text=True, timeout=120)
   assert result.stdout.startswith("a virtual-memory limit of 64.0 GiB is set (`ulimit -v`)"), (
       result.stdout + result.stderr)
+
+
+def test_other_libraries_resource_errors_are_read_by_their_words():
+  """orbax / TensorStore quote strerror in their own error types (546 lines of "Error opening
+  "zarr" driver ... Too many open files" under `ulimit -n 64`): the line that says it, and what
+  to do."""
+  from darkjax import messages  # pylint: disable=import-outside-toplevel
+  error = ValueError('Error opening "zarr" driver: Error reading local file "/w/ckpt/x": '
+                     'Too many open files [source locations=...]\n  more context')
+  said = messages.resource_problem(error)
+  assert said.startswith('Error opening "zarr" driver: Error reading local file "/w/ckpt/x": '
+                         "Too many open files") and "`ulimit -n 4096`" in said
+  assert messages.resource_problem(RuntimeError("RESOURCE_EXHAUSTED: No space left on device")
+                                   ).endswith("it resumes from its last checkpoint")
+  assert messages.resource_problem(RuntimeError("shapes differ")) is None
