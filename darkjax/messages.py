@@ -57,7 +57,6 @@ _RESOURCE_WORDS = {"ENOSPC": "No space left on device", "EDQUOT": "Disk quota ex
                    "EACCES": "Permission denied"}
 
 
-
 def address_space_limit() -> str | None:
   """A warning when the process runs under a virtual-memory limit (`ulimit -v`): XLA and its
   thread pools reserve far more address space than they use, so such a run can abort
