@@ -314,9 +314,7 @@ class Checkpointer:
     if free < need:
       raise OSError(errno.ENOSPC, f"No space left on device: checkpoint {step} needs about "
                     f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free", directory)
-    probe = os.path.join(directory, f".probe-{step}-{jax.process_index()}")
-    os.mkdir(probe)
-    os.rmdir(probe)
+    paths.try_making_a_directory(directory, f"{jax.process_index()}-{os.getpid()}")
 
   def saved_process_count(self, step: int) -> int | None:
     """How many processes wrote checkpoint `step`'s input positions (grain keeps one file a

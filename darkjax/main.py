@@ -114,9 +114,6 @@ def main(argv):
     from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
     print(f"darkjax: {messages.error_text(e)}", file=sys.stderr)
     sys.exit(2)
-  except OSError as e:
-    _resource_problem(e, made)
-    raise
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       _resource_problem(e, made)
@@ -128,7 +125,7 @@ def main(argv):
           f"coordination service names the lost process below within {_HEARTBEAT.value} s "
           f"(--heartbeat_timeout).", file=sys.stderr, flush=True)
     sys.exit(3)
-  except Exception as e:  # pylint: disable=broad-except  (orbax's and TensorStore's own types)
+  except Exception as e:  # pylint: disable=broad-except  (OSErrors; orbax's, TensorStore's types)
     _resource_problem(e, made)
     raise
   summary = {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and "/" in k

@@ -3,6 +3,9 @@ jax (darkjax.tools.slurm runs in a login shell): the standard library only, noth
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 def error_text(error: BaseException) -> str:
   """An error's message as said to a user: a KeyError's own text, not its repr in quotes."""
@@ -31,7 +34,6 @@ def resource_problem(error: BaseException) -> str | None:
   """One line for an OSError of the machine's resources (a full disk, a directory that is not
   writable, too many open files): the path, what happened, what to do and that the same
   command then resumes; None for any other error."""
-  import errno  # pylint: disable=import-outside-toplevel
   if not isinstance(error, OSError) or error.errno is None:
     # orbax / TensorStore / XLA report the same conditions in their own error types, by text
     text = str(error)
@@ -50,11 +52,9 @@ def resource_problem(error: BaseException) -> str | None:
           "from its last checkpoint")
 
 
-# The words of strerror(3) for the conditions of `_RESOURCE_ADVICE`, as other libraries' errors
-# quote them.
-_RESOURCE_WORDS = {"ENOSPC": "No space left on device", "EDQUOT": "Disk quota exceeded",
-                   "EROFS": "Read-only file system", "EMFILE": "Too many open files",
-                   "EACCES": "Permission denied"}
+# strerror's words for those conditions, as other libraries' errors quote them.
+_RESOURCE_WORDS = {code: os.strerror(getattr(errno, code))
+                   for code in ("ENOSPC", "EDQUOT", "EROFS", "EMFILE", "EACCES")}
 
 
 def address_space_limit() -> str | None:

@@ -120,10 +120,17 @@ def cannot_write(path: PathLike, directory: bool = True) -> str | None:
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
     return f"{existing} is a file"
-  probe = os.path.join(existing, f".darkjax-write-probe-{os.getpid()}")
   try:
-    os.mkdir(probe)
-    os.rmdir(probe)
+    try_making_a_directory(existing)
   except OSError as error:
     return f"{existing} is not writable ({error.strerror})"
   return None
+
+
+def try_making_a_directory(directory: str, name: str = "") -> None:
+  """Makes and removes a directory in the local `directory` (`name`: what tells it from other
+  processes' probes there; default this process's id); raises the OSError that met it (a full
+  disk, no permission: permission bits miss read-only mounts and immutable folders for root)."""
+  probe = os.path.join(directory, f".darkjax-write-probe-{name or os.getpid()}")
+  os.mkdir(probe)
+  os.rmdir(probe)

@@ -28,9 +28,8 @@ def title(config: mlc.ConfigDict) -> str:
 def _datasets_line(config: mlc.ConfigDict) -> str:
   """"- dataset: `arid_v1` split 2 (DIR)": each dataset the run reads, with its numbered split
   (the runs of an experiment over splits would otherwise read alike)."""
-  blocks = {b.dir: b for b in config_lib.data_blocks(config)} or {
-      config.input.data.dir: config.input.data}
-  named = [f"`{b.name}`" + (f" split {b.split_index}" if int(b.get("split_index", 0) or 0) else "")
+  blocks = {b.dir: b for b in config_lib.data_blocks(config)}
+  named = [f"`{b.name}`" + (f" split {b.split_index}" if int(b.split_index) else "")
            + f" ({b.dir})" for b in blocks.values()]
   return f"- dataset{'s' if len(named) > 1 else ''}: " + "; ".join(named)
 
