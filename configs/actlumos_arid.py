@@ -20,7 +20,11 @@ Args (`--config=configs/actlumos_arid.py:fusion=sum,supcon=False`):
   supcon         SupCon on the teacher's per-stream features (False: CE only)
   ssl            the self-supervised phase for the student (False: KD only)
   kd             the teacher phase and distillation (False: the student alone on dark clips)
-  ssl_datasets   '+'-joined prepared datasets for SSL (default arid_v1+dark48; runlocal: arid_v1)
+  ssl_datasets   '+'-joined prepared datasets for SSL (default arid_v1+dark48; runlocal and with
+                 `dataset`: the labelled dataset alone)
+  dataset        a dataset of your own (`prepare --dataset folder` under this name) read instead
+                 of ARID, by this recipe, from $DARKJAX_DATA/<dataset> unless data_dir says where
+                 (docs/datasets.md, "Your own dataset")
   ssl_features   backbone (default: SSL trains the R(2+1)D-34 alone, the README's Stage 1) | cls
                  (the whole student, projecting its CLS embedding)
   frames, crop, short_side, batch, steps, teacher_steps, ssl_steps, lr

@@ -37,7 +37,7 @@ ARGS = dict(fusion="dff", supcon=True, ssl=True, kd=True, ssl_datasets="",
             frames=64, crop=112, short_side=128, batch=16, steps=3000, teacher_steps=3000,
             ssl_steps=2000, lr=1e-4, backbone_init="", teacher_init="", data_dir="",
             init="pretrained", ssl_features="backbone", student_pretrained=True,
-            kd_unlabelled=False, runlocal=False, seed=0, eval_clips=1, eval_crops=1)
+            kd_unlabelled=False, runlocal=False, seed=0, eval_clips=1, eval_crops=1, dataset="")
 SSL_FEATURES = ("backbone", "cls")
 
 
@@ -66,10 +66,13 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
 
   `split` (default `split_index`) picks the labelled dataset's split and the SSL sets' train<split>.
   `ssl_datasets` left empty means `ssl_default` ('+'-joined), or only `dataset` itself under
-  `runlocal` (a smoke run needs nothing else prepared); a value given in `arg` always wins.
+  `runlocal` (a smoke run needs nothing else prepared) and for a dataset of the user's own (the
+  `dataset=NAME` arg); a value given in `arg` always wins.
   """
   arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL),
                          **{**ARGS, "split": split_index, **defaults})
+  own = bool(arg.dataset)
+  dataset = common.own_dataset(arg.dataset, dataset)
   if arg.fusion not in FUSIONS:
     raise ValueError(f"config arg fusion={arg.fusion!r}: valid {FUSIONS}")
   if arg.kd_unlabelled and not arg.kd:
@@ -112,7 +115,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
       config, arg.init, tiny,
       backbone=common.weights_entry("actlumos.backbone_init", "backbone_init",
                                     **common.IG65M_R2PLUS1D_34))
-  ssl_datasets = arg.ssl_datasets or (dataset if arg.runlocal else ssl_default)
+  ssl_datasets = arg.ssl_datasets or (dataset if arg.runlocal or own else ssl_default)
   names = tuple(n for n in ssl_datasets.split("+") if n)
   config.ssl = mlc.ConfigDict(dict(
       datasets=names,

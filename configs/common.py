@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import difflib
 import os
+import re
 
 import ml_collections as mlc
 
@@ -72,6 +73,25 @@ def _convert(name: str, raw: str, default):
       raise ValueError(f"config arg {name!r}: expected an integer, got {raw!r}")
     return type(default)(value)
   return raw
+
+
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+
+def own_dataset(given: str, paper_dataset: str, arg_name: str = "dataset") -> str:
+  """The dataset a paper's config reads: its paper's (`paper_dataset`), or one of the user's own
+  named by the config arg `arg_name` (prepared with `prepare --dataset folder`, read from
+  $DARKJAX_DATA/<name> unless the config's directory arg says where: docs/datasets.md, "Your own
+  dataset")."""
+  if not given:
+    return paper_dataset
+  if not _DATASET_NAME.match(given):
+    raise ValueError(f"config arg {arg_name}={given!r}: a prepared dataset's name (letters, "
+                     f"digits, '_', '.', '-'), the --name it was prepared with")
+  if given == "synthetic":
+    raise ValueError(f"config arg {arg_name}=synthetic: the embedded dataset has configs of its "
+                     f"own (configs/<paper>_synthetic.py)")
+  return given
 
 
 def default_data_root() -> str:

@@ -41,7 +41,11 @@ Args (`--config=configs/dinet_infar.py:backbone=c3d,steps=8000`):
   init         pretrained (default) | none: random initialisation, no weights required
   split        which of the 5 protocol splits (1..5)
   eval_clips, eval_crops   test-time views per video (clips x 1 centre or 3 crops)
-  source_dir, target_dir   dataset directories (default $DARKJAX_DATA/xd145, $DARKJAX_DATA/infar)
+  source_dir, target_dir   dataset directories (default $DARKJAX_DATA/xd145, $DARKJAX_DATA/infar,
+               or $DARKJAX_DATA/<name> of the next args)
+  source_dataset, target_dataset   datasets of your own (`prepare --dataset folder` under this
+               name) as the labelled source or the unlabelled target (docs/datasets.md, "Your own
+               dataset"); the two must hold the same classes in the same order
   runlocal     tiny backbone and sizes (still needs the prepared datasets)
 """
 
@@ -75,7 +79,7 @@ def get_config(arg=None):
                          domain_loss=True, domain_weight=1.0, seed=0, pretrained="",
                          init="pretrained", split=1,
                          eval_clips=1, eval_crops=1, source_dir="", target_dir="",
-                         runlocal=False,
+                         source_dataset="", target_dataset="", runlocal=False,
                          variants=dict(runlocal=dict(backbone="resnet3d_tiny", batch=4, steps=10)))
   root = common.default_data_root()
   config = common.base_config("dinet", arg.steps, seed=arg.seed)
@@ -87,13 +91,15 @@ def get_config(arg=None):
                                     normalise=normalise, sampling="dense",
                                     eval_clips=arg.eval_clips, eval_crops=arg.eval_crops)
   # The paper trains on all of XD145 (600 clips): train<k> and test<k> together.
-  config.input.data = common.data_block("xd145", arg.source_dir or os.path.join(root, "xd145"),
+  source = common.own_dataset(arg.source_dataset, "xd145", "source_dataset")
+  target = common.own_dataset(arg.target_dataset, "infar", "target_dataset")
+  config.input.data = common.data_block(source, arg.source_dir or os.path.join(root, source),
                                         split_index=arg.split, split="all")
   config.input.stream = "video"
   config.input.batch_parts = 2   # half source, half target: each split over the devices
   common.accelerator_input_workers(config)
   config.dinet = dinet_base.dinet_block(
-      common.data_block("infar", arg.target_dir or os.path.join(root, "infar"),
+      common.data_block(target, arg.target_dir or os.path.join(root, target),
                         split_index=arg.split), "video",
       domain_loss=arg.domain_loss)
   config.dinet.domain_loss_weight = arg.domain_weight

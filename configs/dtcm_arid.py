@@ -38,6 +38,9 @@ Args (`--config=configs/dtcm_arid.py:k=8,alpha=0.1,w_stc=4,setting=one_stage_ar`
   split        official split 1, 2 or 3 (`train<k>` / `test<k>` of the prepared dataset)
   eval_clips, eval_crops   test-time views per video: clips x (1 centre | 3) crops
   frames, crop, short_side, batch, steps, enhancer_steps (phase 1), lr, seed, data_dir
+  dataset      a dataset of your own (`prepare --dataset folder` under this name) read instead of
+               ARID, by this recipe, from $DARKJAX_DATA/<dataset> unless data_dir says where
+               (docs/datasets.md, "Your own dataset")
   runlocal     tiny backbone, 8 frames at 32x32, 2 steps: a smoke test
 Training as the paper (Sec. IV-A): 64 frames by dense sampling, frames resized to 320 x 240 (short
 side 240; prepare ARID at its native 320 x 240), random 112 crops, AdamW lr 1e-5, batch 4,

@@ -37,7 +37,7 @@ ARGS = dict(setting="one_stage_total", k=4, alpha=0.1, w_stc=4.0, backbone="resn
             enhancer="dtcm_enhancer", normalise="activitynet_mean", frames=64, crop=112, short_side=240,
             batch=4, epochs=50.0, steps=0, enhancer_steps=2000, lr=1e-5, seed=0, data_dir="",
             pretrained="", pretrain_enhancer=False, initial_curve=0.0, full_resolution=True,
-            init="pretrained", split=1, eval_clips=1, eval_crops=1, runlocal=False)
+            init="pretrained", split=1, eval_clips=1, eval_crops=1, runlocal=False, dataset="")
 
 
 # `runlocal`: a tiny backbone on short small clips for two steps per phase (args given beside it win).
@@ -50,6 +50,7 @@ def dtcm_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   (`split=0` for a dataset without numbered splits)."""
   given = common.given_args(arg)
   arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL), **{**ARGS, **defaults})
+  dataset = common.own_dataset(arg.dataset, dataset)
   if arg.runlocal and "epochs" in given and "steps" not in given:
     arg.steps = 0        # epochs given to a smoke run: they set its length, not RUNLOCAL's steps
   if arg.setting not in SETTINGS:

@@ -24,7 +24,9 @@ Args (`--config=configs/lift_arid.py:variant=medium,luminous=r3d,kd=False`):
   vit_trainable    first | none | all: PViT blocks trained (first = only block 0, the paper's)
   gamma            GIC gamma (LUT[i] = floor((i/255)^(1/gamma) 255))
   frames, crop, short_side, batch, steps, teacher_steps, lr
-  vit_init, luminous_init, data_dir (default $DARKJAX_DATA/arid_v1)
+  vit_init, luminous_init, data_dir (default $DARKJAX_DATA/arid_v1, or /<dataset>)
+  dataset          a dataset of your own (`prepare --dataset folder` under this name) read instead
+                   of ARID, by this recipe (docs/datasets.md, "Your own dataset")
   init             pretrained (default: vit_init and luminous_init required) | none
   split            official split 1, 2 or 3 (`train<k>` / `test<k>` of the prepared dataset)
   eval_clips, eval_crops   test-time views per video: clips x (1 centre | 3) crops

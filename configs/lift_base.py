@@ -14,7 +14,8 @@ VARIANTS = ("small", "medium", "large", "tiny_test")
 ARGS = dict(variant="large", luminous="r2plus1d", luminous_input="gamma", kd=True,
             vit_trainable="first", gamma=1.8, frames=30, crop=224, short_side=256, batch=32,
             steps=3000, teacher_steps=3000, lr=1e-4, vit_init="", luminous_init="", data_dir="",
-            init="pretrained", runlocal=False, seed=0, split=1, eval_clips=1, eval_crops=1)
+            init="pretrained", runlocal=False, seed=0, split=1, eval_clips=1, eval_crops=1,
+            dataset="")
 
 
 # `runlocal`: the tiny test model on short small clips for two steps per phase (args given beside it
@@ -28,6 +29,7 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   override ARGS (`split=0` for a dataset without numbered splits)."""
   given = common.given_args(arg)
   arg = common.parse_arg(arg, variants=dict(runlocal=RUNLOCAL), **{**ARGS, **defaults})
+  dataset = common.own_dataset(arg.dataset, dataset)
   if arg.variant not in VARIANTS:
     raise ValueError(f"config arg variant={arg.variant!r}: valid {VARIANTS}")
   if arg.luminous not in LUMINOUS_BACKBONES:

@@ -44,7 +44,10 @@ Args (`--config=configs/twostream_infar.py:sports1m=DIR,split=2,dcl=False`):
                      stops at start naming the file and the convert command)
   init               pretrained (default) | none: both towers from random initialisation (inputs
                      then unit-scale: IR Kinetics mean / std, flow (v - 128) / 128)
-  data_dir           prepared InfAR directory (default $DARKJAX_DATA/infar)
+  data_dir           prepared InfAR directory (default $DARKJAX_DATA/infar, or /<dataset>)
+  dataset            a dataset of your own, prepared with `prepare --dataset folder --flow
+                     --flow-method tvl1` under this name, read instead of InfAR
+                     (docs/datasets.md, "Your own dataset")
   seed, runlocal     training seed; a tiny model and a few steps (still needs the prepared data)
 """
 
@@ -55,13 +58,14 @@ from configs import common, twostream_base
 
 def get_config(arg=None):
   config, arg = twostream_base.twostream_config(
-      arg, runlocal_args=dict(batch=4, steps=4, code_size=24))
+      arg, runlocal_args=dict(batch=4, steps=4, code_size=24), dataset="")
+  dataset = common.own_dataset(arg.dataset, "infar")
   # Both towers start from the same Sports-1M C3D (`sports1m=DIR` fills every tower_init).
   first = twostream_base.STREAM_SETS[arg.streams][0]
   common.require_weights(config, arg.init, arg.runlocal, sports1m=common.weights_entry(
       f"twostream.tower_init.{first}", "sports1m", **common.SPORTS1M_C3D))
-  config.input.data.name = "infar"
-  config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), "infar")
+  config.input.data.name = dataset
+  config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), dataset)
   common.accelerator_input_workers(config)
   if arg.runlocal:
     common.smoke_run(config)

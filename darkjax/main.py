@@ -176,10 +176,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   from darkjax.data.flow import FlowError
   from darkjax.data.normalise import NormalisationMismatchError
   from darkjax.data.ops import ClipSpecError
-  from darkjax.data.prepared import DatasetNotPreparedError, DatasetSplitError, MissingStreamError
+  from darkjax.data.prepared import (DatasetMismatchError, DatasetNotPreparedError,
+                                     DatasetSplitError, MissingStreamError)
   from darkjax.data.records import CorruptRecordError, DatasetDirError
   from darkjax.trainers.twostream import MissingFlowStreamError, TowerInitError
   return (config_lib.ConfigError, DatasetNotPreparedError, DatasetSplitError, MissingStreamError,
+          DatasetMismatchError,
           DatasetDirError, ClipSpecError, CorruptRecordError, CheckpointReadError, ConversionError,
           NormalisationMismatchError, FlowError, MissingFlowStreamError, TowerInitError,
           train.NonFiniteLossError, train.CheckpointMismatchError, task.MissingCapabilityError,

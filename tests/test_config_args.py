@@ -31,6 +31,8 @@ ALTERNATIVES = {
     "streams": ["flow"], "ssl_datasets": ["arid_v1", "synthetic+arid_v1"],
     "ssl_features": ["cls"], "k": [2, 8], "frames": [32], "split": [2, 1], "epochs": [3.0],
     "data_seed": [4321], "scenario": ["what"], "modality": ["infrared"], "flow": ["stored"],
+    "dataset": ["night_clips"], "source_dataset": ["day_clips"],
+    "target_dataset": ["night_clips"],
 }
 # Fields a variant owns whatever the args say, with the reason: a `runlocal` smoke run trains
 # from random initialisation, so it requires no pretrained weights.

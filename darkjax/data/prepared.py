@@ -30,6 +30,11 @@ class DatasetNotPreparedError(FileNotFoundError):
   """A configured dataset directory has no manifest; the message says how to prepare it."""
 
 
+class DatasetMismatchError(ValueError):
+  """A data block names one dataset and its directory holds another; the message says which
+  setting to change."""
+
+
 class MissingStreamError(ValueError):
   """The config reads a record stream the dataset does not store; the message names both."""
 
@@ -145,9 +150,13 @@ def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
     raw = _holds_videos(directory)   # the downloaded release itself, given as the dataset
     src, out = (directory, f"{directory.rstrip('/')}_prepared") if raw else (
         f"/path/to/downloaded/{name}", directory)
-    hint = (f"python -m darkjax.data.prepare --dataset {name} --src {src} --out {out}"
-            + (f" --short-side {short_side}" if short_side else "")
-            ) if name in PREPARED else "python -m darkjax.data.prepare --help"
+    if name in PREPARED:
+      hint = f"python -m darkjax.data.prepare --dataset {name} --src {src} --out {out}"
+    else:   # a name darkjax has no reader for: the user's own dataset
+      src = directory if raw else "/path/to/your/class/folders"
+      hint = (f"python -m darkjax.data.prepare --dataset folder --name {name} --src {src} "
+              f"--out {out}")
+    hint += f" --short-side {short_side}" if short_side else ""
     what = (f"{directory} holds videos, not a prepared dataset (no {records.MANIFEST}): "
             "darkjax reads the clips decoded once into records.\n" if raw else
             f"{directory} has no {records.MANIFEST}.\n")
@@ -157,8 +166,9 @@ def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
         f"then point config.input.data.dir at the output"
         + (f" ({out})." if raw else " (or set $DARKJAX_DATA)."))
   dataset = Dataset(name, directory, records.load_manifest(directory), split_index)
-  dataset.check_splits(*_configured_splits(data_cfg))
   metadata = dataset.manifest.get("metadata") or {}
+  _check_name(dataset, metadata)
+  dataset.check_splits(*_configured_splits(data_cfg))
   if name in PREPARED and "shard_order" not in metadata:
     # Written by `prepare` before its shards interleaved the classes: each holds one or two
     # class folders, so batches drawn from a few shards through the shuffle window hold few
@@ -167,6 +177,28 @@ def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
                 "darkjax before shards interleaved them): training batches mix few classes. "
                 "Prepare it again with --overwrite for well-mixed batches.", name, directory)
   return dataset
+
+
+def _check_name(dataset: Dataset, metadata: Mapping[str, Any]) -> None:
+  """A data block naming one dataset whose directory holds another (an ARID config pointed at
+  Dark-48's records, or at the user's own dataset under the config's name) fails before anything
+  is read: the run would train on it, report it under the wrong name and size its head to it."""
+  stored, name = str(dataset.manifest.get("name", dataset.name)), dataset.name
+  if stored == name:
+    return
+  where = f"the config's data block reads {name!r}"
+  if metadata.get("layout") == "folder":
+    raise DatasetMismatchError(
+        f"{dataset.directory} holds your dataset {stored!r} (prepared with --dataset folder) and "
+        f"{where}: give the config arg dataset={stored} (3D-DiNet: source_dataset= / "
+        f"target_dataset=) to train this config's recipe on it, with data_dir= where it is not "
+        f"$DARKJAX_DATA/{stored} (or set the block's `name`, e.g. "
+        f"--config.input.data.name={stored})")
+  if name in PREPARED and stored in PREPARED:
+    raise DatasetMismatchError(
+        f"{dataset.directory} holds {stored!r} (its {records.MANIFEST}) and {where}: point the "
+        f"block's dir (the configs' `data_dir=` arg) at {name}'s prepared directory, or run a "
+        f"config of {stored}")
 
 
 def _configured_splits(data_cfg: Mapping[str, Any]) -> list[str]:

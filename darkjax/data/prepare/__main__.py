@@ -4,6 +4,10 @@ decode a downloaded dataset into darkjax TFRecords (resumable). `--flow` adds a 
 optical flow (x, y, magnitude around 128; see darkjax/data/flow.py) to every record, for
 LIFT-Net's `luminous_input=flow`.
 
+Your own dataset, a folder per class (darkjax/data/prepare/folder.py): `--dataset folder [--name
+NAME] [--num-splits K] [--test-fraction F] [--seed S] [--group-pattern REGEX]`; the name defaults
+to the base name of --out, and the split options apply where SRC has no split lists.
+
 Exit status: 0 on success, 1 when the layout cannot be read, --out cannot be written or more
 than --allow-missing videos cannot be decoded (each is named, with its reason, on stderr and in
 OUT/prepare.log), 2 when the dataset's layout is not supported (or a flag is), 130 when
@@ -19,14 +23,14 @@ from typing import Sequence
 
 from darkjax import paths
 from darkjax.data import flow, records
-from darkjax.data.prepare import LAYOUTS, PrepareError, find_layout, prepare
+from darkjax.data.prepare import FOLDER, LAYOUTS, PrepareError, find_layout, folder, prepare
 from darkjax.data.prepare.common import FlowSettings
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m darkjax.data.prepare", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--dataset", required=True, choices=sorted(LAYOUTS))
+  parser.add_argument("--dataset", required=True, choices=sorted(LAYOUTS) + [FOLDER])
   parser.add_argument("--src", required=True, help="the unpacked download")
   parser.add_argument("--out", required=True, help="dataset directory to write")
   parser.add_argument("--short-side", type=int, default=128, help="resize frames' short side "
@@ -49,7 +53,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--flow-scale", type=float, default=None,
                       help=f"with --flow: stored value = 128 + flow (pixels) * scale (default "
                            f"{flow.DEFAULT_SCALE:g}: +-16 pixels per frame fit)")
+  own = parser.add_argument_group(f"your own dataset (--dataset {FOLDER})")
+  own.add_argument("--name", default=None, help="the dataset's name in shard files, reports and "
+                   "configs (default: the base name of --out)")
+  own.add_argument("--num-splits", type=int, default=None,
+                   help="seeded random splits to draw where SRC has no split lists (default 1)")
+  own.add_argument("--test-fraction", type=float, default=None,
+                   help=f"each class's share of test videos in a drawn split (default "
+                        f"{folder.DEFAULT_TEST_FRACTION:g})")
+  own.add_argument("--seed", type=int, default=None,
+                   help=f"seed of the drawn splits (default {folder.DEFAULT_SEED})")
+  own.add_argument("--group-pattern", default=None,
+                   help="regular expression whose first match in a video's path below its class "
+                        "folder names its group (a recording, an actor): a group's videos are "
+                        "never split between train and test")
   args = parser.parse_args(argv)
+  given = [flag for flag, value in (("--name", args.name), ("--num-splits", args.num_splits),
+                                    ("--test-fraction", args.test_fraction), ("--seed", args.seed),
+                                    ("--group-pattern", args.group_pattern)) if value is not None]
+  if given and args.dataset != FOLDER:
+    parser.error(f"{', '.join(given)}: options of --dataset {FOLDER} (your own dataset); "
+                 f"{args.dataset}'s release fixes its name and splits")
   for flag, value, least in (("--short-side", args.short_side, 0), ("--fps", args.fps, 0),
                              ("--workers", args.workers, 1),
                              ("--allow-missing", args.allow_missing, 0),
@@ -61,6 +85,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   if not args.flow and (args.flow_method is not None or args.flow_scale is not None):
     parser.error("--flow-method and --flow-scale need --flow")
   return args
+
+
+def folder_options(args: argparse.Namespace) -> dict:
+  """`find_layout`'s options for --dataset folder (none for the other datasets)."""
+  if args.dataset != FOLDER:
+    return {}
+  options = {"name": args.name or os.path.basename(args.out.rstrip("/" + os.sep))}
+  for key in ("num_splits", "test_fraction", "seed", "group_pattern"):
+    if getattr(args, key) is not None:
+      options[key] = getattr(args, key)
+  return options
 
 
 def flow_settings(args: argparse.Namespace) -> FlowSettings | None:
@@ -88,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           file=sys.stderr)
     return 1
   try:
-    layout = find_layout(args.dataset, args.src)
+    layout = find_layout(args.dataset, args.src, **folder_options(args))
     manifest = prepare(layout, args.out, short_side=args.short_side, fps=args.fps,
                        workers=args.workers, allow_missing=args.allow_missing,
                        examples_per_shard=args.examples_per_shard, overwrite=args.overwrite,

@@ -1,0 +1,263 @@
+"""Your own dataset (`folder`): a folder per class holding its videos, with or without split lists.
+
+  python -m darkjax.data.prepare --dataset folder --src ~/my_night_clips \
+      --out $DARKJAX_DATA/my_night_clips [--name my_night_clips] [--short-side 128]
+
+Classes: the folders of the class root that hold videos (at any depth below them), sorted by name
+(label = position), or, where `classes.txt` / `classInd.txt` sits in SRC or the class root, its
+lines in order (`name`, or `index name` numbered from 0 or 1; label = rank of the index): every
+class it names needs its folder (matched case-insensitively) and every folder with videos must be
+one of its classes. The class root is SRC, or the one folder below it that holds all the videos
+(`SRC/videos/<class>/...`). A video directly in the class root, outside a class folder, is an
+error (its class would be a guess).
+Splits, from the first of:
+  - split lists anywhere under SRC named as the official releases name theirs
+    (`train_split1.txt` / `test_split1.txt`, `split1_train.txt`, ... numbered from 0 or 1; every
+    numbered pair found), or one `train.txt` + `test.txt` pair (split 1); one video per line as
+    `class/clip.mp4`, optionally with a label (`class/clip.mp4 3`, `index label class/clip`). The
+    label comes from the class folder; a stated one is checked against it when a `classes.txt`
+    fixes the numbering, and ignored otherwise.
+  - without lists, `num_splits` seeded random splits (default 1): per class, its groups (each video
+    its own group unless `group_pattern` says otherwise) in numpy's PCG64 permutation seeded by
+    (seed, k), test takes groups until it holds `test_fraction` of the class's videos (at least one
+    group, and one group is always left to train). `group_pattern` is a regular expression whose
+    first match in a video's path below its class folder names its group, so that clips cut from
+    one recording or showing one actor (`--group-pattern '^[^_]+_[0-9]+'` groups ARID-style
+    `Drink_3_1.mp4` by actor) never sit on both sides of a split. Same seed, same splits on any
+    machine; each split's video list goes into the manifest (`metadata.split_lists`).
+Written as manifest splits `train1` / `test1` .. ; a config reads split k with its `split=k` arg.
+The manifest's name (`--name`, default the base name of `--out`) is the dataset's name in shard
+files, reports and the `--config.input.data.name=NAME` a paper config needs to read it
+(docs/datasets.md, "Your own dataset").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from darkjax.data import video
+from darkjax.data.prepare import arid, common
+
+CLASS_FILES = ("classes.txt", "classind.txt")
+DEFAULT_TEST_FRACTION, DEFAULT_SEED = 0.25, 0
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_PLAIN_LISTS = ("train.txt", "test.txt")
+
+
+def check_name(name: str, reserved: tuple[str, ...] = ()) -> str:
+  """A dataset name for shard files and configs: letters, digits, `_`, `.` and `-`; not the name
+  of a dataset darkjax has a reader of its own for (`reserved`)."""
+  if not _NAME.match(name):
+    raise common.PrepareError(f"dataset name {name!r}: use letters, digits, '_', '.' and '-' "
+                              f"(it names the shard files); give one with --name")
+  if name.lower() in reserved:
+    raise common.PrepareError(f"dataset name {name!r} is one darkjax reads with its own reader "
+                              f"(--dataset {name.lower()}); prepare that release with it, or give "
+                              f"your dataset another --name")
+  return name
+
+
+def _folders_with_videos(directory: str) -> list[str]:
+  """Sub-folders of `directory` with a video at any depth below them, sorted by name."""
+  found = []
+  for sub in sorted(os.listdir(directory)):
+    path = os.path.join(directory, sub)
+    if os.path.isdir(path) and any(any(video.is_video_file(f) for f in names)
+                                   for _, _, names in common.walk(path)):
+      found.append(sub)
+  return found
+
+
+def _loose_videos(directory: str) -> list[str]:
+  return sorted(f for f in os.listdir(directory)
+                if video.is_video_file(f) and os.path.isfile(os.path.join(directory, f)))
+
+
+def class_root(src: str) -> str:
+  """SRC, or the folder below it every video is in, down a chain of single folders that hold
+  folders, not videos."""
+  root = os.path.abspath(src)
+  for _ in range(8):
+    folders = _folders_with_videos(root)
+    # a lone folder holding videos of its own is a class, not a folder of classes
+    if len(folders) != 1 or _loose_videos(root) or _loose_videos(os.path.join(root, folders[0])):
+      return root
+    root = os.path.join(root, folders[0])
+  return root
+
+
+def read_class_file(path: str) -> list[str]:
+  """Class names of a `classes.txt`: `name` lines in order, or `index name` lines in index order."""
+  rows = [fields for _, fields in common.read_lines(path)]
+  if not rows:
+    raise common.PrepareError(f"{path}: no class names")
+  if all(len(r) >= 2 and r[0].isdigit() for r in rows):
+    indexed = sorted(rows, key=lambda r: int(r[0]))
+    numbers = [int(r[0]) for r in indexed]
+    if numbers not in (list(range(len(rows))), list(range(1, len(rows) + 1))):
+      raise common.PrepareError(f"{path}: `index name` lines need the indices 0..{len(rows) - 1} "
+                                f"or 1..{len(rows)} once each; found {numbers}")
+    names = [" ".join(r[1:]) for r in indexed]
+  elif all(len(r) == 1 for r in rows):
+    names = [r[0] for r in rows]
+  else:
+    raise common.PrepareError(f"{path}: each line must be `name` or `index name`, the same form "
+                              f"on every line")
+  repeated = sorted({n for n in names if [m.lower() for m in names].count(n.lower()) > 1})
+  if repeated:
+    raise common.PrepareError(f"{path}: classes named more than once: {repeated}")
+  return names
+
+
+def _class_file(src: str, root: str) -> str | None:
+  for directory in dict.fromkeys((os.path.abspath(src), root)):
+    for name in os.listdir(directory):
+      if name.lower() in CLASS_FILES and os.path.isfile(os.path.join(directory, name)):
+        return os.path.join(directory, name)
+  return None
+
+
+def classes(src: str) -> tuple[str, list[str], str | None]:
+  """(class root, class names in label order, the class file read or None)."""
+  root = class_root(src)
+  loose = _loose_videos(root)
+  if loose:
+    raise common.PrepareError(f"{root} holds videos outside any class folder ({loose[:3]}"
+                              f"{' ...' if len(loose) > 3 else ''}): put each video in the folder "
+                              f"of its class (SRC/<class>/<clip>)")
+  folders = _folders_with_videos(root)
+  class_file = _class_file(src, root)
+  if class_file is None:
+    if len(folders) < 2:
+      raise common.PrepareError(f"{src}: found {len(folders)} class folder(s) with videos "
+                                f"({folders}); a dataset needs at least 2 classes, each a folder "
+                                f"of its videos (SRC/<class>/<clip>)")
+    return root, folders, None
+  names = read_class_file(class_file)
+  by_lower = {f.lower(): f for f in folders}
+  missing = [n for n in names if n.lower() not in by_lower]
+  if missing:
+    raise common.PrepareError(f"{class_file} names classes with no folder of videos in {root}: "
+                              f"{missing[:8]}{' ...' if len(missing) > 8 else ''}")
+  extra = sorted(set(by_lower) - {n.lower() for n in names})
+  if extra:
+    raise common.PrepareError(f"{root}: folders {[by_lower[e] for e in extra][:8]} hold videos "
+                              f"but are not classes of {class_file}: add them to it or move them "
+                              f"out of {root}")
+  return root, [by_lower[n.lower()] for n in names], class_file
+
+
+def _numbered_lists(src: str) -> dict[str, str] | None:
+  """{'train1': path, 'test1': path, ...} of the split lists under `src`, or None without any."""
+  try:
+    return arid.official_split_lists(src, num_splits=1)
+  except common.PrepareError as error:
+    if "not found" not in str(error):
+      raise
+  plain = {name: common.find_files(src, lambda f, n=name: f.lower() == n) for name in _PLAIN_LISTS}
+  if not any(plain.values()):
+    return None
+  several = {n: p for n, p in plain.items() if len(p) != 1}
+  if several:
+    raise common.PrepareError(f"split lists under {src}: need one train.txt and one test.txt, "
+                              f"found {plain}")
+  return {"train1": plain["train.txt"][0], "test1": plain["test.txt"][0]}
+
+
+def seeded_splits(by_class: dict[int, list[common.VideoItem]], num_splits: int = 1,
+                  test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = DEFAULT_SEED,
+                  group_pattern: str | None = None) -> dict[str, list[common.VideoItem]]:
+  """`train{k}` / `test{k}`, k = 1..num_splits: per class, its groups in a seeded permutation,
+  moved to test until test holds `test_fraction` of the class's videos (at least one group, never
+  all of them)."""
+  pattern = _group_pattern(group_pattern, by_class)
+  splits: dict[str, list[common.VideoItem]] = {}
+  for k in range(1, num_splits + 1):
+    rng = np.random.default_rng([seed, k])
+    train, test = [], []
+    for label in sorted(by_class):
+      groups: dict[str, list[common.VideoItem]] = {}
+      for item in sorted(by_class[label], key=lambda v: v.video_id):
+        below = item.video_id.replace("\\", "/").split("/", 1)[-1]
+        match = pattern.search(below) if pattern else None
+        key = f"group {match.group(0)}" if match else f"video {item.video_id}"
+        groups.setdefault(key, []).append(item)
+      keys = sorted(groups)
+      if len(keys) < 2:
+        train += [item for key in keys for item in groups[key]]
+        continue
+      wanted = test_fraction * len(by_class[label])
+      order = [keys[i] for i in rng.permutation(len(keys))]
+      taken, chosen = 0, 0
+      for key in order[:-1]:   # the permutation's last group always trains
+        size = len(groups[key])
+        if chosen and (taken >= wanted or taken + size / 2 > wanted):
+          break
+        taken, chosen = taken + size, chosen + 1
+      test += [item for key in sorted(order[:chosen]) for item in groups[key]]
+      train += [item for key in sorted(order[chosen:]) for item in groups[key]]
+    splits[f"train{k}"], splits[f"test{k}"] = train, test
+  return splits
+
+
+def _group_pattern(group_pattern: str | None,
+                   by_class: dict[int, list[common.VideoItem]]) -> re.Pattern | None:
+  if not group_pattern:
+    return None
+  try:
+    pattern = re.compile(group_pattern)
+  except re.error as error:
+    raise common.PrepareError(f"--group-pattern {group_pattern!r}: not a regular expression "
+                              f"({error})") from None
+  below = [v.video_id.replace("\\", "/").split("/", 1)[-1]
+           for items in by_class.values() for v in items]
+  if below and not any(pattern.search(b) for b in below):
+    raise common.PrepareError(f"--group-pattern {group_pattern!r} matches none of the videos' "
+                              f"paths below their class folders (such as {below[0]!r}): every "
+                              f"video would be its own group")
+  return pattern
+
+
+def folder(src: str, name: str, num_splits: int = 1,
+           test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = DEFAULT_SEED,
+           group_pattern: str | None = None, reserved: tuple[str, ...] = ()) -> common.Layout:
+  """The layout of your own dataset under `src` (module docstring); `reserved`: names it may not
+  take (the datasets with readers of their own)."""
+  check_name(name, reserved)
+  if not 0 < test_fraction < 1:
+    raise common.PrepareError(f"--test-fraction {test_fraction:g}: must be between 0 and 1")
+  if num_splits < 1:
+    raise common.PrepareError(f"--num-splits {num_splits}: must be >= 1")
+  src = os.path.abspath(src)
+  root, class_names, class_file = classes(src)
+  metadata = {"source": src, "layout": "folder", "video_root": os.path.relpath(root, src),
+              "class_source": (os.path.relpath(class_file, src) if class_file
+                               else "class folders sorted by name")}
+  lists = _numbered_lists(src)
+  if lists is not None:
+    index = common.VideoIndex(root)
+    splits = {split: arid.parse_split_list(path, class_names, index,
+                                           check_label=class_file is not None)
+              for split, path in lists.items()}
+    metadata["split_source"] = {s: os.path.relpath(p, src) for s, p in lists.items()}
+  else:
+    index = common.VideoIndex(root)
+    lower = {c.lower(): i for i, c in enumerate(class_names)}
+    by_class: dict[int, list[common.VideoItem]] = {i: [] for i in range(len(class_names))}
+    for rel in sorted(set(index.by_key.values())):
+      label = lower.get(rel.replace("\\", "/").split("/")[0].lower())
+      if label is not None:
+        by_class[label].append(common.VideoItem(os.path.join(root, rel), label, rel))
+    splits = seeded_splits(by_class, num_splits, test_fraction, seed, group_pattern)
+    alone = [class_names[c] for c, items in by_class.items()
+             if not any(v.label == c for v in splits["test1"])]
+    metadata["protocol"] = {
+        "seed": seed, "num_splits": num_splits, "test_fraction": test_fraction,
+        "group_pattern": group_pattern,
+        "rng": "numpy default_rng([seed, k]) permutation of each class's groups sorted by name",
+        "classes_without_test_videos": alone}
+    metadata["split_lists"] = {s: sorted(v.video_id for v in items) for s, items in splits.items()}
+  return common.Layout(check_name(name, reserved), list(class_names), splits, metadata)
