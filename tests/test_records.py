@@ -268,13 +268,26 @@ def test_flipped_byte_reported_with_file_and_record_offset(tmp_path):
   assert (path, second) in located and (path, None) in located  # + sha256 mismatch
   assert all(p.file == path for p in report.problems)
   assert report.splits["train"]["found_examples"] == 4
-  # Damage to a length field stops that shard but other splits are still checked.
+  # Damage to a length field loses that record; the scan finds the next one's header and counts
+  # and checks the records after it.
   first = records.split_files(manifest, out_dir, "test")[0][0]
+  after = _record_offsets(first)[1]
   _flip_byte(first, 2)
   report = records.verify(out_dir)
-  assert any(p.file == first and p.offset == 0 and "length CRC" in p.message
+  lost = [p for p in report.problems if p.file == first and p.offset == 0]
+  assert [p.message for p in lost] == [f"length CRC mismatch: this record is lost; the next intact "
+                                       f"record starts at byte {after} ({after} bytes skipped)"]
+  assert report.splits["test"]["found_examples"] == 1
+  assert any(p.file == first and p.message == "1 records found, manifest says 2"
              for p in report.problems)
   assert (path, second) in {(p.file, p.offset) for p in report.problems}
+  # the last record's length damaged (the first one's mended): nothing after it to find
+  _flip_byte(first, 2)
+  _flip_byte(first, after + 3)
+  report = records.verify(out_dir)
+  assert any(p.file == first and p.offset == after and p.message.endswith(
+      "this record is lost, and no intact record follows it") for p in report.problems)
+  assert report.splits["test"]["found_examples"] == 1   # the first, before the damage
 
 
 def test_truncated_shard_and_sha_mismatch_reported(tmp_path):

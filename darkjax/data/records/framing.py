@@ -21,12 +21,14 @@ import struct
 from typing import BinaryIO, Iterator
 
 import google_crc32c
+import numpy as np
 
 from darkjax import paths
 
 _HEADER = struct.Struct("<QI")
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
+_LENGTH_CRC_MISMATCH = "length CRC mismatch"
 _CRC_MASK_DELTA = 0xA282EAD8
 
 
@@ -143,7 +145,7 @@ def _read_record(file: BinaryIO, offset: int, size: int,
     return None, f"truncated: {len(header)}-byte record header (needs {_HEADER.size})", None
   length, length_crc = _HEADER.unpack(header)
   if verify_crc and masked_crc32c(header[:_LENGTH.size]) != length_crc:
-    return None, "length CRC mismatch", None
+    return None, _LENGTH_CRC_MISMATCH, None
   end = offset + _HEADER.size + length + _CRC.size
   if end > size:
     return None, f"truncated: record of {length} data bytes, file ends at {size}", None
@@ -272,12 +274,48 @@ def iter_tfrecord(path: str | os.PathLike, verify_crc: bool = True) -> Iterator[
     yield data
 
 
+# The first byte of every record darkjax writes: a serialised tf.train.Example starts with its
+# field 1 (`features`), length-delimited. A cheap filter of the offsets a resync tries.
+_EXAMPLE_FIRST_BYTE = 0x0A
+_RESYNC_CHUNK = 4 << 20
+
+
+def next_record_header(file: BinaryIO, start: int, size: int) -> int | None:
+  """The first offset >= `start` of a `size`-byte file where an intact record header of an Example
+  sits (its length's CRC matches, the record fits in the file, the data starts as an Example's),
+  or None. How a scan finds its footing again after a damaged length field: a false match needs
+  a 32-bit CRC to agree by chance, and the record found is then read as any other, its data's
+  CRC checked."""
+  position = start
+  while position + _HEADER.size < size:
+    file.seek(position)
+    window = file.read(min(_RESYNC_CHUNK + _HEADER.size, size - position))
+    count = len(window) - _HEADER.size   # offsets in this window with a header and a byte after
+    if count <= 0:
+      return None
+    view = np.frombuffer(window, np.uint8)
+    # lengths under 2^40 bytes have their top three bytes zero
+    candidates = np.flatnonzero((view[5:5 + count] == 0) & (view[6:6 + count] == 0)
+                                & (view[7:7 + count] == 0)
+                                & (view[_HEADER.size:_HEADER.size + count] == _EXAMPLE_FIRST_BYTE))
+    for index in candidates.tolist():
+      length, length_crc = _HEADER.unpack_from(window, index)
+      if (masked_crc32c(window[index:index + _LENGTH.size]) == length_crc
+          and position + index + _HEADER.size + length + _CRC.size <= size):
+        return position + index
+    position += count
+  return None
+
+
 def scan_records(path: str | os.PathLike,
                  verify_crc: bool = True) -> Iterator[tuple[int, bytes | None, str | None]]:
   """Yields (offset, data, None) per good record and (offset, data or None, reason) per bad one.
 
-  After a data-CRC mismatch the scan goes on (the length was intact); after a bad length or a
-  truncation it stops, since the next record boundary is unknown.
+  After a data-CRC mismatch the scan goes on (the length was intact). After a damaged length
+  field (with `verify_crc`) it goes on from the next intact record header (`next_record_header`),
+  the reason saying where and how many bytes it skipped, so the records after the damage are
+  still counted and checked; after a truncation, or a bad length without CRCs to find the next
+  record by, it stops.
   """
   path = os.fspath(path)
   size = paths.size(path)
@@ -285,7 +323,13 @@ def scan_records(path: str | os.PathLike,
   with paths.resolve(path).open("rb") as file:
     while offset < size:
       data, reason, end = _read_record(file, offset, size, verify_crc)
+      if reason == _LENGTH_CRC_MISMATCH:
+        end = next_record_header(file, offset + 1, size)
+        reason += (f": this record is lost; the next intact record starts at byte {end} "
+                   f"({end - offset} bytes skipped)" if end is not None else
+                   ": this record is lost, and no intact record follows it")
       yield offset, data, reason
       if end is None:
         return
       offset = end
+      file.seek(offset)

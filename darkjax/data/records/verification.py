@@ -3,7 +3,9 @@
 `verify` reads every shard of every split listed in the manifest and collects every problem it
 finds instead of stopping at the first: missing shard files, sizes and sha256 checksums that differ
 from the manifest, damaged records (bad CRC, truncation; file and byte offset), examples that do
-not decode or whose labels and frame shapes disagree with the manifest, and record counts. The CLI
+not decode or whose labels and frame shapes disagree with the manifest, and record counts. A record
+whose length field is damaged is lost, and the records after it are found again from the next
+intact record header (`framing.next_record_header`) and checked as the others. The CLI
 prints a per-split summary and the problems, and exits with status 1 if there is any.
 """
 
