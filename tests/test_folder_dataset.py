@@ -63,6 +63,37 @@ def test_drawn_splits_keep_groups_whole_per_class_and_repeat_with_the_seed(tmp_p
   assert per_class == {"walk": 4, "fall": 5, "wave": 1}
 
 
+def test_a_validation_part_comes_from_the_train_groups(tmp_path):
+  names = [f"walk/walk_{a}_{c}.mp4" for a in range(8) for c in range(2)]
+  names += [f"fall/fall_{a}_0.mp4" for a in range(2)]
+  _touch(tmp_path, names)
+  layout = find_layout("folder", str(tmp_path), name="mine", group_pattern=r"^[a-z]+_\d+",
+                       val_fraction=0.25, num_splits=2)
+  assert list(layout.splits) == ["train1", "val1", "test1", "train2", "val2", "test2"]
+  for k in (1, 2):
+    parts = {p: _ids(layout, f"{p}{k}") for p in ("train", "val", "test")}
+    assert sorted(sum(parts.values(), [])) == sorted(names)
+    actors = {p: {v.rsplit("_", 1)[0] for v in ids} for p, ids in parts.items()}
+    assert not (actors["train"] & actors["val"] or actors["train"] & actors["test"]
+                or actors["val"] & actors["test"])
+    # walk: 4 of 16 videos each to test and val; fall's two: one tests, one trains, none left
+    assert sum(v.startswith("walk") for v in parts["val"]) == 4
+    assert sum(v.startswith("walk") for v in parts["test"]) == 4
+    assert [v.startswith("fall") for v in parts["val"]].count(True) == 0
+  with pytest.raises(common.PrepareError, match="--val-fraction 0.8: must be >= 0 and leave"):
+    find_layout("folder", str(tmp_path), name="mine", val_fraction=0.8)
+  # split lists fix the splits: drawing options beside them are refused
+  (tmp_path / "train.txt").write_text("walk/walk_0_0.mp4\nfall/fall_0_0.mp4\n")
+  (tmp_path / "val.txt").write_text("walk/walk_1_0.mp4\n")
+  (tmp_path / "test.txt").write_text("walk/walk_2_0.mp4\nfall/fall_1_0.mp4\n")
+  layout = find_layout("folder", str(tmp_path), name="mine")
+  assert list(layout.splits) == ["train1", "val1", "test1"]
+  assert _ids(layout, "val1") == ["walk/walk_1_0.mp4"]
+  with pytest.raises(common.PrepareError, match=r"--test-fraction, --seed: draw splits where SRC "
+                                                r"has no split lists"):
+    find_layout("folder", str(tmp_path), name="mine", test_fraction=0.5, seed=2)
+
+
 def test_split_lists_and_a_class_file_set_the_splits_and_the_labels(tmp_path):
   _touch(tmp_path, ["Walk/a.mp4", "Walk/b.mp4", "Fall/c.mp4", "Fall/d.mp4"])
   (tmp_path / "train.txt").write_text("Walk/a.mp4 0\nFall/c.mp4 1\n")
@@ -133,14 +164,16 @@ def test_own_dataset_options_belong_to_folder_only(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def own_dataset(tmp_path_factory):
-  """A prepared dataset of the user's own: 3 classes x 3 clips of real videos, drawn split."""
+  """A prepared dataset of the user's own: 3 classes x 4 clips of real videos, a drawn split with
+  a validation part."""
   root = tmp_path_factory.mktemp("own")
   for c, name in enumerate(("cycle", "fall", "sit")):
-    for k in range(3):
+    for k in range(4):
       fake_releases.write_video(str(root / "src" / name / f"{name}_{k}.mp4"), 10 * c + k)
   out = str(root / "night_clips")
   assert prepare_cli.main(["--dataset", "folder", "--src", str(root / "src"), "--out", out,
-                           "--short-side", "36", "--workers", "1", "--no-progress"]) == 0
+                           "--short-side", "36", "--val-fraction", "0.25", "--workers", "1",
+                           "--no-progress"]) == 0
   return out
 
 
@@ -148,8 +181,8 @@ def test_a_paper_config_reads_own_dataset_under_its_name(own_dataset, monkeypatc
   manifest = records.load_manifest(own_dataset)
   assert manifest["name"] == "night_clips"   # the base name of --out
   assert manifest["class_names"] == ["cycle", "fall", "sit"]
-  assert {s: v["num_examples"] for s, v in manifest["splits"].items()} == {"train1": 6,
-                                                                          "test1": 3}
+  assert {s: v["num_examples"] for s, v in manifest["splits"].items()} == {
+      "train1": 6, "val1": 3, "test1": 3}
   lift = config_module("configs/lift_arid.py")
   config = lift.get_config(f"runlocal,data_dir={own_dataset}")
   config.input.prefetch = 0
@@ -169,6 +202,13 @@ def test_a_paper_config_reads_own_dataset_under_its_name(own_dataset, monkeypatc
   seen = sum(int(np.sum(b["mask"])) if "mask" in b else len(b["label"])
              for b in data.eval_batches(2))
   assert seen == 3
+  # settings chosen on the validation part: an evaluation of val1, not test1
+  config.input.data.eval_split = "val"
+  data = ClassificationData(config.input, 0)
+  assert [os.path.basename(f) for f, _ in data.dataset.files("val")] == [
+      shard["file"] for shard in manifest["splits"]["val1"]["shards"]]
+  assert sum(int(np.sum(b["mask"])) if "mask" in b else len(b["label"])
+             for b in data.eval_batches(2)) == 3
 
 
 def test_a_config_pointed_at_another_datasets_records_is_refused(own_dataset, tmp_path):

@@ -34,7 +34,8 @@ RESERVED_NAMES = (*LAYOUTS, "synthetic")
 
 def find_layout(dataset: str, src: str, **folder_options) -> Layout:
   """The classes and splits of `dataset` as found under `src`; `folder_options` (name,
-  num_splits, test_fraction, seed, group_pattern) for `folder`, the user's own dataset."""
+  num_splits, test_fraction, val_fraction, seed, group_pattern) for `folder`, the user's own
+  dataset."""
   if dataset == FOLDER:
     if not folder_options.get("name"):
       raise PrepareError("--dataset folder needs the dataset's name (--name, or an --out whose "

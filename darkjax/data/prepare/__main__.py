@@ -5,8 +5,9 @@ optical flow (x, y, magnitude around 128; see darkjax/data/flow.py) to every rec
 LIFT-Net's `luminous_input=flow`.
 
 Your own dataset, a folder per class (darkjax/data/prepare/folder.py): `--dataset folder [--name
-NAME] [--num-splits K] [--test-fraction F] [--seed S] [--group-pattern REGEX]`; the name defaults
-to the base name of --out, and the split options apply where SRC has no split lists.
+NAME] [--num-splits K] [--test-fraction F] [--val-fraction F] [--seed S] [--group-pattern REGEX]`;
+the name defaults to the base name of --out, and the split options apply where SRC has no split
+lists.
 
 Exit status: 0 on success, 1 when the layout cannot be read, --out cannot be written or more
 than --allow-missing videos cannot be decoded (each is named, with its reason, on stderr and in
@@ -61,6 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   own.add_argument("--test-fraction", type=float, default=None,
                    help=f"each class's share of test videos in a drawn split (default "
                         f"{folder.DEFAULT_TEST_FRACTION:g})")
+  own.add_argument("--val-fraction", type=float, default=None,
+                   help="each class's share of videos held out of a drawn split's train part as "
+                        "val<k>, for choosing settings without the test videos (default 0: none)")
   own.add_argument("--seed", type=int, default=None,
                    help=f"seed of the drawn splits (default {folder.DEFAULT_SEED})")
   own.add_argument("--group-pattern", default=None,
@@ -69,7 +73,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "never split between train and test")
   args = parser.parse_args(argv)
   given = [flag for flag, value in (("--name", args.name), ("--num-splits", args.num_splits),
-                                    ("--test-fraction", args.test_fraction), ("--seed", args.seed),
+                                    ("--test-fraction", args.test_fraction),
+                                    ("--val-fraction", args.val_fraction), ("--seed", args.seed),
                                     ("--group-pattern", args.group_pattern)) if value is not None]
   if given and args.dataset != FOLDER:
     parser.error(f"{', '.join(given)}: options of --dataset {FOLDER} (your own dataset); "
@@ -92,7 +97,7 @@ def folder_options(args: argparse.Namespace) -> dict:
   if args.dataset != FOLDER:
     return {}
   options = {"name": args.name or os.path.basename(args.out.rstrip("/" + os.sep))}
-  for key in ("num_splits", "test_fraction", "seed", "group_pattern"):
+  for key in ("num_splits", "test_fraction", "val_fraction", "seed", "group_pattern"):
     if getattr(args, key) is not None:
       options[key] = getattr(args, key)
   return options

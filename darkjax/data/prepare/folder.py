@@ -13,7 +13,8 @@ error (its class would be a guess).
 Splits, from the first of:
   - split lists anywhere under SRC named as the official releases name theirs
     (`train_split1.txt` / `test_split1.txt`, `split1_train.txt`, ... numbered from 0 or 1; every
-    numbered pair found), or one `train.txt` + `test.txt` pair (split 1); one video per line as
+    numbered pair found), or one `train.txt` + `test.txt` pair (split 1; a `val.txt` beside them
+    is split 1's validation part, `val1`); one video per line as
     `class/clip.mp4`, optionally with a label (`class/clip.mp4 3`, `index label class/clip`). The
     label comes from the class folder; a stated one is checked against it when a `classes.txt`
     fixes the numbering, and ignored otherwise.
@@ -24,7 +25,10 @@ Splits, from the first of:
     first match in a video's path below its class folder names its group, so that clips cut from
     one recording or showing one actor (`--group-pattern '^[^_]+_[0-9]+'` groups ARID-style
     `Drink_3_1.mp4` by actor) never sit on both sides of a split. Same seed, same splits on any
-    machine; each split's video list goes into the manifest (`metadata.split_lists`).
+    machine; each split's video list goes into the manifest (`metadata.split_lists`). With
+    `val_fraction`, each class's remaining groups give that share of its videos to `val<k>` (a
+    group always left to train): a part to choose settings on without looking at the test videos
+    (`--config.input.data.eval_split=val` evaluates on it).
 Written as manifest splits `train1` / `test1` .. ; a config reads split k with its `split=k` arg.
 The manifest's name (`--name`, default the base name of `--out`) is the dataset's name in shard
 files, reports and the `--config.input.data.name=NAME` a paper config needs to read it
@@ -45,6 +49,7 @@ CLASS_FILES = ("classes.txt", "classind.txt")
 DEFAULT_TEST_FRACTION, DEFAULT_SEED = 0.25, 0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _PLAIN_LISTS = ("train.txt", "test.txt")
+_VAL_LIST = "val.txt"
 
 
 def check_name(name: str, reserved: tuple[str, ...] = ()) -> str:
@@ -157,27 +162,46 @@ def _numbered_lists(src: str) -> dict[str, str] | None:
   except common.PrepareError as error:
     if "not found" not in str(error):
       raise
-  plain = {name: common.find_files(src, lambda f, n=name: f.lower() == n) for name in _PLAIN_LISTS}
+  plain = {name: common.find_files(src, lambda f, n=name: f.lower() == n)
+           for name in (*_PLAIN_LISTS, _VAL_LIST)}
   if not any(plain.values()):
     return None
-  several = {n: p for n, p in plain.items() if len(p) != 1}
-  if several:
-    raise common.PrepareError(f"split lists under {src}: need one train.txt and one test.txt, "
-                              f"found {plain}")
-  return {"train1": plain["train.txt"][0], "test1": plain["test.txt"][0]}
+  several = {n: p for n, p in plain.items() if len(p) > 1}
+  missing = [n for n in _PLAIN_LISTS if not plain[n]]
+  if several or missing:
+    raise common.PrepareError(f"split lists under {src}: need one train.txt and one test.txt "
+                              f"(and at most one val.txt), found {plain}")
+  lists = {"train1": plain["train.txt"][0]}
+  if plain[_VAL_LIST]:
+    lists["val1"] = plain[_VAL_LIST][0]
+  return {**lists, "test1": plain["test.txt"][0]}
+
+
+def _take(order: list[str], groups: dict[str, list[common.VideoItem]], wanted: float) -> int:
+  """How many groups from the front of `order` hold about `wanted` videos: at least one, never
+  the last (which trains)."""
+  taken = chosen = 0
+  for key in order[:-1]:
+    size = len(groups[key])
+    if chosen and (taken >= wanted or taken + size / 2 > wanted):
+      break
+    taken, chosen = taken + size, chosen + 1
+  return chosen
 
 
 def seeded_splits(by_class: dict[int, list[common.VideoItem]], num_splits: int = 1,
                   test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = DEFAULT_SEED,
-                  group_pattern: str | None = None) -> dict[str, list[common.VideoItem]]:
-  """`train{k}` / `test{k}`, k = 1..num_splits: per class, its groups in a seeded permutation,
-  moved to test until test holds `test_fraction` of the class's videos (at least one group, never
-  all of them)."""
+                  group_pattern: str | None = None,
+                  val_fraction: float = 0.0) -> dict[str, list[common.VideoItem]]:
+  """`train{k}` / `test{k}` (and `val{k}` with `val_fraction`), k = 1..num_splits: per class, its
+  groups in a seeded permutation, moved to test until test holds `test_fraction` of the class's
+  videos (at least one group, never all of them), then from the rest to val likewise (while a
+  group is left to train)."""
   pattern = _group_pattern(group_pattern, by_class)
   splits: dict[str, list[common.VideoItem]] = {}
   for k in range(1, num_splits + 1):
     rng = np.random.default_rng([seed, k])
-    train, test = [], []
+    parts: dict[str, list[common.VideoItem]] = {"train": [], "val": [], "test": []}
     for label in sorted(by_class):
       groups: dict[str, list[common.VideoItem]] = {}
       for item in sorted(by_class[label], key=lambda v: v.video_id):
@@ -186,20 +210,18 @@ def seeded_splits(by_class: dict[int, list[common.VideoItem]], num_splits: int =
         key = f"group {match.group(0)}" if match else f"video {item.video_id}"
         groups.setdefault(key, []).append(item)
       keys = sorted(groups)
-      if len(keys) < 2:
-        train += [item for key in keys for item in groups[key]]
-        continue
-      wanted = test_fraction * len(by_class[label])
-      order = [keys[i] for i in rng.permutation(len(keys))]
-      taken, chosen = 0, 0
-      for key in order[:-1]:   # the permutation's last group always trains
-        size = len(groups[key])
-        if chosen and (taken >= wanted or taken + size / 2 > wanted):
-          break
-        taken, chosen = taken + size, chosen + 1
-      test += [item for key in sorted(order[:chosen]) for item in groups[key]]
-      train += [item for key in sorted(order[chosen:]) for item in groups[key]]
-    splits[f"train{k}"], splits[f"test{k}"] = train, test
+      order = [keys[i] for i in rng.permutation(len(keys))] if len(keys) > 1 else keys
+      videos = len(by_class[label])
+      tested = _take(order, groups, test_fraction * videos)
+      rest = order[tested:]
+      validated = _take(rest, groups, val_fraction * videos) if val_fraction else 0
+      for part, chosen in (("test", order[:tested]), ("val", rest[:validated]),
+                           ("train", rest[validated:])):
+        parts[part] += [item for key in sorted(chosen) for item in groups[key]]
+    splits[f"train{k}"] = parts["train"]
+    if val_fraction:
+      splits[f"val{k}"] = parts["val"]
+    splits[f"test{k}"] = parts["test"]
   return splits
 
 
@@ -221,14 +243,26 @@ def _group_pattern(group_pattern: str | None,
   return pattern
 
 
-def folder(src: str, name: str, num_splits: int = 1,
-           test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = DEFAULT_SEED,
-           group_pattern: str | None = None, reserved: tuple[str, ...] = ()) -> common.Layout:
+def folder(src: str, name: str, num_splits: int | None = None,
+           test_fraction: float | None = None, seed: int | None = None,
+           group_pattern: str | None = None, val_fraction: float | None = None,
+           reserved: tuple[str, ...] = ()) -> common.Layout:
   """The layout of your own dataset under `src` (module docstring); `reserved`: names it may not
-  take (the datasets with readers of their own)."""
+  take (the datasets with readers of their own). The split options (None: their defaults) draw
+  splits where `src` has no split lists."""
+  drawing = {"--num-splits": num_splits, "--test-fraction": test_fraction, "--seed": seed,
+             "--group-pattern": group_pattern, "--val-fraction": val_fraction}
+  given = [flag for flag, value in drawing.items() if value is not None]
+  num_splits = 1 if num_splits is None else num_splits
+  test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
+  seed = DEFAULT_SEED if seed is None else seed
+  val_fraction = val_fraction or 0.0
   check_name(name, reserved)
   if not 0 < test_fraction < 1:
     raise common.PrepareError(f"--test-fraction {test_fraction:g}: must be between 0 and 1")
+  if not 0 <= val_fraction < 1 - test_fraction:
+    raise common.PrepareError(f"--val-fraction {val_fraction:g}: must be >= 0 and leave videos to "
+                              f"train beside --test-fraction {test_fraction:g}")
   if num_splits < 1:
     raise common.PrepareError(f"--num-splits {num_splits}: must be >= 1")
   src = os.path.abspath(src)
@@ -237,6 +271,10 @@ def folder(src: str, name: str, num_splits: int = 1,
               "class_source": (os.path.relpath(class_file, src) if class_file
                                else "class folders sorted by name")}
   lists = _numbered_lists(src)
+  if lists is not None and given:
+    raise common.PrepareError(f"{', '.join(given)}: draw splits where SRC has no split lists, "
+                              f"and {src} has {sorted(set(lists.values()))[:4]}: drop the "
+                              f"options, or move the lists away to draw splits instead")
   if lists is not None:
     index = common.VideoIndex(root)
     splits = {split: arid.parse_split_list(path, class_names, index,
@@ -251,12 +289,12 @@ def folder(src: str, name: str, num_splits: int = 1,
       label = lower.get(rel.replace("\\", "/").split("/")[0].lower())
       if label is not None:
         by_class[label].append(common.VideoItem(os.path.join(root, rel), label, rel))
-    splits = seeded_splits(by_class, num_splits, test_fraction, seed, group_pattern)
+    splits = seeded_splits(by_class, num_splits, test_fraction, seed, group_pattern, val_fraction)
     alone = [class_names[c] for c, items in by_class.items()
              if not any(v.label == c for v in splits["test1"])]
     metadata["protocol"] = {
         "seed": seed, "num_splits": num_splits, "test_fraction": test_fraction,
-        "group_pattern": group_pattern,
+        "val_fraction": val_fraction, "group_pattern": group_pattern,
         "rng": "numpy default_rng([seed, k]) permutation of each class's groups sorted by name",
         "classes_without_test_videos": alone}
     metadata["split_lists"] = {s: sorted(v.video_id for v in items) for s, items in splits.items()}
