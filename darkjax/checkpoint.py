@@ -35,6 +35,12 @@ from darkjax import paths, targets
 REPLICA_PARALLEL_MIN_BYTES = 1 << 20
 
 
+# What a checkpoint writes besides its arrays' bytes, for the free-space check before a save
+# (`Checkpointer._check_room`): orbax's metadata files and one small OCDBT record an array.
+_CHECKPOINT_OVERHEAD_BYTES = 256 << 10
+_PER_ARRAY_OVERHEAD_BYTES = 4096
+
+
 # What orbax warns of on every run for what darkjax asks on purpose: replacing its jax.Array
 # handler (`use_small_slices_once`), and a checkpoint directory opened read-only (another run's,
 # a pretrained one).
@@ -308,7 +314,11 @@ class Checkpointer:
       return
     directory = os.fspath(self.directory)
     os.makedirs(directory, exist_ok=True)
-    need = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state)) // jax.process_count()
+    leaves = jax.tree.leaves(state)
+    need = sum(int(getattr(x, "nbytes", 0)) for x in leaves) // jax.process_count()
+    # orbax's own files beside the arrays: metadata per array, the sharding and step records,
+    # file-system blocks (a small state's checkpoint is mostly these)
+    need += _CHECKPOINT_OVERHEAD_BYTES + _PER_ARRAY_OVERHEAD_BYTES * len(leaves)
     stat = os.statvfs(directory)
     free = stat.f_bavail * stat.f_frsize
     if free < need:

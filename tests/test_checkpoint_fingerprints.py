@@ -4,9 +4,14 @@ or two swapped elements."""
 
 from __future__ import annotations
 
+import errno
+import os
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from darkjax import checkpoint
@@ -99,3 +104,22 @@ def test_a_state_restored_on_accelerators_is_fingerprinted_there(monkeypatch):
   changed = dict(placed, params=dict(placed["params"], kernel=jax.device_put(kernel)))
   assert checkpoint.changed_arrays(checkpoint.host_fingerprints(tree),
                                    checkpoint.restored_fingerprints(changed)) == ["params/kernel"]
+
+
+def test_the_room_a_save_needs_counts_orbaxs_files_beside_the_arrays(tmp_path, monkeypatch):
+  """A disk with room for the arrays' bytes but not for orbax's metadata beside them is refused
+  before the save, with the one-line OSError: orbax, failing mid-write in its threads, printed
+  their tracebacks."""
+  state = {"w": np.zeros((64, 64), np.float32), "b": np.zeros((64,), np.float32)}
+  saver = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  arrays = sum(x.nbytes for x in state.values())
+  real = os.statvfs(tmp_path)
+  for free, fits in ((arrays + 4096, False), (arrays + (1 << 20), True)):
+    monkeypatch.setattr(os, "statvfs", lambda _, f=free: types.SimpleNamespace(
+        f_bavail=f // real.f_frsize, f_frsize=real.f_frsize))
+    if fits:
+      saver._check_room(1, state)   # pylint: disable=protected-access
+      continue
+    with pytest.raises(OSError, match=r"checkpoint 1 needs about 0.3 MiB") as raised:
+      saver._check_room(1, state)   # pylint: disable=protected-access
+    assert raised.value.errno == errno.ENOSPC
