@@ -1,5 +1,5 @@
 """Every picture darkjax draws: confusion matrices, DTCM's enhancement grid, LIFT-Net's attention
-maps, a predicted video's frames, the darkness histogram of a set of videos and the two-stream
+maps, a predicted video's frames and its timeline, the darkness histogram of a set of videos and the two-stream
 C3D's per-class discriminative codes.
 
 Functions return matplotlib figures (Agg backend, no display needed); `save` writes one as PNG and
@@ -156,6 +156,27 @@ def frame_rows(rows: Sequence[tuple[str, np.ndarray]], title: str = "", max_fram
         axes[r][c].set_title(f"t={index}", fontsize=7)
     axes[r][0].set_ylabel(label)
   fig.suptitle(title)
+  fig.tight_layout()
+  return fig
+
+
+def timeline(probs: np.ndarray, edges: np.ndarray, class_names: Sequence[str], title: str = ""):
+  """A long video's class probabilities per window (classes x time; window i drawn over
+  edges[i] .. edges[i + 1] seconds) with each window's top-1 class marked."""
+  plt = _pyplot()
+  probs = np.asarray(probs, np.float32)
+  edges = np.asarray(edges, np.float64)
+  fig, ax = plt.subplots(figsize=(min(4 + 0.08 * len(probs), 16), 1.2 + 0.28 * len(class_names)))
+  mesh = ax.pcolormesh(edges, np.arange(len(class_names) + 1) - 0.5, probs.T, cmap="magma",
+                       vmin=0, vmax=1, shading="flat")
+  centres = (edges[:-1] + edges[1:]) / 2
+  ax.plot(centres, probs.argmax(axis=1), "o", color="cyan", markersize=3)
+  ax.invert_yaxis()   # the first class on top, as the class lists read
+  ax.set_yticks(range(len(class_names)))
+  ax.set_yticklabels(class_names, fontsize=7)
+  ax.set_xlabel("seconds (dots: each window's top-1 class)")
+  fig.colorbar(mesh, ax=ax, label="probability")
+  ax.set_title(title, fontsize=9)
   fig.tight_layout()
   return fig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -12,7 +13,8 @@ import pytest
 from configs import synthetic as synthetic_config
 from darkjax import train
 from darkjax.data import prepared, records
-from darkjax.tools import predict, predict_checkpoint
+from darkjax.data import ops
+from darkjax.tools import predict, predict_checkpoint, predict_host
 from darkjax import config as config_lib
 from darkjax.data import video as video_lib
 from run_configs import quiet
@@ -223,3 +225,60 @@ def test_a_step_without_checkpoint_lists_the_runs_steps(trained, tmp_path):
     predict_checkpoint.Predictor(config_lib.load(spec), workdir, step=7)
   with pytest.raises(predict.PredictError, match=r"export's --workdir"):
     predict_checkpoint.Predictor(config_lib.load(spec), str(tmp_path))
+
+
+def test_a_timeline_classifies_each_window_of_a_long_video(trained, tmp_path, capsys):
+  """`--every`: windows from every multiple of SECONDS, each one clip of the model's, classified
+  as the same frames cut from the whole decoded video are; printed, drawn and written as CSV."""
+  spec, workdir, _, _, dataset = trained
+  predictor = predict_checkpoint.Predictor(config_lib.load(spec), workdir)
+  path, _ = dataset.files("test")[0]
+  clips = [records.decode_example(data)["video"]
+           for _, data in zip(range(3), records.iter_tfrecord(path))]
+  long = str(tmp_path / "long.avi")
+  video_lib.write_video(long, np.ascontiguousarray(np.concatenate(clips)), fps=10)
+  decoded = predictor.video_inputs.decode(long)["video"]
+  frames = predictor.video_inputs.spec.frames   # dense, stride 1: a window is one clip's frames
+  starts = list(range(0, len(decoded) - frames + 1, 2))   # 0.2 s at 10 frames/s
+  assert len(starts) > 8   # more than one batch of windows, the last one padded
+  result = predictor.timeline(long, every_s=0.2)
+  np.testing.assert_allclose(result["spans"], [(s / 10, (s + frames) / 10) for s in starts])
+  one_view = dataclasses.replace(predictor.video_inputs.spec, eval_clips=1, eval_crops=1)
+  views = np.concatenate([ops.eval_views({"video": decoded[s:s + frames], "label": 0},
+                                         one_view)["video"] for s in starts])
+  want = np.asarray(jax.nn.softmax(predictor.logits(long, {"video": views}), -1))
+  np.testing.assert_allclose(result["probs"], want, rtol=0, atol=1e-5)
+  out_dir = tmp_path / "out"
+  assert predict.main(["--checkpoint", workdir, "--every", "0.2", "--png", str(out_dir),
+                       long]) == 0
+  out = capsys.readouterr().out
+  assert f"{long} ({len(starts)} window(s), one every 0.2 s):" in out
+  tops = [line.split()[4] for line in out.splitlines() if re.match(r"\s+\d+\.\d+ - ", line)]
+  assert tops == [dataset.class_names[i] for i in want.argmax(-1)]
+  assert "  segments: " + tops[0] + " 0.00-" in out
+  rows = (out_dir / "long.timeline.csv").read_text().splitlines()
+  assert rows[0].split(",") == ["start_s", "end_s", *dataset.class_names]
+  assert len(rows) == len(starts) + 1
+  np.testing.assert_allclose([float(v) for v in rows[1].split(",")[2:]], want[0], atol=1e-5)
+  assert os.path.getsize(out_dir / "long.timeline.png") > 1000
+
+
+def test_timeline_segments_merge_windows_of_one_top_class():
+  result = {"class_names": ["a", "b"], "spans": [(0, 2), (1, 3), (2, 4), (3, 5)],
+            "probs": np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])}
+  got = predict_host.segments(result)
+  # each window stands for the time around its centre: split at the midpoints between centres
+  assert [(name, start, end) for name, start, end, _ in got] == [("a", 0, 2.5), ("b", 2.5, 3.5),
+                                                                ("a", 3.5, 5)]
+  np.testing.assert_allclose([mean for *_, mean in got], [0.8, 0.8, 0.6])
+  spec = dataclasses.replace(ops.ClipSpec(frames=8, stride=2), sampling="segment")
+  inputs = predict_host.VideoInputs(spec)
+  assert inputs.window_frames(10.0, every_s=2.0) == 20   # segment sampling: --every's frames
+  assert inputs.window_frames(10.0, every_s=2.0, window_s=3.0) == 30
+  assert predict_host.VideoInputs(ops.ClipSpec(frames=8, stride=2)).window_frames(10.0, 2.0) == 16
+
+
+def test_window_without_every_is_refused(capsys):
+  with pytest.raises(SystemExit):
+    predict.main(["--checkpoint", "w", "--window", "2", "v.avi"])
+  assert "--window sets the windows of a timeline: give --every too" in capsys.readouterr().err

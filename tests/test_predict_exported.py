@@ -128,6 +128,17 @@ def test_exported_views_and_probabilities_are_the_checkpoints(exported, fmt):
     np.testing.assert_allclose(got["probs"], want["probs"], rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_exported_models_timeline_is_the_checkpoints(exported, fmt):
+  _need(fmt)
+  outs, multiview, workdir, videos = exported
+  checkpoint = predict_checkpoint.Predictor(config_lib.load(multiview), workdir)
+  model = predict_exported.ExportedPredictor(_model_path(outs, fmt))
+  want, got = checkpoint.timeline(videos[1], 0.4), model.timeline(videos[1], 0.4)
+  assert got["spans"] == want["spans"] and len(got["spans"]) > 1
+  np.testing.assert_allclose(got["probs"], want["probs"], rtol=0, atol=1e-4)
+
+
 def test_export_json_records_what_predict_needs(exported):
   outs, _, _, _ = exported
   with open(os.path.join(outs["stablehlo"], export.METADATA), encoding="utf-8") as f:

@@ -325,3 +325,23 @@ def test_a_smaller_train_set_is_the_first_videos_of_each_class_and_the_same_test
   assert sorted(label for label, _, _ in clips(small, "train", m)) == list(range(m))
   assert clips(small, "train", m) == clips(large, "train", m)
   assert clips(small, "test", m) == clips(large, "test", m)
+
+
+def test_cli_writes_the_test_clips_in_turn_as_one_long_video(tmp_path, capsys):
+  path = tmp_path / "long" / "every_action.avi"
+  assert synthetic.main(["--long-video", str(path)]) == 0
+  params = synthetic.SyntheticParams()
+  classes = len(synthetic.CLASS_NAMES)
+  assert f"{classes * params.frames / params.fps:g} s, the classes in turn" in \
+      capsys.readouterr().out
+  decoded, fps = video.decode_video(str(path))
+  assert decoded.shape[0] == classes * params.frames and fps == params.fps
+  # second i is class i's first test clip, as `--videos` writes it
+  for index in (0, classes - 1):
+    expected = synthetic.render_clip(index, synthetic.clip_rng(params.seed, "test", index), "test",
+                                     params)["video"]
+    part = decoded[index * params.frames:(index + 1) * params.frames].astype(np.float32)
+    assert np.abs(part - expected).mean() < 4.0
+  with pytest.raises(SystemExit):
+    synthetic.main(["--long-video", str(tmp_path)])
+  assert "is a directory; give a video file name" in capsys.readouterr().err

@@ -529,6 +529,19 @@ def write_videos(out_dir: str | os.PathLike, params: SyntheticParams,
   return written
 
 
+def write_long_video(path: str | os.PathLike, params: SyntheticParams, per_class: int = 1) -> str:
+  """Writes the clips `write_videos` writes, one after another in its order (every class in
+  turn, `per_class` rounds), as one video file at the set's frame rate: a long video of known
+  actions at known times (clip i spans seconds [i, i + 1) x frames / fps) to try
+  `python -m darkjax.tools.predict --every` on. Returns its path."""
+  from darkjax.data import video  # noqa: PLC0415  (PyAV: only where videos are written)
+  clips = [_render_example((dataclasses.asdict(params), "test", index))["video"]
+           for index in range(per_class * len(params.class_names))]
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  video.write_video(os.fspath(path), np.concatenate(clips), fps=params.fps)
+  return os.fspath(path)
+
+
 def main(argv: list[str] | None = None) -> int:
   defaults = SyntheticParams()
   parser = argparse.ArgumentParser(
@@ -553,9 +566,14 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--videos", help="also write test clips as DIR/<class>_<i>.avi video files "
                       "(to try predict on)")
   parser.add_argument("--videos-per-class", type=int, default=1)
+  parser.add_argument("--long-video", metavar="FILE", help="also write those test clips one after "
+                      "another, every class in turn, as one video file (to try predict --every on)")
   args = parser.parse_args(argv)
-  if not (args.out or args.preview or args.videos):
-    parser.error("give --out DIR, --preview PNG and/or --videos DIR")
+  if not (args.out or args.preview or args.videos or args.long_video):
+    parser.error("give --out DIR, --preview PNG, --videos DIR and/or --long-video FILE")
+  if args.long_video and os.path.isdir(args.long_video):
+    parser.error(f"--long-video {args.long_video} is a directory; give a video file name "
+                 f"(e.g. {os.path.join(args.long_video, 'every_action.avi')})")
   params = dict(seed=args.seed, frames=args.frames, size=args.size, darkness=args.darkness,
                 train_per_class=args.train_per_class, test_per_class=args.test_per_class,
                 fps=args.fps, scenario=args.scenario, flow=args.flow)
@@ -575,6 +593,12 @@ def main(argv: list[str] | None = None) -> int:
   if args.videos:
     written = write_videos(args.videos, SyntheticParams(**params), args.videos_per_class)
     print(f"wrote {len(written)} videos to {args.videos}")
+  if args.long_video:
+    chosen = SyntheticParams(**params)
+    write_long_video(args.long_video, chosen, args.videos_per_class)
+    seconds = args.videos_per_class * len(chosen.class_names) * chosen.frames / chosen.fps
+    print(f"wrote {args.long_video}: {seconds:g} s, the classes in turn "
+          f"({', '.join(chosen.class_names)}), each for {chosen.frames / chosen.fps:g} s")
   return 0
 
 

@@ -18,6 +18,7 @@ and the input benchmark; `find_videos` and
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import av
 import numpy as np
@@ -65,30 +66,55 @@ def find_videos(directory: str) -> list[str]:
   return sorted(found)
 
 
-def _decode_all(path: str, short_side: int = 0) -> tuple[np.ndarray, float]:
-  """Every frame of the first video stream (T, H, W, 3) uint8 RGB, each resized to `short_side`
-  as it is decoded (so that a long high-resolution file never holds its full-size frames at
-  once), and the stream's frame rate (0 if the container does not say)."""
+def _open_error(path: str) -> VideoDecodeError | None:
   if os.path.isdir(path):
-    raise VideoDecodeError(f"{path}: is a directory; give the video files in it (e.g. "
-                           f"{os.path.join(path, '*.mp4')})")
+    return VideoDecodeError(f"{path}: is a directory; give the video files in it (e.g. "
+                            f"{os.path.join(path, '*.mp4')})")
   if not os.path.isfile(path):
-    raise VideoDecodeError(f"{path}: file not found")
+    return VideoDecodeError(f"{path}: file not found")
+  return None
+
+
+def iter_frames(path: str, short_side: int = 0, fps: float = 0.0
+                ) -> tuple[float, Iterator[np.ndarray]]:
+  """(frame rate, frames): the file's frames one at a time, (H, W, 3) uint8 RGB, resized to
+  `short_side` as they are decoded and, with `fps`, resampled to that rate as they come (frame k
+  is the nearest earlier one to time k / fps), so that a video of any length is never held whole.
+  The rate is `fps`, else the file's (DEFAULT_FPS where it states none). Opening the file raises
+  VideoDecodeError at once; a decoder error mid-file raises it from the iterator."""
+  error = _open_error(path)
+  if error is not None:
+    raise error
   try:
-    with av.open(path) as container:
-      if not container.streams.video:
-        raise VideoDecodeError(f"{path}: no video stream")
-      stream = container.streams.video[0]
-      rate = stream.average_rate or stream.guessed_rate or 0
-      frames = [ops.resize_short_side(frame.to_ndarray(format="rgb24")[None], short_side)[0]
-                for frame in container.decode(stream)]
-  except VideoDecodeError:
-    raise
-  except (av.error.FFmpegError, ValueError, OSError, EOFError, MemoryError) as error:
-    raise VideoDecodeError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
-  if not frames:
-    raise VideoDecodeError(f"{path}: no decodable frames")
-  return np.stack(frames), float(rate) if rate else 0.0
+    container = av.open(path)
+  except (av.error.FFmpegError, ValueError, OSError, EOFError) as failure:
+    raise VideoDecodeError(f"{path}: cannot decode ({type(failure).__name__}: {failure})"
+                           ) from None
+  if not container.streams.video:
+    container.close()
+    raise VideoDecodeError(f"{path}: no video stream")
+  stream = container.streams.video[0]
+  rate = stream.average_rate or stream.guessed_rate or 0
+  source_fps = float(rate) if rate else DEFAULT_FPS
+  resample = bool(fps) and abs(fps - source_fps) > 1e-3
+
+  def frames() -> Iterator[np.ndarray]:
+    emitted = 0   # with `resample`: output frames so far; frame k shows source frame k * src / fps
+    try:
+      with container:
+        for index, frame in enumerate(container.decode(stream)):
+          image = ops.resize_short_side(frame.to_ndarray(format="rgb24")[None], short_side)[0]
+          if not resample:
+            yield image
+            continue
+          while int(emitted * source_fps / fps) <= index:
+            yield image
+            emitted += 1
+    except (av.error.FFmpegError, ValueError, OSError, EOFError, MemoryError) as failure:
+      raise VideoDecodeError(f"{path}: cannot decode ({type(failure).__name__}: {failure})"
+                             ) from None
+
+  return (float(fps) if resample else source_fps), frames()
 
 
 def resample_fps(clip: np.ndarray, source_fps: float, fps: float) -> np.ndarray:
@@ -103,8 +129,13 @@ def decode_video(path: str, short_side: int = 0, fps: float = 0.0) -> tuple[np.n
   `short_side` 0 keeps the decoded size, `fps` 0 the file's frame rate (DEFAULT_FPS if the file
   states none). Raises VideoDecodeError naming the file and the reason.
   """
-  clip, source_fps = _decode_all(path, short_side)
-  source_fps = source_fps or DEFAULT_FPS
+  # Every frame, each resized as it is decoded (a long high-resolution file never holds its
+  # full-size frames at once), then resampled whole: the count rounds as `resample_fps` says.
+  source_fps, frames = iter_frames(path, short_side)
+  frames = list(frames)
+  if not frames:
+    raise VideoDecodeError(f"{path}: no decodable frames")
+  clip = np.stack(frames)
   if fps and abs(fps - source_fps) > 1e-3:
     clip, source_fps = resample_fps(clip, source_fps, fps), float(fps)
   return clip, source_fps

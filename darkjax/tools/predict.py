@@ -3,6 +3,7 @@
   python -m darkjax.tools.predict --checkpoint /tmp/darkjax/synthetic clip.avi [more.mp4 ...] \
       [--config configs/synthetic.py] [--png OUT_DIR] [--classes a,b,c]
   python -m darkjax.tools.predict --model export/model.onnx clip.avi [more.mp4 ...] [--png OUT_DIR]
+  python -m darkjax.tools.predict --checkpoint WORKDIR --every 2 night_camera.mp4 [--png OUT_DIR]
 
 Checkpoint (`--checkpoint WORKDIR`; `predict_checkpoint`): takes the run's config.json (as export
 does; `--config` names the config file[:args] instead, and is refused where it would predict
@@ -27,7 +28,15 @@ manifest's method and scale; two-stream's flow per view with the config's), make
 eval views (`input.eval_clips` x `input.eval_crops`) and print the top-5 classes with
 probabilities, averaged over the views. `--png OUT_DIR` writes `<video>.png` (numbered where two
 videos share a file name) with the first view's frames (and,
-from a checkpoint, the enhanced frames for tasks that enhance) titled with the prediction. A video
+from a checkpoint, the enhanced frames for tasks that enhance) titled with the prediction.
+
+A long video (`--every SECONDS [--window SECONDS]`, either path): a timeline instead of one
+prediction. The video is decoded as it goes, never whole; a window starts every SECONDS, one clip
+of the model's (frames x stride at the decoded frame rate; a segment-sampled model's frames spread
+over `--window`, default SECONDS) with a centre crop, record streams (flow) computed from the
+window's frames. Printed: each window's top 2, then the segments of one top-1 class; with `--png
+OUT_DIR`, `<video>.timeline.png` (every class's probability over time) and `<video>.timeline.csv`
+(start_s, end_s and a probability column per class). A video
 that cannot be decoded is named on stderr with the reason (file not found, no video stream,
 decoder error, no frames); the others are still classified and the exit status is 1.
 """
@@ -39,8 +48,8 @@ import sys
 from typing import Any, Sequence
 
 from darkjax.tools import predict_exported
-from darkjax.tools.predict_host import (PredictError, check_png_dir, format_result, png_names,
-                                       write_png)
+from darkjax.tools.predict_host import (PredictError, check_png_dir, format_result,
+                                       format_timeline, png_names, write_png, write_timeline)
 
 __all__ = ["PredictError", "main"]
 
@@ -57,9 +66,21 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--checkpoint", default=None, help="training WORKDIR")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   parser.add_argument("--classes", default=None, help="comma-separated class names")
-  parser.add_argument("--png", default=None, metavar="OUT_DIR", help="write frames + prediction")
+  parser.add_argument("--png", default=None, metavar="OUT_DIR", help="write frames + prediction "
+                      "(with --every: the timeline's picture and CSV)")
+  parser.add_argument("--every", type=float, default=None, metavar="SECONDS",
+                      help="a timeline of a long video: classify a window starting every SECONDS "
+                           "instead of the whole video")
+  parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                      help="with --every: a window's length (default: the model's clip, frames "
+                           "x stride; segment-sampled models: --every)")
   parser.add_argument("videos", nargs="+")
   args = parser.parse_args(argv)
+  if args.window is not None and args.every is None:
+    parser.error("--window sets the windows of a timeline: give --every too")
+  for flag, value in (("--every", args.every), ("--window", args.window)):
+    if value is not None and not value > 0:
+      parser.error(f"{flag} {value:g}: give seconds > 0")
   if args.model:
     given = [f for f in ("config", "checkpoint", "step", "classes") if getattr(args, f) is not None]
     if given:
@@ -98,15 +119,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   failed = []
   for video in args.videos:
     try:
-      result = predictor.predict(video)
+      result = (predictor.timeline(video, args.every, args.window or 0.0) if args.every
+                else predictor.predict(video))
     except PredictError as error:   # the message starts with the video's path and says why
       print(f"error: {error}", file=sys.stderr)
       failed.append(video)
       continue
-    print(format_result(result))
+    print(format_timeline(result) if args.every else format_result(result))
     if args.png:
       try:
-        print(f"  wrote {write_png(result, args.png, file_name=pictures[video])}")
+        written = (write_timeline(result, args.png, pictures[video]) if args.every
+                   else [write_png(result, args.png, file_name=pictures[video])])
+        for path in written:
+          print(f"  wrote {path}")
       except OSError as error:   # the disk filled, or the directory went away: the others go on
         print(f"error: {video}: its picture could not be written ({error.strerror or error})",
               file=sys.stderr)

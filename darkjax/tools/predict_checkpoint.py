@@ -230,6 +230,20 @@ class Predictor:
 
   def predict(self, path: str) -> dict[str, Any]:
     streams = self.video_inputs.views(path)
+    logits = self.logits(path, streams)
+    enhanced = None
+    if self._enhance is not None:
+      enhanced = np.asarray(self._enhance(self.variables, streams["video"][:1])[0], np.float32)
+    return predict_host.summarise(path, streams["video"], logits, self.class_names, enhanced,
+                                  streams)
+
+  def timeline(self, path: str, every_s: float, window_s: float = 0.0) -> dict[str, Any]:
+    """`predict_host.timeline` of the run's model over `path`."""
+    return predict_host.timeline(path, self.video_inputs, lambda s: self.logits(path, s),
+                                 self.class_names, every_s, window_s)
+
+  def logits(self, path: str, streams: dict[str, np.ndarray]) -> np.ndarray:
+    """(V, classes) float32 logits of `path`'s uint8 views, checked against the run's sizes."""
     for name, sample in self.sample_inputs().items():
       if tuple(streams[name].shape[1:]) != tuple(sample.shape[1:]):
         # The model was trained on views of one size (its crop, or its dataset's frames): another
@@ -239,9 +253,4 @@ class Predictor:
             f"on {list(sample.shape[1:])} (T, H, W, C); its config keeps the file's frame size "
             f"(input.short_side and input.crop_size 0): resize the video to the dataset's "
             f"frames, or train with a crop")
-    logits = np.asarray(self._predict(self.variables, streams), np.float32)
-    enhanced = None
-    if self._enhance is not None:
-      enhanced = np.asarray(self._enhance(self.variables, streams["video"][:1])[0], np.float32)
-    return predict_host.summarise(path, streams["video"], logits, self.class_names, enhanced,
-                                  streams)
+    return np.asarray(self._predict(self.variables, streams), np.float32)

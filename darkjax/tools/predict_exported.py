@@ -119,3 +119,13 @@ class ExportedPredictor:
     self._check_shapes(path, streams)
     return predict_host.summarise(path, streams["video"], self.logits(streams), self.class_names,
                                   streams=streams)
+
+  def timeline(self, path: str, every_s: float, window_s: float = 0.0) -> dict[str, Any]:
+    """`predict_host.timeline` of the exported model over `path`."""
+
+    def logits(streams: Mapping[str, np.ndarray]) -> np.ndarray:
+      self._check_shapes(path, streams)
+      return self.logits(streams)
+
+    return predict_host.timeline(path, self.video_inputs, logits, self.class_names, every_s,
+                                 window_s)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -61,16 +61,19 @@ class VideoInputs:
 
   def decode(self, path: str) -> dict[str, np.ndarray]:
     """The video's frames as prepared (short side, frame rate) and its record streams."""
-    # Frames resized as they are decoded (a long high-resolution file never held at full size):
-    # to the dataset's short side, or, from a dataset stored at the files' size, straight to the
-    # short side the views take (the same frames; not where a record stream such as flow is
-    # computed from the decoded clip at the dataset's size).
-    side = self.short_side or (self.spec.short_side if not self.record_streams
-                               and not self.spec.resize[0] else 0)
     try:
-      clip, _ = video.decode_video(path, side, self.fps)
+      clip, _ = video.decode_video(path, self._decode_side(), self.fps)
     except video.VideoDecodeError as error:
       raise PredictError(str(error)) from None
+    return self._example(path, clip)
+
+  def _decode_side(self) -> int:
+    """The short side frames are decoded at (module docstring, `decode`)."""
+    return self.short_side or (self.spec.short_side if not self.record_streams
+                               and not self.spec.resize[0] else 0)
+
+  def _example(self, path: str, clip: np.ndarray) -> dict[str, np.ndarray]:
+    """A decoded clip (T, H, W, 3) as a record: the model's channels and its record streams."""
     if self.channels == 1:
       clip = np.round(clip.mean(axis=-1, keepdims=True)).astype(np.uint8)
     elif self.channels != 3:
@@ -86,7 +89,11 @@ class VideoInputs:
 
   def views(self, path: str) -> dict[str, np.ndarray]:
     """(V, T, h, w, C) uint8 eval views of every input the model reads, V = clips x crops."""
-    views = ops.eval_views(self.decode(path), self.spec, tuple(self.record_streams))
+    return self._views(path, self.decode(path), self.spec)
+
+  def _views(self, path: str, example: Mapping[str, np.ndarray],
+             spec: ops.ClipSpec) -> dict[str, np.ndarray]:
+    views = ops.eval_views(example, spec, tuple(self.record_streams))
     streams = {name: views[name] for name in ("video", *self.record_streams)}
     for name, settings in self.view_streams.items():
       if name != flow.STREAM:
@@ -95,6 +102,58 @@ class VideoInputs:
       streams[name] = flow.flow_clips(streams["video"], settings["method"],
                                       float(settings["scale"]))
     return streams
+
+  def window_frames(self, fps: float, every_s: float, window_s: float = 0.0) -> int:
+    """Frames (at the decoded rate `fps`) of one window of a timeline: `window_s` seconds, else a
+    dense clip's own span (frames x stride), else (segment sampling, which spreads its frames
+    over whatever it is given) `every_s`."""
+    if window_s:
+      return max(int(round(window_s * fps)), 1)
+    if self.spec.sampling == "segment":
+      return max(int(round(every_s * fps)), self.spec.frames)
+    return self.spec.frames * max(self.spec.stride, 1)
+
+  def windows(self, path: str, every_s: float, window_s: float = 0.0, batch: int = 8
+              ) -> Iterator[tuple[list[tuple[float, float]], dict[str, np.ndarray]]]:
+    """A timeline's inputs, `batch` windows at a time: ([(start s, end s)], {stream: (V, T, h, w,
+    C)}), one view a window (its clip, centre crop) of the frames from a multiple of `every_s`
+    seconds for `window_frames`. The video is decoded as it goes (any length; `window_frames`
+    of frames held) and record streams (flow) are computed per window from its frames. A video
+    shorter than one window is one window."""
+    if not every_s > 0:
+      raise PredictError(f"--every {every_s:g}: give the seconds between windows (> 0)")
+    if window_s < 0:
+      raise PredictError(f"--window {window_s:g}: give the seconds of a window (> 0)")
+    try:
+      fps, frames = video.iter_frames(path, self._decode_side(), self.fps)
+    except video.VideoDecodeError as error:
+      raise PredictError(str(error)) from None
+    span = self.window_frames(fps, every_s, window_s)
+    step = max(int(round(every_s * fps)), 1)
+    spec = dataclasses.replace(self.spec, eval_clips=1, eval_crops=1)
+    held: collections.deque = collections.deque(maxlen=span)
+    pending: list[tuple[tuple[float, float], dict[str, np.ndarray]]] = []
+    count, next_start = 0, 0
+    try:
+      for frame in frames:
+        held.append(frame)
+        count += 1
+        if count - span == next_start:
+          window = self._views(path, self._example(path, np.stack(held)), spec)
+          pending.append(((next_start / fps, count / fps), window))
+          next_start += step
+        if len(pending) == batch:
+          yield _batched(pending)
+          pending = []
+    except video.VideoDecodeError as error:
+      raise PredictError(f"{error} (after {count} frames)") from None
+    if not count:
+      raise PredictError(f"{path}: no decodable frames")
+    if count < span:
+      pending.append(((0.0, count / fps),
+                      self._views(path, self._example(path, np.stack(held)), spec)))
+    if pending:
+      yield _batched(pending)
 
   def to_json(self) -> dict[str, Any]:
     """What export.json records as `video_inputs`."""
@@ -121,6 +180,14 @@ class VideoInputs:
                dict(json_key(meta, "video_inputs.record_streams", source)),
                dict(json_key(meta, "video_inputs.view_streams", source)),
                int(decode.get("channels", 3)))   # an export.json before it: RGB models only
+
+
+def _batched(pending: list[tuple[tuple[float, float], dict[str, np.ndarray]]]
+             ) -> tuple[list[tuple[float, float]], dict[str, np.ndarray]]:
+  """Windows' (span, one-view streams) as their spans and the streams stacked on the view axis."""
+  spans = [span for span, _ in pending]
+  return spans, {name: np.concatenate([streams[name] for _, streams in pending])
+                 for name in pending[0][1]}
 
 
 def json_key(meta: Mapping[str, Any], dotted: str, source: str) -> Any:
@@ -158,6 +225,84 @@ def summarise(path: str, views: np.ndarray, logits: np.ndarray, class_names: lis
           "top5": [(class_names[i], float(probs[i])) for i in order], "enhanced": enhanced,
           "streams": {name: np.asarray(v[0]) for name, v in (streams or {}).items()
                       if name != "video"}}
+
+
+def timeline(path: str, video_inputs: VideoInputs,
+             logits: Callable[[dict[str, np.ndarray]], np.ndarray], class_names: list[str],
+             every_s: float, window_s: float = 0.0, batch: int = 8) -> dict[str, Any]:
+  """What a long video shows when: the class probabilities of each window of `video_inputs.windows`
+  (`logits`: the model on a batch of views, (V, classes)). Every batch is padded to `batch`
+  windows, so a jitted model compiles one program for the whole video."""
+  spans: list[tuple[float, float]] = []
+  probs: list[np.ndarray] = []
+  for window_spans, streams in video_inputs.windows(path, every_s, window_s, batch):
+    count = len(window_spans)
+    if count < batch:
+      streams = {name: np.concatenate([views, np.repeat(views[-1:], batch - count, axis=0)])
+                 for name, views in streams.items()}
+    values = np.asarray(logits(streams), np.float64)[:count]
+    if values.shape[-1] != len(class_names):
+      raise PredictError(f"{path}: the model gives {values.shape[-1]} classes, the class names "
+                         f"are {len(class_names)}")
+    exp = np.exp(values - values.max(axis=-1, keepdims=True))
+    probs.append((exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32))
+    spans += window_spans
+  return {"video": path, "spans": spans, "probs": np.concatenate(probs),
+          "class_names": list(class_names), "every_s": every_s}
+
+
+def window_edges(spans: list[tuple[float, float]]) -> np.ndarray:
+  """The stretch of time each window stands for, as N + 1 edges: overlapping windows split at the
+  midpoints between their centres, the first from its start, the last to its end (a timeline's
+  segments and picture cover the video once, without overlaps)."""
+  centres = [(start + end) / 2 for start, end in spans]
+  middles = [(a + b) / 2 for a, b in zip(centres[:-1], centres[1:])]
+  return np.array([spans[0][0], *middles, spans[-1][1]], np.float64)
+
+
+def segments(result: dict[str, Any]) -> list[tuple[str, float, float, float]]:
+  """Consecutive windows of one top-1 class merged: (class, start s, end s, its mean
+  probability over them), over the windows' `window_edges`."""
+  names, probs = result["class_names"], np.asarray(result["probs"])
+  edges = window_edges(result["spans"])
+  tops = probs.argmax(axis=-1)
+  out: list[tuple[str, float, float, float]] = []
+  first = 0
+  for index in range(1, len(tops) + 1):
+    if index == len(tops) or tops[index] != tops[first]:
+      out.append((names[tops[first]], float(edges[first]), float(edges[index]),
+                  float(probs[first:index, tops[first]].mean())))
+      first = index
+  return out
+
+
+def format_timeline(result: dict[str, Any]) -> str:
+  """Each window's top 2, then the segments of one top-1 class."""
+  names, probs = result["class_names"], result["probs"]
+  lines = [f"{result['video']} ({len(result['spans'])} window(s), one every "
+           f"{result['every_s']:g} s):"]
+  for (start, end), p in zip(result["spans"], probs):
+    order = np.argsort(-p, kind="stable")[:2]
+    lines.append(f"  {start:8.2f} - {end:8.2f} s  " + "  ".join(
+        f"{names[i]:<20s} {p[i]:.3f}" for i in order))
+  lines.append("  segments: " + "; ".join(f"{name} {start:.2f}-{end:.2f} s ({prob:.2f})"
+                                          for name, start, end, prob in segments(result)))
+  return "\n".join(lines)
+
+
+def write_timeline(result: dict[str, Any], out_dir: str, file_name: str) -> list[str]:
+  """OUT_DIR/<video>.timeline.png (every class's probability over time, the top 1 marked) and
+  OUT_DIR/<video>.timeline.csv (start_s, end_s, then one probability column per class)."""
+  stem = os.path.splitext(file_name)[0]
+  names, probs = result["class_names"], result["probs"]
+  rows = [",".join(["start_s", "end_s", *(f'"{n}"' if "," in n else n for n in names)])]
+  rows += [f"{start:.3f},{end:.3f}," + ",".join(f"{v:.5f}" for v in p)
+           for (start, end), p in zip(result["spans"], probs)]
+  csv = os.path.join(out_dir, stem + ".timeline.csv")
+  paths.write_bytes_atomic(paths.resolve(csv), ("\n".join(rows) + "\n").encode("utf-8"))
+  fig = plots.timeline(probs, window_edges(result["spans"]), names,
+                       f"{os.path.basename(result['video'])}: class probability per window")
+  return [plots.save(fig, os.path.join(out_dir, stem + ".timeline.png"), dpi=90), csv]
 
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
