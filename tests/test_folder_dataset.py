@@ -229,6 +229,11 @@ def test_a_config_pointed_at_another_datasets_records_is_refused(own_dataset, tm
                      match=r"--dataset folder --name night_clips --src "
                            r"/path/to/your/class/folders --out /nowhere/night_clips"):
     prepared.open_dataset(dict(block, name="night_clips", dir="/nowhere/night_clips"))
+  # a typo: the prepared datasets beside it, the closest named
+  typo = os.path.join(os.path.dirname(own_dataset), "night_clip")
+  with pytest.raises(prepared.DatasetNotPreparedError,
+                     match=r"Prepared beside it: \['night_clips'\] \(did you mean 'night_clips'\?\)"):
+    prepared.open_dataset(dict(block, name="night_clip", dir=typo))
 
 
 def test_every_real_data_config_reads_own_dataset_by_its_arg(monkeypatch, tmp_path):
@@ -254,3 +259,66 @@ def test_every_real_data_config_reads_own_dataset_by_its_arg(monkeypatch, tmp_pa
                        ("dataset=my clips", "a prepared dataset's name")):
     with pytest.raises(ValueError, match=message):
       config_module("configs/lift_arid.py").get_config(bad)
+
+
+def test_train_and_test_folders_are_the_split_and_their_folders_the_classes(tmp_path):
+  _touch(tmp_path, ["Train/walk/a.mp4", "Train/fall/b.mp4", "Train/fall/c.mp4",
+                    "test/Walk/d.mp4", "test/fall/e.mp4", "validation/walk/f.mp4"])
+  layout = find_layout("folder", str(tmp_path), name="mine")
+  assert layout.class_names == ["fall", "walk"]
+  assert list(layout.splits) == ["train1", "val1", "test1"]
+  assert {(v.video_id, v.label) for v in layout.splits["test1"]} == {("test/Walk/d.mp4", 1),
+                                                                    ("test/fall/e.mp4", 0)}
+  assert _ids(layout, "val1") == ["validation/walk/f.mp4"]
+  assert layout.metadata["split_source"]["train1"] == "Train"
+  assert layout.metadata["warnings"] == [
+      "val1 has no video of the class(es) ['fall']: its accuracies leave them out (more videos "
+      "of them, or other split options or lists)"]
+  with pytest.raises(common.PrepareError, match=r"--seed: draw splits where SRC has no split "
+                                                r"lists or train / test folders"):
+    find_layout("folder", str(tmp_path), name="mine", seed=1)
+
+
+@pytest.mark.parametrize("files, links, lists, message", [
+    (["Drink/a.mp4", "drink/b.mp4", "run/c.mp4"], {}, {},
+     r"class folders 'Drink' and 'drink' differ only in case"),
+    (["a/x.mp4", "b/y.mp4", "b/z.mp4"], {"a/also_b": "../b"}, {},
+     r"a/also_b leads into class folder 'b'"),
+    (["a/x.mp4", "a/w.mp4", "b/y.mp4"], {}, {"train.txt": "a/x.mp4\nb/y.mp4\n",
+                                            "test.txt": "a/x.mp4\na/w.mp4\n"},
+     r"a/x.mp4 is in both train1 and test1"),
+    (["a/x.mp4", "b/y.mp4"], {}, {"train_split1.txt": "a/x.mp4\n"},
+     r"split lists for \['test1'\] not found"),
+    (["a/x.mp4", "b/y.mp4"], {}, {"train_split1.txt": "a/x.mp4\n", "test_split1.txt": "b/y.mp4\n",
+                                  "train_split3.txt": "a/x.mp4\n", "test_split3.txt": "b/y.mp4\n"},
+     r"\['test_split3.txt', 'train_split3.txt'\] are not part of a train / test pair"),
+    (["a/a_1_0.mp4", "a/a_1_1.mp4", "b/b_1_0.mp4"], {}, {}, None),
+], ids=["case", "link into a class", "in two parts", "lone list", "gap", "one group"])
+def test_a_dataset_that_would_be_wrong_is_refused(files, links, lists, message, tmp_path):
+  _touch(tmp_path, files)
+  for link, target in links.items():
+    os.symlink(target, tmp_path / link)
+  for name, text in lists.items():
+    (tmp_path / name).write_text(text)
+  if message is None:   # every class one group: no test video
+    with pytest.raises(common.PrepareError, match=r"test1 would hold no video: every class is one "
+                                                  r"group of videos \(--group-pattern '\^\.\.'"):
+      find_layout("folder", str(tmp_path), name="mine", group_pattern="^..")
+    return
+  with pytest.raises(common.PrepareError, match=message):
+    find_layout("folder", str(tmp_path), name="mine")
+
+
+def test_prepare_says_what_it_found_and_warns_of_classes_without_test_videos(tmp_path, capsys):
+  src = tmp_path / "src"
+  for name, count in (("cycle", 3), ("sit", 1)):
+    for k in range(count):
+      fake_releases.write_video(str(src / name / f"{name}_{k}.mp4"), k, frames=4)
+  assert prepare_cli.main(["--dataset", "folder", "--src", str(src), "--out",
+                           str(tmp_path / "few"), "--short-side", "36", "--workers", "1",
+                           "--no-progress"]) == 0
+  captured = capsys.readouterr()
+  assert "few: 2 classes (cycle, sit); train1 3, test1 1 videos; splits from a seeded draw " \
+         "(seed 0)" in captured.out
+  assert "warning: test1 has no video of the class(es) ['sit']: its accuracies leave them out" \
+      in captured.err

@@ -10,6 +10,7 @@ so a split that does not exist fails at run start with the list of known splits.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import re
@@ -160,9 +161,14 @@ def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
     what = (f"{directory} holds videos, not a prepared dataset (no {records.MANIFEST}): "
             "darkjax reads the clips decoded once into records.\n" if raw else
             f"{directory} has no {records.MANIFEST}.\n")
+    beside = _prepared_beside(directory)
+    close = difflib.get_close_matches(os.path.basename(directory.rstrip("/")), beside, n=1)
     raise DatasetNotPreparedError(
         f"dataset {name!r} is not prepared: {what}"
-        f"Prepare it once from the downloaded archive with:\n  {hint}\n"
+        + (f"Prepared beside it: {beside[:12]}"
+           + (f" (did you mean {close[0]!r}?)" if close else "") + ".\n" if beside else "")
+        + ("Prepare it once from the downloaded archive with:" if name in PREPARED else
+           "Prepare it once from your class folders of videos with:") + f"\n  {hint}\n"
         f"then point config.input.data.dir at the output"
         + (f" ({out})." if raw else " (or set $DARKJAX_DATA)."))
   dataset = Dataset(name, directory, records.load_manifest(directory), split_index)
@@ -177,6 +183,17 @@ def open_dataset(data_cfg: Mapping[str, Any], short_side: int = 0) -> Dataset:
                 "darkjax before shards interleaved them): training batches mix few classes. "
                 "Prepare it again with --overwrite for well-mixed batches.", name, directory)
   return dataset
+
+
+def prepare_command(dataset: Dataset, *flags: str) -> str:
+  """The `prepare` command that writes `dataset` again (with `flags`): its reader, or for a dataset
+  of the user's own `--dataset folder --name`, and the source its manifest recorded."""
+  metadata = dataset.manifest.get("metadata") or {}
+  source = metadata.get("source") or f"/path/to/{dataset.name}"
+  reader = (f"--dataset folder --name {dataset.manifest.get('name', dataset.name)}"
+            if metadata.get("layout") == "folder" else f"--dataset {dataset.name}")
+  return " ".join([f"python -m darkjax.data.prepare {reader} --src {source} --out "
+                   f"{dataset.directory}", *flags])
 
 
 def _check_name(dataset: Dataset, metadata: Mapping[str, Any]) -> None:
@@ -199,6 +216,18 @@ def _check_name(dataset: Dataset, metadata: Mapping[str, Any]) -> None:
         f"{dataset.directory} holds {stored!r} (its {records.MANIFEST}) and {where}: point the "
         f"block's dir (the configs' `data_dir=` arg) at {name}'s prepared directory, or run a "
         f"config of {stored}")
+
+
+def _prepared_beside(directory: str) -> list[str]:
+  """The prepared datasets (folders with a manifest) in a local `directory`'s parent, sorted."""
+  parent = os.path.dirname(directory.rstrip("/"))
+  if "://" in directory or not os.path.isdir(parent):
+    return []
+  try:
+    names = sorted(os.listdir(parent))
+  except OSError:
+    return []
+  return [n for n in names if os.path.isfile(os.path.join(parent, n, records.MANIFEST))]
 
 
 def _configured_splits(data_cfg: Mapping[str, Any]) -> list[str]:

@@ -119,9 +119,10 @@ def knn_probabilities(test_codes: np.ndarray, train_codes: np.ndarray, train_lab
   smallest = int(np.argmin(counts))
   if k < 1 or k > counts[smallest]:
     name = class_names[smallest] if class_names is not None else str(smallest)
-    raise ValueError(f"kNN code classifier: k={k} but class {name!r} has only "
-                     f"{counts[smallest]} training videos; set config.evals.<name>.k to a value "
-                     f"in 1..{counts[smallest]} (the paper: 5)")
+    raise ConfigError(f"kNN code classifier: k={k} but class {name!r} has only "
+                      f"{counts[smallest]} training videos; give the config arg k= (the "
+                      f"evaluation's config.evals.<name>.k) a value in 1..{counts[smallest]} (the "
+                      f"paper: 5), then the same command again: it evaluates the trained run")
   test = np.asarray(test_codes, np.float64)
   train = np.asarray(train_codes, np.float64)
   squared = (np.sum(test ** 2, 1)[:, None] + np.sum(train ** 2, 1)[None, :]

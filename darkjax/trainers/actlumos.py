@@ -245,12 +245,15 @@ def ssl_sources(config: mlc.ConfigDict) -> list[prepared.Dataset]:
       raise prepared.DatasetNotPreparedError(
           f"config.ssl.datasets entry {name!r} (the SSL phase's unlabelled clips): {error}"
           ) from None
-    split = dataset.split_name("train")
+    try:
+      split = dataset.split_name("train")
+    except prepared.DatasetSplitError:
+      split = f"train{dataset.split_index}" if dataset.split_index else "train"
     if split not in dataset.manifest["splits"]:
       raise prepared.DatasetNotPreparedError(
           f"config.ssl.datasets entry {name!r}: {dataset.directory} has no split {split!r} "
           f"(splits there: {sorted(dataset.manifest['splits'])}); the SSL phase reads the train "
-          f"clips. Re-prepare it with python -m darkjax.data.prepare --dataset {name}, or set "
+          f"clips. Re-prepare it with {prepared.prepare_command(dataset, '--overwrite')}, or set "
           f"config.ssl.split_index.")
     out.append(dataset)
   return out

@@ -48,6 +48,7 @@ import optax
 from darkjax import config as config_lib
 from darkjax import losses
 from darkjax import task as task_lib
+from darkjax.data import prepared
 from darkjax.data.classification import ClassificationData
 from darkjax.layers.grl import dann_lambda
 from darkjax.trainers.base import TaskBase
@@ -119,11 +120,13 @@ class Task(TaskBase):
     source = self.data_sources["source"].dataset.class_names
     target = self.data_sources["target"].dataset.class_names
     if source != target:
-      raise ValueError(
+      raise prepared.DatasetMismatchError(
           f"dinet: source {self.config.input.data.dir} and target "
           f"{self.config.dinet.target.data.dir} must share the same classes in the same order; "
           f"source only: {sorted(set(source) - set(target))}, target only: "
-          f"{sorted(set(target) - set(source))}, source order {source}, target order {target}")
+          f"{sorted(set(target) - set(source))}, source order {source}, target order {target}; "
+          f"a dataset of your own takes the other's order from a classes.txt beside its class "
+          f"folders (prepare it again with --overwrite)")
 
   # ---------------------------------------------------------------- data
   def train_dataset(self, local_batch: int):

@@ -135,9 +135,7 @@ class Task(TaskBase):
           f"(config.twostream.flow_method): add --flow --flow-method {self.ts.flow_method} to that "
           f"prepare command.") from None
     have = sorted(k for k in dataset.frame_shapes() if k != "video")
-    prepare = (f"python -m darkjax.data.prepare --dataset {dataset.name} --src "
-               f"/path/to/{dataset.name} --out {dataset.directory} --flow --flow-method "
-               f"{self.ts.flow_method}")
+    prepare = prepared.prepare_command(dataset, "--flow", "--flow-method", self.ts.flow_method)
     if flow_lib.STREAM not in have or flow_lib.STREAM not in tuple(self.config.input.streams):
       raise MissingFlowStreamError(
           f"twostream: the flow tower reads the record stream '{flow_lib.STREAM}', which "

@@ -103,6 +103,13 @@ def folder_options(args: argparse.Namespace) -> dict:
   return options
 
 
+def _split_origin(layout) -> str:
+  metadata = layout.metadata
+  if "protocol" in metadata:
+    return f"a seeded draw (seed {metadata['protocol']['seed']})"
+  return ", ".join(sorted(set(metadata.get("split_source", {}).values())))
+
+
 def flow_settings(args: argparse.Namespace) -> FlowSettings | None:
   if not args.flow:
     return None
@@ -129,6 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
   try:
     layout = find_layout(args.dataset, args.src, **folder_options(args))
+    if args.dataset == FOLDER:   # what was found, before hours of decoding
+      print(f"{layout.name}: {len(layout.class_names)} classes ({', '.join(layout.class_names)}); "
+            + ", ".join(f"{split} {len(items)}" for split, items in layout.splits.items())
+            + f" videos; splits from {_split_origin(layout)}")
+      for warning in layout.metadata.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     manifest = prepare(layout, args.out, short_side=args.short_side, fps=args.fps,
                        workers=args.workers, allow_missing=args.allow_missing,
                        examples_per_shard=args.examples_per_shard, overwrite=args.overwrite,

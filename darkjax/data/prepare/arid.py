@@ -65,7 +65,7 @@ def parse_split_list(path: str, class_names: list[str], index: common.VideoIndex
   return items
 
 
-def _list_split(name: str) -> tuple[str, int] | None:
+def list_split(name: str) -> tuple[str, int] | None:
   """('train' | 'test', the number in the name) of a split list's file name, or None."""
   match = _SPLIT_THEN_KIND.search(name)
   if match:
@@ -83,11 +83,11 @@ def official_split_lists(src: str, num_splits: int = 3,
   (ARID v1.5's `split_0/split0_train.txt`) become splits 1, 2, ...; `*_other(s)` lists and those
   in a folder named in `ignore_dirs` are not split lists; two lists for one split raise."""
   entries = []
-  for path in common.find_files(src, lambda f: _list_split(f) is not None):
+  for path in common.find_files(src, lambda f: list_split(f) is not None):
     folders = os.path.relpath(os.path.dirname(path), src).lower().split(os.sep)
     if "other" in os.path.basename(path).lower() or set(folders) & set(ignore_dirs):
       continue
-    kind, number = _list_split(os.path.basename(path))
+    kind, number = list_split(os.path.basename(path))
     entries.append((kind, number, path))
   first = 0 if any(number == 0 for _, number, _ in entries) else 1
   found: dict[str, list[str]] = {}

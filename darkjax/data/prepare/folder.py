@@ -9,15 +9,21 @@ lines in order (`name`, or `index name` numbered from 0 or 1; label = rank of th
 class it names needs its folder (matched case-insensitively) and every folder with videos must be
 one of its classes. The class root is SRC, or the one folder below it that holds all the videos
 (`SRC/videos/<class>/...`). A video directly in the class root, outside a class folder, is an
-error (its class would be a guess).
-Splits, from the first of:
+error (its class would be a guess), as are class folders whose names differ only in case and a
+link from one class folder into another (its videos would take two labels).
+Where the class root's folders are `train` and `test` (and `val` / `validation`), they are the
+split's parts (`train1`, `test1`, `val1`) and the folders inside them the classes
+(`SRC/train/<class>/<clip>`, the image-folder layout).
+Splits, from the first of (a video in two parts of a split is an error):
   - split lists anywhere under SRC named as the official releases name theirs
     (`train_split1.txt` / `test_split1.txt`, `split1_train.txt`, ... numbered from 0 or 1; every
     numbered pair found), or one `train.txt` + `test.txt` pair (split 1; a `val.txt` beside them
     is split 1's validation part, `val1`); one video per line as
     `class/clip.mp4`, optionally with a label (`class/clip.mp4 3`, `index label class/clip`). The
     label comes from the class folder; a stated one is checked against it when a `classes.txt`
-    fixes the numbering, and ignored otherwise.
+    fixes the numbering, and ignored otherwise. A numbered list without its pair, or after a gap
+    in the numbers, is an error.
+  - `train` / `test` (/ `val`) folders, as above.
   - without lists, `num_splits` seeded random splits (default 1): per class, its groups (each video
     its own group unless `group_pattern` says otherwise) in numpy's PCG64 permutation seeded by
     (seed, k), test takes groups until it holds `test_fraction` of the class's videos (at least one
@@ -31,8 +37,9 @@ Splits, from the first of:
     (`--config.input.data.eval_split=val` evaluates on it).
 Written as manifest splits `train1` / `test1` .. ; a config reads split k with its `split=k` arg.
 The manifest's name (`--name`, default the base name of `--out`) is the dataset's name in shard
-files, reports and the `--config.input.data.name=NAME` a paper config needs to read it
-(docs/datasets.md, "Your own dataset").
+files, reports and the `dataset=NAME` arg a paper config reads it with (docs/datasets.md, "Your
+own dataset"). `metadata.warnings` (printed by prepare) names a split's part without a video of
+some class (never trained, or left out of its accuracies) and drawn splits that came out the same.
 """
 
 from __future__ import annotations
@@ -58,6 +65,9 @@ def check_name(name: str, reserved: tuple[str, ...] = ()) -> str:
   if not _NAME.match(name):
     raise common.PrepareError(f"dataset name {name!r}: use letters, digits, '_', '.' and '-' "
                               f"(it names the shard files); give one with --name")
+  if name.lower() == "synthetic":
+    raise common.PrepareError(f"dataset name {name!r} is the embedded synthetic dataset's; give "
+                              f"your dataset another --name")
   if name.lower() in reserved:
     raise common.PrepareError(f"dataset name {name!r} is one darkjax reads with its own reader "
                               f"(--dataset {name.lower()}); prepare that release with it, or give "
@@ -125,22 +135,82 @@ def _class_file(src: str, root: str) -> str | None:
   return None
 
 
-def classes(src: str) -> tuple[str, list[str], str | None]:
-  """(class root, class names in label order, the class file read or None)."""
+# Folders of SRC that are the parts of one split (SRC/train/<class>/...), by lower-case name.
+PART_FOLDERS = {"train": "train", "test": "test", "val": "val", "validation": "val"}
+
+
+def split_folders(root: str) -> dict[str, str] | None:
+  """{'train': path, 'test': path[, 'val': path]} where the folders of `root` that hold videos are
+  a split's parts (train and test, optionally val or validation) rather than classes."""
+  folders = _folders_with_videos(root)
+  parts = {PART_FOLDERS.get(f.lower()): f for f in folders}
+  if not folders or None in parts or not {"train", "test"} <= set(parts) \
+      or len(parts) != len(folders):
+    return None
+  return {part: os.path.join(root, folder) for part, folder in parts.items()}
+
+
+def _check_case(where: str, folders: list[str]) -> None:
+  seen: dict[str, str] = {}
+  for folder_name in folders:
+    other = seen.setdefault(folder_name.lower(), folder_name)
+    if other != folder_name:
+      raise common.PrepareError(f"{where}: class folders {other!r} and {folder_name!r} differ only "
+                                f"in case, which a class name may not (split lists and classes.txt "
+                                f"match them case-insensitively): merge or rename one")
+
+
+def _check_links(class_dirs: dict[str, str]) -> None:
+  """A class folder holding a link into another class folder would give that class's videos its
+  own label: refused, naming the link."""
+  reals = {name: os.path.realpath(path) for name, path in class_dirs.items()}
+  for name, path in class_dirs.items():
+    for directory, _, _ in common.walk(path):
+      real = os.path.realpath(directory)
+      for other, other_real in reals.items():
+        if other != name and (real == other_real or real.startswith(other_real + os.sep)):
+          raise common.PrepareError(f"{directory} leads into class folder {other!r} "
+                                    f"({other_real}): its videos would be labelled {name!r} too; "
+                                    f"remove the link")
+
+
+def classes(src: str) -> tuple[str, list[str], str | None, dict[str, str] | None]:
+  """(class root, class names in label order, the class file read or None, the split's part
+  folders or None): the class folders are the root's folders with videos, or, where those are
+  `train` / `test` (/ `val`) folders, the folders with videos inside them."""
   root = class_root(src)
   loose = _loose_videos(root)
   if loose:
     raise common.PrepareError(f"{root} holds videos outside any class folder ({loose[:3]}"
                               f"{' ...' if len(loose) > 3 else ''}): put each video in the folder "
                               f"of its class (SRC/<class>/<clip>)")
-  folders = _folders_with_videos(root)
+  parts = split_folders(root)
+  if parts is None:
+    folders = _folders_with_videos(root)
+    _check_case(root, folders)
+    _check_links({f: os.path.join(root, f) for f in folders})
+  else:
+    folders = []
+    for part, path in parts.items():
+      loose = _loose_videos(path)
+      if loose:
+        raise common.PrepareError(f"{path} holds videos outside any class folder ({loose[:3]}): "
+                                  f"put each in the folder of its class ({path}/<class>/<clip>)")
+      inside = _folders_with_videos(path)
+      _check_case(path, inside)
+      _check_links({f: os.path.join(path, f) for f in inside})
+      folders += inside
+    merged: dict[str, str] = {}   # a class's folders in the parts, matched case-insensitively
+    for folder_name in folders:
+      merged.setdefault(folder_name.lower(), folder_name)
+    folders = sorted(merged.values())
   class_file = _class_file(src, root)
   if class_file is None:
     if len(folders) < 2:
       raise common.PrepareError(f"{src}: found {len(folders)} class folder(s) with videos "
                                 f"({folders}); a dataset needs at least 2 classes, each a folder "
                                 f"of its videos (SRC/<class>/<clip>)")
-    return root, folders, None
+    return root, folders, None, parts
   names = read_class_file(class_file)
   by_lower = {f.lower(): f for f in folders}
   missing = [n for n in names if n.lower() not in by_lower]
@@ -152,16 +222,44 @@ def classes(src: str) -> tuple[str, list[str], str | None]:
     raise common.PrepareError(f"{root}: folders {[by_lower[e] for e in extra][:8]} hold videos "
                               f"but are not classes of {class_file}: add them to it or move them "
                               f"out of {root}")
-  return root, [by_lower[n.lower()] for n in names], class_file
+  return root, [by_lower[n.lower()] for n in names], class_file, parts
+
+
+def _videos_of(base: str, class_names: list[str], within: str = "") -> \
+    dict[int, list[common.VideoItem]]:
+  """Per label the videos of each class folder under `base` (`within`/<class>/...; ids relative to
+  `base`), every file once."""
+  lower = {c.lower(): i for i, c in enumerate(class_names)}
+  by_class: dict[int, list[common.VideoItem]] = {i: [] for i in range(len(class_names))}
+  directory = os.path.join(base, within) if within else base
+  for folder_name in sorted(os.listdir(directory)):
+    label = lower.get(folder_name.lower())
+    path = os.path.join(directory, folder_name)
+    if label is None or not os.path.isdir(path):
+      continue
+    for current, _, names in common.walk(path):
+      for file in sorted(names):
+        if video.is_video_file(file):
+          full = os.path.join(current, file)
+          by_class[label].append(common.VideoItem(full, label, os.path.relpath(full, base)))
+  return by_class
 
 
 def _numbered_lists(src: str) -> dict[str, str] | None:
-  """{'train1': path, 'test1': path, ...} of the split lists under `src`, or None without any."""
-  try:
-    return arid.official_split_lists(src, num_splits=1)
-  except common.PrepareError as error:
-    if "not found" not in str(error):
-      raise
+  """{'train1': path, 'test1': path, ...} of the split lists under `src`, or None without any. Numbered
+  lists must come in train / test pairs numbered without gaps: one left over is an error, not
+  passed over (the drawn splits would replace the user's)."""
+  numbered = [path for path in common.find_files(src, lambda f: arid.list_split(f) is not None)
+              if "other" not in os.path.basename(path).lower()]
+  if numbered:
+    lists = arid.official_split_lists(src, num_splits=1)
+    unused = sorted(set(numbered) - set(lists.values()))
+    if unused:
+      raise common.PrepareError(f"split lists under {src}: {[os.path.relpath(u, src) for u in unused]} "
+                                f"are not part of a train / test pair numbered after "
+                                f"{sorted(lists)}: add the list that completes each pair, or "
+                                f"move it away")
+    return lists
   plain = {name: common.find_files(src, lambda f, n=name: f.lower() == n)
            for name in (*_PLAIN_LISTS, _VAL_LIST)}
   if not any(plain.values()):
@@ -243,6 +341,45 @@ def _group_pattern(group_pattern: str | None,
   return pattern
 
 
+def _check_disjoint(splits: dict[str, list[common.VideoItem]], src: str) -> None:
+  """One video in two parts of a split (train1 and test1) would be tested on after training on
+  it: refused, naming it."""
+  for k in sorted({re.sub(r"^[a-z]+", "", s) for s in splits}):
+    seen: dict[str, str] = {}
+    for part in ("train", "val", "test"):
+      for item in splits.get(f"{part}{k}", []):
+        real = os.path.realpath(item.path)
+        other = seen.setdefault(real, part)
+        if other != part:
+          raise common.PrepareError(f"{src}: {item.video_id} is in both {other}{k} and {part}{k}: "
+                                    f"a video the model trains on would be tested on; keep it in "
+                                    f"one of them")
+
+
+def _warnings(splits: dict[str, list[common.VideoItem]], class_names: list[str]) -> list[str]:
+  """Classes a split's part has no video of (a mean class accuracy without them; a class never
+  trained), and drawn splits identical to an earlier one."""
+  found = []
+  for split, items in splits.items():
+    present = {v.label for v in items}
+    absent = [c for i, c in enumerate(class_names) if i not in present]
+    if absent:
+      found.append(f"{split} has no video of the class(es) {absent[:8]}"
+                   f"{' ...' if len(absent) > 8 else ''}: "
+                   + ("they are never trained" if split.startswith("train") else
+                      "its accuracies leave them out")
+                   + " (more videos of them, or other split options or lists)")
+  earlier: dict[tuple[str, ...], str] = {}
+  for split, items in splits.items():
+    if split.startswith("test"):
+      ids = tuple(sorted(v.video_id for v in items))
+      if ids in earlier:
+        found.append(f"{split} holds the same videos as {earlier[ids]}: too few groups of videos "
+                     f"for different splits")
+      earlier.setdefault(ids, split)
+  return found
+
+
 def folder(src: str, name: str, num_splits: int | None = None,
            test_fraction: float | None = None, seed: int | None = None,
            group_pattern: str | None = None, val_fraction: float | None = None,
@@ -266,36 +403,48 @@ def folder(src: str, name: str, num_splits: int | None = None,
   if num_splits < 1:
     raise common.PrepareError(f"--num-splits {num_splits}: must be >= 1")
   src = os.path.abspath(src)
-  root, class_names, class_file = classes(src)
+  root, class_names, class_file, parts = classes(src)
   metadata = {"source": src, "layout": "folder", "video_root": os.path.relpath(root, src),
               "class_source": (os.path.relpath(class_file, src) if class_file
                                else "class folders sorted by name")}
   lists = _numbered_lists(src)
-  if lists is not None and given:
-    raise common.PrepareError(f"{', '.join(given)}: draw splits where SRC has no split lists, "
-                              f"and {src} has {sorted(set(lists.values()))[:4]}: drop the "
-                              f"options, or move the lists away to draw splits instead")
+  fixed = (f"split lists {sorted(os.path.relpath(p, src) for p in lists.values())[:4]}"
+           if lists is not None else
+           f"the split's folders {sorted(os.path.relpath(p, src) for p in parts.values())}"
+           if parts is not None else None)
+  if fixed and given:
+    raise common.PrepareError(f"{', '.join(given)}: draw splits where SRC has no split lists or "
+                              f"train / test folders, and {src} has {fixed}: drop the options, or "
+                              f"move those away to draw splits instead")
   if lists is not None:
     index = common.VideoIndex(root)
     splits = {split: arid.parse_split_list(path, class_names, index,
                                            check_label=class_file is not None)
               for split, path in lists.items()}
     metadata["split_source"] = {s: os.path.relpath(p, src) for s, p in lists.items()}
+  elif parts is not None:
+    splits = {f"{part}1": [v for items in _videos_of(root, class_names,
+                                                     os.path.relpath(path, root)).values()
+                           for v in items]
+              for part, path in sorted(parts.items(), key=lambda p: ("train", "val", "test")
+                                       .index(p[0]))}
+    metadata["split_source"] = {f"{part}1": os.path.relpath(path, src)
+                                for part, path in parts.items()}
   else:
-    index = common.VideoIndex(root)
-    lower = {c.lower(): i for i, c in enumerate(class_names)}
-    by_class: dict[int, list[common.VideoItem]] = {i: [] for i in range(len(class_names))}
-    for rel in sorted(set(index.by_key.values())):
-      label = lower.get(rel.replace("\\", "/").split("/")[0].lower())
-      if label is not None:
-        by_class[label].append(common.VideoItem(os.path.join(root, rel), label, rel))
+    by_class = _videos_of(root, class_names)
     splits = seeded_splits(by_class, num_splits, test_fraction, seed, group_pattern, val_fraction)
-    alone = [class_names[c] for c, items in by_class.items()
-             if not any(v.label == c for v in splits["test1"])]
+    empty = [split for split, items in splits.items() if not items and split.startswith("test")]
+    if empty:
+      raise common.PrepareError(
+          f"{src}: {empty[0]} would hold no video: every class is one group of videos ("
+          + (f"--group-pattern {group_pattern!r} matches the same text in all of a class's "
+             f"videos: give one that tells its recordings apart" if group_pattern else
+             "one video each: a dataset needs more") + ")")
     metadata["protocol"] = {
         "seed": seed, "num_splits": num_splits, "test_fraction": test_fraction,
         "val_fraction": val_fraction, "group_pattern": group_pattern,
-        "rng": "numpy default_rng([seed, k]) permutation of each class's groups sorted by name",
-        "classes_without_test_videos": alone}
+        "rng": "numpy default_rng([seed, k]) permutation of each class's groups sorted by name"}
     metadata["split_lists"] = {s: sorted(v.video_id for v in items) for s, items in splits.items()}
+  _check_disjoint(splits, src)
+  metadata["warnings"] = _warnings(splits, class_names)
   return common.Layout(check_name(name, reserved), list(class_names), splits, metadata)
