@@ -30,6 +30,8 @@ def _datasets_line(config: mlc.ConfigDict) -> str:
   (the runs of an experiment over splits would otherwise read alike)."""
   blocks = {b.dir: b for b in config_lib.data_blocks(config)}
   named = [f"`{b.name}`" + (f" split {b.split_index}" if int(b.split_index) else "")
+           + (f", evaluated on {b.eval_split}{int(b.split_index) or ''}"
+              if b.get("eval_split", "test") not in ("test", "") else "")
            + f" ({b.dir})" for b in blocks.values()]
   return f"- dataset{'s' if len(named) > 1 else ''}: " + "; ".join(named)
 

@@ -232,7 +232,8 @@ def test_a_config_pointed_at_another_datasets_records_is_refused(own_dataset, tm
   # a typo: the prepared datasets beside it, the closest named
   typo = os.path.join(os.path.dirname(own_dataset), "night_clip")
   with pytest.raises(prepared.DatasetNotPreparedError,
-                     match=r"Prepared beside it: \['night_clips'\] \(did you mean 'night_clips'\?\)"):
+                     match=r"Prepared beside it: \['night_clips'\] "
+                           r"\(did you mean 'night_clips'\?\)"):
     prepared.open_dataset(dict(block, name="night_clip", dir=typo))
 
 
@@ -322,3 +323,48 @@ def test_prepare_says_what_it_found_and_warns_of_classes_without_test_videos(tmp
          "(seed 0)" in captured.out
   assert "warning: test1 has no video of the class(es) ['sit']: its accuracies leave them out" \
       in captured.err
+
+
+def test_reports_on_own_dataset_name_the_evaluated_part_and_no_paper_figures(monkeypatch,
+                                                                               tmp_path):
+  from darkjax import reports  # pylint: disable=import-outside-toplevel
+  from darkjax.evaluators import twostream_video  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("DARKJAX_DATA", str(tmp_path))
+  tables = {}
+  for dataset in ("infar", "night_clips"):
+    config = config_module("configs/twostream_infar.py").get_config(
+        "runlocal" + (f",dataset={dataset}" if dataset != "infar" else ""))
+    evaluator = next(n for n, e in config.evals.items() if e.type == "twostream_video")
+    results = {f"{evaluator}/{row}/{kind}": 0.5 for row in twostream_video.ROW_TITLES
+               for kind in ("accuracy", "mean_precision")}
+    tables[dataset] = twostream_video.report_tables(results, config)
+  assert "paper AP (InfAR)" in tables["infar"]
+  assert "paper AP" not in tables["night_clips"].replace("the paper's AP, measured", "")
+  assert "On `night_clips`: the paper's AP, measured on InfAR, is not beside them." in \
+      tables["night_clips"]
+  config = config_module("configs/lift_arid.py").get_config("runlocal,dataset=night_clips")
+  config.input.data.eval_split = "val"
+  assert reports._datasets_line(config) == (   # pylint: disable=protected-access
+      f"- dataset: `night_clips` split 1, evaluated on val1 ({tmp_path / 'night_clips'})")
+
+
+def test_a_rerun_with_other_options_names_them_and_overwrite_leaves_no_old_shards(tmp_path,
+                                                                                   capsys):
+  src, out = tmp_path / "src", str(tmp_path / "clips")
+  for name in ("cycle", "sit"):
+    for k in range(2):
+      fake_releases.write_video(str(src / name / f"{name}_{k}.mp4"), k, frames=4)
+  common_args = ["--dataset", "folder", "--src", str(src), "--out", out, "--workers", "1",
+                 "--no-progress"]
+  assert prepare_cli.main(common_args + ["--short-side", "36"]) == 0
+  old = sorted(f for f in os.listdir(out) if f.endswith(".tfrecord"))
+  assert old and all(f.startswith("clips-") for f in old)
+  capsys.readouterr()
+  assert prepare_cli.main(common_args + ["--short-side", "40", "--name", "renamed"]) == 1
+  assert ("(what differs: the dataset's name (--dataset, or --name), --short-side); give the "
+          "earlier ones to resume" in capsys.readouterr().err)
+  assert prepare_cli.main(common_args + ["--short-side", "36", "--name", "renamed",
+                                         "--overwrite"]) == 0
+  shards = sorted(f for f in os.listdir(out) if f.endswith(".tfrecord"))
+  assert shards and all(f.startswith("renamed-") for f in shards)
+  assert records.load_manifest(out)["name"] == "renamed"

@@ -260,20 +260,43 @@ def plan_shards(layout: Layout, examples_per_shard: int) -> list[ShardPlan]:
   return plans
 
 
-def _signature(layout: Layout, short_side: int, fps: float, examples_per_shard: int,
-               flow_settings: FlowSettings | None = None) -> str:
+def _signature_content(layout: Layout, short_side: int, fps: float, examples_per_shard: int,
+                       flow_settings: FlowSettings | None = None) -> dict[str, Any]:
   content = {"name": layout.name, "classes": layout.class_names, "shard_order": SHARD_ORDER,
              "short_side": short_side, "fps": fps, "per_shard": examples_per_shard,
              "splits": {s: sorted((i.video_id, i.label) for i in items)
                         for s, items in layout.splits.items()}}
   if flow_settings is not None:  # absent without --flow: earlier runs' signatures stay valid
     content["flow"] = {"method": flow_settings.method, "scale": flow_settings.scale}
-  return file_state.sha256_json(content)
+  return content
 
 
-def _load_state(out_dir: str, signature: str, overwrite: bool) -> dict[str, Any]:
+# What each part of the resume signature is, as a user names it.
+_SIGNATURE_PARTS = {"name": "the dataset's name (--dataset, or --name)",
+                    "classes": "the classes", "short_side": "--short-side", "fps": "--fps",
+                    "per_shard": "--examples-per-shard",
+                    "flow": "--flow / --flow-method / --flow-scale",
+                    "splits": "the splits' videos (split lists, or --num-splits, "
+                              "--test-fraction, --val-fraction, --seed, --group-pattern)"}
+
+
+def _options(content: dict[str, Any]) -> dict[str, str]:
+  """The signature's parts, each as a short digest (kept in the state to say what changed)."""
+  return {key: file_state.sha256_json(value)[:16] for key, value in content.items()}
+
+
+def _changed(state: dict[str, Any], options: dict[str, str]) -> str:
+  before = state.get("options")
+  if not isinstance(before, dict):   # a state written before it kept its options
+    return ("dataset, --short-side, --fps, --flow options, split lists or options")
+  changed = [key for key in _SIGNATURE_PARTS if before.get(key) != options.get(key)]
+  return ", ".join(_SIGNATURE_PARTS[key] for key in changed) or "the shard order"
+
+
+def _load_state(out_dir: str, signature: str, overwrite: bool,
+                options: dict[str, str] | None = None) -> dict[str, Any]:
   path = os.path.join(out_dir, STATE_FILE)
-  fresh = {"signature": signature, "shards": {}}
+  fresh = {"signature": signature, "options": options or {}, "shards": {}}
   if not paths.resolve(path).exists():
     if paths.resolve(os.path.join(out_dir, records.MANIFEST)).exists() and not overwrite:
       raise PrepareError(f"{out_dir} already holds a dataset ({records.MANIFEST}) not made by this "
@@ -286,9 +309,9 @@ def _load_state(out_dir: str, signature: str, overwrite: bool) -> dict[str, Any]
         from None
   if state.get("signature") != signature:
     if not overwrite:
-      raise PrepareError(f"{path}: was made with other options or another source tree "
-                         f"(dataset, --short-side, --fps, --flow options, split lists); use "
-                         f"another --out or pass --overwrite to start over")
+      raise PrepareError(f"{path}: was made with other options or another source tree (what "
+                         f"differs: {_changed(state, options or {})}); give the earlier ones to "
+                         f"resume, another --out, or --overwrite to start over")
     return fresh
   return state
 
@@ -335,8 +358,10 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
     flow_settings.check()
   out_dir = os.fspath(paths.resolve(out_dir))  # a local directory or a URL (gs://...)
   paths.resolve(out_dir).mkdir(parents=True, exist_ok=True)
-  signature = _signature(layout, short_side, fps, examples_per_shard, flow_settings)
-  state = _load_state(out_dir, signature, overwrite)
+  content = _signature_content(layout, short_side, fps, examples_per_shard, flow_settings)
+  signature = file_state.sha256_json(content)
+  state = _load_state(out_dir, signature, overwrite, _options(content))
+  state.setdefault("options", _options(content))
   manifest = paths.resolve(os.path.join(out_dir, records.MANIFEST))
   if overwrite and not state["shards"] and manifest.exists():
     # Starting over: the shards about to be written replace the old dataset's, which its manifest
@@ -366,8 +391,24 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
     finally:
       bar.close()
       decoded.close()
-  return _finish(layout, out_dir, state, plans, allow_missing, short_side, fps, log_path,
-                 flow_settings)
+  manifest = _finish(layout, out_dir, state, plans, allow_missing, short_side, fps, log_path,
+                     flow_settings)
+  if overwrite:
+    _remove_other_shards(out_dir, {p.file for p in plans}, log_path)
+  return manifest
+
+
+def _remove_other_shards(out_dir: str, keep: set[str], log_path: str) -> None:
+  """After an --overwrite, the shards of what the directory held before (another --name, other
+  splits) that no manifest lists any more: removed, each logged."""
+  if "://" in out_dir:
+    return
+  for name in sorted(os.listdir(out_dir)):
+    if name.endswith(".tfrecord") and name not in keep:
+      os.remove(os.path.join(out_dir, name))
+      with paths.open_append(log_path) as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} --overwrite: removed {name}, a shard "
+                  f"of the dataset this one replaced\n")
 
 
 def check_videos_exist(layout: Layout, allow_missing: int) -> None:
