@@ -212,9 +212,9 @@ def test_prepare_with_flow_writes_a_flow_stream_listed_in_the_manifest(flow_data
   again = prepare(layout, out, short_side=36, examples_per_shard=2, progress=False,
                   flow_settings=common.FlowSettings())
   assert calls == [] and again["streams"] == manifest["streams"]
-  with pytest.raises(common.PrepareError, match="--flow options"):
+  with pytest.raises(common.PrepareError, match="what differs: --flow / --flow-method"):
     prepare(layout, out, short_side=36, examples_per_shard=2, progress=False)
-  with pytest.raises(common.PrepareError, match="--flow options"):
+  with pytest.raises(common.PrepareError, match="what differs: --flow / --flow-method"):
     prepare(layout, out, short_side=36, examples_per_shard=2, progress=False,
             flow_settings=common.FlowSettings(scale=4.0))
   with open(os.path.join(out, common.STATE_FILE)) as file:
