@@ -162,20 +162,37 @@ def frame_rows(rows: Sequence[tuple[str, np.ndarray]], title: str = "", max_fram
 
 def timeline(probs: np.ndarray, edges: np.ndarray, class_names: Sequence[str], title: str = ""):
   """A long video's class probabilities per window (classes x time; window i drawn over
-  edges[i] .. edges[i + 1] seconds) with each window's top-1 class marked."""
+  edges[i, 0] .. edges[i, 1] seconds, the time between windows apart left blank) with each
+  window's top-1 class marked; minutes:seconds on a video longer than two minutes."""
   plt = _pyplot()
   probs = np.asarray(probs, np.float32)
-  edges = np.asarray(edges, np.float64)
-  fig, ax = plt.subplots(figsize=(min(4 + 0.08 * len(probs), 16), 1.2 + 0.28 * len(class_names)))
-  mesh = ax.pcolormesh(edges, np.arange(len(class_names) + 1) - 0.5, probs.T, cmap="magma",
-                       vmin=0, vmax=1, shading="flat")
-  centres = (edges[:-1] + edges[1:]) / 2
-  ax.plot(centres, probs.argmax(axis=1), "o", color="cyan", markersize=3)
+  edges = np.asarray(edges, np.float64).reshape(-1, 2)
+  xs, columns = [float(edges[0, 0])], []
+  for (low, high), column in zip(edges, probs):
+    if low > xs[-1] + 1e-9:   # a gap: no window saw it
+      columns.append(np.full_like(column, np.nan))
+      xs.append(float(low))
+    columns.append(column)
+    xs.append(float(high))
+  grid = np.ma.masked_invalid(np.stack(columns).T)
+  fig, ax = plt.subplots(figsize=(min(5.5 + 0.08 * len(probs), 16),
+                                  1.4 + 0.28 * len(class_names)))
+  mesh = ax.pcolormesh(xs, np.arange(len(class_names) + 1) - 0.5, grid, cmap="magma", vmin=0,
+                       vmax=1, shading="flat")
+  ax.set_facecolor("lightgray")
+  centres = edges.mean(axis=1)
+  ax.plot(centres, probs.argmax(axis=1), "o", color="cyan",
+          markersize=3 if len(probs) <= 150 else 1)
   ax.invert_yaxis()   # the first class on top, as the class lists read
   ax.set_yticks(range(len(class_names)))
   ax.set_yticklabels(class_names, fontsize=7)
-  ax.set_xlabel("seconds (dots: each window's top-1 class)")
-  fig.colorbar(mesh, ax=ax, label="probability")
+  if xs[-1] > 120:
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(
+        lambda x, _: f"{int(x // 3600)}:{int(x % 3600 // 60):02d}:{int(x % 60):02d}"
+        if xs[-1] >= 3600 else f"{int(x // 60)}:{int(x % 60):02d}"))
+  ax.set_xlabel(("h:mm:ss" if xs[-1] >= 3600 else "m:ss" if xs[-1] > 120 else "seconds")
+                + " (dots: each window's top-1 class)")
+  fig.colorbar(mesh, ax=ax, label="probability", fraction=0.05, pad=0.02)
   ax.set_title(title, fontsize=9)
   fig.tight_layout()
   return fig

@@ -235,14 +235,19 @@ def test_a_timeline_classifies_each_window_of_a_long_video(trained, tmp_path, ca
   path, _ = dataset.files("test")[0]
   clips = [records.decode_example(data)["video"]
            for _, data in zip(range(3), records.iter_tfrecord(path))]
+  # at the rate of the model's training clips: decoded frame for frame
+  fps = float(records.load_manifest(dataset.directory)["fps"])
   long = str(tmp_path / "long.avi")
-  video_lib.write_video(long, np.ascontiguousarray(np.concatenate(clips)), fps=10)
+  video_lib.write_video(long, np.ascontiguousarray(np.concatenate(clips)), fps=fps)
   decoded = predictor.video_inputs.decode(long)["video"]
   frames = predictor.video_inputs.spec.frames   # dense, stride 1: a window is one clip's frames
-  starts = list(range(0, len(decoded) - frames + 1, 2))   # 0.2 s at 10 frames/s
+  step = round(0.2 * fps)
+  starts = list(range(0, len(decoded) - frames + 1, step))
+  if starts[-1] + frames < len(decoded):
+    starts.append(len(decoded) - frames)   # one more, ending at the last frame
   assert len(starts) > 8   # more than one batch of windows, the last one padded
   result = predictor.timeline(long, every_s=0.2)
-  np.testing.assert_allclose(result["spans"], [(s / 10, (s + frames) / 10) for s in starts])
+  np.testing.assert_allclose(result["spans"], [(s / fps, (s + frames) / fps) for s in starts])
   one_view = dataclasses.replace(predictor.video_inputs.spec, eval_clips=1, eval_crops=1)
   views = np.concatenate([ops.eval_views({"video": decoded[s:s + frames], "label": 0},
                                          one_view)["video"] for s in starts])
@@ -252,10 +257,13 @@ def test_a_timeline_classifies_each_window_of_a_long_video(trained, tmp_path, ca
   assert predict.main(["--checkpoint", workdir, "--every", "0.2", "--png", str(out_dir),
                        long]) == 0
   out = capsys.readouterr().out
-  assert f"{long} ({len(starts)} window(s), one every 0.2 s):" in out
-  tops = [line.split()[4] for line in out.splitlines() if re.match(r"\s+\d+\.\d+ - ", line)]
+  assert (f"{long} ({len(starts)} window(s), one every {step / fps:g} s: --every 0.2 in whole "
+          f"frames at {fps:g} frames/s):") in out
+  windows = out.split("  segments (")[0]
+  tops = [line.split()[4] for line in windows.splitlines() if re.match(r"\s+\d+\.\d+ - ", line)]
   assert tops == [dataset.class_names[i] for i in want.argmax(-1)]
-  assert "  segments: " + tops[0] + " 0.00-" in out
+  segment = out.split("  segments (consecutive windows of one top-1 class):\n")[1].splitlines()
+  assert segment[0].split()[:5] == ["0.00", "-", segment[0].split()[2], "s", tops[0]]
   rows = (out_dir / "long.timeline.csv").read_text().splitlines()
   assert rows[0].split(",") == ["start_s", "end_s", *dataset.class_names]
   assert len(rows) == len(starts) + 1
@@ -282,3 +290,104 @@ def test_window_without_every_is_refused(capsys):
   with pytest.raises(SystemExit):
     predict.main(["--checkpoint", "w", "--window", "2", "v.avi"])
   assert "--window sets the windows of a timeline: give --every too" in capsys.readouterr().err
+
+
+def _variable_rate_video(path: str, clips: list[np.ndarray], rates: list[int]) -> None:
+  """Clip i shown for one second at rates[i] frames/s (every 16 // rate-th frame), in one file
+  whose container states a constant 16 frames/s."""
+  import fractions  # pylint: disable=import-outside-toplevel
+  import av  # pylint: disable=import-outside-toplevel
+  with av.open(path, "w") as container:
+    stream = container.add_stream("mpeg4", rate=16)
+    stream.height, stream.width = clips[0].shape[1:3]
+    stream.pix_fmt = "yuv420p"
+    stream.codec_context.time_base = fractions.Fraction(1, 1000)
+    millis = 0
+    for clip, rate in zip(clips, rates):
+      for frame in clip[::16 // rate]:
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        picture.pts, picture.time_base = millis, fractions.Fraction(1, 1000)
+        container.mux(stream.encode(picture))
+        millis += 1000 // rate
+    container.mux(stream.encode())
+
+
+def test_a_timeline_keeps_a_variable_rate_videos_clock_and_covers_longer_windows(trained,
+                                                                                tmp_path):
+  spec, workdir, _, _, dataset = trained
+  predictor = predict_checkpoint.Predictor(config_lib.load(spec), workdir)
+  path, _ = dataset.files("test")[0]
+  clips = [records.decode_example(data)["video"][:16]
+           for _, data in zip(range(3), records.iter_tfrecord(path))]
+  vfr = str(tmp_path / "vfr.mkv")
+  _variable_rate_video(vfr, clips, [16, 4, 16])   # 3 s; the middle second at 4 frames/s
+  result = predictor.timeline(vfr, every_s=1.0)
+  # by the frames' timestamps: 3 windows of 1 s (counting frames at the stated 16 frames/s made
+  # it 2.25 s, the third clip at 1.25 s)
+  np.testing.assert_allclose(result["spans"], [(0, 1), (1, 2), (2, 3)])
+  cfr = str(tmp_path / "cfr.avi")
+  video_lib.write_video(cfr, np.ascontiguousarray(np.concatenate(clips)), fps=16)
+  steady = predictor.timeline(cfr, every_s=1.0)
+  for second in (0, 2):   # the same frames at the same times: the same probabilities
+    np.testing.assert_allclose(result["probs"][second], steady["probs"][second], atol=0.05)
+  # a window of 2 s: the 2 clips that cover it, averaged; shorter than a clip: refused
+  wide = predictor.timeline(cfr, every_s=1.0, window_s=2.0)
+  np.testing.assert_allclose(wide["spans"], [(0, 2), (1, 3)])
+  np.testing.assert_allclose(wide["probs"][0], steady["probs"][:2].mean(axis=0), atol=1e-5)
+  with pytest.raises(predict.PredictError, match=r"--window 0.5: the model reads clips of 16 "
+                                                 r"frames, 1 s at 16 frames/s"):
+    predictor.timeline(cfr, every_s=1.0, window_s=0.5)
+
+
+def test_a_decoder_error_mid_video_keeps_the_timeline_before_it(trained, tmp_path, monkeypatch,
+                                                               capsys):
+  spec, workdir, _, _, dataset = trained
+  path, _ = dataset.files("test")[0]
+  clips = [records.decode_example(data)["video"][:16]
+           for _, data in zip(range(3), records.iter_tfrecord(path))]
+  long = str(tmp_path / "long.avi")
+  video_lib.write_video(long, np.ascontiguousarray(np.concatenate(clips)), fps=16)
+  real = video_lib.iter_frames
+
+  def failing(*args, **kwargs):
+    rate, frames = real(*args, **kwargs)
+
+    def cut():
+      for index, frame in enumerate(frames):
+        if index == 40:
+          raise video_lib.VideoDecodeError(f"{long}: cannot decode (damaged)")
+        yield frame
+    return rate, cut()
+
+  monkeypatch.setattr(video_lib, "iter_frames", failing)
+  out_dir = tmp_path / "out"
+  assert predict.main(["--config", spec, "--checkpoint", workdir, "--every", "1", "--png",
+                       str(out_dir), long]) == 1
+  captured = capsys.readouterr()
+  assert "(2 window(s), one every 1 s):" in captured.out   # the two seconds before frame 40
+  assert "stopped early: " in captured.out
+  assert f"error: {long}: cannot decode (damaged) (after 40 frames, 2.50 s); the timeline " \
+         "above stops there" in captured.err
+  assert len((out_dir / "long.timeline.csv").read_text().splitlines()) == 3
+
+
+def test_timeline_windows_apart_leave_gaps_and_its_csv_quotes_any_class_name(tmp_path):
+  import csv  # pylint: disable=import-outside-toplevel
+  result = {"video": "v.avi", "class_names": ['say "hi", wave', "b"], "every_s": 3.0,
+            "step_s": 3.0, "fps": 16.0, "error": None, "spans": [(0, 1), (3, 4), (6, 7)],
+            "probs": np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]], np.float32)}
+  np.testing.assert_allclose(predict_host.window_edges(result["spans"]), result["spans"])
+  assert [(n, s, e) for n, s, e, _ in predict_host.segments(result)] == [
+      ('say "hi", wave', 0, 1), ('say "hi", wave', 3, 4), ("b", 6, 7)]
+  written = predict_host.write_timeline(result, str(tmp_path), "v.png")
+  with open(written[1], encoding="utf-8", newline="") as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ["start_s", "end_s", 'say "hi", wave', "b"] and len(rows) == 4
+  assert os.path.getsize(written[0]) > 1000
+
+
+@pytest.mark.parametrize("flags", [["--every", "inf"], ["--every", "1", "--window", "inf"]])
+def test_an_infinite_timeline_setting_is_refused(flags, capsys):
+  with pytest.raises(SystemExit):
+    predict.main(["--checkpoint", "w", *flags, "v.avi"])
+  assert "give seconds > 0" in capsys.readouterr().err

@@ -143,9 +143,10 @@ def test_export_json_records_what_predict_needs(exported):
   outs, _, _, _ = exported
   with open(os.path.join(outs["stablehlo"], export.METADATA), encoding="utf-8") as f:
     meta = json.load(f)
-  # configs/synthetic.py runlocal, eval views 2 x 3; the synthetic set states no short side / fps
+  # configs/synthetic.py runlocal, eval views 2 x 3; the synthetic set states no short side or
+  # resampled rate; its clips' rate (16 frames/s) is a timeline's
   assert meta["video_inputs"] == {
-      "decode": {"short_side": 0, "fps": 0.0, "channels": 3},
+      "decode": {"short_side": 0, "fps": 0.0, "channels": 3, "dataset_fps": 16.0},
       "clip": {"frames": 16, "stride": 1, "sampling": "dense", "short_side": 36,
                "resize": [0, 0], "crop_size": 32, "eval_clips": 2, "eval_crops": 3},
       "record_streams": {}, "view_streams": {}}

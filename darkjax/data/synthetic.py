@@ -595,7 +595,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {len(written)} videos to {args.videos}")
   if args.long_video:
     chosen = SyntheticParams(**params)
-    write_long_video(args.long_video, chosen, args.videos_per_class)
+    try:
+      write_long_video(args.long_video, chosen, args.videos_per_class)
+    except (ValueError, OSError) as error:   # no container for the extension, a bad directory
+      parser.exit(2, f"{parser.prog}: --long-video {args.long_video}: cannot write it ({error}); "
+                     f"give a writable path ending in .avi or .mp4\n")
     seconds = args.videos_per_class * len(chosen.class_names) * chosen.frames / chosen.fps
     print(f"wrote {args.long_video}: {seconds:g} s, the classes in turn "
           f"({', '.join(chosen.class_names)}), each for {chosen.frames / chosen.fps:g} s")

@@ -2,9 +2,11 @@
 
 `decode_video(path, short_side, fps)` returns every frame as uint8 RGB (T, H, W, 3) and the frame
 rate. With `short_side` > 0 the frames are resized so their shorter side has that many pixels
-(`ops.resize_short_side`, as the prepared datasets are); with `fps` > 0 they are resampled by
-timestamp to that rate (nearest earlier frame), which is how `python -m darkjax.data.prepare
---fps` makes clips of one frame rate. A file that cannot be decoded (missing, no video stream, a
+(`ops.resize_short_side`, as the prepared datasets are); with `fps` > 0 they are resampled to that
+rate (frame k the nearest earlier one to time k / fps, counted at the stream's average rate),
+which is how `python -m darkjax.data.prepare --fps` makes clips of one frame rate.
+`iter_frames(path, short_side, fps)` yields them one at a time, resampled by their timestamps (a
+variable-rate file keeps its clock): what a long video's timeline reads. A file that cannot be decoded (missing, no video stream, a
 decoder error, no frames) raises `VideoDecodeError` whose message starts with the file's path and
 says why.
 
@@ -18,7 +20,7 @@ and the input benchmark; `find_videos` and
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import av
 import numpy as np
@@ -75,13 +77,9 @@ def _open_error(path: str) -> VideoDecodeError | None:
   return None
 
 
-def iter_frames(path: str, short_side: int = 0, fps: float = 0.0
-                ) -> tuple[float, Iterator[np.ndarray]]:
-  """(frame rate, frames): the file's frames one at a time, (H, W, 3) uint8 RGB, resized to
-  `short_side` as they are decoded and, with `fps`, resampled to that rate as they come (frame k
-  is the nearest earlier one to time k / fps), so that a video of any length is never held whole.
-  The rate is `fps`, else the file's (DEFAULT_FPS where it states none). Opening the file raises
-  VideoDecodeError at once; a decoder error mid-file raises it from the iterator."""
+def _open(path: str) -> tuple[Any, Any, float]:
+  """(container, its first video stream, the stream's average rate or DEFAULT_FPS); raises
+  VideoDecodeError naming the file."""
   error = _open_error(path)
   if error is not None:
     raise error
@@ -95,26 +93,52 @@ def iter_frames(path: str, short_side: int = 0, fps: float = 0.0
     raise VideoDecodeError(f"{path}: no video stream")
   stream = container.streams.video[0]
   rate = stream.average_rate or stream.guessed_rate or 0
-  source_fps = float(rate) if rate else DEFAULT_FPS
-  resample = bool(fps) and abs(fps - source_fps) > 1e-3
+  return container, stream, float(rate) if rate else DEFAULT_FPS
+
+
+def stream_rate(path: str) -> float:
+  """The first video stream's average frame rate (DEFAULT_FPS where the file states none)."""
+  container, _, rate = _open(path)
+  container.close()
+  return rate
+
+
+def iter_frames(path: str, short_side: int = 0, fps: float = 0.0
+                ) -> tuple[float, Iterator[np.ndarray]]:
+  """(frame rate, frames): the file's frames one at a time, (H, W, 3) uint8 RGB, resized to
+  `short_side` as they are decoded, so that a video of any length is never held whole. With `fps`
+  they are resampled to that rate by their timestamps as they come: frame k of the output is the
+  one showing at time k / fps from the first frame (the latest that started by then), so a
+  variable-rate file, or one whose damaged stretch the decoder skipped, keeps its clock; frames
+  without a timestamp count at the stream's rate. The rate is `fps`, else the stream's average
+  (DEFAULT_FPS where it states none). Opening the file raises VideoDecodeError at once; a decoder
+  error mid-file raises it from the iterator."""
+  container, stream, source_fps = _open(path)
 
   def frames() -> Iterator[np.ndarray]:
-    emitted = 0   # with `resample`: output frames so far; frame k shows source frame k * src / fps
+    emitted, first, held = 0, None, None   # output frames so far; first frame's time; previous
     try:
       with container:
         for index, frame in enumerate(container.decode(stream)):
           image = ops.resize_short_side(frame.to_ndarray(format="rgb24")[None], short_side)[0]
-          if not resample:
+          if not fps:
             yield image
             continue
-          while int(emitted * source_fps / fps) <= index:
-            yield image
+          time = frame.time if frame.time is not None else index / source_fps
+          first = time if first is None else first
+          while held is not None and emitted / fps < time - first - 1e-9:
+            yield held
+            emitted += 1
+          held, last = image, time
+        if fps and held is not None:   # the last frame shows for one period of the stream
+          while emitted / fps < last - first + 1 / source_fps - 1e-9:
+            yield held
             emitted += 1
     except (av.error.FFmpegError, ValueError, OSError, EOFError, MemoryError) as failure:
       raise VideoDecodeError(f"{path}: cannot decode ({type(failure).__name__}: {failure})"
                              ) from None
 
-  return (float(fps) if resample else source_fps), frames()
+  return (float(fps) if fps else source_fps), frames()
 
 
 def resample_fps(clip: np.ndarray, source_fps: float, fps: float) -> np.ndarray:

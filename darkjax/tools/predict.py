@@ -31,12 +31,16 @@ videos share a file name) with the first view's frames (and,
 from a checkpoint, the enhanced frames for tasks that enhance) titled with the prediction.
 
 A long video (`--every SECONDS [--window SECONDS]`, either path): a timeline instead of one
-prediction. The video is decoded as it goes, never whole; a window starts every SECONDS, one clip
-of the model's (frames x stride at the decoded frame rate; a segment-sampled model's frames spread
-over `--window`, default SECONDS) with a centre crop, record streams (flow) computed from the
-window's frames. Printed: each window's top 2, then the segments of one top-1 class; with `--png
-OUT_DIR`, `<video>.timeline.png` (every class's probability over time) and `<video>.timeline.csv`
-(start_s, end_s and a probability column per class). A video
+prediction. The video is decoded as it goes, never whole, resampled by its timestamps (a
+variable-rate file keeps its clock) to the rate the model's training clips had (the dataset's
+resampled rate, else its frame rate; the file's where neither is known). A window starts every
+SECONDS (in whole frames) from 0, and one more ends at the last frame; by default a window is one
+clip of the model's (frames x stride; a segment-sampled model's frames spread over SECONDS), a
+longer `--window` the clips that cover it, averaged, with a centre crop; record streams (flow) are
+computed from the window's frames. Printed: each window's top 2, then the segments of one top-1
+class; with `--png OUT_DIR`, `<video>.timeline.png` (every class's probability over time) and
+`<video>.timeline.csv` (start_s, end_s and a probability column per class). A decoder error
+mid-file keeps the windows before it (and exits 1). A video
 that cannot be decoded is named on stderr with the reason (file not found, no video stream,
 decoder error, no frames); the others are still classified and the exit status is 1.
 """
@@ -44,6 +48,7 @@ decoder error, no frames); the others are still classified and the exit status i
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any, Sequence
 
@@ -79,7 +84,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   if args.window is not None and args.every is None:
     parser.error("--window sets the windows of a timeline: give --every too")
   for flag, value in (("--every", args.every), ("--window", args.window)):
-    if value is not None and not value > 0:
+    if value is not None and not (value > 0 and math.isfinite(value)):
       parser.error(f"{flag} {value:g}: give seconds > 0")
   if args.model:
     given = [f for f in ("config", "checkpoint", "step", "classes") if getattr(args, f) is not None]
@@ -126,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       failed.append(video)
       continue
     print(format_timeline(result) if args.every else format_result(result))
+    if args.every and result["error"]:   # the windows before a decoder error are kept
+      print(f"error: {result['error']}; the timeline above stops there", file=sys.stderr)
+      failed.append(video)
     if args.png:
       try:
         written = (write_timeline(result, args.png, pictures[video]) if args.every

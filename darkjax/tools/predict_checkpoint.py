@@ -145,7 +145,8 @@ def video_inputs(task: Any, manifest: dict[str, Any] | None) -> predict_host.Vid
                   if isinstance(task, capabilities.ComputesStreams) else {})
   return predict_host.VideoInputs(task.data.spec, int(meta.get("short_side") or 0),
                                   float(meta.get("resampled_fps") or 0.0), record_streams,
-                                  view_streams, clip_channels(task, manifest))
+                                  view_streams, clip_channels(task, manifest),
+                                  float((manifest or {}).get("fps") or 0.0))
 
 
 def stream_shapes(manifest: dict[str, Any] | None) -> dict[str, list[int] | None]:

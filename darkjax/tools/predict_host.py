@@ -23,7 +23,10 @@ ranks the top 5; `format_result` and `write_png` show the result.
 from __future__ import annotations
 
 import collections
+import csv
 import dataclasses
+import io
+import math
 import os
 from typing import Any, Callable, Iterator, Mapping
 
@@ -53,6 +56,7 @@ class VideoInputs:
   record_streams: Mapping[str, Mapping[str, Any] | None] = dataclasses.field(default_factory=dict)
   view_streams: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   channels: int = 3   # of the clip the model reads (1: a single-channel stream such as `ir`)
+  dataset_fps: float = 0.0   # the frame rate the model's training clips had (manifest `fps`)
 
   @property
   def inputs(self) -> tuple[str, ...]:
@@ -103,64 +107,85 @@ class VideoInputs:
                                       float(settings["scale"]))
     return streams
 
+  def clip_frames(self) -> int:
+    """Frames one clip of the model spans (dense: frames x stride; grid and segment: frames)."""
+    return self.spec.frames * (max(self.spec.stride, 1) if self.spec.sampling == "dense" else 1)
+
   def window_frames(self, fps: float, every_s: float, window_s: float = 0.0) -> int:
-    """Frames (at the decoded rate `fps`) of one window of a timeline: `window_s` seconds, else a
-    dense clip's own span (frames x stride), else (segment sampling, which spreads its frames
-    over whatever it is given) `every_s`."""
+    """Frames (at `fps`) of one window of a timeline: `window_s` seconds; by default a clip's own
+    span (dense, grid) or, for segment sampling, which spreads its frames over whatever it is
+    given, `every_s`."""
     if window_s:
       return max(int(round(window_s * fps)), 1)
     if self.spec.sampling == "segment":
       return max(int(round(every_s * fps)), self.spec.frames)
-    return self.spec.frames * max(self.spec.stride, 1)
+    return self.clip_frames()
 
   def windows(self, path: str, every_s: float, window_s: float = 0.0, batch: int = 8
-              ) -> Iterator[tuple[list[tuple[float, float]], dict[str, np.ndarray]]]:
+              ) -> Iterator[tuple[list[tuple[float, float]], dict[str, np.ndarray], float]]:
     """A timeline's inputs, `batch` windows at a time: ([(start s, end s)], {stream: (V, T, h, w,
-    C)}), one view a window (its clip, centre crop) of the frames from a multiple of `every_s`
-    seconds for `window_frames`. The video is decoded as it goes (any length; `window_frames`
-    of frames held) and record streams (flow) are computed per window from its frames. A video
-    shorter than one window is one window."""
-    if not every_s > 0:
+    C)}, the rate decoded at), V = windows x clips a window. The video is decoded as it goes,
+    resampled by its timestamps to `timeline_fps` (any length; a window's frames held), and a
+    window starts every `every_s` (rounded to whole frames) from 0, plus one ending at the last
+    frame where the others stop short of it. A window longer than a dense or grid clip is
+    classified by as many clips as cover it (averaged, as a video's eval clips are); a segment
+    clip spreads over its window. Record streams (flow) are computed per window. A video shorter
+    than one window is one window. A decoder error mid-file raises PredictError after the
+    windows before it."""
+    if not (every_s > 0 and math.isfinite(every_s)):
       raise PredictError(f"--every {every_s:g}: give the seconds between windows (> 0)")
-    if window_s < 0:
+    if window_s < 0 or not math.isfinite(window_s):
       raise PredictError(f"--window {window_s:g}: give the seconds of a window (> 0)")
     try:
-      fps, frames = video.iter_frames(path, self._decode_side(), self.fps)
+      rate = self.fps or self.dataset_fps or video.stream_rate(path)
+      fps, frames = video.iter_frames(path, self._decode_side(), rate)
     except video.VideoDecodeError as error:
       raise PredictError(str(error)) from None
     span = self.window_frames(fps, every_s, window_s)
+    clip = self.clip_frames()
+    if self.spec.sampling != "segment" and span < clip:
+      raise PredictError(f"--window {window_s:g}: the model reads clips of {clip} frames, "
+                         f"{clip / fps:g} s at {fps:g} frames/s; give at least that")
+    clips = 1 if self.spec.sampling == "segment" else -(-span // clip)
+    spec = dataclasses.replace(self.spec, eval_clips=clips, eval_crops=1)
     step = max(int(round(every_s * fps)), 1)
-    spec = dataclasses.replace(self.spec, eval_clips=1, eval_crops=1)
     held: collections.deque = collections.deque(maxlen=span)
     pending: list[tuple[tuple[float, float], dict[str, np.ndarray]]] = []
-    count, next_start = 0, 0
+    count, next_start, last_end = 0, 0, 0
+
+    def window() -> tuple[tuple[float, float], dict[str, np.ndarray]]:
+      start = max(count - len(held), 0)
+      return ((start / fps, count / fps),
+              self._views(path, self._example(path, np.stack(held)), spec))
+
     try:
       for frame in frames:
         held.append(frame)
         count += 1
         if count - span == next_start:
-          window = self._views(path, self._example(path, np.stack(held)), spec)
-          pending.append(((next_start / fps, count / fps), window))
-          next_start += step
+          pending.append(window())
+          next_start, last_end = next_start + step, count
         if len(pending) == batch:
-          yield _batched(pending)
+          yield _batched(pending) + (fps,)
           pending = []
     except video.VideoDecodeError as error:
-      raise PredictError(f"{error} (after {count} frames)") from None
+      if pending:
+        yield _batched(pending) + (fps,)
+      raise PredictError(f"{error} (after {count} frames, {count / fps:.2f} s)") from None
     if not count:
       raise PredictError(f"{path}: no decodable frames")
-    if count < span:
-      pending.append(((0.0, count / fps),
-                      self._views(path, self._example(path, np.stack(held)), spec)))
+    if count < span or last_end < count:   # shorter than a window, or its end not yet covered
+      pending.append(window())
     if pending:
-      yield _batched(pending)
+      yield _batched(pending) + (fps,)
 
   def to_json(self) -> dict[str, Any]:
     """What export.json records as `video_inputs`."""
     clip = {name: getattr(self.spec, name) for name in CLIP_FIELDS}
     clip["resize"] = [int(v) for v in clip["resize"]]
     return {"decode": {"short_side": int(self.short_side), "fps": float(self.fps),
-                       "channels": int(self.channels)}, "clip": clip,
+                       "channels": int(self.channels), "dataset_fps": float(self.dataset_fps)},
+            "clip": clip,
             "record_streams": {k: None if v is None else dict(v)
                                for k, v in self.record_streams.items()},
             "view_streams": {k: dict(v) for k, v in self.view_streams.items()}}
@@ -179,7 +204,9 @@ class VideoInputs:
                float(json_key(meta, "video_inputs.decode.fps", source)),
                dict(json_key(meta, "video_inputs.record_streams", source)),
                dict(json_key(meta, "video_inputs.view_streams", source)),
-               int(decode.get("channels", 3)))   # an export.json before it: RGB models only
+               int(decode.get("channels", 3)),   # an export.json before it: RGB models only
+               # before it: a timeline at the file's rate
+               float(decode.get("dataset_fps", 0.0)))
 
 
 def _batched(pending: list[tuple[tuple[float, float], dict[str, np.ndarray]]]
@@ -231,62 +258,86 @@ def timeline(path: str, video_inputs: VideoInputs,
              logits: Callable[[dict[str, np.ndarray]], np.ndarray], class_names: list[str],
              every_s: float, window_s: float = 0.0, batch: int = 8) -> dict[str, Any]:
   """What a long video shows when: the class probabilities of each window of `video_inputs.windows`
-  (`logits`: the model on a batch of views, (V, classes)). Every batch is padded to `batch`
-  windows, so a jitted model compiles one program for the whole video."""
+  (`logits`: the model on a batch of views, (V, classes); a window's clips averaged). Every batch
+  is padded to `batch` windows, so a jitted model compiles one program for the whole video. A
+  decoder error mid-file keeps the windows before it, with the error as `error`."""
   spans: list[tuple[float, float]] = []
   probs: list[np.ndarray] = []
-  for window_spans, streams in video_inputs.windows(path, every_s, window_s, batch):
-    count = len(window_spans)
-    if count < batch:
-      streams = {name: np.concatenate([views, np.repeat(views[-1:], batch - count, axis=0)])
-                 for name, views in streams.items()}
-    values = np.asarray(logits(streams), np.float64)[:count]
-    if values.shape[-1] != len(class_names):
-      raise PredictError(f"{path}: the model gives {values.shape[-1]} classes, the class names "
-                         f"are {len(class_names)}")
-    exp = np.exp(values - values.max(axis=-1, keepdims=True))
-    probs.append((exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32))
-    spans += window_spans
-  return {"video": path, "spans": spans, "probs": np.concatenate(probs),
-          "class_names": list(class_names), "every_s": every_s}
+  result: dict[str, Any] = {"video": path, "class_names": list(class_names), "every_s": every_s,
+                            "error": None, "fps": 0.0}
+  try:
+    for window_spans, streams, fps in video_inputs.windows(path, every_s, window_s, batch):
+      count = len(window_spans)
+      clips = len(streams["video"]) // count
+      if count < batch:
+        streams = {name: np.concatenate([views, np.repeat(views[-clips:], batch - count, axis=0)])
+                   for name, views in streams.items()}
+      values = np.asarray(logits(streams), np.float64)[:count * clips]
+      if values.shape[-1] != len(class_names):
+        raise PredictError(f"{path}: the model gives {values.shape[-1]} classes, the class names "
+                           f"are {len(class_names)}")
+      exp = np.exp(values - values.max(axis=-1, keepdims=True))
+      probs.append((exp / exp.sum(axis=-1, keepdims=True)).reshape(count, clips, -1)
+                   .mean(axis=1).astype(np.float32))
+      spans += window_spans
+      result["fps"] = fps
+  except PredictError as error:
+    if not spans:
+      raise
+    result["error"] = str(error)
+  result.update(spans=spans, probs=np.concatenate(probs),
+                step_s=max(round(every_s * result["fps"]), 1) / result["fps"])
+  return result
 
 
 def window_edges(spans: list[tuple[float, float]]) -> np.ndarray:
-  """The stretch of time each window stands for, as N + 1 edges: overlapping windows split at the
-  midpoints between their centres, the first from its start, the last to its end (a timeline's
-  segments and picture cover the video once, without overlaps)."""
-  centres = [(start + end) / 2 for start, end in spans]
-  middles = [(a + b) / 2 for a, b in zip(centres[:-1], centres[1:])]
-  return np.array([spans[0][0], *middles, spans[-1][1]], np.float64)
+  """(N, 2): the stretch of time each window stands for. Overlapping windows split at the
+  midpoints between their centres; a window apart from the next keeps its own end (the time
+  between them is no window's)."""
+  bounds = np.array(spans, np.float64).reshape(-1, 2)
+  centres = bounds.mean(axis=1)
+  out = bounds.copy()
+  for i in range(len(bounds) - 1):
+    if bounds[i + 1, 0] <= bounds[i, 1]:   # they touch or overlap
+      middle = (centres[i] + centres[i + 1]) / 2
+      out[i, 1] = max(min(bounds[i, 1], middle), out[i, 0])
+      out[i + 1, 0] = min(max(bounds[i + 1, 0], middle), bounds[i + 1, 1])
+  return out
 
 
 def segments(result: dict[str, Any]) -> list[tuple[str, float, float, float]]:
-  """Consecutive windows of one top-1 class merged: (class, start s, end s, its mean
-  probability over them), over the windows' `window_edges`."""
+  """Consecutive windows of one top-1 class merged: (class, start s, end s, its mean probability
+  over them), over the windows' `window_edges`; a gap between windows ends a segment."""
   names, probs = result["class_names"], np.asarray(result["probs"])
   edges = window_edges(result["spans"])
   tops = probs.argmax(axis=-1)
   out: list[tuple[str, float, float, float]] = []
   first = 0
   for index in range(1, len(tops) + 1):
-    if index == len(tops) or tops[index] != tops[first]:
-      out.append((names[tops[first]], float(edges[first]), float(edges[index]),
+    if (index == len(tops) or tops[index] != tops[first]
+        or edges[index, 0] > edges[index - 1, 1] + 1e-9):
+      out.append((names[tops[first]], float(edges[first, 0]), float(edges[index - 1, 1]),
                   float(probs[first:index, tops[first]].mean())))
       first = index
   return out
 
 
 def format_timeline(result: dict[str, Any]) -> str:
-  """Each window's top 2, then the segments of one top-1 class."""
+  """Each window's top 2, then the segments of one top-1 class, one a line."""
   names, probs = result["class_names"], result["probs"]
-  lines = [f"{result['video']} ({len(result['spans'])} window(s), one every "
-           f"{result['every_s']:g} s):"]
+  step = result["step_s"]
+  lines = [f"{result['video']} ({len(result['spans'])} window(s), one every {step:g} s"
+           + (f": --every {result['every_s']:g} in whole frames at {result['fps']:g} frames/s"
+              if abs(step - result["every_s"]) > 1e-9 else "") + "):"]
   for (start, end), p in zip(result["spans"], probs):
     order = np.argsort(-p, kind="stable")[:2]
     lines.append(f"  {start:8.2f} - {end:8.2f} s  " + "  ".join(
         f"{names[i]:<20s} {p[i]:.3f}" for i in order))
-  lines.append("  segments: " + "; ".join(f"{name} {start:.2f}-{end:.2f} s ({prob:.2f})"
-                                          for name, start, end, prob in segments(result)))
+  lines.append("  segments (consecutive windows of one top-1 class):")
+  lines += [f"    {start:8.2f} - {end:8.2f} s  {name:<20s} {prob:.3f}"
+            for name, start, end, prob in segments(result)]
+  if result.get("error"):
+    lines.append(f"  (stopped early: {result['error']})")
   return "\n".join(lines)
 
 
@@ -295,14 +346,16 @@ def write_timeline(result: dict[str, Any], out_dir: str, file_name: str) -> list
   OUT_DIR/<video>.timeline.csv (start_s, end_s, then one probability column per class)."""
   stem = os.path.splitext(file_name)[0]
   names, probs = result["class_names"], result["probs"]
-  rows = [",".join(["start_s", "end_s", *(f'"{n}"' if "," in n else n for n in names)])]
-  rows += [f"{start:.3f},{end:.3f}," + ",".join(f"{v:.5f}" for v in p)
-           for (start, end), p in zip(result["spans"], probs)]
-  csv = os.path.join(out_dir, stem + ".timeline.csv")
-  paths.write_bytes_atomic(paths.resolve(csv), ("\n".join(rows) + "\n").encode("utf-8"))
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator="\n")
+  writer.writerow(["start_s", "end_s", *names])
+  writer.writerows([f"{start:.3f}", f"{end:.3f}", *(f"{v:.5f}" for v in p)]
+                   for (start, end), p in zip(result["spans"], probs))
+  table = os.path.join(out_dir, stem + ".timeline.csv")
+  paths.write_bytes_atomic(paths.resolve(table), text.getvalue().encode("utf-8"))
   fig = plots.timeline(probs, window_edges(result["spans"]), names,
                        f"{os.path.basename(result['video'])}: class probability per window")
-  return [plots.save(fig, os.path.join(out_dir, stem + ".timeline.png"), dpi=90), csv]
+  return [plots.save(fig, os.path.join(out_dir, stem + ".timeline.png"), dpi=90), table]
 
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
