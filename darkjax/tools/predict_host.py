@@ -355,7 +355,8 @@ def write_timeline(result: dict[str, Any], out_dir: str, file_name: str) -> list
   paths.write_bytes_atomic(paths.resolve(table), text.getvalue().encode("utf-8"))
   fig = plots.timeline(probs, window_edges(result["spans"]), names,
                        f"{os.path.basename(result['video'])}: class probability per window")
-  return [plots.save(fig, os.path.join(out_dir, stem + ".timeline.png"), dpi=90), table]
+  return [plots.save(fig, os.path.join(out_dir, stem + ".timeline.png"), dpi=90),
+          os.fspath(paths.resolve(table))]
 
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
