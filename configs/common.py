@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import difflib
 import os
-import re
 
 import ml_collections as mlc
 
@@ -75,9 +74,6 @@ def _convert(name: str, raw: str, default):
   return raw
 
 
-_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
-
-
 def own_dataset(given: str, paper_dataset: str, arg_name: str = "dataset") -> str:
   """The dataset a paper's config reads: its paper's (`paper_dataset`), or one of the user's own
   named by the config arg `arg_name` (prepared with `prepare --dataset folder`, read from
@@ -85,7 +81,8 @@ def own_dataset(given: str, paper_dataset: str, arg_name: str = "dataset") -> st
   dataset")."""
   if not given:
     return paper_dataset
-  if not _DATASET_NAME.match(given):
+  from darkjax.data import prepared  # pylint: disable=import-outside-toplevel  (configs load light)
+  if not prepared.DATASET_NAME.match(given):
     raise ValueError(f"config arg {arg_name}={given!r}: a prepared dataset's name (letters, "
                      f"digits, '_', '.', '-'), the --name it was prepared with")
   if given == "synthetic":

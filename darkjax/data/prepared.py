@@ -22,6 +22,9 @@ from darkjax.data import records
 log = logging.getLogger(__name__)
 
 PREPARED = ("arid_v1", "arid_v1_5", "infar", "xd145", "dark48", "hmdb51", "ucf101")
+# What a dataset's name may be (`prepare --name`, a config's `dataset=` arg): it names the shard
+# files and the dataset's directory under $DARKJAX_DATA.
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 ALL = "all"

@@ -116,7 +116,7 @@ class VideoIndex:
     return len({v for v in self.by_key.values()})
 
 
-def _holds_videos(directory: str, subdirs: Sequence[str]) -> bool:
+def holds_videos(directory: str, subdirs: Sequence[str]) -> bool:
   """Whether a sub-directory of `directory` named in `subdirs` (or a folder below it) holds a
   video."""
   for sub in subdirs:
@@ -154,7 +154,7 @@ def find_dir_with_subdirs(src: str, names: Sequence[str], max_depth: int = 8,
               "from the download, not unpacked, or renamed?)")
     raise PrepareError(f"no directory under {src} has one sub-directory per class (looked for "
                        f"{sorted(names)[:5]}... to depth {max_depth}){near}")
-  with_videos = [d for d, subdirs in candidates if _holds_videos(d, subdirs)]
+  with_videos = [d for d, subdirs in candidates if holds_videos(d, subdirs)]
   if not with_videos:
     raise PrepareError(f"the class folders under {', '.join(d for d, _ in candidates)} hold no "
                        f"video file ({', '.join(sorted(video.VIDEO_EXTENSIONS))}); give --src the "

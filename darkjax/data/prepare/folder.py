@@ -49,12 +49,11 @@ import re
 
 import numpy as np
 
-from darkjax.data import video
+from darkjax.data import prepared, video
 from darkjax.data.prepare import arid, common
 
 CLASS_FILES = ("classes.txt", "classind.txt")
 DEFAULT_TEST_FRACTION, DEFAULT_SEED = 0.25, 0
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _PLAIN_LISTS = ("train.txt", "test.txt")
 _VAL_LIST = "val.txt"
 
@@ -62,7 +61,7 @@ _VAL_LIST = "val.txt"
 def check_name(name: str, reserved: tuple[str, ...] = ()) -> str:
   """A dataset name for shard files and configs: letters, digits, `_`, `.` and `-`; not the name
   of a dataset darkjax has a reader of its own for (`reserved`)."""
-  if not _NAME.match(name):
+  if not prepared.DATASET_NAME.match(name):
     raise common.PrepareError(f"dataset name {name!r}: use letters, digits, '_', '.' and '-' "
                               f"(it names the shard files); give one with --name")
   if name.lower() == "synthetic":
@@ -77,13 +76,8 @@ def check_name(name: str, reserved: tuple[str, ...] = ()) -> str:
 
 def _folders_with_videos(directory: str) -> list[str]:
   """Sub-folders of `directory` with a video at any depth below them, sorted by name."""
-  found = []
-  for sub in sorted(os.listdir(directory)):
-    path = os.path.join(directory, sub)
-    if os.path.isdir(path) and any(any(video.is_video_file(f) for f in names)
-                                   for _, _, names in common.walk(path)):
-      found.append(sub)
-  return found
+  return [sub for sub in sorted(os.listdir(directory))
+          if os.path.isdir(os.path.join(directory, sub)) and common.holds_videos(directory, [sub])]
 
 
 def _loose_videos(directory: str) -> list[str]:
@@ -139,10 +133,10 @@ def _class_file(src: str, root: str) -> str | None:
 PART_FOLDERS = {"train": "train", "test": "test", "val": "val", "validation": "val"}
 
 
-def split_folders(root: str) -> dict[str, str] | None:
-  """{'train': path, 'test': path[, 'val': path]} where the folders of `root` that hold videos are
-  a split's parts (train and test, optionally val or validation) rather than classes."""
-  folders = _folders_with_videos(root)
+def split_folders(root: str, folders: list[str]) -> dict[str, str] | None:
+  """{'train': path, 'test': path[, 'val': path]} where `folders`, those of `root` that hold
+  videos, are a split's parts (train and test, optionally val or validation) rather than
+  classes."""
   parts = {PART_FOLDERS.get(f.lower()): f for f in folders}
   if not folders or None in parts or not {"train", "test"} <= set(parts) \
       or len(parts) != len(folders):
@@ -184,9 +178,9 @@ def classes(src: str) -> tuple[str, list[str], str | None, dict[str, str] | None
     raise common.PrepareError(f"{root} holds videos outside any class folder ({loose[:3]}"
                               f"{' ...' if len(loose) > 3 else ''}): put each video in the folder "
                               f"of its class (SRC/<class>/<clip>)")
-  parts = split_folders(root)
+  folders = _folders_with_videos(root)
+  parts = split_folders(root, folders)
   if parts is None:
-    folders = _folders_with_videos(root)
     _check_case(root, folders)
     _check_links({f: os.path.join(root, f) for f in folders})
   else:
@@ -225,13 +219,13 @@ def classes(src: str) -> tuple[str, list[str], str | None, dict[str, str] | None
   return root, [by_lower[n.lower()] for n in names], class_file, parts
 
 
-def _videos_of(base: str, class_names: list[str], within: str = "") -> \
+def _videos_of(directory: str, class_names: list[str], base: str | None = None) -> \
     dict[int, list[common.VideoItem]]:
-  """Per label the videos of each class folder under `base` (`within`/<class>/...; ids relative to
-  `base`), every file once."""
+  """Per label the videos of each class folder in `directory` (ids relative to `base`, default
+  `directory`), every file once."""
+  base = base or directory
   lower = {c.lower(): i for i, c in enumerate(class_names)}
   by_class: dict[int, list[common.VideoItem]] = {i: [] for i in range(len(class_names))}
-  directory = os.path.join(base, within) if within else base
   for folder_name in sorted(os.listdir(directory)):
     label = lower.get(folder_name.lower())
     path = os.path.join(directory, folder_name)
@@ -246,19 +240,18 @@ def _videos_of(base: str, class_names: list[str], within: str = "") -> \
 
 
 def _numbered_lists(src: str) -> dict[str, str] | None:
-  """{'train1': path, 'test1': path, ...} of the split lists under `src`, or None without any. Numbered
-  lists must come in train / test pairs numbered without gaps: one left over is an error, not
-  passed over (the drawn splits would replace the user's)."""
+  """{'train1': path, 'test1': path, ...} of the split lists under `src`, or None without any.
+  Numbered lists must come in train / test pairs numbered without gaps: one left over is an error,
+  not passed over (the drawn splits would replace the user's)."""
   numbered = [path for path in common.find_files(src, lambda f: arid.list_split(f) is not None)
               if "other" not in os.path.basename(path).lower()]
   if numbered:
     lists = arid.official_split_lists(src, num_splits=1)
-    unused = sorted(set(numbered) - set(lists.values()))
+    unused = [os.path.relpath(u, src) for u in sorted(set(numbered) - set(lists.values()))]
     if unused:
-      raise common.PrepareError(f"split lists under {src}: {[os.path.relpath(u, src) for u in unused]} "
-                                f"are not part of a train / test pair numbered after "
-                                f"{sorted(lists)}: add the list that completes each pair, or "
-                                f"move it away")
+      raise common.PrepareError(f"split lists under {src}: {unused} are not part of a train / "
+                                f"test pair numbered after {sorted(lists)}: add the list that "
+                                f"completes each pair, or move it away")
     return lists
   plain = {name: common.find_files(src, lambda f, n=name: f.lower() == n)
            for name in (*_PLAIN_LISTS, _VAL_LIST)}
@@ -273,6 +266,11 @@ def _numbered_lists(src: str) -> dict[str, str] | None:
   if plain[_VAL_LIST]:
     lists["val1"] = plain[_VAL_LIST][0]
   return {**lists, "test1": plain["test.txt"][0]}
+
+
+def _below_class(video_id: str) -> str:
+  """A video's path below its class folder (`walk/actor3/clip.mp4` -> `actor3/clip.mp4`)."""
+  return video_id.replace("\\", "/").split("/", 1)[-1]
 
 
 def _take(order: list[str], groups: dict[str, list[common.VideoItem]], wanted: float) -> int:
@@ -303,8 +301,7 @@ def seeded_splits(by_class: dict[int, list[common.VideoItem]], num_splits: int =
     for label in sorted(by_class):
       groups: dict[str, list[common.VideoItem]] = {}
       for item in sorted(by_class[label], key=lambda v: v.video_id):
-        below = item.video_id.replace("\\", "/").split("/", 1)[-1]
-        match = pattern.search(below) if pattern else None
+        match = pattern.search(_below_class(item.video_id)) if pattern else None
         key = f"group {match.group(0)}" if match else f"video {item.video_id}"
         groups.setdefault(key, []).append(item)
       keys = sorted(groups)
@@ -332,8 +329,7 @@ def _group_pattern(group_pattern: str | None,
   except re.error as error:
     raise common.PrepareError(f"--group-pattern {group_pattern!r}: not a regular expression "
                               f"({error})") from None
-  below = [v.video_id.replace("\\", "/").split("/", 1)[-1]
-           for items in by_class.values() for v in items]
+  below = [_below_class(v.video_id) for items in by_class.values() for v in items]
   if below and not any(pattern.search(b) for b in below):
     raise common.PrepareError(f"--group-pattern {group_pattern!r} matches none of the videos' "
                               f"paths below their class folders (such as {below[0]!r}): every "
@@ -423,8 +419,7 @@ def folder(src: str, name: str, num_splits: int | None = None,
               for split, path in lists.items()}
     metadata["split_source"] = {s: os.path.relpath(p, src) for s, p in lists.items()}
   elif parts is not None:
-    splits = {f"{part}1": [v for items in _videos_of(root, class_names,
-                                                     os.path.relpath(path, root)).values()
+    splits = {f"{part}1": [v for items in _videos_of(path, class_names, root).values()
                            for v in items]
               for part, path in sorted(parts.items(), key=lambda p: ("train", "val", "test")
                                        .index(p[0]))}
@@ -447,4 +442,4 @@ def folder(src: str, name: str, num_splits: int | None = None,
     metadata["split_lists"] = {s: sorted(v.video_id for v in items) for s, items in splits.items()}
   _check_disjoint(splits, src)
   metadata["warnings"] = _warnings(splits, class_names)
-  return common.Layout(check_name(name, reserved), list(class_names), splits, metadata)
+  return common.Layout(name, list(class_names), splits, metadata)
