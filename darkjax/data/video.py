@@ -6,9 +6,9 @@ rate. With `short_side` > 0 the frames are resized so their shorter side has tha
 rate (frame k the nearest earlier one to time k / fps, counted at the stream's average rate),
 which is how `python -m darkjax.data.prepare --fps` makes clips of one frame rate.
 `iter_frames(path, short_side, fps)` yields them one at a time, resampled by their timestamps (a
-variable-rate file keeps its clock): what a long video's timeline reads. A file that cannot be decoded (missing, no video stream, a
-decoder error, no frames) raises `VideoDecodeError` whose message starts with the file's path and
-says why.
+variable-rate file keeps its clock): what a long video's timeline reads. A file that cannot be
+decoded (missing, no video stream, a decoder error, no frames) raises `VideoDecodeError` whose
+message starts with the file's path and says why.
 
 `write_video(path, frames, fps)` writes uint8 RGB frames as an MPEG-4 file (the synthetic set's
 sample videos, the input benchmark, test fixtures). Used by dataset preparation, the darkness tool
@@ -68,21 +68,14 @@ def find_videos(directory: str) -> list[str]:
   return sorted(found)
 
 
-def _open_error(path: str) -> VideoDecodeError | None:
-  if os.path.isdir(path):
-    return VideoDecodeError(f"{path}: is a directory; give the video files in it (e.g. "
-                            f"{os.path.join(path, '*.mp4')})")
-  if not os.path.isfile(path):
-    return VideoDecodeError(f"{path}: file not found")
-  return None
-
-
 def _open(path: str) -> tuple[Any, Any, float]:
   """(container, its first video stream, the stream's average rate or DEFAULT_FPS); raises
   VideoDecodeError naming the file."""
-  error = _open_error(path)
-  if error is not None:
-    raise error
+  if os.path.isdir(path):
+    raise VideoDecodeError(f"{path}: is a directory; give the video files in it (e.g. "
+                           f"{os.path.join(path, '*.mp4')})")
+  if not os.path.isfile(path):
+    raise VideoDecodeError(f"{path}: file not found")
   try:
     container = av.open(path)
   except (av.error.FFmpegError, ValueError, OSError, EOFError) as failure:

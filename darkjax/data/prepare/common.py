@@ -288,15 +288,15 @@ def _options(content: dict[str, Any]) -> dict[str, str]:
 def _changed(state: dict[str, Any], options: dict[str, str]) -> str:
   before = state.get("options")
   if not isinstance(before, dict):   # a state written before it kept its options
-    return ("dataset, --short-side, --fps, --flow options, split lists or options")
+    return "dataset, --short-side, --fps, --flow options, split lists or options"
   changed = [key for key in _SIGNATURE_PARTS if before.get(key) != options.get(key)]
   return ", ".join(_SIGNATURE_PARTS[key] for key in changed) or "the shard order"
 
 
 def _load_state(out_dir: str, signature: str, overwrite: bool,
-                options: dict[str, str] | None = None) -> dict[str, Any]:
+                options: dict[str, str]) -> dict[str, Any]:
   path = os.path.join(out_dir, STATE_FILE)
-  fresh = {"signature": signature, "options": options or {}, "shards": {}}
+  fresh = {"signature": signature, "options": options, "shards": {}}
   if not paths.resolve(path).exists():
     if paths.resolve(os.path.join(out_dir, records.MANIFEST)).exists() and not overwrite:
       raise PrepareError(f"{out_dir} already holds a dataset ({records.MANIFEST}) not made by this "
@@ -310,7 +310,7 @@ def _load_state(out_dir: str, signature: str, overwrite: bool,
   if state.get("signature") != signature:
     if not overwrite:
       raise PrepareError(f"{path}: was made with other options or another source tree (what "
-                         f"differs: {_changed(state, options or {})}); give the earlier ones to "
+                         f"differs: {_changed(state, options)}); give the earlier ones to "
                          f"resume, another --out, or --overwrite to start over")
     return fresh
   return state
@@ -359,9 +359,9 @@ def prepare(layout: Layout, out_dir: str, short_side: int = 128, fps: float = 0.
   out_dir = os.fspath(paths.resolve(out_dir))  # a local directory or a URL (gs://...)
   paths.resolve(out_dir).mkdir(parents=True, exist_ok=True)
   content = _signature_content(layout, short_side, fps, examples_per_shard, flow_settings)
-  signature = file_state.sha256_json(content)
-  state = _load_state(out_dir, signature, overwrite, _options(content))
-  state.setdefault("options", _options(content))
+  signature, options = file_state.sha256_json(content), _options(content)
+  state = _load_state(out_dir, signature, overwrite, options)
+  state.setdefault("options", options)   # a state resumed from before it kept them
   manifest = paths.resolve(os.path.join(out_dir, records.MANIFEST))
   if overwrite and not state["shards"] and manifest.exists():
     # Starting over: the shards about to be written replace the old dataset's, which its manifest
