@@ -114,12 +114,17 @@ def test_exported_model_prints_the_checkpoints_top5(exported, fmt, capsys, tmp_p
                                rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_exported_views_and_probabilities_are_the_checkpoints(exported, fmt):
+def _predictors(exported, fmt: str):
+  """(the run's checkpoint predictor, the exported model's in `fmt`, the videos)."""
   _need(fmt)
   outs, multiview, workdir, videos = exported
-  checkpoint = predict_checkpoint.Predictor(config_lib.load(multiview), workdir)
-  model = predict_exported.ExportedPredictor(_model_path(outs, fmt))
+  return (predict_checkpoint.Predictor(config_lib.load(multiview), workdir),
+          predict_exported.ExportedPredictor(_model_path(outs, fmt)), videos)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exported_views_and_probabilities_are_the_checkpoints(exported, fmt):
+  checkpoint, model, videos = _predictors(exported, fmt)
   assert model.video_inputs.to_json() == checkpoint.video_inputs.to_json()   # eval fields
   assert model.class_names == checkpoint.class_names
   for video in videos:
@@ -130,10 +135,7 @@ def test_exported_views_and_probabilities_are_the_checkpoints(exported, fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_an_exported_models_timeline_is_the_checkpoints(exported, fmt):
-  _need(fmt)
-  outs, multiview, workdir, videos = exported
-  checkpoint = predict_checkpoint.Predictor(config_lib.load(multiview), workdir)
-  model = predict_exported.ExportedPredictor(_model_path(outs, fmt))
+  checkpoint, model, videos = _predictors(exported, fmt)
   want, got = checkpoint.timeline(videos[1], 0.4), model.timeline(videos[1], 0.4)
   assert got["spans"] == want["spans"] and len(got["spans"]) > 1
   np.testing.assert_allclose(got["probs"], want["probs"], rtol=0, atol=1e-4)

@@ -512,6 +512,13 @@ def write_preview(path: str | os.PathLike, params: SyntheticParams, split: str =
   FigureCanvasAgg(figure).print_png(os.fspath(path))
 
 
+def _test_clips(params: SyntheticParams, per_class: int) -> Iterator[dict[str, Any]]:
+  """The first `per_class` test clips of every class, in the test split's order (every class in
+  turn)."""
+  for index in range(per_class * len(params.class_names)):
+    yield _render_example((dataclasses.asdict(params), "test", index))
+
+
 def write_videos(out_dir: str | os.PathLike, params: SyntheticParams,
                  per_class: int = 1) -> list[str]:
   """Writes `per_class` test-split clips of every class (the dark `video` stream, as the dataset
@@ -520,8 +527,7 @@ def write_videos(out_dir: str | os.PathLike, params: SyntheticParams,
   from darkjax.data import video  # noqa: PLC0415  (PyAV: only where videos are written)
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  for index in range(per_class * len(params.class_names)):
-    example = _render_example((dataclasses.asdict(params), "test", index))   # test clip `index`
+  for index, example in enumerate(_test_clips(params, per_class)):
     name = f"{params.class_names[example['label']]}_{index // len(params.class_names)}.avi"
     path = os.path.join(os.fspath(out_dir), name)
     video.write_video(path, example["video"], fps=params.fps)
@@ -535,8 +541,7 @@ def write_long_video(path: str | os.PathLike, params: SyntheticParams, per_class
   actions at known times (clip i spans seconds [i, i + 1) x frames / fps) to try
   `python -m darkjax.tools.predict --every` on. Returns its path."""
   from darkjax.data import video  # noqa: PLC0415  (PyAV: only where videos are written)
-  clips = [_render_example((dataclasses.asdict(params), "test", index))["video"]
-           for index in range(per_class * len(params.class_names))]
+  clips = [example["video"] for example in _test_clips(params, per_class)]
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   video.write_video(os.fspath(path), np.concatenate(clips), fps=params.fps)
   return os.fspath(path)

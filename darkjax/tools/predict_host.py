@@ -125,13 +125,13 @@ class VideoInputs:
               ) -> Iterator[tuple[list[tuple[float, float]], dict[str, np.ndarray], float]]:
     """A timeline's inputs, `batch` windows at a time: ([(start s, end s)], {stream: (V, T, h, w,
     C)}, the rate decoded at), V = windows x clips a window. The video is decoded as it goes,
-    resampled by its timestamps to `timeline_fps` (any length; a window's frames held), and a
-    window starts every `every_s` (rounded to whole frames) from 0, plus one ending at the last
-    frame where the others stop short of it. A window longer than a dense or grid clip is
-    classified by as many clips as cover it (averaged, as a video's eval clips are); a segment
-    clip spreads over its window. Record streams (flow) are computed per window. A video shorter
-    than one window is one window. A decoder error mid-file raises PredictError after the
-    windows before it."""
+    resampled by its timestamps to `fps`, else `dataset_fps`, else the file's own rate (any
+    length; a window's frames held), and a window starts every `every_s` (`step_frames`) from 0,
+    plus one ending at the last frame where the others stop short of it. A window longer than a
+    dense or grid clip is classified by as many clips as cover it (averaged, as a video's eval
+    clips are); a segment clip spreads over its window. Record streams (flow) are computed per
+    window. A video shorter than one window is one window. A decoder error mid-file raises
+    PredictError after the windows before it."""
     if not (every_s > 0 and math.isfinite(every_s)):
       raise PredictError(f"--every {every_s:g}: give the seconds between windows (> 0)")
     if window_s < 0 or not math.isfinite(window_s):
@@ -142,20 +142,18 @@ class VideoInputs:
     except video.VideoDecodeError as error:
       raise PredictError(str(error)) from None
     span = self.window_frames(fps, every_s, window_s)
-    clip = self.clip_frames()
+    clip, step = self.clip_frames(), step_frames(fps, every_s)
     if self.spec.sampling != "segment" and span < clip:
       raise PredictError(f"--window {window_s:g}: the model reads clips of {clip} frames, "
                          f"{clip / fps:g} s at {fps:g} frames/s; give at least that")
     clips = 1 if self.spec.sampling == "segment" else -(-span // clip)
     spec = dataclasses.replace(self.spec, eval_clips=clips, eval_crops=1)
-    step = max(int(round(every_s * fps)), 1)
     held: collections.deque = collections.deque(maxlen=span)
     pending: list[tuple[tuple[float, float], dict[str, np.ndarray]]] = []
     count, next_start, last_end = 0, 0, 0
 
     def window() -> tuple[tuple[float, float], dict[str, np.ndarray]]:
-      start = max(count - len(held), 0)
-      return ((start / fps, count / fps),
+      return (((count - len(held)) / fps, count / fps),
               self._views(path, self._example(path, np.stack(held)), spec))
 
     try:
@@ -209,6 +207,11 @@ class VideoInputs:
                float(decode.get("dataset_fps", 0.0)))
 
 
+def step_frames(fps: float, every_s: float) -> int:
+  """Frames (at `fps`) from one timeline window's start to the next's: `every_s`, whole frames."""
+  return max(int(round(every_s * fps)), 1)
+
+
 def _batched(pending: list[tuple[tuple[float, float], dict[str, np.ndarray]]]
              ) -> tuple[list[tuple[float, float]], dict[str, np.ndarray]]:
   """Windows' (span, one-view streams) as their spans and the streams stacked on the view axis."""
@@ -232,10 +235,11 @@ def json_key(meta: Mapping[str, Any], dotted: str, source: str) -> Any:
 
 # ================================================================ logits -> result
 def mean_probabilities(logits: np.ndarray) -> np.ndarray:
-  """The video's class probabilities: the softmax of each view's logits (V, classes), averaged."""
+  """The video's class probabilities: the softmax of each view's logits (V, classes), averaged
+  over the views (..., V, classes) -> (..., classes)."""
   logits = np.asarray(logits, np.float64)
   exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-  return (exp / exp.sum(axis=-1, keepdims=True)).mean(axis=0).astype(np.float32)
+  return (exp / exp.sum(axis=-1, keepdims=True)).mean(axis=-2).astype(np.float32)
 
 
 def summarise(path: str, views: np.ndarray, logits: np.ndarray, class_names: list[str],
@@ -276,9 +280,7 @@ def timeline(path: str, video_inputs: VideoInputs,
       if values.shape[-1] != len(class_names):
         raise PredictError(f"{path}: the model gives {values.shape[-1]} classes, the class names "
                            f"are {len(class_names)}")
-      exp = np.exp(values - values.max(axis=-1, keepdims=True))
-      probs.append((exp / exp.sum(axis=-1, keepdims=True)).reshape(count, clips, -1)
-                   .mean(axis=1).astype(np.float32))
+      probs.append(mean_probabilities(values.reshape(count, clips, -1)))   # a window's clips
       spans += window_spans
       result["fps"] = fps
   except PredictError as error:
@@ -286,7 +288,7 @@ def timeline(path: str, video_inputs: VideoInputs,
       raise
     result["error"] = str(error)
   result.update(spans=spans, probs=np.concatenate(probs),
-                step_s=max(round(every_s * result["fps"]), 1) / result["fps"])
+                step_s=step_frames(result["fps"], every_s) / result["fps"])
   return result
 
 
