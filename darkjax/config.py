@@ -381,17 +381,55 @@ def listed(lines: Sequence[str], most: int = 12) -> str:
   return "\n".join(lines[:most]) + more
 
 
+ABSENT = "<absent>"   # `differences`' value of a field one side lacks
+
+
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
   """{field: (a's value, b's value)} of two `flat` views where they differ ("<absent>" for a
   missing field), fields sorted."""
-  absent = "<absent>"
-  return {key: (a.get(key, absent), b.get(key, absent)) for key in sorted(a.keys() | b.keys())
-          if a.get(key, absent) != b.get(key, absent)}
+  return {key: (a.get(key, ABSENT), b.get(key, ABSENT)) for key in sorted(a.keys() | b.keys())
+          if a.get(key, ABSENT) != b.get(key, ABSENT)}
 
 
 def covers(declared: str, field: str) -> bool:
   """Whether the dotted field `declared` is `field` or holds it (`lift` covers `lift.kd`)."""
   return field == declared or field.startswith(declared + ".")
+
+
+# Fields that set what a run's evaluation measures and nothing it trains (with every dataset
+# block's `eval_split`): a finished run rerun with other values evaluates its checkpoint again
+# (darkjax.train.Trainer), and its config.json records the values its logged evaluation used.
+EVALUATION_FIELDS = ("evals", "input.eval_clips", "input.eval_crops")
+# Fields that change no result: how a run shows its progress, saves, feeds and times itself.
+RUNNER_FIELDS = ("progress_bar", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                 "async_checkpoints", "profile", "compilation_cache", "fit", "device_memory_gib",
+                 "input.workers", "input.prefetch", "input.eval_batch_size",
+                 "input.eval_batch_size_requested")
+
+
+def evaluation_field(field: str) -> bool:
+  """Whether the dotted `field` sets what the evaluation measures, nothing that trains
+  (`EVALUATION_FIELDS`, a dataset block's `eval_split`)."""
+  return (field.endswith(".eval_split") or field == "eval_split"
+          or any(covers(declared, field) for declared in EVALUATION_FIELDS))
+
+
+def runner_field(field: str) -> bool:
+  """Whether the dotted `field` changes no result (`RUNNER_FIELDS`)."""
+  return any(covers(declared, field) for declared in RUNNER_FIELDS)
+
+
+def set_field(values: dict[str, Any], field: str, value: Any) -> None:
+  """Sets the dotted `field` of nested dicts `values` (a config.json) to `value`, making the dicts
+  on its way; `ABSENT` removes it."""
+  *parents, name = field.split(".")
+  node = values
+  for parent in parents:
+    node = node.setdefault(parent, {})
+  if value == ABSENT:
+    node.pop(name, None)
+  else:
+    node[name] = value
 
 
 class MissingWeightsError(ConfigError):

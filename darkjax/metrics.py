@@ -22,6 +22,9 @@ import numpy as np
 
 from darkjax import paths
 
+# Rows of evaluations that a later evaluation of the same step with other evaluation settings
+# replaced in metrics.jsonl (`MetricsWriter.redo_evaluation`), each with its `evaluated_with`.
+EARLIER_EVALUATIONS = "earlier_evaluations.jsonl"
 _last_suffix = 0   # the last event file's name suffix (`MetricsWriter._open_tensorboard`)
 
 
@@ -130,16 +133,28 @@ class MetricsWriter:
                              .encode("utf-8"))
     return rows
 
-  def redo_evaluation(self, step: int) -> None:
-    """Before `step` is evaluated again (a notebook's `Run.evaluate`): drops what an earlier
-    evaluation logged at `step`, so that it is logged once. metrics.jsonl keeps that step's
-    training row (its `train/` scalars) and every earlier row and loses the rest from `step` on;
-    TensorBoard drops its events from `step` on (a restart marker, as `truncate_after`) and gets
-    the training row's scalars again."""
+  def redo_evaluation(self, step: int,
+                      earlier_settings: Mapping[str, Any] | None = None) -> None:
+    """Before `step` is evaluated again (a notebook's `Run.evaluate`, a finished run rerun with
+    other evaluation settings): drops what an earlier evaluation logged at `step`, so that it is
+    logged once. metrics.jsonl keeps that step's training row (its `train/` scalars) and every
+    earlier row and loses the rest from `step` on; TensorBoard drops its events from `step` on (a
+    restart marker, as `truncate_after`) and gets the training row's scalars again.
+    `earlier_settings` (the evaluation settings the earlier evaluation was made with, where they
+    differ from the coming one's): its rows at `step` are appended to WORKDIR/
+    EARLIER_EVALUATIONS first, each with those settings as `evaluated_with`."""
     if not self.enabled or not self.path.exists():
       return
+    def evaluation_row(row):
+      return row["step"] == step and not any(key.startswith("train/") for key in row)
+    if earlier_settings is not None:
+      earlier = [dict(row, evaluated_with=dict(earlier_settings))
+                 for row in read_metrics(os.fspath(self.workdir)) if evaluation_row(row)]
+      if earlier:
+        paths.append_text(self.workdir / EARLIER_EVALUATIONS,
+                          "".join(json.dumps(row) + "\n" for row in earlier))
     kept = self._keep_rows(lambda row: row["step"] < step or (
-        row["step"] == step and any(key.startswith("train/") for key in row)))
+        row["step"] == step and not evaluation_row(row)))
     self._reopen(step)
     for row in kept:
       if row["step"] == step:

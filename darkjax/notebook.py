@@ -5,7 +5,7 @@
                           overrides={"optimizer.lr": 3e-3, "dtcm.alpha": 0.0})
   run.train(steps=2)      # to step 2: {"eval/top1": ..., ...} of the evaluation at step 2
   run.train()             # on to config.total_steps, from the step-2 checkpoint
-  run.evaluate()          # the config's evaluators on the live variables
+  run.evaluate()          # the config's evaluators on the live variables (deployed phase's)
   run.history()           # WORKDIR/metrics.jsonl rows as dicts
   run.train_step, run.predict_fn, run.variables   # the jitted step / inference, for inspection
 
@@ -102,10 +102,10 @@ class Run:
     """The Trainer of a one-phase run (built on first use, kept so its step compiles once)."""
     if self.phased:
       raise ValueError(f"trainer {self.config.trainer!r} trains this config in phases "
-                       f"{[p.name for p in task_lib.phase_plan(self.config)]}: Run.evaluate(), "
-                       "trainer and train_step are a one-phase run's; Run.train() runs all "
-                       "phases and returns the deployed one's final evaluation, Run.variables / "
-                       "predict_fn are the deployed model's")
+                       f"{[p.name for p in task_lib.phase_plan(self.config)]}: trainer and "
+                       "train_step are a one-phase run's; Run.train() runs all phases and "
+                       "returns the deployed one's final evaluation, Run.evaluate() evaluates "
+                       "it again, Run.variables / predict_fn are the deployed model's")
     self._check_config()
     if self._trainer is None:
       phase_config, task = task_lib.build_task(self._phase, self.config)
@@ -140,8 +140,8 @@ class Run:
                   self.inference_workdir, latest, latest)
     before = self.step
     results = plain(self.trainer.run(until=steps))
-    if self.step == before and before:   # already trained that far: evaluate what is there
-      return self.evaluate()
+    if self.step == before and before and self.trainer.evaluated_step != before:
+      return self.evaluate()   # already trained that far: evaluate what is there
     return results
 
   @property
@@ -159,23 +159,34 @@ class Run:
     return max(steps, default=0)
 
   def evaluate(self) -> dict[str, Any]:
-    """Runs the config's evaluators (`config.evals`) on the latest state of a one-phase run (the
-    live one, or the workdir's latest checkpoint where this Run has not trained or another run,
-    e.g. the command line, has trained on since) and returns their results."""
+    """Runs the config's evaluators (`config.evals`) on the latest state of the deployed model
+    and returns their results: of a one-phase run, the live state, or the workdir's latest
+    checkpoint where this Run has not trained or another run (e.g. the command line) has trained
+    on since; of a run in phases, its deployed phase once trained to its end (with the earlier
+    phases' final results as `<phase>_<metric>`, as `train()`). The step's earlier evaluation is
+    replaced in metrics.jsonl, and kept in `earlier_evaluations.jsonl` where this Run's evaluation
+    settings (the split, the views, `config.evals`) differ from those it was made with."""
+    if self.phased:
+      self._check_config()
+      deployed = task_lib.phase_plan(self.config)[-1]
+      total, latest = int(deployed.config(self.config).total_steps), self._checkpointed_step()
+      if latest < total:
+        raise ValueError(f"{self.inference_workdir} (phase {deployed.name}, the deployed model) is "
+                         f"trained to step {latest} of {total}: Run.evaluate() of a run in "
+                         "phases evaluates the deployed phase once trained; Run.train() first")
+      return plain(train.run_phases(self.config, self.workdir, self.devices,
+                                    evaluate_again=True))
     trainer = self.trainer
     latest = self._checkpointed_step()
     if trainer.state is None or latest > self.step:
       if not latest:
         raise ValueError(f"{self.workdir} has no checkpoint to evaluate; call Run.train() first")
-      trainer.run(until=latest)   # builds and restores the latest; trains no step
-    # the deployed phase's workdir (the Trainer's, which `history` reads), the step's earlier
-    # evaluation replaced
-    trainer.writer = metrics_lib.MetricsWriter(trainer.workdir, enabled=trainer.is_lead)
-    try:
-      trainer.writer.redo_evaluation(self.step)
-      return plain(trainer.evaluate(self.step))
-    finally:
-      trainer.writer.close()
+      results = trainer.run(until=latest)   # builds and restores the latest; trains no step
+      if trainer.evaluated_step == latest:   # evaluated it (with this Run's settings) just now
+        return plain(results)
+    results = trainer.evaluate_again()
+    train.append_phase_report(trainer, self._phase, self.config, results)
+    return plain(results)
 
   def history(self) -> list[dict[str, Any]]:
     """Rows of the deployed phase's metrics.jsonl ({"step": ..., "train/loss": ..., ...});
@@ -227,11 +238,12 @@ class Run:
       return jax.device_get(self._trainer.variables)
     return convert_io.load_run_variables(self.inference_workdir)[0]
 
-  def test_clips(self, count: int) -> dict[str, np.ndarray]:
-    """The first `count` test examples ({"video": uint8 (N, T, H, W, C), "label": ..., streams})
-    as the evaluators see them (first view)."""
+  def test_clips(self, count: int, split: str = "") -> dict[str, np.ndarray]:
+    """The first `count` examples ({"video": uint8 (N, T, H, W, C), "label": ..., streams}) of
+    `split` ("test", "val", "train": the dataset's part of the config's split; default: the
+    config's evaluation part, `input.data.eval_split`) as the evaluators see them (first view)."""
     from darkjax.evaluators import clip_figures  # pylint: disable=import-outside-toplevel
-    return clip_figures.first_test_examples(self.task.data, count)
+    return clip_figures.first_test_examples(self.task.data, count, split)
 
   def enhance(self, clips_uint8: np.ndarray) -> np.ndarray:
     """Enhanced clips in [0, 1] for tasks with an enhancer (DTCM)."""

@@ -33,7 +33,12 @@ def _datasets_line(config: mlc.ConfigDict) -> str:
            + (f", evaluated on {b.eval_split}{int(b.split_index) or ''}"
               if b.get("eval_split", "test") not in ("test", "") else "")
            + f" ({b.dir})" for b in blocks.values()]
-  return f"- dataset{'s' if len(named) > 1 else ''}: " + "; ".join(named)
+  line = f"- dataset{'s' if len(named) > 1 else ''}: " + "; ".join(named)
+  clips, crops = int(config.input.get("eval_clips", 1)), int(config.input.get("eval_crops", 1))
+  if (clips, crops) != (1, 1):   # the views each evaluated video's score averages
+    line += (f"\n- evaluation: {clips} clip{'s' if clips > 1 else ''} x {crops} "
+             f"crop{'s' if crops > 1 else ''} a video, averaged")
+  return line
 
 
 def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds: float,
@@ -81,7 +86,8 @@ def write_summary(workdir: str, config: mlc.ConfigDict, plan, results: Mapping[s
   phase's final metrics."""
   directories = [os.path.relpath(p.workdir(workdir, config), workdir) for p in plan]
   lines = [f"# darkjax run: {title(config)} on `{config.input.data.name}`",
-           "", f"- phases: {', '.join(f'{p.name} ({d}/)' for p, d in zip(plan, directories))}; "
+           "", _datasets_line(config),
+           f"- phases: {', '.join(f'{p.name} ({d}/)' for p, d in zip(plan, directories))}; "
            "each directory has its own report.md, metrics and checkpoints; the last is the "
            "deployed model", "", "| metric | value |", "|---|---|"]
   lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items())

@@ -206,6 +206,8 @@ class Trainer:
   # compile_evals' outcome per eval batch: its figures, or the out-of-memory error it raised
   _evals_compiled: dict[int, Any] = dataclasses.field(init=False, default_factory=dict)
   reported: bool = dataclasses.field(init=False, default=False)   # this run wrote report.md
+  # the step the last `run` / `evaluate_again` evaluated (None: it evaluated none)
+  evaluated_step: int | None = dataclasses.field(init=False, default=None)
 
   def __post_init__(self):
     self.workdir = os.fspath(paths.resolve(self.workdir))  # local: absolute; URLs as given
@@ -414,46 +416,83 @@ class Trainer:
       return path, None
     return path, config_lib.flat(json.loads(path.read_text(encoding="utf-8")))
 
-  def _keep_changed_config(self, start: int, trains: bool = True) -> None:
+  def _step_config(self, step: int) -> tuple[Any, dict[str, Any] | None]:
+    """The config file that trained (and evaluated) the checkpoint of `step`, and its `flat`
+    fields (None where it is missing): WORKDIR/config.until_step<step>.json where a run resumed
+    at `step` kept it (config.json may then have trained nothing), else config.json."""
+    kept = paths.resolve(self.workdir) / f"config.until_step{step}.json"
+    if kept.exists():
+      return kept, config_lib.flat(json.loads(kept.read_text(encoding="utf-8")))
+    return self._saved_config()
+
+  def _keep_changed_config(self, start: int, trains: bool = True) -> tuple[Any, list[str]]:
     """A run resumed at `start` with a config whose settings differ from the one that trained
     its checkpoint (the arrays agree, or it would not have restored: a learning rate, the data, the
     normalisation): says which, and keeps that config as WORKDIR/config.until_step<start>.json
     before config.json becomes this run's (the first one kept where a step is resumed again).
-    `trains` False (the run has no step left to train): says the settings change nothing, and
-    keeps nothing (config.json stays)."""
-    path, saved = self._saved_config()
-    kept = paths.resolve(self.workdir) / f"config.until_step{start}.json"
-    if kept.exists():   # resumed at this step before: config.json may have trained nothing
-      path, saved = kept, config_lib.flat(json.loads(kept.read_text(encoding="utf-8")))
+
+    `trains` False (the run has no step left to train): keeps nothing (config.json stays), and
+    returns the file of the config that made the run's evaluation at `start` with the lines of
+    the settings that set only what an evaluation measures (`config.evaluation_field`: the split,
+    the views, `config.evals`) in which this run's differ: the run evaluates `start` again with
+    them. The other settings change nothing, which is said; beside an evaluation's, any of them
+    that could change a result (all but `config.runner_field`s: the normalisation, the frames)
+    is refused, since the evaluation would read it too."""
+    path, saved = self._step_config(start)
     if saved is None:
-      return
-    lines = self._changed_lines(saved, only_read=True)
-    if not lines:
-      ignored = self._changed_lines(saved)
+      return path, []
+    changes = self._changes(saved, only_read=True)
+    if not changes:
+      ignored = self._changes(saved)
       if ignored:
         log.info("phase %s: resumed at step %d; its config differs from the one that trained it "
                  "only in fields this phase does not read:\n%s", self.phase, start,
-                 config_lib.listed(ignored))
-      return
+                 config_lib.listed(list(ignored.values())))
+      return path, []
     if not trains:
-      log.warning("phase %s: already trained to step %d, with other settings than this run's; "
-                  "they change nothing, no step is left to train (config.json keeps those that "
-                  "trained it; give more steps to train on with these, or a new --workdir):\n%s",
-                  self.phase, start, config_lib.listed(lines))
-      return
+      evaluation = [line for key, line in changes.items() if config_lib.evaluation_field(key)]
+      others = {key: line for key, line in changes.items()
+                if not config_lib.evaluation_field(key)}
+      results = [line for key, line in others.items() if not config_lib.runner_field(key)]
+      if evaluation and results:
+        raise config_lib.ConfigError(
+            f"phase {self.phase}: {self.workdir} is trained to step {start} already; this run "
+            "changes what its evaluation measures:\n" + config_lib.listed(evaluation)
+            + "\nand settings that trained it, which the evaluation reads too (" + os.fspath(path)
+            + " holds those that trained it):\n" + config_lib.listed(results)
+            + "\nRerun with only the evaluation's settings changed, or train these in a new "
+            "--workdir.")
+      if others:
+        log.warning("phase %s: already trained to step %d, with other settings than this run's; "
+                    "they change nothing, no step is left to train (config.json keeps those that "
+                    "trained it; give more steps to train on with these, or a new --workdir):\n%s",
+                    self.phase, start, config_lib.listed(list(others.values())))
+      return path, evaluation
+    kept = paths.resolve(self.workdir) / f"config.until_step{start}.json"
     if not kept.exists():
       kept.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     log.warning("phase %s: resumed at step %d with other settings than those that trained it "
                 "(the config that did is kept as %s):\n%s", self.phase, start, kept,
-                config_lib.listed(lines))
+                config_lib.listed(list(changes.values())))
+    return path, []
 
-  def _changed_lines(self, saved: dict[str, Any], only_read: bool = False) -> list[str]:
-    """"  key: was -> now" for each setting in which this run's config differs from `saved` (a
-    config.json's `config_lib.flat` fields); `only_read`: only those this phase reads (not
-    `ignores`)."""
-    return [f"  {key}: {was!r} -> {now!r}" for key, (was, now) in
+  def _changes(self, saved: dict[str, Any], only_read: bool = False) -> dict[str, str]:
+    """{key: "  key: was -> now"} for each setting in which this run's config differs from
+    `saved` (a config.json's `config_lib.flat` fields); `only_read`: only those this phase reads
+    (not `ignores`)."""
+    return {key: f"  {key}: {was!r} -> {now!r}" for key, (was, now) in
             config_lib.differences(saved, config_lib.flat(self._config_json())).items()
-            if not (only_read and any(config_lib.covers(i, key) for i in self.ignores))]
+            if not (only_read and any(config_lib.covers(i, key) for i in self.ignores))}
+
+  def _record_evaluation_settings(self, path: Any) -> None:
+    """Writes this run's evaluation settings (`config.evaluation_field`s) into `path`, the config
+    file of a finished run whose evaluation it made again, the rest of the file as it was."""
+    values = json.loads(path.read_text(encoding="utf-8"))
+    for key, (_, now) in config_lib.differences(config_lib.flat(values),
+                                                config_lib.flat(self._config_json())).items():
+      if config_lib.evaluation_field(key):
+        config_lib.set_field(values, key, now)
+    file_state.atomic_write_json(os.path.join(self.workdir, path.name), values, sort_keys=True)
 
   def _config_changes(self, most: int = 12) -> str:
     """What a checkpoint that does not restore into this run's state needs said: the settings
@@ -462,7 +501,7 @@ class Trainer:
     advice = ("Resume with the config that trained it, or start this config in a new --workdir.")
     if saved is None:
       return f"{path} is missing, so what changed is not known. {advice}"
-    changed = self._changed_lines(saved)
+    changed = list(self._changes(saved).values())
     if not changed:
       return f"This run's config equals the one in {path}. {advice}"
     return (f"This run's config differs from the one that trained the checkpoint ({path}):\n"
@@ -656,6 +695,7 @@ class Trainer:
       return self._evaluate(step)
 
   def _evaluate(self, step: int) -> dict[str, Any]:
+    self.evaluated_step = step
     if self.evaluators is None:
       self.evaluators = evaluators_lib.build(self.config.evals, self.task, self)
     results: dict[str, Any] = {}
@@ -670,6 +710,34 @@ class Trainer:
       results.update(result.arrays)
     return results
 
+  def evaluate_again(self) -> dict[str, Any]:
+    """Evaluates the live state (trained or restored by `run`) again (a notebook's
+    `Run.evaluate`): its step's logged evaluation is replaced (kept in
+    metrics.EARLIER_EVALUATIONS where made with other evaluation settings, whose values the
+    step's config file then records) and, at the last step, report.md is written again."""
+    if self.state is None:
+      raise ValueError(f"phase {self.phase}: no state to evaluate; Trainer.run() first")
+    started = time.time()
+    step = int(jax.device_get(self.state.step))
+    path, saved = self._step_config(step)
+    earlier = None
+    if self.is_lead and saved is not None:
+      if any(config_lib.evaluation_field(key) for key in self._changes(saved, only_read=True)):
+        earlier = self._evaluation_settings(path)
+    self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
+    try:
+      self.writer.redo_evaluation(step, earlier_settings=earlier)
+      results = self.evaluate(step)
+    finally:
+      self.writer.close()
+    if earlier is not None:
+      self._record_evaluation_settings(path)
+    self.reported = self.is_lead and step == int(self.config.total_steps)
+    if self.reported:
+      reports.write_report(self.workdir, self.config, self.param_count, time.time() - started,
+                           results, self.frozen_count)
+    return results
+
   # ---------------------------------------------------------------- loop
   def run(self, until: int | None = None) -> dict[str, Any]:
     """Trains from the workdir's latest checkpoint (or a fresh state) to step `until` (default
@@ -682,6 +750,7 @@ class Trainer:
   def _run(self, until: int | None) -> dict[str, Any]:
     cfg = self.config
     run_start = time.time()
+    self.evaluated_step, self.reported = None, False
     paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
     total = int(cfg.total_steps)
     last = total if until is None else min(int(until), total)
@@ -709,10 +778,11 @@ class Trainer:
         self.compile_start(None if latest is None else f"{checkpointer.directory}/{latest}",
                            fresh=latest is None)
       start = self.init_state(data_iterator=train_iter)
+      trains = start < last
+      evaluated_with, evaluation_changes = None, []   # a finished run's evaluation settings
       if self.is_lead:   # once restored: a run that cannot resume keeps the config it trained with
-        trains = start < last
         if start > 0:
-          self._keep_changed_config(start, trains)
+          evaluated_with, evaluation_changes = self._keep_changed_config(start, trains)
         # config.json is the config that trained the checkpoints (predict and export read their
         # normalisation from it): a call with nothing to train leaves it as it is
         if trains or not (paths.resolve(self.workdir) / "config.json").is_file():
@@ -795,12 +865,24 @@ class Trainer:
         if pending is not None:
           self._check_finite(*pending, checkpointer)
         final_missing = start >= last == total and self._evaluation_missing(total)
-        if final_missing:
-          log.info("%s: trained to step %d by a run that stopped before its final evaluation; "
-                   "evaluating now", self.workdir, last)
+        again = not trains and self._evaluate_again(start, evaluation_changes)
+        if final_missing or again:
+          if again:
+            log.warning("%s: trained to step %d already; evaluating it again with this run's "
+                        "evaluation settings (its earlier evaluation is kept in %s):\n%s",
+                        self.workdir, start, metrics_lib.EARLIER_EVALUATIONS,
+                        config_lib.listed(evaluation_changes))
+            self.writer.redo_evaluation(start, earlier_settings=(
+                self._evaluation_settings(evaluated_with) if self.is_lead else None))
+          else:
+            log.info("%s: trained to step %d by a run that stopped before its final evaluation; "
+                     "evaluating now", self.workdir, last)
           evaluating = True
-          results = self._evaluate_or_stop(last, watch, checkpointer, train_iter, "the final")
+          results = self._evaluate_or_stop(start if again else last, watch, checkpointer,
+                                           train_iter, "the final")
           evaluating = False
+          if self.is_lead and evaluation_changes:   # what the logged evaluation measured
+            self._record_evaluation_settings(evaluated_with)
       except jax.errors.JaxRuntimeError as error:
         if not fit_lib.out_of_memory(error):
           raise
@@ -815,8 +897,9 @@ class Trainer:
     # A report.md a full disk left empty (or one deleted) is written again by a rerun.
     report = paths.resolve(self.workdir) / "report.md"
     unreported = not report.exists() or report.stat().length == 0
-    self.reported = self.is_lead and last == total and (start < last or final_missing
-                                                         or (unreported and bool(results)))
+    self.reported = self.is_lead and (
+        (last == total and (start < last or final_missing or (unreported and bool(results))))
+        or (again and start == total))
     if self.reported:   # by the invocation that trains the last step (or makes its evaluation)
       reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results,
                            self.frozen_count)
@@ -918,6 +1001,23 @@ class Trainer:
       missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
     return missing
 
+  def _evaluate_again(self, step: int, changes: Sequence[str]) -> bool:
+    """Is the logged evaluation of `step` (a finished run's) one made with other evaluation
+    settings (`changes`, process 0's `_keep_changed_config` lines) than this run's? The same answer
+    on every process, as `_evaluation_missing`'s."""
+    again = (self.config.eval_every >= 0 and bool(self.config.evals) and self.is_lead
+             and bool(changes) and bool(self._logged_evaluation(step)))
+    if jax.process_count() > 1:
+      again = bool(multihost_utils.broadcast_one_to_all(np.int32(again)))
+    return again
+
+  @staticmethod
+  def _evaluation_settings(path: Any) -> dict[str, Any]:
+    """The evaluation settings (`config.evaluation_field`s) of the config file `path`."""
+    return {key: value for key, value in
+            config_lib.flat(json.loads(path.read_text(encoding="utf-8"))).items()
+            if config_lib.evaluation_field(key)}
+
   def _check_finite(self, step: int, metrics, checkpointer) -> None:
     if bool(jax.device_get(metrics["nonfinite"])):
       checkpointer.wait()
@@ -985,14 +1085,27 @@ def _unprepared_dataset(config: mlc.ConfigDict, phase: task_lib.Phase) -> str | 
   return None
 
 
+def append_phase_report(trainer: Trainer, phase: task_lib.Phase, config: mlc.ConfigDict,
+                        results: Mapping[str, Any]) -> None:
+  """Appends `phase`'s own section (`Phase.report`) to the report.md `trainer` has just written
+  (once, to a fresh report.md)."""
+  if phase.report is not None and trainer.reported:
+    section = phase.report(config, results)
+    if section:
+      with (paths.resolve(trainer.workdir) / "report.md").open("a", encoding="utf-8") as f:
+        f.write("\n" + section)
+
+
 def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None,
-               transient_bar: bool = False) -> dict[str, Any]:
+               transient_bar: bool = False, evaluate_again: bool = False) -> dict[str, Any]:
   """Trains every phase `config` runs (`darkjax.task.phase_plan`), one Trainer each in its own
   resumable directory, each phase starting from the trained variables of the earlier phases it
   names (`Phase.init_from`). Returns the deployed (last) phase's results, with the float results
   of earlier phases as `<phase>_<metric>`. A run whose deployed phase has a sub-directory gets
   WORKDIR/report.md summing up every phase. `devices`: the mesh's devices (default: all), whose
-  platform fixes the config's derived fields (`config.resolve`: compute_dtype "auto")."""
+  platform fixes the config's derived fields (`config.resolve`: compute_dtype "auto").
+  `evaluate_again`: the deployed phase's last step is evaluated again where this call made no
+  evaluation of it (`Trainer.evaluate_again`: a notebook's `Run.evaluate` of a run in phases)."""
   platform = targets.platform_of(jax.devices() if devices is None else devices)
   config = config_lib.resolve(config, platform)
   cache = targets.use_compilation_cache(config.get("compilation_cache", ""))
@@ -1018,11 +1131,10 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None,
                            transient_bar=transient_bar)
     trainer = fit_lib.fit_phase(phase_config, directory, phase.name, build)
     phase_results = trainer.run()
-    if phase.report is not None and trainer.reported:   # appended once, to a fresh report.md
-      section = phase.report(config, phase_results)
-      if section:
-        with (paths.resolve(trainer.workdir) / "report.md").open("a", encoding="utf-8") as f:
-          f.write("\n" + section)
+    if (evaluate_again and number == len(plan)
+        and trainer.evaluated_step != int(trainer.config.total_steps)):
+      phase_results = trainer.evaluate_again()
+    append_phase_report(trainer, phase, config, phase_results)
     if phase.name in wanted:
       trained[phase.name] = trainer.host_variables()
     if number < len(plan):

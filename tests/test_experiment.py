@@ -158,6 +158,26 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
          "than this command's run gives" in err
   monkeypatch.setattr(train, "run_phases", real_run_phases)
   assert experiment.main(argv) == 0   # the deleted run trained again, as before
+  assert "evaluated on test:" in (out / "table.md").read_text()
+  # Another evaluation part: the stored runs evaluated again with it, nothing trained, each
+  # result and the table naming the part
+  capsys.readouterr()
+  saved = {s: (out / "default" / f"split0_seed{s}" / "checkpoints" / "2").stat().st_mtime_ns
+           for s in (0, 1)}
+  on_train = [a.replace("steps=2,", "steps=2,input.data.eval_split=train,") for a in argv]
+  assert experiment.main(on_train) == 0
+  printed = capsys.readouterr().out
+  assert "2 stored runs evaluated again: this command evaluates them with other settings, e.g. " \
+         "default/split0_seed0:\n  input.data.eval_split: 'test' (stored) -> 'train' (now)" \
+         in printed, printed
+  for seed in (0, 1):
+    run_dir = out / "default" / f"split0_seed{seed}"
+    assert json.loads((run_dir / "result.json").read_text())["evaluated_on"] == "train"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert (run_dir / "checkpoints" / "2").stat().st_mtime_ns == saved[seed]   # trained once
+    assert [r["eval/num_examples"] for r in rows if "eval/num_examples" in r] == [40.0]
+  assert "evaluated on train:" in (out / "table.md").read_text()
+  assert experiment.main(on_train) == 0 and "evaluated again" not in capsys.readouterr().out
   # A moved --out keeps its results (its own path is compared as `{out}`).
   moved = tmp_path / "moved"
   os.rename(out, moved)

@@ -19,7 +19,7 @@ from flax import traverse_util
 
 from configs import lift_arid
 from configs.common import augment_block
-from darkjax import losses, train
+from darkjax import losses, notebook, train
 from darkjax.data import augment as video_augment
 from darkjax.data import normalise, prepared, records
 from darkjax.layers.attention import FeatureFusion
@@ -686,6 +686,32 @@ def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_pa
   assert any(not np.array_equal(s_params[k], initial[k]) for k in block0)
   assert not np.array_equal(s_params["layers/fusion/fourier/LayerNorm_0/scale"],
                             initial["layers/fusion/fourier/LayerNorm_0/scale"])
+
+  # Another evaluation part: both phases (each evaluates it) evaluated again by the rerun of a
+  # notebook's Run.evaluate, the summary saying which; a second Run.evaluate evaluates the
+  # deployed phase again and keeps no earlier rows (made with the same settings).
+  trainers.clear()
+  other = _arid_config(arid_dir)
+  other.total_steps = other.teacher.total_steps = 1
+  other.input.data.eval_split = "train"
+  run = notebook.Run(other, workdir, devices=jax.devices()[:1])
+  again = run.evaluate()
+  train_clips = prepared.open_dataset(other.input.data).num_examples("train")
+  assert again["eval/num_examples"] == train_clips != results["eval/num_examples"]
+  assert [r["eval/num_examples"] for r in map(json.loads, open(
+      os.path.join(workdir, "teacher", "metrics.jsonl"))) if "eval/num_examples" in r] == [
+          train_clips]
+  with open(os.path.join(workdir, "report.md"), encoding="utf-8") as f:
+    assert "evaluated on train1" in f.read()
+  for phase in ("teacher", "student"):
+    with open(os.path.join(workdir, phase, "config.json"), encoding="utf-8") as f:
+      assert json.load(f)["input"]["data"]["eval_split"] == "train"
+  assert [t.evaluated_step for t in trainers] == [1, 1]
+  trainers.clear()
+  assert run.evaluate()["eval/num_examples"] == train_clips
+  assert [t.evaluated_step for t in trainers] == [None, 1]   # the teacher's logged one
+  with open(os.path.join(workdir, "student", "earlier_evaluations.jsonl"), encoding="utf-8") as f:
+    assert {json.loads(line)["evaluated_with"]["input.data.eval_split"] for line in f} == {"test"}
 
 
 def test_kd_on_logits_distils_the_teacher_classifier(arid_dir):

@@ -87,8 +87,10 @@ def test_a_run_in_phases_says_how_to_set_its_steps(tmp_path):
   with pytest.raises(ValueError, match=r"steps now: teacher 3, student 3\); set each phase's "
                                        r"steps through the config file's args"):
     run.train(steps=1)
-  with pytest.raises(ValueError, match=r"phases.*Run.evaluate\(\), trainer and train_step are a "
-                                       "one-phase run's"):
+  with pytest.raises(ValueError, match=r"phases.*trainer and train_step are a one-phase run's"):
+    run.trainer  # pylint: disable=pointless-statement
+  with pytest.raises(ValueError, match=r"phase student, the deployed model\) is trained to step 0 "
+                                       r"of 3: .*Run.train\(\) first"):
     run.evaluate()
 
 

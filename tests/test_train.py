@@ -266,6 +266,64 @@ def test_a_finished_run_rerun_with_other_settings_keeps_the_config_that_trained_
   assert not [f for f in os.listdir(workdir) if f.startswith("config.until_step")]
 
 
+def test_a_finished_run_rerun_with_other_evaluation_settings_evaluates_it_again(
+    data_dir, tmp_path, caplog):
+  """Another evaluation part (or views, or evaluators) on a finished run is evaluated, not the
+  logged evaluation of the old part returned as the new one; the earlier evaluation is kept,
+  config.json and report.md say what the logged one measured. A change to a setting the
+  evaluation reads too (the normalisation) beside it is refused."""
+  workdir = str(tmp_path / "run")
+  first = train.Trainer(small_config(data_dir, steps=2, eval_every=0), workdir).run()
+  assert first["eval/num_examples"] == 20   # the test part
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    trained = json.load(f)
+
+  def step_rows():
+    return [row for row in metrics_lib.read_metrics(workdir) if row["step"] == 2]
+
+  on_train = small_config(data_dir, steps=2, eval_every=0, **{"input.data.eval_split": "train"})
+  with caplog.at_level(logging.WARNING, logger="darkjax"):
+    again = train.Trainer(on_train, workdir).run()
+  assert "trained to step 2 already; evaluating it again" in caplog.text
+  assert "input.data.eval_split: 'test' -> 'train'" in caplog.text
+  assert again["eval/num_examples"] == 40   # the train part
+  assert [row.get("eval/num_examples") for row in step_rows()] == [None, 40.0]   # train row kept
+  with open(os.path.join(workdir, metrics_lib.EARLIER_EVALUATIONS), encoding="utf-8") as f:
+    earlier = [json.loads(line) for line in f]
+  assert [(row["eval/num_examples"], row["evaluated_with"]["input.data.eval_split"])
+          for row in earlier] == [(20.0, "test")]
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    recorded = json.load(f)
+  assert recorded["input"]["data"]["eval_split"] == "train"
+  recorded["input"]["data"]["eval_split"] = "test"
+  assert recorded == trained   # nothing else
+  with open(os.path.join(workdir, "report.md"), encoding="utf-8") as f:
+    assert "evaluated on train" in f.read()
+
+  caplog.clear()   # the same settings again: the logged evaluation, nothing evaluated
+  with caplog.at_level(logging.INFO, logger="darkjax"):
+    trainer = train.Trainer(on_train, workdir)
+    assert trainer.run()["eval/num_examples"] == 40 and trainer.evaluated_step is None
+  assert "its logged evaluation follows" in caplog.text
+
+  mixed = small_config(data_dir, steps=2, eval_every=0, **{"input.data.eval_split": "test",
+                                                          "input.normalise": "imagenet"})
+  with pytest.raises(config_lib.ConfigError, match=r"(?s)changes what its evaluation measures:"
+                     r"\n  input.data.eval_split: 'train' -> 'test'\nand settings that trained "
+                     r"it.*input.normalise: 'per_clip' -> 'imagenet'.*Rerun with only"):
+    train.Trainer(mixed, workdir).run()
+  assert [row.get("eval/num_examples") for row in step_rows()] == [None, 40.0]
+
+  views = small_config(data_dir, steps=2, eval_every=0, log_every=2,   # log_every changes nothing
+                       **{"input.data.eval_split": "train", "input.eval_clips": 2})
+  trainer = train.Trainer(views, workdir)
+  assert trainer.run()["eval/num_examples"] == 40 and trainer.evaluated_step == 2
+  with open(os.path.join(workdir, "report.md"), encoding="utf-8") as f:
+    assert "- evaluation: 2 clips x 1 crop a video, averaged" in f.read()
+  with open(os.path.join(workdir, metrics_lib.EARLIER_EVALUATIONS), encoding="utf-8") as f:
+    assert [json.loads(line)["evaluated_with"]["input.eval_clips"] for line in f] == [1, 1]
+
+
 def test_a_finished_runs_logged_evaluation_is_what_the_evaluation_returned(tmp_path):
   """A rerun of a finished run reports its logged evaluation: metrics.jsonl holds floats, and
   the example count comes back an int as the evaluation gave it (the reports leave counts out:

@@ -21,16 +21,16 @@ from darkjax.evaluators.classification import source_name
 _HOST_FIELDS = ("label", "mask", "index")
 
 
-def first_test_examples(data: Any, count: int) -> dict[str, np.ndarray]:
-  """The first view of the first `count` real examples of `data`'s eval split, every stream plus
-  `label` and `index`."""
-  for batch in data.eval_batches(max(count, 1)):
+def first_test_examples(data: Any, count: int, split: str = "") -> dict[str, np.ndarray]:
+  """The first view of the first `count` real examples of `data`'s `split` (default: its eval
+  split), every stream plus `label` and `index`."""
+  for batch in data.eval_batches(max(count, 1), split or None):
     keep = np.asarray(batch["mask"]).astype(bool)
     out = {k: np.asarray(v)[:, 0][keep][:count] for k, v in batch.items()
            if k not in _HOST_FIELDS}
     out.update({k: np.asarray(batch[k])[keep][:count] for k in ("label", "index")})
     return out
-  raise ValueError(f"dataset {data.dataset.name}: the eval split is empty")
+  raise ValueError(f"dataset {data.dataset.name}: its {split or 'eval'} split is empty")
 
 
 class EnhancementEvaluator:

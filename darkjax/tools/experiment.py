@@ -9,7 +9,10 @@ as given; a `--variant no_dcl=dcl=False` appends `dcl=False` to its args), whose
 caches its final scalar metrics (beside it, experiment_config.json: the resolved config it was
 trained with), so re-running the command trains only what is missing; a stored run whose config
 differs from what the command now gives (other args, config file or code) stops it, naming each
-changed field, rather than mix old and new runs in one table. `--splits
+changed field, rather than mix old and new runs in one table; one that differs only in what its
+evaluation measures (`input.data.eval_split=test` after choosing on `val`, the views,
+`config.evals`) is evaluated again, its checkpoints as they are, and result.json and table.md name
+the part each run evaluated. `--splits
 all` runs every split of the dataset (`train1`/`test1` ... in the prepared manifest: ARID and
 HMDB51 3, InfAR and XD145 5; a dataset with one `train`/`test` split runs once), setting
 `split_index` of every data block of the config. The metrics matching `--metrics` are averaged
@@ -119,31 +122,47 @@ def _config_fields(config: mlc.ConfigDict | dict, out: str | None) -> dict[str, 
 
 def stored_result(workdir: str, make_config: Callable[[], mlc.ConfigDict],
                   out: str | None = None) -> dict[str, Any] | None:
-  """The run's stored result, or None; raises StaleResultError, naming each changed field, where
-  the config it was trained with (its CONFIG_FILE) differs from `make_config()`'s (the base args,
-  an arm's args, the config file or its code changed since)."""
+  """The run's stored result, or None (none stored, or one evaluated with other evaluation
+  settings: `evaluation_changes`); raises StaleResultError, naming each changed field, where the
+  config it was trained with (its CONFIG_FILE) differs from `make_config()`'s in another field (the
+  base args, an arm's args, the config file or its code changed since)."""
   path = os.path.join(workdir, RESULT_FILE)
   if not os.path.exists(path):
     return None
   with open(path, encoding="utf-8") as f:
     result = json.load(f)
+  changed = evaluation_changes(workdir, make_config, out)
+  return None if changed else result
+
+
+def evaluation_changes(workdir: str, make_config: Callable[[], mlc.ConfigDict],
+                       out: str | None = None) -> list[str]:
+  """The lines of the evaluation settings (`darkjax.config.evaluation_field`: the part evaluated,
+  its views, `config.evals`) in which `make_config()` differs from the config the stored run
+  `workdir` was trained and evaluated with (its CONFIG_FILE; [] where it has none): such a run is
+  evaluated again, not trained (`run_cached`). Any other changed field raises StaleResultError,
+  naming each one: the run would have trained otherwise."""
   config_path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(config_path):   # results stored before the file existed: read as they are
-    with open(config_path, encoding="utf-8") as f:
-      trained = _config_fields(json.load(f), out)
-    changed = config_lib.differences(trained, _config_fields(make_config(), out))
-    if changed:
-      raise StaleResultError(workdir, [f"  {key}: {was!r} (stored) -> {now!r} (now)"
-                                       for key, (was, now) in changed.items()])
-  return result
+  if not os.path.exists(config_path):   # results stored before the file existed: read as they are
+    return []
+  with open(config_path, encoding="utf-8") as f:
+    trained = _config_fields(json.load(f), out)
+  changed = config_lib.differences(trained, _config_fields(make_config(), out))
+  lines = {key: f"  {key}: {was!r} (stored) -> {now!r} (now)"
+           for key, (was, now) in changed.items()}
+  if any(not config_lib.evaluation_field(key) for key in changed):
+    raise StaleResultError(workdir, list(lines.values()))
+  return list(lines.values())
 
 
 def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
                kept_metrics: Sequence[str] | None, out: str | None = None,
                **info: Any) -> dict[str, Any]:
-  """Trains `make_config()` in `workdir` (or reads its stored result, `stored_result`); returns
-  the final `kept_metrics` (None: every scalar metric but per-class ones) plus `info` and the wall
-  time in seconds."""
+  """Trains `make_config()` in `workdir` (or reads its stored result, `stored_result`; a stored
+  run with other evaluation settings is evaluated again, its checkpoints as they are: the
+  Trainer's rerun of a finished run); returns the final `kept_metrics` (None: every scalar metric
+  but per-class ones) plus `info`, the part it evaluated (`evaluated_on`) and the wall time in
+  seconds."""
   stored = stored_result(workdir, make_config, out)
   if stored is not None:
     return stored
@@ -163,12 +182,21 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
                        f"missing; it was probably already complete without {RESULT_FILE}). "
                        f"Delete {workdir} and re-run.")
   result = {k: float(results[k]) for k in kept_metrics}
-  result.update(info, seconds=round(time.time() - start, 1))
+  result.update(info, evaluated_on=evaluated_on(config), seconds=round(time.time() - start, 1))
   file_state.atomic_write_json(os.path.join(workdir, CONFIG_FILE), config_lib.json_values(config))
   # Last: a torn result.json would stop every later re-run, and one without its config beside it
   # would be read unchecked.
   file_state.atomic_write_json(os.path.join(workdir, RESULT_FILE), result)
   return result
+
+
+def evaluated_on(config: mlc.ConfigDict) -> str:
+  """What a run's evaluation reads: its first dataset's evaluation part (`test1`, `val`) and, where
+  more than one, the views each video's score averages (`test1, 10 clips x 3 crops`)."""
+  block = config_lib.data_blocks(config)[0]
+  part = f"{block.eval_split}{int(block.split_index) or ''}"
+  clips, crops = int(config.input.eval_clips), int(config.input.eval_crops)
+  return part + (f", {clips} clips x {crops} crops" if (clips, crops) != (1, 1) else "")
 
 
 SHARED_FILE = "shared.json"
@@ -344,7 +372,7 @@ def with_run(config: mlc.ConfigDict, seed: int, split: int | None) -> mlc.Config
 
 # What a stored result holds beside its metrics (`run_cached`'s info and its wall time): never
 # tabled, whatever `--metrics` matches.
-RUN_FIELDS = ("seed", "split", "variant", "config_arg", "seconds")
+RUN_FIELDS = ("seed", "split", "variant", "config_arg", "evaluated_on", "seconds")
 
 
 def run_metrics(run: dict[str, Any]) -> list[str]:
@@ -641,17 +669,24 @@ def main(argv: list[str] | None = None) -> int:
 
   # Every stored run is checked before any is trained: a stale one found late would have let the
   # runs before it train, and the message names them all.
-  stale = []
+  stale, again = [], [False] * len(plan)
   for index, item in enumerate(plan):
     if stored[index]:
       run_dir, _, make_config = run_of(*item)
       try:
-        stored_result(run_dir, make_config, args.out)
+        again[index] = bool(evaluation_changes(run_dir, make_config, args.out))
       except StaleResultError as error:
         stale.append(error)
   if stale:
     print(f"darkjax.tools.experiment: {stale_message(stale, args.out)}", file=sys.stderr)
     return 2
+  if any(again):   # their checkpoints evaluated with this command's settings, nothing trained
+    first = next(index for index, flag in enumerate(again) if flag)
+    print(f"{sum(again)} stored run{'s' if sum(again) > 1 else ''} evaluated again: this "
+          "command evaluates them with other settings, e.g. "
+          f"{os.path.relpath(run_of(*plan[first])[0], args.out)}:\n"
+          + config_lib.listed(evaluation_changes(run_of(*plan[first])[0], run_of(*plan[first])[2],
+                                                 args.out)), flush=True)
   for index, (split, seed, variant) in enumerate(plan):
     run_dir, run_arg, make_config = run_of(split, seed, variant)
     if shared.get(variant) and not stored[index]:
@@ -660,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run_cached(run_dir, make_config, None, out=args.out, seed=seed, split=split,
                         variant=variant, config_arg=run_arg)
     results[variant].append(result)
-    print(progress_line(plan, index, result, stored, results), flush=True)
+    print(progress_line(plan, index, result, [s and not a for s, a in zip(stored, again)],
+                        results), flush=True)
   table = aggregate(results, args.metrics)
   if not any(table.values()):   # nothing to table: the earlier table stays
     print(f"darkjax.tools.experiment: --metrics {args.metrics!r} matches none of the runs' "
@@ -673,8 +709,9 @@ def main(argv: list[str] | None = None) -> int:
   except ValueError as error:
     print(f"darkjax.tools.experiment: {error}", file=sys.stderr)
     return 2
-  title = (f"`{args.config}`, seeds {seeds}, splits {args.splits or 'as configured'}: "
-           "mean +- sample std [95% CI of the mean] over runs, in %.")
+  parts = sorted({str(r.get("evaluated_on", "?")) for rows in results.values() for r in rows})
+  title = (f"`{args.config}`, seeds {seeds}, splits {args.splits or 'as configured'}, evaluated "
+           f"on {', '.join(parts)}: mean +- sample std [95% CI of the mean] over runs, in %.")
   os.makedirs(args.out, exist_ok=True)
   file_state.atomic_write_json(os.path.join(args.out, "table.json"), table)
   for name, value, wanted in (("paired.json", paired, paired), ("contrasts.json", within, contrasts),
