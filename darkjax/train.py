@@ -780,9 +780,19 @@ class Trainer:
       start = self.init_state(data_iterator=train_iter)
       trains = start < last
       evaluated_with, evaluation_changes = None, []   # a finished run's evaluation settings
-      if self.is_lead:   # once restored: a run that cannot resume keeps the config it trained with
-        if start > 0:
+      refused = None   # process 0's refusal of this run's changes, raised on every process
+      if self.is_lead and start > 0:   # once restored: a run that cannot resume keeps its config
+        try:
           evaluated_with, evaluation_changes = self._keep_changed_config(start, trains)
+        except config_lib.ConfigError as error:
+          refused = error
+      if jax.process_count() > 1 and bool(multihost_utils.broadcast_one_to_all(
+          np.int32(refused is not None))) and refused is None:
+        refused = config_lib.ConfigError(f"phase {self.phase}: process 0 refused this run's "
+                                         "config; its log says why")
+      if refused is not None:
+        raise refused
+      if self.is_lead:
         # config.json is the config that trained the checkpoints (predict and export read their
         # normalisation from it): a call with nothing to train leaves it as it is
         if trains or not (paths.resolve(self.workdir) / "config.json").is_file():
