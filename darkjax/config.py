@@ -130,13 +130,19 @@ def override_value(raw: str) -> Any:
 
 def data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:
   """Every dataset block of `config` (a ConfigDict with `dir` and `split_index`), in order."""
-  found = []
-  for value in config.values():
+  return [block for _, block in named_data_blocks(config)]
+
+
+def named_data_blocks(config: mlc.ConfigDict, prefix: str = "") -> list[tuple[str, Any]]:
+  """(dotted field, block) of every dataset block of `config` (`data_blocks`), in order:
+  `input.data`, 3D-DiNet's `dinet.target.data`."""
+  found: list[tuple[str, Any]] = []
+  for key, value in config.items():
     if isinstance(value, mlc.ConfigDict):
       if "dir" in value and "split_index" in value:
-        found.append(value)
+        found.append((prefix + key, value))
       else:
-        found.extend(data_blocks(value))
+        found.extend(named_data_blocks(value, f"{prefix}{key}."))
   return found
 
 

@@ -8,13 +8,28 @@ closes it. Evaluators return figures and the Trainer saves them into the workdir
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
+import logging
 import os
+import re
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from darkjax import paths
+
+log = logging.getLogger("darkjax")
+
+# Installed fonts that the figures' text falls back on, glyph by glyph, for the characters their
+# first font (matplotlib's DejaVu Sans) lacks: class names of a dataset of one's own in Chinese,
+# Japanese, Korean or another script.
+_FALLBACK_FONTS = re.compile(r"CJK|Han (Sans|Serif)|WenQuanYi|Droid Sans Fallback|Arial Unicode|"
+                             r"Noto Sans (SC|TC|HK|JP|KR|Arabic|Hebrew|Thai|Devanagari)")
+_GLYPH_MISSING = re.compile(r"Glyph \d+ \((.*)\) missing from font")
+_missing_said: set[str] = set()   # characters a warning has named already
 
 
 def _pyplot():
@@ -24,6 +39,64 @@ def _pyplot():
   return plt
 
 
+@functools.cache
+def _font_family() -> tuple[str, ...]:
+  """The figures' fonts: matplotlib's default sans-serif font, then the installed fallbacks."""
+  from matplotlib import font_manager  # pylint: disable=import-outside-toplevel
+  fallbacks = sorted({f.name for f in font_manager.fontManager.ttflist
+                      if _FALLBACK_FONTS.search(f.name)})
+  return ("DejaVu Sans", *fallbacks)
+
+
+@contextlib.contextmanager
+def _text_fonts():
+  """Draws inside with the fallback fonts; a character none of them has (drawn as a box) is
+  said once, in one warning naming the characters and what to install, instead of matplotlib's
+  warning per glyph and call."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  with warnings.catch_warnings(record=True) as caught, \
+      matplotlib.rc_context({"font.family": list(_font_family())}):
+    warnings.simplefilter("always")
+    yield
+  missing = []
+  for warning in caught:
+    found = _GLYPH_MISSING.search(str(warning.message))
+    if found is None:   # any other warning as it came
+      warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                             warning.lineno)
+    elif found.group(1) not in missing:
+      missing.append(found.group(1))
+  new = [name for name in missing if name not in _missing_said]
+  if new:
+    _missing_said.update(new)
+    chars = "".join(_character(name) for name in new)
+    log.warning("figures: no installed font has the character(s) %r (%s); they are drawn as "
+                "boxes. Install a font that has them (for Chinese, Japanese or Korean class "
+                "names: Noto Sans CJK, e.g. `apt install fonts-noto-cjk`) and darkjax's figures "
+                "use it", chars, ", ".join(new))
+
+
+def _character(name: str) -> str:
+  r"""The character matplotlib's warning names (`\N{CJK UNIFIED IDEOGRAPH-8DD1}`, `\ue000`, or
+  itself)."""
+  if not name.isascii():
+    return name
+  try:
+    return name.encode("ascii").decode("unicode_escape")
+  except UnicodeDecodeError:
+    return name
+
+
+def _with_fonts(draw):
+  """`draw` (a function that makes or saves a figure) inside `_text_fonts`."""
+  @functools.wraps(draw)
+  def wrapped(*args, **kwargs):
+    with _text_fonts():
+      return draw(*args, **kwargs)
+  return wrapped
+
+
+@_with_fonts
 def save(fig, path: str, dpi: int = 100) -> str:
   """Writes `fig` as PNG to `path` (a local file or a URL; creating its directory) and closes it."""
   target = paths.resolve(path)
@@ -35,6 +108,7 @@ def save(fig, path: str, dpi: int = 100) -> str:
   return os.fspath(target)
 
 
+@_with_fonts
 def confusion(matrix: np.ndarray, class_names: Sequence[str], title: str = "",
               support: np.ndarray | None = None):
   """Row-normalised confusion matrix with class names and (up to 30 classes) counts. `support`:
@@ -66,6 +140,7 @@ def confusion(matrix: np.ndarray, class_names: Sequence[str], title: str = "",
   return fig
 
 
+@_with_fonts
 def enhancement_grid(inputs: np.ndarray, enhanced: np.ndarray, title: str = "",
                      frames_shown: int = 6):
   """Per clip, rows of input frames, enhanced frames, |I_(t+1) - I_t| and |Y_(t+1) - Y_t| (DTCM
@@ -100,6 +175,7 @@ def enhancement_grid(inputs: np.ndarray, enhanced: np.ndarray, title: str = "",
   return fig
 
 
+@_with_fonts
 def attention_maps(dark: np.ndarray, bright: np.ndarray, heat: np.ndarray,
                    frame_weights: np.ndarray, title: str = "", max_frames: int = 8):
   """LIFT-Net Fig. 5: dark frames, luminous frames under the PViT attention, and the fusion's
@@ -136,6 +212,7 @@ def attention_maps(dark: np.ndarray, bright: np.ndarray, heat: np.ndarray,
   return fig
 
 
+@_with_fonts
 def frame_rows(rows: Sequence[tuple[str, np.ndarray]], title: str = "", max_frames: int = 8):
   """Labelled rows of frames ((T, H, W, C) uint8 each), up to `max_frames` evenly spaced, on
   the 0-255 scale as they are (a 1-channel frame is not stretched to its own range: dark stays
@@ -160,6 +237,7 @@ def frame_rows(rows: Sequence[tuple[str, np.ndarray]], title: str = "", max_fram
   return fig
 
 
+@_with_fonts
 def timeline(probs: np.ndarray, edges: np.ndarray, class_names: Sequence[str], title: str = ""):
   """A long video's class probabilities per window (classes x time; window i drawn over
   edges[i, 0] .. edges[i, 1] seconds, the time between windows apart left blank) with each
@@ -198,6 +276,7 @@ def timeline(probs: np.ndarray, edges: np.ndarray, class_names: Sequence[str], t
   return fig
 
 
+@_with_fonts
 def darkness_histogram(scores: np.ndarray, tau: float, dark: int):
   """Histogram of videos' darkness D_v (DTCM's video darkness metric) with the threshold -tau;
   `dark` of them fall below it."""
@@ -221,6 +300,7 @@ def darkness_histogram(scores: np.ndarray, tau: float, dark: int):
   return fig
 
 
+@_with_fonts
 def code_matrix(codes: Mapping[str, np.ndarray], class_names: Sequence[str], title: str = ""):
   """Mean discriminative code per class, one panel per stream (`codes[stream]`: (m, N)): class on
   the x axis, code neuron on the y axis; a well-trained DC layer shows the p-hot blocks on the
@@ -247,6 +327,7 @@ def code_matrix(codes: Mapping[str, np.ndarray], class_names: Sequence[str], tit
   return fig
 
 
+@_with_fonts
 def fusion_maps(dark: np.ndarray, retinex: np.ndarray, w_ret: np.ndarray | None, title: str = "",
                 max_frames: int = 8):
   """ActLumos: dark frames, their Retinex frames, and DFF's Retinex weight W_ret over the frames.
@@ -281,6 +362,7 @@ def fusion_maps(dark: np.ndarray, retinex: np.ndarray, w_ret: np.ndarray | None,
   return fig
 
 
+@_with_fonts
 def step_time(wall_ms: float, categories_ms: Mapping[str, float], title: str = ""):
   """Where a train step's time goes (`darkjax.profiling`): one horizontal bar per kind of op (ms
   per step, device time), and the time the devices waited (wall minus busy) in grey, against

@@ -27,12 +27,18 @@ def title(config: mlc.ConfigDict) -> str:
 
 def _datasets_line(config: mlc.ConfigDict) -> str:
   """"- dataset: `arid_v1` split 2 (DIR)": each dataset the run reads, with its numbered split
-  (the runs of an experiment over splits would otherwise read alike)."""
-  blocks = {b.dir: b for b in config_lib.data_blocks(config)}
+  (the runs of an experiment over splits would otherwise read alike), the part evaluated where
+  not `test`, and the config field of each where there are several; then the views evaluated
+  where more than one."""
+  blocks: dict[str, tuple[str, Any]] = {}   # one line a dataset directory, its first field
+  for field, block in config_lib.named_data_blocks(config):
+    blocks.setdefault(block.dir, (field, block))
+  several = len(blocks) > 1   # each named by its config field (3D-DiNet's source and target)
   named = [f"`{b.name}`" + (f" split {b.split_index}" if int(b.split_index) else "")
            + (f", evaluated on {b.eval_split}{int(b.split_index) or ''}"
               if b.get("eval_split", "test") not in ("test", "") else "")
-           + f" ({b.dir})" for b in blocks.values()]
+           + (f" as {field}" if several else "") + f" ({b.dir})"
+           for field, b in blocks.values()]
   line = f"- dataset{'s' if len(named) > 1 else ''}: " + "; ".join(named)
   clips, crops = int(config.input.get("eval_clips", 1)), int(config.input.get("eval_crops", 1))
   if (clips, crops) != (1, 1):   # the views each evaluated video's score averages

@@ -437,7 +437,8 @@ class Trainer:
     the views, `config.evals`) in which this run's differ: the run evaluates `start` again with
     them. The other settings change nothing, which is said; beside an evaluation's, any of them
     that could change a result (all but `config.runner_field`s: the normalisation, the frames)
-    is refused, since the evaluation would read it too."""
+    is refused, since the evaluation would read it too. A phase that evaluates nothing
+    (`eval_every` -1, no `config.evals`) takes its evaluation settings as changing nothing."""
     path, saved = self._step_config(start)
     if saved is None:
       return path, []
@@ -450,9 +451,10 @@ class Trainer:
                  config_lib.listed(list(ignored.values())))
       return path, []
     if not trains:
-      evaluation = [line for key, line in changes.items() if config_lib.evaluation_field(key)]
-      others = {key: line for key, line in changes.items()
-                if not config_lib.evaluation_field(key)}
+      evaluates = self.config.eval_every >= 0 and bool(self.config.evals)
+      measured = {key for key in changes if evaluates and config_lib.evaluation_field(key)}
+      evaluation = [line for key, line in changes.items() if key in measured]
+      others = {key: line for key, line in changes.items() if key not in measured}
       results = [line for key, line in others.items() if not config_lib.runner_field(key)]
       if evaluation and results:
         raise config_lib.ConfigError(

@@ -433,12 +433,13 @@ def test_report_keeps_each_evaluators_per_class_accuracy(tmp_path):
               encoding="utf-8").read()
   assert "| class | eval accuracy | eval_source accuracy |" in text
   assert "| fight | 0.950 | 0.250 |" in text and "| jog | 0.850 | 0.350 |" in text
-  # both datasets, the target's split named: runs of an experiment over splits read apart
+  # both datasets, each split and config field named: runs over splits read apart, and the
+  # source (input.data) from the target
   from configs import dinet_infar  # pylint: disable=import-outside-toplevel
   from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
   config = dinet_infar.get_config("init=none,split=3")
   text = open(reports.write_report(str(tmp_path), config, 10, 1.0, results),
               encoding="utf-8").read()
   blocks = {b.name: b.dir for b in config_lib.data_blocks(config)}
-  assert (f"- datasets: `infar` split 3 ({blocks['infar']}); `xd145` split 3 "
-          f"({blocks['xd145']})") in text
+  assert (f"- datasets: `infar` split 3 as dinet.target.data ({blocks['infar']}); `xd145` "
+          f"split 3 as input.data ({blocks['xd145']})") in text

@@ -31,3 +31,21 @@ def test_a_confusion_matrix_says_what_its_numbers_and_colours_are():
 def test_an_evaluations_title_names_its_stream():
   assert classification.stream_note({"stream": "day"}) == " (day frames)"
   assert classification.stream_note({}) == ""
+
+
+def test_a_character_no_font_has_is_one_warning_naming_it(tmp_path, caplog):
+  """Class names in a script the installed fonts lack (a dataset of one's own): one darkjax
+  warning naming the characters and the font to install, not matplotlib's warning per glyph and
+  figure; a later figure with them says nothing more."""
+  import warnings  # pylint: disable=import-outside-toplevel
+  names = ["\ue000\ue001", "walk"]   # private-use characters: in no font
+  with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING", "darkjax"):
+    warnings.simplefilter("always")
+    for _ in range(2):
+      plots.save(plots.confusion(np.eye(2, dtype=int), names), str(tmp_path / "c.png"))
+      plots.save(plots.timeline(np.full((3, 2), 0.5), [[0, 1], [1, 2], [2, 3]], names),
+                 str(tmp_path / "t.png"))
+  said = [r.getMessage() for r in caplog.records if "no installed font" in r.getMessage()]
+  assert len(said) == 1 and repr(names[0]) in said[0] and "Noto Sans CJK" in said[0], said
+  assert not [w for w in caught if "missing from font" in str(w.message)]
+  assert (tmp_path / "c.png").stat().st_size > 0

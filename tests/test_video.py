@@ -79,3 +79,45 @@ def test_video_files_are_found_by_extension(tmp_path):
       str(tmp_path / n) for n in ("a/x.AVI", "a/b/y.mp4", "z.3gp"))
   assert video.is_video_file("V.MKV") and not video.is_video_file("v.mkv.tmp")
   assert all(ext == ext.lower() and ext.startswith(".") for ext in video.VIDEO_EXTENSIONS)
+
+
+def _write_late_video(path: str, audio: bool) -> None:
+  """Ten 10 fps frames of grey level 20 * i whose video stream starts at 0.5 s, after an audio
+  stream from 0 (`audio`) or alone."""
+  import fractions  # pylint: disable=import-outside-toplevel
+  with av.open(path, "w") as container:
+    stream = container.add_stream("ffv1", rate=10)
+    stream.width = stream.height = 16
+    stream.pix_fmt = "yuv444p"
+    if audio:
+      sound = container.add_stream("aac", rate=8000)
+      sound.layout = "mono"
+      for i in range(15):
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.float32), format="fltp",
+                                             layout="mono")
+        samples.sample_rate, samples.pts = 8000, 800 * i
+        for packet in sound.encode(samples):
+          container.mux(packet)
+      for packet in sound.encode():
+        container.mux(packet)
+    stream.time_base = fractions.Fraction(1, 1000)
+    for i in range(10):
+      frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 20 * i, np.uint8), format="rgb24")
+      frame.pts, frame.time_base = 500 + 100 * i, fractions.Fraction(1, 1000)
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+@pytest.mark.parametrize("audio", [True, False], ids=["after_audio", "alone"])
+def test_resampled_frames_are_timed_from_the_files_start(tmp_path, audio):
+  """A player counts time from the file's start: a video stream starting 0.5 s after its audio
+  shows its first frame from 0 (five frames at 10 fps before its own); alone, the file starts
+  with it."""
+  path = str(tmp_path / "late.mkv")
+  _write_late_video(path, audio)
+  fps, frames = video.iter_frames(path, fps=10)
+  levels = [int(round(float(f.mean()) / 20)) for f in frames]
+  assert fps == 10.0
+  assert levels == [0] * (5 if audio else 0) + list(range(10)), levels

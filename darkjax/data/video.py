@@ -101,15 +101,19 @@ def iter_frames(path: str, short_side: int = 0, fps: float = 0.0
   """(frame rate, frames): the file's frames one at a time, (H, W, 3) uint8 RGB, resized to
   `short_side` as they are decoded, so that a video of any length is never held whole. With `fps`
   they are resampled to that rate by their timestamps as they come: frame k of the output is the
-  one showing at time k / fps from the first frame (the latest that started by then), so a
-  variable-rate file, or one whose damaged stretch the decoder skipped, keeps its clock; frames
-  without a timestamp count at the stream's rate. The rate is `fps`, else the stream's average
+  one showing at time k / fps from the file's start (the latest that started by then), so a
+  variable-rate file, or one whose damaged stretch the decoder skipped, keeps its clock, and times
+  read as a player shows them: the file's start is its container's (a video stream that starts
+  after its audio has its first frame stand for the time before it); frames without a timestamp
+  count at the stream's rate. The rate is `fps`, else the stream's average
   (DEFAULT_FPS where it states none). Opening the file raises VideoDecodeError at once; a decoder
   error mid-file raises it from the iterator."""
   container, stream, source_fps = _open(path)
+  # the file's start, which players count from (None: not stated, the first frame's time)
+  start = (container.start_time / av.time_base if container.start_time is not None else None)
 
   def frames() -> Iterator[np.ndarray]:
-    emitted, first, held = 0, None, None   # output frames so far; first frame's time; previous
+    emitted, first, held = 0, None, None   # output frames so far; the start's time; previous
     try:
       with container:
         for index, frame in enumerate(container.decode(stream)):
@@ -118,8 +122,9 @@ def iter_frames(path: str, short_side: int = 0, fps: float = 0.0
             yield image
             continue
           time = frame.time if frame.time is not None else index / source_fps
-          first = time if first is None else first
-          while held is not None and emitted / fps < time - first - 1e-9:
+          if first is None:   # the first frame also shows from the file's start to its time
+            first, held = (time if start is None or start > time else start), image
+          while emitted / fps < time - first - 1e-9:
             yield held
             emitted += 1
           held, last = image, time
