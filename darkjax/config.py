@@ -427,15 +427,25 @@ def runner_field(field: str) -> bool:
 
 def set_field(values: dict[str, Any], field: str, value: Any) -> None:
   """Sets the dotted `field` of nested dicts `values` (a config.json) to `value`, making the dicts
-  on its way; `ABSENT` removes it."""
+  on its way; `ABSENT` removes it, and the dicts on its way that it leaves empty (a removed
+  evaluator's block)."""
   *parents, name = field.split(".")
+  if value == ABSENT:
+    path = [values]
+    for parent in parents:
+      if not isinstance(path[-1].get(parent), dict):
+        return
+      path.append(path[-1][parent])
+    path[-1].pop(name, None)
+    for node, key in zip(reversed(path[:-1]), reversed(parents)):
+      if node[key]:
+        break
+      del node[key]
+    return
   node = values
   for parent in parents:
     node = node.setdefault(parent, {})
-  if value == ABSENT:
-    node.pop(name, None)
-  else:
-    node[name] = value
+  node[name] = value
 
 
 class MissingWeightsError(ConfigError):

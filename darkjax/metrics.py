@@ -8,6 +8,7 @@ directory and each flush copies the event files to WORKDIR/tensorboard through d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -56,6 +57,7 @@ class MetricsWriter:
     self._tb = None
     self._purge_step: int | None = None   # the restart marker the next event file opens with
     self._staging: str | None = None
+    self._held: list[tuple[str, tuple[Any, ...]]] | None = None   # `held`'s calls
     if enabled:
       self.workdir.mkdir(parents=True, exist_ok=True)
       if paths.is_url(self.workdir / "tensorboard"):
@@ -106,6 +108,9 @@ class MetricsWriter:
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
       return
+    if self._held is not None:
+      self._held.append(("write", (step, dict(scalars))))
+      return
     row = {"step": int(step)}
     for key, value in scalars.items():
       value = float(np.asarray(value))
@@ -133,39 +138,71 @@ class MetricsWriter:
                              .encode("utf-8"))
     return rows
 
-  def redo_evaluation(self, step: int,
-                      earlier_settings: Mapping[str, Any] | None = None) -> None:
-    """Before `step` is evaluated again (a notebook's `Run.evaluate`, a finished run rerun with
-    other evaluation settings): drops what an earlier evaluation logged at `step`, so that it is
-    logged once. metrics.jsonl keeps that step's training row (its `train/` scalars) and every
-    earlier row and loses the rest from `step` on; TensorBoard drops its events from `step` on (a
-    restart marker, as `truncate_after`) and gets the training row's scalars again.
-    `earlier_settings` (the evaluation settings the earlier evaluation was made with, where they
-    differ from the coming one's): its rows at `step` are appended to WORKDIR/
-    EARLIER_EVALUATIONS first, each with those settings as `evaluated_with`."""
+  def redo_evaluation(self, step: int) -> None:
+    """Before `step` is evaluated again with the same settings (a notebook's `Run.evaluate`):
+    drops what an earlier evaluation logged at `step`, so that it is logged once. metrics.jsonl
+    keeps that step's training row (its `train/` scalars) and every earlier row and loses the rest
+    from `step` on; TensorBoard drops its events from `step` on (a restart marker, as
+    `truncate_after`) and gets the training row's scalars again."""
     if not self.enabled or not self.path.exists():
       return
-    def evaluation_row(row):
-      return row["step"] == step and not any(key.startswith("train/") for key in row)
-    if earlier_settings is not None:
-      earlier = [dict(row, evaluated_with=dict(earlier_settings))
-                 for row in read_metrics(os.fspath(self.workdir)) if evaluation_row(row)]
-      if earlier:
-        paths.append_text(self.workdir / EARLIER_EVALUATIONS,
-                          "".join(json.dumps(row) + "\n" for row in earlier))
     kept = self._keep_rows(lambda row: row["step"] < step or (
         row["step"] == step and not evaluation_row(row)))
+    self._rewrite_from(step, kept)
+
+  def set_aside_evaluations(self, settings: Mapping[str, Any]) -> int:
+    """Before the run is evaluated with other evaluation settings than `settings` (the split, the
+    views, `config.evals`: those every evaluation metrics.jsonl holds was made with): moves every
+    evaluation row to WORKDIR/EARLIER_EVALUATIONS, each with `settings` as `evaluated_with`, so
+    that metrics.jsonl's evaluations are all of one kind (no curve of one split continued on
+    another); TensorBoard drops its events from the first of them on and gets the training rows'
+    scalars from there again. Returns how many rows moved."""
+    if not self.enabled or not self.path.exists():
+      return 0
+    rows = read_metrics(os.fspath(self.workdir))
+    earlier = [dict(row, evaluated_with=dict(settings)) for row in rows if evaluation_row(row)]
+    if not earlier:
+      return 0
+    paths.append_text(self.workdir / EARLIER_EVALUATIONS,
+                      "".join(json.dumps(row) + "\n" for row in earlier))
+    kept = self._keep_rows(lambda row: not evaluation_row(row))
+    self._rewrite_from(min(row["step"] for row in earlier), kept)
+    return len(earlier)
+
+  def _rewrite_from(self, step: int, kept: list[dict[str, Any]]) -> None:
+    """A restart marker at `step` in TensorBoard, then the scalars of the `kept` rows from `step`
+    on again."""
     self._reopen(step)
     for row in kept:
-      if row["step"] == step:
+      if row["step"] >= step:
         for key, value in row.items():
           if key != "step":
-            self._writer().add_scalar(key, float(value), step)
+            self._writer().add_scalar(key, float(value), row["step"])
     self._flush()
+
+  @contextlib.contextmanager
+  def held(self):
+    """What is written inside (an evaluation's scalars and pictures) is kept back and written
+    only once the block ends without an error (after what the caller does before leaving it:
+    `redo_evaluation`, `set_aside_evaluations`), else dropped: a failed evaluation leaves the
+    logged one in place."""
+    held: list[tuple[str, tuple[Any, ...]]] = []
+    self._held = held
+    try:
+      yield
+    except BaseException:
+      self._held = None
+      raise
+    self._held = None
+    for method, args in held:
+      getattr(self, method)(*args)
 
   def image(self, tag: str, step: int, png_path: str) -> None:
     """Adds a PNG written elsewhere (a local file or a URL) to TensorBoard."""
     if not self.enabled:
+      return
+    if self._held is not None:
+      self._held.append(("image", (tag, step, png_path)))
       return
     import matplotlib.image  # pylint: disable=import-outside-toplevel
     with paths.resolve(png_path).open("rb") as file:
@@ -181,6 +218,11 @@ class MetricsWriter:
     if self._staging is not None:
       shutil.rmtree(self._staging, ignore_errors=True)
       self._staging = None
+
+
+def evaluation_row(row: Mapping[str, Any]) -> bool:
+  """Whether a metrics.jsonl row is an evaluation's (not a step's training scalars)."""
+  return not any(key.startswith("train/") for key in row)
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

@@ -40,11 +40,37 @@ def _datasets_line(config: mlc.ConfigDict) -> str:
            + (f" as {field}" if several else "") + f" ({b.dir})"
            for field, b in blocks.values()]
   line = f"- dataset{'s' if len(named) > 1 else ''}: " + "; ".join(named)
+  own = _own_splits(config)
   clips, crops = int(config.input.get("eval_clips", 1)), int(config.input.get("eval_crops", 1))
+  said = [f"`{name}` on {part}" for name, part in own.items()]
   if (clips, crops) != (1, 1):   # the views each evaluated video's score averages
-    line += (f"\n- evaluation: {clips} clip{'s' if clips > 1 else ''} x {crops} "
-             f"crop{'s' if crops > 1 else ''} a video, averaged")
-  return line
+    said.append(f"{clips} clip{'s' if clips > 1 else ''} x {crops} "
+                f"crop{'s' if crops > 1 else ''} a video, averaged")
+  return line + (f"\n- evaluation: {'; '.join(said)}" if said else "")
+
+
+def _own_splits(config: mlc.ConfigDict) -> dict[str, str]:
+  """{evaluator: the part it evaluates} of the evaluators that name a split of their own
+  (`config.evals.<name>.split`, with the first dataset's split number)."""
+  blocks = config_lib.data_blocks(config)
+  number = int(blocks[0].split_index) if blocks else 0
+  return {name: f"{block.split}{number or ''}" for name, block in config.get("evals", {}).items()
+          if isinstance(block, mlc.ConfigDict) and block.get("split")}
+
+
+def evaluated_on(config: mlc.ConfigDict) -> str:
+  """What a run's evaluation reads, in a few words: its first dataset's evaluation part (`test1`,
+  `val`), each evaluator's own part where it names one (`eval: train`), and where more than one
+  the views each video's score averages (`test1, 10 clips x 3 crops`)."""
+  block = config_lib.data_blocks(config)[0]
+  parts = [f"{block.eval_split}{int(block.split_index) or ''}"]
+  own = _own_splits(config)
+  if own and len(own) == len(config.evals):   # every evaluator reads a part of its own
+    parts = []
+  parts += [f"{name}: {part}" for name, part in own.items()]
+  clips, crops = int(config.input.eval_clips), int(config.input.eval_crops)
+  return ", ".join(parts) + (f", {clips} clips x {crops} crops" if (clips, crops) != (1, 1)
+                             else "")
 
 
 def write_report(workdir: str, config: mlc.ConfigDict, param_count: int, seconds: float,

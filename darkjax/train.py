@@ -49,6 +49,11 @@ from darkjax.config import ConfigError
 
 log = logging.getLogger("darkjax")
 
+# Where a run evaluated again with other evaluation settings moves the figures of its earlier
+# evaluation that the new one does not draw; the workdir's figures that no evaluation draws stay.
+FIGURES_SET_ASIDE = "earlier_figures"
+KEPT_FIGURES = ("profile.png",)   # darkjax.profiling's
+
 
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/Inf loss or gradient; the message names the step."""
@@ -206,6 +211,9 @@ class Trainer:
   # compile_evals' outcome per eval batch: its figures, or the out-of-memory error it raised
   _evals_compiled: dict[int, Any] = dataclasses.field(init=False, default_factory=dict)
   reported: bool = dataclasses.field(init=False, default=False)   # this run wrote report.md
+  # the logged evaluation of the restored step was of other settings, and this run makes none
+  _stale_evaluation: bool = dataclasses.field(init=False, default=False)
+  _drawn: set[str] = dataclasses.field(init=False, default_factory=set)   # this run's figures
   # the step the last `run` / `evaluate_again` evaluated (None: it evaluated none)
   evaluated_step: int | None = dataclasses.field(init=False, default=None)
 
@@ -431,14 +439,17 @@ class Trainer:
     normalisation): says which, and keeps that config as WORKDIR/config.until_step<start>.json
     before config.json becomes this run's (the first one kept where a step is resumed again).
 
-    `trains` False (the run has no step left to train): keeps nothing (config.json stays), and
-    returns the file of the config that made the run's evaluation at `start` with the lines of
-    the settings that set only what an evaluation measures (`config.evaluation_field`: the split,
-    the views, `config.evals`) in which this run's differ: the run evaluates `start` again with
-    them. The other settings change nothing, which is said; beside an evaluation's, any of them
-    that could change a result (all but `config.runner_field`s: the normalisation, the frames)
-    is refused, since the evaluation would read it too. A phase that evaluates nothing
-    (`eval_every` -1, no `config.evals`) takes its evaluation settings as changing nothing."""
+    Returns the file of the config that trained (and evaluated) `start` and the lines of the
+    settings that set only what an evaluation measures (`config.evaluation_field`: the split, the
+    views, `config.evals`) in which this run's differ, where this phase evaluates: the run's
+    evaluations are then of other settings than those it logged (`_run` sets those aside).
+
+    `trains` False (no step left to train): keeps nothing (config.json stays; the evaluation's
+    settings are recorded once the run evaluates with them). The other settings change nothing,
+    which is said; beside an evaluation's, any of them that could change a result (all but
+    `config.runner_field`s) is refused: they cannot train, and an evaluation reads some of them
+    (the normalisation, the frames). A phase that evaluates nothing (`eval_every` -1, no
+    `config.evals`) says that its logged evaluation, if any, was of other settings."""
     path, saved = self._step_config(start)
     if saved is None:
       return path, []
@@ -450,20 +461,27 @@ class Trainer:
                  "only in fields this phase does not read:\n%s", self.phase, start,
                  config_lib.listed(list(ignored.values())))
       return path, []
+    evaluates = self.config.eval_every >= 0 and bool(self.config.evals)
+    measured = {key for key in changes if config_lib.evaluation_field(key)}
+    evaluation = [changes[key] for key in measured] if evaluates else []
+    others = {key: line for key, line in changes.items() if key not in measured}
+    if measured and not evaluates and self._logged_evaluation(start):
+      log.warning("phase %s: trained to step %d; its logged evaluation was made with other "
+                  "evaluation settings than this run's, and this run evaluates nothing "
+                  "(eval_every=-1 or no config.evals), so it reports none:\n%s", self.phase,
+                  start, config_lib.listed([changes[key] for key in measured]))
+      self._stale_evaluation = True
     if not trains:
-      evaluates = self.config.eval_every >= 0 and bool(self.config.evals)
-      measured = {key for key in changes if evaluates and config_lib.evaluation_field(key)}
-      evaluation = [line for key, line in changes.items() if key in measured]
-      others = {key: line for key, line in changes.items() if key not in measured}
       results = [line for key, line in others.items() if not config_lib.runner_field(key)]
       if evaluation and results:
         raise config_lib.ConfigError(
             f"phase {self.phase}: {self.workdir} is trained to step {start} already; this run "
             "changes what its evaluation measures:\n" + config_lib.listed(evaluation)
-            + "\nand settings that trained it, which the evaluation reads too (" + os.fspath(path)
-            + " holds those that trained it):\n" + config_lib.listed(results)
-            + "\nRerun with only the evaluation's settings changed, or train these in a new "
-            "--workdir.")
+            + "\nand settings it was trained with (" + os.fspath(path) + "):\n"
+            + config_lib.listed(results) + "\nNo step is left to train with those, and an "
+            "evaluation reads some of them (the normalisation, the frames): it would measure a "
+            "model trained otherwise. Rerun with only the evaluation's settings changed, or train "
+            "these in a new --workdir.")
       if others:
         log.warning("phase %s: already trained to step %d, with other settings than this run's; "
                     "they change nothing, no step is left to train (config.json keeps those that "
@@ -473,10 +491,12 @@ class Trainer:
     kept = paths.resolve(self.workdir) / f"config.until_step{start}.json"
     if not kept.exists():
       kept.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
-    log.warning("phase %s: resumed at step %d with other settings than those that trained it "
-                "(the config that did is kept as %s):\n%s", self.phase, start, kept,
-                config_lib.listed(list(changes.values())))
-    return path, []
+    trained = [line for key, line in changes.items() if key not in measured or not evaluates]
+    if trained:
+      log.warning("phase %s: resumed at step %d with other settings than those that trained it "
+                  "(the config that did is kept as %s):\n%s", self.phase, start, kept,
+                  config_lib.listed(trained))
+    return path, evaluation
 
   def _changes(self, saved: dict[str, Any], only_read: bool = False) -> dict[str, str]:
     """{key: "  key: was -> now"} for each setting in which this run's config differs from
@@ -707,6 +727,7 @@ class Trainer:
         self.writer.write(step, result.scalars)
       for stem, figure in result.figures.items():
         path = plots.save(figure, os.path.join(self.workdir, f"{stem}.png"))
+        self._drawn.add(f"{stem}.png")
         self.writer.image("/".join(stem.rsplit("_", 1)), step, path)
       results.update(result.scalars)
       results.update(result.arrays)
@@ -716,7 +737,9 @@ class Trainer:
     """Evaluates the live state (trained or restored by `run`) again (a notebook's
     `Run.evaluate`): its step's logged evaluation is replaced (kept in
     metrics.EARLIER_EVALUATIONS where made with other evaluation settings, whose values the
-    step's config file then records) and, at the last step, report.md is written again."""
+    step's config file then records: every evaluation logged with the earlier settings moves,
+    and the figures this one does not draw again move to FIGURES_SET_ASIDE) and, at the last
+    step, report.md is written again. A failed evaluation changes nothing logged."""
     if self.state is None:
       raise ValueError(f"phase {self.phase}: no state to evaluate; Trainer.run() first")
     started = time.time()
@@ -727,13 +750,19 @@ class Trainer:
       if any(config_lib.evaluation_field(key) for key in self._changes(saved, only_read=True)):
         earlier = self._evaluation_settings(path)
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
+    self._drawn = set()
     try:
-      self.writer.redo_evaluation(step, earlier_settings=earlier)
-      results = self.evaluate(step)
+      with self.writer.held():   # a failed evaluation leaves the logged ones as they were
+        results = self.evaluate(step)
+        if earlier is not None:
+          self.writer.set_aside_evaluations(earlier)
+        else:
+          self.writer.redo_evaluation(step)
     finally:
       self.writer.close()
     if earlier is not None:
       self._record_evaluation_settings(path)
+      self._set_aside_figures()
     self.reported = self.is_lead and step == int(self.config.total_steps)
     if self.reported:
       reports.write_report(self.workdir, self.config, self.param_count, time.time() - started,
@@ -752,7 +781,8 @@ class Trainer:
   def _run(self, until: int | None) -> dict[str, Any]:
     cfg = self.config
     run_start = time.time()
-    self.evaluated_step, self.reported = None, False
+    self.evaluated_step, self.reported, self._stale_evaluation = None, False, False
+    self._drawn = set()
     paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
     total = int(cfg.total_steps)
     last = total if until is None else min(int(until), total)
@@ -781,11 +811,15 @@ class Trainer:
                            fresh=latest is None)
       start = self.init_state(data_iterator=train_iter)
       trains = start < last
-      evaluated_with, evaluation_changes = None, []   # a finished run's evaluation settings
+      # the config file that evaluated `start`, this run's changes to its evaluation settings and
+      # those settings (read before config.json becomes this run's)
+      evaluated_with, evaluation_changes, earlier_settings = None, [], {}
       refused = None   # process 0's refusal of this run's changes, raised on every process
       if self.is_lead and start > 0:   # once restored: a run that cannot resume keeps its config
         try:
           evaluated_with, evaluation_changes = self._keep_changed_config(start, trains)
+          if evaluation_changes:
+            earlier_settings = self._evaluation_settings(evaluated_with)
         except config_lib.ConfigError as error:
           refused = error
       if jax.process_count() > 1 and bool(multihost_utils.broadcast_one_to_all(
@@ -801,6 +835,13 @@ class Trainer:
           file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
                                        self._config_json(), sort_keys=True)
       self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)
+      if trains and evaluation_changes:   # metrics.jsonl's evaluations: all of this run's kind
+        moved = self.writer.set_aside_evaluations(earlier_settings)
+        if moved:
+          log.warning("phase %s: resumed at step %d with other evaluation settings than its logged "
+                      "evaluations' (those %d rows moved to %s, with the settings they measured; "
+                      "config.json records this run's):\n%s", self.phase, start, moved,
+                      metrics_lib.EARLIER_EVALUATIONS, config_lib.listed(evaluation_changes))
       step_rng = jax.random.fold_in(rng, 2)
       log.info("model %s: %s; mesh %s", cfg.model.name,
                reports.parameters(self.param_count, self.frozen_count), dict(self.mesh.shape))
@@ -824,8 +865,9 @@ class Trainer:
       try:
         if (0 < start < last and cfg.eval_every > 0 and start % cfg.eval_every == 0
             and self._evaluation_missing(start)):   # stopped during it: made before training on
-          log.info("%s: resumed at step %d, whose evaluation did not finish; evaluating it first",
-                   self.workdir, start)
+          log.info("%s: resumed at step %d, %s; evaluating it first", self.workdir, start,
+                   "whose logged evaluation was of other settings" if evaluation_changes
+                   else "whose evaluation did not finish")
           evaluating = True
           self._evaluate_or_stop(start, watch, checkpointer, train_iter, "the")
           evaluating = False
@@ -881,20 +923,22 @@ class Trainer:
         if final_missing or again:
           if again:
             log.warning("%s: trained to step %d already; evaluating it again with this run's "
-                        "evaluation settings (its earlier evaluation is kept in %s):\n%s",
-                        self.workdir, start, metrics_lib.EARLIER_EVALUATIONS,
+                        "evaluation settings (its logged evaluations move to %s once it "
+                        "succeeds):\n%s", self.workdir, start, metrics_lib.EARLIER_EVALUATIONS,
                         config_lib.listed(evaluation_changes))
-            self.writer.redo_evaluation(start, earlier_settings=(
-                self._evaluation_settings(evaluated_with) if self.is_lead else None))
           else:
             log.info("%s: trained to step %d by a run that stopped before its final evaluation; "
                      "evaluating now", self.workdir, last)
           evaluating = True
-          results = self._evaluate_or_stop(start if again else last, watch, checkpointer,
-                                           train_iter, "the final")
+          with self.writer.held():   # a failed evaluation leaves the logged ones as they were
+            results = self._evaluate_or_stop(start if again else last, watch, checkpointer,
+                                             train_iter, "the final")
+            if evaluation_changes:
+              self.writer.set_aside_evaluations(earlier_settings)
           evaluating = False
           if self.is_lead and evaluation_changes:   # what the logged evaluation measured
             self._record_evaluation_settings(evaluated_with)
+            self._set_aside_figures()
       except jax.errors.JaxRuntimeError as error:
         if not fit_lib.out_of_memory(error):
           raise
@@ -904,8 +948,8 @@ class Trainer:
             f"phase {self.phase}, {'evaluation at ' if evaluating else ''}step {step}", error,
             f"{checkpointer.directory}/{latest}" if latest is not None else None,
             fit_lib.EVAL_OOM_ADVICE if evaluating else "")) from None
-    if start >= last and not results:   # nothing left to train: report what the run logged
-      results = self.logged_results(start)
+    if start >= last and not results and not self._stale_evaluation:
+      results = self.logged_results(start)   # nothing left to train: what the run logged
     # A report.md a full disk left empty (or one deleted) is written again by a rerun.
     report = paths.resolve(self.workdir) / "report.md"
     unreported = not report.exists() or report.stat().length == 0
@@ -1022,6 +1066,21 @@ class Trainer:
     if jax.process_count() > 1:
       again = bool(multihost_utils.broadcast_one_to_all(np.int32(again)))
     return again
+
+  def _set_aside_figures(self) -> None:
+    """Moves the workdir's figures of earlier evaluations that this run's evaluation did not draw
+    again (an evaluator removed, fewer clips drawn) to WORKDIR/FIGURES_SET_ASIDE: report.md lists
+    the workdir's figures as this evaluation's."""
+    root = paths.resolve(self.workdir)
+    stale = [p for p in root.iterdir() if p.name.endswith(".png")
+             and p.name not in self._drawn and p.name not in KEPT_FIGURES]
+    if stale:
+      (root / FIGURES_SET_ASIDE).mkdir(exist_ok=True)
+      for figure in stale:
+        paths.write_bytes_atomic(root / FIGURES_SET_ASIDE / figure.name, figure.read_bytes())
+        figure.unlink()
+      log.info("phase %s: figures of the earlier evaluation this one did not draw moved to %s: "
+               "%s", self.phase, root / FIGURES_SET_ASIDE, ", ".join(p.name for p in stale))
 
   @staticmethod
   def _evaluation_settings(path: Any) -> dict[str, Any]:

@@ -289,3 +289,20 @@ def test_each_default_synthetic_directory_holds_one_set_of_clips():
       held.setdefault(data.dir, {})[f"{name}{arg}"] = params
   for directory, by_config in held.items():
     assert len(set(by_config.values())) == 1, (directory, sorted(by_config))
+
+
+def test_evaluation_and_runner_fields_and_set_field():
+  """What sets only an evaluation (a finished run evaluates again with it) and what changes no
+  result; a config.json's field set or removed, a removed evaluator leaving no empty block."""
+  assert all(map(config_lib.evaluation_field, (
+      "input.data.eval_split", "dinet.target.data.eval_split", "input.eval_clips",
+      "input.eval_crops", "evals", "evals.video.k")))
+  assert not any(map(config_lib.evaluation_field, (
+      "input.data.split", "input.normalise", "input.eval_batch_size", "evaluations.x")))
+  assert config_lib.runner_field("input.workers") and config_lib.runner_field("profile.steps")
+  assert not config_lib.runner_field("optimizer.lr")
+  values = {"evals": {"a": {"type": "x", "clips": 2}, "b": {"type": "y"}}, "k": 1}
+  config_lib.set_field(values, "evals.c.type", "z")
+  for key in ("evals.a.type", "evals.a.clips", "evals.nothing.here"):
+    config_lib.set_field(values, key, config_lib.ABSENT)
+  assert values == {"evals": {"b": {"type": "y"}, "c": {"type": "z"}}, "k": 1}

@@ -164,15 +164,19 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
   capsys.readouterr()
   saved = {s: (out / "default" / f"split0_seed{s}" / "checkpoints" / "2").stat().st_mtime_ns
            for s in (0, 1)}
+  took = {s: json.loads((out / "default" / f"split0_seed{s}" / "result.json").read_text())[
+      "seconds"] for s in (0, 1)}
   on_train = [a.replace("steps=2,", "steps=2,input.data.eval_split=train,") for a in argv]
   assert experiment.main(on_train) == 0
   printed = capsys.readouterr().out
   assert "2 stored runs evaluated again: this command evaluates them with other settings, e.g. " \
          "default/split0_seed0:\n  input.data.eval_split: 'test' (stored) -> 'train' (now)" \
          in printed, printed
+  assert printed.count("(stored, evaluated again); run ") == 2, printed
   for seed in (0, 1):
     run_dir = out / "default" / f"split0_seed{seed}"
-    assert json.loads((run_dir / "result.json").read_text())["evaluated_on"] == "train"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["evaluated_on"] == "train" and result["seconds"] == took[seed]   # training's
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert (run_dir / "checkpoints" / "2").stat().st_mtime_ns == saved[seed]   # trained once
     assert [r["eval/num_examples"] for r in rows if "eval/num_examples" in r] == [40.0]

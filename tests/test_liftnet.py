@@ -694,8 +694,15 @@ def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_pa
   other = _arid_config(arid_dir)
   other.total_steps = other.teacher.total_steps = 1
   other.input.data.eval_split = "train"
+  drawn = other.evals.attention.clips
+  other.evals.attention.clips = 1   # the other attention figures move apart
   run = notebook.Run(other, workdir, devices=jax.devices()[:1])
   again = run.evaluate()
+  student_dir = os.path.join(workdir, "student")
+  assert sorted(f for f in os.listdir(student_dir) if f.startswith("attention_")) == [
+      "attention_00.png"]
+  assert sorted(os.listdir(os.path.join(student_dir, train.FIGURES_SET_ASIDE))) == [
+      f"attention_{i:02d}.png" for i in range(1, drawn)]
   train_clips = prepared.open_dataset(other.input.data).num_examples("train")
   assert again["eval/num_examples"] == train_clips != results["eval/num_examples"]
   assert [r["eval/num_examples"] for r in map(json.loads, open(

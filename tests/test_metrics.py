@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -171,3 +172,35 @@ def test_evaluating_again_a_step_without_a_training_row(tmp_path):
                                                {"step": 3, "eval/top1": 0.75}]
   assert _scalars_tensorboard_shows(os.path.join(workdir, "tensorboard"), "eval/top1") == [
       (3, 0.75)]
+
+
+def test_evaluations_of_other_settings_are_set_apart_and_a_failed_one_changes_nothing(tmp_path):
+  """Every evaluation row moves to earlier_evaluations.jsonl with the settings it measured, the
+  training rows stay, and TensorBoard shows the curves as metrics.jsonl holds them; what a held
+  block (an evaluation) writes is dropped when it fails, written when it succeeds."""
+  workdir = str(tmp_path / "run")
+  writer = metrics_lib.MetricsWriter(workdir)
+  for step in (1, 2):
+    writer.write(step, {"train/loss": 3.0 - step})
+    writer.write(step, {"eval/top1": 0.1 * step})
+  writer.close()
+  before = metrics_lib.read_metrics(workdir)
+  again = metrics_lib.MetricsWriter(workdir)
+  with pytest.raises(RuntimeError), again.held():
+    again.write(2, {"eval/top1": 0.9})
+    raise RuntimeError("the evaluation failed")
+  assert metrics_lib.read_metrics(workdir) == before
+  with again.held():
+    again.write(2, {"eval/top1": 0.75})
+    assert again.set_aside_evaluations({"input.data.eval_split": "test"}) == 2
+  again.close()
+  assert metrics_lib.read_metrics(workdir) == [{"step": 1, "train/loss": 2.0},
+                                               {"step": 2, "train/loss": 1.0},
+                                               {"step": 2, "eval/top1": 0.75}]
+  earlier = [json.loads(line) for line in (tmp_path / "run" / metrics_lib.EARLIER_EVALUATIONS)
+             .read_text().splitlines()]
+  assert earlier == [{"step": s, "eval/top1": 0.1 * s,
+                      "evaluated_with": {"input.data.eval_split": "test"}} for s in (1, 2)]
+  logdir = os.path.join(workdir, "tensorboard")
+  assert _scalars_tensorboard_shows(logdir, "eval/top1") == [(2, 0.75)]
+  assert _scalars_tensorboard_shows(logdir, "train/loss") == [(1, 2.0), (2, 1.0)]

@@ -269,29 +269,37 @@ def test_a_finished_run_rerun_with_other_settings_keeps_the_config_that_trained_
 def test_a_finished_run_rerun_with_other_evaluation_settings_evaluates_it_again(
     data_dir, tmp_path, caplog):
   """Another evaluation part (or views, or evaluators) on a finished run is evaluated, not the
-  logged evaluation of the old part returned as the new one; the earlier evaluation is kept,
-  config.json and report.md say what the logged one measured. A change to a setting the
-  evaluation reads too (the normalisation) beside it is refused."""
+  logged evaluation of the old part returned as the new one; every evaluation logged with the
+  earlier settings is kept apart (no curve of one part continued on another), config.json and
+  report.md say what the logged ones measured. A change to a setting the run was trained with
+  beside it is refused; a failed evaluation leaves the logged one as it was."""
   workdir = str(tmp_path / "run")
-  first = train.Trainer(small_config(data_dir, steps=2, eval_every=0), workdir).run()
+
+  def config(**overrides):   # evaluated at both steps
+    return small_config(data_dir, steps=2, eval_every=1, **overrides)
+
+  first = train.Trainer(config(), workdir).run()
   assert first["eval/num_examples"] == 20   # the test part
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
     trained = json.load(f)
 
-  def step_rows():
-    return [row for row in metrics_lib.read_metrics(workdir) if row["step"] == 2]
+  def logged():
+    return [(row["step"], row.get("eval/num_examples")) for row in
+            metrics_lib.read_metrics(workdir) if "train/loss" not in row]
 
-  on_train = small_config(data_dir, steps=2, eval_every=0, **{"input.data.eval_split": "train"})
+  def earlier(key):
+    with open(os.path.join(workdir, metrics_lib.EARLIER_EVALUATIONS), encoding="utf-8") as f:
+      return [(row["step"], row["evaluated_with"][key]) for row in map(json.loads, f)]
+
+  assert logged() == [(1, 20.0), (2, 20.0)]
+  on_train = config(**{"input.data.eval_split": "train"})
   with caplog.at_level(logging.WARNING, logger="darkjax"):
     again = train.Trainer(on_train, workdir).run()
   assert "trained to step 2 already; evaluating it again" in caplog.text
   assert "input.data.eval_split: 'test' -> 'train'" in caplog.text
   assert again["eval/num_examples"] == 40   # the train part
-  assert [row.get("eval/num_examples") for row in step_rows()] == [None, 40.0]   # train row kept
-  with open(os.path.join(workdir, metrics_lib.EARLIER_EVALUATIONS), encoding="utf-8") as f:
-    earlier = [json.loads(line) for line in f]
-  assert [(row["eval/num_examples"], row["evaluated_with"]["input.data.eval_split"])
-          for row in earlier] == [(20.0, "test")]
+  assert logged() == [(2, 40.0)]
+  assert earlier("input.data.eval_split") == [(1, "test"), (2, "test")]
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
     recorded = json.load(f)
   assert recorded["input"]["data"]["eval_split"] == "train"
@@ -306,22 +314,47 @@ def test_a_finished_run_rerun_with_other_evaluation_settings_evaluates_it_again(
     assert trainer.run()["eval/num_examples"] == 40 and trainer.evaluated_step is None
   assert "its logged evaluation follows" in caplog.text
 
-  mixed = small_config(data_dir, steps=2, eval_every=0, **{"input.data.eval_split": "test",
-                                                          "input.normalise": "imagenet"})
+  mixed = config(**{"input.data.eval_split": "test", "input.normalise": "imagenet"})
   with pytest.raises(config_lib.ConfigError, match=r"(?s)changes what its evaluation measures:"
-                     r"\n  input.data.eval_split: 'train' -> 'test'\nand settings that trained "
-                     r"it.*input.normalise: 'per_clip' -> 'imagenet'.*Rerun with only"):
+                     r"\n  input.data.eval_split: 'train' -> 'test'\nand settings it was trained "
+                     r"with.*input.normalise: 'per_clip' -> 'imagenet'.*Rerun with only"):
     train.Trainer(mixed, workdir).run()
-  assert [row.get("eval/num_examples") for row in step_rows()] == [None, 40.0]
+  # an evaluator's own part that the dataset lacks: named before anything runs
+  with pytest.raises(prepared.DatasetSplitError, match=r"config.evals.eval.split 'val'.*parts "
+                     r"are \['test', 'train'\]: set config.evals.eval.split to one of them"):
+    train.Trainer(config(**{"evals.eval.split": "val"}), workdir).run()
+  failing = train.Trainer(config(**{"input.data.eval_split": "test"}), workdir)
+  with mock.patch.object(train.Trainer, "_evaluate", side_effect=RuntimeError("broke")), \
+      pytest.raises(RuntimeError, match="broke"):
+    failing.run()
+  assert logged() == [(2, 40.0)] and len(earlier("input.data.eval_split")) == 2
 
-  views = small_config(data_dir, steps=2, eval_every=0, log_every=2,   # log_every changes nothing
-                       **{"input.data.eval_split": "train", "input.eval_clips": 2})
+  views = config(log_every=2,   # changes nothing
+                 **{"input.data.eval_split": "train", "input.eval_clips": 2})
   trainer = train.Trainer(views, workdir)
   assert trainer.run()["eval/num_examples"] == 40 and trainer.evaluated_step == 2
   with open(os.path.join(workdir, "report.md"), encoding="utf-8") as f:
     assert "- evaluation: 2 clips x 1 crop a video, averaged" in f.read()
-  with open(os.path.join(workdir, metrics_lib.EARLIER_EVALUATIONS), encoding="utf-8") as f:
-    assert [json.loads(line)["evaluated_with"]["input.eval_clips"] for line in f] == [1, 1]
+  assert earlier("input.eval_clips") == [(1, 1), (2, 1), (2, 1)]
+
+
+def test_an_evaluation_setting_changed_on_resume_sets_the_earlier_evaluations_apart(
+    data_dir, tmp_path, caplog):
+  """A run resumed with another evaluation part: its evaluations from then on are of that part,
+  the earlier ones kept apart, said as that (not as a setting that trained it)."""
+  workdir = str(tmp_path / "run")
+  train.Trainer(small_config(data_dir, steps=4, eval_every=1), workdir).run(until=2)
+  with caplog.at_level(logging.INFO, logger="darkjax"):
+    train.Trainer(small_config(data_dir, steps=4, eval_every=1,
+                               **{"input.data.eval_split": "train"}), workdir).run()
+  assert "resumed at step 2 with other evaluation settings than its logged evaluations' " \
+         "(those 2 rows moved" in caplog.text
+  assert "with other settings than those that trained it" not in caplog.text
+  counts = [(row["step"], row["eval/num_examples"]) for row in metrics_lib.read_metrics(workdir)
+            if "eval/num_examples" in row]
+  assert counts == [(2, 40.0), (3, 40.0), (4, 40.0)]   # the resumed step evaluated on train too
+  assert "resumed at step 2, whose logged evaluation was of other settings; evaluating" in \
+      caplog.text
 
 
 def test_a_finished_runs_logged_evaluation_is_what_the_evaluation_returned(tmp_path):

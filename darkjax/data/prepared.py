@@ -69,35 +69,40 @@ class Dataset:
              if (m := re.fullmatch(r"[A-Za-z_]+?(\d+)", s))}
     return sorted(found)
 
-  def split_name(self, split: str) -> str:
+  def split_name(self, split: str, field: str = "config.input.data split") -> str:
     """`split` + `split_index` (`train` + 1 -> `train1`): datasets with several official splits
     name them `train1`, `test1`, ...; single-split ones (split_index 0) `train`, `test`. Raises
-    DatasetSplitError naming the known splits when the manifest has no such split."""
+    DatasetSplitError naming the known splits when the manifest has no such split, and `field`,
+    the config field that named `split`."""
     name = f"{split}{self.split_index}" if self.split_index else split
     known = sorted(self.manifest["splits"])
     if name in known:
       return name
+    parts = sorted({re.sub(r"\d+$", "", k) for k in known})
     indices = self.split_indices()
-    if indices:
+    if split not in parts:   # the part itself, not its number
+      fix = f"this dataset's parts are {parts}: set {field} to one of them"
+    elif indices:
       fix = (f"this dataset has the numbered splits {indices}: set config.input.data.split_index "
              f"(the configs' `split=K` arg) to one of them")
     else:
       fix = "this dataset has no numbered splits: set config.input.data.split_index=0"
     raise DatasetSplitError(
-        f"dataset {self.name!r} at {self.directory}: split {name!r} (config.input.data split "
-        f"{split!r}, split_index={self.split_index}) is not in its {records.MANIFEST}; known "
-        f"splits: {known}; {fix}")
+        f"dataset {self.name!r} at {self.directory}: split {name!r} ({field} {split!r}, "
+        f"split_index={self.split_index}) is not in its {records.MANIFEST}; known splits: "
+        f"{known}; {fix}")
 
-  def check_splits(self, *splits: str) -> None:
-    """Fails at once if any of `splits` does not resolve to a manifest split (DatasetSplitError)
-    or a shard of it is missing or of another size than its manifest entry (MissingShardError,
-    CorruptRecordError): when the dataset is opened, not at the first evaluation after hours of
+  def check_splits(self, *splits: str, field: str = "config.input.data split") -> None:
+    """Fails at once if any of `splits` (named by the config's `field`) does not resolve to a
+    manifest split (DatasetSplitError) or a shard of it is missing or of another size than its
+    manifest entry (MissingShardError, CorruptRecordError): when the dataset is opened (an
+    evaluator's own split when it is built), not at the first evaluation after hours of
     training."""
     for split in splits:
       if split == ALL and ALL not in self.manifest["splits"]:
-        self.check_splits("train", "test")
+        self.check_splits("train", "test", field=field)
       else:
-        self.split_name(split)
+        self.split_name(split, field)
         self.files(split)
 
   def files(self, split: str) -> list[tuple[str, int]]:

@@ -114,6 +114,8 @@ class ClassificationEvaluator:
     self.source = source_name(task, data)
     self.data = task.data_sources[self.source]
     self.split = split or self.data.cfg.data.eval_split
+    if split:   # a split of its own: checked now, not at the first evaluation
+      self.data.dataset.check_splits(split, field=f"config.evals.{name}.split")
 
     def eval_step(variables, batch):
       fields = {k: x for k, x in batch.items() if k not in _HOST_FIELDS}

@@ -197,6 +197,9 @@ class VideoEvaluator:
     self.data = task.data_sources[source_name(task, data)]
     self.split = split or self.data.cfg.data.eval_split
     self.train_split = train_split or self.data.cfg.data.split
+    for given, key in ((split, "split"), (train_split, "train_split")):   # checked now
+      if given:
+        self.data.dataset.check_splits(given, field=f"config.evals.{name}.{key}")
     if k < 1:
       raise ConfigError(f"config.evals.{name}.k={k}: the kNN classifier needs k >= 1 (paper: 5)")
     self.k, self.gamma = int(k), float(gamma)

@@ -70,6 +70,7 @@ import ml_collections as mlc
 
 from darkjax import config as config_lib
 from darkjax import file_state
+from darkjax import reports
 from darkjax.tools import arms as arms_lib
 
 RESULT_FILE = "result.json"
@@ -161,11 +162,16 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
   """Trains `make_config()` in `workdir` (or reads its stored result, `stored_result`; a stored
   run with other evaluation settings is evaluated again, its checkpoints as they are: the
   Trainer's rerun of a finished run); returns the final `kept_metrics` (None: every scalar metric
-  but per-class ones) plus `info`, the part it evaluated (`evaluated_on`) and the wall time in
-  seconds."""
+  but per-class ones) plus `info`, the part it evaluated (`evaluated_on`) and the wall time of its
+  training in seconds."""
   stored = stored_result(workdir, make_config, out)
   if stored is not None:
     return stored
+  path = os.path.join(workdir, RESULT_FILE)
+  trained = None   # a stored run evaluated again keeps its training time
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      trained = json.load(f).get("seconds")
   from darkjax import train  # pylint: disable=import-outside-toplevel
   config = make_config()
   config.checkpoint_every = config.total_steps   # only the final state: keeps the runs fast
@@ -182,21 +188,13 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
                        f"missing; it was probably already complete without {RESULT_FILE}). "
                        f"Delete {workdir} and re-run.")
   result = {k: float(results[k]) for k in kept_metrics}
-  result.update(info, evaluated_on=evaluated_on(config), seconds=round(time.time() - start, 1))
+  result.update(info, evaluated_on=reports.evaluated_on(config),
+                seconds=trained if trained is not None else round(time.time() - start, 1))
   file_state.atomic_write_json(os.path.join(workdir, CONFIG_FILE), config_lib.json_values(config))
   # Last: a torn result.json would stop every later re-run, and one without its config beside it
   # would be read unchecked.
   file_state.atomic_write_json(os.path.join(workdir, RESULT_FILE), result)
   return result
-
-
-def evaluated_on(config: mlc.ConfigDict) -> str:
-  """What a run's evaluation reads: its first dataset's evaluation part (`test1`, `val`) and, where
-  more than one, the views each video's score averages (`test1, 10 clips x 3 crops`)."""
-  block = config_lib.data_blocks(config)[0]
-  part = f"{block.eval_split}{int(block.split_index) or ''}"
-  clips, crops = int(config.input.eval_clips), int(config.input.eval_crops)
-  return part + (f", {clips} clips x {crops} crops" if (clips, crops) != (1, 1) else "")
 
 
 SHARED_FILE = "shared.json"
@@ -257,12 +255,16 @@ def time_left(plan: Sequence[tuple[Any, int, str]], done: int,
 
 
 def progress_line(plan: Sequence[tuple[Any, int, str]], index: int, result: dict[str, Any],
-                  stored: Sequence[bool], results: dict[str, list[dict[str, Any]]]) -> str:
+                  stored: Sequence[bool], results: dict[str, list[dict[str, Any]]],
+                  again: Sequence[bool] = ()) -> str:
   """What a finished run prints: arm, split (where the table has splits), seed, its time
-  (`stored[index]`: read from its result.json, trained by an earlier call), its place in the plan
-  and the time the runs still to train should take."""
+  (`stored[index]`: read from its result.json, trained by an earlier call; `again[index]`: and
+  evaluated again by this one), its place in the plan and the time the runs still to train
+  should take."""
   split, seed, variant = plan[index]
-  took = f"{duration(result['seconds'])}{' (stored)' if stored[index] else ''}"
+  how = (" (stored, evaluated again)" if index < len(again) and again[index] else
+         " (stored)" if stored[index] else "")
+  took = f"{duration(result['seconds'])}{how}"
   left = time_left(plan, index + 1, results, stored)
   rest = ("done" if index + 1 == len(plan) else
           f"about {duration(left)} left" if left is not None else "")
@@ -695,8 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_cached(run_dir, make_config, None, out=args.out, seed=seed, split=split,
                         variant=variant, config_arg=run_arg)
     results[variant].append(result)
-    print(progress_line(plan, index, result, [s and not a for s, a in zip(stored, again)],
-                        results), flush=True)
+    print(progress_line(plan, index, result, stored, results, again), flush=True)
   table = aggregate(results, args.metrics)
   if not any(table.values()):   # nothing to table: the earlier table stays
     print(f"darkjax.tools.experiment: --metrics {args.metrics!r} matches none of the runs' "
