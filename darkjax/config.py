@@ -134,8 +134,9 @@ def data_blocks(config: mlc.ConfigDict) -> list[mlc.ConfigDict]:
 
 
 def named_data_blocks(config: mlc.ConfigDict, prefix: str = "") -> list[tuple[str, Any]]:
-  """(dotted field, block) of every dataset block of `config` (`data_blocks`), in order:
-  `input.data`, 3D-DiNet's `dinet.target.data`."""
+  """(dotted field, block) of every dataset block of `config` (`data_blocks`), in the config's
+  order (a ConfigDict's keys are sorted: 3D-DiNet's target `dinet.target.data` before its source
+  `input.data`)."""
   found: list[tuple[str, Any]] = []
   for key, value in config.items():
     if isinstance(value, mlc.ConfigDict):

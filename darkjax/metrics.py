@@ -9,6 +9,7 @@ directory and each flush copies the event files to WORKDIR/tensorboard through d
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class MetricsWriter:
     self._tb = None
     self._purge_step: int | None = None   # the restart marker the next event file opens with
     self._staging: str | None = None
-    self._held: list[tuple[str, tuple[Any, ...]]] | None = None   # `held`'s calls
+    self._held: list[Callable[[], Any]] | None = None   # `held`'s calls
     if enabled:
       self.workdir.mkdir(parents=True, exist_ok=True)
       if paths.is_url(self.workdir / "tensorboard"):
@@ -109,7 +110,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     if self._held is not None:
-      self._held.append(("write", (step, dict(scalars))))
+      self._held.append(functools.partial(self.write, step, dict(scalars)))
       return
     row = {"step": int(step)}
     for key, value in scalars.items():
@@ -186,7 +187,7 @@ class MetricsWriter:
     only once the block ends without an error (after what the caller does before leaving it:
     `redo_evaluation`, `set_aside_evaluations`), else dropped: a failed evaluation leaves the
     logged one in place."""
-    held: list[tuple[str, tuple[Any, ...]]] = []
+    held: list[Callable[[], Any]] = []
     self._held = held
     try:
       yield
@@ -194,15 +195,28 @@ class MetricsWriter:
       self._held = None
       raise
     self._held = None
-    for method, args in held:
-      getattr(self, method)(*args)
+    for call in held:
+      call()
+
+  @property
+  def holding(self) -> bool:
+    """Inside `held`: what is written now is written once the block succeeds."""
+    return self._held is not None
+
+  def defer(self, call: Callable[[], Any]) -> None:
+    """`call()` now, or inside `held` once the block succeeds, in order with what it writes (an
+    evaluation's figure moved into place before TensorBoard reads it)."""
+    if self._held is not None:
+      self._held.append(call)
+    else:
+      call()
 
   def image(self, tag: str, step: int, png_path: str) -> None:
     """Adds a PNG written elsewhere (a local file or a URL) to TensorBoard."""
     if not self.enabled:
       return
     if self._held is not None:
-      self._held.append(("image", (tag, step, png_path)))
+      self._held.append(functools.partial(self.image, tag, step, png_path))
       return
     import matplotlib.image  # pylint: disable=import-outside-toplevel
     with paths.resolve(png_path).open("rb") as file:

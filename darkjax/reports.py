@@ -30,9 +30,9 @@ def _datasets_line(config: mlc.ConfigDict) -> str:
   (the runs of an experiment over splits would otherwise read alike), the part evaluated where
   not `test`, and the config field of each where there are several; then the views evaluated
   where more than one."""
-  blocks: dict[str, tuple[str, Any]] = {}   # one line a dataset directory, its first field
+  blocks: dict[tuple[str, str], tuple[str, Any]] = {}   # one a dataset and part, its first field
   for field, block in config_lib.named_data_blocks(config):
-    blocks.setdefault(block.dir, (field, block))
+    blocks.setdefault((block.dir, _part(block)), (field, block))
   several = len(blocks) > 1   # each named by its config field (3D-DiNet's source and target)
   named = [f"`{b.name}`" + (f" split {b.split_index}" if int(b.split_index) else "")
            + (f", evaluated on {b.eval_split}{int(b.split_index) or ''}"
@@ -58,12 +58,20 @@ def _own_splits(config: mlc.ConfigDict) -> dict[str, str]:
           if isinstance(block, mlc.ConfigDict) and block.get("split")}
 
 
+def _part(block: mlc.ConfigDict) -> str:
+  """A dataset block's evaluation part as its manifest names it (`test1`, `val`)."""
+  return f"{block.get('eval_split', 'test')}{int(block.split_index) or ''}"
+
+
 def evaluated_on(config: mlc.ConfigDict) -> str:
-  """What a run's evaluation reads, in a few words: its first dataset's evaluation part (`test1`,
-  `val`), each evaluator's own part where it names one (`eval: train`), and where more than one
-  the views each video's score averages (`test1, 10 clips x 3 crops`)."""
-  block = config_lib.data_blocks(config)[0]
-  parts = [f"{block.eval_split}{int(block.split_index) or ''}"]
+  """What a run's evaluation reads, in a few words: its datasets' evaluation part (`test1`,
+  `val`; each block's, named by its field, where they differ: `dinet.target.data: train,
+  input.data: test`), each evaluator's own part where it names one (`eval: train`), and where
+  more than one the views each video's score averages (`test1, 10 clips x 3 crops`)."""
+  named = config_lib.named_data_blocks(config)
+  parts = list(dict.fromkeys(_part(block) for _, block in named))
+  if len(parts) > 1:
+    parts = [f"{field}: {_part(block)}" for field, block in named]
   own = _own_splits(config)
   if own and len(own) == len(config.evals):   # every evaluator reads a part of its own
     parts = []

@@ -50,9 +50,16 @@ from darkjax.config import ConfigError
 log = logging.getLogger("darkjax")
 
 # Where a run evaluated again with other evaluation settings moves the figures of its earlier
-# evaluation that the new one does not draw; the workdir's figures that no evaluation draws stay.
+# evaluation that the new one does not draw (a numbered directory each time); the workdir's
+# figures that no evaluation draws stay. An evaluation made again draws its figures into
+# STAGED_FIGURES first: a failed one leaves those of the logged evaluation in place.
 FIGURES_SET_ASIDE = "earlier_figures"
+STAGED_FIGURES = ".evaluating"
 KEPT_FIGURES = ("profile.png",)   # darkjax.profiling's
+
+
+def _move(source: str, target: str) -> None:
+  paths.resolve(source).replace(paths.resolve(target))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -726,7 +733,12 @@ class Trainer:
       if result.scalars:
         self.writer.write(step, result.scalars)
       for stem, figure in result.figures.items():
-        path = plots.save(figure, os.path.join(self.workdir, f"{stem}.png"))
+        path = os.path.join(self.workdir, f"{stem}.png")
+        if self.writer.holding:   # drawn aside, in place once the whole evaluation succeeded
+          staged = plots.save(figure, os.path.join(self.workdir, STAGED_FIGURES, f"{stem}.png"))
+          self.writer.defer(functools.partial(_move, staged, path))
+        else:
+          plots.save(figure, path)
         self._drawn.add(f"{stem}.png")
         self.writer.image("/".join(stem.rsplit("_", 1)), step, path)
       results.update(result.scalars)
@@ -752,7 +764,7 @@ class Trainer:
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
     self._drawn = set()
     try:
-      with self.writer.held():   # a failed evaluation leaves the logged ones as they were
+      with self._evaluation_held():   # a failed evaluation leaves the logged one as it was
         results = self.evaluate(step)
         if earlier is not None:
           self.writer.set_aside_evaluations(earlier)
@@ -930,7 +942,7 @@ class Trainer:
             log.info("%s: trained to step %d by a run that stopped before its final evaluation; "
                      "evaluating now", self.workdir, last)
           evaluating = True
-          with self.writer.held():   # a failed evaluation leaves the logged ones as they were
+          with self._evaluation_held():   # a failed evaluation leaves the logged one as it was
             results = self._evaluate_or_stop(start if again else last, watch, checkpointer,
                                              train_iter, "the final")
             if evaluation_changes:
@@ -1067,20 +1079,34 @@ class Trainer:
       again = bool(multihost_utils.broadcast_one_to_all(np.int32(again)))
     return again
 
+  @contextlib.contextmanager
+  def _evaluation_held(self):
+    """`writer.held()` for an evaluation made again: its rows, TensorBoard events and figures
+    land once it succeeds; the figures it drew aside are removed whatever happens."""
+    try:
+      with self.writer.held():
+        yield
+    finally:
+      staged = paths.resolve(self.workdir) / STAGED_FIGURES
+      if self.is_lead and staged.exists():
+        staged.rmtree()
+
   def _set_aside_figures(self) -> None:
     """Moves the workdir's figures of earlier evaluations that this run's evaluation did not draw
-    again (an evaluator removed, fewer clips drawn) to WORKDIR/FIGURES_SET_ASIDE: report.md lists
-    the workdir's figures as this evaluation's."""
+    again (an evaluator removed, fewer clips drawn) to WORKDIR/FIGURES_SET_ASIDE/<k> (k counting
+    the times): report.md lists the workdir's figures as this evaluation's."""
     root = paths.resolve(self.workdir)
     stale = [p for p in root.iterdir() if p.name.endswith(".png")
              and p.name not in self._drawn and p.name not in KEPT_FIGURES]
     if stale:
-      (root / FIGURES_SET_ASIDE).mkdir(exist_ok=True)
+      earlier = root / FIGURES_SET_ASIDE
+      number = 1 + max((int(p.name) for p in earlier.iterdir() if p.name.isdigit()), default=0) \
+          if earlier.exists() else 1
+      (earlier / str(number)).mkdir(parents=True, exist_ok=True)
       for figure in stale:
-        paths.write_bytes_atomic(root / FIGURES_SET_ASIDE / figure.name, figure.read_bytes())
-        figure.unlink()
+        figure.replace(earlier / str(number) / figure.name)
       log.info("phase %s: figures of the earlier evaluation this one did not draw moved to %s: "
-               "%s", self.phase, root / FIGURES_SET_ASIDE, ", ".join(p.name for p in stale))
+               "%s", self.phase, earlier / str(number), ", ".join(p.name for p in stale))
 
   @staticmethod
   def _evaluation_settings(path: Any) -> dict[str, Any]:

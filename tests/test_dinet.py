@@ -443,3 +443,25 @@ def test_report_keeps_each_evaluators_per_class_accuracy(tmp_path):
   blocks = {b.name: b.dir for b in config_lib.data_blocks(config)}
   assert (f"- datasets: `infar` split 3 as dinet.target.data ({blocks['infar']}); `xd145` "
           f"split 3 as input.data ({blocks['xd145']})") in text
+  # one directory read as source and target, each evaluated on its own part: both said
+  config = dinet_synthetic.get_config("runlocal")
+  config.input.data.eval_split = "train"
+  assert reports.evaluated_on(config) == "dinet.target.data: test, input.data: train"
+  assert reports._datasets_line(config).endswith(   # pylint: disable=protected-access
+      f"; `synthetic`, evaluated on train as input.data ({config.input.data.dir})")
+
+
+def test_predict_accepts_the_config_that_trained_a_run_evaluated_on_another_target_part(tmp_path):
+  """A 3D-DiNet run evaluated again on another part of its target (config.json then records it)
+  still predicts with the config file that trained it: a part evaluated predicts nothing."""
+  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from darkjax.tools import predict_checkpoint  # pylint: disable=import-outside-toplevel
+  spec = "configs/dinet_synthetic.py:runlocal"
+  evaluated = config_lib.load(spec)
+  evaluated.dinet.target.data.eval_split = "train"
+  (tmp_path / "config.json").write_text(json.dumps(config_lib.json_values(evaluated)))
+  predict_checkpoint.check_same_run(config_lib.load(spec), str(tmp_path), spec)
+  other = config_lib.load(spec)
+  other.dinet.target.stream = "night"
+  with pytest.raises(predict_checkpoint.PredictError, match="dinet.target.stream"):
+    predict_checkpoint.check_same_run(other, str(tmp_path), spec)

@@ -701,7 +701,7 @@ def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_pa
   student_dir = os.path.join(workdir, "student")
   assert sorted(f for f in os.listdir(student_dir) if f.startswith("attention_")) == [
       "attention_00.png"]
-  assert sorted(os.listdir(os.path.join(student_dir, train.FIGURES_SET_ASIDE))) == [
+  assert sorted(os.listdir(os.path.join(student_dir, train.FIGURES_SET_ASIDE, "1"))) == [
       f"attention_{i:02d}.png" for i in range(1, drawn)]
   train_clips = prepared.open_dataset(other.input.data).num_examples("train")
   assert again["eval/num_examples"] == train_clips != results["eval/num_examples"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -323,11 +324,20 @@ def test_a_finished_run_rerun_with_other_evaluation_settings_evaluates_it_again(
   with pytest.raises(prepared.DatasetSplitError, match=r"config.evals.eval.split 'val'.*parts "
                      r"are \['test', 'train'\]: set config.evals.eval.split to one of them"):
     train.Trainer(config(**{"evals.eval.split": "val"}), workdir).run()
+  figure = pathlib.Path(workdir, "eval_confusion.png").read_bytes()   # of the train part
+  real_evaluate = train.Trainer._evaluate   # pylint: disable=protected-access
+
+  def evaluate_then_fail(self, step):   # after its figure is drawn
+    real_evaluate(self, step)
+    raise RuntimeError("broke")
+
   failing = train.Trainer(config(**{"input.data.eval_split": "test"}), workdir)
-  with mock.patch.object(train.Trainer, "_evaluate", side_effect=RuntimeError("broke")), \
+  with mock.patch.object(train.Trainer, "_evaluate", evaluate_then_fail), \
       pytest.raises(RuntimeError, match="broke"):
     failing.run()
   assert logged() == [(2, 40.0)] and len(earlier("input.data.eval_split")) == 2
+  assert pathlib.Path(workdir, "eval_confusion.png").read_bytes() == figure
+  assert not os.path.exists(os.path.join(workdir, train.STAGED_FIGURES))
 
   views = config(log_every=2,   # changes nothing
                  **{"input.data.eval_split": "train", "input.eval_clips": 2})

@@ -31,9 +31,10 @@ from darkjax.tools.predict_host import PredictError
 
 # Fields in which the config given to predict may differ from the one that trained the run: the
 # schedule, optimiser, batching, input workers, data location, memory and compile choices,
-# logging, and the number of eval views averaged (more views of a video are a prediction's own
-# choice). Every other field (the trainer and its paper's settings, the model, the clip, stream
-# and normalisation settings) must agree.
+# logging, the number of eval views averaged (more views of a video are a prediction's own
+# choice) and every dataset block's location and parts (3D-DiNet's target's too). Every other
+# field (the trainer and its paper's settings, the model, the clip, stream and normalisation
+# settings) must agree.
 _RUN_ONLY = re.compile(
     r"^(accum_steps|async_checkpoints|batch_rounding|checkpoint_every|compilation_cache|"
     r"compute_dtype|conv_lowering|device_memory_gib|eval_every|evals|fit|fit_applied|"
@@ -42,8 +43,8 @@ _RUN_ONLY = re.compile(
     r"|^input\.(batch_size|batch_size_requested|batch_parts|eval_batch_size|"
     r"eval_batch_size_requested|"
     r"cores_per_device|cycle_length|prefetch|shuffle_window|workers|train_crop|flip|"
-    r"eval_clips|eval_crops|"
-    r"data\.(dir|generate|split|split_index|eval_split))(\.|$)"
+    r"eval_clips|eval_crops)(\.|$)"
+    r"|(^|\.)data\.(dir|generate|split|split_index|eval_split)(\.|$)"
     r"|(^|\.)remat$")
 
 
