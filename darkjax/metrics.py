@@ -24,8 +24,9 @@ import numpy as np
 
 from darkjax import paths
 
-# Rows of evaluations that a later evaluation of the same step with other evaluation settings
-# replaced in metrics.jsonl (`MetricsWriter.redo_evaluation`), each with its `evaluated_with`.
+# Rows of the evaluations made with earlier evaluation settings, moved out of metrics.jsonl when
+# the run was evaluated with others (`MetricsWriter.set_aside_evaluations`), each with the
+# settings it measured as `evaluated_with`.
 EARLIER_EVALUATIONS = "earlier_evaluations.jsonl"
 _last_suffix = 0   # the last event file's name suffix (`MetricsWriter._open_tensorboard`)
 
