@@ -36,6 +36,8 @@ from darkjax.config import ConfigError
 
 log = logging.getLogger(__name__)
 
+FIGURE = "profile.png"   # WORKDIR/profile.png: where a profiled step's time goes
+
 # An optimized HLO instruction: `%name = type opcode(operands), attrs` (ROOT optional); groups:
 # name, result type, opcode, the rest.
 HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\((.*)$")
@@ -546,7 +548,7 @@ class StepTrace:
         root = paths.resolve(self.workdir)
         plots.save(plots.step_time(summary["wall_ms_per_step"], summary["categories_ms"],
                                    f"train steps {self.first}-{step} ({device_kind})"),
-                   os.fspath(root / "profile.png"))
+                   os.fspath(root / FIGURE))
         (root / "profile.md").write_text(markdown(summary))
         (root / "profile.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
       return summary

@@ -35,8 +35,8 @@ def _datasets_line(config: mlc.ConfigDict) -> str:
     blocks.setdefault((block.dir, _part(block)), (field, block))
   several = len(blocks) > 1   # each named by its config field (3D-DiNet's source and target)
   named = [f"`{b.name}`" + (f" split {b.split_index}" if int(b.split_index) else "")
-           + (f", evaluated on {b.eval_split}{int(b.split_index) or ''}"
-              if b.get("eval_split", "test") not in ("test", "") else "")
+           + (f", evaluated on {_part(b)}" if b.get("eval_split", "test") not in ("test", "")
+              else "")
            + (f" as {field}" if several else "") + f" ({b.dir})"
            for field, b in blocks.values()]
   line = f"- dataset{'s' if len(named) > 1 else ''}: " + "; ".join(named)

@@ -55,11 +55,16 @@ log = logging.getLogger("darkjax")
 # STAGED_FIGURES first: a failed one leaves those of the logged evaluation in place.
 FIGURES_SET_ASIDE = "earlier_figures"
 STAGED_FIGURES = ".evaluating"
-KEPT_FIGURES = ("profile.png",)   # darkjax.profiling's
+KEPT_FIGURES = (profiling.FIGURE,)   # a profile's, no evaluation's
 
 
 def _move(source: str, target: str) -> None:
   paths.resolve(source).replace(paths.resolve(target))
+
+
+def _evaluation_settings(fields: Mapping[str, Any]) -> dict[str, Any]:
+  """The evaluation settings (`config.evaluation_field`s) of a config's `flat` fields."""
+  return {key: value for key, value in fields.items() if config_lib.evaluation_field(key)}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -440,16 +445,18 @@ class Trainer:
       return kept, config_lib.flat(json.loads(kept.read_text(encoding="utf-8")))
     return self._saved_config()
 
-  def _keep_changed_config(self, start: int, trains: bool = True) -> tuple[Any, list[str]]:
+  def _keep_changed_config(self, start: int, trains: bool = True
+                           ) -> tuple[Any, dict[str, Any] | None, list[str]]:
     """A run resumed at `start` with a config whose settings differ from the one that trained
     its checkpoint (the arrays agree, or it would not have restored: a learning rate, the data, the
     normalisation): says which, and keeps that config as WORKDIR/config.until_step<start>.json
     before config.json becomes this run's (the first one kept where a step is resumed again).
 
-    Returns the file of the config that trained (and evaluated) `start` and the lines of the
-    settings that set only what an evaluation measures (`config.evaluation_field`: the split, the
-    views, `config.evals`) in which this run's differ, where this phase evaluates: the run's
-    evaluations are then of other settings than those it logged (`_run` sets those aside).
+    Returns the file of the config that trained (and evaluated) `start`, its `flat` fields (None
+    where it is missing) and the lines of the settings that set only what an evaluation measures
+    (`config.evaluation_field`: the split, the views, `config.evals`) in which this run's differ,
+    where this phase evaluates: the run's evaluations are then of other settings than those it
+    logged (`_run` sets those aside).
 
     `trains` False (no step left to train): keeps nothing (config.json stays; the evaluation's
     settings are recorded once the run evaluates with them). The other settings change nothing,
@@ -459,7 +466,7 @@ class Trainer:
     `config.evals`) says that its logged evaluation, if any, was of other settings."""
     path, saved = self._step_config(start)
     if saved is None:
-      return path, []
+      return path, saved, []
     changes = self._changes(saved, only_read=True)
     if not changes:
       ignored = self._changes(saved)
@@ -467,7 +474,7 @@ class Trainer:
         log.info("phase %s: resumed at step %d; its config differs from the one that trained it "
                  "only in fields this phase does not read:\n%s", self.phase, start,
                  config_lib.listed(list(ignored.values())))
-      return path, []
+      return path, saved, []
     evaluates = self.config.eval_every >= 0 and bool(self.config.evals)
     measured = {key for key in changes if config_lib.evaluation_field(key)}
     evaluation = [changes[key] for key in measured] if evaluates else []
@@ -494,7 +501,7 @@ class Trainer:
                     "they change nothing, no step is left to train (config.json keeps those that "
                     "trained it; give more steps to train on with these, or a new --workdir):\n%s",
                     self.phase, start, config_lib.listed(list(others.values())))
-      return path, evaluation
+      return path, saved, evaluation
     kept = paths.resolve(self.workdir) / f"config.until_step{start}.json"
     if not kept.exists():
       kept.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
@@ -503,7 +510,7 @@ class Trainer:
       log.warning("phase %s: resumed at step %d with other settings than those that trained it "
                   "(the config that did is kept as %s):\n%s", self.phase, start, kept,
                   config_lib.listed(trained))
-    return path, evaluation
+    return path, saved, evaluation
 
   def _changes(self, saved: dict[str, Any], only_read: bool = False) -> dict[str, str]:
     """{key: "  key: was -> now"} for each setting in which this run's config differs from
@@ -760,7 +767,7 @@ class Trainer:
     earlier = None
     if self.is_lead and saved is not None:
       if any(config_lib.evaluation_field(key) for key in self._changes(saved, only_read=True)):
-        earlier = self._evaluation_settings(path)
+        earlier = _evaluation_settings(saved)
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
     self._drawn = set()
     try:
@@ -829,9 +836,9 @@ class Trainer:
       refused = None   # process 0's refusal of this run's changes, raised on every process
       if self.is_lead and start > 0:   # once restored: a run that cannot resume keeps its config
         try:
-          evaluated_with, evaluation_changes = self._keep_changed_config(start, trains)
+          evaluated_with, saved, evaluation_changes = self._keep_changed_config(start, trains)
           if evaluation_changes:
-            earlier_settings = self._evaluation_settings(evaluated_with)
+            earlier_settings = _evaluation_settings(saved)
         except config_lib.ConfigError as error:
           refused = error
       if jax.process_count() > 1 and bool(multihost_utils.broadcast_one_to_all(
@@ -931,7 +938,7 @@ class Trainer:
         if pending is not None:
           self._check_finite(*pending, checkpointer)
         final_missing = start >= last == total and self._evaluation_missing(total)
-        again = not trains and self._evaluate_again(start, evaluation_changes)
+        again = not trains and self._logged_with_other_settings(start, evaluation_changes)
         if final_missing or again:
           if again:
             log.warning("%s: trained to step %d already; evaluating it again with this run's "
@@ -1069,7 +1076,7 @@ class Trainer:
       missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
     return missing
 
-  def _evaluate_again(self, step: int, changes: Sequence[str]) -> bool:
+  def _logged_with_other_settings(self, step: int, changes: Sequence[str]) -> bool:
     """Is the logged evaluation of `step` (a finished run's) one made with other evaluation
     settings (`changes`, process 0's `_keep_changed_config` lines) than this run's? The same answer
     on every process, as `_evaluation_missing`'s."""
@@ -1100,20 +1107,14 @@ class Trainer:
              and p.name not in self._drawn and p.name not in KEPT_FIGURES]
     if stale:
       earlier = root / FIGURES_SET_ASIDE
-      number = 1 + max((int(p.name) for p in earlier.iterdir() if p.name.isdigit()), default=0) \
-          if earlier.exists() else 1
-      (earlier / str(number)).mkdir(parents=True, exist_ok=True)
+      taken = [int(p.name) for p in earlier.iterdir() if p.name.isdigit()] if earlier.exists() \
+          else []
+      target = earlier / str(max(taken, default=0) + 1)
+      target.mkdir(parents=True, exist_ok=True)
       for figure in stale:
-        figure.replace(earlier / str(number) / figure.name)
+        figure.replace(target / figure.name)
       log.info("phase %s: figures of the earlier evaluation this one did not draw moved to %s: "
-               "%s", self.phase, earlier / str(number), ", ".join(p.name for p in stale))
-
-  @staticmethod
-  def _evaluation_settings(path: Any) -> dict[str, Any]:
-    """The evaluation settings (`config.evaluation_field`s) of the config file `path`."""
-    return {key: value for key, value in
-            config_lib.flat(json.loads(path.read_text(encoding="utf-8"))).items()
-            if config_lib.evaluation_field(key)}
+               "%s", self.phase, target, ", ".join(p.name for p in stale))
 
   def _check_finite(self, step: int, metrics, checkpointer) -> None:
     if bool(jax.device_get(metrics["nonfinite"])):

@@ -121,19 +121,13 @@ def _config_fields(config: mlc.ConfigDict | dict, out: str | None) -> dict[str, 
   return {k: v for k, v in fields.items() if k not in _RUNNER_FIELDS}
 
 
-def stored_result(workdir: str, make_config: Callable[[], mlc.ConfigDict],
-                  out: str | None = None) -> dict[str, Any] | None:
-  """The run's stored result, or None (none stored, or one evaluated with other evaluation
-  settings: `evaluation_changes`); raises StaleResultError, naming each changed field, where the
-  config it was trained with (its CONFIG_FILE) differs from `make_config()`'s in another field (the
-  base args, an arm's args, the config file or its code changed since)."""
+def stored_result(workdir: str) -> dict[str, Any] | None:
+  """The run's stored result (its RESULT_FILE), or None."""
   path = os.path.join(workdir, RESULT_FILE)
   if not os.path.exists(path):
     return None
   with open(path, encoding="utf-8") as f:
-    result = json.load(f)
-  changed = evaluation_changes(workdir, make_config, out)
-  return None if changed else result
+    return json.load(f)
 
 
 def evaluation_changes(workdir: str, make_config: Callable[[], mlc.ConfigDict],
@@ -159,19 +153,16 @@ def evaluation_changes(workdir: str, make_config: Callable[[], mlc.ConfigDict],
 def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
                kept_metrics: Sequence[str] | None, out: str | None = None,
                **info: Any) -> dict[str, Any]:
-  """Trains `make_config()` in `workdir` (or reads its stored result, `stored_result`; a stored
-  run with other evaluation settings is evaluated again, its checkpoints as they are: the
-  Trainer's rerun of a finished run); returns the final `kept_metrics` (None: every scalar metric
-  but per-class ones) plus `info`, the part it evaluated (`evaluated_on`) and the wall time of its
-  training in seconds."""
-  stored = stored_result(workdir, make_config, out)
-  if stored is not None:
+  """Trains `make_config()` in `workdir`, or returns its stored result (`stored_result`) where
+  the config it was trained with is `make_config()` (any other changed field but the evaluation's
+  raises StaleResultError, `evaluation_changes`); a stored run with other evaluation settings is
+  evaluated again, its checkpoints as they are (the Trainer's rerun of a finished run). Returns
+  the final `kept_metrics` (None: every scalar metric but per-class ones) plus `info`, the part
+  it evaluated (`evaluated_on`) and the wall time of its training in seconds."""
+  stored = stored_result(workdir)
+  if stored is not None and not evaluation_changes(workdir, make_config, out):
     return stored
-  path = os.path.join(workdir, RESULT_FILE)
-  trained = None   # a stored run evaluated again keeps its training time
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      trained = json.load(f).get("seconds")
+  trained = stored.get("seconds") if stored is not None else None   # kept when evaluated again
   from darkjax import train  # pylint: disable=import-outside-toplevel
   config = make_config()
   config.checkpoint_every = config.total_steps   # only the final state: keeps the runs fast
@@ -671,24 +662,24 @@ def main(argv: list[str] | None = None) -> int:
 
   # Every stored run is checked before any is trained: a stale one found late would have let the
   # runs before it train, and the message names them all.
-  stale, again = [], [False] * len(plan)
+  stale, other_evaluation = [], {}   # {plan index: a stored run's evaluation changes}
   for index, item in enumerate(plan):
     if stored[index]:
       run_dir, _, make_config = run_of(*item)
       try:
-        again[index] = bool(evaluation_changes(run_dir, make_config, args.out))
+        other_evaluation[index] = evaluation_changes(run_dir, make_config, args.out)
       except StaleResultError as error:
         stale.append(error)
   if stale:
     print(f"darkjax.tools.experiment: {stale_message(stale, args.out)}", file=sys.stderr)
     return 2
+  again = [bool(other_evaluation.get(index)) for index in range(len(plan))]
   if any(again):   # their checkpoints evaluated with this command's settings, nothing trained
-    first = next(index for index, flag in enumerate(again) if flag)
+    first = again.index(True)
     print(f"{sum(again)} stored run{'s' if sum(again) > 1 else ''} evaluated again: this "
           "command evaluates them with other settings, e.g. "
           f"{os.path.relpath(run_of(*plan[first])[0], args.out)}:\n"
-          + config_lib.listed(evaluation_changes(run_of(*plan[first])[0], run_of(*plan[first])[2],
-                                                 args.out)), flush=True)
+          + config_lib.listed(other_evaluation[first]), flush=True)
   for index, (split, seed, variant) in enumerate(plan):
     run_dir, run_arg, make_config = run_of(split, seed, variant)
     if shared.get(variant) and not stored[index]:
