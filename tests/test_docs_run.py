@@ -19,12 +19,19 @@ The smoke-size transformation (`smoke_words`), the only change made to a command
   tmp_path, and the same path elsewhere in the block (a later command's `pretrained=...`, the `cp`
   line) moves with it; experiment's own `{out}` / `{run}` stay for it to expand;
 - `--config.compilation_cache=...` names the tests' shared compilation cache.
+- an experiment command first runs as it is with `--check` (every arm's config resolves and
+  changes exactly the fields it declares); then it trains the `default` arm and every arm that
+  changes which phases run (`phases` among its `--changes`) or a field not in `UNIT_TESTED`
+  (`smoke_arms`): an arm that only sets fields whose other values a unit test exercises (loss
+  weights, switches, layer forms; the test is named beside the field) is not trained again at
+  smoke size. `--pair`s naming an arm not trained go with it.
 Each command runs in a subprocess (`sys.executable -m ...` from the repository root) with
 `$DARKJAX_DATA` at one data root shared by the module, so each runlocal dataset is generated once.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import pathlib
 import re
@@ -46,6 +53,49 @@ FILE_OPERATIONS = ("mkdir", "cp")
 # ONNX).
 README_RUN_BY_CI = ("Two commands on a fresh machine", "Export", "Prediction", "ONNX")
 RUN = "run"
+# Fields an arm may change and still not be trained at smoke size (`smoke_arms`): the unit test
+# that exercises the field's other values (`file::test`, with a word of its source that names the
+# setting there).
+UNIT_TESTED = {
+    "actlumos.kd_unlabelled": (
+        "tests/test_actlumos.py::test_student_with_kd_unlabelled_distils_on_both_batches_and_ce_"
+        "on_the_labelled", "kd_unlabelled=True"),
+    "actlumos.stream_statistics": (
+        "tests/test_actlumos.py::test_teacher_trains_each_stream_on_its_own_batch_statistics",
+        "joint"),
+    "model.kwargs.transformer_norm": (
+        "tests/test_actlumos.py::test_pre_norm_transformer_is_darklights_bert", 'norm="pre"'),
+    "dinet.domain_loss": (
+        "tests/test_dinet.py::test_source_only_baseline_ignores_target_clips_and_lambda",
+        '"dinet.domain_loss": False'),
+    "dinet.domain_loss_weight": (
+        "tests/test_dinet.py::test_eq4_objective_and_eqs_5_to_7_updates",
+        '"dinet.domain_loss_weight": 1.0'),
+    "model.kwargs.enhancer_kwargs.full_resolution": (
+        "tests/test_enhancers.py::test_dtcm_enhancer_forms_share_parameters",
+        "full_resolution=False"),
+    "model.kwargs.attention_scale": (
+        "tests/test_liftnet.py::test_fusion_is_eq_1_and_2_with_luminous_queries",
+        "attention_scale=scale"),
+    "model.kwargs.fourier_norm": (
+        "tests/test_fourier.py::test_matches_the_papers_fft_mlp_residual_layer_norm_inverse_fft",
+        '"tokens"'),
+    "model.kwargs.pvit_norm": (
+        "tests/test_liftnet.py::test_pvit_without_the_final_norm_passes_block_outputs_on",
+        "pvit_norm=False"),
+    "lift.freeze_teacher": (
+        "tests/test_liftnet.py::test_the_teacher_copy_is_frozen_unless_told_otherwise",
+        "freeze_teacher = False"),
+    "lift.kd_weight": (
+        "tests/test_liftnet.py::test_kd_loss_is_ce_plus_l1_on_fixed_tensors", "kd_weight=0.25"),
+    "lift.kd_reduction": (
+        "tests/test_liftnet.py::test_kd_loss_is_ce_plus_l1_on_fixed_tensors", 'reduction="mean"'),
+    "optimizer.warmup_steps": (
+        "tests/test_pretrained_runs.py::test_dtcm_starts_from_another_runs_backbone",
+        "warmup_steps = 0"),
+    "twostream.dcl": (
+        "tests/test_twostream.py::test_without_dcl_the_loss_is_cross_entropy_only", "dcl=False"),
+}
 
 
 def flag_values(args: list[str], flag: str) -> list[str]:
@@ -197,6 +247,44 @@ MIN_TRAINED_ARMS = 34
 
 
 # ---------------------------------------------------------------- the smoke-size transformation
+def smoke_arms(args: list[str]) -> list[str]:
+  """The `--variant` arms an experiment command trains at smoke size: those that change which
+  phases run or a field `UNIT_TESTED` does not name (the module docstring)."""
+  changes = {name: fields.split(",") for name, _, fields in
+             (v.partition("=") for v in flag_values(args, "--changes"))}
+  names = [v.partition("=")[0] for v in flag_values(args, "--variant")]
+  return [n for n in names
+          if not changes.get(n) or any(f == "phases" or f not in UNIT_TESTED for f in changes[n])]
+
+
+def without_arms(words: list[str], keep: list[str]) -> list[str]:
+  """An experiment command's words without the `--variant`, `--changes` and `--pair` of every arm
+  not in `keep` (`default` is always kept)."""
+  keep = set(keep) | {"default"}
+
+  def kept(flag: str, value: str) -> bool:
+    name, _, rest = value.partition("=")
+    if flag == "--pair":
+      return set(rest.split("-")) <= keep
+    return flag not in ("--variant", "--changes") or name in keep
+
+  out, i = [], 0
+  while i < len(words):
+    flag, eq, value = words[i].partition("=")
+    if eq and flag.startswith("--"):
+      if kept(flag, value):
+        out.append(words[i])
+      i += 1
+    elif words[i] in ("--variant", "--changes", "--pair") and i + 1 < len(words):
+      if kept(words[i], words[i + 1]):
+        out += words[i:i + 2]
+      i += 2
+    else:
+      out.append(words[i])
+      i += 1
+  return out
+
+
 def output_map(commands: list[Command], root: pathlib.Path) -> dict[str, str]:
   """Every output location the commands name -> the same path under `root`."""
   outputs = {v for c in commands for flag in OUTPUT_FLAGS for v in flag_values(list(c.words), flag)}
@@ -237,6 +325,39 @@ def test_every_command_is_run_or_skipped_for_a_named_reason():
                             "add a skip rule naming why):\n" + "\n".join(unclassified))
   arms = [(trained_arms(c), " ".join(c.words)) for c in RUNS]
   assert sum(n for n, _ in arms) >= MIN_TRAINED_ARMS, arms
+
+
+def test_every_unit_tested_field_names_a_test_that_sets_it_and_an_arm_that_changes_it():
+  """`UNIT_TESTED`: each named test exists and its source has the word naming the setting; each
+  field is one some docs arm changes (no stale entry)."""
+  for field, (node, word) in UNIT_TESTED.items():
+    path, _, name = node.partition("::")
+    text = (REPO / path).read_text(encoding="utf-8")
+    functions = {f.name: f for f in ast.walk(ast.parse(text)) if isinstance(f, ast.FunctionDef)}
+    assert name in functions, f"UNIT_TESTED[{field!r}]: no {name} in {path}"
+    function = functions[name]   # with its decorators (a parametrize naming the setting)
+    first = min([function.lineno] + [d.lineno for d in function.decorator_list])
+    source = "\n".join(text.splitlines()[first - 1:function.end_lineno])
+    assert word in source, (field, node, word)
+  changed = {f for c in RUNS for v in flag_values(list(c.python_module), "--changes")
+             for f in v.partition("=")[2].split(",")}
+  assert set(UNIT_TESTED) <= changed, set(UNIT_TESTED) - changed
+
+
+def test_smoke_arms_train_phase_changes_and_fields_no_unit_test_names():
+  args = ["--config", "configs/lift_synthetic.py", "--variant", "kd0=lift.kd_weight=0.0",
+          "--changes", "kd0=lift.kd_weight", "--variant", "alone=kd=False",
+          "--changes=alone=lift.kd,phases", "--variant", "new=model.kwargs.depth=2",
+          "--changes", "new=model.kwargs.depth", "--variant", "both=a=1",
+          "--changes", "both=lift.kd_weight,lift.other", "--pair", "p=kd0-alone",
+          "--pair=q=alone-new", "--metrics", "top1", "--out", "o"]
+  assert smoke_arms(args) == ["alone", "new", "both"]
+  assert without_arms(args, smoke_arms(args)) == [
+      "--config", "configs/lift_synthetic.py", "--variant", "alone=kd=False",
+      "--changes=alone=lift.kd,phases", "--variant", "new=model.kwargs.depth=2",
+      "--changes", "new=model.kwargs.depth", "--variant", "both=a=1",
+      "--changes", "both=lift.kd_weight,lift.other", "--pair=q=alone-new", "--metrics", "top1",
+      "--out", "o"]
 
 
 def test_every_skip_rule_skips_something():
@@ -324,11 +445,22 @@ def test_block_runs_at_smoke_size(page, block, data_root, tmp_path, main_env):
       subprocess.run(words, check=True)
     elif command in to_run:
       module, *args = smoke_words(list(command.python_module), outputs, cache)
-      result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
-                              env=dict(env, **dict(command.env)), capture_output=True, text=True,
-                              timeout=900)
-      assert result.returncode == 0, (f"{page}: {' '.join(command.words)}\nran as: {module} "
-                                      f"{' '.join(args)}\n{result.stderr[-4000:]}")
+
+      def run(args: list[str]) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
+                                env=dict(env, **dict(command.env)), capture_output=True,
+                                text=True, timeout=900)
+        assert result.returncode == 0, (f"{page}: {' '.join(command.words)}\nran as: {module} "
+                                        f"{' '.join(args)}\n{result.stderr[-4000:]}")
+        return result
+
+      if module == "darkjax.tools.experiment":
+        # every arm's config resolves and changes what it declares; the arms smoke_arms names train
+        checked = run(args + ["--check"]).stdout
+        arms = [v.partition("=")[0] for v in flag_values(args, "--variant")]
+        assert all(f"- `{arm}`: " in checked for arm in arms), checked
+        args = without_arms(args, smoke_arms(args))
+      result = run(args)
       _check_outputs(module, args, result.stdout)
       # An experiment's arm resumes the default arm's phases it shares (configs differing only in
       # fields the phase does not read): that is no resume with other settings.
