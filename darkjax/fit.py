@@ -186,16 +186,26 @@ def _previous_choice(workdir: str) -> dict[str, Any] | None:
   return json.loads(saved) if saved else None
 
 
+def resumed_config(config: mlc.ConfigDict, workdir: str) -> mlc.ConfigDict:
+  """`config` as `fit_phase` builds its Trainer in `workdir`: with the fit choice the run there
+  trained with (a resumed run keeps it), unless `config.fit` is "off"."""
+  previous = _previous_choice(workdir)
+  if previous and config_lib.check_choice(config, "fit", FIT_MODES, default="check") != "off":
+    return _applied(config, previous)
+  return config
+
+
 def fit_phase(config: mlc.ConfigDict, workdir: str, phase: str,
               build: Callable[[mlc.ConfigDict], Any]) -> Any:
   """A Trainer (`build(config)`: built, its step compiled by `trainer.compile_start()`) whose step
   fits the device memory: `config`'s own, else per `config.fit` the first fitting candidate or a
   DeviceMemoryError naming need vs available and what fits."""
   mode = config_lib.check_choice(config, "fit", FIT_MODES, default="check")
-  previous = _previous_choice(workdir)
-  if previous and mode != "off":   # a resumed run keeps the settings it trained with
-    config = _applied(config, previous)
-    log.info("phase %s: resuming with the fit choice %s", phase, describe(previous))
+  resumed = resumed_config(config, workdir)   # a resumed run keeps the settings it trained with
+  if resumed is not config:
+    config = resumed
+    log.info("phase %s: resuming with the fit choice %s", phase,
+             describe(_previous_choice(workdir)))
   trainer = build(config)
   config = trainer.config   # the batches that run on its mesh (config.round_batches)
   limit = mesh_limit(config, trainer.mesh, trainer.target)

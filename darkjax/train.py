@@ -486,16 +486,9 @@ class Trainer:
                   start, config_lib.listed([changes[key] for key in measured]))
       self._stale_evaluation = True
     if not trains:
-      results = [line for key, line in others.items() if not config_lib.runner_field(key)]
-      if evaluation and results:
-        raise config_lib.ConfigError(
-            f"phase {self.phase}: {self.workdir} is trained to step {start} already; this run "
-            "changes what its evaluation measures:\n" + config_lib.listed(evaluation)
-            + "\nand settings it was trained with (" + os.fspath(path) + "):\n"
-            + config_lib.listed(results) + "\nNo step is left to train with those, and an "
-            "evaluation reads some of them (the normalisation, the frames): it would measure a "
-            "model trained otherwise. Rerun with only the evaluation's settings changed, or train "
-            "these in a new --workdir.")
+      refused = self._mixed_change(start, path, evaluation, others)
+      if refused is not None:
+        raise refused
       if others:
         log.warning("phase %s: already trained to step %d, with other settings than this run's; "
                     "they change nothing, no step is left to train (config.json keeps those that "
@@ -511,6 +504,42 @@ class Trainer:
                   "(the config that did is kept as %s):\n%s", self.phase, start, kept,
                   config_lib.listed(trained))
     return path, saved, evaluation
+
+  def _mixed_change(self, start: int, path: Any, evaluation: Sequence[str],
+                    others: Mapping[str, str]) -> config_lib.ConfigError | None:
+    """The refusal of a run with no step left to train (`_keep_changed_config`) whose config
+    changes what its evaluation measures (`evaluation`, its lines) and, among `others` (the
+    other changed fields this phase reads: {key: line}), any that could change a result (not a
+    `config.runner_field`); None where it does not change both."""
+    results = [line for key, line in others.items() if not config_lib.runner_field(key)]
+    if not (evaluation and results):
+      return None
+    return config_lib.ConfigError(
+        f"phase {self.phase}: {self.workdir} is trained to step {start} already; this run "
+        "changes what its evaluation measures:\n" + config_lib.listed(evaluation)
+        + "\nand settings it was trained with (" + os.fspath(path) + "):\n"
+        + config_lib.listed(results) + "\nNo step is left to train with those, and an "
+        "evaluation reads some of them (the normalisation, the frames): it would measure a "
+        "model trained otherwise. Rerun with only the evaluation's settings changed, or train "
+        "these in a new --workdir.")
+
+  def finished_run_refusal(self) -> config_lib.ConfigError | None:
+    """What `run` would refuse (`_keep_changed_config`) in a directory whose latest checkpoint is
+    of this config's last step: a change to what its evaluation measures beside one to the
+    settings that trained it. Reads the checkpoint listing and config files only: `run_phases`
+    asks every phase of a run before the first runs, so that no earlier phase evaluates with
+    the new settings before a later one refuses them."""
+    listed = ckpt_lib.latest_listed(self.workdir)
+    start = None if listed is None else int(os.path.basename(listed))
+    if start is None or start < int(self.config.total_steps):
+      return None
+    path, saved = self._step_config(start)
+    if saved is None or not (self.config.eval_every >= 0 and self.config.evals):
+      return None
+    changes = self._changes(saved, only_read=True)
+    measured = {key for key in changes if config_lib.evaluation_field(key)}
+    return self._mixed_change(start, path, [changes[key] for key in measured],
+                              {k: v for k, v in changes.items() if k not in measured})
 
   def _changes(self, saved: dict[str, Any], only_read: bool = False) -> dict[str, str]:
     """{key: "  key: was -> now"} for each setting in which this run's config differs from
@@ -1157,6 +1186,35 @@ def phase_trainers(phase: task_lib.Phase, phase_config: mlc.ConfigDict, task: An
   return build
 
 
+def _refuse_before_any_phase(config: mlc.ConfigDict, workdir: str,
+                             plan: Sequence[task_lib.Phase], devices: Any) -> None:
+  """A run in phases that a phase would refuse once its turn came (`Trainer.finished_run_refusal`:
+  a finished phase whose evaluation settings change beside settings that trained it) is refused
+  before the first phase runs: an earlier phase that reads only the evaluation's (a LIFT-Net
+  teacher beside a change to the student's KD weight) would otherwise evaluate again with them
+  first. Each phase with a checkpoint is built as its run builds it (its fit choice kept, its
+  batches rounded for the mesh), from no earlier phase's weights; process 0 decides."""
+  refused = None
+  if jax.process_index() == 0:
+    for phase in plan:
+      directory = phase.workdir(workdir, config)
+      if ckpt_lib.latest_listed(directory) is None:
+        continue
+      with task_lib.from_checkpoint():   # the config and datasets only: no teacher weights read
+        phase_config, task = task_lib.build_task(phase, config)
+      resumed = fit_lib.resumed_config(phase_config, directory)
+      trainer = phase_trainers(phase, phase_config, task, {}, directory, devices=devices)(resumed)
+      refused = trainer.finished_run_refusal()
+      if refused is not None:
+        break
+  if jax.process_count() > 1 and bool(multihost_utils.broadcast_one_to_all(
+      np.int32(refused is not None))) and refused is None:
+    refused = config_lib.ConfigError("process 0 refused this run's config before its first "
+                                     "phase; its log says why")
+  if refused is not None:
+    raise refused
+
+
 def _check_weights_and_data(config: mlc.ConfigDict, plan: Sequence[task_lib.Phase]) -> None:
   """The whole command's pretrained weights, checked before anything trains; when they are
   missing, the first phase's dataset too, so that a new user hears of both at once (each is the
@@ -1214,6 +1272,8 @@ def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None,
   for phase in plan:   # everything any phase reads is checked before the first step
     if phase.check is not None:
       phase.check(config, phase.workdir(workdir, config))
+  if len(plan) > 1:
+    _refuse_before_any_phase(config, workdir, plan, devices)
   wanted = {name for phase in plan for name in phase.init_from}
   trained: dict[str, dict[str, Any]] = {}
   results: dict[str, Any] = {}

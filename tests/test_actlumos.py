@@ -365,6 +365,7 @@ from configs import actlumos_arid, actlumos_arid_v1_5, actlumos_dark48  # noqa: 
 from configs import actlumos_synthetic  # noqa: E402
 from darkjax import config as config_lib  # noqa: E402
 from darkjax import checkpoint as ckpt_lib  # noqa: E402
+from darkjax import metrics as metrics_lib  # noqa: E402
 from darkjax import train  # noqa: E402
 from darkjax import variables as variables_lib  # noqa: E402
 from darkjax.data import prepared  # noqa: E402
@@ -715,6 +716,20 @@ def test_rerun_resumes_without_new_steps_and_rejects_a_changed_teacher(synthetic
       f"runlocal,fusion=concat,data_dir={config.input.data.dir}"))
   with pytest.raises(ValueError, match=r"actlumos.fusion='dff'.*says 'concat'"):
     train.run_phases(changed, workdir)
+  # Another evaluation part beside the student's KD weight, which the teacher does not read: the
+  # student's refusal comes before the teacher evaluates again (it did that first, then the
+  # student refused), and no phase's logged evaluation moves.
+  mixed = run_configs.quiet(actlumos_synthetic.get_config(
+      f"runlocal,data_dir={config.input.data.dir}"))
+  mixed.input.data.eval_split, mixed.actlumos.kd_weight = "train", 0.5
+  with pytest.raises(config_lib.ConfigError, match=r"(?s)phase student: .*trained to step 3 "
+                     r"already; this run changes what its evaluation measures:\n  "
+                     r"input.data.eval_split: 'test' -> 'train'\nand settings.*"
+                     r"actlumos.kd_weight: 1.0 -> 0.5"):
+    train.run_phases(mixed, workdir)
+  for phase, text in lines.items():
+    assert open(os.path.join(workdir, phase, "metrics.jsonl")).read() == text, phase
+    assert not os.path.exists(os.path.join(workdir, phase, metrics_lib.EARLIER_EVALUATIONS))
 
 
 def test_the_split_arg_picks_the_labelled_split_and_the_ssl_sets_train_split():
