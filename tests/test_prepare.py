@@ -50,6 +50,10 @@ def test_arid_layout_prepares_all_three_official_splits(tmp_path):
     for video_id, (label, shape) in found.items():
       assert arid.CLASSES[label] == video_id.split("/")[0]
       assert shape == (FRAMES, 16, 20, 3)
+    # each class's videos in the part, what a kNN evaluation's k is checked against
+    labels = [label for label, _ in found.values()]
+    assert manifest["splits"][split]["class_counts"] == [labels.count(c)
+                                                         for c in range(len(arid.CLASSES))]
   assert records.verify(out).ok
   dataset = prepared.open_dataset({"name": "arid_v1", "dir": out, "split_index": 2})
   assert dataset.split_name("test") == "test2"
@@ -336,6 +340,8 @@ def test_corrupt_video_is_reported_by_name(tmp_path, capsys):
   assert bad not in _split_ids(out, "train1") and bad not in _split_ids(out, "test1")
   assert manifest["splits"]["train1"]["num_examples"] + manifest["splits"]["test1"][
       "num_examples"] == len(expected["train1"]) + len(expected["test1"]) - 1
+  for split in manifest["splits"].values():   # the undecodable video counted in no class
+    assert sum(split["class_counts"]) == split["num_examples"]
 
 
 def test_a_failed_overwrite_leaves_no_manifest_of_the_dataset_it_replaced(tmp_path, capsys):

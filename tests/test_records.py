@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
-from darkjax.data import records
+from darkjax.data import prepared, records
 from darkjax.data.records import example as example_codec
 
 CLASSES = ("drink", "jump", "run")
@@ -230,6 +230,9 @@ def test_dataset_round_trip_and_manifest(tmp_path):
   assert manifest["metadata"] == {"source": "unit test"}
   train = manifest["splits"]["train"]
   assert train["num_examples"] == 5 and [s["num_examples"] for s in train["shards"]] == [2, 2, 1]
+  for split, examples in splits.items():   # each class's videos in the part
+    labels = [e["label"] for e in examples]
+    assert manifest["splits"][split]["class_counts"] == [labels.count(c) for c in range(3)]
   assert train["shards"][0]["file"] == "toy-train-00000-of-00003.tfrecord"
   assert sorted(os.listdir(out_dir)) == sorted(
       ["manifest.json"] + [s["file"] for split in manifest["splits"].values()
@@ -387,6 +390,20 @@ def test_manifest_and_split_errors(tmp_path):
     json.dump(manifest, file)
   with pytest.raises(ValueError, match=r"key 'splits.test.num_examples' is '\d+', not a whole"):
     records.load_manifest(out_dir)
+  manifest["splits"]["test"]["num_examples"] = int(manifest["splits"]["test"]["num_examples"])
+  manifest["splits"]["test"]["class_counts"][0] += 1   # more videos than the part holds
+  with open(os.path.join(out_dir, records.MANIFEST), "w") as file:
+    json.dump(manifest, file)
+  with pytest.raises(ValueError, match=r"key 'splits.test.class_counts' is \[.*\]: it must list "
+                     r"3 whole numbers \(one per class\) summing to the split's \d+ videos"):
+    records.load_manifest(out_dir)
+  del manifest["splits"]["test"]["class_counts"]   # a manifest written before they were counted
+  with open(os.path.join(out_dir, records.MANIFEST), "w") as file:
+    json.dump(manifest, file)
+  loaded = records.load_manifest(out_dir)
+  assert prepared.Dataset("toy", out_dir, loaded).class_counts("test") is None
+  assert prepared.Dataset("toy", out_dir, loaded).class_counts("train") == \
+      loaded["splits"]["train"]["class_counts"]
   # a file given as the dataset directory: said, not called missing (nor written over)
   (tmp_path / "train.log").write_text("log")
   with pytest.raises(FileNotFoundError, match="train.log is a file, not a dataset directory"):

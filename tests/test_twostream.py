@@ -16,6 +16,7 @@ import pytest
 
 from configs import twostream_infar, twostream_synthetic
 from darkjax import losses, models, train
+from darkjax.config import ConfigError
 from darkjax.convert import io as convert_io
 from darkjax.data import normalise, prepared, ops, records
 from darkjax.evaluators import twostream_video
@@ -404,6 +405,22 @@ def test_runlocal_end_to_end_writes_tables_and_pictures(data_dir, tmp_path):
   assert (tmp_path / "video_confusion.png").stat().st_size > 1000
   lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert any("video/late_fusion2/mean_precision" in line for line in lines)
+
+
+def test_a_knn_k_above_the_smallest_classs_training_videos_is_refused_before_training(
+    task, data_dir, tmp_path):
+  """The manifest counts each part's videos per class (records.DatasetWriter): a kNN `k` no
+  class can give is refused when the evaluator is built, not after training at the first
+  evaluation."""
+  config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={data_dir}"))
+  split = records.load_manifest(config.input.data.dir)["splits"]["train"]
+  assert sum(split["class_counts"]) == split["num_examples"]
+  smallest = min(split["class_counts"])
+  config.evals.video.k = smallest + 1
+  with pytest.raises(ConfigError, match=rf"config.evals.video.k: k={smallest + 1} but class "
+                     rf"'\w+' has only {smallest} training videos.*a value in 1..{smallest}"):
+    train.run_phases(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_input_resize_to_fixed_size_before_the_crop():

@@ -116,6 +116,15 @@ class Dataset:
     """Per-stream (H, W, C) every record must have, None where they vary."""
     return {"video": self.manifest.get("frame_shape"), **self.manifest.get("streams", {})}
 
+  def class_counts(self, split: str) -> list[int] | None:
+    """The videos of each class in `split` as the manifest counts them; None where it does not
+    (a manifest written before they were recorded: prepare the dataset again to have them)."""
+    if split == ALL and ALL not in self.manifest["splits"]:
+      parts = [self.class_counts("train"), self.class_counts("test")]
+      return None if None in parts else [a + b for a, b in zip(*parts)]
+    counts = self.manifest["splits"][self.split_name(split)].get("class_counts")
+    return None if counts is None else [int(c) for c in counts]
+
   def num_examples(self, split: str) -> int:
     """The videos of `split` as the manifest counts them: no shard is opened or stat'ed (an
     evaluation asks each time; on an object store a stat per shard is a request). `files`, which

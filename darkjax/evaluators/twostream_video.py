@@ -111,18 +111,27 @@ def split_videos(data: Any, split: str, process_index: int, process_count: int
 
 
 # ---------------------------------------------------------------- classifiers on video codes
+def knn_k_error(k: int, counts: Sequence[int], class_names: Sequence[str] | None = None
+                ) -> str | None:
+  """What is wrong with a kNN `k` for training videos of these per-class `counts` (each class's
+  k nearest are averaged, so k may not exceed the smallest class's videos); None: nothing."""
+  smallest = int(np.argmin(counts))
+  if 1 <= k <= counts[smallest]:
+    return None
+  name = class_names[smallest] if class_names is not None else str(smallest)
+  return (f"k={k} but class {name!r} has only {counts[smallest]} training videos; give the "
+          f"config arg k= (the evaluation's config.evals.<name>.k) a value in "
+          f"1..{counts[smallest]} (the paper: 5)")
+
+
 def knn_probabilities(test_codes: np.ndarray, train_codes: np.ndarray, train_labels: np.ndarray,
                       num_classes: int, k: int, gamma: float,
                       class_names: Sequence[str] | None = None) -> np.ndarray:
   """(n, m) kNN class probabilities of `test_codes` (Sec. 2.3 / "Late fusion2")."""
-  counts = np.bincount(train_labels, minlength=num_classes)
-  smallest = int(np.argmin(counts))
-  if k < 1 or k > counts[smallest]:
-    name = class_names[smallest] if class_names is not None else str(smallest)
-    raise ConfigError(f"kNN code classifier: k={k} but class {name!r} has only "
-                      f"{counts[smallest]} training videos; give the config arg k= (the "
-                      f"evaluation's config.evals.<name>.k) a value in 1..{counts[smallest]} (the "
-                      f"paper: 5), then the same command again: it evaluates the trained run")
+  error = knn_k_error(k, np.bincount(train_labels, minlength=num_classes), class_names)
+  if error:
+    raise ConfigError(f"kNN code classifier: {error}, then the same command again: it evaluates "
+                      "the trained run")
   test = np.asarray(test_codes, np.float64)
   train = np.asarray(train_codes, np.float64)
   squared = (np.sum(test ** 2, 1)[:, None] + np.sum(train ** 2, 1)[None, :]
@@ -203,6 +212,11 @@ class VideoEvaluator:
     if k < 1:
       raise ConfigError(f"config.evals.{name}.k={k}: the kNN classifier needs k >= 1 (paper: 5)")
     self.k, self.gamma = int(k), float(gamma)
+    counts = self.data.dataset.class_counts(self.train_split)   # None: an older manifest
+    error = None if counts is None else knn_k_error(self.k, counts, self.data.dataset.class_names)
+    if error:   # before any step trains, not at the first evaluation
+      raise ConfigError(f"config.evals.{name}.k: {error}; the training part "
+                        f"{self.train_split!r} of {self.data.dataset.directory} holds them")
     self.softmax_weights = dict(softmax_weights or {"ir": 1.0, "flow": 2.0})
     self.knn_weights = dict(knn_weights or {"ir": 1.0, "flow": 2.0})
     for what, weights in (("softmax_weights", self.softmax_weights),

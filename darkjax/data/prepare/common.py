@@ -431,7 +431,7 @@ def check_videos_exist(layout: Layout, allow_missing: int) -> None:
 
 
 def _write_shard(out_dir: str, plan: ShardPlan, decoded: Iterator, log, bar) -> dict[str, Any]:
-  failed, shapes, rates = [], set(), []
+  failed, shapes, rates, labels = [], set(), [], []
   stream_shapes: dict[str, set[tuple[int, ...]]] = {}
   with records.TFRecordWriter(os.path.join(out_dir, plan.file)) as writer:
     for _ in plan.items:
@@ -443,11 +443,13 @@ def _write_shard(out_dir: str, plan: ShardPlan, decoded: Iterator, log, bar) -> 
         log.flush()
         continue
       writer.write(records.encode_example(clip, item.label, item.video_id, streams))
+      labels.append(int(item.label))
       shapes.add(tuple(clip.shape[1:]))
       for name, array in streams.items():
         stream_shapes.setdefault(name, set()).add(tuple(array.shape[1:]))
       rates.append(round(clip_fps, 3))
   return {"file": plan.file, "split": plan.split, "num_examples": writer.num_records,
+          "labels": labels,
           "sha256": writer.sha256, "num_bytes": writer.num_bytes, "failed": failed,
           "frame_shapes": sorted(list(s) for s in shapes), "fps": rates,
           "stream_shapes": {n: sorted(list(s) for s in v) for n, v in stream_shapes.items()}}
@@ -471,6 +473,11 @@ def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[Sha
     split = splits.setdefault(entry["split"], {"num_examples": 0, "shards": []})
     split["num_examples"] += entry["num_examples"]
     split["shards"].append({k: entry[k] for k in ("file", "num_examples", "sha256", "num_bytes")})
+  for name, split in splits.items():   # none where a shard's state predates the labels' record
+    labelled = [e.get("labels") for e in entries if e["split"] == name]
+    if all(labels is not None for labels in labelled):
+      split["class_counts"] = np.bincount([label for labels in labelled for label in labels],
+                                          minlength=len(layout.class_names)).tolist()
   shapes = {tuple(s) for e in entries for s in e["frame_shapes"]}
   stream_names = [flow.STREAM] if flow_settings is not None else []
   stream_shapes = {name: {tuple(s) for e in entries

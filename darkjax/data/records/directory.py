@@ -5,8 +5,9 @@ A dataset directory holds shards `{name}-{split}-{index:05d}-of-{num_shards:05d}
 so a directory with a manifest is complete):
   {"name": str, "version": 1, "class_names": [...], "num_classes": int, "fps": float,
    "frame_shape": [H, W, C] or null if it varies, "streams": {stream: [H, W, C] or null},
-   "splits": {split: {"num_examples": n, "shards": [{"file": relative name, "num_examples": n,
-                                                     "sha256": hex, "num_bytes": b}]}},
+   "splits": {split: {"num_examples": n, "class_counts": [videos of each class],
+                      "shards": [{"file": relative name, "num_examples": n, "sha256": hex,
+                                  "num_bytes": b}]}},
    "metadata": {...}, "created_by": "darkjax x.y.z"}
 """
 
@@ -50,6 +51,7 @@ class _SplitState:
   writer: TFRecordWriter | None = None
   shards: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # finished, "path" absolute
   num_examples: int = 0
+  class_counts: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 class DatasetWriter:
@@ -111,6 +113,7 @@ class DatasetWriter:
       state.writer = TFRecordWriter(os.path.join(self.out_dir, shard))
     state.writer.write(data)
     state.num_examples += 1
+    state.class_counts[int(label)] = state.class_counts.get(int(label), 0) + 1
     self._frame_shapes.add(tuple(video.shape[1:]))
     for stream, array in streams.items():
       self._stream_shapes[stream].add(tuple(array.shape[1:]))
@@ -140,7 +143,10 @@ class DatasetWriter:
         _move(shard["path"], os.path.join(self.out_dir, file))
         shard["path"] = os.path.join(self.out_dir, file)
         entries.append({"file": file, **{k: v for k, v in shard.items() if k != "path"}})
-      splits[split] = {"num_examples": state.num_examples, "shards": entries}
+      splits[split] = {"num_examples": state.num_examples,
+                       "class_counts": [state.class_counts.get(c, 0)
+                                        for c in range(len(self.class_names))],
+                       "shards": entries}
 
     def common(shapes):
       return list(next(iter(shapes))) if len(shapes) == 1 else None
@@ -277,6 +283,13 @@ def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     if total != entry["num_examples"]:
       raise _invalid(path, f"key 'splits.{split}.num_examples' is {entry['num_examples']} but "
                            f"its shards hold {total}")
+    counts = entry.get("class_counts")   # absent in manifests written before it was recorded
+    if counts is not None and (
+        not isinstance(counts, list) or len(counts) != manifest["num_classes"]
+        or not all(_is_count(c) for c in counts) or sum(counts) != entry["num_examples"]):
+      raise _invalid(path, f"key 'splits.{split}.class_counts' is {counts!r}: it must list "
+                           f"{manifest['num_classes']} whole numbers (one per class) summing to "
+                           f"the split's {entry['num_examples']} videos")
   manifest.setdefault("frame_shape", None)
   manifest.setdefault("streams", {})
   manifest.setdefault("metadata", {})
@@ -351,6 +364,8 @@ def list_shard_copies(directory: str, split: str, examples: int = EPOCH_EXAMPLES
         shutil.copyfile(source, target)
       shards.append(listed_copy)
   entry["shards"], entry["num_examples"] = shards, listed * copies
+  if entry.get("class_counts") is not None:
+    entry["class_counts"] = [count * copies for count in entry["class_counts"]]
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     json.dump(manifest, f, indent=2)
   os.replace(path + ".tmp", path)
