@@ -297,10 +297,12 @@ class Trainer:
     return {"params": self.state.params, **self.state.model_state}
 
   # ---------------------------------------------------------------- init
-  def _init_fn(self, tx, sample_batch):
+  def _init_fn(self, tx, sample_batch, init_variables):
+    """The fresh state's init from a key: `init_variables(rng, batch)`, the Task's, then the
+    optimizer's state."""
     def init(rng):
       batch = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sample_batch)
-      variables = self.task.init_variables(rng, batch)
+      variables = init_variables(rng, batch)
       params = variables["params"]
       model_state = {k: v for k, v in variables.items() if k != "params"}
       return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
@@ -328,13 +330,16 @@ class Trainer:
     cfg = self.config
     total = int(cfg.total_steps)
     # The state's shapes from one abstract trace of the init: the optimizer's state is shaped
-    # from the parameters alone.
-    abstract_state = jax.eval_shape(self._init_fn(optax.identity(), sample_batch),
+    # from the parameters alone. The model's init is one jitted function for both traces: the
+    # init program's trace reuses the jaxpr this one makes (a paper model's module tree is
+    # seconds of Python to trace), the program the same.
+    init_variables = jax.jit(self.task.init_variables)
+    abstract_state = jax.eval_shape(self._init_fn(optax.identity(), sample_batch, init_variables),
                                     jax.random.key(0))
     abstract_params = abstract_state.params
     tx, schedule = optim.make_optimizer(cfg.optimizer, total, abstract_params)
     self.tx = tx
-    init = self._init_fn(tx, sample_batch)
+    init = self._init_fn(tx, sample_batch, init_variables)
     abstract_state = abstract_state.replace(opt_state=jax.eval_shape(tx.init, abstract_params))
     self.state_shardings = sharding.tree_shardings(
         self.mesh, abstract_state, tuple(cfg.sharding.rules), cfg.sharding.min_fsdp_size)

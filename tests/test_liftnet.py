@@ -644,10 +644,10 @@ def test_arid_command_without_prepared_data_says_how_to_prepare(tmp_path, main_e
 def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_path, monkeypatch):
   trainers = []
 
-  class Recording(train.Trainer):
-    def __post_init__(self):
-      super().__post_init__()
+  class Recording(train.Trainer):   # the phases' trainers that run (not run_phases' checks)
+    def run(self, *args, **kwargs):
       trainers.append(self)
+      return super().run(*args, **kwargs)
   monkeypatch.setattr(train, "Trainer", Recording)
   config = _arid_config(arid_dir)  # runlocal: liftnet_tiny_test, KD, vit_trainable=first
   config.total_steps = config.teacher.total_steps = 1
