@@ -155,6 +155,9 @@ def stand_in_config(config: mlc.ConfigDict, data_root: str, frames: int | None =
   out.model_init = ""
   out.evals = mlc.ConfigDict({name: entry for name, entry in out.evals.items()
                               if evals and _compiled_ahead(entry.get("type"))})
+  for entry in out.evals.values():   # a kNN's k (host code: in no program) within the one clip
+    if "k" in entry:                  # per class the stand-in trains on
+      entry.k = 1
   out.eval_every = -1
   out.progress_bar = False
   out.input.prefetch = 0
