@@ -480,7 +480,7 @@ class Trainer:
                  "only in fields this phase does not read:\n%s", self.phase, start,
                  config_lib.listed(list(ignored.values())))
       return path, saved, []
-    evaluates = self.config.eval_every >= 0 and bool(self.config.evals)
+    evaluates = fit_lib.evaluates(self.config)
     measured = {key for key in changes if config_lib.evaluation_field(key)}
     evaluation = [changes[key] for key in measured] if evaluates else []
     others = {key: line for key, line in changes.items() if key not in measured}
@@ -491,7 +491,7 @@ class Trainer:
                   start, config_lib.listed([changes[key] for key in measured]))
       self._stale_evaluation = True
     if not trains:
-      refused = self._mixed_change(start, path, evaluation, others)
+      refused = self._mixed_change(start, path, changes)
       if refused is not None:
         raise refused
       if others:
@@ -510,13 +510,17 @@ class Trainer:
                   config_lib.listed(trained))
     return path, saved, evaluation
 
-  def _mixed_change(self, start: int, path: Any, evaluation: Sequence[str],
-                    others: Mapping[str, str]) -> config_lib.ConfigError | None:
-    """The refusal of a run with no step left to train (`_keep_changed_config`) whose config
-    changes what its evaluation measures (`evaluation`, its lines) and, among `others` (the
-    other changed fields this phase reads: {key: line}), any that could change a result (not a
-    `config.runner_field`); None where it does not change both."""
-    results = [line for key, line in others.items() if not config_lib.runner_field(key)]
+  def _mixed_change(self, start: int, path: Any,
+                    changes: Mapping[str, str]) -> config_lib.ConfigError | None:
+    """The refusal of a run with no step left to train (`_keep_changed_config`) whose `changes`
+    (the fields this phase reads in which its config differs from `path`'s: {key: line}) are to
+    what its evaluation measures, where it evaluates, and to any field that could change a
+    result (not a `config.runner_field`); None where they are not both."""
+    if not fit_lib.evaluates(self.config):
+      return None
+    evaluation = [line for key, line in changes.items() if config_lib.evaluation_field(key)]
+    results = [line for key, line in changes.items()
+               if not config_lib.evaluation_field(key) and not config_lib.runner_field(key)]
     if not (evaluation and results):
       return None
     return config_lib.ConfigError(
@@ -539,12 +543,9 @@ class Trainer:
     if start is None or start < int(self.config.total_steps):
       return None
     path, saved = self._step_config(start)
-    if saved is None or not (self.config.eval_every >= 0 and self.config.evals):
+    if saved is None:
       return None
-    changes = self._changes(saved, only_read=True)
-    measured = {key for key in changes if config_lib.evaluation_field(key)}
-    return self._mixed_change(start, path, [changes[key] for key in measured],
-                              {k: v for k, v in changes.items() if k not in measured})
+    return self._mixed_change(start, path, self._changes(saved, only_read=True))
 
   def _changes(self, saved: dict[str, Any], only_read: bool = False) -> dict[str, str]:
     """{key: "  key: was -> now"} for each setting in which this run's config differs from
@@ -1104,8 +1105,8 @@ class Trainer:
     """Does the run lack the evaluation of `step`, a step it evaluates (stopped by a signal, an
     evaluation that failed or ran out of memory)? Process 0's answer (its metrics.jsonl), the same
     on every process: the evaluation's collectives need them all."""
-    missing = (self.config.eval_every >= 0 and bool(self.config.evals)
-               and self.is_lead and not self._logged_evaluation(step))
+    missing = (fit_lib.evaluates(self.config) and self.is_lead
+               and not self._logged_evaluation(step))
     if jax.process_count() > 1:
       missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
     return missing
@@ -1114,8 +1115,8 @@ class Trainer:
     """Is the logged evaluation of `step` (a finished run's) one made with other evaluation
     settings (`changes`, process 0's `_keep_changed_config` lines) than this run's? The same answer
     on every process, as `_evaluation_missing`'s."""
-    again = (self.config.eval_every >= 0 and bool(self.config.evals) and self.is_lead
-             and bool(changes) and bool(self._logged_evaluation(step)))
+    again = (fit_lib.evaluates(self.config) and self.is_lead and bool(changes)
+             and bool(self._logged_evaluation(step)))
     if jax.process_count() > 1:
       again = bool(multihost_utils.broadcast_one_to_all(np.int32(again)))
     return again

@@ -717,8 +717,8 @@ def test_rerun_resumes_without_new_steps_and_rejects_a_changed_teacher(synthetic
   with pytest.raises(ValueError, match=r"actlumos.fusion='dff'.*says 'concat'"):
     train.run_phases(changed, workdir)
   # Another evaluation part beside the student's KD weight, which the teacher does not read: the
-  # student's refusal comes before the teacher evaluates again (it did that first, then the
-  # student refused), and no phase's logged evaluation moves.
+  # student's refusal comes before the teacher could evaluate again with the new part, and no
+  # phase's logged evaluation moves.
   mixed = run_configs.quiet(actlumos_synthetic.get_config(
       f"runlocal,data_dir={config.input.data.dir}"))
   mixed.input.data.eval_split, mixed.actlumos.kd_weight = "train", 0.5

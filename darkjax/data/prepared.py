@@ -118,7 +118,7 @@ class Dataset:
 
   def class_counts(self, split: str) -> list[int] | None:
     """The videos of each class in `split` as the manifest counts them; None where it does not
-    (a manifest written before they were recorded: prepare the dataset again to have them)."""
+    (a manifest without `class_counts`: preparing the dataset again records them)."""
     if split == ALL and ALL not in self.manifest["splits"]:
       parts = [self.class_counts("train"), self.class_counts("test")]
       return None if None in parts else [a + b for a, b in zip(*parts)]

@@ -214,7 +214,7 @@ class VideoEvaluator:
     self.k, self.gamma = int(k), float(gamma)
     counts = self.data.dataset.class_counts(self.train_split)   # None: an older manifest
     error = None if counts is None else knn_k_error(self.k, counts, self.data.dataset.class_names)
-    if error:   # before any step trains, not at the first evaluation
+    if error:   # before any step trains
       raise ConfigError(f"config.evals.{name}.k: {error}; the training part "
                         f"{self.train_split!r} of {self.data.dataset.directory} holds them")
     self.softmax_weights = dict(softmax_weights or {"ir": 1.0, "flow": 2.0})

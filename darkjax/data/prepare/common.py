@@ -473,7 +473,7 @@ def _finish(layout: Layout, out_dir: str, state: dict[str, Any], plans: list[Sha
     split = splits.setdefault(entry["split"], {"num_examples": 0, "shards": []})
     split["num_examples"] += entry["num_examples"]
     split["shards"].append({k: entry[k] for k in ("file", "num_examples", "sha256", "num_bytes")})
-  for name, split in splits.items():   # none where a shard's state predates the labels' record
+  for name, split in splits.items():   # none where a resumed shard's state lacks its labels
     labelled = [e.get("labels") for e in entries if e["split"] == name]
     if all(labels is not None for labels in labelled):
       split["class_counts"] = np.bincount([label for labels in labelled for label in labels],

@@ -283,7 +283,7 @@ def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     if total != entry["num_examples"]:
       raise _invalid(path, f"key 'splits.{split}.num_examples' is {entry['num_examples']} but "
                            f"its shards hold {total}")
-    counts = entry.get("class_counts")   # absent in manifests written before it was recorded
+    counts = entry.get("class_counts")   # optional: a manifest may lack it
     if counts is not None and (
         not isinstance(counts, list) or len(counts) != manifest["num_classes"]
         or not all(_is_count(c) for c in counts) or sum(counts) != entry["num_examples"]):
