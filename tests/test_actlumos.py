@@ -469,6 +469,16 @@ def test_student_objective_is_ce_plus_lambda_kd_kd(objective_batch):
   assert config.actlumos.kd_weight == 1.0 and config.actlumos.kd_temperature == 4.0
   np.testing.assert_allclose(loss, ce + 1.0 * kd, rtol=5e-4)
   np.testing.assert_allclose(float(metrics["kd"]), kd, rtol=5e-4)
+  # Another lambda_kd (the docs' `kd0` arm): the same terms, the KD one weighed by it; still
+  # measured (metrics["kd"]) at weight 0.
+  config.actlumos.kd_weight = 0.0
+  unweighted = actlumos_trainer.Task(config, num_classes=10)
+  state = {k: v for k, v in variables.items() if k != "params"}
+  loss0, (_, metrics0) = _run(config, lambda *a: unweighted.loss_fn(*a, 0.0),
+                              variables["params"], state, objective_batch, rng)
+  np.testing.assert_allclose(float(loss0), ce, rtol=5e-4)
+  np.testing.assert_allclose(float(metrics0["kd"]), kd, rtol=5e-4)
+  assert kd > 1e-3
 
 
 def test_student_with_kd_unlabelled_distils_on_both_batches_and_ce_on_the_labelled(

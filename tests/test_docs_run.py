@@ -57,6 +57,8 @@ RUN = "run"
 # that exercises the field's other values (`file::test`, with a word of its source that names the
 # setting there).
 UNIT_TESTED = {
+    "actlumos.kd_weight": (
+        "tests/test_actlumos.py::test_student_objective_is_ce_plus_lambda_kd_kd", "kd_weight = 0.0"),
     "actlumos.kd_unlabelled": (
         "tests/test_actlumos.py::test_student_with_kd_unlabelled_distils_on_both_batches_and_ce_"
         "on_the_labelled", "kd_unlabelled=True"),

@@ -10,7 +10,10 @@ stream (LIFT-Net's HMDB51 / UCF101 / InfAR configs). The runs go two at a time (
 that compiles the programs of an earlier one (same trainer, record streams and class counts:
 LIFT-Net's three flow configs, ActLumos's ARID v1 and v1.5) and differs from it only in where its
 datasets are does not train again: its input pipeline reads its own prepared dataset (a train
-batch, the whole test split) beside the earlier config's run.
+batch, the whole test split) beside the earlier config's run. Nor does one that differs from an
+earlier config only there and in its datasets' class counts (ActLumos's and DTCM's Dark-48 beside
+their ARID ones): each of its phases is built on its own data and its train step traced, nothing
+compiled, its state that of the earlier config's run but for the class dimension.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import pytest
 import fake_releases
 from darkjax.data import flow as flow_lib
 from darkjax import config as config_lib
+from darkjax import task as task_lib
+from darkjax import train
 from darkjax.data import prepared, records
 from darkjax.data.classification import ClassificationData
 from darkjax.data.prepare import LAYOUTS
@@ -101,9 +106,8 @@ class Run:
 
 class Runs:
   """`python -m darkjax.main --config=<config>:runlocal` of the session's selected configs, two at
-  a time (XLA compiles on one core; CI has two), one per program key (same trainer, record
-  streams and class counts): a config whose programs an earlier one compiles is not run
-  (`trained_by`)."""
+  a time (XLA compiles on one core; CI has two): a config that differs from an earlier one only
+  in its datasets (`DATASET_FIELDS`; their class counts may differ) is not run (`trained_by`)."""
 
   SLOTS = 2
 
@@ -134,10 +138,17 @@ class Runs:
       return [f"--config.twostream.flow_method={flow_lib.DEFAULT_METHOD}"]
     return []
 
+  @staticmethod
+  @functools.lru_cache(maxsize=None)
+  def alike_key(path: str) -> str:
+    """The config's runlocal fields but those naming its datasets (`DATASET_FIELDS`)."""
+    flat = config_lib.flat(config_module(path).get_config("runlocal"))
+    return repr(sorted((k, repr(v)) for k, v in flat.items() if k not in DATASET_FIELDS))
+
   def trained_by(self, path: str) -> str:
-    """The config whose run trains `path`'s programs: the first of the session's configs with
-    its program key (itself, unless an earlier config compiles the same programs)."""
-    return next(p for p in self.selected if self.program_key(p) == self.program_key(path))
+    """The config whose run stands for `path`'s: the first of the session's configs that differs
+    from it only in its datasets (itself, unless an earlier one does)."""
+    return next(p for p in self.selected if self.alike_key(p) == self.alike_key(path))
 
   def _launch(self, path: str) -> None:
     self.queue.remove(path)
@@ -200,16 +211,18 @@ def runs(request, tmp_path_factory):
   runner.close()
 
 
-# Fields in which a config may differ from another config of the list that compiles the same
-# programs and still count as trained by that config's run: where its datasets are.
-DATASET_FIELDS = ("input.data.dir", "input.data.name", "ssl.datasets", "ssl.dirs")
+# Fields in which a config may differ from an earlier config of the list and still count as
+# trained by that config's run: which datasets it reads and where they are, and which public
+# checkpoints saw their test videos (read only where weights are loaded; runlocal loads none).
+DATASET_FIELDS = ("input.data.dir", "input.data.name", "ssl.datasets", "ssl.dirs",
+                  "dtcm.leaky_weights")
 
 
 @pytest.mark.parametrize("path", REAL_CONFIGS, ids=os.path.basename)
-def test_runlocal_trains_evaluates_checkpoints_and_reports(path, runs, monkeypatch):
+def test_runlocal_trains_evaluates_checkpoints_and_reports(path, runs, monkeypatch, tmp_path):
   trained = runs.trained_by(path)
   if trained != path:
-    _same_run_on_its_own_data(path, trained, runs, monkeypatch)
+    _same_run_on_its_own_data(path, trained, runs, monkeypatch, tmp_path)
     return
   run = runs.result(path)
   assert run.returncode == 0, run.output("stderr")[-3000:]
@@ -253,16 +266,21 @@ def test_runlocal_trains_evaluates_checkpoints_and_reports(path, runs, monkeypat
   assert checkpoints, os.listdir(workdir)
 
 
-def _same_run_on_its_own_data(path: str, trained: str, runs: Runs, monkeypatch) -> None:
-  """`path` compiles the programs `trained`'s run trains and checks (same trainer, record streams,
-  class counts): its config differs from that one only in where its datasets are, and its
-  input pipeline reads a train batch and the whole test split of its own prepared dataset."""
+def _same_run_on_its_own_data(path: str, trained: str, runs: Runs, monkeypatch,
+                              tmp_path) -> None:
+  """`path`'s config differs from `trained`'s only in its datasets (`DATASET_FIELDS`), whose
+  run trains and checks the same programs but for the class count; its input pipeline reads a
+  train batch and the whole test split of its own prepared dataset. With another class count,
+  each of its phases is built on its own data and its train step traced (`_traces_with_its_
+  class_count`)."""
   monkeypatch.setenv("DARKJAX_DATA", runs.prepared.data)
   config = config_module(path).get_config("runlocal")
   other = config_module(trained).get_config("runlocal")
   differ = config_lib.differences(config_lib.flat(other), config_lib.flat(config))
   assert differ and set(differ) <= set(DATASET_FIELDS), (trained, differ)
   assert runs.result(trained).returncode == 0
+  if runs.program_key(path) != runs.program_key(trained):
+    _traces_with_its_class_count(config, other, str(tmp_path))
   input_config = config.input
   input_config.prefetch = 0
   data = ClassificationData(input_config, 0)
@@ -274,3 +292,36 @@ def _same_run_on_its_own_data(path: str, trained: str, runs: Runs, monkeypatch) 
   seen = sum(int(np.sum(b["mask"])) if "mask" in b else len(b["label"])
              for b in data.eval_batches(4))
   assert seen == dataset.num_examples(block.eval_split) > 0
+
+
+def _traces_with_its_class_count(config, trained_config, workdir: str) -> None:
+  """Each phase of `config` (the phases of `trained_config`'s run) built as its run builds it,
+  on its own datasets, and its train step traced for its global batch, nothing compiled: its
+  state's leaves are those of `trained_config`'s phase but for the class dimension (the last
+  axis, the number of classes of either config's dataset), which some phase's leaves have."""
+  plan = task_lib.phase_plan(config)
+  assert [p.name for p in plan] == [p.name for p in task_lib.phase_plan(trained_config)]
+  counts = [records.load_manifest(c.input.data.dir)["num_classes"]
+            for c in (config, trained_config)]
+  assert counts[0] != counts[1], counts
+  resized = []
+  for phase in plan:
+    states = []
+    for own, classes in zip((config, trained_config), counts):
+      resolved = config_lib.resolve(own, "cpu")
+      phase_config, task = task_lib.build_task(phase, resolved)   # no earlier phase's weights
+      trainer = train.Trainer(phase_config, os.path.join(workdir, phase.name, str(classes)),
+                              task=task, phase=phase.name)
+      with trainer.scope():
+        args = trainer._abstract_step_args()  # pylint: disable=protected-access
+        if own is config:
+          trainer.train_step.trace(*args)
+      states.append(jax.tree.leaves_with_path(args[0]))
+    ours, theirs = states
+    assert [p for p, _ in ours] == [p for p, _ in theirs], phase.name
+    for (name, a), (_, b) in zip(ours, theirs):
+      if a.shape != b.shape:
+        assert (a.shape[:-1], a.shape[-1], b.shape[-1]) == (b.shape[:-1], *counts), (
+            phase.name, jax.tree_util.keystr(name), a.shape, b.shape)
+        resized.append((phase.name, jax.tree_util.keystr(name)))
+  assert resized, "no phase's state has the class count"
