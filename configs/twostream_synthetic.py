@@ -96,7 +96,7 @@ def get_config(arg=None):
   config.log_every = 20
   config.checkpoint_every = 200
   if arg.runlocal:
-    common.smoke_run(config)
+    common.smoke_run(config, "twostream_c3d_tiny")
     config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size,
                                       pooling="caffe")
     config.input.update(resize=(0, 0), crop_size=0)

@@ -148,9 +148,10 @@ def lowering_scope(config: Mapping[str, Any]) -> contextlib.AbstractContextManag
   """Where a run traces its programs: `config.conv_lowering` "auto" lets each conv, pool and
   depthwise conv pick its lowering for the compile target (darkjax.layers.conv: the CPU rewrites
   on CPU, channels-last convolutions on GPU); "native" gives XLA's native 3D ops on every target
-  (`conv.native_lowering()`), the program a TPU runs. Smoke runs (`runlocal`) use "native":
-  their time is compilation, which the CPU rewrites lengthen, and their few steps gain nothing
-  from faster steps (docs/benchmarks.md, "Compile time of smoke runs")."""
+  (`conv.native_lowering()`), the program a TPU runs. Smoke runs (`runlocal`) of the (2+1)D
+  networks use "native", whose CPU rewrites lengthen their compile and gain their few steps
+  nothing; those of networks of full 3D kernels "auto", which compile as fast and run several
+  times faster (`configs.common.smoke_run`; docs/benchmarks.md, "Compile time of smoke runs")."""
   if config_lib.conv_lowering(config) == "native":
     return conv_lib.native_lowering()
   return contextlib.nullcontext()

@@ -135,13 +135,19 @@ def test_runlocal_compiles_at_xla_opt_level_0_and_full_runs_at_xlas_default():
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
-def test_runlocal_traces_native_conv_ops_and_full_runs_the_cpu_rewrites(path):
+def test_runlocal_of_a_2plus1d_network_traces_native_conv_ops_and_the_rest_the_cpu_rewrites(path):
+  """`common.smoke_run`: XLA's native conv ops for LIFT-Net's and ActLumos's tiny networks, the
+  CPU rewrites ("auto") for networks of full 3D kernels, at runlocal size; full configs "auto"."""
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
   module = _module(path)
   assert module.get_config(None).conv_lowering == "auto"
-  assert module.get_config("runlocal").conv_lowering == "native"
-  with train.lowering_scope(module.get_config("runlocal")):
-    assert conv.native_lowering_forced()
+  runlocal = module.get_config("runlocal")
+  network = runlocal.model.get("kwargs", {}).get("backbone") or runlocal.model.name
+  factorised = network.startswith(common.FACTORISED_NETWORKS)
+  assert factorised == (runlocal.trainer in ("liftnet", "actlumos")), network
+  assert runlocal.conv_lowering == ("native" if factorised else "auto")
+  with train.lowering_scope(runlocal):
+    assert conv.native_lowering_forced() == factorised
   with train.lowering_scope(module.get_config(None)):
     assert not conv.native_lowering_forced()
 

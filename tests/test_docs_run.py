@@ -58,7 +58,8 @@ RUN = "run"
 # setting there).
 UNIT_TESTED = {
     "actlumos.kd_weight": (
-        "tests/test_actlumos.py::test_student_objective_is_ce_plus_lambda_kd_kd", "kd_weight = 0.0"),
+        "tests/test_actlumos.py::test_student_objective_is_ce_plus_lambda_kd_kd",
+        "kd_weight = 0.0"),
     "actlumos.kd_unlabelled": (
         "tests/test_actlumos.py::test_student_with_kd_unlabelled_distils_on_both_batches_and_ce_"
         "on_the_labelled", "kd_unlabelled=True"),
