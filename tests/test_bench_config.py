@@ -57,15 +57,16 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   render = synthetic.generate
   monkeypatch.setattr(synthetic, "generate",
                       lambda out_dir, *a, **k: rendered.append(out_dir) or render(out_dir, *a, **k))
-  # (the single-phase synthetic config: the smallest step to compile; DTCM's default phase below)
-  sets = ["--set", "xla_opt_level=0", "--set", "input.workers=1", "--data-dir",
-          str(tmp_path / "data")]
+  # (the single-phase synthetic config: the smallest step to compile; DTCM's default phase below;
+  # XLA's native 3D convolutions, whose temp memory full remat visibly cuts at this size)
+  sets = ["--set", "xla_opt_level=0", "--set", "input.workers=1", "--set",
+          "conv_lowering=native", "--data-dir", str(tmp_path / "data")]
   cold = bench.main(["--config", "configs/synthetic.py:runlocal", "--compile-only",
                      "--concurrent", "2", "--workdir", str(tmp_path / "cold"), "--json",
                      str(tmp_path / "cold.json"), *sets])
   assert len(rendered) == 1 and rendered[0].startswith(str(tmp_path / "data"))
   assert cold["concurrent_compiles"] == 2 and "step_s" not in cold["remat"]["none"]
-  assert cold["overrides"] == {"xla_opt_level": 0, "input.workers": 1}
+  assert cold["overrides"] == {"xla_opt_level": 0, "input.workers": 1, "conv_lowering": "native"}
   result = bench.main(["--config", "configs/synthetic.py:runlocal", "--memory",
                        "--remat", "full", "--steps", "1", "--rounds", "1",
                        "--workdir", str(tmp_path), "--cold-from", str(tmp_path / "cold.json"),
@@ -80,8 +81,8 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   assert result["input"]["workers"] == 1 and result["input"]["pipelined_step_s"] > 0
   assert f"{result['input']['pipelined_step_s'] * 1e3:.1f} (1) |" in bench_report.config_table(
       [result])
-  with pytest.raises(ValueError, match="its overrides is {'xla_opt_level': 0, 'input.workers': 1}"
-                     ", this run's {}"):
+  with pytest.raises(ValueError, match="its overrides is {'xla_opt_level': 0, 'input.workers': 1, "
+                     "'conv_lowering': 'native'}, this run's {}"):
     bench_report.read_cold_from(str(tmp_path / "cold.json"), dict(result, overrides={}))
   with pytest.raises(SystemExit, match="bench --set 'xla_opt_level': expected KEY=VALUE"):
     bench.main(["--config", "configs/dtcm_synthetic.py:runlocal", "--set", "xla_opt_level"])
@@ -136,7 +137,7 @@ def test_config_bench_compiles_the_phase_step_with_memory_per_policy(tmp_path, c
   assert f"Its FLOP count: `{count['command']}`" in bench_report.config_table([joined])
   assert f"Its compile: build {none['compile_parts']['build']:.1f} s, trace " in table
   assert f"Its parameter init (compile and run): {none['init_s']:.1f} s." in table
-  # runlocal compiles XLA's native ops (config.conv_lowering), as darkjax.main would.
+  # the step compiles config.conv_lowering's ops (here --set's), as darkjax.main would
   assert result["lowerings"]["conv3d:native"] >= 1
   assert not [k for k in result["lowerings"] if k.startswith("conv3d:") and k != "conv3d:native"]
   assert full["temp_reduction"] == none["temp"] / full["temp"] and full["time_ratio"] > 0

@@ -527,9 +527,10 @@ def test_unknown_config_key_fails_listing_valid_keys(tmp_path, main_env):
 
 
 def test_run_leaves_metrics_tensorboard_confusion_png_and_report(data_dir, tmp_path):
-  # eval once, at the end; steps 2-3 traced by jax.profiler (config.profile)
+  # eval once, at the end; steps 2-3 traced by jax.profiler (config.profile); XLA's own 3D
+  # convolutions (a GPU or TPU step's ops; runlocal's small3d gets the CPU rewrites)
   config = small_config(data_dir, steps=4, eval_every=0,
-                        **{"profile.steps": 2, "profile.skip": 1})
+                        **{"profile.steps": 2, "profile.skip": 1, "conv_lowering": "native"})
   workdir = str(tmp_path / "artifacts")
   trainer = train.Trainer(config, workdir, devices=jax.devices()[:1])
   results = trainer.run()
