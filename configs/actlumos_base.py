@@ -142,7 +142,7 @@ def actlumos_config(arg: str | None, dataset: str, split_index: int = 0,
   config.eval_every = 1000
   config.checkpoint_every = 500
   if arg.runlocal:
-    common.smoke_run(config, "actlumos_tiny_test")
+    common.smoke_run(config)
     config.input.prefetch = 0
     config.evals.fusion.clips = 2
     config.log_every = 1

@@ -126,7 +126,7 @@ def get_config(arg=None):
   config.evals.fusion.clips = 3
   config.log_every = 20
   if arg.runlocal:
-    common.smoke_run(config, "actlumos_tiny_test")
+    common.smoke_run(config)
     config.input.eval_batch_size = 8
     config.input.prefetch = 0
     config.evals.fusion.clips = 2

@@ -275,19 +275,25 @@ def require_weights(config: mlc.ConfigDict, init: str, runlocal: bool = False,
 FACTORISED_NETWORKS = ("r2plus1d", "liftnet", "actlumos")
 
 
-def smoke_run(config: mlc.ConfigDict, network: str) -> mlc.ConfigDict:
-  """What every `runlocal` variant shares: the fastest smoke run on a laptop CPU. XLA opt level
-  0 (on CPU also XLA's legacy emitter, darkjax.targets: a smoke run's time is mostly
-  compilation); the conv lowering of its (tiny) `network` (the model's name, or its backbone's):
+def smoke_network(config: mlc.ConfigDict) -> str:
+  """The network whose convolutions a run traces: its model's backbone, or the model itself."""
+  return config.model.get("kwargs", {}).get("backbone") or config.model.name
+
+
+def smoke_run(config: mlc.ConfigDict) -> mlc.ConfigDict:
+  """What every `runlocal` variant shares (called once its tiny model is set): the fastest smoke
+  run on a laptop CPU. XLA opt level 0 (on CPU also XLA's legacy emitter, darkjax.targets: a
+  smoke run's time is mostly compilation); the conv lowering of its network (`smoke_network`):
   XLA's native conv ops for the (2+1)D networks (`FACTORISED_NETWORKS`), whose CPU rewrites
   compile longer and run no faster at this size, and the program an accelerator runs; the CPU
   rewrites (`conv_lowering="auto"`, darkjax.layers.cpu_conv3d) for networks of full 3D kernels
   (C3D, 3D-ResNet, small3d), which compile about as fast and run several times faster than
   XLA:CPU's native 3D convolution: scoring a whole test split is most of such a run
   (docs/benchmarks.md, "Compile time of smoke runs"). And a 16-example shuffle window over its few
-  clips. Each config then sets its own tiny model, clip size, steps and cadences."""
+  clips. Each config then sets its own clip size, steps and cadences."""
   config.xla_opt_level = 0
-  config.conv_lowering = "native" if network.startswith(FACTORISED_NETWORKS) else "auto"
+  factorised = smoke_network(config).startswith(FACTORISED_NETWORKS)
+  config.conv_lowering = "native" if factorised else "auto"
   config.input.shuffle_window = 16
   return config
 

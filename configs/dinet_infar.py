@@ -122,7 +122,7 @@ def get_config(arg=None):
   config.checkpoint_every = 1000
 
   if arg.runlocal:
-    common.smoke_run(config, config.model.kwargs.backbone)
+    common.smoke_run(config)
     config.model.kwargs.domain_hidden = (16, 16)
     config.input.update(eval_batch_size=4, short_side=36, crop_size=32)
     config.log_every = 5

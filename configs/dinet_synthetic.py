@@ -81,7 +81,7 @@ def get_config(arg=None):
   config.checkpoint_every = 100
 
   if arg.runlocal:
-    common.smoke_run(config, config.model.kwargs.backbone)
+    common.smoke_run(config)
     config.model.kwargs.domain_hidden = (8, 8)
     config.input.eval_batch_size = 8
     local_dir = arg.data_dir or _default_dir("synthetic_local", arg.darkness)

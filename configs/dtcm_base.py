@@ -100,7 +100,7 @@ def dtcm_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
     common.require_weights(config, arg.init, arg.runlocal, backbone=common.weights_entry(
         "model_init", "pretrained", **weights))
   if arg.runlocal:
-    common.smoke_run(config, config.model.kwargs.backbone)
+    common.smoke_run(config)
     config.model.kwargs.enhancer_kwargs.features = 8
     config.evals.enhancement.clips = 2
     config.log_every = 1

@@ -90,7 +90,7 @@ def get_config(arg=None):
   config.log_every = 20
 
   if arg.runlocal:
-    common.smoke_run(config, config.model.kwargs.backbone)
+    common.smoke_run(config)
     config.model.kwargs.enhancer_kwargs.features = 8
     config.input.eval_batch_size = 8
     config.input.data.generate.update(train_per_class=4, test_per_class=2)

@@ -114,7 +114,7 @@ def lift_config(arg: str | None, dataset: str, **defaults) -> mlc.ConfigDict:
   config.eval_every = 1000
   config.checkpoint_every = 500
   if arg.runlocal:
-    common.smoke_run(config, "liftnet_tiny_test")
+    common.smoke_run(config)
     config.input.prefetch = 0
     config.evals.attention.clips = 2
     config.log_every = 1

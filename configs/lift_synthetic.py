@@ -84,7 +84,7 @@ def get_config(arg=None):
   config.checkpoint_every = 100
   config.log_every = 20
   if arg.runlocal:
-    common.smoke_run(config, "liftnet_tiny_test")
+    common.smoke_run(config)
     config.input.eval_batch_size = 8
     config.input.prefetch = 0
     config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(),

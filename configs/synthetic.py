@@ -63,7 +63,7 @@ def get_config(arg=None):
                                             weight_decay=1e-4, schedule="cosine", warmup_steps=30)
 
   if arg.runlocal:
-    common.smoke_run(config, config.model.name)
+    common.smoke_run(config)
     config.input.eval_batch_size = 8
     config.input.data.generate.update(train_per_class=4, test_per_class=2)
     config.optimizer.warmup_steps = 2   # of its 10 steps (30 would outlast the run)

@@ -68,9 +68,9 @@ def get_config(arg=None):
   config.input.data.dir = arg.data_dir or os.path.join(common.default_data_root(), dataset)
   common.accelerator_input_workers(config)
   if arg.runlocal:
-    common.smoke_run(config, "twostream_c3d_tiny")
     config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size,
                                       pooling="caffe")
+    common.smoke_run(config)
     config.input.update(resize=(36, 48), crop_size=32)
     config.log_every = 1
     config.checkpoint_every = 4

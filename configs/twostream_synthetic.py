@@ -96,9 +96,9 @@ def get_config(arg=None):
   config.log_every = 20
   config.checkpoint_every = 200
   if arg.runlocal:
-    common.smoke_run(config, "twostream_c3d_tiny")
     config.model = common.model_block("twostream_c3d_tiny", code_size=arg.code_size,
                                       pooling="caffe")
+    common.smoke_run(config)
     config.input.update(resize=(0, 0), crop_size=0)
     config.input.data.generate.test_per_class = 2
     config.evals.video.k = 2

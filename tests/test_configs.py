@@ -142,7 +142,7 @@ def test_runlocal_of_a_2plus1d_network_traces_native_conv_ops_and_the_rest_the_c
   module = _module(path)
   assert module.get_config(None).conv_lowering == "auto"
   runlocal = module.get_config("runlocal")
-  network = runlocal.model.get("kwargs", {}).get("backbone") or runlocal.model.name
+  network = common.smoke_network(runlocal)
   factorised = network.startswith(common.FACTORISED_NETWORKS)
   assert factorised == (runlocal.trainer in ("liftnet", "actlumos")), network
   assert runlocal.conv_lowering == ("native" if factorised else "auto")

@@ -138,17 +138,14 @@ class Runs:
       return [f"--config.twostream.flow_method={flow_lib.DEFAULT_METHOD}"]
     return []
 
-  @staticmethod
   @functools.lru_cache(maxsize=None)
-  def alike_key(path: str) -> str:
-    """The config's runlocal fields but those naming its datasets (`DATASET_FIELDS`)."""
-    flat = config_lib.flat(config_module(path).get_config("runlocal"))
-    return repr(sorted((k, repr(v)) for k, v in flat.items() if k not in DATASET_FIELDS))
-
   def trained_by(self, path: str) -> str:
-    """The config whose run stands for `path`'s: the first of the session's configs that differs
-    from it only in its datasets (itself, unless an earlier one does)."""
-    return next(p for p in self.selected if self.alike_key(p) == self.alike_key(path))
+    """The config whose run stands for `path`'s: the first of the session's configs whose
+    runlocal config differs from its only in its datasets (`DATASET_FIELDS`; itself, unless an
+    earlier one does)."""
+    flat = config_lib.flat(config_module(path).get_config("runlocal"))
+    return next(p for p in self.selected if set(config_lib.differences(
+        config_lib.flat(config_module(p).get_config("runlocal")), flat)) <= set(DATASET_FIELDS))
 
   def _launch(self, path: str) -> None:
     self.queue.remove(path)
