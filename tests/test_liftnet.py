@@ -4,6 +4,7 @@ pretrained ViT loading, and the ARID command without / with prepared data."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -148,28 +149,28 @@ def test_scanned_layers_equal_the_unrolled_ones():
   flat = {"params": params, **{k: v for k, v in variables.items() if k != "params"}}
   assert jax.tree.structure(jax.eval_shape(lambda: _init(unrolled, x))["params"]) == \
       jax.tree.structure(params)
-  # jitted: one compile each instead of dispatching the tiny model op by op
-  (logits_s, out_s) = jax.jit(scanned.apply)(variables, x)
-  (logits_u, out_u) = jax.jit(unrolled.apply)(flat, x)
+  # One jitted program per layout (not the tiny model op by op): its logits and stages, the
+  # gradients of a loss of the logits, and the attention-map figure's maps.
+  def outputs(model, variables):
+    def loss(params):
+      logits, out = model.apply({**variables, "params": params}, x)
+      return jnp.sum(logits ** 2), (logits, out)
+    grads, (logits, out) = jax.grad(loss, has_aux=True)(variables["params"])
+    return logits, out, grads, lift_trainer.attention_maps(model, variables, x, x)
+  logits_s, out_s, grad_s, maps_s = jax.jit(functools.partial(outputs, scanned))(variables)
+  logits_u, out_u, grad_u, maps_u = jax.jit(functools.partial(outputs, unrolled))(flat)
   # float32 rounding of two compilations, amplified by the FoE's LayerNorm of the spectrum: it
   # scales each sequence frequency to unit variance, and the tiny model's two luminous tokens
   # nearly agree (their difference frequency has a standard deviation near 0.015).
   np.testing.assert_allclose(logits_s, logits_u, rtol=1e-4, atol=1e-4)
   for stage in ("stage1", "stage2"):
     np.testing.assert_allclose(out_s[stage], out_u[stage], rtol=1e-4, atol=1e-4)
-  def loss(model, variables):
-    return jnp.sum(model.apply(variables, x)[0] ** 2)
-  grad_s = jax.jit(jax.grad(lambda p: loss(scanned, {**variables, "params": p})))(
-      variables["params"])
-  grad_u = jax.jit(jax.grad(lambda p: loss(unrolled, {**flat, "params": p})))(params)
   for index in range(scanned.num_layers):
     np.testing.assert_allclose(grad_s["layers"]["fusion"]["LayerNorm_0"]["scale"][index],
                                grad_u[f"fusion_{index}"]["LayerNorm_0"]["scale"], rtol=1e-4,
                                atol=2e-5)
   # The attention-map figure reads the last fusion layer in either layout.
-  maps = lambda model, v: jax.jit(  # noqa: E731
-      lambda v: lift_trainer.attention_maps(model, v, x, x))(v)
-  for a, b in zip(maps(scanned, variables), maps(unrolled, flat)):
+  for a, b in zip(maps_s, maps_u):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
   # Train mode: each layer draws its own dropout mask (the rng is split over the scan).
   train = jax.jit(lambda rng: scanned.apply(variables, x, train=True, rngs={"dropout": rng},
