@@ -52,6 +52,12 @@ def _datasets(path: str) -> list[str]:
 REAL_CONFIGS = [p for p in config_files() if set(_datasets(p)) - {"synthetic"}]
 
 
+@functools.lru_cache(maxsize=None)
+def _runlocal_flat(path: str) -> dict:
+  """The flat view (`config_lib.flat`) of the config's runlocal variant, built once per path."""
+  return config_lib.flat(config_module(path).get_config("runlocal"))
+
+
 def _flow_datasets() -> set[str]:
   """Datasets some config's model reads the optical-flow stream of: prepared with `--flow`."""
   found = set()
@@ -143,9 +149,8 @@ class Runs:
     """The config whose run stands for `path`'s: the first of the session's configs whose
     runlocal config differs from its only in its datasets (`DATASET_FIELDS`; itself, unless an
     earlier one does)."""
-    flat = config_lib.flat(config_module(path).get_config("runlocal"))
     return next(p for p in self.selected if set(config_lib.differences(
-        config_lib.flat(config_module(p).get_config("runlocal")), flat)) <= set(DATASET_FIELDS))
+        _runlocal_flat(p), _runlocal_flat(path))) <= set(DATASET_FIELDS))
 
   def _launch(self, path: str) -> None:
     self.queue.remove(path)
