@@ -22,6 +22,26 @@ for _flag, _value in (("--xla_backend_optimization_level", "0"),
 os.environ["XLA_FLAGS"] = _xla_flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+
+def worker_cores(cores: list[int], worker: str, count: int) -> list[int]:
+  """The cores pytest-xdist worker `worker` ("gw3") of `count` runs on: an equal block of the
+  process's `cores` each (a worker past the core count shares one)."""
+  index = int(worker.removeprefix("gw"))
+  if count >= len(cores):
+    return [cores[index % len(cores)]]
+  return cores[index * len(cores) // count:(index + 1) * len(cores) // count]
+
+
+# Each xdist worker runs on cores of its own (its subprocesses too, which inherit them): XLA:CPU
+# sizes its thread pools by the cores a process may use, and two workers whose pools each span
+# every core spend much of their CPU time waiting on each other's threads (docs/benchmarks.md,
+# "The test suite on two workers"). DARKJAX_TEST_SHARE_CORES=1 leaves them unpinned.
+if (os.environ.get("PYTEST_XDIST_WORKER") and hasattr(os, "sched_setaffinity")
+    and os.environ.get("DARKJAX_TEST_SHARE_CORES") != "1"):
+  os.sched_setaffinity(0, worker_cores(sorted(os.sched_getaffinity(0)),
+                                       os.environ["PYTEST_XDIST_WORKER"],
+                                       int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
 import jax  # noqa: E402  (must come after XLA_FLAGS)
 import pytest  # noqa: E402
 
