@@ -220,6 +220,7 @@ class Trainer:
   _checkpointer: Any = dataclasses.field(init=False, default=None)
   _sample: Any = dataclasses.field(init=False, default=None)
   _init_compiled: bool = dataclasses.field(init=False, default=False)
+  _pretrained_checked: bool = dataclasses.field(init=False, default=False)
   _flops: tuple[float | None] | None = dataclasses.field(init=False, default=None)   # step_flops
   # compile_evals' outcome per eval batch: its figures, or the out-of-memory error it raised
   _evals_compiled: dict[int, Any] = dataclasses.field(init=False, default_factory=dict)
@@ -651,6 +652,8 @@ class Trainer:
     compilations."""
     if fresh is None:
       fresh = not ckpt_lib.has_steps(self.workdir)
+    if fresh:
+      self.check_pretrained()
     with self.step_compiling_aside(checkpoint):
       if fresh:
         self.compile_init()
@@ -746,18 +749,43 @@ class Trainer:
     cfg = self.config
     if not pretrained or (not cfg.model_init and not self.task.merges_pretrained):
       return state
-    variables = jax.device_get({"params": state.params, **state.model_state})
+    variables = self._merge_pretrained(
+        jax.device_get({"params": state.params, **state.model_state}))
+    params = jax.device_put(variables.pop("params"), self.state_shardings.params)
+    model_state = jax.device_put(variables, self.state_shardings.model_state)
+    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state,
+                        compiler_options=targets.init_compiler_options(self.platform))(params)
+    return state.replace(params=params, model_state=model_state, opt_state=opt_state)
+
+  def _merge_pretrained(self, variables: dict) -> dict:
+    """Host `variables` with `config.model_init` and the task's `init_from` merged in."""
+    cfg = self.config
     if cfg.model_init:
       variables = load_pretrained(variables, cfg.model_init, tuple(cfg.model_load.dont_load),
                                   cfg.model_load.prefix,
                                   config_lib.pretrained_normalise(cfg), cfg.model.name)
     if self.task.merges_pretrained:
       variables = self.task.init_from(variables)
-    params = jax.device_put(variables.pop("params"), self.state_shardings.params)
-    model_state = jax.device_put(variables, self.state_shardings.model_state)
-    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state,
-                        compiler_options=targets.init_compiler_options(self.platform))(params)
-    return state.replace(params=params, model_state=model_state, opt_state=opt_state)
+    return variables
+
+  def check_pretrained(self) -> None:
+    """Merges what a fresh state starts from (`config.model_init`, the task's `init_from`: weight
+    files, earlier phases' variables) into zeros of the state's shapes (no memory of their own),
+    before anything compiles: weights that are missing, unreadable, unsafe to unpickle, of another
+    architecture or trained on other input normalisation stop the run before the step's compile
+    (minutes for a paper's step on a TPU), which cannot be interrupted, not after it. The merge
+    that counts (`init_state`) reads the files again. Once per Trainer; nothing for a compile-only
+    `target`, whose runs start from no weights."""
+    cfg = self.config
+    if (self._pretrained_checked or self.target
+        or not (cfg.model_init or self.task.merges_pretrained)):
+      return
+    with self.scope():
+      self.build()
+      shapes = {"params": self.abstract_state.params, **self.abstract_state.model_state}
+      self._merge_pretrained(jax.tree.map(
+          lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), shapes))
+    self._pretrained_checked = True
 
   # ---------------------------------------------------------------- evals
   def evaluate(self, step: int) -> dict[str, Any]:

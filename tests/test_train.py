@@ -682,6 +682,31 @@ def test_a_workdir_rerun_with_another_model_names_what_changed_and_keeps_the_run
   assert metrics_lib.read_metrics(workdir) == rows
 
 
+def test_weights_that_do_not_fit_the_model_stop_the_run_before_anything_compiles(
+    data_dir, tmp_path, monkeypatch):
+  """`Trainer.check_pretrained`: a fresh run merges its weights into zeros of the state's shapes
+  before its first compile (on a TPU, minutes that cannot be interrupted)."""
+  from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
+  from darkjax.models import small3d  # pylint: disable=import-outside-toplevel
+  other_head = small3d.VARIANTS["small3d_tiny"](num_classes=3)
+  weights = jax.device_get(jax.jit(other_head.init)(jax.random.key(1), jnp.zeros((1, 4, 8, 8, 3))))
+  convert_io.save_variables(str(tmp_path / "weights"), weights, {"arch": "small3d_tiny"})
+  compiled = []
+  for name in ("compile_step", "compile_init"):
+    monkeypatch.setattr(train.Trainer, name,
+                        lambda self, *a, name=name, **k: compiled.append(name))
+  config = small_config(data_dir, steps=4, model_init=str(tmp_path / "weights"))
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=r"wrong shape.*params/head"):
+    train.Trainer(config, str(workdir)).run()
+  assert compiled == [] and not ckpt_lib.has_steps(str(workdir))
+  # the head left out: the check passes, then the compiles run
+  config.model_load.dont_load = ("^params/head/",)
+  trainer = train.Trainer(config, str(tmp_path / "fixed"))
+  trainer.compile_start()
+  assert sorted(compiled) == ["compile_init", "compile_step"]
+
+
 def test_evaluations_during_training_leave_its_steps_unchanged(data_dir, tmp_path):
   """`eval_every` evaluates the live state mid-run (batch statistics, rng and the donated state
   untouched): the same losses as a run that evaluates only at its end, and an evaluation of the
