@@ -32,10 +32,11 @@ def worker_cores(cores: list[int], worker: str, count: int) -> list[int]:
   return cores[index * len(cores) // count:(index + 1) * len(cores) // count]
 
 
-# Each xdist worker runs on cores of its own (its subprocesses too, which inherit them): XLA:CPU
-# sizes its thread pools by the cores a process may use, and two workers whose pools each span
-# every core spend much of their CPU time waiting on each other's threads (docs/benchmarks.md,
-# "The test suite on two workers"). DARKJAX_TEST_SHARE_CORES=1 leaves them unpinned.
+# Each xdist worker runs on cores of its own (its subprocesses too, which inherit them). XLA:CPU
+# sizes its thread pools by the cores a process may use: two workers whose pools each span every
+# core ran the same tests in more CPU time and more wall time than two pinned ones
+# (docs/benchmarks.md, "The test suite on two workers"). DARKJAX_TEST_SHARE_CORES=1 leaves them
+# unpinned.
 if (os.environ.get("PYTEST_XDIST_WORKER") and hasattr(os, "sched_setaffinity")
     and os.environ.get("DARKJAX_TEST_SHARE_CORES") != "1"):
   os.sched_setaffinity(0, worker_cores(sorted(os.sched_getaffinity(0)),
