@@ -243,6 +243,14 @@ class ProcessCountError(RuntimeError):
     self.saved = saved
 
 
+def process_count_message(directory: str, step: int, saved: int) -> str:
+  """Why checkpoint `step` of `directory`, written by `saved` processes, does not resume here."""
+  return (f"checkpoint {directory}/{step} was written by {saved} process(es), each with its own "
+          f"position in the input (data/process_<i>-of-{saved}.json); this run has "
+          f"{jax.process_count()}. Resume it on {saved} process(es) (hosts): the input positions "
+          "of one process count do not map onto another's")
+
+
 class DamagedCheckpointError(RuntimeError):
   """A finished checkpoint whose files cannot be read (missing, cut short or changed), where its
   arrays' metadata agree with the state it is restored into: the files, not the config, are at
@@ -347,11 +355,7 @@ class Checkpointer:
                                f"{describe_differences(differences)}", differences)
     saved = self.saved_process_count(step) if data_iterator is not None else None
     if saved is not None and saved != jax.process_count():
-      raise ProcessCountError(
-          f"checkpoint {self.directory}/{step} was written by {saved} process(es), each with "
-          f"its own position in the input (data/process_<i>-of-{saved}.json); this run has "
-          f"{jax.process_count()}. Resume it on {saved} process(es) (hosts): the input "
-          "positions of one process count do not map onto another's", saved)
+      raise ProcessCountError(process_count_message(self.directory, step, saved), saved)
     args = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)

@@ -378,15 +378,10 @@ class Trainer:
         if start is not None:
           try:
             self.state, _ = checkpointer.restore(start, self.abstract_state, data_iterator)
-          except ckpt_lib.ProcessCountError as error:   # not the config's doing
-            raise CheckpointMismatchError(str(error)) from None
+          except (ckpt_lib.ProcessCountError, ckpt_lib.StateMismatchError) as error:
+            raise self._mismatch(checkpointer, start, error) from error
           except ckpt_lib.DamagedCheckpointError:   # its files, not the config
             raise
-          except ckpt_lib.StateMismatchError as error:   # found before any array was read
-            raise CheckpointMismatchError(
-                f"cannot restore checkpoint {checkpointer.directory}/{start} into this run's "
-                f"state. {self._config_changes()}\nIts "
-                f"{ckpt_lib.describe_differences(error.differences)}") from error
           except RuntimeError as error:
             found = str(error.__cause__ or error)
             if len(found) > 1500:   # orbax lists every leaf of both trees
@@ -401,6 +396,44 @@ class Trainer:
           checkpointer.close()
     self.state = self._fresh_state(_init_key(self.config.seed), pretrained)
     return 0
+
+  def _mismatch(self, checkpointer: ckpt_lib.Checkpointer, step: int,
+                error: ckpt_lib.ProcessCountError | ckpt_lib.StateMismatchError
+                ) -> CheckpointMismatchError:
+    """The error of a checkpoint that does not restore into this run: written by another number of
+    processes, or whose arrays differ from this run's state (the config changes that explain it)."""
+    if isinstance(error, ckpt_lib.ProcessCountError):   # not the config's doing
+      return CheckpointMismatchError(str(error))
+    return CheckpointMismatchError(
+        f"cannot restore checkpoint {checkpointer.directory}/{step} into this run's state. "
+        f"{self._config_changes()}\nIts {ckpt_lib.describe_differences(error.differences)}")
+
+  def check_resumable(self) -> None:
+    """Raises CheckpointMismatchError where the workdir's latest checkpoint will not restore
+    into this run's state (`init_state` would refuse it: arrays of other names, shapes or dtypes,
+    or another process count), read from its metadata before anything compiles: a rerun with
+    another model learns it before the step's compile (minutes on a TPU), not after. Nothing for
+    a compile-only `target` or a workdir without a checkpoint."""
+    if self.target:
+      return
+    with self.scope():
+      self.build()
+    checkpointer = self._checkpointer or ckpt_lib.Checkpointer(self.workdir)
+    try:
+      step = checkpointer.latest_step()
+      if step is None:
+        return
+      differences = checkpointer.state_differences(step, self.abstract_state)
+      if differences:
+        raise self._mismatch(checkpointer, step, ckpt_lib.StateMismatchError(
+            "", differences)) from None
+      saved = checkpointer.saved_process_count(step)
+      if saved is not None and saved != jax.process_count():
+        raise self._mismatch(checkpointer, step, ckpt_lib.ProcessCountError(
+            ckpt_lib.process_count_message(checkpointer.directory, step, saved), saved))
+    finally:
+      if checkpointer is not self._checkpointer:
+        checkpointer.close()
 
   def _input_workers(self, resuming: bool) -> int:
     """The input worker processes of this run, recorded in `config.input.workers` (and so in
@@ -654,6 +687,8 @@ class Trainer:
       fresh = not ckpt_lib.has_steps(self.workdir)
     if fresh:
       self.check_pretrained()
+    else:
+      self.check_resumable()
     with self.step_compiling_aside(checkpoint):
       if fresh:
         self.compile_init()

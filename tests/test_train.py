@@ -661,13 +661,15 @@ def test_checkpoint_of_replicated_small_arrays_compiles_no_slices(tmp_path):
       np.testing.assert_array_equal(np.asarray(restored[key]), np.asarray(value), err_msg=key)
 
 
-def test_a_workdir_rerun_with_another_model_names_what_changed_and_keeps_the_run(data_dir,
-                                                                                 tmp_path, capfd):
+def test_a_workdir_rerun_with_another_model_names_what_changed_and_keeps_the_run(
+    data_dir, tmp_path, capfd, monkeypatch):
   workdir = str(tmp_path / "run")
   train.Trainer(small_config(data_dir, steps=2), workdir).run()
   saved = open(os.path.join(workdir, "config.json"), encoding="utf-8").read()
   rows = metrics_lib.read_metrics(workdir)
   other = small_config(data_dir, steps=4, **{"model.name": "resnet3d_tiny"})
+  compiled = []   # found from the checkpoint's metadata before the step compiles
+  monkeypatch.setattr(train.Trainer, "compile_step", lambda self, *a, **k: compiled.append(1))
   with pytest.raises(train.CheckpointMismatchError,
                      match=r"(?s)^cannot restore checkpoint .*/checkpoints/2 into this run's "
                      r"state\. This run's config differs from the one that trained the checkpoint "
@@ -675,6 +677,7 @@ def test_a_workdir_rerun_with_another_model_names_what_changed_and_keeps_the_run
                      r"new --workdir.*\nIts arrays differ from this run's state \(\d+ in all\):"
                      r"\n  model_state/batch_stats/.*: not in the checkpoint"):
     train.Trainer(other, workdir).run()
+  assert compiled == []
   # read from the checkpoint's metadata: no array restore started (orbax's threads, failing
   # together, printed a traceback each)
   assert "Traceback" not in capfd.readouterr().err
