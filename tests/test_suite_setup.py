@@ -21,6 +21,7 @@ PINNED = (bool(os.environ.get("PYTEST_XDIST_WORKER")) and hasattr(os, "sched_get
 
 @pytest.mark.skipif(not PINNED, reason="only a pytest-xdist worker is pinned (-n 0 is not)")
 def test_this_worker_runs_on_its_own_cores():
-  count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-  mine = os.sched_getaffinity(0)
-  assert len(mine) <= max(1, os.cpu_count() // count)
+  """Its block of the cores pytest's main process (this worker's parent) may use."""
+  cores = sorted(os.sched_getaffinity(os.getppid()))
+  assert os.sched_getaffinity(0) == set(worker_cores(
+      cores, os.environ["PYTEST_XDIST_WORKER"], int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
