@@ -243,14 +243,6 @@ class ProcessCountError(RuntimeError):
     self.saved = saved
 
 
-def process_count_message(directory: str, step: int, saved: int) -> str:
-  """Why checkpoint `step` of `directory`, written by `saved` processes, does not resume here."""
-  return (f"checkpoint {directory}/{step} was written by {saved} process(es), each with its own "
-          f"position in the input (data/process_<i>-of-{saved}.json); this run has "
-          f"{jax.process_count()}. Resume it on {saved} process(es) (hosts): the input positions "
-          "of one process count do not map onto another's")
-
-
 class DamagedCheckpointError(RuntimeError):
   """A finished checkpoint whose files cannot be read (missing, cut short or changed), where its
   arrays' metadata agree with the state it is restored into: the files, not the config, are at
@@ -345,17 +337,27 @@ class Checkpointer:
     counts = {int(m.group(1)) for m in map(_PROCESS_FILE.match, names) if m}
     return counts.pop() if len(counts) == 1 else None
 
-  def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict]:
-    """Restores into `abstract_state` (shapes + shardings) and, in place, `data_iterator`. A
-    checkpoint whose arrays differ from `abstract_state` in name, shape or dtype raises
-    StateMismatchError listing them, read from its metadata before any array is."""
+  def check_restorable(self, step: int, abstract_state: Any, with_data: bool = True) -> None:
+    """Raises StateMismatchError listing the arrays in which checkpoint `step` differs from
+    `abstract_state` (name, shape or dtype), then, `with_data`, ProcessCountError where its input
+    positions were saved by another number of processes: both read from its metadata, before any
+    array is (what `restore` checks first)."""
     differences = self.state_differences(step, abstract_state)
     if differences:
       raise StateMismatchError(f"cannot restore checkpoint {self.directory}/{step}: its "
                                f"{describe_differences(differences)}", differences)
-    saved = self.saved_process_count(step) if data_iterator is not None else None
+    saved = self.saved_process_count(step) if with_data else None
     if saved is not None and saved != jax.process_count():
-      raise ProcessCountError(process_count_message(self.directory, step, saved), saved)
+      raise ProcessCountError(
+          f"checkpoint {self.directory}/{step} was written by {saved} process(es), each with "
+          f"its own position in the input (data/process_<i>-of-{saved}.json); this run has "
+          f"{jax.process_count()}. Resume it on {saved} process(es) (hosts): the input "
+          "positions of one process count do not map onto another's", saved)
+
+  def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict]:
+    """Restores into `abstract_state` (shapes + shardings) and, in place, `data_iterator`, after
+    `check_restorable` (the arrays' metadata, and with `data_iterator` the process count)."""
+    self.check_restorable(step, abstract_state, with_data=data_iterator is not None)
     args = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)

@@ -423,14 +423,9 @@ class Trainer:
       step = checkpointer.latest_step()
       if step is None:
         return
-      differences = checkpointer.state_differences(step, self.abstract_state)
-      if differences:
-        raise self._mismatch(checkpointer, step, ckpt_lib.StateMismatchError(
-            "", differences)) from None
-      saved = checkpointer.saved_process_count(step)
-      if saved is not None and saved != jax.process_count():
-        raise self._mismatch(checkpointer, step, ckpt_lib.ProcessCountError(
-            ckpt_lib.process_count_message(checkpointer.directory, step, saved), saved))
+      checkpointer.check_restorable(step, self.abstract_state)
+    except (ckpt_lib.ProcessCountError, ckpt_lib.StateMismatchError) as error:
+      raise self._mismatch(checkpointer, step, error) from error
     finally:
       if checkpointer is not self._checkpointer:
         checkpointer.close()
