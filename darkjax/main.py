@@ -1,6 +1,6 @@
 """Entry point: `python -m darkjax.main --config=configs/<paper>_<dataset>.py[:args] --workdir=DIR`.
 
-Runs the phases that `config.trainer`'s paper declares (`darkjax.train.run_phases`); the config is
+Runs the phases that `config.trainer`'s paper declares (`darkjax.phases.run_phases`); the config is
 checked by `darkjax.config.validate` first. Re-running the same command resumes from the latest
 checkpoint in --workdir (a local directory or a URL such as gs://bucket/run).
 
@@ -98,11 +98,11 @@ def main(argv):
       sys.exit(2)
     darkjax_log.info("process %d of %d, %d local devices of %d", jax.process_index(),
                      jax.process_count(), jax.local_device_count(), jax.device_count())
-  from darkjax import train  # pylint: disable=import-outside-toplevel
+  from darkjax import phases  # pylint: disable=import-outside-toplevel
   from darkjax.preemption import Preempted  # pylint: disable=import-outside-toplevel
   made = []   # the workdir, where this call made it
   try:
-    results = train.run_phases(_config(), _workdir(made))
+    results = phases.run_phases(_config(), _workdir(made))
   except Preempted as e:  # a clean stop: the checkpoint is saved, a rerun resumes
     print(f"darkjax: {e}", file=sys.stderr)
     sys.exit(130 if e.interrupted else 0)

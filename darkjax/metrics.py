@@ -261,3 +261,14 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
       raise ValueError(f"{path}: line {number} is not a JSON row ({error}); delete that line, "
                        "or the file (its metrics are also in tensorboard/)") from None
   return rows
+
+
+def logged_evaluation(workdir: str, step: int) -> dict[str, Any]:
+  """The evaluation WORKDIR/metrics.jsonl holds for `step` ({} where none is, or no file), as
+  the evaluation returned it: metrics.jsonl holds every scalar as a float, and an evaluation's
+  example count is an int (reports and the final line leave counts out)."""
+  if not (paths.resolve(workdir) / "metrics.jsonl").is_file():
+    return {}
+  rows = [r for r in read_metrics(workdir) if r.get("step") == step]
+  return {k: int(v) if k.endswith("/num_examples") else v for row in rows for k, v in row.items()
+          if k != "step" and not k.startswith("train/") and isinstance(v, (int, float))}

@@ -13,7 +13,7 @@ A Run keeps the config it was made with: to change a setting, make a new Run wit
 (changing `run.config` afterwards is refused, naming the change).
 
 A `Run` wraps the same `darkjax.train.Trainer` that `python -m darkjax.main` runs (through
-`darkjax.train.run_phases`), so a run started here resumes on the command line and the other way
+`darkjax.phases.run_phases`), so a run started here resumes on the command line and the other way
 round. Runs in phases (LIFT-Net's teacher then student, DTCM two-stage or with a pretrained
 enhancer, ActLumos) are run by `run_phases` over the paper's declared PHASES: `train()` then runs
 every phase to the end, and the variables, `predict_fn` and `history()` are those of the deployed
@@ -36,7 +36,7 @@ from darkjax import metrics as metrics_lib
 from darkjax import paths
 from darkjax import targets
 from darkjax import task as task_lib
-from darkjax import train
+from darkjax import phases, train
 from darkjax.convert import io as convert_io
 
 log = logging.getLogger("darkjax")
@@ -71,7 +71,7 @@ class Run:
     self.workdir = workdir
     self.devices = devices
     plan = task_lib.phase_plan(self.config)
-    # A run of several phases is run by train.run_phases; one phase is one Trainer kept here, so
+    # A run of several phases is run by phases.run_phases; one phase is one Trainer kept here, so
     # its step compiles once across train() / evaluate() calls.
     self.phased = len(plan) > 1
     self._phase = plan[-1]
@@ -128,7 +128,7 @@ class Run:
                          "through the config file's args (e.g. Run.from_file(path, "
                          "'runlocal,steps=N'): its docstring lists them) or overrides of the "
                          "keys each phase reads")
-      return plain(train.run_phases(self.config, self.workdir, self.devices))
+      return plain(phases.run_phases(self.config, self.workdir, self.devices))
     total, latest = int(self.config.total_steps), self._checkpointed_step()
     if steps is not None and steps > total:
       raise ValueError(f"Run.train(steps={steps}): beyond config.total_steps={total} (the "
@@ -174,8 +174,8 @@ class Run:
         raise ValueError(f"{self.inference_workdir} (phase {deployed.name}, the deployed model) is "
                          f"trained to step {latest} of {total}: Run.evaluate() of a run in "
                          "phases evaluates the deployed phase once trained; Run.train() first")
-      return plain(train.run_phases(self.config, self.workdir, self.devices,
-                                    evaluate_again=True))
+      return plain(phases.run_phases(self.config, self.workdir, self.devices,
+                                     evaluate_again=True))
     trainer = self.trainer
     latest = self._checkpointed_step()
     if trainer.state is None or latest > self.step:
@@ -185,7 +185,7 @@ class Run:
       if trainer.evaluated_step == latest:   # evaluated it (with this Run's settings) just now
         return plain(results)
     results = trainer.evaluate_again()
-    train.append_phase_report(trainer, self._phase, self.config, results)
+    phases.append_phase_report(trainer, self._phase, self.config, results)
     return plain(results)
 
   def history(self) -> list[dict[str, Any]]:

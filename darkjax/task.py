@@ -6,7 +6,7 @@ A trainer module declares, once, `PHASES`: the sequence of `Phase`s a run of its
 (`config`), which Task class trains it (`task`), which earlier phases' trained variables it starts
 from (`init_from`), whether a config runs it at all (`when`) and where its checkpoints live
 (`directory`). The last phase a config runs is the deployed one: what predict, export and the
-notebook `Run` load. `darkjax.train.run_phases` runs them for `darkjax.main`, the notebook `Run`
+notebook `Run` load. `darkjax.phases.run_phases` runs them for `darkjax.main`, the notebook `Run`
 and every tool; `phase_plan(config)` says which run and where, without building anything.
 
 A Task gives the Trainer its data, model, loss and inference (`Task` below). What only some papers

@@ -1,7 +1,8 @@
 """The one generic trainer. Paper-specific pieces (model, loss, data, eval) come from a `Task` in
 darkjax/trainers/<name>.py (the contract: darkjax/task.py); this module owns the mesh, sharded
-init, checkpoints, resume, the NaN guard, logging and the loop, and `run_phases` runs a paper's
-declared `PHASES` one Trainer each. The step itself is darkjax/step.py.
+init, checkpoints, resume, the NaN guard, logging and the loop. The step itself is
+darkjax/step.py; a paper's declared `PHASES` run one Trainer each (darkjax/phases.py); what a
+resumed run changes against the configs that trained its workdir is darkjax/config_history.py.
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
-import re
 import threading
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -30,22 +29,20 @@ from tqdm import tqdm
 from darkjax import aot
 from darkjax import checkpoint as ckpt_lib
 from darkjax import config as config_lib
+from darkjax import config_history
 from darkjax import evaluators as evaluators_lib
 from darkjax import fit as fit_lib
 from darkjax import file_state
 from darkjax import metrics as metrics_lib
+from darkjax import model_init
 from darkjax import optim
 from darkjax import paths, plots, preemption, profiling, reports, sharding
 from darkjax import targets
 from darkjax import task as task_lib
-from darkjax import variables as variables_lib
-from darkjax.data import normalise as normalise_lib
 from darkjax.data import pipeline
-from darkjax.data import prepared
 from darkjax.layers import precision
 from darkjax.step import TrainState, make_train_step
 from darkjax.layers import conv as conv_lib
-from darkjax.config import ConfigError
 
 log = logging.getLogger("darkjax")
 
@@ -62,11 +59,6 @@ def _move(source: str, target: str) -> None:
   paths.resolve(source).replace(paths.resolve(target))
 
 
-def _evaluation_settings(fields: Mapping[str, Any]) -> dict[str, Any]:
-  """The evaluation settings (`config.evaluation_field`s) of a config's `flat` fields."""
-  return {key: value for key, value in fields.items() if config_lib.evaluation_field(key)}
-
-
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/Inf loss or gradient; the message names the step."""
 
@@ -77,57 +69,6 @@ class CheckpointMismatchError(RuntimeError):
 
 
 # ================================================================ sharded state init
-def load_pretrained(variables: dict, init_dir: str, dont_load: tuple[str, ...] = (),
-                    prefix: str = "", normalise: tuple[str, str] | None = None,
-                    arch: str = "") -> dict:
-  """Replaces parameters by those saved in `init_dir` (darkjax.convert output).
-
-  `prefix` places the checkpoint under a sub-module (e.g. "extractor" for a backbone inside a
-  larger model); only that sub-tree is then compared. Paths matching a `dont_load` regex keep their
-  initial values. Raises listing every missing, unexpected and mis-shaped entry. `normalise`
-  (config key, its mode): raises unless the weights were trained on inputs in that mode. `arch`:
-  the model the weights are for (config.model.name), named in the errors.
-  """
-  from darkjax.convert import io as convert_io  # pylint: disable=import-outside-toplevel
-  try:
-    loaded, meta = convert_io.load_variables(init_dir)
-  except convert_io.CheckpointReadError as error:
-    convert = ""
-    if os.path.isfile(init_dir):   # a PyTorch / Caffe / npz file given as it was downloaded
-      convert = (f"; convert it first: python -m darkjax.convert --arch {arch or 'MODEL'} --src "
-                 f"{init_dir} --out DIR, then config.model_init=DIR")
-    raise ConfigError(f"config.model_init: {error}{convert}") from None
-  found, where = convert_io.weights_architecture(meta)
-  if arch and found and found != arch and not prefix:
-    raise ConfigError(f"config.model_init {init_dir}: holds {found!r} weights (its {where}), "
-                      f"config.model.name is {arch!r}: give weights of that architecture, or "
-                      f"--config.model.name={found}")
-  if normalise is not None:
-    key, mode = normalise
-    normalise_lib.check_pretrained(convert_io.recorded_normalise(meta), mode, key,
-                                   f"config.model_init {init_dir}")
-  skip = [re.compile(p) for p in dont_load]
-  ours, theirs = variables_lib.flatten(variables), variables_lib.flatten(loaded)
-  if prefix:
-    theirs = {f"{k.split('/', 1)[0]}/{prefix}/{k.split('/', 1)[1]}": v for k, v in theirs.items()}
-  in_scope = lambda k: not prefix or k.split("/", 1)[1].startswith(prefix + "/")  # noqa: E731
-  keep = lambda k: in_scope(k) and not any(p.search(k) for p in skip)  # noqa: E731
-  problems = variables_lib.mismatch(ours, theirs, keep)
-  if problems:
-    built = meta.get("model_kwargs") or {}
-    hint = (f" The weights were converted for {meta.get('arch', 'their model')} built with "
-            f"{built} (its meta.json's model_kwargs): build the model with the same (e.g. "
-            + ", ".join(f"--config.model.kwargs.{k}={v!r}" for k, v in built.items())
-            + ", or under backbone_kwargs where the weights fill a sub-module)."
-            if built else "")
-    raise ConfigError(f"config.model_init {init_dir}: {problems.describe()}.{hint} "
-                      "config.model_load.dont_load skips keys the model re-initialises on "
-                      "purpose (a classifier head of another size); skipping others trains "
-                      "another network than the weights'")
-  merged = {k: (jnp.asarray(theirs[k], ours[k].dtype) if keep(k) else v) for k, v in ours.items()}
-  return variables_lib.unflatten(merged)
-
-
 def compiler_options(config: Mapping[str, Any], platform: str,
                      target: str = "") -> dict[str, Any]:
   """XLA options of a run's compiled steps on `platform`: `targets.compiler_options` (on CPU, the
@@ -388,7 +329,7 @@ class Trainer:
               found = f"{found[:1500]} ... ({len(found)} characters in all)"
             raise CheckpointMismatchError(
                 f"cannot restore checkpoint {checkpointer.directory}/{start} into this run's "
-                f"state. {self._config_changes()}\norbax: {found}") from error
+                f"state. {self.history.describe_changes()}\norbax: {found}") from error
           log.info("resumed from %s/%d", checkpointer.directory, start)
           return start
       finally:
@@ -406,7 +347,8 @@ class Trainer:
       return CheckpointMismatchError(str(error))
     return CheckpointMismatchError(
         f"cannot restore checkpoint {checkpointer.directory}/{step} into this run's state. "
-        f"{self._config_changes()}\nIts {ckpt_lib.describe_differences(error.differences)}")
+        f"{self.history.describe_changes()}\n"
+        f"Its {ckpt_lib.describe_differences(error.differences)}")
 
   def check_resumable(self) -> None:
     """Raises CheckpointMismatchError where the workdir's latest checkpoint will not restore
@@ -436,7 +378,7 @@ class Trainer:
     its run started with: `-1` (`config.auto_input_workers`) takes it from WORKDIR/config.json, and
     another explicit count stops the run before anything is restored."""
     setting = config_lib.input_workers(self.config)
-    path, saved_config = self._saved_config()
+    path, saved_config = self.history.saved()
     saved = saved_config.get("input.workers") if resuming and saved_config else None
     if setting == config_lib.AUTO_WORKERS:
       if isinstance(saved, int) and saved >= 0:
@@ -460,153 +402,17 @@ class Trainer:
     self.config.input.workers = workers
     return workers
 
-  def _config_json(self) -> dict[str, Any]:
-    return config_lib.json_values(self.config)
-
-  def _saved_config(self) -> tuple[Any, dict[str, Any] | None]:
-    """WORKDIR/config.json (the config its checkpoints were trained with) and its
-    `config_lib.flat` fields, None where the file is missing."""
-    path = paths.resolve(self.workdir) / "config.json"
-    if not path.is_file():
-      return path, None
-    return path, config_lib.flat(json.loads(path.read_text(encoding="utf-8")))
-
-  def _step_config(self, step: int) -> tuple[Any, dict[str, Any] | None]:
-    """The config file that trained (and evaluated) the checkpoint of `step`, and its `flat`
-    fields (None where it is missing): WORKDIR/config.until_step<step>.json where a run resumed
-    at `step` kept it (config.json may then have trained nothing), else config.json."""
-    kept = paths.resolve(self.workdir) / f"config.until_step{step}.json"
-    if kept.exists():
-      return kept, config_lib.flat(json.loads(kept.read_text(encoding="utf-8")))
-    return self._saved_config()
-
-  def _keep_changed_config(self, start: int, trains: bool = True
-                           ) -> tuple[Any, dict[str, Any] | None, list[str]]:
-    """A run resumed at `start` with a config whose settings differ from the one that trained
-    its checkpoint (the arrays agree, or it would not have restored: a learning rate, the data, the
-    normalisation): says which, and keeps that config as WORKDIR/config.until_step<start>.json
-    before config.json becomes this run's (the first one kept where a step is resumed again).
-
-    Returns the file of the config that trained (and evaluated) `start`, its `flat` fields (None
-    where it is missing) and the lines of the settings that set only what an evaluation measures
-    (`config.evaluation_field`: the split, the views, `config.evals`) in which this run's differ,
-    where this phase evaluates: the run's evaluations are then of other settings than those it
-    logged (`_run` sets those aside).
-
-    `trains` False (no step left to train): keeps nothing (config.json stays; the evaluation's
-    settings are recorded once the run evaluates with them). The other settings change nothing,
-    which is said; beside an evaluation's, any of them that could change a result (all but
-    `config.runner_field`s) is refused: they cannot train, and an evaluation reads some of them
-    (the normalisation, the frames). A phase that evaluates nothing (`eval_every` -1, no
-    `config.evals`) says that its logged evaluation, if any, was of other settings."""
-    path, saved = self._step_config(start)
-    if saved is None:
-      return path, saved, []
-    changes = self._changes(saved, only_read=True)
-    if not changes:
-      ignored = self._changes(saved)
-      if ignored:
-        log.info("phase %s: resumed at step %d; its config differs from the one that trained it "
-                 "only in fields this phase does not read:\n%s", self.phase, start,
-                 config_lib.listed(list(ignored.values())))
-      return path, saved, []
-    evaluates = fit_lib.evaluates(self.config)
-    measured = {key for key in changes if config_lib.evaluation_field(key)}
-    evaluation = [changes[key] for key in measured] if evaluates else []
-    others = {key: line for key, line in changes.items() if key not in measured}
-    if measured and not evaluates and self._logged_evaluation(start):
-      log.warning("phase %s: trained to step %d; its logged evaluation was made with other "
-                  "evaluation settings than this run's, and this run evaluates nothing "
-                  "(eval_every=-1 or no config.evals), so it reports none:\n%s", self.phase,
-                  start, config_lib.listed([changes[key] for key in measured]))
-      self._stale_evaluation = True
-    if not trains:
-      refused = self._mixed_change(start, path, changes)
-      if refused is not None:
-        raise refused
-      if others:
-        log.warning("phase %s: already trained to step %d, with other settings than this run's; "
-                    "they change nothing, no step is left to train (config.json keeps those that "
-                    "trained it; give more steps to train on with these, or a new --workdir):\n%s",
-                    self.phase, start, config_lib.listed(list(others.values())))
-      return path, saved, evaluation
-    kept = paths.resolve(self.workdir) / f"config.until_step{start}.json"
-    if not kept.exists():
-      kept.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
-    trained = [line for key, line in changes.items() if key not in measured or not evaluates]
-    if trained:
-      log.warning("phase %s: resumed at step %d with other settings than those that trained it "
-                  "(the config that did is kept as %s):\n%s", self.phase, start, kept,
-                  config_lib.listed(trained))
-    return path, saved, evaluation
-
-  def _mixed_change(self, start: int, path: Any,
-                    changes: Mapping[str, str]) -> config_lib.ConfigError | None:
-    """The refusal of a run with no step left to train (`_keep_changed_config`) whose `changes`
-    (the fields this phase reads in which its config differs from `path`'s: {key: line}) are to
-    what its evaluation measures, where it evaluates, and to any field that could change a
-    result (not a `config.runner_field`); None where they are not both."""
-    if not fit_lib.evaluates(self.config):
-      return None
-    evaluation = [line for key, line in changes.items() if config_lib.evaluation_field(key)]
-    results = [line for key, line in changes.items()
-               if not config_lib.evaluation_field(key) and not config_lib.runner_field(key)]
-    if not (evaluation and results):
-      return None
-    return config_lib.ConfigError(
-        f"phase {self.phase}: {self.workdir} is trained to step {start} already; this run "
-        "changes what its evaluation measures:\n" + config_lib.listed(evaluation)
-        + "\nand settings it was trained with (" + os.fspath(path) + "):\n"
-        + config_lib.listed(results) + "\nNo step is left to train with those, and an "
-        "evaluation reads some of them (the normalisation, the frames): it would measure a "
-        "model trained otherwise. Rerun with only the evaluation's settings changed, or train "
-        "these in a new --workdir.")
+  @property
+  def history(self) -> config_history.ConfigHistory:
+    """This run's config against the configs its workdir was trained with."""
+    return config_history.ConfigHistory(self.workdir, self.config, self.phase, self.ignores)
 
   def finished_run_refusal(self) -> config_lib.ConfigError | None:
-    """What `run` would refuse (`_keep_changed_config`) in a directory whose latest checkpoint is
-    of this config's last step: a change to what its evaluation measures beside one to the
-    settings that trained it. Reads the checkpoint listing and config files only: `run_phases`
-    asks every phase of a run before the first runs, so that no earlier phase evaluates with
-    the new settings before a later one refuses them."""
-    listed = ckpt_lib.latest_listed(self.workdir)
-    start = None if listed is None else int(os.path.basename(listed))
-    if start is None or start < int(self.config.total_steps):
-      return None
-    path, saved = self._step_config(start)
-    if saved is None:
-      return None
-    return self._mixed_change(start, path, self._changes(saved, only_read=True))
-
-  def _changes(self, saved: dict[str, Any], only_read: bool = False) -> dict[str, str]:
-    """{key: "  key: was -> now"} for each setting in which this run's config differs from
-    `saved` (a config.json's `config_lib.flat` fields); `only_read`: only those this phase reads
-    (not `ignores`)."""
-    return {key: f"  {key}: {was!r} -> {now!r}" for key, (was, now) in
-            config_lib.differences(saved, config_lib.flat(self._config_json())).items()
-            if not (only_read and any(config_lib.covers(i, key) for i in self.ignores))}
-
-  def _record_evaluation_settings(self, path: Any) -> None:
-    """Writes this run's evaluation settings (`config.evaluation_field`s) into `path`, the config
-    file of a finished run whose evaluation it made again, the rest of the file as it was."""
-    values = json.loads(path.read_text(encoding="utf-8"))
-    for key, (_, now) in config_lib.differences(config_lib.flat(values),
-                                                config_lib.flat(self._config_json())).items():
-      if config_lib.evaluation_field(key):
-        config_lib.set_field(values, key, now)
-    file_state.atomic_write_json(os.path.join(self.workdir, path.name), values, sort_keys=True)
-
-  def _config_changes(self, most: int = 12) -> str:
-    """What a checkpoint that does not restore into this run's state needs said: the settings
-    in which this run's config differs from the one that trained it (WORKDIR/config.json)."""
-    path, saved = self._saved_config()
-    advice = ("Resume with the config that trained it, or start this config in a new --workdir.")
-    if saved is None:
-      return f"{path} is missing, so what changed is not known. {advice}"
-    changed = list(self._changes(saved).values())
-    if not changed:
-      return f"This run's config equals the one in {path}. {advice}"
-    return (f"This run's config differs from the one that trained the checkpoint ({path}):\n"
-            + config_lib.listed(changed, most) + f"\n{advice}")
+    """What `run` would refuse in a directory whose latest checkpoint is of this config's last
+    step (`ConfigHistory.finished_run_refusal`): `darkjax.phases.run_phases` asks every phase of
+    a run before the first runs, so that no earlier phase evaluates with the new settings before
+    a later one refuses them."""
+    return self.history.finished_run_refusal()
 
   def host_variables(self) -> dict[str, Any]:
     """The live state's variables as host numpy arrays: what a later phase starts from."""
@@ -791,9 +597,9 @@ class Trainer:
     """Host `variables` with `config.model_init` and the task's `init_from` merged in."""
     cfg = self.config
     if cfg.model_init:
-      variables = load_pretrained(variables, cfg.model_init, tuple(cfg.model_load.dont_load),
-                                  cfg.model_load.prefix,
-                                  config_lib.pretrained_normalise(cfg), cfg.model.name)
+      variables = model_init.load_pretrained(
+          variables, cfg.model_init, tuple(cfg.model_load.dont_load), cfg.model_load.prefix,
+          config_lib.pretrained_normalise(cfg), cfg.model.name)
     if self.task.merges_pretrained:
       variables = self.task.init_from(variables)
     return variables
@@ -857,11 +663,12 @@ class Trainer:
       raise ValueError(f"phase {self.phase}: no state to evaluate; Trainer.run() first")
     started = time.time()
     step = int(jax.device_get(self.state.step))
-    path, saved = self._step_config(step)
+    history = self.history
+    path, saved = history.of_step(step)
     earlier = None
     if self.is_lead and saved is not None:
-      if any(config_lib.evaluation_field(key) for key in self._changes(saved, only_read=True)):
-        earlier = _evaluation_settings(saved)
+      if any(config_lib.evaluation_field(key) for key in history.changes(saved, only_read=True)):
+        earlier = config_history.evaluation_settings(saved)
     self.writer = metrics_lib.MetricsWriter(self.workdir, enabled=self.is_lead)
     self._drawn = set()
     try:
@@ -874,7 +681,7 @@ class Trainer:
     finally:
       self.writer.close()
     if earlier is not None:
-      self._record_evaluation_settings(path)
+      history.record_evaluation_settings(path)
       self._set_aside_figures()
     self.reported = self.is_lead and step == int(self.config.total_steps)
     if self.reported:
@@ -924,37 +731,8 @@ class Trainer:
                            fresh=latest is None)
       start = self.init_state(data_iterator=train_iter)
       trains = start < last
-      # the config file that evaluated `start`, this run's changes to its evaluation settings and
-      # those settings (read before config.json becomes this run's)
-      evaluated_with, evaluation_changes, earlier_settings = None, [], {}
-      refused = None   # process 0's refusal of this run's changes, raised on every process
-      if self.is_lead and start > 0:   # once restored: a run that cannot resume keeps its config
-        try:
-          evaluated_with, saved, evaluation_changes = self._keep_changed_config(start, trains)
-          if evaluation_changes:
-            earlier_settings = _evaluation_settings(saved)
-        except config_lib.ConfigError as error:
-          refused = error
-      if jax.process_count() > 1 and bool(multihost_utils.broadcast_one_to_all(
-          np.int32(refused is not None))) and refused is None:
-        refused = config_lib.ConfigError(f"phase {self.phase}: process 0 refused this run's "
-                                         "config; its log says why")
-      if refused is not None:
-        raise refused
-      if self.is_lead:
-        # config.json is the config that trained the checkpoints (predict and export read their
-        # normalisation from it): a call with nothing to train leaves it as it is
-        if trains or not (paths.resolve(self.workdir) / "config.json").is_file():
-          file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
-                                       self._config_json(), sort_keys=True)
-      self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)
-      if trains and evaluation_changes:   # metrics.jsonl's evaluations: all of this run's kind
-        moved = self.writer.set_aside_evaluations(earlier_settings)
-        if moved:
-          log.warning("phase %s: resumed at step %d with other evaluation settings than its logged "
-                      "evaluations' (those %d rows moved to %s, with the settings they measured; "
-                      "config.json records this run's):\n%s", self.phase, start, moved,
-                      metrics_lib.EARLIER_EVALUATIONS, config_lib.listed(evaluation_changes))
+      resumed = self._adopt_config(start, trains)
+      evaluation_changes = resumed.evaluation_changes
       step_rng = jax.random.fold_in(rng, 2)
       log.info("model %s: %s; mesh %s", cfg.model.name,
                reports.parameters(self.param_count, self.frozen_count), dict(self.mesh.shape))
@@ -1047,10 +825,10 @@ class Trainer:
             results = self._evaluate_or_stop(start if again else last, watch, checkpointer,
                                              train_iter, "the final")
             if evaluation_changes:
-              self.writer.set_aside_evaluations(earlier_settings)
+              self.writer.set_aside_evaluations(resumed.earlier_settings)
           evaluating = False
           if self.is_lead and evaluation_changes:   # what the logged evaluation measured
-            self._record_evaluation_settings(evaluated_with)
+            self.history.record_evaluation_settings(resumed.path)
             self._set_aside_figures()
       except jax.errors.JaxRuntimeError as error:
         if not fit_lib.out_of_memory(error):
@@ -1073,6 +851,45 @@ class Trainer:
       reports.write_report(self.workdir, cfg, self.param_count, time.time() - run_start, results,
                            self.frozen_count)
     return results
+
+  def _adopt_config(self, start: int, trains: bool) -> config_history.Resumed:
+    """The run's config taken on at `start` (restored, or 0): process 0's
+    `ConfigHistory.keep_changed` of the settings it changes (its refusal raised on every
+    process), config.json written as this run's where it trains (or is missing), metrics.jsonl
+    cut after `start`, and where the run trains on with other evaluation settings, the logged
+    evaluations set aside. Returns what `keep_changed` found: the config file that evaluated
+    `start`, the evaluation settings this run changes (read before config.json becomes this
+    run's)."""
+    resumed = config_history.Resumed(None, None)
+    refused = None   # process 0's refusal of this run's changes, raised on every process
+    if self.is_lead and start > 0:   # once restored: a run that cannot resume keeps its config
+      try:
+        resumed = self.history.keep_changed(start, trains)
+      except config_lib.ConfigError as error:
+        refused = error
+    if jax.process_count() > 1 and bool(multihost_utils.broadcast_one_to_all(
+        np.int32(refused is not None))) and refused is None:
+      refused = config_lib.ConfigError(f"phase {self.phase}: process 0 refused this run's "
+                                       "config; its log says why")
+    if refused is not None:
+      raise refused
+    self._stale_evaluation = resumed.stale_evaluation
+    if self.is_lead:
+      # config.json is the config that trained the checkpoints (predict and export read their
+      # normalisation from it): a call with nothing to train leaves it as it is
+      if trains or not (paths.resolve(self.workdir) / "config.json").is_file():
+        file_state.atomic_write_json(os.path.join(self.workdir, "config.json"),
+                                     self.history.values(), sort_keys=True)
+    self.writer.truncate_after(start)   # a rerun from step 0 too (stopped before a checkpoint)
+    if trains and resumed.evaluation_changes:   # metrics.jsonl's evaluations: this run's kind
+      moved = self.writer.set_aside_evaluations(resumed.earlier_settings)
+      if moved:
+        log.warning("phase %s: resumed at step %d with other evaluation settings than its logged "
+                    "evaluations' (those %d rows moved to %s, with the settings they measured; "
+                    "config.json records this run's):\n%s", self.phase, start, moved,
+                    metrics_lib.EARLIER_EVALUATIONS,
+                    config_lib.listed(resumed.evaluation_changes))
+    return resumed
 
   def _release_checkpointer(self, checkpointer: Any) -> None:
     checkpointer.close()
@@ -1098,19 +915,9 @@ class Trainer:
     as_text = getattr(self.compiled_step, "as_text", None)
     return as_text() if as_text else ""
 
-  def _logged_evaluation(self, step: int) -> dict[str, Any]:
-    if not (paths.resolve(self.workdir) / "metrics.jsonl").is_file():
-      return {}
-    rows = [r for r in metrics_lib.read_metrics(self.workdir) if r.get("step") == step]
-    # as the evaluation returned them: metrics.jsonl holds every scalar as a float, and an
-    # evaluation's example count is an int (reports and the final line leave counts out)
-    return {k: int(v) if k.endswith("/num_examples") else v for row in rows
-            for k, v in row.items()
-            if k != "step" and not k.startswith("train/") and isinstance(v, (int, float))}
-
   def logged_results(self, step: int) -> dict[str, Any]:
     """The evaluation metrics.jsonl holds for `step` (a finished run's final results)."""
-    out = self._logged_evaluation(step)
+    out = metrics_lib.logged_evaluation(self.workdir, step)
     if out:
       log.info("%s: already trained to step %d; its logged evaluation follows", self.workdir, step)
     return out
@@ -1165,17 +972,17 @@ class Trainer:
     evaluation that failed or ran out of memory)? Process 0's answer (its metrics.jsonl), the same
     on every process: the evaluation's collectives need them all."""
     missing = (fit_lib.evaluates(self.config) and self.is_lead
-               and not self._logged_evaluation(step))
+               and not metrics_lib.logged_evaluation(self.workdir, step))
     if jax.process_count() > 1:
       missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
     return missing
 
   def _logged_with_other_settings(self, step: int, changes: Sequence[str]) -> bool:
     """Is the logged evaluation of `step` (a finished run's) one made with other evaluation
-    settings (`changes`, process 0's `_keep_changed_config` lines) than this run's? The same answer
-    on every process, as `_evaluation_missing`'s."""
+    settings (`changes`, process 0's `ConfigHistory.keep_changed` lines) than this run's? The
+    same answer on every process, as `_evaluation_missing`'s."""
     again = (fit_lib.evaluates(self.config) and self.is_lead and bool(changes)
-             and bool(self._logged_evaluation(step)))
+             and bool(metrics_lib.logged_evaluation(self.workdir, step)))
     if jax.process_count() > 1:
       again = bool(multihost_utils.broadcast_one_to_all(np.int32(again)))
     return again
@@ -1237,135 +1044,3 @@ def steps_for_epochs(config: mlc.ConfigDict, task: task_lib.Task) -> int:
   log.info("%g epochs of %d training clips at %d a step: %d steps", config.total_epochs,
            examples, per_step, steps)
   return steps
-
-
-def phase_trainers(phase: task_lib.Phase, phase_config: mlc.ConfigDict, task: Any,
-                   earlier: Mapping[str, Any], directory: str,
-                   **trainer_kwargs) -> Callable[[mlc.ConfigDict], Trainer]:
-  """`config -> Trainer` of one phase in `directory`: `phase_config` trains `task`; a variant of
-  it (a `fit` candidate: another dtype, remat, accumulation or mesh) gets its own Task."""
-  def build(config: mlc.ConfigDict) -> Trainer:
-    own = task if config is phase_config else phase.task(config, earlier)
-    return Trainer(config, directory, task=own, phase=phase.name, ignores=phase.ignores,
-                   **trainer_kwargs)
-  return build
-
-
-def _refuse_before_any_phase(config: mlc.ConfigDict, workdir: str,
-                             plan: Sequence[task_lib.Phase], devices: Any) -> None:
-  """A run in phases that a phase would refuse once its turn came (`Trainer.finished_run_refusal`:
-  a finished phase whose evaluation settings change beside settings that trained it) is refused
-  before the first phase runs: an earlier phase that reads only the evaluation's (a LIFT-Net
-  teacher beside a change to the student's KD weight) would otherwise evaluate again with them
-  first. Each phase with a checkpoint is built as its run builds it (its fit choice kept, its
-  batches rounded for the mesh), from no earlier phase's weights; process 0 decides."""
-  refused = None
-  if jax.process_index() == 0:
-    for phase in plan:
-      directory = phase.workdir(workdir, config)
-      if ckpt_lib.latest_listed(directory) is None:
-        continue
-      with task_lib.from_checkpoint():   # the config and datasets only: no teacher weights read
-        phase_config, task = task_lib.build_task(phase, config)
-      resumed = fit_lib.resumed_config(phase_config, directory)
-      trainer = phase_trainers(phase, phase_config, task, {}, directory, devices=devices)(resumed)
-      refused = trainer.finished_run_refusal()
-      if refused is not None:
-        break
-  if jax.process_count() > 1 and bool(multihost_utils.broadcast_one_to_all(
-      np.int32(refused is not None))) and refused is None:
-    refused = config_lib.ConfigError("process 0 refused this run's config before its first "
-                                     "phase; its log says why")
-  if refused is not None:
-    raise refused
-
-
-def _check_weights_and_data(config: mlc.ConfigDict, plan: Sequence[task_lib.Phase]) -> None:
-  """The whole command's pretrained weights, checked before anything trains; when they are
-  missing, the first phase's dataset too, so that a new user hears of both at once (each is the
-  user's to bring, a dataset's preparation hours)."""
-  try:
-    config_lib.check_required_weights(config)
-  except config_lib.MissingWeightsError as missing:
-    unprepared = _unprepared_dataset(config, plan[0])
-    if unprepared is None:
-      raise
-    raise config_lib.MissingWeightsError(f"{missing}\nThe data is missing too: {unprepared}"
-                                         ) from None
-
-
-def _unprepared_dataset(config: mlc.ConfigDict, phase: task_lib.Phase) -> str | None:
-  """What opening `phase`'s datasets says when one is not prepared (None: they open, or fail
-  otherwise, which the phase's own start reports)."""
-  try:
-    task_lib.build_task(phase, config, {})
-  except prepared.DatasetNotPreparedError as error:
-    return str(error)
-  except Exception:  # pylint: disable=broad-except
-    return None
-  return None
-
-
-def append_phase_report(trainer: Trainer, phase: task_lib.Phase, config: mlc.ConfigDict,
-                        results: Mapping[str, Any]) -> None:
-  """Appends `phase`'s own section (`Phase.report`) to the report.md `trainer` has just written
-  (once, to a fresh report.md)."""
-  if phase.report is not None and trainer.reported:
-    section = phase.report(config, results)
-    if section:
-      with (paths.resolve(trainer.workdir) / "report.md").open("a", encoding="utf-8") as f:
-        f.write("\n" + section)
-
-
-def run_phases(config: mlc.ConfigDict, workdir: str, devices: Any = None,
-               transient_bar: bool = False, evaluate_again: bool = False) -> dict[str, Any]:
-  """Trains every phase `config` runs (`darkjax.task.phase_plan`), one Trainer each in its own
-  resumable directory, each phase starting from the trained variables of the earlier phases it
-  names (`Phase.init_from`). Returns the deployed (last) phase's results, with the float results
-  of earlier phases as `<phase>_<metric>`. A run whose deployed phase has a sub-directory gets
-  WORKDIR/report.md summing up every phase. `devices`: the mesh's devices (default: all), whose
-  platform fixes the config's derived fields (`config.resolve`: compute_dtype "auto").
-  `evaluate_again`: the deployed phase's last step is evaluated again where this call made no
-  evaluation of it (`Trainer.evaluate_again`: a notebook's `Run.evaluate` of a run in phases)."""
-  platform = targets.platform_of(jax.devices() if devices is None else devices)
-  config = config_lib.resolve(config, platform)
-  cache = targets.use_compilation_cache(config.get("compilation_cache", ""))
-  log.info("compiling for %s; compute dtype %s; compilation cache %s", platform,
-           config.compute_dtype, cache or "off")
-  plan = task_lib.phase_plan(config)
-  _check_weights_and_data(config, plan)
-  for phase in plan:   # everything any phase reads is checked before the first step
-    if phase.check is not None:
-      phase.check(config, phase.workdir(workdir, config))
-  if len(plan) > 1:
-    _refuse_before_any_phase(config, workdir, plan, devices)
-  wanted = {name for phase in plan for name in phase.init_from}
-  trained: dict[str, dict[str, Any]] = {}
-  results: dict[str, Any] = {}
-  is_lead = jax.process_index() == 0
-  for number, phase in enumerate(plan, 1):
-    earlier = {name: trained[name] for name in phase.init_from if name in trained}
-    phase_config, task = task_lib.build_task(phase, config, earlier)   # opens the datasets
-    if len(plan) > 1:
-      log.info("%s phase %d/%d: %s", config.trainer, number, len(plan), phase.name)
-    directory = phase.workdir(workdir, config)
-
-    build = phase_trainers(phase, phase_config, task, earlier, directory, devices=devices,
-                           transient_bar=transient_bar)
-    trainer = fit_lib.fit_phase(phase_config, directory, phase.name, build)
-    phase_results = trainer.run()
-    if (evaluate_again and number == len(plan)
-        and trainer.evaluated_step != int(trainer.config.total_steps)):
-      phase_results = trainer.evaluate_again()
-    append_phase_report(trainer, phase, config, phase_results)
-    if phase.name in wanted:
-      trained[phase.name] = trainer.host_variables()
-    if number < len(plan):
-      results.update({f"{phase.name}_{k}": v for k, v in phase_results.items()
-                      if isinstance(v, float)})
-    else:
-      results.update(phase_results)
-  deployed = plan[-1].workdir(workdir, config)
-  if is_lead and os.path.normpath(deployed) != os.path.normpath(workdir):
-    reports.write_summary(workdir, config, plan, results)
-  return results

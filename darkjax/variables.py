@@ -2,7 +2,7 @@
 merges of a loaded tree into a model's.
 
 The one place that compares a checkpoint's entries with a model's: converters
-(`darkjax.convert.common.merge_strict`), `config.model_init` (`darkjax.train.load_pretrained`),
+(`darkjax.convert.common.merge_strict`), `config.model_init` (`darkjax.model_init.load_pretrained`),
 pretrained sub-modules (`merge_subtree`, e.g. LIFT-Net's ViT or teacher backbone) and restored
 checkpoints (`darkjax.tools.predict`) all report through `Mismatch`, so every such error lists
 every problem with its path.

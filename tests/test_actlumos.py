@@ -366,7 +366,7 @@ from configs import actlumos_synthetic  # noqa: E402
 from darkjax import config as config_lib  # noqa: E402
 from darkjax import checkpoint as ckpt_lib  # noqa: E402
 from darkjax import metrics as metrics_lib  # noqa: E402
-from darkjax import train  # noqa: E402
+from darkjax import phases, train  # noqa: E402
 from darkjax import variables as variables_lib  # noqa: E402
 from darkjax.data import prepared  # noqa: E402
 from darkjax.trainers import actlumos as actlumos_trainer  # noqa: E402
@@ -683,7 +683,7 @@ def synthetic_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("actlumos")
   config = run_configs.quiet(actlumos_synthetic.get_config(f"runlocal,data_dir={root / 'data'}"))
   workdir = str(root / "run")
-  results = train.run_phases(config, workdir)
+  results = phases.run_phases(config, workdir)
   return config, workdir, results
 
 
@@ -719,13 +719,13 @@ def test_rerun_resumes_without_new_steps_and_rejects_a_changed_teacher(synthetic
   config, workdir, _ = synthetic_run
   lines = {p: open(os.path.join(workdir, p, "metrics.jsonl")).read()
            for p in ("teacher", "ssl", "student")}
-  train.run_phases(config, workdir)
+  phases.run_phases(config, workdir)
   for phase, text in lines.items():
     assert open(os.path.join(workdir, phase, "metrics.jsonl")).read() == text, phase
   changed = run_configs.quiet(actlumos_synthetic.get_config(
       f"runlocal,fusion=concat,data_dir={config.input.data.dir}"))
   with pytest.raises(ValueError, match=r"actlumos.fusion='dff'.*says 'concat'"):
-    train.run_phases(changed, workdir)
+    phases.run_phases(changed, workdir)
   # Another evaluation part beside the student's KD weight, which the teacher does not read: the
   # student's refusal comes before the teacher could evaluate again with the new part, and no
   # phase's logged evaluation moves.
@@ -736,7 +736,7 @@ def test_rerun_resumes_without_new_steps_and_rejects_a_changed_teacher(synthetic
                      r"already; this run changes what its evaluation measures:\n  "
                      r"input.data.eval_split: 'test' -> 'train'\nand settings.*"
                      r"actlumos.kd_weight: 1.0 -> 0.5"):
-    train.run_phases(mixed, workdir)
+    phases.run_phases(mixed, workdir)
   for phase, text in lines.items():
     assert open(os.path.join(workdir, phase, "metrics.jsonl")).read() == text, phase
     assert not os.path.exists(os.path.join(workdir, phase, metrics_lib.EARLIER_EVALUATIONS))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from darkjax import aot, fit, targets, train
+from darkjax import aot, fit, phases, targets, train
 from darkjax import config as config_lib
 from darkjax import task as task_lib
 from darkjax.layers import attention, conv
@@ -304,7 +304,7 @@ def test_a_tpu_run_compiles_its_evaluation_beside_the_step_before_training(tmp_p
   stand_in.eval_every = 0   # evaluates (at the end)
   phase = task_lib.main_phase(stand_in)
   phase_config, task = task_lib.build_task(phase, stand_in)
-  build = train.phase_trainers(phase, phase_config, task, {}, str(tmp_path / "run"),
+  build = phases.phase_trainers(phase, phase_config, task, {}, str(tmp_path / "run"),
                                target=TPU_TARGET)
   trainer = fit.fit_phase(phase_config, str(tmp_path / "run"), phase.name, build)
   steps = [thread for name, thread in compiles.seen if name == "train_step"]

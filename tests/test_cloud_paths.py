@@ -10,7 +10,7 @@ import pytest
 
 from configs import synthetic as synthetic_config
 from darkjax import metrics as metrics_lib
-from darkjax import paths, train
+from darkjax import paths, phases
 from darkjax.convert import io as convert_io
 from darkjax.data import records
 from fake_bucket import fake_gcs
@@ -40,10 +40,10 @@ def bucket_run(tmp_path_factory):
   os.chdir(cwd)
   try:
     with fake_gcs(str(root)):
-      train.run_phases(_config(2, evaluate=False), f"{BUCKET}/run")
+      phases.run_phases(_config(2, evaluate=False), f"{BUCKET}/run")
       first_steps = _train_steps(f"{BUCKET}/run")
       # the rerun traces its first step (config.profile): step 3, written into the bucket
-      results = train.run_phases(
+      results = phases.run_phases(
           _config(4, evaluate=True, **{"profile.steps": 1, "profile.skip": 0}), f"{BUCKET}/run")
       yield {"root": root, "cwd": cwd, "first_steps": first_steps, "results": results}
   finally:

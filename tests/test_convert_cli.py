@@ -308,7 +308,7 @@ def test_weights_of_another_build_name_the_model_kwargs_to_set(tmp_path):
   import jax
   import jax.numpy as jnp
 
-  from darkjax import models, train
+  from darkjax import model_init, models
   from darkjax.config import ConfigError
   torch.save(_tiny_state("B"), tmp_path / "b.pth")
   assert cli.main(["--arch", "resnet3d_tiny", "--src", str(tmp_path / "b.pth"), "--out",
@@ -318,4 +318,4 @@ def test_weights_of_another_build_name_the_model_kwargs_to_set(tmp_path):
   variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   with pytest.raises(ConfigError, match=r"downsample_conv.*built with \{'shortcut_type': 'B'\}.*"
                                         r"--config.model.kwargs.shortcut_type='B'"):
-    train.load_pretrained(variables, str(tmp_path / "out"))
+    model_init.load_pretrained(variables, str(tmp_path / "out"))

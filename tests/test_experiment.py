@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import dinet_infar
-from darkjax import train
+from darkjax import phases, train
 from darkjax.tools import experiment
 
 
@@ -119,8 +119,8 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
   def no_training(*args, **kwargs):
     raise AssertionError("a cached run was trained again")
 
-  real_run_phases = train.run_phases
-  monkeypatch.setattr(train, "run_phases", no_training)
+  real_run_phases = phases.run_phases
+  monkeypatch.setattr(phases, "run_phases", no_training)
   capsys.readouterr()
   assert experiment.main(argv) == 0
   printed = capsys.readouterr().out
@@ -156,7 +156,7 @@ def test_runs_a_tiny_config_over_seeds_and_caches(tmp_path, monkeypatch, capsys)
   err = capsys.readouterr().err
   assert f"{out / 'default' / 'split0_seed1' / 'result.json'} was trained with another config " \
          "than this command's run gives" in err
-  monkeypatch.setattr(train, "run_phases", real_run_phases)
+  monkeypatch.setattr(phases, "run_phases", real_run_phases)
   assert experiment.main(argv) == 0   # the deleted run trained again, as before
   assert "evaluated on test:" in (out / "table.md").read_text()
   # Another evaluation part: the stored runs evaluated again with it, nothing trained, each

@@ -20,7 +20,7 @@ from configs import synthetic as synthetic_config
 from darkjax import fit as fit_lib
 from darkjax import metrics as metrics_lib
 from darkjax import task as task_lib
-from darkjax import train
+from darkjax import phases, train
 from darkjax.data import prepared
 from run_configs import REPO, quiet
 
@@ -56,7 +56,7 @@ def test_a_step_over_the_limit_stops_before_training_naming_what_fits(needs, tmp
   data_dir = needs[0]
   config = _config(data_dir, device_memory_gib=_between(needs))
   with pytest.raises(fit_lib.DeviceMemoryError) as error:
-    train.run_phases(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+    phases.run_phases(config, str(tmp_path / "run"), devices=jax.devices()[:1])
   message = str(error.value)
   assert f"phase train: the train step needs {needs[1] / fit_lib.GIB:.2f} GiB per device, " \
          f"{_between(needs):.2f} GiB available" in message
@@ -71,13 +71,13 @@ def test_fit_auto_trains_with_accumulation_and_resumes_with_the_same_choice(need
   data_dir = needs[0]
   workdir = str(tmp_path / "run")
   config = _config(data_dir, device_memory_gib=_between(needs), fit="auto")
-  train.run_phases(config, workdir, devices=jax.devices()[:1])
+  phases.run_phases(config, workdir, devices=jax.devices()[:1])
   assert "2 micro-batches of" in caplog.text and "BatchNorm normalises each" in caplog.text
   saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
   assert saved["accum_steps"] == 2 and json.loads(saved["fit_applied"]) == {"accum_steps": 2}
   assert saved["input"]["batch_size"] == config.input.batch_size   # the global batch is kept
   more = _config(data_dir, steps=4, device_memory_gib=_between(needs), fit="auto")
-  train.run_phases(more, workdir, devices=jax.devices()[:1])
+  phases.run_phases(more, workdir, devices=jax.devices()[:1])
   saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
   assert saved["accum_steps"] == 2 and saved["total_steps"] == 4
   steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "train/loss" in r]
@@ -225,13 +225,13 @@ def test_a_run_compiles_its_step_once_beside_the_init(needs, tmp_path, compiles,
   resumed run compiles no init."""
   overrides = {"device_memory_gib": 1000.0} if checked else {}
   workdir = str(tmp_path / "run")
-  train.run_phases(_config(needs[0], **overrides), workdir, devices=jax.devices()[:1])
+  phases.run_phases(_config(needs[0], **overrides), workdir, devices=jax.devices()[:1])
   steps = [thread for name, thread in compiles.seen if name == "train_step"]
   inits = [thread for name, thread in compiles.seen if name == "init"]
   assert len(steps) == 1 and len(inits) == 1, compiles.seen
   assert steps[0].startswith("darkjax-compile-") and inits == ["MainThread"]
   compiles.seen.clear()
-  train.run_phases(_config(needs[0], steps=3, **overrides), workdir, devices=jax.devices()[:1])
+  phases.run_phases(_config(needs[0], steps=3, **overrides), workdir, devices=jax.devices()[:1])
   assert [name for name, _ in compiles.seen if name in ("train_step", "init")] == ["train_step"]
   steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "train/loss" in r]
   assert steps == [1, 2, 3]
@@ -241,7 +241,7 @@ def test_a_step_that_compiles_too_large_stops_naming_the_checkpoint(needs, tmp_p
   """A step compile that runs out of device memory (beside the init's) stops the run with the
   one out-of-memory message, naming the checkpoint a resumed run left intact."""
   workdir = str(tmp_path / "run")
-  train.run_phases(_config(needs[0], checkpoint_every=1), workdir, devices=jax.devices()[:1])
+  phases.run_phases(_config(needs[0], checkpoint_every=1), workdir, devices=jax.devices()[:1])
 
   def exhausted(self):
     raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran "
@@ -272,7 +272,7 @@ def test_a_step_that_compiles_too_large_stops_naming_the_checkpoint(needs, tmp_p
   with pytest.raises(fit_lib.DeviceMemoryError,
                      match=r"phase train, compiling the train step: the device ran out of memory "
                      r"\(RESOURCE_EXHAUSTED.*Last completed checkpoint: .*checkpoints/2 \(intact"):
-    train.run_phases(_config(needs[0], steps=3), workdir, devices=jax.devices()[:1])
+    phases.run_phases(_config(needs[0], steps=3), workdir, devices=jax.devices()[:1])
   assert closed == [1]   # the input workers stopped before the error left the run
   steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "train/loss" in r]
   assert steps == [1, 2]   # nothing lost, nothing more trained
@@ -297,7 +297,7 @@ def test_an_interrupted_start_stops_only_once_the_step_compile_ends(needs, tmp_p
   monkeypatch.setattr(train.Trainer, "compile_step", slow_compile)
   monkeypatch.setattr(train.Trainer, "compile_init", interrupted)
   with pytest.raises(KeyboardInterrupt):
-    train.run_phases(_config(needs[0]), str(tmp_path / "run"), devices=jax.devices()[:1])
+    phases.run_phases(_config(needs[0]), str(tmp_path / "run"), devices=jax.devices()[:1])
   raised = time.monotonic()
   assert len(ended) == 1 and ended[0] <= raised
   # Ctrl-C twice while waiting: one message, then KeyboardInterrupt once the thread is done
@@ -359,7 +359,7 @@ def test_an_evaluation_over_the_limit_stops_before_training_naming_the_eval_batc
   config = _evaluating(needs[0], device_memory_gib=eval_limit)
   config.input.eval_clips = 3   # scored one view at a time: the same memory as one view
   with pytest.raises(fit_lib.DeviceMemoryError) as error:
-    train.run_phases(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+    phases.run_phases(config, str(tmp_path / "run"), devices=jax.devices()[:1])
   message = str(error.value)
   assert ("phase train: evaluation 'eval' at eval batch 32 (input.eval_batch_size; 3 view(s) per "
           "example") in message
@@ -373,7 +373,7 @@ def test_fit_auto_evaluates_at_the_batch_that_fits_compiled_before_training(
   workdir = str(tmp_path / "run")
   config = _evaluating(needs[0], device_memory_gib=eval_limit, fit="auto")
   config.input.eval_clips = 2   # the run's evaluation scores two views, one after the other
-  results = train.run_phases(config, workdir, devices=jax.devices()[:1])
+  results = phases.run_phases(config, workdir, devices=jax.devices()[:1])
   saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
   assert saved["input"]["eval_batch_size"] == 16
   assert json.loads(saved["fit_applied"]) == {"input.eval_batch_size": 16}
@@ -392,7 +392,7 @@ def test_out_of_memory_in_an_evaluation_names_it_and_the_eval_batch(needs, tmp_p
                      match=r"phase train, evaluation at step 2: the device ran out of memory "
                      r"\(RESOURCE_EXHAUSTED.*checkpoints/2 \(intact.*lower "
                      r"--config.input.eval_batch_size"):
-    train.run_phases(_evaluating(needs[0]), str(tmp_path / "run"), devices=jax.devices()[:1])
+    phases.run_phases(_evaluating(needs[0]), str(tmp_path / "run"), devices=jax.devices()[:1])
 
 
 def test_eval_batch_candidates_halve_on_the_devices():
@@ -425,14 +425,14 @@ def test_a_compile_over_the_devices_memory_is_a_setting_that_does_not_fit(needs,
   config = _config(needs[0], device_memory_gib=1000.0, fit=mode)
   if mode == "check":
     with pytest.raises(fit_lib.DeviceMemoryError) as error:
-      train.run_phases(config, workdir, devices=jax.devices()[:1])
+      phases.run_phases(config, workdir, devices=jax.devices()[:1])
     message = str(error.value)
     assert ("phase train: the train step does not compile within the device's memory (63.90 GiB "
             "per device): RESOURCE_EXHAUSTED: Ran out of memory on HBM") in message
     assert "Settings that fit, each compiled and checked: accum_steps=2 (" in message
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
   else:
-    train.run_phases(config, workdir, devices=jax.devices()[:1])
+    phases.run_phases(config, workdir, devices=jax.devices()[:1])
     saved = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
     assert saved["accum_steps"] == 2 and json.loads(saved["fit_applied"]) == {"accum_steps": 2}
 
@@ -448,7 +448,7 @@ def test_an_evaluation_the_compiler_refuses_names_the_eval_batch_that_compiles(
 
   monkeypatch.setattr(train.Trainer, "compile_evals", refused_at_32)
   with pytest.raises(fit_lib.DeviceMemoryError) as error:
-    train.run_phases(_evaluating(needs[0], device_memory_gib=1000.0), str(tmp_path / "run"),
+    phases.run_phases(_evaluating(needs[0], device_memory_gib=1000.0), str(tmp_path / "run"),
                      devices=jax.devices()[:1])
   message = str(error.value)
   assert ("phase train: an evaluation at eval batch 32 (input.eval_batch_size; 1 view(s) per "

@@ -12,7 +12,7 @@ import pytest
 
 from configs import (actlumos_arid, dinet_infar, dtcm_arid, lift_arid, lift_infar, twostream_infar)
 from darkjax import config as config_lib
-from darkjax import convert, models, train
+from darkjax import convert, model_init, models
 from darkjax.convert import __main__ as convert_cli
 from darkjax.convert import io as convert_io
 from darkjax.data import normalise
@@ -209,14 +209,14 @@ def test_model_init_refuses_weights_trained_on_another_normalisation(tmp_path):
   path, variables = _saved(tmp_path, {"arch": "small3d_tiny",
                                       "input_normalisation": normalise.describe("activitynet_mean")})
   with pytest.raises(normalise.NormalisationMismatchError) as error:
-    train.load_pretrained(variables, path, normalise=("input.normalise", "kinetics"))
+    model_init.load_pretrained(variables, path, normalise=("input.normalise", "kinetics"))
   message = str(error.value)
   for text in ("config.model_init", "'activitynet_mean'", "RGB 0-255 minus mean (114.8, 107.7",
                "config.input.normalise is 'kinetics'", "--config.input.normalise=activitynet_mean",
                "--config.model_load.check_normalise=False"):
     assert text in message, text
-  train.load_pretrained(variables, path, normalise=("input.normalise", "activitynet_mean"))
-  train.load_pretrained(variables, path)   # no check asked for
+  model_init.load_pretrained(variables, path, normalise=("input.normalise", "activitynet_mean"))
+  model_init.load_pretrained(variables, path)   # no check asked for
 
 
 def test_recorded_normalise_of_old_conversions_and_runs():

@@ -20,7 +20,7 @@ from flax import traverse_util
 
 from configs import lift_arid
 from configs.common import augment_block
-from darkjax import losses, notebook, train
+from darkjax import losses, notebook, phases, train
 from darkjax.data import augment as video_augment
 from darkjax.data import normalise, prepared, records
 from darkjax.layers.attention import FeatureFusion
@@ -649,11 +649,11 @@ def test_arid_with_prepared_data_trains_both_phases_and_freezes(arid_dir, tmp_pa
     def run(self, *args, **kwargs):
       trainers.append(self)
       return super().run(*args, **kwargs)
-  monkeypatch.setattr(train, "Trainer", Recording)
+  monkeypatch.setattr(phases, "Trainer", Recording)
   config = _arid_config(arid_dir)  # runlocal: liftnet_tiny_test, KD, vit_trainable=first
   config.total_steps = config.teacher.total_steps = 1
   workdir = str(tmp_path / "run")
-  results = train.run_phases(config, workdir, devices=jax.devices()[:1])
+  results = phases.run_phases(config, workdir, devices=jax.devices()[:1])
   teacher, student = trainers
   for phase in ("teacher", "student"):
     rows = [json.loads(line) for line in open(os.path.join(workdir, phase, "metrics.jsonl"))]

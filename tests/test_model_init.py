@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from darkjax import train
+from darkjax import model_init
 from darkjax.convert import io as convert_io
 from darkjax.models import small3d
 
@@ -24,8 +24,8 @@ def test_full_model_loads_except_dont_load(tmp_path):
   convert_io.save_variables(str(tmp_path / "ckpt"), saved, {"arch": "small3d_tiny"})
   ours = _variables(5, seed=2)   # other head size: must be skipped
   with pytest.raises(ValueError, match=r"wrong shape.*head"):
-    train.load_pretrained(ours, str(tmp_path / "ckpt"))
-  merged = train.load_pretrained(ours, str(tmp_path / "ckpt"), dont_load=("^params/head/",))
+    model_init.load_pretrained(ours, str(tmp_path / "ckpt"))
+  merged = model_init.load_pretrained(ours, str(tmp_path / "ckpt"), dont_load=("^params/head/",))
   flat, flat_saved = (traverse_util.flatten_dict(t, sep="/") for t in (merged, saved))
   flat_ours = traverse_util.flatten_dict(ours, sep="/")
   for key, value in flat.items():
@@ -38,13 +38,13 @@ def test_backbone_loads_under_a_prefix_and_reports_missing_keys(tmp_path):
   convert_io.save_variables(str(tmp_path / "ckpt"), backbone, {"arch": "small3d_tiny"})
   bigger = {collection: {"extractor": tree, "head": {"kernel": np.zeros((16, 3), np.float32)}}
             for collection, tree in _variables(0, seed=4).items()}
-  merged = train.load_pretrained(bigger, str(tmp_path / "ckpt"), prefix="extractor")
+  merged = model_init.load_pretrained(bigger, str(tmp_path / "ckpt"), prefix="extractor")
   np.testing.assert_array_equal(merged["params"]["extractor"]["stem"]["conv"]["kernel"],
                                 backbone["params"]["stem"]["conv"]["kernel"])
   np.testing.assert_array_equal(merged["params"]["head"]["kernel"], 0)
   del bigger["params"]["extractor"]["stage4"]
   with pytest.raises(ValueError, match=r"unexpected.*params/extractor/stage4"):
-    train.load_pretrained(bigger, str(tmp_path / "ckpt"), prefix="extractor")
+    model_init.load_pretrained(bigger, str(tmp_path / "ckpt"), prefix="extractor")
 
 
 def test_weights_of_another_architecture_or_an_unconverted_file_say_what_to_do(tmp_path):
@@ -53,11 +53,11 @@ def test_weights_of_another_architecture_or_an_unconverted_file_say_what_to_do(t
   with pytest.raises(ValueError, match=r"config\.model_init .*resnet: holds 'resnet3d_tiny' "
                                        r"weights \(its meta\.json\), config\.model\.name is "
                                        r"'small3d_tiny'"):
-    train.load_pretrained(ours, str(tmp_path / "resnet"), arch="small3d_tiny")
+    model_init.load_pretrained(ours, str(tmp_path / "resnet"), arch="small3d_tiny")
   pth = tmp_path / "weights.pth"
   pth.write_bytes(b"\x80")
   with pytest.raises(ValueError, match=r"^config\.model_init: .*weights\.pth.*convert it first: "
                                        r"python -m darkjax\.convert --arch small3d_tiny --src "):
-    train.load_pretrained(ours, str(pth), arch="small3d_tiny")
+    model_init.load_pretrained(ours, str(pth), arch="small3d_tiny")
   with pytest.raises(ValueError, match=r"^config\.model_init: .*nowhere: no such directory$"):
-    train.load_pretrained(ours, str(tmp_path / "nowhere"), arch="small3d_tiny")
+    model_init.load_pretrained(ours, str(tmp_path / "nowhere"), arch="small3d_tiny")

@@ -9,7 +9,7 @@ import pytest
 from flax import traverse_util
 
 from configs import dtcm_synthetic, synthetic
-from darkjax import train
+from darkjax import phases
 from darkjax.convert import io as convert_io
 from darkjax.data import prepared
 from darkjax.tools import experiment
@@ -55,7 +55,7 @@ def test_input_stream_selects_the_record_stream_for_train_and_eval(data_dir):
 
 def test_dtcm_starts_from_another_runs_backbone(data_dir, tmp_path):
   pre_dir = str(tmp_path / "pre_day")
-  train.run_phases(day_config(data_dir), pre_dir)
+  phases.run_phases(day_config(data_dir), pre_dir)
   pretrained, meta = convert_io.load_variables(pre_dir)
   assert meta["step"] == 2 and meta["source"] == "darkjax run"
   assert set(pretrained) == {"params", "batch_stats"}
@@ -66,7 +66,7 @@ def test_dtcm_starts_from_another_runs_backbone(data_dir, tmp_path):
   config.optimizer.lr = 0.0           # the state after one step is the loaded one
   config.optimizer.warmup_steps = 0
   run_dir = str(tmp_path / "dtcm")
-  train.run_phases(config, run_dir)
+  phases.run_phases(config, run_dir)
   finetuned, _ = convert_io.load_variables(run_dir)
   ours = traverse_util.flatten_dict(finetuned["params"]["classifier"], sep="/")
   theirs = traverse_util.flatten_dict(pretrained["params"], sep="/")
@@ -98,7 +98,7 @@ def test_dtcm_one_stage_starts_from_the_phase1_enhancer(data_dir, tmp_path):
   config.optimizer.lr = 0.0           # phase 2 keeps what it started from
   config.optimizer.warmup_steps = 0
   workdir = str(tmp_path / "dtcm")
-  results = train.run_phases(config, workdir)
+  results = phases.run_phases(config, workdir)
   assert "eval/top1" in results
   phase1, meta1 = convert_io.load_variables(str(tmp_path / "dtcm" / "enhancer"))
   joint, meta2 = convert_io.load_variables(str(tmp_path / "dtcm" / "joint"))
@@ -114,5 +114,5 @@ def test_dtcm_one_stage_starts_from_the_phase1_enhancer(data_dir, tmp_path):
                                      "pretrain_enhancer=True,setting=no_enhancement")
   config.progress_bar = False
   config.input.prefetch = 0
-  train.run_phases(config, str(tmp_path / "plain"))
+  phases.run_phases(config, str(tmp_path / "plain"))
   assert not (tmp_path / "plain" / "enhancer").exists()

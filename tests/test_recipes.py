@@ -14,7 +14,7 @@ import pytest
 from configs import (dinet_infar, dtcm_arid, dtcm_synthetic, lift_arid, lift_hmdb51, lift_synthetic,
                      twostream_infar, twostream_synthetic)
 from darkjax import config as config_lib
-from darkjax import train
+from darkjax import phases, train
 from darkjax.tools import recipe
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -165,4 +165,4 @@ def test_missing_weights_and_data_are_named_together(tmp_path, monkeypatch):
                      match=r"(?s)resnext-101-kinetics\.pth.*The data is missing too: dataset "
                            r"'arid_v1' is not prepared.*python -m darkjax\.data\.prepare "
                            r"--dataset arid_v1 .*--short-side 240"):
-    train.run_phases(dtcm_arid.get_config(), str(tmp_path / "w"))
+    phases.run_phases(dtcm_arid.get_config(), str(tmp_path / "w"))

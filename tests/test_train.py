@@ -374,7 +374,7 @@ def test_a_finished_runs_logged_evaluation_is_what_the_evaluation_returned(tmp_p
   writer = metrics_lib.MetricsWriter(str(tmp_path))
   writer.write(4, {"eval/top1": 0.5, "eval/num_examples": 20, "train/loss": 1.0})
   writer.close()
-  logged = train.Trainer._logged_evaluation(mock.Mock(workdir=str(tmp_path)), 4)   # pylint: disable=protected-access
+  logged = metrics_lib.logged_evaluation(str(tmp_path), 4)
   assert logged == {"eval/top1": 0.5, "eval/num_examples": 20}
   assert isinstance(logged["eval/num_examples"], int)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import twostream_infar, twostream_synthetic
-from darkjax import losses, models, train
+from darkjax import losses, models, phases
 from darkjax.config import ConfigError
 from darkjax.convert import io as convert_io
 from darkjax.data import normalise, prepared, ops, records
@@ -391,7 +391,7 @@ def test_video_clips_are_non_overlapping_and_centre_cropped():
 
 def test_runlocal_end_to_end_writes_tables_and_pictures(data_dir, tmp_path):
   config = quiet(twostream_synthetic.get_config(f"runlocal,data_dir={data_dir}"))
-  results = train.run_phases(config, str(tmp_path))
+  results = phases.run_phases(config, str(tmp_path))
   for row in ("ir/softmax", "ir/knn", "flow/softmax", "flow/knn", "late_fusion1", "late_fusion2",
               "nn1_fusion", "nn2_fusion"):
     assert 0.0 <= results[f"video/{row}/accuracy"] <= 1.0
@@ -419,7 +419,7 @@ def test_a_knn_k_above_the_smallest_classs_training_videos_is_refused_before_tra
   config.evals.video.k = smallest + 1
   with pytest.raises(ConfigError, match=rf"config.evals.video.k: k={smallest + 1} but class "
                      rf"'\w+' has only {smallest} training videos.*a value in 1..{smallest}"):
-    train.run_phases(config, str(tmp_path / "run"))
+    phases.run_phases(config, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -163,13 +163,13 @@ def run_cached(workdir: str, make_config: Callable[[], mlc.ConfigDict],
   if stored is not None and not evaluation_changes(workdir, make_config, out):
     return stored
   trained = stored.get("seconds") if stored is not None else None   # kept when evaluated again
-  from darkjax import train  # pylint: disable=import-outside-toplevel
+  from darkjax import phases  # pylint: disable=import-outside-toplevel
   config = make_config()
   config.checkpoint_every = config.total_steps   # only the final state: keeps the runs fast
   config.lock()
   start = time.time()
   # each phase's bar on a terminal, cleared when it ends: the table's progress is one line a run
-  results = train.run_phases(config, workdir, transient_bar=True)
+  results = phases.run_phases(config, workdir, transient_bar=True)
   if kept_metrics is None:
     kept_metrics = sorted(k for k, v in results.items() if isinstance(v, (float, int))
                           and not isinstance(v, bool) and "per_class" not in k)

@@ -154,7 +154,7 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
   import jax  # pylint: disable=import-outside-toplevel
 
   # pylint: disable=import-outside-toplevel
-  from darkjax import aot, file_state, sharding, targets, train
+  from darkjax import aot, file_state, phases as phases_lib, sharding, targets
   from darkjax import config as config_lib
   from darkjax import task as task_lib
   from darkjax.tools import bench_config
@@ -204,9 +204,9 @@ def _plan_config(args: argparse.Namespace, spec: str, cache: dict[str, Any], cac
             f"{config_lib.rounded_note(phase_config, batch_devices)}, "
             f"{phase_config.input.frames} frames, compute {compute}:", flush=True)
 
-      build = train.phase_trainers(phase, phase_config, task, {},
-                                   os.path.join(root, "run", phase.name), target=name,
-                                   devices=None if name else jax.devices())
+      build = phases_lib.phase_trainers(phase, phase_config, task, {},
+                                       os.path.join(root, "run", phase.name), target=name,
+                                       devices=None if name else jax.devices())
 
       settings = [{}]
       if not args.default_only:

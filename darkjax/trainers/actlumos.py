@@ -342,7 +342,7 @@ class Task(_Base):
     self.teacher_source = teacher_source or "the teacher phase"
     if kd and teacher_variables is None and task_lib.trains_from_earlier(num_classes):
       log.warning("ActLumos student with kd=True but no teacher: the frozen teacher keeps its "
-                  "initial weights (run through darkjax.train.run_phases for all phases)")
+                  "initial weights (run through darkjax.phases.run_phases for all phases)")
     self.merges_pretrained = bool(teacher_variables is not None or ssl_variables is not None
                                   or (self.cfg.backbone_init and self.cfg.student_pretrained))
     self.kd_unlabelled = bool(self.cfg.get("kd_unlabelled", False))

@@ -239,14 +239,14 @@ class Task(_LiftTaskBase):
     if (self.lift.kd and teacher_variables is None and not self.lift.pretrained.luminous
         and task_lib.trains_from_earlier(num_classes)):
       log.warning("LIFT-Net student with kd=True but no teacher: its frozen luminous backbone "
-                  "keeps its initial weights (darkjax.train.run_phases runs both phases)")
+                  "keeps its initial weights (darkjax.phases.run_phases runs both phases)")
     self.teacher_variables = teacher_variables
     self.teacher_head = None
     config_lib.check_choice(config, "lift.kd_features", KD_FEATURES)
     if self.lift.kd and self.lift.kd_features == "logits":
       if teacher_variables is None:
         raise ConfigError("config.lift.kd_features='logits' distils the teacher's logits: it needs "
-                          "the teacher phase (darkjax.train.run_phases runs it), not only "
+                          "the teacher phase (darkjax.phases.run_phases runs it), not only "
                           "config.lift.pretrained.luminous")
       self.teacher_head = teacher_variables["params"]["fc"]
     self.model = self.student
