@@ -1,5 +1,5 @@
-"""Training on another record stream (`input.stream`), starting from another run's workdir
-(`model_init` / dtcm `pretrained=`), and the several-seed experiment helpers."""
+"""Training on another record stream (`input.stream`) and starting from another run's workdir
+(`model_init` / dtcm `pretrained=`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from configs import dtcm_synthetic, synthetic
 from darkjax import phases
 from darkjax.convert import io as convert_io
 from darkjax.data import prepared
-from darkjax.tools import experiment
 from darkjax.data.classification import ClassificationData
 from run_configs import quiet
 
@@ -83,12 +82,6 @@ def test_missing_run_checkpoint_is_named(tmp_path):
   (tmp_path / "checkpoints").mkdir()
   with pytest.raises(FileNotFoundError, match="no finished checkpoint"):
     convert_io.load_variables(str(tmp_path))
-
-
-def test_mean_std():
-  assert experiment.mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
-  mean, std = experiment.mean_std([5.0])
-  assert mean == 5.0 and np.isnan(std)   # one value: no spread measured
 
 
 def test_dtcm_one_stage_starts_from_the_phase1_enhancer(data_dir, tmp_path):
