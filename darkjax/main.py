@@ -111,7 +111,6 @@ def main(argv):
       _remove_empty_tree(directory)
     if _VERBOSE.value:
       raise
-    from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
     print(f"darkjax: {messages.error_text(e)}", file=sys.stderr)
     sys.exit(2)
   except jax.errors.JaxRuntimeError as e:
@@ -206,7 +205,6 @@ def _config():
 def _config_error_text(error: BaseException, argv: list[str]) -> str:
   """What a config file, arg string or override that failed to load means: a missing file, an
   override of a key the config lacks, else the error's own message."""
-  from darkjax import config as config_lib  # pylint: disable=import-outside-toplevel
   text = messages.error_text(error)
   missing = re.search(r"No such file or directory: '([^']+)'", text)
   if missing:

@@ -62,7 +62,6 @@ import numpy as np
 
 from darkjax import config as config_lib
 from darkjax import file_state, paths
-from darkjax import task as task_lib
 from darkjax.layers import conv
 from darkjax.tools import predict_checkpoint, predict_host
 # export.json's name and the StableHLO reader are predict's, which reads what export writes.

@@ -373,10 +373,10 @@ def png_names(videos: list[str]) -> dict[str, str]:
   unique = list(dict.fromkeys(videos))   # a video named twice is one picture
   stem = lambda video: os.path.splitext(os.path.basename(video))[0]  # noqa: E731
   stems, seen, names = collections.Counter(map(stem, unique)), collections.Counter(), {}
-  for video in unique:
-    seen[stem(video)] += 1
-    name = stem(video)
-    names[video] = f"{name}-{seen[name]}.png" if stems[name] > 1 else f"{name}.png"
+  for path in unique:
+    name = stem(path)
+    seen[name] += 1
+    names[path] = f"{name}-{seen[name]}.png" if stems[name] > 1 else f"{name}.png"
   return names
 
 

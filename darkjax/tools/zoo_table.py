@@ -118,8 +118,8 @@ def count_macs(closed: jex_core.ClosedJaxpr) -> int:
       lhs = eqn.invars[0].aval.shape
       total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
     elif name == "while":
-      raise ValueError(f"zoo_table: a while loop (unknown trip count) in the model: its MACs "
-                       f"cannot be counted")
+      raise ValueError("zoo_table: a while loop (unknown trip count) in the model: its MACs "
+                       "cannot be counted")
     repeat = int(eqn.params["length"]) if name == "scan" else 1
     for sub in jex_core.jaxprs_in_params(eqn.params):
       total += repeat * count_macs(jex_core.ClosedJaxpr(sub, ()))
