@@ -4,16 +4,17 @@ official folders and split lists) goes through `python -m darkjax.data.prepare` 
 $DARKJAX_DATA/<dataset>, then `python -m darkjax.main --config=configs/<file>.py:runlocal` trains,
 evaluates, checkpoints and reports on it with no other argument.
 
-The configs are discovered from configs/ (a config added later is tested without editing this
-file); each dataset is prepared once per session, with `--flow` where a config reads the flow
-stream (LIFT-Net's HMDB51 / UCF101 / InfAR configs). The runs go two at a time (`Runs`). A config
-that compiles the programs of an earlier one (same trainer, record streams and class counts:
-LIFT-Net's three flow configs, ActLumos's ARID v1 and v1.5) and differs from it only in where its
-datasets are does not train again: its input pipeline reads its own prepared dataset (a train
-batch, the whole test split) beside the earlier config's run. Nor does one that differs from an
-earlier config only there and in its datasets' class counts (ActLumos's and DTCM's Dark-48 beside
-their ARID ones): each of its phases is built on its own data and its train step traced, nothing
-compiled, its state that of the earlier config's run but for the class dimension.
+The configs are discovered from configs/ (a config added later is tested without editing this file);
+each dataset is prepared once per session, with `--flow` where a config reads the flow stream
+(LIFT-Net's HMDB51 / UCF101 / InfAR configs). The runs go one after another, the next starting while
+a finished one's results are checked (`Runs`). A config that compiles the programs of an earlier one
+(same trainer, record streams and class counts: LIFT-Net's three flow configs, ActLumos's ARID v1
+and v1.5) and differs from it only in where its datasets are does not train again: its input
+pipeline reads its own prepared dataset (a train batch, the whole test split) beside the earlier
+config's run. Nor does one that differs from an earlier config only there and in its datasets' class
+counts (ActLumos's and DTCM's Dark-48 beside their ARID ones): each of its phases is built on its
+own data and its train step traced, nothing compiled, its state that of the earlier config's run but
+for the class dimension.
 """
 
 from __future__ import annotations
@@ -111,11 +112,13 @@ class Run:
 
 
 class Runs:
-  """`python -m darkjax.main --config=<config>:runlocal` of the session's selected configs, two at
-  a time (XLA compiles on one core; CI has two): a config that differs from an earlier one only
-  in its datasets (`DATASET_FIELDS`; their class counts may differ) is not run (`trained_by`)."""
+  """`python -m darkjax.main --config=<config>:runlocal` of the session's selected configs, one
+  at a time: a test worker has one core of its own (tests/conftest.py), and two runs sharing it
+  took about 9% more time than the same runs one after another (docs/benchmarks.md, "The test
+  suite on two workers"). A config that differs from an earlier one only in its datasets
+  (`DATASET_FIELDS`; their class counts may differ) is not run (`trained_by`)."""
 
-  SLOTS = 2
+  SLOTS = 1
 
   def __init__(self, prepared: PreparedData, root: str, env: dict[str, str], paths: list[str]):
     self.prepared, self.root, self.env = prepared, root, env
