@@ -113,8 +113,8 @@ class Run:
 
 class Runs:
   """`python -m darkjax.main --config=<config>:runlocal` of the session's selected configs, one
-  at a time: a test worker has one core of its own (tests/conftest.py), and two runs sharing it
-  took about 9% more time than the same runs one after another (docs/benchmarks.md, "The test
+  at a time: a test worker has one core of its own (tests/conftest.py), and the runs one after
+  another took 6-9% less time than two at a time sharing it (docs/benchmarks.md, "The test
   suite on two workers"). A config that differs from an earlier one only in its datasets
   (`DATASET_FIELDS`; their class counts may differ) is not run (`trained_by`)."""
 
