@@ -178,7 +178,7 @@ def test_bench_train_step_vs_torch_smoke(capsys):
 
 
 def test_bench_conv_variants_smoke(capsys, tmp_path):
-  from darkjax.tools import bench
+  from darkjax.tools import bench, bench_step
   for spec, settings in (
       ("auto", {}),
       ("lowering=sum2d,ynn_min_core_use=0", {"lowering": "sum2d", "ynn_min_core_use": 0.0}),
@@ -189,7 +189,7 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
       ("model.stem_lowering=native,xla_gpu_autotune_level=2",
        {"model_kwargs": {"stem_lowering": "native"},
         "compiler_options": {"xla_gpu_autotune_level": 2}})):
-    assert bench.parse_variant(spec) == settings, spec
+    assert bench_step.parse_variant(spec) == settings, spec
   for spec, message in (
       ("kernel_grad=fast", "kernel_grad='fast', expected one of"),
       ("bn_relu=off", "bn_relu='off', expected one of"),
@@ -200,24 +200,25 @@ def test_bench_conv_variants_smoke(capsys, tmp_path):
       ("donate=no", "donate='no', expected one of"),
       ("model.=native", "model.FIELD=VALUE")):
     with pytest.raises(ValueError, match=message):
-      bench.parse_variant(spec)
+      bench_step.parse_variant(spec)
   from darkjax.layers import conv  # pylint: disable=import-outside-toplevel
   for settings, chosen_pool in (({}, "separable"), ({"max_pool": "native"}, "native")):   # CPU
-    with bench._conv_overrides(settings), conv.record_lowerings() as chosen:   # a fresh trace
+    # a fresh trace
+    with bench_step.conv_overrides(settings), conv.record_lowerings() as chosen:
       jax.eval_shape(lambda x: conv.max_pool3d(x, (2, 2, 2), (2, 2, 2)),
                      jax.ShapeDtypeStruct((1, 2, 4, 4, 1), jnp.float32))
     assert dict(chosen) == {f"max_pool3d:{chosen_pool}": 1}
   # a variant's own lowering wins over --lowering, for every way bench builds its model
-  assert bench._build_model("resnext3d_tiny", "float32", "native", bench.parse_variant(
+  assert bench_step.build_model("resnext3d_tiny", "float32", "native", bench_step.parse_variant(
       "lowering=frames2d,model.stem_lowering=native")).conv_lowering == "frames2d"
   with pytest.raises(ValueError, match=r"c3d_tiny does not take \['stem_lowering'\]"):
-    bench._flax_step("c3d_tiny", 2, 16, 32, None,
-                     conv_settings=bench.parse_variant("model.stem_lowering=native"))
+    bench_step.flax_step("c3d_tiny", 2, 16, 32, None,
+                         conv_settings=bench_step.parse_variant("model.stem_lowering=native"))
   # a pool setting the model overrides (C3D's native form makes its pools nn.max_pool) is an
   # error, not a variant that times something else
   with pytest.raises(ValueError, match=r"max_pool=separable did not apply: .*\['native'\]"):
-    bench._flax_step("c3d_tiny", 2, 16, 32, None,
-                     conv_settings=bench.parse_variant("lowering=native,max_pool=separable"))
+    bench_step.flax_step("c3d_tiny", 2, 16, 32, None, conv_settings=bench_step.parse_variant(
+        "lowering=native,max_pool=separable"))
   with pytest.raises(SystemExit):  # argparse reports the bad variant
     bench.main(["--model", "c3d_tiny", "--variants", "auto;threads=2"])
   with pytest.raises(SystemExit):  # a compile-only target compiles, it times nothing

@@ -167,6 +167,7 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
   """launch/bench_gpu.sh (issue #34's GPU run): one bench command per row, config and start, each
   one that bench's parser takes, every paper backbone and paper config in it."""
   from darkjax.tools import bench  # pylint: disable=import-outside-toplevel
+  from darkjax.tools.bench_step import parse_variant  # pylint: disable=import-outside-toplevel
   env = dict(os.environ, DARKJAX_DRY_RUN="1", PYTHON=sys.executable)
   out = subprocess.run(["bash", "launch/bench_gpu.sh", str(tmp_path / "gpu")], cwd=REPO, env=env,
                        check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
@@ -195,20 +196,20 @@ def test_gpu_bench_dry_run_prints_commands_bench_accepts(tmp_path):
       "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION")}}
   native_pools = {"max_pool": "native"}   # nn.max_pool, the form before the GPU default
   unaligned = {"align_channels": "off"}   # channels as they are, not padded to multiples of 8
-  assert [bench.parse_variant(v) for v in parsed[0].variants.split(";")] == [
+  assert [parse_variant(v) for v in parsed[0].variants.split(";")] == [
       {}, unbundled, {**unbundled, "compiler_options": {"xla_gpu_force_conv_nhwc": False}},
       {"pointwise": "gemm"}, {"model_kwargs": {"stem_lowering": "native"}},
       {"max_pool": "separable"}, {"bn_relu": "plain"}]
   for args in parsed[1:3]:   # the R(2+1)D rows at their paper batches
-    assert [bench.parse_variant(v) for v in args.variants.split(";")] == [{}, with_convolutions]
+    assert [parse_variant(v) for v in args.variants.split(";")] == [{}, with_convolutions]
   # R(2+1)D-18 at batch 64 beside its state copied instead of donated, and its blocks
   # rematerialised keeping their convolutions' outputs
-  assert [bench.parse_variant(v) for v in parsed[3].variants.split(";")] == [
+  assert [parse_variant(v) for v in parsed[3].variants.split(";")] == [
       {}, {"donate": "off"}, {"model_kwargs": {"remat": "conv_outputs"}}]
   # C3D and R3D-18: 2D convolutions against native ones channels-last; C3D's pools as nn.max_pool
-  assert [bench.parse_variant(v) for v in parsed[4].variants.split(";")] == [
+  assert [parse_variant(v) for v in parsed[4].variants.split(";")] == [
       {}, native_pools, {"lowering": "native"}]
-  assert [bench.parse_variant(v) for v in parsed[5].variants.split(";")] == [
+  assert [parse_variant(v) for v in parsed[5].variants.split(";")] == [
       {}, unaligned, {"lowering": "native"}]
   # every timed row and config also times its steps dispatched back to back (--pipelined)
   assert all(args.pipelined for args in parsed[:12]) and not any(

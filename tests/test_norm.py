@@ -11,7 +11,7 @@ import pytest
 
 from darkjax.layers import conv, norm
 from darkjax.layers.norm import BatchNorm, per_group_stats
-from darkjax.tools import bench
+from darkjax.tools import bench_step
 
 
 @pytest.mark.parametrize("use_scale, use_bias", [(True, True), (False, True), (True, False)])
@@ -285,8 +285,7 @@ def test_fused_batch_norm_is_flaxs_with_the_same_gradients(groups, dtype, relu):
           kwargs, use_fast_variance=False)))
       with norm.fused_relu(False):   # bench --variants bn_relu=plain
         assert "custom_vjp_call" not in forward(module)
-      overrides = bench._conv_overrides   # pylint: disable=protected-access
-      with overrides(bench.parse_variant("bn_relu=plain")):
+      with bench_step.conv_overrides(bench_step.parse_variant("bn_relu=plain")):
         assert "custom_vjp_call" not in forward(module)
   assert "custom_vjp_call" not in forward(module)   # the CPU's step: flax's BatchNorm
   np.testing.assert_array_equal(

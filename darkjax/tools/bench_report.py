@@ -460,7 +460,8 @@ def config_table(results: list[dict[str, Any]], first: int = 1) -> str:
     # the allocator's peak over a run that took steps (a compile-only run's is its state's alone)
     peak = result.get("peak_bytes_in_use") if "step_s" in step else None
     sets = "".join(f" `{key}={value!r}`" for key, value in (result.get("overrides") or {}).items())
-    row = [f"`{result['config']}`{sets}", result["phase"], f"{result['batch']} x {result['frames']}",
+    row = [f"`{result['config']}`{sets}", result["phase"],
+           f"{result['batch']} x {result['frames']}",
            f"{result['param_count'] / 1e6:.2f}",
            "-" if "step_s" not in step else f"{step['step_s'] * 1e3:.1f}",
            "-" if "clips_per_s" not in result else f"{result['clips_per_s']:.1f}"] + (
