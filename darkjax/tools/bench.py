@@ -124,7 +124,7 @@ from darkjax.layers import conv2d
 from darkjax.layers.conv import configure_cpu_flags
 from darkjax.tools import bench_report, bench_torch
 from darkjax.tools.bench_model import bench_train_step
-from darkjax.tools.bench_step import parse_variant
+from darkjax.tools.bench_step import parse_variant, variant_specs
 from darkjax.tools.measure import time_steps
 
 
@@ -411,7 +411,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error("--torch-compile-modes: no mode given")
   if args.variants is not None:
     try:
-      if not [parse_variant(spec) for spec in args.variants.split(";") if spec.strip()]:
+      if not [parse_variant(spec) for spec in variant_specs(args.variants)]:
         parser.error("--variants: no variant given")
     except ValueError as error:
       parser.error(f"--variants: {error}")

@@ -16,7 +16,8 @@ from darkjax.layers import conv, conv2d
 from darkjax.profiling import format_flops, format_summary, format_utilisation
 from darkjax.tools import bench_report, bench_torch
 from darkjax.tools.bench_step import (abstract_state, build_model, check_applied, conv_overrides,
-                                      donated, flax_step, parse_variant, step_fn)
+                                      donated, flax_step, parse_variant, step_fn,
+                                      variant_specs)
 from darkjax.tools.measure import (alternating_rounds, autotuned, compare_policies,
                                    device_profile, format_autotuned, format_lowerings,
                                    format_traffic, hlo_traffic, median, memory_bytes,
@@ -59,7 +60,7 @@ def bench_target(args: argparse.Namespace) -> dict[str, Any]:
   abstract = lambda tree: jax.tree.map(   # noqa: E731
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), tree)
   shape = (args.batch, args.frames, args.size, args.size, 3)
-  specs = [spec.strip() for spec in (args.variants or "auto").split(";") if spec.strip()]
+  specs = variant_specs(args.variants or "auto")
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
         f"{args.optimizer} train step compiled for {args.target} ({platform}), nothing run",
         flush=True)
@@ -151,8 +152,7 @@ def bench_train_step(args: argparse.Namespace) -> dict[str, Any]:
     bench_report.read_cold_from(path, _row(args))
   # With --torch-compile, --variants' first spec is the flax side and each other one a side of
   # its own ("flax SPEC"), timed in the same alternating rounds.
-  specs = ([spec.strip() for spec in args.variants.split(";") if spec.strip()]
-           if args.variants is not None else ["auto"])
+  specs = variant_specs(args.variants) if args.variants is not None else ["auto"]
   def build(spec: str):
     return flax_step(args.model, args.batch, args.frames, args.size, args.lowering,
                      args.devices, parse_variant(spec), dtype=args.dtype,
@@ -303,7 +303,7 @@ def bench_variants(args: argparse.Namespace) -> dict[str, Any]:
   `pipelined_ratio` to the first's), with `--profile N` each one's device profile (`profile`):
   the levers of a row, flax alone (`bench_report.lever_table`)."""
   import jax  # pylint: disable=import-outside-toplevel
-  specs = [spec.strip() for spec in args.variants.split(";") if spec.strip()]
+  specs = variant_specs(args.variants)
   device = jax.devices()[0]
   print(f"{args.model}: B={args.batch} {args.frames}x{args.size}x{args.size} {args.dtype}, "
         f"{args.optimizer} on {device.platform} ({device.device_kind}), {conv2d.cores()} cores, "

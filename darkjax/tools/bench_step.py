@@ -28,6 +28,11 @@ ALIGN_CHANNELS = ("on", "off")   # conv.aligned_conv: a GPU's 16-bit convs' chan
 DONATE = ("on", "off")   # the step's state (parameters, statistics, optimizer) donated or not
 
 
+def variant_specs(variants: str) -> list[str]:
+  """`--variants`' specs: its ';'-separated items, stripped, empty ones left out."""
+  return [spec.strip() for spec in variants.split(";") if spec.strip()]
+
+
 def parse_variant(spec: str) -> dict[str, Any]:
   """'auto' -> {}; 'lowering=sum2d,kernel_grad=dots' -> {'lowering': 'sum2d', ...};
   'model.stem_lowering=native' -> {'model_kwargs': {'stem_lowering': 'native'}}."""
